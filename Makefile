@@ -1,0 +1,34 @@
+# facetrain: `make demo` and `make test` are all a newcomer needs.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+JOBS   ?= 2
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# Idempotent: re-installs only when pyproject.toml changed or the venv is missing.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "facetrain needs Python 3.11, found " + sys.version' || exit 1
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m facetrain.demo
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+test: lint
+	$(BIN)/python -m pytest -n $(JOBS) --durations=15
+
+bench: setup
+	$(BIN)/python bench/align.py
+	$(BIN)/python bench/loader.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache demo-output

@@ -1,0 +1,352 @@
+"""`facetrain align`: raw photo folders → aligned face crops + alignment.csv.
+
+The job is made to be killed: every output image is written to a temporary name and
+renamed, a CSV row is appended only after its image exists, and a re-run skips every
+input that already has a row. `--shard i/n` lets n machines split one job without talking
+to each other (a stable hash of identity/name picks the shard). The source tree is only
+ever read.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import time
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facetrain import atomic
+from facetrain.data.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
+from facetrain.data.listing import Problems, Sample, iter_samples
+
+CSV_FIELDS = [
+    "source", "identity", "name", "face", "status", "reason", "output", "score",
+    "x1", "y1", "x2", "y2",
+    *[f"lm{i}{c}" for i in range(1, 6) for c in "xy"],
+]  # fmt: skip
+MODES = ("similarity", "box")
+CONFIG_FILE = "align_config.json"
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    mode: str = "similarity"
+    size: int | None = None  # None: 112 for similarity, 182 for box
+    margin: float = 44.0
+    select: str = "center"
+    min_face: int = 20
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    factor: float = 0.709
+    detect_max_side: int = 1600  # detect on a copy no larger than this; warp from the original
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    jpeg_quality: int = 95
+    device: str = "cpu"
+    batch_size: int = 16
+    merge_same_names: bool = False
+
+    @property
+    def out_size(self) -> int:
+        return self.size or (112 if self.mode == "similarity" else 182)
+
+    def output_settings(self) -> dict:
+        """The settings that shape output files: a resumed job must keep them."""
+        keys = ("mode", "margin", "select", "min_face", "thresholds", "factor", "jpeg_quality")
+        d = {k: getattr(self, k) for k in keys}
+        d["size"] = self.out_size
+        d["thresholds"] = list(self.thresholds)
+        return d
+
+
+@dataclass
+class AlignSummary:
+    counts: Counter = field(default_factory=Counter)
+    skipped_done: int = 0
+    problems: Problems = field(default_factory=Problems)
+    csv_path: str = ""
+    seconds: float = 0.0
+    faces_written: int = 0
+
+
+def sample_key(s: Sample) -> str:
+    return f"{s.identity}/{s.name}"
+
+
+def key_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+
+
+def in_shard(key: str, shard: tuple[int, int]) -> bool:
+    i, n = shard
+    return n == 1 or zlib.crc32(key.encode()) % n == i
+
+
+def csv_name(shard: tuple[int, int]) -> str:
+    i, n = shard
+    return "alignment.csv" if n == 1 else f"alignment-{i}-of-{n}.csv"
+
+
+def _repair_tail(path: Path) -> None:
+    """Drop a half-written last line left by a kill."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        f.truncate(size - len(tail) + cut + 1 if cut >= 0 else 0)
+
+
+def load_done(path: Path) -> np.ndarray:
+    """Sorted 64-bit hashes of the inputs that already have a row (8 bytes per input)."""
+    if not path.exists():
+        return np.zeros(0, np.uint64)
+    _repair_tail(path)
+    chunks, buf = [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            buf.append(key_hash(f"{row['identity']}/{row['name']}"))
+            if len(buf) >= 65536:
+                chunks.append(np.array(buf, np.uint64))
+                buf = []
+    chunks.append(np.array(buf, np.uint64))
+    return np.unique(np.concatenate(chunks))
+
+
+def _is_done(done: np.ndarray, key: str) -> bool:
+    if len(done) == 0:
+        return False
+    h = np.uint64(key_hash(key))
+    i = np.searchsorted(done, h)
+    return bool(i < len(done) and done[i] == h)
+
+
+def pending(
+    roots, cfg: AlignConfig, shard, done: np.ndarray, problems: Problems
+) -> Iterator[Sample]:
+    for s in iter_samples(roots, merge_same_names=cfg.merge_same_names, problems=problems):
+        key = sample_key(s)
+        if in_shard(key, shard) and not _is_done(done, key):
+            yield s
+
+
+# --- worker side ---------------------------------------------------------------------
+
+_detector = None
+_cfg: AlignConfig | None = None
+_out: Path | None = None
+
+
+def _init_worker(cfg: AlignConfig, out: str, threads: int) -> None:
+    global _detector, _cfg, _out
+    import torch
+
+    from facetrain.align.detector import MTCNN, DetectorConfig
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    _cfg, _out = cfg, Path(out)
+    _detector = MTCNN(DetectorConfig(cfg.min_face, cfg.thresholds, cfg.factor, cfg.device))
+
+
+def _row(s: Sample, status: str, reason: str = "", **kw) -> dict:
+    row = dict.fromkeys(CSV_FIELDS, "")
+    row.update(source=s.path, identity=s.identity, name=s.name, status=status, reason=reason)
+    row.update(kw)
+    return row
+
+
+def _encode(img: np.ndarray, quality: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def process_chunk(samples: list[Sample]) -> list[dict]:
+    """Load, detect, align and write one chunk of samples; one CSV row per input or face."""
+    from PIL import Image
+
+    from facetrain.align.detector import Faces
+    from facetrain.align.transform import crop_box, select_faces, warp_similarity
+
+    cfg, out, det = _cfg, _out, _detector
+    assert cfg is not None and out is not None and det is not None
+    rows: list[dict] = []
+    loaded: list[tuple[Sample, np.ndarray, np.ndarray, float]] = []
+    for s in samples:
+        try:
+            img = load_rgb(s.path, cfg.max_pixels)
+        except ImageError as e:
+            rows.append(_row(s, e.status, e.reason))
+            continue
+        except OSError as e:
+            rows.append(_row(s, "unreadable", str(e)))
+            continue
+        h, w = img.shape[:2]
+        if min(h, w) < cfg.min_face:
+            rows.append(_row(s, "too_small", f"{w}x{h} is below the minimum face size"))
+            continue
+        scale = min(1.0, cfg.detect_max_side / max(h, w))
+        small = img
+        if scale < 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))
+        loaded.append((s, img, small, scale))
+    found: list[Faces] = det.detect([x[2] for x in loaded]) if loaded else []
+    for (s, img, _small, scale), faces in zip(loaded, found):
+        if scale < 1.0:
+            faces = faces.scaled(1.0 / scale)
+        picks = select_faces(faces.boxes, img.shape, cfg.select)
+        if not picks:
+            rows.append(_row(s, "no_face", "no face above the detector thresholds"))
+            continue
+        for k, i in enumerate(picks):
+            suffix = f"_{k}" if cfg.select == "all" else ""
+            rel = f"{s.identity}/{s.name}{suffix}.jpg"
+            try:
+                if cfg.mode == "similarity":
+                    crop = warp_similarity(img, faces.landmarks[i], cfg.out_size)
+                else:
+                    crop = crop_box(img, faces.boxes[i], cfg.out_size, cfg.margin)
+            except ValueError as e:
+                rows.append(_row(s, "align_failed", str(e), face=k))
+                continue
+            atomic.write_bytes(out / rel, _encode(crop, cfg.jpeg_quality))
+            b, lm = faces.boxes[i], faces.landmarks[i].reshape(-1)
+            extra = {f: f"{v:.2f}" for f, v in zip(CSV_FIELDS[8:], [*b, *lm])}
+            rows.append(_row(s, "ok", output=rel, face=k, score=f"{faces.scores[i]:.5f}", **extra))
+    return rows
+
+
+# --- driver side ----------------------------------------------------------------------
+
+
+def _chunks(samples: Iterable[Sample], n: int) -> Iterator[list[Sample]]:
+    buf: list[Sample] = []
+    for s in samples:
+        buf.append(s)
+        if len(buf) == n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def _check_config(out: Path, cfg: AlignConfig) -> None:
+    path = out / CONFIG_FILE
+    want = cfg.output_settings()
+    if path.exists():
+        have = json.loads(path.read_text())
+        diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+        if diff:
+            detail = ", ".join(f"{k}: {a} (existing) vs {b} (now)" for k, (a, b) in diff.items())
+            raise ValueError(f"{out} was aligned with other settings ({detail}); use a new OUT")
+    else:
+        atomic.write_text(path, json.dumps(want, indent=2) + "\n")
+
+
+def run_align(
+    roots,
+    out: str | os.PathLike,
+    cfg: AlignConfig,
+    *,
+    workers: int = 0,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool | None = None,
+    on_row=None,
+) -> AlignSummary:
+    """Align every pending input of the shard; returns counts by status."""
+    from facetrain.progress import progress_bar
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_config(out, cfg)
+    csv_path = out / csv_name(shard)
+    done = load_done(csv_path)
+    summary = AlignSummary(csv_path=str(csv_path), skipped_done=len(done))
+    total = sum(1 for _ in pending(roots, cfg, shard, done, Problems()))
+    ncpu = os.cpu_count() or 1
+    if workers <= 0:
+        workers = 1 if cfg.device != "cpu" else ncpu
+    threads = max(1, ncpu // workers)
+
+    t0 = time.perf_counter()
+    new_file = not csv_path.exists() or csv_path.stat().st_size == 0
+    with (
+        open(csv_path, "a", newline="", encoding="utf-8") as f,
+        progress_bar(disable=progress is False if progress is not None else None) as bar,
+    ):  # noqa: E501
+        writer = csv.DictWriter(f, CSV_FIELDS)
+        if new_file:
+            writer.writeheader()
+        task = bar.add_task("align", total=total, rate="")
+        last_sync = time.monotonic()
+
+        def commit(rows: list[dict], n_inputs: int) -> None:
+            nonlocal last_sync
+            writer.writerows(rows)
+            f.flush()
+            if time.monotonic() - last_sync > 5:
+                os.fsync(f.fileno())
+                last_sync = time.monotonic()
+            for r in rows:
+                summary.counts[r["status"]] += 1
+                if on_row:
+                    on_row(r)
+            summary.faces_written += sum(r["status"] == "ok" for r in rows)
+            elapsed = time.perf_counter() - t0
+            bar.advance(task, n_inputs)
+            done_n = bar.tasks[0].completed
+            bar.update(task, rate=f"{done_n / max(elapsed, 1e-9):.1f} img/s")
+
+        chunks = _chunks(pending(roots, cfg, shard, done, summary.problems), cfg.batch_size)
+        if workers == 1:
+            _init_worker(cfg, str(out), threads if cfg.device == "cpu" else 0)
+            for chunk in chunks:
+                commit(process_chunk(chunk), len(chunk))
+        else:
+            import multiprocessing as mp
+
+            import facetrain.align.detector  # noqa: F401  (imported once, inherited by forks)
+
+            # fork shares the imported torch with the workers (a spawn re-imports it in each,
+            # seconds apiece); the parent runs no torch op, so no thread pool is copied.
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            init = (cfg, str(out), threads)
+            with ProcessPoolExecutor(workers, ctx, initializer=_init_worker, initargs=init) as ex:
+                inflight: dict[Future, int] = {}
+                for chunk in chunks:
+                    inflight[ex.submit(process_chunk, chunk)] = len(chunk)
+                    while len(inflight) >= 3 * workers:
+                        ready, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                        for fut in ready:
+                            commit(fut.result(), inflight.pop(fut))
+                for fut in list(inflight):
+                    commit(fut.result(), inflight.pop(fut))
+        f.flush()
+        os.fsync(f.fileno())
+    summary.seconds = time.perf_counter() - t0
+    for sub in out.rglob("*"):
+        if sub.is_dir():
+            atomic.remove_stale_temps(sub)
+    return summary
+
+
+def summary_dict(s: AlignSummary) -> dict:
+    d = asdict(s)
+    d["counts"] = dict(s.counts)
+    d["problems"] = dict(s.problems.counts)
+    return d

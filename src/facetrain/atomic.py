@@ -1,0 +1,56 @@
+"""Crash-safe file writes: a reader sees the old file or the new one, never half of one.
+
+Every file facetrain produces goes through here, so that a `kill -9` at any moment leaves
+no truncated output behind and a resumed job can trust whatever exists on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = False) -> Iterator[IO]:
+    """Open a temporary sibling of `path`; on success rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    encoding = None if "b" in mode else "utf-8"
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = False) -> None:
+    with atomic_open(path, "wb", fsync=fsync) as f:
+        f.write(data)
+
+
+def write_text(path: str | os.PathLike, text: str, *, fsync: bool = False) -> None:
+    with atomic_open(path, "w", fsync=fsync) as f:
+        f.write(text)
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete temporaries left by a killed writer directly inside `folder`."""
+    n = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    n += 1
+    return n

@@ -1,0 +1,96 @@
+"""Decode any photo a user may have into 8-bit RGB, or say exactly why not.
+
+Photos arrive as grayscale, CMYK, palette, with alpha, 16-bit, rotated by an EXIF tag, or
+broken. Everything downstream wants an upright HxWx3 uint8 array, so the conversion lives
+here once.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"})
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: above any camera, below a decompression bomb
+
+# We apply our own pixel limit before decoding; PIL's warning/error would only duplicate it.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageError(Exception):
+    """An image that cannot be used. `status` is a short machine-readable word."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def open_checked(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open (not decode) an image, refusing empty files and oversize dimensions."""
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageError("unreadable", "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(path)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("unreadable", "not an image PIL can identify") from None
+    except OSError as e:
+        raise ImageError("unreadable", f"cannot open: {e}") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        img.close()
+        raise ImageError("too_large", f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
+    return img
+
+
+def to_rgb8(img: Image.Image) -> np.ndarray:
+    """Convert any PIL mode to an HxWx3 uint8 array (alpha composited on white)."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+        a = np.clip(np.rint(a * (255.0 / hi)), 0, 255).astype(np.uint8)
+        return np.repeat(a[:, :, None], 3, axis=2)
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if a.max(initial=0) <= 1.0 else 1.0
+        a = np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
+        return np.repeat(a[:, :, None], 3, axis=2)
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8)
+
+
+def load_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an upright 8-bit RGB array (EXIF orientation applied) or raise ImageError."""
+    img = open_checked(path, max_pixels)
+    try:
+        with img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            arr = to_rgb8(img)
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError("unreadable", f"cannot decode: {e}") from None
+    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageError("unreadable", f"unexpected decoded shape {arr.shape}")
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,222 @@
+"""List the samples of one or more datasets, streaming, in a deterministic order.
+
+A dataset is a root folder holding one folder per identity (images may sit in nested
+sub-folders), or a facetrain list file written by `prune`/`split`. Several roots can be
+given at once (`a:b`, FaceNet's convention, or the flag repeated). The same identity name
+in two roots stays two identities unless `merge_same_names` is set.
+
+Nothing here holds the whole dataset in memory: samples are yielded directory by
+directory, and only one directory's entries are sorted at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facetrain.data.images import is_image_name
+
+LIST_HEADER = "# facetrain list v1: identity<TAB>path (relative to this file)"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One image of one identity.
+
+    `name` is the image's path inside its identity folder without extension, made unique
+    within that identity (it names derived files such as aligned faces).
+    """
+
+    path: str
+    identity: str
+    name: str
+
+
+@dataclass
+class Problems:
+    """Things skipped or worth a look while listing, counted, with a few examples each."""
+
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    max_examples: int = 5
+
+    def add(self, kind: str, path: str) -> None:
+        self.counts[kind] += 1
+        ex = self.examples.setdefault(kind, [])
+        if len(ex) < self.max_examples:
+            ex.append(path)
+
+
+class DatasetError(ValueError):
+    """A dataset argument that cannot be used at all (missing root, unreadable list)."""
+
+
+def parse_roots(specs: str | Sequence[str]) -> list[str]:
+    """Split `a:b` specs (and repeated flags) into a list of existing roots."""
+    if isinstance(specs, str | os.PathLike):
+        specs = [str(specs)]
+    roots: list[str] = []
+    for spec in specs:
+        for part in str(spec).split(":"):
+            if part:
+                roots.append(os.path.expanduser(part))
+    if not roots:
+        raise DatasetError("no dataset given")
+    for r in roots:
+        if not os.path.exists(r):
+            raise DatasetError(f"{r}: no such folder or list file")
+        if not (os.path.isdir(r) or is_list_file(r)):
+            raise DatasetError(f"{r}: neither a folder of identities nor a facetrain list file")
+    return roots
+
+
+def is_list_file(path: str | os.PathLike) -> bool:
+    if not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.readline().startswith("# facetrain list")
+
+
+def root_labels(roots: Sequence[str]) -> list[str]:
+    """Short distinct labels for roots, used to keep same-named identities apart."""
+    names = [Path(os.path.abspath(r)).name or "root" for r in roots]
+    names = [os.path.splitext(n)[0] if os.path.isfile(r) else n for n, r in zip(names, roots)]
+    dup = Counter(names)
+    return [f"{n}-{i}" if dup[n] > 1 else n for i, n in enumerate(names)]
+
+
+def iter_samples(
+    roots: str | Sequence[str],
+    *,
+    merge_same_names: bool = False,
+    problems: Problems | None = None,
+) -> Iterator[Sample]:
+    """Yield every image sample of the given roots, in a deterministic order."""
+    roots = parse_roots(roots)
+    problems = problems if problems is not None else Problems()
+    labels = root_labels(roots)
+    several = len(roots) > 1
+    for root, label in zip(roots, labels):
+        if several and merge_same_names:
+            prefix_id, prefix_name = "", f"{label}__"
+        elif several:
+            prefix_id, prefix_name = f"{label}__", ""
+        else:
+            prefix_id = prefix_name = ""
+        if os.path.isdir(root):
+            it = _iter_folder(root, problems)
+        else:
+            it = iter_list_file(root, problems)
+        for s in it:
+            yield Sample(s.path, prefix_id + s.identity, prefix_name + s.name)
+
+
+def _sorted_entries(path: str, problems: Problems) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        problems.add("unreadable_folder", f"{path} ({e.strerror})")
+        return []
+
+
+def _is_dir(entry: os.DirEntry, problems: Problems) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:
+        problems.add("broken_link", entry.path)
+        return False
+
+
+def _iter_folder(root: str, problems: Problems) -> Iterator[Sample]:
+    for entry in _sorted_entries(root, problems):
+        if entry.name.startswith("."):
+            problems.add("hidden", entry.path)
+        elif _is_dir(entry, problems):
+            n = 0
+            for s in _iter_identity(entry.path, entry.name, problems):
+                n += 1
+                yield s
+            if n == 0:
+                problems.add("empty_identity", entry.path)
+        elif is_image_name(entry.name):
+            problems.add("outside_identity_folder", entry.path)
+        else:
+            problems.add("not_image", entry.path)
+
+
+def _iter_identity(folder: str, identity: str, problems: Problems) -> Iterator[Sample]:
+    visited: set[tuple[int, int]] = set()
+    stack: list[tuple[str, str]] = [(folder, "")]
+    while stack:
+        path, prefix = stack.pop()
+        try:
+            st = os.stat(path)
+        except OSError:
+            problems.add("broken_link", path)
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in visited:
+            problems.add("symlink_loop", path)
+            continue
+        visited.add(key)
+        entries = _sorted_entries(path, problems)
+        files = [e for e in entries if not e.name.startswith(".") and not _is_dir(e, problems)]
+        stems = Counter(os.path.splitext(e.name)[0] for e in files if is_image_name(e.name))
+        for e in entries:
+            if e.name.startswith("."):
+                problems.add("hidden", e.path)
+        for e in files:
+            if not is_image_name(e.name):
+                problems.add("not_image", e.path)
+                continue
+            stem, ext = os.path.splitext(e.name)
+            name = stem if stems[stem] == 1 else f"{stem}_{ext[1:]}"
+            yield Sample(e.path, identity, prefix + name)
+        subdirs = [e for e in entries if not e.name.startswith(".") and _is_dir(e, problems)]
+        for e in reversed(subdirs):  # stack: reversed keeps sorted order
+            stack.append((e.path, f"{prefix}{e.name}/"))
+
+
+def iter_list_file(path: str, problems: Problems | None = None) -> Iterator[Sample]:
+    """Read a list file written by `write_list`: `identity<TAB>path` lines."""
+    problems = problems if problems is not None else Problems()
+    base = os.path.dirname(os.path.abspath(path))
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split("\t")
+            if len(parts) != 2:
+                problems.add("bad_list_line", f"{path}:{lineno}")
+                continue
+            identity, rel = parts
+            full = rel if os.path.isabs(rel) else os.path.normpath(os.path.join(base, rel))
+            yield Sample(full, identity, _name_from_path(full))
+
+
+def _name_from_path(path: str) -> str:
+    parent, file = os.path.split(path)
+    stem, ext = os.path.splitext(file)
+    return stem if ext.lower() in (".jpg", ".jpeg") else f"{stem}_{ext[1:]}"
+
+
+def write_list(path: str | os.PathLike, samples: Iterable[Sample]) -> int:
+    """Write samples as a list file atomically (paths relative to the file). Returns count."""
+    from facetrain.atomic import atomic_open
+
+    path = Path(path)
+    base = os.path.dirname(os.path.abspath(path))
+    n = 0
+    with atomic_open(path, "w") as f:
+        f.write(LIST_HEADER + "\n")
+        for s in samples:
+            if "\t" in s.identity or "\n" in s.identity or "\n" in s.path:
+                raise DatasetError(f"{s.path}: tab or newline in a name cannot be listed")
+            f.write(f"{s.identity}\t{os.path.relpath(os.path.abspath(s.path), base)}\n")
+            n += 1
+    return n

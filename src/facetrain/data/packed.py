@@ -1,0 +1,252 @@
+"""Packed datasets: aligned faces in a few large shard files + one index, for fast loading.
+
+Layout of a pack folder:
+    meta.json          format version, counts, image size, splits (written last: "complete")
+    identities.txt     one identity per line; the line number is the label
+    index.npy          one row per image: shard, offset, length, label, split
+    paths.txt          the source path of each row (traceability)
+    shard-00000.bin …  the encoded images, back to back, as found (JPEG/PNG/WebP)
+
+Images keep their encoded bytes (no quality loss, ~1/6 of raw size); they are decoded by
+torchvision (libjpeg-turbo), a whole batch per call. Packing is resumable shard by shard.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facetrain import atomic
+from facetrain.data.images import ImageError, load_rgb, open_checked
+from facetrain.data.listing import Problems, Sample, iter_samples
+
+FORMAT_VERSION = 1
+INDEX_DTYPE = np.dtype(
+    [("shard", "<u4"), ("offset", "<u8"), ("length", "<u4"), ("label", "<i4"), ("split", "u1")]
+)
+SPLITS = ("train", "val")
+_RAW_FORMATS = {"JPEG", "PNG", "WEBP"}
+
+
+def _split_sources(data) -> list[tuple[int, object]]:
+    """A split folder (train.txt/val.txt) gives two sources; anything else is all 'train'."""
+    if isinstance(data, str | os.PathLike) and os.path.isdir(data):
+        d = Path(data)
+        if (d / "train.txt").is_file():
+            srcs = [(0, str(d / "train.txt"))]
+            if (d / "val.txt").is_file():
+                srcs.append((1, str(d / "val.txt")))
+            return srcs
+    return [(0, data)]
+
+
+def _iter_split_samples(data, merge_same_names, problems) -> Iterator[tuple[int, Sample]]:
+    for split_id, src in _split_sources(data):
+        for s in iter_samples(src, merge_same_names=merge_same_names, problems=problems):
+            yield split_id, s
+
+
+def _encoded(path: str) -> tuple[bytes, tuple[int, int]]:
+    """The bytes to store for an image (re-encoded as PNG only when not JPEG/PNG/WebP)."""
+    with open_checked(path) as img:
+        fmt, size = img.format, img.size
+    if fmt in _RAW_FORMATS:
+        with open(path, "rb") as f:
+            return f.read(), size
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(load_rgb(path)).save(buf, format="PNG")
+    return buf.getvalue(), size
+
+
+@dataclass
+class PackSummary:
+    images: int
+    identities: int
+    shards: int
+    skipped: int
+    splits: dict
+
+
+def pack(
+    data,
+    out: str | os.PathLike,
+    *,
+    images_per_shard: int = 20000,
+    merge_same_names: bool = False,
+    progress: bool | None = None,
+) -> PackSummary:
+    """Pack a dataset (folders, list file, or a split folder) into OUT."""
+    from facetrain.progress import progress_bar
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = out / ".partial"
+    state.mkdir(exist_ok=True)
+    atomic.remove_stale_temps(out)
+
+    names: set[str] = set()
+    total = 0
+    for _, s in _iter_split_samples(data, merge_same_names, Problems()):
+        names.add(s.identity)
+        total += 1
+    identities = sorted(names)
+    label_of = {n: i for i, n in enumerate(identities)}
+    del names
+    atomic.write_text(out / "identities.txt", "".join(f"{n}\n" for n in identities))
+
+    skipped_log = open(state / "skipped.tsv", "a", encoding="utf-8")  # noqa: SIM115
+    samples = _iter_split_samples(data, merge_same_names, Problems())
+    n_shards = (total + images_per_shard - 1) // images_per_shard
+    sizes: set[tuple[int, int]] = set()
+    with progress_bar(disable=progress is False if progress is not None else None) as bar:
+        task = bar.add_task("pack", total=total, rate="")
+        for k in range(n_shards):
+            chunk = [
+                next(samples) for _ in range(min(images_per_shard, total - k * images_per_shard))
+            ]
+            part = state / f"shard-{k:05d}.npz"
+            if part.exists() and (out / f"shard-{k:05d}.bin").exists():
+                sizes.update(map(tuple, np.load(part)["sizes"].tolist()))
+                bar.advance(task, len(chunk))
+                continue
+            rows, paths, shard_sizes = [], [], []
+            with atomic.atomic_open(out / f"shard-{k:05d}.bin", "wb") as f:
+                for split_id, s in chunk:
+                    try:
+                        blob, size = _encoded(s.path)
+                    except (ImageError, OSError) as e:
+                        reason = e.reason if isinstance(e, ImageError) else str(e)
+                        skipped_log.write(f"{s.path}\t{reason}\n")
+                        bar.advance(task)
+                        continue
+                    rows.append((k, f.tell(), len(blob), label_of[s.identity], split_id))
+                    paths.append(s.path)
+                    shard_sizes.append(size)
+                    f.write(blob)
+                    bar.advance(task)
+            index = np.array(rows, dtype=INDEX_DTYPE)
+            shard_sizes_arr = np.array(shard_sizes, np.int32).reshape(-1, 2)
+            with atomic.atomic_open(part, "wb") as pf:
+                np.savez(pf, index=index, paths=np.array(paths, dtype=str), sizes=shard_sizes_arr)
+            sizes.update(map(tuple, shard_sizes_arr.tolist()))
+    skipped_log.close()
+
+    part_files = [state / f"shard-{k:05d}.npz" for k in range(n_shards)]
+    index_parts = []
+    with atomic.atomic_open(out / "paths.txt", "w") as f:
+        for pf in part_files:  # one shard's paths in memory at a time
+            with np.load(pf) as p:
+                index_parts.append(p["index"])
+                f.writelines(f"{x}\n" for x in p["paths"].tolist())
+    index = np.concatenate(index_parts) if index_parts else np.zeros(0, INDEX_DTYPE)
+    with atomic.atomic_open(out / "index.npy", "wb") as f:
+        np.save(f, index)
+    skipped = (state / "skipped.tsv").read_text(encoding="utf-8").count("\n")
+    splits = {name: int((index["split"] == i).sum()) for i, name in enumerate(SPLITS)}
+    meta = {
+        "format": "facetrain-pack",
+        "version": FORMAT_VERSION,
+        "images": int(len(index)),
+        "identities": len(identities),
+        "shards": n_shards,
+        "splits": splits,
+        "image_size": list(next(iter(sizes))) if len(sizes) == 1 else None,
+        "skipped": skipped,
+    }
+    atomic.write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
+    os.replace(state / "skipped.tsv", out / "skipped.tsv")
+    for p in state.iterdir():
+        p.unlink()
+    state.rmdir()
+    return PackSummary(len(index), len(identities), n_shards, skipped, splits)
+
+
+class PackedDataset:
+    """Random access to a pack: `ds[i] -> (uint8 CHW tensor, label)`.
+
+    With `augment` set, `__getitems__` (used by DataLoader for a whole batch) decodes the
+    batch in one torchvision call and augments it as one tensor, returning float images.
+    Shards are memory-mapped lazily in each worker process.
+    """
+
+    def __init__(self, path: str | os.PathLike, split: str | None = "train", augment=None, seed=0):
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{self.path}: not a complete facetrain pack (no meta.json)")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{self.path}: pack format {self.meta.get('version')} unsupported")
+        index = np.load(self.path / "index.npy")
+        if split is not None:
+            if split not in SPLITS:
+                raise ValueError(f"split must be one of {SPLITS} or None")
+            index = index[index["split"] == SPLITS.index(split)]
+        self.index = index
+        self.identities = (self.path / "identities.txt").read_text(encoding="utf-8").splitlines()
+        self.augment = augment
+        self.seed = seed
+        self._maps: dict[int, np.memmap] = {}
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.index["label"]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.identities)
+
+    def _bytes(self, i: int) -> np.ndarray:
+        if self._pid != os.getpid():  # new worker process: its own maps
+            self._maps, self._pid = {}, os.getpid()
+        row = self.index[i]
+        shard = int(row["shard"])
+        m = self._maps.get(shard)
+        if m is None:
+            m = np.memmap(self.path / f"shard-{shard:05d}.bin", dtype=np.uint8, mode="r")
+            self._maps[shard] = m
+        off = int(row["offset"])
+        return m[off : off + int(row["length"])]
+
+    def _decode(self, indices) -> list:
+        import torch
+        from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+        blobs = [torch.from_numpy(np.array(self._bytes(i))) for i in indices]
+        jpeg = [bool(b[0] == 0xFF and b[1] == 0xD8) for b in blobs]
+        out = [None] * len(blobs)
+        jidx = [k for k, j in enumerate(jpeg) if j]
+        if jidx:
+            for k, img in zip(jidx, decode_jpeg([blobs[k] for k in jidx], mode=ImageReadMode.RGB)):
+                out[k] = img
+        for k, j in enumerate(jpeg):
+            if not j:
+                out[k] = decode_image(blobs[k], mode=ImageReadMode.RGB)
+        return out
+
+    def __getitem__(self, i: int):
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices):
+        import torch
+
+        imgs = self._decode(indices)
+        labels = [int(self.index[i]["label"]) for i in indices]
+        if self.augment is None:
+            return list(zip(imgs, labels))
+        from facetrain.data.augment import apply
+
+        batch = apply(torch.stack(imgs), self.augment)
+        return list(zip(batch.unbind(0), labels))

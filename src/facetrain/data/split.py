@@ -1,0 +1,179 @@
+"""Prune small identities and split train/val — as list files, never moving a photo.
+
+Both are deterministic for a seed and stream the dataset twice (count, then write), holding
+only per-identity counts and 12 bytes per image, so they scale to millions of images.
+
+Splits:
+- `identity`: whole identities go to val (for verification-style validation on unseen
+  people). The val identities are the `fraction` with the smallest seeded hash.
+- `image`: within each identity (FaceNet's `validation_set_split_ratio`): the identity keeps
+  at least `min_train` images in train, gives round(n * fraction) to val, and identities too
+  small for that stay wholly in train (FaceNet drops them; dropping data silently is worse).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facetrain.data.listing import Problems, iter_samples, write_list
+
+SPLIT_MODES = ("identity", "image")
+
+
+def _unit_hash(seed: int, text: str) -> float:
+    d = hashlib.blake2b(f"{seed}\0{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(d, "little") / 2.0**64
+
+
+def identity_counts(roots, *, merge_same_names: bool = False, problems=None) -> Counter:
+    counts: Counter = Counter()
+    for s in iter_samples(roots, merge_same_names=merge_same_names, problems=problems):
+        counts[s.identity] += 1
+    return counts
+
+
+def prune(roots, out: str | os.PathLike, min_images: int, *, merge_same_names=False) -> dict:
+    """Write a list of the samples whose identity has at least `min_images` images."""
+    counts = identity_counts(roots, merge_same_names=merge_same_names)
+    keep = {k for k, v in counts.items() if v >= min_images}
+    samples = iter_samples(roots, merge_same_names=merge_same_names, problems=Problems())
+    n = write_list(out, (s for s in samples if s.identity in keep))
+    return {
+        "identities_in": len(counts),
+        "images_in": sum(counts.values()),
+        "identities_kept": len(keep),
+        "images_kept": n,
+        "list": str(out),
+    }
+
+
+@dataclass
+class SplitResult:
+    train_images: int
+    val_images: int
+    train_identities: int
+    val_identities: int
+    train_list: str
+    val_list: str
+
+
+def split(
+    roots,
+    out_dir: str | os.PathLike,
+    *,
+    by: str = "identity",
+    fraction: float = 0.1,
+    min_train: int = 1,
+    seed: int = 0,
+    merge_same_names: bool = False,
+) -> SplitResult:
+    """Write OUT/train.txt and OUT/val.txt."""
+    if by not in SPLIT_MODES:
+        raise ValueError(f"unknown split {by!r}; choose from {', '.join(SPLIT_MODES)}")
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val fraction must be in [0, 1), got {fraction}")
+
+    def samples():
+        return iter_samples(roots, merge_same_names=merge_same_names, problems=Problems())
+
+    # pass 1: identity index and a seeded hash per image (12 bytes each)
+    ids: dict[str, int] = {}
+    idx_parts, u_parts, idx_buf, u_buf = [], [], [], []
+    for s in samples():
+        idx_buf.append(ids.setdefault(s.identity, len(ids)))
+        u_buf.append(_unit_hash(seed, f"{s.identity}\0{s.name}"))
+        if len(idx_buf) >= 65536:
+            idx_parts.append(np.array(idx_buf, np.int32))
+            u_parts.append(np.array(u_buf, np.float64))
+            idx_buf, u_buf = [], []
+    idx_parts.append(np.array(idx_buf, np.int32))
+    u_parts.append(np.array(u_buf, np.float64))
+    ident = np.concatenate(idx_parts)
+    u = np.concatenate(u_parts)
+    n_ids = len(ids)
+
+    if by == "identity":
+        id_u = np.array([_unit_hash(seed, name) for name in ids])
+        n_val = int(round(n_ids * fraction))
+        val_ids = np.zeros(n_ids, bool)
+        val_ids[np.argsort(id_u, kind="stable")[:n_val]] = True
+        is_val = val_ids[ident]
+    else:
+        counts = np.bincount(ident, minlength=n_ids)
+        quota = np.rint(counts * fraction).astype(np.int64)
+        quota = np.minimum(quota, counts - min_train).clip(min=0)
+        # rank of each image within its identity by hash; the `quota` smallest go to val
+        order = np.lexsort((u, ident))
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        rank = np.empty(len(ident), np.int64)
+        rank[order] = np.arange(len(ident)) - first[ident[order]]
+        is_val = rank < quota[ident]
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def pick(want_val: bool):
+        for i, s in enumerate(samples()):
+            if bool(is_val[i]) == want_val:
+                yield s
+
+    n_train = write_list(out_dir / "train.txt", pick(False))
+    n_val = write_list(out_dir / "val.txt", pick(True))
+    return SplitResult(
+        train_images=n_train,
+        val_images=n_val,
+        train_identities=int(len(np.unique(ident[~is_val]))),
+        val_identities=int(len(np.unique(ident[is_val]))),
+        train_list=str(out_dir / "train.txt"),
+        val_list=str(out_dir / "val.txt"),
+    )
+
+
+def stats(roots, *, merge_same_names: bool = False, check: bool = False) -> dict:
+    """Identities, images, images-per-identity histogram and problems of a dataset."""
+    problems = Problems()
+    counts: Counter = Counter()
+    unreadable: list[str] = []
+    for s in iter_samples(roots, merge_same_names=merge_same_names, problems=problems):
+        counts[s.identity] += 1
+        try:
+            if os.path.getsize(s.path) == 0:
+                problems.add("empty_file", s.path)
+                continue
+        except OSError:
+            problems.add("unreadable", s.path)
+            continue
+        if check:
+            from facetrain.data.images import ImageError, load_rgb
+
+            try:
+                load_rgb(s.path)
+            except ImageError as e:
+                problems.add(e.status, f"{s.path} ({e.reason})")
+                unreadable.append(s.path)
+    per_id = np.array(list(counts.values()), np.int64) if counts else np.zeros(0, np.int64)
+    edges = [1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000]
+    hist = {}
+    for lo, hi in zip(edges, [*edges[1:], None]):
+        label = f"{lo}" if hi == lo + 1 else (f"{lo}-{hi - 1}" if hi else f"{lo}+")
+        sel = per_id >= lo if hi is None else (per_id >= lo) & (per_id < hi)
+        hist[label] = int(sel.sum())
+    return {
+        "identities": len(counts),
+        "images": int(per_id.sum()),
+        "images_per_identity": {
+            "min": int(per_id.min()) if len(per_id) else 0,
+            "median": float(np.median(per_id)) if len(per_id) else 0.0,
+            "mean": round(float(per_id.mean()), 2) if len(per_id) else 0.0,
+            "max": int(per_id.max()) if len(per_id) else 0,
+        },
+        "histogram": hist,
+        "problems": dict(problems.counts),
+        "problem_examples": problems.examples,
+    }
