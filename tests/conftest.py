@@ -1,0 +1,57 @@
+"""Shared fixtures: where the real data lives, and small generated images."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+LFW_RAW = SHARED / "lfw-raw-sample"
+LFW = SHARED / "lfw"
+MINI_TRAIN = SHARED / "mini-train"
+
+
+def need(path: Path):
+    """Skip (cleanly, with the reason) when a shared dataset is absent."""
+    return pytest.mark.skipif(not path.exists(), reason=f"{path} absent (real data not here)")
+
+
+def save_rgb(path: Path, h: int = 40, w: int = 40, seed: int = 0, fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path, format=fmt)
+    return path
+
+
+def tree_hash(root: Path) -> str:
+    """Hash of every path, mode and content below root (symlinks by their target)."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames) + sorted(dirnames):
+            p = Path(dirpath) / name
+            h.update(str(p.relative_to(root)).encode())
+            if p.is_symlink():
+                h.update(os.readlink(p).encode())
+            elif p.is_file():
+                h.update(str(p.stat().st_mode).encode())
+                h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def lfw_raw_subset(tmp_path: Path) -> Path:
+    """A list file of 24 real photos of lfw-raw-sample (skips when absent)."""
+    if not LFW_RAW.exists():
+        pytest.skip(f"{LFW_RAW} absent (real data not here)")
+    from facetrain.data.listing import iter_samples, write_list
+
+    samples = list(iter_samples(str(LFW_RAW)))[:24]
+    out = tmp_path / "subset.txt"
+    write_list(out, samples)
+    return out

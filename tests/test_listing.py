@@ -1,0 +1,107 @@
+"""Listing datasets: several roots, name clashes, what is skipped, list files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import save_rgb
+from facetrain.data.listing import (
+    DatasetError,
+    Problems,
+    iter_list_file,
+    iter_samples,
+    parse_roots,
+    write_list,
+)
+
+
+@pytest.fixture
+def two_roots(tmp_path: Path) -> tuple[Path, Path]:
+    a, b = tmp_path / "casia", tmp_path / "vgg"
+    save_rgb(a / "alice" / "1.jpg")
+    save_rgb(a / "alice" / "2.JPEG")
+    save_rgb(a / "bob" / "x.png")
+    save_rgb(b / "alice" / "9.jpg")
+    save_rgb(b / "carol" / "c.bmp")
+    return a, b
+
+
+def test_colon_and_repeated_roots_are_the_same(two_roots):
+    a, b = two_roots
+    assert parse_roots(f"{a}:{b}") == parse_roots([str(a), str(b)]) == [str(a), str(b)]
+
+
+def test_same_name_in_two_roots_stays_two_identities(two_roots):
+    a, b = two_roots
+    ids = {s.identity for s in iter_samples(f"{a}:{b}")}
+    assert ids == {"casia__alice", "casia__bob", "vgg__alice", "vgg__carol"}
+
+
+def test_merge_same_names(two_roots):
+    a, b = two_roots
+    samples = list(iter_samples([str(a), str(b)], merge_same_names=True))
+    alice = [s for s in samples if s.identity == "alice"]
+    assert len(alice) == 3
+    assert len({s.name for s in alice}) == 3  # names stay unique within the merged identity
+
+
+def test_single_root_uses_plain_names_and_any_extension_case(two_roots):
+    a, _ = two_roots
+    samples = list(iter_samples(str(a)))
+    assert [(s.identity, s.name) for s in samples] == [
+        ("alice", "1"),
+        ("alice", "2"),
+        ("bob", "x"),
+    ]
+
+
+def test_skips_and_counts_problems(tmp_path: Path):
+    root = tmp_path / "data"
+    save_rgb(root / "ann" / "a.jpg")
+    save_rgb(root / "ann" / "a.png")  # same stem, other extension
+    save_rgb(root / "ann" / "nested" / "deep.webp", fmt="WEBP")
+    (root / "ann" / ".DS_Store").write_bytes(b"x")
+    (root / "ann" / "notes.txt").write_text("hi")
+    (root / "empty_person").mkdir()
+    (root / ".hidden_dir").mkdir()
+    save_rgb(root / "stray.jpg")
+    os.symlink("..", root / "ann" / "nested" / "loop")  # a symlink loop
+    p = Problems()
+    samples = list(iter_samples(str(root), problems=p))
+    assert sorted(s.name for s in samples) == ["a_jpg", "a_png", "nested/deep"]
+    assert p.counts["hidden"] == 2
+    assert p.counts["not_image"] == 1
+    assert p.counts["empty_identity"] == 1
+    assert p.counts["outside_identity_folder"] == 1
+    assert p.counts["symlink_loop"] >= 1
+
+
+def test_unicode_and_space_names(tmp_path: Path):
+    root = tmp_path / "données"
+    save_rgb(root / "José Ñúñez" / "photo 1.jpg")
+    (s,) = list(iter_samples(str(root)))
+    assert s.identity == "José Ñúñez" and s.name == "photo 1"
+
+
+def test_list_file_roundtrip_relative_paths(tmp_path: Path, two_roots):
+    a, _ = two_roots
+    lst = tmp_path / "lists" / "all.txt"
+    n = write_list(lst, iter_samples(str(a)))
+    assert n == 3
+    back = list(iter_samples(str(lst)))
+    assert [(s.identity, Path(s.path).resolve()) for s in back] == [
+        (s.identity, Path(s.path).resolve()) for s in iter_samples(str(a))
+    ]
+    assert not any(os.path.isabs(line.split("\t")[1]) for line in lst.read_text().splitlines()[1:])
+    assert list(iter_list_file(str(lst)))[0].identity == "alice"
+
+
+def test_missing_root_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(DatasetError, match="no such folder"):
+        parse_roots(str(tmp_path / "nope"))
+    (tmp_path / "f.txt").write_text("hello\n")
+    with pytest.raises(DatasetError, match="neither a folder"):
+        parse_roots(str(tmp_path / "f.txt"))
