@@ -241,6 +241,9 @@ def pack(
     data: Annotated[str, typer.Argument(help="Split folder (train.txt/val.txt), roots or list.")],
     out: Annotated[Path, typer.Argument(help="Pack folder to write.")],
     images_per_shard: Annotated[int, typer.Option(help="Images per shard file.")] = 20000,
+    store: Annotated[
+        str, typer.Option(help="raw: decoded pixels, fastest; encoded: file bytes, smallest.")
+    ] = "raw",
     merge_same_names: Merge = False,
 ) -> None:
     """Pack aligned images (with their split) into shard files + index for fast loading."""
@@ -250,8 +253,11 @@ def pack(
     if images_per_shard < 1:
         fail("--images-per-shard must be at least 1")
     try:
-        r = pack_fn(data, out, images_per_shard=images_per_shard, merge_same_names=merge_same_names)
-    except DatasetError as e:
+        r = pack_fn(
+            data, out, images_per_shard=images_per_shard, store=store,
+            merge_same_names=merge_same_names,
+        )  # fmt: skip
+    except (DatasetError, ValueError) as e:
         fail(str(e))
     splits = ", ".join(f"{k} {v}" for k, v in r.splits.items())
     console.print(
@@ -259,7 +265,7 @@ def pack(
         f" → {out}"
     )
     if r.skipped:
-        console.print(f"skipped {r.skipped} unreadable images, listed in {out / 'skipped.tsv'}")
+        console.print(f"skipped {r.skipped} images, each with its reason in {out / 'skipped.tsv'}")
 
 
 def main() -> None:

@@ -25,38 +25,63 @@ class Augment:
 
 
 def normalize(x: torch.Tensor, how: str) -> torch.Tensor:
-    x = x.float()
+    """Float32 copy of `x`, normalized (in place on the copy: no extra batch-sized buffers)."""
+    x = x.to(torch.float32, copy=True)
     if how == "fixed":
-        return (x - 127.5) / 128.0
+        return x.sub_(127.5).div_(128.0)
     if how == "per_image":
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         std = x.std(dim=(1, 2, 3), keepdim=True)
-        n = x[0].numel()
-        return (x - mean) / torch.maximum(std, torch.full_like(std, 1.0 / n**0.5))
+        floor = torch.full_like(std, 1.0 / x[0].numel() ** 0.5)
+        return x.sub_(mean).div_(torch.maximum(std, floor))
     if how == "none":
         return x
     raise ValueError(f"unknown normalization {how!r}; choose from {', '.join(NORMALIZATIONS)}")
 
 
-def apply(batch: torch.Tensor, aug: Augment, generator: torch.Generator | None = None):
-    """Augment a uint8 batch and return it normalized as float32."""
+def _crop(batch: torch.Tensor, size: int, ys: list[int], xs: list[int]) -> torch.Tensor:
+    return torch.stack([b[:, y : y + size, x : x + size] for b, y, x in zip(batch, ys, xs)])
+
+
+def geometric(
+    batch: torch.Tensor,
+    aug: Augment,
+    generator: torch.Generator | None = None,
+    *,
+    inplace: bool = False,
+):
+    """Random crop and flip of a uint8 batch (a new tensor unless `inplace`)."""
     n, _, h, w = batch.shape
     if aug.crop is not None and (aug.crop < h or aug.crop < w):
-        c = aug.crop
-        ys = torch.randint(0, h - c + 1, (n,), generator=generator).tolist()
-        xs = torch.randint(0, w - c + 1, (n,), generator=generator).tolist()
-        batch = torch.stack([b[:, y : y + c, x : x + c] for b, y, x in zip(batch, ys, xs)])
+        ys = torch.randint(0, h - aug.crop + 1, (n,), generator=generator).tolist()
+        xs = torch.randint(0, w - aug.crop + 1, (n,), generator=generator).tolist()
+        batch = _crop(batch, aug.crop, ys, xs)
+    elif not inplace:
+        batch = batch.clone()
     if aug.flip:
-        flip = torch.rand(n, generator=generator) < 0.5
-        batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
-    return normalize(batch, aug.normalize)
+        idx = (torch.rand(n, generator=generator) < 0.5).nonzero()[:, 0]
+        if len(idx):
+            batch[idx] = batch[idx].flip(3)
+    return batch
+
+
+def apply(
+    batch: torch.Tensor,
+    aug: Augment,
+    generator: torch.Generator | None = None,
+    *,
+    inplace: bool = False,
+):
+    """Augment a uint8 batch and return it normalized as float32.
+
+    The input is left unchanged unless `inplace` (for batches the caller owns)."""
+    return normalize(geometric(batch, aug, generator, inplace=inplace), aug.normalize)
 
 
 def center(batch: torch.Tensor, aug: Augment) -> torch.Tensor:
     """Evaluation-time counterpart of `apply`: centre crop, no flip, same normalization."""
-    _, _, h, w = batch.shape
+    n, _, h, w = batch.shape
     if aug.crop is not None and (aug.crop < h or aug.crop < w):
-        c = aug.crop
-        y, x = (h - c) // 2, (w - c) // 2
-        batch = batch[:, :, y : y + c, x : x + c]
+        y, x = (h - aug.crop) // 2, (w - aug.crop) // 2
+        batch = _crop(batch, aug.crop, [y] * n, [x] * n)
     return normalize(batch, aug.normalize)

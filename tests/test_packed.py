@@ -1,0 +1,140 @@
+"""pack → PackedDataset: bytes, labels and splits survive; batches load in DataLoader workers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import save_rgb, tree_hash
+from facetrain.cli import app
+from facetrain.data import iter_samples
+from facetrain.data import packed as packed_mod
+from facetrain.data.augment import Augment, apply
+from facetrain.data.packed import PackedDataset, pack
+from facetrain.data.split import split
+
+
+@pytest.fixture
+def aligned(tmp_path):
+    root = tmp_path / "aligned"
+    for i in range(6):
+        for j in range(5):
+            save_rgb(root / f"p{i}" / f"{j}.jpg", 32, 32, seed=i * 10 + j)
+    save_rgb(root / "p0" / "x.png", 32, 32, seed=99)
+    save_rgb(root / "p1" / "y.bmp", 32, 32, seed=98)
+    (root / "p2" / "broken.jpg").write_bytes(b"nope")
+    return root
+
+
+def test_pack_split_folder_roundtrip(aligned, tmp_path):
+    before = tree_hash(aligned)
+    split(str(aligned), tmp_path / "split", by="image", fraction=0.2)
+    res = CliRunner().invoke(
+        app, ["pack", str(tmp_path / "split"), str(tmp_path / "pack"), "--images-per-shard", "7"]
+    )
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "pack/meta.json").read_text())
+    assert meta["images"] == 32 and meta["skipped"] == 1 and meta["shards"] == 5
+    assert meta["image_size"] == [32, 32]
+    train, val = PackedDataset(tmp_path / "pack", "train"), PackedDataset(tmp_path / "pack", "val")
+    assert len(train) + len(val) == 32 and meta["splits"] == {"train": len(train), "val": len(val)}
+    assert train.identities == [f"p{i}" for i in range(6)]
+    paths = (tmp_path / "pack/paths.txt").read_text().splitlines()
+    for k in range(len(train)):
+        img, label = train[k]
+        src = paths[np.flatnonzero(np.load(tmp_path / "pack/index.npy")["split"] == 0)[k]]
+        assert train.identities[label] == src.split("/")[-2]
+        want = np.asarray(Image.open(src).convert("RGB")).transpose(2, 0, 1)
+        # PIL and torchvision both use libjpeg-turbo; their upsampling may differ by a level
+        assert np.abs(img.numpy().astype(int) - want).max() <= 2
+    assert "broken.jpg" in (tmp_path / "pack/skipped.tsv").read_text()
+    assert tree_hash(aligned) == before
+
+
+def test_pack_resumes_completed_shards(aligned, tmp_path, monkeypatch):
+    out = tmp_path / "pack"
+    real = packed_mod._encoded
+    n = {"calls": 0}
+
+    def dying(path, store):
+        n["calls"] += 1
+        if n["calls"] == 20:
+            raise KeyboardInterrupt
+        return real(path, store)
+
+    monkeypatch.setattr(packed_mod, "_encoded", dying)
+    with pytest.raises(KeyboardInterrupt):
+        pack(str(aligned), out, images_per_shard=8, progress=False)
+    assert not (out / "meta.json").exists()
+    monkeypatch.setattr(packed_mod, "_encoded", real)
+    n["calls"] = 0
+    counted = {"n": 0}
+
+    def counting(path, store):
+        counted["n"] += 1
+        return real(path, store)
+
+    monkeypatch.setattr(packed_mod, "_encoded", counting)
+    pack(str(aligned), out, images_per_shard=8, progress=False)
+    assert counted["n"] == 33 - 16  # the two finished shards were not redone
+    fresh = tmp_path / "fresh"
+    pack(str(aligned), fresh, images_per_shard=8, progress=False)
+    a, b = np.load(out / "index.npy"), np.load(fresh / "index.npy")
+    assert (a == b).all()
+    assert len(PackedDataset(out, None)) == sum(1 for _ in iter_samples(str(aligned))) - 1
+
+
+def test_dataloader_with_workers_and_batch_augmentation(aligned, tmp_path):
+    pack(str(aligned), tmp_path / "pack", progress=False)
+    ds = PackedDataset(tmp_path / "pack", "train", augment=Augment(flip=True, crop=28))
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True, num_workers=2)
+    seen = 0
+    for x, y in loader:
+        assert x.shape[1:] == (3, 28, 28) and x.dtype == torch.float32
+        assert x.min() >= -1.0 and x.max() <= 1.0
+        seen += len(y)
+    assert seen == len(ds) == 32
+
+
+def test_augment_flip_and_normalization():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).reshape(2, 3, 4, 4)
+    g = torch.Generator().manual_seed(0)
+    out = apply(x, Augment(flip=True, normalize="none"), g)
+    for i in range(2):
+        assert torch.equal(out[i], x[i].float()) or torch.equal(out[i], x[i].flip(2).float())
+    fixed = apply(x, Augment(flip=False, normalize="fixed"))
+    assert torch.allclose(fixed, (x.float() - 127.5) / 128)
+    per = apply(x, Augment(flip=False, normalize="per_image"))
+    assert torch.allclose(per.mean(dim=(1, 2, 3)), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(per.std(dim=(1, 2, 3)), torch.ones(2), atol=1e-4)
+
+
+def test_encoded_store_and_raw_store_give_the_same_pixels(tmp_path):
+    root = tmp_path / "png"
+    for i in range(3):
+        save_rgb(root / f"p{i}" / "a.png", 20, 24, seed=i)
+    save_rgb(root / "p0" / "odd.png", 30, 30, seed=7)  # another size: raw packs refuse it
+    pack(str(root), tmp_path / "raw", store="raw", progress=False)
+    pack(str(root), tmp_path / "enc", store="encoded", progress=False)
+    raw, enc = PackedDataset(tmp_path / "raw", None), PackedDataset(tmp_path / "enc", None)
+    assert len(raw) == 3 and len(enc) == 4
+    assert "differs from the pack's 24x20" in (tmp_path / "raw/skipped.tsv").read_text()
+    xr, yr = raw[[0, 1, 2]]
+    assert xr.shape == (3, 3, 20, 24) and yr.tolist() == [0, 1, 2]
+    for k in range(3):
+        assert torch.equal(raw[k][0], enc[k if k == 0 else k + 1][0])
+
+
+def test_loader_with_workers_matches_in_process_normalization(aligned, tmp_path):
+    pack(str(aligned), tmp_path / "pack", progress=False)
+    ds = PackedDataset(tmp_path / "pack", None, augment=Augment(flip=False))
+    a = torch.cat([x for x, _ in ds.loader(8, shuffle=False, num_workers=0)])
+    b = torch.cat([x for x, _ in ds.loader(8, shuffle=False, num_workers=2)])
+    assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b)
+    plain = PackedDataset(tmp_path / "pack", None)[0][0]
+    assert torch.allclose(a[0], (plain.float() - 127.5) / 128)
