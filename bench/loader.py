@@ -73,6 +73,7 @@ def main() -> None:
             dst.symlink_to(os.path.abspath(s.path))
         write_list(Path(tmp) / "list.txt", samples)
         pack(str(Path(tmp) / "list.txt"), Path(tmp) / "pack", progress=False)
+        pack(str(Path(tmp) / "list.txt"), Path(tmp) / "enc", store="encoded", progress=False)
 
         base_tf = transforms.Compose(
             [
@@ -83,18 +84,21 @@ def main() -> None:
         )
         baseline = datasets.ImageFolder(str(folder), transform=base_tf)
         ours = PackedDataset(Path(tmp) / "pack", split="train", augment=Augment(flip=True))
-        assert len(baseline) == len(ours) == len(samples)
+        enc = PackedDataset(Path(tmp) / "enc", split="train", augment=Augment(flip=True))
+        assert len(baseline) == len(ours) == len(enc) == len(samples)
 
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
         print(f"images: {len(samples)} from {args.data}, batch {args.batch_size}")
         for w in args.workers:
-            b_rates, o_rates = [], []
+            b_rates, o_rates, e_rates = [], [], []
             for _ in range(args.rounds):
                 b_rates.append(rate(baseline, args.batch_size, w, args.epochs))
                 o_rates.append(rate(ours, args.batch_size, w, args.epochs))
-            b, o = float(np.median(b_rates)), float(np.median(o_rates))
-            print(f"workers={w}: ImageFolder+PIL {b:8.0f} img/s | PackedDataset {o:8.0f} img/s"
-                  f" | ratio {o / b:.2f}x  (goal >= 4x; medians of {args.rounds})")  # fmt: skip
+                e_rates.append(rate(enc, args.batch_size, w, args.epochs))
+            b, o, e = (float(np.median(r)) for r in (b_rates, o_rates, e_rates))
+            print(f"workers={w}: ImageFolder+PIL {b:6.0f} img/s | PackedDataset raw {o:6.0f} img/s"
+                  f" ratio {o / b:.2f}x (goal >= 4x) | encoded {e:6.0f} img/s ratio {e / b:.2f}x"
+                  f"  (medians of {args.rounds})")  # fmt: skip
 
 
 if __name__ == "__main__":

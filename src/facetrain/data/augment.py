@@ -59,9 +59,9 @@ def geometric(
     elif not inplace:
         batch = batch.clone()
     if aug.flip:
-        idx = (torch.rand(n, generator=generator) < 0.5).nonzero()[:, 0]
-        if len(idx):
-            batch[idx] = batch[idx].flip(3)
+        # per-image copies: an advanced-index flip of the whole batch is ~8x slower here
+        for i in (torch.rand(n, generator=generator) < 0.5).nonzero()[:, 0].tolist():
+            batch[i] = batch[i].flip(2)
     return batch
 
 
