@@ -67,3 +67,12 @@ def test_stats_counts_and_histogram(dataset):
     assert st["images_per_identity"]["max"] == 20
     assert st["histogram"]["1"] == 3 and st["histogram"]["10-19"] == 6
     assert sum(st["histogram"].values()) == 24
+
+
+def test_split_by_image_min_val(dataset, tmp_path):
+    split(str(dataset), tmp_path / "s", by="image", fraction=0.2, min_val=2, seed=0)
+    val = ids(tmp_path / "s/val.txt")
+    full = Counter(s.identity for s in iter_samples(str(dataset)))
+    for ident, n in full.items():
+        want = min(round(n * 0.2), n - 1)
+        assert val.get(ident, 0) == (want if want >= 2 else 0), ident

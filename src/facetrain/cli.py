@@ -195,6 +195,9 @@ def split(
     by: Annotated[str, typer.Option(help="identity (unseen people) or image.")] = "identity",
     val_fraction: Annotated[float, typer.Option(help="Share that goes to val.")] = 0.1,
     min_train: Annotated[int, typer.Option(help="--by image: images kept in train.")] = 1,
+    min_val: Annotated[
+        int, typer.Option(help="--by image: an identity gives this many to val or none.")
+    ] = 0,
     seed: Annotated[int, typer.Option(help="Same seed, same split.")] = 0,
     merge_same_names: Merge = False,
 ) -> None:
@@ -204,8 +207,8 @@ def split(
 
     try:
         r = split_fn(
-            data, out, by=by, fraction=val_fraction, min_train=min_train, seed=seed,
-            merge_same_names=merge_same_names,
+            data, out, by=by, fraction=val_fraction, min_train=min_train, min_val=min_val,
+            seed=seed, merge_same_names=merge_same_names,
         )  # fmt: skip
     except (DatasetError, ValueError) as e:
         fail(str(e))

@@ -7,8 +7,10 @@ Splits:
 - `identity`: whole identities go to val (for verification-style validation on unseen
   people). The val identities are the `fraction` with the smallest seeded hash.
 - `image`: within each identity (FaceNet's `validation_set_split_ratio`): the identity keeps
-  at least `min_train` images in train, gives round(n * fraction) to val, and identities too
-  small for that stay wholly in train (FaceNet drops them; dropping data silently is worse).
+  at least `min_train` images in train and gives round(n * fraction) to val — or none when
+  that is fewer than `min_val` (FaceNet's `min_nrof_val_images_per_class`). Identities too
+  small to give anything stay wholly in train (FaceNet drops some of them; dropping data
+  silently is worse).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def split(
     by: str = "identity",
     fraction: float = 0.1,
     min_train: int = 1,
+    min_val: int = 0,
     seed: int = 0,
     merge_same_names: bool = False,
 ) -> SplitResult:
@@ -108,6 +111,7 @@ def split(
         counts = np.bincount(ident, minlength=n_ids)
         quota = np.rint(counts * fraction).astype(np.int64)
         quota = np.minimum(quota, counts - min_train).clip(min=0)
+        quota[quota < min_val] = 0
         # rank of each image within its identity by hash; the `quota` smallest go to val
         order = np.lexsort((u, ident))
         first = np.concatenate([[0], np.cumsum(counts)[:-1]])
