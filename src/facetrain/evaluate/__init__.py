@@ -1,0 +1,1 @@
+"""Measure embeddings: LFW-protocol verification."""

@@ -1,0 +1,117 @@
+"""The verification protocol equals a literal, loop-by-loop transcription of FaceNet's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import LFW, need
+from facetrain.evaluate.verification import evaluate, pair_distances, read_pairs
+
+
+def reference(e1, e2, issame, nfolds=10, distance="euclidean", subtract_mean=False, target=1e-3):
+    """FaceNet's calculate_roc / calculate_val with plain loops (interpolation per the spec)."""
+    thr_acc, thr_val = np.arange(0, 4, 0.01), np.arange(0, 4, 0.001)
+    n = len(issame)
+    folds = np.array_split(np.arange(n), nfolds)
+    accs, vals, fars = [], [], []
+    for test in folds:
+        train = np.array([i for i in range(n) if i not in set(test)])
+        mean = np.mean(np.concatenate([e1[train], e2[train]]), 0) if subtract_mean else 0.0
+        a, b = e1 - mean, e2 - mean
+        if distance == "euclidean":
+            d = np.sum((a - b) ** 2, 1)
+        else:
+            cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            d = np.arccos(np.clip(cos, -1, 1)) / np.pi
+
+        def acc_at(t, idx, d=d):
+            p = d[idx] < t
+            return (np.sum(p & issame[idx]) + np.sum(~p & ~issame[idx])) / len(idx)
+
+        best_t, best_acc = None, -1.0
+        for t in thr_acc:
+            acc = acc_at(t, train)
+            if acc > best_acc:  # strict: the first threshold wins ties
+                best_t, best_acc = t, acc
+        accs.append(acc_at(best_t, test))
+
+        def far_at(t, idx, d=d):
+            p = d[idx] < t
+            return np.sum(p & ~issame[idx]) / np.sum(~issame[idx])
+
+        far_train = [far_at(t, train) for t in thr_val]
+        t_val = 0.0
+        for i, f in enumerate(far_train):
+            if f >= target:
+                if i == 0:
+                    t_val = thr_val[0]
+                else:
+                    f0, t0 = far_train[i - 1], thr_val[i - 1]
+                    t_val = t0 + (target - f0) * (thr_val[i] - t0) / (f - f0)
+                break
+        p = d[test] < t_val
+        vals.append(np.sum(p & issame[test]) / np.sum(issame[test]))
+        fars.append(np.sum(p & ~issame[test]) / np.sum(~issame[test]))
+    return np.mean(accs), np.std(accs), np.mean(vals), np.std(vals), np.mean(fars)
+
+
+def synthetic_pairs(n=600, dim=16, seed=0, noise=0.9):
+    rng = np.random.default_rng(seed)
+    e1 = rng.normal(size=(n, dim))
+    issame = rng.random(n) < 0.5
+    e2 = np.where(
+        issame[:, None], e1 + noise * rng.normal(size=(n, dim)), rng.normal(size=(n, dim))
+    )
+    norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    return norm(e1), norm(e2), issame
+
+
+@pytest.mark.parametrize(
+    "distance,subtract_mean,seed",
+    [("euclidean", False, 0), ("cosine", True, 1), ("euclidean", True, 2)],
+)
+def test_matches_bruteforce_reference(distance, subtract_mean, seed):
+    e1, e2, same = synthetic_pairs(seed=seed)
+    got = evaluate(e1, e2, same, distance=distance, subtract_mean=subtract_mean, far_target=1e-2)
+    want = reference(e1, e2, same, distance=distance, subtract_mean=subtract_mean, target=1e-2)
+    keys = ("accuracy", "accuracy_std", "val", "val_std", "far")
+    np.testing.assert_allclose([got[k] for k in keys], want, rtol=0, atol=1e-12)
+    assert 0.6 < got["accuracy"] < 0.99  # a real, imperfect separation was measured
+
+
+def test_perfect_and_random_embeddings():
+    e1, e2, same = synthetic_pairs(noise=0.05)
+    r = evaluate(e1, e2, same)
+    assert r["accuracy"] > 0.995 and r["auc"] > 0.999 and r["eer"] < 0.01
+    rng = np.random.default_rng(5)
+    r = evaluate(rng.normal(size=(600, 8)), rng.normal(size=(600, 8)), rng.random(600) < 0.5)
+    assert 0.4 < r["accuracy"] < 0.62 and 0.35 < r["auc"] < 0.65 and 0.35 < r["eer"] < 0.65
+
+
+def test_distances():
+    a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+    assert pair_distances(a, b, "euclidean")[0] == pytest.approx(2.0)
+    assert pair_distances(a, b, "cosine")[0] == pytest.approx(0.5)
+
+
+def test_fold_ids_keep_official_boundaries():
+    e1, e2, same = synthetic_pairs(n=600)
+    folds = np.repeat(np.arange(10), 60)
+    keep = np.ones(600, bool)
+    keep[[3, 4, 70]] = False  # three pairs missing
+    r = evaluate(e1[keep], e2[keep], same[keep], fold_ids=folds[keep])
+    assert len(r["fold_accuracy"]) == 10
+    shifted = evaluate(e1[keep], e2[keep], same[keep])  # contiguous blocks would move folds
+    assert r["fold_accuracy"] != shifted["fold_accuracy"]
+
+
+@need(LFW)
+def test_reads_lfw_pairs_and_reports_missing(tmp_path):
+    p = read_pairs(LFW / "pairs.txt", LFW)
+    assert len(p.issame) == 6000 and p.issame.sum() == 3000 and not p.missing
+    assert np.bincount(p.fold).tolist() == [600] * 10
+    subset = tmp_path / "imgs"
+    (subset / "Abel_Pacheco").mkdir(parents=True)
+    q = read_pairs(LFW / "pairs.txt", subset)
+    assert len(q.issame) == 0 and len(q.missing) == 6000
