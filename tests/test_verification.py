@@ -85,7 +85,10 @@ def test_perfect_and_random_embeddings():
     r = evaluate(e1, e2, same)
     assert r["accuracy"] > 0.995 and r["auc"] > 0.999 and r["eer"] < 0.01
     rng = np.random.default_rng(5)
-    r = evaluate(rng.normal(size=(600, 8)), rng.normal(size=(600, 8)), rng.random(600) < 0.5)
+    a, b = rng.normal(size=(2, 600, 8))
+    a /= np.linalg.norm(a, axis=1, keepdims=True)  # the grid 0..4 assumes unit vectors
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    r = evaluate(a, b, rng.random(600) < 0.5)
     assert 0.4 < r["accuracy"] < 0.62 and 0.35 < r["auc"] < 0.65 and 0.35 < r["eer"] < 0.65
 
 
