@@ -1,0 +1,60 @@
+"""Face-embedding networks: a registry and `create_model`, one file per family (timm-style).
+
+Every model maps an RGB batch (N, 3, S, S), normalized as its recipe says, to embeddings.
+`model(x)` returns L2-normalised embeddings; `model.embed(x, normalize=False)` returns the
+raw pre-normalisation vectors ("prelogits") that softmax heads, center loss and the
+prelogits-norm penalty work on. `model.input_size` is the side the model was designed for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    _import_families()
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, embedding_size: int = 512, **kwargs) -> nn.Module:
+    """Build a registered model, e.g. `create_model("iresnet50", embedding_size=512)`."""
+    _import_families()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](embedding_size=embedding_size, **kwargs)
+
+
+class Embedder(nn.Module):
+    """Base for all families: subclasses define `embed_raw(x) -> (N, D)` prelogits."""
+
+    input_size: int = 112
+
+    def embed_raw(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        z = self.embed_raw(x)
+        return F.normalize(z, dim=1) if normalize else z
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x, normalize=True)
+
+
+def _import_families() -> None:
+    from facetrain.models import (  # noqa: F401  (registers the models)
+        inception_resnet_v1,
+        iresnet,
+        mobilefacenet,
+        nn4_small2,
+    )

@@ -1,0 +1,67 @@
+"""Every registered model: output shape, unit-norm embeddings, and its published size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from facetrain.models import create_model, list_models
+
+# Parameter counts as published: InsightFace's IResNets (512-d), MobileFaceNet's paper
+# (~0.99M, 128-d), OpenFace's nn4.small2 table (3,733,968), and facenet-pytorch's
+# InceptionResnetV1 without logits (checked live below).
+PUBLISHED = {
+    "iresnet18": (512, 24.0e6),
+    "iresnet34": (512, 34.1e6),
+    "iresnet50": (512, 43.6e6),
+    "iresnet100": (512, 65.2e6),
+    "mobilefacenet": (128, 0.99e6),
+    "nn4_small2": (128, 3_733_968),
+}
+
+
+def n_params(m) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_registry_lists_all_families():
+    assert set(list_models()) == {*PUBLISHED, "inception_resnet_v1"}
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("resnet9000")
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_size_and_output(name):
+    emb, published = PUBLISHED[name]
+    m = create_model(name, embedding_size=emb).eval()
+    # 1.5%: the papers round (MobileFaceNet's "0.99M" leaves out part of its BN/PReLU terms)
+    assert abs(n_params(m) - published) / published < 0.015
+    s = m.input_size
+    with torch.no_grad():
+        y = m(torch.randn(3, 3, s, s))
+        raw = m.embed(torch.randn(3, 3, s, s), normalize=False)
+    assert y.shape == (3, emb) and raw.shape == (3, emb)
+    assert torch.isfinite(y).all()
+    assert torch.allclose(y.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_nn4_small2_is_openface_exactly():
+    assert n_params(create_model("nn4_small2", 128)) == 3_733_968
+
+
+def test_inception_resnet_v1_matches_facenet_architecture():
+    from facenet_pytorch import InceptionResnetV1
+
+    ours = create_model("inception_resnet_v1", 512).eval()
+    assert n_params(ours) == n_params(InceptionResnetV1(pretrained=None))
+    with torch.no_grad():
+        y = ours(torch.randn(2, 3, 160, 160))
+    assert y.shape == (2, 512) and torch.allclose(y.norm(dim=1), torch.ones(2), atol=1e-5)
+    assert n_params(create_model("inception_resnet_v1", 128)) < n_params(ours)
+
+
+def test_train_mode_gradients_flow():
+    m = create_model("mobilefacenet", 64).train()
+    y = m.embed(torch.randn(4, 3, 112, 112), normalize=False)
+    y.pow(2).sum().backward()
+    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
