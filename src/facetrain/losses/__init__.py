@@ -1,0 +1,23 @@
+"""Losses, apart from how their pairs or triplets are chosen (see `facetrain.miners`).
+
+Classification: `SoftmaxHead` (a linear classifier on the prelogits) and `MarginHead`
+(ArcFace / CosFace on normalised embeddings and class centres), both scored with
+`cross_entropy` (+ label smoothing); `CenterLoss` and `prelogits_norm` are added penalties.
+Metric: `triplet_loss` and `contrastive_loss` take index tensors from a miner, so one
+forward pass serves every triplet or pair and gradients flow back through it.
+"""
+
+from facetrain.losses.classification import MarginHead, SoftmaxHead, cross_entropy
+from facetrain.losses.metric import contrastive_loss, squared_distances, triplet_loss
+from facetrain.losses.penalties import CenterLoss, prelogits_norm
+
+__all__ = [
+    "CenterLoss",
+    "MarginHead",
+    "SoftmaxHead",
+    "contrastive_loss",
+    "cross_entropy",
+    "prelogits_norm",
+    "squared_distances",
+    "triplet_loss",
+]

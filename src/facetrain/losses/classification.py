@@ -1,0 +1,60 @@
+"""Classifier heads over embeddings: plain softmax, ArcFace and CosFace margins."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SoftmaxHead(nn.Module):
+    """Logits = W · prelogits + b (FaceNet's softmax training)."""
+
+    def __init__(self, embedding_size: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(embedding_size, num_classes)
+
+    def forward(self, prelogits: torch.Tensor, labels: torch.Tensor | None = None):
+        return self.fc(prelogits)
+
+
+class MarginHead(nn.Module):
+    """Scaled cosine logits with an additive margin on the true class.
+
+    ArcFace (Deng et al.): s·cos(θ + m). CosFace (Wang et al.): s·(cos θ − m). For ArcFace,
+    where θ + m would pass π the logit continues as cos θ − m·sin m (InsightFace's "easy
+    margin off" rule) so the target logit stays monotonic in θ.
+    """
+
+    def __init__(self, embedding_size: int, num_classes: int, kind: str = "arcface",
+                 s: float = 64.0, m: float | None = None):  # fmt: skip
+        super().__init__()
+        if kind not in ("arcface", "cosface"):
+            raise ValueError(f"unknown margin {kind!r}; choose arcface or cosface")
+        self.kind, self.s = kind, s
+        self.m = m if m is not None else (0.5 if kind == "arcface" else 0.35)
+        self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
+        nn.init.normal_(self.weight, std=0.01)
+
+    def cosines(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(embeddings, dim=1), F.normalize(self.weight, dim=1))
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None):
+        cos = self.cosines(embeddings).clamp(-1.0, 1.0)
+        if labels is None:  # inference: plain scaled cosines
+            return self.s * cos
+        target = cos.gather(1, labels[:, None])
+        if self.kind == "cosface":
+            new = target - self.m
+        else:
+            sin = torch.sqrt((1.0 - target * target).clamp_min(1e-12))
+            cos_m = target * math.cos(self.m) - sin * math.sin(self.m)
+            new = torch.where(target > math.cos(math.pi - self.m), cos_m,
+                              target - self.m * math.sin(self.m))  # fmt: skip
+        return self.s * cos.scatter(1, labels[:, None], new)
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0):
+    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)

@@ -1,0 +1,95 @@
+"""Choose triplets and pairs inside a batch (online mining), apart from the losses.
+
+Each miner takes the batch's embeddings and labels and returns index tensors into the
+batch; it looks at detached distances only, so the loss is computed from the one forward
+pass and its gradients reach every selected triplet or pair. Definitions (squared L2
+distances, α the margin):
+
+- `all_triplets`: every (a, p, n) with y_a = y_p ≠ y_n, a ≠ p.
+- `semihard`: FaceNet's semi-hard negatives, d_ap < d_an < d_ap + α; one drawn at random
+  per anchor-positive pair (pairs without one are skipped).
+- `hardest`: the closest negative of each anchor-positive pair.
+- `random_violating`: a random negative with d_an − d_ap < α (OpenFace's, from VGG Face).
+- `balanced_pairs`: every positive pair and as many random negative pairs (contrastive).
+
+Identities with one image in the batch (e.g. the extra identities a P×K sampler can add)
+have no positive pair, so they serve as negatives only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from facetrain.losses.metric import squared_distances
+
+TRIPLET_MINERS = ("all", "semihard", "hardest", "random_violating")
+
+
+def positive_pairs(labels: torch.Tensor) -> torch.Tensor:
+    """(a, p) index pairs with the same label, a ≠ p, both orders."""
+    same = labels[:, None] == labels[None, :]
+    same.fill_diagonal_(False)
+    return same.nonzero()
+
+
+def all_triplets(labels: torch.Tensor) -> torch.Tensor:
+    ap = positive_pairs(labels)
+    neg = labels[ap[:, 0]][:, None] != labels[None, :]
+    k, n = neg.nonzero(as_tuple=True)
+    return torch.stack([ap[k, 0], ap[k, 1], n], 1)
+
+
+def _pick_random(mask: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """For each row with any True, the column of one True chosen uniformly; -1 otherwise."""
+    r = torch.rand(mask.shape, generator=generator, device=mask.device)
+    r = torch.where(mask, r, torch.full_like(r, -1.0))
+    best = r.argmax(1)
+    return torch.where(mask.any(1), best, torch.full_like(best, -1))
+
+
+def mine_triplets(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    how: str = "semihard",
+    margin: float = 0.2,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """(M, 3) anchor, positive, negative indices chosen by `how`."""
+    if how == "all":
+        return all_triplets(labels)
+    if how not in TRIPLET_MINERS:
+        raise ValueError(f"unknown miner {how!r}; choose from {', '.join(TRIPLET_MINERS)}")
+    with torch.no_grad():
+        d = squared_distances(embeddings.detach().float())
+        ap = positive_pairs(labels)
+        d_ap = d[ap[:, 0], ap[:, 1]][:, None]
+        d_an = d[ap[:, 0]]  # (pairs, N)
+        is_neg = labels[ap[:, 0]][:, None] != labels[None, :]
+        if how == "hardest":
+            masked = torch.where(is_neg, d_an, torch.full_like(d_an, float("inf")))
+            n = masked.argmin(1)
+            n = torch.where(is_neg.any(1), n, torch.full_like(n, -1))
+        elif how == "semihard":
+            n = _pick_random(is_neg & (d_an > d_ap) & (d_an < d_ap + margin), generator)
+        else:  # random_violating
+            n = _pick_random(is_neg & (d_an - d_ap < margin), generator)
+        keep = n >= 0
+        return torch.cat([ap[keep], n[keep][:, None]], 1)
+
+
+def balanced_pairs(labels: torch.Tensor, generator: torch.Generator | None = None):
+    """All positive pairs (i < j) and an equal number of random negative pairs.
+
+    Returns (pairs (M, 2), same (M,) bool). Never written to disk: drawn per batch.
+    """
+    i, j = torch.triu_indices(len(labels), len(labels), 1, device=labels.device)
+    same = labels[i] == labels[j]
+    pos = torch.stack([i[same], j[same]], 1)
+    neg_all = torch.stack([i[~same], j[~same]], 1)
+    k = min(len(pos), len(neg_all))
+    perm = torch.randperm(len(neg_all), generator=generator)[:k].to(labels.device)
+    neg = neg_all[perm]
+    pairs = torch.cat([pos[:k], neg])
+    flags = torch.cat([torch.ones(len(pairs) - len(neg), dtype=torch.bool, device=labels.device),
+                       torch.zeros(len(neg), dtype=torch.bool, device=labels.device)])  # fmt: skip
+    return pairs, flags
