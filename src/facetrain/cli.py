@@ -271,6 +271,102 @@ def pack(
         console.print(f"skipped {r.skipped} images, each with its reason in {out / 'skipped.tsv'}")
 
 
+def _coerce(field_type, text: str):
+    t = str(field_type)
+    if "bool" in t:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true/false, got {text!r}")
+    if "list[int]" in t:
+        return [int(x) for x in text.split(",") if x]
+    if "list[str]" in t:
+        return [x for x in text.split(":") if x]
+    if "int" in t:
+        return int(text)
+    if "float" in t:
+        return float(text)
+    return text
+
+
+@app.command()
+def train(
+    data: Annotated[
+        list[str] | None, typer.Option(help="Aligned faces: pack, folders (a:b) or lists.")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Run folder; the same --out resumes.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (see models).")] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="softmax, arcface, cosface, triplet, contrastive.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML or JSON file of settings.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any other setting, KEY=VALUE (repeatable); see config.json."),
+    ] = None,
+) -> None:
+    """Train an embedding model; re-running the same command resumes it exactly."""
+    import dataclasses
+
+    from facetrain.train.config import TrainConfig, load_config_file
+    from facetrain.train.loop import TrainingError
+    from facetrain.train.loop import train as train_fn
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values: dict = {}
+    try:
+        if config is not None:
+            values.update(load_config_file(config))
+        explicit = {
+            "out": out,
+            "model": model,
+            "loss": loss,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "device": device,
+        }
+        values.update({k: v for k, v in explicit.items() if v is not None})
+        if data:
+            values["data"] = [r for spec in data for r in spec.split(":") if r]
+        for item in set_ or []:
+            key, sep, text = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in fields:
+                fail(f"--set {item!r}: expected KEY=VALUE with KEY one of the settings")
+            values[key] = _coerce(fields[key].type, text.strip())
+        cfg = TrainConfig(**values)
+        if cfg.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                fail("--device cuda: no CUDA device is available here")
+        result = train_fn(cfg, log=console.print)
+    except (TrainingError, ValueError) as e:
+        fail(str(e))
+    if result:
+        console.print(
+            f"final verification accuracy {result['accuracy']:.4f} ± {result['accuracy_std']:.4f}"
+        )
+    console.print(f"run folder: {cfg.out}")
+
+
+@app.command()
+def models() -> None:
+    """List the model names `--model` accepts."""
+    from facetrain.models import create_model, list_models
+
+    for name in list_models():
+        m = create_model(name)
+        n = sum(p.numel() for p in m.parameters())
+        console.print(f"{name:22s} input {m.input_size}x{m.input_size}  {n / 1e6:6.2f}M params")
+
+
 def main() -> None:
     try:
         app()

@@ -90,6 +90,10 @@ def balanced_pairs(labels: torch.Tensor, generator: torch.Generator | None = Non
     perm = torch.randperm(len(neg_all), generator=generator)[:k].to(labels.device)
     neg = neg_all[perm]
     pairs = torch.cat([pos[:k], neg])
-    flags = torch.cat([torch.ones(len(pairs) - len(neg), dtype=torch.bool, device=labels.device),
-                       torch.zeros(len(neg), dtype=torch.bool, device=labels.device)])  # fmt: skip
+    flags = torch.cat(
+        [
+            torch.ones(len(pairs) - len(neg), dtype=torch.bool, device=labels.device),
+            torch.zeros(len(neg), dtype=torch.bool, device=labels.device),
+        ]
+    )
     return pairs, flags

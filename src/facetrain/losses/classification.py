@@ -28,8 +28,14 @@ class MarginHead(nn.Module):
     margin off" rule) so the target logit stays monotonic in θ.
     """
 
-    def __init__(self, embedding_size: int, num_classes: int, kind: str = "arcface",
-                 s: float = 64.0, m: float | None = None):  # fmt: skip
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        kind: str = "arcface",
+        s: float = 64.0,
+        m: float | None = None,
+    ):
         super().__init__()
         if kind not in ("arcface", "cosface"):
             raise ValueError(f"unknown margin {kind!r}; choose arcface or cosface")
@@ -51,8 +57,9 @@ class MarginHead(nn.Module):
         else:
             sin = torch.sqrt((1.0 - target * target).clamp_min(1e-12))
             cos_m = target * math.cos(self.m) - sin * math.sin(self.m)
-            new = torch.where(target > math.cos(math.pi - self.m), cos_m,
-                              target - self.m * math.sin(self.m))  # fmt: skip
+            new = torch.where(
+                target > math.cos(math.pi - self.m), cos_m, target - self.m * math.sin(self.m)
+            )
         return self.s * cos.scatter(1, labels[:, None], new)
 
 

@@ -26,8 +26,9 @@ def triplet_loss(embeddings: torch.Tensor, triplets: torch.Tensor, margin: float
     return F.relu(d_ap - d_an + margin).mean()
 
 
-def contrastive_loss(embeddings: torch.Tensor, pairs: torch.Tensor, same: torch.Tensor,
-                     margin: float = 1.0):  # fmt: skip
+def contrastive_loss(
+    embeddings: torch.Tensor, pairs: torch.Tensor, same: torch.Tensor, margin: float = 1.0
+):
     """Hadsell et al.: same pairs pull (d²), different pairs push until d ≥ margin
     (max(0, margin − d)²); the mean over all pairs."""
     if len(pairs) == 0:

@@ -1,0 +1,487 @@
+"""The training loop, readable top to bottom: data → model → loss → optimizer → steps, with
+checkpoints that resume exactly, verification, and guards against non-finite steps.
+
+Exactness: every step reseeds the global torch RNG and the augmentation/mining generator
+from (seed, global step), and batches come from samplers addressed by (epoch, batch), so
+a run resumed from a checkpoint replays exactly the computation of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facetrain import atomic
+from facetrain.data.augment import Augment, apply, center
+from facetrain.data.packed import PackedDataset, pack
+from facetrain.data.sampler import EpochBatches, PKBatches
+from facetrain.losses import (
+    CenterLoss,
+    MarginHead,
+    SoftmaxHead,
+    contrastive_loss,
+    cross_entropy,
+    prelogits_norm,
+    triplet_loss,
+)
+from facetrain.miners import balanced_pairs, mine_triplets
+from facetrain.models import create_model
+from facetrain.train import checkpoint
+from facetrain.train.config import TrainConfig, code_revision
+from facetrain.train.schedule import Schedule, read_schedule_file
+
+METRIC_LOSSES = ("triplet", "contrastive")
+
+
+class TrainingError(ValueError):
+    """A run that cannot start: the message says why."""
+
+
+# --- setup ----------------------------------------------------------------------------
+
+
+def dataset_for(cfg: TrainConfig, run: Path) -> PackedDataset:
+    """Use a pack as is; pack folders or list files into RUN/pack once (resumable)."""
+    data = cfg.data
+    if len(data) == 1 and (Path(data[0]) / "meta.json").exists():
+        where = Path(data[0])
+    else:
+        where = run / "pack"
+        if not (where / "meta.json").exists():
+            from facetrain.data.listing import DatasetError
+
+            try:
+                pack(data if len(data) > 1 else data[0], where, progress=None)
+            except DatasetError as e:
+                raise TrainingError(str(e)) from None
+    ds = PackedDataset(where, split="train")
+    if len(ds) == 0:
+        raise TrainingError(f"{where}: no training images")
+    if len(np.unique(ds.labels)) < 2:
+        raise TrainingError("training needs at least 2 identities")
+    return ds
+
+
+def build_sampler(cfg: TrainConfig, ds: PackedDataset):
+    if cfg.loss in METRIC_LOSSES:
+        k = cfg.images_per_identity
+        p = cfg.identities_per_batch or max(2, (cfg.batch_size - cfg.extra_identities) // k)
+        return PKBatches(
+            ds.labels,
+            p,
+            k,
+            extra=cfg.extra_identities,
+            seed=cfg.seed,
+            batches_per_epoch=cfg.batches_per_epoch,
+        )
+    return EpochBatches(
+        len(ds), cfg.batch_size, seed=cfg.seed, batches_per_epoch=cfg.batches_per_epoch
+    )
+
+
+def build_schedule(cfg: TrainConfig) -> Schedule:
+    entries = read_schedule_file(cfg.schedule_file) if cfg.schedule == "file" else []
+    return Schedule(
+        cfg.schedule,
+        cfg.lr,
+        cfg.epochs,
+        cfg.warmup_epochs,
+        tuple(cfg.lr_steps),
+        cfg.lr_gamma,
+        cfg.poly_power,
+        cfg.min_lr,
+        entries,
+    )
+
+
+def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    o, wd = cfg.optimizer, cfg.weight_decay
+    if o == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd
+        )
+    if o == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=wd)
+    if o == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=wd)
+    if o == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=wd)
+    if o == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=wd)
+    return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=wd)
+
+
+def init_from(cfg: TrainConfig, model, head) -> str:
+    """Load a backbone (and the head when its shape fits) from a run or a weights file."""
+    src = Path(cfg.init_from)
+    if src.is_dir():
+        loaded = checkpoint.load(src, "best") or checkpoint.load(src, "last")
+        if loaded is None:
+            raise TrainingError(f"{src}: no checkpoint to initialise from")
+        tensors = loaded[0]
+    else:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(src))
+    backbone = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    if missing:
+        raise TrainingError(f"{src}: not weights of this model (missing {missing[:3]} …)")
+    head_sd = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
+    if head is not None and head_sd:
+        own = head.state_dict()
+        if all(k in own and own[k].shape == v.shape for k, v in head_sd.items()):
+            head.load_state_dict(head_sd)
+            return "backbone and head"
+    return "backbone (head re-created)"
+
+
+# --- batches and evaluation --------------------------------------------------------------
+
+
+def to_input(x_uint8: torch.Tensor, cfg: TrainConfig, size: int, train: bool, gen=None):
+    """uint8 batch → augmented, resized, normalized float input for the model."""
+    aug = Augment(flip=cfg.flip and train, crop=cfg.crop or None, normalize=cfg.normalize)
+    x = apply(x_uint8, aug, gen) if train else center(x_uint8, aug)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+    return x
+
+
+@torch.no_grad()
+def embed_paths(model, paths: list[str], cfg: TrainConfig, size: int, batch: int = 128):
+    """Embeddings of image files with the flipped image's embedding added (InsightFace)."""
+    from facetrain.data.images import load_rgb
+
+    model.eval()
+    out = []
+    for i in range(0, len(paths), batch):
+        imgs = [torch.from_numpy(load_rgb(p)).permute(2, 0, 1) for p in paths[i : i + batch]]
+        x = to_input(torch.stack(imgs), cfg, size, train=False).to(cfg.device)
+        e = model.embed(x, normalize=False) + model.embed(x.flip(3), normalize=False)
+        out.append(F.normalize(e.float(), dim=1).cpu())
+    return torch.cat(out).numpy()
+
+
+def load_eval_pairs(cfg: TrainConfig):
+    from facetrain.evaluate.verification import read_pairs
+
+    pairs = read_pairs(cfg.eval_pairs, cfg.eval_images)
+    if cfg.eval_max_pairs:
+        keep = []
+        for f in np.unique(pairs.fold):
+            for same in (True, False):
+                idx = np.flatnonzero((pairs.fold == f) & (pairs.issame == same))
+                keep += idx[: cfg.eval_max_pairs // 2].tolist()
+        keep = np.array(sorted(keep))
+        pairs.path1 = [pairs.path1[i] for i in keep]
+        pairs.path2 = [pairs.path2[i] for i in keep]
+        pairs.issame, pairs.fold = pairs.issame[keep], pairs.fold[keep]
+    return pairs
+
+
+def verify(model, pairs, cfg: TrainConfig, size: int) -> dict:
+    from facetrain.evaluate.verification import evaluate
+
+    uniq = sorted(set(pairs.path1) | set(pairs.path2))
+    pos = {p: i for i, p in enumerate(uniq)}
+    emb = embed_paths(model, uniq, cfg, size)
+    e1 = emb[[pos[p] for p in pairs.path1]]
+    e2 = emb[[pos[p] for p in pairs.path2]]
+    r = evaluate(e1, e2, pairs.issame, fold_ids=pairs.fold)
+    keys = ("accuracy", "accuracy_std", "val", "val_std", "far", "auc", "eer", "threshold")
+    return {k: r[k] for k in keys} | {
+        "pairs_used": len(pairs.issame),
+        "pairs_missing": len(pairs.missing),
+    }
+
+
+# --- the run --------------------------------------------------------------------------
+
+
+def _step_seed(cfg: TrainConfig, step: int) -> int:
+    return (cfg.seed * 1_000_003 + step) % (2**63)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint being resumed from."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            pass  # a line cut by a kill
+    atomic.write_text(path, "".join(f"{ln}\n" for ln in keep))
+
+
+def train(cfg: TrainConfig, *, log=print) -> dict:
+    """Train (or resume) the run in cfg.out; returns the last evaluation metrics."""
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(run / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    atomic.write_text(run / "revision.txt", code_revision() + "\n")
+
+    ds = dataset_for(cfg, run)
+    sampler = build_sampler(cfg, ds)
+    metric = cfg.loss in METRIC_LOSSES
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, cfg.embedding_size, dropout=1.0 - cfg.keep_probability)
+    size = model.input_size
+    head = None
+    if cfg.loss == "softmax":
+        head = SoftmaxHead(cfg.embedding_size, ds.num_classes)
+    elif cfg.loss in ("arcface", "cosface"):
+        m = cfg.margin_m if cfg.margin_m >= 0 else None
+        head = MarginHead(cfg.embedding_size, ds.num_classes, cfg.loss, cfg.margin_s, m)
+    centers = CenterLoss(ds.num_classes, cfg.embedding_size, cfg.center_loss_alfa)
+    model.to(cfg.device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    for mod in (head, centers):
+        if mod is not None:
+            mod.to(cfg.device)
+    if cfg.init_from:
+        log(f"initialised {init_from(cfg, model, head)} from {cfg.init_from}")
+    params = list(model.parameters()) + (list(head.parameters()) if head else [])
+    opt = build_optimizer(cfg, [p for p in params if p.requires_grad])
+    schedule = build_schedule(cfg)
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
+    fwd = torch.compile(model) if cfg.compile else model
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
+    pairs = load_eval_pairs(cfg) if cfg.eval_pairs else None
+    if pairs is not None and pairs.missing:
+        log(f"verification: {len(pairs.missing)} pairs name missing images (reported, skipped)")
+
+    # state that a checkpoint carries
+    state = {"epoch": 0, "batch": 0, "step": 0, "best": -1.0, "lr_scale": 1.0, "last_eval": {}}
+
+    def modules():
+        d = {"model": model, "centers": centers}
+        if head is not None:
+            d["head"] = head
+        if ema is not None:
+            d["ema"] = ema
+        return d
+
+    def save(pointers=("last",)):
+        tensors = {f"{n}.{k}": v for n, m in modules().items() for k, v in m.state_dict().items()}
+        opt_t, opt_rest = checkpoint.flatten_optimizer(opt.state_dict())
+        tensors.update(opt_t)
+        meta = dict(state, optimizer=opt_rest, scaler=scaler.state_dict(), config=cfg.out)
+        checkpoint.save(run, f"step-{state['step']:08d}", tensors, meta, pointers)
+
+    def restore(tensors, meta):
+        for n, m in modules().items():
+            m.load_state_dict(
+                {k[len(n) + 1 :]: v for k, v in tensors.items() if k.startswith(n + ".")}
+            )
+        opt.load_state_dict(checkpoint.unflatten_optimizer(tensors, meta["optimizer"]))
+        if meta.get("scaler"):
+            scaler.load_state_dict(meta["scaler"])
+        state.update({k: meta[k] for k in state})
+
+    loaded = checkpoint.load(run)
+    if loaded is not None:
+        restore(*loaded)
+        _truncate_metrics(run / "metrics.jsonl", state["step"])
+        log(
+            f"resuming {run} at epoch {state['epoch']}, batch {state['batch']} "
+            f"(step {state['step']})"
+        )
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    tb = SummaryWriter(str(run / "tensorboard"), purge_step=state["step"] or None)
+    metrics_file = open(run / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+
+    def emit(line: dict) -> None:
+        metrics_file.write(json.dumps(line) + "\n")
+        metrics_file.flush()
+        for k, v in line.items():
+            if isinstance(v, int | float) and k not in ("epoch", "step"):
+                tag = f"{line['eval']}/{k}" if "eval" in line else f"train/{k}"
+                tb.add_scalar(tag, v, line["step"])
+
+    def compute_loss(raw, y, gen):
+        emb = F.normalize(raw.float(), dim=1)
+        extra = {}
+        if metric:
+            if cfg.loss == "triplet":
+                t = mine_triplets(emb, y, cfg.miner, cfg.triplet_margin, gen)
+                loss = triplet_loss(emb, t, cfg.triplet_margin)
+                extra["triplets"] = len(t)
+            else:
+                pr, same = balanced_pairs(y, gen)
+                loss = contrastive_loss(emb, pr, same, cfg.contrastive_margin)
+                extra["pairs"] = len(pr)
+        else:
+            logits = head(raw.float() if cfg.loss == "softmax" else emb, y)
+            loss = cross_entropy(logits, y, cfg.label_smoothing)
+            extra["acc"] = float((logits.argmax(1) == y).float().mean())
+        if cfg.center_loss_factor > 0:
+            loss = loss + cfg.center_loss_factor * centers(raw.float(), y)
+        if cfg.prelogits_norm_factor > 0:
+            loss = loss + cfg.prelogits_norm_factor * prelogits_norm(
+                raw.float(), cfg.prelogits_norm_p
+            )
+        return loss, extra
+
+    nonfinite_run = 0
+    last_ckpt_time = time.monotonic()
+    steps_per_epoch = len(sampler)
+    result: dict = state.get("last_eval") or {}
+    try:
+        while state["epoch"] < cfg.epochs:
+            epoch = state["epoch"]
+            freeze = epoch < cfg.freeze_backbone_epochs
+            for p in model.parameters():
+                p.requires_grad_(not freeze)
+            model.train()
+            t_epoch, losses = time.perf_counter(), []
+            while state["batch"] < steps_per_epoch:
+                b = state["batch"]
+                lr = schedule(epoch + b / steps_per_epoch) * state["lr_scale"]
+                if lr < 0:
+                    log(f"the schedule stops training at epoch {epoch}")
+                    state["epoch"] = cfg.epochs
+                    break
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                seed = _step_seed(cfg, state["step"])
+                torch.manual_seed(seed)
+                gen = torch.Generator().manual_seed(seed)
+                idx = sampler.batch(epoch, b)
+                micro = np.array_split(np.asarray(idx), cfg.accumulate)
+                total, extra = 0.0, {}
+                for part in micro:
+                    xb, yb = ds.batch(part.tolist())
+                    x = to_input(xb, cfg, size, train=True, gen=gen).to(cfg.device)
+                    if cfg.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    y = yb.to(cfg.device)
+                    with torch.autocast(
+                        device_type, dtype=amp_dtype, enabled=amp_dtype is not None
+                    ):
+                        raw = fwd.embed(x, normalize=False) if not cfg.compile else fwd(x)
+                    loss, extra = compute_loss(raw, y, gen)
+                    # each micro-batch's mean loss is weighted by its share of the batch
+                    scaler.scale(loss * (len(part) / len(idx))).backward()
+                    total += float(loss.detach()) * len(part) / len(idx)
+                scaler.unscale_(opt)
+                grads = [p.grad for p in params if p.grad is not None]
+                finite = math.isfinite(total) and all(torch.isfinite(g).all() for g in grads)
+                if not finite:
+                    opt.zero_grad(set_to_none=True)
+                    nonfinite_run += 1
+                    emit({"epoch": epoch, "step": state["step"], "skipped": "nonfinite"})
+                    if nonfinite_run >= cfg.max_nonfinite:
+                        back = checkpoint.load(run)
+                        if back is None:
+                            raise TrainingError(
+                                f"{nonfinite_run} non-finite steps in a row before any "
+                                "checkpoint; lower --lr"
+                            )
+                        scale = state["lr_scale"]
+                        restore(*back)
+                        state["lr_scale"] = scale * 0.5
+                        nonfinite_run = 0
+                        emit(
+                            {
+                                "epoch": state["epoch"],
+                                "step": state["step"],
+                                "rollback": True,
+                                "lr_scale": state["lr_scale"],
+                            }
+                        )
+                        break
+                    state["batch"] += 1
+                    state["step"] += 1
+                    continue
+                nonfinite_run = 0
+                if cfg.clip_grad > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                if ema is not None:
+                    with torch.no_grad():
+                        for pe, pm in zip(ema.parameters(), model.parameters()):
+                            pe.lerp_(pm, 1.0 - cfg.ema_decay)
+                        for be, bm in zip(ema.buffers(), model.buffers()):
+                            be.copy_(bm)
+                losses.append(total)
+                state["batch"] += 1
+                state["step"] += 1
+                if state["step"] % cfg.log_every == 0 or state["batch"] == steps_per_epoch:
+                    emit({"epoch": epoch, "step": state["step"], "loss": total, "lr": lr} | extra)
+                due = cfg.checkpoint_every_steps and state["step"] % cfg.checkpoint_every_steps == 0
+                if due or time.monotonic() - last_ckpt_time > 60 * cfg.checkpoint_minutes:
+                    save()
+                    last_ckpt_time = time.monotonic()
+            else:  # the epoch finished
+                state["epoch"] += 1
+                state["batch"] = 0
+                emit(
+                    {
+                        "epoch": epoch,
+                        "step": state["step"],
+                        "epoch_end": True,
+                        "loss": float(np.mean(losses)) if losses else None,
+                        "seconds": round(time.perf_counter() - t_epoch, 2),
+                    }
+                )
+                pointers = ("last",)
+                if pairs is not None and (
+                    state["epoch"] % cfg.eval_every == 0 or state["epoch"] == cfg.epochs
+                ):
+                    result = verify(ema or model, pairs, cfg, size)
+                    emit({"eval": "lfw", "epoch": epoch, "step": state["step"]} | result)
+                    log(
+                        f"epoch {epoch}: verification accuracy {result['accuracy']:.4f} "
+                        f"± {result['accuracy_std']:.4f}, VAL {result['val']:.4f}"
+                    )
+                    state["last_eval"] = result
+                    if result["accuracy"] > state["best"]:
+                        state["best"] = result["accuracy"]
+                        pointers = ("last", "best")
+                save(pointers)
+                last_ckpt_time = time.monotonic()
+    finally:
+        metrics_file.close()
+        tb.close()
+    export_weights(run, model if ema is None else ema)
+    return result
+
+
+def export_weights(run: Path, model) -> Path:
+    """RUN/model.safetensors: the final backbone alone (for fine-tuning and use)."""
+    from safetensors.torch import save_file
+
+    path = run / "model.safetensors"
+    tmp = run / ".model.safetensors.tmp"
+    save_file(
+        {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        str(tmp),
+    )
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,234 @@
+"""Training engine: exact resume after kill -9, schedules, samplers, errors, fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facetrain.data.packed import pack
+from facetrain.data.sampler import EpochBatches, PKBatches, SamplerError
+from facetrain.train.config import TrainConfig
+from facetrain.train.loop import TrainingError, train
+from facetrain.train.schedule import Schedule, read_schedule_file
+
+
+def make_faces(root: Path, ids: int = 8, per: int = 8, size: int = 112) -> Path:
+    """Synthetic 'faces': each identity a colour and stripe pattern, images jittered."""
+    rng = np.random.default_rng(0)
+    for i in range(ids):
+        base = rng.integers(0, 255, 3)
+        for j in range(per):
+            img = np.zeros((size, size, 3), np.uint8) + base.astype(np.uint8)
+            img[:, (i * 7) % size :: 9 + i] = 255 - base
+            img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+            p = root / f"id{i}" / f"{j}.jpg"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(p, quality=95)
+    return root
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("faces")
+    pack(str(make_faces(tmp / "faces")), tmp / "pack", progress=False)
+    return tmp / "pack"
+
+
+def small_cfg(data, out, **kw) -> TrainConfig:
+    base = dict(
+        data=[str(data)],
+        out=str(out),
+        model="nn4_small2",
+        embedding_size=32,
+        batch_size=16,
+        batches_per_epoch=3,
+        epochs=2,
+        lr=0.05,
+        log_every=1,
+        threads=1,
+        checkpoint_minutes=1e9,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def losses(run: Path) -> list[tuple[int, float]]:
+    out = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        if "loss" in d and not d.get("epoch_end"):
+            out.append((d["step"], d["loss"]))
+    return out
+
+
+def test_kill_minus_9_then_resume_gives_the_same_losses(packed, tmp_path):
+    args = [
+        "--data",
+        str(packed),
+        "--model",
+        "nn4_small2",
+        "--loss",
+        "softmax",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.05",
+        "--set",
+        "embedding_size=32",
+        "--set",
+        "batches_per_epoch=3",
+        "--set",
+        "log_every=1",
+        "--set",
+        "threads=1",
+        "--set",
+        "checkpoint_every_steps=2",
+        "--set",
+        "center_loss_factor=0.01",
+        "--set",
+        "keep_probability=0.8",
+    ]
+    cmd = [sys.executable, "-m", "facetrain", "train"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    subprocess.run([*cmd, *args, "--out", str(ref)], check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [*cmd, *args, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if metrics.exists() and len(losses(run)) >= 5:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_killed = len(losses(run))
+    assert 5 <= n_killed < 12, "the kill should land mid-run"
+    done = subprocess.run(
+        [*cmd, *args, "--out", str(run)], check=True, capture_output=True, text=True
+    )
+    assert "resuming" in done.stderr
+    assert losses(run) == losses(ref)  # every step's loss, bit for bit
+    assert [s for s, _ in losses(run)] == list(range(1, 13))
+
+
+def test_schedule_file_facenet_format(tmp_path):
+    f = tmp_path / "lr.txt"
+    f.write_text("# FaceNet-style\n0: 0.1\n3: 0.01  # drop\n5: 0.001\n8: -1\n")
+    sched = Schedule("file", entries=read_schedule_file(f))
+    assert [sched(e) for e in (0, 2.9, 3, 4.5, 5, 7.99)] == [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    assert sched(8) < 0 and sched(20) < 0  # at and after the last line: its value
+    f.write_text("0: 0.1\n2: 0.05\n")
+    assert Schedule("file", entries=read_schedule_file(f))(10) == 0.05
+    f.write_text("1: 0.1\n")
+    with pytest.raises(ValueError, match="epoch 0"):
+        read_schedule_file(f)
+
+
+def test_schedules_shapes():
+    cos = Schedule("cosine", lr=1.0, epochs=10, warmup_epochs=2)
+    assert cos(0) < 0.01 and cos(1) == pytest.approx(0.5, abs=1e-3)
+    assert cos(2) == pytest.approx(1.0) and cos(6) == pytest.approx(0.5) and cos(10) == 0.0
+    step = Schedule("step", lr=1.0, steps=(3, 6), gamma=0.1)
+    assert [step(e) for e in (0, 3, 6)] == pytest.approx([1.0, 0.1, 0.01])
+    poly = Schedule("poly", lr=1.0, epochs=4, power=2.0)
+    assert poly(2) == pytest.approx(0.25)
+
+
+def test_samplers():
+    labels = np.repeat(np.arange(6), [2, 5, 5, 5, 1, 5])
+    s = PKBatches(labels, p=3, k=4, extra=2, seed=1)
+    b = s.batch(0, 0)
+    assert len(b) == 14 and b == s.batch(0, 0) and b != s.batch(0, 1)
+    counts = np.bincount(labels[b[:12]], minlength=6)
+    assert sorted(counts[counts > 0]) == [4, 4, 4]
+    assert set(labels[b[12:]]).isdisjoint(set(labels[b[:12]]))
+    with pytest.raises(SamplerError, match="more than any identity has"):
+        PKBatches(labels, p=2, k=6)
+    with pytest.raises(SamplerError, match="only 4 have"):
+        PKBatches(labels, p=5, k=4)
+    e = EpochBatches(10, 4, seed=0, batches_per_epoch=5)
+    seen = [i for b in range(5) for i in e.batch(0, b)]
+    assert len(seen) == 20 and sorted(seen[:8]) == sorted(set(seen[:8]))
+    with pytest.raises(SamplerError, match="larger than the dataset"):
+        EpochBatches(10, 11)
+
+
+def test_clear_errors(tmp_path, packed):
+    with pytest.raises(ValueError, match="no such folder"):
+        train(small_cfg(tmp_path / "missing", tmp_path / "r1"), log=lambda *_: None)
+    one = tmp_path / "one"
+    make_faces(one, ids=1, per=4)
+    with pytest.raises(TrainingError, match="at least 2 identities"):
+        train(small_cfg(one, tmp_path / "r2"), log=lambda *_: None)
+    with pytest.raises(SamplerError, match="larger than the dataset"):
+        train(small_cfg(packed, tmp_path / "r3", batch_size=1000), log=lambda *_: None)
+    with pytest.raises(SamplerError, match="more than any identity"):
+        train(
+            small_cfg(packed, tmp_path / "r4", loss="triplet", images_per_identity=20),
+            log=lambda *_: None,
+        )
+
+
+@pytest.mark.parametrize("loss", ["triplet", "contrastive", "cosface"])
+def test_other_losses_train(packed, tmp_path, loss):
+    cfg = small_cfg(packed, tmp_path / loss, loss=loss, images_per_identity=4, batch_size=16)
+    train(cfg, log=lambda *_: None)
+    ls = [v for _, v in losses(tmp_path / loss)]
+    assert len(ls) == 6 and all(np.isfinite(ls))
+    assert (tmp_path / loss / "model.safetensors").exists()
+    assert list((tmp_path / loss / "tensorboard").iterdir())
+
+
+def test_fine_tune_with_other_identities(packed, tmp_path):
+    train(small_cfg(packed, tmp_path / "base", loss="arcface"), log=lambda *_: None)
+    other = tmp_path / "other"
+    make_faces(other, ids=5, per=6)
+    msgs = []
+    cfg = small_cfg(
+        other,
+        tmp_path / "ft",
+        loss="arcface",
+        init_from=str(tmp_path / "base"),
+        freeze_backbone_epochs=1,
+    )
+    train(cfg, log=msgs.append)
+    assert any("head re-created" in m for m in msgs)
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "base" / "model.safetensors"))
+    b = load_file(str(tmp_path / "ft" / "model.safetensors"))
+    first = "model.body.0.0.weight"
+    assert not (a[first] == b[first]).all()  # trained on after the frozen epoch
+
+
+def test_config_saved_and_loadable(packed, tmp_path):
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+
+    run = tmp_path / "cfgrun"
+    cfg_file = tmp_path / "recipe.toml"
+    cfg_file.write_text(
+        f'data = "{packed}"\nmodel = "nn4_small2"\nembedding_size = 16\n'
+        "epochs = 1\nbatch_size = 16\nbatches_per_epoch = 2\nthreads = 1\n"
+    )
+    res = CliRunner().invoke(
+        app, ["train", "--config", str(cfg_file), "--out", str(run), "--lr", "0.01"]
+    )
+    assert res.exit_code == 0, res.output
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["embedding_size"] == 16 and saved["lr"] == 0.01 and saved["model"] == "nn4_small2"
+    assert (run / "revision.txt").read_text().strip()
+    bad = CliRunner().invoke(app, ["train", "--config", str(cfg_file), "--set", "nope=1"])
+    assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
