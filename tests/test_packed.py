@@ -138,3 +138,23 @@ def test_loader_with_workers_matches_in_process_normalization(aligned, tmp_path)
     assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b)
     plain = PackedDataset(tmp_path / "pack", None)[0][0]
     assert torch.allclose(a[0], (plain.float() - 127.5) / 128)
+
+
+def test_rotation_jitter_grayscale():
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    x[:, 0, :, 14:18] = 255  # a vertical red bar
+    rot = apply(x, Augment(flip=False, rotate=30, normalize="none"), g)
+    assert not torch.equal(rot, x.float())  # rotated: the bar leaves its columns
+    moved = (rot[:, 0] > 128).float()
+    assert moved[:, :, 14:18].mean() < 0.9  # the bar left its columns
+    assert moved.sum(dim=(1, 2)).min() > 0.8 * 4 * 32  # … and was moved, not erased
+    assert not torch.equal(rot[0], rot[1])  # each image its own angle
+    gray = apply(x, Augment(flip=False, grayscale=1.0, normalize="none"), g)
+    assert torch.allclose(gray[:, 0], gray[:, 1]) and torch.allclose(gray[:, 1], gray[:, 2])
+    assert torch.allclose(gray[:, 0, 0, 15], torch.full((4,), 0.299 * 255), atol=1e-3)
+    img = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    jit = apply(img, Augment(flip=False, jitter=0.4, normalize="none"), g)
+    assert jit.min() >= 0 and jit.max() <= 255 and not torch.allclose(jit, img.float())
+    same = apply(img, Augment(flip=False, normalize="none"), g)
+    assert torch.equal(same, img.float())

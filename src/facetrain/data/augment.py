@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 NORMALIZATIONS = ("fixed", "per_image", "none")
 
@@ -16,17 +17,29 @@ NORMALIZATIONS = ("fixed", "per_image", "none")
 @dataclass(frozen=True)
 class Augment:
     """flip: random horizontal flip; crop: random crop to this size (None keeps the size);
+    rotate: random rotation within ±degrees; jitter: random brightness, contrast and
+    saturation factors within 1 ± jitter; grayscale: probability of a gray image;
     normalize: `fixed` = (x - 127.5) / 128 (FaceNet/InsightFace), `per_image` = zero mean,
     unit std per image (FaceNet's prewhiten), `none` = float 0..255."""
 
     flip: bool = True
     crop: int | None = None
+    rotate: float = 0.0
+    jitter: float = 0.0
+    grayscale: float = 0.0
     normalize: str = "fixed"
+
+
+_GRAY = (0.299, 0.587, 0.114)
 
 
 def normalize(x: torch.Tensor, how: str) -> torch.Tensor:
     """Float32 copy of `x`, normalized (in place on the copy: no extra batch-sized buffers)."""
-    x = x.to(torch.float32, copy=True)
+    return normalize_(x.to(torch.float32, copy=True), how)
+
+
+def normalize_(x: torch.Tensor, how: str) -> torch.Tensor:
+    """Normalize a float batch in place."""
     if how == "fixed":
         return x.sub_(127.5).div_(128.0)
     if how == "per_image":
@@ -65,6 +78,35 @@ def geometric(
     return batch
 
 
+def photometric_(x: torch.Tensor, aug: Augment, generator: torch.Generator | None = None):
+    """Rotation, colour jitter and grayscale on a float 0..255 batch, in place."""
+    n = x.shape[0]
+    if aug.rotate > 0:
+        a = (torch.rand(n, generator=generator) * 2 - 1) * aug.rotate * torch.pi / 180
+        cos, sin, zero = torch.cos(a), torch.sin(a), torch.zeros(n)
+        theta = torch.stack(
+            [torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1
+        )
+        grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+        x.copy_(F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False))
+    gray_w = torch.tensor(_GRAY, dtype=x.dtype).view(1, 3, 1, 1)
+    if aug.jitter > 0:
+        b, c, s = (1 + (torch.rand(3, n, generator=generator) * 2 - 1) * aug.jitter).view(
+            3, n, 1, 1, 1
+        )
+        x.mul_(b.to(x))
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x.sub_(mean).mul_(c.to(x)).add_(mean)
+        gray = (x * gray_w).sum(1, keepdim=True)
+        x.sub_(gray).mul_(s.to(x)).add_(gray)
+        x.clamp_(0, 255)
+    if aug.grayscale > 0:
+        idx = (torch.rand(n, generator=generator) < aug.grayscale).nonzero()[:, 0]
+        if len(idx):
+            x[idx] = (x[idx] * gray_w).sum(1, keepdim=True).expand(-1, 3, -1, -1)
+    return x
+
+
 def apply(
     batch: torch.Tensor,
     aug: Augment,
@@ -75,7 +117,8 @@ def apply(
     """Augment a uint8 batch and return it normalized as float32.
 
     The input is left unchanged unless `inplace` (for batches the caller owns)."""
-    return normalize(geometric(batch, aug, generator, inplace=inplace), aug.normalize)
+    x = geometric(batch, aug, generator, inplace=inplace).to(torch.float32)
+    return normalize_(photometric_(x, aug, generator), aug.normalize)
 
 
 def center(batch: torch.Tensor, aug: Augment) -> torch.Tensor:

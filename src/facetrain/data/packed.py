@@ -343,7 +343,13 @@ class PackedLoader:
         return len(self.dataloader)
 
     def __iter__(self):
-        from facetrain.data.augment import normalize
+        import torch
+
+        from facetrain.data.augment import normalize_, photometric_
 
         for x, y in self.dataloader:
-            yield (normalize(x, self.augment.normalize) if self.augment else x), y
+            if self.augment:
+                x = normalize_(
+                    photometric_(x.to(torch.float32), self.augment), self.augment.normalize
+                )
+            yield x, y

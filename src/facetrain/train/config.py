@@ -55,6 +55,9 @@ class TrainConfig:
     extra_identities: int = 0
     flip: bool = True
     crop: int = 0  # random crop size before resizing to the model input (0: none)
+    rotate: float = 0.0  # degrees
+    color_jitter: float = 0.0  # brightness/contrast/saturation factors in 1 ± this
+    grayscale: float = 0.0  # probability
     normalize: str = "fixed"
     amp: str = "none"  # none | bf16 | fp16
     channels_last: bool = False

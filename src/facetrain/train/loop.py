@@ -150,7 +150,14 @@ def init_from(cfg: TrainConfig, model, head) -> str:
 
 def to_input(x_uint8: torch.Tensor, cfg: TrainConfig, size: int, train: bool, gen=None):
     """uint8 batch → augmented, resized, normalized float input for the model."""
-    aug = Augment(flip=cfg.flip and train, crop=cfg.crop or None, normalize=cfg.normalize)
+    aug = Augment(
+        flip=cfg.flip and train,
+        crop=cfg.crop or None,
+        rotate=cfg.rotate,
+        jitter=cfg.color_jitter,
+        grayscale=cfg.grayscale,
+        normalize=cfg.normalize,
+    )
     x = apply(x_uint8, aug, gen) if train else center(x_uint8, aug)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(
