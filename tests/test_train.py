@@ -232,3 +232,85 @@ def test_config_saved_and_loadable(packed, tmp_path):
     assert (run / "revision.txt").read_text().strip()
     bad = CliRunner().invoke(app, ["train", "--config", str(cfg_file), "--set", "nope=1"])
     assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
+
+
+def write_bin_and_pairs(faces: Path, tmp: Path) -> tuple[Path, Path]:
+    """A .bin set and an LFW-format pairs.txt over the synthetic faces (2 folds)."""
+    import pickle
+
+    ids = sorted(p.name for p in faces.iterdir())
+    bins, issame, lines = [], [], ["2 4"]
+    for fold in range(2):
+        for k in range(4):
+            i = ids[(fold * 4 + k) % len(ids)]
+            bins += [(faces / i / "0.jpg").read_bytes(), (faces / i / "1.jpg").read_bytes()]
+            issame.append(True)
+            lines.append(f"{i} 0 1")
+        for k in range(4):
+            a, b = ids[k], ids[(k + 1 + fold) % len(ids)]
+            bins += [(faces / a / "2.jpg").read_bytes(), (faces / b / "3.jpg").read_bytes()]
+            issame.append(False)
+            lines.append(f"{a} 2 {b} 3")
+    (tmp / "syn.bin").write_bytes(pickle.dumps((bins, issame), protocol=4))
+    (tmp / "pairs.txt").write_text("\n".join(lines) + "\n")
+    return tmp / "syn.bin", tmp / "pairs.txt"
+
+
+def test_verification_and_val_split_during_training(tmp_path):
+    faces = make_faces(tmp_path / "faces", ids=8, per=8)
+    # LFW naming for the pairs reader: <name>/<name>_NNNN.jpg
+    lfw = tmp_path / "lfwstyle"
+    for d in faces.iterdir():
+        for j in range(4):
+            dst = lfw / d.name / f"{d.name}_{j:04d}.jpg"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes((d / f"{j}.jpg").read_bytes())
+    bin_path, pairs = write_bin_and_pairs(faces, tmp_path)
+    from facetrain.data.split import split
+
+    split(str(faces), tmp_path / "split", by="image", fraction=0.25)
+    pack(str(tmp_path / "split"), tmp_path / "pack", progress=False)
+    cfg = small_cfg(
+        tmp_path / "pack",
+        tmp_path / "run",
+        eval_pairs=str(pairs),
+        eval_images=str(lfw),
+        eval_bins=[str(bin_path)],
+        ema_decay=0.9,
+        accumulate=2,
+    )
+    result = train(cfg, log=lambda *_: None)
+    lines = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    evals = {d["eval"] for d in lines if "eval" in d}
+    assert evals == {"val_split", "syn", tmp_path.name}  # a pairs set is named by its folder
+    lfw_lines = [d for d in lines if d.get("eval") == tmp_path.name]
+    assert len(lfw_lines) == 2 and lfw_lines[-1]["pairs_used"] == 16
+    assert all(k in lfw_lines[-1] for k in ("accuracy", "val", "auc", "eer"))
+    assert result["accuracy"] == lfw_lines[-1]["accuracy"]
+    assert (tmp_path / "run/checkpoints/best").exists()
+    val = [d for d in lines if d.get("eval") == "val_split"]
+    assert 0.0 <= val[-1]["accuracy"] <= 1.0 and val[-1]["loss"] > 0
+
+
+def test_nonfinite_steps_skipped_then_rolled_back(packed, tmp_path):
+    cfg = small_cfg(packed, tmp_path / "nan", epochs=3, max_nonfinite=2, checkpoint_every_steps=1)
+    import facetrain.train.loop as loop
+
+    real = loop.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(logits, y, smoothing=0.0):
+        calls["n"] += 1
+        loss = real(logits, y, smoothing)
+        return loss * float("nan") if calls["n"] in (4, 5) else loss
+
+    loop.cross_entropy = poisoned
+    try:
+        train(cfg, log=lambda *_: None)
+    finally:
+        loop.cross_entropy = real
+    lines = [json.loads(x) for x in (tmp_path / "nan/metrics.jsonl").read_text().splitlines()]
+    assert sum(1 for d in lines if d.get("skipped") == "nonfinite") == 2
+    rb = [d for d in lines if d.get("rollback")]
+    assert len(rb) == 1 and rb[0]["lr_scale"] == 0.5
+    assert all(np.isfinite(d["loss"]) for d in lines if d.get("loss") is not None)

@@ -66,8 +66,12 @@ class TrainConfig:
     accumulate: int = 1
     device: str = "cpu"
     seed: int = 0
-    eval_pairs: str = ""
-    eval_images: str = ""
+    eval_pairs: str = ""  # LFW-format pairs.txt …
+    eval_images: str = ""  # … and its image folder
+    eval_bins: list[str] = field(default_factory=list)  # InsightFace .bin sets
+    eval_flip: str = "sum"  # sum | concat | none: add the flipped image's embedding
+    eval_distance: str = "euclidean"
+    eval_subtract_mean: bool = False
     eval_every: int = 1
     eval_max_pairs: int = 0  # 0: all; otherwise the first N of every fold (faster checks)
     log_every: int = 10

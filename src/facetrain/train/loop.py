@@ -14,6 +14,8 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -166,52 +168,133 @@ def to_input(x_uint8: torch.Tensor, cfg: TrainConfig, size: int, train: bool, ge
     return x
 
 
-@torch.no_grad()
-def embed_paths(model, paths: list[str], cfg: TrainConfig, size: int, batch: int = 128):
-    """Embeddings of image files with the flipped image's embedding added (InsightFace)."""
+@dataclass
+class EvalSet:
+    """A verification set: how to fetch its images (uint8 CHW) and its pairs."""
+
+    name: str
+    n_images: int
+    fetch: Callable[[list[int]], list[torch.Tensor]]
+    idx1: np.ndarray
+    idx2: np.ndarray
+    issame: np.ndarray
+    fold: np.ndarray | None
+    missing: int = 0
+
+
+def lfw_set(cfg: TrainConfig) -> EvalSet:
+    """pairs.txt + images (optionally only the first eval_max_pairs/2 same and different
+    pairs of every fold, for quick checks)."""
     from facetrain.data.images import load_rgb
-
-    model.eval()
-    out = []
-    for i in range(0, len(paths), batch):
-        imgs = [torch.from_numpy(load_rgb(p)).permute(2, 0, 1) for p in paths[i : i + batch]]
-        x = to_input(torch.stack(imgs), cfg, size, train=False).to(cfg.device)
-        e = model.embed(x, normalize=False) + model.embed(x.flip(3), normalize=False)
-        out.append(F.normalize(e.float(), dim=1).cpu())
-    return torch.cat(out).numpy()
-
-
-def load_eval_pairs(cfg: TrainConfig):
     from facetrain.evaluate.verification import read_pairs
 
     pairs = read_pairs(cfg.eval_pairs, cfg.eval_images)
+    keep = np.arange(len(pairs.issame))
     if cfg.eval_max_pairs:
-        keep = []
-        for f in np.unique(pairs.fold):
-            for same in (True, False):
-                idx = np.flatnonzero((pairs.fold == f) & (pairs.issame == same))
-                keep += idx[: cfg.eval_max_pairs // 2].tolist()
-        keep = np.array(sorted(keep))
-        pairs.path1 = [pairs.path1[i] for i in keep]
-        pairs.path2 = [pairs.path2[i] for i in keep]
-        pairs.issame, pairs.fold = pairs.issame[keep], pairs.fold[keep]
-    return pairs
+        keep = np.array(
+            sorted(
+                i
+                for f in np.unique(pairs.fold)
+                for same in (True, False)
+                for i in np.flatnonzero((pairs.fold == f) & (pairs.issame == same))[
+                    : cfg.eval_max_pairs // 2
+                ]
+            ),
+            dtype=np.int64,
+        )
+    p1 = [pairs.path1[i] for i in keep]
+    p2 = [pairs.path2[i] for i in keep]
+    uniq = sorted(set(p1) | set(p2))
+    pos = {p: i for i, p in enumerate(uniq)}
+
+    def fetch(ids):
+        return [torch.from_numpy(load_rgb(uniq[i])).permute(2, 0, 1) for i in ids]
+
+    return EvalSet(
+        Path(cfg.eval_pairs).parent.name or "pairs",
+        len(uniq),
+        fetch,
+        np.array([pos[p] for p in p1]),
+        np.array([pos[p] for p in p2]),
+        pairs.issame[keep],
+        pairs.fold[keep],
+        len(pairs.missing),
+    )
 
 
-def verify(model, pairs, cfg: TrainConfig, size: int) -> dict:
+def bin_set(path: str) -> EvalSet:
+    from torchvision.io import ImageReadMode, decode_image
+
+    from facetrain.data.recordio import load_bin
+
+    images, issame = load_bin(path)
+
+    def fetch(ids):
+        return [
+            decode_image(
+                torch.frombuffer(bytearray(images[i]), dtype=torch.uint8), ImageReadMode.RGB
+            )
+            for i in ids
+        ]
+
+    n = len(issame)
+    return EvalSet(
+        Path(path).stem,
+        len(images),
+        fetch,
+        np.arange(0, 2 * n, 2),
+        np.arange(1, 2 * n, 2),
+        issame,
+        None,
+    )
+
+
+@torch.no_grad()
+def embed_set(model, s: EvalSet, cfg: TrainConfig, size: int, batch: int = 128) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, s.n_images, batch):
+        imgs = s.fetch(list(range(i, min(i + batch, s.n_images))))
+        x = to_input(torch.stack(imgs), cfg, size, train=False).to(cfg.device)
+        e = model.embed(x, normalize=False).float()
+        if cfg.eval_flip != "none":
+            f = model.embed(x.flip(3), normalize=False).float()
+            e = e + f if cfg.eval_flip == "sum" else torch.cat([e, f], 1)
+        out.append(F.normalize(e, dim=1).cpu())
+    return torch.cat(out).numpy()
+
+
+def verify(model, s: EvalSet, cfg: TrainConfig, size: int) -> dict:
     from facetrain.evaluate.verification import evaluate
 
-    uniq = sorted(set(pairs.path1) | set(pairs.path2))
-    pos = {p: i for i, p in enumerate(uniq)}
-    emb = embed_paths(model, uniq, cfg, size)
-    e1 = emb[[pos[p] for p in pairs.path1]]
-    e2 = emb[[pos[p] for p in pairs.path2]]
-    r = evaluate(e1, e2, pairs.issame, fold_ids=pairs.fold)
+    emb = embed_set(model, s, cfg, size)
+    r = evaluate(
+        emb[s.idx1],
+        emb[s.idx2],
+        s.issame,
+        fold_ids=s.fold,
+        distance=cfg.eval_distance,
+        subtract_mean=cfg.eval_subtract_mean,
+    )
     keys = ("accuracy", "accuracy_std", "val", "val_std", "far", "auc", "eer", "threshold")
-    return {k: r[k] for k in keys} | {
-        "pairs_used": len(pairs.issame),
-        "pairs_missing": len(pairs.missing),
-    }
+    return {k: r[k] for k in keys} | {"pairs_used": len(s.issame), "pairs_missing": s.missing}
+
+
+@torch.no_grad()
+def validation_split(model, head, val: PackedDataset, cfg: TrainConfig, size: int) -> dict:
+    """Loss and top-1 accuracy of the classifier on the pack's val split (same identities)."""
+    model.eval()
+    total, correct, n = 0.0, 0, 0
+    for i in range(0, len(val), 256):
+        xb, y = val.batch(list(range(i, min(i + 256, len(val)))))
+        x = to_input(xb, cfg, size, train=False).to(cfg.device)
+        raw = model.embed(x, normalize=False).float()
+        y = y.to(cfg.device)
+        logits = head(raw if cfg.loss == "softmax" else F.normalize(raw, dim=1), y)
+        total += float(cross_entropy(logits, y)) * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        n += len(y)
+    return {"loss": total / n, "accuracy": correct / n}
 
 
 # --- the run --------------------------------------------------------------------------
@@ -275,9 +358,11 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     fwd = torch.compile(model) if cfg.compile else model
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
-    pairs = load_eval_pairs(cfg) if cfg.eval_pairs else None
-    if pairs is not None and pairs.missing:
-        log(f"verification: {len(pairs.missing)} pairs name missing images (reported, skipped)")
+    eval_sets = ([lfw_set(cfg)] if cfg.eval_pairs else []) + [bin_set(b) for b in cfg.eval_bins]
+    for es in eval_sets:
+        if es.missing:
+            log(f"verification on {es.name}: {es.missing} pairs name missing images (skipped)")
+    val_ds = PackedDataset(ds.path, split="val")
 
     # state that a checkpoint carries
     state = {"epoch": 0, "batch": 0, "step": 0, "best": -1.0, "lr_scale": 1.0, "last_eval": {}}
@@ -458,19 +543,22 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
                     }
                 )
                 pointers = ("last",)
-                if pairs is not None and (
-                    state["epoch"] % cfg.eval_every == 0 or state["epoch"] == cfg.epochs
-                ):
-                    result = verify(ema or model, pairs, cfg, size)
-                    emit({"eval": "lfw", "epoch": epoch, "step": state["step"]} | result)
-                    log(
-                        f"epoch {epoch}: verification accuracy {result['accuracy']:.4f} "
-                        f"± {result['accuracy_std']:.4f}, VAL {result['val']:.4f}"
-                    )
-                    state["last_eval"] = result
-                    if result["accuracy"] > state["best"]:
-                        state["best"] = result["accuracy"]
-                        pointers = ("last", "best")
+                if state["epoch"] % cfg.eval_every == 0 or state["epoch"] == cfg.epochs:
+                    if head is not None and len(val_ds):
+                        v = validation_split(model, head, val_ds, cfg, size)
+                        emit({"eval": "val_split", "epoch": epoch, "step": state["step"]} | v)
+                    for k, es in enumerate(eval_sets):
+                        r = verify(ema or model, es, cfg, size)
+                        emit({"eval": es.name, "epoch": epoch, "step": state["step"]} | r)
+                        log(
+                            f"epoch {epoch}: {es.name} accuracy {r['accuracy']:.4f} "
+                            f"± {r['accuracy_std']:.4f}, VAL {r['val']:.4f}"
+                        )
+                        if k == 0:  # the first set decides "best"
+                            result = state["last_eval"] = r
+                            if r["accuracy"] > state["best"]:
+                                state["best"] = r["accuracy"]
+                                pointers = ("last", "best")
                 save(pointers)
                 last_ckpt_time = time.monotonic()
     finally:
