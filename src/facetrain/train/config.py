@@ -23,6 +23,7 @@ class TrainConfig:
     model: str = "mobilefacenet"
     loss: str = "softmax"
     embedding_size: int = 128
+    input_size: int = 0  # 0: the model's own (96 nn4.small2, 112 iresnet, 160 IRv1)
     epochs: int = 10
     batch_size: int = 64
     batches_per_epoch: int = 0  # 0: one full pass (FaceNet's --epoch_size otherwise)

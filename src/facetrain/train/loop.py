@@ -334,7 +334,7 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, cfg.embedding_size, dropout=1.0 - cfg.keep_probability)
-    size = model.input_size
+    size = cfg.input_size or model.input_size
     head = None
     if cfg.loss == "softmax":
         head = SoftmaxHead(cfg.embedding_size, ds.num_classes)

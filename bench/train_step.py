@@ -1,0 +1,107 @@
+"""Training-step throughput per model: fp32 vs bf16 autocast, channels-first vs channels-last,
+optionally torch.compile — each a ratio against fp32 channels-first measured in this run.
+
+Also reports model-FLOPs utilisation (MFU) when --peak-tflops is given: FLOPs of one
+forward+backward (counted by torch.utils.flop_counter) x steps/s / peak.
+
+    .venv/bin/python bench/train_step.py [--models nn4_small2 mobilefacenet iresnet18]
+        [--device cuda --models iresnet50 --batch-size 256 --compile --peak-tflops 989]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from facetrain.losses import MarginHead
+from facetrain.models import create_model
+
+
+def step_fn(model, head, opt, x, y, dtype, device_type):
+    with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+        raw = model.embed(x, normalize=False)
+    loss = F.cross_entropy(head(raw.float(), y), y)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def measure(name, batch, device, dtype, channels_last, compile_, steps, warmup):
+    torch.manual_seed(0)
+    model = create_model(name, 512 if name.startswith("iresnet") else 128).to(device).train()
+    emb = model.embed(
+        torch.zeros(2, 3, model.input_size, model.input_size, device=device), normalize=False
+    ).shape[1]
+    head = MarginHead(emb, 1000).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    fwd = torch.compile(model) if compile_ else model
+    if compile_:
+        fwd.embed = lambda x, normalize=False: fwd(x)  # compiled forward of the raw embedding
+        model.forward = lambda x: model.embed_raw(x)
+    opt = torch.optim.SGD(list(model.parameters()) + list(head.parameters()), lr=0.01, momentum=0.9)
+    s = model.input_size
+    x = torch.randn(batch, 3, s, s, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    dt = "cuda" if device.startswith("cuda") else "cpu"
+    for _ in range(warmup):
+        step_fn(fwd, head, opt, x, y, dtype, dt)
+    if dt == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step_fn(fwd, head, opt, x, y, dtype, dt)
+    if dt == "cuda":
+        torch.cuda.synchronize()
+    rate = batch * steps / (time.perf_counter() - t0)
+    with FlopCounterMode(display=False) as fc:
+        step_fn(model, head, opt, x, y, dtype, dt)
+    return rate, fc.get_total_flops() / batch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=["nn4_small2", "mobilefacenet", "iresnet18"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU")
+    args = ap.parse_args()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"device {args.device}, batch {args.batch_size}"
+    )
+    variants = [
+        ("fp32", None, False),
+        ("fp32 channels_last", None, True),
+        ("bf16", torch.bfloat16, False),
+        ("bf16 channels_last", torch.bfloat16, True),
+    ]
+    for name in args.models:
+        base = None
+        for label, dtype, cl in variants:
+            rate, flops = measure(
+                name, args.batch_size, args.device, dtype, cl, args.compile, args.steps, args.warmup
+            )
+            base = base or rate
+            mfu = ""
+            if args.peak_tflops:
+                mfu = f"  MFU {100 * rate * flops / (args.peak_tflops * 1e12):.1f}%"
+            print(
+                f"{name:20s} {label:20s} {rate:9.1f} img/s  ratio {rate / base:5.2f}x  "
+                f"({flops / 1e9:.2f} GFLOP/img fwd+bwd){mfu}"
+            )
+
+
+if __name__ == "__main__":
+    main()
