@@ -314,3 +314,80 @@ def test_nonfinite_steps_skipped_then_rolled_back(packed, tmp_path):
     rb = [d for d in lines if d.get("rollback")]
     assert len(rb) == 1 and rb[0]["lr_scale"] == 0.5
     assert all(np.isfinite(d["loss"]) for d in lines if d.get("loss") is not None)
+
+
+def _register_tiny():
+    """A BatchNorm-free model, so micro-batches see exactly what the whole batch sees."""
+    import torch
+    from torch import nn
+
+    from facetrain.models import Embedder, register_model
+
+    class Tiny(Embedder):
+        input_size = 16
+
+        def __init__(self, embedding_size=8, dropout=0.0):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, 2, 1)
+            self.fc = nn.Linear(4 * 8 * 8, embedding_size)
+
+        def embed_raw(self, x):
+            return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+    @register_model
+    def tiny_test_model(embedding_size=8, **kw):
+        return Tiny(embedding_size, **kw)
+
+
+def test_gradient_accumulation_equals_the_full_batch(packed, tmp_path):
+    from safetensors.torch import load_file
+
+    _register_tiny()
+    common = dict(
+        model="tiny_test_model",
+        embedding_size=8,
+        epochs=1,
+        batches_per_epoch=1,
+        flip=False,
+        optimizer="sgd",
+        momentum=0.0,
+        weight_decay=0.0,
+        lr=0.5,
+    )
+    train(small_cfg(packed, tmp_path / "a1", accumulate=1, **common), log=lambda *_: None)
+    train(small_cfg(packed, tmp_path / "a4", accumulate=4, **common), log=lambda *_: None)
+    a = load_file(str(tmp_path / "a1/model.safetensors"))
+    b = load_file(str(tmp_path / "a4/model.safetensors"))
+    import torch
+
+    from facetrain.models import create_model
+
+    torch.manual_seed(0)  # the loop's seed: the weights before the step
+    before = create_model("tiny_test_model", 8).state_dict()
+    for k in a:
+        assert torch_allclose(a[k], b[k]), k
+    assert not torch_allclose(a["model.fc.weight"], before["fc.weight"])  # a real step
+
+
+def torch_allclose(x, y):
+    import torch
+
+    return torch.allclose(x, y, atol=1e-6, rtol=1e-5)
+
+
+def test_bf16_autocast_and_channels_last_on_cpu(packed, tmp_path):
+    _register_tiny()
+    cfg = small_cfg(
+        packed,
+        tmp_path / "bf16",
+        model="tiny_test_model",
+        embedding_size=8,
+        amp="bf16",
+        channels_last=True,
+        epochs=1,
+    )
+    train(cfg, log=lambda *_: None)
+    ls = [v for _, v in losses(tmp_path / "bf16")]
+    assert len(ls) == 3 and all(np.isfinite(ls))
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        train(small_cfg(packed, tmp_path / "fp16", amp="fp16"), log=lambda *_: None)
