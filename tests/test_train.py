@@ -391,3 +391,26 @@ def test_bf16_autocast_and_channels_last_on_cpu(packed, tmp_path):
     assert len(ls) == 3 and all(np.isfinite(ls))
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
         train(small_cfg(packed, tmp_path / "fp16", amp="fp16"), log=lambda *_: None)
+
+
+def test_eval_every_steps(tmp_path):
+    faces = make_faces(tmp_path / "faces", ids=8, per=8)
+    bin_path, _ = write_bin_and_pairs(faces, tmp_path)
+    pack(str(faces), tmp_path / "pack", progress=False)
+    cfg = small_cfg(
+        tmp_path / "pack", tmp_path / "run", epochs=1, eval_every_steps=2, eval_bins=[str(bin_path)]
+    )
+    train(cfg, log=lambda *_: None)
+    lines = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert [d["step"] for d in lines if d.get("eval") == "syn"] == [2, 3]
+
+
+def test_compile_matches_eager(packed, tmp_path):
+    _register_tiny()
+    common = dict(model="tiny_test_model", embedding_size=8, epochs=1)
+    train(small_cfg(packed, tmp_path / "eager", **common), log=lambda *_: None)
+    train(small_cfg(packed, tmp_path / "compiled", compile=True, **common), log=lambda *_: None)
+    a = [v for _, v in losses(tmp_path / "eager")]
+    b = [v for _, v in losses(tmp_path / "compiled")]
+    assert len(a) == len(b) == 3
+    np.testing.assert_allclose(a, b, rtol=1e-4)

@@ -73,7 +73,8 @@ class TrainConfig:
     eval_flip: str = "sum"  # sum | concat | none: add the flipped image's embedding
     eval_distance: str = "euclidean"
     eval_subtract_mean: bool = False
-    eval_every: int = 1
+    eval_every: int = 1  # epochs
+    eval_every_steps: int = 0  # also every N steps (0: off)
     eval_max_pairs: int = 0  # 0: all; otherwise the first N of every fold (faster checks)
     log_every: int = 10
     checkpoint_minutes: float = 10.0

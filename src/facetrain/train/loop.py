@@ -355,7 +355,8 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     schedule = build_schedule(cfg)
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
-    fwd = torch.compile(model) if cfg.compile else model
+    # the raw (pre-normalisation) embedding is what the losses need; compile that
+    embed_raw = torch.compile(model.embed_raw) if cfg.compile else model.embed_raw
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
     eval_sets = ([lfw_set(cfg)] if cfg.eval_pairs else []) + [bin_set(b) for b in cfg.eval_bins]
@@ -438,6 +439,28 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
             )
         return loss, extra
 
+    def evaluate_now(epoch: int) -> tuple[str, ...]:
+        """Validation split and verification sets; returns the checkpoint pointers to set."""
+        nonlocal result
+        pointers: tuple[str, ...] = ("last",)
+        if head is not None and len(val_ds):
+            v = validation_split(model, head, val_ds, cfg, size)
+            emit({"eval": "val_split", "epoch": epoch, "step": state["step"]} | v)
+        for k, es in enumerate(eval_sets):
+            r = verify(ema or model, es, cfg, size)
+            emit({"eval": es.name, "epoch": epoch, "step": state["step"]} | r)
+            log(
+                f"epoch {epoch} step {state['step']}: {es.name} accuracy {r['accuracy']:.4f} "
+                f"± {r['accuracy_std']:.4f}, VAL {r['val']:.4f}"
+            )
+            if k == 0:  # the first set decides "best"
+                result = state["last_eval"] = r
+                if r["accuracy"] > state["best"]:
+                    state["best"] = r["accuracy"]
+                    pointers = ("last", "best")
+        model.train()
+        return pointers
+
     nonfinite_run = 0
     last_ckpt_time = time.monotonic()
     steps_per_epoch = len(sampler)
@@ -474,7 +497,7 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
                     with torch.autocast(
                         device_type, dtype=amp_dtype, enabled=amp_dtype is not None
                     ):
-                        raw = fwd.embed(x, normalize=False) if not cfg.compile else fwd(x)
+                        raw = embed_raw(x)
                     loss, extra = compute_loss(raw, y, gen)
                     # each micro-batch's mean loss is weighted by its share of the batch
                     scaler.scale(loss * (len(part) / len(idx))).backward()
@@ -527,7 +550,11 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
                 if state["step"] % cfg.log_every == 0 or state["batch"] == steps_per_epoch:
                     emit({"epoch": epoch, "step": state["step"], "loss": total, "lr": lr} | extra)
                 due = cfg.checkpoint_every_steps and state["step"] % cfg.checkpoint_every_steps == 0
-                if due or time.monotonic() - last_ckpt_time > 60 * cfg.checkpoint_minutes:
+                mid_epoch = state["batch"] < steps_per_epoch
+                if cfg.eval_every_steps and state["step"] % cfg.eval_every_steps == 0 and mid_epoch:
+                    save(evaluate_now(epoch))
+                    last_ckpt_time = time.monotonic()
+                elif due or time.monotonic() - last_ckpt_time > 60 * cfg.checkpoint_minutes:
                     save()
                     last_ckpt_time = time.monotonic()
             else:  # the epoch finished
@@ -544,21 +571,7 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
                 )
                 pointers = ("last",)
                 if state["epoch"] % cfg.eval_every == 0 or state["epoch"] == cfg.epochs:
-                    if head is not None and len(val_ds):
-                        v = validation_split(model, head, val_ds, cfg, size)
-                        emit({"eval": "val_split", "epoch": epoch, "step": state["step"]} | v)
-                    for k, es in enumerate(eval_sets):
-                        r = verify(ema or model, es, cfg, size)
-                        emit({"eval": es.name, "epoch": epoch, "step": state["step"]} | r)
-                        log(
-                            f"epoch {epoch}: {es.name} accuracy {r['accuracy']:.4f} "
-                            f"± {r['accuracy_std']:.4f}, VAL {r['val']:.4f}"
-                        )
-                        if k == 0:  # the first set decides "best"
-                            result = state["last_eval"] = r
-                            if r["accuracy"] > state["best"]:
-                                state["best"] = r["accuracy"]
-                                pointers = ("last", "best")
+                    pointers = evaluate_now(epoch)
                 save(pointers)
                 last_ckpt_time = time.monotonic()
     finally:
