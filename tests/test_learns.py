@@ -28,7 +28,7 @@ def test_short_training_beats_chance_on_lfw(tmp_path):
         input_size=80,
         epochs=5,
         batch_size=64,
-        batches_per_epoch=40,
+        epoch_size=40,
         lr=0.1,
         warmup_epochs=0.5,
         threads=1,

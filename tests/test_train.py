@@ -49,7 +49,7 @@ def small_cfg(data, out, **kw) -> TrainConfig:
         model="nn4_small2",
         embedding_size=32,
         batch_size=16,
-        batches_per_epoch=3,
+        epoch_size=3,
         epochs=2,
         lr=0.05,
         log_every=1,
@@ -86,7 +86,7 @@ def test_kill_minus_9_then_resume_gives_the_same_losses(packed, tmp_path):
         "--set",
         "embedding_size=32",
         "--set",
-        "batches_per_epoch=3",
+        "epoch_size=3",
         "--set",
         "log_every=1",
         "--set",
@@ -221,7 +221,7 @@ def test_config_saved_and_loadable(packed, tmp_path):
     cfg_file = tmp_path / "recipe.toml"
     cfg_file.write_text(
         f'data = "{packed}"\nmodel = "nn4_small2"\nembedding_size = 16\n'
-        "epochs = 1\nbatch_size = 16\nbatches_per_epoch = 2\nthreads = 1\n"
+        "epochs = 1\nbatch_size = 16\nepoch_size = 2\nthreads = 1\n"
     )
     res = CliRunner().invoke(
         app, ["train", "--config", str(cfg_file), "--out", str(run), "--lr", "0.01"]
@@ -347,7 +347,7 @@ def test_gradient_accumulation_equals_the_full_batch(packed, tmp_path):
         model="tiny_test_model",
         embedding_size=8,
         epochs=1,
-        batches_per_epoch=1,
+        epoch_size=1,
         flip=False,
         optimizer="sgd",
         momentum=0.0,
@@ -414,3 +414,32 @@ def test_compile_matches_eager(packed, tmp_path):
     b = [v for _, v in losses(tmp_path / "compiled")]
     assert len(a) == len(b) == 3
     np.testing.assert_allclose(a, b, rtol=1e-4)
+
+
+def test_gradient_clipping_bounds_the_step(packed, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from facetrain.models import create_model
+
+    _register_tiny()
+    common = dict(
+        model="tiny_test_model",
+        embedding_size=8,
+        epochs=1,
+        epoch_size=1,
+        optimizer="sgd",
+        momentum=0.0,
+        weight_decay=0.0,
+        lr=0.5,
+    )
+    train(small_cfg(packed, tmp_path / "clip", clip_grad=1e-6, **common), log=lambda *_: None)
+    train(small_cfg(packed, tmp_path / "free", **common), log=lambda *_: None)
+    torch.manual_seed(0)
+    before = create_model("tiny_test_model", 8).state_dict()
+    clipped = load_file(str(tmp_path / "clip/model.safetensors"))
+    free = load_file(str(tmp_path / "free/model.safetensors"))
+    step_clipped = max((clipped[f"model.{k}"] - v).abs().max().item() for k, v in before.items())
+    step_free = max((free[f"model.{k}"] - v).abs().max().item() for k, v in before.items())
+    assert step_clipped <= 0.5 * 1e-6 * 1.01  # lr x total grad norm bounds every coordinate
+    assert step_free > 1e-3

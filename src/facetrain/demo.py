@@ -60,7 +60,7 @@ SHORT_RECIPE = [
     "--set",
     "input_size=80",
     "--set",
-    "batches_per_epoch=40",
+    "epoch_size=40",
     "--set",
     "warmup_epochs=0.5",
     "--set",

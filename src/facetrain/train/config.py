@@ -26,7 +26,7 @@ class TrainConfig:
     input_size: int = 0  # 0: the model's own (96 nn4.small2, 112 iresnet, 160 IRv1)
     epochs: int = 10
     batch_size: int = 64
-    batches_per_epoch: int = 0  # 0: one full pass (FaceNet's --epoch_size otherwise)
+    epoch_size: int = 0  # batches per epoch (FaceNet's --epoch_size); 0: one full pass
     lr: float = 0.1
     schedule: str = "cosine"
     schedule_file: str = ""

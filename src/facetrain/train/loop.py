@@ -83,11 +83,9 @@ def build_sampler(cfg: TrainConfig, ds: PackedDataset):
             k,
             extra=cfg.extra_identities,
             seed=cfg.seed,
-            batches_per_epoch=cfg.batches_per_epoch,
+            batches_per_epoch=cfg.epoch_size,
         )
-    return EpochBatches(
-        len(ds), cfg.batch_size, seed=cfg.seed, batches_per_epoch=cfg.batches_per_epoch
-    )
+    return EpochBatches(len(ds), cfg.batch_size, seed=cfg.seed, batches_per_epoch=cfg.epoch_size)
 
 
 def build_schedule(cfg: TrainConfig) -> Schedule:
