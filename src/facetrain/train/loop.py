@@ -12,10 +12,7 @@ import copy
 import dataclasses
 import json
 import math
-import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from facetrain import atomic
-from facetrain.data.augment import Augment, apply, center
+from facetrain.data.augment import Augment, apply
 from facetrain.data.packed import PackedDataset, pack
 from facetrain.data.sampler import EpochBatches, PKBatches
+from facetrain.evaluate.sets import EvalSet, bin_set, pairs_set, prepare, resize, verify
 from facetrain.losses import (
     CenterLoss,
     MarginHead,
@@ -131,7 +129,10 @@ def init_from(cfg: TrainConfig, model, head) -> str:
     else:
         from safetensors.torch import load_file
 
-        tensors = load_file(str(src))
+        try:
+            tensors = load_file(str(src))
+        except Exception as e:  # safetensors' own error types
+            raise TrainingError(f"{src}: not a weights file ({e})") from None
     backbone = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(backbone, strict=False)
     if missing:
@@ -158,124 +159,9 @@ def to_input(x_uint8: torch.Tensor, cfg: TrainConfig, size: int, train: bool, ge
         grayscale=cfg.grayscale,
         normalize=cfg.normalize,
     )
-    x = apply(x_uint8, aug, gen) if train else center(x_uint8, aug)
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(
-            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-        )
-    return x
-
-
-@dataclass
-class EvalSet:
-    """A verification set: how to fetch its images (uint8 CHW) and its pairs."""
-
-    name: str
-    n_images: int
-    fetch: Callable[[list[int]], list[torch.Tensor]]
-    idx1: np.ndarray
-    idx2: np.ndarray
-    issame: np.ndarray
-    fold: np.ndarray | None
-    missing: int = 0
-
-
-def lfw_set(cfg: TrainConfig) -> EvalSet:
-    """pairs.txt + images (optionally only the first eval_max_pairs/2 same and different
-    pairs of every fold, for quick checks)."""
-    from facetrain.data.images import load_rgb
-    from facetrain.evaluate.verification import read_pairs
-
-    pairs = read_pairs(cfg.eval_pairs, cfg.eval_images)
-    keep = np.arange(len(pairs.issame))
-    if cfg.eval_max_pairs:
-        keep = np.array(
-            sorted(
-                i
-                for f in np.unique(pairs.fold)
-                for same in (True, False)
-                for i in np.flatnonzero((pairs.fold == f) & (pairs.issame == same))[
-                    : cfg.eval_max_pairs // 2
-                ]
-            ),
-            dtype=np.int64,
-        )
-    p1 = [pairs.path1[i] for i in keep]
-    p2 = [pairs.path2[i] for i in keep]
-    uniq = sorted(set(p1) | set(p2))
-    pos = {p: i for i, p in enumerate(uniq)}
-
-    def fetch(ids):
-        return [torch.from_numpy(load_rgb(uniq[i])).permute(2, 0, 1) for i in ids]
-
-    return EvalSet(
-        Path(cfg.eval_pairs).parent.name or "pairs",
-        len(uniq),
-        fetch,
-        np.array([pos[p] for p in p1]),
-        np.array([pos[p] for p in p2]),
-        pairs.issame[keep],
-        pairs.fold[keep],
-        len(pairs.missing),
-    )
-
-
-def bin_set(path: str) -> EvalSet:
-    from torchvision.io import ImageReadMode, decode_image
-
-    from facetrain.data.recordio import load_bin
-
-    images, issame = load_bin(path)
-
-    def fetch(ids):
-        return [
-            decode_image(
-                torch.frombuffer(bytearray(images[i]), dtype=torch.uint8), ImageReadMode.RGB
-            )
-            for i in ids
-        ]
-
-    n = len(issame)
-    return EvalSet(
-        Path(path).stem,
-        len(images),
-        fetch,
-        np.arange(0, 2 * n, 2),
-        np.arange(1, 2 * n, 2),
-        issame,
-        None,
-    )
-
-
-@torch.no_grad()
-def embed_set(model, s: EvalSet, cfg: TrainConfig, size: int, batch: int = 128) -> np.ndarray:
-    model.eval()
-    out = []
-    for i in range(0, s.n_images, batch):
-        imgs = s.fetch(list(range(i, min(i + batch, s.n_images))))
-        x = to_input(torch.stack(imgs), cfg, size, train=False).to(cfg.device)
-        e = model.embed(x, normalize=False).float()
-        if cfg.eval_flip != "none":
-            f = model.embed(x.flip(3), normalize=False).float()
-            e = e + f if cfg.eval_flip == "sum" else torch.cat([e, f], 1)
-        out.append(F.normalize(e, dim=1).cpu())
-    return torch.cat(out).numpy()
-
-
-def verify(model, s: EvalSet, cfg: TrainConfig, size: int) -> dict:
-    from facetrain.evaluate.verification import evaluate
-
-    emb = embed_set(model, s, cfg, size)
-    r = evaluate(
-        emb[s.idx1],
-        emb[s.idx2],
-        s.issame,
-        fold_ids=s.fold,
-        distance=cfg.eval_distance,
-        subtract_mean=cfg.eval_subtract_mean,
-    )
-    keys = ("accuracy", "accuracy_std", "val", "val_std", "far", "auc", "eer", "threshold")
-    return {k: r[k] for k in keys} | {"pairs_used": len(s.issame), "pairs_missing": s.missing}
+    if not train:
+        return prepare(x_uint8, size=size, normalize=cfg.normalize, crop=cfg.crop or None)
+    return resize(apply(x_uint8, aug, gen), size)
 
 
 @torch.no_grad()
@@ -357,7 +243,9 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     embed_raw = torch.compile(model.embed_raw) if cfg.compile else model.embed_raw
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
-    eval_sets = ([lfw_set(cfg)] if cfg.eval_pairs else []) + [bin_set(b) for b in cfg.eval_bins]
+    eval_sets: list[EvalSet] = [bin_set(b) for b in cfg.eval_bins]
+    if cfg.eval_pairs:
+        eval_sets.insert(0, pairs_set(cfg.eval_pairs, cfg.eval_images, cfg.eval_max_pairs))
     for es in eval_sets:
         if es.missing:
             log(f"verification on {es.name}: {es.missing} pairs name missing images (skipped)")
@@ -445,7 +333,18 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
             v = validation_split(model, head, val_ds, cfg, size)
             emit({"eval": "val_split", "epoch": epoch, "step": state["step"]} | v)
         for k, es in enumerate(eval_sets):
-            r = verify(ema or model, es, cfg, size)
+            r = verify(
+                ema or model,
+                es,
+                size=size,
+                normalize=cfg.normalize,
+                crop=cfg.crop or None,
+                flip=cfg.eval_flip,
+                device=cfg.device,
+                distance=cfg.eval_distance,
+                subtract_mean=cfg.eval_subtract_mean,
+            )
+            r = {k: v for k, v in r.items() if k not in ("roc", "fold_accuracy")}  # lean logs
             emit({"eval": es.name, "epoch": epoch, "step": state["step"]} | r)
             log(
                 f"epoch {epoch} step {state['step']}: {es.name} accuracy {r['accuracy']:.4f} "
@@ -575,19 +474,29 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     finally:
         metrics_file.close()
         tb.close()
-    export_weights(run, model if ema is None else ema)
+    export_weights(run, model if ema is None else ema, cfg, size, state["last_eval"] or {})
     return result
 
 
-def export_weights(run: Path, model) -> Path:
-    """RUN/model.safetensors: the final backbone alone (for fine-tuning and use)."""
-    from safetensors.torch import save_file
+def export_weights(run: Path, model, cfg: TrainConfig, size: int, last_eval: dict) -> Path:
+    """RUN/model.safetensors: the final backbone with its preprocessing record."""
+    from facetrain.models.saved import Preprocess, save_model
 
-    path = run / "model.safetensors"
-    tmp = run / ".model.safetensors.tmp"
-    save_file(
-        {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        str(tmp),
+    alignment = {"mode": "similarity", "size": 112}
+    for root in cfg.data:  # the settings `facetrain align` recorded, when the data has them
+        rec = Path(root) / "align_config.json"
+        if rec.exists():
+            alignment = json.loads(rec.read_text())
+            break
+    pre = Preprocess(
+        model=cfg.model,
+        embedding_size=cfg.embedding_size,
+        input_size=size,
+        normalize=cfg.normalize,
+        alignment=alignment,
+        threshold=last_eval.get("threshold"),
+        threshold_source="mean best-accuracy threshold over verification folds"
+        if last_eval
+        else "",
     )
-    os.replace(tmp, path)
-    return path
+    return save_model(run / "model.safetensors", model, pre)
