@@ -140,11 +140,19 @@ def align(
         if not torch.cuda.is_available():
             fail("--device cuda: no CUDA device is available here")
     cfg = AlignConfig(
-        mode=mode, size=size, margin=margin, select=select, min_face=min_face,
-        thresholds=_parse_thresholds(thresholds), factor=factor, detect_max_side=detect_max_side,
-        max_pixels=max_pixels, device=device, batch_size=batch_size,
+        mode=mode,
+        size=size,
+        margin=margin,
+        select=select,
+        min_face=min_face,
+        thresholds=_parse_thresholds(thresholds),
+        factor=factor,
+        detect_max_side=detect_max_side,
+        max_pixels=max_pixels,
+        device=device,
+        batch_size=batch_size,
         merge_same_names=merge_same_names,
-    )  # fmt: skip
+    )
     try:
         roots = parse_roots(raw)
         if any(Path(r).resolve() == out.resolve() for r in roots):
@@ -207,9 +215,15 @@ def split(
 
     try:
         r = split_fn(
-            data, out, by=by, fraction=val_fraction, min_train=min_train, min_val=min_val,
-            seed=seed, merge_same_names=merge_same_names,
-        )  # fmt: skip
+            data,
+            out,
+            by=by,
+            fraction=val_fraction,
+            min_train=min_train,
+            min_val=min_val,
+            seed=seed,
+            merge_same_names=merge_same_names,
+        )
     except (DatasetError, ValueError) as e:
         fail(str(e))
     console.print(
@@ -257,9 +271,12 @@ def pack(
         fail("--images-per-shard must be at least 1")
     try:
         r = pack_fn(
-            data, out, images_per_shard=images_per_shard, store=store,
+            data,
+            out,
+            images_per_shard=images_per_shard,
+            store=store,
             merge_same_names=merge_same_names,
-        )  # fmt: skip
+        )
     except (DatasetError, ValueError) as e:
         fail(str(e))
     splits = ", ".join(f"{k} {v}" for k, v in r.splits.items())
@@ -354,6 +371,109 @@ def train(
             f"final verification accuracy {result['accuracy']:.4f} ± {result['accuracy_std']:.4f}"
         )
     console.print(f"run folder: {cfg.out}")
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[str, typer.Argument(help="Run folder or model.safetensors.")],
+    pairs: Annotated[Path | None, typer.Option(help="LFW-format pairs.txt.")] = None,
+    images: Annotated[Path | None, typer.Option(help="Aligned images for --pairs.")] = None,
+    bin_: Annotated[
+        list[Path] | None, typer.Option("--bin", help="InsightFace .bin set (repeatable).")
+    ] = None,
+    distance: Annotated[str, typer.Option(help="euclidean or cosine.")] = "euclidean",
+    flip: Annotated[str, typer.Option(help="sum, concat or none.")] = "sum",
+    subtract_mean: Annotated[bool, typer.Option(help="Mean fitted on the other folds.")] = False,
+    folds_csv: Annotated[Path | None, typer.Option(help="Write per-fold accuracy here.")] = None,
+    device: Annotated[str, typer.Option()] = "cpu",
+    json_out: JsonOut = None,
+) -> None:
+    """Verification metrics of a trained model on LFW-style pairs and/or .bin sets."""
+    import csv
+
+    from facetrain.evaluate.sets import FLIPS, bin_set, embed, pairs_set
+    from facetrain.evaluate.verification import DISTANCES, evaluate
+    from facetrain.models.saved import ModelFileError, load_model
+
+    if distance not in DISTANCES:
+        fail(f"--distance {distance!r}: choose from {', '.join(DISTANCES)}")
+    if flip not in FLIPS:
+        fail(f"--flip {flip!r}: choose from {', '.join(FLIPS)}")
+    if pairs is None and not bin_:
+        fail("give --pairs with --images, and/or --bin")
+    if pairs is not None and images is None:
+        fail("--pairs needs --images (the folder its names refer to)")
+    try:
+        net, pre = load_model(model, device)
+        sets = [pairs_set(str(pairs), str(images))] if pairs is not None else []
+        sets += [bin_set(str(b)) for b in bin_ or []]
+    except (ModelFileError, ValueError, OSError) as e:
+        fail(str(e))
+    results = {}
+    for s in sets:
+        if len(s.issame) == 0:
+            fail(f"{s.name}: none of the pairs' images were found ({s.missing} missing)")
+        emb = embed(
+            net,
+            s,
+            size=pre.input_size,
+            normalize=pre.normalize,
+            crop=pre.alignment.get("crop"),
+            flip=flip,
+            device=device,
+        )
+        e1, e2 = emb[s.idx1], emb[s.idx2]
+        kw = dict(fold_ids=s.fold, distance=distance, subtract_mean=subtract_mean)
+        r = evaluate(e1, e2, s.issame, **kw)
+        out = {
+            k: r[k]
+            for k in (
+                "accuracy",
+                "accuracy_std",
+                "val",
+                "val_std",
+                "far",
+                "auc",
+                "eer",
+                "threshold",
+            )
+        }
+        out |= {"pairs_used": int(len(s.issame)), "pairs_missing": int(s.missing)}
+        out["tar_at_far"] = {
+            f"{t:g}": evaluate(e1, e2, s.issame, far_target=t, **kw)["val"]
+            for t in (1e-1, 1e-2, 1e-3, 1e-4)
+        }
+        out["fold_accuracy"] = r["fold_accuracy"]
+        results[s.name] = out
+        console.print(
+            f"[bold]{s.name}[/]: accuracy {out['accuracy']:.4f} ± {out['accuracy_std']:.4f}, "
+            f"VAL {out['val']:.4f} ± {out['val_std']:.4f} @ FAR {out['far']:.4f}, "
+            f"AUC {out['auc']:.4f}, EER {out['eer']:.4f}, threshold {out['threshold']:.3f} "
+            f"({out['pairs_used']} pairs, {out['pairs_missing']} missing)"
+        )
+        tar = ", ".join(f"{k}: {v:.4f}" for k, v in out["tar_at_far"].items())
+        console.print(f"  TAR at FAR {tar}")
+    if folds_csv is not None:
+        from facetrain import atomic
+
+        with atomic.atomic_open(folds_csv, "w") as f:
+            w = csv.writer(f)
+            w.writerow(["set", "fold", "accuracy"])
+            for name, r in results.items():
+                for i, a in enumerate(r["fold_accuracy"]):
+                    w.writerow([name, i, f"{a:.6f}"])
+    first = next(iter(results.values()))
+    _write_json(
+        json_out,
+        first
+        | {
+            "sets": results,
+            "model": str(model),
+            "preprocess": pre.__dict__,
+            "flip": flip,
+            "distance": distance,
+        },
+    )
 
 
 @app.command()

@@ -1,0 +1,117 @@
+"""`facetrain eval`: a trained model's own preprocessing, the JSON interface, clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from typer.testing import CliRunner
+
+from facetrain.cli import app
+from facetrain.data.packed import pack
+from facetrain.models.saved import load_model
+from facetrain.train.loop import train
+from test_train import make_faces, small_cfg, write_bin_and_pairs
+
+runner = CliRunner()
+
+
+def test_eval_reproduces_the_training_evaluation(tmp_path):
+    faces = make_faces(tmp_path / "faces", ids=8, per=8)
+    lfw = tmp_path / "lfwstyle"
+    for d in faces.iterdir():
+        for j in range(4):
+            dst = lfw / d.name / f"{d.name}_{j:04d}.jpg"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes((d / f"{j}.jpg").read_bytes())
+    bin_path, pairs = write_bin_and_pairs(faces, tmp_path)
+    pack(str(faces), tmp_path / "pack", progress=False)
+    cfg = small_cfg(
+        tmp_path / "pack",
+        tmp_path / "run",
+        eval_pairs=str(pairs),
+        eval_images=str(lfw),
+        input_size=80,
+    )
+    trained = train(cfg, log=lambda *_: None)
+
+    model, pre = load_model(tmp_path / "run")
+    assert pre.model == "nn4_small2" and pre.input_size == 80 and pre.embedding_size == 32
+    assert pre.threshold == trained["threshold"]
+
+    out = tmp_path / "eval.json"
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            str(tmp_path / "run"),
+            "--pairs",
+            str(pairs),
+            "--images",
+            str(lfw),
+            "--bin",
+            str(bin_path),
+            "--json",
+            str(out),
+            "--folds-csv",
+            str(tmp_path / "folds.csv"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    r = json.loads(out.read_text())
+    for k in (
+        "accuracy",
+        "accuracy_std",
+        "val",
+        "val_std",
+        "far",
+        "auc",
+        "eer",
+        "threshold",
+        "pairs_used",
+        "pairs_missing",
+    ):
+        assert k in r, k
+    assert r["accuracy"] == trained["accuracy"]  # the same preprocessing as in training
+    assert r["pairs_used"] == 16 and r["pairs_missing"] == 0
+    assert set(r["sets"]) == {tmp_path.name, "syn"} and set(r["tar_at_far"]) == {
+        "0.1",
+        "0.01",
+        "0.001",
+        "0.0001",
+    }
+    # 2 official folds for the pairs file; 10 contiguous folds for the .bin set
+    assert len((tmp_path / "folds.csv").read_text().splitlines()) == 1 + 2 + 10
+
+    # a pairs file naming images that are not there: reported, not a traceback
+    shutil.rmtree(lfw / sorted(p.name for p in lfw.iterdir())[0])
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            str(tmp_path / "run"),
+            "--pairs",
+            str(pairs),
+            "--images",
+            str(lfw),
+            "--json",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["pairs_missing"] > 0
+
+
+def test_eval_bad_inputs(tmp_path):
+    bogus = tmp_path / "model.safetensors"
+    bogus.write_text("not weights")
+    cases = [
+        ["eval", str(bogus), "--bin", str(tmp_path / "x.bin")],
+        ["eval", str(tmp_path / "nowhere"), "--bin", str(tmp_path / "x.bin")],
+        ["eval", str(bogus)],
+        ["eval", str(bogus), "--pairs", str(tmp_path / "p.txt")],
+    ]
+    for args in cases:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and "error:" in res.output, (args, res.output)
+        assert "Traceback" not in res.output
