@@ -11,24 +11,20 @@ from facetrain.cli import app
 from facetrain.data.packed import pack
 from facetrain.models.saved import load_model
 from facetrain.train.loop import train
-from test_train import make_faces, small_cfg, write_bin_and_pairs
+from test_train import lfw_style, make_faces, small_cfg, write_bin_and_pairs
 
 runner = CliRunner()
 
 
 def test_eval_reproduces_the_training_evaluation(tmp_path):
     faces = make_faces(tmp_path / "faces", ids=8, per=8)
-    lfw = tmp_path / "lfwstyle"
-    for d in faces.iterdir():
-        for j in range(4):
-            dst = lfw / d.name / f"{d.name}_{j:04d}.jpg"
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes((d / f"{j}.jpg").read_bytes())
+    lfw = lfw_style(faces, tmp_path / "lfwstyle")
     bin_path, pairs = write_bin_and_pairs(faces, tmp_path)
     pack(str(faces), tmp_path / "pack", progress=False)
     cfg = small_cfg(
         tmp_path / "pack",
         tmp_path / "run",
+        crop=104,
         eval_pairs=str(pairs),
         eval_images=str(lfw),
         input_size=80,
@@ -37,7 +33,7 @@ def test_eval_reproduces_the_training_evaluation(tmp_path):
 
     model, pre = load_model(tmp_path / "run")
     assert pre.model == "nn4_small2" and pre.input_size == 80 and pre.embedding_size == 32
-    assert pre.threshold == trained["threshold"]
+    assert pre.threshold == trained["threshold"] and pre.crop == 104
 
     out = tmp_path / "eval.json"
     res = runner.invoke(

@@ -234,6 +234,16 @@ def test_config_saved_and_loadable(packed, tmp_path):
     assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
 
 
+def lfw_style(faces: Path, dst: Path) -> Path:
+    """The first 4 images of each identity under LFW's names: <name>/<name>_NNNN.jpg."""
+    for d in faces.iterdir():
+        for j in range(4):
+            out = dst / d.name / f"{d.name}_{j:04d}.jpg"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes((d / f"{j}.jpg").read_bytes())
+    return dst
+
+
 def write_bin_and_pairs(faces: Path, tmp: Path) -> tuple[Path, Path]:
     """A .bin set and an LFW-format pairs.txt over the synthetic faces (2 folds)."""
     import pickle
@@ -258,13 +268,7 @@ def write_bin_and_pairs(faces: Path, tmp: Path) -> tuple[Path, Path]:
 
 def test_verification_and_val_split_during_training(tmp_path):
     faces = make_faces(tmp_path / "faces", ids=8, per=8)
-    # LFW naming for the pairs reader: <name>/<name>_NNNN.jpg
-    lfw = tmp_path / "lfwstyle"
-    for d in faces.iterdir():
-        for j in range(4):
-            dst = lfw / d.name / f"{d.name}_{j:04d}.jpg"
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes((d / f"{j}.jpg").read_bytes())
+    lfw = lfw_style(faces, tmp_path / "lfwstyle")
     bin_path, pairs = write_bin_and_pairs(faces, tmp_path)
     from facetrain.data.split import split
 

@@ -391,7 +391,7 @@ def eval_(
     """Verification metrics of a trained model on LFW-style pairs and/or .bin sets."""
     import csv
 
-    from facetrain.evaluate.sets import FLIPS, bin_set, embed, pairs_set
+    from facetrain.evaluate.sets import FLIPS, METRIC_KEYS, bin_set, embed, pairs_set
     from facetrain.evaluate.verification import DISTANCES, evaluate
     from facetrain.models.saved import ModelFileError, load_model
 
@@ -418,26 +418,14 @@ def eval_(
             s,
             size=pre.input_size,
             normalize=pre.normalize,
-            crop=pre.alignment.get("crop"),
+            crop=pre.crop,
             flip=flip,
             device=device,
         )
         e1, e2 = emb[s.idx1], emb[s.idx2]
         kw = dict(fold_ids=s.fold, distance=distance, subtract_mean=subtract_mean)
         r = evaluate(e1, e2, s.issame, **kw)
-        out = {
-            k: r[k]
-            for k in (
-                "accuracy",
-                "accuracy_std",
-                "val",
-                "val_std",
-                "far",
-                "auc",
-                "eer",
-                "threshold",
-            )
-        }
+        out = {k: r[k] for k in METRIC_KEYS}
         out |= {"pairs_used": int(len(s.issame)), "pairs_missing": int(s.missing)}
         out["tar_at_far"] = {
             f"{t:g}": evaluate(e1, e2, s.issame, far_target=t, **kw)["val"]

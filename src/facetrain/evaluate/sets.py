@@ -19,6 +19,7 @@ from facetrain.data.augment import Augment, center
 from facetrain.evaluate.verification import evaluate, read_pairs
 
 FLIPS = ("sum", "concat", "none")
+METRIC_KEYS = ("accuracy", "accuracy_std", "val", "val_std", "far", "auc", "eer", "threshold")
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -164,8 +165,7 @@ def verify(
         subtract_mean=subtract_mean,
         far_target=far_target,
     )
-    keys = ("accuracy", "accuracy_std", "val", "val_std", "far", "auc", "eer", "threshold")
-    out = {k: r[k] for k in keys} | {"pairs_used": len(s.issame), "pairs_missing": s.missing}
+    out = {k: r[k] for k in METRIC_KEYS} | {"pairs_used": len(s.issame), "pairs_missing": s.missing}
     out["fold_accuracy"] = r["fold_accuracy"]
     out["roc"] = {"fpr": r["fpr"].tolist(), "tpr": r["tpr"].tolist()}
     return out

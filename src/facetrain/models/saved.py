@@ -27,6 +27,7 @@ class Preprocess:
     embedding_size: int
     input_size: int
     normalize: str = "fixed"
+    crop: int | None = None  # centre crop before resizing (the model trained on random crops)
     alignment: dict = field(default_factory=lambda: {"mode": "similarity", "size": 112})
     threshold: float | None = None  # squared L2 between unit embeddings; "same" below it
     threshold_source: str = ""

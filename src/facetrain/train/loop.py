@@ -493,6 +493,7 @@ def export_weights(run: Path, model, cfg: TrainConfig, size: int, last_eval: dic
         embedding_size=cfg.embedding_size,
         input_size=size,
         normalize=cfg.normalize,
+        crop=cfg.crop or None,
         alignment=alignment,
         threshold=last_eval.get("threshold"),
         threshold_source="mean best-accuracy threshold over verification folds"
