@@ -105,3 +105,15 @@ def test_missing_root_is_a_clear_error(tmp_path: Path):
     (tmp_path / "f.txt").write_text("hello\n")
     with pytest.raises(DatasetError, match="neither a folder"):
         parse_roots(str(tmp_path / "f.txt"))
+
+
+def test_broken_link_listed_once_and_reported_by_stats(tmp_path: Path):
+    from facetrain.data.split import stats
+
+    root = tmp_path / "data"
+    save_rgb(root / "ann" / "a.jpg")
+    os.symlink(tmp_path / "nowhere.jpg", root / "ann" / "gone.jpg")
+    samples = list(iter_samples(str(root)))
+    assert sorted(s.name for s in samples) == ["a", "gone"]  # align reports it unreadable
+    st = stats(str(root))
+    assert st["images"] == 2 and st["problems"] == {"unreadable": 1}

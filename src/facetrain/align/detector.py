@@ -41,14 +41,6 @@ class Faces:
     scores: np.ndarray
     landmarks: np.ndarray
 
-    @staticmethod
-    def empty() -> Faces:
-        return Faces(
-            np.zeros((0, 4), np.float32),
-            np.zeros((0,), np.float32),
-            np.zeros((0, 5, 2), np.float32),
-        )
-
     def __len__(self) -> int:
         return len(self.scores)
 

@@ -163,12 +163,15 @@ def _iter_identity(folder: str, identity: str, problems: Problems) -> Iterator[S
             problems.add("symlink_loop", path)
             continue
         visited.add(key)
-        entries = _sorted_entries(path, problems)
-        files = [e for e in entries if not e.name.startswith(".") and not _is_dir(e, problems)]
-        stems = Counter(os.path.splitext(e.name)[0] for e in files if is_image_name(e.name))
-        for e in entries:
+        files, subdirs = [], []
+        for e in _sorted_entries(path, problems):  # one pass: one stat per entry
             if e.name.startswith("."):
                 problems.add("hidden", e.path)
+            elif _is_dir(e, problems):
+                subdirs.append(e)
+            else:
+                files.append(e)
+        stems = Counter(os.path.splitext(e.name)[0] for e in files if is_image_name(e.name))
         for e in files:
             if not is_image_name(e.name):
                 problems.add("not_image", e.path)
@@ -176,7 +179,6 @@ def _iter_identity(folder: str, identity: str, problems: Problems) -> Iterator[S
             stem, ext = os.path.splitext(e.name)
             name = stem if stems[stem] == 1 else f"{stem}_{ext[1:]}"
             yield Sample(e.path, identity, prefix + name)
-        subdirs = [e for e in entries if not e.name.startswith(".") and _is_dir(e, problems)]
         for e in reversed(subdirs):  # stack: reversed keeps sorted order
             stack.append((e.path, f"{prefix}{e.name}/"))
 

@@ -206,7 +206,7 @@ class PackedDataset:
     Shards are memory-mapped lazily in each worker process.
     """
 
-    def __init__(self, path: str | os.PathLike, split: str | None = "train", augment=None, seed=0):
+    def __init__(self, path: str | os.PathLike, split: str | None = "train", augment=None):
         self.path = Path(path)
         meta_path = self.path / "meta.json"
         if not meta_path.exists():
@@ -222,7 +222,6 @@ class PackedDataset:
         self.index = index
         self.identities = (self.path / "identities.txt").read_text(encoding="utf-8").splitlines()
         self.augment = augment
-        self.seed = seed
         self.defer_normalize = False  # set on loader() copies: workers ship uint8
         self._maps: dict[int, np.memmap] = {}
         self._pid = -1

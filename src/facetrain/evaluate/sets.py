@@ -166,6 +166,4 @@ def verify(
         far_target=far_target,
     )
     out = {k: r[k] for k in METRIC_KEYS} | {"pairs_used": len(s.issame), "pairs_missing": s.missing}
-    out["fold_accuracy"] = r["fold_accuracy"]
-    out["roc"] = {"fpr": r["fpr"].tolist(), "tpr": r["tpr"].tolist()}
     return out

@@ -344,7 +344,6 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
                 distance=cfg.eval_distance,
                 subtract_mean=cfg.eval_subtract_mean,
             )
-            r = {k: v for k, v in r.items() if k not in ("roc", "fold_accuracy")}  # lean logs
             emit({"eval": es.name, "epoch": epoch, "step": state["step"]} | r)
             log(
                 f"epoch {epoch} step {state['step']}: {es.name} accuracy {r['accuracy']:.4f} "
