@@ -373,94 +373,483 @@ def train(
     console.print(f"run folder: {cfg.out}")
 
 
+ModelArg = Annotated[
+    str, typer.Argument(help="Run folder, model.safetensors, or an exported .onnx / .pt file.")
+]
+SpecOpt = Annotated[
+    Path | None,
+    typer.Option("--preprocess", help="JSON preprocessing spec for a model made elsewhere."),
+]
+AlignOpt = Annotated[
+    str,
+    typer.Option(help="auto: align photos that are not the model's aligned size; always; never."),
+]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")]
+
+
+def _open_model(model: str, device: str = "cpu", backend: str = "auto", spec: Path | None = None):
+    """The model, or a clear error and exit 2."""
+    from facetrain.models.saved import ModelFileError, open_model, read_spec
+
+    try:
+        return open_model(model, device, backend, read_spec(spec) if spec else None)
+    except ModelFileError as e:
+        fail(str(e))
+
+
 @app.command("eval")
 def eval_(
-    model: Annotated[str, typer.Argument(help="Run folder or model.safetensors.")],
-    pairs: Annotated[Path | None, typer.Option(help="LFW-format pairs.txt.")] = None,
-    images: Annotated[Path | None, typer.Option(help="Aligned images for --pairs.")] = None,
+    model: ModelArg,
+    pairs: Annotated[
+        list[Path] | None, typer.Option(help="LFW-format pairs.txt (repeatable).")
+    ] = None,
+    images: Annotated[
+        list[Path] | None,
+        typer.Option(help="Image folder of each --pairs: aligned faces or raw photos."),
+    ] = None,
     bin_: Annotated[
         list[Path] | None, typer.Option("--bin", help="InsightFace .bin set (repeatable).")
     ] = None,
+    align: AlignOpt = "auto",
     distance: Annotated[str, typer.Option(help="euclidean or cosine.")] = "euclidean",
-    flip: Annotated[str, typer.Option(help="sum, concat or none.")] = "sum",
+    flip: Annotated[str, typer.Option(help="sum, concat or none; default: the model's.")] = "",
     subtract_mean: Annotated[bool, typer.Option(help="Mean fitted on the other folds.")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write metrics.json, folds.csv, roc.csv, roc.png here [RUN/eval]."),
+    ] = None,
     folds_csv: Annotated[Path | None, typer.Option(help="Write per-fold accuracy here.")] = None,
-    device: Annotated[str, typer.Option()] = "cpu",
+    roc: Annotated[Path | None, typer.Option(help="Write the ROC curve PNG here.")] = None,
+    spec: SpecOpt = None,
+    device: DeviceOpt = "cpu",
     json_out: JsonOut = None,
 ) -> None:
     """Verification metrics of a trained model on LFW-style pairs and/or .bin sets."""
-    import csv
-
-    from facetrain.evaluate.sets import FLIPS, METRIC_KEYS, bin_set, embed, pairs_set
-    from facetrain.evaluate.verification import DISTANCES, evaluate
-    from facetrain.models.saved import ModelFileError, load_model
+    from facetrain.evaluate import model_eval
+    from facetrain.evaluate.plots import plot_roc
+    from facetrain.evaluate.sets import ALIGN_MODES, FLIPS, bin_set, pairs_set
+    from facetrain.evaluate.verification import DISTANCES
 
     if distance not in DISTANCES:
         fail(f"--distance {distance!r}: choose from {', '.join(DISTANCES)}")
-    if flip not in FLIPS:
+    if flip and flip not in FLIPS:
         fail(f"--flip {flip!r}: choose from {', '.join(FLIPS)}")
-    if pairs is None and not bin_:
+    if align not in ALIGN_MODES:
+        fail(f"--align {align!r}: choose from {', '.join(ALIGN_MODES)}")
+    pairs, images = pairs or [], images or []
+    if not pairs and not bin_:
         fail("give --pairs with --images, and/or --bin")
-    if pairs is not None and images is None:
-        fail("--pairs needs --images (the folder its names refer to)")
+    if len(pairs) != len(images):
+        fail("give one --images folder for each --pairs file (the folder its names refer to)")
+    fm = _open_model(model, device, spec=spec)
+    flip = flip or fm.pre.flip
     try:
-        net, pre = load_model(model, device)
-        sets = [pairs_set(str(pairs), str(images))] if pairs is not None else []
+        sets = [
+            pairs_set(str(p), str(i), alignment=fm.pre.alignment, align=align)
+            for p, i in zip(pairs, images)
+        ]
         sets += [bin_set(str(b)) for b in bin_ or []]
-    except (ModelFileError, ValueError, OSError) as e:
+    except (ValueError, OSError) as e:
         fail(str(e))
-    results = {}
+    results, rocs = {}, {}
     for s in sets:
-        if len(s.issame) == 0:
-            fail(f"{s.name}: none of the pairs' images were found ({s.missing} missing)")
-        emb = embed(
-            net,
-            s,
-            size=pre.input_size,
-            normalize=pre.normalize,
-            crop=pre.crop,
-            flip=flip,
-            device=device,
-        )
-        e1, e2 = emb[s.idx1], emb[s.idx2]
-        kw = dict(fold_ids=s.fold, distance=distance, subtract_mean=subtract_mean)
-        r = evaluate(e1, e2, s.issame, **kw)
-        out = {k: r[k] for k in METRIC_KEYS}
-        out |= {"pairs_used": int(len(s.issame)), "pairs_missing": int(s.missing)}
-        out["tar_at_far"] = {
-            f"{t:g}": evaluate(e1, e2, s.issame, far_target=t, **kw)["val"]
-            for t in (1e-1, 1e-2, 1e-3, 1e-4)
-        }
-        out["fold_accuracy"] = r["fold_accuracy"]
-        results[s.name] = out
-        console.print(
-            f"[bold]{s.name}[/]: accuracy {out['accuracy']:.4f} ± {out['accuracy_std']:.4f}, "
-            f"VAL {out['val']:.4f} ± {out['val_std']:.4f} @ FAR {out['far']:.4f}, "
-            f"AUC {out['auc']:.4f}, EER {out['eer']:.4f}, threshold {out['threshold']:.3f} "
-            f"({out['pairs_used']} pairs, {out['pairs_missing']} missing)"
-        )
-        tar = ", ".join(f"{k}: {v:.4f}" for k, v in out["tar_at_far"].items())
+        try:
+            r, curve = model_eval.evaluate_set(
+                fm, s, flip=flip, distance=distance, subtract_mean=subtract_mean, device=device
+            )
+        except ValueError as e:
+            fail(str(e))
+        name = s.name if s.name not in results else f"{s.name}_{len(results)}"
+        results[name], rocs[name] = r, curve
+        console.print(model_eval.summary_line(f"[bold]{name}[/]", r))
+        tar = ", ".join(f"{k}: {v:.4f}" for k, v in r["tar_at_far"].items())
         console.print(f"  TAR at FAR {tar}")
+        for path, why in list(r.get("unusable_images", {}).items())[:10]:
+            console.print(f"  [yellow]skipped[/] {path}: {why}")
+    about = model_eval.about(fm, flip, distance, subtract_mean)
+    if out is None and Path(model).is_dir():
+        out = Path(model) / "eval"
+    if out is not None:
+        model_eval.write_outputs(out, results, rocs, about)
+        console.print(f"wrote {out}/metrics.json, folds.csv, roc.csv, roc.png")
     if folds_csv is not None:
-        from facetrain import atomic
+        model_eval.write_folds(folds_csv, results)
+    if roc is not None:
+        plot_roc(rocs, roc)
+    _write_json(json_out, model_eval.combined(results, about))
 
-        with atomic.atomic_open(folds_csv, "w") as f:
-            w = csv.writer(f)
-            w.writerow(["set", "fold", "accuracy"])
-            for name, r in results.items():
-                for i, a in enumerate(r["fold_accuracy"]):
-                    w.writerow([name, i, f"{a:.6f}"])
-    first = next(iter(results.values()))
+
+@app.command()
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (several: one figure).")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("curves.png"),
+) -> None:
+    """Learning curves of one or more runs: loss, learning rate, accuracies, VAL."""
+    from facetrain.evaluate.plots import plot_runs
+
+    try:
+        plot_runs(runs, out)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    console.print(f"wrote {out}")
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    out: Annotated[Path | None, typer.Option(help="HTML to write [RUN/report.html].")] = None,
+) -> None:
+    """One HTML page: learning curves, final metrics table, ROC."""
+    from facetrain.evaluate.report import write_report
+
+    try:
+        path = write_report(run, out)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    console.print(f"report: {path}")
+
+
+def _embed_data(fm, data: list[str], align: str, device: str):
+    """Embed DATA roots, reporting skipped images; exits cleanly when nothing is usable."""
+    from facetrain.data.listing import DatasetError
+    from facetrain.use.embeddings import embed_dataset
+
+    try:
+        t = embed_dataset(fm, data, align=align, device=device)
+    except (DatasetError, ValueError) as e:
+        fail(str(e))
+    for path, why in list(t.skipped.items())[:20]:
+        console.print(f"[yellow]skipped[/] {path}: {why}")
+    if len(t.skipped) > 20:
+        console.print(f"[yellow]… {len(t.skipped) - 20} more skipped[/]")
+    if len(t) == 0:
+        fail(f"{':'.join(data)}: no usable face images", 1)
+    return t
+
+
+BackendOpt = Annotated[str, typer.Option(help="auto, torch or onnx (onnxruntime).")]
+
+
+@app.command("plot-embeddings")
+def plot_embeddings_cmd(
+    model: ModelArg,
+    data: Annotated[list[str], typer.Argument(help="Identity folders or list files.")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("embeddings.png"),
+    max_identities: Annotated[int, typer.Option(help="Draw at most this many.")] = 20,
+    align: AlignOpt = "auto",
+    spec: SpecOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """A t-SNE map of a dataset's embeddings, coloured by identity."""
+    import numpy as np
+
+    from facetrain.evaluate.plots import plot_embeddings
+
+    fm = _open_model(model, device, spec=spec)
+    t = _embed_data(fm, data, align, device)
+    names = sorted(set(t.labels))[:max_identities]
+    keep = np.array([x in names for x in t.labels])
+    if keep.sum() < 3:
+        fail("need at least 3 usable faces to draw a map")
+    plot_embeddings(t.embeddings[keep], [x for x, k in zip(t.labels, keep) if k], out)
+    console.print(f"wrote {out} ({int(keep.sum())} faces, {len(names)} identities)")
+
+
+@app.command()
+def embed(
+    model: ModelArg,
+    data: Annotated[list[str], typer.Argument(help="Identity folders or list files.")],
+    out: Annotated[Path, typer.Option(help="Output .npz: embeddings, paths, labels.")],
+    align: AlignOpt = "auto",
+    backend: BackendOpt = "auto",
+    spec: SpecOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Embed every face of a dataset with the model's own preprocessing."""
+    from facetrain.use.embeddings import save_table
+
+    fm = _open_model(model, device, backend, spec)
+    t = _embed_data(fm, data, align, device)
+    try:
+        save_table(out, t)
+    except ValueError as e:
+        fail(str(e))
+    console.print(
+        f"embedded {len(t)} images of {len(set(t.labels))} identities "
+        f"({t.embeddings.shape[1]}-d, {fm.backend}), skipped {len(t.skipped)} → {out}"
+    )
+
+
+@app.command()
+def compare(
+    model: ModelArg,
+    images: Annotated[list[str], typer.Argument(help="Two or more photos or aligned faces.")],
+    threshold: Annotated[
+        float | None, typer.Option(help="Same person below this [the model's].")
+    ] = None,
+    align: AlignOpt = "auto",
+    backend: BackendOpt = "auto",
+    spec: SpecOpt = None,
+    device: DeviceOpt = "cpu",
+    json_out: JsonOut = None,
+) -> None:
+    """Distance matrix of faces, and same/different by the model's threshold."""
+    from facetrain.evaluate.verification import distance_matrix
+    from facetrain.use.embeddings import embed_paths
+
+    if len(images) < 2:
+        fail("give at least two images")
+    fm = _open_model(model, device, backend, spec)
+    t = embed_paths(fm, images, [""] * len(images), align=align, device=device, progress=False)
+    for path, why in t.skipped.items():
+        console.print(f"[yellow]skipped[/] {path}: {why}")
+    if len(t) < 2:
+        fail("fewer than two usable faces", 1)
+    thr = threshold if threshold is not None else fm.pre.threshold
+    d = distance_matrix(t.embeddings, t.embeddings, fm.pre.distance)
+    table = Table(title=f"{fm.pre.distance} distance ({fm.pre.flip} flip)")
+    table.add_column("")
+    for k in range(len(t)):
+        table.add_column(str(k), justify="right")
+    for i, p in enumerate(t.paths):
+        table.add_row(f"{i} {Path(p).name}", *(f"{d[i, j]:.3f}" for j in range(len(t))))
+    console.print(table)
+    pairs = []
+    for i in range(len(t)):
+        for j in range(i + 1, len(t)):
+            same = None if thr is None else bool(d[i, j] < thr)
+            pairs.append(
+                {"a": t.paths[i], "b": t.paths[j], "distance": float(d[i, j]), "same": same}
+            )
+            verdict = "?" if same is None else ("same" if same else "different")
+            print(f"{verdict}\t{d[i, j]:.4f}\t{t.paths[i]}\t{t.paths[j]}")
+    if thr is None:
+        console.print("[yellow]the model has no calibrated threshold; pass --threshold[/]")
+    else:
+        console.print(
+            f"threshold {thr:.3f} ({'given' if threshold is not None else fm.pre.threshold_source})"
+        )
     _write_json(
         json_out,
-        first
-        | {
-            "sets": results,
-            "model": str(model),
-            "preprocess": pre.__dict__,
-            "flip": flip,
-            "distance": distance,
-        },
+        {"threshold": thr, "distance": fm.pre.distance, "pairs": pairs, "skipped": t.skipped},
+    )
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="Run folder or model.safetensors.")],
+    format_: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="Output file [RUN/model.onnx or .pt].")] = None,
+    check: Annotated[
+        list[str] | None, typer.Option(help="Aligned faces for the parity check (folder).")
+    ] = None,
+    tolerance: Annotated[float, typer.Option(help="Largest |Δ| accepted.")] = 1e-4,
+) -> None:
+    """Export to ONNX or TorchScript with the preprocessing inside; check parity."""
+    import torch
+
+    from facetrain.evaluate.sets import Images, prepare
+    from facetrain.export import FORMATS, export_onnx, export_torchscript, max_difference
+    from facetrain.models.saved import open_model
+
+    if format_ not in FORMATS:
+        fail(f"--format {format_!r}: choose from {', '.join(FORMATS)}")
+    fm = _open_model(model)
+    if fm.module is None or fm.backend != "torch":
+        fail(f"{model}: export takes a facetrain run folder or model.safetensors")
+    if out is None:
+        base = Path(model) if Path(model).is_dir() else Path(model).parent
+        out = base / ("model.onnx" if format_ == "onnx" else "model.pt")
+    write = export_onnx if format_ == "onnx" else export_torchscript
+    write(fm.module, fm.pre, out)
+    exported = open_model(out)
+    pre = fm.pre
+    if check:
+        from facetrain.data.listing import iter_samples
+
+        paths = [s.path for s in iter_samples(check)][:64]
+        imgs = [
+            t
+            for t in Images(paths, pre.alignment, "auto").fetch(list(range(len(paths))))
+            if t is not None
+        ]
+        if not imgs:
+            fail(f"{':'.join(check)}: no usable faces for the parity check")
+        x = torch.stack(imgs)
+        what = f"{len(imgs)} real faces"
+    else:
+        x = torch.randint(0, 256, (16, 3, pre.input_size, pre.input_size), dtype=torch.uint8)
+        what = "16 random images (pass --check DIR for real faces)"
+    x = prepare(x, size=pre.input_size, normalize=pre.normalize, crop=pre.crop)
+    delta = max_difference(fm, exported, x)
+    ok = delta <= tolerance
+    console.print(
+        f"exported {out} ({format_}); parity on {what}: max |Δ| = {delta:.2e} "
+        f"({'ok' if ok else 'FAILED'}, tolerance {tolerance:g})"
+    )
+    if not ok:
+        raise typer.Exit(1)
+
+
+classify_app = typer.Typer(
+    help="Name people from their embeddings, or say unknown.", no_args_is_help=True
+)
+app.add_typer(classify_app, name="classify")
+
+
+@classify_app.command("train")
+def classify_train(
+    model: ModelArg,
+    data: Annotated[list[str], typer.Argument(help="One folder per known person.")],
+    out: Annotated[Path, typer.Option(help="Classifier file (.npz).")],
+    method: Annotated[str, typer.Option(help="svm, knn, logreg or centroid.")] = "svm",
+    threshold: Annotated[
+        str, typer.Option(help="auto (model's, else validated on DATA), model, data, or a number.")
+    ] = "auto",
+    test_fraction: Annotated[
+        float, typer.Option(help="Held out per person for the figures.")
+    ] = 0.3,
+    unknown: Annotated[
+        list[str] | None, typer.Option(help="Faces of people not in DATA, to measure refusals.")
+    ] = None,
+    align: AlignOpt = "auto",
+    spec: SpecOpt = None,
+    device: DeviceOpt = "cpu",
+    json_out: JsonOut = None,
+) -> None:
+    """Fit a classifier on DATA; print held-out accuracy of all four methods."""
+    from facetrain.use.classify import (
+        METHODS,
+        Classifier,
+        evaluate_methods,
+        gallery_threshold,
+        save_classifier,
+    )
+
+    if method not in METHODS:
+        fail(f"--method {method!r}: choose from {', '.join(METHODS)}")
+    fm = _open_model(model, device, spec=spec)
+    t = _embed_data(fm, data, align, device)
+    if len(set(t.labels)) < 2:
+        fail("need at least two people to classify")
+    dist = fm.pre.distance
+    if threshold in ("auto", "model") and fm.pre.threshold is not None:
+        thr, src = fm.pre.threshold, f"the model's ({fm.pre.threshold_source})"
+    elif threshold in ("auto", "data"):
+        try:
+            thr, src = gallery_threshold(t.embeddings, t.labels, dist), "validated on DATA's pairs"
+        except ValueError as e:
+            fail(str(e))
+    elif threshold == "model":
+        fail(f"{model} has no calibrated threshold; use --threshold data or a number")
+    else:
+        try:
+            thr, src = float(threshold), "given"
+        except ValueError:
+            fail(f"--threshold {threshold!r}: auto, model, data or a number")
+    strangers = _embed_data(fm, unknown, align, device).embeddings if unknown else None
+    try:
+        figures = evaluate_methods(
+            t.embeddings,
+            t.labels,
+            threshold=thr,
+            distance=dist,
+            test_fraction=test_fraction,
+            unknown=strangers,
+        )
+    except ValueError as e:
+        fail(str(e))
+    table = Table(title=f"held-out faces, threshold {thr:.3f} ({src})")
+    for col in ("method", "accuracy (forced)", "accuracy (with unknown)", "strangers refused"):
+        table.add_column(col, justify="right")
+    for m, r in figures.items():
+        refused = f"{r['unknown_rejected']:.3f}" if "unknown_rejected" in r else "-"
+        table.add_row(m, f"{r['accuracy']:.3f}", f"{r['open_set_accuracy']:.3f}", refused)
+    console.print(table)
+    from dataclasses import asdict
+
+    clf = Classifier(method, t.embeddings, t.labels, thr, dist, src, fm.source, asdict(fm.pre))
+    save_classifier(out, clf)
+    console.print(f"{method} on {len(t)} faces of {len(set(t.labels))} people → {out}")
+    _write_json(json_out, {"threshold": thr, "threshold_source": src, "methods": figures})
+
+
+@classify_app.command("predict")
+def classify_predict(
+    classifier: Annotated[Path, typer.Argument(help="File from `classify train`.")],
+    images: Annotated[list[str], typer.Argument(help="Photos or aligned faces.")],
+    model: Annotated[
+        str | None, typer.Option(help="The model [the one it was trained with].")
+    ] = None,
+    align: AlignOpt = "auto",
+    backend: BackendOpt = "auto",
+    spec: SpecOpt = None,
+    device: DeviceOpt = "cpu",
+    json_out: JsonOut = None,
+) -> None:
+    """Name the face in each photo, or `unknown` when no known person is close enough."""
+    from dataclasses import asdict
+
+    from facetrain.use.classify import load_classifier
+    from facetrain.use.embeddings import embed_paths
+
+    try:
+        clf = load_classifier(classifier)
+    except ValueError as e:
+        fail(str(e))
+    fm = _open_model(model or clf.model, device, backend, spec)
+    keys = ("model", "embedding_size", "input_size", "normalize", "crop", "alignment", "flip")
+    mine = {k: asdict(fm.pre)[k] for k in keys}
+    theirs = {k: clf.preprocess.get(k) for k in keys}
+    if mine != theirs:
+        fail(f"{classifier} was made with another model or preprocessing ({theirs}), not {mine}")
+    t = embed_paths(fm, images, [""] * len(images), align=align, device=device, progress=False)
+    results = []
+    for path, why in t.skipped.items():
+        console.print(f"[yellow]skipped[/] {path}: {why}")
+        results.append({"path": path, "name": None, "error": why})
+    for path, r in zip(t.paths, clf.predict(t.embeddings)):
+        results.append({"path": path} | r)
+        print(f"{r['name']}\t{r['distance']:.4f}\t{path}")
+    _write_json(json_out, results)
+
+
+@app.command("filter")
+def filter_cmd(
+    model: ModelArg,
+    data: Annotated[list[str], typer.Argument(help="Identity folders or list files.")],
+    out: Annotated[Path, typer.Option(help="Filtered list file to write.")],
+    percentile: Annotated[float, typer.Option(help="Drop this worst % of all images.")] = 5.0,
+    min_images: Annotated[int, typer.Option(help="Then keep identities with ≥ this many.")] = 2,
+    report_csv: Annotated[
+        Path | None, typer.Option("--report", help="Per-image scores [OUT.csv].")
+    ] = None,
+    align: AlignOpt = "auto",
+    spec: SpecOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Find mislabelled and bad images by their distance to their identity's centre."""
+    from facetrain.use.filter import filter_table, write_outputs
+
+    fm = _open_model(model, device, spec=spec)
+    t = _embed_data(fm, data, align, device)
+    try:
+        r = filter_table(t, percentile=percentile, min_images=min_images, distance=fm.pre.distance)
+    except ValueError as e:
+        fail(str(e))
+    report_csv = report_csv or out.with_suffix(".csv")
+    write_outputs(t, r, out, report_csv)
+    order = r.distance.argsort()[::-1][:10]
+    table = Table(title="farthest from their identity's centre")
+    for col in ("distance", "identity", "image"):
+        table.add_column(col, overflow="fold")
+    for i in order:
+        table.add_row(f"{r.distance[i]:.3f}", t.labels[i], t.paths[i])
+    console.print(table)
+    console.print(
+        f"kept {int(r.keep.sum())}/{len(t)} images (cut-off {r.cutoff:.3f}), "
+        f"{r.identities_after}/{r.identities_before} identities with ≥ {min_images}; "
+        f"{len(t.skipped)} unusable → {out}, report {report_csv}"
     )
 
 

@@ -177,15 +177,14 @@ def _encode(img: np.ndarray, quality: int) -> bytes:
 
 def process_chunk(samples: list[Sample]) -> list[dict]:
     """Load, detect, align and write one chunk of samples; one CSV row per input or face."""
-    from PIL import Image
-
-    from facetrain.align.detector import Faces
-    from facetrain.align.transform import crop_box, select_faces, warp_similarity
+    from facetrain.align.faces import detect_photos
+    from facetrain.align.transform import align_face, select_faces
 
     cfg, out, det = _cfg, _out, _detector
     assert cfg is not None and out is not None and det is not None
+    settings = cfg.output_settings()
     rows: list[dict] = []
-    loaded: list[tuple[Sample, np.ndarray, np.ndarray, float]] = []
+    loaded: list[tuple[Sample, np.ndarray]] = []
     for s in samples:
         try:
             img = load_rgb(s.path, cfg.max_pixels)
@@ -199,16 +198,9 @@ def process_chunk(samples: list[Sample]) -> list[dict]:
         if min(h, w) < cfg.min_face:
             rows.append(_row(s, "too_small", f"{w}x{h} is below the minimum face size"))
             continue
-        scale = min(1.0, cfg.detect_max_side / max(h, w))
-        small = img
-        if scale < 1.0:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            small = np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))
-        loaded.append((s, img, small, scale))
-    found: list[Faces] = det.detect([x[2] for x in loaded]) if loaded else []
-    for (s, img, _small, scale), faces in zip(loaded, found):
-        if scale < 1.0:
-            faces = faces.scaled(1.0 / scale)
+        loaded.append((s, img))
+    found = detect_photos(det, [x[1] for x in loaded], cfg.detect_max_side)
+    for (s, img), faces in zip(loaded, found):
         picks = select_faces(faces.boxes, img.shape, cfg.select)
         if not picks:
             rows.append(_row(s, "no_face", "no face above the detector thresholds"))
@@ -217,10 +209,7 @@ def process_chunk(samples: list[Sample]) -> list[dict]:
             suffix = f"_{k}" if cfg.select == "all" else ""
             rel = f"{s.identity}/{s.name}{suffix}.jpg"
             try:
-                if cfg.mode == "similarity":
-                    crop = warp_similarity(img, faces.landmarks[i], cfg.out_size)
-                else:
-                    crop = crop_box(img, faces.boxes[i], cfg.out_size, cfg.margin)
+                crop = align_face(img, faces.boxes[i], faces.landmarks[i], settings)
             except ValueError as e:
                 rows.append(_row(s, "align_failed", str(e), face=k))
                 continue

@@ -62,6 +62,18 @@ def crop_box(img: np.ndarray, box: np.ndarray, size: int = 182, margin: float = 
     return np.asarray(crop.resize((size, size), Image.BILINEAR))
 
 
+def align_face(img: np.ndarray, box, landmarks, alignment: dict) -> np.ndarray:
+    """One face cropped the way `alignment` says ({"mode", "size", "margin"}, as
+    `facetrain align` records it and saved models carry it)."""
+    mode = alignment.get("mode", "similarity")
+    size = int(alignment.get("size") or (112 if mode == "similarity" else 182))
+    if mode == "similarity":
+        return warp_similarity(img, landmarks, size)
+    if mode == "box":
+        return crop_box(img, np.asarray(box), size, float(alignment.get("margin", 44.0)))
+    raise ValueError(f"unknown alignment mode {mode!r}; choose similarity or box")
+
+
 def select_faces(boxes: np.ndarray, image_shape: tuple[int, ...], how: str) -> list[int]:
     """Indices of the faces to keep.
 

@@ -39,6 +39,19 @@ def pair_distances(emb1: np.ndarray, emb2: np.ndarray, distance: str = "euclidea
     raise ValueError(f"unknown distance {distance!r}; choose from {', '.join(DISTANCES)}")
 
 
+def distance_matrix(a: np.ndarray, b: np.ndarray, distance: str = "euclidean") -> np.ndarray:
+    """All distances between rows of a and rows of b, in `pair_distances`' units."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if distance == "euclidean":
+        d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+        return np.maximum(d, 0.0)
+    if distance == "cosine":
+        an = a / np.linalg.norm(a, axis=1, keepdims=True)
+        bn = b / np.linalg.norm(b, axis=1, keepdims=True)
+        return np.arccos(np.clip(an @ bn.T, -1.0, 1.0)) / np.pi
+    raise ValueError(f"unknown distance {distance!r}; choose from {', '.join(DISTANCES)}")
+
+
 def _counts_below(dist: np.ndarray, issame: np.ndarray, thresholds: np.ndarray):
     """For each threshold: (true accepts, false accepts, n_same, n_diff) with dist < t."""
     same = np.sort(dist[issame])

@@ -494,6 +494,8 @@ def export_weights(run: Path, model, cfg: TrainConfig, size: int, last_eval: dic
         normalize=cfg.normalize,
         crop=cfg.crop or None,
         alignment=alignment,
+        flip=cfg.eval_flip,
+        distance=cfg.eval_distance,
         threshold=last_eval.get("threshold"),
         threshold_source="mean best-accuracy threshold over verification folds"
         if last_eval

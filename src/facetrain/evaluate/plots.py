@@ -1,0 +1,149 @@
+"""Pictures of a model: learning curves, ROC curves, an embedding map (PNG, matplotlib Agg).
+
+Learning curves read a run's `metrics.jsonl`, the one log every run writes, so any run —
+finished, interrupted or still going — can be drawn and several runs compared on one figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+# (title, source, key): source "train" = step lines, "epoch" = epoch-end lines, else an eval.
+PANELS = (
+    ("training loss", "train", "loss"),
+    ("learning rate", "train", "lr"),
+    ("training accuracy (batch)", "train", "acc"),
+    ("validation-split accuracy", "val_split", "accuracy"),
+    ("verification accuracy", "verify", "accuracy"),
+    ("VAL @ FAR=1e-3", "verify", "val"),
+)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_metrics(run: str | os.PathLike) -> list[dict]:
+    """The lines of RUN/metrics.jsonl (a torn last line, from a kill, is skipped)."""
+    path = Path(run) / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{run}: no metrics.jsonl (not a facetrain run folder?)")
+    lines = []
+    for text in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError:
+            continue
+    return lines
+
+
+def curves(lines: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Panel title → (steps, values) for the panels this run has data for."""
+    verify_set = next((x["eval"] for x in lines if x.get("eval") not in (None, "val_split")), None)
+    out = {}
+    for title, source, key in PANELS:
+        if source == "train":
+            rows = [x for x in lines if "eval" not in x and not x.get("epoch_end")]
+        elif source == "verify":
+            rows = [x for x in lines if x.get("eval") == verify_set]
+        else:
+            rows = [x for x in lines if x.get("eval") == source]
+        pts = {x["step"]: x[key] for x in rows if key in x}  # a resumed run re-logs: last wins
+        if pts:
+            steps = np.array(sorted(pts))
+            out[title] = (steps, np.array([pts[s] for s in steps], dtype=float))
+    return out
+
+
+def plot_runs(runs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """One figure, a panel per metric, a line per run."""
+    plt = _pyplot()
+    names = [Path(r).name for r in runs]
+    if len(set(names)) < len(names):  # same folder names: show the paths
+        names = [str(r) for r in runs]
+    data = {n: curves(read_metrics(r)) for n, r in zip(names, runs)}
+    titles = [t for t, _, _ in PANELS if any(t in d for d in data.values())]
+    if not titles:
+        raise ValueError("the runs have no logged metrics yet")
+    cols = min(3, len(titles))
+    rows = -(-len(titles) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, title in zip(axes.flat, titles):
+        for name, d in data.items():
+            if title in d:
+                x, y = d[title]
+                ax.plot(x, y, marker="o" if len(x) < 30 else None, ms=3, label=name)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if title == "learning rate":
+            ax.set_yscale("log")
+    for ax in list(axes.flat)[len(titles) :]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def plot_roc(rocs: dict[str, tuple[np.ndarray, np.ndarray]], out: str | os.PathLike) -> Path:
+    """ROC curves (TAR against FAR, log FAR axis) for one or more sets or models."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for name, (fpr, tpr) in rocs.items():
+        keep = fpr > 0
+        ax.plot(fpr[keep], tpr[keep], label=name)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-4, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false accept rate (FAR)")
+    ax.set_ylabel("true accept rate (TAR)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("ROC")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def plot_embeddings(
+    emb: np.ndarray, labels: list[str], out: str | os.PathLike, seed: int = 0
+) -> Path:
+    """A 2-D t-SNE map of the embeddings, a colour per identity."""
+    from sklearn.manifold import TSNE
+
+    plt = _pyplot()
+    perplexity = float(min(30, max(2, (len(emb) - 1) // 3)))
+    xy = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(emb)
+    names = sorted(set(labels))
+    idx = np.array([names.index(x) for x in labels])
+    fig, ax = plt.subplots(figsize=(7, 6))
+    cmap = plt.get_cmap("tab20" if len(names) <= 20 else "hsv")
+    ax.scatter(xy[:, 0], xy[:, 1], c=idx, cmap=cmap, s=12, vmin=0, vmax=max(1, len(names) - 1))
+    if len(names) <= 20:
+        for k, n in enumerate(names):
+            c = xy[idx == k].mean(0)
+            ax.annotate(n, c, fontsize=7, ha="center")
+    ax.set_title(f"t-SNE of {len(emb)} faces, {len(names)} identities")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def _save(fig, out: str | os.PathLike) -> Path:
+    from facetrain import atomic
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic.atomic_open(out, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    _pyplot().close(fig)
+    return out

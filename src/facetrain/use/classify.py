@@ -1,0 +1,194 @@
+"""Classify people from embeddings, and say `unknown` instead of forcing a name.
+
+OpenFace's "classify people" demo trained an SVM on a handful of people and then named
+every face it saw as one of them. Here a classifier (linear SVM, k-NN, logistic
+regression or nearest centroid, scikit-learn) picks the most likely known person, and the
+answer stands only if the face is within the verification threshold of that person's
+nearest known face — the model's calibrated threshold, one validated on the gallery's own
+pairs, or a number the user gives.
+
+A classifier file is the gallery itself (embeddings, labels, method, threshold, the model's
+preprocessing record) in a plain `.npz`: no pickle, nothing executes on load, and the
+scikit-learn estimator is refitted deterministically when loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facetrain.evaluate.verification import ACC_THRESHOLDS, distance_matrix, pair_distances
+
+METHODS = ("svm", "knn", "logreg", "centroid")
+UNKNOWN = "unknown"
+
+
+def make_estimator(method: str):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
+    from sklearn.svm import LinearSVC
+
+    if method == "svm":
+        return LinearSVC(C=1.0, random_state=0)
+    if method == "knn":
+        return KNeighborsClassifier(n_neighbors=1)
+    if method == "logreg":
+        return LogisticRegression(C=10.0, max_iter=2000)
+    if method == "centroid":
+        return NearestCentroid()
+    raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def holdout_split(labels: list[str], test_fraction: float, seed: int = 0):
+    """Per identity with ≥ 2 images: round(fraction × n) (at least 1, at most n − 1) held
+    out for testing; identities with one image stay in training."""
+    rng = np.random.default_rng(seed)
+    labels_a = np.asarray(labels)
+    train, test = [], []
+    for name in sorted(set(labels)):
+        idx = rng.permutation(np.flatnonzero(labels_a == name))
+        k = 0 if len(idx) < 2 else min(len(idx) - 1, max(1, round(test_fraction * len(idx))))
+        test += idx[:k].tolist()
+        train += idx[k:].tolist()
+    return np.array(sorted(train), dtype=np.int64), np.array(sorted(test), dtype=np.int64)
+
+
+def gallery_threshold(emb: np.ndarray, labels: list[str], distance: str) -> float:
+    """The best-accuracy threshold over the gallery's own pairs (all same pairs, as many
+    different pairs, sampled): a threshold validated on the user's data."""
+    labels_a = np.asarray(labels)
+    same = []
+    for name in sorted(set(labels)):
+        idx = np.flatnonzero(labels_a == name)
+        same += [(int(a), int(b)) for k, a in enumerate(idx) for b in idx[k + 1 :]]
+    if not same:
+        raise ValueError("no identity has two images: cannot validate a threshold")
+    rng = np.random.default_rng(0)
+    diff: list[tuple[int, int]] = []
+    for _ in range(20 * len(same)):
+        i, j = rng.integers(0, len(emb), 2)
+        if labels_a[i] != labels_a[j]:
+            diff.append((int(i), int(j)))
+        if len(diff) == len(same):
+            break
+    pairs = np.array(same + diff)
+    issame = np.array([True] * len(same) + [False] * len(diff))
+    d = pair_distances(emb[pairs[:, 0]], emb[pairs[:, 1]], distance)
+    acc = [np.mean((d < t) == issame) for t in ACC_THRESHOLDS]
+    return float(ACC_THRESHOLDS[int(np.argmax(acc))])
+
+
+@dataclass
+class Classifier:
+    method: str
+    embeddings: np.ndarray
+    labels: list[str]
+    threshold: float
+    distance: str
+    threshold_source: str
+    model: str = ""
+    preprocess: dict = field(default_factory=dict)
+    _est: object = None
+
+    def fit(self) -> Classifier:
+        self._est = make_estimator(self.method).fit(self.embeddings, self.labels)
+        return self
+
+    def predict(self, emb: np.ndarray) -> list[dict]:
+        """For each row: `name` (or `unknown`), `guess` (the classifier's choice), the
+        distance to the guessed person's nearest known face and the threshold."""
+        if self._est is None:
+            self.fit()
+        if len(emb) == 0:
+            return []
+        guess = self._est.predict(emb)
+        d = distance_matrix(emb, self.embeddings, self.distance)
+        labels_a = np.asarray(self.labels)
+        out = []
+        for k, g in enumerate(guess):
+            dist = float(d[k, labels_a == g].min())
+            name = str(g) if dist < self.threshold else UNKNOWN
+            out.append(
+                {"name": name, "guess": str(g), "distance": dist, "threshold": self.threshold}
+            )
+        return out
+
+
+def evaluate_methods(
+    emb: np.ndarray,
+    labels: list[str],
+    *,
+    threshold: float,
+    distance: str,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    unknown: np.ndarray | None = None,
+    methods=METHODS,
+) -> dict[str, dict]:
+    """Held-out figures per method: closed-set accuracy (forced names), open-set accuracy
+    (a name only under the threshold), and the share of strangers' faces (`unknown`)
+    correctly refused."""
+    train, test = holdout_split(labels, test_fraction, seed)
+    if len(test) == 0:
+        raise ValueError("no identity has two images: nothing to hold out")
+    lab = np.asarray(labels)
+    out = {}
+    for m in methods:
+        c = Classifier(m, emb[train], lab[train].tolist(), threshold, distance, "").fit()
+        pred = c.predict(emb[test])
+        truth = lab[test]
+        r = {
+            "test_images": int(len(test)),
+            "accuracy": float(np.mean([p["guess"] == t for p, t in zip(pred, truth)])),
+            "open_set_accuracy": float(np.mean([p["name"] == t for p, t in zip(pred, truth)])),
+        }
+        if unknown is not None and len(unknown):
+            r["unknown_rejected"] = float(
+                np.mean([p["name"] == UNKNOWN for p in c.predict(unknown)])
+            )
+        out[m] = r
+    return out
+
+
+def save_classifier(path: str | os.PathLike, c: Classifier) -> Path:
+    from facetrain import atomic
+
+    meta = {
+        "method": c.method,
+        "threshold": c.threshold,
+        "distance": c.distance,
+        "threshold_source": c.threshold_source,
+        "model": c.model,
+        "preprocess": c.preprocess,
+    }
+    path = Path(path)
+    with atomic.atomic_open(path, "wb") as f:
+        np.savez(
+            f,
+            embeddings=c.embeddings.astype(np.float32),
+            labels=np.array(c.labels, dtype=str),
+            meta=np.array(json.dumps(meta)),
+        )
+    return path
+
+
+def load_classifier(path: str | os.PathLike) -> Classifier:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            return Classifier(
+                meta["method"],
+                z["embeddings"],
+                z["labels"].tolist(),
+                float(meta["threshold"]),
+                meta["distance"],
+                meta["threshold_source"],
+                meta.get("model", ""),
+                meta.get("preprocess", {}),
+            ).fit()
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"{path}: not a facetrain classifier file ({e})") from None

@@ -1,0 +1,73 @@
+"""Dataset filtering by distance to the identity's centre (FaceNet's `filter` step).
+
+Web-scraped identity folders hold other people's faces, non-faces and bad crops. With a
+trained model, each image's distance to its identity's mean embedding is a good outlier
+score: the worst `percentile` per cent of all images are dropped, then identities left
+with fewer than `min_images` images. The result is a facetrain list file (the photos are
+never touched) and a CSV report of every image's score.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facetrain.data.listing import Sample, write_list
+from facetrain.evaluate.verification import pair_distances
+from facetrain.use.embeddings import Table
+
+
+@dataclass
+class FilterResult:
+    distance: np.ndarray  # each image's distance to its identity's centre
+    keep: np.ndarray  # bool per image
+    cutoff: float
+    identities_before: int
+    identities_after: int
+
+
+def centre_distances(t: Table, distance: str = "euclidean") -> np.ndarray:
+    """Distance of each embedding to the unit-normalised mean of its identity."""
+    labels = np.asarray(t.labels)
+    out = np.zeros(len(t), np.float64)
+    for name in set(t.labels):
+        idx = np.flatnonzero(labels == name)
+        c = t.embeddings[idx].mean(0)
+        c = c / max(np.linalg.norm(c), 1e-12)
+        out[idx] = pair_distances(t.embeddings[idx], np.repeat(c[None], len(idx), 0), distance)
+    return out
+
+
+def filter_table(
+    t: Table, *, percentile: float = 5.0, min_images: int = 2, distance: str = "euclidean"
+) -> FilterResult:
+    if not 0.0 <= percentile < 100.0:
+        raise ValueError(f"percentile {percentile}: must be in [0, 100)")
+    d = centre_distances(t, distance)
+    cutoff = float(np.percentile(d, 100.0 - percentile)) if percentile > 0 else float("inf")
+    keep = d <= cutoff if percentile > 0 else np.ones(len(d), bool)
+    labels = np.asarray(t.labels)
+    names, counts = np.unique(labels[keep], return_counts=True)
+    enough = set(names[counts >= min_images].tolist())
+    keep &= np.array([x in enough for x in labels], dtype=bool)
+    return FilterResult(d, keep, cutoff, len(set(t.labels)), len(enough))
+
+
+def write_outputs(
+    t: Table, r: FilterResult, out_list: str | os.PathLike, report: str | os.PathLike
+):
+    """The filtered list file and the per-image report (worst first)."""
+    from facetrain import atomic
+
+    kept = [Sample(t.paths[i], t.labels[i], Path(t.paths[i]).stem) for i in np.flatnonzero(r.keep)]
+    write_list(out_list, kept)
+    order = np.argsort(-r.distance, kind="stable")
+    with atomic.atomic_open(report, "w") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "identity", "distance_to_centre", "kept"])
+        for i in order:
+            w.writerow([t.paths[i], t.labels[i], f"{r.distance[i]:.5f}", int(r.keep[i])])
