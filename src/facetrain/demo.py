@@ -5,6 +5,8 @@
    (checksum verified, saying so first).
 2. A short training run (a few minutes on a CPU): on ../shared/datasets/mini-train with
    verification on LFW pairs when those exist, else on the pack made in step 1.
+3. `facetrain eval` on LFW's 6,000 pairs (when there), then `facetrain report`: one HTML
+   page with the learning curves, the metrics table and the ROC; its path is printed last.
 
 Every step is the `facetrain` command a user would type, printed before it runs.
 Re-running resumes: finished work is skipped.
@@ -153,6 +155,7 @@ def main() -> None:
             "--set",
             "eval_every=5",
         )
+        run("eval", str(OUT / "run"), "--pairs", str(lfw / "pairs.txt"), "--images", str(lfw))
     else:
         console.print("(../shared/datasets/mini-train absent: a short run on the demo pack)")
         run(
@@ -172,6 +175,7 @@ def main() -> None:
             "--set",
             "input_size=80",
         )
+    run("report", str(OUT / "run"))
     console.rule("[bold green]done")
     console.print(
         f"aligned faces: {OUT / 'aligned'} (every input in alignment.csv)\n"
@@ -179,6 +183,7 @@ def main() -> None:
         f"training run: {OUT / 'run'} (metrics.jsonl, tensorboard/, checkpoints/, "
         "model.safetensors); run the same command again to resume"
     )
+    console.print(f"report page: {(OUT / 'run' / 'report.html').resolve()}")
 
 
 if __name__ == "__main__":
