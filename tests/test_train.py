@@ -295,6 +295,19 @@ def test_verification_and_val_split_during_training(tmp_path):
     val = [d for d in lines if d.get("eval") == "val_split"]
     assert 0.0 <= val[-1]["accuracy"] <= 1.0 and val[-1]["loss"] > 0
 
+    # without a verification set, the saved threshold is validated on the val split's pairs
+    from facetrain.evaluate.verification import labelled_threshold
+    from facetrain.models.saved import open_model
+    from facetrain.use.embeddings import embed_dataset
+
+    train(small_cfg(tmp_path / "pack", tmp_path / "run2"), log=lambda *_: None)
+    fm = open_model(tmp_path / "run2")
+    assert "val split" in fm.pre.threshold_source
+    t = embed_dataset(fm, [str(tmp_path / "split" / "val.txt")], progress=False)
+    assert len(t) == 16 and fm.pre.threshold == labelled_threshold(
+        t.embeddings, t.labels, "euclidean"
+    )
+
 
 def test_nonfinite_steps_skipped_then_rolled_back(packed, tmp_path):
     cfg = small_cfg(packed, tmp_path / "nan", epochs=3, max_nonfinite=2, checkpoint_every_steps=1)

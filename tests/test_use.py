@@ -54,8 +54,14 @@ def trained(tmp_path_factory) -> dict:
     )
     train(cfg, log=lambda *_: None)
     out = cli("export", tmp / "run", "--format", "onnx", "--check", faces)
-    return {"tmp": tmp, "faces": faces, "run": tmp / "run", "pairs": pairs, "lfw": lfw,
-            "export_output": out}
+    return {
+        "tmp": tmp,
+        "faces": faces,
+        "run": tmp / "run",
+        "pairs": pairs,
+        "lfw": lfw,
+        "export_output": out,
+    }
 
 
 def test_export_parity_and_onnx_backend(trained, tmp_path):
@@ -212,6 +218,8 @@ def test_models_from_elsewhere_and_bad_model_files(trained, tmp_path):
     cli("embed", trained["run"], trained["faces"], "--out", tmp_path / "t.npz")
     f, t = np.load(tmp_path / "f.npz"), np.load(tmp_path / "t.npz")
     assert np.abs(f["embeddings"] - t["embeddings"]).max() <= 1e-4
+    spec.write_text(json.dumps({"input_size": 96}))  # not the size the graph takes
+    assert "takes 80x80 inputs" in cli_fails("compare", foreign, img, img, "--preprocess", spec)
     spec.write_text(json.dumps({"input_size": 80, "colour": "bgr"}))
     assert "unknown preprocessing fields" in cli_fails(
         "compare", foreign, img, img, "--preprocess", spec

@@ -718,13 +718,8 @@ def classify_train(
     json_out: JsonOut = None,
 ) -> None:
     """Fit a classifier on DATA; print held-out accuracy of all four methods."""
-    from facetrain.use.classify import (
-        METHODS,
-        Classifier,
-        evaluate_methods,
-        gallery_threshold,
-        save_classifier,
-    )
+    from facetrain.evaluate.verification import labelled_threshold
+    from facetrain.use.classify import METHODS, Classifier, evaluate_methods, save_classifier
 
     if method not in METHODS:
         fail(f"--method {method!r}: choose from {', '.join(METHODS)}")
@@ -737,7 +732,7 @@ def classify_train(
         thr, src = fm.pre.threshold, f"the model's ({fm.pre.threshold_source})"
     elif threshold in ("auto", "data"):
         try:
-            thr, src = gallery_threshold(t.embeddings, t.labels, dist), "validated on DATA's pairs"
+            thr, src = labelled_threshold(t.embeddings, t.labels, dist), "validated on DATA's pairs"
         except ValueError as e:
             fail(str(e))
     elif threshold == "model":

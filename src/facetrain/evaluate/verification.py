@@ -159,6 +159,32 @@ def evaluate(
     }
 
 
+def labelled_threshold(emb: np.ndarray, labels: list[str], distance: str) -> float:
+    """The best-accuracy threshold over pairs of labelled embeddings (every same pair and as
+    many different pairs, sampled with a fixed seed): how a threshold is validated on a
+    training run's val split or on a user's own gallery."""
+    labels_a = np.asarray(labels)
+    same = []
+    for name in sorted(set(labels)):
+        idx = np.flatnonzero(labels_a == name)
+        same += [(int(a), int(b)) for k, a in enumerate(idx) for b in idx[k + 1 :]]
+    if not same:
+        raise ValueError("no identity has two images: cannot validate a threshold")
+    rng = np.random.default_rng(0)
+    diff: list[tuple[int, int]] = []
+    for _ in range(20 * len(same)):
+        i, j = rng.integers(0, len(emb), 2)
+        if labels_a[i] != labels_a[j]:
+            diff.append((int(i), int(j)))
+        if len(diff) == len(same):
+            break
+    pairs = np.array(same + diff)
+    issame = np.array([True] * len(same) + [False] * len(diff))
+    d = pair_distances(emb[pairs[:, 0]], emb[pairs[:, 1]], distance)
+    acc = [np.mean((d < t) == issame) for t in ACC_THRESHOLDS]
+    return float(ACC_THRESHOLDS[int(np.argmax(acc))])
+
+
 def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray) -> float:
     """The FPR where FPR = 1 − TPR on the ROC, linearly interpolated."""
     gap = (1.0 - tpr) - fpr  # decreasing along the curve

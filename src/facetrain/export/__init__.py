@@ -109,6 +109,11 @@ def load_onnx(path: str | os.PathLike, device: str = "cpu", spec: dict | None = 
     dim = outp.shape[-1] if isinstance(outp.shape[-1], int) else None
     meta = sess.get_modelmeta().custom_metadata_map.get(META_KEY)
     pre = _record(meta, spec, str(path), {"input_size": side, "embedding_size": dim})
+    if side is not None and pre.input_size != side:
+        raise ModelFileError(
+            f"{path}: the model takes {side}x{side} inputs but its preprocessing says "
+            f"input_size {pre.input_size}"
+        )
 
     def run(x: torch.Tensor) -> torch.Tensor:
         y = sess.run(None, {inp.name: x.detach().cpu().float().numpy()})[0]

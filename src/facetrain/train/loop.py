@@ -473,11 +473,39 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     finally:
         metrics_file.close()
         tb.close()
-    export_weights(run, model if ema is None else ema, cfg, size, state["last_eval"] or {})
+    export_weights(run, model if ema is None else ema, cfg, size, state["last_eval"] or {}, val_ds)
     return result
 
 
-def export_weights(run: Path, model, cfg: TrainConfig, size: int, last_eval: dict) -> Path:
+def val_threshold(model, val: PackedDataset, cfg: TrainConfig, size: int) -> float | None:
+    """A verification threshold validated on the val split's own pairs (for runs without a
+    verification set); None when no val identity has two images."""
+    from facetrain.evaluate.sets import EvalSet, embed
+    from facetrain.evaluate.verification import labelled_threshold
+
+    if len(val) < 2:
+        return None
+    ids = list(range(len(val)))
+    labels = val.batch(ids)[1].tolist()
+    if len(set(labels)) == len(labels):
+        return None
+    none = np.zeros(0, np.int64)
+    s = EvalSet("val", len(val), lambda i: list(val.batch(i)[0]), none, none, none, None)
+    emb = embed(
+        model,
+        s,
+        size=size,
+        normalize=cfg.normalize,
+        crop=cfg.crop or None,
+        flip=cfg.eval_flip,
+        device=cfg.device,
+    )
+    return labelled_threshold(emb, labels, cfg.eval_distance)
+
+
+def export_weights(
+    run: Path, model, cfg: TrainConfig, size: int, last_eval: dict, val: PackedDataset
+) -> Path:
     """RUN/model.safetensors: the final backbone with its preprocessing record."""
     from facetrain.models.saved import Preprocess, save_model
 
@@ -487,6 +515,12 @@ def export_weights(run: Path, model, cfg: TrainConfig, size: int, last_eval: dic
         if rec.exists():
             alignment = json.loads(rec.read_text())
             break
+    threshold, source = last_eval.get("threshold"), ""
+    if threshold is not None:
+        source = "mean best-accuracy threshold over the verification set's folds"
+    else:
+        threshold = val_threshold(model, val, cfg, size)
+        source = "best-accuracy threshold on the val split's pairs" if threshold is not None else ""
     pre = Preprocess(
         model=cfg.model,
         embedding_size=cfg.embedding_size,
@@ -496,9 +530,7 @@ def export_weights(run: Path, model, cfg: TrainConfig, size: int, last_eval: dic
         alignment=alignment,
         flip=cfg.eval_flip,
         distance=cfg.eval_distance,
-        threshold=last_eval.get("threshold"),
-        threshold_source="mean best-accuracy threshold over verification folds"
-        if last_eval
-        else "",
+        threshold=threshold,
+        threshold_source=source,
     )
     return save_model(run / "model.safetensors", model, pre)

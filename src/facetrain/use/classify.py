@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facetrain.evaluate.verification import ACC_THRESHOLDS, distance_matrix, pair_distances
+from facetrain.evaluate.verification import distance_matrix
 
 METHODS = ("svm", "knn", "logreg", "centroid")
 UNKNOWN = "unknown"
@@ -55,31 +55,6 @@ def holdout_split(labels: list[str], test_fraction: float, seed: int = 0):
         test += idx[:k].tolist()
         train += idx[k:].tolist()
     return np.array(sorted(train), dtype=np.int64), np.array(sorted(test), dtype=np.int64)
-
-
-def gallery_threshold(emb: np.ndarray, labels: list[str], distance: str) -> float:
-    """The best-accuracy threshold over the gallery's own pairs (all same pairs, as many
-    different pairs, sampled): a threshold validated on the user's data."""
-    labels_a = np.asarray(labels)
-    same = []
-    for name in sorted(set(labels)):
-        idx = np.flatnonzero(labels_a == name)
-        same += [(int(a), int(b)) for k, a in enumerate(idx) for b in idx[k + 1 :]]
-    if not same:
-        raise ValueError("no identity has two images: cannot validate a threshold")
-    rng = np.random.default_rng(0)
-    diff: list[tuple[int, int]] = []
-    for _ in range(20 * len(same)):
-        i, j = rng.integers(0, len(emb), 2)
-        if labels_a[i] != labels_a[j]:
-            diff.append((int(i), int(j)))
-        if len(diff) == len(same):
-            break
-    pairs = np.array(same + diff)
-    issame = np.array([True] * len(same) + [False] * len(diff))
-    d = pair_distances(emb[pairs[:, 0]], emb[pairs[:, 1]], distance)
-    acc = [np.mean((d < t) == issame) for t in ACC_THRESHOLDS]
-    return float(ACC_THRESHOLDS[int(np.argmax(acc))])
 
 
 @dataclass
