@@ -51,16 +51,23 @@ class MarginHead(nn.Module):
         cos = self.cosines(embeddings).clamp(-1.0, 1.0)
         if labels is None:  # inference: plain scaled cosines
             return self.s * cos
-        target = cos.gather(1, labels[:, None])
-        if self.kind == "cosface":
-            new = target - self.m
-        else:
-            sin = torch.sqrt((1.0 - target * target).clamp_min(1e-12))
-            cos_m = target * math.cos(self.m) - sin * math.sin(self.m)
-            new = torch.where(
-                target > math.cos(math.pi - self.m), cos_m, target - self.m * math.sin(self.m)
-            )
-        return self.s * cos.scatter(1, labels[:, None], new)
+        return margin_logits(cos, labels, self.kind, self.s, self.m)
+
+
+def margin_logits(cos: torch.Tensor, labels: torch.Tensor, kind: str, s: float, m: float):
+    """s · cosines with the margin applied at each row's label column; a label of -1 (the
+    class lives on another rank, in Partial FC) leaves the row plain."""
+    has = labels >= 0
+    col = labels.clamp_min(0)[:, None]
+    target = cos.gather(1, col)
+    if kind == "cosface":
+        new = target - m
+    else:
+        sin = torch.sqrt((1.0 - target * target).clamp_min(1e-12))
+        cos_m = target * math.cos(m) - sin * math.sin(m)
+        new = torch.where(target > math.cos(math.pi - m), cos_m, target - m * math.sin(m))
+    new = torch.where(has[:, None], new, target)
+    return s * cos.scatter(1, col, new)
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0):

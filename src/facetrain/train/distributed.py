@@ -1,0 +1,152 @@
+"""Many processes, one run: PyTorch's own stack (torchrun + torch.distributed), no launcher.
+
+`torchrun --nproc_per_node=N -m facetrain train ...` sets RANK / WORLD_SIZE / LOCAL_RANK;
+`setup()` joins the process group (NCCL on GPUs, gloo on CPU). Every rank draws the same
+*global* batch from the sampler and keeps its contiguous slice (`shard`), so the stream of
+global batches does not depend on the number of processes — which is what lets a run
+checkpointed with N processes resume with M (InsightFace's arcface_torch cannot).
+Only rank 0 writes logs and checkpoints and runs verification.
+
+The two autograd-aware collectives are what Partial FC's distributed softmax needs.
+gloo has no reduce-scatter, so the all-gather's backward is an all-reduce and a slice.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def from_env() -> Dist:
+    """The process's place in a torchrun job (a single process when not launched so)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def setup(device: str) -> tuple[Dist, str]:
+    """Join the process group when launched by torchrun; returns (dist info, this rank's
+    device: `cuda` becomes `cuda:LOCAL_RANK`)."""
+    d = from_env()
+    if not d.enabled:
+        return d, device
+    if device.startswith("cuda"):
+        device = f"cuda:{d.local_rank}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return d, device
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def shard(idx, rank: int, world: int) -> list[int]:
+    """This rank's contiguous part of a global batch (whole identities of a P×K batch when
+    P is a multiple of the world size)."""
+    return np.array_split(np.asarray(idx), world)[rank].tolist()
+
+
+def broadcast_object(obj, src: int = 0):
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src)
+    return box[0]
+
+
+class _AllGather(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        world = dist.get_world_size()
+        sizes = [torch.zeros(1, dtype=torch.long) for _ in range(world)]
+        dist.all_gather(sizes, torch.tensor([x.shape[0]]))
+        n = int(max(s.item() for s in sizes))
+        padded = torch.zeros((n, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        padded[: x.shape[0]] = x
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded.contiguous())
+        ctx.sizes = [int(s.item()) for s in sizes]
+        ctx.rank, ctx.n = dist.get_rank(), n
+        return torch.cat([p[:k] for p, k in zip(parts, ctx.sizes)])
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.contiguous().clone()
+        dist.all_reduce(g)
+        start = sum(ctx.sizes[: ctx.rank])
+        return g[start : start + ctx.sizes[ctx.rank]]
+
+
+class _AllReduceSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.contiguous().clone()
+        dist.all_reduce(g)
+        return g
+
+
+def all_gather(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows, concatenated in rank order; gradients flow back to their owners."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return _AllGather.apply(x)
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks, differentiable (the backward sums the ranks' gradients)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return _AllReduceSum.apply(x)
+
+
+def all_reduce_max(x: torch.Tensor) -> torch.Tensor:
+    """Elementwise max over ranks, no gradient (used for numerical stability only)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    y = x.detach().clone()
+    dist.all_reduce(y, op=dist.ReduceOp.MAX)
+    return y
+
+
+def gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """A row-sharded tensor made whole on every rank (for checkpoints); no gradient."""
+    with torch.no_grad():
+        return all_gather(x.detach())
+
+
+def world_of() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
