@@ -65,12 +65,12 @@ def test_sample_rate_one_equals_the_full_classifier(tmp_path, kind):
 
 def test_sampling_keeps_positives_and_trains_only_sampled_rows():
     w, e, y = data()
-    pfc = PartialFC(D, C, "arcface", s=16.0, sample_rate=0.3)  # one process: one shard
+    pfc = PartialFC(D, C, "arcface", s=16.0, sample_rate=0.5)  # one process: one shard
     pfc.weight.data.copy_(w)
     rows = pfc.sample(y, torch.Generator().manual_seed(1))
-    assert set(y.tolist()) <= set(rows.tolist()) and len(rows) == max(len(set(y.tolist())), 11)
+    assert set(y.tolist()) <= set(rows.tolist()) and len(rows) == 18
     loss = pfc(e, y, torch.Generator().manual_seed(1))
     loss.backward()
     touched = pfc.weight.grad.abs().sum(1) > 0
-    assert set(torch.nonzero(touched).flatten().tolist()) <= set(rows.tolist())
-    assert torch.isfinite(loss) and touched.sum() > len(set(y.tolist()))
+    assert torch.nonzero(touched).flatten().tolist() == rows.tolist()  # negatives too
+    assert torch.isfinite(loss)
