@@ -43,7 +43,12 @@ def _worker(rank, world, init_file, kind, out):
         loss = pfc(mine, y[part])
         (loss / world).backward()
         torch.save(
-            {"loss": float(loss.detach()), "wgrad": pfc.weight.grad, "egrad": mine.grad, "part": part},
+            {
+                "loss": float(loss.detach()),
+                "wgrad": pfc.weight.grad,
+                "egrad": mine.grad,
+                "part": part,
+            },
             f"{out}/rank{rank}.pt",
         )
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -366,6 +367,8 @@ def train(
         result = train_fn(cfg, log=console.print)
     except (TrainingError, ValueError) as e:
         fail(str(e))
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 speaks for the job
+        return
     if result:
         console.print(
             f"final verification accuracy {result['accuracy']:.4f} ± {result['accuracy_std']:.4f}"

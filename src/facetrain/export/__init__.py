@@ -19,21 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facetrain.models import RawEmbedding
 from facetrain.models.saved import FaceModel, ModelFileError, Preprocess
 
 FORMATS = ("onnx", "torchscript")
 META_KEY = "facetrain"
-
-
-class _Raw(torch.nn.Module):
-    """The backbone's raw embeddings as `forward`, the one thing an exported file computes."""
-
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.embed(x, normalize=False)
 
 
 def _example(pre: Preprocess) -> torch.Tensor:
@@ -46,7 +36,7 @@ def export_onnx(net: torch.nn.Module, pre: Preprocess, out: str | os.PathLike) -
 
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
-    model = _Raw(net.cpu().eval())
+    model = RawEmbedding(net.cpu().eval())
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as work:
         raw = Path(work) / "model.onnx"  # the exporter may put weights in a side file here
         with warnings.catch_warnings():
@@ -75,7 +65,7 @@ def export_torchscript(net: torch.nn.Module, pre: Preprocess, out: str | os.Path
     tmp = out.with_name(f".{out.name}.tmp")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(_Raw(net.cpu().eval()), _example(pre), check_trace=False)
+        traced = torch.jit.trace(RawEmbedding(net.cpu().eval()), _example(pre), check_trace=False)
         torch.jit.save(traced, str(tmp), _extra_files={META_KEY: json.dumps(asdict(pre))})
     os.replace(tmp, out)
     return out

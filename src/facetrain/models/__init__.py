@@ -51,6 +51,19 @@ class Embedder(nn.Module):
         return self.embed(x, normalize=True)
 
 
+class RawEmbedding(nn.Module):
+    """`forward` = the wrapped model's raw embeddings (what an exported file computes, and
+    what DistributedDataParallel wraps in training; `fn` may be a compiled embed_raw)."""
+
+    def __init__(self, model: nn.Module, fn: Callable | None = None):
+        super().__init__()
+        self.model = model
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.fn or self.model.embed_raw)(x)
+
+
 def _import_families() -> None:
     from facetrain.models import (  # noqa: F401  (registers the models)
         inception_resnet_v1,

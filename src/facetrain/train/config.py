@@ -48,6 +48,8 @@ class TrainConfig:
     prelogits_norm_p: float = 1.0
     margin_s: float = 64.0
     margin_m: float = -1.0  # < 0: the loss's usual margin (ArcFace 0.5, CosFace 0.35)
+    partial_fc: bool = False  # arcface/cosface centres sharded over ranks (Partial FC)
+    sample_rate: float = 1.0  # Partial FC: share of negative centres scored per step
     triplet_margin: float = 0.2
     miner: str = "semihard"
     contrastive_margin: float = 1.0
@@ -99,6 +101,12 @@ class TrainConfig:
             raise ValueError("--accumulate, --batch-size and --epochs must be at least 1")
         if not self.data:
             raise ValueError("no --data given")
+        if self.partial_fc and self.loss not in ("arcface", "cosface"):
+            raise ValueError("--partial-fc works with --loss arcface or cosface")
+        if not 0.0 < self.sample_rate <= 1.0:
+            raise ValueError("--sample-rate must be in (0, 1]")
+        if self.sample_rate < 1.0 and not self.partial_fc:
+            raise ValueError("--sample-rate needs --partial-fc")
 
 
 def load_config_file(path: str | os.PathLike) -> dict:

@@ -13,6 +13,7 @@ gloo has no reduce-scatter, so the all-gather's backward is an all-reduce and a 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -70,6 +71,43 @@ def shard(idx, rank: int, world: int) -> list[int]:
     """This rank's contiguous part of a global batch (whole identities of a P×K batch when
     P is a multiple of the world size)."""
     return np.array_split(np.asarray(idx), world)[rank].tolist()
+
+
+def agree(loss: float, finite: bool, same_on_all: bool = False) -> tuple[float, bool]:
+    """The global mean loss (or the loss every rank already shares) and whether every rank's
+    step was finite — one small all-reduce, so all ranks skip or step together."""
+    t = torch.tensor([0.0 if same_on_all else loss, 0.0 if finite else 1.0], dtype=torch.float64)
+    dist.all_reduce(t)
+    mean = loss if same_on_all else float(t[0]) / dist.get_world_size()
+    return mean, bool(t[1] == 0) and math.isfinite(mean)
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when it is true on one (e.g. rank 0's checkpoint clock)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t)
+    return bool(t[0] > 0)
+
+
+def sum_updates(buffer: torch.Tensor, before: torch.Tensor) -> None:
+    """Make a buffer that each rank updated from its own samples (center loss's centres)
+    equal everywhere: before + the sum of every rank's update."""
+    delta = buffer - before
+    dist.all_reduce(delta)
+    buffer.copy_(before + delta)
+
+
+def check_in_sync(model: torch.nn.Module) -> float:
+    """A checksum of the weights, compared across ranks; raises if any rank differs."""
+    with torch.no_grad():
+        s = sum(float(p.double().sum()) + float(p.double().abs().sum()) for p in model.parameters())
+    sums = [None] * dist.get_world_size()
+    dist.all_gather_object(sums, s)
+    if any(abs(x - sums[0]) > 1e-9 * max(1.0, abs(sums[0])) for x in sums):
+        raise RuntimeError(f"ranks out of sync: weight checksums {sums}")
+    return s
 
 
 def broadcast_object(obj, src: int = 0):

@@ -33,9 +33,10 @@ from facetrain.losses import (
     prelogits_norm,
     triplet_loss,
 )
+from facetrain.losses.partial_fc import PartialFC
 from facetrain.miners import balanced_pairs, mine_triplets
-from facetrain.models import create_model
-from facetrain.train import checkpoint
+from facetrain.models import RawEmbedding, create_model
+from facetrain.train import checkpoint, distributed
 from facetrain.train.config import TrainConfig, code_revision
 from facetrain.train.schedule import Schedule, read_schedule_file
 
@@ -203,17 +204,37 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def train(cfg: TrainConfig, *, log=print) -> dict:
-    """Train (or resume) the run in cfg.out; returns the last evaluation metrics."""
+    """Train (or resume) the run in cfg.out; returns the last evaluation metrics.
+
+    Launched by torchrun, every rank runs this function: rank 0 alone writes files and
+    verifies, the others wait for it at the points marked `barrier`."""
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(run / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    atomic.write_text(run / "revision.txt", code_revision() + "\n")
+    dd, device = distributed.setup(cfg.device)
+    try:
+        return _train(cfg, dd, device, log if dd.main else (lambda *_: None))
+    finally:
+        distributed.teardown()
 
-    ds = dataset_for(cfg, run)
+
+def _train(cfg: TrainConfig, dd: distributed.Dist, device: str, log) -> dict:
+    run = Path(cfg.out)
+    if dd.main:
+        run.mkdir(parents=True, exist_ok=True)
+        config = json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
+        atomic.write_text(run / "config.json", config)
+        atomic.write_text(run / "revision.txt", code_revision() + "\n")
+        ds = dataset_for(cfg, run)  # rank 0 packs, once
+    distributed.barrier()
+    if not dd.main:
+        ds = dataset_for(cfg, run)
+    cfg = dataclasses.replace(cfg, device=device)
     sampler = build_sampler(cfg, ds)
+    if dd.enabled and sampler.batch_size % dd.world:
+        raise TrainingError(
+            f"the global batch ({sampler.batch_size}) must divide evenly over {dd.world} processes"
+        )
     metric = cfg.loss in METRIC_LOSSES
 
     torch.manual_seed(cfg.seed)
@@ -222,6 +243,11 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     head = None
     if cfg.loss == "softmax":
         head = SoftmaxHead(cfg.embedding_size, ds.num_classes)
+    elif cfg.partial_fc:
+        m = cfg.margin_m if cfg.margin_m >= 0 else None
+        head = PartialFC(
+            cfg.embedding_size, ds.num_classes, cfg.loss, cfg.margin_s, m, cfg.sample_rate
+        )
     elif cfg.loss in ("arcface", "cosface"):
         m = cfg.margin_m if cfg.margin_m >= 0 else None
         head = MarginHead(cfg.embedding_size, ds.num_classes, cfg.loss, cfg.margin_s, m)
@@ -241,6 +267,13 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
     # the raw (pre-normalisation) embedding is what the losses need; compile that
     embed_raw = torch.compile(model.embed_raw) if cfg.compile else model.embed_raw
+    score = head
+    if dd.enabled:  # gradients averaged over ranks by DDP (Partial FC's shards are not)
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        embed_raw = DDP(RawEmbedding(model, embed_raw))
+        if head is not None and not cfg.partial_fc:
+            score = DDP(head)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
     eval_sets: list[EvalSet] = [bin_set(b) for b in cfg.eval_bins]
@@ -262,14 +295,32 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
             d["ema"] = ema
         return d
 
+    # Partial FC's rows live on several ranks: checkpoints hold them whole (any rank count
+    # can resume), each rank keeps its own slice on load
+    sharded = ("head.weight", f"optim/{len(opt.param_groups[0]['params']) - 1}/")
+    pfc_rows = (head.start, head.end) if cfg.partial_fc else None
+
     def save(pointers=("last",)):
+        """Every rank calls this (Partial FC gathers); rank 0 writes."""
         tensors = {f"{n}.{k}": v for n, m in modules().items() for k, v in m.state_dict().items()}
         opt_t, opt_rest = checkpoint.flatten_optimizer(opt.state_dict())
         tensors.update(opt_t)
+        if pfc_rows and dd.enabled:
+            for k in [k for k in tensors if k.startswith(sharded)]:
+                tensors[k] = distributed.gather_rows(tensors[k])
         meta = dict(state, optimizer=opt_rest, scaler=scaler.state_dict(), config=cfg.out)
-        checkpoint.save(run, f"step-{state['step']:08d}", tensors, meta, pointers)
+        meta["world_size"] = dd.world
+        if dd.main:
+            checkpoint.save(run, f"step-{state['step']:08d}", tensors, meta, pointers)
+        distributed.barrier()
 
     def restore(tensors, meta):
+        if pfc_rows:
+            a, b = pfc_rows
+            tensors = {
+                k: v[a:b] if k.startswith(sharded) and v.shape[0] == head.num_classes else v
+                for k, v in tensors.items()
+            }
         for n, m in modules().items():
             m.load_state_dict(
                 {k[len(n) + 1 :]: v for k, v in tensors.items() if k.startswith(n + ".")}
@@ -282,18 +333,28 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     loaded = checkpoint.load(run)
     if loaded is not None:
         restore(*loaded)
-        _truncate_metrics(run / "metrics.jsonl", state["step"])
+        if dd.main:
+            _truncate_metrics(run / "metrics.jsonl", state["step"])
+        before = loaded[1].get("world_size", 1)
         log(
             f"resuming {run} at epoch {state['epoch']}, batch {state['batch']} "
             f"(step {state['step']})"
+            + (
+                f"; checkpointed with {before} processes, now {dd.world}"
+                if before != dd.world
+                else ""
+            )
         )
 
     from torch.utils.tensorboard import SummaryWriter
 
-    tb = SummaryWriter(str(run / "tensorboard"), purge_step=state["step"] or None)
-    metrics_file = open(run / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+    if dd.main:
+        tb = SummaryWriter(str(run / "tensorboard"), purge_step=state["step"] or None)
+        metrics_file = open(run / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
 
     def emit(line: dict) -> None:
+        if not dd.main:
+            return
         metrics_file.write(json.dumps(line) + "\n")
         metrics_file.flush()
         for k, v in line.items():
@@ -314,9 +375,15 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
                 loss = contrastive_loss(emb, pr, same, cfg.contrastive_margin)
                 extra["pairs"] = len(pr)
         else:
-            logits = head(raw.float() if cfg.loss == "softmax" else emb, y)
-            loss = cross_entropy(logits, y, cfg.label_smoothing)
-            extra["acc"] = float((logits.argmax(1) == y).float().mean())
+            if cfg.partial_fc:
+                x = raw.float()
+                if dd.enabled:  # DDP divides the backbone's gradient by the world size
+                    x.register_hook(lambda g: g * dd.world)
+                loss = score(x, y, gen) / dd.world  # the collectives sum the ranks' parts
+            else:
+                logits = score(raw.float() if cfg.loss == "softmax" else emb, y)
+                loss = cross_entropy(logits, y, cfg.label_smoothing)
+                extra["acc"] = float((logits.argmax(1) == y).float().mean())
         if cfg.center_loss_factor > 0:
             loss = loss + cfg.center_loss_factor * centers(raw.float(), y)
         if cfg.prelogits_norm_factor > 0:
@@ -329,7 +396,9 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
         """Validation split and verification sets; returns the checkpoint pointers to set."""
         nonlocal result
         pointers: tuple[str, ...] = ("last",)
-        if head is not None and len(val_ds):
+        if not dd.main:  # verification runs once, on rank 0
+            return pointers
+        if head is not None and not cfg.partial_fc and len(val_ds):
             v = validation_split(model, head, val_ds, cfg, size)
             emit({"eval": "val_split", "epoch": epoch, "step": state["step"]} | v)
         for k, es in enumerate(eval_sets):
@@ -359,6 +428,7 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
 
     nonfinite_run = 0
     last_ckpt_time = time.monotonic()
+    centers_before = centers.centers.clone()
     steps_per_epoch = len(sampler)
     result: dict = state.get("last_eval") or {}
     try:
@@ -381,7 +451,8 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
                 seed = _step_seed(cfg, state["step"])
                 torch.manual_seed(seed)
                 gen = torch.Generator().manual_seed(seed)
-                idx = sampler.batch(epoch, b)
+                idx = sampler.batch(epoch, b)  # the global batch; this rank's part:
+                idx = distributed.shard(idx, dd.rank, dd.world) if dd.enabled else idx
                 micro = np.array_split(np.asarray(idx), cfg.accumulate)
                 total, extra = 0.0, {}
                 for part in micro:
@@ -397,10 +468,13 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
                     loss, extra = compute_loss(raw, y, gen)
                     # each micro-batch's mean loss is weighted by its share of the batch
                     scaler.scale(loss * (len(part) / len(idx))).backward()
-                    total += float(loss.detach()) * len(part) / len(idx)
+                    scale = dd.world if cfg.partial_fc else 1  # log the whole loss
+                    total += float(loss.detach()) * scale * len(part) / len(idx)
                 scaler.unscale_(opt)
                 grads = [p.grad for p in params if p.grad is not None]
                 finite = math.isfinite(total) and all(torch.isfinite(g).all() for g in grads)
+                if dd.enabled:  # every rank takes the same decision; log the global mean
+                    total, finite = distributed.agree(total, finite, cfg.partial_fc)
                 if not finite:
                     opt.zero_grad(set_to_none=True)
                     nonfinite_run += 1
@@ -434,6 +508,9 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
                 scaler.step(opt)
                 scaler.update()
                 opt.zero_grad(set_to_none=True)
+                if dd.enabled and cfg.center_loss_factor > 0:
+                    distributed.sum_updates(centers.centers, centers_before)
+                    centers_before = centers.centers.clone()
                 if ema is not None:
                     with torch.no_grad():
                         for pe, pm in zip(ema.parameters(), model.parameters()):
@@ -450,7 +527,9 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
                 if cfg.eval_every_steps and state["step"] % cfg.eval_every_steps == 0 and mid_epoch:
                     save(evaluate_now(epoch))
                     last_ckpt_time = time.monotonic()
-                elif due or time.monotonic() - last_ckpt_time > 60 * cfg.checkpoint_minutes:
+                elif distributed.any_rank(
+                    bool(due) or time.monotonic() - last_ckpt_time > 60 * cfg.checkpoint_minutes
+                ):
                     save()
                     last_ckpt_time = time.monotonic()
             else:  # the epoch finished
@@ -471,9 +550,15 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
                 save(pointers)
                 last_ckpt_time = time.monotonic()
     finally:
-        metrics_file.close()
-        tb.close()
-    export_weights(run, model if ema is None else ema, cfg, size, state["last_eval"] or {}, val_ds)
+        if dd.main:
+            metrics_file.close()
+            tb.close()
+    if dd.enabled:
+        digest = distributed.check_in_sync(model)
+        log(f"{dd.world} processes finished in sync (weights checksum {digest:.6e})")
+    if dd.main:
+        final = model if ema is None else ema
+        export_weights(run, final, cfg, size, state["last_eval"] or {}, val_ds)
     return result
 
 

@@ -1,0 +1,102 @@
+"""Many processes through torchrun (gloo on CPU): ranks in sync, one writer, elastic resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from facetrain.data.packed import pack
+from facetrain.data.sampler import PKBatches
+from facetrain.train.distributed import shard
+from test_train import make_faces
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+COMMON = [
+    "--model", "nn4_small2", "--batch-size", "16", "--set", "epoch_size=3",
+    "--set", "embedding_size=32", "--set", "input_size=80", "--set", "log_every=1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("ddp")
+    pack(str(make_faces(tmp / "faces", ids=10, per=8)), tmp / "pack", progress=False)
+    return tmp / "pack"
+
+
+def launch(nproc: int, *args) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "facetrain", "train"]
+    else:
+        cmd = [str(TORCHRUN), "--standalone", f"--nproc_per_node={nproc}", "-m", "facetrain"]
+        cmd.append("train")
+    res = subprocess.run(
+        cmd + [str(a) for a in args], capture_output=True, text=True, env=env, timeout=300
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    return out
+
+
+def steps(run: Path) -> list[int]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [x["step"] for x in lines if "loss" in x and not x.get("epoch_end")]
+
+
+def checkpoint_meta(run: Path) -> dict:
+    name = (run / "checkpoints" / "last").read_text().strip()
+    return json.loads((run / "checkpoints" / name / "state.json").read_text())
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
+def test_two_processes_stay_in_sync_then_resume_with_one(packed, tmp_path):
+    run = tmp_path / "run"
+    out = launch(2, "--data", packed, "--out", run, "--loss", "softmax", "--epochs", "1", *COMMON)
+    assert "2 processes finished in sync" in out
+    assert out.count("run folder:") == 1  # rank 0 speaks for the job
+    assert steps(run) == [1, 2, 3]  # one writer: each step logged once
+    assert checkpoint_meta(run)["world_size"] == 2
+    assert not list(run.glob("*.tmp")) and (run / "model.safetensors").exists()
+
+    out = launch(1, "--data", packed, "--out", run, "--loss", "softmax", "--epochs", "2", *COMMON)
+    assert "checkpointed with 2 processes, now 1" in out
+    assert steps(run) == [1, 2, 3, 4, 5, 6]
+    assert checkpoint_meta(run)["world_size"] == 1
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
+def test_partial_fc_run_on_two_processes_resumes_on_one(packed, tmp_path):
+    run = tmp_path / "pfc"
+    pfc = ["--loss", "arcface", "--set", "partial_fc=true", "--set", "sample_rate=0.5",
+           "--set", "margin_s=16", *COMMON]  # fmt: skip
+    out = launch(1, "--data", packed, "--out", run, "--epochs", "1", *pfc)
+    name = (run / "checkpoints" / "last").read_text().strip()
+    one = load_file(str(run / "checkpoints" / name / "state.safetensors"))["head.weight"]
+    assert one.shape == (10, 32)
+
+    out = launch(2, "--data", packed, "--out", run, "--epochs", "2", *pfc)
+    assert "checkpointed with 1 processes, now 2" in out and "in sync" in out
+    name = (run / "checkpoints" / "last").read_text().strip()
+    both = load_file(str(run / "checkpoints" / name / "state.safetensors"))
+    assert both["head.weight"].shape == (10, 32)  # the shards saved whole
+    assert not np.allclose(both["head.weight"].numpy(), one.numpy())  # and trained
+    assert steps(run) == [1, 2, 3, 4, 5, 6]
+
+
+def test_pk_batches_shard_into_whole_identities():
+    labels = np.repeat(np.arange(12), 5)
+    sampler = PKBatches(labels, p=4, k=3, seed=1)
+    batch = sampler.batch(0, 0)
+    parts = [shard(batch, r, 2) for r in range(2)]
+    assert parts[0] + parts[1] == batch
+    for part in parts:
+        ids = labels[part]
+        assert all((ids == i).sum() == 3 for i in set(ids))  # K images of each identity
