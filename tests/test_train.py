@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from facetrain.data.packed import pack
+from facetrain.data.packed import PackedDataset, pack
 from facetrain.data.sampler import EpochBatches, PKBatches, SamplerError
 from facetrain.train.config import TrainConfig
 from facetrain.train.loop import TrainingError, train
@@ -460,3 +461,22 @@ def test_gradient_clipping_bounds_the_step(packed, tmp_path):
     step_free = max((free[f"model.{k}"] - v).abs().max().item() for k, v in before.items())
     assert step_clipped <= 0.5 * 1e-6 * 1.01  # lr x total grad norm bounds every coordinate
     assert step_free > 1e-3
+
+
+def test_data_on_device_path_runs_on_cpu(tmp_path):
+    """The GPU data path (decode + augment where training runs) is the same computation:
+    on a CPU it gives exactly the default path's losses, for raw and encoded packs."""
+    faces = make_faces(tmp_path / "faces", ids=6, per=6)
+    pack(str(faces), tmp_path / "enc", store="encoded", progress=False)
+    ds = PackedDataset(tmp_path / "enc")
+    a, b = ds.batch([0, 5, 9]), ds.batch([0, 5, 9], "cpu")
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    runs = {}
+    for flag in (False, True):
+        cfg = small_cfg(
+            tmp_path / "enc", tmp_path / f"run{flag}", data_on_device=flag, crop=100, rotate=5.0,
+            color_jitter=0.2, grayscale=0.2,
+        )  # fmt: skip
+        train(cfg, log=lambda *_: None)
+        runs[flag] = losses(tmp_path / f"run{flag}")
+    assert runs[True] == runs[False] and len(runs[True]) == 6

@@ -89,7 +89,7 @@ def photometric_(x: torch.Tensor, aug: Augment, generator: torch.Generator | Non
         )
         grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
         x.copy_(F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False))
-    gray_w = torch.tensor(_GRAY, dtype=x.dtype).view(1, 3, 1, 1)
+    gray_w = torch.tensor(_GRAY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     if aug.jitter > 0:
         b, c, s = (1 + (torch.rand(3, n, generator=generator) * 2 - 1) * aug.jitter).view(
             3, n, 1, 1, 1

@@ -249,14 +249,19 @@ class PackedDataset:
         off = int(row["offset"])
         return m[off : off + int(row["length"])]
 
-    def _decode(self, indices):
-        """uint8 images (N,3,H,W) for a raw pack; a list of (3,H,W) for an encoded one."""
+    def _decode(self, indices, device=None):
+        """uint8 images (N,3,H,W) for a raw pack; a list of (3,H,W) for an encoded one.
+        With a CUDA `device`, JPEGs are decoded there (nvJPEG through torchvision) and
+        raw pixels are copied there: the CPU only reads bytes."""
         import torch
 
         if self.meta.get("store") == "raw":
             w, h = self.meta["image_size"]
             arr = np.stack([self._bytes(i) for i in indices]).reshape(len(indices), h, w, 3)
-            return torch.from_numpy(arr).permute(0, 3, 1, 2)
+            x = torch.from_numpy(arr)
+            if device is not None:
+                x = x.to(device, non_blocking=True)
+            return x.permute(0, 3, 1, 2)
         from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
         blobs = [torch.from_numpy(np.array(self._bytes(i))) for i in indices]
@@ -264,11 +269,15 @@ class PackedDataset:
         out = [None] * len(blobs)
         jidx = [k for k, j in enumerate(jpeg) if j]
         if jidx:
-            for k, img in zip(jidx, decode_jpeg([blobs[k] for k in jidx], mode=ImageReadMode.RGB)):
+            where = device if device is not None and str(device).startswith("cuda") else "cpu"
+            decoded = decode_jpeg([blobs[k] for k in jidx], mode=ImageReadMode.RGB, device=where)
+            for k, img in zip(jidx, decoded):
                 out[k] = img
         for k, j in enumerate(jpeg):
             if not j:
                 out[k] = decode_image(blobs[k], mode=ImageReadMode.RGB)
+        if device is not None:
+            out = [x.to(device) for x in out]
         return out
 
     def __getitem__(self, i):
@@ -277,12 +286,15 @@ class PackedDataset:
             return self.batch(i)
         return self.__getitems__([i])[0]
 
-    def batch(self, indices):
-        """One whole batch as two tensors: decoded (and augmented, when set) in one go."""
+    def batch(self, indices, device=None):
+        """One whole batch as two tensors: decoded (and augmented, when set) in one go —
+        on `device` when given (the GPU data path: decode and augment where training runs)."""
         import torch
 
-        imgs = self._decode(indices)
+        imgs = self._decode(indices, device)
         labels = torch.from_numpy(self.index["label"][np.asarray(indices)].astype(np.int64))
+        if device is not None:
+            labels = labels.to(device)
         batch = imgs if isinstance(imgs, torch.Tensor) else torch.stack(imgs)
         if self.augment is None:
             return batch, labels

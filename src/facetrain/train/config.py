@@ -68,6 +68,7 @@ class TrainConfig:
     clip_grad: float = 0.0
     accumulate: int = 1
     device: str = "cpu"
+    data_on_device: bool = False  # decode (GPU JPEG) and augment batches on --device
     seed: int = 0
     eval_pairs: str = ""  # LFW-format pairs.txt …
     eval_images: str = ""  # … and its image folder

@@ -456,7 +456,7 @@ def _train(cfg: TrainConfig, dd: distributed.Dist, device: str, log) -> dict:
                 micro = np.array_split(np.asarray(idx), cfg.accumulate)
                 total, extra = 0.0, {}
                 for part in micro:
-                    xb, yb = ds.batch(part.tolist())
+                    xb, yb = ds.batch(part.tolist(), cfg.device if cfg.data_on_device else None)
                     x = to_input(xb, cfg, size, train=True, gen=gen).to(cfg.device)
                     if cfg.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
