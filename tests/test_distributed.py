@@ -100,3 +100,31 @@ def test_pk_batches_shard_into_whole_identities():
     for part in parts:
         ids = labels[part]
         assert all((ids == i).sum() == 3 for i in set(ids))  # K images of each identity
+
+
+def test_cloud_platform_flags_and_environment(packed, tmp_path):
+    """A platform launches `facetrain train` unchanged: folders come from the environment
+    (FACETRAIN_*) or the UCloud-style flags."""
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        FACETRAIN_DATA_DIR=str(packed.parent),
+        FACETRAIN_OUTPUT_DIR=str(tmp_path / "output"),
+        FACETRAIN_LOG_DIR=str(tmp_path / "logs"),
+        FACETRAIN_WORK_DIR=str(tmp_path / "work"),
+        FACETRAIN_NUM_GPUS="0",
+    )
+    cmd = [sys.executable, "-m", "facetrain", "train", "--data", packed.name, "--loss", "softmax",
+           "--epochs", "1", *COMMON]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = tmp_path / "output" / "run"
+    assert (run / "model.safetensors").exists() and steps(run) == [1, 2, 3]
+    assert list((tmp_path / "logs").glob("events.out.tfevents.*"))
+    assert not (run / "tensorboard").exists() and (tmp_path / "work").is_dir()
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["data"] == [str(packed)] and cfg["device"] == "cpu"
+
+    env["FACETRAIN_NUM_GPUS"] = "2"
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 2 and "no CUDA device" in res.stdout + res.stderr

@@ -327,6 +327,51 @@ def train(
         list[str] | None,
         typer.Option("--set", help="Any other setting, KEY=VALUE (repeatable); see config.json."),
     ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            "--data_dir",
+            envvar="FACETRAIN_DATA_DIR",
+            help="Platform: relative --data paths are under here (alone: --data).",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir",
+            "--output_dir",
+            envvar="FACETRAIN_OUTPUT_DIR",
+            help="Platform: a relative --out is under here [OUTPUT_DIR/run].",
+        ),
+    ] = None,
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--log-dir",
+            "--log_dir",
+            envvar="FACETRAIN_LOG_DIR",
+            help="Platform: TensorBoard events go here instead of RUN/tensorboard.",
+        ),
+    ] = None,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--work-dir",
+            "--work_dir",
+            envvar="FACETRAIN_WORK_DIR",
+            help="Platform: run from this folder (scratch space; relative paths start here).",
+        ),
+    ] = None,
+    num_gpus: Annotated[
+        int | None,
+        typer.Option(
+            "--num-gpus",
+            "--num_gpus",
+            envvar="FACETRAIN_NUM_GPUS",
+            help="Platform: 0 = CPU; 1 = one GPU; N > 1 = N GPUs through torchrun.",
+        ),
+    ] = None,
 ) -> None:
     """Train an embedding model; re-running the same command resumes it exactly."""
     import dataclasses
@@ -352,6 +397,20 @@ def train(
         values.update({k: v for k, v in explicit.items() if v is not None})
         if data:
             values["data"] = [r for spec in data for r in spec.split(":") if r]
+        if work_dir is not None:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            os.chdir(work_dir)
+        if data_dir is not None:
+            roots = values.get("data") or [""]
+            values["data"] = [str(data_dir / r) if not os.path.isabs(r) else r for r in roots]
+            values["data"] = [r.rstrip("/") for r in values["data"]]
+        if output_dir is not None:
+            o = values.get("out", "run")
+            values["out"] = o if os.path.isabs(o) else str(output_dir / o)
+        if log_dir is not None:
+            values["log_dir"] = str(log_dir)
+        if num_gpus is not None:
+            values["device"] = "cuda" if num_gpus > 0 else "cpu"
         for item in set_ or []:
             key, sep, text = item.partition("=")
             key = key.strip().replace("-", "_")
@@ -364,6 +423,10 @@ def train(
 
             if not torch.cuda.is_available():
                 fail("--device cuda: no CUDA device is available here")
+            if num_gpus and num_gpus > torch.cuda.device_count():
+                fail(f"--num-gpus {num_gpus}: this machine has {torch.cuda.device_count()}")
+        if num_gpus and num_gpus > 1 and "WORLD_SIZE" not in os.environ:
+            _relaunch_with_torchrun(num_gpus)
         result = train_fn(cfg, log=console.print)
     except (TrainingError, ValueError) as e:
         fail(str(e))
@@ -374,6 +437,16 @@ def train(
             f"final verification accuracy {result['accuracy']:.4f} ± {result['accuracy_std']:.4f}"
         )
     console.print(f"run folder: {cfg.out}")
+
+
+def _relaunch_with_torchrun(n: int) -> None:
+    """--num-gpus N: the same command again as N processes under torchrun (PyTorch's own
+    launcher; `python -m torch.distributed.run` is torchrun)."""
+    argv = sys.argv[1:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc_per_node={n}", "-m", "facetrain", *argv]
+    console.print(f"starting {n} processes: {' '.join(cmd[1:])}")
+    os.execv(sys.executable, cmd)
 
 
 ModelArg = Annotated[

@@ -80,6 +80,7 @@ class TrainConfig:
     eval_every_steps: int = 0  # also every N steps (0: off)
     eval_max_pairs: int = 0  # 0: all; otherwise the first N of every fold (faster checks)
     log_every: int = 10
+    log_dir: str = ""  # TensorBoard events here instead of RUN/tensorboard
     checkpoint_minutes: float = 10.0
     checkpoint_every_steps: int = 0
     max_nonfinite: int = 5

@@ -349,7 +349,8 @@ def _train(cfg: TrainConfig, dd: distributed.Dist, device: str, log) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
     if dd.main:
-        tb = SummaryWriter(str(run / "tensorboard"), purge_step=state["step"] or None)
+        events = Path(cfg.log_dir) if cfg.log_dir else run / "tensorboard"
+        tb = SummaryWriter(str(events), purge_step=state["step"] or None)
         metrics_file = open(run / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
 
     def emit(line: dict) -> None:
