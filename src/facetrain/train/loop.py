@@ -231,6 +231,8 @@ def _train(cfg: TrainConfig, dd: distributed.Dist, device: str, log) -> dict:
         ds = dataset_for(cfg, run)
     cfg = dataclasses.replace(cfg, device=device)
     sampler = build_sampler(cfg, ds)
+    if dd.enabled and cfg.freeze_backbone_epochs:
+        raise TrainingError("--freeze-backbone-epochs is not supported with several processes")
     if dd.enabled and sampler.batch_size % dd.world:
         raise TrainingError(
             f"the global batch ({sampler.batch_size}) must divide evenly over {dd.world} processes"
