@@ -87,6 +87,20 @@ class Images:
         return [None if a is None else torch.from_numpy(a).permute(2, 0, 1) for a in imgs]
 
 
+class Arrays:
+    """Faces already in memory (HxWx3 uint8, e.g. aligned on the fly), for `embed`."""
+
+    def __init__(self, faces: list[np.ndarray]):
+        self.faces = faces
+
+    @property
+    def n_images(self) -> int:
+        return len(self.faces)
+
+    def fetch(self, ids: list[int]) -> list[torch.Tensor]:
+        return [torch.from_numpy(np.ascontiguousarray(self.faces[i])).permute(2, 0, 1) for i in ids]
+
+
 @dataclass
 class EvalSet:
     name: str

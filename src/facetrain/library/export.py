@@ -1,0 +1,40 @@
+"""`library export --by-person OUT`: a folder per named person of links to the originals."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+
+def safe_name(name: str) -> str:
+    """A person's name as a folder name (no separators, no leading dots)."""
+    return re.sub(r"[/\\\\\x00]", "_", name).lstrip(".") or "_"
+
+
+def export_by_person(con, out: str | os.PathLike, include_unnamed: bool = False) -> dict[str, int]:
+    """OUT/<person>/<photo> symbolic links (never copies, never moves); returns counts."""
+    out = Path(out)
+    rows = con.execute(
+        "SELECT DISTINCT pe.id, pe.name, p.id AS photo, p.path FROM faces f"
+        " JOIN people pe ON pe.id = f.person_id JOIN photos p ON p.id = f.photo_id"
+        " WHERE pe.hidden = 0 AND f.hidden = 0 AND (pe.name IS NOT NULL OR ?)"
+        " ORDER BY pe.id, p.id",
+        (int(include_unnamed),),
+    ).fetchall()
+    counts: dict[str, int] = {}
+    for r in rows:
+        folder = out / safe_name(r["name"] or f"stack-{r['id']}")
+        folder.mkdir(parents=True, exist_ok=True)
+        src = Path(r["path"])
+        link = folder / src.name
+        if link.is_symlink() and os.readlink(link) == str(src):
+            counts[folder.name] = counts.get(folder.name, 0) + 1
+            continue
+        if link.exists() or link.is_symlink():
+            link = folder / f"{r['photo']}_{src.name}"
+            if link.is_symlink():
+                link.unlink()
+        link.symlink_to(src)
+        counts[folder.name] = counts.get(folder.name, 0) + 1
+    return counts

@@ -1,0 +1,323 @@
+"""`facetrain library scan`: every face of every photo, aligned and embedded, incrementally.
+
+A re-scan looks at each file's size and modification time first and reads (hashes) only
+what changed. A photo that vanished from one path and appears at another with the same
+content is *moved*: its faces and their names are kept. Same content at two live paths is
+a *duplicate* (recorded, not scanned twice). Changed content is scanned again; vanished
+photos are removed from the library (never from the disk: photos are only ever read).
+Each photo is one transaction, so a kill -9 loses nothing already committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facetrain.data.images import ImageError, is_image_name, load_rgb
+from facetrain.library import db
+from facetrain.library.db import transaction
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The gate a face must pass to be clustered and recognised (the rest are kept, marked)."""
+
+    min_size: float = 40.0  # shorter side of the detector box, in photo pixels
+    min_score: float = 0.95  # detector probability
+    min_sharpness: float = 15.0  # variance of the Laplacian of the aligned grey face
+
+    def usable(self, size: float, score: float, sharpness: float) -> bool:
+        return size >= self.min_size and score >= self.min_score and sharpness >= self.min_sharpness
+
+
+@dataclass
+class ScanReport:
+    new: int = 0
+    unchanged: int = 0
+    changed: int = 0
+    moved: int = 0
+    duplicates: int = 0
+    removed: int = 0
+    faces: int = 0
+    usable_faces: int = 0
+    problems: dict[str, str] = field(default_factory=dict)  # path -> reason
+
+
+def list_photos(root: str | os.PathLike) -> list[str]:
+    """Every image file below root (sorted; hidden files and folders skipped)."""
+    out = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [
+            os.path.join(folder, f)
+            for f in sorted(files)
+            if not f.startswith(".") and is_image_name(f)
+        ]
+    return out
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def taken(path: str) -> str | None:
+    """EXIF DateTimeOriginal (else DateTime), as written in the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            exif = im.getexif()
+            value = exif.get_ifd(0x8769).get(36867) or exif.get(306)
+    except Exception:  # EXIF is a bonus: any problem means "no date"
+        return None
+    return str(value) if value else None
+
+
+def sharpness(face: np.ndarray) -> float:
+    grey = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+class Scanner:
+    def __init__(self, model, quality: Quality = Quality(), device: str = "cpu"):
+        from facetrain.align.faces import FaceAligner
+
+        self.model, self.quality, self.device = model, quality, device
+        self.aligner = FaceAligner(model.pre.alignment, device)
+
+    def faces_of(self, img: np.ndarray) -> list[dict]:
+        """Detected, aligned, quality-checked and embedded faces of one photo."""
+        from facetrain.evaluate.sets import Arrays, embed_model
+
+        found = self.aligner.faces(img, select="all")
+        if not found:
+            return []
+        emb = embed_model(self.model, Arrays([f.crop for f in found]), device=self.device)
+        out = []
+        for f, e in zip(found, emb):
+            size = float(min(f.box[2] - f.box[0], f.box[3] - f.box[1]))
+            sharp = sharpness(f.crop)
+            score = float(f.score)
+            out.append(
+                dict(
+                    box=[float(v) for v in f.box],
+                    landmarks=np.asarray(f.landmarks).round(2).tolist(),
+                    score=score,
+                    size=size,
+                    sharpness=sharp,
+                    usable=self.quality.usable(size, score, sharp),
+                    embedding=e,
+                )
+            )
+        return out
+
+
+def _insert_faces(con, photo_id: int, faces: list[dict]) -> None:
+    con.executemany(
+        "INSERT INTO faces(photo_id, x1, y1, x2, y2, landmarks, score, size, sharpness, usable,"
+        " embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (photo_id, *f["box"], json.dumps(f["landmarks"]), f["score"], f["size"],
+             f["sharpness"], int(f["usable"]), db.to_blob(f["embedding"]))
+            for f in faces
+        ],
+    )  # fmt: skip
+
+
+def scan(
+    con,
+    root: str | os.PathLike,
+    scanner: Scanner,
+    *,
+    progress: bool | None = None,
+) -> ScanReport:
+    """Bring the library up to date with the photos below root."""
+    from facetrain.progress import progress_bar
+
+    root = os.path.abspath(root)
+    rep = ScanReport()
+    files = list_photos(root)
+    seen = set(files)
+    known = {
+        r["path"]: r for r in con.execute("SELECT * FROM photos WHERE path LIKE ?", (root + "/%",))
+    }
+    vanished = {r["sha256"]: r["id"] for p, r in known.items() if p not in seen}
+    with progress_bar(disable=None if progress is None else not progress) as bar:
+        task = bar.add_task("scan", total=len(files), rate="")
+        for path in files:
+            bar.advance(task)
+            st = os.stat(path)
+            row = known.get(path)
+            if row is not None and row["size"] == st.st_size and row["mtime"] == st.st_mtime:
+                rep.unchanged += 1
+                continue
+            digest = sha256(path)
+            if row is not None and row["sha256"] == digest:  # touched, same content
+                con.execute("UPDATE photos SET mtime = ? WHERE id = ?", (st.st_mtime, row["id"]))
+                rep.unchanged += 1
+                continue
+            if row is None and digest in vanished:
+                pid = vanished.pop(digest)
+                with transaction(con):
+                    con.execute(
+                        "UPDATE photos SET path = ?, size = ?, mtime = ? WHERE id = ?",
+                        (path, st.st_size, st.st_mtime, pid),
+                    )
+                rep.moved += 1
+                continue
+            twin = con.execute(
+                "SELECT id, path FROM photos"
+                " WHERE sha256 = ? AND path != ? AND status != 'duplicate'",
+                (digest, path),
+            ).fetchone()
+            if twin is not None:
+                with transaction(con):
+                    if row is not None:
+                        con.execute("DELETE FROM photos WHERE id = ?", (row["id"],))
+                    con.execute(
+                        "INSERT INTO photos(path, sha256, size, mtime, status, duplicate_of)"
+                        " VALUES (?, ?, ?, ?, 'duplicate', ?)",
+                        (path, digest, st.st_size, st.st_mtime, twin["id"]),
+                    )
+                rep.duplicates += 1
+                rep.problems[path] = f"duplicate of {twin['path']}"
+                continue
+            status, error, faces, (w, h) = "ok", None, [], (None, None)
+            try:
+                img = load_rgb(path)
+                h, w = img.shape[:2]
+                faces = scanner.faces_of(img)
+                if not faces:
+                    status, error = "no_face", "no face found"
+            except ImageError as e:
+                status, error = e.status, e.reason
+            except OSError as e:
+                status, error = "unreadable", str(e)
+            if error and status != "no_face":
+                rep.problems[path] = f"{status}: {error}"
+            with transaction(con):
+                if row is not None:  # changed content: its old faces go
+                    con.execute("DELETE FROM photos WHERE id = ?", (row["id"],))
+                cur = con.execute(
+                    "INSERT INTO photos(path, sha256, size, mtime, width, height, taken, status,"
+                    " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (path, digest, st.st_size, st.st_mtime, w, h, taken(path), status, error),
+                )
+                _insert_faces(con, cur.lastrowid, faces)
+            rep.changed += row is not None
+            rep.new += row is None
+            rep.faces += len(faces)
+            rep.usable_faces += sum(f["usable"] for f in faces)
+    for pid in vanished.values():
+        with transaction(con):
+            con.execute("DELETE FROM photos WHERE id = ?", (pid,))
+            con.execute("DELETE FROM photos WHERE duplicate_of = ?", (pid,))
+        rep.removed += 1
+    return rep
+
+
+def read_faces(con, where: str = "1", params=()) -> tuple[np.ndarray, list]:
+    """(embeddings, rows) of the faces matching a WHERE clause."""
+    rows = con.execute(
+        f"SELECT f.*, p.path FROM faces f JOIN photos p ON p.id = f.photo_id WHERE {where}"
+        " ORDER BY f.id",
+        params,
+    ).fetchall()
+    if not rows:
+        return np.zeros((0, 0), np.float32), []
+    return np.stack([db.from_blob(r["embedding"]) for r in rows]), rows
+
+
+def path_key(p: str | os.PathLike) -> str:
+    return str(Path(p).resolve())
+
+
+def _iou(a, b) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def migrate(con, scanner: Scanner, source: str, *, progress: bool | None = None) -> dict:
+    """Re-detect and re-embed every photo with a new model, carrying each face's labels
+    (person, confirmed, hidden, rejections) to the new face at the same place (box IoU ≥
+    0.5). Resumable: photos done are remembered until the whole library is done, and the
+    library refuses other work meanwhile."""
+    from dataclasses import asdict
+
+    from facetrain.progress import progress_bar
+
+    target = json.dumps(asdict(scanner.model.pre), sort_keys=True)
+    current = db.get_meta(con, "migrating_to")
+    if current is not None and current != target:
+        raise db.LibraryError("another migration is unfinished; finish it with its model first")
+    db.set_meta(con, "migrating_to", target)
+    con.execute("CREATE TABLE IF NOT EXISTS migrated (photo_id INTEGER PRIMARY KEY)")
+    todo = con.execute(
+        "SELECT id, path FROM photos WHERE status IN ('ok', 'no_face')"
+        " AND id NOT IN (SELECT photo_id FROM migrated) ORDER BY id"
+    ).fetchall()
+    kept = lost = 0
+    with progress_bar(disable=None if progress is None else not progress) as bar:
+        task = bar.add_task("migrate", total=len(todo), rate="")
+        for row in todo:
+            bar.advance(task)
+            try:
+                new = scanner.faces_of(load_rgb(row["path"]))
+            except (ImageError, OSError):
+                new = None  # unreadable now: keep the old faces, they are still labelled
+            with transaction(con):
+                if new is not None:
+                    old = con.execute(
+                        "SELECT id, x1, y1, x2, y2, person_id, confirmed, hidden FROM faces"
+                        " WHERE photo_id = ?",
+                        (row["id"],),
+                    ).fetchall()
+                    rej = {
+                        r[0]: [x[0] for x in con.execute(
+                            "SELECT person_id FROM rejections WHERE face_id = ?", (r[0],))]
+                        for r in old
+                    }  # fmt: skip
+                    con.execute("DELETE FROM faces WHERE photo_id = ?", (row["id"],))
+                    _insert_faces(con, row["id"], new)
+                    free = con.execute(
+                        "SELECT id, x1, y1, x2, y2 FROM faces WHERE photo_id = ?", (row["id"],)
+                    ).fetchall()
+                    for o in old:
+                        if o["person_id"] is None and not o["hidden"] and not rej[o["id"]]:
+                            continue
+                        box = [o["x1"], o["y1"], o["x2"], o["y2"]]
+                        best = max(free, key=lambda f: _iou(box, list(f)[1:]), default=None)
+                        if best is None or _iou(box, list(best)[1:]) < 0.5:
+                            lost += o["confirmed"]
+                            continue
+                        free.remove(best)
+                        con.execute(
+                            "UPDATE faces SET person_id = ?, confirmed = ?, hidden = ?"
+                            " WHERE id = ?",
+                            (o["person_id"], o["confirmed"], o["hidden"], best["id"]),
+                        )
+                        con.executemany(
+                            "INSERT OR IGNORE INTO rejections VALUES (?, ?)",
+                            [(best["id"], p) for p in rej[o["id"]]],
+                        )
+                        kept += o["confirmed"]
+                con.execute("INSERT INTO migrated VALUES (?)", (row["id"],))
+    with transaction(con):
+        db.set_meta(con, "model", target)
+        db.set_meta(con, "model_source", source)
+        con.execute("DELETE FROM meta WHERE key = 'migrating_to'")
+        con.execute("DROP TABLE migrated")
+    return {"photos": len(todo), "confirmed_faces_kept": kept, "confirmed_faces_lost": lost}
