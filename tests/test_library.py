@@ -1,0 +1,299 @@
+"""The photo library on real group and portrait photos (../shared/datasets/photos/bbt)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import SHARED, tree_hash
+from facetrain.cli import app
+from facetrain.library.cluster import agglomerate
+from facetrain.library.evaluate import scores
+from facetrain.models import create_model
+from facetrain.models.saved import Preprocess, save_model
+
+BBT = SHARED / "photos" / "bbt"
+runner = CliRunner()
+
+
+def cli(*args) -> str:
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def cli_fails(*args) -> str:
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exit_code != 0 and "error:" in res.output, res.output
+    assert "Traceback" not in res.output
+    return res.output
+
+
+def make_model(path: Path, seed: int = 0, threshold: float = 0.5) -> Path:
+    torch.manual_seed(seed)
+    net = create_model("nn4_small2", 32)
+    pre = Preprocess(model="nn4_small2", embedding_size=32, input_size=96, threshold=threshold)
+    return save_model(path, net, pre)
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """A private copy: 3 group photos and 3 people × 3 portraits."""
+    if not BBT.exists():
+        pytest.skip(f"{BBT} absent (real data not here)")
+    dst = tmp_path / "photos"
+    (dst / "group").mkdir(parents=True)
+    for p in sorted((BBT / "group").iterdir())[:3]:
+        shutil.copy(p, dst / "group" / p.name)
+    for person in ("amy", "howard", "penny"):
+        (dst / person).mkdir()
+        for p in sorted((BBT / "reference" / person).iterdir())[:3]:
+            shutil.copy(p, dst / person / p.name)
+    return dst
+
+
+def faces_table(db: Path) -> list[tuple]:
+    con = sqlite3.connect(db)
+    rows = con.execute(
+        "SELECT p.path, f.x1, f.y1, f.person_id, f.confirmed, f.hidden FROM faces f"
+        " JOIN photos p ON p.id = f.photo_id ORDER BY p.path, f.x1"
+    ).fetchall()
+    con.close()
+    return rows
+
+
+def test_scan_is_incremental_and_never_touches_photos(photos, tmp_path):
+    model = make_model(tmp_path / "m.safetensors")
+    db = tmp_path / "lib.db"
+    before = tree_hash(photos)
+    out = cli(
+        "library", "scan", photos, "--db", db, "--model", model, "--json", tmp_path / "r.json"
+    )
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["new"] == 12 and r["faces"] >= 12 and "12 new" in out
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    multi = con.execute("SELECT COUNT(*) FROM faces GROUP BY photo_id ORDER BY 1 DESC").fetchone()
+    assert multi[0] >= 3  # a group photo: every face
+    con.close()
+
+    cli("library", "scan", photos, "--db", db, "--json", tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["unchanged"] == 12
+
+    # name someone, then move, duplicate, change, delete and break files
+    cli("library", "cluster", "--db", db, "--threshold", "0.3")
+    con = sqlite3.connect(db)
+    pid = con.execute(
+        "SELECT f.person_id FROM faces f JOIN photos p ON p.id = f.photo_id WHERE p.path LIKE ?",
+        ("%/amy/amy1.png",),
+    ).fetchone()[0]
+    con.close()
+    cli("library", "name", pid, "Amy", "--db", db)
+    (photos / "moved").mkdir()
+    os.rename(photos / "amy" / "amy1.png", photos / "moved" / "amy1.png")
+    shutil.copy(photos / "penny" / "penny1.png", photos / "penny" / "copy.png")
+    mirrored = Image.open(photos / "penny" / "penny2.png").transpose(Image.FLIP_LEFT_RIGHT)
+    mirrored.save(photos / "penny" / "penny2.png")  # changed content
+    os.remove(photos / "howard" / "howard3.png")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    cli("library", "scan", photos, "--db", db, "--json", tmp_path / "r.json")
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert (r["moved"], r["duplicates"], r["changed"], r["removed"]) == (1, 1, 1, 1)
+    assert any("broken.jpg" in p for p in r["problems"])
+    assert any("duplicate of" in why for why in r["problems"].values())
+    named = [row for row in faces_table(db) if row[0].endswith("moved/amy1.png")]
+    assert named and named[0][4] == 1  # the name moved with the photo
+
+    # another model's embeddings are not mixed into this library
+    other = make_model(tmp_path / "other.safetensors", seed=1, threshold=0.7)
+    other_pre = Preprocess(model="nn4_small2", embedding_size=32, input_size=80, threshold=0.7)
+    save_model(other, create_model("nn4_small2", 32), other_pre)
+    assert "library migrate" in cli_fails("library", "scan", photos, "--db", db, "--model", other)
+    assert tree_hash(photos) != before  # (the test itself edited the folder)
+
+
+def test_kill_minus_9_mid_scan_loses_nothing(photos, tmp_path):
+    model = make_model(tmp_path / "m.safetensors")
+    db = tmp_path / "lib.db"
+    cmd = [sys.executable, "-m", "facetrain", "library", "scan", str(photos), "--db", str(db),
+           "--model", str(model)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            con = sqlite3.connect(db, timeout=5)
+            done = con.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+            con.close()
+        except sqlite3.Error:
+            done = 0
+        if done >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 3 <= done < 12, done  # killed mid-way
+    out = cli("library", "scan", photos, "--db", db, "--json", tmp_path / "r.json")
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["unchanged"] >= 3 and r["new"] + r["unchanged"] == 12, out
+    fresh = tmp_path / "fresh.db"
+    cli("library", "scan", photos, "--db", fresh, "--model", model)
+    strip = [(p, round(x, 1), round(y, 1)) for p, x, y, *_ in faces_table(db)]
+    assert strip == [(p, round(x, 1), round(y, 1)) for p, x, y, *_ in faces_table(fresh)]
+
+
+def test_cluster_curate_undo_identify_export_eval(photos, tmp_path):
+    model = make_model(tmp_path / "m.safetensors")
+    db = tmp_path / "lib.db"
+    cli("library", "scan", photos, "--db", db, "--model", model)
+    # a threshold at which everything would merge: cannot-link still splits group photos
+    cli("library", "cluster", "--db", db, "--threshold", "4.0")
+    con = sqlite3.connect(db)
+    clash = con.execute(
+        "SELECT COUNT(*) FROM faces a JOIN faces b ON a.photo_id = b.photo_id AND a.id < b.id"
+        " WHERE a.person_id = b.person_id"
+    ).fetchone()[0]
+    assert clash == 0
+    cli("library", "cluster", "--db", db, "--threshold", "0.000001")  # every face alone
+    state0 = faces_table(db)
+
+    def stack_of(name):
+        return con.execute(
+            "SELECT f.person_id FROM faces f JOIN photos p ON p.id = f.photo_id"
+            " WHERE p.path LIKE ?", (f"%/{name}",)
+        ).fetchone()[0]  # fmt: skip
+
+    a, b, c = stack_of("amy1.png"), stack_of("amy2.png"), stack_of("amy3.png")
+    cli("library", "name", a, "Mom", "--db", db)
+    cli("library", "merge", "Mom", b, "--db", db)
+    cli("library", "merge", "Mom", c, "--db", db)
+    assert con.execute("SELECT id FROM faces WHERE person_id = ? LIMIT 1", (c,)).fetchone() is None
+    confirmed = con.execute("SELECT COUNT(*) FROM faces WHERE confirmed = 1").fetchone()[0]
+    face = con.execute(
+        "SELECT f.id FROM faces f JOIN photos p ON p.id = f.photo_id WHERE p.path LIKE ?",
+        ("%/amy3.png",),
+    ).fetchone()[0]
+    cli("library", "reject", face, "--db", db)
+    cli("library", "cluster", "--db", db, "--threshold", "4.0")  # everything near Mom joins…
+    mom = con.execute("SELECT id FROM people WHERE name = 'Mom'").fetchone()[0]
+    assert con.execute("SELECT person_id FROM faces WHERE id = ?", (face,)).fetchone()[0] != mom
+    assert (
+        con.execute(
+            "SELECT COUNT(*) FROM faces WHERE person_id = ? AND confirmed = 1", (mom,)
+        ).fetchone()[0]
+        == confirmed - 1
+    )  # …but the names stay on the confirmed faces, the rejected one stays out
+    assert (
+        con.execute(
+            "SELECT COUNT(*) FROM faces WHERE person_id = ? AND confirmed = 0", (mom,)
+        ).fetchone()[0]
+        > 0
+    )
+    a = mom
+
+    # identify: a known photo's face is Mom; a person is given once per photo
+    mom_photo = con.execute(
+        "SELECT p.path FROM faces f JOIN photos p ON p.id = f.photo_id WHERE f.person_id = ?"
+        " AND f.confirmed = 1 LIMIT 1", (int(a),)
+    ).fetchone()[0]  # fmt: skip
+    group = sorted((photos / "group").iterdir())[0]
+    cli("library", "identify", mom_photo, group, "--db", db, "--json", tmp_path / "i.json")
+    res = json.loads((tmp_path / "i.json").read_text())
+    assert "Mom" in [f["name"] for f in res[0]["faces"]]
+    assert [f["name"] for f in res[1]["faces"]].count("Mom") <= 1
+
+    before = tree_hash(photos)
+    cli("library", "export", "--db", db, "--by-person", tmp_path / "out")
+    links = list((tmp_path / "out" / "Mom").iterdir())
+    assert links and all(p.is_symlink() and Path(os.readlink(p)).exists() for p in links)
+    assert tree_hash(photos) == before
+
+    cli("library", "hide", "Mom", "--db", db)
+    assert "undone: stack" in cli("library", "undo", "--db", db, "--steps", "10")
+    con.close()
+    after = faces_table(db)
+    # every curating action undone: no name, no confirmed or hidden face is left
+    assert [r[:3] + r[4:] for r in after] == [r[:3] + r[4:] for r in state0]
+    assert not [r for r in after if r[4] or r[5]]
+
+    cli("library", "eval", "--db", db, "--truth", photos, "--json", tmp_path / "e.json")
+    e = json.loads((tmp_path / "e.json").read_text())
+    for k in ("pairwise_precision", "pairwise_recall", "pairwise_f", "bcubed_precision",
+              "bcubed_recall", "bcubed_f"):  # fmt: skip
+        assert 0.0 <= e[k] <= 1.0
+
+
+def test_migrate_keeps_names(photos, tmp_path):
+    db = tmp_path / "lib.db"
+    cli("library", "scan", photos, "--db", db, "--model", make_model(tmp_path / "a.safetensors"))
+    cli("library", "cluster", "--db", db, "--threshold", "0.3")
+    con = sqlite3.connect(db)
+    pid = con.execute("SELECT person_id FROM faces WHERE person_id IS NOT NULL").fetchone()[0]
+    cli("library", "name", pid, "Dad", "--db", db)
+    named = con.execute("SELECT COUNT(*) FROM faces WHERE confirmed = 1").fetchone()[0]
+    new = tmp_path / "b.safetensors"
+    pre = Preprocess(model="nn4_small2", embedding_size=16, input_size=96, threshold=0.6)
+    save_model(new, create_model("nn4_small2", 16), pre)
+    out = cli("library", "migrate", "--db", db, "--model", new)
+    assert f"{named} named faces kept" in out
+    dim = len(con.execute("SELECT embedding FROM faces LIMIT 1").fetchone()[0]) // 4
+    assert dim == 16
+    assert (
+        con.execute(
+            "SELECT COUNT(*) FROM faces f JOIN people p ON p.id = f.person_id WHERE p.name = 'Dad'"
+        ).fetchone()[0]
+        == named
+    )
+    cli("library", "cluster", "--db", db)  # the new model's own threshold
+
+
+def test_bad_libraries(tmp_path):
+    (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
+    assert "not a facetrain library" in cli_fails("library", "people", "--db", tmp_path / "junk.db")
+    assert "no library here" in cli_fails("library", "people", "--db", tmp_path / "none.db")
+    from facetrain.library.db import connect, set_meta
+
+    con = connect(tmp_path / "new.db", create=True)
+    set_meta(con, "schema_version", "99")
+    con.close()
+    assert "newer facetrain" in cli_fails("library", "people", "--db", tmp_path / "new.db")
+
+
+def test_agglomeration_is_order_independent_and_respects_cannot_link():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16))
+    emb = np.repeat(centres, 6, 0) + rng.normal(scale=0.15, size=(24, 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    photo = np.arange(24)
+    photo[[0, 1]] = 100  # two faces of person 0 in one photo: must be split
+    labels, moved = agglomerate(emb, photo, threshold=1.0)
+    assert labels[0] != labels[1] and moved in (0, 1)
+    perm = rng.permutation(24)
+    labels_p, _ = agglomerate(emb[perm], photo[perm], threshold=1.0)
+    same = labels[:, None] == labels[None, :]
+    same_p = np.empty_like(same)
+    same_p[np.ix_(perm, perm)] = labels_p[:, None] == labels_p[None, :]
+    assert (same == same_p).all()
+    assert len(np.unique(labels)) == 5  # 4 people, the cannot-link face alone
+
+
+def test_pairwise_and_bcubed_scores():
+    # truth: a a a b b ; stacks: 1 1 2 2 2
+    r = scores([1, 1, 2, 2, 2], ["a", "a", "a", "b", "b"])
+    assert r["pairwise_precision"] == pytest.approx(2 / 4)  # same-stack pairs (1+3), true 2
+    assert r["pairwise_recall"] == pytest.approx(2 / 4)  # same-person pairs (3+1), found 2
+    assert r["bcubed_precision"] == pytest.approx((1 + 1 + 1 / 3 + 2 / 3 + 2 / 3) / 5)
+    assert r["bcubed_recall"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 3 + 1 + 1) / 5)
