@@ -1243,6 +1243,26 @@ def library_migrate(
     )
 
 
+@library_app.command("serve")
+def library_serve(
+    db: DbOpt,
+    host: Annotated[
+        str, typer.Option(help="Address to bind (local only by default).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8765,
+) -> None:
+    """The stacks in your browser: name, merge, split, reject, hide, undo."""
+    import uvicorn
+
+    from facetrain.library.web import create_app
+
+    _library(db).close()
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/] serving on {host}: other machines can see your library")
+    console.print(f"library {db}: open http://{host}:{port}/  (Ctrl-C stops)")
+    uvicorn.run(create_app(db), host=host, port=port, log_level="warning")
+
+
 @app.command()
 def models() -> None:
     """List the model names `--model` accepts."""

@@ -1,0 +1,104 @@
+"""The library's local web UI: the API, what it refuses to serve, and a real browser."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from facetrain.cli import app
+from facetrain.library.web import PAGE, create_app
+from test_library import make_model, photos  # noqa: F401  (fixture)
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def library(photos, tmp_path):  # noqa: F811
+    db = tmp_path / "lib.db"
+    model = make_model(tmp_path / "m.safetensors")
+    for args in (["scan", str(photos), "--model", str(model)], ["cluster", "--threshold", "1e-6"]):
+        res = runner.invoke(app, ["library", *args, "--db", str(db)])
+        assert res.exit_code == 0, res.output
+    return db
+
+
+def test_api_actions_and_nothing_outside_the_library(library):
+    client = TestClient(create_app(library))
+    page = client.get("/")
+    assert page.status_code == 200 and "facetrain library" in page.text
+    assert "http://" not in PAGE and "https://" not in PAGE  # nothing loaded from the network
+    people = client.get("/api/people").json()
+    a, b = people[0]["id"], people[1]["id"]
+    face = people[0]["face_ids"][0]
+    img = client.get(f"/face/{face}.jpg")
+    assert img.status_code == 200 and img.content[:2] == b"\xff\xd8"
+    assert client.post(f"/api/stacks/{a}/name", json={"name": "Grandma"}).status_code == 200
+    names = {p["id"]: p["name"] for p in client.get("/api/people").json()}
+    assert names[a] == "Grandma"
+    r = client.post(f"/api/stacks/{a}/merge", json={"other": b})
+    assert r.status_code in (200, 400)  # 400: the two share a photo, with the reason
+    assert client.post("/api/undo").json()["message"].startswith("undone")
+    for bad in ("/face/999999.jpg", "/photo/999999.jpg", "/face/..%2F..%2Fetc%2Fpasswd",
+                "/photo/../../etc/passwd", "/etc/passwd", "/static/../../etc/passwd"):  # fmt: skip
+        assert client.get(bad).status_code in (404, 422), bad
+    assert client.post("/api/stacks/999999/hide").status_code == 400
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_browser_names_a_stack_and_undoes_it(library):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium here (make setup installs Debian's chromium where it may)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(library), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            first = page.locator(".stack").first
+            first.wait_for()
+            stack = int(first.get_attribute("data-stack"))
+            assert first.locator("img").first.evaluate("i => i.complete && i.naturalWidth > 0")
+            first.locator("input.name").fill("Aunt Flo")
+            first.locator("button.do-name").click()
+            page.wait_for_function("document.querySelector('#status').textContent.includes('now')")
+            assert page.locator("h3", has_text="Aunt Flo").count() == 1
+            con = sqlite3.connect(library)
+            assert con.execute("SELECT name FROM people WHERE id = ?", (stack,)).fetchone()[0] == (
+                "Aunt Flo"
+            )
+            page.locator("#undo").click()
+            page.wait_for_function(
+                "document.querySelector('#status').textContent.includes('undone')"
+            )
+            assert (
+                con.execute("SELECT name FROM people WHERE id = ?", (stack,)).fetchone()[0] is None
+            )
+            page.locator(".stack").first.locator("button.do-photos").click()
+            page.locator("#photos img").first.wait_for()
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
