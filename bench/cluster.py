@@ -70,6 +70,40 @@ def labelled_sets(identities: int, min_images: int, per_identity: int):
     return sets
 
 
+def detection_recall(fm) -> None:
+    """photos/compreface/faces.csv: a true face counts as found when a detected box holds
+    its nose point; also how many found faces pass the library's quality gate."""
+    import csv
+
+    from facetrain.data.images import load_rgb
+    from facetrain.library.scan import Quality, Scanner
+
+    folder = SHARED / "photos" / "compreface"
+    if not (folder / "faces.csv").exists():
+        return
+    scanner, gate = Scanner(fm), Quality()
+    truth = found = extra = usable = 0
+    with open(folder / "faces.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        noses = [tuple(map(float, p.split(":"))) for p in row["noses_xy_scaled"].split()]
+        faces = scanner.faces_of(load_rgb(folder / row["file"]))
+        hit = set()
+        for x, y in noses:
+            for k, f in enumerate(faces):
+                b = f["box"]
+                if k not in hit and b[0] <= x <= b[2] and b[1] <= y <= b[3]:
+                    hit.add(k)
+                    break
+        truth += len(noses)
+        found += len(hit)
+        extra += len(faces) - len(hit)
+        usable += sum(gate.usable(f["size"], f["score"], f["sharpness"]) for f in faces)
+    print(f"\ndetection (photos/compreface, {truth} faces): recall {found / truth:.3f} "
+          f"({found}/{truth}), {extra} detections matching no listed face, "
+          f"{usable} faces pass the quality gate")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="demo-output/run")
@@ -99,6 +133,7 @@ def main() -> None:
             print(f"  {m:44s} stacks {r['stacks']:4d}  pairwise F {r['pairwise_f']:.3f}  "
                   f"BCubed P {r['bcubed_precision']:.3f} R {r['bcubed_recall']:.3f} "
                   f"F {r['bcubed_f']:.3f}{'  <- best' if m == best else ''}")  # fmt: skip
+    detection_recall(fm)
 
 
 if __name__ == "__main__":

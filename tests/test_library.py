@@ -42,11 +42,23 @@ def cli_fails(*args) -> str:
     return res.output
 
 
-def make_model(path: Path, seed: int = 0, threshold: float = 0.5) -> Path:
+def make_model(path: Path, seed: int = 0, threshold: float = 0.5, dim: int = 32) -> Path:
+    """An untrained network whose batch-norm statistics were measured on real aligned
+    faces: without that, an untrained net maps every face to nearly the same vector."""
     torch.manual_seed(seed)
-    net = create_model("nn4_small2", 32)
-    pre = Preprocess(model="nn4_small2", embedding_size=32, input_size=96, threshold=threshold)
-    return save_model(path, net, pre)
+    net = create_model("nn4_small2", dim)
+    faces = sorted((SHARED / "lfw").glob("A*/*.jpg"))[:64]
+    if faces:
+        from facetrain.evaluate.sets import Images, prepare
+
+        x = torch.stack(Images([str(p) for p in faces]).fetch(list(range(len(faces)))))
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.momentum = None  # a plain average over the calibration batch
+        with torch.no_grad():
+            net.train()(prepare(x, size=96, normalize="fixed"))
+    pre = Preprocess(model="nn4_small2", embedding_size=dim, input_size=96, threshold=threshold)
+    return save_model(path, net.eval(), pre)
 
 
 @pytest.fixture
@@ -244,9 +256,7 @@ def test_migrate_keeps_names(photos, tmp_path):
     pid = con.execute("SELECT person_id FROM faces WHERE person_id IS NOT NULL").fetchone()[0]
     cli("library", "name", pid, "Dad", "--db", db)
     named = con.execute("SELECT COUNT(*) FROM faces WHERE confirmed = 1").fetchone()[0]
-    new = tmp_path / "b.safetensors"
-    pre = Preprocess(model="nn4_small2", embedding_size=16, input_size=96, threshold=0.6)
-    save_model(new, create_model("nn4_small2", 16), pre)
+    new = make_model(tmp_path / "b.safetensors", seed=3, threshold=0.6, dim=16)
     out = cli("library", "migrate", "--db", db, "--model", new)
     assert f"{named} named faces kept" in out
     dim = len(con.execute("SELECT embedding FROM faces LIMIT 1").fetchone()[0]) // 4
@@ -297,3 +307,28 @@ def test_pairwise_and_bcubed_scores():
     assert r["pairwise_recall"] == pytest.approx(2 / 4)  # same-person pairs (3+1), found 2
     assert r["bcubed_precision"] == pytest.approx((1 + 1 + 1 / 3 + 2 / 3 + 2 / 3) / 5)
     assert r["bcubed_recall"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 3 + 1 + 1) / 5)
+
+
+def test_split_a_mixed_stack_and_undo(photos, tmp_path):
+    db = tmp_path / "lib.db"
+    cli("library", "scan", photos, "--db", db, "--model", make_model(tmp_path / "m.safetensors"))
+    cli("library", "cluster", "--db", db, "--threshold", "4.0")  # one big stack (+ cannot-link)
+    ppl = json.loads(
+        (
+            cli("library", "people", "--db", db, "--json", tmp_path / "p.json"),
+            (tmp_path / "p.json").read_text(),
+        )[1]
+    )
+    big = ppl[0]
+    before = faces_table(db)
+    out = cli("library", "split", big["id"], "--db", db, "--threshold", "0.3")
+    assert "split: kept" in out
+    after = json.loads(
+        (
+            cli("library", "people", "--db", db, "--json", tmp_path / "q.json"),
+            (tmp_path / "q.json").read_text(),
+        )[1]
+    )
+    assert len(after) > len(ppl) and after[0]["faces"] < big["faces"]
+    cli("library", "undo", "--db", db)
+    assert faces_table(db) == before
