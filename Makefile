@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench accuracy compare clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,14 @@ test: lint
 bench: setup
 	$(BIN)/python bench/align.py
 	$(BIN)/python bench/loader.py
+
+# the best recipe end to end: train on mini-train, evaluate on LFW (accuracy printed last)
+accuracy: setup
+	$(BIN)/python -m facetrain.experiment recipes/best.toml
+
+# the loss comparison of docs/benchmarks.md (same backbone and budget for every loss)
+compare: setup
+	$(BIN)/python -m facetrain.experiment recipes/compare-*.toml
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache demo-output
