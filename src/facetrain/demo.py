@@ -46,28 +46,8 @@ def shared_sample() -> Path | None:
     return shared_dataset("lfw-raw-sample")
 
 
-# The short CPU recipe: nn4.small2 at 80x80, softmax, 5 x 40 batches of 64 (~4 minutes on 2
-# cores); LFW verification on 200 pairs per fold.
-SHORT_RECIPE = [
-    "--model",
-    "nn4_small2",
-    "--loss",
-    "softmax",
-    "--epochs",
-    "5",
-    "--batch-size",
-    "64",
-    "--lr",
-    "0.1",
-    "--set",
-    "input_size=80",
-    "--set",
-    "epoch_size=40",
-    "--set",
-    "warmup_epochs=0.5",
-    "--set",
-    "log_every=20",
-]
+# The short CPU recipe (recipes/demo.toml): the best recipe cut to 4 epochs of mini-train.
+DEMO_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo.toml"
 
 
 def download_lfw(cache: Path) -> Path:
@@ -145,15 +125,12 @@ def main() -> None:
             str(OUT / "mini-train-pack"),
             "--out",
             str(OUT / "run"),
-            *SHORT_RECIPE,
+            "--config",
+            str(DEMO_RECIPE),
             "--set",
             f"eval_pairs={lfw / 'pairs.txt'}",
             "--set",
             f"eval_images={lfw}",
-            "--set",
-            "eval_max_pairs=200",
-            "--set",
-            "eval_every=5",
         )
         run("eval", str(OUT / "run"), "--pairs", str(lfw / "pairs.txt"), "--images", str(lfw))
     else:

@@ -4,10 +4,19 @@ For each recipe: pack ../shared/datasets/mini-train once (runs/packs/mini-train)
 (`facetrain train --config RECIPE`, resumable: run it again after an interruption),
 evaluate on LFW's 6,000 pairs (`facetrain eval`, writing RUN/eval/) and write the report
 page. The LFW accuracy is the last line printed.
+
+`--set KEY=VALUE` (repeatable) overrides a setting of every recipe, e.g. `--set device=cuda`
+for a GPU or `--set threads=1` for two runs side by side on two cores.
+
+`python -m facetrain.experiment --table RUN...` prints the finished runs as the markdown
+rows of docs/benchmarks.md (recipe, loss, backbone, epochs, training time, LFW figures).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import sys
 import time
 import tomllib
@@ -19,7 +28,8 @@ from facetrain.progress import console
 PACK = Path("runs/packs/mini-train")
 
 
-def main(recipes: list[str]) -> None:
+def main(recipes: list[str], overrides: list[str] | None = None) -> None:
+    """overrides: KEY=VALUE training settings applied to every recipe (`--set device=cuda`)."""
     mini, lfw = shared_dataset("mini-train"), shared_dataset("lfw")
     if mini is None or lfw is None:
         console.print("[bold red]error:[/] needs ../shared/datasets/mini-train and lfw")
@@ -30,12 +40,10 @@ def main(recipes: list[str]) -> None:
     for recipe in recipes:
         out = tomllib.loads(Path(recipe).read_text())["out"]
         t0 = time.perf_counter()
-        run("train", "--config", recipe)
+        run("train", "--config", recipe, *(a for kv in overrides or [] for a in ("--set", kv)))
         minutes = (time.perf_counter() - t0) / 60
         run("eval", out, "--pairs", str(lfw / "pairs.txt"), "--images", str(lfw))
         run("report", out)
-        import json
-
         m = json.loads((Path(out) / "eval" / "metrics.json").read_text())
         lines.append(
             f"{recipe}: LFW accuracy {m['accuracy']:.4f} ± {m['accuracy_std']:.4f}, "
@@ -46,5 +54,62 @@ def main(recipes: list[str]) -> None:
         print(line)
 
 
+def machine() -> str:
+    """'2-core AMD EPYC' style name of this machine, for the results table."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()}-core {name}"
+
+
+def table_row(run: Path, where: str) -> str:
+    """One markdown row: what was trained, for how long, and what it scored on LFW."""
+    m = json.loads((run / "eval" / "metrics.json").read_text())
+    cfg = json.loads((run / "config.json").read_text())
+    seconds = 0.0
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("epoch_end"):
+            seconds += rec.get("seconds", 0.0)
+    loss = cfg["loss"]
+    if cfg["loss"] in ("arcface", "cosface"):
+        margin = cfg["margin_m"] if cfg["margin_m"] >= 0 else (0.5 if loss == "arcface" else 0.35)
+        loss += f" (s {cfg['margin_s']:g}, m {margin:g})"
+    if cfg["center_loss_factor"]:
+        loss += f" + center {cfg['center_loss_factor']:g}"
+    size = cfg["input_size"] or "native"
+    return (
+        f"| {run.name} | {loss} | {cfg['model']} {size}² | {cfg['epochs']} | "
+        f"{seconds / 60:.0f} min, {where} | "
+        f"{m['accuracy'] * 100:.2f} ± {m['accuracy_std'] * 100:.2f} % | "
+        f"{m['val']:.4f} ± {m['val_std']:.4f} (FAR {m['far']:.4f}) | {m['auc']:.4f} |"
+    )
+
+
+def table(runs: list[str]) -> None:
+    where = machine()
+    print(
+        "| run | loss | backbone (input) | epochs | training time, machine | "
+        "LFW accuracy | VAL@FAR=1e-3 (FAR reached) | AUC |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for folder in runs:
+        if not (Path(folder) / "eval" / "metrics.json").exists():
+            console.print(f"{folder}: not evaluated yet (no eval/metrics.json); left out")
+            continue
+        print(table_row(Path(folder), where))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["recipes/best.toml"])
+    args = sys.argv[1:]
+    if args[:1] == ["--table"]:
+        table(args[1:])
+    else:
+        sets = [args[i + 1] for i, a in enumerate(args) if a == "--set" and i + 1 < len(args)]
+        recipes = [a for i, a in enumerate(args) if a != "--set" and args[i - 1 : i] != ["--set"]]
+        main(recipes or ["recipes/best.toml"], sets)

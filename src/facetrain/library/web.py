@@ -174,8 +174,8 @@ async function call(url, body) {
   const r = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
                               body: JSON.stringify(body || {})});
   const j = await r.json();
+  await load();  // redraw first, so the status line never announces a change not yet shown
   $("#status").textContent = r.ok ? j.message : ("error: " + j.detail);
-  await load();
 }
 async function showPhotos(id) {
   const ids = await (await fetch(`/api/stacks/${id}/photos`)).json();
