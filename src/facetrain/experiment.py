@@ -83,6 +83,13 @@ def table_row(run: Path, where: str) -> str:
     if cfg["center_loss_factor"]:
         loss += f" + center {cfg['center_loss_factor']:g}"
     size = cfg["input_size"] or "native"
+    if cfg["device"].startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            where = torch.cuda.get_device_name()
+    elif cfg["threads"]:
+        where += f", {cfg['threads']} thread{'s' if cfg['threads'] > 1 else ''}"
     return (
         f"| {run.name} | {loss} | {cfg['model']} {size}² | {cfg['epochs']} | "
         f"{seconds / 60:.0f} min, {where} | "
