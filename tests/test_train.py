@@ -235,6 +235,29 @@ def test_config_saved_and_loadable(packed, tmp_path):
     assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
 
 
+def test_code_revision_marks_uncommitted_source(tmp_path, monkeypatch):
+    """A run made from edited source must say so: the revision gets '-dirty'."""
+    import importlib.util
+    import shutil
+
+    repo = tmp_path / "repo"
+    target = repo / "src/facetrain/train/config.py"
+    target.parent.mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "src/facetrain/train/config.py", target)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    spec = importlib.util.spec_from_file_location("copied_config", target)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "copied_config", mod)  # dataclasses look it up
+    spec.loader.exec_module(mod)
+    clean = mod.code_revision()
+    assert len(clean) == 40 and not clean.endswith("-dirty")
+    (repo / "src/facetrain/extra.py").write_text("x = 1\n")
+    assert mod.code_revision() == clean + "-dirty"
+
+
 def lfw_style(faces: Path, dst: Path) -> Path:
     """The first 4 images of each identity under LFW's names: <name>/<name>_NNNN.jpg."""
     for d in faces.iterdir():

@@ -138,7 +138,7 @@ def code_revision() -> str:
             timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(src), "status", "--porcelain", "--", "src"],
+            ["git", "-C", str(src), "status", "--porcelain", "--", "."],
             capture_output=True,
             text=True,
             timeout=10,
