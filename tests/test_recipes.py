@@ -1,0 +1,61 @@
+"""The recipes under recipes/ load as training configurations, the loss comparison is fair
+(the same backbone, data, augmentation and budget for every loss), and `--table` reports a
+finished run from its own files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from facetrain.train.config import TrainConfig, load_config_file
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+ALL = sorted(RECIPES.glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
+def test_recipe_is_a_valid_training_config(path):
+    cfg = TrainConfig(**load_config_file(path))  # unknown keys raise here
+    cfg.validate()
+    assert cfg.data == ["runs/packs/mini-train"]  # the issue's protocol: mini-train only
+    assert cfg.eval_pairs.endswith("lfw/pairs.txt")
+
+
+def test_recipes_write_to_their_own_run_folders():
+    outs = [load_config_file(p)["out"] for p in ALL]
+    assert len(set(outs)) == len(outs) == len(ALL)
+    assert all(out == f"runs/{p.stem}" for out, p in zip(outs, ALL))
+
+
+def test_the_loss_comparison_shares_backbone_data_and_budget():
+    compare = {p.stem: TrainConfig(**load_config_file(p)) for p in ALL if "compare-" in p.stem}
+    losses = {c.loss for c in compare.values()}
+    assert {"softmax", "arcface", "cosface", "triplet", "contrastive"} <= losses
+    assert any(c.center_loss_factor > 0 for c in compare.values())
+    shared = ("model", "input_size", "embedding_size", "epochs", "batch_size", "lr", "crop")
+    shared += ("flip", "weight_decay", "warmup_epochs", "epoch_size", "optimizer", "schedule")
+    for key in shared:
+        assert len({getattr(c, key) for c in compare.values()}) == 1, key
+
+
+def test_table_row_reports_a_finished_run(tmp_path):
+    from facetrain.experiment import table_row
+
+    run = tmp_path / "compare-x"
+    (run / "eval").mkdir(parents=True)
+    cfg = TrainConfig(data=["p"], loss="arcface", margin_s=32.0, margin_m=-1.0, threads=1)
+    (run / "config.json").write_text(json.dumps(cfg.__dict__))
+    lines = [{"epoch": e, "epoch_end": True, "seconds": 90.0} for e in range(4)]
+    lines.insert(1, {"epoch": 0, "step": 5, "loss": 3.0})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    metrics = dict(accuracy=0.81234, accuracy_std=0.0151, val=0.05, val_std=0.01, far=0.0012)
+    (run / "eval/metrics.json").write_text(json.dumps(metrics | {"auc": 0.9}))
+    row = table_row(run, "2-core CPU")
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "compare-x"
+    assert cells[1] == "arcface (s 32, m 0.5)"  # a negative margin means the loss's default
+    assert cells[4] == "6 min, 2-core CPU, 1 thread"  # 4 epochs of 90 s
+    assert cells[5] == "81.23 ± 1.51 %"
+    assert cells[6] == "0.0500 ± 0.0100 (FAR 0.0012)"
