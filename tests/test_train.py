@@ -535,3 +535,14 @@ def test_ema_forgets_the_initialisation_early():
     p0, p1, m = next(before.parameters()), next(ema.parameters()), next(model.parameters())
     assert torch.allclose(p1, 0.5 * p0 + 0.5 * m, atol=1e-6)
     assert all(torch.equal(b, c) for b, c in zip(ema.buffers(), model.buffers()))
+
+
+def test_a_resume_keeps_the_revision_the_run_started_from(tmp_path):
+    from facetrain.train.loop import record_revision
+
+    rev = tmp_path / "revision.txt"
+    record_revision(rev, "aaa")
+    record_revision(rev, "aaa")  # resumed with the same code: nothing to add
+    record_revision(rev, "bbb-dirty")
+    record_revision(rev, "bbb-dirty")
+    assert rev.read_text().splitlines() == ["aaa", "resumed with bbb-dirty"]

@@ -204,6 +204,17 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic.write_text(path, "".join(f"{ln}\n" for ln in keep))
 
 
+def record_revision(path: Path, revision: str) -> None:
+    """The first line is the revision the run started from; a resume with other code adds a
+    `resumed with REV` line rather than hiding where the run came from."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    if not lines:
+        lines = [revision]
+    elif revision not in (lines[0], lines[-1].removeprefix("resumed with ")):
+        lines.append(f"resumed with {revision}")
+    atomic.write_text(path, "\n".join(lines) + "\n")
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
     """One step of the weights' exponential moving average. The decay warms up as
@@ -239,7 +250,7 @@ def _train(cfg: TrainConfig, dd: distributed.Dist, device: str, log) -> dict:
         run.mkdir(parents=True, exist_ok=True)
         config = json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
         atomic.write_text(run / "config.json", config)
-        atomic.write_text(run / "revision.txt", code_revision() + "\n")
+        record_revision(run / "revision.txt", code_revision())
         ds = dataset_for(cfg, run)  # rank 0 packs, once
     distributed.barrier()
     if not dd.main:
