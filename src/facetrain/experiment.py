@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import time
 import tomllib
 from pathlib import Path
 
 from facetrain.demo import run, shared_dataset
+from facetrain.losses.classification import DEFAULT_MARGIN
 from facetrain.progress import console
 
 PACK = Path("runs/packs/mini-train")
@@ -77,8 +77,8 @@ def table_row(run: Path, where: str) -> str:
         if rec.get("epoch_end"):
             seconds += rec.get("seconds", 0.0)
     loss = cfg["loss"]
-    if cfg["loss"] in ("arcface", "cosface"):
-        margin = cfg["margin_m"] if cfg["margin_m"] >= 0 else (0.5 if loss == "arcface" else 0.35)
+    if loss in DEFAULT_MARGIN:
+        margin = cfg["margin_m"] if cfg["margin_m"] >= 0 else DEFAULT_MARGIN[loss]
         loss += f" (s {cfg['margin_s']:g}, m {margin:g})"
     if cfg["center_loss_factor"]:
         loss += f" + center {cfg['center_loss_factor']:g}"
@@ -113,10 +113,14 @@ def table(runs: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if args[:1] == ["--table"]:
-        table(args[1:])
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m facetrain.experiment", description=__doc__)
+    ap.add_argument("recipes", nargs="*", default=["recipes/best.toml"])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--table", nargs="+", metavar="RUN", help="print finished runs as rows")
+    a = ap.parse_intermixed_args()
+    if a.table:
+        table(a.table)
     else:
-        sets = [args[i + 1] for i, a in enumerate(args) if a == "--set" and i + 1 < len(args)]
-        recipes = [a for i, a in enumerate(args) if a != "--set" and args[i - 1 : i] != ["--set"]]
-        main(recipes or ["recipes/best.toml"], sets)
+        main(a.recipes, a.set)

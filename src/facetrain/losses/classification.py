@@ -20,6 +20,10 @@ class SoftmaxHead(nn.Module):
         return self.fc(prelogits)
 
 
+# The margin each loss uses when none is given (the papers' values).
+DEFAULT_MARGIN = {"arcface": 0.5, "cosface": 0.35}
+
+
 class MarginHead(nn.Module):
     """Scaled cosine logits with an additive margin on the true class.
 
@@ -40,7 +44,7 @@ class MarginHead(nn.Module):
         if kind not in ("arcface", "cosface"):
             raise ValueError(f"unknown margin {kind!r}; choose arcface or cosface")
         self.kind, self.s = kind, s
-        self.m = m if m is not None else (0.5 if kind == "arcface" else 0.35)
+        self.m = m if m is not None else DEFAULT_MARGIN[kind]
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
         nn.init.normal_(self.weight, std=0.01)
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facetrain.losses.classification import margin_logits
+from facetrain.losses.classification import DEFAULT_MARGIN, margin_logits
 from facetrain.train.distributed import all_gather, all_reduce_max, all_reduce_sum, world_of
 
 
@@ -44,7 +44,7 @@ class PartialFC(nn.Module):
         self.num_classes = num_classes
         self.start, self.end = shard_bounds(num_classes, self.rank, self.world)
         self.kind, self.s, self.sample_rate = kind, s, sample_rate
-        self.m = m if m is not None else (0.5 if kind == "arcface" else 0.35)
+        self.m = m if m is not None else DEFAULT_MARGIN[kind]
         self.weight = nn.Parameter(torch.empty(self.end - self.start, embedding_size))
         nn.init.normal_(self.weight, std=0.01)
 
