@@ -213,6 +213,24 @@ def test_fine_tune_with_other_identities(packed, tmp_path):
     assert not (a[first] == b[first]).all()  # trained on after the frozen epoch
 
 
+def test_margin_loss_warm_starts_from_a_softmax_run(packed, tmp_path):
+    """softmax → ArcFace on the same identities: the softmax rows become the class centres."""
+    from facetrain.train import checkpoint
+
+    train(small_cfg(packed, tmp_path / "soft"), log=lambda *_: None)
+    msgs = []
+    # lr 0: the fine-tune run saves exactly what it started from
+    cfg = small_cfg(
+        packed, tmp_path / "arc", loss="arcface", epochs=1, lr=0.0, init_from=str(tmp_path / "soft")
+    )
+    train(cfg, log=msgs.append)
+    assert any("class centres from the softmax weights" in m for m in msgs), msgs
+    soft = checkpoint.load(tmp_path / "soft", "last")[0]
+    arc = checkpoint.load(tmp_path / "arc", "last")[0]
+    assert torch.equal(arc["head.weight"], soft["head.fc.weight"])
+    assert torch.equal(arc["model.body.0.0.weight"], soft["model.body.0.0.weight"])
+
+
 def test_config_saved_and_loadable(packed, tmp_path):
     from typer.testing import CliRunner
 
@@ -535,6 +553,25 @@ def test_ema_forgets_the_initialisation_early():
     p0, p1, m = next(before.parameters()), next(ema.parameters()), next(model.parameters())
     assert torch.allclose(p1, 0.5 * p0 + 0.5 * m, atol=1e-6)
     assert all(torch.equal(b, c) for b, c in zip(ema.buffers(), model.buffers()))
+
+
+def test_a_resume_keeps_the_config_the_run_started_with(packed, tmp_path):
+    run = tmp_path / "r"
+    train(small_cfg(packed, run, epochs=1), log=lambda *_: None)
+    first = (run / "config.json").read_text()
+    for _ in range(2):  # extended twice the same way: one history line
+        msgs = []
+        train(small_cfg(packed, run, epochs=2, threads=2), log=msgs.append)
+        assert any("resuming" in m for m in msgs)
+    assert (run / "config.json").read_text() == first
+    assert json.loads(first)["epochs"] == 1
+    history = (run / "revision.txt").read_text().splitlines()
+    assert history[1:] == ["resumed with settings epochs=2 (was 1), threads=2 (was 1)"]
+    assert len(losses(run)) == 6  # the second epoch was trained (3 batches each)
+    # a fresh run in a folder without a checkpoint writes its own config
+    (run / "checkpoints" / "last").unlink()
+    train(small_cfg(packed, run, epochs=1, lr=0.01), log=lambda *_: None)
+    assert json.loads((run / "config.json").read_text())["lr"] == 0.01
 
 
 def test_a_resume_keeps_the_revision_the_run_started_from(tmp_path):

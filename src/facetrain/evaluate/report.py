@@ -75,8 +75,12 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None) -
             "<p>" + ", ".join(f"{k} <b>{html.escape(str(c.get(k)))}</b>" for k in keys) + "</p>"
         )
     rev = run / "revision.txt"
-    if rev.exists():
-        parts.append(f"<p>code revision <code>{html.escape(rev.read_text().strip())}</code></p>")
+    if rev.exists():  # the revision it started from, then what changed on each resume
+        first, *later = rev.read_text().splitlines() or [""]
+        parts.append(f"<p>code revision <code>{html.escape(first)}</code></p>")
+        if later:
+            items = "".join(f"<li>{html.escape(line)}</li>" for line in later)
+            parts.append(f"<ul>{items}</ul>")
     with tempfile.TemporaryDirectory() as tmp:
         parts.append("<h2>Learning curves</h2>")
         parts.append(_img(plot_runs([run], Path(tmp) / "curves.png")))

@@ -145,6 +145,15 @@ def init_from(cfg: TrainConfig, model, head) -> str:
         if all(k in own and own[k].shape == v.shape for k, v in head_sd.items()):
             head.load_state_dict(head_sd)
             return "backbone and head"
+        # softmax → ArcFace/CosFace on the same identities: the softmax weight rows point at
+        # the classes, so they start the margin head's centres (a margin loss from random
+        # centres can collapse on a small training set)
+        rows = head_sd.get("fc.weight")
+        if rows is not None and hasattr(head, "start"):  # Partial FC: this rank's shard
+            rows = rows[head.start : head.end]
+        if rows is not None and set(own) == {"weight"} and own["weight"].shape == rows.shape:
+            head.load_state_dict({"weight": rows})
+            return "backbone and head (class centres from the softmax weights)"
     return "backbone (head re-created)"
 
 
@@ -204,15 +213,39 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic.write_text(path, "".join(f"{ln}\n" for ln in keep))
 
 
+SETTINGS = "resumed with settings "
+
+
 def record_revision(path: Path, revision: str) -> None:
     """The first line is the revision the run started from; a resume with other code adds a
     `resumed with REV` line rather than hiding where the run came from."""
     lines = path.read_text().splitlines() if path.exists() else []
+    revisions = [
+        line.removeprefix("resumed with ") for line in lines if not line.startswith(SETTINGS)
+    ]
     if not lines:
         lines = [revision]
-    elif revision not in (lines[0], lines[-1].removeprefix("resumed with ")):
+    elif revision not in (revisions[0], revisions[-1]):
         lines.append(f"resumed with {revision}")
     atomic.write_text(path, "\n".join(lines) + "\n")
+
+
+def record_config(run: Path, cfg: TrainConfig) -> None:
+    """config.json is the configuration the run started with. A resume (a checkpoint
+    exists) with other settings — more threads, another device — keeps it and adds a
+    `resumed with settings KEY=VALUE (was OLD)` line to revision.txt, the run's history."""
+    path, new = run / "config.json", dataclasses.asdict(cfg)
+    if path.exists() and (run / "checkpoints" / "last").exists():
+        old = json.loads(path.read_text())
+        changed = [f"{k}={v!r} (was {old.get(k)!r})" for k, v in new.items() if old.get(k) != v]
+        hist = run / "revision.txt"
+        text = hist.read_text() if hist.exists() else ""
+        said = [line for line in text.splitlines() if line.startswith(SETTINGS)]
+        line = SETTINGS + ", ".join(changed)
+        if changed and line not in said[-1:]:  # resumed again the same way: said already
+            atomic.write_text(hist, text + line + "\n")
+        return
+    atomic.write_text(path, json.dumps(new, indent=2) + "\n")
 
 
 @torch.no_grad()
@@ -248,9 +281,8 @@ def _train(cfg: TrainConfig, dd: distributed.Dist, device: str, log) -> dict:
     run = Path(cfg.out)
     if dd.main:
         run.mkdir(parents=True, exist_ok=True)
-        config = json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
-        atomic.write_text(run / "config.json", config)
         record_revision(run / "revision.txt", code_revision())
+        record_config(run, cfg)
         ds = dataset_for(cfg, run)  # rank 0 packs, once
     distributed.barrier()
     if not dd.main:
