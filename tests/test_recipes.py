@@ -59,3 +59,6 @@ def test_table_row_reports_a_finished_run(tmp_path):
     assert cells[4] == "6 min, 2-core CPU, 1 thread"  # 4 epochs of 90 s
     assert cells[5] == "81.23 ± 1.51 %"
     assert cells[6] == "0.0500 ± 0.0100 (FAR 0.0012)"
+    cfg.init_from = "runs/best"  # a fine-tune names the run it started from
+    (run / "config.json").write_text(json.dumps(cfg.__dict__))
+    assert table_row(run, "x").split("|")[2].strip() == "arcface (s 32, m 0.5), from best"

@@ -82,6 +82,8 @@ def table_row(run: Path, where: str) -> str:
         loss += f" (s {cfg['margin_s']:g}, m {margin:g})"
     if cfg["center_loss_factor"]:
         loss += f" + center {cfg['center_loss_factor']:g}"
+    if cfg.get("init_from"):  # a second stage: say what it started from
+        loss += f", from {Path(cfg['init_from']).name}"
     size = cfg["input_size"] or "native"
     if cfg["device"].startswith("cuda"):
         import torch
