@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from facetrain.data.packed import pack
@@ -89,6 +90,21 @@ def test_partial_fc_run_on_two_processes_resumes_on_one(packed, tmp_path):
     assert both["head.weight"].shape == (10, 32)  # the shards saved whole
     assert not np.allclose(both["head.weight"].numpy(), one.numpy())  # and trained
     assert steps(run) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
+def test_partial_fc_shards_start_from_a_softmax_run(packed, tmp_path):
+    """Each rank takes its own rows of the softmax weights as its shard of the centres."""
+    soft, arc = tmp_path / "soft", tmp_path / "arc"
+    launch(1, "--data", packed, "--out", soft, "--loss", "softmax", "--epochs", "1", *COMMON)
+    out = launch(
+        2, "--data", packed, "--out", arc, "--epochs", "1", "--lr", "0",  # saves its start
+        "--loss", "arcface", "--set", "partial_fc=true", "--set", f"init_from={soft}", *COMMON,
+    )  # fmt: skip
+    assert "class centres from the softmax weights" in out
+    last = (run / "checkpoints" / "last" for run in (soft, arc))
+    a, b = (load_file(str(p.parent / p.read_text().strip() / "state.safetensors")) for p in last)
+    assert torch.equal(b["head.weight"], a["head.fc.weight"])  # the shards, saved whole
 
 
 def test_pk_batches_shard_into_whole_identities():
