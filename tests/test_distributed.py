@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from facetrain.data.packed import pack
 from facetrain.data.sampler import PKBatches
+from facetrain.train import checkpoint
 from facetrain.train.distributed import shard
 from test_train import make_faces
 
@@ -53,8 +53,7 @@ def steps(run: Path) -> list[int]:
 
 
 def checkpoint_meta(run: Path) -> dict:
-    name = (run / "checkpoints" / "last").read_text().strip()
-    return json.loads((run / "checkpoints" / name / "state.json").read_text())
+    return checkpoint.load(run)[1]
 
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
@@ -79,14 +78,12 @@ def test_partial_fc_run_on_two_processes_resumes_on_one(packed, tmp_path):
     pfc = ["--loss", "arcface", "--set", "partial_fc=true", "--set", "sample_rate=0.5",
            "--set", "margin_s=16", *COMMON]  # fmt: skip
     out = launch(1, "--data", packed, "--out", run, "--epochs", "1", *pfc)
-    name = (run / "checkpoints" / "last").read_text().strip()
-    one = load_file(str(run / "checkpoints" / name / "state.safetensors"))["head.weight"]
+    one = checkpoint.load(run)[0]["head.weight"]
     assert one.shape == (10, 32)
 
     out = launch(2, "--data", packed, "--out", run, "--epochs", "2", *pfc)
     assert "checkpointed with 1 processes, now 2" in out and "in sync" in out
-    name = (run / "checkpoints" / "last").read_text().strip()
-    both = load_file(str(run / "checkpoints" / name / "state.safetensors"))
+    both = checkpoint.load(run)[0]
     assert both["head.weight"].shape == (10, 32)  # the shards saved whole
     assert not np.allclose(both["head.weight"].numpy(), one.numpy())  # and trained
     assert steps(run) == [1, 2, 3, 4, 5, 6]
@@ -102,8 +99,7 @@ def test_partial_fc_shards_start_from_a_softmax_run(packed, tmp_path):
         "--loss", "arcface", "--set", "partial_fc=true", "--set", f"init_from={soft}", *COMMON,
     )  # fmt: skip
     assert "class centres from the softmax weights" in out
-    last = (run / "checkpoints" / "last" for run in (soft, arc))
-    a, b = (load_file(str(p.parent / p.read_text().strip() / "state.safetensors")) for p in last)
+    a, b = (checkpoint.load(run)[0] for run in (soft, arc))
     assert torch.equal(b["head.weight"], a["head.fc.weight"])  # the shards, saved whole
 
 

@@ -149,7 +149,7 @@ def init_from(cfg: TrainConfig, model, head) -> str:
         # the classes, so they start the margin head's centres (a margin loss from random
         # centres can collapse on a small training set)
         rows = head_sd.get("fc.weight")
-        if rows is not None and hasattr(head, "start"):  # Partial FC: this rank's shard
+        if rows is not None and isinstance(head, PartialFC):  # this rank's shard of the rows
             rows = rows[head.start : head.end]
         if rows is not None and set(own) == {"weight"} and own["weight"].shape == rows.shape:
             head.load_state_dict({"weight": rows})
