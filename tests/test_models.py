@@ -25,7 +25,7 @@ def n_params(m) -> int:
 
 
 def test_registry_lists_all_families():
-    assert set(list_models()) == {*PUBLISHED, "inception_resnet_v1"}
+    assert set(list_models()) == {*PUBLISHED, "inception_resnet_v1", "nn4_small2_bn"}
     with pytest.raises(ValueError, match="unknown model"):
         create_model("resnet9000")
 
@@ -47,6 +47,25 @@ def test_published_size_and_output(name):
 
 def test_nn4_small2_is_openface_exactly():
     assert n_params(create_model("nn4_small2", 128)) == 3_733_968
+
+
+def test_nn4_small2_bn_spreads_a_batch_over_the_sphere():
+    """The feature BN is nn4.small2 plus 2x128 parameters. At initialisation the plain net
+    points every face of a batch nearly the same way (one shared direction dominates), so a
+    normalised ArcFace/CosFace head sees almost one point and training collapsed
+    (docs/benchmarks.md); the BN centres the batch, spreading the directions apart."""
+    assert n_params(create_model("nn4_small2_bn", 128)) == 3_733_968 + 2 * 128
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 80, 80) * 2 - 1
+    mean_cos = {}
+    for name in ("nn4_small2", "nn4_small2_bn"):
+        m = create_model(name, 128).train()
+        with torch.no_grad():
+            e = m(x)
+        cos = e @ e.T
+        mean_cos[name] = float((cos.sum() - cos.diagonal().sum()) / (16 * 15))
+    assert mean_cos["nn4_small2"] > 0.5
+    assert abs(mean_cos["nn4_small2_bn"]) < 0.1
 
 
 def test_inception_resnet_v1_matches_facenet_architecture():

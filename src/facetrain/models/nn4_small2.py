@@ -51,7 +51,7 @@ class Inception(nn.Module):
 class NN4Small2(Embedder):
     input_size = 96
 
-    def __init__(self, embedding_size: int = 128, dropout: float = 0.0):
+    def __init__(self, embedding_size: int = 128, dropout: float = 0.0, feature_bn: bool = False):
         super().__init__()
         self.body = nn.Sequential(
             _cbr(3, 64, 7, 2, 3),
@@ -70,11 +70,20 @@ class NN4Small2(Embedder):
         )
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(736, embedding_size)
+        # FaceNet's batch-normalised bottleneck / InsightFace's `features` BN: centres the
+        # batch, so a normalised (ArcFace/CosFace) head does not see every face as one point
+        self.features = nn.BatchNorm1d(embedding_size) if feature_bn else nn.Identity()
 
     def embed_raw(self, x):
-        return self.linear(self.dropout(self.body(x).flatten(1)))
+        return self.features(self.linear(self.dropout(self.body(x).flatten(1))))
 
 
 @register_model
 def nn4_small2(embedding_size: int = 128, **kw) -> NN4Small2:
     return NN4Small2(embedding_size, **kw)
+
+
+@register_model
+def nn4_small2_bn(embedding_size: int = 128, **kw) -> NN4Small2:
+    """nn4.small2 with a BatchNorm on the embedding (not in OpenFace's original)."""
+    return NN4Small2(embedding_size, feature_bn=True, **kw)
