@@ -231,6 +231,21 @@ def test_margin_loss_warm_starts_from_a_softmax_run(packed, tmp_path):
     assert torch.equal(arc["model.body.0.0.weight"], soft["model.body.0.0.weight"])
 
 
+def test_margin_loss_accuracy_is_logged_without_the_margin(packed, tmp_path):
+    """The logged training accuracy of a margin loss is the plain nearest-class accuracy: with
+    the weights frozen (lr 0) it is the same for margin 0.5 and margin 0."""
+
+    def accs(m: float) -> list[float]:
+        out = tmp_path / f"m{m}"
+        train(small_cfg(packed, out, loss="arcface", margin_m=m, lr=0.0), log=lambda *_: None)
+        lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        return [d["acc"] for d in lines if "acc" in d and not d.get("epoch_end")]
+
+    with_margin, without = accs(0.5), accs(0.0)
+    assert len(with_margin) == 6 and with_margin == without
+    assert sum(with_margin) > 0
+
+
 def test_config_saved_and_loadable(packed, tmp_path):
     from typer.testing import CliRunner
 

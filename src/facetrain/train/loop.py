@@ -444,6 +444,9 @@ def _train(cfg: TrainConfig, dd: distributed.Dist, device: str, log) -> dict:
             else:
                 logits = score(raw.float() if cfg.loss == "softmax" else emb, y)
                 loss = cross_entropy(logits, y, cfg.label_smoothing)
+                if cfg.loss != "softmax":  # score without the margin: ArcFace's margin
+                    with torch.no_grad():  # logits put the true class last until late on
+                        logits = head(emb)
                 extra["acc"] = float((logits.argmax(1) == y).float().mean())
         if cfg.center_loss_factor > 0:
             loss = loss + cfg.center_loss_factor * centers(raw.float(), y)
