@@ -47,7 +47,7 @@ def trained(tmp_path_factory) -> dict:
         tmp / "pack",
         tmp / "run",
         epochs=3,
-        epoch_size=4,
+        epoch_size=8,
         input_size=80,
         eval_pairs=str(pairs),
         eval_images=str(lfw),
