@@ -118,3 +118,26 @@ def test_reads_lfw_pairs_and_reports_missing(tmp_path):
     (subset / "Abel_Pacheco").mkdir(parents=True)
     q = read_pairs(LFW / "pairs.txt", subset)
     assert len(q.issame) == 0 and len(q.missing) == 6000
+
+
+def test_labelled_threshold_sits_in_the_middle_of_the_gap():
+    """Identities whose same pairs all lie at squared distance 0.5 and different pairs at
+    2.0: every threshold between is 100% accurate, and the validated one is the middle of
+    that gap (1.25), not its lower edge (0.51) — so a stranger a little nearer than the
+    known different pairs is still refused."""
+    from facetrain.evaluate.verification import labelled_threshold
+
+    n_id, per_id = 5, 4
+    dim = n_id + n_id * per_id  # one axis per identity, one private offset axis per image
+    a = np.arcsin(0.5)  # same pair: 2 sin²a = 0.5; different pair: 2
+    emb, labels = [], []
+    for k in range(n_id):
+        for j in range(per_id):
+            v = np.zeros(dim)
+            v[k], v[n_id + k * per_id + j] = np.cos(a), np.sin(a)
+            emb.append(v)
+            labels.append(f"id{k}")
+    d_same = pair_distances(np.array(emb[:1]), np.array(emb[1:2]), "euclidean")
+    d_diff = pair_distances(np.array(emb[:1]), np.array(emb[per_id : per_id + 1]), "euclidean")
+    assert np.allclose([d_same[0], d_diff[0]], [0.5, 2.0])
+    assert labelled_threshold(np.array(emb), labels, "euclidean") == pytest.approx(1.25, abs=0.02)

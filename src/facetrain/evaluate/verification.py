@@ -161,8 +161,8 @@ def evaluate(
 
 def labelled_threshold(emb: np.ndarray, labels: list[str], distance: str) -> float:
     """The best-accuracy threshold over pairs of labelled embeddings (every same pair and as
-    many different pairs, sampled with a fixed seed): how a threshold is validated on a
-    training run's val split or on a user's own gallery."""
+    many different pairs, sampled with a fixed seed), the middle of the best range: how a
+    threshold is validated on a training run's val split or on a user's own gallery."""
     labels_a = np.asarray(labels)
     same = []
     for name in sorted(set(labels)):
@@ -181,8 +181,14 @@ def labelled_threshold(emb: np.ndarray, labels: list[str], distance: str) -> flo
     pairs = np.array(same + diff)
     issame = np.array([True] * len(same) + [False] * len(diff))
     d = pair_distances(emb[pairs[:, 0]], emb[pairs[:, 1]], distance)
-    acc = [np.mean((d < t) == issame) for t in ACC_THRESHOLDS]
-    return float(ACC_THRESHOLDS[int(np.argmax(acc))])
+    acc = np.array([np.mean((d < t) == issame) for t in ACC_THRESHOLDS])
+    best = np.flatnonzero(acc == acc.max())
+    breaks = np.flatnonzero(np.diff(best) > 1)
+    plateau = best[: breaks[0] + 1] if len(breaks) else best
+    # the middle of the first best-accuracy plateau, not its lower edge: a gallery whose
+    # same and different pairs are separated by a gap gets a threshold in the gap's middle,
+    # the one that rejects an unseen stranger as safely as it accepts a new photo
+    return float(ACC_THRESHOLDS[plateau[len(plateau) // 2]])
 
 
 def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray) -> float:
