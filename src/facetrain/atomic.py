@@ -13,13 +13,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+# The mode a plain open() would give a new file. mkstemp makes its temporary 0600, which the
+# rename would carry over: an exported model or a run folder unreadable to the user's group.
+# Read once, at import, because os.umask can only be read by setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+NEW_FILE_MODE = 0o666 & ~_UMASK
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = False) -> Iterator[IO]:
-    """Open a temporary sibling of `path`; on success rename it over `path`."""
+    """Open a temporary sibling of `path`; on success rename it over `path`, with the
+    permissions a plain open() would have given it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, NEW_FILE_MODE)
     encoding = None if "b" in mode else "utf-8"
     try:
         with os.fdopen(fd, mode, encoding=encoding) as f:
