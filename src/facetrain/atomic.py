@@ -28,10 +28,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = Fals
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, NEW_FILE_MODE)
     encoding = None if "b" in mode else "utf-8"
     try:
         with os.fdopen(fd, mode, encoding=encoding) as f:
+            os.chmod(tmp, NEW_FILE_MODE)
             yield f
             if fsync:
                 f.flush()
