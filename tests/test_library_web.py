@@ -80,7 +80,11 @@ def test_browser_names_a_stack_and_undoes_it(library):
             first = page.locator(".stack").first
             first.wait_for()
             stack = int(first.get_attribute("data-stack"))
-            assert first.locator("img").first.evaluate("i => i.complete && i.naturalWidth > 0")
+            img = first.locator("img").first
+            # the page renders the stacks first and the thumbnails arrive after: wait for the
+            # load to finish (a broken image also completes, with naturalWidth 0)
+            page.wait_for_function("i => i.complete", arg=img.element_handle())
+            assert img.evaluate("i => i.naturalWidth > 0"), "a face thumbnail did not load"
             first.locator("input.name").fill("Aunt Flo")
             first.locator("button.do-name").click()
             page.wait_for_function("document.querySelector('#status').textContent.includes('now')")
