@@ -252,6 +252,28 @@ def test_margin_loss_accuracy_is_logged_without_the_margin(packed, tmp_path):
     assert sum(with_margin) > 0
 
 
+def test_margin_warmup_ramps_the_margin_the_loss_sees(packed, tmp_path):
+    """--margin-warmup-epochs: with the weights frozen (lr 0) each step's loss depends on the
+    margin alone, so the ramped run's loss at a step equals a fixed-margin run's loss at the
+    margin the ramp has reached there."""
+
+    def run(name: str, **kw) -> list[dict]:
+        out = tmp_path / name
+        train(small_cfg(packed, out, loss="arcface", lr=0.0, **kw), log=lambda *_: None)
+        lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        return [d for d in lines if "loss" in d and not d.get("epoch_end")]
+
+    ramped = run("ramp", margin_m=0.5, margin_warmup_epochs=2)
+    # 3 batches an epoch: step k (0-based) is at epoch k/3, so the margin is 0.5 · (k/3) / 2
+    assert [d["margin"] for d in ramped] == pytest.approx([0.5 * k / 6 for k in range(6)])
+    fixed = {m: run(f"m{m}", margin_m=m) for m in (0.0, 0.25, 0.5)}
+    assert ramped[0]["loss"] == pytest.approx(fixed[0.0][0]["loss"], rel=1e-6)
+    assert ramped[3]["loss"] == pytest.approx(fixed[0.25][3]["loss"], rel=1e-6)
+    assert all(r["loss"] < f["loss"] for r, f in zip(ramped, fixed[0.5], strict=True))
+    with pytest.raises(ValueError, match="margin-warmup-epochs"):
+        small_cfg(packed, tmp_path / "x", loss="softmax", margin_warmup_epochs=1).validate()
+
+
 def test_config_saved_and_loadable(packed, tmp_path):
     from typer.testing import CliRunner
 

@@ -48,6 +48,7 @@ class TrainConfig:
     prelogits_norm_p: float = 1.0
     margin_s: float = 64.0
     margin_m: float = -1.0  # < 0: the loss's usual margin (ArcFace 0.5, CosFace 0.35)
+    margin_warmup_epochs: float = 0.0  # ramp the margin linearly from 0 over these epochs
     partial_fc: bool = False  # arcface/cosface centres sharded over ranks (Partial FC)
     sample_rate: float = 1.0  # Partial FC: share of negative centres scored per step
     triplet_margin: float = 0.2
@@ -109,6 +110,10 @@ class TrainConfig:
             raise ValueError("--sample-rate must be in (0, 1]")
         if self.sample_rate < 1.0 and not self.partial_fc:
             raise ValueError("--sample-rate needs --partial-fc")
+        if self.margin_warmup_epochs < 0 or (
+            self.margin_warmup_epochs and self.loss not in ("arcface", "cosface")
+        ):
+            raise ValueError("--margin-warmup-epochs is a number of epochs ≥ 0 for arcface/cosface")
 
 
 def load_config_file(path: str | os.PathLike) -> dict:

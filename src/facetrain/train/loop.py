@@ -39,7 +39,7 @@ from facetrain.miners import balanced_pairs, mine_triplets
 from facetrain.models import RawEmbedding, create_model
 from facetrain.train import checkpoint, distributed
 from facetrain.train.config import TrainConfig, code_revision
-from facetrain.train.schedule import Schedule, read_schedule_file
+from facetrain.train.schedule import Schedule, ramp, read_schedule_file
 
 METRIC_LOSSES = ("triplet", "contrastive")
 
@@ -494,6 +494,8 @@ def _train(cfg: TrainConfig, dd: distributed.Dist, device: str, log) -> dict:
     last_ckpt_time = time.monotonic()
     centers_before = centers.centers.clone()
     steps_per_epoch = len(sampler)
+    full_margin = getattr(head, "m", 0.0)  # what --margin-warmup-epochs ramps up to
+    extra_log: dict = {}
     result: dict = state.get("last_eval") or {}
     try:
         while state["epoch"] < cfg.epochs:
@@ -512,6 +514,10 @@ def _train(cfg: TrainConfig, dd: distributed.Dist, device: str, log) -> dict:
                     break
                 for g in opt.param_groups:
                     g["lr"] = lr
+                if cfg.margin_warmup_epochs and isinstance(head, MarginHead | PartialFC):
+                    at = epoch + b / steps_per_epoch
+                    head.m = ramp(full_margin, at, cfg.margin_warmup_epochs)
+                    extra_log = {"margin": head.m}
                 seed = _step_seed(cfg, state["step"])
                 torch.manual_seed(seed)
                 gen = torch.Generator().manual_seed(seed)
@@ -581,7 +587,11 @@ def _train(cfg: TrainConfig, dd: distributed.Dist, device: str, log) -> dict:
                 state["batch"] += 1
                 state["step"] += 1
                 if state["step"] % cfg.log_every == 0 or state["batch"] == steps_per_epoch:
-                    emit({"epoch": epoch, "step": state["step"], "loss": total, "lr": lr} | extra)
+                    emit(
+                        {"epoch": epoch, "step": state["step"], "loss": total, "lr": lr}
+                        | extra
+                        | extra_log
+                    )
                 due = cfg.checkpoint_every_steps and state["step"] % cfg.checkpoint_every_steps == 0
                 mid_epoch = state["batch"] < steps_per_epoch
                 if cfg.eval_every_steps and state["step"] % cfg.eval_every_steps == 0 and mid_epoch:

@@ -70,3 +70,12 @@ class Schedule:
         if self.kind == "cosine":
             return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
         return self.min_lr + (self.lr - self.min_lr) * (1 - t) ** self.power
+
+
+def ramp(value: float, epoch: float, over: float) -> float:
+    """`value` scaled linearly from 0 at epoch 0 to full at epoch `over` (0: full at once).
+
+    Used for the margin of ArcFace/CosFace: a margin switched on from random weights can hold
+    every true-class logit below the others, and the embedding collapses; ramping it lets the
+    classes separate first (as the margin-warm-up recipes of the face literature do)."""
+    return value if over <= 0 else value * min(1.0, max(0.0, epoch) / over)
