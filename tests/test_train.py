@@ -257,6 +257,8 @@ def test_margin_warmup_ramps_the_margin_the_loss_sees(packed, tmp_path):
     margin alone, so the ramped run's loss at a step equals a fixed-margin run's loss at the
     margin the ramp has reached there."""
 
+    from facetrain.evaluate.plots import curves, read_metrics
+
     def run(name: str, **kw) -> list[dict]:
         out = tmp_path / name
         train(small_cfg(packed, out, loss="arcface", lr=0.0, **kw), log=lambda *_: None)
@@ -266,6 +268,8 @@ def test_margin_warmup_ramps_the_margin_the_loss_sees(packed, tmp_path):
     ramped = run("ramp", margin_m=0.5, margin_warmup_epochs=2)
     # 3 batches an epoch: step k (0-based) is at epoch k/3, so the margin is 0.5 · (k/3) / 2
     assert [d["margin"] for d in ramped] == pytest.approx([0.5 * k / 6 for k in range(6)])
+    steps, margins = curves(read_metrics(tmp_path / "ramp"))["margin (margin_warmup_epochs)"]
+    assert list(steps) == list(range(1, 7)) and margins[-1] == pytest.approx(0.5 * 5 / 6)
     fixed = {m: run(f"m{m}", margin_m=m) for m in (0.0, 0.25, 0.5)}
     assert ramped[0]["loss"] == pytest.approx(fixed[0.0][0]["loss"], rel=1e-6)
     assert ramped[3]["loss"] == pytest.approx(fixed[0.25][3]["loss"], rel=1e-6)

@@ -16,6 +16,7 @@ import numpy as np
 PANELS = (
     ("training loss", "train", "loss"),
     ("learning rate", "train", "lr"),
+    ("margin (margin_warmup_epochs)", "train", "margin"),
     ("training accuracy (batch)", "train", "acc"),
     ("validation-split accuracy", "val_split", "accuracy"),
     ("verification accuracy", "verify", "accuracy"),
