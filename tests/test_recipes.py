@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from facetrain.experiment import SUBSETS
 from facetrain.train.config import TrainConfig, load_config_file
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -19,7 +20,8 @@ ALL = sorted(RECIPES.glob("*.toml"))
 def test_recipe_is_a_valid_training_config(path):
     cfg = TrainConfig(**load_config_file(path))  # unknown keys raise here
     cfg.validate()
-    assert cfg.data == ["runs/packs/mini-train"]  # the protocol: mini-train only
+    # the protocol: mini-train only — all of it, or a half made by experiment.py
+    assert cfg.data == ["runs/packs/mini-train"] or cfg.data[0] in SUBSETS
     assert cfg.eval_pairs.endswith("lfw/pairs.txt")
 
 
@@ -62,3 +64,26 @@ def test_table_row_reports_a_finished_run(tmp_path):
     cfg.init_from = "runs/best"  # a fine-tune names the run it started from
     (run / "config.json").write_text(json.dumps(cfg.__dict__))
     assert table_row(run, "x").split("|")[2].strip() == "arcface (s 32, m 0.5), from best"
+
+
+@pytest.mark.parametrize("data", sorted(SUBSETS), ids=lambda d: Path(d).parent.name)
+def test_the_data_subsets_are_halves_of_the_identities_or_of_each_identitys_faces(data, tmp_path):
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+    from facetrain.data.listing import iter_samples
+
+    root = tmp_path / "faces"
+    for i in range(10):
+        for j in range(8):
+            (root / f"id{i}").mkdir(parents=True, exist_ok=True)
+            (root / f"id{i}" / f"{j}.jpg").write_bytes(b"")  # the split reads names only
+    out = tmp_path / "subset"
+    res = CliRunner().invoke(app, ["split", str(root), str(out), *SUBSETS[data]])
+    assert res.exit_code == 0, res.output
+    train = list(iter_samples(str(out / "train.txt")))
+    ids = {s.identity for s in train}
+    if "identities" in data:
+        assert len(ids) == 5 and len(train) == 40  # half the people, all their faces
+    else:
+        assert len(ids) == 10 and len(train) == 40  # every person, half their faces
