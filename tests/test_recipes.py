@@ -75,8 +75,8 @@ def test_the_data_subsets_are_halves_of_the_identities_or_of_each_identitys_face
 
     root = tmp_path / "faces"
     for i in range(10):
+        (root / f"id{i}").mkdir(parents=True)
         for j in range(8):
-            (root / f"id{i}").mkdir(parents=True, exist_ok=True)
             (root / f"id{i}" / f"{j}.jpg").write_bytes(b"")  # the split reads names only
     out = tmp_path / "subset"
     res = CliRunner().invoke(app, ["split", str(root), str(out), *SUBSETS[data]])

@@ -18,12 +18,12 @@ import json
 import os
 import platform
 import time
-import tomllib
 from pathlib import Path
 
 from facetrain.demo import run, shared_dataset
 from facetrain.losses.classification import DEFAULT_MARGIN
 from facetrain.progress import console
+from facetrain.train.config import load_config_file
 
 PACK = Path("runs/packs/mini-train")
 # Smaller training sets a recipe may name as its data (how accuracy grows with data): the
@@ -44,7 +44,7 @@ def main(recipes: list[str], overrides: list[str] | None = None) -> None:
         run("pack", str(mini), str(PACK))
     lines = []
     for recipe in recipes:
-        settings = tomllib.loads(Path(recipe).read_text())
+        settings = load_config_file(recipe)
         out = settings["out"]
         for d in settings.get("data", []):
             if d in SUBSETS and not Path(d).exists():

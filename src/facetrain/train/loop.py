@@ -494,8 +494,8 @@ def _train(cfg: TrainConfig, dd: distributed.Dist, device: str, log) -> dict:
     last_ckpt_time = time.monotonic()
     centers_before = centers.centers.clone()
     steps_per_epoch = len(sampler)
-    full_margin = getattr(head, "m", 0.0)  # what --margin-warmup-epochs ramps up to
-    extra_log: dict = {}
+    ramping = cfg.margin_warmup_epochs > 0  # validate(): only with a margin head
+    full_margin = head.m if ramping else 0.0  # what the ramp rises to
     result: dict = state.get("last_eval") or {}
     try:
         while state["epoch"] < cfg.epochs:
@@ -507,17 +507,16 @@ def _train(cfg: TrainConfig, dd: distributed.Dist, device: str, log) -> dict:
             t_epoch, losses = time.perf_counter(), []
             while state["batch"] < steps_per_epoch:
                 b = state["batch"]
-                lr = schedule(epoch + b / steps_per_epoch) * state["lr_scale"]
+                at = epoch + b / steps_per_epoch
+                lr = schedule(at) * state["lr_scale"]
                 if lr < 0:
                     log(f"the schedule stops training at epoch {epoch}")
                     state["epoch"] = cfg.epochs
                     break
                 for g in opt.param_groups:
                     g["lr"] = lr
-                if cfg.margin_warmup_epochs and isinstance(head, MarginHead | PartialFC):
-                    at = epoch + b / steps_per_epoch
+                if ramping:
                     head.m = ramp(full_margin, at, cfg.margin_warmup_epochs)
-                    extra_log = {"margin": head.m}
                 seed = _step_seed(cfg, state["step"])
                 torch.manual_seed(seed)
                 gen = torch.Generator().manual_seed(seed)
@@ -587,11 +586,8 @@ def _train(cfg: TrainConfig, dd: distributed.Dist, device: str, log) -> dict:
                 state["batch"] += 1
                 state["step"] += 1
                 if state["step"] % cfg.log_every == 0 or state["batch"] == steps_per_epoch:
-                    emit(
-                        {"epoch": epoch, "step": state["step"], "loss": total, "lr": lr}
-                        | extra
-                        | extra_log
-                    )
+                    line = {"epoch": epoch, "step": state["step"], "loss": total, "lr": lr}
+                    emit(line | extra | ({"margin": head.m} if ramping else {}))
                 due = cfg.checkpoint_every_steps and state["step"] % cfg.checkpoint_every_steps == 0
                 mid_epoch = state["batch"] < steps_per_epoch
                 if cfg.eval_every_steps and state["step"] % cfg.eval_every_steps == 0 and mid_epoch:
