@@ -25,7 +25,7 @@ def n_params(m) -> int:
 
 
 def test_registry_lists_all_families():
-    assert set(list_models()) == {*PUBLISHED, "inception_resnet_v1", "nn4_small2_bn"}
+    assert set(list_models()) == {*PUBLISHED, "inception_resnet_v1", "nn4_small2_bn", "dlib_resnet"}
     with pytest.raises(ValueError, match="unknown model"):
         create_model("resnet9000")
 

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from facetrain.align.detector import MTCNN, DetectorConfig, Faces
-from facetrain.align.transform import align_face, select_faces
+from facetrain.align.transform import align_face, rewarp_standard, select_faces
 
 
 def detect_photos(detector: MTCNN, images: list[np.ndarray], max_side: int) -> list[Faces]:
@@ -61,6 +61,16 @@ class FaceAligner:
     def is_aligned(self, img: np.ndarray) -> bool:
         """A photo already the model's aligned size is taken as an aligned face."""
         return img.shape[0] == self.size and img.shape[1] == self.size
+
+    def is_standard_crop(self, img: np.ndarray) -> bool:
+        """A 112x112 face (the standard five-point crop of `facetrain align` and of the
+        shared sets) given to a model whose own geometry differs: re-warped, not detected."""
+        own = self.alignment.get("template") is not None or self.size != 112
+        square = img.shape[0] == img.shape[1] == 112
+        return own and square and self.alignment.get("mode", "similarity") == "similarity"
+
+    def rewarp(self, img: np.ndarray) -> np.ndarray:
+        return rewarp_standard(img, self.size, self.alignment.get("template"))
 
     def faces(self, img: np.ndarray, select: str = "all") -> list[AlignedFace]:
         """The selected faces of one photo (`center`, `largest` or `all`), aligned."""

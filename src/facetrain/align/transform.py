@@ -11,7 +11,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from PIL import Image
-from skimage.transform import SimilarityTransform
 
 # Left eye, right eye, nose tip, left and right mouth corners on a 112x112 crop.
 TEMPLATE_112 = np.array(
@@ -28,19 +27,48 @@ TEMPLATE_112 = np.array(
 SELECT_MODES = ("center", "largest", "all")
 
 
-def similarity_matrix(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
-    """The 2x3 matrix mapping image coordinates onto the template for a size x size crop."""
-    dst = TEMPLATE_112 * (size / 112.0)
-    tf = SimilarityTransform.from_estimate(np.asarray(landmarks, np.float64), dst)
-    if not tf:
+def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 similarity (rotation, uniform scale, translation) that maps the points `src`
+    onto `dst` in the least-squares sense (Umeyama 1991, without reflection)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    var = (s**2).sum() / len(src)
+    if not np.isfinite(var) or var < 1e-12:
         raise ValueError("degenerate landmarks: no similarity transform")
-    return tf.params[:2].astype(np.float64)
+    u, sig, vt = np.linalg.svd(d.T @ s / len(src))
+    fix = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rot = u @ fix @ vt
+    scale = (sig * np.diag(fix)).sum() / var
+    return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
 
 
-def warp_similarity(img: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+def template_for(size: int = 112, template=None) -> np.ndarray:
+    """The five-point template of a size x size crop: the standard one scaled, or the
+    model's own (given in its crop's pixels, as an alignment record carries it)."""
+    if template is not None:
+        return np.asarray(template, np.float64)
+    return TEMPLATE_112 * (size / 112.0)
+
+
+def similarity_matrix(landmarks: np.ndarray, size: int = 112, template=None) -> np.ndarray:
+    """The 2x3 matrix mapping image coordinates onto the template for a size x size crop."""
+    return fit_similarity(landmarks, template_for(size, template))
+
+
+def warp_similarity(
+    img: np.ndarray, landmarks: np.ndarray, size: int = 112, template=None
+) -> np.ndarray:
     """Aligned size x size RGB crop (pixels outside the photo are black)."""
-    m = similarity_matrix(landmarks, size)
+    m = similarity_matrix(landmarks, size, template)
     return cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+
+
+def rewarp_standard(face: np.ndarray, size: int, template) -> np.ndarray:
+    """A face already aligned to the standard template (any square size) warped into
+    another template's geometry; what the standard crop does not cover is black."""
+    src = TEMPLATE_112 * (face.shape[0] / 112.0)
+    return warp_similarity(face, src, size, template)
 
 
 def margin_box(box: np.ndarray, margin: float, width: int, height: int) -> tuple[int, ...]:
@@ -68,7 +96,7 @@ def align_face(img: np.ndarray, box, landmarks, alignment: dict) -> np.ndarray:
     mode = alignment.get("mode", "similarity")
     size = int(alignment.get("size") or (112 if mode == "similarity" else 182))
     if mode == "similarity":
-        return warp_similarity(img, landmarks, size)
+        return warp_similarity(img, landmarks, size, alignment.get("template"))
     if mode == "box":
         return crop_box(img, np.asarray(box), size, float(alignment.get("margin", 44.0)))
     raise ValueError(f"unknown alignment mode {mode!r}; choose similarity or box")

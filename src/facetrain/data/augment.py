@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-NORMALIZATIONS = ("fixed", "per_image", "none")
+NORMALIZATIONS = ("fixed", "arcface", "per_image", "none")
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class Augment:
     """flip: random horizontal flip; crop: random crop to this size (None keeps the size);
     rotate: random rotation within ±degrees; jitter: random brightness, contrast and
     saturation factors within 1 ± jitter; grayscale: probability of a gray image;
-    normalize: `fixed` = (x - 127.5) / 128 (FaceNet/InsightFace), `per_image` = zero mean,
+    normalize: `fixed` = (x - 127.5) / 128 (FaceNet), `arcface` = (x - 127.5) / 127.5
+    (arcface_torch), `per_image` = zero mean,
     unit std per image (FaceNet's prewhiten), `none` = float 0..255."""
 
     flip: bool = True
@@ -42,6 +43,8 @@ def normalize_(x: torch.Tensor, how: str) -> torch.Tensor:
     """Normalize a float batch in place."""
     if how == "fixed":
         return x.sub_(127.5).div_(128.0)
+    if how == "arcface":  # arcface_torch's (x / 255 - 0.5) / 0.5
+        return x.sub_(127.5).div_(127.5)
     if how == "per_image":
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         std = x.std(dim=(1, 2, 3), keepdim=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facetrain.data.images import is_image_name
+from facetrain.errors import FacetrainError
 
 LIST_HEADER = "# facetrain list v1: identity<TAB>path (relative to this file)"
 
@@ -50,7 +51,7 @@ class Problems:
             ex.append(path)
 
 
-class DatasetError(ValueError):
+class DatasetError(FacetrainError):
     """A dataset argument that cannot be used at all (missing root, unreadable list)."""
 
 

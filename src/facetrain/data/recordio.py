@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from facetrain.errors import FacetrainError
+
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _HEADER = struct.Struct("<IfQQ")
 
 
-class RecordIOError(ValueError):
+class RecordIOError(FacetrainError):
     pass
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from facetrain.errors import FacetrainError
 
-class SamplerError(ValueError):
+
+class SamplerError(FacetrainError):
     pass
 
 

@@ -38,6 +38,20 @@ def prepare(x_uint8: torch.Tensor, *, size: int, normalize: str, crop: int | Non
 ALIGN_MODES = ("auto", "always", "never")
 
 
+def face_crop(img: np.ndarray, aligner: Callable, align: str = "auto") -> np.ndarray | None:
+    """The model's face of one RGB image, or None when no face is found. `never`: the image
+    as it is; `auto`: an image of the model's aligned size as it is, a standard 112x112
+    crop re-warped into the model's geometry, anything else detected and aligned (the face
+    nearest the centre); `always`: detected and aligned. `aligner()` gives the FaceAligner
+    (made only when needed: MTCNN takes a moment to load)."""
+    if align == "never" or (align == "auto" and aligner().is_aligned(img)):
+        return img
+    if align == "auto" and aligner().is_standard_crop(img):
+        return aligner().rewarp(img)
+    faces = aligner().faces(img, select="center")
+    return faces[0].crop if faces else None
+
+
 class Images:
     """Photos by index. align: `auto` aligns photos that are not already the model's aligned
     size, `always` aligns every photo, `never` takes them as they are."""
@@ -74,13 +88,10 @@ class Images:
         except OSError as e:
             self.problems[i] = f"unreadable: {e}"
             return None
-        if self.align == "never" or (self.align == "auto" and self.aligner().is_aligned(img)):
-            return img
-        faces = self.aligner().faces(img, select="center")
-        if not faces:
+        crop = face_crop(img, self.aligner, self.align)
+        if crop is None:
             self.problems[i] = "no_face: no face above the detector thresholds"
-            return None
-        return faces[0].crop
+        return crop
 
     def fetch(self, ids: list[int]) -> list[torch.Tensor | None]:
         imgs = [self.load(i) for i in ids]

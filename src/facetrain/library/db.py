@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facetrain.errors import FacetrainError
+
 SCHEMA_VERSION = 1
 
 SCHEMA = """
@@ -54,7 +56,7 @@ CREATE TABLE IF NOT EXISTS actions (
 """
 
 
-class LibraryError(ValueError):
+class LibraryError(FacetrainError):
     """A library that cannot be used as asked: the message says why and what to do."""
 
 

@@ -9,12 +9,14 @@ prelogits-norm penalty work on. `model.input_size` is the side the model was des
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+DEFAULT_EMBEDDING = {"dlib_resnet": 128}  # a family whose published size is not 512
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -27,12 +29,39 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, embedding_size: int = 512, **kwargs) -> nn.Module:
-    """Build a registered model, e.g. `create_model("iresnet50", embedding_size=512)`."""
+def create_model(
+    name: str, embedding_size: int | None = None, pretrained: bool = False, **kwargs
+) -> nn.Module:
+    """Build a registered model, e.g. `create_model("iresnet50", embedding_size=512)`; with
+    `pretrained=True`, the pretrained entry NAME with its weights (`facetrain models`)."""
+    if pretrained:
+        from facetrain.models.saved import load_model
+
+        return load_model(f"pretrained:{name}")[0]
     _import_families()
+    if embedding_size is None:
+        embedding_size = DEFAULT_EMBEDDING.get(name, 512)
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](embedding_size=embedding_size, **kwargs)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    input_size: int
+    embedding_size: int
+    params: int
+
+
+def architectures() -> list[Architecture]:
+    """Every registered architecture with its design input size and parameter count."""
+    out = []
+    for name in list_models():
+        m = create_model(name)
+        n = sum(p.numel() for p in m.parameters())
+        out.append(Architecture(name, m.input_size, DEFAULT_EMBEDDING.get(name, 512), n))
+    return out
 
 
 class Embedder(nn.Module):
@@ -66,6 +95,7 @@ class RawEmbedding(nn.Module):
 
 def _import_families() -> None:
     from facetrain.models import (  # noqa: F401  (registers the models)
+        dlib_resnet,
         inception_resnet_v1,
         iresnet,
         mobilefacenet,

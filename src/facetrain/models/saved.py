@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from facetrain.errors import FacetrainError
 from facetrain.models import create_model
 
 
-class ModelFileError(ValueError):
+class ModelFileError(FacetrainError):
     pass
+
+
+META_KEY = "facetrain"  # where exported files keep the preprocessing record
 
 
 @dataclass
@@ -53,17 +59,23 @@ class Preprocess:
 
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module, pre: Preprocess) -> Path:
+    """Weights and preprocessing record in one safetensors file, written atomically."""
+    from facetrain import atomic
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(tmp), metadata={"facetrain": json.dumps(asdict(pre))})
-    os.replace(tmp, path)
+    data = save(tensors, metadata={"facetrain": json.dumps(asdict(pre))})
+    with atomic.atomic_open(path, "wb") as f:
+        f.write(data)
     return path
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, Preprocess]:
-    """Load RUN (its model.safetensors) or a weights file; returns (eval-mode model, recipe)."""
-    p = Path(path)
+    """Load RUN (its model.safetensors), a weights file or `pretrained:NAME`; returns
+    (eval-mode model, recipe)."""
+    from facetrain.models import pretrained
+
+    p = Path(pretrained.resolve(path))
     if p.is_dir():
         p = p / "model.safetensors"
     if not p.is_file():
@@ -120,11 +132,12 @@ def open_model(
     spec: dict | None = None,
 ) -> FaceModel:
     """Any model facetrain can use: a run folder, model.safetensors, an exported ONNX or
-    TorchScript file. backend `onnx` runs a run folder's exported model.onnx with
-    onnxruntime. `spec` supplies (or overrides) the preprocessing of a foreign model."""
-    from facetrain.export import load_onnx, load_torchscript
+    TorchScript file, or `pretrained:NAME`. backend `onnx` runs a run folder's exported
+    model.onnx with onnxruntime. `spec` supplies (or overrides) the preprocessing of a
+    foreign model."""
+    from facetrain.models import pretrained
 
-    p = Path(path)
+    p = Path(pretrained.resolve(path))
     if backend not in ("auto", "torch", "onnx"):
         raise ModelFileError(f"unknown backend {backend!r}; choose auto, torch or onnx")
     if backend == "onnx" and p.is_dir():
@@ -145,3 +158,84 @@ def open_model(
     if spec:
         pre = Preprocess.from_dict(asdict(pre) | spec, str(path))
     return FaceModel(pre, lambda x: net.embed(x, normalize=False), "torch", str(p), net)
+
+
+def _record(meta: str | None, spec: dict | None, source: str, fill: dict) -> Preprocess:
+    if meta is None and not spec:
+        raise ModelFileError(
+            f"{source}: no facetrain preprocessing record in this file; pass the model's "
+            "preprocessing as a JSON spec (--preprocess SPEC.json: input_size, normalize, "
+            "alignment, ...)"
+        )
+    d = json.loads(meta) if meta else {"model": "external"}
+    d = {k: v for k, v in fill.items() if v is not None} | d | (spec or {})
+    return Preprocess.from_dict(d, source)
+
+
+def load_onnx(path: str | os.PathLike, device: str = "cpu", spec: dict | None = None):
+    """An ONNX embedding model run by onnxruntime (CUDA when asked and available)."""
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        sess = ort.InferenceSession(str(path), providers=providers)
+    except Exception as e:  # onnxruntime raises its own error types for foreign files
+        raise ModelFileError(f"{path}: not a usable ONNX model ({e})") from None
+    inp, outp = sess.get_inputs()[0], sess.get_outputs()[0]
+    side = inp.shape[-1] if isinstance(inp.shape[-1], int) else None
+    dim = outp.shape[-1] if isinstance(outp.shape[-1], int) else None
+    meta = sess.get_modelmeta().custom_metadata_map.get(META_KEY)
+    pre = _record(meta, spec, str(path), {"input_size": side, "embedding_size": dim})
+    if side is not None and pre.input_size != side:
+        raise ModelFileError(
+            f"{path}: the model takes {side}x{side} inputs but its preprocessing says "
+            f"input_size {pre.input_size}"
+        )
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        y = sess.run(None, {inp.name: x.detach().cpu().float().numpy()})[0]
+        return torch.from_numpy(np.asarray(y, np.float32)).to(x.device)
+
+    return FaceModel(pre, run, "onnx", str(path))
+
+
+def load_torchscript(path: str | os.PathLike, device: str = "cpu", spec: dict | None = None):
+    extra = {META_KEY: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still works
+            net = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except Exception as e:  # torch.jit raises RuntimeError subclasses for foreign files
+        raise ModelFileError(f"{path}: not a TorchScript model ({e})") from None
+    pre = _record(extra[META_KEY] or None, spec, str(path), {})
+    net.eval()
+
+    @torch.no_grad()
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return net(x)
+
+    return FaceModel(pre, run, "torchscript", str(path), net)
+
+
+MODEL_SUFFIXES = (".safetensors", ".onnx", ".pt", ".ts", ".torchscript")
+
+
+def is_model(arg: str | os.PathLike) -> bool:
+    """Whether a command-line argument names a model (rather than photos): a
+    `pretrained:NAME`, a weights or exported file, or a run folder with model.safetensors."""
+    from facetrain.models import pretrained
+
+    p = Path(arg)
+    if pretrained.is_spec(arg):
+        return True
+    return p.suffix in MODEL_SUFFIXES or (p.is_dir() and (p / "model.safetensors").is_file())
+
+
+def split_model(args: list[str]) -> tuple[str | None, list[str]]:
+    """[MODEL] INPUTS...: the model the arguments start with (None: the default), and the
+    rest. MODEL may be left out because photos and face folders are never models."""
+    if args and is_model(args[0]):
+        return args[0], list(args[1:])
+    return None, list(args)

@@ -24,6 +24,7 @@ from facetrain import atomic
 from facetrain.data.augment import Augment, apply
 from facetrain.data.packed import PackedDataset, pack
 from facetrain.data.sampler import EpochBatches, PKBatches
+from facetrain.errors import FacetrainError
 from facetrain.evaluate.sets import EvalSet, bin_set, pairs_set, prepare, resize, verify
 from facetrain.losses import (
     CenterLoss,
@@ -44,7 +45,7 @@ from facetrain.train.schedule import Schedule, ramp, read_schedule_file
 METRIC_LOSSES = ("triplet", "contrastive")
 
 
-class TrainingError(ValueError):
+class TrainingError(FacetrainError):
     """A run that cannot start: the message says why."""
 
 
@@ -122,7 +123,12 @@ def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 def init_from(cfg: TrainConfig, model, head) -> str:
     """Load a backbone (and the head when its shape fits) from a run or a weights file."""
-    src = Path(cfg.init_from)
+    from facetrain.models import pretrained
+
+    try:
+        src = Path(pretrained.resolve(cfg.init_from))
+    except FacetrainError as e:
+        raise TrainingError(f"init_from: {e}") from None
     if src.is_dir():
         loaded = checkpoint.load(src, "best") or checkpoint.load(src, "last")
         if loaded is None:

@@ -1,0 +1,113 @@
+"""What every command shares: the app, one-line errors, JSON output and the common options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from facetrain.errors import FacetrainError
+from facetrain.progress import console
+
+
+class _Group(TyperGroup):
+    """Every command runs inside this group: a FacetrainError is one red line, exit 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FacetrainError as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    help="Train face-recognition embedding models end to end, and put them to work.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Merge = Annotated[
+    bool,
+    typer.Option("--merge-same-names", help="Same folder name in several roots = one identity."),
+]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON.")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a clear one-line error and exit (2 = unusable arguments)."""
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def write_json(path: Path | None, obj) -> None:
+    if path is not None:
+        from facetrain import atomic
+
+        atomic.write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+MODEL_HELP = (
+    "a run folder, model.safetensors, an exported .onnx / .pt file or pretrained:NAME "
+    "(`facetrain models`); left out: pretrained:dlib_resnet"
+)
+ModelArg = Annotated[str, typer.Argument(help=f"The model: {MODEL_HELP}.")]
+INPUTS_HELP = "[MODEL] then identity folders or list files (MODEL: see `facetrain models`)."
+OptionalModelArg = Annotated[str | None, typer.Argument(help=f"The model: {MODEL_HELP}.")]
+SpecOpt = Annotated[
+    Path | None,
+    typer.Option("--preprocess", help="JSON preprocessing spec for a model made elsewhere."),
+]
+AlignOpt = Annotated[
+    str,
+    typer.Option(help="auto: align photos that are not the model's aligned size; always; never."),
+]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")]
+
+
+def open_model_arg(
+    model: str | None, device: str = "cpu", backend: str = "auto", spec: Path | None = None
+):
+    """The model (None: the default pretrained model, said once), or a clear error."""
+    from facetrain.models.pretrained import DEFAULT
+    from facetrain.models.saved import open_model, read_spec
+
+    if model is None:
+        console.print(f"model: {DEFAULT} (the default; give a MODEL to use another)")
+        model = DEFAULT
+    return open_model(model, device, backend, read_spec(spec) if spec else None)
+
+
+def model_and_inputs(args: list[str], device: str, backend: str = "auto", spec=None):
+    """[MODEL] INPUTS...: the opened model and the inputs (see models.saved.split_model)."""
+    from facetrain.models.saved import split_model
+
+    model, rest = split_model(args)
+    return open_model_arg(model, device, backend, spec), rest
+
+
+def embed_data(fm, data: list[str], align: str, device: str):
+    """Embed DATA roots, reporting skipped images; exits cleanly when nothing is usable."""
+    from facetrain.data.listing import DatasetError
+    from facetrain.use.embeddings import embed_dataset
+
+    try:
+        t = embed_dataset(fm, data, align=align, device=device)
+    except (DatasetError, ValueError) as e:
+        fail(str(e))
+    for path, why in list(t.skipped.items())[:20]:
+        console.print(f"[yellow]skipped[/] {path}: {why}")
+    if len(t.skipped) > 20:
+        console.print(f"[yellow]… {len(t.skipped) - 20} more skipped[/]")
+    if len(t) == 0:
+        fail(f"{':'.join(data)}: no usable face images", 1)
+    return t
+
+
+BackendOpt = Annotated[str, typer.Option(help="auto, torch or onnx (onnxruntime).")]

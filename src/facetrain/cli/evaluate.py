@@ -1,0 +1,160 @@
+"""Commands that measure a model: eval, plot, report, plot-embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facetrain.cli.common import (
+    INPUTS_HELP,
+    AlignOpt,
+    DeviceOpt,
+    JsonOut,
+    OptionalModelArg,
+    SpecOpt,
+    app,
+    embed_data,
+    fail,
+    model_and_inputs,
+    open_model_arg,
+    write_json,
+)
+from facetrain.progress import console
+
+
+@app.command("eval")
+def eval_(
+    model: OptionalModelArg = None,
+    pairs: Annotated[
+        list[Path] | None, typer.Option(help="LFW-format pairs.txt (repeatable).")
+    ] = None,
+    images: Annotated[
+        list[Path] | None,
+        typer.Option(help="Image folder of each --pairs: aligned faces or raw photos."),
+    ] = None,
+    bin_: Annotated[
+        list[Path] | None, typer.Option("--bin", help="InsightFace .bin set (repeatable).")
+    ] = None,
+    align: AlignOpt = "auto",
+    distance: Annotated[str, typer.Option(help="euclidean or cosine.")] = "euclidean",
+    flip: Annotated[str, typer.Option(help="sum, concat or none; default: the model's.")] = "",
+    subtract_mean: Annotated[bool, typer.Option(help="Mean fitted on the other folds.")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write metrics.json, folds.csv, roc.csv, roc.png here [RUN/eval]."),
+    ] = None,
+    folds_csv: Annotated[Path | None, typer.Option(help="Write per-fold accuracy here.")] = None,
+    roc: Annotated[Path | None, typer.Option(help="Write the ROC curve PNG here.")] = None,
+    spec: SpecOpt = None,
+    device: DeviceOpt = "cpu",
+    json_out: JsonOut = None,
+) -> None:
+    """Verification metrics of a trained model on LFW-style pairs and/or .bin sets."""
+    from facetrain.evaluate import model_eval
+    from facetrain.evaluate.plots import plot_roc
+    from facetrain.evaluate.sets import ALIGN_MODES, FLIPS, bin_set, pairs_set
+    from facetrain.evaluate.verification import DISTANCES
+
+    if distance not in DISTANCES:
+        fail(f"--distance {distance!r}: choose from {', '.join(DISTANCES)}")
+    if flip and flip not in FLIPS:
+        fail(f"--flip {flip!r}: choose from {', '.join(FLIPS)}")
+    if align not in ALIGN_MODES:
+        fail(f"--align {align!r}: choose from {', '.join(ALIGN_MODES)}")
+    pairs, images = pairs or [], images or []
+    if not pairs and not bin_:
+        fail("give --pairs with --images, and/or --bin")
+    if len(pairs) != len(images):
+        fail("give one --images folder for each --pairs file (the folder its names refer to)")
+    fm = open_model_arg(model, device, spec=spec)
+    flip = flip or fm.pre.flip
+    try:
+        sets = [
+            pairs_set(str(p), str(i), alignment=fm.pre.alignment, align=align)
+            for p, i in zip(pairs, images)
+        ]
+        sets += [bin_set(str(b)) for b in bin_ or []]
+    except (ValueError, OSError) as e:
+        fail(str(e))
+    results, rocs = {}, {}
+    for s in sets:
+        try:
+            r, curve = model_eval.evaluate_set(
+                fm, s, flip=flip, distance=distance, subtract_mean=subtract_mean, device=device
+            )
+        except ValueError as e:
+            fail(str(e))
+        name = s.name if s.name not in results else f"{s.name}_{len(results)}"
+        results[name], rocs[name] = r, curve
+        console.print(model_eval.summary_line(f"[bold]{name}[/]", r))
+        tar = ", ".join(f"{k}: {v:.4f}" for k, v in r["tar_at_far"].items())
+        console.print(f"  TAR at FAR {tar}")
+        for path, why in list(r.get("unusable_images", {}).items())[:10]:
+            console.print(f"  [yellow]skipped[/] {path}: {why}")
+    about = model_eval.about(fm, flip, distance, subtract_mean)
+    if out is None and model is not None and Path(model).is_dir():
+        out = Path(model) / "eval"
+    if out is not None:
+        model_eval.write_outputs(out, results, rocs, about)
+        console.print(f"wrote {out}/metrics.json, folds.csv, roc.csv, roc.png")
+    if folds_csv is not None:
+        model_eval.write_folds(folds_csv, results)
+    if roc is not None:
+        plot_roc(rocs, roc)
+    write_json(json_out, model_eval.combined(results, about))
+
+
+@app.command()
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (several: one figure).")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("curves.png"),
+) -> None:
+    """Learning curves of one or more runs: loss, learning rate, accuracies, VAL."""
+    from facetrain.evaluate.plots import plot_runs
+
+    try:
+        plot_runs(runs, out)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    console.print(f"wrote {out}")
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    out: Annotated[Path | None, typer.Option(help="HTML to write [RUN/report.html].")] = None,
+) -> None:
+    """One HTML page: learning curves, final metrics table, ROC."""
+    from facetrain.evaluate.report import write_report
+
+    try:
+        path = write_report(run, out)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    console.print(f"report: {path}")
+
+
+@app.command("plot-embeddings")
+def plot_embeddings_cmd(
+    args: Annotated[list[str], typer.Argument(help=INPUTS_HELP, metavar="[MODEL] DATA...")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("embeddings.png"),
+    max_identities: Annotated[int, typer.Option(help="Draw at most this many.")] = 20,
+    align: AlignOpt = "auto",
+    spec: SpecOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """A t-SNE map of a dataset's embeddings, coloured by identity."""
+    import numpy as np
+
+    from facetrain.evaluate.plots import plot_embeddings
+
+    fm, data = model_and_inputs(args, device, spec=spec)
+    t = embed_data(fm, data, align, device)
+    names = sorted(set(t.labels))[:max_identities]
+    keep = np.array([x in names for x in t.labels])
+    if keep.sum() < 3:
+        fail("need at least 3 usable faces to draw a map")
+    plot_embeddings(t.embeddings[keep], [x for x, k in zip(t.labels, keep) if k], out)
+    console.print(f"wrote {out} ({int(keep.sum())} faces, {len(names)} identities)")

