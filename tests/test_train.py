@@ -274,7 +274,7 @@ def test_margin_warmup_ramps_the_margin_the_loss_sees(packed, tmp_path):
     assert ramped[0]["loss"] == pytest.approx(fixed[0.0][0]["loss"], rel=1e-6)
     assert ramped[3]["loss"] == pytest.approx(fixed[0.25][3]["loss"], rel=1e-6)
     assert all(r["loss"] < f["loss"] for r, f in zip(ramped, fixed[0.5], strict=True))
-    with pytest.raises(ValueError, match="margin-warmup-epochs"):
+    with pytest.raises(ValueError, match="margin_warmup_epochs"):
         small_cfg(packed, tmp_path / "x", loss="softmax", margin_warmup_epochs=1).validate()
 
 

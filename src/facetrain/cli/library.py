@@ -47,14 +47,17 @@ def _library_model(con, db_path: Path, model: str | None, device: str, spec: Pat
 
 
 def _threshold(con, given: float | None) -> tuple[float, str]:
+    """The threshold (given, else the model's) and the distance it is measured in: always
+    the library model's distance, also for a given threshold."""
     from facetrain.library.db import model_record
 
-    if given is not None:
-        return given, "given"
     rec = model_record(con) or {}
+    distance = rec.get("distance", "euclidean")
+    if given is not None:
+        return given, distance
     if rec.get("threshold") is None:
         fail("the library's model has no calibrated threshold; pass --threshold")
-    return float(rec["threshold"]), rec.get("distance", "euclidean")
+    return float(rec["threshold"]), distance
 
 
 @library_app.command("scan")
@@ -98,8 +101,7 @@ def library_cluster(
     from facetrain.library.cluster import cluster
 
     con = _library(db)
-    thr, how = _threshold(con, threshold)
-    distance = "euclidean" if how == "given" else how
+    thr, distance = _threshold(con, threshold)
     r = cluster(con, thr, distance)
     console.print(
         f"{r.faces} faces → {r.stacks} stacks ({r.matched_to_named} clusters joined named "
@@ -167,10 +169,10 @@ def library_split(
     from facetrain.library.curate import split
 
     con = _library(db)
-    thr, how = _threshold(con, None if threshold is None else threshold)
+    thr, distance = _threshold(con, threshold)
     if threshold is None:
         thr *= 0.7
-    _curate(db, split, stack, thr, "euclidean" if how == "given" else how)
+    _curate(db, split, stack, thr, distance)
 
 
 @library_app.command("reject")
@@ -242,8 +244,7 @@ def library_identify(
 
     con = _library(db)
     fm = _library_model(con, db, None, device, None)
-    thr, how = _threshold(con, threshold)
-    distance = "euclidean" if how == "given" else how
+    thr, distance = _threshold(con, threshold)
     protos = prototypes(con)
     if len(protos[0]) == 0:
         console.print("[yellow]no named people yet: every face is unknown[/]")

@@ -8,29 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from facetrain.cli.common import app, fail
 from facetrain.progress import console
-
-
-def _coerce(field_type, text: str):
-    t = str(field_type)
-    if "bool" in t:
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected true/false, got {text!r}")
-    if "list[int]" in t:
-        return [int(x) for x in text.split(",") if x]
-    if "list[str]" in t:
-        return [x for x in text.split(":") if x]
-    if "int" in t:
-        return int(text)
-    if "float" in t:
-        return float(text)
-    return text
 
 
 @app.command()
@@ -50,7 +32,7 @@ def train(
     config: Annotated[Path | None, typer.Option(help="TOML or JSON file of settings.")] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Any other setting, KEY=VALUE (repeatable); see config.json."),
+        typer.Option("--set", help="Any other setting, KEY=VALUE (repeatable): --list-settings."),
     ] = None,
     data_dir: Annotated[
         Path | None,
@@ -88,6 +70,9 @@ def train(
             help="Platform: run from this folder (scratch space; relative paths start here).",
         ),
     ] = None,
+    list_settings: Annotated[
+        bool, typer.Option("--list-settings", help="Every setting: type, default, meaning.")
+    ] = False,
     num_gpus: Annotated[
         int | None,
         typer.Option(
@@ -99,62 +84,30 @@ def train(
     ] = None,
 ) -> None:
     """Train an embedding model; re-running the same command resumes it exactly."""
-    import dataclasses
-
-    from facetrain.train.config import TrainConfig, load_config_file
-    from facetrain.train.loop import TrainingError
+    from facetrain.train.config import Platform, resolve, settings
     from facetrain.train.loop import train as train_fn
 
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    values: dict = {}
-    try:
-        if config is not None:
-            values.update(load_config_file(config))
-        explicit = {
-            "out": out,
-            "model": model,
-            "loss": loss,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "device": device,
-        }
-        values.update({k: v for k, v in explicit.items() if v is not None})
-        if data:
-            values["data"] = [r for spec in data for r in spec.split(":") if r]
-        if work_dir is not None:
-            work_dir.mkdir(parents=True, exist_ok=True)
-            os.chdir(work_dir)
-        if data_dir is not None:
-            roots = values.get("data") or [""]
-            values["data"] = [str(data_dir / r) if not os.path.isabs(r) else r for r in roots]
-            values["data"] = [r.rstrip("/") for r in values["data"]]
-        if output_dir is not None:
-            o = values.get("out", "run")
-            values["out"] = o if os.path.isabs(o) else str(output_dir / o)
-        if log_dir is not None:
-            values["log_dir"] = str(log_dir)
-        if num_gpus is not None:
-            values["device"] = "cuda" if num_gpus > 0 else "cpu"
-        for item in set_ or []:
-            key, sep, text = item.partition("=")
-            key = key.strip().replace("-", "_")
-            if not sep or key not in fields:
-                fail(f"--set {item!r}: expected KEY=VALUE with KEY one of the settings")
-            values[key] = _coerce(fields[key].type, text.strip())
-        cfg = TrainConfig(**values)
-        if cfg.device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                fail("--device cuda: no CUDA device is available here")
-            if num_gpus and num_gpus > torch.cuda.device_count():
-                fail(f"--num-gpus {num_gpus}: this machine has {torch.cuda.device_count()}")
-        if num_gpus and num_gpus > 1 and "WORLD_SIZE" not in os.environ:
-            _relaunch_with_torchrun(num_gpus)
-        result = train_fn(cfg, log=console.print)
-    except (TrainingError, ValueError) as e:
-        fail(str(e))
+    if list_settings:
+        table = Table("setting", "type", "default", "meaning", title="--set KEY=VALUE")
+        for row in settings():
+            table.add_row(*(escape(c) for c in row))
+        console.print(table)
+        return
+    if work_dir is not None:  # before resolving: relative paths start there
+        work_dir.mkdir(parents=True, exist_ok=True)
+        os.chdir(work_dir)
+    flags = {"out": out, "model": model, "loss": loss, "epochs": epochs,
+             "batch_size": batch_size, "lr": lr, "device": device}  # fmt: skip
+    if data:
+        flags["data"] = [r for spec in data for r in spec.split(":") if r]
+    platform = Platform(
+        *(None if d is None else str(d) for d in (data_dir, output_dir, log_dir)), num_gpus
+    )
+    cfg = resolve(config, flags, platform, set_)
+    _check_devices(cfg.device, num_gpus)
+    if num_gpus and num_gpus > 1 and "WORLD_SIZE" not in os.environ:
+        _relaunch_with_torchrun(num_gpus)
+    result = train_fn(cfg, log=console.print)
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 speaks for the job
         return
     if result:
@@ -162,6 +115,17 @@ def train(
             f"final verification accuracy {result['accuracy']:.4f} ± {result['accuracy_std']:.4f}"
         )
     console.print(f"run folder: {cfg.out}")
+
+
+def _check_devices(device: str, num_gpus: int | None) -> None:
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        fail("--device cuda: no CUDA device is available here")
+    if num_gpus and num_gpus > torch.cuda.device_count():
+        fail(f"--num-gpus {num_gpus}: this machine has {torch.cuda.device_count()}")
 
 
 def _relaunch_with_torchrun(n: int) -> None:

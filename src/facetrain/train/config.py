@@ -1,6 +1,12 @@
-"""One dataclass holds every training setting. A run saves it resolved (`RUN/config.json`),
-with the code revision, and `--config FILE` (TOML or that JSON) loads one back; CLI flags
-given explicitly override the file."""
+"""Every training setting: one dataclass, resolved and checked here before anything is written.
+
+`resolve()` merges, in this order, a config file (TOML, or a run's config.json), the flags
+given on the command line, the cloud platforms' folders and `--set KEY=VALUE`; every value
+is checked for its type and every choice (model, loss, miner, optimizer, schedule,
+normalisation, distance, flip, amp, device) against what exists, with the allowed values
+in the error. A run saves the result as `RUN/config.json` with the code revision.
+`settings()` lists every setting with its type, default and meaning (`train --list-settings`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,8 @@ import subprocess
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from facetrain.errors import FacetrainError
 
 LOSSES = ("softmax", "arcface", "cosface", "triplet", "contrastive")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
@@ -90,45 +98,51 @@ class TrainConfig:
     threads: int = 0
 
     def validate(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"--loss {self.loss!r}: choose from {', '.join(LOSSES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"--optimizer {self.optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
-        if self.amp not in ("none", "bf16", "fp16"):
-            raise ValueError("--amp must be none, bf16 or fp16")
+        """Every value against its type, choices and range; ConfigError names the first
+        setting that is wrong and what it may be."""
+        for name in FIELDS:
+            check_type(name, getattr(self, name))
+        _check_choices(self)
+        _check_ranges(self)
         if self.amp == "fp16" and not self.device.startswith("cuda"):
-            raise ValueError("--amp fp16 needs a GPU; use bf16 on a CPU")
+            raise ConfigError("--amp fp16 needs a GPU; use bf16 on a CPU")
         if not 0 < self.keep_probability <= 1:
-            raise ValueError("--keep-probability must be in (0, 1]")
+            raise ConfigError("--keep-probability must be in (0, 1]")
         if self.accumulate < 1 or self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("--accumulate, --batch-size and --epochs must be at least 1")
+            raise ConfigError("--accumulate, --batch-size and --epochs must be at least 1")
         if not self.data:
-            raise ValueError("no --data given")
+            raise ConfigError("no --data given")
         if self.partial_fc and self.loss not in ("arcface", "cosface"):
-            raise ValueError("--partial-fc works with --loss arcface or cosface")
+            raise ConfigError("--partial-fc works with --loss arcface or cosface")
         if not 0.0 < self.sample_rate <= 1.0:
-            raise ValueError("--sample-rate must be in (0, 1]")
+            raise ConfigError("--sample-rate must be in (0, 1]")
         if self.sample_rate < 1.0 and not self.partial_fc:
-            raise ValueError("--sample-rate needs --partial-fc")
+            raise ConfigError("--sample-rate needs --partial-fc")
         if self.margin_warmup_epochs < 0 or (
             self.margin_warmup_epochs and self.loss not in ("arcface", "cosface")
         ):
-            raise ValueError("--margin-warmup-epochs is a number of epochs ≥ 0 for arcface/cosface")
+            raise ConfigError("margin_warmup_epochs: a number of epochs ≥ 0, for arcface/cosface")
+
+
+class ConfigError(FacetrainError):
+    """A setting that does not exist, has the wrong type or is not one of its choices."""
 
 
 def load_config_file(path: str | os.PathLike) -> dict:
+    """A TOML or JSON file of settings, each checked for its name and type."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"{p}: config file not found")
-    text = p.read_text(encoding="utf-8")
-    d = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{p}: unknown settings {', '.join(unknown)}")
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+        d = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{p}: not a readable TOML/JSON settings file ({e})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{p}: expected a table of settings")
     if isinstance(d.get("data"), str):
         d["data"] = [d["data"]]
-    return d
+    return {k: check_type(k, v, str(p)) for k, v in d.items()}
 
 
 def code_revision() -> str:
@@ -153,3 +167,245 @@ def code_revision() -> str:
         from facetrain import __version__
 
         return f"facetrain {__version__}"
+
+
+# --- names, types and choices --------------------------------------------------------------
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+HELP = {
+    "data": "aligned faces: packs, identity folders or list files (several: one dataset)",
+    "out": "run folder; the same folder resumes the run",
+    "model": "architecture (`facetrain models`)",
+    "loss": "objective",
+    "embedding_size": "embedding dimensions",
+    "input_size": "model input side in pixels; 0: the model's own",
+    "epochs": "passes over the data",
+    "batch_size": "images per optimizer step (per process)",
+    "epoch_size": "batches per epoch (FaceNet's --epoch_size); 0: one full pass",
+    "lr": "peak learning rate",
+    "schedule": "learning-rate schedule",
+    "schedule_file": "FaceNet-style `epoch: lr` file for schedule=file",
+    "warmup_epochs": "linear warm-up from 0 over these epochs",
+    "lr_steps": "epochs at which schedule=step multiplies the rate by lr_gamma",
+    "lr_gamma": "factor of each step of schedule=step",
+    "poly_power": "exponent of schedule=poly",
+    "min_lr": "floor of the cosine and poly schedules",
+    "optimizer": "optimizer",
+    "momentum": "momentum (sgd, rmsprop)",
+    "nesterov": "Nesterov momentum (sgd)",
+    "weight_decay": "L2 weight decay",
+    "keep_probability": "dropout before the embedding layer is 1 - this",
+    "ema_decay": "exponential moving average of the weights (0: off)",
+    "label_smoothing": "softmax label smoothing",
+    "center_loss_factor": "weight of the center loss (softmax; 0: off)",
+    "center_loss_alfa": "center update rate of the center loss",
+    "prelogits_norm_factor": "weight of the prelogits norm penalty (0: off)",
+    "prelogits_norm_p": "order of the prelogits norm",
+    "margin_s": "scale of the ArcFace/CosFace logits",
+    "margin_m": "ArcFace/CosFace margin; < 0: the loss's usual (0.5 / 0.35)",
+    "margin_warmup_epochs": "ramp the margin linearly from 0 over these epochs",
+    "partial_fc": "ArcFace/CosFace class centres sharded over processes (Partial FC)",
+    "sample_rate": "Partial FC: share of negative centres scored per step",
+    "triplet_margin": "triplet loss margin",
+    "miner": "triplet miner",
+    "contrastive_margin": "contrastive loss margin for different pairs",
+    "identities_per_batch": "P of P x K batches; 0: batch_size // images_per_identity",
+    "images_per_identity": "K of P x K batches (metric losses)",
+    "extra_identities": "identities with one image added to each P x K batch",
+    "flip": "random horizontal flips",
+    "crop": "random crop to this size before resizing (0: none)",
+    "rotate": "random rotation within ± degrees",
+    "color_jitter": "brightness/contrast/saturation factors within 1 ± this",
+    "grayscale": "probability of a gray image",
+    "normalize": "pixel normalisation (saved with the model)",
+    "amp": "mixed precision",
+    "channels_last": "channels-last memory format",
+    "compile": "torch.compile the model",
+    "clip_grad": "clip the gradient norm to this (0: off)",
+    "accumulate": "micro-batches per optimizer step",
+    "device": "where to train",
+    "data_on_device": "decode and augment batches on the device",
+    "seed": "random seed (same seed, same run)",
+    "eval_pairs": "LFW-format pairs.txt checked during training",
+    "eval_images": "image folder of eval_pairs",
+    "eval_bins": "InsightFace .bin sets checked during training",
+    "eval_flip": "how the flipped face joins the embedding in verification",
+    "eval_distance": "distance of verification and of the saved threshold",
+    "eval_subtract_mean": "subtract the mean embedding (fitted on the other folds)",
+    "eval_every": "verify every N epochs",
+    "eval_every_steps": "also verify every N steps (0: off)",
+    "eval_max_pairs": "0: every pair; N: the first N of every fold",
+    "log_every": "log every N steps",
+    "log_dir": "TensorBoard events here instead of RUN/tensorboard",
+    "checkpoint_minutes": "checkpoint at least this often",
+    "checkpoint_every_steps": "also checkpoint every N steps (0: off)",
+    "max_nonfinite": "non-finite steps tolerated before rolling back",
+    "init_from": "start from a run, a weights file or pretrained:NAME",
+    "freeze_backbone_epochs": "train only the head for these first epochs",
+    "threads": "CPU threads (0: torch's default)",
+}
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """The settings that take one of a known set of values, and those values."""
+    from facetrain.data.augment import NORMALIZATIONS
+    from facetrain.evaluate.sets import FLIPS
+    from facetrain.evaluate.verification import DISTANCES
+    from facetrain.miners import TRIPLET_MINERS
+    from facetrain.models import list_models
+    from facetrain.train.schedule import SCHEDULES
+
+    return {
+        "model": tuple(list_models()),
+        "loss": LOSSES,
+        "optimizer": OPTIMIZERS,
+        "schedule": SCHEDULES,
+        "miner": TRIPLET_MINERS,
+        "normalize": NORMALIZATIONS,
+        "eval_flip": FLIPS,
+        "eval_distance": DISTANCES,
+        "amp": ("none", "bf16", "fp16"),
+    }
+
+
+def _kind(name: str) -> str:
+    t = str(FIELDS[name].type)
+    for k in ("list[int]", "list[str]", "bool", "int", "float", "str"):
+        if k in t:
+            return k
+    return "str"  # pragma: no cover - every field has one of the kinds above
+
+
+def check_type(name: str, value, where: str = "setting"):
+    """`value` as setting `name` takes it (an int is a float too), or a ConfigError."""
+    if name not in FIELDS:
+        raise ConfigError(f"{where}: unknown setting {name!r} (`facetrain train --list-settings`)")
+    kind = _kind(name)
+    ok = {
+        "bool": lambda v: isinstance(v, bool),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "list[int]": lambda v: isinstance(v, list) and all(type(x) is int for x in v),
+        "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    }[kind]
+    if not ok(value):
+        raise ConfigError(f"{where}: {name} = {value!r}: expected {kind}")
+    return float(value) if kind == "float" else value
+
+
+def parse_text(name: str, text: str):
+    """A `--set KEY=VALUE` value as the setting's type."""
+    kind = _kind(name)
+    text = text.strip()
+    try:
+        if kind == "bool":
+            low = text.lower()
+            if low not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError
+            return low in ("1", "true", "yes", "on")
+        if kind == "list[int]":
+            return [int(x) for x in text.split(",") if x]
+        if kind == "list[str]":
+            return [x for x in text.split(":") if x]
+        return {"int": int, "float": float}.get(kind, str)(text)
+    except ValueError:
+        raise ConfigError(f"--set {name}={text}: expected {kind}") from None
+
+
+def _check_choices(cfg: TrainConfig) -> None:
+    import re
+
+    for name, allowed in _choices().items():
+        value = getattr(cfg, name)
+        if value not in allowed:
+            raise ConfigError(f"{name} = {value!r}: choose from {', '.join(allowed)}")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", cfg.device):
+        raise ConfigError(f"device = {cfg.device!r}: choose cpu, cuda, cuda:N or mps")
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    import math
+
+    for name in ("lr", "weight_decay", "momentum", "min_lr", "clip_grad", "ema_decay"):
+        v = getattr(cfg, name)
+        if not math.isfinite(v) or v < 0:
+            raise ConfigError(f"{name} = {v}: must be a finite number ≥ 0")
+    for name in ("log_every", "eval_every", "images_per_identity", "max_nonfinite"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} = {getattr(cfg, name)}: must be at least 1")
+    for name in ("threads", "epoch_size", "eval_every_steps", "checkpoint_every_steps", "crop"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name} = {getattr(cfg, name)}: must be ≥ 0")
+    if cfg.input_size and cfg.input_size < 16:
+        raise ConfigError(f"input_size = {cfg.input_size}: 0 (the model's own) or at least 16")
+    if cfg.embedding_size < 2:
+        raise ConfigError(f"embedding_size = {cfg.embedding_size}: must be at least 2")
+
+
+@dataclass
+class Platform:
+    """The cloud training platforms' folders (`--data-dir`, `--output-dir`, `--log-dir`,
+    `--num-gpus`): relative data and output paths are taken under them."""
+
+    data_dir: str | None = None
+    output_dir: str | None = None
+    log_dir: str | None = None
+    num_gpus: int | None = None
+
+
+def _apply_platform(values: dict, p: Platform) -> None:
+    if p.data_dir is not None:
+        roots = values.get("data") or [""]
+        joined = [r if os.path.isabs(r) else os.path.join(p.data_dir, r) for r in roots]
+        values["data"] = [r.rstrip("/") for r in joined]
+    if p.output_dir is not None:
+        o = values.get("out", "run")
+        values["out"] = o if os.path.isabs(o) else os.path.join(p.output_dir, o)
+    if p.log_dir is not None:
+        values["log_dir"] = str(p.log_dir)
+    if p.num_gpus is not None:
+        values["device"] = "cuda" if p.num_gpus > 0 else "cpu"
+
+
+def resolve(
+    file: str | os.PathLike | None = None,
+    flags: dict | None = None,
+    platform: Platform | None = None,
+    sets: list[str] | None = None,
+) -> TrainConfig:
+    """The run's settings from a file, flags, platform folders and KEY=VALUE overrides (in
+    that order of precedence, last wins), checked completely before anything is written."""
+    values = load_config_file(file) if file is not None else {}
+    for k, v in (flags or {}).items():
+        if v is not None:
+            values[k] = check_type(k, v, "flag")
+    _apply_platform(values, platform or Platform())
+    for item in sets or []:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in FIELDS:
+            raise ConfigError(
+                f"--set {item!r}: unknown setting {key!r}; KEY=VALUE takes the settings "
+                "that `facetrain train --list-settings` lists"
+            )
+        values[key] = parse_text(key, text)
+    cfg = TrainConfig(**values)
+    cfg.validate()
+    return cfg
+
+
+def settings() -> list[tuple[str, str, str, str]]:
+    """(name, type, default, meaning) of every setting, with its choices where it has some."""
+    choices = _choices()
+    rows = []
+    for name, f in FIELDS.items():
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        meaning = HELP.get(name, "")
+        if name in choices:
+            meaning += f" ({' | '.join(choices[name])})"
+        rows.append((name, _kind(name), json.dumps(default), meaning))
+    return rows

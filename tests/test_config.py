@@ -1,0 +1,80 @@
+"""Settings are resolved and checked in the package, before anything is written."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from facetrain.cli import app
+from facetrain.train.config import ConfigError, Platform, TrainConfig, resolve, settings
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    "item, words",
+    [
+        ("eval_distance=cosin", "choose from euclidean, cosine"),
+        ("miner=semi-hard", "choose from all, semihard"),
+        ("model=resnet50", "choose from dlib_resnet"),
+        ("device=gpu", "choose cpu, cuda"),
+        ("optimizer=lamb", "choose from sgd"),
+        ("schedule=linear", "choose from constant"),
+        ("normalize=imagenet", "choose from fixed"),
+        ("eval_flip=both", "choose from sum"),
+        ("amp=fp8", "choose from none, bf16, fp16"),
+        ("log_every=0", "log_every = 0: must be at least 1"),
+        ("eval_every=0", "eval_every = 0"),
+        ("threads=-1", "threads = -1"),
+        ("input_size=5", "input_size = 5"),
+        ("lr=nan", "lr = nan"),
+        ("epochs=three", "--set epochs=three: expected int"),
+        ("flip=maybe", "expected bool"),
+        ("learning_rate=0.1", "unknown setting 'learning_rate'"),
+    ],
+)
+def test_every_bad_setting_is_refused_before_anything_is_written(tmp_path, item, words):
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--data", str(tmp_path), "--out", str(out), "--set", item])
+    assert r.exit_code == 2, r.output
+    assert words in r.output and "Traceback" not in r.output
+    assert not out.exists()
+
+
+def test_a_config_file_value_of_the_wrong_type_names_file_and_setting(tmp_path):
+    f = tmp_path / "r.toml"
+    f.write_text('data = ["x"]\nepochs = "three"\n')
+    with pytest.raises(ConfigError, match=r"r.toml: epochs = 'three': expected int"):
+        resolve(f)
+    f.write_text('data = ["x"]\nflip = "no"\n')  # a string is not a bool: refused, not truthy
+    with pytest.raises(ConfigError, match="flip = 'no': expected bool"):
+        resolve(f)
+
+
+def test_precedence_file_then_flags_then_platform_then_set(tmp_path):
+    f = tmp_path / "r.toml"
+    f.write_text('data = ["pack"]\nepochs = 3\nlr = 0.5\nout = "run"\n')
+    cfg = resolve(f, {"lr": 0.2, "epochs": None}, Platform(data_dir="/d", output_dir="/o"),
+                  ["epochs=7", "lr_steps=2,4", "flip=off"])  # fmt: skip
+    assert (cfg.epochs, cfg.lr, cfg.lr_steps, cfg.flip) == (7, 0.2, [2, 4], False)
+    assert cfg.data == ["/d/pack"] and cfg.out == "/o/run"
+
+
+def test_list_settings_shows_every_setting_with_type_default_and_meaning():
+    rows = settings()
+    assert {r[0] for r in rows} == set(TrainConfig.__dataclass_fields__)
+    assert all(r[3] for r in rows), [r[0] for r in rows if not r[3]]
+    r = runner.invoke(app, ["train", "--list-settings"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    assert "eval_distance" in r.output and "list[str]" in r.output and "semihard" in r.output
+
+
+def test_a_given_library_threshold_is_measured_in_the_models_distance(tmp_path):
+    """`library cluster --threshold T` on a cosine model used to apply T as euclidean."""
+    from facetrain.cli.library import _threshold
+    from facetrain.library.db import check_model, connect
+
+    con = connect(tmp_path / "lib.db", create=True)
+    check_model(con, {"distance": "cosine", "threshold": 0.3}, "m", "lib.db")
+    assert _threshold(con, 0.25) == (0.25, "cosine")
+    assert _threshold(con, None) == (0.3, "cosine")
