@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "facetrain needs Python 3.11, found " + sys.version' || exit 1
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[onnx,tensorboard,web,dev]'
 	@# the web UI's browser test drives Debian's chromium; installed where we may, else skipped
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && timeout 600 apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; } \

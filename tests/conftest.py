@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 LFW_RAW = SHARED / "lfw-raw-sample"
 LFW = SHARED / "lfw"
 MINI_TRAIN = SHARED / "mini-train"
+BBT = SHARED / "photos" / "bbt"
 
 
 def need(path: Path):
@@ -55,3 +57,19 @@ def lfw_raw_subset(tmp_path: Path) -> Path:
     out = tmp_path / "subset.txt"
     write_list(out, samples)
     return out
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """A private copy: 3 group photos and 3 people × 3 portraits."""
+    if not BBT.exists():
+        pytest.skip(f"{BBT} absent (real data not here)")
+    dst = tmp_path / "photos"
+    (dst / "group").mkdir(parents=True)
+    for p in sorted((BBT / "group").iterdir())[:3]:
+        shutil.copy(p, dst / "group" / p.name)
+    for person in ("amy", "howard", "penny"):
+        (dst / person).mkdir()
+        for p in sorted((BBT / "reference" / person).iterdir())[:3]:
+            shutil.copy(p, dst / person / p.name)
+    return dst

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from conftest import LFW_RAW, save_rgb, tree_hash
 from facetrain.cli import app
-from test_images import huge_png
+from helpers import huge_png
 
 runner = CliRunner()
 

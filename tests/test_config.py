@@ -14,7 +14,7 @@ runner = CliRunner()
 @pytest.mark.parametrize(
     "item, words",
     [
-        ("eval_distance=cosin", "choose from euclidean, cosine"),
+        ("eval_distance=cosin", "choose from squared_l2, cosine"),
         ("miner=semi-hard", "choose from all, semihard"),
         ("model=resnet50", "choose from dlib_resnet"),
         ("device=gpu", "choose cpu, cuda"),

@@ -16,7 +16,7 @@ from facetrain.data.packed import pack
 from facetrain.data.sampler import PKBatches
 from facetrain.train import checkpoint
 from facetrain.train.distributed import shard
-from test_train import make_faces
+from helpers import make_faces
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 COMMON = [

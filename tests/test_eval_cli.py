@@ -11,7 +11,7 @@ from facetrain.cli import app
 from facetrain.data.packed import pack
 from facetrain.models.saved import load_model
 from facetrain.train.loop import train
-from test_train import lfw_style, make_faces, small_cfg, write_bin_and_pairs
+from helpers import lfw_style, make_faces, small_cfg, write_bin_and_pairs
 
 runner = CliRunner()
 

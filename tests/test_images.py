@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import pytest
 from PIL import Image
 
 from facetrain.data.images import ImageError, load_rgb
+from helpers import huge_png
 
 
 def test_rgb_jpeg_roundtrip(tmp_path: Path):
@@ -107,21 +106,6 @@ def test_truncated_png(tmp_path: Path):
     with pytest.raises(ImageError) as e:
         load_rgb(p)
     assert e.value.status == "unreadable"
-
-
-def huge_png(path: Path, w: int, h: int) -> None:
-    """A tiny file whose header claims w x h pixels (a decompression bomb's shape)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
 
 
 def test_huge_dimensions_refused_before_decoding(tmp_path: Path):

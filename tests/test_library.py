@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -24,6 +23,7 @@ from facetrain.library.cluster import agglomerate
 from facetrain.library.evaluate import scores
 from facetrain.models import create_model
 from facetrain.models.saved import Preprocess, save_model
+from helpers import make_model
 
 BBT = SHARED / "photos" / "bbt"
 runner = CliRunner()
@@ -40,41 +40,6 @@ def cli_fails(*args) -> str:
     assert res.exit_code != 0 and "error:" in res.output, res.output
     assert "Traceback" not in res.output
     return res.output
-
-
-def make_model(path: Path, seed: int = 0, threshold: float = 0.5, dim: int = 32) -> Path:
-    """An untrained network whose batch-norm statistics were measured on real aligned
-    faces: without that, an untrained net maps every face to nearly the same vector."""
-    torch.manual_seed(seed)
-    net = create_model("nn4_small2", dim)
-    faces = sorted((SHARED / "lfw").glob("A*/*.jpg"))[:64]
-    if faces:
-        from facetrain.evaluate.sets import Images, prepare
-
-        x = torch.stack(Images([str(p) for p in faces]).fetch(list(range(len(faces)))))
-        for m in net.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.momentum = None  # a plain average over the calibration batch
-        with torch.no_grad():
-            net.train()(prepare(x, size=96, normalize="fixed"))
-    pre = Preprocess(model="nn4_small2", embedding_size=dim, input_size=96, threshold=threshold)
-    return save_model(path, net.eval(), pre)
-
-
-@pytest.fixture
-def photos(tmp_path) -> Path:
-    """A private copy: 3 group photos and 3 people × 3 portraits."""
-    if not BBT.exists():
-        pytest.skip(f"{BBT} absent (real data not here)")
-    dst = tmp_path / "photos"
-    (dst / "group").mkdir(parents=True)
-    for p in sorted((BBT / "group").iterdir())[:3]:
-        shutil.copy(p, dst / "group" / p.name)
-    for person in ("amy", "howard", "penny"):
-        (dst / person).mkdir()
-        for p in sorted((BBT / "reference" / person).iterdir())[:3]:
-            shutil.copy(p, dst / person / p.name)
-    return dst
 
 
 def faces_table(db: Path) -> list[tuple]:

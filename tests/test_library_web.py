@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from facetrain.cli import app
 from facetrain.library.web import PAGE, create_app
-from test_library import make_model, photos  # noqa: F401  (fixture)
+from helpers import make_model
 
 runner = CliRunner()
 

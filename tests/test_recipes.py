@@ -68,10 +68,8 @@ def test_table_row_reports_a_finished_run(tmp_path):
 
 @pytest.mark.parametrize("data", sorted(SUBSETS), ids=lambda d: Path(d).parent.name)
 def test_the_data_subsets_are_halves_of_the_identities_or_of_each_identitys_faces(data, tmp_path):
-    from typer.testing import CliRunner
-
-    from facetrain.cli import app
     from facetrain.data.listing import iter_samples
+    from facetrain.experiment import half_split
 
     root = tmp_path / "faces"
     for i in range(10):
@@ -79,11 +77,29 @@ def test_the_data_subsets_are_halves_of_the_identities_or_of_each_identitys_face
         for j in range(8):
             (root / f"id{i}" / f"{j}.jpg").write_bytes(b"")  # the split reads names only
     out = tmp_path / "subset"
-    res = CliRunner().invoke(app, ["split", str(root), str(out), *SUBSETS[data]])
-    assert res.exit_code == 0, res.output
+    half_split(root, out, SUBSETS[data])
     train = list(iter_samples(str(out / "train.txt")))
     ids = {s.identity for s in train}
     if "identities" in data:
         assert len(ids) == 5 and len(train) == 40  # half the people, all their faces
     else:
         assert len(ids) == 10 and len(train) == 40  # every person, half their faces
+
+
+@pytest.mark.parametrize("path", [p for p in ALL if p.stem != "best"], ids=lambda p: p.stem)
+def test_a_recipe_states_only_what_it_changes_from_its_base(path):
+    import tomllib
+
+    own = tomllib.loads(path.read_text())
+    base = load_config_file(path.parent / own.pop("base"))
+    same = [k for k, v in own.items() if base.get(k, getattr(TrainConfig(), k)) == v]
+    assert not same, f"{path.name} repeats its base: {same}"
+
+
+def test_a_cycle_of_bases_is_one_clear_error(tmp_path):
+    from facetrain.train.config import ConfigError
+
+    (tmp_path / "a.toml").write_text('base = "b.toml"\nepochs = 2\n')
+    (tmp_path / "b.toml").write_text('base = "a.toml"\nepochs = 3\n')
+    with pytest.raises(ConfigError, match="form a cycle"):
+        load_config_file(tmp_path / "a.toml")

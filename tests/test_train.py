@@ -12,34 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from facetrain.data.packed import PackedDataset, pack
 from facetrain.data.sampler import EpochBatches, PKBatches, SamplerError
-from facetrain.train.config import TrainConfig
 from facetrain.train.loop import TrainingError, train
 from facetrain.train.schedule import Schedule, read_schedule_file
-
-
-def make_faces(root: Path, ids: int = 8, per: int = 8, size: int = 112) -> Path:
-    """Synthetic 'faces': each identity a colour and stripe pattern, images jittered.
-    Stripes alternate vertical and horizontal: with vertical stripes only, neighbours (one
-    pixel apart in stripe period) were near twins that a few training steps could embed
-    together (id6 and id7 at distance 0 on one CPU)."""
-    rng = np.random.default_rng(0)
-    for i in range(ids):
-        base = rng.integers(0, 255, 3)
-        for j in range(per):
-            img = np.zeros((size, size, 3), np.uint8) + base.astype(np.uint8)
-            if i % 2:
-                img[(i * 7) % size :: 9 + i, :] = 255 - base
-            else:
-                img[:, (i * 7) % size :: 9 + i] = 255 - base
-            img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
-            p = root / f"id{i}" / f"{j}.jpg"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(p, quality=95)
-    return root
+from helpers import lfw_style, make_faces, small_cfg, write_bin_and_pairs
 
 
 @pytest.fixture(scope="module")
@@ -47,24 +25,6 @@ def packed(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("faces")
     pack(str(make_faces(tmp / "faces")), tmp / "pack", progress=False)
     return tmp / "pack"
-
-
-def small_cfg(data, out, **kw) -> TrainConfig:
-    base = dict(
-        data=[str(data)],
-        out=str(out),
-        model="nn4_small2",
-        embedding_size=32,
-        batch_size=16,
-        epoch_size=3,
-        epochs=2,
-        lr=0.05,
-        log_every=1,
-        threads=1,
-        checkpoint_minutes=1e9,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def losses(run: Path) -> list[tuple[int, float]]:
@@ -257,7 +217,8 @@ def test_margin_warmup_ramps_the_margin_the_loss_sees(packed, tmp_path):
     margin alone, so the ramped run's loss at a step equals a fixed-margin run's loss at the
     margin the ramp has reached there."""
 
-    from facetrain.evaluate.plots import curves, read_metrics
+    from facetrain.evaluate.plots import curves
+    from facetrain.train.run_folder import read_metrics
 
     def run(name: str, **kw) -> list[dict]:
         out = tmp_path / name
@@ -323,38 +284,6 @@ def test_code_revision_marks_uncommitted_source(tmp_path, monkeypatch):
     assert mod.code_revision() == clean + "-dirty"
 
 
-def lfw_style(faces: Path, dst: Path) -> Path:
-    """The first 4 images of each identity under LFW's names: <name>/<name>_NNNN.jpg."""
-    for d in faces.iterdir():
-        for j in range(4):
-            out = dst / d.name / f"{d.name}_{j:04d}.jpg"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes((d / f"{j}.jpg").read_bytes())
-    return dst
-
-
-def write_bin_and_pairs(faces: Path, tmp: Path) -> tuple[Path, Path]:
-    """A .bin set and an LFW-format pairs.txt over the synthetic faces (2 folds)."""
-    import pickle
-
-    ids = sorted(p.name for p in faces.iterdir())
-    bins, issame, lines = [], [], ["2 4"]
-    for fold in range(2):
-        for k in range(4):
-            i = ids[(fold * 4 + k) % len(ids)]
-            bins += [(faces / i / "0.jpg").read_bytes(), (faces / i / "1.jpg").read_bytes()]
-            issame.append(True)
-            lines.append(f"{i} 0 1")
-        for k in range(4):
-            a, b = ids[k], ids[(k + 1 + fold) % len(ids)]
-            bins += [(faces / a / "2.jpg").read_bytes(), (faces / b / "3.jpg").read_bytes()]
-            issame.append(False)
-            lines.append(f"{a} 2 {b} 3")
-    (tmp / "syn.bin").write_bytes(pickle.dumps((bins, issame), protocol=4))
-    (tmp / "pairs.txt").write_text("\n".join(lines) + "\n")
-    return tmp / "syn.bin", tmp / "pairs.txt"
-
-
 def test_verification_and_val_split_during_training(tmp_path):
     faces = make_faces(tmp_path / "faces", ids=8, per=8)
     lfw = lfw_style(faces, tmp_path / "lfwstyle")
@@ -394,13 +323,13 @@ def test_verification_and_val_split_during_training(tmp_path):
     assert "val split" in fm.pre.threshold_source
     t = embed_dataset(fm, [str(tmp_path / "split" / "val.txt")], progress=False)
     assert len(t) == 16 and fm.pre.threshold == labelled_threshold(
-        t.embeddings, t.labels, "euclidean"
+        t.embeddings, t.labels, "squared_l2"
     )
 
 
 def test_nonfinite_steps_skipped_then_rolled_back(packed, tmp_path):
     cfg = small_cfg(packed, tmp_path / "nan", epochs=3, max_nonfinite=2, checkpoint_every_steps=1)
-    import facetrain.train.loop as loop
+    import facetrain.train.objective as loop  # where the loss is computed
 
     real = loop.cross_entropy
     calls = {"n": 0}
@@ -577,7 +506,7 @@ def test_ema_forgets_the_initialisation_early():
     import copy
 
     from facetrain.models import create_model
-    from facetrain.train.loop import ema_update
+    from facetrain.train.build import ema_update
 
     torch.manual_seed(0)
     model = create_model("nn4_small2", 16)
@@ -622,7 +551,7 @@ def test_a_resume_keeps_the_config_the_run_started_with(packed, tmp_path):
 
 
 def test_a_resume_keeps_the_revision_the_run_started_from(tmp_path):
-    from facetrain.train.loop import record_revision
+    from facetrain.train.run_folder import record_revision
 
     rev = tmp_path / "revision.txt"
     record_revision(rev, "aaa")

@@ -17,7 +17,7 @@ from facetrain.cli import app
 from facetrain.data.packed import pack
 from facetrain.models.saved import open_model
 from facetrain.train.loop import train
-from test_train import lfw_style, make_faces, small_cfg, write_bin_and_pairs
+from helpers import lfw_style, make_faces, small_cfg, write_bin_and_pairs
 
 runner = CliRunner()
 
@@ -241,7 +241,7 @@ def test_raw_photos_are_aligned_like_the_models_training_faces(trained):
     (made with the same template; facenet-pytorch's MTCNN there, our batched one here, whose
     landmarks differ by a pixel or two) far more closely than any other person's face."""
     from conftest import LFW_RAW
-    from facetrain.evaluate.sets import Images
+    from facetrain.models.feed import Images
 
     names = sorted(p.name for p in LFW_RAW.iterdir() if p.is_dir())[:12]
     raw = [str(next((LFW_RAW / n).iterdir())) for n in names]

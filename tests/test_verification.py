@@ -9,7 +9,7 @@ from conftest import LFW, need
 from facetrain.evaluate.verification import evaluate, pair_distances, read_pairs
 
 
-def reference(e1, e2, issame, nfolds=10, distance="euclidean", subtract_mean=False, target=1e-3):
+def reference(e1, e2, issame, nfolds=10, distance="squared_l2", subtract_mean=False, target=1e-3):
     """FaceNet's calculate_roc / calculate_val with plain loops (interpolation per the spec)."""
     thr_acc, thr_val = np.arange(0, 4, 0.01), np.arange(0, 4, 0.001)
     n = len(issame)
@@ -19,7 +19,7 @@ def reference(e1, e2, issame, nfolds=10, distance="euclidean", subtract_mean=Fal
         train = np.array([i for i in range(n) if i not in set(test)])
         mean = np.mean(np.concatenate([e1[train], e2[train]]), 0) if subtract_mean else 0.0
         a, b = e1 - mean, e2 - mean
-        if distance == "euclidean":
+        if distance == "squared_l2":
             d = np.sum((a - b) ** 2, 1)
         else:
             cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
@@ -69,7 +69,7 @@ def synthetic_pairs(n=600, dim=16, seed=0, noise=0.9):
 
 @pytest.mark.parametrize(
     "distance,subtract_mean,seed",
-    [("euclidean", False, 0), ("cosine", True, 1), ("euclidean", True, 2)],
+    [("squared_l2", False, 0), ("cosine", True, 1), ("squared_l2", True, 2)],
 )
 def test_matches_bruteforce_reference(distance, subtract_mean, seed):
     e1, e2, same = synthetic_pairs(seed=seed)
@@ -94,7 +94,7 @@ def test_perfect_and_random_embeddings():
 
 def test_distances():
     a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
-    assert pair_distances(a, b, "euclidean")[0] == pytest.approx(2.0)
+    assert pair_distances(a, b, "squared_l2")[0] == pytest.approx(2.0)
     assert pair_distances(a, b, "cosine")[0] == pytest.approx(0.5)
 
 
@@ -137,7 +137,7 @@ def test_labelled_threshold_sits_in_the_middle_of_the_gap():
             v[k], v[n_id + k * per_id + j] = np.cos(a), np.sin(a)
             emb.append(v)
             labels.append(f"id{k}")
-    d_same = pair_distances(np.array(emb[:1]), np.array(emb[1:2]), "euclidean")
-    d_diff = pair_distances(np.array(emb[:1]), np.array(emb[per_id : per_id + 1]), "euclidean")
+    d_same = pair_distances(np.array(emb[:1]), np.array(emb[1:2]), "squared_l2")
+    d_diff = pair_distances(np.array(emb[:1]), np.array(emb[per_id : per_id + 1]), "squared_l2")
     assert np.allclose([d_same[0], d_diff[0]], [0.5, 2.0])
-    assert labelled_threshold(np.array(emb), labels, "euclidean") == pytest.approx(1.25, abs=0.02)
+    assert labelled_threshold(np.array(emb), labels, "squared_l2") == pytest.approx(1.25, abs=0.02)

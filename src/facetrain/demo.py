@@ -8,8 +8,8 @@
 3. `facetrain eval` on LFW's 6,000 pairs (when there), then `facetrain report`: one HTML
    page with the learning curves, the metrics table and the ROC; its path is printed last.
 
-Every step is the `facetrain` command a user would type, printed before it runs.
-Re-running resumes: finished work is skipped.
+Every step prints the `facetrain` command a user would type for it, then makes the same
+package call that command makes. Re-running resumes: finished work is skipped.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from facetrain.cli import app
 from facetrain.progress import console
 
 LFW_URL = "https://vis-www.cs.umass.edu/lfw/lfw.tgz"
@@ -81,13 +80,67 @@ def download_lfw(cache: Path) -> Path:
     return root
 
 
-def run(*args: str) -> None:
-    console.rule(f"[bold]$ facetrain {' '.join(args)}")
-    try:
-        app(list(args), standalone_mode=False)
-    except SystemExit as e:
-        if e.code:
-            raise
+def step(command: str) -> None:
+    console.rule(f"[bold]$ facetrain {command}")
+
+
+def prepare(data: Path) -> Path:
+    """stats → align → prune → split → pack of the demo photos; the pack's path."""
+    from facetrain.align.job import AlignConfig, run_align
+    from facetrain.data.split import prune, split, stats
+
+    step(f"stats {data}")
+    r = stats([str(data)])
+    console.print(f"identities: {r['identities']}  images: {r['images']}")
+    step(f"align {data} {OUT / 'aligned'}")
+    a = run_align([str(data)], OUT / "aligned", AlignConfig())
+    console.print(f"aligned {a.faces_written} faces; every input in {a.csv_path}")
+    step(f"prune {OUT / 'aligned'} {OUT / 'pruned.txt'} --min-images 2")
+    r = prune([str(OUT / "aligned")], OUT / "pruned.txt", 2)
+    console.print(f"kept {r['identities_kept']}/{r['identities_in']} identities")
+    step(f"split {OUT / 'pruned.txt'} {OUT / 'split'} --by image --val-fraction 0.2")
+    sp = split(str(OUT / "pruned.txt"), OUT / "split", by="image", fraction=0.2)
+    console.print(f"train {sp.train_images} images, val {sp.val_images} images")
+    return pack_step(str(OUT / "split"), OUT / "pack")
+
+
+def pack_step(data: str, out: Path) -> Path:
+    from facetrain.data.packed import pack
+
+    step(f"pack {data} {out}")
+    r = pack(data, out)
+    console.print(f"packed {r.images} images of {r.identities} identities → {out}")
+    return out
+
+
+def train_step(config: Path | None, flags: dict, sets: list[str] = ()) -> Path:
+    from facetrain.train.config import resolve
+    from facetrain.train.loop import train
+
+    shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in flags.items() if k != "data")
+    extra = (f" --config {config}" if config else "") + "".join(f" --set {x}" for x in sets)
+    step(f"train --data {':'.join(flags['data'])} {shown}{extra}")
+    cfg = resolve(config, flags, sets=list(sets))
+    train(cfg, log=console.print)
+    return Path(cfg.out)
+
+
+def eval_step(run: Path, lfw: Path) -> dict:
+    from facetrain.evaluate.model_eval import evaluate_model, summary_line
+    from facetrain.models.saved import open_model
+
+    pairs = lfw / "pairs.txt"
+    step(f"eval {run} --pairs {pairs} --images {lfw}")
+    ev = evaluate_model(open_model(run), [(str(pairs), str(lfw))], out=run / "eval",
+                        on_set=lambda name, r: console.print(summary_line(name, r)))  # fmt: skip
+    return next(iter(ev.results.values()))
+
+
+def report_step(run: Path) -> Path:
+    from facetrain.evaluate.report import write_report
+
+    step(f"report {run}")
+    return write_report(run)
 
 
 def main() -> None:
@@ -102,65 +155,27 @@ def main() -> None:
         data = OUT / "lfw-sample.txt"
         write_list(data, (samples[i] for i in pick))
     console.print(f"demo data: {data}")
-    run("stats", str(data))
-    run("align", str(data), str(OUT / "aligned"))
-    run("prune", str(OUT / "aligned"), str(OUT / "pruned.txt"), "--min-images", "2")
-    run(
-        "split",
-        str(OUT / "pruned.txt"),
-        str(OUT / "split"),
-        "--by",
-        "image",
-        "--val-fraction",
-        "0.2",
-    )
-    run("pack", str(OUT / "split"), str(OUT / "pack"))
-
+    demo_pack = prepare(data)
     mini, lfw = shared_dataset("mini-train"), shared_dataset("lfw")
     if mini is not None and lfw is not None:
-        run("pack", str(mini), str(OUT / "mini-train-pack"))
-        run(
-            "train",
-            "--data",
-            str(OUT / "mini-train-pack"),
-            "--out",
-            str(OUT / "run"),
-            "--config",
-            str(DEMO_RECIPE),
-            "--set",
-            f"eval_pairs={lfw / 'pairs.txt'}",
-            "--set",
-            f"eval_images={lfw}",
-        )
-        run("eval", str(OUT / "run"), "--pairs", str(lfw / "pairs.txt"), "--images", str(lfw))
+        train_pack = pack_step(str(mini), OUT / "mini-train-pack")
+        sets = [f"eval_pairs={lfw / 'pairs.txt'}", f"eval_images={lfw}"]
+        run = train_step(DEMO_RECIPE, {"data": [str(train_pack)], "out": str(OUT / "run")}, sets)
+        eval_step(run, lfw)
     else:
         console.print("(../shared/datasets/mini-train absent: a short run on the demo pack)")
-        run(
-            "train",
-            "--data",
-            str(OUT / "pack"),
-            "--out",
-            str(OUT / "run"),
-            "--model",
-            "nn4_small2",
-            "--loss",
-            "softmax",
-            "--epochs",
-            "3",
-            "--batch-size",
-            "32",
-            "--set",
-            "input_size=80",
-        )
-    run("report", str(OUT / "run"))
+        flags = {"data": [str(demo_pack)], "out": str(OUT / "run"), "model": "nn4_small2",
+                 "loss": "softmax", "epochs": 3, "batch_size": 32}  # fmt: skip
+        run = train_step(None, flags, ["input_size=80"])
+    page = report_step(run)
     console.rule("[bold green]done")
     console.print(
         f"aligned faces: {OUT / 'aligned'} (every input in alignment.csv)\n"
         f"packed dataset: {OUT / 'pack'} — load it with facetrain.data.PackedDataset\n"
-        f"training run: {OUT / 'run'} (metrics.jsonl, tensorboard/, checkpoints/, "
+        f"training run: {run} (metrics.jsonl, tensorboard/, checkpoints/, "
         "model.safetensors); run the same command again to resume"
     )
-    console.print(f"report page: {(OUT / 'run' / 'report.html').resolve()}")
+    console.print(f"report page: {page.resolve()}")
 
 
 if __name__ == "__main__":

@@ -20,44 +20,55 @@ import platform
 import time
 from pathlib import Path
 
-from facetrain.demo import run, shared_dataset
-from facetrain.losses.classification import DEFAULT_MARGIN
+from facetrain.demo import eval_step, pack_step, report_step, shared_dataset, step
+from facetrain.losses.margins import DEFAULT_MARGIN
 from facetrain.progress import console
-from facetrain.train.config import load_config_file
+from facetrain.train.config import resolve
+from facetrain.train.run_folder import read_metrics
 
 PACK = Path("runs/packs/mini-train")
 # Smaller training sets a recipe may name as its data (how accuracy grows with data): the
 # train half of a `facetrain split` of mini-train, made on first use.
 SUBSETS = {
-    "runs/subsets/half-identities/train.txt": ("--by", "identity", "--val-fraction", "0.5"),
-    "runs/subsets/half-images/train.txt": ("--by", "image", "--val-fraction", "0.5"),
+    "runs/subsets/half-identities/train.txt": "identity",
+    "runs/subsets/half-images/train.txt": "image",
 }
+
+
+def half_split(mini: Path, out: Path, by: str) -> None:
+    """`facetrain split mini-train OUT --by BY --val-fraction 0.5` (seed 0)."""
+    from facetrain.data.split import split
+
+    step(f"split {mini} {out} --by {by} --val-fraction 0.5")
+    split(str(mini), out, by=by, fraction=0.5)
 
 
 def main(recipes: list[str], overrides: list[str] | None = None) -> None:
     """overrides: KEY=VALUE training settings applied to every recipe (`--set device=cuda`)."""
+    from facetrain.train.loop import train
+
     mini, lfw = shared_dataset("mini-train"), shared_dataset("lfw")
     if mini is None or lfw is None:
         console.print("[bold red]error:[/] needs ../shared/datasets/mini-train and lfw")
         raise SystemExit(2)
     if not (PACK / "meta.json").exists():
-        run("pack", str(mini), str(PACK))
+        pack_step(str(mini), PACK)
     lines = []
     for recipe in recipes:
-        settings = load_config_file(recipe)
-        out = settings["out"]
-        for d in settings.get("data", []):
+        cfg = resolve(recipe, sets=overrides)  # every recipe checked before it runs
+        for d in cfg.data:
             if d in SUBSETS and not Path(d).exists():
-                run("split", str(mini), str(Path(d).parent), *SUBSETS[d])
+                half_split(mini, Path(d).parent, SUBSETS[d])
         t0 = time.perf_counter()
-        run("train", "--config", recipe, *(a for kv in overrides or [] for a in ("--set", kv)))
+        step(f"train --config {recipe}" + "".join(f" --set {kv}" for kv in overrides or []))
+        train(cfg, log=console.print)
         minutes = (time.perf_counter() - t0) / 60
-        run("eval", out, "--pairs", str(lfw / "pairs.txt"), "--images", str(lfw))
-        run("report", out)
-        m = json.loads((Path(out) / "eval" / "metrics.json").read_text())
+        m = eval_step(Path(cfg.out), lfw)
+        report_step(Path(cfg.out))
         lines.append(
             f"{recipe}: LFW accuracy {m['accuracy']:.4f} ± {m['accuracy_std']:.4f}, "
-            f"VAL@FAR=1e-3 {m['val']:.4f}, AUC {m['auc']:.4f} ({out}; this call {minutes:.1f} min)"
+            f"VAL@FAR=1e-3 {m['val']:.4f}, AUC {m['auc']:.4f} "
+            f"({cfg.out}; this call {minutes:.1f} min)"
         )
     console.rule("[bold green]results")
     for line in lines:
@@ -82,8 +93,7 @@ def table_row(run: Path, where: str) -> str:
     m = json.loads((run / "eval" / "metrics.json").read_text())
     cfg = json.loads((run / "config.json").read_text())
     seconds = 0.0
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
+    for rec in read_metrics(run):
         if rec.get("epoch_end"):
             seconds += rec.get("seconds", 0.0)
     loss = cfg["loss"]

@@ -27,6 +27,7 @@ import numpy as np
 from facetrain import atomic
 from facetrain.data.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
 from facetrain.data.listing import Problems, Sample, iter_samples
+from facetrain.errors import FacetrainError
 
 CSV_FIELDS = [
     "source", "identity", "name", "face", "status", "reason", "output", "score",
@@ -57,6 +58,30 @@ class AlignConfig:
     def out_size(self) -> int:
         return self.size or (112 if self.mode == "similarity" else 182)
 
+    def validate(self) -> None:
+        """Every setting against what it may be (AlignError names it and the choices)."""
+        from facetrain.align.transform import SELECT_MODES
+
+        if self.mode not in MODES:
+            raise AlignError(f"--mode {self.mode!r}: choose from {', '.join(MODES)}")
+        if self.select not in SELECT_MODES:
+            raise AlignError(f"--select {self.select!r}: choose from {', '.join(SELECT_MODES)}")
+        if self.size is not None and self.size < 16:
+            raise AlignError("--size must be at least 16")
+        if self.min_face < 12:
+            raise AlignError("--min-face must be at least 12 (MTCNN's smallest window)")
+        if not 0.1 < self.factor < 1.0:
+            raise AlignError("--factor must be in (0.1, 1)")
+        if len(self.thresholds) != 3 or not all(0.0 < t < 1.0 for t in self.thresholds):
+            raise AlignError("--thresholds: three numbers in (0, 1), e.g. 0.6,0.7,0.7")
+        if self.detect_max_side < 16 or self.batch_size < 1 or self.max_pixels < 1:
+            raise AlignError("--detect-max-side ≥ 16, --batch-size ≥ 1 and --max-pixels ≥ 1")
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise AlignError("--device cuda: no CUDA device is available here")
+
     def output_settings(self) -> dict:
         """The settings that shape output files: a resumed job must keep them."""
         keys = ("mode", "margin", "select", "min_face", "thresholds", "factor", "jpeg_quality")
@@ -64,6 +89,10 @@ class AlignConfig:
         d["size"] = self.out_size
         d["thresholds"] = list(self.thresholds)
         return d
+
+
+class AlignError(FacetrainError):
+    """Alignment settings or folders that cannot be used."""
 
 
 @dataclass
@@ -242,7 +271,7 @@ def _check_config(out: Path, cfg: AlignConfig) -> None:
         diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
         if diff:
             detail = ", ".join(f"{k}: {a} (existing) vs {b} (now)" for k, (a, b) in diff.items())
-            raise ValueError(f"{out} was aligned with other settings ({detail}); use a new OUT")
+            raise AlignError(f"{out} was aligned with other settings ({detail}); use a new OUT")
     else:
         atomic.write_text(path, json.dumps(want, indent=2) + "\n")
 
@@ -260,17 +289,17 @@ def run_align(
     """Align every pending input of the shard; returns counts by status."""
     from facetrain.progress import progress_bar
 
+    cfg.validate()
     out = Path(out)
+    if any(Path(r).resolve() == out.resolve() for r in roots):
+        raise AlignError("OUT must not be one of the input roots")
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, cfg)
     csv_path = out / csv_name(shard)
     done = load_done(csv_path)
     summary = AlignSummary(csv_path=str(csv_path), skipped_done=len(done))
     total = sum(1 for _ in pending(roots, cfg, shard, done, Problems()))
-    ncpu = os.cpu_count() or 1
-    if workers <= 0:
-        workers = 1 if cfg.device != "cpu" else ncpu
-    threads = max(1, ncpu // workers)
+    workers, threads = _worker_counts(cfg, workers)
 
     t0 = time.perf_counter()
     new_file = not csv_path.exists() or csv_path.stat().st_size == 0
@@ -302,29 +331,7 @@ def run_align(
             bar.update(task, rate=f"{done_n / max(elapsed, 1e-9):.1f} img/s")
 
         chunks = _chunks(pending(roots, cfg, shard, done, summary.problems), cfg.batch_size)
-        if workers == 1:
-            _init_worker(cfg, str(out), threads if cfg.device == "cpu" else 0)
-            for chunk in chunks:
-                commit(process_chunk(chunk), len(chunk))
-        else:
-            import multiprocessing as mp
-
-            import facetrain.align.detector  # noqa: F401  (imported once, inherited by forks)
-
-            # fork shares the imported torch with the workers (a spawn re-imports it in each,
-            # seconds apiece); the parent runs no torch op, so no thread pool is copied.
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            init = (cfg, str(out), threads)
-            with ProcessPoolExecutor(workers, ctx, initializer=_init_worker, initargs=init) as ex:
-                inflight: dict[Future, int] = {}
-                for chunk in chunks:
-                    inflight[ex.submit(process_chunk, chunk)] = len(chunk)
-                    while len(inflight) >= 3 * workers:
-                        ready, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                        for fut in ready:
-                            commit(fut.result(), inflight.pop(fut))
-                for fut in list(inflight):
-                    commit(fut.result(), inflight.pop(fut))
+        _process(chunks, cfg, out, workers, threads, commit)
         f.flush()
         os.fsync(f.fileno())
     summary.seconds = time.perf_counter() - t0
@@ -332,6 +339,44 @@ def run_align(
         if sub.is_dir():
             atomic.remove_stale_temps(sub)
     return summary
+
+
+def _worker_counts(cfg: AlignConfig, workers: int) -> tuple[int, int]:
+    """Processes (0: one per core on a CPU, one on a GPU) and torch threads per process."""
+    ncpu = os.cpu_count() or 1
+    if workers <= 0:
+        workers = 1 if cfg.device != "cpu" else ncpu
+    return workers, max(1, ncpu // workers)
+
+
+def _process(chunks, cfg: AlignConfig, out: Path, workers: int, threads: int, commit) -> None:
+    """Every chunk through `process_chunk`, in this process or a pool; results go to
+    `commit(rows, n_inputs)` as they come (at most 3 chunks a worker in flight)."""
+    if workers == 1:
+        _init_worker(cfg, str(out), threads if cfg.device == "cpu" else 0)
+        for chunk in chunks:
+            commit(process_chunk(chunk), len(chunk))
+        return
+    import multiprocessing as mp
+
+    import facetrain.align.detector  # noqa: F401  (imported once, inherited by forks)
+
+    # fork shares the imported torch with the workers (a spawn re-imports it in each,
+    # seconds apiece); the parent runs no torch op, so no thread pool is copied. CUDA
+    # cannot be used in a forked child once initialised: a GPU job spawns.
+    fork = "fork" in mp.get_all_start_methods() and cfg.device == "cpu"
+    ctx = mp.get_context("fork" if fork else "spawn")
+    init = (cfg, str(out), threads)
+    with ProcessPoolExecutor(workers, ctx, initializer=_init_worker, initargs=init) as ex:
+        inflight: dict[Future, int] = {}
+        for chunk in chunks:
+            inflight[ex.submit(process_chunk, chunk)] = len(chunk)
+            while len(inflight) >= 3 * workers:
+                ready, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for fut in ready:
+                    commit(fut.result(), inflight.pop(fut))
+        for fut in list(inflight):
+            commit(fut.result(), inflight.pop(fut))
 
 
 def summary_dict(s: AlignSummary) -> dict:

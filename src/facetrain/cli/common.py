@@ -8,6 +8,7 @@ from typing import Annotated
 
 import click
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from facetrain.errors import FacetrainError
@@ -21,7 +22,7 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except FacetrainError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(2) from None
 
 
@@ -42,7 +43,7 @@ JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the res
 
 def fail(message: str, code: int = 2) -> None:
     """Print a clear one-line error and exit (2 = unusable arguments)."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 

@@ -38,7 +38,9 @@ def eval_(
         list[Path] | None, typer.Option("--bin", help="InsightFace .bin set (repeatable).")
     ] = None,
     align: AlignOpt = "auto",
-    distance: Annotated[str, typer.Option(help="euclidean or cosine.")] = "euclidean",
+    distance: Annotated[
+        str, typer.Option(help="squared_l2 (formerly 'euclidean') or cosine.")
+    ] = "squared_l2",
     flip: Annotated[str, typer.Option(help="sum, concat or none; default: the model's.")] = "",
     subtract_mean: Annotated[bool, typer.Option(help="Mean fitted on the other folds.")] = False,
     out: Annotated[
@@ -54,56 +56,33 @@ def eval_(
     """Verification metrics of a trained model on LFW-style pairs and/or .bin sets."""
     from facetrain.evaluate import model_eval
     from facetrain.evaluate.plots import plot_roc
-    from facetrain.evaluate.sets import ALIGN_MODES, FLIPS, bin_set, pairs_set
-    from facetrain.evaluate.verification import DISTANCES
 
-    if distance not in DISTANCES:
-        fail(f"--distance {distance!r}: choose from {', '.join(DISTANCES)}")
-    if flip and flip not in FLIPS:
-        fail(f"--flip {flip!r}: choose from {', '.join(FLIPS)}")
-    if align not in ALIGN_MODES:
-        fail(f"--align {align!r}: choose from {', '.join(ALIGN_MODES)}")
     pairs, images = pairs or [], images or []
-    if not pairs and not bin_:
-        fail("give --pairs with --images, and/or --bin")
     if len(pairs) != len(images):
         fail("give one --images folder for each --pairs file (the folder its names refer to)")
     fm = open_model_arg(model, device, spec=spec)
-    flip = flip or fm.pre.flip
-    try:
-        sets = [
-            pairs_set(str(p), str(i), alignment=fm.pre.alignment, align=align)
-            for p, i in zip(pairs, images)
-        ]
-        sets += [bin_set(str(b)) for b in bin_ or []]
-    except (ValueError, OSError) as e:
-        fail(str(e))
-    results, rocs = {}, {}
-    for s in sets:
-        try:
-            r, curve = model_eval.evaluate_set(
-                fm, s, flip=flip, distance=distance, subtract_mean=subtract_mean, device=device
-            )
-        except ValueError as e:
-            fail(str(e))
-        name = s.name if s.name not in results else f"{s.name}_{len(results)}"
-        results[name], rocs[name] = r, curve
+    if out is None and model is not None and Path(model).is_dir():
+        out = Path(model) / "eval"
+
+    def show(name: str, r: dict) -> None:
         console.print(model_eval.summary_line(f"[bold]{name}[/]", r))
         tar = ", ".join(f"{k}: {v:.4f}" for k, v in r["tar_at_far"].items())
         console.print(f"  TAR at FAR {tar}")
         for path, why in list(r.get("unusable_images", {}).items())[:10]:
             console.print(f"  [yellow]skipped[/] {path}: {why}")
-    about = model_eval.about(fm, flip, distance, subtract_mean)
-    if out is None and model is not None and Path(model).is_dir():
-        out = Path(model) / "eval"
+
+    ev = model_eval.evaluate_model(
+        fm, list(zip(pairs, images)), bin_ or [], align=align, flip=flip or None,
+        distance=distance, subtract_mean=subtract_mean, device=device, out=out, on_set=show,
+    )  # fmt: skip
+    results, rocs = ev.results, ev.rocs
     if out is not None:
-        model_eval.write_outputs(out, results, rocs, about)
         console.print(f"wrote {out}/metrics.json, folds.csv, roc.csv, roc.png")
     if folds_csv is not None:
         model_eval.write_folds(folds_csv, results)
     if roc is not None:
         plot_roc(rocs, roc)
-    write_json(json_out, model_eval.combined(results, about))
+    write_json(json_out, model_eval.combined(results, ev.about))
 
 
 @app.command()

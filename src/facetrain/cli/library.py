@@ -52,7 +52,7 @@ def _threshold(con, given: float | None) -> tuple[float, str]:
     from facetrain.library.db import model_record
 
     rec = model_record(con) or {}
-    distance = rec.get("distance", "euclidean")
+    distance = rec.get("distance", "squared_l2")
     if given is not None:
         return given, distance
     if rec.get("threshold") is None:
@@ -338,8 +338,10 @@ def library_serve(
     port: Annotated[int, typer.Option()] = 8765,
 ) -> None:
     """The stacks in your browser: name, merge, split, reject, hide, undo."""
-    import uvicorn
+    from facetrain.extras import require
 
+    require("fastapi", "web", "library serve")
+    uvicorn = require("uvicorn", "web", "library serve")
     from facetrain.library.web import create_app
 
     _library(db).close()

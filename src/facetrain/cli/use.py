@@ -69,7 +69,7 @@ def compare(
     json_out: JsonOut = None,
 ) -> None:
     """Distance matrix of faces, and same/different by the model's threshold."""
-    from facetrain.evaluate.verification import distance_matrix
+    from facetrain.distances import distance_matrix, plain_l2
     from facetrain.use.embeddings import embed_paths
 
     fm, images = model_and_inputs(args, device, backend, spec)
@@ -82,7 +82,7 @@ def compare(
         fail("fewer than two usable faces", 1)
     thr = threshold if threshold is not None else fm.pre.threshold
     d = distance_matrix(t.embeddings, t.embeddings, fm.pre.distance)
-    table = Table(title=f"{fm.pre.distance} distance ({fm.pre.flip} flip)")
+    table = Table(title=f"{fm.pre.distance} distance ({fm.pre.flip} flip), unit embeddings")
     table.add_column("")
     for k in range(len(t)):
         table.add_column(str(k), justify="right")
@@ -101,9 +101,10 @@ def compare(
     if thr is None:
         console.print("[yellow]the model has no calibrated threshold; pass --threshold[/]")
     else:
-        console.print(
-            f"threshold {thr:.3f} ({'given' if threshold is not None else fm.pre.threshold_source})"
-        )
+        l2 = plain_l2(thr, fm.pre.distance)
+        also = "" if l2 is None else f" (plain L2 {l2:.3f}, the scale dlib's 0.6 is quoted in)"
+        src = "given" if threshold is not None else fm.pre.threshold_source
+        console.print(f"threshold {thr:.3f} {fm.pre.distance}{also}; from: {src}")
     write_json(
         json_out,
         {"threshold": thr, "distance": fm.pre.distance, "pairs": pairs, "skipped": t.skipped},
@@ -123,8 +124,8 @@ def export(
     """Export to ONNX or TorchScript with the preprocessing inside; check parity."""
     import torch
 
-    from facetrain.evaluate.sets import Images, prepare
     from facetrain.export import FORMATS, export_onnx, export_torchscript, max_difference
+    from facetrain.models.feed import Images, prepare
     from facetrain.models.saved import open_model
 
     if format_ not in FORMATS:
@@ -195,8 +196,13 @@ def classify_train(
     json_out: JsonOut = None,
 ) -> None:
     """Fit a classifier on DATA; print held-out accuracy of all four methods."""
-    from facetrain.evaluate.verification import labelled_threshold
-    from facetrain.use.classify import METHODS, Classifier, evaluate_methods, save_classifier
+    from facetrain.use.classify import (
+        METHODS,
+        Classifier,
+        choose_threshold,
+        evaluate_methods,
+        save_classifier,
+    )
 
     if method not in METHODS:
         fail(f"--method {method!r}: choose from {', '.join(METHODS)}")
@@ -205,20 +211,7 @@ def classify_train(
     if len(set(t.labels)) < 2:
         fail("need at least two people to classify")
     dist = fm.pre.distance
-    if threshold in ("auto", "model") and fm.pre.threshold is not None:
-        thr, src = fm.pre.threshold, f"the model's ({fm.pre.threshold_source})"
-    elif threshold in ("auto", "data"):
-        try:
-            thr, src = labelled_threshold(t.embeddings, t.labels, dist), "validated on DATA's pairs"
-        except ValueError as e:
-            fail(str(e))
-    elif threshold == "model":
-        fail(f"{fm.source} has no calibrated threshold; use --threshold data or a number")
-    else:
-        try:
-            thr, src = float(threshold), "given"
-        except ValueError:
-            fail(f"--threshold {threshold!r}: auto, model, data or a number")
+    thr, src = choose_threshold(threshold, fm.pre, t.embeddings, t.labels)
     strangers = embed_data(fm, unknown, align, device).embeddings if unknown else None
     try:
         figures = evaluate_methods(

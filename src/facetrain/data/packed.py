@@ -89,6 +89,46 @@ class PackSummary:
     splits: dict
 
 
+def _blob(path: str, store: str, raw_size: tuple[int, int] | None):
+    """A sample's stored bytes and size; a raw pack holds one size only."""
+    blob, size = _encoded(path, store)
+    if store == "raw" and raw_size is not None and size != raw_size:
+        w, h = size
+        raise ImageError(
+            "wrong_size",
+            f"{w}x{h} differs from the pack's {raw_size[0]}x{raw_size[1]}"
+            " (raw packs hold one size; align first, or --store encoded)",
+        )
+    return blob, size
+
+
+def _write_shard(out: Path, k: int, chunk, store, raw_size, label_of, skipped_log, advance):
+    """Shard k's data file and its part index (atomically); the sizes it holds and the
+    pack's raw size so far. A sample that cannot be used is logged with its reason."""
+    rows, paths, shard_sizes = [], [], []
+    with atomic.atomic_open(out / f"shard-{k:05d}.bin", "wb") as f:
+        for split_id, s in chunk:
+            try:
+                blob, size = _blob(s.path, store, raw_size)
+            except (ImageError, OSError) as e:
+                reason = e.reason if isinstance(e, ImageError) else str(e)
+                skipped_log.write(f"{s.path}\t{reason}\n")
+                advance()
+                continue
+            if store == "raw":
+                raw_size = raw_size or size
+            rows.append((k, f.tell(), len(blob), label_of[s.identity], split_id))
+            paths.append(s.path)
+            shard_sizes.append(size)
+            f.write(blob)
+            advance()
+    index = np.array(rows, dtype=INDEX_DTYPE)
+    sizes = np.array(shard_sizes, np.int32).reshape(-1, 2)
+    with atomic.atomic_open(out / ".partial" / f"shard-{k:05d}.npz", "wb") as pf:
+        np.savez(pf, index=index, paths=np.array(paths, dtype=str), sizes=sizes)
+    return sizes, raw_size
+
+
 def pack(
     data,
     out: str | os.PathLike,
@@ -136,34 +176,9 @@ def pack(
                 raw_size = raw_size or (next(iter(sizes)) if sizes else None)
                 bar.advance(task, len(chunk))
                 continue
-            rows, paths, shard_sizes = [], [], []
-            with atomic.atomic_open(out / f"shard-{k:05d}.bin", "wb") as f:
-                for split_id, s in chunk:
-                    try:
-                        blob, size = _encoded(s.path, store)
-                        if store == "raw":
-                            raw_size = raw_size or size
-                            if size != raw_size:
-                                w, h = size
-                                raise ImageError(
-                                    "wrong_size",
-                                    f"{w}x{h} differs from the pack's {raw_size[0]}x{raw_size[1]}"
-                                    " (raw packs hold one size; align first, or --store encoded)",
-                                )
-                    except (ImageError, OSError) as e:
-                        reason = e.reason if isinstance(e, ImageError) else str(e)
-                        skipped_log.write(f"{s.path}\t{reason}\n")
-                        bar.advance(task)
-                        continue
-                    rows.append((k, f.tell(), len(blob), label_of[s.identity], split_id))
-                    paths.append(s.path)
-                    shard_sizes.append(size)
-                    f.write(blob)
-                    bar.advance(task)
-            index = np.array(rows, dtype=INDEX_DTYPE)
-            shard_sizes_arr = np.array(shard_sizes, np.int32).reshape(-1, 2)
-            with atomic.atomic_open(part, "wb") as pf:
-                np.savez(pf, index=index, paths=np.array(paths, dtype=str), sizes=shard_sizes_arr)
+            shard_sizes_arr, raw_size = _write_shard(
+                out, k, chunk, store, raw_size, label_of, skipped_log, lambda: bar.advance(task)
+            )
             sizes.update(map(tuple, shard_sizes_arr.tolist()))
     skipped_log.close()
 

@@ -11,27 +11,38 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from facetrain.evaluate.sets import METRIC_KEYS, EvalSet, embed_model, usable_pairs
+from facetrain.errors import FacetrainError
+from facetrain.evaluate.sets import METRIC_KEYS, EvalSet, usable_pairs
 from facetrain.evaluate.verification import evaluate, pair_distances
+from facetrain.models.feed import embed_model
 
 TAR_FARS = (1e-1, 1e-2, 1e-3, 1e-4)
 
 
 def evaluate_set(
-    model, s: EvalSet, *, flip=None, distance="euclidean", subtract_mean=False, device="cpu"
+    model,
+    s: EvalSet,
+    *,
+    flip=None,
+    distance="squared_l2",
+    subtract_mean=False,
+    device="cpu",
+    progress: bool = True,
 ) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
-    """Metrics of one set and its ROC (fpr, tpr at every distinct distance)."""
+    """Metrics of one set and its ROC (fpr, tpr at every distinct distance): the one
+    "evaluate a set" of `facetrain eval` and of verification during training."""
     from sklearn.metrics import roc_curve
 
-    emb = embed_model(model, s, flip=flip, device=device, progress=f"embed {s.name}")
+    title = f"embed {s.name}" if progress else None
+    emb = embed_model(model, s, flip=flip, device=device, progress=title)
     s, _ = usable_pairs(s, emb)
     if len(s.issame) == 0:
-        raise ValueError(f"{s.name}: no pair has both images usable ({s.missing} missing)")
+        raise EvalError(f"{s.name}: no pair has both images usable ({s.missing} missing)")
     e1, e2 = emb[s.idx1], emb[s.idx2]
     kw = dict(fold_ids=s.fold, distance=distance, subtract_mean=subtract_mean)
     r = evaluate(e1, e2, s.issame, **kw)
@@ -113,3 +124,65 @@ def about(model, flip: str, distance: str, subtract_mean: bool) -> dict:
         "distance": distance,
         "subtract_mean": subtract_mean,
     }
+
+
+@dataclass
+class Evaluation:
+    results: dict[str, dict]  # set name → metrics
+    rocs: dict[str, tuple[np.ndarray, np.ndarray]]
+    about: dict
+
+
+def evaluate_model(
+    model,
+    pairs: list[tuple[str, str]] = (),
+    bins: list[str] = (),
+    *,
+    align: str = "auto",
+    flip: str | None = None,
+    distance: str = "squared_l2",
+    subtract_mean: bool = False,
+    device: str = "cpu",
+    out: str | os.PathLike | None = None,
+    on_set=None,
+) -> Evaluation:
+    """A model on (pairs.txt, image folder) sets and .bin sets; with `out`, every output
+    written there. `on_set(name, metrics)` is called as each set finishes."""
+    from facetrain.distances import ALIASES, DISTANCES
+    from facetrain.evaluate.sets import bin_set, pairs_set
+    from facetrain.models.feed import ALIGN_MODES, FLIPS
+
+    distance = ALIASES.get(distance, distance)
+    _check_choice("distance", distance, DISTANCES)
+    _check_choice("flip", flip or model.pre.flip, FLIPS)
+    _check_choice("align", align, ALIGN_MODES)
+    if not pairs and not bins:
+        raise EvalError("give --pairs with --images, and/or --bin")
+    flip = flip or model.pre.flip
+    try:
+        sets = [pairs_set(str(p), str(i), alignment=model.pre.alignment, align=align)
+                for p, i in pairs]  # fmt: skip
+        sets += [bin_set(str(b)) for b in bins]
+    except (OSError, ValueError) as e:  # the reader's messages name the file and the reason
+        raise EvalError(str(e)) from None
+    ev = Evaluation({}, {}, about(model, flip, distance, subtract_mean))
+    for s in sets:
+        r, curve = evaluate_set(
+            model, s, flip=flip, distance=distance, subtract_mean=subtract_mean, device=device
+        )
+        name = s.name if s.name not in ev.results else f"{s.name}_{len(ev.results)}"
+        ev.results[name], ev.rocs[name] = r, curve
+        if on_set is not None:
+            on_set(name, r)
+    if out is not None:
+        write_outputs(out, ev.results, ev.rocs, ev.about)
+    return ev
+
+
+class EvalError(FacetrainError):
+    """Sets or settings an evaluation cannot use."""
+
+
+def _check_choice(what: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise EvalError(f"--{what} {value!r}: choose from {', '.join(allowed)}")

@@ -6,11 +6,12 @@ finished, interrupted or still going — can be drawn and several runs compared 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
+
+from facetrain.train.run_folder import read_metrics
 
 # (title, source, key): source "train" = step lines, "epoch" = epoch-end lines, else an eval.
 PANELS = (
@@ -31,20 +32,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def read_metrics(run: str | os.PathLike) -> list[dict]:
-    """The lines of RUN/metrics.jsonl (a torn last line, from a kill, is skipped)."""
-    path = Path(run) / "metrics.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{run}: no metrics.jsonl (not a facetrain run folder?)")
-    lines = []
-    for text in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(text))
-        except json.JSONDecodeError:
-            continue
-    return lines
 
 
 def curves(lines: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

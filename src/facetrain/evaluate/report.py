@@ -15,7 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from facetrain.evaluate.plots import plot_roc, plot_runs, read_metrics
+from facetrain.evaluate.plots import plot_roc, plot_runs
+from facetrain.train.run_folder import read_metrics
 
 ROWS = (
     ("accuracy", "accuracy (10-fold)"),

@@ -1,14 +1,15 @@
 """Face verification on pairs, exactly the protocol behind FaceNet's and InsightFace's LFW
 numbers, plus the readers for LFW `pairs.txt`.
 
-Protocol (`evaluate`): distances are squared L2 between the given vectors ("euclidean") or
-angle/π ("cosine"); the pairs are cut into contiguous folds (or given fold ids); for each
-held-out fold, the accuracy threshold is the best of the grid 0, 0.01, … 3.99 on the other
-folds (the first on ties) and the VAL threshold comes from the grid 0, 0.001, … 3.999 on the
-other folds: the first grid threshold whose FAR reaches the target, linearly interpolated
-with its predecessor (FaceNet called scipy's `interp1d(kind="slinear")` here, which current
-scipy refuses on repeated FAR values; the interpolation is done directly instead). "Same"
-means distance < threshold. AUC and EER come from the ROC averaged over folds.
+Protocol (`evaluate`): distances are squared L2 between the given vectors ("squared_l2") or
+angle/π ("cosine"; see facetrain.distances); the pairs are cut into contiguous folds (or
+given fold ids); for each held-out fold, the accuracy threshold is the best of the grid 0,
+0.01, … 3.99 on the other folds (the first on ties) and the VAL threshold comes from the
+grid 0, 0.001, … 3.999 on the other folds: the first grid threshold whose FAR reaches the
+target, linearly interpolated with its predecessor (FaceNet called scipy's
+`interp1d(kind="slinear")` here, which current scipy refuses on repeated FAR values; the
+interpolation is done directly instead). "Same" means distance < threshold. AUC and EER
+come from the ROC averaged over folds.
 
 Counting is done with sorted distances and `searchsorted`, so a 4,000-threshold grid costs
 O((n + T) log n) per fold rather than a pass over the pairs per threshold.
@@ -22,34 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facetrain.distances import DISTANCES, distance_matrix, pair_distances  # noqa: F401
+
 ACC_THRESHOLDS = np.arange(0, 4, 0.01)
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)
-DISTANCES = ("euclidean", "cosine")
-
-
-def pair_distances(emb1: np.ndarray, emb2: np.ndarray, distance: str = "euclidean"):
-    """Squared L2 ("euclidean") or angle / π ("cosine") between rows of emb1 and emb2."""
-    e1, e2 = np.asarray(emb1, np.float64), np.asarray(emb2, np.float64)
-    if distance == "euclidean":
-        return np.sum(np.square(e1 - e2), axis=1)
-    if distance == "cosine":
-        dot = np.sum(e1 * e2, axis=1)
-        norm = np.linalg.norm(e1, axis=1) * np.linalg.norm(e2, axis=1)
-        return np.arccos(np.clip(dot / norm, -1.0, 1.0)) / np.pi
-    raise ValueError(f"unknown distance {distance!r}; choose from {', '.join(DISTANCES)}")
-
-
-def distance_matrix(a: np.ndarray, b: np.ndarray, distance: str = "euclidean") -> np.ndarray:
-    """All distances between rows of a and rows of b, in `pair_distances`' units."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if distance == "euclidean":
-        d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-        return np.maximum(d, 0.0)
-    if distance == "cosine":
-        an = a / np.linalg.norm(a, axis=1, keepdims=True)
-        bn = b / np.linalg.norm(b, axis=1, keepdims=True)
-        return np.arccos(np.clip(an @ bn.T, -1.0, 1.0)) / np.pi
-    raise ValueError(f"unknown distance {distance!r}; choose from {', '.join(DISTANCES)}")
 
 
 def _counts_below(dist: np.ndarray, issame: np.ndarray, thresholds: np.ndarray):
@@ -105,7 +82,7 @@ def evaluate(
     issame,
     *,
     nrof_folds: int = 10,
-    distance: str = "euclidean",
+    distance: str = "squared_l2",
     subtract_mean: bool = False,
     far_target: float = 1e-3,
     fold_ids: np.ndarray | None = None,

@@ -30,8 +30,10 @@ def _example(pre: Preprocess) -> torch.Tensor:
 
 def export_onnx(net: torch.nn.Module, pre: Preprocess, out: str | os.PathLike) -> Path:
     """`out` as an ONNX file with a dynamic batch axis (torch.export-based exporter)."""
-    import onnx
+    from facetrain.extras import require
 
+    onnx = require("onnx", "onnx", "ONNX export")
+    require("onnxscript", "onnx", "ONNX export")
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     model = RawEmbedding(net.cpu().eval())

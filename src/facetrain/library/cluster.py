@@ -35,7 +35,7 @@ class ClusterReport:
 
 
 def agglomerate(
-    emb: np.ndarray, photo: np.ndarray, threshold: float, distance: str = "euclidean"
+    emb: np.ndarray, photo: np.ndarray, threshold: float, distance: str = "squared_l2"
 ) -> tuple[np.ndarray, int]:
     """Cluster labels (0..k-1) and how many faces were moved out to honour cannot-link."""
     from sklearn.cluster import AgglomerativeClustering
@@ -72,7 +72,7 @@ def agglomerate(
     return np.unique(labels, return_inverse=True)[1], moved
 
 
-def cluster(con, threshold: float, distance: str = "euclidean") -> ClusterReport:
+def cluster(con, threshold: float, distance: str = "squared_l2") -> ClusterReport:
     """Re-cluster every unconfirmed face (see the module docstring)."""
     free_emb, free = read_faces(
         con, "f.usable = 1 AND f.hidden = 0 AND f.confirmed = 0 AND p.status = 'ok'"

@@ -108,7 +108,7 @@ def merge(con, into: str, other: str) -> str:
     return f"stack {b} merged into {a} ({len(fa) + len(fb)} faces)"
 
 
-def split(con, ref: str, threshold: float, distance: str = "euclidean") -> str:
+def split(con, ref: str, threshold: float, distance: str = "squared_l2") -> str:
     """Sub-cluster a stack at a tighter threshold; the largest part keeps the stack (and
     its name), the others become new unnamed stacks."""
     from facetrain.library.cluster import agglomerate
@@ -211,7 +211,7 @@ def identify(
     emb: np.ndarray,
     protos: tuple,
     threshold: float,
-    distance: str = "euclidean",
+    distance: str = "squared_l2",
     margin: float = 0.0,
 ) -> list[dict]:
     """Name the faces of ONE photo from the named people: each face's distance to a person

@@ -103,8 +103,16 @@ def set_meta(con: sqlite3.Connection, key: str, value: str) -> None:
 
 
 def model_record(con: sqlite3.Connection) -> dict | None:
+    """The preprocessing record of the library's model (its distance by today's name)."""
+    from facetrain.distances import ALIASES
+
     text = get_meta(con, "model")
-    return None if text is None else json.loads(text)
+    if text is None:
+        return None
+    rec = json.loads(text)
+    if "distance" in rec:
+        rec["distance"] = ALIASES.get(rec["distance"], rec["distance"])
+    return rec
 
 
 def check_model(con: sqlite3.Connection, pre: dict, source: str, db: str) -> None:

@@ -97,7 +97,7 @@ class Scanner:
 
     def faces_of(self, img: np.ndarray) -> list[dict]:
         """Detected, aligned, quality-checked and embedded faces of one photo."""
-        from facetrain.evaluate.sets import Arrays, embed_model
+        from facetrain.models.feed import Arrays, embed_model
 
         found = self.aligner.faces(img, select="all")
         if not found:
@@ -134,6 +134,15 @@ def _insert_faces(con, photo_id: int, faces: list[dict]) -> None:
     )  # fmt: skip
 
 
+def photos_under(con, root: str) -> dict[str, dict]:
+    """The library's photos below the folder `root`, by path: an exact prefix match (SQL
+    LIKE would ignore case and read `_` and `%` as wildcards, so `my_pics` would take the
+    photos of `my-pics`)."""
+    prefix = root.rstrip("/") + "/"
+    rows = con.execute("SELECT * FROM photos WHERE substr(path, 1, ?) = ?", (len(prefix), prefix))
+    return {r["path"]: r for r in rows}
+
+
 def scan(
     con,
     root: str | os.PathLike,
@@ -148,82 +157,94 @@ def scan(
     rep = ScanReport()
     files = list_photos(root)
     seen = set(files)
-    known = {
-        r["path"]: r for r in con.execute("SELECT * FROM photos WHERE path LIKE ?", (root + "/%",))
-    }
+    known = photos_under(con, root)
     vanished = {r["sha256"]: r["id"] for p, r in known.items() if p not in seen}
     with progress_bar(disable=None if progress is None else not progress) as bar:
         task = bar.add_task("scan", total=len(files), rate="")
         for path in files:
             bar.advance(task)
-            st = os.stat(path)
-            row = known.get(path)
-            if row is not None and row["size"] == st.st_size and row["mtime"] == st.st_mtime:
-                rep.unchanged += 1
-                continue
-            digest = sha256(path)
-            if row is not None and row["sha256"] == digest:  # touched, same content
-                con.execute("UPDATE photos SET mtime = ? WHERE id = ?", (st.st_mtime, row["id"]))
-                rep.unchanged += 1
-                continue
-            if row is None and digest in vanished:
-                pid = vanished.pop(digest)
-                with transaction(con):
-                    con.execute(
-                        "UPDATE photos SET path = ?, size = ?, mtime = ? WHERE id = ?",
-                        (path, st.st_size, st.st_mtime, pid),
-                    )
-                rep.moved += 1
-                continue
-            twin = con.execute(
-                "SELECT id, path FROM photos"
-                " WHERE sha256 = ? AND path != ? AND status != 'duplicate'",
-                (digest, path),
-            ).fetchone()
-            if twin is not None:
-                with transaction(con):
-                    if row is not None:
-                        con.execute("DELETE FROM photos WHERE id = ?", (row["id"],))
-                    con.execute(
-                        "INSERT INTO photos(path, sha256, size, mtime, status, duplicate_of)"
-                        " VALUES (?, ?, ?, ?, 'duplicate', ?)",
-                        (path, digest, st.st_size, st.st_mtime, twin["id"]),
-                    )
-                rep.duplicates += 1
-                rep.problems[path] = f"duplicate of {twin['path']}"
-                continue
-            status, error, faces, (w, h) = "ok", None, [], (None, None)
-            try:
-                img = load_rgb(path)
-                h, w = img.shape[:2]
-                faces = scanner.faces_of(img)
-                if not faces:
-                    status, error = "no_face", "no face found"
-            except ImageError as e:
-                status, error = e.status, e.reason
-            except OSError as e:
-                status, error = "unreadable", str(e)
-            if error and status != "no_face":
-                rep.problems[path] = f"{status}: {error}"
-            with transaction(con):
-                if row is not None:  # changed content: its old faces go
-                    con.execute("DELETE FROM photos WHERE id = ?", (row["id"],))
-                cur = con.execute(
-                    "INSERT INTO photos(path, sha256, size, mtime, width, height, taken, status,"
-                    " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (path, digest, st.st_size, st.st_mtime, w, h, taken(path), status, error),
-                )
-                _insert_faces(con, cur.lastrowid, faces)
-            rep.changed += row is not None
-            rep.new += row is None
-            rep.faces += len(faces)
-            rep.usable_faces += sum(f["usable"] for f in faces)
+            _scan_one(con, path, known.get(path), vanished, scanner, rep)
     for pid in vanished.values():
         with transaction(con):
             con.execute("DELETE FROM photos WHERE id = ?", (pid,))
             con.execute("DELETE FROM photos WHERE duplicate_of = ?", (pid,))
         rep.removed += 1
     return rep
+
+
+def _scan_one(con, path: str, row, vanished: dict, scanner: Scanner, rep: ScanReport) -> None:
+    """One photo: unchanged, touched, moved, a duplicate, or (new or changed) analysed."""
+    st = os.stat(path)
+    if row is not None and row["size"] == st.st_size and row["mtime"] == st.st_mtime:
+        rep.unchanged += 1
+        return
+    digest = sha256(path)
+    if row is not None and row["sha256"] == digest:  # touched, same content
+        con.execute("UPDATE photos SET mtime = ? WHERE id = ?", (st.st_mtime, row["id"]))
+        rep.unchanged += 1
+        return
+    if row is None and digest in vanished:
+        with transaction(con):
+            con.execute(
+                "UPDATE photos SET path = ?, size = ?, mtime = ? WHERE id = ?",
+                (path, st.st_size, st.st_mtime, vanished.pop(digest)),
+            )
+        rep.moved += 1
+        return
+    if not _record_duplicate(con, path, row, digest, st, rep):
+        _record_photo(con, path, row, digest, st, scanner, rep)
+
+
+def _record_duplicate(con, path: str, row, digest: str, st, rep: ScanReport) -> bool:
+    twin = con.execute(
+        "SELECT id, path FROM photos WHERE sha256 = ? AND path != ? AND status != 'duplicate'",
+        (digest, path),
+    ).fetchone()
+    if twin is None:
+        return False
+    with transaction(con):
+        if row is not None:
+            con.execute("DELETE FROM photos WHERE id = ?", (row["id"],))
+        con.execute(
+            "INSERT INTO photos(path, sha256, size, mtime, status, duplicate_of)"
+            " VALUES (?, ?, ?, ?, 'duplicate', ?)",
+            (path, digest, st.st_size, st.st_mtime, twin["id"]),
+        )
+    rep.duplicates += 1
+    rep.problems[path] = f"duplicate of {twin['path']}"
+    return True
+
+
+def _analyse(path: str, scanner: Scanner) -> tuple[str, str | None, list, tuple]:
+    """(status, error, faces, (width, height)) of one photo."""
+    try:
+        img = load_rgb(path)
+        faces = scanner.faces_of(img)
+        status, error = ("ok", None) if faces else ("no_face", "no face found")
+        return status, error, faces, (img.shape[1], img.shape[0])
+    except ImageError as e:
+        return e.status, e.reason, [], (None, None)
+    except OSError as e:
+        return "unreadable", str(e), [], (None, None)
+
+
+def _record_photo(con, path: str, row, digest: str, st, scanner: Scanner, rep: ScanReport):
+    status, error, faces, (w, h) = _analyse(path, scanner)
+    if error and status != "no_face":
+        rep.problems[path] = f"{status}: {error}"
+    with transaction(con):
+        if row is not None:  # changed content: its old faces go
+            con.execute("DELETE FROM photos WHERE id = ?", (row["id"],))
+        cur = con.execute(
+            "INSERT INTO photos(path, sha256, size, mtime, width, height, taken, status,"
+            " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (path, digest, st.st_size, st.st_mtime, w, h, taken(path), status, error),
+        )
+        _insert_faces(con, cur.lastrowid, faces)
+    rep.changed += row is not None
+    rep.new += row is None
+    rep.faces += len(faces)
+    rep.usable_faces += sum(f["usable"] for f in faces)
 
 
 def read_faces(con, where: str = "1", params=()) -> tuple[np.ndarray, list]:

@@ -84,7 +84,7 @@ def create_app(db_path: str | os.PathLike) -> FastAPI:
         rec = model_record(c) or {}
         c.close()
         thr = 0.7 * float(rec.get("threshold") or 1.0)
-        return act(curate.split, str(stack), thr, rec.get("distance", "euclidean"))
+        return act(curate.split, str(stack), thr, rec.get("distance", "squared_l2"))
 
     @app.post("/api/stacks/{stack}/hide")
     def api_hide(stack: int) -> dict:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facetrain.losses.classification import DEFAULT_MARGIN, margin_logits
-from facetrain.train.distributed import all_gather, all_reduce_max, all_reduce_sum, world_of
+from facetrain.collectives import all_gather, all_reduce_max, all_reduce_sum, world_of
+from facetrain.losses.margins import Margin
 
 
 def shard_bounds(num_classes: int, rank: int, world: int) -> tuple[int, int]:
@@ -30,21 +30,19 @@ class PartialFC(nn.Module):
         self,
         embedding_size: int,
         num_classes: int,
-        kind: str = "arcface",
+        margin: Margin | str = "arcface",
         s: float = 64.0,
         m: float | None = None,
         sample_rate: float = 1.0,
     ):
         super().__init__()
-        if kind not in ("arcface", "cosface"):
-            raise ValueError(f"Partial FC takes arcface or cosface, not {kind!r}")
+        self.margin = margin if isinstance(margin, Margin) else Margin(margin, s, m)
         if not 0.0 < sample_rate <= 1.0:
             raise ValueError(f"sample_rate {sample_rate}: must be in (0, 1]")
         self.rank, self.world = world_of()
         self.num_classes = num_classes
         self.start, self.end = shard_bounds(num_classes, self.rank, self.world)
-        self.kind, self.s, self.sample_rate = kind, s, sample_rate
-        self.m = m if m is not None else DEFAULT_MARGIN[kind]
+        self.sample_rate = sample_rate
         self.weight = nn.Parameter(torch.empty(self.end - self.start, embedding_size))
         nn.init.normal_(self.weight, std=0.01)
 
@@ -75,7 +73,7 @@ class PartialFC(nn.Module):
         local[rows] = torch.arange(len(rows), device=y.device)
         owned = (y >= self.start) & (y < self.end)
         col = torch.where(owned, local[(y - self.start).clamp(0, len(local) - 1)], -1)
-        logits = margin_logits(cos, col, self.kind, self.s, self.m)
+        logits = self.margin(cos, col)
         top = all_reduce_max(logits.max(1).values.detach())
         total = all_reduce_sum(torch.exp(logits - top[:, None]).sum(1))
         mask = (col >= 0).to(logits.dtype)

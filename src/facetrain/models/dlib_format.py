@@ -207,38 +207,49 @@ def _tail(r: _Reader) -> None:
         r.tensor()
 
 
-def parse(data: bytes, source: str = "<bytes>") -> DlibNet:
-    """Parse a serialized dlib metric network; DlibFormatError on anything else."""
-    r = _Reader(data, source)
-    loss = _loss(r)
+def _versions(r: _Reader) -> list[int]:
+    """The wrappers' versions, top down, to the input layer's own (3)."""
     versions = []
-    while True:  # wrapper versions down to the input layer's own (3)
+    while not versions or versions[-1] != 3:
         v = r.int()
-        versions.append(v)
-        if v == 3:
-            break
-        if v not in (1, 2) or len(versions) > 10_000:
+        if v not in (1, 2, 3) or len(versions) > 10_000:
             raise r.fail(f"unexpected layer version {v}")
-    net_input = _input(r)
+        versions.append(v)
+    return versions
+
+
+def _layers(r: _Reader, n: int) -> list[Layer]:
+    """n computational layers, bottom up, each with its bookkeeping."""
     layers = []
-    first = True
-    n_layers = versions.count(2) + 1
-    while len(layers) < n_layers:
+    for k in range(n):
         name = r.str()
         read = _DETAILS.get(name)
         if read is None:
             raise r.fail(f"unsupported layer {name!r}")
         layers.append(read(r))
         _tail(r)
-        if first:
+        if k == 0:
             r.int()  # the input layer's sample expansion factor
-            first = False
-    if r.pos != len(r.b):
-        raise r.fail(f"{len(r.b) - r.pos} bytes left after the last layer")
+    return layers
+
+
+def _check_finite(layers: list[Layer], source: str) -> None:
     for k, layer in enumerate(layers):
         for name, values in layer.params.items():
             if not np.isfinite(values).all():
                 raise DlibFormatError(f"{source}: non-finite {name} in layer {k} ({layer.kind})")
+
+
+def parse(data: bytes, source: str = "<bytes>") -> DlibNet:
+    """Parse a serialized dlib metric network; DlibFormatError on anything else."""
+    r = _Reader(data, source)
+    loss = _loss(r)
+    versions = _versions(r)
+    net_input = _input(r)
+    layers = _layers(r, versions.count(2) + 1)  # add_layer wrappers (2) and the input's (3)
+    if r.pos != len(r.b):
+        raise r.fail(f"{len(r.b) - r.pos} bytes left after the last layer")
+    _check_finite(layers, source)
     return DlibNet(net_input, layers, loss)
 
 

@@ -93,7 +93,7 @@ def _make_dlib(out: Path) -> Path:
         normalize="none",  # the network subtracts dlib's mean and divides by 256 itself
         alignment={"mode": "similarity", "size": 150, "template": DLIB_TEMPLATE},
         flip="none",  # dlib's descriptor is of the face alone
-        distance="euclidean",
+        distance="squared_l2",
         threshold=DLIB_THRESHOLD,
         threshold_source="pretrained:dlib_resnet, calibrated on mini-train validation pairs",
     )

@@ -41,9 +41,17 @@ class Preprocess:
     crop: int | None = None  # centre crop before resizing (the model trained on random crops)
     alignment: dict = field(default_factory=lambda: {"mode": "similarity", "size": 112})
     flip: str = "sum"  # how the flipped face joins the embedding: sum, concat or none
-    distance: str = "euclidean"  # what `threshold` measures (see evaluate.verification)
+    distance: str = "squared_l2"  # what `threshold` measures (see evaluate.verification)
     threshold: float | None = None  # "same person" below it
     threshold_source: str = ""
+
+    def __post_init__(self):
+        from facetrain.distances import canonical
+
+        try:
+            self.distance = canonical(self.distance)
+        except ValueError as e:
+            raise ModelFileError(f"preprocessing record: {e}") from None
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "") -> Preprocess:
@@ -114,6 +122,9 @@ class FaceModel:
         return torch.nn.functional.normalize(z, dim=1) if normalize else z
 
     def eval(self) -> FaceModel:
+        """Inference mode for the module behind it (batch norm, dropout), if there is one."""
+        if self.module is not None:
+            self.module.eval()
         return self
 
 
@@ -174,7 +185,9 @@ def _record(meta: str | None, spec: dict | None, source: str, fill: dict) -> Pre
 
 def load_onnx(path: str | os.PathLike, device: str = "cpu", spec: dict | None = None):
     """An ONNX embedding model run by onnxruntime (CUDA when asked and available)."""
-    import onnxruntime as ort
+    from facetrain.extras import require
+
+    ort = require("onnxruntime", "onnx", f"{path}: running an ONNX model")
 
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():

@@ -83,7 +83,7 @@ class TrainConfig:
     eval_images: str = ""  # … and its image folder
     eval_bins: list[str] = field(default_factory=list)  # InsightFace .bin sets
     eval_flip: str = "sum"  # sum | concat | none: add the flipped image's embedding
-    eval_distance: str = "euclidean"
+    eval_distance: str = "squared_l2"
     eval_subtract_mean: bool = False
     eval_every: int = 1  # epochs
     eval_every_steps: int = 0  # also every N steps (0: off)
@@ -96,6 +96,11 @@ class TrainConfig:
     init_from: str = ""
     freeze_backbone_epochs: int = 0
     threads: int = 0
+
+    def __post_init__(self):
+        from facetrain.distances import ALIASES
+
+        self.eval_distance = ALIASES.get(self.eval_distance, self.eval_distance)
 
     def validate(self) -> None:
         """Every value against its type, choices and range; ConfigError names the first
@@ -128,9 +133,13 @@ class ConfigError(FacetrainError):
     """A setting that does not exist, has the wrong type or is not one of its choices."""
 
 
-def load_config_file(path: str | os.PathLike) -> dict:
-    """A TOML or JSON file of settings, each checked for its name and type."""
+def load_config_file(path: str | os.PathLike, _seen: tuple = ()) -> dict:
+    """A TOML or JSON file of settings, each checked for its name and type. `base =
+    "other.toml"` (relative to the file) starts from another recipe: a file states only
+    what it changes."""
     p = Path(path)
+    if p.resolve() in _seen:
+        raise ConfigError(f"{p}: its `base` recipes form a cycle")
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
     try:
@@ -140,9 +149,15 @@ def load_config_file(path: str | os.PathLike) -> dict:
         raise ConfigError(f"{p}: not a readable TOML/JSON settings file ({e})") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{p}: expected a table of settings")
+    base = d.pop("base", None)
     if isinstance(d.get("data"), str):
         d["data"] = [d["data"]]
-    return {k: check_type(k, v, str(p)) for k, v in d.items()}
+    d = {k: check_type(k, v, str(p)) for k, v in d.items()}
+    if base is None:
+        return d
+    if not isinstance(base, str):
+        raise ConfigError(f"{p}: base = {base!r}: expected the path of another recipe")
+    return load_config_file(p.parent / base, (*_seen, p.resolve())) | d
 
 
 def code_revision() -> str:
@@ -250,10 +265,10 @@ HELP = {
 def _choices() -> dict[str, tuple[str, ...]]:
     """The settings that take one of a known set of values, and those values."""
     from facetrain.data.augment import NORMALIZATIONS
-    from facetrain.evaluate.sets import FLIPS
     from facetrain.evaluate.verification import DISTANCES
     from facetrain.miners import TRIPLET_MINERS
     from facetrain.models import list_models
+    from facetrain.models.feed import FLIPS
     from facetrain.train.schedule import SCHEDULES
 
     return {

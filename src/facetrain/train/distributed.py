@@ -7,8 +7,7 @@ global batches does not depend on the number of processes — which is what lets
 checkpointed with N processes resume with M (InsightFace's arcface_torch cannot).
 Only rank 0 writes logs and checkpoints and runs verification.
 
-The two autograd-aware collectives are what Partial FC's distributed softmax needs.
-gloo has no reduce-scatter, so the all-gather's backward is an all-reduce and a slice.
+The autograd-aware collectives Partial FC needs live in `facetrain.collectives`.
 """
 
 from __future__ import annotations
@@ -53,7 +52,8 @@ def setup(device: str) -> tuple[Dist, str]:
         device = f"cuda:{d.local_rank}"
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        # NCCL for CUDA tensors and gloo for the few small CPU ones (flags, checksums)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo")
     return d, device
 
 
@@ -116,75 +116,3 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src)
     return box[0]
-
-
-class _AllGather(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        world = dist.get_world_size()
-        sizes = [torch.zeros(1, dtype=torch.long) for _ in range(world)]
-        dist.all_gather(sizes, torch.tensor([x.shape[0]]))
-        n = int(max(s.item() for s in sizes))
-        padded = torch.zeros((n, *x.shape[1:]), dtype=x.dtype, device=x.device)
-        padded[: x.shape[0]] = x
-        parts = [torch.empty_like(padded) for _ in range(world)]
-        dist.all_gather(parts, padded.contiguous())
-        ctx.sizes = [int(s.item()) for s in sizes]
-        ctx.rank, ctx.n = dist.get_rank(), n
-        return torch.cat([p[:k] for p, k in zip(parts, ctx.sizes)])
-
-    @staticmethod
-    def backward(ctx, g):
-        g = g.contiguous().clone()
-        dist.all_reduce(g)
-        start = sum(ctx.sizes[: ctx.rank])
-        return g[start : start + ctx.sizes[ctx.rank]]
-
-
-class _AllReduceSum(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        y = x.clone()
-        dist.all_reduce(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        g = g.contiguous().clone()
-        dist.all_reduce(g)
-        return g
-
-
-def all_gather(x: torch.Tensor) -> torch.Tensor:
-    """Every rank's rows, concatenated in rank order; gradients flow back to their owners."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    return _AllGather.apply(x)
-
-
-def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks, differentiable (the backward sums the ranks' gradients)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    return _AllReduceSum.apply(x)
-
-
-def all_reduce_max(x: torch.Tensor) -> torch.Tensor:
-    """Elementwise max over ranks, no gradient (used for numerical stability only)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    y = x.detach().clone()
-    dist.all_reduce(y, op=dist.ReduceOp.MAX)
-    return y
-
-
-def gather_rows(x: torch.Tensor) -> torch.Tensor:
-    """A row-sharded tensor made whole on every rank (for checkpoints); no gradient."""
-    with torch.no_grad():
-        return all_gather(x.detach())
-
-
-def world_of() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1

@@ -52,7 +52,7 @@ class Recognizer:
         self.threshold = model.pre.threshold
 
     def _embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
-        from facetrain.evaluate.sets import Arrays, embed_model
+        from facetrain.models.feed import Arrays, embed_model
 
         if not crops:
             return np.zeros((0, self.model.pre.embedding_size), np.float32)
@@ -67,7 +67,7 @@ class Recognizer:
     def embed(self, images: list[ImageLike], align: str = "auto") -> np.ndarray:
         """One unit embedding per image (a photo's central face, or an aligned face);
         a NaN row where no face was found."""
-        from facetrain.evaluate.sets import face_crop
+        from facetrain.models.feed import face_crop
 
         crops = [face_crop(_rgb(im), lambda: self.aligner, align) for im in images]
         ok = [i for i, c in enumerate(crops) if c is not None]

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facetrain.evaluate.verification import distance_matrix
+from facetrain.distances import ALIASES, distance_matrix
+from facetrain.errors import FacetrainError
 
 METHODS = ("svm", "knn", "logreg", "centroid")
 UNKNOWN = "unknown"
@@ -55,6 +56,10 @@ def holdout_split(labels: list[str], test_fraction: float, seed: int = 0):
         test += idx[:k].tolist()
         train += idx[k:].tolist()
     return np.array(sorted(train), dtype=np.int64), np.array(sorted(test), dtype=np.int64)
+
+
+class ClassifyError(FacetrainError):
+    """A classifier that cannot be made or used as asked."""
 
 
 @dataclass
@@ -160,10 +165,36 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
                 z["embeddings"],
                 z["labels"].tolist(),
                 float(meta["threshold"]),
-                meta["distance"],
+                ALIASES.get(meta["distance"], meta["distance"]),
                 meta["threshold_source"],
                 meta.get("model", ""),
                 meta.get("preprocess", {}),
             ).fit()
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"{path}: not a facetrain classifier file ({e})") from None
+
+
+def choose_threshold(how: str, pre, embeddings: np.ndarray, labels: list[str]):
+    """The classifier's "unknown" threshold and where it comes from. how: `auto` (the
+    model's calibrated one, else validated on the labelled faces), `model`, `data`, or a
+    number."""
+    from facetrain.evaluate.verification import labelled_threshold
+
+    if how in ("auto", "model") and pre.threshold is not None:
+        return pre.threshold, f"the model's ({pre.threshold_source})"
+    if how in ("auto", "data"):
+        try:
+            return labelled_threshold(embeddings, labels, pre.distance), "validated on DATA's pairs"
+        except ValueError as e:
+            raise ClassifyError(str(e)) from None
+    if how == "model":
+        raise ClassifyError(
+            "the model has no calibrated threshold; use --threshold data or a number"
+        )
+    try:
+        value = float(how)
+    except ValueError:
+        raise ClassifyError(f"--threshold {how!r}: auto, model, data or a number") from None
+    if not np.isfinite(value) or value < 0:
+        raise ClassifyError(f"--threshold {how!r}: a finite number ≥ 0")
+    return value, "given"

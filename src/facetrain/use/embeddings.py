@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrain.data.listing import Problems, iter_samples
-from facetrain.evaluate.sets import Images, embed_model
+from facetrain.models.feed import Images, embed_model
 
 
 @dataclass

@@ -30,7 +30,7 @@ class FilterResult:
     identities_after: int
 
 
-def centre_distances(t: Table, distance: str = "euclidean") -> np.ndarray:
+def centre_distances(t: Table, distance: str = "squared_l2") -> np.ndarray:
     """Distance of each embedding to the unit-normalised mean of its identity."""
     labels = np.asarray(t.labels)
     out = np.zeros(len(t), np.float64)
@@ -43,7 +43,7 @@ def centre_distances(t: Table, distance: str = "euclidean") -> np.ndarray:
 
 
 def filter_table(
-    t: Table, *, percentile: float = 5.0, min_images: int = 2, distance: str = "euclidean"
+    t: Table, *, percentile: float = 5.0, min_images: int = 2, distance: str = "squared_l2"
 ) -> FilterResult:
     if not 0.0 <= percentile < 100.0:
         raise ValueError(f"percentile {percentile}: must be in [0, 100)")

@@ -1,20 +1,4 @@
-"""Choose triplets and pairs inside a batch (online mining), apart from the losses.
-
-Each miner takes the batch's embeddings and labels and returns index tensors into the
-batch; it looks at detached distances only, so the loss is computed from the one forward
-pass and its gradients reach every selected triplet or pair. Definitions (squared L2
-distances, α the margin):
-
-- `all_triplets`: every (a, p, n) with y_a = y_p ≠ y_n, a ≠ p.
-- `semihard`: FaceNet's semi-hard negatives, d_ap < d_an < d_ap + α; one drawn at random
-  per anchor-positive pair (pairs without one are skipped).
-- `hardest`: the closest negative of each anchor-positive pair.
-- `random_violating`: a random negative with d_an − d_ap < α (OpenFace's, from VGG Face).
-- `balanced_pairs`: every positive pair and as many random negative pairs (contrastive).
-
-Identities with one image in the batch (e.g. the extra identities a P×K sampler can add)
-have no positive pair, so they serve as negatives only.
-"""
+"""Triplet miners: which (anchor, positive, negative) of a batch the triplet loss sees."""
 
 from __future__ import annotations
 
@@ -41,7 +25,7 @@ def all_triplets(labels: torch.Tensor) -> torch.Tensor:
 
 def _pick_random(mask: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """For each row with any True, the column of one True chosen uniformly; -1 otherwise."""
-    r = torch.rand(mask.shape, generator=generator, device=mask.device)
+    r = torch.rand(mask.shape, generator=generator).to(mask.device)  # a CPU generator: draw there
     r = torch.where(mask, r, torch.full_like(r, -1.0))
     best = r.argmax(1)
     return torch.where(mask.any(1), best, torch.full_like(best, -1))
@@ -75,25 +59,3 @@ def mine_triplets(
             n = _pick_random(is_neg & (d_an - d_ap < margin), generator)
         keep = n >= 0
         return torch.cat([ap[keep], n[keep][:, None]], 1)
-
-
-def balanced_pairs(labels: torch.Tensor, generator: torch.Generator | None = None):
-    """All positive pairs (i < j) and an equal number of random negative pairs.
-
-    Returns (pairs (M, 2), same (M,) bool). Never written to disk: drawn per batch.
-    """
-    i, j = torch.triu_indices(len(labels), len(labels), 1, device=labels.device)
-    same = labels[i] == labels[j]
-    pos = torch.stack([i[same], j[same]], 1)
-    neg_all = torch.stack([i[~same], j[~same]], 1)
-    k = min(len(pos), len(neg_all))
-    perm = torch.randperm(len(neg_all), generator=generator)[:k].to(labels.device)
-    neg = neg_all[perm]
-    pairs = torch.cat([pos[:k], neg])
-    flags = torch.cat(
-        [
-            torch.ones(len(pairs) - len(neg), dtype=torch.bool, device=labels.device),
-            torch.zeros(len(neg), dtype=torch.bool, device=labels.device),
-        ]
-    )
-    return pairs, flags

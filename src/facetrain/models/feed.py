@@ -1,0 +1,190 @@
+"""How to feed a model: its faces prepared exactly as its preprocessing record says.
+
+`Images` fetches photos by index (uint8, CHW), aligning raw photos on the fly with the
+model's own alignment record (`face_crop`); `Arrays` holds faces already in memory;
+`prepare` is the evaluation input (centre crop, normalisation, resize); `embed` and
+`embed_model` give unit embeddings, adding (or concatenating) the flipped face's as
+FaceNet's and InsightFace's evaluations do. Training, `eval`, `embed`, the library and the
+Python API all go through here. An image that cannot be used (unreadable, no face) gets a
+NaN row and a reason, never an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facetrain.data.augment import Augment, center
+
+FLIPS = ("sum", "concat", "none")
+
+
+class FaceSource(Protocol):
+    """Faces by index: `Images`, `Arrays`, or an evaluation set."""
+
+    n_images: int
+
+    def fetch(self, ids: list[int]) -> list[torch.Tensor | None]: ...
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def prepare(x_uint8: torch.Tensor, *, size: int, normalize: str, crop: int | None = None):
+    """A model's evaluation input: centre crop (if it trained on crops), normalize, resize."""
+    return resize(center(x_uint8, Augment(flip=False, crop=crop, normalize=normalize)), size)
+
+
+ALIGN_MODES = ("auto", "always", "never")
+
+
+def face_crop(img: np.ndarray, aligner: Callable, align: str = "auto") -> np.ndarray | None:
+    """The model's face of one RGB image, or None when no face is found. `never`: the image
+    as it is; `auto`: an image of the model's aligned size as it is, a standard 112x112
+    crop re-warped into the model's geometry, anything else detected and aligned (the face
+    nearest the centre); `always`: detected and aligned. `aligner()` gives the FaceAligner
+    (made only when needed: MTCNN takes a moment to load)."""
+    if align == "never" or (align == "auto" and aligner().is_aligned(img)):
+        return img
+    if align == "auto" and aligner().is_standard_crop(img):
+        return aligner().rewarp(img)
+    faces = aligner().faces(img, select="center")
+    return faces[0].crop if faces else None
+
+
+class Images:
+    """Photos by index. align: `auto` aligns photos that are not already the model's aligned
+    size, `always` aligns every photo, `never` takes them as they are."""
+
+    def __init__(self, paths: list[str], alignment: dict | None = None, align: str = "auto"):
+        if align not in ALIGN_MODES:
+            raise ValueError(f"unknown align mode {align!r}; choose from {', '.join(ALIGN_MODES)}")
+        self.paths = list(paths)
+        self.alignment = alignment or {"mode": "similarity", "size": 112}
+        self.align = align
+        self.problems: dict[int, str] = {}
+        self._aligner = None
+
+    @property
+    def n_images(self) -> int:
+        return len(self.paths)
+
+    def aligner(self):
+        if self._aligner is None:
+            from facetrain.align.faces import FaceAligner
+
+            self._aligner = FaceAligner(self.alignment)
+        return self._aligner
+
+    def load(self, i: int) -> np.ndarray | None:
+        """HxWx3 uint8 face i, or None with the reason in `problems`."""
+        from facetrain.data.images import ImageError, load_rgb
+
+        try:
+            img = load_rgb(self.paths[i])
+        except ImageError as e:
+            self.problems[i] = f"{e.status}: {e.reason}"
+            return None
+        except OSError as e:
+            self.problems[i] = f"unreadable: {e}"
+            return None
+        crop = face_crop(img, self.aligner, self.align)
+        if crop is None:
+            self.problems[i] = "no_face: no face above the detector thresholds"
+        return crop
+
+    def fetch(self, ids: list[int]) -> list[torch.Tensor | None]:
+        imgs = [self.load(i) for i in ids]
+        return [None if a is None else torch.from_numpy(a).permute(2, 0, 1) for a in imgs]
+
+
+class Arrays:
+    """Faces already in memory (HxWx3 uint8, e.g. aligned on the fly), for `embed`."""
+
+    def __init__(self, faces: list[np.ndarray]):
+        self.faces = faces
+
+    @property
+    def n_images(self) -> int:
+        return len(self.faces)
+
+    def fetch(self, ids: list[int]) -> list[torch.Tensor]:
+        return [torch.from_numpy(np.ascontiguousarray(self.faces[i])).permute(2, 0, 1) for i in ids]
+
+
+@torch.no_grad()
+def embed(
+    model,
+    s: FaceSource,
+    *,
+    size: int,
+    normalize: str,
+    crop: int | None = None,
+    flip: str = "sum",
+    device: str = "cpu",
+    batch: int = 128,
+    progress: str | None = None,
+) -> np.ndarray:
+    """Unit embeddings of every image of the set (flip: sum, concat or none); rows of images
+    that could not be used are NaN. With `progress`, a bar with that title."""
+    from facetrain.progress import progress_bar
+
+    if flip not in FLIPS:
+        raise ValueError(f"unknown flip {flip!r}; choose from {', '.join(FLIPS)}")
+    model.eval()
+    out = []
+    with progress_bar(disable=None if progress else True) as bar:
+        task = bar.add_task(progress or "embed", total=s.n_images, rate="")
+        for i in range(0, s.n_images, batch):
+            imgs = s.fetch(list(range(i, min(i + batch, s.n_images))))
+            ok = [k for k, t in enumerate(imgs) if t is not None]
+            rows = None
+            if ok:
+                got = [imgs[k] for k in ok]
+                if len({tuple(t.shape) for t in got}) > 1:
+                    got = [
+                        resize(t[None].float(), size)[0].round().clamp(0, 255).byte() for t in got
+                    ]
+                x = prepare(torch.stack(got), size=size, normalize=normalize, crop=crop).to(device)
+                e = model.embed(x, normalize=False).float()
+                if flip != "none":
+                    f = model.embed(x.flip(3), normalize=False).float()
+                    e = e + f if flip == "sum" else torch.cat([e, f], 1)
+                rows = F.normalize(e, dim=1).cpu()
+            full = torch.full((len(imgs), rows.shape[1] if rows is not None else 0), float("nan"))
+            if rows is not None:
+                full[ok] = rows
+            out.append(full)
+            bar.advance(task, len(imgs))
+    width = max(o.shape[1] for o in out) if out else 0
+    out = [o if o.shape[1] == width else torch.full((len(o), width), float("nan")) for o in out]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def embed_model(
+    model,
+    s: FaceSource,
+    *,
+    flip: str | None = None,
+    device: str = "cpu",
+    progress: str | None = None,
+) -> np.ndarray:
+    """`embed` with a saved model's own preprocessing record (`model.pre`)."""
+    pre = model.pre
+    return embed(
+        model,
+        s,
+        size=pre.input_size,
+        normalize=pre.normalize,
+        crop=pre.crop,
+        flip=flip or pre.flip,
+        device=device,
+        progress=progress,
+    )

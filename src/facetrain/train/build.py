@@ -1,0 +1,145 @@
+"""The pieces a run is made of: its data, schedule, optimizer, starting weights, the model's
+input batches and the weights' moving average. `loop.py` assembles them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from facetrain.data.augment import Augment, apply
+from facetrain.data.packed import PackedDataset, pack
+from facetrain.errors import FacetrainError
+from facetrain.losses.partial_fc import PartialFC
+from facetrain.models.feed import prepare, resize
+from facetrain.train import checkpoint
+from facetrain.train.config import TrainConfig
+from facetrain.train.schedule import Schedule, read_schedule_file
+from facetrain.train.state import TrainingError
+
+
+def dataset_for(cfg: TrainConfig, run: Path) -> PackedDataset:
+    """Use a pack as is; pack folders or list files into RUN/pack once (resumable)."""
+    data = cfg.data
+    if len(data) == 1 and (Path(data[0]) / "meta.json").exists():
+        where = Path(data[0])
+    else:
+        where = run / "pack"
+        if not (where / "meta.json").exists():
+            from facetrain.data.listing import DatasetError
+
+            try:
+                pack(data if len(data) > 1 else data[0], where, progress=None)
+            except DatasetError as e:
+                raise TrainingError(str(e)) from None
+    ds = PackedDataset(where, split="train")
+    if len(ds) == 0:
+        raise TrainingError(f"{where}: no training images")
+    if len(np.unique(ds.labels)) < 2:
+        raise TrainingError("training needs at least 2 identities")
+    return ds
+
+
+def build_schedule(cfg: TrainConfig) -> Schedule:
+    entries = read_schedule_file(cfg.schedule_file) if cfg.schedule == "file" else []
+    return Schedule(
+        cfg.schedule,
+        cfg.lr,
+        cfg.epochs,
+        cfg.warmup_epochs,
+        tuple(cfg.lr_steps),
+        cfg.lr_gamma,
+        cfg.poly_power,
+        cfg.min_lr,
+        entries,
+    )
+
+
+def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    o, wd = cfg.optimizer, cfg.weight_decay
+    if o == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd
+        )
+    if o == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=wd)
+    if o == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=wd)
+    if o == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=wd)
+    if o == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=wd)
+    return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=wd)
+
+
+def init_from(cfg: TrainConfig, model, head) -> str:
+    """Load a backbone (and the head when its shape fits) from a run or a weights file."""
+    from facetrain.models import pretrained
+
+    try:
+        src = Path(pretrained.resolve(cfg.init_from))
+    except FacetrainError as e:
+        raise TrainingError(f"init_from: {e}") from None
+    if src.is_dir():
+        loaded = checkpoint.load(src, "best") or checkpoint.load(src, "last")
+        if loaded is None:
+            raise TrainingError(f"{src}: no checkpoint to initialise from")
+        tensors = loaded[0]
+    else:
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(src))
+        except Exception as e:  # safetensors' own error types
+            raise TrainingError(f"{src}: not a weights file ({e})") from None
+    backbone = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    if missing:
+        raise TrainingError(f"{src}: not weights of this model (missing {missing[:3]} …)")
+    head_sd = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
+    if head is not None and head_sd:
+        own = head.state_dict()
+        if all(k in own and own[k].shape == v.shape for k, v in head_sd.items()):
+            head.load_state_dict(head_sd)
+            return "backbone and head"
+        # softmax → ArcFace/CosFace on the same identities: the softmax weight rows point at
+        # the classes, so they start the margin head's centres (a margin loss from random
+        # centres can collapse on a small training set)
+        rows = head_sd.get("fc.weight")
+        if rows is not None and isinstance(head, PartialFC):  # this rank's shard of the rows
+            rows = rows[head.start : head.end]
+        if rows is not None and set(own) == {"weight"} and own["weight"].shape == rows.shape:
+            head.load_state_dict({"weight": rows})
+            return "backbone and head (class centres from the softmax weights)"
+    return "backbone (head re-created)"
+
+
+def to_input(x_uint8: torch.Tensor, cfg: TrainConfig, size: int, train: bool, gen=None):
+    """uint8 batch → augmented, resized, normalized float input for the model."""
+    aug = Augment(
+        flip=cfg.flip and train,
+        crop=cfg.crop or None,
+        rotate=cfg.rotate,
+        jitter=cfg.color_jitter,
+        grayscale=cfg.grayscale,
+        normalize=cfg.normalize,
+    )
+    if not train:
+        return prepare(x_uint8, size=size, normalize=cfg.normalize, crop=cfg.crop or None)
+    return resize(apply(x_uint8, aug, gen), size)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """One step of the weights' exponential moving average. The decay warms up as
+    (1 + step) / (10 + step) (TensorFlow's num_updates rule) so the random initialisation is
+    forgotten within the first few hundred steps: with a flat 0.999 it still held half of the
+    average after 700 steps, and those weights next to the live batch-norm statistics
+    (copied, not averaged) gave near-constant embeddings."""
+    d = min(decay, (1.0 + step) / (10.0 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1.0 - d)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)

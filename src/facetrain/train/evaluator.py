@@ -1,0 +1,134 @@
+"""What a run measures while it trains, and the threshold it ships.
+
+The run's preprocessing record is built once, at the start (`preprocess_for`): verification
+during training feeds faces exactly as the saved model will be fed later, through the same
+`evaluate_set` that `facetrain eval` uses. `Evaluator` scores the classifier on the pack's
+val split (same identities) and every verification set; the first set decides the `best`
+checkpoint. `export_weights` writes the final model with a threshold: the verification
+set's, or one validated on the val split's pairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facetrain.data.packed import PackedDataset
+from facetrain.evaluate.model_eval import evaluate_set
+from facetrain.evaluate.sets import METRIC_KEYS, EvalSet, bin_set, pairs_set
+from facetrain.losses import cross_entropy
+from facetrain.models.feed import embed_model, prepare
+from facetrain.models.saved import FaceModel, Preprocess, save_model
+from facetrain.train.config import TrainConfig
+
+
+def preprocess_for(cfg: TrainConfig, size: int) -> Preprocess:
+    """The record saved with the weights: how every later user must prepare faces."""
+    alignment = {"mode": "similarity", "size": 112}
+    for root in cfg.data:  # the settings `facetrain align` recorded, when the data has them
+        rec = Path(root) / "align_config.json"
+        if rec.exists():
+            alignment = json.loads(rec.read_text())
+            break
+    return Preprocess(
+        model=cfg.model,
+        embedding_size=cfg.embedding_size,
+        input_size=size,
+        normalize=cfg.normalize,
+        crop=cfg.crop or None,
+        alignment=alignment,
+        flip=cfg.eval_flip,
+        distance=cfg.eval_distance,
+    )
+
+
+def as_face_model(model: torch.nn.Module, pre: Preprocess, source: str) -> FaceModel:
+    return FaceModel(pre, lambda x: model.embed(x, normalize=False), "torch", source, model)
+
+
+@torch.no_grad()
+def validation_split(model, objective, val: PackedDataset, cfg: TrainConfig, size: int) -> dict:
+    """Loss and top-1 accuracy of the classifier on the pack's val split (same identities)."""
+    model.eval()
+    total, correct, n = 0.0, 0, 0
+    for i in range(0, len(val), 256):
+        xb, y = val.batch(list(range(i, min(i + 256, len(val)))))
+        x = prepare(xb, size=size, normalize=cfg.normalize, crop=cfg.crop or None)
+        raw = model.embed(x.to(cfg.device), normalize=False).float()
+        y = y.to(cfg.device)
+        logits = objective.logits(raw, y, objective.head)
+        total += float(cross_entropy(logits, y)) * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        n += len(y)
+    return {"loss": total / n, "accuracy": correct / n}
+
+
+class Evaluator:
+    """The val split and the verification sets, on the main process only."""
+
+    def __init__(self, cfg: TrainConfig, pre: Preprocess, val: PackedDataset, log, emit):
+        self.cfg, self.pre, self.val, self.log, self.emit = cfg, pre, val, log, emit
+        self.sets: list[EvalSet] = [bin_set(b) for b in cfg.eval_bins]
+        if cfg.eval_pairs:
+            self.sets.insert(0, pairs_set(cfg.eval_pairs, cfg.eval_images, cfg.eval_max_pairs))
+        for s in self.sets:
+            if s.missing:
+                log(f"verification on {s.name}: {s.missing} pairs name missing images (skipped)")
+
+    def __call__(self, model, objective, state, epoch: int) -> tuple[str, ...]:
+        """Evaluate now; the checkpoint pointers to set ('best' when the first set's
+        accuracy is the best yet)."""
+        cfg, pointers = self.cfg, ("last",)
+        if objective.classifies and len(self.val):
+            v = validation_split(model, objective, self.val, cfg, self.pre.input_size)
+            self.emit({"eval": "val_split", "epoch": epoch, "step": state.step} | v)
+        fm = as_face_model(model, self.pre, cfg.out)
+        for k, s in enumerate(self.sets):
+            full, _ = evaluate_set(fm, s, flip=cfg.eval_flip, distance=cfg.eval_distance,
+                                   subtract_mean=cfg.eval_subtract_mean, device=cfg.device,
+                                   progress=False)  # fmt: skip
+            r = {k: full[k] for k in (*METRIC_KEYS, "pairs_used", "pairs_missing")}
+            self.emit({"eval": s.name, "epoch": epoch, "step": state.step} | r)
+            self.log(
+                f"epoch {epoch} step {state.step}: {s.name} accuracy {r['accuracy']:.4f} "
+                f"± {r['accuracy_std']:.4f}, VAL {r['val']:.4f}"
+            )
+            if k == 0:  # the first set decides "best"
+                state.last_eval = r
+                if r["accuracy"] > state.best:
+                    state.best, pointers = r["accuracy"], ("last", "best")
+        return pointers
+
+
+def val_threshold(model, pre: Preprocess, val: PackedDataset, cfg: TrainConfig) -> float | None:
+    """A verification threshold validated on the val split's own pairs (for runs without a
+    verification set); None when no val identity has two images."""
+    from facetrain.evaluate.verification import labelled_threshold
+
+    if len(val) < 2:
+        return None
+    ids = list(range(len(val)))
+    labels = val.batch(ids)[1].tolist()
+    if len(set(labels)) == len(labels):
+        return None
+    none = np.zeros(0, np.int64)
+    s = EvalSet("val", len(val), lambda i: list(val.batch(i)[0]), none, none, none, None)
+    emb = embed_model(as_face_model(model, pre, cfg.out), s, device=cfg.device)
+    return labelled_threshold(emb, labels, cfg.eval_distance)
+
+
+def export_weights(run: Path, model, pre: Preprocess, cfg: TrainConfig, last_eval: dict,
+                   val: PackedDataset) -> Path:  # fmt: skip
+    """RUN/model.safetensors: the final backbone with its preprocessing record."""
+    threshold, source = last_eval.get("threshold"), ""
+    if threshold is not None:
+        source = "mean best-accuracy threshold over the verification set's folds"
+    else:
+        threshold = val_threshold(model, pre, val, cfg)
+        source = "best-accuracy threshold on the val split's pairs" if threshold is not None else ""
+    pre = dataclasses.replace(pre, threshold=threshold, threshold_source=source)
+    return save_model(run / "model.safetensors", model, pre)

@@ -1,0 +1,160 @@
+"""What a run optimises: the head, the penalties, the miner and the margin ramp, built by one
+factory. This is the only place that branches on the loss; the loop calls `objective(raw,
+labels, gen)` and gets the loss and what to log with it.
+
+- softmax: a linear head on the prelogits (+ center loss, prelogits norm, label smoothing);
+- arcface / cosface: class centres scored by a Margin on unit embeddings, or sharded over
+  processes with Partial FC (the collectives sum the ranks' parts of one global loss);
+- triplet / contrastive: no head; a miner picks triplets or pairs inside P×K batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facetrain.data.sampler import EpochBatches, PKBatches
+from facetrain.losses import (
+    CenterLoss,
+    Margin,
+    MarginHead,
+    SoftmaxHead,
+    contrastive_loss,
+    cross_entropy,
+    prelogits_norm,
+    triplet_loss,
+)
+from facetrain.losses.partial_fc import PartialFC
+from facetrain.miners import balanced_pairs, mine_triplets
+from facetrain.train.config import TrainConfig
+from facetrain.train.schedule import ramp
+
+METRIC_LOSSES = ("triplet", "contrastive")
+MARGIN_LOSSES = ("arcface", "cosface")
+
+
+@dataclass
+class Objective:
+    cfg: TrainConfig
+    head: nn.Module | None  # None for the metric losses
+    centers: CenterLoss
+    world: int = 1  # processes; Partial FC's loss is split over them
+    score: nn.Module | None = None  # the head as the step calls it (DDP-wrapped when shared)
+    full_margin: float = 0.0  # what a margin ramp rises to
+    extra_modules: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.score = self.score or self.head
+        margin = getattr(self.head, "margin", None)
+        self.full_margin = margin.m if margin is not None else 0.0
+
+    @property
+    def metric(self) -> bool:
+        return self.cfg.loss in METRIC_LOSSES
+
+    @property
+    def ramping(self) -> bool:
+        return self.cfg.margin_warmup_epochs > 0  # validate(): only with a margin head
+
+    @property
+    def classifies(self) -> bool:
+        """Whether the val split can be scored by the head (not Partial FC's shards)."""
+        return self.head is not None and not self.cfg.partial_fc
+
+    def modules(self) -> dict[str, nn.Module]:
+        """What a checkpoint holds of the objective, by name."""
+        d = {"centers": self.centers}
+        if self.head is not None:
+            d["head"] = self.head
+        return d | self.extra_modules
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.head.parameters()) if self.head is not None else []
+
+    def at(self, epoch: float) -> dict:
+        """Set what changes with training time (the margin ramp); what to log of it."""
+        if not self.ramping:
+            return {}
+        self.head.margin.m = ramp(self.full_margin, epoch, self.cfg.margin_warmup_epochs)
+        return {"margin": self.head.margin.m}
+
+    def logits(self, raw: torch.Tensor, labels: torch.Tensor, head=None) -> torch.Tensor:
+        """The logits (with the margin) of raw embeddings, by the step's head or `head`."""
+        x = raw.float() if self.cfg.loss == "softmax" else F.normalize(raw.float(), dim=1)
+        return (head or self.score)(x, labels)
+
+    def __call__(self, raw: torch.Tensor, labels: torch.Tensor, gen) -> tuple[torch.Tensor, dict]:
+        """The batch's loss and what to log with it (triplets, pairs, accuracy)."""
+        if self.metric:
+            loss, extra = self._metric(F.normalize(raw.float(), dim=1), labels, gen)
+        elif self.cfg.partial_fc:
+            loss, extra = self._partial_fc(raw, labels, gen), {}
+        else:
+            loss, extra = self._classify(raw, labels)
+        return loss + self._penalties(raw, labels), extra
+
+    def _metric(self, emb, y, gen):
+        c = self.cfg
+        if c.loss == "triplet":
+            t = mine_triplets(emb, y, c.miner, c.triplet_margin, gen)
+            return triplet_loss(emb, t, c.triplet_margin), {"triplets": len(t)}
+        pairs, same = balanced_pairs(y, gen)
+        return contrastive_loss(emb, pairs, same, c.contrastive_margin), {"pairs": len(pairs)}
+
+    def _partial_fc(self, raw, y, gen):
+        x = raw.float()
+        if self.world > 1:  # DDP divides the backbone's gradient by the world size
+            x.register_hook(lambda g: g * self.world)
+        return self.score(x, y, gen) / self.world  # the collectives sum the ranks' parts
+
+    def _classify(self, raw, y):
+        logits = self.logits(raw, y)
+        loss = cross_entropy(logits, y, self.cfg.label_smoothing)
+        if self.cfg.loss != "softmax":  # accuracy without the margin: ArcFace's margin
+            with torch.no_grad():  # logits put the true class last until late on
+                logits = self.head(F.normalize(raw.float(), dim=1))
+        return loss, {"acc": float((logits.argmax(1) == y).float().mean())}
+
+    def _penalties(self, raw, y):
+        c, total = self.cfg, 0.0
+        if c.center_loss_factor > 0:
+            total = total + c.center_loss_factor * self.centers(raw.float(), y)
+        if c.prelogits_norm_factor > 0:
+            total = total + c.prelogits_norm_factor * prelogits_norm(
+                raw.float(), c.prelogits_norm_p
+            )
+        return total
+
+
+def build_head(cfg: TrainConfig, num_classes: int) -> nn.Module | None:
+    if cfg.loss == "softmax":
+        return SoftmaxHead(cfg.embedding_size, num_classes)
+    if cfg.loss not in MARGIN_LOSSES:
+        return None
+    margin = Margin(cfg.loss, cfg.margin_s, cfg.margin_m)
+    if cfg.partial_fc:
+        return PartialFC(cfg.embedding_size, num_classes, margin, sample_rate=cfg.sample_rate)
+    return MarginHead(cfg.embedding_size, num_classes, margin)
+
+
+def build_objective(cfg: TrainConfig, num_classes: int, world: int = 1) -> Objective:
+    head = build_head(cfg, num_classes)
+    centers = CenterLoss(num_classes, cfg.embedding_size, cfg.center_loss_alfa)
+    return Objective(cfg, head, centers, world)
+
+
+def build_sampler(cfg: TrainConfig, labels) -> EpochBatches | PKBatches:
+    """P×K batches for the metric losses (each identity needs a positive), else plain."""
+    if cfg.loss in METRIC_LOSSES:
+        k = cfg.images_per_identity
+        p = cfg.identities_per_batch or max(2, (cfg.batch_size - cfg.extra_identities) // k)
+        return PKBatches(
+            labels, p, k, extra=cfg.extra_identities, seed=cfg.seed,
+            batches_per_epoch=cfg.epoch_size,
+        )  # fmt: skip
+    return EpochBatches(
+        len(labels), cfg.batch_size, seed=cfg.seed, batches_per_epoch=cfg.epoch_size
+    )

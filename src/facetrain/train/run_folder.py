@@ -1,0 +1,122 @@
+"""A run folder and what it records: where its files are, the code revision and settings it
+started from (and every resume's changes), and the metrics log every run writes.
+
+    RUN/config.json        the settings the run started with
+    RUN/revision.txt       the code revision; `resumed with …` lines for each change
+    RUN/metrics.jsonl      one JSON line per log, evaluation and event
+    RUN/tensorboard/       the same scalars for TensorBoard (or --log-dir)
+    RUN/checkpoints/       see checkpoint.py
+    RUN/model.safetensors  the final weights with their preprocessing record
+
+`read_metrics` is the one reader of metrics.jsonl (plots, report and experiment use it): a
+line torn by a kill or damaged by hand is skipped, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from facetrain import atomic
+
+METRICS = "metrics.jsonl"
+SETTINGS = "resumed with settings "
+
+
+def read_metrics(run: str | os.PathLike) -> list[dict]:
+    """The records of RUN/metrics.jsonl, skipping lines that are not JSON objects."""
+    path = Path(run) / METRICS
+    if not path.is_file():
+        raise FileNotFoundError(f"{run}: no {METRICS} (not a facetrain run folder?)")
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def truncate_metrics(run: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint being resumed from."""
+    path = run / METRICS
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, AttributeError):
+            pass  # a line cut by a kill
+    atomic.write_text(path, "".join(f"{ln}\n" for ln in keep))
+
+
+def record_revision(path: Path, revision: str) -> None:
+    """The first line is the revision the run started from; a resume with other code adds a
+    `resumed with REV` line rather than hiding where the run came from."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    revisions = [
+        line.removeprefix("resumed with ") for line in lines if not line.startswith(SETTINGS)
+    ]
+    if not lines:
+        lines = [revision]
+    elif revision not in (revisions[0], revisions[-1]):
+        lines.append(f"resumed with {revision}")
+    atomic.write_text(path, "\n".join(lines) + "\n")
+
+
+def record_config(run: Path, cfg) -> None:
+    """config.json is the configuration the run started with. A resume (a checkpoint
+    exists) with other settings — more threads, another device — keeps it and adds a
+    `resumed with settings KEY=VALUE (was OLD)` line to revision.txt, the run's history."""
+    path, new = run / "config.json", dataclasses.asdict(cfg)
+    if path.exists() and (run / "checkpoints" / "last").exists():
+        old = json.loads(path.read_text())
+        changed = [f"{k}={v!r} (was {old.get(k)!r})" for k, v in new.items() if old.get(k) != v]
+        hist = run / "revision.txt"
+        text = hist.read_text() if hist.exists() else ""
+        said = [line for line in text.splitlines() if line.startswith(SETTINGS)]
+        line = SETTINGS + ", ".join(changed)
+        if changed and line not in said[-1:]:  # resumed again the same way: said already
+            atomic.write_text(hist, text + line + "\n")
+        return
+    atomic.write_text(path, json.dumps(new, indent=2) + "\n")
+
+
+class MetricsLog:
+    """metrics.jsonl and TensorBoard, written by the main process only (others: no-ops)."""
+
+    def __init__(self, run: Path, log_dir: str, first_step: int, enabled: bool = True, log=print):
+        self.enabled, self.tb = enabled, None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # the `tensorboard` extra: metrics.jsonl holds every figure
+            log("TensorBoard is not installed (pip install 'facetrain[tensorboard]'): "
+                "no event files; metrics.jsonl has every figure")  # fmt: skip
+        else:
+            events = Path(log_dir) if log_dir else run / "tensorboard"
+            self.tb = SummaryWriter(str(events), purge_step=first_step or None)
+        self.file = open(run / METRICS, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
+
+    def emit(self, line: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(line) + "\n")
+        self.file.flush()
+        for k, v in line.items() if self.tb is not None else ():
+            if isinstance(v, int | float) and k not in ("epoch", "step"):
+                tag = f"{line['eval']}/{k}" if "eval" in line else f"train/{k}"
+                self.tb.add_scalar(tag, v, line["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()

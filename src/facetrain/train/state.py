@@ -1,0 +1,134 @@
+"""The state a run carries from step to step, and its save and restore.
+
+`TrainState` is the loop's position and bookkeeping; `Checkpointer` writes it with every
+module's weights, the optimizer and the grad scaler (see checkpoint.py for the folder
+format) and puts them back. Partial FC's class centres live on several processes: a
+checkpoint holds them whole (so any number of processes can resume it) and each process
+keeps its own rows on restore. `NonFiniteGuard` decides what a non-finite step costs:
+skipped, then a rollback to the last checkpoint at half the learning rate, then — when
+rolling back does not help — a clear error instead of a run that never ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from facetrain.collectives import gather_rows
+from facetrain.errors import FacetrainError
+from facetrain.train import checkpoint, distributed
+
+
+class TrainingError(FacetrainError):
+    """A run that cannot start or cannot go on: the message says why."""
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    batch: int = 0  # within the epoch
+    step: int = 0  # global optimizer steps
+    best: float = -1.0  # best accuracy on the first verification set
+    lr_scale: float = 1.0  # halved by every rollback
+    last_eval: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def update(self, d: dict) -> None:
+        for k in self.as_dict():
+            setattr(self, k, d[k])
+
+
+class Checkpointer:
+    """Save and restore a run's modules, optimizer, scaler and state."""
+
+    def __init__(self, run: Path, modules: dict[str, nn.Module], opt, scaler, state: TrainState,
+                 dd: distributed.Dist, config: str, shards: nn.Module | None = None):  # fmt: skip
+        self.run, self.modules, self.opt, self.scaler = run, modules, opt, scaler
+        self.state, self.dd, self.config = state, dd, config
+        self.shards = shards  # Partial FC: its weight rows and their optimizer slots
+        last = len(opt.param_groups[0]["params"]) - 1
+        self.sharded = ("head.weight", f"optim/{last}/")
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"{n}.{k}": v for n, m in self.modules.items() for k, v in m.state_dict().items()}
+        opt_t, self._opt_rest = checkpoint.flatten_optimizer(self.opt.state_dict())
+        out.update(opt_t)
+        if self.shards is not None and self.dd.enabled:
+            for k in [k for k in out if k.startswith(self.sharded)]:
+                out[k] = gather_rows(out[k])
+        return out
+
+    def save(self, pointers: tuple[str, ...] = ("last",)) -> None:
+        """Every process calls this (Partial FC gathers); the main one writes."""
+        tensors = self.tensors()
+        meta = dict(self.state.as_dict(), optimizer=self._opt_rest,
+                    scaler=self.scaler.state_dict(), config=self.config,
+                    world_size=self.dd.world)  # fmt: skip
+        if self.dd.main:
+            checkpoint.save(self.run, f"step-{self.state.step:08d}", tensors, meta, pointers)
+        distributed.barrier()
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        if self.shards is not None:
+            a, b, whole = self.shards.start, self.shards.end, self.shards.num_classes
+            tensors = {
+                k: v[a:b] if k.startswith(self.sharded) and v.shape[0] == whole else v
+                for k, v in tensors.items()
+            }
+        for n, m in self.modules.items():
+            m.load_state_dict(
+                {k[len(n) + 1 :]: v for k, v in tensors.items() if k.startswith(n + ".")}
+            )
+        self.opt.load_state_dict(checkpoint.unflatten_optimizer(tensors, meta["optimizer"]))
+        if meta.get("scaler"):
+            self.scaler.load_state_dict(meta["scaler"])
+        self.state.update(meta)
+
+    def load(self) -> dict | None:
+        """Restore the last checkpoint; its metadata, or None when there is none."""
+        loaded = checkpoint.load(self.run)
+        if loaded is None:
+            return None
+        self.restore(*loaded)
+        return loaded[1]
+
+
+def finite_weights(modules: dict[str, nn.Module]) -> bool:
+    """Whether every parameter and buffer is finite (one host sync)."""
+    flags = [torch.isfinite(t).all() for m in modules.values() for t in m.state_dict().values()
+             if t.is_floating_point()]  # fmt: skip
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+@dataclass
+class NonFiniteGuard:
+    """Counts non-finite steps: `max_in_a_row` of them roll back to the last checkpoint
+    (at half the learning rate); more than `max_rollbacks` rollbacks end the run."""
+
+    max_in_a_row: int
+    max_rollbacks: int = 3
+    in_a_row: int = 0
+    rollbacks: int = 0
+
+    def __call__(self, finite: bool) -> str:
+        """'ok', 'skip' (drop this step) or 'rollback' (return to the last checkpoint)."""
+        if finite:
+            self.in_a_row = 0
+            return "ok"
+        self.in_a_row += 1
+        if self.in_a_row < self.max_in_a_row:
+            return "skip"
+        self.in_a_row = 0
+        self.rollbacks += 1
+        if self.rollbacks > self.max_rollbacks:
+            raise TrainingError(
+                f"training diverged: still non-finite after {self.max_rollbacks} rollbacks, "
+                "each at half the learning rate; lower lr or clip_grad"
+            )
+        return "rollback"

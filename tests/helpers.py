@@ -1,0 +1,122 @@
+"""Shared test helpers: small generated data sets and models. Test modules import these
+from here (never from each other); fixtures shared by several modules are in conftest.py."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from conftest import SHARED
+from facetrain.models import create_model
+from facetrain.models.saved import Preprocess, save_model
+from facetrain.train.config import TrainConfig
+
+
+def make_faces(root: Path, ids: int = 8, per: int = 8, size: int = 112) -> Path:
+    """Synthetic 'faces': each identity a colour and stripe pattern, images jittered.
+    Stripes alternate vertical and horizontal: with vertical stripes only, neighbours (one
+    pixel apart in stripe period) were near twins that a few training steps could embed
+    together (id6 and id7 at distance 0 on one CPU)."""
+    rng = np.random.default_rng(0)
+    for i in range(ids):
+        base = rng.integers(0, 255, 3)
+        for j in range(per):
+            img = np.zeros((size, size, 3), np.uint8) + base.astype(np.uint8)
+            if i % 2:
+                img[(i * 7) % size :: 9 + i, :] = 255 - base
+            else:
+                img[:, (i * 7) % size :: 9 + i] = 255 - base
+            img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+            p = root / f"id{i}" / f"{j}.jpg"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(p, quality=95)
+    return root
+
+
+def small_cfg(data, out, **kw) -> TrainConfig:
+    base = dict(
+        data=[str(data)],
+        out=str(out),
+        model="nn4_small2",
+        embedding_size=32,
+        batch_size=16,
+        epoch_size=3,
+        epochs=2,
+        lr=0.05,
+        log_every=1,
+        threads=1,
+        checkpoint_minutes=1e9,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def lfw_style(faces: Path, dst: Path) -> Path:
+    """The first 4 images of each identity under LFW's names: <name>/<name>_NNNN.jpg."""
+    for d in faces.iterdir():
+        for j in range(4):
+            out = dst / d.name / f"{d.name}_{j:04d}.jpg"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes((d / f"{j}.jpg").read_bytes())
+    return dst
+
+
+def write_bin_and_pairs(faces: Path, tmp: Path) -> tuple[Path, Path]:
+    """A .bin set and an LFW-format pairs.txt over the synthetic faces (2 folds)."""
+    import pickle
+
+    ids = sorted(p.name for p in faces.iterdir())
+    bins, issame, lines = [], [], ["2 4"]
+    for fold in range(2):
+        for k in range(4):
+            i = ids[(fold * 4 + k) % len(ids)]
+            bins += [(faces / i / "0.jpg").read_bytes(), (faces / i / "1.jpg").read_bytes()]
+            issame.append(True)
+            lines.append(f"{i} 0 1")
+        for k in range(4):
+            a, b = ids[k], ids[(k + 1 + fold) % len(ids)]
+            bins += [(faces / a / "2.jpg").read_bytes(), (faces / b / "3.jpg").read_bytes()]
+            issame.append(False)
+            lines.append(f"{a} 2 {b} 3")
+    (tmp / "syn.bin").write_bytes(pickle.dumps((bins, issame), protocol=4))
+    (tmp / "pairs.txt").write_text("\n".join(lines) + "\n")
+    return tmp / "syn.bin", tmp / "pairs.txt"
+
+
+def huge_png(path: Path, w: int, h: int) -> None:
+    """A tiny file whose header claims w x h pixels (a decompression bomb's shape)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def make_model(path: Path, seed: int = 0, threshold: float = 0.5, dim: int = 32) -> Path:
+    """An untrained network whose batch-norm statistics were measured on real aligned
+    faces: without that, an untrained net maps every face to nearly the same vector."""
+    torch.manual_seed(seed)
+    net = create_model("nn4_small2", dim)
+    faces = sorted((SHARED / "lfw").glob("A*/*.jpg"))[:64]
+    if faces:
+        from facetrain.models.feed import Images, prepare
+
+        x = torch.stack(Images([str(p) for p in faces]).fetch(list(range(len(faces)))))
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.momentum = None  # a plain average over the calibration batch
+        with torch.no_grad():
+            net.train()(prepare(x, size=96, normalize="fixed"))
+    pre = Preprocess(model="nn4_small2", embedding_size=dim, input_size=96, threshold=threshold)
+    return save_model(path, net.eval(), pre)

@@ -1,0 +1,155 @@
+"""The named parts of a training run, each checked on one batch, without a whole run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from facetrain.data.packed import pack
+from facetrain.train import checkpoint
+from facetrain.train.distributed import Dist
+from facetrain.train.evaluator import preprocess_for
+from facetrain.train.loop import setup
+from facetrain.train.objective import build_objective
+from facetrain.train.run_folder import read_metrics, truncate_metrics
+from facetrain.train.state import (
+    Checkpointer,
+    NonFiniteGuard,
+    TrainingError,
+    TrainState,
+    finite_weights,
+)
+from helpers import make_faces, small_cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_pack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("parts")
+    pack(str(make_faces(tmp / "faces", ids=4, per=4)), tmp / "pack", progress=False)
+    return tmp / "pack"
+
+
+def batch(n=8, d=32, classes=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    raw = torch.randn(n, d, generator=g, requires_grad=True)
+    return raw, torch.arange(n) % classes, g
+
+
+# --- the non-finite guard --------------------------------------------------------------
+
+
+def test_the_guard_skips_then_rolls_back_then_gives_up():
+    guard = NonFiniteGuard(max_in_a_row=3, max_rollbacks=2)
+    assert [guard(f) for f in (True, False, False, True, False)] == [
+        "ok", "skip", "skip", "ok", "skip",
+    ]  # fmt: skip
+    assert [guard(False) for _ in range(5)] == ["skip", "rollback", "skip", "skip", "rollback"]
+    assert guard.rollbacks == 2
+    with pytest.raises(TrainingError, match="still non-finite after 2 rollbacks"):
+        for _ in range(3):
+            guard(False)
+
+
+def test_finite_weights_sees_one_nan():
+    m = torch.nn.Linear(3, 2)
+    assert finite_weights({"m": m})
+    with torch.no_grad():
+        m.weight[1, 2] = float("nan")
+    assert not finite_weights({"m": m})
+
+
+# --- the objective ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", ["softmax", "arcface", "cosface", "triplet", "contrastive"])
+def test_every_objective_gives_a_finite_loss_with_gradients(loss, tmp_path):
+    cfg = small_cfg(tmp_path, tmp_path / "r", loss=loss, center_loss_factor=0.01)
+    obj = build_objective(cfg, num_classes=4)
+    raw, y, g = batch()
+    value, extra = obj(raw, y, g)
+    value.backward()
+    assert torch.isfinite(value) and raw.grad.abs().sum() > 0
+    assert set(extra) == {"triplet": {"triplets"}, "contrastive": {"pairs"}}.get(loss, {"acc"})
+    assert (obj.head is None) == (loss in ("triplet", "contrastive"))
+
+
+def test_the_margin_ramp_is_set_by_training_time(tmp_path):
+    cfg = small_cfg(tmp_path, tmp_path / "r", loss="arcface", margin_m=0.4,
+                    margin_warmup_epochs=2.0)  # fmt: skip
+    obj = build_objective(cfg, num_classes=4)
+    assert obj.at(0.0) == {"margin": 0.0}
+    assert obj.at(1.0) == {"margin": pytest.approx(0.2)}
+    assert obj.at(5.0) == {"margin": pytest.approx(0.4)} and obj.head.margin.m == 0.4
+
+
+def test_center_loss_moves_its_centres_towards_the_batch(tmp_path):
+    cfg = small_cfg(tmp_path, tmp_path / "r", center_loss_factor=1.0, center_loss_alfa=0.5)
+    obj = build_objective(cfg, num_classes=4)
+    raw, y, g = batch()
+    before, _ = obj(raw.detach(), y, g)
+    after, _ = obj(raw.detach(), y, g)
+    assert after < before  # the centres moved half way to the samples
+
+
+# --- checkpoints -----------------------------------------------------------------------
+
+
+def test_a_checkpoint_restores_weights_optimizer_and_state(tmp_path):
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    state = TrainState(epoch=2, batch=3, step=17, best=0.5, lr_scale=0.25)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    ck = Checkpointer(tmp_path, {"model": model}, opt, scaler, state, Dist(), "r")
+    ck.save()
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    momentum = opt.state_dict()["state"][0]["momentum_buffer"].clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    opt.step()
+    state.step, state.lr_scale = 99, 1.0
+    assert ck.load()["step"] == 17
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(opt.state_dict()["state"][0]["momentum_buffer"], momentum)
+    assert (state.step, state.lr_scale, state.epoch) == (17, 0.25, 2)
+
+
+# --- the run folder --------------------------------------------------------------------
+
+
+def test_metrics_are_read_past_torn_and_foreign_lines_and_cut_back_on_resume(tmp_path):
+    lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (1, 2, 3, 4)]
+    (tmp_path / "metrics.jsonl").write_text(
+        "\n".join([lines[0], "[1, 2]", lines[1], "not json", lines[2], lines[3][:9]]) + "\n"
+    )
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
+    truncate_metrics(tmp_path, 2)
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+
+
+def test_the_preprocessing_record_comes_from_the_aligned_data(tmp_path):
+    (tmp_path / "faces").mkdir()
+    rec = {"mode": "box", "size": 160, "margin": 32}
+    (tmp_path / "faces" / "align_config.json").write_text(json.dumps(rec))
+    cfg = small_cfg(tmp_path / "faces", tmp_path / "r", normalize="per_image", eval_flip="none")
+    pre = preprocess_for(cfg, 96)
+    assert pre.alignment == rec and pre.input_size == 96 and pre.normalize == "per_image"
+    assert pre.flip == "none" and pre.threshold is None  # set when the run ends
+
+
+# --- a rollback that cannot help ends the run ------------------------------------------
+
+
+def test_a_rollback_to_a_checkpoint_with_nan_weights_is_an_error_not_a_loop(tiny_pack, tmp_path):
+    """`train --lr nan` used to roll back 1,256 times: the checkpoint held NaN weights."""
+    run = setup(small_cfg(tiny_pack, tmp_path / "r"), Dist(), log=lambda *_: None)
+    with torch.no_grad():
+        next(run.model.parameters()).fill_(float("nan"))
+    run.ckpt.save()
+    run.metrics = type("Null", (), {"emit": lambda self, line: None})()
+    with pytest.raises(TrainingError, match="already holds non-finite weights"):
+        run.bad_step("rollback", epoch=0)
+    assert checkpoint.load(tmp_path / "r") is not None
