@@ -71,10 +71,10 @@ def test_list_settings_shows_every_setting_with_type_default_and_meaning():
 
 def test_a_given_library_threshold_is_measured_in_the_models_distance(tmp_path):
     """`library cluster --threshold T` on a cosine model used to apply T as euclidean."""
-    from facetrain.cli.library import _threshold
-    from facetrain.library.db import check_model, connect
+    from facetrain.library.library import Library
+    from facetrain.library.store import check_model
 
-    con = connect(tmp_path / "lib.db", create=True)
-    check_model(con, {"distance": "cosine", "threshold": 0.3}, "m", "lib.db")
-    assert _threshold(con, 0.25) == (0.25, "cosine")
-    assert _threshold(con, None) == (0.3, "cosine")
+    with Library(tmp_path / "lib.db", create=True) as lib:
+        check_model(lib.con, {"distance": "cosine", "threshold": 0.3}, "m", "lib.db")
+        assert lib.threshold(0.25) == (0.25, "cosine")
+        assert lib.threshold(None) == (0.3, "cosine")

@@ -46,7 +46,7 @@ def test_an_onnx_model_without_onnxruntime_names_the_extra(tmp_path, without):
 
 
 def test_library_serve_without_fastapi_names_the_extra(tmp_path, without):
-    from facetrain.library.db import connect
+    from facetrain.library.store import connect
 
     connect(tmp_path / "lib.db", create=True).close()
     without("fastapi", "uvicorn")

@@ -239,7 +239,7 @@ def test_bad_libraries(tmp_path):
     (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
     assert "not a facetrain library" in cli_fails("library", "people", "--db", tmp_path / "junk.db")
     assert "no library here" in cli_fails("library", "people", "--db", tmp_path / "none.db")
-    from facetrain.library.db import connect, set_meta
+    from facetrain.library.store import connect, set_meta
 
     con = connect(tmp_path / "new.db", create=True)
     set_meta(con, "schema_version", "99")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from facetrain.library.db import connect
-from facetrain.library.scan import photos_under
+from facetrain.library.store import connect, photos_under
 
 PATHS = [
     "/p/my-pics/a.jpg",

@@ -64,16 +64,9 @@ def eval_(
     if out is None and model is not None and Path(model).is_dir():
         out = Path(model) / "eval"
 
-    def show(name: str, r: dict) -> None:
-        console.print(model_eval.summary_line(f"[bold]{name}[/]", r))
-        tar = ", ".join(f"{k}: {v:.4f}" for k, v in r["tar_at_far"].items())
-        console.print(f"  TAR at FAR {tar}")
-        for path, why in list(r.get("unusable_images", {}).items())[:10]:
-            console.print(f"  [yellow]skipped[/] {path}: {why}")
-
     ev = model_eval.evaluate_model(
         fm, list(zip(pairs, images)), bin_ or [], align=align, flip=flip or None,
-        distance=distance, subtract_mean=subtract_mean, device=device, out=out, on_set=show,
+        distance=distance, subtract_mean=subtract_mean, device=device, out=out, on_set=_show,
     )  # fmt: skip
     results, rocs = ev.results, ev.rocs
     if out is not None:
@@ -83,6 +76,16 @@ def eval_(
     if roc is not None:
         plot_roc(rocs, roc)
     write_json(json_out, model_eval.combined(results, ev.about))
+
+
+def _show(name: str, r: dict) -> None:
+    from facetrain.evaluate.model_eval import summary_line
+
+    console.print(summary_line(f"[bold]{name}[/]", r))
+    tar = ", ".join(f"{k}: {v:.4f}" for k, v in r["tar_at_far"].items())
+    console.print(f"  TAR at FAR {tar}")
+    for path, why in list(r.get("unusable_images", {}).items())[:10]:
+        console.print(f"  [yellow]skipped[/] {path}: {why}", highlight=False)
 
 
 @app.command()

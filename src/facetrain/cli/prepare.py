@@ -40,13 +40,14 @@ def stats(
     json_out: JsonOut = None,
 ) -> None:
     """Identities, images, images-per-identity histogram and problems of a dataset."""
-    from facetrain.data.listing import DatasetError
     from facetrain.data.split import stats as dataset_stats
 
-    try:
-        result = dataset_stats(data, merge_same_names=merge_same_names, check=check)
-    except DatasetError as e:
-        fail(str(e))
+    result = dataset_stats(data, merge_same_names=merge_same_names, check=check)
+    _print_stats(result)
+    write_json(json_out, result)
+
+
+def _print_stats(result: dict) -> None:
     console.print(
         f"identities: [bold]{result['identities']}[/]  images: [bold]{result['images']}[/]"
     )
@@ -67,7 +68,6 @@ def stats(
             console.print(f"  {kind}: {n}   e.g. {ex}")
     else:
         console.print("problems: none")
-    write_json(json_out, result)
 
 
 @app.command()
@@ -124,15 +124,11 @@ def prune(
     merge_same_names: Merge = False,
 ) -> None:
     """Write a list of the images whose identity has at least --min-images (nothing moves)."""
-    from facetrain.data.listing import DatasetError
     from facetrain.data.split import prune as prune_fn
 
     if min_images < 1:
         fail("--min-images must be at least 1")
-    try:
-        r = prune_fn(data, out, min_images, merge_same_names=merge_same_names)
-    except DatasetError as e:
-        fail(str(e))
+    r = prune_fn(data, out, min_images, merge_same_names=merge_same_names)
     console.print(
         f"kept {r['identities_kept']}/{r['identities_in']} identities, "
         f"{r['images_kept']}/{r['images_in']} images (min {min_images}) → {out}"

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from facetrain.cli.common import app, fail
+from facetrain.cli.common import app
 from facetrain.progress import console
 
 
@@ -84,15 +84,11 @@ def train(
     ] = None,
 ) -> None:
     """Train an embedding model; re-running the same command resumes it exactly."""
-    from facetrain.train.config import Platform, resolve, settings
+    from facetrain.train.config import Platform, resolve
     from facetrain.train.loop import train as train_fn
 
     if list_settings:
-        table = Table("setting", "type", "default", "meaning", title="--set KEY=VALUE")
-        for row in settings():
-            table.add_row(*(escape(c) for c in row))
-        console.print(table)
-        return
+        return _list_settings()
     if work_dir is not None:  # before resolving: relative paths start there
         work_dir.mkdir(parents=True, exist_ok=True)
         os.chdir(work_dir)
@@ -104,7 +100,6 @@ def train(
         *(None if d is None else str(d) for d in (data_dir, output_dir, log_dir)), num_gpus
     )
     cfg = resolve(config, flags, platform, set_)
-    _check_devices(cfg.device, num_gpus)
     if num_gpus and num_gpus > 1 and "WORLD_SIZE" not in os.environ:
         _relaunch_with_torchrun(num_gpus)
     result = train_fn(cfg, log=console.print)
@@ -117,15 +112,13 @@ def train(
     console.print(f"run folder: {cfg.out}")
 
 
-def _check_devices(device: str, num_gpus: int | None) -> None:
-    if not device.startswith("cuda"):
-        return
-    import torch
+def _list_settings() -> None:
+    from facetrain.train.config import settings
 
-    if not torch.cuda.is_available():
-        fail("--device cuda: no CUDA device is available here")
-    if num_gpus and num_gpus > torch.cuda.device_count():
-        fail(f"--num-gpus {num_gpus}: this machine has {torch.cuda.device_count()}")
+    table = Table("setting", "type", "default", "meaning", title="--set KEY=VALUE")
+    for row in settings():
+        table.add_row(*(escape(c) for c in row))
+    console.print(table)
 
 
 def _relaunch_with_torchrun(n: int) -> None:

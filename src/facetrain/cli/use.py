@@ -69,46 +69,26 @@ def compare(
     json_out: JsonOut = None,
 ) -> None:
     """Distance matrix of faces, and same/different by the model's threshold."""
-    from facetrain.distances import distance_matrix, plain_l2
-    from facetrain.use.embeddings import embed_paths
+    from facetrain.use.compare import compare as compare_faces
 
     fm, images = model_and_inputs(args, device, backend, spec)
-    if len(images) < 2:
-        fail("give at least two images")
-    t = embed_paths(fm, images, [""] * len(images), align=align, device=device, progress=False)
-    for path, why in t.skipped.items():
-        console.print(f"[yellow]skipped[/] {path}: {why}")
-    if len(t) < 2:
-        fail("fewer than two usable faces", 1)
-    thr = threshold if threshold is not None else fm.pre.threshold
-    d = distance_matrix(t.embeddings, t.embeddings, fm.pre.distance)
-    table = Table(title=f"{fm.pre.distance} distance ({fm.pre.flip} flip), unit embeddings")
-    table.add_column("")
-    for k in range(len(t)):
-        table.add_column(str(k), justify="right")
-    for i, p in enumerate(t.paths):
-        table.add_row(f"{i} {Path(p).name}", *(f"{d[i, j]:.3f}" for j in range(len(t))))
+    c = compare_faces(fm, images, threshold, align, device)
+    for path, why in c.skipped.items():
+        console.print(f"[yellow]skipped[/] {path}: {why}", highlight=False)
+    table = Table("", *map(str, range(len(c.paths))),
+                  title=f"{c.distance} distance ({fm.pre.flip} flip), unit embeddings")  # fmt: skip
+    for i, p in enumerate(c.paths):
+        table.add_row(f"{i} {Path(p).name}", *(f"{v:.3f}" for v in c.matrix[i]))
     console.print(table)
-    pairs = []
-    for i in range(len(t)):
-        for j in range(i + 1, len(t)):
-            same = None if thr is None else bool(d[i, j] < thr)
-            pairs.append(
-                {"a": t.paths[i], "b": t.paths[j], "distance": float(d[i, j]), "same": same}
-            )
-            verdict = "?" if same is None else ("same" if same else "different")
-            print(f"{verdict}\t{d[i, j]:.4f}\t{t.paths[i]}\t{t.paths[j]}")
-    if thr is None:
+    for p in c.pairs:
+        verdict = {None: "?", True: "same", False: "different"}[p["same"]]
+        print(f"{verdict}\t{p['distance']:.4f}\t{p['a']}\t{p['b']}")
+    if c.threshold is None:
         console.print("[yellow]the model has no calibrated threshold; pass --threshold[/]")
     else:
-        l2 = plain_l2(thr, fm.pre.distance)
-        also = "" if l2 is None else f" (plain L2 {l2:.3f}, the scale dlib's 0.6 is quoted in)"
-        src = "given" if threshold is not None else fm.pre.threshold_source
-        console.print(f"threshold {thr:.3f} {fm.pre.distance}{also}; from: {src}")
-    write_json(
-        json_out,
-        {"threshold": thr, "distance": fm.pre.distance, "pairs": pairs, "skipped": t.skipped},
-    )
+        l2 = "" if c.threshold_l2 is None else f" (plain L2 {c.threshold_l2:.3f})"
+        console.print(f"threshold {c.threshold:.3f} {c.distance}{l2}; from: {c.threshold_source}")
+    write_json(json_out, c.as_dict())
 
 
 @app.command()
@@ -122,48 +102,14 @@ def export(
     tolerance: Annotated[float, typer.Option(help="Largest |Δ| accepted.")] = 1e-4,
 ) -> None:
     """Export to ONNX or TorchScript with the preprocessing inside; check parity."""
-    import torch
+    from facetrain.export import export_model
 
-    from facetrain.export import FORMATS, export_onnx, export_torchscript, max_difference
-    from facetrain.models.feed import Images, prepare
-    from facetrain.models.saved import open_model
-
-    if format_ not in FORMATS:
-        fail(f"--format {format_!r}: choose from {', '.join(FORMATS)}")
-    fm = open_model_arg(model)
-    if fm.module is None or fm.backend != "torch":
-        fail(f"{model}: export takes a facetrain run folder or model.safetensors")
-    if out is None:
-        base = Path(model) if Path(model).is_dir() else Path(model).parent
-        out = base / ("model.onnx" if format_ == "onnx" else "model.pt")
-    write = export_onnx if format_ == "onnx" else export_torchscript
-    write(fm.module, fm.pre, out)
-    exported = open_model(out)
-    pre = fm.pre
-    if check:
-        from facetrain.data.listing import iter_samples
-
-        paths = [s.path for s in iter_samples(check)][:64]
-        imgs = [
-            t
-            for t in Images(paths, pre.alignment, "auto").fetch(list(range(len(paths))))
-            if t is not None
-        ]
-        if not imgs:
-            fail(f"{':'.join(check)}: no usable faces for the parity check")
-        x = torch.stack(imgs)
-        what = f"{len(imgs)} real faces"
-    else:
-        x = torch.randint(0, 256, (16, 3, pre.input_size, pre.input_size), dtype=torch.uint8)
-        what = "16 random images (pass --check DIR for real faces)"
-    x = prepare(x, size=pre.input_size, normalize=pre.normalize, crop=pre.crop)
-    delta = max_difference(fm, exported, x)
-    ok = delta <= tolerance
+    r = export_model(open_model_arg(model), format_, out, check, tolerance)
     console.print(
-        f"exported {out} ({format_}); parity on {what}: max |Δ| = {delta:.2e} "
-        f"({'ok' if ok else 'FAILED'}, tolerance {tolerance:g})"
+        f"exported {r.path} ({format_}); parity on {r.checked_on}: max |Δ| = {r.delta:.2e} "
+        f"({'ok' if r.ok else 'FAILED'}, tolerance {tolerance:g})"
     )
-    if not ok:
+    if not r.ok:
         raise typer.Exit(1)
 
 
@@ -196,47 +142,24 @@ def classify_train(
     json_out: JsonOut = None,
 ) -> None:
     """Fit a classifier on DATA; print held-out accuracy of all four methods."""
-    from facetrain.use.classify import (
-        METHODS,
-        Classifier,
-        choose_threshold,
-        evaluate_methods,
-        save_classifier,
-    )
+    from facetrain.use.classify import save_classifier, train_classifier
 
-    if method not in METHODS:
-        fail(f"--method {method!r}: choose from {', '.join(METHODS)}")
     fm, data = model_and_inputs(args, device, spec=spec)
     t = embed_data(fm, data, align, device)
-    if len(set(t.labels)) < 2:
-        fail("need at least two people to classify")
-    dist = fm.pre.distance
-    thr, src = choose_threshold(threshold, fm.pre, t.embeddings, t.labels)
     strangers = embed_data(fm, unknown, align, device).embeddings if unknown else None
-    try:
-        figures = evaluate_methods(
-            t.embeddings,
-            t.labels,
-            threshold=thr,
-            distance=dist,
-            test_fraction=test_fraction,
-            unknown=strangers,
-        )
-    except ValueError as e:
-        fail(str(e))
-    table = Table(title=f"held-out faces, threshold {thr:.3f} ({src})")
+    r = train_classifier(fm, t, method, threshold, test_fraction, strangers)
+    clf = r.classifier
+    table = Table(title=f"held-out faces, threshold {clf.threshold:.3f} ({clf.threshold_source})")
     for col in ("method", "accuracy (forced)", "accuracy (with unknown)", "strangers refused"):
         table.add_column(col, justify="right")
-    for m, r in figures.items():
-        refused = f"{r['unknown_rejected']:.3f}" if "unknown_rejected" in r else "-"
-        table.add_row(m, f"{r['accuracy']:.3f}", f"{r['open_set_accuracy']:.3f}", refused)
+    for m, f in r.figures.items():
+        refused = f"{f['unknown_rejected']:.3f}" if "unknown_rejected" in f else "-"
+        table.add_row(m, f"{f['accuracy']:.3f}", f"{f['open_set_accuracy']:.3f}", refused)
     console.print(table)
-    from dataclasses import asdict
-
-    clf = Classifier(method, t.embeddings, t.labels, thr, dist, src, fm.source, asdict(fm.pre))
     save_classifier(out, clf)
     console.print(f"{method} on {len(t)} faces of {len(set(t.labels))} people → {out}")
-    write_json(json_out, {"threshold": thr, "threshold_source": src, "methods": figures})
+    write_json(json_out, {"threshold": clf.threshold, "threshold_source": clf.threshold_source,
+                          "methods": r.figures})  # fmt: skip
 
 
 @classify_app.command("predict")
@@ -253,9 +176,8 @@ def classify_predict(
     json_out: JsonOut = None,
 ) -> None:
     """Name the face in each photo, or `unknown` when no known person is close enough."""
-    from dataclasses import asdict
 
-    from facetrain.use.classify import load_classifier
+    from facetrain.use.classify import check_model, load_classifier
     from facetrain.use.embeddings import embed_paths
 
     try:
@@ -263,11 +185,7 @@ def classify_predict(
     except ValueError as e:
         fail(str(e))
     fm = open_model_arg(model or clf.model, device, backend, spec)
-    keys = ("model", "embedding_size", "input_size", "normalize", "crop", "alignment", "flip")
-    mine = {k: asdict(fm.pre)[k] for k in keys}
-    theirs = {k: clf.preprocess.get(k) for k in keys}
-    if mine != theirs:
-        fail(f"{classifier} was made with another model or preprocessing ({theirs}), not {mine}")
+    check_model(clf, fm, str(classifier))
     t = embed_paths(fm, images, [""] * len(images), align=align, device=device, progress=False)
     results = []
     for path, why in t.skipped.items():

@@ -13,13 +13,13 @@ import json
 import os
 import tempfile
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from facetrain.models import RawEmbedding
-from facetrain.models.saved import META_KEY, FaceModel, Preprocess
+from facetrain.models.saved import META_KEY, FaceModel, ModelFileError, Preprocess
 
 FORMATS = ("onnx", "torchscript")
 
@@ -76,3 +76,61 @@ def max_difference(a: FaceModel, b: FaceModel, x: torch.Tensor) -> float:
     with torch.no_grad():
         ea, eb = a.embed(x), b.embed(x)
     return float((ea - eb).abs().max())
+
+
+@dataclass
+class Exported:
+    path: Path
+    delta: float  # max |Δ| of unit embeddings, exported vs original
+    checked_on: str  # what the parity check ran on
+    ok: bool
+
+
+def export_model(fm: FaceModel, format_: str, out: str | os.PathLike | None = None,
+                 check: list[str] | None = None, tolerance: float = 1e-4) -> Exported:  # fmt: skip
+    """Write `fm` (a facetrain torch model) as ONNX or TorchScript next to it (or to `out`),
+    then compare the exported file's embeddings with the original's on real aligned faces
+    (`check`) or random images."""
+    from facetrain.models.saved import open_model
+
+    if format_ not in FORMATS:
+        raise ModelFileError(f"--format {format_!r}: choose from {', '.join(FORMATS)}")
+    if fm.module is None or fm.backend != "torch":
+        raise ModelFileError(f"{fm.source}: export takes a facetrain run folder or .safetensors")
+    if out is None:
+        out = _default_out(fm, format_)
+    write = export_onnx if format_ == "onnx" else export_torchscript
+    write(fm.module, fm.pre, out)
+    x, what = _parity_batch(fm.pre, check)
+    delta = max_difference(fm, open_model(out), x)
+    return Exported(Path(out), delta, what, delta <= tolerance)
+
+
+def _parity_batch(pre: Preprocess, check: list[str] | None) -> tuple[torch.Tensor, str]:
+    """Up to 64 real faces of `check`, prepared the model's way; else 16 random images."""
+    from facetrain.models.feed import Images, prepare
+
+    if check:
+        from facetrain.data.listing import iter_samples
+
+        paths = [s.path for s in iter_samples(check)][:64]
+        got = Images(paths, pre.alignment, "auto").fetch(list(range(len(paths))))
+        imgs = [t for t in got if t is not None]
+        if not imgs:
+            raise ModelFileError(f"{':'.join(check)}: no usable faces for the parity check")
+        x, what = torch.stack(imgs), f"{len(imgs)} real faces"
+    else:
+        x = torch.randint(0, 256, (16, 3, pre.input_size, pre.input_size), dtype=torch.uint8)
+        what = "16 random images (pass --check DIR for real faces)"
+    return prepare(x, size=pre.input_size, normalize=pre.normalize, crop=pre.crop), what
+
+
+def _default_out(fm: FaceModel, format_: str) -> Path:
+    """RUN/model.onnx (or .pt) next to the weights; a pretrained model's in this folder."""
+    from facetrain.models.pretrained import cache_dir
+
+    suffix = ".onnx" if format_ == "onnx" else ".pt"
+    src = Path(fm.source).resolve()
+    if cache_dir().resolve() in src.parents:
+        return Path.cwd() / f"{fm.pre.model}{suffix}"
+    return (src if src.is_dir() else src.parent) / f"model{suffix}"

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facetrain.evaluate.verification import distance_matrix
-from facetrain.library.db import transaction
-from facetrain.library.scan import read_faces
+from facetrain.distances import distance_matrix
+from facetrain.library import store
+from facetrain.library.store import transaction
 
 BIG = 1e6
 
@@ -74,57 +74,43 @@ def agglomerate(
 
 def cluster(con, threshold: float, distance: str = "squared_l2") -> ClusterReport:
     """Re-cluster every unconfirmed face (see the module docstring)."""
-    free_emb, free = read_faces(
-        con, "f.usable = 1 AND f.hidden = 0 AND f.confirmed = 0 AND p.status = 'ok'"
-    )
-    named_emb, named = read_faces(
-        con, "f.confirmed = 1 AND f.person_id IS NOT NULL AND f.hidden = 0"
-    )
+    free_emb, free = store.read_faces(con, "free")
+    named_emb, named = store.read_faces(con, "named")
     photo = np.array([r["photo_id"] for r in free], np.int64)
     labels, moved = agglomerate(free_emb, photo, threshold, distance)
-    rejected = {(r[0], r[1]) for r in con.execute("SELECT face_id, person_id FROM rejections")}
-    people = sorted({r["person_id"] for r in named})
+    rejected = store.rejections(con)
     named_person = np.array([r["person_id"] for r in named], np.int64)
     named_photo = np.array([r["photo_id"] for r in named], np.int64)
     d_named = distance_matrix(free_emb, named_emb, distance) if len(named) and len(free) else None
     matched = new = 0
     with transaction(con):
-        con.execute("UPDATE faces SET person_id = NULL WHERE confirmed = 0")
-        con.execute(
-            "DELETE FROM people WHERE name IS NULL AND hidden = 0 AND id NOT IN "
-            "(SELECT person_id FROM faces WHERE person_id IS NOT NULL)"
-        )
+        store.unassign_guesses(con)
         for c in range(int(labels.max()) + 1 if len(labels) else 0):
             idx = np.flatnonzero(labels == c)
-            best, best_d = None, threshold
-            if d_named is not None:
-                for p in people:
-                    cols = named_person == p
-                    if np.isin(photo[idx], named_photo[cols]).any():
-                        continue  # a face of this cluster shares a photo with the person
-                    dd = float(d_named[np.ix_(idx, np.flatnonzero(cols))].mean())
-                    if dd < best_d:
-                        best, best_d = p, dd
-            if best is not None:
-                members = [free[i]["id"] for i in idx if (free[i]["id"], best) not in rejected]
-                matched += 1
-            else:
-                members = [free[i]["id"] for i in idx]
-            if best is None or len(members) < len(idx):
-                # a new stack (for the rejected faces too: they are not that person)
-                rest = [free[i]["id"] for i in idx if free[i]["id"] not in members]
-                if best is None:
-                    rest, members = members, []
-                if rest:
-                    pid = con.execute("INSERT INTO people(name) VALUES (NULL)").lastrowid
-                    con.executemany(
-                        "UPDATE faces SET person_id = ? WHERE id = ?", [(pid, f) for f in rest]
-                    )
-                    new += 1
-            con.executemany(
-                "UPDATE faces SET person_id = ? WHERE id = ?", [(best, f) for f in members]
-            )
-    stacks = con.execute(
-        "SELECT COUNT(DISTINCT person_id) FROM faces WHERE person_id IS NOT NULL"
-    ).fetchone()[0]
-    return ClusterReport(len(free) + len(named), stacks, matched, new, moved)
+            best = _nearest_person(idx, photo, d_named, named_person, named_photo, threshold)
+            ids = [free[i]["id"] for i in idx]
+            members = [f for f in ids if (f, best) not in rejected] if best is not None else []
+            rest = [f for f in ids if f not in members]  # unmatched, or rejected by `best`
+            matched += best is not None
+            if rest:
+                pid = store.new_person(con)
+                store.assign(con, [(pid, f) for f in rest])
+                new += 1
+            store.assign(con, [(best, f) for f in members])
+    return ClusterReport(len(free) + len(named), store.count_stacks(con), matched, new, moved)
+
+
+def _nearest_person(idx, photo, d_named, named_person, named_photo, threshold) -> int | None:
+    """The named person whose confirmed faces are nearest on average to the cluster (under
+    the threshold), never one who has a face in a photo of the cluster."""
+    best, best_d = None, threshold
+    if d_named is None:
+        return None
+    for p in np.unique(named_person):
+        cols = named_person == p
+        if np.isin(photo[idx], named_photo[cols]).any():
+            continue  # a face of this cluster shares a photo with the person
+        dd = float(d_named[np.ix_(idx, np.flatnonzero(cols))].mean())
+        if dd < best_d:
+            best, best_d = int(p), dd
+    return best

@@ -12,56 +12,29 @@ import json
 
 import numpy as np
 
-from facetrain.evaluate.verification import distance_matrix
-from facetrain.library.db import LibraryError, transaction
+from facetrain.distances import distance_matrix
+from facetrain.library import store
+from facetrain.library.store import LibraryError, transaction
 
 
 def people(con) -> list[dict]:
     """Stacks with their face and photo counts, largest first."""
-    rows = con.execute(
-        "SELECT pe.id, pe.name, pe.hidden, COUNT(f.id) AS faces,"
-        " COUNT(DISTINCT f.photo_id) AS photos, SUM(f.confirmed) AS confirmed"
-        " FROM people pe JOIN faces f ON f.person_id = pe.id"
-        " GROUP BY pe.id ORDER BY pe.hidden, faces DESC, pe.id"
-    ).fetchall()
-    return [dict(r) for r in rows]
+    return store.people(con)
 
 
 def stack_id(con, ref: str) -> int:
     """A stack by id or by name."""
-    row = con.execute("SELECT id FROM people WHERE name = ?", (ref,)).fetchone()
-    if row is None and ref.isdigit():
-        row = con.execute("SELECT id FROM people WHERE id = ?", (int(ref),)).fetchone()
-    if row is None:
+    pid = store.person_named(con, ref)
+    if pid is None and ref.isdigit() and store.person_exists(con, int(ref)):
+        pid = int(ref)
+    if pid is None:
         raise LibraryError(f"no stack or person {ref!r} (see `facetrain library people`)")
-    return int(row[0])
-
-
-def _snapshot(con, face_ids, people_ids) -> dict:
-    faces = con.execute(
-        f"SELECT id, person_id, confirmed, hidden FROM faces WHERE id IN ({_q(face_ids)})",
-        list(face_ids),
-    ).fetchall()
-    ppl = con.execute(
-        f"SELECT id, name, hidden FROM people WHERE id IN ({_q(people_ids)})", list(people_ids)
-    ).fetchall()
-    return {"faces": [list(r) for r in faces], "people": [list(r) for r in ppl]}
-
-
-def _q(items) -> str:
-    return ",".join("?" * len(items)) or "NULL"
-
-
-def _faces_of(con, pid: int) -> list[int]:
-    return [r[0] for r in con.execute("SELECT id FROM faces WHERE person_id = ?", (pid,))]
+    return pid
 
 
 def _log(con, kind: str, description: str, before: dict, created=(), rejections=()) -> None:
     undo = dict(before, created=list(created), rejections=[list(r) for r in rejections])
-    con.execute(
-        "INSERT INTO actions(kind, description, undo) VALUES (?, ?, ?)",
-        (kind, description, json.dumps(undo)),
-    )
+    store.log_action(con, kind, description, undo)
 
 
 def name(con, ref: str, new_name: str) -> str:
@@ -70,16 +43,13 @@ def name(con, ref: str, new_name: str) -> str:
     if not new_name:
         raise LibraryError("a name cannot be empty")
     pid = stack_id(con, ref)
-    other = con.execute(
-        "SELECT id FROM people WHERE name = ? AND id != ?", (new_name, pid)
-    ).fetchone()
+    other = store.person_named(con, new_name, other_than=pid)
     if other is not None:
-        return merge(con, str(other[0]), str(pid))
+        return merge(con, str(other), str(pid))
     with transaction(con):
-        faces = _faces_of(con, pid)
-        _log(con, "name", f"stack {pid} named {new_name!r}", _snapshot(con, faces, [pid]))
-        con.execute("UPDATE people SET name = ? WHERE id = ?", (new_name, pid))
-        con.execute("UPDATE faces SET confirmed = 1 WHERE person_id = ?", (pid,))
+        faces = store.face_ids(con, pid)
+        _log(con, "name", f"stack {pid} named {new_name!r}", store.snapshot(con, faces, [pid]))
+        store.name_person(con, pid, new_name)
     return f"stack {pid} is now {new_name!r} ({len(faces)} faces)"
 
 
@@ -88,23 +58,15 @@ def merge(con, into: str, other: str) -> str:
     if a == b:
         raise LibraryError("cannot merge a stack with itself")
     with transaction(con):
-        fa, fb = _faces_of(con, a), _faces_of(con, b)
-        clash = con.execute(
-            f"SELECT COUNT(*) FROM faces x JOIN faces y ON x.photo_id = y.photo_id"
-            f" WHERE x.id IN ({_q(fa)}) AND y.id IN ({_q(fb)})",
-            fa + fb,
-        ).fetchone()[0]
+        fa, fb = store.face_ids(con, a), store.face_ids(con, b)
+        clash = store.photos_shared(con, fa, fb)
         if clash:
             raise LibraryError(
                 f"stacks {a} and {b} both have a face in {clash} photo(s): two faces of one "
                 "photo are two people — reject the wrong face first"
             )
-        _log(con, "merge", f"stack {b} merged into {a}", _snapshot(con, fa + fb, [a, b]))
-        con.execute(
-            "UPDATE faces SET person_id = ?, confirmed = 1 WHERE person_id IN (?, ?)", (a, a, b)
-        )
-        con.execute("UPDATE rejections SET person_id = ? WHERE person_id = ?", (a, b))
-        con.execute("DELETE FROM people WHERE id = ?", (b,))
+        _log(con, "merge", f"stack {b} merged into {a}", store.snapshot(con, fa + fb, [a, b]))
+        store.merge_people(con, a, b)
     return f"stack {b} merged into {a} ({len(fa) + len(fb)} faces)"
 
 
@@ -112,10 +74,9 @@ def split(con, ref: str, threshold: float, distance: str = "squared_l2") -> str:
     """Sub-cluster a stack at a tighter threshold; the largest part keeps the stack (and
     its name), the others become new unnamed stacks."""
     from facetrain.library.cluster import agglomerate
-    from facetrain.library.scan import read_faces
 
     pid = stack_id(con, ref)
-    emb, rows = read_faces(con, "f.person_id = ?", (pid,))
+    emb, rows = store.faces_of_person(con, pid)
     if len(rows) < 2:
         raise LibraryError(f"stack {pid} has {len(rows)} face(s): nothing to split")
     photo = np.array([r["photo_id"] for r in rows])
@@ -124,43 +85,37 @@ def split(con, ref: str, threshold: float, distance: str = "squared_l2") -> str:
     if len(parts) == 1:
         return f"stack {pid} holds together at threshold {threshold:.3f}: not split"
     with transaction(con):
-        ids = [r["id"] for r in rows]
-        before = _snapshot(con, ids, [pid])
+        before = store.snapshot(con, [r["id"] for r in rows], [pid])
         created = []
         for part in parts[1:]:
-            new = con.execute("INSERT INTO people(name) VALUES (NULL)").lastrowid
+            new = store.new_person(con)
             created.append(new)
-            con.executemany(
-                "UPDATE faces SET person_id = ?, confirmed = 0 WHERE id = ?",
-                [(new, rows[i]["id"]) for i in part],
-            )
+            store.assign(con, [(new, rows[i]["id"]) for i in part], confirmed=0)
         _log(con, "split", f"stack {pid} split in {len(parts)}", before, created)
     return f"stack {pid} split: kept {len(parts[0])} faces, new stacks {created}"
 
 
 def reject(con, face_id: int) -> str:
     """This face is not this person: it leaves the stack and never comes back to it."""
-    row = con.execute("SELECT person_id FROM faces WHERE id = ?", (face_id,)).fetchone()
-    if row is None:
+    exists, pid = store.face_person(con, face_id)
+    if not exists:
         raise LibraryError(f"no face {face_id}")
-    if row[0] is None:
+    if pid is None:
         raise LibraryError(f"face {face_id} is in no stack")
-    pid = row[0]
     with transaction(con):
-        _log(con, "reject", f"face {face_id} is not stack {pid}", _snapshot(con, [face_id], [pid]),
-             rejections=[(face_id, pid)])  # fmt: skip
-        con.execute("INSERT OR IGNORE INTO rejections VALUES (?, ?)", (face_id, pid))
-        con.execute("UPDATE faces SET person_id = NULL, confirmed = 0 WHERE id = ?", (face_id,))
+        _log(con, "reject", f"face {face_id} is not stack {pid}",
+             store.snapshot(con, [face_id], [pid]), rejections=[(face_id, pid)])  # fmt: skip
+        store.reject(con, face_id, [pid])
+        store.assign(con, [(None, face_id)], confirmed=0)
     return f"face {face_id} removed from stack {pid} (remembered)"
 
 
 def hide(con, ref: str) -> str:
     pid = stack_id(con, ref)
     with transaction(con):
-        faces = _faces_of(con, pid)
-        _log(con, "hide", f"stack {pid} hidden", _snapshot(con, faces, [pid]))
-        con.execute("UPDATE people SET hidden = 1 WHERE id = ?", (pid,))
-        con.execute("UPDATE faces SET hidden = 1 WHERE person_id = ?", (pid,))
+        faces = store.face_ids(con, pid)
+        _log(con, "hide", f"stack {pid} hidden", store.snapshot(con, faces, [pid]))
+        store.hide_person(con, pid)
     return f"stack {pid} hidden ({len(faces)} faces)"
 
 
@@ -168,43 +123,19 @@ def undo(con, steps: int = 1) -> list[str]:
     """Revert the last `steps` curating actions, newest first."""
     done = []
     for _ in range(steps):
-        act = con.execute(
-            "SELECT id, description, undo FROM actions WHERE undone = 0 ORDER BY id DESC LIMIT 1"
-        ).fetchone()
+        act = store.last_action(con)
         if act is None:
             break
-        u = json.loads(act["undo"])
         with transaction(con):
-            for pid, nm, hidden in u["people"]:
-                con.execute(
-                    "INSERT INTO people(id, name, hidden) VALUES (?, ?, ?) ON CONFLICT(id)"
-                    " DO UPDATE SET name = excluded.name, hidden = excluded.hidden",
-                    (pid, nm, hidden),
-                )
-            con.executemany(
-                "UPDATE faces SET person_id = ?, confirmed = ?, hidden = ? WHERE id = ?",
-                [(p, c, h, f) for f, p, c, h in u["faces"]],
-            )
-            con.executemany("DELETE FROM rejections WHERE face_id = ? AND person_id = ?",
-                            [tuple(r) for r in u["rejections"]])  # fmt: skip
-            for pid in u["created"]:
-                con.execute("DELETE FROM people WHERE id = ?", (pid,))
-            con.execute("UPDATE actions SET undone = 1 WHERE id = ?", (act["id"],))
+            store.revert(con, act["id"], json.loads(act["undo"]))
         done.append(act["description"])
     return done
 
 
 def prototypes(con) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
     """Every confirmed face of every named, visible person: (embeddings, person ids, names)."""
-    from facetrain.library.scan import read_faces
-
-    emb, rows = read_faces(
-        con,
-        "f.confirmed = 1 AND f.hidden = 0 AND f.person_id IN "
-        "(SELECT id FROM people WHERE name IS NOT NULL AND hidden = 0)",
-    )
-    names = {r[0]: r[1] for r in con.execute("SELECT id, name FROM people WHERE name IS NOT NULL")}
-    return emb, np.array([r["person_id"] for r in rows], np.int64), names
+    emb, rows = store.read_faces(con, "prototypes")
+    return emb, np.array([r["person_id"] for r in rows], np.int64), store.names(con)
 
 
 def identify(

@@ -13,6 +13,7 @@ from collections import Counter
 
 import numpy as np
 
+from facetrain.library import store
 from facetrain.library.scan import list_photos, sha256
 
 
@@ -66,19 +67,15 @@ def truth_labels(con, truth_dir: str | os.PathLike) -> tuple[list, list, dict]:
     left = Counter()
     pred, truth = [], []
     for digest, person in sorted(by_hash.items()):
-        row = con.execute(
-            "SELECT id FROM photos WHERE sha256 = ? AND status != 'duplicate'", (digest,)
-        ).fetchone()
-        if row is None:
+        photo = store.original_with_hash(con, digest)
+        if photo is None:
             left["not in the library"] += 1
             continue
-        faces = con.execute(
-            "SELECT id, person_id FROM faces WHERE photo_id = ? AND usable = 1", (row[0],)
-        ).fetchall()
+        faces = store.faces_of_photo(con, photo, usable_only=True)
         if len(faces) != 1:
             left[f"{'no' if not faces else 'several'} usable faces"] += 1
             continue
-        fid, pid = faces[0]
+        fid, pid = faces[0]["id"], faces[0]["person_id"]
         pred.append(f"stack{pid}" if pid is not None else f"alone{fid}")
         truth.append(person)
     return pred, truth, dict(left)

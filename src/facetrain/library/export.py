@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+from facetrain.library import store
+
 
 def safe_name(name: str) -> str:
     """A person's name as a folder name (no separators, no leading dots)."""
@@ -15,13 +17,7 @@ def safe_name(name: str) -> str:
 def export_by_person(con, out: str | os.PathLike, include_unnamed: bool = False) -> dict[str, int]:
     """OUT/<person>/<photo> symbolic links (never copies, never moves); returns counts."""
     out = Path(out)
-    rows = con.execute(
-        "SELECT DISTINCT pe.id, pe.name, p.id AS photo, p.path FROM faces f"
-        " JOIN people pe ON pe.id = f.person_id JOIN photos p ON p.id = f.photo_id"
-        " WHERE pe.hidden = 0 AND f.hidden = 0 AND (pe.name IS NOT NULL OR ?)"
-        " ORDER BY pe.id, p.id",
-        (int(include_unnamed),),
-    ).fetchall()
+    rows = store.named_photos(con, include_unnamed)
     counts: dict[str, int] = {}
     for r in rows:
         folder = out / safe_name(r["name"] or f"stack-{r['id']}")

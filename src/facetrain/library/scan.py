@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from facetrain.data.images import ImageError, is_image_name, load_rgb
-from facetrain.library import db
-from facetrain.library.db import transaction
+from facetrain.library import store
+from facetrain.library.store import transaction
 
 
 @dataclass(frozen=True)
@@ -122,27 +122,6 @@ class Scanner:
         return out
 
 
-def _insert_faces(con, photo_id: int, faces: list[dict]) -> None:
-    con.executemany(
-        "INSERT INTO faces(photo_id, x1, y1, x2, y2, landmarks, score, size, sharpness, usable,"
-        " embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (photo_id, *f["box"], json.dumps(f["landmarks"]), f["score"], f["size"],
-             f["sharpness"], int(f["usable"]), db.to_blob(f["embedding"]))
-            for f in faces
-        ],
-    )  # fmt: skip
-
-
-def photos_under(con, root: str) -> dict[str, dict]:
-    """The library's photos below the folder `root`, by path: an exact prefix match (SQL
-    LIKE would ignore case and read `_` and `%` as wildcards, so `my_pics` would take the
-    photos of `my-pics`)."""
-    prefix = root.rstrip("/") + "/"
-    rows = con.execute("SELECT * FROM photos WHERE substr(path, 1, ?) = ?", (len(prefix), prefix))
-    return {r["path"]: r for r in rows}
-
-
 def scan(
     con,
     root: str | os.PathLike,
@@ -157,7 +136,7 @@ def scan(
     rep = ScanReport()
     files = list_photos(root)
     seen = set(files)
-    known = photos_under(con, root)
+    known = store.photos_under(con, root)
     vanished = {r["sha256"]: r["id"] for p, r in known.items() if p not in seen}
     with progress_bar(disable=None if progress is None else not progress) as bar:
         task = bar.add_task("scan", total=len(files), rate="")
@@ -166,8 +145,7 @@ def scan(
             _scan_one(con, path, known.get(path), vanished, scanner, rep)
     for pid in vanished.values():
         with transaction(con):
-            con.execute("DELETE FROM photos WHERE id = ?", (pid,))
-            con.execute("DELETE FROM photos WHERE duplicate_of = ?", (pid,))
+            store.delete_photo(con, pid, with_duplicates=True)
         rep.removed += 1
     return rep
 
@@ -180,15 +158,12 @@ def _scan_one(con, path: str, row, vanished: dict, scanner: Scanner, rep: ScanRe
         return
     digest = sha256(path)
     if row is not None and row["sha256"] == digest:  # touched, same content
-        con.execute("UPDATE photos SET mtime = ? WHERE id = ?", (st.st_mtime, row["id"]))
+        store.touch_photo(con, row["id"], st.st_mtime)
         rep.unchanged += 1
         return
     if row is None and digest in vanished:
         with transaction(con):
-            con.execute(
-                "UPDATE photos SET path = ?, size = ?, mtime = ? WHERE id = ?",
-                (path, st.st_size, st.st_mtime, vanished.pop(digest)),
-            )
+            store.move_photo(con, vanished.pop(digest), path, st.st_size, st.st_mtime)
         rep.moved += 1
         return
     if not _record_duplicate(con, path, row, digest, st, rep):
@@ -196,20 +171,13 @@ def _scan_one(con, path: str, row, vanished: dict, scanner: Scanner, rep: ScanRe
 
 
 def _record_duplicate(con, path: str, row, digest: str, st, rep: ScanReport) -> bool:
-    twin = con.execute(
-        "SELECT id, path FROM photos WHERE sha256 = ? AND path != ? AND status != 'duplicate'",
-        (digest, path),
-    ).fetchone()
+    twin = store.twin_of(con, digest, path)
     if twin is None:
         return False
     with transaction(con):
         if row is not None:
-            con.execute("DELETE FROM photos WHERE id = ?", (row["id"],))
-        con.execute(
-            "INSERT INTO photos(path, sha256, size, mtime, status, duplicate_of)"
-            " VALUES (?, ?, ?, ?, 'duplicate', ?)",
-            (path, digest, st.st_size, st.st_mtime, twin["id"]),
-        )
+            store.delete_photo(con, row["id"])
+        store.add_duplicate(con, path, digest, st.st_size, st.st_mtime, twin["id"])
     rep.duplicates += 1
     rep.problems[path] = f"duplicate of {twin['path']}"
     return True
@@ -234,29 +202,15 @@ def _record_photo(con, path: str, row, digest: str, st, scanner: Scanner, rep: S
         rep.problems[path] = f"{status}: {error}"
     with transaction(con):
         if row is not None:  # changed content: its old faces go
-            con.execute("DELETE FROM photos WHERE id = ?", (row["id"],))
-        cur = con.execute(
-            "INSERT INTO photos(path, sha256, size, mtime, width, height, taken, status,"
-            " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (path, digest, st.st_size, st.st_mtime, w, h, taken(path), status, error),
+            store.delete_photo(con, row["id"])
+        pid = store.add_photo(
+            con, path, digest, st.st_size, st.st_mtime, w, h, taken(path), status, error
         )
-        _insert_faces(con, cur.lastrowid, faces)
+        store.insert_faces(con, pid, faces)
     rep.changed += row is not None
     rep.new += row is None
     rep.faces += len(faces)
     rep.usable_faces += sum(f["usable"] for f in faces)
-
-
-def read_faces(con, where: str = "1", params=()) -> tuple[np.ndarray, list]:
-    """(embeddings, rows) of the faces matching a WHERE clause."""
-    rows = con.execute(
-        f"SELECT f.*, p.path FROM faces f JOIN photos p ON p.id = f.photo_id WHERE {where}"
-        " ORDER BY f.id",
-        params,
-    ).fetchall()
-    if not rows:
-        return np.zeros((0, 0), np.float32), []
-    return np.stack([db.from_blob(r["embedding"]) for r in rows]), rows
 
 
 def path_key(p: str | os.PathLike) -> str:
@@ -281,15 +235,11 @@ def migrate(con, scanner: Scanner, source: str, *, progress: bool | None = None)
     from facetrain.progress import progress_bar
 
     target = json.dumps(asdict(scanner.model.pre), sort_keys=True)
-    current = db.get_meta(con, "migrating_to")
+    current = store.get_meta(con, "migrating_to")
     if current is not None and current != target:
-        raise db.LibraryError("another migration is unfinished; finish it with its model first")
-    db.set_meta(con, "migrating_to", target)
-    con.execute("CREATE TABLE IF NOT EXISTS migrated (photo_id INTEGER PRIMARY KEY)")
-    todo = con.execute(
-        "SELECT id, path FROM photos WHERE status IN ('ok', 'no_face')"
-        " AND id NOT IN (SELECT photo_id FROM migrated) ORDER BY id"
-    ).fetchall()
+        raise store.LibraryError("another migration is unfinished; finish it with its model first")
+    store.set_meta(con, "migrating_to", target)
+    todo = store.photos_to_migrate(con)
     kept = lost = 0
     with progress_bar(disable=None if progress is None else not progress) as bar:
         task = bar.add_task("migrate", total=len(todo), rate="")
@@ -301,44 +251,36 @@ def migrate(con, scanner: Scanner, source: str, *, progress: bool | None = None)
                 new = None  # unreadable now: keep the old faces, they are still labelled
             with transaction(con):
                 if new is not None:
-                    old = con.execute(
-                        "SELECT id, x1, y1, x2, y2, person_id, confirmed, hidden FROM faces"
-                        " WHERE photo_id = ?",
-                        (row["id"],),
-                    ).fetchall()
-                    rej = {
-                        r[0]: [x[0] for x in con.execute(
-                            "SELECT person_id FROM rejections WHERE face_id = ?", (r[0],))]
-                        for r in old
-                    }  # fmt: skip
-                    con.execute("DELETE FROM faces WHERE photo_id = ?", (row["id"],))
-                    _insert_faces(con, row["id"], new)
-                    free = con.execute(
-                        "SELECT id, x1, y1, x2, y2 FROM faces WHERE photo_id = ?", (row["id"],)
-                    ).fetchall()
-                    for o in old:
-                        if o["person_id"] is None and not o["hidden"] and not rej[o["id"]]:
-                            continue
-                        box = [o["x1"], o["y1"], o["x2"], o["y2"]]
-                        best = max(free, key=lambda f: _iou(box, list(f)[1:]), default=None)
-                        if best is None or _iou(box, list(best)[1:]) < 0.5:
-                            lost += o["confirmed"]
-                            continue
-                        free.remove(best)
-                        con.execute(
-                            "UPDATE faces SET person_id = ?, confirmed = ?, hidden = ?"
-                            " WHERE id = ?",
-                            (o["person_id"], o["confirmed"], o["hidden"], best["id"]),
-                        )
-                        con.executemany(
-                            "INSERT OR IGNORE INTO rejections VALUES (?, ?)",
-                            [(best["id"], p) for p in rej[o["id"]]],
-                        )
-                        kept += o["confirmed"]
-                con.execute("INSERT INTO migrated VALUES (?)", (row["id"],))
+                    k, lo = _replace_faces(con, row["id"], new)
+                    kept, lost = kept + k, lost + lo
+                store.mark_migrated(con, row["id"])
     with transaction(con):
-        db.set_meta(con, "model", target)
-        db.set_meta(con, "model_source", source)
-        con.execute("DELETE FROM meta WHERE key = 'migrating_to'")
-        con.execute("DROP TABLE migrated")
+        store.set_meta(con, "model", target)
+        store.set_meta(con, "model_source", source)
+        store.del_meta(con, "migrating_to")
+        store.end_migration(con)
     return {"photos": len(todo), "confirmed_faces_kept": kept, "confirmed_faces_lost": lost}
+
+
+def _replace_faces(con, photo_id: int, new: list[dict]) -> tuple[int, int]:
+    """A photo's faces replaced by `new`, each old face's labels carried to the new face at
+    its place; (confirmed faces kept, confirmed faces lost)."""
+    old = store.faces_of_photo(con, photo_id)
+    rej = {o["id"]: store.rejections_of(con, o["id"]) for o in old}
+    store.delete_faces_of_photo(con, photo_id)
+    store.insert_faces(con, photo_id, new)
+    free = store.faces_of_photo(con, photo_id)
+    kept = lost = 0
+    for o in old:
+        if o["person_id"] is None and not o["hidden"] and not rej[o["id"]]:
+            continue
+        box = [o["x1"], o["y1"], o["x2"], o["y2"]]
+        best = max(free, key=lambda f: _iou(box, list(f)[1:5]), default=None)
+        if best is None or _iou(box, list(best)[1:5]) < 0.5:
+            lost += o["confirmed"]
+            continue
+        free.remove(best)
+        store.set_face(con, best["id"], o["person_id"], o["confirmed"], o["hidden"])
+        store.reject(con, best["id"], rej[o["id"]])
+        kept += o["confirmed"]
+    return kept, lost

@@ -15,8 +15,8 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 
-from facetrain.library import curate
-from facetrain.library.db import LibraryError, connect, model_record
+from facetrain.library.library import Library
+from facetrain.library.store import LibraryError
 
 
 class NameBody(BaseModel):
@@ -38,19 +38,23 @@ def _jpeg(img, size: int) -> bytes:
 
 
 def create_app(db_path: str | os.PathLike) -> FastAPI:
+    """The page and its JSON routes; each request opens the library, acts, closes it."""
     app = FastAPI(title="facetrain library", docs_url=None, redoc_url=None, openapi_url=None)
 
-    def con():
-        return connect(db_path)
+    def act(method: str, *args, status: int = 400):
+        with Library(db_path) as lib:
+            try:
+                return getattr(lib, method)(*args)
+            except LibraryError as e:
+                raise HTTPException(status, str(e)) from None
 
-    def act(fn, *args) -> dict:
-        c = con()
-        try:
-            return {"message": fn(c, *args)}
-        except LibraryError as e:
-            raise HTTPException(400, str(e)) from None
-        finally:
-            c.close()
+    _views(app, act, db_path)
+    _actions(app, act)
+    return app
+
+
+def _views(app: FastAPI, act, db_path) -> None:
+    """What the page shows: itself, the stacks, faces and photos (GET, no change)."""
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
@@ -58,96 +62,49 @@ def create_app(db_path: str | os.PathLike) -> FastAPI:
 
     @app.get("/api/people")
     def api_people() -> list[dict]:
-        c = con()
-        try:
-            out = []
-            for p in curate.people(c):
-                faces = [r[0] for r in c.execute(
-                    "SELECT id FROM faces WHERE person_id = ? ORDER BY confirmed DESC, id LIMIT 12",
-                    (p["id"],))]  # fmt: skip
-                out.append(p | {"face_ids": faces})
-            return out
-        finally:
-            c.close()
-
-    @app.post("/api/stacks/{stack}/name")
-    def api_name(stack: int, body: NameBody) -> dict:
-        return act(curate.name, str(stack), body.name)
-
-    @app.post("/api/stacks/{stack}/merge")
-    def api_merge(stack: int, body: MergeBody) -> dict:
-        return act(curate.merge, str(stack), str(body.other))
-
-    @app.post("/api/stacks/{stack}/split")
-    def api_split(stack: int) -> dict:
-        c = con()
-        rec = model_record(c) or {}
-        c.close()
-        thr = 0.7 * float(rec.get("threshold") or 1.0)
-        return act(curate.split, str(stack), thr, rec.get("distance", "squared_l2"))
-
-    @app.post("/api/stacks/{stack}/hide")
-    def api_hide(stack: int) -> dict:
-        return act(curate.hide, str(stack))
-
-    @app.post("/api/faces/{face}/reject")
-    def api_reject(face: int) -> dict:
-        return act(curate.reject, face)
-
-    @app.post("/api/undo")
-    def api_undo() -> dict:
-        c = con()
-        try:
-            done = curate.undo(c)
-        finally:
-            c.close()
-        return {"message": "; ".join(f"undone: {d}" for d in done) or "nothing to undo"}
-
-    def _photo(photo_id: int):
-        from facetrain.data.images import ImageError, load_rgb
-
-        c = con()
-        row = c.execute("SELECT path FROM photos WHERE id = ?", (photo_id,)).fetchone()
-        c.close()
-        if row is None:
-            raise HTTPException(404, "no such photo")
-        try:
-            return load_rgb(row[0])
-        except (ImageError, OSError):
-            raise HTTPException(404, "photo unreadable") from None
-
-    @app.get("/face/{face_id}.jpg")
-    def face(face_id: int) -> Response:
-        c = con()
-        row = c.execute("SELECT photo_id, x1, y1, x2, y2 FROM faces WHERE id = ?", (face_id,))
-        row = row.fetchone()
-        c.close()
-        if row is None:
-            raise HTTPException(404, "no such face")
-        img = _photo(row[0])
-        x1, y1, x2, y2 = row[1:]
-        m = 0.25 * max(x2 - x1, y2 - y1)
-        h, w = img.shape[:2]
-        crop = img[
-            max(0, int(y1 - m)) : min(h, int(y2 + m)), max(0, int(x1 - m)) : min(w, int(x2 + m))
-        ]
-        return Response(_jpeg(crop, 112), media_type="image/jpeg")
-
-    @app.get("/photo/{photo_id}.jpg")
-    def photo(photo_id: int) -> Response:
-        return Response(_jpeg(_photo(photo_id), 480), media_type="image/jpeg")
+        with Library(db_path) as lib:
+            return [p | {"face_ids": lib.face_ids(p["id"], 12)} for p in lib.people()]
 
     @app.get("/api/stacks/{stack}/photos")
     def stack_photos(stack: int) -> list[int]:
-        c = con()
-        try:
-            return [r[0] for r in c.execute(
-                "SELECT DISTINCT photo_id FROM faces WHERE person_id = ? ORDER BY photo_id",
-                (stack,))]  # fmt: skip
-        finally:
-            c.close()
+        return act("stack_photos", stack)
 
-    return app
+    @app.get("/face/{face_id}.jpg")
+    def face(face_id: int) -> Response:
+        return Response(_jpeg(act("face_crop", face_id, status=404), 112), media_type="image/jpeg")
+
+    @app.get("/photo/{photo_id}.jpg")
+    def photo(photo_id: int) -> Response:
+        return Response(_jpeg(act("photo", photo_id, status=404), 480), media_type="image/jpeg")
+
+
+def _actions(app: FastAPI, act) -> None:
+    """The owner's actions (POST), each one curating step of the library."""
+
+    @app.post("/api/stacks/{stack}/name")
+    def api_name(stack: int, body: NameBody) -> dict:
+        return {"message": act("name", str(stack), body.name)}
+
+    @app.post("/api/stacks/{stack}/merge")
+    def api_merge(stack: int, body: MergeBody) -> dict:
+        return {"message": act("merge", str(stack), str(body.other))}
+
+    @app.post("/api/stacks/{stack}/split")
+    def api_split(stack: int) -> dict:
+        return {"message": act("split", str(stack))}
+
+    @app.post("/api/stacks/{stack}/hide")
+    def api_hide(stack: int) -> dict:
+        return {"message": act("hide", str(stack))}
+
+    @app.post("/api/faces/{face}/reject")
+    def api_reject(face: int) -> dict:
+        return {"message": act("reject", face)}
+
+    @app.post("/api/undo")
+    def api_undo() -> dict:
+        done = act("undo")
+        return {"message": "; ".join(f"undone: {d}" for d in done) or "nothing to undo"}
 
 
 PAGE = """<!doctype html>

@@ -410,7 +410,20 @@ def resolve(
         values[key] = parse_text(key, text)
     cfg = TrainConfig(**values)
     cfg.validate()
+    _check_device(cfg.device, (platform or Platform()).num_gpus)
     return cfg
+
+
+def _check_device(device: str, num_gpus: int | None) -> None:
+    """A CUDA device asked for must exist here (and as many as --num-gpus)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device = {device!r}: no CUDA device is available here")
+    if num_gpus and num_gpus > torch.cuda.device_count():
+        raise ConfigError(f"--num-gpus {num_gpus}: this machine has {torch.cuda.device_count()}")
 
 
 def settings() -> list[tuple[str, str, str, str]]:

@@ -198,3 +198,53 @@ def choose_threshold(how: str, pre, embeddings: np.ndarray, labels: list[str]):
     if not np.isfinite(value) or value < 0:
         raise ClassifyError(f"--threshold {how!r}: a finite number ≥ 0")
     return value, "given"
+
+
+@dataclass
+class Trained:
+    classifier: Classifier
+    figures: dict  # method → held-out accuracy (forced, with unknown, strangers refused)
+
+
+def train_classifier(
+    model,
+    table,
+    method: str = "svm",
+    threshold: str = "auto",
+    test_fraction: float = 0.3,
+    strangers: np.ndarray | None = None,
+) -> Trained:
+    """A classifier of `method` on an embedding table of the known people, and every
+    method's held-out figures (with `strangers`' embeddings: how many are refused)."""
+    from dataclasses import asdict
+
+    if method not in METHODS:
+        raise ClassifyError(f"--method {method!r}: choose from {', '.join(METHODS)}")
+    if len(set(table.labels)) < 2:
+        raise ClassifyError("need at least two people to classify")
+    dist = model.pre.distance
+    thr, src = choose_threshold(threshold, model.pre, table.embeddings, table.labels)
+    try:
+        figures = evaluate_methods(table.embeddings, table.labels, threshold=thr, distance=dist,
+                                   test_fraction=test_fraction, unknown=strangers)  # fmt: skip
+    except ValueError as e:
+        raise ClassifyError(str(e)) from None
+    clf = Classifier(method, table.embeddings, table.labels, thr, dist, src, model.source,
+                     asdict(model.pre))  # fmt: skip
+    return Trained(clf, figures)
+
+
+PREPROCESS_KEYS = ("model", "embedding_size", "input_size", "normalize", "crop", "alignment",
+                   "flip")  # fmt: skip
+
+
+def check_model(clf: Classifier, model, source: str) -> None:
+    """A classifier works only with the model (and preprocessing) it was trained with."""
+    from dataclasses import asdict
+
+    mine = {k: asdict(model.pre)[k] for k in PREPROCESS_KEYS}
+    theirs = {k: clf.preprocess.get(k) for k in PREPROCESS_KEYS}
+    if mine != theirs:
+        raise ClassifyError(
+            f"{source} was made with another model or preprocessing ({theirs}), not {mine}"
+        )

@@ -1,0 +1,197 @@
+"""`Library`: a photo library — one SQLite file — and everything that can be done with it.
+
+The command line (`facetrain library …`) and the local web page are adapters over these
+methods: they parse, call and show. The work is in `scan`, `cluster`, `curate`, `export`
+and `evaluate`; every SQL statement is in `store`.
+
+    with Library("faces.db", create=True) as lib:
+        lib.scan("~/Pictures", lib.model())     # the default pretrained model for a new one
+        lib.cluster()
+        lib.name("3", "Mom")
+        lib.identify(["new.jpg"])
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from facetrain.library import curate, store
+from facetrain.library.store import LibraryError
+
+
+class Library:
+    def __init__(self, path: str | os.PathLike, *, create: bool = False, migrating_ok=False):
+        self.path = Path(path)
+        self.con = store.connect(self.path, create=create)
+        if not migrating_ok and store.get_meta(self.con, "migrating_to") is not None:
+            self.con.close()
+            raise LibraryError(
+                f"{self.path}: a model migration is unfinished; run `facetrain library "
+                "migrate` again"
+            )
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- the model ---------------------------------------------------------------------
+
+    def model(self, model: str | None = None, device: str = "cpu", spec: dict | None = None):
+        """The library's model: the one given (which must be the one it was made with), the
+        one it was made with, or — for a new library — the default pretrained model."""
+        from facetrain.models.pretrained import DEFAULT
+        from facetrain.models.saved import open_model
+
+        source = model or store.get_meta(self.con, "model_source") or DEFAULT
+        fm = open_model(source, device, "auto", spec)
+        store.check_model(self.con, asdict(fm.pre), fm.source, str(self.path))
+        return fm
+
+    def threshold(self, given: float | None = None) -> tuple[float, str]:
+        """The threshold (given, else the model's) and the distance it is measured in: always
+        the library model's distance, also for a given threshold."""
+        rec = store.model_record(self.con) or {}
+        distance = rec.get("distance", "squared_l2")
+        if given is not None:
+            return given, distance
+        if rec.get("threshold") is None:
+            raise LibraryError("the library's model has no calibrated threshold; pass --threshold")
+        return float(rec["threshold"]), distance
+
+    # --- reading -----------------------------------------------------------------------
+
+    def people(self) -> list[dict]:
+        return curate.people(self.con)
+
+    def stack(self, ref: str) -> int:
+        return curate.stack_id(self.con, ref)
+
+    def faces(self, ref: str) -> list[dict]:
+        """A stack's faces: id, photo path, box, confirmed."""
+        return [dict(r) for r in store.face_listing(self.con, self.stack(ref))]
+
+    def face_ids(self, stack: int, limit: int | None = None) -> list[int]:
+        return store.face_ids(self.con, stack, limit)
+
+    def stack_photos(self, stack: int) -> list[int]:
+        return store.stack_photos(self.con, stack)
+
+    def photo(self, photo_id: int) -> np.ndarray:
+        """A photo of the library, decoded (LibraryError when unknown or unreadable)."""
+        from facetrain.data.images import ImageError, load_rgb
+
+        path = store.photo_path(self.con, photo_id)
+        if path is None:
+            raise LibraryError(f"no photo {photo_id}")
+        try:
+            return load_rgb(path)
+        except (ImageError, OSError):
+            raise LibraryError(f"photo {photo_id} is unreadable now") from None
+
+    def face_crop(self, face_id: int, margin: float = 0.25) -> np.ndarray:
+        """A face with a margin around its box, cut from its photo."""
+        row = store.face_box(self.con, face_id)
+        if row is None:
+            raise LibraryError(f"no face {face_id}")
+        img = self.photo(row["photo_id"])
+        x1, y1, x2, y2 = row["x1"], row["y1"], row["x2"], row["y2"]
+        m = margin * max(x2 - x1, y2 - y1)
+        h, w = img.shape[:2]
+        return img[
+            max(0, int(y1 - m)) : min(h, int(y2 + m)), max(0, int(x1 - m)) : min(w, int(x2 + m))
+        ]
+
+    # --- the owner's word --------------------------------------------------------------
+
+    def name(self, ref: str, name: str) -> str:
+        return curate.name(self.con, ref, name)
+
+    def merge(self, into: str, other: str) -> str:
+        return curate.merge(self.con, into, other)
+
+    def split(self, ref: str, threshold: float | None = None) -> str:
+        """Sub-cluster a stack (default: at 0.7 × the model's threshold)."""
+        thr, distance = self.threshold(threshold)
+        return curate.split(self.con, ref, thr if threshold is not None else 0.7 * thr, distance)
+
+    def reject(self, face_id: int) -> str:
+        return curate.reject(self.con, face_id)
+
+    def hide(self, ref: str) -> str:
+        return curate.hide(self.con, ref)
+
+    def undo(self, steps: int = 1) -> list[str]:
+        return curate.undo(self.con, steps)
+
+    # --- jobs --------------------------------------------------------------------------
+
+    def scan(self, photos: str | os.PathLike, model, quality=None, device: str = "cpu"):
+        from facetrain.library.scan import Quality, Scanner, scan
+
+        if not Path(photos).is_dir():
+            raise LibraryError(f"{photos}: not a folder of photos")
+        return scan(self.con, photos, Scanner(model, quality or Quality(), device))
+
+    def cluster(self, threshold: float | None = None):
+        from facetrain.library.cluster import cluster
+
+        thr, distance = self.threshold(threshold)
+        return cluster(self.con, thr, distance), thr
+
+    def identify(self, photos: list, threshold: float | None = None, margin: float = 0.05,
+                 device: str = "cpu") -> list[dict]:  # fmt: skip
+        """Every face of each photo named from the named people, or `unknown`."""
+        from facetrain.library.scan import Scanner
+
+        thr, distance = self.threshold(threshold)
+        protos = curate.prototypes(self.con)
+        scanner = Scanner(self.model(device=device), device=device)
+        return [_identify_photo(p, scanner, protos, thr, distance, margin) for p in photos]
+
+    def export(self, folder: str | os.PathLike, unnamed: bool = False) -> dict[str, int]:
+        from facetrain.library.export import export_by_person
+
+        return export_by_person(self.con, folder, unnamed)
+
+    def evaluate(self, truth: str | os.PathLike) -> tuple[dict, dict]:
+        """Pairwise and BCubed scores of the stacks against folder labels, and what was
+        left out."""
+        from facetrain.library.evaluate import scores, truth_labels
+
+        if not Path(truth).is_dir():
+            raise LibraryError(f"{truth}: not a folder")
+        pred, labels, left = truth_labels(self.con, truth)
+        try:
+            return scores(pred, labels), left
+        except ValueError as e:
+            raise LibraryError(f"{e} (left out: {left})") from None
+
+    def migrate(self, model, device: str = "cpu") -> dict:
+        from facetrain.library.scan import Scanner, migrate
+
+        return migrate(self.con, Scanner(model, device=device), model.source)
+
+
+def _identify_photo(path, scanner, protos, threshold, distance, margin) -> dict:
+    from facetrain.data.images import ImageError, load_rgb
+
+    try:
+        faces = scanner.faces_of(load_rgb(path))
+    except (ImageError, OSError) as e:
+        return {"photo": str(path), "error": str(e), "faces": []}
+    if not faces:
+        return {"photo": str(path), "faces": []}
+    emb = np.stack([f["embedding"] for f in faces])
+    names = curate.identify(emb, protos, threshold, distance, margin)
+    out = [{"box": [round(v, 1) for v in f["box"]], "score": f["score"]} | n
+           for f, n in zip(faces, names)]  # fmt: skip
+    return {"photo": str(path), "faces": out}

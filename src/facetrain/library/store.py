@@ -1,0 +1,516 @@
+"""The library's store: one SQLite file (WAL) with photos, faces, people and the curating
+log — and every SQL statement the library runs, as a named function, so the rest of the
+library (scan, cluster, curate, the `Library` object) and its adapters (the CLI, the web
+page) speak in operations, never in SQL.
+
+Labels live on faces (`faces.person_id` with `confirmed = 1` is the owner's word; `0` is a
+clustering guess), so names survive re-clustering and a change of model. Every write is a
+transaction: a kill -9 loses at most the photo being scanned. The schema version and the
+model's preprocessing record are stored in `meta`; a library made by another model or by a
+newer facetrain is refused with a clear message instead of being mixed or damaged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from facetrain.errors import FacetrainError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS photos (
+    id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, sha256 TEXT NOT NULL,
+    size INTEGER, mtime REAL, width INTEGER, height INTEGER, taken TEXT,
+    status TEXT NOT NULL, error TEXT, duplicate_of INTEGER
+);
+CREATE INDEX IF NOT EXISTS photos_sha ON photos(sha256);
+CREATE TABLE IF NOT EXISTS people (
+    id INTEGER PRIMARY KEY, name TEXT UNIQUE, hidden INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY,
+    photo_id INTEGER NOT NULL REFERENCES photos(id) ON DELETE CASCADE,
+    x1 REAL, y1 REAL, x2 REAL, y2 REAL, landmarks TEXT, score REAL,
+    size REAL, sharpness REAL, usable INTEGER NOT NULL,
+    embedding BLOB,
+    person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
+    confirmed INTEGER NOT NULL DEFAULT 0,
+    hidden INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS faces_photo ON faces(photo_id);
+CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
+CREATE TABLE IF NOT EXISTS rejections (
+    face_id INTEGER NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+    person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    PRIMARY KEY (face_id, person_id)
+);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY, at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    kind TEXT NOT NULL, description TEXT NOT NULL, undo TEXT NOT NULL,
+    undone INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+class LibraryError(FacetrainError):
+    """A library that cannot be used as asked: the message says why and what to do."""
+
+
+def connect(path: str | os.PathLike, *, create: bool = False) -> sqlite3.Connection:
+    """Open (or create) a library; refuses a newer schema."""
+    path = Path(path)
+    if not path.exists() and not create:
+        raise LibraryError(f"{path}: no library here (run `facetrain library scan` first)")
+    if path.exists() and path.is_dir():
+        raise LibraryError(f"{path}: is a folder; --db names the library's database file")
+    try:
+        con = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA foreign_keys=ON")
+        con.execute("PRAGMA synchronous=NORMAL")
+        if create:
+            con.executescript(SCHEMA)
+        version = get_meta(con, "schema_version")
+    except sqlite3.DatabaseError as e:
+        raise LibraryError(f"{path}: not a facetrain library ({e})") from None
+    if version is None:
+        if not create:
+            raise LibraryError(f"{path}: not a facetrain library (no schema version)")
+        set_meta(con, "schema_version", str(SCHEMA_VERSION))
+    elif int(version) > SCHEMA_VERSION:
+        raise LibraryError(
+            f"{path}: made by a newer facetrain (schema {version}, this one reads "
+            f"{SCHEMA_VERSION}); upgrade facetrain — the library was not touched"
+        )
+    con.row_factory = sqlite3.Row
+    return con
+
+
+def get_meta(con: sqlite3.Connection, key: str) -> str | None:
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return None if row is None else row[0]
+
+
+def set_meta(con: sqlite3.Connection, key: str, value: str) -> None:
+    con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+
+def del_meta(con: sqlite3.Connection, key: str) -> None:
+    con.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+
+def model_record(con: sqlite3.Connection) -> dict | None:
+    """The preprocessing record of the library's model (its distance by today's name)."""
+    from facetrain.distances import ALIASES
+
+    text = get_meta(con, "model")
+    if text is None:
+        return None
+    rec = json.loads(text)
+    if "distance" in rec:
+        rec["distance"] = ALIASES.get(rec["distance"], rec["distance"])
+    return rec
+
+
+def check_model(con: sqlite3.Connection, pre: dict, source: str, db: str) -> None:
+    """The library's embeddings must all come from one model and recipe."""
+    have = model_record(con)
+    if have is None:
+        set_meta(con, "model", json.dumps(pre, sort_keys=True))
+        set_meta(con, "model_source", source)
+        return
+    if have != json.loads(json.dumps(pre, sort_keys=True)):
+        raise LibraryError(
+            f"{db} holds embeddings of another model ({get_meta(con, 'model_source')}); "
+            f"use `facetrain library migrate --db {db} --model {source}` to re-embed it "
+            "(names are kept)"
+        )
+
+
+def to_blob(e: np.ndarray) -> bytes:
+    return np.asarray(e, np.float32).tobytes()
+
+
+def from_blob(b: bytes) -> np.ndarray:
+    return np.frombuffer(b, np.float32)
+
+
+class transaction:
+    """`with transaction(con): ...` — BEGIN IMMEDIATE … COMMIT, ROLLBACK on error."""
+
+    def __init__(self, con: sqlite3.Connection):
+        self.con = con
+
+    def __enter__(self):
+        self.con.execute("BEGIN IMMEDIATE")
+        return self.con
+
+    def __exit__(self, exc_type, exc, tb):
+        self.con.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
+
+
+def _q(items) -> str:
+    return ",".join("?" * len(items)) or "NULL"
+
+
+# --- photos --------------------------------------------------------------------------------
+
+
+def photos_under(con, root: str) -> dict[str, sqlite3.Row]:
+    """The photos below the folder `root`, by path: an exact prefix match (SQL LIKE would
+    ignore case and read `_` and `%` as wildcards, so `my_pics` would take the photos of
+    `my-pics`)."""
+    prefix = root.rstrip("/") + "/"
+    rows = con.execute("SELECT * FROM photos WHERE substr(path, 1, ?) = ?", (len(prefix), prefix))
+    return {r["path"]: r for r in rows}
+
+
+def touch_photo(con, photo_id: int, mtime: float) -> None:
+    con.execute("UPDATE photos SET mtime = ? WHERE id = ?", (mtime, photo_id))
+
+
+def move_photo(con, photo_id: int, path: str, size: int, mtime: float) -> None:
+    con.execute(
+        "UPDATE photos SET path = ?, size = ?, mtime = ? WHERE id = ?",
+        (path, size, mtime, photo_id),
+    )
+
+
+def twin_of(con, digest: str, path: str) -> sqlite3.Row | None:
+    """Another (original) photo with the same content."""
+    return con.execute(
+        "SELECT id, path FROM photos WHERE sha256 = ? AND path != ? AND status != 'duplicate'",
+        (digest, path),
+    ).fetchone()
+
+
+def delete_photo(con, photo_id: int, with_duplicates: bool = False) -> None:
+    con.execute("DELETE FROM photos WHERE id = ?", (photo_id,))
+    if with_duplicates:
+        con.execute("DELETE FROM photos WHERE duplicate_of = ?", (photo_id,))
+
+
+def add_duplicate(con, path: str, digest: str, size: int, mtime: float, of: int) -> None:
+    con.execute(
+        "INSERT INTO photos(path, sha256, size, mtime, status, duplicate_of)"
+        " VALUES (?, ?, ?, ?, 'duplicate', ?)",
+        (path, digest, size, mtime, of),
+    )
+
+
+def add_photo(con, path, digest, size, mtime, width, height, taken, status, error) -> int:
+    cur = con.execute(
+        "INSERT INTO photos(path, sha256, size, mtime, width, height, taken, status, error)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (path, digest, size, mtime, width, height, taken, status, error),
+    )
+    return int(cur.lastrowid)
+
+
+def photo_path(con, photo_id: int) -> str | None:
+    row = con.execute("SELECT path FROM photos WHERE id = ?", (photo_id,)).fetchone()
+    return None if row is None else row[0]
+
+
+def original_with_hash(con, digest: str) -> int | None:
+    row = con.execute(
+        "SELECT id FROM photos WHERE sha256 = ? AND status != 'duplicate'", (digest,)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def photos_to_migrate(con) -> list[sqlite3.Row]:
+    con.execute("CREATE TABLE IF NOT EXISTS migrated (photo_id INTEGER PRIMARY KEY)")
+    return con.execute(
+        "SELECT id, path FROM photos WHERE status IN ('ok', 'no_face')"
+        " AND id NOT IN (SELECT photo_id FROM migrated) ORDER BY id"
+    ).fetchall()
+
+
+def mark_migrated(con, photo_id: int) -> None:
+    con.execute("INSERT INTO migrated VALUES (?)", (photo_id,))
+
+
+def end_migration(con) -> None:
+    con.execute("DROP TABLE IF EXISTS migrated")
+
+
+# --- faces ---------------------------------------------------------------------------------
+
+
+def insert_faces(con, photo_id: int, faces: list[dict]) -> None:
+    con.executemany(
+        "INSERT INTO faces(photo_id, x1, y1, x2, y2, landmarks, score, size, sharpness, usable,"
+        " embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (photo_id, *f["box"], json.dumps(f["landmarks"]), f["score"], f["size"],
+             f["sharpness"], int(f["usable"]), to_blob(f["embedding"]))
+            for f in faces
+        ],
+    )  # fmt: skip
+
+
+_FACES = "SELECT f.*, p.path FROM faces f JOIN photos p ON p.id = f.photo_id WHERE "
+FACE_SETS = {
+    # unconfirmed usable faces of readable photos: what clustering places
+    "free": "f.usable = 1 AND f.hidden = 0 AND f.confirmed = 0 AND p.status = 'ok'",
+    # the owner's word: confirmed faces of a person
+    "named": "f.confirmed = 1 AND f.person_id IS NOT NULL AND f.hidden = 0",
+    # every confirmed face of every named, visible person
+    "prototypes": "f.confirmed = 1 AND f.hidden = 0 AND f.person_id IN "
+    "(SELECT id FROM people WHERE name IS NOT NULL AND hidden = 0)",
+}
+
+
+def read_faces(con, which: str) -> tuple[np.ndarray, list[sqlite3.Row]]:
+    """(embeddings, rows) of one of FACE_SETS, in face order."""
+    return _embedded(con.execute(_FACES + FACE_SETS[which] + " ORDER BY f.id").fetchall())
+
+
+def faces_of_person(con, person_id: int) -> tuple[np.ndarray, list[sqlite3.Row]]:
+    rows = con.execute(_FACES + "f.person_id = ? ORDER BY f.id", (person_id,)).fetchall()
+    return _embedded(rows)
+
+
+def _embedded(rows) -> tuple[np.ndarray, list[sqlite3.Row]]:
+    if not rows:
+        return np.zeros((0, 0), np.float32), []
+    return np.stack([from_blob(r["embedding"]) for r in rows]), rows
+
+
+def face_ids(con, person_id: int, limit: int | None = None) -> list[int]:
+    """A person's faces, confirmed first (the first `limit`)."""
+    sql = "SELECT id FROM faces WHERE person_id = ? ORDER BY confirmed DESC, id"
+    params: tuple = (person_id,)
+    if limit is not None:
+        sql, params = sql + " LIMIT ?", (person_id, limit)
+    return [r[0] for r in con.execute(sql, params)]
+
+
+def face_listing(con, person_id: int) -> list[sqlite3.Row]:
+    """A person's faces with their photo path and box, in face order."""
+    return con.execute(
+        "SELECT f.id, p.path, f.x1, f.y1, f.x2, f.y2, f.confirmed FROM faces f"
+        " JOIN photos p ON p.id = f.photo_id WHERE f.person_id = ? ORDER BY f.id",
+        (person_id,),
+    ).fetchall()
+
+
+def face_box(con, face_id: int) -> sqlite3.Row | None:
+    return con.execute(
+        "SELECT photo_id, x1, y1, x2, y2 FROM faces WHERE id = ?", (face_id,)
+    ).fetchone()
+
+
+def face_person(con, face_id: int) -> tuple[bool, int | None]:
+    """(whether the face exists, its person)."""
+    row = con.execute("SELECT person_id FROM faces WHERE id = ?", (face_id,)).fetchone()
+    return (False, None) if row is None else (True, row[0])
+
+
+def faces_of_photo(con, photo_id: int, usable_only: bool = False) -> list[sqlite3.Row]:
+    return con.execute(
+        "SELECT id, x1, y1, x2, y2, person_id, confirmed, hidden FROM faces WHERE photo_id = ?"
+        + (" AND usable = 1" if usable_only else ""),
+        (photo_id,),
+    ).fetchall()
+
+
+def delete_faces_of_photo(con, photo_id: int) -> None:
+    con.execute("DELETE FROM faces WHERE photo_id = ?", (photo_id,))
+
+
+def set_face(con, face_id: int, person_id, confirmed: int, hidden: int) -> None:
+    con.execute(
+        "UPDATE faces SET person_id = ?, confirmed = ?, hidden = ? WHERE id = ?",
+        (person_id, confirmed, hidden, face_id),
+    )
+
+
+def assign(con, pairs: list[tuple[int | None, int]], confirmed: int | None = None) -> None:
+    """(person, face) pairs: each face to its person (and its confirmed flag, if given)."""
+    if confirmed is None:
+        con.executemany("UPDATE faces SET person_id = ? WHERE id = ?", pairs)
+    else:
+        con.executemany(
+            "UPDATE faces SET person_id = ?, confirmed = ? WHERE id = ?",
+            [(p, confirmed, f) for p, f in pairs],
+        )
+
+
+def photos_shared(con, faces_a: list[int], faces_b: list[int]) -> int:
+    """How many photos hold a face of both lists (two faces of a photo: two people)."""
+    return con.execute(
+        f"SELECT COUNT(*) FROM faces x JOIN faces y ON x.photo_id = y.photo_id"
+        f" WHERE x.id IN ({_q(faces_a)}) AND y.id IN ({_q(faces_b)})",
+        faces_a + faces_b,
+    ).fetchone()[0]
+
+
+def stack_photos(con, person_id: int) -> list[int]:
+    return [r[0] for r in con.execute(
+        "SELECT DISTINCT photo_id FROM faces WHERE person_id = ? ORDER BY photo_id", (person_id,)
+    )]  # fmt: skip
+
+
+def unassign_guesses(con) -> None:
+    """Every unconfirmed face leaves its stack; stacks left empty (unnamed) go."""
+    con.execute("UPDATE faces SET person_id = NULL WHERE confirmed = 0")
+    con.execute(
+        "DELETE FROM people WHERE name IS NULL AND hidden = 0 AND id NOT IN "
+        "(SELECT person_id FROM faces WHERE person_id IS NOT NULL)"
+    )
+
+
+def count_stacks(con) -> int:
+    return con.execute(
+        "SELECT COUNT(DISTINCT person_id) FROM faces WHERE person_id IS NOT NULL"
+    ).fetchone()[0]
+
+
+# --- people --------------------------------------------------------------------------------
+
+
+def people(con) -> list[dict]:
+    """Stacks with their face and photo counts, largest first."""
+    rows = con.execute(
+        "SELECT pe.id, pe.name, pe.hidden, COUNT(f.id) AS faces,"
+        " COUNT(DISTINCT f.photo_id) AS photos, SUM(f.confirmed) AS confirmed"
+        " FROM people pe JOIN faces f ON f.person_id = pe.id"
+        " GROUP BY pe.id ORDER BY pe.hidden, faces DESC, pe.id"
+    ).fetchall()
+    return [dict(r) for r in rows]
+
+
+def person_named(con, name: str, other_than: int | None = None) -> int | None:
+    row = con.execute(
+        "SELECT id FROM people WHERE name = ? AND id != ?", (name, -1 if other_than is None
+                                                              else other_than)
+    ).fetchone()  # fmt: skip
+    return None if row is None else int(row[0])
+
+
+def person_exists(con, person_id: int) -> bool:
+    return con.execute("SELECT 1 FROM people WHERE id = ?", (person_id,)).fetchone() is not None
+
+
+def names(con) -> dict[int, str]:
+    return {r[0]: r[1] for r in con.execute("SELECT id, name FROM people WHERE name IS NOT NULL")}
+
+
+def new_person(con) -> int:
+    return int(con.execute("INSERT INTO people(name) VALUES (NULL)").lastrowid)
+
+
+def name_person(con, person_id: int, name: str) -> None:
+    """Name a person; every face of theirs is the owner's word from now on."""
+    con.execute("UPDATE people SET name = ? WHERE id = ?", (name, person_id))
+    con.execute("UPDATE faces SET confirmed = 1 WHERE person_id = ?", (person_id,))
+
+
+def merge_people(con, into: int, other: int) -> None:
+    con.execute(
+        "UPDATE faces SET person_id = ?, confirmed = 1 WHERE person_id IN (?, ?)",
+        (into, into, other),
+    )
+    con.execute("UPDATE rejections SET person_id = ? WHERE person_id = ?", (into, other))
+    con.execute("DELETE FROM people WHERE id = ?", (other,))
+
+
+def hide_person(con, person_id: int) -> None:
+    con.execute("UPDATE people SET hidden = 1 WHERE id = ?", (person_id,))
+    con.execute("UPDATE faces SET hidden = 1 WHERE person_id = ?", (person_id,))
+
+
+def delete_person(con, person_id: int) -> None:
+    con.execute("DELETE FROM people WHERE id = ?", (person_id,))
+
+
+def named_photos(con, include_unnamed: bool) -> list[sqlite3.Row]:
+    """(person id, name, photo id, path) of every visible person's photos."""
+    return con.execute(
+        "SELECT DISTINCT pe.id, pe.name, p.id AS photo, p.path FROM faces f"
+        " JOIN people pe ON pe.id = f.person_id JOIN photos p ON p.id = f.photo_id"
+        " WHERE pe.hidden = 0 AND f.hidden = 0 AND (pe.name IS NOT NULL OR ?)"
+        " ORDER BY pe.id, p.id",
+        (int(include_unnamed),),
+    ).fetchall()
+
+
+# --- rejections ----------------------------------------------------------------------------
+
+
+def rejections(con) -> set[tuple[int, int]]:
+    return {(r[0], r[1]) for r in con.execute("SELECT face_id, person_id FROM rejections")}
+
+
+def rejections_of(con, face_id: int) -> list[int]:
+    return [r[0] for r in con.execute(
+        "SELECT person_id FROM rejections WHERE face_id = ?", (face_id,))]  # fmt: skip
+
+
+def reject(con, face_id: int, person_ids: list[int]) -> None:
+    con.executemany(
+        "INSERT OR IGNORE INTO rejections VALUES (?, ?)", [(face_id, p) for p in person_ids]
+    )
+
+
+def unreject(con, pairs: list[tuple[int, int]]) -> None:
+    con.executemany("DELETE FROM rejections WHERE face_id = ? AND person_id = ?", pairs)
+
+
+# --- the curating log ----------------------------------------------------------------------
+
+
+def snapshot(con, face_ids: list[int], people_ids: list[int]) -> dict:
+    """The face and people rows as they are, for an action's undo."""
+    faces = con.execute(
+        f"SELECT id, person_id, confirmed, hidden FROM faces WHERE id IN ({_q(face_ids)})",
+        list(face_ids),
+    ).fetchall()
+    ppl = con.execute(
+        f"SELECT id, name, hidden FROM people WHERE id IN ({_q(people_ids)})", list(people_ids)
+    ).fetchall()
+    return {"faces": [list(r) for r in faces], "people": [list(r) for r in ppl]}
+
+
+def log_action(con, kind: str, description: str, undo: dict) -> None:
+    con.execute(
+        "INSERT INTO actions(kind, description, undo) VALUES (?, ?, ?)",
+        (kind, description, json.dumps(undo)),
+    )
+
+
+def last_action(con) -> sqlite3.Row | None:
+    return con.execute(
+        "SELECT id, description, undo FROM actions WHERE undone = 0 ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+
+
+def revert(con, action_id: int, undo: dict) -> None:
+    """Put back the rows an action's undo record holds, and mark it undone."""
+    for pid, nm, hidden in undo["people"]:
+        con.execute(
+            "INSERT INTO people(id, name, hidden) VALUES (?, ?, ?) ON CONFLICT(id)"
+            " DO UPDATE SET name = excluded.name, hidden = excluded.hidden",
+            (pid, nm, hidden),
+        )
+    con.executemany(
+        "UPDATE faces SET person_id = ?, confirmed = ?, hidden = ? WHERE id = ?",
+        [(p, c, h, f) for f, p, c, h in undo["faces"]],
+    )
+    unreject(con, [tuple(r) for r in undo["rejections"]])
+    for pid in undo["created"]:
+        delete_person(con, pid)
+    con.execute("UPDATE actions SET undone = 1 WHERE id = ?", (action_id,))

@@ -1,0 +1,55 @@
+"""`facetrain compare`: are these faces the same person? Every pair, by the model's threshold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facetrain.distances import distance_matrix, plain_l2
+from facetrain.errors import FacetrainError
+
+
+@dataclass
+class Comparison:
+    paths: list[str]  # the usable faces, in the order given
+    matrix: np.ndarray  # distances between them, in the model's distance
+    distance: str
+    threshold: float | None  # "same" below it; None: the model has none and none was given
+    threshold_source: str
+    pairs: list[dict] = field(default_factory=list)  # a, b, distance, same
+    skipped: dict[str, str] = field(default_factory=dict)  # path → why
+
+    @property
+    def threshold_l2(self) -> float | None:
+        """The threshold as plain L2, the scale dlib and face_recognition quote theirs in."""
+        return None if self.threshold is None else plain_l2(self.threshold, self.distance)
+
+    def as_dict(self) -> dict:
+        return {"threshold": self.threshold, "distance": self.distance, "pairs": self.pairs,
+                "skipped": self.skipped}  # fmt: skip
+
+
+def compare(model, images: list[str], threshold: float | None = None, align: str = "auto",
+            device: str = "cpu") -> Comparison:  # fmt: skip
+    """Embed each image's face and compare every pair."""
+    from facetrain.use.embeddings import embed_paths
+
+    if len(images) < 2:
+        raise FacetrainError("give at least two images")
+    t = embed_paths(model, images, [""] * len(images), align=align, device=device, progress=False)
+    if len(t) < 2:
+        why = "; ".join(f"{p}: {w}" for p, w in t.skipped.items())
+        raise FacetrainError(f"fewer than two usable faces ({why})")
+    pre = model.pre
+    thr = threshold if threshold is not None else pre.threshold
+    d = distance_matrix(t.embeddings, t.embeddings, pre.distance)
+    c = Comparison(t.paths, d, pre.distance, thr,
+                   "given" if threshold is not None else pre.threshold_source,
+                   skipped=dict(t.skipped))  # fmt: skip
+    for i in range(len(t)):
+        for j in range(i + 1, len(t)):
+            same = None if thr is None else bool(d[i, j] < thr)
+            c.pairs.append({"a": t.paths[i], "b": t.paths[j], "distance": float(d[i, j]),
+                            "same": same})  # fmt: skip
+    return c
