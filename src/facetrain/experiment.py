@@ -35,6 +35,21 @@ SUBSETS = {
 }
 
 
+# faces in another model's geometry, made on first use: the data of fine-tuning recipes
+REWARPED = {"runs/data/mini-train-dlib": ("mini-train", "pretrained:dlib_resnet")}
+
+
+def rewarped(folder: str) -> None:
+    """`facetrain rewarp SHARED/NAME FOLDER --model MODEL`, once."""
+    from facetrain.align.rewarp import rewarp_dataset
+    from facetrain.models.saved import open_model
+
+    name, model = REWARPED[folder]
+    src = shared_dataset(name)
+    step(f"rewarp {src} {folder} --model {model}")
+    rewarp_dataset([str(src)], folder, open_model(model).pre.alignment)
+
+
 def half_split(mini: Path, out: Path, by: str) -> None:
     """`facetrain split mini-train OUT --by BY --val-fraction 0.5` (seed 0)."""
     from facetrain.data.split import split
@@ -59,6 +74,8 @@ def main(recipes: list[str], overrides: list[str] | None = None) -> None:
         for d in cfg.data:
             if d in SUBSETS and not Path(d).exists():
                 half_split(mini, Path(d).parent, SUBSETS[d])
+            if d in REWARPED:
+                rewarped(d)  # resumable: faces done are skipped
         t0 = time.perf_counter()
         step(f"train --config {recipe}" + "".join(f" --set {kv}" for kv in overrides or []))
         train(cfg, log=console.print)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from facetrain.cli.common import JsonOut, Merge, app, fail, write_json
+from facetrain.cli.common import JsonOut, Merge, app, fail, open_model_arg, write_json
 from facetrain.progress import console
 
 
@@ -190,6 +190,33 @@ def msceleb(
         console.print(f"skipped {counts['bad_row']} bad rows, listed in {out / ERRORS_FILE}")
     if counts["files_already_done"]:
         console.print(f"{counts['files_already_done']} TSV files were already fully decoded")
+
+
+@app.command()
+def rewarp(
+    data: Annotated[str, typer.Argument(help="Standard 112x112 aligned faces (a:b) or a list.")],
+    out: Annotated[Path, typer.Argument(help="Folder for the re-warped faces.")],
+    model: Annotated[
+        str | None, typer.Option(help="The model whose geometry to use [the default model].")
+    ] = None,
+    json_out: JsonOut = None,
+) -> None:
+    """Re-warp aligned faces into a model's own geometry (e.g. dlib's 150x150 chip)."""
+    from dataclasses import asdict
+
+    from facetrain.align.rewarp import rewarp_dataset
+    from facetrain.data.listing import parse_roots
+
+    fm = open_model_arg(model)
+    rep = rewarp_dataset(parse_roots(data), out, fm.pre.alignment)
+    for path, why in list(rep.skipped.items())[:20]:
+        console.print(f"[yellow]skipped[/] {path}: {why}", highlight=False)
+    console.print(
+        f"re-warped {rep.written} faces into {fm.pre.model}'s "
+        f"{fm.pre.alignment['size']}x{fm.pre.alignment['size']} geometry → {out}"
+        + (f" ({rep.done_before} done before)" if rep.done_before else "")
+    )
+    write_json(json_out, asdict(rep))
 
 
 @app.command()

@@ -89,13 +89,19 @@ def root_labels(roots: Sequence[str]) -> list[str]:
     return [f"{n}-{i}" if dup[n] > 1 else n for i, n in enumerate(names)]
 
 
+UNLABELLED = "_unlabelled"  # the identity of faces that have none (loose=True)
+
+
 def iter_samples(
     roots: str | Sequence[str],
     *,
     merge_same_names: bool = False,
     problems: Problems | None = None,
+    loose: bool = False,
 ) -> Iterator[Sample]:
-    """Yield every image sample of the given roots, in a deterministic order."""
+    """Yield every image sample of the given roots, in a deterministic order. With `loose`,
+    images directly in a root (no identity folder: unlabelled faces) are samples too, of
+    the identity UNLABELLED."""
     roots = parse_roots(roots)
     problems = problems if problems is not None else Problems()
     labels = root_labels(roots)
@@ -108,7 +114,7 @@ def iter_samples(
         else:
             prefix_id = prefix_name = ""
         if os.path.isdir(root):
-            it = _iter_folder(root, problems)
+            it = _iter_folder(root, problems, loose)
         else:
             it = iter_list_file(root, problems)
         for s in it:
@@ -132,7 +138,7 @@ def _is_dir(entry: os.DirEntry, problems: Problems) -> bool:
         return False
 
 
-def _iter_folder(root: str, problems: Problems) -> Iterator[Sample]:
+def _iter_folder(root: str, problems: Problems, loose: bool = False) -> Iterator[Sample]:
     for entry in _sorted_entries(root, problems):
         if entry.name.startswith("."):
             problems.add("hidden", entry.path)
@@ -143,6 +149,8 @@ def _iter_folder(root: str, problems: Problems) -> Iterator[Sample]:
                 yield s
             if n == 0:
                 problems.add("empty_identity", entry.path)
+        elif is_image_name(entry.name) and loose:
+            yield Sample(entry.path, UNLABELLED, os.path.splitext(entry.name)[0])
         elif is_image_name(entry.name):
             problems.add("outside_identity_folder", entry.path)
         else:

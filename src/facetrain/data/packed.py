@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import numpy as np
 
 from facetrain import atomic
 from facetrain.data.images import ImageError, load_rgb, open_checked
-from facetrain.data.listing import Problems, Sample, iter_samples
+from facetrain.data.listing import UNLABELLED, DatasetError, Problems, iter_samples
 
 FORMAT_VERSION = 1
 INDEX_DTYPE = np.dtype(
@@ -52,9 +51,10 @@ def _split_sources(data) -> list[tuple[int, object]]:
     return [(0, data)]
 
 
-def _iter_split_samples(data, merge_same_names, problems) -> Iterator[tuple[int, Sample]]:
+def _iter_split_samples(data, merge_same_names, problems, loose=False):
     for split_id, src in _split_sources(data):
-        for s in iter_samples(src, merge_same_names=merge_same_names, problems=problems):
+        for s in iter_samples(src, merge_same_names=merge_same_names, problems=problems,
+                              loose=loose):  # fmt: skip
             yield split_id, s
 
 
@@ -87,6 +87,25 @@ class PackSummary:
     shards: int
     skipped: int
     splits: dict
+
+
+ALIGN_RECORD = "align_config.json"  # what `facetrain align` (or `rewarp`) wrote
+
+
+def _record_alignment(roots: set[Path], out: Path) -> None:
+    """The pack keeps the alignment record of the folders its faces come from, so a model
+    trained on it saves how its faces were made; faces of differently aligned folders are
+    refused rather than mixed."""
+    records = {r / ALIGN_RECORD: (r / ALIGN_RECORD).read_text() for r in roots
+               if (r / ALIGN_RECORD).is_file()}  # fmt: skip
+    texts = {json.dumps(json.loads(t), sort_keys=True) for t in records.values()}
+    if len(texts) > 1:
+        raise DatasetError(
+            f"the faces come from folders aligned differently ({', '.join(map(str, records))});"
+            " pack each alignment on its own"
+        )
+    if texts:
+        atomic.write_text(out / ALIGN_RECORD, next(iter(records.values())))
 
 
 def _blob(path: str, store: str, raw_size: tuple[int, int] | None):
@@ -137,6 +156,7 @@ def pack(
     store: str = "raw",
     merge_same_names: bool = False,
     progress: bool | None = None,
+    unlabelled: bool = False,
 ) -> PackSummary:
     """Pack a dataset (folders, list file, or a split folder) into OUT."""
     if store not in STORES:
@@ -150,17 +170,20 @@ def pack(
     atomic.remove_stale_temps(out)
 
     names: set[str] = set()
+    roots: set[Path] = set()
     total = 0
-    for _, s in _iter_split_samples(data, merge_same_names, Problems()):
+    for _, s in _iter_split_samples(data, merge_same_names, Problems(), unlabelled):
         names.add(s.identity)
+        roots.add(Path(s.path).parent if s.identity == UNLABELLED else Path(s.path).parent.parent)
         total += 1
+    _record_alignment(roots, out)
     identities = sorted(names)
     label_of = {n: i for i, n in enumerate(identities)}
     del names
     atomic.write_text(out / "identities.txt", "".join(f"{n}\n" for n in identities))
 
     skipped_log = open(state / "skipped.tsv", "a", encoding="utf-8")  # noqa: SIM115
-    samples = _iter_split_samples(data, merge_same_names, Problems())
+    samples = _iter_split_samples(data, merge_same_names, Problems(), unlabelled)
     n_shards = (total + images_per_shard - 1) // images_per_shard
     sizes: set[tuple[int, int]] = set()
     raw_size: tuple[int, int] | None = None

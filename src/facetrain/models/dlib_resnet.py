@@ -133,11 +133,32 @@ def state_dict_from_dlib(net) -> dict[str, torch.Tensor]:
     return state
 
 
+def balance_scales(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same function, trainable: every conv's filters scaled to unit RMS and its affine
+    scale divided by as much. dlib folded batch norm into the affine layers, which leaves
+    the conv filters tiny (RMS ~1e-3) next to affine scales of ~10: one optimizer step that
+    is small for a filter of unit scale rewrites these, and fine-tuning the network as
+    saved destroys it within a few steps. affine(conv(x)) = γ(w∗x + b) + β equals
+    (γ/c)((cw)∗x + cb) + β for any c > 0 per output channel."""
+    out = dict(state)
+    for name in [
+        k[: -len(".weight")] for k in state if k.endswith(".weight") and ".conv" in f".{k}"
+    ]:
+        aff = name.replace("conv", "aff")
+        w = state[f"{name}.weight"]
+        c = 1.0 / w.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)  # per output channel
+        out[f"{name}.weight"] = w * c[:, None, None, None]
+        out[f"{name}.bias"] = state[f"{name}.bias"] * c
+        out[f"{aff}.weight"] = state[f"{aff}.weight"] / c
+    return out
+
+
 def load_dlib(path: str | os.PathLike) -> DlibResNet:
-    """dlib's `dlib_face_recognition_resnet_model_v1.dat` as an eval-mode DlibResNet."""
+    """dlib's `dlib_face_recognition_resnet_model_v1.dat` as an eval-mode DlibResNet (its
+    scales balanced for training, see `balance_scales`)."""
     from facetrain.models.dlib_format import read_dat
 
     net = read_dat(path)
     model = DlibResNet()
-    model.load_state_dict(state_dict_from_dlib(net))
+    model.load_state_dict(balance_scales(state_dict_from_dlib(net)))
     return model.eval()

@@ -22,6 +22,7 @@ from pathlib import Path
 from facetrain.errors import FacetrainError
 
 PREFIX = "pretrained:"
+CONVERSION = 2  # bumped when a conversion changes: the cached file is made again
 DEFAULT = "pretrained:dlib_resnet"
 
 # MTCNN's five points (eyes, nose tip, mouth corners) where dlib's 150x150 chip (padding
@@ -143,7 +144,8 @@ def path(name: str) -> Path:
     e = entry(name.removeprefix(PREFIX))
     origin = e.origin()
     st = origin.stat()
-    out = cache_dir() / "pretrained" / f"{e.name}-{st.st_size}-{int(st.st_mtime)}.safetensors"
+    key = f"{e.name}-v{CONVERSION}-{st.st_size}-{int(st.st_mtime)}"
+    out = cache_dir() / "pretrained" / f"{key}.safetensors"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,18 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, pre: Preprocess)
     return path
 
 
+def read_record(path: str | os.PathLike) -> Preprocess:
+    """The preprocessing record of a facetrain weights file, without reading the weights."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = (f.metadata() or {}).get("facetrain")
+    except Exception as e:  # safetensors raises its own error types for foreign files
+        raise ModelFileError(f"{path}: not a safetensors weights file ({e})") from None
+    if meta is None:
+        raise ModelFileError(f"{path}: no facetrain preprocessing record (not saved by facetrain)")
+    return Preprocess.from_dict(json.loads(meta), str(path))
+
+
 def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, Preprocess]:
     """Load RUN (its model.safetensors), a weights file or `pretrained:NAME`; returns
     (eval-mode model, recipe)."""

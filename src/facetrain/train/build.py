@@ -116,6 +116,26 @@ def init_from(cfg: TrainConfig, model, head) -> str:
     return "backbone (head re-created)"
 
 
+@torch.no_grad()
+def centres_from_embeddings(model, head, ds: PackedDataset, cfg: TrainConfig, size: int) -> None:
+    """A margin head's class centres set to the mean unit embedding of each class: a
+    pretrained embedding fine-tuned with ArcFace/CosFace starts from where its classes
+    already are, instead of from random centres whose gradients wreck it in a few steps."""
+    import torch.nn.functional as F
+
+    model.eval()
+    sums = torch.zeros(ds.num_classes, cfg.embedding_size)
+    for i in range(0, len(ds), 256):
+        xb, y = ds.batch(list(range(i, min(i + 256, len(ds)))))
+        x = to_input(xb, cfg, size, train=False).to(cfg.device)
+        sums.index_add_(0, y, F.normalize(model.embed(x, normalize=False).float(), dim=1).cpu())
+    rows = F.normalize(sums, dim=1)
+    if isinstance(head, PartialFC):  # this rank's shard of the centres
+        rows = rows[head.start : head.end]
+    head.weight.copy_(rows.to(head.weight.device))
+    model.train()
+
+
 def to_input(x_uint8: torch.Tensor, cfg: TrainConfig, size: int, train: bool, gen=None):
     """uint8 batch → augmented, resized, normalized float input for the model."""
     aug = Augment(
@@ -143,3 +163,40 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> Non
         pe.lerp_(pm, 1.0 - d)
     for be, bm in zip(ema.buffers(), model.buffers()):
         be.copy_(bm)
+
+
+def check_init_from(cfg: TrainConfig, pre) -> None:
+    """A model to start from must be fed as it was trained: the same architecture,
+    normalisation, input size and face geometry; otherwise say what to change."""
+    from facetrain.models import pretrained
+    from facetrain.models.saved import read_record
+
+    if not cfg.init_from:
+        return
+    try:
+        src = Path(pretrained.resolve(cfg.init_from))
+        theirs = read_record(src / "model.safetensors" if src.is_dir() else src)
+    except (FacetrainError, OSError):
+        return  # a checkpoint folder without final weights, or a bare weights file
+    wrong = [f"{k}={getattr(theirs, k)!r}" for k in ("model", "normalize", "input_size")
+             if getattr(theirs, k) != getattr(pre, k)]  # fmt: skip
+    if wrong:
+        raise TrainingError(
+            f"init_from {cfg.init_from} was trained with {', '.join(wrong)}; set the same "
+            f"(--set {' --set '.join(w.replace(chr(39), '') for w in wrong)})"
+        )
+    if _geometry(theirs.alignment) != _geometry(pre.alignment):
+        raise TrainingError(
+            f"init_from {cfg.init_from} saw faces aligned as {theirs.alignment}, the data is "
+            f"aligned as {pre.alignment}: re-warp the data (`facetrain rewarp DATA OUT "
+            f"--model {cfg.init_from}`), then pack and train on OUT"
+        )
+
+
+def _geometry(alignment: dict) -> tuple:
+    return (alignment.get("mode", "similarity"), int(alignment.get("size") or 112),
+            json_round(alignment.get("template")))  # fmt: skip
+
+
+def json_round(template) -> tuple | None:
+    return None if template is None else tuple(round(float(v), 3) for p in template for v in p)

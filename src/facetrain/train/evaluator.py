@@ -26,10 +26,12 @@ from facetrain.models.saved import FaceModel, Preprocess, save_model
 from facetrain.train.config import TrainConfig
 
 
-def preprocess_for(cfg: TrainConfig, size: int) -> Preprocess:
-    """The record saved with the weights: how every later user must prepare faces."""
+def preprocess_for(cfg: TrainConfig, size: int, pack: Path | None = None) -> Preprocess:
+    """The record saved with the weights: how every later user must prepare faces. The
+    alignment is the one `facetrain align` (or `rewarp`) recorded with the faces, which
+    `pack` keeps; without a record, the standard 112x112 five-point crop."""
     alignment = {"mode": "similarity", "size": 112}
-    for root in cfg.data:  # the settings `facetrain align` recorded, when the data has them
+    for root in ([pack] if pack else []) + [Path(d) for d in cfg.data]:
         rec = Path(root) / "align_config.json"
         if rec.exists():
             alignment = json.loads(rec.read_text())
@@ -74,7 +76,11 @@ class Evaluator:
         self.cfg, self.pre, self.val, self.log, self.emit = cfg, pre, val, log, emit
         self.sets: list[EvalSet] = [bin_set(b) for b in cfg.eval_bins]
         if cfg.eval_pairs:
-            self.sets.insert(0, pairs_set(cfg.eval_pairs, cfg.eval_images, cfg.eval_max_pairs))
+            # standard 112x112 crops are re-warped into a model geometry of its own (a
+            # template); other faces are taken as they are
+            align = "auto" if pre.alignment.get("template") else "never"
+            s = pairs_set(cfg.eval_pairs, cfg.eval_images, cfg.eval_max_pairs, pre.alignment, align)
+            self.sets.insert(0, s)
         for s in self.sets:
             if s.missing:
                 log(f"verification on {s.name}: {s.missing} pairs name missing images (skipped)")

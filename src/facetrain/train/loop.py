@@ -29,6 +29,8 @@ from facetrain.train import distributed
 from facetrain.train.build import (
     build_optimizer,
     build_schedule,
+    centres_from_embeddings,
+    check_init_from,
     dataset_for,
     ema_update,
     init_from,
@@ -310,7 +312,8 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
         )
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, cfg.embedding_size, dropout=1.0 - cfg.keep_probability)
-    pre = preprocess_for(cfg, cfg.input_size or model.input_size)
+    pre = preprocess_for(cfg, cfg.input_size or model.input_size, ds.path)
+    check_init_from(cfg, pre)
     objective = build_objective(cfg, ds.num_classes, dd.world)
     model.to(cfg.device)
     if cfg.channels_last:
@@ -318,7 +321,11 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     for m in objective.modules().values():
         m.to(cfg.device)
     if cfg.init_from:
-        log(f"initialised {init_from(cfg, model, objective.head)} from {cfg.init_from}")
+        what = init_from(cfg, model, objective.head)
+        if what.endswith("(head re-created)") and getattr(objective.head, "margin", None):
+            centres_from_embeddings(model, objective.head, ds, cfg, pre.input_size)
+            what = "backbone; class centres from its embeddings of the training faces"
+        log(f"initialised {what} from {cfg.init_from}")
     backbone = [p for p in model.parameters() if p.requires_grad]  # not what is frozen by design
     params = backbone + objective.parameters()
     opt = build_optimizer(cfg, params)
