@@ -116,7 +116,10 @@ class Arrays:
         return len(self.faces)
 
     def fetch(self, ids: list[int]) -> list[torch.Tensor]:
-        return [torch.from_numpy(np.ascontiguousarray(self.faces[i])).permute(2, 0, 1) for i in ids]
+        return [
+            torch.from_numpy(np.require(self.faces[i], requirements=["C", "W"])).permute(2, 0, 1)
+            for i in ids
+        ]
 
 
 @torch.no_grad()

@@ -31,13 +31,14 @@ def dataset_for(cfg: TrainConfig, run: Path) -> PackedDataset:
             from facetrain.data.listing import DatasetError
 
             try:
-                pack(data if len(data) > 1 else data[0], where, progress=None)
+                pack(data if len(data) > 1 else data[0], where, progress=None,
+                     unlabelled=cfg.loss == "distill")  # fmt: skip
             except DatasetError as e:
                 raise TrainingError(str(e)) from None
     ds = PackedDataset(where, split="train")
     if len(ds) == 0:
         raise TrainingError(f"{where}: no training images")
-    if len(np.unique(ds.labels)) < 2:
+    if len(np.unique(ds.labels)) < 2 and cfg.loss != "distill":  # distillation needs no labels
         raise TrainingError("training needs at least 2 identities")
     return ds
 

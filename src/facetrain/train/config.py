@@ -20,7 +20,7 @@ from pathlib import Path
 
 from facetrain.errors import FacetrainError
 
-LOSSES = ("softmax", "arcface", "cosface", "triplet", "contrastive")
+LOSSES = ("softmax", "arcface", "cosface", "triplet", "contrastive", "distill")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
 
 
@@ -94,6 +94,8 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     max_nonfinite: int = 5
     init_from: str = ""
+    teacher: str = ""  # distill: the MODEL whose embeddings the student learns
+    distill_pairwise: float = 0.0  # distill: weight of matching in-batch similarities
     freeze_backbone_epochs: int = 0
     threads: int = 0
 
@@ -109,24 +111,9 @@ class TrainConfig:
             check_type(name, getattr(self, name))
         _check_choices(self)
         _check_ranges(self)
-        if self.amp == "fp16" and not self.device.startswith("cuda"):
-            raise ConfigError("--amp fp16 needs a GPU; use bf16 on a CPU")
-        if not 0 < self.keep_probability <= 1:
-            raise ConfigError("--keep-probability must be in (0, 1]")
-        if self.accumulate < 1 or self.batch_size < 1 or self.epochs < 1:
-            raise ConfigError("--accumulate, --batch-size and --epochs must be at least 1")
         if not self.data:
             raise ConfigError("no --data given")
-        if self.partial_fc and self.loss not in ("arcface", "cosface"):
-            raise ConfigError("--partial-fc works with --loss arcface or cosface")
-        if not 0.0 < self.sample_rate <= 1.0:
-            raise ConfigError("--sample-rate must be in (0, 1]")
-        if self.sample_rate < 1.0 and not self.partial_fc:
-            raise ConfigError("--sample-rate needs --partial-fc")
-        if self.margin_warmup_epochs < 0 or (
-            self.margin_warmup_epochs and self.loss not in ("arcface", "cosface")
-        ):
-            raise ConfigError("margin_warmup_epochs: a number of epochs ≥ 0, for arcface/cosface")
+        _check_combinations(self)
 
 
 class ConfigError(FacetrainError):
@@ -257,6 +244,8 @@ HELP = {
     "checkpoint_every_steps": "also checkpoint every N steps (0: off)",
     "max_nonfinite": "non-finite steps tolerated before rolling back",
     "init_from": "start from a run, a weights file or pretrained:NAME",
+    "teacher": "distill: the MODEL (run, file, pretrained:NAME) the student learns from",
+    "distill_pairwise": "distill: weight of matching the batch's similarities (0: off)",
     "freeze_backbone_epochs": "train only the head for these first epochs",
     "threads": "CPU threads (0: torch's default)",
 }
@@ -338,6 +327,29 @@ def _check_choices(cfg: TrainConfig) -> None:
             raise ConfigError(f"{name} = {value!r}: choose from {', '.join(allowed)}")
     if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", cfg.device):
         raise ConfigError(f"device = {cfg.device!r}: choose cpu, cuda, cuda:N or mps")
+
+
+def _check_combinations(c: TrainConfig) -> None:
+    """Settings that only make sense together (or never do)."""
+    rules = [
+        (c.amp == "fp16" and not c.device.startswith("cuda"),
+         "amp fp16 needs a GPU; use bf16 on a CPU"),
+        (not 0 < c.keep_probability <= 1, "keep_probability must be in (0, 1]"),
+        (c.accumulate < 1 or c.batch_size < 1 or c.epochs < 1,
+         "accumulate, batch_size and epochs must be at least 1"),
+        (c.partial_fc and c.loss not in ("arcface", "cosface"),
+         "partial_fc works with loss arcface or cosface"),
+        (not 0.0 < c.sample_rate <= 1.0, "sample_rate must be in (0, 1]"),
+        (c.sample_rate < 1.0 and not c.partial_fc, "sample_rate needs partial_fc"),
+        ((c.loss == "distill") != bool(c.teacher), "loss distill and teacher=MODEL go together"),
+        (c.margin_warmup_epochs < 0
+         or (c.margin_warmup_epochs and c.loss not in ("arcface", "cosface")),
+         "margin_warmup_epochs: a number of epochs ≥ 0, for arcface/cosface"),
+        (c.distill_pairwise < 0, "distill_pairwise must be ≥ 0"),
+    ]  # fmt: skip
+    for broken, message in rules:
+        if broken:
+            raise ConfigError(message)
 
 
 def _check_ranges(cfg: TrainConfig) -> None:

@@ -201,7 +201,7 @@ class Run:
         device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
         with torch.autocast(device_type, dtype=amp, enabled=amp is not None):
             raw = self.embed_raw(x)
-        return self.objective(raw, yb.to(cfg.device), gen)
+        return self.objective(raw, self.objective.targets(ids, yb).to(cfg.device), gen)
 
     def bad_step(self, verdict: str, epoch: int) -> str:
         """Drop a non-finite step; on 'rollback', go back to the last checkpoint at half
@@ -314,7 +314,8 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     model = create_model(cfg.model, cfg.embedding_size, dropout=1.0 - cfg.keep_probability)
     pre = preprocess_for(cfg, cfg.input_size or model.input_size, ds.path)
     check_init_from(cfg, pre)
-    objective = build_objective(cfg, ds.num_classes, dd.world)
+    teacher = _teacher(cfg, dd, ds, folder, log)
+    objective = build_objective(cfg, ds.num_classes, dd.world, teacher)
     model.to(cfg.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -342,6 +343,20 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     return Run(cfg, dd, folder, ds, sampler, model, embed_raw, objective, params, opt,
                build_schedule(cfg), scaler, ema, state, ckpt, evaluator, pre,
                NonFiniteGuard(cfg.max_nonfinite), log, n_backbone=len(backbone))  # fmt: skip
+
+
+def _teacher(cfg: TrainConfig, dd: distributed.Dist, ds, folder: Path, log):
+    """Distillation: the teacher's embedding of every training face (main process first,
+    into the run folder; the others then read it)."""
+    if cfg.loss != "distill":
+        return None
+    from facetrain.train.teacher import teacher_embeddings
+
+    if dd.main:
+        teacher_embeddings(cfg.teacher, ds, folder, cfg.device, log)
+    distributed.barrier()
+    emb = teacher_embeddings(cfg.teacher, ds, folder, cfg.device, log)
+    return torch.from_numpy(emb).to(cfg.device)
 
 
 def _wrap(cfg: TrainConfig, dd: distributed.Dist, model, objective: Objective):

@@ -5,7 +5,14 @@ labels, gen)` and gets the loss and what to log with it.
 - softmax: a linear head on the prelogits (+ center loss, prelogits norm, label smoothing);
 - arcface / cosface: class centres scored by a Margin on unit embeddings, or sharded over
   processes with Partial FC (the collectives sum the ranks' parts of one global loss);
-- triplet / contrastive: no head; a miner picks triplets or pairs inside P×K batches.
+- triplet / contrastive: no head; a miner picks triplets or pairs inside P×K batches;
+- distill: no labels; the student's embedding learns the teacher's (cosine distance), and
+  optionally the batch's pairwise similarities. When the sizes differ, a learned
+  projection (dropped at export) maps the student's embedding to the teacher's size for
+  the cosine term, and the similarity term works on the student's own embedding — so the
+  saved student keeps its size and still orders faces as the teacher does. With the
+  same size (the default for a 128-d teacher) the student's embedding is the teacher's
+  space itself: galleries of either model can be compared.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ class Objective:
     head: nn.Module | None  # None for the metric losses
     centers: CenterLoss
     world: int = 1  # processes; Partial FC's loss is split over them
+    teacher: torch.Tensor | None = None  # distill: the teacher's unit embedding of each face
     score: nn.Module | None = None  # the head as the step calls it (DDP-wrapped when shared)
     full_margin: float = 0.0  # what a margin ramp rises to
     extra_modules: dict = field(default_factory=dict)
@@ -62,7 +70,11 @@ class Objective:
     @property
     def classifies(self) -> bool:
         """Whether the val split can be scored by the head (not Partial FC's shards)."""
-        return self.head is not None and not self.cfg.partial_fc
+        return self.head is not None and not self.cfg.partial_fc and self.teacher is None
+
+    def targets(self, ids: list[int], labels: torch.Tensor) -> torch.Tensor:
+        """What the loss compares a batch with: the teacher's embeddings, or the labels."""
+        return labels if self.teacher is None else self.teacher[ids]
 
     def modules(self) -> dict[str, nn.Module]:
         """What a checkpoint holds of the objective, by name."""
@@ -88,6 +100,8 @@ class Objective:
 
     def __call__(self, raw: torch.Tensor, labels: torch.Tensor, gen) -> tuple[torch.Tensor, dict]:
         """The batch's loss and what to log with it (triplets, pairs, accuracy)."""
+        if self.teacher is not None:
+            return self._distill(raw, labels)  # labels: the teacher's embeddings here
         if self.metric:
             loss, extra = self._metric(F.normalize(raw.float(), dim=1), labels, gen)
         elif self.cfg.partial_fc:
@@ -103,6 +117,18 @@ class Objective:
             return triplet_loss(emb, t, c.triplet_margin), {"triplets": len(t)}
         pairs, same = balanced_pairs(y, gen)
         return contrastive_loss(emb, pairs, same, c.contrastive_margin), {"pairs": len(pairs)}
+
+    def _distill(self, raw, target):
+        ok = torch.isfinite(target).all(1)  # faces the teacher could not use: left out
+        own = F.normalize(raw.float(), dim=1)[ok]
+        t = target[ok]
+        mine = own if self.head is None else F.normalize(self.head(raw.float()[ok]), dim=1)
+        cos = (mine * t).sum(1)
+        loss = (1.0 - cos).mean() if len(cos) else raw.sum() * 0.0
+        if self.cfg.distill_pairwise > 0 and len(cos) > 1:
+            gap = own @ own.T - t @ t.T
+            loss = loss + self.cfg.distill_pairwise * gap.pow(2).mean()
+        return loss, {"cos": float(cos.detach().mean()) if len(cos) else float("nan")}
 
     def _partial_fc(self, raw, y, gen):
         x = raw.float()
@@ -129,7 +155,10 @@ class Objective:
         return total
 
 
-def build_head(cfg: TrainConfig, num_classes: int) -> nn.Module | None:
+def build_head(cfg: TrainConfig, num_classes: int, teacher_size: int = 0) -> nn.Module | None:
+    if cfg.loss == "distill":  # a projection to the teacher's size, when it differs
+        same = teacher_size in (0, cfg.embedding_size)
+        return None if same else nn.Linear(cfg.embedding_size, teacher_size, bias=False)
     if cfg.loss == "softmax":
         return SoftmaxHead(cfg.embedding_size, num_classes)
     if cfg.loss not in MARGIN_LOSSES:
@@ -140,10 +169,11 @@ def build_head(cfg: TrainConfig, num_classes: int) -> nn.Module | None:
     return MarginHead(cfg.embedding_size, num_classes, margin)
 
 
-def build_objective(cfg: TrainConfig, num_classes: int, world: int = 1) -> Objective:
-    head = build_head(cfg, num_classes)
+def build_objective(cfg: TrainConfig, num_classes: int, world: int = 1,
+                    teacher: torch.Tensor | None = None) -> Objective:  # fmt: skip
+    head = build_head(cfg, num_classes, 0 if teacher is None else teacher.shape[1])
     centers = CenterLoss(num_classes, cfg.embedding_size, cfg.center_loss_alfa)
-    return Objective(cfg, head, centers, world)
+    return Objective(cfg, head, centers, world, teacher=teacher)
 
 
 def build_sampler(cfg: TrainConfig, labels) -> EpochBatches | PKBatches:

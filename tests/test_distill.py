@@ -1,0 +1,126 @@
+"""Distillation: a student learns a teacher's embeddings from faces nobody labelled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from facetrain.cli import app
+from facetrain.models import create_model
+from facetrain.models.saved import Preprocess, load_model, save_model
+from facetrain.train.loop import train
+from facetrain.train.run_folder import read_metrics
+from helpers import make_faces, small_cfg
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """A fixed network with a preprocessing record: what the student must imitate."""
+    torch.manual_seed(7)
+    net = create_model("nn4_small2", 32).eval()
+    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+    return save_model(path, net, Preprocess(model="nn4_small2", embedding_size=32, input_size=96))
+
+
+@pytest.fixture(scope="module")
+def flat(tmp_path_factory):
+    """Unlabelled faces: one flat folder, plus a file that is not an image."""
+    root = tmp_path_factory.mktemp("flat")
+    src = make_faces(root / "ids", ids=4, per=6)
+    for k, p in enumerate(sorted(src.glob("*/*.jpg"))):
+        (root / "faces").mkdir(exist_ok=True)
+        p.rename(root / "faces" / f"{k:03d}.jpg")
+    (root / "faces" / "broken.jpg").write_bytes(b"not a jpeg")
+    return root / "faces"
+
+
+def cfg_for(data, out, teacher, **kw):
+    base = dict(loss="distill", teacher=str(teacher), embedding_size=32, input_size=80,
+                lr=0.05, epochs=3, batch_size=8, epoch_size=3, flip=False)  # fmt: skip
+    return small_cfg(data, out, **(base | kw))
+
+
+def test_the_student_moves_towards_the_teacher(flat, teacher, tmp_path):
+    said = []
+    train(cfg_for(flat, tmp_path / "run", teacher, epochs=4), log=said.append)
+    lines = [d for d in read_metrics(tmp_path / "run") if "cos" in d]
+    assert lines[-1]["cos"] > lines[0]["cos"] + 0.05, [d["cos"] for d in lines]
+    parts = sorted((tmp_path / "run" / "teacher").glob("part-*.npy"))
+    emb = np.concatenate([np.load(p) for p in parts])
+    assert emb.shape == (24, 32) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    assert any("embedding 24 faces once" in s for s in said)
+    skipped = (tmp_path / "run" / "pack" / "skipped.tsv").read_text()
+    assert "broken.jpg" in skipped  # the unreadable file: skipped with its reason
+    net, pre = load_model(tmp_path / "run")
+    assert pre.input_size == 80 and pre.embedding_size == 32
+
+
+def test_the_teacher_sees_its_faces_in_its_own_preprocessing(flat, teacher, tmp_path):
+    """The cached embedding of a face equals the teacher embedding that face alone."""
+    import facetrain
+
+    train(cfg_for(flat, tmp_path / "run", teacher, epochs=1), log=lambda *_: None)
+    emb = np.load(tmp_path / "run" / "teacher" / "part-00000.npy")
+    paths = (tmp_path / "run" / "pack" / "paths.txt").read_text().split()
+    first = np.asarray(Image.open(paths[0]).convert("RGB"))
+    direct = facetrain.load(str(teacher)).embed([first], align="never")[0]
+    assert np.abs(emb[0] - direct).max() < 1e-5
+
+
+def test_a_smaller_student_gets_a_projection_that_export_leaves_out(flat, teacher, tmp_path):
+    train(cfg_for(flat, tmp_path / "run", teacher, embedding_size=16), log=lambda *_: None)
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert not any(k.startswith("head") for k in weights)
+    assert load_model(tmp_path / "run")[1].embedding_size == 16
+    from facetrain.train import checkpoint
+
+    tensors, _ = checkpoint.load(tmp_path / "run")
+    assert tensors["head.weight"].shape == (32, 16)  # the projection, kept for resuming
+
+
+def test_a_resumed_distillation_gives_the_same_losses(flat, teacher, tmp_path):
+    flat_lr = {"schedule": "constant"}  # the same rate whatever the number of epochs
+    train(cfg_for(flat, tmp_path / "a", teacher, epochs=3, **flat_lr), log=lambda *_: None)
+    train(cfg_for(flat, tmp_path / "b", teacher, epochs=1, **flat_lr), log=lambda *_: None)
+    (tmp_path / "b" / "teacher" / "part-00000.npy").unlink()  # as if killed while caching
+    train(cfg_for(flat, tmp_path / "b", teacher, epochs=3, **flat_lr), log=lambda *_: None)
+
+    def losses(run):
+        lines = [d for d in read_metrics(run) if "cos" in d]
+        return [d["step"] for d in lines], [d["loss"] for d in lines]
+
+    (steps_a, a), (steps_b, b) = losses(tmp_path / "a"), losses(tmp_path / "b")
+    assert steps_a == steps_b == list(range(1, 10))
+    assert a == pytest.approx(b, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "teacher_arg, words",
+    [("nope.safetensors", "teacher nope.safetensors"), ("pretrained:nobody", "unknown pretrained")],
+)
+def test_a_teacher_that_cannot_be_opened_is_one_clear_error(flat, tmp_path, teacher_arg, words):
+    args = ["train", "--data", str(flat), "--out", str(tmp_path / "r"), "--loss", "distill",
+            "--set", f"teacher={teacher_arg}", "--set", "input_size=80", "--batch-size", "8"]  # fmt: skip
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and words in r.output and "Traceback" not in r.output
+
+
+def test_distill_needs_a_teacher_and_a_teacher_needs_distill(flat, tmp_path):
+    r = runner.invoke(app, ["train", "--data", str(flat), "--loss", "distill"])
+    assert r.exit_code == 2 and "loss distill and teacher=MODEL go together" in r.output
+
+
+def test_a_folder_without_faces_is_one_clear_error(teacher, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no faces")
+    args = ["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r"),
+            "--loss", "distill", "--set", f"teacher={teacher}"]  # fmt: skip
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "no training images" in r.output
