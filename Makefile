@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: setup demo test lint bench accuracy compare clean
+.PHONY: setup demo test lint bench accuracy compare gpu-check clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,10 @@ accuracy: setup
 # the loss comparison of docs/benchmarks.md (same backbone and budget for every loss)
 compare: setup
 	$(BIN)/python -m facetrain.experiment recipes/compare-*.toml
+
+# the GPU proof (issue 10): on a GPU its figures; without one, its CPU dry run
+gpu-check: setup
+	$(BIN)/python bench/gpu_check.py --out bench/out
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache demo-output
