@@ -335,3 +335,18 @@ def test_balanced_scales_make_every_dlib_filter_unit_size():
         if "conv" in name and name.endswith("weight"):
             rms = p.detach().flatten(1).pow(2).mean(1).sqrt()
             assert torch.allclose(rms, torch.ones_like(rms), atol=1e-4), name
+
+
+@needs_weights
+def test_a_library_scan_without_a_model_uses_the_default(photos, tmp_path):
+    db = tmp_path / "lib.db"
+    r = runner.invoke(app, ["library", "scan", str(photos), "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    assert "model: pretrained:dlib_resnet" in r.output
+    r = runner.invoke(app, ["library", "cluster", "--db", str(db)])
+    assert r.exit_code == 0 and "stacks" in r.output
+    from facetrain.library.library import Library
+
+    with Library(db) as lib:
+        assert lib.model().pre.model == "dlib_resnet"  # the library remembers its model
+        assert len(lib.people()) >= 3  # amy, howard, penny (and the group photos' faces)

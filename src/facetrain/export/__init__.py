@@ -127,10 +127,10 @@ def _parity_batch(pre: Preprocess, check: list[str] | None) -> tuple[torch.Tenso
 
 def _default_out(fm: FaceModel, format_: str) -> Path:
     """RUN/model.onnx (or .pt) next to the weights; a pretrained model's in this folder."""
-    from facetrain.models.pretrained import cache_dir
+    from facetrain.models.pretrained import is_spec
 
     suffix = ".onnx" if format_ == "onnx" else ".pt"
-    src = Path(fm.source).resolve()
-    if cache_dir().resolve() in src.parents:
+    if is_spec(fm.source):  # not into the cache: here
         return Path.cwd() / f"{fm.pre.model}{suffix}"
+    src = Path(fm.source).resolve()
     return (src if src.is_dir() else src.parent) / f"model{suffix}"

@@ -180,7 +180,8 @@ def open_model(
     net, pre = load_model(p, device)
     if spec:
         pre = Preprocess.from_dict(asdict(pre) | spec, str(path))
-    return FaceModel(pre, lambda x: net.embed(x, normalize=False), "torch", str(p), net)
+    source = str(path) if pretrained.is_spec(path) else str(p)  # a library remembers the name
+    return FaceModel(pre, lambda x: net.embed(x, normalize=False), "torch", source, net)
 
 
 def _record(meta: str | None, spec: dict | None, source: str, fill: dict) -> Preprocess:
