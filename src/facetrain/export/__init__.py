@@ -95,6 +95,8 @@ def export_model(fm: FaceModel, format_: str, out: str | os.PathLike | None = No
 
     if format_ not in FORMATS:
         raise ModelFileError(f"--format {format_!r}: choose from {', '.join(FORMATS)}")
+    if not tolerance >= 0:
+        raise ModelFileError(f"--tolerance {tolerance}: a number ≥ 0")
     if fm.module is None or fm.backend != "torch":
         raise ModelFileError(f"{fm.source}: export takes a facetrain run folder or .safetensors")
     if out is None:

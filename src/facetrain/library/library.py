@@ -13,6 +13,7 @@ and `evaluate`; every SQL statement is in `store`.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -62,6 +63,8 @@ class Library:
         rec = store.model_record(self.con) or {}
         distance = rec.get("distance", "squared_l2")
         if given is not None:
+            if not math.isfinite(given) or given < 0:
+                raise LibraryError(f"--threshold {given}: a finite number ≥ 0")
             return given, distance
         if rec.get("threshold") is None:
             raise LibraryError("the library's model has no calibrated threshold; pass --threshold")
@@ -130,6 +133,8 @@ class Library:
         return curate.hide(self.con, ref)
 
     def undo(self, steps: int = 1) -> list[str]:
+        if steps < 1:
+            raise LibraryError(f"--steps {steps}: undo at least 1 action")
         return curate.undo(self.con, steps)
 
     # --- jobs --------------------------------------------------------------------------
@@ -153,6 +158,8 @@ class Library:
         from facetrain.library.scan import Scanner
 
         thr, distance = self.threshold(threshold)
+        if not math.isfinite(margin) or margin < 0:
+            raise LibraryError(f"--margin {margin}: a finite number ≥ 0")
         protos = curate.prototypes(self.con)
         scanner = Scanner(self.model(device=device), device=device)
         return [_identify_photo(p, scanner, protos, thr, distance, margin) for p in photos]

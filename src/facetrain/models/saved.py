@@ -158,8 +158,10 @@ def open_model(
     TorchScript file, or `pretrained:NAME`. backend `onnx` runs a run folder's exported
     model.onnx with onnxruntime. `spec` supplies (or overrides) the preprocessing of a
     foreign model."""
+    from facetrain.devices import check_device
     from facetrain.models import pretrained
 
+    check_device(device)
     p = Path(pretrained.resolve(path))
     if backend not in ("auto", "torch", "onnx"):
         raise ModelFileError(f"unknown backend {backend!r}; choose auto, torch or onnx")

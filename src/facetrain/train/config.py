@@ -409,6 +409,7 @@ def resolve(
         if v is not None:
             values[k] = check_type(k, v, "flag")
     _apply_platform(values, platform or Platform())
+    given = {k for k, v in (flags or {}).items() if v is not None}
     for item in sets or []:
         key, sep, text = item.partition("=")
         key = key.strip().replace("-", "_")
@@ -419,6 +420,9 @@ def resolve(
                 f"--set {item!r}: unknown setting {key!r}; KEY=VALUE takes the settings "
                 "that `facetrain train --list-settings` lists"
             )
+        if key in given and parse_text(key, text) != values[key]:
+            raise ConfigError(f"--set {item!r} contradicts --{key.replace('_', '-')} "
+                              f"{values[key]!r}: give it once")  # fmt: skip
         values[key] = parse_text(key, text)
     cfg = TrainConfig(**values)
     cfg.validate()
@@ -428,12 +432,13 @@ def resolve(
 
 def _check_device(device: str, num_gpus: int | None) -> None:
     """A CUDA device asked for must exist here (and as many as --num-gpus)."""
+    from facetrain.devices import check_device
+
+    check_device(device, "device =")
     if not device.startswith("cuda"):
         return
     import torch
 
-    if not torch.cuda.is_available():
-        raise ConfigError(f"device = {device!r}: no CUDA device is available here")
     if num_gpus and num_gpus > torch.cuda.device_count():
         raise ConfigError(f"--num-gpus {num_gpus}: this machine has {torch.cuda.device_count()}")
 

@@ -37,6 +37,8 @@ def compare(model, images: list[str], threshold: float | None = None, align: str
 
     if len(images) < 2:
         raise FacetrainError("give at least two images")
+    if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
+        raise FacetrainError(f"--threshold {threshold}: a finite number ≥ 0")
     t = embed_paths(model, images, [""] * len(images), align=align, device=device, progress=False)
     if len(t) < 2:
         why = "; ".join(f"{p}: {w}" for p, w in t.skipped.items())

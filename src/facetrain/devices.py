@@ -1,0 +1,26 @@
+"""The one check of a `--device` value, for every command that takes one."""
+
+from __future__ import annotations
+
+import re
+
+from facetrain.errors import FacetrainError
+
+
+class DeviceError(FacetrainError):
+    """A device that is not a device name, or not on this machine."""
+
+
+def check_device(device: str, setting: str = "--device") -> str:
+    """`device` when it names a device this machine has (cpu, cuda, cuda:N, mps)."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device or ""):
+        raise DeviceError(f"{setting} {device!r}: choose cpu, cuda, cuda:N or mps")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DeviceError(f"{setting} {device}: no CUDA device is available here")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"{setting} {device}: this machine has {torch.cuda.device_count()}")
+    return device

@@ -1,0 +1,78 @@
+"""Findings of the hostile-use probe (../shared/notes/hostile-findings.md) reproduced and
+now refused with one clear line (exit 2), without writing anything. The number is the
+finding's."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from facetrain.cli import app
+from helpers import make_faces
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    return make_faces(tmp_path_factory.mktemp("h") / "faces", ids=3, per=3)
+
+
+def run(*args) -> tuple[int, str]:
+    r = runner.invoke(app, [str(a) for a in args])
+    return r.exit_code, r.output
+
+
+CASES = [
+    # 5: filter's list overwritten by its own report
+    (lambda f, t: ("filter", f, "--out", t / "same.csv", "--report", t / "same.csv"),
+     "--out and --report are the same file"),
+    # 7, 26: a non-finite learning rate
+    (lambda f, t: ("train", "--data", f, "--out", t / "r", "--lr", "nan"), "lr = nan"),
+    (lambda f, t: ("train", "--data", f, "--out", t / "r", "--lr", "inf"), "lr = inf"),
+    # 14: settings that crashed deep inside training
+    (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", "log_every=0"),
+     "log_every = 0"),
+    (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", "threads=-4"),
+     "threads = -4"),
+    (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", "input_size=5"),
+     "input_size = 5"),
+    # 16: align --detect-max-side 0
+    (lambda f, t: ("align", f, t / "al", "--detect-max-side", "0"), "--detect-max-side"),
+    # 21: a device that is no device, for every command
+    (lambda f, t: ("compare", "a.jpg", "b.jpg", "--device", "bogus"), "--device 'bogus'"),
+    (lambda f, t: ("embed", f, "--out", t / "e.npz", "--device", "cuda:5"), "--device cuda:5"),
+    # 38: a non-finite threshold
+    (lambda f, t: ("compare", "a.jpg", "b.jpg", "--threshold", "nan"), "--threshold nan"),
+    # 40: --set out contradicting --out
+    (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", "out=elsewhere"),
+     "contradicts --out"),
+    # 43: a negative tolerance
+    (lambda f, t: ("export", "pretrained:dlib_resnet", "--out", t / "x.onnx", "--tolerance",
+                   "-1"), "--tolerance -1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, words", CASES, ids=[str(k) for k in range(len(CASES))])
+def test_refused_with_one_clear_line(faces, tmp_path, case, words):
+    code, out = run(*case(faces, tmp_path))
+    assert code == 2, out
+    assert words in out and "Traceback" not in out
+    assert len(out.strip().splitlines()) <= 2  # the error (and at most a model line)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "same.csv").exists()
+
+
+def test_library_refuses_bad_thresholds_steps_and_margins(tmp_path):
+    """18, 36, 38: library cluster/split/identify/undo with values that crashed or lied."""
+    from facetrain.library.library import Library
+    from facetrain.library.store import LibraryError, check_model
+
+    with Library(tmp_path / "lib.db", create=True) as lib:
+        check_model(lib.con, {"distance": "squared_l2", "threshold": 0.5}, "m", "lib.db")
+        for bad in (-1.0, float("nan"), float("inf")):
+            with pytest.raises(LibraryError, match="a finite number ≥ 0"):
+                lib.cluster(bad)
+        with pytest.raises(LibraryError, match="undo at least 1"):
+            lib.undo(0)
+        with pytest.raises(LibraryError, match="--margin -1"):
+            lib.identify([], margin=-1.0)
