@@ -125,3 +125,20 @@ def test_a_folder_without_faces_is_one_clear_error(teacher, tmp_path):
             "--loss", "distill", "--set", f"teacher={teacher}"]  # fmt: skip
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and "no training images" in r.output
+
+
+def test_centred_targets_are_the_teachers_embeddings_less_their_mean(flat, teacher, tmp_path):
+    from facetrain.train.config import TrainConfig
+    from facetrain.train.distributed import Dist
+    from facetrain.train.loop import setup
+
+    cfg = cfg_for(flat, tmp_path / "run", teacher, distill_center=True)
+    assert isinstance(cfg, TrainConfig)
+    run = setup(cfg, Dist(), log=lambda *_: None)
+    raw = np.concatenate([np.load(p) for p in sorted((tmp_path / "run" / "teacher").glob("*.npy"))])
+    want = raw - raw.mean(0)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    assert np.allclose(run.objective.teacher.numpy(), want, atol=1e-3)  # float32 centring
+    cos_raw = (raw @ raw.T)[np.triu_indices(len(raw), 1)].mean()
+    cos_centred = (want @ want.T)[np.triu_indices(len(want), 1)].mean()
+    assert cos_centred < cos_raw  # the faces spread out

@@ -96,6 +96,7 @@ class TrainConfig:
     init_from: str = ""
     teacher: str = ""  # distill: the MODEL whose embeddings the student learns
     distill_pairwise: float = 0.0  # distill: weight of matching in-batch similarities
+    distill_center: bool = False  # distill: learn the teacher's embeddings less their mean
     freeze_backbone_epochs: int = 0
     threads: int = 0
 
@@ -246,6 +247,8 @@ HELP = {
     "init_from": "start from a run, a weights file or pretrained:NAME",
     "teacher": "distill: the MODEL (run, file, pretrained:NAME) the student learns from",
     "distill_pairwise": "distill: weight of matching the batch's similarities (0: off)",
+    "distill_center": "distill: targets are the teacher's embeddings less their mean, "
+    "renormalised (spreads a teacher whose faces sit in a narrow cone)",
     "freeze_backbone_epochs": "train only the head for these first epochs",
     "threads": "CPU threads (0: torch's default)",
 }

@@ -355,8 +355,11 @@ def _teacher(cfg: TrainConfig, dd: distributed.Dist, ds, folder: Path, log):
     if dd.main:
         teacher_embeddings(cfg.teacher, ds, folder, cfg.device, log)
     distributed.barrier()
-    emb = teacher_embeddings(cfg.teacher, ds, folder, cfg.device, log)
-    return torch.from_numpy(emb).to(cfg.device)
+    emb = torch.from_numpy(teacher_embeddings(cfg.teacher, ds, folder, cfg.device, log))
+    if cfg.distill_center:  # the mean over the faces the teacher could use
+        ok = torch.isfinite(emb).all(1)
+        emb = torch.nn.functional.normalize(emb - emb[ok].mean(0), dim=1)
+    return emb.to(cfg.device)
 
 
 def _wrap(cfg: TrainConfig, dd: distributed.Dist, model, objective: Objective):
