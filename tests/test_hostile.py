@@ -76,3 +76,58 @@ def test_library_refuses_bad_thresholds_steps_and_margins(tmp_path):
             lib.undo(0)
         with pytest.raises(LibraryError, match="--margin -1"):
             lib.identify([], margin=-1.0)
+
+
+def test_outputs_that_are_folders_or_unwritable_are_one_clear_line(faces, tmp_path):
+    """12, 13: an output that exists as a folder, or cannot be written, used to print a
+    traceback from the atomic write."""
+    from facetrain import atomic
+
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(atomic.OutputError, match="is a folder"):
+        atomic.write_text(tmp_path / "adir", "x")
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(atomic.OutputError, match="cannot write here"):
+        atomic.write_text(tmp_path / "afile" / "x.json", "x")
+    with pytest.raises(atomic.OutputError, match="cannot write here"):
+        atomic.write_text("/proc/facetrain-test.json", "x")
+    assert (tmp_path / "afile").read_text() == "mine"
+    code, out = run("prune", faces, tmp_path / "adir")
+    assert code == 2 and "is a folder" in out and "Traceback" not in out
+
+
+def test_damaged_model_records_and_specs_are_named(tmp_path):
+    """23: bad JSON in a model's metadata, a spec that is not an object."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"model.w": torch.zeros(1)}, str(tmp_path / "m.safetensors"),
+              metadata={"facetrain": "{bad json"})  # fmt: skip
+    code, out = run("compare", tmp_path / "m.safetensors", "a.jpg", "b.jpg")
+    assert code == 2 and "facetrain record is not valid JSON" in out
+    (tmp_path / "spec.json").write_text("[1]")
+    code, out = run("embed", "pretrained:dlib_resnet", tmp_path, "--out", tmp_path / "e.npz",
+                    "--preprocess", tmp_path / "spec.json")  # fmt: skip
+    assert code == 2 and "a preprocessing spec is a JSON object" in out
+
+
+def test_an_export_named_for_another_format_is_refused(tmp_path):
+    """22: `export --format torchscript --out ts.onnx` left a TorchScript file named .onnx."""
+    code, out = run("export", "pretrained:dlib_resnet", "--format", "torchscript",
+                    "--out", tmp_path / "ts.onnx")  # fmt: skip
+    assert code == 2 and "a torchscript file is named *.pt" in out
+    assert not (tmp_path / "ts.onnx").exists()
+
+
+def test_train_never_writes_into_a_folder_that_is_not_a_run(faces, tmp_path):
+    """4, 39, 35: a user's folder, the data folder itself, a batch of one."""
+    (tmp_path / "odir").mkdir()
+    (tmp_path / "odir" / "config.json").write_text('{"my": "config"}')
+    code, out = run("train", "--data", faces, "--out", tmp_path / "odir", "--batch-size", "8")
+    assert code == 2 and "not a facetrain run folder (it holds config.json)" in out
+    assert (tmp_path / "odir" / "config.json").read_text() == '{"my": "config"}'
+    assert sorted(p.name for p in (tmp_path / "odir").iterdir()) == ["config.json"]
+    code, out = run("train", "--data", faces, "--out", faces)
+    assert code == 2 and "out must not be one of the data folders" in out
+    code, out = run("train", "--data", faces, "--out", tmp_path / "r", "--batch-size", "1")
+    assert code == 2 and "batch_size must be at least 2" in out

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from facetrain.errors import FacetrainError
+
 # The mode a plain open() would give a new file. mkstemp makes its temporary 0600, which the
 # rename would carry over: an exported model or a run folder unreadable to the user's group.
 # Read once, at import, because os.umask can only be read by setting it.
@@ -26,8 +28,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = Fals
     """Open a temporary sibling of `path`; on success rename it over `path`, with the
     permissions a plain open() would have given it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give the name of a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write here ({e.strerror or e})") from None
     encoding = None if "b" in mode else "utf-8"
     try:
         with os.fdopen(fd, mode, encoding=encoding) as f:
@@ -41,6 +48,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = Fals
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+class OutputError(FacetrainError):
+    """An output that cannot be written where it was asked for."""
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = False) -> None:

@@ -97,6 +97,9 @@ def export_model(fm: FaceModel, format_: str, out: str | os.PathLike | None = No
         raise ModelFileError(f"--format {format_!r}: choose from {', '.join(FORMATS)}")
     if not tolerance >= 0:
         raise ModelFileError(f"--tolerance {tolerance}: a number ≥ 0")
+    want = {"onnx": (".onnx",), "torchscript": (".pt", ".ts", ".torchscript")}[format_]
+    if out is not None and Path(out).suffix not in want:
+        raise ModelFileError(f"--out {out}: a {format_} file is named *{' or *'.join(want)}")
     if fm.module is None or fm.backend != "torch":
         raise ModelFileError(f"{fm.source}: export takes a facetrain run folder or .safetensors")
     if out is None:

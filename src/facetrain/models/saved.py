@@ -87,7 +87,7 @@ def read_record(path: str | os.PathLike) -> Preprocess:
         raise ModelFileError(f"{path}: not a safetensors weights file ({e})") from None
     if meta is None:
         raise ModelFileError(f"{path}: no facetrain preprocessing record (not saved by facetrain)")
-    return Preprocess.from_dict(json.loads(meta), str(path))
+    return Preprocess.from_dict(_record_dict(meta, str(path)), str(path))
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, Preprocess]:
@@ -108,7 +108,7 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.M
         raise ModelFileError(f"{p}: not a safetensors weights file ({e})") from None
     if meta is None:
         raise ModelFileError(f"{p}: no facetrain preprocessing record (not saved by facetrain)")
-    pre = Preprocess.from_dict(json.loads(meta), str(p))
+    pre = Preprocess.from_dict(_record_dict(meta, str(p)), str(p))
     model = create_model(pre.model, pre.embedding_size)
     state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
@@ -143,9 +143,23 @@ class FaceModel:
 def read_spec(path: str | os.PathLike) -> dict:
     """A preprocessing spec (JSON file) for a model made elsewhere."""
     try:
-        return json.loads(Path(path).read_text())
+        spec = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{path}: cannot read the preprocessing spec ({e})") from None
+    if not isinstance(spec, dict):
+        raise ModelFileError(f"{path}: a preprocessing spec is a JSON object of fields")
+    return spec
+
+
+def _record_dict(meta: str, source: str) -> dict:
+    """The facetrain record in a model file's metadata (ModelFileError when damaged)."""
+    try:
+        d = json.loads(meta)
+    except json.JSONDecodeError:
+        raise ModelFileError(f"{source}: its facetrain record is not valid JSON") from None
+    if not isinstance(d, dict):
+        raise ModelFileError(f"{source}: its facetrain record is not a JSON object")
+    return d
 
 
 def open_model(
@@ -193,7 +207,7 @@ def _record(meta: str | None, spec: dict | None, source: str, fill: dict) -> Pre
             "preprocessing as a JSON spec (--preprocess SPEC.json: input_size, normalize, "
             "alignment, ...)"
         )
-    d = json.loads(meta) if meta else {"model": "external"}
+    d = _record_dict(meta, source) if meta else {"model": "external"}
     d = {k: v for k, v in fill.items() if v is not None} | d | (spec or {})
     return Preprocess.from_dict(d, source)
 

@@ -39,7 +39,13 @@ from facetrain.train.build import (
 from facetrain.train.config import TrainConfig, code_revision
 from facetrain.train.evaluator import Evaluator, export_weights, preprocess_for
 from facetrain.train.objective import Objective, build_objective, build_sampler
-from facetrain.train.run_folder import MetricsLog, record_config, record_revision, truncate_metrics
+from facetrain.train.run_folder import (
+    MetricsLog,
+    check_own,
+    record_config,
+    record_revision,
+    truncate_metrics,
+)
 from facetrain.train.state import (
     Checkpointer,
     NonFiniteGuard,
@@ -296,6 +302,7 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     """The run folder, data, model, objective, optimizer and bookkeeping of a run."""
     folder = Path(cfg.out)
     if dd.main:
+        check_own(folder)
         folder.mkdir(parents=True, exist_ok=True)
         record_revision(folder / "revision.txt", code_revision())
         record_config(folder, cfg)

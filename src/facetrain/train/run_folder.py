@@ -25,6 +25,26 @@ METRICS = "metrics.jsonl"
 SETTINGS = "resumed with settings "
 
 
+RUN_MARKERS = ("revision.txt", "checkpoints")  # what every facetrain run folder has
+
+
+def check_own(run: Path) -> None:
+    """A run folder is facetrain's own: a folder that exists with other things in it is
+    refused, so a training run never overwrites a user's files (config.json, say)."""
+    from facetrain.errors import FacetrainError
+
+    if not run.exists():
+        return
+    if not run.is_dir():
+        raise FacetrainError(f"--out {run}: is a file, not a run folder")
+    entries = sorted(p.name for p in run.iterdir())
+    if entries and not any((run / m).exists() for m in RUN_MARKERS):
+        raise FacetrainError(
+            f"--out {run}: not a facetrain run folder (it holds {', '.join(entries[:3])}"
+            f"{', …' if len(entries) > 3 else ''}); give a new or empty folder"
+        )
+
+
 def read_metrics(run: str | os.PathLike) -> list[dict]:
     """The records of RUN/metrics.jsonl, skipping lines that are not JSON objects."""
     path = Path(run) / METRICS
