@@ -131,3 +131,15 @@ def test_train_never_writes_into_a_folder_that_is_not_a_run(faces, tmp_path):
     assert code == 2 and "out must not be one of the data folders" in out
     code, out = run("train", "--data", faces, "--out", tmp_path / "r", "--batch-size", "1")
     assert code == 2 and "batch_size must be at least 2" in out
+
+
+def test_a_garbage_pairs_line_is_named_by_file_and_line(tmp_path):
+    """42: `invalid literal for int()` without a file or line."""
+    from facetrain.evaluate.verification import read_pairs
+
+    (tmp_path / "pairs.txt").write_text("1 1\nA 1 2\ngarbage line here\n")
+    with pytest.raises(ValueError, match=r"pairs.txt:3: image numbers expected, got 'garbage"):
+        read_pairs(tmp_path / "pairs.txt", tmp_path)
+    (tmp_path / "pairs.txt").write_text("one 1\n")
+    with pytest.raises(ValueError, match=r"pairs.txt:1: expected two numbers"):
+        read_pairs(tmp_path / "pairs.txt", tmp_path)

@@ -154,6 +154,11 @@ def test_classify_names_known_people_and_refuses_strangers(trained, tmp_path):
     assert p[0]["name"] == "id3" and p[1]["name"] == "unknown"
     assert p[1]["distance"] >= p[1]["threshold"] > p[0]["distance"]
 
+    # hostile finding 17: photos without a usable face are reported, not a traceback
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    out = cli("classify", "predict", clf, tmp_path / "broken.jpg")
+    assert "(no face)" in out and "broken.jpg" in out
+
     # a classifier made with one model refuses another model's embeddings
     other = tmp_path / "other"
     shutil.copytree(trained["run"], other)

@@ -191,9 +191,11 @@ def classify_predict(
     for path, why in t.skipped.items():
         console.print(f"[yellow]skipped[/] {path}: {why}")
         results.append({"path": path, "name": None, "error": why})
-    for path, r in zip(t.paths, clf.predict(t.embeddings)):
+    for path, r in zip(t.paths, clf.predict(t.embeddings) if len(t) else []):
         results.append({"path": path} | r)
         print(f"{r['name']}\t{r['distance']:.4f}\t{path}")
+    for path in t.skipped:
+        print(f"(no face)\t-\t{path}")
     write_json(json_out, results)
 
 

@@ -203,12 +203,18 @@ def read_pairs(pairs_file: str | os.PathLike, images: str | os.PathLike, ext="jp
     head = lines[0].split()
     if len(head) != 2:
         raise ValueError(f"{pairs_file}: first line should be 'folds pairs-per-fold'")
-    n_folds, per = int(head[0]), int(head[1])
+    try:
+        n_folds, per = int(head[0]), int(head[1])
+    except ValueError:
+        raise ValueError(f"{pairs_file}:1: expected two numbers, 'folds pairs-per-fold'") from None
     body = [ln.split() for ln in lines[1:] if ln.strip()]
     if len(body) != n_folds * 2 * per:
         raise ValueError(f"{pairs_file}: expected {n_folds * 2 * per} pairs, found {len(body)}")
     p1, p2, same, fold, missing = [], [], [], [], []
     for k, parts in enumerate(body):
+        if len(parts) in (3, 4) and not (parts[1].isdigit() and parts[-1].isdigit()):
+            got = " ".join(parts)
+            raise ValueError(f"{pairs_file}:{k + 2}: image numbers expected, got {got!r}")
         if len(parts) == 3:
             a = _lfw_path(images, parts[0], parts[1], ext)
             b = _lfw_path(images, parts[0], parts[2], ext)
@@ -219,6 +225,10 @@ def read_pairs(pairs_file: str | os.PathLike, images: str | os.PathLike, ext="jp
             is_same = False
         else:
             raise ValueError(f"{pairs_file}:{k + 2}: expected 3 or 4 fields")
+        if not all(x.isdigit() for x in (parts[1], parts[-1])):
+            raise ValueError(
+                f"{pairs_file}:{k + 2}: image numbers expected, got {' '.join(parts)!r}"
+            )
         if not (a.exists() and b.exists()):
             missing.append(" ".join(parts))
             continue

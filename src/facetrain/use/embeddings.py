@@ -52,7 +52,7 @@ def embed_paths(
 ) -> Table:
     images = Images(paths, model.pre.alignment, align)
     emb = embed_model(model, images, device=device, progress="embed" if progress else None)
-    good = np.isfinite(emb).all(1) if len(emb) else np.zeros(0, bool)
+    good = np.isfinite(emb).all(1) & (emb.shape[1] > 0)  # a width of 0: nothing embedded
     keep = np.flatnonzero(good)
     return Table(
         emb[keep].astype(np.float32),
