@@ -143,3 +143,19 @@ def test_a_garbage_pairs_line_is_named_by_file_and_line(tmp_path):
     (tmp_path / "pairs.txt").write_text("one 1\n")
     with pytest.raises(ValueError, match=r"pairs.txt:1: expected two numbers"):
         read_pairs(tmp_path / "pairs.txt", tmp_path)
+
+
+def test_a_damaged_pack_names_the_missing_or_corrupt_file(faces, tmp_path):
+    """11, 31: a missing shard failed at the first batch; a garbage index advised
+    allow_pickle."""
+    from facetrain.data.packed import PackedDataset, PackError, pack
+
+    pack(str(faces), tmp_path / "pk", images_per_shard=4, progress=False)
+    (tmp_path / "pk" / "shard-00001.bin").unlink()
+    with pytest.raises(PackError, match="missing shard-00001.bin"):
+        PackedDataset(tmp_path / "pk")
+    pack(str(faces), tmp_path / "pk2", progress=False)
+    (tmp_path / "pk2" / "index.npy").write_bytes(b"garbage")
+    with pytest.raises(PackError, match="corrupt pack") as e:
+        PackedDataset(tmp_path / "pk2")
+    assert "allow_pickle" not in str(e.value)

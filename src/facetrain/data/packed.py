@@ -236,6 +236,34 @@ def pack(
     return PackSummary(len(index), len(identities), n_shards, skipped, splits)
 
 
+class PackError(DatasetError):
+    """A pack that is incomplete or damaged: the message names the file."""
+
+
+def _open_pack(path: Path):
+    """(meta, index) of a complete, undamaged pack; PackError naming the file otherwise."""
+    meta_path = path / "meta.json"
+    if not meta_path.exists():
+        raise PackError(f"{path}: not a complete facetrain pack (no meta.json)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):  # JSONDecodeError is a ValueError
+        raise PackError(f"{meta_path}: corrupt pack (meta.json is not readable JSON)") from None
+    try:  # numpy's own message would advise allow_pickle: never for a pack
+        index = np.load(path / "index.npy", allow_pickle=False)
+    except (OSError, ValueError):
+        raise PackError(f"{path / 'index.npy'}: corrupt pack (not an index array)") from None
+    if not isinstance(meta, dict) or meta.get("version") != FORMAT_VERSION:
+        raise PackError(f"{path}: pack format {getattr(meta, 'get', dict().get)('version')}"
+                        " unsupported or damaged")  # fmt: skip
+    if index.dtype != INDEX_DTYPE:
+        raise PackError(f"{path}/index.npy: corrupt pack index")
+    for shard in np.unique(index["shard"]):
+        if not (path / f"shard-{int(shard):05d}.bin").is_file():
+            raise PackError(f"{path}: the pack is missing shard-{int(shard):05d}.bin")
+    return meta, index
+
+
 class PackedDataset:
     """Random access to a pack: `ds[i] -> (uint8 CHW tensor, label)`.
 
@@ -246,13 +274,7 @@ class PackedDataset:
 
     def __init__(self, path: str | os.PathLike, split: str | None = "train", augment=None):
         self.path = Path(path)
-        meta_path = self.path / "meta.json"
-        if not meta_path.exists():
-            raise FileNotFoundError(f"{self.path}: not a complete facetrain pack (no meta.json)")
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{self.path}: pack format {self.meta.get('version')} unsupported")
-        index = np.load(self.path / "index.npy")
+        self.meta, index = _open_pack(self.path)
         if split is not None:
             if split not in SPLITS:
                 raise ValueError(f"split must be one of {SPLITS} or None")
