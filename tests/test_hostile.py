@@ -159,3 +159,25 @@ def test_a_damaged_pack_names_the_missing_or_corrupt_file(faces, tmp_path):
     with pytest.raises(PackError, match="corrupt pack") as e:
         PackedDataset(tmp_path / "pk2")
     assert "allow_pickle" not in str(e.value)
+
+
+def test_library_scan_skips_fifos_and_dangling_links(tmp_path):
+    """8: a FIFO named *.jpg blocked the scan forever; 19: a dangling link was a traceback."""
+    import os
+    import shutil
+
+    from conftest import BBT
+    from helpers import make_model
+
+    if not BBT.exists():
+        pytest.skip(f"{BBT} absent (real data not here)")
+    photos = tmp_path / "photos" / "p"
+    photos.mkdir(parents=True)
+    shutil.copy(sorted((BBT / "reference" / "amy").iterdir())[0], photos / "amy.jpg")
+    os.mkfifo(photos / "pipe.jpg")
+    (photos / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    model = make_model(tmp_path / "m.safetensors")
+    code, out = run("library", "scan", tmp_path / "photos", "--db", tmp_path / "lib.db",
+                    "--model", model)  # fmt: skip
+    assert code == 0, out
+    assert "not a regular file" in out and "dangling link" in out and "1 new" in out

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,12 +152,22 @@ def scan(
 
 
 def _scan_one(con, path: str, row, vanished: dict, scanner: Scanner, rep: ScanReport) -> None:
-    """One photo: unchanged, touched, moved, a duplicate, or (new or changed) analysed."""
-    st = os.stat(path)
-    if row is not None and row["size"] == st.st_size and row["mtime"] == st.st_mtime:
+    """One photo: unchanged, touched, moved, a duplicate, or (new or changed) analysed.
+    What is not a readable regular file now (a FIFO, a dangling link, a file that vanished
+    during the scan) is listed with its reason and left alone."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            rep.problems[path] = "skipped: not a regular file (a FIFO, device or socket)"
+            return
+        digest = sha256(path) if row is None or (row["size"], row["mtime"]) != (
+            st.st_size, st.st_mtime) else None  # fmt: skip
+    except OSError as e:
+        rep.problems[path] = f"unreadable: {e.strerror or e} (gone, or a dangling link)"
+        return
+    if digest is None:  # same size and time as when it was scanned
         rep.unchanged += 1
         return
-    digest = sha256(path)
     if row is not None and row["sha256"] == digest:  # touched, same content
         store.touch_photo(con, row["id"], st.st_mtime)
         rep.unchanged += 1
