@@ -17,13 +17,13 @@ from conftest import LFW_RAW
 from facetrain.cli import app
 from facetrain.models import create_model, pretrained
 from facetrain.models.dlib_format import DlibFormatError, read_dat
-from facetrain.models.dlib_oracle import models_folder
 from facetrain.models.imports import (
     ImportError_,
     import_arcface_torch,
     import_facenet_pytorch,
     read_state_dict,
 )
+from facetrain.models.pretrained import models_folder
 from facetrain.models.saved import load_model, open_model
 
 runner = CliRunner()
@@ -192,7 +192,7 @@ def test_a_corrupt_weights_package_leaves_nothing_in_the_cache(tmp_path, cache, 
     folder = tmp_path / "models"
     folder.mkdir()
     (folder / DAT.name).write_bytes(DAT.read_bytes()[:100_000])
-    monkeypatch.setattr("facetrain.models.dlib_oracle.models_folder", lambda: folder)
+    monkeypatch.setattr("facetrain.models.pretrained.models_folder", lambda: folder)
     r = runner.invoke(app, ["compare", "a.jpg", "b.jpg"])
     assert r.exit_code == 2
     assert "error:" in r.output and "truncated" in r.output and "Traceback" not in r.output
@@ -200,7 +200,7 @@ def test_a_corrupt_weights_package_leaves_nothing_in_the_cache(tmp_path, cache, 
 
 
 def test_a_missing_weights_package_names_it(cache, monkeypatch):
-    monkeypatch.setattr("facetrain.models.dlib_oracle.models_folder", lambda: None)
+    monkeypatch.setattr("facetrain.models.pretrained.models_folder", lambda: None)
     r = runner.invoke(app, ["eval", "pretrained:dlib_resnet", "--bin", "x.bin"])
     assert r.exit_code == 2 and "face-recognition-models" in r.output
     assert cached_files(cache) == []

@@ -11,10 +11,16 @@ class DeviceError(FacetrainError):
     """A device that is not a device name, or not on this machine."""
 
 
-def check_device(device: str, setting: str = "--device") -> str:
-    """`device` when it names a device this machine has (cpu, cuda, cuda:N, mps)."""
+def check_name(device: str, setting: str = "--device") -> str:
+    """`device` when it is a device name (cpu, cuda, cuda:N, mps), present here or not."""
     if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device or ""):
         raise DeviceError(f"{setting} {device!r}: choose cpu, cuda, cuda:N or mps")
+    return device
+
+
+def check_device(device: str, setting: str = "--device") -> str:
+    """`device` when it names a device this machine has (cpu, cuda, cuda:N, mps)."""
+    check_name(device, setting)
     if device.startswith("cuda"):
         import torch
 

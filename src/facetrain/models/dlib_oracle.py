@@ -9,23 +9,14 @@ MTCNN landmarks can be expressed in dlib's chip coordinates.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from facetrain.models.pretrained import models_folder
+
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
-
-
-def models_folder() -> Path | None:
-    """The `face_recognition_models` package's model folder, without importing it (its
-    __init__ needs pkg_resources, which current setuptools no longer ships)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
 @dataclass

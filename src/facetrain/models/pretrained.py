@@ -14,6 +14,7 @@ conversion leaves nothing behind.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,9 +64,16 @@ def cache_dir() -> Path:
     return Path(base) / "facetrain"
 
 
-def _dlib_dat() -> Path:
-    from facetrain.models.dlib_oracle import models_folder
+def models_folder() -> Path | None:
+    """The `face_recognition_models` package's model folder, without importing it (its
+    __init__ needs pkg_resources, which current setuptools no longer ships)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
 
+
+def _dlib_dat() -> Path:
     folder = models_folder()
     if folder is None:
         raise PretrainedError(

@@ -129,6 +129,11 @@ class FaceModel:
     source: str
     module: torch.nn.Module | None = None
 
+    @classmethod
+    def of_module(cls, net: torch.nn.Module, pre: Preprocess, source: str) -> FaceModel:
+        """A facetrain network (an Embedder) with its record."""
+        return cls(pre, lambda x: net.embed(x, normalize=False), "torch", source, net)
+
     def embed(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         z = self.run(x)
         return torch.nn.functional.normalize(z, dim=1) if normalize else z
@@ -197,7 +202,7 @@ def open_model(
     if spec:
         pre = Preprocess.from_dict(asdict(pre) | spec, str(path))
     source = str(path) if pretrained.is_spec(path) else str(p)  # a library remembers the name
-    return FaceModel(pre, lambda x: net.embed(x, normalize=False), "torch", source, net)
+    return FaceModel.of_module(net, pre, source)
 
 
 def _record(meta: str | None, spec: dict | None, source: str, fill: dict) -> Preprocess:

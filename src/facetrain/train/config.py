@@ -322,14 +322,14 @@ def parse_text(name: str, text: str):
 
 
 def _check_choices(cfg: TrainConfig) -> None:
-    import re
 
     for name, allowed in _choices().items():
         value = getattr(cfg, name)
         if value not in allowed:
             raise ConfigError(f"{name} = {value!r}: choose from {', '.join(allowed)}")
-    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", cfg.device):
-        raise ConfigError(f"device = {cfg.device!r}: choose cpu, cuda, cuda:N or mps")
+    from facetrain.devices import check_name
+
+    check_name(cfg.device, "device =")
 
 
 def _check_combinations(c: TrainConfig) -> None:

@@ -48,10 +48,6 @@ def preprocess_for(cfg: TrainConfig, size: int, pack: Path | None = None) -> Pre
     )
 
 
-def as_face_model(model: torch.nn.Module, pre: Preprocess, source: str) -> FaceModel:
-    return FaceModel(pre, lambda x: model.embed(x, normalize=False), "torch", source, model)
-
-
 @torch.no_grad()
 def validation_split(model, objective, val: PackedDataset, cfg: TrainConfig, size: int) -> dict:
     """Loss and top-1 accuracy of the classifier on the pack's val split (same identities)."""
@@ -92,7 +88,7 @@ class Evaluator:
         if objective.classifies and len(self.val):
             v = validation_split(model, objective, self.val, cfg, self.pre.input_size)
             self.emit({"eval": "val_split", "epoch": epoch, "step": state.step} | v)
-        fm = as_face_model(model, self.pre, cfg.out)
+        fm = FaceModel.of_module(model, self.pre, cfg.out)
         for k, s in enumerate(self.sets):
             full, _ = evaluate_set(fm, s, flip=cfg.eval_flip, distance=cfg.eval_distance,
                                    subtract_mean=cfg.eval_subtract_mean, device=cfg.device,
@@ -123,7 +119,7 @@ def val_threshold(model, pre: Preprocess, val: PackedDataset, cfg: TrainConfig) 
         return None
     none = np.zeros(0, np.int64)
     s = EvalSet("val", len(val), lambda i: list(val.batch(i)[0]), none, none, none, None)
-    emb = embed_model(as_face_model(model, pre, cfg.out), s, device=cfg.device)
+    emb = embed_model(FaceModel.of_module(model, pre, cfg.out), s, device=cfg.device)
     return labelled_threshold(emb, labels, cfg.eval_distance)
 
 

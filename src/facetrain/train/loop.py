@@ -360,9 +360,11 @@ def _teacher(cfg: TrainConfig, dd: distributed.Dist, ds, folder: Path, log):
     from facetrain.train.teacher import teacher_embeddings
 
     if dd.main:
-        teacher_embeddings(cfg.teacher, ds, folder, cfg.device, log)
+        emb = teacher_embeddings(cfg.teacher, ds, folder, cfg.device, log)
     distributed.barrier()
-    emb = torch.from_numpy(teacher_embeddings(cfg.teacher, ds, folder, cfg.device, log))
+    if not dd.main:  # the parts exist now: read, not computed
+        emb = teacher_embeddings(cfg.teacher, ds, folder, cfg.device, log)
+    emb = torch.from_numpy(emb)
     if cfg.distill_center:  # the mean over the faces the teacher could use
         ok = torch.isfinite(emb).all(1)
         emb = torch.nn.functional.normalize(emb - emb[ok].mean(0), dim=1)
