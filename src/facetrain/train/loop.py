@@ -68,7 +68,11 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     dd, device = distributed.setup(cfg.device)
     try:
         r = setup(dataclasses.replace(cfg, device=device), dd, log if dd.main else _quiet)
-        return r.train()
+        result = r.train()
+        # every rank done (rank 0 writes the model last) before any leaves the group: a
+        # rank that destroyed its gloo group while another still wrote aborted at exit
+        distributed.barrier()
+        return result
     finally:
         distributed.teardown()
 
