@@ -330,6 +330,8 @@ class PackedDataset:
         jidx = [k for k, j in enumerate(jpeg) if j]
         if jidx:
             where = device if device is not None and str(device).startswith("cuda") else "cpu"
+            if where != "cpu":  # nvJPEG may write into memory queued kernels still read
+                torch.cuda.current_stream(where).synchronize()  # (torchvision issue 9606)
             decoded = decode_jpeg([blobs[k] for k in jidx], mode=ImageReadMode.RGB, device=where)
             for k, img in zip(jidx, decoded):
                 out[k] = img
