@@ -72,9 +72,11 @@ def throughput(gpu: bool, peak: float) -> dict:
         return {"model": "iresnet18 (dry run)", "images_per_s": round(ips, 1)}
     eager, _ = measure("iresnet50", 256, "cuda", torch.bfloat16, True, False, 20, 5)
     ips, flops = measure("iresnet50", 256, "cuda", torch.bfloat16, True, True, 20, 5)
+    big, _ = measure("iresnet50", 512, "cuda", torch.bfloat16, True, True, 10, 3)
     mfu = ips * flops / (peak * 1e12) if peak else None
     return {"model": "iresnet50 112² batch 256 bf16 channels_last compile",
             "images_per_s": round(ips), "images_per_s_without_compile": round(eager),
+            "images_per_s_batch_512": round(big),
             "gflops_per_image": round(flops / 1e9, 2), "mfu": mfu and round(mfu, 3),
             "vs_arcface_torch_700": round(ips / 700, 1)}  # fmt: skip
 
@@ -106,9 +108,10 @@ def short_run(pack_dir: Path, out: Path, device: str, **kw) -> dict:
     from facetrain.train.loop import train
 
     net = {"model": "iresnet18"} if device == "cuda" else {"model": "nn4_small2", "input_size": 80}
-    cfg = TrainConfig(data=[str(pack_dir)], out=str(out), embedding_size=128, batch_size=16,
-                      epochs=1, epoch_size=4, lr=0.05, device=device, log_every=1,
-                      checkpoint_minutes=1e9, threads=0, **net, **kw)  # fmt: skip
+    settings = dict(data=[str(pack_dir)], out=str(out), embedding_size=128, batch_size=16,
+                    epochs=1, epoch_size=4, lr=0.05, device=device, log_every=1,
+                    checkpoint_minutes=1e9, threads=0, **net)  # fmt: skip
+    cfg = TrainConfig(**settings | kw)
     train(cfg, log=lambda *_: None)
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     return {"steps": sum("loss" in d and "epoch_end" not in d for d in lines),
@@ -148,7 +151,9 @@ def align_check(gpu: bool, work: Path, data: Path) -> dict:
     return {"inputs": sum(s.counts.values()), "faces": s.faces_written, "workers": 2}
 
 
-def training_run(device: str, work: Path, data: Path, epochs: int, budget_s: float) -> dict:
+def training_run(
+    device: str, work: Path, data: Path, epochs: int, budget_s: float, out: Path | None
+) -> dict:
     """The best recipe on the device, evaluated on the full LFW pairs there (on the CPU in
     the dry run: generated faces, a few steps)."""
     lfw, mini = data / "lfw", data / "mini-train"
@@ -156,10 +161,12 @@ def training_run(device: str, work: Path, data: Path, epochs: int, budget_s: flo
         p = work / "pack-raw" if (work / "pack-raw").exists() else tiny_pack(work, "raw")
         shown = {"recipe": "generated faces (no data here)"}
         return shown | short_run(p, work / "run-short", device)
-    return best_recipe(device, work, data, epochs, budget_s)
+    return best_recipe(device, work, data, epochs, budget_s, out)
 
 
-def best_recipe(device: str, work: Path, data: Path, epochs: int, budget_s: float) -> dict:
+def best_recipe(
+    device: str, work: Path, data: Path, epochs: int, budget_s: float, out: Path | None
+) -> dict:
     """Pack mini-train, time one epoch, then train the recipe for as many of its epochs as
     fit budget_s (all of them, when the device is fast enough), and evaluate on LFW."""
     from facetrain.data.packed import pack
@@ -171,9 +178,14 @@ def best_recipe(device: str, work: Path, data: Path, epochs: int, budget_s: floa
     n = pack(str(mini), work / "pack-mini", store="raw", progress=False).images
     packed = time.perf_counter() - t0
     probe = _train_recipe(device, work, lfw, "probe", 1)
+    if out is not None:  # where a step's time goes (the recipe's net is small: host-bound?)
+        with torch.profiler.profile() as prof:
+            _train_recipe(device, work, lfw, "profile", 1, ["epoch_size=20", "eval_every=100"])
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+        (out / "train_profile.txt").write_text(table)
     epochs = max(1, min(epochs, int(budget_s / probe)))
     trained = _train_recipe(device, work, lfw, "best", epochs)
-    ev = evaluate_model(open_model(work / "best"), [(str(lfw / "pairs.txt"), str(lfw))],
+    ev = evaluate_model(open_model(work / "best", device), [(str(lfw / "pairs.txt"), str(lfw))],
                         device=device)  # fmt: skip
     r = next(iter(ev.results.values()))
     return {"recipe": f"best.toml, {epochs} epochs, --set device={device} data_on_device=true",
@@ -183,7 +195,9 @@ def best_recipe(device: str, work: Path, data: Path, epochs: int, budget_s: floa
             "val_at_far_1e-3": round(r["val"], 4), "auc": round(r["auc"], 4)}  # fmt: skip
 
 
-def _train_recipe(device: str, work: Path, lfw: Path, name: str, epochs: int) -> float:
+def _train_recipe(
+    device: str, work: Path, lfw: Path, name: str, epochs: int, more: tuple = ()
+) -> float:
     """recipes/best.toml on the packed mini-train for `epochs`; the seconds it took."""
     from facetrain.train.config import resolve
     from facetrain.train.loop import train
@@ -191,7 +205,7 @@ def _train_recipe(device: str, work: Path, lfw: Path, name: str, epochs: int) ->
     flags = {"data": [str(work / "pack-mini")], "out": str(work / name),
              "eval_pairs": str(lfw / "pairs.txt"), "eval_images": str(lfw)}  # fmt: skip
     sets = [f"device={device}", "data_on_device=true", f"epochs={epochs}", "log_every=500"]
-    cfg = resolve(HERE.parent / "recipes" / "best.toml", flags, sets=sets)
+    cfg = resolve(HERE.parent / "recipes" / "best.toml", flags, sets=[*sets, *more])
     t0 = time.perf_counter()
     train(cfg, log=print)
     return time.perf_counter() - t0
@@ -218,7 +232,7 @@ def main() -> None:
         "a_throughput": lambda work: throughput(gpu, env.get("peak_tflops", 0.0)),
         "b_device_paths": lambda work: device_paths(gpu, work, args.data),
         "c_training_run": lambda work: training_run(
-            device, work, args.data, args.epochs, args.budget_s
+            device, work, args.data, args.epochs, args.budget_s, args.out
         ),
     }
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
