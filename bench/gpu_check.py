@@ -127,11 +127,29 @@ def device_paths(gpu: bool, work: Path, data: Path) -> dict:
         out[f"data_on_device_{store}"] = short_run(p, work / f"run-{store}", device,
                                                    data_on_device=True, rotate=5.0,
                                                    color_jitter=0.2, grayscale=0.1)  # fmt: skip
-    if gpu:  # fp16 at a learning rate that overflows: skipped steps must close the scaler
-        out["fp16_overflow"] = short_run(work / "pack-raw", work / "run-fp16", device,
-                                         amp="fp16", lr=1e4, max_nonfinite=100)  # fmt: skip
+    if gpu:
+        out["fp16"] = short_run(work / "pack-raw", work / "run-fp16", device, amp="fp16")
+        out["fp16_diverging"] = fp16_diverging(work)
     out["align"] = align_check(gpu, work, data)
     return out
+
+
+def fp16_diverging(work: Path) -> dict:
+    """fp16 at a learning rate that makes losses non-finite: each skipped step must close
+    the GradScaler's step (else the next one raises 'unscale_() has already been called').
+    The run may end refusing to write its non-finite weights: that is the guard working."""
+    from facetrain.train.state import TrainingError
+
+    try:
+        r = short_run(work / "pack-raw", work / "run-fp16-lr", "cuda", amp="fp16", lr=1e4,
+                      max_nonfinite=100)  # fmt: skip
+        return r | {"ended": "model written"}
+    except TrainingError as e:
+        if "non-finite" not in str(e):
+            raise
+        lines = (work / "run-fp16-lr" / "metrics.jsonl").read_text().splitlines()
+        skipped = sum(json.loads(x).get("skipped") == "nonfinite" for x in lines)
+        return {"skipped": skipped, "ended": "refused non-finite weights (the guard)"}
 
 
 def align_check(gpu: bool, work: Path, data: Path) -> dict:
