@@ -29,8 +29,16 @@ def library(photos, tmp_path):  # noqa: F811
     return db
 
 
+ORIGIN = "http://127.0.0.1:8765"
+
+
+def local_client(db) -> TestClient:
+    """A client as the owner's browser on the page: local Host, the page's Origin."""
+    return TestClient(create_app(db), base_url=ORIGIN, headers={"Origin": ORIGIN})
+
+
 def test_api_actions_and_nothing_outside_the_library(library):
-    client = TestClient(create_app(library))
+    client = local_client(library)
     page = client.get("/")
     assert page.status_code == 200 and "facetrain library" in page.text
     assert "http://" not in PAGE and "https://" not in PAGE  # nothing loaded from the network
@@ -49,6 +57,63 @@ def test_api_actions_and_nothing_outside_the_library(library):
                 "/photo/../../etc/passwd", "/etc/passwd", "/static/../../etc/passwd"):  # fmt: skip
         assert client.get(bad).status_code in (404, 422), bad
     assert client.post("/api/stacks/999999/hide").status_code == 400
+    for huge in ("/face/99999999999999999999.jpg", "/photo/-1.jpg"):  # not a 500
+        assert client.get(huge).status_code == 422, huge
+    assert client.post("/api/stacks/99999999999999999999/hide").status_code == 422
+    big = client.post(f"/api/stacks/{a}/merge", json={"other": 2**70})
+    assert big.status_code == 422
+
+
+def test_other_sites_cannot_change_or_read_the_library(library):
+    client = local_client(library)
+    stack = client.get("/api/people").json()[0]["id"]
+    hide = f"/api/stacks/{stack}/hide"
+    # a page of another site posting through the owner's browser (CSRF): refused, no change
+    for origin in ("http://evil.example", "http://127.0.0.1:9999", "null"):
+        r = client.post(hide, headers={"Origin": origin})
+        assert r.status_code == 403 and "refused" in r.text, origin
+    bare = TestClient(create_app(library), base_url=ORIGIN)  # no Origin at all
+    assert bare.post(hide).status_code == 403
+    assert bare.get("/api/people").status_code == 200  # reading needs no Origin
+    assert stack in [p["id"] for p in client.get("/api/people").json()]  # not hidden
+    # DNS rebinding: another name resolving to 127.0.0.1 — every route refused
+    rebound = TestClient(create_app(library), base_url="http://evil.example:8765")
+    for path in ("/", "/api/people", f"/api/stacks/{stack}/photos"):
+        assert rebound.get(path).status_code == 403, path
+    assert rebound.post(hide, headers={"Origin": "http://evil.example:8765"}).status_code == 403
+    # the owner's own page still works, on 127.0.0.1 and on localhost
+    assert client.post(hide).status_code == 200
+    home = "http://localhost:8765"
+    other = TestClient(create_app(library), base_url=home, headers={"Origin": home})
+    assert other.post("/api/undo").status_code == 200
+    # served on a LAN address: that name is answered too, foreign ones still are not
+    lan = TestClient(create_app(library, "192.168.1.20"), base_url="http://192.168.1.20:8765")
+    assert lan.get("/api/people").status_code == 200
+
+
+def test_thumbnails_are_cut_once_and_kept(library, monkeypatch):
+    from facetrain.library.library import Library
+
+    client = local_client(library)
+    face = client.get("/api/people").json()[0]["face_ids"][0]
+    first = client.get(f"/face/{face}.jpg").content
+    cached = list((library.parent / "lib.db.thumbs").iterdir())
+    assert len(cached) == 1 and cached[0].read_bytes() == first
+    assert oct(cached[0].stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+    def no_decoding(*a, **k):
+        raise AssertionError("the photo was decoded again")
+
+    monkeypatch.setattr(Library, "photo", no_decoding)
+    assert client.get(f"/face/{face}.jpg").content == first
+
+
+def _umask() -> int:
+    import os
+
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
 
 
 def _free_port() -> int:

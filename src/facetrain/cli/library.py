@@ -258,5 +258,7 @@ def library_serve(
     _open(db).close()
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/] serving on {host}: other machines can see your library")
+    if host in ("0.0.0.0", "::"):
+        console.print("[yellow]warning:[/] every interface: any Host header is answered")
     console.print(f"library {db}: open http://{host}:{port}/  (Ctrl-C stops)")
-    uvicorn.run(create_app(db), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(db, host), host=host, port=port, log_level="warning")

@@ -94,3 +94,14 @@ def load_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageError("unreadable", f"unexpected decoded shape {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+def to_jpeg(img: np.ndarray, max_side: int, quality: int = 85) -> bytes:
+    """An RGB array as JPEG bytes, shrunk to fit max_side (a thumbnail)."""
+    import io
+
+    im = Image.fromarray(img)
+    im.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()

@@ -13,6 +13,7 @@ and `evaluate`; every SQL statement is in `store`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import asdict
@@ -112,6 +113,25 @@ class Library:
         return img[
             max(0, int(y1 - m)) : min(h, int(y2 + m)), max(0, int(x1 - m)) : min(w, int(x2 + m))
         ]
+
+    def face_thumbnail(self, face_id: int, size: int = 112) -> bytes:
+        """A face's JPEG thumbnail, cut from its photo once and kept in DB.thumbs/ (named by
+        the face and its photo's content, so a changed photo is cut again)."""
+        from facetrain.atomic import OutputError, write_bytes
+        from facetrain.data.images import to_jpeg
+
+        row = store.face_box(self.con, face_id)
+        if row is None:
+            raise LibraryError(f"no face {face_id}")
+        cached = self.path.with_name(self.path.name + ".thumbs") / (
+            f"{face_id}-{row['sha256'][:16]}-{size}.jpg"
+        )
+        if cached.is_file():
+            return cached.read_bytes()
+        data = to_jpeg(self.face_crop(face_id), size)
+        with contextlib.suppress(OutputError):  # a read-only place: served, not kept
+            write_bytes(cached, data)
+        return data
 
     # --- the owner's word --------------------------------------------------------------
 

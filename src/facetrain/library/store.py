@@ -308,8 +308,11 @@ def face_listing(con, person_id: int) -> list[sqlite3.Row]:
 
 
 def face_box(con, face_id: int) -> sqlite3.Row | None:
+    """A face's photo id, box and its photo's content hash."""
     return con.execute(
-        "SELECT photo_id, x1, y1, x2, y2 FROM faces WHERE id = ?", (face_id,)
+        "SELECT f.photo_id, f.x1, f.y1, f.x2, f.y2, p.sha256 FROM faces f "
+        "JOIN photos p ON p.id = f.photo_id WHERE f.id = ?",
+        (face_id,),
     ).fetchone()
 
 

@@ -3,18 +3,23 @@
 Local by design: it binds to 127.0.0.1 unless told otherwise, the page loads nothing from
 the network (inline CSS and JS), and images are served only by face or photo *id* from the
 library — no URL names a file, so nothing outside the library can be reached through it.
+Other sites cannot reach it through the owner's browser either: a request whose `Host` is
+not this server's (DNS rebinding) is refused, and so is every state-changing request whose
+`Origin` is not the page's own (cross-site request forgery) — both 403.
 Every button is one curating action of `facetrain.library.curate`, logged and undoable.
 """
 
 from __future__ import annotations
 
-import io
 import os
+from typing import Annotated
+from urllib.parse import urlsplit
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel
+from fastapi import FastAPI, HTTPException, Path, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
 
+from facetrain.data.images import to_jpeg
 from facetrain.library.library import Library
 from facetrain.library.store import LibraryError
 
@@ -24,22 +29,47 @@ class NameBody(BaseModel):
 
 
 class MergeBody(BaseModel):
-    other: int
+    other: Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
-def _jpeg(img, size: int) -> bytes:
-    from PIL import Image
-
-    im = Image.fromarray(img)
-    im.thumbnail((size, size))
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+ANY_ADDRESS = frozenset({"0.0.0.0", "::"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+Id = Annotated[int, Path(ge=0, le=2**63 - 1)]  # SQLite's integers: larger ids are a 422
 
 
-def create_app(db_path: str | os.PathLike) -> FastAPI:
-    """The page and its JSON routes; each request opens the library, acts, closes it."""
+def allowed_hosts(bind: str) -> frozenset[str] | None:
+    """The host names requests may carry: the local names, and the bound address when it is
+    another; None (any) when bound to every interface (the CLI warns)."""
+    if bind in ANY_ADDRESS:
+        return None
+    return LOCAL_HOSTS | {bind.lower().strip("[]")}
+
+
+def refusal(method: str, host: str, origin: str | None, hosts) -> str | None:
+    """Why a request is refused (None: it is not): a foreign Host, or a state-changing
+    request without the page's own Origin."""
+    name = urlsplit(f"//{host}").hostname if host else None
+    if hosts is not None and name not in hosts:
+        return f"unknown Host {host!r}: this server answers as {', '.join(sorted(hosts))}"
+    if method not in SAFE_METHODS and (origin is None or urlsplit(origin).netloc != host):
+        return f"{method} from origin {origin!r} refused: only this page may change the library"
+    return None
+
+
+def create_app(db_path: str | os.PathLike, host: str = "127.0.0.1") -> FastAPI:
+    """The page and its JSON routes; each request opens the library, acts, closes it.
+    `host`: the address it is served on (decides which Host headers it answers)."""
     app = FastAPI(title="facetrain library", docs_url=None, redoc_url=None, openapi_url=None)
+    hosts = allowed_hosts(host)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        h = request.headers
+        why = refusal(request.method, h.get("host", ""), h.get("origin"), hosts)
+        if why is not None:
+            return PlainTextResponse(why, status_code=403)
+        return await call_next(request)
 
     def act(method: str, *args, status: int = 400):
         with Library(db_path) as lib:
@@ -66,39 +96,39 @@ def _views(app: FastAPI, act, db_path) -> None:
             return [p | {"face_ids": lib.face_ids(p["id"], 12)} for p in lib.people()]
 
     @app.get("/api/stacks/{stack}/photos")
-    def stack_photos(stack: int) -> list[int]:
+    def stack_photos(stack: Id) -> list[int]:
         return act("stack_photos", stack)
 
     @app.get("/face/{face_id}.jpg")
-    def face(face_id: int) -> Response:
-        return Response(_jpeg(act("face_crop", face_id, status=404), 112), media_type="image/jpeg")
+    def face(face_id: Id) -> Response:
+        return Response(act("face_thumbnail", face_id, status=404), media_type="image/jpeg")
 
     @app.get("/photo/{photo_id}.jpg")
-    def photo(photo_id: int) -> Response:
-        return Response(_jpeg(act("photo", photo_id, status=404), 480), media_type="image/jpeg")
+    def photo(photo_id: Id) -> Response:
+        return Response(to_jpeg(act("photo", photo_id, status=404), 480), media_type="image/jpeg")
 
 
 def _actions(app: FastAPI, act) -> None:
     """The owner's actions (POST), each one curating step of the library."""
 
     @app.post("/api/stacks/{stack}/name")
-    def api_name(stack: int, body: NameBody) -> dict:
+    def api_name(stack: Id, body: NameBody) -> dict:
         return {"message": act("name", str(stack), body.name)}
 
     @app.post("/api/stacks/{stack}/merge")
-    def api_merge(stack: int, body: MergeBody) -> dict:
+    def api_merge(stack: Id, body: MergeBody) -> dict:
         return {"message": act("merge", str(stack), str(body.other))}
 
     @app.post("/api/stacks/{stack}/split")
-    def api_split(stack: int) -> dict:
+    def api_split(stack: Id) -> dict:
         return {"message": act("split", str(stack))}
 
     @app.post("/api/stacks/{stack}/hide")
-    def api_hide(stack: int) -> dict:
+    def api_hide(stack: Id) -> dict:
         return {"message": act("hide", str(stack))}
 
     @app.post("/api/faces/{face}/reject")
-    def api_reject(face: int) -> dict:
+    def api_reject(face: Id) -> dict:
         return {"message": act("reject", face)}
 
     @app.post("/api/undo")
