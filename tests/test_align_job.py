@@ -198,3 +198,24 @@ def test_unusable_arguments_exit_2(tmp_path):
         res = runner.invoke(app, args)
         assert res.exit_code == 2, args
         assert "error:" in res.output
+
+
+def test_every_phone_format_aligned_and_the_rest_listed(tmp_path):
+    """HEIC, AVIF, TIFF and an animated GIF of a real face are aligned; a camera RAW file is
+    in alignment.csv with its reason (an animated GIF used to be left out silently)."""
+    if not LFW_RAW.exists():
+        pytest.skip(f"{LFW_RAW} absent (real data not here)")
+    face = Image.open(sorted(LFW_RAW.rglob("*.jpg"))[0]).convert("RGB")
+    src = tmp_path / "phone" / "someone"
+    src.mkdir(parents=True)
+    for ext in (".heic", ".avif", ".tiff"):
+        face.save(src / f"face{ext}")
+    face.save(src / "face.gif", save_all=True, append_images=[face.rotate(90)], duration=50)
+    (src / "IMG_0001.CR2").write_bytes(b"II*\x00" + b"\x00" * 64)
+    align_cli(tmp_path / "phone", tmp_path / "out", "--workers", "1")
+    got = {Path(x["source"]).name: (x["status"], x["reason"]) for x in rows(tmp_path / "out")}
+    assert {k: v[0] for k, v in got.items()} == {
+        "face.heic": "ok", "face.avif": "ok", "face.tiff": "ok", "face.gif": "ok",
+        "IMG_0001.CR2": "unsupported",
+    }  # fmt: skip
+    assert "camera RAW" in got["IMG_0001.CR2"][1]

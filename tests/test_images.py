@@ -115,3 +115,49 @@ def test_huge_dimensions_refused_before_decoding(tmp_path: Path):
     with pytest.raises(ImageError) as e:
         load_rgb(p)
     assert e.value.status == "too_large" and "100000x100000" in e.value.reason
+
+
+def _pattern() -> Image.Image:
+    """60x40, white block at the stored top-left, smooth elsewhere (survives lossy codecs)."""
+    a = np.full((40, 60, 3), 40, np.uint8)
+    a[:12, :12] = 255
+    return Image.fromarray(a)
+
+
+@pytest.mark.parametrize("ext", [".heic", ".avif", ".tif", ".webp", ".png", ".jpg"])
+def test_phone_and_camera_formats_decode_upright(tmp_path: Path, ext):
+    """HEIC (an iPhone's default), AVIF, TIFF, WebP, PNG, JPEG — each with an EXIF rotation."""
+    p = tmp_path / f"photo{ext}"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display = stored pixels rotated 90° clockwise
+    _pattern().save(p, exif=exif.tobytes(), **({"quality": 95} if ext != ".png" else {}))
+    a = load_rgb(p)
+    assert a.shape == (60, 40, 3), ext  # upright: width and height swapped
+    assert a[:10, -10:].mean() > 200 and a[:10, :10].mean() < 80, ext  # block now top-right
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path: Path):
+    p = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (30, 20), c) for c in ((250, 0, 0), (0, 0, 250), (0, 250, 0))]
+    frames[0].save(p, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    a = load_rgb(p)
+    assert a.shape == (20, 30, 3) and a[..., 0].mean() > 200 and a[..., 2].mean() < 50
+
+
+def test_multipage_tiff_gives_its_first_page(tmp_path: Path):
+    p = tmp_path / "scan.tiff"
+    pages = [Image.new("RGB", (16, 16), c) for c in ((0, 200, 0), (200, 0, 0))]
+    pages[0].save(p, save_all=True, append_images=pages[1:])
+    assert load_rgb(p)[..., 1].mean() > 150
+
+
+@pytest.mark.parametrize("name", ["IMG_0001.CR2", "DSC_0002.nef", "pic.dng", "a.jxl"])
+def test_unsupported_photo_formats_are_named_with_a_reason(tmp_path: Path, name):
+    from facetrain.data.images import is_image_name
+
+    p = tmp_path / name
+    p.write_bytes(b"II*\x00" + b"\x00" * 64)
+    assert is_image_name(name)  # listed, so that it is reported — not silently left out
+    with pytest.raises(ImageError) as e:
+        load_rgb(p)
+    assert e.value.status == "unsupported" and ("RAW" in e.value.reason or "JPEG" in e.value.reason)

@@ -297,3 +297,32 @@ def test_split_a_mixed_stack_and_undo(photos, tmp_path):
     assert len(after) > len(ppl) and after[0]["faces"] < big["faces"]
     cli("library", "undo", "--db", db)
     assert faces_table(db) == before
+
+
+def test_scan_reads_iphone_formats_and_lists_what_it_cannot(photos, tmp_path):
+    """A HEIC and an AVIF copy of a portrait hold the same face as the PNG; a RAW file and a
+    broken HEIC are listed with their reasons; nothing in the folder changes."""
+    portrait = photos / "amy" / "amy1.png"
+    phone = tmp_path / "phone"
+    phone.mkdir()
+    img = Image.open(portrait).convert("RGB")
+    img.save(phone / "IMG_0001.HEIC", quality=95)
+    img.save(phone / "IMG_0002.avif", quality=95)
+    shutil.copy(portrait, phone / "IMG_0003.png")
+    (phone / "IMG_0004.CR2").write_bytes(b"II*\x00" + b"\x00" * 64)
+    (phone / "IMG_0005.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 32)
+    before = tree_hash(phone)
+    db, report = tmp_path / "lib.db", tmp_path / "r.json"
+    model = make_model(tmp_path / "m.safetensors")
+    cli("library", "scan", phone, "--db", db, "--model", model, "--json", report)
+    r = json.loads(report.read_text())
+    assert r["new"] == 5 and r["faces"] == 3
+    why = {Path(k).name: v for k, v in r["problems"].items()}
+    assert set(why) == {"IMG_0004.CR2", "IMG_0005.heic"}
+    assert "camera RAW" in why["IMG_0004.CR2"] and why["IMG_0005.heic"].startswith("unreadable")
+    con = sqlite3.connect(db)
+    sql = "SELECT f.embedding FROM faces f JOIN photos p ON p.id = f.photo_id ORDER BY p.path"
+    emb = [np.frombuffer(b, np.float32) for (b,) in con.execute(sql)]
+    con.close()
+    assert min(float(a @ b) for a in emb for b in emb) > 0.95  # the same face in each format
+    assert tree_hash(phone) == before

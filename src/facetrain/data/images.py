@@ -1,8 +1,11 @@
 """Decode any photo a user may have into 8-bit RGB, or say exactly why not.
 
 Photos arrive as grayscale, CMYK, palette, with alpha, 16-bit, rotated by an EXIF tag, or
-broken. Everything downstream wants an upright HxWx3 uint8 array, so the conversion lives
-here once.
+broken, in every format a phone or camera writes: JPEG, HEIC/HEIF (an iPhone's default,
+through pillow-heif), AVIF, PNG, WebP, TIFF (first page), GIF (first frame), BMP. Camera RAW
+and other formats that cannot be read are still listed, so that they are reported with the
+reason instead of silently left out. Everything downstream wants an upright HxWx3 uint8
+array, so the conversion lives here once.
 """
 
 from __future__ import annotations
@@ -11,9 +14,53 @@ import os
 import warnings
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"})
+pillow_heif.register_heif_opener()  # HEIC/HEIF; Pillow reads AVIF itself
+
+IMAGE_EXTENSIONS = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".png",
+        ".bmp",
+        ".pgm",
+        ".ppm",
+        ".webp",
+        ".heic",
+        ".heif",
+        ".hif",
+        ".avif",
+        ".tif",
+        ".tiff",
+        ".gif",
+    }  # fmt: skip
+)
+# Photo formats that are listed but not read: each is reported with this reason.
+UNSUPPORTED = {
+    **dict.fromkeys(
+        (
+            ".dng",
+            ".cr2",
+            ".cr3",
+            ".nef",
+            ".nrw",
+            ".arw",
+            ".orf",
+            ".rw2",
+            ".raf",
+            ".pef",
+            ".srw",
+            ".x3f",
+        ),  # fmt: skip
+        "camera RAW is not read: export it as JPEG, HEIC or TIFF",
+    ),
+    ".jxl": "JPEG XL is not read: convert it to JPEG or PNG",
+    ".psd": "Photoshop files are not read: export a JPEG or PNG",
+    ".svg": "vector drawings are not photos",
+}
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: above any camera, below a decompression bomb
 
 # We apply our own pixel limit before decoding; PIL's warning/error would only duplicate it.
@@ -30,11 +77,17 @@ class ImageError(Exception):
 
 
 def is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    """A photo by its name: one facetrain reads, or one it lists as unsupported."""
+    ext = os.path.splitext(name)[1].lower()
+    return ext in IMAGE_EXTENSIONS or ext in UNSUPPORTED
 
 
 def open_checked(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open (not decode) an image, refusing empty files and oversize dimensions."""
+    """Open (not decode) an image, refusing empty files, unsupported formats and oversize
+    dimensions."""
+    why = UNSUPPORTED.get(os.path.splitext(str(path))[1].lower())
+    if why is not None:
+        raise ImageError("unsupported", why)
     try:
         if os.path.getsize(path) == 0:
             raise ImageError("unreadable", "empty file (0 bytes)")
