@@ -1,8 +1,12 @@
-"""One progress bar style for every long step: count, rate, elapsed and ETA."""
+"""One progress bar style for every long step: count, rate, elapsed and ETA — a live bar
+on a terminal, plain lines in a log (a job under nohup, cron or a cluster scheduler)."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.progress import (
@@ -18,10 +22,13 @@ from rich.progress import (
 console = Console(stderr=True, soft_wrap=True)  # never break a path across lines
 
 
-def progress_bar(*, disable: bool | None = None) -> Progress:
-    """A rich Progress that renders on stderr; hidden when stderr is not a terminal."""
-    if disable is None:
-        disable = not sys.stderr.isatty()
+def progress_bar(*, disable: bool | None = None, every: float = 30.0):
+    """A rich Progress on stderr when it is a terminal; otherwise (disable None) plain lines,
+    one per `every` seconds (FACETRAIN_PROGRESS_EVERY) once a step has run that long
+    (short steps print nothing);
+    nothing when disable is True."""
+    if disable is None and not sys.stderr.isatty():
+        return PlainProgress(float(os.environ.get("FACETRAIN_PROGRESS_EVERY", every)))
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -32,6 +39,61 @@ def progress_bar(*, disable: bool | None = None) -> Progress:
         TextColumn("ETA"),
         TimeRemainingColumn(),
         console=console,
-        disable=disable,
+        disable=bool(disable),
         transient=False,
     )
+
+
+@dataclass
+class _Task:
+    description: str
+    total: float | None
+    completed: float = 0.0
+    fields: dict = field(default_factory=dict)
+
+
+class PlainProgress:
+    """The part of rich's Progress that facetrain's steps use, written as log lines:
+    `scan 1200/4000 (30%) 4.1/s, elapsed 4:52, ETA 11:23`."""
+
+    def __init__(self, every: float = 30.0):
+        self.every, self.tasks = every, []
+        self.start = self.last = time.monotonic()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.last > self.start:  # it printed: say where it ended
+            for i in range(len(self.tasks)):
+                self._line(i)
+
+    def add_task(self, description: str, total: float | None = None, **fields) -> int:
+        self.tasks.append(_Task(description, total, fields=fields))
+        return len(self.tasks) - 1
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        self.tasks[task].completed += advance
+        if time.monotonic() - self.last >= self.every:
+            self._line(task)
+
+    def update(self, task: int, **fields) -> None:
+        self.tasks[task].fields.update(fields)
+
+    def _line(self, task: int) -> None:
+        t, now = self.tasks[task], time.monotonic()
+        self.last = now
+        elapsed = now - self.start
+        rate = t.completed / elapsed if elapsed > 0 else 0.0
+        done = f"{t.completed:.0f}" + (f"/{t.total:.0f} ({t.completed / t.total:.0%})"
+                                       if t.total else "")  # fmt: skip
+        left = (t.total - t.completed) / rate if t.total and rate > 0 else None
+        eta = f", ETA {_clock(left)}" if left is not None else ""
+        print(f"{t.description} {done} {rate:.1f}/s, elapsed {_clock(elapsed)}{eta}",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
