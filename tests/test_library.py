@@ -326,3 +326,41 @@ def test_scan_reads_iphone_formats_and_lists_what_it_cannot(photos, tmp_path):
     con.close()
     assert min(float(a @ b) for a in emb for b in emb) > 0.95  # the same face in each format
     assert tree_hash(phone) == before
+
+
+def test_the_library_model_is_known_by_content_wherever_it_lies(photos, tmp_path, monkeypatch):
+    """Stored by absolute path and content hash: a relative --model works from any folder
+    later; a moved model is refused with what to do, found again with --model on any
+    library command, then remembered; another model with the same preprocessing record is
+    refused (its embeddings would not mix)."""
+    db = tmp_path / "lib.db"
+    make_model(tmp_path / "models" / "m.safetensors")
+    monkeypatch.chdir(tmp_path / "models")
+    cli("library", "scan", photos, "--db", db, "--model", "m.safetensors")
+    monkeypatch.chdir(photos)  # another working folder: the stored path still means it
+    one = photos / "amy" / "amy1.png"
+    assert "amy1.png" in cli("library", "identify", one, "--db", db, "--threshold", "0.3")
+    os.rename(tmp_path / "models" / "m.safetensors", tmp_path / "moved.safetensors")
+    out = cli_fails("library", "identify", one, "--db", db)
+    assert "--model" in out and "library migrate" in out
+    cli("library", "people", "--db", db, "--model", tmp_path / "moved.safetensors")  # found
+    assert "amy1.png" in cli("library", "identify", one, "--db", db, "--threshold", "0.3")
+    twin = make_model(tmp_path / "twin.safetensors", seed=1)  # same record, other weights
+    assert "library migrate" in cli_fails("library", "people", "--db", db, "--model", twin)
+    cli("library", "migrate", "--db", db, "--model", twin)
+    assert "amy1.png" in cli("library", "identify", one, "--db", db, "--threshold", "0.3")
+
+
+def test_every_library_command_takes_model_and_a_failed_scan_leaves_nothing(photos, tmp_path):
+    from typer.main import get_command
+
+    group = get_command(app).commands["library"]
+    for name, command in group.commands.items():
+        assert "--model" in [o for p in command.params for o in p.opts], name
+    db = tmp_path / "new.db"
+    cli_fails("library", "scan", photos, "--db", db, "--model", tmp_path / "missing.safetensors")
+    assert list(tmp_path.iterdir()) == [photos]  # no empty library left behind
+    cli("library", "scan", photos, "--db", db, "--model", make_model(tmp_path / "m.safetensors"))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert db.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file (0644 less umask)

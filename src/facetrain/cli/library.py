@@ -25,10 +25,19 @@ ModelOpt = Annotated[
 ThresholdOpt = Annotated[float | None, typer.Option(help="[the model's calibrated one]")]
 
 
-def _open(db: Path, **kw):
+def _open(db: Path, model: str | None = None, **kw):
+    """The library; with --model, that model checked against it (and, when the library's
+    model moved, remembered at its new place)."""
     from facetrain.library.library import Library
 
-    return Library(db, **kw)
+    lib = Library(db, **kw)
+    if model is not None:
+        try:
+            lib.model(model)
+        except BaseException:
+            lib.close()
+            raise
+    return lib
 
 
 def _spec(spec: Path | None) -> dict | None:
@@ -54,10 +63,16 @@ def library_scan(
 
     if not photos.is_dir():  # before the library file is made
         fail(f"{photos}: not a folder of photos")
-    with _open(db, create=True) as lib:
-        fm = lib.model(model, device, _spec(spec))
-        console.print(f"model: {fm.source}")
-        rep = lib.scan(photos, fm, Quality(min_size, min_score, min_sharpness), device)
+    new = not db.exists()
+    try:
+        with _open(db, create=True) as lib:
+            fm = lib.model(model, device, _spec(spec))
+            console.print(f"model: {fm.source}")
+            rep = lib.scan(photos, fm, Quality(min_size, min_score, min_sharpness), device)
+    except BaseException:
+        if new:  # a scan that failed before recording any photo leaves no library behind
+            _remove_if_empty(db)
+        raise
     for path, why in list(rep.problems.items())[:20]:
         console.print(f"[yellow]{why}[/]: {path}", highlight=False)
     console.print(
@@ -68,10 +83,20 @@ def library_scan(
     write_json(json_out, asdict(rep))
 
 
+def _remove_if_empty(db: Path) -> None:
+    from facetrain.library.library import Library
+
+    with Library(db, migrating_ok=True) as lib:
+        empty = lib.is_empty()
+    if empty:
+        for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            f.unlink(missing_ok=True)
+
+
 @library_app.command("cluster")
-def library_cluster(db: DbOpt, threshold: ThresholdOpt = None) -> None:
+def library_cluster(db: DbOpt, model: ModelOpt = None, threshold: ThresholdOpt = None) -> None:
     """Stack unnamed faces per person; named people stay and attract their new faces."""
-    with _open(db) as lib:
+    with _open(db, model) as lib:
         r, thr = lib.cluster(threshold)
     console.print(
         f"{r.faces} faces → {r.stacks} stacks ({r.matched_to_named} clusters joined named "
@@ -81,9 +106,9 @@ def library_cluster(db: DbOpt, threshold: ThresholdOpt = None) -> None:
 
 
 @library_app.command("people")
-def library_people(db: DbOpt, json_out: JsonOut = None) -> None:
+def library_people(db: DbOpt, model: ModelOpt = None, json_out: JsonOut = None) -> None:
     """Stacks, largest first: id, name, faces, photos."""
-    with _open(db) as lib:
+    with _open(db, model) as lib:
         rows = lib.people()
     table = Table(title=f"{len(rows)} stacks")
     for col in ("stack", "name", "faces", "photos", "confirmed", "hidden"):
@@ -95,8 +120,8 @@ def library_people(db: DbOpt, json_out: JsonOut = None) -> None:
     write_json(json_out, rows)
 
 
-def _curate(db: Path, action: str, *args) -> None:
-    with _open(db) as lib:
+def _curate(db: Path, model: str | None, action: str, *args) -> None:
+    with _open(db, model) as lib:
         console.print(getattr(lib, action)(*args), highlight=False)
 
 
@@ -105,9 +130,10 @@ def library_name(
     stack: Annotated[str, typer.Argument(help="Stack id or current name.")],
     name: Annotated[str, typer.Argument(help="The person's name.")],
     db: DbOpt,
+    model: ModelOpt = None,
 ) -> None:
     """Name a stack (a name already used merges the stack into that person)."""
-    _curate(db, "name", stack, name)
+    _curate(db, model, "name", stack, name)
 
 
 @library_app.command("merge")
@@ -115,51 +141,61 @@ def library_merge(
     into: Annotated[str, typer.Argument(help="Stack to keep.")],
     other: Annotated[str, typer.Argument(help="Stack merged into it.")],
     db: DbOpt,
+    model: ModelOpt = None,
 ) -> None:
     """Merge stack OTHER into INTO."""
-    _curate(db, "merge", into, other)
+    _curate(db, model, "merge", into, other)
 
 
 @library_app.command("split")
 def library_split(
     stack: Annotated[str, typer.Argument(help="Stack id or name.")],
     db: DbOpt,
+    model: ModelOpt = None,
     threshold: Annotated[float | None, typer.Option(help="[0.7 × the model's]")] = None,
 ) -> None:
     """Sub-cluster a stack that mixes people."""
-    _curate(db, "split", stack, threshold)
+    _curate(db, model, "split", stack, threshold)
 
 
 @library_app.command("reject")
 def library_reject(
-    face: Annotated[int, typer.Argument(help="Face id (see `library faces`).")], db: DbOpt
+    face: Annotated[int, typer.Argument(help="Face id (see `library faces`).")],
+    db: DbOpt,
+    model: ModelOpt = None,
 ) -> None:
     """Not this person: the face leaves its stack and is never put back."""
-    _curate(db, "reject", face)
+    _curate(db, model, "reject", face)
 
 
 @library_app.command("hide")
-def library_hide(stack: Annotated[str, typer.Argument()], db: DbOpt) -> None:
+def library_hide(
+    stack: Annotated[str, typer.Argument()], db: DbOpt, model: ModelOpt = None
+) -> None:
     """Hide a stack (strangers, posters): its faces are left out from now on."""
-    _curate(db, "hide", stack)
+    _curate(db, model, "hide", stack)
 
 
 @library_app.command("undo")
 def library_undo(
-    db: DbOpt, steps: Annotated[int, typer.Option(help="How many actions.")] = 1
+    db: DbOpt,
+    model: ModelOpt = None,
+    steps: Annotated[int, typer.Option(help="How many actions.")] = 1,
 ) -> None:
     """Undo the last curating actions (name, merge, split, reject, hide)."""
-    with _open(db) as lib:
+    with _open(db, model) as lib:
         done = lib.undo(steps)
     console.print("\n".join(f"undone: {d}" for d in done) or "nothing to undo", highlight=False)
 
 
 @library_app.command("faces")
 def library_faces(
-    stack: Annotated[str, typer.Argument(help="Stack id or name.")], db: DbOpt
+    stack: Annotated[str, typer.Argument(help="Stack id or name.")],
+    db: DbOpt,
+    model: ModelOpt = None,
 ) -> None:
     """The faces of a stack: face id, photo, box (ids for `reject`)."""
-    with _open(db) as lib:
+    with _open(db, model) as lib:
         faces = lib.faces(stack)
     for f in faces:
         box = ",".join(f"{f[k]:.0f}" for k in ("x1", "y1", "x2", "y2"))
@@ -170,6 +206,7 @@ def library_faces(
 def library_identify(
     photos: Annotated[list[Path], typer.Argument(help="Photos to recognise.")],
     db: DbOpt,
+    model: ModelOpt = None,
     threshold: ThresholdOpt = None,
     margin: Annotated[float, typer.Option(help="Required gap to the runner-up.")] = 0.05,
     device: DeviceOpt = "cpu",
@@ -179,7 +216,7 @@ def library_identify(
     with _open(db) as lib:
         if not any(p["name"] for p in lib.people()):
             console.print("[yellow]no named people yet: every face is unknown[/]")
-        results = lib.identify(photos, threshold, margin, device)
+        results = lib.identify(photos, threshold, margin, device, model)
     for r in results:
         if "error" in r:
             console.print(f"[yellow]skipped[/] {r['photo']}: {r['error']}", highlight=False)
@@ -195,10 +232,11 @@ def library_identify(
 def library_export(
     db: DbOpt,
     by_person: Annotated[Path, typer.Option("--by-person", help="Folder to fill with links.")],
+    model: ModelOpt = None,
     unnamed: Annotated[bool, typer.Option(help="Also unnamed stacks.")] = False,
 ) -> None:
     """A folder per person of links to the original photos (never moved or copied)."""
-    with _open(db) as lib:
+    with _open(db, model) as lib:
         counts = lib.export(by_person, unnamed)
     console.print(f"{sum(counts.values())} links in {len(counts)} folders under {by_person}")
 
@@ -207,10 +245,11 @@ def library_export(
 def library_eval(
     db: DbOpt,
     truth: Annotated[Path, typer.Option(help="A folder per person of their photos.")],
+    model: ModelOpt = None,
     json_out: JsonOut = None,
 ) -> None:
     """Pairwise and BCubed precision/recall/F of the stacks against folder labels."""
-    with _open(db) as lib:
+    with _open(db, model) as lib:
         r, left = lib.evaluate(truth)
     console.print(
         f"{r['faces']} faces of {r['people']} people in {r['stacks']} stacks: pairwise P "
@@ -243,6 +282,7 @@ def library_migrate(
 @library_app.command("serve")
 def library_serve(
     db: DbOpt,
+    model: ModelOpt = None,
     host: Annotated[
         str, typer.Option(help="Address to bind (local only by default).")
     ] = "127.0.0.1",
@@ -255,7 +295,7 @@ def library_serve(
     uvicorn = require("uvicorn", "web", "library serve")
     from facetrain.library.web import create_app
 
-    _open(db).close()
+    _open(db, model).close()
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/] serving on {host}: other machines can see your library")
     if host in ("0.0.0.0", "::"):

@@ -48,14 +48,24 @@ class Library:
     # --- the model ---------------------------------------------------------------------
 
     def model(self, model: str | None = None, device: str = "cpu", spec: dict | None = None):
-        """The library's model: the one given (which must be the one it was made with), the
-        one it was made with, or — for a new library — the default pretrained model."""
+        """The library's model: the one given (which must be the one it was made with, by
+        content — a moved model is remembered at its new place), the one it was made with,
+        or — for a new library — the default pretrained model."""
         from facetrain.models.pretrained import DEFAULT
-        from facetrain.models.saved import open_model
+        from facetrain.models.saved import ModelFileError, content_hash, open_model
 
-        source = model or store.get_meta(self.con, "model_source") or DEFAULT
-        fm = open_model(source, device, "auto", spec)
-        store.check_model(self.con, asdict(fm.pre), fm.source, str(self.path))
+        stored = store.get_meta(self.con, "model_source")
+        try:
+            fm = open_model(model or stored or DEFAULT, device, "auto", spec)
+        except ModelFileError as e:
+            if model is not None or stored is None:
+                raise
+            raise LibraryError(
+                f"the library's model is not usable any more ({e}); if it moved, give its new "
+                f"place with --model (it is recognised by its content); to use another model, "
+                f"`facetrain library migrate --db {self.path} --model OTHER`"
+            ) from None
+        store.check_model(self.con, asdict(fm.pre), fm.source, str(self.path), content_hash(fm))
         return fm
 
     def threshold(self, given: float | None = None) -> tuple[float, str]:
@@ -70,6 +80,10 @@ class Library:
         if rec.get("threshold") is None:
             raise LibraryError("the library's model has no calibrated threshold; pass --threshold")
         return float(rec["threshold"]), distance
+
+    def is_empty(self) -> bool:
+        """No photo recorded yet."""
+        return store.count_photos(self.con) == 0
 
     # --- reading -----------------------------------------------------------------------
 
@@ -173,7 +187,7 @@ class Library:
         return cluster(self.con, thr, distance), thr
 
     def identify(self, photos: list, threshold: float | None = None, margin: float = 0.05,
-                 device: str = "cpu") -> list[dict]:  # fmt: skip
+                 device: str = "cpu", model: str | None = None) -> list[dict]:  # fmt: skip
         """Every face of each photo named from the named people, or `unknown`."""
         from facetrain.library.scan import Scanner
 
@@ -181,7 +195,7 @@ class Library:
         if not math.isfinite(margin) or margin < 0:
             raise LibraryError(f"--margin {margin}: a finite number ≥ 0")
         protos = curate.prototypes(self.con)
-        scanner = Scanner(self.model(device=device), device=device)
+        scanner = Scanner(self.model(model, device=device), device=device)
         return [_identify_photo(p, scanner, protos, thr, distance, margin) for p in photos]
 
     def export(self, folder: str | os.PathLike, unnamed: bool = False) -> dict[str, int]:
@@ -204,8 +218,9 @@ class Library:
 
     def migrate(self, model, device: str = "cpu") -> dict:
         from facetrain.library.scan import Scanner, migrate
+        from facetrain.models.saved import content_hash
 
-        return migrate(self.con, Scanner(model, device=device), model.source)
+        return migrate(self.con, Scanner(model, device=device), model.source, content_hash(model))
 
 
 def _identify_photo(path, scanner, protos, threshold, distance, margin) -> dict:

@@ -236,7 +236,9 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def migrate(con, scanner: Scanner, source: str, *, progress: bool | None = None) -> dict:
+def migrate(
+    con, scanner: Scanner, source: str, digest: str, *, progress: bool | None = None
+) -> dict:
     """Re-detect and re-embed every photo with a new model, carrying each face's labels
     (person, confirmed, hidden, rejections) to the new face at the same place (box IoU ≥
     0.5). Resumable: photos done are remembered until the whole library is done, and the
@@ -268,6 +270,7 @@ def migrate(con, scanner: Scanner, source: str, *, progress: bool | None = None)
     with transaction(con):
         store.set_meta(con, "model", target)
         store.set_meta(con, "model_source", source)
+        store.set_meta(con, "model_hash", digest)
         store.del_meta(con, "migrating_to")
         store.end_migration(con)
     return {"photos": len(todo), "confirmed_faces_kept": kept, "confirmed_faces_lost": lost}

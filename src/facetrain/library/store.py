@@ -122,19 +122,26 @@ def model_record(con: sqlite3.Connection) -> dict | None:
     return rec
 
 
-def check_model(con: sqlite3.Connection, pre: dict, source: str, db: str) -> None:
-    """The library's embeddings must all come from one model and recipe."""
+def check_model(
+    con: sqlite3.Connection, pre: dict, source: str, db: str, digest: str | None = None
+) -> None:
+    """The library's embeddings must all come from one model: the same preprocessing and
+    (when known) the same weights, by content hash. The model found at a new place is
+    remembered there."""
     have = model_record(con)
     if have is None:
         set_meta(con, "model", json.dumps(pre, sort_keys=True))
-        set_meta(con, "model_source", source)
-        return
-    if have != json.loads(json.dumps(pre, sort_keys=True)):
+    elif have != json.loads(json.dumps(pre, sort_keys=True)) or (
+        digest is not None and get_meta(con, "model_hash") not in (None, digest)
+    ):
         raise LibraryError(
             f"{db} holds embeddings of another model ({get_meta(con, 'model_source')}); "
             f"use `facetrain library migrate --db {db} --model {source}` to re-embed it "
             "(names are kept)"
         )
+    set_meta(con, "model_source", source)
+    if digest is not None:
+        set_meta(con, "model_hash", digest)
 
 
 def to_blob(e: np.ndarray) -> bytes:
@@ -216,6 +223,10 @@ def add_photo(con, path, digest, size, mtime, width, height, taken, status, erro
         (path, digest, size, mtime, width, height, taken, status, error),
     )
     return int(cur.lastrowid)
+
+
+def count_photos(con) -> int:
+    return con.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
 
 
 def photo_path(con, photo_id: int) -> str | None:

@@ -13,7 +13,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -192,17 +192,36 @@ def open_model(
             )
     if not p.exists():
         raise ModelFileError(f"{path}: no such file or folder")
+    # its source: the name of a pretrained model, else the absolute path (remembered by a
+    # library, so it must mean the same file from any working folder)
+    source = str(path) if pretrained.is_spec(path) else str(p.resolve())
     if p.suffix == ".onnx":
-        return load_onnx(p, device, spec)
+        return replace(load_onnx(p, device, spec), source=source)
     if backend == "onnx":
         raise ModelFileError(f"{path}: --backend onnx needs an .onnx file or a run folder")
     if p.suffix in (".pt", ".ts", ".torchscript"):
-        return load_torchscript(p, device, spec)
+        return replace(load_torchscript(p, device, spec), source=source)
     net, pre = load_model(p, device)
     if spec:
         pre = Preprocess.from_dict(asdict(pre) | spec, str(path))
-    source = str(path) if pretrained.is_spec(path) else str(p)  # a library remembers the name
     return FaceModel.of_module(net, pre, source)
+
+
+def content_hash(fm: FaceModel) -> str:
+    """What identifies a model's weights wherever its file lies: a hash of its parameters
+    and buffers (a torch module), else of its file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    if fm.module is not None:
+        for name, t in sorted(fm.module.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    else:
+        with open(fm.source, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:32]
 
 
 def _record(meta: str | None, spec: dict | None, source: str, fill: dict) -> Preprocess:
