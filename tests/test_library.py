@@ -364,3 +364,45 @@ def test_every_library_command_takes_model_and_a_failed_scan_leaves_nothing(phot
     umask = os.umask(0o022)
     os.umask(umask)
     assert db.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file (0644 less umask)
+
+
+def test_threshold_fitted_to_the_owners_named_people(tmp_path):
+    """A model whose threshold is far off for these faces (10x too strict: every face alone)
+    gives correct stacks once two people are named with two faces each: the library fits
+    the threshold to their confirmed faces, says so, and re-clusters the unnamed faces."""
+    if not BBT.exists():
+        pytest.skip(f"{BBT} absent (real data not here)")
+    people = ("amy", "penny", "howard", "leonard", "sheldon")
+    photos = tmp_path / "photos"
+    for who in people:
+        (photos / who).mkdir(parents=True)
+        for p in sorted((BBT / "reference" / who).iterdir())[:4]:
+            shutil.copy(p, photos / who / p.name)
+    spec = tmp_path / "far-off.json"
+    spec.write_text(json.dumps({"threshold": 0.02}))
+    db = tmp_path / "lib.db"
+    cli("library", "scan", photos, "--db", db, "--model", "pretrained:dlib_resnet",
+        "--preprocess", spec)  # fmt: skip
+    out = cli("library", "cluster", "--db", db)
+    assert "20 stacks" in out and "model's calibrated threshold" in out
+
+    def stacks() -> dict[str, int]:
+        return {Path(r[0]).name: r[3] for r in faces_table(db)}
+
+    for who in ("amy", "penny"):
+        for k in (1, 2):
+            cli("library", "name", stacks()[f"{who}{k}.png"], who.title(), "--db", db)
+    out = cli("library", "cluster", "--db", db)
+    assert "fitted to your named people: 4 confirmed faces of 2 people" in out
+    thr = float(out.split("at threshold ")[1].split(":")[0])
+    assert thr > 5 * 0.02  # the far-off one was not kept
+    s = stacks()
+    for who in ("amy", "penny"):  # the named people's other faces joined them
+        assert {s[f"{who}{k}.png"] for k in (3, 4)} == {s[f"{who}1.png"]}, (who, s)
+    report = tmp_path / "eval.json"
+    cli("library", "eval", "--db", db, "--truth", photos, "--json", report)
+    fitted = json.loads(report.read_text())
+    assert fitted["bcubed_f"] >= 0.8 and fitted["stacks"] <= 8, fitted
+    cli("library", "cluster", "--db", db, "--threshold", "0.02")  # the far-off one, given
+    cli("library", "eval", "--db", db, "--truth", photos, "--json", report)
+    assert fitted["bcubed_f"] > json.loads(report.read_text())["bcubed_f"] + 0.2

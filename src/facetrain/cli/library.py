@@ -97,11 +97,12 @@ def _remove_if_empty(db: Path) -> None:
 def library_cluster(db: DbOpt, model: ModelOpt = None, threshold: ThresholdOpt = None) -> None:
     """Stack unnamed faces per person; named people stay and attract their new faces."""
     with _open(db, model) as lib:
-        r, thr = lib.cluster(threshold)
+        r, thr, why = lib.cluster(threshold)
     console.print(
         f"{r.faces} faces → {r.stacks} stacks ({r.matched_to_named} clusters joined named "
         f"people, {r.new_stacks} new stacks; {r.split_for_cannot_link} faces moved apart: "
-        f"same photo) at threshold {thr:.3f}"
+        f"same photo) at threshold {thr:.3f}: {why}",
+        highlight=False,
     )
 
 

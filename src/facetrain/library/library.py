@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -69,21 +70,41 @@ class Library:
         return fm
 
     def threshold(self, given: float | None = None) -> tuple[float, str]:
-        """The threshold (given, else the model's) and the distance it is measured in: always
-        the library model's distance, also for a given threshold."""
+        """The threshold in use and the distance it is measured in (always the library
+        model's distance, also for a given threshold)."""
+        value, distance, _ = self.threshold_and_why(given)
+        return value, distance
+
+    def threshold_and_why(self, given: float | None = None) -> tuple[float, str, str]:
+        """(threshold, distance, why): the one given; else the one the owner's named people
+        support (once two people have two confirmed faces each: the best-accuracy threshold
+        over pairs of their confirmed faces — a model's LFW calibration may not fit the
+        owner's family); else the model's calibrated one."""
+        from facetrain.evaluate.verification import labelled_threshold
+
         rec = store.model_record(self.con) or {}
-        distance = rec.get("distance", "squared_l2")
+        distance, model_thr = rec.get("distance", "squared_l2"), rec.get("threshold")
         if given is not None:
             if not math.isfinite(given) or given < 0:
                 raise LibraryError(f"--threshold {given}: a finite number ≥ 0")
-            return given, distance
-        if rec.get("threshold") is None:
+            return given, distance, "given"
+        emb, rows = store.read_faces(self.con, "named")
+        people = Counter(r["person_id"] for r in rows)
+        if sum(n >= 2 for n in people.values()) >= 2:
+            thr = labelled_threshold(emb, [str(r["person_id"]) for r in rows], distance)
+            own = "none" if model_thr is None else f"{model_thr:.3f}"
+            return (
+                thr,
+                distance,
+                (
+                    f"fitted to your named people: {len(rows)} confirmed faces of {len(people)} "
+                    f"people (the model's own: {own})"
+                ),
+            )
+        if model_thr is None:
             raise LibraryError("the library's model has no calibrated threshold; pass --threshold")
-        return float(rec["threshold"]), distance
-
-    def is_empty(self) -> bool:
-        """No photo recorded yet."""
-        return store.count_photos(self.con) == 0
+        return float(model_thr), distance, "the model's calibrated threshold (name two people "
+        "with two faces each to fit it to yours)"
 
     # --- reading -----------------------------------------------------------------------
 
@@ -181,10 +202,11 @@ class Library:
         return scan(self.con, photos, Scanner(model, quality or Quality(), device))
 
     def cluster(self, threshold: float | None = None):
+        """Re-cluster the faces the owner has not confirmed; (report, threshold, why)."""
         from facetrain.library.cluster import cluster
 
-        thr, distance = self.threshold(threshold)
-        return cluster(self.con, thr, distance), thr
+        thr, distance, why = self.threshold_and_why(threshold)
+        return cluster(self.con, thr, distance), thr, why
 
     def identify(self, photos: list, threshold: float | None = None, margin: float = 0.05,
                  device: str = "cpu", model: str | None = None) -> list[dict]:  # fmt: skip
