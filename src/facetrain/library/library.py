@@ -106,6 +106,10 @@ class Library:
         return float(model_thr), distance, "the model's calibrated threshold (name two people "
         "with two faces each to fit it to yours)"
 
+    def is_empty(self) -> bool:
+        """No photo recorded yet."""
+        return store.count_photos(self.con) == 0
+
     # --- reading -----------------------------------------------------------------------
 
     def people(self) -> list[dict]:
