@@ -406,3 +406,29 @@ def test_threshold_fitted_to_the_owners_named_people(tmp_path):
     cli("library", "cluster", "--db", db, "--threshold", "0.02")  # the far-off one, given
     cli("library", "eval", "--db", db, "--truth", photos, "--json", report)
     assert fitted["bcubed_f"] > json.loads(report.read_text())["bcubed_f"] + 0.2
+
+
+def test_new_photos_join_their_stacks_at_scan(tmp_path):
+    """After a first `cluster`, a scan places new faces in the stacks they belong to (named
+    or not) without re-clustering the rest: other faces keep their stacks."""
+    if not BBT.exists():
+        pytest.skip(f"{BBT} absent (real data not here)")
+    photos, db = tmp_path / "photos", tmp_path / "lib.db"
+    for who in ("amy", "penny", "sheldon"):
+        (photos / who).mkdir(parents=True)
+        for k in (1, 2, 3):
+            shutil.copy(BBT / "reference" / who / f"{who}{k}.png", photos / who)
+    cli("library", "scan", photos, "--db", db, "--model", "pretrained:dlib_resnet")
+    cli("library", "cluster", "--db", db)
+    before = {Path(r[0]).name: r[3] for r in faces_table(db)}
+    assert len({before[f"amy{k}.png"] for k in (1, 2, 3)}) == 1
+    cli("library", "name", before["amy1.png"], "Amy", "--db", db)
+    for who in ("amy", "sheldon"):
+        shutil.copy(BBT / "reference" / who / f"{who}4.png", photos / who)
+    report = tmp_path / "r.json"
+    out = cli("library", "scan", photos, "--db", db, "--json", report)
+    r = json.loads(report.read_text())
+    assert (r["new"], r["joined_stacks"], r["new_stacks"]) == (2, 2, 0), out
+    after = {Path(r[0]).name: r[3] for r in faces_table(db)}
+    assert after["amy4.png"] == before["amy1.png"] and after["sheldon4.png"] == before["sheldon1.png"]
+    assert all(after[k] == v for k, v in before.items())  # nothing else moved

@@ -80,6 +80,9 @@ def library_scan(
         f"{rep.duplicates} duplicates, {rep.removed} removed, {rep.unchanged} unchanged; "
         f"{rep.faces} faces found ({rep.usable_faces} pass the quality gate) → {db}"
     )
+    if rep.joined_stacks or rep.new_stacks:
+        console.print(f"{rep.joined_stacks} new faces joined their stacks, {rep.new_stacks} new "
+                      "stacks (`library cluster` re-clusters everything unconfirmed)")  # fmt: skip
     write_json(json_out, asdict(rep))
 
 

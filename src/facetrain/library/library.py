@@ -203,7 +203,14 @@ class Library:
 
         if not Path(photos).is_dir():
             raise LibraryError(f"{photos}: not a folder of photos")
-        return scan(self.con, photos, Scanner(model, quality or Quality(), device))
+        rep = scan(self.con, photos, Scanner(model, quality or Quality(), device))
+        if store.count_stacks(self.con):  # clustered before: new faces join their stacks
+            from facetrain.library.cluster import place_new
+
+            with contextlib.suppress(LibraryError):  # no threshold yet: `cluster` places them
+                thr, distance = self.threshold()
+                rep.joined_stacks, rep.new_stacks = place_new(self.con, thr, distance)
+        return rep
 
     def cluster(self, threshold: float | None = None):
         """Re-cluster the faces the owner has not confirmed; (report, threshold, why)."""

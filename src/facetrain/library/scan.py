@@ -47,6 +47,8 @@ class ScanReport:
     removed: int = 0
     faces: int = 0
     usable_faces: int = 0
+    joined_stacks: int = 0  # new faces placed in existing stacks (incremental clustering)
+    new_stacks: int = 0
     problems: dict[str, str] = field(default_factory=dict)  # path -> reason
 
 

@@ -278,6 +278,11 @@ FACE_SETS = {
     "free": "f.usable = 1 AND f.hidden = 0 AND f.confirmed = 0 AND p.status = 'ok'",
     # the owner's word: confirmed faces of a person
     "named": "f.confirmed = 1 AND f.person_id IS NOT NULL AND f.hidden = 0",
+    # usable faces of a scan not yet in any stack: what a scan places incrementally
+    "unplaced": "f.usable = 1 AND f.hidden = 0 AND f.confirmed = 0 AND p.status = 'ok' "
+    "AND f.person_id IS NULL",
+    # every visible face of every visible stack: where new faces may go
+    "stacked": "f.hidden = 0 AND f.person_id IN (SELECT id FROM people WHERE hidden = 0)",
     # every confirmed face of every named, visible person
     "prototypes": "f.confirmed = 1 AND f.hidden = 0 AND f.person_id IN "
     "(SELECT id FROM people WHERE name IS NOT NULL AND hidden = 0)",
