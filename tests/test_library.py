@@ -430,5 +430,6 @@ def test_new_photos_join_their_stacks_at_scan(tmp_path):
     r = json.loads(report.read_text())
     assert (r["new"], r["joined_stacks"], r["new_stacks"]) == (2, 2, 0), out
     after = {Path(r[0]).name: r[3] for r in faces_table(db)}
-    assert after["amy4.png"] == before["amy1.png"] and after["sheldon4.png"] == before["sheldon1.png"]
+    assert after["amy4.png"] == before["amy1.png"]
+    assert after["sheldon4.png"] == before["sheldon1.png"]
     assert all(after[k] == v for k, v in before.items())  # nothing else moved
