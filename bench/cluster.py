@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrain.evaluate.verification import distance_matrix
-from facetrain.library.cluster import agglomerate
+from facetrain.library.cluster import _exact, agglomerate
 from facetrain.library.evaluate import scores
 from facetrain.models.saved import open_model
 from facetrain.use.embeddings import embed_paths
@@ -119,9 +119,14 @@ def main() -> None:
           f"(threshold {thr:.3f}, {dist})")  # fmt: skip
     for name, (paths, labels) in labelled_sets(a.identities, a.min_images, a.per_identity).items():
         t = embed_paths(fm, paths, labels, progress=False)
+        photo = np.arange(len(t))
         methods = {
             "facetrain (average linkage + cannot-link)": agglomerate(
-                t.embeddings, np.arange(len(t)), thr, dist
+                t.embeddings, photo, thr, dist
+            )[0],
+            "facetrain, dense (before 2026-11-26)": _exact(t.embeddings, photo, thr, dist),
+            "facetrain, graph fallback forced": agglomerate(
+                t.embeddings, photo, thr, dist, exact_max=1
             )[0],
             "Chinese Whispers (dlib)": chinese_whispers(t.embeddings, thr, dist),
             "Immich DBSCAN (cos 0.5, min 3)": immich_dbscan(t.embeddings),
