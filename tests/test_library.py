@@ -453,3 +453,25 @@ def test_clustering_by_groups_equals_the_dense_method(distance, threshold):
     graph, _ = agglomerate(emb, photo, threshold, distance, exact_max=1)
     truth = [str(x) for x in dense]
     assert scores(graph.tolist(), truth)["bcubed_f"] > 0.99
+
+
+def test_scan_with_workers_records_what_one_process_records(photos, tmp_path):
+    """--workers 2: photos analysed in two spawned processes, recorded here in order; same
+    faces, boxes and embeddings as one process, and a copy inside the same scan is still
+    recorded as a duplicate."""
+    shutil.copy(photos / "amy" / "amy1.png", photos / "amy" / "again.png")
+    model = make_model(tmp_path / "m.safetensors")
+    tables, embs = [], []
+    for workers in (1, 2):
+        db, report = tmp_path / f"lib{workers}.db", tmp_path / f"r{workers}.json"
+        cli("library", "scan", photos, "--db", db, "--model", model, "--workers", workers,
+            "--json", report)  # fmt: skip
+        r = json.loads(report.read_text())
+        assert (r["new"], r["duplicates"]) == (12, 1), r
+        tables.append([(p, round(x, 3), round(y, 3)) for p, x, y, *_ in faces_table(db)])
+        con = sqlite3.connect(db)
+        embs.append(np.stack([np.frombuffer(b, np.float32) for (b,) in con.execute(
+            "SELECT embedding FROM faces ORDER BY id")]))  # fmt: skip
+        con.close()
+    assert tables[0] == tables[1]
+    np.testing.assert_allclose(embs[0], embs[1], atol=1e-3)  # one thread vs several: rounding

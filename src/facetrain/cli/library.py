@@ -56,6 +56,7 @@ def library_scan(
     min_sharpness: Annotated[float, typer.Option(help="Quality gate: Laplacian var.")] = 15.0,
     spec: SpecOpt = None,
     device: DeviceOpt = "cpu",
+    workers: Annotated[int, typer.Option(help="Processes analysing photos.")] = 1,
     json_out: JsonOut = None,
 ) -> None:
     """Find, align and embed every face; new, changed, moved and deleted photos handled."""
@@ -68,7 +69,8 @@ def library_scan(
         with _open(db, create=True) as lib:
             fm = lib.model(model, device, _spec(spec))
             console.print(f"model: {fm.source}")
-            rep = lib.scan(photos, fm, Quality(min_size, min_score, min_sharpness), device)
+            quality = Quality(min_size, min_score, min_sharpness)
+            rep = lib.scan(photos, fm, quality, device, workers)
     except BaseException:
         if new:  # a scan that failed before recording any photo leaves no library behind
             _remove_if_empty(db)

@@ -198,12 +198,15 @@ class Library:
 
     # --- jobs --------------------------------------------------------------------------
 
-    def scan(self, photos: str | os.PathLike, model, quality=None, device: str = "cpu"):
+    def scan(self, photos: str | os.PathLike, model, quality=None, device: str = "cpu",
+             workers: int = 1):  # fmt: skip
         from facetrain.library.scan import Quality, Scanner, scan
 
         if not Path(photos).is_dir():
             raise LibraryError(f"{photos}: not a folder of photos")
-        rep = scan(self.con, photos, Scanner(model, quality or Quality(), device))
+        if workers < 1:
+            raise LibraryError(f"--workers {workers}: at least 1")
+        rep = scan(self.con, photos, Scanner(model, quality or Quality(), device), workers=workers)
         if store.count_stacks(self.con):  # clustered before: new faces join their stacks
             from facetrain.library.cluster import place_new
 

@@ -131,8 +131,11 @@ def scan(
     scanner: Scanner,
     *,
     progress: bool | None = None,
+    workers: int = 1,
 ) -> ScanReport:
-    """Bring the library up to date with the photos below root."""
+    """Bring the library up to date with the photos below root. What needs analysing
+    (new or changed photos) is analysed by `workers` processes; the library is written by
+    this one, a photo a transaction, in listing order."""
     from facetrain.progress import progress_bar
 
     root = os.path.abspath(root)
@@ -143,9 +146,22 @@ def scan(
     vanished = {r["sha256"]: r["id"] for p, r in known.items() if p not in seen}
     with progress_bar(disable=None if progress is None else not progress) as bar:
         task = bar.add_task("scan", total=len(files), rate="")
+        todo, later, pending = [], [], set()
         for path in files:
+            job = _scan_one(con, path, known.get(path), vanished, rep)
+            if job is not None and job[2] in pending:  # a second copy of a new photo:
+                later.append(path)  # a duplicate, once the first is recorded
+            elif job is not None:
+                todo.append(job)
+                pending.add(job[2])
+            else:
+                bar.advance(task)
+        for job, result in zip(todo, analysed([j[0] for j in todo], scanner, workers)):
+            _record_photo(con, *job, result, rep)
             bar.advance(task)
-            _scan_one(con, path, known.get(path), vanished, scanner, rep)
+        for path in later:
+            _scan_one(con, path, known.get(path), vanished, rep)
+            bar.advance(task)
     for pid in vanished.values():
         with transaction(con):
             store.delete_photo(con, pid, with_duplicates=True)
@@ -153,34 +169,36 @@ def scan(
     return rep
 
 
-def _scan_one(con, path: str, row, vanished: dict, scanner: Scanner, rep: ScanReport) -> None:
-    """One photo: unchanged, touched, moved, a duplicate, or (new or changed) analysed.
-    What is not a readable regular file now (a FIFO, a dangling link, a file that vanished
-    during the scan) is listed with its reason and left alone."""
+def _scan_one(con, path: str, row, vanished: dict, rep: ScanReport):
+    """One photo: unchanged, touched, moved or a duplicate (recorded here), or to analyse:
+    then (path, row, digest, stat) is returned. What is not a readable regular file now (a
+    FIFO, a dangling link, a file that vanished during the scan) is listed with its reason
+    and left alone."""
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
             rep.problems[path] = "skipped: not a regular file (a FIFO, device or socket)"
-            return
+            return None
         digest = sha256(path) if row is None or (row["size"], row["mtime"]) != (
             st.st_size, st.st_mtime) else None  # fmt: skip
     except OSError as e:
         rep.problems[path] = f"unreadable: {e.strerror or e} (gone, or a dangling link)"
-        return
+        return None
     if digest is None:  # same size and time as when it was scanned
         rep.unchanged += 1
-        return
+        return None
     if row is not None and row["sha256"] == digest:  # touched, same content
         store.touch_photo(con, row["id"], st.st_mtime)
         rep.unchanged += 1
-        return
+        return None
     if row is None and digest in vanished:
         with transaction(con):
             store.move_photo(con, vanished.pop(digest), path, st.st_size, st.st_mtime)
         rep.moved += 1
-        return
-    if not _record_duplicate(con, path, row, digest, st, rep):
-        _record_photo(con, path, row, digest, st, scanner, rep)
+        return None
+    if _record_duplicate(con, path, row, digest, st, rep):
+        return None
+    return path, row, digest, st
 
 
 def _record_duplicate(con, path: str, row, digest: str, st, rep: ScanReport) -> bool:
@@ -196,6 +214,40 @@ def _record_duplicate(con, path: str, row, digest: str, st, rep: ScanReport) -> 
     return True
 
 
+def analysed(paths: list[str], scanner: Scanner, workers: int = 1):
+    """`_analyse` of each path, in order: here, or in `workers` spawned processes (each with
+    its own copy of the model, one thread each)."""
+    if workers <= 1 or len(paths) < 2:
+        yield from (_analyse(p, scanner) for p in paths)
+        return
+    import multiprocessing as mp
+    from dataclasses import asdict
+
+    fm = scanner.model
+    spec = (fm.source, asdict(fm.pre), scanner.quality, scanner.device)
+    ctx = mp.get_context("spawn")  # no fork of a process holding torch threads or CUDA
+    with ctx.Pool(min(workers, len(paths)), _start_worker, (spec,)) as pool:
+        yield from pool.imap(_analyse_in_worker, paths)
+
+
+_WORKER: Scanner | None = None
+
+
+def _start_worker(spec) -> None:
+    import torch
+
+    from facetrain.models.saved import open_model
+
+    global _WORKER
+    torch.set_num_threads(1)
+    source, pre, quality, device = spec
+    _WORKER = Scanner(open_model(source, device, "auto", pre), quality, device)
+
+
+def _analyse_in_worker(path: str):
+    return _analyse(path, _WORKER)
+
+
 def _analyse(path: str, scanner: Scanner) -> tuple[str, str | None, list, tuple]:
     """(status, error, faces, (width, height)) of one photo."""
     try:
@@ -209,8 +261,8 @@ def _analyse(path: str, scanner: Scanner) -> tuple[str, str | None, list, tuple]
         return "unreadable", str(e), [], (None, None)
 
 
-def _record_photo(con, path: str, row, digest: str, st, scanner: Scanner, rep: ScanReport):
-    status, error, faces, (w, h) = _analyse(path, scanner)
+def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport) -> None:
+    status, error, faces, (w, h) = result
     if error and status != "no_face":
         rep.problems[path] = f"{status}: {error}"
     with transaction(con):
