@@ -79,6 +79,15 @@ def test_eval_reproduces_the_training_evaluation(tmp_path):
     # 2 official folds for the pairs file; 10 contiguous folds for the .bin set
     assert len((tmp_path / "folds.csv").read_text().splitlines()) == 1 + 2 + 10
 
+    # images read by 3 threads ahead of the model: the same figures
+    threaded = tmp_path / "threaded.json"
+    args = ["eval", str(tmp_path / "run"), "--pairs", str(pairs), "--images", str(lfw)]
+    res = runner.invoke(
+        app, [*args, "--bin", str(bin_path), "--workers", "3", "--json", str(threaded)]
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(threaded.read_text()) == r
+
     # a pairs file naming images that are not there: reported, not a traceback
     shutil.rmtree(lfw / sorted(p.name for p in lfw.iterdir())[0])
     res = runner.invoke(
@@ -111,3 +120,29 @@ def test_eval_bad_inputs(tmp_path):
         res = runner.invoke(app, args)
         assert res.exit_code == 2 and "error:" in res.output, (args, res.output)
         assert "Traceback" not in res.output
+
+
+def test_embed_with_reading_threads_gives_the_same_embeddings(tmp_path):
+    """Raw photos aligned on the fly by 2 threads ahead of the model (one shared detector)."""
+    import numpy as np
+    import pytest
+
+    from conftest import LFW_RAW
+    from helpers import make_model
+
+    if not LFW_RAW.exists():
+        pytest.skip(f"{LFW_RAW} absent (real data not here)")
+    photos = tmp_path / "raw"
+    for p in sorted(LFW_RAW.rglob("*.jpg"))[:12]:
+        (photos / p.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, photos / p.parent.name / p.name)
+    model = make_model(tmp_path / "m.safetensors")
+    tables = []
+    for workers in ("0", "2"):
+        out = tmp_path / f"e{workers}.npz"
+        res = runner.invoke(app, ["embed", str(model), str(photos), "--out", str(out),
+                                  "--workers", workers])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        tables.append(np.load(out))
+    assert list(tables[0]["paths"]) == list(tables[1]["paths"]) and len(tables[0]["paths"]) >= 10
+    np.testing.assert_allclose(tables[0]["embeddings"], tables[1]["embeddings"], atol=1e-5)

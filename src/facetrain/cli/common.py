@@ -93,13 +93,18 @@ def model_and_inputs(args: list[str], device: str, backend: str = "auto", spec=N
     return open_model_arg(model, device, backend, spec), rest
 
 
-def embed_data(fm, data: list[str], align: str, device: str):
+WorkersOpt = Annotated[
+    int, typer.Option(help="Threads reading (decoding, aligning) images ahead of the model.")
+]
+
+
+def embed_data(fm, data: list[str], align: str, device: str, workers: int = 0):
     """Embed DATA roots, reporting skipped images; exits cleanly when nothing is usable."""
     from facetrain.data.listing import DatasetError
     from facetrain.use.embeddings import embed_dataset
 
     try:
-        t = embed_dataset(fm, data, align=align, device=device)
+        t = embed_dataset(fm, data, align=align, device=device, workers=workers)
     except (DatasetError, ValueError) as e:
         fail(str(e))
     for path, why in list(t.skipped.items())[:20]:

@@ -14,6 +14,7 @@ from facetrain.cli.common import (
     JsonOut,
     OptionalModelArg,
     SpecOpt,
+    WorkersOpt,
     app,
     embed_data,
     fail,
@@ -51,6 +52,7 @@ def eval_(
     roc: Annotated[Path | None, typer.Option(help="Write the ROC curve PNG here.")] = None,
     spec: SpecOpt = None,
     device: DeviceOpt = "cpu",
+    workers: WorkersOpt = 0,
     json_out: JsonOut = None,
 ) -> None:
     """Verification metrics of a trained model on LFW-style pairs and/or .bin sets."""
@@ -67,6 +69,7 @@ def eval_(
     ev = model_eval.evaluate_model(
         fm, list(zip(pairs, images)), bin_ or [], align=align, flip=flip or None,
         distance=distance, subtract_mean=subtract_mean, device=device, out=out, on_set=_show,
+        workers=workers,
     )  # fmt: skip
     results, rocs = ev.results, ev.rocs
     if out is not None:

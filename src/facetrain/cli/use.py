@@ -15,6 +15,7 @@ from facetrain.cli.common import (
     DeviceOpt,
     JsonOut,
     SpecOpt,
+    WorkersOpt,
     app,
     embed_data,
     fail,
@@ -33,6 +34,7 @@ def embed(
     backend: BackendOpt = "auto",
     spec: SpecOpt = None,
     device: DeviceOpt = "cpu",
+    workers: WorkersOpt = 0,
 ) -> None:
     """Embed every face of a dataset with the model's own preprocessing."""
     from facetrain.use.embeddings import save_table
@@ -40,7 +42,7 @@ def embed(
     fm, data = model_and_inputs(args, device, backend, spec)
     if not data:
         fail("give the faces to embed: identity folders or list files")
-    t = embed_data(fm, data, align, device)
+    t = embed_data(fm, data, align, device, workers)
     try:
         save_table(out, t)
     except ValueError as e:

@@ -33,13 +33,14 @@ def evaluate_set(
     subtract_mean=False,
     device="cpu",
     progress: bool = True,
+    workers: int = 0,
 ) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
     """Metrics of one set and its ROC (fpr, tpr at every distinct distance): the one
     "evaluate a set" of `facetrain eval` and of verification during training."""
     from sklearn.metrics import roc_curve
 
     title = f"embed {s.name}" if progress else None
-    emb = embed_model(model, s, flip=flip, device=device, progress=title)
+    emb = embed_model(model, s, flip=flip, device=device, progress=title, workers=workers)
     s, _ = usable_pairs(s, emb)
     if len(s.issame) == 0:
         raise EvalError(f"{s.name}: no pair has both images usable ({s.missing} missing)")
@@ -145,6 +146,7 @@ def evaluate_model(
     device: str = "cpu",
     out: str | os.PathLike | None = None,
     on_set=None,
+    workers: int = 0,
 ) -> Evaluation:
     """A model on (pairs.txt, image folder) sets and .bin sets; with `out`, every output
     written there. `on_set(name, metrics)` is called as each set finishes."""
@@ -168,8 +170,9 @@ def evaluate_model(
     ev = Evaluation({}, {}, about(model, flip, distance, subtract_mean))
     for s in sets:
         r, curve = evaluate_set(
-            model, s, flip=flip, distance=distance, subtract_mean=subtract_mean, device=device
-        )
+            model, s, flip=flip, distance=distance, subtract_mean=subtract_mean, device=device,
+            workers=workers,
+        )  # fmt: skip
         name = s.name if s.name not in ev.results else f"{s.name}_{len(ev.results)}"
         ev.results[name], ev.rocs[name] = r, curve
         if on_set is not None:

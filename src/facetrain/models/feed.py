@@ -11,6 +11,7 @@ NaN row and a reason, never an exception.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Protocol
 
@@ -71,16 +72,18 @@ class Images:
         self.align = align
         self.problems: dict[int, str] = {}
         self._aligner = None
+        self._lock = threading.Lock()  # `embed`'s reading threads share one detector
 
     @property
     def n_images(self) -> int:
         return len(self.paths)
 
     def aligner(self):
-        if self._aligner is None:
-            from facetrain.align.faces import FaceAligner
+        with self._lock:
+            if self._aligner is None:
+                from facetrain.align.faces import FaceAligner
 
-            self._aligner = FaceAligner(self.alignment)
+                self._aligner = FaceAligner(self.alignment)
         return self._aligner
 
     def load(self, i: int) -> np.ndarray | None:
@@ -134,9 +137,11 @@ def embed(
     device: str = "cpu",
     batch: int = 128,
     progress: str | None = None,
+    workers: int = 0,
 ) -> np.ndarray:
     """Unit embeddings of every image of the set (flip: sum, concat or none); rows of images
-    that could not be used are NaN. With `progress`, a bar with that title."""
+    that could not be used are NaN. With `progress`, a bar with that title. `workers`
+    threads read (decode, align) the next batches while the model runs."""
     from facetrain.progress import progress_bar
 
     if flip not in FLIPS:
@@ -145,8 +150,8 @@ def embed(
     out = []
     with progress_bar(disable=None if progress else True) as bar:
         task = bar.add_task(progress or "embed", total=s.n_images, rate="")
-        for i in range(0, s.n_images, batch):
-            imgs = s.fetch(list(range(i, min(i + batch, s.n_images))))
+        batches = [list(range(i, min(i + batch, s.n_images))) for i in range(0, s.n_images, batch)]
+        for imgs in read_ahead(s.fetch, batches, workers):
             ok = [k for k, t in enumerate(imgs) if t is not None]
             rows = None
             if ok:
@@ -171,6 +176,25 @@ def embed(
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
+def read_ahead(fn, items: list, workers: int):
+    """fn of each item, in order; with workers > 0, computed by that many threads at most
+    2 x workers items ahead of the consumer (bounded memory)."""
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as ex:
+        queue: deque = deque()
+        for item in items:
+            queue.append(ex.submit(fn, item))
+            if len(queue) > 2 * workers:
+                yield queue.popleft().result()
+        while queue:
+            yield queue.popleft().result()
+
+
 def embed_model(
     model,
     s: FaceSource,
@@ -178,6 +202,7 @@ def embed_model(
     flip: str | None = None,
     device: str = "cpu",
     progress: str | None = None,
+    workers: int = 0,
 ) -> np.ndarray:
     """`embed` with a saved model's own preprocessing record (`model.pre`)."""
     pre = model.pre
@@ -190,4 +215,5 @@ def embed_model(
         flip=flip or pre.flip,
         device=device,
         progress=progress,
+        workers=workers,
     )

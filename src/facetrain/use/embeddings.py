@@ -32,8 +32,9 @@ class Table:
 
 
 def embed_dataset(
-    model, roots, *, align: str = "auto", device: str = "cpu", progress: bool = True
-) -> Table:
+    model, roots, *, align: str = "auto", device: str = "cpu", progress: bool = True,
+    workers: int = 0,
+) -> Table:  # fmt: skip
     """Embed every image under the roots; images that cannot be used are skipped, with why."""
     problems = Problems()
     samples = list(iter_samples(roots, problems=problems))
@@ -44,14 +45,17 @@ def embed_dataset(
         align=align,
         device=device,
         progress=progress,
+        workers=workers,
     )
 
 
 def embed_paths(
-    model, paths: list[str], labels: list[str], *, align="auto", device="cpu", progress=True
-) -> Table:
+    model, paths: list[str], labels: list[str], *, align="auto", device="cpu", progress=True,
+    workers: int = 0,
+) -> Table:  # fmt: skip
     images = Images(paths, model.pre.alignment, align)
-    emb = embed_model(model, images, device=device, progress="embed" if progress else None)
+    title = "embed" if progress else None
+    emb = embed_model(model, images, device=device, progress=title, workers=workers)
     good = np.isfinite(emb).all(1) & (emb.shape[1] > 0)  # a width of 0: nothing embedded
     keep = np.flatnonzero(good)
     return Table(
