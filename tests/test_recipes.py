@@ -70,23 +70,28 @@ def test_table_row_reports_a_finished_run(tmp_path):
 
 
 @pytest.mark.parametrize("data", sorted(SUBSETS), ids=lambda d: Path(d).parent.name)
-def test_the_data_subsets_are_halves_of_the_identities_or_of_each_identitys_faces(data, tmp_path):
+def test_the_data_subsets_are_the_share_of_identities_or_faces_they_say(
+    data, tmp_path, monkeypatch
+):
+    from facetrain import experiment
     from facetrain.data.listing import iter_samples
-    from facetrain.experiment import half_split
 
-    root = tmp_path / "faces"
-    for i in range(10):
-        (root / f"id{i}").mkdir(parents=True)
-        for j in range(8):
-            (root / f"id{i}" / f"{j}.jpg").write_bytes(b"")  # the split reads names only
-    out = tmp_path / "subset"
-    half_split(root, out, SUBSETS[data])
-    train = list(iter_samples(str(out / "train.txt")))
+    for name in ("mini-train", "more-train"):
+        for i in range(12):
+            (tmp_path / name / f"{name}{i}").mkdir(parents=True)
+            for j in range(6):
+                (tmp_path / name / f"{name}{i}" / f"{j}.jpg").write_bytes(b"")  # names only
+    monkeypatch.setattr(experiment, "shared_dataset", lambda name: tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    experiment.subset(data)
+    train = list(iter_samples(str(tmp_path / data)))
     ids = {s.identity for s in train}
-    if "identities" in data:
-        assert len(ids) == 5 and len(train) == 40  # half the people, all their faces
-    else:
-        assert len(ids) == 10 and len(train) == 40  # every person, half their faces
+    names, by, fraction = SUBSETS[data]
+    people = 12 * len(names)
+    if by == "identity":  # a share of the people, all their faces
+        assert len(ids) == round(people * (1 - fraction)) and len(train) == 6 * len(ids)
+    else:  # every person, a share of their faces
+        assert len(ids) == people and len(train) == round(6 * people * (1 - fraction))
 
 
 @pytest.mark.parametrize("path", [p for p in ALL if p.stem != "best"], ids=lambda p: p.stem)

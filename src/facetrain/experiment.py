@@ -28,10 +28,12 @@ from facetrain.train.run_folder import read_metrics
 
 PACK = Path("runs/packs/mini-train")
 # Smaller training sets a recipe may name as its data (how accuracy grows with data): the
-# train half of a `facetrain split` of mini-train, made on first use.
+# train side of a `facetrain split` of shared datasets (seed 0), made on first use —
+# path: (datasets, by, share that goes to val).
 SUBSETS = {
-    "runs/subsets/half-identities/train.txt": "identity",
-    "runs/subsets/half-images/train.txt": "image",
+    "runs/subsets/half-identities/train.txt": (["mini-train"], "identity", 0.5),
+    "runs/subsets/half-images/train.txt": (["mini-train"], "image", 0.5),
+    "runs/subsets/two-thirds/train.txt": (["mini-train", "more-train"], "identity", 0.3333),
 }
 
 
@@ -50,12 +52,14 @@ def rewarped(folder: str) -> None:
     rewarp_dataset([str(src)], folder, open_model(model).pre.alignment)
 
 
-def half_split(mini: Path, out: Path, by: str) -> None:
-    """`facetrain split mini-train OUT --by BY --val-fraction 0.5` (seed 0)."""
+def subset(path: str) -> None:
+    """`facetrain split SHARED/A:SHARED/B OUT --by BY --val-fraction F` (seed 0)."""
     from facetrain.data.split import split
 
-    step(f"split {mini} {out} --by {by} --val-fraction 0.5")
-    split(str(mini), out, by=by, fraction=0.5)
+    names, by, fraction = SUBSETS[path]
+    roots = ":".join(str(shared_dataset(n)) for n in names)
+    step(f"split {roots} {Path(path).parent} --by {by} --val-fraction {fraction}")
+    split(roots, Path(path).parent, by=by, fraction=fraction)
 
 
 def main(recipes: list[str], overrides: list[str] | None = None) -> None:
@@ -73,7 +77,7 @@ def main(recipes: list[str], overrides: list[str] | None = None) -> None:
         cfg = resolve(recipe, sets=overrides)  # every recipe checked before it runs
         for d in cfg.data:
             if d in SUBSETS and not Path(d).exists():
-                half_split(mini, Path(d).parent, SUBSETS[d])
+                subset(d)
             if d in REWARPED:
                 rewarped(d)  # resumable: faces done are skipped
         t0 = time.perf_counter()
