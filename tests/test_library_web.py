@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import sqlite3
 import threading
 import time
 
@@ -122,51 +121,138 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_browser_names_a_stack_and_undoes_it(library):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium here (make setup installs Debian's chromium where it may)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+@pytest.fixture
+def people_library(tmp_path):
+    """Portraits of five people and two group photos, stacked by dlib's model."""
+    from conftest import SHARED
+
+    bbt = SHARED / "photos" / "bbt"
+    if not bbt.exists():
+        pytest.skip(f"{bbt} absent (real data not here)")
+    photos = tmp_path / "photos"
+    for who in ("amy", "penny", "sheldon", "howard", "leonard"):
+        (photos / who).mkdir(parents=True)
+        for k in range(1, 5):
+            shutil.copy(bbt / "reference" / who / f"{who}{k}.png", photos / who)
+    (photos / "group").mkdir()
+    for g in sorted((bbt / "group").iterdir())[:2]:
+        shutil.copy(g, photos / "group" / g.name)
+    db = tmp_path / "lib.db"
+    for args in (["scan", str(photos), "--model", "pretrained:dlib_resnet"], ["cluster"]):
+        res = runner.invoke(app, ["library", *args, "--db", str(db)])
+        assert res.exit_code == 0, res.output
+    return db
+
+
+def _serve(db):
     import uvicorn
 
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(library), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(db), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
+    return server, thread, port
+
+
+def test_people_page_in_a_browser(people_library, tmp_path):
+    """The people page in headless Chromium: a grid of people with a feature face and counts,
+    small stacks behind a switch, a person page with every photo in view, naming from the
+    keyboard, moving a face, hide and unhide, merging through a searchable picker.
+    FACETRAIN_SCREENSHOTS=DIR saves a picture of each view (docs/library.md's)."""
+    import os
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium here (make setup installs Debian's chromium where it may)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    shots = os.environ.get("FACETRAIN_SCREENSHOTS")
+    api = local_client(people_library)
+    stacks = {p["id"]: p for p in api.get("/api/people").json()}
+    big = [p for p in stacks.values() if p["faces"] >= 3]
+    assert len(big) >= 3 and any(p["faces"] < 3 for p in stacks.values())
+    server, thread, port = _serve(people_library)
+
+    def status(text):
+        page.wait_for_function(f"document.querySelector('#status').textContent.includes({text!r})")
+
+    def shot(name):
+        if shots:
+            page.screenshot(path=f"{shots}/library-{name}.png")
+
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
             page.goto(f"http://127.0.0.1:{port}/")
-            first = page.locator(".stack").first
-            first.wait_for()
-            stack = int(first.get_attribute("data-stack"))
-            img = first.locator("img").first
-            # the page renders the stacks first and the thumbnails arrive after: wait for the
-            # load to finish (a broken image also completes, with naturalWidth 0)
+            page.locator(".card").first.wait_for()
+            cards = page.locator(".card")
+            assert cards.count() == len(big)  # small stacks hidden by default
+            img = cards.first.locator("img")
             page.wait_for_function("i => i.complete", arg=img.element_handle())
-            assert img.evaluate("i => i.naturalWidth > 0"), "a face thumbnail did not load"
-            first.locator("input.name").fill("Aunt Flo")
-            first.locator("button.do-name").click()
-            page.wait_for_function("document.querySelector('#status').textContent.includes('now')")
-            assert page.locator("h3", has_text="Aunt Flo").count() == 1
-            con = sqlite3.connect(library)
-            assert con.execute("SELECT name FROM people WHERE id = ?", (stack,)).fetchone()[0] == (
-                "Aunt Flo"
+            assert img.evaluate("i => i.naturalWidth > 0"), "a feature face did not load"
+            assert "faces ·" in cards.first.inner_text()
+            shot("people")
+            page.locator("#small").check()
+            assert page.locator(".card").count() == len(stacks)
+            shot("people-with-small-stacks")
+            page.locator("#small").uncheck()
+
+            # a person page: every photo, in view; the name typed and Enter pressed
+            photos = {p["id"]: set(api.get(f"/api/stacks/{p['id']}").json()["photo_ids"])
+                      for p in big}  # fmt: skip
+            first, second = next(
+                (a["id"], b["id"])
+                for a in big
+                for b in big
+                if a["id"] < b["id"] and not photos[a["id"]] & photos[b["id"]]
             )
-            page.locator("#undo").click()
-            page.wait_for_function(
-                "document.querySelector('#status').textContent.includes('undone')"
-            )
-            assert (
-                con.execute("SELECT name FROM people WHERE id = ?", (stack,)).fetchone()[0] is None
-            )
-            page.locator(".stack").first.locator("button.do-photos").click()
+            big = [stacks[first], stacks[second]]  # two people without a shared photo
+            page.locator(f".card[data-stack='{first}']").click()
             page.locator("#photos img").first.wait_for()
+            assert page.locator("#photos img").count() == big[0]["photos"]
+            top = page.locator("#photos").evaluate("e => e.getBoundingClientRect().top")
+            assert top < 760, "the photos are drawn below the visible area"
+            assert page.evaluate("document.activeElement.id") == "name"
+            page.keyboard.type("Amy Farrah")
+            page.keyboard.press("Enter")
+            status("now")
+            shot("person")
+            assert api.get(f"/api/stacks/{first}").json()["name"] == "Amy Farrah"
+
+            # move one face to the second person through the picker
+            face = api.get(f"/api/stacks/{first}").json()["face_ids"][-1]
+            box = page.locator(f".face[data-face='{face}'] input.move")
+            box.fill(f"Unnamed #{second}")
+            box.press("Enter")
+            status("moved")
+            assert face in api.get(f"/api/stacks/{second}").json()["face_ids"]
+
+            # hide, find it behind the switch, unhide
+            page.locator("#hide").click()
+            status("hidden")
+            page.keyboard.press("Escape")
+            assert page.locator(f".card[data-stack='{first}']").count() == 0
+            page.locator("#showhidden").check()
+            page.locator(f".card[data-stack='{first}'].is-hidden").click()
+            page.locator("#unhide").click()
+            status("shown again")
+            assert not api.get(f"/api/stacks/{first}").json()["hidden"]
+
+            # merge the second person into the first by typing a name in the picker
+            page.keyboard.press("Escape")
+            page.locator(f".card[data-stack='{second}']").click()
+            page.locator("#mergepick").fill("Amy Farrah")
+            page.locator("#mergepick").press("Enter")
+            status("merged")
+            merged = api.get(f"/api/stacks/{first}").json()
+            assert merged["faces"] == big[0]["faces"] + big[1]["faces"]
+            assert page.locator("#title").inner_text() == "Amy Farrah"
+            page.keyboard.press("Control+z")
+            status("undone")
             browser.close()
     finally:
         server.should_exit = True

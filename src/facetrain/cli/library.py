@@ -182,6 +182,25 @@ def library_hide(
     _curate(db, model, "hide", stack)
 
 
+@library_app.command("unhide")
+def library_unhide(
+    stack: Annotated[str, typer.Argument()], db: DbOpt, model: ModelOpt = None
+) -> None:
+    """Show a hidden stack again."""
+    _curate(db, model, "unhide", stack)
+
+
+@library_app.command("move")
+def library_move(
+    face: Annotated[int, typer.Argument(help="Face id (see `library faces`).")],
+    to: Annotated[str, typer.Argument(help="Stack id or name it belongs to.")],
+    db: DbOpt,
+    model: ModelOpt = None,
+) -> None:
+    """This face is that person: move it there (confirmed)."""
+    _curate(db, model, "move", face, to)
+
+
 @library_app.command("undo")
 def library_undo(
     db: DbOpt,

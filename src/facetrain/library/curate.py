@@ -119,6 +119,36 @@ def hide(con, ref: str) -> str:
     return f"stack {pid} hidden ({len(faces)} faces)"
 
 
+def unhide(con, ref: str) -> str:
+    pid = stack_id(con, ref)
+    with transaction(con):
+        faces = store.face_ids(con, pid)
+        _log(con, "unhide", f"stack {pid} shown again", store.snapshot(con, faces, [pid]))
+        store.unhide_person(con, pid)
+    return f"stack {pid} shown again ({len(faces)} faces)"
+
+
+def move(con, face_id: int, to: str) -> str:
+    """This face is that person: it moves to the stack `to`, confirmed (clustering never
+    moves it again). Refused when `to` already has a face of the same photo."""
+    exists, pid = store.face_person(con, face_id)
+    if not exists:
+        raise LibraryError(f"no face {face_id}")
+    target = stack_id(con, to)
+    if target == pid:
+        raise LibraryError(f"face {face_id} is already in stack {target}")
+    if store.photos_shared(con, [face_id], store.face_ids(con, target)):
+        raise LibraryError(
+            f"stack {target} already has a face in this photo: two faces of one photo are "
+            "two people"
+        )
+    with transaction(con):
+        before = store.snapshot(con, [face_id], [p for p in (pid, target) if p is not None])
+        _log(con, "move", f"face {face_id} moved to stack {target}", before)
+        store.assign(con, [(target, face_id)], confirmed=1)
+    return f"face {face_id} moved to stack {target}"
+
+
 def undo(con, steps: int = 1) -> list[str]:
     """Revert the last `steps` curating actions, newest first."""
     done = []

@@ -191,6 +191,19 @@ class Library:
     def hide(self, ref: str) -> str:
         return curate.hide(self.con, ref)
 
+    def unhide(self, ref: str) -> str:
+        return curate.unhide(self.con, ref)
+
+    def move(self, face_id: int, to: str) -> str:
+        return curate.move(self.con, face_id, to)
+
+    def stack_view(self, stack: int) -> dict:
+        """One stack for its page: name, hidden, its faces (confirmed first) and photos."""
+        row = next((p for p in self.people() if p["id"] == stack), None)
+        if row is None:
+            raise LibraryError(f"no stack {stack}")
+        return row | {"face_ids": self.face_ids(stack), "photo_ids": self.stack_photos(stack)}
+
     def undo(self, steps: int = 1) -> list[str]:
         if steps < 1:
             raise LibraryError(f"--steps {steps}: undo at least 1 action")

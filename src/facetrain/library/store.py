@@ -452,6 +452,11 @@ def hide_person(con, person_id: int) -> None:
     con.execute("UPDATE faces SET hidden = 1 WHERE person_id = ?", (person_id,))
 
 
+def unhide_person(con, person_id: int) -> None:
+    con.execute("UPDATE people SET hidden = 0 WHERE id = ?", (person_id,))
+    con.execute("UPDATE faces SET hidden = 0 WHERE person_id = ?", (person_id,))
+
+
 def delete_person(con, person_id: int) -> None:
     con.execute("DELETE FROM people WHERE id = ?", (person_id,))
 

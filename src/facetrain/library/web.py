@@ -28,6 +28,10 @@ class NameBody(BaseModel):
     name: str
 
 
+class MoveBody(BaseModel):
+    to: Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
 class MergeBody(BaseModel):
     other: Annotated[int, Field(ge=0, le=2**63 - 1)]
 
@@ -95,6 +99,10 @@ def _views(app: FastAPI, act, db_path) -> None:
         with Library(db_path) as lib:
             return [p | {"face_ids": lib.face_ids(p["id"], 12)} for p in lib.people()]
 
+    @app.get("/api/stacks/{stack}")
+    def api_stack(stack: Id) -> dict:
+        return act("stack_view", stack, status=404)
+
     @app.get("/api/stacks/{stack}/photos")
     def stack_photos(stack: Id) -> list[int]:
         return act("stack_photos", stack)
@@ -127,6 +135,14 @@ def _actions(app: FastAPI, act) -> None:
     def api_hide(stack: Id) -> dict:
         return {"message": act("hide", str(stack))}
 
+    @app.post("/api/stacks/{stack}/unhide")
+    def api_unhide(stack: Id) -> dict:
+        return {"message": act("unhide", str(stack))}
+
+    @app.post("/api/faces/{face}/move")
+    def api_move(face: Id, body: MoveBody) -> dict:
+        return {"message": act("move", face, str(body.to))}
+
     @app.post("/api/faces/{face}/reject")
     def api_reject(face: Id) -> dict:
         return {"message": act("reject", face)}
@@ -139,69 +155,153 @@ def _actions(app: FastAPI, act) -> None:
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>facetrain library</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body{font-family:sans-serif;margin:1.5em;background:#fafafa}
-.stack{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6em;margin:.6em 0}
-.stack h3{margin:.2em 0}.faces{display:flex;flex-wrap:wrap;gap:4px}
-.face{position:relative}.face img{width:84px;height:84px;object-fit:cover;border-radius:4px}
-.face button{position:absolute;top:0;right:0;font-size:10px;padding:0 3px}
-#status{position:sticky;top:0;background:#ffd;padding:.3em}
-.photos img{max-height:240px;margin:3px}
+body{font-family:system-ui,sans-serif;margin:0;background:#f6f6f4;color:#222}
+header{position:sticky;top:0;z-index:2;background:#fff;border-bottom:1px solid #ddd;
+  display:flex;gap:1em;align-items:center;padding:.6em 1em;flex-wrap:wrap}
+header h1{font-size:1.1em;margin:0}#status{color:#555;flex:1;min-width:12em}
+main{padding:1em}.hidden{display:none!important}
+#grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:14px}
+.card{background:#fff;border-radius:10px;padding:8px;text-align:center;cursor:pointer;
+  border:2px solid transparent}.card:focus,.card:hover{border-color:#4a7}
+.card img{width:134px;height:134px;object-fit:cover;border-radius:50%}
+.card .who{font-weight:600;margin-top:4px}.card .n{color:#777;font-size:.85em}
+.card.is-hidden{opacity:.5}
+#person h2{margin:.2em 0}.row{display:flex;gap:.5em;align-items:center;flex-wrap:wrap;margin:.5em 0}
+.photos{display:flex;flex-wrap:wrap;gap:6px}.photos img{height:180px;border-radius:6px}
+.faces{display:flex;flex-wrap:wrap;gap:8px}
+.face{background:#fff;border-radius:8px;padding:4px;text-align:center}
+.face img{width:96px;height:96px;object-fit:cover;border-radius:6px;display:block}
+.face button{font-size:11px}.face.confirmed img{outline:2px solid #4a7}
+input,button{font:inherit}input[type=search],input.pick{padding:.25em .4em}
 </style></head><body>
-<h1>facetrain library</h1>
-<div id="status">ready</div>
-<button id="undo">Undo</button>
-<div id="stacks"></div>
-<div id="photos" class="photos"></div>
+<header><h1>facetrain library</h1>
+<input id="search" type="search" placeholder="search people ( / )" aria-label="search people">
+<label><input type="checkbox" id="small"> small stacks (under 3 faces)</label>
+<label><input type="checkbox" id="showhidden"> hidden</label>
+<button id="undo" title="Ctrl+Z">Undo</button><span id="status">ready</span></header>
+<main>
+<section id="people"><div id="grid"></div></section>
+<section id="person" class="hidden">
+  <div class="row"><button id="back" title="Esc">&larr; People</button>
+    <h2 id="title"></h2><span id="counts" class="n"></span></div>
+  <div class="row"><input id="name" placeholder="name (Enter to save)" aria-label="name">
+    <button id="save">Name</button>
+    <input id="mergepick" class="pick" list="peoplelist" placeholder="merge into… (type a name)"
+      aria-label="merge into"><button id="merge">Merge</button>
+    <button id="split">Split</button><button id="hide">Hide</button>
+    <button id="unhide">Unhide</button></div>
+  <h3 id="photostitle">Photos</h3><div id="photos" class="photos"></div>
+  <h3>Faces</h3><div id="faces" class="faces"></div>
+</section>
+<datalist id="peoplelist"></datalist>
+</main>
 <script>
 const $ = (s, e = document) => e.querySelector(s);
 const esc = s => String(s).replace(/[&<>"']/g,
   c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})[c]);
+const label = p => p.name || `Unnamed #${p.id}`;
+let people = [], current = null;
 async function call(url, body) {
   const r = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
                               body: JSON.stringify(body || {})});
   const j = await r.json();
-  await load();  // redraw first, so the status line never announces a change not yet shown
+  await refresh();  // redraw first, so the status line never announces a change not yet shown
   $("#status").textContent = r.ok ? j.message : ("error: " + j.detail);
+  return r.ok;
 }
-async function showPhotos(id) {
-  const ids = await (await fetch(`/api/stacks/${id}/photos`)).json();
-  $("#photos").innerHTML = `<h2>photos of stack ${id}</h2>` +
-    ids.map(p => `<img alt="photo ${p}" src="/photo/${p}.jpg">`).join("");
+function pick(text) {  // a person from the picker's text: "Name", "Unnamed #12" or "12"
+  const t = text.trim().toLowerCase();
+  return people.find(p => label(p).toLowerCase() === t || String(p.id) === t.replace("#", ""));
 }
-async function load() {
-  const people = await (await fetch("/api/people")).json();
-  const box = $("#stacks");
-  box.innerHTML = "";
-  for (const p of people) {
-    if (p.hidden) continue;
-    const d = document.createElement("div");
-    d.className = "stack";
-    d.dataset.stack = p.id;
-    const others = people.filter(o => o.id !== p.id && !o.hidden)
-      .map(o => `<option value="${o.id}">${esc(o.name || "stack " + o.id)}</option>`).join("");
-    d.innerHTML = `<h3>${esc(p.name ? p.name : "stack " + p.id)} <small>(${p.faces} faces,
-      ${p.photos} photos)</small></h3>
-      <div class="faces">${p.face_ids.map(f => `<span class="face"><img alt="face ${f}"
-        src="/face/${f}.jpg"><button class="reject" data-face="${f}" title="not this person"
-        >x</button></span>`).join("")}</div>
-      <input class="name" placeholder="name" value="${esc(p.name || "")}">
-      <button class="do-name">Name</button>
-      <select class="other">${others}</select><button class="do-merge">Merge into this</button>
-      <button class="do-split">Split</button><button class="do-hide">Hide</button>
-      <button class="do-photos">Photos</button>`;
-    $(".do-name", d).onclick = () => call(`/api/stacks/${p.id}/name`, {name: $(".name", d).value});
-    $(".do-merge", d).onclick = () =>
-      call(`/api/stacks/${p.id}/merge`, {other: Number($(".other", d).value)});
-    $(".do-split", d).onclick = () => call(`/api/stacks/${p.id}/split`);
-    $(".do-hide", d).onclick = () => call(`/api/stacks/${p.id}/hide`);
-    $(".do-photos", d).onclick = () => showPhotos(p.id);
-    d.querySelectorAll(".reject").forEach(b =>
-      b.onclick = () => call(`/api/faces/${b.dataset.face}/reject`));
-    box.appendChild(d);
+function drawGrid() {
+  const q = $("#search").value.trim().toLowerCase();
+  const shown = people.filter(p => (p.faces >= 3 || $("#small").checked)
+    && (!p.hidden || $("#showhidden").checked) && label(p).toLowerCase().includes(q));
+  $("#grid").innerHTML = shown.map(p => `<div class="card${p.hidden ? " is-hidden" : ""}"
+    tabindex="0" data-stack="${p.id}"><img alt="${esc(label(p))}" src="/face/${p.face_ids[0]}.jpg">
+    <div class="who">${esc(label(p))}</div>
+    <div class="n">${p.faces} faces · ${p.photos} photos</div></div>`).join("")
+    || "<p>No stacks to show (small and hidden ones are behind the switches).</p>";
+  document.querySelectorAll(".card").forEach(c => {
+    c.onclick = () => openPerson(Number(c.dataset.stack));
+    c.onkeydown = e => { if (e.key === "Enter") openPerson(Number(c.dataset.stack)); };
+  });
+  $("#peoplelist").innerHTML = people.filter(p => !p.hidden)
+    .map(p => `<option value="${esc(label(p))}">`).join("");
+}
+async function drawPerson() {
+  const r = await fetch(`/api/stacks/${current}`);
+  if (!r.ok) { return showPeople(); }
+  const s = await r.json();
+  $("#title").textContent = label(s);
+  $("#counts").textContent = `${s.faces} faces · ${s.photos} photos`;
+  $("#name").value = s.name || "";
+  $("#hide").classList.toggle("hidden", !!s.hidden);
+  $("#unhide").classList.toggle("hidden", !s.hidden);
+  $("#photostitle").textContent = `Photos (${s.photo_ids.length})`;
+  $("#photos").innerHTML = s.photo_ids.map(p =>
+    `<img alt="photo ${p}" loading="lazy" src="/photo/${p}.jpg">`).join("");
+  $("#faces").innerHTML = s.face_ids.map(f => `<div class="face" data-face="${f}">
+    <img alt="face ${f}" src="/face/${f}.jpg"><button class="reject" title="not this person"
+    >not them</button><br><input class="pick move" list="peoplelist" size="9"
+    placeholder="move to…" aria-label="move face ${f} to"></div>`).join("");
+  document.querySelectorAll(".face").forEach(d => {
+    const face = Number(d.dataset.face);
+    $(".reject", d).onclick = () => call(`/api/faces/${face}/reject`);
+    $(".move", d).onkeydown = async e => {
+      if (e.key !== "Enter") return;
+      const to = pick(e.target.value);
+      if (!to) { $("#status").textContent = `no person "${e.target.value}"`; return; }
+      await call(`/api/faces/${face}/move`, {to: to.id});
+    };
+  });
+}
+async function refresh() {
+  people = await (await fetch("/api/people")).json();
+  drawGrid();
+  if (current !== null) await drawPerson();
+}
+async function openPerson(id) {
+  current = id;
+  $("#people").classList.add("hidden");
+  $("#person").classList.remove("hidden");
+  await drawPerson();
+  $("#person").scrollIntoView();
+  $("#name").focus();
+}
+function showPeople() {
+  current = null;
+  $("#person").classList.add("hidden");
+  $("#people").classList.remove("hidden");
+  drawGrid();
+}
+const saveName = () => call(`/api/stacks/${current}/name`, {name: $("#name").value});
+$("#save").onclick = saveName;
+$("#name").onkeydown = e => { if (e.key === "Enter") saveName(); };
+async function mergeInto() {
+  const into = pick($("#mergepick").value);
+  if (!into) { $("#status").textContent = `no person "${$("#mergepick").value}"`; return; }
+  const from = current;
+  if (await call(`/api/stacks/${into.id}/merge`, {other: from})) {
+    current = into.id; $("#mergepick").value = ""; await drawPerson();
   }
 }
+$("#merge").onclick = mergeInto;
+$("#mergepick").onkeydown = e => { if (e.key === "Enter") mergeInto(); };
+$("#split").onclick = () => call(`/api/stacks/${current}/split`);
+$("#hide").onclick = () => call(`/api/stacks/${current}/hide`);
+$("#unhide").onclick = () => call(`/api/stacks/${current}/unhide`);
+$("#back").onclick = showPeople;
 $("#undo").onclick = () => call("/api/undo");
-load();
+["#search", "#small", "#showhidden"].forEach(s => $(s).oninput = drawGrid);
+document.addEventListener("keydown", e => {
+  if (e.key === "Escape" && current !== null) showPeople();
+  else if (e.key === "/" && document.activeElement.tagName !== "INPUT") {
+    e.preventDefault(); $("#search").focus();
+  } else if (e.key === "z" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); call("/api/undo"); }
+});
+refresh();
 </script></body></html>
 """
