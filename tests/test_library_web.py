@@ -56,6 +56,15 @@ def test_api_actions_and_nothing_outside_the_library(library):
                 "/photo/../../etc/passwd", "/etc/passwd", "/static/../../etc/passwd"):  # fmt: skip
         assert client.get(bad).status_code in (404, 422), bad
     assert client.post("/api/stacks/999999/hide").status_code == 400
+    for bad in (
+        "/api/stacks/..%2F..%2Fetc%2Fpasswd/name",
+        "/api/stacks/../../etc/passwd/hide",
+        "/api/faces/..%2Fx/move",
+        "/api/faces/1/../../../etc/passwd",
+        "/api/../undo",
+    ):
+        assert client.post(bad, json={"name": "x", "to": 1}).status_code in (404, 405, 422), bad
+    assert client.get("/api/stacks/..%2F..%2Fetc%2Fpasswd").status_code in (404, 422)
     for huge in ("/face/99999999999999999999.jpg", "/photo/-1.jpg"):  # not a 500
         assert client.get(huge).status_code == 422, huge
     assert client.post("/api/stacks/99999999999999999999/hide").status_code == 422
