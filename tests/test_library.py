@@ -475,3 +475,33 @@ def test_scan_with_workers_records_what_one_process_records(photos, tmp_path):
         con.close()
     assert tables[0] == tables[1]
     np.testing.assert_allclose(embs[0], embs[1], atol=1e-3)  # one thread vs several: rounding
+
+
+def test_a_library_is_changed_by_one_process_at_a_time(photos, tmp_path):
+    """A second scan (or any change) while another process holds the library says who holds
+    it and exits cleanly; readers and the web page's views go on; the web page's changes get
+    409; once free, it works (a dead holder's lock is simply taken over by the OS)."""
+    from fastapi.testclient import TestClient
+
+    from facetrain.library.library import lock_file
+    from facetrain.library.web import create_app
+    from facetrain.lock import held
+
+    db = tmp_path / "lib.db"
+    model = make_model(tmp_path / "m.safetensors")
+    cli("library", "scan", photos, "--db", db, "--model", model)
+    cli("library", "cluster", "--db", db, "--threshold", "0.3")
+    before = faces_table(db)
+    origin = "http://127.0.0.1:8765"
+    web = TestClient(create_app(db), base_url=origin, headers={"Origin": origin})
+    stack = web.get("/api/people").json()[0]["id"]
+    with held(lock_file(db), "x"):  # this test process is "scanning"
+        for args in (["scan", photos], ["cluster"], ["name", stack, "Zed"], ["undo"]):
+            out = cli_fails("library", *args, "--db", db)
+            assert f"in use by process {os.getpid()}" in out, args
+        assert "stacks" in cli("library", "people", "--db", db)  # reading goes on
+        assert web.get("/api/people").status_code == 200
+        r = web.post(f"/api/stacks/{stack}/hide")
+        assert r.status_code == 409 and "in use" in r.json()["detail"]
+    assert faces_table(db) == before  # nothing changed meanwhile
+    cli("library", "name", stack, "Zed", "--db", db)

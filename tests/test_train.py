@@ -84,9 +84,32 @@ def test_kill_minus_9_then_resume_gives_the_same_losses(packed, tmp_path):
     done = subprocess.run(
         [*cmd, *args, "--out", str(run)], check=True, capture_output=True, text=True
     )
-    assert "resuming" in done.stderr
+    assert "resuming" in done.stderr  # the killed process's lock was taken over
     assert losses(run) == losses(ref)  # every step's loss, bit for bit
     assert [s for s, _ in losses(run)] == list(range(1, 13))
+
+
+def test_a_second_train_on_a_busy_run_folder_says_who_holds_it(packed, tmp_path):
+    """One process at a time on a run folder: the second says which process trains there
+    and changes nothing (it used to 'resume' alongside and crash the first)."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+    from facetrain.lock import held
+
+    run = tmp_path / "run"
+    run.mkdir()
+    args = ["train", "--data", str(packed), "--out", str(run), "--epochs", "1",
+            "--set", "embedding_size=32", "--set", "epoch_size=2"]  # fmt: skip
+    with held(run / ".lock", "x"):  # this test process "trains" there
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 2 and f"in use by process {os.getpid()}" in res.output
+        assert "Traceback" not in res.output and sorted(os.listdir(run)) == [".lock"]
+    res = CliRunner().invoke(app, args)  # free again: it trains (a bare .lock is no stranger)
+    assert res.exit_code == 0, res.output
+    assert (run / "model.safetensors").exists()
 
 
 def test_schedule_file_facenet_format(tmp_path):

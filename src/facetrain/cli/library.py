@@ -25,6 +25,11 @@ ModelOpt = Annotated[
 ThresholdOpt = Annotated[float | None, typer.Option(help="[the model's calibrated one]")]
 
 
+def _read(db: Path, model: str | None = None):
+    """The library for a command that only reads it (no lock: alongside a running scan)."""
+    return _open(db, model, lock=False)
+
+
 def _open(db: Path, model: str | None = None, **kw):
     """The library; with --model, that model checked against it (and, when the library's
     model moved, remembered at its new place)."""
@@ -94,7 +99,8 @@ def _remove_if_empty(db: Path) -> None:
     with Library(db, migrating_ok=True) as lib:
         empty = lib.is_empty()
     if empty:
-        for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"),
+                  db.with_name(db.name + ".lock")):  # fmt: skip
             f.unlink(missing_ok=True)
 
 
@@ -114,7 +120,7 @@ def library_cluster(db: DbOpt, model: ModelOpt = None, threshold: ThresholdOpt =
 @library_app.command("people")
 def library_people(db: DbOpt, model: ModelOpt = None, json_out: JsonOut = None) -> None:
     """Stacks, largest first: id, name, faces, photos."""
-    with _open(db, model) as lib:
+    with _read(db, model) as lib:
         rows = lib.people()
     table = Table(title=f"{len(rows)} stacks")
     for col in ("stack", "name", "faces", "photos", "confirmed", "hidden"):
@@ -220,7 +226,7 @@ def library_faces(
     model: ModelOpt = None,
 ) -> None:
     """The faces of a stack: face id, photo, box (ids for `reject`)."""
-    with _open(db, model) as lib:
+    with _read(db, model) as lib:
         faces = lib.faces(stack)
     for f in faces:
         box = ",".join(f"{f[k]:.0f}" for k in ("x1", "y1", "x2", "y2"))
@@ -238,7 +244,7 @@ def library_identify(
     json_out: JsonOut = None,
 ) -> None:
     """Name every face in new photos from the named people, or say unknown."""
-    with _open(db) as lib:
+    with _read(db) as lib:
         if not any(p["name"] for p in lib.people()):
             console.print("[yellow]no named people yet: every face is unknown[/]")
         results = lib.identify(photos, threshold, margin, device, model)
@@ -261,7 +267,7 @@ def library_export(
     unnamed: Annotated[bool, typer.Option(help="Also unnamed stacks.")] = False,
 ) -> None:
     """A folder per person of links to the original photos (never moved or copied)."""
-    with _open(db, model) as lib:
+    with _read(db, model) as lib:
         counts = lib.export(by_person, unnamed)
     console.print(f"{sum(counts.values())} links in {len(counts)} folders under {by_person}")
 
@@ -274,7 +280,7 @@ def library_eval(
     json_out: JsonOut = None,
 ) -> None:
     """Pairwise and BCubed precision/recall/F of the stacks against folder labels."""
-    with _open(db, model) as lib:
+    with _read(db, model) as lib:
         r, left = lib.evaluate(truth)
     console.print(
         f"{r['faces']} faces of {r['people']} people in {r['stacks']} stacks: pairwise P "

@@ -27,11 +27,26 @@ from facetrain.library.store import LibraryError
 
 
 class Library:
-    def __init__(self, path: str | os.PathLike, *, create: bool = False, migrating_ok=False):
+    """`lock` (default): this process alone changes the library while it is open (a second
+    one is told which process holds it); readers pass lock=False (SQLite's WAL lets them
+    read alongside)."""
+
+    def __init__(
+        self, path: str | os.PathLike, *, create: bool = False, migrating_ok=False, lock=True
+    ):
+        from facetrain.lock import held
+
         self.path = Path(path)
-        self.con = store.connect(self.path, create=create)
+        self._held = contextlib.ExitStack()
+        if lock and (create or self.path.is_file()):
+            self._held.enter_context(held(lock_file(self.path), f"library {self.path}"))
+        try:
+            self.con = store.connect(self.path, create=create)
+        except BaseException:
+            self._held.close()
+            raise
         if not migrating_ok and store.get_meta(self.con, "migrating_to") is not None:
-            self.con.close()
+            self.close()
             raise LibraryError(
                 f"{self.path}: a model migration is unfinished; run `facetrain library "
                 "migrate` again"
@@ -39,6 +54,7 @@ class Library:
 
     def close(self) -> None:
         self.con.close()
+        self._held.close()
 
     def __enter__(self) -> Library:
         return self
@@ -270,6 +286,10 @@ class Library:
         from facetrain.models.saved import content_hash
 
         return migrate(self.con, Scanner(model, device=device), model.source, content_hash(model))
+
+
+def lock_file(db: Path) -> Path:
+    return db.with_name(db.name + ".lock")
 
 
 def _identify_photo(path, scanner, protos, threshold, distance, margin) -> dict:

@@ -11,6 +11,7 @@ Every button is one curating action of `facetrain.library.curate`, logged and un
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -22,6 +23,7 @@ from pydantic import BaseModel, Field
 from facetrain.data.images import to_jpeg
 from facetrain.library.library import Library
 from facetrain.library.store import LibraryError
+from facetrain.lock import BusyError
 
 
 class NameBody(BaseModel):
@@ -75,14 +77,19 @@ def create_app(db_path: str | os.PathLike, host: str = "127.0.0.1") -> FastAPI:
             return PlainTextResponse(why, status_code=403)
         return await call_next(request)
 
-    def act(method: str, *args, status: int = 400):
-        with Library(db_path) as lib:
-            try:
-                return getattr(lib, method)(*args)
-            except LibraryError as e:
-                raise HTTPException(status, str(e)) from None
+    def act(method: str, *args, status: int = 400, lock: bool = True):
+        """One library method, the library locked for a change (409 while another process,
+        a scan say, holds it) and open unlocked for a view."""
+        try:
+            with Library(db_path, lock=lock) as lib:
+                try:
+                    return getattr(lib, method)(*args)
+                except LibraryError as e:
+                    raise HTTPException(status, str(e)) from None
+        except BusyError as e:
+            raise HTTPException(409, str(e)) from None
 
-    _views(app, act, db_path)
+    _views(app, functools.partial(act, lock=False), db_path)
     _actions(app, act)
     return app
 
@@ -96,7 +103,7 @@ def _views(app: FastAPI, act, db_path) -> None:
 
     @app.get("/api/people")
     def api_people() -> list[dict]:
-        with Library(db_path) as lib:
+        with Library(db_path, lock=False) as lib:
             return [p | {"face_ids": lib.face_ids(p["id"], 12)} for p in lib.people()]
 
     @app.get("/api/stacks/{stack}")

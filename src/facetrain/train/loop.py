@@ -13,6 +13,7 @@ a run resumed from a checkpoint replays exactly the computation of an uninterrup
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -40,6 +41,7 @@ from facetrain.train.config import TrainConfig, code_revision
 from facetrain.train.evaluator import Evaluator, export_weights, preprocess_for
 from facetrain.train.objective import Objective, build_objective, build_sampler
 from facetrain.train.run_folder import (
+    LOCK,
     MetricsLog,
     check_own,
     record_config,
@@ -67,14 +69,27 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
         torch.set_num_threads(cfg.threads)
     dd, device = distributed.setup(cfg.device)
     try:
-        r = setup(dataclasses.replace(cfg, device=device), dd, log if dd.main else _quiet)
-        result = r.train()
-        # every rank done (rank 0 writes the model last) before any leaves the group: a
-        # rank that destroyed its gloo group while another still wrote aborted at exit
-        distributed.barrier()
+        with _one_process(Path(cfg.out), dd):
+            r = setup(dataclasses.replace(cfg, device=device), dd, log if dd.main else _quiet)
+            result = r.train()
+            # every rank done (rank 0 writes the model last) before any leaves the group: a
+            # rank that destroyed its gloo group while another still wrote aborted at exit
+            distributed.barrier()
         return result
     finally:
         distributed.teardown()
+
+
+def _one_process(folder: Path, dd):
+    """The run folder's lock, held by rank 0 for the whole run: a second `train` on the
+    same --out says who is training there and stops, instead of resuming alongside."""
+    if not dd.main:
+        return contextlib.nullcontext()
+    from facetrain.lock import held
+
+    check_own(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return held(folder / LOCK, f"run folder {folder}")
 
 
 def _quiet(*_):

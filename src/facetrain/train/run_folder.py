@@ -25,6 +25,7 @@ METRICS = "metrics.jsonl"
 SETTINGS = "resumed with settings "
 
 
+LOCK = ".lock"  # held by the process training in the folder (facetrain.lock)
 RUN_MARKERS = ("revision.txt", "checkpoints")  # what every facetrain run folder has
 
 
@@ -37,7 +38,7 @@ def check_own(run: Path) -> None:
         return
     if not run.is_dir():
         raise FacetrainError(f"--out {run}: is a file, not a run folder")
-    entries = sorted(p.name for p in run.iterdir())
+    entries = sorted(p.name for p in run.iterdir() if p.name != LOCK)
     if entries and not any((run / m).exists() for m in RUN_MARKERS):
         raise FacetrainError(
             f"--out {run}: not a facetrain run folder (it holds {', '.join(entries[:3])}"
