@@ -181,3 +181,69 @@ def test_library_scan_skips_fifos_and_dangling_links(tmp_path):
                     "--model", model)  # fmt: skip
     assert code == 0, out
     assert "not a regular file" in out and "dangling link" in out and "1 new" in out
+
+
+def _bbt_photos(tmp_path, people=("amy", "penny"), k=2):
+    import shutil
+
+    from conftest import BBT
+
+    if not BBT.exists():
+        pytest.skip(f"{BBT} absent (real data not here)")
+    photos = tmp_path / "photos"
+    for who in people:
+        (photos / who).mkdir(parents=True)
+        for p in sorted((BBT / "reference" / who).iterdir())[:k]:
+            shutil.copy(p, photos / who / p.name)
+    return photos
+
+
+def test_a_name_of_digits_cannot_shadow_a_stack_id(tmp_path):
+    """3: a person named "7" took the place of stack 7 (`merge 7 6` merged into another)."""
+    import sqlite3
+
+    from helpers import make_model
+
+    photos, db = _bbt_photos(tmp_path), tmp_path / "lib.db"
+    model = make_model(tmp_path / "m.safetensors")
+    assert run("library", "scan", photos, "--db", db, "--model", model)[0] == 0
+    assert run("library", "cluster", "--db", db, "--threshold", "1e-6")[0] == 0
+    ids = [r[0] for r in sqlite3.connect(db).execute("SELECT id FROM people ORDER BY id")]
+    code, out = run("library", "name", ids[0], str(ids[1]), "--db", db)
+    assert code == 2 and "only digits" in out
+    assert run("library", "name", ids[0], "Agent 7", "--db", db)[0] == 0
+    code, out = run("library", "merge", ids[1], ids[2], "--db", db)
+    assert code == 0 and f"stack {ids[2]} merged into {ids[1]}" in out
+    code, out = run("library", "faces", "99999999999999999999999", "--db", db)
+    assert code == 2 and "no stack" in out
+
+
+def test_a_model_giving_nan_never_writes_into_a_library(tmp_path):
+    """6: `library migrate` to a NaN model exited 0 and made every embedding NaN."""
+    import sqlite3
+
+    import numpy as np
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from helpers import make_model
+
+    photos, db = _bbt_photos(tmp_path), tmp_path / "lib.db"
+    model = make_model(tmp_path / "m.safetensors")
+    nan = make_model(tmp_path / "nan.safetensors", seed=3)
+    with safe_open(str(nan), "pt") as f:
+        meta = f.metadata()
+    weights = load_file(str(nan))
+    first = sorted(k for k in weights if k.endswith("weight"))[0]
+    weights[first][:] = float("nan")
+    save_file(weights, str(nan), metadata=meta)
+    assert run("library", "scan", photos, "--db", db, "--model", model)[0] == 0
+    before = sqlite3.connect(db).execute("SELECT embedding FROM faces ORDER BY id").fetchall()
+    code, out = run("library", "migrate", "--db", db, "--model", nan)
+    assert code == 2 and "non-finite embeddings" in out
+    after = sqlite3.connect(db).execute("SELECT embedding FROM faces ORDER BY id").fetchall()
+    assert after == before and all(np.isfinite(np.frombuffer(b, np.float32)).all()
+                                   for (b,) in after)  # fmt: skip
+    assert run("library", "people", "--db", db)[0] == 0  # not left half-migrated
+    code, out = run("library", "scan", photos, "--db", tmp_path / "new.db", "--model", nan)
+    assert code == 2 and "non-finite embeddings" in out and not (tmp_path / "new.db").exists()

@@ -23,10 +23,11 @@ def people(con) -> list[dict]:
 
 
 def stack_id(con, ref: str) -> int:
-    """A stack by id or by name."""
-    pid = store.person_named(con, ref)
-    if pid is None and ref.isdigit() and store.person_exists(con, int(ref)):
-        pid = int(ref)
+    """A stack by id (digits) or by name (anything else): never a name shadowing an id."""
+    if ref.isdigit():
+        pid = int(ref) if int(ref) < 2**63 and store.person_exists(con, int(ref)) else None
+    else:
+        pid = store.person_named(con, ref)
     if pid is None:
         raise LibraryError(f"no stack or person {ref!r} (see `facetrain library people`)")
     return pid
@@ -38,10 +39,15 @@ def _log(con, kind: str, description: str, before: dict, created=(), rejections=
 
 
 def name(con, ref: str, new_name: str) -> str:
-    """Name a stack; naming it like an existing person merges it into that person."""
+    """Name a stack; naming it like an existing person merges it into that person. A name
+    of digits alone is refused: it would read as a stack id."""
     new_name = new_name.strip()
     if not new_name:
         raise LibraryError("a name cannot be empty")
+    if new_name.isdigit():
+        raise LibraryError(
+            f"a name cannot be only digits ({new_name!r} reads as a stack id): add a letter"
+        )
     pid = stack_id(con, ref)
     other = store.person_named(con, new_name, other_than=pid)
     if other is not None:

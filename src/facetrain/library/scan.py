@@ -106,6 +106,11 @@ class Scanner:
         if not found:
             return []
         emb = embed_model(self.model, Arrays([f.crop for f in found]), device=self.device)
+        if not np.isfinite(emb).all():  # never into a library: clustering would break on it
+            raise store.LibraryError(
+                f"the model {self.model.source} gives non-finite embeddings (NaN or inf); "
+                "it cannot be used (was it trained to the end?)"
+            )
         out = []
         for f, e in zip(found, emb):
             size = float(min(f.box[2] - f.box[0], f.box[3] - f.box[1]))
@@ -305,8 +310,10 @@ def migrate(
     current = store.get_meta(con, "migrating_to")
     if current is not None and current != target:
         raise store.LibraryError("another migration is unfinished; finish it with its model first")
-    store.set_meta(con, "migrating_to", target)
     todo = store.photos_to_migrate(con)
+    if current is None:
+        _try_model(scanner, todo)  # before anything changes
+    store.set_meta(con, "migrating_to", target)
     kept = lost = 0
     with progress_bar(disable=None if progress is None else not progress) as bar:
         task = bar.add_task("migrate", total=len(todo), rate="")
@@ -328,6 +335,17 @@ def migrate(
         store.del_meta(con, "migrating_to")
         store.end_migration(con)
     return {"photos": len(todo), "confirmed_faces_kept": kept, "confirmed_faces_lost": lost}
+
+
+def _try_model(scanner: Scanner, photos) -> None:
+    """The new model on the first readable photo with a face: a model that cannot embed
+    (non-finite output, say) is refused before the library changes."""
+    for row in photos:
+        try:
+            if scanner.faces_of(load_rgb(row["path"])):
+                return
+        except (ImageError, OSError):
+            continue
 
 
 def _replace_faces(con, photo_id: int, new: list[dict]) -> tuple[int, int]:
