@@ -247,3 +247,24 @@ def test_a_model_giving_nan_never_writes_into_a_library(tmp_path):
     assert run("library", "people", "--db", db)[0] == 0  # not left half-migrated
     code, out = run("library", "scan", photos, "--db", tmp_path / "new.db", "--model", nan)
     assert code == 2 and "non-finite embeddings" in out and not (tmp_path / "new.db").exists()
+
+
+def test_identify_a_folder_and_serve_on_a_taken_port(tmp_path):
+    """45: `library identify FOLDER` said 'Is a directory'; 47: `serve` on a taken port
+    printed its address, then failed."""
+    import socket
+
+    from helpers import make_model
+
+    photos, db = _bbt_photos(tmp_path), tmp_path / "lib.db"
+    model = make_model(tmp_path / "m.safetensors")
+    assert run("library", "scan", photos, "--db", db, "--model", model)[0] == 0
+    code, out = run("library", "identify", photos, "--db", db, "--threshold", "0.5")
+    assert code == 0 and "Is a directory" not in out
+    assert sum("amy" in line or "penny" in line for line in out.splitlines()) >= 4
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code, out = run("library", "serve", "--db", db, "--port", port)
+    assert code == 2 and "cannot serve on" in out and "open http" not in out

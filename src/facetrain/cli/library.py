@@ -310,6 +310,19 @@ def library_migrate(
     )
 
 
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port already taken, before announcing an address that would not answer."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            fail(f"cannot serve on {host}:{port} ({e.strerror or e}); choose another --port")
+
+
 @library_app.command("serve")
 def library_serve(
     db: DbOpt,
@@ -327,6 +340,7 @@ def library_serve(
     from facetrain.library.web import create_app
 
     _open(db, model).close()
+    _check_port(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/] serving on {host}: other machines can see your library")
     if host in ("0.0.0.0", "::"):

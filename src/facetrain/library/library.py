@@ -259,8 +259,11 @@ class Library:
         thr, distance = self.threshold(threshold)
         if not math.isfinite(margin) or margin < 0:
             raise LibraryError(f"--margin {margin}: a finite number ≥ 0")
+        from facetrain.library.scan import list_photos
+
         protos = curate.prototypes(self.con)
         scanner = Scanner(self.model(model, device=device), device=device)
+        photos = [q for p in photos for q in (list_photos(p) if Path(p).is_dir() else [p])]
         return [_identify_photo(p, scanner, protos, thr, distance, margin) for p in photos]
 
     def export(self, folder: str | os.PathLike, unnamed: bool = False) -> dict[str, int]:
