@@ -268,3 +268,16 @@ def test_identify_a_folder_and_serve_on_a_taken_port(tmp_path):
         port = s.getsockname()[1]
         code, out = run("library", "serve", "--db", db, "--port", port)
     assert code == 2 and "cannot serve on" in out and "open http" not in out
+
+
+@pytest.mark.parametrize("command", ["pack", "split"])
+def test_a_newline_in_an_identity_name_is_refused_and_nothing_written(tmp_path, command):
+    """28: pack wrote identities.txt with 8 lines for 7 identities (every label after it
+    shifted); 29: split failed with train.txt written and val.txt missing."""
+    import os
+
+    src = make_faces(tmp_path / "src", ids=3, per=3)
+    os.rename(src / "id1", src / "new\nline")
+    code, out = run(command, src, tmp_path / "out")
+    assert code == 2 and "newline in a name" in out and "Traceback" not in out
+    assert not (tmp_path / "out").exists()

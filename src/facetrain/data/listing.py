@@ -216,6 +216,14 @@ def _name_from_path(path: str) -> str:
     return stem if ext.lower() in (".jpg", ".jpeg") else f"{stem}_{ext[1:]}"
 
 
+def check_listable(s: Sample) -> Sample:
+    """A sample whose identity and path can be written one per line (list files, a pack's
+    identities.txt and paths.txt); DatasetError naming it otherwise."""
+    if "\t" in s.identity or "\n" in s.identity or "\n" in s.path or "\r" in s.identity:
+        raise DatasetError(f"{s.path!r}: a tab or newline in a name cannot be listed; rename it")
+    return s
+
+
 def write_list(path: str | os.PathLike, samples: Iterable[Sample]) -> int:
     """Write samples as a list file atomically (paths relative to the file). Returns count."""
     from facetrain.atomic import atomic_open
@@ -225,9 +233,7 @@ def write_list(path: str | os.PathLike, samples: Iterable[Sample]) -> int:
     n = 0
     with atomic_open(path, "w") as f:
         f.write(LIST_HEADER + "\n")
-        for s in samples:
-            if "\t" in s.identity or "\n" in s.identity or "\n" in s.path:
-                raise DatasetError(f"{s.path}: tab or newline in a name cannot be listed")
+        for s in map(check_listable, samples):
             f.write(f"{s.identity}\t{os.path.relpath(os.path.abspath(s.path), base)}\n")
             n += 1
     return n

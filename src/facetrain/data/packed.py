@@ -28,7 +28,7 @@ import numpy as np
 
 from facetrain import atomic
 from facetrain.data.images import ImageError, load_rgb, open_checked
-from facetrain.data.listing import UNLABELLED, DatasetError, Problems, iter_samples
+from facetrain.data.listing import UNLABELLED, DatasetError, Problems, check_listable, iter_samples
 
 FORMAT_VERSION = 1
 INDEX_DTYPE = np.dtype(
@@ -55,7 +55,7 @@ def _iter_split_samples(data, merge_same_names, problems, loose=False):
     for split_id, src in _split_sources(data):
         for s in iter_samples(src, merge_same_names=merge_same_names, problems=problems,
                               loose=loose):  # fmt: skip
-            yield split_id, s
+            yield split_id, check_listable(s)
 
 
 def _encoded(path: str, store: str = "encoded") -> tuple[bytes, tuple[int, int]]:
@@ -163,19 +163,18 @@ def pack(
         raise ValueError(f"unknown store {store!r}; choose from {', '.join(STORES)}")
     from facetrain.progress import progress_bar
 
+    names: set[str] = set()
+    roots: set[Path] = set()
+    total = 0  # the whole listing first: a name it refuses leaves no output behind
+    for _, s in _iter_split_samples(data, merge_same_names, Problems(), unlabelled):
+        names.add(s.identity)
+        roots.add(Path(s.path).parent if s.identity == UNLABELLED else Path(s.path).parent.parent)
+        total += 1
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = out / ".partial"
     state.mkdir(exist_ok=True)
     atomic.remove_stale_temps(out)
-
-    names: set[str] = set()
-    roots: set[Path] = set()
-    total = 0
-    for _, s in _iter_split_samples(data, merge_same_names, Problems(), unlabelled):
-        names.add(s.identity)
-        roots.add(Path(s.path).parent if s.identity == UNLABELLED else Path(s.path).parent.parent)
-        total += 1
     _record_alignment(roots, out)
     identities = sorted(names)
     label_of = {n: i for i, n in enumerate(identities)}

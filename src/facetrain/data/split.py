@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facetrain.data.listing import Problems, iter_samples, write_list
+from facetrain.data.listing import Problems, check_listable, iter_samples, write_list
 
 SPLIT_MODES = ("identity", "image")
 
@@ -88,7 +88,7 @@ def split(
     # pass 1: identity index and a seeded hash per image (12 bytes each)
     ids: dict[str, int] = {}
     idx_parts, u_parts, idx_buf, u_buf = [], [], [], []
-    for s in samples():
+    for s in map(check_listable, samples()):  # before anything is written
         idx_buf.append(ids.setdefault(s.identity, len(ids)))
         u_buf.append(_unit_hash(seed, f"{s.identity}\0{s.name}"))
         if len(idx_buf) >= 65536:
