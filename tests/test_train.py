@@ -582,3 +582,35 @@ def test_a_resume_keeps_the_revision_the_run_started_from(tmp_path):
     record_revision(rev, "bbb-dirty")
     record_revision(rev, "bbb-dirty")
     assert rev.read_text().splitlines() == ["aaa", "resumed with bbb-dirty"]
+
+
+def test_a_damaged_newest_checkpoint_is_named_and_the_one_before_used(packed, tmp_path):
+    """Two checkpoint generations (hostile findings: a truncated newest checkpoint made
+    resume impossible; deleting it left `last` naming it; metrics were then duplicated)."""
+    from facetrain.train.config import TrainConfig
+
+    run = tmp_path / "run"
+    base = dict(data=[str(packed)], out=str(run), model="nn4_small2", embedding_size=32,
+                batch_size=16, epoch_size=3, lr=0.05, log_every=1, threads=1,
+                checkpoint_every_steps=2)  # fmt: skip
+    train(TrainConfig(**base, epochs=2), log=lambda *_: None)
+    ckpts = run / "checkpoints"
+    last, previous = [(ckpts / p).read_text().strip() for p in ("last", "previous")]
+    assert last != previous and (ckpts / previous).is_dir()
+    damaged = ckpts / last / "state.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:1000])  # truncated
+    said = []
+    train(TrainConfig(**base, epochs=3), log=said.append)
+    assert any("damaged" in m and last in m for m in said), said
+    resumed_at = int(previous.split("-")[1])
+    assert any(f"(step {resumed_at})" in m for m in said), said
+    steps = [s for s, _ in losses(run)]
+    assert steps == sorted(set(steps)) and steps[-1] == 9  # cut back, never duplicated
+
+    # the newest folder deleted outright: the pointer names nothing, the one before is used
+    import shutil
+
+    shutil.rmtree(ckpts / (ckpts / "last").read_text().strip())
+    said.clear()
+    train(TrainConfig(**base, epochs=4), log=said.append)
+    assert any("gone" in m for m in said) and [s for s, _ in losses(run)][-1] == 12

@@ -1,9 +1,11 @@
 """Checkpoints: tensors in safetensors, everything else in JSON — nothing needs pickle.
 
 A checkpoint is a folder `RUN/checkpoints/step-NNNNNNN/` holding `state.safetensors` and
-`state.json`; the small pointer files `last` and `best` name the folder to use and are
+`state.json`; the small pointer files `last`, `previous` and `best` name folders and are
 replaced atomically after the folder is complete, so a kill at any moment leaves the
-previous checkpoint in force. Older folders are removed once no pointer names them.
+previous checkpoint in force. Two generations are kept (`last` and `previous`, plus
+`best`): when the newest is damaged or gone, loading says so and takes the one before.
+Older folders are removed once no pointer names them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from facetrain import atomic
+from facetrain.errors import FacetrainError
 
 
 def flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -60,24 +63,70 @@ def save(
     (tmp / "state.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
+    if "last" in pointers and (root / "last").exists():
+        older = (root / "last").read_text().strip()
+        if older != name:
+            atomic.write_text(root / "previous", older + "\n")
     for p in pointers:
         atomic.write_text(root / p, name + "\n")
     _prune(root)
     return folder
 
 
+POINTERS = ("last", "previous", "best")
+
+
 def _prune(root: Path) -> None:
-    keep = {(root / p).read_text().strip() for p in ("last", "best") if (root / p).exists()}
+    keep = {(root / p).read_text().strip() for p in POINTERS if (root / p).exists()}
     for d in root.iterdir():
         if d.is_dir() and d.name not in keep:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def load(run: Path, pointer: str = "last") -> tuple[dict[str, torch.Tensor], dict] | None:
-    ptr = run / "checkpoints" / pointer
-    if not ptr.exists():
+def load(
+    run: Path, pointer: str = "last", on_skip=None
+) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The checkpoint `pointer` names; for `last`, when that one is damaged or gone, the
+    one before (`previous`, then any complete folder, newest first), each one passed over
+    reported to `on_skip(message)`. None when there is no checkpoint at all; CheckpointError
+    when there are some and none can be read."""
+    root = run / "checkpoints"
+    names = [_named(root, pointer)]
+    if pointer == "last" and root.is_dir():
+        names += [_named(root, "previous")]
+        names += sorted((d.name for d in root.iterdir() if d.name.startswith("step-")),
+                        reverse=True)  # fmt: skip
+    names = list(dict.fromkeys(n for n in names if n))
+    problems = []
+    for name in names:
+        try:
+            return _read(root / name)
+        except CheckpointError as e:
+            problems.append(str(e))
+            if on_skip is not None:
+                on_skip(f"{e}; trying the one before")
+    if problems:
+        raise CheckpointError("no usable checkpoint: " + "; ".join(problems) +
+                              f" — delete {root} to start the run over")  # fmt: skip
+    return None
+
+
+def _named(root: Path, pointer: str) -> str | None:
+    try:
+        return (root / pointer).read_text().strip() or None
+    except OSError:
         return None
-    folder = run / "checkpoints" / ptr.read_text().strip()
-    return load_file(str(folder / "state.safetensors")), json.loads(
-        (folder / "state.json").read_text()
-    )
+
+
+def _read(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    try:
+        meta = json.loads((folder / "state.json").read_text())
+        return load_file(str(folder / "state.safetensors")), meta
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {folder} is gone or incomplete") from None
+    except Exception as e:  # safetensors raises its own SafetensorError, JSON ValueError
+        raise CheckpointError(f"checkpoint {folder} is damaged ({type(e).__name__}: {e})") from None
+
+
+class CheckpointError(FacetrainError):
+    """No checkpoint of a run can be read."""

@@ -145,7 +145,7 @@ class Run:
         return self.finish()
 
     def resume(self) -> None:
-        meta = self.ckpt.load()
+        meta = self.ckpt.load(on_skip=lambda m: self.log(f"warning: {m}"))
         if meta is None:
             return
         if self.dd.main:

@@ -90,9 +90,10 @@ class Checkpointer:
             self.scaler.load_state_dict(meta["scaler"])
         self.state.update(meta)
 
-    def load(self) -> dict | None:
-        """Restore the last checkpoint; its metadata, or None when there is none."""
-        loaded = checkpoint.load(self.run)
+    def load(self, on_skip=None) -> dict | None:
+        """Restore the last usable checkpoint; its metadata, or None when there is none.
+        A damaged newest one is reported to on_skip and the one before used."""
+        loaded = checkpoint.load(self.run, on_skip=on_skip)
         if loaded is None:
             return None
         self.restore(*loaded)
