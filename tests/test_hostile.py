@@ -281,3 +281,16 @@ def test_a_newline_in_an_identity_name_is_refused_and_nothing_written(tmp_path, 
     code, out = run(command, src, tmp_path / "out")
     assert code == 2 and "newline in a name" in out and "Traceback" not in out
     assert not (tmp_path / "out").exists()
+
+
+def test_pack_counts_only_identities_with_images(tmp_path):
+    """32: `packed 8 images of 5 identities` when only 2 identities had images."""
+    import json
+
+    src = make_faces(tmp_path / "src", ids=3, per=2)
+    for f in (src / "id2").iterdir():
+        f.write_bytes(b"not an image")
+    code, out = run("pack", src, tmp_path / "pack")
+    assert code == 0 and "4 images of 2 identities" in out, out
+    meta = json.loads((tmp_path / "pack" / "meta.json").read_text())
+    assert (meta["identities"], meta["identities_without_images"], meta["skipped"]) == (2, 1, 2)

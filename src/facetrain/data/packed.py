@@ -216,11 +216,13 @@ def pack(
         np.save(f, index)
     skipped = (state / "skipped.tsv").read_text(encoding="utf-8").count("\n")
     splits = {name: int((index["split"] == i).sum()) for i, name in enumerate(SPLITS)}
-    meta = {
+    with_images = int(len(np.unique(index["label"])))  # an identity whose images all failed
+    meta = {  # keeps its label (identities.txt) but is not counted
         "format": "facetrain-pack",
         "version": FORMAT_VERSION,
         "images": int(len(index)),
-        "identities": len(identities),
+        "identities": with_images,
+        "identities_without_images": len(identities) - with_images,
         "shards": n_shards,
         "store": store,
         "splits": splits,
@@ -232,7 +234,7 @@ def pack(
     for p in state.iterdir():
         p.unlink()
     state.rmdir()
-    return PackSummary(len(index), len(identities), n_shards, skipped, splits)
+    return PackSummary(len(index), with_images, n_shards, skipped, splits)
 
 
 class PackError(DatasetError):
