@@ -4,6 +4,8 @@ finding's."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -294,3 +296,31 @@ def test_pack_counts_only_identities_with_images(tmp_path):
     assert code == 0 and "4 images of 2 identities" in out, out
     meta = json.loads((tmp_path / "pack" / "meta.json").read_text())
     assert (meta["identities"], meta["identities_without_images"], meta["skipped"]) == (2, 1, 2)
+
+
+def test_export_keeps_people_apart_and_clears_its_stale_folders(tmp_path):
+    """34: after renaming Alice to Alicia a re-export left Alice/ with its links; people
+    named `.` and `..` were both exported to `_`, mixed."""
+    import sqlite3
+
+    from helpers import make_model
+
+    photos, db = _bbt_photos(tmp_path, ("amy", "penny", "sheldon"), k=1), tmp_path / "lib.db"
+    model = make_model(tmp_path / "m.safetensors")
+    assert run("library", "scan", photos, "--db", db, "--model", model)[0] == 0
+    assert run("library", "cluster", "--db", db, "--threshold", "1e-6")[0] == 0
+    ids = [r[0] for r in sqlite3.connect(db).execute("SELECT id FROM people ORDER BY id")]
+    for pid, name in zip(ids, ("Alice", ".", "..")):
+        assert run("library", "name", pid, name, "--db", db)[0] == 0
+    out = tmp_path / "by-person"
+    assert run("library", "export", "--db", db, "--by-person", out)[0] == 0
+    folders = sorted(p.name for p in out.iterdir())
+    assert folders == sorted(["Alice", "_", f"_ ({ids[2]})"])
+    assert all(len([f for f in (out / d).iterdir() if f.is_symlink()]) == 1 for d in folders)
+    (out / "mine.txt").write_text("the owner's own file")  # never touched
+    assert run("library", "name", ids[0], "Alicia", "--db", db)[0] == 0
+    assert run("library", "export", "--db", db, "--by-person", out)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["Alicia", "_", f"_ ({ids[2]})", "mine.txt"]
+    )
+    assert all(Path(p).exists() for p in photos.rglob("*.png"))  # originals untouched

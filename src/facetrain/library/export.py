@@ -14,14 +14,38 @@ def safe_name(name: str) -> str:
     return re.sub(r"[/\\\\\x00]", "_", name).lstrip(".") or "_"
 
 
+MARK = ".facetrain-person"  # in each folder export made: the stack id it holds
+
+
+def folder_names(rows) -> dict[int, str]:
+    """A folder name per person, distinct even when names are not (`.` and `..` both read
+    `_`, say): the second and later take their stack id too."""
+    out: dict[int, str] = {}
+    used: set[str] = set()
+    for r in sorted(rows, key=lambda r: r["id"]):
+        if r["id"] in out:
+            continue
+        name = safe_name(r["name"] or f"stack-{r['id']}")
+        if name.lower() in used:
+            name = f"{name} ({r['id']})"
+        used.add(name.lower())
+        out[r["id"]] = name
+    return out
+
+
 def export_by_person(con, out: str | os.PathLike, include_unnamed: bool = False) -> dict[str, int]:
-    """OUT/<person>/<photo> symbolic links (never copies, never moves); returns counts."""
+    """OUT/<person>/<photo> symbolic links (never copies, never moves); returns counts.
+    Folders an earlier export made for a name no longer in use (a renamed person, say) lose
+    their links; anything else in OUT is left alone."""
     out = Path(out)
     rows = store.named_photos(con, include_unnamed)
+    names = folder_names(rows)
+    _remove_stale(out, set(names.values()))
     counts: dict[str, int] = {}
     for r in rows:
-        folder = out / safe_name(r["name"] or f"stack-{r['id']}")
+        folder = out / names[r["id"]]
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / MARK).write_text(f"{r['id']}\n")
         src = Path(r["path"])
         link = folder / src.name
         if link.is_symlink() and os.readlink(link) == str(src):
@@ -34,3 +58,19 @@ def export_by_person(con, out: str | os.PathLike, include_unnamed: bool = False)
         link.symlink_to(src)
         counts[folder.name] = counts.get(folder.name, 0) + 1
     return counts
+
+
+def _remove_stale(out: Path, keep: set[str]) -> None:
+    """Folders export made (they hold MARK) that no current person uses: their links and
+    mark go, the folder too when nothing else is in it."""
+    if not out.is_dir():
+        return
+    for folder in out.iterdir():
+        if folder.name in keep or folder.is_symlink() or not (folder / MARK).is_file():
+            continue
+        for f in folder.iterdir():
+            if f.is_symlink():
+                f.unlink()
+        (folder / MARK).unlink()
+        if not any(folder.iterdir()):
+            folder.rmdir()
