@@ -324,3 +324,20 @@ def test_export_keeps_people_apart_and_clears_its_stale_folders(tmp_path):
         ["Alicia", "_", f"_ ({ids[2]})", "mine.txt"]
     )
     assert all(Path(p).exists() for p in photos.rglob("*.png"))  # originals untouched
+
+
+def test_stats_counts_every_phone_format_and_not_broken_files(tmp_path):
+    """41: GIF, TIFF, AVIF and HEIC were counted `not_image`, and broken files as images."""
+    from PIL import Image
+
+    import facetrain.data.images  # noqa: F401 (registers the HEIC opener)
+
+    folder = tmp_path / "data" / "ann"
+    folder.mkdir(parents=True)
+    for ext in ("gif", "tif", "avif", "heic", "png"):
+        Image.new("RGB", (20, 20), (9, 9, 9)).save(folder / f"x.{ext}")
+    (folder / "b.jpg").write_bytes(b"junk")
+    (folder / "c.cr2").write_bytes(b"II*")
+    code, out = run("stats", tmp_path / "data", "--check")
+    assert code == 0 and "images: 5" in out and "not_image" not in out
+    assert "unreadable: 1" in out and "camera RAW" in out

@@ -145,7 +145,6 @@ def stats(roots, *, merge_same_names: bool = False, check: bool = False) -> dict
     counts: Counter = Counter()
     unreadable: list[str] = []
     for s in iter_samples(roots, merge_same_names=merge_same_names, problems=problems):
-        counts[s.identity] += 1
         try:
             if os.path.getsize(s.path) == 0:
                 problems.add("empty_file", s.path)
@@ -153,7 +152,7 @@ def stats(roots, *, merge_same_names: bool = False, check: bool = False) -> dict
         except OSError:
             problems.add("unreadable", s.path)
             continue
-        if check:
+        if check:  # only images that decode are counted
             from facetrain.data.images import ImageError, load_rgb
 
             try:
@@ -161,6 +160,8 @@ def stats(roots, *, merge_same_names: bool = False, check: bool = False) -> dict
             except ImageError as e:
                 problems.add(e.status, f"{s.path} ({e.reason})")
                 unreadable.append(s.path)
+                continue
+        counts[s.identity] += 1
     per_id = np.array(list(counts.values()), np.int64) if counts else np.zeros(0, np.int64)
     edges = [1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000]
     hist = {}
