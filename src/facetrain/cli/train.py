@@ -143,7 +143,8 @@ def models() -> None:
         table.add_row(a.name, f"{a.input_size}²", str(a.embedding_size), f"{a.params / 1e6:.2f}M")
     console.print(table)
     table = Table(title="pretrained models (MODEL = pretrained:NAME)")
-    for col in ("name", "architecture", "source", "licence", "input", "emb", "LFW (facetrain)"):
+    table.add_column("name", no_wrap=True)  # what users type: never cut
+    for col in ("architecture", "source", "licence", "input", "emb", "LFW (facetrain)"):
         table.add_column(col, overflow="fold")
     for e in pretrained.ENTRIES.values():
         table.add_row(e.name, e.architecture, e.source, e.licence, f"{e.input_size}²",
