@@ -107,7 +107,7 @@ def test_a_resumed_distillation_gives_the_same_losses(flat, teacher, tmp_path):
 )
 def test_a_teacher_that_cannot_be_opened_is_one_clear_error(flat, tmp_path, teacher_arg, words):
     args = ["train", "--data", str(flat), "--out", str(tmp_path / "r"), "--loss", "distill",
-            "--set", f"teacher={teacher_arg}", "--set", "input_size=80",
+            "--set", f"teacher={teacher_arg}", "--set", "input_size=80", "--model", "nn4_small2",
             "--batch-size", "8"]  # fmt: skip
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and words in r.output and "Traceback" not in r.output

@@ -39,6 +39,10 @@ CASES = [
      "threads = -4"),
     (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", "input_size=5"),
      "input_size = 5"),
+    (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", "input_size=16"),
+     "input_size 16 is too small for"),
+    (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", "eval_bins=nope.bin"),
+     "verification set nope.bin: no such file"),
     # 16: align --detect-max-side 0
     (lambda f, t: ("align", f, t / "al", "--detect-max-side", "0"), "--detect-max-side"),
     # 21: a device that is no device, for every command

@@ -24,6 +24,7 @@ from facetrain.losses import cross_entropy
 from facetrain.models.feed import embed_model, prepare
 from facetrain.models.saved import FaceModel, Preprocess, save_model
 from facetrain.train.config import TrainConfig
+from facetrain.train.state import TrainingError
 
 
 def preprocess_for(cfg: TrainConfig, size: int, pack: Path | None = None) -> Preprocess:
@@ -70,13 +71,17 @@ class Evaluator:
 
     def __init__(self, cfg: TrainConfig, pre: Preprocess, val: PackedDataset, log, emit):
         self.cfg, self.pre, self.val, self.log, self.emit = cfg, pre, val, log, emit
-        self.sets: list[EvalSet] = [bin_set(b) for b in cfg.eval_bins]
-        if cfg.eval_pairs:
-            # standard 112x112 crops are re-warped into a model geometry of its own (a
-            # template); other faces are taken as they are
-            align = "auto" if pre.alignment.get("template") else "never"
-            s = pairs_set(cfg.eval_pairs, cfg.eval_images, cfg.eval_max_pairs, pre.alignment, align)
-            self.sets.insert(0, s)
+        try:  # before the first step: a missing or damaged set is a clear error, not a crash
+            self.sets: list[EvalSet] = [bin_set(b) for b in cfg.eval_bins]
+            if cfg.eval_pairs:
+                # standard 112x112 crops are re-warped into a model geometry of its own (a
+                # template); other faces are taken as they are
+                align = "auto" if pre.alignment.get("template") else "never"
+                s = pairs_set(cfg.eval_pairs, cfg.eval_images, cfg.eval_max_pairs,
+                              pre.alignment, align)  # fmt: skip
+                self.sets.insert(0, s)
+        except (OSError, ValueError) as e:
+            raise TrainingError(f"verification set: {e}") from None
         for s in self.sets:
             if s.missing:
                 log(f"verification on {s.name}: {s.missing} pairs name missing images (skipped)")

@@ -67,6 +67,7 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    _check_before_writing(cfg)
     dd, device = distributed.setup(cfg.device)
     try:
         with _one_process(Path(cfg.out), dd):
@@ -369,6 +370,41 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     return Run(cfg, dd, folder, ds, sampler, model, embed_raw, objective, params, opt,
                build_schedule(cfg), scaler, ema, state, ckpt, evaluator, pre,
                NonFiniteGuard(cfg.max_nonfinite), log, n_backbone=len(backbone))  # fmt: skip
+
+
+def _check_before_writing(cfg: TrainConfig) -> None:
+    """What would fail later, refused before the run folder is touched: verification files
+    that are not there, an input size the network cannot take."""
+    for f in [*cfg.eval_bins, *([cfg.eval_pairs] if cfg.eval_pairs else [])]:
+        if not Path(f).is_file():
+            raise TrainingError(f"verification set {f}: no such file")
+    if cfg.eval_pairs and not Path(cfg.eval_images or "").is_dir():
+        raise TrainingError(f"eval_images {cfg.eval_images!r}: not a folder of images")
+    model = create_model(cfg.model, cfg.embedding_size)
+    _check_input_size(model, cfg.input_size or model.input_size, cfg.model)
+
+
+def _check_input_size(model, size: int, name: str) -> None:
+    """A size the network can take (its pooling shrinks the image: too small a one would
+    fail at the first step with a kernel-size error)."""
+    try:
+        with torch.no_grad():
+            model.eval().embed(torch.zeros(2, 3, size, size), normalize=False)
+    except RuntimeError:
+        smallest = next((s for s in range(size + 8, 513, 8) if _takes(model, s)), None)
+        hint = f"; {smallest} works" if smallest else ""
+        raise TrainingError(f"input_size {size} is too small for {name}{hint}") from None
+    finally:
+        model.train()
+
+
+def _takes(model, size: int) -> bool:
+    try:
+        with torch.no_grad():
+            model.embed(torch.zeros(2, 3, size, size), normalize=False)
+        return True
+    except RuntimeError:
+        return False
 
 
 def _teacher(cfg: TrainConfig, dd: distributed.Dist, ds, folder: Path, log):
