@@ -345,3 +345,14 @@ def test_stats_counts_every_phone_format_and_not_broken_files(tmp_path):
     code, out = run("stats", tmp_path / "data", "--check")
     assert code == 0 and "images: 5" in out and "not_image" not in out
     assert "unreadable: 1" in out and "camera RAW" in out
+
+
+def test_one_identity_folder_given_as_a_dataset_says_so(faces, tmp_path):
+    """33: `filter MODEL ds/celeba_07201` said 'no usable face images' for a folder of six
+    good faces (it must be the root of identity folders)."""
+    from helpers import make_model
+
+    model = make_model(tmp_path / "m.safetensors")
+    code, out = run("embed", model, faces / "id0", "--out", tmp_path / "e.npz")
+    assert code == 1 and "looks like one identity's folder; pass its parent" in out
+    assert str(faces) in out and not (tmp_path / "e.npz").exists()
