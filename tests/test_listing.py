@@ -117,3 +117,27 @@ def test_broken_link_listed_once_and_reported_by_stats(tmp_path: Path):
     assert sorted(s.name for s in samples) == ["a", "gone"]  # align reports it unreadable
     st = stats(str(root))
     assert st["images"] == 1 and st["problems"] == {"unreadable": 1}  # the broken one not counted
+
+
+def test_a_folder_deleted_while_listed_is_reported_vanished(tmp_path: Path, monkeypatch):
+    """Hostile finding 46: identity folders deleted during a listing were reported as
+    `broken_link` and `empty_identity` (they were neither)."""
+    import shutil
+
+    from facetrain.data import listing
+
+    root = tmp_path / "data"
+    for name in ("ann", "bob"):
+        save_rgb(root / name / "a.jpg")
+    real = listing._iter_identity
+
+    def deleting(folder, identity, problems):  # bob's folder goes as it is reached
+        if identity == "bob":
+            shutil.rmtree(folder)
+        return real(folder, identity, problems)
+
+    monkeypatch.setattr(listing, "_iter_identity", deleting)
+    problems = listing.Problems()
+    samples = list(iter_samples(str(root), problems=problems))
+    assert [s.identity for s in samples] == ["ann"]
+    assert dict(problems.counts) == {"vanished": 1}

@@ -125,6 +125,9 @@ def _sorted_entries(path: str, problems: Problems) -> list[os.DirEntry]:
     try:
         with os.scandir(path) as it:
             return sorted(it, key=lambda e: e.name)
+    except FileNotFoundError:
+        problems.add("vanished", f"{path} (deleted while it was listed)")
+        return []
     except OSError as e:
         problems.add("unreadable_folder", f"{path} ({e.strerror})")
         return []
@@ -134,7 +137,8 @@ def _is_dir(entry: os.DirEntry, problems: Problems) -> bool:
     try:
         return entry.is_dir(follow_symlinks=True)
     except OSError:
-        problems.add("broken_link", entry.path)
+        gone = not os.path.lexists(entry.path)  # deleted while listed, not a broken link
+        problems.add("vanished" if gone else "broken_link", entry.path)
         return False
 
 
@@ -147,7 +151,7 @@ def _iter_folder(root: str, problems: Problems, loose: bool = False) -> Iterator
             for s in _iter_identity(entry.path, entry.name, problems):
                 n += 1
                 yield s
-            if n == 0:
+            if n == 0 and os.path.isdir(entry.path):  # (a vanished one is reported so)
                 problems.add("empty_identity", entry.path)
         elif is_image_name(entry.name) and loose:
             yield Sample(entry.path, UNLABELLED, os.path.splitext(entry.name)[0])
@@ -165,7 +169,8 @@ def _iter_identity(folder: str, identity: str, problems: Problems) -> Iterator[S
         try:
             st = os.stat(path)
         except OSError:
-            problems.add("broken_link", path)
+            gone = not os.path.lexists(path)  # deleted while listed, not a broken link
+            problems.add("vanished" if gone else "broken_link", path)
             continue
         key = (st.st_dev, st.st_ino)
         if key in visited:
