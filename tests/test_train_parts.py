@@ -153,3 +153,18 @@ def test_a_rollback_to_a_checkpoint_with_nan_weights_is_an_error_not_a_loop(tiny
     with pytest.raises(TrainingError, match="already holds non-finite weights"):
         run.bad_step("rollback", epoch=0)
     assert checkpoint.load(tmp_path / "r") is not None
+
+
+def test_metrics_deleted_during_a_run_start_again_with_a_warning(tmp_path):
+    """Hostile finding 37: training wrote into the unlinked metrics.jsonl and the finished
+    run had none, with no warning."""
+    from facetrain.train.run_folder import MetricsLog
+
+    said = []
+    m = MetricsLog(tmp_path, "", 0, log=said.append)
+    m.emit({"step": 1, "loss": 1.0})
+    (tmp_path / "metrics.jsonl").unlink()
+    m.emit({"step": 2, "loss": 0.5})
+    m.close()
+    assert (tmp_path / "metrics.jsonl").read_text().strip() == '{"step": 2, "loss": 0.5}'
+    assert any("was deleted while training" in s and "step 2" in s for s in said)

@@ -124,11 +124,17 @@ class MetricsLog:
         else:
             events = Path(log_dir) if log_dir else run / "tensorboard"
             self.tb = SummaryWriter(str(events), purge_step=first_step or None)
-        self.file = open(run / METRICS, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
+        self.path, self.log = run / METRICS, log
+        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
 
     def emit(self, line: dict) -> None:
         if not self.enabled:
             return
+        if not self.path.exists():  # deleted under a running job: start it again, say so
+            self.file.close()
+            self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            self.log(f"warning: {self.path} was deleted while training; it starts again "
+                     f"at step {line.get('step')} (the lines before are lost)")  # fmt: skip
         self.file.write(json.dumps(line) + "\n")
         self.file.flush()
         for k, v in line.items() if self.tb is not None else ():
