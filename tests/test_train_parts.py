@@ -168,3 +168,25 @@ def test_metrics_deleted_during_a_run_start_again_with_a_warning(tmp_path):
     m.close()
     assert (tmp_path / "metrics.jsonl").read_text().strip() == '{"step": 2, "loss": 0.5}'
     assert any("was deleted while training" in s and "step 2" in s for s in said)
+
+
+def test_a_resumed_run_says_its_data_changed(tmp_path):
+    """Hostile finding 30: a run resumed after identities were deleted and added went on
+    with its first snapshot without a word."""
+    import shutil
+
+    from facetrain.train.config import TrainConfig
+    from facetrain.train.loop import train
+    from helpers import make_faces
+
+    faces = make_faces(tmp_path / "faces", ids=4, per=4)
+    base = dict(data=[str(faces)], out=str(tmp_path / "run"), model="nn4_small2",
+                embedding_size=32, batch_size=8, epoch_size=2, threads=1)  # fmt: skip
+    said = []
+    train(TrainConfig(**base, epochs=1), log=said.append)
+    assert not any("data changed" in s for s in said)
+    shutil.rmtree(faces / "id3")
+    shutil.copytree(faces / "id0", faces / "id9")
+    said.clear()
+    train(TrainConfig(**base, epochs=2), log=said.append)
+    assert any("the data changed since this run started" in s for s in said)

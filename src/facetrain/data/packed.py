@@ -18,6 +18,7 @@ Packing is resumable shard by shard.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -166,10 +167,12 @@ def pack(
     names: set[str] = set()
     roots: set[Path] = set()
     total = 0  # the whole listing first: a name it refuses leaves no output behind
-    for _, s in _iter_split_samples(data, merge_same_names, Problems(), unlabelled):
+    digest = hashlib.sha256()  # what was listed, so that a resumed run sees a change
+    for split_id, s in _iter_split_samples(data, merge_same_names, Problems(), unlabelled):
         names.add(s.identity)
         roots.add(Path(s.path).parent if s.identity == UNLABELLED else Path(s.path).parent.parent)
         total += 1
+        digest.update(f"{split_id}\t{s.identity}\t{s.path}\n".encode())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = out / ".partial"
@@ -228,6 +231,7 @@ def pack(
         "splits": splits,
         "image_size": list(next(iter(sizes))) if len(sizes) == 1 else None,
         "skipped": skipped,
+        "listing_sha256": digest.hexdigest(),
     }
     atomic.write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
     os.replace(state / "skipped.tsv", out / "skipped.tsv")
@@ -235,6 +239,14 @@ def pack(
         p.unlink()
     state.rmdir()
     return PackSummary(len(index), with_images, n_shards, skipped, splits)
+
+
+def listing_digest(data, merge_same_names: bool = False, unlabelled: bool = False) -> str:
+    """The digest `pack` records of what it listed (meta.json `listing_sha256`)."""
+    digest = hashlib.sha256()
+    for split_id, s in _iter_split_samples(data, merge_same_names, Problems(), unlabelled):
+        digest.update(f"{split_id}\t{s.identity}\t{s.path}\n".encode())
+    return digest.hexdigest()
 
 
 class PackError(DatasetError):

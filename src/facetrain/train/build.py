@@ -20,13 +20,16 @@ from facetrain.train.schedule import Schedule, read_schedule_file
 from facetrain.train.state import TrainingError
 
 
-def dataset_for(cfg: TrainConfig, run: Path) -> PackedDataset:
-    """Use a pack as is; pack folders or list files into RUN/pack once (resumable)."""
+def dataset_for(cfg: TrainConfig, run: Path, log=print) -> PackedDataset:
+    """Use a pack as is; pack folders or list files into RUN/pack once (resumable). A
+    resumed run whose folders changed since goes on with its snapshot, and says so."""
     data = cfg.data
     if len(data) == 1 and (Path(data[0]) / "meta.json").exists():
         where = Path(data[0])
     else:
         where = run / "pack"
+        if (where / "meta.json").exists():
+            _say_if_changed(data, where, cfg.loss == "distill", log)
         if not (where / "meta.json").exists():
             from facetrain.data.listing import DatasetError
 
@@ -41,6 +44,20 @@ def dataset_for(cfg: TrainConfig, run: Path) -> PackedDataset:
     if len(np.unique(ds.labels)) < 2 and cfg.loss != "distill":  # distillation needs no labels
         raise TrainingError("training needs at least 2 identities")
     return ds
+
+
+def _say_if_changed(data: list[str], pack_dir: Path, unlabelled: bool, log) -> None:
+    """Compare what the data folders list now with what the run's snapshot packed."""
+    import json
+
+    from facetrain.data.packed import listing_digest
+
+    then = json.loads((pack_dir / "meta.json").read_text()).get("listing_sha256")
+    src = data if len(data) > 1 else data[0]
+    if then is not None and listing_digest(src, unlabelled=unlabelled) != then:
+        log(f"warning: the data changed since this run started (files added, removed or "
+            f"renamed); it goes on with its snapshot {pack_dir} — start a new run (another "
+            "--out) to train on the data as it is now")  # fmt: skip
 
 
 def build_schedule(cfg: TrainConfig) -> Schedule:

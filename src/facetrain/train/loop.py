@@ -326,7 +326,7 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
         folder.mkdir(parents=True, exist_ok=True)
         record_revision(folder / "revision.txt", code_revision())
         record_config(folder, cfg)
-        ds = dataset_for(cfg, folder)  # rank 0 packs, once
+        ds = dataset_for(cfg, folder, log)  # rank 0 packs, once
     distributed.barrier()
     if not dd.main:
         ds = dataset_for(cfg, folder)
