@@ -25,7 +25,16 @@ def run(*args) -> tuple[int, str]:
     return r.exit_code, r.output
 
 
+def _a_file(t):
+    (t / "afile").write_text("the user's file")
+    return t / "afile"
+
+
 CASES = [
+    # 12: an output folder that exists as a file
+    (lambda f, t: ("pack", f, _a_file(t)), "is a file; the output here is a folder"),
+    (lambda f, t: ("split", f, _a_file(t)), "is a file; the output here is a folder"),
+    (lambda f, t: ("align", f, _a_file(t)), "is a file; the output here is a folder"),
     # 5: filter's list overwritten by its own report
     (lambda f, t: ("filter", f, "--out", t / "same.csv", "--report", t / "same.csv"),
      "--out and --report are the same file"),
@@ -66,6 +75,8 @@ def test_refused_with_one_clear_line(faces, tmp_path, case, words):
     assert words in out and "Traceback" not in out
     assert len(out.strip().splitlines()) <= 2  # the error (and at most a model line)
     assert not (tmp_path / "r").exists() and not (tmp_path / "same.csv").exists()
+    if (tmp_path / "afile").exists():
+        assert (tmp_path / "afile").read_text() == "the user's file"
 
 
 def test_library_refuses_bad_thresholds_steps_and_margins(tmp_path):

@@ -54,6 +54,19 @@ class OutputError(FacetrainError):
     """An output that cannot be written where it was asked for."""
 
 
+def output_folder(path: str | os.PathLike) -> Path:
+    """Make (or keep) a command's output folder; OutputError naming it when it cannot be
+    one (a file of that name, no permission)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: is a file; the output here is a folder — give another name")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot make this folder ({e.strerror or e})") from None
+    return path
+
+
 def write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = False) -> None:
     with atomic_open(path, "wb", fsync=fsync) as f:
         f.write(data)

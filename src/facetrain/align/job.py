@@ -293,7 +293,7 @@ def run_align(
     out = Path(out)
     if any(Path(r).resolve() == out.resolve() for r in roots):
         raise AlignError("OUT must not be one of the input roots")
-    out.mkdir(parents=True, exist_ok=True)
+    atomic.output_folder(out)
     _check_config(out, cfg)
     csv_path = out / csv_name(shard)
     done = load_done(csv_path)

@@ -174,7 +174,7 @@ def pack(
         total += 1
         digest.update(f"{split_id}\t{s.identity}\t{s.path}\n".encode())
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    atomic.output_folder(out)
     state = out / ".partial"
     state.mkdir(exist_ok=True)
     atomic.remove_stale_temps(out)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facetrain import atomic
 from facetrain.data.listing import Problems, check_listable, iter_samples, write_list
 
 SPLIT_MODES = ("identity", "image")
@@ -120,7 +121,7 @@ def split(
         is_val = rank < quota[ident]
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic.output_folder(out_dir)
 
     def pick(want_val: bool):
         for i, s in enumerate(samples()):
