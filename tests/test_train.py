@@ -614,3 +614,8 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_one_before_used(packed, tm
     said.clear()
     train(TrainConfig(**base, epochs=4), log=said.append)
     assert any("gone" in m for m in said) and [s for s, _ in losses(run)][-1] == 12
+
+    # every checkpoint deleted: the run starts over, its metrics too (never duplicated)
+    shutil.rmtree(ckpts)
+    train(TrainConfig(**base, epochs=1), log=lambda *_: None)
+    assert [s for s, _ in losses(run)] == [1, 2, 3]

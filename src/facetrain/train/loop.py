@@ -147,7 +147,9 @@ class Run:
 
     def resume(self) -> None:
         meta = self.ckpt.load(on_skip=lambda m: self.log(f"warning: {m}"))
-        if meta is None:
+        if meta is None:  # (re)starting at step 0: lines of an earlier start would repeat
+            if self.dd.main and (self.folder / "metrics.jsonl").exists():
+                truncate_metrics(self.folder, 0)
             return
         if self.dd.main:
             truncate_metrics(self.folder, self.state.step)
