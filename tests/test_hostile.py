@@ -30,7 +30,20 @@ def _a_file(t):
     return t / "afile"
 
 
+def _users_folder(t):
+    (t / "mine").mkdir(exist_ok=True)
+    (t / "mine" / "notes.txt").write_text("the user's file")
+    return t / "mine"
+
+
 CASES = [
+    # req 5: outputs inside an input, or in a folder of the user's
+    (lambda f, t: ("pack", f, f), "inside the input"),
+    (lambda f, t: ("pack", f, f / "packed"), "inside the input"),
+    (lambda f, t: ("split", f, f), "inside the input"),
+    (lambda f, t: ("align", f, f / "aligned"), "inside the input"),
+    (lambda f, t: ("pack", f, _users_folder(t)), "not empty and not a pack folder"),
+    (lambda f, t: ("split", f, _users_folder(t)), "not empty and not a split folder"),
     # 12: an output folder that exists as a file
     (lambda f, t: ("pack", f, _a_file(t)), "is a file; the output here is a folder"),
     (lambda f, t: ("split", f, _a_file(t)), "is a file; the output here is a folder"),
@@ -77,6 +90,9 @@ def test_refused_with_one_clear_line(faces, tmp_path, case, words):
     assert not (tmp_path / "r").exists() and not (tmp_path / "same.csv").exists()
     if (tmp_path / "afile").exists():
         assert (tmp_path / "afile").read_text() == "the user's file"
+    if (tmp_path / "mine").exists():
+        assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in faces.iterdir()) == ["id0", "id1", "id2"]  # data untouched
 
 
 def test_library_refuses_bad_thresholds_steps_and_margins(tmp_path):

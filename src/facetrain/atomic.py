@@ -54,12 +54,29 @@ class OutputError(FacetrainError):
     """An output that cannot be written where it was asked for."""
 
 
-def output_folder(path: str | os.PathLike) -> Path:
-    """Make (or keep) a command's output folder; OutputError naming it when it cannot be
-    one (a file of that name, no permission)."""
+def output_folder(
+    path: str | os.PathLike, *, inputs=(), own: tuple[str, ...] = (), kind: str = "output"
+) -> Path:
+    """Make (or keep) a command's output folder. Refused, with OutputError naming it: a
+    file of that name; a folder that is one of the `inputs` or inside one (the outputs
+    would mix with the data); an existing folder with other things in it and none of the
+    `own` marker files of a folder of this kind (the user's folder, not ours)."""
     path = Path(path)
+    here = path.resolve()
+    for r in inputs:
+        root = Path(r).resolve()
+        if root.is_dir() and (here == root or root in here.parents):
+            raise OutputError(f"{path}: inside the input {r}; the {kind} would mix with the "
+                              "data — give a folder outside it")  # fmt: skip
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: is a file; the output here is a folder — give another name")
+    if own and path.is_dir():
+        entries = sorted(e.name for e in path.iterdir())
+        if entries and not any((path / m).exists() for m in own):
+            raise OutputError(
+                f"{path}: not empty and not a {kind} folder (it holds {', '.join(entries[:3])}"
+                f"{', …' if len(entries) > 3 else ''}); give a new or empty folder"
+            )
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

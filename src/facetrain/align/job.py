@@ -293,7 +293,7 @@ def run_align(
     out = Path(out)
     if any(Path(r).resolve() == out.resolve() for r in roots):
         raise AlignError("OUT must not be one of the input roots")
-    atomic.output_folder(out)
+    atomic.output_folder(out, inputs=roots, own=(CONFIG_FILE,), kind="aligned-faces")
     _check_config(out, cfg)
     csv_path = out / csv_name(shard)
     done = load_done(csv_path)

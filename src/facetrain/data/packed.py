@@ -174,7 +174,8 @@ def pack(
         total += 1
         digest.update(f"{split_id}\t{s.identity}\t{s.path}\n".encode())
     out = Path(out)
-    atomic.output_folder(out)
+    atomic.output_folder(out, inputs=_input_roots(data), own=("meta.json", ".partial"),
+                         kind="pack")  # fmt: skip
     state = out / ".partial"
     state.mkdir(exist_ok=True)
     atomic.remove_stale_temps(out)
@@ -239,6 +240,12 @@ def pack(
         p.unlink()
     state.rmdir()
     return PackSummary(len(index), with_images, n_shards, skipped, splits)
+
+
+def _input_roots(data) -> list[str]:
+    """The folders a pack reads (roots given as `a:b`, a list, or list files' folders)."""
+    items = [data] if isinstance(data, str | os.PathLike) else list(data)
+    return [r for item in items for r in str(item).split(":") if r]
 
 
 def listing_digest(data, merge_same_names: bool = False, unlabelled: bool = False) -> str:

@@ -121,7 +121,8 @@ def split(
         is_val = rank < quota[ident]
 
     out_dir = Path(out_dir)
-    atomic.output_folder(out_dir)
+    atomic.output_folder(out_dir, inputs=_roots(roots), own=("train.txt", "val.txt"),
+                         kind="split")  # fmt: skip
 
     def pick(want_val: bool):
         for i, s in enumerate(samples()):
@@ -138,6 +139,11 @@ def split(
         train_list=str(out_dir / "train.txt"),
         val_list=str(out_dir / "val.txt"),
     )
+
+
+def _roots(roots) -> list[str]:
+    items = [roots] if isinstance(roots, str | os.PathLike) else list(roots)
+    return [r for item in items for r in str(item).split(":") if r]
 
 
 def stats(roots, *, merge_same_names: bool = False, check: bool = False) -> dict:
