@@ -103,13 +103,18 @@ def train(
     if num_gpus and num_gpus > 1 and "WORLD_SIZE" not in os.environ:
         _relaunch_with_torchrun(num_gpus)
     result = train_fn(cfg, log=console.print)
-    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 speaks for the job
-        return
-    if result:
-        console.print(
-            f"final verification accuracy {result['accuracy']:.4f} ± {result['accuracy_std']:.4f}"
-        )
-    console.print(f"run folder: {cfg.out}")
+    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 speaks for the job
+        if result:
+            console.print(f"final verification accuracy {result['accuracy']:.4f} ± "
+                          f"{result['accuracy_std']:.4f}")  # fmt: skip
+        console.print(f"run folder: {cfg.out}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # the job is done and every file written: leave without the interpreter's teardown,
+        # where torch's gloo threads were destroyed still joinable now and then ("terminate
+        # called without an active exception", SIGABRT, a failed job after a good run)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _list_settings() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import gc
 import math
 import time
 from dataclasses import dataclass
@@ -76,8 +77,10 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
             # every rank done (rank 0 writes the model last) before any leaves the group: a
             # rank that destroyed its gloo group while another still wrote aborted at exit
             distributed.barrier()
+            del r  # DDP's reducer holds the process group: released before it is destroyed
         return result
     finally:
+        gc.collect()
         distributed.teardown()
 
 
