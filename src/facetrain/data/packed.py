@@ -29,7 +29,14 @@ import numpy as np
 
 from facetrain import atomic
 from facetrain.data.images import ImageError, load_rgb, open_checked
-from facetrain.data.listing import UNLABELLED, DatasetError, Problems, check_listable, iter_samples
+from facetrain.data.listing import (
+    UNLABELLED,
+    DatasetError,
+    Problems,
+    check_listable,
+    iter_samples,
+    parse_roots,
+)
 
 FORMAT_VERSION = 1
 INDEX_DTYPE = np.dtype(
@@ -174,7 +181,7 @@ def pack(
         total += 1
         digest.update(f"{split_id}\t{s.identity}\t{s.path}\n".encode())
     out = Path(out)
-    atomic.output_folder(out, inputs=_input_roots(data), own=("meta.json", ".partial"),
+    atomic.output_folder(out, inputs=parse_roots(data), own=("meta.json", ".partial"),
                          kind="pack")  # fmt: skip
     state = out / ".partial"
     state.mkdir(exist_ok=True)
@@ -240,12 +247,6 @@ def pack(
         p.unlink()
     state.rmdir()
     return PackSummary(len(index), with_images, n_shards, skipped, splits)
-
-
-def _input_roots(data) -> list[str]:
-    """The folders a pack reads (roots given as `a:b`, a list, or list files' folders)."""
-    items = [data] if isinstance(data, str | os.PathLike) else list(data)
-    return [r for item in items for r in str(item).split(":") if r]
 
 
 def listing_digest(data, merge_same_names: bool = False, unlabelled: bool = False) -> str:

@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from facetrain import atomic
-from facetrain.data.listing import Problems, check_listable, iter_samples, write_list
+from facetrain.data.listing import (
+    Problems,
+    check_listable,
+    iter_samples,
+    parse_roots,
+    write_list,
+)
 
 SPLIT_MODES = ("identity", "image")
 
@@ -121,7 +127,7 @@ def split(
         is_val = rank < quota[ident]
 
     out_dir = Path(out_dir)
-    atomic.output_folder(out_dir, inputs=_roots(roots), own=("train.txt", "val.txt"),
+    atomic.output_folder(out_dir, inputs=parse_roots(roots), own=("train.txt", "val.txt"),
                          kind="split")  # fmt: skip
 
     def pick(want_val: bool):
@@ -139,11 +145,6 @@ def split(
         train_list=str(out_dir / "train.txt"),
         val_list=str(out_dir / "val.txt"),
     )
-
-
-def _roots(roots) -> list[str]:
-    items = [roots] if isinstance(roots, str | os.PathLike) else list(roots)
-    return [r for item in items for r in str(item).split(":") if r]
 
 
 def stats(roots, *, merge_same_names: bool = False, check: bool = False) -> dict:
