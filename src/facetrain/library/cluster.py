@@ -163,14 +163,9 @@ def cluster(con, threshold: float, distance: str = "squared_l2") -> ClusterRepor
     photo = np.array([r["photo_id"] for r in free], np.int64)
     labels, moved = agglomerate(free_emb, photo, threshold, distance)
     people = People.of(*store.read_faces(con, "named"))
-    rejected = store.rejections(con)
-    matched = new = 0
     with transaction(con):
         store.unassign_guesses(con)
-        for idx in _members(labels):
-            best = people.nearest(free_emb[idx], photo[idx], threshold, distance)
-            matched += best is not None
-            new += _assign(con, [free[i]["id"] for i in idx], best, rejected)
+        matched, _, new = _place(con, free_emb, free, photo, labels, people, threshold, distance)
     return ClusterReport(len(free) + len(people.person), store.count_stacks(con), matched, new,
                          moved)  # fmt: skip
 
@@ -185,15 +180,23 @@ def place_new(con, threshold: float, distance: str = "squared_l2") -> tuple[int,
     photo = np.array([r["photo_id"] for r in rows], np.int64)
     labels, _ = agglomerate(emb, photo, threshold, distance)
     stacks = People.of(*store.read_faces(con, "stacked"))
-    rejected = store.rejections(con)
-    joined = new = 0
     with transaction(con):
-        for idx in _members(labels):
-            best = stacks.nearest(emb[idx], photo[idx], threshold, distance)
-            fresh = _assign(con, [rows[i]["id"] for i in idx], best, rejected)
-            new += fresh
-            joined += len(idx) if best is not None and not fresh else 0
+        _, joined, new = _place(con, emb, rows, photo, labels, stacks, threshold, distance)
     return joined, new
+
+
+def _place(con, emb, rows, photo, labels, known: People, threshold: float, distance: str):
+    """Each cluster to the known person it is nearest to (_assign), else a new stack:
+    (clusters matched, faces of wholly matched clusters, new stacks)."""
+    rejected = store.rejections(con)
+    matched = joined = new = 0
+    for idx in _members(labels):
+        best = known.nearest(emb[idx], photo[idx], threshold, distance)
+        fresh = _assign(con, [rows[i]["id"] for i in idx], best, rejected)
+        matched += best is not None
+        new += fresh
+        joined += len(idx) if best is not None and not fresh else 0
+    return matched, joined, new
 
 
 def _assign(con, ids: list[int], best: int | None, rejected: set) -> bool:

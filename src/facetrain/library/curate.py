@@ -117,21 +117,22 @@ def reject(con, face_id: int) -> str:
 
 
 def hide(con, ref: str) -> str:
-    pid = stack_id(con, ref)
-    with transaction(con):
-        faces = store.face_ids(con, pid)
-        _log(con, "hide", f"stack {pid} hidden", store.snapshot(con, faces, [pid]))
-        store.hide_person(con, pid)
-    return f"stack {pid} hidden ({len(faces)} faces)"
+    return _set_hidden(con, ref, True)
 
 
 def unhide(con, ref: str) -> str:
+    return _set_hidden(con, ref, False)
+
+
+def _set_hidden(con, ref: str, hidden: bool) -> str:
     pid = stack_id(con, ref)
+    done = "hidden" if hidden else "shown again"
     with transaction(con):
         faces = store.face_ids(con, pid)
-        _log(con, "unhide", f"stack {pid} shown again", store.snapshot(con, faces, [pid]))
-        store.unhide_person(con, pid)
-    return f"stack {pid} shown again ({len(faces)} faces)"
+        kind = "hide" if hidden else "unhide"
+        _log(con, kind, f"stack {pid} {done}", store.snapshot(con, faces, [pid]))
+        store.set_hidden(con, pid, hidden)
+    return f"stack {pid} {done} ({len(faces)} faces)"
 
 
 def move(con, face_id: int, to: str) -> str:

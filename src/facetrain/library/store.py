@@ -447,14 +447,10 @@ def merge_people(con, into: int, other: int) -> None:
     con.execute("DELETE FROM people WHERE id = ?", (other,))
 
 
-def hide_person(con, person_id: int) -> None:
-    con.execute("UPDATE people SET hidden = 1 WHERE id = ?", (person_id,))
-    con.execute("UPDATE faces SET hidden = 1 WHERE person_id = ?", (person_id,))
-
-
-def unhide_person(con, person_id: int) -> None:
-    con.execute("UPDATE people SET hidden = 0 WHERE id = ?", (person_id,))
-    con.execute("UPDATE faces SET hidden = 0 WHERE person_id = ?", (person_id,))
+def set_hidden(con, person_id: int, hidden: bool) -> None:
+    """A person and their faces hidden (left out of stacks and recognition) or shown."""
+    con.execute("UPDATE people SET hidden = ? WHERE id = ?", (int(hidden), person_id))
+    con.execute("UPDATE faces SET hidden = ? WHERE person_id = ?", (int(hidden), person_id))
 
 
 def delete_person(con, person_id: int) -> None:

@@ -392,13 +392,12 @@ def _check_before_writing(cfg: TrainConfig) -> None:
 def _check_input_size(model, size: int, name: str) -> None:
     """A size the network can take (its pooling shrinks the image: too small a one would
     fail at the first step with a kernel-size error)."""
+    model.eval()
     try:
-        with torch.no_grad():
-            model.eval().embed(torch.zeros(2, 3, size, size), normalize=False)
-    except RuntimeError:
-        smallest = next((s for s in range(size + 8, 513, 8) if _takes(model, s)), None)
-        hint = f"; {smallest} works" if smallest else ""
-        raise TrainingError(f"input_size {size} is too small for {name}{hint}") from None
+        if not _takes(model, size):
+            smallest = next((s for s in range(size + 8, 513, 8) if _takes(model, s)), None)
+            hint = f"; {smallest} works" if smallest else ""
+            raise TrainingError(f"input_size {size} is too small for {name}{hint}")
     finally:
         model.train()
 
