@@ -10,12 +10,20 @@ JPEG at --quality to fit (about 55 MB at 75; the originals are q95/q90). Then ru
     PYTHONPATH=src python3 bench/gpu_check.py --data FOLDER/datasets
 
 Carry facenet-pytorch's wheel too (the MTCNN weights), installed there with --no-deps.
+
+`--train-sets` bundles instead what `bench/gpu_recipes.py` needs: mini-train, more-train and
+LFW's pair images as WebP (the name kept: readers go by content) at --quality 65 for the
+32,591 training faces and --lfw-quality 75 for LFW, about 54 MB; no raw photos. The files
+are then joined into FOLDER/datasets.bin + datasets.idx (40,000 small files in a zip would
+cost 6 MB of headers), which `--unbundle FOLDER DEST` turns back into DEST/datasets there.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import shutil
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -36,27 +44,61 @@ def pair_images(lfw: Path) -> list[Path]:
     return sorted(lfw / n / f"{n}_{i:04d}.jpg" for n, i in names)
 
 
-def _reencode(job: tuple[Path, Path, int]) -> int:
-    src, dst, quality = job
+def _reencode(job: tuple[Path, Path, int, str]) -> int:
+    src, dst, quality, fmt = job
     dst.parent.mkdir(parents=True, exist_ok=True)
-    Image.open(src).convert("RGB").save(dst, "JPEG", quality=quality)
+    extra = {"method": 6} if fmt == "WEBP" else {}
+    Image.open(src).convert("RGB").save(dst, fmt, quality=quality, **extra)
     return dst.stat().st_size
 
 
+def join(folder: Path, dest: Path) -> None:
+    """Every file under folder in one dest/datasets.bin, listed in dest/datasets.idx."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    with (dest / "datasets.bin").open("wb") as out:
+        for p in files:
+            out.write(p.read_bytes())
+    lines = [f"{p.relative_to(folder.parent)}\t{p.stat().st_size}" for p in files]
+    (dest / "datasets.idx").write_bytes(gzip.compress("\n".join(lines).encode()))
+
+
+def unbundle(folder: Path, dest: Path) -> None:
+    """datasets.bin + datasets.idx back into files under dest."""
+    with (folder / "datasets.bin").open("rb") as src:
+        for line in gzip.decompress((folder / "datasets.idx").read_bytes()).decode().splitlines():
+            rel, size = line.split("\t")
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dest / rel).write_bytes(src.read(int(size)))
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--unbundle"]:
+        unbundle(Path(sys.argv[2]), Path(sys.argv[3]))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--shared", type=Path, default=SHARED)
-    ap.add_argument("--quality", type=int, default=75)
+    ap.add_argument("--quality", type=int, help="of the training faces (75; 65 with --train-sets)")
+    ap.add_argument("--lfw-quality", type=int, default=75)
+    ap.add_argument("--train-sets", action="store_true", help="mini + more + LFW, as WebP")
     args = ap.parse_args()
     out = args.out / "datasets"
-    mini, lfw = args.shared / "mini-train", args.shared / "lfw"
-    jobs = [(f, out / "mini-train" / f.relative_to(mini), args.quality)
-            for f in sorted(mini.glob("*/*.jpg"))]  # fmt: skip
-    jobs += [(f, out / "lfw" / f.relative_to(lfw), args.quality) for f in pair_images(lfw)]
+    lfw = args.shared / "lfw"
+    fmt = "WEBP" if args.train_sets else "JPEG"
+    quality = args.quality or (65 if args.train_sets else 75)
+    jobs = []
+    for name in ("mini-train", "more-train") if args.train_sets else ("mini-train",):
+        root = args.shared / name
+        jobs += [(f, out / name / f.relative_to(root), quality, fmt)
+                 for f in sorted(root.glob("*/*.jpg"))]  # fmt: skip
+    jobs += [(f, out / "lfw" / f.relative_to(lfw), args.lfw_quality, fmt) for f in pair_images(lfw)]
     with ProcessPoolExecutor() as ex:
         size = sum(ex.map(_reencode, jobs, chunksize=64))
     shutil.copy(lfw / "pairs.txt", out / "lfw" / "pairs.txt")
+    if args.train_sets:
+        join(out, args.out)
+        print(f"{len(jobs)} faces re-encoded as WebP: {size / 1e6:.1f} MB in {args.out}/datasets.bin")
+        return
     raw = out / "lfw-raw-sample"
     for f in sorted((args.shared / "lfw-raw-sample").rglob("*.jpg"))[:32]:
         dst = raw / f.relative_to(args.shared / "lfw-raw-sample")

@@ -1,0 +1,179 @@
+"""Several training recipes side by side on one GPU within a deadline, each then evaluated on
+LFW's 6,000 pairs: what a lent GPU's few minutes can tell about recipes that take a CPU
+hours (issue 17: which recipe, if any, reaches 93% on mini-train + more-train).
+
+    PYTHONPATH=src python3 bench/gpu_recipes.py --data DIR --out OUT --deadline-s 420 \\
+        recipes/a.toml recipes/b.toml@amp=bf16 ...
+
+DIR holds mini-train, more-train and lfw (`bench/gpu_bundle.py FOLDER --train-sets` makes a
+bundle small enough to travel). The two training roots are packed once; each recipe then
+trains in its own process (`facetrain train --config RECIPE --set device=cuda
+data_on_device=true`, plus what follows its `@`), all at once — small networks leave an
+H100 mostly idle, so side by side costs little more than the longest alone. A run still
+going at the deadline is stopped; its last checkpoint stays in its folder (resumable) and
+it is reported as unfinished. Each finished model is evaluated on the GPU and, where its
+weights in half precision fit 16 MB, written to OUT (NAME.safetensors, a MODEL for
+`facetrain eval`). OUT/gpu_recipes.json holds every figure, OUT/runs.zip each run's log,
+metrics and settings; the last line is a table.
+
+Without a GPU (or with --dry-run) the same path runs on the CPU at toy sizes: a few steps of
+each recipe on generated faces, so that CI keeps the script working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+MAX_BACK = 16_000_000  # bytes: the largest file a lent machine's OUT hands back
+
+
+def launch(recipe: str, pack_dir: Path, work: Path, device: str, threads: int,
+           extra: list[str]) -> tuple[str, subprocess.Popen, Path]:  # fmt: skip
+    """`facetrain train` for one recipe (RECIPE[@k=v,k=v]) in its own process."""
+    path, _, more = recipe.partition("@")
+    name = Path(path).stem
+    sets = [f"device={device}", f"data_on_device={str(device != 'cpu').lower()}",
+            "eval_pairs=", "eval_images=", f"threads={threads}", "checkpoint_minutes=2",
+            "log_every=100", *extra, *[s for s in more.split(",") if s]]  # fmt: skip
+    cmd = [sys.executable, "-m", "facetrain", "train", "--config", path,
+           "--data", str(pack_dir), "--out", str(work / name)]  # fmt: skip
+    for s in sets:
+        cmd += ["--set", s]
+    log = (work / f"{name}.log").open("w")
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "FACETRAIN_PROGRESS_EVERY": "60"}
+    return name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), work / name
+
+
+def wait_all(runs: list, deadline: float) -> dict[str, str]:
+    """Each run's end: 'finished', 'failed (rc N)' or 'stopped at the deadline'."""
+    ends: dict[str, str] = {}
+    last_report = 0.0
+    while len(ends) < len(runs):
+        for name, proc, folder in runs:
+            if name not in ends and proc.poll() is not None:
+                ends[name] = "finished" if proc.returncode == 0 else f"failed (rc {proc.returncode})"
+                print(f"{name}: {ends[name]} at {time.monotonic() - START:.0f} s", flush=True)
+        if time.monotonic() > deadline:
+            for name, proc, _ in runs:
+                if name not in ends:
+                    proc.kill()
+                    proc.wait()
+                    ends[name] = "stopped at the deadline"
+            break
+        if time.monotonic() - last_report > 30:
+            last_report = time.monotonic()
+            print(" | ".join(f"{n}: {_last_step(f)}" for n, _, f in runs), flush=True)
+        time.sleep(2)
+    return ends
+
+
+def _last_step(folder: Path) -> str:
+    """The newest logged epoch and step of a run ('-' before its first)."""
+    path = folder / "metrics.jsonl"
+    if not path.exists():
+        return "-"
+    for line in reversed(path.read_text().splitlines()):
+        d = json.loads(line)
+        if "step" in d and "loss" in d:
+            return f"epoch {d['epoch']} step {d['step']} loss {d['loss']:.2f}"
+    return "-"
+
+
+def evaluate(name: str, folder: Path, lfw: Path | None, device: str, out: Path) -> dict:
+    """LFW figures of a finished run; its weights in half precision to OUT when they fit."""
+    from facetrain.evaluate.model_eval import evaluate_model
+    from facetrain.models.saved import load_model, open_model, save_model
+
+    metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    seconds = sum(d.get("seconds", 0) for d in metrics if d.get("epoch_end"))
+    row = {"recipe": name, "train_s": round(seconds, 1), "steps": metrics[-1].get("step"),
+           "final_loss": next((d["loss"] for d in reversed(metrics) if d.get("epoch_end")), None)}
+    net, pre = load_model(folder)
+    path = save_model(out / f"{name}.safetensors", net.to(torch.float16), pre)
+    if path.stat().st_size > MAX_BACK:
+        path.unlink()  # too big to come back: the figures below are what is kept
+    if lfw is not None:
+        ev = evaluate_model(open_model(folder, device), [(str(lfw / "pairs.txt"), str(lfw))],
+                            device=device)  # fmt: skip
+        r = next(iter(ev.results.values()))
+        row |= {"lfw_accuracy": round(r["accuracy"], 4), "lfw_std": round(r["accuracy_std"], 4),
+                "val_at_far_1e-3": round(r["val"], 4), "far": round(r["far"], 4),
+                "auc": round(r["auc"], 4)}  # fmt: skip
+    return row
+
+
+def toy_data(work: Path) -> tuple[Path, list[str]]:
+    """Generated faces (16 identities x 12) for the dry run, and settings that keep it short."""
+    sys.path.insert(0, str(HERE))
+    from gpu_check import tiny_pack
+
+    return tiny_pack(work, "raw"), ["epochs=1", "epoch_size=2", "batch_size=16",
+                                   "input_size=0", "warmup_epochs=0"]  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("recipes", nargs="+", help="RECIPE.toml, or RECIPE.toml@key=value,...")
+    ap.add_argument("--data", type=Path, help="holds mini-train, more-train, lfw")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/gpu-recipes"))
+    ap.add_argument("--deadline-s", type=float, default=420)
+    ap.add_argument("--dry-run", action="store_true", help="toy data on the CPU")
+    ap.add_argument("--device", help="cuda where there is one (the real data on the CPU: a check)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="KEY=VALUE, all")
+    args = ap.parse_args()
+    gpu = args.data is not None and not args.dry_run and (
+        args.device is not None or torch.cuda.is_available())
+    device = args.device or ("cuda" if gpu else "cpu")
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    print(f"{torch.cuda.get_device_name() if device == 'cuda' else device}, torch "
+          f"{torch.__version__}, {len(args.recipes)} recipes", flush=True)  # fmt: skip
+    if gpu:
+        from facetrain.data.packed import pack
+
+        pack_dir = args.work / "pack"
+        if not (pack_dir / "meta.json").exists():
+            pack([str(args.data / "mini-train"), str(args.data / "more-train")], pack_dir,
+                 progress=False)  # fmt: skip
+        extra, lfw = args.sets, args.data / "lfw"
+        print(f"packed at {time.monotonic() - START:.0f} s", flush=True)
+    else:
+        (pack_dir, extra), lfw = toy_data(args.work), None
+        extra += args.sets
+    threads = max(1, (os.cpu_count() or 2) // len(args.recipes))
+    runs = [launch(r, pack_dir, args.work, device, threads, extra) for r in args.recipes]
+    ends = wait_all(runs, START + args.deadline_s)
+    rows = []
+    for name, _, folder in runs:
+        row = {"recipe": name, "end": ends[name]}
+        if ends[name] == "finished":
+            row |= evaluate(name, folder, lfw, device, args.out)
+        else:
+            print((args.work / f"{name}.log").read_text()[-3000:])
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        (args.out / "gpu_recipes.json").write_text(json.dumps(rows, indent=2) + "\n")
+    with zipfile.ZipFile(args.out / "runs.zip", "w", zipfile.ZIP_DEFLATED) as z:  # the logs
+        for name, _, folder in runs:
+            for f in (folder / "metrics.jsonl", folder / "config.json", args.work / f"{name}.log"):
+                if f.exists():
+                    z.write(f, f"{name}/{f.name}")
+    print(" ; ".join(f"{r['recipe']}: {r.get('lfw_accuracy', r['end'])}" for r in rows))
+    sys.exit(0 if all(r["end"] == "finished" for r in rows) else 1)
+
+
+START = time.monotonic()
+
+if __name__ == "__main__":
+    main()
