@@ -14,10 +14,14 @@ import os
 import warnings
 
 import numpy as np
-import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-pillow_heif.register_heif_opener()  # HEIC/HEIF; Pillow reads AVIF itself
+try:  # HEIC/HEIF (a pinned dependency; Pillow reads AVIF itself). Without it, e.g. on a
+    import pillow_heif  # machine with its own Python, HEIC photos are skipped as unreadable
+
+    pillow_heif.register_heif_opener()
+except ImportError:
+    pass
 
 IMAGE_EXTENSIONS = frozenset(
     {
