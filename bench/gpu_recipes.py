@@ -104,7 +104,7 @@ def evaluate(name: str, folder: Path, lfw: Path | None, device: str, out: Path) 
         path.unlink()  # too big to come back: the figures below are what is kept
     if lfw is not None:
         ev = evaluate_model(open_model(folder, device), [(str(lfw / "pairs.txt"), str(lfw))],
-                            device=device)  # fmt: skip
+                            align="never", device=device)  # aligned crops: no detector  # fmt: skip
         r = next(iter(ev.results.values()))
         row |= {"lfw_accuracy": round(r["accuracy"], 4), "lfw_std": round(r["accuracy_std"], 4),
                 "val_at_far_1e-3": round(r["val"], 4), "far": round(r["far"], 4),
@@ -157,7 +157,7 @@ def main() -> None:
     rows = []
     for name, _, folder in runs:
         row = {"recipe": name, "end": ends[name]}
-        if ends[name] == "finished":
+        if (folder / "model.safetensors").exists():  # finished now or before (a rerun)
             row |= evaluate(name, folder, lfw, device, args.out)
         else:
             print((args.work / f"{name}.log").read_text()[-3000:])
