@@ -97,7 +97,7 @@ def main() -> None:
     shutil.copy(lfw / "pairs.txt", out / "lfw" / "pairs.txt")
     if args.train_sets:
         join(out, args.out)
-        print(f"{len(jobs)} faces re-encoded as WebP: {size / 1e6:.1f} MB in {args.out}/datasets.bin")
+        print(f"{len(jobs)} faces as WebP: {size / 1e6:.1f} MB in {args.out}/datasets.bin")
         return
     raw = out / "lfw-raw-sample"
     for f in sorted((args.shared / "lfw-raw-sample").rglob("*.jpg"))[:32]:

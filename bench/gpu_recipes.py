@@ -59,9 +59,10 @@ def wait_all(runs: list, deadline: float) -> dict[str, str]:
     ends: dict[str, str] = {}
     last_report = 0.0
     while len(ends) < len(runs):
-        for name, proc, folder in runs:
+        for name, proc, _ in runs:
             if name not in ends and proc.poll() is not None:
-                ends[name] = "finished" if proc.returncode == 0 else f"failed (rc {proc.returncode})"
+                rc = proc.returncode
+                ends[name] = "finished" if rc == 0 else f"failed (rc {rc})"
                 print(f"{name}: {ends[name]} at {time.monotonic() - START:.0f} s", flush=True)
         if time.monotonic() > deadline:
             for name, proc, _ in runs:
@@ -96,8 +97,12 @@ def evaluate(name: str, folder: Path, lfw: Path | None, device: str, out: Path) 
 
     metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
     seconds = sum(d.get("seconds", 0) for d in metrics if d.get("epoch_end"))
-    row = {"recipe": name, "train_s": round(seconds, 1), "steps": metrics[-1].get("step"),
-           "final_loss": next((d["loss"] for d in reversed(metrics) if d.get("epoch_end")), None)}
+    row = {
+        "recipe": name,
+        "train_s": round(seconds, 1),
+        "steps": metrics[-1].get("step"),
+        "final_loss": next((d["loss"] for d in reversed(metrics) if d.get("epoch_end")), None),
+    }
     net, pre = load_model(folder)
     path = save_model(out / f"{name}.safetensors", net.to(torch.float16), pre)
     if path.stat().st_size > MAX_BACK:
@@ -132,8 +137,11 @@ def main() -> None:
     ap.add_argument("--device", help="cuda where there is one (the real data on the CPU: a check)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="KEY=VALUE, all")
     args = ap.parse_args()
-    gpu = args.data is not None and not args.dry_run and (
-        args.device is not None or torch.cuda.is_available())
+    gpu = (
+        args.data is not None
+        and not args.dry_run
+        and (args.device is not None or torch.cuda.is_available())
+    )
     device = args.device or ("cuda" if gpu else "cpu")
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)

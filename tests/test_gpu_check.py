@@ -36,8 +36,11 @@ def test_the_gpu_recipes_dry_run_trains_side_by_side_and_stops_at_the_deadline(t
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = json.loads((tmp_path / "out" / "gpu_recipes.json").read_text())
     assert [(x["recipe"], x["end"], x["steps"]) for x in rows] == [
-        ("scratch-b256-40", "finished", 2), ("scratch-iresnet18-cosface-30", "finished", 2)]
-    cfg = json.loads((tmp_path / "work" / "scratch-iresnet18-cosface-30" / "config.json").read_text())
+        ("scratch-b256-40", "finished", 2),
+        ("scratch-iresnet18-cosface-30", "finished", 2),
+    ]
+    run = tmp_path / "work" / "scratch-iresnet18-cosface-30"
+    cfg = json.loads((run / "config.json").read_text())
     assert cfg["amp"] == "bf16" and cfg["model"] == "iresnet18"
     assert (tmp_path / "out" / "scratch-b256-40.safetensors").stat().st_size > 1_000_000
     late = [*cmd[:-2], "--work", str(tmp_path / "late"), "--deadline-s", "0", recipes[0]]

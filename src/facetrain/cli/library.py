@@ -310,6 +310,54 @@ def library_migrate(
     )
 
 
+@library_app.command("personalize")
+def library_personalize(
+    db: DbOpt,
+    model: ModelOpt = None,
+    off: Annotated[bool, typer.Option("--off", help="Back to the plain model.")] = False,
+    json_out: JsonOut = None,
+) -> None:
+    """Learn from the faces you named: a private adapter on the library's model (kept in
+    the library), measured on faces held back from it first; unnamed faces re-clustered."""
+    with _open(db, model) as lib:
+        if off:
+            r = lib.personalize_off()
+            console.print("back to the plain model" + (
+                f"; unnamed faces re-clustered into {r['stacks']} stacks" if r["switched_off"]
+                else " (no personal adapter was on)"))  # fmt: skip
+        else:
+
+            def show(k: int, n: int, resumed: bool = False) -> None:
+                verb = "resumed after" if resumed else "measured"
+                console.print(f"{verb} {k} of {n} hold-out rounds", highlight=False)
+
+            r = lib.personalize(on_progress=show)
+            _show_personal(r)
+    write_json(json_out, r)
+
+
+def _show_personal(r: dict) -> None:
+    table = Table(
+        title=f"learnt from {r['named_faces']} named faces of {r['people']} people; "
+        f"measured on {r['held_back_faces']} held-back faces, {r['rounds']} rounds"
+    )
+    for col in ("", "before", "after"):
+        table.add_column(col)
+    for key, label in (
+        ("bcubed_f", "stacks (BCubed F)"),
+        ("identify_accuracy", "identify accuracy"),
+        ("stranger_false_name_rate", "strangers given a name"),
+    ):
+        b, a = r[f"{key}_before"], r[f"{key}_after"]
+        table.add_row(label, "n/a" if b is None else f"{b:.3f}", "n/a" if a is None else f"{a:.3f}")
+    console.print(table)
+    console.print(f"measured: {r['verdict']}", highlight=False)
+    console.print(
+        f"personal adapter on; {r['stacks']} stacks now at threshold "
+        f"{r['threshold_now']:.3f} (`library personalize --off` to go back)"
+    )
+
+
 def _check_port(host: str, port: int) -> None:
     """Refuse a port already taken, before announcing an address that would not answer."""
     import socket

@@ -157,7 +157,11 @@ def labelled_threshold(emb: np.ndarray, labels: list[str], distance: str) -> flo
             break
     pairs = np.array(same + diff)
     issame = np.array([True] * len(same) + [False] * len(diff))
-    d = pair_distances(emb[pairs[:, 0]], emb[pairs[:, 1]], distance)
+    return best_threshold(pair_distances(emb[pairs[:, 0]], emb[pairs[:, 1]], distance), issame)
+
+
+def best_threshold(d: np.ndarray, issame: np.ndarray) -> float:
+    """The middle of the first best-accuracy plateau of these pairs' distances."""
     acc = np.array([np.mean((d < t) == issame) for t in ACC_THRESHOLDS])
     best = np.flatnonzero(acc == acc.max())
     breaks = np.flatnonzero(np.diff(best) > 1)

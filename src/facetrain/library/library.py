@@ -14,6 +14,8 @@ and `evaluate`; every SQL statement is in `store`.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import math
 import os
 from collections import Counter
@@ -104,6 +106,13 @@ class Library:
             if not math.isfinite(given) or given < 0:
                 raise LibraryError(f"--threshold {given}: a finite number ≥ 0")
             return given, distance, "given"
+        personal = self.personal()
+        if personal is not None:
+            return (
+                personal["threshold"],
+                distance,
+                "your personal adapter's (learnt from your named faces)",
+            )
         emb, rows = store.read_faces(self.con, "named")
         people = Counter(r["person_id"] for r in rows)
         if sum(n >= 2 for n in people.values()) >= 2:
@@ -264,7 +273,8 @@ class Library:
         protos = curate.prototypes(self.con)
         scanner = Scanner(self.model(model, device=device), device=device)
         photos = [q for p in photos for q in (list_photos(p) if Path(p).is_dir() else [p])]
-        return [_identify_photo(p, scanner, protos, thr, distance, margin) for p in photos]
+        adapt = functools.partial(store.adapt, self.con)  # the owner's adapter, when on
+        return [_identify_photo(p, scanner, protos, thr, distance, margin, adapt) for p in photos]
 
     def export(self, folder: str | os.PathLike, unnamed: bool = False) -> dict[str, int]:
         from facetrain.library.export import export_by_person
@@ -284,6 +294,66 @@ class Library:
         except ValueError as e:
             raise LibraryError(f"{e} (left out: {left})") from None
 
+    def personalize(self, on_progress=None) -> dict:
+        """Learn the owner's adapter from their named faces, measured first on faces held
+        back from it (library/personalize.py), switch it on and re-cluster the unnamed
+        faces through it. The report: before/after figures, threshold, re-clustering."""
+        from facetrain.library import personalize as pz
+
+        faces = self._adapter_faces()
+        pz.enough(faces.person)
+        _, distance = self.threshold()
+        key = pz.digest(faces)  # a killed job keeps its finished rounds (same faces only)
+        partial = json.loads(store.get_meta(self.con, "personalize_partial") or "{}")
+
+        def keep(r: int, rounds: int, runs: list) -> None:
+            with store.transaction(self.con):
+                store.set_meta(self.con, "personalize_partial",
+                               json.dumps({"digest": key, "runs": runs}))  # fmt: skip
+            if on_progress is not None:
+                on_progress(r, rounds)
+
+        done = partial.get("runs") if partial.get("digest") == key else None
+        if done and on_progress is not None:
+            on_progress(len(done), pz.ROUNDS, resumed=True)
+        report = pz.measure(faces, distance, done=done, on_round=keep)
+        named = faces.person >= 0
+        adapter, _, thr = pz.learn(faces, distance)
+        digest = store.get_meta(self.con, "model_hash") or ""
+        with store.transaction(self.con):
+            store.save_adapter(self.con, digest, adapter.to_bytes(),
+                               json.dumps(report | {"threshold": thr}))  # fmt: skip
+            store.del_meta(self.con, "personalize_partial")
+        rep, thr_after, why = self.cluster()
+        return report | {"personalized": True, "named_faces": int(named.sum()),
+                         "people": int(len(np.unique(faces.person[named]))),
+                         "threshold_now": thr_after, "stacks": rep.stacks}  # fmt: skip
+
+    def personalize_off(self) -> dict:
+        """Back to the plain model: adapters switched off (kept), unnamed faces re-clustered."""
+        with store.transaction(self.con):
+            was = store.adapters_off(self.con)
+        rep, thr, _ = self.cluster() if was else (None, None, None)
+        return {"personalized": False, "switched_off": was, "stacks": rep and rep.stacks}
+
+    def personal(self) -> dict | None:
+        """The adapter in use and its measured report, or None."""
+        row = store.active_adapter(self.con)
+        return None if row is None else {"since": row["at"]} | json.loads(row["report"])
+
+    def _adapter_faces(self):
+        """Every usable face's plain embedding, its named person (-1: not named by the
+        owner) and its photo."""
+        from facetrain.library.personalize import Faces
+
+        named, nrows = store.read_faces(self.con, "named", plain=True)
+        free, frows = store.read_faces(self.con, "free", plain=True)
+        rows = nrows + frows
+        emb = np.concatenate([e for e in (named, free) if len(e)]) if rows else np.zeros((0, 0))
+        person = [r["person_id"] for r in nrows] + [-1] * len(frows)
+        return Faces(emb.astype(np.float32), np.array(person, np.int64),
+                     np.array([r["photo_id"] for r in rows], np.int64))  # fmt: skip
+
     def migrate(self, model, device: str = "cpu") -> dict:
         from facetrain.library.scan import Scanner, migrate
         from facetrain.models.saved import content_hash
@@ -295,7 +365,7 @@ def lock_file(db: Path) -> Path:
     return db.with_name(db.name + ".lock")
 
 
-def _identify_photo(path, scanner, protos, threshold, distance, margin) -> dict:
+def _identify_photo(path, scanner, protos, threshold, distance, margin, adapt) -> dict:
     from facetrain.data.images import ImageError, load_rgb
 
     try:
@@ -304,7 +374,7 @@ def _identify_photo(path, scanner, protos, threshold, distance, margin) -> dict:
         return {"photo": str(path), "error": str(e), "faces": []}
     if not faces:
         return {"photo": str(path), "faces": []}
-    emb = np.stack([f["embedding"] for f in faces])
+    emb = adapt(np.stack([f["embedding"] for f in faces]))
     names = curate.identify(emb, protos, threshold, distance, margin)
     out = [{"box": [round(v, 1) for v in f["box"]], "score": f["score"]} | n
            for f, n in zip(faces, names)]  # fmt: skip

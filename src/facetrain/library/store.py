@@ -23,7 +23,19 @@ from facetrain.errors import FacetrainError
 
 SCHEMA_VERSION = 1
 
-SCHEMA = """
+# the owner's personal adapters (library/personalize.py); added to a library made before
+# them on first use
+ADAPTERS = """
+CREATE TABLE IF NOT EXISTS adapters (
+    id INTEGER PRIMARY KEY, at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    model_hash TEXT NOT NULL, weights BLOB NOT NULL, report TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1
+);
+"""
+
+SCHEMA = (
+    ADAPTERS
+    + """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS photos (
     id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, sha256 TEXT NOT NULL,
@@ -57,6 +69,7 @@ CREATE TABLE IF NOT EXISTS actions (
     undone INTEGER NOT NULL DEFAULT 0
 );
 """
+)
 
 
 class LibraryError(FacetrainError):
@@ -289,20 +302,58 @@ FACE_SETS = {
 }
 
 
-def read_faces(con, which: str) -> tuple[np.ndarray, list[sqlite3.Row]]:
-    """(embeddings, rows) of one of FACE_SETS, in face order."""
-    return _embedded(con.execute(_FACES + FACE_SETS[which] + " ORDER BY f.id").fetchall())
+def read_faces(con, which: str, plain: bool = False) -> tuple[np.ndarray, list[sqlite3.Row]]:
+    """(embeddings, rows) of one of FACE_SETS, in face order; through the owner's adapter
+    when one is on, unless `plain`."""
+    rows = con.execute(_FACES + FACE_SETS[which] + " ORDER BY f.id").fetchall()
+    return _embedded(con, rows, plain)
 
 
 def faces_of_person(con, person_id: int) -> tuple[np.ndarray, list[sqlite3.Row]]:
     rows = con.execute(_FACES + "f.person_id = ? ORDER BY f.id", (person_id,)).fetchall()
-    return _embedded(rows)
+    return _embedded(con, rows)
 
 
-def _embedded(rows) -> tuple[np.ndarray, list[sqlite3.Row]]:
+def _embedded(con, rows, plain: bool = False) -> tuple[np.ndarray, list[sqlite3.Row]]:
     if not rows:
         return np.zeros((0, 0), np.float32), []
-    return np.stack([from_blob(r["embedding"]) for r in rows]), rows
+    emb = np.stack([from_blob(r["embedding"]) for r in rows])
+    return (emb if plain else adapt(con, emb)), rows
+
+
+def adapt(con, emb: np.ndarray) -> np.ndarray:
+    """Embeddings of the library's model as the library compares them: through the owner's
+    personal adapter when one is on and was learnt for this model, else as they are."""
+    row = active_adapter(con)
+    if row is None:
+        return emb
+    from facetrain.library.personalize import Adapter
+
+    return Adapter.from_bytes(row["weights"]).apply(emb)
+
+
+def active_adapter(con) -> sqlite3.Row | None:
+    """The adapter in use: the newest switched-on one learnt for the library's model (one
+    learnt for a model the library has since migrated from is not used)."""
+    try:
+        row = con.execute("SELECT * FROM adapters WHERE active = 1 ORDER BY id DESC").fetchone()
+    except sqlite3.OperationalError:  # opened read-only before the table existed
+        return None
+    return row if row is not None and row["model_hash"] == get_meta(con, "model_hash") else None
+
+
+def save_adapter(con, model_hash: str, weights: bytes, report: str) -> None:
+    """A new adapter, switched on (the earlier ones are kept, switched off)."""
+    con.execute(ADAPTERS)
+    con.execute("UPDATE adapters SET active = 0")
+    con.execute("INSERT INTO adapters(model_hash, weights, report) VALUES (?, ?, ?)",
+                (model_hash, weights, report))  # fmt: skip
+
+
+def adapters_off(con) -> int:
+    """Every adapter switched off (kept); how many were on."""
+    con.execute(ADAPTERS)
+    return con.execute("UPDATE adapters SET active = 0 WHERE active = 1").rowcount
 
 
 def face_ids(con, person_id: int, limit: int | None = None) -> list[int]:

@@ -91,6 +91,7 @@ def create_app(db_path: str | os.PathLike, host: str = "127.0.0.1") -> FastAPI:
 
     _views(app, functools.partial(act, lock=False), db_path)
     _actions(app, act)
+    _personal(app, act)
     return app
 
 
@@ -113,6 +114,10 @@ def _views(app: FastAPI, act, db_path) -> None:
     @app.get("/api/stacks/{stack}/photos")
     def stack_photos(stack: Id) -> list[int]:
         return act("stack_photos", stack)
+
+    @app.get("/api/personal")
+    def api_personal() -> dict:
+        return {"personal": act("personal")}
 
     @app.get("/face/{face_id}.jpg")
     def face(face_id: Id) -> Response:
@@ -160,6 +165,21 @@ def _actions(app: FastAPI, act) -> None:
         return {"message": "; ".join(f"undone: {d}" for d in done) or "nothing to undo"}
 
 
+def _personal(app: FastAPI, act) -> None:
+    """The owner's personal adapter: learn it from the named faces, or go back."""
+
+    @app.post("/api/personalize")
+    def api_personalize() -> dict:
+        r = act("personalize")
+        return {"message": f"learnt from {r['named_faces']} named faces: {r['verdict']}"}
+
+    @app.post("/api/personalize/off")
+    def api_personalize_off() -> dict:
+        r = act("personalize_off")
+        return {"message": "back to the plain model" if r["switched_off"] else
+                "no personal adapter was on"}  # fmt: skip
+
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>facetrain library</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -180,6 +200,8 @@ main{padding:1em}.hidden{display:none!important}
 .faces{display:flex;flex-wrap:wrap;gap:8px}
 .face{background:#fff;border-radius:8px;padding:4px;text-align:center}
 .face img{width:96px;height:96px;object-fit:cover;border-radius:6px;display:block}
+#personal{background:#eef6f0;padding:.5em 1em;border-bottom:1px solid #cdc}
+#personal td,#personal th{padding:0 .8em;text-align:left}
 .face button{font-size:11px}.face.confirmed img{outline:2px solid #4a7}
 input,button{font:inherit}input[type=search],input.pick{padding:.25em .4em}
 </style></head><body>
@@ -187,7 +209,10 @@ input,button{font:inherit}input[type=search],input.pick{padding:.25em .4em}
 <input id="search" type="search" placeholder="search people ( / )" aria-label="search people">
 <label><input type="checkbox" id="small"> small stacks (under 3 faces)</label>
 <label><input type="checkbox" id="showhidden"> hidden</label>
+<button id="learn" title="a private adapter learnt from the faces you named, measured first"
+>Learn from my names</button><button id="plain" class="hidden">Back to the plain model</button>
 <button id="undo" title="Ctrl+Z">Undo</button><span id="status">ready</span></header>
+<div id="personal" class="hidden"></div>
 <main>
 <section id="people"><div id="grid"></div></section>
 <section id="person" class="hidden">
@@ -265,8 +290,23 @@ async function drawPerson() {
     };
   });
 }
+const pct = v => v === null ? "n/a" : (100 * v).toFixed(1) + "%";
+async function drawPersonal() {  // the adapter in use and what it was measured to do
+  const p = (await (await fetch("/api/personal")).json()).personal;
+  $("#plain").classList.toggle("hidden", !p);
+  $("#personal").classList.toggle("hidden", !p);
+  if (!p) return;
+  const row = (what, k) => `<tr><td>${what}</td><td>${pct(p[k + "_before"])}</td>
+    <td>${pct(p[k + "_after"])}</td></tr>`;
+  $("#personal").innerHTML = `<b>Personal model on</b> (since ${esc(p.since)}): measured on
+    ${p.held_back_faces} faces held back from it — ${esc(p.verdict)}<table><tr><th></th>
+    <th>plain model</th><th>personal</th></tr>${row("stacks right (BCubed F)", "bcubed_f")}
+    ${row("your people named right", "identify_accuracy")}
+    ${row("strangers given a name", "stranger_false_name_rate")}</table>`;
+}
 async function refresh() {
   people = await (await fetch("/api/people")).json();
+  await drawPersonal();
   drawGrid();
   if (current !== null) await drawPerson();
 }
@@ -302,6 +342,9 @@ $("#hide").onclick = () => call(`/api/stacks/${current}/hide`);
 $("#unhide").onclick = () => call(`/api/stacks/${current}/unhide`);
 $("#back").onclick = showPeople;
 $("#undo").onclick = () => call("/api/undo");
+$("#learn").onclick = () => { $("#status").textContent = "learning from your names…";
+                              call("/api/personalize"); };
+$("#plain").onclick = () => call("/api/personalize/off");
 ["#search", "#small", "#showhidden"].forEach(s => $(s).oninput = drawGrid);
 document.addEventListener("keydown", e => {
   if (e.key === "Escape" && current !== null) showPeople();

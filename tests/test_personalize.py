@@ -1,0 +1,253 @@
+"""Personal models (issue 20): an adapter learnt from the owner's named faces — what it
+learns, how it is measured, and the library command that keeps it private and reversible."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from conftest import SHARED
+from facetrain.cli import app
+from facetrain.distances import distance_matrix
+from facetrain.library import personalize as pz
+
+BBT = SHARED / "photos" / "bbt"
+runner = CliRunner()
+
+
+def lookalikes(seed: int = 1, d: int = 48, family: int = 6, faces: int = 15, strangers: int = 30):
+    """Unit embeddings: a family of lookalikes (near one point) and unrelated strangers."""
+    rng = np.random.default_rng(seed)
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    base = unit(rng.normal(size=d))
+    centres = [unit(base + 0.25 * unit(rng.normal(size=d))) for _ in range(family)]
+    centres += [unit(rng.normal(size=d)) for _ in range(strangers)]
+    emb, truth = [], []
+    for p, c in enumerate(centres):
+        for _ in range(faces if p < family else 4):
+            emb.append(unit(c + 0.3 * unit(rng.normal(size=d))))
+            truth.append(p)
+    truth = np.array(truth)
+    person = np.where(truth < family, truth, -1)
+    return pz.Faces(np.array(emb, np.float32), person, np.arange(len(truth)), truth)
+
+
+def pair_accuracy(e, labels, thr):
+    d = distance_matrix(e, e)
+    same, off = labels[:, None] == labels[None, :], ~np.eye(len(e), dtype=bool)
+    return ((d < thr) == same)[off].mean()
+
+
+def test_the_adapter_separates_the_named_lookalikes_on_faces_it_did_not_see():
+    faces = lookalikes()
+    named = np.flatnonzero(faces.person >= 0)
+    train = named[named % 3 != 0]
+    test = named[named % 3 == 0]
+    person = np.full(len(faces.person), -1)
+    person[train] = faces.person[train]
+    learn = pz.Faces(faces.emb, person, faces.photo)
+    adapter, thr, thr_after = pz.learn(learn, "squared_l2")
+    assert thr == pz.fit_threshold(faces.emb[train], faces.person[train], "squared_l2")
+    after = adapter.apply(faces.emb)
+    assert np.allclose(np.linalg.norm(after, axis=1), 1, atol=1e-5)  # unit in, unit out
+    plain = pair_accuracy(faces.emb[test], faces.person[test], thr)
+    personal = pair_accuracy(after[test], faces.person[test], thr_after)
+    assert personal > plain + 0.01, (plain, personal)
+    strangers = np.flatnonzero(faces.person < 0)  # their distances are kept
+    d0 = distance_matrix(faces.emb[strangers], faces.emb[strangers])
+    d1 = distance_matrix(after[strangers], after[strangers])
+    assert np.abs(d1 - d0).mean() < 0.1 * thr
+    back = pz.Adapter.from_bytes(adapter.to_bytes())
+    assert np.array_equal(back.apply(faces.emb), after)
+
+
+def test_same_photo_faces_are_pushed_apart():
+    """Two faces of one photo are two people: the adapter learns that without any name —
+    unnamed lookalikes seen together in photos end up further apart than when the photos
+    are not known."""
+    faces = lookalikes(seed=2)
+    unnamed = np.flatnonzero(faces.person < 0)
+    emb = faces.emb.copy()  # strangers 0-4 made lookalikes of each other, unnamed
+    group = [unnamed[faces.truth[unnamed] == faces.truth[unnamed][0] + k] for k in range(5)]
+    anchor = emb[group[0][0]]
+    for g in group:
+        emb[g] = anchor + 0.35 * (emb[g] - emb[g].mean(0))
+        emb[g] /= np.linalg.norm(emb[g], axis=1, keepdims=True)
+    photo = faces.photo.copy()
+    pairs = [(group[k][i], group[(k + 1) % 5][i]) for k in range(5) for i in range(4)]
+    for a, b in pairs:
+        photo[b] = photo[a]
+    named = faces.person >= 0
+    thr = pz.fit_threshold(emb[named], faces.person[named], "squared_l2")
+    a_idx, b_idx = np.array(pairs).T
+
+    def spread(photos):
+        e = pz.train_adapter(pz.Faces(emb, faces.person, photos), thr, "squared_l2").apply(emb)
+        return ((e[a_idx] - e[b_idx]) ** 2).sum(1).mean()
+
+    plain = ((emb[a_idx] - emb[b_idx]) ** 2).sum(1).mean()
+    assert plain < thr  # the plain model would stack them together
+    assert spread(photo) > 1.1 * spread(faces.photo), (plain, spread(photo), spread(faces.photo))
+
+
+def test_the_hold_out_keeps_strangers_and_held_back_faces_out_of_training():
+    faces = lookalikes()
+    train, held, strangers = pz.holdout(faces, 0.3, np.random.default_rng(0))
+    assert len(held) and len(strangers)
+    assert (train.person[held] == -1).all() and (train.person[strangers] == -1).all()
+    named_people = set(np.unique(train.person[train.person >= 0]).tolist())
+    demoted = set(np.unique(faces.person[strangers][faces.person[strangers] >= 0]).tolist())
+    assert demoted and not demoted & named_people and len(named_people) >= 2
+    assert set(faces.person[held].tolist()) <= named_people  # held back: named people's faces
+    r = pz.measure(faces, "squared_l2")
+    for k in pz.KEYS[:3]:
+        assert 0 <= r[f"{k}_before"] <= 1 and 0 <= r[f"{k}_after"] <= 1
+    assert r["identify_accuracy_after"] > r["identify_accuracy_before"], r
+    assert isinstance(r["verdict"], str) and r["rounds"] == pz.ROUNDS
+
+
+def test_too_few_named_faces_says_what_is_missing():
+    person = np.array([0] * 7 + [1] * 3 + [-1] * 20)
+    with pytest.raises(pz.PersonalizeError, match=r"2 named people with at least 5 .* 1 have"):
+        pz.enough(person)
+    pz.enough(np.array([0] * 5 + [1] * 5))
+
+
+def _bbt_library(tmp_path: Path, people=("amy", "penny", "howard", "leonard", "sheldon")):
+    if not BBT.exists():
+        pytest.skip(f"{BBT} absent (real data not here)")
+    photos = tmp_path / "photos"
+    for who in people:
+        shutil.copytree(BBT / "reference" / who, photos / who)
+    shutil.copytree(BBT / "group", photos / "group")
+    db = tmp_path / "lib.db"
+    for args in (["scan", str(photos), "--model", "pretrained:dlib_resnet"], ["cluster"]):
+        res = runner.invoke(app, ["library", *args, "--db", str(db)])
+        assert res.exit_code == 0, res.output
+    return db, photos
+
+
+def _name_by_folder(db: Path, photos: Path, people) -> None:
+    """As an owner would: every reference face confirmed as the person of its folder."""
+    from facetrain.library import store
+    from facetrain.library.library import Library
+
+    with Library(db) as lib:
+        rows = lib.con.execute("SELECT f.id, p.path FROM faces f JOIN photos p ON "
+                               "p.id = f.photo_id WHERE f.usable = 1").fetchall()  # fmt: skip
+        with store.transaction(lib.con):
+            for who in people:
+                pid = store.new_person(lib.con)
+                store.name_person(lib.con, pid, who.title())
+                faces = [r["id"] for r in rows if Path(r["path"]).parent.name == who]
+                store.assign(lib.con, [(pid, f) for f in faces], confirmed=1)
+
+
+def _confirmed(db: Path) -> list:
+    con = sqlite3.connect(db)
+    sql = (
+        "SELECT f.id, f.person_id, p.name FROM faces f JOIN people p ON p.id = f.person_id "
+        "WHERE f.confirmed = 1 ORDER BY f.id"
+    )
+    rows = con.execute(sql).fetchall()
+    con.close()
+    return rows
+
+
+def test_library_personalize_measured_private_and_reversible(tmp_path):
+    people = ("amy", "penny", "howard", "leonard", "sheldon")
+    db, photos = _bbt_library(tmp_path, people)
+    res = runner.invoke(app, ["library", "personalize", "--db", str(db)])
+    assert res.exit_code == 2 and "2 named people with at least 5 confirmed faces" in res.output
+    _name_by_folder(db, photos, people)
+    names_before = _confirmed(db)
+    out = tmp_path / "p.json"
+    res = runner.invoke(app, ["library", "personalize", "--db", str(db), "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "measured 3 of 3 hold-out rounds" in res.output and "personal adapter on" in res.output
+    r = json.loads(out.read_text())
+    for k in ("bcubed_f", "identify_accuracy", "stranger_false_name_rate"):
+        assert 0 <= r[f"{k}_before"] <= 1 and 0 <= r[f"{k}_after"] <= 1, r
+    assert r["named_faces"] >= 25 and r["people"] == 5 and r["stranger_faces"] > 0
+    assert _confirmed(db) == names_before  # the owner's word untouched
+    beside = {p.name for p in tmp_path.iterdir() if p.is_file()} - {"p.json"}
+    assert beside <= {"lib.db", "lib.db.lock", "lib.db-wal", "lib.db-shm"}, beside  # no file
+    con = sqlite3.connect(db)  # the adapter lives in the library file, for this model
+    sql = "SELECT count(*), sum(active), max(model_hash) FROM adapters"
+    ((n, active, digest),) = con.execute(sql)
+    assert (n, active) == (1, 1)
+    assert digest == con.execute("SELECT value FROM meta WHERE key='model_hash'").fetchone()[0]
+    con.close()
+    res = runner.invoke(app, ["library", "cluster", "--db", str(db)])
+    assert "your personal adapter's" in res.output, res.output
+    res = runner.invoke(app, ["library", "identify", str(photos / "amy"), "--db", str(db)])
+    assert res.exit_code == 0 and res.output.count("Amy") >= 4, res.output
+    res = runner.invoke(app, ["library", "personalize", "--db", str(db), "--off"])
+    assert res.exit_code == 0 and "back to the plain model" in res.output
+    assert _confirmed(db) == names_before
+    res = runner.invoke(app, ["library", "cluster", "--db", str(db)])
+    assert "fitted to your named people" in res.output, res.output
+
+
+def test_a_killed_personalize_resumes_with_the_same_figures(tmp_path, monkeypatch):
+    """Finished hold-out rounds are kept in the library: a job killed after its first round
+    goes on from the second, and reports what an uninterrupted job reports."""
+    from facetrain.library.library import Library
+
+    people = ("amy", "penny", "howard")
+    db, photos = _bbt_library(tmp_path, people)
+    _name_by_folder(db, photos, people)
+    twin = tmp_path / "twin.db"
+    shutil.copy(db, twin)
+    with Library(twin) as lib:
+        whole = lib.personalize()
+    real = pz.measure
+
+    def killed_after_one_round(*a, on_round=None, **k):
+        def stop(r, n, runs):
+            on_round(r, n, runs)
+            raise KeyboardInterrupt  # the process dies here, its round saved
+
+        return real(*a, on_round=stop, **k)
+
+    monkeypatch.setattr(pz, "measure", killed_after_one_round)
+    with Library(db) as lib, pytest.raises(KeyboardInterrupt):
+        lib.personalize()
+    monkeypatch.setattr(pz, "measure", real)
+    seen = []
+    with Library(db) as lib:
+        assert lib.personal() is None  # nothing switched on by the killed job
+        again = lib.personalize(on_progress=lambda k, n, resumed=False: seen.append((k, resumed)))
+    assert seen[0] == (1, True) and seen[-1] == (3, False)
+    keys = [k for k in whole if k.endswith(("_before", "_after"))]
+    assert {k: again[k] for k in keys} == {k: whole[k] for k in keys}
+
+
+def test_the_web_page_learns_shows_and_goes_back(tmp_path):
+    from facetrain.library.web import create_app
+
+    people = ("amy", "penny", "howard")
+    db, photos = _bbt_library(tmp_path, people)
+    origin = "http://127.0.0.1:8765"
+    client = TestClient(create_app(db), base_url=origin, headers={"Origin": origin})
+    assert "Learn from my names" in client.get("/").text
+    assert client.get("/api/personal").json() == {"personal": None}
+    r = client.post("/api/personalize")
+    assert r.status_code == 400 and "named people" in r.json()["detail"]
+    _name_by_folder(db, photos, people)
+    r = client.post("/api/personalize")
+    assert r.status_code == 200 and r.json()["message"].startswith("learnt from ")
+    shown = client.get("/api/personal").json()["personal"]
+    assert shown["identify_accuracy_before"] is not None and shown["verdict"]
+    assert client.post("/api/personalize/off").json()["message"] == "back to the plain model"
+    assert client.get("/api/personal").json() == {"personal": None}
