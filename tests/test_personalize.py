@@ -17,6 +17,7 @@ from conftest import SHARED
 from facetrain.cli import app
 from facetrain.distances import distance_matrix
 from facetrain.library import personalize as pz
+from helpers import make_model
 
 BBT = SHARED / "photos" / "bbt"
 runner = CliRunner()
@@ -231,6 +232,12 @@ def test_a_killed_personalize_resumes_with_the_same_figures(tmp_path, monkeypatc
     assert seen[0] == (1, True) and seen[-1] == (3, False)
     keys = [k for k in whole if k.endswith(("_before", "_after"))]
     assert {k: again[k] for k in keys} == {k: whole[k] for k in keys}
+    other = make_model(tmp_path / "other.safetensors", seed=3, threshold=0.6, dim=16)
+    res = runner.invoke(app, ["library", "migrate", "--db", str(db), "--model", str(other)])
+    assert res.exit_code == 0, res.output
+    with Library(db) as lib:  # the adapter was learnt for the old model: not used now
+        assert lib.personal() is None
+        assert lib.cluster()[0].faces > 0
 
 
 def test_the_web_page_learns_shows_and_goes_back(tmp_path):
