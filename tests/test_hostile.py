@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from facetrain.cli import app
-from helpers import make_faces
+from helpers import make_faces, make_model
 
 runner = CliRunner()
 
@@ -28,6 +28,23 @@ def run(*args) -> tuple[int, str]:
 def _a_file(t):
     (t / "afile").write_text("the user's file")
     return t / "afile"
+
+
+_MODEL: list[Path] = []
+
+
+def _model(t):
+    """A small model file (made once for the module, outside every case's inputs)."""
+    if not _MODEL:
+        import tempfile
+
+        _MODEL.append(make_model(Path(tempfile.mkdtemp()) / "m.safetensors"))
+    return _MODEL[0]
+
+
+def _pairs(t):
+    (t / "pairs.txt").write_text("1 1\nid0\t0\t1\nid0\t0\tid1\t0\n")
+    return t / "pairs.txt"
 
 
 def _users_folder(t):
@@ -75,6 +92,27 @@ CASES = [
     # 40: --set out contradicting --out
     (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", "out=elsewhere"),
      "contradicts --out"),
+    # req 5: a file output that is an input, inside an input folder, or another output
+    (lambda f, t: ("compare", _model(t), f / "id0" / "0.jpg", f / "id1" / "0.jpg", "--json",
+                   f / "id0" / "0.jpg"), "it would be overwritten"),
+    (lambda f, t: ("embed", _model(t), f, "--out", f / "e.npz"), "it would mix with the data"),
+    (lambda f, t: ("classify", "train", _model(t), f, "--out", f / "id0" / "0.jpg"),
+     "it would mix with the data"),
+    (lambda f, t: ("classify", "train", _model(t), f, "--out", t / "c.npz", "--json",
+                   t / "c.npz"), "--out and --json are the same file"),
+    (lambda f, t: ("filter", _model(t), f, "--out", f / "id0" / "list.txt"),
+     "it would mix with the data"),
+    (lambda f, t: ("stats", f, "--json", f / "id1" / "0.jpg"), "it would mix with the data"),
+    (lambda f, t: ("prune", f, f / "kept.txt"), "it would mix with the data"),
+    (lambda f, t: ("export", _model(t), "--format", "torchscript", "--out", _model(t)),
+     "it would be overwritten"),
+    (lambda f, t: ("eval", _model(t), "--pairs", _pairs(t), "--images", f, "--json",
+                   f / "m.json"), "it would mix with the data"),
+    # 13: an output that cannot be written at all
+    (lambda f, t: ("compare", _model(t), f / "id0" / "0.jpg", f / "id1" / "0.jpg", "--json",
+                   "/proc/version"), "cannot write"),
+    (lambda f, t: ("export", _model(t), "--out", "/proc/x.onnx"), "cannot write"),
+    (lambda f, t: ("export", _model(t), "--out", "/sys/x.onnx"), "cannot write"),
     # 43: a negative tolerance
     (lambda f, t: ("export", "pretrained:dlib_resnet", "--out", t / "x.onnx", "--tolerance",
                    "-1"), "--tolerance -1"),
@@ -139,7 +177,7 @@ def test_damaged_model_records_and_specs_are_named(tmp_path):
     code, out = run("compare", tmp_path / "m.safetensors", "a.jpg", "b.jpg")
     assert code == 2 and "facetrain record is not valid JSON" in out
     (tmp_path / "spec.json").write_text("[1]")
-    code, out = run("embed", "pretrained:dlib_resnet", tmp_path, "--out", tmp_path / "e.npz",
+    code, out = run("embed", "pretrained:dlib_resnet", tmp_path, "--out", tmp_path.parent / "e.npz",
                     "--preprocess", tmp_path / "spec.json")  # fmt: skip
     assert code == 2 and "a preprocessing spec is a JSON object" in out
 

@@ -84,6 +84,45 @@ def output_folder(
     return path
 
 
+def output_files(inputs=(), **outputs) -> None:
+    """Refuse, with OutputError naming them, before any work: an output file that is one of
+    the inputs (it would be overwritten) or lies inside an input folder (it would mix with
+    the data), and two outputs that are one file. `inputs`: paths or `a:b` specs (those
+    that do not exist are skipped); `outputs`: flag name -> path (None: not asked for)."""
+    roots = [Path(p) for s in inputs for p in str(s).split(":") if p and os.path.exists(p)]
+    seen: dict[Path, str] = {}
+    for flag, given in outputs.items():
+        if given is None:
+            continue
+        here = Path(given).resolve()
+        if here in seen:
+            raise OutputError(f"{seen[here]} and {flag} are the same file ({given}): give two")
+        seen[here] = flag
+        _writable(flag, Path(given))
+        for r in roots:
+            root = r.resolve()
+            if here == root:
+                raise OutputError(f"{flag} {given}: is the input {r}; it would be overwritten "
+                                  "— give another file")  # fmt: skip
+            if root.is_dir() and root in here.parents:
+                raise OutputError(f"{flag} {given}: inside the input {r}; it would mix with "
+                                  "the data — give a file outside it")  # fmt: skip
+
+
+def _writable(flag: str, path: Path) -> None:
+    """OutputError unless a file can be made where `path` will be (its nearest existing
+    folder is tried with a file made and removed at once): before the work, not after it."""
+    folder = path.resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".facetrain-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{flag} {path}: cannot write here ({e.strerror or e})") from None
+
+
 def write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = False) -> None:
     with atomic_open(path, "wb", fsync=fsync) as f:
         f.write(data)

@@ -62,6 +62,10 @@ def eval_(
     pairs, images = pairs or [], images or []
     if len(pairs) != len(images):
         fail("give one --images folder for each --pairs file (the folder its names refer to)")
+    from facetrain import atomic
+
+    atomic.output_files([*pairs, *images, *(bin_ or [])], **{"--out": out, "--folds-csv":
+                        folds_csv, "--roc": roc, "--json": json_out})  # fmt: skip
     fm = open_model_arg(model, device, spec=spec)
     if out is None and model is not None and Path(model).is_dir():
         out = Path(model) / "eval"
@@ -133,8 +137,10 @@ def plot_embeddings_cmd(
     """A t-SNE map of a dataset's embeddings, coloured by identity."""
     import numpy as np
 
+    from facetrain import atomic
     from facetrain.evaluate.plots import plot_embeddings
 
+    atomic.output_files(args, **{"--out": out})
     fm, data = model_and_inputs(args, device, spec=spec)
     t = embed_data(fm, data, align, device)
     names = sorted(set(t.labels))[:max_identities]

@@ -40,8 +40,10 @@ def stats(
     json_out: JsonOut = None,
 ) -> None:
     """Identities, images, images-per-identity histogram and problems of a dataset."""
+    from facetrain import atomic
     from facetrain.data.split import stats as dataset_stats
 
+    atomic.output_files(data, **{"--json": json_out})
     result = dataset_stats(data, merge_same_names=merge_same_names, check=check)
     _print_stats(result)
     write_json(json_out, result)
@@ -124,10 +126,12 @@ def prune(
     merge_same_names: Merge = False,
 ) -> None:
     """Write a list of the images whose identity has at least --min-images (nothing moves)."""
+    from facetrain import atomic
     from facetrain.data.split import prune as prune_fn
 
     if min_images < 1:
         fail("--min-images must be at least 1")
+    atomic.output_files([data], OUT=out)
     r = prune_fn(data, out, min_images, merge_same_names=merge_same_names)
     console.print(
         f"kept {r['identities_kept']}/{r['identities_in']} identities, "

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from facetrain import atomic
 from facetrain.cli.common import (
     INPUTS_HELP,
     AlignOpt,
@@ -39,6 +40,7 @@ def embed(
     """Embed every face of a dataset with the model's own preprocessing."""
     from facetrain.use.embeddings import save_table
 
+    atomic.output_files(args, **{"--out": out})
     fm, data = model_and_inputs(args, device, backend, spec)
     if not data:
         fail("give the faces to embed: identity folders or list files")
@@ -73,6 +75,7 @@ def compare(
     """Distance matrix of faces, and same/different by the model's threshold."""
     from facetrain.use.compare import compare as compare_faces
 
+    atomic.output_files(args, **{"--json": json_out})
     fm, images = model_and_inputs(args, device, backend, spec)
     c = compare_faces(fm, images, threshold, align, device)
     for path, why in c.skipped.items():
@@ -106,6 +109,8 @@ def export(
     """Export to ONNX or TorchScript with the preprocessing inside; check parity."""
     from facetrain.export import export_model
 
+    own = [] if Path(model).is_dir() else [model]  # RUN/model.onnx is the run's own output
+    atomic.output_files([*own, *(check or [])], **{"--out": out})
     r = export_model(open_model_arg(model), format_, out, check, tolerance)
     console.print(
         f"exported {r.path} ({format_}); parity on {r.checked_on}: max |Δ| = {r.delta:.2e} "
@@ -146,6 +151,7 @@ def classify_train(
     """Fit a classifier on DATA; print held-out accuracy of all four methods."""
     from facetrain.use.classify import save_classifier, train_classifier
 
+    atomic.output_files([*args, *(unknown or [])], **{"--out": out, "--json": json_out})
     fm, data = model_and_inputs(args, device, spec=spec)
     t = embed_data(fm, data, align, device)
     strangers = embed_data(fm, unknown, align, device).embeddings if unknown else None
@@ -182,6 +188,7 @@ def classify_predict(
     from facetrain.use.classify import check_model, load_classifier
     from facetrain.use.embeddings import embed_paths
 
+    atomic.output_files([classifier, *images], **{"--json": json_out})
     try:
         clf = load_classifier(classifier)
     except ValueError as e:
@@ -217,13 +224,14 @@ def filter_cmd(
     """Find mislabelled and bad images by their distance to their identity's centre."""
     from facetrain.use.filter import filter_table, write_outputs
 
+    report_csv = report_csv or out.with_suffix(".csv")
+    atomic.output_files(args, **{"--out": out, "--report": report_csv})
     fm, data = model_and_inputs(args, device, spec=spec)
     t = embed_data(fm, data, align, device)
     try:
         r = filter_table(t, percentile=percentile, min_images=min_images, distance=fm.pre.distance)
     except ValueError as e:
         fail(str(e))
-    report_csv = report_csv or out.with_suffix(".csv")
     write_outputs(t, r, out, report_csv)
     order = r.distance.argsort()[::-1][:10]
     table = Table(title="farthest from their identity's centre")
