@@ -51,6 +51,17 @@ def _bomb(path: Path) -> None:
                      + chunk(b"IEND", b""))  # fmt: skip
 
 
+def _pickle_bomb(witness: Path) -> bytes:
+    """A pickle that would create `witness` if it were ever unpickled unsafely."""
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(witness), "w"))
+
+    return pickle.dumps({"state": Evil()})
+
+
 def add_bad_files(folder: Path, good: Path, root: Path) -> None:
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "notes.jpg").write_text("not an image")
@@ -79,6 +90,10 @@ def build_corpus(root: Path) -> Path:
     if group.exists():
         for p in sorted(group.iterdir())[:2]:
             shutil.copy(p, photos / p.name)
+    tsv = root / "bad.tsv"  # MS-Celeb rows: a traversal MID, bad base64, too few columns
+    tsv.write_text("../../evil\t1\turl\t0\t0\tfaceid\tnot-base64!!\n"
+                   "m.0abc\t1\n\x00\x01\x02\n")  # fmt: skip
+    (root / "evil.pt").write_bytes(_pickle_bomb(root / "PWNED"))
     pairs = root / "pairs.txt"
     pairs.write_text("2 2\nid0\t1\t2\nid0\t1\t99\nnobody\t1\tid1\t1\nid0 x y\n"
                      "id1\t1\t2\nid1\t2\tid2\t1\n")  # fmt: skip
@@ -86,9 +101,12 @@ def build_corpus(root: Path) -> Path:
 
 
 def tree_state(root: Path) -> str:
-    """Names, kinds, link targets and contents of everything under root (FIFOs unread)."""
+    """Names, kinds, link targets and contents of everything under root (FIFOs unread;
+    Python's bytecode caches, which any import may write, left out)."""
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
+        if "__pycache__" in p.parts or ".egg-info" in str(p):
+            continue
         h.update(str(p.relative_to(root)).encode())
         if p.is_symlink():
             h.update(b"L" + os.readlink(p).encode())
@@ -166,8 +184,35 @@ def commands(c: Path, m: Path, o: Path) -> list[tuple]:
         ),  # fmt: skip
         ("eval", ["eval", m, "--pairs", c / "pairs.txt", "--images", d, "--json", o / "ev.json"]),
         ("export", ["export", m, "--out", o / "m.pt"]),
+        ("plot-embeddings", ["plot-embeddings", m, d, "--out", o / "emb.png"]),
+        ("models", ["models"]),
+        ("msceleb", ["msceleb", c / "bad.tsv", o / "ms"]),
+        ("rewarp", ["rewarp", d, o / "rw", "--model", "pretrained:dlib_resnet"]),
+        ("import pickle", ["import", "facenet-pytorch", c / "evil.pt", "--out", o / "imp"]),
+        (
+            "import text",
+            [
+                "import",
+                "arcface-torch",
+                d / "id0" / "notes.jpg",
+                "--out",
+                o / "i2",
+                "--arch",
+                "iresnet50",
+            ],
+        ),  # fmt: skip
         ("library scan", ["library", "scan", ph, *lib, "--model", m]),
         ("library cluster", ["library", "cluster", *lib]),
+        ("library name", ["library", "name", "1", IDENTITIES[0], *lib]),
+        ("library name digits", ["library", "name", "2", "7", *lib]),
+        ("library merge", ["library", "merge", "999999", "1", *lib]),
+        ("library move", ["library", "move", "1", IDENTITIES[1], *lib]),
+        ("library reject", ["library", "reject", "99999999999999999999", *lib]),
+        ("library split", ["library", "split", "1", *lib]),
+        ("library hide", ["library", "hide", "2", *lib]),
+        ("library faces", ["library", "faces", "../../etc", *lib]),
+        ("library undo", ["library", "undo", "--steps", "50", *lib]),
+        ("library eval", ["library", "eval", *lib, "--truth", d]),
         ("library people", ["library", "people", *lib]),
         ("library identify", ["library", "identify", ph, *lib]),
         ("library personalize", ["library", "personalize", *lib]),
@@ -202,7 +247,8 @@ def test_every_command_on_the_hostile_corpus(corpus, tmp_path):
     skipped = (tmp_path / "pack" / "skipped.tsv").read_text()
     for bad in ("empty.jpg", "notes.jpg", "cut.jpg", "bomb.png", "loop.jpg", "gone.jpg"):
         assert bad in skipped, (bad, skipped)
-    assert outcomes["library personalize"] == 2  # nobody named: says what is missing
+    assert outcomes["import pickle"] == 2 and not (root / "PWNED").exists()  # never unpickled
+    assert outcomes["library personalize"] == 2  # too few named faces: says what is missing
     assert src_state() == SRC_BEFORE
 
 

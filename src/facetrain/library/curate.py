@@ -25,7 +25,7 @@ def people(con) -> list[dict]:
 def stack_id(con, ref: str) -> int:
     """A stack by id (digits) or by name (anything else): never a name shadowing an id."""
     if ref.isdigit():
-        pid = int(ref) if int(ref) < 2**63 and store.person_exists(con, int(ref)) else None
+        pid = int(ref) if store.is_row_id(int(ref)) and store.person_exists(con, int(ref)) else None
     else:
         pid = store.person_named(con, ref)
     if pid is None:

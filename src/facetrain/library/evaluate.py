@@ -59,12 +59,18 @@ def scores(pred: list, truth: list) -> dict:
 def truth_labels(con, truth_dir: str | os.PathLike) -> tuple[list, list, dict]:
     """(stack per face, person per face, counts of what was left out)."""
     by_hash: dict[str, str] = {}
+    left = Counter()
     for person in sorted(os.listdir(truth_dir)):
         folder = os.path.join(truth_dir, person)
         if os.path.isdir(folder) and not person.startswith("."):
             for p in list_photos(folder):
-                by_hash[sha256(p)] = person
-    left = Counter()
+                if not os.path.isfile(p):  # a FIFO would block the read; a dangling link
+                    left["not a regular file"] += 1
+                    continue
+                try:
+                    by_hash[sha256(p)] = person
+                except OSError:
+                    left["unreadable"] += 1
     pred, truth = [], []
     for digest, person in sorted(by_hash.items()):
         photo = store.original_with_hash(con, digest)

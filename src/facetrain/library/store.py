@@ -374,8 +374,16 @@ def face_listing(con, person_id: int) -> list[sqlite3.Row]:
     ).fetchall()
 
 
+def is_row_id(n: int) -> bool:
+    """Whether n can be an id at all (SQLite's ids are 64-bit: a larger one is no face,
+    not an overflow)."""
+    return 0 <= n < 2**63
+
+
 def face_box(con, face_id: int) -> sqlite3.Row | None:
     """A face's photo id, box and its photo's content hash."""
+    if not is_row_id(face_id):
+        return None
     return con.execute(
         "SELECT f.photo_id, f.x1, f.y1, f.x2, f.y2, p.sha256 FROM faces f "
         "JOIN photos p ON p.id = f.photo_id WHERE f.id = ?",
@@ -385,6 +393,8 @@ def face_box(con, face_id: int) -> sqlite3.Row | None:
 
 def face_person(con, face_id: int) -> tuple[bool, int | None]:
     """(whether the face exists, its person)."""
+    if not is_row_id(face_id):
+        return False, None
     row = con.execute("SELECT person_id FROM faces WHERE id = ?", (face_id,)).fetchone()
     return (False, None) if row is None else (True, row[0])
 
