@@ -34,6 +34,9 @@ SUBSETS = {
     "runs/subsets/half-identities/train.txt": (["mini-train"], "identity", 0.5),
     "runs/subsets/half-images/train.txt": (["mini-train"], "image", 0.5),
     "runs/subsets/two-thirds/train.txt": (["mini-train", "more-train"], "identity", 0.3333),
+    # issue 9's curve of distillation against the number of unlabelled faces (~5k, ~15k)
+    "runs/subsets/faces-5k/train.txt": (["mini-train", "more-train"], "image", 0.8466),
+    "runs/subsets/faces-15k/train.txt": (["mini-train", "more-train"], "image", 0.5398),
 }
 
 
