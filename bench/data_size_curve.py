@@ -40,6 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("points", nargs="+")
     ap.add_argument("--out", type=Path, default=Path("docs/img/data-size-mini-more.png"))
+    ap.add_argument("--title", default="nn4.small2 80², softmax, from scratch: accuracy against data")
     args = ap.parse_args()
     pts = sorted((point(a) for a in args.points), key=lambda p: p[3])
     n = np.array([p[3] for p in pts], float)
@@ -52,13 +53,17 @@ def main() -> None:
     print(f"\nerror = {np.exp(intercept):.3g} x faces^{slope:.3f}; predicted accuracy: "
           + ", ".join(f"{f:,} faces {100 * predict(f):.1f}%"
                       for f in (50_000, 100_000, 200_000, 500_000)))  # fmt: skip
-    need = (0.07 / np.exp(intercept)) ** (1 / slope)
-    print(f"93% (OpenFace's nn4.small2: 92.92% from ~500k images) predicted at ~{need:,.0f} faces")
-    plot(pts, predict, args.out)
+    if slope < 0:
+        need = (0.07 / np.exp(intercept)) ** (1 / slope)
+        print(f"93% (OpenFace's nn4.small2: 92.92% from ~500k images) predicted at ~{need:,.0f} "
+              "faces")  # fmt: skip
+    else:
+        print("the error does not fall with more faces here: no prediction of where 93% lies")
+    plot(pts, predict, args.out, args.title)
     print(f"wrote {args.out}")
 
 
-def plot(pts, predict, out: Path) -> None:
+def plot(pts, predict, out: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,7 +82,7 @@ def plot(pts, predict, out: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("training faces (same recipe, equal number of steps)")
     ax.set_ylabel("LFW accuracy (%)")
-    ax.set_title("nn4.small2 80², softmax, from scratch: accuracy against data")
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
