@@ -40,7 +40,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("points", nargs="+")
     ap.add_argument("--out", type=Path, default=Path("docs/img/data-size-mini-more.png"))
-    ap.add_argument("--title", default="nn4.small2 80², softmax, from scratch: accuracy against data")
+    ap.add_argument("--title", default="nn4.small2 80², softmax, from scratch: accuracy "
+                    "against data")  # fmt: skip
     args = ap.parse_args()
     pts = sorted((point(a) for a in args.points), key=lambda p: p[3])
     n = np.array([p[3] for p in pts], float)
