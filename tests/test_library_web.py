@@ -268,3 +268,42 @@ def test_people_page_in_a_browser(people_library, tmp_path):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_learn_from_my_names_in_a_browser(tmp_path):
+    """The page's "Learn from my names": the measured before/after panel appears, and
+    "Back to the plain model" takes it away (issue 20)."""
+    from test_personalize import _bbt_library, _name_by_folder
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium here (make setup installs Debian's chromium where it may)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    people = ("amy", "penny", "howard")
+    db, photos = _bbt_library(tmp_path, people)
+    _name_by_folder(db, photos, people)
+    server, thread, port = _serve(db)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector(".card")
+            assert page.locator("#personal").is_hidden() and page.locator("#plain").is_hidden()
+            page.locator("#learn").click()
+            page.wait_for_function(
+                "document.querySelector('#status').textContent.includes('learnt from')",
+                timeout=120_000,
+            )
+            panel = page.locator("#personal")
+            assert panel.is_visible() and "Personal model on" in panel.inner_text()
+            assert "strangers given a name" in panel.inner_text()
+            page.locator("#plain").click()
+            page.wait_for_function(
+                "document.querySelector('#status').textContent.includes('plain model')"
+            )
+            assert panel.is_hidden()
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
