@@ -624,7 +624,7 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_one_before_used(packed, tm
 def test_all_finite_sees_one_bad_value_among_many_tensors():
     """The one-sync finite check of every gradient: any inf or NaN in any tensor (of any
     dtype) is found; large finite values are not mistaken for overflow."""
-    from facetrain.train.loop import all_finite
+    from facetrain.train.state import all_finite
 
     grads = [torch.randn(64, 32), torch.randn(7), torch.randn(3, 3).half(), torch.full((5,), 1e30)]
     assert all_finite(grads)

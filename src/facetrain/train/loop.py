@@ -54,6 +54,7 @@ from facetrain.train.state import (
     NonFiniteGuard,
     TrainingError,
     TrainState,
+    all_finite,
     finite_weights,
 )
 
@@ -441,10 +442,3 @@ def _wrap(cfg: TrainConfig, dd: distributed.Dist, model, objective: Objective):
     if objective.head is not None and not cfg.partial_fc:
         objective.score = DDP(objective.head)
     return DDP(RawEmbedding(model, embed_raw))
-
-
-def all_finite(tensors: list[torch.Tensor]) -> bool:
-    """Whether every value of every tensor is finite, in one host sync (a check per tensor
-    costs a GPU one sync per gradient): the largest magnitude of each, summed, is finite
-    only if each is — max-norms, as squares would overflow for large finite values."""
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors, float("inf"))).sum()))
