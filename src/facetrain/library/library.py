@@ -14,7 +14,6 @@ and `evaluate`; every SQL statement is in `store`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import os
@@ -273,7 +272,8 @@ class Library:
         protos = curate.prototypes(self.con)
         scanner = Scanner(self.model(model, device=device), device=device)
         photos = [q for p in photos for q in (list_photos(p) if Path(p).is_dir() else [p])]
-        adapt = functools.partial(store.adapt, self.con)  # the owner's adapter, when on
+        adapter = store.adapter_in_use(self.con)  # read once for every photo
+        adapt = adapter.apply if adapter is not None else (lambda emb: emb)
         return [_identify_photo(p, scanner, protos, thr, distance, margin, adapt) for p in photos]
 
     def export(self, folder: str | os.PathLike, unnamed: bool = False) -> dict[str, int]:

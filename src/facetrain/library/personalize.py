@@ -153,8 +153,7 @@ def train_adapter(faces: Faces, threshold: float, distance: str, *, steps: int =
         loss = _hinge(d[same] - (threshold - margin)) + _hinge(threshold + margin - d[diff])
         if len(pairs):
             pb = pairs[rng.choice(len(pairs), min(512, len(pairs)), replace=False)]
-            dp = (f(pb[:, 0]) - f(pb[:, 1])).pow(2).sum(1) if distance == "squared_l2" else \
-                torch.diagonal(_dist(f(pb[:, 0]), f(pb[:, 1]), distance))  # fmt: skip
+            dp = torch.diagonal(_dist(f(pb[:, 0]), f(pb[:, 1]), distance))
             loss = loss + _hinge(threshold + margin - dp)
         if len(unnamed):  # a face clearly someone else's in the plain model stays so
             ub = rng.choice(unnamed, min(256, len(unnamed)), replace=False)

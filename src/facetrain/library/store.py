@@ -324,12 +324,18 @@ def _embedded(con, rows, plain: bool = False) -> tuple[np.ndarray, list[sqlite3.
 def adapt(con, emb: np.ndarray) -> np.ndarray:
     """Embeddings of the library's model as the library compares them: through the owner's
     personal adapter when one is on and was learnt for this model, else as they are."""
+    adapter = adapter_in_use(con)
+    return emb if adapter is None else adapter.apply(emb)
+
+
+def adapter_in_use(con):
+    """The owner's personal adapter (personalize.Adapter) when one is on, else None."""
     row = active_adapter(con)
     if row is None:
-        return emb
+        return None
     from facetrain.library.personalize import Adapter
 
-    return Adapter.from_bytes(row["weights"]).apply(emb)
+    return Adapter.from_bytes(row["weights"])
 
 
 def active_adapter(con) -> sqlite3.Row | None:
