@@ -62,11 +62,8 @@ def write_outputs(
 ):
     """The filtered list file and the per-image report (worst first)."""
     from facetrain import atomic
-    from facetrain.errors import FacetrainError
 
-    if Path(out_list).resolve() == Path(report).resolve():
-        raise FacetrainError(f"--out and --report are the same file ({out_list}): give two")
-
+    atomic.output_files(**{"--out": out_list, "--report": report})
     kept = [Sample(t.paths[i], t.labels[i], Path(t.paths[i]).stem) for i in np.flatnonzero(r.keep)]
     write_list(out_list, kept)
     order = np.argsort(-r.distance, kind="stable")
