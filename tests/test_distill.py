@@ -142,3 +142,33 @@ def test_centred_targets_are_the_teachers_embeddings_less_their_mean(flat, teach
     cos_raw = (raw @ raw.T)[np.triu_indices(len(raw), 1)].mean()
     cos_centred = (want @ want.T)[np.triu_indices(len(want), 1)].mean()
     assert cos_centred < cos_raw  # the faces spread out
+
+
+def test_a_teacher_cache_put_in_a_new_folder_is_used_not_refused(flat, teacher, tmp_path):
+    """Several runs share one teacher pass (bench/gpu_recipes.py): a folder holding only a
+    copied `teacher/` is a run folder to start in, and its embeddings are not made again."""
+    import shutil
+
+    train(cfg_for(flat, tmp_path / "a", teacher, epochs=1), log=lambda *_: None)
+    shutil.copytree(tmp_path / "a" / "teacher", tmp_path / "b" / "teacher")
+    part = tmp_path / "b" / "teacher" / "part-00000.npy"
+    np.save(part, np.load(part) * -1)  # marked: the run must learn these, not new ones
+    said = []
+    train(cfg_for(flat, tmp_path / "b", teacher, epochs=1), log=said.append)
+    assert not any("embedding 24 faces once" in s for s in said)
+    cos = [[d["cos"] for d in read_metrics(tmp_path / r) if "cos" in d][0] for r in "ab"]
+    assert cos[1] == pytest.approx(-cos[0], abs=1e-5)  # the same first step, targets negated
+    (tmp_path / "c" / "teacher").mkdir(parents=True)  # no meta.json: not facetrain's
+    (tmp_path / "c" / "teacher" / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match="not a facetrain run folder"):
+        train(cfg_for(flat, tmp_path / "c", teacher, epochs=1), log=lambda *_: None)
+
+
+def test_the_teachers_pass_over_aligned_faces_needs_no_detector(flat, teacher, tmp_path,
+                                                                 monkeypatch):  # fmt: skip
+    """Aligned training faces are taken or re-warped, never detected: the teacher's pass runs
+    where the detector's package is missing (the lent GPU machine had none)."""
+    monkeypatch.setitem(__import__("sys").modules, "facenet_pytorch", None)  # import fails
+    train(cfg_for(flat, tmp_path / "run", teacher, epochs=1), log=lambda *_: None)
+    emb = np.load(tmp_path / "run" / "teacher" / "part-00000.npy")
+    assert emb.shape == (24, 32) and np.isfinite(emb).all()

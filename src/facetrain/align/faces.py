@@ -8,6 +8,7 @@ prepared differently from the ones it learned on.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,12 +50,17 @@ class FaceAligner:
         mode = self.alignment.get("mode", "similarity")
         self.size = int(self.alignment.get("size") or (112 if mode == "similarity" else 182))
         self.detect_max_side = detect_max_side
-        self.detector = MTCNN(
+        self.device = device
+
+    @functools.cached_property
+    def detector(self) -> MTCNN:
+        """Made on first use: faces that are already aligned, or re-warped, need none."""
+        return MTCNN(
             DetectorConfig(
                 int(self.alignment.get("min_face", 20)),
                 tuple(self.alignment.get("thresholds", (0.6, 0.7, 0.7))),
                 float(self.alignment.get("factor", 0.709)),
-                device,
+                self.device,
             )
         )
 

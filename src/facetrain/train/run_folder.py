@@ -26,7 +26,9 @@ SETTINGS = "resumed with settings "
 
 
 LOCK = ".lock"  # held by the process training in the folder (facetrain.lock)
-RUN_MARKERS = ("revision.txt", "checkpoints")  # what every facetrain run folder has
+# what every facetrain run folder has; or a teacher's embeddings put there before the run
+# starts (bench/gpu_recipes.py computes them once for several distillation runs)
+RUN_MARKERS = ("revision.txt", "checkpoints", "teacher/meta.json")
 
 
 def check_own(run: Path) -> None:
