@@ -206,6 +206,23 @@ def test_a_missing_weights_package_names_it(cache, monkeypatch):
     assert cached_files(cache) == []
 
 
+@needs_weights
+def test_a_reinstalled_package_reuses_its_conversion(tmp_path, cache, monkeypatch):
+    """The cache is keyed by the weights' content: a package reinstalled (same bytes, a new
+    modification time) finds its conversion; other bytes are converted anew."""
+    import os
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(DAT, folder / DAT.name)
+    monkeypatch.setattr("facetrain.models.pretrained.models_folder", lambda: folder)
+    first = pretrained.path("dlib_resnet")
+    os.utime(folder / DAT.name, (1e9, 1e9))  # as after `pip install --force-reinstall`
+    assert pretrained.path("dlib_resnet") == first and len(cached_files(cache)) == 1
+    (folder / DAT.name).write_bytes(DAT.read_bytes()[:-1] + b"\x01")  # one byte changed
+    assert pretrained.path("dlib_resnet") != first and len(cached_files(cache)) == 2
+
+
 def test_an_unknown_pretrained_name_lists_the_known_ones():
     r = runner.invoke(app, ["embed", "pretrained:vgg_face", "dir", "--out", "x.npz"])
     assert r.exit_code == 2
@@ -352,19 +369,27 @@ def test_a_library_scan_without_a_model_uses_the_default(photos, tmp_path):
         assert len(lib.people()) >= 3  # amy, howard, penny (and the group photos' faces)
 
 
-def test_the_shipped_scratch_model_tells_people_apart():
-    """pretrained:facetrain_scratch (issue 17): listed, opened from the weights inside
-    facetrain, its own record (80², 512-d, calibrated threshold); on LFW pairs of its first
-    fold it separates same from different people far better than chance (its full figure:
-    `facetrain eval pretrained:facetrain_scratch ...`, in docs/benchmarks.md)."""
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("facetrain_scratch", ("nn4_small2_bn", 80, 512)),
+        ("facetrain_distilled", ("nn4_small2", 80, 128)),
+    ],
+)
+def test_a_shipped_model_tells_people_apart(name, shape):
+    """pretrained:facetrain_scratch (issue 17) and facetrain_distilled (issue 16): listed,
+    opened from the weights inside facetrain, their own record (input, size, calibrated
+    threshold); on LFW pairs of its first fold each separates same from different people
+    far better than chance (the full figures: `facetrain eval pretrained:NAME ...`, in
+    docs/benchmarks.md)."""
     from conftest import SHARED
     from facetrain.evaluate.verification import read_pairs
     from facetrain.models.feed import Images, embed_model
 
-    assert "facetrain_scratch" in runner.invoke(app, ["models"]).output
-    fm = open_model("pretrained:facetrain_scratch")
-    assert (fm.pre.model, fm.pre.input_size, fm.pre.embedding_size) == ("nn4_small2_bn", 80, 512)
-    assert fm.pre.threshold is not None and fm.source == "pretrained:facetrain_scratch"
+    assert name in runner.invoke(app, ["models"]).output
+    fm = open_model(f"pretrained:{name}")
+    assert (fm.pre.model, fm.pre.input_size, fm.pre.embedding_size) == shape
+    assert fm.pre.threshold is not None and fm.source == f"pretrained:{name}"
     lfw = SHARED / "lfw"
     if not lfw.exists():
         pytest.skip(f"{lfw} absent (real data not here)")
