@@ -14,7 +14,10 @@ going at the deadline is stopped; its last checkpoint stays in its folder (resum
 it is reported as unfinished. Each finished model is evaluated on the GPU and, where its
 weights in half precision fit 16 MB, written to OUT (NAME.safetensors, a MODEL for
 `facetrain eval`). OUT/gpu_recipes.json holds every figure, OUT/runs.zip each run's log,
-metrics and settings; the last line is a table.
+metrics and settings; the last line is a table. A run is evaluated as soon as it ends, while
+the others still train. Distillation recipes that name the same teacher share its
+embeddings: computed once on the GPU (while the other recipes train) and copied into each
+run folder, where `facetrain train` finds them done.
 
 Without a GPU (or with --dry-run) the same path runs on the CPU at toy sizes: a few steps of
 each recipe on generated faces, so that CI keeps the script working.
@@ -54,8 +57,33 @@ def launch(recipe: str, pack_dir: Path, work: Path, device: str, threads: int,
     return name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), work / name
 
 
-def wait_all(runs: list, deadline: float) -> dict[str, str]:
-    """Each run's end: 'finished', 'failed (rc N)' or 'stopped at the deadline'."""
+def teacher_of(recipe: str) -> str:
+    """The teacher a distillation recipe (RECIPE[@k=v,...]) names; '' for any other."""
+    from facetrain.train.config import resolve
+
+    path, _, more = recipe.partition("@")
+    cfg = resolve(path, sets=[s for s in more.split(",") if s])
+    return cfg.teacher if cfg.loss == "distill" else ""
+
+
+def share_teacher(spec: str, names: list[str], pack_dir: Path, work: Path, device: str) -> None:
+    """The teacher's embeddings of the pack's training faces, computed once into the first
+    run folder and copied into the others (the cache `facetrain train` resumes from)."""
+    import shutil
+
+    from facetrain.data.packed import PackedDataset
+    from facetrain.train.teacher import teacher_embeddings
+
+    first = work / names[0]
+    teacher_embeddings(spec, PackedDataset(pack_dir, split="train"), first, device)
+    for name in names[1:]:
+        shutil.copytree(first / "teacher", work / name / "teacher", dirs_exist_ok=True)
+    print(f"teacher {spec}: embedded at {time.monotonic() - START:.0f} s", flush=True)
+
+
+def wait_all(runs: list, deadline: float, on_end=lambda name, end: None) -> dict[str, str]:
+    """Each run's end: 'finished', 'failed (rc N)' or 'stopped at the deadline'; on_end is
+    called as each run ends (the others go on meanwhile)."""
     ends: dict[str, str] = {}
     last_report = 0.0
     while len(ends) < len(runs):
@@ -64,12 +92,14 @@ def wait_all(runs: list, deadline: float) -> dict[str, str]:
                 rc = proc.returncode
                 ends[name] = "finished" if rc == 0 else f"failed (rc {rc})"
                 print(f"{name}: {ends[name]} at {time.monotonic() - START:.0f} s", flush=True)
+                on_end(name, ends[name])
         if time.monotonic() > deadline:
             for name, proc, _ in runs:
                 if name not in ends:
                     proc.kill()
                     proc.wait()
                     ends[name] = "stopped at the deadline"
+                    on_end(name, ends[name])
             break
         if time.monotonic() - last_report > 30:
             last_report = time.monotonic()
@@ -160,18 +190,31 @@ def main() -> None:
         (pack_dir, extra), lfw = toy_data(args.work), None
         extra += args.sets
     threads = max(1, (os.cpu_count() or 2) // len(args.recipes))
-    runs = [launch(r, pack_dir, args.work, device, threads, extra) for r in args.recipes]
-    ends = wait_all(runs, START + args.deadline_s)
-    rows = []
-    for name, _, folder in runs:
-        row = {"recipe": name, "end": ends[name]}
+    teachers = {r: teacher_of(r) for r in args.recipes}
+    runs = [launch(r, pack_dir, args.work, device, threads, extra)
+            for r in args.recipes if not teachers[r]]  # fmt: skip
+    for spec in sorted({t for t in teachers.values() if t}):
+        taught = [r for r in args.recipes if teachers[r] == spec]
+        share_teacher(spec, [Path(r.partition("@")[0]).stem for r in taught], pack_dir,
+                      args.work, device)  # fmt: skip
+        runs += [launch(r, pack_dir, args.work, device, threads, extra) for r in taught]
+    rows: dict[str, dict] = {}
+
+    def on_end(name: str, end: str) -> None:
+        row, folder = {"recipe": name, "end": end}, args.work / name
         if (folder / "model.safetensors").exists():  # finished now or before (a rerun)
-            row |= evaluate(name, folder, lfw, device, args.out)
+            try:  # one failed evaluation must not stop the runs still training
+                row |= evaluate(name, folder, lfw, device, args.out)
+            except Exception as e:  # noqa: BLE001 (reported in the row, the others go on)
+                row["eval_error"] = f"{type(e).__name__}: {e}"
         else:
             print((args.work / f"{name}.log").read_text()[-3000:])
-        rows.append(row)
+        rows[name] = row
         print(json.dumps(row), flush=True)
-        (args.out / "gpu_recipes.json").write_text(json.dumps(rows, indent=2) + "\n")
+        (args.out / "gpu_recipes.json").write_text(json.dumps(list(rows.values()), indent=2) + "\n")
+
+    wait_all(runs, START + args.deadline_s, on_end)
+    rows = [rows[name] for name, _, _ in runs]
     with zipfile.ZipFile(args.out / "runs.zip", "w", zipfile.ZIP_DEFLATED) as z:  # the logs
         for name, _, folder in runs:
             for f in (folder / "metrics.jsonl", folder / "config.json", args.work / f"{name}.log"):
