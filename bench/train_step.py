@@ -34,7 +34,10 @@ def step_fn(raw_fn, head, opt, x, y, dtype, device_type):
     opt.zero_grad(set_to_none=True)
 
 
-def measure(name, batch, device, dtype, channels_last, compile_, steps, warmup):
+def measure(name, batch, device, dtype, channels_last, compile_, steps, warmup, fused=False):
+    """Images/s of training steps, and FLOPs a forward+backward per image. compile_: False,
+    True (the default mode) or a torch.compile mode ("max-autotune-no-cudagraphs", ...);
+    fused: SGD's fused kernel (one launch for all parameters) instead of its foreach one."""
     torch.manual_seed(0)
     model = create_model(name, 512 if name.startswith("iresnet") else 128).to(device).train()
     emb = model.embed(
@@ -44,8 +47,10 @@ def measure(name, batch, device, dtype, channels_last, compile_, steps, warmup):
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     raw_fn = RawEmbedding(model)  # forward = the raw embedding, as training compiles it
-    fwd = torch.compile(raw_fn) if compile_ else raw_fn
-    opt = torch.optim.SGD(list(model.parameters()) + list(head.parameters()), lr=0.01, momentum=0.9)
+    mode = compile_ if isinstance(compile_, str) else None
+    fwd = torch.compile(raw_fn, mode=mode) if compile_ else raw_fn
+    params = list(model.parameters()) + list(head.parameters())
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, fused=fused or None)
     s = model.input_size
     x = torch.randn(batch, 3, s, s, device=device)
     if channels_last:
@@ -75,6 +80,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--compile-mode", help="a torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    ap.add_argument("--fused", action="store_true", help="add a variant with fused SGD")
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU")
     args = ap.parse_args()
     print(
@@ -91,11 +98,25 @@ def main() -> None:
     ]
     if args.compile:
         variants.append(("bf16 channels_last compile", torch.bfloat16, True, True))
+    if args.compile_mode:
+        variants.append((f"bf16 cl {args.compile_mode}", torch.bfloat16, True, args.compile_mode))
+    variants = [(*v, False) for v in variants]
+    if args.fused:
+        last = variants[-1]
+        variants.append((last[0] + " fused SGD", *last[1:4], True))
     for name in args.models:
         base = best = None
-        for label, dtype, cl, comp in variants:
+        for label, dtype, cl, comp, fused in variants:
             rate, flops = measure(
-                name, args.batch_size, args.device, dtype, cl, comp, args.steps, args.warmup
+                name,
+                args.batch_size,
+                args.device,
+                dtype,
+                cl,
+                comp,
+                args.steps,
+                args.warmup,
+                fused,
             )
             base = base or rate
             best = max(best or 0.0, rate)
