@@ -113,6 +113,20 @@ def test_a_teacher_that_cannot_be_opened_is_one_clear_error(flat, tmp_path, teac
     assert r.exit_code == 2 and words in r.output and "Traceback" not in r.output
 
 
+def test_a_teacher_without_a_preprocessing_record_is_one_clear_error(flat, tmp_path):
+    """Weights saved by plain safetensors carry no record of how to feed the network."""
+    from safetensors.torch import save_file
+
+    bare = tmp_path / "bare.safetensors"
+    save_file({"model.w": torch.zeros(2)}, str(bare))
+    args = ["train", "--data", str(flat), "--out", str(tmp_path / "r"), "--loss", "distill",
+            "--set", f"teacher={bare}", "--model", "nn4_small2", "--batch-size", "8"]  # fmt: skip
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert f"teacher {bare}" in r.output and "no facetrain preprocessing record" in r.output
+    assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
 def test_distill_needs_a_teacher_and_a_teacher_needs_distill(flat, tmp_path):
     r = runner.invoke(app, ["train", "--data", str(flat), "--loss", "distill"])
     assert r.exit_code == 2 and "loss distill and teacher=MODEL go together" in r.output
