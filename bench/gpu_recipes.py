@@ -10,12 +10,13 @@ bundle small enough to travel). The two training roots are packed once; each rec
 trains in its own process (`facetrain train --config RECIPE --set device=cuda
 data_on_device=true`, plus what follows its `@`), all at once — small networks leave an
 H100 mostly idle, so side by side costs little more than the longest alone. A run still
-going at the deadline is stopped; its last checkpoint stays in its folder (resumable) and
-it is reported as unfinished. Each finished model is evaluated on the GPU and, where its
+going at the deadline is stopped (one that has trained all its epochs first gets 90 s to
+write its model); its last checkpoint stays in its folder (resumable) and it is reported
+as unfinished. Each finished model is evaluated on the GPU and, where its
 weights in half precision fit 16 MB, written to OUT (NAME.safetensors, a MODEL for
 `facetrain eval`). OUT/gpu_recipes.json holds every figure, OUT/runs.zip each run's log,
-metrics and settings; the last line is a table. A run is evaluated as soon as it ends, while
-the others still train. Distillation recipes that name the same teacher share its
+metrics and settings; the last line is a table. A run is evaluated as soon as it ends, in a thread
+of its own, while the others still train. Distillation recipes that name the same teacher share its
 embeddings: computed once on the GPU (while the other recipes train) and copied into each
 run folder, where `facetrain train` finds them done.
 
@@ -30,6 +31,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -81,31 +83,51 @@ def share_teacher(spec: str, names: list[str], pack_dir: Path, work: Path, devic
     print(f"teacher {spec}: embedded at {time.monotonic() - START:.0f} s", flush=True)
 
 
-def wait_all(runs: list, deadline: float, on_end=lambda name, end: None) -> dict[str, str]:
-    """Each run's end: 'finished', 'failed (rc N)' or 'stopped at the deadline'; on_end is
-    called as each run ends (the others go on meanwhile)."""
+def wait_all(runs: list, deadline: float, on_end=lambda name, end: None,
+             grace_s: float = 90) -> dict[str, str]:  # fmt: skip
+    """Each run's end: 'finished', 'failed (rc N)' or 'stopped at the deadline'. on_end runs
+    in a thread of its own as each run ends, so an evaluation neither holds up the others'
+    ends nor the deadline. At the deadline a run that has trained all its epochs (it is
+    writing its model) gets grace_s more; the rest are stopped (their checkpoints stay)."""
     ends: dict[str, str] = {}
+    threads: list[threading.Thread] = []
     last_report = 0.0
+
+    def end(name: str, how: str) -> None:
+        ends[name] = how
+        print(f"{name}: {how} at {time.monotonic() - START:.0f} s", flush=True)
+        threads.append(threading.Thread(target=on_end, args=(name, how)))
+        threads[-1].start()
+
     while len(ends) < len(runs):
         for name, proc, _ in runs:
             if name not in ends and proc.poll() is not None:
-                rc = proc.returncode
-                ends[name] = "finished" if rc == 0 else f"failed (rc {rc})"
-                print(f"{name}: {ends[name]} at {time.monotonic() - START:.0f} s", flush=True)
-                on_end(name, ends[name])
-        if time.monotonic() > deadline:
-            for name, proc, _ in runs:
-                if name not in ends:
-                    proc.kill()
-                    proc.wait()
-                    ends[name] = "stopped at the deadline"
-                    on_end(name, ends[name])
-            break
-        if time.monotonic() - last_report > 30:
-            last_report = time.monotonic()
+                end(name, "finished" if proc.returncode == 0 else f"failed (rc {proc.returncode})")
+        now = time.monotonic()
+        for name, proc, folder in runs:
+            late = now > deadline + (grace_s if _all_epochs_done(folder) else 0)
+            if name not in ends and late:
+                proc.kill()
+                proc.wait()
+                end(name, "stopped at the deadline")
+        if now - last_report > 30:
+            last_report = now
             print(" | ".join(f"{n}: {_last_step(f)}" for n, _, f in runs), flush=True)
-        time.sleep(2)
+        time.sleep(1)
+    for t in threads:
+        t.join()
     return ends
+
+
+def _all_epochs_done(folder: Path) -> bool:
+    """The run logged the end of its last epoch (what is left: writing its model)."""
+    try:
+        epochs = json.loads((folder / "config.json").read_text())["epochs"]
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+    except (OSError, ValueError, KeyError):
+        return False
+    ends = [json.loads(x) for x in lines if '"epoch_end"' in x]
+    return bool(ends) and ends[-1].get("epoch") == epochs - 1
 
 
 def _last_step(folder: Path) -> str:
@@ -199,6 +221,7 @@ def main() -> None:
                       args.work, device)  # fmt: skip
         runs += [launch(r, pack_dir, args.work, device, threads, extra) for r in taught]
     rows: dict[str, dict] = {}
+    lock = threading.Lock()
 
     def on_end(name: str, end: str) -> None:
         row, folder = {"recipe": name, "end": end}, args.work / name
@@ -209,9 +232,11 @@ def main() -> None:
                 row["eval_error"] = f"{type(e).__name__}: {e}"
         else:
             print((args.work / f"{name}.log").read_text()[-3000:])
-        rows[name] = row
-        print(json.dumps(row), flush=True)
-        (args.out / "gpu_recipes.json").write_text(json.dumps(list(rows.values()), indent=2) + "\n")
+        with lock:
+            rows[name] = row
+            print(json.dumps(row), flush=True)
+            text = json.dumps(list(rows.values()), indent=2) + "\n"
+            (args.out / "gpu_recipes.json").write_text(text)
 
     wait_all(runs, START + args.deadline_s, on_end)
     rows = [rows[name] for name, _, _ in runs]

@@ -48,6 +48,55 @@ def test_the_gpu_recipes_dry_run_trains_side_by_side_and_stops_at_the_deadline(t
     assert r.returncode == 1 and "stopped at the deadline" in r.stdout, r.stdout[-2000:]
 
 
+def test_distillation_recipes_share_one_pass_of_their_teacher(tmp_path):
+    """Two students of one teacher (a small model file here): the teacher embeds the faces
+    once, both runs train on the same cached targets, and both are evaluated."""
+    import torch
+
+    from facetrain.models import create_model
+    from facetrain.models.saved import Preprocess, save_model
+
+    torch.manual_seed(0)
+    net = create_model("nn4_small2", 32).eval()
+    pre = Preprocess(model="nn4_small2", embedding_size=32, input_size=80)
+    teacher = save_model(tmp_path / "teacher.safetensors", net, pre)
+    recipes = [
+        f"recipes/distill-nn4-dlib.toml@teacher={teacher}",
+        f"recipes/distill-iresnet18-dlib.toml@teacher={teacher},embedding_size=32",
+    ]
+    cmd = [sys.executable, str(RECIPES), "--dry-run", "--out", str(tmp_path / "out"),
+           "--work", str(tmp_path / "work"), *recipes]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                       cwd=RECIPES.parents[1])  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count("faces once") == 1, r.stdout[-3000:]  # one teacher pass
+    parts = [tmp_path / "work" / n / "teacher" / "part-00000.npy"
+             for n in ("distill-nn4-dlib", "distill-iresnet18-dlib")]  # fmt: skip
+    assert (parts[0].read_bytes() == parts[1].read_bytes()) and len(parts[0].read_bytes()) > 1000
+    for n in ("distill-nn4-dlib", "distill-iresnet18-dlib"):
+        log = (tmp_path / "work" / f"{n}.log").read_text()
+        assert "faces once" not in log  # the run found its targets made
+    rows = json.loads((tmp_path / "out" / "gpu_recipes.json").read_text())
+    assert sorted((x["recipe"], x["end"]) for x in rows) == [
+        ("distill-iresnet18-dlib", "finished"), ("distill-nn4-dlib", "finished")]  # fmt: skip
+
+
+def test_a_run_that_trained_all_its_epochs_is_given_grace_at_the_deadline(tmp_path):
+    """Only a run still writing its model waits past the deadline; one with epochs to go
+    (or with nothing logged yet) is stopped at it."""
+    sys.path.insert(0, str(RECIPES.parent))
+    from gpu_recipes import _all_epochs_done
+
+    (tmp_path / "config.json").write_text(json.dumps({"epochs": 2}))
+    assert not _all_epochs_done(tmp_path)  # nothing logged
+    lines = [{"epoch": 0, "step": 5, "loss": 1.0}, {"epoch": 0, "epoch_end": True, "loss": 1.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert not _all_epochs_done(tmp_path)  # one epoch of two
+    lines.append({"epoch": 1, "epoch_end": True, "loss": 0.5})
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert _all_epochs_done(tmp_path)
+
+
 def test_the_gpu_bundle_joins_many_files_into_one_and_back(tmp_path):
     sys.path.insert(0, str(SCRIPT.parent))
     from gpu_bundle import join, unbundle
