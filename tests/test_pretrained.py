@@ -132,6 +132,8 @@ def test_pretrained_spec_is_a_model_everywhere(tmp_path, cache):
     assert len(cached_files(cache)) == 1
     r = runner.invoke(app, ["models"])
     assert r.exit_code == 0 and "dlib_resnet" in r.output and "CC0" in r.output
+    for e in pretrained.ENTRIES.values():  # a row with its figure, then its whole record
+        assert e.lfw.split(" (")[0] in r.output and f"$ {e.measured_by}" in r.output
 
 
 @needs_weights

@@ -149,10 +149,14 @@ def models() -> None:
     console.print(table)
     table = Table(title="pretrained models (MODEL = pretrained:NAME)")
     table.add_column("name", no_wrap=True)  # what users type: never cut
-    for col in ("architecture", "source", "licence", "input", "emb", "LFW (facetrain)"):
-        table.add_column(col, overflow="fold")
+    for col in ("input", "emb", "LFW (facetrain)"):
+        table.add_column(col, no_wrap=True)
     for e in pretrained.ENTRIES.values():
-        table.add_row(e.name, e.architecture, e.source, e.licence, f"{e.input_size}²",
-                      str(e.embedding_size), f"{e.lfw}\n$ {e.measured_by}")  # fmt: skip
+        table.add_row(e.name, f"{e.input_size}²", str(e.embedding_size), e.lfw.split(" (")[0])
     console.print(table)
-    console.print(f"default MODEL where a command is given none: {pretrained.DEFAULT}")
+    for e in pretrained.ENTRIES.values():  # the long fields as paragraphs: they wrap whole
+        console.print(f"\n[bold]pretrained:{e.name}[/bold] — {e.architecture}", highlight=False)
+        for label, text in (("source", e.source), ("licence", e.licence), ("LFW", e.lfw),
+                            ("measure it", f"$ {e.measured_by}")):  # fmt: skip
+            console.print(f"  {label}: {text}", highlight=False, markup=False)
+    console.print(f"\ndefault MODEL where a command is given none: {pretrained.DEFAULT}")
