@@ -178,6 +178,60 @@ def toy_data(work: Path) -> tuple[Path, list[str]]:
                                    "input_size=0", "warmup_epochs=0"]  # fmt: skip
 
 
+def data_for(args, gpu: bool) -> tuple[Path, list[str], Path | None]:
+    """The training pack (mini + more packed once; toy faces for a dry run), the settings
+    every recipe gets, and LFW's folder (None: no evaluation)."""
+    if not gpu:
+        pack_dir, extra = toy_data(args.work)
+        return pack_dir, extra + args.sets, None
+    from facetrain.data.packed import pack
+
+    pack_dir = args.work / "pack"
+    if not (pack_dir / "meta.json").exists():
+        pack([str(args.data / "mini-train"), str(args.data / "more-train")], pack_dir,
+             progress=False)  # fmt: skip
+    print(f"packed at {time.monotonic() - START:.0f} s", flush=True)
+    return pack_dir, args.sets, args.data / "lfw"
+
+
+def launch_all(recipes: list[str], pack_dir: Path, work: Path, device: str,
+               extra: list[str]) -> list:  # fmt: skip
+    """Every recipe in its own process: those without a teacher first; then, per teacher,
+    its one pass (while the others train) and the recipes it teaches."""
+    threads = max(1, (os.cpu_count() or 2) // len(recipes))
+    teachers = {r: teacher_of(r) for r in recipes}
+    runs = [launch(r, pack_dir, work, device, threads, extra) for r in recipes if not teachers[r]]
+    for spec in sorted({t for t in teachers.values() if t}):
+        taught = [r for r in recipes if teachers[r] == spec]
+        share_teacher(spec, [Path(r.partition("@")[0]).stem for r in taught], pack_dir, work,
+                      device)  # fmt: skip
+        runs += [launch(r, pack_dir, work, device, threads, extra) for r in taught]
+    return runs
+
+
+def recorder(rows: dict, work: Path, out: Path, lfw: Path | None, device: str):
+    """What to do as a run ends: evaluate it (if it wrote a model) and add its row to rows
+    and to OUT/gpu_recipes.json; several runs may end at once (threads)."""
+    lock = threading.Lock()
+
+    def on_end(name: str, end: str) -> None:
+        row, folder = {"recipe": name, "end": end}, work / name
+        if (folder / "model.safetensors").exists():  # finished now or before (a rerun)
+            try:  # one failed evaluation must not stop the runs still training
+                row |= evaluate(name, folder, lfw, device, out)
+            except Exception as e:  # noqa: BLE001 (reported in the row, the others go on)
+                row["eval_error"] = f"{type(e).__name__}: {e}"
+        else:
+            print((work / f"{name}.log").read_text()[-3000:])
+        with lock:
+            rows[name] = row
+            print(json.dumps(row), flush=True)
+            text = json.dumps(list(rows.values()), indent=2) + "\n"
+            (out / "gpu_recipes.json").write_text(text)
+
+    return on_end
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("recipes", nargs="+", help="RECIPE.toml, or RECIPE.toml@key=value,...")
@@ -199,54 +253,19 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"{torch.cuda.get_device_name() if device == 'cuda' else device}, torch "
           f"{torch.__version__}, {len(args.recipes)} recipes", flush=True)  # fmt: skip
-    if gpu:
-        from facetrain.data.packed import pack
-
-        pack_dir = args.work / "pack"
-        if not (pack_dir / "meta.json").exists():
-            pack([str(args.data / "mini-train"), str(args.data / "more-train")], pack_dir,
-                 progress=False)  # fmt: skip
-        extra, lfw = args.sets, args.data / "lfw"
-        print(f"packed at {time.monotonic() - START:.0f} s", flush=True)
-    else:
-        (pack_dir, extra), lfw = toy_data(args.work), None
-        extra += args.sets
-    threads = max(1, (os.cpu_count() or 2) // len(args.recipes))
-    teachers = {r: teacher_of(r) for r in args.recipes}
-    runs = [launch(r, pack_dir, args.work, device, threads, extra)
-            for r in args.recipes if not teachers[r]]  # fmt: skip
-    for spec in sorted({t for t in teachers.values() if t}):
-        taught = [r for r in args.recipes if teachers[r] == spec]
-        share_teacher(spec, [Path(r.partition("@")[0]).stem for r in taught], pack_dir,
-                      args.work, device)  # fmt: skip
-        runs += [launch(r, pack_dir, args.work, device, threads, extra) for r in taught]
+    pack_dir, extra, lfw = data_for(args, gpu)
+    runs = launch_all(args.recipes, pack_dir, args.work, device, extra)
     rows: dict[str, dict] = {}
-    lock = threading.Lock()
-
-    def on_end(name: str, end: str) -> None:
-        row, folder = {"recipe": name, "end": end}, args.work / name
-        if (folder / "model.safetensors").exists():  # finished now or before (a rerun)
-            try:  # one failed evaluation must not stop the runs still training
-                row |= evaluate(name, folder, lfw, device, args.out)
-            except Exception as e:  # noqa: BLE001 (reported in the row, the others go on)
-                row["eval_error"] = f"{type(e).__name__}: {e}"
-        else:
-            print((args.work / f"{name}.log").read_text()[-3000:])
-        with lock:
-            rows[name] = row
-            print(json.dumps(row), flush=True)
-            text = json.dumps(list(rows.values()), indent=2) + "\n"
-            (args.out / "gpu_recipes.json").write_text(text)
-
+    on_end = recorder(rows, args.work, args.out, lfw, device)
     wait_all(runs, START + args.deadline_s, on_end)
-    rows = [rows[name] for name, _, _ in runs]
+    table = [rows[name] for name, _, _ in runs]
     with zipfile.ZipFile(args.out / "runs.zip", "w", zipfile.ZIP_DEFLATED) as z:  # the logs
         for name, _, folder in runs:
             for f in (folder / "metrics.jsonl", folder / "config.json", args.work / f"{name}.log"):
                 if f.exists():
                     z.write(f, f"{name}/{f.name}")
-    print(" ; ".join(f"{r['recipe']}: {r.get('lfw_accuracy', r['end'])}" for r in rows))
-    sys.exit(0 if all(r["end"] == "finished" for r in rows) else 1)
+    print(" ; ".join(f"{r['recipe']}: {r.get('lfw_accuracy', r['end'])}" for r in table))
+    sys.exit(0 if all(r["end"] == "finished" for r in table) else 1)
 
 
 START = time.monotonic()
