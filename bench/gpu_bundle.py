@@ -16,6 +16,9 @@ LFW's pair images as WebP (the name kept: readers go by content) at --quality 65
 32,591 training faces and --lfw-quality 75 for LFW, about 54 MB; no raw photos. The files
 are then joined into FOLDER/datasets.bin + datasets.idx (40,000 small files in a zip would
 cost 6 MB of headers), which `--unbundle FOLDER DEST` turns back into DEST/datasets there.
+`--teacher MODEL` adds a distillation teacher as a facetrain model file in half precision
+(FOLDER/NAME-fp16.safetensors; `pretrained:dlib_resnet` is 11 MB), for a machine without the
+package its weights come from: name it in the recipe, `@teacher=FOLDER/NAME-fp16.safetensors`.
 """
 
 from __future__ import annotations
@@ -71,6 +74,17 @@ def unbundle(folder: Path, dest: Path) -> None:
             (dest / rel).write_bytes(src.read(int(size)))
 
 
+def half_teacher(spec: str, folder: Path) -> Path:
+    """A MODEL saved as a facetrain model file in half precision, its record kept."""
+    import torch
+
+    from facetrain.models.saved import load_model, save_model
+
+    net, pre = load_model(spec)
+    name = spec.removeprefix("pretrained:") if spec.startswith("pretrained:") else Path(spec).stem
+    return save_model(folder / f"{name}-fp16.safetensors", net.to(torch.float16), pre)
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--unbundle"]:
         unbundle(Path(sys.argv[2]), Path(sys.argv[3]))
@@ -81,7 +95,12 @@ def main() -> None:
     ap.add_argument("--quality", type=int, help="of the training faces (75; 65 with --train-sets)")
     ap.add_argument("--lfw-quality", type=int, default=75)
     ap.add_argument("--train-sets", action="store_true", help="mini + more + LFW, as WebP")
+    ap.add_argument("--teacher", help="a MODEL to carry in half precision (distillation)")
     args = ap.parse_args()
+    if args.teacher:
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = half_teacher(args.teacher, args.out)
+        print(f"teacher {args.teacher}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
     out = args.out / "datasets"
     lfw = args.shared / "lfw"
     fmt = "WEBP" if args.train_sets else "JPEG"

@@ -97,6 +97,32 @@ def test_a_run_that_trained_all_its_epochs_is_given_grace_at_the_deadline(tmp_pa
     assert _all_epochs_done(tmp_path)
 
 
+def test_a_teacher_travels_in_half_precision_with_its_record(tmp_path):
+    """bench/gpu_bundle.py --teacher: half the bytes, the same record, the same embeddings
+    to half precision's rounding."""
+    import numpy as np
+    import torch
+
+    from facetrain.models import create_model
+    from facetrain.models.saved import Preprocess, load_model, save_model
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    from gpu_bundle import half_teacher
+
+    torch.manual_seed(0)
+    pre = Preprocess(model="nn4_small2", embedding_size=32, input_size=80, threshold=0.9)
+    full = save_model(tmp_path / "t.safetensors", create_model("nn4_small2", 32).eval(), pre)
+    half = half_teacher(str(full), tmp_path / "carry")
+    assert half.name == "t-fp16.safetensors"
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    (a, pa), (b, pb) = load_model(full), load_model(half)
+    assert pa == pb
+    x = torch.rand(4, 3, 80, 80) * 255
+    with torch.no_grad():
+        cos = (a.embed(x) * b.embed(x)).sum(1).numpy()
+    assert np.all(cos > 0.999)
+
+
 def test_the_gpu_bundle_joins_many_files_into_one_and_back(tmp_path):
     sys.path.insert(0, str(SCRIPT.parent))
     from gpu_bundle import join, unbundle
