@@ -38,18 +38,25 @@ from pathlib import Path
 
 import torch
 
+from facetrain.train.run_folder import read_metrics
+
 HERE = Path(__file__).resolve().parent
 MAX_BACK = 16_000_000  # bytes: the largest file a lent machine's OUT hands back
+
+
+def parse_recipe(recipe: str) -> tuple[str, str, list[str]]:
+    """RECIPE.toml[@k=v,k=v] as (path, run name, its own KEY=VALUE settings)."""
+    path, _, more = recipe.partition("@")
+    return path, Path(path).stem, [s for s in more.split(",") if s]
 
 
 def launch(recipe: str, pack_dir: Path, work: Path, device: str, threads: int,
            extra: list[str]) -> tuple[str, subprocess.Popen, Path]:  # fmt: skip
     """`facetrain train` for one recipe (RECIPE[@k=v,k=v]) in its own process."""
-    path, _, more = recipe.partition("@")
-    name = Path(path).stem
+    path, name, own = parse_recipe(recipe)
     sets = [f"device={device}", f"data_on_device={str(device != 'cpu').lower()}",
             "eval_pairs=", "eval_images=", f"threads={threads}", "checkpoint_minutes=2",
-            "log_every=100", *extra, *[s for s in more.split(",") if s]]  # fmt: skip
+            "log_every=100", *extra, *own]  # fmt: skip
     cmd = [sys.executable, "-m", "facetrain", "train", "--config", path,
            "--data", str(pack_dir), "--out", str(work / name)]  # fmt: skip
     for s in sets:
@@ -63,8 +70,8 @@ def teacher_of(recipe: str) -> str:
     """The teacher a distillation recipe (RECIPE[@k=v,...]) names; '' for any other."""
     from facetrain.train.config import resolve
 
-    path, _, more = recipe.partition("@")
-    cfg = resolve(path, sets=[s for s in more.split(",") if s])
+    path, _, own = parse_recipe(recipe)
+    cfg = resolve(path, sets=own)
     return cfg.teacher if cfg.loss == "distill" else ""
 
 
@@ -105,8 +112,9 @@ def wait_all(runs: list, deadline: float, on_end=lambda name, end: None,
                 end(name, "finished" if proc.returncode == 0 else f"failed (rc {proc.returncode})")
         now = time.monotonic()
         for name, proc, folder in runs:
-            late = now > deadline + (grace_s if _all_epochs_done(folder) else 0)
-            if name not in ends and late:
+            if name in ends or now <= deadline:
+                continue
+            if now > deadline + grace_s or not _all_epochs_done(folder):
                 proc.kill()
                 proc.wait()
                 end(name, "stopped at the deadline")
@@ -123,20 +131,17 @@ def _all_epochs_done(folder: Path) -> bool:
     """The run logged the end of its last epoch (what is left: writing its model)."""
     try:
         epochs = json.loads((folder / "config.json").read_text())["epochs"]
-        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        ends = [d for d in read_metrics(folder) if d.get("epoch_end")]
     except (OSError, ValueError, KeyError):
         return False
-    ends = [json.loads(x) for x in lines if '"epoch_end"' in x]
     return bool(ends) and ends[-1].get("epoch") == epochs - 1
 
 
 def _last_step(folder: Path) -> str:
     """The newest logged epoch and step of a run ('-' before its first)."""
-    path = folder / "metrics.jsonl"
-    if not path.exists():
+    if not (folder / "metrics.jsonl").exists():
         return "-"
-    for line in reversed(path.read_text().splitlines()):
-        d = json.loads(line)
+    for d in reversed(read_metrics(folder)):
         if "step" in d and "loss" in d:
             return f"epoch {d['epoch']} step {d['step']} loss {d['loss']:.2f}"
     return "-"
@@ -147,7 +152,7 @@ def evaluate(name: str, folder: Path, lfw: Path | None, device: str, out: Path) 
     from facetrain.evaluate.model_eval import evaluate_model
     from facetrain.models.saved import load_model, open_model, save_model
 
-    metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics(folder)
     seconds = sum(d.get("seconds", 0) for d in metrics if d.get("epoch_end"))
     row = {
         "recipe": name,
@@ -203,7 +208,7 @@ def launch_all(recipes: list[str], pack_dir: Path, work: Path, device: str,
     runs = [launch(r, pack_dir, work, device, threads, extra) for r in recipes if not teachers[r]]
     for spec in sorted({t for t in teachers.values() if t}):
         taught = [r for r in recipes if teachers[r] == spec]
-        share_teacher(spec, [Path(r.partition("@")[0]).stem for r in taught], pack_dir, work,
+        share_teacher(spec, [parse_recipe(r)[1] for r in taught], pack_dir, work,
                       device)  # fmt: skip
         runs += [launch(r, pack_dir, work, device, threads, extra) for r in taught]
     return runs
