@@ -78,10 +78,11 @@ def half_teacher(spec: str, folder: Path) -> Path:
     """A MODEL saved as a facetrain model file in half precision, its record kept."""
     import torch
 
+    from facetrain.models import pretrained
     from facetrain.models.saved import load_model, save_model
 
     net, pre = load_model(spec)
-    name = spec.removeprefix("pretrained:") if spec.startswith("pretrained:") else Path(spec).stem
+    name = spec.removeprefix(pretrained.PREFIX) if pretrained.is_spec(spec) else Path(spec).stem
     return save_model(folder / f"{name}-fp16.safetensors", net.to(torch.float16), pre)
 
 

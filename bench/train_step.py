@@ -90,34 +90,25 @@ def main() -> None:
     )
     if args.device.startswith("cuda"):
         print(f"GPU: {torch.cuda.get_device_name(args.device)}")
-    variants = [
-        ("fp32", None, False, False),
-        ("fp32 channels_last", None, True, False),
-        ("bf16", torch.bfloat16, False, False),
-        ("bf16 channels_last", torch.bfloat16, True, False),
+    variants = [  # label, autocast dtype, channels_last, compile (False/True/mode), fused SGD
+        ("fp32", None, False, False, False),
+        ("fp32 channels_last", None, True, False, False),
+        ("bf16", torch.bfloat16, False, False, False),
+        ("bf16 channels_last", torch.bfloat16, True, False, False),
     ]
     if args.compile:
-        variants.append(("bf16 channels_last compile", torch.bfloat16, True, True))
+        variants.append(("bf16 channels_last compile", torch.bfloat16, True, True, False))
     if args.compile_mode:
-        variants.append((f"bf16 cl {args.compile_mode}", torch.bfloat16, True, args.compile_mode))
-    variants = [(*v, False) for v in variants]
-    if args.fused:
-        last = variants[-1]
-        variants.append((last[0] + " fused SGD", *last[1:4], True))
+        variants.append((f"bf16 cl {args.compile_mode}", torch.bfloat16, True, args.compile_mode,
+                         False))  # fmt: skip
+    if args.fused:  # the last variant again, with fused SGD
+        label, *rest, _ = variants[-1]
+        variants.append((f"{label} fused SGD", *rest, True))
     for name in args.models:
         base = best = None
         for label, dtype, cl, comp, fused in variants:
-            rate, flops = measure(
-                name,
-                args.batch_size,
-                args.device,
-                dtype,
-                cl,
-                comp,
-                args.steps,
-                args.warmup,
-                fused,
-            )
+            rate, flops = measure(name, args.batch_size, args.device, dtype, cl, comp, args.steps,
+                                  args.warmup, fused)  # fmt: skip
             base = base or rate
             best = max(best or 0.0, rate)
             mfu = ""
