@@ -64,8 +64,7 @@ def output_folder(
     path = Path(path)
     here = path.resolve()
     for r in inputs:
-        root = Path(r).resolve()
-        if root.is_dir() and (here == root or root in here.parents):
+        if _within(here, Path(r).resolve()):
             raise OutputError(f"{path}: inside the input {r}; the {kind} would mix with the "
                               "data — give a folder outside it")  # fmt: skip
     if path.exists() and not path.is_dir():
@@ -104,9 +103,15 @@ def output_files(inputs=(), **outputs) -> None:
             if here == root:
                 raise OutputError(f"{flag} {given}: is the input {r}; it would be overwritten "
                                   "— give another file")  # fmt: skip
-            if root.is_dir() and root in here.parents:
+            if _within(here, root):
                 raise OutputError(f"{flag} {given}: inside the input {r}; it would mix with "
                                   "the data — give a file outside it")  # fmt: skip
+
+
+def _within(here: Path, root: Path) -> bool:
+    """`here` (resolved) is the folder `root` (resolved) or lies below it: an output there
+    would mix with that input's data."""
+    return root.is_dir() and (here == root or root in here.parents)
 
 
 def _writable(flag: str, path: Path) -> None:
