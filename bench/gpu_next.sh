@@ -9,8 +9,14 @@
 # (MobileFaceNet, ~2 MB in half precision; its weights come back in $OUT) and the CPU-budget
 # recipe for 60 epochs (is a 2.7-hour CPU schedule worth running?), then evaluates both on
 # LFW. The lent machine has no ../shared: carry the bundle made here beforehand with
-#   python bench/gpu_bundle.py .gpucarry --train-sets --quality 55
+#   python bench/gpu_bundle.py .gpucarry --train-sets --quality 50   # with the tree, under 64 MiB
 # (`run` with carry [".gpucarry"]). Figures and logs go to $OUT (bench/out/gpu-next here).
+# Afterwards, here: a MobileFaceNet at ≥ 93% is shipped with
+#   facetrain eval OUT/scratch-mobilefacenet-cosface-b256-40.safetensors --pairs \
+#       ../shared/datasets/lfw/pairs.txt --images ../shared/datasets/lfw --json EVAL.json
+#   .venv/bin/python bench/ship_model.py OUT/scratch-mobilefacenet-cosface-b256-40.safetensors \
+#       facetrain_scratch --threshold-from EVAL.json
+# (and the facetrain_scratch entry's record in models/pretrained.py updated to its figure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out/gpu-next}
