@@ -49,6 +49,12 @@ def test_api_actions_and_nothing_outside_the_library(library):
     assert client.post(f"/api/stacks/{a}/name", json={"name": "Grandma"}).status_code == 200
     names = {p["id"]: p["name"] for p in client.get("/api/people").json()}
     assert names[a] == "Grandma"
+    for row in client.get("/api/people").json()[:2]:  # a stack's page: its own row, whole
+        view = client.get(f"/api/stacks/{row['id']}").json()
+        assert {k: view[k] for k in ("name", "faces", "photos", "hidden")} == {
+            k: row[k] for k in ("name", "faces", "photos", "hidden")}  # fmt: skip
+        assert len(view["face_ids"]) == row["faces"] and len(view["photo_ids"]) == row["photos"]
+    assert client.get("/api/stacks/999999").status_code == 404
     r = client.post(f"/api/stacks/{a}/merge", json={"other": b})
     assert r.status_code in (200, 400)  # 400: the two share a photo, with the reason
     assert client.post("/api/undo").json()["message"].startswith("undone")

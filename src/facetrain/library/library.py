@@ -223,10 +223,10 @@ class Library:
 
     def stack_view(self, stack: int) -> dict:
         """One stack for its page: name, hidden, its faces (confirmed first) and photos."""
-        row = next((p for p in self.people() if p["id"] == stack), None)
-        if row is None:
+        rows = store.people(self.con, only=stack)
+        if not rows:
             raise LibraryError(f"no stack {stack}")
-        return row | {"face_ids": self.face_ids(stack), "photo_ids": self.stack_photos(stack)}
+        return rows[0] | {"face_ids": self.face_ids(stack), "photo_ids": self.stack_photos(stack)}
 
     def undo(self, steps: int = 1) -> list[str]:
         if steps < 1:

@@ -468,13 +468,16 @@ def count_stacks(con) -> int:
 # --- people --------------------------------------------------------------------------------
 
 
-def people(con) -> list[dict]:
-    """Stacks with their face and photo counts, largest first."""
+def people(con, only: int | None = None) -> list[dict]:
+    """Stacks with their face and photo counts, largest first; `only`: that stack alone
+    (its page asks for one row, not a scan of every person's faces)."""
+    where, args = ("WHERE pe.id = ?", (only,)) if only is not None else ("", ())
     rows = con.execute(
         "SELECT pe.id, pe.name, pe.hidden, COUNT(f.id) AS faces,"
         " COUNT(DISTINCT f.photo_id) AS photos, SUM(f.confirmed) AS confirmed"
-        " FROM people pe JOIN faces f ON f.person_id = pe.id"
-        " GROUP BY pe.id ORDER BY pe.hidden, faces DESC, pe.id"
+        f" FROM people pe JOIN faces f ON f.person_id = pe.id {where}"
+        " GROUP BY pe.id ORDER BY pe.hidden, faces DESC, pe.id",
+        args,
     ).fetchall()
     return [dict(r) for r in rows]
 
