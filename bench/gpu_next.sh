@@ -3,7 +3,7 @@
 # minutes each (docs/benchmarks.md, "On a GPU: what is left"):
 #
 #   bash bench/gpu_next.sh recipes      # ~7 min: two from-scratch recipes side by side
-#   bash bench/gpu_next.sh throughput   # ~4 min: iresnet50 step, max-autotune + fused SGD
+#   bash bench/gpu_next.sh throughput   # ~6 min: make gpu-check's (a), + max-autotune, fused SGD
 #
 # `recipes` trains a small model that may reach 93% and still fit the repository
 # (MobileFaceNet, ~2 MB in half precision; its weights come back in $OUT) and the CPU-budget
@@ -32,9 +32,8 @@ recipes)
         recipes/scratch-cosface512-b256-60.toml 2>&1 | tee "$OUT/recipes-log.txt"
     ;;
 throughput)
-    timeout 420 "$PY" bench/train_step.py --device cuda --models iresnet50 --batch-size 256 \
-        --compile --compile-mode max-autotune-no-cudagraphs --fused --peak-tflops 989 \
-        2>&1 | tee "$OUT/throughput-log.txt"
+    timeout 560 "$PY" bench/gpu_check.py --out "$OUT" --stages a \
+        --compile-mode max-autotune-no-cudagraphs 2>&1 | tee "$OUT/throughput-log.txt"
     ;;
 *)
     echo "usage: bash bench/gpu_next.sh recipes|throughput" >&2
