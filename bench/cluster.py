@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from facetrain.evaluate.verification import distance_matrix
+from facetrain.inference.saved import open_model
 from facetrain.library.cluster import _exact, agglomerate
 from facetrain.library.evaluate import scores
-from facetrain.models.saved import open_model
 from facetrain.use.embeddings import embed_paths
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"

@@ -19,8 +19,8 @@ import time
 
 import torch
 
+from facetrain.inference.saved import open_model
 from facetrain.models import create_model
-from facetrain.models.saved import open_model
 
 
 def rate(net, size: int, batch: int, faces: int = 128, repeat: int = 3) -> float:

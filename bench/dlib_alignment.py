@@ -23,9 +23,9 @@ import torch
 from facetrain.align.faces import FaceAligner
 from facetrain.align.transform import rewarp_standard, warp_similarity
 from facetrain.data import iter_samples, load_rgb
-from facetrain.models.dlib_oracle import DlibPipeline
-from facetrain.models.dlib_resnet import load_dlib
-from facetrain.models.pretrained import models_folder
+from facetrain.inference.dlib_format import load_dlib
+from facetrain.inference.dlib_oracle import DlibPipeline
+from facetrain.inference.pretrained import models_folder
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"
 

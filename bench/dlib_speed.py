@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from facetrain.models.dlib_oracle import DlibPipeline
-from facetrain.models.saved import load_model
+from facetrain.inference.dlib_oracle import DlibPipeline
+from facetrain.inference.saved import load_model
 
 
 def rate(fn, chips: list[np.ndarray], batch: int, repeat: int = 2) -> float:

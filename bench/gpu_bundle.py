@@ -78,8 +78,8 @@ def half_teacher(spec: str, folder: Path) -> Path:
     """A MODEL saved as a facetrain model file in half precision, its record kept."""
     import torch
 
-    from facetrain.models import pretrained
-    from facetrain.models.saved import load_model, save_model
+    from facetrain.inference import pretrained
+    from facetrain.inference.saved import load_model, save_model
 
     net, pre = load_model(spec)
     name = spec.removeprefix(pretrained.PREFIX) if pretrained.is_spec(spec) else Path(spec).stem

@@ -197,7 +197,7 @@ def best_recipe(
     fit budget_s (all of them, when the device is fast enough), and evaluate on LFW."""
     from facetrain.data.packed import pack
     from facetrain.evaluate.model_eval import evaluate_model
-    from facetrain.models.saved import open_model
+    from facetrain.inference.saved import open_model
 
     lfw, mini = data / "lfw", data / "mini-train"
     t0 = time.perf_counter()

@@ -57,9 +57,9 @@ def photo_set(name: str, folders: list[Path], work: Path) -> dict:
 
 def family_set(family: int, strangers: int, per_stranger: int = 5, seed: int = 0) -> dict:
     """mini-train identities: `family` named, `strangers` more in the library unnamed."""
+    from facetrain.inference.feed import Images, embed_model
+    from facetrain.inference.saved import open_model
     from facetrain.library.personalize import Faces, measure
-    from facetrain.models.feed import Images, embed_model
-    from facetrain.models.saved import open_model
 
     rng = np.random.default_rng(seed)
     ids = sorted(p for p in (SHARED / "mini-train").iterdir() if p.is_dir())

@@ -18,7 +18,7 @@ import numpy as np
 
 from facetrain.data import iter_samples
 from facetrain.evaluate.verification import labelled_threshold
-from facetrain.models.saved import open_model
+from facetrain.inference.saved import open_model
 from facetrain.use.embeddings import embed_paths
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"

@@ -4,7 +4,7 @@ hundredths of a point, so the entry states the figure `facetrain eval pretrained
 measures on the shipped file) with its preprocessing record.
 
     .venv/bin/python bench/ship_model.py RUN NAME [--threshold-from EVAL.json]
-      → src/facetrain/models/weights/NAME.safetensors
+      → src/facetrain/inference/weights/NAME.safetensors
 
 RUN is a run folder or a model file. --threshold-from records as the model's "same person"
 threshold the mean best-accuracy threshold of a `facetrain eval --json` output (LFW's ten
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from facetrain.models.pretrained import SHIPPED
-from facetrain.models.saved import load_model, save_model
+from facetrain.inference.pretrained import SHIPPED
+from facetrain.inference.saved import load_model, save_model
 
 
 def main() -> None:

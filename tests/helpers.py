@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from conftest import SHARED
+from facetrain.inference.saved import Preprocess, save_model
 from facetrain.models import create_model
-from facetrain.models.saved import Preprocess, save_model
 from facetrain.train.config import TrainConfig
 
 
@@ -110,7 +110,7 @@ def make_model(path: Path, seed: int = 0, threshold: float = 0.5, dim: int = 32)
     net = create_model("nn4_small2", dim)
     faces = sorted((SHARED / "lfw").glob("A*/*.jpg"))[:64]
     if faces:
-        from facetrain.models.feed import Images, prepare
+        from facetrain.inference.feed import Images, prepare
 
         x = torch.stack(Images([str(p) for p in faces]).fetch(list(range(len(faces)))))
         for m in net.modules():

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from facetrain.cli import app
 from facetrain.data.packed import pack
-from facetrain.models.saved import load_model
+from facetrain.inference.saved import load_model
 from facetrain.train.loop import train
 from helpers import lfw_style, make_faces, small_cfg, write_bin_and_pairs
 

@@ -53,8 +53,8 @@ def test_distillation_recipes_share_one_pass_of_their_teacher(tmp_path):
     once, both runs train on the same cached targets, and both are evaluated."""
     import torch
 
+    from facetrain.inference.saved import Preprocess, save_model
     from facetrain.models import create_model
-    from facetrain.models.saved import Preprocess, save_model
 
     torch.manual_seed(0)
     net = create_model("nn4_small2", 32).eval()
@@ -103,8 +103,8 @@ def test_a_teacher_travels_in_half_precision_with_its_record(tmp_path):
     import numpy as np
     import torch
 
+    from facetrain.inference.saved import Preprocess, load_model, save_model
     from facetrain.models import create_model
-    from facetrain.models.saved import Preprocess, load_model, save_model
 
     sys.path.insert(0, str(SCRIPT.parent))
     from gpu_bundle import half_teacher

@@ -256,14 +256,14 @@ def test_every_command_on_the_hostile_corpus(corpus, tmp_path):
 def test_a_second_process_on_a_held_library_or_run_is_told_and_waits_for_nothing(corpus, tmp_path):
     """Concurrent use: a library or run folder held by another process is refused at once
     with the holder named; nothing changes."""
-    from facetrain.library.library import lock_file
+    from facetrain.library.files import LibraryFiles
     from facetrain.lock import held
 
     root, model = corpus
     db = tmp_path / "lib.db"
     assert invoke(["library", "scan", root / "data" / "id1", "--db", db, "--model", model])[0] == 0
     state = db.read_bytes()
-    with held(lock_file(db), "a test"):
+    with held(LibraryFiles.of(db).lock, "a test"):
         for args in (["library", "scan", root / "data", "--db", db],
                      ["library", "cluster", "--db", db],
                      ["library", "personalize", "--db", db]):  # fmt: skip

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 from conftest import SHARED, tree_hash
 from facetrain.cli import app
+from facetrain.inference.saved import Preprocess, save_model
 from facetrain.library.cluster import agglomerate
 from facetrain.library.evaluate import scores
 from facetrain.models import create_model
-from facetrain.models.saved import Preprocess, save_model
 from helpers import make_model
 
 BBT = SHARED / "photos" / "bbt"
@@ -483,7 +483,7 @@ def test_a_library_is_changed_by_one_process_at_a_time(photos, tmp_path):
     409; once free, it works (a dead holder's lock is simply taken over by the OS)."""
     from fastapi.testclient import TestClient
 
-    from facetrain.library.library import lock_file
+    from facetrain.library.files import LibraryFiles
     from facetrain.library.web import create_app
     from facetrain.lock import held
 
@@ -495,7 +495,7 @@ def test_a_library_is_changed_by_one_process_at_a_time(photos, tmp_path):
     origin = "http://127.0.0.1:8765"
     web = TestClient(create_app(db), base_url=origin, headers={"Origin": origin})
     stack = web.get("/api/people").json()[0]["id"]
-    with held(lock_file(db), "x"):  # this test process is "scanning"
+    with held(LibraryFiles.of(db).lock, "x"):  # this test process is "scanning"
         for args in (["scan", photos], ["cluster"], ["name", stack, "Zed"], ["undo"]):
             out = cli_fails("library", *args, "--db", db)
             assert f"in use by process {os.getpid()}" in out, args

@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from facetrain.distances import distance_matrix, pair_distances
 from facetrain.losses import (
     CenterLoss,
     MarginHead,
     contrastive_loss,
     cross_entropy,
     prelogits_norm,
-    squared_distances,
     triplet_loss,
 )
 from facetrain.miners import all_triplets, balanced_pairs, mine_triplets, positive_pairs
@@ -122,13 +122,19 @@ def test_triplet_loss_value_and_gradient_reach_all_members():
     assert triplet_loss(e, t[:0], 0.3).item() == 0.0
 
 
-def test_squared_distances():
+def test_the_one_distance_in_torch_matches_by_hand_and_numpy():
     e, _ = batch(seed=4)
-    d = squared_distances(e)
+    d = distance_matrix(e, e, "squared_l2")
     ed = e.tolist()
     for i in range(0, 14, 3):
         for j in range(14):
             assert d[i, j].item() == pytest.approx(d2(ed, i, j), abs=1e-5)
+    n = e.detach().double().numpy()
+    for name in ("squared_l2", "cosine"):
+        mat = distance_matrix(e.double(), e.double(), name).detach().numpy()
+        np.testing.assert_allclose(mat, distance_matrix(n, n, name), atol=1e-3)
+        pair = pair_distances(e[:7].double(), e[7:].double(), name).detach().numpy()
+        np.testing.assert_allclose(pair, np.diagonal(mat[:7, 7:]), atol=1e-6)
 
 
 def test_balanced_pairs_and_contrastive_loss():

@@ -15,16 +15,17 @@ from typer.testing import CliRunner
 
 from conftest import LFW_RAW
 from facetrain.cli import app
-from facetrain.models import create_model, pretrained
-from facetrain.models.dlib_format import DlibFormatError, read_dat
-from facetrain.models.imports import (
+from facetrain.inference import pretrained
+from facetrain.inference.dlib_format import DlibFormatError, read_dat
+from facetrain.inference.imports import (
     ImportError_,
     import_arcface_torch,
     import_facenet_pytorch,
     read_state_dict,
 )
-from facetrain.models.pretrained import models_folder
-from facetrain.models.saved import load_model, open_model
+from facetrain.inference.pretrained import models_folder
+from facetrain.inference.saved import load_model, open_model
+from facetrain.models import create_model
 
 runner = CliRunner()
 DAT = (models_folder() or Path("/nonexistent")) / "dlib_face_recognition_resnet_model_v1.dat"
@@ -50,7 +51,7 @@ def dlib_faces():
         pytest.skip(f"{LFW_RAW} absent (real data not here)")
     pytest.importorskip("dlib")
     from facetrain.data import iter_samples, load_rgb
-    from facetrain.models.dlib_oracle import DlibPipeline
+    from facetrain.inference.dlib_oracle import DlibPipeline
 
     pipe = DlibPipeline()
     found = []
@@ -123,7 +124,7 @@ def test_a_standard_112_crop_is_rewarped_into_dlibs_chip(dlib_faces):
 
 @needs_weights
 def test_pretrained_spec_is_a_model_everywhere(tmp_path, cache):
-    m = create_model("dlib_resnet", pretrained=True)
+    m = load_model("pretrained:dlib_resnet")[0]
     assert type(m).__name__ == "DlibResNet"
     fm = open_model("pretrained:dlib_resnet")
     assert fm.pre.input_size == 150 and fm.pre.alignment["template"]
@@ -194,7 +195,7 @@ def test_a_corrupt_weights_package_leaves_nothing_in_the_cache(tmp_path, cache, 
     folder = tmp_path / "models"
     folder.mkdir()
     (folder / DAT.name).write_bytes(DAT.read_bytes()[:100_000])
-    monkeypatch.setattr("facetrain.models.pretrained.models_folder", lambda: folder)
+    monkeypatch.setattr("facetrain.inference.pretrained.models_folder", lambda: folder)
     r = runner.invoke(app, ["compare", "a.jpg", "b.jpg"])
     assert r.exit_code == 2
     assert "error:" in r.output and "truncated" in r.output and "Traceback" not in r.output
@@ -202,7 +203,7 @@ def test_a_corrupt_weights_package_leaves_nothing_in_the_cache(tmp_path, cache, 
 
 
 def test_a_missing_weights_package_names_it(cache, monkeypatch):
-    monkeypatch.setattr("facetrain.models.pretrained.models_folder", lambda: None)
+    monkeypatch.setattr("facetrain.inference.pretrained.models_folder", lambda: None)
     r = runner.invoke(app, ["eval", "pretrained:dlib_resnet", "--bin", "x.bin"])
     assert r.exit_code == 2 and "face-recognition-models" in r.output
     assert cached_files(cache) == []
@@ -217,7 +218,7 @@ def test_a_reinstalled_package_reuses_its_conversion(tmp_path, cache, monkeypatc
     folder = tmp_path / "models"
     folder.mkdir()
     shutil.copy(DAT, folder / DAT.name)
-    monkeypatch.setattr("facetrain.models.pretrained.models_folder", lambda: folder)
+    monkeypatch.setattr("facetrain.inference.pretrained.models_folder", lambda: folder)
     first = pretrained.path("dlib_resnet")
     os.utime(folder / DAT.name, (1e9, 1e9))  # as after `pip install --force-reinstall`
     assert pretrained.path("dlib_resnet") == first and len(cached_files(cache)) == 1
@@ -386,7 +387,7 @@ def test_a_shipped_model_tells_people_apart(name, shape):
     docs/benchmarks.md)."""
     from conftest import SHARED
     from facetrain.evaluate.verification import read_pairs
-    from facetrain.models.feed import Images, embed_model
+    from facetrain.inference.feed import Images, embed_model
 
     assert name in runner.invoke(app, ["models"]).output
     fm = open_model(f"pretrained:{name}")

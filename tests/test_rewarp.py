@@ -87,7 +87,7 @@ def test_centres_from_embeddings_are_the_class_means(tmp_path):
     model, head = create_model("nn4_small2", 16).eval(), MarginHead(16, 4, "cosface")
     centres_from_embeddings(model, head, ds, cfg, 96)
     x, y = ds.batch(list(range(len(ds))))
-    from facetrain.models.feed import prepare
+    from facetrain.inference.feed import prepare
 
     with torch.no_grad():
         e = model.eval()(prepare(x, size=96, normalize="fixed"))

@@ -338,7 +338,7 @@ def test_verification_and_val_split_during_training(tmp_path):
 
     # without a verification set, the saved threshold is validated on the val split's pairs
     from facetrain.evaluate.verification import labelled_threshold
-    from facetrain.models.saved import open_model
+    from facetrain.inference.saved import open_model
     from facetrain.use.embeddings import embed_dataset
 
     train(small_cfg(tmp_path / "pack", tmp_path / "run2"), log=lambda *_: None)

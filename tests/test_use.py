@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from conftest import LFW, tree_hash
 from facetrain.cli import app
 from facetrain.data.packed import pack
-from facetrain.models.saved import open_model
+from facetrain.inference.saved import open_model
 from facetrain.train.loop import train
 from helpers import lfw_style, make_faces, small_cfg, write_bin_and_pairs
 
@@ -162,7 +162,7 @@ def test_classify_names_known_people_and_refuses_strangers(trained, tmp_path):
     # a classifier made with one model refuses another model's embeddings
     other = tmp_path / "other"
     shutil.copytree(trained["run"], other)
-    from facetrain.models.saved import Preprocess, load_model, save_model
+    from facetrain.inference.saved import Preprocess, load_model, save_model
 
     net, pre = load_model(other)
     save_model(other / "model.safetensors", net, Preprocess(**(pre.__dict__ | {"flip": "none"})))
@@ -246,7 +246,7 @@ def test_raw_photos_are_aligned_like_the_models_training_faces(trained):
     (made with the same template; facenet-pytorch's MTCNN there, our batched one here, whose
     landmarks differ by a pixel or two) far more closely than any other person's face."""
     from conftest import LFW_RAW
-    from facetrain.models.feed import Images
+    from facetrain.inference.feed import Images
 
     names = sorted(p.name for p in LFW_RAW.iterdir() if p.is_dir())[:12]
     raw = [str(next((LFW_RAW / n).iterdir())) for n in names]

@@ -127,7 +127,7 @@ def train_step(config: Path | None, flags: dict, sets: list[str] = ()) -> Path:
 
 def eval_step(run: Path, lfw: Path) -> dict:
     from facetrain.evaluate.model_eval import evaluate_model, summary_line
-    from facetrain.models.saved import open_model
+    from facetrain.inference.saved import open_model
 
     pairs = lfw / "pairs.txt"
     step(f"eval {run} --pairs {pairs} --images {lfw}")

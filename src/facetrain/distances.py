@@ -7,6 +7,12 @@
 
 Peers (dlib, face_recognition, OpenFace) quote thresholds in plain L2 (‖a − b‖), so output
 meant for comparison with theirs shows `plain_l2` of a squared distance as well.
+
+This module is the only place a distance is computed: evaluation, the library, `compare`,
+`classify`, the miners and the losses all call it. Given torch tensors, `pair_distances`
+and `distance_matrix` compute in torch (on the tensors' device, differentiable; the cosine
+is clamped just inside ±1 so that its gradient stays finite); given anything else, in
+numpy (float64 unless `dtype` says otherwise).
 """
 
 from __future__ import annotations
@@ -25,8 +31,14 @@ def canonical(name: str) -> str:
     return name
 
 
-def pair_distances(emb1: np.ndarray, emb2: np.ndarray, distance: str = "squared_l2"):
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def pair_distances(emb1, emb2, distance: str = "squared_l2"):
     """The distance between each row of emb1 and the same row of emb2."""
+    if _is_torch(emb1):
+        return _pair_torch(emb1, emb2, canonical(distance))
     e1, e2 = np.asarray(emb1, np.float64), np.asarray(emb2, np.float64)
     if canonical(distance) == "squared_l2":
         return np.sum(np.square(e1 - e2), axis=1)
@@ -35,15 +47,35 @@ def pair_distances(emb1: np.ndarray, emb2: np.ndarray, distance: str = "squared_
     return np.arccos(np.clip(dot / norm, -1.0, 1.0)) / np.pi
 
 
-def distance_matrix(a: np.ndarray, b: np.ndarray, distance: str = "squared_l2") -> np.ndarray:
+def distance_matrix(a, b, distance: str = "squared_l2", dtype=np.float64):
     """All distances between rows of a and rows of b, in `pair_distances`' units."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if _is_torch(a):
+        return _matrix_torch(a, b, canonical(distance))
+    a, b = np.asarray(a, dtype), np.asarray(b, dtype)
     if canonical(distance) == "squared_l2":
         d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
         return np.maximum(d, 0.0)
     an = a / np.linalg.norm(a, axis=1, keepdims=True)
     bn = b / np.linalg.norm(b, axis=1, keepdims=True)
     return np.arccos(np.clip(an @ bn.T, -1.0, 1.0)) / np.pi
+
+
+def _pair_torch(a, b, distance: str):
+    import torch
+
+    if distance == "squared_l2":
+        return (a - b).pow(2).sum(1)
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=1)
+    return torch.arccos(cos.clamp(-1 + 1e-6, 1 - 1e-6)) / torch.pi
+
+
+def _matrix_torch(a, b, distance: str):
+    import torch
+
+    if distance == "squared_l2":
+        return (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2.0 * a @ b.T).clamp_min(0)
+    cos = torch.nn.functional.normalize(a, dim=1) @ torch.nn.functional.normalize(b, dim=1).T
+    return torch.arccos(cos.clamp(-1 + 1e-6, 1 - 1e-6)) / torch.pi
 
 
 def plain_l2(d, distance: str):

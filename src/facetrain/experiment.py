@@ -47,7 +47,7 @@ REWARPED = {"runs/data/mini-train-dlib": ("mini-train", "pretrained:dlib_resnet"
 def rewarped(folder: str) -> None:
     """`facetrain rewarp SHARED/NAME FOLDER --model MODEL`, once."""
     from facetrain.align.rewarp import rewarp_dataset
-    from facetrain.models.saved import open_model
+    from facetrain.inference.saved import open_model
 
     name, model = REWARPED[folder]
     src = shared_dataset(name)

@@ -76,8 +76,8 @@ def open_model_arg(
     model: str | None, device: str = "cpu", backend: str = "auto", spec: Path | None = None
 ):
     """The model (None: the default pretrained model, said once), or a clear error."""
-    from facetrain.models.pretrained import DEFAULT
-    from facetrain.models.saved import open_model, read_spec
+    from facetrain.inference.pretrained import DEFAULT
+    from facetrain.inference.saved import open_model, read_spec
 
     if model is None:
         console.print(f"model: {DEFAULT} (the default; give a MODEL to use another)")
@@ -87,7 +87,7 @@ def open_model_arg(
 
 def model_and_inputs(args: list[str], device: str, backend: str = "auto", spec=None):
     """[MODEL] INPUTS...: the opened model and the inputs (see models.saved.split_model)."""
-    from facetrain.models.saved import split_model
+    from facetrain.inference.saved import split_model
 
     model, rest = split_model(args)
     return open_model_arg(model, device, backend, spec), rest

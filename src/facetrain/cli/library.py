@@ -46,7 +46,7 @@ def _open(db: Path, model: str | None = None, **kw):
 
 
 def _spec(spec: Path | None) -> dict | None:
-    from facetrain.models.saved import read_spec
+    from facetrain.inference.saved import read_spec
 
     return read_spec(spec) if spec else None
 
@@ -94,13 +94,13 @@ def library_scan(
 
 
 def _remove_if_empty(db: Path) -> None:
+    from facetrain.library.files import LibraryFiles
     from facetrain.library.library import Library
 
     with Library(db, migrating_ok=True) as lib:
         empty = lib.is_empty()
     if empty:
-        for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"),
-                  db.with_name(db.name + ".lock")):  # fmt: skip
+        for f in LibraryFiles.of(db).files():
             f.unlink(missing_ok=True)
 
 
@@ -299,7 +299,7 @@ def library_migrate(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Re-embed the library with another model, keeping every name."""
-    from facetrain.models.saved import open_model
+    from facetrain.inference.saved import open_model
 
     fm = open_model(model, device, "auto", _spec(spec))
     with _open(db, migrating_ok=True) as lib:

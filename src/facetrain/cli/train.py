@@ -139,7 +139,8 @@ def _relaunch_with_torchrun(n: int) -> None:
 @app.command()
 def models() -> None:
     """The architectures `--model` accepts, and the pretrained models any MODEL accepts."""
-    from facetrain.models import architectures, pretrained
+    from facetrain.inference import pretrained
+    from facetrain.models import architectures
 
     table = Table(title="architectures (train --model NAME)")
     for col in ("name", "input", "embedding", "params"):

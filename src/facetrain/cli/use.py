@@ -265,7 +265,7 @@ def import_facenet(
     out: ImportOut,
 ) -> None:
     """facenet-pytorch's InceptionResnetV1 (e.g. their VGGFace2 or CASIA checkpoints)."""
-    from facetrain.models.imports import import_facenet_pytorch
+    from facetrain.inference.imports import import_facenet_pytorch
 
     path = import_facenet_pytorch(file, _weights_path(out))
     console.print(f"imported {file} → {path} (inception_resnet_v1, 160² box crops)")
@@ -278,7 +278,7 @@ def import_arcface(
     arch: Annotated[str, typer.Option(help="iresnet18, iresnet34, iresnet50 or iresnet100.")],
 ) -> None:
     """arcface_torch's iresnet backbone (the standard 112² five-point crop)."""
-    from facetrain.models.imports import import_arcface_torch
+    from facetrain.inference.imports import import_arcface_torch
 
     path = import_arcface_torch(file, _weights_path(out), arch)
     console.print(f"imported {file} → {path} ({arch}, 112² aligned faces)")

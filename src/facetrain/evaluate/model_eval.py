@@ -19,7 +19,7 @@ import numpy as np
 from facetrain.errors import FacetrainError
 from facetrain.evaluate.sets import METRIC_KEYS, EvalSet, usable_pairs
 from facetrain.evaluate.verification import evaluate, pair_distances
-from facetrain.models.feed import embed_model
+from facetrain.inference.feed import embed_model
 
 TAR_FARS = (1e-1, 1e-2, 1e-3, 1e-4)
 
@@ -152,7 +152,7 @@ def evaluate_model(
     written there. `on_set(name, metrics)` is called as each set finishes."""
     from facetrain.distances import ALIASES, DISTANCES
     from facetrain.evaluate.sets import bin_set, pairs_set
-    from facetrain.models.feed import ALIGN_MODES, FLIPS
+    from facetrain.inference.feed import ALIGN_MODES, FLIPS
 
     distance = ALIASES.get(distance, distance)
     _check_choice("distance", distance, DISTANCES)

@@ -1,4 +1,4 @@
-"""Verification sets: images fetched by index (see models.feed) with the pairs to compare —
+"""Verification sets: images fetched by index (see inference.feed) with the pairs to compare —
 an LFW-format `pairs.txt` over an image folder, or an InsightFace `.bin` — and the pairs
 left once unusable images are dropped."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from facetrain.evaluate.verification import read_pairs
-from facetrain.models.feed import Images
+from facetrain.inference.feed import Images
 
 METRIC_KEYS = ("accuracy", "accuracy_std", "val", "val_std", "far", "auc", "eer", "threshold")
 

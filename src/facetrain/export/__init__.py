@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from facetrain.inference.saved import META_KEY, FaceModel, ModelFileError, Preprocess
 from facetrain.models import RawEmbedding
-from facetrain.models.saved import META_KEY, FaceModel, ModelFileError, Preprocess
 
 FORMATS = ("onnx", "torchscript")
 
@@ -91,7 +91,7 @@ def export_model(fm: FaceModel, format_: str, out: str | os.PathLike | None = No
     """Write `fm` (a facetrain torch model) as ONNX or TorchScript next to it (or to `out`),
     then compare the exported file's embeddings with the original's on real aligned faces
     (`check`) or random images."""
-    from facetrain.models.saved import open_model
+    from facetrain.inference.saved import open_model
 
     if format_ not in FORMATS:
         raise ModelFileError(f"--format {format_!r}: choose from {', '.join(FORMATS)}")
@@ -113,7 +113,7 @@ def export_model(fm: FaceModel, format_: str, out: str | os.PathLike | None = No
 
 def _parity_batch(pre: Preprocess, check: list[str] | None) -> tuple[torch.Tensor, str]:
     """Up to 64 real faces of `check`, prepared the model's way; else 16 random images."""
-    from facetrain.models.feed import Images, prepare
+    from facetrain.inference.feed import Images, prepare
 
     if check:
         from facetrain.data.listing import iter_samples
@@ -132,7 +132,7 @@ def _parity_batch(pre: Preprocess, check: list[str] | None) -> tuple[torch.Tenso
 
 def _default_out(fm: FaceModel, format_: str) -> Path:
     """RUN/model.onnx (or .pt) next to the weights; a pretrained model's in this folder."""
-    from facetrain.models.pretrained import is_spec
+    from facetrain.inference.pretrained import is_spec
 
     suffix = ".onnx" if format_ == "onnx" else ".pt"
     if is_spec(fm.source):  # not into the cache: here

@@ -10,6 +10,10 @@
 3. Each cluster is matched to the named person it is closest to (average distance to that
    person's confirmed faces, under the threshold, no face of a shared photo, no face the
    owner rejected for that person); otherwise it becomes a new unnamed stack.
+
+Every function here is pure: it reads no store and writes nothing. `Library` reads the
+faces, applies the owner's adapter, asks `place` for a `Placement` and writes it in one
+transaction.
 """
 
 from __future__ import annotations
@@ -19,8 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from facetrain.distances import canonical, distance_matrix
-from facetrain.library import store
-from facetrain.library.store import transaction
 
 BIG = 1e6
 # The largest group of faces clustered exactly (a dense distance matrix, ~25 bytes a pair:
@@ -45,16 +47,9 @@ def near_pairs(emb: np.ndarray, threshold: float, distance: str, block: int = 0)
     e = np.ascontiguousarray(emb, np.float32)
     n = len(e)
     block = block or max(64, min(2048, 20_000_000 // max(n, 1)))
-    sq = (e * e).sum(1)
-    norm = np.sqrt(np.maximum(sq, 1e-12))
     rows, cols, vals = [], [], []
     for s in range(0, n, block):
-        g = e[s : s + block] @ e.T
-        if canonical(distance) == "squared_l2":
-            d = np.maximum(sq[s : s + block, None] + sq[None, :] - 2.0 * g, 0.0)
-        else:  # angle / pi
-            g /= norm[s : s + block, None] * norm[None, :]
-            d = np.arccos(np.clip(g, -1.0, 1.0)) / np.pi
+        d = distance_matrix(e[s : s + block], e, distance, dtype=np.float32)
         r, c = np.nonzero(d < threshold)
         keep = r + s != c
         rows.append(r[keep] + s)
@@ -157,58 +152,50 @@ def _honour_cannot_link(labels, emb, photo, distance: str) -> tuple[np.ndarray, 
     return labels, moved
 
 
-def cluster(con, threshold: float, distance: str = "squared_l2") -> ClusterReport:
-    """Re-cluster every unconfirmed face (see the module docstring)."""
-    free_emb, free = store.read_faces(con, "free")
-    photo = np.array([r["photo_id"] for r in free], np.int64)
-    labels, moved = agglomerate(free_emb, photo, threshold, distance)
-    people = People.of(*store.read_faces(con, "named"))
-    with transaction(con):
-        store.unassign_guesses(con)
-        matched, _, new = _place(con, free_emb, free, photo, labels, people, threshold, distance)
-    return ClusterReport(len(free) + len(people.person), store.count_stacks(con), matched, new,
-                         moved)  # fmt: skip
+@dataclass
+class Placement:
+    """Where faces go: to known people, or to new stacks (lists of face ids)."""
+
+    to_person: list[tuple[int, list[int]]]
+    new_stacks: list[list[int]]
+    matched: int = 0  # clusters placed with a known person
+    joined: int = 0  # faces of clusters placed wholly with a known person
+    moved: int = 0  # faces moved out of a cluster for cannot-link
 
 
-def place_new(con, threshold: float, distance: str = "squared_l2") -> tuple[int, int]:
-    """Faces not in any stack yet (a scan's new photos) join the stack they are nearest to
-    on average — named or not — or make new stacks; nothing else moves. (faces joined,
-    new stacks). A full re-cluster is `cluster`, asked for explicitly."""
-    emb, rows = store.read_faces(con, "unplaced")
-    if not rows:
-        return 0, 0
-    photo = np.array([r["photo_id"] for r in rows], np.int64)
-    labels, _ = agglomerate(emb, photo, threshold, distance)
-    stacks = People.of(*store.read_faces(con, "stacked"))
-    with transaction(con):
-        _, joined, new = _place(con, emb, rows, photo, labels, stacks, threshold, distance)
-    return joined, new
+@dataclass
+class FaceSet:
+    """Faces to place: their ids, embeddings (as the library compares them) and photos."""
+
+    ids: np.ndarray
+    emb: np.ndarray
+    photo: np.ndarray
+
+    @classmethod
+    def of(cls, emb: np.ndarray, rows) -> FaceSet:
+        return cls(np.array([r["id"] for r in rows], np.int64), emb,
+                   np.array([r["photo_id"] for r in rows], np.int64))  # fmt: skip
 
 
-def _place(con, emb, rows, photo, labels, known: People, threshold: float, distance: str):
-    """Each cluster to the known person it is nearest to (_assign), else a new stack:
-    (clusters matched, faces of wholly matched clusters, new stacks)."""
-    rejected = store.rejections(con)
-    matched = joined = new = 0
+def place(faces: FaceSet, known: People, rejected: set, threshold: float,
+          distance: str = "squared_l2") -> Placement:  # fmt: skip
+    """Faces clustered among themselves, each cluster given to the known person it is
+    nearest to (`People.nearest`; never a face the owner rejected for that person), the
+    rest as new stacks. Pure: the caller writes the placement."""
+    labels, moved = agglomerate(faces.emb, faces.photo, threshold, distance)
+    out = Placement([], [], moved=moved)
     for idx in _members(labels):
-        best = known.nearest(emb[idx], photo[idx], threshold, distance)
-        fresh = _assign(con, [rows[i]["id"] for i in idx], best, rejected)
-        matched += best is not None
-        new += fresh
-        joined += len(idx) if best is not None and not fresh else 0
-    return matched, joined, new
-
-
-def _assign(con, ids: list[int], best: int | None, rejected: set) -> bool:
-    """Faces to the person `best` (not those the owner rejected for it); the others to a
-    new stack. Whether a new stack was made."""
-    members = [f for f in ids if (f, best) not in rejected] if best is not None else []
-    rest = [f for f in ids if f not in members]
-    if rest:
-        pid = store.new_person(con)
-        store.assign(con, [(pid, f) for f in rest])
-    store.assign(con, [(best, f) for f in members])
-    return bool(rest)
+        best = known.nearest(faces.emb[idx], faces.photo[idx], threshold, distance)
+        ids = faces.ids[idx].tolist()
+        members = [f for f in ids if (f, best) not in rejected] if best is not None else []
+        rest = [f for f in ids if f not in members]
+        if members:
+            out.to_person.append((best, members))
+        if rest:
+            out.new_stacks.append(rest)
+        out.matched += best is not None
+        out.joined += len(idx) if best is not None and not rest else 0
+    return out
 
 
 def _members(labels: np.ndarray) -> list[np.ndarray]:

@@ -76,13 +76,12 @@ def merge(con, into: str, other: str) -> str:
     return f"stack {b} merged into {a} ({len(fa) + len(fb)} faces)"
 
 
-def split(con, ref: str, threshold: float, distance: str = "squared_l2") -> str:
-    """Sub-cluster a stack at a tighter threshold; the largest part keeps the stack (and
-    its name), the others become new unnamed stacks."""
+def split(con, pid: int, emb: np.ndarray, rows, threshold: float,
+          distance: str = "squared_l2") -> str:  # fmt: skip
+    """Sub-cluster a stack (its faces `rows`, compared as `emb`) at a tighter threshold;
+    the largest part keeps the stack (and its name), the others become new unnamed stacks."""
     from facetrain.library.cluster import agglomerate
 
-    pid = stack_id(con, ref)
-    emb, rows = store.faces_of_person(con, pid)
     if len(rows) < 2:
         raise LibraryError(f"stack {pid} has {len(rows)} face(s): nothing to split")
     photo = np.array([r["photo_id"] for r in rows])
@@ -169,10 +168,10 @@ def undo(con, steps: int = 1) -> list[str]:
     return done
 
 
-def prototypes(con) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-    """Every confirmed face of every named, visible person: (embeddings, person ids, names)."""
-    emb, rows = store.read_faces(con, "prototypes")
-    return emb, np.array([r["person_id"] for r in rows], np.int64), store.names(con)
+def prototypes(emb: np.ndarray, rows, names: dict[int, str]):
+    """The named people's confirmed faces as `identify` takes them: (embeddings, person
+    ids, names)."""
+    return emb, np.array([r["person_id"] for r in rows], np.int64), names
 
 
 def identify(

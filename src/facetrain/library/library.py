@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrain.library import curate, store
+from facetrain.library.files import LibraryFiles
 from facetrain.library.store import LibraryError
 
 
@@ -38,9 +39,10 @@ class Library:
         from facetrain.lock import held
 
         self.path = Path(path)
+        self.files = LibraryFiles.of(self.path)
         self._held = contextlib.ExitStack()
         if lock and (create or self.path.is_file()):
-            self._held.enter_context(held(lock_file(self.path), f"library {self.path}"))
+            self._held.enter_context(held(self.files.lock, f"library {self.path}"))
         try:
             self.con = store.connect(self.path, create=create)
         except BaseException:
@@ -69,8 +71,8 @@ class Library:
         """The library's model: the one given (which must be the one it was made with, by
         content — a moved model is remembered at its new place), the one it was made with,
         or — for a new library — the default pretrained model."""
-        from facetrain.models.pretrained import DEFAULT
-        from facetrain.models.saved import ModelFileError, content_hash, open_model
+        from facetrain.inference.pretrained import DEFAULT
+        from facetrain.inference.saved import ModelFileError, content_hash, open_model
 
         stored = store.get_meta(self.con, "model_source")
         try:
@@ -112,7 +114,7 @@ class Library:
                 distance,
                 "your personal adapter's (learnt from your named faces)",
             )
-        emb, rows = store.read_faces(self.con, "named")
+        emb, rows = self._faces("named")
         people = Counter(r["person_id"] for r in rows)
         if sum(n >= 2 for n in people.values()) >= 2:
             thr = labelled_threshold(emb, [str(r["person_id"]) for r in rows], distance)
@@ -186,9 +188,7 @@ class Library:
         row = store.face_box(self.con, face_id)
         if row is None:
             raise LibraryError(f"no face {face_id}")
-        cached = self.path.with_name(self.path.name + ".thumbs") / (
-            f"{face_id}-{row['sha256'][:16]}-{size}.jpg"
-        )
+        cached = self.files.thumbs / (f"{face_id}-{row['sha256'][:16]}-{size}.jpg")
         if cached.is_file():
             return cached.read_bytes()
         data = to_jpeg(self.face_crop(face_id), size)
@@ -207,7 +207,12 @@ class Library:
     def split(self, ref: str, threshold: float | None = None) -> str:
         """Sub-cluster a stack (default: at 0.7 × the model's threshold)."""
         thr, distance = self.threshold(threshold)
-        return curate.split(self.con, ref, thr if threshold is not None else 0.7 * thr, distance)
+        pid = self.stack(ref)
+        emb, rows = store.faces_of_person(self.con, pid)
+        adapter = self._adapter()
+        emb = emb if adapter is None or not rows else adapter.apply(emb)
+        thr = thr if threshold is not None else 0.7 * thr
+        return curate.split(self.con, pid, emb, rows, thr, distance)
 
     def reject(self, face_id: int) -> str:
         return curate.reject(self.con, face_id)
@@ -243,21 +248,66 @@ class Library:
             raise LibraryError(f"{photos}: not a folder of photos")
         if workers < 1:
             raise LibraryError(f"--workers {workers}: at least 1")
-        rep = scan(self.con, photos, Scanner(model, quality or Quality(), device), workers=workers)
+        scanner = Scanner(model, quality or Quality(), device)
+        rep = scan(self.con, photos, scanner, workers=workers, skip=self.files.owns)
         if store.count_stacks(self.con):  # clustered before: new faces join their stacks
-            from facetrain.library.cluster import place_new
-
             with contextlib.suppress(LibraryError):  # no threshold yet: `cluster` places them
-                thr, distance = self.threshold()
-                rep.joined_stacks, rep.new_stacks = place_new(self.con, thr, distance)
+                rep.joined_stacks, rep.new_stacks = self._place_new()
         return rep
 
+    def _place_new(self) -> tuple[int, int]:
+        """Faces in no stack yet (a scan's new photos) join the stack they are nearest to
+        on average — named or not — or make new stacks; nothing else moves. (faces
+        joined, new stacks). A full re-cluster is `cluster`, asked for explicitly."""
+        from facetrain.library.cluster import FaceSet, People, place
+
+        thr, distance = self.threshold()
+        faces = FaceSet.of(*self._faces("unplaced"))
+        if not len(faces.ids):
+            return 0, 0
+        stacks = People.of(*self._faces("stacked"))
+        plan = place(faces, stacks, store.rejections(self.con), thr, distance)
+        with store.transaction(self.con):
+            self._write(plan)
+        return plan.joined, len(plan.new_stacks)
+
     def cluster(self, threshold: float | None = None):
-        """Re-cluster the faces the owner has not confirmed; (report, threshold, why)."""
-        from facetrain.library.cluster import cluster
+        """Re-cluster the faces the owner has not confirmed (library/cluster.py);
+        (report, threshold, why)."""
+        from facetrain.library.cluster import ClusterReport, FaceSet, People, place
 
         thr, distance, why = self.threshold_and_why(threshold)
-        return cluster(self.con, thr, distance), thr, why
+        free, named = FaceSet.of(*self._faces("free")), People.of(*self._faces("named"))
+        plan = place(free, named, store.rejections(self.con), thr, distance)
+        with store.transaction(self.con):
+            store.unassign_guesses(self.con)
+            self._write(plan)
+        faces = len(free.ids) + len(named.person)
+        rep = ClusterReport(faces, store.count_stacks(self.con), plan.matched,
+                            len(plan.new_stacks), plan.moved)  # fmt: skip
+        return rep, thr, why
+
+    def _write(self, plan) -> None:
+        """A placement into the store (inside the caller's transaction)."""
+        for person, ids in plan.to_person:
+            store.assign(self.con, [(person, f) for f in ids])
+        for ids in plan.new_stacks:
+            pid = store.new_person(self.con)
+            store.assign(self.con, [(pid, f) for f in ids])
+
+    def _adapter(self):
+        """The owner's personal adapter when one is on for this model, else None."""
+        from facetrain.library.personalize import Adapter
+
+        row = store.active_adapter(self.con)
+        return None if row is None else Adapter.from_bytes(row["weights"])
+
+    def _faces(self, which: str, adapter=False):
+        """(embeddings as the library compares them — through the owner's adapter when
+        one is on —, rows) of one of the store's face sets."""
+        emb, rows = store.read_faces(self.con, which)
+        adapter = self._adapter() if adapter is False else adapter
+        return (emb if adapter is None or not rows else adapter.apply(emb)), rows
 
     def identify(self, photos: list, threshold: float | None = None, margin: float = 0.05,
                  device: str = "cpu", model: str | None = None) -> list[dict]:  # fmt: skip
@@ -269,10 +319,11 @@ class Library:
             raise LibraryError(f"--margin {margin}: a finite number ≥ 0")
         from facetrain.library.scan import list_photos
 
-        protos = curate.prototypes(self.con)
+        adapter = self._adapter()  # read once for every photo
+        emb, rows = self._faces("prototypes", adapter)
+        protos = curate.prototypes(emb, rows, store.names(self.con))
         scanner = Scanner(self.model(model, device=device), device=device)
         photos = [q for p in photos for q in (list_photos(p) if Path(p).is_dir() else [p])]
-        adapter = store.adapter_in_use(self.con)  # read once for every photo
         adapt = adapter.apply if adapter is not None else (lambda emb: emb)
         return [_identify_photo(p, scanner, protos, thr, distance, margin, adapt) for p in photos]
 
@@ -346,8 +397,8 @@ class Library:
         owner) and its photo."""
         from facetrain.library.personalize import Faces
 
-        named, nrows = store.read_faces(self.con, "named", plain=True)
-        free, frows = store.read_faces(self.con, "free", plain=True)
+        named, nrows = store.read_faces(self.con, "named")
+        free, frows = store.read_faces(self.con, "free")
         rows = nrows + frows
         emb = np.concatenate([e for e in (named, free) if len(e)]) if rows else np.zeros((0, 0))
         person = [r["person_id"] for r in nrows] + [-1] * len(frows)
@@ -355,14 +406,10 @@ class Library:
                      np.array([r["photo_id"] for r in rows], np.int64))  # fmt: skip
 
     def migrate(self, model, device: str = "cpu") -> dict:
+        from facetrain.inference.saved import content_hash
         from facetrain.library.scan import Scanner, migrate
-        from facetrain.models.saved import content_hash
 
         return migrate(self.con, Scanner(model, device=device), model.source, content_hash(model))
-
-
-def lock_file(db: Path) -> Path:
-    return db.with_name(db.name + ".lock")
 
 
 def _identify_photo(path, scanner, protos, threshold, distance, margin, adapt) -> dict:

@@ -99,14 +99,6 @@ def enough(person: np.ndarray) -> None:
         )
 
 
-def _dist(a: torch.Tensor, b: torch.Tensor, distance: str) -> torch.Tensor:
-    """distances.distance_matrix in torch (differentiable)."""
-    if distance == "squared_l2":
-        return (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2 * a @ b.T).clamp_min(0)
-    cos = torch.nn.functional.normalize(a, dim=1) @ torch.nn.functional.normalize(b, dim=1).T
-    return torch.arccos(cos.clamp(-1 + 1e-6, 1 - 1e-6)) / torch.pi
-
-
 def _photo_pairs(photo: np.ndarray, rng: np.random.Generator, cap: int = 20000) -> np.ndarray:
     """Pairs of faces of one photo (index pairs), at most `cap`, sampled."""
     order = np.argsort(photo, kind="stable")
@@ -147,20 +139,26 @@ def train_adapter(faces: Faces, threshold: float, distance: str, *, steps: int =
     for step in range(steps):
         nb = rng.choice(named, min(512, len(named)), replace=False)
         y, lab = f(nb), torch.from_numpy(faces.person[nb])
-        d = _dist(y, y, distance)
+        d = distance_matrix(y, y, distance)
         same = (lab[:, None] == lab[None, :]) & ~torch.eye(len(nb), dtype=torch.bool)
         diff = lab[:, None] != lab[None, :]
         loss = _hinge(d[same] - (threshold - margin)) + _hinge(threshold + margin - d[diff])
         if len(pairs):
             pb = pairs[rng.choice(len(pairs), min(512, len(pairs)), replace=False)]
-            dp = torch.diagonal(_dist(f(pb[:, 0]), f(pb[:, 1]), distance))
+            dp = torch.diagonal(distance_matrix(f(pb[:, 0]), f(pb[:, 1]), distance))
             loss = loss + _hinge(threshold + margin - dp)
         if len(unnamed):  # a face clearly someone else's in the plain model stays so
             ub = rng.choice(unnamed, min(256, len(unnamed)), replace=False)
-            d_nu, d_nu_old = _dist(y, f(ub), distance), _dist(x[nb], x[ub], distance)
+            d_nu, d_nu_old = (
+                distance_matrix(y, f(ub), distance),
+                distance_matrix(x[nb], x[ub], distance),
+            )
             loss = loss + _hinge(threshold + margin - d_nu[d_nu_old > far * threshold])
         kb = rng.choice(len(x), min(384, len(x)), replace=False)
-        d_new, d_old = _dist(f(kb), f(kb), distance), _dist(x[kb], x[kb], distance)
+        d_new, d_old = (
+            distance_matrix(f(kb), f(kb), distance),
+            distance_matrix(x[kb], x[kb], distance),
+        )
         n = torch.from_numpy(faces.person[kb] >= 0)
         other = ~(n[:, None] & n[None, :])  # every pair but two named faces: kept as it was
         loss = loss + keep * ((d_new - d_old)[other] / threshold).pow(2).mean()

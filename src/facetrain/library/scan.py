@@ -15,9 +15,7 @@ import json
 import os
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import cv2
 import numpy as np
 
 from facetrain.data.images import ImageError, is_image_name, load_rgb
@@ -52,15 +50,18 @@ class ScanReport:
     problems: dict[str, str] = field(default_factory=dict)  # path -> reason
 
 
-def list_photos(root: str | os.PathLike) -> list[str]:
-    """Every image file below root (sorted; hidden files and folders skipped)."""
+def list_photos(root: str | os.PathLike, skip=lambda path: False) -> list[str]:
+    """Every image file below root (sorted; hidden files and folders skipped, and every
+    path `skip` says is not the owner's photo — a library's own files)."""
     out = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and not skip(os.path.join(folder, d))
+        )
         out += [
             os.path.join(folder, f)
             for f in sorted(files)
-            if not f.startswith(".") and is_image_name(f)
+            if not f.startswith(".") and is_image_name(f) and not skip(os.path.join(folder, f))
         ]
     return out
 
@@ -86,48 +87,40 @@ def taken(path: str) -> str | None:
     return str(value) if value else None
 
 
-def sharpness(face: np.ndarray) -> float:
-    grey = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
-
-
 class Scanner:
-    def __init__(self, model, quality: Quality = Quality(), device: str = "cpu"):
-        from facetrain.align.faces import FaceAligner
+    """The library's view of a photo: the one `FaceEmbedder`'s faces, each with the
+    library's quality decision (`usable`), as the rows the store keeps."""
 
-        self.model, self.quality, self.device = model, quality, device
-        self.aligner = FaceAligner(model.pre.alignment, device)
+    def __init__(self, model, quality: Quality = Quality(), device: str = "cpu"):
+        from facetrain.inference.embedder import FaceEmbedder
+
+        self.quality, self.device = quality, device
+        self.embedder = FaceEmbedder(model, device)
+
+    @property
+    def model(self):
+        return self.embedder.model
 
     def faces_of(self, img: np.ndarray) -> list[dict]:
         """Detected, aligned, quality-checked and embedded faces of one photo."""
-        from facetrain.models.feed import Arrays, embed_model
-
-        found = self.aligner.faces(img, select="all")
-        if not found:
-            return []
-        emb = embed_model(self.model, Arrays([f.crop for f in found]), device=self.device)
-        if not np.isfinite(emb).all():  # never into a library: clustering would break on it
-            raise store.LibraryError(
+        found = self.embedder.faces(img)
+        if found and not np.isfinite(np.stack([f.embedding for f in found])).all():
+            raise store.LibraryError(  # never into a library: clustering would break on it
                 f"the model {self.model.source} gives non-finite embeddings (NaN or inf); "
                 "it cannot be used (was it trained to the end?)"
             )
-        out = []
-        for f, e in zip(found, emb):
-            size = float(min(f.box[2] - f.box[0], f.box[3] - f.box[1]))
-            sharp = sharpness(f.crop)
-            score = float(f.score)
-            out.append(
-                dict(
-                    box=[float(v) for v in f.box],
-                    landmarks=np.asarray(f.landmarks).round(2).tolist(),
-                    score=score,
-                    size=size,
-                    sharpness=sharp,
-                    usable=self.quality.usable(size, score, sharp),
-                    embedding=e,
-                )
+        return [
+            dict(
+                box=[float(v) for v in f.box],
+                landmarks=np.asarray(f.landmarks).round(2).tolist(),
+                score=f.score,
+                size=f.size,
+                sharpness=f.sharpness,
+                usable=self.quality.usable(f.size, f.score, f.sharpness),
+                embedding=f.embedding,
             )
-        return out
+            for f in found
+        ]
 
 
 def scan(
@@ -137,6 +130,7 @@ def scan(
     *,
     progress: bool | None = None,
     workers: int = 1,
+    skip=lambda path: False,
 ) -> ScanReport:
     """Bring the library up to date with the photos below root. What needs analysing
     (new or changed photos) is analysed by `workers` processes; the library is written by
@@ -145,7 +139,7 @@ def scan(
 
     root = os.path.abspath(root)
     rep = ScanReport()
-    files = list_photos(root)
+    files = list_photos(root, skip)
     seen = set(files)
     known = store.photos_under(con, root)
     vanished = {r["sha256"]: r["id"] for p, r in known.items() if p not in seen}
@@ -241,7 +235,7 @@ _WORKER: Scanner | None = None
 def _start_worker(spec) -> None:
     import torch
 
-    from facetrain.models.saved import open_model
+    from facetrain.inference.saved import open_model
 
     global _WORKER
     torch.set_num_threads(1)
@@ -281,10 +275,6 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport)
     rep.new += row is None
     rep.faces += len(faces)
     rep.usable_faces += sum(f["usable"] for f in faces)
-
-
-def path_key(p: str | os.PathLike) -> str:
-    return str(Path(p).resolve())
 
 
 def _iou(a, b) -> float:

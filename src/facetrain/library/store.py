@@ -8,6 +8,9 @@ clustering guess), so names survive re-clustering and a change of model. Every w
 transaction: a kill -9 loses at most the photo being scanned. The schema version and the
 model's preprocessing record are stored in `meta`; a library made by another model or by a
 newer facetrain is refused with a clear message instead of being mixed or damaged.
+
+A store only stores: it returns and keeps plain rows and arrays (embeddings as the model
+gave them); the owner's adapter, clustering and every decision belong to `Library`.
 """
 
 from __future__ import annotations
@@ -302,40 +305,21 @@ FACE_SETS = {
 }
 
 
-def read_faces(con, which: str, plain: bool = False) -> tuple[np.ndarray, list[sqlite3.Row]]:
-    """(embeddings, rows) of one of FACE_SETS, in face order; through the owner's adapter
-    when one is on, unless `plain`."""
+def read_faces(con, which: str) -> tuple[np.ndarray, list[sqlite3.Row]]:
+    """(embeddings as the model gave them, rows) of one of FACE_SETS, in face order."""
     rows = con.execute(_FACES + FACE_SETS[which] + " ORDER BY f.id").fetchall()
-    return _embedded(con, rows, plain)
+    return _embedded(rows)
 
 
 def faces_of_person(con, person_id: int) -> tuple[np.ndarray, list[sqlite3.Row]]:
     rows = con.execute(_FACES + "f.person_id = ? ORDER BY f.id", (person_id,)).fetchall()
-    return _embedded(con, rows)
+    return _embedded(rows)
 
 
-def _embedded(con, rows, plain: bool = False) -> tuple[np.ndarray, list[sqlite3.Row]]:
+def _embedded(rows) -> tuple[np.ndarray, list[sqlite3.Row]]:
     if not rows:
         return np.zeros((0, 0), np.float32), []
-    emb = np.stack([from_blob(r["embedding"]) for r in rows])
-    return (emb if plain else adapt(con, emb)), rows
-
-
-def adapt(con, emb: np.ndarray) -> np.ndarray:
-    """Embeddings of the library's model as the library compares them: through the owner's
-    personal adapter when one is on and was learnt for this model, else as they are."""
-    adapter = adapter_in_use(con)
-    return emb if adapter is None else adapter.apply(emb)
-
-
-def adapter_in_use(con):
-    """The owner's personal adapter (personalize.Adapter) when one is on, else None."""
-    row = active_adapter(con)
-    if row is None:
-        return None
-    from facetrain.library.personalize import Adapter
-
-    return Adapter.from_bytes(row["weights"])
+    return np.stack([from_blob(r["embedding"]) for r in rows]), rows
 
 
 def active_adapter(con) -> sqlite3.Row | None:

@@ -10,7 +10,7 @@ forward pass serves every triplet or pair and gradients flow back through it.
 
 from facetrain.losses.classification import MarginHead, SoftmaxHead, cross_entropy
 from facetrain.losses.margins import DEFAULT_MARGIN, Margin
-from facetrain.losses.metric import contrastive_loss, squared_distances, triplet_loss
+from facetrain.losses.metric import contrastive_loss, triplet_loss
 from facetrain.losses.penalties import CenterLoss, prelogits_norm
 
 __all__ = [
@@ -22,6 +22,5 @@ __all__ = [
     "contrastive_loss",
     "cross_entropy",
     "prelogits_norm",
-    "squared_distances",
     "triplet_loss",
 ]

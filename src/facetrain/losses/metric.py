@@ -5,12 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def squared_distances(embeddings: torch.Tensor) -> torch.Tensor:
-    """All pairwise squared L2 distances (N, N), clamped at 0 against rounding."""
-    sq = embeddings.pow(2).sum(1)
-    d = sq[:, None] + sq[None, :] - 2.0 * embeddings @ embeddings.T
-    return d.clamp_min(0.0)
+from facetrain.distances import pair_distances
 
 
 def triplet_loss(embeddings: torch.Tensor, triplets: torch.Tensor, margin: float = 0.2):
@@ -21,8 +16,8 @@ def triplet_loss(embeddings: torch.Tensor, triplets: torch.Tensor, margin: float
     if len(triplets) == 0:
         return embeddings.sum() * 0.0
     a, p, n = embeddings[triplets[:, 0]], embeddings[triplets[:, 1]], embeddings[triplets[:, 2]]
-    d_ap = (a - p).pow(2).sum(1)
-    d_an = (a - n).pow(2).sum(1)
+    d_ap = pair_distances(a, p, "squared_l2")
+    d_an = pair_distances(a, n, "squared_l2")
     return F.relu(d_ap - d_an + margin).mean()
 
 
@@ -33,6 +28,6 @@ def contrastive_loss(
     (max(0, margin − d)²); the mean over all pairs."""
     if len(pairs) == 0:
         return embeddings.sum() * 0.0
-    d2 = (embeddings[pairs[:, 0]] - embeddings[pairs[:, 1]]).pow(2).sum(1)
+    d2 = pair_distances(embeddings[pairs[:, 0]], embeddings[pairs[:, 1]], "squared_l2")
     d = torch.sqrt(d2 + 1e-12)
     return torch.where(same, d2, F.relu(margin - d).pow(2)).mean()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from facetrain.losses.metric import squared_distances
+from facetrain.distances import distance_matrix
 
 TRIPLET_MINERS = ("all", "semihard", "hardest", "random_violating")
 
@@ -44,7 +44,8 @@ def mine_triplets(
     if how not in TRIPLET_MINERS:
         raise ValueError(f"unknown miner {how!r}; choose from {', '.join(TRIPLET_MINERS)}")
     with torch.no_grad():
-        d = squared_distances(embeddings.detach().float())
+        e = embeddings.detach().float()
+        d = distance_matrix(e, e, "squared_l2")
         ap = positive_pairs(labels)
         d_ap = d[ap[:, 0], ap[:, 1]][:, None]
         d_an = d[ap[:, 0]]  # (pairs, N)

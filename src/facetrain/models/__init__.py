@@ -29,15 +29,10 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(
-    name: str, embedding_size: int | None = None, pretrained: bool = False, **kwargs
-) -> nn.Module:
-    """Build a registered model, e.g. `create_model("iresnet50", embedding_size=512)`; with
-    `pretrained=True`, the pretrained entry NAME with its weights (`facetrain models`)."""
-    if pretrained:
-        from facetrain.models.saved import load_model
-
-        return load_model(f"pretrained:{name}")[0]
+def create_model(name: str, embedding_size: int | None = None, **kwargs) -> nn.Module:
+    """Build a registered model with fresh weights, e.g. `create_model("iresnet50",
+    embedding_size=512)`. Weights (a run, a file, `pretrained:NAME`) are opened by
+    `facetrain.inference.saved.load_model`: this package knows nothing of files."""
     _import_families()
     if embedding_size is None:
         embedding_size = DEFAULT_EMBEDDING.get(name, 512)

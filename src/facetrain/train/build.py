@@ -12,8 +12,8 @@ from torch import nn
 from facetrain.data.augment import Augment, apply
 from facetrain.data.packed import PackedDataset, pack
 from facetrain.errors import FacetrainError
+from facetrain.inference.feed import prepare, resize
 from facetrain.losses.partial_fc import PartialFC
-from facetrain.models.feed import prepare, resize
 from facetrain.train import checkpoint
 from facetrain.train.config import TrainConfig
 from facetrain.train.schedule import Schedule, read_schedule_file
@@ -94,7 +94,7 @@ def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 def init_from(cfg: TrainConfig, model, head) -> str:
     """Load a backbone (and the head when its shape fits) from a run or a weights file."""
-    from facetrain.models import pretrained
+    from facetrain.inference import pretrained
 
     try:
         src = Path(pretrained.resolve(cfg.init_from))
@@ -186,8 +186,8 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> Non
 def check_init_from(cfg: TrainConfig, pre) -> None:
     """A model to start from must be fed as it was trained: the same architecture,
     normalisation, input size and face geometry; otherwise say what to change."""
-    from facetrain.models import pretrained
-    from facetrain.models.saved import read_record
+    from facetrain.inference import pretrained
+    from facetrain.inference.saved import read_record
 
     if not cfg.init_from:
         return

@@ -108,11 +108,3 @@ def check_in_sync(model: torch.nn.Module) -> float:
     if any(abs(x - sums[0]) > 1e-9 * max(1.0, abs(sums[0])) for x in sums):
         raise RuntimeError(f"ranks out of sync: weight checksums {sums}")
     return s
-
-
-def broadcast_object(obj, src: int = 0):
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src)
-    return box[0]

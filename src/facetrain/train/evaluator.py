@@ -20,9 +20,9 @@ import torch
 from facetrain.data.packed import PackedDataset
 from facetrain.evaluate.model_eval import evaluate_set
 from facetrain.evaluate.sets import METRIC_KEYS, EvalSet, bin_set, pairs_set
+from facetrain.inference.feed import embed_model, prepare
+from facetrain.inference.saved import FaceModel, Preprocess, save_model
 from facetrain.losses import cross_entropy
-from facetrain.models.feed import embed_model, prepare
-from facetrain.models.saved import FaceModel, Preprocess, save_model
 from facetrain.train.config import TrainConfig
 from facetrain.train.state import TrainingError
 

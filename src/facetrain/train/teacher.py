@@ -26,7 +26,7 @@ CHUNK = 1024
 
 def open_teacher(spec: str, device: str = "cpu"):
     """The teacher model, or a clear error: any MODEL facetrain can open, with a record."""
-    from facetrain.models.saved import open_model
+    from facetrain.inference.saved import open_model
 
     try:
         return open_model(spec, device)
@@ -65,15 +65,7 @@ def _check_meta(folder: Path, meta: dict) -> None:
 
 
 def _embed(fm, ds: PackedDataset, ids: list[int], device: str) -> np.ndarray:
-    from facetrain.align.faces import FaceAligner
-    from facetrain.models.feed import Arrays, embed_model, face_crop
+    from facetrain.inference.embedder import FaceEmbedder
 
-    aligner = FaceAligner(fm.pre.alignment, device)
     images = ds.batch(ids)[0].permute(0, 2, 3, 1).numpy()
-    crops = [face_crop(np.ascontiguousarray(img), lambda: aligner, "auto") for img in images]
-    ok = [i for i, c in enumerate(crops) if c is not None]
-    out = np.full((len(ids), fm.pre.embedding_size * (2 if fm.pre.flip == "concat" else 1)),
-                  np.nan, np.float32)  # fmt: skip
-    if ok:
-        out[ok] = embed_model(fm, Arrays([crops[i] for i in ok]), device=device)
-    return out
+    return FaceEmbedder(fm, device).embed(list(images), "auto")

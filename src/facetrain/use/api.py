@@ -14,21 +14,15 @@ flip), through the same functions the command line uses.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
-from facetrain.models.saved import FaceModel, open_model
+from facetrain.distances import pair_distances
+from facetrain.inference.embedder import Face, FaceEmbedder
+from facetrain.inference.saved import FaceModel, open_model
 
 ImageLike = str | os.PathLike | np.ndarray
-
-
-@dataclass
-class Face:
-    box: np.ndarray  # x1, y1, x2, y2 in the photo
-    landmarks: np.ndarray  # (5, 2): eyes, nose tip, mouth corners
-    score: float  # detector probability
-    embedding: np.ndarray  # unit vector
+__all__ = ["Face", "Recognizer", "load"]
 
 
 def _rgb(image: ImageLike) -> np.ndarray:
@@ -42,49 +36,30 @@ def _rgb(image: ImageLike) -> np.ndarray:
 
 
 class Recognizer:
-    """A model with its detector: `faces(photo)`, `embed(images)`, `distance(a, b)`."""
+    """A model with its detector: `faces(photo)`, `embed(images)`, `distance(a, b)` — the
+    one `FaceEmbedder` with paths and arrays accepted."""
 
     def __init__(self, model: FaceModel, device: str = "cpu"):
-        from facetrain.align.faces import FaceAligner
-
+        self.embedder = FaceEmbedder(model, device)
         self.model, self.device = model, device
-        self.aligner = FaceAligner(model.pre.alignment, device)
         self.threshold = model.pre.threshold
-
-    def _embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
-        from facetrain.models.feed import Arrays, embed_model
-
-        if not crops:
-            return np.zeros((0, self.model.pre.embedding_size), np.float32)
-        return embed_model(self.model, Arrays(crops), device=self.device)
 
     def faces(self, image: ImageLike) -> list[Face]:
         """Every face of a photo, detected, aligned and embedded."""
-        found = self.aligner.faces(_rgb(image), select="all")
-        emb = self._embed_crops([f.crop for f in found])
-        return [Face(f.box, f.landmarks, float(f.score), e) for f, e in zip(found, emb)]
+        return self.embedder.faces(_rgb(image))
 
     def embed(self, images: list[ImageLike], align: str = "auto") -> np.ndarray:
         """One unit embedding per image (a photo's central face, or an aligned face);
         a NaN row where no face was found."""
-        from facetrain.models.feed import face_crop
-
-        crops = [face_crop(_rgb(im), lambda: self.aligner, align) for im in images]
-        ok = [i for i, c in enumerate(crops) if c is not None]
-        emb = self._embed_crops([crops[i] for i in ok])
-        out = np.full((len(images), emb.shape[1] if len(ok) else 0), np.nan, np.float32)
-        out[ok] = emb
-        return out
+        return self.embedder.embed([_rgb(im) for im in images], align)
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         """The distance the model's threshold is measured in."""
-        from facetrain.evaluate.verification import pair_distances
-
         return float(pair_distances(a[None], b[None], self.model.pre.distance)[0])
 
 
 def load(model: str | os.PathLike | None = None, device: str = "cpu") -> Recognizer:
     """A MODEL (run folder, weights, exported file, `pretrained:NAME`; None: the default)."""
-    from facetrain.models.pretrained import DEFAULT
+    from facetrain.inference.pretrained import DEFAULT
 
     return Recognizer(open_model(model or DEFAULT, device), device)

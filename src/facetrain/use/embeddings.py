@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrain.data.listing import Problems, iter_samples
-from facetrain.models.feed import Images, embed_model
+from facetrain.inference.embedder import FaceEmbedder
 
 
 @dataclass
@@ -53,9 +53,9 @@ def embed_paths(
     model, paths: list[str], labels: list[str], *, align="auto", device="cpu", progress=True,
     workers: int = 0,
 ) -> Table:  # fmt: skip
-    images = Images(paths, model.pre.alignment, align)
-    title = "embed" if progress else None
-    emb = embed_model(model, images, device=device, progress=title, workers=workers)
+    embedder = FaceEmbedder(model, device)
+    images = embedder.images(paths, align)
+    emb = embedder.embed_source(images, progress="embed" if progress else None, workers=workers)
     good = np.isfinite(emb).all(1) & (emb.shape[1] > 0)  # a width of 0: nothing embedded
     keep = np.flatnonzero(good)
     return Table(
@@ -84,17 +84,3 @@ def save_table(path: str | os.PathLike, t: Table) -> Path:
             preprocess=np.array(json.dumps(t.preprocess)),
         )
     return path
-
-
-def load_table(path: str | os.PathLike) -> Table:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return Table(
-                z["embeddings"],
-                z["paths"].tolist(),
-                z["labels"].tolist(),
-                str(z["model"]) if "model" in z else "",
-                json.loads(str(z["preprocess"])) if "preprocess" in z else {},
-            )
-    except (OSError, KeyError, ValueError) as e:
-        raise ValueError(f"{path}: not a facetrain embeddings file ({e})") from None

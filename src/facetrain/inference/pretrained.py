@@ -88,9 +88,8 @@ def _dlib_dat() -> Path:
 
 
 def _make_dlib(out: Path) -> Path:
-    from facetrain.models.dlib_format import DlibFormatError
-    from facetrain.models.dlib_resnet import load_dlib
-    from facetrain.models.saved import Preprocess, save_model
+    from facetrain.inference.dlib_format import DlibFormatError, load_dlib
+    from facetrain.inference.saved import Preprocess, save_model
 
     try:
         net = load_dlib(_dlib_dat())
@@ -132,7 +131,7 @@ def _make_shipped(name: str) -> Callable[[Path], Path]:
     """Weights shipped in half precision, converted to a full-precision model file."""
 
     def make(out: Path) -> Path:
-        from facetrain.models.saved import load_model, save_model
+        from facetrain.inference.saved import load_model, save_model
 
         net, pre = load_model(_shipped(name)())
         return save_model(out, net, pre)

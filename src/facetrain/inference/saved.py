@@ -93,7 +93,7 @@ def read_record(path: str | os.PathLike) -> Preprocess:
 def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, Preprocess]:
     """Load RUN (its model.safetensors), a weights file or `pretrained:NAME`; returns
     (eval-mode model, recipe)."""
-    from facetrain.models import pretrained
+    from facetrain.inference import pretrained
 
     p = Path(pretrained.resolve(path))
     if p.is_dir():
@@ -178,7 +178,7 @@ def open_model(
     model.onnx with onnxruntime. `spec` supplies (or overrides) the preprocessing of a
     foreign model."""
     from facetrain.devices import check_device
-    from facetrain.models import pretrained
+    from facetrain.inference import pretrained
 
     check_device(device)
     p = Path(pretrained.resolve(path))
@@ -291,7 +291,7 @@ MODEL_SUFFIXES = (".safetensors", ".onnx", ".pt", ".ts", ".torchscript")
 def is_model(arg: str | os.PathLike) -> bool:
     """Whether a command-line argument names a model (rather than photos): a
     `pretrained:NAME`, a weights or exported file, or a run folder with model.safetensors."""
-    from facetrain.models import pretrained
+    from facetrain.inference import pretrained
 
     p = Path(arg)
     if pretrained.is_spec(arg):

@@ -12,6 +12,9 @@ Only what is needed to read dlib's face-recognition ResNet is understood: `con_`
 `loss_metric_`. Anything else is refused with the file, the offset and what was found, so a
 truncated file, another dlib model (a shape predictor) or a foreign file gives one clear
 error and no partial result.
+
+`load_dlib` maps such a network onto facetrain's `dlib_resnet` (the model family knows
+nothing of files; the mapping from dlib's layers onto it lives here).
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from facetrain.errors import FacetrainError
+from facetrain.models.dlib_resnet import Affine, DlibResNet
 
 
 class DlibFormatError(FacetrainError):
@@ -263,3 +269,67 @@ def read_dat(path: str | os.PathLike) -> DlibNet:
     if not data:
         raise DlibFormatError(f"{p}: empty file")
     return parse(data, str(p))
+
+
+def _weights_in_order(model: DlibResNet) -> list[tuple[str, nn.Module]]:
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d | Affine | nn.Linear)
+    ]
+
+
+def state_dict_from_dlib(net) -> dict[str, torch.Tensor]:
+    """Map a parsed dlib network (bottom-up layers) onto DlibResNet's parameter names."""
+    model = DlibResNet()
+    ours = _weights_in_order(model)
+    theirs = [layer for layer in net.layers if layer.kind in ("con", "affine", "fc")]
+    if len(ours) != len(theirs):
+        raise DlibFormatError(
+            f"the network has {len(theirs)} weight layers; dlib_resnet has {len(ours)}"
+        )
+    state: dict[str, torch.Tensor] = {}
+    for (name, module), layer in zip(ours, theirs):
+        if layer.kind == "affine":
+            values = {"weight": layer.params["gamma"], "bias": layer.params["beta"]}
+        else:
+            values = layer.params
+        for key, param in module.named_parameters(recurse=False):
+            got = values.get(key)
+            if got is None or tuple(got.shape) != tuple(param.shape):
+                shape = None if got is None else tuple(got.shape)
+                raise DlibFormatError(
+                    f"layer {name}.{key}: dlib has {shape}, dlib_resnet needs "
+                    f"{tuple(param.shape)} (not the face-recognition ResNet)"
+                )
+            state[f"{name}.{key}"] = torch.from_numpy(got.copy())
+    return state
+
+
+def balance_scales(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same function, trainable: every conv's filters scaled to unit RMS and its affine
+    scale divided by as much. dlib folded batch norm into the affine layers, which leaves
+    the conv filters tiny (RMS ~1e-3) next to affine scales of ~10: one optimizer step that
+    is small for a filter of unit scale rewrites these, and fine-tuning the network as
+    saved destroys it within a few steps. affine(conv(x)) = γ(w∗x + b) + β equals
+    (γ/c)((cw)∗x + cb) + β for any c > 0 per output channel."""
+    out = dict(state)
+    for name in [
+        k[: -len(".weight")] for k in state if k.endswith(".weight") and ".conv" in f".{k}"
+    ]:
+        aff = name.replace("conv", "aff")
+        w = state[f"{name}.weight"]
+        c = 1.0 / w.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)  # per output channel
+        out[f"{name}.weight"] = w * c[:, None, None, None]
+        out[f"{name}.bias"] = state[f"{name}.bias"] * c
+        out[f"{aff}.weight"] = state[f"{aff}.weight"] / c
+    return out
+
+
+def load_dlib(path: str | os.PathLike) -> DlibResNet:
+    """dlib's `dlib_face_recognition_resnet_model_v1.dat` as an eval-mode DlibResNet (its
+    scales balanced for training, see `balance_scales`)."""
+    net = read_dat(path)
+    model = DlibResNet()
+    model.load_state_dict(balance_scales(state_dict_from_dlib(net)))
+    return model.eval()

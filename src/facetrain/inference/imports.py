@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from facetrain.errors import FacetrainError
+from facetrain.inference.saved import Preprocess, save_model
 from facetrain.models import create_model
-from facetrain.models.saved import Preprocess, save_model
 
 FORMATS = ("facenet-pytorch", "arcface-torch")
 ARCFACE_ARCHS = ("iresnet18", "iresnet34", "iresnet50", "iresnet100")

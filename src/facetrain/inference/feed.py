@@ -62,14 +62,17 @@ def face_crop(img: np.ndarray, aligner: Callable, align: str = "auto") -> np.nda
 
 class Images:
     """Photos by index. align: `auto` aligns photos that are not already the model's aligned
-    size, `always` aligns every photo, `never` takes them as they are."""
+    size, `always` aligns every photo, `never` takes them as they are. `crop` (a
+    `FaceEmbedder`'s) replaces the source's own detector when given."""
 
-    def __init__(self, paths: list[str], alignment: dict | None = None, align: str = "auto"):
+    def __init__(self, paths: list[str], alignment: dict | None = None, align: str = "auto",
+                 crop: Callable[[np.ndarray], np.ndarray | None] | None = None):  # fmt: skip
         if align not in ALIGN_MODES:
             raise ValueError(f"unknown align mode {align!r}; choose from {', '.join(ALIGN_MODES)}")
         self.paths = list(paths)
         self.alignment = alignment or {"mode": "similarity", "size": 112}
         self.align = align
+        self.crop = crop or (lambda img: face_crop(img, self.aligner, self.align))
         self.problems: dict[int, str] = {}
         self._aligner = None
         self._lock = threading.Lock()  # `embed`'s reading threads share one detector
@@ -98,7 +101,7 @@ class Images:
         except OSError as e:
             self.problems[i] = f"unreadable: {e}"
             return None
-        crop = face_crop(img, self.aligner, self.align)
+        crop = self.crop(img)
         if crop is None:
             self.problems[i] = "no_face: no face above the detector thresholds"
         return crop

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facetrain.models.pretrained import models_folder
+from facetrain.inference.pretrained import models_folder
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25

@@ -1,0 +1,110 @@
+"""The import rules of docs/architecture.md, read from the code itself (an `ast` walk), and
+the library's pure layers doing their job without a store."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "facetrain"
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a file imports (at the top or inside functions)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+def facetrain_imports(folder: str) -> dict[str, set[str]]:
+    return {
+        str(p.relative_to(SRC)): {m for m in imports(p) if m.startswith("facetrain")}
+        for p in sorted((SRC / folder).rglob("*.py"))
+    }
+
+
+def test_models_know_nothing_but_models():
+    bad = {
+        f: sorted(m for m in mods if not m.startswith("facetrain.models"))
+        for f, mods in facetrain_imports("models").items()
+    }
+    assert not {f: m for f, m in bad.items() if m}, bad
+
+
+def test_losses_and_miners_know_no_training_files_or_photos():
+    allowed = (
+        "facetrain.losses",
+        "facetrain.miners",
+        "facetrain.distances",
+        "facetrain.collectives",
+    )
+    for folder in ("losses", "miners"):
+        for f, mods in facetrain_imports(folder).items():
+            assert all(m.startswith(allowed) for m in mods), (f, mods)
+
+
+def test_the_store_only_stores():
+    mods = imports(SRC / "library" / "store.py")
+    assert "torch" not in mods
+    assert not {m for m in mods if m.startswith("facetrain.library")}, mods
+
+
+def test_clustering_is_pure():
+    mods = imports(SRC / "library" / "cluster.py")
+    assert not {m for m in mods if m.startswith(("facetrain.library", "sqlite3"))}, mods
+
+
+def test_nothing_imports_the_cli():
+    for f, mods in facetrain_imports(".").items():
+        if not f.startswith("cli/") and f != "__main__.py":
+            assert not {m for m in mods if m.startswith("facetrain.cli")}, f
+
+
+def test_one_place_computes_distances():
+    """No module but distances.py writes a distance formula (a squared difference summed,
+    an arccos of a dot product)."""
+    for p in SRC.rglob("*.py"):
+        if p.name == "distances.py":
+            continue
+        text = p.read_text()
+        for formula in (".pow(2).sum(1)", "np.sum(np.square(", "arccos("):
+            assert formula not in text, (p, formula)
+
+
+def test_place_gives_clusters_to_known_people_and_keeps_rejections():
+    from facetrain.library.cluster import FaceSet, People, place
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(4)[:3] * 1.0
+    emb = np.concatenate([c + 0.02 * rng.standard_normal((5, 4)) for c in centres])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    faces = FaceSet(np.arange(100, 115), emb, np.arange(15))
+    known = People(centres[:1], np.array([7]), np.array([999]))  # person 7 is the first
+    plan = place(faces, known, rejected={(101, 7)}, threshold=0.5)
+    assert plan.to_person == [(7, [100, 102, 103, 104])]
+    assert sorted(sorted(s) for s in plan.new_stacks) == [
+        [101],
+        list(range(105, 110)),
+        list(range(110, 115)),
+    ]
+    assert plan.matched == 1 and plan.joined == 0  # the rejected face left the cluster
+
+
+def test_a_library_never_scans_its_own_files(tmp_path):
+    from facetrain.library.files import LibraryFiles
+    from facetrain.library.scan import list_photos
+
+    db = tmp_path / "faces.db"
+    files = LibraryFiles.of(db)
+    files.thumbs.mkdir()
+    (files.thumbs / "1-abc-112.jpg").write_bytes(b"x")
+    (tmp_path / "holiday.jpg").write_bytes(b"x")
+    assert files.owns(files.thumbs / "1-abc-112.jpg") and files.owns(files.lock)
+    assert list_photos(tmp_path, files.owns) == [str(tmp_path / "holiday.jpg")]
+    assert len(list_photos(tmp_path)) == 2  # without the rule, the cache looks like photos
