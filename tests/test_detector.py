@@ -64,3 +64,59 @@ def test_batch_result_equals_single_image_result():
         (single,) = det.detect([img])
         np.testing.assert_allclose(single.boxes, b.boxes, atol=1e-3)
         np.testing.assert_allclose(single.landmarks, b.landmarks, atol=1e-3)
+
+
+POPULATIONS = LFW_RAW.parent / "populations"
+
+
+@need(POPULATIONS)
+def test_a_face_that_fills_the_frame_is_found_with_its_eyes_inside():
+    """A tight crop (every photo of populations/): MTCNN alone puts the box far past the
+    frame with the eyes on the top edge; the second look on a padded canvas finds the face."""
+    from facetrain.align.faces import FaceAligner, fills_frame
+
+    img = load_rgb(POPULATIONS / "east-asian-idols" / "Irene" / "Irene_001.jpg")
+    first = MTCNN().detect([img])[0]
+    assert fills_frame(first, img.shape)  # the problem, as MTCNN alone sees it
+    faces = FaceAligner({"mode": "similarity", "size": 112}).faces(img, select="center")
+    assert len(faces) == 1
+    eyes = faces[0].landmarks[:2]
+    h, w = img.shape[:2]
+    assert (eyes[:, 1] > 0.2 * h).all() and (eyes[:, 1] < 0.7 * h).all(), eyes
+    assert (eyes[:, 0] > 0).all() and (eyes[:, 0] < w).all()
+    assert faces[0].landmarks[2, 1] > eyes[:, 1].max()  # the nose below the eyes
+
+
+@need(POPULATIONS)
+def test_tight_crops_of_every_size_keep_their_eyes_in_the_frame():
+    from facetrain.align.faces import FaceAligner
+
+    aligner = FaceAligner({"mode": "similarity", "size": 112})
+    for folder in ("east-asian-idols/Irene", "south-asian-actors"):
+        paths = sorted((POPULATIONS / folder).rglob("*.jpg"))[:12]
+        for p in paths:
+            img = load_rgb(p)
+            faces = aligner.faces(img, select="center")
+            assert faces, p
+            eyes, (h, w) = faces[0].landmarks[:2], img.shape[:2]
+            slack = 0.05 * w  # a crop may cut through an eye; never far past it
+            assert (eyes >= -slack).all() and (eyes[:, 1] < h + slack).all(), (p, eyes)
+            assert (eyes[:, 1] > 0.1 * h).all(), (p, eyes)  # not on the top edge
+
+
+def test_the_two_looks_merge_without_doubles_or_faces_in_the_padding():
+    from facetrain.align.detector import Faces
+    from facetrain.align.faces import merge_looks
+
+    def faces(boxes):
+        b = np.array(boxes, np.float32).reshape(-1, 4)
+        return Faces(b, np.linspace(0.9, 0.99, len(b)), np.zeros((len(b), 5, 2), np.float32))
+
+    shape = (100, 100, 3)
+    first = faces([[10, 10, 30, 30], [-40, -60, 90, 80]])  # one inside, one far past the frame
+    again = faces([[11, 10, 31, 30], [5, 20, 95, 98], [-60, 30, -10, 80]])
+    got = merge_looks(first, again, shape)
+    # the inside face once (first look), the big face from the second look, none centred
+    # in the padding
+    assert got.boxes.tolist() == [[10, 10, 30, 30], [5, 20, 95, 98]]
+    assert len(merge_looks(faces([]), faces([]), shape)) == 0

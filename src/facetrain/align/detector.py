@@ -48,6 +48,10 @@ class Faces:
         """Coordinates multiplied by s (maps detections on a resized copy back)."""
         return Faces(self.boxes * s, self.scores, self.landmarks * s)
 
+    def shifted(self, d: float) -> Faces:
+        """Coordinates moved by d in x and y (maps detections on a padded canvas back)."""
+        return Faces(self.boxes + d, self.scores, self.landmarks + d)
+
 
 def _load_nets(device: str) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
     import facenet_pytorch.models.mtcnn as m
