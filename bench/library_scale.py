@@ -10,6 +10,7 @@ Each measurement runs in its own process (peak memory = that process's max RSS, 
 libraries included).
 
     .venv/bin/python bench/library_scale.py [--faces 10000 30000 100000] [--exact-max N]
+        [--methods dense ours spacing]
 
 The last line is the last measurement: `N faces: peak MB, seconds`.
 """
@@ -47,13 +48,16 @@ def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def child(n: int, method: str, exact_max: int) -> None:
-    from facetrain.library.cluster import _exact, agglomerate
+    from facetrain.library.cluster import _exact, agglomerate, local_scales
     from facetrain.library.evaluate import scores
 
     emb, label, photo = synthetic(n)
     t0 = time.perf_counter()
     if method == "dense":
         pred = _exact(emb, photo, 1.0, "squared_l2")
+    elif method == "spacing":  # the library's rule: each pair's limit from local spacing
+        scale = local_scales(emb, photo, "squared_l2")
+        pred, _ = agglomerate(emb, photo, 1.0, "squared_l2", exact_max=exact_max, scale=scale)
     else:
         pred, _ = agglomerate(emb, photo, 1.0, "squared_l2", exact_max=exact_max)
     seconds = time.perf_counter() - t0
@@ -76,7 +80,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--faces", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     ap.add_argument("--exact-max", type=int, default=EXACT_MAX, help="largest exact group")
-    ap.add_argument("--child", choices=["ours", "dense"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["ours", "spacing", "dense"], help=argparse.SUPPRESS)
+    ap.add_argument("--methods", nargs="+", default=["dense", "ours", "spacing"],
+                    help="dense (one N x N matrix), ours (one threshold, grouped), spacing "
+                    "(the library's rule: each pair's limit from the local spacing)")  # fmt: skip
     args = ap.parse_args()
     if args.child:
         return child(args.faces[0], args.child, args.exact_max)
@@ -85,7 +92,7 @@ def main() -> None:
     print("| faces | method | seconds | peak MB | BCubed F | stacks |\n|---|---|---|---|---|---|")
     last = ""
     for n in args.faces:
-        for method in ("dense", "ours") if n <= EXACT_LIMIT else ("ours",):
+        for method in [m for m in args.methods if m != "dense" or n <= EXACT_LIMIT]:
             r = measure(n, method, args.exact_max)
             print(f"| {r['faces']:,} | {method} | {r['seconds']:.1f} | {r['peak_mb']:.0f} | "
                   f"{r['bcubed_f']:.4f} | {r['stacks']:,} |", flush=True)  # fmt: skip

@@ -256,6 +256,8 @@ def library_identify(
             print(f"{r['photo']}\t{f['name']}\t{d}\t" + ",".join(f"{v:.0f}" for v in f["box"]))
         if not r["faces"] and "error" not in r:
             print(f"{r['photo']}\t(no face)")
+    if results:  # stderr: stdout stays one line a face for scripts
+        console.print(f"rule: {results[0]['rule']}", highlight=False, markup=False)
     write_json(json_out, results)
 
 

@@ -3,12 +3,19 @@
 1. Faces the owner confirmed keep their person. Hidden faces and faces below the quality
    gate take no part.
 2. The other faces are clustered by average-linkage agglomeration on the model's distance
-   with the model's calibrated threshold (order-independent: the result does not depend on
-   the order faces were scanned). Two faces of one photo are never the same person: such
-   pairs get an infinite distance, and any cluster still holding two faces of one photo
-   keeps the face nearest its centre and lets the others go.
+   (order-independent: the result does not depend on the order faces were scanned). Two
+   faces may be one person when they are nearer than their pair's limit, min(τ·√(sᵢ·sⱼ), T):
+   T is the model's calibrated threshold, and sᵢ the library's own spacing around face i
+   (`local_scales`: the distance to its K-th nearest face of another photo). One global
+   threshold fits the people the model was calibrated on and merges people it compresses
+   (East-Asian faces: 15 idols in 2 stacks at T); the spacing of the library's own faces
+   says where the model crowds people, so each region of a library — one population, or
+   several in one family's library — gets its own limit, and T stays the ceiling. Two
+   faces of one photo are never the same person: such pairs get an infinite distance, and
+   any cluster still holding two faces of one photo keeps the face nearest its centre and
+   lets the others go.
 3. Each cluster is matched to the named person it is closest to (average distance to that
-   person's confirmed faces, under the threshold, no face of a shared photo, no face the
+   person's confirmed faces, under their limits, no face of a shared photo, no face the
    owner rejected for that person); otherwise it becomes a new unnamed stack.
 
 Every function here is pure: it reads no store and writes nothing. `Library` reads the
@@ -28,6 +35,55 @@ BIG = 1e6
 # The largest group of faces clustered exactly (a dense distance matrix, ~25 bytes a pair:
 # 1.2 GB here); a bigger connected group is clustered over a sparse graph (_over_graph).
 EXACT_MAX = 7000
+K = 3  # the spacing around a face: its distance to the K-th nearest face of another photo
+TAU = 1.7  # a pair's limit in units of its faces' spacing (bench/library_populations.py)
+
+
+def local_scales(emb: np.ndarray, photo: np.ndarray, distance: str, k: int = K,
+                 block: int = 0, rows: int | None = None) -> np.ndarray:  # fmt: skip
+    """The distance of each of the first `rows` faces (default: all) to its k-th nearest
+    face of another photo among all of them (inf when there is none), block by block:
+    memory linear in the number of faces."""
+    e = np.ascontiguousarray(emb, np.float32)
+    n = len(e)
+    rows = n if rows is None else rows
+    out = np.full(rows, np.inf)
+    kk = min(k, n - 1)
+    if kk < 1:
+        return out
+    block = block or max(64, min(2048, 20_000_000 // max(n, 1)))
+    for s in range(0, rows, block):
+        stop = min(s + block, rows)
+        d = distance_matrix(e[s:stop], e, distance, dtype=np.float32)
+        d[photo[s:stop, None] == photo[None, :]] = np.inf
+        out[s:stop] = np.partition(d, kk - 1, axis=1)[:, kk - 1]
+    return out
+
+
+def pair_limits(sa, sb, threshold: float, tau: float = TAU):
+    """The limit of each pair (rows of sa x rows of sb): min(τ·√(sₐ·s_b), threshold); with
+    no sb, min(τ·sₐ, threshold) (the spacing around a's faces); the threshold alone
+    without scales."""
+    if sa is None:
+        return threshold
+    if sb is None:
+        return np.minimum(tau * np.asarray(sa)[:, None], threshold)
+    return np.minimum(tau * np.sqrt(np.outer(sa, sb)), threshold)
+
+
+def with_spacing(faces: FaceSet, known: People, distance: str, known_too: bool = True):
+    """The faces (and, with known_too, the known people's faces) with their spacing among
+    all of them (`local_scales`). Without known_too only the new faces' spacing is
+    measured — new faces x all faces, what a scan can afford — and a pair's limit is
+    taken from the new face's side."""
+    from dataclasses import replace
+
+    emb = np.concatenate([e for e in (faces.emb, known.emb) if len(e)]) if (
+        len(faces.emb) or len(known.emb)) else faces.emb  # fmt: skip
+    photo = np.concatenate([faces.photo, known.photo])
+    n = len(faces.emb)
+    s = local_scales(emb, photo, distance, rows=None if known_too else n)
+    return replace(faces, scale=s[:n]), replace(known, scale=s[n:] if known_too else None)
 
 
 @dataclass
@@ -39,9 +95,11 @@ class ClusterReport:
     split_for_cannot_link: int
 
 
-def near_pairs(emb: np.ndarray, threshold: float, distance: str, block: int = 0):
-    """The sparse graph of face pairs nearer than `threshold` (both directions, no self
-    pairs), computed block by block in float32: memory linear in the number of faces."""
+def near_pairs(emb: np.ndarray, threshold: float, distance: str, block: int = 0,
+               scale: np.ndarray | None = None, tau: float = TAU):  # fmt: skip
+    """The sparse graph of face pairs nearer than `threshold` (with `scale`: than their
+    pair's limit; both directions, no self pairs), computed block by block in float32:
+    memory linear in the number of faces."""
     from scipy.sparse import coo_matrix
 
     e = np.ascontiguousarray(emb, np.float32)
@@ -50,7 +108,8 @@ def near_pairs(emb: np.ndarray, threshold: float, distance: str, block: int = 0)
     rows, cols, vals = [], [], []
     for s in range(0, n, block):
         d = distance_matrix(e[s : s + block], e, distance, dtype=np.float32)
-        r, c = np.nonzero(d < threshold)
+        sa = None if scale is None else scale[s : s + block]
+        r, c = np.nonzero(d < pair_limits(sa, scale, threshold, tau))
         keep = r + s != c
         rows.append(r[keep] + s)
         cols.append(c[keep])
@@ -67,9 +126,14 @@ def agglomerate(
     threshold: float,
     distance: str = "squared_l2",
     exact_max: int = EXACT_MAX,
+    scale: np.ndarray | None = None,
+    tau: float = TAU,
+    person: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Cluster labels (0..k-1) by average linkage at `threshold`, and how many faces were
-    moved out to honour cannot-link (two faces of one photo).
+    """Cluster labels (0..k-1) by average linkage at `threshold` (with `scale`, each pair
+    at its own limit, `pair_limits`), and how many faces were moved out to honour
+    cannot-link (two faces of one photo; with `person`, two faces the owner gave to two
+    people, -1 for none).
 
     Average linkage only merges groups with a pair nearer than the threshold, so its
     clusters never cross the connected groups of the near-pairs graph: each group is
@@ -82,28 +146,41 @@ def agglomerate(
         return np.zeros(n, np.int64), 0
     # a hair wider than the threshold: float32 rounding must not cut a pair the exact
     # (float64) method would count; a wider graph only joins groups, never changes a result
-    graph = near_pairs(emb, threshold * (1 + 1e-4) + 1e-6, distance)
+    graph = near_pairs(emb, threshold * (1 + 1e-4) + 1e-6, distance, scale=scale,
+                       tau=tau * (1 + 1e-4))  # fmt: skip
     _, group = connected_components(graph, directed=False)
     labels, next_label = np.empty(n, np.int64), 0
     for idx in np.split(np.argsort(group, kind="stable"), np.cumsum(np.bincount(group))[:-1]):
         if len(idx) == 1:
             part = np.zeros(1, np.int64)
         elif len(idx) <= exact_max:
-            part = _exact(emb[idx], photo[idx], threshold, distance)
-        else:
-            part = _over_graph(emb[idx], threshold, distance)
+            sub = None if scale is None else scale[idx]
+            who = None if person is None else person[idx]
+            part = _exact(emb[idx], photo[idx], threshold, distance, sub, tau, who)
+        else:  # the group's median limit: the graph method takes one threshold
+            lim = threshold if scale is None else min(threshold, tau * np.median(scale[idx]))
+            part = _over_graph(emb[idx], float(lim), distance)
         labels[idx] = part + next_label
         next_label += int(part.max()) + 1
     labels, moved = _honour_cannot_link(labels, emb, photo, distance)
     return np.unique(labels, return_inverse=True)[1], moved
 
 
-def _exact(emb, photo, threshold: float, distance: str) -> np.ndarray:
-    """Average linkage over the full distance matrix; faces of one photo infinitely apart."""
+def _exact(emb, photo, threshold: float, distance: str, scale=None, tau: float = TAU,
+           person=None):  # fmt: skip
+    """Average linkage over the full distance matrix; faces of one photo (and faces of two
+    named people) infinitely apart. With scales, over distances in units of each pair's
+    limit (so at 1)."""
     from sklearn.cluster import AgglomerativeClustering
 
     d = distance_matrix(emb, emb, distance)
+    if scale is not None:
+        d /= pair_limits(scale, scale, threshold, tau)
+        threshold = 1.0
     same_photo = photo[:, None] == photo[None, :]
+    if person is not None:
+        same_photo |= (person[:, None] != person[None, :]) & (person[:, None] >= 0) & (
+            person[None, :] >= 0)  # fmt: skip
     np.fill_diagonal(same_photo, False)
     d[same_photo] = BIG
     return AgglomerativeClustering(
@@ -170,6 +247,7 @@ class FaceSet:
     ids: np.ndarray
     emb: np.ndarray
     photo: np.ndarray
+    scale: np.ndarray | None = None  # local_scales, when the library's spacing is used
 
     @classmethod
     def of(cls, emb: np.ndarray, rows) -> FaceSet:
@@ -182,10 +260,11 @@ def place(faces: FaceSet, known: People, rejected: set, threshold: float,
     """Faces clustered among themselves, each cluster given to the known person it is
     nearest to (`People.nearest`; never a face the owner rejected for that person), the
     rest as new stacks. Pure: the caller writes the placement."""
-    labels, moved = agglomerate(faces.emb, faces.photo, threshold, distance)
+    labels, moved = agglomerate(faces.emb, faces.photo, threshold, distance, scale=faces.scale)
     out = Placement([], [], moved=moved)
     for idx in _members(labels):
-        best = known.nearest(faces.emb[idx], faces.photo[idx], threshold, distance)
+        sub = None if faces.scale is None else faces.scale[idx]
+        best = known.nearest(faces.emb[idx], faces.photo[idx], threshold, distance, sub)
         ids = faces.ids[idx].tolist()
         members = [f for f in ids if (f, best) not in rejected] if best is not None else []
         rest = [f for f in ids if f not in members]
@@ -195,6 +274,41 @@ def place(faces: FaceSet, known: People, rejected: set, threshold: float,
             out.new_stacks.append(rest)
         out.matched += best is not None
         out.joined += len(idx) if best is not None and not rest else 0
+    return out
+
+
+def recluster(free: FaceSet, named: People, rejected: set, threshold: float,
+              distance: str = "squared_l2") -> Placement:  # fmt: skip
+    """Every face the owner has not confirmed, clustered together with the confirmed ones
+    (faces of two named people never in one cluster); a cluster holding confirmed faces
+    goes to the person most of them are (never a face rejected for that person), the
+    others become new stacks. The owner's names pin faces and nothing else: the clusters
+    are the ones the library makes with no names, so naming never loosens a stack (a
+    threshold or a match fitted to a few names merged people: bench/library_populations'
+    owner rounds). Pure: the caller writes the placement."""
+    n = len(free.ids)
+    emb = np.concatenate([e for e in (free.emb, named.emb) if len(e)]) if n or len(
+        named.emb) else free.emb  # fmt: skip
+    photo = np.concatenate([free.photo, named.photo])
+    scale = None if free.scale is None else np.concatenate([free.scale, named.scale])
+    person = np.concatenate([np.full(n, -1), named.person])
+    labels, moved = agglomerate(emb, photo, threshold, distance, scale=scale, person=person)
+    out = Placement([], [], moved=moved)
+    for idx in _members(labels):
+        mine, pinned = idx[idx < n], person[idx[idx >= n]]
+        if not len(mine):
+            continue
+        ids = free.ids[mine].tolist()
+        best = int(np.bincount(pinned - pinned.min()).argmax() + pinned.min()) if len(
+            pinned) else None  # fmt: skip
+        members = [f for f in ids if (f, best) not in rejected] if best is not None else []
+        rest = [f for f in ids if f not in members]
+        if members:
+            out.to_person.append((best, members))
+        if rest:
+            out.new_stacks.append(rest)
+        out.matched += best is not None
+        out.joined += len(members)
     return out
 
 
@@ -212,25 +326,31 @@ class People:
     emb: np.ndarray
     person: np.ndarray
     photo: np.ndarray
+    scale: np.ndarray | None = None  # local_scales of the known faces
 
     @classmethod
     def of(cls, emb: np.ndarray, rows) -> People:
         return cls(emb, np.array([r["person_id"] for r in rows], np.int64),
                    np.array([r["photo_id"] for r in rows], np.int64))  # fmt: skip
 
-    def nearest(self, emb, photo, threshold: float, distance: str) -> int | None:
+    def nearest(self, emb, photo, threshold: float, distance: str, scale=None) -> int | None:
         """The person whose faces are nearest on average to a cluster's (under the
-        threshold), never one with a face in a photo of the cluster. Memory: the cluster's
-        size x the known faces."""
+        threshold; with the cluster's scales, under 1 in units of each pair's limit),
+        never one with a face in a photo of the cluster. Memory: the cluster's size x the
+        known faces."""
         if len(self.person) == 0 or len(emb) == 0:
             return None
         ids, col = np.unique(self.person, return_inverse=True)
+        scaled = scale is not None
         d = np.zeros(len(self.emb))
         for s in range(0, len(emb), 256):  # the cluster's rows a block at a time
-            d += distance_matrix(emb[s : s + 256], self.emb, distance).sum(0)
+            part = distance_matrix(emb[s : s + 256], self.emb, distance)
+            if scaled:
+                part /= pair_limits(scale[s : s + 256], self.scale, threshold)
+            d += part.sum(0)
         mean = np.bincount(col, weights=d / len(emb), minlength=len(ids)) / np.bincount(col)
         for k in np.argsort(mean, kind="stable"):
-            if mean[k] >= threshold:
+            if mean[k] >= (1.0 if scaled else threshold):
                 return None
             if not np.isin(photo, self.photo[col == k]).any():
                 return int(ids[k])

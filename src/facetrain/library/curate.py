@@ -9,6 +9,7 @@ moves them, and a later re-cluster or model change keeps the name on those faces
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -174,17 +175,55 @@ def prototypes(emb: np.ndarray, rows, names: dict[int, str]):
     return emb, np.array([r["person_id"] for r in rows], np.int64), names
 
 
+@dataclass
+class Namer:
+    """What names the faces of new photos: the named people's confirmed faces (`protos`),
+    the threshold and why, the owner's adapter, and — for the spacing rule — the library's
+    faces and the prototypes' spacing among them (None: the threshold alone)."""
+
+    protos: tuple
+    threshold: float
+    distance: str
+    margin: float
+    why: str
+    adapter: object = None
+    lib_emb: np.ndarray | None = None
+    lib_photo: np.ndarray | None = None
+    pscale: np.ndarray | None = None
+
+    @property
+    def rule(self) -> str:
+        return (f"nearest named person under threshold {self.threshold:.3f} ({self.why}), "
+                f"runner-up at least {self.margin:.3f} farther")  # fmt: skip
+
+    def name(self, emb: np.ndarray) -> list[dict]:
+        """The faces of ONE photo named (see `identify`)."""
+        from facetrain.library.cluster import local_scales, pair_limits
+
+        emb = emb if self.adapter is None else self.adapter.apply(emb)
+        limits = None
+        if self.pscale is not None and len(emb):
+            both = np.concatenate([emb, self.lib_emb])
+            photo = np.concatenate([np.full(len(emb), -1), self.lib_photo])
+            qscale = local_scales(both, photo, self.distance, rows=len(emb))
+            limits = pair_limits(qscale, self.pscale, self.threshold)
+        return identify(emb, self.protos, self.threshold, self.distance, self.margin, limits)
+
+
 def identify(
     emb: np.ndarray,
     protos: tuple,
     threshold: float,
     distance: str = "squared_l2",
     margin: float = 0.0,
+    limits: np.ndarray | None = None,
 ) -> list[dict]:
     """Name the faces of ONE photo from the named people: each face's distance to a person
     is the nearest of that person's prototypes; a person is given to at most one face of
     the photo (the assignment with the least total distance); a face stays `unknown` when
-    its person is not under the threshold or the runner-up is within `margin`."""
+    its person is not under the threshold or the runner-up is within `margin`. With
+    `limits` (faces x prototypes), distances are in units of each pair's limit and both
+    rules apply at 1 and margin / threshold."""
     from scipy.optimize import linear_sum_assignment
 
     pemb, pid, names = protos
@@ -192,6 +231,9 @@ def identify(
         return [{"name": "unknown", "nearest": None, "distance": None, "runner_up": None}
                 for _ in emb]  # fmt: skip
     d = distance_matrix(emb, pemb, distance)
+    if limits is not None:
+        d = d / limits
+        threshold, margin = 1.0, margin / threshold
     people_ids = np.unique(pid)
     per = np.stack([d[:, pid == p].min(1) for p in people_ids], 1)
     rows, cols = linear_sum_assignment(per)

@@ -17,7 +17,6 @@ import contextlib
 import json
 import math
 import os
-from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -95,12 +94,11 @@ class Library:
         return value, distance
 
     def threshold_and_why(self, given: float | None = None) -> tuple[float, str, str]:
-        """(threshold, distance, why): the one given; else the one the owner's named people
-        support (once two people have two confirmed faces each: the best-accuracy threshold
-        over pairs of their confirmed faces — a model's LFW calibration may not fit the
-        owner's family); else the model's calibrated one."""
-        from facetrain.evaluate.verification import labelled_threshold
-
+        """(threshold, distance, why): the one given; else the personal adapter's; else the
+        model's calibrated one — the ceiling of every pair's limit, which the library's
+        own spacing tightens where the model crowds people (library/cluster.py). A
+        threshold refitted to a few named people is not used: fitted to two people it
+        merged two others (bench/library_populations.py's owner rounds)."""
         rec = store.model_record(self.con) or {}
         distance, model_thr = rec.get("distance", "squared_l2"), rec.get("threshold")
         if given is not None:
@@ -114,23 +112,9 @@ class Library:
                 distance,
                 "your personal adapter's (learnt from your named faces)",
             )
-        emb, rows = self._faces("named")
-        people = Counter(r["person_id"] for r in rows)
-        if sum(n >= 2 for n in people.values()) >= 2:
-            thr = labelled_threshold(emb, [str(r["person_id"]) for r in rows], distance)
-            own = "none" if model_thr is None else f"{model_thr:.3f}"
-            return (
-                thr,
-                distance,
-                (
-                    f"fitted to your named people: {len(rows)} confirmed faces of {len(people)} "
-                    f"people (the model's own: {own})"
-                ),
-            )
         if model_thr is None:
             raise LibraryError("the library's model has no calibrated threshold; pass --threshold")
-        return float(model_thr), distance, "the model's calibrated threshold (name two people "
-        "with two faces each to fit it to yours)"
+        return float(model_thr), distance, "the model's calibrated threshold"
 
     def is_empty(self) -> bool:
         """No photo recorded yet."""
@@ -259,13 +243,14 @@ class Library:
         """Faces in no stack yet (a scan's new photos) join the stack they are nearest to
         on average — named or not — or make new stacks; nothing else moves. (faces
         joined, new stacks). A full re-cluster is `cluster`, asked for explicitly."""
-        from facetrain.library.cluster import FaceSet, People, place
+        from facetrain.library.cluster import FaceSet, People, place, with_spacing
 
         thr, distance = self.threshold()
         faces = FaceSet.of(*self._faces("unplaced"))
         if not len(faces.ids):
             return 0, 0
         stacks = People.of(*self._faces("stacked"))
+        faces, stacks = with_spacing(faces, stacks, distance, known_too=False)
         plan = place(faces, stacks, store.rejections(self.con), thr, distance)
         with store.transaction(self.con):
             self._write(plan)
@@ -274,11 +259,20 @@ class Library:
     def cluster(self, threshold: float | None = None):
         """Re-cluster the faces the owner has not confirmed (library/cluster.py);
         (report, threshold, why)."""
-        from facetrain.library.cluster import ClusterReport, FaceSet, People, place
+        from facetrain.library.cluster import (
+            ClusterReport,
+            FaceSet,
+            People,
+            recluster,
+            with_spacing,
+        )
 
         thr, distance, why = self.threshold_and_why(threshold)
         free, named = FaceSet.of(*self._faces("free")), People.of(*self._faces("named"))
-        plan = place(free, named, store.rejections(self.con), thr, distance)
+        if threshold is None:  # a threshold the owner gives is used as it is, everywhere
+            free, named = with_spacing(free, named, distance)
+            why += f"; each pair's limit from your library's own spacing (≤ {thr:.3f})"
+        plan = recluster(free, named, store.rejections(self.con), thr, distance)
         with store.transaction(self.con):
             store.unassign_guesses(self.con)
             self._write(plan)
@@ -311,21 +305,38 @@ class Library:
 
     def identify(self, photos: list, threshold: float | None = None, margin: float = 0.05,
                  device: str = "cpu", model: str | None = None) -> list[dict]:  # fmt: skip
-        """Every face of each photo named from the named people, or `unknown`."""
-        from facetrain.library.scan import Scanner
+        """Every face of each photo named from the named people, or `unknown` (`namer`)."""
+        from facetrain.library.scan import Scanner, list_photos
 
-        thr, distance = self.threshold(threshold)
-        if not math.isfinite(margin) or margin < 0:
-            raise LibraryError(f"--margin {margin}: a finite number ≥ 0")
-        from facetrain.library.scan import list_photos
-
-        adapter = self._adapter()  # read once for every photo
-        emb, rows = self._faces("prototypes", adapter)
-        protos = curate.prototypes(emb, rows, store.names(self.con))
+        namer = self.namer(threshold, margin)
         scanner = Scanner(self.model(model, device=device), device=device)
         photos = [q for p in photos for q in (list_photos(p) if Path(p).is_dir() else [p])]
-        adapt = adapter.apply if adapter is not None else (lambda emb: emb)
-        return [_identify_photo(p, scanner, protos, thr, distance, margin, adapt) for p in photos]
+        return [_identify_photo(p, scanner, namer) for p in photos]
+
+    def namer(self, threshold: float | None = None, margin: float = 0.05):
+        """The open-set rule that names faces of a new photo (`curate.Namer`): a face gets
+        a named person's name when it is nearer to that person's confirmed faces than each
+        pair's limit — the model's threshold tightened by the library's spacing around
+        both faces, as in clustering — and no other person is within `margin`."""
+        from facetrain.library.cluster import local_scales
+
+        thr, distance, why = self.threshold_and_why(threshold)
+        if not math.isfinite(margin) or margin < 0:
+            raise LibraryError(f"--margin {margin}: a finite number ≥ 0")
+        adapter = self._adapter()  # read once for every photo
+        pemb, prows = self._faces("prototypes", adapter)
+        lib = [self._faces(w, adapter) for w in ("free", "named")]
+        lib_emb = np.concatenate([e for e, r in lib if r]) if any(r for _, r in lib) else pemb
+        lib_photo = np.array([r["photo_id"] for _, rows in lib for r in rows], np.int64)
+        protos = curate.prototypes(pemb, prows, store.names(self.con))
+        pscale = None
+        if threshold is None and len(prows):
+            both = np.concatenate([pemb, lib_emb])
+            photo = np.concatenate([[r["photo_id"] for r in prows], lib_photo])
+            pscale = local_scales(both, photo, distance, rows=len(prows))
+            why += "; tightened by your library's spacing around each face"
+        return curate.Namer(protos, thr, distance, margin, why, adapter, lib_emb, lib_photo,
+                            pscale)  # fmt: skip
 
     def export(self, folder: str | os.PathLike, unnamed: bool = False) -> dict[str, int]:
         from facetrain.library.export import export_by_person
@@ -412,17 +423,16 @@ class Library:
         return migrate(self.con, Scanner(model, device=device), model.source, content_hash(model))
 
 
-def _identify_photo(path, scanner, protos, threshold, distance, margin, adapt) -> dict:
+def _identify_photo(path, scanner, namer) -> dict:
     from facetrain.data.images import ImageError, load_rgb
 
     try:
         faces = scanner.faces_of(load_rgb(path))
     except (ImageError, OSError) as e:
-        return {"photo": str(path), "error": str(e), "faces": []}
+        return {"photo": str(path), "error": str(e), "faces": [], "rule": namer.rule}
     if not faces:
-        return {"photo": str(path), "faces": []}
-    emb = adapt(np.stack([f["embedding"] for f in faces]))
-    names = curate.identify(emb, protos, threshold, distance, margin)
+        return {"photo": str(path), "faces": [], "rule": namer.rule}
+    names = namer.name(np.stack([f["embedding"] for f in faces]))
     out = [{"box": [round(v, 1) for v in f["box"]], "score": f["score"]} | n
            for f, n in zip(faces, names)]  # fmt: skip
-    return {"photo": str(path), "faces": out}
+    return {"photo": str(path), "faces": out, "rule": namer.rule}
