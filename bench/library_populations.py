@@ -261,6 +261,7 @@ def identify_rates(s: dict, pre: dict, named: int, seed: int = 0) -> tuple[float
                     store.name_person(lib.con, pid, p.replace("/", "-"))
                     ids = face_id[sub["truth"] == p]
                     store.assign(lib.con, [(pid, int(f)) for f in ids], confirmed=1)
+            lib.cluster()  # the owner's library: the others in unnamed stacks
             namer = lib.namer()
             got = np.array(
                 [namer.name(s["emb"][i][None])[0]["name"] for i in np.flatnonzero(query)]

@@ -110,3 +110,45 @@ def test_naming_two_people_never_loosens_the_stacks(tmp_path, libraries):
         _, thr_after, _ = lib.cluster()
         assert thr_after == thr == T
         assert current() >= before - 0.005
+
+
+def test_strangers_of_a_crowded_population_stay_unknown(tmp_path, libraries):
+    """Two people of the crowded population named on half their faces: their other faces
+    get their names, the other eight people's faces stay unknown."""
+    from facetrain.library import store
+    from facetrain.library.library import Library
+
+    emb, y = libraries["tight"]
+    query = np.zeros(len(y), bool)
+    for p in np.unique(y):
+        query[np.flatnonzero(y == p)[::2]] = True
+    with Library(tmp_path / "lib.db", create=True) as lib:
+        with store.transaction(lib.con):
+            store.check_model(lib.con, {"distance": "squared_l2", "threshold": T}, "t", "db", "x")
+            people = {p: store.new_person(lib.con) for p in (0, 1)}
+            for p, pid in people.items():
+                store.name_person(lib.con, pid, f"person {p}")
+            for i in np.flatnonzero(~query):
+                ph = store.add_photo(lib.con, f"/p/{i}.jpg", f"{i:064x}", 1, 0.0, 9, 9, None,
+                                     "ok", None)  # fmt: skip
+                face = dict(box=[0, 0, 50, 50], landmarks=[], score=1.0, size=50.0,
+                            sharpness=99.0, usable=True, embedding=emb[i])  # fmt: skip
+                store.insert_faces(lib.con, ph, [face])
+                if y[i] in people:
+                    fid = lib.con.execute("SELECT max(id) FROM faces").fetchone()[0]
+                    store.assign(lib.con, [(people[y[i]], fid)], confirmed=1)
+        lib.cluster()
+        got = [lib.namer().name(emb[i][None])[0]["name"] for i in np.flatnonzero(query)]
+    want = y[query]
+    named = np.isin(want, [0, 1])
+    right = np.mean([g == f"person {w}" for g, w in zip(np.array(got)[named], want[named])])
+    strangers = np.mean(np.array(got)[~named] != "unknown")
+    assert right >= 0.9 and strangers <= 0.05, (right, strangers)
+    assert "spacing" in lib_rule(tmp_path)
+
+
+def lib_rule(tmp_path) -> str:
+    from facetrain.library.library import Library
+
+    with Library(tmp_path / "lib.db") as lib:
+        return lib.namer().rule
