@@ -78,8 +78,7 @@ def with_spacing(faces: FaceSet, known: People, distance: str, known_too: bool =
     taken from the new face's side."""
     from dataclasses import replace
 
-    emb = np.concatenate([e for e in (faces.emb, known.emb) if len(e)]) if (
-        len(faces.emb) or len(known.emb)) else faces.emb  # fmt: skip
+    emb = _rows(faces.emb, known.emb)
     photo = np.concatenate([faces.photo, known.photo])
     n = len(faces.emb)
     s = local_scales(emb, photo, distance, rows=None if known_too else n)
@@ -93,6 +92,12 @@ class ClusterReport:
     matched_to_named: int
     new_stacks: int
     split_for_cannot_link: int
+
+
+def _rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Embeddings of a then b (either may be an empty (0, 0) array)."""
+    parts = [e for e in (a, b) if len(e)]
+    return np.concatenate(parts) if parts else a
 
 
 def near_pairs(emb: np.ndarray, threshold: float, distance: str, block: int = 0,
@@ -265,16 +270,22 @@ def place(faces: FaceSet, known: People, rejected: set, threshold: float,
     for idx in _members(labels):
         sub = None if faces.scale is None else faces.scale[idx]
         best = known.nearest(faces.emb[idx], faces.photo[idx], threshold, distance, sub)
-        ids = faces.ids[idx].tolist()
-        members = [f for f in ids if (f, best) not in rejected] if best is not None else []
-        rest = [f for f in ids if f not in members]
-        if members:
-            out.to_person.append((best, members))
-        if rest:
-            out.new_stacks.append(rest)
-        out.matched += best is not None
+        _, rest = _give(out, faces.ids[idx].tolist(), best, rejected)
         out.joined += len(idx) if best is not None and not rest else 0
     return out
+
+
+def _give(out: Placement, ids: list[int], best: int | None, rejected: set):
+    """Faces to the person `best` (not those the owner rejected for it), the rest to a new
+    stack, added to `out`; (given, rest)."""
+    members = [f for f in ids if (f, best) not in rejected] if best is not None else []
+    rest = [f for f in ids if f not in members]
+    if members:
+        out.to_person.append((best, members))
+    if rest:
+        out.new_stacks.append(rest)
+    out.matched += best is not None
+    return members, rest
 
 
 def recluster(free: FaceSet, named: People, rejected: set, threshold: float,
@@ -287,8 +298,7 @@ def recluster(free: FaceSet, named: People, rejected: set, threshold: float,
     threshold or a match fitted to a few names merged people: bench/library_populations'
     owner rounds). Pure: the caller writes the placement."""
     n = len(free.ids)
-    emb = np.concatenate([e for e in (free.emb, named.emb) if len(e)]) if n or len(
-        named.emb) else free.emb  # fmt: skip
+    emb = _rows(free.emb, named.emb)
     photo = np.concatenate([free.photo, named.photo])
     scale = None if free.scale is None else np.concatenate([free.scale, named.scale])
     person = np.concatenate([np.full(n, -1), named.person])
@@ -301,13 +311,7 @@ def recluster(free: FaceSet, named: People, rejected: set, threshold: float,
         ids = free.ids[mine].tolist()
         best = int(np.bincount(pinned - pinned.min()).argmax() + pinned.min()) if len(
             pinned) else None  # fmt: skip
-        members = [f for f in ids if (f, best) not in rejected] if best is not None else []
-        rest = [f for f in ids if f not in members]
-        if members:
-            out.to_person.append((best, members))
-        if rest:
-            out.new_stacks.append(rest)
-        out.matched += best is not None
+        members, _ = _give(out, ids, best, rejected)
         out.joined += len(members)
     return out
 
