@@ -197,7 +197,8 @@ def test_library_personalize_measured_private_and_reversible(tmp_path):
     assert res.exit_code == 0 and "back to the plain model" in res.output
     assert _confirmed(db) == names_before
     res = runner.invoke(app, ["library", "cluster", "--db", str(db)])
-    assert "fitted to your named people" in res.output, res.output
+    assert "personal adapter" not in res.output, res.output  # the plain model's rule again
+    assert "the model's calibrated threshold" in res.output, res.output
 
 
 def test_a_killed_personalize_resumes_with_the_same_figures(tmp_path, monkeypatch):

@@ -140,6 +140,12 @@ def labelled_threshold(emb: np.ndarray, labels: list[str], distance: str) -> flo
     """The best-accuracy threshold over pairs of labelled embeddings (every same pair and as
     many different pairs, sampled with a fixed seed), the middle of the best range: how a
     threshold is validated on a training run's val split or on a user's own gallery."""
+    return best_threshold(*labelled_pairs(emb, labels, distance))
+
+
+def labelled_pairs(emb: np.ndarray, labels: list[str], distance: str):
+    """(distances, issame) of every same pair of labelled embeddings and as many different
+    pairs, sampled with a fixed seed."""
     labels_a = np.asarray(labels)
     same = []
     for name in sorted(set(labels)):
@@ -157,7 +163,7 @@ def labelled_threshold(emb: np.ndarray, labels: list[str], distance: str) -> flo
             break
     pairs = np.array(same + diff)
     issame = np.array([True] * len(same) + [False] * len(diff))
-    return best_threshold(pair_distances(emb[pairs[:, 0]], emb[pairs[:, 1]], distance), issame)
+    return pair_distances(emb[pairs[:, 0]], emb[pairs[:, 1]], distance), issame
 
 
 def best_threshold(d: np.ndarray, issame: np.ndarray) -> float:
