@@ -60,20 +60,13 @@ def family_set(family: int, strangers: int, per_stranger: int = 5, seed: int = 0
     from facetrain.inference.feed import Images, embed_model
     from facetrain.inference.saved import open_model
     from facetrain.library.personalize import Faces, measure
+    from library_populations import family as family_members
 
-    rng = np.random.default_rng(seed)
-    ids = sorted(p for p in (SHARED / "mini-train").iterdir() if p.is_dir())
-    rich = [p for p in ids if len(list(p.glob("*.jpg"))) >= 12]
-    fam = [rich[i] for i in rng.choice(len(rich), family, replace=False)]
-    rest = [p for p in ids if p not in fam]
-    others = [rest[i] for i in rng.choice(len(rest), strangers, replace=False)]
-    paths, person, truth = [], [], []
-    for k, folder in enumerate(fam + others):
-        files = sorted(folder.glob("*.jpg"))
-        files = files if k < family else files[:per_stranger]
-        paths += files
-        person += [k if k < family else -1] * len(files)
-        truth += [k] * len(files)
+    items = family_members(family, strangers, per_stranger, seed)  # the family first
+    index = {n: k for k, n in enumerate(dict.fromkeys(n for _, n in items))}
+    paths = [Path(p) for p, _ in items]
+    truth = [index[n] for _, n in items]
+    person = [k if k < family else -1 for k in truth]
     fm = open_model(MODEL)
     emb = embed_model(fm, Images([str(p) for p in paths], fm.pre.alignment))
     faces = Faces(emb.astype(np.float32), np.array(person), np.arange(len(paths)), np.array(truth))

@@ -32,13 +32,13 @@ def detect_photos(detector: MTCNN, images: list[np.ndarray], max_side: int) -> l
     (`fills_frame`, `second_look`)."""
     small = [_at_most(img, max_side / max(img.shape[:2])) for img in images]
     found = detector.detect([s for s, _ in small]) if small else []
-    redo = [i for i, f in enumerate(found) if fills_frame(f, small[i][0].shape)]
+    found = [f.scaled(1.0 / s) if s < 1.0 else f for f, (_, s) in zip(found, small)]
+    redo = [i for i, f in enumerate(found) if fills_frame(f, images[i].shape)]
     if redo:
         again = second_look(detector, [images[i] for i in redo])
         for i, g in zip(redo, again):
-            found[i] = merge_looks(found[i].scaled(1.0 / small[i][1]), g, images[i].shape)
-            small[i] = (small[i][0], 1.0)
-    return [f.scaled(1.0 / s) if s < 1.0 else f for f, (_, s) in zip(found, small)]
+            found[i] = merge_looks(found[i], g, images[i].shape)
+    return found
 
 
 def _at_most(img: np.ndarray, s: float) -> tuple[np.ndarray, float]:

@@ -17,7 +17,7 @@ from functools import partial
 import cv2
 import numpy as np
 
-from facetrain.inference.feed import ALIGN_MODES, Arrays, FaceSource, Images, embed_model, face_crop
+from facetrain.inference.feed import Arrays, FaceSource, Images, embed_model, face_crop
 from facetrain.inference.saved import FaceModel
 
 
@@ -109,8 +109,6 @@ class FaceEmbedder:
 
     def images(self, paths: list[str], align: str = "auto") -> Images:
         """Photos on disk as a source whose faces are cropped by this embedder."""
-        if align not in ALIGN_MODES:
-            raise ValueError(f"unknown align mode {align!r}; choose from {', '.join(ALIGN_MODES)}")
         return Images(paths, self.pre.alignment, align, crop=partial(self.crop, align=align))
 
 

@@ -78,7 +78,7 @@ def with_spacing(faces: FaceSet, known: People, distance: str, known_too: bool =
     taken from the new face's side."""
     from dataclasses import replace
 
-    emb = _rows(faces.emb, known.emb)
+    emb = concat_rows(faces.emb, known.emb)
     photo = np.concatenate([faces.photo, known.photo])
     n = len(faces.emb)
     s = local_scales(emb, photo, distance, rows=None if known_too else n)
@@ -94,10 +94,10 @@ class ClusterReport:
     split_for_cannot_link: int
 
 
-def _rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Embeddings of a then b (either may be an empty (0, 0) array)."""
-    parts = [e for e in (a, b) if len(e)]
-    return np.concatenate(parts) if parts else a
+def concat_rows(*arrays: np.ndarray) -> np.ndarray:
+    """The rows of each array in turn (any may be the store's empty (0, 0) array)."""
+    parts = [e for e in arrays if len(e)]
+    return np.concatenate(parts) if parts else arrays[0]
 
 
 def near_pairs(emb: np.ndarray, threshold: float, distance: str, block: int = 0,
@@ -298,7 +298,7 @@ def recluster(free: FaceSet, named: People, rejected: set, threshold: float,
     threshold or a match fitted to a few names merged people: bench/library_populations'
     owner rounds). Pure: the caller writes the placement."""
     n = len(free.ids)
-    emb = _rows(free.emb, named.emb)
+    emb = concat_rows(free.emb, named.emb)
     photo = np.concatenate([free.photo, named.photo])
     scale = None if free.scale is None else np.concatenate([free.scale, named.scale])
     person = np.concatenate([np.full(n, -1), named.person])

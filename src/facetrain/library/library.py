@@ -222,9 +222,7 @@ class Library:
         """Sub-cluster a stack (default: at 0.7 × the model's threshold)."""
         thr, distance = self.threshold(threshold)
         pid = self.stack(ref)
-        emb, rows = store.faces_of_person(self.con, pid)
-        adapter = self._adapter()
-        emb = emb if adapter is None or not rows else adapter.apply(emb)
+        emb, rows = self._adapted(*store.faces_of_person(self.con, pid))
         thr = thr if threshold is not None else 0.7 * thr
         return curate.split(self.con, pid, emb, rows, thr, distance)
 
@@ -276,10 +274,11 @@ class Library:
         from facetrain.library.cluster import FaceSet, People, place, with_spacing
 
         thr, distance = self.threshold()
-        faces = FaceSet.of(*self._faces("unplaced"))
+        adapter = self._adapter()  # read once for both sets
+        faces = FaceSet.of(*self._faces("unplaced", adapter))
         if not len(faces.ids):
             return 0, 0
-        stacks = People.of(*self._faces("stacked"))
+        stacks = People.of(*self._faces("stacked", adapter))
         faces, stacks = with_spacing(faces, stacks, distance, known_too=False)
         plan = place(faces, stacks, store.rejections(self.con), thr, distance)
         with store.transaction(self.con):
@@ -298,7 +297,9 @@ class Library:
         )
 
         thr, distance, why = self.threshold_and_why(threshold)
-        free, named = FaceSet.of(*self._faces("free")), People.of(*self._faces("named"))
+        adapter = self._adapter()  # read once for both sets
+        free = FaceSet.of(*self._faces("free", adapter))
+        named = People.of(*self._faces("named", adapter))
         if threshold is None:  # a threshold the owner gives is used as it is, everywhere
             free, named = with_spacing(free, named, distance)
             why += f"; each pair's limit from your library's own spacing (≤ {thr:.3f})"
@@ -327,9 +328,12 @@ class Library:
         return None if row is None else Adapter.from_bytes(row["weights"])
 
     def _faces(self, which: str, adapter=False):
-        """(embeddings as the library compares them — through the owner's adapter when
-        one is on —, rows) of one of the store's face sets."""
-        emb, rows = store.read_faces(self.con, which)
+        """(embeddings as the library compares them, rows) of one of the store's face sets
+        (`adapter`: the one already read, to read it once for several sets)."""
+        return self._adapted(*store.read_faces(self.con, which), adapter)
+
+    def _adapted(self, emb: np.ndarray, rows, adapter=False):
+        """(embeddings through the owner's adapter when one is on, rows)."""
         adapter = self._adapter() if adapter is False else adapter
         return (emb if adapter is None or not rows else adapter.apply(emb)), rows
 
@@ -348,7 +352,7 @@ class Library:
         a named person's name when it is nearer to that person's confirmed faces than each
         pair's limit — the model's threshold tightened by the library's spacing around
         both faces, as in clustering — and no other person is within `margin`."""
-        from facetrain.library.cluster import local_scales
+        from facetrain.library.cluster import concat_rows, local_scales
 
         thr, distance, why = self.threshold_and_why(threshold)
         if not math.isfinite(margin) or margin < 0:
@@ -356,7 +360,7 @@ class Library:
         adapter = self._adapter()  # read once for every photo
         pemb, prows = self._faces("prototypes", adapter)
         lib = [self._faces(w, adapter) for w in ("free", "named")]
-        lib_emb = np.concatenate([e for e, r in lib if r]) if any(r for _, r in lib) else pemb
+        lib_emb = concat_rows(*(e for e, _ in lib))
         lib_photo = np.array([r["photo_id"] for _, rows in lib for r in rows], np.int64)
         protos = curate.prototypes(pemb, prows, store.names(self.con))
         pscale = None
@@ -436,12 +440,13 @@ class Library:
     def _adapter_faces(self):
         """Every usable face's plain embedding, its named person (-1: not named by the
         owner) and its photo."""
+        from facetrain.library.cluster import concat_rows
         from facetrain.library.personalize import Faces
 
         named, nrows = store.read_faces(self.con, "named")
         free, frows = store.read_faces(self.con, "free")
         rows = nrows + frows
-        emb = np.concatenate([e for e in (named, free) if len(e)]) if rows else np.zeros((0, 0))
+        emb = concat_rows(named, free)
         person = [r["person_id"] for r in nrows] + [-1] * len(frows)
         return Faces(emb.astype(np.float32), np.array(person, np.int64),
                      np.array([r["photo_id"] for r in rows], np.int64))  # fmt: skip
