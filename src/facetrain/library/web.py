@@ -332,9 +332,9 @@ async function mergeInto() {
   const into = pick($("#mergepick").value);
   if (!into) { $("#status").textContent = `no person "${$("#mergepick").value}"`; return; }
   const from = current;
-  if (await call(`/api/stacks/${into.id}/merge`, {other: from})) {
-    current = into.id; $("#mergepick").value = ""; await drawPerson();
-  }
+  current = into.id;  // call's redraw shows the merged person before the status says "merged"
+  if (await call(`/api/stacks/${into.id}/merge`, {other: from})) { $("#mergepick").value = ""; }
+  else { current = from; await drawPerson(); }
 }
 $("#merge").onclick = mergeInto;
 $("#mergepick").onkeydown = e => { if (e.key === "Enter") mergeInto(); };
