@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import LFW, tree_hash
+from conftest import BBT, LFW, need, tree_hash
 from facetrain.cli import app
 from facetrain.data.packed import pack
 from facetrain.inference.saved import open_model
@@ -168,6 +168,47 @@ def test_classify_names_known_people_and_refuses_strangers(trained, tmp_path):
     save_model(other / "model.safetensors", net, Preprocess(**(pre.__dict__ | {"flip": "none"})))
     msg = cli_fails("classify", "predict", clf, known / "id3" / "0.jpg", "--model", other)
     assert "another model or preprocessing" in msg
+
+
+def _side_by_side(out: Path, *photos: Path) -> Path:
+    """One group photo: the photos in a row on a grey ground, a margin round each face."""
+    ims = [Image.open(p).convert("RGB") for p in photos]
+    row = Image.new("RGB", (sum(i.width + 80 for i in ims), max(i.height for i in ims) + 80),
+                    (120, 120, 120))  # fmt: skip
+    x = 40
+    for im in ims:
+        row.paste(im, (x, 40))
+        x += im.width + 80
+    row.save(out)
+    return out
+
+
+@need(BBT)
+def test_classify_answers_every_face_of_a_group_photo(tmp_path):
+    """Issue 28 (4): predict names each face of a group photo, a stranger stays unknown;
+    train learns from the face of a group photo that is like the person's other photos,
+    says which, and refuses a group photo with none of them."""
+    ref, known = BBT / "reference", tmp_path / "known"
+    for who in ("amy", "penny", "sheldon", "howard"):
+        shutil.copytree(ref / who, known / who, ignore=shutil.ignore_patterns(f"{who}5.png"))
+    _side_by_side(
+        known / "penny" / "party.jpg", ref / "raj" / "raj1.png", ref / "penny" / "penny5.png"
+    )
+    _side_by_side(
+        known / "amy" / "strangers.jpg", ref / "raj" / "raj2.png", ref / "stuart" / "stuart1.png"
+    )
+    clf = tmp_path / "clf.npz"
+    out = cli("classify", "train", known, "--out", clf, "--test-fraction", "0.25")
+    assert "learnt from face 2 of 2" in out and "party.jpg" in out
+    assert "refused" in out and "strangers.jpg" in out and "none like amy" in out
+
+    group = _side_by_side(tmp_path / "group.jpg", ref / "sheldon" / "sheldon5.png",
+                          ref / "stuart" / "stuart2.png", ref / "amy" / "amy5.png")  # fmt: skip
+    out = cli("classify", "predict", clf, group, "--json", tmp_path / "p.json")
+    p = sorted(json.loads((tmp_path / "p.json").read_text()), key=lambda r: r["box"][0])
+    assert [r["name"] for r in p] == ["sheldon", "unknown", "amy"]
+    assert all(len(r["box"]) == 4 for r in p) and [r["face"] for r in p] != [0, 0, 0]
+    assert "rule:" in out and f"{p[0]['threshold']:.3f}" in out
 
 
 def test_filter_finds_mislabelled_images(trained, tmp_path):

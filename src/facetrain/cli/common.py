@@ -107,6 +107,25 @@ def embed_data(fm, data: list[str], align: str, device: str, workers: int = 0):
         t = embed_dataset(fm, data, align=align, device=device, workers=workers)
     except (DatasetError, ValueError) as e:
         fail(str(e))
+    return _usable(t, data)
+
+
+def faces_of_data(fm, data: list[str], align: str, device: str):
+    """DATA roots' photos of one face as a table, and their group photos apart (see
+    `use.embeddings.photo_table`); skipped images reported."""
+    from facetrain.data.listing import DatasetError, Problems, iter_samples
+    from facetrain.use.embeddings import faces_in_photos, photo_table
+
+    try:
+        samples = list(iter_samples(data, problems=Problems()))
+    except (DatasetError, ValueError) as e:
+        fail(str(e))
+    photos = faces_in_photos(fm, [s.path for s in samples], align=align, device=device)
+    t, groups = photo_table(fm, photos, [s.identity for s in samples])
+    return _usable(t, data), groups
+
+
+def _usable(t, data: list[str]):
     for path, why in list(t.skipped.items())[:20]:
         console.print(f"[yellow]skipped[/] {path}: {why}")
     if len(t.skipped) > 20:

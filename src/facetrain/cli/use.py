@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from facetrain import atomic
@@ -19,6 +20,7 @@ from facetrain.cli.common import (
     WorkersOpt,
     app,
     embed_data,
+    faces_of_data,
     fail,
     model_and_inputs,
     open_model_arg,
@@ -153,9 +155,11 @@ def classify_train(
 
     atomic.output_files([*args, *(unknown or [])], **{"--out": out, "--json": json_out})
     fm, data = model_and_inputs(args, device, spec=spec)
-    t = embed_data(fm, data, align, device)
+    t, groups = faces_of_data(fm, data, align, device)
     strangers = embed_data(fm, unknown, align, device).embeddings if unknown else None
-    r = train_classifier(fm, t, method, threshold, test_fraction, strangers)
+    r = train_classifier(fm, t, method, threshold, test_fraction, strangers, groups)
+    for note in r.notes:
+        console.print(note, markup=False)
     clf = r.classifier
     table = Table(title=f"held-out faces, threshold {clf.threshold:.3f} ({clf.threshold_source})")
     for col in ("method", "accuracy (forced)", "accuracy (with unknown)", "strangers refused"):
@@ -183,10 +187,10 @@ def classify_predict(
     device: DeviceOpt = "cpu",
     json_out: JsonOut = None,
 ) -> None:
-    """Name the face in each photo, or `unknown` when no known person is close enough."""
+    """Name every face of each photo, or `unknown` when no known person is close enough."""
 
     from facetrain.use.classify import check_model, load_classifier
-    from facetrain.use.embeddings import embed_paths
+    from facetrain.use.embeddings import faces_in_photos
 
     atomic.output_files([classifier, *images], **{"--json": json_out})
     try:
@@ -195,16 +199,19 @@ def classify_predict(
         fail(str(e))
     fm = open_model_arg(model or clf.model, device, backend, spec)
     check_model(clf, fm, str(classifier))
-    t = embed_paths(fm, images, [""] * len(images), align=align, device=device, progress=False)
+    console.print(f"rule: {clf.rule}", markup=False)
     results = []
-    for path, why in t.skipped.items():
-        console.print(f"[yellow]skipped[/] {path}: {why}")
-        results.append({"path": path, "name": None, "error": why})
-    for path, r in zip(t.paths, clf.predict(t.embeddings) if len(t) else []):
-        results.append({"path": path} | r)
-        print(f"{r['name']}\t{r['distance']:.4f}\t{path}")
-    for path in t.skipped:
-        print(f"(no face)\t-\t{path}")
+    for photo in faces_in_photos(fm, images, align=align, device=device, progress=False):
+        if photo.error:
+            console.print(f"[yellow]skipped[/] {escape(photo.path)}: {escape(photo.error)}")
+            results.append({"path": photo.path, "name": None, "error": photo.error})
+            print(f"(no face)\t-\t{photo.path}")
+            continue
+        for k, (box, r) in enumerate(zip(photo.boxes, clf.predict(photo.embeddings))):
+            where = [] if box is None else [round(float(v), 1) for v in box]
+            results.append({"path": photo.path, "face": k, "box": where} | r)
+            at = f"#{k + 1} ({', '.join(f'{v:.0f}' for v in where)})" if where else ""
+            print(f"{r['name']}\t{r['distance']:.4f}\t{photo.path}{at and ' ' + at}")
     write_json(json_out, results)
 
 

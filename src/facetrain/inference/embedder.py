@@ -98,6 +98,17 @@ class FaceEmbedder:
         """The model's face of one image (see `feed.face_crop`), or None: no face."""
         return face_crop(np.ascontiguousarray(img), lambda: self.aligner, align)
 
+    def every_crop(self, img: np.ndarray, align: str = "auto") -> list[tuple]:
+        """(box or None, aligned crop) of every face of one image: an image taken whole
+        (`never`, or an already aligned face under `auto`) is one face with no box; a
+        photo gives each face it holds, so a group photo is never read as one person."""
+        img = np.ascontiguousarray(img)
+        if align == "never" or (
+            align == "auto" and (self.aligner.is_aligned(img) or self.aligner.is_standard_crop(img))
+        ):
+            return [(None, self.crop(img, align))]
+        return [(f.box, f.crop) for f in self.aligner.faces(img, select="all")]
+
     def embed(self, images: Sequence[np.ndarray], align: str = "auto") -> np.ndarray:
         """One row per image (HxWx3 uint8 RGB): its face's embedding, NaN where none."""
         crops = [self.crop(im, align) for im in images]

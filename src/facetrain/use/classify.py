@@ -78,6 +78,12 @@ class Classifier:
         self._est = make_estimator(self.method).fit(self.embeddings, self.labels)
         return self
 
+    @property
+    def rule(self) -> str:
+        return (f"{self.method}'s choice, named when within {self.threshold:.3f} "
+                f"({self.distance}, {self.threshold_source}) of that person's nearest known "
+                "face, else unknown")  # fmt: skip
+
     def predict(self, emb: np.ndarray) -> list[dict]:
         """For each row: `name` (or `unknown`), `guess` (the classifier's choice), the
         distance to the guessed person's nearest known face and the threshold."""
@@ -204,6 +210,35 @@ def choose_threshold(how: str, pre, embeddings: np.ndarray, labels: list[str]):
 class Trained:
     classifier: Classifier
     figures: dict  # method → held-out accuracy (forced, with unknown, strangers refused)
+    notes: list[str] = field(default_factory=list)  # which face of each group photo, or why none
+
+
+def group_faces(embeddings, labels, groups, threshold: float, distance: str):
+    """From each group photo (PhotoFaces, person), the one face like the person's photos
+    of one face: under the threshold of their nearest one, and the only such face. Returns
+    (rows, their (label, path), a note per photo saying which face was learnt from or why none)."""
+    lab, rows, took, notes = np.asarray(labels), [], [], []
+    for photo, who in groups:
+        own = embeddings[lab == who]
+        n = len(photo.boxes)
+        if not len(own):
+            notes.append(f"refused {photo.path}: {n} faces, and no photo of {who} with one face "
+                         "to tell which is theirs")  # fmt: skip
+            continue
+        near = distance_matrix(photo.embeddings, own, distance).min(1)
+        like = np.flatnonzero(near < threshold)
+        if len(like) != 1:
+            why = "none" if not len(like) else f"{len(like)}"
+            notes.append(f"refused {photo.path}: {n} faces, {why} like {who}'s other photos "
+                         f"(threshold {threshold:.3f})")  # fmt: skip
+            continue
+        k = int(like[0])
+        box = ", ".join(str(int(round(v))) for v in photo.boxes[k])
+        notes.append(f"learnt from face {k + 1} of {n} (box {box}) in {photo.path}: the one "
+                     f"like {who}'s other photos (distance {near[k]:.3f})")  # fmt: skip
+        rows.append(photo.embeddings[k])
+        took.append((who, photo.path))
+    return rows, took, notes
 
 
 def train_classifier(
@@ -213,9 +248,12 @@ def train_classifier(
     threshold: str = "auto",
     test_fraction: float = 0.3,
     strangers: np.ndarray | None = None,
+    groups: list = (),
 ) -> Trained:
-    """A classifier of `method` on an embedding table of the known people, and every
-    method's held-out figures (with `strangers`' embeddings: how many are refused)."""
+    """A classifier of `method` on an embedding table of the known people (and the face of
+    each group photo in `groups` that is like the person's other photos: `group_faces`),
+    and every method's held-out figures (with `strangers`' embeddings: how many are
+    refused)."""
     from dataclasses import asdict
 
     if method not in METHODS:
@@ -224,6 +262,11 @@ def train_classifier(
         raise ClassifyError("need at least two people to classify")
     dist = model.pre.distance
     thr, src = choose_threshold(threshold, model.pre, table.embeddings, table.labels)
+    rows, took, notes = group_faces(table.embeddings, table.labels, groups, thr, dist)
+    if rows:
+        table.embeddings = np.concatenate([table.embeddings, np.stack(rows).astype(np.float32)])
+        table.labels = [*table.labels, *(who for who, _ in took)]
+        table.paths = [*table.paths, *(path for _, path in took)]
     try:
         figures = evaluate_methods(table.embeddings, table.labels, threshold=thr, distance=dist,
                                    test_fraction=test_fraction, unknown=strangers)  # fmt: skip
@@ -231,7 +274,7 @@ def train_classifier(
         raise ClassifyError(str(e)) from None
     clf = Classifier(method, table.embeddings, table.labels, thr, dist, src, model.source,
                      asdict(model.pre))  # fmt: skip
-    return Trained(clf, figures)
+    return Trained(clf, figures, notes)
 
 
 PREPROCESS_KEYS = ("model", "embedding_size", "input_size", "normalize", "crop", "alignment",

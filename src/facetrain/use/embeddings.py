@@ -84,3 +84,50 @@ def save_table(path: str | os.PathLike, t: Table) -> Path:
             preprocess=np.array(json.dumps(t.preprocess)),
         )
     return path
+
+
+@dataclass
+class PhotoFaces:
+    """Every face of one photo: `boxes[k]` (x1, y1, x2, y2, or None for an image taken
+    whole) and `embeddings[k]`; `error` says why the photo gave none."""
+
+    path: str
+    boxes: list
+    embeddings: np.ndarray
+    error: str | None = None
+
+
+def faces_in_photos(
+    model, paths: list[str], *, align: str = "auto", device: str = "cpu", progress: bool = True
+) -> list[PhotoFaces]:
+    """Each photo's faces, all of them: what answers every face of a group photo."""
+    from facetrain.data.images import ImageError, load_rgb
+    from facetrain.progress import progress_bar
+
+    embedder, out = FaceEmbedder(model, device), []
+    with progress_bar(disable=None if progress else True) as bar:
+        task = bar.add_task("faces", total=len(paths), rate="")
+        for path in paths:
+            try:
+                found = embedder.every_crop(load_rgb(path), align)
+            except (ImageError, OSError) as e:
+                out.append(PhotoFaces(path, [], np.zeros((0, embedder.width), np.float32), str(e)))
+            else:
+                emb = embedder.embed_crops([c for _, c in found])
+                why = None if len(found) else "no face found"
+                out.append(PhotoFaces(path, [b for b, _ in found], emb, why))
+            bar.advance(task)
+    return out
+
+
+def photo_table(model, photos: list[PhotoFaces], labels: list[str]) -> tuple[Table, list]:
+    """Photos holding one face as a table (the others in `skipped`, with why), and the
+    group photos apart as (PhotoFaces, label): which face is the person is the caller's
+    decision, never the detector's guess."""
+    one = [(p, lab) for p, lab in zip(photos, labels) if len(p.boxes) == 1]
+    emb = [p.embeddings[0] for p, _ in one]
+    emb = np.stack(emb) if one else np.zeros((0, FaceEmbedder(model).width))
+    skipped = {p.path: p.error for p in photos if p.error}
+    table = Table(emb.astype(np.float32), [p.path for p, _ in one], [lab for _, lab in one],
+                  model.source, asdict(model.pre), skipped)  # fmt: skip
+    return table, [(p, lab) for p, lab in zip(photos, labels) if len(p.boxes) > 1]
