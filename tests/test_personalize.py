@@ -259,3 +259,25 @@ def test_the_web_page_learns_shows_and_goes_back(tmp_path):
     assert shown["identify_accuracy_before"] is not None and shown["verdict"]
     assert client.post("/api/personalize/off").json()["message"] == "back to the plain model"
     assert client.get("/api/personal").json() == {"personal": None}
+
+
+def test_the_stacks_figure_is_the_library_s_own_stacks():
+    """Issue 28 (5): "stacks right" scores the stacks `library cluster` makes of the whole
+    library (its spacing, the names pinned), on the faces whose truth is known — not a
+    re-clustering of the measured faces alone at the plain threshold, which in a population
+    the model crowds called perfect stacks 0.34."""
+    from facetrain.library.cluster import agglomerate
+    from facetrain.library.evaluate import scores
+    from facetrain.library.personalize import Faces, _figures, holdout, library_stacks
+    from test_library_populations import T, population
+
+    emb, who = population(6, 12, 0.1, seed=3)  # crowded: people 0.1 apart, threshold 0.19
+    faces = Faces(emb, np.where(who < 4, who, -1), np.arange(len(emb)), who)
+    train, held, strangers = holdout(faces, 0.3, np.random.default_rng(0))
+    both = np.r_[held, strangers]
+    labels = library_stacks(emb, train, T, "squared_l2")
+    assert (labels[train.person >= 0] == train.person[train.person >= 0]).all()
+    fig = _figures(emb, faces, train, held, strangers, "squared_l2", T)
+    assert fig["bcubed_f"] == scores(labels[both].tolist(), who[both].tolist())["bcubed_f"]
+    alone = agglomerate(emb[both], faces.photo[both], T, "squared_l2")[0]
+    assert fig["bcubed_f"] > scores(alone.tolist(), who[both].tolist())["bcubed_f"] + 0.3

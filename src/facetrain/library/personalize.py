@@ -232,7 +232,6 @@ def _figures(e: np.ndarray, faces: Faces, train: Faces, held: np.ndarray, strang
              distance: str, thr: float | None = None) -> dict:  # fmt: skip
     """identify accuracy, stranger false-name rate and BCubed F in one embedding space `e`
     (the plain or the adapted embeddings of `faces`)."""
-    from facetrain.library.cluster import agglomerate
     from facetrain.library.curate import identify
     from facetrain.library.evaluate import scores
 
@@ -250,10 +249,33 @@ def _figures(e: np.ndarray, faces: Faces, train: Faces, held: np.ndarray, strang
     out["stranger_false_name_rate"] = (
         float(np.mean([g != "unknown" for g in named(e[strangers])])) if len(strangers) else None
     )
-    both = np.r_[held, strangers]  # the stacks the held-back and the strangers' faces make
-    labels, _ = agglomerate(e[both], faces.photo[both], thr, distance)
+    both = np.r_[held, strangers]  # scored where the truth is known to the measurement
+    labels = library_stacks(e, train, thr, distance)[both]
     out["bcubed_f"] = scores(labels.tolist(), faces.who()[both].tolist())["bcubed_f"]
     return out
+
+
+def library_stacks(e: np.ndarray, train: Faces, thr: float, distance: str) -> np.ndarray:
+    """A stack label per face of the whole library, made as `library cluster` makes them
+    (the library's spacing, the named faces pinned to their people): the stacks the owner
+    would see, not a re-clustering of the measured faces alone (which called a stack that
+    mixed two people 100% right)."""
+    from facetrain.library.cluster import FaceSet, People, recluster, with_spacing
+
+    free = np.flatnonzero(train.person < 0)
+    named = np.flatnonzero(train.person >= 0)
+    fs = FaceSet(free, e[free], train.photo[free])
+    people = People(e[named], train.person[named], train.photo[named])
+    fs, people = with_spacing(fs, people, distance)
+    plan = recluster(fs, people, set(), thr, distance)
+    labels = np.full(len(e), -1, np.int64)
+    labels[named] = train.person[named]
+    top = int(labels.max()) + 1
+    for person, ids in plan.to_person:
+        labels[ids] = person
+    for k, ids in enumerate(plan.new_stacks):
+        labels[ids] = top + k
+    return labels
 
 
 KEYS = ("bcubed_f", "identify_accuracy", "stranger_false_name_rate", "threshold")
