@@ -120,3 +120,25 @@ def make_model(path: Path, seed: int = 0, threshold: float = 0.5, dim: int = 32)
             net.train()(prepare(x, size=96, normalize="fixed"))
     pre = Preprocess(model="nn4_small2", embedding_size=dim, input_size=96, threshold=threshold)
     return save_model(path, net.eval(), pre)
+
+
+def embedded_library(db: Path, emb, threshold: float = 0.19, photo=None):
+    """A library (`Library`, open) holding these embeddings as faces, one photo each unless
+    `photo` says which photo each face is on; face ids are 1..N in order."""
+    from facetrain.library import store
+    from facetrain.library.library import Library
+
+    photo = range(len(emb)) if photo is None else photo
+    lib = Library(db, create=True)
+    with store.transaction(lib.con):
+        store.check_model(lib.con, {"distance": "squared_l2", "threshold": threshold}, "test",
+                          str(db), "x")  # fmt: skip
+        ids = {}
+        for e, ph in zip(emb, photo):
+            if ph not in ids:
+                ids[ph] = store.add_photo(lib.con, f"/p/{ph}.jpg", f"{ph:064x}", 1, 0.0, 9, 9,
+                                          None, "ok", None)  # fmt: skip
+            face = dict(box=[0, 0, 50, 50], landmarks=[], score=1.0, size=50.0, sharpness=99.0,
+                        usable=True, embedding=e)  # fmt: skip
+            store.insert_faces(lib.con, ids[ph], [face])
+    return lib

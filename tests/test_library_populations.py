@@ -11,6 +11,7 @@ import pytest
 
 from facetrain.library.cluster import FaceSet, People, agglomerate, place, with_spacing
 from facetrain.library.evaluate import scores
+from helpers import embedded_library
 
 T = 0.19  # the model's calibrated threshold (dlib_resnet's, squared L2)
 
@@ -83,20 +84,8 @@ def test_a_few_faces_fall_back_to_the_models_threshold():
 def test_naming_two_people_never_loosens_the_stacks(tmp_path, libraries):
     """The owner names two stacks of the crowded population; the rest stay as good (the
     threshold is not refitted to two people any more)."""
-    from facetrain.library import store
-    from facetrain.library.library import Library
-
     emb, y = libraries["tight"]
-    with Library(tmp_path / "lib.db", create=True) as lib:
-        with store.transaction(lib.con):
-            pre = {"distance": "squared_l2", "threshold": T}
-            store.check_model(lib.con, pre, "test", "lib.db", "x")
-            for i, e in enumerate(emb):
-                ph = store.add_photo(lib.con, f"/p/{i}.jpg", f"{i:064x}", 1, 0.0, 9, 9, None,
-                                     "ok", None)  # fmt: skip
-                face = dict(box=[0, 0, 50, 50], landmarks=[], score=1.0, size=50.0,
-                            sharpness=99.0, usable=True, embedding=e)  # fmt: skip
-                store.insert_faces(lib.con, ph, [face])
+    with embedded_library(tmp_path / "lib.db", emb, T) as lib:
 
         def current() -> float:
             got = dict(lib.con.execute("SELECT id, person_id FROM faces").fetchall())
@@ -116,27 +105,19 @@ def test_strangers_of_a_crowded_population_stay_unknown(tmp_path, libraries):
     """Two people of the crowded population named on half their faces: their other faces
     get their names, the other eight people's faces stay unknown."""
     from facetrain.library import store
-    from facetrain.library.library import Library
 
     emb, y = libraries["tight"]
     query = np.zeros(len(y), bool)
     for p in np.unique(y):
         query[np.flatnonzero(y == p)[::2]] = True
-    with Library(tmp_path / "lib.db", create=True) as lib:
+    keep = np.flatnonzero(~query)
+    with embedded_library(tmp_path / "lib.db", emb[keep], T, photo=keep) as lib:
         with store.transaction(lib.con):
-            store.check_model(lib.con, {"distance": "squared_l2", "threshold": T}, "t", "db", "x")
-            people = {p: store.new_person(lib.con) for p in (0, 1)}
-            for p, pid in people.items():
+            for p in (0, 1):
+                pid = store.new_person(lib.con)
                 store.name_person(lib.con, pid, f"person {p}")
-            for i in np.flatnonzero(~query):
-                ph = store.add_photo(lib.con, f"/p/{i}.jpg", f"{i:064x}", 1, 0.0, 9, 9, None,
-                                     "ok", None)  # fmt: skip
-                face = dict(box=[0, 0, 50, 50], landmarks=[], score=1.0, size=50.0,
-                            sharpness=99.0, usable=True, embedding=emb[i])  # fmt: skip
-                store.insert_faces(lib.con, ph, [face])
-                if y[i] in people:
-                    fid = lib.con.execute("SELECT max(id) FROM faces").fetchone()[0]
-                    store.assign(lib.con, [(people[y[i]], fid)], confirmed=1)
+                ids = [int(k) + 1 for k in np.flatnonzero(y[keep] == p)]  # face ids 1..N
+                store.assign(lib.con, [(pid, f) for f in ids], confirmed=1)
         lib.cluster()
         got = [lib.namer().name(emb[i][None])[0]["name"] for i in np.flatnonzero(query)]
     want = y[query]

@@ -79,26 +79,33 @@ def merge(con, into: str, other: str) -> str:
 
 def split(con, pid: int, emb: np.ndarray, rows, threshold: float,
           distance: str = "squared_l2") -> str:  # fmt: skip
-    """Sub-cluster a stack (its faces `rows`, compared as `emb`) at a tighter threshold;
-    the largest part keeps the stack (and its name), the others become new unnamed stacks."""
+    """Sub-cluster a stack (its faces `rows`, compared as `emb`) at a tighter threshold.
+    The part holding most of the owner's confirmed faces (else the largest) keeps the stack
+    and its name; the other parts' unconfirmed faces become new unnamed stacks, and a
+    confirmed face stays where the owner put it, whichever part it fell in."""
     from facetrain.library.cluster import agglomerate
 
     if len(rows) < 2:
         raise LibraryError(f"stack {pid} has {len(rows)} face(s): nothing to split")
     photo = np.array([r["photo_id"] for r in rows])
+    confirmed = np.array([bool(r["confirmed"]) for r in rows])
     labels, _ = agglomerate(emb, photo, threshold, distance)
-    parts = sorted((np.flatnonzero(labels == c) for c in np.unique(labels)), key=len, reverse=True)
-    if len(parts) == 1:
+    parts = sorted((np.flatnonzero(labels == c) for c in np.unique(labels)),
+                   key=lambda p: (confirmed[p].sum(), len(p)), reverse=True)  # fmt: skip
+    moving = [p[~confirmed[p]] for p in parts[1:]]
+    moving = [p for p in moving if len(p)]
+    if not moving:
         return f"stack {pid} holds together at threshold {threshold:.3f}: not split"
     with transaction(con):
         before = store.snapshot(con, [r["id"] for r in rows], [pid])
         created = []
-        for part in parts[1:]:
+        for part in moving:
             new = store.new_person(con)
             created.append(new)
             store.assign(con, [(new, rows[i]["id"]) for i in part], confirmed=0)
-        _log(con, "split", f"stack {pid} split in {len(parts)}", before, created)
-    return f"stack {pid} split: kept {len(parts[0])} faces, new stacks {created}"
+        _log(con, "split", f"stack {pid} split in {len(moving) + 1}", before, created)
+    kept = len(rows) - sum(len(p) for p in moving)
+    return f"stack {pid} split: kept {kept} faces, new stacks {created}"
 
 
 def reject(con, face_id: int) -> str:
