@@ -88,7 +88,8 @@ def test_scan_is_incremental_and_never_touches_photos(photos, tmp_path):
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     cli("library", "scan", photos, "--db", db, "--json", tmp_path / "r.json")
     r = json.loads((tmp_path / "r.json").read_text())
-    assert (r["moved"], r["duplicates"], r["changed"], r["removed"]) == (1, 1, 1, 1)
+    assert (r["moved"], r["duplicates"], r["changed"]) == (1, 1, 1)
+    assert r["removed"] + r["missing"] == 1  # missing: kept for the names confirmed on it
     assert any("broken.jpg" in p for p in r["problems"])
     assert any("duplicate of" in why for why in r["problems"].values())
     named = [row for row in faces_table(db) if row[0].endswith("moved/amy1.png")]

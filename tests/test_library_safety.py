@@ -3,9 +3,15 @@ confirmed and named through splits, moves, duplicates, metadata edits and rescan
 
 from __future__ import annotations
 
-import numpy as np
+import os
+import shutil
+from pathlib import Path
 
-from helpers import embedded_library
+import numpy as np
+from PIL import Image
+
+from conftest import BBT, need
+from helpers import embedded_library, make_model
 from test_library_populations import population
 
 
@@ -38,3 +44,84 @@ def test_split_keeps_the_confirmed_faces_with_their_name(tmp_path):
         assert {p["name"]: p["faces"] for p in lib.people()}["Anna"] == 10
         lib.undo()
         assert _person_of(lib) == before
+
+
+def _scan(db, root, model=None) -> dict:
+    import json
+
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+
+    out = db.parent / "scan.json"
+    args = ["library", "scan", str(root), "--db", str(db), "--json", str(out)]
+    res = CliRunner().invoke(app, args + (["--model", str(model)] if model else []))
+    assert res.exit_code == 0, res.output
+    return json.loads(out.read_text())
+
+
+def _confirm_all(db) -> dict[str, list]:
+    """Every face confirmed as a person named after its photo's file; {file name: [person
+    name, ...]} as the library holds them."""
+    from facetrain.library import store
+    from facetrain.library.library import Library
+
+    with Library(db) as lib, store.transaction(lib.con):
+        for pid, path in lib.con.execute("SELECT id, path FROM photos WHERE status = 'ok'"):
+            person = store.new_person(lib.con)
+            store.name_person(lib.con, person, Path(path).name)
+            ids = [r["id"] for r in store.faces_of_photo(lib.con, pid)]
+            store.assign(lib.con, [(person, f) for f in ids], confirmed=1)
+    return _names(db)
+
+
+def _names(db) -> dict[str, list]:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT p.path, pe.name FROM faces f JOIN photos p ON p.id = f.photo_id"
+                       " JOIN people pe ON pe.id = f.person_id WHERE f.confirmed = 1"
+                       " ORDER BY p.path, f.x1").fetchall()  # fmt: skip
+    con.close()
+    out: dict[str, list] = {}
+    for path, name in rows:
+        out.setdefault(name, []).append(Path(path).name)
+    return out
+
+
+@need(BBT)
+def test_moves_duplicates_and_metadata_edits_keep_every_name(photos, tmp_path):
+    """A photo is known by its pixels: moved to another scanned folder (scanned in either
+    order), one copy of a duplicate deleted, a caption added — every confirmed face keeps
+    its name; the owner's photos are never changed by the library."""
+    from PIL import PngImagePlugin
+
+    model = make_model(tmp_path / "m.safetensors")
+    db, a, b = tmp_path / "lib.db", photos / "amy", photos / "penny"
+    shutil.copy(a / "amy2.png", a / "zz-copy-of-amy2.png")
+    _scan(db, a, model)
+    _scan(db, b)
+    names = _confirm_all(db)
+    assert "amy1.png" in names and "amy2.png" in names
+
+    os.rename(a / "amy1.png", b / "amy1.png")  # moved; the old folder scanned first
+    r = _scan(db, a)
+    assert r["missing"] == 1 and r["removed"] == 0
+    assert _scan(db, b)["moved"] == 1
+    assert _names(db)["amy1.png"] == ["amy1.png"] * len(names["amy1.png"])
+
+    os.remove(a / "amy2.png")  # one copy of a duplicate deleted
+    assert _scan(db, a)["moved"] == 1
+    assert _names(db)["amy2.png"] == ["zz-copy-of-amy2.png"] * len(names["amy2.png"])
+
+    info = PngImagePlugin.PngInfo()  # a caption added: other bytes, the same pixels
+    info.add_text("Description", "Amy at the lab")
+    Image.open(a / "amy3.png").save(a / "amy3.png", pnginfo=info)
+    assert _scan(db, a)["changed"] == 1
+    os.rename(a / "amy3.png", b / "amy3-renamed.png")  # and moved, renamed, edited again
+    info.add_text("Author", "me")
+    Image.open(b / "amy3-renamed.png").save(b / "amy3-renamed.png", pnginfo=info)
+    _scan(db, b)
+    _scan(db, a)
+    assert _names(db)["amy3.png"] == ["amy3-renamed.png"] * len(names["amy3.png"])
+    assert sum(map(len, _names(db).values())) == sum(map(len, names.values()))

@@ -85,8 +85,14 @@ def library_scan(
     console.print(
         f"scanned {photos}: {rep.new} new, {rep.changed} changed, {rep.moved} moved, "
         f"{rep.duplicates} duplicates, {rep.removed} removed, {rep.unchanged} unchanged; "
-        f"{rep.faces} faces found ({rep.usable_faces} pass the quality gate) → {db}"
+        f"{rep.faces} faces found ({rep.usable_faces} pass the quality gate) → {db}",
+        markup=False,
     )
+    if rep.missing:
+        console.print(
+            f"{rep.missing} photos gone from their folder are kept for the faces you named "
+            "on them: scan the folder they moved to and they come back"
+        )
     if rep.joined_stacks or rep.new_stacks:
         console.print(f"{rep.joined_stacks} new faces joined their stacks, {rep.new_stacks} new "
                       "stacks (`library cluster` re-clusters everything unconfirmed)")  # fmt: skip

@@ -1,11 +1,14 @@
 """`facetrain library scan`: every face of every photo, aligned and embedded, incrementally.
 
 A re-scan looks at each file's size and modification time first and reads (hashes) only
-what changed. A photo that vanished from one path and appears at another with the same
-content is *moved*: its faces and their names are kept. Same content at two live paths is
-a *duplicate* (recorded, not scanned twice). Changed content is scanned again; vanished
-photos are removed from the library (never from the disk: photos are only ever read).
-Each photo is one transaction, so a kill -9 loses nothing already committed.
+what changed. A photo is known by its pixels, not its path or its file's bytes, so the
+owner's names stay on it: found at another path (in any scanned folder) after leaving the
+old one, it is *moved*; its file changed with the same faces in place (a caption, a date),
+its faces' names are carried over; the same content or pixels at two live paths is a
+*duplicate* (recorded, not scanned twice), and when one copy is deleted the other takes its
+place. A photo gone from disk is removed from the library — unless the owner confirmed a
+face on it: then it is kept as *missing* until it turns up again. Photos are only ever
+read. Each photo is one transaction, so a kill -9 loses nothing already committed.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class ScanReport:
     moved: int = 0
     duplicates: int = 0
     removed: int = 0
+    missing: int = 0  # gone from disk, kept for the names on them until found again
     faces: int = 0
     usable_faces: int = 0
     joined_stacks: int = 0  # new faces placed in existing stacks (incremental clustering)
@@ -162,10 +166,33 @@ def scan(
             _scan_one(con, path, known.get(path), vanished, rep)
             bar.advance(task)
     for pid in vanished.values():
-        with transaction(con):
-            store.delete_photo(con, pid, with_duplicates=True)
-        rep.removed += 1
+        _vanished(con, pid, rep)
     return rep
+
+
+def _vanished(con, pid: int, rep: ScanReport) -> None:
+    """A photo gone from its path: a copy still on disk takes its place (faces and names
+    kept); a photo the owner confirmed faces on is kept as missing (it comes back when
+    found in any scanned folder, by its content or its pixels); any other is removed."""
+    path = store.photo_path(con, pid)
+    if path is None or os.path.isfile(path):  # found again during this scan (its pixels)
+        return
+    live = [d for d in store.duplicates_of(con, pid) if os.path.isfile(d["path"])]
+    with transaction(con):
+        if live:
+            store.promote_duplicate(con, pid, live[0])
+            rep.moved += 1
+        elif store.has_confirmed_faces(con, pid):
+            store.set_status(con, pid, "missing")
+            rep.missing += 1
+        else:
+            store.delete_photo(con, pid, with_duplicates=True)
+            rep.removed += 1
+
+
+def _gone(row) -> bool:
+    """A recorded photo whose file is no longer at its path."""
+    return row["status"] == "missing" or not os.path.isfile(row["path"])
 
 
 def _scan_one(con, path: str, row, vanished: dict, rep: ScanReport):
@@ -193,6 +220,15 @@ def _scan_one(con, path: str, row, vanished: dict, rep: ScanReport):
     if row is None and digest in vanished:
         with transaction(con):
             store.move_photo(con, vanished.pop(digest), path, st.st_size, st.st_mtime)
+        rep.moved += 1
+        return None
+    twin = store.twin_of(con, digest, path) if row is None else None
+    if twin is not None and _gone(twin):  # moved here from another scanned folder
+        with transaction(con):
+            store.move_photo(con, twin["id"], path, st.st_size, st.st_mtime)
+            store.set_status(
+                con, twin["id"], "ok" if twin["status"] == "missing" else twin["status"]
+            )
         rep.moved += 1
         return None
     if _record_duplicate(con, path, row, digest, st, rep):
@@ -247,32 +283,56 @@ def _analyse_in_worker(path: str):
     return _analyse(path, _WORKER)
 
 
-def _analyse(path: str, scanner: Scanner) -> tuple[str, str | None, list, tuple]:
-    """(status, error, faces, (width, height)) of one photo."""
+def pixel_digest(img: np.ndarray) -> str:
+    """What a photo is known by: its upright pixels, not its path or its file's bytes (an
+    edited caption or date changes the bytes, not the photo)."""
+    h = hashlib.sha256(f"{img.shape}".encode())
+    h.update(np.ascontiguousarray(img).tobytes())
+    return h.hexdigest()
+
+
+def _analyse(path: str, scanner: Scanner) -> tuple:
+    """(status, error, faces, (width, height), pixel digest) of one photo."""
     try:
         img = load_rgb(path)
         faces = scanner.faces_of(img)
         status, error = ("ok", None) if faces else ("no_face", "no face found")
-        return status, error, faces, (img.shape[1], img.shape[0])
+        return status, error, faces, (img.shape[1], img.shape[0]), pixel_digest(img)
     except ImageError as e:
-        return e.status, e.reason, [], (None, None)
+        return e.status, e.reason, [], (None, None), None
     except OSError as e:
-        return "unreadable", str(e), [], (None, None)
+        return "unreadable", str(e), [], (None, None), None
 
 
 def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport) -> None:
-    status, error, faces, (w, h) = result
+    """An analysed photo written. The same photo read again — its file changed (a metadata
+    edit), or its pixels found at a new path after it left the old one — keeps its record,
+    its faces' names carried to the faces at the same places; the same pixels at a second
+    live path are a duplicate."""
+    status, error, faces, (w, h), pixels = result
     if error and status != "no_face":
         rep.problems[path] = f"{status}: {error}"
+    same = row
+    if same is None and pixels is not None:
+        same = store.twin_of(con, pixels, path, "pixels")
+        if same is not None and not _gone(same):
+            with transaction(con):
+                store.add_duplicate(con, path, digest, st.st_size, st.st_mtime, same["id"])
+            rep.duplicates += 1
+            rep.problems[path] = f"duplicate of {same['path']} (the same pixels)"
+            return
     with transaction(con):
-        if row is not None:  # changed content: its old faces go
-            store.delete_photo(con, row["id"])
-        pid = store.add_photo(
-            con, path, digest, st.st_size, st.st_mtime, w, h, taken(path), status, error
-        )
-        store.insert_faces(con, pid, faces)
+        if same is not None:
+            store.update_photo(con, same["id"], path, digest, st.st_size, st.st_mtime, w, h,
+                               taken(path), status, error, pixels)  # fmt: skip
+            _replace_faces(con, same["id"], faces)
+        else:
+            pid = store.add_photo(con, path, digest, st.st_size, st.st_mtime, w, h, taken(path),
+                                  status, error, pixels)  # fmt: skip
+            store.insert_faces(con, pid, faces)
     rep.changed += row is not None
-    rep.new += row is None
+    rep.moved += row is None and same is not None
+    rep.new += same is None
     rep.faces += len(faces)
     rep.usable_faces += sum(f["usable"] for f in faces)
 

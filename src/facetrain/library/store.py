@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS photos (
     id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, sha256 TEXT NOT NULL,
     size INTEGER, mtime REAL, width INTEGER, height INTEGER, taken TEXT,
-    status TEXT NOT NULL, error TEXT, duplicate_of INTEGER
+    status TEXT NOT NULL, error TEXT, duplicate_of INTEGER, pixels TEXT
 );
 CREATE INDEX IF NOT EXISTS photos_sha ON photos(sha256);
 CREATE TABLE IF NOT EXISTS people (
@@ -105,8 +105,21 @@ def connect(path: str | os.PathLike, *, create: bool = False) -> sqlite3.Connect
             f"{path}: made by a newer facetrain (schema {version}, this one reads "
             f"{SCHEMA_VERSION}); upgrade facetrain — the library was not touched"
         )
+    _add_pixels(con)
     con.row_factory = sqlite3.Row
     return con
+
+
+def _add_pixels(con: sqlite3.Connection) -> None:
+    """The photo's pixel digest (a photo is known by its pixels: a metadata edit or a move
+    keeps it), added to a library made before it; a read-only file is left as it is."""
+    try:
+        cols = {r[1] for r in con.execute("PRAGMA table_info(photos)")}
+        if cols and "pixels" not in cols:
+            con.execute("ALTER TABLE photos ADD COLUMN pixels TEXT")
+        con.execute("CREATE INDEX IF NOT EXISTS photos_pixels ON photos(pixels)")
+    except sqlite3.OperationalError:
+        pass
 
 
 def get_meta(con: sqlite3.Connection, key: str) -> str | None:
@@ -210,12 +223,47 @@ def move_photo(con, photo_id: int, path: str, size: int, mtime: float) -> None:
     )
 
 
-def twin_of(con, digest: str, path: str) -> sqlite3.Row | None:
-    """Another (original) photo with the same content."""
+def twin_of(con, digest: str, path: str, column: str = "sha256") -> sqlite3.Row | None:
+    """Another (original) photo with the same file content (or, column `pixels`, the same
+    pixels)."""
+    assert column in ("sha256", "pixels")
     return con.execute(
-        "SELECT id, path FROM photos WHERE sha256 = ? AND path != ? AND status != 'duplicate'",
+        f"SELECT id, path, status FROM photos WHERE {column} = ? AND path != ?"
+        " AND status != 'duplicate'",
         (digest, path),
     ).fetchone()
+
+
+def duplicates_of(con, photo_id: int) -> list[sqlite3.Row]:
+    return con.execute(
+        "SELECT * FROM photos WHERE duplicate_of = ? ORDER BY id", (photo_id,)
+    ).fetchall()
+
+
+def promote_duplicate(con, photo_id: int, dup: sqlite3.Row) -> None:
+    """The photo now lives at its duplicate's path (its other copy was deleted): its
+    faces and names stay."""
+    con.execute("DELETE FROM photos WHERE id = ?", (dup["id"],))
+    move_photo(con, photo_id, dup["path"], dup["size"], dup["mtime"])
+
+
+def has_confirmed_faces(con, photo_id: int) -> bool:
+    q = "SELECT 1 FROM faces WHERE photo_id = ? AND confirmed = 1 LIMIT 1"
+    return con.execute(q, (photo_id,)).fetchone() is not None
+
+
+def set_status(con, photo_id: int, status: str) -> None:
+    con.execute("UPDATE photos SET status = ? WHERE id = ?", (status, photo_id))
+
+
+def update_photo(con, photo_id, path, digest, size, mtime, width, height, taken, status, error,
+                 pixels) -> None:  # fmt: skip
+    """A photo's file read again (its content changed, or it was found at another path)."""
+    con.execute(
+        "UPDATE photos SET path = ?, sha256 = ?, size = ?, mtime = ?, width = ?, height = ?,"
+        " taken = ?, status = ?, error = ?, pixels = ? WHERE id = ?",
+        (path, digest, size, mtime, width, height, taken, status, error, pixels, photo_id),
+    )
 
 
 def delete_photo(con, photo_id: int, with_duplicates: bool = False) -> None:
@@ -232,11 +280,12 @@ def add_duplicate(con, path: str, digest: str, size: int, mtime: float, of: int)
     )
 
 
-def add_photo(con, path, digest, size, mtime, width, height, taken, status, error) -> int:
+def add_photo(con, path, digest, size, mtime, width, height, taken, status, error,
+              pixels=None) -> int:  # fmt: skip
     cur = con.execute(
-        "INSERT INTO photos(path, sha256, size, mtime, width, height, taken, status, error)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (path, digest, size, mtime, width, height, taken, status, error),
+        "INSERT INTO photos(path, sha256, size, mtime, width, height, taken, status, error,"
+        " pixels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (path, digest, size, mtime, width, height, taken, status, error, pixels),
     )
     return int(cur.lastrowid)
 
