@@ -546,7 +546,7 @@ def merge_people(con, into: int, other: int) -> None:
         "UPDATE faces SET person_id = ?, confirmed = 1 WHERE person_id IN (?, ?)",
         (into, into, other),
     )
-    con.execute("UPDATE rejections SET person_id = ? WHERE person_id = ?", (into, other))
+    con.execute("UPDATE OR IGNORE rejections SET person_id = ? WHERE person_id = ?", (into, other))
     con.execute("DELETE FROM people WHERE id = ?", (other,))
 
 
@@ -605,7 +605,12 @@ def snapshot(con, face_ids: list[int], people_ids: list[int]) -> dict:
     ppl = con.execute(
         f"SELECT id, name, hidden FROM people WHERE id IN ({_q(people_ids)})", list(people_ids)
     ).fetchall()
-    return {"faces": [list(r) for r in faces], "people": [list(r) for r in ppl]}
+    rejected = con.execute(
+        f"SELECT face_id, person_id FROM rejections WHERE person_id IN ({_q(people_ids)})",
+        list(people_ids),
+    ).fetchall()
+    return {"faces": [list(r) for r in faces], "people": [list(r) for r in ppl],
+            "rejected": [list(r) for r in rejected]}  # fmt: skip
 
 
 def log_action(con, kind: str, description: str, undo: dict) -> None:
@@ -634,6 +639,11 @@ def revert(con, action_id: int, undo: dict) -> None:
         [(p, c, h, f) for f, p, c, h in undo["faces"]],
     )
     unreject(con, [tuple(r) for r in undo["rejections"]])
+    if "rejected" in undo:  # the people's rejections as they were (a merge moves them)
+        people = [p for p, _, _ in undo["people"]]
+        con.execute(f"DELETE FROM rejections WHERE person_id IN ({_q(people)})", people)
+        con.executemany("INSERT OR IGNORE INTO rejections(face_id, person_id) VALUES (?, ?)",
+                        [tuple(r) for r in undo["rejected"]])  # fmt: skip
     for pid in undo["created"]:
         delete_person(con, pid)
     con.execute("UPDATE actions SET undone = 1 WHERE id = ?", (action_id,))
