@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && timeout 600 apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; } \
 	  || echo "note: chromium not installed; the web UI browser test will be skipped"
+	@# the XMP test reads sidecars back with ExifTool, as other photo programs would
+	@command -v exiftool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && timeout 600 apt-get install -y --no-install-recommends libimage-exiftool-perl >/dev/null 2>&1; } \
+	  || echo "note: exiftool not installed; the XMP read-back test will be skipped"
 	touch $(STAMP)
 
 demo: setup

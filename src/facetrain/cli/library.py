@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from facetrain.cli.common import DeviceOpt, JsonOut, SpecOpt, app, fail, write_json
@@ -62,6 +63,9 @@ def library_scan(
     spec: SpecOpt = None,
     device: DeviceOpt = "cpu",
     workers: Annotated[int, typer.Option(help="Processes analysing photos.")] = 1,
+    import_xmp: Annotated[
+        bool, typer.Option("--import-xmp", help="Names from XMP sidecars' face regions.")
+    ] = False,
     json_out: JsonOut = None,
 ) -> None:
     """Find, align and embed every face; new, changed, moved and deleted photos handled."""
@@ -76,6 +80,7 @@ def library_scan(
             console.print(f"model: {fm.source}")
             quality = Quality(min_size, min_score, min_sharpness)
             rep = lib.scan(photos, fm, quality, device, workers)
+            imported = lib.import_xmp(photos) if import_xmp else None
     except BaseException:
         if new:  # a scan that failed before recording any photo leaves no library behind
             _remove_if_empty(db)
@@ -96,7 +101,13 @@ def library_scan(
     if rep.joined_stacks or rep.new_stacks:
         console.print(f"{rep.joined_stacks} new faces joined their stacks, {rep.new_stacks} new "
                       "stacks (`library cluster` re-clusters everything unconfirmed)")  # fmt: skip
-    write_json(json_out, asdict(rep))
+    if imported is not None:
+        for side, why in imported["problems"].items():
+            console.print(f"[yellow]sidecar not read[/]: {escape(side)}: {escape(why)}")
+        console.print(f"{imported['faces_named']} faces named from {imported['sidecars']} XMP "
+                      f"sidecars ({imported['regions_without_face']} regions matched no face "
+                      "found here; faces you confirmed kept their names)")  # fmt: skip
+    write_json(json_out, asdict(rep) | ({"xmp": imported} if imported else {}))
 
 
 def _remove_if_empty(db: Path) -> None:
@@ -270,14 +281,31 @@ def library_identify(
 @library_app.command("export")
 def library_export(
     db: DbOpt,
-    by_person: Annotated[Path, typer.Option("--by-person", help="Folder to fill with links.")],
+    by_person: Annotated[
+        Path | None, typer.Option("--by-person", help="Folder to fill with links.")
+    ] = None,
+    xmp: Annotated[
+        Path | None,
+        typer.Option(help="Folder for XMP sidecars (MWG face regions) of the named faces."),
+    ] = None,
     model: ModelOpt = None,
-    unnamed: Annotated[bool, typer.Option(help="Also unnamed stacks.")] = False,
+    unnamed: Annotated[bool, typer.Option(help="Also unnamed stacks (--by-person).")] = False,
 ) -> None:
-    """A folder per person of links to the original photos (never moved or copied)."""
+    """A folder per person of links to the original photos (never moved or copied), and
+    XMP sidecars other photo programs read the names from (digiKam, Lightroom, Immich)."""
+    if by_person is None and xmp is None:
+        fail("say what to export: --by-person FOLDER, --xmp FOLDER, or both")
     with _read(db, model) as lib:
-        counts = lib.export(by_person, unnamed)
-    console.print(f"{sum(counts.values())} links in {len(counts)} folders under {by_person}")
+        if by_person is not None:
+            counts = lib.export(by_person, unnamed)
+            console.print(
+                f"{sum(counts.values())} links in {len(counts)} folders under {by_person}",
+                markup=False,
+            )
+        if xmp is not None:
+            n = lib.export_xmp(xmp)
+            console.print(f"{n} XMP sidecars under {xmp} (place each beside its photo, "
+                          "named like it plus .xmp)", markup=False)  # fmt: skip
 
 
 @library_app.command("eval")

@@ -163,6 +163,43 @@ def move(con, face_id: int, to: str) -> str:
     return f"face {face_id} moved to stack {target}"
 
 
+def name_regions(con, photo: dict, regions: list[tuple[str, tuple]]) -> tuple[int, int]:
+    """Names from another program's face regions (name, (cx, cy, w, h) normalised) given
+    to the faces of one photo (`photo`: id, width, height): each region to the face whose
+    box holds its centre and overlaps it most. A face the owner confirmed, or rejected for
+    that name, keeps the owner's word. (faces named, regions with no face of ours)."""
+    faces = store.faces_of_photo(con, photo["id"])
+    named = missed = 0
+    with transaction(con):
+        for name, (cx, cy, w, h) in regions:
+            x, y, W, H = cx * photo["width"], cy * photo["height"], photo["width"], photo["height"]
+            box = [(cx - w / 2) * W, (cy - h / 2) * H, (cx + w / 2) * W, (cy + h / 2) * H]
+            inside = [f for f in faces if f["x1"] <= x <= f["x2"] and f["y1"] <= y <= f["y2"]]
+            face = max(inside, key=lambda f: _overlap(box, f), default=None)
+            if face is None:
+                missed += 1
+                continue
+            pid = store.person_named(con, name)
+            if face["confirmed"] or (
+                pid is not None and pid in store.rejections_of(con, face["id"])
+            ):
+                continue
+            if pid is None:
+                pid = store.new_person(con)
+                store.name_person(con, pid, name)
+            _log(con, "name", f"face {face['id']} named {name!r} from a sidecar",
+                 store.snapshot(con, [face["id"]], [pid]))  # fmt: skip
+            store.assign(con, [(pid, face["id"])], confirmed=1)
+            named += 1
+    return named, missed
+
+
+def _overlap(box, f) -> float:
+    x1, y1 = max(box[0], f["x1"]), max(box[1], f["y1"])
+    x2, y2 = min(box[2], f["x2"]), min(box[3], f["y2"])
+    return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+
 def undo(con, steps: int = 1) -> list[str]:
     """Revert the last `steps` curating actions, newest first."""
     done = []

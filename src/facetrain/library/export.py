@@ -1,4 +1,5 @@
-"""`library export --by-person OUT`: a folder per named person of links to the originals."""
+"""`library export`: a folder per named person of links to the originals (`--by-person`),
+and XMP sidecars holding the owner's names as MWG face regions (`--xmp`)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,29 @@ def _remove_stale(out: Path, keep: set[str]) -> None:
         (folder / MARK).unlink()
         if not any(folder.iterdir()):
             folder.rmdir()
+
+
+def export_xmp(con, out: str | os.PathLike) -> int:
+    """OUT/<photo's path below the photos' common folder>.xmp for every photo with a face
+    the owner named (digiKam's and Immich's `IMG_1.jpg.xmp`); the photos are not touched.
+    Returns the number of sidecars written."""
+    from itertools import groupby
+
+    from facetrain.atomic import atomic_open
+    from facetrain.library.xmp import sidecar
+
+    rows = store.named_faces(con)
+    if not rows:
+        return 0
+    top = os.path.commonpath([os.path.dirname(r["path"]) for r in rows])
+    n = 0
+    for _, group in groupby(rows, key=lambda r: r["photo"]):
+        group = list(group)
+        first = group[0]
+        dest = Path(out) / (os.path.relpath(first["path"], top) + ".xmp")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        faces = [(r["name"], (r["x1"], r["y1"], r["x2"], r["y2"])) for r in group]
+        with atomic_open(dest, "wb") as f:
+            f.write(sidecar(first["width"], first["height"], faces).encode("utf-8"))
+        n += 1
+    return n

@@ -377,6 +377,33 @@ class Library:
 
         return export_by_person(self.con, folder, unnamed)
 
+    def export_xmp(self, folder: str | os.PathLike) -> int:
+        from facetrain.library.export import export_xmp
+
+        return export_xmp(self.con, folder)
+
+    def import_xmp(self, root: str | os.PathLike) -> dict:
+        """Names from the XMP sidecars beside the photos below root (MWG face regions, as
+        digiKam, Lightroom and Immich write them) given to the faces found there; the
+        owner's own confirmed faces are kept. Sidecars that cannot be read are listed."""
+        from facetrain.library.xmp import read_regions, sidecar_of
+
+        out = {"sidecars": 0, "faces_named": 0, "regions_without_face": 0, "problems": {}}
+        for path, row in sorted(store.photos_under(self.con, os.path.abspath(root)).items()):
+            side = sidecar_of(path)
+            if side is None or row["status"] != "ok" or not row["width"]:
+                continue
+            try:
+                regions = read_regions(side)
+            except (OSError, ValueError) as e:
+                out["problems"][str(side)] = str(e)
+                continue
+            named, missed = curate.name_regions(self.con, row, regions)
+            out["sidecars"] += 1
+            out["faces_named"] += named
+            out["regions_without_face"] += missed
+        return out
+
     def evaluate(self, truth: str | os.PathLike) -> tuple[dict, dict]:
         """Pairwise and BCubed scores of the stacks against folder labels, and what was
         left out."""

@@ -1,0 +1,111 @@
+"""Names that leave with the owner: XMP sidecars with MWG face regions (the metadata
+digiKam, Lightroom, Immich and ExifTool read), written from the library and read back.
+
+A region is a face's box in the photo as facetrain sees it (upright: EXIF orientation
+applied), normalised to 0..1 by the photo's width and height, centred as MWG says
+(`stArea:x`, `stArea:y` are the centre). The names are also listed as
+`Iptc4xmpExt:PersonInImage`, which tools without region support show.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+NS = {
+    "x": "adobe:ns:meta/",
+    "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
+    "mwg-rs": "http://www.metadataworkinggroup.com/schemas/regions/",
+    "stDim": "http://ns.adobe.com/xap/1.0/sType/Dimensions#",
+    "stArea": "http://ns.adobe.com/xmp/sType/Area#",
+    "Iptc4xmpExt": "http://iptc.org/std/Iptc4xmpExt/2008-02-29/",
+}
+MAX_BYTES = 4 << 20  # a sidecar is a few kB; anything larger is not read
+
+
+def sidecar(width: int, height: int, faces: list[tuple[str, tuple]]) -> str:
+    """The XMP text for one photo: (name, (x1, y1, x2, y2) in pixels) per face."""
+    items = []
+    for name, (x1, y1, x2, y2) in faces:
+        cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
+        w, h = (x2 - x1) / width, (y2 - y1) / height
+        items.append(
+            f'     <rdf:li><rdf:Description mwg-rs:Name={quoteattr(name)} mwg-rs:Type="Face">\n'
+            f'      <mwg-rs:Area stArea:x="{cx:.6f}" stArea:y="{cy:.6f}" stArea:w="{w:.6f}"'
+            f' stArea:h="{h:.6f}" stArea:unit="normalized"/>\n'
+            "     </rdf:Description></rdf:li>\n"
+        )
+    people = "".join(
+        f"     <rdf:li>{_text(n)}</rdf:li>\n" for n in dict.fromkeys(n for n, _ in faces)
+    )
+    decl = " ".join(f'xmlns:{k}="{v}"' for k, v in NS.items() if k != "x")
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+        f'<x:xmpmeta xmlns:x="{NS["x"]}" x:xmptk="facetrain">\n'
+        f' <rdf:RDF xmlns:rdf="{NS["rdf"]}">\n'
+        f'  <rdf:Description rdf:about="" {decl}>\n'
+        '   <mwg-rs:Regions rdf:parseType="Resource">\n'
+        f'    <mwg-rs:AppliedToDimensions stDim:w="{width}" stDim:h="{height}"'
+        ' stDim:unit="pixel"/>\n'
+        "    <mwg-rs:RegionList><rdf:Bag>\n"
+        f"{''.join(items)}"
+        "    </rdf:Bag></mwg-rs:RegionList>\n"
+        "   </mwg-rs:Regions>\n"
+        f"   <Iptc4xmpExt:PersonInImage><rdf:Bag>\n{people}"
+        "   </rdf:Bag></Iptc4xmpExt:PersonInImage>\n"
+        "  </rdf:Description>\n"
+        " </rdf:RDF>\n"
+        "</x:xmpmeta>\n"
+        '<?xpacket end="w"?>\n'
+    )
+
+
+def _text(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def sidecar_of(photo: str | os.PathLike) -> Path | None:
+    """The sidecar beside a photo: `IMG_1.jpg.xmp` (digiKam, Immich) or `IMG_1.xmp`
+    (Lightroom), whichever exists."""
+    p = Path(photo)
+    for c in (p.with_name(p.name + ".xmp"), p.with_suffix(".xmp")):
+        if c.is_file():
+            return c
+    return None
+
+
+def read_regions(path: str | os.PathLike) -> list[tuple[str, tuple]]:
+    """(name, (cx, cy, w, h), normalised) of each named face region of an XMP file,
+    whichever way a tool wrote them (attributes or elements). Raises ValueError for a file
+    that is not XMP one can read (too large, a DOCTYPE, broken XML)."""
+    data = Path(path).read_bytes()[: MAX_BYTES + 1]
+    if len(data) > MAX_BYTES or b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise ValueError("not a sidecar facetrain reads (too large, or a DOCTYPE)")
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as e:
+        raise ValueError(f"broken XML ({e})") from None
+    out = []
+    for d in root.iter():  # rdf:Description, or rdf:li with rdf:parseType="Resource"
+        name = _field(d, "mwg-rs", "Name")
+        kind = _field(d, "mwg-rs", "Type") or "Face"
+        area = d.find(f"{{{NS['mwg-rs']}}}Area")
+        if not name or kind != "Face" or area is None:
+            continue
+        try:
+            box = tuple(float(_field(area, "stArea", k)) for k in ("x", "y", "w", "h"))
+        except (TypeError, ValueError):
+            continue
+        out.append((name, box))
+    return out
+
+
+def _field(el, ns: str, key: str) -> str | None:
+    """An XMP property written as an attribute or as a child element."""
+    tag = f"{{{NS[ns]}}}{key}"
+    if tag in el.attrib:
+        return el.attrib[tag]
+    child = el.find(tag)
+    return None if child is None else (child.text or "").strip()
