@@ -313,3 +313,99 @@ def test_learn_from_my_names_in_a_browser(tmp_path):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_person_page_a_family_would_use(people_library, tmp_path):
+    """Issue 29 (2), in headless Chromium: a person has a URL and opens at it with the title
+    row in view (not under the sticky header); guesses and confirmed faces look different;
+    several faces selected and moved at once (one undo); "same person?" suggestions,
+    nearest first, merge with one click; the cover is the person's best-quality face."""
+    import os
+
+    from facetrain.library import curate, store
+    from facetrain.library.library import Library
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium here (make setup installs Debian's chromium where it may)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    shots = os.environ.get("FACETRAIN_SCREENSHOTS")
+    api = local_client(people_library)
+    people = api.get("/api/people").json()
+    with Library(people_library) as lib:
+        for p in people:
+            rows = store.face_quality(lib.con, p["id"])
+            assert p["cover"] == max(rows, key=curate.quality)["id"]
+    big = [p for p in people if p["faces"] >= 3]
+    photos = {p["id"]: set(api.get(f"/api/stacks/{p['id']}").json()["photo_ids"]) for p in big}
+    first = big[0]["id"]
+    second = next(p["id"] for p in big[1:] if not photos[p["id"]] & photos[first])
+    sugg = api.get(f"/api/stacks/{first}/suggestions").json()
+    assert sugg and first not in [s["id"] for s in sugg]
+    assert [s["distance"] for s in sugg] == sorted(s["distance"] for s in sugg)
+    server, thread, port = _serve(people_library)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+
+            def status(text):
+                js = f"document.querySelector('#status').textContent.includes({text!r})"
+                try:
+                    page.wait_for_function(js)
+                except sync_api.TimeoutError:
+                    raise AssertionError(page.locator("#status").inner_text()) from None
+
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator(".card").first.wait_for()
+            page.goto(f"http://127.0.0.1:{port}/person/{first}")
+            page.locator(".face").first.wait_for()
+            assert page.locator("#title").inner_text() == f"Unnamed #{first}"
+            header = page.locator("header").evaluate("e => e.getBoundingClientRect().bottom")
+            row = page.locator("#back").evaluate("e => e.getBoundingClientRect().top")
+            assert header <= row < 760, (header, row)  # the title row is in view
+            assert page.locator(".face.confirmed").count() == 0  # guesses look like guesses
+            page.locator(".sugg").first.wait_for()
+            shown = page.locator(".sugg").evaluate_all("els => els.map(e => +e.dataset.stack)")
+            assert shown == [s["id"] for s in sugg]
+
+            # select two faces, move them together to the second person; one undo
+            faces = api.get(f"/api/stacks/{first}").json()["face_ids"][:2]
+            for f in faces:
+                page.locator(f".face[data-face='{f}'] img").click()
+            assert page.locator("#picked").inner_text() == "2 faces selected"
+            if shots:  # the photos blurred: the shared test set's, not ours to publish
+                blur = page.add_style_tag(content="img{filter:blur(9px)}")
+                page.screenshot(path=f"{shots}/library-person-selected.png")
+                blur.evaluate("e => e.remove()")
+            page.locator("#movepick").fill(f"Unnamed #{second}")
+            page.locator("#movesel").click()
+            status("moved")
+            assert "2 faces moved" in page.locator("#status").inner_text()
+            moved = api.get(f"/api/stacks/{second}").json()
+            assert set(faces) <= set(moved["confirmed_ids"])
+            page.locator("#undo").click()
+            status("undone")
+            assert set(faces) <= set(api.get(f"/api/stacks/{first}").json()["face_ids"])
+
+            # named: every face the owner's word, and shown so
+            page.locator("#name").fill("Amy Farrah")
+            page.locator("#name").press("Enter")
+            status("now")
+            n = api.get(f"/api/stacks/{first}").json()["faces"]
+            assert page.locator(".face.confirmed").count() == n
+
+            # the nearest suggestion merged with one click; back to the people by the browser
+            nearest = sugg[0]["id"]
+            page.locator(f".sugg[data-stack='{nearest}'] .mergethis").click()
+            status("merged")
+            assert api.get(f"/api/stacks/{first}").json()["faces"] == n + next(
+                q["faces"] for q in people if q["id"] == nearest)  # fmt: skip
+            page.go_back()
+            page.wait_for_function("location.pathname === '/'")
+            page.locator(".card").first.wait_for()
+            assert page.locator("#person").is_hidden()
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

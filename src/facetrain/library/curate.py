@@ -200,6 +200,48 @@ def _overlap(box, f) -> float:
     return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
 
+def quality(row) -> float:
+    """How good a face is to show a person by: detector score × size (full at 160 px) ×
+    sharpness (full at 150) × one half when its box runs off the photo (a magazine crop,
+    a head cut by the frame)."""
+    size = min(float(row["size"] or 0) / 160.0, 1.0)
+    sharp = min(float(row["sharpness"] or 0) / 150.0, 1.0)
+    w, h = row["width"] or 0, row["height"] or 0
+    inside = row["x1"] >= 0 and row["y1"] >= 0 and row["x2"] <= w and row["y2"] <= h
+    return float(row["score"] or 0) * size * sharp * (1.0 if inside else 0.5)
+
+
+def covers(con) -> dict[int, int]:
+    """Each stack's cover: its best face by `quality`, the owner's confirmed faces first."""
+    best: dict[int, tuple] = {}
+    for r in store.face_quality(con):
+        key = (r["confirmed"], quality(r), -r["id"])
+        if r["person_id"] not in best or key > best[r["person_id"]][0]:
+            best[r["person_id"]] = (key, r["id"])
+    return {p: f for p, (_, f) in best.items()}
+
+
+def move_faces(con, face_ids: list[int], to: str) -> str:
+    """These faces are that person: moved together, confirmed, one action (one undo).
+    Refused when two of them, or one of them and the person, share a photo."""
+    target = stack_id(con, to)
+    faces = sorted(set(face_ids))
+    known = [store.face_person(con, f) for f in faces]
+    if not faces or not all(exists for exists, _ in known):
+        raise LibraryError(f"no face among {faces}" if not faces else "a face that is not here")
+    stay = [f for f, (_, p) in zip(faces, known) if p != target]
+    if store.photos_shared(con, stay, store.face_ids(con, target)) or len(
+            store.photos_of_faces(con, stay)) < len(stay):  # fmt: skip
+        raise LibraryError(f"two of these faces share a photo with each other or with stack "
+                           f"{target}: two faces of one photo are two people")  # fmt: skip
+    people = sorted({p for _, p in known if p is not None} | {target})
+    with transaction(con):
+        _log(con, "move", f"{len(stay)} faces moved to stack {target}",
+             store.snapshot(con, stay, people))  # fmt: skip
+        store.assign(con, [(target, f) for f in stay], confirmed=1)
+    return f"{len(stay)} faces moved to stack {target}"
+
+
 def undo(con, steps: int = 1) -> list[str]:
     """Revert the last `steps` curating actions, newest first."""
     done = []

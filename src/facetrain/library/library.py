@@ -239,11 +239,48 @@ class Library:
         return curate.move(self.con, face_id, to)
 
     def stack_view(self, stack: int) -> dict:
-        """One stack for its page: name, hidden, its faces (confirmed first) and photos."""
+        """One stack for its page: name, hidden, its faces (confirmed first; which are the
+        owner's word), its cover face and photos."""
         rows = store.people(self.con, only=stack)
         if not rows:
             raise LibraryError(f"no stack {stack}")
-        return rows[0] | {"face_ids": self.face_ids(stack), "photo_ids": self.stack_photos(stack)}
+        cover = max(store.face_quality(self.con, stack), key=curate.quality, default=None)
+        return rows[0] | {"face_ids": self.face_ids(stack), "photo_ids": self.stack_photos(stack),
+                          "confirmed_ids": store.confirmed_ids(self.con, stack),
+                          "cover": None if cover is None else cover["id"]}  # fmt: skip
+
+    def people_with_covers(self, faces: int = 12) -> list[dict]:
+        """The stacks (`people`), each with its cover face (`curate.covers`) and its first
+        faces."""
+        cover = curate.covers(self.con)
+        return [p | {"cover": cover.get(p["id"]), "face_ids": self.face_ids(p["id"], faces)}
+                for p in self.people()]  # fmt: skip
+
+    def suggestions(self, stack: int, k: int = 5) -> list[dict]:
+        """ "Same person?": the other stacks nearest this one (mean distance between their
+        faces, as the stacks are made), nearest first; stacks sharing a photo with it are
+        left out (two faces of one photo are two people)."""
+        from facetrain.distances import distance_matrix
+
+        _, distance = self.threshold()
+        emb, rows = self._faces("stacked")
+        person = np.array([r["person_id"] for r in rows], np.int64)
+        photo = np.array([r["photo_id"] for r in rows], np.int64)
+        mine = person == stack
+        if not mine.any():  # no such stack, or a hidden one: nothing to suggest
+            return []
+        d = distance_matrix(emb[mine], emb, distance).mean(0)
+        clash = set(person[np.isin(photo, photo[mine])].tolist())
+        people = {p["id"]: p for p in self.people() if not p["hidden"]}
+        ids, inv = np.unique(person, return_inverse=True)
+        mean = np.bincount(inv, weights=d) / np.bincount(inv)
+        out = [{"id": int(i), "name": people[int(i)]["name"], "faces": people[int(i)]["faces"],
+                "distance": float(m)} for i, m in zip(ids, mean)
+               if int(i) in people and int(i) not in clash]  # fmt: skip
+        return sorted(out, key=lambda x: x["distance"])[:k]
+
+    def move_faces(self, face_ids: list[int], to: str) -> str:
+        return curate.move_faces(self.con, face_ids, to)
 
     def undo(self, steps: int = 1) -> list[str]:
         if steps < 1:

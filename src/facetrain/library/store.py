@@ -477,6 +477,29 @@ def photos_shared(con, faces_a: list[int], faces_b: list[int]) -> int:
     ).fetchone()[0]
 
 
+def photos_of_faces(con, face_ids: list[int]) -> list[int]:
+    """The distinct photos these faces are on."""
+    sql = f"SELECT DISTINCT photo_id FROM faces WHERE id IN ({_q(face_ids)})"
+    return [r[0] for r in con.execute(sql, list(face_ids))]
+
+
+def face_quality(con, person_id: int | None = None) -> list[sqlite3.Row]:
+    """What a face's quality is judged from (detector score, size, sharpness, the box
+    against its photo's edges) for every face in a stack (or one stack's)."""
+    where = "f.person_id = ?" if person_id is not None else "f.person_id IS NOT NULL"
+    return con.execute(
+        "SELECT f.id, f.person_id, f.confirmed, f.score, f.size, f.sharpness, f.x1, f.y1,"
+        " f.x2, f.y2, p.width, p.height FROM faces f JOIN photos p ON p.id = f.photo_id"
+        f" WHERE {where} AND f.hidden = 0 ORDER BY f.id",
+        () if person_id is None else (person_id,),
+    ).fetchall()
+
+
+def confirmed_ids(con, person_id: int) -> list[int]:
+    q = "SELECT id FROM faces WHERE person_id = ? AND confirmed = 1 ORDER BY id"
+    return [r[0] for r in con.execute(q, (person_id,))]
+
+
 def stack_photos(con, person_id: int) -> list[int]:
     return [r[0] for r in con.execute(
         "SELECT DISTINCT photo_id FROM faces WHERE person_id = ? ORDER BY photo_id", (person_id,)

@@ -34,6 +34,11 @@ class MoveBody(BaseModel):
     to: Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
+class MoveManyBody(BaseModel):
+    faces: Annotated[list[Annotated[int, Field(ge=0, le=2**63 - 1)]], Field(max_length=10_000)]
+    to: Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
 class MergeBody(BaseModel):
     other: Annotated[int, Field(ge=0, le=2**63 - 1)]
 
@@ -102,10 +107,17 @@ def _views(app: FastAPI, act, db_path) -> None:
     def index() -> str:
         return PAGE
 
+    @app.get("/person/{stack}", response_class=HTMLResponse)
+    def person_page(stack: Id) -> str:  # a person's own URL: the page opens on them
+        return PAGE
+
     @app.get("/api/people")
     def api_people() -> list[dict]:
-        with Library(db_path, lock=False) as lib:
-            return [p | {"face_ids": lib.face_ids(p["id"], 12)} for p in lib.people()]
+        return act("people_with_covers")
+
+    @app.get("/api/stacks/{stack}/suggestions")
+    def api_suggestions(stack: Id) -> list[dict]:
+        return act("suggestions", stack)
 
     @app.get("/api/stacks/{stack}")
     def api_stack(stack: Id) -> dict:
@@ -150,6 +162,10 @@ def _actions(app: FastAPI, act) -> None:
     @app.post("/api/stacks/{stack}/unhide")
     def api_unhide(stack: Id) -> dict:
         return {"message": act("unhide", str(stack))}
+
+    @app.post("/api/faces/move")
+    def api_move_many(body: MoveManyBody) -> dict:
+        return {"message": act("move_faces", body.faces, str(body.to))}
 
     @app.post("/api/faces/{face}/move")
     def api_move(face: Id, body: MoveBody) -> dict:
@@ -202,7 +218,12 @@ main{padding:1em}.hidden{display:none!important}
 .face img{width:96px;height:96px;object-fit:cover;border-radius:6px;display:block}
 #personal{background:#eef6f0;padding:.5em 1em;border-bottom:1px solid #cdc}
 #personal td,#personal th{padding:0 .8em;text-align:left}
-.face button{font-size:11px}.face.confirmed img{outline:2px solid #4a7}
+.face button{font-size:11px}.face.confirmed img{outline:3px solid #2a7a4a}
+.face .badge{font-size:11px;color:#888}.face.picked{background:#dbe9ff}
+.face.confirmed .badge{color:#2a7a4a;font-weight:600}
+#suggest{display:flex;flex-wrap:wrap;gap:8px}.sugg{background:#fff;border-radius:8px;
+  padding:4px 8px;display:flex;gap:6px;align-items:center}
+.sugg img{width:48px;height:48px;object-fit:cover;border-radius:50%}
 input,button{font:inherit}input[type=search],input.pick{padding:.25em .4em}
 </style></head><body>
 <header><h1>facetrain library</h1>
@@ -224,8 +245,13 @@ input,button{font:inherit}input[type=search],input.pick{padding:.25em .4em}
       aria-label="merge into"><button id="merge">Merge</button>
     <button id="split">Split</button><button id="hide">Hide</button>
     <button id="unhide">Unhide</button></div>
+  <h3>Same person?</h3><div id="suggest"></div>
   <h3 id="photostitle">Photos</h3><div id="photos" class="photos"></div>
-  <h3>Faces</h3><div id="faces" class="faces"></div>
+  <h3>Faces</h3>
+  <div class="row"><span id="picked">click faces to select several</span>
+    <input id="movepick" class="pick" list="peoplelist" placeholder="move selected to…"
+      aria-label="move the selected faces to"><button id="movesel">Move selected</button></div>
+  <div id="faces" class="faces"></div>
 </section>
 <datalist id="peoplelist"></datalist>
 </main>
@@ -252,7 +278,8 @@ function drawGrid() {
   const shown = people.filter(p => (p.faces >= 3 || $("#small").checked)
     && (!p.hidden || $("#showhidden").checked) && label(p).toLowerCase().includes(q));
   $("#grid").innerHTML = shown.map(p => `<div class="card${p.hidden ? " is-hidden" : ""}"
-    tabindex="0" data-stack="${p.id}"><img alt="${esc(label(p))}" src="/face/${p.face_ids[0]}.jpg">
+    tabindex="0" data-stack="${p.id}"><img alt="${esc(label(p))}"
+    src="/face/${p.cover ?? p.face_ids[0]}.jpg">
     <div class="who">${esc(label(p))}</div>
     <div class="n">${p.faces} faces · ${p.photos} photos</div></div>`).join("")
     || "<p>No stacks to show (small and hidden ones are behind the switches).</p>";
@@ -275,12 +302,21 @@ async function drawPerson() {
   $("#photostitle").textContent = `Photos (${s.photo_ids.length})`;
   $("#photos").innerHTML = s.photo_ids.map(p =>
     `<img alt="photo ${p}" loading="lazy" src="/photo/${p}.jpg">`).join("");
-  $("#faces").innerHTML = s.face_ids.map(f => `<div class="face" data-face="${f}">
-    <img alt="face ${f}" src="/face/${f}.jpg"><button class="reject" title="not this person"
-    >not them</button><br><input class="pick move" list="peoplelist" size="9"
+  const sure = new Set(s.confirmed_ids);
+  picked.clear(); drawPicked();
+  $("#faces").innerHTML = s.face_ids.map(f => `<div class="face${sure.has(f) ? " confirmed" : ""}"
+    data-face="${f}"><img alt="face ${f}" src="/face/${f}.jpg" title="click to select">
+    <span class="badge">${sure.has(f) ? "&#10003; confirmed" : "guess"}</span><br>
+    <button class="reject" title="not this person">not them</button><br>
+    <input class="pick move" list="peoplelist" size="9"
     placeholder="move to…" aria-label="move face ${f} to"></div>`).join("");
+  drawSuggestions();
   document.querySelectorAll(".face").forEach(d => {
     const face = Number(d.dataset.face);
+    $("img", d).onclick = () => {
+      if (!picked.delete(face)) picked.add(face);
+      d.classList.toggle("picked", picked.has(face)); drawPicked();
+    };
     $(".reject", d).onclick = () => call(`/api/faces/${face}/reject`);
     $(".move", d).onkeydown = async e => {
       if (e.key !== "Enter") return;
@@ -288,6 +324,37 @@ async function drawPerson() {
       if (!to) { $("#status").textContent = `no person "${e.target.value}"`; return; }
       await call(`/api/faces/${face}/move`, {to: to.id});
     };
+  });
+}
+const picked = new Set();
+function drawPicked() {
+  $("#picked").textContent = picked.size ? `${picked.size} faces selected`
+                                         : "click faces to select several";
+}
+async function moveSelected() {
+  const to = pick($("#movepick").value);
+  if (!to) { $("#status").textContent = `no person "${$("#movepick").value}"`; return; }
+  if (!picked.size) { $("#status").textContent = "no faces selected"; return; }
+  if (await call("/api/faces/move", {faces: [...picked], to: to.id})) $("#movepick").value = "";
+}
+$("#movesel").onclick = moveSelected;
+$("#movepick").onkeydown = e => { if (e.key === "Enter") moveSelected(); };
+async function drawSuggestions() {  // "same person?": nearest stacks first, one click to merge
+  const shown = current;
+  const r = await fetch(`/api/stacks/${shown}/suggestions`);
+  if (!r.ok || shown !== current) return;
+  const list = await r.json();
+  $("#suggest").innerHTML = list.map(p => {
+    const cover = (people.find(q => q.id === p.id) || {}).cover;
+    const img = cover ? `<img alt="" src="/face/${cover}.jpg">` : "";
+    return `<div class="sugg" data-stack="${p.id}">${img}
+      <a href="/person/${p.id}">${esc(label(p))}</a> <span class="n">${p.faces} faces,
+      distance ${p.distance.toFixed(3)}</span><button class="mergethis">Merge here</button></div>`;
+  }).join("") || "<span class='n'>no other stack to suggest</span>";
+  document.querySelectorAll(".sugg").forEach(d => {
+    $("a", d).onclick = e => { e.preventDefault(); openPerson(Number(d.dataset.stack)); };
+    $(".mergethis", d).onclick = () =>
+      call(`/api/stacks/${current}/merge`, {other: Number(d.dataset.stack)});
   });
 }
 const pct = v => v === null ? "n/a" : (100 * v).toFixed(1) + "%";
@@ -311,20 +378,27 @@ async function refresh() {  // both lists at once, then drawn with no wait betwe
   drawGrid();
   if (current !== null) await drawPerson();
 }
-async function openPerson(id) {
+async function openPerson(id, push = true) {  // each person has a URL: /person/ID
   current = id;
+  if (push && location.pathname !== `/person/${id}`) history.pushState(null, "", `/person/${id}`);
   $("#people").classList.add("hidden");
   $("#person").classList.remove("hidden");
   await drawPerson();
-  $("#person").scrollIntoView();
+  window.scrollTo(0, 0);  // the title row in view, below the sticky header
   $("#name").focus();
 }
-function showPeople() {
+function showPeople(push = true) {
   current = null;
+  if (push && location.pathname !== "/") history.pushState(null, "", "/");
   $("#person").classList.add("hidden");
   $("#people").classList.remove("hidden");
   drawGrid();
 }
+function route() {  // the page for the address: the back button and shared links work
+  const m = location.pathname.match(/^[/]person[/]([0-9]+)$/);
+  if (m) openPerson(Number(m[1]), false); else showPeople(false);
+}
+window.onpopstate = route;
 const saveName = () => call(`/api/stacks/${current}/name`, {name: $("#name").value});
 $("#save").onclick = saveName;
 $("#name").onkeydown = e => { if (e.key === "Enter") saveName(); };
@@ -333,7 +407,9 @@ async function mergeInto() {
   if (!into) { $("#status").textContent = `no person "${$("#mergepick").value}"`; return; }
   const from = current;
   current = into.id;  // call's redraw shows the merged person before the status says "merged"
-  if (await call(`/api/stacks/${into.id}/merge`, {other: from})) { $("#mergepick").value = ""; }
+  if (await call(`/api/stacks/${into.id}/merge`, {other: from})) {
+    $("#mergepick").value = ""; history.replaceState(null, "", `/person/${into.id}`);
+  }
   else { current = from; await drawPerson(); }
 }
 $("#merge").onclick = mergeInto;
@@ -353,6 +429,6 @@ document.addEventListener("keydown", e => {
     e.preventDefault(); $("#search").focus();
   } else if (e.key === "z" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); call("/api/undo"); }
 });
-refresh();
+refresh().then(route);
 </script></body></html>
 """
