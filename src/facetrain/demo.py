@@ -64,15 +64,18 @@ def download_lfw(cache: Path) -> Path:
                 shutil.copyfileobj(r, f)
         except OSError as e:
             console.print(
-                f"[bold red]error:[/] cannot download LFW ({e}). You seem to be offline: put a "
-                "folder of photos per person somewhere and set FACETRAIN_DEMO_DATA to it."
+                f"error: cannot download LFW ({e}). You seem to be offline: put a "
+                "folder of photos per person somewhere and set FACETRAIN_DEMO_DATA to it.",
+                style="bold red",
             )
             sys.exit(1)
         os.replace(part, tgz)
     md5 = hashlib.md5(tgz.read_bytes()).hexdigest()
     if md5 != LFW_MD5:
         tgz.unlink()
-        console.print(f"[bold red]error:[/] {tgz} has MD5 {md5}, expected {LFW_MD5}; removed it.")
+        console.print(
+            f"error: {tgz} has MD5 {md5}, expected {LFW_MD5}; removed it.", style="bold red"
+        )
         sys.exit(1)
     console.print("checksum verified; unpacking")
     with tarfile.open(tgz) as t:
@@ -81,7 +84,7 @@ def download_lfw(cache: Path) -> Path:
 
 
 def step(command: str) -> None:
-    console.rule(f"[bold]$ facetrain {command}")
+    console.rule(f"$ facetrain {command}", style="bold")
 
 
 def prepare(data: Path) -> Path:
@@ -168,7 +171,7 @@ def main() -> None:
                  "loss": "softmax", "epochs": 3, "batch_size": 32}  # fmt: skip
         run = train_step(None, flags, ["input_size=80"])
     page = report_step(run)
-    console.rule("[bold green]done")
+    console.rule("done", style="bold green")
     console.print(
         f"aligned faces: {OUT / 'aligned'} (every input in alignment.csv)\n"
         f"packed dataset: {OUT / 'pack'} — load it with facetrain.data.PackedDataset\n"

@@ -71,7 +71,7 @@ def main(recipes: list[str], overrides: list[str] | None = None) -> None:
 
     mini, lfw = shared_dataset("mini-train"), shared_dataset("lfw")
     if mini is None or lfw is None:
-        console.print("[bold red]error:[/] needs ../shared/datasets/mini-train and lfw")
+        console.print("error: needs ../shared/datasets/mini-train and lfw", style="bold red")
         raise SystemExit(2)
     if not (PACK / "meta.json").exists():
         pack_step(str(mini), PACK)
@@ -94,7 +94,7 @@ def main(recipes: list[str], overrides: list[str] | None = None) -> None:
             f"VAL@FAR=1e-3 {m['val']:.4f}, AUC {m['auc']:.4f} "
             f"({cfg.out}; this call {minutes:.1f} min)"
         )
-    console.rule("[bold green]results")
+    console.rule("results", style="bold green")
     for line in lines:
         print(line)
 

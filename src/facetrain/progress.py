@@ -4,6 +4,7 @@ on a terminal, plain lines in a log (a job under nohup, cron or a cluster schedu
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,37 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True, soft_wrap=True)  # never break a path across lines
+# Shown as escapes, never sent raw: C0/C1 controls (a terminal's escape sequences, a
+# carriage return that overwrites the line), bidirectional overrides and isolates (an
+# "exe.jpg" that reads "gpj.exe"), and lone surrogates (a file name not valid UTF-8).
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e"
+                     "\u2066-\u2069\ud800-\udfff]")  # fmt: skip
+
+
+def shown(text) -> str:
+    """Text from outside (a file or person name, a path) made safe to print on a terminal:
+    controls, direction overrides and lone surrogates written as visible escapes."""
+    text = str(text)
+
+    def esc(m: re.Match) -> str:
+        c = ord(m.group())
+        if 0xDC80 <= c <= 0xDCFF:  # a byte of a non-UTF-8 name (surrogateescape)
+            return f"\\x{c - 0xDC00:02x}"
+        return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+    return _UNSAFE.sub(esc, text)
+
+
+class SafeConsole(Console):
+    """facetrain's console: markup off (a name like `[/]` or `[red]` prints as it is, and
+    never crashes a command that has already changed something), and every string shown
+    through `shown`. Styled words are given as `style=` or `Text`, never as markup."""
+
+    def render_str(self, text: str, **kw):
+        return super().render_str(shown(text), **kw)
+
+
+console = SafeConsole(stderr=True, soft_wrap=True, markup=False)  # never break a path
 
 
 def progress_bar(*, disable: bool | None = None, every: float = 30.0):

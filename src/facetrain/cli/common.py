@@ -8,7 +8,6 @@ from typing import Annotated
 
 import click
 import typer
-from rich.markup import escape
 from typer.core import TyperGroup
 
 from facetrain.errors import FacetrainError
@@ -22,7 +21,7 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except FacetrainError as e:
-            console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+            console.print(f"error: {e}", style="bold red", highlight=False)
             raise typer.Exit(2) from None
 
 
@@ -43,7 +42,7 @@ JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the res
 
 def fail(message: str, code: int = 2) -> None:
     """Print a clear one-line error and exit (2 = unusable arguments)."""
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    console.print(f"error: {message}", style="bold red", highlight=False)
     raise typer.Exit(code)
 
 
@@ -127,9 +126,9 @@ def faces_of_data(fm, data: list[str], align: str, device: str):
 
 def _usable(t, data: list[str]):
     for path, why in list(t.skipped.items())[:20]:
-        console.print(f"[yellow]skipped[/] {path}: {why}")
+        console.print(f"skipped {path}: {why}", style="yellow")
     if len(t.skipped) > 20:
-        console.print(f"[yellow]… {len(t.skipped) - 20} more skipped[/]")
+        console.print(f"… {len(t.skipped) - 20} more skipped", style="yellow")
     if len(t) == 0:
         fail(f"{':'.join(data)}: no usable face images{_one_identity_hint(data)}", 1)
     return t

@@ -88,11 +88,11 @@ def eval_(
 def _show(name: str, r: dict) -> None:
     from facetrain.evaluate.model_eval import summary_line
 
-    console.print(summary_line(f"[bold]{name}[/]", r))
+    console.print(summary_line(name, r))
     tar = ", ".join(f"{k}: {v:.4f}" for k, v in r["tar_at_far"].items())
     console.print(f"  TAR at FAR {tar}")
     for path, why in list(r.get("unusable_images", {}).items())[:10]:
-        console.print(f"  [yellow]skipped[/] {path}: {why}", highlight=False)
+        console.print(f"  skipped {path}: {why}", style="yellow", highlight=False)
 
 
 @app.command()

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from facetrain.cli.common import DeviceOpt, JsonOut, SpecOpt, app, fail, write_json
-from facetrain.progress import console
+from facetrain.progress import console, shown
 
 library_app = typer.Typer(
     help="A private photo library: faces stacked per person, named, recognised.",
@@ -86,7 +85,7 @@ def library_scan(
             _remove_if_empty(db)
         raise
     for path, why in list(rep.problems.items())[:20]:
-        console.print(f"[yellow]{why}[/]: {path}", highlight=False)
+        console.print(f"{why}: {path}", style="yellow", highlight=False)
     console.print(
         f"scanned {photos}: {rep.new} new, {rep.changed} changed, {rep.moved} moved, "
         f"{rep.duplicates} duplicates, {rep.removed} removed, {rep.unchanged} unchanged; "
@@ -103,7 +102,7 @@ def library_scan(
                       "stacks (`library cluster` re-clusters everything unconfirmed)")  # fmt: skip
     if imported is not None:
         for side, why in imported["problems"].items():
-            console.print(f"[yellow]sidecar not read[/]: {escape(side)}: {escape(why)}")
+            console.print(f"sidecar not read: {side}: {why}", style="yellow")
         console.print(f"{imported['faces_named']} faces named from {imported['sidecars']} XMP "
                       f"sidecars ({imported['regions_without_face']} regions matched no face "
                       "found here; faces you confirmed kept their names)")  # fmt: skip
@@ -247,7 +246,7 @@ def library_faces(
         faces = lib.faces(stack)
     for f in faces:
         box = ",".join(f"{f[k]:.0f}" for k in ("x1", "y1", "x2", "y2"))
-        print(f"{f['id']}\t{'confirmed' if f['confirmed'] else 'guess'}\t{f['path']}\t{box}")
+        print(f"{f['id']}\t{'confirmed' if f['confirmed'] else 'guess'}\t{shown(f['path'])}\t{box}")
 
 
 @library_app.command("identify")
@@ -263,16 +262,19 @@ def library_identify(
     """Name every face in new photos from the named people, or say unknown."""
     with _read(db) as lib:
         if not any(p["name"] for p in lib.people()):
-            console.print("[yellow]no named people yet: every face is unknown[/]")
+            console.print("no named people yet: every face is unknown", style="yellow")
         results = lib.identify(photos, threshold, margin, device, model)
     for r in results:
         if "error" in r:
-            console.print(f"[yellow]skipped[/] {r['photo']}: {r['error']}", highlight=False)
+            console.print(f"skipped {r['photo']}: {r['error']}", style="yellow", highlight=False)
         for f in r["faces"]:
             d = "-" if f["distance"] is None else f"{f['distance']:.3f}"
-            print(f"{r['photo']}\t{f['name']}\t{d}\t" + ",".join(f"{v:.0f}" for v in f["box"]))
+            print(
+                f"{shown(r['photo'])}\t{shown(f['name'])}\t{d}\t"
+                + ",".join(f"{v:.0f}" for v in f["box"])
+            )
         if not r["faces"] and "error" not in r:
-            print(f"{r['photo']}\t(no face)")
+            print(f"{shown(r['photo'])}\t(no face)")
     if results:  # stderr: stdout stays one line a face for scripts
         console.print(f"rule: {results[0]['rule']}", highlight=False, markup=False)
     write_json(json_out, results)
@@ -426,8 +428,10 @@ def library_serve(
     _open(db, model).close()
     _check_port(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        console.print(f"[yellow]warning:[/] serving on {host}: other machines can see your library")
+        console.print(
+            f"warning: serving on {host}: other machines can see your library", style="yellow"
+        )
     if host in ("0.0.0.0", "::"):
-        console.print("[yellow]warning:[/] every interface: any Host header is answered")
+        console.print("warning: every interface: any Host header is answered", style="yellow")
     console.print(f"library {db}: open http://{host}:{port}/  (Ctrl-C stops)")
     uvicorn.run(create_app(db, host), host=host, port=port, log_level="warning")

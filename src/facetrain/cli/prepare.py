@@ -50,9 +50,7 @@ def stats(
 
 
 def _print_stats(result: dict) -> None:
-    console.print(
-        f"identities: [bold]{result['identities']}[/]  images: [bold]{result['images']}[/]"
-    )
+    console.print(f"identities: {result['identities']}  images: {result['images']}", style="bold")
     ipi = result["images_per_identity"]
     console.print(
         f"images per identity: min {ipi['min']}, median {ipi['median']:g}, "
@@ -64,7 +62,7 @@ def _print_stats(result: dict) -> None:
         table.add_row(label, str(n), "█" * round(30 * n / top))
     console.print(table)
     if result["problems"]:
-        console.print("[bold yellow]problems[/] (skipped or worth a look):")
+        console.print("problems (skipped or worth a look):", style="bold yellow")
         for kind, n in result["problems"].items():
             ex = ", ".join(result["problem_examples"].get(kind, [])[:3])
             console.print(f"  {kind}: {n}   e.g. {ex}")
@@ -214,7 +212,7 @@ def rewarp(
     fm = open_model_arg(model)
     rep = rewarp_dataset(parse_roots(data), out, fm.pre.alignment)
     for path, why in list(rep.skipped.items())[:20]:
-        console.print(f"[yellow]skipped[/] {path}: {why}", highlight=False)
+        console.print(f"skipped {path}: {why}", style="yellow", highlight=False)
     console.print(
         f"re-warped {rep.written} faces into {fm.pre.model}'s "
         f"{fm.pre.alignment['size']}x{fm.pre.alignment['size']} geometry → {out}"

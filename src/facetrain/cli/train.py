@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from facetrain.cli.common import app
@@ -122,7 +121,7 @@ def _list_settings() -> None:
 
     table = Table("setting", "type", "default", "meaning", title="--set KEY=VALUE")
     for row in settings():
-        table.add_row(*(escape(c) for c in row))
+        table.add_row(*row)
     console.print(table)
 
 
@@ -156,7 +155,7 @@ def models() -> None:
         table.add_row(e.name, f"{e.input_size}²", str(e.embedding_size), e.lfw.split(" (")[0])
     console.print(table)
     for e in pretrained.ENTRIES.values():  # the long fields as paragraphs: they wrap whole
-        console.print(f"\n[bold]pretrained:{e.name}[/bold] — {e.architecture}", highlight=False)
+        console.print(f"\npretrained:{e.name} — {e.architecture}", style="bold", highlight=False)
         for label, text in (("source", e.source), ("licence", e.licence), ("LFW", e.lfw),
                             ("measure it", f"$ {e.measured_by}")):  # fmt: skip
             console.print(f"  {label}: {text}", highlight=False, markup=False)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from facetrain import atomic
@@ -26,7 +25,7 @@ from facetrain.cli.common import (
     open_model_arg,
     write_json,
 )
-from facetrain.progress import console
+from facetrain.progress import console, shown
 
 
 @app.command()
@@ -81,7 +80,7 @@ def compare(
     fm, images = model_and_inputs(args, device, backend, spec)
     c = compare_faces(fm, images, threshold, align, device)
     for path, why in c.skipped.items():
-        console.print(f"[yellow]skipped[/] {path}: {why}", highlight=False)
+        console.print(f"skipped {path}: {why}", style="yellow", highlight=False)
     table = Table("", *map(str, range(len(c.paths))),
                   title=f"{c.distance} distance ({fm.pre.flip} flip), unit embeddings")  # fmt: skip
     for i, p in enumerate(c.paths):
@@ -89,9 +88,9 @@ def compare(
     console.print(table)
     for p in c.pairs:
         verdict = {None: "?", True: "same", False: "different"}[p["same"]]
-        print(f"{verdict}\t{p['distance']:.4f}\t{p['a']}\t{p['b']}")
+        print(f"{verdict}\t{p['distance']:.4f}\t{shown(p['a'])}\t{shown(p['b'])}")
     if c.threshold is None:
-        console.print("[yellow]the model has no calibrated threshold; pass --threshold[/]")
+        console.print("the model has no calibrated threshold; pass --threshold", style="yellow")
     else:
         l2 = "" if c.threshold_l2 is None else f" (plain L2 {c.threshold_l2:.3f})"
         console.print(f"threshold {c.threshold:.3f} {c.distance}{l2}; from: {c.threshold_source}")
@@ -203,15 +202,15 @@ def classify_predict(
     results = []
     for photo in faces_in_photos(fm, images, align=align, device=device, progress=False):
         if photo.error:
-            console.print(f"[yellow]skipped[/] {escape(photo.path)}: {escape(photo.error)}")
+            console.print(f"skipped {photo.path}: {photo.error}", style="yellow")
             results.append({"path": photo.path, "name": None, "error": photo.error})
-            print(f"(no face)\t-\t{photo.path}")
+            print(f"(no face)\t-\t{shown(photo.path)}")
             continue
         for k, (box, r) in enumerate(zip(photo.boxes, clf.predict(photo.embeddings))):
             where = [] if box is None else [round(float(v), 1) for v in box]
             results.append({"path": photo.path, "face": k, "box": where} | r)
             at = f"#{k + 1} ({', '.join(f'{v:.0f}' for v in where)})" if where else ""
-            print(f"{r['name']}\t{r['distance']:.4f}\t{photo.path}{at and ' ' + at}")
+            print(f"{shown(r['name'])}\t{r['distance']:.4f}\t{shown(photo.path)}{at and ' ' + at}")
     write_json(json_out, results)
 
 
