@@ -68,6 +68,8 @@ UNSUPPORTED = {
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: above any camera, below a decompression bomb
 
 # We apply our own pixel limit before decoding; PIL's warning/error would only duplicate it.
+# So every image facetrain opens goes through `open_checked` (a 30,000² PNG once decoded to
+# 4.2 GB while its EXIF date was read by a plain Image.open).
 Image.MAX_IMAGE_PIXELS = None
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from facetrain.distances import distance_matrix
 from facetrain.library import store
 from facetrain.library.store import LibraryError, transaction
+from facetrain.progress import shown
 
 
 def people(con) -> list[dict]:
@@ -39,12 +40,18 @@ def _log(con, kind: str, description: str, before: dict, created=(), rejections=
     store.log_action(con, kind, description, undo)
 
 
+MAX_NAME = 200  # a person's name: the folder `export` makes for them stays a legal file name
+
+
 def name(con, ref: str, new_name: str) -> str:
     """Name a stack; naming it like an existing person merges it into that person. A name
     of digits alone is refused: it would read as a stack id."""
     new_name = new_name.strip()
     if not new_name:
         raise LibraryError("a name cannot be empty")
+    if not new_name.isprintable() or len(new_name) > MAX_NAME:
+        raise LibraryError(f"a name is one line of printable text, at most {MAX_NAME} "
+                           f"characters: {shown(new_name)[:80]!r} is not")  # fmt: skip
     if new_name.isdigit():
         raise LibraryError(
             f"a name cannot be only digits ({new_name!r} reads as a stack id): add a letter"

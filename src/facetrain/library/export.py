@@ -11,8 +11,10 @@ from facetrain.library import store
 
 
 def safe_name(name: str) -> str:
-    """A person's name as a folder name (no separators, no leading dots)."""
-    return re.sub(r"[/\\\\\x00]", "_", name).lstrip(".") or "_"
+    """A person's name as a folder name: no separators, no leading dots, at most 200 bytes
+    (file systems allow 255; the stack id may be added)."""
+    name = re.sub(r"[/\\\\\x00]", "_", name).lstrip(".") or "_"
+    return name.encode("utf-8")[:200].decode("utf-8", "ignore")
 
 
 MARK = ".facetrain-person"  # in each folder export made: the stack id it holds

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facetrain.data.images import ImageError, is_image_name, load_rgb
+from facetrain.data.images import ImageError, is_image_name, load_rgb, open_checked
 from facetrain.library import store
 from facetrain.library.store import transaction
 
@@ -54,20 +54,40 @@ class ScanReport:
     problems: dict[str, str] = field(default_factory=dict)  # path -> reason
 
 
-def list_photos(root: str | os.PathLike, skip=lambda path: False) -> list[str]:
+LINKED_FOLDER = "skipped: a link to a folder (links are not followed; scan that folder itself)"
+NOT_UTF8 = "skipped: the file name is not valid UTF-8 (rename the file to scan it)"
+
+
+def list_photos(root: str | os.PathLike, skip=lambda path: False,
+                notes: dict | None = None) -> list[str]:  # fmt: skip
     """Every image file below root (sorted; hidden files and folders skipped, and every
-    path `skip` says is not the owner's photo — a library's own files)."""
-    out = []
+    path `skip` says is not the owner's photo — a library's own files). `notes` gets what
+    was passed over and why: links to folders, names that are not UTF-8."""
+    out, notes = [], {} if notes is None else notes
     for folder, dirs, files in os.walk(root):
+        for d in dirs:
+            if os.path.islink(os.path.join(folder, d)) and not d.startswith("."):
+                notes[os.path.join(folder, d)] = LINKED_FOLDER
         dirs[:] = sorted(
             d for d in dirs if not d.startswith(".") and not skip(os.path.join(folder, d))
         )
-        out += [
-            os.path.join(folder, f)
-            for f in sorted(files)
-            if not f.startswith(".") and is_image_name(f) and not skip(os.path.join(folder, f))
-        ]
+        for f in sorted(files):
+            path = os.path.join(folder, f)
+            if f.startswith(".") or not is_image_name(f) or skip(path):
+                continue
+            if not _utf8(path):
+                notes[path] = NOT_UTF8
+                continue
+            out.append(path)
     return out
+
+
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def sha256(path: str) -> str:
@@ -79,12 +99,19 @@ def sha256(path: str) -> str:
 
 
 def taken(path: str) -> str | None:
-    """EXIF DateTimeOriginal (else DateTime), as written in the file."""
+    """EXIF DateTimeOriginal (else DateTime), as written in the file — read without
+    decoding a pixel: an image over the size limit is never opened for it, and a PNG's
+    EXIF is taken only from what precedes its pixels (PIL decodes the whole image to look
+    further)."""
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            exif = im.getexif()
+        with open_checked(path) as im:
+            if im.format == "PNG":
+                exif = Image.Exif()
+                exif.load(im.info.get("exif", b""))
+            else:
+                exif = im.getexif()
             value = exif.get_ifd(0x8769).get(36867) or exif.get(306)
     except Exception:  # EXIF is a bonus: any problem means "no date"
         return None
@@ -143,7 +170,7 @@ def scan(
 
     root = os.path.abspath(root)
     rep = ScanReport()
-    files = list_photos(root, skip)
+    files = list_photos(root, skip, rep.problems)
     seen = set(files)
     known = store.photos_under(con, root)
     vanished = {r["sha256"]: r["id"] for p, r in known.items() if p not in seen}

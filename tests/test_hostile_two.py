@@ -1,0 +1,143 @@
+"""Hostile use, round two (issue 30): no page can act for the owner or read the library, no
+file can exhaust the machine, and no input gives a traceback. Each class of the issue has
+cases here; each failed on the code before the fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from facetrain.cli import app
+from helpers import embedded_library, huge_png, make_model
+
+runner = CliRunner()
+
+
+def run(*args) -> tuple[int, str]:
+    r = runner.invoke(app, [str(a) for a in args])
+    return r.exit_code, r.output
+
+
+def _lib(tmp_path, n: int = 6) -> Path:
+    """A small library of generated faces (one per photo), clustered."""
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((n, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    with embedded_library(tmp_path / "lib.db", emb) as lib:
+        lib.cluster()
+    return tmp_path / "lib.db"
+
+
+def _peak_mb(*args) -> tuple[float, str]:
+    """Peak memory (MB) of one facetrain command run in a process of its own."""
+    code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], "
+            "capture_output=True, text=True); print(r.returncode, "
+            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); "
+            "print(r.stdout + r.stderr)")  # fmt: skip
+    cmd = [sys.executable, "-c", code, sys.executable, "-m", "facetrain", *map(str, args)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    first, rest = out.split("\n", 1)
+    rc, mb = first.split()
+    assert rc == "0", rest
+    return float(mb), rest
+
+
+# --- 3: decompression bombs ------------------------------------------------------------------
+def test_a_decompression_bomb_is_never_decoded(tmp_path):
+    """A 30,000² and a 100,000² PNG (69-byte files) in a scanned folder: refused by size,
+    and the scan's peak memory is that of scanning an empty folder (torch alone is ~500 MB
+    here); before, reading the 30,000² one's EXIF date decoded it (+2.6 GB)."""
+    model = make_model(tmp_path / "m.safetensors")
+    bombs, empty = tmp_path / "bombs", tmp_path / "empty"
+    empty.mkdir()
+    bombs.mkdir()
+    huge_png(bombs / "big.png", 30_000, 30_000)
+    huge_png(bombs / "bigger.png", 100_000, 100_000)
+    base, _ = _peak_mb("library", "scan", empty, "--db", tmp_path / "a.db", "--model", model)
+    peak, out = _peak_mb("library", "scan", bombs, "--db", tmp_path / "b.db", "--model", model)
+    assert out.count("too_large") == 2 and "big.png" in out, out
+    assert peak - base < 100, (base, peak)
+    from facetrain.library.scan import taken
+
+    assert taken(str(bombs / "big.png")) is None
+
+
+# --- 4, 5: names and paths that are not plain text ---------------------------------------------
+def test_escape_codes_and_markup_in_file_names_are_printed_inert(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    evil = ["\x1b[2Jwiped.jpg", "exe\u202egpj.jpg", "a[/2019].jpg", "[red]x[/].jpg"]
+    (photos / "a[").mkdir()  # a[/2019].jpg and [red]x[/].jpg: folders, files, markup
+    (photos / "[red]x[").mkdir()
+    for name in evil:
+        (photos / name).write_bytes(b"\xff\xd8\xff not really a jpeg")
+    os.symlink(tmp_path, photos / "elsewhere")  # a folder link: said, not silently passed
+    code, out = run("library", "scan", photos, "--db", tmp_path / "lib.db", "--model",
+                    make_model(tmp_path / "m.safetensors"))  # fmt: skip
+    assert code == 0, out
+    assert "\x1b" not in out and "\u202e" not in out
+    assert "\\x1b[2Jwiped.jpg" in out and "exe\\u202egpj.jpg" in out
+    assert "a[/2019].jpg" in out and "[red]x[/].jpg" in out
+    assert "elsewhere" in out and "links are not followed" in out
+
+
+@pytest.mark.parametrize("name", ["[/]", "[red]Amy", "Amy [/bold]", "x[/2019]"])
+def test_a_name_with_markup_is_kept_and_printed_as_it_is(tmp_path, name):
+    """It crashed `name` after the name was written, and a retry's undo undid twice."""
+    db = _lib(tmp_path)
+    code, out = run("library", "name", "1", name, "--db", db)
+    assert code == 0 and name in out, out
+    code, out = run("library", "people", "--db", db)
+    assert code == 0 and name in out, out
+    code, out = run("library", "undo", "--db", db)
+    assert code == 0 and out.count("undone") == 1, out
+
+
+@pytest.mark.parametrize("name", ["\x1b[31mred", "a\u202eb", "two\nlines", "x" * 201, "\ud800"])
+def test_names_that_are_not_one_line_of_text_are_refused(tmp_path, name):
+    db = _lib(tmp_path)
+    code, out = run("library", "name", "1", name, "--db", db)
+    assert code == 2 and "printable text" in out and "\x1b" not in out, out
+    assert "Traceback" not in out
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_and_the_rest_scanned(tmp_path):
+    if sys.platform == "darwin":
+        pytest.skip("macOS file systems refuse names that are not UTF-8")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "fine.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    bad = os.path.join(os.fsencode(photos), b"caf\xe9.jpg")
+    with open(bad, "wb") as f:
+        f.write(b"\xff\xd8\xff not really a jpeg")
+    code, out = run("library", "scan", photos, "--db", tmp_path / "lib.db", "--model",
+                    make_model(tmp_path / "m.safetensors"))  # fmt: skip
+    assert code == 0, out
+    assert "caf\\xe9.jpg" in out and "not valid UTF-8" in out and "1 new" in out
+
+
+def test_a_web_name_with_a_lone_surrogate_is_a_clear_refusal(tmp_path):
+    from test_library_web import local_client
+
+    api = local_client(_lib(tmp_path))
+    r = api.post("/api/stacks/1/name", content=b'{"name": "\\ud800x"}',
+                 headers={"Content-Type": "application/json"})  # fmt: skip
+    assert r.status_code in (400, 422) and "printable" in r.text, r.text
+
+
+def test_a_very_long_name_exports_to_a_folder_the_disk_accepts(tmp_path):
+    from facetrain.library.export import safe_name
+
+    name = "Zoë " * 50  # 200 characters, 250 bytes
+    assert len(safe_name(name).encode()) <= 200
+    db = _lib(tmp_path)
+    assert run("library", "name", "1", name.strip(), "--db", db)[0] == 0
+    code, out = run("library", "export", "--db", db, "--by-person", tmp_path / "out")
+    assert code == 0, out
+    assert len(next((tmp_path / "out").iterdir()).name.encode()) <= 200
