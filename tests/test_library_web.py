@@ -203,7 +203,7 @@ def test_people_page_in_a_browser(people_library, tmp_path):
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page = browser.new_page(viewport={"width": 1100, "height": 760}, bypass_csp=True)
             page.goto(f"http://127.0.0.1:{port}/")
             page.locator(".card").first.wait_for()
             cards = page.locator(".card")
@@ -292,7 +292,7 @@ def test_learn_from_my_names_in_a_browser(tmp_path):
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page = browser.new_page(viewport={"width": 1100, "height": 760}, bypass_csp=True)
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_selector(".card")
             assert page.locator("#personal").is_hidden() and page.locator("#plain").is_hidden()
@@ -347,7 +347,7 @@ def test_a_person_page_a_family_would_use(people_library, tmp_path):
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page = browser.new_page(viewport={"width": 1100, "height": 760}, bypass_csp=True)
 
             def status(text):
                 js = f"document.querySelector('#status').textContent.includes({text!r})"
@@ -409,3 +409,81 @@ def test_a_person_page_a_family_would_use(people_library, tmp_path):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_no_other_page_can_frame_the_library_or_read_it(library):
+    """Issue 30 (1, 2), in headless Chromium under the page's own CSP: the page works (its
+    script runs, no policy violation); a foreign page cannot show it in a frame
+    (clickjacking) nor load its images or JSON (the library's shape); a link from elsewhere
+    still opens the UI's pages."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium here (make setup installs Debian's chromium where it may)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    api = local_client(library)
+    stack = api.get("/api/people").json()[0]
+    server, thread, port = _serve(library)
+    foreign_server, foreign_thread, foreign_port = _serve_html(
+        f'<iframe id="f" src="http://127.0.0.1:{port}/" width=600 height=400></iframe>'
+        f'<img id="i" src="http://127.0.0.1:{port}/face/{stack["face_ids"][0]}.jpg">'
+        f'<a id="a" href="http://127.0.0.1:{port}/person/{stack["id"]}">the library</a>'
+    )
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page()
+            violations = []
+            page.on("console", lambda m: violations.append(m.text)
+                    if "Content Security Policy" in m.text else None)  # fmt: skip
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator("#grid > *").first.wait_for()  # its own script ran under the policy
+            assert not violations, violations
+
+            page.goto(f"http://127.0.0.1:{foreign_port}/")
+            page.wait_for_load_state("load")
+            frame = page.frame_locator("#f")
+            assert frame.locator("#undo").count() == 0  # refused to render in the frame
+            assert page.locator("#i").evaluate("i => i.naturalWidth") == 0  # no image read
+            page.locator("#a").click()  # a plain link still opens the person's page
+            page.wait_for_url(f"http://127.0.0.1:{port}/person/{stack['id']}")
+            page.locator(".face").first.wait_for()
+            browser.close()
+    finally:
+        for s, t in ((server, thread), (foreign_server, foreign_thread)):
+            s.should_exit = True
+            t.join(timeout=10)
+
+
+def _serve_html(html: str):
+    """Another site: a page of its own on another port."""
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse
+
+    other = FastAPI()
+    other.get("/", response_class=HTMLResponse)(lambda: html)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(other, host="127.0.0.1", port=port,
+                                           log_level="warning"))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, thread, port
+
+
+@pytest.mark.parametrize("path", ["/api/people", "/face/1.jpg", "/photo/1.jpg",
+                                  "/api/stacks/1", "/person/1", "/"])  # fmt: skip
+def test_reads_answer_only_the_ui_s_own_pages(library, path):
+    """What a browser says of who asks (Sec-Fetch-Site): another site's page gets 403 for
+    every read, a navigation to one of the UI's pages is let through; every answer says
+    it may not be framed."""
+    api = local_client(library)
+    foreign = api.get(path, headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"})
+    assert foreign.status_code == 403
+    same = api.get(path, headers={"Sec-Fetch-Site": "same-origin"})
+    assert same.status_code in (200, 404)
+    assert same.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in same.headers["Content-Security-Policy"]
+    nav = api.get(path, headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
+    assert nav.status_code == (200 if path in ("/", "/person/1") else 403)

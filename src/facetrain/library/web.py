@@ -57,15 +57,36 @@ def allowed_hosts(bind: str) -> frozenset[str] | None:
     return LOCAL_HOSTS | {bind.lower().strip("[]")}
 
 
-def refusal(method: str, host: str, origin: str | None, hosts) -> str | None:
-    """Why a request is refused (None: it is not): a foreign Host, or a state-changing
-    request without the page's own Origin."""
+def refusal(method: str, host: str, origin: str | None, hosts, site: str | None = None,
+            mode: str | None = None, path: str = "/") -> str | None:  # fmt: skip
+    """Why a request is refused (None: it is not): a foreign Host; a state-changing request
+    without the page's own Origin; or a read another site's page asked for — an
+    `<img src=…/photo/3.jpg>` on a foreign page told it which photos exist (the browser
+    says who asks in `Sec-Fetch-Site`; only a plain navigation to a page of the UI, a link
+    or a bookmark, may come from elsewhere)."""
     name = urlsplit(f"//{host}").hostname if host else None
     if hosts is not None and name not in hosts:
         return f"unknown Host {host!r}: this server answers as {', '.join(sorted(hosts))}"
     if method not in SAFE_METHODS and (origin is None or urlsplit(origin).netloc != host):
         return f"{method} from origin {origin!r} refused: only this page may change the library"
+    if site in ("cross-site", "same-site") and not (mode == "navigate" and is_page(path)):
+        return f"{path} asked for by another site's page ({site}): refused"
     return None
+
+
+def is_page(path: str) -> bool:
+    """The UI's own pages (what a link may open): the people page and a person's page."""
+    return path == "/" or (path.startswith("/person/") and path[8:].isdigit())
+
+
+# The page may be shown only as itself: never inside another site's frame (a frame made
+# invisible turned one click into Undo), and it runs only its own script.
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
 
 
 def create_app(db_path: str | os.PathLike, host: str = "127.0.0.1") -> FastAPI:
@@ -77,10 +98,12 @@ def create_app(db_path: str | os.PathLike, host: str = "127.0.0.1") -> FastAPI:
     @app.middleware("http")
     async def guard(request: Request, call_next):
         h = request.headers
-        why = refusal(request.method, h.get("host", ""), h.get("origin"), hosts)
-        if why is not None:
-            return PlainTextResponse(why, status_code=403)
-        return await call_next(request)
+        fetch = (h.get("sec-fetch-site"), h.get("sec-fetch-mode"), request.url.path)
+        why = refusal(request.method, h.get("host", ""), h.get("origin"), hosts, *fetch)
+        response = PlainTextResponse(why, status_code=403) if why else await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        response.headers["Content-Security-Policy"] = CSP
+        return response
 
     def act(method: str, *args, status: int = 400, lock: bool = True):
         """One library method, the library locked for a change (409 while another process,
@@ -432,3 +455,20 @@ document.addEventListener("keydown", e => {
 refresh().then(route);
 </script></body></html>
 """
+
+
+def _csp(page: str) -> str:
+    """A strict Content-Security-Policy for PAGE: its one inline script by hash, nothing
+    from elsewhere, no frame around it (`frame-ancestors 'none'`)."""
+    import base64
+    import hashlib
+    import re
+
+    script = re.search(r"<script>(.*?)</script>", page, re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    return (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
+            "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")  # fmt: skip
+
+
+CSP = _csp(PAGE)
