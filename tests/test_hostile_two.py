@@ -5,6 +5,8 @@ cases here; each failed on the code before the fix."""
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +143,89 @@ def test_a_very_long_name_exports_to_a_folder_the_disk_accepts(tmp_path):
     code, out = run("library", "export", "--db", db, "--by-person", tmp_path / "out")
     assert code == 0, out
     assert len(next((tmp_path / "out").iterdir()).name.encode()) <= 200
+
+
+# --- 6: files and places that are not as expected --------------------------------------------
+def test_another_programs_sqlite_file_is_refused_untouched(tmp_path):
+    db = tmp_path / "notes.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE notes(text)")
+    con.execute("INSERT INTO notes VALUES ('mine')")
+    con.commit()
+    con.close()
+    before = db.read_bytes()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for args in (("people",), ("scan", photos), ("cluster",), ("serve", "--port", "1")):
+        code, out = run("library", *args, "--db", db)
+        assert code == 2 and "another program's SQLite database" in out, (args, out)
+        assert "Traceback" not in out
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db", "photos"]  # no -wal, no lock
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("schema_version", "abc", "schema version 'abc' is not a number"),
+    ("model", "{bad", "model record"),
+])  # fmt: skip
+def test_damaged_meta_rows_are_named(tmp_path, key, value, words):
+    db = _lib(tmp_path)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+    con.commit()
+    con.close()
+    code, out = run("library", "cluster", "--db", db)
+    assert code == 2 and words in out and "Traceback" not in out, out
+
+
+def test_a_read_only_library_is_read_and_not_changed(tmp_path):
+    """Read-only for everyone, root included (root ignores modes: the immutable flag)."""
+    db = _lib(tmp_path)
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    for extra in ("-wal", "-shm", ".lock"):
+        Path(f"{db}{extra}").unlink(missing_ok=True)
+    if os.geteuid() == 0:
+        flag = ["chattr", "+i", str(db), str(tmp_path)]
+        if shutil.which("chattr") is None or subprocess.run(flag, capture_output=True).returncode:
+            pytest.skip("root here, and no immutable flag to make a file read-only for root")
+    else:
+        db.chmod(0o444)
+        tmp_path.chmod(0o555)
+    try:
+        code, out = run("library", "people", "--db", db)
+        assert code == 0 and "faces" in out, out
+        code, out = run("library", "name", "1", "Grandma", "--db", db)
+        assert code == 2 and "read-only" in out and "Traceback" not in out, out
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(db), str(tmp_path)], check=True)
+        else:
+            tmp_path.chmod(0o755)
+            db.chmod(0o644)
+
+
+def test_the_library_deleted_while_serving_is_a_message_not_a_500(tmp_path):
+    from test_library_web import local_client
+
+    db = _lib(tmp_path)
+    api = local_client(db)
+    assert api.get("/api/people").status_code == 200
+    db.unlink()
+    r = api.get("/api/people")
+    assert r.status_code == 503 and "no library here" in r.text, r.text
+    assert api.post("/api/undo").status_code == 503
+
+
+def test_a_cache_that_is_a_file_is_named(tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("a file, not a folder")
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path / "cache"))
+    code, out = run("models")
+    code, out = run("compare", "pretrained:dlib_resnet", "a.jpg", "b.jpg")
+    assert code == 2 and "FACETRAIN_CACHE" in out and "Traceback" not in out, out
+
+
+def test_serve_on_a_port_that_is_no_port_is_refused(tmp_path):
+    code, out = run("library", "serve", "--db", _lib(tmp_path), "--port", "70000")
+    assert code == 2 and "--port" in out and "Traceback" not in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,13 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except FacetrainError as e:
             console.print(f"error: {e}", style="bold red", highlight=False)
+            raise typer.Exit(2) from None
+        except sqlite3.Error as e:  # a library's file that cannot take what was asked
+            console.print(f"error: the library's database: {e}", style="bold red")
+            raise typer.Exit(2) from None
+        except OSError as e:  # a full disk, a file taken away mid-command: said, not a trace
+            where = f" ({e.filename})" if e.filename else ""
+            console.print(f"error: {e.strerror or e}{where}", style="bold red")
             raise typer.Exit(2) from None
 
 

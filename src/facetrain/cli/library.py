@@ -416,7 +416,7 @@ def library_serve(
     host: Annotated[
         str, typer.Option(help="Address to bind (local only by default).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8765,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port, 1–65535.")] = 8765,
 ) -> None:
     """The stacks in your browser: name, merge, split, reject, hide, undo."""
     from facetrain.extras import require

@@ -222,8 +222,14 @@ def path(name: str) -> Path:
     out = cache_dir() / "pretrained" / f"{key}.safetensors"
     if out.is_file():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return e.make(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return e.make(out)
+    except OSError as err:
+        raise PretrainedError(
+            f"cannot write the converted weights to {out.parent} ({err.strerror or err}): set "
+            "FACETRAIN_CACHE to a folder you can write"
+        ) from None
 
 
 def _digest(path: Path) -> str:

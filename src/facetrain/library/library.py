@@ -41,12 +41,17 @@ class Library:
         self.path = Path(path)
         self.files = LibraryFiles.of(self.path)
         self._held = contextlib.ExitStack()
+        made_lock = not self.files.lock.exists()
+        if lock and self.path.is_file() and not store.is_writable(self.path):
+            raise LibraryError(store.read_only(self.path))
         if lock and (create or self.path.is_file()):
             self._held.enter_context(held(self.files.lock, f"library {self.path}"))
         try:
-            self.con = store.connect(self.path, create=create)
+            self.con = store.connect(self.path, create=create, write=lock)
         except BaseException:
             self._held.close()
+            if made_lock:  # refused: nothing of ours is left beside what is not ours
+                self.files.lock.unlink(missing_ok=True)
             raise
         if not migrating_ok and store.get_meta(self.con, "migrating_to") is not None:
             self.close()

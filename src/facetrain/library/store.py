@@ -79,35 +79,86 @@ class LibraryError(FacetrainError):
     """A library that cannot be used as asked: the message says why and what to do."""
 
 
-def connect(path: str | os.PathLike, *, create: bool = False) -> sqlite3.Connection:
-    """Open (or create) a library; refuses a newer schema."""
+def connect(
+    path: str | os.PathLike, *, create: bool = False, write: bool = True
+) -> sqlite3.Connection:
+    """Open (or create) a library. What is at `path` is looked at read-only first: another
+    program's SQLite file, a damaged or newer library is refused before anything touches
+    it. A read-only file or folder is opened read-only for `write=False` (viewing), and
+    refused with the reason otherwise."""
     path = Path(path)
     if not path.exists() and not create:
         raise LibraryError(f"{path}: no library here (run `facetrain library scan` first)")
     if path.exists() and path.is_dir():
         raise LibraryError(f"{path}: is a folder; --db names the library's database file")
+    version = _version_of(path) if path.exists() else None
+    if version is None and path.exists() and not create:
+        raise LibraryError(f"{path}: not a facetrain library (an empty database)")
+    writable = is_writable(path)
+    if not writable and (write or version is None):
+        raise LibraryError(read_only(path))
     try:
-        con = sqlite3.connect(str(path), timeout=30, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA foreign_keys=ON")
-        con.execute("PRAGMA synchronous=NORMAL")
-        if create:
-            con.executescript(SCHEMA)
-        version = get_meta(con, "schema_version")
+        if not writable:
+            con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True,
+                                  isolation_level=None)  # fmt: skip
+        else:
+            con = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA foreign_keys=ON")
+            con.execute("PRAGMA synchronous=NORMAL")
+            if create:
+                con.executescript(SCHEMA)
+            if version is None:
+                set_meta(con, "schema_version", str(SCHEMA_VERSION))
+            _add_pixels(con)
     except sqlite3.DatabaseError as e:
-        raise LibraryError(f"{path}: not a facetrain library ({e})") from None
-    if version is None:
-        if not create:
-            raise LibraryError(f"{path}: not a facetrain library (no schema version)")
-        set_meta(con, "schema_version", str(SCHEMA_VERSION))
-    elif int(version) > SCHEMA_VERSION:
+        raise LibraryError(f"{path}: cannot be opened as a library ({e})") from None
+    con.row_factory = sqlite3.Row
+    return con
+
+
+def is_writable(path: Path) -> bool:
+    """The library at `path` (and the files beside it) can be changed here."""
+    return os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
+def read_only(path: Path) -> str:
+    return (f"{path}: the library file or its folder is read-only (viewing commands read it "
+            "as it is; a change needs write access)")  # fmt: skip
+
+
+def _version_of(path: Path) -> int | None:
+    """The schema version of the library at `path`, read without writing a byte; None for
+    an empty file (a new library). Refuses what is not a facetrain library we can read."""
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.OperationalError:  # a WAL file it may not create: read it as it is
+            con.close()
+            con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if (
+            "meta" in tables) else None  # fmt: skip
+        con.close()
+    except sqlite3.DatabaseError as e:
+        raise LibraryError(f"{path}: not a facetrain library ({e}); nothing was changed") from None
+    if not tables:
+        return None
+    if row is None:
+        raise LibraryError(f"{path}: another program's SQLite database, not a facetrain library "
+                           "(no schema version); nothing was changed")  # fmt: skip
+    try:
+        version = int(row[0])
+    except (TypeError, ValueError):
+        raise LibraryError(f"{path}: a damaged library: schema version {row[0]!r} is not a "
+                           "number; nothing was changed") from None  # fmt: skip
+    if version > SCHEMA_VERSION:
         raise LibraryError(
             f"{path}: made by a newer facetrain (schema {version}, this one reads "
             f"{SCHEMA_VERSION}); upgrade facetrain — the library was not touched"
         )
-    _add_pixels(con)
-    con.row_factory = sqlite3.Row
-    return con
+    return version
 
 
 def _add_pixels(con: sqlite3.Connection) -> None:
@@ -145,7 +196,13 @@ def model_record(con: sqlite3.Connection) -> dict | None:
     text = get_meta(con, "model")
     if text is None:
         return None
-    rec = json.loads(text)
+    try:
+        rec = json.loads(text)
+    except ValueError:
+        rec = None
+    if not isinstance(rec, dict):
+        raise LibraryError(f"a damaged library: its model record {text[:60]!r} is not a "
+                           "record (`library migrate` with the model rewrites it)")  # fmt: skip
     if "distance" in rec:
         rec["distance"] = ALIASES.get(rec["distance"], rec["distance"])
     return rec

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sqlite3
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -109,13 +110,18 @@ def create_app(db_path: str | os.PathLike, host: str = "127.0.0.1") -> FastAPI:
         """One library method, the library locked for a change (409 while another process,
         a scan say, holds it) and open unlocked for a view."""
         try:
-            with Library(db_path, lock=lock) as lib:
-                try:
-                    return getattr(lib, method)(*args)
-                except LibraryError as e:
-                    raise HTTPException(status, str(e)) from None
+            lib = Library(db_path, lock=lock)
         except BusyError as e:
             raise HTTPException(409, str(e)) from None
+        except LibraryError as e:  # the library file gone or damaged while serving
+            raise HTTPException(503, f"the library cannot be opened: {e}") from None
+        with lib:
+            try:
+                return getattr(lib, method)(*args)
+            except LibraryError as e:
+                raise HTTPException(status, str(e)) from None
+            except (sqlite3.Error, OSError) as e:  # a full disk, say: nothing half-done
+                raise HTTPException(503, f"the library could not do that: {e}") from None
 
     _views(app, functools.partial(act, lock=False), db_path)
     _actions(app, act)
