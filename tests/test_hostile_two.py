@@ -229,3 +229,82 @@ def test_a_cache_that_is_a_file_is_named(tmp_path, monkeypatch):
 def test_serve_on_a_port_that_is_no_port_is_refused(tmp_path):
     code, out = run("library", "serve", "--db", _lib(tmp_path), "--port", "70000")
     assert code == 2 and "--port" in out and "Traceback" not in out
+
+
+# --- 7: runs that do not fit -----------------------------------------------------------------
+def test_resuming_with_settings_that_shaped_the_run_is_refused_in_words(tmp_path):
+    from facetrain.train.loop import train
+    from helpers import make_faces, small_cfg
+
+    faces = make_faces(tmp_path / "faces", ids=4, per=4)
+    run_dir = tmp_path / "run"
+    train(small_cfg(faces, run_dir, epochs=1, epoch_size=1, batch_size=8))
+    history = (run_dir / "revision.txt").read_text()
+    for flags, words in ((["--model", "mobilefacenet"], "model 'nn4_small2'"),
+                         (["--loss", "arcface"], "loss 'softmax'"),
+                         (["--set", "embedding_size=64"], "embedding_size 32")):  # fmt: skip
+        code, out = run("train", "--data", faces, "--out", run_dir, "--config",
+                        run_dir / "config.json", "--epochs", "2", *flags)  # fmt: skip
+        assert code == 2 and words in out and "another --out" in out, out
+        assert "Traceback" not in out
+    assert (run_dir / "revision.txt").read_text() == history  # nothing written
+
+
+def test_absurd_epochs_are_refused(tmp_path):
+    code, out = run("train", "--data", tmp_path, "--out", tmp_path / "r", "--epochs", "10**9")
+    assert code == 2, out
+    code, out = run("train", "--data", tmp_path, "--out", tmp_path / "r", "--epochs",
+                    "1000000000")  # fmt: skip
+    assert code == 2 and "epochs = 1000000000: at most" in out, out
+
+
+@pytest.mark.parametrize("text, words", [
+    ("1 1\nid0\t0\t1\nid0\t0\tid1\t0\n", "the protocol needs at least 2 folds"),
+    ("2 1\nid0\t0\t0\nid0\t0\tid1\t0\nid1\t0\t1\nid1\t1\tid2\t0\n", "with itself"),
+    ("2 1\nid0\t0\t1\nid0\t0\tnobody\t0\nid1\t0\t1\nid1\t1\tnobody\t0\n",
+     "every pair is a same-person pair"),
+])  # fmt: skip
+def test_pairs_that_cannot_measure_anything_are_refused_in_words(tmp_path, text, words):
+    from facetrain.evaluate.verification import evaluate, read_pairs
+
+    (tmp_path / "pairs.txt").write_text(text)
+    images = tmp_path / "lfw"
+    for who in ("id0", "id1", "id2"):
+        (images / who).mkdir(parents=True)
+        for k in range(2):
+            (images / who / f"{who}_{k:04d}.jpg").write_bytes(b"x")
+    with pytest.raises(ValueError, match=words):
+        p = read_pairs(tmp_path / "pairs.txt", images)
+        e = np.eye(len(p.issame), 4)
+        evaluate(e, e[::-1], p.issame, fold_ids=p.fold)
+
+
+# --- 8: misleading answers -------------------------------------------------------------------
+def test_two_changes_at_once_from_the_page_both_happen(tmp_path, monkeypatch):
+    """The second was told the library is "in use by process N (library serve)": the
+    server blamed itself."""
+    import threading
+    import time
+
+    from facetrain.library.library import Library
+    from test_library_web import local_client
+
+    db = _lib(tmp_path)
+    slow_name = Library.name
+
+    def name(self, ref, new):  # a change that takes a moment, so the two overlap
+        time.sleep(0.5)
+        return slow_name(self, ref, new)
+
+    monkeypatch.setattr(Library, "name", name)
+    got, api = {}, local_client(db)  # one server, two requests from its page
+
+    def post(stack):
+        got[stack] = api.post(f"/api/stacks/{stack}/name", json={"name": f"P{stack}"})
+
+    threads = [threading.Thread(target=post, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [got[s].status_code for s in (1, 2)] == [200, 200], [got[s].text for s in (1, 2)]

@@ -487,3 +487,42 @@ def test_reads_answer_only_the_ui_s_own_pages(library, path):
     assert "frame-ancestors 'none'" in same.headers["Content-Security-Policy"]
     nav = api.get(path, headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
     assert nav.status_code == (200 if path in ("/", "/person/1") else 403)
+
+
+def test_a_name_typed_in_another_case_asks_which_person(people_library):
+    """Issue 30 (8): with both "Amy" and "amy", typing "AMY" merged into whichever came
+    first; now the exact name is taken, and a name matching several only in case asks."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium here (make setup installs Debian's chromium where it may)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    api = local_client(people_library)
+    people = api.get("/api/people").json()
+    photos = {p["id"]: set(api.get(f"/api/stacks/{p['id']}").json()["photo_ids"]) for p in people}
+    a, b, c = next((x, y, z) for x in people for y in people for z in people
+                   if len({x["id"], y["id"], z["id"]}) == 3
+                   and not photos[z["id"]] & (photos[x["id"]] | photos[y["id"]]))  # fmt: skip
+    api.post(f"/api/stacks/{a['id']}/name", json={"name": "Amy"})
+    api.post(f"/api/stacks/{b['id']}/name", json={"name": "amy"})
+    server, thread, port = _serve(people_library)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(bypass_csp=True)
+            page.goto(f"http://127.0.0.1:{port}/person/{c['id']}")
+            page.locator(".face").first.wait_for()
+            page.locator("#mergepick").fill("AMY")
+            page.locator("#mergepick").press("Enter")
+            page.wait_for_function("document.querySelector('#status').textContent"
+                                   ".includes('several people match')")  # fmt: skip
+            assert api.get(f"/api/stacks/{c['id']}").status_code == 200  # nothing merged
+            page.locator("#mergepick").fill("amy")
+            page.locator("#mergepick").press("Enter")
+            page.wait_for_function("document.querySelector('#status').textContent"
+                                   ".includes('merged')")  # fmt: skip
+            assert api.get(f"/api/stacks/{b['id']}").json()["faces"] == b["faces"] + c["faces"]
+            assert api.get(f"/api/stacks/{a['id']}").json()["faces"] == a["faces"]
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

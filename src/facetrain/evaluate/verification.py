@@ -100,6 +100,10 @@ def evaluate(
     folds = _folds(len(issame), nrof_folds, fold_ids)
     if len(folds) < 2:
         raise ValueError("need at least 2 folds")
+    if issame.all() or not issame.any():
+        kind = "same-person" if issame.any() else "different-people"
+        raise ValueError(f"every pair is a {kind} pair: accuracy, AUC and the ROC need both "
+                         "kinds (were the other images missing?)")  # fmt: skip
     all_idx = np.arange(len(issame))
     tprs, fprs, accs, thresholds, vals, fars = [], [], [], [], [], []
     for test in folds:
@@ -208,37 +212,14 @@ def _lfw_path(images: Path, name: str, num: str, ext: str) -> Path:
 def read_pairs(pairs_file: str | os.PathLike, images: str | os.PathLike, ext="jpg") -> Pairs:
     """Read LFW `pairs.txt`: header `folds n`, then per fold n same-pairs `name i j` and n
     different-pairs `n1 i n2 j`."""
-    images = Path(images)
     lines = Path(pairs_file).read_text().split("\n")
-    head = lines[0].split()
-    if len(head) != 2:
-        raise ValueError(f"{pairs_file}: first line should be 'folds pairs-per-fold'")
-    try:
-        n_folds, per = int(head[0]), int(head[1])
-    except ValueError:
-        raise ValueError(f"{pairs_file}:1: expected two numbers, 'folds pairs-per-fold'") from None
+    n_folds, per = _pairs_header(pairs_file, lines[0])
     body = [ln.split() for ln in lines[1:] if ln.strip()]
     if len(body) != n_folds * 2 * per:
         raise ValueError(f"{pairs_file}: expected {n_folds * 2 * per} pairs, found {len(body)}")
     p1, p2, same, fold, missing = [], [], [], [], []
     for k, parts in enumerate(body):
-        if len(parts) in (3, 4) and not (parts[1].isdigit() and parts[-1].isdigit()):
-            got = " ".join(parts)
-            raise ValueError(f"{pairs_file}:{k + 2}: image numbers expected, got {got!r}")
-        if len(parts) == 3:
-            a = _lfw_path(images, parts[0], parts[1], ext)
-            b = _lfw_path(images, parts[0], parts[2], ext)
-            is_same = True
-        elif len(parts) == 4:
-            a = _lfw_path(images, parts[0], parts[1], ext)
-            b = _lfw_path(images, parts[2], parts[3], ext)
-            is_same = False
-        else:
-            raise ValueError(f"{pairs_file}:{k + 2}: expected 3 or 4 fields")
-        if not all(x.isdigit() for x in (parts[1], parts[-1])):
-            raise ValueError(
-                f"{pairs_file}:{k + 2}: image numbers expected, got {' '.join(parts)!r}"
-            )
+        a, b, is_same = _pair(f"{pairs_file}:{k + 2}", parts, Path(images), ext)
         if not (a.exists() and b.exists()):
             missing.append(" ".join(parts))
             continue
@@ -247,3 +228,32 @@ def read_pairs(pairs_file: str | os.PathLike, images: str | os.PathLike, ext="jp
         same.append(is_same)
         fold.append(k // (2 * per))
     return Pairs(p1, p2, np.array(same, bool), np.array(fold, np.int64), missing)
+
+
+def _pairs_header(pairs_file, line: str) -> tuple[int, int]:
+    head = line.split()
+    if len(head) != 2:
+        raise ValueError(f"{pairs_file}: first line should be 'folds pairs-per-fold'")
+    try:
+        n_folds, per = int(head[0]), int(head[1])
+    except ValueError:
+        raise ValueError(f"{pairs_file}:1: expected two numbers, 'folds pairs-per-fold'") from None
+    if n_folds < 2 or per < 1:
+        raise ValueError(f"{pairs_file}:1: {n_folds} folds of {per} pairs: the protocol needs "
+                         "at least 2 folds (each is scored at a threshold chosen on the "
+                         "others) of at least 1 pair each")  # fmt: skip
+    return n_folds, per
+
+
+def _pair(where: str, parts: list[str], images: Path, ext: str) -> tuple[Path, Path, bool]:
+    """(image a, image b, same person) of one line: `name i j` or `n1 i n2 j`."""
+    if len(parts) not in (3, 4):
+        raise ValueError(f"{where}: expected 3 or 4 fields")
+    if not (parts[1].isdigit() and parts[-1].isdigit()):
+        raise ValueError(f"{where}: image numbers expected, got {' '.join(parts)!r}")
+    a = _lfw_path(images, parts[0], parts[1], ext)
+    b = _lfw_path(images, parts[len(parts) - 2] if len(parts) == 4 else parts[0], parts[-1], ext)
+    if a == b:
+        raise ValueError(f"{where}: compares {a.name} with itself (distance 0 whatever the "
+                         "model: it measures nothing)")  # fmt: skip
+    return a, b, len(parts) == 3

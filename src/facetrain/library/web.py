@@ -11,9 +11,11 @@ Every button is one curating action of `facetrain.library.curate`, logged and un
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sqlite3
+import threading
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -106,9 +108,16 @@ def create_app(db_path: str | os.PathLike, host: str = "127.0.0.1") -> FastAPI:
         response.headers["Content-Security-Policy"] = CSP
         return response
 
+    one_change = threading.Lock()  # the page's own changes, one after another
+
     def act(method: str, *args, status: int = 400, lock: bool = True):
-        """One library method, the library locked for a change (409 while another process,
-        a scan say, holds it) and open unlocked for a view."""
+        """One library method, the library locked for a change and open unlocked for a
+        view. Two changes from the page wait their turn (they blamed the server itself as
+        the process in the way); 409 only while another process, a scan say, holds it."""
+        with one_change if lock else contextlib.nullcontext():
+            return _act(method, *args, status=status, lock=lock)
+
+    def _act(method: str, *args, status: int = 400, lock: bool = True):
         try:
             lib = Library(db_path, lock=lock)
         except BusyError as e:
@@ -299,8 +308,16 @@ async function call(url, body) {
   return r.ok;
 }
 function pick(text) {  // a person from the picker's text: "Name", "Unnamed #12" or "12"
-  const t = text.trim().toLowerCase();
-  return people.find(p => label(p).toLowerCase() === t || String(p.id) === t.replace("#", ""));
+  const t = text.trim(), low = t.toLowerCase();
+  const exact = people.find(p => label(p) === t || String(p.id) === t.replace("#", ""));
+  if (exact) return exact;
+  const like = people.filter(p => label(p).toLowerCase() === low);
+  if (like.length > 1) {  // "amy" with both Amy and amy here: ask, never guess
+    $("#status").textContent = `several people match "${t}": ` +
+      like.map(label).join(", ") + " — type the name exactly";
+    return "ask";
+  }
+  return like[0];
 }
 function drawGrid() {
   const q = $("#search").value.trim().toLowerCase();
@@ -350,6 +367,7 @@ async function drawPerson() {
     $(".move", d).onkeydown = async e => {
       if (e.key !== "Enter") return;
       const to = pick(e.target.value);
+      if (to === "ask") return;
       if (!to) { $("#status").textContent = `no person "${e.target.value}"`; return; }
       await call(`/api/faces/${face}/move`, {to: to.id});
     };
@@ -362,6 +380,7 @@ function drawPicked() {
 }
 async function moveSelected() {
   const to = pick($("#movepick").value);
+  if (to === "ask") return;
   if (!to) { $("#status").textContent = `no person "${$("#movepick").value}"`; return; }
   if (!picked.size) { $("#status").textContent = "no faces selected"; return; }
   if (await call("/api/faces/move", {faces: [...picked], to: to.id})) $("#movepick").value = "";
@@ -433,6 +452,7 @@ $("#save").onclick = saveName;
 $("#name").onkeydown = e => { if (e.key === "Enter") saveName(); };
 async function mergeInto() {
   const into = pick($("#mergepick").value);
+  if (into === "ask") return;
   if (!into) { $("#status").textContent = `no person "${$("#mergepick").value}"`; return; }
   const from = current;
   current = into.id;  // call's redraw shows the merged person before the status says "merged"

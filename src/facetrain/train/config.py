@@ -374,6 +374,11 @@ def _check_ranges(cfg: TrainConfig) -> None:
         raise ConfigError(f"input_size = {cfg.input_size}: 0 (the model's own) or at least 16")
     if cfg.embedding_size < 2:
         raise ConfigError(f"embedding_size = {cfg.embedding_size}: must be at least 2")
+    if cfg.epochs > MAX_EPOCHS:  # a typo (an extra zero or three), not a plan
+        raise ConfigError(f"epochs = {cfg.epochs}: at most {MAX_EPOCHS}")
+
+
+MAX_EPOCHS = 100_000
 
 
 @dataclass

@@ -45,6 +45,7 @@ from facetrain.train.run_folder import (
     LOCK,
     MetricsLog,
     check_own,
+    check_resume,
     record_config,
     record_revision,
     truncate_metrics,
@@ -329,6 +330,7 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     folder = Path(cfg.out)
     if dd.main:
         check_own(folder)
+        check_resume(folder, cfg)
         folder.mkdir(parents=True, exist_ok=True)
         record_revision(folder / "revision.txt", code_revision())
         record_config(folder, cfg)

@@ -111,6 +111,34 @@ def record_config(run: Path, cfg) -> None:
     atomic.write_text(path, json.dumps(new, indent=2) + "\n")
 
 
+# What the checkpoint's weights and state are shaped by: resumed with another value, they
+# would not load (a RuntimeError deep in load_state_dict) or would mean something else.
+SHAPING = ("model", "loss", "embedding_size", "input_size", "partial_fc", "teacher")
+
+
+def check_resume(run: Path, cfg) -> None:
+    """A run folder with a checkpoint goes on only with the settings that shaped it:
+    ConfigError saying what differs and what to do, before anything is written."""
+    from facetrain.train.config import ConfigError
+
+    path = run / "config.json"
+    if not (path.exists() and (run / "checkpoints" / "last").exists()):
+        return
+    try:
+        old = json.loads(path.read_text())
+    except ValueError:
+        return  # a damaged record: the checkpoint's own check speaks
+    new = dataclasses.asdict(cfg)
+    differ = [f"{k} {old.get(k)!r} (now {new.get(k)!r})" for k in SHAPING
+              if k in old and old.get(k) != new.get(k)]  # fmt: skip
+    if differ:
+        raise ConfigError(
+            f"{run} was started with {', '.join(differ)}: its checkpoint cannot go on with "
+            "these settings. Resume with the run's own (leave them out, or `--config "
+            f"{run}/config.json`), or give another --out for a new run"
+        )
+
+
 class MetricsLog:
     """metrics.jsonl and TensorBoard, written by the main process only (others: no-ops)."""
 
