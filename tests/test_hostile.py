@@ -208,7 +208,7 @@ def test_a_garbage_pairs_line_is_named_by_file_and_line(tmp_path):
     """42: `invalid literal for int()` without a file or line."""
     from facetrain.evaluate.verification import read_pairs
 
-    (tmp_path / "pairs.txt").write_text("1 1\nA 1 2\ngarbage line here\n")
+    (tmp_path / "pairs.txt").write_text("2 1\nA 1 2\ngarbage line here\nB 1 2\nC 1 D 1\n")
     with pytest.raises(ValueError, match=r"pairs.txt:3: image numbers expected, got 'garbage"):
         read_pairs(tmp_path / "pairs.txt", tmp_path)
     (tmp_path / "pairs.txt").write_text("one 1\n")

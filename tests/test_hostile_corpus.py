@@ -28,13 +28,17 @@ from typer.testing import CliRunner
 from conftest import SHARED
 from facetrain.cli import app
 from facetrain.train.config import FIELDS
-from helpers import make_faces, make_model
+from helpers import huge_png, make_faces, make_model
 
 runner = CliRunner()
 SRC = Path(__file__).resolve().parents[1] / "src"
 NAMES = ["'; DROP TABLE faces;--.jpg", "<img src=x onerror=alert(1)>.jpg", "Zoë 🙂.jpg",
-         "-rf.jpg", " space .jpg", "%s%n.jpg"]  # fmt: skip
-IDENTITIES = ["Robert'); DROP TABLE people;--", "<b onmouseover=alert(1)>x", "Ünïcødé 名前"]
+         "-rf.jpg", " space .jpg", "%s%n.jpg",
+         # issue 30: names that are not plain text — terminal escapes, a direction
+         # override, rich markup
+         "\x1b[2Jwipe\x1b]0;owned\x07.jpg", "exe\u202egpj.jpg", "[red]x[bold].jpg"]  # fmt: skip
+IDENTITIES = ["Robert'); DROP TABLE people;--", "<b onmouseover=alert(1)>x", "Ünïcødé 名前",
+              "[bold]Amy[red"]  # fmt: skip
 
 
 def _bomb(path: Path) -> None:
@@ -86,6 +90,11 @@ def build_corpus(root: Path) -> Path:
     shutil.copytree(data, photos)
     for folder in (data / "id0", photos / "id0"):
         add_bad_files(folder, good, root)
+    huge_png(photos / "id1" / "big.png", 30_000, 30_000)  # its EXIF once decoded 2.6 GB
+    with open(os.path.join(os.fsencode(photos / "id1"), b"caf\xe9.jpg"), "wb") as f:
+        f.write(good.read_bytes())  # a name that is not UTF-8
+    (photos / "linked").symlink_to(data / "id2")  # a folder link: said, not followed
+    _databases(root)
     group = SHARED / "photos" / "bbt" / "group"
     if group.exists():
         for p in sorted(group.iterdir())[:2]:
@@ -100,6 +109,24 @@ def build_corpus(root: Path) -> Path:
     return root
 
 
+def _databases(root: Path) -> None:
+    """Another program's SQLite file, and libraries damaged in their meta rows."""
+    import sqlite3
+
+    con = sqlite3.connect(root / "foreign.db")
+    con.execute("CREATE TABLE notes(text)")
+    con.commit()
+    con.close()
+    for name, key, value in (("bad-version.db", "schema_version", "abc"),
+                             ("bad-model.db", "model", "{bad")):  # fmt: skip
+        con = sqlite3.connect(root / name)
+        con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        con.execute("INSERT INTO meta VALUES ('schema_version', '1'), ('model', '{}')")
+        con.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+        con.commit()
+        con.close()
+
+
 def tree_state(root: Path) -> str:
     """Names, kinds, link targets and contents of everything under root (FIFOs unread;
     Python's bytecode caches, which any import may write, left out)."""
@@ -107,9 +134,9 @@ def tree_state(root: Path) -> str:
     for p in sorted(root.rglob("*")):
         if "__pycache__" in p.parts or ".egg-info" in str(p):
             continue
-        h.update(str(p.relative_to(root)).encode())
+        h.update(os.fsencode(p.relative_to(root)))
         if p.is_symlink():
-            h.update(b"L" + os.readlink(p).encode())
+            h.update(b"L" + os.fsencode(os.readlink(p)))
         elif p.is_file():
             h.update(p.read_bytes())
         elif not p.is_dir():
@@ -217,6 +244,13 @@ def commands(c: Path, m: Path, o: Path) -> list[tuple]:
         ("library identify", ["library", "identify", ph, *lib]),
         ("library personalize", ["library", "personalize", *lib]),
         ("library export", ["library", "export", *lib, "--by-person", o / "by-person"]),
+        ("library name markup", ["library", "name", "1", "[/]", *lib]),
+        ("library name escape", ["library", "name", "1", "\x1b[31mred", *lib]),
+        ("library export xmp", ["library", "export", *lib, "--xmp", o / "xmp"]),
+        ("foreign db", ["library", "people", "--db", c / "foreign.db"]),
+        ("foreign db scan", ["library", "scan", ph, "--db", c / "foreign.db"]),
+        ("damaged version", ["library", "people", "--db", c / "bad-version.db"]),
+        ("damaged model", ["library", "cluster", "--db", c / "bad-model.db"]),
     ]
 
 
@@ -239,6 +273,7 @@ def test_every_command_on_the_hostile_corpus(corpus, tmp_path):
         outcomes[name] = code
         assert code in (0, 1, 2), (name, code, out[-2000:])
         assert "Traceback" not in out, (name, out[-2000:])
+        assert "\x1b" not in out and "\u202e" not in out, (name, out[-2000:])  # shown inert
         if code == 2:
             assert "error:" in out, (name, out[-1000:])  # one clear line, not a usage dump
         assert tree_state(root) == before, f"{name} changed the corpus"
@@ -249,6 +284,9 @@ def test_every_command_on_the_hostile_corpus(corpus, tmp_path):
         assert bad in skipped, (bad, skipped)
     assert outcomes["import pickle"] == 2 and not (root / "PWNED").exists()  # never unpickled
     assert outcomes["library personalize"] == 2  # too few named faces: says what is missing
+    for name in ("foreign db", "foreign db scan", "damaged version", "damaged model",
+                 "library name escape"):  # fmt: skip
+        assert outcomes[name] == 2, (name, outcomes)
     assert src_state() == SRC_BEFORE
 
 

@@ -122,15 +122,26 @@ def iter_samples(
 
 
 def _sorted_entries(path: str, problems: Problems) -> list[os.DirEntry]:
+    """A folder's entries by name; names that are not valid UTF-8 are reported and left
+    out (no file written downstream — a CSV, JSON, the library — could hold them)."""
     try:
         with os.scandir(path) as it:
-            return sorted(it, key=lambda e: e.name)
+            entries = sorted(it, key=lambda e: e.name)
     except FileNotFoundError:
         problems.add("vanished", f"{path} (deleted while it was listed)")
         return []
     except OSError as e:
         problems.add("unreadable_folder", f"{path} ({e.strerror})")
         return []
+    ok = []
+    for e in entries:
+        try:
+            e.path.encode("utf-8")
+            ok.append(e)
+        except UnicodeEncodeError:
+            raw = e.path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            problems.add("name_not_utf8", f"{raw} (rename it to use it)")
+    return ok
 
 
 def _is_dir(entry: os.DirEntry, problems: Problems) -> bool:

@@ -138,21 +138,24 @@ def _version_of(path: Path) -> int | None:
             con.close()
             con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if (
-            "meta" in tables) else None  # fmt: skip
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall()) if (
+            "meta" in tables) else {}  # fmt: skip
         con.close()
     except sqlite3.DatabaseError as e:
         raise LibraryError(f"{path}: not a facetrain library ({e}); nothing was changed") from None
     if not tables:
         return None
-    if row is None:
+    if "schema_version" not in meta:
         raise LibraryError(f"{path}: another program's SQLite database, not a facetrain library "
                            "(no schema version); nothing was changed")  # fmt: skip
     try:
-        version = int(row[0])
+        version = int(meta["schema_version"])
     except (TypeError, ValueError):
-        raise LibraryError(f"{path}: a damaged library: schema version {row[0]!r} is not a "
-                           "number; nothing was changed") from None  # fmt: skip
+        raise LibraryError(f"{path}: a damaged library: schema version "
+                           f"{meta['schema_version']!r} is not a number; nothing was changed"
+                           ) from None  # fmt: skip
+    if "model" in meta:
+        _model_of(meta["model"])
     if version > SCHEMA_VERSION:
         raise LibraryError(
             f"{path}: made by a newer facetrain (schema {version}, this one reads "
@@ -189,6 +192,17 @@ def del_meta(con: sqlite3.Connection, key: str) -> None:
     con.execute("DELETE FROM meta WHERE key = ?", (key,))
 
 
+def _model_of(text: str) -> dict:
+    try:
+        rec = json.loads(text)
+    except ValueError:
+        rec = None
+    if not isinstance(rec, dict):
+        raise LibraryError(f"a damaged library: its model record {text[:60]!r} is not a "
+                           "record; nothing was changed")  # fmt: skip
+    return rec
+
+
 def model_record(con: sqlite3.Connection) -> dict | None:
     """The preprocessing record of the library's model (its distance by today's name)."""
     from facetrain.distances import ALIASES
@@ -196,13 +210,7 @@ def model_record(con: sqlite3.Connection) -> dict | None:
     text = get_meta(con, "model")
     if text is None:
         return None
-    try:
-        rec = json.loads(text)
-    except ValueError:
-        rec = None
-    if not isinstance(rec, dict):
-        raise LibraryError(f"a damaged library: its model record {text[:60]!r} is not a "
-                           "record (`library migrate` with the model rewrites it)")  # fmt: skip
+    rec = _model_of(text)
     if "distance" in rec:
         rec["distance"] = ALIASES.get(rec["distance"], rec["distance"])
     return rec
