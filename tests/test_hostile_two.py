@@ -308,3 +308,40 @@ def test_two_changes_at_once_from_the_page_both_happen(tmp_path, monkeypatch):
     for t in threads:
         t.join()
     assert [got[s].status_code for s in (1, 2)] == [200, 200], [got[s].text for s in (1, 2)]
+
+
+def test_outputs_into_folders_that_do_not_exist_are_made_everywhere(tmp_path):
+    """`embed` made its --out folder and `export` crashed: every output's folder is made."""
+    model = make_model(tmp_path / "m.safetensors")
+    code, out = run(
+        "export", model, "--format", "torchscript", "--out", tmp_path / "a" / "b" / "m.pt"
+    )
+    assert code == 0 and (tmp_path / "a" / "b" / "m.pt").is_file(), out
+
+
+def test_a_full_disk_mid_scan_is_one_line_and_the_scan_resumes(tmp_path, monkeypatch):
+    import errno
+
+    from facetrain.library import store
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    model = make_model(tmp_path / "m.safetensors")
+    from PIL import Image
+
+    for k in range(3):
+        Image.new("RGB", (64, 64), (k * 40, 90, 90)).save(photos / f"{k}.jpg")
+    real, calls = store.add_photo, []
+
+    def full(*a, **kw):  # the disk fills at the second photo
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(store, "add_photo", full)
+    code, out = run("library", "scan", photos, "--db", tmp_path / "lib.db", "--model", model)
+    assert code == 2 and "No space left on device" in out and "Traceback" not in out, out
+    monkeypatch.setattr(store, "add_photo", real)
+    code, out = run("library", "scan", photos, "--db", tmp_path / "lib.db", "--model", model)
+    assert code == 0 and "2 new" in out and "1 unchanged" in out, out

@@ -35,6 +35,7 @@ def export_onnx(net: torch.nn.Module, pre: Preprocess, out: str | os.PathLike) -
     onnx = require("onnx", "onnx", "ONNX export")
     require("onnxscript", "onnx", "ONNX export")
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # as every output: its folder is made
     tmp = out.with_name(f".{out.name}.tmp")
     model = RawEmbedding(net.cpu().eval())
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as work:
@@ -62,6 +63,7 @@ def export_onnx(net: torch.nn.Module, pre: Preprocess, out: str | os.PathLike) -
 def export_torchscript(net: torch.nn.Module, pre: Preprocess, out: str | os.PathLike) -> Path:
     """`out` as a traced TorchScript module; the record is the extra file `facetrain`."""
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # as every output: its folder is made
     tmp = out.with_name(f".{out.name}.tmp")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
