@@ -1,10 +1,44 @@
 """facetrain: train face-recognition embedding models end to end, and put them to work."""
 
+from __future__ import annotations
+
 __version__ = "0.1.0"
+
+_LOADED: dict = {}
 
 
 def load(model=None, device: str = "cpu"):
-    """A model ready to use: `.faces(photo)`, `.embed(images)` (see facetrain.use.api)."""
+    """A model ready to use: `.faces(photo)`, `.embed(images)`, `.distance(a, b)`,
+    `.verify(a, b)`, `.find(photo, folder)` (see facetrain.use.api)."""
     from facetrain.use.api import load as _load
 
     return _load(model, device)
+
+
+def _recognizer(model, device: str):
+    key = (str(model), device)
+    if key not in _LOADED:
+        _LOADED[key] = load(model, device)
+    return _LOADED[key]
+
+
+def verify(a, b, model=None, device: str = "cpu") -> dict:
+    """Are the faces of two images (paths, PIL images or arrays) one person? One call:
+    {"verified", "distance", "threshold", "model"}."""
+    return _recognizer(model, device).verify(a, b)
+
+
+def find(image, where, model=None, device: str = "cpu") -> list[dict]:
+    """One call: in a folder of photos, those whose face is the face of `image` (path and
+    distance, nearest first); in a library file (`.db`), the named person of each face of
+    `image` (as `library identify`)."""
+    from pathlib import Path
+
+    if Path(where).is_file():
+        from facetrain.library.library import Library
+
+        if not str(image).strip() or not Path(image).exists():
+            raise ValueError(f"{image}: a photo on disk is needed to look it up in a library")
+        with Library(where, lock=False) as lib:
+            return lib.identify([str(image)], model=model, device=device)[0]["faces"]
+    return _recognizer(model, device).find(image, where)

@@ -41,6 +41,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        from facetrain import __version__
+
+        print(f"facetrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Train face-recognition embedding models end to end, and put them to work."""
+
+
 Merge = Annotated[
     bool,
     typer.Option("--merge-same-names", help="Same folder name in several roots = one identity."),

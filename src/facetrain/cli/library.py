@@ -17,7 +17,14 @@ library_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(library_app, name="library")
-DbOpt = Annotated[Path, typer.Option("--db", help="The library's SQLite file.")]
+DbOpt = Annotated[
+    Path,
+    typer.Option(
+        "--db",
+        envvar="FACETRAIN_LIBRARY",
+        help="The library's SQLite file (default: $FACETRAIN_LIBRARY).",
+    ),  # fmt: skip
+]
 ModelOpt = Annotated[
     str | None,
     typer.Option(help="The library's model [the one it was made with; new: the default]."),

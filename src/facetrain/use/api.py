@@ -6,38 +6,62 @@
         print(face.box, face.embedding[:4])
     e = fr.embed(["a.jpg", "b.jpg"])         # one unit embedding per image (NaN: no face)
     fr.distance(e[0], e[1]) < fr.threshold   # same person?
+    fr.distance(e[0], e)                     # one against many (and many against many)
+    facetrain.verify("a.jpg", "b.jpg")       # {"verified": ..., "distance": ..., ...}
+    facetrain.find("me.jpg", "photos/")      # the photos of a folder that hold that face
 
-Faces are prepared exactly as the model's record says (alignment, size, normalisation,
-flip), through the same functions the command line uses.
+An image is a path, a PIL image or an RGB uint8 array (HxWx3, or HxW grey); `embed` takes
+one or a list. Faces are prepared exactly as the model's record says (alignment, size,
+normalisation, flip), through the same functions the command line uses.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from facetrain.distances import pair_distances
+from facetrain.distances import distance_matrix
 from facetrain.inference.embedder import Face, FaceEmbedder
 from facetrain.inference.saved import FaceModel, open_model
 
-ImageLike = str | os.PathLike | np.ndarray
+ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray
 __all__ = ["Face", "Recognizer", "load"]
 
 
 def _rgb(image: ImageLike) -> np.ndarray:
-    from facetrain.data.images import load_rgb
+    """An image as HxWx3 uint8 RGB; ValueError (or ImageError for a file) saying why not."""
+    from facetrain.data.images import load_rgb, to_rgb8
 
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError("an image array must be HxWx3 uint8 RGB")
-        return image
-    return load_rgb(image)
+    if isinstance(image, str | os.PathLike):
+        if not str(image):
+            raise ValueError("an empty path is not an image")
+        return load_rgb(image)
+    if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image
+        return to_rgb8(image)
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"an image is a path, a PIL image or an array, not {type(image).__name__}")
+    if image.size == 0:
+        raise ValueError(f"an empty image array (shape {image.shape})")
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (
+            image.ndim == 3 and image.shape[2] != 3):  # fmt: skip
+        raise ValueError(f"an image array is HxWx3 (or HxW grey) uint8 RGB, not "
+                         f"{image.dtype} {image.shape}")  # fmt: skip
+    return np.repeat(image[:, :, None], 3, 2) if image.ndim == 2 else image
+
+
+def _many(images) -> list:
+    """One image or a list of them, as a list (a path is one image, not its characters)."""
+    if isinstance(images, str | os.PathLike | np.ndarray) or hasattr(images, "mode"):
+        return [images]
+    return list(images)
 
 
 class Recognizer:
-    """A model with its detector: `faces(photo)`, `embed(images)`, `distance(a, b)` — the
-    one `FaceEmbedder` with paths and arrays accepted."""
+    """A model with its detector: `faces(photo)`, `embed(images)`, `distance(a, b)`,
+    `verify(a, b)` — the one `FaceEmbedder`, with paths, PIL images and arrays accepted."""
 
     def __init__(self, model: FaceModel, device: str = "cpu"):
         self.embedder = FaceEmbedder(model, device)
@@ -48,18 +72,72 @@ class Recognizer:
         """Every face of a photo, detected, aligned and embedded."""
         return self.embedder.faces(_rgb(image))
 
-    def embed(self, images: list[ImageLike], align: str = "auto") -> np.ndarray:
-        """One unit embedding per image (a photo's central face, or an aligned face);
-        a NaN row where no face was found."""
-        return self.embedder.embed([_rgb(im) for im in images], align)
+    def embed(self, images, align: str = "auto", *, return_errors: bool = False):
+        """One unit embedding per image (a photo's central face, or an aligned face); a NaN
+        row where no face was found or the image could not be read — one bad file never
+        fails the batch. With return_errors: (embeddings, [why, or None, per image])."""
+        from facetrain.data.images import ImageError
 
-    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
-        """The distance the model's threshold is measured in."""
-        return float(pair_distances(a[None], b[None], self.model.pre.distance)[0])
+        images, why = _many(images), []
+        arrays = []
+        for im in images:
+            try:
+                arrays.append(_rgb(im))
+                why.append(None)
+            except (ImageError, OSError, ValueError, TypeError) as e:
+                arrays.append(None)
+                why.append(str(e) or type(e).__name__)
+        out = np.full((len(images), self.embedder.width), np.nan, np.float32)
+        ok = [i for i, a in enumerate(arrays) if a is not None]
+        if ok:
+            out[ok] = self.embedder.embed([arrays[i] for i in ok], align)
+        for i in ok:
+            if np.isnan(out[i]).any():
+                why[i] = "no face found"
+        return (out, why) if return_errors else out
+
+    def distance(self, a: np.ndarray, b: np.ndarray):
+        """The distance the model's threshold is measured in: a float for two faces, (M,)
+        for one against M, (N, M) for N against M (face_recognition's face_distance)."""
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        d = distance_matrix(np.atleast_2d(a), np.atleast_2d(b), self.model.pre.distance)
+        if a.ndim == 1 and b.ndim == 1:
+            return float(d[0, 0])
+        return d[0] if a.ndim == 1 else d[:, 0] if b.ndim == 1 else d
+
+    def verify(self, a: ImageLike, b: ImageLike) -> dict:
+        """Are the faces of two images one person? (deepface's `verify`): verified,
+        distance, threshold, and why when an image gave no face."""
+        emb, why = self.embed([a, b], return_errors=True)
+        if any(why):
+            raise ValueError("; ".join(f"image {k + 1}: {w}" for k, w in enumerate(why) if w))
+        if self.threshold is None:
+            raise ValueError("this model has no calibrated threshold: compare distances")
+        d = self.distance(emb[0], emb[1])
+        return {"verified": d < self.threshold, "distance": d, "threshold": self.threshold,
+                "model": self.model.source}  # fmt: skip
+
+    def find(self, image: ImageLike, folder: str | os.PathLike) -> list[dict]:
+        """The photos below a folder whose central face is the face of `image` (deepface's
+        `find`), nearest first: path and distance, those under the threshold."""
+        from facetrain.data.images import is_image_name
+
+        if self.threshold is None:
+            raise ValueError("this model has no calibrated threshold: compare distances")
+        paths = sorted(str(p) for p in Path(folder).rglob("*") if is_image_name(p.name))
+        query = self.embed(image)[0]
+        if np.isnan(query).any():
+            raise ValueError("no face found in the image to find")
+        emb = self.embed(paths)
+        d = np.where(np.isnan(emb).any(1), np.inf, self.distance(query, np.nan_to_num(emb)))
+        hits = [(float(x), p) for x, p in zip(d, paths) if x < self.threshold]
+        return [{"path": p, "distance": x} for x, p in sorted(hits)]
 
 
 def load(model: str | os.PathLike | None = None, device: str = "cpu") -> Recognizer:
     """A MODEL (run folder, weights, exported file, `pretrained:NAME`; None: the default)."""
     from facetrain.inference.pretrained import DEFAULT
 
+    if model is not None and not str(model).strip():
+        raise ValueError("an empty model name: leave it out for the default")
     return Recognizer(open_model(model or DEFAULT, device), device)

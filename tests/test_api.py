@@ -1,0 +1,100 @@
+"""The Python API takes what people pass (issue 31, requirement 3): a path, a list of
+paths, a PIL image, an array; a photo without a face is a NaN row and a bad file fails
+nothing else; distances broadcast; verify and find in one call."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import facetrain
+from conftest import BBT, need
+
+pytestmark = need(BBT)
+REF = BBT / "reference"
+
+
+@pytest.fixture(scope="module")
+def fr():
+    return facetrain.load()
+
+
+def test_every_kind_of_image_gives_one_row(fr, tmp_path):
+    path = REF / "amy" / "amy1.png"
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    by_path = fr.embed(str(path))  # one path: one row, not one per character
+    assert by_path.shape == (1, fr.embedder.width) and np.isfinite(by_path).all()
+    for other in (path, Image.open(path), rgb, [rgb]):
+        np.testing.assert_allclose(fr.embed(other), by_path, atol=1e-5)
+    grey = fr.embed(np.asarray(Image.open(path).convert("L")))
+    assert np.isfinite(grey).all() and fr.distance(grey[0], by_path[0]) < fr.threshold
+    assert fr.embed([]).shape == (0, fr.embedder.width)
+
+
+def test_a_bad_file_or_a_faceless_photo_fails_nothing_else(fr, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    noise = np.random.default_rng(0).integers(0, 255, (120, 120, 3), np.uint8)
+    images = [REF / "amy" / "amy1.png", tmp_path / "broken.jpg", noise,
+              np.zeros((0, 0, 3), np.uint8), tmp_path / "missing.jpg"]  # fmt: skip
+    emb, why = fr.embed(images, return_errors=True)
+    assert emb.shape == (5, fr.embedder.width)
+    assert np.isfinite(emb[0]).all() and np.isnan(emb[1:]).all()
+    assert why[0] is None and why[2] == "no face found"
+    assert "empty image array" in why[3] and why[1] and why[4]
+    with pytest.raises(ValueError, match="empty image array"):
+        fr.faces(np.zeros((0, 5, 3), np.uint8))
+    with pytest.raises(ValueError, match="HxWx3"):
+        fr.faces(np.zeros((9, 9, 3), np.float32))
+    with pytest.raises(ValueError, match="empty model name"):
+        facetrain.load("")
+
+
+def test_distances_broadcast_one_and_many(fr):
+    e = fr.embed([REF / w / f"{w}{k}.png" for w in ("amy", "penny") for k in (1, 2)])
+    one = fr.distance(e[0], e[1])
+    assert isinstance(one, float)
+    row = fr.distance(e[0], e)
+    assert row.shape == (4,) and row[1] == pytest.approx(one, abs=1e-5) and row[0] < 1e-5
+    full = fr.distance(e, e)
+    assert full.shape == (4, 4) and np.allclose(full, full.T, atol=1e-5)
+    assert np.allclose(fr.distance(e, e[2]), full[:, 2], atol=1e-5)
+
+
+def test_verify_and_find_in_one_call(tmp_path):
+    same = facetrain.verify(REF / "amy" / "amy1.png", REF / "amy" / "amy2.png")
+    other = facetrain.verify(REF / "amy" / "amy1.png", REF / "penny" / "penny1.png")
+    assert same["verified"] and not other["verified"]
+    assert same["distance"] < same["threshold"] <= other["distance"]
+    with pytest.raises(ValueError, match="no face found"):
+        facetrain.verify(REF / "amy" / "amy1.png", np.full((90, 90, 3), 127, np.uint8))
+    folder = tmp_path / "photos"
+    for who in ("amy", "penny", "sheldon"):
+        shutil.copytree(REF / who, folder / who)
+    hits = facetrain.find(REF / "amy" / "amy1.png", folder)
+    assert hits and all("/amy/" in h["path"] for h in hits)
+    assert [h["distance"] for h in hits] == sorted(h["distance"] for h in hits)
+
+
+def test_find_in_a_library_names_each_face(tmp_path):
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+    from facetrain.library.library import Library
+
+    photos, db = tmp_path / "photos", tmp_path / "faces.db"
+    for who in ("amy", "penny"):
+        shutil.copytree(REF / who, photos / who, ignore=shutil.ignore_patterns("*5.png"))
+    for args in (["scan", str(photos)], ["cluster"]):
+        assert CliRunner().invoke(app, ["library", *args, "--db", str(db)]).exit_code == 0
+    with Library(db) as lib:
+        sql = (
+            "SELECT f.person_id FROM faces f JOIN photos p ON p.id = f.photo_id"
+            " WHERE p.path LIKE '%amy1.png'"
+        )
+        stack = lib.con.execute(sql).fetchone()[0]
+        lib.name(str(stack), "Amy")
+    faces = facetrain.find(REF / "amy" / "amy5.png", db)
+    assert [f["name"] for f in faces] == ["Amy"]

@@ -1,0 +1,35 @@
+"""Everyday use (issue 31): the version, a default library from the environment, and
+messages printed whole."""
+
+from __future__ import annotations
+
+import numpy as np
+from typer.testing import CliRunner
+
+import facetrain
+from facetrain.cli import app
+from helpers import embedded_library
+
+runner = CliRunner()
+
+
+def test_version():
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"facetrain {facetrain.__version__}"
+
+
+def test_the_library_from_the_environment_and_cluster_s_message_whole(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((8, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    embedded_library(tmp_path / "lib.db", emb).close()
+    monkeypatch.setenv("FACETRAIN_LIBRARY", str(tmp_path / "lib.db"))
+    r = runner.invoke(app, ["library", "cluster"])  # no --db: $FACETRAIN_LIBRARY
+    assert r.exit_code == 0, r.output
+    from facetrain.library.library import Library
+
+    with Library(tmp_path / "lib.db") as lib:
+        _, thr, why = lib.cluster()
+    assert r.output.strip().endswith(f"at threshold {thr:.3f}: {why}"), r.output
+    r = runner.invoke(app, ["library", "people"])
+    assert r.exit_code == 0 and "stacks" in r.output
