@@ -182,7 +182,7 @@ def test_people_page_in_a_browser(people_library, tmp_path):
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("no chromium here (make setup installs Debian's chromium where it may)")
+        pytest.skip("no chromium here (make test installs Debian's chromium where it may)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
     shots = os.environ.get("FACETRAIN_SCREENSHOTS")
     api = local_client(people_library)
@@ -283,7 +283,7 @@ def test_learn_from_my_names_in_a_browser(tmp_path):
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("no chromium here (make setup installs Debian's chromium where it may)")
+        pytest.skip("no chromium here (make test installs Debian's chromium where it may)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
     people = ("amy", "penny", "howard")
     db, photos = _bbt_library(tmp_path, people)
@@ -327,7 +327,7 @@ def test_a_person_page_a_family_would_use(people_library, tmp_path):
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("no chromium here (make setup installs Debian's chromium where it may)")
+        pytest.skip("no chromium here (make test installs Debian's chromium where it may)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
     shots = os.environ.get("FACETRAIN_SCREENSHOTS")
     api = local_client(people_library)
@@ -418,7 +418,7 @@ def test_no_other_page_can_frame_the_library_or_read_it(library):
     still opens the UI's pages."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("no chromium here (make setup installs Debian's chromium where it may)")
+        pytest.skip("no chromium here (make test installs Debian's chromium where it may)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
     api = local_client(library)
     stack = api.get("/api/people").json()[0]
@@ -494,7 +494,7 @@ def test_a_name_typed_in_another_case_asks_which_person(people_library):
     first; now the exact name is taken, and a name matching several only in case asks."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("no chromium here (make setup installs Debian's chromium where it may)")
+        pytest.skip("no chromium here (make test installs Debian's chromium where it may)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
     api = local_client(people_library)
     people = api.get("/api/people").json()

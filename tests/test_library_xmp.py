@@ -30,7 +30,7 @@ def cli(*args) -> str:
 def test_names_leave_in_xmp_and_come_back(photos, tmp_path):
     exiftool = shutil.which("exiftool")
     if exiftool is None:
-        pytest.skip("no exiftool here (make setup installs Debian's libimage-exiftool-perl)")
+        pytest.skip("no exiftool here (make test installs Debian's libimage-exiftool-perl)")
     model = make_model(tmp_path / "m.safetensors")
     db = tmp_path / "lib.db"
     cli("library", "scan", photos, "--db", db, "--model", model)
@@ -74,7 +74,7 @@ def test_regions_another_program_wrote_are_read(photos, tmp_path):
     """ExifTool's own way of writing MWG regions (elements, rdf:parseType="Resource")."""
     exiftool = shutil.which("exiftool")
     if exiftool is None:
-        pytest.skip("no exiftool here (make setup installs Debian's libimage-exiftool-perl)")
+        pytest.skip("no exiftool here (make test installs Debian's libimage-exiftool-perl)")
     from facetrain.library.xmp import read_regions
 
     model = make_model(tmp_path / "m.safetensors")
