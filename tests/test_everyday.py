@@ -33,3 +33,12 @@ def test_the_library_from_the_environment_and_cluster_s_message_whole(tmp_path, 
     assert r.output.strip().endswith(f"at threshold {thr:.3f}: {why}"), r.output
     r = runner.invoke(app, ["library", "people"])
     assert r.exit_code == 0 and "stacks" in r.output
+
+
+def test_help_text_in_brackets_is_printed_not_eaten():
+    """`--threshold` had empty help and `--model` read "The model .": rich ate `[...]`."""
+    r = runner.invoke(app, ["compare", "--help"])
+    assert "Same person below this [the model's]." in " ".join(r.output.split()), r.output
+    r = runner.invoke(app, ["library", "cluster", "--help"])
+    assert "[the model's calibrated one]" in r.output, r.output
+    assert "[the one it was made with; new: the default]" in " ".join(r.output.split())

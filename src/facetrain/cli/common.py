@@ -39,6 +39,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help is plain text: "[default: the model's]" is not markup
+    context_settings={"show_default": True},
 )
 
 
