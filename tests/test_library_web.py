@@ -336,6 +336,7 @@ def test_a_person_page_a_family_would_use(people_library, tmp_path):
         for p in people:
             rows = store.face_quality(lib.con, p["id"])
             assert p["cover"] == max(rows, key=curate.quality)["id"]
+            assert api.get(f"/api/stacks/{p['id']}").json()["cover"] == p["cover"]
     big = [p for p in people if p["faces"] >= 3]
     photos = {p["id"]: set(api.get(f"/api/stacks/{p['id']}").json()["photo_ids"]) for p in big}
     first = big[0]["id"]

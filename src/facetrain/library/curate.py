@@ -218,10 +218,11 @@ def quality(row) -> float:
     return float(row["score"] or 0) * size * sharp * (1.0 if inside else 0.5)
 
 
-def covers(con) -> dict[int, int]:
-    """Each stack's cover: its best face by `quality`, the owner's confirmed faces first."""
+def covers(con, person_id: int | None = None) -> dict[int, int]:
+    """Each stack's cover (or one stack's): its best face by `quality`, the owner's
+    confirmed faces first."""
     best: dict[int, tuple] = {}
-    for r in store.face_quality(con):
+    for r in store.face_quality(con, person_id):
         key = (r["confirmed"], quality(r), -r["id"])
         if r["person_id"] not in best or key > best[r["person_id"]][0]:
             best[r["person_id"]] = (key, r["id"])

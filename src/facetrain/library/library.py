@@ -249,10 +249,9 @@ class Library:
         rows = store.people(self.con, only=stack)
         if not rows:
             raise LibraryError(f"no stack {stack}")
-        cover = max(store.face_quality(self.con, stack), key=curate.quality, default=None)
         return rows[0] | {"face_ids": self.face_ids(stack), "photo_ids": self.stack_photos(stack),
                           "confirmed_ids": store.confirmed_ids(self.con, stack),
-                          "cover": None if cover is None else cover["id"]}  # fmt: skip
+                          "cover": curate.covers(self.con, stack).get(stack)}  # fmt: skip
 
     def people_with_covers(self, faces: int = 12) -> list[dict]:
         """The stacks (`people`), each with its cover face (`curate.covers`) and its first
