@@ -82,6 +82,16 @@ class ImageError(Exception):
         self.reason = reason
 
 
+def is_utf8_name(path: str) -> bool:
+    """A path every file facetrain writes can hold: no byte of a name that is not UTF-8
+    (os functions hand those over as lone surrogates)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def is_image_name(name: str) -> bool:
     """A photo by its name: one facetrain reads, or one it lists as unsupported."""
     ext = os.path.splitext(name)[1].lower()

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facetrain.data.images import is_image_name
+from facetrain.data.images import is_image_name, is_utf8_name
 from facetrain.errors import FacetrainError
 
 LIST_HEADER = "# facetrain list v1: identity<TAB>path (relative to this file)"
@@ -133,15 +133,11 @@ def _sorted_entries(path: str, problems: Problems) -> list[os.DirEntry]:
     except OSError as e:
         problems.add("unreadable_folder", f"{path} ({e.strerror})")
         return []
-    ok = []
     for e in entries:
-        try:
-            e.path.encode("utf-8")
-            ok.append(e)
-        except UnicodeEncodeError:
+        if not is_utf8_name(e.path):
             raw = e.path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             problems.add("name_not_utf8", f"{raw} (rename it to use it)")
-    return ok
+    return [e for e in entries if is_utf8_name(e.path)]
 
 
 def _is_dir(entry: os.DirEntry, problems: Problems) -> bool:

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facetrain.data.images import ImageError, is_image_name, load_rgb, open_checked
+from facetrain.data.images import (
+    ImageError,
+    is_image_name,
+    is_utf8_name,
+    load_rgb,
+    open_checked,
+)
 from facetrain.library import store
 from facetrain.library.store import transaction
 
@@ -75,19 +81,11 @@ def list_photos(root: str | os.PathLike, skip=lambda path: False,
             path = os.path.join(folder, f)
             if f.startswith(".") or not is_image_name(f) or skip(path):
                 continue
-            if not _utf8(path):
+            if not is_utf8_name(path):
                 notes[path] = NOT_UTF8
                 continue
             out.append(path)
     return out
-
-
-def _utf8(path: str) -> bool:
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def sha256(path: str) -> str:
