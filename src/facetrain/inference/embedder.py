@@ -17,7 +17,14 @@ from functools import partial
 import cv2
 import numpy as np
 
-from facetrain.inference.feed import Arrays, FaceSource, Images, embed_model, face_crop
+from facetrain.inference.feed import (
+    Arrays,
+    FaceSource,
+    Images,
+    embed_model,
+    face_crop,
+    whole_face,
+)
 from facetrain.inference.saved import FaceModel
 
 
@@ -103,10 +110,9 @@ class FaceEmbedder:
         (`never`, or an already aligned face under `auto`) is one face with no box; a
         photo gives each face it holds, so a group photo is never read as one person."""
         img = np.ascontiguousarray(img)
-        if align == "never" or (
-            align == "auto" and (self.aligner.is_aligned(img) or self.aligner.is_standard_crop(img))
-        ):
-            return [(None, self.crop(img, align))]
+        whole = whole_face(img, lambda: self.aligner, align)
+        if whole is not None:
+            return [(None, whole)]
         return [(f.box, f.crop) for f in self.aligner.faces(img, select="all")]
 
     def embed(self, images: Sequence[np.ndarray], align: str = "auto") -> np.ndarray:

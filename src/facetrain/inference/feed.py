@@ -52,12 +52,22 @@ def face_crop(img: np.ndarray, aligner: Callable, align: str = "auto") -> np.nda
     crop re-warped into the model's geometry, anything else detected and aligned (the face
     nearest the centre); `always`: detected and aligned. `aligner()` gives the FaceAligner
     (made only when needed: MTCNN takes a moment to load)."""
+    whole = whole_face(img, aligner, align)
+    if whole is not None:
+        return whole
+    faces = aligner().faces(img, select="center")
+    return faces[0].crop if faces else None
+
+
+def whole_face(img: np.ndarray, aligner: Callable, align: str = "auto") -> np.ndarray | None:
+    """The model's face when the image is taken whole, not searched for faces (`never`;
+    under `auto` an image of the model's aligned size, or a standard 112x112 crop
+    re-warped into the model's geometry); None when faces are to be detected."""
     if align == "never" or (align == "auto" and aligner().is_aligned(img)):
         return img
     if align == "auto" and aligner().is_standard_crop(img):
         return aligner().rewarp(img)
-    faces = aligner().faces(img, select="center")
-    return faces[0].crop if faces else None
+    return None
 
 
 class Images:
