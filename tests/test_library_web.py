@@ -159,13 +159,25 @@ def people_library(tmp_path):
     return db
 
 
+def _browser():
+    """(chromium's path, playwright's sync API), or the test skipped saying what is missing."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium here (make test installs Debian's chromium where it may)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    return chromium, sync_api
+
+
 def _serve(db):
+    return _serve_app(create_app(db))
+
+
+def _serve_app(app):
+    """(server, thread, port) of an app served on a free local port, started."""
     import uvicorn
 
     port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(db), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -180,10 +192,7 @@ def test_people_page_in_a_browser(people_library, tmp_path):
     FACETRAIN_SCREENSHOTS=DIR saves a picture of each view (docs/library.md's)."""
     import os
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium here (make test installs Debian's chromium where it may)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    chromium, sync_api = _browser()
     shots = os.environ.get("FACETRAIN_SCREENSHOTS")
     api = local_client(people_library)
     stacks = {p["id"]: p for p in api.get("/api/people").json()}
@@ -281,10 +290,7 @@ def test_learn_from_my_names_in_a_browser(tmp_path):
     "Back to the plain model" takes it away (issue 20)."""
     from test_personalize import _bbt_library, _name_by_folder
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium here (make test installs Debian's chromium where it may)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    chromium, sync_api = _browser()
     people = ("amy", "penny", "howard")
     db, photos = _bbt_library(tmp_path, people)
     _name_by_folder(db, photos, people)
@@ -325,10 +331,7 @@ def test_a_person_page_a_family_would_use(people_library, tmp_path):
     from facetrain.library import curate, store
     from facetrain.library.library import Library
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium here (make test installs Debian's chromium where it may)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    chromium, sync_api = _browser()
     shots = os.environ.get("FACETRAIN_SCREENSHOTS")
     api = local_client(people_library)
     people = api.get("/api/people").json()
@@ -417,10 +420,7 @@ def test_no_other_page_can_frame_the_library_or_read_it(library):
     script runs, no policy violation); a foreign page cannot show it in a frame
     (clickjacking) nor load its images or JSON (the library's shape); a link from elsewhere
     still opens the UI's pages."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium here (make test installs Debian's chromium where it may)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    chromium, sync_api = _browser()
     api = local_client(library)
     stack = api.get("/api/people").json()[0]
     server, thread, port = _serve(library)
@@ -457,20 +457,12 @@ def test_no_other_page_can_frame_the_library_or_read_it(library):
 
 def _serve_html(html: str):
     """Another site: a page of its own on another port."""
-    import uvicorn
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse
 
     other = FastAPI()
     other.get("/", response_class=HTMLResponse)(lambda: html)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(other, host="127.0.0.1", port=port,
-                                           log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, port
+    return _serve_app(other)
 
 
 @pytest.mark.parametrize("path", ["/api/people", "/face/1.jpg", "/photo/1.jpg",
@@ -493,10 +485,7 @@ def test_reads_answer_only_the_ui_s_own_pages(library, path):
 def test_a_name_typed_in_another_case_asks_which_person(people_library):
     """Issue 30 (8): with both "Amy" and "amy", typing "AMY" merged into whichever came
     first; now the exact name is taken, and a name matching several only in case asks."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium here (make test installs Debian's chromium where it may)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    chromium, sync_api = _browser()
     api = local_client(people_library)
     people = api.get("/api/people").json()
     photos = {p["id"]: set(api.get(f"/api/stacks/{p['id']}").json()["photo_ids"]) for p in people}

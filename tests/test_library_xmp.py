@@ -26,11 +26,17 @@ def cli(*args) -> str:
     return res.output
 
 
-@need(BBT)
-def test_names_leave_in_xmp_and_come_back(photos, tmp_path):
+def _exiftool() -> str:
+    """ExifTool's path, or the test skipped: it reads the sidecars as other programs do."""
     exiftool = shutil.which("exiftool")
     if exiftool is None:
         pytest.skip("no exiftool here (make test installs Debian's libimage-exiftool-perl)")
+    return exiftool
+
+
+@need(BBT)
+def test_names_leave_in_xmp_and_come_back(photos, tmp_path):
+    exiftool = _exiftool()
     model = make_model(tmp_path / "m.safetensors")
     db = tmp_path / "lib.db"
     cli("library", "scan", photos, "--db", db, "--model", model)
@@ -72,9 +78,7 @@ def test_names_leave_in_xmp_and_come_back(photos, tmp_path):
 @need(BBT)
 def test_regions_another_program_wrote_are_read(photos, tmp_path):
     """ExifTool's own way of writing MWG regions (elements, rdf:parseType="Resource")."""
-    exiftool = shutil.which("exiftool")
-    if exiftool is None:
-        pytest.skip("no exiftool here (make test installs Debian's libimage-exiftool-perl)")
+    exiftool = _exiftool()
     from facetrain.library.xmp import read_regions
 
     model = make_model(tmp_path / "m.safetensors")
