@@ -97,7 +97,6 @@ def library_scan(
         f"scanned {photos}: {rep.new} new, {rep.changed} changed, {rep.moved} moved, "
         f"{rep.duplicates} duplicates, {rep.removed} removed, {rep.unchanged} unchanged; "
         f"{rep.faces} faces found ({rep.usable_faces} pass the quality gate) → {db}",
-        markup=False,
     )
     if rep.missing:
         console.print(
@@ -283,7 +282,7 @@ def library_identify(
         if not r["faces"] and "error" not in r:
             print(f"{shown(r['photo'])}\t(no face)")
     if results:  # stderr: stdout stays one line a face for scripts
-        console.print(f"rule: {results[0]['rule']}", highlight=False, markup=False)
+        console.print(f"rule: {results[0]['rule']}", highlight=False)
     write_json(json_out, results)
 
 
@@ -309,12 +308,11 @@ def library_export(
             counts = lib.export(by_person, unnamed)
             console.print(
                 f"{sum(counts.values())} links in {len(counts)} folders under {by_person}",
-                markup=False,
             )
         if xmp is not None:
             n = lib.export_xmp(xmp)
             console.print(f"{n} XMP sidecars under {xmp} (place each beside its photo, "
-                          "named like it plus .xmp)", markup=False)  # fmt: skip
+                          "named like it plus .xmp)")  # fmt: skip
 
 
 @library_app.command("eval")

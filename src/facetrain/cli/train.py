@@ -158,5 +158,5 @@ def models() -> None:
         console.print(f"\npretrained:{e.name} — {e.architecture}", style="bold", highlight=False)
         for label, text in (("source", e.source), ("licence", e.licence), ("LFW", e.lfw),
                             ("measure it", f"$ {e.measured_by}")):  # fmt: skip
-            console.print(f"  {label}: {text}", highlight=False, markup=False)
+            console.print(f"  {label}: {text}", highlight=False)
     console.print(f"\ndefault MODEL where a command is given none: {pretrained.DEFAULT}")

@@ -158,7 +158,7 @@ def classify_train(
     strangers = embed_data(fm, unknown, align, device).embeddings if unknown else None
     r = train_classifier(fm, t, method, threshold, test_fraction, strangers, groups)
     for note in r.notes:
-        console.print(note, markup=False)
+        console.print(note)
     clf = r.classifier
     table = Table(title=f"held-out faces, threshold {clf.threshold:.3f} ({clf.threshold_source})")
     for col in ("method", "accuracy (forced)", "accuracy (with unknown)", "strangers refused"):
@@ -198,7 +198,7 @@ def classify_predict(
         fail(str(e))
     fm = open_model_arg(model or clf.model, device, backend, spec)
     check_model(clf, fm, str(classifier))
-    console.print(f"rule: {clf.rule}", markup=False)
+    console.print(f"rule: {clf.rule}")
     results = []
     for photo in faces_in_photos(fm, images, align=align, device=device, progress=False):
         if photo.error:
