@@ -42,3 +42,35 @@ def test_help_text_in_brackets_is_printed_not_eaten():
     r = runner.invoke(app, ["library", "cluster", "--help"])
     assert "[the model's calibrated one]" in r.output, r.output
     assert "[the one it was made with; new: the default]" in " ".join(r.output.split())
+
+
+def _commands(group, path=()):
+    """Every command's argv path, sub-groups included."""
+    import typer
+
+    cmd = typer.main.get_command(app) if group is None else group
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield (*path, name)
+        yield from _commands(sub, (*path, name))
+
+
+def test_every_help_reads_in_plain_words():
+    """No typer `<list[str]>` / `<bool>` noise in any command's help, arguments named by
+    their name (no "{photos}"), and train's options show the defaults it falls back on."""
+    import re
+
+    paths = list(_commands(None))
+    assert len(paths) > 30 and ("library", "scan") in paths
+    for path in paths:
+        r = runner.invoke(app, [*path, "--help"])
+        assert r.exit_code == 0, (path, r.output)
+        assert not re.search(r"<[a-z\[\]|, ]+>|\{\w+\}", r.output), (path, r.output)
+    r = runner.invoke(app, ["library", "identify", "--help"])
+    assert "PHOTOS..." in r.output and "--threshold NUMBER" in r.output, r.output
+    help_ = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
+    from facetrain.train.config import TrainConfig
+
+    d = TrainConfig()
+    for flag, value in [("--epochs INTEGER", d.epochs), ("--batch-size INTEGER", d.batch_size),
+                        ("--lr NUMBER", d.lr), ("--model TEXT", d.model)]:  # fmt: skip
+        assert re.search(rf"{flag} .*?\[default: {re.escape(str(value))}\]", help_), flag

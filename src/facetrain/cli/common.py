@@ -9,14 +9,42 @@ from typing import Annotated
 
 import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from facetrain.errors import FacetrainError
 from facetrain.progress import console
 
 
+def plain_help(cmd):
+    """Help in plain words: an option's value named as click names it (PATH, INTEGER,
+    NUMBER, TEXT, a|b) instead of typer's `<list[str]>`; an argument by its name alone."""
+    for p in cmd.params:
+        if isinstance(p, TyperOption) and p.metavar is None:
+            p.display_type_rich = lambda ctx, p=p: _value_word(p.display_type(ctx))
+        elif isinstance(p, TyperArgument):
+            if p.metavar is None:
+                name = p.name.upper() + ("..." if p.nargs != 1 else "")
+                p.metavar = name if p.required else f"[{name}]"
+            p.display_type_rich = lambda ctx: None  # the name says what it takes
+            p._usage_display_name = lambda p=p: p.metavar  # "{[MODEL] IMAGE...}..." else
+    for sub in getattr(cmd, "commands", {}).values():
+        plain_help(sub)
+    return cmd
+
+
+def _value_word(typed: str) -> str:
+    """click's word for typer's type label: <list[float]> → NUMBER, <path> → PATH."""
+    label = typed.strip("<>").removeprefix("list[").removesuffix("]")
+    words = {"int": "INTEGER", "float": "NUMBER", "path": "PATH", "file": "PATH", "str": "TEXT"}
+    return label if "|" in label else words.get(label.split()[0], "TEXT")
+
+
 class _Group(TyperGroup):
     """Every command runs inside this group: a FacetrainError is one red line, exit 2."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str):
+        cmd = super().get_command(ctx, cmd_name)
+        return None if cmd is None else plain_help(cmd)
 
     def invoke(self, ctx: click.Context):
         try:

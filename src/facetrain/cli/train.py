@@ -12,6 +12,13 @@ from rich.table import Table
 
 from facetrain.cli.common import app
 from facetrain.progress import console
+from facetrain.train.config import TrainConfig
+
+
+def _dflt(text: str, setting: str) -> str:
+    """Help with the value train uses when neither a flag nor --config sets the setting
+    (the flags themselves default to "not given", so that a config file can set them)."""
+    return f"{text}  [default: {getattr(TrainConfig(), setting)}]"
 
 
 @app.command()
@@ -19,15 +26,25 @@ def train(
     data: Annotated[
         list[str] | None, typer.Option(help="Aligned faces: pack, folders (a:b) or lists.")
     ] = None,
-    out: Annotated[str | None, typer.Option(help="Run folder; the same --out resumes.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name (see models).")] = None,
-    loss: Annotated[
-        str | None, typer.Option(help="softmax, arcface, cosface, triplet, contrastive.")
+    out: Annotated[
+        str | None, typer.Option(help=_dflt("Run folder; the same --out resumes.", "out"))
     ] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help=_dflt("Model name (see models).", "model"))
+    ] = None,
+    loss: Annotated[
+        str | None,
+        typer.Option(help=_dflt("softmax, arcface, cosface, triplet, contrastive.", "loss")),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help=_dflt("Passes over the data.", "epochs"))
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help=_dflt("Images per optimizer step (per process).", "batch_size")),
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help=_dflt("Peak learning rate.", "lr"))] = None,
+    device: Annotated[str | None, typer.Option(help=_dflt("cpu or cuda.", "device"))] = None,
     config: Annotated[Path | None, typer.Option(help="TOML or JSON file of settings.")] = None,
     set_: Annotated[
         list[str] | None,
