@@ -10,7 +10,7 @@ Each measurement runs in its own process (peak memory = that process's max RSS, 
 libraries included).
 
     .venv/bin/python bench/library_scale.py [--faces 10000 30000 100000] [--exact-max N]
-        [--methods dense ours spacing]
+        [--methods dense ours spacing spacing-exact]
 
 The last line is the last measurement: `N faces: peak MB, seconds`.
 """
@@ -48,6 +48,7 @@ def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def child(n: int, method: str, exact_max: int) -> None:
+    from facetrain.library import neighbours
     from facetrain.library.cluster import _exact, agglomerate, local_scales
     from facetrain.library.evaluate import scores
 
@@ -55,7 +56,9 @@ def child(n: int, method: str, exact_max: int) -> None:
     t0 = time.perf_counter()
     if method == "dense":
         pred = _exact(emb, photo, 1.0, "squared_l2")
-    elif method == "spacing":  # the library's rule: each pair's limit from local spacing
+    elif method.startswith("spacing"):  # the library's rule: each pair's limit from spacing
+        if method == "spacing-exact":  # every pair compared, however many faces
+            neighbours.EXACT_SEARCH = len(emb)
         scale = local_scales(emb, photo, "squared_l2")
         pred, _ = agglomerate(emb, photo, 1.0, "squared_l2", exact_max=exact_max, scale=scale)
     else:
@@ -80,10 +83,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--faces", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     ap.add_argument("--exact-max", type=int, default=EXACT_MAX, help="largest exact group")
-    ap.add_argument("--child", choices=["ours", "spacing", "dense"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["ours", "spacing", "spacing-exact", "dense"],
+                    help=argparse.SUPPRESS)  # fmt: skip
     ap.add_argument("--methods", nargs="+", default=["dense", "ours", "spacing"],
                     help="dense (one N x N matrix), ours (one threshold, grouped), spacing "
-                    "(the library's rule: each pair's limit from the local spacing)")  # fmt: skip
+                    "(the library's rule: each pair's limit from the local spacing; past "
+                    "50,000 faces a neighbour index proposes the pairs), spacing-exact (the "
+                    "same, every pair compared)")  # fmt: skip
     args = ap.parse_args()
     if args.child:
         return child(args.faces[0], args.child, args.exact_max)

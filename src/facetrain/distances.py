@@ -35,11 +35,11 @@ def _is_torch(x) -> bool:
     return type(x).__module__.startswith("torch")
 
 
-def pair_distances(emb1, emb2, distance: str = "squared_l2"):
+def pair_distances(emb1, emb2, distance: str = "squared_l2", dtype=np.float64):
     """The distance between each row of emb1 and the same row of emb2."""
     if _is_torch(emb1):
         return _pair_torch(emb1, emb2, canonical(distance))
-    e1, e2 = np.asarray(emb1, np.float64), np.asarray(emb2, np.float64)
+    e1, e2 = np.asarray(emb1, dtype), np.asarray(emb2, dtype)
     if canonical(distance) == "squared_l2":
         return np.sum(np.square(e1 - e2), axis=1)
     dot = np.sum(e1 * e2, axis=1)

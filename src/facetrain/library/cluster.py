@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facetrain.distances import canonical, distance_matrix
+from facetrain.library.neighbours import kth_other_photo, pairs_within
 
 BIG = 1e6
 # The largest group of faces clustered exactly (a dense distance matrix, ~25 bytes a pair:
@@ -40,24 +41,11 @@ TAU = 1.7  # a pair's limit in units of its faces' spacing (bench/library_popula
 
 
 def local_scales(emb: np.ndarray, photo: np.ndarray, distance: str, k: int = K,
-                 block: int = 0, rows: int | None = None) -> np.ndarray:  # fmt: skip
+                 rows: int | None = None) -> np.ndarray:  # fmt: skip
     """The distance of each of the first `rows` faces (default: all) to its k-th nearest
-    face of another photo among all of them (inf when there is none), block by block:
-    memory linear in the number of faces."""
-    e = np.ascontiguousarray(emb, np.float32)
-    n = len(e)
-    rows = n if rows is None else rows
-    out = np.full(rows, np.inf)
-    kk = min(k, n - 1)
-    if kk < 1:
-        return out
-    block = block or max(64, min(2048, 20_000_000 // max(n, 1)))
-    for s in range(0, rows, block):
-        stop = min(s + block, rows)
-        d = distance_matrix(e[s:stop], e, distance, dtype=np.float32)
-        d[photo[s:stop, None] == photo[None, :]] = np.inf
-        out[s:stop] = np.partition(d, kk - 1, axis=1)[:, kk - 1]
-    return out
+    face of another photo among all of them (inf when there is none): memory linear in the
+    number of faces; an index proposes the neighbours past `neighbours.EXACT_SEARCH`."""
+    return kth_other_photo(emb, photo, distance, k, rows=rows)
 
 
 def pair_limits(sa, sb, threshold: float, tau: float = TAU):
@@ -100,29 +88,19 @@ def concat_rows(*arrays: np.ndarray) -> np.ndarray:
     return np.concatenate(parts) if parts else arrays[0]
 
 
-def near_pairs(emb: np.ndarray, threshold: float, distance: str, block: int = 0,
+def near_pairs(emb: np.ndarray, threshold: float, distance: str,
                scale: np.ndarray | None = None, tau: float = TAU):  # fmt: skip
     """The sparse graph of face pairs nearer than `threshold` (with `scale`: than their
-    pair's limit; both directions, no self pairs), computed block by block in float32:
-    memory linear in the number of faces."""
+    pair's limit; both directions, no self pairs): memory linear in the number of faces
+    and their near pairs."""
     from scipy.sparse import coo_matrix
 
-    e = np.ascontiguousarray(emb, np.float32)
-    n = len(e)
-    block = block or max(64, min(2048, 20_000_000 // max(n, 1)))
-    rows, cols, vals = [], [], []
-    for s in range(0, n, block):
-        d = distance_matrix(e[s : s + block], e, distance, dtype=np.float32)
-        sa = None if scale is None else scale[s : s + block]
-        r, c = np.nonzero(d < pair_limits(sa, scale, threshold, tau))
-        keep = r + s != c
-        rows.append(r[keep] + s)
-        cols.append(c[keep])
-        vals.append(d[r[keep], c[keep]])
-    cat = lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t)  # noqa: E731
-    return coo_matrix(
-        (cat(vals, np.float64), (cat(rows, np.int64), cat(cols, np.int64))), shape=(n, n)
-    ).tocsr()
+    n = len(emb)
+    r, c, d = pairs_within(emb, threshold, distance)
+    if scale is not None:
+        keep = d < np.minimum(tau * np.sqrt(scale[r] * scale[c]), threshold)
+        r, c, d = r[keep], c[keep], d[keep]
+    return coo_matrix((d.astype(np.float64), (r, c)), shape=(n, n)).tocsr()
 
 
 def agglomerate(

@@ -1,0 +1,120 @@
+"""Which faces lie near which: the candidate pairs behind the library's clustering.
+
+Up to `EXACT_SEARCH` faces every pair is compared, block by block (exact; memory linear in
+the number of faces). Past that, comparing every pair is the whole cost — 10¹² dot products
+a pass at 1,000,000 faces, hours on two cores — so an inverted-file index (faiss IVF-Flat:
+4·√N lists, `NPROBE` of them searched per face) proposes the candidates. The index only
+says where to look: every distance the library decides on is computed by `distances`.
+At 100,000 faces the index finds every pair the exact search finds in the synthetic
+families of `bench/library_scale.py` (its recall column), in seconds instead of minutes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facetrain.distances import canonical, distance_matrix, pair_distances
+
+EXACT_SEARCH = 50_000  # up to this many faces, every pair is compared
+NPROBE = 16  # inverted lists searched per face (of 4·√N)
+EXTRA = 8  # neighbours asked for beyond k, for faces of the same photo among them
+QUERY_BLOCK = 4096  # faces searched at a time: bounds the candidate pairs held at once
+
+
+def block_rows(n: int) -> int:
+    """Rows of an exact distance block against n faces: ~80 MB of float32 a block."""
+    return max(64, min(2048, 20_000_000 // max(n, 1)))
+
+
+def kth_other_photo(emb: np.ndarray, photo: np.ndarray, distance: str, k: int,
+                    rows: int | None = None) -> np.ndarray:  # fmt: skip
+    """The distance of each of the first `rows` faces (default: all) to its k-th nearest
+    face of another photo among all of them; inf when there is none."""
+    e = np.ascontiguousarray(emb, np.float32)
+    rows = len(e) if rows is None else rows
+    out = np.full(rows, np.inf)
+    k = min(k, len(e) - 1)
+    if k < 1 or rows == 0:
+        return out
+    todo = np.arange(rows)
+    if len(e) > EXACT_SEARCH:
+        index = _index(e, distance)
+        for s in range(0, rows, QUERY_BLOCK):
+            q = np.arange(s, min(s + QUERY_BLOCK, rows))
+            _, cand = index.search(_as_indexed(e[q], distance), k + EXTRA)
+            out[q] = _kth_of_candidates(e, photo, q, cand, distance, k)
+        todo = np.flatnonzero(np.isinf(out))  # too many faces of one photo among the nearest
+    for s in range(0, len(todo), block_rows(len(e))):
+        q = todo[s : s + block_rows(len(e))]
+        d = distance_matrix(e[q], e, distance, dtype=np.float32)
+        d[photo[q, None] == photo[None, :]] = np.inf
+        out[q] = np.partition(d, k - 1, axis=1)[:, k - 1]
+    return out
+
+
+def _kth_of_candidates(e, photo, q, cand, distance: str, k: int) -> np.ndarray:
+    """The k-th smallest distance from each face of q to its candidates of other photos
+    (inf where fewer than k remain)."""
+    valid = (cand >= 0) & (photo[np.clip(cand, 0, None)] != photo[q][:, None])
+    d = np.full(cand.shape, np.inf)
+    r, c = np.nonzero(valid)
+    d[r, c] = pair_distances(e[q[r]], e[cand[r, c]], distance, dtype=np.float32)
+    return np.sort(d, axis=1)[:, k - 1]
+
+
+def pairs_within(emb: np.ndarray, radius: float, distance: str):
+    """Every pair of faces nearer than `radius` (both directions, no self pairs): rows,
+    columns and distances."""
+    e = np.ascontiguousarray(emb, np.float32)
+    exact = len(e) <= EXACT_SEARCH
+    parts = _pairs_exact(e, radius, distance) if exact else _pairs_indexed(e, radius, distance)
+    rows, cols, vals = zip(*parts, strict=True) if parts else ((), (), ())
+    cat = lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t)  # noqa: E731
+    return cat(rows, np.int64), cat(cols, np.int64), cat(vals, np.float32)
+
+
+def _pairs_exact(e: np.ndarray, radius: float, distance: str) -> list:
+    out, block = [], block_rows(len(e))
+    for s in range(0, len(e), block):
+        d = distance_matrix(e[s : s + block], e, distance, dtype=np.float32)
+        r, c = np.nonzero(d < radius)
+        keep = r + s != c
+        out.append((r[keep] + s, c[keep], d[r[keep], c[keep]]))
+    return out
+
+
+def _pairs_indexed(e: np.ndarray, radius: float, distance: str) -> list:
+    index, out = _index(e, distance), []
+    # the index's squared L2 (between unit vectors for the cosine), a hair wide: it proposes
+    wide = radius if canonical(distance) == "squared_l2" else 2 - 2 * np.cos(np.pi * radius)
+    for s in range(0, len(e), QUERY_BLOCK):
+        lims, _, cand = index.range_search(_as_indexed(e[s : s + QUERY_BLOCK], distance),
+                                           float(wide) * 1.001 + 1e-6)  # fmt: skip
+        r = np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64))) + s
+        keep = r != cand
+        r, c = r[keep], cand[keep].astype(np.int64)
+        d = pair_distances(e[r], e[c], distance, dtype=np.float32)
+        near = d < radius
+        out.append((r[near], c[near], d[near]))
+    return out
+
+
+def _as_indexed(e: np.ndarray, distance: str) -> np.ndarray:
+    """What the index holds: the embeddings (squared L2), or unit vectors (cosine)."""
+    if canonical(distance) == "squared_l2":
+        return np.ascontiguousarray(e, np.float32)
+    return np.ascontiguousarray(e / np.linalg.norm(e, axis=1, keepdims=True), np.float32)
+
+
+def _index(e: np.ndarray, distance: str):
+    """An IVF-Flat index of the faces, its lists trained on a fixed sample (repeatable)."""
+    import faiss
+
+    x = _as_indexed(e, distance)
+    nlist = max(1, min(int(4 * np.sqrt(len(x))), len(x) // 39))  # faiss: ≥ 39 faces a list
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(x.shape[1]), x.shape[1], nlist)
+    sample = np.random.default_rng(0).choice(len(x), min(len(x), 64 * nlist), replace=False)
+    index.train(x[np.sort(sample)])
+    index.add(x)
+    index.nprobe = min(NPROBE, nlist)
+    return index
