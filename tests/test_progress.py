@@ -38,3 +38,52 @@ def test_a_job_writing_to_a_log_prints_progress_lines(tmp_path):
     lines = [x for x in r.stderr.splitlines() if x.startswith("pack ")]
     assert lines and lines[-1].startswith("pack 16/16 (100%)"), r.stderr
     assert "\x1b[" not in r.stderr  # no terminal codes in a log
+
+
+def test_a_resumed_job_s_rate_counts_this_run_and_no_line_repeats(capsys, monkeypatch):
+    """The rate and ETA of a resumed job count only what this process did; the closing
+    line is not printed again when nothing moved since the last one."""
+    clock = iter([0.0, 10.0, 10.0, 20.0, 20.0])  # start; each advance: check, line
+    monkeypatch.setattr("facetrain.progress.time.monotonic", lambda: next(clock))
+    with PlainProgress(every=5) as bar:
+        task = bar.add_task("train", total=200, completed=100)
+        bar.advance(task, 10)  # t=10: 10 steps in 10 s
+        bar.update(task, note="epoch 3 loss 1.2345")
+        bar.advance(task, 10)  # t=20
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "train 110/200 (55%) 1.0/s, elapsed 0:10, ETA 1:30"
+    assert lines[1] == "train 120/200 (60%) 1.0/s, elapsed 0:20, ETA 1:20, epoch 3 loss 1.2345"
+    assert len(lines) == 2  # where it ended was already said
+
+
+def test_training_in_a_log_prints_step_loss_rate_and_eta(tmp_path):
+    """Training with its output in a file (nohup, a scheduler) says where it is: plain
+    lines with the step count, rate, ETA and loss — the demo's log was silent for minutes."""
+    src = make_faces(tmp_path / "faces", ids=4, per=4)
+    env = os.environ | {"FACETRAIN_PROGRESS_EVERY": "0"}
+    cmd = [sys.executable, "-m", "facetrain", "train", "--data", str(src), "--out",
+           str(tmp_path / "run"), "--epochs", "2", "--batch-size", "8", "--set",
+           "embedding_size=16", "--set", "eval_every=100"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.startswith("train ")]
+    assert lines[0].startswith("train 1/4 (25%)") and "/s, elapsed" in lines[0], r.stderr
+    assert "ETA" in lines[0] and "epoch 0 loss " in lines[0], lines
+    assert lines[-1].startswith("train 4/4 (100%)") and "epoch 1 loss " in lines[-1], lines
+    assert len(lines) == len(set(lines)) and "\x1b[" not in r.stderr
+
+
+def test_embedding_progress_moves_before_the_end(tmp_path):
+    """`embed` (and eval, which embeds the same way) advances as faces are read, not once
+    a batch of 128 is done: `eval` sat at 0/51 until the end."""
+    from helpers import make_model
+
+    src = make_faces(tmp_path / "faces", ids=5, per=8)
+    model = make_model(tmp_path / "m.safetensors")
+    env = os.environ | {"FACETRAIN_PROGRESS_EVERY": "0"}
+    cmd = [sys.executable, "-m", "facetrain", "embed", str(model), str(src), "--out",
+           str(tmp_path / "e.npz")]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    counts = [x.split()[1] for x in r.stderr.splitlines() if x.startswith("embed ")]
+    assert counts[:3] == ["16/40", "32/40", "40/40"], r.stderr

@@ -14,11 +14,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 # Shown as escapes, never sent raw: C0/C1 controls (a terminal's escape sequences, a
 # carriage return that overwrites the line), bidirectional overrides and isolates (an
@@ -53,6 +55,22 @@ class SafeConsole(Console):
 console = SafeConsole(stderr=True, soft_wrap=True, markup=False)  # never break a path
 
 
+class _Rate(ProgressColumn):
+    """Items a second over the last half minute (rich's own estimate), or what the step
+    says its rate is (`rate=` field)."""
+
+    def render(self, task) -> Text:
+        given = task.fields.get("rate")
+        return Text(given or (f"{task.speed:.1f}/s" if task.speed else ""))
+
+
+class _Note(ProgressColumn):
+    """What the step adds (`note=` field): the loss of a training run."""
+
+    def render(self, task) -> Text:
+        return Text(str(task.fields.get("note", "")))
+
+
 def progress_bar(*, disable: bool | None = None, every: float = 30.0):
     """A rich Progress on stderr when it is a terminal; otherwise (disable None) plain lines,
     one per `every` seconds (FACETRAIN_PROGRESS_EVERY) once a step has run that long
@@ -61,14 +79,15 @@ def progress_bar(*, disable: bool | None = None, every: float = 30.0):
     if disable is None and not sys.stderr.isatty():
         return PlainProgress(float(os.environ.get("FACETRAIN_PROGRESS_EVERY", every)))
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold"),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
-        TextColumn("{task.fields[rate]}"),
+        _Rate(),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
+        _Note(),
         console=console,
         disable=bool(disable),
         transient=False,
@@ -81,6 +100,7 @@ class _Task:
     total: float | None
     completed: float = 0.0
     fields: dict = field(default_factory=dict)
+    initial: float = 0.0  # done before this process started (a resumed job): not its rate
 
 
 class PlainProgress:
@@ -95,12 +115,14 @@ class PlainProgress:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.last > self.start:  # it printed: say where it ended
-            for i in range(len(self.tasks)):
-                self._line(i)
+        if self.last > self.start:  # it printed: say where it ended, never the same line twice
+            for i, t in enumerate(self.tasks):
+                if t.completed != t.fields.get("_shown"):
+                    self._line(i)
 
-    def add_task(self, description: str, total: float | None = None, **fields) -> int:
-        self.tasks.append(_Task(description, total, fields=fields))
+    def add_task(self, description: str, total: float | None = None, completed: float = 0,
+                 **fields) -> int:  # fmt: skip
+        self.tasks.append(_Task(description, total, completed, fields, initial=completed))
         return len(self.tasks) - 1
 
     def advance(self, task: int, advance: float = 1) -> None:
@@ -108,19 +130,22 @@ class PlainProgress:
         if time.monotonic() - self.last >= self.every:
             self._line(task)
 
-    def update(self, task: int, **fields) -> None:
+    def update(self, task: int, completed: float | None = None, **fields) -> None:
+        if completed is not None:
+            self.tasks[task].completed = completed
         self.tasks[task].fields.update(fields)
 
     def _line(self, task: int) -> None:
         t, now = self.tasks[task], time.monotonic()
-        self.last = now
+        self.last, t.fields["_shown"] = now, t.completed
         elapsed = now - self.start
-        rate = t.completed / elapsed if elapsed > 0 else 0.0
+        rate = (t.completed - t.initial) / elapsed if elapsed > 0 else 0.0
         done = f"{t.completed:.0f}" + (f"/{t.total:.0f} ({t.completed / t.total:.0%})"
                                        if t.total else "")  # fmt: skip
         left = (t.total - t.completed) / rate if t.total and rate > 0 else None
         eta = f", ETA {_clock(left)}" if left is not None else ""
-        print(f"{t.description} {done} {rate:.1f}/s, elapsed {_clock(elapsed)}{eta}",
+        note = f", {t.fields['note']}" if t.fields.get("note") else ""
+        print(f"{t.description} {done} {rate:.1f}/s, elapsed {_clock(elapsed)}{eta}{note}",
               file=sys.stderr, flush=True)  # fmt: skip
 
 

@@ -310,7 +310,7 @@ def run_align(
         writer = csv.DictWriter(f, CSV_FIELDS)
         if new_file:
             writer.writeheader()
-        task = bar.add_task("align", total=total, rate="")
+        task = bar.add_task("align", total=total)
         last_sync = time.monotonic()
 
         def commit(rows: list[dict], n_inputs: int) -> None:

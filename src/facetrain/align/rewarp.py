@@ -44,7 +44,7 @@ def rewarp_dataset(roots, out: str | os.PathLike, alignment: dict, *, quality: i
     samples = list(iter_samples(roots, problems=Problems()))
     rep = RewarpSummary()
     with progress_bar(disable=progress is False if progress is not None else None) as bar:
-        task = bar.add_task("rewarp", total=len(samples), rate="")
+        task = bar.add_task("rewarp", total=len(samples))
         for s in samples:
             bar.advance(task)
             dst = out / s.identity / f"{s.name}.jpg"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -369,10 +370,16 @@ def library_personalize(
                 f"; unnamed faces re-clustered into {r['stacks']} stacks" if r["switched_off"]
                 else " (no personal adapter was on)"))  # fmt: skip
         else:
+            start = time.monotonic()
 
             def show(k: int, n: int, resumed: bool = False) -> None:
-                verb = "resumed after" if resumed else "measured"
-                console.print(f"{verb} {k} of {n} hold-out rounds", highlight=False)
+                if resumed:
+                    console.print(f"resumed after {k} of {n} hold-out rounds", highlight=False)
+                    return
+                took = time.monotonic() - start
+                console.print(f"measured {k} of {n} hold-out rounds, {took:.0f} s; "
+                              f"ETA {took / k * (n - k) + took / k:.0f} s with the final fit",
+                              highlight=False)  # fmt: skip
 
             r = lib.personalize(on_progress=show)
             _show_personal(r)

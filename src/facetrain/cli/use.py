@@ -27,6 +27,10 @@ from facetrain.cli.common import (
 )
 from facetrain.progress import console, shown
 
+# how a model's embedding treats the mirror image, in words (`pre.flip`)
+FLIP_WORDS = {"none": "one embedding a face", "sum": "face and mirror image summed",
+              "concat": "face and mirror image side by side"}  # fmt: skip
+
 
 @app.command()
 def embed(
@@ -82,7 +86,7 @@ def compare(
     for path, why in c.skipped.items():
         console.print(f"skipped {path}: {why}", style="yellow", highlight=False)
     table = Table("", *map(str, range(len(c.paths))),
-                  title=f"{c.distance} distance ({fm.pre.flip} flip), unit embeddings")  # fmt: skip
+                  title=f"{c.distance} distance, {FLIP_WORDS[fm.pre.flip]}")  # fmt: skip
     for i, p in enumerate(c.paths):
         table.add_row(f"{i} {Path(p).name}", *(f"{v:.3f}" for v in c.matrix[i]))
     console.print(table)
@@ -200,7 +204,7 @@ def classify_predict(
     check_model(clf, fm, str(classifier))
     console.print(f"rule: {clf.rule}")
     results = []
-    for photo in faces_in_photos(fm, images, align=align, device=device, progress=False):
+    for photo in faces_in_photos(fm, images, align=align, device=device):
         if photo.error:
             console.print(f"skipped {photo.path}: {photo.error}", style="yellow")
             results.append({"path": photo.path, "name": None, "error": photo.error})

@@ -198,7 +198,7 @@ def pack(
     sizes: set[tuple[int, int]] = set()
     raw_size: tuple[int, int] | None = None
     with progress_bar(disable=progress is False if progress is not None else None) as bar:
-        task = bar.add_task("pack", total=total, rate="")
+        task = bar.add_task("pack", total=total)
         for k in range(n_shards):
             chunk = [
                 next(samples) for _ in range(min(images_per_shard, total - k * images_per_shard))

@@ -138,6 +138,9 @@ class Arrays:
         ]
 
 
+READ_STEP = 16  # images read at a time by `embed` (the bar advances this often)
+
+
 @torch.no_grad()
 def embed(
     model,
@@ -160,33 +163,39 @@ def embed(
     if flip not in FLIPS:
         raise ValueError(f"unknown flip {flip!r}; choose from {', '.join(FLIPS)}")
     model.eval()
-    out = []
+    out, pending = [], []
+    step = min(batch, READ_STEP)  # read (decode, align) in small steps: a bar that moves
+    steps = [list(range(i, min(i + step, s.n_images))) for i in range(0, s.n_images, step)]
     with progress_bar(disable=None if progress else True) as bar:
-        task = bar.add_task(progress or "embed", total=s.n_images, rate="")
-        batches = [list(range(i, min(i + batch, s.n_images))) for i in range(0, s.n_images, batch)]
-        for imgs in read_ahead(s.fetch, batches, workers):
-            ok = [k for k, t in enumerate(imgs) if t is not None]
-            rows = None
-            if ok:
-                got = [imgs[k] for k in ok]
-                if len({tuple(t.shape) for t in got}) > 1:
-                    got = [
-                        resize(t[None].float(), size)[0].round().clamp(0, 255).byte() for t in got
-                    ]
-                x = prepare(torch.stack(got), size=size, normalize=normalize, crop=crop).to(device)
-                e = model.embed(x, normalize=False).float()
-                if flip != "none":
-                    f = model.embed(x.flip(3), normalize=False).float()
-                    e = e + f if flip == "sum" else torch.cat([e, f], 1)
-                rows = F.normalize(e, dim=1).cpu()
-            full = torch.full((len(imgs), rows.shape[1] if rows is not None else 0), float("nan"))
-            if rows is not None:
-                full[ok] = rows
-            out.append(full)
+        task = bar.add_task(progress or "embed", total=s.n_images)
+        for k, imgs in enumerate(read_ahead(s.fetch, steps, workers)):
+            pending += imgs
+            if len(pending) >= batch or k == len(steps) - 1:
+                out.append(_embed_batch(model, pending, size, normalize, crop, flip, device))
+                pending = []
             bar.advance(task, len(imgs))
     width = max(o.shape[1] for o in out) if out else 0
     out = [o if o.shape[1] == width else torch.full((len(o), width), float("nan")) for o in out]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def _embed_batch(model, imgs: list, size: int, normalize: str, crop, flip: str, device: str):
+    """Unit embeddings of one batch of decoded faces; NaN rows where an image is None."""
+    ok = [k for k, t in enumerate(imgs) if t is not None]
+    if not ok:
+        return torch.full((len(imgs), 0), float("nan"))
+    got = [imgs[k] for k in ok]
+    if len({tuple(t.shape) for t in got}) > 1:
+        got = [resize(t[None].float(), size)[0].round().clamp(0, 255).byte() for t in got]
+    x = prepare(torch.stack(got), size=size, normalize=normalize, crop=crop).to(device)
+    e = model.embed(x, normalize=False).float()
+    if flip != "none":
+        f = model.embed(x.flip(3), normalize=False).float()
+        e = e + f if flip == "sum" else torch.cat([e, f], 1)
+    rows = F.normalize(e, dim=1).cpu()
+    full = torch.full((len(imgs), rows.shape[1]), float("nan"))
+    full[ok] = rows
+    return full
 
 
 def read_ahead(fn, items: list, workers: int):

@@ -379,14 +379,22 @@ class Library:
         return (emb if adapter is None or not rows else adapter.apply(emb)), rows
 
     def identify(self, photos: list, threshold: float | None = None, margin: float = 0.05,
-                 device: str = "cpu", model: str | None = None) -> list[dict]:  # fmt: skip
+                 device: str = "cpu", model: str | None = None,
+                 progress: bool = True) -> list[dict]:  # fmt: skip
         """Every face of each photo named from the named people, or `unknown` (`namer`)."""
         from facetrain.library.scan import Scanner, list_photos
+        from facetrain.progress import progress_bar
 
         namer = self.namer(threshold, margin)
         scanner = Scanner(self.model(model, device=device), device=device)
         photos = [q for p in photos for q in (list_photos(p) if Path(p).is_dir() else [p])]
-        return [_identify_photo(p, scanner, namer) for p in photos]
+        out = []
+        with progress_bar(disable=None if progress else True) as bar:
+            task = bar.add_task("identify", total=len(photos))
+            for p in photos:
+                out.append(_identify_photo(p, scanner, namer))
+                bar.advance(task)
+        return out
 
     def namer(self, threshold: float | None = None, margin: float = 0.05):
         """The open-set rule that names faces of a new photo (`curate.Namer`): a face gets

@@ -173,7 +173,7 @@ def scan(
     known = store.photos_under(con, root)
     vanished = {r["sha256"]: r["id"] for p, r in known.items() if p not in seen}
     with progress_bar(disable=None if progress is None else not progress) as bar:
-        task = bar.add_task("scan", total=len(files), rate="")
+        task = bar.add_task("scan", total=len(files))
         todo, later, pending = [], [], set()
         for path in files:
             job = _scan_one(con, path, known.get(path), vanished, rep)
@@ -391,7 +391,7 @@ def migrate(
     store.set_meta(con, "migrating_to", target)
     kept = lost = 0
     with progress_bar(disable=None if progress is None else not progress) as bar:
-        task = bar.add_task("migrate", total=len(todo), rate="")
+        task = bar.add_task("migrate", total=len(todo))
         for row in todo:
             bar.advance(task)
             try:

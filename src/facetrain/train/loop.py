@@ -27,6 +27,7 @@ import torch
 
 from facetrain.data.packed import PackedDataset
 from facetrain.models import RawEmbedding, create_model
+from facetrain.progress import progress_bar
 from facetrain.train import distributed
 from facetrain.train.build import (
     build_optimizer,
@@ -129,6 +130,8 @@ class Run:
     metrics: MetricsLog | None = None
     last_ckpt: float = 0.0
     centers_before: torch.Tensor | None = None  # center loss: to sum the ranks' updates
+    bar: object = None  # progress: steps, rate, ETA and loss (rank 0's, `progress_bar`)
+    task: int = 0
 
     @property
     def final(self) -> torch.nn.Module:
@@ -143,11 +146,15 @@ class Run:
         self.evaluator.emit = self.metrics.emit
         self.last_ckpt = time.monotonic()
         self.centers_before = self.objective.centers.centers.clone()
-        try:
-            while self.state.epoch < self.cfg.epochs:
-                self.epoch()
-        finally:
-            self.metrics.close()
+        steps, s = len(self.sampler), self.state
+        with progress_bar(disable=None if self.dd.main else True) as self.bar:
+            self.task = self.bar.add_task("train", total=self.cfg.epochs * steps,
+                                          completed=s.epoch * steps + s.batch)  # fmt: skip
+            try:
+                while self.state.epoch < self.cfg.epochs:
+                    self.epoch()
+            finally:
+                self.metrics.close()
         return self.finish()
 
     def resume(self) -> None:
@@ -183,12 +190,16 @@ class Run:
             total, extra, finite = self.gradients(epoch, s.batch)
             verdict = self.guard(finite)
             if verdict != "ok":
-                if self.bad_step(verdict, epoch) == "rolled back":
+                rolled_back = self.bad_step(verdict, epoch) == "rolled back"
+                self.bar.update(self.task, completed=s.epoch * steps + s.batch)
+                if rolled_back:
                     return
                 continue
             self.apply()
             losses.append(total)
             s.batch, s.step = s.batch + 1, s.step + 1
+            self.bar.update(self.task, note=f"epoch {epoch} loss {total:.4f}")
+            self.bar.advance(self.task)
             if s.step % cfg.log_every == 0 or s.batch == steps:
                 self.emit({"epoch": epoch, "step": s.step, "loss": total, "lr": lr} | extra | shown)
             self.maybe_checkpoint(epoch, mid_epoch=s.batch < steps)

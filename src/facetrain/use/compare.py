@@ -9,6 +9,8 @@ import numpy as np
 from facetrain.distances import distance_matrix, plain_l2
 from facetrain.errors import FacetrainError
 
+SILENT_UP_TO = 8  # photos compared without a progress bar (a pair takes a second)
+
 
 @dataclass
 class Comparison:
@@ -39,7 +41,8 @@ def compare(model, images: list[str], threshold: float | None = None, align: str
         raise FacetrainError("give at least two images")
     if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
         raise FacetrainError(f"--threshold {threshold}: a finite number ≥ 0")
-    t = embed_paths(model, images, [""] * len(images), align=align, device=device, progress=False)
+    t = embed_paths(model, images, [""] * len(images), align=align, device=device,
+                    progress=len(images) > SILENT_UP_TO)  # fmt: skip
     if len(t) < 2:
         why = "; ".join(f"{p}: {w}" for p, w in t.skipped.items())
         raise FacetrainError(f"fewer than two usable faces ({why})")

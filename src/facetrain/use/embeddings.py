@@ -106,7 +106,7 @@ def faces_in_photos(
 
     embedder, out = FaceEmbedder(model, device), []
     with progress_bar(disable=None if progress else True) as bar:
-        task = bar.add_task("faces", total=len(paths), rate="")
+        task = bar.add_task("faces", total=len(paths))
         for path in paths:
             try:
                 found = embedder.every_crop(load_rgb(path), align)
