@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -632,3 +633,26 @@ def test_all_finite_sees_one_bad_value_among_many_tensors():
         g = [t.clone() for t in grads]
         g[k].view(-1)[-1] = bad
         assert not all_finite(g), (k, bad)
+
+
+def test_a_run_records_its_threads_and_repeats_on_the_same_count(packed, tmp_path):
+    """The demo's figure moved between two fresh runs: CPU float sums depend on how many
+    threads share them. A run records the count it used (config.json), the same settings
+    on the same count give every loss bit for bit, another count gives other losses, and
+    the demo pins its count."""
+    from facetrain.demo import DEMO_RECIPE
+    from facetrain.train.config import resolve
+
+    args = ["--data", str(packed), "--model", "nn4_small2", "--epochs", "1", "--batch-size",
+            "16", "--set", "embedding_size=32", "--set", "epoch_size=4", "--set",
+            "log_every=1", "--set", "input_size=72"]  # fmt: skip
+    cmd = [sys.executable, "-m", "facetrain", "train"]
+    runs = {"a": [], "b": [], "one": ["--set", "threads=1"]}
+    for name, extra in runs.items():
+        subprocess.run([*cmd, *args, *extra, "--out", str(tmp_path / name)], check=True,
+                       capture_output=True, env=os.environ | {"OMP_NUM_THREADS": "2"})  # fmt: skip
+    threads = {n: json.loads((tmp_path / n / "config.json").read_text())["threads"] for n in runs}
+    assert threads == {"a": 2, "b": 2, "one": 1}
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    assert losses(tmp_path / "a") != losses(tmp_path / "one")
+    assert resolve(DEMO_RECIPE, {}).threads == 2

@@ -71,6 +71,10 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # recorded as a number: CPU float sums depend on how many threads share them, so the
+    # same run on 1 and 2 threads ends with different figures (the demo moved 0.7787 →
+    # 0.7697); config.json says which, and a resume on another count is noted in history
+    cfg = dataclasses.replace(cfg, threads=torch.get_num_threads())
     _check_before_writing(cfg)
     dd, device = distributed.setup(cfg.device)
     try:
