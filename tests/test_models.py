@@ -84,3 +84,16 @@ def test_train_mode_gradients_flow():
     y = m.embed(torch.randn(4, 3, 112, 112), normalize=False)
     y.pow(2).sum().backward()
     assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+
+
+def test_the_architecture_table_is_what_create_model_builds():
+    """`facetrain models` lists ARCHITECTURES without importing torch (it starts in well
+    under a second); each row must be what `create_model(name)` really builds."""
+    from facetrain.models import ARCHITECTURES, list_models
+
+    assert [a.name for a in ARCHITECTURES] == list_models()
+    for a in ARCHITECTURES:
+        m = create_model(a.name).eval()
+        built = (m.input_size, m.embed(torch.zeros(1, 3, a.input_size, a.input_size)).shape[1],
+                 sum(p.numel() for p in m.parameters()))  # fmt: skip
+        assert built == (a.input_size, a.embedding_size, a.params), a.name

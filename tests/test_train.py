@@ -380,7 +380,7 @@ def _register_tiny():
     import torch
     from torch import nn
 
-    from facetrain.models import Embedder, register_model
+    from facetrain.models.registry import Embedder, register_model
 
     class Tiny(Embedder):
         input_size = 16

@@ -53,6 +53,8 @@ class SafeConsole(Console):
 
 
 console = SafeConsole(stderr=True, soft_wrap=True, markup=False)  # never break a path
+# what a command answers, for a pipe (`facetrain models | grep iresnet`); messages: `console`
+stdout_console = SafeConsole(soft_wrap=True, markup=False)
 
 
 class _Rate(ProgressColumn):

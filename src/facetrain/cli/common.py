@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Annotated
@@ -39,10 +40,23 @@ def _value_word(typed: str) -> str:
     return label if "|" in label else words.get(label.split()[0], "TEXT")
 
 
+def _threads_for(command: str) -> None:
+    """A command that uses a model runs on `devices.inference_threads()`, told to torch
+    through OMP_NUM_THREADS before it is imported; `train` keeps its own setting. (Inside
+    a process that imported torch already — a test's CliRunner — nothing changes.)"""
+    import sys
+
+    from facetrain.devices import inference_threads
+
+    if command != "train" and "torch" not in sys.modules:
+        os.environ.setdefault("OMP_NUM_THREADS", str(inference_threads()))
+
+
 class _Group(TyperGroup):
     """Every command runs inside this group: a FacetrainError is one red line, exit 2."""
 
     def get_command(self, ctx: click.Context, cmd_name: str):
+        _threads_for(cmd_name)
         cmd = super().get_command(ctx, cmd_name)
         return None if cmd is None else plain_help(cmd)
 

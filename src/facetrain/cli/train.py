@@ -157,23 +157,24 @@ def models() -> None:
     """The architectures `--model` accepts, and the pretrained models any MODEL accepts."""
     from facetrain.inference import pretrained
     from facetrain.models import architectures
+    from facetrain.progress import stdout_console as out
 
     table = Table(title="architectures (train --model NAME)")
     for col in ("name", "input", "embedding", "params"):
         table.add_column(col)
     for a in architectures():
         table.add_row(a.name, f"{a.input_size}²", str(a.embedding_size), f"{a.params / 1e6:.2f}M")
-    console.print(table)
+    out.print(table)
     table = Table(title="pretrained models (MODEL = pretrained:NAME)")
     table.add_column("name", no_wrap=True)  # what users type: never cut
     for col in ("input", "emb", "LFW (facetrain)"):
         table.add_column(col, no_wrap=True)
     for e in pretrained.ENTRIES.values():
         table.add_row(e.name, f"{e.input_size}²", str(e.embedding_size), e.lfw.split(" (")[0])
-    console.print(table)
+    out.print(table)
     for e in pretrained.ENTRIES.values():  # the long fields as paragraphs: they wrap whole
-        console.print(f"\npretrained:{e.name} — {e.architecture}", style="bold", highlight=False)
+        out.print(f"\npretrained:{e.name} — {e.architecture}", style="bold", highlight=False)
         for label, text in (("source", e.source), ("licence", e.licence), ("LFW", e.lfw),
                             ("measure it", f"$ {e.measured_by}")):  # fmt: skip
-            console.print(f"  {label}: {text}", highlight=False)
-    console.print(f"\ndefault MODEL where a command is given none: {pretrained.DEFAULT}")
+            out.print(f"  {label}: {text}", highlight=False)
+    out.print(f"\ndefault MODEL where a command is given none: {pretrained.DEFAULT}")

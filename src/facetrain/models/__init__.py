@@ -4,41 +4,17 @@ Every model maps an RGB batch (N, 3, S, S), normalized as its recipe says, to em
 `model(x)` returns L2-normalised embeddings; `model.embed(x, normalize=False)` returns the
 raw pre-normalisation vectors ("prelogits") that softmax heads, center loss and the
 prelogits-norm penalty work on. `model.input_size` is the side the model was designed for.
+
+`facetrain.models` itself imports no torch: the registry (`create_model`, `Embedder`, ...)
+is loaded on first use, so `facetrain models` and `--help` start in a fraction of a second.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-DEFAULT_EMBEDDING = {"dlib_resnet": 128}  # a family whose published size is not 512
-
-
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    _REGISTRY[fn.__name__] = fn
-    return fn
-
-
-def list_models() -> list[str]:
-    _import_families()
-    return sorted(_REGISTRY)
-
-
-def create_model(name: str, embedding_size: int | None = None, **kwargs) -> nn.Module:
-    """Build a registered model with fresh weights, e.g. `create_model("iresnet50",
-    embedding_size=512)`. Weights (a run, a file, `pretrained:NAME`) are opened by
-    `facetrain.inference.saved.load_model`: this package knows nothing of files."""
-    _import_families()
-    if embedding_size is None:
-        embedding_size = DEFAULT_EMBEDDING.get(name, 512)
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](embedding_size=embedding_size, **kwargs)
+_LAZY = ("DEFAULT_EMBEDDING", "Embedder", "RawEmbedding", "create_model", "list_models",
+         "register_model")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -49,50 +25,29 @@ class Architecture:
     params: int
 
 
+# Each registered architecture's design input size, default embedding size and parameter
+# count, as `create_model(name)` builds it (tests/test_models.py builds each and checks).
+ARCHITECTURES = (
+    Architecture("dlib_resnet", 150, 128, 5_614_592),
+    Architecture("inception_resnet_v1", 160, 512, 23_482_624),
+    Architecture("iresnet100", 112, 512, 65_156_160),
+    Architecture("iresnet18", 112, 512, 24_025_600),
+    Architecture("iresnet34", 112, 512, 34_139_328),
+    Architecture("iresnet50", 112, 512, 43_590_848),
+    Architecture("mobilefacenet", 112, 512, 1_200_512),
+    Architecture("nn4_small2", 96, 512, 4_016_976),
+    Architecture("nn4_small2_bn", 96, 512, 4_018_000),
+)
+
+
 def architectures() -> list[Architecture]:
     """Every registered architecture with its design input size and parameter count."""
-    out = []
-    for name in list_models():
-        m = create_model(name)
-        n = sum(p.numel() for p in m.parameters())
-        out.append(Architecture(name, m.input_size, DEFAULT_EMBEDDING.get(name, 512), n))
-    return out
+    return list(ARCHITECTURES)
 
 
-class Embedder(nn.Module):
-    """Base for all families: subclasses define `embed_raw(x) -> (N, D)` prelogits."""
+def __getattr__(name: str):
+    if name in _LAZY:
+        from facetrain.models import registry
 
-    input_size: int = 112
-
-    def embed_raw(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def embed(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        z = self.embed_raw(x)
-        return F.normalize(z, dim=1) if normalize else z
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(x, normalize=True)
-
-
-class RawEmbedding(nn.Module):
-    """`forward` = the wrapped model's raw embeddings (what an exported file computes, and
-    what DistributedDataParallel wraps in training; `fn` may be a compiled embed_raw)."""
-
-    def __init__(self, model: nn.Module, fn: Callable | None = None):
-        super().__init__()
-        self.model = model
-        self.fn = fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.fn or self.model.embed_raw)(x)
-
-
-def _import_families() -> None:
-    from facetrain.models import (  # noqa: F401  (registers the models)
-        dlib_resnet,
-        inception_resnet_v1,
-        iresnet,
-        mobilefacenet,
-        nn4_small2,
-    )
+        return getattr(registry, name)
+    raise AttributeError(f"module 'facetrain.models' has no attribute {name!r}")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facetrain.models import Embedder, register_model
+from facetrain.models.registry import Embedder, register_model
 
 INPUT_SIZE = 150
 MEAN_RGB = (122.782, 117.001, 104.298)

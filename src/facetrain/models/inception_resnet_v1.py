@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from facetrain.models import Embedder, register_model
+from facetrain.models.registry import Embedder, register_model
 
 
 class BasicConv(nn.Sequential):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from facetrain.models import Embedder, register_model
+from facetrain.models.registry import Embedder, register_model
 
 
 def _conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

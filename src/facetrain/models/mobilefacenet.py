@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from facetrain.models import Embedder, register_model
+from facetrain.models.registry import Embedder, register_model
 
 
 def _cbp(cin, cout, k, s, p, groups=1, act=True) -> list[nn.Module]:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facetrain.models import Embedder, register_model
+from facetrain.models.registry import Embedder, register_model
 
 
 def _cbr(cin, cout, k, stride=1, padding=0) -> nn.Sequential:

@@ -140,4 +140,10 @@ def load(model: str | os.PathLike | None = None, device: str = "cpu") -> Recogni
 
     if model is not None and not str(model).strip():
         raise ValueError("an empty model name: leave it out for the default")
+    if os.environ.get("FACETRAIN_THREADS"):  # asked for; otherwise the caller's process rules
+        import torch
+
+        from facetrain.devices import inference_threads
+
+        torch.set_num_threads(inference_threads())
     return Recognizer(open_model(model or DEFAULT, device), device)
