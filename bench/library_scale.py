@@ -48,7 +48,7 @@ def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def child(n: int, method: str, exact_max: int) -> None:
-    from facetrain.library import neighbours
+    from facetrain import neighbours
     from facetrain.library.cluster import _exact, agglomerate, local_scales
     from facetrain.library.evaluate import scores
 

@@ -459,12 +459,12 @@ def test_clustering_by_groups_equals_the_dense_method(distance, threshold):
 @pytest.mark.parametrize("distance, threshold", [("squared_l2", 0.9), ("cosine", 0.25)])
 def test_the_neighbour_index_finds_what_comparing_every_pair_finds(distance, threshold,
                                                                    monkeypatch):  # fmt: skip
-    """Past 50,000 faces an IVF index proposes the neighbours (`library/neighbours.py`);
+    """Past 50,000 faces an IVF index proposes the neighbours (`facetrain/neighbours.py`);
     forced on 6,000 faces of 300 people in families of five lookalikes (neighbourhoods
     that straddle the index's lists), it finds ≥ 99.9% of the near pairs — none that are
     not — and the spacing and stacks that comparing every pair gives. (Searching one list
     per face instead of 16 loses 1–15% of the pairs and fails here.)"""
-    from facetrain.library import neighbours
+    from facetrain import neighbours
     from facetrain.library.cluster import local_scales, near_pairs
 
     rng = np.random.default_rng(2)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facetrain.distances import canonical, distance_matrix
-from facetrain.library.neighbours import kth_other_photo, pairs_within
+from facetrain.neighbours import kth_other_photo, pairs_within
 
 BIG = 1e6
 # The largest group of faces clustered exactly (a dense distance matrix, ~25 bytes a pair:
