@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from facetrain.train.run_folder import read_metrics
+from facetrain.run_folder import read_metrics
 
 HERE = Path(__file__).resolve().parent
 MAX_BACK = 16_000_000  # bytes: the largest file a lent machine's OUT hands back

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from facetrain.cli import app
 from facetrain.inference.saved import Preprocess, load_model, save_model
 from facetrain.models import create_model
+from facetrain.run_folder import read_metrics
 from facetrain.train.loop import train
-from facetrain.train.run_folder import read_metrics
 from helpers import make_faces, small_cfg
 
 runner = CliRunner()

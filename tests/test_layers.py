@@ -108,3 +108,18 @@ def test_a_library_never_scans_its_own_files(tmp_path):
     assert files.owns(files.thumbs / "1-abc-112.jpg") and files.owns(files.lock)
     assert list_photos(tmp_path, files.owns) == [str(tmp_path / "holiday.jpg")]
     assert len(list_photos(tmp_path)) == 2  # without the rule, the cache looks like photos
+
+
+def test_evaluate_reads_a_run_without_importing_train():
+    """evaluate and train imported each other (plots and report read the run folder through
+    train/run_folder); the run folder's names and reader now sit at the base."""
+    assert not {f: m for f, mods in facetrain_imports("evaluate").items()
+                if (m := sorted(x for x in mods if x.startswith("facetrain.train")))}  # fmt: skip
+    for base, may in (("run_folder.py", ()), ("distances.py", ()),
+                      ("neighbours.py", ("facetrain.distances",))):  # fmt: skip
+        assert {m for m in imports(SRC / base) if m.startswith("facetrain")} <= set(may), base
+    names = ("align_config.json", "model.safetensors", "metrics.jsonl", "revision.txt")
+    for p in SRC.rglob("*.py"):
+        if p.name != "run_folder.py":
+            text = p.read_text()
+            assert not [n for n in names if f'"{n}"' in text], p  # the names have one home

@@ -242,7 +242,7 @@ def test_margin_warmup_ramps_the_margin_the_loss_sees(packed, tmp_path):
     margin the ramp has reached there."""
 
     from facetrain.evaluate.plots import curves
-    from facetrain.train.run_folder import read_metrics
+    from facetrain.run_folder import read_metrics
 
     def run(name: str, **kw) -> list[dict]:
         out = tmp_path / name
@@ -575,7 +575,7 @@ def test_a_resume_keeps_the_config_the_run_started_with(packed, tmp_path):
 
 
 def test_a_resume_keeps_the_revision_the_run_started_from(tmp_path):
-    from facetrain.train.run_folder import record_revision
+    from facetrain.train.records import record_revision
 
     rev = tmp_path / "revision.txt"
     record_revision(rev, "aaa")

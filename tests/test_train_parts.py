@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from facetrain.data.packed import pack
+from facetrain.run_folder import read_metrics
 from facetrain.train import checkpoint
 from facetrain.train.distributed import Dist
 from facetrain.train.evaluator import preprocess_for
 from facetrain.train.loop import setup
 from facetrain.train.objective import build_objective
-from facetrain.train.run_folder import read_metrics, truncate_metrics
+from facetrain.train.records import truncate_metrics
 from facetrain.train.state import (
     Checkpointer,
     NonFiniteGuard,
@@ -158,7 +159,7 @@ def test_a_rollback_to_a_checkpoint_with_nan_weights_is_an_error_not_a_loop(tiny
 def test_metrics_deleted_during_a_run_start_again_with_a_warning(tmp_path):
     """Hostile finding 37: training wrote into the unlinked metrics.jsonl and the finished
     run had none, with no warning."""
-    from facetrain.train.run_folder import MetricsLog
+    from facetrain.train.records import MetricsLog
 
     said = []
     m = MetricsLog(tmp_path, "", 0, log=said.append)

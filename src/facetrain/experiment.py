@@ -23,8 +23,8 @@ from pathlib import Path
 from facetrain.demo import eval_step, pack_step, report_step, shared_dataset, step
 from facetrain.losses.margins import DEFAULT_MARGIN
 from facetrain.progress import console
+from facetrain.run_folder import CONFIG, read_metrics
 from facetrain.train.config import resolve
-from facetrain.train.run_folder import read_metrics
 
 PACK = Path("runs/packs/mini-train")
 # Smaller training sets a recipe may name as its data (how accuracy grows with data): the
@@ -115,7 +115,7 @@ def machine() -> str:
 def table_row(run: Path, where: str) -> str:
     """One markdown row: what was trained, for how long, and what it scored on LFW."""
     m = json.loads((run / "eval" / "metrics.json").read_text())
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = json.loads((run / CONFIG).read_text())
     seconds = 0.0
     for rec in read_metrics(run):
         if rec.get("epoch_end"):

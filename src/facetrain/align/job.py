@@ -28,6 +28,7 @@ from facetrain import atomic
 from facetrain.data.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
 from facetrain.data.listing import Problems, Sample, iter_samples
 from facetrain.errors import FacetrainError
+from facetrain.run_folder import ALIGN_RECORD
 
 CSV_FIELDS = [
     "source", "identity", "name", "face", "status", "reason", "output", "score",
@@ -35,7 +36,6 @@ CSV_FIELDS = [
     *[f"lm{i}{c}" for i in range(1, 6) for c in "xy"],
 ]  # fmt: skip
 MODES = ("similarity", "box")
-CONFIG_FILE = "align_config.json"
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,7 @@ def _chunks(samples: Iterable[Sample], n: int) -> Iterator[list[Sample]]:
 
 
 def _check_config(out: Path, cfg: AlignConfig) -> None:
-    path = out / CONFIG_FILE
+    path = out / ALIGN_RECORD
     want = cfg.output_settings()
     if path.exists():
         have = json.loads(path.read_text())
@@ -293,7 +293,7 @@ def run_align(
     out = Path(out)
     if any(Path(r).resolve() == out.resolve() for r in roots):
         raise AlignError("OUT must not be one of the input roots")
-    atomic.output_folder(out, inputs=roots, own=(CONFIG_FILE,), kind="aligned-faces")
+    atomic.output_folder(out, inputs=roots, own=(ALIGN_RECORD,), kind="aligned-faces")
     _check_config(out, cfg)
     csv_path = out / csv_name(shard)
     done = load_done(csv_path)

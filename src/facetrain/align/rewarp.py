@@ -21,7 +21,7 @@ from facetrain.align.job import _encode
 from facetrain.align.transform import rewarp_standard
 from facetrain.data.images import ImageError, load_rgb
 from facetrain.data.listing import DatasetError, Problems, iter_samples
-from facetrain.data.packed import ALIGN_RECORD
+from facetrain.run_folder import ALIGN_RECORD
 
 
 @dataclass

@@ -26,6 +26,7 @@ from facetrain.cli.common import (
     write_json,
 )
 from facetrain.progress import console, shown
+from facetrain.run_folder import WEIGHTS
 
 # how a model's embedding treats the mirror image, in words (`pre.flip`)
 FLIP_WORDS = {"none": "one embedding a face", "sum": "face and mirror image summed",
@@ -266,7 +267,7 @@ ImportOut = Annotated[Path, typer.Option(help="Folder (gets model.safetensors) o
 
 
 def _weights_path(out: Path) -> Path:
-    return out if out.suffix == ".safetensors" else out / "model.safetensors"
+    return out if out.suffix == ".safetensors" else out / WEIGHTS
 
 
 @import_app.command("facenet-pytorch")

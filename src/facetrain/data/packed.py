@@ -37,6 +37,7 @@ from facetrain.data.listing import (
     iter_samples,
     parse_roots,
 )
+from facetrain.run_folder import ALIGN_RECORD
 
 FORMAT_VERSION = 1
 INDEX_DTYPE = np.dtype(
@@ -95,9 +96,6 @@ class PackSummary:
     shards: int
     skipped: int
     splits: dict
-
-
-ALIGN_RECORD = "align_config.json"  # what `facetrain align` (or `rewarp`) wrote
 
 
 def _record_alignment(roots: set[Path], out: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facetrain.train.run_folder import read_metrics
+from facetrain.run_folder import read_metrics
 
 # (title, source, key): source "train" = step lines, "epoch" = epoch-end lines, else an eval.
 PANELS = (

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from facetrain.evaluate.plots import plot_roc, plot_runs
-from facetrain.train.run_folder import read_metrics
+from facetrain.run_folder import CONFIG, REVISION, read_metrics
 
 ROWS = (
     ("accuracy", "accuracy (10-fold)"),
@@ -68,14 +68,14 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None) -
         "text-align:right}th:first-child,td:first-child{text-align:left}</style>",
         f"<h1>facetrain run <code>{html.escape(str(run))}</code></h1>",
     ]
-    cfg = run / "config.json"
+    cfg = run / CONFIG
     if cfg.exists():
         c = json.loads(cfg.read_text())
         keys = ("model", "loss", "embedding_size", "input_size", "epochs", "batch_size", "lr")
         parts.append(
             "<p>" + ", ".join(f"{k} <b>{html.escape(str(c.get(k)))}</b>" for k in keys) + "</p>"
         )
-    rev = run / "revision.txt"
+    rev = run / REVISION
     if rev.exists():  # the revision it started from, then what changed on each resume
         first, *later = rev.read_text().splitlines() or [""]
         parts.append(f"<p>code revision <code>{html.escape(first)}</code></p>")

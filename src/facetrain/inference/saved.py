@@ -23,6 +23,7 @@ from safetensors.torch import save
 
 from facetrain.errors import FacetrainError
 from facetrain.models import create_model
+from facetrain.run_folder import WEIGHTS
 
 
 class ModelFileError(FacetrainError):
@@ -97,7 +98,7 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.M
 
     p = Path(pretrained.resolve(path))
     if p.is_dir():
-        p = p / "model.safetensors"
+        p = p / WEIGHTS
     if not p.is_file():
         raise ModelFileError(f"{path}: no model here (expected a run folder or a .safetensors)")
     try:
@@ -296,7 +297,7 @@ def is_model(arg: str | os.PathLike) -> bool:
     p = Path(arg)
     if pretrained.is_spec(arg):
         return True
-    return p.suffix in MODEL_SUFFIXES or (p.is_dir() and (p / "model.safetensors").is_file())
+    return p.suffix in MODEL_SUFFIXES or (p.is_dir() and (p / WEIGHTS).is_file())
 
 
 def split_model(args: list[str]) -> tuple[str | None, list[str]]:

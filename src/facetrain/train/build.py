@@ -14,6 +14,7 @@ from facetrain.data.packed import PackedDataset, pack
 from facetrain.errors import FacetrainError
 from facetrain.inference.feed import prepare, resize
 from facetrain.losses.partial_fc import PartialFC
+from facetrain.run_folder import WEIGHTS
 from facetrain.train import checkpoint
 from facetrain.train.config import TrainConfig
 from facetrain.train.schedule import Schedule, read_schedule_file
@@ -193,7 +194,7 @@ def check_init_from(cfg: TrainConfig, pre) -> None:
         return
     try:
         src = Path(pretrained.resolve(cfg.init_from))
-        theirs = read_record(src / "model.safetensors" if src.is_dir() else src)
+        theirs = read_record(src / WEIGHTS if src.is_dir() else src)
     except (FacetrainError, OSError):
         return  # a checkpoint folder without final weights, or a bare weights file
     wrong = [f"{k}={getattr(theirs, k)!r}" for k in ("model", "normalize", "input_size")

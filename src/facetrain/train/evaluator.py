@@ -23,6 +23,7 @@ from facetrain.evaluate.sets import METRIC_KEYS, EvalSet, bin_set, pairs_set
 from facetrain.inference.feed import embed_model, prepare
 from facetrain.inference.saved import FaceModel, Preprocess, save_model
 from facetrain.losses import cross_entropy
+from facetrain.run_folder import ALIGN_RECORD, WEIGHTS
 from facetrain.train.config import TrainConfig
 from facetrain.train.state import TrainingError
 
@@ -33,7 +34,7 @@ def preprocess_for(cfg: TrainConfig, size: int, pack: Path | None = None) -> Pre
     `pack` keeps; without a record, the standard 112x112 five-point crop."""
     alignment = {"mode": "similarity", "size": 112}
     for root in ([pack] if pack else []) + [Path(d) for d in cfg.data]:
-        rec = Path(root) / "align_config.json"
+        rec = Path(root) / ALIGN_RECORD
         if rec.exists():
             alignment = json.loads(rec.read_text())
             break
@@ -138,4 +139,4 @@ def export_weights(run: Path, model, pre: Preprocess, cfg: TrainConfig, last_eva
         threshold = val_threshold(model, pre, val, cfg)
         source = "best-accuracy threshold on the val split's pairs" if threshold is not None else ""
     pre = dataclasses.replace(pre, threshold=threshold, threshold_source=source)
-    return save_model(run / "model.safetensors", model, pre)
+    return save_model(run / WEIGHTS, model, pre)

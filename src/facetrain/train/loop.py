@@ -3,7 +3,7 @@ every epoch runs its steps, logs, checkpoints and evaluates.
 
 The parts: `objective.py` (head, penalties, miner, margin: the loss), `state.py` (the train
 state, checkpoints, the non-finite guard), `evaluator.py` (val split, verification sets,
-the saved preprocessing and threshold), `run_folder.py` (revision, config, metrics log),
+the saved preprocessing and threshold), `records.py` (revision, config, metrics log),
 `build.py` (data, schedule, optimizer, starting weights, input batches, EMA).
 
 Exactness: every step reseeds the global torch RNG and the augmentation/mining generator
@@ -28,6 +28,7 @@ import torch
 from facetrain.data.packed import PackedDataset
 from facetrain.models import RawEmbedding, create_model
 from facetrain.progress import progress_bar
+from facetrain.run_folder import LOCK, METRICS, REVISION
 from facetrain.train import distributed
 from facetrain.train.build import (
     build_optimizer,
@@ -42,8 +43,7 @@ from facetrain.train.build import (
 from facetrain.train.config import TrainConfig, code_revision
 from facetrain.train.evaluator import Evaluator, export_weights, preprocess_for
 from facetrain.train.objective import Objective, build_objective, build_sampler
-from facetrain.train.run_folder import (
-    LOCK,
+from facetrain.train.records import (
     MetricsLog,
     check_own,
     check_resume,
@@ -164,7 +164,7 @@ class Run:
     def resume(self) -> None:
         meta = self.ckpt.load(on_skip=lambda m: self.log(f"warning: {m}"))
         if meta is None:  # (re)starting at step 0: lines of an earlier start would repeat
-            if self.dd.main and (self.folder / "metrics.jsonl").exists():
+            if self.dd.main and (self.folder / METRICS).exists():
                 truncate_metrics(self.folder, 0)
             return
         if self.dd.main:
@@ -347,7 +347,7 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
         check_own(folder)
         check_resume(folder, cfg)
         folder.mkdir(parents=True, exist_ok=True)
-        record_revision(folder / "revision.txt", code_revision())
+        record_revision(folder / REVISION, code_revision())
         record_config(folder, cfg)
         ds = dataset_for(cfg, folder, log)  # rank 0 packs, once
     distributed.barrier()

@@ -1,34 +1,17 @@
-"""A run folder and what it records: where its files are, the code revision and settings it
-started from (and every resume's changes), and the metrics log every run writes.
-
-    RUN/config.json        the settings the run started with
-    RUN/revision.txt       the code revision; `resumed with …` lines for each change
-    RUN/metrics.jsonl      one JSON line per log, evaluation and event
-    RUN/tensorboard/       the same scalars for TensorBoard (or --log-dir)
-    RUN/checkpoints/       see checkpoint.py
-    RUN/model.safetensors  the final weights with their preprocessing record
-
-`read_metrics` is the one reader of metrics.jsonl (plots, report and experiment use it): a
-line torn by a kill or damaged by hand is skipped, never a traceback.
-"""
+"""What a training run writes into its run folder (names: `facetrain.run_folder`): the code
+revision and settings it started from (and every resume's changes), the metrics log with
+its TensorBoard copy, and the checks before a run starts or resumes there."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 from facetrain import atomic
+from facetrain.run_folder import CONFIG, LOCK, METRICS, REVISION, RUN_MARKERS
 
-METRICS = "metrics.jsonl"
 SETTINGS = "resumed with settings "
-
-
-LOCK = ".lock"  # held by the process training in the folder (facetrain.lock)
-# what every facetrain run folder has; or a teacher's embeddings put there before the run
-# starts (bench/gpu_recipes.py computes them once for several distillation runs)
-RUN_MARKERS = ("revision.txt", "checkpoints", "teacher/meta.json")
 
 
 def check_own(run: Path) -> None:
@@ -46,22 +29,6 @@ def check_own(run: Path) -> None:
             f"--out {run}: not a facetrain run folder (it holds {', '.join(entries[:3])}"
             f"{', …' if len(entries) > 3 else ''}); give a new or empty folder"
         )
-
-
-def read_metrics(run: str | os.PathLike) -> list[dict]:
-    """The records of RUN/metrics.jsonl, skipping lines that are not JSON objects."""
-    path = Path(run) / METRICS
-    if not path.is_file():
-        raise FileNotFoundError(f"{run}: no {METRICS} (not a facetrain run folder?)")
-    out = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
 
 
 def truncate_metrics(run: Path, step: int) -> None:
@@ -97,11 +64,11 @@ def record_config(run: Path, cfg) -> None:
     """config.json is the configuration the run started with. A resume (a checkpoint
     exists) with other settings — more threads, another device — keeps it and adds a
     `resumed with settings KEY=VALUE (was OLD)` line to revision.txt, the run's history."""
-    path, new = run / "config.json", dataclasses.asdict(cfg)
+    path, new = run / CONFIG, dataclasses.asdict(cfg)
     if path.exists() and (run / "checkpoints" / "last").exists():
         old = json.loads(path.read_text())
         changed = [f"{k}={v!r} (was {old.get(k)!r})" for k, v in new.items() if old.get(k) != v]
-        hist = run / "revision.txt"
+        hist = run / REVISION
         text = hist.read_text() if hist.exists() else ""
         said = [line for line in text.splitlines() if line.startswith(SETTINGS)]
         line = SETTINGS + ", ".join(changed)
@@ -121,7 +88,7 @@ def check_resume(run: Path, cfg) -> None:
     ConfigError saying what differs and what to do, before anything is written."""
     from facetrain.train.config import ConfigError
 
-    path = run / "config.json"
+    path = run / CONFIG
     if not (path.exists() and (run / "checkpoints" / "last").exists()):
         return
     try:

@@ -1,0 +1,51 @@
+"""A run folder's names and its one metrics reader, shared by train, evaluate, experiment and
+export (the base level: it imports nothing of facetrain's, so evaluate reads a run without
+importing train).
+
+    RUN/config.json        the settings the run started with
+    RUN/revision.txt       the code revision; `resumed with …` lines for each change
+    RUN/metrics.jsonl      one JSON line per log, evaluation and event
+    RUN/tensorboard/       the same scalars for TensorBoard (or --log-dir)
+    RUN/checkpoints/       see train/checkpoint.py
+    RUN/model.safetensors  the final weights with their preprocessing record
+    RUN/.lock              held by the process training there (facetrain.lock)
+
+An aligned dataset folder carries `align_config.json`, the alignment record that `align`
+or `rewarp` wrote and `pack` and training read back (ALIGN_RECORD).
+
+`read_metrics` is the one reader of metrics.jsonl (plots, report and experiment use it): a
+line torn by a kill or damaged by hand is skipped, never a traceback. What a training run
+writes into its folder is `train/records.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+CONFIG = "config.json"
+REVISION = "revision.txt"
+METRICS = "metrics.jsonl"
+LOCK = ".lock"
+WEIGHTS = "model.safetensors"
+ALIGN_RECORD = "align_config.json"
+# what every facetrain run folder has; or a teacher's embeddings put there before the run
+# starts (bench/gpu_recipes.py computes them once for several distillation runs)
+RUN_MARKERS = (REVISION, "checkpoints", "teacher/meta.json")
+
+
+def read_metrics(run: str | os.PathLike) -> list[dict]:
+    """The records of RUN/metrics.jsonl, skipping lines that are not JSON objects."""
+    path = Path(run) / METRICS
+    if not path.is_file():
+        raise FileNotFoundError(f"{run}: no {METRICS} (not a facetrain run folder?)")
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
