@@ -23,7 +23,7 @@ import torch
 from facenet_pytorch import MTCNN
 from PIL import Image
 
-from facetrain.align.job import AlignConfig, _encode, run_align
+from facetrain.align.job import AlignConfig, encode_jpeg, run_align
 from facetrain.align.transform import select_faces, warp_similarity
 from facetrain.data import iter_samples, load_rgb
 
@@ -47,7 +47,7 @@ def baseline(samples, out: Path, cfg: AlignConfig) -> tuple[int, float]:
             crop = warp_similarity(img, lms[i], cfg.out_size)
             dst = out / s.identity / f"{s.name}.jpg"
             dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes(_encode(crop, cfg.jpeg_quality))
+            dst.write_bytes(encode_jpeg(crop, cfg.jpeg_quality))
             faces += 1
     return faces, time.perf_counter() - t0
 

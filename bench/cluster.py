@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facetrain.evaluate.verification import distance_matrix
+from facetrain.distances import distance_matrix
 from facetrain.inference.saved import open_model
-from facetrain.library.cluster import _exact, agglomerate
+from facetrain.library.cluster import agglomerate, dense_clusters
 from facetrain.library.evaluate import scores
 from facetrain.use.embeddings import embed_paths
 
@@ -124,7 +124,7 @@ def main() -> None:
             "facetrain (average linkage + cannot-link)": agglomerate(
                 t.embeddings, photo, thr, dist
             )[0],
-            "facetrain, dense (before 2026-11-26)": _exact(t.embeddings, photo, thr, dist),
+            "facetrain, dense (before 2026-11-26)": dense_clusters(t.embeddings, photo, thr, dist),
             "facetrain, graph fallback forced": agglomerate(
                 t.embeddings, photo, thr, dist, exact_max=1
             )[0],

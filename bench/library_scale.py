@@ -49,13 +49,13 @@ def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def child(n: int, method: str, exact_max: int) -> None:
     from facetrain import neighbours
-    from facetrain.library.cluster import _exact, agglomerate, local_scales
+    from facetrain.library.cluster import agglomerate, dense_clusters, local_scales
     from facetrain.library.evaluate import scores
 
     emb, label, photo = synthetic(n)
     t0 = time.perf_counter()
     if method == "dense":
-        pred = _exact(emb, photo, 1.0, "squared_l2")
+        pred = dense_clusters(emb, photo, 1.0, "squared_l2")
     elif method.startswith("spacing"):  # the library's rule: each pair's limit from spacing
         if method == "spacing-exact":  # every pair compared, however many faces
             neighbours.EXACT_SEARCH = len(emb)

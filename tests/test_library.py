@@ -440,14 +440,14 @@ def test_new_photos_join_their_stacks_at_scan(tmp_path):
 def test_clustering_by_groups_equals_the_dense_method(distance, threshold):
     """The near-pairs groups give the dense method's partition exactly; the sparse-graph
     path (forced on every group) stays within 0.01 BCubed F of it."""
-    from facetrain.library.cluster import _exact
+    from facetrain.library.cluster import dense_clusters
 
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(40, 32))
     emb = np.repeat(centres, 8, 0) + rng.normal(scale=0.4, size=(320, 32))
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     photo = np.arange(320)
-    dense = _exact(emb, photo, threshold, distance)
+    dense = dense_clusters(emb, photo, threshold, distance)
     grouped, _ = agglomerate(emb, photo, threshold, distance)
     assert ((dense[:, None] == dense) == (grouped[:, None] == grouped)).all()
     assert 10 < len(np.unique(grouped)) < 300  # a partition with something to get right

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import LFW, need
-from facetrain.evaluate.verification import evaluate, pair_distances, read_pairs
+from facetrain.distances import pair_distances
+from facetrain.evaluate.verification import evaluate, read_pairs
 
 
 def reference(e1, e2, issame, nfolds=10, distance="squared_l2", subtract_mean=False, target=1e-3):

@@ -196,7 +196,7 @@ def _row(s: Sample, status: str, reason: str = "", **kw) -> dict:
     return row
 
 
-def _encode(img: np.ndarray, quality: int) -> bytes:
+def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
@@ -242,7 +242,7 @@ def process_chunk(samples: list[Sample]) -> list[dict]:
             except ValueError as e:
                 rows.append(_row(s, "align_failed", str(e), face=k))
                 continue
-            atomic.write_bytes(out / rel, _encode(crop, cfg.jpeg_quality))
+            atomic.write_bytes(out / rel, encode_jpeg(crop, cfg.jpeg_quality))
             b, lm = faces.boxes[i], faces.landmarks[i].reshape(-1)
             extra = {f: f"{v:.2f}" for f, v in zip(CSV_FIELDS[8:], [*b, *lm])}
             rows.append(_row(s, "ok", output=rel, face=k, score=f"{faces.scores[i]:.5f}", **extra))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facetrain import atomic
-from facetrain.align.job import _encode
+from facetrain.align.job import encode_jpeg
 from facetrain.align.transform import rewarp_standard
 from facetrain.data.images import ImageError, load_rgb
 from facetrain.data.listing import DatasetError, Problems, iter_samples
@@ -57,7 +57,7 @@ def rewarp_dataset(roots, out: str | os.PathLike, alignment: dict, *, quality: i
                 rep.skipped[s.path] = getattr(e, "reason", str(e))
                 continue
             crop = rewarp_standard(face, int(alignment["size"]), alignment.get("template"))
-            atomic.write_bytes(dst, _encode(crop, quality))
+            atomic.write_bytes(dst, encode_jpeg(crop, quality))
             rep.written += 1
     return rep
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facetrain.distances import pair_distances
 from facetrain.errors import FacetrainError
 from facetrain.evaluate.sets import METRIC_KEYS, EvalSet, usable_pairs
-from facetrain.evaluate.verification import evaluate, pair_distances
+from facetrain.evaluate.verification import evaluate
 from facetrain.inference.feed import embed_model
 
 TAR_FARS = (1e-1, 1e-2, 1e-3, 1e-4)

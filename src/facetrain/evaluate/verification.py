@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facetrain.distances import DISTANCES, distance_matrix, pair_distances  # noqa: F401
+from facetrain.distances import pair_distances
 
 ACC_THRESHOLDS = np.arange(0, 4, 0.01)
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)

@@ -139,7 +139,7 @@ def agglomerate(
         elif len(idx) <= exact_max:
             sub = None if scale is None else scale[idx]
             who = None if person is None else person[idx]
-            part = _exact(emb[idx], photo[idx], threshold, distance, sub, tau, who)
+            part = dense_clusters(emb[idx], photo[idx], threshold, distance, sub, tau, who)
         else:  # the group's median limit: the graph method takes one threshold
             lim = threshold if scale is None else min(threshold, tau * np.median(scale[idx]))
             part = _over_graph(emb[idx], float(lim), distance)
@@ -149,8 +149,8 @@ def agglomerate(
     return np.unique(labels, return_inverse=True)[1], moved
 
 
-def _exact(emb, photo, threshold: float, distance: str, scale=None, tau: float = TAU,
-           person=None):  # fmt: skip
+def dense_clusters(emb, photo, threshold: float, distance: str, scale=None,
+                   tau: float = TAU, person=None):  # fmt: skip
     """Average linkage over the full distance matrix; faces of one photo (and faces of two
     named people) infinitely apart. With scales, over distances in units of each pair's
     limit (so at 1)."""

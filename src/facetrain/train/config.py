@@ -257,7 +257,7 @@ HELP = {
 def _choices() -> dict[str, tuple[str, ...]]:
     """The settings that take one of a known set of values, and those values."""
     from facetrain.data.augment import NORMALIZATIONS
-    from facetrain.evaluate.verification import DISTANCES
+    from facetrain.distances import DISTANCES
     from facetrain.inference.feed import FLIPS
     from facetrain.miners import TRIPLET_MINERS
     from facetrain.models import list_models

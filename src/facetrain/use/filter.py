@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrain.data.listing import Sample, write_list
-from facetrain.evaluate.verification import pair_distances
+from facetrain.distances import pair_distances
 from facetrain.use.embeddings import Table
 
 
