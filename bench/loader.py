@@ -1,11 +1,11 @@
-"""Images/s of PackedDataset + batch augmentation vs torchvision ImageFolder + PIL, one run.
+"""Images/s of the loader training uses (`data.loader.TrainLoader`: the sampler's batch for
+(epoch, step), decoded from the pack, augmented, in the training process) vs torchvision
+ImageFolder + PIL through a torch DataLoader with 0 and 2 worker processes, one run.
 
 Both read the same aligned faces (../shared/datasets/mini-train, or --data, a folder per
 identity) with the same augmentation (random horizontal flip, (x - 127.5) / 128) into
-float32 batches of --batch-size through a torch DataLoader with the same worker count
-(ImageFolder: the usual per-sample loader; PackedDataset: `ds.loader()`, whole batches per
-worker call). The pack is made once before timing (a one-off preparation step) with the
-default raw-pixel store.
+float32 batches of --batch-size. The packs are made once before timing (a one-off
+preparation step), raw-pixel and encoded.
 
     .venv/bin/python bench/loader.py [--data DIR] [--limit N] [--workers 0 2]
 """
@@ -25,19 +25,19 @@ from torchvision import datasets, transforms
 
 from facetrain.data.augment import Augment
 from facetrain.data.listing import iter_samples, write_list
+from facetrain.data.loader import TrainLoader
 from facetrain.data.packed import PackedDataset, pack
+from facetrain.data.sampler import EpochBatches
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mini-train"
 
 
 def rate(dataset, batch_size: int, workers: int, epochs: int) -> float:
-    if isinstance(dataset, PackedDataset):
-        loader = dataset.loader(batch_size, shuffle=True, num_workers=workers)
-    else:
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-            persistent_workers=workers > 0,
-        )  # fmt: skip
+    """ImageFolder through a torch DataLoader: images/s after a warm-up epoch."""
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+        persistent_workers=workers > 0,
+    )  # fmt: skip
     n = 0
     for x, _ in loader:  # warm-up epoch: page cache, worker start-up
         n += len(x)
@@ -48,19 +48,22 @@ def rate(dataset, batch_size: int, workers: int, epochs: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def rate_direct(ds: PackedDataset, batch_size: int, device: str, epochs: int) -> float:
-    """Whole batches straight from the pack, decoded and augmented on `device` (the GPU
-    data path of `--set data_on_device=true`), in the training process."""
-    order = np.random.default_rng(0).permutation(len(ds))
-    batches = [order[i : i + batch_size].tolist() for i in range(0, len(ds), batch_size)]
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for b in batches[:3]:  # warm-up: nvJPEG/kernels initialised
-        ds.batch(b, device)
+def rate_train(ds: PackedDataset, batch_size: int, epochs: int, device: str | None = None):
+    """TrainLoader as the training loop drives it: images/s after a warm-up epoch."""
+    sampler = EpochBatches(len(ds), batch_size, seed=0)
+    data = TrainLoader(ds, sampler, Augment(flip=True), ds[0][0].shape[-1], device)
+    sync = torch.cuda.synchronize if (device or "").startswith("cuda") else (lambda: None)
+
+    def epoch(e: int) -> int:
+        gen, n = torch.Generator().manual_seed(e), 0
+        for b in range(len(data)):
+            n += len(data.batch(data.indices(e, b), gen)[0])
+        return n
+
+    epoch(0)
     sync()
-    t0, n = time.perf_counter(), 0
-    for _ in range(epochs):
-        for b in batches:
-            n += len(ds.batch(b, device)[0])
+    t0 = time.perf_counter()
+    n = sum(epoch(e) for e in range(1, epochs + 1))
     sync()
     return n / (time.perf_counter() - t0)
 
@@ -100,33 +103,32 @@ def main() -> None:
             ]
         )
         baseline = datasets.ImageFolder(str(folder), transform=base_tf)
-        ours = PackedDataset(Path(tmp) / "pack", split="train", augment=Augment(flip=True))
-        enc = PackedDataset(Path(tmp) / "enc", split="train", augment=Augment(flip=True))
+        ours = PackedDataset(Path(tmp) / "pack", split="train")
+        enc = PackedDataset(Path(tmp) / "enc", split="train")
         assert len(baseline) == len(ours) == len(enc) == len(samples)
 
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
         print(f"images: {len(samples)} from {args.data}, batch {args.batch_size}")
+        o_rates, e_rates = [], []
+        for _ in range(args.rounds):
+            o_rates.append(rate_train(ours, args.batch_size, args.epochs))
+            e_rates.append(rate_train(enc, args.batch_size, args.epochs))
+        o, e = float(np.median(o_rates)), float(np.median(e_rates))
         for w in args.workers:
-            b_rates, o_rates, e_rates = [], [], []
-            for _ in range(args.rounds):
-                b_rates.append(rate(baseline, args.batch_size, w, args.epochs))
-                o_rates.append(rate(ours, args.batch_size, w, args.epochs))
-                e_rates.append(rate(enc, args.batch_size, w, args.epochs))
-            b, o, e = (float(np.median(r)) for r in (b_rates, o_rates, e_rates))
-            print(f"workers={w}: ImageFolder+PIL {b:6.0f} img/s | PackedDataset raw {o:6.0f} img/s"
-                  f" ratio {o / b:.2f}x (goal >= 4x) | encoded {e:6.0f} img/s ratio {e / b:.2f}x"
-                  f"  (medians of {args.rounds})")  # fmt: skip
+            b = float(np.median([rate(baseline, args.batch_size, w, args.epochs)
+                                 for _ in range(args.rounds)]))  # fmt: skip
+            print(f"ImageFolder+PIL, {w} workers {b:6.0f} img/s | TrainLoader raw pack {o:6.0f} "
+                  f"img/s ratio {o / b:.2f}x | encoded pack {e:6.0f} img/s ratio {e / b:.2f}x "
+                  f"(medians of {args.rounds})")  # fmt: skip
         if torch.cuda.is_available():
             name = torch.cuda.get_device_name()
             for label, ds in (("raw", ours), ("encoded", enc)):
-                c = rate_direct(ds, args.batch_size, "cpu", args.epochs)
-                g = rate_direct(ds, args.batch_size, "cuda", args.epochs)
+                g = rate_train(ds, args.batch_size, args.epochs, "cuda")
+                c = o if label == "raw" else e
                 print(f"GPU data path ({name}), {label} pack: decode+augment on CPU {c:7.0f} img/s"
                       f" | on GPU {g:7.0f} img/s  ratio {g / c:.2f}x")  # fmt: skip
         else:
-            c = rate_direct(enc, args.batch_size, "cpu", args.epochs)
-            print(f"GPU data path: not measured (no CUDA device here); the same path on the CPU,"
-                  f" encoded pack, in-process: {c:.0f} img/s")  # fmt: skip
+            print("GPU data path: not measured (no CUDA device here)")
 
 
 if __name__ == "__main__":

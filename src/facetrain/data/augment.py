@@ -124,6 +124,13 @@ def apply(
     return normalize_(photometric_(x, aug, generator), aug.normalize)
 
 
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A float batch at size x size (bilinear, antialiased); as it is when it already is."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
 def center(batch: torch.Tensor, aug: Augment) -> torch.Tensor:
     """Evaluation-time counterpart of `apply`: centre crop, no flip, same normalization."""
     n, _, h, w = batch.shape

@@ -284,14 +284,12 @@ def _open_pack(path: Path):
 
 
 class PackedDataset:
-    """Random access to a pack: `ds[i] -> (uint8 CHW tensor, label)`.
+    """Random access to a pack: `ds[i] -> (uint8 CHW tensor, label)`, `ds.batch(ids)` a
+    whole batch decoded in one call (what training's `data.loader.TrainLoader` reads), and
+    a torch DataLoader's batched fetch (`__getitems__`) for use elsewhere. Shards are
+    memory-mapped lazily in each worker process."""
 
-    With `augment` set, `__getitems__` (used by DataLoader for a whole batch) decodes the
-    batch in one torchvision call and augments it as one tensor, returning float images.
-    Shards are memory-mapped lazily in each worker process.
-    """
-
-    def __init__(self, path: str | os.PathLike, split: str | None = "train", augment=None):
+    def __init__(self, path: str | os.PathLike, split: str | None = "train"):
         self.path = Path(path)
         self.meta, index = _open_pack(self.path)
         if split is not None:
@@ -300,8 +298,6 @@ class PackedDataset:
             index = index[index["split"] == SPLITS.index(split)]
         self.index = index
         self.identities = (self.path / "identities.txt").read_text(encoding="utf-8").splitlines()
-        self.augment = augment
-        self.defer_normalize = False  # set on loader() copies: workers ship uint8
         self._maps: dict[int, np.memmap] = {}
         self._pid = -1
 
@@ -368,80 +364,17 @@ class PackedDataset:
         return self.__getitems__([i])[0]
 
     def batch(self, indices, device=None):
-        """One whole batch as two tensors: decoded (and augmented, when set) in one go —
-        on `device` when given (the GPU data path: decode and augment where training runs)."""
+        """One whole batch as two tensors, decoded in one go — on `device` when given (the
+        GPU data path: decode where training runs)."""
         import torch
 
         imgs = self._decode(indices, device)
         labels = torch.from_numpy(self.index["label"][np.asarray(indices)].astype(np.int64))
         if device is not None:
             labels = labels.to(device)
-        batch = imgs if isinstance(imgs, torch.Tensor) else torch.stack(imgs)
-        if self.augment is None:
-            return batch, labels
-        from facetrain.data.augment import apply, geometric
-
-        # the batch was just decoded into memory of its own: augment it in place
-        if self.defer_normalize:
-            return geometric(batch, self.augment, inplace=True), labels
-        return apply(batch, self.augment, inplace=True), labels
+        return (imgs if isinstance(imgs, torch.Tensor) else torch.stack(imgs)), labels
 
     def __getitems__(self, indices):
         """DataLoader's batched fetch for the default collate: a list of (image, label)."""
         images, labels = self.batch(indices)
         return list(zip(images.unbind(0), labels.tolist()))
-
-    def loader(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        num_workers: int = 0,
-        drop_last: bool = False,
-        seed: int | None = None,
-        **kw,
-    ) -> PackedLoader:
-        """Batches of (images, labels) built whole in each worker call (no per-sample collate).
-
-        With workers, they send augmented uint8 batches (4x less to copy between processes
-        than float32) and the consumer normalizes them, so the result is the same.
-        """
-        import copy
-
-        import torch
-        from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
-
-        if shuffle:
-            g = torch.Generator().manual_seed(seed) if seed is not None else None
-            base = RandomSampler(range(len(self)), generator=g)
-        else:
-            base = SequentialSampler(range(len(self)))
-        ds = copy.copy(self)
-        ds.defer_normalize = num_workers > 0 and self.augment is not None
-        sampler = BatchSampler(base, batch_size, drop_last)
-        dl = DataLoader(ds, batch_size=None, sampler=sampler, num_workers=num_workers,
-                        persistent_workers=num_workers > 0, **kw)  # fmt: skip
-        return PackedLoader(dl, self.augment if ds.defer_normalize else None)
-
-
-class PackedLoader:
-    """Iterates a DataLoader of whole batches, normalizing uint8 ones on arrival."""
-
-    def __init__(self, dataloader, augment=None):
-        self.dataloader = dataloader
-        self.augment = augment
-
-    def __len__(self) -> int:
-        return len(self.dataloader)
-
-    def __iter__(self):
-        import torch
-
-        from facetrain.data.augment import normalize_, photometric_
-
-        for x, y in self.dataloader:
-            if self.augment:
-                x = normalize_(
-                    photometric_(x.to(torch.float32), self.augment), self.augment.normalize
-                )
-            yield x, y

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facetrain.data.augment import Augment, center
+from facetrain.data.augment import Augment, center, resize
 
 FLIPS = ("sum", "concat", "none")
 
@@ -30,12 +30,6 @@ class FaceSource(Protocol):
     n_images: int
 
     def fetch(self, ids: list[int]) -> list[torch.Tensor | None]: ...
-
-
-def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def prepare(x_uint8: torch.Tensor, *, size: int, normalize: str, crop: int | None = None):

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from facetrain.data.augment import Augment, apply
+from facetrain.data.augment import Augment
 from facetrain.data.packed import PackedDataset, pack
 from facetrain.errors import FacetrainError
-from facetrain.inference.feed import prepare, resize
+from facetrain.inference.feed import prepare
 from facetrain.losses.partial_fc import PartialFC
 from facetrain.run_folder import WEIGHTS
 from facetrain.train import checkpoint
@@ -146,7 +146,7 @@ def centres_from_embeddings(model, head, ds: PackedDataset, cfg: TrainConfig, si
     sums = torch.zeros(ds.num_classes, cfg.embedding_size)
     for i in range(0, len(ds), 256):
         xb, y = ds.batch(list(range(i, min(i + 256, len(ds)))))
-        x = to_input(xb, cfg, size, train=False).to(cfg.device)
+        x = prepare(xb, size=size, normalize=cfg.normalize, crop=cfg.crop or None).to(cfg.device)
         sums.index_add_(0, y, F.normalize(model.embed(x, normalize=False).float(), dim=1).cpu())
     rows = F.normalize(sums, dim=1)
     if isinstance(head, PartialFC):  # this rank's shard of the centres
@@ -155,19 +155,16 @@ def centres_from_embeddings(model, head, ds: PackedDataset, cfg: TrainConfig, si
     model.train()
 
 
-def to_input(x_uint8: torch.Tensor, cfg: TrainConfig, size: int, train: bool, gen=None):
-    """uint8 batch → augmented, resized, normalized float input for the model."""
-    aug = Augment(
-        flip=cfg.flip and train,
+def train_augment(cfg: TrainConfig) -> Augment:
+    """The training augmentation the settings ask for (data/loader.py applies it)."""
+    return Augment(
+        flip=cfg.flip,
         crop=cfg.crop or None,
         rotate=cfg.rotate,
         jitter=cfg.color_jitter,
         grayscale=cfg.grayscale,
         normalize=cfg.normalize,
     )
-    if not train:
-        return prepare(x_uint8, size=size, normalize=cfg.normalize, crop=cfg.crop or None)
-    return resize(apply(x_uint8, aug, gen), size)
 
 
 @torch.no_grad()

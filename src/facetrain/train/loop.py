@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facetrain.data.loader import TrainLoader
 from facetrain.data.packed import PackedDataset
 from facetrain.models import RawEmbedding, create_model
 from facetrain.progress import progress_bar
@@ -38,7 +39,7 @@ from facetrain.train.build import (
     dataset_for,
     ema_update,
     init_from,
-    to_input,
+    train_augment,
 )
 from facetrain.train.config import TrainConfig, code_revision
 from facetrain.train.evaluator import Evaluator, export_weights, preprocess_for
@@ -114,8 +115,7 @@ class Run:
     cfg: TrainConfig
     dd: distributed.Dist
     folder: Path
-    ds: PackedDataset
-    sampler: object
+    data: TrainLoader  # (epoch, batch) → decoded, augmented input batches
     model: torch.nn.Module
     embed_raw: object  # the model's raw embedding (compiled, DDP-wrapped as configured)
     objective: Objective
@@ -150,7 +150,7 @@ class Run:
         self.evaluator.emit = self.metrics.emit
         self.last_ckpt = time.monotonic()
         self.centers_before = self.objective.centers.centers.clone()
-        steps, s = len(self.sampler), self.state
+        steps, s = len(self.data), self.state
         with progress_bar(disable=None if self.dd.main else True) as self.bar:
             self.task = self.bar.add_task("train", total=self.cfg.epochs * steps,
                                           completed=s.epoch * steps + s.batch)  # fmt: skip
@@ -177,7 +177,7 @@ class Run:
     def epoch(self) -> None:
         """The rest of the current epoch: its steps, then its end (evaluation, checkpoint)."""
         cfg, s = self.cfg, self.state
-        epoch, steps = s.epoch, len(self.sampler)
+        epoch, steps = s.epoch, len(self.data)
         self.freeze(epoch < cfg.freeze_backbone_epochs)
         self.model.train()
         t0, losses = time.perf_counter(), []
@@ -221,7 +221,7 @@ class Run:
         seed = (cfg.seed * 1_000_003 + self.state.step) % (2**63)
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        idx = self.sampler.batch(epoch, b)  # the global batch; this rank's part:
+        idx = self.data.indices(epoch, b)  # the global batch; this rank's part:
         idx = distributed.shard(idx, dd.rank, dd.world) if dd.enabled else idx
         total, extra = 0.0, {}
         for part in np.array_split(np.asarray(idx), cfg.accumulate):
@@ -241,8 +241,8 @@ class Run:
 
     def forward(self, ids: list[int], gen) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
-        xb, yb = self.ds.batch(ids, cfg.device if cfg.data_on_device else None)
-        x = to_input(xb, cfg, self.pre.input_size, train=True, gen=gen).to(cfg.device)
+        x, yb = self.data.batch(ids, gen)
+        x = x.to(cfg.device)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
@@ -390,7 +390,9 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     ckpt = Checkpointer(folder, modules, opt, scaler, state, dd, cfg.out, shards)
     val = PackedDataset(ds.path, split="val")
     evaluator = Evaluator(cfg, pre, val, log, emit=None)
-    return Run(cfg, dd, folder, ds, sampler, model, embed_raw, objective, params, opt,
+    data = TrainLoader(ds, sampler, train_augment(cfg), pre.input_size,
+                       cfg.device if cfg.data_on_device else None)  # fmt: skip
+    return Run(cfg, dd, folder, data, model, embed_raw, objective, params, opt,
                build_schedule(cfg), scaler, ema, state, ckpt, evaluator, pre,
                NonFiniteGuard(cfg.max_nonfinite), log, n_backbone=len(backbone))  # fmt: skip
 
