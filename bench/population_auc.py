@@ -9,6 +9,7 @@ detection and alignment (`FaceEmbedder`); dlib's is face_recognition's: HOG dete
 
     python bench/population_auc.py                       # every populations/ folder, LFW raw
     python bench/population_auc.py --sets east-asian-idols --no-dlib
+    python bench/population_auc.py --one-look --no-dlib  # before the second look
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ SETS = {
     "south-asian-actors": SHARED / "populations" / "south-asian-actors",
     "lfw-raw-sample": SHARED / "lfw-raw-sample",
     "friends": SHARED / "photos" / "friends",
+    "bbt": SHARED / "photos" / "bbt" / "reference",
 }
 
 
@@ -84,7 +86,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", nargs="*", default=list(SETS))
     ap.add_argument("--no-dlib", action="store_true", help="facetrain's pipeline only")
+    ap.add_argument("--one-look", action="store_true",
+                    help="facetrain as before issue 28: no second look at faces that fill "
+                    "the frame (the 'before' column)")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.one_look:
+        from facetrain.align import faces
+
+        faces.fills_frame = lambda *a, **k: False
     print("AUC: every pair (a missed face: 'different'); found: pairs whose faces were found")
     print(f"{'set':<20}{'images':>7} | {'facetrain AUC':>13}{'found':>7}{'missed':>7}"
           f" | {'dlib AUC':>9}{'found':>7}{'missed':>7} | {'ratio':>6}{'s':>6}")  # fmt: skip
