@@ -79,7 +79,8 @@ def half_teacher(spec: str, folder: Path) -> Path:
     import torch
 
     from facetrain.inference import pretrained
-    from facetrain.inference.saved import load_model, save_model
+    from facetrain.inference.record import save_model
+    from facetrain.inference.saved import load_model
 
     net, pre = load_model(spec)
     name = spec.removeprefix(pretrained.PREFIX) if pretrained.is_spec(spec) else Path(spec).stem

@@ -150,7 +150,8 @@ def _last_step(folder: Path) -> str:
 def evaluate(name: str, folder: Path, lfw: Path | None, device: str, out: Path) -> dict:
     """LFW figures of a finished run; its weights in half precision to OUT when they fit."""
     from facetrain.evaluate.model_eval import evaluate_model
-    from facetrain.inference.saved import load_model, open_model, save_model
+    from facetrain.inference.record import save_model
+    from facetrain.inference.saved import load_model, open_model
 
     metrics = read_metrics(folder)
     seconds = sum(d.get("seconds", 0) for d in metrics if d.get("epoch_end"))

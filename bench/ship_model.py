@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from facetrain.inference.pretrained import SHIPPED
-from facetrain.inference.saved import load_model, save_model
+from facetrain.inference.record import save_model
+from facetrain.inference.saved import load_model
 
 
 def main() -> None:

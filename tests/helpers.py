@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from conftest import SHARED
-from facetrain.inference.saved import Preprocess, save_model
+from facetrain.inference.record import Preprocess, save_model
 from facetrain.models import create_model
 from facetrain.train.config import TrainConfig
 

@@ -9,7 +9,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facetrain.cli import app
-from facetrain.inference.saved import Preprocess, load_model, save_model
+from facetrain.inference.record import Preprocess, save_model
+from facetrain.inference.saved import load_model
 from facetrain.models import create_model
 from facetrain.run_folder import read_metrics
 from facetrain.train.loop import train

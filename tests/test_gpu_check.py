@@ -53,7 +53,7 @@ def test_distillation_recipes_share_one_pass_of_their_teacher(tmp_path):
     once, both runs train on the same cached targets, and both are evaluated."""
     import torch
 
-    from facetrain.inference.saved import Preprocess, save_model
+    from facetrain.inference.record import Preprocess, save_model
     from facetrain.models import create_model
 
     torch.manual_seed(0)
@@ -103,7 +103,8 @@ def test_a_teacher_travels_in_half_precision_with_its_record(tmp_path):
     import numpy as np
     import torch
 
-    from facetrain.inference.saved import Preprocess, load_model, save_model
+    from facetrain.inference.record import Preprocess, save_model
+    from facetrain.inference.saved import load_model
     from facetrain.models import create_model
 
     sys.path.insert(0, str(SCRIPT.parent))

@@ -123,3 +123,30 @@ def test_evaluate_reads_a_run_without_importing_train():
         if p.name != "run_folder.py":
             text = p.read_text()
             assert not [n for n in names if f'"{n}"' in text], p  # the names have one home
+
+
+def test_no_file_imports_in_a_circle():
+    """No two files of facetrain import each other, directly or around a circle (inside
+    functions too): inference/saved ↔ pretrained and the model registry ↔ its families
+    were the last two."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    files = sorted(SRC.rglob("*.py"))
+    name = {".".join(("facetrain", *p.relative_to(SRC).with_suffix("").parts)).removesuffix(
+        ".__init__"): k for k, p in enumerate(files)}  # fmt: skip
+    edges = []
+    for k, p in enumerate(files):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in name:
+                targets = [f"{node.module}.{a.name}" for a in node.names]
+                hits = [name[t] for t in targets if t in name] or [name[node.module]]
+                edges += [(k, t) for t in hits if t != k]
+            elif isinstance(node, ast.Import):
+                edges += [(k, name[a.name]) for a in node.names if a.name in name]
+    r, c = zip(*edges)
+    graph = coo_matrix((np.ones(len(r)), (r, c)), shape=(len(files),) * 2)
+    _, comp = connected_components(graph, directed=True, connection="strong")
+    circles = [[str(files[i].relative_to(SRC)) for i in np.flatnonzero(comp == k)]
+               for k in np.unique(comp) if (comp == k).sum() > 1]  # fmt: skip
+    assert not circles, circles

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from conftest import SHARED, tree_hash
 from facetrain.cli import app
-from facetrain.inference.saved import Preprocess, save_model
+from facetrain.inference.record import Preprocess, save_model
 from facetrain.library.cluster import agglomerate
 from facetrain.library.evaluate import scores
 from facetrain.models import create_model

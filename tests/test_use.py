@@ -162,7 +162,8 @@ def test_classify_names_known_people_and_refuses_strangers(trained, tmp_path):
     # a classifier made with one model refuses another model's embeddings
     other = tmp_path / "other"
     shutil.copytree(trained["run"], other)
-    from facetrain.inference.saved import Preprocess, load_model, save_model
+    from facetrain.inference.record import Preprocess, save_model
+    from facetrain.inference.saved import load_model
 
     net, pre = load_model(other)
     save_model(other / "model.safetensors", net, Preprocess(**(pre.__dict__ | {"flip": "none"})))

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from facetrain.inference.saved import META_KEY, FaceModel, ModelFileError, Preprocess
+from facetrain.inference.record import META_KEY, ModelFileError, Preprocess
+from facetrain.inference.saved import FaceModel
 from facetrain.models import RawEmbedding
 
 FORMATS = ("onnx", "torchscript")

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from facetrain.errors import FacetrainError
-from facetrain.inference.saved import Preprocess, save_model
+from facetrain.inference.record import Preprocess, save_model
 from facetrain.models import create_model
 
 FORMATS = ("facenet-pytorch", "arcface-torch")

@@ -89,7 +89,7 @@ def _dlib_dat() -> Path:
 
 def _make_dlib(out: Path) -> Path:
     from facetrain.inference.dlib_format import DlibFormatError, load_dlib
-    from facetrain.inference.saved import Preprocess, save_model
+    from facetrain.inference.record import Preprocess, save_model
 
     try:
         net = load_dlib(_dlib_dat())
@@ -131,9 +131,9 @@ def _make_shipped(name: str) -> Callable[[Path], Path]:
     """Weights shipped in half precision, converted to a full-precision model file."""
 
     def make(out: Path) -> Path:
-        from facetrain.inference.saved import load_model, save_model
+        from facetrain.inference.record import load_weights, save_model
 
-        net, pre = load_model(_shipped(name)())
+        net, pre = load_weights(_shipped(name)())
         return save_model(out, net, pre)
 
     return make

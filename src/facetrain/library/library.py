@@ -77,7 +77,8 @@ class Library:
         content — a moved model is remembered at its new place), the one it was made with,
         or — for a new library — the default pretrained model."""
         from facetrain.inference.pretrained import DEFAULT
-        from facetrain.inference.saved import ModelFileError, content_hash, open_model
+        from facetrain.inference.record import ModelFileError
+        from facetrain.inference.saved import content_hash, open_model
 
         stored = store.get_meta(self.con, "model_source")
         try:

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-_LAZY = ("DEFAULT_EMBEDDING", "Embedder", "RawEmbedding", "create_model", "list_models",
-         "register_model")  # fmt: skip
+_LAZY = ("DEFAULT_EMBEDDING", "Embedder", "RawEmbedding", "register_model")
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,33 @@ ARCHITECTURES = (
 def architectures() -> list[Architecture]:
     """Every registered architecture with its design input size and parameter count."""
     return list(ARCHITECTURES)
+
+
+def create_model(name: str, embedding_size: int | None = None, **kwargs):
+    """Build a registered model with fresh weights, e.g. `create_model("iresnet50",
+    embedding_size=512)`. Weights (a run, a file, `pretrained:NAME`) are opened by
+    `facetrain.inference.saved.load_model`: this package knows nothing of files."""
+    from facetrain.models.registry import build
+
+    _import_families()
+    return build(name, embedding_size, **kwargs)
+
+
+def list_models() -> list[str]:
+    from facetrain.models.registry import registered
+
+    _import_families()
+    return registered()
+
+
+def _import_families() -> None:
+    from facetrain.models import (  # noqa: F401  (each registers its models)
+        dlib_resnet,
+        inception_resnet_v1,
+        iresnet,
+        mobilefacenet,
+        nn4_small2,
+    )
 
 
 def __getattr__(name: str):

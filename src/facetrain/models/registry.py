@@ -1,5 +1,6 @@
 """The registry behind `create_model` (timm-style): each family file registers its
-builders with `register_model`; `create_model(name)` builds one with fresh weights."""
+builders with `register_model`, and derives its networks from `Embedder`. It imports no
+family: `facetrain.models` imports them before building, so no file imports in a circle."""
 
 from __future__ import annotations
 
@@ -18,21 +19,18 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
-def list_models() -> list[str]:
-    _import_families()
-    return sorted(_REGISTRY)
-
-
-def create_model(name: str, embedding_size: int | None = None, **kwargs) -> nn.Module:
-    """Build a registered model with fresh weights, e.g. `create_model("iresnet50",
-    embedding_size=512)`. Weights (a run, a file, `pretrained:NAME`) are opened by
-    `facetrain.inference.saved.load_model`: this package knows nothing of files."""
-    _import_families()
+def build(name: str, embedding_size: int | None = None, **kwargs) -> nn.Module:
+    """A registered model with fresh weights (`facetrain.models.create_model` imports the
+    families first, so that each has registered itself)."""
     if embedding_size is None:
         embedding_size = DEFAULT_EMBEDDING.get(name, 512)
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](embedding_size=embedding_size, **kwargs)
+
+
+def registered() -> list[str]:
+    return sorted(_REGISTRY)
 
 
 class Embedder(nn.Module):
@@ -62,13 +60,3 @@ class RawEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.fn or self.model.embed_raw)(x)
-
-
-def _import_families() -> None:
-    from facetrain.models import (  # noqa: F401  (registers the models)
-        dlib_resnet,
-        inception_resnet_v1,
-        iresnet,
-        mobilefacenet,
-        nn4_small2,
-    )

@@ -185,7 +185,7 @@ def check_init_from(cfg: TrainConfig, pre) -> None:
     """A model to start from must be fed as it was trained: the same architecture,
     normalisation, input size and face geometry; otherwise say what to change."""
     from facetrain.inference import pretrained
-    from facetrain.inference.saved import read_record
+    from facetrain.inference.record import read_record
 
     if not cfg.init_from:
         return

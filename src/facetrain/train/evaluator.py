@@ -21,7 +21,8 @@ from facetrain.data.packed import PackedDataset
 from facetrain.evaluate.model_eval import evaluate_set
 from facetrain.evaluate.sets import METRIC_KEYS, EvalSet, bin_set, pairs_set
 from facetrain.inference.feed import embed_model, prepare
-from facetrain.inference.saved import FaceModel, Preprocess, save_model
+from facetrain.inference.record import Preprocess, save_model
+from facetrain.inference.saved import FaceModel
 from facetrain.losses import cross_entropy
 from facetrain.run_folder import ALIGN_RECORD, WEIGHTS
 from facetrain.train.config import TrainConfig
