@@ -120,11 +120,15 @@ class Scanner:
     """The library's view of a photo: the one `FaceEmbedder`'s faces, each with the
     library's quality decision (`usable`), as the rows the store keeps."""
 
-    def __init__(self, model, quality: Quality = Quality(), device: str = "cpu"):
+    def __init__(self, model, quality: Quality = Quality(), device: str = "cpu",
+                 below_gate: bool = True):  # fmt: skip
+        """`below_gate=False`: the detector's search starts at the gate's face size (a scan:
+        smaller faces could never be clustered), which makes detection about 1.8x faster."""
         from facetrain.inference.embedder import FaceEmbedder
 
         self.quality, self.device = quality, device
-        self.embedder = FaceEmbedder(model, device)
+        smallest = None if below_gate else int(quality.min_size)
+        self.embedder = FaceEmbedder(model, device, min_face=smallest)
 
     @property
     def model(self):
@@ -301,7 +305,7 @@ def _start_worker(spec) -> None:
     global _WORKER
     torch.set_num_threads(1)
     source, pre, quality, device = spec
-    _WORKER = Scanner(open_model(source, device, "auto", pre), quality, device)
+    _WORKER = Scanner(open_model(source, device, "auto", pre), quality, device, below_gate=False)
 
 
 def _analyse_in_worker(path: str):
