@@ -51,12 +51,8 @@ class FaceEmbedder:
     """A saved model with its detector. `faces(photo)`: every face; `embed(images)`: one row
     per image (its central face, or the image itself when already aligned; NaN: no face)."""
 
-    def __init__(self, model: FaceModel, device: str = "cpu", min_face: int | None = None):
-        """`min_face`: the smallest face worth finding, in photo pixels (default: the model's
-        alignment record, MTCNN's 20). A caller that discards smaller faces anyway says so,
-        and MTCNN's image pyramid stops sooner: every photo of photos/ in 8.2 s at 40 px
-        against 14.7 s at 20, with as many faces past the library's gate (358 against 354)."""
-        self.model, self.device, self.min_face = model, device, min_face
+    def __init__(self, model: FaceModel, device: str = "cpu"):
+        self.model, self.device = model, device
         self._aligner = None
         self._lock = threading.Lock()  # reading threads share one detector
 
@@ -76,10 +72,7 @@ class FaceEmbedder:
             if self._aligner is None:
                 from facetrain.align.faces import FaceAligner
 
-                alignment = dict(self.pre.alignment)
-                if self.min_face is not None:
-                    alignment["min_face"] = max(self.min_face, alignment.get("min_face", 20))
-                self._aligner = FaceAligner(alignment, self.device)
+                self._aligner = FaceAligner(self.pre.alignment, self.device)
         return self._aligner
 
     def embed_crops(self, crops: Sequence[np.ndarray], progress: str | None = None,

@@ -302,7 +302,7 @@ class Library:
             raise LibraryError(f"{photos}: not a folder of photos")
         if workers < 1:
             raise LibraryError(f"--workers {workers}: at least 1")
-        scanner = Scanner(model, quality or Quality(), device, below_gate=False)
+        scanner = Scanner(model, quality or Quality(), device)
         rep = scan(self.con, photos, scanner, workers=workers, skip=self.files.owns)
         if store.count_stacks(self.con):  # clustered before: new faces join their stacks
             with contextlib.suppress(LibraryError):  # no threshold yet: `cluster` places them

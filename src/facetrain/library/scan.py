@@ -120,15 +120,11 @@ class Scanner:
     """The library's view of a photo: the one `FaceEmbedder`'s faces, each with the
     library's quality decision (`usable`), as the rows the store keeps."""
 
-    def __init__(self, model, quality: Quality = Quality(), device: str = "cpu",
-                 below_gate: bool = True):  # fmt: skip
-        """`below_gate=False`: the detector's search starts at the gate's face size (a scan:
-        smaller faces could never be clustered), which makes detection about 1.8x faster."""
+    def __init__(self, model, quality: Quality = Quality(), device: str = "cpu"):
         from facetrain.inference.embedder import FaceEmbedder
 
         self.quality, self.device = quality, device
-        smallest = None if below_gate else int(quality.min_size)
-        self.embedder = FaceEmbedder(model, device, min_face=smallest)
+        self.embedder = FaceEmbedder(model, device)
 
     @property
     def model(self):
@@ -305,7 +301,7 @@ def _start_worker(spec) -> None:
     global _WORKER
     torch.set_num_threads(1)
     source, pre, quality, device = spec
-    _WORKER = Scanner(open_model(source, device, "auto", pre), quality, device, below_gate=False)
+    _WORKER = Scanner(open_model(source, device, "auto", pre), quality, device)
 
 
 def _analyse_in_worker(path: str):
