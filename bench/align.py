@@ -81,7 +81,7 @@ def main() -> None:
         for r in range(args.rounds):  # alternate, so that machine noise hits both alike
             n_base, t_base = baseline(samples, tmp / f"baseline{r}", cfg)
             out = tmp / f"facetrain{r}"
-            s = run_align(str(listing), out, cfg, workers=args.workers, progress=False)
+            s = run_align([str(listing)], out, cfg, workers=args.workers, progress=False)
             base_rates.append(n_base / t_base)
             ours_rates.append(s.faces_written / s.seconds)
             print(f"round {r + 1}: baseline {n_base} faces {t_base:6.1f} s = {base_rates[-1]:5.1f}"
