@@ -219,3 +219,13 @@ def test_every_phone_format_aligned_and_the_rest_listed(tmp_path):
         "IMG_0001.CR2": "unsupported",
     }  # fmt: skip
     assert "camera RAW" in got["IMG_0001.CR2"][1]
+
+
+def test_the_python_call_takes_one_root_or_a_list(lfw_raw_subset, tmp_path):
+    """`run_align(ROOT, ...)` with one root as a string: it read the string one root per
+    character and refused the output as 'inside the input /' (bench/align.py did this)."""
+    from facetrain.align.job import AlignConfig, run_align
+
+    one = run_align(str(lfw_raw_subset), tmp_path / "one", AlignConfig(), progress=False)
+    listed = run_align([lfw_raw_subset], tmp_path / "listed", AlignConfig(), progress=False)
+    assert one.faces_written == listed.faces_written == 24

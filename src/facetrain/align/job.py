@@ -277,7 +277,7 @@ def _check_config(out: Path, cfg: AlignConfig) -> None:
 
 
 def run_align(
-    roots,
+    roots: str | os.PathLike | list,
     out: str | os.PathLike,
     cfg: AlignConfig,
     *,
@@ -286,10 +286,12 @@ def run_align(
     progress: bool | None = None,
     on_row=None,
 ) -> AlignSummary:
-    """Align every pending input of the shard; returns counts by status."""
+    """Align every pending input of the shard of `roots` (one root, or a list: folders of
+    photos per person, list files, MS-Celeb TSVs); returns counts by status."""
     from facetrain.progress import progress_bar
 
     cfg.validate()
+    roots = [roots] if isinstance(roots, str | os.PathLike) else list(roots)  # not per letter
     out = Path(out)
     if any(Path(r).resolve() == out.resolve() for r in roots):
         raise AlignError("OUT must not be one of the input roots")
