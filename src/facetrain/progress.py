@@ -103,6 +103,7 @@ class _Task:
     completed: float = 0.0
     fields: dict = field(default_factory=dict)
     initial: float = 0.0  # done before this process started (a resumed job): not its rate
+    shown: float | None = None  # the count its last line said (a closing line repeats none)
 
 
 class PlainProgress:
@@ -119,7 +120,7 @@ class PlainProgress:
     def __exit__(self, *exc) -> None:
         if self.last > self.start:  # it printed: say where it ended, never the same line twice
             for i, t in enumerate(self.tasks):
-                if t.completed != t.fields.get("_shown"):
+                if t.completed != t.shown:
                     self._line(i)
 
     def add_task(self, description: str, total: float | None = None, completed: float = 0,
@@ -139,7 +140,7 @@ class PlainProgress:
 
     def _line(self, task: int) -> None:
         t, now = self.tasks[task], time.monotonic()
-        self.last, t.fields["_shown"] = now, t.completed
+        self.last, t.shown = now, t.completed
         elapsed = now - self.start
         rate = (t.completed - t.initial) / elapsed if elapsed > 0 else 0.0
         done = f"{t.completed:.0f}" + (f"/{t.total:.0f} ({t.completed / t.total:.0%})"

@@ -133,11 +133,14 @@ def _sorted_entries(path: str, problems: Problems) -> list[os.DirEntry]:
     except OSError as e:
         problems.add("unreadable_folder", f"{path} ({e.strerror})")
         return []
+    ok = []
     for e in entries:
-        if not is_utf8_name(e.path):
-            raw = e.path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            problems.add("name_not_utf8", f"{raw} (rename it to use it)")
-    return [e for e in entries if is_utf8_name(e.path)]
+        if is_utf8_name(e.path):
+            ok.append(e)
+            continue
+        raw = e.path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        problems.add("name_not_utf8", f"{raw} (rename it to use it)")
+    return ok
 
 
 def _is_dir(entry: os.DirEntry, problems: Problems) -> bool:

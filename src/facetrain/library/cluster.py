@@ -56,7 +56,13 @@ def pair_limits(sa, sb, threshold: float, tau: float = TAU):
         return threshold
     if sb is None:
         return np.minimum(tau * np.asarray(sa)[:, None], threshold)
-    return np.minimum(tau * np.sqrt(np.outer(sa, sb)), threshold)
+    return pair_limit(np.asarray(sa)[:, None], np.asarray(sb)[None, :], threshold, tau)
+
+
+def pair_limit(sa, sb, threshold: float, tau: float = TAU):
+    """The limit of pairs given face by face (sa[i] with sb[i], or broadcast):
+    min(τ·√(sₐ·s_b), threshold)."""
+    return np.minimum(tau * np.sqrt(sa * sb), threshold)
 
 
 def with_spacing(faces: FaceSet, known: People, distance: str, known_too: bool = True):
@@ -98,7 +104,7 @@ def near_pairs(emb: np.ndarray, threshold: float, distance: str,
     n = len(emb)
     r, c, d = pairs_within(emb, threshold, distance)
     if scale is not None:
-        keep = d < np.minimum(tau * np.sqrt(scale[r] * scale[c]), threshold)
+        keep = d < pair_limit(scale[r], scale[c], threshold, tau)
         r, c, d = r[keep], c[keep], d[keep]
     return coo_matrix((d.astype(np.float64), (r, c)), shape=(n, n)).tocsr()
 
