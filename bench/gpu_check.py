@@ -119,7 +119,7 @@ def short_run(pack_dir: Path, out: Path, device: str, **kw) -> dict:
     settings = dict(data=[str(pack_dir)], out=str(out), embedding_size=128, batch_size=16,
                     epochs=1, epoch_size=4, lr=0.05, device=device, log_every=1,
                     checkpoint_minutes=1e9, threads=0, **net)  # fmt: skip
-    cfg = TrainConfig(**settings | kw)
+    cfg = TrainConfig.of(**settings | kw)
     train(cfg, log=lambda *_: None)
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     return {"steps": sum("loss" in d and "epoch_end" not in d for d in lines),

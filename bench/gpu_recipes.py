@@ -72,7 +72,7 @@ def teacher_of(recipe: str) -> str:
 
     path, _, own = parse_recipe(recipe)
     cfg = resolve(path, sets=own)
-    return cfg.teacher if cfg.loss == "distill" else ""
+    return cfg.objective.teacher if cfg.objective.loss == "distill" else ""
 
 
 def share_teacher(spec: str, names: list[str], pack_dir: Path, work: Path, device: str) -> None:

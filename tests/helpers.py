@@ -53,7 +53,7 @@ def small_cfg(data, out, **kw) -> TrainConfig:
         checkpoint_minutes=1e9,
     )
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.of(**base)
 
 
 def lfw_style(faces: Path, dst: Path) -> Path:

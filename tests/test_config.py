@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -56,13 +59,19 @@ def test_precedence_file_then_flags_then_platform_then_set(tmp_path):
     f.write_text('data = ["pack"]\nepochs = 3\nlr = 0.5\nout = "run"\n')
     cfg = resolve(f, {"lr": 0.2, "epochs": None}, Platform(data_dir="/d", output_dir="/o"),
                   ["epochs=7", "lr_steps=2,4", "flip=off"])  # fmt: skip
-    assert (cfg.epochs, cfg.lr, cfg.lr_steps, cfg.flip) == (7, 0.2, [2, 4], False)
-    assert cfg.data == ["/d/pack"] and cfg.out == "/o/run"
+    o = cfg.optim
+    assert (o.epochs, o.lr, o.lr_steps, cfg.data.flip) == (7, 0.2, [2, 4], False)
+    assert cfg.data.paths == ["/d/pack"] and cfg.platform.out == "/o/run"
+
+
+BEFORE_GROUPS = Path(__file__).parent / "fixtures" / "config-before-groups.json"
 
 
 def test_list_settings_shows_every_setting_with_type_default_and_meaning():
     rows = settings()
-    assert {r[0] for r in rows} == set(TrainConfig.__dataclass_fields__)
+    # the flat names a config.json held before the settings were grouped, each once
+    assert sorted(r[0] for r in rows) == sorted(json.loads(BEFORE_GROUPS.read_text()))
+    assert all(json.loads(r[2]) == TrainConfig().get(r[0]) for r in rows)
     assert all(r[3] for r in rows), [r[0] for r in rows if not r[3]]
     r = runner.invoke(app, ["train", "--list-settings"], env={"COLUMNS": "200"})
     assert r.exit_code == 0
@@ -78,3 +87,29 @@ def test_a_given_library_threshold_is_measured_in_the_models_distance(tmp_path):
         check_model(lib.con, {"distance": "cosine", "threshold": 0.3}, "m", "lib.db")
         assert lib.threshold(0.25) == (0.25, "cosine")
         assert lib.threshold(None) == (0.3, "cosine")
+
+
+def test_a_config_json_from_before_the_groups_resumes_unchanged(tmp_path):
+    """A run's config.json written by the flat TrainConfig loads into the groups and is
+    written back with the same keys and values; the groups get each setting."""
+    old = json.loads(BEFORE_GROUPS.read_text())
+    cfg = resolve(BEFORE_GROUPS)
+    assert cfg.flat() == old
+    assert cfg.objective.partial_fc and cfg.objective.loss == "arcface"
+    assert cfg.data.paths == ["faces"] and cfg.eval.bins == ["a.bin"]
+    assert cfg.platform.out == "runs/old" and cfg.model.arch == old["model"]
+    assert resolve(BEFORE_GROUPS, sets=["eval_every=3"]).eval.every == 3
+
+
+def test_each_group_checks_its_own_settings():
+    """A group validates itself, so a function given one group can trust it."""
+    from facetrain.train.settings import DataSettings, ObjectiveSettings, OptimSettings
+
+    with pytest.raises(ConfigError, match="batch_size must be at least 2"):
+        DataSettings(paths=["x"], batch_size=1).validate()
+    with pytest.raises(ConfigError, match="partial_fc works with loss arcface or cosface"):
+        ObjectiveSettings(partial_fc=True).validate()
+    with pytest.raises(ConfigError, match="schedule = 'cos': choose from"):
+        OptimSettings(schedule="cos").validate()
+    with pytest.raises(ConfigError, match="unknown setting 'epoch'"):
+        TrainConfig.of(epoch=3)

@@ -71,8 +71,9 @@ def test_every_help_reads_in_plain_words():
     from facetrain.train.config import TrainConfig
 
     d = TrainConfig()
-    for flag, value in [("--epochs INTEGER", d.epochs), ("--batch-size INTEGER", d.batch_size),
-                        ("--lr NUMBER", d.lr), ("--model TEXT", d.model)]:  # fmt: skip
+    for flag, value in [("--epochs INTEGER", d.optim.epochs),
+                        ("--batch-size INTEGER", d.data.batch_size),
+                        ("--lr NUMBER", d.optim.lr), ("--model TEXT", d.model.arch)]:  # fmt: skip
         assert re.search(rf"{flag} .*?\[default: {re.escape(str(value))}\]", help_), flag
 
 

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from conftest import SHARED
 from facetrain.cli import app
-from facetrain.train.config import FIELDS
+from facetrain.train.settings import KEYS
 from helpers import huge_png, make_faces, make_model
 
 runner = CliRunner()
@@ -326,7 +326,7 @@ SETTING_VALUES = st.one_of(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(key=st.sampled_from(sorted(FIELDS)), value=SETTING_VALUES)
+@given(key=st.sampled_from(sorted(KEYS)), value=SETTING_VALUES)
 def test_any_setting_with_any_value_is_taken_or_refused_by_name(key, value):
     from facetrain.errors import FacetrainError
     from facetrain.train.config import resolve

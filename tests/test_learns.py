@@ -19,7 +19,7 @@ from facetrain.train.loop import train
 @pytest.mark.timeout(900)
 def test_short_training_beats_chance_on_lfw(tmp_path):
     pack(str(MINI_TRAIN), tmp_path / "pack", progress=False)
-    cfg = TrainConfig(
+    cfg = TrainConfig.of(
         data=[str(tmp_path / "pack")],
         out=str(tmp_path / "run"),
         model="nn4_small2",

@@ -79,3 +79,27 @@ def test_sampling_keeps_positives_and_trains_only_sampled_rows():
     touched = pfc.weight.grad.abs().sum(1) > 0
     assert torch.nonzero(touched).flatten().tolist() == rows.tolist()  # negatives too
     assert torch.isfinite(loss)
+
+
+def test_the_objective_restores_its_own_rows_and_their_optimizer_slots_wherever_they_sit():
+    """Partial FC owns its checkpoint rows: a process restores its shard of the centres
+    and of their optimizer slots, found by the weight itself (it was assumed to be the
+    optimizer's last parameter), and leaves every other tensor whole."""
+    from facetrain.train.objective import build_objective
+    from facetrain.train.settings import ObjectiveSettings
+
+    obj = build_objective(ObjectiveSettings(loss="arcface", partial_fc=True), D, 6)
+    head = obj.head
+    head.start, head.end = 3, 6  # rank 1 of 2
+    head.weight = torch.nn.Parameter(torch.zeros(3, D))
+    other = torch.nn.Parameter(torch.zeros(6, D))  # as many rows as there are classes
+    opt = torch.optim.SGD([head.weight, other], lr=0.1, momentum=0.9)
+    rows = torch.arange(6.0)[:, None].expand(6, D)
+    whole = {"head.weight": rows, "optim/0/momentum_buffer": rows,
+             "optim/1/momentum_buffer": rows, "model.w": rows}  # fmt: skip
+    got = obj.checkpoint_in(whole, opt)
+    assert got["head.weight"][:, 0].tolist() == [3.0, 4.0, 5.0]
+    assert got["optim/0/momentum_buffer"][:, 0].tolist() == [3.0, 4.0, 5.0]
+    assert got["optim/1/momentum_buffer"].shape[0] == 6 and got["model.w"].shape[0] == 6
+    assert obj.shared_loss and not obj.classifies
+    assert obj.own_rows(rows)[:, 0].tolist() == [3.0, 4.0, 5.0]

@@ -342,7 +342,7 @@ def test_fine_tuning_from_a_pretrained_model_must_feed_it_as_it_was_trained(tmp_
                     init_from="pretrained:dlib_resnet")  # fmt: skip
     with pytest.raises(TrainingError, match=r"normalize='none'.*--set normalize=none"):
         train(cfg, log=lambda *_: None)
-    cfg.normalize, cfg.input_size = "none", 150
+    cfg.data.normalize, cfg.model.input_size = "none", 150
     with pytest.raises(TrainingError, match="facetrain rewarp"):  # 112 crops, not dlib's chip
         train(cfg, log=lambda *_: None)
 

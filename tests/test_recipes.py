@@ -18,14 +18,14 @@ ALL = sorted(RECIPES.glob("*.toml"))
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
 def test_recipe_is_a_valid_training_config(path):
-    cfg = TrainConfig(**load_config_file(path))  # unknown keys raise here
+    cfg = TrainConfig.of(**load_config_file(path))  # unknown keys raise here
     cfg.validate()
     # the protocol: mini-train (and more-train) only — packed, halved or re-warped by
     # experiment.py, or the shared folders themselves; never an LFW image
     shared = {"../shared/datasets/mini-train", "../shared/datasets/more-train"}
     made = {"runs/packs/mini-train", *SUBSETS, *REWARPED}
-    assert all(d in shared | made for d in cfg.data), cfg.data
-    assert cfg.eval_pairs.endswith("lfw/pairs.txt")
+    assert all(d in shared | made for d in cfg.data.paths), cfg.data.paths
+    assert cfg.eval.pairs.endswith("lfw/pairs.txt")
 
 
 def test_recipes_write_to_their_own_run_folders():
@@ -35,14 +35,14 @@ def test_recipes_write_to_their_own_run_folders():
 
 
 def test_the_loss_comparison_shares_backbone_data_and_budget():
-    compare = {p.stem: TrainConfig(**load_config_file(p)) for p in ALL if "compare-" in p.stem}
-    losses = {c.loss for c in compare.values()}
+    compare = {p.stem: TrainConfig.of(**load_config_file(p)) for p in ALL if "compare-" in p.stem}
+    losses = {c.objective.loss for c in compare.values()}
     assert {"softmax", "arcface", "cosface", "triplet", "contrastive"} <= losses
-    assert any(c.center_loss_factor > 0 for c in compare.values())
+    assert any(c.objective.center_loss_factor > 0 for c in compare.values())
     shared = ("model", "input_size", "embedding_size", "epochs", "batch_size", "lr", "crop")
     shared += ("flip", "weight_decay", "warmup_epochs", "epoch_size", "optimizer", "schedule")
     for key in shared:
-        assert len({getattr(c, key) for c in compare.values()}) == 1, key
+        assert len({c.get(key) for c in compare.values()}) == 1, key
 
 
 def test_table_row_reports_a_finished_run(tmp_path):
@@ -50,8 +50,8 @@ def test_table_row_reports_a_finished_run(tmp_path):
 
     run = tmp_path / "compare-x"
     (run / "eval").mkdir(parents=True)
-    cfg = TrainConfig(data=["p"], loss="arcface", margin_s=32.0, margin_m=-1.0, threads=1)
-    (run / "config.json").write_text(json.dumps(cfg.__dict__))
+    cfg = TrainConfig.of(data=["p"], loss="arcface", margin_s=32.0, margin_m=-1.0, threads=1)
+    (run / "config.json").write_text(json.dumps(cfg.flat()))
     lines = [{"epoch": e, "epoch_end": True, "seconds": 90.0} for e in range(4)]
     lines.insert(1, {"epoch": 0, "step": 5, "loss": 3.0})
     (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
@@ -64,8 +64,8 @@ def test_table_row_reports_a_finished_run(tmp_path):
     assert cells[4] == "6 min, 2-core CPU, 1 thread"  # 4 epochs of 90 s
     assert cells[5] == "81.23 ± 1.51 %"
     assert cells[6] == "0.0500 ± 0.0100 (FAR 0.0012)"
-    cfg.init_from = "runs/best"  # a fine-tune names the run it started from
-    (run / "config.json").write_text(json.dumps(cfg.__dict__))
+    cfg.model.init_from = "runs/best"  # a fine-tune names the run it started from
+    (run / "config.json").write_text(json.dumps(cfg.flat()))
     assert table_row(run, "x").split("|")[2].strip() == "arcface (s 32, m 0.5), from best"
 
 
@@ -100,7 +100,7 @@ def test_a_recipe_states_only_what_it_changes_from_its_base(path):
 
     own = tomllib.loads(path.read_text())
     base = load_config_file(path.parent / own.pop("base"))
-    same = [k for k, v in own.items() if base.get(k, getattr(TrainConfig(), k)) == v]
+    same = [k for k, v in own.items() if base.get(k, TrainConfig().get(k)) == v]
     assert not same, f"{path.name} repeats its base: {same}"
 
 

@@ -594,14 +594,14 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_one_before_used(packed, tm
     base = dict(data=[str(packed)], out=str(run), model="nn4_small2", embedding_size=32,
                 batch_size=16, epoch_size=3, lr=0.05, log_every=1, threads=1,
                 checkpoint_every_steps=2)  # fmt: skip
-    train(TrainConfig(**base, epochs=2), log=lambda *_: None)
+    train(TrainConfig.of(**base, epochs=2), log=lambda *_: None)
     ckpts = run / "checkpoints"
     last, previous = [(ckpts / p).read_text().strip() for p in ("last", "previous")]
     assert last != previous and (ckpts / previous).is_dir()
     damaged = ckpts / last / "state.safetensors"
     damaged.write_bytes(damaged.read_bytes()[:1000])  # truncated
     said = []
-    train(TrainConfig(**base, epochs=3), log=said.append)
+    train(TrainConfig.of(**base, epochs=3), log=said.append)
     assert any("damaged" in m and last in m for m in said), said
     resumed_at = int(previous.split("-")[1])
     assert any(f"(step {resumed_at})" in m for m in said), said
@@ -613,12 +613,12 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_one_before_used(packed, tm
 
     shutil.rmtree(ckpts / (ckpts / "last").read_text().strip())
     said.clear()
-    train(TrainConfig(**base, epochs=4), log=said.append)
+    train(TrainConfig.of(**base, epochs=4), log=said.append)
     assert any("gone" in m for m in said) and [s for s, _ in losses(run)][-1] == 12
 
     # every checkpoint deleted: the run starts over, its metrics too (never duplicated)
     shutil.rmtree(ckpts)
-    train(TrainConfig(**base, epochs=1), log=lambda *_: None)
+    train(TrainConfig.of(**base, epochs=1), log=lambda *_: None)
     assert [s for s, _ in losses(run)] == [1, 2, 3]
 
 
@@ -655,4 +655,4 @@ def test_a_run_records_its_threads_and_repeats_on_the_same_count(packed, tmp_pat
     assert threads == {"a": 2, "b": 2, "one": 1}
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
     assert losses(tmp_path / "a") != losses(tmp_path / "one")
-    assert resolve(DEMO_RECIPE, {}).threads == 2
+    assert resolve(DEMO_RECIPE, {}).platform.threads == 2

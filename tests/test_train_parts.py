@@ -67,7 +67,7 @@ def test_finite_weights_sees_one_nan():
 @pytest.mark.parametrize("loss", ["softmax", "arcface", "cosface", "triplet", "contrastive"])
 def test_every_objective_gives_a_finite_loss_with_gradients(loss, tmp_path):
     cfg = small_cfg(tmp_path, tmp_path / "r", loss=loss, center_loss_factor=0.01)
-    obj = build_objective(cfg, num_classes=4)
+    obj = build_objective(cfg.objective, cfg.model.embedding_size, num_classes=4)
     raw, y, g = batch()
     value, extra = obj(raw, y, g)
     value.backward()
@@ -79,7 +79,7 @@ def test_every_objective_gives_a_finite_loss_with_gradients(loss, tmp_path):
 def test_the_margin_ramp_is_set_by_training_time(tmp_path):
     cfg = small_cfg(tmp_path, tmp_path / "r", loss="arcface", margin_m=0.4,
                     margin_warmup_epochs=2.0)  # fmt: skip
-    obj = build_objective(cfg, num_classes=4)
+    obj = build_objective(cfg.objective, cfg.model.embedding_size, num_classes=4)
     assert obj.at(0.0) == {"margin": 0.0}
     assert obj.at(1.0) == {"margin": pytest.approx(0.2)}
     assert obj.at(5.0) == {"margin": pytest.approx(0.4)} and obj.head.margin.m == 0.4
@@ -87,7 +87,7 @@ def test_the_margin_ramp_is_set_by_training_time(tmp_path):
 
 def test_center_loss_moves_its_centres_towards_the_batch(tmp_path):
     cfg = small_cfg(tmp_path, tmp_path / "r", center_loss_factor=1.0, center_loss_alfa=0.5)
-    obj = build_objective(cfg, num_classes=4)
+    obj = build_objective(cfg.objective, cfg.model.embedding_size, num_classes=4)
     raw, y, g = batch()
     before, _ = obj(raw.detach(), y, g)
     after, _ = obj(raw.detach(), y, g)
@@ -184,10 +184,10 @@ def test_a_resumed_run_says_its_data_changed(tmp_path):
     base = dict(data=[str(faces)], out=str(tmp_path / "run"), model="nn4_small2",
                 embedding_size=32, batch_size=8, epoch_size=2, threads=1)  # fmt: skip
     said = []
-    train(TrainConfig(**base, epochs=1), log=said.append)
+    train(TrainConfig.of(**base, epochs=1), log=said.append)
     assert not any("data changed" in s for s in said)
     shutil.rmtree(faces / "id3")
     shutil.copytree(faces / "id0", faces / "id9")
     said.clear()
-    train(TrainConfig(**base, epochs=2), log=said.append)
+    train(TrainConfig.of(**base, epochs=2), log=said.append)
     assert any("the data changed since this run started" in s for s in said)

@@ -125,7 +125,7 @@ def train_step(config: Path | None, flags: dict, sets: list[str] = ()) -> Path:
     step(f"train --data {':'.join(flags['data'])} {shown}{extra}")
     cfg = resolve(config, flags, sets=list(sets))
     train(cfg, log=console.print)
-    return Path(cfg.out)
+    return Path(cfg.platform.out)
 
 
 def eval_step(run: Path, lfw: Path) -> dict:

@@ -78,7 +78,7 @@ def main(recipes: list[str], overrides: list[str] | None = None) -> None:
     lines = []
     for recipe in recipes:
         cfg = resolve(recipe, sets=overrides)  # every recipe checked before it runs
-        for d in cfg.data:
+        for d in cfg.data.paths:
             if d in SUBSETS and not Path(d).exists():
                 subset(d)
             if d in REWARPED:
@@ -87,12 +87,12 @@ def main(recipes: list[str], overrides: list[str] | None = None) -> None:
         step(f"train --config {recipe}" + "".join(f" --set {kv}" for kv in overrides or []))
         train(cfg, log=console.print)
         minutes = (time.perf_counter() - t0) / 60
-        m = eval_step(Path(cfg.out), lfw)
-        report_step(Path(cfg.out))
+        m = eval_step(Path(cfg.platform.out), lfw)
+        report_step(Path(cfg.platform.out))
         lines.append(
             f"{recipe}: LFW accuracy {m['accuracy']:.4f} ± {m['accuracy_std']:.4f}, "
             f"VAL@FAR=1e-3 {m['val']:.4f}, AUC {m['auc']:.4f} "
-            f"({cfg.out}; this call {minutes:.1f} min)"
+            f"({cfg.platform.out}; this call {minutes:.1f} min)"
         )
     console.rule("results", style="bold green")
     for line in lines:

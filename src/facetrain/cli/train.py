@@ -12,13 +12,13 @@ from rich.table import Table
 
 from facetrain.cli.common import app
 from facetrain.progress import console
-from facetrain.train.config import TrainConfig
+from facetrain.train.settings import TrainConfig
 
 
 def _dflt(text: str, setting: str) -> str:
     """Help with the value train uses when neither a flag nor --config sets the setting
     (the flags themselves default to "not given", so that a config file can set them)."""
-    return f"{text}  [default: {getattr(TrainConfig(), setting)}]"
+    return f"{text}  [default: {TrainConfig().get(setting)}]"
 
 
 @app.command()
@@ -123,7 +123,7 @@ def train(
         if result:
             console.print(f"final verification accuracy {result['accuracy']:.4f} ± "
                           f"{result['accuracy_std']:.4f}")  # fmt: skip
-        console.print(f"run folder: {cfg.out}")
+        console.print(f"run folder: {cfg.platform.out}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # the job is done and every file written: leave without the interpreter's teardown,
         # where torch's gloo threads were destroyed still joinable now and then ("terminate

@@ -13,36 +13,36 @@ from facetrain.data.augment import Augment
 from facetrain.data.packed import PackedDataset, pack
 from facetrain.errors import FacetrainError
 from facetrain.inference.feed import prepare
-from facetrain.losses.partial_fc import PartialFC
 from facetrain.run_folder import WEIGHTS
 from facetrain.train import checkpoint
-from facetrain.train.config import TrainConfig
 from facetrain.train.schedule import Schedule, read_schedule_file
+from facetrain.train.settings import DataSettings, OptimSettings
 from facetrain.train.state import TrainingError
 
 
-def dataset_for(cfg: TrainConfig, run: Path, log=print) -> PackedDataset:
+def dataset_for(settings: DataSettings, run: Path, unlabelled: bool, log=print) -> PackedDataset:
     """Use a pack as is; pack folders or list files into RUN/pack once (resumable). A
-    resumed run whose folders changed since goes on with its snapshot, and says so."""
-    data = cfg.data
+    resumed run whose folders changed since goes on with its snapshot, and says so.
+    `unlabelled`: faces without identities (distillation)."""
+    data = settings.paths
     if len(data) == 1 and (Path(data[0]) / "meta.json").exists():
         where = Path(data[0])
     else:
         where = run / "pack"
         if (where / "meta.json").exists():
-            _say_if_changed(data, where, cfg.loss == "distill", log)
+            _say_if_changed(data, where, unlabelled, log)
         if not (where / "meta.json").exists():
             from facetrain.data.listing import DatasetError
 
             try:
                 pack(data if len(data) > 1 else data[0], where, progress=None,
-                     unlabelled=cfg.loss == "distill")  # fmt: skip
+                     unlabelled=unlabelled)  # fmt: skip
             except DatasetError as e:
                 raise TrainingError(str(e)) from None
     ds = PackedDataset(where, split="train")
     if len(ds) == 0:
         raise TrainingError(f"{where}: no training images")
-    if len(np.unique(ds.labels)) < 2 and cfg.loss != "distill":  # distillation needs no labels
+    if len(np.unique(ds.labels)) < 2 and not unlabelled:
         raise TrainingError("training needs at least 2 identities")
     return ds
 
@@ -61,7 +61,7 @@ def _say_if_changed(data: list[str], pack_dir: Path, unlabelled: bool, log) -> N
             "--out) to train on the data as it is now")  # fmt: skip
 
 
-def build_schedule(cfg: TrainConfig) -> Schedule:
+def build_schedule(cfg: OptimSettings) -> Schedule:
     entries = read_schedule_file(cfg.schedule_file) if cfg.schedule == "file" else []
     return Schedule(
         cfg.schedule,
@@ -76,7 +76,7 @@ def build_schedule(cfg: TrainConfig) -> Schedule:
     )
 
 
-def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+def build_optimizer(cfg: OptimSettings, params) -> torch.optim.Optimizer:
     o, wd = cfg.optimizer, cfg.weight_decay
     if o == "sgd":
         return torch.optim.SGD(
@@ -93,12 +93,14 @@ def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=wd)
 
 
-def init_from(cfg: TrainConfig, model, head) -> str:
-    """Load a backbone (and the head when its shape fits) from a run or a weights file."""
+def init_from(source: str, model, objective) -> str:
+    """Load a backbone (and the objective's head when its shape fits) from a run or a
+    weights file."""
     from facetrain.inference import pretrained
 
+    head = objective.head
     try:
-        src = Path(pretrained.resolve(cfg.init_from))
+        src = Path(pretrained.resolve(source))
     except FacetrainError as e:
         raise TrainingError(f"init_from: {e}") from None
     if src.is_dir():
@@ -127,8 +129,7 @@ def init_from(cfg: TrainConfig, model, head) -> str:
         # the classes, so they start the margin head's centres (a margin loss from random
         # centres can collapse on a small training set)
         rows = head_sd.get("fc.weight")
-        if rows is not None and isinstance(head, PartialFC):  # this rank's shard of the rows
-            rows = rows[head.start : head.end]
+        rows = None if rows is None else objective.own_rows(rows)
         if rows is not None and set(own) == {"weight"} and own["weight"].shape == rows.shape:
             head.load_state_dict({"weight": rows})
             return "backbone and head (class centres from the softmax weights)"
@@ -136,26 +137,25 @@ def init_from(cfg: TrainConfig, model, head) -> str:
 
 
 @torch.no_grad()
-def centres_from_embeddings(model, head, ds: PackedDataset, cfg: TrainConfig, size: int) -> None:
+def centres_from_embeddings(model, objective, ds: PackedDataset, pre, device: str) -> None:
     """A margin head's class centres set to the mean unit embedding of each class: a
     pretrained embedding fine-tuned with ArcFace/CosFace starts from where its classes
     already are, instead of from random centres whose gradients wreck it in a few steps."""
     import torch.nn.functional as F
 
     model.eval()
-    sums = torch.zeros(ds.num_classes, cfg.embedding_size)
+    sums = torch.zeros(ds.num_classes, pre.embedding_size)
     for i in range(0, len(ds), 256):
         xb, y = ds.batch(list(range(i, min(i + 256, len(ds)))))
-        x = prepare(xb, size=size, normalize=cfg.normalize, crop=cfg.crop or None).to(cfg.device)
+        x = prepare(xb, size=pre.input_size, normalize=pre.normalize, crop=pre.crop).to(device)
         sums.index_add_(0, y, F.normalize(model.embed(x, normalize=False).float(), dim=1).cpu())
-    rows = F.normalize(sums, dim=1)
-    if isinstance(head, PartialFC):  # this rank's shard of the centres
-        rows = rows[head.start : head.end]
+    rows = objective.own_rows(F.normalize(sums, dim=1))
+    head = objective.head
     head.weight.copy_(rows.to(head.weight.device))
     model.train()
 
 
-def train_augment(cfg: TrainConfig) -> Augment:
+def train_augment(cfg: DataSettings) -> Augment:
     """The training augmentation the settings ask for (data/loader.py applies it)."""
     return Augment(
         flip=cfg.flip,
@@ -181,16 +181,16 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> Non
         be.copy_(bm)
 
 
-def check_init_from(cfg: TrainConfig, pre) -> None:
+def check_init_from(source: str, pre) -> None:
     """A model to start from must be fed as it was trained: the same architecture,
     normalisation, input size and face geometry; otherwise say what to change."""
     from facetrain.inference import pretrained
     from facetrain.inference.record import read_record
 
-    if not cfg.init_from:
+    if not source:
         return
     try:
-        src = Path(pretrained.resolve(cfg.init_from))
+        src = Path(pretrained.resolve(source))
         theirs = read_record(src / WEIGHTS if src.is_dir() else src)
     except (FacetrainError, OSError):
         return  # a checkpoint folder without final weights, or a bare weights file
@@ -198,14 +198,14 @@ def check_init_from(cfg: TrainConfig, pre) -> None:
              if getattr(theirs, k) != getattr(pre, k)]  # fmt: skip
     if wrong:
         raise TrainingError(
-            f"init_from {cfg.init_from} was trained with {', '.join(wrong)}; set the same "
+            f"init_from {source} was trained with {', '.join(wrong)}; set the same "
             f"(--set {' --set '.join(w.replace(chr(39), '') for w in wrong)})"
         )
     if _geometry(theirs.alignment) != _geometry(pre.alignment):
         raise TrainingError(
-            f"init_from {cfg.init_from} saw faces aligned as {theirs.alignment}, the data is "
+            f"init_from {source} saw faces aligned as {theirs.alignment}, the data is "
             f"aligned as {pre.alignment}: re-warp the data (`facetrain rewarp DATA OUT "
-            f"--model {cfg.init_from}`), then pack and train on OUT"
+            f"--model {source}`), then pack and train on OUT"
         )
 
 

@@ -25,7 +25,7 @@ from facetrain.inference.record import Preprocess, save_model
 from facetrain.inference.saved import FaceModel
 from facetrain.losses import cross_entropy
 from facetrain.run_folder import ALIGN_RECORD, WEIGHTS
-from facetrain.train.config import TrainConfig
+from facetrain.train.settings import EvalSettings, TrainConfig
 from facetrain.train.state import TrainingError
 
 
@@ -34,33 +34,33 @@ def preprocess_for(cfg: TrainConfig, size: int, pack: Path | None = None) -> Pre
     alignment is the one `facetrain align` (or `rewarp`) recorded with the faces, which
     `pack` keeps; without a record, the standard 112x112 five-point crop."""
     alignment = {"mode": "similarity", "size": 112}
-    for root in ([pack] if pack else []) + [Path(d) for d in cfg.data]:
+    for root in ([pack] if pack else []) + [Path(d) for d in cfg.data.paths]:
         rec = Path(root) / ALIGN_RECORD
         if rec.exists():
             alignment = json.loads(rec.read_text())
             break
     return Preprocess(
-        model=cfg.model,
-        embedding_size=cfg.embedding_size,
+        model=cfg.model.arch,
+        embedding_size=cfg.model.embedding_size,
         input_size=size,
-        normalize=cfg.normalize,
-        crop=cfg.crop or None,
+        normalize=cfg.data.normalize,
+        crop=cfg.data.crop or None,
         alignment=alignment,
-        flip=cfg.eval_flip,
-        distance=cfg.eval_distance,
+        flip=cfg.eval.flip,
+        distance=cfg.eval.distance,
     )
 
 
 @torch.no_grad()
-def validation_split(model, objective, val: PackedDataset, cfg: TrainConfig, size: int) -> dict:
+def validation_split(model, objective, val: PackedDataset, pre: Preprocess, device: str) -> dict:
     """Loss and top-1 accuracy of the classifier on the pack's val split (same identities)."""
     model.eval()
     total, correct, n = 0.0, 0, 0
     for i in range(0, len(val), 256):
         xb, y = val.batch(list(range(i, min(i + 256, len(val)))))
-        x = prepare(xb, size=size, normalize=cfg.normalize, crop=cfg.crop or None)
-        raw = model.embed(x.to(cfg.device), normalize=False).float()
-        y = y.to(cfg.device)
+        x = prepare(xb, size=pre.input_size, normalize=pre.normalize, crop=pre.crop)
+        raw = model.embed(x.to(device), normalize=False).float()
+        y = y.to(device)
         logits = objective.logits(raw, y, objective.head)
         total += float(cross_entropy(logits, y)) * len(y)
         correct += int((logits.argmax(1) == y).sum())
@@ -69,18 +69,20 @@ def validation_split(model, objective, val: PackedDataset, cfg: TrainConfig, siz
 
 
 class Evaluator:
-    """The val split and the verification sets, on the main process only."""
+    """The val split and the verification sets, on the main process only. `source`: what
+    the model is called while it trains (the run folder)."""
 
-    def __init__(self, cfg: TrainConfig, pre: Preprocess, val: PackedDataset, log, emit):
+    def __init__(self, cfg: EvalSettings, pre: Preprocess, val: PackedDataset, device: str,
+                 source: str, log, emit):  # fmt: skip
         self.cfg, self.pre, self.val, self.log, self.emit = cfg, pre, val, log, emit
+        self.device, self.source = device, source
         try:  # before the first step: a missing or damaged set is a clear error, not a crash
-            self.sets: list[EvalSet] = [bin_set(b) for b in cfg.eval_bins]
-            if cfg.eval_pairs:
+            self.sets: list[EvalSet] = [bin_set(b) for b in cfg.bins]
+            if cfg.pairs:
                 # standard 112x112 crops are re-warped into a model geometry of its own (a
                 # template); other faces are taken as they are
                 align = "auto" if pre.alignment.get("template") else "never"
-                s = pairs_set(cfg.eval_pairs, cfg.eval_images, cfg.eval_max_pairs,
-                              pre.alignment, align)  # fmt: skip
+                s = pairs_set(cfg.pairs, cfg.images, cfg.max_pairs, pre.alignment, align)
                 self.sets.insert(0, s)
         except (OSError, ValueError) as e:
             raise TrainingError(f"verification set: {e}") from None
@@ -93,12 +95,12 @@ class Evaluator:
         accuracy is the best yet)."""
         cfg, pointers = self.cfg, ("last",)
         if objective.classifies and len(self.val):
-            v = validation_split(model, objective, self.val, cfg, self.pre.input_size)
+            v = validation_split(model, objective, self.val, self.pre, self.device)
             self.emit({"eval": "val_split", "epoch": epoch, "step": state.step} | v)
-        fm = FaceModel.of_module(model, self.pre, cfg.out)
+        fm = FaceModel.of_module(model, self.pre, self.source)
         for k, s in enumerate(self.sets):
-            full, _ = evaluate_set(fm, s, flip=cfg.eval_flip, distance=cfg.eval_distance,
-                                   subtract_mean=cfg.eval_subtract_mean, device=cfg.device,
+            full, _ = evaluate_set(fm, s, flip=cfg.flip, distance=cfg.distance,
+                                   subtract_mean=cfg.subtract_mean, device=self.device,
                                    progress=False)  # fmt: skip
             r = {k: full[k] for k in (*METRIC_KEYS, "pairs_used", "pairs_missing")}
             self.emit({"eval": s.name, "epoch": epoch, "step": state.step} | r)
@@ -113,9 +115,10 @@ class Evaluator:
         return pointers
 
 
-def val_threshold(model, pre: Preprocess, val: PackedDataset, cfg: TrainConfig) -> float | None:
+def val_threshold(model, pre: Preprocess, val: PackedDataset, device: str,
+                  source: str) -> float | None:  # fmt: skip
     """A verification threshold validated on the val split's own pairs (for runs without a
-    verification set); None when no val identity has two images."""
+    verification set), in the model's distance; None when no val identity has two images."""
     from facetrain.evaluate.verification import labelled_threshold
 
     if len(val) < 2:
@@ -126,18 +129,18 @@ def val_threshold(model, pre: Preprocess, val: PackedDataset, cfg: TrainConfig) 
         return None
     none = np.zeros(0, np.int64)
     s = EvalSet("val", len(val), lambda i: list(val.batch(i)[0]), none, none, none, None)
-    emb = embed_model(FaceModel.of_module(model, pre, cfg.out), s, device=cfg.device)
-    return labelled_threshold(emb, labels, cfg.eval_distance)
+    emb = embed_model(FaceModel.of_module(model, pre, source), s, device=device)
+    return labelled_threshold(emb, labels, pre.distance)
 
 
-def export_weights(run: Path, model, pre: Preprocess, cfg: TrainConfig, last_eval: dict,
+def export_weights(run: Path, model, pre: Preprocess, device: str, last_eval: dict,
                    val: PackedDataset) -> Path:  # fmt: skip
     """RUN/model.safetensors: the final backbone with its preprocessing record."""
     threshold, source = last_eval.get("threshold"), ""
     if threshold is not None:
         source = "mean best-accuracy threshold over the verification set's folds"
     else:
-        threshold = val_threshold(model, pre, val, cfg)
+        threshold = val_threshold(model, pre, val, device, str(run))
         source = "best-accuracy threshold on the val split's pairs" if threshold is not None else ""
     pre = dataclasses.replace(pre, threshold=threshold, threshold_source=source)
     return save_model(run / WEIGHTS, model, pre)

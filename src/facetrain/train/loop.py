@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import gc
 import math
 import time
@@ -41,7 +40,7 @@ from facetrain.train.build import (
     init_from,
     train_augment,
 )
-from facetrain.train.config import TrainConfig, code_revision
+from facetrain.train.config import code_revision
 from facetrain.train.evaluator import Evaluator, export_weights, preprocess_for
 from facetrain.train.objective import Objective, build_objective, build_sampler
 from facetrain.train.records import (
@@ -52,6 +51,7 @@ from facetrain.train.records import (
     record_revision,
     truncate_metrics,
 )
+from facetrain.train.settings import ObjectiveSettings, TrainConfig
 from facetrain.train.state import (
     Checkpointer,
     NonFiniteGuard,
@@ -65,22 +65,22 @@ __all__ = ["TrainingError", "train"]
 
 
 def train(cfg: TrainConfig, *, log=print) -> dict:
-    """Train (or resume) the run in cfg.out; returns the last evaluation metrics.
+    """Train (or resume) the run in cfg.platform.out; returns the last evaluation metrics.
 
     Launched by torchrun, every rank runs this function: rank 0 alone writes files and
     verifies, the others wait for it at the points marked `barrier`."""
     cfg.validate()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if cfg.platform.threads:
+        torch.set_num_threads(cfg.platform.threads)
     # recorded as a number: CPU float sums depend on how many threads share them, so the
     # same run on 1 and 2 threads ends with different figures (the demo moved 0.7787 →
     # 0.7697); config.json says which, and a resume on another count is noted in history
-    cfg = dataclasses.replace(cfg, threads=torch.get_num_threads())
+    cfg = cfg.replace(threads=torch.get_num_threads())
     _check_before_writing(cfg)
-    dd, device = distributed.setup(cfg.device)
+    dd, device = distributed.setup(cfg.platform.device)
     try:
-        with _one_process(Path(cfg.out), dd):
-            r = setup(dataclasses.replace(cfg, device=device), dd, log if dd.main else _quiet)
+        with _one_process(Path(cfg.platform.out), dd):
+            r = setup(cfg.replace(device=device), dd, log if dd.main else _quiet)
             result = r.train()
             # every rank done (rank 0 writes the model last) before any leaves the group: a
             # rank that destroyed its gloo group while another still wrote aborted at exit
@@ -145,17 +145,17 @@ class Run:
     def train(self) -> dict:
         self.resume()
         self.metrics = MetricsLog(
-            self.folder, self.cfg.log_dir, self.state.step, self.dd.main, self.log
+            self.folder, self.cfg.platform.log_dir, self.state.step, self.dd.main, self.log
         )
         self.evaluator.emit = self.metrics.emit
         self.last_ckpt = time.monotonic()
         self.centers_before = self.objective.centers.centers.clone()
         steps, s = len(self.data), self.state
         with progress_bar(disable=None if self.dd.main else True) as self.bar:
-            self.task = self.bar.add_task("train", total=self.cfg.epochs * steps,
+            self.task = self.bar.add_task("train", total=self.cfg.optim.epochs * steps,
                                           completed=s.epoch * steps + s.batch)  # fmt: skip
             try:
-                while self.state.epoch < self.cfg.epochs:
+                while self.state.epoch < self.cfg.optim.epochs:
                     self.epoch()
             finally:
                 self.metrics.close()
@@ -178,7 +178,7 @@ class Run:
         """The rest of the current epoch: its steps, then its end (evaluation, checkpoint)."""
         cfg, s = self.cfg, self.state
         epoch, steps = s.epoch, len(self.data)
-        self.freeze(epoch < cfg.freeze_backbone_epochs)
+        self.freeze(epoch < cfg.optim.freeze_backbone_epochs)
         self.model.train()
         t0, losses = time.perf_counter(), []
         while s.batch < steps:
@@ -186,7 +186,7 @@ class Run:
             lr = self.schedule(at) * s.lr_scale
             if lr < 0:
                 self.log(f"the schedule stops training at epoch {epoch}")
-                s.epoch = cfg.epochs
+                s.epoch = cfg.optim.epochs
                 return
             for g in self.opt.param_groups:
                 g["lr"] = lr
@@ -204,7 +204,7 @@ class Run:
             s.batch, s.step = s.batch + 1, s.step + 1
             self.bar.update(self.task, note=f"epoch {epoch} loss {total:.4f}")
             self.bar.advance(self.task)
-            if s.step % cfg.log_every == 0 or s.batch == steps:
+            if s.step % cfg.platform.log_every == 0 or s.batch == steps:
                 self.emit({"epoch": epoch, "step": s.step, "loss": total, "lr": lr} | extra | shown)
             self.maybe_checkpoint(epoch, mid_epoch=s.batch < steps)
         self.end_epoch(epoch, losses, time.perf_counter() - t0)
@@ -218,17 +218,17 @@ class Run:
         """One global batch's gradients (in micro-batches); the loss, what to log, and
         whether the step is finite on every process."""
         cfg, dd = self.cfg, self.dd
-        seed = (cfg.seed * 1_000_003 + self.state.step) % (2**63)
+        seed = (cfg.platform.seed * 1_000_003 + self.state.step) % (2**63)
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         idx = self.data.indices(epoch, b)  # the global batch; this rank's part:
         idx = distributed.shard(idx, dd.rank, dd.world) if dd.enabled else idx
         total, extra = 0.0, {}
-        for part in np.array_split(np.asarray(idx), cfg.accumulate):
+        for part in np.array_split(np.asarray(idx), cfg.optim.accumulate):
             loss, extra = self.forward(part.tolist(), gen)
             # each micro-batch's mean loss is weighted by its share of the batch
             self.scaler.scale(loss * (len(part) / len(idx))).backward()
-            scale = dd.world if cfg.partial_fc else 1  # log the whole loss
+            scale = dd.world if self.objective.shared_loss else 1  # log the whole loss
             total += float(loss.detach()) * scale * len(part) / len(idx)
         self.scaler.unscale_(self.opt)
         finite = math.isfinite(total)
@@ -236,20 +236,20 @@ class Run:
         if finite and grads and not self.scaler.is_enabled():  # fp16: the scaler's business
             finite = all_finite(grads)
         if dd.enabled:  # every rank takes the same decision; log the global mean
-            total, finite = distributed.agree(total, finite, cfg.partial_fc)
+            total, finite = distributed.agree(total, finite, self.objective.shared_loss)
         return total, extra, finite
 
     def forward(self, ids: list[int], gen) -> tuple[torch.Tensor, dict]:
-        cfg = self.cfg
+        p = self.cfg.platform
         x, yb = self.data.batch(ids, gen)
-        x = x.to(cfg.device)
-        if cfg.channels_last:
+        x = x.to(p.device)
+        if p.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-        device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(p.amp)
+        device_type = "cuda" if p.device.startswith("cuda") else "cpu"
         with torch.autocast(device_type, dtype=amp, enabled=amp is not None):
             raw = self.embed_raw(x)
-        return self.objective(raw, self.objective.targets(ids, yb).to(cfg.device), gen)
+        return self.objective(raw, self.objective.targets(ids, yb).to(p.device), gen)
 
     def bad_step(self, verdict: str, epoch: int) -> str:
         """Drop a non-finite step; on 'rollback', go back to the last checkpoint at half
@@ -280,23 +280,23 @@ class Run:
     def apply(self) -> None:
         """The optimizer step and what follows it (center sync, EMA)."""
         cfg = self.cfg
-        if cfg.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, cfg.clip_grad)
+        if cfg.optim.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.clip_grad)
         self.scaler.step(self.opt)
         self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
         centers = self.objective.centers.centers
-        if self.dd.enabled and cfg.center_loss_factor > 0:
+        if self.dd.enabled and cfg.objective.center_loss_factor > 0:
             distributed.sum_updates(centers, self.centers_before)
             self.centers_before = centers.clone()
         if self.ema is not None:
-            ema_update(self.ema, self.model, cfg.ema_decay, self.state.step)
+            ema_update(self.ema, self.model, cfg.optim.ema_decay, self.state.step)
 
     def maybe_checkpoint(self, epoch: int, mid_epoch: bool) -> None:
-        cfg, step = self.cfg, self.state.step
-        due = cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0
-        late = time.monotonic() - self.last_ckpt > 60 * cfg.checkpoint_minutes
-        if cfg.eval_every_steps and step % cfg.eval_every_steps == 0 and mid_epoch:
+        p, ev, step = self.cfg.platform, self.cfg.eval, self.state.step
+        due = p.checkpoint_every_steps and step % p.checkpoint_every_steps == 0
+        late = time.monotonic() - self.last_ckpt > 60 * p.checkpoint_minutes
+        if ev.every_steps and step % ev.every_steps == 0 and mid_epoch:
             self.save(self.evaluate(epoch))
         elif distributed.any_rank(bool(due) or late):
             self.save()
@@ -307,7 +307,7 @@ class Run:
         self.emit({"epoch": epoch, "step": s.step, "epoch_end": True,
                    "loss": float(np.mean(losses)) if losses else None,
                    "seconds": round(seconds, 2)})  # fmt: skip
-        due = s.epoch % self.cfg.eval_every == 0 or s.epoch == self.cfg.epochs
+        due = s.epoch % self.cfg.eval.every == 0 or s.epoch == self.cfg.optim.epochs
         self.save(self.evaluate(epoch) if due else ("last",))
 
     def evaluate(self, epoch: int) -> tuple[str, ...]:
@@ -336,77 +336,80 @@ class Run:
             self.log(f"{self.dd.world} processes finished in sync (weights checksum {digest:.6e})")
         if self.dd.main:
             val = self.evaluator.val
-            export_weights(self.folder, final, self.pre, self.cfg, self.state.last_eval, val)
+            device = self.cfg.platform.device
+            export_weights(self.folder, final, self.pre, device, self.state.last_eval, val)
         return self.state.last_eval
 
 
 def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     """The run folder, data, model, objective, optimizer and bookkeeping of a run."""
-    folder = Path(cfg.out)
+    folder = Path(cfg.platform.out)
     if dd.main:
         check_own(folder)
         check_resume(folder, cfg)
         folder.mkdir(parents=True, exist_ok=True)
         record_revision(folder / REVISION, code_revision())
         record_config(folder, cfg)
-        ds = dataset_for(cfg, folder, log)  # rank 0 packs, once
+    unlabelled = cfg.objective.loss == "distill"  # distillation needs no identities
+    if dd.main:
+        ds = dataset_for(cfg.data, folder, unlabelled, log)  # rank 0 packs, once
     distributed.barrier()
     if not dd.main:
-        ds = dataset_for(cfg, folder)
-    sampler = build_sampler(cfg, ds.labels)
-    if dd.enabled and cfg.freeze_backbone_epochs:
+        ds = dataset_for(cfg.data, folder, unlabelled)
+    sampler = build_sampler(cfg.data, cfg.objective.metric, cfg.platform.seed, ds.labels)
+    if dd.enabled and cfg.optim.freeze_backbone_epochs:
         raise TrainingError("--freeze-backbone-epochs is not supported with several processes")
     if dd.enabled and sampler.batch_size % dd.world:
         raise TrainingError(
             f"the global batch ({sampler.batch_size}) must divide evenly over {dd.world} processes"
         )
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, cfg.embedding_size, dropout=1.0 - cfg.keep_probability)
-    pre = preprocess_for(cfg, cfg.input_size or model.input_size, ds.path)
-    check_init_from(cfg, pre)
-    teacher = _teacher(cfg, dd, ds, folder, log)
-    objective = build_objective(cfg, ds.num_classes, dd.world, teacher)
-    model.to(cfg.device)
-    if cfg.channels_last:
+    m, p, device = cfg.model, cfg.platform, cfg.platform.device
+    torch.manual_seed(p.seed)
+    model = create_model(m.arch, m.embedding_size, dropout=1.0 - m.keep_probability)
+    pre = preprocess_for(cfg, m.input_size or model.input_size, ds.path)
+    check_init_from(m.init_from, pre)
+    teacher = _teacher(cfg.objective, device, dd, ds, folder, log)
+    objective = build_objective(cfg.objective, m.embedding_size, ds.num_classes, dd.world, teacher)
+    model.to(device)
+    if p.channels_last:
         model.to(memory_format=torch.channels_last)
-    for m in objective.modules().values():
-        m.to(cfg.device)
-    if cfg.init_from:
-        what = init_from(cfg, model, objective.head)
+    for module in objective.modules().values():
+        module.to(device)
+    if m.init_from:
+        what = init_from(m.init_from, model, objective)
         if what.endswith("(head re-created)") and getattr(objective.head, "margin", None):
-            centres_from_embeddings(model, objective.head, ds, cfg, pre.input_size)
+            centres_from_embeddings(model, objective, ds, pre, device)
             what = "backbone; class centres from its embeddings of the training faces"
-        log(f"initialised {what} from {cfg.init_from}")
-    backbone = [p for p in model.parameters() if p.requires_grad]  # not what is frozen by design
+        log(f"initialised {what} from {m.init_from}")
+    backbone = [w for w in model.parameters() if w.requires_grad]  # not what is frozen by design
     params = backbone + objective.parameters()
-    opt = build_optimizer(cfg, params)
-    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
-    device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
-    scaler = torch.amp.GradScaler(device_type, enabled=cfg.amp == "fp16")
-    embed_raw = _wrap(cfg, dd, model, objective)
+    opt = build_optimizer(cfg.optim, params)
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.optim.ema_decay > 0 else None
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    scaler = torch.amp.GradScaler(device_type, enabled=p.amp == "fp16")
+    embed_raw = _wrap(p.compile, dd, model, objective)
     state = TrainState()
     modules = {"model": model} | objective.modules() | ({"ema": ema} if ema is not None else {})
-    shards = objective.head if cfg.partial_fc else None
-    ckpt = Checkpointer(folder, modules, opt, scaler, state, dd, cfg.out, shards)
+    ckpt = Checkpointer(folder, modules, opt, scaler, state, dd, p.out, objective)
     val = PackedDataset(ds.path, split="val")
-    evaluator = Evaluator(cfg, pre, val, log, emit=None)
-    data = TrainLoader(ds, sampler, train_augment(cfg), pre.input_size,
-                       cfg.device if cfg.data_on_device else None)  # fmt: skip
+    evaluator = Evaluator(cfg.eval, pre, val, device, p.out, log, emit=None)
+    data = TrainLoader(ds, sampler, train_augment(cfg.data), pre.input_size,
+                       device if cfg.data.on_device else None)  # fmt: skip
     return Run(cfg, dd, folder, data, model, embed_raw, objective, params, opt,
-               build_schedule(cfg), scaler, ema, state, ckpt, evaluator, pre,
-               NonFiniteGuard(cfg.max_nonfinite), log, n_backbone=len(backbone))  # fmt: skip
+               build_schedule(cfg.optim), scaler, ema, state, ckpt, evaluator, pre,
+               NonFiniteGuard(p.max_nonfinite), log, n_backbone=len(backbone))  # fmt: skip
 
 
 def _check_before_writing(cfg: TrainConfig) -> None:
     """What would fail later, refused before the run folder is touched: verification files
     that are not there, an input size the network cannot take."""
-    for f in [*cfg.eval_bins, *([cfg.eval_pairs] if cfg.eval_pairs else [])]:
+    for f in [*cfg.eval.bins, *([cfg.eval.pairs] if cfg.eval.pairs else [])]:
         if not Path(f).is_file():
             raise TrainingError(f"verification set {f}: no such file")
-    if cfg.eval_pairs and not Path(cfg.eval_images or "").is_dir():
-        raise TrainingError(f"eval_images {cfg.eval_images!r}: not a folder of images")
-    model = create_model(cfg.model, cfg.embedding_size)
-    _check_input_size(model, cfg.input_size or model.input_size, cfg.model)
+    if cfg.eval.pairs and not Path(cfg.eval.images or "").is_dir():
+        raise TrainingError(f"eval_images {cfg.eval.images!r}: not a folder of images")
+    model = create_model(cfg.model.arch, cfg.model.embedding_size)
+    _check_input_size(model, cfg.model.input_size or model.input_size, cfg.model.arch)
 
 
 def _check_input_size(model, size: int, name: str) -> None:
@@ -431,7 +434,7 @@ def _takes(model, size: int) -> bool:
         return False
 
 
-def _teacher(cfg: TrainConfig, dd: distributed.Dist, ds, folder: Path, log):
+def _teacher(cfg: ObjectiveSettings, device: str, dd: distributed.Dist, ds, folder: Path, log):
     """Distillation: the teacher's embedding of every training face (main process first,
     into the run folder; the others then read it)."""
     if cfg.loss != "distill":
@@ -439,25 +442,24 @@ def _teacher(cfg: TrainConfig, dd: distributed.Dist, ds, folder: Path, log):
     from facetrain.train.teacher import teacher_embeddings
 
     if dd.main:
-        emb = teacher_embeddings(cfg.teacher, ds, folder, cfg.device, log)
+        emb = teacher_embeddings(cfg.teacher, ds, folder, device, log)
     distributed.barrier()
     if not dd.main:  # the parts exist now: read, not computed
-        emb = teacher_embeddings(cfg.teacher, ds, folder, cfg.device, log)
+        emb = teacher_embeddings(cfg.teacher, ds, folder, device, log)
     emb = torch.from_numpy(emb)
     if cfg.distill_center:  # the mean over the faces the teacher could use
         ok = torch.isfinite(emb).all(1)
         emb = torch.nn.functional.normalize(emb - emb[ok].mean(0), dim=1)
-    return emb.to(cfg.device)
+    return emb.to(device)
 
 
-def _wrap(cfg: TrainConfig, dd: distributed.Dist, model, objective: Objective):
+def _wrap(compile_: bool, dd: distributed.Dist, model, objective: Objective):
     """The raw (pre-normalisation) embedding the losses need: compiled when asked, and with
-    gradients averaged over processes by DDP (Partial FC's shards are not averaged)."""
-    embed_raw = torch.compile(model.embed_raw) if cfg.compile else model.embed_raw
+    gradients averaged over processes by DDP (the objective wraps its head as it needs)."""
+    embed_raw = torch.compile(model.embed_raw) if compile_ else model.embed_raw
     if not dd.enabled:
         return embed_raw
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    if objective.head is not None and not cfg.partial_fc:
-        objective.score = DDP(objective.head)
+    objective.wrap(DDP)
     return DDP(RawEmbedding(model, embed_raw))

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facetrain.collectives import gather_rows
 from facetrain.data.sampler import EpochBatches, PKBatches
 from facetrain.losses import (
     CenterLoss,
@@ -36,16 +37,16 @@ from facetrain.losses import (
 )
 from facetrain.losses.partial_fc import PartialFC
 from facetrain.miners import balanced_pairs, mine_triplets
-from facetrain.train.config import TrainConfig
 from facetrain.train.schedule import ramp
-
-METRIC_LOSSES = ("triplet", "contrastive")
-MARGIN_LOSSES = ("arcface", "cosface")
+from facetrain.train.settings import MARGIN_LOSSES, DataSettings, ObjectiveSettings
 
 
 @dataclass
 class Objective:
-    cfg: TrainConfig
+    """The loss of a batch, by the head of one process (its gradients averaged over the
+    processes like the backbone's)."""
+
+    cfg: ObjectiveSettings
     head: nn.Module | None  # None for the metric losses
     centers: CenterLoss
     world: int = 1  # processes; Partial FC's loss is split over them
@@ -59,9 +60,13 @@ class Objective:
         margin = getattr(self.head, "margin", None)
         self.full_margin = margin.m if margin is not None else 0.0
 
+    # the loss is the global batch's, the same on every process (summed by collectives),
+    # rather than each process's own (averaged): Partial FC
+    shared_loss = False
+
     @property
     def metric(self) -> bool:
-        return self.cfg.loss in METRIC_LOSSES
+        return self.cfg.metric
 
     @property
     def ramping(self) -> bool:
@@ -69,8 +74,8 @@ class Objective:
 
     @property
     def classifies(self) -> bool:
-        """Whether the val split can be scored by the head (not Partial FC's shards)."""
-        return self.head is not None and not self.cfg.partial_fc and self.teacher is None
+        """Whether the val split can be scored by the head."""
+        return self.head is not None and self.teacher is None
 
     def targets(self, ids: list[int], labels: torch.Tensor) -> torch.Tensor:
         """What the loss compares a batch with: the teacher's embeddings, or the labels."""
@@ -104,11 +109,26 @@ class Objective:
             return self._distill(raw, labels)  # labels: the teacher's embeddings here
         if self.metric:
             loss, extra = self._metric(F.normalize(raw.float(), dim=1), labels, gen)
-        elif self.cfg.partial_fc:
-            loss, extra = self._partial_fc(raw, labels, gen), {}
         else:
-            loss, extra = self._classify(raw, labels)
+            loss, extra = self._classify(raw, labels, gen)
         return loss + self._penalties(raw, labels), extra
+
+    def wrap(self, ddp) -> None:
+        """Several processes: the head's gradients averaged over them as the backbone's."""
+        if self.head is not None:
+            self.score = ddp(self.head)
+
+    def own_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The class centres (one row a class) this process keeps: all of them."""
+        return rows
+
+    def checkpoint_out(self, tensors: dict, opt) -> dict:
+        """What a checkpoint holds of this process's tensors (Partial FC: whole rows)."""
+        return tensors
+
+    def checkpoint_in(self, tensors: dict, opt) -> dict:
+        """What this process restores of a checkpoint's tensors (Partial FC: its rows)."""
+        return tensors
 
     def _metric(self, emb, y, gen):
         c = self.cfg
@@ -130,13 +150,7 @@ class Objective:
             loss = loss + self.cfg.distill_pairwise * gap.pow(2).mean()
         return loss, {"cos": float(cos.detach().mean()) if len(cos) else float("nan")}
 
-    def _partial_fc(self, raw, y, gen):
-        x = raw.float()
-        if self.world > 1:  # DDP divides the backbone's gradient by the world size
-            x.register_hook(lambda g: g * self.world)
-        return self.score(x, y, gen) / self.world  # the collectives sum the ranks' parts
-
-    def _classify(self, raw, y):
+    def _classify(self, raw, y, gen):
         logits = self.logits(raw, y)
         loss = cross_entropy(logits, y, self.cfg.label_smoothing)
         if self.cfg.loss != "softmax":  # accuracy without the margin: ArcFace's margin
@@ -155,36 +169,80 @@ class Objective:
         return total
 
 
-def build_head(cfg: TrainConfig, num_classes: int, teacher_size: int = 0) -> nn.Module | None:
+@dataclass
+class PartialFCObjective(Objective):
+    """ArcFace/CosFace with the class centres sharded over the processes (Partial FC): each
+    process scores the global batch against its own rows, the collectives complete the
+    softmax, so the loss is the global batch's and its gradients are not averaged. It
+    owns what that changes: the gradient scaling, the rows a process keeps, and the rows a
+    checkpoint holds whole (so any number of processes can resume it)."""
+
+    shared_loss = True
+
+    @property
+    def classifies(self) -> bool:
+        return False  # no process holds every centre
+
+    def _classify(self, raw, y, gen):
+        x = raw.float()
+        if self.world > 1:  # DDP divides the backbone's gradient by the world size
+            x.register_hook(lambda g: g * self.world)
+        return self.score(x, y, gen) / self.world, {}  # the collectives sum the ranks' parts
+
+    def wrap(self, ddp) -> None:
+        pass  # each process's rows are its own: nothing to average
+
+    def own_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows[self.head.start : self.head.end]
+
+    def _sharded(self, opt) -> tuple[str, ...]:
+        """The checkpoint keys of the rows: the weight and its optimizer slots."""
+        params = [p for g in opt.param_groups for p in g["params"]]
+        slot = next(i for i, p in enumerate(params) if p is self.head.weight)
+        return ("head.weight", f"optim/{slot}/")
+
+    def checkpoint_out(self, tensors: dict, opt) -> dict:
+        if self.world == 1:
+            return tensors
+        keys = self._sharded(opt)
+        return {k: gather_rows(v) if k.startswith(keys) else v for k, v in tensors.items()}
+
+    def checkpoint_in(self, tensors: dict, opt) -> dict:
+        keys, whole = self._sharded(opt), self.head.num_classes
+        return {k: self.own_rows(v) if k.startswith(keys) and v.shape[0] == whole else v
+                for k, v in tensors.items()}  # fmt: skip
+
+
+def build_head(cfg: ObjectiveSettings, embedding_size: int, num_classes: int,
+               teacher_size: int = 0) -> nn.Module | None:  # fmt: skip
     if cfg.loss == "distill":  # a projection to the teacher's size, when it differs
-        same = teacher_size in (0, cfg.embedding_size)
-        return None if same else nn.Linear(cfg.embedding_size, teacher_size, bias=False)
+        same = teacher_size in (0, embedding_size)
+        return None if same else nn.Linear(embedding_size, teacher_size, bias=False)
     if cfg.loss == "softmax":
-        return SoftmaxHead(cfg.embedding_size, num_classes)
+        return SoftmaxHead(embedding_size, num_classes)
     if cfg.loss not in MARGIN_LOSSES:
         return None
     margin = Margin(cfg.loss, cfg.margin_s, cfg.margin_m)
     if cfg.partial_fc:
-        return PartialFC(cfg.embedding_size, num_classes, margin, sample_rate=cfg.sample_rate)
-    return MarginHead(cfg.embedding_size, num_classes, margin)
+        return PartialFC(embedding_size, num_classes, margin, sample_rate=cfg.sample_rate)
+    return MarginHead(embedding_size, num_classes, margin)
 
 
-def build_objective(cfg: TrainConfig, num_classes: int, world: int = 1,
-                    teacher: torch.Tensor | None = None) -> Objective:  # fmt: skip
-    head = build_head(cfg, num_classes, 0 if teacher is None else teacher.shape[1])
-    centers = CenterLoss(num_classes, cfg.embedding_size, cfg.center_loss_alfa)
-    return Objective(cfg, head, centers, world, teacher=teacher)
+def build_objective(cfg: ObjectiveSettings, embedding_size: int, num_classes: int,
+                    world: int = 1, teacher: torch.Tensor | None = None) -> Objective:  # fmt: skip
+    head = build_head(cfg, embedding_size, num_classes, 0 if teacher is None else teacher.shape[1])
+    centers = CenterLoss(num_classes, embedding_size, cfg.center_loss_alfa)
+    kind = PartialFCObjective if cfg.partial_fc else Objective
+    return kind(cfg, head, centers, world, teacher=teacher)
 
 
-def build_sampler(cfg: TrainConfig, labels) -> EpochBatches | PKBatches:
+def build_sampler(data: DataSettings, metric: bool, seed: int, labels) -> EpochBatches | PKBatches:
     """P×K batches for the metric losses (each identity needs a positive), else plain."""
-    if cfg.loss in METRIC_LOSSES:
-        k = cfg.images_per_identity
-        p = cfg.identities_per_batch or max(2, (cfg.batch_size - cfg.extra_identities) // k)
+    if metric:
+        k = data.images_per_identity
+        p = data.identities_per_batch or max(2, (data.batch_size - data.extra_identities) // k)
         return PKBatches(
-            labels, p, k, extra=cfg.extra_identities, seed=cfg.seed,
-            batches_per_epoch=cfg.epoch_size,
+            labels, p, k, extra=data.extra_identities, seed=seed,
+            batches_per_epoch=data.epoch_size,
         )  # fmt: skip
-    return EpochBatches(
-        len(labels), cfg.batch_size, seed=cfg.seed, batches_per_epoch=cfg.epoch_size
-    )
+    return EpochBatches(len(labels), data.batch_size, seed=seed, batches_per_epoch=data.epoch_size)

@@ -4,7 +4,6 @@ its TensorBoard copy, and the checks before a run starts or resumes there."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -64,7 +63,7 @@ def record_config(run: Path, cfg) -> None:
     """config.json is the configuration the run started with. A resume (a checkpoint
     exists) with other settings — more threads, another device — keeps it and adds a
     `resumed with settings KEY=VALUE (was OLD)` line to revision.txt, the run's history."""
-    path, new = run / CONFIG, dataclasses.asdict(cfg)
+    path, new = run / CONFIG, cfg.flat()
     if path.exists() and (run / "checkpoints" / "last").exists():
         old = json.loads(path.read_text())
         changed = [f"{k}={v!r} (was {old.get(k)!r})" for k, v in new.items() if old.get(k) != v]
@@ -86,7 +85,7 @@ SHAPING = ("model", "loss", "embedding_size", "input_size", "partial_fc", "teach
 def check_resume(run: Path, cfg) -> None:
     """A run folder with a checkpoint goes on only with the settings that shaped it:
     ConfigError saying what differs and what to do, before anything is written."""
-    from facetrain.train.config import ConfigError
+    from facetrain.train.settings import ConfigError
 
     path = run / CONFIG
     if not (path.exists() and (run / "checkpoints" / "last").exists()):
@@ -95,7 +94,7 @@ def check_resume(run: Path, cfg) -> None:
         old = json.loads(path.read_text())
     except ValueError:
         return  # a damaged record: the checkpoint's own check speaks
-    new = dataclasses.asdict(cfg)
+    new = cfg.flat()
     differ = [f"{k} {old.get(k)!r} (now {new.get(k)!r})" for k in SHAPING
               if k in old and old.get(k) != new.get(k)]  # fmt: skip
     if differ:

@@ -2,11 +2,13 @@
 
 `TrainState` is the loop's position and bookkeeping; `Checkpointer` writes it with every
 module's weights, the optimizer and the grad scaler (see checkpoint.py for the folder
-format) and puts them back. Partial FC's class centres live on several processes: a
-checkpoint holds them whole (so any number of processes can resume it) and each process
-keeps its own rows on restore. `NonFiniteGuard` decides what a non-finite step costs:
+format) and puts them back. `NonFiniteGuard` decides what a non-finite step costs:
 skipped, then a rollback to the last checkpoint at half the learning rate, then — when
 rolling back does not help — a clear error instead of a run that never ends.
+
+Partial FC's class centres live on several processes: its objective says which tensors are
+rows, gathered whole into a checkpoint (any number of processes can resume it) and cut to
+each process's own rows on restore.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from facetrain.collectives import gather_rows
 from facetrain.errors import FacetrainError
 from facetrain.train import checkpoint, distributed
 
@@ -48,21 +49,16 @@ class Checkpointer:
     """Save and restore a run's modules, optimizer, scaler and state."""
 
     def __init__(self, run: Path, modules: dict[str, nn.Module], opt, scaler, state: TrainState,
-                 dd: distributed.Dist, config: str, shards: nn.Module | None = None):  # fmt: skip
+                 dd: distributed.Dist, config: str, objective=None):  # fmt: skip
         self.run, self.modules, self.opt, self.scaler = run, modules, opt, scaler
         self.state, self.dd, self.config = state, dd, config
-        self.shards = shards  # Partial FC: its weight rows and their optimizer slots
-        last = len(opt.param_groups[0]["params"]) - 1
-        self.sharded = ("head.weight", f"optim/{last}/")
+        self.objective = objective  # what of the tensors is whose (Partial FC's rows)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {f"{n}.{k}": v for n, m in self.modules.items() for k, v in m.state_dict().items()}
         opt_t, self._opt_rest = checkpoint.flatten_optimizer(self.opt.state_dict())
-        out.update(opt_t)
-        if self.shards is not None and self.dd.enabled:
-            for k in [k for k in out if k.startswith(self.sharded)]:
-                out[k] = gather_rows(out[k])
-        return out
+        out |= opt_t
+        return out if self.objective is None else self.objective.checkpoint_out(out, self.opt)
 
     def save(self, pointers: tuple[str, ...] = ("last",)) -> None:
         """Every process calls this (Partial FC gathers); the main one writes."""
@@ -75,12 +71,8 @@ class Checkpointer:
         distributed.barrier()
 
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        if self.shards is not None:
-            a, b, whole = self.shards.start, self.shards.end, self.shards.num_classes
-            tensors = {
-                k: v[a:b] if k.startswith(self.sharded) and v.shape[0] == whole else v
-                for k, v in tensors.items()
-            }
+        if self.objective is not None:
+            tensors = self.objective.checkpoint_in(tensors, self.opt)
         for n, m in self.modules.items():
             m.load_state_dict(
                 {k[len(n) + 1 :]: v for k, v in tensors.items() if k.startswith(n + ".")}

@@ -1,0 +1,405 @@
+"""Training settings in six groups, each a small dataclass that checks itself.
+
+A run's settings are `TrainConfig`: data, model, objective, optimisation, evaluation and
+platform. Each group lists its settings with their defaults and meanings and checks its
+own values (type, choices, range, the combinations inside it); the few rules that join two
+groups are `TrainConfig.validate`'s. Functions take the group they use.
+
+Outside, a setting has one flat name — the key of a config file, of `--set KEY=VALUE`, of
+a run's config.json and of `--list-settings` (`data`, `model`, `eval_pairs`, …): `KEYS`
+maps each to its group and field, so files written before the groups still load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+
+from facetrain.errors import FacetrainError
+
+LOSSES = ("softmax", "arcface", "cosface", "triplet", "contrastive", "distill")
+MARGIN_LOSSES = ("arcface", "cosface")
+METRIC_LOSSES = ("triplet", "contrastive")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
+AMP = ("none", "bf16", "fp16")
+MAX_EPOCHS = 100_000
+
+
+class ConfigError(FacetrainError):
+    """A setting that does not exist, has the wrong type or is not one of its choices."""
+
+
+def setting(default, meaning: str, key: str | None = None):
+    """A field with its meaning (and its flat name when it differs from the field's)."""
+    meta = {"help": meaning} | ({"key": key} if key else {})
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _at_least(group, names: tuple[str, ...], low: int) -> None:
+    for name in names:
+        v = getattr(group, name)
+        if v < low:
+            raise ConfigError(f"{key_of(group, name)} = {v}: must be {_least(low)}")
+
+
+def _least(low: int) -> str:
+    return "≥ 0" if low == 0 else f"at least {low}"
+
+
+def _finite_non_negative(group, names: tuple[str, ...]) -> None:
+    for name in names:
+        v = getattr(group, name)
+        if not math.isfinite(v) or v < 0:
+            raise ConfigError(f"{key_of(group, name)} = {v}: must be a finite number ≥ 0")
+
+
+def _choose(group) -> None:
+    """Each setting of the group that has choices holds one of them."""
+    for name, allowed in group.choices().items():
+        v = getattr(group, name)
+        if v not in allowed:
+            raise ConfigError(f"{key_of(group, name)} = {v!r}: choose from {', '.join(allowed)}")
+
+
+def _rules(rules: list[tuple[bool, str]]) -> None:
+    for broken, message in rules:
+        if broken:
+            raise ConfigError(message)
+
+
+@dataclass
+class DataSettings:
+    """The faces, and how they are batched and augmented."""
+
+    paths: list[str] = setting(
+        [], "aligned faces: packs, identity folders or list files (several: one dataset)",
+        key="data")  # fmt: skip
+    batch_size: int = setting(64, "images per optimizer step (per process)")
+    epoch_size: int = setting(0, "batches per epoch (FaceNet's --epoch_size); 0: one full pass")
+    identities_per_batch: int = setting(
+        0, "P of P x K batches; 0: batch_size // images_per_identity"
+    )
+    images_per_identity: int = setting(4, "K of P x K batches (metric losses)")
+    extra_identities: int = setting(0, "identities with one image added to each P x K batch")
+    flip: bool = setting(True, "random horizontal flips")
+    crop: int = setting(0, "random crop to this size before resizing (0: none)")
+    rotate: float = setting(0.0, "random rotation within ± degrees")
+    color_jitter: float = setting(0.0, "brightness/contrast/saturation factors within 1 ± this")
+    grayscale: float = setting(0.0, "probability of a gray image")
+    normalize: str = setting("fixed", "pixel normalisation (saved with the model)")
+    on_device: bool = setting(False, "decode and augment batches on the device",
+                              key="data_on_device")  # fmt: skip
+
+    def choices(self) -> dict[str, tuple]:
+        from facetrain.data.augment import NORMALIZATIONS
+
+        return {"normalize": NORMALIZATIONS}
+
+    def validate(self) -> None:
+        _choose(self)
+        _at_least(self, ("images_per_identity",), 1)
+        _at_least(self, ("epoch_size", "crop"), 0)
+        if not self.paths:
+            raise ConfigError("no --data given")
+        if self.batch_size < 2:
+            raise ConfigError("batch_size must be at least 2 (batch norm needs two faces)")
+
+
+@dataclass
+class ModelSettings:
+    """The network: its architecture, sizes and starting weights."""
+
+    arch: str = setting("mobilefacenet", "architecture (`facetrain models`)", key="model")
+    embedding_size: int = setting(128, "embedding dimensions")
+    input_size: int = setting(0, "model input side in pixels; 0: the model's own")
+    keep_probability: float = setting(1.0, "dropout before the embedding layer is 1 - this")
+    init_from: str = setting("", "start from a run, a weights file or pretrained:NAME")
+
+    def choices(self) -> dict[str, tuple]:
+        from facetrain.models import list_models
+
+        return {"arch": tuple(list_models())}
+
+    def validate(self) -> None:
+        _choose(self)
+        if self.input_size and self.input_size < 16:
+            raise ConfigError(f"input_size = {self.input_size}: 0 (the model's own) or at least 16")
+        _at_least(self, ("embedding_size",), 2)
+        _rules([(not 0 < self.keep_probability <= 1, "keep_probability must be in (0, 1]")])
+
+
+@dataclass
+class ObjectiveSettings:
+    """What is optimised: the loss, its head, penalties, margin, miner or teacher."""
+
+    loss: str = setting("softmax", "objective")
+    label_smoothing: float = setting(0.0, "softmax label smoothing")
+    center_loss_factor: float = setting(0.0, "weight of the center loss (softmax; 0: off)")
+    center_loss_alfa: float = setting(0.95, "center update rate of the center loss")
+    prelogits_norm_factor: float = setting(0.0, "weight of the prelogits norm penalty (0: off)")
+    prelogits_norm_p: float = setting(1.0, "order of the prelogits norm")
+    margin_s: float = setting(64.0, "scale of the ArcFace/CosFace logits")
+    margin_m: float = setting(-1.0, "ArcFace/CosFace margin; < 0: the loss's usual (0.5 / 0.35)")
+    margin_warmup_epochs: float = setting(0.0, "ramp the margin linearly from 0 over these epochs")
+    partial_fc: bool = setting(
+        False, "ArcFace/CosFace class centres sharded over processes (Partial FC)"
+    )
+    sample_rate: float = setting(1.0, "Partial FC: share of negative centres scored per step")
+    triplet_margin: float = setting(0.2, "triplet loss margin")
+    miner: str = setting("semihard", "triplet miner")
+    contrastive_margin: float = setting(1.0, "contrastive loss margin for different pairs")
+    teacher: str = setting("", "distill: the MODEL (run, file, pretrained:NAME) the student "
+                           "learns from")  # fmt: skip
+    distill_pairwise: float = setting(
+        0.0, "distill: weight of matching the batch's similarities (0: off)"
+    )
+    distill_center: bool = setting(
+        False,
+        "distill: targets are the teacher's embeddings less their mean, renormalised "
+        "(spreads a teacher whose faces sit in a narrow cone)",
+    )
+
+    @property
+    def metric(self) -> bool:
+        """A loss on pairs or triplets of the batch (P x K batches, no head)."""
+        return self.loss in METRIC_LOSSES
+
+    def choices(self) -> dict[str, tuple]:
+        from facetrain.miners import TRIPLET_MINERS
+
+        return {"loss": LOSSES, "miner": TRIPLET_MINERS}
+
+    def validate(self) -> None:
+        _choose(self)
+        margin = self.loss in MARGIN_LOSSES
+        _rules([
+            (self.partial_fc and not margin, "partial_fc works with loss arcface or cosface"),
+            (not 0.0 < self.sample_rate <= 1.0, "sample_rate must be in (0, 1]"),
+            (self.sample_rate < 1.0 and not self.partial_fc, "sample_rate needs partial_fc"),
+            ((self.loss == "distill") != bool(self.teacher),
+             "loss distill and teacher=MODEL go together"),
+            (self.margin_warmup_epochs < 0 or (self.margin_warmup_epochs and not margin),
+             "margin_warmup_epochs: a number of epochs ≥ 0, for arcface/cosface"),
+            (self.distill_pairwise < 0, "distill_pairwise must be ≥ 0"),
+        ])  # fmt: skip
+
+
+@dataclass
+class OptimSettings:
+    """How the weights move: epochs, learning-rate schedule, optimizer and its extras."""
+
+    epochs: int = setting(10, "passes over the data")
+    lr: float = setting(0.1, "peak learning rate")
+    schedule: str = setting("cosine", "learning-rate schedule")
+    schedule_file: str = setting("", "FaceNet-style `epoch: lr` file for schedule=file")
+    warmup_epochs: float = setting(0.0, "linear warm-up from 0 over these epochs")
+    lr_steps: list[int] = setting([], "epochs at which schedule=step multiplies the rate by "
+                                  "lr_gamma")  # fmt: skip
+    lr_gamma: float = setting(0.1, "factor of each step of schedule=step")
+    poly_power: float = setting(2.0, "exponent of schedule=poly")
+    min_lr: float = setting(0.0, "floor of the cosine and poly schedules")
+    optimizer: str = setting("sgd", "optimizer")
+    momentum: float = setting(0.9, "momentum (sgd, rmsprop)")
+    nesterov: bool = setting(False, "Nesterov momentum (sgd)")
+    weight_decay: float = setting(5e-4, "L2 weight decay")
+    ema_decay: float = setting(0.0, "exponential moving average of the weights (0: off)")
+    clip_grad: float = setting(0.0, "clip the gradient norm to this (0: off)")
+    accumulate: int = setting(1, "micro-batches per optimizer step")
+    freeze_backbone_epochs: int = setting(0, "train only the head for these first epochs")
+
+    def choices(self) -> dict[str, tuple]:
+        from facetrain.train.schedule import SCHEDULES
+
+        return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+
+    def validate(self) -> None:
+        _choose(self)
+        _finite_non_negative(self, ("lr", "weight_decay", "momentum", "min_lr", "clip_grad",
+                                    "ema_decay"))  # fmt: skip
+        _rules([(self.accumulate < 1 or self.epochs < 1,
+                 "accumulate and epochs must be at least 1")])  # fmt: skip
+        if self.epochs > MAX_EPOCHS:  # a typo (an extra zero or three), not a plan
+            raise ConfigError(f"epochs = {self.epochs}: at most {MAX_EPOCHS}")
+
+
+@dataclass
+class EvalSettings:
+    """Verification during training, and the distance and flip the saved model keeps."""
+
+    pairs: str = setting("", "LFW-format pairs.txt checked during training", key="eval_pairs")
+    images: str = setting("", "image folder of eval_pairs", key="eval_images")
+    bins: list[str] = setting([], "InsightFace .bin sets checked during training",
+                              key="eval_bins")  # fmt: skip
+    flip: str = setting("sum", "how the flipped face joins the embedding in verification",
+                        key="eval_flip")  # fmt: skip
+    distance: str = setting("squared_l2", "distance of verification and of the saved threshold",
+                            key="eval_distance")  # fmt: skip
+    subtract_mean: bool = setting(
+        False, "subtract the mean embedding (fitted on the other folds)", key="eval_subtract_mean"
+    )
+    every: int = setting(1, "verify every N epochs", key="eval_every")
+    every_steps: int = setting(0, "also verify every N steps (0: off)", key="eval_every_steps")
+    max_pairs: int = setting(0, "0: every pair; N: the first N of every fold",
+                             key="eval_max_pairs")  # fmt: skip
+
+    def __post_init__(self):
+        from facetrain.distances import ALIASES
+
+        self.distance = ALIASES.get(self.distance, self.distance)
+
+    def choices(self) -> dict[str, tuple]:
+        from facetrain.distances import DISTANCES
+        from facetrain.inference.feed import FLIPS
+
+        return {"flip": FLIPS, "distance": DISTANCES}
+
+    def validate(self) -> None:
+        _choose(self)
+        _at_least(self, ("every",), 1)
+        _at_least(self, ("every_steps",), 0)
+
+
+@dataclass
+class PlatformSettings:
+    """Where and how the run executes: its folder, device, precision, logs and checkpoints."""
+
+    out: str = setting("runs/run", "run folder; the same folder resumes the run")
+    device: str = setting("cpu", "where to train")
+    threads: int = setting(0, "CPU threads (0: torch's default)")
+    seed: int = setting(0, "random seed (same seed, same run)")
+    amp: str = setting("none", "mixed precision")
+    channels_last: bool = setting(False, "channels-last memory format")
+    compile: bool = setting(False, "torch.compile the model")
+    log_every: int = setting(10, "log every N steps")
+    log_dir: str = setting("", "TensorBoard events here instead of RUN/tensorboard")
+    checkpoint_minutes: float = setting(10.0, "checkpoint at least this often")
+    checkpoint_every_steps: int = setting(0, "also checkpoint every N steps (0: off)")
+    max_nonfinite: int = setting(5, "non-finite steps tolerated before rolling back")
+
+    def choices(self) -> dict[str, tuple]:
+        return {"amp": AMP}
+
+    def validate(self) -> None:
+        from facetrain.devices import check_name
+
+        _choose(self)
+        check_name(self.device, "device =")
+        _at_least(self, ("log_every", "max_nonfinite"), 1)
+        _at_least(self, ("threads", "checkpoint_every_steps"), 0)
+        _rules([(self.amp == "fp16" and not self.device.startswith("cuda"),
+                 "amp fp16 needs a GPU; use bf16 on a CPU")])  # fmt: skip
+
+
+GROUPS = {"data": DataSettings, "model": ModelSettings, "objective": ObjectiveSettings,
+          "optim": OptimSettings, "eval": EvalSettings, "platform": PlatformSettings}  # fmt: skip
+
+
+def key_of(group, name: str) -> str:
+    """The flat name of a group's field."""
+    f = next(f for f in dataclasses.fields(group) if f.name == name)
+    return f.metadata.get("key", name)
+
+
+# flat name → (group, field, dataclasses.Field), in the groups' order
+KEYS: dict[str, tuple[str, str, dataclasses.Field]] = {
+    f.metadata.get("key", f.name): (g, f.name, f)
+    for g, cls in GROUPS.items()
+    for f in dataclasses.fields(cls)
+}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run, by group. `TrainConfig.of(epochs=2, …)` builds one from flat
+    names; `flat()` gives them back (config.json, `--list-settings`)."""
+
+    data: DataSettings = field(default_factory=DataSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    platform: PlatformSettings = field(default_factory=PlatformSettings)
+
+    @classmethod
+    def of(cls, **flat) -> TrainConfig:
+        """From flat setting names; ConfigError for a name that is no setting."""
+        parts: dict[str, dict] = {g: {} for g in GROUPS}
+        for k, v in flat.items():
+            if k not in KEYS:
+                raise ConfigError(f"unknown setting {k!r} (`facetrain train --list-settings`)")
+            g, name, _ = KEYS[k]
+            parts[g][name] = v
+        return cls(**{g: GROUPS[g](**kw) for g, kw in parts.items()})
+
+    def flat(self) -> dict:
+        """Every setting by its flat name (what config files and config.json hold)."""
+        return {k: getattr(getattr(self, g), name) for k, (g, name, _) in KEYS.items()}
+
+    def get(self, key: str):
+        g, name, _ = KEYS[key]
+        return getattr(getattr(self, g), name)
+
+    def replace(self, **flat) -> TrainConfig:
+        """A copy with some settings changed, by flat name."""
+        return TrainConfig.of(**(self.flat() | flat))
+
+    def validate(self) -> None:
+        """Every value against its type, then each group's own rules, then the rules that
+        join groups; ConfigError names the first setting that is wrong and what it may be."""
+        for k in KEYS:
+            check_type(k, self.get(k))
+        for g in GROUPS:
+            getattr(self, g).validate()
+        out = os.path.abspath(self.platform.out)
+        if any(os.path.abspath(d) == out for d in self.data.paths):
+            raise ConfigError("out must not be one of the data folders")
+
+
+def kind_of(name: str) -> str:
+    """bool, int, float, str, list[int] or list[str]: what setting `name` takes."""
+    t = str(KEYS[name][2].type)
+    for k in ("list[int]", "list[str]", "bool", "int", "float", "str"):
+        if k in t:
+            return k
+    return "str"  # pragma: no cover - every field has one of the kinds above
+
+
+def check_type(name: str, value, where: str = "setting"):
+    """`value` as setting `name` takes it (an int is a float too), or a ConfigError."""
+    if name not in KEYS:
+        raise ConfigError(f"{where}: unknown setting {name!r} (`facetrain train --list-settings`)")
+    kind = kind_of(name)
+    ok = {
+        "bool": lambda v: isinstance(v, bool),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "list[int]": lambda v: isinstance(v, list) and all(type(x) is int for x in v),
+        "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    }[kind]
+    if not ok(value):
+        raise ConfigError(f"{where}: {name} = {value!r}: expected {kind}")
+    return float(value) if kind == "float" else value
+
+
+def parse_text(name: str, text: str):
+    """A `--set KEY=VALUE` value as the setting's type."""
+    kind = kind_of(name)
+    text = text.strip()
+    try:
+        if kind == "bool":
+            low = text.lower()
+            if low not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError
+            return low in ("1", "true", "yes", "on")
+        if kind == "list[int]":
+            return [int(x) for x in text.split(",") if x]
+        if kind == "list[str]":
+            return [x for x in text.split(":") if x]
+        return {"int": int, "float": float}.get(kind, str)(text)
+    except ValueError:
+        raise ConfigError(f"--set {name}={text}: expected {kind}") from None
