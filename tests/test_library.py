@@ -367,7 +367,7 @@ def test_every_library_command_takes_model_and_a_failed_scan_leaves_nothing(phot
     assert db.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file (0644 less umask)
 
 
-def test_threshold_fitted_to_the_owners_named_people(tmp_path):
+def test_threshold_fitted_to_the_owners_named_people(tmp_path, monkeypatch):
     """A model whose threshold is far off for these faces (10x too strict: every face alone)
     gives correct stacks once two people are named with two faces each: the library fits
     the threshold to their confirmed faces, says so, and re-clusters the unnamed faces."""
@@ -407,6 +407,15 @@ def test_threshold_fitted_to_the_owners_named_people(tmp_path):
     cli("library", "cluster", "--db", db, "--threshold", "0.02")  # the far-off one, given
     cli("library", "eval", "--db", db, "--truth", photos, "--json", report)
     assert fitted["bcubed_f"] > json.loads(report.read_text())["bcubed_f"] + 0.2
+    from facetrain.library import store
+    from facetrain.library.library import Library
+
+    read, read_faces = [], store.read_faces  # the threshold and the plan share one read
+    monkeypatch.setattr(store, "read_faces", lambda con, w: read.append(w) or read_faces(con, w))
+    with Library(db) as lib:
+        _, thr_again, why = lib.cluster()
+    assert read.count("named") == 1 and "fitted to your named people" in why
+    assert thr_again == pytest.approx(thr)
 
 
 def test_new_photos_join_their_stacks_at_scan(tmp_path):

@@ -100,11 +100,13 @@ class Library:
         value, distance, _ = self.threshold_and_why(given)
         return value, distance
 
-    def threshold_and_why(self, given: float | None = None) -> tuple[float, str, str]:
+    def threshold_and_why(self, given: float | None = None,
+                          named=None) -> tuple[float, str, str]:  # fmt: skip
         """(threshold, distance, why): the one given; else the personal adapter's; else the
         model's calibrated one — the ceiling of every pair's limit, which the library's
         own spacing tightens where the model crowds people (library/cluster.py) — unless
-        the owner's named people show it wrong (`_fitted`)."""
+        the owner's named people show it wrong (`_fitted`). `named`: the named faces
+        (embeddings, rows) when the caller has read them already."""
         rec = store.model_record(self.con) or {}
         distance, model_thr = rec.get("distance", "squared_l2"), rec.get("threshold")
         if given is not None:
@@ -120,12 +122,12 @@ class Library:
             )
         if model_thr is None:
             raise LibraryError("the library's model has no calibrated threshold; pass --threshold")
-        fitted = self._fitted(float(model_thr), distance)
+        fitted = self._fitted(float(model_thr), distance, named or self._faces("named", None))
         if fitted is not None:
             return fitted[0], distance, fitted[1]
         return float(model_thr), distance, "the model's calibrated threshold"
 
-    def _fitted(self, model_thr: float, distance: str) -> tuple[float, str] | None:
+    def _fitted(self, model_thr: float, distance: str, named) -> tuple[float, str] | None:
         """The threshold the owner's named people support (two people with two confirmed
         faces each: the best-accuracy threshold over their pairs), used only when their
         pairs say the model's is too strict for this family: under 90% of them right at the
@@ -137,7 +139,7 @@ class Library:
         the LFW faces of a mixed library too: F 0.913 -> 0.711)."""
         from facetrain.evaluate.verification import best_threshold, labelled_pairs
 
-        emb, rows = self._faces("named")
+        emb, rows = named
         people = Counter(r["person_id"] for r in rows)
         if sum(n >= 2 for n in people.values()) < 2:
             return None
@@ -338,10 +340,11 @@ class Library:
             with_spacing,
         )
 
-        thr, distance, why = self.threshold_and_why(threshold)
         adapter = self._adapter()  # read once for both sets
+        named_faces = self._faces("named", adapter)  # read once: the threshold's and the plan's
+        thr, distance, why = self.threshold_and_why(threshold, named_faces)
         free = FaceSet.of(*self._faces("free", adapter))
-        named = People.of(*self._faces("named", adapter))
+        named = People.of(*named_faces)
         if threshold is None:  # a threshold the owner gives is used as it is, everywhere
             free, named = with_spacing(free, named, distance)
             why += f"; each pair's limit from your library's own spacing (≤ {thr:.3f})"
@@ -404,12 +407,12 @@ class Library:
         both faces, as in clustering — and no other person is within `margin`."""
         from facetrain.library.cluster import concat_rows, local_scales
 
-        thr, distance, why = self.threshold_and_why(threshold)
         if not math.isfinite(margin) or margin < 0:
             raise LibraryError(f"--margin {margin}: a finite number ≥ 0")
         adapter = self._adapter()  # read once for every photo
-        pemb, prows = self._faces("prototypes", adapter)
         lib = [self._faces(w, adapter) for w in ("free", "named")]
+        thr, distance, why = self.threshold_and_why(threshold, lib[1])
+        pemb, prows = self._faces("prototypes", adapter)
         lib_emb = concat_rows(*(e for e, _ in lib))
         lib_photo = np.array([r["photo_id"] for _, rows in lib for r in rows], np.int64)
         protos = curate.prototypes(pemb, prows, store.names(self.con))
