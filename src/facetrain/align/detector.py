@@ -3,21 +3,23 @@
 facenet-pytorch's own `detect_face` crops every candidate box in a Python loop and runs the
 networks in channels-first layout; on a CPU that costs more than the networks themselves.
 This module runs the same three-stage cascade (same pyramid, thresholds, NMS rules and box
-regression) with: all images of one size in one batch, candidate crops done by one
-`torchvision.ops.roi_align` call per stage, and the networks in channels_last memory
-format. `tests/test_detector.py` checks the faces it finds against facenet-pytorch's.
+regression) with: all images of one size in one batch, candidate crops sampled in one
+batched gather per level (the arithmetic of torchvision's `roi_align` with one sample a
+bin), and the networks in channels_last memory format. It needs torch alone: torchvision's
+ops import its compiler stack, which took longer than torch itself in a cold `compare`.
+`tests/test_detector.py` checks the faces it finds against facenet-pytorch's.
 """
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms, roi_align
+
+from facetrain.align.nets import load_nets
 
 
 @dataclass(frozen=True)
@@ -53,27 +55,13 @@ class Faces:
         return Faces(self.boxes + d, self.scores, self.landmarks + d)
 
 
-def _load_nets(device: str) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
-    import facenet_pytorch.models.mtcnn as m
-
-    data = os.path.join(os.path.dirname(m.__file__), "..", "data")
-    nets = []
-    for cls, fname in ((m.PNet, "pnet.pt"), (m.RNet, "rnet.pt"), (m.ONet, "onet.pt")):
-        net = cls(pretrained=False)
-        state = torch.load(os.path.join(data, fname), map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
-        net.eval().requires_grad_(False)
-        nets.append(net.to(device, memory_format=torch.channels_last))
-    return nets[0], nets[1], nets[2]
-
-
 class MTCNN:
     """A batched MTCNN detector. `detect(images)` takes HxWx3 uint8 RGB arrays."""
 
     def __init__(self, config: DetectorConfig | None = None):
         self.config = config or DetectorConfig()
         self.device = torch.device(self.config.device)
-        self.pnet, self.rnet, self.onet = _load_nets(self.config.device)
+        self.pnet, self.rnet, self.onet = load_nets(self.config.device)
 
     @torch.inference_mode()
     def detect(self, images: list[np.ndarray]) -> list[Faces]:
@@ -179,7 +167,7 @@ class MTCNN:
         crops = torch.empty(len(rois), 3, size, size, device=rois.device)
         for k in level.unique().tolist():
             sel = (level == k).nonzero()[:, 0]
-            crops[sel] = roi_align(mips[k], rois[sel], (size, size), 0.5**k, 1, aligned=False)
+            crops[sel] = roi_samples(mips[k], rois[sel], size, 0.5**k)
         outs = []
         for i in range(0, len(crops), 1024):
             c = ((crops[i : i + 1024] - 127.5) * 0.0078125).contiguous(
@@ -243,3 +231,71 @@ def _nms_min(boxes: np.ndarray, threshold: float) -> np.ndarray:
         overlap = iw * ih / np.minimum(area[i], area[rest])
         order = rest[overlap <= threshold]
     return np.array(keep, dtype=np.int64)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy NMS by intersection over union, as torchvision's `nms`: the highest score
+    first (ties in input order), a box dropped when its IoU with a kept one is above
+    `threshold`; indices of the boxes kept, best first."""
+    x1, y1, x2, y2 = boxes.T
+    area = (x2 - x1) * (y2 - y1)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = iw * ih
+        order = rest[inter / (area[i] + area[rest] - inter) <= threshold]
+    return np.array(keep, dtype=np.int64)
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
+                threshold: float) -> torch.Tensor:  # fmt: skip
+    """`nms` within each group (image) at once: each group's boxes moved apart so that
+    boxes of two groups never overlap."""
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    b = boxes.detach().cpu().numpy()
+    g = groups.cpu().numpy().astype(b.dtype)
+    apart = b + (g * (b.max() + 1))[:, None]
+    keep = nms(apart, scores.detach().cpu().numpy(), threshold)
+    return torch.from_numpy(keep).to(boxes.device)
+
+
+def roi_samples(images: torch.Tensor, rois: torch.Tensor, size: int, scale: float) -> torch.Tensor:
+    """Each roi (image index, x1, y1, x2, y2 in full-resolution pixels) of `images` (a
+    level `scale` times the full size) as a size x size crop: one bilinear sample at the
+    centre of each bin, borders clamped — torchvision's `roi_align` with sampling_ratio 1
+    and aligned=False, written out (one gather for all rois)."""
+    n, c, h, w = images.shape
+    bins = torch.arange(size, dtype=images.dtype, device=images.device)
+    start = rois[:, 1:] * scale  # x1, y1, x2, y2 on this level
+    side = torch.clamp(start[:, 2:] - start[:, :2], min=1.0) / size  # bin width, height
+    x = start[:, 0:1] + bins * side[:, 0:1] + 0.5 * side[:, 0:1]  # (m, size)
+    y = start[:, 1:2] + bins * side[:, 1:2] + 0.5 * side[:, 1:2]
+    (x0, x1, lx, inx), (y0, y1, ly, iny) = _corners(x, w), _corners(y, h)
+    flat = images.permute(0, 2, 3, 1).reshape(n * h * w, c)  # one pixel a row
+    base = rois[:, 0].long()[:, None, None] * (h * w)
+
+    def at(yy, xx):  # (m, size, size, c): pixel rows of every (bin y, bin x)
+        return flat[base + yy[:, :, None] * w + xx[:, None, :]]
+
+    hy, hx = (1 - ly)[:, :, None, None], (1 - lx)[:, None, :, None]
+    ly, lx = ly[:, :, None, None], lx[:, None, :, None]
+    out = hy * hx * at(y0, x0) + hy * lx * at(y0, x1) + ly * hx * at(y1, x0) + ly * lx * at(y1, x1)
+    inside = iny[:, :, None, None] & inx[:, None, :, None]  # roi_align: 0 past the border
+    return torch.where(inside, out, torch.zeros_like(out)).permute(0, 3, 1, 2)
+
+
+def _corners(v: torch.Tensor, length: int):
+    """For sample coordinates v along an axis of `length` pixels: the lower and upper
+    neighbours, the weight of the upper one (clamped at the borders as roi_align), and
+    whether the sample lies within a pixel of the image (roi_align gives 0 beyond)."""
+    inside = (v >= -1) & (v <= length)
+    v = v.clamp(min=0)
+    low = v.floor().long().clamp(max=length - 1)
+    high = (low + 1).clamp(max=length - 1)
+    frac = torch.where(low >= length - 1, torch.zeros_like(v), v - low.to(v.dtype))
+    return low, high, frac, inside
