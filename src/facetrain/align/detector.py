@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -235,31 +236,21 @@ def _nms_min(boxes: np.ndarray, threshold: float) -> np.ndarray:
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     """Greedy NMS by intersection over union, as torchvision's `nms`: the highest score
-    first (ties in input order), a box dropped when its IoU with a kept one is above
-    `threshold`; indices of the boxes kept, best first."""
-    x1, y1, x2, y2 = boxes.T
-    area = (x2 - x1) * (y2 - y1)
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size:
-        i, rest = order[0], order[1:]
-        keep.append(i)
-        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = iw * ih
-        order = rest[inter / (area[i] + area[rest] - inter) <= threshold]
-    return np.array(keep, dtype=np.int64)
+    first, a box dropped when its IoU with a kept one is above `threshold` (OpenCV's
+    C++ pass; scores are probabilities, > 0); indices of the boxes kept, best first."""
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).astype(np.float64)
+    keep = cv2.dnn.NMSBoxes(xywh, scores.astype(np.float64), 0.0, threshold)
+    return np.asarray(keep, dtype=np.int64).reshape(-1)
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
                 threshold: float) -> torch.Tensor:  # fmt: skip
-    """`nms` within each group (image) at once: each group's boxes moved apart so that
-    boxes of two groups never overlap."""
+    """`nms` within each group (image) in one pass: the kept boxes of every group, best
+    first."""
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    b = boxes.detach().cpu().numpy()
-    g = groups.cpu().numpy().astype(b.dtype)
-    apart = b + (g * (b.max() + 1))[:, None]
+    b = boxes.detach().cpu().numpy().astype(np.float64)
+    apart = b + (groups.cpu().numpy() * (b.max() + 1))[:, None]  # groups never overlap
     keep = nms(apart, scores.detach().cpu().numpy(), threshold)
     return torch.from_numpy(keep).to(boxes.device)
 
@@ -277,16 +268,19 @@ def roi_samples(images: torch.Tensor, rois: torch.Tensor, size: int, scale: floa
     y = start[:, 1:2] + bins * side[:, 1:2] + 0.5 * side[:, 1:2]
     (x0, x1, lx, inx), (y0, y1, ly, iny) = _corners(x, w), _corners(y, h)
     flat = images.permute(0, 2, 3, 1).reshape(n * h * w, c)  # one pixel a row
-    base = rois[:, 0].long()[:, None, None] * (h * w)
-
-    def at(yy, xx):  # (m, size, size, c): pixel rows of every (bin y, bin x)
-        return flat[base + yy[:, :, None] * w + xx[:, None, :]]
-
-    hy, hx = (1 - ly)[:, :, None, None], (1 - lx)[:, None, :, None]
-    ly, lx = ly[:, :, None, None], lx[:, None, :, None]
-    out = hy * hx * at(y0, x0) + hy * lx * at(y0, x1) + ly * hx * at(y1, x0) + ly * lx * at(y1, x1)
+    row = rois[:, 0].long()[:, None] * (h * w)  # (m, 1): the roi's image
+    ys = torch.stack([y0, y0, y1, y1]) * w + row  # (4, m, size): the four neighbours'
+    xs = torch.stack([x0, x1, x0, x1])  # rows and columns
+    index = (ys[:, :, :, None] + xs[:, :, None, :]).reshape(-1)
+    pixels = flat.index_select(0, index).view(4, len(rois), size, size, c)
+    wy = torch.stack([1 - ly, 1 - ly, ly, ly])[:, :, :, None, None]
+    wx = torch.stack([1 - lx, lx, 1 - lx, lx])[:, :, None, :, None]
+    p = wy * wx * pixels
+    out = p[0] + p[1] + p[2] + p[3]  # roi_align's order of the sum
     inside = iny[:, :, None, None] & inx[:, None, :, None]  # roi_align: 0 past the border
-    return torch.where(inside, out, torch.zeros_like(out)).permute(0, 3, 1, 2)
+    if not bool(inside.all()):
+        out = torch.where(inside, out, torch.zeros_like(out))
+    return out.permute(0, 3, 1, 2)
 
 
 def _corners(v: torch.Tensor, length: int):
