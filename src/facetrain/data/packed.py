@@ -154,6 +154,29 @@ def _write_shard(out: Path, k: int, chunk, store, raw_size, label_of, skipped_lo
     return sizes, raw_size
 
 
+@dataclass
+class _Listing:
+    """What a pack will hold, listed before anything is written (a name the listing refuses
+    leaves no output behind)."""
+
+    identities: list[str]
+    roots: set[Path]  # the folders the faces come from (their alignment record)
+    total: int
+    digest: str  # of what was listed, so that a resumed run sees a change
+
+
+def _list(data, merge_same_names: bool, unlabelled: bool) -> _Listing:
+    names: set[str] = set()
+    roots: set[Path] = set()
+    total, digest = 0, hashlib.sha256()
+    for split_id, s in _iter_split_samples(data, merge_same_names, Problems(), unlabelled):
+        names.add(s.identity)
+        roots.add(Path(s.path).parent if s.identity == UNLABELLED else Path(s.path).parent.parent)
+        total += 1
+        digest.update(f"{split_id}\t{s.identity}\t{s.path}\n".encode())
+    return _Listing(sorted(names), roots, total, digest.hexdigest())
+
+
 def pack(
     data,
     out: str | os.PathLike,
@@ -164,60 +187,64 @@ def pack(
     progress: bool | None = None,
     unlabelled: bool = False,
 ) -> PackSummary:
-    """Pack a dataset (folders, list file, or a split folder) into OUT."""
+    """Pack a dataset (folders, list file, or a split folder) into OUT: listed first, then
+    written shard by shard (a shard written is kept: an interrupted pack resumes), then
+    indexed."""
     if store not in STORES:
         raise ValueError(f"unknown store {store!r}; choose from {', '.join(STORES)}")
-    from facetrain.progress import progress_bar
-
-    names: set[str] = set()
-    roots: set[Path] = set()
-    total = 0  # the whole listing first: a name it refuses leaves no output behind
-    digest = hashlib.sha256()  # what was listed, so that a resumed run sees a change
-    for split_id, s in _iter_split_samples(data, merge_same_names, Problems(), unlabelled):
-        names.add(s.identity)
-        roots.add(Path(s.path).parent if s.identity == UNLABELLED else Path(s.path).parent.parent)
-        total += 1
-        digest.update(f"{split_id}\t{s.identity}\t{s.path}\n".encode())
+    listing = _list(data, merge_same_names, unlabelled)
     out = Path(out)
     atomic.output_folder(out, inputs=parse_roots(data), own=("meta.json", ".partial"),
                          kind="pack")  # fmt: skip
     state = out / ".partial"
     state.mkdir(exist_ok=True)
     atomic.remove_stale_temps(out)
-    _record_alignment(roots, out)
-    identities = sorted(names)
-    label_of = {n: i for i, n in enumerate(identities)}
-    del names
-    atomic.write_text(out / "identities.txt", "".join(f"{n}\n" for n in identities))
-
-    skipped_log = open(state / "skipped.tsv", "a", encoding="utf-8")  # noqa: SIM115
+    _record_alignment(listing.roots, out)
+    atomic.write_text(out / "identities.txt", "".join(f"{n}\n" for n in listing.identities))
     samples = _iter_split_samples(data, merge_same_names, Problems(), unlabelled)
-    n_shards = (total + images_per_shard - 1) // images_per_shard
+    n_shards = (listing.total + images_per_shard - 1) // images_per_shard
+    sizes = _write_shards(out, samples, listing, n_shards, images_per_shard, store, progress)
+    return _finish(out, listing, n_shards, store, sizes)
+
+
+def _write_shards(out: Path, samples, listing: _Listing, n_shards: int, per_shard: int,
+                  store: str, progress: bool | None) -> set[tuple[int, int]]:  # fmt: skip
+    """Every shard not written yet (an interrupted pack skips those it finished); the image
+    sizes seen."""
+    from facetrain.progress import progress_bar
+
+    state = out / ".partial"
+    label_of = {n: i for i, n in enumerate(listing.identities)}
     sizes: set[tuple[int, int]] = set()
     raw_size: tuple[int, int] | None = None
-    with progress_bar(disable=progress is False if progress is not None else None) as bar:
-        task = bar.add_task("pack", total=total)
+    with (
+        open(state / "skipped.tsv", "a", encoding="utf-8") as skipped_log,
+        progress_bar(disable=progress is False if progress is not None else None) as bar,
+    ):
+        task = bar.add_task("pack", total=listing.total)
         for k in range(n_shards):
-            chunk = [
-                next(samples) for _ in range(min(images_per_shard, total - k * images_per_shard))
-            ]
+            chunk = [next(samples) for _ in range(min(per_shard, listing.total - k * per_shard))]
             part = state / f"shard-{k:05d}.npz"
             if part.exists() and (out / f"shard-{k:05d}.bin").exists():
                 sizes.update(map(tuple, np.load(part)["sizes"].tolist()))
                 raw_size = raw_size or (next(iter(sizes)) if sizes else None)
                 bar.advance(task, len(chunk))
                 continue
-            shard_sizes_arr, raw_size = _write_shard(
+            shard_sizes, raw_size = _write_shard(
                 out, k, chunk, store, raw_size, label_of, skipped_log, lambda: bar.advance(task)
             )
-            sizes.update(map(tuple, shard_sizes_arr.tolist()))
-    skipped_log.close()
+            sizes.update(map(tuple, shard_sizes.tolist()))
+    return sizes
 
-    part_files = [state / f"shard-{k:05d}.npz" for k in range(n_shards)]
+
+def _finish(out: Path, listing: _Listing, n_shards: int, store: str,
+            sizes: set[tuple[int, int]]) -> PackSummary:  # fmt: skip
+    """The pack's paths, index and meta.json from its shards' parts; the parts removed."""
+    state = out / ".partial"
     index_parts = []
     with atomic.atomic_open(out / "paths.txt", "w") as f:
-        for pf in part_files:  # one shard's paths in memory at a time
-            with np.load(pf) as p:
+        for k in range(n_shards):  # one shard's paths in memory at a time
+            with np.load(state / f"shard-{k:05d}.npz") as p:
                 index_parts.append(p["index"])
                 f.writelines(f"{x}\n" for x in p["paths"].tolist())
     index = np.concatenate(index_parts) if index_parts else np.zeros(0, INDEX_DTYPE)
@@ -231,13 +258,13 @@ def pack(
         "version": FORMAT_VERSION,
         "images": int(len(index)),
         "identities": with_images,
-        "identities_without_images": len(identities) - with_images,
+        "identities_without_images": len(listing.identities) - with_images,
         "shards": n_shards,
         "store": store,
         "splits": splits,
         "image_size": list(next(iter(sizes))) if len(sizes) == 1 else None,
         "skipped": skipped,
-        "listing_sha256": digest.hexdigest(),
+        "listing_sha256": listing.digest,
     }
     atomic.write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
     os.replace(state / "skipped.tsv", out / "skipped.tsv")
@@ -249,10 +276,7 @@ def pack(
 
 def listing_digest(data, merge_same_names: bool = False, unlabelled: bool = False) -> str:
     """The digest `pack` records of what it listed (meta.json `listing_sha256`)."""
-    digest = hashlib.sha256()
-    for split_id, s in _iter_split_samples(data, merge_same_names, Problems(), unlabelled):
-        digest.update(f"{split_id}\t{s.identity}\t{s.path}\n".encode())
-    return digest.hexdigest()
+    return _list(data, merge_same_names, unlabelled).digest
 
 
 class PackError(DatasetError):
