@@ -83,7 +83,8 @@ def split(
     seed: int = 0,
     merge_same_names: bool = False,
 ) -> SplitResult:
-    """Write OUT/train.txt and OUT/val.txt."""
+    """Write OUT/train.txt and OUT/val.txt: every image's side decided by seeded hashes of
+    names (the same listing and seed, the same split), then the listing read again."""
     if by not in SPLIT_MODES:
         raise ValueError(f"unknown split {by!r}; choose from {', '.join(SPLIT_MODES)}")
     if not 0.0 <= fraction < 1.0:
@@ -92,40 +93,11 @@ def split(
     def samples():
         return iter_samples(roots, merge_same_names=merge_same_names, problems=Problems())
 
-    # pass 1: identity index and a seeded hash per image (12 bytes each)
-    ids: dict[str, int] = {}
-    idx_parts, u_parts, idx_buf, u_buf = [], [], [], []
-    for s in map(check_listable, samples()):  # before anything is written
-        idx_buf.append(ids.setdefault(s.identity, len(ids)))
-        u_buf.append(_unit_hash(seed, f"{s.identity}\0{s.name}"))
-        if len(idx_buf) >= 65536:
-            idx_parts.append(np.array(idx_buf, np.int32))
-            u_parts.append(np.array(u_buf, np.float64))
-            idx_buf, u_buf = [], []
-    idx_parts.append(np.array(idx_buf, np.int32))
-    u_parts.append(np.array(u_buf, np.float64))
-    ident = np.concatenate(idx_parts)
-    u = np.concatenate(u_parts)
-    n_ids = len(ids)
-
+    names, ident, u = _hashed(samples(), seed)  # before anything is written
     if by == "identity":
-        id_u = np.array([_unit_hash(seed, name) for name in ids])
-        n_val = int(round(n_ids * fraction))
-        val_ids = np.zeros(n_ids, bool)
-        val_ids[np.argsort(id_u, kind="stable")[:n_val]] = True
-        is_val = val_ids[ident]
+        is_val = _val_identities(names, seed, fraction)[ident]
     else:
-        counts = np.bincount(ident, minlength=n_ids)
-        quota = np.rint(counts * fraction).astype(np.int64)
-        quota = np.minimum(quota, counts - min_train).clip(min=0)
-        quota[quota < min_val] = 0
-        # rank of each image within its identity by hash; the `quota` smallest go to val
-        order = np.lexsort((u, ident))
-        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        rank = np.empty(len(ident), np.int64)
-        rank[order] = np.arange(len(ident)) - first[ident[order]]
-        is_val = rank < quota[ident]
-
+        is_val = _val_images(ident, u, len(names), fraction, min_train, min_val)
     out_dir = Path(out_dir)
     atomic.output_folder(out_dir, inputs=parse_roots(roots), own=("train.txt", "val.txt"),
                          kind="split")  # fmt: skip
@@ -145,6 +117,47 @@ def split(
         train_list=str(out_dir / "train.txt"),
         val_list=str(out_dir / "val.txt"),
     )
+
+
+def _hashed(samples, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(identity names, each image's identity index, each image's seeded hash in [0, 1)):
+    12 bytes an image, built in blocks."""
+    ids: dict[str, int] = {}
+    idx_parts, u_parts, idx_buf, u_buf = [], [], [], []
+    for s in map(check_listable, samples):
+        idx_buf.append(ids.setdefault(s.identity, len(ids)))
+        u_buf.append(_unit_hash(seed, f"{s.identity}\0{s.name}"))
+        if len(idx_buf) >= 65536:
+            idx_parts.append(np.array(idx_buf, np.int32))
+            u_parts.append(np.array(u_buf, np.float64))
+            idx_buf, u_buf = [], []
+    idx_parts.append(np.array(idx_buf, np.int32))
+    u_parts.append(np.array(u_buf, np.float64))
+    return list(ids), np.concatenate(idx_parts), np.concatenate(u_parts)
+
+
+def _val_identities(names: list[str], seed: int, fraction: float) -> np.ndarray:
+    """Which identities go to val: the `fraction` with the smallest hashes of their names."""
+    id_u = np.array([_unit_hash(seed, name) for name in names])
+    val = np.zeros(len(names), bool)
+    val[np.argsort(id_u, kind="stable")[: int(round(len(names) * fraction))]] = True
+    return val
+
+
+def _val_images(ident: np.ndarray, u: np.ndarray, n_ids: int, fraction: float,
+                min_train: int, min_val: int) -> np.ndarray:  # fmt: skip
+    """Which images go to val: each identity's `fraction` with the smallest hashes, leaving
+    it `min_train` images, and none when fewer than `min_val` would go."""
+    counts = np.bincount(ident, minlength=n_ids)
+    quota = np.rint(counts * fraction).astype(np.int64)
+    quota = np.minimum(quota, counts - min_train).clip(min=0)
+    quota[quota < min_val] = 0
+    # rank of each image within its identity by hash; the `quota` smallest go to val
+    order = np.lexsort((u, ident))
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(ident), np.int64)
+    rank[order] = np.arange(len(ident)) - first[ident[order]]
+    return rank < quota[ident]
 
 
 def stats(roots, *, merge_same_names: bool = False, check: bool = False) -> dict:
