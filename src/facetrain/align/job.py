@@ -302,45 +302,63 @@ def run_align(
     summary = AlignSummary(csv_path=str(csv_path), skipped_done=len(done))
     total = sum(1 for _ in pending(roots, cfg, shard, done, Problems()))
     workers, threads = _worker_counts(cfg, workers)
-
     t0 = time.perf_counter()
-    new_file = not csv_path.exists() or csv_path.stat().st_size == 0
     with (
-        open(csv_path, "a", newline="", encoding="utf-8") as f,
+        _Ledger(csv_path, summary, on_row) as ledger,
         progress_bar(disable=progress is False if progress is not None else None) as bar,
-    ):  # noqa: E501
-        writer = csv.DictWriter(f, CSV_FIELDS)
-        if new_file:
-            writer.writeheader()
+    ):
         task = bar.add_task("align", total=total)
-        last_sync = time.monotonic()
 
         def commit(rows: list[dict], n_inputs: int) -> None:
-            nonlocal last_sync
-            writer.writerows(rows)
-            f.flush()
-            if time.monotonic() - last_sync > 5:
-                os.fsync(f.fileno())
-                last_sync = time.monotonic()
-            for r in rows:
-                summary.counts[r["status"]] += 1
-                if on_row:
-                    on_row(r)
-            summary.faces_written += sum(r["status"] == "ok" for r in rows)
-            elapsed = time.perf_counter() - t0
+            ledger.write(rows)
             bar.advance(task, n_inputs)
-            done_n = bar.tasks[0].completed
-            bar.update(task, rate=f"{done_n / max(elapsed, 1e-9):.1f} img/s")
+            rate = bar.tasks[0].completed / max(time.perf_counter() - t0, 1e-9)
+            bar.update(task, rate=f"{rate:.1f} img/s")
 
         chunks = _chunks(pending(roots, cfg, shard, done, summary.problems), cfg.batch_size)
         _process(chunks, cfg, out, workers, threads, commit)
-        f.flush()
-        os.fsync(f.fileno())
     summary.seconds = time.perf_counter() - t0
     for sub in out.rglob("*"):
         if sub.is_dir():
             atomic.remove_stale_temps(sub)
     return summary
+
+
+class _Ledger:
+    """The shard's CSV of results, one row an input, appended as inputs finish (what a
+    resumed job skips): flushed every batch, synced to disk every few seconds and at the
+    end; the summary counts every row."""
+
+    SYNC_SECONDS = 5
+
+    def __init__(self, path: Path, summary: AlignSummary, on_row=None):
+        self.path, self.summary, self.on_row = path, summary, on_row
+
+    def __enter__(self) -> _Ledger:
+        new_file = not self.path.exists() or self.path.stat().st_size == 0
+        self.file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        self.writer = csv.DictWriter(self.file, CSV_FIELDS)
+        if new_file:
+            self.writer.writeheader()
+        self.last_sync = time.monotonic()
+        return self
+
+    def write(self, rows: list[dict]) -> None:
+        self.writer.writerows(rows)
+        self.file.flush()
+        if time.monotonic() - self.last_sync > self.SYNC_SECONDS:
+            os.fsync(self.file.fileno())
+            self.last_sync = time.monotonic()
+        for r in rows:
+            self.summary.counts[r["status"]] += 1
+            if self.on_row:
+                self.on_row(r)
+        self.summary.faces_written += sum(r["status"] == "ok" for r in rows)
+
+    def __exit__(self, *exc) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
 
 
 def _worker_counts(cfg: AlignConfig, workers: int) -> tuple[int, int]:
