@@ -105,25 +105,15 @@ def evaluate(
         raise ValueError(f"every pair is a {kind} pair: accuracy, AUC and the ROC need both "
                          "kinds (were the other images missing?)")  # fmt: skip
     all_idx = np.arange(len(issame))
-    tprs, fprs, accs, thresholds, vals, fars = [], [], [], [], [], []
+    per_fold = []
     for test in folds:
         train = np.setdiff1d(all_idx, test, assume_unique=True)
         mean = 0.0
         if subtract_mean:
             mean = np.mean(np.concatenate([emb1[train], emb2[train]]), axis=0)
         dist = pair_distances(emb1 - mean, emb2 - mean, distance)
-        _, _, acc_train = _rates(dist[train], issame[train], ACC_THRESHOLDS)
-        best = ACC_THRESHOLDS[int(np.argmax(acc_train))]
-        tpr, fpr, _ = _rates(dist[test], issame[test], ACC_THRESHOLDS)
-        tprs.append(tpr)
-        fprs.append(fpr)
-        _, _, acc = _rates(dist[test], issame[test], np.array([best]))
-        accs.append(float(acc[0]))
-        thresholds.append(float(best))
-        t_val = _val_threshold(dist[train], issame[train], far_target)
-        v, f = _val_far(t_val, dist[test], issame[test])
-        vals.append(v)
-        fars.append(f)
+        per_fold.append(_fold(dist, issame, train, test, far_target))
+    tprs, fprs, accs, thresholds, vals, fars = map(list, zip(*per_fold, strict=True))
     tpr, fpr = np.mean(tprs, axis=0), np.mean(fprs, axis=0)
     return {
         "accuracy": float(np.mean(accs)),
@@ -138,6 +128,19 @@ def evaluate(
         "fpr": fpr,
         "tpr": tpr,
     }
+
+
+def _fold(dist: np.ndarray, issame: np.ndarray, train: np.ndarray, test: np.ndarray,
+          far_target: float) -> tuple:  # fmt: skip
+    """One fold: thresholds chosen on its train pairs, measured on its test pairs — (tpr,
+    fpr over ACC_THRESHOLDS, accuracy, the accuracy threshold, VAL, FAR)."""
+    _, _, acc_train = _rates(dist[train], issame[train], ACC_THRESHOLDS)
+    best = ACC_THRESHOLDS[int(np.argmax(acc_train))]
+    tpr, fpr, _ = _rates(dist[test], issame[test], ACC_THRESHOLDS)
+    _, _, acc = _rates(dist[test], issame[test], np.array([best]))
+    t_val = _val_threshold(dist[train], issame[train], far_target)
+    v, f = _val_far(t_val, dist[test], issame[test])
+    return tpr, fpr, float(acc[0]), float(best), v, f
 
 
 def labelled_threshold(emb: np.ndarray, labels: list[str], distance: str) -> float:
