@@ -88,12 +88,29 @@ class MTCNN:
         return scales
 
     def _detect_batch(self, batch: np.ndarray) -> list[Faces]:
-        t1, t2, t3 = self.config.thresholds
-        n, h, w = batch.shape[:3]
+        """The three stages on a batch of equal-size images, then each image's faces."""
         imgs = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float()
-
-        # Stage 1: P-Net over the image pyramid; NMS per scale, then across scales.
         mips = _mips(imgs)
+        boxes, img_idx = self._propose(mips)
+        if len(boxes):
+            boxes, img_idx = self._refine(mips, boxes, img_idx)
+        points = torch.zeros(0, 5, 2, device=self.device)
+        if len(boxes):
+            boxes, img_idx, points = self._output(mips, boxes, img_idx)
+        boxes_np = boxes.cpu().numpy().astype(np.float32)
+        points_np = points.cpu().numpy().astype(np.float32)
+        idx_np = img_idx.cpu().numpy()
+        result = []
+        for b in range(len(batch)):
+            sel = np.flatnonzero(idx_np == b)
+            sel = sel[_nms_min(boxes_np[sel], 0.7)]
+            result.append(Faces(boxes_np[sel, :4], boxes_np[sel, 4], points_np[sel]))
+        return result
+
+    def _propose(self, mips) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage 1: P-Net over the image pyramid; NMS per scale, then across scales; the
+        candidates (x1, y1, x2, y2, score) squared, and their images."""
+        h, w = mips[0].shape[2:]
         cands, inds = [], []
         for scale in self._pyramid(h, w):
             size = (int(h * scale + 1), int(w * scale + 1))
@@ -102,7 +119,7 @@ class MTCNN:
             im = F.interpolate(src, size=size, mode="area")
             im = ((im - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
             reg, prob = self.pnet(im)
-            boxes, img_idx = _candidates(reg, prob[:, 1], scale, t1)
+            boxes, img_idx = _candidates(reg, prob[:, 1], scale, self.config.thresholds[0])
             keep = batched_nms(boxes[:, :4], boxes[:, 4], img_idx, 0.5)
             cands.append(boxes[keep])
             inds.append(img_idx[keep])
@@ -112,43 +129,30 @@ class MTCNN:
         boxes, img_idx = boxes[keep], img_idx[keep]
         wh = (boxes[:, 2:4] - boxes[:, 0:2]).repeat(1, 2)
         boxes = torch.cat([boxes[:, :4] + boxes[:, 5:9] * wh, boxes[:, 4:5]], dim=1)
-        boxes = _square(boxes)
+        return _square(boxes), img_idx
 
-        # Stage 2: R-Net refines the candidates.
-        if len(boxes):
-            reg, prob = self._run(self.rnet, mips, boxes, img_idx, 24)
-            score = prob[:, 1]
-            ok = score > t2
-            boxes = torch.cat([boxes[ok, :4], score[ok, None]], dim=1)
-            img_idx, reg = img_idx[ok], reg[ok]
-            keep = batched_nms(boxes[:, :4], boxes[:, 4], img_idx, 0.7)
-            boxes, img_idx, reg = boxes[keep], img_idx[keep], reg[keep]
-            boxes = _square(_regress(boxes, reg))
+    def _refine(self, mips, boxes, img_idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage 2: R-Net keeps and corrects the candidates."""
+        reg, prob = self._run(self.rnet, mips, boxes, img_idx, 24)
+        score = prob[:, 1]
+        ok = score > self.config.thresholds[1]
+        boxes = torch.cat([boxes[ok, :4], score[ok, None]], dim=1)
+        img_idx, reg = img_idx[ok], reg[ok]
+        keep = batched_nms(boxes[:, :4], boxes[:, 4], img_idx, 0.7)
+        return _square(_regress(boxes[keep], reg[keep])), img_idx[keep]
 
-        # Stage 3: O-Net gives the final boxes, scores and five landmarks.
-        points = torch.zeros(0, 5, 2, device=self.device)
-        if len(boxes):
-            reg, pts, prob = self._run(self.onet, mips, boxes, img_idx, 48)
-            score = prob[:, 1]
-            ok = score > t3
-            boxes = torch.cat([boxes[ok, :4], score[ok, None]], dim=1)
-            img_idx, reg, pts = img_idx[ok], reg[ok], pts[ok]
-            bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
-            bh = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
-            px = bw * pts[:, :5] + boxes[:, 0:1] - 1
-            py = bh * pts[:, 5:] + boxes[:, 1:2] - 1
-            points = torch.stack([px, py], dim=2)
-            boxes = _regress(boxes, reg)
-
-        boxes_np = boxes.cpu().numpy().astype(np.float32)
-        points_np = points.cpu().numpy().astype(np.float32)
-        idx_np = img_idx.cpu().numpy()
-        result = []
-        for b in range(n):
-            sel = np.flatnonzero(idx_np == b)
-            sel = sel[_nms_min(boxes_np[sel], 0.7)]
-            result.append(Faces(boxes_np[sel, :4], boxes_np[sel, 4], points_np[sel]))
-        return result
+    def _output(self, mips, boxes, img_idx):
+        """Stage 3: O-Net gives the final boxes, scores and five landmarks."""
+        reg, pts, prob = self._run(self.onet, mips, boxes, img_idx, 48)
+        score = prob[:, 1]
+        ok = score > self.config.thresholds[2]
+        boxes = torch.cat([boxes[ok, :4], score[ok, None]], dim=1)
+        img_idx, reg, pts = img_idx[ok], reg[ok], pts[ok]
+        bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+        bh = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+        px = bw * pts[:, :5] + boxes[:, 0:1] - 1
+        py = bh * pts[:, 5:] + boxes[:, 1:2] - 1
+        return _regress(boxes, reg), img_idx, torch.stack([px, py], dim=2)
 
     def _run(self, net, mips, boxes, img_idx, size):
         """Crop every box (clipped to its image) to size x size and run `net` on them.
