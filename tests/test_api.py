@@ -98,3 +98,41 @@ def test_find_in_a_library_names_each_face(tmp_path):
         lib.name(str(stack), "Amy")
     faces = facetrain.find(REF / "amy" / "amy5.png", db)
     assert [f["name"] for f in faces] == ["Amy"]
+
+
+def test_find_again_embeds_only_what_changed_and_never_writes_beside_the_photos(
+    tmp_path, monkeypatch
+):
+    """A second `find` in the same folder reuses the rows of unchanged photos (kept in the
+    cache folder, not among the photos): it embeds only a photo edited since, and finds
+    the same photos at the same distances."""
+    from facetrain.use.api import Recognizer
+
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "photos"
+    for who in ("amy", "penny"):
+        shutil.copytree(REF / who, folder / who)
+    listing = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    embedded, embed = [], Recognizer.embed
+    monkeypatch.setattr(
+        Recognizer,
+        "embed",
+        lambda self, im, *a, **k: (
+            embedded.extend(im if isinstance(im, list) else [im]) or embed(self, im, *a, **k)
+        ),
+    )
+    fr = facetrain.load()
+    first = fr.find(REF / "amy" / "amy1.png", folder)
+    n_photos = len([p for p in folder.rglob("*.png")])
+    assert len(embedded) == 1 + n_photos and first
+    embedded.clear()
+    assert fr.find(REF / "amy" / "amy1.png", folder) == first
+    assert len(embedded) == 1  # the query alone
+    edited = folder / "penny" / "penny1.png"
+    shutil.copy(REF / "amy" / "amy3.png", edited)  # now amy's face, under penny's name
+    embedded.clear()
+    again = fr.find(REF / "amy" / "amy1.png", folder)
+    assert embedded[1:] == [str(edited)]
+    assert str(edited) in {h["path"] for h in again} - {h["path"] for h in first}
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == listing
+    assert len(list((tmp_path / "cache" / "find").glob("*.npz"))) == 1

@@ -9,6 +9,7 @@
     fr.distance(e[0], e)                     # one against many (and many against many)
     facetrain.verify("a.jpg", "b.jpg")       # {"verified": ..., "distance": ..., ...}
     facetrain.find("me.jpg", "photos/")      # the photos of a folder that hold that face
+                                             # (its rows kept for the next find there)
 
 An image is a path, a PIL image or an RGB uint8 array (HxWx3, or HxW grey); `embed` takes
 one or a list. Faces are prepared exactly as the model's record says (alignment, size,
@@ -17,7 +18,10 @@ normalisation, flip), through the same functions the command line uses.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +132,33 @@ class Recognizer:
         query = self.embed(image)[0]
         if np.isnan(query).any():
             raise ValueError("no face found in the image to find")
-        emb = self.embed(paths)
+        emb = self.folder_embeddings(Path(folder), paths)
         d = np.where(np.isnan(emb).any(1), np.inf, self.distance(query, np.nan_to_num(emb)))
         hits = [(float(x), p) for x, p in zip(d, paths) if x < self.threshold]
         return [{"path": p, "distance": x} for x, p in sorted(hits)]
+
+    def folder_embeddings(self, folder: Path, paths: list[str]) -> np.ndarray:
+        """`embed` of a folder's photos, FIND_STEP photos decoded at a time (a folder never
+        sits in memory whole), reusing the rows an earlier `find` made of files unchanged
+        since (`find_cache`)."""
+        from facetrain.use.find_cache import FolderCache
+
+        cache = FolderCache.open(self.model_key, folder, self.embedder.width)
+        todo = cache.missing(paths)
+        for s in range(0, len(todo), FIND_STEP):
+            cache.put(todo[s : s + FIND_STEP], self.embed(todo[s : s + FIND_STEP]))
+        cache.save(paths)
+        return cache.rows(paths)
+
+    @functools.cached_property
+    def model_key(self) -> str:
+        """What makes two models embed alike: their weights and their preprocessing."""
+        from facetrain.inference.saved import content_hash
+
+        return content_hash(self.model) + json.dumps(asdict(self.model.pre), sort_keys=True)
+
+
+FIND_STEP = 32  # photos `find` decodes at a time
 
 
 def load(model: str | os.PathLike | None = None, device: str = "cpu") -> Recognizer:

@@ -1,0 +1,79 @@
+"""The embeddings `find` made of a folder's photos, kept for the next `find` in that folder.
+
+deepface's `find` pickles its representations into the photo folder; facetrain never writes
+beside the owner's photos: the table lives in the cache folder (`pretrained.cache_dir()` /
+find), one file a (model, folder), written atomically. A photo is embedded again when its
+size or modification time changed; photos no longer listed leave the table. A cache that
+cannot be read or written costs only the time: the rows are embedded as without one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+class FolderCache:
+    """Rows by path, each with the (size, mtime_ns) of the file it was made from."""
+
+    def __init__(self, path: Path | None, width: int):
+        self.path, self.width = path, width
+        self.known: dict[str, tuple[tuple[int, int], np.ndarray]] = {}
+        self.seen: dict[str, tuple[int, int]] = {}
+        self.changed = False
+
+    @classmethod
+    def open(cls, model_key: str, folder: Path, width: int) -> FolderCache:
+        from facetrain.inference.pretrained import cache_dir
+
+        key = hashlib.sha256(f"{model_key}\0{folder.resolve()}".encode()).hexdigest()[:32]
+        cache = cls(cache_dir() / "find" / f"{key}.npz", width)
+        try:
+            with np.load(cache.path, allow_pickle=False) as t:
+                if t["embeddings"].shape[1:] == (width,):
+                    for p, s, m, e in zip(t["paths"].tolist(), t["sizes"].tolist(),
+                                          t["mtimes"].tolist(), t["embeddings"]):  # fmt: skip
+                        cache.known[p] = ((s, m), e)
+        except (OSError, ValueError, KeyError):
+            pass  # none yet, or unreadable: made again
+        return cache
+
+    def missing(self, paths: list[str]) -> list[str]:
+        """The photos whose rows are not known for the file as it is now."""
+        out = []
+        for p in paths:
+            try:
+                st = os.stat(p)
+                self.seen[p] = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                self.seen[p] = (-1, -1)  # gone since listed: its row will say no face
+            if self.known.get(p, ((None, None), None))[0] != self.seen[p]:
+                out.append(p)
+        return out
+
+    def put(self, paths: list[str], rows: np.ndarray) -> None:
+        for p, row in zip(paths, rows):
+            self.known[p] = (self.seen[p], row)
+        self.changed = self.changed or bool(paths)
+
+    def rows(self, paths: list[str]) -> np.ndarray:
+        return np.stack([self.known[p][1] for p in paths]) if paths else np.zeros((0, self.width))
+
+    def save(self, paths: list[str]) -> None:
+        """The table of these photos (those no longer listed are dropped), if it changed."""
+        from facetrain import atomic
+
+        if self.path is None or (not self.changed and set(paths) == set(self.known)):
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic.atomic_open(self.path, "wb") as f:
+                np.savez(f, paths=np.array(paths, dtype=str),
+                         sizes=np.array([self.known[p][0][0] for p in paths], np.int64),
+                         mtimes=np.array([self.known[p][0][1] for p in paths], np.int64),
+                         embeddings=self.rows(paths).astype(np.float32))  # fmt: skip
+        except OSError:
+            pass  # a read-only cache: the next find embeds again
