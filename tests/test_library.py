@@ -547,3 +547,30 @@ def test_a_library_is_changed_by_one_process_at_a_time(photos, tmp_path):
         assert r.status_code == 409 and "in use" in r.json()["detail"]
     assert faces_table(db) == before  # nothing changed meanwhile
     cli("library", "name", stack, "Zed", "--db", db)
+
+
+def test_one_index_serves_the_spacing_and_the_pairs_of_one_cluster_run(monkeypatch):
+    """Past 50,000 faces the spacing and the near pairs search the same faces: within
+    `neighbours.reuse()` (what Library.cluster does) the index is built once, not twice (40 s
+    a build at 1,000,000 faces), and the results are the same."""
+    from facetrain import neighbours
+    from facetrain.library.cluster import local_scales, near_pairs
+
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(3000, 16)).astype(np.float32)
+    photo = np.arange(3000)
+    monkeypatch.setattr(neighbours, "EXACT_SEARCH", 1000)
+    builds, build = [], neighbours._build
+    monkeypatch.setattr(neighbours, "_build", lambda e, d: builds.append(d) or build(e, d))
+
+    def both():
+        s = local_scales(emb.copy(), photo, "squared_l2")
+        return s, near_pairs(emb.copy(), 20.0, "squared_l2", scale=s)
+
+    s1, g1 = both()
+    assert len(builds) == 2
+    with neighbours.reuse():
+        s2, g2 = both()
+        local_scales(emb, photo, "cosine")  # another distance: another index
+    assert len(builds) == 2 + 2 and neighbours._reused is None
+    assert np.array_equal(s1, s2) and (g1 != g2).nnz == 0

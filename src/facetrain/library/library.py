@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facetrain import neighbours
 from facetrain.library import curate, store
 from facetrain.library.files import LibraryFiles
 from facetrain.library.store import LibraryError
@@ -345,10 +346,11 @@ class Library:
         thr, distance, why = self.threshold_and_why(threshold, named_faces)
         free = FaceSet.of(*self._faces("free", adapter))
         named = People.of(*named_faces)
-        if threshold is None:  # a threshold the owner gives is used as it is, everywhere
-            free, named = with_spacing(free, named, distance)
-            why += f"; each pair's limit from your library's own spacing (≤ {thr:.3f})"
-        plan = recluster(free, named, store.rejections(self.con), thr, distance)
+        with neighbours.reuse():  # past 50,000 faces: one index for spacing and pairs
+            if threshold is None:  # a threshold the owner gives is used as it is, everywhere
+                free, named = with_spacing(free, named, distance)
+                why += f"; each pair's limit from your library's own spacing (≤ {thr:.3f})"
+            plan = recluster(free, named, store.rejections(self.con), thr, distance)
         with store.transaction(self.con):
             store.unassign_guesses(self.con)
             self._write(plan)
