@@ -211,13 +211,26 @@ def _majority(stack: np.ndarray, truth: np.ndarray, sid) -> tuple[str, float]:
 
 
 def _name_largest(lib, face_id, truth) -> None:
+    """Name the largest unnamed stack after its majority. When the name merges it into a
+    person it shares a photo with, do what the library says: reject the stack's faces of
+    other people first, then name it (else go on to the next stack)."""
+    from facetrain.library.store import LibraryError
+
     stacks = stack_of(lib, face_id)
     for p in lib.people():  # largest first
         if p["name"] is None and p["faces"] > 1:
             name, _ = _majority(stacks, truth, p["id"])
-            if name:
-                lib.name(str(p["id"]), name.replace("/", "-"))
-                return
+            if not name:
+                continue
+            for attempt in range(2):
+                try:
+                    lib.name(str(p["id"]), name.replace("/", "-"))
+                    return
+                except LibraryError:
+                    if attempt == 0:
+                        wrong = (stacks == p["id"]) & (truth != name) & (truth != "")
+                        for i in np.flatnonzero(wrong):
+                            lib.reject(int(face_id[i]))
 
 
 def _fix_worst(lib, face_id, truth) -> None:
