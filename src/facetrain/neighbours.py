@@ -129,8 +129,8 @@ def _index(e: np.ndarray, distance: str):
     """The faces' index: the one built already within `reuse()`, else a new one."""
     if _reused is None:
         return _build(e, distance)
-    key = (hashlib.sha1(np.ascontiguousarray(e).tobytes()).hexdigest(), e.shape,
-           canonical(distance))  # fmt: skip
+    digest = hashlib.sha1(np.ascontiguousarray(e).data).hexdigest()  # the buffer: no copy
+    key = (digest, e.shape, canonical(distance))
     if key not in _reused:
         _reused[key] = _build(e, distance)
     return _reused[key]
