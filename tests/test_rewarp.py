@@ -76,16 +76,19 @@ def test_rewarp_refuses_a_folder_of_something_else(tmp_path):
 
 def test_centres_from_embeddings_are_the_class_means(tmp_path):
     from facetrain.data.packed import PackedDataset
-    from facetrain.losses import MarginHead
     from facetrain.models import create_model
     from facetrain.train.build import centres_from_embeddings
+    from facetrain.train.evaluator import preprocess_for
+    from facetrain.train.objective import build_objective
 
     pack(str(make_faces(tmp_path / "f", ids=4, per=4)), tmp_path / "p", progress=False)
     ds = PackedDataset(tmp_path / "p", split="train")
-    cfg = small_cfg(tmp_path / "p", tmp_path / "r", embedding_size=16)
+    cfg = small_cfg(tmp_path / "p", tmp_path / "r", embedding_size=16, loss="cosface")
     torch.manual_seed(0)
-    model, head = create_model("nn4_small2", 16).eval(), MarginHead(16, 4, "cosface")
-    centres_from_embeddings(model, head, ds, cfg, 96)
+    model = create_model("nn4_small2", 16).eval()
+    objective = build_objective(cfg.objective, 16, 4)
+    centres_from_embeddings(model, objective, ds, preprocess_for(cfg, 96), "cpu")
+    head = objective.head
     x, y = ds.batch(list(range(len(ds))))
     from facetrain.inference.feed import prepare
 
