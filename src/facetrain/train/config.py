@@ -24,6 +24,7 @@ from facetrain.train.settings import (  # noqa: F401 (ConfigError, TrainConfig: 
     ConfigError,
     TrainConfig,
     check_type,
+    key_of,
     kind_of,
     parse_text,
 )
@@ -167,6 +168,4 @@ def settings() -> list[tuple[str, str, str, str]]:
 
 
 def _flat_choices(group) -> dict[str, tuple]:
-    from facetrain.train.settings import key_of
-
     return {key_of(group, name): allowed for name, allowed in group.choices().items()}

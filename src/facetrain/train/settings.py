@@ -298,17 +298,18 @@ GROUPS = {"data": DataSettings, "model": ModelSettings, "objective": ObjectiveSe
           "optim": OptimSettings, "eval": EvalSettings, "platform": PlatformSettings}  # fmt: skip
 
 
+def _flat_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("key", f.name)
+
+
 def key_of(group, name: str) -> str:
     """The flat name of a group's field."""
-    f = next(f for f in dataclasses.fields(group) if f.name == name)
-    return f.metadata.get("key", name)
+    return _flat_name(next(f for f in dataclasses.fields(group) if f.name == name))
 
 
 # flat name → (group, field, dataclasses.Field), in the groups' order
 KEYS: dict[str, tuple[str, str, dataclasses.Field]] = {
-    f.metadata.get("key", f.name): (g, f.name, f)
-    for g, cls in GROUPS.items()
-    for f in dataclasses.fields(cls)
+    _flat_name(f): (g, f.name, f) for g, cls in GROUPS.items() for f in dataclasses.fields(cls)
 }
 
 

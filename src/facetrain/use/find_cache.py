@@ -19,7 +19,7 @@ import numpy as np
 class FolderCache:
     """Rows by path, each with the (size, mtime_ns) of the file it was made from."""
 
-    def __init__(self, path: Path | None, width: int):
+    def __init__(self, path: Path, width: int):
         self.path, self.width = path, width
         self.known: dict[str, tuple[tuple[int, int], np.ndarray]] = {}
         self.seen: dict[str, tuple[int, int]] = {}
@@ -66,7 +66,7 @@ class FolderCache:
         """The table of these photos (those no longer listed are dropped), if it changed."""
         from facetrain import atomic
 
-        if self.path is None or (not self.changed and set(paths) == set(self.known)):
+        if not self.changed and set(paths) == set(self.known):
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
