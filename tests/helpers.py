@@ -110,7 +110,8 @@ def make_model(path: Path, seed: int = 0, threshold: float = 0.5, dim: int = 32)
     net = create_model("nn4_small2", dim)
     faces = sorted((SHARED / "lfw").glob("A*/*.jpg"))[:64]
     if faces:
-        from facetrain.inference.feed import Images, prepare
+        from facetrain.inference.feed import prepare
+    from facetrain.inference.sources import Images
 
         x = torch.stack(Images([str(p) for p in faces]).fetch(list(range(len(faces)))))
         for m in net.modules():

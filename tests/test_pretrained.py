@@ -387,7 +387,8 @@ def test_a_shipped_model_tells_people_apart(name, shape):
     docs/benchmarks.md)."""
     from conftest import SHARED
     from facetrain.evaluate.verification import read_pairs
-    from facetrain.inference.feed import Images, embed_model
+    from facetrain.inference.feed import embed_model
+    from facetrain.inference.sources import Images
 
     assert name in runner.invoke(app, ["models"]).output
     fm = open_model(f"pretrained:{name}")

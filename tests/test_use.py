@@ -288,7 +288,7 @@ def test_raw_photos_are_aligned_like_the_models_training_faces(trained):
     (made with the same template; facenet-pytorch's MTCNN there, our batched one here, whose
     landmarks differ by a pixel or two) far more closely than any other person's face."""
     from conftest import LFW_RAW
-    from facetrain.inference.feed import Images
+    from facetrain.inference.sources import Images
 
     names = sorted(p.name for p in LFW_RAW.iterdir() if p.is_dir())[:12]
     raw = [str(next((LFW_RAW / n).iterdir())) for n in names]

@@ -1,26 +1,29 @@
 """MTCNN face detection, batched, with the P/R/O-Net weights shipped in facenet-pytorch.
 
-facenet-pytorch's own `detect_face` crops every candidate box in a Python loop and runs the
-networks in channels-first layout; on a CPU that costs more than the networks themselves.
-This module runs the same three-stage cascade (same pyramid, thresholds, NMS rules and box
-regression) with: all images of one size in one batch, candidate crops sampled in one
-batched gather per level (the arithmetic of torchvision's `roi_align` with one sample a
-bin), and the networks in channels_last memory format. It needs torch alone: torchvision's
-ops import its compiler stack, which took longer than torch itself in a cold `compare`.
+facenet-pytorch's own `detect_face` crops every candidate box in a Python loop; on a CPU
+that costs more than the networks themselves. This module runs the same three-stage
+cascade (same pyramid, thresholds, NMS rules and box regression) in numpy with: all images
+of one size in one batch, and the candidate crops of each level sampled in one gather (the
+arithmetic of torchvision's `roi_align` with one sample a bin). The networks are functions
+of float32 NCHW arrays: ONNX graphs run by ONNX Runtime on a CPU (`facetrain.runtime`: no
+torch import), the PyTorch modules of `nets.py` on a GPU.
 `tests/test_detector.py` checks the faces it finds against facenet-pytorch's.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from facetrain.align.nets import load_nets
+Net = Callable[..., tuple[np.ndarray, ...]]  # float32 arrays (pixels, boxes) → outputs
+NET_FILES = ("pnet.onnx", "rnet.onnx", "onet.onnx")
 
 
 @dataclass(frozen=True)
@@ -56,15 +59,60 @@ class Faces:
         return Faces(self.boxes + d, self.scores, self.landmarks + d)
 
 
+def weights_folder() -> Path:
+    """The facenet-pytorch wheel's folder of MTCNN weights (found, not imported: its import
+    pulls in torchvision and its compiler stack, seconds before a first face)."""
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec is None or spec.origin is None:
+        from facetrain.errors import FacetrainError
+
+        raise FacetrainError("facenet-pytorch is not installed: it carries MTCNN's weights")
+    return Path(spec.origin).parent / "data"
+
+
+def load_nets(device: str) -> tuple[Net, Net, Net]:
+    """P-Net, R-Net and O-Net: ONNX graphs (traced once into the cache) on a CPU, else the
+    PyTorch modules on `device`."""
+    from facetrain import runtime
+
+    if runtime.enabled(device):
+        folder = runtime.compiled(f"mtcnn-{_weights_key()}", list(NET_FILES), _export)
+        if folder is not None:
+            return tuple(_onnx_net(runtime.session(folder / f)) for f in NET_FILES)  # type: ignore[return-value]
+    from facetrain.align.nets import as_numpy, pixel_nets
+
+    return tuple(as_numpy(n, device) for n in pixel_nets(device))  # type: ignore[return-value]
+
+
+def _weights_key() -> str:
+    h = hashlib.sha256()
+    for name in ("pnet.pt", "rnet.pt", "onet.pt"):
+        h.update((weights_folder() / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _export(folder: Path) -> None:
+    from facetrain.align.nets import export_onnx
+
+    export_onnx(folder)
+
+
+def _onnx_net(sess) -> Net:
+    names = [i.name for i in sess.get_inputs()]
+
+    def run(*xs: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(sess.run(None, dict(zip(names, xs))))
+
+    return run
+
+
 class MTCNN:
     """A batched MTCNN detector. `detect(images)` takes HxWx3 uint8 RGB arrays."""
 
     def __init__(self, config: DetectorConfig | None = None):
         self.config = config or DetectorConfig()
-        self.device = torch.device(self.config.device)
         self.pnet, self.rnet, self.onet = load_nets(self.config.device)
 
-    @torch.inference_mode()
     def detect(self, images: list[np.ndarray]) -> list[Faces]:
         """Detect faces in each image; images of equal size are processed as one batch."""
         out: list[Faces | None] = [None] * len(images)
@@ -89,54 +137,47 @@ class MTCNN:
 
     def _detect_batch(self, batch: np.ndarray) -> list[Faces]:
         """The three stages on a batch of equal-size images, then each image's faces."""
-        imgs = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float()
-        mips = _mips(imgs)
+        mips = _mips(np.ascontiguousarray(batch.transpose(0, 3, 1, 2), np.float32))
         boxes, img_idx = self._propose(mips)
         if len(boxes):
             boxes, img_idx = self._refine(mips, boxes, img_idx)
-        points = torch.zeros(0, 5, 2, device=self.device)
+        points = np.zeros((0, 5, 2), np.float32)
         if len(boxes):
             boxes, img_idx, points = self._output(mips, boxes, img_idx)
-        boxes_np = boxes.cpu().numpy().astype(np.float32)
-        points_np = points.cpu().numpy().astype(np.float32)
-        idx_np = img_idx.cpu().numpy()
         result = []
         for b in range(len(batch)):
-            sel = np.flatnonzero(idx_np == b)
-            sel = sel[_nms_min(boxes_np[sel], 0.7)]
-            result.append(Faces(boxes_np[sel, :4], boxes_np[sel, 4], points_np[sel]))
+            sel = np.flatnonzero(img_idx == b)
+            sel = sel[_nms_min(boxes[sel], 0.7)]
+            result.append(Faces(boxes[sel, :4], boxes[sel, 4], points[sel]))
         return result
 
-    def _propose(self, mips) -> tuple[torch.Tensor, torch.Tensor]:
+    def _propose(self, mips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Stage 1: P-Net over the image pyramid; NMS per scale, then across scales; the
         candidates (x1, y1, x2, y2, score) squared, and their images."""
         h, w = mips[0].shape[2:]
-        cands, inds = [], []
+        cands, inds = [np.zeros((0, 9), np.float32)], [np.zeros(0, np.int64)]
         for scale in self._pyramid(h, w):
             size = (int(h * scale + 1), int(w * scale + 1))
             # area-resample from the smallest halved copy still larger than the target
             src = next(m for m in reversed(mips) if m.shape[2] >= size[0] and m.shape[3] >= size[1])
-            im = F.interpolate(src, size=size, mode="area")
-            im = ((im - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
-            reg, prob = self.pnet(im)
+            reg, prob = self.pnet(_resized(src, size))
             boxes, img_idx = _candidates(reg, prob[:, 1], scale, self.config.thresholds[0])
             keep = batched_nms(boxes[:, :4], boxes[:, 4], img_idx, 0.5)
             cands.append(boxes[keep])
             inds.append(img_idx[keep])
-        boxes = torch.cat(cands) if cands else torch.zeros(0, 9, device=self.device)
-        img_idx = torch.cat(inds) if inds else torch.zeros(0, dtype=torch.long, device=self.device)
+        boxes, img_idx = np.concatenate(cands), np.concatenate(inds)
         keep = batched_nms(boxes[:, :4], boxes[:, 4], img_idx, 0.7)
         boxes, img_idx = boxes[keep], img_idx[keep]
-        wh = (boxes[:, 2:4] - boxes[:, 0:2]).repeat(1, 2)
-        boxes = torch.cat([boxes[:, :4] + boxes[:, 5:9] * wh, boxes[:, 4:5]], dim=1)
+        wh = np.tile(boxes[:, 2:4] - boxes[:, 0:2], 2)
+        boxes = np.concatenate([boxes[:, :4] + boxes[:, 5:9] * wh, boxes[:, 4:5]], axis=1)
         return _square(boxes), img_idx
 
-    def _refine(self, mips, boxes, img_idx) -> tuple[torch.Tensor, torch.Tensor]:
+    def _refine(self, mips, boxes, img_idx) -> tuple[np.ndarray, np.ndarray]:
         """Stage 2: R-Net keeps and corrects the candidates."""
         reg, prob = self._run(self.rnet, mips, boxes, img_idx, 24)
         score = prob[:, 1]
         ok = score > self.config.thresholds[1]
-        boxes = torch.cat([boxes[ok, :4], score[ok, None]], dim=1)
+        boxes = np.concatenate([boxes[ok, :4], score[ok, None]], axis=1)
         img_idx, reg = img_idx[ok], reg[ok]
         keep = batched_nms(boxes[:, :4], boxes[:, 4], img_idx, 0.7)
         return _square(_regress(boxes[keep], reg[keep])), img_idx[keep]
@@ -146,77 +187,101 @@ class MTCNN:
         reg, pts, prob = self._run(self.onet, mips, boxes, img_idx, 48)
         score = prob[:, 1]
         ok = score > self.config.thresholds[2]
-        boxes = torch.cat([boxes[ok, :4], score[ok, None]], dim=1)
+        boxes = np.concatenate([boxes[ok, :4], score[ok, None]], axis=1)
         img_idx, reg, pts = img_idx[ok], reg[ok], pts[ok]
         bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
         bh = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
         px = bw * pts[:, :5] + boxes[:, 0:1] - 1
         py = bh * pts[:, 5:] + boxes[:, 1:2] - 1
-        return _regress(boxes, reg), img_idx, torch.stack([px, py], dim=2)
+        return _regress(boxes, reg), img_idx, np.stack([px, py], axis=2)
 
-    def _run(self, net, mips, boxes, img_idx, size):
-        """Crop every box (clipped to its image) to size x size and run `net` on them.
-
-        Each crop is taken from the level of `mips` (the image halved k times) where the box
-        is at most twice the crop size, so one roi_align call per level averages no more
-        than 2x2 samples per output pixel and still approximates area resampling.
-        """
+    def _run(self, net: Net, mips, boxes, img_idx, size: int) -> tuple[np.ndarray, ...]:
+        """`net` on every box (clipped to its image), each sampled to size x size from the
+        level of `mips` (the image halved k times) where the box is at most twice the crop
+        size, so that one sample a bin still approximates area resampling."""
         h, w = mips[0].shape[2:]
-        x1 = boxes[:, 0].trunc().clamp(min=1) - 1
-        y1 = boxes[:, 1].trunc().clamp(min=1) - 1
-        x2 = boxes[:, 2].trunc().clamp(max=w)
-        y2 = boxes[:, 3].trunc().clamp(max=h)
-        side = torch.maximum(x2 - x1, y2 - y1).clamp(min=1)
-        level = torch.log2(side / (2 * size)).ceil().clamp(0, len(mips) - 1).long()
-        rois = torch.stack([img_idx.to(mips[0].dtype), x1, y1, x2, y2], dim=1)
-        crops = torch.empty(len(rois), 3, size, size, device=rois.device)
-        for k in level.unique().tolist():
-            sel = (level == k).nonzero()[:, 0]
-            crops[sel] = roi_samples(mips[k], rois[sel], size, 0.5**k)
-        outs = []
-        for i in range(0, len(crops), 1024):
-            c = ((crops[i : i + 1024] - 127.5) * 0.0078125).contiguous(
-                memory_format=torch.channels_last
-            )
-            outs.append(net(c))
-        return tuple(torch.cat(parts) for parts in zip(*outs))
+        x1 = np.maximum(np.trunc(boxes[:, 0]), 1) - 1
+        y1 = np.maximum(np.trunc(boxes[:, 1]), 1) - 1
+        x2 = np.minimum(np.trunc(boxes[:, 2]), w)
+        y2 = np.minimum(np.trunc(boxes[:, 3]), h)
+        side = np.maximum(np.maximum(x2 - x1, y2 - y1), 1)
+        level = np.clip(np.ceil(np.log2(side / (2 * size))), 0, len(mips) - 1).astype(np.int64)
+        corners = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
+        order, outs = [], []
+        for k in np.unique(level):
+            sel = np.flatnonzero(level == k)
+            rois = np.concatenate([img_idx[sel, None].astype(np.float32),
+                                   corners[sel] * np.float32(0.5**k)], axis=1)  # fmt: skip
+            for i in range(0, len(sel), 1024):
+                order.append(sel[i : i + 1024])
+                outs.append(net(mips[k], rois[i : i + 1024]))
+        back = np.argsort(np.concatenate(order))  # each box's row, in the boxes' order
+        return tuple(np.concatenate(parts)[back] for parts in zip(*outs))
 
 
-def _mips(imgs: torch.Tensor, smallest: int = 24) -> list[torch.Tensor]:
-    """The batch at full, half, quarter… resolution (2x2 averaging), down to ~`smallest`."""
+def _resized(imgs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An NCHW batch resampled to size (h, w) as torch's `area` interpolation (adaptive
+    average pooling) does: output pixel i averages input pixels floor(i n / m) to
+    ceil((i + 1) n / m) - 1 of each axis. (OpenCV's INTER_AREA weighs the edge pixels by
+    their overlap instead: the detector's scores move, and faces come and go.)"""
+    return _pooled(_pooled(imgs, 2, size[0]), 3, size[1])
+
+
+def _pooled(x: np.ndarray, axis: int, m: int) -> np.ndarray:
+    """Adaptive average pooling of one axis to m (≥ half its length: windows of 1-3)."""
+    n = x.shape[axis]
+    i = np.arange(m)
+    start, end = (i * n) // m, -((-(i + 1) * n) // m)
+    shape = [1] * x.ndim
+    shape[axis] = m
+    out = np.take(x, start, axis=axis)
+    for k in range(1, int((end - start).max())):
+        inside = (start + k < end).reshape(shape)
+        out += np.take(x, np.minimum(start + k, n - 1), axis=axis) * inside
+    return out * (1 / (end - start)).astype(np.float32).reshape(shape)
+
+
+def _mips(imgs: np.ndarray, smallest: int = 24) -> list[np.ndarray]:
+    """The NCHW batch at full, half, quarter… resolution (2x2 averaging; an odd last row or
+    column averaged alone), down to ~`smallest`."""
     levels = [imgs]
     while min(levels[-1].shape[2:]) >= 2 * smallest:
-        levels.append(F.avg_pool2d(levels[-1], 2, ceil_mode=True))
+        x = levels[-1]
+        h, w = x.shape[2:]
+        if h % 2 or w % 2:  # repeating the edge averages it with itself: the pixel alone
+            x = np.pad(x, ((0, 0), (0, 0), (0, h % 2), (0, w % 2)), mode="edge")
+        levels.append((x[:, :, 0::2, 0::2] + x[:, :, 1::2, 0::2] + x[:, :, 0::2, 1::2]
+                       + x[:, :, 1::2, 1::2]) * np.float32(0.25))  # fmt: skip
     return levels
 
 
-def _candidates(reg, prob, scale, threshold):
+def _candidates(reg: np.ndarray, prob: np.ndarray, scale: float, threshold: float):
     """P-Net output map → boxes (x1,y1,x2,y2,score,reg4) above threshold, with image index."""
     stride, cell = 2, 12
-    mask = prob >= threshold
-    idx = mask.nonzero()
-    score = prob[mask]
-    r = reg.permute(0, 2, 3, 1)[mask]
-    yx = idx[:, 1:].to(reg.dtype).flip(1)
-    q1 = ((stride * yx + 1) / scale).floor()
-    q2 = ((stride * yx + cell) / scale).floor()
-    return torch.cat([q1, q2, score[:, None], r], dim=1), idx[:, 0]
+    n, ys, xs = np.nonzero(prob >= threshold)
+    yx = np.stack([xs, ys], axis=1).astype(np.float32)
+    q1 = np.floor((stride * yx + 1) / np.float32(scale))
+    q2 = np.floor((stride * yx + cell) / np.float32(scale))
+    r = reg[n, :, ys, xs]
+    boxes = np.concatenate([q1, q2, prob[n, ys, xs][:, None], r], axis=1)
+    return boxes.astype(np.float32), n.astype(np.int64)
 
 
-def _square(boxes):
+def _square(boxes: np.ndarray) -> np.ndarray:
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
-    side = torch.maximum(w, h)
+    side = np.maximum(w, h)
     x1 = boxes[:, 0] + w * 0.5 - side * 0.5
     y1 = boxes[:, 1] + h * 0.5 - side * 0.5
-    return torch.cat([torch.stack([x1, y1, x1 + side, y1 + side], 1), boxes[:, 4:]], dim=1)
+    square = np.stack([x1, y1, x1 + side, y1 + side], 1)
+    return np.concatenate([square, boxes[:, 4:]], axis=1).astype(np.float32)
 
 
-def _regress(boxes, reg):
+def _regress(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
     w = boxes[:, 2] - boxes[:, 0] + 1
     h = boxes[:, 3] - boxes[:, 1] + 1
-    wh = torch.stack([w, h, w, h], 1)
-    return torch.cat([boxes[:, :4] + reg[:, :4] * wh, boxes[:, 4:]], dim=1)
+    wh = np.stack([w, h, w, h], 1)
+    return np.concatenate([boxes[:, :4] + reg[:, :4] * wh, boxes[:, 4:]], axis=1)
 
 
 def _nms_min(boxes: np.ndarray, threshold: float) -> np.ndarray:
@@ -247,53 +312,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64).reshape(-1)
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
-                threshold: float) -> torch.Tensor:  # fmt: skip
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray,
+                threshold: float) -> np.ndarray:  # fmt: skip
     """`nms` within each group (image) in one pass: the kept boxes of every group, best
     first."""
     if len(boxes) == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    b = boxes.detach().cpu().numpy().astype(np.float64)
-    apart = b + (groups.cpu().numpy() * (b.max() + 1))[:, None]  # groups never overlap
-    keep = nms(apart, scores.detach().cpu().numpy(), threshold)
-    return torch.from_numpy(keep).to(boxes.device)
-
-
-def roi_samples(images: torch.Tensor, rois: torch.Tensor, size: int, scale: float) -> torch.Tensor:
-    """Each roi (image index, x1, y1, x2, y2 in full-resolution pixels) of `images` (a
-    level `scale` times the full size) as a size x size crop: one bilinear sample at the
-    centre of each bin, borders clamped — torchvision's `roi_align` with sampling_ratio 1
-    and aligned=False, written out (one gather for all rois)."""
-    n, c, h, w = images.shape
-    bins = torch.arange(size, dtype=images.dtype, device=images.device)
-    start = rois[:, 1:] * scale  # x1, y1, x2, y2 on this level
-    side = torch.clamp(start[:, 2:] - start[:, :2], min=1.0) / size  # bin width, height
-    x = start[:, 0:1] + bins * side[:, 0:1] + 0.5 * side[:, 0:1]  # (m, size)
-    y = start[:, 1:2] + bins * side[:, 1:2] + 0.5 * side[:, 1:2]
-    (x0, x1, lx, inx), (y0, y1, ly, iny) = _corners(x, w), _corners(y, h)
-    flat = images.permute(0, 2, 3, 1).reshape(n * h * w, c)  # one pixel a row
-    row = rois[:, 0].long()[:, None] * (h * w)  # (m, 1): the roi's image
-    ys = torch.stack([y0, y0, y1, y1]) * w + row  # (4, m, size): the four neighbours'
-    xs = torch.stack([x0, x1, x0, x1])  # rows and columns
-    index = (ys[:, :, :, None] + xs[:, :, None, :]).reshape(-1)
-    pixels = flat.index_select(0, index).view(4, len(rois), size, size, c)
-    wy = torch.stack([1 - ly, 1 - ly, ly, ly])[:, :, :, None, None]
-    wx = torch.stack([1 - lx, lx, 1 - lx, lx])[:, :, None, :, None]
-    p = wy * wx * pixels
-    out = p[0] + p[1] + p[2] + p[3]  # roi_align's order of the sum
-    inside = iny[:, :, None, None] & inx[:, None, :, None]  # roi_align: 0 past the border
-    if not bool(inside.all()):
-        out = torch.where(inside, out, torch.zeros_like(out))
-    return out.permute(0, 3, 1, 2)
-
-
-def _corners(v: torch.Tensor, length: int):
-    """For sample coordinates v along an axis of `length` pixels: the lower and upper
-    neighbours, the weight of the upper one (clamped at the borders as roi_align), and
-    whether the sample lies within a pixel of the image (roi_align gives 0 beyond)."""
-    inside = (v >= -1) & (v <= length)
-    v = v.clamp(min=0)
-    low = v.floor().long().clamp(max=length - 1)
-    high = (low + 1).clamp(max=length - 1)
-    frac = torch.where(low >= length - 1, torch.zeros_like(v), v - low.to(v.dtype))
-    return low, high, frac, inside
+        return np.zeros(0, dtype=np.int64)
+    b = boxes.astype(np.float64)
+    apart = b + (groups * (b.max() + 1))[:, None]  # groups never overlap
+    return nms(apart, scores, threshold)

@@ -1,5 +1,6 @@
-"""MTCNN's three networks (P-Net, R-Net, O-Net), with the weights that ship inside the
-`facenet-pytorch` wheel.
+"""MTCNN's three networks (P-Net, R-Net, O-Net) in PyTorch, with the weights that ship
+inside the `facenet-pytorch` wheel (`inference.compile` makes the ONNX files the detector
+runs on a CPU from these; a GPU runs them here).
 
 The layers are MTCNN's as facenet-pytorch names them, so its state dicts load as they are;
 the weights are read from the wheel's data folder without importing the package (whose
@@ -8,11 +9,12 @@ import pulls in torchvision and its compiler stack: seconds before a first face)
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from facetrain.align.detector import NET_FILES, weights_folder
 
 
 class PNet(nn.Module):
@@ -78,22 +80,67 @@ class ONet(nn.Module):
         return self.dense6_2(x), self.dense6_3(x), torch.softmax(self.dense6_1(x), dim=1)
 
 
-def weights_folder() -> Path:
-    """The facenet-pytorch wheel's folder of MTCNN weights (found, not imported)."""
-    spec = importlib.util.find_spec("facenet_pytorch")
-    if spec is None or spec.origin is None:
-        from facetrain.errors import FacetrainError
-
-        raise FacetrainError("facenet-pytorch is not installed: it carries MTCNN's weights")
-    return Path(spec.origin).parent / "data"
-
-
-def load_nets(device: str) -> tuple[PNet, RNet, ONet]:
-    """The three networks with their weights, in inference mode, channels-last on device."""
+def load_torch_nets(device: str, channels_last: bool = True) -> tuple[PNet, RNet, ONet]:
+    """The three networks with their weights, in inference mode, on device (channels-last:
+    the faster layout for their small convolutions on a CPU)."""
     nets = []
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     for net, name in ((PNet(), "pnet.pt"), (RNet(), "rnet.pt"), (ONet(), "onet.pt")):
         state = torch.load(weights_folder() / name, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
         net.eval().requires_grad_(False)
-        nets.append(net.to(device, memory_format=torch.channels_last))
+        nets.append(net.to(device, memory_format=layout))
     return nets[0], nets[1], nets[2]
+
+
+class FromPixels(nn.Module):
+    """A network fed the detector's pixels (0..255, NCHW float32) as MTCNN normalises them;
+    with `size`, R-Net or O-Net fed an image level and boxes on it (image index, x1, y1,
+    x2, y2): each box sampled to size x size by `roi_align` (one sample a bin, aligned=False),
+    which ONNX Runtime runs as its RoiAlign operator."""
+
+    def __init__(self, net: nn.Module, size: int | None = None):
+        super().__init__()
+        self.net, self.size = net, size
+        if size is not None:  # imported here, never while tracing
+            from torchvision.ops import roi_align
+
+            self.roi_align = roi_align
+
+    def forward(self, x: torch.Tensor, rois: torch.Tensor | None = None):
+        if self.size is not None:
+            x = self.roi_align(x, rois, (self.size, self.size), 1.0, 1, False)
+        return self.net((x - 127.5) * 0.0078125)
+
+
+def pixel_nets(device: str, channels_last: bool = True) -> tuple[FromPixels, ...]:
+    """P-Net on pixels, R-Net and O-Net on an image level and boxes (`FromPixels`)."""
+    pnet, rnet, onet = load_torch_nets(device, channels_last)
+    return FromPixels(pnet), FromPixels(rnet, 24), FromPixels(onet, 48)
+
+
+def as_numpy(net: nn.Module, device: str):
+    """A torch network as the detector calls every network: float32 arrays in, a tuple of
+    arrays out."""
+
+    @torch.inference_mode()
+    def run(*xs):
+        ts = [torch.from_numpy(x).to(device) for x in xs]
+        return tuple(o.float().cpu().numpy() for o in net(*ts))
+
+    return run
+
+
+def export_onnx(folder: Path) -> None:
+    """NET_FILES in `folder` (`pixel_nets`): P-Net for any batch and size, R-Net and O-Net
+    for any level size and number of boxes."""
+    from facetrain.runtime import trace
+
+    pnet, rnet, onet = pixel_nets("cpu", channels_last=False)
+    level, rois = torch.zeros(1, 3, 64, 64), torch.tensor([[0.0, 1, 2, 30, 40]] * 2)
+    trace(pnet, (torch.zeros(1, 3, 24, 24),), folder / NET_FILES[0], ["x"], ["reg", "prob"],
+          {"x": {0: "n", 2: "h", 3: "w"}})  # fmt: skip
+    boxes = {"x": {0: "n", 2: "h", 3: "w"}, "rois": {0: "boxes"}}
+    trace(rnet, (level, rois), folder / NET_FILES[1], ["x", "rois"], ["reg", "prob"], boxes)
+    trace(onet, (level, rois), folder / NET_FILES[2], ["x", "rois"], ["reg", "points", "prob"],
+          boxes)  # fmt: skip

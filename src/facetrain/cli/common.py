@@ -142,17 +142,20 @@ AlignOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")]
 
 
-def open_model_arg(
-    model: str | None, device: str = "cpu", backend: str = "auto", spec: Path | None = None
-):
-    """The model (None: the default pretrained model, said once), or a clear error."""
+def open_model_arg(model: str | None, device: str = "cpu", backend: str = "auto",
+                   spec: Path | None = None, torch: bool = False):  # fmt: skip
+    """The model (None: the default pretrained model, said once), or a clear error; for
+    embedding faces it may be compiled (`inference.compiled`), `torch` asks for the
+    PyTorch model (evaluation, export)."""
+    from facetrain.inference.compiled import open_for_use
     from facetrain.inference.pretrained import DEFAULT
     from facetrain.inference.saved import open_model, read_spec
 
     if model is None:
         console.print(f"model: {DEFAULT} (the default; give a MODEL to use another)")
         model = DEFAULT
-    return open_model(model, device, backend, read_spec(spec) if spec else None)
+    opener = open_model if torch else open_for_use
+    return opener(model, device, backend, read_spec(spec) if spec else None)
 
 
 def model_and_inputs(args: list[str], device: str, backend: str = "auto", spec=None):

@@ -66,7 +66,7 @@ def eval_(
 
     atomic.output_files([*pairs, *images, *(bin_ or [])], **{"--out": out, "--folds-csv":
                         folds_csv, "--roc": roc, "--json": json_out})  # fmt: skip
-    fm = open_model_arg(model, device, spec=spec)
+    fm = open_model_arg(model, device, spec=spec, torch=True)
     if out is None and model is not None and Path(model).is_dir():
         out = Path(model) / "eval"
 

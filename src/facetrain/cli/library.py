@@ -343,9 +343,9 @@ def library_migrate(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Re-embed the library with another model, keeping every name."""
-    from facetrain.inference.saved import open_model
+    from facetrain.inference.compiled import open_for_use
 
-    fm = open_model(model, device, "auto", _spec(spec))
+    fm = open_for_use(model, device, "auto", _spec(spec))
     with _open(db, migrating_ok=True) as lib:
         r = lib.migrate(fm, device)
     console.print(

@@ -117,7 +117,7 @@ def export(
 
     own = [] if Path(model).is_dir() else [model]  # RUN/model.onnx is the run's own output
     atomic.output_files([*own, *(check or [])], **{"--out": out})
-    r = export_model(open_model_arg(model), format_, out, check, tolerance)
+    r = export_model(open_model_arg(model, torch=True), format_, out, check, tolerance)
     console.print(
         f"exported {r.path} ({format_}); parity on {r.checked_on}: max |Δ| = {r.delta:.2e} "
         f"({'ok' if r.ok else 'FAILED'}, tolerance {tolerance:g})"

@@ -153,7 +153,8 @@ def evaluate_model(
     written there. `on_set(name, metrics)` is called as each set finishes."""
     from facetrain.distances import ALIASES, DISTANCES
     from facetrain.evaluate.sets import bin_set, pairs_set
-    from facetrain.inference.feed import ALIGN_MODES, FLIPS
+    from facetrain.inference.feed import FLIPS
+    from facetrain.inference.sources import ALIGN_MODES
 
     distance = ALIASES.get(distance, distance)
     _check_choice("distance", distance, DISTANCES)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from facetrain.evaluate.verification import read_pairs
-from facetrain.inference.feed import Images
+from facetrain.inference.sources import Images
 
 METRIC_KEYS = ("accuracy", "accuracy_std", "val", "val_std", "far", "auc", "eer", "threshold")
 

@@ -116,7 +116,8 @@ def export_model(fm: FaceModel, format_: str, out: str | os.PathLike | None = No
 
 def _parity_batch(pre: Preprocess, check: list[str] | None) -> tuple[torch.Tensor, str]:
     """Up to 64 real faces of `check`, prepared the model's way; else 16 random images."""
-    from facetrain.inference.feed import Images, prepare
+    from facetrain.inference.feed import prepare
+    from facetrain.inference.sources import Images
 
     if check:
         from facetrain.data.listing import iter_samples

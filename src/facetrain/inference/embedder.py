@@ -4,7 +4,8 @@ The photo library's scan, the Python API, distillation's teacher, `embed`, `comp
 `classify` all detect, align and embed through `FaceEmbedder`, so a face is prepared one
 way wherever it is seen: detected and aligned with the model's own alignment record, then
 fed as the model's preprocessing record says (`feed`). Faces of many photos are embedded in
-one batch; the model runs on any device.
+one batch; the model runs on any device, or compiled for ONNX Runtime (`compiled`: no
+torch in the process).
 """
 
 from __future__ import annotations
@@ -17,15 +18,7 @@ from functools import partial
 import cv2
 import numpy as np
 
-from facetrain.inference.feed import (
-    Arrays,
-    FaceSource,
-    Images,
-    embed_model,
-    face_crop,
-    whole_face,
-)
-from facetrain.inference.saved import FaceModel
+from facetrain.inference.sources import Arrays, FaceSource, Images, face_crop, whole_face
 
 
 @dataclass
@@ -51,7 +44,8 @@ class FaceEmbedder:
     """A saved model with its detector. `faces(photo)`: every face; `embed(images)`: one row
     per image (its central face, or the image itself when already aligned; NaN: no face)."""
 
-    def __init__(self, model: FaceModel, device: str = "cpu"):
+    def __init__(self, model, device: str = "cpu"):
+        """`model`: a `saved.FaceModel` or a `compiled.CompiledModel`."""
         self.model, self.device = model, device
         self._aligner = None
         self._lock = threading.Lock()  # reading threads share one detector
@@ -85,6 +79,14 @@ class FaceEmbedder:
     def embed_source(self, source: FaceSource, *, flip: str | None = None,
                      progress: str | None = None, workers: int = 0) -> np.ndarray:  # fmt: skip
         """Unit embeddings of every face of a source (NaN rows where it has none)."""
+        from facetrain.inference.compiled import CompiledModel, embed_source
+
+        if isinstance(self.model, CompiledModel):
+            if flip not in (None, self.pre.flip):
+                raise ValueError(f"a compiled model embeds with its own flip ({self.pre.flip})")
+            return embed_source(self.model, source, progress=progress, workers=workers)
+        from facetrain.inference.feed import embed_model
+
         return embed_model(self.model, source, flip=flip, device=self.device,
                            progress=progress, workers=workers)  # fmt: skip
 

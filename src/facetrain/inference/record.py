@@ -16,14 +16,15 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import safe_open
-from safetensors.torch import save
 
 from facetrain.errors import FacetrainError
-from facetrain.models import create_model
 from facetrain.run_folder import WEIGHTS
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written, not to run a model
+    import torch
 
 
 class ModelFileError(FacetrainError):
@@ -69,6 +70,8 @@ class Preprocess:
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module, pre: Preprocess) -> Path:
     """Weights and preprocessing record in one safetensors file, written atomically."""
+    from safetensors.torch import save
+
     from facetrain import atomic
 
     path = Path(path)
@@ -109,6 +112,8 @@ def load_weights(path: str | os.PathLike, device: str = "cpu", name=None):
         raise ModelFileError(f"{p}: not a safetensors weights file ({e})") from None
     if meta is None:
         raise ModelFileError(f"{p}: no facetrain preprocessing record (not saved by facetrain)")
+    from facetrain.models import create_model
+
     pre = Preprocess.from_dict(record_dict(meta, str(p)), str(p))
     model = create_model(pre.model, pre.embedding_size)
     state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}

@@ -11,9 +11,9 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from facetrain.inference.record import (
     META_KEY,
@@ -23,6 +23,9 @@ from facetrain.inference.record import (
     record_dict,
 )
 from facetrain.run_folder import WEIGHTS
+
+if TYPE_CHECKING:  # imported where a model is loaded: naming one needs no torch
+    import torch
 
 
 @dataclass
@@ -42,6 +45,8 @@ class FaceModel:
         return cls(pre, lambda x: net.embed(x, normalize=False), "torch", source, net)
 
     def embed(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        import torch
+
         z = self.run(x)
         return torch.nn.functional.normalize(z, dim=1) if normalize else z
 
@@ -118,6 +123,8 @@ def content_hash(fm: FaceModel) -> str:
 
     h = hashlib.sha256()
     if fm.module is not None:
+        import torch
+
         for name, t in sorted(fm.module.state_dict().items()):
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
@@ -165,6 +172,8 @@ def load_onnx(path: str | os.PathLike, device: str = "cpu", spec: dict | None = 
         )
 
     def run(x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         y = sess.run(None, {inp.name: x.detach().cpu().float().numpy()})[0]
         return torch.from_numpy(np.asarray(y, np.float32)).to(x.device)
 
@@ -172,6 +181,8 @@ def load_onnx(path: str | os.PathLike, device: str = "cpu", spec: dict | None = 
 
 
 def load_torchscript(path: str | os.PathLike, device: str = "cpu", spec: dict | None = None):
+    import torch
+
     extra = {META_KEY: ""}
     try:
         with warnings.catch_warnings():

@@ -77,13 +77,13 @@ class Library:
         """The library's model: the one given (which must be the one it was made with, by
         content — a moved model is remembered at its new place), the one it was made with,
         or — for a new library — the default pretrained model."""
+        from facetrain.inference.compiled import model_hash, open_for_use
         from facetrain.inference.pretrained import DEFAULT
         from facetrain.inference.record import ModelFileError
-        from facetrain.inference.saved import content_hash, open_model
 
         stored = store.get_meta(self.con, "model_source")
         try:
-            fm = open_model(model or stored or DEFAULT, device, "auto", spec)
+            fm = open_for_use(model or stored or DEFAULT, device, "auto", spec)
         except ModelFileError as e:
             if model is not None or stored is None:
                 raise
@@ -92,7 +92,7 @@ class Library:
                 f"place with --model (it is recognised by its content); to use another model, "
                 f"`facetrain library migrate --db {self.path} --model OTHER`"
             ) from None
-        store.check_model(self.con, asdict(fm.pre), fm.source, str(self.path), content_hash(fm))
+        store.check_model(self.con, asdict(fm.pre), fm.source, str(self.path), model_hash(fm))
         return fm
 
     def threshold(self, given: float | None = None) -> tuple[float, str]:
@@ -536,10 +536,10 @@ class Library:
                      np.array([r["photo_id"] for r in rows], np.int64))  # fmt: skip
 
     def migrate(self, model, device: str = "cpu") -> dict:
-        from facetrain.inference.saved import content_hash
+        from facetrain.inference.compiled import model_hash
         from facetrain.library.scan import Scanner, migrate
 
-        return migrate(self.con, Scanner(model, device=device), model.source, content_hash(model))
+        return migrate(self.con, Scanner(model, device=device), model.source, model_hash(model))
 
 
 def _identify_photo(path, scanner, namer) -> dict:

@@ -284,7 +284,7 @@ def analysed(paths: list[str], scanner: Scanner, workers: int = 1):
     from dataclasses import asdict
 
     fm = scanner.model
-    spec = (fm.source, asdict(fm.pre), scanner.quality, scanner.device)
+    spec = (fm.source, asdict(fm.pre), scanner.quality, scanner.device, fm.backend)
     ctx = mp.get_context("spawn")  # no fork of a process holding torch threads or CUDA
     with ctx.Pool(min(workers, len(paths)), _start_worker, (spec,)) as pool:
         yield from pool.imap(_analyse_in_worker, paths)
@@ -294,14 +294,19 @@ _WORKER: Scanner | None = None
 
 
 def _start_worker(spec) -> None:
-    import torch
-
-    from facetrain.inference.saved import open_model
+    """A worker's own copy of the scanner's model (compiled when the scanner's is), on one
+    thread: the workers share the cores."""
+    from facetrain.inference.compiled import open_for_use
 
     global _WORKER
-    torch.set_num_threads(1)
-    source, pre, quality, device = spec
-    _WORKER = Scanner(open_model(source, device, "auto", pre), quality, device)
+    os.environ["FACETRAIN_THREADS"] = "1"
+    source, pre, quality, device, backend = spec
+    fm = open_for_use(source, device, "auto", None if backend == "onnxruntime" else pre)
+    if fm.backend == "torch":
+        import torch
+
+        torch.set_num_threads(1)
+    _WORKER = Scanner(fm, quality, device)
 
 
 def _analyse_in_worker(path: str):

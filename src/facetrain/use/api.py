@@ -29,7 +29,6 @@ import numpy as np
 
 from facetrain.distances import distance_matrix
 from facetrain.inference.embedder import Face, FaceEmbedder
-from facetrain.inference.saved import FaceModel, open_model
 
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray
 __all__ = ["Face", "Recognizer", "load"]
@@ -67,7 +66,8 @@ class Recognizer:
     """A model with its detector: `faces(photo)`, `embed(images)`, `distance(a, b)`,
     `verify(a, b)` — the one `FaceEmbedder`, with paths, PIL images and arrays accepted."""
 
-    def __init__(self, model: FaceModel, device: str = "cpu"):
+    def __init__(self, model, device: str = "cpu"):
+        """`model`: a `saved.FaceModel` or a `compiled.CompiledModel`."""
         self.embedder = FaceEmbedder(model, device)
         self.model, self.device = model, device
         self.threshold = model.pre.threshold
@@ -153,9 +153,9 @@ class Recognizer:
     @functools.cached_property
     def model_key(self) -> str:
         """What makes two models embed alike: their weights and their preprocessing."""
-        from facetrain.inference.saved import content_hash
+        from facetrain.inference.compiled import model_hash
 
-        return content_hash(self.model) + json.dumps(asdict(self.model.pre), sort_keys=True)
+        return model_hash(self.model) + json.dumps(asdict(self.model.pre), sort_keys=True)
 
 
 FIND_STEP = 32  # photos `find` decodes at a time
@@ -167,10 +167,13 @@ def load(model: str | os.PathLike | None = None, device: str = "cpu") -> Recogni
 
     if model is not None and not str(model).strip():
         raise ValueError("an empty model name: leave it out for the default")
-    if os.environ.get("FACETRAIN_THREADS"):  # asked for; otherwise the caller's process rules
+    from facetrain.inference.compiled import open_for_use
+
+    fm = open_for_use(model or DEFAULT, device)
+    if os.environ.get("FACETRAIN_THREADS") and fm.backend == "torch":  # else: the caller's
         import torch
 
         from facetrain.devices import inference_threads
 
         torch.set_num_threads(inference_threads())
-    return Recognizer(open_model(model or DEFAULT, device), device)
+    return Recognizer(fm, device)

@@ -1,0 +1,124 @@
+"""A pretrained model run by ONNX Runtime (`facetrain.runtime`): the everyday commands and
+the Python API embed faces without importing torch.
+
+The graph (`graph.py`: aligned uint8 faces in, unit embeddings out) is traced once into the
+cache folder, named by the converted weights it was traced from, with the model's
+preprocessing record beside it. Only `pretrained:` models are compiled — a bounded set,
+where a user's run folders and checkpoints would fill the cache; those run in PyTorch.
+`tests/test_runtime.py` checks that each pretrained model embeds as its PyTorch self does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facetrain.inference.record import Preprocess
+from facetrain.inference.sources import FaceSource, batches
+
+FILES = ["model.onnx", "model.json"]  # the graph; its record and content hash
+BATCH = 64  # faces a call: bounded memory for a large `embed`
+
+
+@dataclass
+class CompiledModel:
+    """A model as `saved.FaceModel` is seen by its users (`pre`, `source`, `backend`), whose
+    `embed_faces` maps aligned uint8 faces to unit embeddings."""
+
+    pre: Preprocess
+    source: str
+    content_hash: str  # the PyTorch model's `saved.content_hash` (a library knows it by it)
+    session: Any
+    backend: str = "onnxruntime"
+    module: None = None
+
+    @property
+    def side(self) -> int:
+        return int(self.pre.alignment.get("size", self.pre.input_size))
+
+    def embed_faces(self, faces: list[np.ndarray]) -> np.ndarray:
+        """Unit embeddings of aligned HxWx3 uint8 faces; a face of another size is first
+        area-resampled to the aligned size (as the aligner would have made it)."""
+        s = self.side
+        x = [f if f.shape[:2] == (s, s) else cv2.resize(f, (s, s), interpolation=cv2.INTER_AREA)
+             for f in faces]  # fmt: skip
+        out = [self.session.run(None, {"faces": np.stack(x[i : i + BATCH])})[0]
+               for i in range(0, len(x), BATCH)]  # fmt: skip
+        return np.concatenate(out).astype(np.float32)
+
+    def eval(self) -> CompiledModel:
+        return self
+
+
+def open_compiled(model: str | os.PathLike, device: str = "cpu", backend: str = "auto",
+                  spec: dict | None = None) -> CompiledModel | None:  # fmt: skip
+    """`model` compiled for ONNX Runtime, when it can be: a `pretrained:` name, `auto`
+    backend, no preprocessing override, a CPU, the runtime enabled; None otherwise (the
+    caller opens it in PyTorch)."""
+    from facetrain import runtime
+    from facetrain.inference import pretrained
+
+    if not (pretrained.is_spec(model) and backend == "auto" and not spec
+            and runtime.enabled(device)):  # fmt: skip
+        return None
+    weights = pretrained.path(str(model))  # the converted file, named by its content
+    folder = runtime.compiled(weights.stem, FILES, lambda f: _make(str(model), f))
+    if folder is None:
+        return None
+    about = json.loads((folder / FILES[1]).read_text())
+    pre = Preprocess.from_dict(about["pre"], str(model))
+    return CompiledModel(pre, str(model), about["content_hash"], runtime.session(folder / FILES[0]))
+
+
+def _make(model: str, folder: Path) -> None:
+    """Trace the model (PyTorch, once), then write its record and hash beside the graph."""
+    from facetrain import atomic
+    from facetrain.inference.graph import trace_model
+    from facetrain.inference.saved import content_hash, open_model
+
+    fm = open_model(model, "cpu", "auto")
+    trace_model(fm.module, fm.pre, folder / FILES[0])
+    with atomic.atomic_open(folder / FILES[1], "w") as f:
+        json.dump({"pre": asdict(fm.pre), "content_hash": content_hash(fm)}, f)
+
+
+def open_for_use(model: str | os.PathLike, device: str = "cpu", backend: str = "auto",
+                 spec: dict | None = None):  # fmt: skip
+    """The model to embed faces with: compiled when it can be (`open_compiled`), else
+    opened in PyTorch (`saved.open_model`, whose errors it raises)."""
+    fast = open_compiled(model, device, backend, spec)
+    if fast is not None:
+        return fast
+    from facetrain.inference.saved import open_model
+
+    return open_model(model, device, backend, spec)
+
+
+def model_hash(fm) -> str:
+    """What identifies a model's weights (`saved.content_hash`), compiled or not."""
+    if isinstance(fm, CompiledModel):
+        return fm.content_hash
+    from facetrain.inference.saved import content_hash
+
+    return content_hash(fm)
+
+
+def embed_source(model: CompiledModel, s: FaceSource, *, progress: str | None = None,
+                 workers: int = 0) -> np.ndarray:  # fmt: skip
+    """Unit embeddings of every face of a source; NaN rows where it has none (`feed.embed`
+    for a compiled model)."""
+    width = model.pre.embedding_size * (2 if model.pre.flip == "concat" else 1)
+    out = [np.zeros((0, width), np.float32)]
+    for faces in batches(s, s.arrays, batch=BATCH, progress=progress, workers=workers):
+        rows = np.full((len(faces), width), np.nan, np.float32)
+        ok = [k for k, f in enumerate(faces) if f is not None]
+        if ok:
+            rows[ok] = model.embed_faces([faces[k] for k in ok])
+        out.append(rows)
+    return np.concatenate(out)

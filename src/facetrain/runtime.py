@@ -1,0 +1,79 @@
+"""Networks run by ONNX Runtime, so that using a model does not import torch.
+
+`import torch` alone takes 1.6–2.7 s and 650 MB; ONNX Runtime's import takes a tenth of
+that. Inference on a CPU (the detector's three networks, a pretrained model) therefore runs
+ONNX graphs traced once from the PyTorch modules into the cache folder (`compiled`): the
+first use pays for torch and the tracing (a few seconds), every later process starts
+without torch. `FACETRAIN_RUNTIME=torch` (or onnxruntime not installed) runs the PyTorch
+modules instead; training, evaluation and GPUs always do.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+VERSION = 1  # bumped when a traced graph changes: the cached files are made again
+
+
+def enabled(device: str = "cpu") -> bool:
+    """Whether inference on `device` runs ONNX graphs: a CPU, onnxruntime installed, and
+    FACETRAIN_RUNTIME not `torch`."""
+    wanted = os.environ.get("FACETRAIN_RUNTIME", "auto").strip() or "auto"
+    if wanted not in ("auto", "torch", "onnxruntime"):
+        from facetrain.errors import FacetrainError
+
+        raise FacetrainError(f"FACETRAIN_RUNTIME={wanted!r}: choose auto, torch or onnxruntime")
+    return (wanted != "torch" and device == "cpu"
+            and importlib.util.find_spec("onnxruntime") is not None)  # fmt: skip
+
+
+def compiled(name: str, files: list[str], make: Callable[[Path], object]) -> Path | None:
+    """The cache folder `runtime/NAME` holding `files`, made by `make(folder)` when missing
+    (each file written atomically, so a crash leaves none half-written); None when the
+    cache cannot be written (the caller runs the PyTorch modules)."""
+    from facetrain.inference.pretrained import cache_dir
+
+    folder = cache_dir() / "runtime" / f"{name}-r{VERSION}"
+    if all((folder / f).is_file() for f in files):
+        return folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        make(folder)
+    except OSError:
+        return None
+    return folder
+
+
+def session(path: str | os.PathLike, threads: int | None = None):
+    """An ONNX Runtime session on the CPU with `threads` threads (default: the command's
+    `devices.inference_threads()`), never spinning idle threads against other jobs."""
+    import onnxruntime as ort
+
+    from facetrain.devices import inference_threads
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or inference_threads()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only: no warnings about unused initialisers
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def trace(module, examples: tuple, out: Path, inputs: list[str], outputs: list[str],
+          dynamic: dict[str, dict[int, str]], opset: int = 18) -> Path:  # fmt: skip
+    """A torch module traced to an ONNX file, written atomically. The tracing exporter takes
+    about a second where the torch.export-based one takes tens; these graphs have no
+    control flow."""
+    import torch
+
+    from facetrain import atomic
+
+    with atomic.atomic_open(out) as f, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), examples, f, input_names=inputs, output_names=outputs,
+                          dynamic_axes=dynamic, opset_version=opset, dynamo=False)  # fmt: skip
+    return out
