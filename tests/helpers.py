@@ -111,7 +111,7 @@ def make_model(path: Path, seed: int = 0, threshold: float = 0.5, dim: int = 32)
     faces = sorted((SHARED / "lfw").glob("A*/*.jpg"))[:64]
     if faces:
         from facetrain.inference.feed import prepare
-    from facetrain.inference.sources import Images
+        from facetrain.inference.sources import Images
 
         x = torch.stack(Images([str(p) for p in faces]).fetch(list(range(len(faces)))))
         for m in net.modules():

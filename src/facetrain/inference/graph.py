@@ -2,6 +2,7 @@
 the ONNX graph `compiled` runs: what `feed` does around the network (centre crop,
 normalisation, resize, the flipped face's embedding, the L2 norm) happens inside it, so
 the runtime feeds nothing but the aligner's pixels and cannot prepare a face another way.
+`tests/test_runtime.py` checks the graph against `feed.embed` for every pretrained model.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facetrain.inference.feed import prepare
+from facetrain.data.augment import normalize
 from facetrain.inference.record import Preprocess
 
 
@@ -23,16 +24,32 @@ class FacesToEmbeddings(nn.Module):
     def __init__(self, net: nn.Module, pre: Preprocess):
         super().__init__()
         self.net, self.pre = net, pre
+        side = pre.crop or aligned_side(pre)
+        self.register_buffer("resize", resize_matrix(side, pre.input_size), persistent=False)
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         pre = self.pre
-        x = prepare(faces.permute(0, 3, 1, 2), size=pre.input_size, normalize=pre.normalize,
-                    crop=pre.crop)  # fmt: skip
+        x, side = faces.permute(0, 3, 1, 2), faces.shape[1]
+        if pre.crop is not None and pre.crop < side:  # `augment.center`, without its loop
+            y = (side - pre.crop) // 2
+            x = x[:, :, y : y + pre.crop, y : y + pre.crop]
+        x = normalize(x, pre.normalize)
+        if x.shape[-1] != pre.input_size:  # `resize`, as the exporter can write it
+            x = self.resize.T @ x @ self.resize
         e = self.net.embed_raw(x).float()
         if pre.flip != "none":
             f = self.net.embed_raw(x.flip(3)).float()
             e = e + f if pre.flip == "sum" else torch.cat([e, f], 1)
         return F.normalize(e, dim=1)
+
+
+def resize_matrix(n: int, m: int) -> torch.Tensor:
+    """M (n, m) with `augment.resize` of a square n x n batch to m = M.T @ x @ M: the
+    antialiased bilinear resize is linear and separable (each row of the identity, resized,
+    is a row of M), and the tracing exporter cannot write the operator itself."""
+    eye = torch.eye(n)[None, None]
+    return F.interpolate(eye, size=(n, m), mode="bilinear", antialias=True,
+                         align_corners=False)[0, 0]  # fmt: skip
 
 
 def aligned_side(pre: Preprocess) -> int:

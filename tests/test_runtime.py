@@ -1,0 +1,140 @@
+"""Inference without torch: the detector's ONNX networks and a compiled pretrained model
+compute what their PyTorch selves compute, the everyday commands import no torch once
+compiled, and everything falls back to PyTorch when the runtime cannot be used."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import LFW_RAW, SHARED, need
+from facetrain.data import iter_samples, load_rgb
+
+PHOTOS = SHARED / "photos"
+
+
+def test_the_onnx_networks_are_the_pytorch_ones_with_torchvisions_roi_align():
+    """R-Net and O-Net take an image level and boxes: ONNX Runtime's RoiAlign must sample
+    the boxes as torchvision's roi_align does, and P-Net must see the same pixels."""
+    from facetrain.align.detector import load_nets
+    from facetrain.align.nets import as_numpy, pixel_nets
+
+    onnx_nets = load_nets("cpu")
+    torch_nets = [as_numpy(n, "cpu") for n in pixel_nets("cpu")]
+    g = np.random.default_rng(0)
+    level = (g.random((2, 3, 57, 81)) * 255).astype(np.float32)
+    xy = g.random((300, 2)) * [80, 56]
+    ends = np.minimum(xy + g.random((300, 1)) * 60 + 0.5, [81, 57])
+    rois = np.concatenate([g.integers(0, 2, (300, 1)), xy, ends], 1).astype(np.float32)
+    for ours, theirs, args in zip(onnx_nets, torch_nets, [(level,), (level, rois), (level, rois)]):
+        for a, b in zip(ours(*args), theirs(*args)):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_the_pyramid_resamples_as_torch_area_interpolation_and_nms_as_torchvision():
+    from torchvision.ops import batched_nms as tv_batched_nms
+
+    from facetrain.align.detector import _resized, batched_nms
+
+    g = np.random.default_rng(1)
+    imgs = (g.random((2, 3, 97, 131)) * 255).astype(np.float32)
+    for size in ((97, 131), (60, 80), (49, 66), (71, 93)):
+        want = torch.nn.functional.interpolate(torch.from_numpy(imgs), size=size, mode="area")
+        np.testing.assert_allclose(_resized(imgs, size), want.numpy(), atol=1e-3)
+    xy = g.random((200, 2)) * 150
+    boxes = np.concatenate([xy, xy + g.random((200, 1)) * 60 + 1], 1).astype(np.float32)
+    scores, groups = g.random(200).astype(np.float32), g.integers(0, 3, 200)
+    for thr in (0.3, 0.5, 0.7):
+        want = tv_batched_nms(*map(torch.from_numpy, (boxes, scores, groups)), thr)
+        assert batched_nms(boxes, scores, groups, thr).tolist() == want.tolist()
+
+
+@need(PHOTOS)
+def test_the_runtime_detector_finds_what_the_pytorch_networks_find(monkeypatch):
+    from facetrain.align.detector import MTCNN
+
+    paths = sorted(p for p in PHOTOS.rglob("*") if p.suffix.lower() in (".jpg", ".png"))[::6]
+    images = [load_rgb(p) for p in paths[:25]]
+    ours = MTCNN().detect(images)
+    monkeypatch.setenv("FACETRAIN_RUNTIME", "torch")
+    theirs = MTCNN().detect(images)
+    assert sum(len(f) for f in ours) >= 25
+    for a, b in zip(ours, theirs):
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=0.05)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.05)
+
+
+@need(LFW_RAW)
+@pytest.mark.parametrize("name", ["dlib_resnet", "facetrain_scratch", "facetrain_distilled"])
+def test_a_compiled_pretrained_model_embeds_as_its_pytorch_self(name, tmp_path, monkeypatch):
+    from facetrain.inference.compiled import model_hash, open_compiled
+    from facetrain.inference.embedder import FaceEmbedder
+    from facetrain.inference.saved import open_model
+
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path))  # this code's graph, never a cached one
+    spec = f"pretrained:{name}"
+    fast, slow = open_compiled(spec), open_model(spec)
+    assert fast is not None and fast.backend == "onnxruntime" and slow.backend == "torch"
+    assert fast.pre == slow.pre and model_hash(fast) == model_hash(slow)
+    photos = [load_rgb(s.path) for s in list(iter_samples(str(LFW_RAW)))[:12]]
+    a, b = FaceEmbedder(fast).embed(photos), FaceEmbedder(slow).embed(photos)
+    assert np.isfinite(a).all() and a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    faces = FaceEmbedder(fast).faces(photos[0])
+    assert faces and np.allclose(np.linalg.norm(faces[0].embedding), 1, atol=1e-5)
+
+
+def _run(code: str, env: dict | None = None) -> str:
+    import os
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})})  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout.strip()
+
+
+@need(LFW_RAW)
+def test_verify_imports_no_torch_once_compiled_and_compiles_again_when_the_cache_is_gone(
+    tmp_path,
+):
+    a, b = sorted((LFW_RAW / "Ariel_Sharon").glob("*.jpg"))[:2]
+    env = {"FACETRAIN_CACHE": str(tmp_path / "cache")}
+    code = (f"import sys, facetrain; r = facetrain.verify({str(a)!r}, {str(b)!r}); "
+            "print(r['verified'], round(r['distance'], 4), 'torch' in sys.modules)")  # fmt: skip
+    first = _run(code, env)  # compiles: PyTorch traces the graphs once
+    assert (tmp_path / "cache" / "runtime").is_dir()
+    again = _run(code, env)
+    assert first.split()[:2] == again.split()[:2] and first.split()[0] == "True"
+    assert again.split()[2] == "False", again  # no torch in the process
+    forced = _run(code, {**env, "FACETRAIN_RUNTIME": "torch"})
+    assert forced.split()[2] == "True"
+    assert abs(float(forced.split()[1]) - float(again.split()[1])) < 1e-3
+
+
+def test_an_unwritable_cache_falls_back_to_pytorch_and_a_bad_setting_is_refused(
+    tmp_path, monkeypatch
+):
+    from facetrain import runtime
+    from facetrain.errors import FacetrainError
+    from facetrain.inference.compiled import open_for_use
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("FACETRAIN_CACHE", str(blocked / "cache"))  # under a file: no cache
+    made: list = []
+    assert runtime.compiled("x", ["a.onnx"], made.append) is None and not made
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path / "cache"))
+    assert runtime.compiled("x", ["a.onnx"], lambda f: (f / "a.onnx").write_text("g")) is not None
+    assert made == [] and (tmp_path / "cache" / "runtime").is_dir()
+    monkeypatch.setenv("FACETRAIN_RUNTIME", "torch")
+    assert open_for_use("pretrained:dlib_resnet").backend == "torch"
+    monkeypatch.setenv("FACETRAIN_RUNTIME", "fast")
+    with pytest.raises(FacetrainError, match="FACETRAIN_RUNTIME"):
+        runtime.enabled()
