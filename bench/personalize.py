@@ -58,8 +58,8 @@ def photo_set(name: str, folders: list[Path], work: Path) -> dict:
 def family_set(family: int, strangers: int, per_stranger: int = 5, seed: int = 0) -> dict:
     """mini-train identities: `family` named, `strangers` more in the library unnamed."""
     from facetrain.inference.feed import embed_model
-    from facetrain.inference.sources import Images
     from facetrain.inference.saved import open_model
+    from facetrain.inference.sources import Images
     from facetrain.library.personalize import Faces, measure
     from library_populations import family as family_members
 

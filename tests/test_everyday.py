@@ -3,6 +3,9 @@ messages printed whole."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 from typer.testing import CliRunner
 
@@ -110,3 +113,20 @@ def test_threads_for_inference_leave_busy_cores_alone_and_are_settable(monkeypat
                                capture_output=True, text=True).stdout.strip()
            for cmd in ("compare", "train")}  # fmt: skip
     assert got["compare"] == "1" and got["train"] == str(cores), got
+
+
+def test_each_command_is_registered_by_the_stage_the_lazy_table_names():
+    """`facetrain CMD` imports only CMD's stage module (`cli.COMMANDS`): a command missing
+    from the table, or under the wrong stage, would vanish when run."""
+    from facetrain import cli
+
+    app = cli.app  # every stage
+    found = {(c.name or c.callback.__name__.replace("_", "-")): c.callback.__module__
+             for c in app.registered_commands}  # fmt: skip
+    found |= {g.name: g.typer_instance.registered_commands[0].callback.__module__
+              for g in app.registered_groups}  # fmt: skip
+    assert {k: v.removeprefix("facetrain.cli.") for k, v in found.items()} == cli.COMMANDS
+    code = ("import sys; from facetrain.cli import load_stages; load_stages(['compare', 'a']); "
+            "print(sorted(m for m in sys.modules if m.startswith('facetrain.cli.')))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "facetrain.cli.use" in out.stdout and "facetrain.cli.train" not in out.stdout

@@ -35,9 +35,11 @@ def compiled(name: str, files: list[str], make: Callable[[Path], object]) -> Pat
     """The cache folder `runtime/NAME` holding `files`, made by `make(folder)` when missing
     (each file written atomically, so a crash leaves none half-written); None when the
     cache cannot be written (the caller runs the PyTorch modules)."""
+    import onnxruntime as ort  # its own format is read by the version that wrote it
+
     from facetrain.inference.pretrained import cache_dir
 
-    folder = cache_dir() / "runtime" / f"{name}-r{VERSION}"
+    folder = cache_dir() / "runtime" / f"{name}-r{VERSION}-ort{ort.__version__}"
     if all((folder / f).is_file() for f in files):
         return folder
     try:
@@ -65,15 +67,27 @@ def session(path: str | os.PathLike, threads: int | None = None):
 
 def trace(module, examples: tuple, out: Path, inputs: list[str], outputs: list[str],
           dynamic: dict[str, dict[int, str]], opset: int = 18) -> Path:  # fmt: skip
-    """A torch module traced to an ONNX file, written atomically. The tracing exporter takes
-    about a second where the torch.export-based one takes tens; these graphs have no
-    control flow."""
+    """A torch module traced to ONNX, then saved at `out` in ONNX Runtime's own format,
+    optimised (constants folded, batch norms fused into convolutions): it loads in half the
+    time of the ONNX file, which matters for a cold start. The tracing exporter takes about
+    a second where the torch.export-based one takes tens; these graphs have no control
+    flow. Written atomically."""
+    import tempfile
+
+    import onnxruntime as ort
     import torch
 
-    from facetrain import atomic
-
-    with atomic.atomic_open(out) as f, warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), examples, f, input_names=inputs, output_names=outputs,
-                          dynamic_axes=dynamic, opset_version=opset, dynamo=False)  # fmt: skip
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".trace-") as work:
+        raw, ready = Path(work) / "graph.onnx", Path(work) / "graph.ort"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), examples, str(raw), input_names=inputs,
+                              output_names=outputs, dynamic_axes=dynamic, opset_version=opset,
+                              dynamo=False)  # fmt: skip
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        opts.optimized_model_filepath = str(ready)
+        opts.add_session_config_entry("session.save_model_format", "ORT")
+        ort.InferenceSession(str(raw), opts, providers=["CPUExecutionProvider"])
+        os.replace(ready, out)
     return out

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 Net = Callable[..., tuple[np.ndarray, ...]]  # float32 arrays (pixels, boxes) → outputs
-NET_FILES = ("pnet.onnx", "rnet.onnx", "onet.onnx")
+NET_FILES = ("pnet.ort", "rnet.ort", "onet.ort")
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def load_nets(device: str) -> tuple[Net, Net, Net]:
     if runtime.enabled(device):
         folder = runtime.compiled(f"mtcnn-{_weights_key()}", list(NET_FILES), _export)
         if folder is not None:
-            return tuple(_onnx_net(runtime.session(folder / f)) for f in NET_FILES)  # type: ignore[return-value]
+            return tuple(_runtime_net(runtime.session(folder / f)) for f in NET_FILES)  # type: ignore[return-value]
     from facetrain.align.nets import as_numpy, pixel_nets
 
     return tuple(as_numpy(n, device) for n in pixel_nets(device))  # type: ignore[return-value]
@@ -92,12 +92,12 @@ def _weights_key() -> str:
 
 
 def _export(folder: Path) -> None:
-    from facetrain.align.nets import export_onnx
+    from facetrain.align.nets import trace_nets
 
-    export_onnx(folder)
+    trace_nets(folder)
 
 
-def _onnx_net(sess) -> Net:
+def _runtime_net(sess) -> Net:
     names = [i.name for i in sess.get_inputs()]
 
     def run(*xs: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -131,7 +131,7 @@ def as_numpy(net: nn.Module, device: str):
     return run
 
 
-def export_onnx(folder: Path) -> None:
+def trace_nets(folder: Path) -> None:
     """NET_FILES in `folder` (`pixel_nets`): P-Net for any batch and size, R-Net and O-Net
     for any level size and number of boxes."""
     from facetrain.runtime import trace

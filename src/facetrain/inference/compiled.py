@@ -22,7 +22,7 @@ import numpy as np
 from facetrain.inference.record import Preprocess
 from facetrain.inference.sources import FaceSource, batches
 
-FILES = ["model.onnx", "model.json"]  # the graph; its record and content hash
+FILES = ["model.ort", "model.json"]  # the graph; its record and content hash
 BATCH = 64  # faces a call: bounded memory for a large `embed`
 
 
