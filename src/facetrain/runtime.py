@@ -61,6 +61,10 @@ def session(path: str | os.PathLike, threads: int | None = None):
     opts.intra_op_num_threads = threads or inference_threads()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # errors only: no warnings about unused initialisers
+    # no arena and no memory plan kept per input shape: P-Net sees a dozen shapes a photo,
+    # and these keep a scan's worker at 290 MB instead of 500 (and no slower)
+    opts.enable_cpu_mem_arena = False
+    opts.enable_mem_pattern = False
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
