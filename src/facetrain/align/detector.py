@@ -12,8 +12,6 @@ torch import), the PyTorch modules of `nets.py` on a GPU.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facetrain.align.weights import NET_FILES, weights_key
+
 Net = Callable[..., tuple[np.ndarray, ...]]  # float32 arrays (pixels, boxes) → outputs
-NET_FILES = ("pnet.ort", "rnet.ort", "onet.ort")
 
 
 @dataclass(frozen=True)
@@ -59,36 +58,18 @@ class Faces:
         return Faces(self.boxes + d, self.scores, self.landmarks + d)
 
 
-def weights_folder() -> Path:
-    """The facenet-pytorch wheel's folder of MTCNN weights (found, not imported: its import
-    pulls in torchvision and its compiler stack, seconds before a first face)."""
-    spec = importlib.util.find_spec("facenet_pytorch")
-    if spec is None or spec.origin is None:
-        from facetrain.errors import FacetrainError
-
-        raise FacetrainError("facenet-pytorch is not installed: it carries MTCNN's weights")
-    return Path(spec.origin).parent / "data"
-
-
 def load_nets(device: str) -> tuple[Net, Net, Net]:
     """P-Net, R-Net and O-Net: ONNX graphs (traced once into the cache) on a CPU, else the
     PyTorch modules on `device`."""
     from facetrain import runtime
 
     if runtime.enabled(device):
-        folder = runtime.compiled(f"mtcnn-{_weights_key()}", list(NET_FILES), _export)
+        folder = runtime.compiled(f"mtcnn-{weights_key()}", list(NET_FILES), _export)
         if folder is not None:
             return tuple(_runtime_net(runtime.session(folder / f)) for f in NET_FILES)  # type: ignore[return-value]
     from facetrain.align.nets import as_numpy, pixel_nets
 
     return tuple(as_numpy(n, device) for n in pixel_nets(device))  # type: ignore[return-value]
-
-
-def _weights_key() -> str:
-    h = hashlib.sha256()
-    for name in ("pnet.pt", "rnet.pt", "onet.pt"):
-        h.update((weights_folder() / name).read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _export(folder: Path) -> None:

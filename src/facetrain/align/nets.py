@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from facetrain.align.detector import NET_FILES, weights_folder
+from facetrain.align.weights import NET_FILES, weights_folder
 
 
 class PNet(nn.Module):
