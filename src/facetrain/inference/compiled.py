@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +37,14 @@ class CompiledModel:
     pre: Preprocess
     source: str
     content_hash: str  # the PyTorch model's `saved.content_hash` (a library knows it by it)
-    session: Any
+    loading: Future  # its ONNX Runtime session, made in the background (`session`)
     backend: str = "onnxruntime"
     module: None = None
+
+    @property
+    def session(self) -> Any:
+        """The session, once made: it loads while the first photos are read and searched."""
+        return self.loading.result()
 
     @property
     def side(self) -> int:
@@ -73,7 +81,22 @@ def open_compiled(model: str | os.PathLike, device: str = "cpu", backend: str = 
         return None
     about = json.loads((folder / FILES[1]).read_text())
     pre = Preprocess.from_dict(about["pre"], str(model))
-    return CompiledModel(pre, str(model), about["content_hash"], runtime.session(folder / FILES[0]))
+    loading = _in_background(lambda: runtime.session(folder / FILES[0]))
+    return CompiledModel(pre, str(model), about["content_hash"], loading)
+
+
+def _in_background(make: Callable[[], Any]) -> Future:
+    """make() in a thread (ONNX Runtime builds a session without holding the GIL)."""
+    done: Future = Future()
+
+    def run() -> None:
+        try:
+            done.set_result(make())
+        except BaseException as e:  # handed to whoever waits for the result
+            done.set_exception(e)
+
+    threading.Thread(target=run, daemon=True).start()
+    return done
 
 
 def _make(model: str, folder: Path) -> None:
