@@ -86,10 +86,10 @@ def faces_of_set(name: str, fresh: bool = False) -> dict:
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
     from facetrain.data.images import ImageError, load_rgb
-    from facetrain.inference.saved import open_model
+    from facetrain.inference.compiled import open_for_use
     from facetrain.library.scan import Scanner
 
-    scanner = Scanner(open_model(MODEL))
+    scanner = Scanner(open_for_use(MODEL))  # as the library opens it
     emb, photo, truth = [], [], []
     for k, (p, who) in enumerate(SETS[name]()):
         try:
@@ -287,7 +287,7 @@ def identify_rates(s: dict, pre: dict, named: int, seed: int = 0) -> tuple[float
 
 
 def main(argv=None) -> int:
-    from facetrain.inference.saved import open_model
+    from facetrain.inference.compiled import open_for_use
     from facetrain.library.cluster import agglomerate
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -296,7 +296,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-owner", dest="owner", action="store_false",
                     help="skip the simulated owner's naming rounds")  # fmt: skip
     args = ap.parse_args(argv)
-    fm = open_model(MODEL)
+    fm = open_for_use(MODEL)
     thr, distance = fm.pre.threshold, fm.pre.distance
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {MODEL} "
           f"(calibrated threshold {thr:.3f}, {distance})")  # fmt: skip

@@ -4,8 +4,8 @@
 that. Inference on a CPU (the detector's three networks, a pretrained model) therefore runs
 ONNX graphs traced once from the PyTorch modules into the cache folder (`compiled`): the
 first use pays for torch and the tracing (a few seconds), every later process starts
-without torch. `FACETRAIN_RUNTIME=torch` (or onnxruntime not installed) runs the PyTorch
-modules instead; training, evaluation and GPUs always do.
+without torch. `FACETRAIN_RUNTIME=torch` (or an environment without onnxruntime and onnx)
+runs the PyTorch modules instead; training, evaluation and GPUs always do.
 """
 
 from __future__ import annotations
@@ -16,19 +16,20 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-VERSION = 1  # bumped when a traced graph changes: the cached files are made again
+VERSION = 2  # bumped when a traced graph changes: the cached files are made again
 
 
 def enabled(device: str = "cpu") -> bool:
-    """Whether inference on `device` runs ONNX graphs: a CPU, onnxruntime installed, and
+    """Whether inference on `device` runs ONNX graphs: a CPU, onnxruntime and onnx installed
+    (both are dependencies; an environment without them runs PyTorch), and
     FACETRAIN_RUNTIME not `torch`."""
     wanted = os.environ.get("FACETRAIN_RUNTIME", "auto").strip() or "auto"
-    if wanted not in ("auto", "torch", "onnxruntime"):
+    if wanted not in ("auto", "torch"):
         from facetrain.errors import FacetrainError
 
-        raise FacetrainError(f"FACETRAIN_RUNTIME={wanted!r}: choose auto, torch or onnxruntime")
-    return (wanted != "torch" and device == "cpu"
-            and importlib.util.find_spec("onnxruntime") is not None)  # fmt: skip
+        raise FacetrainError(f"FACETRAIN_RUNTIME={wanted!r}: choose auto or torch")
+    installed = all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnx"))  # run, trace
+    return wanted != "torch" and device == "cpu" and installed
 
 
 def compiled(name: str, files: list[str], make: Callable[[Path], object]) -> Path | None:

@@ -131,12 +131,35 @@ def as_numpy(net: nn.Module, device: str):
     return run
 
 
+class ClampPReLU(nn.Module):
+    """PReLU written as max(x, 0) + a·min(x, 0): the same function, which ONNX Runtime runs
+    a fifth faster in P-Net than its own PRelu operator (per-channel slopes broadcast
+    slowly there)."""
+
+    def __init__(self, prelu: nn.PReLU):
+        super().__init__()
+        self.weight = prelu.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.weight.view(1, -1, *([1] * (x.dim() - 2)))
+        return torch.clamp(x, min=0) + a * torch.clamp(x, max=0)
+
+
+def _for_tracing(net: nn.Module) -> nn.Module:
+    """`net` with every PReLU as a `ClampPReLU`."""
+    for m in list(net.modules()):
+        for name, child in m.named_children():
+            if isinstance(child, nn.PReLU):
+                setattr(m, name, ClampPReLU(child))
+    return net
+
+
 def trace_nets(folder: Path) -> None:
     """NET_FILES in `folder` (`pixel_nets`): P-Net for any batch and size, R-Net and O-Net
     for any level size and number of boxes."""
     from facetrain.runtime import trace
 
-    pnet, rnet, onet = pixel_nets("cpu", channels_last=False)
+    pnet, rnet, onet = map(_for_tracing, pixel_nets("cpu", channels_last=False))
     level, rois = torch.zeros(1, 3, 64, 64), torch.tensor([[0.0, 1, 2, 30, 40]] * 2)
     trace(pnet, (torch.zeros(1, 3, 24, 24),), folder / NET_FILES[0], ["x"], ["reg", "prob"],
           {"x": {0: "n", 2: "h", 3: "w"}})  # fmt: skip
