@@ -179,12 +179,15 @@ _out: Path | None = None
 
 def _init_worker(cfg: AlignConfig, out: str, threads: int) -> None:
     global _detector, _cfg, _out
-    import torch
-
+    from facetrain import runtime
     from facetrain.align.detector import MTCNN, DetectorConfig
 
-    if threads > 0:
-        torch.set_num_threads(threads)
+    if threads > 0:  # the detector's ONNX Runtime sessions read it; torch is told directly
+        os.environ["FACETRAIN_THREADS"] = str(threads)
+        if not runtime.enabled(cfg.device):
+            import torch
+
+            torch.set_num_threads(threads)
     _cfg, _out = cfg, Path(out)
     _detector = MTCNN(DetectorConfig(cfg.min_face, cfg.thresholds, cfg.factor, cfg.device))
 
