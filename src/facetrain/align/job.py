@@ -382,12 +382,18 @@ def _process(chunks, cfg: AlignConfig, out: Path, workers: int, threads: int, co
         return
     import multiprocessing as mp
 
-    import facetrain.align.detector  # noqa: F401  (imported once, inherited by forks)
+    from facetrain import runtime
 
-    # fork shares the imported torch with the workers (a spawn re-imports it in each,
-    # seconds apiece); the parent runs no torch op, so no thread pool is copied. CUDA
-    # cannot be used in a forked child once initialised: a GPU job spawns.
-    fork = "fork" in mp.get_all_start_methods() and cfg.device == "cpu"
+    # The workers' detector runs ONNX Runtime on a CPU: spawned, because ONNX Runtime is
+    # not fork-safe once a session exists in the parent (a forked worker hung on its lock),
+    # and a spawn imports no torch. PyTorch's detector (FACETRAIN_RUNTIME=torch) forks, to
+    # share the imported torch (a spawn re-imports it, seconds apiece; the parent runs no
+    # torch op, so no thread pool is copied). CUDA cannot be used in a forked child: a GPU
+    # job spawns.
+    fork = ("fork" in mp.get_all_start_methods() and cfg.device == "cpu"
+            and not runtime.enabled(cfg.device))  # fmt: skip
+    if fork:
+        import facetrain.align.detector  # noqa: F401  (imported once, inherited by forks)
     ctx = mp.get_context("fork" if fork else "spawn")
     init = (cfg, str(out), threads)
     with ProcessPoolExecutor(workers, ctx, initializer=_init_worker, initargs=init) as ex:
