@@ -229,3 +229,25 @@ def test_the_python_call_takes_one_root_or_a_list(lfw_raw_subset, tmp_path):
     one = run_align(str(lfw_raw_subset), tmp_path / "one", AlignConfig(), progress=False)
     listed = run_align([lfw_raw_subset], tmp_path / "listed", AlignConfig(), progress=False)
     assert one.faces_written == listed.faces_written == 24
+
+
+def test_onnx_runtime_workers_are_spawned_and_start_after_the_parent_found_faces(tmp_path):
+    """A forked worker inherits whatever lock another thread of the parent held at the fork
+    (the progress bar's, the import lock): one hung for good in the suite once the workers
+    imported ONNX Runtime themselves. Workers that run ONNX Runtime are spawned."""
+    for k in range(4):
+        save_rgb(tmp_path / "in" / "p" / f"{k}.jpg", 64, 64, seed=k)
+    code = (
+        "import sys, multiprocessing as mp, numpy as np\n"
+        "from facetrain.align.faces import FaceAligner\n"
+        "from facetrain.align.job import AlignConfig, run_align\n"
+        "asked, get = [], mp.get_context\n"
+        "mp.get_context = lambda m=None: asked.append(m) or get(m)\n"
+        "FaceAligner({'mode': 'similarity', 'size': 112}).faces(np.zeros((64, 64, 3), np.uint8))\n"
+        "s = run_align(sys.argv[1], sys.argv[2], AlignConfig(), workers=2, progress=False)\n"
+        "print(sum(s.counts.values()), asked)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "in"), str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "4 ['spawn']"
