@@ -16,11 +16,10 @@ import platform
 import shutil
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-import torch
-from facenet_pytorch import MTCNN
 from PIL import Image
 
 from facetrain.align.job import AlignConfig, encode_jpeg, run_align
@@ -31,6 +30,10 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets
 
 
 def baseline(samples, out: Path, cfg: AlignConfig) -> tuple[int, float]:
+    # imported here: facetrain's spawned workers import this script as their __main__, and
+    # must not pay for torch and facenet-pytorch (a user's `facetrain align` does not)
+    from facenet_pytorch import MTCNN
+
     mtcnn = MTCNN(
         min_face_size=cfg.min_face, thresholds=list(cfg.thresholds), factor=cfg.factor,
         keep_all=True, device=cfg.device,
@@ -75,7 +78,7 @@ def main() -> None:
         cfg = AlignConfig(device=args.device)
 
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-              f"torch {torch.__version__}, device {args.device}")  # fmt: skip
+              f"torch {version('torch')}, device {args.device}")  # fmt: skip
         print(f"photos: {len(samples)} from {args.data}")
         base_rates, ours_rates = [], []
         for r in range(args.rounds):  # alternate, so that machine noise hits both alike
