@@ -38,7 +38,7 @@ def compiled(name: str, files: list[str], make: Callable[[Path], object]) -> Pat
     cache cannot be written (the caller runs the PyTorch modules)."""
     import onnxruntime as ort  # its own format is read by the version that wrote it
 
-    from facetrain.inference.pretrained import cache_dir
+    from facetrain.cache import cache_dir
 
     folder = cache_dir() / "runtime" / f"{name}-r{VERSION}-ort{ort.__version__}"
     if all((folder / f).is_file() for f in files):

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from facetrain.cache import cache_dir
 from facetrain.errors import FacetrainError
 
 PREFIX = "pretrained:"
@@ -55,14 +56,6 @@ class Entry:
     measured_by: str  # the command that measured it
     make: Callable[[Path], Path]  # writes the facetrain weights file at the given path
     origin: Callable[[], Path]  # the file the weights are made from (cache key)
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("FACETRAIN_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "facetrain"
 
 
 def models_folder() -> Path | None:

@@ -1,7 +1,7 @@
 """The embeddings `find` made of a folder's photos, kept for the next `find` in that folder.
 
 deepface's `find` pickles its representations into the photo folder; facetrain never writes
-beside the owner's photos: the table lives in the cache folder (`pretrained.cache_dir()` /
+beside the owner's photos: the table lives in the cache folder (`cache.cache_dir()` /
 find), one file a (model, folder), written atomically. A photo is embedded again when its
 size or modification time changed; photos no longer listed leave the table. A cache that
 cannot be read or written costs only the time: the rows are embedded as without one.
@@ -27,7 +27,7 @@ class FolderCache:
 
     @classmethod
     def open(cls, model_key: str, folder: Path, width: int) -> FolderCache:
-        from facetrain.inference.pretrained import cache_dir
+        from facetrain.cache import cache_dir
 
         key = hashlib.sha256(f"{model_key}\0{folder.resolve()}".encode()).hexdigest()[:32]
         cache = cls(cache_dir() / "find" / f"{key}.npz", width)
