@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from facetrain.align.detector import MTCNN, DetectorConfig, Faces
-from facetrain.align.transform import align_face, rewarp_standard, select_faces
+from facetrain.align.transform import align_face, aligned_size, rewarp_standard, select_faces
 
 PAD = 0.5  # a photo whose face fills the frame is looked at again on a canvas this much wider
 PAD_GREY = 127  # the canvas around it: mid-grey (edge-replicated borders read as faces less
@@ -118,8 +118,7 @@ class FaceAligner:
 
     def __init__(self, alignment: dict, device: str = "cpu", detect_max_side: int = 1600):
         self.alignment = dict(alignment)
-        mode = self.alignment.get("mode", "similarity")
-        self.size = int(self.alignment.get("size") or (112 if mode == "similarity" else 182))
+        self.size = aligned_size(self.alignment)
         self.detect_max_side = detect_max_side
         self.device = device
 

@@ -90,11 +90,18 @@ def crop_box(img: np.ndarray, box: np.ndarray, size: int = 182, margin: float = 
     return np.asarray(crop.resize((size, size), Image.BILINEAR))
 
 
+def aligned_size(alignment: dict) -> int:
+    """The side of the faces an alignment record makes (112 similarity, 182 box when the
+    record does not say)."""
+    mode = alignment.get("mode", "similarity")
+    return int(alignment.get("size") or (112 if mode == "similarity" else 182))
+
+
 def align_face(img: np.ndarray, box, landmarks, alignment: dict) -> np.ndarray:
     """One face cropped the way `alignment` says ({"mode", "size", "margin"}, as
     `facetrain align` records it and saved models carry it)."""
     mode = alignment.get("mode", "similarity")
-    size = int(alignment.get("size") or (112 if mode == "similarity" else 182))
+    size = aligned_size(alignment)
     if mode == "similarity":
         return warp_similarity(img, landmarks, size, alignment.get("template"))
     if mode == "box":

@@ -46,14 +46,12 @@ class CompiledModel:
         """The session, once made: it loads while the first photos are read and searched."""
         return self.loading.result()
 
-    @property
-    def side(self) -> int:
-        return int(self.pre.alignment.get("size", self.pre.input_size))
-
     def embed_faces(self, faces: list[np.ndarray]) -> np.ndarray:
         """Unit embeddings of aligned HxWx3 uint8 faces; a face of another size is first
         area-resampled to the aligned size (as the aligner would have made it)."""
-        s = self.side
+        from facetrain.align.transform import aligned_size
+
+        s = aligned_size(self.pre.alignment)
         x = [f if f.shape[:2] == (s, s) else cv2.resize(f, (s, s), interpolation=cv2.INTER_AREA)
              for f in faces]  # fmt: skip
         out = [self.session.run(None, {"faces": np.stack(x[i : i + BATCH])})[0]

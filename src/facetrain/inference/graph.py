@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facetrain.align.transform import aligned_size
 from facetrain.data.augment import normalize
 from facetrain.inference.record import Preprocess
 
@@ -24,7 +25,7 @@ class FacesToEmbeddings(nn.Module):
     def __init__(self, net: nn.Module, pre: Preprocess):
         super().__init__()
         self.net, self.pre = net, pre
-        side = pre.crop or aligned_side(pre)
+        side = pre.crop or aligned_size(pre.alignment)
         self.register_buffer("resize", resize_matrix(side, pre.input_size), persistent=False)
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
@@ -52,16 +53,11 @@ def resize_matrix(n: int, m: int) -> torch.Tensor:
                          align_corners=False)[0, 0]  # fmt: skip
 
 
-def aligned_side(pre: Preprocess) -> int:
-    """The side of the faces the model's aligner gives (its alignment record's size)."""
-    return int(pre.alignment.get("size", pre.input_size))
-
-
 def trace_model(net: nn.Module, pre: Preprocess, out: str | os.PathLike) -> Path:
     """`out`: the model's faces-to-unit-embeddings graph, for any number of faces."""
     from facetrain.runtime import trace
 
-    side = aligned_side(pre)
+    side = aligned_size(pre.alignment)
     example = torch.randint(0, 256, (2, side, side, 3), dtype=torch.uint8)
     module = FacesToEmbeddings(net.cpu().eval(), pre)
     return trace(module, (example,), Path(out), ["faces"], ["embedding"], {"faces": {0: "n"}})
