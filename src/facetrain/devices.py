@@ -50,6 +50,17 @@ def cpu_threads(n: int = 1):
         torch.set_num_threads(was)
 
 
+def use_threads(n: int) -> None:
+    """This process computes on `n` CPU threads, whichever runs its networks: ONNX Runtime's
+    sessions made from now on (FACETRAIN_THREADS), torch told now if it is imported, else
+    when it is (OMP_NUM_THREADS is read at its import)."""
+    import sys
+
+    os.environ["FACETRAIN_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
 def inference_threads() -> int:
     """CPU threads for commands that use a model (compare, embed, scan, identify, ...):
     FACETRAIN_THREADS when set; otherwise the cores not already busy (the 1-minute load

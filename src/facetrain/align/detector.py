@@ -2,11 +2,11 @@
 
 facenet-pytorch's own `detect_face` crops every candidate box in a Python loop; on a CPU
 that costs more than the networks themselves. This module runs the same three-stage
-cascade (same pyramid, thresholds, NMS rules and box regression) in numpy with: all images
-of one size in one batch, and the candidate crops of each level sampled in one gather (the
-arithmetic of torchvision's `roi_align` with one sample a bin). The networks are functions
-of float32 NCHW arrays: ONNX graphs run by ONNX Runtime on a CPU (`facetrain.runtime`: no
-torch import), the PyTorch modules of `nets.py` on a GPU.
+cascade (same pyramid, thresholds, NMS rules and box regression) in numpy with all images
+of one size in one batch; R-Net and O-Net are given an image level and all the candidate
+boxes on it, and sample them in one call (torchvision's `roi_align` arithmetic, one sample
+a bin). The networks are functions of float32 arrays: ONNX graphs run by ONNX Runtime on a
+CPU (`facetrain.runtime`: no torch import), the PyTorch modules of `nets.py` on a GPU.
 `tests/test_detector.py` checks the faces it finds against facenet-pytorch's.
 """
 

@@ -179,15 +179,11 @@ _out: Path | None = None
 
 def _init_worker(cfg: AlignConfig, out: str, threads: int) -> None:
     global _detector, _cfg, _out
-    from facetrain import runtime
     from facetrain.align.detector import MTCNN, DetectorConfig
+    from facetrain.devices import use_threads
 
-    if threads > 0:  # the detector's ONNX Runtime sessions read it; torch is told directly
-        os.environ["FACETRAIN_THREADS"] = str(threads)
-        if not runtime.enabled(cfg.device):
-            import torch
-
-            torch.set_num_threads(threads)
+    if threads > 0:
+        use_threads(threads)
     _cfg, _out = cfg, Path(out)
     _detector = MTCNN(DetectorConfig(cfg.min_face, cfg.thresholds, cfg.factor, cfg.device))
 
@@ -393,7 +389,7 @@ def _process(chunks, cfg: AlignConfig, out: Path, workers: int, threads: int, co
     fork = ("fork" in mp.get_all_start_methods() and cfg.device == "cpu"
             and not runtime.enabled(cfg.device))  # fmt: skip
     if fork:
-        import facetrain.align.detector  # noqa: F401  (imported once, inherited by forks)
+        import facetrain.align.nets  # noqa: F401  (torch imported once, inherited by forks)
     ctx = mp.get_context("fork" if fork else "spawn")
     init = (cfg, str(out), threads)
     with ProcessPoolExecutor(workers, ctx, initializer=_init_worker, initargs=init) as ex:

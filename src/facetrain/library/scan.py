@@ -296,16 +296,13 @@ _WORKER: Scanner | None = None
 def _start_worker(spec) -> None:
     """A worker's own copy of the scanner's model (compiled when the scanner's is), on one
     thread: the workers share the cores."""
+    from facetrain.devices import use_threads
     from facetrain.inference.compiled import open_for_use
 
     global _WORKER
-    os.environ["FACETRAIN_THREADS"] = "1"
+    use_threads(1)
     source, pre, quality, device, backend = spec
     fm = open_for_use(source, device, "auto", None if backend == "onnxruntime" else pre)
-    if fm.backend == "torch":
-        import torch
-
-        torch.set_num_threads(1)
     _WORKER = Scanner(fm, quality, device)
 
 
