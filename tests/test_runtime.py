@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +139,37 @@ def test_an_unwritable_cache_falls_back_to_pytorch_and_a_bad_setting_is_refused(
     monkeypatch.setenv("FACETRAIN_RUNTIME", "fast")
     with pytest.raises(FacetrainError, match="FACETRAIN_RUNTIME"):
         runtime.enabled()
+
+
+def test_graphs_are_saved_for_this_cpu_and_another_cpu_gets_its_own(tmp_path, monkeypatch, request):
+    """The saved graphs are fully optimised: on a CPU with AVX, convolutions in ONNX
+    Runtime's NCHWc blocks (a file another CPU may not run), so the cache folder is named
+    by the CPU as well as the runtime's version; the optimised graph computes what the
+    module computes."""
+    import platform
+
+    from facetrain import runtime
+
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path))
+    net = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3), torch.nn.ReLU()).eval()
+
+    def make(folder):
+        runtime.trace(net, (torch.zeros(1, 16, 9, 9),), folder / "g.ort", ["x"], ["y"],
+                      {"x": {0: "n", 2: "h", 3: "w"}})  # fmt: skip
+
+    here = runtime.compiled("conv", ["g.ort"], make)
+    assert here.name.endswith(runtime.cpu_key())
+    x = np.random.default_rng(0).random((2, 16, 20, 30), np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(runtime.session(here / "g.ort").run(None, {"x": x})[0], want,
+                               atol=1e-5)  # fmt: skip
+    info = Path("/proc/cpuinfo")
+    cpu = info.read_text() if info.is_file() else ""
+    if platform.machine() == "x86_64" and " avx2" in cpu:
+        assert b"ReorderInput" in (here / "g.ort").read_bytes()  # NCHWc: laid out for the CPU
+    monkeypatch.setattr(platform, "machine", lambda: "another-cpu")
+    runtime.cpu_key.cache_clear()
+    request.addfinalizer(runtime.cpu_key.cache_clear)  # after monkeypatch's undo: this CPU
+    there = runtime.compiled("conv", ["g.ort"], make)
+    assert there != here and (there / "g.ort").is_file() and (here / "g.ort").is_file()
