@@ -2,13 +2,15 @@
 pipeline on the same photos, in one run: dlib's HOG detector upsampled once, its 5-point
 landmarks and the same ResNet (what `face_recognition.face_encodings` does by default), in
 two processes. Both run as whole processes from a cold start (the scan's library is new
-each time); peak = the largest max RSS of any one process (GNU time's %M over the process
-and the workers it waited for). Faces: how many each pipeline kept (the scan: those passing
-its quality gate).
+each time), alternating for --rounds rounds so that the machine's ups and downs hit both
+alike (seconds are medians); peak = the largest max RSS of any one process (GNU time's %M
+over the process and the workers it waited for). Faces: how many each pipeline kept (the
+scan: those passing its quality gate).
 
-    .venv/bin/python bench/scan_speed.py [FOLDER] [--workers 2]
+    .venv/bin/python bench/scan_speed.py [FOLDER] [--workers 2] [--rounds 3]
 
-The last line is the ratio facetrain / face_recognition in photos a second (goal ≥ 3).
+The last line is the ratio facetrain / face_recognition in photos a second (goal ≥ 3), of
+the median times; each round's ratio is printed before it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 FACETRAIN = str(Path(sys.executable).parent / "facetrain")
@@ -66,20 +70,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folder", nargs="?", default=str(SHARED / "photos" / "friends"))
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     photos = photos_of(Path(args.folder))
     print(f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores; {len(photos)} photos "
           f"in {args.folder}, {args.workers} processes each")  # fmt: skip
+    fr, ft = [], []
     with tempfile.TemporaryDirectory() as tmp:
         listing = Path(tmp) / "photos.txt"
         listing.write_text("\n".join(photos) + "\n")
-        fr_s, fr_mb, fr_out = timed([sys.executable, "-c", DLIB_SCRIPT, str(listing),
-                                     str(args.workers)])  # fmt: skip
-        report = Path(tmp) / "scan.json"
-        ft_s, ft_mb, _ = timed([FACETRAIN, "library", "scan", args.folder, "--db",
-                                str(Path(tmp) / "lib.db"), "--workers", str(args.workers),
-                                "--json", str(report)])  # fmt: skip
+        for k in range(args.rounds):
+            fr.append(timed([sys.executable, "-c", DLIB_SCRIPT, str(listing),
+                             str(args.workers)]))  # fmt: skip
+            report = Path(tmp) / f"scan{k}.json"
+            ft.append(timed([FACETRAIN, "library", "scan", args.folder, "--db",
+                             str(Path(tmp) / f"lib{k}.db"), "--workers", str(args.workers),
+                             "--json", str(report)]))  # fmt: skip
+            print(f"round {k + 1}: face_recognition {fr[-1][0]:.1f} s, facetrain {ft[-1][0]:.1f} s"
+                  f" = {fr[-1][0] / ft[-1][0]:.2f}x", flush=True)  # fmt: skip
         r = json.loads(report.read_text())
+    fr_s, ft_s = (float(np.median([t[0] for t in x])) for x in (fr, ft))
+    fr_mb, ft_mb = (max(t[1] for t in x) for x in (fr, ft))
+    fr_out = fr[-1][2]
     ours, theirs = len(photos) / ft_s, len(photos) / fr_s
     print("| pipeline | seconds | photos/s | peak MB a process | faces |\n|---|---|---|---|---|")
     print(
