@@ -173,3 +173,46 @@ def test_graphs_are_saved_for_this_cpu_and_another_cpu_gets_its_own(tmp_path, mo
     request.addfinalizer(runtime.cpu_key.cache_clear)  # after monkeypatch's undo: this CPU
     there = runtime.compiled("conv", ["g.ort"], make)
     assert there != here and (there / "g.ort").is_file() and (here / "g.ort").is_file()
+
+
+def test_the_traced_prelu_is_prelu_to_the_last_bit_and_padding_changes_nothing(tmp_path):
+    """MTCNN's nets are traced with PReLU rewritten for ONNX Runtime's block layout and
+    R-Net's first layer padded to whole blocks; both must leave the function as it is, so
+    that the faces found do not move."""
+    from facetrain import runtime
+    from facetrain.align.nets import TracedPReLU, _blocked, pixel_nets
+
+    g = torch.Generator().manual_seed(0)
+    prelu = torch.nn.PReLU(28)
+    with torch.no_grad():
+        prelu.weight.copy_(torch.randn(28, generator=g))  # negative and > 1 slopes too
+    x = torch.randn(3, 28, 11, 13, generator=g) * 5
+    for blocks in (True, False):
+        assert torch.equal(TracedPReLU(prelu, blocks)(x), prelu(x))
+    assert torch.equal(TracedPReLU(prelu)(x[:, :, 0, 0]), prelu(x[:, :, 0, 0]))
+
+    rnet = pixel_nets("cpu", channels_last=False)[1].net
+    c1, p1, c2 = _blocked(rnet.conv1, rnet.prelu1, rnet.conv2)
+    assert c1.out_channels == 32 and c2.in_channels == 32
+    crops = torch.rand(4, 3, 24, 24, generator=g) * 2 - 1
+    with torch.no_grad():
+        plain = rnet.conv2(rnet.prelu1(rnet.conv1(crops)))
+        padded = c2(p1(c1(crops)))
+    torch.testing.assert_close(padded, plain, rtol=1e-6, atol=1e-6)
+
+    # and as ONNX Runtime runs them: the rewritten graph against the plain one
+    from facetrain.align.nets import trace_nets
+
+    trace_nets(tmp_path)
+    plain_net = pixel_nets("cpu", channels_last=False)[1]
+    runtime.trace(plain_net, (torch.zeros(1, 3, 64, 64), torch.tensor([[0.0, 1, 2, 30, 40]])),
+                  tmp_path / "plain.ort", ["x", "rois"], ["reg", "prob"],
+                  {"x": {0: "n", 2: "h", 3: "w"}, "rois": {0: "boxes"}})  # fmt: skip
+    level = (torch.rand(1, 3, 90, 120, generator=g) * 255).numpy()
+    xy = torch.rand(200, 2, generator=g).numpy() * [100, 70]
+    rois = np.concatenate([np.zeros((200, 1)), xy, xy + 10 + 40 * np.random.default_rng(1).random(
+        (200, 1))], 1).astype(np.float32)  # fmt: skip
+    ours = runtime.session(tmp_path / "rnet.ort").run(None, {"x": level, "rois": rois})
+    theirs = runtime.session(tmp_path / "plain.ort").run(None, {"x": level, "rois": rois})
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

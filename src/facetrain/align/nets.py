@@ -28,12 +28,11 @@ class PNet(nn.Module):
         self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
         self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
         self.conv4_1, self.conv4_2 = nn.Conv2d(32, 2, 1), nn.Conv2d(32, 4, 1)
-        self.prob = nn.Softmax(dim=1)
 
     def forward(self, x):
         x = self.pool1(self.prelu1(self.conv1(x)))
         x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
-        return self.conv4_2(x), self.prob(self.conv4_1(x))
+        return self.conv4_2(x), torch.softmax(self.conv4_1(x), dim=1)
 
 
 class RNet(nn.Module):
@@ -95,13 +94,6 @@ def load_torch_nets(device: str, channels_last: bool = True) -> tuple[PNet, RNet
     return nets[0], nets[1], nets[2]
 
 
-class Normalise(nn.Module):
-    """MTCNN's input scaling: pixels 0..255 to about -1..1."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - 127.5) * 0.0078125
-
-
 class FromPixels(nn.Module):
     """A network fed the detector's pixels (0..255, NCHW float32) as MTCNN normalises them;
     with `size`, R-Net or O-Net fed an image level and boxes on it (image index, x1, y1,
@@ -110,7 +102,7 @@ class FromPixels(nn.Module):
 
     def __init__(self, net: nn.Module, size: int | None = None):
         super().__init__()
-        self.net, self.size, self.normalise = net, size, Normalise()
+        self.net, self.size = net, size
         if size is not None:  # imported here, never while tracing
             from torchvision.ops import roi_align
 
@@ -119,7 +111,7 @@ class FromPixels(nn.Module):
     def forward(self, x: torch.Tensor, rois: torch.Tensor | None = None):
         if self.size is not None:
             x = self.roi_align(x, rois, (self.size, self.size), 1.0, 1, False)
-        return self.net(self.normalise(x))
+        return self.net((x - 127.5) * 0.0078125)
 
 
 def pixel_nets(device: str, channels_last: bool = True) -> tuple[FromPixels, ...]:
@@ -141,20 +133,20 @@ def as_numpy(net: nn.Module, device: str):
 
 
 class TracedPReLU(nn.Module):
-    """PReLU written as a·x + (1 - a)·relu(x), the two per-channel scalings as batch norms:
-    ONNX Runtime runs all three in its NCHWc block layout (a batch norm becomes a 1x1
-    depthwise convolution, the sum is fused into it), where its own PRelu, or max/min with
-    per-channel slopes, leave that layout and come back at every layer (a third of P-Net's
-    time went to those copies). The same function; a positive value may differ in its
-    last bit. Without `blocks`, and in flattened (dense) layers, clamps: max(x, 0) +
-    a·min(x, 0), which ONNX Runtime runs a fifth faster than its PRelu (per-channel slopes
-    broadcast slowly there)."""
+    """PReLU written as relu(x) + a·(x - relu(x)), the per-channel scalings (by -1 and by
+    a) as batch norms: ONNX Runtime keeps all of it in its NCHWc block layout (a batch norm
+    becomes a 1x1 depthwise convolution, each sum is fused into one), where its own PRelu,
+    or clamps with per-channel slopes, leave that layout and come back at every layer (a
+    third of P-Net's time went to those copies). Exact: x - relu(x) is min(x, 0) to the
+    bit, and each sum adds a zero. Without `blocks`, and in flattened (dense) layers,
+    clamps: max(x, 0) + a·min(x, 0), which ONNX Runtime runs a fifth faster than its PRelu
+    (per-channel slopes broadcast slowly there)."""
 
     def __init__(self, prelu: nn.PReLU, blocks: bool = True):
         super().__init__()
         self.blocks = blocks
         a = prelu.weight.detach()
-        for name, v in (("a", a), ("rest", 1 - a), ("zero", a * 0), ("one", a * 0 + 1)):
+        for name, v in (("a", a), ("minus", a * 0 - 1), ("zero", a * 0), ("one", a * 0 + 1)):
             self.register_buffer(name, v)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,7 +154,9 @@ class TracedPReLU(nn.Module):
             a = self.a.view(1, -1, *([1] * (x.dim() - 2)))
             return torch.clamp(x, min=0) + a * torch.clamp(x, max=0)
         scaled = lambda t, w: F.batch_norm(t, self.zero, self.one, w, self.zero, False, 0.0, 0.0)  # noqa: E731
-        return scaled(x, self.a) + scaled(F.relu(x), self.rest)
+        positive = F.relu(x)
+        negative = x + scaled(positive, self.minus)  # min(x, 0), exactly
+        return positive + scaled(negative, self.a)
 
 
 def _blocked(conv: nn.Conv2d, prelu: nn.PReLU, after: nn.Conv2d, block: int = 16):
@@ -185,19 +179,13 @@ def _blocked(conv: nn.Conv2d, prelu: nn.PReLU, after: nn.Conv2d, block: int = 16
 
 
 def _for_tracing(net: FromPixels) -> FromPixels:
-    """`net` rewritten for ONNX Runtime, computing the same function: the input scaling
-    folded into the first convolution (one pass less over every pyramid level), PReLUs as
-    `TracedPReLU`, R-Net's first layer padded to whole NCHWc blocks (`_blocked`); P-Net's
-    face probability a sigmoid of the two logits' difference, made by the last convolution
-    (its softmax left the block layout for two channels), and its first PReLU clamps (its
-    10-channel maps padded to 16 would cost the next convolution more than the blocks
-    save)."""
+    """`net` rewritten for ONNX Runtime, computing the same function to the last bit:
+    PReLUs as `TracedPReLU`, and R-Net's first layer padded to whole NCHWc blocks
+    (`_blocked`). P-Net's first PReLU keeps clamps: its 10-channel maps padded to 16 would
+    cost the next convolution more than the blocks save."""
     inner = net.net
-    _fold_scaling(inner.conv1)
-    net.normalise = nn.Identity()
     if isinstance(inner, PNet):
         inner.prelu1 = TracedPReLU(inner.prelu1, blocks=False)
-        inner.conv4_1, inner.prob = _difference(inner.conv4_1), nn.Sigmoid()
     else:
         inner.conv1, inner.prelu1, inner.conv2 = _blocked(inner.conv1, inner.prelu1, inner.conv2)
     for m in list(inner.modules()):
@@ -205,24 +193,6 @@ def _for_tracing(net: FromPixels) -> FromPixels:
             if isinstance(child, nn.PReLU):
                 setattr(m, name, TracedPReLU(child))
     return net
-
-
-def _fold_scaling(conv: nn.Conv2d) -> None:
-    """`Normalise` folded into an unpadded convolution: w·(x - 127.5)/128 + b is
-    (w/128)·x + b - 127.5·Σw/128."""
-    with torch.no_grad():
-        conv.bias -= 127.5 * 0.0078125 * conv.weight.sum(dim=(1, 2, 3))
-        conv.weight *= 0.0078125
-
-
-def _difference(two: nn.Conv2d) -> nn.Conv2d:
-    """The two-logit convolution giving (l0 - l1, l1 - l0): their sigmoids are the softmax
-    of (l0, l1)."""
-    diff = nn.Conv2d(two.in_channels, 2, 1)
-    with torch.no_grad():
-        diff.weight.copy_(two.weight - two.weight.flip(0))
-        diff.bias.copy_(two.bias - two.bias.flip(0))
-    return diff
 
 
 def trace_nets(folder: Path) -> None:

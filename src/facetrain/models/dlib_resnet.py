@@ -40,14 +40,10 @@ class Affine(nn.Module):
 
 
 def _add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a + b, the smaller zero-padded at the end of channels, rows and columns (dlib's add).
-    A tensor already of the full shape is added as it is: a traced graph then has no
-    padding there, and ONNX Runtime fuses the sum into the convolution before it."""
+    """a + b, the smaller zero-padded at the end of channels, rows and columns (dlib's add)."""
     c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
 
     def pad(t):
-        if tuple(t.shape[1:]) == (c, h, w):
-            return t
         return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))
 
     return pad(a) + pad(b)
