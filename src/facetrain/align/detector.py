@@ -204,7 +204,11 @@ def _resized(imgs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """An NCHW batch resampled to size (h, w) as torch's `area` interpolation (adaptive
     average pooling) does: output pixel i averages input pixels floor(i n / m) to
     ceil((i + 1) n / m) - 1 of each axis. (OpenCV's INTER_AREA weighs the edge pixels by
-    their overlap instead: the detector's scores move, and faces come and go.)"""
+    their overlap instead: the detector's scores move, and faces come and go.) One image
+    at a time: a batch of 16 LFW photos is 12 MB, past the caches, and pooled whole took
+    two thirds longer."""
+    if len(imgs) > 1:
+        return np.concatenate([_resized(imgs[i : i + 1], size) for i in range(len(imgs))])
     return _pooled(_pooled(imgs, 2, size[0]), 3, size[1])
 
 
