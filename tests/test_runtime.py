@@ -200,19 +200,19 @@ def test_the_traced_prelu_is_prelu_to_the_last_bit_and_padding_changes_nothing(t
         padded = c2(p1(c1(crops)))
     torch.testing.assert_close(padded, plain, rtol=1e-6, atol=1e-6)
 
-    # and as ONNX Runtime runs them: the rewritten graph against the plain one
+    # and as ONNX Runtime runs them: each rewritten graph against the plain one
     from facetrain.align.nets import trace_nets
+    from facetrain.align.weights import NET_FILES
 
-    trace_nets(tmp_path)
-    plain_net = pixel_nets("cpu", channels_last=False)[1]
-    runtime.trace(plain_net, (torch.zeros(1, 3, 64, 64), torch.tensor([[0.0, 1, 2, 30, 40]])),
-                  tmp_path / "plain.ort", ["x", "rois"], ["reg", "prob"],
-                  {"x": {0: "n", 2: "h", 3: "w"}, "rois": {0: "boxes"}})  # fmt: skip
+    for name, rewrite in (("ours", True), ("plain", False)):
+        (tmp_path / name).mkdir()
+        trace_nets(tmp_path / name, rewrite)
     level = (torch.rand(1, 3, 90, 120, generator=g) * 255).numpy()
     xy = torch.rand(200, 2, generator=g).numpy() * [100, 70]
     rois = np.concatenate([np.zeros((200, 1)), xy, xy + 10 + 40 * np.random.default_rng(1).random(
         (200, 1))], 1).astype(np.float32)  # fmt: skip
-    ours = runtime.session(tmp_path / "rnet.ort").run(None, {"x": level, "rois": rois})
-    theirs = runtime.session(tmp_path / "plain.ort").run(None, {"x": level, "rois": rois})
-    for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    for name, feed in zip(NET_FILES, [{"x": level}] + [{"x": level, "rois": rois}] * 2):
+        ours = runtime.session(tmp_path / "ours" / name).run(None, feed)
+        theirs = runtime.session(tmp_path / "plain" / name).run(None, feed)
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

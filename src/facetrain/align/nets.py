@@ -146,7 +146,10 @@ class TracedPReLU(nn.Module):
         super().__init__()
         self.blocks = blocks
         a = prelu.weight.detach()
-        for name, v in (("a", a), ("minus", a * 0 - 1), ("zero", a * 0), ("one", a * 0 + 1)):
+        # batch norms' arguments as buffers: traced as initialisers, which ONNX Runtime
+        # needs to turn a batch norm into its block-layout convolution
+        for name, v in (("a", a), ("minus", torch.full_like(a, -1.0)),
+                        ("zero", torch.zeros_like(a)), ("one", torch.ones_like(a))):  # fmt: skip
             self.register_buffer(name, v)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,12 +198,15 @@ def _for_tracing(net: FromPixels) -> FromPixels:
     return net
 
 
-def trace_nets(folder: Path) -> None:
+def trace_nets(folder: Path, rewrite: bool = True) -> None:
     """NET_FILES in `folder` (`pixel_nets`): P-Net for any batch and size, R-Net and O-Net
-    for any level size and number of boxes."""
+    for any level size and number of boxes; rewritten for ONNX Runtime (`_for_tracing`)
+    unless `rewrite` is false (the plain modules: what the rewrite is checked against)."""
     from facetrain.runtime import trace
 
-    pnet, rnet, onet = map(_for_tracing, pixel_nets("cpu", channels_last=False))
+    pnet, rnet, onet = pixel_nets("cpu", channels_last=False)
+    if rewrite:
+        pnet, rnet, onet = map(_for_tracing, (pnet, rnet, onet))
     level, rois = torch.zeros(1, 3, 64, 64), torch.tensor([[0.0, 1, 2, 30, 40]] * 2)
     trace(pnet, (torch.zeros(1, 3, 24, 24),), folder / NET_FILES[0], ["x"], ["reg", "prob"],
           {"x": {0: "n", 2: "h", 3: "w"}})  # fmt: skip
