@@ -66,6 +66,39 @@ def test_batch_result_equals_single_image_result():
         np.testing.assert_allclose(single.landmarks, b.landmarks, atol=1e-3)
 
 
+FRIENDS = LFW_RAW.parent / "photos" / "friends"
+
+
+@need(FRIENDS)
+def test_the_smallest_face_wanted_skips_only_the_levels_under_it():
+    """`detect(smallest=40)` (the library's gate): P-Net searches one level less on each
+    still (the 20 px one), every face of 40 px or more comes out exactly as the whole
+    pyramid finds it, and only faces under 40 px can be missed."""
+    from facetrain.align.detector import SEARCH_BELOW
+
+    photos = [load_rgb(p) for p in sorted(FRIENDS.glob("*/*.jpg"))[::5]]
+    det, levels = MTCNN(), []
+    pnet = det.pnet
+    det.pnet = lambda x: (levels.append(x.shape), pnet(x))[1]
+    every = [det.detect([p])[0] for p in photos]
+    searched, levels[:] = len(levels), []
+    wanted = [det.detect([p], [40.0])[0] for p in photos]
+    assert 12 / 0.6 < SEARCH_BELOW * 40 < 12 / 0.6 / 0.709  # the gate's margin: one level
+    assert len(levels) == searched - len(photos)
+
+    def rows(f, keep):
+        side = np.minimum(f.boxes[:, 2] - f.boxes[:, 0], f.boxes[:, 3] - f.boxes[:, 1])
+        pick = keep(side)
+        return sorted(zip(f.boxes[pick].tolist(), f.scores[pick].tolist(),
+                          f.landmarks[pick].tolist()))  # fmt: skip
+
+    for a, b in zip(every, wanted):
+        assert rows(a, lambda s: s >= 40) == rows(b, lambda s: s >= 40)
+        missed = [r for r in rows(a, lambda s: s > 0) if r not in rows(b, lambda s: s > 0)]
+        assert all(min(x2 - x1, y2 - y1) < 40 for (x1, y1, x2, y2), *_ in missed)
+    assert sum(len(f) for f in every) > 40  # stills with faces to find
+
+
 POPULATIONS = LFW_RAW.parent / "populations"
 
 

@@ -519,6 +519,25 @@ def test_scan_with_workers_records_what_one_process_records(photos, tmp_path):
     np.testing.assert_allclose(embs[0], embs[1], atol=1e-3)  # one thread vs several: rounding
 
 
+def test_a_scan_with_workers_leaves_the_model_to_them(photos, tmp_path):
+    """With the default (compiled) model and --workers 2, the workers load the model and the
+    process writing the library never does (no ONNX Runtime there: a tenth of a second and
+    a core's worth of loading saved at the start); the faces are those one process finds."""
+    reports = []
+    for workers in (1, 2):
+        db, report = tmp_path / f"lib{workers}.db", tmp_path / f"r{workers}.json"
+        code = ("import sys\nfrom facetrain.cli import main\n"
+                f"sys.argv = ['facetrain', 'library', 'scan', {str(photos)!r}, '--db', "
+                f"{str(db)!r}, '--workers', '{workers}', '--json', {str(report)!r}]\n"
+                "try:\n    main()\nexcept SystemExit:\n    pass\n"
+                "print('onnxruntime' in sys.modules)")  # fmt: skip
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.strip().splitlines()[-1] == str(workers == 1), r.stdout
+        reports.append(json.loads(report.read_text()))
+    assert reports[0] == reports[1] and reports[0]["faces"] >= 12, reports
+
+
 def test_a_library_is_changed_by_one_process_at_a_time(photos, tmp_path):
     """A second scan (or any change) while another process holds the library says who holds
     it and exits cleanly; readers and the web page's views go on; the web page's changes get

@@ -37,11 +37,12 @@ def compiled(name: str, files: list[str], make: Callable[[Path], object]) -> Pat
     """The cache folder `runtime/NAME` holding `files`, made by `make(folder)` when missing
     (each file written atomically, so a crash leaves none half-written); None when the
     cache cannot be written (the caller runs the PyTorch modules)."""
-    import onnxruntime as ort  # its own format is read by the version that wrote it
+    from importlib.metadata import version  # a third of onnxruntime's import
 
     from facetrain.cache import cache_dir
 
-    folder = cache_dir() / "runtime" / f"{name}-r{VERSION}-ort{ort.__version__}-{cpu_key()}"
+    ort = version("onnxruntime")  # its own format is read by the version that wrote it
+    folder = cache_dir() / "runtime" / f"{name}-r{VERSION}-ort{ort}-{cpu_key()}"
     if all((folder / f).is_file() for f in files):
         return folder
     try:

@@ -24,14 +24,16 @@ PAD_SIDE = 240  # the second look sees the photo at most this size (shorter side
 #                 filling the frame is large, so the second look costs a fraction of the first
 
 
-def detect_photos(detector: MTCNN, images: list[np.ndarray], max_side: int) -> list[Faces]:
+def detect_photos(detector: MTCNN, images: list[np.ndarray], max_side: int,
+                  smallest: float = 0.0) -> list[Faces]:  # fmt: skip
     """Faces of each photo, detected on a copy no larger than max_side (coordinates are
     the original photo's: crops are warped from the full-resolution image). A photo where
     no face is found, or a face runs past the frame (a profile picture, an ID photo, a
     tight crop: MTCNN needs context around a face), is looked at again on a padded canvas
-    (`fills_frame`, `second_look`)."""
+    (`fills_frame`, `second_look`). `smallest`: the smallest face wanted, in the photo's
+    pixels (`MTCNN.detect`), on the first look; the second looks for every face."""
     small = [_at_most(img, max_side / max(img.shape[:2])) for img in images]
-    found = detector.detect([s for s, _ in small]) if small else []
+    found = detector.detect([c for c, _ in small], [smallest * s for _, s in small])
     found = [f.scaled(1.0 / s) if s < 1.0 else f for f, (_, s) in zip(found, small)]
     redo = [i for i, f in enumerate(found) if fills_frame(f, images[i].shape)]
     if redo:
@@ -148,9 +150,11 @@ class FaceAligner:
     def rewarp(self, img: np.ndarray) -> np.ndarray:
         return rewarp_standard(img, self.size, self.alignment.get("template"))
 
-    def faces(self, img: np.ndarray, select: str = "all") -> list[AlignedFace]:
-        """The selected faces of one photo (`center`, `largest` or `all`), aligned."""
-        found = detect_photos(self.detector, [img], self.detect_max_side)[0]
+    def faces(self, img: np.ndarray, select: str = "all",
+              smallest: float = 0.0) -> list[AlignedFace]:  # fmt: skip
+        """The selected faces of one photo (`center`, `largest` or `all`), aligned;
+        `smallest`: the smallest face wanted (`detect_photos`)."""
+        found = detect_photos(self.detector, [img], self.detect_max_side, smallest)[0]
         out = []
         for i in select_faces(found.boxes, img.shape, select):
             try:

@@ -180,10 +180,11 @@ _out: Path | None = None
 def _init_worker(cfg: AlignConfig, out: str, threads: int) -> None:
     global _detector, _cfg, _out
     from facetrain.align.detector import MTCNN, DetectorConfig
-    from facetrain.devices import use_threads
+    from facetrain.devices import keep_freed_memory, use_threads
 
     if threads > 0:
         use_threads(threads)
+    keep_freed_memory()
     _cfg, _out = cfg, Path(out)
     _detector = MTCNN(DetectorConfig(cfg.min_face, cfg.thresholds, cfg.factor, cfg.device))
 

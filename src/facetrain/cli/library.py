@@ -83,7 +83,7 @@ def library_scan(
     new = not db.exists()
     try:
         with _open(db, create=True) as lib:
-            fm = lib.model(model, device, _spec(spec))
+            fm = lib.model(model, device, _spec(spec), prefetch=workers <= 1)
             console.print(f"model: {fm.source}")
             quality = Quality(min_size, min_score, min_sharpness)
             rep = lib.scan(photos, fm, quality, device, workers)

@@ -10,12 +10,13 @@ where a user's run folders and checkpoints would fill the cache; those run in Py
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,23 @@ class CompiledModel:
     pre: Preprocess
     source: str
     content_hash: str  # the PyTorch model's `saved.content_hash` (a library knows it by it)
-    loading: Future  # its ONNX Runtime session, made in the background (`session`)
+    make: Callable[[], Any]  # its ONNX Runtime session (`runtime.session`)
     backend: str = "onnxruntime"
     module: None = None
+    _loading: Future | None = field(default=None, repr=False)
+
+    def prefetch(self) -> CompiledModel:
+        """Start making the session in the background: it loads while the first photos
+        are read and searched. (A process that hands the photos to workers never does.)"""
+        with _PREFETCH:
+            if self._loading is None:
+                self._loading = _in_background(self.make)
+        return self
 
     @property
     def session(self) -> Any:
-        """The session, once made: it loads while the first photos are read and searched."""
-        return self.loading.result()
+        """The session, once made (started here if `prefetch` was not called)."""
+        return self.prefetch()._loading.result()  # type: ignore[union-attr]
 
     def embed_faces(self, faces: list[np.ndarray]) -> np.ndarray:
         """Unit embeddings of aligned HxWx3 uint8 faces; a face of another size is first
@@ -62,11 +72,16 @@ class CompiledModel:
         return self
 
 
-def open_compiled(model: str | os.PathLike, device: str = "cpu", backend: str = "auto",
-                  spec: dict | None = None) -> CompiledModel | None:  # fmt: skip
+def open_compiled(
+    model: str | os.PathLike,
+    device: str = "cpu",
+    backend: str = "auto",
+    spec: dict | None = None,
+    prefetch: bool = True,
+) -> CompiledModel | None:
     """`model` compiled for ONNX Runtime, when it can be: a `pretrained:` name, `auto`
     backend, no preprocessing override, a CPU, the runtime enabled; None otherwise (the
-    caller opens it in PyTorch)."""
+    caller opens it in PyTorch). `prefetch`: its session starts loading now."""
     from facetrain import runtime
     from facetrain.inference import pretrained
 
@@ -79,8 +94,12 @@ def open_compiled(model: str | os.PathLike, device: str = "cpu", backend: str = 
         return None
     about = json.loads((folder / FILES[1]).read_text())
     pre = Preprocess.from_dict(about["pre"], str(model))
-    loading = _in_background(lambda: runtime.session(folder / FILES[0]))
-    return CompiledModel(pre, str(model), about["content_hash"], loading)
+    fm = CompiledModel(pre, str(model), about["content_hash"],
+                       functools.partial(runtime.session, folder / FILES[0]))  # fmt: skip
+    return fm.prefetch() if prefetch else fm
+
+
+_PREFETCH = threading.Lock()
 
 
 def _in_background(make: Callable[[], Any]) -> Future:
@@ -110,10 +129,10 @@ def _make(model: str, folder: Path) -> None:
 
 
 def open_for_use(model: str | os.PathLike, device: str = "cpu", backend: str = "auto",
-                 spec: dict | None = None):  # fmt: skip
+                 spec: dict | None = None, prefetch: bool = True):  # fmt: skip
     """The model to embed faces with: compiled when it can be (`open_compiled`), else
     opened in PyTorch (`saved.open_model`, whose errors it raises)."""
-    fast = open_compiled(model, device, backend, spec)
+    fast = open_compiled(model, device, backend, spec, prefetch)
     if fast is not None:
         return fast
     from facetrain.inference.saved import open_model

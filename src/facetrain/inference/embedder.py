@@ -90,18 +90,20 @@ class FaceEmbedder:
         return embed_model(self.model, source, flip=flip, device=self.device,
                            progress=progress, workers=workers)  # fmt: skip
 
-    def faces_of(self, photos: Sequence[np.ndarray]) -> list[list[Face]]:
-        """Every face of each photo, detected, aligned, measured and embedded in one batch."""
-        found = [self.aligner.faces(p, select="all") for p in photos]
+    def faces_of(self, photos: Sequence[np.ndarray], smallest: float = 0.0) -> list[list[Face]]:
+        """Every face of each photo, detected, aligned, measured and embedded in one batch;
+        `smallest`: the smallest face wanted, in photo pixels (smaller ones may be missed:
+        `detect_photos`)."""
+        found = [self.aligner.faces(p, "all", smallest) for p in photos]
         emb = iter(self.embed_crops([f.crop for fs in found for f in fs]))
         out = []
         for fs in found:
             out.append([_face(f, next(emb)) for f in fs])
         return out
 
-    def faces(self, photo: np.ndarray) -> list[Face]:
-        """Every face of one photo."""
-        return self.faces_of([photo])[0]
+    def faces(self, photo: np.ndarray, smallest: float = 0.0) -> list[Face]:
+        """Every face of one photo (`faces_of`)."""
+        return self.faces_of([photo], smallest)[0]
 
     def crop(self, img: np.ndarray, align: str = "auto") -> np.ndarray | None:
         """The model's face of one image (see `feed.face_crop`), or None: no face."""

@@ -73,17 +73,19 @@ class Library:
 
     # --- the model ---------------------------------------------------------------------
 
-    def model(self, model: str | None = None, device: str = "cpu", spec: dict | None = None):
+    def model(self, model: str | None = None, device: str = "cpu", spec: dict | None = None,
+              prefetch: bool = True):  # fmt: skip
         """The library's model: the one given (which must be the one it was made with, by
         content — a moved model is remembered at its new place), the one it was made with,
-        or — for a new library — the default pretrained model."""
+        or — for a new library — the default pretrained model. `prefetch=False`: not loaded
+        until it embeds (a scan's workers load their own)."""
         from facetrain.inference.compiled import model_hash, open_for_use
         from facetrain.inference.pretrained import DEFAULT
         from facetrain.inference.record import ModelFileError
 
         stored = store.get_meta(self.con, "model_source")
         try:
-            fm = open_for_use(model or stored or DEFAULT, device, "auto", spec)
+            fm = open_for_use(model or stored or DEFAULT, device, "auto", spec, prefetch)
         except ModelFileError as e:
             if model is not None or stored is None:
                 raise

@@ -13,6 +13,7 @@ read. Each photo is one transaction, so a kill -9 loses nothing already committe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -131,8 +132,10 @@ class Scanner:
         return self.embedder.model
 
     def faces_of(self, img: np.ndarray) -> list[dict]:
-        """Detected, aligned, quality-checked and embedded faces of one photo."""
-        found = self.embedder.faces(img)
+        """Detected, aligned, quality-checked and embedded faces of one photo. Faces far
+        below the gate's size are not searched for (`MTCNN.detect`); those a little below
+        it are still found, and kept marked."""
+        found = self.embedder.faces(img, smallest=self.quality.min_size)
         if found and not np.isfinite(np.stack([f.embedding for f in found])).all():
             raise store.LibraryError(  # never into a library: clustering would break on it
                 f"the model {self.model.source} gives non-finite embeddings (NaN or inf); "
@@ -172,9 +175,10 @@ def scan(
     seen = set(files)
     known = store.photos_under(con, root)
     vanished = {r["sha256"]: r["id"] for p, r in known.items() if p not in seen}
-    with progress_bar(disable=None if progress is None else not progress) as bar:
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(progress_bar(disable=None if progress is None else not progress))
         task = bar.add_task("scan", total=len(files))
-        todo, later, pending = [], [], set()
+        todo, later, pending, pool = [], [], set(), None
         for path in files:
             job = _scan_one(con, path, known.get(path), vanished, rep)
             if job is not None and job[2] in pending:  # a second copy of a new photo:
@@ -182,9 +186,11 @@ def scan(
             elif job is not None:
                 todo.append(job)
                 pending.add(job[2])
+                if pool is None and workers > 1:  # they load while the rest is listed
+                    pool = stack.enter_context(worker_pool(scanner, workers))
             else:
                 bar.advance(task)
-        for job, result in zip(todo, analysed([j[0] for j in todo], scanner, workers)):
+        for job, result in zip(todo, analysed([j[0] for j in todo], scanner, pool)):
             _record_photo(con, *job, result, rep)
             bar.advance(task)
         for path in later:
@@ -274,20 +280,28 @@ def _record_duplicate(con, path: str, row, digest: str, st, rep: ScanReport) -> 
     return True
 
 
-def analysed(paths: list[str], scanner: Scanner, workers: int = 1):
-    """`_analyse` of each path, in order: here, or in `workers` spawned processes (each with
-    its own copy of the model, one thread each)."""
-    if workers <= 1 or len(paths) < 2:
+def analysed(paths: list[str], scanner: Scanner, pool=None):
+    """`_analyse` of each path, in order: here, or by the processes of `worker_pool`."""
+    if pool is None:
+        from facetrain.devices import keep_freed_memory
+
+        keep_freed_memory()
         yield from (_analyse(p, scanner) for p in paths)
-        return
+    else:
+        yield from pool.imap(_analyse_in_worker, paths)
+
+
+@contextlib.contextmanager
+def worker_pool(scanner: Scanner, workers: int):
+    """`workers` spawned processes, each with its own copy of the scanner's model on one
+    thread (spawned, not forked: no fork of a process holding torch threads or CUDA)."""
     import multiprocessing as mp
     from dataclasses import asdict
 
     fm = scanner.model
     spec = (fm.source, asdict(fm.pre), scanner.quality, scanner.device, fm.backend)
-    ctx = mp.get_context("spawn")  # no fork of a process holding torch threads or CUDA
-    with ctx.Pool(min(workers, len(paths)), _start_worker, (spec,)) as pool:
-        yield from pool.imap(_analyse_in_worker, paths)
+    with mp.get_context("spawn").Pool(workers, _start_worker, (spec,)) as pool:
+        yield pool
 
 
 _WORKER: Scanner | None = None
@@ -296,11 +310,12 @@ _WORKER: Scanner | None = None
 def _start_worker(spec) -> None:
     """A worker's own copy of the scanner's model (compiled when the scanner's is), on one
     thread: the workers share the cores."""
-    from facetrain.devices import use_threads
+    from facetrain.devices import keep_freed_memory, use_threads
     from facetrain.inference.compiled import open_for_use
 
     global _WORKER
     use_threads(1)
+    keep_freed_memory()
     source, pre, quality, device, backend = spec
     fm = open_for_use(source, device, "auto", None if backend == "onnxruntime" else pre)
     _WORKER = Scanner(fm, quality, device)
