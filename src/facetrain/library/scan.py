@@ -179,15 +179,16 @@ def scan(
         bar = stack.enter_context(progress_bar(disable=None if progress is None else not progress))
         task = bar.add_task("scan", total=len(files))
         todo, later, pending, pool = [], [], set(), None
-        for path in files:
+        for k, path in enumerate(files):
             job = _scan_one(con, path, known.get(path), vanished, rep)
             if job is not None and job[2] in pending:  # a second copy of a new photo:
                 later.append(path)  # a duplicate, once the first is recorded
             elif job is not None:
                 todo.append(job)
                 pending.add(job[2])
-                if pool is None and workers > 1:  # they load while the rest is listed
-                    pool = stack.enter_context(worker_pool(scanner, workers))
+                n = min(workers, len(files) - k)  # at most one a photo still listed
+                if pool is None and n > 1:  # they load while the rest is listed
+                    pool = stack.enter_context(worker_pool(scanner, n))
             else:
                 bar.advance(task)
         for job, result in zip(todo, analysed([j[0] for j in todo], scanner, pool)):
