@@ -37,11 +37,9 @@ def compiled(name: str, files: list[str], make: Callable[[Path], object]) -> Pat
     """The cache folder `runtime/NAME` holding `files`, made by `make(folder)` when missing
     (each file written atomically, so a crash leaves none half-written); None when the
     cache cannot be written (the caller runs the PyTorch modules)."""
-    from importlib.metadata import version  # a third of onnxruntime's import
-
     from facetrain.cache import cache_dir
 
-    ort = version("onnxruntime")  # its own format is read by the version that wrote it
+    ort = ort_version()  # its own format is read by the version that wrote it
     folder = cache_dir() / "runtime" / f"{name}-r{VERSION}-ort{ort}-{cpu_key()}"
     if all((folder / f).is_file() for f in files):
         return folder
@@ -51,6 +49,20 @@ def compiled(name: str, files: list[str], make: Callable[[Path], object]) -> Pat
     except OSError:
         return None
     return folder
+
+
+@functools.cache
+def ort_version() -> str:
+    """The installed onnxruntime's version: the module's when it is imported, else its
+    package's (half the time of importing it, for a process that hands the networks to
+    workers and never runs one)."""
+    import sys
+
+    if "onnxruntime" in sys.modules:
+        return sys.modules["onnxruntime"].__version__
+    from importlib.metadata import version
+
+    return version("onnxruntime")
 
 
 @functools.cache

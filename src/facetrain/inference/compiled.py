@@ -88,6 +88,8 @@ def open_compiled(
     if not (pretrained.is_spec(model) and backend == "auto" and not spec
             and runtime.enabled(device)):  # fmt: skip
         return None
+    if prefetch:  # imported now, which names the cache folder at no extra cost
+        import onnxruntime  # noqa: F401
     weights = pretrained.path(str(model))  # the converted file, named by its content
     folder = runtime.compiled(weights.stem, FILES, lambda f: _make(str(model), f))
     if folder is None:
