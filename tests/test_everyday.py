@@ -154,9 +154,9 @@ def test_a_worker_keeps_freed_buffers_for_the_next_photo():
         "for _ in range(3): mtcnn.detect([img])\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r) // 3)\n"
     )
+    run = [sys.executable, "-c", probe]
     faults = {
-        how: int(subprocess.run([sys.executable, "-c", probe, how], capture_output=True,
-                                text=True, check=True).stdout)  # fmt: skip
+        how: int(subprocess.run([*run, how], capture_output=True, text=True, check=True).stdout)
         for how in ("default", "kept")
     }
     assert faults["default"] > 3000 and faults["kept"] < faults["default"] / 10, faults
