@@ -201,7 +201,16 @@ def test_people_page_in_a_browser(people_library, tmp_path):
     server, thread, port = _serve(people_library)
 
     def status(text):
-        page.wait_for_function(f"document.querySelector('#status').textContent.includes({text!r})")
+        try:
+            page.wait_for_function("t => document.querySelector('#status').textContent"
+                                   ".includes(t)", arg=text)  # fmt: skip
+        except sync_api.TimeoutError:
+            said = page.locator("#status").inner_text()
+            raise AssertionError(f"the status never said {text!r}; it says {said!r}") from None
+
+    def opened(stack):  # a person's page drawn (its panel fetched), before typing into it
+        page.wait_for_function("t => document.querySelector('#title').textContent === t",
+                               arg=f"Unnamed #{stack}")  # fmt: skip
 
     def shot(name):  # the photos blurred: they are the shared test set's, not ours to publish
         if shots:
@@ -271,6 +280,7 @@ def test_people_page_in_a_browser(people_library, tmp_path):
             # merge the second person into the first by typing a name in the picker
             page.keyboard.press("Escape")
             page.locator(f".card[data-stack='{second}']").click()
+            opened(second)
             page.locator("#mergepick").fill("Amy Farrah")
             page.locator("#mergepick").press("Enter")
             status("merged")

@@ -431,9 +431,13 @@ async function openPerson(id, push = true) {  // each person has a URL: /person/
   if (push && location.pathname !== `/person/${id}`) history.pushState(null, "", `/person/${id}`);
   $("#people").classList.add("hidden");
   $("#person").classList.remove("hidden");
+  const was = document.activeElement;
   await drawPerson();
   window.scrollTo(0, 0);  // the title row in view, below the sticky header
-  $("#name").focus();
+  // the name field, unless the owner started typing elsewhere while the page was drawn
+  if (document.activeElement === was || document.activeElement === document.body) {
+    $("#name").focus();
+  }
 }
 function showPeople(push = true) {
   current = null;
