@@ -25,7 +25,9 @@ def n_params(m) -> int:
 
 
 def test_registry_lists_all_families():
-    assert set(list_models()) == {*PUBLISHED, "inception_resnet_v1", "nn4_small2_bn", "dlib_resnet"}
+    half = {"iresnet18_050", "iresnet34_050"}
+    others = {"inception_resnet_v1", "nn4_small2_bn", "dlib_resnet"}
+    assert set(list_models()) == {*PUBLISHED, *half, *others}
     with pytest.raises(ValueError, match="unknown model"):
         create_model("resnet9000")
 
@@ -43,6 +45,28 @@ def test_published_size_and_output(name):
     assert y.shape == (3, emb) and raw.shape == (3, emb)
     assert torch.isfinite(y).all()
     assert torch.allclose(y.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+@pytest.mark.parametrize("depth", ["18", "34"])
+def test_half_width_iresnet_keeps_the_depth_and_halves_every_layer(depth, tmp_path):
+    """iresnetNN_050: the same layers as iresnetNN, each with half the channels; at 256-d
+    the 18-layer one's half-precision file fits the 16 MB a lent GPU hands back."""
+    from facetrain.inference.record import Preprocess, save_model
+
+    full, half = create_model(f"iresnet{depth}", 256), create_model(f"iresnet{depth}_050", 256)
+    convs = [[m for m in net.modules() if isinstance(m, torch.nn.Conv2d)] for net in (full, half)]
+    assert len(convs[0]) == len(convs[1]) > 20
+    for a, b in zip(*convs):
+        assert (a.out_channels, a.kernel_size, a.stride) == (2 * b.out_channels, b.kernel_size,
+                                                              b.stride)  # fmt: skip
+    assert half.fc.in_features * 2 == full.fc.in_features
+    with torch.no_grad():
+        y = half.eval()(torch.randn(2, 3, 112, 112))
+    assert y.shape == (2, 256) and torch.allclose(y.norm(dim=1), torch.ones(2), atol=1e-5)
+    if depth == "18":
+        pre = Preprocess(model="iresnet18_050", embedding_size=256, input_size=112)
+        path = save_model(tmp_path / "half.safetensors", half.to(torch.float16), pre)
+        assert 11e6 < path.stat().st_size < 16e6
 
 
 def test_nn4_small2_is_openface_exactly():

@@ -1,5 +1,9 @@
 """IResNet (InsightFace, "ArcFace"): improved residual blocks (BN-conv-BN-PReLU-conv-BN), 112x112
-input, a BN-dropout-FC-BN embedding head over the 7x7 final map."""
+input, a BN-dropout-FC-BN embedding head over the 7x7 final map.
+
+The `_050` variants halve every stage's width (timm's naming): a quarter of the convolutions'
+weights and arithmetic, and half the head's, so that a network small enough to ship in the
+repository (under 16 MB in half precision at 256-d or less) keeps the family's depth."""
 
 from __future__ import annotations
 
@@ -36,20 +40,24 @@ class IBasicBlock(nn.Module):
 class IResNet(Embedder):
     input_size = 112
 
-    def __init__(self, layers: list[int], embedding_size: int = 512, dropout: float = 0.0):
+    def __init__(
+        self, layers: list[int], embedding_size: int = 512, dropout: float = 0.0, width: int = 64
+    ):
         super().__init__()
-        self.stem = nn.Sequential(_conv3(3, 64), nn.BatchNorm2d(64, eps=1e-5), nn.PReLU(64))
-        stages, cin = [], 64
-        for n, cout in zip(layers, (64, 128, 256, 512)):
+        self.stem = nn.Sequential(
+            _conv3(3, width), nn.BatchNorm2d(width, eps=1e-5), nn.PReLU(width)
+        )
+        stages, cin = [], width
+        for n, cout in zip(layers, (width, 2 * width, 4 * width, 8 * width)):
             blocks = [IBasicBlock(cin, cout, 2)] + [
                 IBasicBlock(cout, cout, 1) for _ in range(n - 1)
             ]
             stages.append(nn.Sequential(*blocks))
             cin = cout
         self.stages = nn.Sequential(*stages)
-        self.bn2 = nn.BatchNorm2d(512, eps=1e-5)
+        self.bn2 = nn.BatchNorm2d(cin, eps=1e-5)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(512 * 7 * 7, embedding_size)
+        self.fc = nn.Linear(cin * 7 * 7, embedding_size)
         self.features = nn.BatchNorm1d(embedding_size, eps=1e-5)
         nn.init.constant_(self.features.weight, 1.0)
         self.features.weight.requires_grad = False  # InsightFace's fixed-scale feature BN
@@ -83,3 +91,13 @@ def iresnet50(embedding_size: int = 512, **kw) -> IResNet:
 @register_model
 def iresnet100(embedding_size: int = 512, **kw) -> IResNet:
     return IResNet([3, 13, 30, 3], embedding_size, **kw)
+
+
+@register_model
+def iresnet18_050(embedding_size: int = 512, **kw) -> IResNet:
+    return IResNet([2, 2, 2, 2], embedding_size, width=32, **kw)
+
+
+@register_model
+def iresnet34_050(embedding_size: int = 512, **kw) -> IResNet:
+    return IResNet([3, 4, 6, 3], embedding_size, width=32, **kw)
