@@ -16,6 +16,12 @@ LFW's pair images as WebP (the name kept: readers go by content) at --quality 65
 32,591 training faces and --lfw-quality 75 for LFW, about 54 MB; no raw photos. The files
 are then joined into FOLDER/datasets.bin + datasets.idx (40,000 small files in a zip would
 cost 6 MB of headers), which `--unbundle FOLDER DEST` turns back into DEST/datasets there.
+`--scan` bundles instead what `bench/scan_devices.py` needs there (issue 33's `library scan
+--device cuda` against the CPU): ../shared's photos/ and populations/ as published under
+FOLDER/scan-photos, the library's default model in half precision (`--teacher`'s file,
+`pretrained:dlib_resnet`, 11 MB; its arithmetic stays fp32) and the facenet-pytorch package
+folder, MTCNN's weights in it, under FOLDER/site (found by `importlib`, never imported): put
+FOLDER/site on PYTHONPATH there.
 `--teacher MODEL` adds a distillation teacher as a facetrain model file in half precision
 (FOLDER/NAME-fp16.safetensors; `pretrained:dlib_resnet` is 11 MB), for a machine without the
 package its weights come from: name it in the recipe, `@teacher=FOLDER/NAME-fp16.safetensors`.
@@ -87,6 +93,20 @@ def half_teacher(spec: str, folder: Path) -> Path:
     return save_model(folder / f"{name}-fp16.safetensors", net.to(torch.float16), pre)
 
 
+def scan_bundle(shared: Path, folder: Path) -> None:
+    """The photos, the default model and MTCNN's weights a `library scan` needs there."""
+    import importlib.util
+
+    for name in ("photos", "populations"):
+        shutil.copytree(shared / name, folder / "scan-photos" / name, dirs_exist_ok=True)
+    model = half_teacher("pretrained:dlib_resnet", folder)
+    package = Path(importlib.util.find_spec("facenet_pytorch").origin).parent
+    shutil.copytree(package, folder / "site" / "facenet_pytorch", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    print(f"photos, populations, {model.name} and MTCNN's weights: {size / 1e6:.1f} MB in {folder}")
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--unbundle"]:
         unbundle(Path(sys.argv[2]), Path(sys.argv[3]))
@@ -98,7 +118,10 @@ def main() -> None:
     ap.add_argument("--lfw-quality", type=int, default=75)
     ap.add_argument("--train-sets", action="store_true", help="mini + more + LFW, as WebP")
     ap.add_argument("--teacher", help="a MODEL to carry in half precision (distillation)")
+    ap.add_argument("--scan", action="store_true", help="photos + populations, model, MTCNN")
     args = ap.parse_args()
+    if args.scan:
+        return scan_bundle(args.shared, args.out)
     if args.teacher:
         args.out.mkdir(parents=True, exist_ok=True)
         path = half_teacher(args.teacher, args.out)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from conftest import BBT, SHARED, need
+
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+SRC = SCRIPT.parents[1] / "src"
 
 
 def test_the_gpu_check_dry_run_passes_every_stage(tmp_path):
@@ -28,7 +33,8 @@ def test_the_gpu_recipes_dry_run_trains_side_by_side_and_stops_at_the_deadline(t
     """bench/gpu_recipes.py on the CPU: two recipes (one with its own `@` settings) trained
     at once on generated faces, each finished model written in half precision; a rerun with
     no time left stops what has not finished and says so (exit 1)."""
-    recipes = ["recipes/scratch-b256-40.toml", "recipes/scratch-iresnet18-cosface-30.toml@amp=bf16"]
+    half = "scratch-iresnet18-050-cosface-b256-30"
+    recipes = ["recipes/scratch-b256-40.toml", f"recipes/{half}.toml@amp=bf16"]
     cmd = [sys.executable, str(RECIPES), "--dry-run", "--out", str(tmp_path / "out"),
            "--work", str(tmp_path / "work"), *recipes]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
@@ -37,12 +43,13 @@ def test_the_gpu_recipes_dry_run_trains_side_by_side_and_stops_at_the_deadline(t
     rows = json.loads((tmp_path / "out" / "gpu_recipes.json").read_text())
     assert [(x["recipe"], x["end"], x["steps"]) for x in rows] == [
         ("scratch-b256-40", "finished", 2),
-        ("scratch-iresnet18-cosface-30", "finished", 2),
+        (half, "finished", 2),
     ]
-    run = tmp_path / "work" / "scratch-iresnet18-cosface-30"
-    cfg = json.loads((run / "config.json").read_text())
-    assert cfg["amp"] == "bf16" and cfg["model"] == "iresnet18"
+    cfg = json.loads((tmp_path / "work" / half / "config.json").read_text())
+    assert cfg["amp"] == "bf16" and cfg["model"] == "iresnet18_050"
     assert (tmp_path / "out" / "scratch-b256-40.safetensors").stat().st_size > 1_000_000
+    # the half-width IResNet comes back from a lent GPU (files over 16 MB do not)
+    assert 11e6 < (tmp_path / "out" / f"{half}.safetensors").stat().st_size < 16e6
     late = [*cmd[:-2], "--work", str(tmp_path / "late"), "--deadline-s", "0", recipes[0]]
     r = subprocess.run(late, capture_output=True, text=True, timeout=300, cwd=RECIPES.parents[1])
     assert r.returncode == 1 and "stopped at the deadline" in r.stdout, r.stdout[-2000:]
@@ -137,3 +144,36 @@ def test_the_gpu_bundle_joins_many_files_into_one_and_back(tmp_path):
     unbundle(tmp_path, tmp_path / "back")
     for rel, data in files.items():
         assert (tmp_path / "back" / "datasets" / rel).read_bytes() == data
+
+
+@need(BBT)
+def test_the_scan_bundle_scans_there_with_what_it_carries(tmp_path):
+    """bench/gpu_bundle.py --scan, then bench/scan_devices.py as the lent machine runs it:
+    MTCNN's weights are found in the bundle (on PYTHONPATH, never imported), the default
+    model travels in half precision, and the faces found are a plain `library scan`'s."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    from gpu_bundle import scan_bundle
+
+    shared = tmp_path / "shared"
+    shutil.copytree(BBT, shared / "photos" / "bbt")
+    shutil.copytree(SHARED / "populations" / "east-asian-idols", shared / "populations" / "ea")
+    scan_bundle(shared, tmp_path / "carry")
+    env = os.environ | {"PYTHONPATH": f"{SRC}{os.pathsep}{tmp_path / 'carry' / 'site'}"}
+    where = subprocess.run([sys.executable, "-c", "from facetrain.align.weights import "
+                            "weights_folder; print(weights_folder())"], env=env,
+                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert Path(where.strip()) == tmp_path / "carry" / "site" / "facenet_pytorch" / "data"
+    cmd = [sys.executable, str(SCRIPT.parent / "scan_devices.py"), str(tmp_path / "carry" /
+           "scan-photos"), "--model", str(tmp_path / "carry" / "dlib_resnet-fp16.safetensors"),
+           "--setting", "cpu:2", "--out", str(tmp_path / "out")]  # fmt: skip
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    [row] = json.loads((tmp_path / "out" / "scan_devices.json").read_text())["rows"]
+    plain = tmp_path / "plain.json"
+    subprocess.run([sys.executable, "-m", "facetrain", "library", "scan", str(shared), "--db",
+                    str(tmp_path / "plain.db"), "--json", str(plain)], check=True,
+                   capture_output=True)  # fmt: skip
+    rep = json.loads(plain.read_text())
+    assert row["photos"] == rep["new"] == 45 + 355
+    assert (row["faces"], row["usable"]) == (rep["faces"], rep["usable_faces"])
+    assert row["photos_per_s"] > 0 and "| cpu:2 |" in r.stdout
