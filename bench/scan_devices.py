@@ -36,8 +36,10 @@ def scan_once(folder: str, device: str, workers: int, model: str | None, tmp: Pa
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"CI": "1"})
     seconds = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stdout[-1500:]}\n{r.stderr[-3000:]}")
+    if r.returncode != 0:  # reported, and the other settings still run (one lent call)
+        print(f"{' '.join(cmd)} failed:\n{r.stdout[-1500:]}\n{r.stderr[-3000:]}", flush=True)
+        last = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
+        return {"seconds": round(seconds, 2), "error": last}
     rep = json.loads(report.read_text())
     db.unlink()
     return {"seconds": round(seconds, 2), "faces": rep["faces"], "usable": rep["usable_faces"],
@@ -62,7 +64,11 @@ def measure(folder: str, settings: list[str], model: str | None, rounds: int) ->
                 print(f"round {k + 1} {s}: {json.dumps(runs[s][-1])}", flush=True)
     rows = []
     for s, rs in runs.items():
-        mid = sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2]
+        done = sorted((r for r in rs if "error" not in r), key=lambda r: r["seconds"])
+        if not done:
+            rows.append({"setting": s, **rs[-1]})
+            continue
+        mid = done[len(done) // 2]
         rows.append({"setting": s, **mid, "photos_per_s": round(mid["photos"] / mid["seconds"], 2)})
     return rows
 
@@ -80,7 +86,7 @@ def main() -> None:
     if any(s.startswith("cuda") for s in settings):
         import torch
 
-        gpu = torch.cuda.get_device_name()
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU here"
     print(f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores{', ' + gpu if gpu else ''}; "
           f"{args.folder}; settings {', '.join(settings)}", flush=True)  # fmt: skip
     rows = measure(args.folder, settings, args.model, args.rounds)
@@ -91,10 +97,13 @@ def main() -> None:
     print("| setting | seconds | photos | photos/s | faces | past the gate |")
     print("|---|---|---|---|---|---|")
     for r in rows:
+        if "error" in r:
+            print(f"| {r['setting']} | failed: {r['error']} | | | | |")
+            continue
         print(f"| {r['setting']} | {r['seconds']} | {r['photos']} | {r['photos_per_s']} | "
               f"{r['faces']} | {r['usable']} |")  # fmt: skip
-    best = {d: max((r["photos_per_s"] for r in rows if r["setting"].startswith(d)), default=0)
-            for d in ("cuda", "cpu")}  # fmt: skip
+    best = {d: max((r.get("photos_per_s", 0) for r in rows if r["setting"].startswith(d)),
+                   default=0) for d in ("cuda", "cpu")}  # fmt: skip
     if best["cuda"] and best["cpu"]:
         print(f"photos/s cuda / cpu = {best['cuda'] / best['cpu']:.2f}")
 
