@@ -125,3 +125,97 @@ def test_moves_duplicates_and_metadata_edits_keep_every_name(photos, tmp_path):
     _scan(db, a)
     assert _names(db)["amy3.png"] == ["amy3-renamed.png"] * len(names["amy3.png"])
     assert sum(map(len, _names(db).values())) == sum(map(len, names.values()))
+
+
+@need(BBT)
+def test_forget_missing_lists_first_then_forgets_faces_and_thumbnails_not_names(photos, tmp_path):
+    """A deleted photo the owner named faces on is kept as missing; `forget-missing` lists
+    it and forgets nothing, `--yes` forgets its faces and their thumbnails (other faces'
+    thumbnails and every name stay), and the owner's other photos are untouched."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+    from facetrain.library.library import Library
+
+    db, amy = tmp_path / "lib.db", photos / "amy"
+    _scan(db, amy, make_model(tmp_path / "m.safetensors"))
+    _confirm_all(db)
+    with Library(db) as lib:
+        faces = {r[0]: Path(r[1]).name for r in lib.con.execute(
+            "SELECT f.id, p.path FROM faces f JOIN photos p ON p.id = f.photo_id")}  # fmt: skip
+        for f in faces:
+            lib.face_thumbnail(f)
+    thumbs = {p.name.split("-")[0] for p in (tmp_path / "lib.db.thumbs").iterdir()}
+    assert thumbs == {str(f) for f in faces}
+    gone = sorted(f for f, name in faces.items() if name == "amy1.png")
+    assert gone and len(gone) < len(faces)
+    os.remove(amy / "amy1.png")
+    assert _scan(db, amy)["missing"] == 1
+    left = sorted(p.name for p in amy.iterdir())
+
+    def forget(*flags) -> tuple[str, dict]:
+        res = CliRunner().invoke(app, ["library", "forget-missing", "--db", str(db),
+                                       "--json", str(tmp_path / "f.json"), *flags])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        return res.output, json.loads((tmp_path / "f.json").read_text())
+
+    out, listed = forget()
+    assert "nothing forgotten yet" in out and "amy1.png" in out, out
+    assert listed["faces"] == len(gone) and listed["names"] == {"amy1.png": len(gone)}
+    assert _names(db)["amy1.png"] == ["amy1.png"] * len(gone)  # still there
+    out, done = forget("--yes")
+    assert "forgot 1 missing photos" in out and done["forgotten"] is True, out
+    assert [Path(p).name for p in done["photos"]] == ["amy1.png"]
+    with Library(db) as lib:
+        still = {r[0] for r in lib.con.execute("SELECT id FROM faces")}
+        people = {r[0] for r in lib.con.execute("SELECT name FROM people")}
+    assert still == set(faces) - set(gone) and "amy1.png" in people
+    kept = {p.name.split("-")[0] for p in (tmp_path / "lib.db.thumbs").iterdir()}
+    assert kept == {str(f) for f in still}
+    assert "amy1.png" not in _names(db) and "amy2.png" in _names(db)
+    assert sorted(p.name for p in amy.iterdir()) == left
+    assert "no missing photos" in forget("--yes")[0]
+
+
+def test_undoing_a_merge_after_its_faces_were_forgotten(tmp_path):
+    """A merge records the rejections it moves; undoing it after the rejected face's photo
+    left the library puts back what is still there instead of failing on the rest."""
+    from facetrain.library import store
+
+    emb, who = population(2, 4, 0.05, seed=1)
+    with embedded_library(tmp_path / "lib.db", emb) as lib:
+        with store.transaction(lib.con):
+            a, b = store.new_person(lib.con), store.new_person(lib.con)
+            store.assign(lib.con, [(a if w == 0 else b, i + 1) for i, w in enumerate(who)])
+        lib.name(str(a), "Ann")
+        lib.name(str(b), "Bea")
+        lib.reject(1)  # face 1 is not Ann; it is on photo 1
+        lib.merge("Bea", "Ann")
+        with store.transaction(lib.con):
+            store.delete_photo(lib.con, 1)
+        assert lib.undo() == ["stack 1 merged into 2"]
+        assert {p["name"] for p in lib.people()} == {"Ann", "Bea"}
+        assert store.rejections(lib.con) == set()  # face 1 is gone, and so is its rejection
+
+
+@need(BBT)
+def test_a_photo_that_leaves_the_library_takes_its_thumbnails(photos, tmp_path):
+    """A deleted photo nobody named faces on is removed by the next scan, and the web page's
+    thumbnails of its faces with it; a file in the thumbnail folder not named as one stays."""
+    from facetrain.library.library import Library
+
+    db, amy = tmp_path / "lib.db", photos / "amy"
+    _scan(db, amy, make_model(tmp_path / "m.safetensors"))
+    with Library(db) as lib:
+        faces = {r[0]: Path(r[1]).name for r in lib.con.execute(
+            "SELECT f.id, p.path FROM faces f JOIN photos p ON p.id = f.photo_id")}  # fmt: skip
+        for f in faces:
+            lib.face_thumbnail(f)
+    (tmp_path / "lib.db.thumbs" / "notes.jpg").write_bytes(b"the owner's")
+    os.remove(amy / "amy2.png")
+    assert _scan(db, amy)["removed"] == 1
+    kept = sorted(p.name.split("-")[0] for p in (tmp_path / "lib.db.thumbs").iterdir())
+    assert kept == sorted([str(f) for f, name in faces.items() if name != "amy2.png"]
+                          + ["notes.jpg"])  # fmt: skip

@@ -102,7 +102,8 @@ def library_scan(
     if rep.missing:
         console.print(
             f"{rep.missing} photos gone from their folder are kept for the faces you named "
-            "on them: scan the folder they moved to and they come back"
+            "on them: scan the folder they moved to and they come back (`library "
+            "forget-missing` forgets them)"
         )
     if rep.joined_stacks or rep.new_stacks:
         console.print(f"{rep.joined_stacks} new faces joined their stacks, {rep.new_stacks} new "
@@ -125,6 +126,31 @@ def _remove_if_empty(db: Path) -> None:
     if empty:
         for f in LibraryFiles.of(db).files():
             f.unlink(missing_ok=True)
+
+
+@library_app.command("forget-missing")
+def library_forget_missing(
+    db: DbOpt,
+    yes: Annotated[bool, typer.Option("--yes", help="Forget them (else: only list them).")] = False,
+    json_out: JsonOut = None,
+) -> None:
+    """Forget the photos gone from disk that were kept for the faces you named on them:
+    their faces and thumbnails go, the names stay. Lists them first; --yes forgets."""
+    with _open(db) as lib:
+        gone = lib.forget_missing() if yes else lib.missing()
+    for path in gone["photos"][:20]:
+        console.print(f"missing: {shown(path)}", highlight=False)
+    names = ", ".join(f"{shown(n)} ({k})" for n, k in sorted(gone["names"].items()))
+    n = len(gone["photos"])
+    what = f"{n} missing photos, {gone['faces']} faces" + (f"; named: {names}" if names else "")
+    if not n:
+        console.print("no missing photos: nothing to forget")
+    elif yes:
+        console.print(f"forgot {what} (the names are kept)", highlight=False)
+    else:
+        console.print(f"{what}: nothing forgotten yet; `--yes` forgets them (it cannot be "
+                      "undone; your photos are not touched)", highlight=False)  # fmt: skip
+    write_json(json_out, gone | {"forgotten": yes and n > 0})
 
 
 @library_app.command("cluster")

@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import os
+import re
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -27,6 +28,8 @@ from facetrain import neighbours
 from facetrain.library import curate, store
 from facetrain.library.files import LibraryFiles
 from facetrain.library.store import LibraryError
+
+_THUMBNAIL = re.compile(r"(\d+)-([0-9a-f]{16})-\d+\.jpg")  # face id, photo content, size
 
 
 class Library:
@@ -221,6 +224,39 @@ class Library:
             write_bytes(cached, data)
         return data
 
+    def prune_thumbnails(self) -> int:
+        """Remove the thumbnails in DB.thumbs/ of faces no longer in the library (their
+        photo removed or forgotten) or cut from a photo that changed since: no picture of a
+        forgotten face stays behind. Files not named as thumbnails are left alone. How many
+        were removed."""
+        folder = self.files.thumbs
+        if not folder.is_dir():
+            return 0
+        keep = store.face_thumbnail_keys(self.con)
+        stale = [p for p in folder.glob("*.jpg") if (m := _THUMBNAIL.fullmatch(p.name))
+                 and (int(m[1]), m[2]) not in keep]  # fmt: skip
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return len(stale)
+
+    def missing(self) -> dict:
+        """The photos gone from disk that are kept for the names on them (paths), how many
+        faces they hold, and how many of those bear each name."""
+        faces = store.faces_on_missing(self.con)
+        return {"photos": [p["path"] for p in store.missing_photos(self.con)],
+                "faces": len(faces), "names": dict(Counter(f["name"] for f in faces
+                                                           if f["name"]))}  # fmt: skip
+
+    def forget_missing(self) -> dict:
+        """Forget the missing photos (`missing`, which this returns): their faces and their
+        thumbnails go; the names stay, and a stack named so again joins them. Not undoable:
+        the faces' data is gone."""
+        with store.transaction(self.con):
+            gone = self.missing()
+            store.delete_missing(self.con)
+        self.prune_thumbnails()
+        return gone
+
     # --- the owner's word --------------------------------------------------------------
 
     def name(self, ref: str, name: str) -> str:
@@ -309,6 +345,8 @@ class Library:
             raise LibraryError(f"--workers {workers}: at least 1")
         scanner = Scanner(model, quality or Quality(), device)
         rep = scan(self.con, photos, scanner, workers=workers, skip=self.files.owns)
+        if rep.removed or rep.changed:  # their faces' thumbnails go with them
+            self.prune_thumbnails()
         if store.count_stacks(self.con):  # clustered before: new faces join their stacks
             with contextlib.suppress(LibraryError):  # no threshold yet: `cluster` places them
                 rep.joined_stacks, rep.new_stacks = self._place_new()
@@ -541,7 +579,9 @@ class Library:
         from facetrain.inference.compiled import model_hash
         from facetrain.library.scan import Scanner, migrate
 
-        return migrate(self.con, Scanner(model, device=device), model.source, model_hash(model))
+        rep = migrate(self.con, Scanner(model, device=device), model.source, model_hash(model))
+        self.prune_thumbnails()  # faces another model no longer finds
+        return rep
 
 
 def _identify_photo(path, scanner, namer) -> dict:

@@ -337,6 +337,38 @@ def delete_photo(con, photo_id: int, with_duplicates: bool = False) -> None:
         con.execute("DELETE FROM photos WHERE duplicate_of = ?", (photo_id,))
 
 
+_MISSING = "SELECT id FROM photos WHERE status = 'missing'"
+
+
+def missing_photos(con) -> list[sqlite3.Row]:
+    """The photos gone from disk that are kept for the names on them, by path."""
+    return con.execute(
+        "SELECT id, path FROM photos WHERE status = 'missing' ORDER BY path"
+    ).fetchall()
+
+
+def faces_on_missing(con) -> list[sqlite3.Row]:
+    """(id, name or NULL, confirmed) of every face on a missing photo."""
+    return con.execute(
+        "SELECT f.id, pe.name, f.confirmed FROM faces f LEFT JOIN people pe ON pe.id = f.person_id"
+        f" WHERE f.photo_id IN ({_MISSING}) ORDER BY f.id"
+    ).fetchall()
+
+
+def delete_missing(con) -> None:
+    """The missing photos, their faces and their (equally gone) duplicates."""
+    con.execute(f"DELETE FROM photos WHERE duplicate_of IN ({_MISSING})")
+    con.execute("DELETE FROM photos WHERE status = 'missing'")
+
+
+def face_thumbnail_keys(con) -> set[tuple[int, str]]:
+    """(face id, the first 16 hex digits of its photo's SHA-256) of every face: what a
+    face's thumbnail is named by."""
+    rows = con.execute("SELECT f.id, substr(p.sha256, 1, 16) FROM faces f JOIN photos p"
+                       " ON p.id = f.photo_id")  # fmt: skip
+    return {(int(r[0]), r[1]) for r in rows}
+
+
 def add_duplicate(con, path: str, digest: str, size: int, mtime: float, of: int) -> None:
     con.execute(
         "INSERT INTO photos(path, sha256, size, mtime, status, duplicate_of)"
@@ -741,8 +773,10 @@ def revert(con, action_id: int, undo: dict) -> None:
     if "rejected" in undo:  # the people's rejections as they were (a merge moves them)
         people = [p for p, _, _ in undo["people"]]
         con.execute(f"DELETE FROM rejections WHERE person_id IN ({_q(people)})", people)
-        con.executemany("INSERT OR IGNORE INTO rejections(face_id, person_id) VALUES (?, ?)",
-                        [tuple(r) for r in undo["rejected"]])  # fmt: skip
+        # only faces still here: a photo removed or forgotten since took its faces with it
+        con.executemany("INSERT OR IGNORE INTO rejections(face_id, person_id) SELECT ?, ?"
+                        " WHERE EXISTS (SELECT 1 FROM faces WHERE id = ?)",
+                        [(f, p, f) for f, p in undo["rejected"]])  # fmt: skip
     for pid in undo["created"]:
         delete_person(con, pid)
     con.execute("UPDATE actions SET undone = 1 WHERE id = ?", (action_id,))
