@@ -131,12 +131,13 @@ def _remove_if_empty(db: Path) -> None:
 @library_app.command("forget-missing")
 def library_forget_missing(
     db: DbOpt,
+    model: ModelOpt = None,
     yes: Annotated[bool, typer.Option("--yes", help="Forget them (else: only list them).")] = False,
     json_out: JsonOut = None,
 ) -> None:
     """Forget the photos gone from disk that were kept for the faces you named on them:
     their faces and thumbnails go, the names stay. Lists them first; --yes forgets."""
-    with _open(db) as lib:
+    with _open(db, model) as lib:
         gone = lib.forget_missing() if yes else lib.missing()
     for path in gone["photos"][:20]:
         console.print(f"missing: {shown(path)}", highlight=False)
