@@ -15,7 +15,8 @@ Carry facenet-pytorch's wheel too (the MTCNN weights), installed there with --no
 LFW's pair images as WebP (the name kept: readers go by content) at --quality 65 for the
 32,591 training faces and --lfw-quality 75 for LFW, about 54 MB; no raw photos. The files
 are then joined into FOLDER/datasets.bin + datasets.idx (40,000 small files in a zip would
-cost 6 MB of headers), which `--unbundle FOLDER DEST` turns back into DEST/datasets there.
+cost 6 MB of headers; the loose files are removed, so FOLDER is what a call carries), which
+`--unbundle FOLDER DEST` turns back into DEST/datasets there.
 `--scan` bundles instead what `bench/scan_devices.py` needs there (issue 33's `library scan
 --device cuda` against the CPU): ../shared's photos/ and populations/ as published under
 FOLDER/scan-photos, the library's default model in half precision (`--teacher`'s file,
@@ -141,6 +142,7 @@ def main() -> None:
     shutil.copy(lfw / "pairs.txt", out / "lfw" / "pairs.txt")
     if args.train_sets:
         join(out, args.out)
+        shutil.rmtree(out)  # the joined copy is what travels: FOLDER is the carry
         print(f"{len(jobs)} faces as WebP: {size / 1e6:.1f} MB in {args.out}/datasets.bin")
         return
     raw = out / "lfw-raw-sample"

@@ -12,7 +12,7 @@
 #
 # Make the bundles here first (both ignored by git; `run`'s carry names one per call):
 #   .venv/bin/python bench/gpu_bundle.py .gpucarry --train-sets --quality 50 --lfw-quality 55
-#       (~46 MB: with the tree's ~19.5 MB, under the 64 MiB a call carries)
+#       (45.7 MB: with the tree's 19.3 MB, 65.1 of the 67.1 MB a call carries)
 #   .venv/bin/python bench/gpu_bundle.py .gpucarry-scan --scan          (39 MB)
 # and call `run` with carry [".gpucarry"], timeout_s 480, command `bash bench/gpu_next.sh
 # train`; then at once (the machine stays warm 30 s) carry [".gpucarry-scan"], timeout_s 300,
