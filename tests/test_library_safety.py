@@ -219,3 +219,30 @@ def test_a_photo_that_leaves_the_library_takes_its_thumbnails(photos, tmp_path):
     kept = sorted(p.name.split("-")[0] for p in (tmp_path / "lib.db.thumbs").iterdir())
     assert kept == sorted([str(f) for f, name in faces.items() if name != "amy2.png"]
                           + ["notes.jpg"])  # fmt: skip
+
+
+def test_export_by_person_follows_the_owners_corrections(tmp_path):
+    """A face moved from Ann to Bea after an export: the next export takes its photo's link
+    out of Ann's folder and puts it in Bea's; a file the owner put in Ann's folder stays."""
+    from facetrain.library import store
+
+    emb, who = population(2, 4, 0.05, seed=2)
+    out = tmp_path / "by-person"
+    with embedded_library(tmp_path / "lib.db", emb) as lib:
+        with store.transaction(lib.con):
+            a, b = store.new_person(lib.con), store.new_person(lib.con)
+            store.assign(lib.con, [(a if w == 0 else b, i + 1) for i, w in enumerate(who)])
+        lib.name(str(a), "Ann")
+        lib.name(str(b), "Bea")
+        assert lib.export(out) == {"Ann": 4, "Bea": 4}
+        (out / "Ann" / "notes.txt").write_text("the owner's")
+        moved = int(np.flatnonzero(who == 0)[0]) + 1  # face ids are 1..N, one photo each
+        lib.move(moved, "Bea")
+        assert lib.export(out) == {"Ann": 3, "Bea": 5}
+
+    def targets(name):
+        return {os.readlink(p) for p in (out / name).iterdir() if p.is_symlink()}
+
+    photo = f"/p/{moved - 1}.jpg"
+    assert photo in targets("Bea") and photo not in targets("Ann")
+    assert len(targets("Ann")) == 3 and (out / "Ann" / "notes.txt").read_text() == "the owner's"

@@ -38,29 +38,38 @@ def folder_names(rows) -> dict[int, str]:
 
 def export_by_person(con, out: str | os.PathLike, include_unnamed: bool = False) -> dict[str, int]:
     """OUT/<person>/<photo> symbolic links (never copies, never moves); returns counts.
-    Folders an earlier export made for a name no longer in use (a renamed person, say) lose
-    their links; anything else in OUT is left alone."""
+    Each export brings its folders up to date: a link to a photo no longer that person's (a
+    face moved, rejected or forgotten since) goes, and folders an earlier export made for a
+    name no longer in use lose their links. Anything else in OUT is left alone."""
     out = Path(out)
     rows = store.named_photos(con, include_unnamed)
     names = folder_names(rows)
     _remove_stale(out, set(names.values()))
-    counts: dict[str, int] = {}
-    for r in rows:
-        folder = out / names[r["id"]]
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / MARK).write_text(f"{r['id']}\n")
-        src = Path(r["path"])
-        link = folder / src.name
-        if link.is_symlink() and os.readlink(link) == str(src):
-            counts[folder.name] = counts.get(folder.name, 0) + 1
+    wanted: dict[int, dict[str, str]] = {}
+    for r in rows:  # link name -> photo, per person; a name two photos share takes the id
+        links, src = wanted.setdefault(r["id"], {}), Path(r["path"])
+        links[src.name if src.name not in links else f"{r['photo']}_{src.name}"] = str(src)
+    for pid, links in wanted.items():
+        _link(out / names[pid], pid, links)
+    return {names[pid]: len(links) for pid, links in wanted.items()}
+
+
+def _link(folder: Path, person_id: int, links: dict[str, str]) -> None:
+    """folder holds exactly these links (and whatever else the owner put there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARK).write_text(f"{person_id}\n")
+    for f in folder.iterdir():
+        if f.is_symlink() and links.get(f.name) != os.readlink(f):
+            f.unlink()
+    for name, src in links.items():
+        link = folder / name
+        if link.is_symlink():
             continue
-        if link.exists() or link.is_symlink():
-            link = folder / f"{r['photo']}_{src.name}"
+        if link.exists():  # a file of the owner's by that name: the link takes another
+            link = folder / f"{person_id}_{name}"
             if link.is_symlink():
-                link.unlink()
+                continue
         link.symlink_to(src)
-        counts[folder.name] = counts.get(folder.name, 0) + 1
-    return counts
 
 
 def _remove_stale(out: Path, keep: set[str]) -> None:
