@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import LFW, need
-from facetrain.distances import pair_distances
+from facetrain.distances import distance_matrix, mean_distances, pair_distances
 from facetrain.evaluate.verification import evaluate, read_pairs
 
 
@@ -97,6 +97,17 @@ def test_distances():
     a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
     assert pair_distances(a, b, "squared_l2")[0] == pytest.approx(2.0)
     assert pair_distances(a, b, "cosine")[0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("distance", ["squared_l2", "cosine"])
+def test_mean_distances_block_by_block_is_the_matrix_mean(distance):
+    """What `library serve`'s "same person?" asks of a person of many faces: the mean over
+    the person's faces of each face's distance, in blocks of rows (one block and many)."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(700, 16)), rng.normal(size=(90, 16))
+    whole = distance_matrix(a, b, distance).mean(0)
+    for block in (1000, 256, 7):
+        np.testing.assert_allclose(mean_distances(a, b, distance, block), whole, rtol=1e-12)
 
 
 def test_fold_ids_keep_official_boundaries():

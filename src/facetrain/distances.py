@@ -60,6 +60,17 @@ def distance_matrix(a, b, distance: str = "squared_l2", dtype=np.float64):
     return np.arccos(np.clip(an @ bn.T, -1.0, 1.0)) / np.pi
 
 
+def mean_distances(a, b, distance: str = "squared_l2", block: int = 256) -> np.ndarray:
+    """Each row of b's mean distance to the rows of a (numpy), a block of a's rows at a
+    time: memory block x len(b), not len(a) x len(b) (a person of thousands of faces
+    against a library of a million would need gigabytes)."""
+    b = np.asarray(b, np.float64)  # once, not once a block
+    total = np.zeros(len(b))
+    for s in range(0, len(a), block):
+        total += distance_matrix(a[s : s + block], b, distance).sum(0)
+    return total / max(len(a), 1)
+
+
 def _pair_torch(a, b, distance: str):
     import torch
 

@@ -306,7 +306,7 @@ class Library:
         """ "Same person?": the other stacks nearest this one (mean distance between their
         faces, as the stacks are made), nearest first; stacks sharing a photo with it are
         left out (two faces of one photo are two people)."""
-        from facetrain.distances import distance_matrix
+        from facetrain.distances import mean_distances
 
         _, distance = self.threshold()
         emb, rows = self._faces("stacked")
@@ -315,7 +315,7 @@ class Library:
         mine = person == stack
         if not mine.any():  # no such stack, or a hidden one: nothing to suggest
             return []
-        d = distance_matrix(emb[mine], emb, distance).mean(0)
+        d = mean_distances(emb[mine], emb, distance)
         clash = set(person[np.isin(photo, photo[mine])].tolist())
         people = {p["id"]: p for p in self.people() if not p["hidden"]}
         ids, inv = np.unique(person, return_inverse=True)
