@@ -60,15 +60,21 @@ def distance_matrix(a, b, distance: str = "squared_l2", dtype=np.float64):
     return np.arccos(np.clip(an @ bn.T, -1.0, 1.0)) / np.pi
 
 
-def mean_distances(a, b, distance: str = "squared_l2", block: int = 256) -> np.ndarray:
-    """Each row of b's mean distance to the rows of a (numpy), a block of a's rows at a
-    time: memory block x len(b), not len(a) x len(b) (a person of thousands of faces
-    against a library of a million would need gigabytes)."""
-    b = np.asarray(b, np.float64)  # once, not once a block
+def mean_distances(a, b, distance: str = "squared_l2", block: int | None = None) -> np.ndarray:
+    """Each row of b's mean distance to the rows of a (numpy), without the len(a) x len(b)
+    matrix (a person of thousands of faces against a library of a million would need tens
+    of gigabytes): for squared_l2 in closed form, mean ‖x‖² + ‖y‖² − 2 x̄·y; for the
+    angle, a block of a's rows at a time (at most 2^25 distances, 256 MB, a block)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) == 0:
+        return np.zeros(len(b))
+    if canonical(distance) == "squared_l2":
+        return np.maximum((a * a).sum(1).mean() + (b * b).sum(1) - 2.0 * b @ a.mean(0), 0.0)
+    block = block or max(1, min(256, 2**25 // max(len(b), 1)))
     total = np.zeros(len(b))
     for s in range(0, len(a), block):
         total += distance_matrix(a[s : s + block], b, distance).sum(0)
-    return total / max(len(a), 1)
+    return total / len(a)
 
 
 def _pair_torch(a, b, distance: str):
