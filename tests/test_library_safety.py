@@ -3,6 +3,7 @@ confirmed and named through splits, moves, duplicates, metadata edits and rescan
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -127,6 +128,34 @@ def test_moves_duplicates_and_metadata_edits_keep_every_name(photos, tmp_path):
     assert sum(map(len, _names(db).values())) == sum(map(len, names.values()))
 
 
+def _thumbnailed(db) -> dict[int, str]:
+    """Every face's thumbnail cut (the web page's cache); {face id: its photo's file name}."""
+    from facetrain.library.library import Library
+
+    with Library(db) as lib:
+        faces = {r[0]: Path(r[1]).name for r in lib.con.execute(
+            "SELECT f.id, p.path FROM faces f JOIN photos p ON p.id = f.photo_id")}  # fmt: skip
+        for f in faces:
+            lib.face_thumbnail(f)
+    return faces
+
+
+@contextlib.contextmanager
+def _ann_and_bea(db, seed: int):
+    """A library of two people of four faces each (one photo a face, face ids 1..8),
+    named Ann and Bea: (the open library, each face's person, 0 Ann or 1 Bea)."""
+    from facetrain.library import store
+
+    emb, who = population(2, 4, 0.05, seed=seed)
+    with embedded_library(db, emb) as lib:
+        with store.transaction(lib.con):
+            a, b = store.new_person(lib.con), store.new_person(lib.con)
+            store.assign(lib.con, [(a if w == 0 else b, i + 1) for i, w in enumerate(who)])
+        lib.name(str(a), "Ann")
+        lib.name(str(b), "Bea")
+        yield lib, who
+
+
 @need(BBT)
 def test_forget_missing_lists_first_then_forgets_faces_and_thumbnails_not_names(photos, tmp_path):
     """A deleted photo the owner named faces on is kept as missing; `forget-missing` lists
@@ -142,11 +171,7 @@ def test_forget_missing_lists_first_then_forgets_faces_and_thumbnails_not_names(
     db, amy = tmp_path / "lib.db", photos / "amy"
     _scan(db, amy, make_model(tmp_path / "m.safetensors"))
     _confirm_all(db)
-    with Library(db) as lib:
-        faces = {r[0]: Path(r[1]).name for r in lib.con.execute(
-            "SELECT f.id, p.path FROM faces f JOIN photos p ON p.id = f.photo_id")}  # fmt: skip
-        for f in faces:
-            lib.face_thumbnail(f)
+    faces = _thumbnailed(db)
     thumbs = {p.name.split("-")[0] for p in (tmp_path / "lib.db.thumbs").iterdir()}
     assert thumbs == {str(f) for f in faces}
     gone = sorted(f for f, name in faces.items() if name == "amy1.png")
@@ -184,13 +209,7 @@ def test_undoing_a_merge_after_its_faces_were_forgotten(tmp_path):
     left the library puts back what is still there instead of failing on the rest."""
     from facetrain.library import store
 
-    emb, who = population(2, 4, 0.05, seed=1)
-    with embedded_library(tmp_path / "lib.db", emb) as lib:
-        with store.transaction(lib.con):
-            a, b = store.new_person(lib.con), store.new_person(lib.con)
-            store.assign(lib.con, [(a if w == 0 else b, i + 1) for i, w in enumerate(who)])
-        lib.name(str(a), "Ann")
-        lib.name(str(b), "Bea")
+    with _ann_and_bea(tmp_path / "lib.db", seed=1) as (lib, _):
         lib.reject(1)  # face 1 is not Ann; it is on photo 1
         lib.merge("Bea", "Ann")
         with store.transaction(lib.con):
@@ -204,15 +223,10 @@ def test_undoing_a_merge_after_its_faces_were_forgotten(tmp_path):
 def test_a_photo_that_leaves_the_library_takes_its_thumbnails(photos, tmp_path):
     """A deleted photo nobody named faces on is removed by the next scan, and the web page's
     thumbnails of its faces with it; a file in the thumbnail folder not named as one stays."""
-    from facetrain.library.library import Library
 
     db, amy = tmp_path / "lib.db", photos / "amy"
     _scan(db, amy, make_model(tmp_path / "m.safetensors"))
-    with Library(db) as lib:
-        faces = {r[0]: Path(r[1]).name for r in lib.con.execute(
-            "SELECT f.id, p.path FROM faces f JOIN photos p ON p.id = f.photo_id")}  # fmt: skip
-        for f in faces:
-            lib.face_thumbnail(f)
+    faces = _thumbnailed(db)
     (tmp_path / "lib.db.thumbs" / "notes.jpg").write_bytes(b"the owner's")
     os.remove(amy / "amy2.png")
     assert _scan(db, amy)["removed"] == 1
@@ -224,16 +238,9 @@ def test_a_photo_that_leaves_the_library_takes_its_thumbnails(photos, tmp_path):
 def test_export_by_person_follows_the_owners_corrections(tmp_path):
     """A face moved from Ann to Bea after an export: the next export takes its photo's link
     out of Ann's folder and puts it in Bea's; a file the owner put in Ann's folder stays."""
-    from facetrain.library import store
 
-    emb, who = population(2, 4, 0.05, seed=2)
     out = tmp_path / "by-person"
-    with embedded_library(tmp_path / "lib.db", emb) as lib:
-        with store.transaction(lib.con):
-            a, b = store.new_person(lib.con), store.new_person(lib.con)
-            store.assign(lib.con, [(a if w == 0 else b, i + 1) for i, w in enumerate(who)])
-        lib.name(str(a), "Ann")
-        lib.name(str(b), "Bea")
+    with _ann_and_bea(tmp_path / "lib.db", seed=2) as (lib, who):
         assert lib.export(out) == {"Ann": 4, "Bea": 4}
         (out / "Ann" / "notes.txt").write_text("the owner's")
         moved = int(np.flatnonzero(who == 0)[0]) + 1  # face ids are 1..N, one photo each
