@@ -55,21 +55,18 @@ def export_by_person(con, out: str | os.PathLike, include_unnamed: bool = False)
 
 
 def _link(folder: Path, person_id: int, links: dict[str, str]) -> None:
-    """folder holds exactly these links (and whatever else the owner put there)."""
+    """folder holds exactly these links (and whatever else the owner put there; a link
+    whose name a file of the owner's has takes the person's id before it)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARK).write_text(f"{person_id}\n")
+    owners = {f.name for f in folder.iterdir() if not f.is_symlink()}
+    links = {(f"{person_id}_{n}" if n in owners else n): src for n, src in links.items()}
     for f in folder.iterdir():
         if f.is_symlink() and links.get(f.name) != os.readlink(f):
             f.unlink()
     for name, src in links.items():
-        link = folder / name
-        if link.is_symlink():
-            continue
-        if link.exists():  # a file of the owner's by that name: the link takes another
-            link = folder / f"{person_id}_{name}"
-            if link.is_symlink():
-                continue
-        link.symlink_to(src)
+        if not (folder / name).is_symlink():
+            (folder / name).symlink_to(src)
 
 
 def _remove_stale(out: Path, keep: set[str]) -> None:
