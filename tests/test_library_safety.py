@@ -47,7 +47,7 @@ def test_split_keeps_the_confirmed_faces_with_their_name(tmp_path):
         assert _person_of(lib) == before
 
 
-def _scan(db, root, model=None) -> dict:
+def _scan(db, root, model=None, *flags) -> dict:
     import json
 
     from typer.testing import CliRunner
@@ -55,7 +55,7 @@ def _scan(db, root, model=None) -> dict:
     from facetrain.cli import app
 
     out = db.parent / "scan.json"
-    args = ["library", "scan", str(root), "--db", str(db), "--json", str(out)]
+    args = ["library", "scan", str(root), "--db", str(db), "--json", str(out), *flags]
     res = CliRunner().invoke(app, args + (["--model", str(model)] if model else []))
     assert res.exit_code == 0, res.output
     return json.loads(out.read_text())
@@ -126,6 +126,49 @@ def test_moves_duplicates_and_metadata_edits_keep_every_name(photos, tmp_path):
     _scan(db, a)
     assert _names(db)["amy3.png"] == ["amy3-renamed.png"] * len(names["amy3.png"])
     assert sum(map(len, _names(db).values())) == sum(map(len, names.values()))
+
+
+@need(BBT)
+def test_a_named_face_the_detector_no_longer_finds_keeps_its_name(tmp_path):
+    """A small face found by a scan at `--min-size 20` and named is not found at the
+    default gate: a rescan at it (the caption edited) and a migration to another model
+    keep the face and its name, embedded by the model in use at the place it was found."""
+    from PIL import PngImagePlugin
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+    from facetrain.inference.compiled import open_for_use
+    from facetrain.library.library import Library
+    from facetrain.library.scan import Quality, Scanner
+
+    root, db = tmp_path / "photos", tmp_path / "lib.db"
+    root.mkdir()
+    im = Image.open(BBT / "group" / "bbt1.jpg").convert("RGB")
+    im = im.resize((im.width // 2, im.height // 2), Image.BILINEAR)  # one face of ~28 px
+    im.save(root / "gang.png")
+    model = make_model(tmp_path / "a.safetensors")
+    found = _scan(db, root, model, "--min-size", "20")["faces"]
+    assert _scan(tmp_path / "gated.db", root, model)["faces"] == found - 1
+    names = _confirm_all(db)
+    assert len(names["gang.png"]) == found
+
+    info = PngImagePlugin.PngInfo()  # other bytes, the same pixels: read again at the gate
+    info.add_text("Description", "the gang")
+    im.save(root / "gang.png", pnginfo=info)
+    r = _scan(db, root)
+    assert (r["changed"], r["faces"]) == (1, found - 1)
+    assert _names(db) == names
+
+    new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
+    res = CliRunner().invoke(app, ["library", "migrate", "--db", str(db), "--model", str(new)])
+    assert f"{found} named faces kept, 0 not found again" in res.output, res.output
+    assert _names(db) == names
+    small = Scanner(open_for_use(str(new)), Quality(min_size=20)).faces_of(np.asarray(im))
+    small = min(small, key=lambda f: f["size"])
+    with Library(db) as lib:
+        kept = lib.con.execute("SELECT embedding FROM faces ORDER BY size LIMIT 1").fetchone()[0]
+    kept = np.frombuffer(kept, np.float32)
+    assert kept.shape == (16,) and float(kept @ small["embedding"]) > 0.99
 
 
 def _thumbnailed(db) -> dict[int, str]:

@@ -105,6 +105,24 @@ class FaceEmbedder:
         """Every face of one photo (`faces_of`)."""
         return self.faces_of([photo], smallest)[0]
 
+    def faces_at(self, photo: np.ndarray, places: Sequence[tuple]) -> list[Face | None]:
+        """The faces of one photo at places already known — (box, landmarks, score) each —
+        aligned and embedded as `faces` would, without detecting: a face found once stays
+        usable when another detector setting no longer finds it (None: no crop there)."""
+        from facetrain.align.faces import AlignedFace
+        from facetrain.align.transform import align_face
+
+        aligned: list[AlignedFace | None] = []
+        for box, landmarks, score in places:
+            box, landmarks = np.asarray(box, np.float32), np.asarray(landmarks, np.float32)
+            try:
+                crop = align_face(photo, box, landmarks, self.pre.alignment)
+            except ValueError:
+                crop = None
+            aligned.append(None if crop is None else AlignedFace(crop, box, landmarks, score))
+        emb = iter(self.embed_crops([a.crop for a in aligned if a is not None]))
+        return [None if a is None else _face(a, next(emb)) for a in aligned]
+
     def crop(self, img: np.ndarray, align: str = "auto") -> np.ndarray | None:
         """The model's face of one image (see `feed.face_crop`), or None: no face."""
         return face_crop(np.ascontiguousarray(img), lambda: self.aligner, align)

@@ -136,23 +136,36 @@ class Scanner:
         below the gate's size are not searched for (`MTCNN.detect`); those a little below
         it are still found, and kept marked."""
         found = self.embedder.faces(img, smallest=self.quality.min_size)
+        return [self._row(f) for f in self._finite(found)]
+
+    def faces_at(self, img: np.ndarray, rows) -> list[dict | None]:
+        """Recorded faces (store rows) embedded again at their places, not detected: a face
+        the owner named stays when a new model or gate no longer finds it (None: no crop)."""
+        places = [([r["x1"], r["y1"], r["x2"], r["y2"]], json.loads(r["landmarks"]),
+                   r["score"]) for r in rows]  # fmt: skip
+        found = self.embedder.faces_at(img, places)
+        self._finite([f for f in found if f is not None])
+        return [None if f is None else self._row(f) for f in found]
+
+    def _finite(self, found: list) -> list:
         if found and not np.isfinite(np.stack([f.embedding for f in found])).all():
             raise store.LibraryError(  # never into a library: clustering would break on it
                 f"the model {self.model.source} gives non-finite embeddings (NaN or inf); "
                 "it cannot be used (was it trained to the end?)"
             )
-        return [
-            dict(
-                box=[float(v) for v in f.box],
-                landmarks=np.asarray(f.landmarks).round(2).tolist(),
-                score=f.score,
-                size=f.size,
-                sharpness=f.sharpness,
-                usable=self.quality.usable(f.size, f.score, f.sharpness),
-                embedding=f.embedding,
-            )
-            for f in found
-        ]
+        return found
+
+    def _row(self, f) -> dict:
+        """A face as the store keeps it, with the gate's decision."""
+        return dict(
+            box=[float(v) for v in f.box],
+            landmarks=np.asarray(f.landmarks).round(2).tolist(),
+            score=float(f.score),
+            size=f.size,
+            sharpness=f.sharpness,
+            usable=self.quality.usable(f.size, f.score, f.sharpness),
+            embedding=f.embedding,
+        )
 
 
 def scan(
@@ -192,7 +205,7 @@ def scan(
             else:
                 bar.advance(task)
         for job, result in zip(todo, analysed([j[0] for j in todo], scanner, pool)):
-            _record_photo(con, *job, result, rep)
+            _record_photo(con, *job, result, rep, scanner)
             bar.advance(task)
         for path in later:
             _scan_one(con, path, known.get(path), vanished, rep)
@@ -347,7 +360,8 @@ def _analyse(path: str, scanner: Scanner) -> tuple:
         return "unreadable", str(e), [], (None, None), None
 
 
-def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport) -> None:
+def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
+                  scanner: Scanner) -> None:  # fmt: skip
     """An analysed photo written. The same photo read again — its file changed (a metadata
     edit), or its pixels found at a new path after it left the old one — keeps its record,
     its faces' names carried to the faces at the same places; the same pixels at a second
@@ -368,7 +382,9 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport)
         if same is not None:
             store.update_photo(con, same["id"], path, digest, st.st_size, st.st_mtime, w, h,
                                taken(path), status, error, pixels)  # fmt: skip
-            _replace_faces(con, same["id"], faces)
+            recorded = pixels if row is None else row["pixels"]  # a twin has these pixels
+            _replace_faces(con, same["id"], faces,
+                           _at_places(scanner, lambda: load_rgb(path), recorded))  # fmt: skip
         else:
             pid = store.add_photo(con, path, digest, st.st_size, st.st_mtime, w, h, taken(path),
                                   status, error, pixels)  # fmt: skip
@@ -413,12 +429,14 @@ def migrate(
         for row in todo:
             bar.advance(task)
             try:
-                new = scanner.faces_of(load_rgb(row["path"]))
+                img = load_rgb(row["path"])
+                new = scanner.faces_of(img)
             except (ImageError, OSError):
                 new = None  # unreadable now: keep the old faces, they are still labelled
             with transaction(con):
                 if new is not None:
-                    k, lo = _replace_faces(con, row["id"], new)
+                    again = _at_places(scanner, lambda img=img: img, row["pixels"])
+                    k, lo = _replace_faces(con, row["id"], new, again)
                     kept, lost = kept + k, lost + lo
                 store.mark_migrated(con, row["id"])
     with transaction(con):
@@ -428,6 +446,22 @@ def migrate(
         store.del_meta(con, "migrating_to")
         store.end_migration(con)
     return {"photos": len(todo), "confirmed_faces_kept": kept, "confirmed_faces_lost": lost}
+
+
+def _at_places(scanner: Scanner, load, recorded: str | None):
+    """`Scanner.faces_at` on a photo (`load()`, read only when asked), or Nones where its
+    pixels are not those its recorded faces were found on (digest `recorded`)."""
+
+    def again(rows) -> list:
+        try:
+            img = load()
+        except (ImageError, OSError):
+            return [None] * len(rows)
+        if recorded is None or pixel_digest(img) != recorded:
+            return [None] * len(rows)
+        return scanner.faces_at(img, rows)
+
+    return again
 
 
 def _try_model(scanner: Scanner, photos) -> None:
@@ -441,25 +475,37 @@ def _try_model(scanner: Scanner, photos) -> None:
             continue
 
 
-def _replace_faces(con, photo_id: int, new: list[dict]) -> tuple[int, int]:
+def _replace_faces(con, photo_id: int, new: list[dict], again=None) -> tuple[int, int]:
     """A photo's faces replaced by `new`, each old face's labels carried to the new face at
-    its place; (confirmed faces kept, confirmed faces lost)."""
+    its place; (confirmed faces kept, confirmed faces lost). A confirmed face `new` has
+    nothing at is embedded again where it was by `again` (`Scanner.faces_at` on the same
+    pixels; None where the pixels changed): the owner's word outlives a new gate or model."""
     old = store.faces_of_photo(con, photo_id)
     rej = {o["id"]: store.rejections_of(con, o["id"]) for o in old}
     store.delete_faces_of_photo(con, photo_id)
     store.insert_faces(con, photo_id, new)
     free = store.faces_of_photo(con, photo_id)
-    kept = lost = 0
+    kept, unmatched = 0, []
     for o in old:
         if o["person_id"] is None and not o["hidden"] and not rej[o["id"]]:
             continue
         box = [o["x1"], o["y1"], o["x2"], o["y2"]]
         best = max(free, key=lambda f: _iou(box, list(f)[1:5]), default=None)
         if best is None or _iou(box, list(best)[1:5]) < 0.5:
-            lost += o["confirmed"]
+            unmatched += [o] if o["confirmed"] else []
             continue
         free.remove(best)
-        store.set_face(con, best["id"], o["person_id"], o["confirmed"], o["hidden"])
-        store.reject(con, best["id"], rej[o["id"]])
+        _carry(con, best["id"], o, rej[o["id"]])
         kept += o["confirmed"]
-    return kept, lost
+    redone = again(unmatched) if again is not None and unmatched else [None] * len(unmatched)
+    for o, face in zip(unmatched, redone):
+        if face is not None:
+            _carry(con, store.insert_faces(con, photo_id, [face])[0], o, rej[o["id"]])
+            kept += 1
+    return kept, sum(face is None for face in redone)
+
+
+def _carry(con, face_id: int, old, rejected: list[int]) -> None:
+    """An old face's labels (person, confirmed, hidden, rejections) on a new face."""
+    store.set_face(con, face_id, old["person_id"], old["confirmed"], old["hidden"])
+    store.reject(con, face_id, rejected)

@@ -406,7 +406,7 @@ def original_with_hash(con, digest: str) -> int | None:
 def photos_to_migrate(con) -> list[sqlite3.Row]:
     con.execute("CREATE TABLE IF NOT EXISTS migrated (photo_id INTEGER PRIMARY KEY)")
     return con.execute(
-        "SELECT id, path FROM photos WHERE status IN ('ok', 'no_face')"
+        "SELECT id, path, pixels FROM photos WHERE status IN ('ok', 'no_face')"
         " AND id NOT IN (SELECT photo_id FROM migrated) ORDER BY id"
     ).fetchall()
 
@@ -422,16 +422,16 @@ def end_migration(con) -> None:
 # --- faces ---------------------------------------------------------------------------------
 
 
-def insert_faces(con, photo_id: int, faces: list[dict]) -> None:
-    con.executemany(
-        "INSERT INTO faces(photo_id, x1, y1, x2, y2, landmarks, score, size, sharpness, usable,"
-        " embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (photo_id, *f["box"], json.dumps(f["landmarks"]), f["score"], f["size"],
-             f["sharpness"], int(f["usable"]), to_blob(f["embedding"]))
-            for f in faces
-        ],
-    )  # fmt: skip
+def insert_faces(con, photo_id: int, faces: list[dict]) -> list[int]:
+    """The faces of one photo added; their ids."""
+    sql = ("INSERT INTO faces(photo_id, x1, y1, x2, y2, landmarks, score, size, sharpness,"
+           " usable, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")  # fmt: skip
+    return [
+        con.execute(sql, (photo_id, *f["box"], json.dumps(f["landmarks"]), f["score"],
+                          f["size"], f["sharpness"], int(f["usable"]),
+                          to_blob(f["embedding"]))).lastrowid
+        for f in faces
+    ]  # fmt: skip
 
 
 _FACES = "SELECT f.*, p.path FROM faces f JOIN photos p ON p.id = f.photo_id WHERE "
@@ -537,8 +537,8 @@ def face_person(con, face_id: int) -> tuple[bool, int | None]:
 
 def faces_of_photo(con, photo_id: int, usable_only: bool = False) -> list[sqlite3.Row]:
     return con.execute(
-        "SELECT id, x1, y1, x2, y2, person_id, confirmed, hidden FROM faces WHERE photo_id = ?"
-        + (" AND usable = 1" if usable_only else ""),
+        "SELECT id, x1, y1, x2, y2, person_id, confirmed, hidden, landmarks, score FROM faces"
+        " WHERE photo_id = ?" + (" AND usable = 1" if usable_only else ""),
         (photo_id,),
     ).fetchall()
 
