@@ -112,3 +112,36 @@ def test_regions_another_program_wrote_are_read(photos, tmp_path):
     out = cli("library", "scan", photos / "amy", "--db", db, "--import-xmp")
     assert "1 faces named from 1 XMP sidecars" in out
     assert _names(db) == {"Amy Farrah": [Path(path).name]}
+
+
+@need(BBT)
+def test_an_export_removes_the_sidecars_it_wrote_for_photos_no_longer_named(photos, tmp_path):
+    """A face's name taken off after an export: the next `export --xmp` removes the sidecar
+    it wrote for that photo, and keeps one another program rewrote since (digiKam writes
+    its own toolkit name) and every file of the owner's."""
+    import sqlite3
+
+    db, out = tmp_path / "lib.db", tmp_path / "xmp"
+    cli("library", "scan", photos / "amy", "--db", db, "--model",
+        make_model(tmp_path / "m.safetensors"))  # fmt: skip
+    names = _confirm_all(db)  # each face named after its photo's file
+    cli("library", "export", "--db", db, "--xmp", out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.xmp" for n in names)
+    theirs = out / "amy2.png.xmp"
+    theirs.write_text(theirs.read_text().replace('"facetrain"', '"XMP Core 4.4.0-Exiv2"'))
+    (out / "amy9.png.xmp").write_text("the owner's own")
+    (out / "notes.txt").write_text("the owner's own")
+
+    con = sqlite3.connect(db)
+    faces = con.execute(
+        "SELECT f.id FROM faces f JOIN photos p ON p.id = f.photo_id"
+        " WHERE p.path LIKE '%/amy1.png' OR p.path LIKE '%/amy2.png'"
+    ).fetchall()
+    con.close()
+    for (face,) in faces:
+        cli("library", "reject", face, "--db", db)
+    res = cli("library", "export", "--db", db, "--xmp", out)
+    assert "1 XMP sidecars" in res, res
+    assert sorted(p.name for p in out.iterdir()) == [
+        "amy2.png.xmp", "amy3.png.xmp", "amy9.png.xmp", "notes.txt"]  # fmt: skip
+    assert "Exiv2" in theirs.read_text()

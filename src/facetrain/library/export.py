@@ -88,17 +88,16 @@ def _remove_stale(out: Path, keep: set[str]) -> None:
 def export_xmp(con, out: str | os.PathLike) -> int:
     """OUT/<photo's path below the photos' common folder>.xmp for every photo with a face
     the owner named (digiKam's and Immich's `IMG_1.jpg.xmp`); the photos are not touched.
-    Returns the number of sidecars written."""
+    A sidecar an earlier export wrote for a photo with no name now goes, unless another
+    program has rewritten it since. Returns the number of sidecars written."""
     from itertools import groupby
 
     from facetrain.atomic import atomic_open
     from facetrain.library.xmp import sidecar
 
     rows = store.named_faces(con)
-    if not rows:
-        return 0
-    top = os.path.commonpath([os.path.dirname(r["path"]) for r in rows])
-    n = 0
+    top = os.path.commonpath([os.path.dirname(r["path"]) for r in rows]) if rows else ""
+    written = set()
     for _, group in groupby(rows, key=lambda r: r["photo"]):
         group = list(group)
         first = group[0]
@@ -107,5 +106,19 @@ def export_xmp(con, out: str | os.PathLike) -> int:
         faces = [(r["name"], (r["x1"], r["y1"], r["x2"], r["y2"])) for r in group]
         with atomic_open(dest, "wb") as f:
             f.write(sidecar(first["width"], first["height"], faces).encode("utf-8"))
-        n += 1
-    return n
+        written.add(dest)
+    _remove_stale_sidecars(Path(out), written)
+    return len(written)
+
+
+def _remove_stale_sidecars(out: Path, keep: set[Path]) -> None:
+    """Sidecars below OUT that an earlier export wrote (`xmp.written_by_us`) and this one
+    did not: their photo has no name now, or lies elsewhere below the common folder. Links
+    are not followed; every other file stays."""
+    from facetrain.library.xmp import written_by_us
+
+    for folder, _, files in os.walk(out):
+        for f in files:
+            p = Path(folder) / f
+            if f.endswith(".xmp") and p not in keep and not p.is_symlink() and written_by_us(p):
+                p.unlink()

@@ -23,6 +23,7 @@ NS = {
     "Iptc4xmpExt": "http://iptc.org/std/Iptc4xmpExt/2008-02-29/",
 }
 MAX_BYTES = 4 << 20  # a sidecar is a few kB; anything larger is not read
+TOOLKIT = 'x:xmptk="facetrain"'  # what marks a sidecar as ours until another program rewrites it
 
 
 def sidecar(width: int, height: int, faces: list[tuple[str, tuple]]) -> str:
@@ -43,7 +44,7 @@ def sidecar(width: int, height: int, faces: list[tuple[str, tuple]]) -> str:
     decl = " ".join(f'xmlns:{k}="{v}"' for k, v in NS.items() if k != "x")
     return (
         '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
-        f'<x:xmpmeta xmlns:x="{NS["x"]}" x:xmptk="facetrain">\n'
+        f'<x:xmpmeta xmlns:x="{NS["x"]}" {TOOLKIT}>\n'
         f' <rdf:RDF xmlns:rdf="{NS["rdf"]}">\n'
         f'  <rdf:Description rdf:about="" {decl}>\n'
         '   <mwg-rs:Regions rdf:parseType="Resource">\n'
@@ -64,6 +65,17 @@ def sidecar(width: int, height: int, faces: list[tuple[str, tuple]]) -> str:
 
 def _text(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def written_by_us(path: str | os.PathLike) -> bool:
+    """A sidecar as `sidecar` wrote it: another program that rewrites one (digiKam,
+    ExifTool, Lightroom) puts its own toolkit name in its place."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    return TOOLKIT.encode() in head
 
 
 def sidecar_of(photo: str | os.PathLike) -> Path | None:
