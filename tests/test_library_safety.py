@@ -128,11 +128,21 @@ def test_moves_duplicates_and_metadata_edits_keep_every_name(photos, tmp_path):
     assert sum(map(len, _names(db).values())) == sum(map(len, names.values()))
 
 
+def _gang(root: Path) -> Image.Image:
+    """ROOT/gang.png: a group photo of five whose smallest face (~28 px) is found only
+    when faces under the default gate's 40 px are searched for."""
+    root.mkdir(parents=True, exist_ok=True)
+    im = Image.open(BBT / "group" / "bbt1.jpg").convert("RGB")
+    im = im.resize((im.width // 2, im.height // 2), Image.BILINEAR)
+    im.save(root / "gang.png")
+    return im
+
+
 @need(BBT)
 def test_a_named_face_the_detector_no_longer_finds_keeps_its_name(tmp_path):
-    """A small face found by a scan at `--min-size 20` and named is not found at the
-    default gate: a rescan at it (the caption edited) and a migration to another model
-    keep the face and its name, embedded by the model in use at the place it was found."""
+    """A small face found by a scan at `--min-size 20` and named is not found at 40: a
+    rescan at that gate (the caption edited) and a migration to another model keep the
+    face and its name, embedded by the model in use at the place it was found."""
     from PIL import PngImagePlugin
     from typer.testing import CliRunner
 
@@ -142,10 +152,7 @@ def test_a_named_face_the_detector_no_longer_finds_keeps_its_name(tmp_path):
     from facetrain.library.scan import Quality, Scanner
 
     root, db = tmp_path / "photos", tmp_path / "lib.db"
-    root.mkdir()
-    im = Image.open(BBT / "group" / "bbt1.jpg").convert("RGB")
-    im = im.resize((im.width // 2, im.height // 2), Image.BILINEAR)  # one face of ~28 px
-    im.save(root / "gang.png")
+    im = _gang(root)
     model = make_model(tmp_path / "a.safetensors")
     found = _scan(db, root, model, "--min-size", "20")["faces"]
     assert _scan(tmp_path / "gated.db", root, model)["faces"] == found - 1
@@ -155,7 +162,7 @@ def test_a_named_face_the_detector_no_longer_finds_keeps_its_name(tmp_path):
     info = PngImagePlugin.PngInfo()  # other bytes, the same pixels: read again at the gate
     info.add_text("Description", "the gang")
     im.save(root / "gang.png", pnginfo=info)
-    r = _scan(db, root)
+    r = _scan(db, root, None, "--min-size", "40")
     assert (r["changed"], r["faces"]) == (1, found - 1)
     assert _names(db) == names
 
@@ -169,6 +176,44 @@ def test_a_named_face_the_detector_no_longer_finds_keeps_its_name(tmp_path):
         kept = lib.con.execute("SELECT embedding FROM faces ORDER BY size LIMIT 1").fetchone()[0]
     kept = np.frombuffer(kept, np.float32)
     assert kept.shape == (16,) and float(kept @ small["embedding"]) > 0.99
+
+
+@need(BBT)
+def test_the_quality_gate_is_the_librarys_and_a_lower_one_searches_again(tmp_path):
+    """`--min-size` given once is the library's gate from then on, for every photo: a
+    lower one searches the photos already scanned again (the names on them kept), a higher
+    one judges every recorded face again without reading a photo, and a scan without the
+    flag keeps it."""
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+    from facetrain.library.library import Library
+
+    root, db = tmp_path / "photos", tmp_path / "lib.db"
+    _gang(root)
+    r = _scan(db, root, make_model(tmp_path / "m.safetensors"))
+    assert (r["new"], r["gate_changed"]) == (1, False)
+    names = _confirm_all(db)
+
+    r = _scan(db, root, None, "--min-size", "20")
+    assert (r["searched_again"], r["changed"], r["gate_changed"]) == (1, 0, True)
+    assert r["faces"] == len(names["gang.png"]) + 1  # the ~28 px face, found now
+    assert _names(db) == names
+    assert (_scan(db, root)["unchanged"], _scan(db, root)["searched_again"]) == (1, 0)
+    with Library(db) as lib:
+        assert lib.gate()[0].min_size == 20
+        sizes = sorted(r[0] for r in lib.con.execute("SELECT size FROM faces WHERE usable = 1"))
+        assert lib.con.execute("SELECT MIN(size) FROM faces").fetchone()[0] < 28
+
+    r = _scan(db, root, None, "--min-size", str(sizes[-1]))  # only the largest passes
+    assert (r["unchanged"], r["searched_again"], r["regated"]) == (1, 0, len(sizes) - 1)
+    with Library(db) as lib:
+        assert lib.con.execute("SELECT COUNT(*) FROM faces WHERE usable = 1").fetchone()[0] == 1
+    assert _names(db) == names  # the owner's names stay on faces under the gate
+
+    res = CliRunner().invoke(app, ["library", "scan", str(root), "--db", str(db),
+                                   "--min-size", "nan"])  # fmt: skip
+    assert res.exit_code != 0 and "--min-size nan: a finite number" in res.output, res.output
 
 
 def _thumbnailed(db) -> dict[int, str]:

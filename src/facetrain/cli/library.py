@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -64,9 +64,15 @@ def library_scan(
     photos: Annotated[Path, typer.Argument(help="Folder of photos (read only, recursively).")],
     db: DbOpt,
     model: ModelOpt = None,
-    min_size: Annotated[float, typer.Option(help="Quality gate: face box side, px.")] = 40.0,
-    min_score: Annotated[float, typer.Option(help="Quality gate: detector score.")] = 0.95,
-    min_sharpness: Annotated[float, typer.Option(help="Quality gate: Laplacian var.")] = 15.0,
+    min_size: Annotated[
+        float | None, typer.Option(help="Quality gate: face box side, px [library's; new: 40].")
+    ] = None,
+    min_score: Annotated[
+        float | None, typer.Option(help="Quality gate: detector score [library's; new: 0.95].")
+    ] = None,
+    min_sharpness: Annotated[
+        float | None, typer.Option(help="Quality gate: Laplacian var [library's; new: 15].")
+    ] = None,
     spec: SpecOpt = None,
     device: DeviceOpt = "cpu",
     workers: Annotated[int, typer.Option(help="Processes analysing photos.")] = 1,
@@ -76,8 +82,6 @@ def library_scan(
     json_out: JsonOut = None,
 ) -> None:
     """Find, align and embed every face; new, changed, moved and deleted photos handled."""
-    from facetrain.library.scan import Quality
-
     if not photos.is_dir():  # before the library file is made
         fail(f"{photos}: not a folder of photos")
     new = not db.exists()
@@ -85,7 +89,8 @@ def library_scan(
         with _open(db, create=True) as lib:
             fm = lib.model(model, device, _spec(spec), prefetch=workers <= 1)
             console.print(f"model: {fm.source}")
-            quality = Quality(min_size, min_score, min_sharpness)
+            given = dict(min_size=min_size, min_score=min_score, min_sharpness=min_sharpness)
+            quality = replace(lib.gate()[0], **{k: v for k, v in given.items() if v is not None})
             rep = lib.scan(photos, fm, quality, device, workers)
             imported = lib.import_xmp(photos) if import_xmp else None
     except BaseException:
@@ -99,6 +104,17 @@ def library_scan(
         f"{rep.duplicates} duplicates, {rep.removed} removed, {rep.unchanged} unchanged; "
         f"{rep.faces} faces found ({rep.usable_faces} pass the quality gate) → {db}",
     )
+    if rep.gate_changed:
+        console.print(
+            f"quality gate: faces of {quality.min_size:g} px or more, detector score "
+            f"{quality.min_score:g}, sharpness {quality.min_sharpness:g}, kept with the library; "
+            f"{rep.regated} faces judged again by it"
+            + (
+                f", {rep.searched_again} photos searched again for smaller faces"
+                if rep.searched_again
+                else ""
+            )  # fmt: skip
+        )
     if rep.missing:
         console.print(
             f"{rep.missing} photos gone from their folder are kept for the faces you named "

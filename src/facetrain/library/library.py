@@ -335,16 +335,44 @@ class Library:
 
     # --- jobs --------------------------------------------------------------------------
 
+    def gate(self, **changes: float | None):
+        """The library's quality gate (`scan.Quality`), remembered with it so that every
+        photo is judged by one rule, with `changes` (min_size, min_score, min_sharpness;
+        None: as it is) made: a changed gate is saved and every face judged again from its
+        recorded measures (`store.regate`); the default gate is not written down.
+        (gate, faces whose judgement changed)."""
+        from dataclasses import replace
+
+        from facetrain.library.scan import Quality
+
+        for k, v in changes.items():
+            if v is not None and not (math.isfinite(v) and v >= 0):
+                raise LibraryError(f"--{k.replace('_', '-')} {v}: a finite number ≥ 0")
+        stored = store.get_meta(self.con, "quality")
+        old = Quality(**json.loads(stored)) if stored else Quality()
+        new = replace(old, **{k: float(v) for k, v in changes.items() if v is not None})
+        if new == old:
+            return new, 0
+        with store.transaction(self.con):
+            store.set_meta(self.con, "quality", json.dumps(asdict(new)))
+            return new, store.regate(self.con, *asdict(new).values())
+
     def scan(self, photos: str | os.PathLike, model, quality=None, device: str = "cpu",
              workers: int = 1):  # fmt: skip
-        from facetrain.library.scan import Quality, Scanner, scan
+        """New, changed, moved and gone photos below `photos` brought into the library,
+        judged by `quality` (which becomes the library's gate, `gate`) or the library's
+        own gate; photos searched for larger faces than the gate wants are searched again."""
+        from facetrain.library.scan import Scanner, scan
 
         if not Path(photos).is_dir():
             raise LibraryError(f"{photos}: not a folder of photos")
         if workers < 1:
             raise LibraryError(f"--workers {workers}: at least 1")
-        scanner = Scanner(model, quality or Quality(), device)
+        before, _ = self.gate()
+        quality, regated = self.gate(**(asdict(quality) if quality is not None else {}))
+        scanner = Scanner(model, quality, device)
         rep = scan(self.con, photos, scanner, workers=workers, skip=self.files.owns)
+        rep.gate_changed, rep.regated = quality != before, regated
         if rep.removed or rep.changed:  # their faces' thumbnails go with them
             self.prune_thumbnails()
         if store.count_stacks(self.con):  # clustered before: new faces join their stacks
@@ -432,7 +460,7 @@ class Library:
         from facetrain.progress import progress_bar
 
         namer = self.namer(threshold, margin)
-        scanner = Scanner(self.model(model, device=device), device=device)
+        scanner = Scanner(self.model(model, device=device), self.gate()[0], device)
         photos = [q for p in photos for q in (list_photos(p) if Path(p).is_dir() else [p])]
         out = []
         with progress_bar(disable=None if progress else True) as bar:
@@ -579,7 +607,8 @@ class Library:
         from facetrain.inference.compiled import model_hash
         from facetrain.library.scan import Scanner, migrate
 
-        rep = migrate(self.con, Scanner(model, device=device), model.source, model_hash(model))
+        scanner = Scanner(model, self.gate()[0], device)
+        rep = migrate(self.con, scanner, model.source, model_hash(model))
         self.prune_thumbnails()  # faces another model no longer finds
         return rep
 

@@ -58,6 +58,9 @@ class ScanReport:
     usable_faces: int = 0
     joined_stacks: int = 0  # new faces placed in existing stacks (incremental clustering)
     new_stacks: int = 0
+    searched_again: int = 0  # unchanged photos searched for the smaller faces a lower gate wants
+    gate_changed: bool = False  # the library's quality gate changed with this scan
+    regated: int = 0  # faces whose usable mark the changed gate changed
     problems: dict[str, str] = field(default_factory=dict)  # path -> reason
 
 
@@ -192,8 +195,9 @@ def scan(
         bar = stack.enter_context(progress_bar(disable=None if progress is None else not progress))
         task = bar.add_task("scan", total=len(files))
         todo, later, pending, pool = [], [], set(), None
+        smallest = scanner.quality.min_size
         for k, path in enumerate(files):
-            job = _scan_one(con, path, known.get(path), vanished, rep)
+            job = _scan_one(con, path, known.get(path), vanished, rep, smallest)
             if job is not None and job[2] in pending:  # a second copy of a new photo:
                 later.append(path)  # a duplicate, once the first is recorded
             elif job is not None:
@@ -208,7 +212,7 @@ def scan(
             _record_photo(con, *job, result, rep, scanner)
             bar.advance(task)
         for path in later:
-            _scan_one(con, path, known.get(path), vanished, rep)
+            _scan_one(con, path, known.get(path), vanished, rep, smallest)
             bar.advance(task)
     for pid in vanished.values():
         _vanished(con, pid, rep)
@@ -240,11 +244,12 @@ def _gone(row) -> bool:
     return row["status"] == "missing" or not os.path.isfile(row["path"])
 
 
-def _scan_one(con, path: str, row, vanished: dict, rep: ScanReport):
+def _scan_one(con, path: str, row, vanished: dict, rep: ScanReport, smallest: float):
     """One photo: unchanged, touched, moved or a duplicate (recorded here), or to analyse:
-    then (path, row, digest, stat) is returned. What is not a readable regular file now (a
-    FIFO, a dangling link, a file that vanished during the scan) is listed with its reason
-    and left alone."""
+    then (path, row, digest, stat) is returned — also for an unchanged photo last searched
+    for faces larger than `smallest` (the gate was lowered). What is not a readable regular
+    file now (a FIFO, a dangling link, a file that vanished during the scan) is listed with
+    its reason and left alone."""
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
@@ -255,6 +260,9 @@ def _scan_one(con, path: str, row, vanished: dict, rep: ScanReport):
     except OSError as e:
         rep.problems[path] = f"unreadable: {e.strerror or e} (gone, or a dangling link)"
         return None
+    same = row is not None and (digest is None or row["sha256"] == digest)
+    if same and _searched_above(row, smallest):
+        return path, row, row["sha256"], st  # the same photo, searched for smaller faces
     if digest is None:  # same size and time as when it was scanned
         rep.unchanged += 1
         return None
@@ -279,6 +287,13 @@ def _scan_one(con, path: str, row, vanished: dict, rep: ScanReport):
     if _record_duplicate(con, path, row, digest, st, rep):
         return None
     return path, row, digest, st
+
+
+def _searched_above(row, smallest: float) -> bool:
+    """A recorded photo whose faces were searched for down to a larger size than now
+    wanted (a library made before this was recorded: the default gate's)."""
+    searched = row["searched"] if row["searched"] is not None else Quality().min_size
+    return row["status"] in ("ok", "no_face") and smallest < searched
 
 
 def _record_duplicate(con, path: str, row, digest: str, st, rep: ScanReport) -> bool:
@@ -382,14 +397,18 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
         if same is not None:
             store.update_photo(con, same["id"], path, digest, st.st_size, st.st_mtime, w, h,
                                taken(path), status, error, pixels)  # fmt: skip
+            store.set_searched(con, same["id"], scanner.quality.min_size)
             recorded = pixels if row is None else row["pixels"]  # a twin has these pixels
             _replace_faces(con, same["id"], faces,
                            _at_places(scanner, lambda: load_rgb(path), recorded))  # fmt: skip
         else:
             pid = store.add_photo(con, path, digest, st.st_size, st.st_mtime, w, h, taken(path),
                                   status, error, pixels)  # fmt: skip
+            store.set_searched(con, pid, scanner.quality.min_size)
             store.insert_faces(con, pid, faces)
-    rep.changed += row is not None
+    again = row is not None and row["sha256"] == digest  # searched for smaller faces
+    rep.searched_again += again
+    rep.changed += row is not None and not again
     rep.moved += row is None and same is not None
     rep.new += same is None
     rep.faces += len(faces)
@@ -438,6 +457,7 @@ def migrate(
                     again = _at_places(scanner, lambda img=img: img, row["pixels"])
                     k, lo = _replace_faces(con, row["id"], new, again)
                     kept, lost = kept + k, lost + lo
+                    store.set_searched(con, row["id"], scanner.quality.min_size)
                 store.mark_migrated(con, row["id"])
     with transaction(con):
         store.set_meta(con, "model", target)

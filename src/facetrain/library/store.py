@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS photos (
     id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, sha256 TEXT NOT NULL,
     size INTEGER, mtime REAL, width INTEGER, height INTEGER, taken TEXT,
-    status TEXT NOT NULL, error TEXT, duplicate_of INTEGER, pixels TEXT
+    status TEXT NOT NULL, error TEXT, duplicate_of INTEGER, pixels TEXT, searched REAL
 );
 CREATE INDEX IF NOT EXISTS photos_sha ON photos(sha256);
 CREATE TABLE IF NOT EXISTS people (
@@ -110,7 +110,7 @@ def connect(
                 con.executescript(SCHEMA)
             if version is None:
                 set_meta(con, "schema_version", str(SCHEMA_VERSION))
-            _add_pixels(con)
+            _add_columns(con)
     except sqlite3.DatabaseError as e:
         raise LibraryError(f"{path}: cannot be opened as a library ({e})") from None
     con.row_factory = sqlite3.Row
@@ -164,13 +164,16 @@ def _version_of(path: Path) -> int | None:
     return version
 
 
-def _add_pixels(con: sqlite3.Connection) -> None:
-    """The photo's pixel digest (a photo is known by its pixels: a metadata edit or a move
-    keeps it), added to a library made before it; a read-only file is left as it is."""
+def _add_columns(con: sqlite3.Connection) -> None:
+    """Columns added to a library made before them; a read-only file is left as it is: the
+    photo's pixel digest (a photo is known by its pixels: a metadata edit or a move keeps
+    it), and the smallest face it was searched for (`searched`; none: the default gate)."""
     try:
         cols = {r[1] for r in con.execute("PRAGMA table_info(photos)")}
         if cols and "pixels" not in cols:
             con.execute("ALTER TABLE photos ADD COLUMN pixels TEXT")
+        if cols and "searched" not in cols:
+            con.execute("ALTER TABLE photos ADD COLUMN searched REAL")
         con.execute("CREATE INDEX IF NOT EXISTS photos_pixels ON photos(pixels)")
     except sqlite3.OperationalError:
         pass
@@ -329,6 +332,11 @@ def update_photo(con, photo_id, path, digest, size, mtime, width, height, taken,
         " taken = ?, status = ?, error = ?, pixels = ? WHERE id = ?",
         (path, digest, size, mtime, width, height, taken, status, error, pixels, photo_id),
     )
+
+
+def set_searched(con, photo_id: int, smallest: float) -> None:
+    """The smallest face a photo was searched for (a lower gate searches it again)."""
+    con.execute("UPDATE photos SET searched = ? WHERE id = ?", (smallest, photo_id))
 
 
 def delete_photo(con, photo_id: int, with_duplicates: bool = False) -> None:
@@ -606,10 +614,26 @@ def stack_photos(con, person_id: int) -> list[int]:
 def unassign_guesses(con) -> None:
     """Every unconfirmed face leaves its stack; stacks left empty (unnamed) go."""
     con.execute("UPDATE faces SET person_id = NULL WHERE confirmed = 0")
+    _drop_empty_stacks(con)
+
+
+def _drop_empty_stacks(con) -> None:
     con.execute(
         "DELETE FROM people WHERE name IS NULL AND hidden = 0 AND id NOT IN "
         "(SELECT person_id FROM faces WHERE person_id IS NOT NULL)"
     )
+
+
+def regate(con, min_size: float, min_score: float, min_sharpness: float) -> int:
+    """Every face judged again by a quality gate from its recorded size, score and
+    sharpness; an unconfirmed face no longer usable leaves its stack (stacks left empty,
+    unnamed, go). The number of faces whose judgement changed."""
+    rule = "(size >= ? AND score >= ? AND sharpness >= ?)"
+    gate = (min_size, min_score, min_sharpness)
+    n = con.execute(f"UPDATE faces SET usable = {rule} WHERE usable != {rule}", gate + gate)
+    con.execute("UPDATE faces SET person_id = NULL WHERE usable = 0 AND confirmed = 0")
+    _drop_empty_stacks(con)
+    return n.rowcount
 
 
 def count_stacks(con) -> int:
