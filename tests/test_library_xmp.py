@@ -145,3 +145,81 @@ def test_an_export_removes_the_sidecars_it_wrote_for_photos_no_longer_named(phot
     assert sorted(p.name for p in out.iterdir()) == [
         "amy2.png.xmp", "amy3.png.xmp", "amy9.png.xmp", "notes.txt"]  # fmt: skip
     assert "Exiv2" in theirs.read_text()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_regions_turn_with_the_photo_as_its_pixels_do(tmp_path, orientation):
+    """A white box at a known place of a stored 120×80 photo with each EXIF orientation:
+    `upright_area` puts it where PIL's turned pixels show it, `stored_area` brings it back."""
+    import numpy as np
+    from PIL import Image
+
+    from facetrain.data.images import exif_orientation, load_rgb
+    from facetrain.library.xmp import stored_area, upright_area
+
+    stored = np.zeros((80, 120, 3), np.uint8)
+    stored[10:30, 70:100] = 255  # x 70..100, y 10..30
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(tmp_path / "p.png", exif=exif)
+    assert exif_orientation(tmp_path / "p.png") == orientation
+    up = load_rgb(tmp_path / "p.png")
+    ys, xs = np.nonzero(up[:, :, 0] > 127)
+    h, w = up.shape[:2]
+    seen = ((xs.min() + xs.max() + 1) / 2 / w, (ys.min() + ys.max() + 1) / 2 / h,
+            (xs.max() + 1 - xs.min()) / w, (ys.max() + 1 - ys.min()) / h)  # fmt: skip
+    area = (85 / 120, 20 / 80, 30 / 120, 20 / 80)
+    assert np.allclose(upright_area(area, orientation), seen)
+    assert np.allclose(stored_area(seen, orientation), area)
+
+
+@need(BBT)
+def test_a_turned_photos_sidecar_holds_its_faces_where_they_are_stored(tmp_path):
+    """A portrait stored on its side with EXIF orientation 6, as phones write it: the
+    exported region lies on the face where the stored pixels hold it (MWG applies regions
+    to the stored image), its dimensions are the stored ones, and the names come back on
+    import."""
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from facetrain.inference.compiled import open_for_use
+    from facetrain.library.scan import Scanner
+
+    root, db = tmp_path / "photos", tmp_path / "lib.db"
+    root.mkdir()
+    upright = Image.open(BBT / "reference" / "amy" / sorted(
+        p.name for p in (BBT / "reference" / "amy").iterdir())[0]).convert("RGB")  # fmt: skip
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # orientation 6 turns it back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(root / "amy.jpg", exif=exif, quality=95)
+    model = make_model(tmp_path / "m.safetensors")
+    cli("library", "scan", root, "--db", db, "--model", model)
+    names = _confirm_all(db)
+    cli("library", "export", "--db", db, "--xmp", tmp_path / "xmp")
+    text = (tmp_path / "xmp" / "amy.jpg.xmp").read_text()
+    dims = re.search(r'stDim:w="(\d+)" stDim:h="(\d+)"', text).groups()
+    assert tuple(map(int, dims)) == stored.size
+    x, y, w, h = (float(v) for v in re.search(
+        r'stArea:x="([\d.]+)" stArea:y="([\d.]+)" stArea:w="([\d.]+)" stArea:h="([\d.]+)"',
+        text).groups())  # fmt: skip
+    W, H = stored.size
+    region = ((x - w / 2) * W, (y - h / 2) * H, (x + w / 2) * W, (y + h / 2) * H)
+    x1, y1, x2, y2 = (round(v) for v in Scanner(open_for_use(str(model))).faces_of(
+        np.asarray(upright))[0]["box"])  # fmt: skip
+    mask = np.zeros((upright.height, upright.width), np.uint8)  # the face, turned as the photo
+    mask[max(y1, 0) : y2, max(x1, 0) : x2] = 255
+    face = Image.fromarray(mask).transpose(Image.Transpose.ROTATE_90).getbbox()
+    ix = max(0.0, min(region[2], face[2]) - max(region[0], face[0]))
+    iy = max(0.0, min(region[3], face[3]) - max(region[1], face[1]))
+    union = (region[2] - region[0]) * (region[3] - region[1]) + (
+        (face[2] - face[0]) * (face[3] - face[1])) - ix * iy  # fmt: skip
+    assert ix * iy / union > 0.8, (region, face)
+
+    shutil.copy(tmp_path / "xmp" / "amy.jpg.xmp", root / "amy.jpg.xmp")
+    out = cli("library", "scan", root, "--db", tmp_path / "again.db", "--model", model,
+              "--import-xmp")  # fmt: skip
+    assert "faces named from 1 XMP sidecars" in out
+    assert _names(tmp_path / "again.db") == names

@@ -165,6 +165,17 @@ def load_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
     return np.ascontiguousarray(arr)
 
 
+def exif_orientation(path: str | os.PathLike) -> int:
+    """The EXIF orientation (1–8) that `load_rgb` applies to a photo; 1 when it has none or
+    the file cannot be read."""
+    try:
+        with open_checked(path) as im:
+            value = im.getexif().get(0x0112, 1)
+    except Exception:  # what cannot be read is taken as it is stored
+        return 1
+    return value if value in range(1, 9) else 1
+
+
 def to_jpeg(img: np.ndarray, max_side: int, quality: int = 85) -> bytes:
     """An RGB array as JPEG bytes, shrunk to fit max_side (a thumbnail)."""
     import io

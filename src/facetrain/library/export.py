@@ -93,6 +93,7 @@ def export_xmp(con, out: str | os.PathLike) -> int:
     from itertools import groupby
 
     from facetrain.atomic import atomic_open
+    from facetrain.data.images import exif_orientation
     from facetrain.library.xmp import sidecar
 
     rows = store.named_faces(con)
@@ -105,7 +106,8 @@ def export_xmp(con, out: str | os.PathLike) -> int:
         dest.parent.mkdir(parents=True, exist_ok=True)
         faces = [(r["name"], (r["x1"], r["y1"], r["x2"], r["y2"])) for r in group]
         with atomic_open(dest, "wb") as f:
-            f.write(sidecar(first["width"], first["height"], faces).encode("utf-8"))
+            text = sidecar(first["width"], first["height"], faces, exif_orientation(first["path"]))
+            f.write(text.encode("utf-8"))
         written.add(dest)
     _remove_stale_sidecars(Path(out), written)
     return len(written)

@@ -509,7 +509,8 @@ class Library:
         """Names from the XMP sidecars beside the photos below root (MWG face regions, as
         digiKam, Lightroom and Immich write them) given to the faces found there; the
         owner's own confirmed faces are kept. Sidecars that cannot be read are listed."""
-        from facetrain.library.xmp import read_regions, sidecar_of
+        from facetrain.data.images import exif_orientation
+        from facetrain.library.xmp import read_regions, sidecar_of, upright_area
 
         out = {"sidecars": 0, "faces_named": 0, "regions_without_face": 0, "problems": {}}
         for path, row in sorted(store.photos_under(self.con, os.path.abspath(root)).items()):
@@ -521,6 +522,8 @@ class Library:
             except (OSError, ValueError) as e:
                 out["problems"][str(side)] = str(e)
                 continue
+            turn = exif_orientation(path)
+            regions = [(name, upright_area(area, turn)) for name, area in regions]
             named, missed = curate.name_regions(self.con, row, regions)
             out["sidecars"] += 1
             out["faces_named"] += named

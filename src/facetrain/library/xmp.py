@@ -1,9 +1,11 @@
 """Names that leave with the owner: XMP sidecars with MWG face regions (the metadata
 digiKam, Lightroom, Immich and ExifTool read), written from the library and read back.
 
-A region is a face's box in the photo as facetrain sees it (upright: EXIF orientation
-applied), normalised to 0..1 by the photo's width and height, centred as MWG says
-(`stArea:x`, `stArea:y` are the centre). The names are also listed as
+A region is a face's box normalised to 0..1 by the photo's width and height, centred as
+MWG says (`stArea:x`, `stArea:y` are the centre), in the photo *as stored*: MWG applies
+regions to the stored image, and a viewer turns them with the EXIF orientation as it turns
+the pixels (digiKam writes them so). facetrain's boxes are in the upright photo, so they
+are turned back on the way out and upright on the way in. The names are also listed as
 `Iptc4xmpExt:PersonInImage`, which tools without region support show.
 """
 
@@ -26,12 +28,46 @@ MAX_BYTES = 4 << 20  # a sidecar is a few kB; anything larger is not read
 TOOLKIT = 'x:xmptk="facetrain"'  # what marks a sidecar as ours until another program rewrites it
 
 
-def sidecar(width: int, height: int, faces: list[tuple[str, tuple]]) -> str:
-    """The XMP text for one photo: (name, (x1, y1, x2, y2) in pixels) per face."""
+# Where a point (u, v) of the stored photo, normalised, lies in the upright one, for each
+# EXIF orientation (what PIL's exif_transpose does to the pixels), and back.
+_UPRIGHT = {
+    1: lambda u, v: (u, v),
+    2: lambda u, v: (1 - u, v),
+    3: lambda u, v: (1 - u, 1 - v),
+    4: lambda u, v: (u, 1 - v),
+    5: lambda u, v: (v, u),
+    6: lambda u, v: (1 - v, u),
+    7: lambda u, v: (1 - v, 1 - u),
+    8: lambda u, v: (v, 1 - u),
+}
+_STORED = _UPRIGHT | {6: _UPRIGHT[8], 8: _UPRIGHT[6]}  # the others undo themselves
+
+
+def upright_area(area: tuple, orientation: int) -> tuple:
+    """A region's (cx, cy, w, h), normalised, from the stored photo to the upright one."""
+    return _turned(area, _UPRIGHT.get(orientation, _UPRIGHT[1]))
+
+
+def stored_area(area: tuple, orientation: int) -> tuple:
+    """A region's (cx, cy, w, h), normalised, from the upright photo to the stored one."""
+    return _turned(area, _STORED.get(orientation, _STORED[1]))
+
+
+def _turned(area: tuple, point) -> tuple:
+    cx, cy, w, h = area
+    (a, b), (c, d) = point(cx - w / 2, cy - h / 2), point(cx + w / 2, cy + h / 2)
+    return (a + c) / 2, (b + d) / 2, abs(c - a), abs(d - b)
+
+
+def sidecar(width: int, height: int, faces: list[tuple[str, tuple]],
+            orientation: int = 1) -> str:  # fmt: skip
+    """The XMP text for one photo: (name, (x1, y1, x2, y2) in pixels of the upright photo,
+    `width` × `height`) per face; `orientation`: the photo's EXIF orientation."""
     items = []
     for name, (x1, y1, x2, y2) in faces:
-        cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
-        w, h = (x2 - x1) / width, (y2 - y1) / height
+        area = ((x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width,
+                (y2 - y1) / height)  # fmt: skip
+        cx, cy, w, h = stored_area(area, orientation)
         items.append(
             f'     <rdf:li><rdf:Description mwg-rs:Name={quoteattr(name)} mwg-rs:Type="Face">\n'
             f'      <mwg-rs:Area stArea:x="{cx:.6f}" stArea:y="{cy:.6f}" stArea:w="{w:.6f}"'
@@ -42,6 +78,8 @@ def sidecar(width: int, height: int, faces: list[tuple[str, tuple]]) -> str:
         f"     <rdf:li>{_text(n)}</rdf:li>\n" for n in dict.fromkeys(n for n, _ in faces)
     )
     decl = " ".join(f'xmlns:{k}="{v}"' for k, v in NS.items() if k != "x")
+    if orientation in (5, 6, 7, 8):  # stored on its side
+        width, height = height, width
     return (
         '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
         f'<x:xmpmeta xmlns:x="{NS["x"]}" {TOOLKIT}>\n'
