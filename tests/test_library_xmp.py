@@ -5,6 +5,7 @@ regions (ours, or another program's) into names."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -131,6 +132,7 @@ def test_an_export_removes_the_sidecars_it_wrote_for_photos_no_longer_named(phot
     theirs.write_text(theirs.read_text().replace('"facetrain"', '"XMP Core 4.4.0-Exiv2"'))
     (out / "amy9.png.xmp").write_text("the owner's own")
     (out / "notes.txt").write_text("the owner's own")
+    os.mkfifo(out / "pipe.xmp")  # never opened: reading a FIFO would wait for ever
 
     con = sqlite3.connect(db)
     faces = con.execute(
@@ -143,7 +145,7 @@ def test_an_export_removes_the_sidecars_it_wrote_for_photos_no_longer_named(phot
     res = cli("library", "export", "--db", db, "--xmp", out)
     assert "1 XMP sidecars" in res, res
     assert sorted(p.name for p in out.iterdir()) == [
-        "amy2.png.xmp", "amy3.png.xmp", "amy9.png.xmp", "notes.txt"]  # fmt: skip
+        "amy2.png.xmp", "amy3.png.xmp", "amy9.png.xmp", "notes.txt", "pipe.xmp"]  # fmt: skip
     assert "Exiv2" in theirs.read_text()
 
 

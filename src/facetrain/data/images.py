@@ -168,6 +168,8 @@ def load_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
 def exif_orientation(path: str | os.PathLike) -> int:
     """The EXIF orientation (1–8) that `load_rgb` applies to a photo; 1 when it has none or
     the file cannot be read."""
+    if not os.path.isfile(path):  # gone, or not a regular file (a FIFO would block)
+        return 1
     try:
         with open_checked(path) as im:
             value = im.getexif().get(0x0112, 1)

@@ -116,11 +116,13 @@ def export_xmp(con, out: str | os.PathLike) -> int:
 def _remove_stale_sidecars(out: Path, keep: set[Path]) -> None:
     """Sidecars below OUT that an earlier export wrote (`xmp.written_by_us`) and this one
     did not: their photo has no name now, or lies elsewhere below the common folder. Links
-    are not followed; every other file stays."""
+    are not followed, only regular files are read (a FIFO would block); every other file
+    stays."""
     from facetrain.library.xmp import written_by_us
 
     for folder, _, files in os.walk(out):
         for f in files:
             p = Path(folder) / f
-            if f.endswith(".xmp") and p not in keep and not p.is_symlink() and written_by_us(p):
+            if (f.endswith(".xmp") and p not in keep and not p.is_symlink() and p.is_file()
+                    and written_by_us(p)):  # fmt: skip
                 p.unlink()
