@@ -179,6 +179,33 @@ def test_a_named_face_the_detector_no_longer_finds_keeps_its_name(tmp_path):
 
 
 @need(BBT)
+def test_a_photo_whose_one_face_is_small_and_named_keeps_it(tmp_path):
+    """A photo whose one face (~25 px, cut from a group photo onto a grey canvas) is found
+    only at `--min-size 20`, and named: read again at 40 (its caption edited), the face
+    and its name stay, and the photo is not marked as one with no face."""
+    import sqlite3
+
+    from PIL import PngImagePlugin
+
+    root, db = tmp_path / "photos", tmp_path / "lib.db"
+    root.mkdir()
+    im = Image.new("RGB", (640, 480), (120, 120, 120))
+    im.paste(_gang(tmp_path / "group").crop((266, 40, 314, 93)), (150, 100))
+    im.save(root / "alone.png")
+    assert _scan(db, root, make_model(tmp_path / "m.safetensors"), "--min-size", "20")["faces"] == 1
+    names = _confirm_all(db)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Description", "alone")
+    im.save(root / "alone.png", pnginfo=info)
+    r = _scan(db, root, None, "--min-size", "40")
+    assert (r["changed"], r["faces"]) == (1, 0)
+    assert _names(db) == names
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT status FROM photos").fetchall() == [("ok",)]
+    con.close()
+
+
+@need(BBT)
 def test_the_quality_gate_is_the_librarys_and_a_lower_one_searches_again(tmp_path):
     """`--min-size` given once is the library's gate from then on, for every photo: a
     lower one searches the photos already scanned again (the names on them kept), a higher

@@ -399,8 +399,10 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
                                taken(path), status, error, pixels)  # fmt: skip
             store.set_searched(con, same["id"], scanner.quality.min_size)
             recorded = pixels if row is None else row["pixels"]  # a twin has these pixels
-            _replace_faces(con, same["id"], faces,
-                           _at_places(scanner, lambda: load_rgb(path), recorded))  # fmt: skip
+            again = _at_places(scanner, lambda: load_rgb(path), recorded)
+            kept, _ = _replace_faces(con, same["id"], faces, again)
+            if status == "no_face" and kept:  # only faces the owner named, kept at their place
+                store.set_status(con, same["id"], "ok")
         else:
             pid = store.add_photo(con, path, digest, st.st_size, st.st_mtime, w, h, taken(path),
                                   status, error, pixels)  # fmt: skip
