@@ -105,15 +105,12 @@ def library_scan(
         f"{rep.faces} faces found ({rep.usable_faces} pass the quality gate) → {db}",
     )
     if rep.gate_changed:
+        again = rep.searched_again
         console.print(
             f"quality gate: faces of {quality.min_size:g} px or more, detector score "
             f"{quality.min_score:g}, sharpness {quality.min_sharpness:g}, kept with the library; "
             f"{rep.regated} faces judged again by it"
-            + (
-                f", {rep.searched_again} photos searched again for smaller faces"
-                if rep.searched_again
-                else ""
-            )  # fmt: skip
+            + (f", {again} photos searched again for smaller faces" if again else "")
         )
     if rep.missing:
         console.print(

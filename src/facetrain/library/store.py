@@ -460,8 +460,13 @@ FACE_SETS = {
 
 
 def read_faces(con, which: str) -> tuple[np.ndarray, list[sqlite3.Row]]:
-    """(embeddings as the model gave them, rows) of one of FACE_SETS, in face order."""
-    rows = con.execute(_FACES + FACE_SETS[which] + " ORDER BY f.id").fetchall()
+    """(embeddings as the model gave them, rows: id, photo_id, person_id, confirmed) of one
+    of FACE_SETS, in face order. Only what clustering and naming use is read: the whole
+    set is read for each of them, at a million faces half the time of every column."""
+    rows = con.execute(
+        "SELECT f.id, f.photo_id, f.person_id, f.confirmed, f.embedding FROM faces f"
+        " JOIN photos p ON p.id = f.photo_id WHERE " + FACE_SETS[which] + " ORDER BY f.id"
+    ).fetchall()
     return _embedded(rows)
 
 
@@ -473,7 +478,14 @@ def faces_of_person(con, person_id: int) -> tuple[np.ndarray, list[sqlite3.Row]]
 def _embedded(rows) -> tuple[np.ndarray, list[sqlite3.Row]]:
     if not rows:
         return np.zeros((0, 0), np.float32), []
-    return np.stack([from_blob(r["embedding"]) for r in rows]), rows
+    size = len(rows[0]["embedding"])
+    flat = bytearray(size * len(rows))  # one writable matrix, not an array a row stacked
+    for i, r in enumerate(rows):
+        if len(r["embedding"]) != size:
+            raise LibraryError(f"face {r['id']}: its embedding is not the size of the others "
+                               "(a damaged library)")  # fmt: skip
+        flat[i * size : (i + 1) * size] = r["embedding"]
+    return np.frombuffer(flat, np.float32).reshape(len(rows), -1), rows
 
 
 def active_adapter(con) -> sqlite3.Row | None:

@@ -1,0 +1,115 @@
+"""Reading a big library's faces for clustering, placing and the people page's "same
+person?" suggestions: `store.read_faces` (the columns those use, one writable matrix)
+against the way it was (every column and the photo's path, an array a row stacked), each
+in its own process on one library of synthetic stacked faces (128-d, as dlib's model
+gives; ~20 faces a person, one face a photo).
+
+    .venv/bin/python bench/library_read.py [--faces 200000] [--rounds 3]
+
+Prints seconds and peak MB of each read (rounds alternate the two; medians), then of
+`Library.suggestions` (its second call: the web page's server is warm); the last line is
+the ratio of the median seconds, the way it was / read_faces, and whether the two
+matrices are equal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CHILD = """
+import json, resource, sys, time
+import numpy as np
+from facetrain.library import store
+from facetrain.library.library import Library
+db, how, out = sys.argv[1], sys.argv[2], sys.argv[3]
+lib = Library(db, lock=False)
+if how not in ("was", "read_faces"):
+    lib.suggestions(int(how))  # warm (torch imported, BLAS started), as in the page's server
+t0 = time.perf_counter()
+if how == "was":
+    rows = lib.con.execute("SELECT f.*, p.path FROM faces f JOIN photos p ON p.id = f.photo_id"
+                           " WHERE " + store.FACE_SETS["stacked"] + " ORDER BY f.id").fetchall()
+    emb = np.stack([store.from_blob(r["embedding"]) for r in rows])
+elif how == "read_faces":
+    emb, rows = store.read_faces(lib.con, "stacked")
+else:
+    lib.suggestions(int(how))
+    emb = np.zeros(0)
+s = time.perf_counter() - t0
+np.save(out, emb)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": round(s, 3), "peak_mb": round(peak)}))
+"""
+
+
+def build(db: Path, faces: int) -> int:
+    """A library of `faces` stacked faces; the id of its first stack."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from facetrain.library import store
+    from facetrain.library.library import Library
+    from library_scale import synthetic
+
+    emb, label, _ = synthetic(faces)
+    with Library(db, create=True) as lib, store.transaction(lib.con):
+        pre = {"distance": "squared_l2", "threshold": 0.19}
+        store.check_model(lib.con, pre, "bench", str(db), "bench")
+        people = {int(k): store.new_person(lib.con) for k in np.unique(label)}
+        for i, (e, k) in enumerate(zip(emb, label)):
+            pid = store.add_photo(lib.con, f"/bench/{i}.jpg", f"{i:064x}", 1, 0.0, 100, 100,
+                                  None, "ok", None)  # fmt: skip
+            face = dict(box=[0, 0, 50, 50], landmarks=[], score=1.0, size=50.0,
+                        sharpness=100.0, usable=True, embedding=e)  # fmt: skip
+            (fid,) = store.insert_faces(lib.con, pid, [face])
+            store.assign(lib.con, [(people[int(k)], fid)])
+    return people[int(label[0])]
+
+
+def run(db: Path, how: str, out: str) -> dict:
+    r = subprocess.run([sys.executable, "-c", CHILD, str(db), how, out],
+                       capture_output=True, text=True)  # fmt: skip
+    if r.returncode != 0:
+        return {"error": (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]}
+    return json.loads(r.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--faces", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    print(f"{platform.machine()}, {os.cpu_count()} cores; {args.faces} stacked faces")
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        stack = build(Path(tmp) / "lib.db", args.faces)
+        print(f"library built in {time.perf_counter() - t0:.0f} s")
+        runs: dict[str, list] = {"was": [], "read_faces": [], str(stack): []}
+        for _ in range(args.rounds):
+            for how, got in runs.items():
+                got.append(run(Path(tmp) / "lib.db", how, f"{tmp}/{how}.npy"))
+        if any("error" in r for got in runs.values() for r in got):
+            print(json.dumps(runs))
+            return
+        rows = {how: {k: float(np.median([r[k] for r in got])) for k in ("seconds", "peak_mb")}
+                for how, got in runs.items()}  # fmt: skip
+        for how, r in rows.items():
+            print(f"{'suggestions' if how == str(stack) else how}: {json.dumps(r)}; rounds "
+                  f"{[r['seconds'] for r in runs[how]]}")  # fmt: skip
+        same = np.array_equal(np.load(f"{tmp}/was.npy"), np.load(f"{tmp}/read_faces.npy"))
+    w, n = rows["was"], rows["read_faces"]
+    print(f"seconds the way it was / read_faces = {w['seconds'] / n['seconds']:.2f} "
+          f"({w['seconds']:.2f} / {n['seconds']:.2f}); peak MB {w['peak_mb']} / "
+          f"{n['peak_mb']}; same matrix: {same}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
