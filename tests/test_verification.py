@@ -102,8 +102,8 @@ def test_distances():
 @pytest.mark.parametrize("distance", ["squared_l2", "cosine"])
 def test_mean_distances_are_the_matrix_mean(distance):
     """What `library serve`'s "same person?" asks of a person of many faces: the mean over
-    the person's faces of each face's distance (squared L2 in closed form; the angle in
-    blocks of rows, one block and many), as the whole matrix gives it."""
+    the person's faces of each face's distance (squared L2 in closed form, the angle
+    directly; each in blocks of rows, one block and many), as the whole matrix gives it."""
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(700, 16)), rng.normal(size=(90, 16))
     a[:350] /= np.linalg.norm(a[:350], axis=1, keepdims=True)  # unit rows, as stored, and not

@@ -63,18 +63,32 @@ def distance_matrix(a, b, distance: str = "squared_l2", dtype=np.float64):
 def mean_distances(a, b, distance: str = "squared_l2", block: int | None = None) -> np.ndarray:
     """Each row of b's mean distance to the rows of a (numpy), without the len(a) x len(b)
     matrix (a person of thousands of faces against a library of a million would need tens
-    of gigabytes): for squared_l2 in closed form, mean ‖x‖² + ‖y‖² − 2 x̄·y; for the
-    angle, a block of a's rows at a time (at most 2^25 distances, 256 MB, a block)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    of gigabytes): for squared_l2 in closed form, mean ‖x‖² + ‖y‖² − 2 x̄·y, `block` of b's
+    rows at a time (65,536); for the angle, `block` of a's rows at a time (at most 2^25
+    distances, 256 MB, a block)."""
+    a = np.asarray(a, np.float64)
     if len(a) == 0:
         return np.zeros(len(b))
     if canonical(distance) == "squared_l2":
-        return np.maximum((a * a).sum(1).mean() + (b * b).sum(1) - 2.0 * b @ a.mean(0), 0.0)
+        return _mean_squared_l2(a, b, block or 1 << 16)
+    b = np.asarray(b, np.float64)
     block = block or max(1, min(256, 2**25 // max(len(b), 1)))
     total = np.zeros(len(b))
     for s in range(0, len(a), block):
         total += distance_matrix(a[s : s + block], b, distance).sum(0)
     return total / len(a)
+
+
+def _mean_squared_l2(a: np.ndarray, b, rows: int) -> np.ndarray:
+    """mean ‖x‖² + ‖y‖² − 2 x̄·y for each row y of b, in float64, b a block of rows at a
+    time: no float64 copy of all of b (a gigabyte at a million faces, slow to map afresh)."""
+    b = np.asarray(b)
+    norm, mean = (a * a).sum(1).mean(), a.mean(0)
+    out = np.empty(len(b))
+    for s in range(0, len(b), rows):
+        y = np.asarray(b[s : s + rows], np.float64)
+        out[s : s + rows] = norm + np.einsum("ij,ij->i", y, y) - 2.0 * y @ mean
+    return np.maximum(out, 0.0)
 
 
 def _pair_torch(a, b, distance: str):

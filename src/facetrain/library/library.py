@@ -317,13 +317,17 @@ class Library:
             return []
         d = mean_distances(emb[mine], emb, distance)
         clash = set(person[np.isin(photo, photo[mine])].tolist())
-        people = {p["id"]: p for p in self.people() if not p["hidden"]}
         ids, inv = np.unique(person, return_inverse=True)
         mean = np.bincount(inv, weights=d) / np.bincount(inv)
-        out = [{"id": int(i), "name": people[int(i)]["name"], "faces": people[int(i)]["faces"],
-                "distance": float(m)} for i, m in zip(ids, mean)
-               if int(i) in people and int(i) not in clash]  # fmt: skip
-        return sorted(out, key=lambda x: x["distance"])[:k]
+        out = []
+        for i in np.argsort(mean, kind="stable"):  # the stacked set holds visible people only
+            if len(out) >= k:
+                break
+            if int(ids[i]) not in clash:
+                (p,) = store.people(self.con, only=int(ids[i]))  # k rows, not every person's
+                out.append({"id": p["id"], "name": p["name"], "faces": p["faces"],
+                            "distance": float(mean[i])})  # fmt: skip
+        return out
 
     def move_faces(self, face_ids: list[int], to: str) -> str:
         return curate.move_faces(self.con, face_ids, to)
