@@ -242,6 +242,19 @@ def test_the_quality_gate_is_the_librarys_and_a_lower_one_searches_again(tmp_pat
                                    "--min-size", "nan"])  # fmt: skip
     assert res.exit_code != 0 and "--min-size nan: a finite number" in res.output, res.output
 
+    import sqlite3  # a damaged gate is refused until the whole gate is given again
+
+    con = sqlite3.connect(db)
+    con.execute("UPDATE meta SET value = '{\"min_size\": \"lots\"}' WHERE key = 'quality'")
+    con.commit()
+    con.close()
+    for args in (["scan", str(root)], ["scan", str(root), "--min-size", "40"]):
+        res = CliRunner().invoke(app, ["library", *args, "--db", str(db)])
+        assert res.exit_code != 0 and "quality gate is damaged" in res.output, res.output
+        assert "Traceback" not in res.output
+    r = _scan(db, root, None, "--min-size", "40", "--min-score", "0.95", "--min-sharpness", "15")
+    assert r["gate_changed"] and _names(db) == names
+
 
 def _thumbnailed(db) -> dict[int, str]:
     """Every face's thumbnail cut (the web page's cache); {face id: its photo's file name}."""

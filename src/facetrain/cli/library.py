@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -89,8 +89,8 @@ def library_scan(
         with _open(db, create=True) as lib:
             fm = lib.model(model, device, _spec(spec), prefetch=workers <= 1)
             console.print(f"model: {fm.source}")
-            given = dict(min_size=min_size, min_score=min_score, min_sharpness=min_sharpness)
-            quality = replace(lib.gate()[0], **{k: v for k, v in given.items() if v is not None})
+            quality = lib.gate_of(min_size=min_size, min_score=min_score,
+                                  min_sharpness=min_sharpness)  # fmt: skip
             rep = lib.scan(photos, fm, quality, device, workers)
             imported = lib.import_xmp(photos) if import_xmp else None
     except BaseException:

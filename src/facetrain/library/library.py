@@ -341,10 +341,19 @@ class Library:
 
     def gate(self, **changes: float | None):
         """The library's quality gate (`scan.Quality`), remembered with it so that every
-        photo is judged by one rule, with `changes` (min_size, min_score, min_sharpness;
-        None: as it is) made: a changed gate is saved and every face judged again from its
-        recorded measures (`store.regate`); the default gate is not written down.
-        (gate, faces whose judgement changed)."""
+        photo is judged by one rule, with `changes` made (`gate_of`): a changed gate is
+        saved and every face judged again from its recorded measures (`store.regate`); the
+        default gate is not written down. (gate, faces whose judgement changed)."""
+        new = self.gate_of(**changes)
+        if new == self._kept_gate():
+            return new, 0
+        with store.transaction(self.con):
+            store.set_meta(self.con, "quality", json.dumps(asdict(new)))
+            return new, store.regate(self.con, *asdict(new).values())
+
+    def gate_of(self, **changes: float | None):
+        """The library's gate with `changes` (min_size, min_score, min_sharpness; None: as
+        it is) made, not saved. A damaged gate is refused unless the whole gate is given."""
         from dataclasses import replace
 
         from facetrain.library.scan import Quality
@@ -352,14 +361,27 @@ class Library:
         for k, v in changes.items():
             if v is not None and not (math.isfinite(v) and v >= 0):
                 raise LibraryError(f"--{k.replace('_', '-')} {v}: a finite number ≥ 0")
+        old = self._kept_gate()
+        given = {k: float(v) for k, v in changes.items() if v is not None}
+        if old is None and len(given) < len(asdict(Quality())):
+            raise LibraryError(
+                f"{self.path}: its quality gate is damaged ({store.get_meta(self.con, 'quality')!r}"
+                "); give the whole gate again: `library scan … --min-size 40 --min-score 0.95 "
+                "--min-sharpness 15`"
+            )
+        return replace(old or Quality(), **given)
+
+    def _kept_gate(self):
+        """The gate kept with the library (the default when none is); None: a damaged one."""
+        from facetrain.library.scan import Quality
+
         stored = store.get_meta(self.con, "quality")
-        old = Quality(**json.loads(stored)) if stored else Quality()
-        new = replace(old, **{k: float(v) for k, v in changes.items() if v is not None})
-        if new == old:
-            return new, 0
-        with store.transaction(self.con):
-            store.set_meta(self.con, "quality", json.dumps(asdict(new)))
-            return new, store.regate(self.con, *asdict(new).values())
+        try:
+            gate = Quality(**{k: float(v) for k, v in json.loads(stored).items()}) if (
+                stored) else Quality()  # fmt: skip
+        except (TypeError, ValueError, AttributeError):
+            return None
+        return gate if all(math.isfinite(v) and v >= 0 for v in asdict(gate).values()) else None
 
     def scan(self, photos: str | os.PathLike, model, quality=None, device: str = "cpu",
              workers: int = 1):  # fmt: skip
@@ -372,7 +394,7 @@ class Library:
             raise LibraryError(f"{photos}: not a folder of photos")
         if workers < 1:
             raise LibraryError(f"--workers {workers}: at least 1")
-        before, _ = self.gate()
+        before = self._kept_gate()
         quality, regated = self.gate(**(asdict(quality) if quality is not None else {}))
         scanner = Scanner(model, quality, device)
         rep = scan(self.con, photos, scanner, workers=workers, skip=self.files.owns)
