@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -74,15 +73,9 @@ def build(db: Path, faces: int) -> int:
     return people[int(label[0])]
 
 
-def run(db: Path, how: str, out: str) -> dict:
-    r = subprocess.run([sys.executable, "-c", CHILD, str(db), how, out],
-                       capture_output=True, text=True)  # fmt: skip
-    if r.returncode != 0:
-        return {"error": (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]}
-    return json.loads(r.stdout)
-
-
 def main() -> None:
+    from suggestions_memory import run_child
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--faces", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=3)
@@ -95,7 +88,7 @@ def main() -> None:
         runs: dict[str, list] = {"was": [], "read_faces": [], str(stack): []}
         for _ in range(args.rounds):
             for how, got in runs.items():
-                got.append(run(Path(tmp) / "lib.db", how, f"{tmp}/{how}.npy"))
+                got.append(run_child(CHILD, Path(tmp) / "lib.db", how, f"{tmp}/{how}.npy"))
         if any("error" in r for got in runs.values() for r in got):
             print(json.dumps(runs))
             return

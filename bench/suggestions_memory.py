@@ -37,8 +37,10 @@ print(json.dumps({"seconds": s, "peak_mb": peak}))
 """
 
 
-def run(faces: int, person: int, how: str, out: str) -> dict:
-    r = subprocess.run([sys.executable, "-c", CHILD, str(faces), str(person), how, out],
+def run_child(code: str, *args) -> dict:
+    """The JSON that `code` prints, run in a process of its own (its peak memory its own);
+    {"error": its last line} when it fails (`exit -9`: killed for memory)."""
+    r = subprocess.run([sys.executable, "-c", code, *map(str, args)],
                        capture_output=True, text=True)  # fmt: skip
     if r.returncode != 0:
         return {"error": (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]}
@@ -58,7 +60,7 @@ def main() -> None:
           f"{args.person}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         ways = ("matrix", "mean_distances")
-        rows = {h: run(args.faces, args.person, h, f"{tmp}/{h}.npy") for h in ways}
+        rows = {h: run_child(CHILD, args.faces, args.person, h, f"{tmp}/{h}.npy") for h in ways}
         for how, r in rows.items():
             print(f"{how}: {json.dumps(r)}")
         if any("error" in r for r in rows.values()):
