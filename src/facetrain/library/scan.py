@@ -408,9 +408,9 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
                                   status, error, pixels)  # fmt: skip
             store.set_searched(con, pid, scanner.quality.min_size)
             store.insert_faces(con, pid, faces)
-    again = row is not None and row["sha256"] == digest  # searched for smaller faces
-    rep.searched_again += again
-    rep.changed += row is not None and not again
+    research = row is not None and row["sha256"] == digest  # searched for smaller faces
+    rep.searched_again += research
+    rep.changed += row is not None and not research
     rep.moved += row is None and same is not None
     rep.new += same is None
     rep.faces += len(faces)

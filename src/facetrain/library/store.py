@@ -638,12 +638,14 @@ def _drop_empty_stacks(con) -> None:
 
 def regate(con, min_size: float, min_score: float, min_sharpness: float) -> int:
     """Every face judged again by a quality gate from its recorded size, score and
-    sharpness; an unconfirmed face no longer usable leaves its stack (stacks left empty,
-    unnamed, go). The number of faces whose judgement changed."""
+    sharpness; an unconfirmed face no longer usable leaves its (visible) stack (stacks left
+    empty, unnamed, go). The number of faces whose judgement changed."""
     rule = "(size >= ? AND score >= ? AND sharpness >= ?)"
     gate = (min_size, min_score, min_sharpness)
     n = con.execute(f"UPDATE faces SET usable = {rule} WHERE usable != {rule}", gate + gate)
-    con.execute("UPDATE faces SET person_id = NULL WHERE usable = 0 AND confirmed = 0")
+    con.execute(  # a hidden stack keeps its faces: showing it again shows them all
+        "UPDATE faces SET person_id = NULL WHERE usable = 0 AND confirmed = 0 AND hidden = 0"
+    )
     _drop_empty_stacks(con)
     return n.rowcount
 
