@@ -155,11 +155,15 @@ class FaceAligner:
         """The selected faces of one photo (`center`, `largest` or `all`), aligned;
         `smallest`: the smallest face wanted (`detect_photos`)."""
         found = detect_photos(self.detector, [img], self.detect_max_side, smallest)[0]
-        out = []
-        for i in select_faces(found.boxes, img.shape, select):
-            try:
-                crop = align_face(img, found.boxes[i], found.landmarks[i], self.alignment)
-            except ValueError:
-                continue
-            out.append(AlignedFace(crop, found.boxes[i], found.landmarks[i], found.scores[i]))
-        return out
+        out = [self.at(img, found.boxes[i], found.landmarks[i], found.scores[i])
+               for i in select_faces(found.boxes, img.shape, select)]  # fmt: skip
+        return [f for f in out if f is not None]
+
+    def at(self, img: np.ndarray, box, landmarks, score: float) -> AlignedFace | None:
+        """The face at a known place of a photo (detected now, or recorded earlier),
+        aligned; None where the alignment record cannot crop it."""
+        try:
+            crop = align_face(img, box, landmarks, self.alignment)
+        except ValueError:
+            return None
+        return AlignedFace(crop, box, landmarks, score)

@@ -109,17 +109,9 @@ class FaceEmbedder:
         """The faces of one photo at places already known — (box, landmarks, score) each —
         aligned and embedded as `faces` would, without detecting: a face found once stays
         usable when another detector setting no longer finds it (None: no crop there)."""
-        from facetrain.align.faces import AlignedFace
-        from facetrain.align.transform import align_face
-
-        aligned: list[AlignedFace | None] = []
-        for box, landmarks, score in places:
-            box, landmarks = np.asarray(box, np.float32), np.asarray(landmarks, np.float32)
-            try:
-                crop = align_face(photo, box, landmarks, self.pre.alignment)
-            except ValueError:
-                crop = None
-            aligned.append(None if crop is None else AlignedFace(crop, box, landmarks, score))
+        aligned = [self.aligner.at(photo, np.asarray(box, np.float32),
+                                   np.asarray(landmarks, np.float32), score)
+                   for box, landmarks, score in places]  # fmt: skip
         emb = iter(self.embed_crops([a.crop for a in aligned if a is not None]))
         return [None if a is None else _face(a, next(emb)) for a in aligned]
 
