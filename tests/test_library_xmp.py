@@ -117,9 +117,9 @@ def test_regions_another_program_wrote_are_read(photos, tmp_path):
 
 @need(BBT)
 def test_an_export_removes_the_sidecars_it_wrote_for_photos_no_longer_named(photos, tmp_path):
-    """A face's name taken off after an export: the next `export --xmp` removes the sidecar
-    it wrote for that photo, and keeps one another program rewrote since (digiKam writes
-    its own toolkit name) and every file of the owner's."""
+    """A face's name taken off (or its person hidden) after an export: the next `export
+    --xmp` removes the sidecar it wrote for that photo, and keeps one another program
+    rewrote since (digiKam writes its own toolkit name) and every file of the owner's."""
     import sqlite3
 
     db, out = tmp_path / "lib.db", tmp_path / "xmp"
@@ -147,6 +147,13 @@ def test_an_export_removes_the_sidecars_it_wrote_for_photos_no_longer_named(phot
     assert sorted(p.name for p in out.iterdir()) == [
         "amy2.png.xmp", "amy3.png.xmp", "amy9.png.xmp", "notes.txt", "pipe.xmp"]  # fmt: skip
     assert "Exiv2" in theirs.read_text()
+
+    # a person the owner hides leaves the sidecars too, as they leave `--by-person`
+    cli("library", "hide", "amy3.png", "--db", db)
+    res = cli("library", "export", "--db", db, "--xmp", out)
+    assert "0 XMP sidecars" in res, res
+    assert sorted(p.name for p in out.iterdir()) == [
+        "amy2.png.xmp", "amy9.png.xmp", "notes.txt", "pipe.xmp"]  # fmt: skip
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

@@ -731,12 +731,12 @@ def named_photos(con, include_unnamed: bool) -> list[sqlite3.Row]:
 
 def named_faces(con) -> list[sqlite3.Row]:
     """The owner's confirmed faces of named people, with their photo (path, size) and box,
-    photo by photo."""
+    photo by photo. A hidden person's faces are left out, as `named_photos` leaves them."""
     return con.execute(
         "SELECT p.id AS photo, p.path, p.width, p.height, f.x1, f.y1, f.x2, f.y2, pe.name"
         " FROM faces f JOIN people pe ON pe.id = f.person_id JOIN photos p ON p.id = f.photo_id"
         " WHERE f.confirmed = 1 AND pe.name IS NOT NULL AND p.status = 'ok'"
-        " AND p.width > 0 AND p.height > 0 ORDER BY p.id, f.x1"
+        " AND pe.hidden = 0 AND f.hidden = 0 AND p.width > 0 AND p.height > 0 ORDER BY p.id, f.x1"
     ).fetchall()
 
 
