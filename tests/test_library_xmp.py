@@ -156,6 +156,38 @@ def test_an_export_removes_the_sidecars_it_wrote_for_photos_no_longer_named(phot
         "amy2.png.xmp", "amy9.png.xmp", "notes.txt", "pipe.xmp"]  # fmt: skip
 
 
+@need(BBT)
+def test_every_copy_of_a_named_photo_gets_its_sidecar(photos, tmp_path):
+    """The same photo kept in two folders is one photo to the library (the other copy a
+    duplicate); each copy gets the sidecar, so another program finds the names beside
+    whichever it opens, and both go when the name does."""
+    import sqlite3
+
+    lib, db, out = tmp_path / "lib", tmp_path / "lib.db", tmp_path / "xmp"
+    for folder, name in (("a", "amy1.png"), ("a", "amy2.png"), ("b", "amy1.png")):
+        (lib / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photos / "amy" / name, lib / folder / name)
+    cli("library", "scan", lib, "--db", db, "--model", make_model(tmp_path / "m.safetensors"))
+    _confirm_all(db)
+    res = cli("library", "export", "--db", db, "--xmp", out)
+    assert "3 XMP sidecars" in res, res
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.xmp")) == [
+        "a/amy1.png.xmp", "a/amy2.png.xmp", "b/amy1.png.xmp"]  # fmt: skip
+    assert (out / "a/amy1.png.xmp").read_text() == (out / "b/amy1.png.xmp").read_text()
+    assert "amy1.png" in (out / "b/amy1.png.xmp").read_text()  # the name, as _confirm_all gave
+
+    con = sqlite3.connect(db)
+    (face,) = con.execute(
+        "SELECT f.id FROM faces f JOIN photos p ON p.id = f.photo_id"
+        " WHERE p.path LIKE '%amy1.png' AND p.status = 'ok'"
+    ).fetchone()
+    con.close()
+    cli("library", "reject", face, "--db", db)
+    cli("library", "export", "--db", db, "--xmp", out)
+    # the one named photo left keeps its place: below the library's folder, not its own
+    assert [str(p.relative_to(out)) for p in out.rglob("*.xmp")] == ["a/amy2.png.xmp"]
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_regions_turn_with_the_photo_as_its_pixels_do(tmp_path, orientation):
     """A white box at a known place of a stored 120×80 photo with each EXIF orientation:

@@ -86,31 +86,49 @@ def _remove_stale(out: Path, keep: set[str]) -> None:
 
 
 def export_xmp(con, out: str | os.PathLike) -> int:
-    """OUT/<photo's path below the photos' common folder>.xmp for every photo with a face
-    the owner named (digiKam's and Immich's `IMG_1.jpg.xmp`); the photos are not touched.
-    A sidecar an earlier export wrote for a photo with no name now goes, unless another
-    program has rewritten it since. Returns the number of sidecars written."""
+    """OUT/<photo's path below the library's common folder>.xmp for every photo with a face
+    the owner named (digiKam's and Immich's `IMG_1.jpg.xmp`), and for each other copy of it
+    the library found, so the names are there beside whichever copy another program opens;
+    the photos are not touched. A sidecar an earlier export wrote for a photo with no name
+    now goes, unless another program has rewritten it since. Returns the number written."""
     from itertools import groupby
 
-    from facetrain.atomic import atomic_open
     from facetrain.data.images import exif_orientation
     from facetrain.library.xmp import sidecar
 
-    rows = store.named_faces(con)
-    top = os.path.commonpath([os.path.dirname(r["path"]) for r in rows]) if rows else ""
+    groups = [list(g) for _, g in groupby(store.named_faces(con), key=lambda r: r["photo"])]
+    copies = store.duplicate_paths(con)
+    paths = {g[0]["photo"]: [g[0]["path"], *copies.get(g[0]["photo"], [])] for g in groups}
+    top = _common_folder(store.all_paths(con))
     written = set()
-    for _, group in groupby(rows, key=lambda r: r["photo"]):
-        group = list(group)
+    for group in groups:
         first = group[0]
-        dest = Path(out) / (os.path.relpath(first["path"], top) + ".xmp")
-        dest.parent.mkdir(parents=True, exist_ok=True)
         faces = [(r["name"], (r["x1"], r["y1"], r["x2"], r["y2"])) for r in group]
-        with atomic_open(dest, "wb") as f:
-            text = sidecar(first["width"], first["height"], faces, exif_orientation(first["path"]))
-            f.write(text.encode("utf-8"))
-        written.add(dest)
+        text = sidecar(first["width"], first["height"], faces, exif_orientation(first["path"]))
+        for path in paths[first["photo"]]:
+            written.add(_write(Path(out) / (os.path.relpath(path, top) + ".xmp"), text))
     _remove_stale_sidecars(Path(out), written)
     return len(written)
+
+
+def _common_folder(paths) -> str:
+    """The folder every path lies below: the library's, not only the named photos', so a
+    photo's sidecar keeps its place in OUT when names come and go."""
+    top = None
+    for path in paths:
+        folder = os.path.dirname(path)
+        if top is None or not (folder == top or folder.startswith(top.rstrip(os.sep) + os.sep)):
+            top = folder if top is None else os.path.commonpath([top, folder])
+    return top or ""
+
+
+def _write(dest: Path, text: str) -> Path:
+    from facetrain.atomic import atomic_open
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(dest, "wb") as f:
+        f.write(text.encode("utf-8"))
+    return dest
 
 
 def _remove_stale_sidecars(out: Path, keep: set[Path]) -> None:

@@ -308,6 +308,21 @@ def duplicates_of(con, photo_id: int) -> list[sqlite3.Row]:
     ).fetchall()
 
 
+def all_paths(con):
+    """Every path the library knows (photos, duplicates, missing ones), one at a time."""
+    return (r[0] for r in con.execute("SELECT path FROM photos"))
+
+
+def duplicate_paths(con) -> dict[int, list[str]]:
+    """Each photo's other copies (the same file found at other paths), by photo id."""
+    out: dict[int, list[str]] = {}
+    for photo, path in con.execute(
+        "SELECT duplicate_of, path FROM photos WHERE status = 'duplicate' ORDER BY id"
+    ):
+        out.setdefault(photo, []).append(path)
+    return out
+
+
 def promote_duplicate(con, photo_id: int, dup: sqlite3.Row) -> None:
     """The photo now lives at its duplicate's path (its other copy was deleted): its
     faces and names stay."""
