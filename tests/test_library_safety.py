@@ -187,11 +187,8 @@ def test_a_photo_whose_one_face_is_small_and_named_keeps_it(tmp_path):
 
     from PIL import PngImagePlugin
 
-    root, db = tmp_path / "photos", tmp_path / "lib.db"
-    root.mkdir()
-    im = Image.new("RGB", (640, 480), (120, 120, 120))
-    im.paste(_gang(tmp_path / "group").crop((266, 40, 314, 93)), (150, 100))
-    im.save(root / "alone.png")
+    root, im = _alone(tmp_path)
+    db = tmp_path / "lib.db"
     assert _scan(db, root, make_model(tmp_path / "m.safetensors"), "--min-size", "20")["faces"] == 1
     names = _confirm_all(db)
     info = PngImagePlugin.PngInfo()
@@ -202,6 +199,41 @@ def test_a_photo_whose_one_face_is_small_and_named_keeps_it(tmp_path):
     assert _names(db) == names
     con = sqlite3.connect(db)
     assert con.execute("SELECT status FROM photos").fetchall() == [("ok",)]
+    con.close()
+
+
+def _alone(tmp_path) -> tuple[Path, Image.Image]:
+    """PHOTOS/alone.png: one face of ~25 px (cut from a group photo onto a grey canvas),
+    found only at `--min-size 20`."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    im = Image.new("RGB", (640, 480), (120, 120, 120))
+    im.paste(_gang(tmp_path / "group").crop((266, 40, 314, 93)), (150, 100))
+    im.save(root / "alone.png")
+    return root, im
+
+
+@need(BBT)
+def test_a_photo_whose_faces_a_migration_no_longer_finds_has_no_face(tmp_path):
+    """`migrate` detects every photo again: one left with no face is marked so, as a scan
+    marks it (a photo's status says whether its faces are stacked at all)."""
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+
+    root, _ = _alone(tmp_path)
+    db = tmp_path / "lib.db"
+    assert _scan(db, root, make_model(tmp_path / "a.safetensors"), "--min-size", "20")["faces"] == 1
+    assert _scan(db, root, None, "--min-size", "40")["unchanged"] == 1  # the face is kept
+    new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
+    res = CliRunner().invoke(app, ["library", "migrate", "--db", str(db), "--model", str(new)])
+    assert res.exit_code == 0, res.output
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT status, error FROM photos").fetchall() == [
+        ("no_face", "no face found")]  # fmt: skip
+    assert con.execute("SELECT COUNT(*) FROM faces").fetchone() == (0,)
     con.close()
 
 

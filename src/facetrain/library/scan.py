@@ -400,9 +400,9 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
             store.set_searched(con, same["id"], scanner.quality.min_size)
             recorded = pixels if row is None else row["pixels"]  # a twin has these pixels
             again = _at_places(scanner, lambda: load_rgb(path), recorded)
-            kept, _ = _replace_faces(con, same["id"], faces, again)
-            if status == "no_face" and kept:  # only faces the owner named, kept at their place
-                store.set_status(con, same["id"], "ok")
+            _replace_faces(con, same["id"], faces, again)
+            if status == "no_face":  # faces the owner named may be kept at their place
+                store.settle_found(con, same["id"])
         else:
             pid = store.add_photo(con, path, digest, st.st_size, st.st_mtime, w, h, taken(path),
                                   status, error, pixels)  # fmt: skip
@@ -460,6 +460,7 @@ def migrate(
                     k, lo = _replace_faces(con, row["id"], new, again)
                     kept, lost = kept + k, lost + lo
                     store.set_searched(con, row["id"], scanner.quality.min_size)
+                    store.settle_found(con, row["id"])  # the new model may find more, or none
                 store.mark_migrated(con, row["id"])
     with transaction(con):
         store.set_meta(con, "model", target)

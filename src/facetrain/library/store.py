@@ -339,6 +339,17 @@ def set_status(con, photo_id: int, status: str) -> None:
     con.execute("UPDATE photos SET status = ? WHERE id = ?", (status, photo_id))
 
 
+def settle_found(con, photo_id: int) -> None:
+    """A photo read fine: 'ok' when it holds a face now, else 'no_face' (faces outside an
+    'ok' photo are never stacked)."""
+    con.execute(
+        "UPDATE photos SET (status, error) = (SELECT CASE WHEN n THEN 'ok' ELSE 'no_face' END,"
+        " CASE WHEN n THEN NULL ELSE 'no face found' END FROM"
+        " (SELECT EXISTS (SELECT 1 FROM faces WHERE photo_id = ?) AS n)) WHERE id = ?",
+        (photo_id, photo_id),
+    )
+
+
 def update_photo(con, photo_id, path, digest, size, mtime, width, height, taken, status, error,
                  pixels) -> None:  # fmt: skip
     """A photo's file read again (its content changed, or it was found at another path)."""
