@@ -263,6 +263,8 @@ def test_the_quality_gate_is_the_librarys_and_a_lower_one_searches_again(tmp_pat
         assert lib.gate()[0].min_size == 20
         sizes = sorted(r[0] for r in lib.con.execute("SELECT size FROM faces WHERE usable = 1"))
         assert lib.con.execute("SELECT MIN(size) FROM faces").fetchone()[0] < 28
+    people = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["library", "people", "--db", str(db)])
+    assert "quality gate: faces of 20 px or more, detector score 0.95" in people.output
 
     r = _scan(db, root, None, "--min-size", str(sizes[-1]))  # only the largest passes
     assert (r["unchanged"], r["searched_again"], r["regated"]) == (1, 0, len(sizes) - 1)
@@ -284,6 +286,8 @@ def test_the_quality_gate_is_the_librarys_and_a_lower_one_searches_again(tmp_pat
         res = CliRunner().invoke(app, ["library", *args, "--db", str(db)])
         assert res.exit_code != 0 and "quality gate is damaged" in res.output, res.output
         assert "Traceback" not in res.output
+    people = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["library", "people", "--db", str(db)])
+    assert people.exit_code == 0 and "quality gate is damaged" in people.output, people.output
     r = _scan(db, root, None, "--min-size", "40", "--min-score", "0.95", "--min-sharpness", "15")
     assert r["gate_changed"] and _names(db) == names
 

@@ -107,10 +107,8 @@ def library_scan(
     if rep.gate_changed:
         again = rep.searched_again
         console.print(
-            f"quality gate: faces of {quality.min_size:g} px or more, detector score "
-            f"{quality.min_score:g}, sharpness {quality.min_sharpness:g}, kept with the library; "
-            f"{rep.regated} faces judged again by it"
-            + (f", {again} photos searched again for smaller faces" if again else "")
+            f"{_gate_line(quality)}, kept with the library; {rep.regated} faces judged again "
+            "by it" + (f", {again} photos searched again for smaller faces" if again else "")
         )
     if rep.missing:
         console.print(
@@ -182,9 +180,15 @@ def library_cluster(db: DbOpt, model: ModelOpt = None, threshold: ThresholdOpt =
 
 @library_app.command("people")
 def library_people(db: DbOpt, model: ModelOpt = None, json_out: JsonOut = None) -> None:
-    """Stacks, largest first: id, name, faces, photos."""
+    """Stacks, largest first: id, name, faces, photos; below them, the quality gate."""
+    from facetrain.library.store import LibraryError
+
     with _read(db, model) as lib:
         rows = lib.people()
+        try:
+            gate = _gate_line(lib.gate_of()) + " (`library scan --min-size …` changes it)"
+        except LibraryError as e:
+            gate = str(e)
     table = Table(title=f"{len(rows)} stacks")
     for col in ("stack", "name", "faces", "photos", "confirmed", "hidden"):
         table.add_column(col)
@@ -192,7 +196,13 @@ def library_people(db: DbOpt, model: ModelOpt = None, json_out: JsonOut = None) 
         table.add_row(str(r["id"]), r["name"] or "", str(r["faces"]), str(r["photos"]),
                       str(r["confirmed"]), "yes" if r["hidden"] else "")  # fmt: skip
     console.print(table)
+    console.print(gate, highlight=False)
     write_json(json_out, rows)
+
+
+def _gate_line(quality) -> str:
+    return (f"quality gate: faces of {quality.min_size:g} px or more, detector score "
+            f"{quality.min_score:g}, sharpness {quality.min_sharpness:g}")  # fmt: skip
 
 
 def _curate(db: Path, model: str | None, action: str, *args) -> None:
