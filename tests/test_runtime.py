@@ -216,3 +216,53 @@ def test_the_traced_prelu_is_prelu_to_the_last_bit_and_padding_changes_nothing(t
         theirs = runtime.session(tmp_path / "plain" / name).run(None, feed)
         for a, b in zip(ours, theirs):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_a_new_cache_entry_removes_those_unused_for_months(tmp_path, monkeypatch):
+    """The cache folder does not grow with every upgrade: making a runtime graph, a
+    converted model or a folder's `find` table removes its neighbours unused for
+    `cache.STALE_DAYS` (an older version's, a folder no longer searched); one used since —
+    by another installed version, say — stays, as does anything recent, and a link goes
+    without what it points at."""
+    import os
+    import time
+
+    from facetrain import cache, runtime
+    from facetrain.inference import pretrained
+    from facetrain.use.find_cache import FolderCache
+
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path))
+    long_ago = time.time() - (cache.STALE_DAYS + 1) * 86400
+
+    def made(path: Path, old: bool) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+        for p in (path, path.parent):
+            os.utime(p, (long_ago, long_ago) if old else None)
+        return path
+
+    rt = tmp_path / "runtime"
+    stale = made(rt / "x-r1-ort1.0-cpu" / "a.onnx", old=True).parent
+    here = f"x-r{runtime.VERSION}-ort{runtime.ort_version()}-{runtime.cpu_key()}"
+    in_use = made(rt / here / "a.onnx", old=True).parent  # this version's, used just now:
+    assert runtime.compiled("x", ["a.onnx"], lambda f: pytest.fail("made again")) == in_use
+    recent = made(rt / "y-r1-ort1.0-cpu" / "a.onnx", old=False).parent
+    new = runtime.compiled("z", ["a.onnx"], lambda f: (f / "a.onnx").write_text("g"))
+    assert sorted(p.name for p in rt.iterdir()) == sorted([here, recent.name, new.name])
+    assert not stale.exists()
+
+    old_weights = made(tmp_path / "pretrained" / "dlib_resnet-v1-0-0.safetensors", old=True)
+    kept = pretrained.path("pretrained:facetrain_distilled")  # converted now
+    assert kept.is_file() and not old_weights.exists()
+
+    outside = made(tmp_path / "elsewhere" / "photo-list.txt", old=True)
+    old_table = made(tmp_path / "find" / "old.npz", old=True)
+    link = tmp_path / "find" / "gone.npz"
+    link.symlink_to(outside)
+    os.utime(link, (long_ago, long_ago), follow_symlinks=False)
+    table = FolderCache.open("model", tmp_path / "elsewhere", 4)
+    table.missing([str(outside)])
+    table.put([str(outside)], np.ones((1, 4), np.float32))
+    table.save([str(outside)])
+    assert sorted(p.name for p in (tmp_path / "find").iterdir()) == [table.path.name]
+    assert outside.read_text() == "x" and not old_table.exists()

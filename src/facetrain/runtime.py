@@ -36,18 +36,20 @@ def enabled(device: str = "cpu") -> bool:
 def compiled(name: str, files: list[str], make: Callable[[Path], object]) -> Path | None:
     """The cache folder `runtime/NAME` holding `files`, made by `make(folder)` when missing
     (each file written atomically, so a crash leaves none half-written); None when the
-    cache cannot be written (the caller runs the PyTorch modules)."""
-    from facetrain.cache import cache_dir
+    cache cannot be written (the caller runs the PyTorch modules). Folders of other
+    versions unused for `cache.STALE_DAYS` go when one is made."""
+    from facetrain.cache import cache_dir, prune, used
 
     ort = ort_version()  # its own format is read by the version that wrote it
     folder = cache_dir() / "runtime" / f"{name}-r{VERSION}-ort{ort}-{cpu_key()}"
     if all((folder / f).is_file() for f in files):
-        return folder
+        return used(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         make(folder)
     except OSError:
         return None
+    prune(folder.parent, keep=folder)  # other versions' graphs, unused for months
     return folder
 
 

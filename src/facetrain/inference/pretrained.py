@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from facetrain.cache import cache_dir
+from facetrain.cache import cache_dir, prune, used
 from facetrain.errors import FacetrainError
 
 PREFIX = "pretrained:"
@@ -214,10 +214,12 @@ def path(name: str) -> Path:
     key = f"{e.name}-v{CONVERSION}-{origin.stat().st_size}-{_digest(origin)}"
     out = cache_dir() / "pretrained" / f"{key}.safetensors"
     if out.is_file():
-        return out
+        return used(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return e.make(out)
+        made = e.make(out)
+        prune(out.parent, keep=out)  # other conversions' files, unused for months
+        return made
     except OSError as err:
         raise PretrainedError(
             f"cannot write the converted weights to {out.parent} ({err.strerror or err}): set "

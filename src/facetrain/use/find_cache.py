@@ -5,6 +5,7 @@ beside the owner's photos: the table lives in the cache folder (`cache.cache_dir
 find), one file a (model, folder), written atomically. A photo is embedded again when its
 size or modification time changed; photos no longer listed leave the table. A cache that
 cannot be read or written costs only the time: the rows are embedded as without one.
+Tables of folders not searched for `cache.STALE_DAYS` go when a new one is made.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ class FolderCache:
 
     @classmethod
     def open(cls, model_key: str, folder: Path, width: int) -> FolderCache:
-        from facetrain.cache import cache_dir
+        from facetrain.cache import cache_dir, used
 
         key = hashlib.sha256(f"{model_key}\0{folder.resolve()}".encode()).hexdigest()[:32]
         cache = cls(cache_dir() / "find" / f"{key}.npz", width)
         try:
-            with np.load(cache.path, allow_pickle=False) as t:
+            with np.load(used(cache.path), allow_pickle=False) as t:
                 if t["embeddings"].shape[1:] == (width,):
                     for p, s, m, e in zip(t["paths"].tolist(), t["sizes"].tolist(),
                                           t["mtimes"].tolist(), t["embeddings"]):  # fmt: skip
@@ -68,12 +69,17 @@ class FolderCache:
 
         if not self.changed and set(paths) == set(self.known):
             return
+        from facetrain.cache import prune
+
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.path.exists()
             with atomic.atomic_open(self.path, "wb") as f:
                 np.savez(f, paths=np.array(paths, dtype=str),
                          sizes=np.array([self.known[p][0][0] for p in paths], np.int64),
                          mtimes=np.array([self.known[p][0][1] for p in paths], np.int64),
                          embeddings=self.rows(paths).astype(np.float32))  # fmt: skip
+            if new:  # a folder searched for the first time: tables of others, long unused, go
+                prune(self.path.parent, keep=self.path)
         except OSError:
             pass  # a read-only cache: the next find embeds again
