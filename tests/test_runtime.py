@@ -266,3 +266,16 @@ def test_a_new_cache_entry_removes_those_unused_for_months(tmp_path, monkeypatch
     table.save([str(outside)])
     assert sorted(p.name for p in (tmp_path / "find").iterdir()) == [table.path.name]
     assert outside.read_text() == "x" and not old_table.exists()
+
+
+def test_a_command_that_ends_before_its_model_loads_ends_cleanly(tmp_path):
+    """The model's session is made in a thread while the photos are listed; a command that
+    needs no face embedded (a scan of an empty folder, identify of a folder with no photo)
+    ended before it was made, and the process aborted (exit 134, "terminate called without
+    an active exception") after printing its report."""
+    (tmp_path / "empty").mkdir()
+    db = tmp_path / "lib.db"
+    for args in (["scan", "empty", "--db", db], ["identify", "empty", "--db", db]):
+        r = subprocess.run([sys.executable, "-m", "facetrain", "library", *map(str, args)],
+                           cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 0 and "terminate" not in r.stderr, (r.returncode, r.stderr)

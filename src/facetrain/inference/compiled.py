@@ -10,6 +10,7 @@ where a user's run folders and checkpoints would fill the cache; those run in Py
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
@@ -104,6 +105,9 @@ def open_compiled(
 _PREFETCH = threading.Lock()
 
 
+_MAKING: list[Future] = []  # sessions started in the background, waited for at exit
+
+
 def _in_background(make: Callable[[], Any]) -> Future:
     """make() in a thread (ONNX Runtime builds a session without holding the GIL)."""
     done: Future = Future()
@@ -114,8 +118,20 @@ def _in_background(make: Callable[[], Any]) -> Future:
         except BaseException as e:  # handed to whoever waits for the result
             done.set_exception(e)
 
+    if not _MAKING:
+        atexit.register(_wait_for_sessions)
+    _MAKING.append(done)
     threading.Thread(target=run, daemon=True).start()
     return done
+
+
+def _wait_for_sessions() -> None:
+    """A process that ends before its prefetched session is made (a scan of a folder with
+    nothing new, `identify` of a path that is not there) waits for it: ending while ONNX
+    Runtime builds it in a thread aborted the process, exit 134, "terminate called
+    without an active exception", after the command had done its work."""
+    for done in _MAKING:
+        done.exception()  # waits; what went wrong is for whoever wanted the session
 
 
 def _make(model: str, folder: Path) -> None:
