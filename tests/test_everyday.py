@@ -21,6 +21,23 @@ def test_version():
     assert r.exit_code == 0 and r.output.strip() == f"facetrain {facetrain.__version__}"
 
 
+def test_listings_answer_on_standard_output(tmp_path):
+    """What a listing command answers goes to standard output, so `| less`, `| grep` and
+    `> file` get it; only messages go to standard error."""
+    from helpers import make_faces
+
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((8, 16)).astype(np.float32)
+    embedded_library(tmp_path / "lib.db", emb / np.linalg.norm(emb, axis=1, keepdims=True)).close()
+    faces = make_faces(tmp_path / "faces", ids=3, per=2, size=32)
+    for args, answer in ((["library", "people", "--db", tmp_path / "lib.db"], "quality gate"),
+                         (["stats", faces], "images per identity"),
+                         (["train", "--list-settings"], "--set KEY=VALUE")):  # fmt: skip
+        r = subprocess.run([sys.executable, "-m", "facetrain", *map(str, args)],
+                           capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 0 and answer in r.stdout and r.stderr == "", (args, r.stderr)
+
+
 def test_the_library_from_the_environment_and_cluster_s_message_whole(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((8, 16)).astype(np.float32)

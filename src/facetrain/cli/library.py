@@ -182,6 +182,7 @@ def library_cluster(db: DbOpt, model: ModelOpt = None, threshold: ThresholdOpt =
 def library_people(db: DbOpt, model: ModelOpt = None, json_out: JsonOut = None) -> None:
     """Stacks, largest first: id, name, faces, photos; below them, the quality gate."""
     from facetrain.library.store import LibraryError
+    from facetrain.progress import stdout_console as out
 
     with _read(db, model) as lib:
         rows = lib.people()
@@ -195,8 +196,8 @@ def library_people(db: DbOpt, model: ModelOpt = None, json_out: JsonOut = None) 
     for r in rows:
         table.add_row(str(r["id"]), r["name"] or "", str(r["faces"]), str(r["photos"]),
                       str(r["confirmed"]), "yes" if r["hidden"] else "")  # fmt: skip
-    console.print(table)
-    console.print(gate, highlight=False)
+    out.print(table)
+    out.print(gate, highlight=False)
     write_json(json_out, rows)
 
 

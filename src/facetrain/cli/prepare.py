@@ -50,6 +50,9 @@ def stats(
 
 
 def _print_stats(result: dict) -> None:
+    """The answer of `stats`: on standard output, for a pipe or a file."""
+    from facetrain.progress import stdout_console as console
+
     console.print(f"identities: {result['identities']}  images: {result['images']}", style="bold")
     ipi = result["images_per_identity"]
     console.print(

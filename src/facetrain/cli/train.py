@@ -134,6 +134,7 @@ def train(
 
 
 def _list_settings() -> None:
+    from facetrain.progress import stdout_console as console
     from facetrain.train.config import settings
 
     table = Table("setting", "type", "default", "meaning", title="--set KEY=VALUE")
