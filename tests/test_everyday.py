@@ -187,3 +187,26 @@ def test_a_worker_keeps_freed_buffers_for_the_next_photo():
     default = faults("default", start)
     kept = [faults("kept", start)] + [faults("kept", {}) for _ in range(2)]
     assert default > 3000 and max(kept) < 300, (default, kept)
+
+
+def test_naming_a_stack_as_it_is_named_leaves_nothing_to_undo(tmp_path):
+    """`undo` after naming a stack twice takes the name off: the second naming, which
+    changed nothing, was not an action. Naming again after a face joined confirms it."""
+    from facetrain.library import store
+
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((6, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    with embedded_library(tmp_path / "lib.db", emb) as lib:
+        with store.transaction(lib.con):
+            pid = store.new_person(lib.con)
+            store.assign(lib.con, [(pid, 1), (pid, 2)], confirmed=0)
+        lib.name(str(pid), "Ann")
+        assert "nothing to do" in lib.name(str(pid), "Ann")
+        lib.undo()
+        assert lib.people()[0]["name"] is None
+        lib.name(str(pid), "Ann")
+        with store.transaction(lib.con):
+            store.assign(lib.con, [(pid, 3)], confirmed=0)  # a face joined since
+        assert "is now 'Ann' (3 faces)" in lib.name(str(pid), "Ann")
+        assert lib.people()[0]["confirmed"] == 3

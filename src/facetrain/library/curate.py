@@ -45,7 +45,8 @@ MAX_NAME = 200  # a person's name: the folder `export` makes for them stays a le
 
 def name(con, ref: str, new_name: str) -> str:
     """Name a stack; naming it like an existing person merges it into that person. A name
-    of digits alone is refused: it would read as a stack id."""
+    of digits alone is refused: it would read as a stack id. Naming a stack as it is named,
+    every face confirmed, changes nothing and leaves nothing for `undo`."""
     new_name = new_name.strip()
     if not new_name:
         raise LibraryError("a name cannot be empty")
@@ -60,6 +61,9 @@ def name(con, ref: str, new_name: str) -> str:
     other = store.person_named(con, new_name, other_than=pid)
     if other is not None:
         return merge(con, str(other), str(pid))
+    now = store.people(con, only=pid)
+    if now and now[0]["name"] == new_name and now[0]["confirmed"] == now[0]["faces"]:
+        return f"stack {pid} is {new_name!r} already, every face confirmed: nothing to do"
     with transaction(con):
         faces = store.face_ids(con, pid)
         _log(con, "name", f"stack {pid} named {new_name!r}", store.snapshot(con, faces, [pid]))
