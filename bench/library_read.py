@@ -7,9 +7,10 @@ gives; ~20 faces a person, one face a photo).
     .venv/bin/python bench/library_read.py [--faces 200000] [--rounds 3]
 
 Prints seconds and peak MB of each read (rounds alternate the two; medians), then of
-`Library.suggestions` (its second call: the web page's server is warm); the last line is
-the ratio of the median seconds, the way it was / read_faces, and whether the two
-matrices are equal.
+`Library.suggestions` (its second call: the web page's server is warm), without and with
+the page's cache of the stacked faces (`web.StackedCache`, nothing changed in between);
+then the ratio of the median seconds, the way it was / read_faces, whether the two
+matrices are equal, and the ratio of the two views.
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ from facetrain.library import store
 from facetrain.library.library import Library
 db, how, out = sys.argv[1], sys.argv[2], sys.argv[3]
 lib = Library(db, lock=False)
-if how not in ("was", "read_faces"):
-    lib.suggestions(int(how))  # warm (torch imported, BLAS started), as in the page's server
+if how not in ("was", "read_faces"):  # a view: STACK, or cached:STACK (the page's cache)
+    from facetrain.library.web import StackedCache
+    stack, cache = int(how.split(":")[-1]), StackedCache(db) if ":" in how else None
+    view = lambda: lib.suggestions(stack, 5, cache and cache.get)
+    view()  # warm (BLAS started, the cache filled), as in the page's server
 t0 = time.perf_counter()
 if how == "was":
     rows = lib.con.execute("SELECT f.*, p.path FROM faces f JOIN photos p ON p.id = f.photo_id"
@@ -42,7 +46,7 @@ if how == "was":
 elif how == "read_faces":
     emb, rows = store.read_faces(lib.con, "stacked")
 else:
-    lib.suggestions(int(how))
+    view()
     emb = np.zeros(0)
 s = time.perf_counter() - t0
 np.save(out, emb)
@@ -85,7 +89,8 @@ def main() -> None:
         t0 = time.perf_counter()
         stack = build(Path(tmp) / "lib.db", args.faces)
         print(f"library built in {time.perf_counter() - t0:.0f} s")
-        runs: dict[str, list] = {"was": [], "read_faces": [], str(stack): []}
+        views = {str(stack): "suggestions", f"cached:{stack}": "suggestions, the page's cache"}
+        runs: dict[str, list] = {"was": [], "read_faces": [], **{v: [] for v in views}}
         for _ in range(args.rounds):
             for how, got in runs.items():
                 got.append(run_child(CHILD, Path(tmp) / "lib.db", how, f"{tmp}/{how}.npy"))
@@ -95,13 +100,18 @@ def main() -> None:
         rows = {how: {k: float(np.median([r[k] for r in got])) for k in ("seconds", "peak_mb")}
                 for how, got in runs.items()}  # fmt: skip
         for how, r in rows.items():
-            print(f"{'suggestions' if how == str(stack) else how}: {json.dumps(r)}; rounds "
+            print(f"{views.get(how, how)}: {json.dumps(r)}; rounds "
                   f"{[r['seconds'] for r in runs[how]]}")  # fmt: skip
         same = np.array_equal(np.load(f"{tmp}/was.npy"), np.load(f"{tmp}/read_faces.npy"))
     w, n = rows["was"], rows["read_faces"]
     print(f"seconds the way it was / read_faces = {w['seconds'] / n['seconds']:.2f} "
           f"({w['seconds']:.2f} / {n['seconds']:.2f}); peak MB {w['peak_mb']} / "
           f"{n['peak_mb']}; same matrix: {same}")  # fmt: skip
+    v, c = rows[str(stack)], rows[f"cached:{stack}"]
+    print(
+        f"warm view / the page's cached view = {v['seconds'] / c['seconds']:.1f} "
+        f"({v['seconds']:.3f} / {c['seconds']:.3f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -526,3 +526,42 @@ def test_a_name_typed_in_another_case_asks_which_person(people_library):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_same_person_views_read_the_stacks_again_only_after_a_change(tmp_path, monkeypatch):
+    """The page keeps the stacked faces between "same person?" views (at a million faces
+    reading them was most of a view's time): another view reads nothing again; a change
+    by another process, or by the page, is seen at once; a file name with `?` and `#`."""
+    import numpy as np
+
+    from facetrain.library import store
+    from facetrain.library.library import Library
+    from helpers import embedded_library
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(40, 8))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    db = tmp_path / "ours?#1.db"
+    with embedded_library(db, emb) as lib, store.transaction(lib.con):
+        pids = [store.new_person(lib.con) for _ in range(8)]
+        store.assign(lib.con, [(pids[i // 5], i + 1) for i in range(40)])
+    reads = []
+    real = Library.stacked
+    monkeypatch.setattr(Library, "stacked", lambda self: reads.append(1) or real(self))
+    api = local_client(db)
+
+    def view(pid) -> list[int]:
+        r = api.get(f"/api/stacks/{pid}/suggestions")
+        assert r.status_code == 200, r.text
+        with Library(db) as lib:  # as a view without the cache gives it
+            assert r.json() == lib.suggestions(pid)
+        return [s["id"] for s in r.json()]
+
+    first = view(pids[0])
+    view(pids[1])
+    assert len(reads) == 1 + 2  # the page's one read, and the two checks' own
+    with Library(db) as lib:  # another process, say, merges the nearest into the first
+        lib.merge(str(pids[0]), str(first[0]))
+    assert first[0] not in view(pids[0]) and len(reads) == 2 + 3
+    assert api.post("/api/undo").status_code == 200  # the page's own change
+    assert view(pids[0]) == first and len(reads) == 3 + 4

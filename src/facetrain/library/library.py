@@ -302,16 +302,22 @@ class Library:
         return [p | {"cover": cover.get(p["id"]), "face_ids": self.face_ids(p["id"], faces)}
                 for p in self.people()]  # fmt: skip
 
-    def suggestions(self, stack: int, k: int = 5) -> list[dict]:
+    def stacked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The faces of visible stacks as "same person?" compares them: (embeddings, person
+        id, photo id), in face order."""
+        emb, rows = self._faces("stacked")
+        person = np.array([r["person_id"] for r in rows], np.int64)
+        return emb, person, np.array([r["photo_id"] for r in rows], np.int64)
+
+    def suggestions(self, stack: int, k: int = 5, stacked=None) -> list[dict]:
         """ "Same person?": the other stacks nearest this one (mean distance between their
         faces, as the stacks are made), nearest first; stacks sharing a photo with it are
-        left out (two faces of one photo are two people)."""
+        left out (two faces of one photo are two people). `stacked(library)`: `stacked()`
+        as a cache keeps it between views (the web page's)."""
         from facetrain.distances import mean_distances
 
         _, distance = self.threshold()
-        emb, rows = self._faces("stacked")
-        person = np.array([r["person_id"] for r in rows], np.int64)
-        photo = np.array([r["photo_id"] for r in rows], np.int64)
+        emb, person, photo = self.stacked() if stacked is None else stacked(self)
         mine = person == stack
         if not mine.any():  # no such stack, or a hidden one: nothing to suggest
             return []
@@ -323,8 +329,9 @@ class Library:
         for i in np.argsort(mean, kind="stable"):  # the stacked set holds visible people only
             if len(out) >= k:
                 break
-            if int(ids[i]) not in clash:
-                (p,) = store.people(self.con, only=int(ids[i]))  # k rows, not every person's
+            if int(ids[i]) in clash:
+                continue
+            for p in store.people(self.con, only=int(ids[i])):  # none: merged away just now
                 out.append({"id": p["id"], "name": p["name"], "faces": p["faces"],
                             "distance": float(mean[i])})  # fmt: skip
         return out
