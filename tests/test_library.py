@@ -519,6 +519,36 @@ def test_scan_with_workers_records_what_one_process_records(photos, tmp_path):
     np.testing.assert_allclose(embs[0], embs[1], atol=1e-3)  # one thread vs several: rounding
 
 
+def test_identify_with_workers_names_what_one_process_names(photos, tmp_path):
+    """`library identify --workers 2` analyses the photos as a scan does, in two processes:
+    the same names, boxes and distances, in the order given, as one process; a file that
+    is not a photo is listed with its reason, and the others go on."""
+    from test_library_safety import _confirm_all
+
+    model = make_model(tmp_path / "m.safetensors")
+    db = tmp_path / "lib.db"
+    cli("library", "scan", photos, "--db", db, "--model", model)
+    _confirm_all(db)  # each photo's faces are a person named after the file
+    (photos / "amy" / "notes.jpg").write_text("not a photo")
+    got = []
+    for workers in (1, 2):
+        out = tmp_path / f"id{workers}.json"
+        cli("library", "identify", photos / "amy", photos / "group", "--db", db,
+            "--workers", workers, "--json", out)  # fmt: skip
+        got.append(json.loads(out.read_text()))
+    assert [r["photo"] for r in got[0]] == [r["photo"] for r in got[1]]
+    bad = [r for r in got[0] if "error" in r]
+    assert [Path(r["photo"]).name for r in bad] == ["notes.jpg"]
+    for a, b in zip(*got):
+        assert [(f["name"], f["box"]) for f in a["faces"]] == [
+            (f["name"], f["box"]) for f in b["faces"]]  # fmt: skip
+        np.testing.assert_allclose([f["distance"] or 0 for f in a["faces"]],
+                                   [f["distance"] or 0 for f in b["faces"]], atol=1e-3)  # fmt: skip
+    portraits = [(Path(r["photo"]).name, f["name"]) for r in got[0] for f in r["faces"]
+                 if Path(r["photo"]).parent.name == "amy"]  # fmt: skip
+    assert len(portraits) == 3 and all(p == n for p, n in portraits), portraits  # as named
+
+
 def test_a_scan_with_workers_leaves_the_model_to_them(photos, tmp_path):
     """With the default (compiled) model and --workers 2, the workers load the model and the
     process writing the library never does (no ONNX Runtime there: a tenth of a second and

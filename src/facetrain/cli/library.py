@@ -315,13 +315,14 @@ def library_identify(
     threshold: ThresholdOpt = None,
     margin: Annotated[float, typer.Option(help="Required gap to the runner-up.")] = 0.05,
     device: DeviceOpt = "cpu",
+    workers: Annotated[int, typer.Option(help="Processes analysing photos.")] = 1,
     json_out: JsonOut = None,
 ) -> None:
     """Name every face in new photos from the named people, or say unknown."""
     with _read(db) as lib:
         if not any(p["name"] for p in lib.people()):
             console.print("no named people yet: every face is unknown", style="yellow")
-        results = lib.identify(photos, threshold, margin, device, model)
+        results = lib.identify(photos, threshold, margin, device, model, workers=workers)
     for r in results:
         if "error" in r:
             console.print(f"skipped {r['photo']}: {r['error']}", style="yellow", highlight=False)

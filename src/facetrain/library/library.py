@@ -486,20 +486,29 @@ class Library:
         return (emb if adapter is None or not rows else adapter.apply(emb)), rows
 
     def identify(self, photos: list, threshold: float | None = None, margin: float = 0.05,
-                 device: str = "cpu", model: str | None = None,
-                 progress: bool = True) -> list[dict]:  # fmt: skip
-        """Every face of each photo named from the named people, or `unknown` (`namer`)."""
-        from facetrain.library.scan import Scanner, list_photos
+                 device: str = "cpu", model: str | None = None, progress: bool = True,
+                 workers: int = 1) -> list[dict]:  # fmt: skip
+        """Every face of each photo named from the named people, or `unknown` (`namer`);
+        the photos analysed as a scan analyses them, by `workers` processes."""
+        from facetrain.library.scan import Scanner, analysed, list_photos, worker_pool
         from facetrain.progress import progress_bar
 
+        if workers < 1:
+            raise LibraryError(f"--workers {workers}: at least 1")
         namer = self.namer(threshold, margin)
-        scanner = Scanner(self.model(model, device=device), self.gate()[0], device)
         photos = [q for p in photos for q in (list_photos(p) if Path(p).is_dir() else [p])]
+        workers = min(workers, len(photos))
+        fm = self.model(model, device=device, prefetch=workers <= 1)
+        scanner = Scanner(fm, self.gate()[0], device)
         out = []
-        with progress_bar(disable=None if progress else True) as bar:
+        with (
+            contextlib.ExitStack() as stack,
+            progress_bar(disable=None if progress else True) as bar,
+        ):
+            pool = stack.enter_context(worker_pool(scanner, workers)) if workers > 1 else None
             task = bar.add_task("identify", total=len(photos))
-            for p in photos:
-                out.append(_identify_photo(p, scanner, namer))
+            for p, result in zip(photos, analysed([str(p) for p in photos], scanner, pool)):
+                out.append(_identified(str(p), result, namer))
                 bar.advance(task)
         return out
 
@@ -649,16 +658,14 @@ class Library:
         return rep
 
 
-def _identify_photo(path, scanner, namer) -> dict:
-    from facetrain.data.images import ImageError, load_rgb
-
-    try:
-        faces = scanner.faces_of(load_rgb(path))
-    except (ImageError, OSError) as e:
-        return {"photo": str(path), "error": str(e), "faces": [], "rule": namer.rule}
+def _identified(path: str, result: tuple, namer) -> dict:
+    """One photo's faces (`scan._analyse`'s result) named by `namer`."""
+    status, error, faces = result[:3]
+    if error and status != "no_face":
+        return {"photo": path, "error": error, "faces": [], "rule": namer.rule}
     if not faces:
-        return {"photo": str(path), "faces": [], "rule": namer.rule}
+        return {"photo": path, "faces": [], "rule": namer.rule}
     names = namer.name(np.stack([f["embedding"] for f in faces]))
     out = [{"box": [round(v, 1) for v in f["box"]], "score": f["score"]} | n
            for f, n in zip(faces, names)]  # fmt: skip
-    return {"photo": str(path), "faces": out, "rule": namer.rule}
+    return {"photo": path, "faces": out, "rule": namer.rule}

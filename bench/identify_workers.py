@@ -1,0 +1,82 @@
+"""Photos a second of `facetrain library identify` with one process and with `--workers N`,
+on the same photos and library, each a whole process from a cold start as a user runs it;
+rounds alternate the two.
+
+    .venv/bin/python bench/identify_workers.py [FOLDER] [--workers 2] [--rounds 3]
+
+FOLDER defaults to ../shared/datasets/photos/friends; a library of it is made first (scanned,
+clustered, the three largest stacks named). The last line is the ratio of the median
+seconds, one process / N, and whether both named every face alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FRIENDS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "photos" / "friends"
+
+
+def facetrain(*args) -> None:
+    subprocess.run([sys.executable, "-m", "facetrain", *map(str, args)], check=True,
+                   capture_output=True)  # fmt: skip
+
+
+def library(folder: Path, db: Path) -> None:
+    """FOLDER scanned and clustered, its three largest stacks named."""
+    facetrain("library", "scan", folder, "--db", db)
+    facetrain("library", "cluster", "--db", db, "--json", db.with_suffix(".json"))
+    people = db.parent / "people.json"
+    facetrain("library", "people", "--db", db, "--json", people)
+    for i, p in enumerate(json.loads(people.read_text())[:3]):
+        facetrain("library", "name", p["id"], f"person {i}", "--db", db)
+
+
+def identify(folder: Path, db: Path, workers: int, out: Path) -> float:
+    t0 = time.perf_counter()
+    facetrain("library", "identify", folder, "--db", db, "--workers", workers, "--json", out)
+    return time.perf_counter() - t0
+
+
+def _names(result: Path) -> list:
+    return [(r["photo"], [(f["name"], f["box"]) for f in r["faces"]])
+            for r in json.loads(result.read_text())]  # fmt: skip
+
+
+def main() -> None:
+    import statistics
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("folder", type=Path, nargs="?", default=FRIENDS)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    photos = sum(1 for p in args.folder.rglob("*") if p.is_file())
+    print(f"{platform.machine()}, {os.cpu_count()} cores; {photos} files in {args.folder}")
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "lib.db"
+        library(args.folder, db)
+        secs: dict[int, list[float]] = {1: [], args.workers: []}
+        for _ in range(args.rounds):
+            for w in secs:
+                secs[w].append(identify(args.folder, db, w, Path(tmp) / f"{w}.json"))
+        named = [_names(Path(tmp) / f"{w}.json") for w in secs]
+    med = {w: statistics.median(s) for w, s in secs.items()}
+    for w, s in secs.items():
+        print(f"--workers {w}: {photos / med[w]:.1f} photos/s, median {med[w]:.2f} s; rounds "
+              f"{[round(x, 2) for x in s]}")  # fmt: skip
+    print(
+        f"seconds one process / --workers {args.workers} = {med[1] / med[args.workers]:.2f}; "
+        f"the same names and boxes: {named[0] == named[1]}"
+    )
+
+
+if __name__ == "__main__":
+    main()
