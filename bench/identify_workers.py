@@ -32,7 +32,7 @@ def facetrain(*args) -> None:
 def library(folder: Path, db: Path) -> None:
     """FOLDER scanned and clustered, its three largest stacks named."""
     facetrain("library", "scan", folder, "--db", db)
-    facetrain("library", "cluster", "--db", db, "--json", db.with_suffix(".json"))
+    facetrain("library", "cluster", "--db", db)
     people = db.parent / "people.json"
     facetrain("library", "people", "--db", db, "--json", people)
     for i, p in enumerate(json.loads(people.read_text())[:3]):
