@@ -268,6 +268,23 @@ def test_a_new_cache_entry_removes_those_unused_for_months(tmp_path, monkeypatch
     assert outside.read_text() == "x" and not old_table.exists()
 
 
+def test_a_session_once_made_is_not_held_for_the_exit():
+    """Only sessions still being made are waited for at exit: one made is not kept there
+    (a process opening models again and again, the API's or the web page's, would hold
+    every session it ever made)."""
+    import time
+
+    from facetrain.inference import compiled
+
+    fm = compiled.open_compiled("pretrained:dlib_resnet")
+    assert fm is not None and fm.session is not None
+    for _ in range(100):  # the callback runs just after the result is set
+        if fm._loading not in compiled._MAKING:
+            break
+        time.sleep(0.01)
+    assert fm._loading not in compiled._MAKING
+
+
 def test_a_command_that_ends_before_its_model_loads_ends_cleanly(tmp_path):
     """The model's session is made in a thread while the photos are listed; a command that
     needs no face embedded (a scan of an empty folder, identify of a folder with no photo)

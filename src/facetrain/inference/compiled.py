@@ -105,7 +105,7 @@ def open_compiled(
 _PREFETCH = threading.Lock()
 
 
-_MAKING: list[Future] = []  # sessions started in the background, waited for at exit
+_MAKING: set[Future] = set()  # sessions being made in the background, waited for at exit
 
 
 def _in_background(make: Callable[[], Any]) -> Future:
@@ -118,19 +118,19 @@ def _in_background(make: Callable[[], Any]) -> Future:
         except BaseException as e:  # handed to whoever waits for the result
             done.set_exception(e)
 
-    if not _MAKING:
-        atexit.register(_wait_for_sessions)
-    _MAKING.append(done)
+    _MAKING.add(done)
+    done.add_done_callback(_MAKING.discard)  # made: the set holds no session
     threading.Thread(target=run, daemon=True).start()
     return done
 
 
+@atexit.register
 def _wait_for_sessions() -> None:
     """A process that ends before its prefetched session is made (a scan of a folder with
     nothing new, `identify` of a path that is not there) waits for it: ending while ONNX
     Runtime builds it in a thread aborted the process, exit 134, "terminate called
     without an active exception", after the command had done its work."""
-    for done in _MAKING:
+    for done in list(_MAKING):
         done.exception()  # waits; what went wrong is for whoever wanted the session
 
 
