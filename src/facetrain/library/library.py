@@ -496,7 +496,7 @@ class Library:
         if workers < 1:
             raise LibraryError(f"--workers {workers}: at least 1")
         namer = self.namer(threshold, margin)
-        photos = [q for p in photos for q in (list_photos(p) if Path(p).is_dir() else [p])]
+        photos = [str(q) for p in photos for q in (list_photos(p) if Path(p).is_dir() else [p])]
         workers = min(workers, len(photos))
         fm = self.model(model, device=device, prefetch=workers <= 1)
         scanner = Scanner(fm, self.gate()[0], device)
@@ -507,8 +507,8 @@ class Library:
         ):
             pool = stack.enter_context(worker_pool(scanner, workers)) if workers > 1 else None
             task = bar.add_task("identify", total=len(photos))
-            for p, result in zip(photos, analysed([str(p) for p in photos], scanner, pool)):
-                out.append(_identified(str(p), result, namer))
+            for p, result in zip(photos, analysed(photos, scanner, pool)):
+                out.append(_identified(p, result, namer))
                 bar.advance(task)
         return out
 
