@@ -417,3 +417,93 @@ def test_export_by_person_follows_the_owners_corrections(tmp_path):
     photo = f"/p/{moved - 1}.jpg"
     assert photo in targets("Bea") and photo not in targets("Ann")
     assert len(targets("Ann")) == 3 and (out / "Ann" / "notes.txt").read_text() == "the owner's"
+
+
+def _cli(*args) -> str:
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def _embedding_sizes(db) -> dict[str, set]:
+    """{photo file: the sizes of its faces' embeddings (0: none)}."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT p.path, length(f.embedding) FROM faces f"
+                       " JOIN photos p ON p.id = f.photo_id").fetchall()  # fmt: skip
+    con.close()
+    out: dict[str, set] = {}
+    for path, n in rows:
+        out.setdefault(Path(path).name, set()).add((n or 0) // 4)
+    return out
+
+
+@need(BBT)
+def test_a_photo_cut_short_keeps_its_names_until_it_is_whole_again(photos, tmp_path):
+    """A named photo whose file no longer decodes (a sync cut it short) is listed with the
+    reason, and its faces and names stay; the file made whole again reads as before. The
+    library dropped them: restoring the file brought back faces without names."""
+    import sqlite3
+
+    db, amy = tmp_path / "lib.db", photos / "amy"
+    _scan(db, amy, make_model(tmp_path / "m.safetensors"))
+    names = _confirm_all(db)
+    whole = (amy / "amy1.png").read_bytes()
+    (amy / "amy1.png").write_bytes(whole[:300])
+    r = _scan(db, amy)
+    said = r["problems"][str(amy / "amy1.png")]
+    assert r["changed"] == 1 and "names on its faces are kept" in said, said
+    assert _names(db) == names
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT status FROM photos WHERE path LIKE '%amy1.png'").fetchone() == (
+        "unreadable",)  # fmt: skip
+    (amy / "amy1.png").write_bytes(whole)
+    assert _scan(db, amy)["changed"] == 1
+    assert _names(db) == names
+    assert con.execute("SELECT status FROM photos WHERE path LIKE '%amy1.png'").fetchone() == (
+        "ok",)  # fmt: skip
+    con.close()
+
+
+@need(BBT)
+def test_a_migration_leaves_the_faces_it_cannot_read_waiting_for_their_photo(photos, tmp_path):
+    """`migrate` (two worker processes) with one named photo missing and one unreadable:
+    their faces keep their names but not the old model's embedding, so `cluster` works (it
+    refused, "a damaged library": two sizes of embedding); when a scan finds both photos
+    again, the new model embeds their faces and the names stay."""
+    from facetrain.data.images import load_rgb
+    from facetrain.inference.compiled import open_for_use
+    from facetrain.library.scan import Scanner
+
+    db, amy = tmp_path / "lib.db", photos / "amy"
+    _scan(db, amy, make_model(tmp_path / "a.safetensors"))
+    names = _confirm_all(db)
+    shutil.move(amy / "amy1.png", tmp_path / "amy1.png")
+    assert _scan(db, amy)["missing"] == 1
+    whole = (amy / "amy2.png").read_bytes()
+    (amy / "amy2.png").write_bytes(whole[:300])  # no scan sees it: the migration does
+
+    new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
+    out = _cli("library", "migrate", "--db", db, "--model", new, "--workers", 2)
+    assert "1 named faces kept" in out and "2 named faces are on photos missing or" in out, out
+    assert _embedding_sizes(db) == {"amy1.png": {0}, "amy2.png": {0}, "amy3.png": {16}}
+    fresh = Scanner(open_for_use(str(new))).faces_of(load_rgb(amy / "amy3.png"))
+    with contextlib.closing(__import__("sqlite3").connect(db)) as con:
+        kept = con.execute("SELECT f.embedding FROM faces f JOIN photos p ON p.id = f.photo_id"
+                           " WHERE p.path LIKE '%amy3.png'").fetchone()[0]  # fmt: skip
+    assert float(np.frombuffer(kept, np.float32) @ fresh[0]["embedding"]) > 0.99
+    _cli("library", "cluster", "--db", db)
+    assert _names(db) == names
+
+    (amy / "amy2.png").write_bytes(whole)
+    shutil.move(tmp_path / "amy1.png", amy / "back.png")  # found again by its content
+    r = _scan(db, amy)
+    assert (r["moved"], r["searched_again"]) == (1, 2), r
+    assert _embedding_sizes(db) == {"back.png": {16}, "amy2.png": {16}, "amy3.png": {16}}
+    assert sorted(_names(db)) == sorted(names) and _names(db)["amy1.png"] == ["back.png"]
+    _cli("library", "cluster", "--db", db)

@@ -393,17 +393,22 @@ def library_migrate(
     model: Annotated[str, typer.Option(help="The new model.")],
     spec: SpecOpt = None,
     device: DeviceOpt = "cpu",
+    workers: Annotated[int, typer.Option(help="Processes analysing photos.")] = 1,
 ) -> None:
     """Re-embed the library with another model, keeping every name."""
     from facetrain.inference.compiled import open_for_use
 
     fm = open_for_use(model, device, "auto", _spec(spec))
     with _open(db, migrating_ok=True) as lib:
-        r = lib.migrate(fm, device)
+        r = lib.migrate(fm, device, workers)
     console.print(
         f"migrated {r['photos']} photos to {fm.source}: {r['confirmed_faces_kept']} named "
         f"faces kept, {r['confirmed_faces_lost']} not found again; run `library cluster` next"
     )
+    if r["confirmed_faces_waiting"]:
+        console.print(f"{r['confirmed_faces_waiting']} named faces are on photos missing or "
+                      "unreadable now: kept, with their names, and embedded by the new model "
+                      "when a scan finds their photo again", style="yellow")  # fmt: skip
 
 
 @library_app.command("personalize")

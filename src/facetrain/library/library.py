@@ -648,12 +648,15 @@ class Library:
         return Faces(emb.astype(np.float32), np.array(person, np.int64),
                      np.array([r["photo_id"] for r in rows], np.int64))  # fmt: skip
 
-    def migrate(self, model, device: str = "cpu") -> dict:
+    def migrate(self, model, device: str = "cpu", workers: int = 1) -> dict:
+        """Every photo read again by `model` (`workers` processes), the names carried."""
         from facetrain.inference.compiled import model_hash
         from facetrain.library.scan import Scanner, migrate
 
+        if workers < 1:
+            raise LibraryError(f"--workers {workers}: at least 1")
         scanner = Scanner(model, self.gate()[0], device)
-        rep = migrate(self.con, scanner, model.source, model_hash(model))
+        rep = migrate(self.con, scanner, model.source, model_hash(model), workers=workers)
         self.prune_thumbnails()  # faces another model no longer finds
         return rep
 

@@ -271,10 +271,11 @@ def _scan_one(con, path: str, row, vanished: dict, rep: ScanReport, smallest: fl
         rep.unchanged += 1
         return None
     if row is None and digest in vanished:
+        pid = vanished.pop(digest)
         with transaction(con):
-            store.move_photo(con, vanished.pop(digest), path, st.st_size, st.st_mtime)
+            store.move_photo(con, pid, path, st.st_size, st.st_mtime)
         rep.moved += 1
-        return None
+        return _if_waiting(con, pid, path, digest, st)
     twin = store.twin_of(con, digest, path) if row is None else None
     if twin is not None and _gone(twin):  # moved here from another scanned folder
         with transaction(con):
@@ -283,7 +284,7 @@ def _scan_one(con, path: str, row, vanished: dict, rep: ScanReport, smallest: fl
                 con, twin["id"], "ok" if twin["status"] == "missing" else twin["status"]
             )
         rep.moved += 1
-        return None
+        return _if_waiting(con, twin["id"], path, digest, st)
     if _record_duplicate(con, path, row, digest, st, rep):
         return None
     return path, row, digest, st
@@ -291,9 +292,17 @@ def _scan_one(con, path: str, row, vanished: dict, rep: ScanReport, smallest: fl
 
 def _searched_above(row, smallest: float) -> bool:
     """A recorded photo whose faces were searched for down to a larger size than now
-    wanted (a library made before this was recorded: the default gate's)."""
+    wanted (a library made before this was recorded: the default gate's), or whose faces
+    wait for the library's model to read it (`store.WAITING`)."""
     searched = row["searched"] if row["searched"] is not None else Quality().min_size
-    return row["status"] in ("ok", "no_face") and smallest < searched
+    return searched == store.WAITING or row["status"] in ("ok", "no_face") and smallest < searched
+
+
+def _if_waiting(con, pid: int, path: str, digest: str, st):
+    """A photo just found at a new path: to analyse when its faces wait for the library's
+    model (`_scan_one`'s job), else nothing more to do."""
+    row = store.photo(con, pid)
+    return (path, row, digest, st) if row["searched"] == store.WAITING else None
 
 
 def _record_duplicate(con, path: str, row, digest: str, st, rep: ScanReport) -> bool:
@@ -384,6 +393,8 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
     status, error, faces, (w, h), pixels = result
     if error and status != "no_face":
         rep.problems[path] = f"{status}: {error}"
+    if row is not None and pixels is None:
+        return _unreadable_now(con, path, row, digest, st, result, rep)
     same = row
     if same is None and pixels is not None:
         same = store.twin_of(con, pixels, path, "pixels")
@@ -417,6 +428,22 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
     rep.usable_faces += sum(f["usable"] for f in faces)
 
 
+def _unreadable_now(con, path: str, row, digest: str, st, result, rep: ScanReport) -> None:
+    """A recorded photo whose file no longer reads (cut short by a sync, say): its new
+    state is recorded, and its faces and their names are kept as they were, for when the
+    file is whole again (its pixels are still known: they are read again then)."""
+    status, error = result[:2]
+    with transaction(con):
+        store.update_photo(con, row["id"], path, digest, st.st_size, st.st_mtime, row["width"],
+                           row["height"], row["taken"], status, error, row["pixels"])  # fmt: skip
+    if store.has_confirmed_faces(con, row["id"]):
+        rep.problems[path] += "; the names on its faces are kept until it reads again"
+    if row["sha256"] == digest:  # the same bytes tried again (its faces wait): no change
+        rep.unchanged += 1
+    else:
+        rep.changed += 1
+
+
 def _iou(a, b) -> float:
     x1, y1 = max(a[0], b[0]), max(a[1], b[1])
     x2, y2 = min(a[2], b[2]), min(a[3], b[3])
@@ -426,12 +453,19 @@ def _iou(a, b) -> float:
 
 
 def migrate(
-    con, scanner: Scanner, source: str, digest: str, *, progress: bool | None = None
+    con,
+    scanner: Scanner,
+    source: str,
+    digest: str,
+    *,
+    progress: bool | None = None,
+    workers: int = 1,
 ) -> dict:
     """Re-detect and re-embed every photo with a new model, carrying each face's labels
     (person, confirmed, hidden, rejections) to the new face at the same place (box IoU ≥
-    0.5). Resumable: photos done are remembered until the whole library is done, and the
-    library refuses other work meanwhile."""
+    0.5). The photos are analysed by `workers` processes, as a scan's are. Resumable:
+    photos done are remembered until the whole library is done, and the library refuses
+    other work meanwhile."""
     from dataclasses import asdict
 
     from facetrain.progress import progress_bar
@@ -445,30 +479,40 @@ def migrate(
         _try_model(scanner, todo)  # before anything changes
     store.set_meta(con, "migrating_to", target)
     kept = lost = 0
-    with progress_bar(disable=None if progress is None else not progress) as bar:
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(progress_bar(disable=None if progress is None else not progress))
         task = bar.add_task("migrate", total=len(todo))
-        for row in todo:
+        n = min(workers, len(todo))
+        pool = stack.enter_context(worker_pool(scanner, n)) if n > 1 else None
+        for row, result in zip(todo, analysed([r["path"] for r in todo], scanner, pool)):
+            k, lo = _migrate_one(con, scanner, row, result)
+            kept, lost = kept + k, lost + lo
             bar.advance(task)
-            try:
-                img = load_rgb(row["path"])
-                new = scanner.faces_of(img)
-            except (ImageError, OSError):
-                new = None  # unreadable now: keep the old faces, they are still labelled
-            with transaction(con):
-                if new is not None:
-                    again = _at_places(scanner, lambda img=img: img, row["pixels"])
-                    k, lo = _replace_faces(con, row["id"], new, again)
-                    kept, lost = kept + k, lost + lo
-                    store.set_searched(con, row["id"], scanner.quality.min_size)
-                    store.settle_found(con, row["id"])  # the new model may find more, or none
-                store.mark_migrated(con, row["id"])
     with transaction(con):
         store.set_meta(con, "model", target)
         store.set_meta(con, "model_source", source)
         store.set_meta(con, "model_hash", digest)
         store.del_meta(con, "migrating_to")
-        store.end_migration(con)
-    return {"photos": len(todo), "confirmed_faces_kept": kept, "confirmed_faces_lost": lost}
+        waiting = store.end_migration(con)
+    return {"photos": len(todo), "confirmed_faces_kept": kept, "confirmed_faces_lost": lost,
+            "confirmed_faces_waiting": waiting}  # fmt: skip
+
+
+def _migrate_one(con, scanner: Scanner, row, result: tuple) -> tuple[int, int]:
+    """One photo's faces replaced by those the new model found (`_analyse`'s result), in
+    one transaction; (confirmed faces kept, lost). A photo unreadable now is left as it
+    is: a resumed migration tries it again, and at the end its faces wait for a scan
+    (`store.end_migration`)."""
+    faces, pixels = result[2], result[4]
+    if pixels is None:
+        return 0, 0
+    with transaction(con):
+        again = _at_places(scanner, lambda: load_rgb(row["path"]), row["pixels"])
+        kept, lost = _replace_faces(con, row["id"], faces, again)
+        store.set_searched(con, row["id"], scanner.quality.min_size)
+        store.settle_found(con, row["id"])  # the new model may find more, or none
+        store.mark_migrated(con, row["id"])
+    return kept, lost
 
 
 def _at_places(scanner: Scanner, load, recorded: str | None):

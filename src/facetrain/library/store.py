@@ -291,6 +291,10 @@ def move_photo(con, photo_id: int, path: str, size: int, mtime: float) -> None:
     )
 
 
+def photo(con, photo_id: int) -> sqlite3.Row:
+    return con.execute("SELECT * FROM photos WHERE id = ?", (photo_id,)).fetchone()
+
+
 def twin_of(con, digest: str, path: str, column: str = "sha256") -> sqlite3.Row | None:
     """Another (original) photo with the same file content (or, column `pixels`, the same
     pixels)."""
@@ -358,6 +362,11 @@ def update_photo(con, photo_id, path, digest, size, mtime, width, height, taken,
         " taken = ?, status = ?, error = ?, pixels = ? WHERE id = ?",
         (path, digest, size, mtime, width, height, taken, status, error, pixels, photo_id),
     )
+
+
+# `searched` of a photo whose faces wait for the library's model to read it (a migration
+# could not): any scan that finds it readable searches it again
+WAITING = float("inf")
 
 
 def set_searched(con, photo_id: int, smallest: float) -> None:
@@ -449,8 +458,18 @@ def mark_migrated(con, photo_id: int) -> None:
     con.execute("INSERT INTO migrated VALUES (?)", (photo_id,))
 
 
-def end_migration(con) -> None:
+def end_migration(con) -> int:
+    """The migration's bookkeeping dropped. The faces of photos it could not read (missing,
+    or unreadable then) keep their boxes and labels but lose the old model's embedding,
+    which no longer compares with the others, and wait (`WAITING`) for a scan to read
+    their photo again; the number of confirmed faces waiting."""
+    left = "photo_id NOT IN (SELECT photo_id FROM migrated)"
+    con.execute(f"UPDATE faces SET embedding = NULL WHERE {left}")
     con.execute("DROP TABLE IF EXISTS migrated")
+    con.execute("UPDATE photos SET searched = ? WHERE id IN (SELECT photo_id FROM faces"
+                " WHERE embedding IS NULL)", (WAITING,))  # fmt: skip
+    q = "SELECT COUNT(*) FROM faces WHERE confirmed = 1 AND embedding IS NULL"
+    return con.execute(q).fetchone()[0]
 
 
 # --- faces ---------------------------------------------------------------------------------
@@ -491,13 +510,17 @@ def read_faces(con, which: str) -> tuple[np.ndarray, list[sqlite3.Row]]:
     set is read for each of them, at a million faces half the time of every column."""
     rows = con.execute(
         "SELECT f.id, f.photo_id, f.person_id, f.confirmed, f.embedding FROM faces f"
-        " JOIN photos p ON p.id = f.photo_id WHERE " + FACE_SETS[which] + " ORDER BY f.id"
+        " JOIN photos p ON p.id = f.photo_id WHERE f.embedding IS NOT NULL AND ("
+        + FACE_SETS[which]
+        + ") ORDER BY f.id"
     ).fetchall()
     return _embedded(rows)
 
 
 def faces_of_person(con, person_id: int) -> tuple[np.ndarray, list[sqlite3.Row]]:
-    rows = con.execute(_FACES + "f.person_id = ? ORDER BY f.id", (person_id,)).fetchall()
+    """A stack's faces that have an embedding (not those waiting for their photo)."""
+    rows = con.execute(_FACES + "f.person_id = ? AND f.embedding IS NOT NULL ORDER BY f.id",
+                       (person_id,)).fetchall()  # fmt: skip
     return _embedded(rows)
 
 
