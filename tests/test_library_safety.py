@@ -507,3 +507,42 @@ def test_a_migration_leaves_the_faces_it_cannot_read_waiting_for_their_photo(pho
     assert _embedding_sizes(db) == {"back.png": {16}, "amy2.png": {16}, "amy3.png": {16}}
     assert sorted(_names(db)) == sorted(names) and _names(db)["amy1.png"] == ["back.png"]
     _cli("library", "cluster", "--db", db)
+
+
+@need(BBT)
+def test_a_missing_photo_put_back_at_its_place_is_never_forgotten(photos, tmp_path):
+    """A named photo moved away (kept as missing) and moved back to the same path, its
+    modification time kept: the scan counts it back, and `forget-missing --yes` forgets
+    nothing — also when no scan ran since it came back. It stayed "missing" for good,
+    and `forget-missing --yes` took its faces and names while the photo was there."""
+    import json
+    import sqlite3
+
+    db, amy = tmp_path / "lib.db", photos / "amy"
+    _scan(db, amy, make_model(tmp_path / "m.safetensors"))
+    names = _confirm_all(db)
+
+    def away_and_back(scan: bool) -> None:
+        shutil.move(amy / "amy1.png", tmp_path / "amy1.png")
+        assert _scan(db, amy)["missing"] == 1
+        shutil.move(tmp_path / "amy1.png", amy / "amy1.png")  # a rename keeps the mtime
+        if scan:
+            r = _scan(db, amy)
+            assert (r["back"], r["unchanged"], r["missing"]) == (1, 3, 0), r
+
+    def forget() -> tuple[str, dict]:
+        out = _cli("library", "forget-missing", "--db", db, "--yes", "--json", tmp_path / "f.json")
+        return out, json.loads((tmp_path / "f.json").read_text())
+
+    away_and_back(scan=True)
+    out, done = forget()
+    assert "no missing photos" in out and done["back"] == [], out
+    assert _names(db) == names
+    away_and_back(scan=False)
+    out, done = forget()
+    assert "back at its place, kept" in out and done["photos"] == [], out
+    assert [Path(p).name for p in done["back"]] == ["amy1.png"]
+    assert _names(db) == names
+    con = sqlite3.connect(db)
+    assert {s for (s,) in con.execute("SELECT status FROM photos")} == {"ok"}
+    con.close()

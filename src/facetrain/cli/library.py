@@ -97,6 +97,18 @@ def library_scan(
         if new:  # a scan that failed before recording any photo leaves no library behind
             _remove_if_empty(db)
         raise
+    _show_scan(rep, photos, db, quality)
+    if imported is not None:
+        for side, why in imported["problems"].items():
+            console.print(f"sidecar not read: {side}: {why}", style="yellow")
+        console.print(f"{imported['faces_named']} faces named from {imported['sidecars']} XMP "
+                      f"sidecars ({imported['regions_without_face']} regions matched no face "
+                      "found here; faces you confirmed kept their names)")  # fmt: skip
+    write_json(json_out, asdict(rep) | ({"xmp": imported} if imported else {}))
+
+
+def _show_scan(rep, photos: Path, db: Path, quality) -> None:
+    """What a scan did, in words: its problems first, then the counts."""
     for path, why in list(rep.problems.items())[:20]:
         console.print(f"{why}: {path}", style="yellow", highlight=False)
     console.print(
@@ -110,6 +122,9 @@ def library_scan(
             f"{_gate_line(quality)}, kept with the library; {rep.regated} faces judged again "
             "by it" + (f", {again} photos searched again for smaller faces" if again else "")
         )
+    if rep.back:
+        console.print(f"{rep.back} photos recorded missing are back at their place, with "
+                      "their faces and names")  # fmt: skip
     if rep.missing:
         console.print(
             f"{rep.missing} photos gone from their folder are kept for the faces you named "
@@ -119,13 +134,6 @@ def library_scan(
     if rep.joined_stacks or rep.new_stacks:
         console.print(f"{rep.joined_stacks} new faces joined their stacks, {rep.new_stacks} new "
                       "stacks (`library cluster` re-clusters everything unconfirmed)")  # fmt: skip
-    if imported is not None:
-        for side, why in imported["problems"].items():
-            console.print(f"sidecar not read: {side}: {why}", style="yellow")
-        console.print(f"{imported['faces_named']} faces named from {imported['sidecars']} XMP "
-                      f"sidecars ({imported['regions_without_face']} regions matched no face "
-                      "found here; faces you confirmed kept their names)")  # fmt: skip
-    write_json(json_out, asdict(rep) | ({"xmp": imported} if imported else {}))
 
 
 def _remove_if_empty(db: Path) -> None:
@@ -150,6 +158,8 @@ def library_forget_missing(
     their faces and thumbnails go, the names stay. Lists them first; --yes forgets."""
     with _open(db, model) as lib:
         gone = lib.forget_missing() if yes else lib.missing()
+    for path in gone["back"][:20]:
+        console.print(f"back at its place, kept: {shown(path)}", highlight=False)
     for path in gone["photos"][:20]:
         console.print(f"missing: {shown(path)}", highlight=False)
     names = ", ".join(f"{shown(n)} ({k})" for n, k in sorted(gone["names"].items()))

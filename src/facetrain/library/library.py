@@ -241,18 +241,33 @@ class Library:
 
     def missing(self) -> dict:
         """The photos gone from disk that are kept for the names on them (paths), how many
-        faces they hold, and how many of those bear each name."""
+        faces they hold, and how many of those bear each name; "back": those recorded
+        missing whose file is at its place again, which are back in the library."""
+        back = self._found_back()
+        return self._missing_now() | {"back": back}
+
+    def _missing_now(self) -> dict:
         faces = store.faces_on_missing(self.con)
         return {"photos": [p["path"] for p in store.missing_photos(self.con)],
                 "faces": len(faces), "names": dict(Counter(f["name"] for f in faces
                                                            if f["name"]))}  # fmt: skip
 
+    def _found_back(self) -> list[str]:
+        """Photos recorded missing whose file is at their place again, put back (as the
+        scan of their folder would): forgetting never takes a photo that is there."""
+        back = [p for p in store.missing_photos(self.con) if os.path.isfile(p["path"])]
+        with store.transaction(self.con):
+            for p in back:
+                store.set_status(self.con, p["id"], "ok")
+        return [p["path"] for p in back]
+
     def forget_missing(self) -> dict:
         """Forget the missing photos (`missing`, which this returns): their faces and their
         thumbnails go; the names stay, and a stack named so again joins them. Not undoable:
         the faces' data is gone."""
+        back = self._found_back()
         with store.transaction(self.con):
-            gone = self.missing()
+            gone = self._missing_now() | {"back": back}
             store.delete_missing(self.con)
         self.prune_thumbnails()
         return gone

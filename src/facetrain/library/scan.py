@@ -54,6 +54,7 @@ class ScanReport:
     duplicates: int = 0
     removed: int = 0
     missing: int = 0  # gone from disk, kept for the names on them until found again
+    back: int = 0  # of those, found at their place again (also counted unchanged or changed)
     faces: int = 0
     usable_faces: int = 0
     joined_stacks: int = 0  # new faces placed in existing stacks (incremental clustering)
@@ -260,6 +261,11 @@ def _scan_one(con, path: str, row, vanished: dict, rep: ScanReport, smallest: fl
     except OSError as e:
         rep.problems[path] = f"unreadable: {e.strerror or e} (gone, or a dangling link)"
         return None
+    if row is not None and row["status"] == "missing":  # back at the place it left
+        with transaction(con):
+            store.set_status(con, row["id"], "ok")
+        rep.back += 1
+        row = store.photo(con, row["id"])
     same = row is not None and (digest is None or row["sha256"] == digest)
     if same and _searched_above(row, smallest):
         return path, row, row["sha256"], st  # the same photo, searched for smaller faces
