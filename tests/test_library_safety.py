@@ -546,3 +546,26 @@ def test_a_missing_photo_put_back_at_its_place_is_never_forgotten(photos, tmp_pa
     con = sqlite3.connect(db)
     assert {s for (s,) in con.execute("SELECT status FROM photos")} == {"ok"}
     con.close()
+
+
+@need(BBT)
+def test_another_photo_under_a_named_photos_name_does_not_inherit_its_names(photos, tmp_path):
+    """A changed photo's names go to the faces at their place only when those are the same
+    faces (the default model's embeddings within `SAME_FACE` of its threshold): a photo
+    brightened keeps them; Howard's portrait saved over Amy's, his face where hers was, is
+    not named Amy (every name went to the face at the old place, the stranger's too)."""
+    from PIL import ImageEnhance
+
+    root, db = tmp_path / "mine", tmp_path / "lib.db"
+    root.mkdir()
+    for name in ("amy1.png", "amy2.png"):
+        shutil.copy(photos / "amy" / name, root / name)
+    _scan(db, root)  # the default model
+    names = _confirm_all(db)
+    im = Image.open(root / "amy2.png").convert("RGB")
+    ImageEnhance.Brightness(im).enhance(1.2).save(root / "amy2.png")
+    shutil.copy(photos / "howard" / "howard1.png", root / "amy1.png")
+    r = _scan(db, root)
+    assert _names(db) == {"amy2.png": names["amy2.png"]}
+    said = r["problems"].get(str(root / "amy1.png"), "")
+    assert r["changed"] == 2 and "1 named faces are not in it" in said, r

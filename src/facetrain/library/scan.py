@@ -417,7 +417,11 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
             store.set_searched(con, same["id"], scanner.quality.min_size)
             recorded = pixels if row is None else row["pixels"]  # a twin has these pixels
             again = _at_places(scanner, lambda: load_rgb(path), recorded)
-            _replace_faces(con, same["id"], faces, again)
+            check = None if pixels == recorded else _same_face(scanner)
+            lost = _replace_faces(con, same["id"], faces, again, check)[1]
+            if lost:
+                rep.problems[path] = (f"its pixels changed: {lost} named faces are not in it "
+                                      "now (another face, or none, at their place)")  # fmt: skip
             if status == "no_face":  # faces the owner named may be kept at their place
                 store.settle_found(con, same["id"])
         else:
@@ -548,11 +552,13 @@ def _try_model(scanner: Scanner, photos) -> None:
             continue
 
 
-def _replace_faces(con, photo_id: int, new: list[dict], again=None) -> tuple[int, int]:
+def _replace_faces(con, photo_id: int, new: list[dict], again=None,
+                   same=None) -> tuple[int, int]:  # fmt: skip
     """A photo's faces replaced by `new`, each old face's labels carried to the new face at
-    its place; (confirmed faces kept, confirmed faces lost). A confirmed face `new` has
-    nothing at is embedded again where it was by `again` (`Scanner.faces_at` on the same
-    pixels; None where the pixels changed): the owner's word outlives a new gate or model."""
+    its place — when `same(old, new)` says it is that face, where the pixels changed;
+    (confirmed faces kept, confirmed faces lost). A confirmed face `new` has nothing at is
+    embedded again where it was by `again` (`Scanner.faces_at` on the same pixels; None
+    where the pixels changed): the owner's word outlives a new gate or model."""
     old = store.faces_of_photo(con, photo_id)
     rej = {o["id"]: store.rejections_of(con, o["id"]) for o in old}
     store.delete_faces_of_photo(con, photo_id)
@@ -564,7 +570,7 @@ def _replace_faces(con, photo_id: int, new: list[dict], again=None) -> tuple[int
             continue
         box = [o["x1"], o["y1"], o["x2"], o["y2"]]
         best = max(free, key=lambda f: _iou(box, list(f)[1:5]), default=None)
-        if best is None or _iou(box, list(best)[1:5]) < 0.5:
+        if best is None or _iou(box, list(best)[1:5]) < 0.5 or same and not same(o, best):
             unmatched += [o] if o["confirmed"] else []
             continue
         free.remove(best)
@@ -576,6 +582,37 @@ def _replace_faces(con, photo_id: int, new: list[dict], again=None) -> tuple[int
             _carry(con, store.insert_faces(con, photo_id, [face])[0], o, rej[o["id"]])
             kept += 1
     return kept, sum(face is None for face in redone)
+
+
+# a face of a changed photo is the face that was at its place when their embeddings are
+# within this fraction of the model's threshold and their five landmarks within this
+# fraction of the face's size on average (bench/changed_photos.py)
+SAME_FACE = 0.2
+SAME_PLACE = 0.1
+
+
+def _same_face(scanner: Scanner):
+    """For a photo whose pixels changed (an edit, or another photo under its name): whether
+    the face found at an old face's place is that face — an edit keeps its embedding and
+    landmarks, another person at the same place does not (`SAME_FACE`, `SAME_PLACE`);
+    None — the place alone decides — for a model with no calibrated threshold. A face with
+    no embedding (waiting since a migration) has only its place to go by."""
+    from facetrain.distances import pair_distances
+
+    pre = scanner.model.pre
+    if pre.threshold is None:
+        return None
+
+    def same(old, new) -> bool:
+        if old["embedding"] is None:
+            return True
+        a, b = (np.frombuffer(f["embedding"], np.float32)[None] for f in (old, new))
+        if float(pair_distances(a, b, pre.distance)[0]) > SAME_FACE * pre.threshold:
+            return False
+        a, b = (np.asarray(json.loads(f["landmarks"]), float).reshape(-1, 2) for f in (old, new))
+        return float(np.linalg.norm(a - b, axis=1).mean()) <= SAME_PLACE * old["size"]
+
+    return same
 
 
 def _carry(con, face_id: int, old, rejected: list[int]) -> None:
