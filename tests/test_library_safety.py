@@ -569,3 +569,36 @@ def test_another_photo_under_a_named_photos_name_does_not_inherit_its_names(phot
     assert _names(db) == {"amy2.png": names["amy2.png"]}
     said = r["problems"].get(str(root / "amy1.png"), "")
     assert r["changed"] == 2 and "1 named faces are not in it" in said, r
+
+
+@need(BBT)
+def test_a_folder_that_cannot_be_listed_keeps_its_photos(photos, tmp_path, monkeypatch):
+    """A subfolder (or the whole folder) that cannot be listed or read during a scan — its
+    permissions changed (for a user other than root), a network share dropped — is named
+    with the reason, and the photos recorded in it stay as they were. They counted as
+    deleted: the named ones became missing (the others would leave the library)."""
+    root, db = tmp_path / "mine", tmp_path / "lib.db"
+    shutil.copytree(photos / "amy", root / "trip")
+    shutil.copytree(photos / "howard", root / "home")
+    _scan(db, root, make_model(tmp_path / "m.safetensors"))
+    names = _confirm_all(db)
+    before = _embedding_sizes(db)
+    scandir, stat = os.scandir, os.stat
+
+    def denied(path, fail: str, itself: bool) -> None:  # as `chmod 000 fail` for a user
+        path = os.fspath(path)
+        if path == fail and itself or path.startswith(fail + "/"):
+            raise PermissionError(13, "Permission denied", path)
+
+    for fail in (str(root / "trip"), str(root)):
+        monkeypatch.setattr(os, "scandir", lambda p=".", f=fail: denied(p, f, True) or scandir(p))
+        monkeypatch.setattr(
+            os, "stat", lambda p, *a, f=fail, **k: denied(p, f, False) or stat(p, *a, **k)
+        )
+        r = _scan(db, root)
+        monkeypatch.setattr(os, "scandir", scandir)
+        monkeypatch.setattr(os, "stat", stat)
+        assert (r["removed"], r["missing"]) == (0, 0), r
+        assert "could not be listed (Permission denied)" in r["problems"][fail]
+        assert _names(db) == names and _embedding_sizes(db) == before
+    assert _scan(db, root)["unchanged"] == 6

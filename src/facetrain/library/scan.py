@@ -67,15 +67,24 @@ class ScanReport:
 
 LINKED_FOLDER = "skipped: a link to a folder (links are not followed; scan that folder itself)"
 NOT_UTF8 = "skipped: the file name is not valid UTF-8 (rename the file to scan it)"
+UNLISTED = "skipped: the folder could not be listed ({}); the photos recorded in it are kept"
 
 
-def list_photos(root: str | os.PathLike, skip=lambda path: False,
-                notes: dict | None = None) -> list[str]:  # fmt: skip
+def list_photos(root: str | os.PathLike, skip=lambda path: False, notes: dict | None = None,
+                unlisted: list | None = None) -> list[str]:  # fmt: skip
     """Every image file below root (sorted; hidden files and folders skipped, and every
     path `skip` says is not the owner's photo — a library's own files). `notes` gets what
-    was passed over and why: links to folders, names that are not UTF-8."""
+    was passed over and why: links to folders, names that are not UTF-8, folders that could
+    not be listed (also added to `unlisted`: what is in them is unknown, not gone)."""
     out, notes = [], {} if notes is None else notes
-    for folder, dirs, files in os.walk(root):
+    unlisted = [] if unlisted is None else unlisted
+
+    def cannot_list(e: OSError) -> None:
+        folder = os.fsdecode(e.filename) if e.filename is not None else os.fspath(root)
+        unlisted.append(folder)  # not knowing which: none of it is gone
+        notes[folder] = UNLISTED.format(e.strerror or e)
+
+    for folder, dirs, files in os.walk(root, onerror=cannot_list):
         for d in dirs:
             if os.path.islink(os.path.join(folder, d)) and not d.startswith("."):
                 notes[os.path.join(folder, d)] = LINKED_FOLDER
@@ -188,10 +197,12 @@ def scan(
 
     root = os.path.abspath(root)
     rep = ScanReport()
-    files = list_photos(root, skip, rep.problems)
+    unlisted: list[str] = []
+    files = list_photos(root, skip, rep.problems, unlisted)
     seen = set(files)
     known = store.photos_under(con, root)
-    vanished = {r["sha256"]: r["id"] for p, r in known.items() if p not in seen}
+    vanished = {r["sha256"]: r["id"] for p, r in known.items()
+                if p not in seen and not _below(p, unlisted)}  # fmt: skip
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(progress_bar(disable=None if progress is None else not progress))
         task = bar.add_task("scan", total=len(files))
@@ -218,6 +229,10 @@ def scan(
     for pid in vanished.values():
         _vanished(con, pid, rep)
     return rep
+
+
+def _below(path: str, folders: list[str]) -> bool:
+    return any(path.startswith(f.rstrip("/") + "/") for f in folders)
 
 
 def _vanished(con, pid: int, rep: ScanReport) -> None:
