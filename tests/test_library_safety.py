@@ -141,8 +141,9 @@ def _gang(root: Path) -> Image.Image:
 @need(BBT)
 def test_a_named_face_the_detector_no_longer_finds_keeps_its_name(tmp_path):
     """A small face found by a scan at `--min-size 20` and named is not found at 40: a
-    rescan at that gate (the caption edited) and a migration to another model keep the
-    face and its name, embedded by the model in use at the place it was found."""
+    rescan at that gate (the photo moved, its caption edited) and a migration to another
+    model keep the face and its name, embedded by the model in use at the place it was
+    found. A caption edit alone searches nothing again: the faces stand as they were."""
     from PIL import PngImagePlugin
     from typer.testing import CliRunner
 
@@ -159,11 +160,18 @@ def test_a_named_face_the_detector_no_longer_finds_keeps_its_name(tmp_path):
     names = _confirm_all(db)
     assert len(names["gang.png"]) == found
 
-    info = PngImagePlugin.PngInfo()  # other bytes, the same pixels: read again at the gate
+    info = PngImagePlugin.PngInfo()  # other bytes, the same pixels
     info.add_text("Description", "the gang")
     im.save(root / "gang.png", pnginfo=info)
     r = _scan(db, root, None, "--min-size", "40")
-    assert (r["changed"], r["faces"]) == (1, found - 1)
+    assert (r["changed"], r["faces"]) == (1, 0)
+    assert _names(db) == names
+    info.add_text("Title", "moved")  # found at another path, other bytes: read at the gate
+    im.save(root / "moved.png", pnginfo=info)
+    os.remove(root / "gang.png")
+    r = _scan(db, root)
+    assert (r["moved"], r["faces"]) == (1, found - 1)
+    names = {"gang.png": ["moved.png"] * found}
     assert _names(db) == names
 
     new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
@@ -602,3 +610,36 @@ def test_a_folder_that_cannot_be_listed_keeps_its_photos(photos, tmp_path, monke
         assert "could not be listed (Permission denied)" in r["problems"][fail]
         assert _names(db) == names and _embedding_sizes(db) == before
     assert _scan(db, root)["unchanged"] == 6
+
+
+@need(BBT)
+def test_a_caption_edit_keeps_the_faces_their_thumbnails_and_the_undo_log(photos, tmp_path):
+    """A file whose pixels did not change (a caption written into it) is not searched
+    again: its faces keep their ids, so their thumbnails stay cut and `undo` still finds
+    the face an earlier action moved. Its faces were made anew: the thumbnails were cut
+    again, and undoing a move made before left the face where it had been moved."""
+    from PIL import PngImagePlugin
+
+    from facetrain.library.library import Library
+
+    db, amy = tmp_path / "lib.db", photos / "amy"
+    _scan(db, amy, make_model(tmp_path / "m.safetensors"))
+    names = _confirm_all(db)
+    with Library(db) as lib:
+        ids = [r[0] for r in lib.con.execute("SELECT id FROM faces ORDER BY id")]
+        for face in ids:
+            lib.face_thumbnail(face)
+        lib.move(ids[0], "amy2.png")  # amy1's face, logged
+    thumbs = sorted((tmp_path / "lib.db.thumbs").iterdir())
+    im = Image.open(amy / "amy1.png")
+    im.load()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Description", "at the beach")
+    im.save(amy / "amy1.png", pnginfo=info)
+    r = _scan(db, amy)
+    with Library(db) as lib:
+        lib.undo()
+        assert [r[0] for r in lib.con.execute("SELECT id FROM faces ORDER BY id")] == ids
+    assert _names(db) == names
+    assert sorted((tmp_path / "lib.db.thumbs").iterdir()) == thumbs
+    assert (r["changed"], r["faces"]) == (1, 0), r

@@ -209,14 +209,15 @@ class Library:
 
     def face_thumbnail(self, face_id: int, size: int = 112) -> bytes:
         """A face's JPEG thumbnail, cut from its photo once and kept in DB.thumbs/ (named by
-        the face and its photo's content, so a changed photo is cut again)."""
+        the face and its photo's pixels, so a photo edited is cut again, and one whose
+        file only changed, a caption say, is not)."""
         from facetrain.atomic import OutputError, write_bytes
         from facetrain.data.images import to_jpeg
 
         row = store.face_box(self.con, face_id)
         if row is None:
             raise LibraryError(f"no face {face_id}")
-        cached = self.files.thumbs / (f"{face_id}-{row['sha256'][:16]}-{size}.jpg")
+        cached = self.files.thumbs / (f"{face_id}-{row['content'][:16]}-{size}.jpg")
         if cached.is_file():
             return cached.read_bytes()
         data = to_jpeg(self.face_crop(face_id), size)

@@ -220,7 +220,8 @@ def scan(
                     pool = stack.enter_context(worker_pool(scanner, n))
             else:
                 bar.advance(task)
-        for job, result in zip(todo, analysed([j[0] for j in todo], scanner, pool)):
+        pixels = [_known_pixels(row, digest, smallest) for _, row, digest, _ in todo]
+        for job, result in zip(todo, analysed([j[0] for j in todo], scanner, pool, pixels)):
             _record_photo(con, *job, result, rep, scanner)
             bar.advance(task)
         for path in later:
@@ -339,15 +340,17 @@ def _record_duplicate(con, path: str, row, digest: str, st, rep: ScanReport) -> 
     return True
 
 
-def analysed(paths: list[str], scanner: Scanner, pool=None):
-    """`_analyse` of each path, in order: here, or by the processes of `worker_pool`."""
+def analysed(paths: list[str], scanner: Scanner, pool=None, known: list | None = None):
+    """`_analyse` of each path, in order: here, or by the processes of `worker_pool`.
+    `known`: for each path, the pixels its recorded faces were found on (or None)."""
+    jobs = zip(paths, known or [None] * len(paths))
     if pool is None:
         from facetrain.devices import keep_freed_memory
 
         keep_freed_memory()
-        yield from (_analyse(p, scanner) for p in paths)
+        yield from (_analyse(p, scanner, k) for p, k in jobs)
     else:
-        yield from pool.imap(_analyse_in_worker, paths)
+        yield from pool.imap(_analyse_in_worker, jobs)
 
 
 @contextlib.contextmanager
@@ -380,8 +383,8 @@ def _start_worker(spec) -> None:
     _WORKER = Scanner(fm, quality, device)
 
 
-def _analyse_in_worker(path: str):
-    return _analyse(path, _WORKER)
+def _analyse_in_worker(job: tuple[str, str | None]):
+    return _analyse(job[0], _WORKER, job[1])
 
 
 def pixel_digest(img: np.ndarray) -> str:
@@ -392,13 +395,17 @@ def pixel_digest(img: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _analyse(path: str, scanner: Scanner) -> tuple:
-    """(status, error, faces, (width, height), pixel digest) of one photo."""
+def _analyse(path: str, scanner: Scanner, known: str | None = None) -> tuple:
+    """(status, error, faces, (width, height), pixel digest) of one photo; faces None,
+    not searched, when its pixels are `known` (those its recorded faces were found on)."""
     try:
         img = load_rgb(path)
+        pixels, size = pixel_digest(img), (img.shape[1], img.shape[0])
+        if pixels == known:
+            return None, None, None, size, pixels
         faces = scanner.faces_of(img)
         status, error = ("ok", None) if faces else ("no_face", "no face found")
-        return status, error, faces, (img.shape[1], img.shape[0]), pixel_digest(img)
+        return status, error, faces, size, pixels
     except ImageError as e:
         return e.status, e.reason, [], (None, None), None
     except OSError as e:
@@ -416,6 +423,8 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
         rep.problems[path] = f"{status}: {error}"
     if row is not None and pixels is None:
         return _unreadable_now(con, path, row, digest, st, result, rep)
+    if faces is None:
+        return _same_pixels(con, path, row, digest, st, rep)
     same = row
     if same is None and pixels is not None:
         same = store.twin_of(con, pixels, path, "pixels")
@@ -451,6 +460,26 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
     rep.new += same is None
     rep.faces += len(faces)
     rep.usable_faces += sum(f["usable"] for f in faces)
+
+
+def _known_pixels(row, digest: str, smallest: float) -> str | None:
+    """The pixels a changed file's recorded faces were found on, when those faces stand if
+    the pixels are still those — not for a photo searched again for smaller faces or
+    waiting for the library's model."""
+    if row is None or row["sha256"] == digest or _searched_above(row, smallest):
+        return None
+    return row["pixels"]
+
+
+def _same_pixels(con, path: str, row, digest: str, st, rep: ScanReport) -> None:
+    """A photo whose file changed but not its pixels (a caption or date edited, tags
+    written into it by another program): the file's new state recorded, its faces kept as
+    they are — their ids, so the undo log and thumbnails still find them, and labels."""
+    with transaction(con):
+        store.update_photo(con, row["id"], path, digest, st.st_size, st.st_mtime, row["width"],
+                           row["height"], taken(path), "ok", None, row["pixels"])  # fmt: skip
+        store.settle_found(con, row["id"])  # one unreadable before reads again
+    rep.changed += 1
 
 
 def _unreadable_now(con, path: str, row, digest: str, st, result, rep: ScanReport) -> None:

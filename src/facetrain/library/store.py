@@ -405,10 +405,10 @@ def delete_missing(con) -> None:
 
 
 def face_thumbnail_keys(con) -> set[tuple[int, str]]:
-    """(face id, the first 16 hex digits of its photo's SHA-256) of every face: what a
-    face's thumbnail is named by."""
-    rows = con.execute("SELECT f.id, substr(p.sha256, 1, 16) FROM faces f JOIN photos p"
-                       " ON p.id = f.photo_id")  # fmt: skip
+    """(face id, the first 16 hex digits of its photo's content, `face_box`) of every
+    face: what a face's thumbnail is named by."""
+    rows = con.execute("SELECT f.id, substr(COALESCE(p.pixels, p.sha256), 1, 16) FROM faces f"
+                       " JOIN photos p ON p.id = f.photo_id")  # fmt: skip
     return {(int(r[0]), r[1]) for r in rows}
 
 
@@ -586,11 +586,13 @@ def is_row_id(n: int) -> bool:
 
 
 def face_box(con, face_id: int) -> sqlite3.Row | None:
-    """A face's photo id, box and its photo's content hash."""
+    """A face's photo id, box and its photo's content: its pixel digest (its file's hash
+    in a library made before those)."""
     if not is_row_id(face_id):
         return None
     return con.execute(
-        "SELECT f.photo_id, f.x1, f.y1, f.x2, f.y2, p.sha256 FROM faces f "
+        "SELECT f.photo_id, f.x1, f.y1, f.x2, f.y2, COALESCE(p.pixels, p.sha256) AS content"
+        " FROM faces f "
         "JOIN photos p ON p.id = f.photo_id WHERE f.id = ?",
         (face_id,),
     ).fetchone()
