@@ -690,3 +690,34 @@ def test_a_changed_photos_names_go_to_its_own_faces_in_every_population():
              if x != y and _iou(a["box"], b["box"]) >= 0.5]  # fmt: skip
     assert len(pairs) > 100 and not any(same(a, b) for a, b in pairs)
     assert len(kept) >= 40 and np.mean(kept) >= 0.85, np.mean(kept)
+
+
+@need(BBT)
+def test_a_face_keeps_its_id_through_an_edit_and_a_migration_so_undo_finds_it(photos, tmp_path):
+    """A face found again — after its photo was brightened, after a migration to another
+    model — is the same face under the same id, so undoing a move made before both puts it
+    back. Every face was made anew under new ids: the undo found nothing and the face
+    stayed where it had been moved."""
+    from PIL import ImageEnhance
+
+    from facetrain.library.library import Library
+
+    root, db = tmp_path / "mine", tmp_path / "lib.db"
+    root.mkdir()
+    for name in ("amy1.png", "amy2.png"):
+        shutil.copy(photos / "amy" / name, root / name)
+    _scan(db, root)  # the default model
+    names = _confirm_all(db)
+    with Library(db) as lib:
+        ids = [r[0] for r in lib.con.execute("SELECT id FROM faces ORDER BY id")]
+        lib.move(ids[0], "amy2.png")  # amy1's face, logged
+    im = Image.open(root / "amy1.png").convert("RGB")
+    ImageEnhance.Brightness(im).enhance(1.2).save(root / "amy1.png")
+    assert _scan(db, root)["changed"] == 1
+    new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
+    _cli("library", "migrate", "--db", db, "--model", new)
+    assert _embedding_sizes(db) == {"amy1.png": {16}, "amy2.png": {16}}
+    with Library(db) as lib:
+        assert [r[0] for r in lib.con.execute("SELECT id FROM faces ORDER BY id")] == ids
+        lib.undo()
+    assert _names(db) == names

@@ -225,15 +225,15 @@ class Library:
             write_bytes(cached, data)
         return data
 
-    def prune_thumbnails(self) -> int:
+    def prune_thumbnails(self, every: bool = False) -> int:
         """Remove the thumbnails in DB.thumbs/ of faces no longer in the library (their
         photo removed or forgotten) or cut from a photo that changed since: no picture of a
-        forgotten face stays behind. Files not named as thumbnails are left alone. How many
-        were removed."""
+        forgotten face stays behind; `every`: all of them (a migration may have moved every
+        box). Files not named as thumbnails are left alone. How many were removed."""
         folder = self.files.thumbs
         if not folder.is_dir():
             return 0
-        keep = store.face_thumbnail_keys(self.con)
+        keep = set() if every else store.face_thumbnail_keys(self.con)
         stale = [p for p in folder.glob("*.jpg") if (m := _THUMBNAIL.fullmatch(p.name))
                  and (int(m[1]), m[2]) not in keep]  # fmt: skip
         for p in stale:
@@ -673,7 +673,7 @@ class Library:
             raise LibraryError(f"--workers {workers}: at least 1")
         scanner = Scanner(model, self.gate()[0], device)
         rep = migrate(self.con, scanner, model.source, model_hash(model), workers=workers)
-        self.prune_thumbnails()  # faces another model no longer finds
+        self.prune_thumbnails(every=True)  # boxes another detector setting moved
         return rep
 
 

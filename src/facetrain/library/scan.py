@@ -598,34 +598,40 @@ def _try_model(scanner: Scanner, photos) -> None:
 
 def _replace_faces(con, photo_id: int, new: list[dict], again=None,
                    same=None) -> tuple[int, int]:  # fmt: skip
-    """A photo's faces replaced by `new`, each old face's labels carried to the new face at
-    its place — when `same(old, new)` says it is that face, where the pixels changed;
-    (confirmed faces kept, confirmed faces lost). A confirmed face `new` has nothing at is
-    embedded again where it was by `again` (`Scanner.faces_at` on the same pixels; None
-    where the pixels changed): the owner's word outlives a new gate or model."""
+    """A photo's faces replaced by `new`. An old face found again at its place — and, where
+    the pixels changed, found to be that face by `same(old, new)` — is the new face under
+    the old id, with its labels; (confirmed faces kept, confirmed faces lost). A confirmed
+    face `new` has nothing at is embedded again where it was by `again` (`Scanner.faces_at`
+    on the same pixels; None where the pixels changed): the owner's word outlives a new
+    gate or model."""
     old = store.faces_of_photo(con, photo_id)
     rej = {o["id"]: store.rejections_of(con, o["id"]) for o in old}
-    store.delete_faces_of_photo(con, photo_id)
-    store.insert_faces(con, photo_id, new)
-    free = store.faces_of_photo(con, photo_id)
+    added = set(store.insert_faces(con, photo_id, new))  # first: no old id is reused
+    free = [f for f in store.faces_of_photo(con, photo_id) if f["id"] in added]
+    store.delete_faces(con, [o["id"] for o in old])
     kept, unmatched = 0, []
-    for o in old:
-        if o["person_id"] is None and not o["hidden"] and not rej[o["id"]]:
-            continue
+    labelled_first = sorted(old, key=lambda o: o["person_id"] is None and not o["hidden"])
+    for o in labelled_first:
         box = [o["x1"], o["y1"], o["x2"], o["y2"]]
         best = max(free, key=lambda f: _iou(box, list(f)[1:5]), default=None)
         if best is None or _iou(box, list(best)[1:5]) < 0.5 or same and not same(o, best):
             unmatched += [o] if o["confirmed"] else []
             continue
         free.remove(best)
-        _carry(con, best["id"], o, rej[o["id"]])
+        _keep(con, best["id"], o, rej[o["id"]])
         kept += o["confirmed"]
     redone = again(unmatched) if again is not None and unmatched else [None] * len(unmatched)
     for o, face in zip(unmatched, redone):
         if face is not None:
-            _carry(con, store.insert_faces(con, photo_id, [face])[0], o, rej[o["id"]])
+            _keep(con, store.insert_faces(con, photo_id, [face])[0], o, rej[o["id"]])
             kept += 1
     return kept, sum(face is None for face in redone)
+
+
+def _keep(con, face_id: int, old, rejected: list[int]) -> None:
+    """A face found again: under its old id, with its labels."""
+    store.renumber_face(con, face_id, old["id"])
+    _carry(con, old["id"], old, rejected)
 
 
 # a face of a changed photo is the face that was at its place when their embeddings are

@@ -619,6 +619,16 @@ def delete_faces_of_photo(con, photo_id: int) -> None:
     con.execute("DELETE FROM faces WHERE photo_id = ?", (photo_id,))
 
 
+def delete_faces(con, face_ids: list[int]) -> None:
+    con.executemany("DELETE FROM faces WHERE id = ?", [(f,) for f in face_ids])
+
+
+def renumber_face(con, face_id: int, to: int) -> None:
+    """A face given another (free) id: a face found again takes the id of the face it is,
+    so the curating log's snapshots and the thumbnails still name it."""
+    con.execute("UPDATE faces SET id = ? WHERE id = ?", (to, face_id))
+
+
 def set_face(con, face_id: int, person_id, confirmed: int, hidden: int) -> None:
     con.execute(
         "UPDATE faces SET person_id = ?, confirmed = ?, hidden = ? WHERE id = ?",
