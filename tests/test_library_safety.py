@@ -556,6 +556,17 @@ def test_a_missing_photo_put_back_at_its_place_is_never_forgotten(photos, tmp_pa
     con.close()
 
 
+def _two_of_amy(photos: Path, tmp_path: Path) -> tuple[Path, Path, dict]:
+    """(folder, library, names): two portraits of Amy scanned with the default model, each
+    face confirmed as a person named after its file."""
+    root, db = tmp_path / "mine", tmp_path / "lib.db"
+    root.mkdir()
+    for name in ("amy1.png", "amy2.png"):
+        shutil.copy(photos / "amy" / name, root / name)
+    _scan(db, root)
+    return root, db, _confirm_all(db)
+
+
 @need(BBT)
 def test_another_photo_under_a_named_photos_name_does_not_inherit_its_names(photos, tmp_path):
     """A changed photo's names go to the faces at their place only when those are the same
@@ -564,12 +575,7 @@ def test_another_photo_under_a_named_photos_name_does_not_inherit_its_names(phot
     not named Amy (every name went to the face at the old place, the stranger's too)."""
     from PIL import ImageEnhance
 
-    root, db = tmp_path / "mine", tmp_path / "lib.db"
-    root.mkdir()
-    for name in ("amy1.png", "amy2.png"):
-        shutil.copy(photos / "amy" / name, root / name)
-    _scan(db, root)  # the default model
-    names = _confirm_all(db)
+    root, db, names = _two_of_amy(photos, tmp_path)
     im = Image.open(root / "amy2.png").convert("RGB")
     ImageEnhance.Brightness(im).enhance(1.2).save(root / "amy2.png")
     shutil.copy(photos / "howard" / "howard1.png", root / "amy1.png")
@@ -702,12 +708,7 @@ def test_a_face_keeps_its_id_through_an_edit_and_a_migration_so_undo_finds_it(ph
 
     from facetrain.library.library import Library
 
-    root, db = tmp_path / "mine", tmp_path / "lib.db"
-    root.mkdir()
-    for name in ("amy1.png", "amy2.png"):
-        shutil.copy(photos / "amy" / name, root / name)
-    _scan(db, root)  # the default model
-    names = _confirm_all(db)
+    root, db, names = _two_of_amy(photos, tmp_path)
     with Library(db) as lib:
         ids = [r[0] for r in lib.con.execute("SELECT id FROM faces ORDER BY id")]
         lib.move(ids[0], "amy2.png")  # amy1's face, logged
