@@ -415,8 +415,7 @@ class Library:
 
         if not Path(photos).is_dir():
             raise LibraryError(f"{photos}: not a folder of photos")
-        if workers < 1:
-            raise LibraryError(f"--workers {workers}: at least 1")
+        _check_workers(workers)
         before = self._kept_gate()
         quality, regated = self.gate(**(asdict(quality) if quality is not None else {}))
         scanner = Scanner(model, quality, device)
@@ -509,8 +508,7 @@ class Library:
         from facetrain.library.scan import Scanner, analysed, list_photos, worker_pool
         from facetrain.progress import progress_bar
 
-        if workers < 1:
-            raise LibraryError(f"--workers {workers}: at least 1")
+        _check_workers(workers)
         namer = self.namer(threshold, margin)
         photos = [str(q) for p in photos for q in (list_photos(p) if Path(p).is_dir() else [p])]
         workers = min(workers, len(photos))
@@ -521,7 +519,7 @@ class Library:
             contextlib.ExitStack() as stack,
             progress_bar(disable=None if progress else True) as bar,
         ):
-            pool = stack.enter_context(worker_pool(scanner, workers)) if workers > 1 else None
+            pool = stack.enter_context(worker_pool(scanner, workers))
             task = bar.add_task("identify", total=len(photos))
             for p, result in zip(photos, analysed(photos, scanner, pool)):
                 out.append(_identified(p, result, namer))
@@ -669,12 +667,16 @@ class Library:
         from facetrain.inference.compiled import model_hash
         from facetrain.library.scan import Scanner, migrate
 
-        if workers < 1:
-            raise LibraryError(f"--workers {workers}: at least 1")
+        _check_workers(workers)
         scanner = Scanner(model, self.gate()[0], device)
         rep = migrate(self.con, scanner, model.source, model_hash(model), workers=workers)
         self.prune_thumbnails(every=True)  # boxes another detector setting moved
         return rep
+
+
+def _check_workers(workers: int) -> None:
+    if workers < 1:
+        raise LibraryError(f"--workers {workers}: at least 1")
 
 
 def _identified(path: str, result: tuple, namer) -> dict:

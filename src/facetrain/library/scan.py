@@ -356,10 +356,14 @@ def analysed(paths: list[str], scanner: Scanner, pool=None, known: list | None =
 @contextlib.contextmanager
 def worker_pool(scanner: Scanner, workers: int):
     """`workers` spawned processes, each with its own copy of the scanner's model on one
-    thread (spawned, not forked: no fork of a process holding torch threads or CUDA)."""
+    thread (spawned, not forked: no fork of a process holding torch threads or CUDA);
+    None for one worker: `analysed` works here."""
     import multiprocessing as mp
     from dataclasses import asdict
 
+    if workers <= 1:
+        yield None
+        return
     fm = scanner.model
     spec = (fm.source, asdict(fm.pre), scanner.quality, scanner.device, fm.backend)
     with mp.get_context("spawn").Pool(workers, _start_worker, (spec,)) as pool:
@@ -476,8 +480,7 @@ def _same_pixels(con, path: str, row, digest: str, st, rep: ScanReport) -> None:
     written into it by another program): the file's new state recorded, its faces kept as
     they are — their ids, so the undo log and thumbnails still find them, and labels."""
     with transaction(con):
-        store.update_photo(con, row["id"], path, digest, st.st_size, st.st_mtime, row["width"],
-                           row["height"], taken(path), "ok", None, row["pixels"])  # fmt: skip
+        store.refile_photo(con, row["id"], path, digest, st.st_size, st.st_mtime, taken(path))
         store.settle_found(con, row["id"])  # one unreadable before reads again
     rep.changed += 1
 
@@ -488,8 +491,8 @@ def _unreadable_now(con, path: str, row, digest: str, st, result, rep: ScanRepor
     file is whole again (its pixels are still known: they are read again then)."""
     status, error = result[:2]
     with transaction(con):
-        store.update_photo(con, row["id"], path, digest, st.st_size, st.st_mtime, row["width"],
-                           row["height"], row["taken"], status, error, row["pixels"])  # fmt: skip
+        store.refile_photo(con, row["id"], path, digest, st.st_size, st.st_mtime, row["taken"],
+                           status, error)  # fmt: skip
     if store.has_confirmed_faces(con, row["id"]):
         rep.problems[path] += "; the names on its faces are kept until it reads again"
     if row["sha256"] == digest:  # the same bytes tried again (its faces wait): no change
@@ -536,8 +539,7 @@ def migrate(
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(progress_bar(disable=None if progress is None else not progress))
         task = bar.add_task("migrate", total=len(todo))
-        n = min(workers, len(todo))
-        pool = stack.enter_context(worker_pool(scanner, n)) if n > 1 else None
+        pool = stack.enter_context(worker_pool(scanner, min(workers, len(todo))))
         for row, result in zip(todo, analysed([r["path"] for r in todo], scanner, pool)):
             k, lo = _migrate_one(con, scanner, row, result)
             kept, lost = kept + k, lost + lo

@@ -364,6 +364,17 @@ def update_photo(con, photo_id, path, digest, size, mtime, width, height, taken,
     )
 
 
+def refile_photo(con, photo_id, path, digest, size, mtime, taken, status="ok",
+                 error=None) -> None:  # fmt: skip
+    """A photo's file read again with its pixels as recorded (a caption edited) or not read
+    (unreadable now): the file's state changes; its pixels, size and faces stay."""
+    con.execute(
+        "UPDATE photos SET path = ?, sha256 = ?, size = ?, mtime = ?, taken = ?, status = ?,"
+        " error = ? WHERE id = ?",
+        (path, digest, size, mtime, taken, status, error, photo_id),
+    )
+
+
 # `searched` of a photo whose faces wait for the library's model to read it (a migration
 # could not): any scan that finds it readable searches it again
 WAITING = float("inf")
@@ -613,10 +624,6 @@ def faces_of_photo(con, photo_id: int, usable_only: bool = False) -> list[sqlite
         " WHERE photo_id = ?" + (" AND usable = 1" if usable_only else ""),
         (photo_id,),
     ).fetchall()
-
-
-def delete_faces_of_photo(con, photo_id: int) -> None:
-    con.execute("DELETE FROM faces WHERE photo_id = ?", (photo_id,))
 
 
 def delete_faces(con, face_ids: list[int]) -> None:
