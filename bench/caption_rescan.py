@@ -19,7 +19,6 @@ import os
 import platform
 import shutil
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from identify_workers import FRIENDS, facetrain  # noqa: E402
+from identify_workers import FRIENDS, facetrain, medians  # noqa: E402
 
 
 def caption(path: Path, text: bytes = b"at the beach") -> None:
@@ -87,10 +86,7 @@ def main() -> None:
             secs["caption only"].append(took)
             kept = kept and ids == before
             secs["pixels changed"].append(rescan(args.folder, work, resave)[0])
-    med = {k: statistics.median(v) for k, v in secs.items()}
-    for k, v in secs.items():
-        print(f"{k}: {photos / med[k]:.1f} photos/s, median {med[k]:.2f} s; rounds "
-              f"{[round(x, 2) for x in v]}")  # fmt: skip
+    med = medians(secs, photos, label=str)
     ratio = med["pixels changed"] / med["caption only"]
     print(f"seconds pixels changed / caption only = {ratio:.2f}; every face kept (the same "
           f"ids): {kept}")  # fmt: skip

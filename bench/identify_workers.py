@@ -39,6 +39,17 @@ def library(folder: Path, db: Path) -> None:
         facetrain("library", "name", p["id"], f"person {i}", "--db", db)
 
 
+def medians(secs: dict, photos: int, label=lambda k: f"--workers {k}") -> dict:
+    """Each variant's rounds printed with its photos/s and median seconds; the medians."""
+    import statistics
+
+    med = {k: statistics.median(s) for k, s in secs.items()}
+    for k, s in secs.items():
+        print(f"{label(k)}: {photos / med[k]:.1f} photos/s, median {med[k]:.2f} s; rounds "
+              f"{[round(x, 2) for x in s]}")  # fmt: skip
+    return med
+
+
 def identify(folder: Path, db: Path, workers: int, out: Path) -> float:
     t0 = time.perf_counter()
     facetrain("library", "identify", folder, "--db", db, "--workers", workers, "--json", out)
@@ -51,7 +62,6 @@ def _names(result: Path) -> list:
 
 
 def main() -> None:
-    import statistics
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folder", type=Path, nargs="?", default=FRIENDS)
@@ -68,10 +78,7 @@ def main() -> None:
             for w in secs:
                 secs[w].append(identify(args.folder, db, w, Path(tmp) / f"{w}.json"))
         named = [_names(Path(tmp) / f"{w}.json") for w in secs]
-    med = {w: statistics.median(s) for w, s in secs.items()}
-    for w, s in secs.items():
-        print(f"--workers {w}: {photos / med[w]:.1f} photos/s, median {med[w]:.2f} s; rounds "
-              f"{[round(x, 2) for x in s]}")  # fmt: skip
+    med = medians(secs, photos)
     print(
         f"seconds one process / --workers {args.workers} = {med[1] / med[args.workers]:.2f}; "
         f"the same names and boxes: {named[0] == named[1]}"

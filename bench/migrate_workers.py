@@ -17,7 +17,6 @@ import os
 import platform
 import shutil
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from identify_workers import FRIENDS, facetrain, library  # noqa: E402
+from identify_workers import FRIENDS, facetrain, library, medians  # noqa: E402
 
 
 def migrate(db0: Path, db: Path, model: str, workers: int) -> float:
@@ -67,10 +66,7 @@ def main() -> None:
             for w in secs:
                 secs[w].append(migrate(db0, Path(tmp) / f"{w}.db", args.model, w))
         (k1, e1), (k2, e2) = (faces(Path(tmp) / f"{w}.db") for w in secs)
-    med = {w: statistics.median(s) for w, s in secs.items()}
-    for w, s in secs.items():
-        print(f"--workers {w}: {photos / med[w]:.1f} photos/s, median {med[w]:.2f} s; rounds "
-              f"{[round(x, 2) for x in s]}")  # fmt: skip
+    med = medians(secs, photos)
     same = k1 == k2 and e1.shape == e2.shape and float(np.abs(e1 - e2).max()) < 1e-3
     print(f"seconds one process / --workers {args.workers} = {med[1] / med[args.workers]:.2f}; "
           f"the same faces, names and embeddings: {same}")  # fmt: skip
