@@ -722,3 +722,90 @@ def test_a_face_keeps_its_id_through_an_edit_and_a_migration_so_undo_finds_it(ph
         assert [r[0] for r in lib.con.execute("SELECT id FROM faces ORDER BY id")] == ids
         lib.undo()
     assert _names(db) == names
+
+
+@need(BBT)
+def test_undo_never_lands_on_a_face_that_came_after_the_one_it_recorded(photos, tmp_path):
+    """A face id is never given again: when the face an action moved has left the library
+    (its photo removed and forgotten), a face scanned later does not take its id, so undoing
+    that action cannot put the old face's name on a stranger. Ids were reused (SQLite's
+    max + 1): Penny's face took Amy's id and undo confirmed it as Amy."""
+    from facetrain.library.library import Library
+
+    root, db, names = _two_of_amy(photos, tmp_path)
+    with Library(db) as lib:
+        last = max(r[0] for r in lib.con.execute("SELECT id FROM faces"))
+        lib.move(last, "amy1.png")  # amy2's face, the highest id: logged
+    (root / "amy2.png").unlink()
+    _scan(db, root)
+    with Library(db) as lib:
+        lib.forget_missing()
+    shutil.copy(photos / "penny" / sorted(os.listdir(photos / "penny"))[0], root / "penny.png")
+    _scan(db, root)
+    with Library(db) as lib:
+        lib.undo()
+        new = [r[0] for r in lib.con.execute("SELECT id FROM faces")]
+    assert _names(db) == {k: v for k, v in names.items() if k != "amy2.png"}
+    assert len(new) == 2 and last not in new and max(new) > last
+
+
+def _as_made_before_autoincrement(db: Path) -> None:
+    """The library's people and faces tables as facetrain made them before ids were never
+    given twice (SQLite's max + 1), rows and links unchanged."""
+    import sqlite3
+
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("BEGIN")
+    for table in ("people", "faces"):
+        sql = con.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+        con.execute(sql.replace(" AUTOINCREMENT", "").replace(table, f"{table}_old", 1))
+        con.execute(f"INSERT INTO {table}_old SELECT * FROM {table}")
+        con.execute(f"DROP TABLE {table}")
+        con.execute(f"ALTER TABLE {table}_old RENAME TO {table}")
+    con.execute("DELETE FROM sqlite_sequence WHERE name IN ('people', 'faces')")
+    con.execute("COMMIT")
+    con.close()
+
+
+@need(BBT)
+def test_a_library_made_before_counts_on_past_every_id_its_log_names(photos, tmp_path):
+    """A library made when ids could be given again is rebuilt once, on first opening: its
+    faces, people, names and rejections unchanged, and new faces numbered past every id the
+    curating log names, even that of a face which has left. Undoing the old action then
+    leaves the newcomer alone (in the library as it was, Penny's face took the id)."""
+    import sqlite3
+
+    from facetrain.library.library import Library
+
+    root, db, names = _two_of_amy(photos, tmp_path)
+    with Library(db) as lib:
+        last = max(r[0] for r in lib.con.execute("SELECT id FROM faces"))
+        lib.move(last, "amy1.png")  # logged: amy2's face, the highest id
+    (root / "amy2.png").unlink()
+    _scan(db, root)
+    with Library(db) as lib:
+        lib.forget_missing()
+    _as_made_before_autoincrement(db)
+
+    def dump() -> list:
+        con = sqlite3.connect(db)
+        rows = [con.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+                for t in ("faces", "people", "rejections", "actions")]  # fmt: skip
+        con.close()
+        return rows
+
+    before = dump()
+    with Library(db) as lib:
+        schema = lib.con.execute("SELECT sql FROM sqlite_master WHERE name = 'faces'").fetchone()
+        assert "AUTOINCREMENT" in schema[0] and not lib.con.execute(
+            "PRAGMA foreign_key_check").fetchall()  # fmt: skip
+        assert {"faces_photo", "faces_person"} <= {r[1] for r in lib.con.execute(
+            "PRAGMA index_list(faces)")}  # fmt: skip
+    assert dump() == before
+    shutil.copy(photos / "penny" / sorted(os.listdir(photos / "penny"))[0], root / "penny.png")
+    _scan(db, root)
+    with Library(db) as lib:
+        lib.undo()
+        new = [r[0] for r in lib.con.execute("SELECT id FROM faces")]
+    assert _names(db) == {k: v for k, v in names.items() if k != "amy2.png"}
+    assert len(new) == 2 and max(new) > last

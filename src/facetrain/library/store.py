@@ -36,6 +36,27 @@ CREATE TABLE IF NOT EXISTS adapters (
 );
 """
 
+# faces and people are named by id in the curating log's undo records and the thumbnails:
+# an id is never given twice (AUTOINCREMENT), so an old record cannot land on a newcomer
+PEOPLE = """
+CREATE TABLE IF NOT EXISTS {table} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, hidden INTEGER NOT NULL DEFAULT 0
+);"""
+FACES = """
+CREATE TABLE IF NOT EXISTS {table} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    photo_id INTEGER NOT NULL REFERENCES photos(id) ON DELETE CASCADE,
+    x1 REAL, y1 REAL, x2 REAL, y2 REAL, landmarks TEXT, score REAL,
+    size REAL, sharpness REAL, usable INTEGER NOT NULL,
+    embedding BLOB,
+    person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
+    confirmed INTEGER NOT NULL DEFAULT 0,
+    hidden INTEGER NOT NULL DEFAULT 0
+);"""
+FACE_INDEXES = """
+CREATE INDEX IF NOT EXISTS faces_photo ON faces(photo_id);
+CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);"""
+
 SCHEMA = (
     ADAPTERS
     + """
@@ -46,21 +67,11 @@ CREATE TABLE IF NOT EXISTS photos (
     status TEXT NOT NULL, error TEXT, duplicate_of INTEGER, pixels TEXT, searched REAL
 );
 CREATE INDEX IF NOT EXISTS photos_sha ON photos(sha256);
-CREATE TABLE IF NOT EXISTS people (
-    id INTEGER PRIMARY KEY, name TEXT UNIQUE, hidden INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS faces (
-    id INTEGER PRIMARY KEY,
-    photo_id INTEGER NOT NULL REFERENCES photos(id) ON DELETE CASCADE,
-    x1 REAL, y1 REAL, x2 REAL, y2 REAL, landmarks TEXT, score REAL,
-    size REAL, sharpness REAL, usable INTEGER NOT NULL,
-    embedding BLOB,
-    person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
-    confirmed INTEGER NOT NULL DEFAULT 0,
-    hidden INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS faces_photo ON faces(photo_id);
-CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
+"""
+    + PEOPLE.format(table="people")
+    + FACES.format(table="faces")
+    + FACE_INDEXES
+    + """
 CREATE TABLE IF NOT EXISTS rejections (
     face_id INTEGER NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
     person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
@@ -111,6 +122,7 @@ def connect(
             if version is None:
                 set_meta(con, "schema_version", str(SCHEMA_VERSION))
             _add_columns(con)
+            _never_reuse_ids(con)
     except sqlite3.DatabaseError as e:
         raise LibraryError(f"{path}: cannot be opened as a library ({e})") from None
     con.row_factory = sqlite3.Row
@@ -177,6 +189,52 @@ def _add_columns(con: sqlite3.Connection) -> None:
         con.execute("CREATE INDEX IF NOT EXISTS photos_pixels ON photos(pixels)")
     except sqlite3.OperationalError:
         pass
+
+
+def _never_reuse_ids(con: sqlite3.Connection) -> None:
+    """A library made before ids were never given twice: its people and faces tables are
+    rebuilt once (one transaction) with AUTOINCREMENT, counting on from past every id they or
+    the curating log hold, so no undo record names a face or person that comes later."""
+    if _counts_on(con):
+        return
+    con.execute("PRAGMA foreign_keys=OFF")  # a table rebuilt is not a row deleted
+    try:
+        with transaction(con):
+            if _counts_on(con):  # another process did it first
+                return
+            last = _logged_ids(con)
+            for table, text in (("people", PEOPLE), ("faces", FACES)):
+                cols = ", ".join(r[1] for r in con.execute(f"PRAGMA table_info({table})"))
+                con.execute(text.format(table=f"{table}_new"))
+                con.execute(f"INSERT INTO {table}_new({cols}) SELECT {cols} FROM {table}")
+                con.execute(f"DROP TABLE {table}")
+                con.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
+                top = con.execute(f"SELECT max(id) FROM {table}").fetchone()[0] or 0
+                con.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+                con.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)",
+                            (table, max(top, last[table])))  # fmt: skip
+            for index in FACE_INDEXES.strip().splitlines():
+                con.execute(index)
+    finally:
+        con.execute("PRAGMA foreign_keys=ON")
+
+
+def _counts_on(con: sqlite3.Connection) -> bool:
+    row = con.execute("SELECT sql FROM sqlite_master WHERE name = 'faces'").fetchone()
+    return row is None or "AUTOINCREMENT" in row[0]
+
+
+def _logged_ids(con: sqlite3.Connection) -> dict[str, int]:
+    """The highest face and person id the curating log's undo records name."""
+    faces, people = [0], [0]
+    for (text,) in con.execute("SELECT undo FROM actions"):
+        undo = json.loads(text)
+        pairs = undo.get("rejections", []) + undo.get("rejected", [])
+        faces += [r[0] for r in undo.get("faces", []) + pairs]
+        people += [r[0] for r in undo.get("people", [])] + [r[1] for r in pairs]
+        people += [r[1] for r in undo.get("faces", []) if r[1] is not None]
+        people += undo.get("created", [])
+    return {"faces": max(faces), "people": max(people)}
 
 
 def get_meta(con: sqlite3.Connection, key: str) -> str | None:
