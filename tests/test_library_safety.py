@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import BBT, SHARED, need
@@ -809,3 +810,59 @@ def test_a_library_made_before_counts_on_past_every_id_its_log_names(photos, tmp
         new = [r[0] for r in lib.con.execute("SELECT id FROM faces")]
     assert _names(db) == {k: v for k, v in names.items() if k != "amy2.png"}
     assert len(new) == 2 and max(new) > last
+
+
+def test_each_turn_is_found_from_the_digest_and_moves_points_with_the_pixels():
+    """`turns`: for each of the seven turns a viewer can make, the turned pixels are known
+    as those pixels turned, and every pixel's centre is mapped to where that pixel went."""
+    from facetrain.library.scan import pixel_digest
+    from facetrain.library.turns import TURNS, turn_of, turn_points
+
+    img = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    ys, xs = np.mgrid[0:5, 0:7]
+    centres = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5], axis=1)
+    for k, mirrored in TURNS:
+        new = np.rot90(img[:, ::-1] if mirrored else img, k)
+        assert turn_of(new, pixel_digest(img), pixel_digest) == (k, mirrored)
+        p = np.floor(turn_points(centres, (k, mirrored), 7, 5)).astype(int)
+        assert (new[p[:, 1], p[:, 0]] == img[ys.ravel(), xs.ravel()]).all(), (k, mirrored)
+    assert turn_of(img[::-1, ::-1] + 1, pixel_digest(img), pixel_digest) is None
+
+
+@need(BBT)
+@pytest.mark.parametrize("orientation", [6, 3, 2])
+def test_a_photo_a_viewer_turned_keeps_its_faces_and_names(photos, tmp_path, orientation):
+    """A viewer that turns or mirrors a photo by its EXIF orientation changes no pixel,
+    only how they stand: the photo's faces keep their ids and names, moved to where the
+    turn put them — found there again, or embedded again at their turned landmarks (a
+    face on its side is not detected) — and their embeddings stay those of the same face.
+    The faces were searched for as a new photo's and the names lost."""
+    import json
+    import sqlite3
+
+    from facetrain.distances import pair_distances
+    from facetrain.inference.compiled import open_for_use
+    from facetrain.library.scan import SAME_FACE
+
+    root, db, names = _two_of_amy(photos, tmp_path)
+
+    def faces() -> dict:
+        con = sqlite3.connect(db)
+        rows = con.execute("SELECT id, embedding, landmarks FROM faces ORDER BY id").fetchall()
+        con.close()
+        return {i: (np.frombuffer(e, np.float32), json.loads(lm)) for i, e, lm in rows}
+
+    before = faces()
+    im = Image.open(root / "amy1.png")
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    im.save(root / "amy1.png", exif=exif.tobytes())
+    assert _scan(db, root)["changed"] == 1
+    after = faces()
+    assert _names(db) == names and after.keys() == before.keys()
+    pre = open_for_use("pretrained:dlib_resnet").pre
+    for i, (e, _) in before.items():
+        d = float(pair_distances(e[None], after[i][0][None], pre.distance)[0])
+        assert d <= SAME_FACE * pre.threshold, (i, d)
+    moved = [i for i in before if before[i][1] != after[i][1]]
+    assert len(moved) == 1, moved  # amy1's face, at its new place

@@ -31,6 +31,7 @@ from facetrain.data.images import (
 )
 from facetrain.library import store
 from facetrain.library.store import transaction
+from facetrain.library.turns import turn_face, turn_of
 
 
 @dataclass(frozen=True)
@@ -395,25 +396,27 @@ def pixel_digest(img: np.ndarray) -> str:
     """What a photo is known by: its upright pixels, not its path or its file's bytes (an
     edited caption or date changes the bytes, not the photo)."""
     h = hashlib.sha256(f"{img.shape}".encode())
-    h.update(np.ascontiguousarray(img).tobytes())
+    h.update(np.ascontiguousarray(img).data)  # no copy of a contiguous photo
     return h.hexdigest()
 
 
 def _analyse(path: str, scanner: Scanner, known: str | None = None) -> tuple:
-    """(status, error, faces, (width, height), pixel digest) of one photo; faces None,
-    not searched, when its pixels are `known` (those its recorded faces were found on)."""
+    """(status, error, faces, (width, height), pixel digest, turn) of one photo; faces
+    None, not searched, when its pixels are `known` (those its recorded faces were found
+    on); `turn`: how a viewer turned the known pixels into these (`turns.turn_of`), or None."""
     try:
         img = load_rgb(path)
         pixels, size = pixel_digest(img), (img.shape[1], img.shape[0])
         if pixels == known:
-            return None, None, None, size, pixels
+            return None, None, None, size, pixels, None
+        turn = turn_of(img, known, pixel_digest) if known else None
         faces = scanner.faces_of(img)
         status, error = ("ok", None) if faces else ("no_face", "no face found")
-        return status, error, faces, size, pixels
+        return status, error, faces, size, pixels, turn
     except ImageError as e:
-        return e.status, e.reason, [], (None, None), None
+        return e.status, e.reason, [], (None, None), None, None
     except OSError as e:
-        return "unreadable", str(e), [], (None, None), None
+        return "unreadable", str(e), [], (None, None), None, None
 
 
 def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
@@ -422,7 +425,7 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
     edit), or its pixels found at a new path after it left the old one — keeps its record,
     its faces' names carried to the faces at the same places; the same pixels at a second
     live path are a duplicate."""
-    status, error, faces, (w, h), pixels = result
+    status, error, faces, (w, h), pixels, turn = result
     if error and status != "no_face":
         rep.problems[path] = f"{status}: {error}"
     if row is not None and pixels is None:
@@ -444,6 +447,9 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
                                taken(path), status, error, pixels)  # fmt: skip
             store.set_searched(con, same["id"], scanner.quality.min_size)
             recorded = pixels if row is None else row["pixels"]  # a twin has these pixels
+            if turn is not None:  # the recorded pixels, turned: so are their faces
+                _turn_faces(con, same["id"], turn, row["width"], row["height"])
+                recorded = pixels
             again = _at_places(scanner, lambda: load_rgb(path), recorded)
             check = None if pixels == recorded else _same_face(scanner)
             lost = _replace_faces(con, same["id"], faces, again, check)[1]
@@ -464,6 +470,14 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
     rep.new += same is None
     rep.faces += len(faces)
     rep.usable_faces += sum(f["usable"] for f in faces)
+
+
+def _turn_faces(con, photo_id: int, turn, width: int, height: int) -> None:
+    """A photo's recorded faces moved to where a viewer's turn put them."""
+    for f in store.faces_of_photo(con, photo_id):
+        box, points = turn_face([f["x1"], f["y1"], f["x2"], f["y2"]], json.loads(f["landmarks"]),
+                                turn, width, height)  # fmt: skip
+        store.place_face(con, f["id"], box, points)
 
 
 def _known_pixels(row, digest: str, smallest: float) -> str | None:

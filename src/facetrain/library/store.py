@@ -688,6 +688,12 @@ def delete_faces(con, face_ids: list[int]) -> None:
     con.executemany("DELETE FROM faces WHERE id = ?", [(f,) for f in face_ids])
 
 
+def place_face(con, face_id: int, box: list[float], landmarks: list) -> None:
+    """A face's recorded place changed (its photo turned), nothing else."""
+    con.execute("UPDATE faces SET x1 = ?, y1 = ?, x2 = ?, y2 = ?, landmarks = ? WHERE id = ?",
+                (*box, json.dumps(landmarks), face_id))  # fmt: skip
+
+
 def renumber_face(con, face_id: int, to: int) -> None:
     """A face given another (free) id: a face found again takes the id of the face it is,
     so the curating log's snapshots and the thumbnails still name it."""
