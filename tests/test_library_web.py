@@ -122,6 +122,41 @@ def test_thumbnails_are_cut_once_and_kept(library, monkeypatch):
     assert client.get(f"/face/{face}.jpg").content == first
 
 
+def test_a_photo_that_cannot_be_read_now_shows_a_tile_saying_so(library):
+    """While a face's photo cannot be read (missing, damaged), its thumbnail and the photo
+    are a grey tile saying so (the page showed a broken picture: 404), not kept in the
+    cache; once the photo reads again its face is cut from it. An unknown face is a 404."""
+    import io
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from facetrain.library import store
+    from facetrain.library.library import Library
+
+    client = local_client(library)
+    face = client.get("/api/people").json()[0]["face_ids"][0]
+    with Library(library) as lib:
+        photo = store.face_box(lib.con, face)["photo_id"]
+        path = Path(store.photo_path(lib.con, photo))
+    path.rename(path.with_name("away"))
+
+    def grey(url: str, size: int) -> bool:
+        r = client.get(url)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg", r.text
+        img = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), float)
+        return img.shape[:2] == (size, size) and abs(np.median(img) - 200) <= 2 and img.min() < 120
+
+    assert grey(f"/face/{face}.jpg", 112) and grey(f"/photo/{photo}.jpg", 480)
+    assert not (library.parent / "lib.db.thumbs").exists() or not any(
+        (library.parent / "lib.db.thumbs").iterdir())  # fmt: skip
+    path.with_name("away").rename(path)
+    assert not grey(f"/face/{face}.jpg", 112) and not grey(f"/photo/{photo}.jpg", 480)
+    assert len(list((library.parent / "lib.db.thumbs").iterdir())) == 1
+    assert client.get("/face/99999.jpg").status_code == 404
+
+
 def _umask() -> int:
     import os
 

@@ -191,8 +191,18 @@ class Library:
             raise LibraryError(f"no photo {photo_id}")
         try:
             return load_rgb(path)
-        except (ImageError, OSError):
-            raise LibraryError(f"photo {photo_id} is unreadable now") from None
+        except (ImageError, OSError) as e:
+            raise UnreadablePhoto(f"photo {photo_id} is unreadable now ({e})") from None
+
+    def photo_jpeg(self, photo_id: int, size: int = 480) -> bytes:
+        """A photo shrunk to fit `size`, as JPEG; a grey tile saying so when it cannot be
+        read now (missing, or its file damaged), its faces and names being still here."""
+        from facetrain.data.images import to_jpeg
+
+        try:
+            return to_jpeg(self.photo(photo_id), size)
+        except UnreadablePhoto:
+            return _unreadable_tile(size)
 
     def face_crop(self, face_id: int, margin: float = 0.25) -> np.ndarray:
         """A face with a margin around its box, cut from its photo."""
@@ -210,7 +220,8 @@ class Library:
     def face_thumbnail(self, face_id: int, size: int = 112) -> bytes:
         """A face's JPEG thumbnail, cut from its photo once and kept in DB.thumbs/ (named by
         the face and its photo's pixels, so a photo edited is cut again, and one whose
-        file only changed, a caption say, is not)."""
+        file only changed, a caption say, is not); a grey tile saying so while the photo
+        cannot be read."""
         from facetrain.atomic import OutputError, write_bytes
         from facetrain.data.images import to_jpeg
 
@@ -220,7 +231,10 @@ class Library:
         cached = self.files.thumbs / (f"{face_id}-{row['content'][:16]}-{size}.jpg")
         if cached.is_file():
             return cached.read_bytes()
-        data = to_jpeg(self.face_crop(face_id), size)
+        try:
+            data = to_jpeg(self.face_crop(face_id), size)
+        except UnreadablePhoto:  # not kept: cut when the photo reads again
+            return _unreadable_tile(size)
         with contextlib.suppress(OutputError):  # a read-only place: served, not kept
             write_bytes(cached, data)
         return data
@@ -672,6 +686,25 @@ class Library:
         rep = migrate(self.con, scanner, model.source, model_hash(model), workers=workers)
         self.prune_thumbnails(every=True)  # boxes another detector setting moved
         return rep
+
+
+class UnreadablePhoto(LibraryError):
+    """A photo the library holds whose file cannot be read now (missing, or damaged)."""
+
+
+def _unreadable_tile(size: int) -> bytes:
+    """A grey JPEG tile for a picture that cannot be cut now, saying why in a word."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (size, size), (200, 200, 200))
+    draw = ImageDraw.Draw(im)
+    draw.text((size / 2, size / 2), "photo not\nreadable now", fill=(90, 90, 90), anchor="mm",
+              align="center", font_size=max(8, size // 9))  # fmt: skip
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
 
 
 def _check_workers(workers: int) -> None:

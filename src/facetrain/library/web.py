@@ -24,7 +24,6 @@ from fastapi import FastAPI, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
-from facetrain.data.images import to_jpeg
 from facetrain.library.library import Library
 from facetrain.library.store import LibraryError
 from facetrain.lock import BusyError
@@ -178,7 +177,7 @@ def _views(app: FastAPI, act, db_path) -> None:
 
     @app.get("/photo/{photo_id}.jpg")
     def photo(photo_id: Id) -> Response:
-        return Response(to_jpeg(act("photo", photo_id, status=404), 480), media_type="image/jpeg")
+        return Response(act("photo_jpeg", photo_id, 480, status=404), media_type="image/jpeg")
 
 
 class StackedCache:
