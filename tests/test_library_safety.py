@@ -731,23 +731,38 @@ def test_undo_never_lands_on_a_face_that_came_after_the_one_it_recorded(photos, 
     (its photo removed and forgotten), a face scanned later does not take its id, so undoing
     that action cannot put the old face's name on a stranger. Ids were reused (SQLite's
     max + 1): Penny's face took Amy's id and undo confirmed it as Amy."""
+
+    root, db, names, last = _moved_then_forgotten(photos, tmp_path)
+    new = _newcomer_then_undo(photos, root, db)
+    assert _names(db) == {k: v for k, v in names.items() if k != "amy2.png"}
+    assert len(new) == 2 and last not in new and max(new) > last
+
+
+def _moved_then_forgotten(photos: Path, tmp_path: Path) -> tuple[Path, Path, dict, int]:
+    """`_two_of_amy`, then amy2's face (the highest id) moved (a logged action), and its
+    photo deleted and forgotten; (folder, library, names, that face's id)."""
     from facetrain.library.library import Library
 
     root, db, names = _two_of_amy(photos, tmp_path)
     with Library(db) as lib:
         last = max(r[0] for r in lib.con.execute("SELECT id FROM faces"))
-        lib.move(last, "amy1.png")  # amy2's face, the highest id: logged
+        lib.move(last, "amy1.png")
     (root / "amy2.png").unlink()
     _scan(db, root)
     with Library(db) as lib:
         lib.forget_missing()
+    return root, db, names, last
+
+
+def _newcomer_then_undo(photos: Path, root: Path, db: Path) -> list[int]:
+    """A portrait of Penny added and scanned, then the last action undone; the face ids."""
+    from facetrain.library.library import Library
+
     shutil.copy(photos / "penny" / sorted(os.listdir(photos / "penny"))[0], root / "penny.png")
     _scan(db, root)
     with Library(db) as lib:
         lib.undo()
-        new = [r[0] for r in lib.con.execute("SELECT id FROM faces")]
-    assert _names(db) == {k: v for k, v in names.items() if k != "amy2.png"}
-    assert len(new) == 2 and last not in new and max(new) > last
+        return [r[0] for r in lib.con.execute("SELECT id FROM faces")]
 
 
 def _as_made_before_autoincrement(db: Path) -> None:
@@ -778,14 +793,7 @@ def test_a_library_made_before_counts_on_past_every_id_its_log_names(photos, tmp
 
     from facetrain.library.library import Library
 
-    root, db, names = _two_of_amy(photos, tmp_path)
-    with Library(db) as lib:
-        last = max(r[0] for r in lib.con.execute("SELECT id FROM faces"))
-        lib.move(last, "amy1.png")  # logged: amy2's face, the highest id
-    (root / "amy2.png").unlink()
-    _scan(db, root)
-    with Library(db) as lib:
-        lib.forget_missing()
+    root, db, names, last = _moved_then_forgotten(photos, tmp_path)
     _as_made_before_autoincrement(db)
 
     def dump() -> list:
@@ -803,11 +811,7 @@ def test_a_library_made_before_counts_on_past_every_id_its_log_names(photos, tmp
         assert {"faces_photo", "faces_person"} <= {r[1] for r in lib.con.execute(
             "PRAGMA index_list(faces)")}  # fmt: skip
     assert dump() == before
-    shutil.copy(photos / "penny" / sorted(os.listdir(photos / "penny"))[0], root / "penny.png")
-    _scan(db, root)
-    with Library(db) as lib:
-        lib.undo()
-        new = [r[0] for r in lib.con.execute("SELECT id FROM faces")]
+    new = _newcomer_then_undo(photos, root, db)
     assert _names(db) == {k: v for k, v in names.items() if k != "amy2.png"}
     assert len(new) == 2 and max(new) > last
 
