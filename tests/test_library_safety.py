@@ -870,3 +870,21 @@ def test_a_photo_a_viewer_turned_keeps_its_faces_and_names(photos, tmp_path, ori
         assert d <= SAME_FACE * pre.threshold, (i, d)
     moved = [i for i in before if before[i][1] != after[i][1]]
     assert len(moved) == 1, moved  # amy1's face, at its new place
+
+
+@need(BBT)
+def test_a_migration_gives_no_name_to_a_stranger_saved_since_the_last_scan(photos, tmp_path):
+    """Photos changed after the last scan and migrated before the next: their names go
+    to the same faces only, told by the library's own model as a scan would tell them —
+    a brightened portrait keeps Amy's name, Howard's portrait saved over hers is not
+    named Amy. By place alone, Howard took her name."""
+    from PIL import ImageEnhance
+
+    root, db, names = _two_of_amy(photos, tmp_path)
+    im = Image.open(root / "amy2.png").convert("RGB")
+    ImageEnhance.Brightness(im).enhance(1.2).save(root / "amy2.png")
+    shutil.copy(photos / "howard" / "howard1.png", root / "amy1.png")
+    new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
+    out = _cli("library", "migrate", "--db", db, "--model", new)
+    assert _names(db) == {"amy2.png": names["amy2.png"]}
+    assert "1 named faces kept" in out and "1 not found again" in out, out

@@ -100,6 +100,18 @@ class Library:
         store.check_model(self.con, asdict(fm.pre), fm.source, str(self.path), model_hash(fm))
         return fm
 
+    def _model_before(self, device: str):
+        """The library's own model, not loaded until it embeds, for a migration to tell a
+        changed photo's faces by (`scan.migrate`); None when it cannot be opened now."""
+        from facetrain.inference.record import ModelFileError
+
+        if store.get_meta(self.con, "model_source") is None:
+            return None
+        try:
+            return self.model(device=device, prefetch=False)
+        except (LibraryError, ModelFileError):
+            return None
+
     def threshold(self, given: float | None = None) -> tuple[float, str]:
         """The threshold in use and the distance it is measured in (always the library
         model's distance, also for a given threshold)."""
@@ -682,8 +694,11 @@ class Library:
         from facetrain.library.scan import Scanner, migrate
 
         _check_workers(workers)
-        scanner = Scanner(model, self.gate()[0], device)
-        rep = migrate(self.con, scanner, model.source, model_hash(model), workers=workers)
+        gate = self.gate()[0]
+        scanner = Scanner(model, gate, device)
+        before = self._model_before(device)
+        rep = migrate(self.con, scanner, model.source, model_hash(model), workers=workers,
+                      before=before and Scanner(before, gate, device))  # fmt: skip
         self.prune_thumbnails(every=True)  # boxes another detector setting moved
         return rep
 

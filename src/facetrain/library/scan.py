@@ -531,12 +531,15 @@ def migrate(
     *,
     progress: bool | None = None,
     workers: int = 1,
+    before: Scanner | None = None,
 ) -> dict:
     """Re-detect and re-embed every photo with a new model, carrying each face's labels
     (person, confirmed, hidden, rejections) to the new face at the same place (box IoU ≥
-    0.5). The photos are analysed by `workers` processes, as a scan's are. Resumable:
-    photos done are remembered until the whole library is done, and the library refuses
-    other work meanwhile."""
+    0.5). A photo whose pixels changed since it was scanned carries them only to the same
+    faces, as a scan would (`_same_face`), told by the library's model `before` (when it
+    can be opened; else by place alone). The photos are analysed by `workers` processes,
+    as a scan's are. Resumable: photos done are remembered until the whole library is
+    done, and the library refuses other work meanwhile."""
     from dataclasses import asdict
 
     from facetrain.progress import progress_bar
@@ -555,7 +558,7 @@ def migrate(
         task = bar.add_task("migrate", total=len(todo))
         pool = stack.enter_context(worker_pool(scanner, min(workers, len(todo))))
         for row, result in zip(todo, analysed([r["path"] for r in todo], scanner, pool)):
-            k, lo = _migrate_one(con, scanner, row, result)
+            k, lo = _migrate_one(con, scanner, row, result, before)
             kept, lost = kept + k, lost + lo
             bar.advance(task)
     with transaction(con):
@@ -568,7 +571,8 @@ def migrate(
             "confirmed_faces_waiting": waiting}  # fmt: skip
 
 
-def _migrate_one(con, scanner: Scanner, row, result: tuple) -> tuple[int, int]:
+def _migrate_one(con, scanner: Scanner, row, result: tuple,
+                 before: Scanner | None = None) -> tuple[int, int]:  # fmt: skip
     """One photo's faces replaced by those the new model found (`_analyse`'s result), in
     one transaction; (confirmed faces kept, lost). A photo unreadable now is left as it
     is: a resumed migration tries it again, and at the end its faces wait for a scan
@@ -576,9 +580,11 @@ def _migrate_one(con, scanner: Scanner, row, result: tuple) -> tuple[int, int]:
     faces, pixels = result[2], result[4]
     if pixels is None:
         return 0, 0
+    changed = row["pixels"] is not None and pixels != row["pixels"]
+    same = _same_face_before(before, lambda: load_rgb(row["path"])) if changed else None
     with transaction(con):
         again = _at_places(scanner, lambda: load_rgb(row["path"]), row["pixels"])
-        kept, lost = _replace_faces(con, row["id"], faces, again)
+        kept, lost = _replace_faces(con, row["id"], faces, again, same)
         store.set_searched(con, row["id"], scanner.quality.min_size)
         store.settle_found(con, row["id"])  # the new model may find more, or none
         store.mark_migrated(con, row["id"])
@@ -679,6 +685,25 @@ def _same_face(scanner: Scanner):
         return float(np.linalg.norm(a - b, axis=1).mean()) <= SAME_PLACE * old["size"]
 
     return same
+
+
+def _same_face_before(before: Scanner | None, load):
+    """`_same_face` for a migration, where the faces found (by the new model) and those
+    recorded (by the library's model `before`) are compared in `before`'s embedding: the
+    new faces are embedded again by it at their landmarks on the photo (`load()`, read once
+    when first asked). None — by place alone — without that model or its threshold."""
+    same = _same_face(before) if before is not None else None
+    if same is None:
+        return None
+    img: list[np.ndarray] = []
+
+    def check(old, new) -> bool:
+        img[:] = img or [load()]
+        face = before.faces_at(img[0], [new])[0]
+        return face is not None and same(old, dict(embedding=face["embedding"].tobytes(),
+                                                   landmarks=new["landmarks"]))  # fmt: skip
+
+    return check
 
 
 def _carry(con, face_id: int, old, rejected: list[int]) -> None:
