@@ -888,3 +888,18 @@ def test_a_migration_gives_no_name_to_a_stranger_saved_since_the_last_scan(photo
     out = _cli("library", "migrate", "--db", db, "--model", new)
     assert _names(db) == {"amy2.png": names["amy2.png"]}
     assert "1 named faces kept" in out and "1 not found again" in out, out
+
+
+@need(BBT)
+def test_a_photo_turned_since_its_last_scan_keeps_its_names_through_a_migration(photos, tmp_path):
+    """A photo a viewer turned after its last scan, then migrated: its faces are moved
+    with the turn before the new model's are matched to them, so its name stays. They
+    were matched at their old places and the name was lost."""
+    root, db, names = _two_of_amy(photos, tmp_path)
+    im = Image.open(root / "amy1.png")
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    im.save(root / "amy1.png", exif=exif.tobytes())
+    new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
+    out = _cli("library", "migrate", "--db", db, "--model", new)
+    assert _names(db) == names and "2 named faces kept, 0 not found again" in out, out

@@ -580,15 +580,32 @@ def _migrate_one(con, scanner: Scanner, row, result: tuple,
     faces, pixels = result[2], result[4]
     if pixels is None:
         return 0, 0
-    changed = row["pixels"] is not None and pixels != row["pixels"]
-    same = _same_face_before(before, lambda: load_rgb(row["path"])) if changed else None
     with transaction(con):
-        again = _at_places(scanner, lambda: load_rgb(row["path"]), row["pixels"])
+        recorded, same = _since_scan(con, row, pixels, before)
+        again = _at_places(scanner, lambda: load_rgb(row["path"]), recorded)
         kept, lost = _replace_faces(con, row["id"], faces, again, same)
         store.set_searched(con, row["id"], scanner.quality.min_size)
         store.settle_found(con, row["id"])  # the new model may find more, or none
         store.mark_migrated(con, row["id"])
     return kept, lost
+
+
+def _since_scan(con, row, pixels: str, before: Scanner | None) -> tuple[str | None, object]:
+    """A migrated photo as it is now against its last scan: (the pixels its recorded faces
+    stand on, the check a face found must pass to take a recorded face's labels). Pixels
+    a viewer turned: its faces are moved with the turn (`_turn_faces`) and stand on these.
+    Pixels otherwise changed: only the same faces, told by the library's model `before`."""
+    recorded = row["pixels"]
+    if recorded is None or pixels == recorded:
+        return recorded, None
+    try:
+        turn = turn_of(load_rgb(row["path"]), recorded, pixel_digest)
+    except (ImageError, OSError):
+        turn = None
+    if turn is None:
+        return recorded, _same_face_before(before, lambda: load_rgb(row["path"]))
+    _turn_faces(con, row["id"], turn, row["width"], row["height"])
+    return pixels, None
 
 
 def _at_places(scanner: Scanner, load, recorded: str | None):

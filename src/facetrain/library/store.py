@@ -518,7 +518,7 @@ def original_with_hash(con, digest: str) -> int | None:
 def photos_to_migrate(con) -> list[sqlite3.Row]:
     con.execute("CREATE TABLE IF NOT EXISTS migrated (photo_id INTEGER PRIMARY KEY)")
     return con.execute(
-        "SELECT id, path, pixels FROM photos WHERE status IN ('ok', 'no_face')"
+        "SELECT id, path, pixels, width, height FROM photos WHERE status IN ('ok', 'no_face')"
         " AND id NOT IN (SELECT photo_id FROM migrated) ORDER BY id"
     ).fetchall()
 
