@@ -122,6 +122,9 @@ def _show_scan(rep, photos: Path, db: Path, quality) -> None:
             f"{_gate_line(quality)}, kept with the library; {rep.regated} faces judged again "
             "by it" + (f", {again} photos searched again for smaller faces" if again else "")
         )
+    if rep.turned:
+        console.print(f"{rep.turned} changed photos were turned or mirrored by a viewer: their "
+                      "faces and names turned with them")  # fmt: skip
     if rep.back:
         console.print(f"{rep.back} photos recorded missing are back at their place, with "
                       "their faces and names")  # fmt: skip

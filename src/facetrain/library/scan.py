@@ -61,6 +61,7 @@ class ScanReport:
     joined_stacks: int = 0  # new faces placed in existing stacks (incremental clustering)
     new_stacks: int = 0
     searched_again: int = 0  # unchanged photos searched for the smaller faces a lower gate wants
+    turned: int = 0  # changed photos a viewer turned or mirrored: their faces turned with them
     gate_changed: bool = False  # the library's quality gate changed with this scan
     regated: int = 0  # faces whose usable mark the changed gate changed
     problems: dict[str, str] = field(default_factory=dict)  # path -> reason
@@ -450,6 +451,7 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
             if turn is not None:  # the recorded pixels, turned: so are their faces
                 _turn_faces(con, same["id"], turn, row["width"], row["height"])
                 recorded = pixels
+                rep.turned += 1
             again = _at_places(scanner, lambda: load_rgb(path), recorded)
             check = None if pixels == recorded else _same_face(scanner)
             lost = _replace_faces(con, same["id"], faces, again, check)[1]
