@@ -157,6 +157,28 @@ def test_a_photo_that_cannot_be_read_now_shows_a_tile_saying_so(library):
     assert client.get("/face/99999.jpg").status_code == 404
 
 
+def test_the_page_s_views_do_not_load_torch(library):
+    """The people page's views — people, a person, "same person?" — load no torch in the
+    server (the first "same person?" view loaded it to learn there was no personal
+    adapter: ~1 s, on every server start)."""
+    import subprocess
+    import sys
+
+    code = f"""if True:
+        import sys
+        from fastapi.testclient import TestClient
+        from facetrain.library.web import create_app
+        c = TestClient(create_app({str(library)!r}), base_url={ORIGIN!r},
+                       headers={{"Origin": {ORIGIN!r}}})
+        stack = c.get("/api/people").json()[0]["id"]
+        for url in (f"/api/stacks/{{stack}}", f"/api/stacks/{{stack}}/suggestions"):
+            assert c.get(url).status_code == 200, url
+        print("torch" in sys.modules)"""
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
+
+
 def _umask() -> int:
     import os
 

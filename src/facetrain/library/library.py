@@ -511,10 +511,12 @@ class Library:
 
     def _adapter(self):
         """The owner's personal adapter when one is on for this model, else None."""
+        row = store.active_adapter(self.con)
+        if row is None:  # most libraries: no need to load what learns one (torch, ~1 s)
+            return None
         from facetrain.library.personalize import Adapter
 
-        row = store.active_adapter(self.con)
-        return None if row is None else Adapter.from_bytes(row["weights"])
+        return Adapter.from_bytes(row["weights"])
 
     def _faces(self, which: str, adapter=False):
         """(embeddings as the library compares them, rows) of one of the store's face sets
