@@ -433,38 +433,58 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
         return _unreadable_now(con, path, row, digest, st, result, rep)
     if faces is None:
         return _same_pixels(con, path, row, digest, st, rep)
-    same = row
-    if same is None and pixels is not None:
-        same = store.twin_of(con, pixels, path, "pixels")
-        if same is not None and not _gone(same):
-            with transaction(con):
-                store.add_duplicate(con, path, digest, st.st_size, st.st_mtime, same["id"])
-            rep.duplicates += 1
-            rep.problems[path] = f"duplicate of {same['path']} (the same pixels)"
-            return
+    same = row if row is not None or pixels is None else _twin(con, path, digest, st, pixels, rep)
+    if same is False:
+        return
     with transaction(con):
-        if same is not None:
-            store.update_photo(con, same["id"], path, digest, st.st_size, st.st_mtime, w, h,
-                               taken(path), status, error, pixels)  # fmt: skip
-            store.set_searched(con, same["id"], scanner.quality.min_size)
-            recorded = pixels if row is None else row["pixels"]  # a twin has these pixels
-            if turn is not None:  # the recorded pixels, turned: so are their faces
-                _turn_faces(con, same["id"], turn, row["width"], row["height"])
-                recorded = pixels
-                rep.turned += 1
-            again = _at_places(scanner, lambda: load_rgb(path), recorded)
-            check = None if pixels == recorded else _same_face(scanner)
-            lost = _replace_faces(con, same["id"], faces, again, check)[1]
-            if lost:
-                rep.problems[path] = (f"its pixels changed: {lost} named faces are not in it "
-                                      "now (another face, or none, at their place)")  # fmt: skip
-            if status == "no_face":  # faces the owner named may be kept at their place
-                store.settle_found(con, same["id"])
-        else:
+        if same is None:
             pid = store.add_photo(con, path, digest, st.st_size, st.st_mtime, w, h, taken(path),
                                   status, error, pixels)  # fmt: skip
-            store.set_searched(con, pid, scanner.quality.min_size)
             store.insert_faces(con, pid, faces)
+        else:
+            pid = same["id"]
+            store.update_photo(con, pid, path, digest, st.st_size, st.st_mtime, w, h,
+                               taken(path), status, error, pixels)  # fmt: skip
+            _read_again(con, path, same, row, result, rep, scanner)
+        store.set_searched(con, pid, scanner.quality.min_size)
+    _count(rep, row, digest, same, faces)
+
+
+def _twin(con, path: str, digest: str, st, pixels: str, rep: ScanReport):
+    """A new path's photo by its pixels: the recorded photo it is (moved here after it left
+    its old path), None (a new photo), or False — a duplicate of a live one, recorded."""
+    twin = store.twin_of(con, pixels, path, "pixels")
+    if twin is None or _gone(twin):
+        return twin
+    with transaction(con):
+        store.add_duplicate(con, path, digest, st.st_size, st.st_mtime, twin["id"])
+    rep.duplicates += 1
+    rep.problems[path] = f"duplicate of {twin['path']} (the same pixels)"
+    return False
+
+
+def _read_again(con, path: str, same, row, result, rep: ScanReport, scanner: Scanner) -> None:
+    """A recorded photo (`same`; `row` when found at its own path) read again: its faces
+    replaced by those found, each old face's labels carried to the same face (a viewer's
+    turn undone first), a named face no longer found embedded again at its place while the
+    pixels are those it was found on."""
+    status, faces, pixels, turn = result[0], result[2], result[4], result[5]
+    recorded = pixels if row is None else row["pixels"]  # a twin has these pixels
+    if turn is not None:  # the recorded pixels, turned: so are their faces
+        _turn_faces(con, same["id"], turn, row["width"], row["height"])
+        recorded = pixels
+        rep.turned += 1
+    again = _at_places(scanner, lambda: load_rgb(path), recorded)
+    check = None if pixels == recorded else _same_face(scanner)
+    lost = _replace_faces(con, same["id"], faces, again, check)[1]
+    if lost:
+        rep.problems[path] = (f"its pixels changed: {lost} named faces are not in it now "
+                              "(another face, or none, at their place)")  # fmt: skip
+    if status == "no_face":  # faces the owner named may be kept at their place
+        store.settle_found(con, same["id"])
+
+
+def _count(rep: ScanReport, row, digest: str, same, faces: list) -> None:
     research = row is not None and row["sha256"] == digest  # searched for smaller faces
     rep.searched_again += research
     rep.changed += row is not None and not research
