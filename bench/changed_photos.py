@@ -11,7 +11,8 @@ a face at the same place. Measured per population of ../shared/datasets and acro
 
 "strangers": pairs of photos of two different people whose faces are at the same place
 (box IoU ≥ 0.5, as a scan matches them), within each population and across populations
-(the mixed library); "edits": each photo against five edits of itself. The last line is
+(the mixed library), and the nearest of them: its embeddings' distance over the limit (1
+would carry the name); "edits": each photo against five edits of itself. The last line is
 the worst population's figures.
 """
 
@@ -64,11 +65,17 @@ class Judge:
         self.pre = fm.pre
 
     def __call__(self, old: dict, new: dict) -> bool:
+        return self.margin(old, new) <= 1.0
+
+    def margin(self, old: dict, new: dict) -> float:
+        """The embeddings' distance over the limit (≤ 1: the same face) where box and
+        landmarks pass; inf where they do not."""
         d = pair_distances(old["embedding"][None], new["embedding"][None], self.pre.distance)
         a, b = (np.asarray(f["landmarks"], float).reshape(-1, 2) for f in (old, new))
         moved = float(np.linalg.norm(a - b, axis=1).mean())
-        return (_iou(old["box"], new["box"]) >= 0.5 and moved <= SAME_PLACE * old["size"]
-                and float(d[0]) <= SAME_FACE * self.pre.threshold)  # fmt: skip
+        if _iou(old["box"], new["box"]) < 0.5 or moved > SAME_PLACE * old["size"]:
+            return float("inf")
+        return float(d[0]) / (SAME_FACE * self.pre.threshold)
 
 
 def measure(model: str, per_person: int) -> dict[str, dict]:
@@ -93,14 +100,16 @@ def measure(model: str, per_person: int) -> dict[str, dict]:
     return out
 
 
-def strangers(faces: list[tuple[str, dict]], same) -> dict:
-    """Pairs of two people's faces at the same place, and how many would be carried."""
+def strangers(faces: list[tuple[str, dict]], same: Judge) -> dict:
+    """Pairs of two people's faces at the same place, how many would be carried, and how
+    far the nearest of them is from being carried (its distance over the limit)."""
     n = carried = 0
+    nearest = float("inf")
     for (a, fa), (b, fb) in itertools.permutations(faces, 2):
         if a != b and _iou(fa["box"], fb["box"]) >= 0.5:
-            n += 1
-            carried += same(fa, fb)
-    return {"strangers": n, "strangers_carried": carried}
+            m = same.margin(fa, fb)
+            n, carried, nearest = n + 1, carried + (m <= 1.0), min(nearest, m)
+    return {"strangers": n, "strangers_carried": carried, "nearest_stranger": nearest}
 
 
 def main() -> None:
@@ -111,14 +120,16 @@ def main() -> None:
     args = ap.parse_args()
     print(f"{platform.machine()}, {os.cpu_count()} cores; SAME_FACE = {SAME_FACE} x threshold, "
           f"SAME_PLACE = {SAME_PLACE} x face size; {args.per_person} photos a person")  # fmt: skip
-    print("| model | population | strangers at the same place | carried | edits | names kept |")
-    print("|---|---|---|---|---|---|")
+    print("| model | population | strangers at the same place | carried | nearest stranger "
+          "(x the limit) | edits | names kept |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     worst_strangers, worst_edits = 0, 1.0
     for model in args.models:
         for pop, r in measure(model, args.per_person).items():
             kept = r["edits_kept"] / r["edits"] if r["edits"] else None
             print(f"| {model} | {pop} | {r['strangers']} | {r['strangers_carried']} | "
-                  f"{r['edits']} | {'-' if kept is None else f'{kept:.1%}'} |")  # fmt: skip
+                  f"{r['nearest_stranger']:.2f} | {r['edits']} | "
+                  f"{'-' if kept is None else f'{kept:.1%}'} |")  # fmt: skip
             worst_strangers = max(worst_strangers, r["strangers_carried"])
             worst_edits = min(worst_edits, 1.0 if kept is None else kept)
     print(f"worst population: {worst_strangers} strangers given a name; "
