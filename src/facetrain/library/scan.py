@@ -14,6 +14,7 @@ read. Each photo is one transaction, so a kill -9 loses nothing already committe
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ from facetrain.data.images import (
 )
 from facetrain.library import store
 from facetrain.library.store import transaction
-from facetrain.library.turns import turn_face, turn_of
+from facetrain.library.turns import fitting, turn_face, turn_of
 
 
 @dataclass(frozen=True)
@@ -466,22 +467,66 @@ def _twin(con, path: str, digest: str, st, pixels: str, rep: ScanReport):
 def _read_again(con, path: str, same, row, result, rep: ScanReport, scanner: Scanner) -> None:
     """A recorded photo (`same`; `row` when found at its own path) read again: its faces
     replaced by those found, each old face's labels carried to the same face (a viewer's
-    turn undone first), a named face no longer found embedded again at its place while the
-    pixels are those it was found on."""
+    turn undone first), a named face no longer found embedded again at its place — on the
+    pixels it was found on, or on changed pixels when it is still the same face there."""
     status, faces, pixels, turn = result[0], result[2], result[4], result[5]
     recorded = pixels if row is None else row["pixels"]  # a twin has these pixels
-    if turn is not None:  # the recorded pixels, turned: so are their faces
-        _turn_faces(con, same["id"], turn, row["width"], row["height"])
-        recorded = pixels
-        rep.turned += 1
-    again = _at_places(scanner, lambda: load_rgb(path), recorded)
+    load = functools.cache(lambda: load_rgb(path))
     check = None if pixels == recorded else _same_face(scanner)
+    if turn is not None:  # the recorded pixels exactly, turned
+        recorded, check = pixels, None
+    elif check is not None and row is not None:  # turned and saved again, perhaps
+        turn = _turn_by_faces(scanner, load, store.faces_of_photo(con, row["id"]), row, check)
+    if turn is not None:
+        _turn_faces(con, same["id"], turn, row["width"], row["height"])
+        rep.turned += 1
+    again = _at_places(scanner, load, recorded, check)
     lost = _replace_faces(con, same["id"], faces, again, check)[1]
     if lost:
         rep.problems[path] = (f"its pixels changed: {lost} named faces are not in it now "
                               "(another face, or none, at their place)")  # fmt: skip
     if status == "no_face":  # faces the owner named may be kept at their place
         store.settle_found(con, same["id"])
+
+
+def _turn_by_faces(scanner: Scanner, load, rows, photo, same) -> tuple | None:
+    """The turn given to a photo whose pixels changed (turned by a viewer and saved again,
+    so no digest tells it), told by its named faces: the turn under which more of them are
+    the same faces — embedded again at their turned landmarks — than as it stands; None
+    when there is none."""
+    named = [r for r in rows if r["confirmed"]]
+    try:
+        img = load() if named else None
+    except (ImageError, OSError):
+        return None
+    turns = [] if img is None else fitting(photo["width"], photo["height"], *img.shape[1::-1])
+    if not turns:
+        return None
+
+    def found(turn) -> int:
+        moved = [_turned_row(r, turn, photo["width"], photo["height"]) for r in named]
+        at = scanner.faces_at(img, moved)
+        return sum(f is not None and same(r, _stored(f)) for r, f in zip(moved, at))
+
+    as_is = found((0, False))
+    if as_is == len(named):  # an edit in place: nothing to look for
+        return None
+    score = {t: found(t) for t in turns}
+    best = max(turns, key=score.__getitem__)
+    return best if score[best] > as_is else None
+
+
+def _turned_row(row, turn, width: int, height: int) -> dict:
+    """A recorded face (a store row) where a turn of its `width` × `height` photo puts it."""
+    box, points = turn_face([row["x1"], row["y1"], row["x2"], row["y2"]],
+                            json.loads(row["landmarks"]), turn, width, height)  # fmt: skip
+    return dict(row) | dict(zip(("x1", "y1", "x2", "y2"), box)) | {"landmarks": json.dumps(points)}
+
+
+def _stored(face: dict) -> dict:
+    """A face as `Scanner` gives it, compared as the store keeps one (`_same_face`)."""
+    return face | {"embedding": face["embedding"].tobytes(),
+                   "landmarks": json.dumps(face["landmarks"])}  # fmt: skip
 
 
 def _count(rep: ScanReport, row, digest: str, same, faces: list) -> None:
@@ -497,9 +542,9 @@ def _count(rep: ScanReport, row, digest: str, same, faces: list) -> None:
 def _turn_faces(con, photo_id: int, turn, width: int, height: int) -> None:
     """A photo's recorded faces moved to where a viewer's turn put them."""
     for f in store.faces_of_photo(con, photo_id):
-        box, points = turn_face([f["x1"], f["y1"], f["x2"], f["y2"]], json.loads(f["landmarks"]),
-                                turn, width, height)  # fmt: skip
-        store.place_face(con, f["id"], box, points)
+        moved = _turned_row(f, turn, width, height)
+        store.place_face(con, f["id"], [moved[k] for k in ("x1", "y1", "x2", "y2")],
+                         json.loads(moved["landmarks"]))  # fmt: skip
 
 
 def _known_pixels(row, digest: str, smallest: float) -> str | None:
@@ -630,18 +675,22 @@ def _since_scan(con, row, pixels: str, before: Scanner | None) -> tuple[str | No
     return pixels, None
 
 
-def _at_places(scanner: Scanner, load, recorded: str | None):
-    """`Scanner.faces_at` on a photo (`load()`, read only when asked), or Nones where its
-    pixels are not those its recorded faces were found on (digest `recorded`)."""
+def _at_places(scanner: Scanner, load, recorded: str | None, same=None):
+    """`Scanner.faces_at` on a photo (`load()`, read only when asked) where its pixels are
+    those its recorded faces were found on (digest `recorded`); where they changed, only
+    the faces still the same there by `same` (`_same_face`), else Nones."""
 
     def again(rows) -> list:
         try:
             img = load()
         except (ImageError, OSError):
             return [None] * len(rows)
-        if recorded is None or pixel_digest(img) != recorded:
+        if recorded is not None and pixel_digest(img) == recorded:
+            return scanner.faces_at(img, rows)
+        if same is None:
             return [None] * len(rows)
-        return scanner.faces_at(img, rows)
+        found = scanner.faces_at(img, rows)
+        return [f if f is not None and same(r, _stored(f)) else None for r, f in zip(rows, found)]
 
     return again
 
@@ -739,8 +788,7 @@ def _same_face_before(before: Scanner | None, load):
     def check(old, new) -> bool:
         img[:] = img or [load()]
         face = before.faces_at(img[0], [new])[0]
-        return face is not None and same(old, dict(embedding=face["embedding"].tobytes(),
-                                                   landmarks=new["landmarks"]))  # fmt: skip
+        return face is not None and same(old, _stored(face) | {"landmarks": new["landmarks"]})
 
     return check
 

@@ -37,6 +37,12 @@ def turn_of(img: np.ndarray, recorded: str, digest: Callable[[np.ndarray], str])
     return None
 
 
+def fitting(width: int, height: int, new_width: int, new_height: int) -> list[Turn]:
+    """The turns that take a `width` × `height` photo to `new_width` × `new_height`."""
+    turned = (height, width), (width, height)
+    return [t for t in TURNS if (new_width, new_height) == turned[t[0] % 2 == 0]]
+
+
 def turn_points(points, turn: Turn, width: float, height: float) -> np.ndarray:
     """Points of a `width` × `height` photo, where they are once it is turned."""
     k, mirrored = turn
