@@ -960,3 +960,20 @@ def test_a_turn_is_told_by_the_named_faces_in_every_population():
                 if k:
                     turn = _turn_by_faces(scanner, resaved(img, k), [named], size, same)
                     assert turn == (k, False), (pop, i, k, turn)
+
+
+@need(BBT)
+def test_a_waiting_named_face_is_not_kept_on_a_photo_with_no_face_at_its_place(photos, tmp_path):
+    """A named face waiting since a migration could not read its photo (no embedding of
+    the new model's to vouch for it) is not kept at its place when the photo comes back as
+    other pixels with no face there: nothing can tell that it is still that face. It was
+    embedded again at its place and kept, its name on a blank wall."""
+    root, db, names = _two_of_amy(photos, tmp_path)
+    (root / "amy1.png").rename(tmp_path / "away.png")
+    new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
+    assert "1 named faces are on photos missing" in _cli("library", "migrate", "--db", db,
+                                                         "--model", new)  # fmt: skip
+    size = Image.open(tmp_path / "away.png").size
+    Image.new("RGB", size, (128, 128, 128)).save(root / "amy1.png")
+    _scan(db, root)
+    assert _names(db) == {"amy2.png": names["amy2.png"]}

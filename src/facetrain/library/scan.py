@@ -494,7 +494,7 @@ def _turn_by_faces(scanner: Scanner, load, rows, photo, same) -> tuple | None:
     so no digest tells it), told by its named faces: the turn under which more of them are
     the same faces — embedded again at their turned landmarks — than as it stands; None
     when there is none."""
-    named = [r for r in rows if r["confirmed"]]
+    named = [r for r in rows if r["confirmed"] and r["embedding"] is not None]
     try:
         img = load() if named else None
     except (ImageError, OSError):
@@ -689,8 +689,9 @@ def _at_places(scanner: Scanner, load, recorded: str | None, same=None):
             return scanner.faces_at(img, rows)
         if same is None:
             return [None] * len(rows)
-        found = scanner.faces_at(img, rows)
-        return [f if f is not None and same(r, _stored(f)) else None for r, f in zip(rows, found)]
+        found = scanner.faces_at(img, rows)  # a face with no embedding cannot vouch here
+        return [f if f is not None and r["embedding"] is not None and same(r, _stored(f))
+                else None for r, f in zip(rows, found)]  # fmt: skip
 
     return again
 
