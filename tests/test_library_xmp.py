@@ -73,7 +73,7 @@ def test_names_leave_in_xmp_and_come_back(photos, tmp_path):
     first.write_text('<!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>')
     out = cli("library", "scan", again, "--db", tmp_path / "lib3.db", "--model", model,
               "--import-xmp")  # fmt: skip
-    assert "sidecar not read" in out and first.name in out
+    assert "XMP not read" in out and first.name in out
 
 
 @need(BBT)
@@ -264,3 +264,51 @@ def test_a_turned_photos_sidecar_holds_its_faces_where_they_are_stored(tmp_path)
               "--import-xmp")  # fmt: skip
     assert "faces named from 1 XMP sidecars" in out
     assert _names(tmp_path / "again.db") == names
+
+
+MICROSOFT = """<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF
+ xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about=""
+ xmlns:MP="http://ns.microsoft.com/photo/1.2/"
+ xmlns:MPRI="http://ns.microsoft.com/photo/1.2/t/RegionInfo#"
+ xmlns:MPReg="http://ns.microsoft.com/photo/1.2/t/Region#"><MP:RegionInfo
+ rdf:parseType="Resource"><MPRI:Regions><rdf:Bag><rdf:li rdf:parseType="Resource">
+ <MPReg:PersonDisplayName>{name}</MPReg:PersonDisplayName>
+ <MPReg:Rectangle>{x:.5f}, {y:.5f}, {w:.5f}, {h:.5f}</MPReg:Rectangle>
+ </rdf:li></rdf:Bag></MPRI:Regions></MP:RegionInfo></rdf:Description></rdf:RDF></x:xmpmeta>"""
+
+
+@need(BBT)
+def test_names_inside_the_photos_are_read_mwg_and_microsoft(photos, tmp_path):
+    """Photos whose names another program wrote into the file itself (no sidecar): MWG
+    regions (Lightroom, digiKam, Picasa) and Windows Photo Gallery's `MPReg` rectangles
+    are read by `library scan --import-xmp`, like a sidecar's. Only sidecars were read:
+    no name came in."""
+    import sqlite3
+
+    from PIL import Image
+
+    from facetrain.library.xmp import sidecar
+
+    root = tmp_path / "mine"
+    root.mkdir()
+    for name in ("amy1", "amy2"):
+        Image.open(photos / "amy" / f"{name}.png").convert("RGB").save(root / f"{name}.jpg")
+    model = make_model(tmp_path / "m.safetensors")
+    cli("library", "scan", root, "--db", tmp_path / "boxes.db", "--model", model)
+    con = sqlite3.connect(tmp_path / "boxes.db")
+    boxes = {Path(p).stem: (w, h, (x1, y1, x2, y2)) for p, w, h, x1, y1, x2, y2 in con.execute(
+        "SELECT p.path, p.width, p.height, f.x1, f.y1, f.x2, f.y2 FROM faces f"
+        " JOIN photos p ON p.id = f.photo_id")}  # fmt: skip
+    con.close()
+    w, h, box = boxes["amy1"]
+    xmp = {"amy1": sidecar(w, h, [("Amy Farrah", box)])}
+    w, h, (x1, y1, x2, y2) = boxes["amy2"]
+    xmp["amy2"] = MICROSOFT.format(name="Amy F. Fowler", x=x1 / w, y=y1 / h, w=(x2 - x1) / w,
+                                   h=(y2 - y1) / h)  # fmt: skip
+    for name, text in xmp.items():
+        im = Image.open(root / f"{name}.jpg")
+        im.save(root / f"{name}.jpg", quality=95, xmp=text.encode())
+    db = tmp_path / "lib.db"
+    out = cli("library", "scan", root, "--db", db, "--model", model, "--import-xmp")
+    assert "2 faces named from 0 XMP sidecars and the XMP inside 2 photos" in out, out
+    assert _names(db) == {"Amy Farrah": ["amy1.jpg"], "Amy F. Fowler": ["amy2.jpg"]}

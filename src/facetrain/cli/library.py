@@ -100,10 +100,11 @@ def library_scan(
     _show_scan(rep, photos, db, quality)
     if imported is not None:
         for side, why in imported["problems"].items():
-            console.print(f"sidecar not read: {side}: {why}", style="yellow")
+            console.print(f"XMP not read: {side}: {why}", style="yellow")
         console.print(f"{imported['faces_named']} faces named from {imported['sidecars']} XMP "
-                      f"sidecars ({imported['regions_without_face']} regions matched no face "
-                      "found here; faces you confirmed kept their names)")  # fmt: skip
+                      f"sidecars and the XMP inside {imported['embedded']} photos "
+                      f"({imported['regions_without_face']} regions matched no face found "
+                      "here; faces you confirmed kept their names)")  # fmt: skip
     write_json(json_out, asdict(rep) | ({"xmp": imported} if imported else {}))
 
 

@@ -123,6 +123,17 @@ def open_checked(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) 
     return img
 
 
+def embedded_xmp(path: str | os.PathLike) -> bytes | None:
+    """The XMP packet a photo carries inside its file (JPEG's APP1, WebP's and HEIC's XMP,
+    PNG's iTXt, TIFF's tag 700), read without decoding a pixel; None when it has none.
+    ImageError for a file that cannot be opened as an image."""
+    with open_checked(path) as img:
+        data = img.info.get("xmp") or img.info.get("XML:com.adobe.xmp")
+        if data is None and hasattr(img, "tag_v2"):
+            data = img.tag_v2.get(700)
+    return data.encode() if isinstance(data, str) else (bytes(data) if data else None)
+
+
 def to_rgb8(img: Image.Image) -> np.ndarray:
     """Convert any PIL mode to an HxWx3 uint8 array (alpha composited on white)."""
     mode = img.mode

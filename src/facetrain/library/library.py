@@ -590,26 +590,25 @@ class Library:
         return export_xmp(self.con, folder)
 
     def import_xmp(self, root: str | os.PathLike) -> dict:
-        """Names from the XMP sidecars beside the photos below root (MWG face regions, as
-        digiKam, Lightroom and Immich write them) given to the faces found there; the
-        owner's own confirmed faces are kept. Sidecars that cannot be read are listed."""
+        """Names from the face regions (MWG's, as digiKam, Lightroom and Immich write them,
+        or Windows Photo Gallery's) of the XMP beside the photos below root — a sidecar —
+        or, where there is none, inside them, given to the faces found there; the owner's
+        own confirmed faces are kept. XMP that cannot be read is listed."""
         from facetrain.data.images import exif_orientation
-        from facetrain.library.xmp import read_regions, sidecar_of, upright_area
+        from facetrain.library.xmp import upright_area
 
-        out = {"sidecars": 0, "faces_named": 0, "regions_without_face": 0, "problems": {}}
+        out = {"sidecars": 0, "embedded": 0, "faces_named": 0, "regions_without_face": 0,
+               "problems": {}}  # fmt: skip
         for path, row in sorted(store.photos_under(self.con, os.path.abspath(root)).items()):
-            side = sidecar_of(path)
-            if side is None or row["status"] != "ok" or not row["width"]:
+            if row["status"] != "ok" or not row["width"]:
                 continue
-            try:
-                regions = read_regions(side)
-            except (OSError, ValueError) as e:
-                out["problems"][str(side)] = str(e)
+            source, regions = _xmp_regions(path, out["problems"])
+            if not regions:
                 continue
             turn = exif_orientation(path)
             regions = [(name, upright_area(area, turn)) for name, area in regions]
             named, missed = curate.name_regions(self.con, row, regions)
-            out["sidecars"] += 1
+            out[source] += 1
             out["faces_named"] += named
             out["regions_without_face"] += missed
         return out
@@ -703,6 +702,23 @@ class Library:
                       before=before and Scanner(before, gate, device))  # fmt: skip
         self.prune_thumbnails(every=True)  # boxes another detector setting moved
         return rep
+
+
+def _xmp_regions(photo: str, problems: dict) -> tuple[str, list]:
+    """("sidecars" or "embedded", the named face regions) of a photo's XMP: its sidecar's,
+    or, with none beside it, its own file's; what cannot be read goes into `problems`."""
+    from facetrain.data.images import ImageError, embedded_xmp
+    from facetrain.library.xmp import read_regions, regions_in, sidecar_of
+
+    side = sidecar_of(photo)
+    try:
+        if side is not None:
+            return "sidecars", read_regions(side)
+        data = embedded_xmp(photo)
+        return "embedded", regions_in(data) if data else []
+    except (OSError, ValueError, ImageError) as e:
+        problems[str(side or photo)] = str(e)
+        return "sidecars", []
 
 
 class UnreadablePhoto(LibraryError):

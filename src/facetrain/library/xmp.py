@@ -23,6 +23,7 @@ NS = {
     "stDim": "http://ns.adobe.com/xap/1.0/sType/Dimensions#",
     "stArea": "http://ns.adobe.com/xmp/sType/Area#",
     "Iptc4xmpExt": "http://iptc.org/std/Iptc4xmpExt/2008-02-29/",
+    "MPReg": "http://ns.microsoft.com/photo/1.2/t/Region#",  # Windows Photo Gallery's people
 }
 MAX_BYTES = 4 << 20  # a sidecar is a few kB; anything larger is not read
 TOOLKIT = 'x:xmptk="facetrain"'  # what marks a sidecar as ours until another program rewrites it
@@ -77,7 +78,7 @@ def sidecar(width: int, height: int, faces: list[tuple[str, tuple]],
     people = "".join(
         f"     <rdf:li>{_text(n)}</rdf:li>\n" for n in dict.fromkeys(n for n, _ in faces)
     )
-    decl = " ".join(f'xmlns:{k}="{v}"' for k, v in NS.items() if k != "x")
+    decl = " ".join(f'xmlns:{k}="{v}"' for k, v in NS.items() if k not in ("x", "MPReg"))
     if orientation in (5, 6, 7, 8):  # stored on its side
         width, height = height, width
     return (
@@ -127,29 +128,48 @@ def sidecar_of(photo: str | os.PathLike) -> Path | None:
 
 
 def read_regions(path: str | os.PathLike) -> list[tuple[str, tuple]]:
-    """(name, (cx, cy, w, h), normalised) of each named face region of an XMP file,
-    whichever way a tool wrote them (attributes or elements). Raises ValueError for a file
-    that is not XMP one can read (too large, a DOCTYPE, broken XML)."""
-    data = Path(path).read_bytes()[: MAX_BYTES + 1]
+    """`regions_in` an XMP file (a sidecar)."""
+    return regions_in(Path(path).read_bytes()[: MAX_BYTES + 1])
+
+
+def regions_in(data: bytes) -> list[tuple[str, tuple]]:
+    """(name, (cx, cy, w, h), normalised) of each named face region of an XMP packet —
+    MWG's, whichever way a tool wrote them (attributes or elements), and Microsoft's
+    (Windows Photo Gallery: `MPReg:Rectangle`, its top-left corner and size). Raises
+    ValueError for what is not XMP one can read (too large, a DOCTYPE, broken XML)."""
     if len(data) > MAX_BYTES or b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise ValueError("not a sidecar facetrain reads (too large, or a DOCTYPE)")
+        raise ValueError("not XMP facetrain reads (too large, or a DOCTYPE)")
     try:
         root = ET.fromstring(data)
     except ET.ParseError as e:
         raise ValueError(f"broken XML ({e})") from None
     out = []
     for d in root.iter():  # rdf:Description, or rdf:li with rdf:parseType="Resource"
-        name = _field(d, "mwg-rs", "Name")
-        kind = _field(d, "mwg-rs", "Type") or "Face"
-        area = d.find(f"{{{NS['mwg-rs']}}}Area")
-        if not name or kind != "Face" or area is None:
-            continue
-        try:
-            box = tuple(float(_field(area, "stArea", k)) for k in ("x", "y", "w", "h"))
-        except (TypeError, ValueError):
-            continue
-        out.append((name, box))
+        region = _mwg_region(d) or _microsoft_region(d)
+        if region is not None:
+            out.append(region)
     return out
+
+
+def _mwg_region(d) -> tuple[str, tuple] | None:
+    name = _field(d, "mwg-rs", "Name")
+    kind = _field(d, "mwg-rs", "Type") or "Face"
+    area = d.find(f"{{{NS['mwg-rs']}}}Area")
+    if not name or kind != "Face" or area is None:
+        return None
+    try:
+        return name, tuple(float(_field(area, "stArea", k)) for k in ("x", "y", "w", "h"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _microsoft_region(d) -> tuple[str, tuple] | None:
+    name, rect = _field(d, "MPReg", "PersonDisplayName"), _field(d, "MPReg", "Rectangle")
+    try:
+        x, y, w, h = (float(v) for v in (rect or "").split(","))
+    except ValueError:
+        return None
+    return (name, (x + w / 2, y + h / 2, w, h)) if name else None
 
 
 def _field(el, ns: str, key: str) -> str | None:
