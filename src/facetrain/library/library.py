@@ -209,12 +209,12 @@ class Library:
     def photo_jpeg(self, photo_id: int, size: int = 480) -> bytes:
         """A photo shrunk to fit `size`, as JPEG; a grey tile saying so when it cannot be
         read now (missing, or its file damaged), its faces and names being still here."""
-        from facetrain.data.images import to_jpeg
+        from facetrain.data.images import text_tile, to_jpeg
 
         try:
             return to_jpeg(self.photo(photo_id), size)
         except UnreadablePhoto:
-            return _unreadable_tile(size)
+            return text_tile(size, UNREADABLE_TILE)
 
     def face_crop(self, face_id: int, margin: float = 0.25) -> np.ndarray:
         """A face with a margin around its box, cut from its photo."""
@@ -235,7 +235,7 @@ class Library:
         file only changed, a caption say, is not); a grey tile saying so while the photo
         cannot be read."""
         from facetrain.atomic import OutputError, write_bytes
-        from facetrain.data.images import to_jpeg
+        from facetrain.data.images import text_tile, to_jpeg
 
         row = store.face_box(self.con, face_id)
         if row is None:
@@ -246,7 +246,7 @@ class Library:
         try:
             data = to_jpeg(self.face_crop(face_id), size)
         except UnreadablePhoto:  # not kept: cut when the photo reads again
-            return _unreadable_tile(size)
+            return text_tile(size, UNREADABLE_TILE)
         with contextlib.suppress(OutputError):  # a read-only place: served, not kept
             write_bytes(cached, data)
         return data
@@ -725,19 +725,7 @@ class UnreadablePhoto(LibraryError):
     """A photo the library holds whose file cannot be read now (missing, or damaged)."""
 
 
-def _unreadable_tile(size: int) -> bytes:
-    """A grey JPEG tile for a picture that cannot be cut now, saying why in a word."""
-    import io
-
-    from PIL import Image, ImageDraw
-
-    im = Image.new("RGB", (size, size), (200, 200, 200))
-    draw = ImageDraw.Draw(im)
-    draw.text((size / 2, size / 2), "photo not\nreadable now", fill=(90, 90, 90), anchor="mm",
-              align="center", font_size=max(8, size // 9))  # fmt: skip
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=80)
-    return buf.getvalue()
+UNREADABLE_TILE = "photo not\nreadable now"  # what the page shows for its faces meanwhile
 
 
 def _check_workers(workers: int) -> None:
