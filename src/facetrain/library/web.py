@@ -28,6 +28,8 @@ from facetrain.library.library import Library
 from facetrain.library.store import LibraryError
 from facetrain.lock import BusyError
 
+SUGGESTED = 5  # "same person?" stacks shown on a person's page
+
 
 class NameBody(BaseModel):
     name: str
@@ -157,7 +159,7 @@ def _views(app: FastAPI, act, db_path) -> None:
 
     @app.get("/api/stacks/{stack}/suggestions")
     def api_suggestions(stack: Id) -> list[dict]:
-        return act("suggestions", stack, 5, stacked.get)
+        return act("suggestions", stack, SUGGESTED, stacked.get)
 
     @app.get("/api/stacks/{stack}")
     def api_stack(stack: Id) -> dict:
