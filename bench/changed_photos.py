@@ -112,12 +112,17 @@ def strangers(faces: list[tuple[str, dict]], same: Judge) -> dict:
     return {"strangers": n, "strangers_carried": carried, "nearest_stranger": nearest}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def arguments(doc: str, per_person: int) -> argparse.Namespace:
+    """--models (both shipped models) and --per-person, as the population benches take them."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     models = ["pretrained:dlib_resnet", "pretrained:facetrain_distilled"]
     ap.add_argument("--models", nargs="+", default=models)
-    ap.add_argument("--per-person", type=int, default=3)
-    args = ap.parse_args()
+    ap.add_argument("--per-person", type=int, default=per_person)
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = arguments(__doc__, per_person=3)
     print(f"{platform.machine()}, {os.cpu_count()} cores; SAME_FACE = {SAME_FACE} x threshold, "
           f"SAME_PLACE = {SAME_PLACE} x face size; {args.per_person} photos a person")  # fmt: skip
     print("| model | population | strangers at the same place | carried | nearest stranger "

@@ -16,7 +16,6 @@ turn taken?
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -26,7 +25,7 @@ from functools import partial
 import numpy as np
 from PIL import Image
 
-from changed_photos import POPULATIONS, largest
+from changed_photos import POPULATIONS, arguments, largest
 from facetrain.data.images import load_rgb
 from facetrain.inference.compiled import open_for_use
 from facetrain.library.scan import Scanner, _same_face, _turn_by_faces
@@ -74,11 +73,7 @@ def measure(scanner: Scanner, items: list) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    models = ["pretrained:dlib_resnet", "pretrained:facetrain_distilled"]
-    ap.add_argument("--models", nargs="+", default=models)
-    ap.add_argument("--per-person", type=int, default=2)
-    args = ap.parse_args()
+    args = arguments(__doc__, per_person=2)
     print(f"{platform.machine()}, {os.cpu_count()} cores; {args.per_person} photos a person")
     print("| model | population | turned photos | turn found | strangers' photos | taken |")
     print("|---|---|---|---|---|---|")
