@@ -977,3 +977,42 @@ def test_a_waiting_named_face_is_not_kept_on_a_photo_with_no_face_at_its_place(p
     Image.new("RGB", size, (128, 128, 128)).save(root / "amy1.png")
     _scan(db, root)
     assert _names(db) == {"amy2.png": names["amy2.png"]}
+
+
+@need(BBT)
+def test_a_rebuild_that_fails_leaves_the_library_as_it_was_and_usable(
+    photos, tmp_path, monkeypatch
+):
+    """The once-only rebuild of a library made before ids counted on, failing halfway (a
+    disk full after the first table): nothing of it is kept, the library opens and is
+    used as it was, and the next opening rebuilds it. The failure refused the library."""
+    import sqlite3
+
+    from facetrain.library import store
+    from facetrain.library.library import Library
+
+    root, db, names = _two_of_amy(photos, tmp_path)
+    _as_made_before_autoincrement(db)
+    rebuild, tables = store._rebuild, []
+
+    def full_after_one(con, table, text):
+        if tables:
+            raise sqlite3.OperationalError("database or disk is full")
+        tables.append(table)
+        rebuild(con, table, text)
+
+    def schema() -> list:
+        con = sqlite3.connect(db)
+        rows = con.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+        con.close()
+        return rows
+
+    before = schema()
+    monkeypatch.setattr(store, "_rebuild", full_after_one)
+    with Library(db) as lib:
+        assert lib.people() and tables == ["people"]
+    assert schema() == before and _names(db) == names
+    monkeypatch.setattr(store, "_rebuild", rebuild)
+    with Library(db):
+        pass
+    assert "AUTOINCREMENT" in dict(schema())["people"] and _names(db) == names

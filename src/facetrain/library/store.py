@@ -199,24 +199,36 @@ def _never_reuse_ids(con: sqlite3.Connection) -> None:
         return
     con.execute("PRAGMA foreign_keys=OFF")  # a table rebuilt is not a row deleted
     try:
-        with transaction(con):
-            if _counts_on(con):  # another process did it first
-                return
-            last = _logged_ids(con)
-            for table, text in (("people", PEOPLE), ("faces", FACES)):
-                cols = ", ".join(r[1] for r in con.execute(f"PRAGMA table_info({table})"))
-                con.execute(text.format(table=f"{table}_new"))
-                con.execute(f"INSERT INTO {table}_new({cols}) SELECT {cols} FROM {table}")
-                con.execute(f"DROP TABLE {table}")
-                con.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
-                top = con.execute(f"SELECT max(id) FROM {table}").fetchone()[0] or 0
-                con.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
-                con.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)",
-                            (table, max(top, last[table])))  # fmt: skip
-            for index in FACE_INDEXES.strip().splitlines():
-                con.execute(index)
+        _rebuild_counting_on(con)
+    except sqlite3.OperationalError:  # a full disk, a long lock: as it was, tried next time
+        pass
     finally:
         con.execute("PRAGMA foreign_keys=ON")
+
+
+def _rebuild_counting_on(con: sqlite3.Connection) -> None:
+    """`_never_reuse_ids`' one transaction: both tables rebuilt, their counters set."""
+    with transaction(con):
+        if _counts_on(con):  # another process did it first
+            return
+        last = _logged_ids(con)
+        for table, text in (("people", PEOPLE), ("faces", FACES)):
+            _rebuild(con, table, text)
+            top = con.execute(f"SELECT max(id) FROM {table}").fetchone()[0] or 0
+            con.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+            con.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)",
+                        (table, max(top, last[table])))  # fmt: skip
+        for index in FACE_INDEXES.strip().splitlines():
+            con.execute(index)
+
+
+def _rebuild(con: sqlite3.Connection, table: str, text: str) -> None:
+    """A table made again by its CREATE `text`, its rows copied column by column."""
+    cols = ", ".join(r[1] for r in con.execute(f"PRAGMA table_info({table})"))
+    con.execute(text.format(table=f"{table}_new"))
+    con.execute(f"INSERT INTO {table}_new({cols}) SELECT {cols} FROM {table}")
+    con.execute(f"DROP TABLE {table}")
+    con.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
 
 
 def _counts_on(con: sqlite3.Connection) -> bool:
