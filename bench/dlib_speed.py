@@ -10,12 +10,14 @@ one run; the ratio port/dlib is printed for each, the last line for batch 64.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from facetrain.inference.dlib_oracle import DlibPipeline
 from facetrain.inference.saved import load_model
@@ -58,10 +60,31 @@ def main() -> None:
     for batch in (1, 64):
         theirs = rate(dlib_net.descriptors, chips, batch)
         ours = rate(port, chips, batch)
+        with padding_every_add():
+            before = rate(port, chips, batch)
         print(
             f"batch {batch:2d}: dlib {theirs:7.1f} faces/s, facetrain port {ours:7.1f} faces/s, "
-            f"ratio {ours / theirs:.2f}x"
+            f"ratio {ours / theirs:.2f}x; the port padding every add (before 2026-12-04) "
+            f"{before:7.1f} faces/s, ratio {ours / before:.2f}x"
         )
+
+
+@contextlib.contextmanager
+def padding_every_add():
+    """The port as it was: every shortcut add zero-padded, also where shapes match."""
+    from facetrain.models import dlib_resnet
+
+    def padded(a, b):
+        c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
+        pad = [(0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]) for t in (a, b)]
+        return F.pad(a, pad[0]) + F.pad(b, pad[1])
+
+    kept = dlib_resnet._add_padded
+    dlib_resnet._add_padded = padded
+    try:
+        yield
+    finally:
+        dlib_resnet._add_padded = kept
 
 
 if __name__ == "__main__":
