@@ -647,9 +647,10 @@ def _migrate_one(con, scanner: Scanner, row, result: tuple,
     faces, pixels = result[2], result[4]
     if pixels is None:
         return 0, 0
+    load = functools.cache(lambda: load_rgb(row["path"]))  # read here once, if at all
     with transaction(con):
-        recorded, same = _since_scan(con, row, pixels, before)
-        again = _at_places(scanner, lambda: load_rgb(row["path"]), recorded)
+        recorded, same = _since_scan(con, row, pixels, before, load)
+        again = _at_places(scanner, load, recorded)
         kept, lost = _replace_faces(con, row["id"], faces, again, same)
         store.set_searched(con, row["id"], scanner.quality.min_size)
         store.settle_found(con, row["id"])  # the new model may find more, or none
@@ -657,20 +658,22 @@ def _migrate_one(con, scanner: Scanner, row, result: tuple,
     return kept, lost
 
 
-def _since_scan(con, row, pixels: str, before: Scanner | None) -> tuple[str | None, object]:
+def _since_scan(con, row, pixels: str, before: Scanner | None,
+                load) -> tuple[str | None, object]:  # fmt: skip
     """A migrated photo as it is now against its last scan: (the pixels its recorded faces
     stand on, the check a face found must pass to take a recorded face's labels). Pixels
     a viewer turned: its faces are moved with the turn (`_turn_faces`) and stand on these.
-    Pixels otherwise changed: only the same faces, told by the library's model `before`."""
+    Pixels otherwise changed: only the same faces, told by the library's model `before`.
+    `load()`: the photo as it is now."""
     recorded = row["pixels"]
     if recorded is None or pixels == recorded:
         return recorded, None
     try:
-        turn = turn_of(load_rgb(row["path"]), recorded, pixel_digest)
+        turn = turn_of(load(), recorded, pixel_digest)
     except (ImageError, OSError):
         turn = None
     if turn is None:
-        return recorded, _same_face_before(before, lambda: load_rgb(row["path"]))
+        return recorded, _same_face_before(before, load)
     _turn_faces(con, row["id"], turn, row["width"], row["height"])
     return pixels, None
 
@@ -779,16 +782,14 @@ def _same_face(scanner: Scanner):
 def _same_face_before(before: Scanner | None, load):
     """`_same_face` for a migration, where the faces found (by the new model) and those
     recorded (by the library's model `before`) are compared in `before`'s embedding: the
-    new faces are embedded again by it at their landmarks on the photo (`load()`, read once
-    when first asked). None — by place alone — without that model or its threshold."""
+    new faces are embedded again by it at their landmarks on the photo (`load()`). None —
+    by place alone — without that model or its threshold."""
     same = _same_face(before) if before is not None else None
     if same is None:
         return None
-    img: list[np.ndarray] = []
 
     def check(old, new) -> bool:
-        img[:] = img or [load()]
-        face = before.faces_at(img[0], [new])[0]
+        face = before.faces_at(load(), [new])[0]
         return face is not None and same(old, _stored(face) | {"landmarks": new["landmarks"]})
 
     return check
