@@ -39,6 +39,25 @@ def library(folder: Path, db: Path) -> None:
         facetrain("library", "name", p["id"], f"person {i}", "--db", db)
 
 
+def worker_arguments(doc: str) -> argparse.ArgumentParser:
+    """FOLDER, --workers and --rounds, as the worker benches take them (add more, then
+    parse)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("folder", type=Path, nargs="?", default=FRIENDS)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    return ap
+
+
+def alternated(run, workers: int, rounds: int) -> dict[int, list[float]]:
+    """Seconds of `run(w)` with one process and with `workers`, rounds alternating the two."""
+    secs: dict[int, list[float]] = {1: [], workers: []}
+    for _ in range(rounds):
+        for w in secs:
+            secs[w].append(run(w))
+    return secs
+
+
 def medians(secs: dict, photos: int, label=lambda k: f"--workers {k}") -> dict:
     """Each variant's rounds printed with its photos/s and median seconds; the medians."""
     import statistics
@@ -62,21 +81,14 @@ def _names(result: Path) -> list:
 
 
 def main() -> None:
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("folder", type=Path, nargs="?", default=FRIENDS)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args()
+    args = worker_arguments(__doc__).parse_args()
     photos = sum(1 for p in args.folder.rglob("*") if p.is_file())
     print(f"{platform.machine()}, {os.cpu_count()} cores; {photos} files in {args.folder}")
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "lib.db"
         library(args.folder, db)
-        secs: dict[int, list[float]] = {1: [], args.workers: []}
-        for _ in range(args.rounds):
-            for w in secs:
-                secs[w].append(identify(args.folder, db, w, Path(tmp) / f"{w}.json"))
+        secs = alternated(lambda w: identify(args.folder, db, w, Path(tmp) / f"{w}.json"),
+                          args.workers, args.rounds)  # fmt: skip
         named = [_names(Path(tmp) / f"{w}.json") for w in secs]
     med = medians(secs, photos)
     print(

@@ -12,7 +12,6 @@ process / N, and whether both left the same faces, names and embeddings.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import shutil
@@ -25,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from identify_workers import FRIENDS, facetrain, library, medians  # noqa: E402
+from identify_workers import (  # noqa: E402
+    alternated,
+    facetrain,
+    library,
+    medians,
+    worker_arguments,
+)
 
 
 def migrate(db0: Path, db: Path, model: str, workers: int) -> float:
@@ -49,11 +54,8 @@ def faces(db: Path) -> tuple[list, np.ndarray]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("folder", type=Path, nargs="?", default=FRIENDS)
+    ap = worker_arguments(__doc__)
     ap.add_argument("--model", default="pretrained:facetrain_distilled")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     photos = sum(1 for p in args.folder.rglob("*") if p.is_file())
     print(f"{platform.machine()}, {os.cpu_count()} cores; {photos} files in {args.folder}; "
@@ -61,10 +63,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db0 = Path(tmp) / "lib.db"
         library(args.folder, db0)
-        secs: dict[int, list[float]] = {1: [], args.workers: []}
-        for _ in range(args.rounds):
-            for w in secs:
-                secs[w].append(migrate(db0, Path(tmp) / f"{w}.db", args.model, w))
+        secs = alternated(lambda w: migrate(db0, Path(tmp) / f"{w}.db", args.model, w),
+                          args.workers, args.rounds)  # fmt: skip
         (k1, e1), (k2, e2) = (faces(Path(tmp) / f"{w}.db") for w in secs)
     med = medians(secs, photos)
     same = k1 == k2 and e1.shape == e2.shape and float(np.abs(e1 - e2).max()) < 1e-3
