@@ -557,6 +557,32 @@ def test_a_missing_photo_put_back_at_its_place_is_never_forgotten(photos, tmp_pa
     con.close()
 
 
+@need(BBT)
+def test_a_missing_photo_put_back_elsewhere_in_its_folder_is_live_again(photos, tmp_path):
+    """A named photo moved away (kept as missing), then put back under another name in a
+    folder of the same scan: it is moved there and live again, with its names — nothing
+    is missing after that scan. It was moved but stayed recorded as missing."""
+    import sqlite3
+
+    db, amy = tmp_path / "lib.db", photos / "amy"
+    _scan(db, amy, make_model(tmp_path / "m.safetensors"))
+    names = _confirm_all(db)
+    shutil.move(amy / "amy1.png", tmp_path / "amy1.png")
+    assert _scan(db, amy)["missing"] == 1
+    (amy / "later").mkdir()
+    shutil.move(tmp_path / "amy1.png", amy / "later" / "amy1-again.png")
+    r = _scan(db, amy)
+    assert (r["moved"], r["missing"]) == (1, 0), r
+    con = sqlite3.connect(db)
+    status = dict(con.execute("SELECT path, status FROM photos").fetchall())
+    con.close()
+    assert status[str(amy / "later" / "amy1-again.png")] == "ok", status
+    assert "missing" not in status.values() and _scan(db, amy)["back"] == 0
+    assert _names(db) == {"amy1.png": ["amy1-again.png"]} | {
+        k: v for k, v in names.items() if k != "amy1.png"
+    }
+
+
 def _two_of_amy(photos: Path, tmp_path: Path) -> tuple[Path, Path, dict]:
     """(folder, library, names): two portraits of Amy scanned with the default model, each
     face confirmed as a person named after its file."""
@@ -584,6 +610,33 @@ def test_another_photo_under_a_named_photos_name_does_not_inherit_its_names(phot
     assert _names(db) == {"amy2.png": names["amy2.png"]}
     said = r["problems"].get(str(root / "amy1.png"), "")
     assert r["changed"] == 2 and r["turned"] == 0 and "1 named faces are not in it" in said, r
+
+
+@need(BBT)
+@pytest.mark.parametrize("insensitive", [False, True])
+def test_a_photo_renamed_in_case_and_edited_keeps_its_names(
+    photos, tmp_path, monkeypatch, insensitive
+):
+    """`amy1.png` renamed `AMY1.png` (one file to macOS's and Windows' disks) and
+    brightened, `amy2.png` renamed `AMY2.png` alone: both are still the photos they were,
+    with their faces and names (an edited one's for the same faces only) and no second
+    record. The edited one was a new photo with an unnamed face; its old record stayed
+    missing or, where the old name still opens the file, as a photo its faces were not on."""
+    from PIL import ImageEnhance
+
+    root, db, names = _two_of_amy(photos, tmp_path)
+    im = Image.open(root / "amy1.png").convert("RGB")
+    (root / "amy1.png").unlink()
+    ImageEnhance.Brightness(im).enhance(1.2).save(root / "AMY1.png")
+    (root / "amy2.png").rename(root / "AMY2.png")
+    if insensitive:  # the old names still open the files (the rest of the disk as it is)
+        isfile = os.path.isfile
+        monkeypatch.setattr(os.path, "isfile", lambda p: isfile(p) or isfile(os.path.join(
+            os.path.dirname(p), os.path.basename(p).replace("amy", "AMY"))))  # fmt: skip
+    r = _scan(db, root)
+    assert (r["changed"], r["moved"], r["new"], r["missing"]) == (1, 1, 0, 0), r
+    want = {n: [f.replace("amy", "AMY")] for n, (f,) in names.items()}  # named as before
+    assert _names(db) == want and _scan(db, root)["unchanged"] == 2
 
 
 @need(BBT)

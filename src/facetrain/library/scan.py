@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import stat
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +67,36 @@ class ScanReport:
     gate_changed: bool = False  # the library's quality gate changed with this scan
     regated: int = 0  # faces whose usable mark the changed gate changed
     problems: dict[str, str] = field(default_factory=dict)  # path -> reason
+
+
+@dataclass
+class _Left:
+    """The recorded photos below the root that a scan did not list, found again by their
+    content (moved) or by their path in one case and Unicode form (renamed in case only,
+    and changed). What is not taken by the end of the scan is gone."""
+
+    ids: dict[int, None]  # in the order recorded
+    by_content: dict[str, int]
+    by_name: dict[str, int]
+
+    @classmethod
+    def of(cls, rows: list) -> _Left:
+        return cls(dict.fromkeys(r["id"] for r in rows), {r["sha256"]: r["id"] for r in rows},
+                   {_folded(r["path"]): r["id"] for r in rows})  # fmt: skip
+
+    def take(self, key: str, index: dict[str, int]) -> int | None:
+        """The photo `index` holds under `key`, taken out of those gone (once)."""
+        pid = index.get(key)
+        if pid not in self.ids:
+            return None
+        del self.ids[pid]
+        return pid
+
+
+def _folded(path: str) -> str:
+    """A path as a case-insensitive disk (macOS's, Windows') tells paths apart: `IMG_1.JPG`
+    and `img_1.jpg` are one file there, and so are a name's composed and decomposed forms."""
+    return unicodedata.normalize("NFC", path).casefold()
 
 
 LINKED_FOLDER = "skipped: a link to a folder (links are not followed; scan that folder itself)"
@@ -204,15 +235,14 @@ def scan(
     files = list_photos(root, skip, rep.problems, unlisted)
     seen = set(files)
     known = store.photos_under(con, root)
-    vanished = {r["sha256"]: r["id"] for p, r in known.items()
-                if p not in seen and not _below(p, unlisted)}  # fmt: skip
+    left = _Left.of([r for p, r in known.items() if p not in seen and not _below(p, unlisted)])
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(progress_bar(disable=None if progress is None else not progress))
         task = bar.add_task("scan", total=len(files))
         todo, later, pending, pool = [], [], set(), None
         smallest = scanner.quality.min_size
         for k, path in enumerate(files):
-            job = _scan_one(con, path, known.get(path), vanished, rep, smallest)
+            job = _scan_one(con, path, known.get(path), left, rep, smallest)
             if job is not None and job[2] in pending:  # a second copy of a new photo:
                 later.append(path)  # a duplicate, once the first is recorded
             elif job is not None:
@@ -228,9 +258,9 @@ def scan(
             _record_photo(con, *job, result, rep, scanner)
             bar.advance(task)
         for path in later:
-            _scan_one(con, path, known.get(path), vanished, rep, smallest)
+            _scan_one(con, path, known.get(path), left, rep, smallest)
             bar.advance(task)
-    for pid in vanished.values():
+    for pid in left.ids:
         _vanished(con, pid, rep)
     return rep
 
@@ -264,12 +294,13 @@ def _gone(row) -> bool:
     return row["status"] == "missing" or not os.path.isfile(row["path"])
 
 
-def _scan_one(con, path: str, row, vanished: dict, rep: ScanReport, smallest: float):
+def _scan_one(con, path: str, row, left: _Left, rep: ScanReport, smallest: float):
     """One photo: unchanged, touched, moved or a duplicate (recorded here), or to analyse:
     then (path, row, digest, stat) is returned — also for an unchanged photo last searched
-    for faces larger than `smallest` (the gate was lowered). What is not a readable regular
-    file now (a FIFO, a dangling link, a file that vanished during the scan) is listed with
-    its reason and left alone."""
+    for faces larger than `smallest` (the gate was lowered), and with the record of a photo
+    this one is in all but the case of its name (renamed so, and changed). What is not a
+    readable regular file now (a FIFO, a dangling link, a file that vanished during the
+    scan) is listed with its reason and left alone."""
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
@@ -295,24 +326,32 @@ def _scan_one(con, path: str, row, vanished: dict, rep: ScanReport, smallest: fl
         store.touch_photo(con, row["id"], st.st_mtime)
         rep.unchanged += 1
         return None
-    if row is None and digest in vanished:
-        pid = vanished.pop(digest)
-        with transaction(con):
-            store.move_photo(con, pid, path, st.st_size, st.st_mtime)
-        rep.moved += 1
-        return _if_waiting(con, pid, path, digest, st)
-    twin = store.twin_of(con, digest, path) if row is None else None
-    if twin is not None and _gone(twin):  # moved here from another scanned folder
-        with transaction(con):
-            store.move_photo(con, twin["id"], path, st.st_size, st.st_mtime)
-            store.set_status(
-                con, twin["id"], "ok" if twin["status"] == "missing" else twin["status"]
-            )
-        rep.moved += 1
-        return _if_waiting(con, twin["id"], path, digest, st)
+    if row is None:
+        return _new_path(con, path, digest, st, left, rep)
     if _record_duplicate(con, path, row, digest, st, rep):
         return None
     return path, row, digest, st
+
+
+def _new_path(con, path: str, digest: str, st, left: _Left, rep: ScanReport):
+    """A path the library has no photo at: a recorded photo moved here (by its content),
+    a duplicate of a live one (recorded), or one renamed in case only and changed; else a
+    new photo. What is left to analyse is returned as `_scan_one` returns it."""
+    pid = left.take(digest, left.by_content)
+    if pid is None:
+        twin = store.twin_of(con, digest, path)
+        pid = twin["id"] if twin is not None and _gone(twin) else None  # from another folder
+    if pid is not None:
+        with transaction(con):
+            store.move_photo(con, pid, path, st.st_size, st.st_mtime)
+            if store.photo(con, pid)["status"] == "missing":
+                store.set_status(con, pid, "ok")
+        rep.moved += 1
+        return _if_waiting(con, pid, path, digest, st)
+    if _record_duplicate(con, path, None, digest, st, rep):
+        return None
+    pid = left.take(_folded(path), left.by_name)  # renamed in case only, and changed
+    return path, None if pid is None else store.photo(con, pid), digest, st
 
 
 def _searched_above(row, smallest: float) -> bool:
