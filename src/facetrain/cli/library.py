@@ -79,11 +79,23 @@ def library_scan(
     import_xmp: Annotated[
         bool, typer.Option("--import-xmp", help="Names from XMP sidecars' face regions.")
     ] = False,
+    import_picasa: Annotated[
+        bool, typer.Option("--import-picasa", help="Names from Picasa's .picasa.ini face tags.")
+    ] = False,
+    picasa_contacts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Picasa's contacts.xml, for names its .picasa.ini files lack "
+            "(implies --import-picasa)."
+        ),
+    ] = None,
     json_out: JsonOut = None,
 ) -> None:
     """Find, align and embed every face; new, changed, moved and deleted photos handled."""
     if not photos.is_dir():  # before the library file is made
         fail(f"{photos}: not a folder of photos")
+    if picasa_contacts is not None and not picasa_contacts.is_file():
+        fail(f"{picasa_contacts}: no such file (Picasa's contacts.xml)")
     new = not db.exists()
     try:
         with _open(db, create=True) as lib:
@@ -93,6 +105,8 @@ def library_scan(
                                   min_sharpness=min_sharpness)  # fmt: skip
             rep = lib.scan(photos, fm, quality, device, workers)
             imported = lib.import_xmp(photos) if import_xmp else None
+            picasa = (lib.import_picasa(photos, picasa_contacts)
+                      if import_picasa or picasa_contacts else None)  # fmt: skip
     except BaseException:
         if new:  # a scan that failed before recording any photo leaves no library behind
             _remove_if_empty(db)
@@ -105,7 +119,22 @@ def library_scan(
                       f"sidecars and the XMP inside {imported['embedded']} photos "
                       f"({imported['regions_without_face']} regions matched no face found "
                       "here; faces you confirmed kept their names)")  # fmt: skip
-    write_json(json_out, asdict(rep) | ({"xmp": imported} if imported else {}))
+    if picasa is not None:
+        _show_picasa(picasa)
+    write_json(json_out, asdict(rep) | ({"xmp": imported} if imported else {})
+               | ({"picasa": picasa} if picasa else {}))  # fmt: skip
+
+
+def _show_picasa(out: dict) -> None:
+    for ini, why in out["problems"].items():
+        console.print(f"Picasa tags not read: {ini}: {why}", style="yellow", highlight=False)
+    for path in out["unclear"]:
+        console.print(f"Picasa tags left: they fit the faces of {path} more than one way up",
+                      style="yellow", highlight=False)  # fmt: skip
+    console.print(f"{out['faces_named']} faces named from Picasa's tags on {out['photos']} "
+                  f"photos in {out['folders']} folders ({out['unnamed']} faces Picasa had "
+                  f"no name for; {out['regions_without_face']} tags matched no face found "
+                  "here; faces you confirmed kept their names)")  # fmt: skip
 
 
 def _show_scan(rep, photos: Path, db: Path, quality) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 from facetrain.distances import distance_matrix
 from facetrain.library import store
 from facetrain.library.store import LibraryError, transaction
+from facetrain.library.xmp import upright_area
 from facetrain.progress import shown
 
 
@@ -174,19 +175,17 @@ def move(con, face_id: int, to: str) -> str:
     return f"face {face_id} moved to stack {target}"
 
 
-def name_regions(con, photo: dict, regions: list[tuple[str, tuple]]) -> tuple[int, int]:
+def name_regions(con, photo: dict, regions: list[tuple[str, tuple]],
+                 source: str = "a sidecar") -> tuple[int, int]:  # fmt: skip
     """Names from another program's face regions (name, (cx, cy, w, h) normalised) given
-    to the faces of one photo (`photo`: id, width, height): each region to the face whose
-    box holds its centre and overlaps it most. A face the owner confirmed, or rejected for
-    that name, keeps the owner's word. (faces named, regions with no face of ours)."""
+    to the faces of one photo (`photo`: id, width, height), each to the face `placed`
+    says; `source` is what the undo log says they came from. A face the owner confirmed,
+    or rejected for that name, keeps the owner's word. (faces named, regions with no face
+    of ours)."""
     faces = store.faces_of_photo(con, photo["id"])
     named = missed = 0
     with transaction(con):
-        for name, (cx, cy, w, h) in regions:
-            x, y, W, H = cx * photo["width"], cy * photo["height"], photo["width"], photo["height"]
-            box = [(cx - w / 2) * W, (cy - h / 2) * H, (cx + w / 2) * W, (cy + h / 2) * H]
-            inside = [f for f in faces if f["x1"] <= x <= f["x2"] and f["y1"] <= y <= f["y2"]]
-            face = max(inside, key=lambda f: _overlap(box, f), default=None)
+        for (name, _), face in zip(regions, placed(faces, photo, regions)):
             if face is None:
                 missed += 1
                 continue
@@ -198,11 +197,36 @@ def name_regions(con, photo: dict, regions: list[tuple[str, tuple]]) -> tuple[in
             if pid is None:
                 pid = store.new_person(con)
                 store.name_person(con, pid, name)
-            _log(con, "name", f"face {face['id']} named {name!r} from a sidecar",
+            _log(con, "name", f"face {face['id']} named {name!r} from {source}",
                  store.snapshot(con, [face["id"]], [pid]))  # fmt: skip
             store.assign(con, [(pid, face["id"])], confirmed=1)
             named += 1
     return named, missed
+
+
+def placed(faces: list, photo: dict, regions: list[tuple[str, tuple]]) -> list:
+    """The face of ours each region marks: the one whose box holds the region's centre
+    and overlaps it most (None where no box holds it)."""
+    W, H = photo["width"], photo["height"]
+    out = []
+    for _, (cx, cy, w, h) in regions:
+        x, y = cx * W, cy * H
+        box = [(cx - w / 2) * W, (cy - h / 2) * H, (cx + w / 2) * W, (cy + h / 2) * H]
+        inside = [f for f in faces if f["x1"] <= x <= f["x2"] and f["y1"] <= y <= f["y2"]]
+        out.append(max(inside, key=lambda f: _overlap(box, f), default=None))
+    return out
+
+
+def turned_to_fit(faces: list, photo: dict, regions: list, turns: list[int]) -> list | None:
+    """Regions measured on the photo turned one of `turns` ways (EXIF orientations),
+    brought upright the one way that puts the most of them on faces; None when another
+    way puts as many on other faces (which way is unclear)."""
+    ways = {t: [(n, upright_area(a, t)) for n, a in regions] for t in dict.fromkeys(turns)}
+    found = {t: placed(faces, photo, r) for t, r in ways.items()}
+    hits = {t: sum(f is not None for f in found[t]) for t in ways}
+    best = [t for t in ways if hits[t] == max(hits.values())]
+    fits = {tuple(None if f is None else f["id"] for f in found[t]) for t in best}
+    return ways[best[0]] if len(fits) == 1 else None
 
 
 def _overlap(box, f) -> float:

@@ -613,6 +613,36 @@ class Library:
             out["regions_without_face"] += missed
         return out
 
+    def import_picasa(self, root: str | os.PathLike, contacts_xml: str | None = None) -> dict:
+        """Names from Picasa's face tags (the `.picasa.ini` of each folder below root, its
+        names, or `contacts_xml`'s — Picasa's own list) given to the faces found there; the
+        owner's own confirmed faces are kept. A photo whose tags fit its faces more than
+        one way up, differently, is listed and left; files that cannot be read are listed."""
+        from facetrain.data.images import exif_orientation
+
+        out = {"folders": 0, "photos": 0, "faces_named": 0, "unnamed": 0,
+               "regions_without_face": 0, "unclear": [], "problems": {}}  # fmt: skip
+        names = _picasa_contacts(contacts_xml)
+        for folder, rows in _by_folder(store.photos_under(self.con, os.path.abspath(root))):
+            tags = _picasa_tags(folder, names, out["problems"])
+            out["folders"] += tags is not None
+            for path, row in rows if tags else []:
+                tag = tags.get(os.path.basename(path).casefold())
+                if tag is None or row["status"] != "ok" or not row["width"]:
+                    continue
+                out["photos"] += 1
+                out["unnamed"] += tag["unnamed"]
+                turns = [1, 6, 3, 8, exif_orientation(path)]  # a quarter turn any way
+                faces = store.faces_of_photo(self.con, row["id"])
+                regions = curate.turned_to_fit(faces, row, tag["regions"], turns)
+                if regions is None:
+                    out["unclear"].append(path)
+                    continue
+                named, missed = curate.name_regions(self.con, row, regions, "Picasa's tags")
+                out["faces_named"] += named
+                out["regions_without_face"] += missed
+        return out
+
     def evaluate(self, truth: str | os.PathLike) -> tuple[dict, dict]:
         """Pairwise and BCubed scores of the stacks against folder labels, and what was
         left out."""
@@ -719,6 +749,42 @@ def _xmp_regions(photo: str, problems: dict) -> tuple[str, list]:
     except (OSError, ValueError, ImageError) as e:
         problems[str(side or photo)] = str(e)
         return "sidecars", []
+
+
+def _picasa_contacts(path: str | None) -> dict[str, str]:
+    from facetrain.library.picasa import contacts_xml
+
+    if path is None:
+        return {}
+    try:
+        return contacts_xml(path)
+    except (OSError, ValueError) as e:
+        raise LibraryError(f"{path}: cannot be read as Picasa's contacts.xml ({e})") from None
+
+
+def _picasa_tags(folder: str, names: dict, problems: dict) -> dict | None:
+    """{photo file name, case folded: its tags} of a folder's Picasa ini, its own names
+    taken before `names`; None when it has none or it cannot be read (into `problems`)."""
+    from facetrain.library import picasa
+
+    ini = picasa.ini_of(folder)
+    if ini is None:
+        return None
+    try:
+        sections = picasa.read_ini(ini)
+    except (OSError, ValueError) as e:
+        problems[str(ini)] = str(e)
+        return None
+    tags = picasa.named_faces(sections, names | picasa.contacts(sections))
+    return {photo.casefold(): tag for photo, tag in tags.items()}
+
+
+def _by_folder(photos: dict) -> list[tuple[str, list]]:
+    """Recorded photos ({path: row}) grouped by their folder."""
+    out: dict[str, list] = {}
+    for path, row in sorted(photos.items()):
+        out.setdefault(os.path.dirname(path), []).append((path, row))
+    return list(out.items())
 
 
 class UnreadablePhoto(LibraryError):
