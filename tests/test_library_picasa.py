@@ -101,10 +101,13 @@ def _faces(db: Path) -> list[tuple]:
              (y2 - y1) / H), name) for p, i, x1, y1, x2, y2, W, H, name in rows]  # fmt: skip
 
 
-def _write_ini(folder: Path, faces: list[tuple], turn: int = 1, upper: bool = False) -> dict:
+def _write_ini(
+    folder: Path, faces: list[tuple], turn: int = 1, upper: bool = False, rotate: int = 0
+) -> dict:
     """A `.picasa.ini` as Picasa would leave it for the faces found: boxes a tenth
     smaller than ours, measured on the photo as stored (`turn`: its EXIF orientation) —
-    every face named but the last of each photo (nobody). {face id: its name}."""
+    every face named but the last of each photo (nobody) — and Picasa's own turn of it,
+    `rotate=rotate(k)`. {face id: its name}."""
     lines, contacts, want = [], {}, {}
     for photo in dict.fromkeys(f[0] for f in faces):
         mine = [f for f in faces if f[0] == photo]
@@ -116,6 +119,7 @@ def _write_ini(folder: Path, faces: list[tuple], turn: int = 1, upper: bool = Fa
                 contacts[cid] = want[i] = f"{photo} #{k}"
             tags.append(f"rect64({rect64(stored_area((cx, cy, w * 0.9, h * 0.9), turn))}),{cid}")
         lines += [f"[{photo.upper() if upper else photo}]", "faces=" + ";".join(tags)]
+        lines += [f"rotate=rotate({rotate})"] if rotate else []
     head = ["[Contacts2]"] + [f"{c}={n};;" for c, n in contacts.items()]
     (folder / ".picasa.ini").write_text("\n".join(head + lines) + "\n", encoding="utf-8")
     return want
@@ -150,10 +154,11 @@ def test_picasa_tags_name_the_faces_of_group_photos(photos, tmp_path):
 
 
 @need(BBT)
-@pytest.mark.parametrize("measured", ["stored", "upright"])
+@pytest.mark.parametrize("measured", ["stored", "shown", "shown by Picasa"])
 def test_picasa_tags_of_a_turned_photo_find_their_faces(photos, tmp_path, measured):
     """A group photo stored on its side (EXIF orientation 6): its tags name the right
-    faces whichever way up they were measured — on the pixels as stored, or as shown."""
+    faces whichever way up they were measured — on the pixels as stored, as shown, or as
+    Picasa showed it after its own turn (`rotate(1)`, a quarter clockwise: the file kept)."""
     db, model = tmp_path / "lib.db", make_model(tmp_path / "m.safetensors")
     folder = tmp_path / "turned"
     folder.mkdir()
@@ -164,7 +169,8 @@ def test_picasa_tags_of_a_turned_photo_find_their_faces(photos, tmp_path, measur
     cli("library", "scan", folder, "--db", db, "--model", model)
     faces = _faces(db)
     assert len(faces) >= 3, faces
-    want = _write_ini(folder, faces, turn=6 if measured == "stored" else 1)
+    turn, rotate = {"stored": (6, 0), "shown": (1, 0), "shown by Picasa": (8, 1)}[measured]
+    want = _write_ini(folder, faces, turn=turn, rotate=rotate)
     out = cli("library", "scan", folder, "--db", db, "--import-picasa")
     assert {i: name for _, i, _, name in _faces(db) if name} == want, out
 

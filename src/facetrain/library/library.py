@@ -619,6 +619,7 @@ class Library:
         owner's own confirmed faces are kept. A photo whose tags fit its faces more than
         one way up, differently, is listed and left; files that cannot be read are listed."""
         from facetrain.data.images import exif_orientation
+        from facetrain.library import picasa
 
         out = {"folders": 0, "photos": 0, "faces_named": 0, "unnamed": 0,
                "regions_without_face": 0, "unclear": [], "problems": {}}  # fmt: skip
@@ -632,7 +633,7 @@ class Library:
                     continue
                 out["photos"] += 1
                 out["unnamed"] += tag["unnamed"]
-                turns = [1, 6, 3, 8, exif_orientation(path)]  # a quarter turn any way
+                turns = picasa.frames(exif_orientation(path), tag["rotate"])
                 faces = store.faces_of_photo(self.con, row["id"])
                 regions = curate.turned_to_fit(faces, row, tag["regions"], turns)
                 if regions is None:

@@ -6,9 +6,9 @@ A photo's section lists its faces as `faces=rect64(HEX),CONTACT;...`: 16 hex dig
 16-bit fractions of the photo (left, top, right, bottom), and the id of the person, whose
 name is in the same file's `[Contacts2]` section (`CONTACT=Name;email;`) or in Picasa's
 own `contacts.xml`. A contact with no name (`ffffffffffffffff`: nobody) is a face left
-unnamed. Which way up Picasa measured a turned photo is not documented, so the library
-tries the quarter turns and takes the one that puts the regions on its faces
-(`curate.turned_to_fit`).
+unnamed. Which way up Picasa measured a photo that is shown turned is not documented, so
+the library tries each frame it may be (`frames`) and takes the one that puts the
+regions on its faces (`curate.turned_to_fit`).
 """
 
 from __future__ import annotations
@@ -96,14 +96,27 @@ def contacts_xml(path: str | os.PathLike) -> dict[str, str]:
 
 
 def named_faces(ini: dict[str, dict[str, str]], names: dict[str, str]) -> dict[str, dict]:
-    """{photo file name: {"regions": [(name, (cx, cy, w, h))], "unnamed": n}} for each
-    photo of the ini with faces: `names` gives each contact its name (a contact without
-    one counts as unnamed)."""
+    """{photo file name: {"regions": [(name, (cx, cy, w, h))], "unnamed": n, "rotate": k}}
+    for each photo of the ini with faces: `names` gives each contact its name (a contact
+    without one counts as unnamed); `rotate` is the quarter turns clockwise Picasa showed
+    the photo by without changing its file (`rotate=rotate(k)`)."""
     out = {}
     for photo, keys in ini.items():
         found = _RECT.findall(keys.get("faces", ""))
         if not photo or not found:
             continue
         regions = [(names[c.lower()], area(h)) for h, c in found if c.lower() in names]
-        out[photo] = {"regions": regions, "unnamed": len(found) - len(regions)}
+        turn = re.fullmatch(r"rotate\(([0-3])\)", keys.get("rotate", ""))
+        out[photo] = {"regions": regions, "unnamed": len(found) - len(regions),
+                      "rotate": int(turn.group(1)) if turn else 0}  # fmt: skip
     return out
+
+
+def frames(orientation: int, rotate: int) -> list[int]:
+    """The frames Picasa's tags of a photo may be measured in, as the EXIF orientations
+    that bring each to the photo as shown: as shown (1), as stored (its own), and as
+    Picasa showed it turned by `rotate` quarters clockwise."""
+    return list(dict.fromkeys([1, orientation, _UNDO_CLOCKWISE[rotate]]))
+
+
+_UNDO_CLOCKWISE = {0: 1, 1: 8, 2: 3, 3: 6}  # k quarters clockwise, turned back
