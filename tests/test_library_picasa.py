@@ -199,3 +199,37 @@ def test_what_cannot_be_read_is_named_and_the_rest_imported(photos, tmp_path):
     res = runner.invoke(app, ["library", "scan", str(photos), "--db", str(db),
                               "--picasa-contacts", str(tmp_path / "none.xml")])  # fmt: skip
     assert res.exit_code != 0 and "none.xml: no such file" in res.output, res.output
+
+
+@need(BBT)
+def test_imported_names_keep_the_librarys_rules(photos, tmp_path):
+    """Names another program wrote follow the rules the owner's own do: one line of
+    printable text of at most 200 characters, not digits alone (it reads as a stack id),
+    spaces around it dropped; a face keeps the first name a tag gives it; a person has one
+    face in a photo. Any name was taken as written: a 300-character name, an escape
+    sequence, "12"; and a second tag on a face or a person's second face took it too."""
+    from facetrain.library import store
+    from facetrain.library.library import Library
+
+    db, model = tmp_path / "lib.db", make_model(tmp_path / "m.safetensors")
+    cli("library", "scan", photos / "group", "--db", db, "--model", model)
+    faces = _faces(db)
+    photo = max({f[0] for f in faces}, key=lambda p: sum(f[0] == p for f in faces))
+    mine = [f for f in faces if f[0] == photo][:5]
+    assert len(mine) == 5, faces
+    names = [" Leonard ", "12", "\x1b[2Jx", "Penny", "Penny"]
+    tags = [(n, f[2]) for n, f in zip(names, mine)]
+    tags += [("x" * 300, mine[1][2]), ("Sheldon", mine[0][2])]
+    with Library(db) as lib:
+        row = next(r for p, r in store.photos_under(lib.con, str(photos)).items()
+                   if p.endswith(photo))  # fmt: skip
+        counts = curate.name_regions(lib.con, row, tags)
+    assert counts == {"faces_named": 2, "regions_without_face": 0, "names_refused": 3}
+    got = {i: name for _, i, _, name in _faces(db) if name}
+    assert got == {mine[0][1]: "Leonard", mine[3][1]: "Penny"}
+
+    lines = ["[Contacts2]", "01=Raj;;", "02=\x1b]8;;evil\x1b\\;;", f"[{photo}]",
+             f"faces=rect64({rect64(mine[1][2])}),01;rect64({rect64(mine[2][2])}),02"]  # fmt: skip
+    (photos / "group" / ".picasa.ini").write_text("\n".join(lines) + "\n")
+    out = cli("library", "scan", photos / "group", "--db", db, "--import-picasa")
+    assert "1 names in Picasa's tags not taken" in out and "1 faces named" in out, out

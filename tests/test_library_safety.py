@@ -63,17 +63,19 @@ def _scan(db, root, model=None, *flags) -> dict:
 
 
 def _confirm_all(db) -> dict[str, list]:
-    """Every face confirmed as a person named after its photo's file; {file name: [person
-    name, ...]} as the library holds them."""
+    """Every face confirmed as a person of its own, named after its photo's file (the
+    second and later faces of a photo, left to right: `file #k` — two faces of one photo
+    are two people); {person name: [photo file, ...]} as the library holds them."""
     from facetrain.library import store
     from facetrain.library.library import Library
 
     with Library(db) as lib, store.transaction(lib.con):
         for pid, path in lib.con.execute("SELECT id, path FROM photos WHERE status = 'ok'"):
-            person = store.new_person(lib.con)
-            store.name_person(lib.con, person, Path(path).name)
-            ids = [r["id"] for r in store.faces_of_photo(lib.con, pid)]
-            store.assign(lib.con, [(person, f) for f in ids], confirmed=1)
+            faces = sorted(store.faces_of_photo(lib.con, pid), key=lambda r: r["x1"])
+            for k, face in enumerate(faces):
+                person = store.new_person(lib.con)
+                store.name_person(lib.con, person, Path(path).name + (f" #{k}" if k else ""))
+                store.assign(lib.con, [(person, face["id"])], confirmed=1)
     return _names(db)
 
 
@@ -159,7 +161,7 @@ def test_a_named_face_the_detector_no_longer_finds_keeps_its_name(tmp_path):
     found = _scan(db, root, model, "--min-size", "20")["faces"]
     assert _scan(tmp_path / "gated.db", root, model)["faces"] == found - 1
     names = _confirm_all(db)
-    assert len(names["gang.png"]) == found
+    assert sum(map(len, names.values())) == found
 
     info = PngImagePlugin.PngInfo()  # other bytes, the same pixels
     info.add_text("Description", "the gang")
@@ -172,7 +174,7 @@ def test_a_named_face_the_detector_no_longer_finds_keeps_its_name(tmp_path):
     os.remove(root / "gang.png")
     r = _scan(db, root)
     assert (r["moved"], r["faces"]) == (1, found - 1)
-    names = {"gang.png": ["moved.png"] * found}
+    names = {n: ["moved.png"] for n in names}
     assert _names(db) == names
 
     new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
@@ -265,7 +267,7 @@ def test_the_quality_gate_is_the_librarys_and_a_lower_one_searches_again(tmp_pat
 
     r = _scan(db, root, None, "--min-size", "20")
     assert (r["searched_again"], r["changed"], r["gate_changed"]) == (1, 0, True)
-    assert r["faces"] == len(names["gang.png"]) + 1  # the ~28 px face, found now
+    assert r["faces"] == sum(map(len, names.values())) + 1  # the ~28 px face, found now
     assert _names(db) == names
     assert (_scan(db, root)["unchanged"], _scan(db, root)["searched_again"]) == (1, 0)
     with Library(db) as lib:

@@ -53,10 +53,11 @@ def test_names_leave_in_xmp_and_come_back(photos, tmp_path):
         capture_output=True, text=True, check=True).stdout)[0]  # fmt: skip
     regions = read["RegionInfo"]["RegionList"]
     photo = group.name.removesuffix(".xmp")
-    assert sorted(r["Name"] for r in regions) == sorted(names[photo])
+    on_it = sorted(n for n, files in names.items() if photo in files)
+    assert sorted(r["Name"] for r in regions) == on_it and len(on_it) > 1
     assert all(r["Type"] == "Face" and 0 < r["Area"]["X"] < 1 and 0 < r["Area"]["W"] < 1
                for r in regions)  # fmt: skip
-    assert sorted(set(read["PersonInImage"])) == sorted(set(names[photo]))
+    assert sorted(read["PersonInImage"]) == on_it
 
     # a new library of a copy of the photos, the sidecars beside them: the names come back
     again = tmp_path / "again"

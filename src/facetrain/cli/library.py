@@ -119,6 +119,7 @@ def library_scan(
                       f"sidecars and the XMP inside {imported['embedded']} photos "
                       f"({imported['regions_without_face']} regions matched no face found "
                       "here; faces you confirmed kept their names)")  # fmt: skip
+        _show_refused(imported["names_refused"], "XMP")
     if picasa is not None:
         _show_picasa(picasa)
     write_json(json_out, asdict(rep) | ({"xmp": imported} if imported else {})
@@ -135,6 +136,16 @@ def _show_picasa(out: dict) -> None:
                   f"photos in {out['folders']} folders ({out['unnamed']} faces Picasa had "
                   f"no name for; {out['regions_without_face']} tags matched no face found "
                   "here; faces you confirmed kept their names)")  # fmt: skip
+    _show_refused(out["names_refused"], "Picasa's tags")
+
+
+def _show_refused(n: int, where: str) -> None:
+    from facetrain.library.curate import MAX_NAME
+
+    if n:
+        console.print(f"{n} names in {where} not taken: a name is one line of printable "
+                      f"text, at most {MAX_NAME} characters, not digits alone",
+                      style="yellow")  # fmt: skip
 
 
 def _show_scan(rep, photos: Path, db: Path, quality) -> None:

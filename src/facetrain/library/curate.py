@@ -44,20 +44,27 @@ def _log(con, kind: str, description: str, before: dict, created=(), rejections=
 MAX_NAME = 200  # a person's name: the folder `export` makes for them stays a legal file name
 
 
+def name_problem(name: str) -> str | None:
+    """Why a person's name (stripped) cannot be taken, or None: it must be one line of
+    printable text of at most MAX_NAME characters, and not digits alone (it would read as a
+    stack id)."""
+    if not name:
+        return "a name cannot be empty"
+    if not name.isprintable() or len(name) > MAX_NAME:
+        return (f"a name is one line of printable text, at most {MAX_NAME} characters: "
+                f"{shown(name)[:80]!r} is not")  # fmt: skip
+    if name.isdigit():
+        return f"a name cannot be only digits ({name!r} reads as a stack id): add a letter"
+    return None
+
+
 def name(con, ref: str, new_name: str) -> str:
-    """Name a stack; naming it like an existing person merges it into that person. A name
-    of digits alone is refused: it would read as a stack id. Naming a stack as it is named,
-    every face confirmed, changes nothing and leaves nothing for `undo`."""
+    """Name a stack; naming it like an existing person merges it into that person (a name
+    `name_problem` refuses is refused). Naming a stack as it is named, every face
+    confirmed, changes nothing and leaves nothing for `undo`."""
     new_name = new_name.strip()
-    if not new_name:
-        raise LibraryError("a name cannot be empty")
-    if not new_name.isprintable() or len(new_name) > MAX_NAME:
-        raise LibraryError(f"a name is one line of printable text, at most {MAX_NAME} "
-                           f"characters: {shown(new_name)[:80]!r} is not")  # fmt: skip
-    if new_name.isdigit():
-        raise LibraryError(
-            f"a name cannot be only digits ({new_name!r} reads as a stack id): add a letter"
-        )
+    if problem := name_problem(new_name):
+        raise LibraryError(problem)
     pid = stack_id(con, ref)
     other = store.person_named(con, new_name, other_than=pid)
     if other is not None:
@@ -176,22 +183,31 @@ def move(con, face_id: int, to: str) -> str:
 
 
 def name_regions(con, photo: dict, regions: list[tuple[str, tuple]],
-                 source: str = "a sidecar") -> tuple[int, int]:  # fmt: skip
+                 source: str = "a sidecar") -> dict[str, int]:  # fmt: skip
     """Names from another program's face regions (name, (cx, cy, w, h) normalised) given
     to the faces of one photo (`photo`: id, width, height), each to the face `placed`
-    says; `source` is what the undo log says they came from. A face the owner confirmed,
-    or rejected for that name, keeps the owner's word. (faces named, regions with no face
-    of ours)."""
+    says; `source` is what the undo log says they came from. The owner's word stands: a
+    face the owner confirmed, or rejected for that name, is left. So do the library's
+    rules: a name `name_problem` refuses is not taken, a face keeps the first name given to
+    it, and a person has one face in a photo. Counts: faces_named, regions_without_face,
+    names_refused."""
     faces = store.faces_of_photo(con, photo["id"])
-    named = missed = 0
+    out = dict.fromkeys(("faces_named", "regions_without_face", "names_refused"), 0)
+    taken = {f["id"]: f["person_id"] for f in faces if f["confirmed"]}  # face -> person
     with transaction(con):
         for (name, _), face in zip(regions, placed(faces, photo, regions)):
+            name = name.strip()
+            if name_problem(name):
+                out["names_refused"] += 1
+                continue
             if face is None:
-                missed += 1
+                out["regions_without_face"] += 1
                 continue
             pid = store.person_named(con, name)
-            if face["confirmed"] or (
-                pid is not None and pid in store.rejections_of(con, face["id"])
+            if (
+                face["id"] in taken
+                or pid is not None
+                and (pid in taken.values() or pid in store.rejections_of(con, face["id"]))
             ):
                 continue
             if pid is None:
@@ -200,8 +216,9 @@ def name_regions(con, photo: dict, regions: list[tuple[str, tuple]],
             _log(con, "name", f"face {face['id']} named {name!r} from {source}",
                  store.snapshot(con, [face["id"]], [pid]))  # fmt: skip
             store.assign(con, [(pid, face["id"])], confirmed=1)
-            named += 1
-    return named, missed
+            taken[face["id"]] = pid
+            out["faces_named"] += 1
+    return out
 
 
 def placed(faces: list, photo: dict, regions: list[tuple[str, tuple]]) -> list:

@@ -598,7 +598,7 @@ class Library:
         from facetrain.library.xmp import upright_area
 
         out = {"sidecars": 0, "embedded": 0, "faces_named": 0, "regions_without_face": 0,
-               "problems": {}}  # fmt: skip
+               "names_refused": 0, "problems": {}}  # fmt: skip
         for path, row in sorted(store.photos_under(self.con, os.path.abspath(root)).items()):
             if row["status"] != "ok" or not row["width"]:
                 continue
@@ -607,10 +607,9 @@ class Library:
                 continue
             turn = exif_orientation(path)
             regions = [(name, upright_area(area, turn)) for name, area in regions]
-            named, missed = curate.name_regions(self.con, row, regions)
             out[source] += 1
-            out["faces_named"] += named
-            out["regions_without_face"] += missed
+            for k, v in curate.name_regions(self.con, row, regions).items():
+                out[k] += v
         return out
 
     def import_picasa(self, root: str | os.PathLike, contacts_xml: str | None = None) -> dict:
@@ -622,7 +621,8 @@ class Library:
         from facetrain.library import picasa
 
         out = {"folders": 0, "photos": 0, "faces_named": 0, "unnamed": 0,
-               "regions_without_face": 0, "unclear": [], "problems": {}}  # fmt: skip
+               "regions_without_face": 0, "names_refused": 0, "unclear": [],
+               "problems": {}}  # fmt: skip
         names = _picasa_contacts(contacts_xml)
         for folder, rows in _by_folder(store.photos_under(self.con, os.path.abspath(root))):
             tags = _picasa_tags(folder, names, out["problems"])
@@ -639,9 +639,8 @@ class Library:
                 if regions is None:
                     out["unclear"].append(path)
                     continue
-                named, missed = curate.name_regions(self.con, row, regions, "Picasa's tags")
-                out["faces_named"] += named
-                out["regions_without_face"] += missed
+                for k, v in curate.name_regions(self.con, row, regions, "Picasa's tags").items():
+                    out[k] += v
         return out
 
     def evaluate(self, truth: str | os.PathLike) -> tuple[dict, dict]:
