@@ -82,6 +82,12 @@ def library_scan(
     import_picasa: Annotated[
         bool, typer.Option("--import-picasa", help="Names from Picasa's .picasa.ini face tags.")
     ] = False,
+    import_takeout: Annotated[
+        bool,
+        typer.Option(
+            "--import-takeout", help="Names from Google Photos (Google Takeout's JSON files)."
+        ),
+    ] = False,
     picasa_contacts: Annotated[
         Path | None,
         typer.Option(
@@ -105,6 +111,7 @@ def library_scan(
                                   min_sharpness=min_sharpness)  # fmt: skip
             rep = lib.scan(photos, fm, quality, device, workers)
             imported = lib.import_xmp(photos) if import_xmp else None
+            google = lib.import_takeout(photos) if import_takeout else None
             picasa = (lib.import_picasa(photos, picasa_contacts)
                       if import_picasa or picasa_contacts else None)  # fmt: skip
     except BaseException:
@@ -122,8 +129,22 @@ def library_scan(
         _show_refused(imported["names_refused"], "XMP")
     if picasa is not None:
         _show_picasa(picasa)
+    if google is not None:
+        _show_takeout(google)
     write_json(json_out, asdict(rep) | ({"xmp": imported} if imported else {})
-               | ({"picasa": picasa} if picasa else {}))  # fmt: skip
+               | ({"picasa": picasa} if picasa else {})
+               | ({"takeout": google} if google else {}))  # fmt: skip
+
+
+def _show_takeout(out: dict) -> None:
+    for side, why in out["problems"].items():
+        console.print(f"Google Takeout JSON not read: {side}: {why}", style="yellow",
+                      highlight=False)  # fmt: skip
+    console.print(f"{out['faces_named']} faces named from Google Photos' people on "
+                  f"{out['photos']} photos ({out['several']} photos name several people or "
+                  "show several faces: `library cluster` stacks theirs with the people "
+                  "named; faces you confirmed kept their names)")  # fmt: skip
+    _show_refused(out["names_refused"], "Google Photos' people")
 
 
 def _show_picasa(out: dict) -> None:

@@ -643,6 +643,30 @@ class Library:
                     out[k] += v
         return out
 
+    def import_takeout(self, root: str | os.PathLike) -> dict:
+        """Names from Google Photos: the people Google Takeout's JSON lists on each photo
+        below root, with no place for their faces. A photo of one person with one face the
+        library can use has that face named (the owner's confirmed faces kept); faces of
+        photos that name several people or show several faces are left to `cluster`, which
+        stacks them with the people named. JSON that cannot be read is listed."""
+        from facetrain.library import takeout
+
+        out = {"photos": 0, "faces_named": 0, "regions_without_face": 0, "names_refused": 0,
+               "several": 0, "problems": {}}  # fmt: skip
+        for folder, rows in _by_folder(store.photos_under(self.con, os.path.abspath(root))):
+            ok = {os.path.basename(p): r for p, r in rows if r["status"] == "ok" and r["width"]}
+            for photo, names in takeout.names_in(folder, list(ok), out["problems"]).items():
+                out["photos"] += 1
+                faces = store.faces_of_photo(self.con, ok[photo]["id"], usable_only=True)
+                if len(names) != 1 or len(faces) != 1:
+                    out["several"] += 1
+                    continue
+                tag = [(names[0], _area(faces[0], ok[photo]))]
+                for k, v in curate.name_regions(self.con, ok[photo], tag,
+                                                "Google Photos' people").items():  # fmt: skip
+                    out[k] += v
+        return out
+
     def evaluate(self, truth: str | os.PathLike) -> tuple[dict, dict]:
         """Pairwise and BCubed scores of the stacks against folder labels, and what was
         left out."""
@@ -777,6 +801,13 @@ def _picasa_tags(folder: str, names: dict, problems: dict) -> dict | None:
         return None
     tags = picasa.named_faces(sections, names | picasa.contacts(sections))
     return {photo.casefold(): tag for photo, tag in tags.items()}
+
+
+def _area(face, photo) -> tuple[float, float, float, float]:
+    """A face's box as a region: (cx, cy, w, h), normalised by the photo's size."""
+    W, H = photo["width"], photo["height"]
+    return ((face["x1"] + face["x2"]) / 2 / W, (face["y1"] + face["y2"]) / 2 / H,
+            (face["x2"] - face["x1"]) / W, (face["y2"] - face["y1"]) / H)  # fmt: skip
 
 
 def _by_folder(photos: dict) -> list[tuple[str, list]]:
