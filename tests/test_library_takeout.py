@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from conftest import BBT, need
@@ -70,7 +72,7 @@ def test_google_photos_people_name_the_face_of_each_photo_of_one_person(photos, 
     _json(root / "penny1.png.json", "penny1.png", "Penny")
     _json(root / (long[:46] + ".json"), long, "Penny")
     _json(root / "metadata(2).json", "penny2.png", "Penny")  # by its title alone
-    _json(root / "bbt1.jpg.json", "bbt1.jpg", "Amy", "Howard", "Penny", "Leonard")
+    _json(root / "bbt1.jpg.json", "bbt1.jpg", "Raj", "Leonard", "Sheldon")  # none named yet
     (root / "amy3.png.json").write_text("{not json")
 
     db, model = tmp_path / "lib.db", make_model(tmp_path / "m.safetensors")
@@ -96,5 +98,44 @@ def test_google_photos_people_name_the_face_of_each_photo_of_one_person(photos, 
     assert report["names_refused"] == 1 and list(report["problems"]) == [
         str(root / "amy3.png.json")
     ]
-    assert "5 faces named from Google Photos' people on 8 photos (1 photos name several" in out
+    assert "5 faces named from Google Photos' people on 8 photos (0 of them on the 1 photos" in out
     assert "Google Takeout JSON not read" in out and "1 names in Google Photos' people" in out
+
+
+@need(BBT)
+@pytest.mark.parametrize("listed", [["Raj", "Leonard", "Howard", "Sheldon"], ["Raj", "Howard"]])
+def test_a_group_photos_people_are_named_by_likeness_among_those_listed(tmp_path, listed):
+    """A group photo whose JSON lists people named on photos of their own: each of its
+    faces is named one of those listed when the library's identify rule, its candidates
+    only them, is sure — never a face of someone not listed (Leonard and Sheldon, when the
+    list names Raj and Howard only), never the wrong one of them."""
+    from test_library_safety import _names as names_of
+
+    root = tmp_path / "takeout"
+    root.mkdir()
+    people = ("raj", "leonard", "howard", "sheldon")
+    for person in people:
+        for p in sorted((BBT / "reference" / person).iterdir())[:3]:
+            shutil.copy(p, root / p.name)
+            _json(root / (p.name + ".json"), p.name, person.capitalize())
+    shutil.copy(BBT / "group" / "bbt1.jpg", root / "bbt1.jpg")  # Raj, Leonard, Howard, Sheldon
+    _json(root / "bbt1.jpg.json", "bbt1.jpg", *listed)
+    db = tmp_path / "lib.db"
+    out = cli(
+        "library", "scan", root, "--db", db, "--import-takeout", "--json", tmp_path / "s.json"
+    )
+    report = json.loads((tmp_path / "s.json").read_text())["takeout"]
+    con = sqlite3.connect(db)
+    faces = con.execute(
+        "SELECT f.x1, CASE WHEN f.confirmed = 1 THEN pe.name END FROM faces f JOIN photos p"
+        " ON p.id = f.photo_id LEFT JOIN people pe ON pe.id = f.person_id"
+        " WHERE p.path LIKE '%bbt1.jpg' AND f.usable = 1 ORDER BY f.x1"
+    ).fetchall()
+    con.close()
+    assert len(faces) == 4, faces
+    got = [name for _, name in faces]
+    truth = [p.capitalize() for p in people]
+    assert all(g is None or (g == t and t in listed) for g, t in zip(got, truth)), got
+    named = sum(g is not None for g in got)
+    assert named >= len(listed) - 1 and report["by_likeness"] == named, (got, report)
+    assert report["faces_named"] == 12 + named and len(names_of(db)) == 4, out

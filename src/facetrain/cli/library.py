@@ -141,9 +141,10 @@ def _show_takeout(out: dict) -> None:
         console.print(f"Google Takeout JSON not read: {side}: {why}", style="yellow",
                       highlight=False)  # fmt: skip
     console.print(f"{out['faces_named']} faces named from Google Photos' people on "
-                  f"{out['photos']} photos ({out['several']} photos name several people or "
-                  "show several faces: `library cluster` stacks theirs with the people "
-                  "named; faces you confirmed kept their names)")  # fmt: skip
+                  f"{out['photos']} photos ({out['by_likeness']} of them on the "
+                  f"{out['several']} photos that name several people or show several faces, "
+                  "by likeness among the people listed; faces you confirmed kept their "
+                  "names)")  # fmt: skip
     _show_refused(out["names_refused"], "Google Photos' people")
 
 

@@ -335,18 +335,26 @@ class Namer:
         return (f"nearest named person under threshold {self.threshold:.3f} ({self.why}), "
                 f"runner-up at least {self.margin:.3f} farther")  # fmt: skip
 
-    def name(self, emb: np.ndarray) -> list[dict]:
-        """The faces of ONE photo named (see `identify`)."""
+    def name(self, emb: np.ndarray, among: set[int] | None = None, photo: int = -1) -> list[dict]:
+        """The faces of ONE photo named (see `identify`); `among`: the person ids it may
+        name (the people another program says are on the photo), else every named one;
+        `photo`: the photo's id when the library holds it (its faces are not their own
+        neighbours in the spacing), else a new photo."""
         from facetrain.library.cluster import local_scales, pair_limits
 
+        protos, pscale = self.protos, self.pscale
+        if among is not None:
+            keep = np.isin(protos[1], sorted(among))
+            protos = (protos[0][keep], protos[1][keep], protos[2])
+            pscale = None if pscale is None else pscale[keep]
         emb = emb if self.adapter is None else self.adapter.apply(emb)
         limits = None
-        if self.pscale is not None and len(emb):
+        if pscale is not None and len(emb) and len(protos[0]):
             both = np.concatenate([emb, self.lib_emb])
-            photo = np.concatenate([np.full(len(emb), -1), self.lib_photo])
-            qscale = local_scales(both, photo, self.distance, rows=len(emb))
-            limits = pair_limits(qscale, self.pscale, self.threshold)
-        return identify(emb, self.protos, self.threshold, self.distance, self.margin, limits)
+            photos = np.concatenate([np.full(len(emb), photo), self.lib_photo])
+            qscale = local_scales(both, photos, self.distance, rows=len(emb))
+            limits = pair_limits(qscale, pscale, self.threshold)
+        return identify(emb, protos, self.threshold, self.distance, self.margin, limits)
 
 
 def identify(

@@ -652,20 +652,51 @@ class Library:
         from facetrain.library import takeout
 
         out = {"photos": 0, "faces_named": 0, "regions_without_face": 0, "names_refused": 0,
-               "several": 0, "problems": {}}  # fmt: skip
+               "several": 0, "by_likeness": 0, "problems": {}}  # fmt: skip
+        several = []
         for folder, rows in _by_folder(store.photos_under(self.con, os.path.abspath(root))):
             ok = {os.path.basename(p): r for p, r in rows if r["status"] == "ok" and r["width"]}
             for photo, names in takeout.names_in(folder, list(ok), out["problems"]).items():
                 out["photos"] += 1
                 faces = store.faces_of_photo(self.con, ok[photo]["id"], usable_only=True)
                 if len(names) != 1 or len(faces) != 1:
-                    out["several"] += 1
+                    several.append((ok[photo], names))
                     continue
                 tag = [(names[0], _area(faces[0], ok[photo]))]
                 for k, v in curate.name_regions(self.con, ok[photo], tag,
                                                 "Google Photos' people").items():  # fmt: skip
                     out[k] += v
+        out["several"] = len(several)
+        out["by_likeness"] = self._by_likeness(several, out["problems"]) if several else 0
+        out["faces_named"] += out["by_likeness"]
         return out
+
+    def _by_likeness(self, photos: list, problems: dict) -> int:
+        """`_named_among` for each (photo, names); the faces named."""
+        try:
+            namer = self.namer()
+        except LibraryError as e:  # a model with no calibrated threshold
+            problems["faces by likeness"] = str(e)
+            return 0
+        return sum(self._named_among(namer, p, names)["faces_named"] for p, names in photos)
+
+    def _named_among(self, namer, photo, names: list[str]) -> dict[str, int]:
+        """The faces of a photo said to show `names` (and perhaps strangers), each named
+        one of them when `namer` — the rule `identify` follows, its candidates only those
+        named people who have confirmed faces and none on this photo yet — is sure of it."""
+        among = {store.person_named(self.con, n.strip()) for n in names} - {None}
+        among -= {f["person_id"] for f in store.faces_of_photo(self.con, photo["id"])
+                  if f["confirmed"]}  # fmt: skip
+        faces = [f for f in store.faces_of_photo(self.con, photo["id"], usable_only=True)
+                 if not f["confirmed"] and f["embedding"] is not None]  # fmt: skip
+        if not among or not faces:
+            return {"faces_named": 0}
+        emb = np.stack([store.from_blob(f["embedding"]) for f in faces])
+        found = namer.name(emb, among, photo["id"])
+        tags = [
+            (r["name"], _area(f, photo)) for f, r in zip(faces, found) if r["name"] != "unknown"
+        ]
+        return curate.name_regions(self.con, photo, tags, "Google Photos' people, by likeness")
 
     def evaluate(self, truth: str | os.PathLike) -> tuple[dict, dict]:
         """Pairwise and BCubed scores of the stacks against folder labels, and what was

@@ -1,0 +1,124 @@
+"""Google Photos' names on group photos: does `--import-takeout` name the right faces, and
+no stranger, in every population?
+
+Google Takeout lists the people named on a photo, not where they are. A photo of one
+person with one face names it; on a photo of several faces, each face is named one of the
+people listed when `library identify`'s rule (`Library.namer`), its candidates only those
+listed people, is sure of it (`Library._named_among`). Measured per set of
+bench/library_populations.py (its cached faces) and on one library mixing them:
+
+    .venv/bin/python bench/takeout_groups.py [--sets NAME ...] [--named 10] [--groups 300]
+
+The `named` people with the most faces (4 or more) are named on two faces each (their
+photos of one person); the rest of their faces are put into group photos of 2-4 of them,
+each listing its people — with, in a third of the photos, a stranger's face too (someone
+not listed), and in a fifth, one listed person's face missing (the detector did not find
+it: the list then names someone absent). Every other face stays in the library, unnamed.
+"right": a listed person's face given their name; "left": given none; "wrong": a face given
+a name not its own (strangers counted here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from library_populations import MODEL, SETS, _here, faces_of_set, library_of, mixed
+
+
+def groups_of(s: dict, named: int, groups: int, rng) -> tuple[dict, list, list, list]:
+    """(the set with its group photos made, seeds {person: face indexes}, groups [(photo,
+    listed people)], the named people)."""
+    truth, photo = s["truth"], s["photo"].copy()
+    people, counts = np.unique(truth[truth != ""], return_counts=True)
+    chosen = [p for c, p in sorted(zip(-counts, people)) if -c >= 4][:named]
+    pools, seeds = {}, {}
+    for p in chosen:
+        idx = rng.permutation(np.flatnonzero(truth == p))
+        seeds[p], pools[p] = idx[:2], list(idx[2:])
+    strangers = list(rng.permutation(np.flatnonzero(~np.isin(truth, chosen) & (truth != ""))))
+    made, next_photo = [], int(photo.max()) + 1
+    for _ in range(groups):
+        alive = [p for p in chosen if pools[p]]
+        if len(alive) < 2:
+            break
+        listed = list(rng.choice(alive, min(len(alive), rng.integers(2, 5)), replace=False))
+        members = [pools[p].pop() for p in listed]
+        if rng.random() < 0.2:
+            members.pop(int(rng.integers(len(members))))  # not found: listed, absent
+        if rng.random() < 1 / 3 and strangers:
+            members.append(strangers.pop())
+        photo[members] = next_photo
+        made.append((next_photo, listed))
+        next_photo += 1
+    return dict(s, photo=photo), seeds, made, chosen
+
+
+def measure(s: dict, pre: dict, named: int, groups: int, seed: int = 0) -> dict:
+    from facetrain.library import store
+
+    rng = np.random.default_rng(seed)
+    s, seeds, made, chosen = groups_of(s, named, groups, rng)
+    out = {"faces": 0, "right": 0, "left": 0, "wrong": 0, "strangers": 0, "strangers_named": 0}
+    with tempfile.TemporaryDirectory() as tmp:
+        lib, face_id = library_of(s, Path(tmp), pre)
+        with lib:
+            pid = {}
+            with store.transaction(lib.con):
+                for p in chosen:
+                    pid[p] = store.new_person(lib.con)
+                    store.name_person(lib.con, pid[p], p.replace("/", "-"))
+                    store.assign(lib.con, [(pid[p], int(face_id[i])) for i in seeds[p]], 1)
+            namer = lib.namer()
+            for photo, listed in made:
+                idx = np.flatnonzero(s["photo"] == photo)
+                got = namer.name(s["emb"][idx], {pid[p] for p in listed}, photo + 1)
+                for i, g in zip(idx, got):
+                    mine = s["truth"][i] in listed
+                    out["faces"] += 1
+                    out["strangers"] += not mine
+                    if g["name"] == "unknown":
+                        out["left"] += 1
+                    elif mine and g["name"] == s["truth"][i].replace("/", "-"):
+                        out["right"] += 1
+                    else:
+                        out["wrong"] += 1
+                        out["strangers_named"] += not mine
+    return out | {"photos": len(made)}
+
+
+def main() -> None:
+    from facetrain.inference.compiled import open_for_use
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sets", nargs="*", default=list(SETS))
+    ap.add_argument("--named", type=int, default=10)
+    ap.add_argument("--groups", type=int, default=300)
+    args = ap.parse_args()
+    fm = open_for_use(MODEL)
+    pre = asdict(fm.pre)
+    sets = {name: faces_of_set(name) for name in args.sets if _here(name)}
+    sets["mixed"] = mixed(sets)
+    print(f"{platform.machine()}, {os.cpu_count()} cores; {MODEL}; {args.named} people named "
+          f"on 2 faces each; up to {args.groups} group photos a set")  # fmt: skip
+    print("| set | group photos | faces | right (listed) | left | wrong | strangers named |")
+    print("|---|---|---|---|---|---|---|")
+    worst = 0.0
+    for name, s in sets.items():
+        r = measure(s, pre, args.named, args.groups)
+        listed = r["faces"] - r["strangers"]
+        print(f"| {name} | {r['photos']} | {r['faces']} | {r['right'] / listed:.1%} | "
+              f"{r['left'] / r['faces']:.1%} | {r['wrong']} ({r['wrong'] / r['faces']:.1%}) | "
+              f"{r['strangers_named']} of {r['strangers']} |")  # fmt: skip
+        worst = max(worst, r["wrong"] / r["faces"])
+    print(f"worst set: {worst:.1%} of faces given a name not theirs")
+
+
+if __name__ == "__main__":
+    main()
