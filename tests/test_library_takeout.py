@@ -74,6 +74,9 @@ def test_google_photos_people_name_the_face_of_each_photo_of_one_person(photos, 
     _json(root / "metadata(2).json", "penny2.png", "Penny")  # by its title alone
     _json(root / "bbt1.jpg.json", "bbt1.jpg", "Raj", "Leonard", "Sheldon")  # none named yet
     (root / "amy3.png.json").write_text("{not json")
+    (root / "penny3.png.json").write_text("[" * 100_000)  # no photo of this name now
+    _json(root / "howard3.png.json", "howard3.png")  # nobody named on it
+    (root / "howard3.png.json").write_text("[" * 100_000)
 
     db, model = tmp_path / "lib.db", make_model(tmp_path / "m.safetensors")
     cli("library", "scan", root, "--db", db, "--model", model)
@@ -95,9 +98,10 @@ def test_google_photos_people_name_the_face_of_each_photo_of_one_person(photos, 
     }
     report = json.loads((tmp_path / "s.json").read_text())["takeout"]
     assert (report["photos"], report["faces_named"], report["several"]) == (8, 5, 1), report
-    assert report["names_refused"] == 1 and list(report["problems"]) == [
-        str(root / "amy3.png.json")
-    ]
+    assert report["names_refused"] == 1
+    problems = report["problems"]
+    assert sorted(problems) == [str(root / n) for n in ("amy3.png.json", "howard3.png.json")]
+    assert "nested too deep" in problems[str(root / "howard3.png.json")]
     assert "5 faces named from Google Photos' people on 8 photos (0 of them on the 1 photos" in out
     assert "Google Takeout JSON not read" in out and "1 names in Google Photos' people" in out
 

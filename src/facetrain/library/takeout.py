@@ -44,6 +44,8 @@ def people(path: str | os.PathLike) -> tuple[str | None, list[str]]:
         meta = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"not JSON ({e})") from None
+    except RecursionError:  # arrays in arrays, thousands deep: no sidecar is
+        raise ValueError("not a Google Takeout sidecar (nested too deep)") from None
     if not isinstance(meta, dict):
         raise ValueError("not a Google Takeout sidecar (no object)")
     found = meta.get("people") or []
