@@ -168,18 +168,24 @@ def test_outputs_that_are_folders_or_unwritable_are_one_clear_line(faces, tmp_pa
 
 
 def test_damaged_model_records_and_specs_are_named(tmp_path):
-    """23: bad JSON in a model's metadata, a spec that is not an object."""
+    """23: bad JSON in a model's metadata, or JSON nested thousands deep (the parser's stack
+    ran out: a traceback); a spec that is not an object, not UTF-8, or nested so deep."""
     import torch
     from safetensors.torch import save_file
 
-    save_file({"model.w": torch.zeros(1)}, str(tmp_path / "m.safetensors"),
-              metadata={"facetrain": "{bad json"})  # fmt: skip
-    code, out = run("compare", tmp_path / "m.safetensors", "a.jpg", "b.jpg")
-    assert code == 2 and "facetrain record is not valid JSON" in out
-    (tmp_path / "spec.json").write_text("[1]")
-    code, out = run("embed", "pretrained:dlib_resnet", tmp_path, "--out", tmp_path.parent / "e.npz",
-                    "--preprocess", tmp_path / "spec.json")  # fmt: skip
-    assert code == 2 and "a preprocessing spec is a JSON object" in out
+    for bad, why in (("{bad json", "not JSON"), ("[" * 100_000, "nested too deep")):
+        save_file({"model.w": torch.zeros(1)}, str(tmp_path / "m.safetensors"),
+                  metadata={"facetrain": bad})  # fmt: skip
+        code, out = run("compare", tmp_path / "m.safetensors", "a.jpg", "b.jpg")
+        assert code == 2 and "facetrain record cannot be read" in out and why in out, out
+    spec, out_file = tmp_path / "spec.json", tmp_path.parent / "e.npz"
+    bad = [(b"[1]", "a preprocessing spec is a JSON object"),
+           (b'{"model": "\xff"}', "not UTF-8"), (b"[" * 100_000, "nested too deep")]  # fmt: skip
+    for text, why in bad:
+        spec.write_bytes(text)
+        code, out = run("embed", "pretrained:dlib_resnet", tmp_path, "--out", out_file,
+                        "--preprocess", spec)  # fmt: skip
+        assert code == 2 and why in out and "Traceback" not in out, out
 
 
 def test_an_export_named_for_another_format_is_refused(tmp_path):

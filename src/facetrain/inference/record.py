@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from safetensors import safe_open
 
+from facetrain import foreign_json
 from facetrain.errors import FacetrainError
 from facetrain.run_folder import WEIGHTS
 
@@ -127,9 +128,9 @@ def load_weights(path: str | os.PathLike, device: str = "cpu", name=None):
 def record_dict(meta: str, source: str) -> dict:
     """The facetrain record in a model file's metadata (ModelFileError when damaged)."""
     try:
-        d = json.loads(meta)
-    except json.JSONDecodeError:
-        raise ModelFileError(f"{source}: its facetrain record is not valid JSON") from None
+        d = foreign_json.loads(meta)
+    except ValueError as e:
+        raise ModelFileError(f"{source}: its facetrain record cannot be read ({e})") from None
     if not isinstance(d, dict):
         raise ModelFileError(f"{source}: its facetrain record is not a JSON object")
     return d

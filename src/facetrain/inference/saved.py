@@ -5,7 +5,6 @@ a model rather than photos."""
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facetrain import foreign_json
 from facetrain.inference.record import (
     META_KEY,
     ModelFileError,
@@ -60,8 +60,8 @@ class FaceModel:
 def read_spec(path: str | os.PathLike) -> dict:
     """A preprocessing spec (JSON file) for a model made elsewhere."""
     try:
-        spec = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        spec = foreign_json.loads(Path(path).read_bytes())
+    except (OSError, ValueError) as e:
         raise ModelFileError(f"{path}: cannot read the preprocessing spec ({e})") from None
     if not isinstance(spec, dict):
         raise ModelFileError(f"{path}: a preprocessing spec is a JSON object of fields")

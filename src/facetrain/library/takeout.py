@@ -11,10 +11,11 @@ name is taken.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
+
+from facetrain import foreign_json
 
 MAX_BYTES = 1 << 20  # a sidecar is about a kilobyte
 _CUT = 46  # characters Takeout keeps of a sidecar's name before `(n)` and `.json`
@@ -40,12 +41,7 @@ def people(path: str | os.PathLike) -> tuple[str | None, list[str]]:
     data = Path(path).read_bytes()[: MAX_BYTES + 1]
     if len(data) > MAX_BYTES:
         raise ValueError("not a Google Takeout sidecar (over 1 MB)")
-    try:
-        meta = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"not JSON ({e})") from None
-    except RecursionError:  # arrays in arrays, thousands deep: no sidecar is
-        raise ValueError("not a Google Takeout sidecar (nested too deep)") from None
+    meta = foreign_json.loads(data)
     if not isinstance(meta, dict):
         raise ValueError("not a Google Takeout sidecar (no object)")
     found = meta.get("people") or []
