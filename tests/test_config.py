@@ -54,6 +54,18 @@ def test_a_config_file_value_of_the_wrong_type_names_file_and_setting(tmp_path):
         resolve(f)
 
 
+def test_a_config_file_that_cannot_be_read_says_why(tmp_path):
+    """Broken, not UTF-8, or arrays nested thousands deep (the parser's stack ran out: a
+    traceback) — in TOML and in JSON."""
+    for name, text, why in (("r.toml", b"epochs = [", "not a readable"),
+                            ("r.json", b'{"lr": "\xff"}', "can't decode"),
+                            ("r.toml", b"x = " + b"[" * 100_000, "nested too deep"),
+                            ("r.json", b"[" * 100_000, "nested too deep")):  # fmt: skip
+        (tmp_path / name).write_bytes(text)
+        with pytest.raises(ConfigError, match=why):
+            resolve(tmp_path / name)
+
+
 def test_precedence_file_then_flags_then_platform_then_set(tmp_path):
     f = tmp_path / "r.toml"
     f.write_text('data = ["pack"]\nepochs = 3\nlr = 0.5\nout = "run"\n')

@@ -18,6 +18,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from facetrain import foreign_json
 from facetrain.train.settings import (  # noqa: F401 (ConfigError, TrainConfig: read from here too)
     GROUPS,
     KEYS,
@@ -41,9 +42,13 @@ def load_config_file(path: str | os.PathLike, _seen: tuple = ()) -> dict:
         raise ConfigError(f"{p}: config file not found")
     try:
         text = p.read_text(encoding="utf-8")
-        d = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        d = tomllib.loads(text) if p.suffix == ".toml" else foreign_json.loads(text)
+    except (OSError, ValueError) as e:  # TOML's and JSON's errors, not UTF-8 text
         raise ConfigError(f"{p}: not a readable TOML/JSON settings file ({e})") from None
+    except RecursionError:  # TOML arrays in arrays, thousands deep
+        raise ConfigError(
+            f"{p}: not a readable TOML/JSON settings file (nested too deep)"
+        ) from None
     if not isinstance(d, dict):
         raise ConfigError(f"{p}: expected a table of settings")
     base = d.pop("base", None)
