@@ -166,9 +166,10 @@ def library_of(s: dict, folder: Path, pre: dict):
             idx = np.flatnonzero(s["photo"] == ph)
             pid = store.add_photo(lib.con, f"/bench/{ph}.jpg", f"{ph:064x}", 1, 0.0, 100, 100,
                                   None, "ok", None)  # fmt: skip
-            store.insert_faces(lib.con, pid, [
-                dict(box=[0, 0, 50, 50], landmarks=[], score=1.0, size=50.0, sharpness=100.0,
-                     usable=True, embedding=s["emb"][i]) for i in idx])  # fmt: skip
+            store.insert_faces(lib.con, pid, [  # side by side, as in a group photo
+                dict(box=[60 * k, 0, 60 * k + 50, 50], landmarks=[], score=1.0, size=50.0,
+                     sharpness=100.0, usable=True, embedding=s["emb"][i])
+                for k, i in enumerate(idx)])  # fmt: skip
     ids = np.array([r["id"] for r in lib.con.execute("SELECT id FROM faces ORDER BY photo_id, id")])
     order = np.argsort(s["photo"], kind="stable")
     face_id = np.empty(len(ids), np.int64)

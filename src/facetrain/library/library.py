@@ -29,6 +29,7 @@ from facetrain.library import curate, store
 from facetrain.library.files import LibraryFiles
 from facetrain.library.store import LibraryError
 
+ROUNDS = 3  # of naming by likeness; each adds the faces the last named (takeout_groups.py)
 _THUMBNAIL = re.compile(r"(\d+)-([0-9a-f]{16})-\d+\.jpg")  # face id, photo content, size
 
 
@@ -671,14 +672,21 @@ class Library:
         out["faces_named"] += out["by_likeness"]
         return out
 
-    def _by_likeness(self, photos: list, problems: dict) -> int:
-        """`_named_among` for each (photo, names); the faces named."""
-        try:
-            namer = self.namer()
-        except LibraryError as e:  # a model with no calibrated threshold
-            problems["faces by likeness"] = str(e)
-            return 0
-        return sum(self._named_among(namer, p, names)["faces_named"] for p, names in photos)
+    def _by_likeness(self, photos: list, problems: dict, rounds: int = ROUNDS) -> int:
+        """`_named_among` for each (photo, names), in rounds: the faces one round names are
+        the next round's prototypes too, until a round names none; the faces named."""
+        done = 0
+        for _ in range(rounds):
+            try:
+                namer = self.namer()
+            except LibraryError as e:  # a model with no calibrated threshold
+                problems["faces by likeness"] = str(e)
+                return done
+            named = sum(self._named_among(namer, p, names)["faces_named"] for p, names in photos)
+            done += named
+            if not named:
+                break
+        return done
 
     def _named_among(self, namer, photo, names: list[str]) -> dict[str, int]:
         """The faces of a photo said to show `names` (and perhaps strangers), each named
