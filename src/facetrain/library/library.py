@@ -646,10 +646,10 @@ class Library:
 
     def import_takeout(self, root: str | os.PathLike) -> dict:
         """Names from Google Photos: the people Google Takeout's JSON lists on each photo
-        below root, with no place for their faces. A photo of one person with one face the
-        library can use has that face named (the owner's confirmed faces kept); faces of
-        photos that name several people or show several faces are left to `cluster`, which
-        stacks them with the people named. JSON that cannot be read is listed."""
+        below root, with no place for their faces. A photo of one person with one face, one
+        the library can use, has that face named (the owner's confirmed faces kept); the
+        faces of the others, by likeness among the people they list (`_by_likeness`). JSON
+        that cannot be read is listed."""
         from facetrain.library import takeout
 
         out = {"photos": 0, "faces_named": 0, "regions_without_face": 0, "names_refused": 0,
@@ -659,11 +659,11 @@ class Library:
             ok = {os.path.basename(p): r for p, r in rows if r["status"] == "ok" and r["width"]}
             for photo, names in takeout.names_in(folder, list(ok), out["problems"]).items():
                 out["photos"] += 1
-                faces = store.faces_of_photo(self.con, ok[photo]["id"], usable_only=True)
-                if len(names) != 1 or len(faces) != 1:
+                face = _only_face(store.faces_of_photo(self.con, ok[photo]["id"]))
+                if len(names) != 1 or face is None:
                     several.append((ok[photo], names))
                     continue
-                tag = [(names[0], _area(faces[0], ok[photo]))]
+                tag = [(names[0], _area(face, ok[photo]))]
                 for k, v in curate.name_regions(self.con, ok[photo], tag,
                                                 "Google Photos' people").items():  # fmt: skip
                     out[k] += v
@@ -840,6 +840,12 @@ def _picasa_tags(folder: str, names: dict, problems: dict) -> dict | None:
         return None
     tags = picasa.named_faces(sections, names | picasa.contacts(sections))
     return {photo.casefold(): tag for photo, tag in tags.items()}
+
+
+def _only_face(faces: list):
+    """A photo's one face, when it shows one and the library can use it (a second face,
+    even one under the quality gate, may be the person another program named)."""
+    return faces[0] if len(faces) == 1 and faces[0]["usable"] else None
 
 
 def _area(face, photo) -> tuple[float, float, float, float]:

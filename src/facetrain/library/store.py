@@ -690,7 +690,7 @@ def face_person(con, face_id: int) -> tuple[bool, int | None]:
 def faces_of_photo(con, photo_id: int, usable_only: bool = False) -> list[sqlite3.Row]:
     return con.execute(
         "SELECT id, x1, y1, x2, y2, person_id, confirmed, hidden, landmarks, score, size,"
-        " embedding FROM faces"
+        " usable, embedding FROM faces"
         " WHERE photo_id = ?" + (" AND usable = 1" if usable_only else ""),
         (photo_id,),
     ).fetchall()
