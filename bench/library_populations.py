@@ -177,6 +177,18 @@ def library_of(s: dict, folder: Path, pre: dict):
     return lib, face_id
 
 
+def name_faces(lib, faces: dict) -> None:
+    """Each person ({name: face ids}) named on their faces, confirmed, as an owner would;
+    a mixed library's `set/person` names as `set-person`."""
+    from facetrain.library import store
+
+    with store.transaction(lib.con):
+        for name, ids in faces.items():
+            pid = store.new_person(lib.con)
+            store.name_person(lib.con, pid, name.replace("/", "-"))
+            store.assign(lib.con, [(pid, int(f)) for f in ids], confirmed=1)
+
+
 def stack_of(lib, face_id: np.ndarray) -> np.ndarray:
     """Each face's stack (its own when in none)."""
     got = dict(lib.con.execute("SELECT id, person_id FROM faces").fetchall())
@@ -253,8 +265,6 @@ def identify_rates(s: dict, pre: dict, named: int, seed: int = 0) -> tuple[float
     name), through `Library.namer` — what `library identify` uses."""
     import tempfile
 
-    from facetrain.library import store
-
     rng = np.random.default_rng(seed)
     truth = s["truth"]
     people, counts = np.unique(truth[truth != ""], return_counts=True)
@@ -269,12 +279,7 @@ def identify_rates(s: dict, pre: dict, named: int, seed: int = 0) -> tuple[float
     with tempfile.TemporaryDirectory() as tmp:
         lib, face_id = library_of(sub, Path(tmp), pre)
         with lib:
-            with store.transaction(lib.con):
-                for p in chosen:
-                    pid = store.new_person(lib.con)
-                    store.name_person(lib.con, pid, p.replace("/", "-"))
-                    ids = face_id[sub["truth"] == p]
-                    store.assign(lib.con, [(pid, int(f)) for f in ids], confirmed=1)
+            name_faces(lib, {p: face_id[sub["truth"] == p] for p in chosen})
             lib.cluster()  # the owner's library: the others in unnamed stacks
             namer = lib.namer()
             got = np.array(

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrain.library.library import ROUNDS
-from library_populations import MODEL, SETS, _here, faces_of_set, library_of, mixed
+from library_populations import MODEL, SETS, _here, faces_of_set, library_of, mixed, name_faces
 
 
 def groups_of(s: dict, named: int, groups: int, rng) -> tuple[dict, list, list, list]:
@@ -66,7 +66,6 @@ def groups_of(s: dict, named: int, groups: int, rng) -> tuple[dict, list, list, 
 def measure(s: dict, pre: dict, named: int, groups: int, rounds: int, seed: int = 0) -> dict:
     """Right, left and wrong over the group photos' faces, as `Library._by_likeness` names
     them in `rounds` rounds."""
-    from facetrain.library import store
 
     rng = np.random.default_rng(seed)
     s, seeds, made, chosen = groups_of(s, named, groups, rng)
@@ -74,11 +73,7 @@ def measure(s: dict, pre: dict, named: int, groups: int, rounds: int, seed: int 
     with tempfile.TemporaryDirectory() as tmp:
         lib, face_id = library_of(s, Path(tmp), pre)
         with lib:
-            with store.transaction(lib.con):
-                for p in chosen:
-                    pid = store.new_person(lib.con)
-                    store.name_person(lib.con, pid, _name(p))
-                    store.assign(lib.con, [(pid, int(face_id[i])) for i in seeds[p]], 1)
+            name_faces(lib, {p: face_id[seeds[p]] for p in chosen})
             row = {r["path"]: r for r in lib.con.execute("SELECT * FROM photos")}
             lib._by_likeness([(row[f"/bench/{ph}.jpg"], [_name(p) for p in listed])
                               for ph, listed in made], {}, rounds)  # fmt: skip

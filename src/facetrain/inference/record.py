@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from safetensors import safe_open
 
-from facetrain import foreign_json
+from facetrain import foreign
 from facetrain.errors import FacetrainError
 from facetrain.run_folder import WEIGHTS
 
@@ -128,7 +128,7 @@ def load_weights(path: str | os.PathLike, device: str = "cpu", name=None):
 def record_dict(meta: str, source: str) -> dict:
     """The facetrain record in a model file's metadata (ModelFileError when damaged)."""
     try:
-        d = foreign_json.loads(meta)
+        d = foreign.loads(meta)
     except ValueError as e:
         raise ModelFileError(f"{source}: its facetrain record cannot be read ({e})") from None
     if not isinstance(d, dict):

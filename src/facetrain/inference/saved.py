@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facetrain import foreign_json
+from facetrain import foreign
 from facetrain.inference.record import (
     META_KEY,
     ModelFileError,
@@ -60,7 +60,7 @@ class FaceModel:
 def read_spec(path: str | os.PathLike) -> dict:
     """A preprocessing spec (JSON file) for a model made elsewhere."""
     try:
-        spec = foreign_json.loads(Path(path).read_bytes())
+        spec = foreign.loads(Path(path).read_bytes())
     except (OSError, ValueError) as e:
         raise ModelFileError(f"{path}: cannot read the preprocessing spec ({e})") from None
     if not isinstance(spec, dict):

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import re
-import xml.etree.ElementTree as ET
 from pathlib import Path
+
+from facetrain import foreign
 
 INI_NAMES = (".picasa.ini", "picasa.ini")  # Picasa 3 on Windows, and on macOS / older
 MAX_BYTES = 8 << 20  # a folder's ini is some kB a hundred photos; anything larger is not read
@@ -81,13 +82,8 @@ def contacts(ini: dict[str, dict[str, str]]) -> dict[str, str]:
 def contacts_xml(path: str | os.PathLike) -> dict[str, str]:
     """{contact id: name} of Picasa's `contacts.xml` (`<contact id=".." name=".."/>`).
     ValueError for a file that is not one."""
-    data = Path(path).read_bytes()[: MAX_BYTES + 1]
-    if len(data) > MAX_BYTES or b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise ValueError("not Picasa's contacts.xml (too large, or a DOCTYPE)")
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as e:
-        raise ValueError(f"broken XML ({e})") from None
+    root = foreign.xml_root(Path(path).read_bytes()[: MAX_BYTES + 1], "Picasa's contacts.xml",
+                            MAX_BYTES)  # fmt: skip
     return {
         c.get("id", "").lower(): c.get("name", "").strip()
         for c in root.iter("contact")

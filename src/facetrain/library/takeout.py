@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from facetrain import foreign_json
+from facetrain import foreign
 
 MAX_BYTES = 1 << 20  # a sidecar is about a kilobyte
 _CUT = 46  # characters Takeout keeps of a sidecar's name before `(n)` and `.json`
@@ -41,7 +41,7 @@ def people(path: str | os.PathLike) -> tuple[str | None, list[str]]:
     data = Path(path).read_bytes()[: MAX_BYTES + 1]
     if len(data) > MAX_BYTES:
         raise ValueError("not a Google Takeout sidecar (over 1 MB)")
-    meta = foreign_json.loads(data)
+    meta = foreign.loads(data)
     if not isinstance(meta, dict):
         raise ValueError("not a Google Takeout sidecar (no object)")
     found = meta.get("people") or []

@@ -12,9 +12,10 @@ are turned back on the way out and upright on the way in. The names are also lis
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
+
+from facetrain import foreign
 
 NS = {
     "x": "adobe:ns:meta/",
@@ -137,12 +138,7 @@ def regions_in(data: bytes) -> list[tuple[str, tuple]]:
     MWG's, whichever way a tool wrote them (attributes or elements), and Microsoft's
     (Windows Photo Gallery: `MPReg:Rectangle`, its top-left corner and size). Raises
     ValueError for what is not XMP one can read (too large, a DOCTYPE, broken XML)."""
-    if len(data) > MAX_BYTES or b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise ValueError("not XMP facetrain reads (too large, or a DOCTYPE)")
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as e:
-        raise ValueError(f"broken XML ({e})") from None
+    root = foreign.xml_root(data, "XMP", MAX_BYTES)
     out = []
     for d in root.iter():  # rdf:Description, or rdf:li with rdf:parseType="Resource"
         region = _mwg_region(d) or _microsoft_region(d)

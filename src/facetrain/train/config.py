@@ -18,7 +18,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from facetrain import foreign_json
+from facetrain import foreign
 from facetrain.train.settings import (  # noqa: F401 (ConfigError, TrainConfig: read from here too)
     GROUPS,
     KEYS,
@@ -42,7 +42,7 @@ def load_config_file(path: str | os.PathLike, _seen: tuple = ()) -> dict:
         raise ConfigError(f"{p}: config file not found")
     try:
         text = p.read_text(encoding="utf-8")
-        d = tomllib.loads(text) if p.suffix == ".toml" else foreign_json.loads(text)
+        d = tomllib.loads(text) if p.suffix == ".toml" else foreign.loads(text)
     except (OSError, ValueError) as e:  # TOML's and JSON's errors, not UTF-8 text
         raise ConfigError(f"{p}: not a readable TOML/JSON settings file ({e})") from None
     except RecursionError:  # TOML arrays in arrays, thousands deep

@@ -1,0 +1,32 @@
+"""JSON and XML that came from elsewhere (a model file's record, a spec, a photo's
+sidecar, another program's XMP): read so that whatever they hold ends as a ValueError
+that says why, never as a traceback, a hang or an entity expanded a billion times."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+
+def loads(data: str | bytes) -> object:
+    """`json.loads`, its failures one ValueError: not UTF-8, not JSON, or nested so deep
+    (arrays in arrays, thousands deep) that the parser runs out of stack."""
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e})") from None
+    except RecursionError:
+        raise ValueError("nested too deep to be read") from None
+
+
+def xml_root(data: bytes, what: str, limit: int) -> ET.Element:
+    """The root element of an XML document of at most `limit` bytes with no DOCTYPE (no
+    entity to expand); ValueError naming `what` it is not, otherwise."""
+    if len(data) > limit or b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise ValueError(f"not {what} facetrain reads (too large, or a DOCTYPE)")
+    try:
+        return ET.fromstring(data)
+    except ET.ParseError as e:
+        raise ValueError(f"broken XML ({e})") from None
