@@ -75,8 +75,8 @@ def measure(s: dict, pre: dict, named: int, groups: int, rounds: int, seed: int 
         with lib:
             name_faces(lib, {p: face_id[seeds[p]] for p in chosen})
             row = {r["path"]: r for r in lib.con.execute("SELECT * FROM photos")}
-            lib._by_likeness([(row[f"/bench/{ph}.jpg"], [_name(p) for p in listed])
-                              for ph, listed in made], {}, rounds)  # fmt: skip
+            photos = [(row[f"/bench/{ph}.jpg"], [_name(p) for p in listed]) for ph, listed in made]
+            lib._by_likeness(photos, {}, "Google Photos' people", rounds)
             got = dict(lib.con.execute(
                 "SELECT f.id, pe.name FROM faces f JOIN people pe ON pe.id = f.person_id"
                 " WHERE f.confirmed = 1").fetchall())  # fmt: skip

@@ -313,3 +313,35 @@ def test_names_inside_the_photos_are_read_mwg_and_microsoft(photos, tmp_path):
     out = cli("library", "scan", root, "--db", db, "--model", model, "--import-xmp")
     assert "2 faces named from 0 XMP sidecars and the XMP inside 2 photos" in out, out
     assert _names(db) == {"Amy Farrah": ["amy1.jpg"], "Amy F. Fowler": ["amy2.jpg"]}
+
+
+def _people_only(*names: str) -> str:
+    """An XMP sidecar that lists people with no regions, as osxphotos writes Apple Photos'
+    names (and Photo Mechanic its "person shown")."""
+    items = "".join(f"<rdf:li>{n}</rdf:li>" for n in names)
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="osxphotos">'
+        '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about=""'
+        ' xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/">'
+        f"<Iptc4xmpExt:PersonInImage><rdf:Bag>{items}</rdf:Bag></Iptc4xmpExt:PersonInImage>"
+        "</rdf:Description></rdf:RDF></x:xmpmeta>"
+    )
+
+
+@need(BBT)
+def test_people_listed_with_no_place_name_the_face_of_a_photo_of_one(photos, tmp_path):
+    """XMP that lists the people on a photo but not where (`PersonInImage`, Apple Photos'
+    names as osxphotos exports them): a portrait's one face is named; a group photo's
+    faces only by likeness among those listed (here, people not named yet: none). They
+    were not read at all."""
+    db = tmp_path / "lib.db"
+    cli("library", "scan", photos, "--db", db, "--model", make_model(tmp_path / "m.safetensors"))
+    (photos / "amy" / "amy1.png.xmp").write_text(_people_only("Amy Farrah"))
+    (photos / "penny" / "penny1.png.xmp").write_text(_people_only("Penny", "Leonard"))
+    (photos / "group" / "bbt1.jpg.xmp").write_text(_people_only("Raj", "Sheldon"))
+    out = cli("library", "scan", photos, "--db", db, "--import-xmp", "--json", tmp_path / "s.json")
+    assert _names(db) == {"Amy Farrah": ["amy1.png"]}, out
+    report = json.loads((tmp_path / "s.json").read_text())["xmp"]
+    assert (report["listed"], report["several"], report["faces_named"]) == (3, 2, 1), report
+    assert "3 of those photos list their people with no place" in out, out

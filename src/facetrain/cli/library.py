@@ -120,13 +120,7 @@ def library_scan(
         raise
     _show_scan(rep, photos, db, quality)
     if imported is not None:
-        for side, why in imported["problems"].items():
-            console.print(f"XMP not read: {side}: {why}", style="yellow")
-        console.print(f"{imported['faces_named']} faces named from {imported['sidecars']} XMP "
-                      f"sidecars and the XMP inside {imported['embedded']} photos "
-                      f"({imported['regions_without_face']} regions matched no face found "
-                      "here; faces you confirmed kept their names)")  # fmt: skip
-        _show_refused(imported["names_refused"], "XMP")
+        _show_xmp(imported)
     if picasa is not None:
         _show_picasa(picasa)
     if google is not None:
@@ -146,6 +140,20 @@ def _show_takeout(out: dict) -> None:
                   "by likeness among the people listed; faces you confirmed kept their "
                   "names)")  # fmt: skip
     _show_refused(out["names_refused"], "Google Photos' people")
+
+
+def _show_xmp(out: dict) -> None:
+    for side, why in out["problems"].items():
+        console.print(f"XMP not read: {side}: {why}", style="yellow")
+    console.print(f"{out['faces_named']} faces named from {out['sidecars']} XMP sidecars and "
+                  f"the XMP inside {out['embedded']} photos ({out['regions_without_face']} "
+                  "regions matched no face found here; faces you confirmed kept their "
+                  "names)")  # fmt: skip
+    if out["listed"]:
+        console.print(f"{out['listed']} of those photos list their people with no place "
+                      f"(Iptc4xmpExt:PersonInImage): {out['by_likeness']} faces named by "
+                      "likeness among the people listed, as with Google Photos' lists")  # fmt: skip
+    _show_refused(out["names_refused"], "XMP")
 
 
 def _show_picasa(out: dict) -> None:

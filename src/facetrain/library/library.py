@@ -594,24 +594,28 @@ class Library:
         """Names from the face regions (MWG's, as digiKam, Lightroom and Immich write them,
         or Windows Photo Gallery's) of the XMP beside the photos below root — a sidecar —
         or, where there is none, inside them, given to the faces found there; the owner's
-        own confirmed faces are kept. XMP that cannot be read is listed."""
+        own confirmed faces are kept. XMP that lists people with no regions is read as
+        Google Photos' lists are (`_name_listed`). XMP that cannot be read is listed."""
         from facetrain.data.images import exif_orientation
         from facetrain.library.xmp import upright_area
 
         out = {"sidecars": 0, "embedded": 0, "faces_named": 0, "regions_without_face": 0,
                "names_refused": 0, "problems": {}}  # fmt: skip
+        listed = []
         for path, row in sorted(store.photos_under(self.con, os.path.abspath(root)).items()):
             if row["status"] != "ok" or not row["width"]:
                 continue
-            source, regions = _xmp_regions(path, out["problems"])
+            source, regions, people = _xmp_names(path, out["problems"])
+            out[source] += bool(regions or people)
             if not regions:
+                listed += [(row, people)] if people else []
                 continue
             turn = exif_orientation(path)
             regions = [(name, upright_area(area, turn)) for name, area in regions]
-            out[source] += 1
             for k, v in curate.name_regions(self.con, row, regions).items():
                 out[k] += v
-        return out
+        got = self._name_listed(listed, "XMP's people", out["problems"])
+        return out | {k: out.get(k, 0) + v for k, v in got.items()}
 
     def import_picasa(self, root: str | os.PathLike, contacts_xml: str | None = None) -> dict:
         """Names from Picasa's face tags (the `.picasa.ini` of each folder below root, its
@@ -652,27 +656,37 @@ class Library:
         that cannot be read is listed."""
         from facetrain.library import takeout
 
-        out = {"photos": 0, "faces_named": 0, "regions_without_face": 0, "names_refused": 0,
-               "several": 0, "by_likeness": 0, "problems": {}}  # fmt: skip
-        several = []
+        problems: dict[str, str] = {}
+        listed = []
         for folder, rows in _by_folder(store.photos_under(self.con, os.path.abspath(root))):
             ok = {os.path.basename(p): r for p, r in rows if r["status"] == "ok" and r["width"]}
-            for photo, names in takeout.names_in(folder, list(ok), out["problems"]).items():
-                out["photos"] += 1
-                face = _only_face(store.faces_of_photo(self.con, ok[photo]["id"]))
-                if len(names) != 1 or face is None:
-                    several.append((ok[photo], names))
-                    continue
-                tag = [(names[0], _area(face, ok[photo]))]
-                for k, v in curate.name_regions(self.con, ok[photo], tag,
-                                                "Google Photos' people").items():  # fmt: skip
-                    out[k] += v
-        out["several"] = len(several)
-        out["by_likeness"] = self._by_likeness(several, out["problems"]) if several else 0
-        out["faces_named"] += out["by_likeness"]
-        return out
+            names = takeout.names_in(folder, list(ok), problems)
+            listed += [(ok[photo], people) for photo, people in names.items()]
+        out = self._name_listed(listed, "Google Photos' people", problems)
+        return {"photos": len(listed)} | out | {"problems": problems}
 
-    def _by_likeness(self, photos: list, problems: dict, rounds: int = ROUNDS) -> int:
+    def _name_listed(self, listed: list, source: str, problems: dict) -> dict[str, int]:
+        """Names another program lists on photos ((photo, names)) with no place for their
+        faces: a photo of one person with one face, one the library can use, has that face
+        named (the owner's confirmed faces kept); the faces of the others are named by
+        likeness among the people they list (`_by_likeness`). `source` is what the undo log
+        says they came from."""
+        out = {"faces_named": 0, "regions_without_face": 0, "names_refused": 0}
+        several = []
+        for photo, names in listed:
+            face = _only_face(store.faces_of_photo(self.con, photo["id"]))
+            if len(names) != 1 or face is None:
+                several.append((photo, names))
+                continue
+            tag = [(names[0], _area(face, photo))]
+            for k, v in curate.name_regions(self.con, photo, tag, source).items():
+                out[k] += v
+        by_likeness = self._by_likeness(several, problems, source) if several else 0
+        out["faces_named"] += by_likeness
+        return out | {"listed": len(listed), "several": len(several), "by_likeness": by_likeness}
+
+    def _by_likeness(self, photos: list, problems: dict, source: str,
+                     rounds: int = ROUNDS) -> int:  # fmt: skip
         """`_named_among` for each (photo, names), in rounds: the faces one round names are
         the next round's prototypes too, until a round names none; the faces named."""
         done = 0
@@ -682,13 +696,14 @@ class Library:
             except LibraryError as e:  # a model with no calibrated threshold
                 problems["faces by likeness"] = str(e)
                 return done
-            named = sum(self._named_among(namer, p, names)["faces_named"] for p, names in photos)
+            named = sum(self._named_among(namer, p, names, source)["faces_named"]
+                        for p, names in photos)  # fmt: skip
             done += named
             if not named:
                 break
         return done
 
-    def _named_among(self, namer, photo, names: list[str]) -> dict[str, int]:
+    def _named_among(self, namer, photo, names: list[str], source: str) -> dict[str, int]:
         """The faces of a photo said to show `names` (and perhaps strangers), each named
         one of them when `namer` — the rule `identify` follows, its candidates only those
         named people who have confirmed faces and none on this photo yet — is sure of it."""
@@ -704,7 +719,7 @@ class Library:
         tags = [
             (r["name"], _area(f, photo)) for f, r in zip(faces, found) if r["name"] != "unknown"
         ]
-        return curate.name_regions(self.con, photo, tags, "Google Photos' people, by likeness")
+        return curate.name_regions(self.con, photo, tags, f"{source}, by likeness")
 
     def evaluate(self, truth: str | os.PathLike) -> tuple[dict, dict]:
         """Pairwise and BCubed scores of the stacks against folder labels, and what was
@@ -797,21 +812,22 @@ class Library:
         return rep
 
 
-def _xmp_regions(photo: str, problems: dict) -> tuple[str, list]:
-    """("sidecars" or "embedded", the named face regions) of a photo's XMP: its sidecar's,
-    or, with none beside it, its own file's; what cannot be read goes into `problems`."""
+def _xmp_names(photo: str, problems: dict) -> tuple[str, list, list]:
+    """("sidecars" or "embedded", the named face regions, the people listed with no place)
+    of a photo's XMP: its sidecar's, or, with none beside it, its own file's; what cannot
+    be read goes into `problems`."""
     from facetrain.data.images import ImageError, embedded_xmp
-    from facetrain.library.xmp import read_regions, regions_in, sidecar_of
+    from facetrain.library.xmp import names_in, read_names, sidecar_of
 
     side = sidecar_of(photo)
     try:
         if side is not None:
-            return "sidecars", read_regions(side)
+            return "sidecars", *read_names(side)
         data = embedded_xmp(photo)
-        return "embedded", regions_in(data) if data else []
+        return "embedded", *(names_in(data) if data else ([], []))
     except (OSError, ValueError, ImageError) as e:
         problems[str(side or photo)] = str(e)
-        return "sidecars", []
+        return "sidecars", [], []
 
 
 def _picasa_contacts(path: str | None) -> dict[str, str]:

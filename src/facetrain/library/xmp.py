@@ -130,21 +130,36 @@ def sidecar_of(photo: str | os.PathLike) -> Path | None:
 
 def read_regions(path: str | os.PathLike) -> list[tuple[str, tuple]]:
     """`regions_in` an XMP file (a sidecar)."""
-    return regions_in(Path(path).read_bytes()[: MAX_BYTES + 1])
+    return read_names(path)[0]
+
+
+def read_names(path: str | os.PathLike) -> tuple[list[tuple[str, tuple]], list[str]]:
+    """`names_in` an XMP file (a sidecar)."""
+    return names_in(Path(path).read_bytes()[: MAX_BYTES + 1])
 
 
 def regions_in(data: bytes) -> list[tuple[str, tuple]]:
+    """The named face regions of an XMP packet (`names_in`)."""
+    return names_in(data)[0]
+
+
+def names_in(data: bytes) -> tuple[list[tuple[str, tuple]], list[str]]:
     """(name, (cx, cy, w, h), normalised) of each named face region of an XMP packet —
     MWG's, whichever way a tool wrote them (attributes or elements), and Microsoft's
-    (Windows Photo Gallery: `MPReg:Rectangle`, its top-left corner and size). Raises
-    ValueError for what is not XMP one can read (too large, a DOCTYPE, broken XML)."""
+    (Windows Photo Gallery: `MPReg:Rectangle`, its top-left corner and size) — and the
+    people it says are in the photo with no place (`Iptc4xmpExt:PersonInImage`: what
+    osxphotos writes of Apple Photos' names, and Photo Mechanic). Raises ValueError for
+    what is not XMP one can read (too large, a DOCTYPE, broken XML)."""
     root = foreign.xml_root(data, "XMP", MAX_BYTES)
-    out = []
+    regions = []
     for d in root.iter():  # rdf:Description, or rdf:li with rdf:parseType="Resource"
         region = _mwg_region(d) or _microsoft_region(d)
         if region is not None:
-            out.append(region)
-    return out
+            regions.append(region)
+    people = []
+    for bag in root.iter(f"{{{NS['Iptc4xmpExt']}}}PersonInImage"):
+        people += [(li.text or "").strip() for li in bag.iter(f"{{{NS['rdf']}}}li")]
+    return regions, list(dict.fromkeys(p for p in people if p))
 
 
 def _mwg_region(d) -> tuple[str, tuple] | None:
