@@ -4,8 +4,8 @@ no stranger, in every population?
 Google Takeout lists the people named on a photo, not where they are. A photo of one
 person with one face names it; on a photo of several faces, each face is named one of the
 people listed when `library identify`'s rule (`Library.namer`), its candidates only those
-listed people, is sure of it (`Library._named_among`), in rounds: the faces one round
-names join the named people's faces for the next (`Library._by_likeness`; one round and
+listed people, is sure of it (`imports.named_among`), in rounds: the faces one round
+names join the named people's faces for the next (`imports.by_likeness`; one round and
 `ROUNDS` are both measured). Measured per set of
 bench/library_populations.py (its cached faces) and on one library mixing them:
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facetrain.library.library import ROUNDS
+from facetrain.library.imports import ROUNDS, by_likeness
 from library_populations import MODEL, SETS, _here, faces_of_set, library_of, mixed, name_faces
 
 
@@ -64,7 +64,7 @@ def groups_of(s: dict, named: int, groups: int, rng) -> tuple[dict, list, list, 
 
 
 def measure(s: dict, pre: dict, named: int, groups: int, rounds: int, seed: int = 0) -> dict:
-    """Right, left and wrong over the group photos' faces, as `Library._by_likeness` names
+    """Right, left and wrong over the group photos' faces, as `imports.by_likeness` names
     them in `rounds` rounds."""
 
     rng = np.random.default_rng(seed)
@@ -76,7 +76,7 @@ def measure(s: dict, pre: dict, named: int, groups: int, rounds: int, seed: int 
             name_faces(lib, {p: face_id[seeds[p]] for p in chosen})
             row = {r["path"]: r for r in lib.con.execute("SELECT * FROM photos")}
             photos = [(row[f"/bench/{ph}.jpg"], [_name(p) for p in listed]) for ph, listed in made]
-            lib._by_likeness(photos, {}, "Google Photos' people", rounds)
+            by_likeness(lib, photos, {}, "Google Photos' people", rounds)
             got = dict(lib.con.execute(
                 "SELECT f.id, pe.name FROM faces f JOIN people pe ON pe.id = f.person_id"
                 " WHERE f.confirmed = 1").fetchall())  # fmt: skip

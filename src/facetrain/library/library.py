@@ -29,7 +29,6 @@ from facetrain.library import curate, store
 from facetrain.library.files import LibraryFiles
 from facetrain.library.store import LibraryError
 
-ROUNDS = 3  # of naming by likeness; each adds the faces the last named (takeout_groups.py)
 _THUMBNAIL = re.compile(r"(\d+)-([0-9a-f]{16})-\d+\.jpg")  # face id, photo content, size
 
 
@@ -591,135 +590,22 @@ class Library:
         return export_xmp(self.con, folder)
 
     def import_xmp(self, root: str | os.PathLike) -> dict:
-        """Names from the face regions (MWG's, as digiKam, Lightroom and Immich write them,
-        or Windows Photo Gallery's) of the XMP beside the photos below root — a sidecar —
-        or, where there is none, inside them, given to the faces found there; the owner's
-        own confirmed faces are kept. XMP that lists people with no regions is read as
-        Google Photos' lists are (`_name_listed`). XMP that cannot be read is listed."""
-        from facetrain.data.images import exif_orientation
-        from facetrain.library.xmp import upright_area
+        """Names from the XMP of the photos below root (`imports.xmp`)."""
+        from facetrain.library import imports
 
-        out = {"sidecars": 0, "embedded": 0, "faces_named": 0, "regions_without_face": 0,
-               "names_refused": 0, "problems": {}}  # fmt: skip
-        listed = []
-        for path, row in sorted(store.photos_under(self.con, os.path.abspath(root)).items()):
-            if row["status"] != "ok" or not row["width"]:
-                continue
-            source, regions, people = _xmp_names(path, out["problems"])
-            out[source] += bool(regions or people)
-            if not regions:
-                listed += [(row, people)] if people else []
-                continue
-            turn = exif_orientation(path)
-            regions = [(name, upright_area(area, turn)) for name, area in regions]
-            for k, v in curate.name_regions(self.con, row, regions).items():
-                out[k] += v
-        got = self._name_listed(listed, "XMP's people", out["problems"])
-        return out | {k: out.get(k, 0) + v for k, v in got.items()}
+        return imports.xmp(self, root)
 
     def import_picasa(self, root: str | os.PathLike, contacts_xml: str | None = None) -> dict:
-        """Names from Picasa's face tags (the `.picasa.ini` of each folder below root, its
-        names, or `contacts_xml`'s — Picasa's own list) given to the faces found there; the
-        owner's own confirmed faces are kept. A photo whose tags fit its faces more than
-        one way up, differently, is listed and left; files that cannot be read are listed."""
-        from facetrain.data.images import exif_orientation
-        from facetrain.library import picasa
+        """Names from Picasa's face tags in the folders below root (`imports.picasa`)."""
+        from facetrain.library import imports
 
-        out = {"folders": 0, "photos": 0, "faces_named": 0, "unnamed": 0,
-               "regions_without_face": 0, "names_refused": 0, "unclear": [],
-               "problems": {}}  # fmt: skip
-        names = _picasa_contacts(contacts_xml)
-        for folder, rows in _by_folder(store.photos_under(self.con, os.path.abspath(root))):
-            tags = _picasa_tags(folder, names, out["problems"])
-            out["folders"] += tags is not None
-            for path, row in rows if tags else []:
-                tag = tags.get(os.path.basename(path).casefold())
-                if tag is None or row["status"] != "ok" or not row["width"]:
-                    continue
-                out["photos"] += 1
-                out["unnamed"] += tag["unnamed"]
-                turns = picasa.frames(exif_orientation(path), tag["rotate"])
-                faces = store.faces_of_photo(self.con, row["id"])
-                regions = curate.turned_to_fit(faces, row, tag["regions"], turns)
-                if regions is None:
-                    out["unclear"].append(path)
-                    continue
-                for k, v in curate.name_regions(self.con, row, regions, "Picasa's tags").items():
-                    out[k] += v
-        return out
+        return imports.picasa(self, root, contacts_xml)
 
     def import_takeout(self, root: str | os.PathLike) -> dict:
-        """Names from Google Photos: the people Google Takeout's JSON lists on each photo
-        below root, with no place for their faces. A photo of one person with one face, one
-        the library can use, has that face named (the owner's confirmed faces kept); the
-        faces of the others, by likeness among the people they list (`_by_likeness`). JSON
-        that cannot be read is listed."""
-        from facetrain.library import takeout
+        """Names from Google Photos' Takeout JSON below root (`imports.takeout`)."""
+        from facetrain.library import imports
 
-        problems: dict[str, str] = {}
-        listed = []
-        for folder, rows in _by_folder(store.photos_under(self.con, os.path.abspath(root))):
-            ok = {os.path.basename(p): r for p, r in rows if r["status"] == "ok" and r["width"]}
-            names = takeout.names_in(folder, list(ok), problems)
-            listed += [(ok[photo], people) for photo, people in names.items()]
-        out = self._name_listed(listed, "Google Photos' people", problems)
-        return {"photos": len(listed)} | out | {"problems": problems}
-
-    def _name_listed(self, listed: list, source: str, problems: dict) -> dict[str, int]:
-        """Names another program lists on photos ((photo, names)) with no place for their
-        faces: a photo of one person with one face, one the library can use, has that face
-        named (the owner's confirmed faces kept); the faces of the others are named by
-        likeness among the people they list (`_by_likeness`). `source` is what the undo log
-        says they came from."""
-        out = {"faces_named": 0, "regions_without_face": 0, "names_refused": 0}
-        several = []
-        for photo, names in listed:
-            face = _only_face(store.faces_of_photo(self.con, photo["id"]))
-            if len(names) != 1 or face is None:
-                several.append((photo, names))
-                continue
-            tag = [(names[0], _area(face, photo))]
-            for k, v in curate.name_regions(self.con, photo, tag, source).items():
-                out[k] += v
-        by_likeness = self._by_likeness(several, problems, source) if several else 0
-        out["faces_named"] += by_likeness
-        return out | {"listed": len(listed), "several": len(several), "by_likeness": by_likeness}
-
-    def _by_likeness(self, photos: list, problems: dict, source: str,
-                     rounds: int = ROUNDS) -> int:  # fmt: skip
-        """`_named_among` for each (photo, names), in rounds: the faces one round names are
-        the next round's prototypes too, until a round names none; the faces named."""
-        done = 0
-        for _ in range(rounds):
-            try:
-                namer = self.namer()
-            except LibraryError as e:  # a model with no calibrated threshold
-                problems["faces by likeness"] = str(e)
-                return done
-            named = sum(self._named_among(namer, p, names, source)["faces_named"]
-                        for p, names in photos)  # fmt: skip
-            done += named
-            if not named:
-                break
-        return done
-
-    def _named_among(self, namer, photo, names: list[str], source: str) -> dict[str, int]:
-        """The faces of a photo said to show `names` (and perhaps strangers), each named
-        one of them when `namer` — the rule `identify` follows, its candidates only those
-        named people who have confirmed faces and none on this photo yet — is sure of it."""
-        among = {store.person_named(self.con, n.strip()) for n in names} - {None}
-        among -= {f["person_id"] for f in store.faces_of_photo(self.con, photo["id"])
-                  if f["confirmed"]}  # fmt: skip
-        faces = [f for f in store.faces_of_photo(self.con, photo["id"], usable_only=True)
-                 if not f["confirmed"] and f["embedding"] is not None]  # fmt: skip
-        if not among or not faces:
-            return {"faces_named": 0}
-        emb = np.stack([store.from_blob(f["embedding"]) for f in faces])
-        found = namer.name(emb, among, photo["id"])
-        tags = [
-            (r["name"], _area(f, photo)) for f, r in zip(faces, found) if r["name"] != "unknown"
-        ]
-        return curate.name_regions(self.con, photo, tags, f"{source}, by likeness")
+        return imports.takeout(self, root)
 
     def evaluate(self, truth: str | os.PathLike) -> tuple[dict, dict]:
         """Pairwise and BCubed scores of the stacks against folder labels, and what was
@@ -810,73 +696,6 @@ class Library:
                       before=before and Scanner(before, gate, device))  # fmt: skip
         self.prune_thumbnails(every=True)  # boxes another detector setting moved
         return rep
-
-
-def _xmp_names(photo: str, problems: dict) -> tuple[str, list, list]:
-    """("sidecars" or "embedded", the named face regions, the people listed with no place)
-    of a photo's XMP: its sidecar's, or, with none beside it, its own file's; what cannot
-    be read goes into `problems`."""
-    from facetrain.data.images import ImageError, embedded_xmp
-    from facetrain.library.xmp import names_in, read_names, sidecar_of
-
-    side = sidecar_of(photo)
-    try:
-        if side is not None:
-            return "sidecars", *read_names(side)
-        data = embedded_xmp(photo)
-        return "embedded", *(names_in(data) if data else ([], []))
-    except (OSError, ValueError, ImageError) as e:
-        problems[str(side or photo)] = str(e)
-        return "sidecars", [], []
-
-
-def _picasa_contacts(path: str | None) -> dict[str, str]:
-    from facetrain.library.picasa import contacts_xml
-
-    if path is None:
-        return {}
-    try:
-        return contacts_xml(path)
-    except (OSError, ValueError) as e:
-        raise LibraryError(f"{path}: cannot be read as Picasa's contacts.xml ({e})") from None
-
-
-def _picasa_tags(folder: str, names: dict, problems: dict) -> dict | None:
-    """{photo file name, case folded: its tags} of a folder's Picasa ini, its own names
-    taken before `names`; None when it has none or it cannot be read (into `problems`)."""
-    from facetrain.library import picasa
-
-    ini = picasa.ini_of(folder)
-    if ini is None:
-        return None
-    try:
-        sections = picasa.read_ini(ini)
-    except (OSError, ValueError) as e:
-        problems[str(ini)] = str(e)
-        return None
-    tags = picasa.named_faces(sections, names | picasa.contacts(sections))
-    return {photo.casefold(): tag for photo, tag in tags.items()}
-
-
-def _only_face(faces: list):
-    """A photo's one face, when it shows one and the library can use it (a second face,
-    even one under the quality gate, may be the person another program named)."""
-    return faces[0] if len(faces) == 1 and faces[0]["usable"] else None
-
-
-def _area(face, photo) -> tuple[float, float, float, float]:
-    """A face's box as a region: (cx, cy, w, h), normalised by the photo's size."""
-    W, H = photo["width"], photo["height"]
-    return ((face["x1"] + face["x2"]) / 2 / W, (face["y1"] + face["y2"]) / 2 / H,
-            (face["x2"] - face["x1"]) / W, (face["y2"] - face["y1"]) / H)  # fmt: skip
-
-
-def _by_folder(photos: dict) -> list[tuple[str, list]]:
-    """Recorded photos ({path: row}) grouped by their folder."""
-    out: dict[str, list] = {}
-    for path, row in sorted(photos.items()):
-        out.setdefault(os.path.dirname(path), []).append((path, row))
-    return list(out.items())
 
 
 class UnreadablePhoto(LibraryError):

@@ -1,0 +1,217 @@
+"""Names other programs kept, brought into a library: the face regions of XMP (digiKam,
+Lightroom, Immich, Windows Photo Gallery), Picasa's `.picasa.ini` tags, and the people
+Google Takeout's JSON (or XMP's `PersonInImage`) lists on a photo with no place.
+
+A name with a place goes to the face found there (`curate.name_regions`); names with no
+place name the one face of a photo of one person, and the faces of other photos by
+likeness among the people each lists (`by_likeness`). The owner's word always stands.
+Each function takes the `Library` (its connection and its naming rule) and returns counts
+for the command line to say.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from facetrain.library import curate, store
+from facetrain.library import picasa as picasa_ini
+from facetrain.library import takeout as takeout_json
+from facetrain.library.store import LibraryError
+
+ROUNDS = 3  # of naming by likeness; each adds the faces the last named (takeout_groups.py)
+
+
+def xmp(lib, root: str | os.PathLike) -> dict:
+    """Names from the face regions (MWG's, as digiKam, Lightroom and Immich write them,
+    or Windows Photo Gallery's) of the XMP beside the photos below root — a sidecar —
+    or, where there is none, inside them, given to the faces found there; the owner's
+    own confirmed faces are kept. XMP that lists people with no regions is read as
+    Google Photos' lists are (`name_listed`). XMP that cannot be read is listed."""
+    from facetrain.data.images import exif_orientation
+    from facetrain.library.xmp import upright_area
+
+    out = {"sidecars": 0, "embedded": 0, "faces_named": 0, "regions_without_face": 0,
+           "names_refused": 0, "problems": {}}  # fmt: skip
+    listed = []
+    for path, row in sorted(store.photos_under(lib.con, os.path.abspath(root)).items()):
+        if row["status"] != "ok" or not row["width"]:
+            continue
+        source, regions, people = _xmp_names(path, out["problems"])
+        out[source] += bool(regions or people)
+        if not regions:
+            listed += [(row, people)] if people else []
+            continue
+        turn = exif_orientation(path)
+        regions = [(name, upright_area(area, turn)) for name, area in regions]
+        for k, v in curate.name_regions(lib.con, row, regions).items():
+            out[k] += v
+    got = name_listed(lib, listed, "XMP's people", out["problems"])
+    return out | {k: out.get(k, 0) + v for k, v in got.items()}
+
+
+def picasa(lib, root: str | os.PathLike, contacts_xml: str | None = None) -> dict:
+    """Names from Picasa's face tags (the `.picasa.ini` of each folder below root, its
+    names, or `contacts_xml`'s — Picasa's own list) given to the faces found there; the
+    owner's own confirmed faces are kept. A photo whose tags fit its faces more than
+    one way up, differently, is listed and left; files that cannot be read are listed."""
+    from facetrain.data.images import exif_orientation
+
+    out = {"folders": 0, "photos": 0, "faces_named": 0, "unnamed": 0,
+           "regions_without_face": 0, "names_refused": 0, "unclear": [],
+           "problems": {}}  # fmt: skip
+    names = _picasa_contacts(contacts_xml)
+    for folder, rows in _by_folder(store.photos_under(lib.con, os.path.abspath(root))):
+        tags = _picasa_tags(folder, names, out["problems"])
+        out["folders"] += tags is not None
+        for path, row in rows if tags else []:
+            tag = tags.get(os.path.basename(path).casefold())
+            if tag is None or row["status"] != "ok" or not row["width"]:
+                continue
+            out["photos"] += 1
+            out["unnamed"] += tag["unnamed"]
+            turns = picasa_ini.frames(exif_orientation(path), tag["rotate"])
+            faces = store.faces_of_photo(lib.con, row["id"])
+            regions = curate.turned_to_fit(faces, row, tag["regions"], turns)
+            if regions is None:
+                out["unclear"].append(path)
+                continue
+            for k, v in curate.name_regions(lib.con, row, regions, "Picasa's tags").items():
+                out[k] += v
+    return out
+
+
+def takeout(lib, root: str | os.PathLike) -> dict:
+    """Names from Google Photos: the people Google Takeout's JSON lists on each photo
+    below root, with no place for their faces. A photo of one person with one face, one
+    the library can use, has that face named (the owner's confirmed faces kept); the
+    faces of the others, by likeness among the people they list (`by_likeness`). JSON
+    that cannot be read is listed."""
+    problems: dict[str, str] = {}
+    listed = []
+    for folder, rows in _by_folder(store.photos_under(lib.con, os.path.abspath(root))):
+        ok = {os.path.basename(p): r for p, r in rows if r["status"] == "ok" and r["width"]}
+        names = takeout_json.names_in(folder, list(ok), problems)
+        listed += [(ok[photo], people) for photo, people in names.items()]
+    out = name_listed(lib, listed, "Google Photos' people", problems)
+    return {"photos": len(listed)} | out | {"problems": problems}
+
+
+def name_listed(lib, listed: list, source: str, problems: dict) -> dict[str, int]:
+    """Names another program lists on photos ((photo, names)) with no place for their
+    faces: a photo of one person with one face, one the library can use, has that face
+    named (the owner's confirmed faces kept); the faces of the others are named by
+    likeness among the people they list (`by_likeness`). `source` is what the undo log
+    says they came from."""
+    out = {"faces_named": 0, "regions_without_face": 0, "names_refused": 0}
+    several = []
+    for photo, names in listed:
+        face = _only_face(store.faces_of_photo(lib.con, photo["id"]))
+        if len(names) != 1 or face is None:
+            several.append((photo, names))
+            continue
+        tag = [(names[0], _area(face, photo))]
+        for k, v in curate.name_regions(lib.con, photo, tag, source).items():
+            out[k] += v
+    liked = by_likeness(lib, several, problems, source) if several else 0
+    out["faces_named"] += liked
+    return out | {"listed": len(listed), "several": len(several), "by_likeness": liked}
+
+
+def by_likeness(lib, photos: list, problems: dict, source: str, rounds: int = ROUNDS) -> int:
+    """`named_among` for each (photo, names), in rounds: the faces one round names are
+    the next round's prototypes too, until a round names none; the faces named."""
+    done = 0
+    for _ in range(rounds):
+        try:
+            namer = lib.namer()
+        except LibraryError as e:  # a model with no calibrated threshold
+            problems["faces by likeness"] = str(e)
+            return done
+        named = sum(named_among(lib, namer, p, names, source)["faces_named"]
+                    for p, names in photos)  # fmt: skip
+        done += named
+        if not named:
+            break
+    return done
+
+
+def named_among(lib, namer, photo, names: list[str], source: str) -> dict[str, int]:
+    """The faces of a photo said to show `names` (and perhaps strangers), each named
+    one of them when `namer` — the rule `identify` follows, its candidates only those
+    named people who have confirmed faces and none on this photo yet — is sure of it."""
+    among = {store.person_named(lib.con, n.strip()) for n in names} - {None}
+    among -= {f["person_id"] for f in store.faces_of_photo(lib.con, photo["id"])
+              if f["confirmed"]}  # fmt: skip
+    faces = [f for f in store.faces_of_photo(lib.con, photo["id"], usable_only=True)
+             if not f["confirmed"] and f["embedding"] is not None]  # fmt: skip
+    if not among or not faces:
+        return {"faces_named": 0}
+    emb = np.stack([store.from_blob(f["embedding"]) for f in faces])
+    found = namer.name(emb, among, photo["id"])
+    tags = [(r["name"], _area(f, photo)) for f, r in zip(faces, found) if r["name"] != "unknown"]
+    return curate.name_regions(lib.con, photo, tags, f"{source}, by likeness")
+
+
+def _xmp_names(photo: str, problems: dict) -> tuple[str, list, list]:
+    """("sidecars" or "embedded", the named face regions, the people listed with no place)
+    of a photo's XMP: its sidecar's, or, with none beside it, its own file's; what cannot
+    be read goes into `problems`."""
+    from facetrain.data.images import ImageError, embedded_xmp
+    from facetrain.library.xmp import names_in, read_names, sidecar_of
+
+    side = sidecar_of(photo)
+    try:
+        if side is not None:
+            return "sidecars", *read_names(side)
+        data = embedded_xmp(photo)
+        return "embedded", *(names_in(data) if data else ([], []))
+    except (OSError, ValueError, ImageError) as e:
+        problems[str(side or photo)] = str(e)
+        return "sidecars", [], []
+
+
+def _picasa_contacts(path: str | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    try:
+        return picasa_ini.contacts_xml(path)
+    except (OSError, ValueError) as e:
+        raise LibraryError(f"{path}: cannot be read as Picasa's contacts.xml ({e})") from None
+
+
+def _picasa_tags(folder: str, names: dict, problems: dict) -> dict | None:
+    """{photo file name, case folded: its tags} of a folder's Picasa ini, its own names
+    taken before `names`; None when it has none or it cannot be read (into `problems`)."""
+    ini = picasa_ini.ini_of(folder)
+    if ini is None:
+        return None
+    try:
+        sections = picasa_ini.read_ini(ini)
+    except (OSError, ValueError) as e:
+        problems[str(ini)] = str(e)
+        return None
+    tags = picasa_ini.named_faces(sections, names | picasa_ini.contacts(sections))
+    return {photo.casefold(): tag for photo, tag in tags.items()}
+
+
+def _only_face(faces: list):
+    """A photo's one face, when it shows one and the library can use it (a second face,
+    even one under the quality gate, may be the person another program named)."""
+    return faces[0] if len(faces) == 1 and faces[0]["usable"] else None
+
+
+def _area(face, photo) -> tuple[float, float, float, float]:
+    """A face's box as a region: (cx, cy, w, h), normalised by the photo's size."""
+    W, H = photo["width"], photo["height"]
+    return ((face["x1"] + face["x2"]) / 2 / W, (face["y1"] + face["y2"]) / 2 / H,
+            (face["x2"] - face["x1"]) / W, (face["y2"] - face["y1"]) / H)  # fmt: skip
+
+
+def _by_folder(photos: dict) -> list[tuple[str, list]]:
+    """Recorded photos ({path: row}) grouped by their folder."""
+    out: dict[str, list] = {}
+    for path, row in sorted(photos.items()):
+        out.setdefault(os.path.dirname(path), []).append((path, row))
+    return list(out.items())
