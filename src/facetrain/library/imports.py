@@ -35,7 +35,8 @@ def xmp(lib, root: str | os.PathLike) -> dict:
     out = {"sidecars": 0, "embedded": 0, "faces_named": 0, "regions_without_face": 0,
            "names_refused": 0, "problems": {}}  # fmt: skip
     listed = []
-    for path, row in sorted(store.photos_under(lib.con, os.path.abspath(root)).items()):
+    photos = sorted(store.photos_under(lib.con, os.path.abspath(root)).items())
+    for path, row in _shown(photos, "names from XMP"):
         if row["status"] != "ok" or not row["width"]:
             continue
         source, regions, people = _xmp_names(path, out["problems"])
@@ -62,7 +63,8 @@ def picasa(lib, root: str | os.PathLike, contacts_xml: str | None = None) -> dic
            "regions_without_face": 0, "names_refused": 0, "unclear": [],
            "problems": {}}  # fmt: skip
     names = _picasa_contacts(contacts_xml)
-    for folder, rows in _by_folder(store.photos_under(lib.con, os.path.abspath(root))):
+    folders = _by_folder(store.photos_under(lib.con, os.path.abspath(root)))
+    for folder, rows in _shown(folders, "Picasa's tags"):
         tags = _picasa_tags(folder, names, out["problems"])
         out["folders"] += tags is not None
         for path, row in rows if tags else []:
@@ -90,7 +92,8 @@ def takeout(lib, root: str | os.PathLike) -> dict:
     that cannot be read is listed."""
     problems: dict[str, str] = {}
     listed = []
-    for folder, rows in _by_folder(store.photos_under(lib.con, os.path.abspath(root))):
+    folders = _by_folder(store.photos_under(lib.con, os.path.abspath(root)))
+    for folder, rows in _shown(folders, "Google Photos' lists"):
         ok = {os.path.basename(p): r for p, r in rows if r["status"] == "ok" and r["width"]}
         names = takeout_json.names_in(folder, list(ok), problems)
         listed += [(ok[photo], people) for photo, people in names.items()]
@@ -123,14 +126,14 @@ def by_likeness(lib, photos: list, problems: dict, source: str, rounds: int = RO
     """`named_among` for each (photo, names), in rounds: the faces one round names are
     the next round's prototypes too, until a round names none; the faces named."""
     done = 0
-    for _ in range(rounds):
+    for k in range(rounds):
         try:
             namer = lib.namer()
         except LibraryError as e:  # a model with no calibrated threshold
             problems["faces by likeness"] = str(e)
             return done
         named = sum(named_among(lib, namer, p, names, source)["faces_named"]
-                    for p, names in photos)  # fmt: skip
+                    for p, names in _shown(photos, f"by likeness, round {k + 1}"))  # fmt: skip
         done += named
         if not named:
             break
@@ -215,3 +218,15 @@ def _by_folder(photos: dict) -> list[tuple[str, list]]:
     for path, row in sorted(photos.items()):
         out.setdefault(os.path.dirname(path), []).append((path, row))
     return list(out.items())
+
+
+def _shown(items: list, what: str):
+    """The items, one by one, with a progress bar and its ETA on a terminal (plain lines
+    in a log): an import reads every photo or folder of a library."""
+    from facetrain.progress import progress_bar
+
+    with progress_bar() as bar:
+        task = bar.add_task(what, total=len(items))
+        for item in items:
+            yield item
+            bar.advance(task)
