@@ -619,11 +619,13 @@ def test_another_photo_under_a_named_photos_name_does_not_inherit_its_names(phot
 def test_a_photo_renamed_in_case_and_edited_keeps_its_names(
     photos, tmp_path, monkeypatch, insensitive
 ):
-    """`amy1.png` renamed `AMY1.png` (one file to macOS's and Windows' disks) and
-    brightened, `amy2.png` renamed `AMY2.png` alone: both are still the photos they were,
-    with their faces and names (an edited one's for the same faces only) and no second
-    record. The edited one was a new photo with an unnamed face; its old record stayed
-    missing or, where the old name still opens the file, as a photo its faces were not on."""
+    """`amy1.png` renamed `AMY1.png` and brightened, `amy2.png` renamed `AMY2.png` alone.
+    On macOS's and Windows' disks, where the old names still open the files, both are the
+    photos they were, with their faces and names (the edited one's for the same faces
+    only) and no second record: the edited one was a new photo with an unnamed face, and
+    its old record stayed live with faces no longer on it. On a case-sensitive disk they
+    are two names of two files: a rename with an edit is a new photo, the named one kept
+    as missing, as for any other rename with an edit."""
     from PIL import ImageEnhance
 
     root, db, names = _two_of_amy(photos, tmp_path)
@@ -632,13 +634,21 @@ def test_a_photo_renamed_in_case_and_edited_keeps_its_names(
     ImageEnhance.Brightness(im).enhance(1.2).save(root / "AMY1.png")
     (root / "amy2.png").rename(root / "AMY2.png")
     if insensitive:  # the old names still open the files (the rest of the disk as it is)
-        isfile = os.path.isfile
-        monkeypatch.setattr(os.path, "isfile", lambda p: isfile(p) or isfile(os.path.join(
-            os.path.dirname(p), os.path.basename(p).replace("amy", "AMY"))))  # fmt: skip
+
+        def upper(p):
+            return os.path.join(os.path.dirname(p), os.path.basename(p).replace("amy", "AMY"))
+
+        isfile, samefile = os.path.isfile, os.path.samefile
+        monkeypatch.setattr(os.path, "isfile", lambda p: isfile(p) or isfile(upper(p)))
+        monkeypatch.setattr(os.path, "samefile", lambda a, b: samefile(upper(a), upper(b)))
     r = _scan(db, root)
-    assert (r["changed"], r["moved"], r["new"], r["missing"]) == (1, 1, 0, 0), r
     want = {n: [f.replace("amy", "AMY")] for n, (f,) in names.items()}  # named as before
-    assert _names(db) == want and _scan(db, root)["unchanged"] == 2
+    if insensitive:
+        assert (r["changed"], r["moved"], r["new"], r["missing"]) == (1, 1, 0, 0), r
+        assert _names(db) == want and _scan(db, root)["unchanged"] == 2
+    else:
+        assert (r["changed"], r["moved"], r["new"], r["missing"]) == (0, 1, 1, 1), r
+        assert _names(db) == want | {"amy1.png": ["amy1.png"]}  # kept on the missing one
 
 
 @need(BBT)

@@ -72,8 +72,9 @@ class ScanReport:
 @dataclass
 class _Left:
     """The recorded photos below the root that a scan did not list, found again by their
-    content (moved) or by their path in one case and Unicode form (renamed in case only,
-    and changed). What is not taken by the end of the scan is gone."""
+    content (moved) or, on a case-insensitive disk, by their path in one case and Unicode
+    form (renamed in case only, and changed). What is not taken by the end of the scan is
+    gone."""
 
     ids: dict[int, None]  # in the order recorded
     by_content: dict[str, int]
@@ -335,8 +336,9 @@ def _scan_one(con, path: str, row, left: _Left, rep: ScanReport, smallest: float
 
 def _new_path(con, path: str, digest: str, st, left: _Left, rep: ScanReport):
     """A path the library has no photo at: a recorded photo moved here (by its content),
-    a duplicate of a live one (recorded), or one renamed in case only and changed; else a
-    new photo. What is left to analyse is returned as `_scan_one` returns it."""
+    a duplicate of a live one (recorded), or one renamed in case only and changed (on a
+    case-insensitive disk); else a new photo. What is left to analyse is returned as
+    `_scan_one` returns it."""
     pid = left.take(digest, left.by_content)
     if pid is None:
         twin = store.twin_of(con, digest, path)
@@ -350,8 +352,24 @@ def _new_path(con, path: str, digest: str, st, left: _Left, rep: ScanReport):
         return _if_waiting(con, pid, path, digest, st)
     if _record_duplicate(con, path, None, digest, st, rep):
         return None
-    pid = left.take(_folded(path), left.by_name)  # renamed in case only, and changed
-    return path, None if pid is None else store.photo(con, pid), digest, st
+    return path, _renamed_in_case(con, path, left), digest, st
+
+
+def _renamed_in_case(con, path: str, left: _Left):
+    """The recorded photo this new path is to the disk itself: its name in another case
+    (`IMG_1.JPG` now `img_1.jpg`, one file to macOS's and Windows' disks, which still open
+    it by the old name), gone from the listing under the name recorded. A case-sensitive
+    disk holds two files there, and a rename with an edit is a new photo, as elsewhere."""
+    pid = left.by_name.get(_folded(path))
+    if pid not in left.ids:
+        return None
+    old = store.photo(con, pid)
+    try:
+        if not os.path.samefile(old["path"], path):
+            return None
+    except OSError:  # the old name opens nothing: two names, two files
+        return None
+    return store.photo(con, left.take(_folded(path), left.by_name))
 
 
 def _searched_above(row, smallest: float) -> bool:
