@@ -81,7 +81,7 @@ def test_names_leave_in_xmp_and_come_back(photos, tmp_path):
 def test_regions_another_program_wrote_are_read(photos, tmp_path):
     """ExifTool's own way of writing MWG regions (elements, rdf:parseType="Resource")."""
     exiftool = _exiftool()
-    from facetrain.library.xmp import read_regions
+    from facetrain.library.xmp import read_names
 
     model = make_model(tmp_path / "m.safetensors")
     db = tmp_path / "lib.db"
@@ -110,7 +110,7 @@ def test_regions_another_program_wrote_are_read(photos, tmp_path):
         f"H={rh:.4f},X={cx:.4f},Y={cy:.4f},Unit=normalized}},Name=Amy Farrah,Type=Face}}]}}"
     )
     subprocess.run([exiftool, "-q", f"-RegionInfo={info}", "-o", str(side)], check=True)
-    assert read_regions(side)[0][0] == "Amy Farrah"
+    assert read_names(side)[0][0][0] == "Amy Farrah"
     out = cli("library", "scan", photos / "amy", "--db", db, "--import-xmp")
     assert "1 faces named from 1 XMP sidecars" in out
     assert _names(db) == {"Amy Farrah": [Path(path).name]}

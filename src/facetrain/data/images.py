@@ -192,16 +192,12 @@ def exif_orientation(path: str | os.PathLike) -> int:
 def text_tile(size: int, text: str) -> bytes:
     """A grey square JPEG saying `text` (centred; lines split at newlines): a picture's
     stand-in where the picture cannot be had."""
-    import io
-
     from PIL import ImageDraw
 
     im = Image.new("RGB", (size, size), (200, 200, 200))
     ImageDraw.Draw(im).text((size / 2, size / 2), text, fill=(90, 90, 90), anchor="mm",
                             align="center", font_size=max(8, size // 9))  # fmt: skip
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=80)
-    return buf.getvalue()
+    return to_jpeg(np.asarray(im), size, quality=80)
 
 
 def to_jpeg(img: np.ndarray, max_side: int, quality: int = 85) -> bytes:

@@ -144,11 +144,10 @@ def named_among(lib, namer, photo, names: list[str], source: str) -> dict[str, i
     """The faces of a photo said to show `names` (and perhaps strangers), each named
     one of them when `namer` — the rule `identify` follows, its candidates only those
     named people who have confirmed faces and none on this photo yet — is sure of it."""
+    every = store.faces_of_photo(lib.con, photo["id"])
     among = {store.person_named(lib.con, n.strip()) for n in names} - {None}
-    among -= {f["person_id"] for f in store.faces_of_photo(lib.con, photo["id"])
-              if f["confirmed"]}  # fmt: skip
-    faces = [f for f in store.faces_of_photo(lib.con, photo["id"], usable_only=True)
-             if not f["confirmed"] and f["embedding"] is not None]  # fmt: skip
+    among -= {f["person_id"] for f in every if f["confirmed"]}
+    faces = [f for f in every if f["usable"] and not f["confirmed"] and f["embedding"] is not None]
     if not among or not faces:
         return {"faces_named": 0}
     emb = np.stack([store.from_blob(f["embedding"]) for f in faces])

@@ -369,7 +369,8 @@ def _renamed_in_case(con, path: str, left: _Left):
             return None
     except OSError:  # the old name opens nothing: two names, two files
         return None
-    return store.photo(con, left.take(_folded(path), left.by_name))
+    left.take(_folded(path), left.by_name)
+    return old
 
 
 def _searched_above(row, smallest: float) -> bool:

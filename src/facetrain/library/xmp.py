@@ -128,19 +128,9 @@ def sidecar_of(photo: str | os.PathLike) -> Path | None:
     return None
 
 
-def read_regions(path: str | os.PathLike) -> list[tuple[str, tuple]]:
-    """`regions_in` an XMP file (a sidecar)."""
-    return read_names(path)[0]
-
-
 def read_names(path: str | os.PathLike) -> tuple[list[tuple[str, tuple]], list[str]]:
     """`names_in` an XMP file (a sidecar)."""
     return names_in(Path(path).read_bytes()[: MAX_BYTES + 1])
-
-
-def regions_in(data: bytes) -> list[tuple[str, tuple]]:
-    """The named face regions of an XMP packet (`names_in`)."""
-    return names_in(data)[0]
 
 
 def names_in(data: bytes) -> tuple[list[tuple[str, tuple]], list[str]]:
