@@ -31,20 +31,22 @@ from pathlib import Path
 
 import numpy as np
 
-from facetrain.library.imports import ROUNDS, by_likeness
+from facetrain.library.imports import ROUNDS, by_likeness, name_listed
 from library_populations import MODEL, SETS, _here, faces_of_set, library_of, mixed, name_faces
 
 
-def groups_of(s: dict, named: int, groups: int, rng) -> tuple[dict, list, list, list]:
+def groups_of(s: dict, named: int, unseen: int, groups: int, rng) -> tuple:
     """(the set with its group photos made, seeds {person: face indexes}, groups [(photo,
-    listed people)], the named people)."""
+    listed people)], the people listed); the first `named` people have seeds, the next
+    `unseen` none: they are only ever in group photos."""
     truth, photo = s["truth"], s["photo"].copy()
     people, counts = np.unique(truth[truth != ""], return_counts=True)
-    chosen = [p for c, p in sorted(zip(-counts, people)) if -c >= 4][:named]
+    chosen = [p for c, p in sorted(zip(-counts, people)) if -c >= 4][: named + unseen]
     pools, seeds = {}, {}
-    for p in chosen:
+    for k, p in enumerate(chosen):
         idx = rng.permutation(np.flatnonzero(truth == p))
-        seeds[p], pools[p] = idx[:2], list(idx[2:])
+        cut = 2 if k < named else 0
+        seeds[p], pools[p] = idx[:cut], list(idx[cut:])
     strangers = list(rng.permutation(np.flatnonzero(~np.isin(truth, chosen) & (truth != ""))))
     made, next_photo = [], int(photo.max()) + 1
     for _ in range(groups):
@@ -63,20 +65,26 @@ def groups_of(s: dict, named: int, groups: int, rng) -> tuple[dict, list, list, 
     return dict(s, photo=photo), seeds, made, chosen
 
 
-def measure(s: dict, pre: dict, named: int, groups: int, rounds: int, seed: int = 0) -> dict:
-    """Right, left and wrong over the group photos' faces, as `imports.by_likeness` names
-    them in `rounds` rounds."""
-
+def measure(s: dict, pre: dict, args, how: str, seed: int = 0) -> dict:
+    """Right, left and wrong over the group photos' faces, as `how` names them: "1" or
+    "3": `imports.by_likeness` in that many rounds; "lists": `imports.name_listed`, the
+    whole import (likeness, then the people no face was named for by the photos their
+    lists share)."""
     rng = np.random.default_rng(seed)
-    s, seeds, made, chosen = groups_of(s, named, groups, rng)
-    out = {"faces": 0, "right": 0, "left": 0, "wrong": 0, "strangers": 0, "strangers_named": 0}
+    s, seeds, made, chosen = groups_of(s, args.named, args.unseen, args.groups, rng)
+    unseen = {p for p in chosen if not len(seeds[p])}
+    out = {"faces": 0, "right": 0, "left": 0, "wrong": 0, "strangers": 0, "strangers_named": 0,
+           "unseen": 0, "unseen_right": 0}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         lib, face_id = library_of(s, Path(tmp), pre)
         with lib:
-            name_faces(lib, {p: face_id[seeds[p]] for p in chosen})
+            name_faces(lib, {p: face_id[seeds[p]] for p in chosen if len(seeds[p])})
             row = {r["path"]: r for r in lib.con.execute("SELECT * FROM photos")}
             photos = [(row[f"/bench/{ph}.jpg"], [_name(p) for p in listed]) for ph, listed in made]
-            by_likeness(lib, photos, {}, "Google Photos' people", rounds)
+            if how == "lists":
+                name_listed(lib, photos, "Google Photos' people", {})
+            else:
+                by_likeness(lib, photos, {}, "Google Photos' people", int(how))
             got = dict(lib.con.execute(
                 "SELECT f.id, pe.name FROM faces f JOIN people pe ON pe.id = f.person_id"
                 " WHERE f.confirmed = 1").fetchall())  # fmt: skip
@@ -86,6 +94,8 @@ def measure(s: dict, pre: dict, named: int, groups: int, rounds: int, seed: int 
             name = got.get(int(face_id[i]))
             out["faces"] += 1
             out["strangers"] += not mine
+            out["unseen"] += s["truth"][i] in unseen
+            out["unseen_right"] += s["truth"][i] in unseen and name == _name(s["truth"][i])
             if name is None:
                 out["left"] += 1
             elif mine and name == _name(s["truth"][i]):
@@ -106,28 +116,44 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", nargs="*", default=list(SETS))
     ap.add_argument("--named", type=int, default=10)
+    ap.add_argument("--unseen", type=int, nargs="*", default=[0, 3])
     ap.add_argument("--groups", type=int, default=300)
+    ap.add_argument("--seeds", type=int, default=6)
     args = ap.parse_args()
     fm = open_for_use(MODEL)
     pre = asdict(fm.pre)
     sets = {name: faces_of_set(name) for name in args.sets if _here(name)}
     sets["mixed"] = mixed(sets)
-    print(f"{platform.machine()}, {os.cpu_count()} cores; {MODEL}; {args.named} people named "
-          f"on 2 faces each; up to {args.groups} group photos a set")  # fmt: skip
-    print("| set | rounds | group photos | faces | right (listed) | left | wrong | "
-          "strangers named |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        f"{platform.machine()}, {os.cpu_count()} cores; {MODEL}; {args.named} people named "
+        f"on 2 faces each; up to {args.groups} group photos a set; {args.seeds} draws summed"
+    )
+    print("| set | never alone | how | group photos | faces | right (listed) | right (never "
+          "alone) | left | wrong | strangers named |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     worst = 0.0
     for name, s in sets.items():
-        for rounds in sorted({1, ROUNDS}):
-            r = measure(s, pre, args.named, args.groups, rounds)
-            listed = r["faces"] - r["strangers"]
-            print(f"| {name} | {rounds} | {r['photos']} | {r['faces']} | "
-                  f"{r['right'] / listed:.1%} | {r['left'] / r['faces']:.1%} | {r['wrong']} "
-                  f"({r['wrong'] / r['faces']:.1%}) | {r['strangers_named']} of "
-                  f"{r['strangers']} |", flush=True)  # fmt: skip
-            worst = max(worst, r["wrong"] / r["faces"])
+        for unseen in args.unseen:
+            for how in (str(ROUNDS), "lists"):
+                r = _summed(s, pre, args, unseen, how)
+                listed = r["faces"] - r["strangers"]
+                print(f"| {name} | {unseen} | {'likeness' if how != 'lists' else 'lists'} | "
+                      f"{r['photos']} | {r['faces']} | {r['right'] / listed:.1%} | "
+                      f"{r['unseen_right'] / max(r['unseen'], 1):.1%} of {r['unseen']} | "
+                      f"{r['left'] / r['faces']:.1%} | {r['wrong']} "
+                      f"({r['wrong'] / r['faces']:.1%}) | {r['strangers_named']} of "
+                      f"{r['strangers']} |", flush=True)  # fmt: skip
+                worst = max(worst, r["wrong"] / r["faces"])
     print(f"worst set: {worst:.1%} of faces given a name not theirs")
+
+
+def _summed(s: dict, pre: dict, args, unseen: int, how: str) -> dict:
+    """`measure`'s counts summed over `args.seeds` draws of the group photos."""
+    out: dict[str, int] = {}
+    for seed in range(args.seeds):
+        r = measure(s, pre, argparse.Namespace(**vars(args) | {"unseen": unseen}), how, seed)
+        out = {k: out.get(k, 0) + v for k, v in r.items()}
+    return out
 
 
 if __name__ == "__main__":

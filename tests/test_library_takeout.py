@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 from typer.testing import CliRunner
@@ -152,3 +153,93 @@ def test_a_group_photos_people_are_named_by_likeness_among_those_listed(tmp_path
     named = sum(g is not None for g in got)
     assert named >= len(listed) - 1 and report["by_likeness"] == named, (got, report)
     assert report["faces_named"] == 12 + named and len(names_of(db)) == 4, out
+
+
+def _people(rng, centres: dict, photos: list[list[str]], spread: float = 0.05):
+    """Unit embeddings of the faces of `photos` (each a list of the people on it, every
+    person near their own centre): (emb, photo index, who)."""
+    emb, photo, who = [], [], []
+    for k, people in enumerate(photos):
+        for p in people:
+            v = centres[p] + rng.normal(0, spread, centres[p].shape)
+            emb.append(v / np.linalg.norm(v))
+            photo.append(k)
+            who.append(p)
+    return np.array(emb, np.float32), np.array(photo), who
+
+
+def test_the_face_the_photos_of_someone_never_alone_share():
+    """`shared_face`: the stack on the most of the photos listing someone is theirs — on
+    every one of them here, with whoever else is there; not with fewer photos than
+    `least`, and not when two people are always together (a tie: neither is named)."""
+    from facetrain.library.curate import shared_face
+
+    rng = np.random.default_rng(0)
+    centres = {p: v / np.linalg.norm(v) for p, v in zip("URSTV", rng.normal(size=(5, 32)))}
+    emb, photo, who = _people(rng, centres, [["U", "R"], ["U", "S", "T"], ["U", "R"], ["U", "V"]])
+    got = shared_face(emb, photo, 0.6, "squared_l2")
+    assert [who[i] for i in got] == ["U"] * 4 and sorted(photo[got]) == [0, 1, 2, 3]
+    assert shared_face(emb, photo, 0.6, "squared_l2", least=5) == []
+    emb, photo, who = _people(rng, centres, [["U", "R"], ["R", "U"], ["U", "R", "S"]])
+    assert shared_face(emb, photo, 0.6, "squared_l2") == []
+
+
+def test_a_look_alike_of_the_only_candidate_is_not_named_when_faces_are_kept_apart():
+    """`identify(apart=True)`: with one candidate left, a face is named only when no other
+    face of the photo is within the margin of that person too; without it, the nearer of
+    two faces alike takes the name."""
+    from facetrain.library.curate import identify
+
+    a = np.array([[1.0, 0.0, 0.0]], np.float32)
+    protos = (a, np.array([7]), {7: "Amy"})
+    twins = np.array([[0.98, 0.2, 0.0], [0.97, 0.0, 0.24]], np.float32)
+    twins /= np.linalg.norm(twins, axis=1, keepdims=True)
+    assert [r["name"] for r in identify(twins, protos, 0.6, margin=0.05)] == ["Amy", "unknown"]
+    got = identify(twins, protos, 0.6, margin=0.05, apart=True)
+    assert [r["name"] for r in got] == ["unknown", "unknown"]
+    alone = np.array([[0.98, 0.2, 0.0], [0.0, 1.0, 0.0]], np.float32)
+    alone /= np.linalg.norm(alone, axis=1, keepdims=True)
+    got = identify(alone, protos, 0.6, margin=0.05, apart=True)
+    assert [r["name"] for r in got] == ["Amy", "unknown"]
+
+
+def _side_by_side(paths: list[Path], out: Path) -> None:
+    """One photo of several people: their portraits side by side on grey."""
+    im = Image.new("RGB", (150 * len(paths), 150), (128, 128, 128))
+    for k, p in enumerate(paths):
+        im.paste(Image.open(p).convert("RGB"), (150 * k, 0))
+    im.save(out)
+
+
+@need(BBT)
+def test_someone_never_alone_on_a_photo_is_named_by_the_photos_their_lists_share(tmp_path):
+    """Raj is never alone on a photo: his face is the one the four photos that list him
+    share, each with another person named on their own photos; Stuart and Bernadette are
+    always together, so which face is whose cannot be told from the lists: neither of
+    them is named, and no face is named wrong."""
+    root = tmp_path / "takeout"
+    root.mkdir()
+    ref = BBT / "reference"
+    others = ("amy", "howard", "penny", "leonard")
+    for person in others:
+        p = ref / person / f"{person}1.png"
+        shutil.copy(p, root / p.name)
+        _json(root / (p.name + ".json"), p.name, person.capitalize())
+    for k, person in enumerate(others, start=2):
+        name = f"raj_with_{person}.png"
+        _side_by_side([ref / "raj" / f"raj{k}.png", ref / person / f"{person}{k}.png"], root / name)
+        _json(root / (name + ".json"), name, "Raj", person.capitalize())
+    for k in (1, 2, 3):
+        name = f"couple{k}.png"
+        pair = [ref / "stuart" / f"stuart{k}.png", ref / "bernadette" / f"bernadette{k}.png"]
+        _side_by_side(pair, root / name)
+        _json(root / (name + ".json"), name, "Stuart", "Bernadette")
+    db = tmp_path / "lib.db"
+    cli("library", "scan", root, "--db", db, "--import-takeout", "--json", tmp_path / "s.json")
+    report = json.loads((tmp_path / "s.json").read_text())["takeout"]
+    got = _names(db)
+    assert got.get("Raj") == sorted(f"raj_with_{p}.png" for p in others), got
+    assert "Stuart" not in got and "Bernadette" not in got, got
+    for person in others:  # each named on their own photo, and by likeness beside Raj
+        assert got[person.capitalize()] == [f"{person}1.png", f"raj_with_{person}.png"], got
+    assert report["by_company"] == 4 and report["faces_named"] == 12, report

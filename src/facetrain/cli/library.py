@@ -137,8 +137,9 @@ def _show_takeout(out: dict) -> None:
     console.print(f"{out['faces_named']} faces named from Google Photos' people on "
                   f"{out['photos']} photos ({out['by_likeness']} of them on the "
                   f"{out['several']} photos that name several people or show several faces, "
-                  "by likeness among the people listed; faces you confirmed kept their "
-                  "names)")  # fmt: skip
+                  f"by likeness among the people listed, and {out['by_company']} of people "
+                  "never alone on a photo, by the face the photos listing them share; faces "
+                  "you confirmed kept their names)")  # fmt: skip
     _show_refused(out["names_refused"], "Google Photos' people")
 
 
@@ -152,7 +153,8 @@ def _show_xmp(out: dict) -> None:
     if out["listed"]:
         console.print(f"{out['listed']} of those photos list their people with no place "
                       f"(Iptc4xmpExt:PersonInImage): {out['by_likeness']} faces named by "
-                      "likeness among the people listed, as with Google Photos' lists")  # fmt: skip
+                      f"likeness among the people listed and {out['by_company']} by the face "
+                      "the photos listing someone share, as with Google Photos' lists")  # fmt: skip
     _show_refused(out["names_refused"], "XMP")
 
 

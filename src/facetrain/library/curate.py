@@ -335,7 +335,8 @@ class Namer:
         return (f"nearest named person under threshold {self.threshold:.3f} ({self.why}), "
                 f"runner-up at least {self.margin:.3f} farther")  # fmt: skip
 
-    def name(self, emb: np.ndarray, among: set[int] | None = None, photo: int = -1) -> list[dict]:
+    def name(self, emb: np.ndarray, among: set[int] | None = None, photo: int = -1,
+             apart: bool = False) -> list[dict]:  # fmt: skip
         """The faces of ONE photo named (see `identify`); `among`: the person ids it may
         name (the people another program says are on the photo), else every named one;
         `photo`: the photo's id when the library holds it (its faces are not their own
@@ -354,7 +355,34 @@ class Namer:
             photos = np.concatenate([np.full(len(emb), photo), self.lib_photo])
             qscale = local_scales(both, photos, self.distance, rows=len(emb))
             limits = pair_limits(qscale, pscale, self.threshold)
-        return identify(emb, protos, self.threshold, self.distance, self.margin, limits)
+        return identify(emb, protos, self.threshold, self.distance, self.margin, limits, apart)
+
+    def spacing(self, emb: np.ndarray, photo: np.ndarray) -> np.ndarray | None:
+        """The library's spacing around these library faces (`photo`: their photos' ids),
+        in the space it compares faces in; None when the threshold alone decides."""
+        from facetrain.library.cluster import local_scales
+
+        if self.pscale is None:
+            return None
+        both = np.concatenate([emb, self.lib_emb])
+        return local_scales(both, np.concatenate([photo, self.lib_photo]), self.distance,
+                            rows=len(emb))  # fmt: skip
+
+
+def shared_face(emb, photo, threshold: float, distance: str, scale=None, least: int = 3):
+    """The faces of the one person a set of photos shares — the photos that list someone
+    whose face nothing else can find: the stack (`cluster.agglomerate`, as the library
+    makes them) seen on the most photos, when it is on `least` or more and on more
+    photos than any other; [] otherwise (two people always together tie, and stay
+    unnamed)."""
+    from facetrain.library.cluster import agglomerate
+
+    labels = agglomerate(emb, photo, threshold, distance, scale=scale)[0]
+    sizes = np.bincount(labels)
+    order = np.argsort(-sizes, kind="stable")
+    if sizes[order[0]] < least or (len(order) > 1 and sizes[order[0]] <= sizes[order[1]]):
+        return []
+    return np.flatnonzero(labels == order[0]).tolist()
 
 
 def identify(
@@ -364,6 +392,7 @@ def identify(
     distance: str = "squared_l2",
     margin: float = 0.0,
     limits: np.ndarray | None = None,
+    apart: bool = False,
 ) -> list[dict]:
     """Name the faces of ONE photo from the named people: each face's distance to a person
     is the nearest of that person's prototypes; a person is given to at most one face of
@@ -397,6 +426,9 @@ def identify(
         others = np.delete(row, j)
         second = float(others.min()) if len(others) else None
         ok = i in given and best < threshold and (second is None or second - best >= margin)
+        if apart and ok:  # no other face of the photo within margin of this person either
+            rivals = np.delete(per[:, j], i)
+            ok = not len(rivals) or float(rivals.min()) - best >= margin
         out.append(
             {
                 "name": names[int(people_ids[j])] if ok else "unknown",

@@ -118,8 +118,12 @@ def name_listed(lib, listed: list, source: str, problems: dict) -> dict[str, int
         for k, v in curate.name_regions(lib.con, photo, tag, source).items():
             out[k] += v
     liked = by_likeness(lib, several, problems, source) if several else 0
-    out["faces_named"] += liked
-    return out | {"listed": len(listed), "several": len(several), "by_likeness": liked}
+    shared = by_company(lib, several, problems, source) if several else 0
+    if shared:  # the people so found are prototypes now: their other faces by likeness
+        liked += by_likeness(lib, several, problems, source)
+    out["faces_named"] += liked + shared
+    return out | {"listed": len(listed), "several": len(several), "by_likeness": liked,
+                  "by_company": shared}  # fmt: skip
 
 
 def by_likeness(lib, photos: list, problems: dict, source: str, rounds: int = ROUNDS) -> int:
@@ -140,18 +144,90 @@ def by_likeness(lib, photos: list, problems: dict, source: str, rounds: int = RO
     return done
 
 
+def by_company(lib, photos: list, problems: dict, source: str, least: int = 3) -> int:
+    """The people listed ((photo, names)) whom likeness cannot find — no face of theirs
+    is confirmed: never alone on a photo — each named on the faces the photos that list
+    them share (`curate.shared_face`), when `least` photos or more list them; a face two
+    such people would both take is left. The faces named."""
+    try:
+        namer = lib.namer()
+    except LibraryError as e:  # a model with no calibrated threshold
+        problems["faces by likeness"] = str(e)
+        return 0
+    known = set(namer.protos[1].tolist())
+    wanted: dict[str, list] = {}
+    for photo, names in photos:
+        for name in {n.strip() for n in names}:
+            if store.person_named(lib.con, name) not in known:
+                wanted.setdefault(name, []).append(photo)
+    people = _shown(sorted(wanted.items()), "by the photos they share")
+    shared = {name: _shared(lib, namer, its, least) if len(its) >= least else []
+              for name, its in people}  # fmt: skip
+    done, source = 0, f"{source}, by the photos they share"
+    for name, p, f in _agreeing(shared, namer.distance):
+        done += curate.name_regions(lib.con, p, [(name, _area(f, p))], source)["faces_named"]
+    return done
+
+
+def _agreeing(shared: dict[str, list], distance: str) -> list:
+    """(name, photo, face) of the faces each name's photos share ({name: [(photo, face,
+    embedding)]}) that are that name's alone: claimed by no other name, and nearer on
+    average to the name's other faces than to any other name's; a photo where one face
+    fails this has none of its faces named so (two people listed together, their faces
+    swapped between them, are both left)."""
+    from collections import Counter
+
+    from facetrain.distances import distance_matrix
+
+    claimed = Counter(f["id"] for faces in shared.values() for _, f, _ in faces)
+    emb = {n: np.stack([e for *_, e in faces]) for n, faces in shared.items() if faces}
+    out, doubtful = [], set()
+    for name, faces in shared.items():
+        for k, (p, f, e) in enumerate(faces):
+            d = {n: distance_matrix(e[None], m, distance)[0] for n, m in emb.items()}
+            own = np.delete(d.pop(name), k).mean()
+            if claimed[f["id"]] == 1 and all(own < x.mean() for x in d.values()):
+                out.append((name, p, f))
+            else:
+                doubtful.add(p["id"])
+    return [(name, p, f) for name, p, f in out if p["id"] not in doubtful]
+
+
+def _shared(lib, namer, photos: list, least: int) -> list:
+    """(photo, face, embedding as compared) of the one person `photos` share
+    (`curate.shared_face`) among their faces no one has confirmed."""
+    faces = [(p, f) for p in photos for f in store.faces_of_photo(lib.con, p["id"])
+             if f["usable"] and not f["confirmed"] and f["embedding"] is not None]  # fmt: skip
+    if not faces:
+        return []
+    emb = np.stack([store.from_blob(f["embedding"]) for _, f in faces])
+    emb = emb if namer.adapter is None else namer.adapter.apply(emb)
+    photo = np.array([p["id"] for p, _ in faces], np.int64)
+    scale = namer.spacing(emb, photo)
+    chosen = curate.shared_face(emb, photo, namer.threshold, namer.distance, scale, least)
+    return [(*faces[i], emb[i]) for i in chosen]
+
+
 def named_among(lib, namer, photo, names: list[str], source: str) -> dict[str, int]:
-    """The faces of a photo said to show `names` (and perhaps strangers), each named
-    one of them when `namer` — the rule `identify` follows, its candidates only those
-    named people who have confirmed faces and none on this photo yet — is sure of it."""
+    """The faces of a photo said to show `names` (and perhaps strangers), each named one
+    of them when `namer` — the rule `identify` follows, its candidates those listed
+    people not on the photo yet — is sure of it. When the photo may show someone the rule
+    cannot weigh — a listed person with no confirmed face to compare with, or a stranger
+    (more faces left than people listed) — a face is named only when no other face of
+    the photo is within the runner-up margin of that person too: the one candidate left
+    has no runner-up of its own to keep a look-alike out (bench/takeout_groups.py)."""
     every = store.faces_of_photo(lib.con, photo["id"])
-    among = {store.person_named(lib.con, n.strip()) for n in names} - {None}
-    among -= {f["person_id"] for f in every if f["confirmed"]}
+    here = {f["person_id"] for f in every if f["confirmed"]}
+    listed = {n.strip(): store.person_named(lib.con, n.strip()) for n in names}
+    left = {n: p for n, p in listed.items() if p is None or p not in here}
+    among = set(left.values()) - {None}
     faces = [f for f in every if f["usable"] and not f["confirmed"] and f["embedding"] is not None]
     if not among or not faces:
         return {"faces_named": 0}
+    unweighed = len(left) > len(among & set(namer.protos[1].tolist()))
+    crowded = sum(not f["confirmed"] for f in every) > len(left)
     emb = np.stack([store.from_blob(f["embedding"]) for f in faces])
-    found = namer.name(emb, among, photo["id"])
+    found = namer.name(emb, among, photo["id"], apart=unweighed or crowded)
     tags = [(r["name"], _area(f, photo)) for f, r in zip(faces, found) if r["name"] != "unknown"]
     return curate.name_regions(lib.con, photo, tags, f"{source}, by likeness")
 
