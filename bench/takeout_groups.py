@@ -35,19 +35,32 @@ from facetrain.library.imports import ROUNDS, by_likeness, name_listed
 from library_populations import MODEL, SETS, _here, faces_of_set, library_of, mixed, name_faces
 
 
-def groups_of(s: dict, named: int, unseen: int, groups: int, rng) -> tuple:
+def groups_of(s: dict, named: int, unseen: int, groups: int, rng, companion=False) -> tuple:
     """(the set with its group photos made, seeds {person: face indexes}, groups [(photo,
     listed people)], the people listed); the first `named` people have seeds, the next
-    `unseen` none: they are only ever in group photos."""
+    `unseen` none: they are only ever in group photos. With `companion`, the person with
+    the most faces is never listed (a parent no one named) and is beside the first
+    never-alone person on 70% of their photos, whose own face is found on half of them (a
+    baby's), and on 30% of the other photos."""
     truth, photo = s["truth"], s["photo"].copy()
     people, counts = np.unique(truth[truth != ""], return_counts=True)
-    chosen = [p for c, p in sorted(zip(-counts, people)) if -c >= 4][: named + unseen]
+    ranked = [p for c, p in sorted(zip(-counts, people)) if -c >= 4]
+    parent = ranked.pop(0) if companion and unseen and len(ranked) > named + unseen else None
+    chosen = ranked[: named + unseen]
     pools, seeds = {}, {}
     for k, p in enumerate(chosen):
         idx = rng.permutation(np.flatnonzero(truth == p))
         cut = 2 if k < named else 0
         seeds[p], pools[p] = idx[:cut], list(idx[cut:])
-    strangers = list(rng.permutation(np.flatnonzero(~np.isin(truth, chosen) & (truth != ""))))
+    baby = chosen[named] if parent else None  # the person with the most faces holds them
+    parent = list(rng.permutation(np.flatnonzero(truth == parent))) if parent else []
+    strangers = list(
+        rng.permutation(
+            np.flatnonzero(
+                ~np.isin(truth, chosen) & (truth != "") & ~np.isin(np.arange(len(truth)), parent)
+            )
+        )
+    )
     made, next_photo = [], int(photo.max()) + 1
     for _ in range(groups):
         alive = [p for p in chosen if pools[p]]
@@ -55,9 +68,11 @@ def groups_of(s: dict, named: int, unseen: int, groups: int, rng) -> tuple:
             break
         listed = list(rng.choice(alive, min(len(alive), rng.integers(2, 5)), replace=False))
         members = [pools[p].pop() for p in listed]
-        if rng.random() < 0.2:
-            members.pop(int(rng.integers(len(members))))  # not found: listed, absent
-        if rng.random() < 1 / 3 and strangers:
+        if rng.random() < (0.5 if baby in listed else 0.2):  # not found: listed, absent
+            members.pop(listed.index(baby) if baby in listed else int(rng.integers(len(members))))
+        if parent and rng.random() < (0.7 if baby in listed else 0.3):
+            members.append(parent.pop())
+        elif rng.random() < 1 / 3 and strangers:
             members.append(strangers.pop())
         photo[members] = next_photo
         made.append((next_photo, listed))
@@ -71,7 +86,8 @@ def measure(s: dict, pre: dict, args, how: str, seed: int = 0) -> dict:
     whole import (likeness, then the people no face was named for by the photos their
     lists share)."""
     rng = np.random.default_rng(seed)
-    s, seeds, made, chosen = groups_of(s, args.named, args.unseen, args.groups, rng)
+    s, seeds, made, chosen = groups_of(s, args.named, args.unseen, args.groups, rng,
+                                       args.companion)  # fmt: skip
     unseen = {p for p in chosen if not len(seeds[p])}
     out = {"faces": 0, "right": 0, "left": 0, "wrong": 0, "strangers": 0, "strangers_named": 0,
            "unseen": 0, "unseen_right": 0}  # fmt: skip
@@ -119,6 +135,8 @@ def main() -> None:
     ap.add_argument("--unseen", type=int, nargs="*", default=[0, 3])
     ap.add_argument("--groups", type=int, default=300)
     ap.add_argument("--seeds", type=int, default=6)
+    ap.add_argument("--companion", action="store_true",
+                    help="someone never listed beside the first never-alone person")  # fmt: skip
     args = ap.parse_args()
     fm = open_for_use(MODEL)
     pre = asdict(fm.pre)

@@ -184,6 +184,25 @@ def test_the_face_the_photos_of_someone_never_alone_share():
     assert shared_face(emb, photo, 0.6, "squared_l2") == []
 
 
+def test_someone_never_listed_beside_them_is_not_taken_for_them():
+    """A parent no list names, beside a baby on five of the six photos that list the
+    baby, whose face is found on three: the parent's stack is the larger there, but it
+    is on most of the photos that do not list the baby too, so the baby's is taken."""
+    from facetrain.library.curate import shared_face
+
+    rng = np.random.default_rng(1)
+    centres = {p: v / np.linalg.norm(v) for p, v in zip("BRST", rng.normal(size=(4, 32)))}
+    baby = [["B", "R"], ["B", "R"], ["B", "S"], ["R"], ["R", "T"], ["R"]]
+    emb, photo, who = _people(rng, centres, baby)
+    assert [who[i] for i in shared_face(emb, photo, 0.6, "squared_l2")] == ["R"] * 5
+    other, other_photo, _ = _people(rng, centres, [["R", "S"], ["R"], ["T"], ["R", "T"]] * 2)
+    got = shared_face(emb, photo, 0.6, "squared_l2", elsewhere=(other, other_photo + 10, None))
+    assert [who[i] for i in got] == ["B"] * 3
+    never = _people(rng, centres, [["S"], ["T"], ["S", "T"]])[:2]
+    got = shared_face(emb, photo, 0.6, "squared_l2", elsewhere=(never[0], never[1] + 10, None))
+    assert [who[i] for i in got] == ["R"] * 5  # nothing says the parent is someone else
+
+
 def test_a_look_alike_of_the_only_candidate_is_not_named_when_faces_are_kept_apart():
     """`identify(apart=True)`: with one candidate left, a face is named only when no other
     face of the photo is within the margin of that person too; without it, the nearer of

@@ -147,21 +147,25 @@ def by_likeness(lib, photos: list, problems: dict, source: str, rounds: int = RO
 def by_company(lib, photos: list, problems: dict, source: str, least: int = 3) -> int:
     """The people listed ((photo, names)) whom likeness cannot find — no face of theirs
     is confirmed: never alone on a photo — each named on the faces the photos that list
-    them share (`curate.shared_face`), when `least` photos or more list them; a face two
-    such people would both take is left. The faces named."""
+    them share (`curate.shared_face`), when `least` photos or more list them and that
+    face is not as often on the listed photos that do not name them; a face two such
+    people would both take is left. The faces named."""
     try:
         namer = lib.namer()
     except LibraryError as e:  # a model with no calibrated threshold
         problems["faces by likeness"] = str(e)
         return 0
     known = set(namer.protos[1].tolist())
-    wanted: dict[str, list] = {}
+    wanted: dict[str, set] = {}
     for photo, names in photos:
         for name in {n.strip() for n in names}:
             if store.person_named(lib.con, name) not in known:
-                wanted.setdefault(name, []).append(photo)
+                wanted.setdefault(name, set()).add(photo["id"])
+    if not any(len(its) >= least for its in wanted.values()):
+        return 0
+    pool = _unnamed_faces(lib, namer, [p for p, _ in photos])
     people = _shown(sorted(wanted.items()), "by the photos they share")
-    shared = {name: _shared(lib, namer, its, least) if len(its) >= least else []
+    shared = {name: _shared(namer, pool, its, least) if len(its) >= least else []
               for name, its in people}  # fmt: skip
     done, source = 0, f"{source}, by the photos they share"
     for name, p, f in _agreeing(shared, namer.distance):
@@ -193,19 +197,33 @@ def _agreeing(shared: dict[str, list], distance: str) -> list:
     return [(name, p, f) for name, p, f in out if p["id"] not in doubtful]
 
 
-def _shared(lib, namer, photos: list, least: int) -> list:
-    """(photo, face, embedding as compared) of the one person `photos` share
-    (`curate.shared_face`) among their faces no one has confirmed."""
-    faces = [(p, f) for p in photos for f in store.faces_of_photo(lib.con, p["id"])
-             if f["usable"] and not f["confirmed"] and f["embedding"] is not None]  # fmt: skip
-    if not faces:
-        return []
-    emb = np.stack([store.from_blob(f["embedding"]) for _, f in faces])
+def _unnamed_faces(lib, namer, photos: list) -> dict:
+    """The faces no one has confirmed on these photos, as the library compares them:
+    {"rows": [(photo, face)], "emb", "photo" (ids), "scale" (spacing, or None)}."""
+    rows = [(p, f) for p in photos for f in store.faces_of_photo(lib.con, p["id"])
+            if f["usable"] and not f["confirmed"] and f["embedding"] is not None]  # fmt: skip
+    photo = np.array([p["id"] for p, _ in rows], np.int64)
+    if not rows:
+        return {"rows": rows, "emb": np.zeros((0, 0), np.float32), "photo": photo, "scale": None}
+    emb = np.stack([store.from_blob(f["embedding"]) for _, f in rows])
     emb = emb if namer.adapter is None else namer.adapter.apply(emb)
-    photo = np.array([p["id"] for p, _ in faces], np.int64)
-    scale = namer.spacing(emb, photo)
-    chosen = curate.shared_face(emb, photo, namer.threshold, namer.distance, scale, least)
-    return [(*faces[i], emb[i]) for i in chosen]
+    return {"rows": rows, "emb": emb, "photo": photo, "scale": namer.spacing(emb, photo)}
+
+
+def _shared(namer, pool: dict, theirs: set, least: int) -> list:
+    """(photo, face, embedding as compared) of the one person the photos `theirs` (ids)
+    share (`curate.shared_face`), among the faces of `pool` (`_unnamed_faces`); the rest
+    of the pool is where they are not listed."""
+    mine = np.isin(pool["photo"], sorted(theirs))
+    if not mine.any():
+        return []
+    scale = pool["scale"]
+    part = [(pool["emb"][m], pool["photo"][m], None if scale is None else scale[m])
+            for m in (mine, ~mine)]  # fmt: skip
+    chosen = curate.shared_face(*part[0][:2], namer.threshold, namer.distance, part[0][2],
+                                least, elsewhere=part[1])  # fmt: skip
+    rows = [r for r, m in zip(pool["rows"], mine) if m]
+    return [(*rows[i], part[0][0][i]) for i in chosen]
 
 
 def named_among(lib, namer, photo, names: list[str], source: str) -> dict[str, int]:
