@@ -32,7 +32,7 @@ from facetrain.inference.compiled import open_for_use
 from facetrain.library.curate import placed, turned_to_fit
 from facetrain.library.picasa import frames
 from facetrain.library.scan import Scanner
-from facetrain.library.xmp import stored_area
+from facetrain.library.turns import stored_area
 
 SETS = {
     "photos (bbt, friends, compreface)": DATA / "photos",

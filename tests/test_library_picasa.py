@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from conftest import BBT, need
 from facetrain.cli import app
 from facetrain.library import curate, picasa
-from facetrain.library.xmp import stored_area
+from facetrain.library.turns import stored_area
 from helpers import make_model
 
 runner = CliRunner()

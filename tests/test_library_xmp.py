@@ -197,7 +197,7 @@ def test_regions_turn_with_the_photo_as_its_pixels_do(tmp_path, orientation):
     from PIL import Image
 
     from facetrain.data.images import exif_orientation, load_rgb
-    from facetrain.library.xmp import stored_area, upright_area
+    from facetrain.library.turns import stored_area, upright_area
 
     stored = np.zeros((80, 120, 3), np.uint8)
     stored[10:30, 70:100] = 255  # x 70..100, y 10..30

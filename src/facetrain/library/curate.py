@@ -16,7 +16,7 @@ import numpy as np
 from facetrain.distances import distance_matrix
 from facetrain.library import store
 from facetrain.library.store import LibraryError, transaction
-from facetrain.library.xmp import upright_area
+from facetrain.library.turns import upright_area
 from facetrain.progress import shown
 
 

@@ -30,7 +30,7 @@ def xmp(lib, root: str | os.PathLike) -> dict:
     own confirmed faces are kept. XMP that lists people with no regions is read as
     Google Photos' lists are (`name_listed`). XMP that cannot be read is listed."""
     from facetrain.data.images import exif_orientation
-    from facetrain.library.xmp import upright_area
+    from facetrain.library.turns import upright_area
 
     out = {"sidecars": 0, "embedded": 0, "faces_named": 0, "regions_without_face": 0,
            "names_refused": 0, "problems": {}}  # fmt: skip

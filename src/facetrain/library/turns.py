@@ -4,14 +4,15 @@ it has now, and where its recorded faces are then. So a photo the owner turned k
 faces and their names instead of being searched as a stranger's.
 
 A turn is (quarter turns counter-clockwise, mirrored left-right first); points are in
-continuous pixel coordinates (a pixel's centre at +0.5), boxes [x1, y1, x2, y2].
+continuous pixel coordinates (a pixel's centre at +0.5), boxes [x1, y1, x2, y2]. An EXIF
+orientation is one of these turns (`UPRIGHT`): the regions other programs keep — XMP's,
+Picasa's — are turned with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import cv2
 import numpy as np
 
 Turn = tuple[int, bool]
@@ -19,8 +20,10 @@ Turn = tuple[int, bool]
 # every turn but "as it was"
 TURNS: list[Turn] = [(k, m) for m in (False, True) for k in range(4)][1:]
 
-# a quarter turns counter-clockwise undone
-_BACK = {1: cv2.ROTATE_90_CLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_COUNTERCLOCKWISE}
+# the turn that shows a photo stored with each EXIF orientation upright (what PIL's
+# exif_transpose does to its pixels)
+UPRIGHT: dict[int, Turn] = {1: (0, False), 2: (0, True), 3: (2, False), 4: (2, True),
+                            5: (1, True), 6: (3, False), 7: (3, True), 8: (1, False)}  # fmt: skip
 
 # a mirror swaps the face's sides: MTCNN's five points are left eye, right eye, nose,
 # left and right mouth corner as seen in the photo
@@ -30,8 +33,12 @@ MIRRORED_ORDER = [1, 0, 2, 4, 3]
 def turn_of(img: np.ndarray, recorded: str, digest: Callable[[np.ndarray], str]) -> Turn | None:
     """The turn that took the pixels whose `digest` is `recorded` to `img`; None when
     `img` is not those pixels turned or mirrored."""
+    import cv2
+
+    # k quarter turns counter-clockwise, undone
+    undo = {1: cv2.ROTATE_90_CLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_COUNTERCLOCKWISE}
     for k, mirrored in TURNS:
-        back = cv2.rotate(img, _BACK[k]) if k else img  # cv2: ~20× numpy's strided copy
+        back = cv2.rotate(img, undo[k]) if k else img  # cv2: ~20× numpy's strided copy
         if digest(cv2.flip(back, 1) if mirrored else back) == recorded:
             return k, mirrored
     return None
@@ -64,3 +71,27 @@ def turn_face(box, landmarks, turn: Turn, width: float, height: float) -> tuple[
     if turn[1] and len(points) == len(MIRRORED_ORDER):
         points = points[MIRRORED_ORDER]
     return new_box, points.round(2).tolist()
+
+
+def undone(turn: Turn) -> Turn:
+    """The turn that takes a turned photo back (a mirrored turn undoes itself)."""
+    k, mirrored = turn
+    return turn if mirrored else ((4 - k) % 4, False)
+
+
+def turn_area(area: tuple, turn: Turn) -> tuple:
+    """A region's (cx, cy, w, h), normalised by its photo's size, once the photo is turned."""
+    cx, cy, w, h = area
+    (a, b), (c, d) = turn_points([(cx - w / 2, cy - h / 2), (cx + w / 2, cy + h / 2)], turn,
+                                 1.0, 1.0)  # fmt: skip
+    return (a + c) / 2, (b + d) / 2, abs(c - a), abs(d - b)
+
+
+def upright_area(area: tuple, orientation: int) -> tuple:
+    """A region's (cx, cy, w, h), normalised, from the stored photo to the upright one."""
+    return turn_area(area, UPRIGHT.get(orientation, (0, False)))
+
+
+def stored_area(area: tuple, orientation: int) -> tuple:
+    """A region's (cx, cy, w, h), normalised, from the upright photo to the stored one."""
+    return turn_area(area, undone(UPRIGHT.get(orientation, (0, False))))

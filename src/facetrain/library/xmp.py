@@ -16,6 +16,7 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from facetrain import foreign
+from facetrain.library.turns import stored_area
 
 NS = {
     "x": "adobe:ns:meta/",
@@ -28,37 +29,6 @@ NS = {
 }
 MAX_BYTES = 4 << 20  # a sidecar is a few kB; anything larger is not read
 TOOLKIT = 'x:xmptk="facetrain"'  # what marks a sidecar as ours until another program rewrites it
-
-
-# Where a point (u, v) of the stored photo, normalised, lies in the upright one, for each
-# EXIF orientation (what PIL's exif_transpose does to the pixels), and back.
-_UPRIGHT = {
-    1: lambda u, v: (u, v),
-    2: lambda u, v: (1 - u, v),
-    3: lambda u, v: (1 - u, 1 - v),
-    4: lambda u, v: (u, 1 - v),
-    5: lambda u, v: (v, u),
-    6: lambda u, v: (1 - v, u),
-    7: lambda u, v: (1 - v, 1 - u),
-    8: lambda u, v: (v, 1 - u),
-}
-_STORED = _UPRIGHT | {6: _UPRIGHT[8], 8: _UPRIGHT[6]}  # the others undo themselves
-
-
-def upright_area(area: tuple, orientation: int) -> tuple:
-    """A region's (cx, cy, w, h), normalised, from the stored photo to the upright one."""
-    return _turned(area, _UPRIGHT.get(orientation, _UPRIGHT[1]))
-
-
-def stored_area(area: tuple, orientation: int) -> tuple:
-    """A region's (cx, cy, w, h), normalised, from the upright photo to the stored one."""
-    return _turned(area, _STORED.get(orientation, _STORED[1]))
-
-
-def _turned(area: tuple, point) -> tuple:
-    cx, cy, w, h = area
-    (a, b), (c, d) = point(cx - w / 2, cy - h / 2), point(cx + w / 2, cy + h / 2)
-    return (a + c) / 2, (b + d) / 2, abs(c - a), abs(d - b)
 
 
 def sidecar(width: int, height: int, faces: list[tuple[str, tuple]],
