@@ -262,3 +262,19 @@ def test_someone_never_alone_on_a_photo_is_named_by_the_photos_their_lists_share
     for person in others:  # each named on their own photo, and by likeness beside Raj
         assert got[person.capitalize()] == [f"{person}1.png", f"raj_with_{person}.png"], got
     assert report["by_company"] == 4 and report["faces_named"] == 12, report
+
+
+def test_a_face_nearer_someone_not_listed_is_not_named_the_one_listed():
+    """`Namer.name(among=…)`: a face near Amy's prototypes but nearer Bernadette's is not
+    named Amy because only Amy is listed on its photo (a stranger, or a list that missed
+    someone); a face nearest Amy is."""
+    from facetrain.library.curate import Namer
+
+    amy, bern = np.array([1.0, 0.0, 0.0]), np.array([0.8, 0.6, 0.0])
+    protos = (np.stack([amy, bern]).astype(np.float32), np.array([1, 2]), {1: "Amy", 2: "Bern"})
+    namer = Namer(protos, threshold=0.6, distance="squared_l2", margin=0.0, why="test")
+    faces = np.array([[0.9, 0.44, 0.0], [0.99, 0.1, 0.0]], np.float32)
+    faces /= np.linalg.norm(faces, axis=1, keepdims=True)
+    assert [r["name"] for r in namer.name(faces[:1], among={1})] == ["unknown"]
+    assert [r["name"] for r in namer.name(faces[1:], among={1})] == ["Amy"]
+    assert [r["name"] for r in namer.name(faces[:1])] == ["Bern"]

@@ -338,24 +338,34 @@ class Namer:
     def name(self, emb: np.ndarray, among: set[int] | None = None, photo: int = -1,
              apart: bool = False) -> list[dict]:  # fmt: skip
         """The faces of ONE photo named (see `identify`); `among`: the person ids it may
-        name (the people another program says are on the photo), else every named one;
+        name (the people another program says are on the photo), else every named one —
+        a face is named one of them only when that person is also the nearest of everyone
+        named (a stranger nearer to someone not listed is not taken for the one listed);
         `photo`: the photo's id when the library holds it (its faces are not their own
         neighbours in the spacing), else a new photo."""
+        emb = emb if self.adapter is None else self.adapter.apply(emb)
+        limits = self._limits(emb, photo)
+        rule = (self.threshold, self.distance, self.margin)
+        if among is None:
+            return identify(emb, self.protos, *rule, limits, apart)
+        pemb, pid, names = self.protos
+        keep = np.isin(pid, sorted(among))
+        found = identify(emb, (pemb[keep], pid[keep], names), *rule,
+                         None if limits is None else limits[:, keep], apart)  # fmt: skip
+        nearest = [r["nearest"] for r in identify(emb, self.protos, *rule, limits)]
+        return [r if r["name"] == n else r | {"name": "unknown"} for r, n in zip(found, nearest)]
+
+    def _limits(self, emb: np.ndarray, photo: int) -> np.ndarray | None:
+        """Each pair's limit (these faces x the prototypes) under the spacing rule; None
+        when the threshold alone decides."""
         from facetrain.library.cluster import local_scales, pair_limits
 
-        protos, pscale = self.protos, self.pscale
-        if among is not None:
-            keep = np.isin(protos[1], sorted(among))
-            protos = (protos[0][keep], protos[1][keep], protos[2])
-            pscale = None if pscale is None else pscale[keep]
-        emb = emb if self.adapter is None else self.adapter.apply(emb)
-        limits = None
-        if pscale is not None and len(emb) and len(protos[0]):
-            both = np.concatenate([emb, self.lib_emb])
-            photos = np.concatenate([np.full(len(emb), photo), self.lib_photo])
-            qscale = local_scales(both, photos, self.distance, rows=len(emb))
-            limits = pair_limits(qscale, pscale, self.threshold)
-        return identify(emb, protos, self.threshold, self.distance, self.margin, limits, apart)
+        if self.pscale is None or not len(emb) or not len(self.protos[0]):
+            return None
+        both = np.concatenate([emb, self.lib_emb])
+        photos = np.concatenate([np.full(len(emb), photo), self.lib_photo])
+        qscale = local_scales(both, photos, self.distance, rows=len(emb))
+        return pair_limits(qscale, self.pscale, self.threshold)
 
     def spacing(self, emb: np.ndarray, photo: np.ndarray) -> np.ndarray | None:
         """The library's spacing around these library faces (`photo`: their photos' ids),
