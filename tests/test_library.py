@@ -472,7 +472,8 @@ def test_the_neighbour_index_finds_what_comparing_every_pair_finds(distance, thr
     forced on 6,000 faces of 300 people in families of five lookalikes (neighbourhoods
     that straddle the index's lists), it finds ≥ 99.9% of the near pairs — none that are
     not — and the spacing and stacks that comparing every pair gives. (Searching one list
-    per face instead of 16 loses 1–15% of the pairs and fails here.)"""
+    per face instead of 16 loses 1–15% of the pairs and fails here.) One index of a library
+    kept for many photos' searches finds what each photo's own index found."""
     from facetrain import neighbours
     from facetrain.library.cluster import local_scales, near_pairs
 
@@ -495,6 +496,16 @@ def test_the_neighbour_index_finds_what_comparing_every_pair_finds(distance, thr
     indexed = agglomerate(emb, photo, threshold, distance, scale=s_index)[0]
     assert 100 < len(np.unique(stacks)) < 3000  # a partition with something to get right
     assert scores(indexed.tolist(), [str(x) for x in stacks])["bcubed_f"] > 0.999
+    # a namer's photos, each searched against one index of the library kept for them all,
+    # find the spacing each photo's own search of the library joined with it found
+    index = neighbours.index_of(emb[100:], distance)
+    for q in (np.arange(0, 3), np.arange(40, 42)):
+        joined = local_scales(np.concatenate([emb[q], emb[100:]]),
+                              np.concatenate([np.full(len(q), -1), photo[100:]]), distance,
+                              rows=len(q))  # fmt: skip
+        kept = neighbours.kth_in(emb[q], np.full(len(q), -1), emb[100:], photo[100:], distance,
+                                 3, index)  # fmt: skip
+        assert np.allclose(kept, joined, rtol=1e-5), (kept, joined)
 
 
 def test_scan_with_workers_records_what_one_process_records(photos, tmp_path):

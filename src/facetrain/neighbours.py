@@ -33,35 +33,52 @@ def kth_other_photo(emb: np.ndarray, photo: np.ndarray, distance: str, k: int,
                     rows: int | None = None) -> np.ndarray:  # fmt: skip
     """The distance of each of the first `rows` faces (default: all) to its k-th nearest
     face of another photo among all of them; inf when there is none."""
-    e = np.ascontiguousarray(emb, np.float32)
-    rows = len(e) if rows is None else rows
-    out = np.full(rows, np.inf)
+    rows = len(emb) if rows is None else rows
+    return kth_in(emb[:rows], photo[:rows], emb, photo, distance, k)
+
+
+def kth_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: np.ndarray,
+           distance: str, k: int, index=None) -> np.ndarray:  # fmt: skip
+    """The distance of each query face to its k-th nearest face of `base` on another photo
+    (inf when there is none). Past `EXACT_SEARCH` faces of base an index proposes the
+    candidates: `index`, when the caller keeps one for this base (`index_of`), so that
+    many small searches of one library do not each build their own."""
+    e = np.ascontiguousarray(base, np.float32)
+    q = np.ascontiguousarray(query, np.float32)
+    out = np.full(len(q), np.inf)
     k = min(k, len(e) - 1)
-    if k < 1 or rows == 0:
+    if k < 1 or len(q) == 0:
         return out
-    todo = np.arange(rows)
+    todo = np.arange(len(q))
     if len(e) > EXACT_SEARCH:
-        index = _index(e, distance)
-        for s in range(0, rows, QUERY_BLOCK):
-            q = np.arange(s, min(s + QUERY_BLOCK, rows))
-            _, cand = index.search(_as_indexed(e[q], distance), k + EXTRA)
-            out[q] = _kth_of_candidates(e, photo, q, cand, distance, k)
+        index = _index(e, distance) if index is None else index
+        for s in range(0, len(q), QUERY_BLOCK):
+            part = np.arange(s, min(s + QUERY_BLOCK, len(q)))
+            _, cand = index.search(_as_indexed(q[part], distance), k + EXTRA)
+            out[part] = _kth_of_candidates(q[part], qphoto[part], e, bphoto, cand, distance, k)
         todo = np.flatnonzero(np.isinf(out))  # too many faces of one photo among the nearest
     for s in range(0, len(todo), block_rows(len(e))):
-        q = todo[s : s + block_rows(len(e))]
-        d = distance_matrix(e[q], e, distance, dtype=np.float32)
-        d[photo[q, None] == photo[None, :]] = np.inf
-        out[q] = np.partition(d, k - 1, axis=1)[:, k - 1]
+        part = todo[s : s + block_rows(len(e))]
+        d = distance_matrix(q[part], e, distance, dtype=np.float32)
+        d[qphoto[part, None] == bphoto[None, :]] = np.inf
+        out[part] = np.partition(d, k - 1, axis=1)[:, k - 1]
     return out
 
 
-def _kth_of_candidates(e, photo, q, cand, distance: str, k: int) -> np.ndarray:
-    """The k-th smallest distance from each face of q to its candidates of other photos
-    (inf where fewer than k remain)."""
-    valid = (cand >= 0) & (photo[np.clip(cand, 0, None)] != photo[q][:, None])
+def index_of(base: np.ndarray, distance: str):
+    """An index of these faces for `kth_in` to keep using; None when they are few enough
+    to be compared with every query face."""
+    e = np.ascontiguousarray(base, np.float32)
+    return _build(e, distance) if len(e) > EXACT_SEARCH else None
+
+
+def _kth_of_candidates(q, qphoto, e, photo, cand, distance: str, k: int) -> np.ndarray:
+    """The k-th smallest distance from each query face to its candidates (rows of e) of
+    other photos (inf where fewer than k remain)."""
+    valid = (cand >= 0) & (photo[np.clip(cand, 0, None)] != qphoto[:, None])
     d = np.full(cand.shape, np.inf)
     r, c = np.nonzero(valid)
-    d[r, c] = pair_distances(e[q[r]], e[cand[r, c]], distance, dtype=np.float32)
+    d[r, c] = pair_distances(q[r], e[cand[r, c]], distance, dtype=np.float32)
     return np.sort(d, axis=1)[:, k - 1]
 
 

@@ -9,7 +9,7 @@ moves them, and a later re-cluster or model change keeps the name on those faces
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -329,6 +329,7 @@ class Namer:
     lib_emb: np.ndarray | None = None
     lib_photo: np.ndarray | None = None
     pscale: np.ndarray | None = None
+    index: object = field(default=None, repr=False)  # of lib_emb, once it has been needed
 
     @property
     def rule(self) -> str:
@@ -356,27 +357,28 @@ class Namer:
         return [r if r["name"] == n else r | {"name": "unknown"} for r, n in zip(found, nearest)]
 
     def _limits(self, emb: np.ndarray, photo: int) -> np.ndarray | None:
-        """Each pair's limit (these faces x the prototypes) under the spacing rule; None
-        when the threshold alone decides."""
-        from facetrain.library.cluster import local_scales, pair_limits
+        """Each pair's limit (these faces of one photo x the prototypes) under the spacing
+        rule; None when the threshold alone decides."""
+        from facetrain.library.cluster import pair_limits
 
         if self.pscale is None or not len(emb) or not len(self.protos[0]):
             return None
-        both = np.concatenate([emb, self.lib_emb])
-        photos = np.concatenate([np.full(len(emb), photo), self.lib_photo])
-        qscale = local_scales(both, photos, self.distance, rows=len(emb))
+        qscale = self.spacing(emb, np.full(len(emb), photo))
         return pair_limits(qscale, self.pscale, self.threshold)
 
     def spacing(self, emb: np.ndarray, photo: np.ndarray) -> np.ndarray | None:
-        """The library's spacing around these library faces (`photo`: their photos' ids),
-        in the space it compares faces in; None when the threshold alone decides."""
-        from facetrain.library.cluster import local_scales
+        """The library's spacing around these faces (`photo`: their photos' ids; a face of
+        the library is not its own neighbour, nor are the others of its photo), in the
+        space it compares faces in; None when the threshold alone decides."""
+        from facetrain.library.cluster import K
+        from facetrain.neighbours import index_of, kth_in
 
         if self.pscale is None:
             return None
-        both = np.concatenate([emb, self.lib_emb])
-        return local_scales(both, np.concatenate([photo, self.lib_photo]), self.distance,
-                            rows=len(emb))  # fmt: skip
+        if self.index is None and len(self.lib_emb):  # built once for every photo named
+            self.index = index_of(self.lib_emb, self.distance) or False
+        index = self.index or None
+        return kth_in(emb, photo, self.lib_emb, self.lib_photo, self.distance, K, index)
 
 
 def shared_face(emb, photo, threshold: float, distance: str, scale=None, least: int = 3,

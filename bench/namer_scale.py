@@ -1,0 +1,64 @@
+"""Naming the faces of one photo in a large library: the spacing around its faces (their
+k-th nearest face of another photo in the library), which `library identify` and the
+imports by likeness (`imports.named_among`) measure for every photo they name.
+
+Past `neighbours.EXACT_SEARCH` faces an index proposes the neighbours. Each photo used to
+search the library joined with its own faces (`cluster.local_scales` of both), so every
+photo built an index of the whole library; `Namer` now builds one index of the library
+once and searches it for each photo (`neighbours.kth_in`). Both, same faces, same run:
+
+    .venv/bin/python bench/namer_scale.py [--faces 200000] [--photos 20]
+
+Synthetic faces as bench/library_scale.py makes them (128-d, identities in families of
+look-alikes, one face a photo); the photos named are groups of three of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+from library_scale import synthetic
+
+
+def main() -> None:
+    from facetrain.library.cluster import K, local_scales
+    from facetrain.neighbours import index_of, kth_in
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--faces", type=int, default=200_000)
+    ap.add_argument("--photos", type=int, default=20)
+    args = ap.parse_args()
+    emb, _, photo = synthetic(args.faces)
+    rng = np.random.default_rng(1)
+    queries = [rng.choice(len(emb), 3, replace=False) for _ in range(args.photos)]
+    print(f"{platform.machine()}, {os.cpu_count()} cores; {len(emb)} faces in the library; "
+          f"{args.photos} photos of 3 faces each")  # fmt: skip
+
+    t = time.perf_counter()
+    before = [local_scales(np.concatenate([emb[q], emb]), np.concatenate(
+        [np.full(3, -1), photo]), "squared_l2", rows=3) for q in queries]  # fmt: skip
+    t_before = (time.perf_counter() - t) / args.photos
+
+    t = time.perf_counter()
+    index = index_of(emb, "squared_l2")
+    t_index = time.perf_counter() - t
+    t = time.perf_counter()
+    now = [kth_in(emb[q], np.full(3, -1), emb, photo, "squared_l2", K, index) for q in queries]
+    t_now = (time.perf_counter() - t) / args.photos
+
+    same = all(np.allclose(a, b) for a, b in zip(before, now))
+    print(f"each photo searching the library joined with it: {t_before * 1000:.0f} ms a photo")
+    print(f"one index of the library ({t_index:.1f} s once), searched per photo: "
+          f"{t_now * 1000:.1f} ms a photo; same spacing: {same}")  # fmt: skip
+    print(f"ratio: {t_before / t_now:.0f}x faster a photo; "
+          f"{(t_before * args.photos) / (t_index + t_now * args.photos):.1f}x over "
+          f"{args.photos} photos, the index included")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
