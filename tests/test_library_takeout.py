@@ -172,7 +172,7 @@ def test_the_face_the_photos_of_someone_never_alone_share():
     """`shared_face`: the stack on the most of the photos listing someone is theirs — on
     every one of them here, with whoever else is there; not with fewer photos than
     `least`, and not when two people are always together (a tie: neither is named)."""
-    from facetrain.library.curate import shared_face
+    from facetrain.library.cluster import shared_face
 
     rng = np.random.default_rng(0)
     centres = {p: v / np.linalg.norm(v) for p, v in zip("URSTV", rng.normal(size=(5, 32)))}
@@ -188,7 +188,7 @@ def test_someone_never_listed_beside_them_is_not_taken_for_them():
     """A parent no list names, beside a baby on five of the six photos that list the
     baby, whose face is found on three: the parent's stack is the larger there, but it
     is on most of the photos that do not list the baby too, so the baby's is taken."""
-    from facetrain.library.curate import shared_face
+    from facetrain.library.cluster import shared_face
 
     rng = np.random.default_rng(1)
     centres = {p: v / np.linalg.norm(v) for p, v in zip("BRST", rng.normal(size=(4, 32)))}

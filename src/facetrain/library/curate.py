@@ -381,48 +381,6 @@ class Namer:
         return kth_in(emb, photo, self.lib_emb, self.lib_photo, self.distance, K, index)
 
 
-def shared_face(emb, photo, threshold: float, distance: str, scale=None, least: int = 3,
-                elsewhere: tuple | None = None) -> list[int]:  # fmt: skip
-    """The faces of the one person a set of photos shares — the photos that list someone
-    whose face nothing else can find: the stack (`cluster.agglomerate`, as the library
-    makes them) on the most of those photos, when it is on `least` or more and on more
-    than any other; [] otherwise (two people always together tie, and stay unnamed).
-
-    `elsewhere` — (emb, photo, scale) of the faces of the photos whose lists do not name
-    them — rules out someone never listed who is often beside them (a parent holding a
-    baby whose face is seldom found): a stack with a face as near it as its own loosest
-    face (`_seen_on`) on half as many of those photos as it is on of theirs is someone
-    else, and the next stack is weighed."""
-    from facetrain.library.cluster import agglomerate
-
-    labels = agglomerate(emb, photo, threshold, distance, scale=scale)[0]
-    sizes = np.bincount(labels)
-    for k in np.flatnonzero(sizes >= least) if elsewhere is not None else ():
-        idx = np.flatnonzero(labels == k)
-        sub = None if scale is None else scale[idx]
-        if 2 * _seen_on(emb[idx], sub, *elsewhere, threshold, distance) >= len(idx):
-            sizes[k] = 0  # someone the lists do not name: not theirs
-    order = np.argsort(-sizes, kind="stable")
-    if sizes[order[0]] < least or (len(order) > 1 and sizes[order[0]] <= sizes[order[1]]):
-        return []
-    return np.flatnonzero(labels == order[0]).tolist()
-
-
-def _seen_on(stack, stack_scale, emb, photo, scale, threshold: float, distance: str) -> int:
-    """On how many photos a face (of `emb`, `photo`, `scale`) is as near the stack, on
-    average, as the farthest of the stack's own faces is to the others — each pair in
-    units of its limit, as the stacks are made."""
-    from facetrain.library.cluster import pair_limits
-
-    if not len(emb) or len(stack) < 2:
-        return 0
-    own = distance_matrix(stack, stack, distance) / pair_limits(stack_scale, stack_scale,
-                                                                 threshold)  # fmt: skip
-    loosest = (own.sum(axis=1) / (len(stack) - 1)).max()
-    d = distance_matrix(emb, stack, distance) / pair_limits(scale, stack_scale, threshold)
-    return len(np.unique(photo[d.mean(axis=1) <= loosest]))
-
-
 def identify(
     emb: np.ndarray,
     protos: tuple,

@@ -18,6 +18,7 @@ import numpy as np
 from facetrain.library import curate, store
 from facetrain.library import picasa as picasa_ini
 from facetrain.library import takeout as takeout_json
+from facetrain.library.cluster import shared_face
 from facetrain.library.store import LibraryError
 
 ROUNDS = 3  # of naming by likeness; each adds the faces the last named (takeout_groups.py)
@@ -147,7 +148,7 @@ def by_likeness(lib, photos: list, problems: dict, source: str, rounds: int = RO
 def by_company(lib, photos: list, problems: dict, source: str, least: int = 3) -> int:
     """The people listed ((photo, names)) whom likeness cannot find — no face of theirs
     is confirmed: never alone on a photo — each named on the faces the photos that list
-    them share (`curate.shared_face`), when `least` photos or more list them and that
+    them share (`cluster.shared_face`), when `least` photos or more list them and that
     face is not as often on the listed photos that do not name them; a face two such
     people would both take is left. The faces named."""
     try:
@@ -212,7 +213,7 @@ def _unnamed_faces(lib, namer, photos: list) -> dict:
 
 def _shared(namer, pool: dict, theirs: set, least: int) -> list:
     """(photo, face, embedding as compared) of the one person the photos `theirs` (ids)
-    share (`curate.shared_face`), among the faces of `pool` (`_unnamed_faces`); the rest
+    share (`cluster.shared_face`), among the faces of `pool` (`_unnamed_faces`); the rest
     of the pool is where they are not listed."""
     mine = np.isin(pool["photo"], sorted(theirs))
     if not mine.any():
@@ -220,7 +221,7 @@ def _shared(namer, pool: dict, theirs: set, least: int) -> list:
     scale = pool["scale"]
     part = [(pool["emb"][m], pool["photo"][m], None if scale is None else scale[m])
             for m in (mine, ~mine)]  # fmt: skip
-    chosen = curate.shared_face(*part[0][:2], namer.threshold, namer.distance, part[0][2],
+    chosen = shared_face(*part[0][:2], namer.threshold, namer.distance, part[0][2],
                                 least, elsewhere=part[1])  # fmt: skip
     rows = [r for r, m in zip(pool["rows"], mine) if m]
     return [(*rows[i], part[0][0][i]) for i in chosen]
