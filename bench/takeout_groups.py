@@ -5,17 +5,22 @@ Google Takeout lists the people named on a photo, not where they are. A photo of
 person with one face names it; on a photo of several faces, each face is named one of the
 people listed when `library identify`'s rule (`Library.namer`), its candidates only those
 listed people, is sure of it (`imports.named_among`), in rounds: the faces one round
-names join the named people's faces for the next (`imports.by_likeness`; one round and
-`ROUNDS` are both measured). Measured per set of
+names join the named people's faces for the next (`imports.by_likeness`). People listed
+with no face to compare with — never alone on a photo — are named on the stack the
+photos that list them share (`imports.by_company`). "likeness" rows are the rounds alone,
+"lists" rows the whole import (`imports.name_listed`). Measured per set of
 bench/library_populations.py (its cached faces) and on one library mixing them:
 
-    .venv/bin/python bench/takeout_groups.py [--sets NAME ...] [--named 10] [--groups 300]
+    .venv/bin/python bench/takeout_groups.py [--sets NAME ...] [--named 10]
+        [--unseen 0 3] [--groups 300] [--seeds 6] [--companion]
 
 The `named` people with the most faces (4 or more) are named on two faces each (their
-photos of one person); the rest of their faces are put into group photos of 2-4 of them,
-each listing its people — with, in a third of the photos, a stranger's face too (someone
-not listed), and in a fifth, one listed person's face missing (the detector did not find
-it: the list then names someone absent). Every other face stays in the library, unnamed.
+photos of one person), the next `unseen` on none; the rest of their faces are put into
+group photos of 2-4 of them, each listing its people — with, in a third of the photos, a
+stranger's face too (someone not listed), and in a fifth, one listed person's face missing
+(the detector did not find it: the list then names someone absent). Every other face stays
+in the library, unnamed. `--companion`: someone no list names is beside the first of the
+`unseen` people (`groups_of`). Counts are summed over `seeds` draws of the group photos.
 "right": a listed person's face given their name; "left": given none; "wrong": a face given
 a name not its own (strangers counted here).
 """
