@@ -278,3 +278,24 @@ def test_a_face_nearer_someone_not_listed_is_not_named_the_one_listed():
     assert [r["name"] for r in namer.name(faces[:1], among={1})] == ["unknown"]
     assert [r["name"] for r in namer.name(faces[1:], among={1})] == ["Amy"]
     assert [r["name"] for r in namer.name(faces[:1])] == ["Bern"]
+
+
+@need(BBT)
+def test_a_list_longer_than_any_photo_is_listed_and_left(tmp_path):
+    """A JSON naming a thousand people on one photo (a crafted file: each name would cost
+    a query on every round) is listed with its reason and left; the other photos' names
+    are taken."""
+    root = tmp_path / "takeout"
+    root.mkdir()
+    for person in ("amy", "howard"):
+        shutil.copy(BBT / "reference" / person / f"{person}1.png", root / f"{person}1.png")
+    _json(root / "amy1.png.json", "amy1.png", "Amy")
+    _json(root / "howard1.png.json", "howard1.png", "Howard", *(f"x{k}" for k in range(1000)))
+    db = tmp_path / "lib.db"
+    out = cli(
+        "library", "scan", root, "--db", db, "--import-takeout", "--json", tmp_path / "s.json"
+    )
+    report = json.loads((tmp_path / "s.json").read_text())["takeout"]
+    assert _names(db) == {"Amy": ["amy1.png"]}
+    assert report["problems"] == {str(root / "howard1.png"): "lists 1001 people, more than 200"}
+    assert "lists 1001 people" in out and report["faces_named"] == 1

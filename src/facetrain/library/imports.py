@@ -12,6 +12,7 @@ for the command line to say.
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from facetrain.library.cluster import shared_face
 from facetrain.library.store import LibraryError
 
 ROUNDS = 3  # of naming by likeness; each adds the faces the last named (takeout_groups.py)
+# the most people one photo's list may name: a longer list is no photo's (a crafted file
+# listing thousands would cost a query each, on every photo, in every round)
+MAX_LISTED = 200
 
 
 def xmp(lib, root: str | os.PathLike) -> dict:
@@ -111,6 +115,9 @@ def name_listed(lib, listed: list, source: str, problems: dict) -> dict[str, int
     out = {"faces_named": 0, "regions_without_face": 0, "names_refused": 0}
     several = []
     for photo, names in listed:
+        if len(names) > MAX_LISTED:
+            problems[photo["path"]] = f"lists {len(names)} people, more than {MAX_LISTED}"
+            continue
         face = _only_face(store.faces_of_photo(lib.con, photo["id"]))
         if len(names) != 1 or face is None:
             several.append((photo, names))
@@ -165,8 +172,11 @@ def by_company(lib, photos: list, problems: dict, source: str, least: int = 3) -
     if not any(len(its) >= least for its in wanted.values()):
         return 0
     pool = _unnamed_faces(lib, namer, [p for p, _ in photos])
+    # people listed on exactly the same photos cannot be told apart by them
+    alike = Counter(frozenset(its) for its in wanted.values())
     people = _shown(sorted(wanted.items()), "by the photos they share")
-    shared = {name: _shared(namer, pool, its, least) if len(its) >= least else []
+    shared = {name: _shared(namer, pool, its, least)
+              if len(its) >= least and alike[frozenset(its)] == 1 else []
               for name, its in people}  # fmt: skip
     done, source = 0, f"{source}, by the photos they share"
     for name, p, f in _agreeing(shared, namer.distance):
@@ -180,8 +190,6 @@ def _agreeing(shared: dict[str, list], distance: str) -> list:
     average to the name's other faces than to any other name's; a photo where one face
     fails this has none of its faces named so (two people listed together, their faces
     swapped between them, are both left)."""
-    from collections import Counter
-
     from facetrain.distances import distance_matrix
 
     claimed = Counter(f["id"] for faces in shared.values() for _, f, _ in faces)
