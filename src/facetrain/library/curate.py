@@ -9,7 +9,8 @@ moves them, and a later re-cluster or model change keeps the name on those faces
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -329,7 +330,19 @@ class Namer:
     lib_emb: np.ndarray | None = None
     lib_photo: np.ndarray | None = None
     pscale: np.ndarray | None = None
-    index: object = field(default=None, repr=False)  # of lib_emb, once it has been needed
+
+    @cached_property
+    def people(self) -> frozenset[int]:
+        """The ids of the people it can name: those with confirmed faces to compare with."""
+        return frozenset(self.protos[1].tolist())
+
+    @cached_property
+    def _index(self):
+        """An index of the library's faces for every photo's spacing (`neighbours.kth_in`),
+        built the first time one is needed; None for a library small enough without."""
+        from facetrain.neighbours import index_of
+
+        return index_of(self.lib_emb, self.distance)
 
     @property
     def rule(self) -> str:
@@ -371,14 +384,11 @@ class Namer:
         the library is not its own neighbour, nor are the others of its photo), in the
         space it compares faces in; None when the threshold alone decides."""
         from facetrain.library.cluster import K
-        from facetrain.neighbours import index_of, kth_in
+        from facetrain.neighbours import kth_in
 
         if self.pscale is None:
             return None
-        if self.index is None and len(self.lib_emb):  # built once for every photo named
-            self.index = index_of(self.lib_emb, self.distance) or False
-        index = self.index or None
-        return kth_in(emb, photo, self.lib_emb, self.lib_photo, self.distance, K, index)
+        return kth_in(emb, photo, self.lib_emb, self.lib_photo, self.distance, K, self._index)
 
 
 def identify(

@@ -3,8 +3,9 @@ Lightroom, Immich, Windows Photo Gallery), Picasa's `.picasa.ini` tags, and the 
 Google Takeout's JSON (or XMP's `PersonInImage`) lists on a photo with no place.
 
 A name with a place goes to the face found there (`curate.name_regions`); names with no
-place name the one face of a photo of one person, and the faces of other photos by
-likeness among the people each lists (`by_likeness`). The owner's word always stands.
+place name the one face of a photo of one person, the faces of other photos by likeness
+among the people each lists (`by_likeness`), and someone never alone on a photo by the
+stack the photos listing them share (`by_company`). The owner's word always stands.
 Each function takes the `Library` (its connection and its naming rule) and returns counts
 for the command line to say.
 """
@@ -21,6 +22,7 @@ from facetrain.library import picasa as picasa_ini
 from facetrain.library import takeout as takeout_json
 from facetrain.library.cluster import shared_face
 from facetrain.library.store import LibraryError
+from facetrain.library.turns import region
 
 ROUNDS = 3  # of naming by likeness; each adds the faces the last named (takeout_groups.py)
 # the most people one photo's list may name: a longer list is no photo's (a crafted file
@@ -93,8 +95,7 @@ def takeout(lib, root: str | os.PathLike) -> dict:
     """Names from Google Photos: the people Google Takeout's JSON lists on each photo
     below root, with no place for their faces. A photo of one person with one face, one
     the library can use, has that face named (the owner's confirmed faces kept); the
-    faces of the others, by likeness among the people they list (`by_likeness`). JSON
-    that cannot be read is listed."""
+    faces of the others as `name_listed` names them. JSON that cannot be read is listed."""
     problems: dict[str, str] = {}
     listed = []
     folders = _by_folder(store.photos_under(lib.con, os.path.abspath(root)))
@@ -110,8 +111,8 @@ def name_listed(lib, listed: list, source: str, problems: dict) -> dict[str, int
     """Names another program lists on photos ((photo, names)) with no place for their
     faces: a photo of one person with one face, one the library can use, has that face
     named (the owner's confirmed faces kept); the faces of the others are named by
-    likeness among the people they list (`by_likeness`). `source` is what the undo log
-    says they came from."""
+    likeness among the people they list (`by_likeness`), and people never alone by the
+    photos they share (`by_company`). `source` is what the undo log says they came from."""
     out = {"faces_named": 0, "regions_without_face": 0, "names_refused": 0}
     several = []
     for photo, names in listed:
@@ -139,10 +140,8 @@ def by_likeness(lib, photos: list, problems: dict, source: str, rounds: int = RO
     the next round's prototypes too, until a round names none; the faces named."""
     done = 0
     for k in range(rounds):
-        try:
-            namer = lib.namer()
-        except LibraryError as e:  # a model with no calibrated threshold
-            problems["faces by likeness"] = str(e)
+        namer = _namer(lib, problems)
+        if namer is None:
             return done
         named = sum(named_among(lib, namer, p, names, source)["faces_named"]
                     for p, names in _shown(photos, f"by likeness, round {k + 1}"))  # fmt: skip
@@ -158,17 +157,15 @@ def by_company(lib, photos: list, problems: dict, source: str, least: int = 3) -
     them share (`cluster.shared_face`), when `least` photos or more list them and that
     face is not as often on the listed photos that do not name them; a face two such
     people would both take is left. The faces named."""
-    try:
-        namer = lib.namer()
-    except LibraryError as e:  # a model with no calibrated threshold
-        problems["faces by likeness"] = str(e)
+    namer = _namer(lib, problems)
+    if namer is None:
         return 0
-    known = set(namer.protos[1].tolist())
     wanted: dict[str, set] = {}
     for photo, names in photos:
         for name in {n.strip() for n in names}:
-            if store.person_named(lib.con, name) not in known:
-                wanted.setdefault(name, set()).add(photo["id"])
+            wanted.setdefault(name, set()).add(photo["id"])
+    wanted = {n: its for n, its in wanted.items()
+              if store.person_named(lib.con, n) not in namer.people}  # fmt: skip
     if not any(len(its) >= least for its in wanted.values()):
         return 0
     pool = _unnamed_faces(lib, namer, [p for p, _ in photos])
@@ -182,6 +179,16 @@ def by_company(lib, photos: list, problems: dict, source: str, least: int = 3) -
     for name, p, f in _agreeing(shared, namer.distance):
         done += curate.name_regions(lib.con, p, [(name, _area(f, p))], source)["faces_named"]
     return done
+
+
+def _namer(lib, problems: dict):
+    """The library's naming rule (`Library.namer`), or None, said in `problems`, for a
+    model with no calibrated threshold."""
+    try:
+        return lib.namer()
+    except LibraryError as e:
+        problems["faces by likeness"] = str(e)
+        return None
 
 
 def _agreeing(shared: dict[str, list], distance: str) -> list:
@@ -251,7 +258,7 @@ def named_among(lib, namer, photo, names: list[str], source: str) -> dict[str, i
     faces = [f for f in every if f["usable"] and not f["confirmed"] and f["embedding"] is not None]
     if not among or not faces:
         return {"faces_named": 0}
-    unweighed = len(left) > len(among & set(namer.protos[1].tolist()))
+    unweighed = len(left) > len(among & namer.people)
     crowded = sum(not f["confirmed"] for f in every) > len(left)
     emb = np.stack([store.from_blob(f["embedding"]) for f in faces])
     found = namer.name(emb, among, photo["id"], apart=unweighed or crowded)
@@ -309,9 +316,8 @@ def _only_face(faces: list):
 
 def _area(face, photo) -> tuple[float, float, float, float]:
     """A face's box as a region: (cx, cy, w, h), normalised by the photo's size."""
-    W, H = photo["width"], photo["height"]
-    return ((face["x1"] + face["x2"]) / 2 / W, (face["y1"] + face["y2"]) / 2 / H,
-            (face["x2"] - face["x1"]) / W, (face["y2"] - face["y1"]) / H)  # fmt: skip
+    box = (face["x1"], face["y1"], face["x2"], face["y2"])
+    return region(box, photo["width"], photo["height"])
 
 
 def _by_folder(photos: dict) -> list[tuple[str, list]]:

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from facetrain import foreign
+from facetrain.library.turns import region
 
 INI_NAMES = (".picasa.ini", "picasa.ini")  # Picasa 3 on Windows, and on macOS / older
 MAX_BYTES = 8 << 20  # a folder's ini is some kB a hundred photos; anything larger is not read
@@ -37,8 +38,7 @@ def area(hex64: str) -> tuple[float, float, float, float]:
     """A `rect64` as (cx, cy, w, h), normalised: its four 16-bit fractions of the photo
     are left, top, right, bottom (leading zeros are left out in the file)."""
     v = hex64.zfill(16)
-    x1, y1, x2, y2 = (int(v[i : i + 4], 16) / 65535 for i in range(0, 16, 4))
-    return (x1 + x2) / 2, (y1 + y2) / 2, abs(x2 - x1), abs(y2 - y1)
+    return region([int(v[i : i + 4], 16) / 65535 for i in range(0, 16, 4)])
 
 
 def sections(text: str) -> dict[str, dict[str, str]]:

@@ -73,6 +73,14 @@ def turn_face(box, landmarks, turn: Turn, width: float, height: float) -> tuple[
     return new_box, points.round(2).tolist()
 
 
+def region(box, width: float = 1.0, height: float = 1.0) -> tuple:
+    """A box (x1, y1, x2, y2) of a `width` × `height` photo as a region: (cx, cy, w, h),
+    normalised by the photo's size."""
+    x1, y1, x2, y2 = box
+    return ((x1 + x2) / 2 / width, (y1 + y2) / 2 / height, abs(x2 - x1) / width,
+            abs(y2 - y1) / height)  # fmt: skip
+
+
 def undone(turn: Turn) -> Turn:
     """The turn that takes a turned photo back (a mirrored turn undoes itself)."""
     k, mirrored = turn

@@ -16,7 +16,7 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from facetrain import foreign
-from facetrain.library.turns import stored_area
+from facetrain.library.turns import region, stored_area
 
 NS = {
     "x": "adobe:ns:meta/",
@@ -36,10 +36,8 @@ def sidecar(width: int, height: int, faces: list[tuple[str, tuple]],
     """The XMP text for one photo: (name, (x1, y1, x2, y2) in pixels of the upright photo,
     `width` × `height`) per face; `orientation`: the photo's EXIF orientation."""
     items = []
-    for name, (x1, y1, x2, y2) in faces:
-        area = ((x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width,
-                (y2 - y1) / height)  # fmt: skip
-        cx, cy, w, h = stored_area(area, orientation)
+    for name, box in faces:
+        cx, cy, w, h = stored_area(region(box, width, height), orientation)
         items.append(
             f'     <rdf:li><rdf:Description mwg-rs:Name={quoteattr(name)} mwg-rs:Type="Face">\n'
             f'      <mwg-rs:Area stArea:x="{cx:.6f}" stArea:y="{cy:.6f}" stArea:w="{w:.6f}"'
