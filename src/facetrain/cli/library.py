@@ -131,9 +131,7 @@ def library_scan(
 
 
 def _show_takeout(out: dict) -> None:
-    for side, why in out["problems"].items():
-        console.print(f"Google Takeout JSON not read: {side}: {why}", style="yellow",
-                      highlight=False)  # fmt: skip
+    _show_problems(out["problems"], "Google Takeout JSON")
     console.print(f"{out['faces_named']} faces named from Google Photos' people on "
                   f"{out['photos']} photos ({out['by_likeness']} of them on the "
                   f"{out['several']} photos that name several people or show several faces, "
@@ -144,8 +142,7 @@ def _show_takeout(out: dict) -> None:
 
 
 def _show_xmp(out: dict) -> None:
-    for side, why in out["problems"].items():
-        console.print(f"XMP not read: {side}: {why}", style="yellow")
+    _show_problems(out["problems"], "XMP")
     console.print(f"{out['faces_named']} faces named from {out['sidecars']} XMP sidecars and "
                   f"the XMP inside {out['embedded']} photos ({out['regions_without_face']} "
                   "regions matched no face found here; faces you confirmed kept their "
@@ -159,8 +156,7 @@ def _show_xmp(out: dict) -> None:
 
 
 def _show_picasa(out: dict) -> None:
-    for ini, why in out["problems"].items():
-        console.print(f"Picasa tags not read: {ini}: {why}", style="yellow", highlight=False)
+    _show_problems(out["problems"], "Picasa tags")
     for path in out["unclear"]:
         console.print(f"Picasa tags left: they fit the faces of {path} more than one way up",
                       style="yellow", highlight=False)  # fmt: skip
@@ -169,6 +165,12 @@ def _show_picasa(out: dict) -> None:
                   f"no name for; {out['regions_without_face']} tags matched no face found "
                   "here; faces you confirmed kept their names)")  # fmt: skip
     _show_refused(out["names_refused"], "Picasa's tags")
+
+
+def _show_problems(problems: dict[str, str], what: str) -> None:
+    """Each file an import could not read, and why."""
+    for path, why in problems.items():
+        console.print(f"{what} not read: {path}: {why}", style="yellow", highlight=False)
 
 
 def _show_refused(n: int, where: str) -> None:
