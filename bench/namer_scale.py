@@ -9,6 +9,12 @@ once and searches it for each photo (`neighbours.kth_in`). Both, same faces, sam
 
     .venv/bin/python bench/namer_scale.py [--faces 200000] [--photos 20]
 
+Making the namer measures the named faces' spacing among themselves and the library
+(`cluster.local_scales` of both joined, before: a second index, of both; now
+`cluster.scales_among`, which searches the library's one index):
+
+    .venv/bin/python bench/namer_scale.py --named 2000
+
 Synthetic faces as bench/library_scale.py makes them (128-d, identities in families of
 look-alikes, one face a photo); the photos named are groups of three of them.
 """
@@ -32,12 +38,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--faces", type=int, default=200_000)
     ap.add_argument("--photos", type=int, default=20)
+    ap.add_argument("--named", type=int, default=0, help="measure making a namer instead")
     args = ap.parse_args()
     emb, _, photo = synthetic(args.faces)
     rng = np.random.default_rng(1)
     queries = [rng.choice(len(emb), 3, replace=False) for _ in range(args.photos)]
     print(f"{platform.machine()}, {os.cpu_count()} cores; {len(emb)} faces in the library; "
           f"{args.photos} photos of 3 faces each")  # fmt: skip
+    if args.named:
+        return making(emb, photo, args.named)
 
     t = time.perf_counter()
     before = [local_scales(np.concatenate([emb[q], emb]), np.concatenate(
@@ -58,6 +67,31 @@ def main() -> None:
     print(f"ratio: {t_before / t_now:.0f}x faster a photo; "
           f"{(t_before * args.photos) / (t_index + t_now * args.photos):.1f}x over "
           f"{args.photos} photos, the index included")  # fmt: skip
+
+
+def making(emb: np.ndarray, photo: np.ndarray, named: int) -> None:
+    """The named faces' spacing and the library's index, as `Library.namer` makes them:
+    before (both joined, then the library's own index) and now (one index), alternating."""
+    from facetrain.library.cluster import local_scales, scales_among
+    from facetrain.neighbours import index_of
+
+    p = np.random.default_rng(2).choice(len(emb), named, replace=False)
+    both, bphoto = np.concatenate([emb[p], emb]), np.concatenate([photo[p], photo])
+    times = {"before": [], "now": []}
+    for _ in range(2):
+        t = time.perf_counter()
+        before = local_scales(both, bphoto, "squared_l2", rows=named)
+        index_of(emb, "squared_l2")
+        times["before"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        now = scales_among(emb[p], photo[p], emb, photo, "squared_l2",
+                           index=index_of(emb, "squared_l2"))  # fmt: skip
+        times["now"].append(time.perf_counter() - t)
+    same = np.isclose(before, now, rtol=1e-5).mean()
+    b, n = min(times["before"]), min(times["now"])
+    print(f"{named} named faces: both joined, then the library's index: {b:.1f} s; "
+          f"one index: {n:.1f} s; same spacing for {same:.1%} of the named faces")  # fmt: skip
+    print(f"ratio: {b / n:.1f}x faster to make a namer")
 
 
 if __name__ == "__main__":

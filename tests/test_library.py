@@ -508,6 +508,33 @@ def test_the_neighbour_index_finds_what_comparing_every_pair_finds(distance, thr
         assert np.allclose(kept, joined, rtol=1e-5), (kept, joined)
 
 
+@pytest.mark.parametrize("exact_search", [50_000, 500])
+def test_spacing_among_two_sets_is_the_spacing_of_both_joined(exact_search, monkeypatch):
+    """`cluster.scales_among`, the named faces' spacing among themselves and the library
+    (the namer's: it searches one index of the library it keeps for every photo), is the
+    spacing of both sets joined — the named faces, also in the library, counted twice as
+    the namer counts them; every pair compared, and with an index proposing neighbours."""
+    from facetrain import neighbours
+    from facetrain.library.cluster import local_scales, scales_among
+
+    rng = np.random.default_rng(5)
+    emb = np.repeat(rng.normal(size=(100, 16)), 20, 0) + rng.normal(scale=0.4, size=(2000, 16))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    photo = np.arange(2000) // 2
+    named = np.arange(0, 2000, 7)
+    monkeypatch.setattr(neighbours, "EXACT_SEARCH", exact_search)
+    both, bphoto = np.concatenate([emb[named], emb]), np.concatenate([photo[named], photo])
+    joined = local_scales(both, bphoto, "squared_l2", rows=len(named))
+    index = neighbours.index_of(emb, "squared_l2")
+    assert (index is None) == (exact_search > len(emb))
+    among = scales_among(emb[named], photo[named], emb, photo, "squared_l2", index=index)
+    assert np.isfinite(among).all() and among.min() > 0
+    assert np.isclose(among, joined, rtol=1e-5).mean() >= (1.0 if index is None else 0.99)
+    # counted once (the library alone) is wider: the twice-counted rule is what is kept
+    once = local_scales(emb, photo, "squared_l2")[named]
+    assert (among <= once + 1e-5).all() and (among < once - 1e-5).mean() > 0.1
+
+
 def test_scan_with_workers_records_what_one_process_records(photos, tmp_path):
     """--workers 2: photos analysed in two spawned processes, recorded here in order; same
     faces, boxes and embeddings as one process, and a copy inside the same scan is still

@@ -40,14 +40,24 @@ def kth_other_photo(emb: np.ndarray, photo: np.ndarray, distance: str, k: int,
 def kth_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: np.ndarray,
            distance: str, k: int, index=None) -> np.ndarray:  # fmt: skip
     """The distance of each query face to its k-th nearest face of `base` on another photo
-    (inf when there is none). Past `EXACT_SEARCH` faces of base an index proposes the
-    candidates: `index`, when the caller keeps one for this base (`index_of`), so that
-    many small searches of one library do not each build their own."""
+    (inf when there is none; k at most one less than the faces of base), as `nearest_in`
+    finds them."""
+    k = min(k, len(base) - 1)
+    if k < 1:
+        return np.full(len(query), np.inf)
+    return nearest_in(query, qphoto, base, bphoto, distance, k, index)[:, k - 1]
+
+
+def nearest_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: np.ndarray,
+               distance: str, k: int, index=None) -> np.ndarray:  # fmt: skip
+    """The distances of each query face to its k nearest faces of `base` on other photos,
+    nearest first (inf past the last there is). Past `EXACT_SEARCH` faces of base an
+    index proposes the candidates: `index`, when the caller keeps one for this base
+    (`index_of`), so that many small searches of one library do not each build their own."""
     e = np.ascontiguousarray(base, np.float32)
     q = np.ascontiguousarray(query, np.float32)
-    out = np.full(len(q), np.inf)
-    k = min(k, len(e) - 1)
-    if k < 1 or len(q) == 0:
+    out = np.full((len(q), k), np.inf)
+    if k < 1 or len(q) == 0 or len(e) == 0:
         return out
     todo = np.arange(len(q))
     if len(e) > EXACT_SEARCH:
@@ -55,13 +65,15 @@ def kth_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: np.n
         for s in range(0, len(q), QUERY_BLOCK):
             part = np.arange(s, min(s + QUERY_BLOCK, len(q)))
             _, cand = index.search(_as_indexed(q[part], distance), k + EXTRA)
-            out[part] = _kth_of_candidates(q[part], qphoto[part], e, bphoto, cand, distance, k)
-        todo = np.flatnonzero(np.isinf(out))  # too many faces of one photo among the nearest
+            out[part] = _nearest_of_candidates(q[part], qphoto[part], e, bphoto, cand,
+                                               distance, k)  # fmt: skip
+        todo = np.flatnonzero(np.isinf(out[:, -1]))  # many faces of one photo among them
+    kk = min(k, len(e))
     for s in range(0, len(todo), block_rows(len(e))):
         part = todo[s : s + block_rows(len(e))]
         d = distance_matrix(q[part], e, distance, dtype=np.float32)
         d[qphoto[part, None] == bphoto[None, :]] = np.inf
-        out[part] = np.partition(d, k - 1, axis=1)[:, k - 1]
+        out[part, :kk] = np.sort(np.partition(d, kk - 1, axis=1)[:, :kk], axis=1)
     return out
 
 
@@ -72,14 +84,14 @@ def index_of(base: np.ndarray, distance: str):
     return _build(e, distance) if len(e) > EXACT_SEARCH else None
 
 
-def _kth_of_candidates(q, qphoto, e, photo, cand, distance: str, k: int) -> np.ndarray:
-    """The k-th smallest distance from each query face to its candidates (rows of e) of
-    other photos (inf where fewer than k remain)."""
+def _nearest_of_candidates(q, qphoto, e, photo, cand, distance: str, k: int) -> np.ndarray:
+    """The k smallest distances from each query face to its candidates (rows of e) of
+    other photos, nearest first (inf where fewer than k remain)."""
     valid = (cand >= 0) & (photo[np.clip(cand, 0, None)] != qphoto[:, None])
     d = np.full(cand.shape, np.inf)
     r, c = np.nonzero(valid)
     d[r, c] = pair_distances(q[r], e[cand[r, c]], distance, dtype=np.float32)
-    return np.sort(d, axis=1)[:, k - 1]
+    return np.sort(d, axis=1)[:, :k]
 
 
 def pairs_within(emb: np.ndarray, radius: float, distance: str):

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facetrain.distances import canonical, distance_matrix
-from facetrain.neighbours import kth_other_photo, pairs_within
+from facetrain.neighbours import kth_other_photo, nearest_in, pairs_within
 
 BIG = 1e6
 # The largest group of faces clustered exactly (a dense distance matrix, ~25 bytes a pair:
@@ -48,6 +48,19 @@ def local_scales(emb: np.ndarray, photo: np.ndarray, distance: str, k: int = K,
     face of another photo among all of them (inf when there is none): memory linear in the
     number of faces; an index proposes the neighbours past `neighbours.EXACT_SEARCH`."""
     return kth_other_photo(emb, photo, distance, k, rows=rows)
+
+
+def scales_among(emb: np.ndarray, photo: np.ndarray, others: np.ndarray, ophoto: np.ndarray,
+                 distance: str, k: int = K, index=None) -> np.ndarray:  # fmt: skip
+    """`local_scales` of these faces among themselves and `others` together, without
+    joining them: `index`, an index of `others` the caller keeps (`neighbours.index_of`),
+    serves here and in its other searches."""
+    k = min(k, len(emb) + len(others) - 1)
+    if k < 1:
+        return np.full(len(emb), np.inf)
+    near = [nearest_in(emb, photo, others, ophoto, distance, k, index),
+            nearest_in(emb, photo, emb, photo, distance, k)]  # fmt: skip
+    return np.sort(np.concatenate(near, axis=1), axis=1)[:, k - 1]
 
 
 def pair_limits(sa, sb, threshold: float, tau: float = TAU):

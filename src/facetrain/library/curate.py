@@ -319,7 +319,8 @@ def prototypes(emb: np.ndarray, rows, names: dict[int, str]):
 class Namer:
     """What names the faces of new photos: the named people's confirmed faces (`protos`),
     the threshold and why, the owner's adapter, and — for the spacing rule — the library's
-    faces and the prototypes' spacing among them (None: the threshold alone)."""
+    faces and the prototypes' spacing among them (None: the threshold alone), with the
+    library's index (`neighbours.index_of`) that every photo's spacing searches."""
 
     protos: tuple
     threshold: float
@@ -330,19 +331,12 @@ class Namer:
     lib_emb: np.ndarray | None = None
     lib_photo: np.ndarray | None = None
     pscale: np.ndarray | None = None
+    index: object = None
 
     @cached_property
     def people(self) -> frozenset[int]:
         """The ids of the people it can name: those with confirmed faces to compare with."""
         return frozenset(self.protos[1].tolist())
-
-    @cached_property
-    def _index(self):
-        """An index of the library's faces for every photo's spacing (`neighbours.kth_in`),
-        built the first time one is needed; None for a library small enough without."""
-        from facetrain.neighbours import index_of
-
-        return index_of(self.lib_emb, self.distance)
 
     @property
     def rule(self) -> str:
@@ -388,7 +382,7 @@ class Namer:
 
         if self.pscale is None:
             return None
-        return kth_in(emb, photo, self.lib_emb, self.lib_photo, self.distance, K, self._index)
+        return kth_in(emb, photo, self.lib_emb, self.lib_photo, self.distance, K, self.index)
 
 
 def identify(

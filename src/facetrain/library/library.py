@@ -559,7 +559,8 @@ class Library:
         a named person's name when it is nearer to that person's confirmed faces than each
         pair's limit — the model's threshold tightened by the library's spacing around
         both faces, as in clustering — and no other person is within `margin`."""
-        from facetrain.library.cluster import concat_rows, local_scales
+        from facetrain.library.cluster import concat_rows, scales_among
+        from facetrain.neighbours import index_of
 
         if not math.isfinite(margin) or margin < 0:
             raise LibraryError(f"--margin {margin}: a finite number ≥ 0")
@@ -570,18 +571,19 @@ class Library:
         lib_emb = concat_rows(*(e for e, _ in lib))
         lib_photo = np.array([r["photo_id"] for _, rows in lib for r in rows], np.int64)
         protos = curate.prototypes(pemb, prows, store.names(self.con))
-        pscale = None
+        pscale = index = None
         if threshold is None and len(prows):
-            # among the prototypes and the library, the named faces thus counted twice:
-            # a tighter spacing than the library's own, and measured so — counted once,
-            # strangers named rose from 12.9% to 18.9% on east-asian-idols with two
-            # people named, and on four of the other six (bench/library_populations.py)
-            both = np.concatenate([pemb, lib_emb])
-            photo = np.concatenate([[r["photo_id"] for r in prows], lib_photo])
-            pscale = local_scales(both, photo, distance, rows=len(prows))
+            # the prototypes' spacing among themselves and the library, the named faces
+            # thus counted twice: a tighter spacing than the library's own, and measured
+            # so — counted once, strangers named rose from 12.9% to 18.9% on
+            # east-asian-idols with two people named, and on four of the other six
+            # (bench/library_populations.py)
+            index = index_of(lib_emb, distance)  # one, for the prototypes and every photo
+            pphoto = np.array([r["photo_id"] for r in prows], np.int64)
+            pscale = scales_among(pemb, pphoto, lib_emb, lib_photo, distance, index=index)
             why += "; tightened by your library's spacing around each face"
         return curate.Namer(protos, thr, distance, margin, why, adapter, lib_emb, lib_photo,
-                            pscale)  # fmt: skip
+                            pscale, index)  # fmt: skip
 
     def export(self, folder: str | os.PathLike, unnamed: bool = False) -> dict[str, int]:
         from facetrain.library.export import export_by_person
