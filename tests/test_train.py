@@ -325,8 +325,18 @@ def test_verification_and_val_split_during_training(tmp_path):
         ema_decay=0.9,
         accumulate=2,
     )
-    result = train(cfg, log=lambda *_: None)
+    said: list[str] = []
+    result = train(cfg, log=said.append)
     lines = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    # each epoch says itself in a log, as metrics.jsonl records it: loss, val split, sets
+    text = "\n".join(said)
+    ends = [d for d in lines if d.get("epoch_end")]
+    assert len(ends) == 2
+    for d in ends:
+        assert f"epoch {d['epoch']} step {d['step']}: mean loss {d['loss']:.4f} in " in text
+    for d in [d for d in lines if "eval" in d]:
+        name = "val split" if d["eval"] == "val_split" else d["eval"]
+        assert f"epoch {d['epoch']} step {d['step']}: {name} accuracy {d['accuracy']:.4f}" in text
     evals = {d["eval"] for d in lines if "eval" in d}
     assert evals == {"val_split", "syn", tmp_path.name}  # a pairs set is named by its folder
     lfw_lines = [d for d in lines if d.get("eval") == tmp_path.name]

@@ -97,6 +97,8 @@ class Evaluator:
         if objective.classifies and len(self.val):
             v = validation_split(model, objective, self.val, self.pre, self.device)
             self.emit({"eval": "val_split", "epoch": epoch, "step": state.step} | v)
+            self.log(f"epoch {epoch} step {state.step}: val split accuracy "
+                     f"{v['accuracy']:.4f}, loss {v['loss']:.4f}")  # fmt: skip
         fm = FaceModel.of_module(model, self.pre, self.source)
         for k, s in enumerate(self.sets):
             full, _ = evaluate_set(fm, s, flip=cfg.flip, distance=cfg.distance,

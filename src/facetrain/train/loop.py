@@ -304,9 +304,13 @@ class Run:
     def end_epoch(self, epoch: int, losses: list[float], seconds: float) -> None:
         s = self.state
         s.epoch, s.batch = s.epoch + 1, 0
-        self.emit({"epoch": epoch, "step": s.step, "epoch_end": True,
-                   "loss": float(np.mean(losses)) if losses else None,
+        loss = float(np.mean(losses)) if losses else None
+        self.emit({"epoch": epoch, "step": s.step, "epoch_end": True, "loss": loss,
                    "seconds": round(seconds, 2)})  # fmt: skip
+        # a line an epoch, in a log too (the bar's own lines come every 30 s at most)
+        said = f"mean loss {loss:.4f}" if loss is not None else "no finite step"
+        self.log(f"epoch {epoch} step {s.step}: {said} in {seconds:.0f} s "
+                 f"({s.epoch}/{self.cfg.optim.epochs} epochs done)")  # fmt: skip
         due = s.epoch % self.cfg.eval.every == 0 or s.epoch == self.cfg.optim.epochs
         self.save(self.evaluate(epoch) if due else ("last",))
 
