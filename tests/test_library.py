@@ -535,6 +535,52 @@ def test_spacing_among_two_sets_is_the_spacing_of_both_joined(exact_search, monk
     assert (among <= once + 1e-5).all() and (among < once - 1e-5).mean() > 0.1
 
 
+def test_namers_of_one_library_share_one_index_within_keep(tmp_path, monkeypatch):
+    """An import names by likeness in rounds, a new namer each round: within
+    `neighbours.keep()` they search one index of the library's faces (naming changes
+    none of them, and the faces are read in face order whatever their names), and name
+    as namers with indexes of their own do; outside it, each builds its own."""
+    from facetrain import neighbours
+    from facetrain.library import store
+    from helpers import embedded_library
+
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(40, 16))
+    emb = np.repeat(centres, 15, 0) + rng.normal(scale=0.3, size=(600, 16))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    lib = embedded_library(tmp_path / "lib.db", emb, threshold=0.6)
+    monkeypatch.setattr(neighbours, "EXACT_SEARCH", 100)
+    built = []
+    build = neighbours._build
+    monkeypatch.setattr(neighbours, "_build", lambda *a: built.append(1) or build(*a))
+
+    def named_by_rounds() -> list:
+        """Two rounds: a person named on faces 1..5, then one on 16..20 too, each round's
+        namer naming faces of them (each as a photo of its own) and of someone else."""
+        out = []
+        for first in (1, 16):
+            with store.transaction(lib.con):
+                pid = store.person_named(lib.con, f"p{first}") or store.new_person(lib.con)
+                store.name_person(lib.con, pid, f"p{first}")
+                store.assign(lib.con, [(pid, f) for f in range(first, first + 5)], confirmed=1)
+            namer = lib.namer()
+            out.append([namer.name(emb[[i]])[0]["name"] for i in (7, 8, 22, 23, 400)])
+        return out
+
+    with lib:
+        with neighbours.keep():
+            kept = named_by_rounds()
+        assert len(built) == 1  # the second namer found the first one's index
+        with store.transaction(lib.con):
+            lib.con.execute("UPDATE faces SET person_id = NULL, confirmed = 0")
+            lib.con.execute("DELETE FROM people")
+        built.clear()
+        own = named_by_rounds()
+        assert len(built) == 2
+    assert kept == own == [["p1", "p1", "unknown", "unknown", "unknown"],
+                           ["p1", "p1", "p16", "p16", "unknown"]]  # fmt: skip
+
+
 def test_scan_with_workers_records_what_one_process_records(photos, tmp_path):
     """--workers 2: photos analysed in two spawned processes, recorded here in order; same
     faces, boxes and embeddings as one process, and a copy inside the same scan is still

@@ -78,10 +78,19 @@ def nearest_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: 
 
 
 def index_of(base: np.ndarray, distance: str):
-    """An index of these faces for `kth_in` to keep using; None when they are few enough
-    to be compared with every query face."""
+    """An index of these faces for `nearest_in` to keep using; None when they are few
+    enough to be compared with every query face. Within `keep()`, the one built for the
+    same faces before."""
     e = np.ascontiguousarray(base, np.float32)
-    return _build(e, distance) if len(e) > EXACT_SEARCH else None
+    if len(e) <= EXACT_SEARCH:
+        return None
+    if _kept is None:
+        return _build(e, distance)
+    key = _key(e, distance)
+    if key not in _kept:
+        _kept.clear()  # one library's faces at a time: an index is as large as they are
+        _kept[key] = _build(e, distance)
+    return _kept[key]
 
 
 def _nearest_of_candidates(q, qphoto, e, photo, cand, distance: str, k: int) -> np.ndarray:
@@ -155,12 +164,34 @@ def reuse():
         _reused = outer
 
 
+_kept: dict | None = None  # inside `keep()`: the last index `index_of` built, by content
+
+
+@contextlib.contextmanager
+def keep():
+    """Within the block, `index_of` the same faces again gives the index it built for them
+    before: an import names by likeness in rounds, a namer a round, each searching the
+    library's faces, which naming does not change (bench/import_scale.py)."""
+    global _kept
+    outer, _kept = _kept, {} if _kept is None else _kept
+    try:
+        yield
+    finally:
+        _kept = outer
+
+
+def _key(e: np.ndarray, distance: str) -> tuple:
+    """What tells one set of faces from another: their bytes' digest (the buffer, no
+    copy), their shape and the distance."""
+    digest = hashlib.sha1(np.ascontiguousarray(e).data).hexdigest()
+    return digest, e.shape, canonical(distance)
+
+
 def _index(e: np.ndarray, distance: str):
     """The faces' index: the one built for them within `reuse()` (once), else a new one."""
     if _reused is None:
         return _build(e, distance)
-    digest = hashlib.sha1(np.ascontiguousarray(e).data).hexdigest()  # the buffer: no copy
-    key = (digest, e.shape, canonical(distance))
+    key = _key(e, distance)
     if key in _reused:
         return _reused.pop(key)
     _reused[key] = _build(e, distance)

@@ -23,6 +23,7 @@ from facetrain.library import takeout as takeout_json
 from facetrain.library.cluster import shared_face
 from facetrain.library.store import LibraryError
 from facetrain.library.turns import region
+from facetrain.neighbours import keep
 
 ROUNDS = 3  # of naming by likeness; each adds the faces the last named (takeout_groups.py)
 # the most people one photo's list may name: a longer list is no photo's (a crafted file
@@ -126,10 +127,11 @@ def name_listed(lib, listed: list, source: str, problems: dict) -> dict[str, int
         tag = [(names[0], _area(face, photo))]
         for k, v in curate.name_regions(lib.con, photo, tag, source).items():
             out[k] += v
-    liked = by_likeness(lib, several, problems, source) if several else 0
-    shared = by_company(lib, several, problems, source) if several else 0
-    if shared:  # the people so found are prototypes now: their other faces by likeness
-        liked += by_likeness(lib, several, problems, source)
+    with keep():  # each round's namer searches one index of the library's faces
+        liked = by_likeness(lib, several, problems, source) if several else 0
+        shared = by_company(lib, several, problems, source) if several else 0
+        if shared:  # the people so found are prototypes now: their other faces by likeness
+            liked += by_likeness(lib, several, problems, source)
     out["faces_named"] += liked + shared
     return out | {"listed": len(listed), "several": len(several), "by_likeness": liked,
                   "by_company": shared}  # fmt: skip

@@ -559,17 +559,18 @@ class Library:
         a named person's name when it is nearer to that person's confirmed faces than each
         pair's limit — the model's threshold tightened by the library's spacing around
         both faces, as in clustering — and no other person is within `margin`."""
-        from facetrain.library.cluster import concat_rows, scales_among
+        from facetrain.library.cluster import scales_among
         from facetrain.neighbours import index_of
 
         if not math.isfinite(margin) or margin < 0:
             raise LibraryError(f"--margin {margin}: a finite number ≥ 0")
         adapter = self._adapter()  # read once for every photo
-        lib = [self._faces(w, adapter) for w in ("free", "named")]
-        thr, distance, why = self.threshold_and_why(threshold, lib[1])
+        lib_emb, lib_rows = self._faces("compared", adapter)
+        named = [i for i, r in enumerate(lib_rows) if r["confirmed"]]
+        thr, distance, why = self.threshold_and_why(
+            threshold, (lib_emb[named], [lib_rows[i] for i in named]))  # fmt: skip
         pemb, prows = self._faces("prototypes", adapter)
-        lib_emb = concat_rows(*(e for e, _ in lib))
-        lib_photo = np.array([r["photo_id"] for _, rows in lib for r in rows], np.int64)
+        lib_photo = np.array([r["photo_id"] for r in lib_rows], np.int64)
         protos = curate.prototypes(pemb, prows, store.names(self.con))
         pscale = index = None
         if threshold is None and len(prows):

@@ -579,6 +579,10 @@ FACE_SETS = {
     "AND f.person_id IS NULL",
     # every visible face of every visible stack: where new faces may go
     "stacked": "f.hidden = 0 AND f.person_id IN (SELECT id FROM people WHERE hidden = 0)",
+    # what a new face's spacing is measured among: "free" and "named" together, in face
+    # order whatever the names (the same faces give the same index: `neighbours.keep`)
+    "compared": "(f.usable = 1 AND f.hidden = 0 AND f.confirmed = 0 AND p.status = 'ok') OR "
+    "(f.confirmed = 1 AND f.person_id IS NOT NULL AND f.hidden = 0)",
     # every confirmed face of every named, visible person
     "prototypes": "f.confirmed = 1 AND f.hidden = 0 AND f.person_id IN "
     "(SELECT id FROM people WHERE name IS NOT NULL AND hidden = 0)",
