@@ -581,6 +581,48 @@ def test_namers_of_one_library_share_one_index_within_keep(tmp_path, monkeypatch
                            ["p1", "p1", "p16", "p16", "unknown"]]  # fmt: skip
 
 
+def test_a_name_typed_or_imported_two_ways_is_one_person(tmp_path):
+    """Unicode writes "Zoë" two ways (ë one character, or e and its accent, as a Mac's file
+    names keep it) and a Hangul name as syllables or as their letters: each is one person
+    however it comes — typed by the owner, in another program's face regions, or looked
+    up — and a library that kept a name the other way before finds it in NFC when opened."""
+    import unicodedata
+
+    from facetrain.library import store
+    from facetrain.library.curate import name_regions
+    from facetrain.library.library import Library
+    from helpers import embedded_library
+
+    nfd = lambda s: unicodedata.normalize("NFD", s)  # noqa: E731
+    zoe, kim = "Zo\u00eb", "\uae40\ubbfc\uc9c0"  # Zoë, 김민지 (NFC)
+    assert nfd(zoe) != zoe and nfd(kim) != kim
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(6, 8)).astype(np.float32)
+    db = tmp_path / "lib.db"
+    with embedded_library(db, emb) as lib, store.transaction(lib.con):
+        for face in range(1, 7):
+            store.assign(lib.con, [(store.new_person(lib.con), face)])
+    with Library(db) as lib:
+        lib.name("1", nfd(zoe))  # the owner, from a Mac's file name
+        lib.name("2", zoe)  # the owner again: the same person, so the stacks merge
+        lib.name("3", f"  Mary   Ann {nfd(kim)} ")
+        photo = dict(store.photo(lib.con, 4)) | {"width": 9, "height": 9}
+        got = name_regions(lib.con, photo, [(kim, (0.3, 0.3, 0.5, 0.5))], "a sidecar")
+        assert got["faces_named"] == 1
+        people = {p["name"]: p["faces"] for p in lib.people() if p["name"]}
+        assert people == {zoe: 2, f"Mary Ann {kim}": 1, kim: 1}
+        assert lib.stack(nfd(zoe)) == lib.stack(zoe) and lib.stack(f"Mary Ann {nfd(kim)}")
+        # a library named before: its name kept the other way is found once it is opened
+        with store.transaction(lib.con):
+            lib.con.execute("UPDATE people SET name = ? WHERE name = ?", (nfd(zoe), zoe))
+            lib.con.execute("UPDATE people SET name = ? WHERE name = ?", (nfd(kim), kim))
+            store.del_meta(lib.con, "names")
+    with Library(db) as lib:
+        assert {p["name"] for p in lib.people() if p["name"]} == {zoe, kim, f"Mary Ann {kim}"}
+        lib.name("5", kim)
+        assert {p["name"]: p["faces"] for p in lib.people() if p["name"]}[kim] == 2
+
+
 def test_scan_with_workers_records_what_one_process_records(photos, tmp_path):
     """--workers 2: photos analysed in two spawned processes, recorded here in order; same
     faces, boxes and embeddings as one process, and a copy inside the same scan is still

@@ -9,6 +9,8 @@ moves them, and a later re-cluster or model change keeps the name on those faces
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -31,7 +33,7 @@ def stack_id(con, ref: str) -> int:
     if ref.isdigit():
         pid = int(ref) if store.is_row_id(int(ref)) and store.person_exists(con, int(ref)) else None
     else:
-        pid = store.person_named(con, ref)
+        pid = store.person_named(con, clean_name(ref))
     if pid is None:
         raise LibraryError(f"no stack or person {ref!r} (see `facetrain library people`)")
     return pid
@@ -43,6 +45,14 @@ def _log(con, kind: str, description: str, before: dict, created=(), rejections=
 
 
 MAX_NAME = 200  # a person's name: the folder `export` makes for them stays a legal file name
+
+
+def clean_name(name: str) -> str:
+    """A name as the library keeps it and looks it up: in Unicode's NFC, so that a name
+    typed or imported two ways — é as one character or as e and its accent, a Hangul
+    syllable or its letters, as a Mac's file names keep them — is one person; trimmed,
+    and a run of spaces inside it one space."""
+    return re.sub(" {2,}", " ", unicodedata.normalize("NFC", name).strip())
 
 
 def name_problem(name: str) -> str | None:
@@ -63,7 +73,7 @@ def name(con, ref: str, new_name: str) -> str:
     """Name a stack; naming it like an existing person merges it into that person (a name
     `name_problem` refuses is refused). Naming a stack as it is named, every face
     confirmed, changes nothing and leaves nothing for `undo`."""
-    new_name = new_name.strip()
+    new_name = clean_name(new_name)
     if problem := name_problem(new_name):
         raise LibraryError(problem)
     pid = stack_id(con, ref)
@@ -197,7 +207,7 @@ def name_regions(con, photo: dict, regions: list[tuple[str, tuple]],
     taken = {f["id"]: f["person_id"] for f in faces if f["confirmed"]}  # face -> person
     with transaction(con):
         for (name, _), face in zip(regions, placed(faces, photo, regions)):
-            name = name.strip()
+            name = clean_name(name)
             if name_problem(name):
                 out["names_refused"] += 1
                 continue

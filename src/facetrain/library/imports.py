@@ -164,7 +164,7 @@ def by_company(lib, photos: list, problems: dict, source: str, least: int = 3) -
         return 0
     wanted: dict[str, set] = {}
     for photo, names in photos:
-        for name in {n.strip() for n in names}:
+        for name in {curate.clean_name(n) for n in names}:
             wanted.setdefault(name, set()).add(photo["id"])
     wanted = {n: its for n, its in wanted.items()
               if store.person_named(lib.con, n) not in namer.people}  # fmt: skip
@@ -254,7 +254,7 @@ def named_among(lib, namer, photo, names: list[str], source: str) -> dict[str, i
     has no runner-up of its own to keep a look-alike out (bench/takeout_groups.py)."""
     every = store.faces_of_photo(lib.con, photo["id"])
     here = {f["person_id"] for f in every if f["confirmed"]}
-    listed = {n.strip(): store.person_named(lib.con, n.strip()) for n in names}
+    listed = {n: store.person_named(lib.con, n) for n in map(curate.clean_name, names)}
     left = {n: p for n, p in listed.items() if p is None or p not in here}
     among = set(left.values()) - {None}
     faces = [f for f in every if f["usable"] and not f["confirmed"] and f["embedding"] is not None]
