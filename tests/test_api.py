@@ -136,3 +136,41 @@ def test_find_again_embeds_only_what_changed_and_never_writes_beside_the_photos(
     assert str(edited) in {h["path"] for h in again} - {h["path"] for h in first}
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == listing
     assert len(list((tmp_path / "cache" / "find").glob("*.npz"))) == 1
+
+
+EAST_ASIAN = BBT.parents[1] / "populations" / "east-asian-idols"
+
+
+@need(EAST_ASIAN)
+def test_find_in_a_folder_of_a_crowded_population_returns_fewer_strangers(fr, tmp_path):
+    """The default model crowds East-Asian faces: one threshold found, for a face, the
+    photos of most other people of a folder of them too. `find` now takes each pair's
+    limit from the folder's own spacing, as the library's stacks do: far fewer strangers
+    and most of the person's own photos (bench/find_precision.py: every population)."""
+    from facetrain.use.api import within_limits
+
+    people = sorted(p for p in EAST_ASIAN.iterdir() if p.is_dir())
+    folder = tmp_path / "photos"
+    for p in people:
+        folder.joinpath(p.name).mkdir(parents=True)
+        for f in sorted(p.iterdir())[:8]:
+            shutil.copy(f, folder / p.name / f.name)
+    paths = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+    emb = fr.embed(paths)
+    ok = np.flatnonzero(np.isfinite(emb).all(1))
+    e, truth = emb[ok], np.array([paths[i].split("/")[-2] for i in ok])
+    d, hit = within_limits(e, e, fr.threshold, fr.model.pre.distance)
+    same = truth[:, None] == truth[None, :]
+    off = ~np.eye(len(e), dtype=bool)
+
+    def precision_recall(h):
+        h = h & off
+        return (h & same).sum() / h.sum(), (h & same).sum() / (same & off).sum()
+
+    before, now = precision_recall(d < fr.threshold), precision_recall(hit)
+    assert len(e) >= 40 and before[0] < 0.4, before  # one threshold: mostly strangers
+    assert now[0] >= 2 * before[0] and now[1] >= 0.6, (before, now)
+    # find itself, end to end: the photos within_limits says, nearest first
+    q = int(ok[0])
+    hits = fr.find(paths[q], folder)
+    assert [h["path"] for h in hits] == [paths[ok[j]] for j in np.argsort(d[0]) if hit[0, j]]

@@ -24,6 +24,32 @@ EXTRA = 8  # neighbours asked for beyond k, for faces of the same photo among th
 QUERY_BLOCK = 4096  # faces searched at a time: bounds the candidate pairs held at once
 
 
+# The spacing rule (library/cluster.py says why): two faces may be one person when they
+# are nearer than their pair's limit, min(τ·√(sᵢ·sⱼ), T), sᵢ the distance from face i to
+# its K-th nearest face of another photo among those it is seen with, T the model's
+# threshold — so a crowded region of the faces (a population the model crowds) gets a
+# tighter limit than one threshold gives.
+K = 3  # the spacing around a face: its distance to the K-th nearest face of another photo
+TAU = 1.7  # a pair's limit in units of its faces' spacing (bench/library_populations.py)
+
+
+def pair_limits(sa, sb, threshold: float, tau: float = TAU):
+    """The limit of each pair (rows of sa x rows of sb): min(τ·√(sₐ·s_b), threshold); with
+    no sb, min(τ·sₐ, threshold) (the spacing around a's faces); the threshold alone
+    without scales."""
+    if sa is None:
+        return threshold
+    if sb is None:
+        return np.minimum(tau * np.asarray(sa)[:, None], threshold)
+    return pair_limit(np.asarray(sa)[:, None], np.asarray(sb)[None, :], threshold, tau)
+
+
+def pair_limit(sa, sb, threshold: float, tau: float = TAU):
+    """The limit of pairs given face by face (sa[i] with sb[i], or broadcast):
+    min(τ·√(sₐ·s_b), threshold)."""
+    return np.minimum(tau * np.sqrt(sa * sb), threshold)
+
+
 def block_rows(n: int) -> int:
     """Rows of an exact distance block against n faces: ~80 MB of float32 a block."""
     return max(64, min(2048, 20_000_000 // max(n, 1)))

@@ -32,14 +32,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from facetrain.distances import canonical, distance_matrix
-from facetrain.neighbours import kth_other_photo, nearest_in, pairs_within
+from facetrain.neighbours import (
+    TAU,
+    K,
+    kth_other_photo,
+    nearest_in,
+    pair_limit,
+    pair_limits,
+    pairs_within,
+)
 
 BIG = 1e6
 # The largest group of faces clustered exactly (a dense distance matrix, ~25 bytes a pair:
 # 1.2 GB here); a bigger connected group is clustered over a sparse graph (_over_graph).
 EXACT_MAX = 7000
-K = 3  # the spacing around a face: its distance to the K-th nearest face of another photo
-TAU = 1.7  # a pair's limit in units of its faces' spacing (bench/library_populations.py)
 
 
 def local_scales(emb: np.ndarray, photo: np.ndarray, distance: str, k: int = K,
@@ -61,23 +67,6 @@ def scales_among(emb: np.ndarray, photo: np.ndarray, others: np.ndarray, ophoto:
     near = [nearest_in(emb, photo, others, ophoto, distance, k, index),
             nearest_in(emb, photo, emb, photo, distance, k)]  # fmt: skip
     return np.sort(np.concatenate(near, axis=1), axis=1)[:, k - 1]
-
-
-def pair_limits(sa, sb, threshold: float, tau: float = TAU):
-    """The limit of each pair (rows of sa x rows of sb): min(τ·√(sₐ·s_b), threshold); with
-    no sb, min(τ·sₐ, threshold) (the spacing around a's faces); the threshold alone
-    without scales."""
-    if sa is None:
-        return threshold
-    if sb is None:
-        return np.minimum(tau * np.asarray(sa)[:, None], threshold)
-    return pair_limit(np.asarray(sa)[:, None], np.asarray(sb)[None, :], threshold, tau)
-
-
-def pair_limit(sa, sb, threshold: float, tau: float = TAU):
-    """The limit of pairs given face by face (sa[i] with sb[i], or broadcast):
-    min(τ·√(sₐ·s_b), threshold)."""
-    return np.minimum(tau * np.sqrt(sa * sb), threshold)
 
 
 def with_spacing(faces: FaceSet, known: People, distance: str, known_too: bool = True):

@@ -376,7 +376,7 @@ class Namer:
     def _limits(self, emb: np.ndarray, photo: int) -> np.ndarray | None:
         """Each pair's limit (these faces of one photo x the prototypes) under the spacing
         rule; None when the threshold alone decides."""
-        from facetrain.library.cluster import pair_limits
+        from facetrain.neighbours import pair_limits
 
         if self.pscale is None or not len(emb) or not len(self.protos[0]):
             return None
@@ -387,8 +387,7 @@ class Namer:
         """The library's spacing around these faces (`photo`: their photos' ids; a face of
         the library is not its own neighbour, nor are the others of its photo), in the
         space it compares faces in; None when the threshold alone decides."""
-        from facetrain.library.cluster import K
-        from facetrain.neighbours import kth_in
+        from facetrain.neighbours import K, kth_in
 
         if self.pscale is None:
             return None

@@ -123,7 +123,10 @@ class Recognizer:
 
     def find(self, image: ImageLike, folder: str | os.PathLike) -> list[dict]:
         """The photos below a folder whose central face is the face of `image` (deepface's
-        `find`), nearest first: path and distance, those under the threshold."""
+        `find`), nearest first: path and distance, those under their pair's limit — the
+        threshold, tightened by the folder's own spacing as the library's stacks are
+        (`within_limits`): one threshold alone found a folder's other people too, most of
+        all where the model crowds a population (bench/find_precision.py)."""
         from facetrain.data.images import is_image_name
 
         if self.threshold is None:
@@ -133,8 +136,9 @@ class Recognizer:
         if np.isnan(query).any():
             raise ValueError("no face found in the image to find")
         emb = self.folder_embeddings(Path(folder), paths)
-        d = np.where(np.isnan(emb).any(1), np.inf, self.distance(query, np.nan_to_num(emb)))
-        hits = [(float(x), p) for x, p in zip(d, paths) if x < self.threshold]
+        ok = np.flatnonzero(~np.isnan(emb).any(1))
+        d, hit = within_limits(query[None], emb[ok], self.threshold, self.model.pre.distance)
+        hits = [(float(x), paths[i]) for x, i, h in zip(d[0], ok, hit[0]) if h]
         return [{"path": p, "distance": x} for x, p in sorted(hits)]
 
     def folder_embeddings(self, folder: Path, paths: list[str]) -> np.ndarray:
@@ -159,6 +163,28 @@ class Recognizer:
 
 
 FIND_STEP = 32  # photos `find` decodes at a time
+
+
+def within_limits(queries: np.ndarray, faces: np.ndarray, threshold: float,
+                  distance: str) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(distances, under the limit?), each (queries x faces), of faces to faces seen
+    together — a folder's, each on a photo of its own — each pair's limit the spacing
+    rule's (`neighbours.pair_limit`: the threshold, tightened where those faces crowd).
+    Faces identical to each other are copies of one photo, as a face identical to a query
+    is the query's own: none is another's neighbour (copies would narrow the spacing to
+    nothing)."""
+    from facetrain.neighbours import K, kth_in, kth_other_photo, pair_limit
+
+    d = distance_matrix(queries, faces, distance)
+    if not len(faces) or not len(queries):
+        return d, np.zeros(d.shape, bool)
+    faces, queries = (np.ascontiguousarray(x, np.float32) for x in (faces, queries))
+    photo = np.unique(faces, axis=0, return_inverse=True)[1].reshape(-1)
+    copies = {f.tobytes(): p for f, p in zip(faces, photo)}
+    qphoto = np.array([copies.get(q.tobytes(), -1) for q in queries])
+    s = kth_other_photo(faces, photo, distance, K)
+    sq = kth_in(queries, qphoto, faces, photo, distance, K)
+    return d, d < pair_limit(sq[:, None], s[None, :], threshold)
 
 
 def load(model: str | os.PathLike | None = None, device: str = "cpu") -> Recognizer:
