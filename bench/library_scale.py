@@ -59,7 +59,7 @@ def child(n: int, method: str, exact_max: int) -> None:
     elif method.startswith("spacing"):  # the library's rule: each pair's limit from spacing
         if method == "spacing-exact":  # every pair compared, however many faces
             neighbours.EXACT_SEARCH = len(emb)
-        with neighbours.reuse():  # as Library.cluster: one index for spacing and pairs
+        with neighbours.keep(once=True):  # as Library.cluster: one index for spacing and pairs
             scale = local_scales(emb, photo, "squared_l2")
             pred, _ = agglomerate(emb, photo, 1.0, "squared_l2", exact_max=exact_max,
                                   scale=scale)  # fmt: skip

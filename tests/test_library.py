@@ -726,7 +726,7 @@ def test_a_library_is_changed_by_one_process_at_a_time(photos, tmp_path):
 
 def test_one_index_serves_the_spacing_and_the_pairs_of_one_cluster_run(monkeypatch):
     """Past 50,000 faces the spacing and the near pairs search the same faces: within
-    `neighbours.reuse()` (what Library.cluster does) the index is built once, not twice,
+    `neighbours.keep(once=True)` (what Library.cluster does) the index is built once, not twice,
     and the results are the same."""
     from facetrain import neighbours
     from facetrain.library.cluster import local_scales, near_pairs
@@ -744,10 +744,10 @@ def test_one_index_serves_the_spacing_and_the_pairs_of_one_cluster_run(monkeypat
 
     s1, g1 = both()
     assert len(builds) == 2
-    with neighbours.reuse():
+    with neighbours.keep(once=True):
         s2, g2 = both()
         local_scales(emb, photo, "cosine")  # another distance: another index
-    assert len(builds) == 2 + 2 and neighbours._reused is None
+    assert len(builds) == 2 + 2 and neighbours._kept is None
     assert np.array_equal(s1, s2) and (g1 != g2).nnz == 0
 
 

@@ -104,19 +104,11 @@ def nearest_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: 
 
 
 def index_of(base: np.ndarray, distance: str):
-    """An index of these faces for `nearest_in` to keep using; None when they are few
-    enough to be compared with every query face. Within `keep()`, the one built for the
-    same faces before."""
+    """An index of these faces for `nearest_in` to keep using (within `keep()`, the one
+    built for the same faces before); None when they are few enough to be compared with
+    every query face."""
     e = np.ascontiguousarray(base, np.float32)
-    if len(e) <= EXACT_SEARCH:
-        return None
-    if _kept is None:
-        return _build(e, distance)
-    key = _key(e, distance)
-    if key not in _kept:
-        _kept.clear()  # one library's faces at a time: an index is as large as they are
-        _kept[key] = _build(e, distance)
-    return _kept[key]
+    return _index(e, distance) if len(e) > EXACT_SEARCH else None
 
 
 def _nearest_of_candidates(q, qphoto, e, photo, cand, distance: str, k: int) -> np.ndarray:
@@ -173,37 +165,26 @@ def _as_indexed(e: np.ndarray, distance: str) -> np.ndarray:
     return np.ascontiguousarray(e / np.linalg.norm(e, axis=1, keepdims=True), np.float32)
 
 
-_reused: dict | None = None  # inside `reuse()`: the indexes built, by content and distance
+_kept: dict | None = None  # inside `keep()`: the indexes built, by content and distance
+_once = False  # inside `keep(once=True)`: each handed over once more, then let go
 
 
 @contextlib.contextmanager
-def reuse():
-    """Within the block, an index built for some faces serves the next search of the same
-    faces, then is let go (the library's spacing and then its near pairs search one set: a
-    cluster run of 100,000 faces took 13.6 s instead of 15.8 s; let go after the pairs, it
-    is not held while the groups are clustered)."""
-    global _reused
-    outer, _reused = _reused, {} if _reused is None else _reused
+def keep(once: bool = False):
+    """Within the block, an index built for some faces serves the next searches of the
+    same faces. With `once`, the next search alone, then it is let go: a cluster run's
+    spacing and then its near pairs search one set (100,000 faces: 13.6 s instead of
+    15.8 s), and the index is not held while the groups are clustered. Without, every
+    search in the block, the last faces indexed alone kept: an import names by likeness in
+    rounds, a namer a round, each searching the library's faces, which naming does not
+    change (bench/import_scale.py)."""
+    global _kept, _once
+    outer = _kept, _once
+    _kept, _once = {} if _kept is None else _kept, once
     try:
         yield
     finally:
-        _reused = outer
-
-
-_kept: dict | None = None  # inside `keep()`: the last index `index_of` built, by content
-
-
-@contextlib.contextmanager
-def keep():
-    """Within the block, `index_of` the same faces again gives the index it built for them
-    before: an import names by likeness in rounds, a namer a round, each searching the
-    library's faces, which naming does not change (bench/import_scale.py)."""
-    global _kept
-    outer, _kept = _kept, {} if _kept is None else _kept
-    try:
-        yield
-    finally:
-        _kept = outer
+        _kept, _once = outer
 
 
 def _key(e: np.ndarray, distance: str) -> tuple:
@@ -214,14 +195,17 @@ def _key(e: np.ndarray, distance: str) -> tuple:
 
 
 def _index(e: np.ndarray, distance: str):
-    """The faces' index: the one built for them within `reuse()` (once), else a new one."""
-    if _reused is None:
+    """The faces' index: within `keep()`, the one built for the same faces before (see
+    there for how long it is kept), else a new one."""
+    if _kept is None:
         return _build(e, distance)
     key = _key(e, distance)
-    if key in _reused:
-        return _reused.pop(key)
-    _reused[key] = _build(e, distance)
-    return _reused[key]
+    if key in _kept:
+        return _kept.pop(key) if _once else _kept[key]
+    if not _once:
+        _kept.clear()  # one set of faces at a time: an index is as large as they are
+    _kept[key] = _build(e, distance)
+    return _kept[key]
 
 
 def _build(e: np.ndarray, distance: str):

@@ -488,7 +488,7 @@ class Library:
         thr, distance, why = self.threshold_and_why(threshold, named_faces)
         free = FaceSet.of(*self._faces("free", adapter))
         named = People.of(*named_faces)
-        with neighbours.reuse():  # past 50,000 faces: one index for spacing and pairs
+        with neighbours.keep(once=True):  # past 50,000 faces: one index for spacing and pairs
             if threshold is None:  # a threshold the owner gives is used as it is, everywhere
                 free, named = with_spacing(free, named, distance)
                 why += f"; each pair's limit from your library's own spacing (≤ {thr:.3f})"
