@@ -11,7 +11,7 @@ once and searches it for each photo (`neighbours.kth_in`). Both, same faces, sam
 
 Making the namer measures the named faces' spacing among themselves and the library
 (`cluster.local_scales` of both joined, before: a second index, of both; now
-`cluster.scales_among`, which searches the library's one index):
+`neighbours.scales_among`, which searches the library's one index):
 
     .venv/bin/python bench/namer_scale.py --named 2000
 
@@ -72,8 +72,8 @@ def main() -> None:
 def making(emb: np.ndarray, photo: np.ndarray, named: int) -> None:
     """The named faces' spacing and the library's index, as `Library.namer` makes them:
     before (both joined, then the library's own index) and now (one index), alternating."""
-    from facetrain.library.cluster import local_scales, scales_among
-    from facetrain.neighbours import index_of
+    from facetrain.library.cluster import local_scales
+    from facetrain.neighbours import index_of, scales_among
 
     p = np.random.default_rng(2).choice(len(emb), named, replace=False)
     both, bphoto = np.concatenate([emb[p], emb]), np.concatenate([photo[p], photo])

@@ -510,12 +510,13 @@ def test_the_neighbour_index_finds_what_comparing_every_pair_finds(distance, thr
 
 @pytest.mark.parametrize("exact_search", [50_000, 500])
 def test_spacing_among_two_sets_is_the_spacing_of_both_joined(exact_search, monkeypatch):
-    """`cluster.scales_among`, the named faces' spacing among themselves and the library
+    """`neighbours.scales_among`, the named faces' spacing among themselves and the library
     (the namer's: it searches one index of the library it keeps for every photo), is the
     spacing of both sets joined — the named faces, also in the library, counted twice as
     the namer counts them; every pair compared, and with an index proposing neighbours."""
     from facetrain import neighbours
-    from facetrain.library.cluster import local_scales, scales_among
+    from facetrain.library.cluster import local_scales
+    from facetrain.neighbours import scales_among
 
     rng = np.random.default_rng(5)
     emb = np.repeat(rng.normal(size=(100, 16)), 20, 0) + rng.normal(scale=0.4, size=(2000, 16))
@@ -621,6 +622,32 @@ def test_a_name_typed_or_imported_two_ways_is_one_person(tmp_path):
         assert {p["name"] for p in lib.people() if p["name"]} == {zoe, kim, f"Mary Ann {kim}"}
         lib.name("5", kim)
         assert {p["name"]: p["faces"] for p in lib.people() if p["name"]}[kim] == 2
+
+
+def test_a_burst_of_named_copies_does_not_stop_a_person_being_named(tmp_path):
+    """Three copies of one named photo (a burst, an edit, a re-saved copy) are one picture,
+    not three neighbours: they narrowed that face's spacing to nothing, every pair's limit
+    with it too, and the person — measured on average over their faces — was never named
+    again (bench/copies.py: 100% → 50% of two people's new faces)."""
+    from facetrain.library import store
+    from helpers import embedded_library
+
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(40, 16))
+    emb = np.repeat(centres, 15, 0) + rng.normal(scale=0.3, size=(600, 16))
+    burst = emb[0] + rng.normal(scale=1e-4, size=(3, 16))  # 3 more shots of face 1's photo
+    emb = np.concatenate([emb, burst])
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    with embedded_library(tmp_path / "lib.db", emb, threshold=0.6) as lib:
+        with store.transaction(lib.con):
+            pid = store.new_person(lib.con)
+            store.name_person(lib.con, pid, "p1")
+            store.assign(lib.con, [(pid, f) for f in (1, 2, 3, 4, 5, 601, 602, 603)], confirmed=1)
+        namer = lib.namer()
+        named = [namer.name(emb[[i]])[0]["name"] for i in range(6, 15)]
+        strangers = [namer.name(emb[[i]])[0]["name"] for i in range(15, 600, 15)]
+    assert named.count("p1") >= 7, named
+    assert strangers.count("p1") == 0
 
 
 def test_scan_with_workers_records_what_one_process_records(photos, tmp_path):

@@ -207,7 +207,7 @@ def test_a_look_alike_of_the_only_candidate_is_not_named_when_faces_are_kept_apa
     """`identify(apart=True)`: with one candidate left, a face is named only when no other
     face of the photo is within the margin of that person too; without it, the nearer of
     two faces alike takes the name."""
-    from facetrain.library.curate import identify
+    from facetrain.open_set import identify
 
     a = np.array([[1.0, 0.0, 0.0]], np.float32)
     protos = (a, np.array([7]), {7: "Amy"})

@@ -31,6 +31,19 @@ QUERY_BLOCK = 4096  # faces searched at a time: bounds the candidate pairs held 
 # tighter limit than one threshold gives.
 K = 3  # the spacing around a face: its distance to the K-th nearest face of another photo
 TAU = 1.7  # a pair's limit in units of its faces' spacing (bench/library_populations.py)
+# In naming (the library's `identify`, its imports, `classify predict`, `find`), two faces
+# nearer than this share of the threshold are one picture twice — a copy, an edit, a burst
+# shot — not neighbours: three of a named face narrowed its spacing to nothing, and its
+# person was never named again. With dlib's ResNet (threshold 0.190): a photo and its
+# re-encoded, resized, shifted or brightened copy 0.004–0.016 (0.063 once, a resize the
+# detector aligned anew); two different photos of one person under 0.019 for 0–4.5% of
+# faces (bench/copies.py). The stacks keep copies as neighbours (`cluster.local_scales`).
+COPIES = 0.1
+
+
+def copy_radius(threshold: float) -> float:
+    """Under this distance two faces are copies of one picture (`COPIES`)."""
+    return COPIES * threshold
 
 
 def pair_limits(sa, sb, threshold: float, tau: float = TAU):
@@ -46,8 +59,9 @@ def pair_limits(sa, sb, threshold: float, tau: float = TAU):
 
 def pair_limit(sa, sb, threshold: float, tau: float = TAU):
     """The limit of pairs given face by face (sa[i] with sb[i], or broadcast):
-    min(τ·√(sₐ·s_b), threshold)."""
-    return np.minimum(tau * np.sqrt(sa * sb), threshold)
+    min(τ·√(sₐ·s_b), threshold); the threshold where a face with no neighbour (inf) meets
+    one whose copies crowd it (0)."""
+    return np.fmin(tau * np.sqrt(sa * sb), threshold)
 
 
 def block_rows(n: int) -> int:
@@ -56,28 +70,30 @@ def block_rows(n: int) -> int:
 
 
 def kth_other_photo(emb: np.ndarray, photo: np.ndarray, distance: str, k: int,
-                    rows: int | None = None) -> np.ndarray:  # fmt: skip
+                    rows: int | None = None, copies: float = 0.0) -> np.ndarray:  # fmt: skip
     """The distance of each of the first `rows` faces (default: all) to its k-th nearest
-    face of another photo among all of them; inf when there is none."""
+    face of another photo among all of them (none nearer than `copies`: one picture
+    twice); inf when there is none."""
     rows = len(emb) if rows is None else rows
-    return kth_in(emb[:rows], photo[:rows], emb, photo, distance, k)
+    return kth_in(emb[:rows], photo[:rows], emb, photo, distance, k, copies=copies)
 
 
 def kth_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: np.ndarray,
-           distance: str, k: int, index=None) -> np.ndarray:  # fmt: skip
+           distance: str, k: int, index=None, copies: float = 0.0) -> np.ndarray:  # fmt: skip
     """The distance of each query face to its k-th nearest face of `base` on another photo
     (inf when there is none; k at most one less than the faces of base), as `nearest_in`
     finds them."""
     k = min(k, len(base) - 1)
     if k < 1:
         return np.full(len(query), np.inf)
-    return nearest_in(query, qphoto, base, bphoto, distance, k, index)[:, k - 1]
+    return nearest_in(query, qphoto, base, bphoto, distance, k, index, copies)[:, k - 1]
 
 
 def nearest_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: np.ndarray,
-               distance: str, k: int, index=None) -> np.ndarray:  # fmt: skip
+               distance: str, k: int, index=None, copies: float = 0.0) -> np.ndarray:  # fmt: skip
     """The distances of each query face to its k nearest faces of `base` on other photos,
-    nearest first (inf past the last there is). Past `EXACT_SEARCH` faces of base an
+    nearest first (inf past the last there is), a face nearer than `copies` (one picture
+    twice: `copy_radius`) not among them. Past `EXACT_SEARCH` faces of base an
     index proposes the candidates: `index`, when the caller keeps one for this base
     (`index_of`), so that many small searches of one library do not each build their own."""
     e = np.ascontiguousarray(base, np.float32)
@@ -92,15 +108,29 @@ def nearest_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: 
             part = np.arange(s, min(s + QUERY_BLOCK, len(q)))
             _, cand = index.search(_as_indexed(q[part], distance), k + EXTRA)
             out[part] = _nearest_of_candidates(q[part], qphoto[part], e, bphoto, cand,
-                                               distance, k)  # fmt: skip
+                                               distance, k, copies)  # fmt: skip
         todo = np.flatnonzero(np.isinf(out[:, -1]))  # many faces of one photo among them
     kk = min(k, len(e))
     for s in range(0, len(todo), block_rows(len(e))):
         part = todo[s : s + block_rows(len(e))]
         d = distance_matrix(q[part], e, distance, dtype=np.float32)
-        d[qphoto[part, None] == bphoto[None, :]] = np.inf
+        d[(qphoto[part, None] == bphoto[None, :]) | (d < copies)] = np.inf
         out[part, :kk] = np.sort(np.partition(d, kk - 1, axis=1)[:, :kk], axis=1)
     return out
+
+
+def scales_among(emb: np.ndarray, photo: np.ndarray, others: np.ndarray, ophoto: np.ndarray,
+                 distance: str, k: int = K, index=None,
+                 copies: float = 0.0) -> np.ndarray:  # fmt: skip
+    """The spacing (`kth_other_photo`) of these faces among themselves and `others`
+    together, without joining them: `index`, an index of `others` the caller keeps
+    (`index_of`), serves here and in its other searches."""
+    k = min(k, len(emb) + len(others) - 1)
+    if k < 1:
+        return np.full(len(emb), np.inf)
+    near = [nearest_in(emb, photo, others, ophoto, distance, k, index, copies),
+            nearest_in(emb, photo, emb, photo, distance, k, copies=copies)]  # fmt: skip
+    return np.sort(np.concatenate(near, axis=1), axis=1)[:, k - 1]
 
 
 def index_of(base: np.ndarray, distance: str):
@@ -111,13 +141,16 @@ def index_of(base: np.ndarray, distance: str):
     return _index(e, distance) if len(e) > EXACT_SEARCH else None
 
 
-def _nearest_of_candidates(q, qphoto, e, photo, cand, distance: str, k: int) -> np.ndarray:
+def _nearest_of_candidates(q, qphoto, e, photo, cand, distance: str, k: int,
+                           copies: float = 0.0) -> np.ndarray:  # fmt: skip
     """The k smallest distances from each query face to its candidates (rows of e) of
-    other photos, nearest first (inf where fewer than k remain)."""
+    other photos and no nearer than `copies`, nearest first (inf where fewer than k
+    remain)."""
     valid = (cand >= 0) & (photo[np.clip(cand, 0, None)] != qphoto[:, None])
     d = np.full(cand.shape, np.inf)
     r, c = np.nonzero(valid)
     d[r, c] = pair_distances(q[r], e[cand[r, c]], distance, dtype=np.float32)
+    d[d < copies] = np.inf
     return np.sort(d, axis=1)[:, :k]
 
 

@@ -147,7 +147,11 @@ def classify_train(
         float, typer.Option(help="Held out per person for the figures.")
     ] = 0.3,
     unknown: Annotated[
-        list[str] | None, typer.Option(help="Faces of people not in DATA, to measure refusals.")
+        list[str] | None,
+        typer.Option(
+            help="Faces of people not in DATA: refusals measured on half; all kept "
+            "with the classifier, whose rule learns from them where faces crowd."
+        ),
     ] = None,
     align: AlignOpt = "auto",
     spec: SpecOpt = None,

@@ -16,10 +16,10 @@ from functools import cached_property
 
 import numpy as np
 
-from facetrain.distances import distance_matrix
 from facetrain.library import store
 from facetrain.library.store import LibraryError, transaction
 from facetrain.library.turns import upright_area
+from facetrain.open_set import identify
 from facetrain.progress import shown
 
 
@@ -387,63 +387,9 @@ class Namer:
         """The library's spacing around these faces (`photo`: their photos' ids; a face of
         the library is not its own neighbour, nor are the others of its photo), in the
         space it compares faces in; None when the threshold alone decides."""
-        from facetrain.neighbours import K, kth_in
+        from facetrain.neighbours import K, copy_radius, kth_in
 
         if self.pscale is None:
             return None
-        return kth_in(emb, photo, self.lib_emb, self.lib_photo, self.distance, K, self.index)
-
-
-def identify(
-    emb: np.ndarray,
-    protos: tuple,
-    threshold: float,
-    distance: str = "squared_l2",
-    margin: float = 0.0,
-    limits: np.ndarray | None = None,
-    apart: bool = False,
-) -> list[dict]:
-    """Name the faces of ONE photo from the named people: each face's distance to a person
-    is the nearest of that person's prototypes; a person is given to at most one face of
-    the photo (the assignment with the least total distance); a face stays `unknown` when
-    its person is not under the threshold or the runner-up is within `margin`. With
-    `limits` (faces x prototypes), distances are in units of each pair's limit, a face's
-    distance to a person is the mean over that person's faces (average linkage, as the
-    stacks are made: the nearest of many faces named strangers — 20% on east-asian-idols
-    with two people named, 13% with the mean; bench/library_populations.py), and both
-    rules apply at 1 and margin / threshold."""
-    from scipy.optimize import linear_sum_assignment
-
-    pemb, pid, names = protos
-    if len(pemb) == 0 or len(emb) == 0:
-        return [{"name": "unknown", "nearest": None, "distance": None, "runner_up": None}
-                for _ in emb]  # fmt: skip
-    d = distance_matrix(emb, pemb, distance)
-    reduce = np.min
-    if limits is not None:
-        d = d / limits
-        threshold, margin, reduce = 1.0, margin / threshold, np.mean
-    people_ids = np.unique(pid)
-    per = np.stack([reduce(d[:, pid == p], axis=1) for p in people_ids], 1)
-    rows, cols = linear_sum_assignment(per)
-    given = dict(zip(rows.tolist(), cols.tolist()))
-    out = []
-    for i, row in enumerate(per):
-        order = np.argsort(row)
-        j = given.get(i, int(order[0]))
-        best = float(row[j])
-        others = np.delete(row, j)
-        second = float(others.min()) if len(others) else None
-        ok = i in given and best < threshold and (second is None or second - best >= margin)
-        if apart and ok:  # no other face of the photo within margin of this person either
-            rivals = np.delete(per[:, j], i)
-            ok = not len(rivals) or float(rivals.min()) - best >= margin
-        out.append(
-            {
-                "name": names[int(people_ids[j])] if ok else "unknown",
-                "nearest": names[int(people_ids[order[0]])],
-                "distance": best,
-                "runner_up": second,
-            }
-        )
-    return out
+        return kth_in(emb, photo, self.lib_emb, self.lib_photo, self.distance, K, self.index,
+                      copy_radius(self.threshold))  # fmt: skip

@@ -28,6 +28,7 @@ from facetrain import neighbours
 from facetrain.library import curate, store
 from facetrain.library.files import LibraryFiles
 from facetrain.library.store import LibraryError
+from facetrain.open_set import MARGIN
 
 _THUMBNAIL = re.compile(r"(\d+)-([0-9a-f]{16})-\d+\.jpg")  # face id, photo content, size
 
@@ -528,7 +529,7 @@ class Library:
         adapter = self._adapter() if adapter is False else adapter
         return (emb if adapter is None or not rows else adapter.apply(emb)), rows
 
-    def identify(self, photos: list, threshold: float | None = None, margin: float = 0.05,
+    def identify(self, photos: list, threshold: float | None = None, margin: float = MARGIN,
                  device: str = "cpu", model: str | None = None, progress: bool = True,
                  workers: int = 1) -> list[dict]:  # fmt: skip
         """Every face of each photo named from the named people, or `unknown` (`namer`);
@@ -554,13 +555,12 @@ class Library:
                 bar.advance(task)
         return out
 
-    def namer(self, threshold: float | None = None, margin: float = 0.05):
+    def namer(self, threshold: float | None = None, margin: float = MARGIN):
         """The open-set rule that names faces of a new photo (`curate.Namer`): a face gets
         a named person's name when it is nearer to that person's confirmed faces than each
         pair's limit — the model's threshold tightened by the library's spacing around
         both faces, as in clustering — and no other person is within `margin`."""
-        from facetrain.library.cluster import scales_among
-        from facetrain.neighbours import index_of
+        from facetrain.neighbours import index_of, scales_among
 
         if not math.isfinite(margin) or margin < 0:
             raise LibraryError(f"--margin {margin}: a finite number ≥ 0")
@@ -581,7 +581,8 @@ class Library:
             # (bench/library_populations.py)
             index = index_of(lib_emb, distance)  # one, for the prototypes and every photo
             pphoto = np.array([r["photo_id"] for r in prows], np.int64)
-            pscale = scales_among(pemb, pphoto, lib_emb, lib_photo, distance, index=index)
+            pscale = scales_among(pemb, pphoto, lib_emb, lib_photo, distance, index=index,
+                                  copies=neighbours.copy_radius(thr))  # fmt: skip
             why += "; tightened by your library's spacing around each face"
         return curate.Namer(protos, thr, distance, margin, why, adapter, lib_emb, lib_photo,
                             pscale, index)  # fmt: skip

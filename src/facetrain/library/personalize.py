@@ -232,15 +232,15 @@ def _figures(e: np.ndarray, faces: Faces, train: Faces, held: np.ndarray, strang
              distance: str, thr: float | None = None) -> dict:  # fmt: skip
     """identify accuracy, stranger false-name rate and BCubed F in one embedding space `e`
     (the plain or the adapted embeddings of `faces`)."""
-    from facetrain.library.curate import identify
     from facetrain.library.evaluate import scores
+    from facetrain.open_set import MARGIN, identify
 
     t = np.flatnonzero(train.person >= 0)
     thr = fit_threshold(e[t], train.person[t], distance) if thr is None else thr
     protos = (e[t], train.person[t], {int(p): str(p) for p in np.unique(train.person[t])})
 
     def named(e):
-        one = [identify(e[i : i + 1], protos, thr, distance, 0.05)[0] for i in range(len(e))]
+        one = [identify(e[i : i + 1], protos, thr, distance, MARGIN)[0] for i in range(len(e))]
         return [x["name"] for x in one]
 
     got = named(e[held])

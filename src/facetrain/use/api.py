@@ -169,21 +169,16 @@ def within_limits(queries: np.ndarray, faces: np.ndarray, threshold: float,
                   distance: str) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(distances, under the limit?), each (queries x faces), of faces to faces seen
     together — a folder's, each on a photo of its own — each pair's limit the spacing
-    rule's (`neighbours.pair_limit`: the threshold, tightened where those faces crowd).
-    Faces identical to each other are copies of one photo, as a face identical to a query
-    is the query's own: none is another's neighbour (copies would narrow the spacing to
-    nothing)."""
-    from facetrain.neighbours import K, kth_in, kth_other_photo, pair_limit
+    rule's (`neighbours.pair_limit`: the threshold, tightened where those faces crowd; a
+    face as near as a copy of one picture is no neighbour: `neighbours.copy_radius`)."""
+    from facetrain.neighbours import K, copy_radius, kth_in, kth_other_photo, pair_limit
 
     d = distance_matrix(queries, faces, distance)
     if not len(faces) or not len(queries):
         return d, np.zeros(d.shape, bool)
-    faces, queries = (np.ascontiguousarray(x, np.float32) for x in (faces, queries))
-    photo = np.unique(faces, axis=0, return_inverse=True)[1].reshape(-1)
-    copies = {f.tobytes(): p for f, p in zip(faces, photo)}
-    qphoto = np.array([copies.get(q.tobytes(), -1) for q in queries])
-    s = kth_other_photo(faces, photo, distance, K)
-    sq = kth_in(queries, qphoto, faces, photo, distance, K)
+    photo, copies = np.arange(len(faces)), copy_radius(threshold)
+    s = kth_other_photo(faces, photo, distance, K, copies=copies)
+    sq = kth_in(queries, np.full(len(queries), -1), faces, photo, distance, K, copies=copies)
     return d, d < pair_limit(sq[:, None], s[None, :], threshold)
 
 

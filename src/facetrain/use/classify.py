@@ -3,9 +3,11 @@
 OpenFace's "classify people" demo trained an SVM on a handful of people and then named
 every face it saw as one of them. Here a classifier (linear SVM, k-NN, logistic
 regression or nearest centroid, scikit-learn) picks the most likely known person, and the
-answer stands only if the face is within the verification threshold of that person's
-nearest known face — the model's calibrated threshold, one validated on the gallery's own
-pairs, or a number the user gives.
+answer stands only when the photo library's open-set rule (`open_set.identify`) names the
+same person: under each pair's limit — the threshold (the model's calibrated one, one
+validated on the gallery's own pairs, or a number the user gives), tightened where the
+known faces and the strangers shown at training crowd — and ahead of the runner-up. The
+threshold alone named every stranger on East-Asian faces (bench/classify_populations.py).
 
 A classifier file is the gallery itself (embeddings, labels, method, threshold, the model's
 preprocessing record) in a plain `.npz`: no pickle, nothing executes on load, and the
@@ -23,6 +25,7 @@ import numpy as np
 
 from facetrain.distances import ALIASES, distance_matrix
 from facetrain.errors import FacetrainError
+from facetrain.open_set import MARGIN, identify, limits_among
 
 METHODS = ("svm", "knn", "logreg", "centroid")
 UNKNOWN = "unknown"
@@ -72,6 +75,7 @@ class Classifier:
     threshold_source: str
     model: str = ""
     preprocess: dict = field(default_factory=dict)
+    context: np.ndarray | None = None  # strangers' faces shown at training: the spacing's
     _est: object = None
 
     def fit(self) -> Classifier:
@@ -80,27 +84,33 @@ class Classifier:
 
     @property
     def rule(self) -> str:
-        return (f"{self.method}'s choice, named when within {self.threshold:.3f} "
-                f"({self.distance}, {self.threshold_source}) of that person's nearest known "
-                "face, else unknown")  # fmt: skip
+        seen = "" if self.context is None else f" and {len(self.context)} strangers'"
+        return (f"{self.method}'s choice, named when the open-set rule names it too: under "
+                f"each pair's limit — {self.threshold:.3f} ({self.distance}, "
+                f"{self.threshold_source}), tightened by the spacing of the known faces"
+                f"{seen} — and {MARGIN} ahead of the runner-up; else unknown")  # fmt: skip
 
     def predict(self, emb: np.ndarray) -> list[dict]:
-        """For each row: `name` (or `unknown`), `guess` (the classifier's choice), the
-        distance to the guessed person's nearest known face and the threshold."""
+        """For each row (each face on its own): `name` (or `unknown`), `guess` (the
+        classifier's choice), the distance to the guessed person's nearest known face and
+        the threshold."""
         if self._est is None:
             self.fit()
         if len(emb) == 0:
             return []
         guess = self._est.predict(emb)
         d = distance_matrix(emb, self.embeddings, self.distance)
-        labels_a = np.asarray(self.labels)
+        people, pid = np.unique(np.asarray(self.labels), return_inverse=True)
+        protos = (self.embeddings, pid.reshape(-1), dict(enumerate(people.tolist())))
+        context = np.zeros((0, emb.shape[1])) if self.context is None else self.context
+        limits = limits_among(emb, self.embeddings, context, self.threshold, self.distance)
         out = []
         for k, g in enumerate(guess):
-            dist = float(d[k, labels_a == g].min())
-            name = str(g) if dist < self.threshold else UNKNOWN
-            out.append(
-                {"name": name, "guess": str(g), "distance": dist, "threshold": self.threshold}
-            )
+            r = identify(emb[k : k + 1], protos, self.threshold, self.distance, MARGIN,
+                         limits[k : k + 1])[0]  # fmt: skip
+            dist = float(d[k, pid == int(np.flatnonzero(people == g)[0])].min())
+            out.append({"name": str(g) if r["name"] == g else UNKNOWN, "guess": str(g),
+                        "distance": dist, "threshold": self.threshold})  # fmt: skip
         return out
 
 
@@ -116,15 +126,21 @@ def evaluate_methods(
     methods=METHODS,
 ) -> dict[str, dict]:
     """Held-out figures per method: closed-set accuracy (forced names), open-set accuracy
-    (a name only under the threshold), and the share of strangers' faces (`unknown`)
-    correctly refused."""
+    (a name only when the open-set rule agrees), and the share of strangers' faces
+    (`unknown`) correctly refused — half of them held out, the other half shown to the
+    classifier as the saved one is shown them all."""
     train, test = holdout_split(labels, test_fraction, seed)
     if len(test) == 0:
         raise ValueError("no identity has two images: nothing to hold out")
     lab = np.asarray(labels)
+    context = None
+    if unknown is not None and len(unknown) >= 2:
+        order = np.random.default_rng(seed).permutation(len(unknown))
+        context, unknown = unknown[order[::2]], unknown[order[1::2]]
     out = {}
     for m in methods:
-        c = Classifier(m, emb[train], lab[train].tolist(), threshold, distance, "").fit()
+        c = Classifier(m, emb[train], lab[train].tolist(), threshold, distance, "",
+                       context=context).fit()  # fmt: skip
         pred = c.predict(emb[test])
         truth = lab[test]
         r = {
@@ -153,11 +169,13 @@ def save_classifier(path: str | os.PathLike, c: Classifier) -> Path:
     }
     path = Path(path)
     with atomic.atomic_open(path, "wb") as f:
+        context = {} if c.context is None else {"context": c.context.astype(np.float32)}
         np.savez(
             f,
             embeddings=c.embeddings.astype(np.float32),
             labels=np.array(c.labels, dtype=str),
             meta=np.array(json.dumps(meta)),
+            **context,
         )
     return path
 
@@ -175,6 +193,7 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
                 meta["threshold_source"],
                 meta.get("model", ""),
                 meta.get("preprocess", {}),
+                z["context"] if "context" in z.files else None,
             ).fit()
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"{path}: not a facetrain classifier file ({e})") from None
@@ -253,7 +272,8 @@ def train_classifier(
     """A classifier of `method` on an embedding table of the known people (and the face of
     each group photo in `groups` that is like the person's other photos: `group_faces`),
     and every method's held-out figures (with `strangers`' embeddings: how many are
-    refused)."""
+    refused). The strangers stay with the classifier: the open-set rule measures how
+    crowded the known faces are among them."""
     from dataclasses import asdict
 
     if method not in METHODS:
@@ -273,7 +293,7 @@ def train_classifier(
     except ValueError as e:
         raise ClassifyError(str(e)) from None
     clf = Classifier(method, table.embeddings, table.labels, thr, dist, src, model.source,
-                     asdict(model.pre))  # fmt: skip
+                     asdict(model.pre), strangers)  # fmt: skip
     return Trained(clf, figures, notes)
 
 

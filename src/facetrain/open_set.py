@@ -1,0 +1,89 @@
+"""Naming a face among known people, or `unknown`: the one open-set rule that the photo
+library (`library identify`, names imported by likeness) and `classify predict` share.
+
+A face's distance to a person is measured against each of that person's known faces; with
+the spacing rule (`neighbours.pair_limits`: each pair's limit the model's threshold,
+tightened where the faces around both crowd) distances are in units of each pair's limit
+and averaged over the person's faces. The nearest person is named only under the limit and
+ahead of the runner-up by a margin: a model that crowds a population (dlib's ResNet and
+East-Asian faces) would otherwise name strangers as whoever is nearest
+(bench/library_populations.py, bench/classify_populations.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facetrain.distances import distance_matrix
+from facetrain.neighbours import K, copy_radius, kth_in, pair_limits, scales_among
+
+MARGIN = 0.05  # the runner-up margin, in the model's distance (`library identify`'s default)
+
+
+def identify(
+    emb: np.ndarray,
+    protos: tuple,
+    threshold: float,
+    distance: str = "squared_l2",
+    margin: float = 0.0,
+    limits: np.ndarray | None = None,
+    apart: bool = False,
+) -> list[dict]:
+    """Name the faces of ONE photo from the named people: each face's distance to a person
+    is the nearest of that person's prototypes; a person is given to at most one face of
+    the photo (the assignment with the least total distance); a face stays `unknown` when
+    its person is not under the threshold or the runner-up is within `margin`. With
+    `limits` (faces x prototypes), distances are in units of each pair's limit, a face's
+    distance to a person is the mean over that person's faces (average linkage, as the
+    stacks are made: the nearest of many faces named strangers — 20% on east-asian-idols
+    with two people named, 13% with the mean; bench/library_populations.py), and both
+    rules apply at 1 and margin / threshold."""
+    from scipy.optimize import linear_sum_assignment
+
+    pemb, pid, names = protos
+    if len(pemb) == 0 or len(emb) == 0:
+        return [{"name": "unknown", "nearest": None, "distance": None, "runner_up": None}
+                for _ in emb]  # fmt: skip
+    d = distance_matrix(emb, pemb, distance)
+    reduce = np.min
+    if limits is not None:  # a limit of 0 (a face crowded by its copies) names its copies
+        d = d / np.maximum(limits, 1e-12)
+        threshold, margin, reduce = 1.0, margin / threshold, np.mean
+    people_ids = np.unique(pid)
+    per = np.stack([reduce(d[:, pid == p], axis=1) for p in people_ids], 1)
+    rows, cols = linear_sum_assignment(per)
+    given = dict(zip(rows.tolist(), cols.tolist()))
+    out = []
+    for i, row in enumerate(per):
+        order = np.argsort(row)
+        j = given.get(i, int(order[0]))
+        best = float(row[j])
+        others = np.delete(row, j)
+        second = float(others.min()) if len(others) else None
+        ok = i in given and best < threshold and (second is None or second - best >= margin)
+        if apart and ok:  # no other face of the photo within margin of this person either
+            rivals = np.delete(per[:, j], i)
+            ok = not len(rivals) or float(rivals.min()) - best >= margin
+        out.append(
+            {
+                "name": names[int(people_ids[j])] if ok else "unknown",
+                "nearest": names[int(people_ids[order[0]])],
+                "distance": best,
+                "runner_up": second,
+            }
+        )
+    return out
+
+
+def limits_among(queries: np.ndarray, known: np.ndarray, context: np.ndarray, threshold: float,
+                 distance: str) -> np.ndarray:  # fmt: skip
+    """Each pair's limit (queries x known faces) under the spacing rule, every face on a
+    photo of its own and none the neighbour of its copies (`neighbours.copy_radius`): the
+    known faces' spacing among themselves and all the faces seen (the known ones and
+    `context`, other people's faces seen with them — so the known are counted twice, as a
+    library's namer counts its named faces), the queries' among all the faces seen."""
+    seen = np.concatenate([known, context]) if len(context) else known
+    photo, copies = np.arange(len(seen)), copy_radius(threshold)
+    ks = scales_among(known, photo[: len(known)], seen, photo, distance, copies=copies)
+    qs = kth_in(queries, np.full(len(queries), -1), seen, photo, distance, K, copies=copies)
+    return pair_limits(qs, ks, threshold)
