@@ -75,7 +75,7 @@ class Classifier:
     threshold_source: str
     model: str = ""
     preprocess: dict = field(default_factory=dict)
-    context: np.ndarray | None = None  # strangers' faces shown at training: the spacing's
+    context: np.ndarray | None = None  # strangers' faces shown at training: where faces crowd
     _est: object = None
 
     def fit(self) -> Classifier:
