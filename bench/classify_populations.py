@@ -21,7 +21,7 @@ import platform
 
 import numpy as np
 
-from library_populations import SETS, faces_of_set, mixed
+from library_populations import SETS, with_mixed
 
 THRESHOLD, DISTANCE = 0.19, "squared_l2"  # the default model's
 
@@ -70,9 +70,7 @@ def main() -> None:
     ap.add_argument("--sets", nargs="*", default=list(SETS))
     args = ap.parse_args()
     print(f"{platform.machine()}, {os.cpu_count()} cores; pretrained:dlib_resnet, SVM")
-    sets = {n: faces_of_set(n) for n in args.sets}
-    if len(sets) > 1:
-        sets["mixed"] = mixed(sets)
+    sets = with_mixed(args.sets)
     print("| set | known | one threshold: right / strangers named | rule | rule + strangers |")
     print("|---|---|---|---|---|")
     for name, s in sets.items():

@@ -23,7 +23,7 @@ import platform
 
 import numpy as np
 
-from library_populations import MODEL, SETS, faces_of_set, mixed
+from library_populations import MODEL, SETS, with_mixed
 
 
 def scores(hit: np.ndarray, truth: np.ndarray) -> dict:
@@ -48,9 +48,7 @@ def main() -> None:
     pre = open_for_use(MODEL).pre
     thr, dist = pre.threshold, pre.distance
     print(f"{platform.machine()}, {os.cpu_count()} cores; {MODEL}, threshold {thr:.3f} {dist}")
-    sets = {n: faces_of_set(n) for n in args.sets}
-    if len(sets) > 1:
-        sets["mixed"] = mixed(sets)
+    sets = with_mixed(args.sets)
     print("| set | faces | rule | precision | recall | F1 | queries with a wrong hit |")
     print("|---|---|---|---|---|---|---|")
     ratios = {}

@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from library_populations import SETS, _here, faces_of_set, mixed
+from library_populations import SETS, with_mixed
 
 T, D = 0.19, "squared_l2"  # the default model's calibrated threshold and distance
 
@@ -72,9 +72,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", nargs="*", default=list(SETS))
     args = ap.parse_args(argv)
-    sets = {n: faces_of_set(n) for n in args.sets if _here(n)}
-    if len(sets) > 1:
-        sets["mixed"] = mixed(sets)
+    sets = with_mixed(args.sets)
     for name, s in sets.items():
         for named in (2, 5):
             chosen, query = split(s, named)

@@ -106,6 +106,15 @@ def faces_of_set(name: str, fresh: bool = False) -> dict:
     return out
 
 
+def with_mixed(names, fresh: bool = False) -> dict[str, dict]:
+    """Each named set that is here (`faces_of_set`) and, with more than one, the library
+    mixing them (`mixed`)."""
+    sets = {n: faces_of_set(n, fresh) for n in names if _here(n)}
+    if len(sets) > 1:
+        sets["mixed"] = mixed(sets)
+    return sets
+
+
 def mixed(sets: dict[str, dict]) -> dict:
     """One library holding every set: photos and people kept apart by the set's name."""
     offset, parts = 0, []
@@ -306,9 +315,7 @@ def main(argv=None) -> int:
     thr, distance = fm.pre.threshold, fm.pre.distance
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {MODEL} "
           f"(calibrated threshold {thr:.3f}, {distance})")  # fmt: skip
-    sets = {n: faces_of_set(n, args.fresh) for n in args.sets if _here(n)}
-    if len(sets) > 1:
-        sets["mixed"] = mixed(sets)
+    sets = with_mixed(args.sets, args.fresh)
     grid = np.round(np.arange(0.04, 0.40, 0.01), 3)
     print(f"{'set':<20}{'faces':>6}{'people':>7} | {'oracle F':>8}{'at':>6} | "
           f"{'calibrated F':>12} | {'no names F':>10}{'/ oracle':>9}{'s':>6} | "

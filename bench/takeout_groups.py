@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrain.library.imports import ROUNDS, by_likeness, name_listed
-from library_populations import MODEL, SETS, _here, faces_of_set, library_of, mixed, name_faces
+from library_populations import MODEL, SETS, library_of, name_faces, with_mixed
 
 
 def groups_of(s: dict, named: int, unseen: int, groups: int, rng, companion=False) -> tuple:
@@ -145,8 +145,7 @@ def main() -> None:
     args = ap.parse_args()
     fm = open_for_use(MODEL)
     pre = asdict(fm.pre)
-    sets = {name: faces_of_set(name) for name in args.sets if _here(name)}
-    sets["mixed"] = mixed(sets)
+    sets = with_mixed(args.sets)
     print(
         f"{platform.machine()}, {os.cpu_count()} cores; {MODEL}; {args.named} people named "
         f"on 2 faces each; up to {args.groups} group photos a set; {args.seeds} draws summed"
