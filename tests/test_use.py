@@ -210,6 +210,12 @@ def test_classify_answers_every_face_of_a_group_photo(tmp_path):
     assert [r["name"] for r in p] == ["sheldon", "unknown", "amy"]
     assert all(len(r["box"]) == 4 for r in p) and [r["face"] for r in p] != [0, 0, 0]
     assert "rule:" in out and f"{p[0]['threshold']:.3f}" in out
+    # one person is named on one face of a photo at most, as the library names a photo
+    twice = _side_by_side(tmp_path / "twice.jpg", ref / "amy" / "amy5.png",
+                          ref / "amy" / "amy5.png")  # fmt: skip
+    cli("classify", "predict", clf, twice, "--json", tmp_path / "t.json")
+    t = json.loads((tmp_path / "t.json").read_text())
+    assert sorted(r["name"] for r in t) == ["amy", "unknown"], t
 
 
 def test_filter_finds_mislabelled_images(trained, tmp_path):

@@ -215,7 +215,8 @@ def classify_predict(
             results.append({"path": photo.path, "name": None, "error": photo.error})
             print(f"(no face)\t-\t{shown(photo.path)}")
             continue
-        for k, (box, r) in enumerate(zip(photo.boxes, clf.predict(photo.embeddings))):
+        named = clf.predict(photo.embeddings, one_photo=True)
+        for k, (box, r) in enumerate(zip(photo.boxes, named)):
             where = [] if box is None else [round(float(v), 1) for v in box]
             results.append({"path": photo.path, "face": k, "box": where} | r)
             at = f"#{k + 1} ({', '.join(f'{v:.0f}' for v in where)})" if where else ""

@@ -90,10 +90,11 @@ class Classifier:
                 f"{self.threshold_source}), tightened by the spacing of the known faces"
                 f"{seen} — and {MARGIN} ahead of the runner-up; else unknown")  # fmt: skip
 
-    def predict(self, emb: np.ndarray) -> list[dict]:
-        """For each row (each face on its own): `name` (or `unknown`), `guess` (the
-        classifier's choice), the distance to the guessed person's nearest known face and
-        the threshold."""
+    def predict(self, emb: np.ndarray, one_photo: bool = False) -> list[dict]:
+        """For each row: `name` (or `unknown`), `guess` (the classifier's choice), the
+        distance to the guessed person's nearest known face and the threshold. With
+        `one_photo` the rows are the faces of one photo, and a person is named on one of
+        them at most, as `library identify` names a photo's faces; else each on its own."""
         if self._est is None:
             self.fit()
         if len(emb) == 0:
@@ -104,10 +105,13 @@ class Classifier:
         protos = (self.embeddings, pid.reshape(-1), dict(enumerate(people.tolist())))
         context = np.zeros((0, emb.shape[1])) if self.context is None else self.context
         limits = limits_among(emb, self.embeddings, context, self.threshold, self.distance)
+        rule = (protos, self.threshold, self.distance, MARGIN)
+        if one_photo:
+            found = identify(emb, *rule, limits)
+        else:
+            found = [identify(emb[k : k + 1], *rule, limits[k : k + 1])[0] for k in range(len(emb))]
         out = []
-        for k, g in enumerate(guess):
-            r = identify(emb[k : k + 1], protos, self.threshold, self.distance, MARGIN,
-                         limits[k : k + 1])[0]  # fmt: skip
+        for k, (g, r) in enumerate(zip(guess, found)):
             dist = float(d[k, pid == int(np.flatnonzero(people == g)[0])].min())
             out.append({"name": str(g) if r["name"] == g else UNKNOWN, "guess": str(g),
                         "distance": dist, "threshold": self.threshold})  # fmt: skip
