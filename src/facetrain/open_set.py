@@ -75,6 +75,21 @@ def identify(
     return out
 
 
+def identify_each(
+    emb: np.ndarray,
+    protos: tuple,
+    threshold: float,
+    distance: str,
+    margin: float,
+    limits: np.ndarray | None = None,
+) -> list[dict]:
+    """`identify` of each face on its own, as the photo of one face (no person is kept
+    from a face because another face took them)."""
+    return [identify(emb[k : k + 1], protos, threshold, distance, margin,
+                     None if limits is None else limits[k : k + 1])[0]
+            for k in range(len(emb))]  # fmt: skip
+
+
 def limits_among(queries: np.ndarray, known: np.ndarray, context: np.ndarray, threshold: float,
                  distance: str) -> np.ndarray:  # fmt: skip
     """Each pair's limit (queries x known faces) under the spacing rule, every face on a

@@ -233,15 +233,14 @@ def _figures(e: np.ndarray, faces: Faces, train: Faces, held: np.ndarray, strang
     """identify accuracy, stranger false-name rate and BCubed F in one embedding space `e`
     (the plain or the adapted embeddings of `faces`)."""
     from facetrain.library.evaluate import scores
-    from facetrain.open_set import MARGIN, identify
+    from facetrain.open_set import MARGIN, identify_each
 
     t = np.flatnonzero(train.person >= 0)
     thr = fit_threshold(e[t], train.person[t], distance) if thr is None else thr
     protos = (e[t], train.person[t], {int(p): str(p) for p in np.unique(train.person[t])})
 
     def named(e):
-        one = [identify(e[i : i + 1], protos, thr, distance, MARGIN)[0] for i in range(len(e))]
-        return [x["name"] for x in one]
+        return [x["name"] for x in identify_each(e, protos, thr, distance, MARGIN)]
 
     got = named(e[held])
     out = {"threshold": thr, "identify_accuracy":

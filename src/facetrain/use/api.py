@@ -169,9 +169,9 @@ def within_limits(queries: np.ndarray, faces: np.ndarray, threshold: float,
                   distance: str) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(distances, under the limit?), each (queries x faces), of faces to faces seen
     together — a folder's, each on a photo of its own — each pair's limit the spacing
-    rule's (`neighbours.pair_limit`: the threshold, tightened where those faces crowd; a
+    rule's (`neighbours.pair_limits`: the threshold, tightened where those faces crowd; a
     face as near as a copy of one picture is no neighbour: `neighbours.copy_radius`)."""
-    from facetrain.neighbours import K, copy_radius, kth_in, kth_other_photo, pair_limit
+    from facetrain.neighbours import K, copy_radius, kth_in, kth_other_photo, pair_limits
 
     d = distance_matrix(queries, faces, distance)
     if not len(faces) or not len(queries):
@@ -179,7 +179,7 @@ def within_limits(queries: np.ndarray, faces: np.ndarray, threshold: float,
     photo, copies = np.arange(len(faces)), copy_radius(threshold)
     s = kth_other_photo(faces, photo, distance, K, copies=copies)
     sq = kth_in(queries, np.full(len(queries), -1), faces, photo, distance, K, copies=copies)
-    return d, d < pair_limit(sq[:, None], s[None, :], threshold)
+    return d, d < pair_limits(sq, s, threshold)
 
 
 def load(model: str | os.PathLike | None = None, device: str = "cpu") -> Recognizer:

@@ -25,7 +25,7 @@ import numpy as np
 
 from facetrain.distances import ALIASES, distance_matrix
 from facetrain.errors import FacetrainError
-from facetrain.open_set import MARGIN, identify, limits_among
+from facetrain.open_set import MARGIN, identify, identify_each, limits_among
 
 METHODS = ("svm", "knn", "logreg", "centroid")
 UNKNOWN = "unknown"
@@ -101,18 +101,16 @@ class Classifier:
             return []
         guess = self._est.predict(emb)
         d = distance_matrix(emb, self.embeddings, self.distance)
-        people, pid = np.unique(np.asarray(self.labels), return_inverse=True)
+        labels_a = np.asarray(self.labels)
+        people, pid = np.unique(labels_a, return_inverse=True)
         protos = (self.embeddings, pid.reshape(-1), dict(enumerate(people.tolist())))
         context = np.zeros((0, emb.shape[1])) if self.context is None else self.context
         limits = limits_among(emb, self.embeddings, context, self.threshold, self.distance)
-        rule = (protos, self.threshold, self.distance, MARGIN)
-        if one_photo:
-            found = identify(emb, *rule, limits)
-        else:
-            found = [identify(emb[k : k + 1], *rule, limits[k : k + 1])[0] for k in range(len(emb))]
+        name = identify if one_photo else identify_each
+        found = name(emb, protos, self.threshold, self.distance, MARGIN, limits)
         out = []
         for k, (g, r) in enumerate(zip(guess, found)):
-            dist = float(d[k, pid == int(np.flatnonzero(people == g)[0])].min())
+            dist = float(d[k, labels_a == g].min())
             out.append({"name": str(g) if r["name"] == g else UNKNOWN, "guess": str(g),
                         "distance": dist, "threshold": self.threshold})  # fmt: skip
         return out
