@@ -4,6 +4,7 @@ nothing else; distances broadcast; verify and find in one call."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -207,3 +208,39 @@ def test_classify_names_few_strangers_of_a_crowded_population(fr):
     d = distance_matrix(e[tested], e[gallery], dist)
     was = np.mean([d[k, who[gallery] == g].min() < thr for k, g in enumerate(guess)])
     assert was >= 0.9 and named <= 0.25 and right >= 0.6, (was, named, right)
+
+
+@need(EAST_ASIAN)
+def test_compare_marks_a_same_unsure_where_the_model_crowds_a_population(fr, tmp_path):
+    """The default model's threshold says "same" for most pairs of different East-Asian
+    people. `compare` and `verify` now mark a "same" above the model's sure_below unsure
+    ("same?"): nearly every such wrong "same" is marked, and under sure_below different
+    people stay rare (bench/sure_threshold.py: every population)."""
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+
+    people = sorted(p for p in EAST_ASIAN.iterdir() if p.is_dir())[:8]
+    paths = [str(f) for p in people for f in sorted(p.iterdir())[:6]]
+    emb = fr.embed(paths)
+    ok = np.flatnonzero(np.isfinite(emb).all(1))
+    who = np.array([paths[i].split("/")[-2] for i in ok])
+    d = fr.distance(emb[ok], emb[ok])
+    iu = np.triu_indices(len(ok), 1)
+    dd, same = d[iu], (who[:, None] == who[None, :])[iu]
+    thr, sure = fr.threshold, fr.model.pre.sure_below
+    wrong = ~same & (dd < thr)  # different people the threshold calls "same"
+    assert sure is not None and sure < thr and wrong.mean() > 0.5, wrong.mean()
+    assert (dd[wrong] >= sure).mean() >= 0.95 and (dd[~same] < sure).mean() <= 0.02
+    # end to end: a pair of two people under the threshold
+    i, j = next((iu[0][k], iu[1][k]) for k in np.flatnonzero(wrong & (dd >= sure)))
+    a, b = paths[ok[i]], paths[ok[j]]
+    out = tmp_path / "c.json"
+    r = CliRunner().invoke(app, ["compare", a, b, "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert any(line.startswith("same?\t") for line in r.output.splitlines()), r.output
+    assert "not sure on others" in " ".join(r.output.split())
+    pair = json.loads(out.read_text())["pairs"][0]
+    assert pair["same"] is True and pair["sure"] is False
+    v = fr.verify(a, b)
+    assert v["verified"] is True and v["sure"] is False and v["sure_below"] == sure

@@ -24,7 +24,8 @@ def _recognizer(model, device: str):
 
 def verify(a, b, model=None, device: str = "cpu") -> dict:
     """Are the faces of two images (paths, PIL images or arrays) one person? One call:
-    {"verified", "distance", "threshold", "model"}."""
+    {"verified", "sure", "distance", "threshold", "sure_below", "model"}; "sure" is False for
+    a "verified" at a distance where the model puts different people of some population."""
     return _recognizer(model, device).verify(a, b)
 
 

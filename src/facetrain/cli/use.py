@@ -78,7 +78,8 @@ def compare(
     device: DeviceOpt = "cpu",
     json_out: JsonOut = None,
 ) -> None:
-    """Distance matrix of faces, and same/different by the model's threshold."""
+    """Distance matrix of faces, and same/different by the model's threshold ("same?"
+    where different people of some populations are that close too)."""
     from facetrain.use.compare import compare as compare_faces
 
     atomic.output_files(args, **{"--json": json_out})
@@ -93,12 +94,25 @@ def compare(
     console.print(table)
     for p in c.pairs:
         verdict = {None: "?", True: "same", False: "different"}[p["same"]]
+        verdict += "?" if p["sure"] is False else ""
         print(f"{verdict}\t{p['distance']:.4f}\t{shown(p['a'])}\t{shown(p['b'])}")
     if c.threshold is None:
         console.print("the model has no calibrated threshold; pass --threshold", style="yellow")
     else:
         l2 = "" if c.threshold_l2 is None else f" (plain L2 {c.threshold_l2:.3f})"
         console.print(f"threshold {c.threshold:.3f} {c.distance}{l2}; from: {c.threshold_source}")
+    if any(p["sure"] is False for p in c.pairs):
+        console.print(
+            f"same?: under the threshold but not under {c.sure_below:.3f}, where the model puts "
+            f"different people of some populations ({c.sure_source}): likely the same "
+            "person on faces like the threshold's, not sure on others",
+            style="yellow",
+            highlight=False,
+        )
+    elif c.sure_below is None and any(p["same"] for p in c.pairs):
+        console.print("same: by the threshold alone; this model was not measured on other "
+                      "populations, where it may crowd faces (bench/sure_threshold.py)",
+                      style="yellow")  # fmt: skip
     write_json(json_out, c.as_dict())
 
 

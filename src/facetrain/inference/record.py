@@ -47,6 +47,11 @@ class Preprocess:
     distance: str = "squared_l2"  # what `threshold` measures (see evaluate.verification)
     threshold: float | None = None  # "same person" below it
     threshold_source: str = ""
+    # "same person" beyond doubt below it: where different people are at most 1% of pairs
+    # on every population measured (None: not measured); between it and the threshold the
+    # model crowds some populations (bench/sure_threshold.py)
+    sure_below: float | None = None
+    sure_source: str = ""
 
     def __post_init__(self):
         from facetrain.distances import canonical

@@ -7,7 +7,7 @@
     e = fr.embed(["a.jpg", "b.jpg"])         # one unit embedding per image (NaN: no face)
     fr.distance(e[0], e[1]) < fr.threshold   # same person?
     fr.distance(e[0], e)                     # one against many (and many against many)
-    facetrain.verify("a.jpg", "b.jpg")       # {"verified": ..., "distance": ..., ...}
+    facetrain.verify("a.jpg", "b.jpg")       # {"verified": ..., "sure": ..., "distance": ...}
     facetrain.find("me.jpg", "photos/")      # the photos of a folder that hold that face
                                              # (its rows kept for the next find there)
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from facetrain.distances import distance_matrix
 from facetrain.inference.embedder import Face, FaceEmbedder
+from facetrain.use.compare import verdict
 
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray
 __all__ = ["Face", "Recognizer", "load"]
@@ -110,15 +111,19 @@ class Recognizer:
         return d[0] if a.ndim == 1 else d[:, 0] if b.ndim == 1 else d
 
     def verify(self, a: ImageLike, b: ImageLike) -> dict:
-        """Are the faces of two images one person? (deepface's `verify`): verified,
-        distance, threshold, and why when an image gave no face."""
+        """Are the faces of two images one person? (deepface's `verify`): verified (under
+        the threshold), sure (False where the model crowds some population at that distance:
+        see `compare.verdict`), distance, threshold, sure_below; an image that gave no face
+        raises, saying why."""
         emb, why = self.embed([a, b], return_errors=True)
         if any(why):
             raise ValueError("; ".join(f"image {k + 1}: {w}" for k, w in enumerate(why) if w))
         if self.threshold is None:
             raise ValueError("this model has no calibrated threshold: compare distances")
         d = self.distance(emb[0], emb[1])
-        return {"verified": d < self.threshold, "distance": d, "threshold": self.threshold,
+        v = verdict(d, self.threshold, self.model.pre.sure_below)
+        return {"verified": v["same"], "sure": v["sure"], "distance": d,
+                "threshold": self.threshold, "sure_below": self.model.pre.sure_below,
                 "model": self.model.source}  # fmt: skip
 
     def find(self, image: ImageLike, folder: str | os.PathLike) -> list[dict]:

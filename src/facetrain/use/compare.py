@@ -1,4 +1,5 @@
-"""`facetrain compare`: are these faces the same person? Every pair, by the model's threshold."""
+"""`facetrain compare`: are these faces the same person? Every pair, by the model's threshold,
+marked unsure where that threshold cannot be trusted for every population."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ class Comparison:
     distance: str
     threshold: float | None  # "same" below it; None: the model has none and none was given
     threshold_source: str
-    pairs: list[dict] = field(default_factory=list)  # a, b, distance, same
+    sure_below: float | None = None  # a "same" under it holds on every population measured
+    sure_source: str = ""
+    pairs: list[dict] = field(default_factory=list)  # a, b, distance, same, sure
     skipped: dict[str, str] = field(default_factory=dict)  # path → why
 
     @property
@@ -28,8 +31,22 @@ class Comparison:
         return None if self.threshold is None else plain_l2(self.threshold, self.distance)
 
     def as_dict(self) -> dict:
-        return {"threshold": self.threshold, "distance": self.distance, "pairs": self.pairs,
+        return {"threshold": self.threshold, "sure_below": self.sure_below,
+                "distance": self.distance, "pairs": self.pairs,
                 "skipped": self.skipped}  # fmt: skip
+
+
+def verdict(d: float, threshold: float | None, sure_below: float | None) -> dict:
+    """Same person, and beyond doubt? `same` is the threshold's answer (None without one).
+    `sure` is False for a "same" between `sure_below` and the threshold: distances at which
+    the model puts different people of some population (on the default model, 98% of
+    East-Asian strangers' pairs) — the threshold, calibrated on other faces, says "same"
+    there for them too. None where the model's sure_below was never measured."""
+    if threshold is None:
+        return {"same": None, "sure": None}
+    if d >= threshold:
+        return {"same": False, "sure": True}
+    return {"same": True, "sure": None if sure_below is None else bool(d < sure_below)}
 
 
 def compare(model, images: list[str], threshold: float | None = None, align: str = "auto",
@@ -51,10 +68,9 @@ def compare(model, images: list[str], threshold: float | None = None, align: str
     d = distance_matrix(t.embeddings, t.embeddings, pre.distance)
     c = Comparison(t.paths, d, pre.distance, thr,
                    "given" if threshold is not None else pre.threshold_source,
-                   skipped=dict(t.skipped))  # fmt: skip
+                   pre.sure_below, pre.sure_source, skipped=dict(t.skipped))  # fmt: skip
     for i in range(len(t)):
         for j in range(i + 1, len(t)):
-            same = None if thr is None else bool(d[i, j] < thr)
             c.pairs.append({"a": t.paths[i], "b": t.paths[j], "distance": float(d[i, j]),
-                            "same": same})  # fmt: skip
+                            **verdict(float(d[i, j]), thr, pre.sure_below)})  # fmt: skip
     return c
