@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,38 @@ def test_merge_same_names(two_roots):
     alice = [s for s in samples if s.identity == "alice"]
     assert len(alice) == 3
     assert len({s.name for s in alice}) == 3  # names stay unique within the merged identity
+
+
+def test_one_name_written_two_ways_is_one_identity(tmp_path):
+    """A name from a Mac (decomposed: e + combining diaeresis) and the same name typed elsewhere
+    were two identities: the person pruned as two small classes, and split across train
+    and val. Now one, merged across roots and inside one root, no file name lost."""
+    from facetrain.data.split import identity_counts, split
+
+    nfc, nfd = "Zo\u00eb", "Zoe\u0308"
+    mac, linux = tmp_path / "mac", tmp_path / "linux"
+    for root, spelling in ((mac, nfd), (linux, nfc)):
+        for k in range(3):
+            save_rgb(root / spelling / f"{k}.jpg", seed=k)
+        save_rgb(root / "ann" / "1.jpg")
+    counts = identity_counts([str(mac), str(linux)], merge_same_names=True)
+    assert counts[nfc] == 6 and nfd not in counts
+    both = tmp_path / "both"  # the two spellings side by side in one root
+    for spelling in (nfd, nfc):
+        for k in range(3):
+            save_rgb(both / spelling / f"{k}.jpg", seed=k)
+    for k in range(3):
+        save_rgb(both / "ann" / f"{k}.jpg", seed=k)
+    problems = Problems()
+    zoe = [s for s in iter_samples(str(both), problems=problems) if s.identity != "ann"]
+    assert {s.identity for s in zoe} == {nfc} and len({s.name for s in zoe}) == 6
+    assert problems.counts["identity_spelled_twice"] == 1
+    for seed in range(4):  # identity-safe: Zoë on one side only, whatever the seed
+        r = split(str(both), tmp_path / f"split{seed}", fraction=0.5, seed=seed)
+        sides = [{unicodedata.normalize("NFC", line.split("\t")[0])
+                  for line in Path(p).read_text().splitlines()[1:]}
+                 for p in (r.train_list, r.val_list)]  # fmt: skip
+        assert sides[0] & sides[1] == set(), sides
 
 
 def test_single_root_uses_plain_names_and_any_extension_case(two_roots):

@@ -3,7 +3,8 @@
 A dataset is a root folder holding one folder per identity (images may sit in nested
 sub-folders), or a facetrain list file written by `prune`/`split`. Several roots can be
 given at once (`a:b`, FaceNet's convention, or the flag repeated). The same identity name
-in two roots stays two identities unless `merge_same_names` is set.
+in two roots stays two identities unless `merge_same_names` is set; names are compared in
+Unicode NFC (`identity_of`).
 
 Nothing here holds the whole dataset in memory: samples are yielded directory by
 directory, and only one directory's entries are sorted at a time.
@@ -12,6 +13,7 @@ directory, and only one directory's entries are sorted at a time.
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -152,15 +154,28 @@ def _is_dir(entry: os.DirEntry, problems: Problems) -> bool:
         return False
 
 
+def identity_of(folder_name: str) -> str:
+    """A folder's identity: its name in Unicode NFC, so that "Zoë" made on a Mac (whose
+    file names may be decomposed) and "Zoë" made elsewhere are one person — in a merge of
+    roots, in pruning by count, and on one side of the identity-safe split."""
+    return unicodedata.normalize("NFC", folder_name)
+
+
 def _iter_folder(root: str, problems: Problems, loose: bool = False) -> Iterator[Sample]:
+    spellings: dict[str, list[str]] = {}  # identity → the folder names that spell it
     for entry in _sorted_entries(root, problems):
         if entry.name.startswith("."):
             problems.add("hidden", entry.path)
         elif _is_dir(entry, problems):
-            n = 0
-            for s in _iter_identity(entry.path, entry.name, problems):
+            identity, n = identity_of(entry.name), 0
+            seen = spellings.setdefault(identity, [])
+            seen.append(entry.name)
+            if len(seen) > 1:  # one person's second folder: its file names kept apart
+                problems.add("identity_spelled_twice", f"{entry.path} (joined to {seen[0]})")
+            prefix = f"spelling{len(seen)}__" if len(seen) > 1 else ""
+            for s in _iter_identity(entry.path, identity, problems):
                 n += 1
-                yield s
+                yield Sample(s.path, s.identity, prefix + s.name)
             if n == 0 and os.path.isdir(entry.path):  # (a vanished one is reported so)
                 problems.add("empty_identity", entry.path)
         elif is_image_name(entry.name) and loose:
@@ -222,7 +237,7 @@ def iter_list_file(path: str, problems: Problems | None = None) -> Iterator[Samp
                 continue
             identity, rel = parts
             full = rel if os.path.isabs(rel) else os.path.normpath(os.path.join(base, rel))
-            yield Sample(full, identity, _name_from_path(full))
+            yield Sample(full, identity_of(identity), _name_from_path(full))
 
 
 def _name_from_path(path: str) -> str:
