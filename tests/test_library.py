@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -350,6 +351,33 @@ def test_the_library_model_is_known_by_content_wherever_it_lies(photos, tmp_path
     assert "library migrate" in cli_fails("library", "people", "--db", db, "--model", twin)
     cli("library", "migrate", "--db", db, "--model", twin)
     assert "amy1.png" in cli("library", "identify", one, "--db", db, "--threshold", "0.3")
+
+
+def test_a_model_measured_again_still_opens_its_libraries(photos, tmp_path):
+    """A newer facetrain may measure a model's decisions again (the pretrained models'
+    records gained sure_below, a threshold recalibrated): the same weights and the same
+    preprocessing are the same model, so a library made before opens as it did — with the
+    threshold it was made with — while other preprocessing is still refused."""
+    from facetrain.inference.record import load_weights
+    from facetrain.library import store
+    from facetrain.library.library import Library
+
+    db, model = tmp_path / "lib.db", make_model(tmp_path / "m.safetensors", threshold=0.3)
+    cli("library", "scan", photos, "--db", db, "--model", model)
+    with Library(db) as lib:  # the record as an older facetrain wrote it
+        rec = json.loads(store.get_meta(lib.con, "model"))
+        for k in ("sure_below", "sure_source"):
+            del rec[k]
+        store.set_meta(lib.con, "model", json.dumps({**rec, "threshold_source": "older"}))
+        lib.con.commit()
+    net, pre = load_weights(model)  # the same weights, measured again
+    save_model(model, net, replace(pre, threshold=0.4, sure_below=0.1, sure_source="new"))
+    one = photos / "amy" / "amy1.png"
+    assert "amy1.png" in cli("library", "identify", one, "--db", db)
+    with Library(db) as lib:
+        assert lib.threshold() == (0.3, "squared_l2")  # the library's own, as made
+    save_model(model, net, replace(pre, input_size=80))  # another preprocessing: refused
+    assert "library migrate" in cli_fails("library", "identify", one, "--db", db)
 
 
 def test_every_library_command_takes_model_and_a_failed_scan_leaves_nothing(photos, tmp_path):

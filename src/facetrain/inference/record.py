@@ -74,6 +74,13 @@ class Preprocess:
             raise ModelFileError(f"{source}: incomplete preprocessing record ({e})") from None
 
 
+# What decides a face's embedding: two records alike in these embed every face alike. The
+# rest (threshold, sure_below, where they came from) calibrates decisions and may be
+# measured again without making a model another one.
+EMBEDDING_FIELDS = ("model", "embedding_size", "input_size", "normalize", "crop", "alignment",
+                    "flip")  # fmt: skip
+
+
 def save_model(path: str | os.PathLike, model: torch.nn.Module, pre: Preprocess) -> Path:
     """Weights and preprocessing record in one safetensors file, written atomically."""
     from safetensors.torch import save

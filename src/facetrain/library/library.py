@@ -85,7 +85,7 @@ class Library:
         until it embeds (a scan's workers load their own)."""
         from facetrain.inference.compiled import model_hash, open_for_use
         from facetrain.inference.pretrained import DEFAULT
-        from facetrain.inference.record import ModelFileError
+        from facetrain.inference.record import EMBEDDING_FIELDS, ModelFileError
 
         stored = store.get_meta(self.con, "model_source")
         try:
@@ -98,7 +98,8 @@ class Library:
                 f"place with --model (it is recognised by its content); to use another model, "
                 f"`facetrain library migrate --db {self.path} --model OTHER`"
             ) from None
-        store.check_model(self.con, asdict(fm.pre), fm.source, str(self.path), model_hash(fm))
+        store.check_model(self.con, asdict(fm.pre), fm.source, str(self.path), model_hash(fm),
+                          (*EMBEDDING_FIELDS, "distance"))  # fmt: skip
         return fm
 
     def _model_before(self, device: str):

@@ -311,16 +311,17 @@ def model_record(con: sqlite3.Connection) -> dict | None:
     return rec
 
 
-def check_model(
-    con: sqlite3.Connection, pre: dict, source: str, db: str, digest: str | None = None
-) -> None:
-    """The library's embeddings must all come from one model: the same preprocessing and
-    (when known) the same weights, by content hash. The model found at a new place is
-    remembered there."""
+def check_model(con: sqlite3.Connection, pre: dict, source: str, db: str,
+                digest: str | None = None, fields: tuple[str, ...] = ()) -> None:  # fmt: skip
+    """The library's embeddings must all come from one model: the same preprocessing —
+    the record's `fields`, the record the library was made with kept as it was — and (when
+    known) the same weights, by content hash. The model found at a new place is remembered
+    there."""
     have = model_record(con)
+    now = json.loads(json.dumps(pre, sort_keys=True))
     if have is None:
         set_meta(con, "model", json.dumps(pre, sort_keys=True))
-    elif have != json.loads(json.dumps(pre, sort_keys=True)) or (
+    elif {k: have.get(k) for k in fields} != {k: now.get(k) for k in fields} or (
         digest is not None and get_meta(con, "model_hash") not in (None, digest)
     ):
         raise LibraryError(

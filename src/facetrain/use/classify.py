@@ -299,16 +299,14 @@ def train_classifier(
     return Trained(clf, figures, notes)
 
 
-PREPROCESS_KEYS = ("model", "embedding_size", "input_size", "normalize", "crop", "alignment",
-                   "flip")  # fmt: skip
-
-
 def check_model(clf: Classifier, model, source: str) -> None:
     """A classifier works only with the model (and preprocessing) it was trained with."""
     from dataclasses import asdict
 
-    mine = {k: asdict(model.pre)[k] for k in PREPROCESS_KEYS}
-    theirs = {k: clf.preprocess.get(k) for k in PREPROCESS_KEYS}
+    from facetrain.inference.record import EMBEDDING_FIELDS
+
+    mine = {k: asdict(model.pre)[k] for k in EMBEDDING_FIELDS}
+    theirs = {k: clf.preprocess.get(k) for k in EMBEDDING_FIELDS}
     if mine != theirs:
         raise ClassifyError(
             f"{source} was made with another model or preprocessing ({theirs}), not {mine}"
