@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
@@ -9,6 +10,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from typer.testing import CliRunner
 
 from facetrain.cli import app
@@ -622,3 +624,74 @@ def test_same_person_views_read_the_stacks_again_only_after_a_change(tmp_path, m
     assert first[0] not in view(pids[0]) and len(reads) == 2 + 3
     assert api.post("/api/undo").status_code == 200  # the page's own change
     assert view(pids[0]) == first and len(reads) == 3 + 4
+
+
+def test_who_is_this_names_a_new_photo_and_keeps_nothing(people_library, monkeypatch):
+    """Who is this? on the page: a photo from the owner's computer, its faces named by the
+    rule `library identify` uses — in the API and in headless Chromium under the page's own
+    CSP. Nothing of it is kept (no temporary file, no new photo in the library); a file
+    that is no photo, an empty one or one too large is refused, saying why."""
+    import tempfile
+
+    from conftest import SHARED
+    from facetrain.library import web
+    from facetrain.library.library import Library
+
+    api = local_client(people_library)
+    new = SHARED / "photos" / "bbt" / "reference" / "amy" / "amy5.png"
+    before = len(api.get("/api/people").json())
+    r = api.post("/api/identify", content=new.read_bytes())
+    assert r.status_code == 200 and [f["name"] for f in r.json()["faces"]] == ["unknown"]
+    with Library(people_library) as lib:  # the stack of Amy's portraits, named
+        sql = ("SELECT f.person_id FROM faces f JOIN photos p ON p.id = f.photo_id"
+               " WHERE p.path LIKE '%amy1.png'")  # fmt: skip
+        amy = lib.con.execute(sql).fetchone()[0]
+    assert api.post(f"/api/stacks/{amy}/name", json={"name": "Amy"}).status_code == 200
+    r = api.post("/api/identify", content=new.read_bytes()).json()
+    assert [f["name"] for f in r["faces"]] == ["Amy"] and r["size"] == [*Image.open(new).size]
+    assert len(api.get("/api/people").json()) == before  # the photo was not added
+    left = [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("facetrain-identify-")]
+    assert left == []
+    bad = api.post("/api/identify", content=b"\xff\xd8\xff not a photo")
+    assert bad.status_code == 400 and "no faces read" in bad.json()["detail"]
+    assert "facetrain-identify" not in bad.json()["detail"]  # no temporary path shown
+    assert api.post("/api/identify", content=b"").status_code == 400
+    monkeypatch.setattr(web, "MAX_PHOTO", 1000)
+    assert api.post("/api/identify", content=new.read_bytes()).status_code == 413
+    monkeypatch.undo()
+    foreign = api.post("/api/identify", content=b"x", headers={"Origin": "http://evil.example"})
+    assert foreign.status_code == 403
+
+    chromium, sync_api = _browser()
+    server, thread, port = _serve(people_library)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            errors = []  # a policy violation, a failed request (the icon it never had aside)
+            page.on("console", lambda m: m.type != "error" or m.text.startswith("Failed to load")
+                    or errors.append(m.text))  # fmt: skip
+            page.on("response", lambda r: r.status < 400 or r.url.endswith("/favicon.ico")
+                    or errors.append(f"{r.status} {r.url}"))  # fmt: skip
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator(".card").first.wait_for()
+            page.locator("#whofile").set_input_files(str(new))
+            page.locator(".wbox span").first.wait_for()
+            assert page.locator(".wbox span").all_inner_texts() == ["Amy"]
+            shown = "e => e.complete && e.naturalWidth"  # the photo itself, under the CSP
+            for _ in range(100):
+                if page.locator("#whoimg").evaluate(shown):
+                    break
+                time.sleep(0.05)
+            assert page.locator("#whoimg").evaluate(shown) > 0
+            box = page.locator(".wbox").bounding_box()
+            img = page.locator("#whoimg").bounding_box()
+            assert img["x"] <= box["x"] and box["x"] + box["width"] <= img["x"] + img["width"]
+            page.locator("#wholist a").click()  # the name leads to the person
+            page.wait_for_url(f"**/person/{amy}")
+            sync_api.expect(page.locator("#title")).to_have_text("Amy")
+            assert not errors, errors
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

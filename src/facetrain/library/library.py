@@ -729,4 +729,4 @@ def _identified(path: str, result: tuple, namer) -> dict:
     names = namer.name(np.stack([f["embedding"] for f in faces]))
     out = [{"box": [round(v, 1) for v in f["box"]], "score": f["score"]} | n
            for f, n in zip(faces, names)]  # fmt: skip
-    return {"photo": path, "faces": out, "rule": namer.rule}
+    return {"photo": path, "faces": out, "size": list(result[3]), "rule": namer.rule}

@@ -16,6 +16,7 @@ import functools
 import os
 import pathlib
 import sqlite3
+import tempfile
 import threading
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -23,10 +24,12 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from facetrain.library.library import Library
 from facetrain.library.store import LibraryError
 from facetrain.lock import BusyError
+from facetrain.open_set import MARGIN
 
 SUGGESTED = 5  # "same person?" stacks shown on a person's page
 
@@ -137,6 +140,7 @@ def create_app(db_path: str | os.PathLike, host: str = "127.0.0.1") -> FastAPI:
     _views(app, functools.partial(act, lock=False), db_path)
     _actions(app, act)
     _personal(app, act)
+    _recognise(app, functools.partial(act, lock=False))
     return app
 
 
@@ -273,6 +277,44 @@ def _personal(app: FastAPI, act) -> None:
                 "no personal adapter was on"}  # fmt: skip
 
 
+MAX_PHOTO = 64 * 2**20  # "who is this?": a larger upload is refused (413) before it is read
+
+
+def _recognise(app: FastAPI, act) -> None:
+    """Who is this? A photo from the owner's computer, its faces named from the library's
+    named people (`Library.identify`, the rule `library identify` uses). The photo is kept
+    only while it is analysed, in a private temporary folder, and never added."""
+
+    @app.post("/api/identify")
+    async def api_identify(request: Request) -> dict:
+        data = await _upload(request, MAX_PHOTO)
+        with tempfile.TemporaryDirectory(prefix="facetrain-identify-") as tmp:
+            path = os.path.join(tmp, "photo")
+            with open(path, "wb") as f:
+                f.write(data)
+            r = await run_in_threadpool(act, "identify", [path], None, MARGIN, "cpu", None,
+                                        False)  # fmt: skip
+        if "error" in r[0]:
+            raise HTTPException(400, f"no faces read: {r[0]['error'].replace(path, 'the photo')}")
+        return {k: r[0].get(k) for k in ("faces", "size", "rule")}
+
+
+async def _upload(request: Request, limit: int) -> bytes:
+    """The request's body, refused (413) past `limit` bytes, as declared or as it comes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"a photo of at most {limit // 2**20} MB")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"a photo of at most {limit // 2**20} MB")
+        chunks.append(chunk)
+    if not size:
+        raise HTTPException(400, "no photo was sent")
+    return b"".join(chunks)
+
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>facetrain library</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -302,6 +344,11 @@ main{padding:1em}.hidden{display:none!important}
   padding:4px 8px;display:flex;gap:6px;align-items:center}
 .sugg img{width:48px;height:48px;object-fit:cover;border-radius:50%}
 input,button{font:inherit}input[type=search],input.pick{padding:.25em .4em}
+#whobox{position:relative;display:inline-block}#whoimg{max-width:100%;max-height:70vh;display:block}
+.wbox{position:absolute;border:3px solid #2a7a4a;box-sizing:border-box}
+.wbox.unknown{border-color:#c84;border-style:dashed}.wbox span{position:absolute;top:100%;
+  left:-3px;background:#2a7a4a;color:#fff;font-size:12px;padding:0 4px;white-space:nowrap}
+.wbox.unknown span{background:#c84}
 </style></head><body>
 <header><h1>facetrain library</h1>
 <input id="search" type="search" placeholder="search people ( / )" aria-label="search people">
@@ -309,6 +356,8 @@ input,button{font:inherit}input[type=search],input.pick{padding:.25em .4em}
 <label><input type="checkbox" id="showhidden"> hidden</label>
 <button id="learn" title="a private adapter learnt from the faces you named, measured first"
 >Learn from my names</button><button id="plain" class="hidden">Back to the plain model</button>
+<button id="who" title="name the faces of a photo from your computer (it is not added)"
+>Who is this?</button><input id="whofile" type="file" accept="image/*" class="hidden">
 <button id="undo" title="Ctrl+Z">Undo</button><span id="status">ready</span></header>
 <div id="personal" class="hidden"></div>
 <main>
@@ -329,6 +378,12 @@ input,button{font:inherit}input[type=search],input.pick{padding:.25em .4em}
     <input id="movepick" class="pick" list="peoplelist" placeholder="move selected to…"
       aria-label="move the selected faces to"><button id="movesel">Move selected</button></div>
   <div id="faces" class="faces"></div>
+</section>
+<section id="whosec" class="hidden">
+  <div class="row"><button id="whoback" title="Esc">&larr; People</button>
+    <h2>Who is this?</h2><span id="whonote" class="n"></span></div>
+  <div id="whobox"><img id="whoimg" alt="the photo to recognise"></div>
+  <ul id="wholist"></ul>
 </section>
 <datalist id="peoplelist"></datalist>
 </main>
@@ -468,7 +523,7 @@ async function refresh() {  // both lists at once, then drawn with no wait betwe
 async function openPerson(id, push = true) {  // each person has a URL: /person/ID
   current = id;
   if (push && location.pathname !== `/person/${id}`) history.pushState(null, "", `/person/${id}`);
-  $("#people").classList.add("hidden");
+  $("#people").classList.add("hidden"); $("#whosec").classList.add("hidden");
   $("#person").classList.remove("hidden");
   const was = document.activeElement;
   await drawPerson();
@@ -478,9 +533,53 @@ async function openPerson(id, push = true) {  // each person has a URL: /person/
     $("#name").focus();
   }
 }
+async function whoIsThis(file) {  // the photo's faces named; it stays on this computer
+  $("#status").textContent = `looking for faces in ${file.name}…`;
+  const r = await fetch("/api/identify", {method: "POST", body: file,
+                                          headers: {"Content-Type": "application/octet-stream"}});
+  const j = await r.json();
+  if (!r.ok) { $("#status").textContent = `${file.name}: ${j.detail}`; return; }
+  current = null;
+  $("#people").classList.add("hidden"); $("#person").classList.add("hidden");
+  $("#whosec").classList.remove("hidden");
+  URL.revokeObjectURL($("#whoimg").src);
+  $("#whoimg").src = URL.createObjectURL(file);
+  const [w, h] = j.size, f = j.faces;
+  const named = f.filter(x => x.name !== "unknown").length;
+  $("#status").textContent = `${file.name}: ${f.length} faces, ${named} named`;
+  $("#whonote").textContent = f.length ? "" : "no face found in this photo";
+  $("#whobox").querySelectorAll(".wbox").forEach(b => b.remove());
+  f.forEach(x => {
+    const [x1, y1, x2, y2] = x.box, b = document.createElement("div");
+    b.className = "wbox" + (x.name === "unknown" ? " unknown" : "");
+    b.style.cssText = `left:${100 * x1 / w}%;top:${100 * y1 / h}%;` +
+      `width:${100 * (x2 - x1) / w}%;height:${100 * (y2 - y1) / h}%`;
+    b.innerHTML = `<span>${esc(x.name)}</span>`;
+    $("#whobox").appendChild(b);
+  });
+  $("#wholist").innerHTML = f.map(x => {
+    const p = people.find(q => q.name === x.name);
+    const who = p ? `<a href="/person/${p.id}" data-stack="${p.id}">${esc(x.name)}</a>`
+                  : esc(x.name);
+    const how = x.distance === null ? ""
+      : ` <span class="n">distance ${x.distance.toFixed(3)}</span>`;
+    return `<li>${who}${how}</li>`;
+  }).join("");
+  document.querySelectorAll("#wholist a").forEach(a => a.onclick = e => {
+    e.preventDefault(); openPerson(Number(a.dataset.stack));
+  });
+}
+$("#who").onclick = () => $("#whofile").click();
+$("#whofile").onchange = e => {
+  const file = e.target.files[0];
+  e.target.value = "";
+  if (file) whoIsThis(file);
+};
+$("#whoback").onclick = () => showPeople();
 function showPeople(push = true) {
   current = null;
   if (push && location.pathname !== "/") history.pushState(null, "", "/");
+  $("#whosec").classList.add("hidden");
   $("#person").classList.add("hidden");
   $("#people").classList.remove("hidden");
   drawGrid();
@@ -516,7 +615,9 @@ $("#learn").onclick = () => { $("#status").textContent = "learning from your nam
 $("#plain").onclick = () => call("/api/personalize/off");
 ["#search", "#small", "#showhidden"].forEach(s => $(s).oninput = drawGrid);
 document.addEventListener("keydown", e => {
-  if (e.key === "Escape" && current !== null) showPeople();
+  if (e.key === "Escape" && (current !== null || !$("#whosec").classList.contains("hidden"))) {
+    showPeople();
+  }
   else if (e.key === "/" && document.activeElement.tagName !== "INPUT") {
     e.preventDefault(); $("#search").focus();
   } else if (e.key === "z" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); call("/api/undo"); }
@@ -536,7 +637,7 @@ def _csp(page: str) -> str:
     script = re.search(r"<script>(.*?)</script>", page, re.S).group(1)
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     return (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
-            "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+            "img-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
             "frame-ancestors 'none'")  # fmt: skip
 
 
