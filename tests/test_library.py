@@ -829,3 +829,15 @@ def test_suggestions_are_the_stacks_nearest_on_average(tmp_path):
     assert [s["id"] for s in got] == [p for _, p in want]
     np.testing.assert_allclose([s["distance"] for s in got], [m for m, _ in want], rtol=1e-6)
     assert {s["faces"] for s in got} == {5}
+
+
+def test_identify_in_a_library_not_scanned_yet_says_to_scan_first(tmp_path):
+    """A library made from Python and not scanned into yet said "the library's model has
+    no calibrated threshold; pass --threshold", a fix that fixed nothing."""
+    from facetrain.library.library import Library
+    from facetrain.library.store import LibraryError
+
+    photo = SHARED / "photos" / "bbt" / "reference" / "amy" / "amy1.png"
+    lib = Library(tmp_path / "lib.db", create=True)
+    with lib, pytest.raises(LibraryError, match="holds no faces yet.*library scan"):
+        lib.identify([photo])

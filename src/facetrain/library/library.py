@@ -140,6 +140,9 @@ class Library:
                 distance,
                 "your personal adapter's (learnt from your named faces)",
             )
+        if not rec:
+            raise LibraryError("the library holds no faces yet: scan photos into it first "
+                               "(`facetrain library scan PHOTOS`)")  # fmt: skip
         if model_thr is None:
             raise LibraryError("the library's model has no calibrated threshold; pass --threshold")
         fitted = self._fitted(float(model_thr), distance, named or self._faces("named", None))
