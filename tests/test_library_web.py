@@ -690,7 +690,17 @@ def test_who_is_this_names_a_new_photo_and_keeps_nothing(people_library, monkeyp
             page.locator("#wholist a").click()  # the name leads to the person
             page.wait_for_url(f"**/person/{amy}")
             sync_api.expect(page.locator("#title")).to_have_text("Amy")
-            assert not errors, errors
+            # a photo dropped on the page: the same
+            page.keyboard.press("Escape")
+            drop = page.evaluate_handle(
+                "b => { const t = new DataTransfer(); t.items.add(new File("
+                "[new Uint8Array(b)], 'amy5.png', {type: 'image/png'})); return t; }",
+                list(new.read_bytes()),
+            )
+            page.dispatch_event("main", "drop", {"dataTransfer": drop})
+            sync_api.expect(page.locator("#whosec")).to_be_visible()
+            sync_api.expect(page.locator(".wbox span")).to_have_text(["Amy"])
+            assert page.locator("#people").is_hidden() and not errors, errors
             browser.close()
     finally:
         server.should_exit = True

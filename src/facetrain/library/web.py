@@ -356,7 +356,8 @@ input,button{font:inherit}input[type=search],input.pick{padding:.25em .4em}
 <label><input type="checkbox" id="showhidden"> hidden</label>
 <button id="learn" title="a private adapter learnt from the faces you named, measured first"
 >Learn from my names</button><button id="plain" class="hidden">Back to the plain model</button>
-<button id="who" title="name the faces of a photo from your computer (it is not added)"
+<button id="who" title="name the faces of a photo from your computer (or drop one on the
+page); it is not added"
 >Who is this?</button><input id="whofile" type="file" accept="image/*" class="hidden">
 <button id="undo" title="Ctrl+Z">Undo</button><span id="status">ready</span></header>
 <div id="personal" class="hidden"></div>
@@ -576,6 +577,13 @@ $("#whofile").onchange = e => {
   if (file) whoIsThis(file);
 };
 $("#whoback").onclick = () => showPeople();
+document.addEventListener("dragover", e => e.preventDefault());  // a photo dropped anywhere
+document.addEventListener("drop", e => {
+  e.preventDefault();
+  const file = [...e.dataTransfer.files].find(f => f.type.startsWith("image/"))
+    || e.dataTransfer.files[0];
+  if (file) whoIsThis(file);
+});
 function showPeople(push = true) {
   current = null;
   if (push && location.pathname !== "/") history.pushState(null, "", "/");
