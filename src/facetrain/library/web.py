@@ -344,10 +344,11 @@ main{padding:1em}.hidden{display:none!important}
   padding:4px 8px;display:flex;gap:6px;align-items:center}
 .sugg img{width:48px;height:48px;object-fit:cover;border-radius:50%}
 input,button{font:inherit}input[type=search],input.pick{padding:.25em .4em}
-#whobox{position:relative;display:inline-block}#whoimg{max-width:100%;max-height:70vh;display:block}
+#whobox{position:relative;display:inline-block}
+#whoimg{display:block;max-width:100%;max-height:70vh;min-height:min(360px,70vh)}
 .wbox{position:absolute;border:3px solid #2a7a4a;box-sizing:border-box}
-.wbox.unknown{border-color:#c84;border-style:dashed}.wbox span{position:absolute;top:100%;
-  left:-3px;background:#2a7a4a;color:#fff;font-size:12px;padding:0 4px;white-space:nowrap}
+.wbox.unknown{border-color:#c84;border-style:dashed}.wbox span{position:absolute;bottom:0;
+  left:0;background:#2a7a4a;color:#fff;font-size:12px;padding:0 4px;white-space:nowrap}
 .wbox.unknown span{background:#c84}
 </style></head><body>
 <header><h1>facetrain library</h1>
@@ -547,11 +548,15 @@ async function whoIsThis(file) {  // the photo's faces named; it stays on this c
   $("#whoimg").src = URL.createObjectURL(file);
   const [w, h] = j.size, f = j.faces;
   const named = f.filter(x => x.name !== "unknown").length;
-  $("#status").textContent = `${file.name}: ${f.length} faces, ${named} named`;
+  $("#status").textContent = `${file.name}: ${f.length} face${f.length === 1 ? "" : "s"}, ` +
+    `${named} named`;
   $("#whonote").textContent = f.length ? "" : "no face found in this photo";
   $("#whobox").querySelectorAll(".wbox").forEach(b => b.remove());
   f.forEach(x => {
-    const [x1, y1, x2, y2] = x.box, b = document.createElement("div");
+    const cut = (v, most) => Math.min(Math.max(v, 0), most);  // a box run off the photo
+    const [x1, y1, x2, y2] = [cut(x.box[0], w), cut(x.box[1], h), cut(x.box[2], w),
+                              cut(x.box[3], h)];
+    const b = document.createElement("div");
     b.className = "wbox" + (x.name === "unknown" ? " unknown" : "");
     b.style.cssText = `left:${100 * x1 / w}%;top:${100 * y1 / h}%;` +
       `width:${100 * (x2 - x1) / w}%;height:${100 * (y2 - y1) / h}%`;
@@ -562,9 +567,7 @@ async function whoIsThis(file) {  // the photo's faces named; it stays on this c
     const p = people.find(q => q.name === x.name);
     const who = p ? `<a href="/person/${p.id}" data-stack="${p.id}">${esc(x.name)}</a>`
                   : esc(x.name);
-    const how = x.distance === null ? ""
-      : ` <span class="n">distance ${x.distance.toFixed(3)}</span>`;
-    return `<li>${who}${how}</li>`;
+    return `<li>${who}</li>`;
   }).join("");
   document.querySelectorAll("#wholist a").forEach(a => a.onclick = e => {
     e.preventDefault(); openPerson(Number(a.dataset.stack));
