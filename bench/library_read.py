@@ -8,7 +8,7 @@ gives; ~20 faces a person, one face a photo).
 
 Prints seconds and peak MB of each read (rounds alternate the two; medians), then of
 `Library.suggestions` (its second call: the web page's server is warm), without and with
-the page's cache of the stacked faces (`web.StackedCache`, nothing changed in between);
+the page's cache of the stacked faces (`web.KeptWhileUnchanged`, nothing changed in between);
 then the ratio of the median seconds, the way it was / read_faces, whether the two
 matrices are equal, and the ratio of the two views.
 """
@@ -34,8 +34,9 @@ from facetrain.library.library import Library
 db, how, out = sys.argv[1], sys.argv[2], sys.argv[3]
 lib = Library(db, lock=False)
 if how not in ("was", "read_faces"):  # a view: STACK, or cached:STACK (the page's cache)
-    from facetrain.library.web import StackedCache
-    stack, cache = int(how.split(":")[-1]), StackedCache(db) if ":" in how else None
+    from facetrain.library.web import KeptWhileUnchanged, _frozen_stacked
+    stack = int(how.split(":")[-1])
+    cache = KeptWhileUnchanged(db, _frozen_stacked) if ":" in how else None
     view = lambda: lib.suggestions(stack, 5, cache and cache.get)
     view()  # warm (BLAS started, the cache filled), as in the page's server
 t0 = time.perf_counter()

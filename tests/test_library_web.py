@@ -637,6 +637,9 @@ def test_who_is_this_names_a_new_photo_and_keeps_nothing(people_library, monkeyp
     from facetrain.library import web
     from facetrain.library.library import Library
 
+    made = []  # the namers made: one while the library does not change
+    real = Library.namer
+    monkeypatch.setattr(Library, "namer", lambda self, *a: made.append(1) or real(self, *a))
     api = local_client(people_library)
     new = SHARED / "photos" / "bbt" / "reference" / "amy" / "amy5.png"
     before = len(api.get("/api/people").json())
@@ -649,6 +652,7 @@ def test_who_is_this_names_a_new_photo_and_keeps_nothing(people_library, monkeyp
     assert api.post(f"/api/stacks/{amy}/name", json={"name": "Amy"}).status_code == 200
     r = api.post("/api/identify", content=new.read_bytes()).json()
     assert [f["name"] for f in r["faces"]] == ["Amy"] and r["size"] == [*Image.open(new).size]
+    assert api.post("/api/identify", content=new.read_bytes()).json() == r and len(made) == 2
     assert len(api.get("/api/people").json()) == before  # the photo was not added
     left = [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("facetrain-identify-")]
     assert left == []
@@ -656,9 +660,9 @@ def test_who_is_this_names_a_new_photo_and_keeps_nothing(people_library, monkeyp
     assert bad.status_code == 400 and "no faces read" in bad.json()["detail"]
     assert "facetrain-identify" not in bad.json()["detail"]  # no temporary path shown
     assert api.post("/api/identify", content=b"").status_code == 400
-    monkeypatch.setattr(web, "MAX_PHOTO", 1000)
-    assert api.post("/api/identify", content=new.read_bytes()).status_code == 413
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(web, "MAX_PHOTO", 1000)
+        assert api.post("/api/identify", content=new.read_bytes()).status_code == 413
     foreign = api.post("/api/identify", content=b"x", headers={"Origin": "http://evil.example"})
     assert foreign.status_code == 403
 

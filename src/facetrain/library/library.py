@@ -535,14 +535,15 @@ class Library:
 
     def identify(self, photos: list, threshold: float | None = None, margin: float = MARGIN,
                  device: str = "cpu", model: str | None = None, progress: bool = True,
-                 workers: int = 1) -> list[dict]:  # fmt: skip
+                 workers: int = 1, namer_of=None) -> list[dict]:  # fmt: skip
         """Every face of each photo named from the named people, or `unknown` (`namer`);
-        the photos analysed as a scan analyses them, by `workers` processes."""
+        the photos analysed as a scan analyses them, by `workers` processes. `namer_of`:
+        where the namer comes from instead (the web page's, kept while nothing changes)."""
         from facetrain.library.scan import Scanner, analysed, list_photos, worker_pool
         from facetrain.progress import progress_bar
 
         _check_workers(workers)
-        namer = self.namer(threshold, margin)
+        namer = namer_of(self) if namer_of is not None else self.namer(threshold, margin)
         photos = [str(q) for p in photos for q in (list_photos(p) if Path(p).is_dir() else [p])]
         workers = min(workers, len(photos))
         fm = self.model(model, device=device, prefetch=workers <= 1)

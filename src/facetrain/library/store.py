@@ -329,9 +329,9 @@ def check_model(con: sqlite3.Connection, pre: dict, source: str, db: str,
             f"use `facetrain library migrate --db {db} --model {source}` to re-embed it "
             "(names are kept)"
         )
-    set_meta(con, "model_source", source)
-    if digest is not None:
-        set_meta(con, "model_hash", digest)
+    for key, value in (("model_source", source), ("model_hash", digest)):
+        if value is not None and get_meta(con, key) != value:  # a write only when it moved
+            set_meta(con, key, value)
 
 
 def to_blob(e: np.ndarray) -> bytes:

@@ -18,6 +18,7 @@ import pathlib
 import sqlite3
 import tempfile
 import threading
+from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -140,7 +141,7 @@ def create_app(db_path: str | os.PathLike, host: str = "127.0.0.1") -> FastAPI:
     _views(app, functools.partial(act, lock=False), db_path)
     _actions(app, act)
     _personal(app, act)
-    _recognise(app, functools.partial(act, lock=False))
+    _recognise(app, functools.partial(act, lock=False), db_path)
     return app
 
 
@@ -159,7 +160,7 @@ def _views(app: FastAPI, act, db_path) -> None:
     def api_people() -> list[dict]:
         return act("people_with_covers")
 
-    stacked = StackedCache(db_path)
+    stacked = KeptWhileUnchanged(db_path, _frozen_stacked)
 
     @app.get("/api/stacks/{stack}/suggestions")
     def api_suggestions(stack: Id) -> list[dict]:
@@ -186,26 +187,33 @@ def _views(app: FastAPI, act, db_path) -> None:
         return Response(act("photo_jpeg", photo_id, 480, status=404), media_type="image/jpeg")
 
 
-class StackedCache:
-    """The faces of visible stacks (`Library.stacked`) kept from one "same person?" view
-    to the next, read again only when the library changed: SQLite's `data_version`, asked
-    on a connection of the cache's own, moves with every commit by any other connection or
-    process, and a file put in the library's place is another file. At a million faces,
-    reading them was 6 s of a view's 7–9."""
+def _frozen_stacked(lib: Library) -> tuple:
+    """`Library.stacked`, its arrays made read-only: shared by every view from now on."""
+    value = lib.stacked()
+    for a in value:
+        a.flags.writeable = False
+    return value
 
-    def __init__(self, db_path: str | os.PathLike):
-        self.path, self.lock = db_path, threading.Lock()
+
+class KeptWhileUnchanged:
+    """What `make(library)` returns, kept from one request to the next and made again only
+    when the library changed: SQLite's `data_version`, asked on a connection of the
+    cache's own, moves with every commit by any other connection or process, and a file
+    put in the library's place is another file. The faces of visible stacks ("same
+    person?": at a million faces, reading them was 6 s of a view's 7–9) and the namer of
+    "who is this?" (3.8 s at 200,000 faces, bench/namer_scale.py) are kept so."""
+
+    def __init__(self, db_path: str | os.PathLike, make: Callable[[Library], object]):
+        self.path, self.make, self.lock = db_path, make, threading.Lock()
         self.watch: sqlite3.Connection | None = None
         self.key: tuple | None = None
-        self.value: tuple | None = None
+        self.value = None
 
-    def get(self, lib: Library) -> tuple:
+    def get(self, lib: Library):
         with self.lock:
             key = self._version()  # before the read: a commit in between reads again later
             if key != self.key:
-                self.value, self.key = lib.stacked(), key
-                for a in self.value:
-                    a.flags.writeable = False  # shared by every view from now on
+                self.value, self.key = self.make(lib), key
             return self.value
 
     def _version(self) -> tuple:
@@ -280,10 +288,11 @@ def _personal(app: FastAPI, act) -> None:
 MAX_PHOTO = 64 * 2**20  # "who is this?": a larger upload is refused (413) before it is read
 
 
-def _recognise(app: FastAPI, act) -> None:
+def _recognise(app: FastAPI, act, db_path) -> None:
     """Who is this? A photo from the owner's computer, its faces named from the library's
     named people (`Library.identify`, the rule `library identify` uses). The photo is kept
     only while it is analysed, in a private temporary folder, and never added."""
+    namers = KeptWhileUnchanged(db_path, lambda lib: lib.namer())
 
     @app.post("/api/identify")
     async def api_identify(request: Request) -> dict:
@@ -293,7 +302,7 @@ def _recognise(app: FastAPI, act) -> None:
             with open(path, "wb") as f:
                 f.write(data)
             r = await run_in_threadpool(act, "identify", [path], None, MARGIN, "cpu", None,
-                                        False)  # fmt: skip
+                                        False, 1, namers.get)  # fmt: skip
         if "error" in r[0]:
             raise HTTPException(400, f"no faces read: {r[0]['error'].replace(path, 'the photo')}")
         return {k: r[0].get(k) for k in ("faces", "size", "rule")}
