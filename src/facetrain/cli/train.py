@@ -175,7 +175,13 @@ def models() -> None:
     out.print(table)
     for e in pretrained.ENTRIES.values():  # the long fields as paragraphs: they wrap whole
         out.print(f"\npretrained:{e.name} — {e.architecture}", style="bold", highlight=False)
+        sure, crowded = pretrained.SURE_BELOW[e.name]
+        every = (
+            f"{crowded:.0f}% of different East-Asian people's pairs under its threshold; "
+            f'"same" beyond doubt only below {sure:.3f} (bench/sure_threshold.py)'
+        )
         for label, text in (("source", e.source), ("licence", e.licence), ("LFW", e.lfw),
+                            ("every population", every),
                             ("measure it", f"$ {e.measured_by}")):  # fmt: skip
             out.print(f"  {label}: {text}", highlight=False)
     out.print(f"\ndefault MODEL where a command is given none: {pretrained.DEFAULT}")
