@@ -244,3 +244,32 @@ def test_compare_marks_a_same_unsure_where_the_model_crowds_a_population(fr, tmp
     assert pair["same"] is True and pair["sure"] is False
     v = fr.verify(a, b)
     assert v["verified"] is True and v["sure"] is False and v["sure_below"] == sure
+
+
+def test_compare_finds_a_person_among_the_faces_of_a_group_photo(fr, tmp_path):
+    """`compare amy.png group.jpg` compared Amy with the group photo's central face and
+    said "different" though she is in it. Now every face of a photo is compared and the
+    pair of photos is judged by its nearest faces, the face named."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+
+    group, portrait = BBT / "group" / "bbt4.jpg", REF / "amy" / "amy1.png"
+    faces = fr.faces(str(group))
+    mine = fr.embed([REF / "amy" / f"amy{k}.png" for k in range(1, 5)])
+    her = int(np.argmin([fr.distance(f.embedding, mine).min() for f in faces]))
+    out = tmp_path / "c.json"
+    penny = REF / "penny" / "penny1.png"
+    r = CliRunner().invoke(app, ["compare", str(portrait), str(group), str(penny), "--json",
+                                 str(out)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    listed = json.loads(out.read_text())["pairs"]
+    pairs = {(Path(p["a"]).name, Path(p["b"]).name): p for p in listed}
+    amy = pairs["amy1.png", "bbt4.jpg"]
+    assert len(faces) == 6 and amy["same"] is True and amy["face_a"] is None
+    assert amy["face_b"]["of"] == 6 and amy["face_b"]["face"] == her + 1
+    assert np.allclose(amy["face_b"]["box"], faces[her].box, atol=0.1)
+    assert f"bbt4.jpg (face {her + 1} of 6" in r.output
+    assert pairs["amy1.png", "penny1.png"]["same"] is False

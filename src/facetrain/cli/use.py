@@ -78,8 +78,9 @@ def compare(
     device: DeviceOpt = "cpu",
     json_out: JsonOut = None,
 ) -> None:
-    """Distance matrix of faces, and same/different by the model's threshold ("same?"
-    where different people of some populations are that close too)."""
+    """Distance matrix of photos (by their nearest faces: every face of a group photo is
+    looked at), and same/different by the model's threshold ("same?" where different
+    people of some populations are that close too)."""
     from facetrain.use.compare import compare as compare_faces
 
     atomic.output_files(args, **{"--json": json_out})
@@ -95,7 +96,11 @@ def compare(
     for p in c.pairs:
         verdict = {None: "?", True: "same", False: "different"}[p["same"]]
         verdict += "?" if p["sure"] is False else ""
-        print(f"{verdict}\t{p['distance']:.4f}\t{shown(p['a'])}\t{shown(p['b'])}")
+        a, b = _face_shown(p["a"], p["face_a"]), _face_shown(p["b"], p["face_b"])
+        print(f"{verdict}\t{p['distance']:.4f}\t{a}\t{b}")
+    if any(p["face_a"] or p["face_b"] for p in c.pairs):
+        console.print("a photo of several faces: each compared, the nearest shown",
+                      highlight=False)  # fmt: skip
     if c.threshold is None:
         console.print("the model has no calibrated threshold; pass --threshold", style="yellow")
     else:
@@ -114,6 +119,14 @@ def compare(
                       "populations, where it may crowd faces (bench/sure_threshold.py)",
                       style="yellow")  # fmt: skip
     write_json(json_out, c.as_dict())
+
+
+def _face_shown(path: str, face: dict | None) -> str:
+    """A photo as the pair lines name it: which face too, when it holds several."""
+    if face is None:
+        return shown(path)
+    at = "" if face["box"] is None else " at " + ",".join(f"{v:.0f}" for v in face["box"][:2])
+    return f"{shown(path)} (face {face['face']} of {face['of']}{at})"
 
 
 @app.command()

@@ -51,26 +51,56 @@ def verdict(d: float, threshold: float | None, sure_below: float | None) -> dict
 
 def compare(model, images: list[str], threshold: float | None = None, align: str = "auto",
             device: str = "cpu") -> Comparison:  # fmt: skip
-    """Embed each image's face and compare every pair."""
-    from facetrain.use.embeddings import embed_paths
+    """Compare every pair of images by their nearest two faces: each face of a group photo
+    is looked at ("is Amy in this photo?"), not the central one alone, which said
+    "different" for a photo Amy was in beside five others."""
+    from facetrain.use.embeddings import faces_in_photos
 
     if len(images) < 2:
         raise FacetrainError("give at least two images")
     if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
         raise FacetrainError(f"--threshold {threshold}: a finite number ≥ 0")
-    t = embed_paths(model, images, [""] * len(images), align=align, device=device,
-                    progress=len(images) > SILENT_UP_TO)  # fmt: skip
-    if len(t) < 2:
-        why = "; ".join(f"{p}: {w}" for p, w in t.skipped.items())
+    photos = faces_in_photos(model, images, align=align, device=device,
+                             progress=len(images) > SILENT_UP_TO)  # fmt: skip
+    usable = [p for p in photos if len(p.boxes)]
+    skipped = {p.path: p.error or "no face found" for p in photos if not len(p.boxes)}
+    if len(usable) < 2:
+        why = "; ".join(f"{p}: {w}" for p, w in skipped.items())
         raise FacetrainError(f"fewer than two usable faces ({why})")
     pre = model.pre
     thr = threshold if threshold is not None else pre.threshold
-    d = distance_matrix(t.embeddings, t.embeddings, pre.distance)
-    c = Comparison(t.paths, d, pre.distance, thr,
+    nearest, matrix = nearest_faces(usable, pre.distance)
+    c = Comparison([p.path for p in usable], matrix, pre.distance, thr,
                    "given" if threshold is not None else pre.threshold_source,
-                   pre.sure_below, pre.sure_source, skipped=dict(t.skipped))  # fmt: skip
-    for i in range(len(t)):
-        for j in range(i + 1, len(t)):
-            c.pairs.append({"a": t.paths[i], "b": t.paths[j], "distance": float(d[i, j]),
-                            **verdict(float(d[i, j]), thr, pre.sure_below)})  # fmt: skip
+                   pre.sure_below, pre.sure_source, skipped=skipped)  # fmt: skip
+    for (i, j), (fi, fj) in nearest.items():
+        d = float(matrix[i, j])
+        c.pairs.append({"a": usable[i].path, "b": usable[j].path, "distance": d,
+                        **verdict(d, thr, pre.sure_below), "face_a": _which(usable[i], fi),
+                        "face_b": _which(usable[j], fj)})  # fmt: skip
     return c
+
+
+def nearest_faces(photos: list, distance: str) -> tuple[dict, np.ndarray]:
+    """For each pair of photos (i < j), which of their faces are nearest each other, and
+    the photos' distance matrix: those faces' distance."""
+    emb = np.concatenate([p.embeddings for p in photos])
+    d = distance_matrix(emb, emb, distance)
+    start = np.cumsum([0] + [len(p.boxes) for p in photos])
+    matrix, nearest = np.zeros((len(photos), len(photos))), {}
+    for i in range(len(photos)):
+        for j in range(i + 1, len(photos)):
+            block = d[start[i] : start[i + 1], start[j] : start[j + 1]]
+            fi, fj = np.unravel_index(np.argmin(block), block.shape)
+            matrix[i, j] = matrix[j, i] = block[fi, fj]
+            nearest[i, j] = (int(fi), int(fj))
+    return nearest, matrix
+
+
+def _which(photo, k: int) -> dict | None:
+    """Which face of a photo of several (None: its only face)."""
+    if len(photo.boxes) == 1:
+        return None
+    box = photo.boxes[k]
+    return {"face": k + 1, "of": len(photo.boxes),
+            "box": None if box is None else [round(float(v), 1) for v in box]}  # fmt: skip
