@@ -273,3 +273,6 @@ def test_compare_finds_a_person_among_the_faces_of_a_group_photo(fr, tmp_path):
     assert np.allclose(amy["face_b"]["box"], faces[her].box, atol=0.1)
     assert f"bbt4.jpg (face {her + 1} of 6" in r.output
     assert pairs["amy1.png", "penny1.png"]["same"] is False
+    v = fr.verify(portrait, group)  # the API judges two images the same way
+    assert v["verified"] and v["face_b"] == amy["face_b"]
+    assert v["distance"] == pytest.approx(amy["distance"], abs=1e-5)

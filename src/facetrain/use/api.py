@@ -29,7 +29,8 @@ import numpy as np
 
 from facetrain.distances import distance_matrix
 from facetrain.inference.embedder import Face, FaceEmbedder
-from facetrain.use.compare import verdict
+from facetrain.use.compare import nearest_faces, verdict, which_face
+from facetrain.use.embeddings import PhotoFaces
 
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray
 __all__ = ["Face", "Recognizer", "load"]
@@ -110,20 +111,39 @@ class Recognizer:
             return float(d[0, 0])
         return d[0] if a.ndim == 1 else d[:, 0] if b.ndim == 1 else d
 
+    def every_face(self, image: ImageLike) -> PhotoFaces:
+        """Each face of one image (an aligned face: itself), as `compare` reads a photo."""
+        found = self.embedder.every_crop(_rgb(image))
+        emb = (self.embedder.embed_crops([c for _, c in found]) if found
+               else np.zeros((0, self.embedder.width), np.float32))  # fmt: skip
+        return PhotoFaces("", [b for b, _ in found], emb)
+
     def verify(self, a: ImageLike, b: ImageLike) -> dict:
-        """Are the faces of two images one person? (deepface's `verify`): verified (under
-        the threshold), sure (False where the model crowds some population at that distance:
-        see `compare.verdict`), distance, threshold, sure_below; an image that gave no face
-        raises, saying why."""
-        emb, why = self.embed([a, b], return_errors=True)
-        if any(why):
-            raise ValueError("; ".join(f"image {k + 1}: {w}" for k, w in enumerate(why) if w))
+        """Are two images of one person? (deepface's `verify`): their nearest two faces, as
+        `compare` judges them (a group photo: each of its faces), named in `face_a`/`face_b`
+        when an image holds several; verified (under the threshold), sure (False where the
+        model crowds some population at that distance: `compare.verdict`), distance,
+        threshold, sure_below. An image that gave no face raises, saying why."""
+        from facetrain.data.images import ImageError
+
+        photos, why = [], []
+        for k, image in enumerate((a, b)):
+            try:
+                photos.append(self.every_face(image))
+            except (ImageError, OSError, ValueError, TypeError) as e:
+                why.append(f"image {k + 1}: {str(e) or type(e).__name__}")
+            else:
+                why += [] if len(photos[-1].boxes) else [f"image {k + 1}: no face found"]
+        if why:
+            raise ValueError("; ".join(why))
         if self.threshold is None:
             raise ValueError("this model has no calibrated threshold: compare distances")
-        d = self.distance(emb[0], emb[1])
+        nearest, matrix = nearest_faces(photos, self.model.pre.distance)
+        (fa, fb), d = nearest[0, 1], float(matrix[0, 1])
         v = verdict(d, self.threshold, self.model.pre.sure_below)
         return {"verified": v["same"], "sure": v["sure"], "distance": d,
                 "threshold": self.threshold, "sure_below": self.model.pre.sure_below,
+                "face_a": which_face(photos[0], fa), "face_b": which_face(photos[1], fb),
                 "model": self.model.source}  # fmt: skip
 
     def find(self, image: ImageLike, folder: str | os.PathLike) -> list[dict]:

@@ -76,8 +76,8 @@ def compare(model, images: list[str], threshold: float | None = None, align: str
     for (i, j), (fi, fj) in nearest.items():
         d = float(matrix[i, j])
         c.pairs.append({"a": usable[i].path, "b": usable[j].path, "distance": d,
-                        **verdict(d, thr, pre.sure_below), "face_a": _which(usable[i], fi),
-                        "face_b": _which(usable[j], fj)})  # fmt: skip
+                        **verdict(d, thr, pre.sure_below), "face_a": which_face(usable[i], fi),
+                        "face_b": which_face(usable[j], fj)})  # fmt: skip
     return c
 
 
@@ -97,7 +97,7 @@ def nearest_faces(photos: list, distance: str) -> tuple[dict, np.ndarray]:
     return nearest, matrix
 
 
-def _which(photo, k: int) -> dict | None:
+def which_face(photo, k: int) -> dict | None:
     """Which face of a photo of several (None: its only face)."""
     if len(photo.boxes) == 1:
         return None
