@@ -23,9 +23,10 @@ def _recognizer(model, device: str):
 
 
 def verify(a, b, model=None, device: str = "cpu") -> dict:
-    """Are the faces of two images (paths, PIL images or arrays) one person? One call:
-    {"verified", "sure", "distance", "threshold", "sure_below", "model"}; "sure" is False for
-    a "verified" at a distance where the model puts different people of some population."""
+    """Are two images (paths, PIL images or arrays) of one person, by their nearest faces?
+    One call: {"verified", "sure", "distance", "threshold", "sure_below", "face_a", "face_b",
+    "model"}; "sure" is False for a "verified" at a distance where the model puts different
+    people of some population; face_a/face_b say which face of a group photo."""
     return _recognizer(model, device).verify(a, b)
 
 
