@@ -114,14 +114,13 @@ def test_find_again_embeds_only_what_changed_and_never_writes_beside_the_photos(
     for who in ("amy", "penny"):
         shutil.copytree(REF / who, folder / who)
     listing = sorted(p.relative_to(folder) for p in folder.rglob("*"))
-    embedded, embed = [], Recognizer.embed
-    monkeypatch.setattr(
-        Recognizer,
-        "embed",
-        lambda self, im, *a, **k: (
-            embedded.extend(im if isinstance(im, list) else [im]) or embed(self, im, *a, **k)
-        ),
-    )
+    embedded = []  # the query (embed), then the folder's photos (every_face)
+    for name in ("embed", "every_face"):
+        real = getattr(Recognizer, name)
+        seen = lambda self, im, *a, real=real, **k: (  # noqa: E731
+            embedded.extend(im if isinstance(im, list) else [im]) or real(self, im, *a, **k)
+        )
+        monkeypatch.setattr(Recognizer, name, seen)
     fr = facetrain.load()
     first = fr.find(REF / "amy" / "amy1.png", folder)
     n_photos = len([p for p in folder.rglob("*.png")])
@@ -276,3 +275,39 @@ def test_compare_finds_a_person_among_the_faces_of_a_group_photo(fr, tmp_path):
     v = fr.verify(portrait, group)  # the API judges two images the same way
     assert v["verified"] and v["face_b"] == amy["face_b"]
     assert v["distance"] == pytest.approx(amy["distance"], abs=1e-5)
+
+
+def _side_by_side(paths, out):
+    """A group photo made of portraits side by side (160 px high, a gap between)."""
+    ims = [Image.open(p).convert("RGB") for p in paths]
+    ims = [im.resize((round(im.width * 160 / im.height), 160)) for im in ims]
+    canvas = Image.new("RGB", (sum(im.width + 40 for im in ims) + 40, 240), (120, 120, 120))
+    x = 40
+    for im in ims:
+        canvas.paste(im, (x, 40))
+        x += im.width + 40
+    canvas.save(out)
+    return out
+
+
+def test_find_in_a_folder_looks_at_every_face_of_a_group_photo(fr, tmp_path):
+    """`find` in a folder compared the face looked for with each photo's central face only:
+    a group photo with Amy at its side was not found. Now every face of every photo is
+    compared, the photo found by its nearest face, that face named."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    side = _side_by_side([REF / "amy" / "amy3.png", REF / "sheldon" / "sheldon1.png",
+                          REF / "raj" / "raj1.png"], folder / "amy_at_the_side.jpg")  # fmt: skip
+    middle = _side_by_side([REF / "penny" / "penny1.png", REF / "amy" / "amy2.png",
+                            REF / "howard" / "howard1.png"], folder / "between.jpg")  # fmt: skip
+    for who in ("leonard", "bernadette"):
+        shutil.copy(REF / who / f"{who}1.png", folder / f"{who}.png")
+    assert len(fr.faces(str(side))) == 3 and len(fr.faces(str(middle))) == 3
+    hits = fr.find(REF / "amy" / "amy5.png", folder)
+    assert {h["path"] for h in hits} == {str(side), str(middle)}, hits
+    by = {h["path"]: h["face"] for h in hits}  # Amy's face: the first on one, the second
+    assert by[str(side)]["of"] == by[str(middle)]["of"] == 3
+    assert by[str(side)]["box"][0] < 200 < by[str(middle)]["box"][0] < 400
+    assert [h["distance"] for h in hits] == sorted(h["distance"] for h in hits)
+    again = fr.find(REF / "amy" / "amy5.png", folder)  # from the cache: the same answer
+    assert again == hits

@@ -30,7 +30,7 @@ import numpy as np
 from facetrain.distances import distance_matrix
 from facetrain.inference.embedder import Face, FaceEmbedder
 from facetrain.use.compare import nearest_faces, verdict, which_face
-from facetrain.use.embeddings import PhotoFaces
+from facetrain.use.embeddings import PhotoFaces, every_face
 
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray
 __all__ = ["Face", "Recognizer", "load"]
@@ -111,12 +111,9 @@ class Recognizer:
             return float(d[0, 0])
         return d[0] if a.ndim == 1 else d[:, 0] if b.ndim == 1 else d
 
-    def every_face(self, image: ImageLike) -> PhotoFaces:
-        """Each face of one image (an aligned face: itself), as `compare` reads a photo."""
-        found = self.embedder.every_crop(_rgb(image))
-        emb = (self.embedder.embed_crops([c for _, c in found]) if found
-               else np.zeros((0, self.embedder.width), np.float32))  # fmt: skip
-        return PhotoFaces("", [b for b, _ in found], emb)
+    def every_face(self, images) -> list[PhotoFaces]:
+        """Each face of each image, as `compare` reads a photo (`embeddings.every_face`)."""
+        return every_face(self.embedder, _rgb, _many(images))
 
     def verify(self, a: ImageLike, b: ImageLike) -> dict:
         """Are two images of one person? (deepface's `verify`): their nearest two faces, as
@@ -124,16 +121,8 @@ class Recognizer:
         when an image holds several; verified (under the threshold), sure (False where the
         model crowds some population at that distance: `compare.verdict`), distance,
         threshold, sure_below. An image that gave no face raises, saying why."""
-        from facetrain.data.images import ImageError
-
-        photos, why = [], []
-        for k, image in enumerate((a, b)):
-            try:
-                photos.append(self.every_face(image))
-            except (ImageError, OSError, ValueError, TypeError) as e:
-                why.append(f"image {k + 1}: {str(e) or type(e).__name__}")
-            else:
-                why += [] if len(photos[-1].boxes) else [f"image {k + 1}: no face found"]
+        photos = self.every_face([a, b])
+        why = [f"image {k + 1}: {p.error}" for k, p in enumerate(photos) if p.error]
         if why:
             raise ValueError("; ".join(why))
         if self.threshold is None:
@@ -147,11 +136,13 @@ class Recognizer:
                 "model": self.model.source}  # fmt: skip
 
     def find(self, image: ImageLike, folder: str | os.PathLike) -> list[dict]:
-        """The photos below a folder whose central face is the face of `image` (deepface's
-        `find`), nearest first: path and distance, those under their pair's limit — the
-        threshold, tightened by the folder's own spacing as the library's stacks are
-        (`within_limits`): one threshold alone found a folder's other people too, most of
-        all where the model crowds a population (bench/find_precision.py)."""
+        """The photos below a folder holding the face of `image` (deepface's `find`) —
+        each face of a group photo looked at — nearest first: path, distance, and which
+        face (`face`: number, count and box; None for a photo of one face). A face is the
+        one looked for when under their pair's limit: the threshold, tightened by the
+        folder's own spacing as the library's stacks are (`within_limits`); one threshold
+        alone found a folder's other people too, most of all where the model crowds a
+        population (bench/find_precision.py)."""
         from facetrain.data.images import is_image_name
 
         if self.threshold is None:
@@ -160,48 +151,80 @@ class Recognizer:
         query = self.embed(image)[0]
         if np.isnan(query).any():
             raise ValueError("no face found in the image to find")
-        emb = self.folder_embeddings(Path(folder), paths)
-        ok = np.flatnonzero(~np.isnan(emb).any(1))
-        d, hit = within_limits(query[None], emb[ok], self.threshold, self.model.pre.distance)
-        hits = [(float(x), paths[i]) for x, i, h in zip(d[0], ok, hit[0]) if h]
-        return [{"path": p, "distance": x} for x, p in sorted(hits)]
+        emb, boxes, owner = self.folder_faces(Path(folder), paths)
+        d, hit = within_limits(query[None], emb, self.threshold, self.model.pre.distance, owner)
+        best: dict[int, int] = {}  # photo → its nearest face under its limit
+        for k in np.flatnonzero(hit[0]):
+            if owner[k] not in best or d[0, k] < d[0, best[owner[k]]]:
+                best[owner[k]] = int(k)
+        of = np.bincount(owner, minlength=len(paths))
+        hits = [(float(d[0, k]), paths[i], _face_of(k, owner, of[i], boxes))
+                for i, k in best.items()]  # fmt: skip
+        return [{"path": p, "distance": x, "face": f} for x, p, f in sorted(hits, key=_first)]
 
-    def folder_embeddings(self, folder: Path, paths: list[str]) -> np.ndarray:
-        """`embed` of a folder's photos, FIND_STEP photos decoded at a time (a folder never
-        sits in memory whole), reusing the rows an earlier `find` made of files unchanged
-        since (`find_cache`)."""
+    def folder_faces(self, folder: Path, paths: list[str]):
+        """Every face of a folder's photos, as `compare` reads a photo — (embeddings, boxes,
+        each face's photo index) — FIND_STEP photos decoded at a time (a folder never sits
+        in memory whole), reusing what an earlier `find` made of files unchanged since
+        (`find_cache`)."""
         from facetrain.use.find_cache import FolderCache
 
         cache = FolderCache.open(self.model_key, folder, self.embedder.width)
         todo = cache.missing(paths)
         for s in range(0, len(todo), FIND_STEP):
-            cache.put(todo[s : s + FIND_STEP], self.embed(todo[s : s + FIND_STEP]))
+            step = todo[s : s + FIND_STEP]
+            cache.put(step, self._faces_of_step(step))
         cache.save(paths)
         return cache.rows(paths)
+
+    def _faces_of_step(self, paths: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(embeddings, boxes; NaN for an image taken whole) of each photo (`every_face`);
+        none for a photo that cannot be read (find goes on)."""
+        nan = np.full(4, np.nan)
+        return [(p.embeddings, np.array([nan if b is None else b for b in p.boxes],
+                                        np.float32).reshape(-1, 4))
+                for p in self.every_face(paths)]  # fmt: skip
 
     @functools.cached_property
     def model_key(self) -> str:
         """What makes two models embed alike: their weights and their preprocessing."""
         from facetrain.inference.compiled import model_hash
+        from facetrain.inference.record import EMBEDDING_FIELDS
 
-        return model_hash(self.model) + json.dumps(asdict(self.model.pre), sort_keys=True)
+        pre = asdict(self.model.pre)
+        return model_hash(self.model) + json.dumps({k: pre[k] for k in EMBEDDING_FIELDS})
+
+
+def _first(hit: tuple):
+    return hit[0]
+
+
+def _face_of(k: int, owner: np.ndarray, count: int, boxes: np.ndarray) -> dict | None:
+    """Which face of its photo face k is (None: the photo's only face)."""
+    if count == 1:
+        return None
+    box = boxes[k]
+    return {"face": int(k - np.searchsorted(owner, owner[k])) + 1, "of": int(count),
+            "box": None if np.isnan(box).any() else [round(float(v), 1) for v in box]}  # fmt: skip
 
 
 FIND_STEP = 32  # photos `find` decodes at a time
 
 
-def within_limits(queries: np.ndarray, faces: np.ndarray, threshold: float,
-                  distance: str) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def within_limits(queries: np.ndarray, faces: np.ndarray, threshold: float, distance: str,
+                  photo: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(distances, under the limit?), each (queries x faces), of faces to faces seen
-    together — a folder's, each on a photo of its own — each pair's limit the spacing
-    rule's (`neighbours.pair_limits`: the threshold, tightened where those faces crowd; a
-    face as near as a copy of one picture is no neighbour: `neighbours.copy_radius`)."""
+    together — a folder's; `photo`: each face's photo, else each on a photo of its own —
+    each pair's limit the spacing rule's (`neighbours.pair_limits`: the threshold,
+    tightened where those faces crowd; a face as near as a copy of one picture is no
+    neighbour: `neighbours.copy_radius`)."""
     from facetrain.neighbours import K, copy_radius, kth_in, kth_other_photo, pair_limits
 
     d = distance_matrix(queries, faces, distance)
     if not len(faces) or not len(queries):
         return d, np.zeros(d.shape, bool)
-    photo, copies = np.arange(len(faces)), copy_radius(threshold)
+    photo = np.arange(len(faces)) if photo is None else photo
+    copies = copy_radius(threshold)
     s = kth_other_photo(faces, photo, distance, K, copies=copies)
     sq = kth_in(queries, np.full(len(queries), -1), faces, photo, distance, K, copies=copies)
     return d, d < pair_limits(sq, s, threshold)

@@ -101,23 +101,37 @@ def faces_in_photos(
     model, paths: list[str], *, align: str = "auto", device: str = "cpu", progress: bool = True
 ) -> list[PhotoFaces]:
     """Each photo's faces, all of them: what answers every face of a group photo."""
-    from facetrain.data.images import ImageError, load_rgb
+    from facetrain.data.images import load_rgb
     from facetrain.progress import progress_bar
 
     embedder, out = FaceEmbedder(model, device), []
     with progress_bar(disable=None if progress else True) as bar:
         task = bar.add_task("faces", total=len(paths))
         for path in paths:
-            try:
-                found = embedder.every_crop(load_rgb(path), align)
-            except (ImageError, OSError) as e:
-                out.append(PhotoFaces(path, [], np.zeros((0, embedder.width), np.float32), str(e)))
-            else:
-                emb = embedder.embed_crops([c for _, c in found])
-                why = None if len(found) else "no face found"
-                out.append(PhotoFaces(path, [b for b, _ in found], emb, why))
+            out += every_face(embedder, load_rgb, [path], align)
             bar.advance(task)
     return out
+
+
+def every_face(embedder: FaceEmbedder, load, images: list, align: str = "auto") -> list[PhotoFaces]:
+    """Each face of each image (`load(image)`: its RGB array; an aligned face is itself),
+    embedded in one batch; an image that cannot be read has none and says why."""
+    from facetrain.data.images import ImageError
+
+    found, why = [], []
+    for image in images:
+        try:
+            found.append(embedder.every_crop(load(image), align))
+            why.append(None if found[-1] else "no face found")
+        except (ImageError, OSError, ValueError, TypeError) as e:
+            found.append([])
+            why.append(str(e) or type(e).__name__)
+    crops = [c for f in found for _, c in f]
+    emb = iter(embedder.embed_crops(crops) if crops else [])
+    return [PhotoFaces(str(image) if isinstance(image, str | os.PathLike) else "",
+                       [b for b, _ in f],
+                       np.array([next(emb) for _ in f], np.float32).reshape(-1, embedder.width),
+                       w) for image, f, w in zip(images, found, why)]  # fmt: skip
 
 
 def photo_table(model, photos: list[PhotoFaces], labels: list[str]) -> tuple[Table, list]:

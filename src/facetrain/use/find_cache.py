@@ -18,11 +18,12 @@ import numpy as np
 
 
 class FolderCache:
-    """Rows by path, each with the (size, mtime_ns) of the file it was made from."""
+    """Each photo's faces by path — (embeddings (k, width), boxes (k, 4)), k = 0 for none —
+    with the (size, mtime_ns) of the file they were made from."""
 
     def __init__(self, path: Path, width: int):
         self.path, self.width = path, width
-        self.known: dict[str, tuple[tuple[int, int], np.ndarray]] = {}
+        self.known: dict[str, tuple[tuple[int, int], tuple[np.ndarray, np.ndarray]]] = {}
         self.seen: dict[str, tuple[int, int]] = {}
         self.changed = False
 
@@ -35,9 +36,11 @@ class FolderCache:
         try:
             with np.load(used(cache.path), allow_pickle=False) as t:
                 if t["embeddings"].shape[1:] == (width,):
-                    for p, s, m, e in zip(t["paths"].tolist(), t["sizes"].tolist(),
-                                          t["mtimes"].tolist(), t["embeddings"]):  # fmt: skip
-                        cache.known[p] = ((s, m), e)
+                    cut = np.cumsum(t["counts"])[:-1]
+                    for p, s, m, e, b in zip(t["paths"].tolist(), t["sizes"].tolist(),
+                                             t["mtimes"].tolist(), np.split(t["embeddings"], cut),
+                                             np.split(t["boxes"], cut)):  # fmt: skip
+                        cache.known[p] = ((s, m), (e, b))
         except (OSError, ValueError, KeyError):
             pass  # none yet, or unreadable: made again
         return cache
@@ -55,13 +58,18 @@ class FolderCache:
                 out.append(p)
         return out
 
-    def put(self, paths: list[str], rows: np.ndarray) -> None:
-        for p, row in zip(paths, rows):
-            self.known[p] = (self.seen[p], row)
+    def put(self, paths: list[str], faces: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        for p, f in zip(paths, faces):
+            self.known[p] = (self.seen[p], f)
         self.changed = self.changed or bool(paths)
 
-    def rows(self, paths: list[str]) -> np.ndarray:
-        return np.stack([self.known[p][1] for p in paths]) if paths else np.zeros((0, self.width))
+    def rows(self, paths: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every face of these photos: (embeddings, boxes, the index of each one's photo)."""
+        faces = [self.known[p][1] for p in paths]
+        emb = [np.zeros((0, self.width), np.float32)] + [e for e, _ in faces]
+        boxes = [np.zeros((0, 4), np.float32)] + [b for _, b in faces]
+        owner = np.repeat(np.arange(len(paths)), [len(e) for e, _ in faces]).astype(np.int64)
+        return np.concatenate(emb), np.concatenate(boxes), owner
 
     def save(self, paths: list[str]) -> None:
         """The table of these photos (those no longer listed are dropped), if it changed."""
@@ -74,11 +82,14 @@ class FolderCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             new = not self.path.exists()
+            emb, boxes, _ = self.rows(paths)
             with atomic.atomic_open(self.path, "wb") as f:
                 np.savez(f, paths=np.array(paths, dtype=str),
                          sizes=np.array([self.known[p][0][0] for p in paths], np.int64),
                          mtimes=np.array([self.known[p][0][1] for p in paths], np.int64),
-                         embeddings=self.rows(paths).astype(np.float32))  # fmt: skip
+                         counts=np.array([len(self.known[p][1][0]) for p in paths], np.int64),
+                         embeddings=emb.astype(np.float32),
+                         boxes=boxes.astype(np.float32))  # fmt: skip
             if new:  # a folder searched for the first time: tables of others, long unused, go
                 prune(self.path.parent, keep=self.path)
         except OSError:
