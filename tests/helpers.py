@@ -143,3 +143,16 @@ def embedded_library(db: Path, emb, threshold: float = 0.19, photo=None):
                         usable=True, embedding=e)  # fmt: skip
             store.insert_faces(lib.con, ids[ph], [face])
     return lib
+
+
+def side_by_side(out: Path, *photos: Path) -> Path:
+    """One group photo: the photos in a row on a grey ground, a margin round each face."""
+    ims = [Image.open(p).convert("RGB") for p in photos]
+    row = Image.new("RGB", (sum(i.width + 80 for i in ims), max(i.height for i in ims) + 80),
+                    (120, 120, 120))  # fmt: skip
+    x = 40
+    for im in ims:
+        row.paste(im, (x, 40))
+        x += im.width + 80
+    row.save(out)
+    return out

@@ -13,6 +13,7 @@ from PIL import Image
 
 import facetrain
 from conftest import BBT, need
+from helpers import side_by_side
 
 pytestmark = need(BBT)
 REF = BBT / "reference"
@@ -277,29 +278,24 @@ def test_compare_finds_a_person_among_the_faces_of_a_group_photo(fr, tmp_path):
     assert v["distance"] == pytest.approx(amy["distance"], abs=1e-5)
 
 
-def _side_by_side(paths, out):
-    """A group photo made of portraits side by side (160 px high, a gap between)."""
-    ims = [Image.open(p).convert("RGB") for p in paths]
-    ims = [im.resize((round(im.width * 160 / im.height), 160)) for im in ims]
-    canvas = Image.new("RGB", (sum(im.width + 40 for im in ims) + 40, 240), (120, 120, 120))
-    x = 40
-    for im in ims:
-        canvas.paste(im, (x, 40))
-        x += im.width + 40
-    canvas.save(out)
-    return out
-
-
 def test_find_in_a_folder_looks_at_every_face_of_a_group_photo(fr, tmp_path):
     """`find` in a folder compared the face looked for with each photo's central face only:
     a group photo with Amy at its side was not found. Now every face of every photo is
     compared, the photo found by its nearest face, that face named."""
     folder = tmp_path / "photos"
     folder.mkdir()
-    side = _side_by_side([REF / "amy" / "amy3.png", REF / "sheldon" / "sheldon1.png",
-                          REF / "raj" / "raj1.png"], folder / "amy_at_the_side.jpg")  # fmt: skip
-    middle = _side_by_side([REF / "penny" / "penny1.png", REF / "amy" / "amy2.png",
-                            REF / "howard" / "howard1.png"], folder / "between.jpg")  # fmt: skip
+    side = side_by_side(
+        folder / "amy_at_the_side.jpg",
+        REF / "amy" / "amy3.png",
+        REF / "sheldon" / "sheldon1.png",
+        REF / "raj" / "raj1.png",
+    )
+    middle = side_by_side(
+        folder / "between.jpg",
+        REF / "penny" / "penny1.png",
+        REF / "amy" / "amy2.png",
+        REF / "howard" / "howard1.png",
+    )
     for who in ("leonard", "bernadette"):
         shutil.copy(REF / who / f"{who}1.png", folder / f"{who}.png")
     assert len(fr.faces(str(side))) == 3 and len(fr.faces(str(middle))) == 3

@@ -17,7 +17,7 @@ from facetrain.cli import app
 from facetrain.data.packed import pack
 from facetrain.inference.saved import open_model
 from facetrain.train.loop import train
-from helpers import lfw_style, make_faces, small_cfg, write_bin_and_pairs
+from helpers import lfw_style, make_faces, side_by_side, small_cfg, write_bin_and_pairs
 
 runner = CliRunner()
 
@@ -171,19 +171,6 @@ def test_classify_names_known_people_and_refuses_strangers(trained, tmp_path):
     assert "another model or preprocessing" in msg
 
 
-def _side_by_side(out: Path, *photos: Path) -> Path:
-    """One group photo: the photos in a row on a grey ground, a margin round each face."""
-    ims = [Image.open(p).convert("RGB") for p in photos]
-    row = Image.new("RGB", (sum(i.width + 80 for i in ims), max(i.height for i in ims) + 80),
-                    (120, 120, 120))  # fmt: skip
-    x = 40
-    for im in ims:
-        row.paste(im, (x, 40))
-        x += im.width + 80
-    row.save(out)
-    return out
-
-
 @need(BBT)
 def test_classify_answers_every_face_of_a_group_photo(tmp_path):
     """Issue 28 (4): predict names each face of a group photo, a stranger stays unknown;
@@ -192,10 +179,10 @@ def test_classify_answers_every_face_of_a_group_photo(tmp_path):
     ref, known = BBT / "reference", tmp_path / "known"
     for who in ("amy", "penny", "sheldon", "howard"):
         shutil.copytree(ref / who, known / who, ignore=shutil.ignore_patterns(f"{who}5.png"))
-    _side_by_side(
+    side_by_side(
         known / "penny" / "party.jpg", ref / "raj" / "raj1.png", ref / "penny" / "penny5.png"
     )
-    _side_by_side(
+    side_by_side(
         known / "amy" / "strangers.jpg", ref / "raj" / "raj2.png", ref / "stuart" / "stuart1.png"
     )
     clf = tmp_path / "clf.npz"
@@ -203,7 +190,7 @@ def test_classify_answers_every_face_of_a_group_photo(tmp_path):
     assert "learnt from face 2 of 2" in out and "party.jpg" in out
     assert "refused" in out and "strangers.jpg" in out and "none like amy" in out
 
-    group = _side_by_side(tmp_path / "group.jpg", ref / "sheldon" / "sheldon5.png",
+    group = side_by_side(tmp_path / "group.jpg", ref / "sheldon" / "sheldon5.png",
                           ref / "stuart" / "stuart2.png", ref / "amy" / "amy5.png")  # fmt: skip
     out = cli("classify", "predict", clf, group, "--json", tmp_path / "p.json")
     p = sorted(json.loads((tmp_path / "p.json").read_text()), key=lambda r: r["box"][0])
@@ -211,7 +198,7 @@ def test_classify_answers_every_face_of_a_group_photo(tmp_path):
     assert all(len(r["box"]) == 4 for r in p) and [r["face"] for r in p] != [0, 0, 0]
     assert "rule:" in out and f"{p[0]['threshold']:.3f}" in out
     # one person is named on one face of a photo at most, as the library names a photo
-    twice = _side_by_side(tmp_path / "twice.jpg", ref / "amy" / "amy5.png",
+    twice = side_by_side(tmp_path / "twice.jpg", ref / "amy" / "amy5.png",
                           ref / "amy" / "amy5.png")  # fmt: skip
     cli("classify", "predict", clf, twice, "--json", tmp_path / "t.json")
     t = json.loads((tmp_path / "t.json").read_text())

@@ -132,7 +132,8 @@ class Recognizer:
         v = verdict(d, self.threshold, self.model.pre.sure_below)
         return {"verified": v["same"], "sure": v["sure"], "distance": d,
                 "threshold": self.threshold, "sure_below": self.model.pre.sure_below,
-                "face_a": which_face(photos[0], fa), "face_b": which_face(photos[1], fb),
+                "face_a": which_face(fa, len(photos[0].boxes), photos[0].boxes[fa]),
+                "face_b": which_face(fb, len(photos[1].boxes), photos[1].boxes[fb]),
                 "model": self.model.source}  # fmt: skip
 
     def find(self, image: ImageLike, folder: str | os.PathLike) -> list[dict]:
@@ -157,10 +158,11 @@ class Recognizer:
         for k in np.flatnonzero(hit[0]):
             if owner[k] not in best or d[0, k] < d[0, best[owner[k]]]:
                 best[owner[k]] = int(k)
+        first = np.searchsorted(owner, np.arange(len(paths)))  # each photo's first face
         of = np.bincount(owner, minlength=len(paths))
-        hits = [(float(d[0, k]), paths[i], _face_of(k, owner, of[i], boxes))
-                for i, k in best.items()]  # fmt: skip
-        return [{"path": p, "distance": x, "face": f} for x, p, f in sorted(hits, key=_first)]
+        hits = sorted((float(d[0, k]), paths[i], which_face(k - first[i], of[i], boxes[k]))
+                      for i, k in best.items())  # fmt: skip
+        return [{"path": p, "distance": x, "face": f} for x, p, f in hits]
 
     def folder_faces(self, folder: Path, paths: list[str]):
         """Every face of a folder's photos, as `compare` reads a photo — (embeddings, boxes,
@@ -193,19 +195,6 @@ class Recognizer:
 
         pre = asdict(self.model.pre)
         return model_hash(self.model) + json.dumps({k: pre[k] for k in EMBEDDING_FIELDS})
-
-
-def _first(hit: tuple):
-    return hit[0]
-
-
-def _face_of(k: int, owner: np.ndarray, count: int, boxes: np.ndarray) -> dict | None:
-    """Which face of its photo face k is (None: the photo's only face)."""
-    if count == 1:
-        return None
-    box = boxes[k]
-    return {"face": int(k - np.searchsorted(owner, owner[k])) + 1, "of": int(count),
-            "box": None if np.isnan(box).any() else [round(float(v), 1) for v in box]}  # fmt: skip
 
 
 FIND_STEP = 32  # photos `find` decodes at a time

@@ -76,9 +76,13 @@ def compare(model, images: list[str], threshold: float | None = None, align: str
     for (i, j), (fi, fj) in nearest.items():
         d = float(matrix[i, j])
         c.pairs.append({"a": usable[i].path, "b": usable[j].path, "distance": d,
-                        **verdict(d, thr, pre.sure_below), "face_a": which_face(usable[i], fi),
-                        "face_b": which_face(usable[j], fj)})  # fmt: skip
+                        **verdict(d, thr, pre.sure_below), "face_a": _face(usable[i], fi),
+                        "face_b": _face(usable[j], fj)})  # fmt: skip
     return c
+
+
+def _face(photo, k: int) -> dict | None:
+    return which_face(k, len(photo.boxes), photo.boxes[k])
 
 
 def nearest_faces(photos: list, distance: str) -> tuple[dict, np.ndarray]:
@@ -97,10 +101,11 @@ def nearest_faces(photos: list, distance: str) -> tuple[dict, np.ndarray]:
     return nearest, matrix
 
 
-def which_face(photo, k: int) -> dict | None:
-    """Which face of a photo of several (None: its only face)."""
-    if len(photo.boxes) == 1:
+def which_face(k: int, count: int, box) -> dict | None:
+    """Face k (from 0) of a photo of `count` faces, with its box (None or NaN: an image
+    taken whole), as results name it; None for a photo's only face."""
+    if count == 1:
         return None
-    box = photo.boxes[k]
-    return {"face": k + 1, "of": len(photo.boxes),
-            "box": None if box is None else [round(float(v), 1) for v in box]}  # fmt: skip
+    whole = box is None or not np.isfinite(np.asarray(box, float)).all()
+    return {"face": int(k) + 1, "of": int(count),
+            "box": None if whole else [round(float(v), 1) for v in box]}  # fmt: skip
