@@ -626,7 +626,7 @@ def test_same_person_views_read_the_stacks_again_only_after_a_change(tmp_path, m
     assert view(pids[0]) == first and len(reads) == 3 + 4
 
 
-def test_who_is_this_names_a_new_photo_and_keeps_nothing(people_library, monkeypatch):
+def test_who_is_this_names_a_new_photo_and_keeps_nothing(people_library, monkeypatch, tmp_path):
     """Who is this? on the page: a photo from the owner's computer, its faces named by the
     rule `library identify` uses — in the API and in headless Chromium under the page's own
     CSP. Nothing of it is kept (no temporary file, no new photo in the library); a file
@@ -710,6 +710,12 @@ def test_who_is_this_names_a_new_photo_and_keeps_nothing(people_library, monkeyp
             sync_api.expect(page.locator("#whosec")).to_be_visible()
             sync_api.expect(page.locator(".wbox span")).to_have_text(["Amy"])
             assert page.locator("#people").is_hidden() and not errors, errors
+            # a phone's HEIC: named here though the browser cannot show it; it says so
+            Image.open(new).convert("RGB").save(tmp_path / "IMG_0001.HEIC", quality=95)
+            page.locator("#whofile").set_input_files(str(tmp_path / "IMG_0001.HEIC"))
+            sync_api.expect(page.locator("#whonote")).to_contain_text("cannot show")
+            sync_api.expect(page.locator("#wholist li")).to_have_text(["Amy"])
+            assert page.locator("#whobox").is_hidden()
             browser.close()
     finally:
         server.should_exit = True

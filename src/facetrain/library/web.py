@@ -554,6 +554,11 @@ async function whoIsThis(file) {  // the photo's faces named; it stays on this c
   $("#people").classList.add("hidden"); $("#person").classList.add("hidden");
   $("#whosec").classList.remove("hidden");
   URL.revokeObjectURL($("#whoimg").src);
+  $("#whobox").classList.remove("hidden");
+  $("#whoimg").onerror = () => {  // HEIC, say: read here, not shown by every browser
+    $("#whobox").classList.add("hidden");
+    $("#whonote").textContent = "this browser cannot show this photo; its faces are below";
+  };
   $("#whoimg").src = URL.createObjectURL(file);
   const [w, h] = j.size, f = j.faces;
   const named = f.filter(x => x.name !== "unknown").length;
