@@ -6,7 +6,8 @@ population, most different people of it fall under that threshold too (the defau
 "same", and mark it unsure above `sure_below`: the largest distance under which at most 1%
 of different people's pairs lie on every set measured here.
 
-Every face of each set (each image's face found and aligned, as `compare` does), all pairs:
+The figures are `evaluate.populations`'s, as `facetrain eval-populations` prints them for
+any folders. Every face of each set (each image's face found and aligned), all pairs:
 
     .venv/bin/python bench/sure_threshold.py pretrained:dlib_resnet [--sets NAME ...]
 
@@ -19,7 +20,6 @@ beyond doubt (under sure_below) and at all (under the threshold); last, the valu
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import time
@@ -35,19 +35,10 @@ SETS = {
     "lfw-60": lfw_library,
     "mini-train-family": family,
 }
-FAR = 0.01
 
 
-def pairs(emb: np.ndarray, truth: np.ndarray, distance: str) -> tuple[np.ndarray, np.ndarray]:
-    """Every pair's distance and whether it is one person."""
-    from facetrain.distances import distance_matrix
-
-    iu = np.triu_indices(len(emb), 1)
-    return distance_matrix(emb, emb, distance)[iu], (truth[:, None] == truth[None, :])[iu]
-
-
-def under(d: np.ndarray, limit: float | None) -> str:
-    return "–" if limit is None else f"{(d < limit).mean():.2%}"
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2%}"
 
 
 def embed(fm, listing: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +51,7 @@ def embed(fm, listing: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main() -> None:
+    from facetrain.evaluate.populations import FAR, figures, sure_below_of
     from facetrain.inference.saved import open_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -73,27 +65,24 @@ def main() -> None:
     print("| set | faces | different under threshold | under sure_below | distance at FAR 1% "
           "| same pairs under sure_below | under threshold | s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
-    at_far, every = {}, []
+    sets, every = [], []
     for name in args.sets:
         t0 = time.time()
         e, truth = embed(fm, SETS[name]())
         every.append((e, np.char.add(f"{name}/", truth)))
-        d, same = pairs(e, truth, dist)
-        at_far[name] = float(np.quantile(d[~same], FAR))
-        print(f"| {name} | {len(e)} | {(d[~same] < thr).mean():.2%} | {under(d[~same], sure)} "
-              f"| {at_far[name]:.3f} | {under(d[same], sure)} | {(d[same] < thr).mean():.1%} "
-              f"| {time.time() - t0:.0f} |", flush=True)  # fmt: skip
-    d, same = pairs(np.concatenate([x for x, _ in every]),
-                    np.concatenate([t for _, t in every]), dist)  # fmt: skip
-    print(f"| mixed (every set, across sets too) | {sum(len(x) for x, _ in every)} | "
-          f"{(d[~same] < thr).mean():.2%} | {under(d[~same], sure)} | "
-          f"{np.quantile(d[~same], FAR):.3f} | {under(d[same], sure)} | "
-          f"{(d[same] < thr).mean():.1%} | |")  # fmt: skip
-    worst = min(at_far, key=at_far.get)
-    print(
-        f"sure_below to record: {math.floor(at_far[worst] * 1000) / 1000:.3f} "
-        f"(FAR {FAR:.0%} on {worst}, the most crowded set)"
-    )
+        sets.append(figures(name, e, truth, dist, thr, sure))
+        row(sets[-1], f"{time.time() - t0:.0f}")
+    mixed = figures("mixed (every set, across sets too)", np.concatenate([x for x, _ in every]),
+                    np.concatenate([t for _, t in every]), dist, thr, sure)  # fmt: skip
+    row(mixed, "")
+    value, worst = sure_below_of(sets)
+    print(f"sure_below to record: {value:.3f} (FAR {FAR:.0%} on {worst}, the most crowded set)")
+
+
+def row(f, seconds: str) -> None:
+    print(f"| {f.name} | {f.faces} | {pct(f.far_at_threshold)} | {pct(f.far_at_sure)} "
+          f"| {f.distance_at_far:.3f} | {pct(f.same_at_sure)} | {pct(f.same_at_threshold)} "
+          f"| {seconds} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

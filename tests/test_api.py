@@ -307,3 +307,21 @@ def test_find_in_a_folder_looks_at_every_face_of_a_group_photo(fr, tmp_path):
     assert [h["distance"] for h in hits] == sorted(h["distance"] for h in hits)
     again = fr.find(REF / "amy" / "amy5.png", folder)  # from the cache: the same answer
     assert again == hits
+
+
+@need(EAST_ASIAN)
+def test_the_default_models_sure_below_is_what_eval_populations_measures(tmp_path):
+    """The sure_below shipped in the default model's record is the one `eval-populations`
+    measures on the East-Asian faces, most of whose strangers' pairs fall under the model's
+    threshold: a change to detection, alignment or the model shows here."""
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+    from facetrain.inference.pretrained import SURE_BELOW
+
+    out = tmp_path / "p.json"
+    r = CliRunner().invoke(app, ["eval-populations", str(EAST_ASIAN), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    got = json.loads(out.read_text())
+    assert got["sure_below"] == SURE_BELOW["dlib_resnet"][0], got
+    assert got["sets"][0]["far_at_threshold"] > 0.9 and got["sets"][0]["far_at_sure"] <= 0.01

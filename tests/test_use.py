@@ -294,3 +294,31 @@ def test_raw_photos_are_aligned_like_the_models_training_faces(trained):
     same = [np.abs(x.astype(float) - y).mean() for x, y in zip(a, b)]
     other = [np.abs(a[i].astype(float) - b[(i + 1) % len(b)]).mean() for i in range(len(a))]
     assert np.median(same) < 12.0 and np.median(same) < 0.2 * np.median(other), (same, other)
+
+
+def test_eval_populations_measures_and_records_a_models_sure_below(trained, tmp_path):
+    """A model a user trains has no sure_below: `eval-populations` measures it on folders
+    of identities (the 1% of different people's pairs, the most crowded folder's), and
+    `--record` writes it into the model, so that `compare` marks an unsure "same"."""
+    import math
+
+    from facetrain.distances import distance_matrix
+
+    run, faces = tmp_path / "run", trained["faces"]
+    shutil.copytree(trained["run"], run)  # the module's run stays as it was
+    assert open_model(run).pre.sure_below is None
+    out = cli("eval-populations", run, faces, "--record", "--json", tmp_path / "p.json")
+    r = json.loads((tmp_path / "p.json").read_text())
+    cli("embed", run, faces, "--out", tmp_path / "e.npz")  # the same faces, measured here
+    z = np.load(tmp_path / "e.npz")
+    d = distance_matrix(z["embeddings"], z["embeddings"], open_model(run).pre.distance)
+    iu = np.triu_indices(len(d), 1)
+    other = (z["labels"][:, None] != z["labels"][None, :])[iu]
+    assert r["sure_below"] == math.floor(np.quantile(d[iu][other], 0.01) * 1000) / 1000
+    assert "recorded in" in out and open_model(run).pre.sure_below == r["sure_below"]
+    imgs = [faces / "id1" / "0.jpg", faces / "id1" / "5.jpg", faces / "id2" / "0.jpg"]
+    cli("compare", run, *imgs, "--json", tmp_path / "c.json")
+    pairs = json.loads((tmp_path / "c.json").read_text())["pairs"]
+    assert all(p["sure"] is not None for p in pairs)  # measured now: each "same" says how sure
+    refused = cli_fails("eval-populations", "pretrained:dlib_resnet", faces, "--record")
+    assert "--record writes into a facetrain weights file" in refused

@@ -18,7 +18,7 @@ STAGES = ("prepare", "train", "evaluate", "use", "library")  # the order `--help
 COMMANDS = {  # each top-level command or group, and the stage module that registers it
     **dict.fromkeys(("stats", "align", "prune", "split", "msceleb", "rewarp", "pack"), "prepare"),
     **dict.fromkeys(("train", "models"), "train"),
-    **dict.fromkeys(("eval", "plot", "report", "plot-embeddings"), "evaluate"),
+    **dict.fromkeys(("eval", "eval-populations", "plot", "report", "plot-embeddings"), "evaluate"),
     **dict.fromkeys(("embed", "compare", "export", "filter", "classify", "import"), "use"),
     "library": "library",
 }

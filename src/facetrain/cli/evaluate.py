@@ -95,6 +95,88 @@ def _show(name: str, r: dict) -> None:
         console.print(f"  skipped {path}: {why}", style="yellow", highlight=False)
 
 
+@app.command("eval-populations")
+def eval_populations(
+    args: Annotated[list[str], typer.Argument(
+        help="[MODEL] then folders of identities, one a population (say, your family's).",
+        metavar="[MODEL] FOLDER...")],
+    record: Annotated[bool, typer.Option(
+        help="Write the sure_below found into the model (a run folder or .safetensors), "
+        "for compare and verify.")] = False,
+    align: AlignOpt = "auto",
+    device: DeviceOpt = "cpu",
+    workers: WorkersOpt = 0,
+    json_out: JsonOut = None,
+) -> None:  # fmt: skip
+    """How the model's "same person" holds on each population: every pair of faces of each
+    folder — different people under the threshold, the distance at 1% of them — and the
+    sure_below that holds on all (`compare` marks a "same" above it unsure)."""
+    from facetrain.evaluate.populations import FAR, figures, sure_below_of
+    from facetrain.inference.saved import split_model
+
+    name, folders = split_model(args)
+    if not folders:
+        fail("give folders of identities, one a population")
+    weights = _weights_file(name) if record else None
+    fm = open_model_arg(name, device)
+    pre = fm.pre
+    if pre.threshold is None:
+        fail(f"{fm.source} has no calibrated threshold to measure")
+    sets = []
+    for folder in folders:
+        t = embed_data(fm, [folder], align, device, workers)
+        try:
+            sets.append(figures(folder, t.embeddings, t.labels, pre.distance, pre.threshold,
+                                pre.sure_below))  # fmt: skip
+        except ValueError as e:
+            fail(str(e))
+        _show_population(sets[-1])
+    value, worst = sure_below_of(sets)
+    console.print(f"sure_below: {value:.3f} ({FAR:.0%} of different people's pairs on {worst}, "
+                  f"the most crowded; the model's now: {pre.sure_below})",
+                  highlight=False)  # fmt: skip
+    if weights is not None:
+        _record_sure_below(weights, value, worst, sets)
+    write_json(json_out, {"sure_below": value, "from": worst,
+                          "sets": [vars(f) for f in sets]})  # fmt: skip
+
+
+def _show_population(f) -> None:
+    def pct(x):
+        return "–" if x is None else f"{x:.1%}"
+
+    console.print(f"{f.name}: {f.faces} faces; different people under the threshold "
+                  f"{pct(f.far_at_threshold)}, under sure_below {pct(f.far_at_sure)}; 1% of "
+                  f"them under {f.distance_at_far:.3f}; same-person pairs \"same\" "
+                  f"{pct(f.same_at_sure)} / \"same?\" or \"same\" {pct(f.same_at_threshold)}",
+                  highlight=False)  # fmt: skip
+
+
+def _weights_file(model: str | None) -> Path:
+    """The facetrain weights file --record writes into, or a clear error."""
+    from facetrain.run_folder import WEIGHTS
+
+    path = Path(model) / WEIGHTS if model and Path(model).is_dir() else Path(model or "")
+    if path.suffix != ".safetensors" or not path.is_file():
+        fail("--record writes into a facetrain weights file: give a run folder or a "
+             ".safetensors (pretrained models carry their own)")  # fmt: skip
+    return path
+
+
+def _record_sure_below(path: Path, value: float, worst: str, sets) -> None:
+    """The model's record given the sure_below measured, its weights as they were."""
+    import dataclasses
+
+    from facetrain.inference.record import load_weights, save_model
+
+    net, pre = load_weights(path)
+    where = ", ".join(Path(f.name).name for f in sets)
+    save_model(path, net, dataclasses.replace(pre, sure_below=value, sure_source=(
+        f"measured on {where} (facetrain eval-populations): 1% of different people's pairs "
+        f"under {value:.3f} on {Path(worst).name}")))  # fmt: skip
+    console.print(f"recorded in {path}")
+
+
 @app.command()
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (several: one figure).")],

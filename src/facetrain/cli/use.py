@@ -116,8 +116,8 @@ def compare(
         )
     elif c.sure_below is None and any(p["same"] for p in c.pairs):
         console.print("same: by the threshold alone; this model was not measured on other "
-                      "populations, where it may crowd faces (bench/sure_threshold.py)",
-                      style="yellow")  # fmt: skip
+                      "populations, where it may crowd faces (`facetrain eval-populations "
+                      "MODEL FOLDER... --record` measures it)", style="yellow")  # fmt: skip
     write_json(json_out, c.as_dict())
 
 

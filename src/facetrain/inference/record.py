@@ -49,7 +49,7 @@ class Preprocess:
     threshold_source: str = ""
     # "same person" beyond doubt below it: where different people are at most 1% of pairs
     # on every population measured (None: not measured); between it and the threshold the
-    # model crowds some populations (bench/sure_threshold.py)
+    # model crowds some populations (`facetrain eval-populations`, evaluate/populations.py)
     sure_below: float | None = None
     sure_source: str = ""
 
