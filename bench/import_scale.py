@@ -33,17 +33,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from library_scale import synthetic  # noqa: E402
 
+BENCH_MODEL = ({"distance": "squared_l2", "threshold": 1.0}, "bench", "bench")
 
-def build(db: Path, faces: int, named: int, groups: int) -> list:
-    """The library; the group photos' (photo id, names listed)."""
+
+def build(db: Path, faces: int, named: int, groups: int, model: tuple = BENCH_MODEL) -> list:
+    """The library; the group photos' (photo id, names listed). `model`: the record,
+    source and weights' hash it says its faces come from."""
     from facetrain.library import store
     from facetrain.library.library import Library
 
     emb, label, _ = synthetic(faces)
     rng = np.random.default_rng(3)
     with Library(db, create=True) as lib, store.transaction(lib.con):
-        pre = {"distance": "squared_l2", "threshold": 1.0}
-        store.check_model(lib.con, pre, "bench", str(db), "bench")
+        pre, source, digest = model
+        store.check_model(lib.con, pre, source, str(db), digest)
         people = {}
         for k in range(named):
             people[k] = store.new_person(lib.con)

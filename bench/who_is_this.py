@@ -25,30 +25,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from import_scale import _photo  # noqa: E402
-from library_scale import synthetic  # noqa: E402
+import import_scale  # noqa: E402
 
 PHOTO = Path(__file__).resolve().parents[2] / "shared/datasets/photos/bbt/reference/amy/amy5.png"
 ORIGIN = "http://127.0.0.1:8765"
 
 
 def build(db: Path, faces: int, named: int) -> None:
+    """import_scale's library, no group photos, under the default model's record."""
     from facetrain.inference.compiled import open_for_use
     from facetrain.inference.pretrained import DEFAULT
-    from facetrain.library import store
-    from facetrain.library.library import Library
 
-    emb, label, _ = synthetic(faces)
-    pre = asdict(open_for_use(DEFAULT).pre)
-    with Library(db, create=True) as lib, store.transaction(lib.con):
-        store.check_model(lib.con, pre, DEFAULT, str(db))
-        people = {k: store.new_person(lib.con) for k in range(named)}
-        for k, pid in people.items():
-            store.name_person(lib.con, pid, f"person {k}")
-        for i, (e, k) in enumerate(zip(emb, label)):
-            fid = _photo(lib.con, f"/bench/{i}.jpg", [e])[1][0]
-            if int(k) in people:
-                store.assign(lib.con, [(people[int(k)], fid)], confirmed=1)
+    import_scale.build(db, faces, named, 0, (asdict(open_for_use(DEFAULT).pre), DEFAULT, None))
 
 
 def requests(db: Path, n: int, kept: bool) -> tuple[float, list[float], list]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from facetrain.distances import distance_matrix
 from facetrain.inference.embedder import Face, FaceEmbedder
-from facetrain.use.compare import nearest_faces, verdict, which_face
+from facetrain.use.compare import face_of, nearest_faces, verdict, which_face
 from facetrain.use.embeddings import PhotoFaces, every_face
 
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray
@@ -132,8 +132,7 @@ class Recognizer:
         v = verdict(d, self.threshold, self.model.pre.sure_below)
         return {"verified": v["same"], "sure": v["sure"], "distance": d,
                 "threshold": self.threshold, "sure_below": self.model.pre.sure_below,
-                "face_a": which_face(fa, len(photos[0].boxes), photos[0].boxes[fa]),
-                "face_b": which_face(fb, len(photos[1].boxes), photos[1].boxes[fb]),
+                "face_a": face_of(photos[0], fa), "face_b": face_of(photos[1], fb),
                 "model": self.model.source}  # fmt: skip
 
     def find(self, image: ImageLike, folder: str | os.PathLike) -> list[dict]:

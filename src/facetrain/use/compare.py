@@ -76,12 +76,13 @@ def compare(model, images: list[str], threshold: float | None = None, align: str
     for (i, j), (fi, fj) in nearest.items():
         d = float(matrix[i, j])
         c.pairs.append({"a": usable[i].path, "b": usable[j].path, "distance": d,
-                        **verdict(d, thr, pre.sure_below), "face_a": _face(usable[i], fi),
-                        "face_b": _face(usable[j], fj)})  # fmt: skip
+                        **verdict(d, thr, pre.sure_below), "face_a": face_of(usable[i], fi),
+                        "face_b": face_of(usable[j], fj)})  # fmt: skip
     return c
 
 
-def _face(photo, k: int) -> dict | None:
+def face_of(photo, k: int) -> dict | None:
+    """Which face of a `PhotoFaces` face k is, as results name it (`which_face`)."""
     return which_face(k, len(photo.boxes), photo.boxes[k])
 
 
