@@ -23,6 +23,7 @@ from facetrain.cli import app
 from facetrain.inference.record import Preprocess, save_model
 from facetrain.library.cluster import agglomerate
 from facetrain.library.evaluate import scores
+from facetrain.library.library import Library
 from facetrain.models import create_model
 from helpers import make_model
 
@@ -841,3 +842,46 @@ def test_identify_in_a_library_not_scanned_yet_says_to_scan_first(tmp_path):
     lib = Library(tmp_path / "lib.db", create=True)
     with lib, pytest.raises(LibraryError, match="holds no faces yet.*library scan"):
         lib.identify([photo])
+
+
+def test_scan_with_no_folder_looks_for_new_photos_in_every_folder_it_holds(photos, tmp_path):
+    """`library scan` with no folder: every folder scanned into the library (one inside
+    another is that one) is scanned again, new photos found. A folder not there, or
+    listing no photo while the library holds some from it (a drive not mounted), is left
+    as it was, saying so: nothing is forgotten. The photos are never touched."""
+    model, db = make_model(tmp_path / "m.safetensors"), tmp_path / "lib.db"
+    card = tmp_path / "card"
+    card.mkdir()
+    shutil.copy(BBT / "reference" / "sheldon" / "sheldon1.png", card)
+    assert "no library here yet" in cli_fails("library", "scan", "--db", db)
+    assert not db.exists()
+    for folder in (photos / "amy", card, photos, photos / "group"):
+        cli("library", "scan", folder, "--db", db, "--model", model)
+    with Library(db) as lib:
+        assert lib.folders() == sorted([str(photos), str(card)])
+    before = tree_hash(photos)
+    shutil.copy(BBT / "reference" / "amy" / "amy4.png", photos / "amy")
+    shutil.copy(BBT / "reference" / "sheldon" / "sheldon2.png", card)
+    report = tmp_path / "r.json"
+    out = cli("library", "scan", "--db", db, "--json", report)
+    rows = {r["folder"]: r for r in json.loads(report.read_text())["folders"]}
+    assert {f: (r["new"], r["unchanged"]) for f, r in rows.items()} == {
+        str(photos): (1, 12), str(card): (1, 1)}, out  # fmt: skip
+    assert f"looking for new photos in {card}" in out.replace("\n", "")
+    kept = faces_table(db)
+    assert any(p.endswith("sheldon2.png") for p, *_ in kept)
+    shutil.move(card, tmp_path / "unplugged")
+    out = cli("library", "scan", "--db", db, "--json", report)
+    assert "not there now" in out and faces_table(db) == kept
+    card.mkdir()  # the mount point of a drive not mounted: there, and empty
+    out = cli("library", "scan", "--db", db, "--json", report)
+    assert "lists no photo now" in out and faces_table(db) == kept
+    assert json.loads(report.read_text())["folders"][-1] == {
+        "folder": str(card), "left": "lists no photo now (a drive not mounted?)"}  # fmt: skip
+    assert tree_hash(photos) != before  # the new photo, and nothing else changed:
+    (photos / "amy" / "amy4.png").unlink()
+    assert tree_hash(photos) == before
+    with sqlite3.connect(db) as con:  # a library made before it remembered its folders
+        con.execute("DELETE FROM meta WHERE key = 'folders'")
+    con.close()
+    assert "remembers no folder yet" in cli_fails("library", "scan", "--db", db)

@@ -720,3 +720,82 @@ def test_who_is_this_names_a_new_photo_and_keeps_nothing(people_library, monkeyp
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_look_for_new_photos_from_the_page(library, photos, monkeypatch):
+    """Look for new photos: the library's folders scanned again in the server's own
+    thread, the page told how far it is (photos done of how many, time left) while its
+    views go on and its changes wait (409); then the new photo's face is in the library.
+    Other sites cannot start it; in headless Chromium the button does the same."""
+    from facetrain.library import web
+    from facetrain.library.library import Library
+
+    def count() -> int:
+        with Library(library, lock=False) as lib:
+            return lib.con.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+
+    paused, go = threading.Event(), threading.Event()
+    real = web.ScanAgain._progress
+
+    def first_photo_waits(self, done, total):  # the real scan, held after its first photo
+        real(self, done, total)
+        paused.set()
+        go.wait(30)
+
+    monkeypatch.setattr(web.ScanAgain, "_progress", first_photo_waits)
+    api, photos_before = local_client(library), count()
+    assert api.get("/api/scan").json() == {"running": False}
+    shutil.copy(photos / "amy" / "amy1.png", photos / "amy" / "amy1-copy.jpg")
+    Image.open(photos / "penny" / sorted(os.listdir(photos / "penny"))[0]).transpose(
+        Image.Transpose.FLIP_LEFT_RIGHT).save(photos / "penny" / "new.png")  # fmt: skip
+    foreign = api.post("/api/scan", headers={"Origin": "http://evil.example"})
+    assert foreign.status_code == 403 and not paused.is_set()
+    assert api.post("/api/scan").json() == {"message": "looking for new photos"}
+    assert paused.wait(60)
+    state = api.get("/api/scan").json()
+    assert state["running"] and state["folder"] == str(photos) and state["folders"] == [1, 1]
+    assert (state["done"], state["total"]) == (1, photos_before + 2) and state["eta_s"] >= 0
+    assert api.post("/api/scan").json() == {"message": "already looking for new photos"}
+    stack = api.get("/api/people").json()[0]["id"]  # views go on; changes wait
+    r = api.post(f"/api/stacks/{stack}/name", json={"name": "Penny"})
+    assert r.status_code == 409 and "looking for new photos" in r.json()["detail"]
+    go.set()
+    for _ in range(600):
+        state = api.get("/api/scan").json()
+        if not state["running"]:
+            break
+        time.sleep(0.1)
+    said = "looked in 1 folder: 1 new photos, 1 copies of photos it holds; 1 faces found: "
+    assert not state["running"] and state["message"].startswith(said), state
+    assert count() == photos_before + 2
+    with Library(library, lock=False) as lib:  # the new face stacked: with others or alone
+        sql = "SELECT f.person_id FROM faces f JOIN photos p ON p.id = f.photo_id WHERE p.path = ?"
+        placed = lib.con.execute(sql, (str(photos / "penny" / "new.png"),)).fetchall()
+    assert len(placed) == 1 and placed[0][0] is not None
+    assert state["message"].endswith(("1 joined their people, 0 new stacks",
+                                      "0 joined their people, 1 new stacks"))  # fmt: skip
+    assert api.post(f"/api/stacks/{stack}/name", json={"name": "Penny"}).status_code == 200
+
+    chromium, sync_api = _browser()
+    monkeypatch.setattr(web.ScanAgain, "_progress", real)
+    Image.open(photos / "howard" / sorted(os.listdir(photos / "howard"))[0]).transpose(
+        Image.Transpose.FLIP_LEFT_RIGHT).save(photos / "howard" / "new.png")  # fmt: skip
+    server, thread, port = _serve(library)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator("#small").check()  # every stack here is small (threshold 1e-6)
+            page.locator(".card").first.wait_for()
+            cards = page.locator(".card").count()
+            page.locator("#look").click()
+            sync_api.expect(page.locator("#status")).to_contain_text(
+                "looked in 1 folder: 1 new photos", timeout=60_000)  # fmt: skip
+            assert page.locator("#look").is_enabled()
+            assert page.locator(".card").count() >= cards  # drawn again, the new face in it
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert count() == photos_before + 3

@@ -61,8 +61,14 @@ def _spec(spec: Path | None) -> dict | None:
 
 @library_app.command("scan")
 def library_scan(
-    photos: Annotated[Path, typer.Argument(help="Folder of photos (read only, recursively).")],
     db: DbOpt,
+    photos: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Folder of photos (read only, recursively) [every folder the "
+            "library was scanned from: look for new photos]."
+        ),
+    ] = None,
     model: ModelOpt = None,
     min_size: Annotated[
         float | None, typer.Option(help="Quality gate: face box side, px [library's; new: 40].")
@@ -98,10 +104,15 @@ def library_scan(
     json_out: JsonOut = None,
 ) -> None:
     """Find, align and embed every face; new, changed, moved and deleted photos handled."""
-    if not photos.is_dir():  # before the library file is made
+    if photos is not None and not photos.is_dir():  # before the library file is made
         fail(f"{photos}: not a folder of photos")
     if picasa_contacts is not None and not picasa_contacts.is_file():
         fail(f"{picasa_contacts}: no such file (Picasa's contacts.xml)")
+    if photos is None and not db.is_file():
+        fail(f"{db}: no library here yet; scan a folder into it first "
+             f"(`facetrain library scan FOLDER --db {db}`)")  # fmt: skip
+    picasa = (import_picasa or picasa_contacts is not None, picasa_contacts)
+    imports = {"xmp": import_xmp, "takeout": import_takeout, "picasa": picasa}
     new = not db.exists()
     try:
         with _open(db, create=True) as lib:
@@ -109,25 +120,46 @@ def library_scan(
             console.print(f"model: {fm.source}")
             quality = lib.gate_of(min_size=min_size, min_score=min_score,
                                   min_sharpness=min_sharpness)  # fmt: skip
-            rep = lib.scan(photos, fm, quality, device, workers)
-            imported = lib.import_xmp(photos) if import_xmp else None
-            google = lib.import_takeout(photos) if import_takeout else None
-            picasa = (lib.import_picasa(photos, picasa_contacts)
-                      if import_picasa or picasa_contacts else None)  # fmt: skip
+            if photos is None:
+                done = lib.scan_again(fm, quality, device, workers, on_folder=_scanning)
+            else:
+                done = [(str(photos), lib.scan(photos, fm, quality, device, workers))]
+            found = [(f, r, _imported(lib, f, imports)) for f, r in done if not isinstance(r, str)]
     except BaseException:
         if new:  # a scan that failed before recording any photo leaves no library behind
             _remove_if_empty(db)
         raise
-    _show_scan(rep, photos, db, quality)
-    if imported is not None:
-        _show_xmp(imported)
-    if picasa is not None:
-        _show_picasa(picasa)
-    if google is not None:
-        _show_takeout(google)
-    write_json(json_out, asdict(rep) | ({"xmp": imported} if imported else {})
-               | ({"picasa": picasa} if picasa else {})
-               | ({"takeout": google} if google else {}))  # fmt: skip
+    for folder, why in ((f, r) for f, r in done if isinstance(r, str)):
+        console.print(f"{folder}: {why}: its photos were left as they were", style="yellow",
+                      highlight=False)  # fmt: skip
+    for folder, rep, extra in found:
+        _show_scan(rep, folder, db, quality)
+        _show_imported(extra)
+    rows = [{"folder": f} | asdict(r) | x for f, r, x in found]
+    if photos is not None:
+        write_json(json_out, rows[0] if rows else {})
+    else:
+        write_json(json_out, {"folders": rows + [{"folder": f, "left": r} for f, r in done
+                                                 if isinstance(r, str)]})  # fmt: skip
+
+
+def _scanning(folder: str, k: int, n: int) -> None:
+    console.print(f"looking for new photos in {folder} ({k + 1} of {n} folders)", highlight=False)
+
+
+def _imported(lib, folder: str, imports: dict) -> dict:
+    """The names of other programs read from `folder`, as the scan was asked to."""
+    picasa, contacts = imports["picasa"]
+    return ({"xmp": lib.import_xmp(folder)} if imports["xmp"] else {}) | (
+        {"takeout": lib.import_takeout(folder)} if imports["takeout"] else {}) | (
+        {"picasa": lib.import_picasa(folder, contacts)} if picasa else {})  # fmt: skip
+
+
+def _show_imported(extra: dict) -> None:
+    shows = {"xmp": _show_xmp, "picasa": _show_picasa, "takeout": _show_takeout}
+    for key in ("xmp", "picasa", "takeout"):
+        if key in extra:
+            shows[key](extra[key])
 
 
 def _show_takeout(out: dict) -> None:

@@ -438,19 +438,23 @@ class Library:
         return gate if all(math.isfinite(v) and v >= 0 for v in asdict(gate).values()) else None
 
     def scan(self, photos: str | os.PathLike, model, quality=None, device: str = "cpu",
-             workers: int = 1):  # fmt: skip
+             workers: int = 1, on_progress=None, again: bool = False):  # fmt: skip
         """New, changed, moved and gone photos below `photos` brought into the library,
         judged by `quality` (which becomes the library's gate, `gate`) or the library's
-        own gate; photos searched for larger faces than the gate wants are searched again."""
+        own gate; photos searched for larger faces than the gate wants are searched again.
+        The folder is remembered (`folders`). `again`: one of those folders scanned again,
+        left as it was when it lists no photo any more (`rep.empty`: a drive not mounted)."""
         from facetrain.library.scan import Scanner, scan
 
         if not Path(photos).is_dir():
             raise LibraryError(f"{photos}: not a folder of photos")
         _check_workers(workers)
+        self._remember(os.path.abspath(photos))
         before = self._kept_gate()
         quality, regated = self.gate(**(asdict(quality) if quality is not None else {}))
         scanner = Scanner(model, quality, device)
-        rep = scan(self.con, photos, scanner, workers=workers, skip=self.files.owns)
+        rep = scan(self.con, photos, scanner, workers=workers, skip=self.files.owns,
+                   on_progress=on_progress, gone_if_empty=not again)  # fmt: skip
         rep.gate_changed, rep.regated = quality != before, regated
         if rep.removed or rep.changed:  # their faces' thumbnails go with them
             self.prune_thumbnails()
@@ -458,6 +462,42 @@ class Library:
             with contextlib.suppress(LibraryError):  # no threshold yet: `cluster` places them
                 rep.joined_stacks, rep.new_stacks = self._place_new()
         return rep
+
+    def folders(self) -> list[str]:
+        """The folders scanned into this library, for "look for new photos" (`scan_again`);
+        a folder inside another one is that one's."""
+        return json.loads(store.get_meta(self.con, "folders") or "[]")
+
+    def _remember(self, folder: str) -> None:
+        from facetrain.library.scan import within
+
+        kept = self.folders()
+        if any(within(folder, f) for f in kept):
+            return
+        kept = sorted([f for f in kept if not within(f, folder)] + [folder])
+        with store.transaction(self.con):
+            store.set_meta(self.con, "folders", json.dumps(kept))
+
+    def scan_again(self, model, quality=None, device: str = "cpu", workers: int = 1,
+                   on_folder=None, on_progress=None) -> list[tuple[str, object]]:  # fmt: skip
+        """Every folder of `folders` scanned again (`scan`): (folder, its scan report, or
+        why it was left as it was: not there now, or listing no photo while the library
+        holds some from it — a drive not mounted is no photo deleted). `on_folder(folder,
+        k, n)` before each."""
+        if not self.folders():
+            raise LibraryError(f"{self.path} remembers no folder yet: scan one by name first "
+                               f"(`facetrain library scan FOLDER --db {self.path}`)")  # fmt: skip
+        done = []
+        for k, folder in enumerate(self.folders()):
+            if on_folder is not None:
+                on_folder(folder, k, len(self.folders()))
+            if not os.path.isdir(folder):
+                done.append((folder, "not there now (moved, or a drive not mounted?)"))
+                continue
+            rep = self.scan(folder, model, quality, device, workers, on_progress, again=True)
+            done.append((folder, "lists no photo now (a drive not mounted?)" if rep.empty
+                         else rep))  # fmt: skip
+        return done
 
     def _place_new(self) -> tuple[int, int]:
         """Faces in no stack yet (a scan's new photos) join the stack they are nearest to

@@ -20,6 +20,7 @@ import json
 import os
 import stat
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +67,7 @@ class ScanReport:
     turned: int = 0  # changed photos a viewer turned or mirrored: their faces turned with them
     gate_changed: bool = False  # the library's quality gate changed with this scan
     regated: int = 0  # faces whose usable mark the changed gate changed
+    empty: bool = False  # the folder listed no photo: left as it was (gone_if_empty=False)
     problems: dict[str, str] = field(default_factory=dict)  # path -> reason
 
 
@@ -224,10 +226,14 @@ def scan(
     progress: bool | None = None,
     workers: int = 1,
     skip=lambda path: False,
+    on_progress: Callable[[int, int], None] | None = None,
+    gone_if_empty: bool = True,
 ) -> ScanReport:
     """Bring the library up to date with the photos below root. What needs analysing
     (new or changed photos) is analysed by `workers` processes; the library is written by
-    this one, a photo a transaction, in listing order."""
+    this one, a photo a transaction, in listing order. `on_progress(done, total)` after each
+    photo. `gone_if_empty=False`: a folder that lists no photo while the library holds some
+    from it (a drive not mounted) is left as it was, `rep.empty` saying so."""
     from facetrain.progress import progress_bar
 
     root = os.path.abspath(root)
@@ -236,10 +242,13 @@ def scan(
     files = list_photos(root, skip, rep.problems, unlisted)
     seen = set(files)
     known = store.photos_under(con, root)
+    if not files and known and not gone_if_empty:
+        rep.empty = True
+        return rep
     left = _Left.of([r for p, r in known.items() if p not in seen and not _below(p, unlisted)])
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(progress_bar(disable=None if progress is None else not progress))
-        task = bar.add_task("scan", total=len(files))
+        advance = _advancer(bar, len(files), on_progress)
         todo, later, pending, pool = [], [], set(), None
         smallest = scanner.quality.min_size
         for k, path in enumerate(files):
@@ -253,21 +262,38 @@ def scan(
                 if pool is None and n > 1:  # they load while the rest is listed
                     pool = stack.enter_context(worker_pool(scanner, n))
             else:
-                bar.advance(task)
+                advance()
         pixels = [_known_pixels(row, digest, smallest) for _, row, digest, _ in todo]
         for job, result in zip(todo, analysed([j[0] for j in todo], scanner, pool, pixels)):
             _record_photo(con, *job, result, rep, scanner)
-            bar.advance(task)
+            advance()
         for path in later:
             _scan_one(con, path, known.get(path), left, rep, smallest)
-            bar.advance(task)
+            advance()
     for pid in left.ids:
         _vanished(con, pid, rep)
     return rep
 
 
+def _advancer(bar, total: int, on_progress) -> Callable[[], None]:
+    """One more photo done: on the progress bar, and told to `on_progress(done, total)`."""
+    task, done = bar.add_task("scan", total=total), iter(range(1, total + 1))
+
+    def advance() -> None:
+        bar.advance(task)
+        if on_progress is not None:
+            on_progress(next(done), total)
+
+    return advance
+
+
+def within(path: str, folder: str) -> bool:
+    """`path` is `folder` or below it, by whole names (`my_pics` is not below `my`)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
 def _below(path: str, folders: list[str]) -> bool:
-    return any(path.startswith(f.rstrip("/") + "/") for f in folders)
+    return any(within(path, f) for f in folders)
 
 
 def _vanished(con, pid: int, rep: ScanReport) -> None:

@@ -18,6 +18,7 @@ import pathlib
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from facetrain.errors import FacetrainError
 from facetrain.library.library import Library
 from facetrain.library.store import LibraryError
 from facetrain.lock import BusyError
@@ -115,11 +117,15 @@ def create_app(db_path: str | os.PathLike, host: str = "127.0.0.1") -> FastAPI:
         return response
 
     one_change = threading.Lock()  # the page's own changes, one after another
+    looking = ScanAgain(db_path, one_change)
 
     def act(method: str, *args, status: int = 400, lock: bool = True):
         """One library method, the library locked for a change and open unlocked for a
         view. Two changes from the page wait their turn (they blamed the server itself as
-        the process in the way); 409 only while another process, a scan say, holds it."""
+        the process in the way); 409 only while another process, a scan say, holds it,
+        or while the page looks for new photos."""
+        if lock and looking.view()["running"]:
+            raise HTTPException(409, "looking for new photos: changes wait until it is done")
         with one_change if lock else contextlib.nullcontext():
             return _act(method, *args, status=status, lock=lock)
 
@@ -142,6 +148,7 @@ def create_app(db_path: str | os.PathLike, host: str = "127.0.0.1") -> FastAPI:
     _actions(app, act)
     _personal(app, act)
     _recognise(app, functools.partial(act, lock=False), db_path)
+    _look_for_new(app, looking)
     return app
 
 
@@ -270,6 +277,91 @@ def _actions(app: FastAPI, act) -> None:
         return {"message": "; ".join(f"undone: {d}" for d in done) or "nothing to undo"}
 
 
+class ScanAgain:
+    """Look for new photos: the folders the library was scanned from, scanned again
+    (`Library.scan_again`) in a thread of the server's own while the page stays in use;
+    the page asks how far it is. One look at a time, the library locked for it: the
+    page's changes wait (409), its views and "who is this?" go on. A server stopped
+    midway loses nothing: a photo is one transaction, and the next look goes on from it."""
+
+    def __init__(self, db_path: str | os.PathLike, one_change: threading.Lock):
+        self.path, self.one_change, self.lock = db_path, one_change, threading.Lock()
+        self.state: dict = {"running": False}
+
+    def start(self) -> dict:
+        with self.lock:
+            if self.state["running"]:
+                return {"message": "already looking for new photos"}
+            self.state = {"running": True, "folder": None, "done": 0, "total": None}
+        threading.Thread(target=self._run, daemon=True, name="look-for-new-photos").start()
+        return {"message": "looking for new photos"}
+
+    def view(self) -> dict:
+        """{running, folder, folders, done, total, eta_s} while it runs; then {running:
+        False, message or error}."""
+        with self.lock:
+            state = dict(self.state)
+        since = state.pop("since", None)
+        if state["running"] and state.get("done") and state.get("total"):
+            took = time.monotonic() - since
+            state["eta_s"] = round(took / state["done"] * (state["total"] - state["done"]))
+        return state
+
+    def _run(self) -> None:
+        try:
+            with self.one_change:  # a change of the page's under way ends first
+                lib = Library(self.path)
+            with lib:
+                done = lib.scan_again(lib.model(), on_folder=self._folder,
+                                      on_progress=self._progress)  # fmt: skip
+            end = {"message": looked(done)}
+        except (FacetrainError, sqlite3.Error, OSError) as e:
+            end = {"error": str(e)}
+        except Exception as e:  # never a silent dead thread: the page says what happened
+            end = {"error": f"{type(e).__name__}: {e}"}
+        with self.lock:
+            self.state = {"running": False} | end
+
+    def _folder(self, folder: str, k: int, n: int) -> None:
+        with self.lock:
+            self.state.update(folder=folder, folders=[k + 1, n], done=0, total=None,
+                              since=time.monotonic())  # fmt: skip
+
+    def _progress(self, done: int, total: int) -> None:
+        with self.lock:
+            self.state.update(done=done, total=total)
+
+
+def looked(done: list[tuple[str, object]]) -> str:
+    """What a look for new photos did, in one line for the page."""
+    reps = [r for _, r in done if not isinstance(r, str)]
+    n = {k: sum(getattr(r, k) for r in reps) for k in (
+        "new", "duplicates", "changed", "moved", "removed", "missing", "usable_faces",
+        "joined_stacks", "new_stacks")}  # fmt: skip
+    words = [("new", "new photos"), ("duplicates", "copies of photos it holds"),
+             ("changed", "changed"), ("moved", "moved"), ("removed", "gone"),
+             ("missing", "gone but kept for the names on them")]  # fmt: skip
+    said = ", ".join(f"{n[k]} {w}" for k, w in words if n[k]) or "no new photos"
+    line = f"looked in {len(reps)} folder{'' if len(reps) == 1 else 's'}: {said}"
+    if n["usable_faces"]:
+        line += (f"; {n['usable_faces']} faces found: {n['joined_stacks']} joined their people, "
+                 f"{n['new_stacks']} new stacks")  # fmt: skip
+    left = [f"{f} {why}" for f, why in done if isinstance(why, str)]
+    return line + "".join(f"; left as it was: {x}" for x in left)
+
+
+def _look_for_new(app: FastAPI, looking: ScanAgain) -> None:
+    """Look for new photos in the library's folders (POST starts it, GET says how far)."""
+
+    @app.post("/api/scan")
+    def api_scan() -> dict:
+        return looking.start()
+
+    @app.get("/api/scan")
+    def api_scan_state() -> dict:
+        return looking.view()
+
+
 def _personal(app: FastAPI, act) -> None:
     """The owner's personal adapter: learn it from the named faces, or go back."""
 
@@ -369,6 +461,8 @@ input,button{font:inherit}input[type=search],input.pick{padding:.25em .4em}
 <button id="who" title="name the faces of a photo from your computer (or drop one on the
 page); it is not added"
 >Who is this?</button><input id="whofile" type="file" accept="image/*" class="hidden">
+<button id="look" title="scan again the folders this library was made from: the faces of
+new photos join their people (your photos are only read)">Look for new photos</button>
 <button id="undo" title="Ctrl+Z">Undo</button><span id="status">ready</span></header>
 <div id="personal" class="hidden"></div>
 <main>
@@ -638,6 +732,28 @@ $("#undo").onclick = () => call("/api/undo");
 $("#learn").onclick = () => { $("#status").textContent = "learning from your names…";
                               call("/api/personalize"); };
 $("#plain").onclick = () => call("/api/personalize/off");
+const clock = s => s < 90 ? `${s} s` : `${Math.round(s / 60)} min`;
+async function follow() {  // a look for new photos: how far it is, until it ends
+  const j = await (await fetch("/api/scan")).json();
+  $("#look").disabled = j.running;
+  if (!j.running) {
+    if (j.message || j.error) {
+      await refresh();
+      $("#status").textContent = j.error ? "error: " + j.error : j.message;
+    }
+    return;
+  }
+  const where = j.folders && j.folders[1] > 1 ? ` (folder ${j.folders[0]} of ${j.folders[1]})` : "";
+  $("#status").textContent = `looking for new photos in ${j.folder || "your folders"}${where}` +
+    (j.total ? `: ${j.done} of ${j.total} photos` : "") +
+    (j.eta_s !== undefined ? `, about ${clock(j.eta_s)} left` : "");
+  setTimeout(follow, 1000);
+}
+$("#look").onclick = async () => {
+  const r = await fetch("/api/scan", {method: "POST"});
+  if (!r.ok) { $("#status").textContent = "error: " + (await r.json()).detail; return; }
+  follow();
+};
 ["#search", "#small", "#showhidden"].forEach(s => $(s).oninput = drawGrid);
 document.addEventListener("keydown", e => {
   if (e.key === "Escape" && (current !== null || !$("#whosec").classList.contains("hidden"))) {
@@ -648,6 +764,7 @@ document.addEventListener("keydown", e => {
   } else if (e.key === "z" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); call("/api/undo"); }
 });
 refresh().then(route);
+fetch("/api/scan").then(r => r.json()).then(j => { if (j.running) follow(); });
 </script></body></html>
 """
 
