@@ -63,6 +63,7 @@ def test_scan_is_incremental_and_never_touches_photos(photos, tmp_path):
     )
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["new"] == 12 and r["faces"] >= 12 and "12 new" in out
+    assert r["to_stack"] == r["usable_faces"] and "next: `facetrain library cluster" in out
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     multi = con.execute("SELECT COUNT(*) FROM faces GROUP BY photo_id ORDER BY 1 DESC").fetchone()

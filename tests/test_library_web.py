@@ -722,6 +722,16 @@ def test_who_is_this_names_a_new_photo_and_keeps_nothing(people_library, monkeyp
         thread.join(timeout=10)
 
 
+def _looked(api) -> dict:
+    """The state of the page's look for new photos once it ended (a minute at most)."""
+    for _ in range(600):
+        state = api.get("/api/scan").json()
+        if not state["running"]:
+            return state
+        time.sleep(0.1)
+    raise AssertionError(f"still looking after a minute: {state}")
+
+
 def test_look_for_new_photos_from_the_page(library, photos, monkeypatch):
     """Look for new photos: the library's folders scanned again in the server's own
     thread, the page told how far it is (photos done of how many, time left) while its
@@ -760,11 +770,7 @@ def test_look_for_new_photos_from_the_page(library, photos, monkeypatch):
     r = api.post(f"/api/stacks/{stack}/name", json={"name": "Penny"})
     assert r.status_code == 409 and "looking for new photos" in r.json()["detail"]
     go.set()
-    for _ in range(600):
-        state = api.get("/api/scan").json()
-        if not state["running"]:
-            break
-        time.sleep(0.1)
+    state = _looked(api)
     said = "looked in 1 folder: 1 new photos, 1 copies of photos it holds; 1 faces found: "
     assert not state["running"] and state["message"].startswith(said), state
     assert count() == photos_before + 2
@@ -799,3 +805,22 @@ def test_look_for_new_photos_from_the_page(library, photos, monkeypatch):
         server.should_exit = True
         thread.join(timeout=10)
     assert count() == photos_before + 3
+
+
+def test_look_for_new_photos_stacks_a_library_never_stacked(photos, tmp_path):
+    """A library scanned and served before any `cluster` showed an empty page; its first
+    look for new photos stacks its faces, as `library cluster` would."""
+    db, model = tmp_path / "lib.db", make_model(tmp_path / "m.safetensors")
+    res = runner.invoke(
+        app, ["library", "scan", str(photos), "--model", str(model), "--db", str(db)]
+    )
+    assert res.exit_code == 0, res.output
+    api = local_client(db)
+    assert api.get("/api/people").json() == []
+    assert api.post("/api/scan").status_code == 200
+    state = _looked(api)
+    people = api.get("/api/people").json()
+    faces = sum(p["faces"] for p in people)
+    assert state["message"] == (f"looked in 1 folder: no new photos; {faces} faces stacked per "
+                                f"person: {len(people)} stacks")  # fmt: skip
+    assert faces >= 9  # the nine portraits at least

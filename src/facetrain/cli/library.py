@@ -241,6 +241,9 @@ def _show_scan(rep, photos: Path, db: Path, quality) -> None:
             "on them: scan the folder they moved to and they come back (`library "
             "forget-missing` forgets them)"
         )
+    if rep.to_stack:
+        console.print(f"next: `facetrain library cluster --db {db}` stacks these "
+                      f"{rep.to_stack} faces per person", highlight=False)  # fmt: skip
     if rep.joined_stacks or rep.new_stacks:
         console.print(f"{rep.joined_stacks} new faces joined their stacks, {rep.new_stacks} new "
                       "stacks (`library cluster` re-clusters everything unconfirmed)")  # fmt: skip

@@ -461,6 +461,8 @@ class Library:
         if store.count_stacks(self.con):  # clustered before: new faces join their stacks
             with contextlib.suppress(LibraryError):  # no threshold yet: `cluster` places them
                 rep.joined_stacks, rep.new_stacks = self._place_new()
+        else:
+            rep.to_stack = store.count_faces(self.con, "unplaced")
         return rep
 
     def folders(self) -> list[str]:

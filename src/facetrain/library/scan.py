@@ -63,6 +63,7 @@ class ScanReport:
     usable_faces: int = 0
     joined_stacks: int = 0  # new faces placed in existing stacks (incremental clustering)
     new_stacks: int = 0
+    to_stack: int = 0  # faces of a library never clustered, waiting for its first `cluster`
     searched_again: int = 0  # unchanged photos searched for the smaller faces a lower gate wants
     turned: int = 0  # changed photos a viewer turned or mirrored: their faces turned with them
     gate_changed: bool = False  # the library's quality gate changed with this scan

@@ -625,6 +625,12 @@ def read_faces(con, which: str) -> tuple[np.ndarray, list[sqlite3.Row]]:
     return _embedded(rows)
 
 
+def count_faces(con, which: str) -> int:
+    """How many faces one of FACE_SETS holds."""
+    sql = "SELECT COUNT(*) FROM faces f JOIN photos p ON p.id = f.photo_id WHERE "
+    return con.execute(sql + FACE_SETS[which]).fetchone()[0]
+
+
 def faces_of_person(con, person_id: int) -> tuple[np.ndarray, list[sqlite3.Row]]:
     """A stack's faces that have an embedding (not those waiting for their photo)."""
     rows = con.execute(_FACES + "f.person_id = ? AND f.embedding IS NOT NULL ORDER BY f.id",

@@ -314,7 +314,11 @@ class ScanAgain:
             with lib:
                 done = lib.scan_again(lib.model(), on_folder=self._folder,
                                       on_progress=self._progress)  # fmt: skip
-            end = {"message": looked(done)}
+                first = None if lib.people() else lib.cluster()[0]  # never stacked: now
+            said = looked(done)
+            if first is not None:
+                said += f"; {first.faces} faces stacked per person: {first.stacks} stacks"
+            end = {"message": said}
         except (FacetrainError, sqlite3.Error, OSError) as e:
             end = {"error": str(e)}
         except Exception as e:  # never a silent dead thread: the page says what happened
@@ -527,7 +531,9 @@ function drawGrid() {
     src="/face/${p.cover ?? p.face_ids[0]}.jpg">
     <div class="who">${esc(label(p))}</div>
     <div class="n">${p.faces} faces · ${p.photos} photos</div></div>`).join("")
-    || "<p>No stacks to show (small and hidden ones are behind the switches).</p>";
+    || (people.length ? "<p>No stacks to show (small and hidden ones are behind the " +
+        "switches).</p>" : "<p>No stacks yet: <b>Look for new photos</b> finds the faces " +
+        "of the folders you scanned and stacks them per person.</p>");
   document.querySelectorAll(".card").forEach(c => {
     c.onclick = () => openPerson(Number(c.dataset.stack));
     c.onkeydown = e => { if (e.key === "Enter") openPerson(Number(c.dataset.stack)); };
