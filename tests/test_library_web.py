@@ -824,3 +824,47 @@ def test_look_for_new_photos_stacks_a_library_never_stacked(photos, tmp_path):
     assert state["message"] == (f"looked in 1 folder: no new photos; {faces} faces stacked per "
                                 f"person: {len(people)} stacks")  # fmt: skip
     assert faces >= 9  # the nine portraits at least
+
+
+def test_stop_looking_keeps_what_was_found_and_the_next_look_goes_on(library, photos,
+                                                                     monkeypatch):  # fmt: skip
+    """Stop looking: the look ends after the photo being recorded, keeping it; nothing
+    is judged gone on a look that did not finish; the next look records the rest."""
+    from facetrain.library import web
+    from facetrain.library.library import Library
+
+    def paths() -> set[str]:
+        with Library(library, lock=False) as lib:
+            return {r[0] for r in lib.con.execute("SELECT path FROM photos")}
+
+    paused, go = threading.Event(), threading.Event()
+    real = web.ScanAgain._progress
+
+    def first_photo_waits(self, done, total):
+        real(self, done, total)
+        if done == 1:
+            paused.set()
+            go.wait(30)
+
+    monkeypatch.setattr(web.ScanAgain, "_progress", first_photo_waits)
+    before = paths()
+    for who in ("amy", "howard", "penny"):  # three new photos
+        first = photos / who / sorted(os.listdir(photos / who))[0]
+        Image.open(first).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photos / who / "new.png")
+    gone = sorted(before)[0]
+    os.unlink(gone)
+    api = local_client(library)
+    assert api.post("/api/scan/stop").json() == {"message": "not looking for new photos"}
+    api.post("/api/scan")
+    assert paused.wait(60)
+    assert api.post("/api/scan/stop").json() == {"message": "stopping after this photo"}
+    assert api.get("/api/scan").json()["stopping"] is True
+    go.set()
+    state = _looked(api)
+    assert state["message"].startswith("stopped: looked in 1 folder: 1 new photos;"), state
+    assert state["message"].endswith("; the next look goes on from there")
+    assert len(paths() - before) == 1 and gone in paths()  # not judged gone yet
+    api.post("/api/scan")
+    state = _looked(api)
+    assert state["message"].startswith("looked in 1 folder: 2 new photos, 1 gone;"), state
+    assert len(paths() - before) == 3 and gone not in paths()

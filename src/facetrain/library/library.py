@@ -438,12 +438,14 @@ class Library:
         return gate if all(math.isfinite(v) and v >= 0 for v in asdict(gate).values()) else None
 
     def scan(self, photos: str | os.PathLike, model, quality=None, device: str = "cpu",
-             workers: int = 1, on_progress=None, again: bool = False):  # fmt: skip
+             workers: int = 1, on_progress=None, again: bool = False,
+             stop=lambda: False):  # fmt: skip
         """New, changed, moved and gone photos below `photos` brought into the library,
         judged by `quality` (which becomes the library's gate, `gate`) or the library's
         own gate; photos searched for larger faces than the gate wants are searched again.
         The folder is remembered (`folders`). `again`: one of those folders scanned again,
-        left as it was when it lists no photo any more (`rep.empty`: a drive not mounted)."""
+        left as it was when it lists no photo any more (`rep.empty`: a drive not mounted).
+        `on_progress` and `stop`: as `scan.scan` takes them."""
         from facetrain.library.scan import Scanner, scan
 
         if not Path(photos).is_dir():
@@ -454,7 +456,7 @@ class Library:
         quality, regated = self.gate(**(asdict(quality) if quality is not None else {}))
         scanner = Scanner(model, quality, device)
         rep = scan(self.con, photos, scanner, workers=workers, skip=self.files.owns,
-                   on_progress=on_progress, gone_if_empty=not again)  # fmt: skip
+                   on_progress=on_progress, gone_if_empty=not again, stop=stop)  # fmt: skip
         rep.gate_changed, rep.regated = quality != before, regated
         if rep.removed or rep.changed:  # their faces' thumbnails go with them
             self.prune_thumbnails()
@@ -481,24 +483,27 @@ class Library:
             store.set_meta(self.con, "folders", json.dumps(kept))
 
     def scan_again(self, model, quality=None, device: str = "cpu", workers: int = 1,
-                   on_folder=None, on_progress=None) -> list[tuple[str, object]]:  # fmt: skip
+                   on_folder=None, on_progress=None, stop=lambda: False,
+                   ) -> list[tuple[str, object]]:  # fmt: skip
         """Every folder of `folders` scanned again (`scan`): (folder, its scan report, or
         why it was left as it was: not there now, or listing no photo while the library
         holds some from it — a drive not mounted is no photo deleted). `on_folder(folder,
-        k, n)` before each."""
-        if not self.folders():
+        k, n)` before each; after a scan `stop()` stopped, no other."""
+        folders, done = self.folders(), []
+        if not folders:
             raise LibraryError(f"{self.path} remembers no folder yet: scan one by name first "
                                f"(`facetrain library scan FOLDER --db {self.path}`)")  # fmt: skip
-        done = []
-        for k, folder in enumerate(self.folders()):
+        for k, folder in enumerate(folders):
             if on_folder is not None:
-                on_folder(folder, k, len(self.folders()))
+                on_folder(folder, k, len(folders))
             if not os.path.isdir(folder):
                 done.append((folder, "not there now (moved, or a drive not mounted?)"))
                 continue
-            rep = self.scan(folder, model, quality, device, workers, on_progress, again=True)
+            rep = self.scan(folder, model, quality, device, workers, on_progress, True, stop)
             done.append((folder, "lists no photo now (a drive not mounted?)" if rep.empty
                          else rep))  # fmt: skip
+            if rep.stopped:
+                break
         return done
 
     def _place_new(self) -> tuple[int, int]:

@@ -69,6 +69,7 @@ class ScanReport:
     gate_changed: bool = False  # the library's quality gate changed with this scan
     regated: int = 0  # faces whose usable mark the changed gate changed
     empty: bool = False  # the folder listed no photo: left as it was (gone_if_empty=False)
+    stopped: bool = False  # asked to stop midway: the rest waits for the next scan
     problems: dict[str, str] = field(default_factory=dict)  # path -> reason
 
 
@@ -229,12 +230,15 @@ def scan(
     skip=lambda path: False,
     on_progress: Callable[[int, int], None] | None = None,
     gone_if_empty: bool = True,
+    stop: Callable[[], bool] = lambda: False,
 ) -> ScanReport:
     """Bring the library up to date with the photos below root. What needs analysing
     (new or changed photos) is analysed by `workers` processes; the library is written by
     this one, a photo a transaction, in listing order. `on_progress(done, total)` after each
     photo. `gone_if_empty=False`: a folder that lists no photo while the library holds some
-    from it (a drive not mounted) is left as it was, `rep.empty` saying so."""
+    from it (a drive not mounted) is left as it was, `rep.empty` saying so. `stop()` true:
+    the scan ends after the photo being recorded (`rep.stopped`), the photos not listed
+    left as they were; the next scan goes on from there."""
     from facetrain.progress import progress_bar
 
     root = os.path.abspath(root)
@@ -264,16 +268,27 @@ def scan(
                     pool = stack.enter_context(worker_pool(scanner, n))
             else:
                 advance()
-        pixels = [_known_pixels(row, digest, smallest) for _, row, digest, _ in todo]
-        for job, result in zip(todo, analysed([j[0] for j in todo], scanner, pool, pixels)):
-            _record_photo(con, *job, result, rep, scanner)
-            advance()
-        for path in later:
+        rep.stopped = not _record_all(con, todo, scanner, pool, rep, advance, stop)
+        for path in [] if rep.stopped else later:
             _scan_one(con, path, known.get(path), left, rep, smallest)
             advance()
-    for pid in left.ids:
+    for pid in [] if rep.stopped else left.ids:
         _vanished(con, pid, rep)
     return rep
+
+
+def _record_all(con, todo: list, scanner: Scanner, pool, rep: ScanReport, advance,
+                stop: Callable[[], bool]) -> bool:  # fmt: skip
+    """The photos to analyse, analysed and recorded in listing order; False when `stop()`
+    said to stop before the last."""
+    pixels = [_known_pixels(row, digest, scanner.quality.min_size) for _, row, digest, _ in todo]
+    for k, (job, result) in enumerate(zip(todo, analysed([j[0] for j in todo], scanner, pool,
+                                                          pixels))):  # fmt: skip
+        _record_photo(con, *job, result, rep, scanner)
+        advance()
+        if k + 1 < len(todo) and stop():
+            return False
+    return True
 
 
 def _advancer(bar, total: int, on_progress) -> Callable[[], None]:

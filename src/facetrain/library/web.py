@@ -287,14 +287,25 @@ class ScanAgain:
     def __init__(self, db_path: str | os.PathLike, one_change: threading.Lock):
         self.path, self.one_change, self.lock = db_path, one_change, threading.Lock()
         self.state: dict = {"running": False}
+        self.stopping = threading.Event()
 
     def start(self) -> dict:
         with self.lock:
             if self.state["running"]:
                 return {"message": "already looking for new photos"}
             self.state = {"running": True, "folder": None, "done": 0, "total": None}
+            self.stopping.clear()
         threading.Thread(target=self._run, daemon=True, name="look-for-new-photos").start()
         return {"message": "looking for new photos"}
+
+    def stop(self) -> dict:
+        """Stop after the photo being recorded: what was found so far is kept."""
+        with self.lock:
+            if not self.state["running"]:
+                return {"message": "not looking for new photos"}
+            self.stopping.set()
+            self.state["stopping"] = True
+        return {"message": "stopping after this photo"}
 
     def view(self) -> dict:
         """{running, folder, folders, done, total, eta_s} while it runs; then {running:
@@ -313,7 +324,8 @@ class ScanAgain:
                 lib = Library(self.path)
             with lib:
                 done = lib.scan_again(lib.model(), on_folder=self._folder,
-                                      on_progress=self._progress)  # fmt: skip
+                                      on_progress=self._progress,
+                                      stop=self.stopping.is_set)  # fmt: skip
                 first = None if lib.people() else lib.cluster()[0]  # never stacked: now
             said = looked(done)
             if first is not None:
@@ -351,7 +363,10 @@ def looked(done: list[tuple[str, object]]) -> str:
         line += (f"; {n['usable_faces']} faces found: {n['joined_stacks']} joined their people, "
                  f"{n['new_stacks']} new stacks")  # fmt: skip
     left = [f"{f} {why}" for f, why in done if isinstance(why, str)]
-    return line + "".join(f"; left as it was: {x}" for x in left)
+    line += "".join(f"; left as it was: {x}" for x in left)
+    if any(r.stopped for r in reps):
+        return f"stopped: {line}; the next look goes on from there"
+    return line
 
 
 def _look_for_new(app: FastAPI, looking: ScanAgain) -> None:
@@ -364,6 +379,10 @@ def _look_for_new(app: FastAPI, looking: ScanAgain) -> None:
     @app.get("/api/scan")
     def api_scan_state() -> dict:
         return looking.view()
+
+    @app.post("/api/scan/stop")
+    def api_scan_stop() -> dict:
+        return looking.stop()
 
 
 def _personal(app: FastAPI, act) -> None:
@@ -467,7 +486,9 @@ page); it is not added"
 >Who is this?</button><input id="whofile" type="file" accept="image/*" class="hidden">
 <button id="look" title="scan again the folders this library was made from: the faces of
 new photos join their people (your photos are only read)">Look for new photos</button>
-<button id="undo" title="Ctrl+Z">Undo</button><span id="status">ready</span></header>
+<button id="lookstop" class="hidden" title="what was found so far is kept"
+>Stop looking</button><button id="undo" title="Ctrl+Z">Undo</button>
+<span id="status">ready</span></header>
 <div id="personal" class="hidden"></div>
 <main>
 <section id="people"><div id="grid"></div></section>
@@ -742,6 +763,7 @@ const clock = s => s < 90 ? `${s} s` : `${Math.round(s / 60)} min`;
 async function follow() {  // a look for new photos: how far it is, until it ends
   const j = await (await fetch("/api/scan")).json();
   $("#look").disabled = j.running;
+  $("#lookstop").classList.toggle("hidden", !j.running || !!j.stopping);
   if (!j.running) {
     if (j.message || j.error) {
       await refresh();
@@ -750,7 +772,8 @@ async function follow() {  // a look for new photos: how far it is, until it end
     return;
   }
   const where = j.folders && j.folders[1] > 1 ? ` (folder ${j.folders[0]} of ${j.folders[1]})` : "";
-  $("#status").textContent = `looking for new photos in ${j.folder || "your folders"}${where}` +
+  $("#status").textContent = (j.stopping ? "stopping: " : "") +
+    `looking for new photos in ${j.folder || "your folders"}${where}` +
     (j.total ? `: ${j.done} of ${j.total} photos` : "") +
     (j.eta_s !== undefined ? `, about ${clock(j.eta_s)} left` : "");
   setTimeout(follow, 1000);
@@ -760,6 +783,7 @@ $("#look").onclick = async () => {
   if (!r.ok) { $("#status").textContent = "error: " + (await r.json()).detail; return; }
   follow();
 };
+$("#lookstop").onclick = async () => { await fetch("/api/scan/stop", {method: "POST"}); };
 ["#search", "#small", "#showhidden"].forEach(s => $(s).oninput = drawGrid);
 document.addEventListener("keydown", e => {
   if (e.key === "Escape" && (current !== null || !$("#whosec").classList.contains("hidden"))) {
