@@ -764,7 +764,7 @@ def test_look_for_new_photos_from_the_page(library, photos, monkeypatch):
     assert paused.wait(60)
     state = api.get("/api/scan").json()
     assert state["running"] and state["folder"] == str(photos) and state["folders"] == [1, 1]
-    assert (state["done"], state["total"]) == (1, photos_before + 2) and state["eta_s"] >= 0
+    assert (state["done"], state["total"]) == (1, photos_before + 2) and "eta_s" not in state
     assert api.post("/api/scan").json() == {"message": "already looking for new photos"}
     stack = api.get("/api/people").json()[0]["id"]  # views go on; changes wait
     r = api.post(f"/api/stacks/{stack}/name", json={"name": "Penny"})
@@ -868,3 +868,22 @@ def test_stop_looking_keeps_what_was_found_and_the_next_look_goes_on(library, ph
     state = _looked(api)
     assert state["message"].startswith("looked in 1 folder: 2 new photos, 1 gone;"), state
     assert len(paths() - before) == 3 and gone not in paths()
+
+
+def test_the_time_left_is_at_the_pace_of_the_last_photos(monkeypatch):
+    """A look's first photos are unchanged ones, a thousand a second; the time left is
+    told at the pace of the last photos, not promised at theirs."""
+    from facetrain.library import web
+
+    clock = [0.0]
+    monkeypatch.setattr(web.time, "monotonic", lambda: clock[0])
+    look = web.ScanAgain("lib.db", threading.Lock())
+    look.state = {"running": True}
+    look._folder("/photos", 0, 1)
+    for done in range(1, 1001):  # unchanged
+        clock[0] += 0.001
+        look._progress(done, 1100)
+    for done in range(1001, 1031):  # new: a second each
+        clock[0] += 1.0
+        look._progress(done, 1100)
+    assert look.view()["eta_s"] == 70

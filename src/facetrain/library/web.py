@@ -11,6 +11,7 @@ Every button is one curating action of `facetrain.library.curate`, logged and un
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import os
@@ -35,6 +36,7 @@ from facetrain.lock import BusyError
 from facetrain.open_set import MARGIN
 
 SUGGESTED = 5  # "same person?" stacks shown on a person's page
+PACE_OF = 20  # the photos a look for new photos measures its pace on
 
 
 class NameBody(BaseModel):
@@ -288,6 +290,7 @@ class ScanAgain:
         self.path, self.one_change, self.lock = db_path, one_change, threading.Lock()
         self.state: dict = {"running": False}
         self.stopping = threading.Event()
+        self.recent: collections.deque = collections.deque(maxlen=PACE_OF)  # (time, done)
 
     def start(self) -> dict:
         with self.lock:
@@ -295,6 +298,7 @@ class ScanAgain:
                 return {"message": "already looking for new photos"}
             self.state = {"running": True, "folder": None, "done": 0, "total": None}
             self.stopping.clear()
+            self.recent.clear()
         threading.Thread(target=self._run, daemon=True, name="look-for-new-photos").start()
         return {"message": "looking for new photos"}
 
@@ -309,13 +313,13 @@ class ScanAgain:
 
     def view(self) -> dict:
         """{running, folder, folders, done, total, eta_s} while it runs; then {running:
-        False, message or error}."""
+        False, message or error}. The time left is at the pace of the last photos: the
+        unchanged ones at the start, a thousand a second, would promise far too little."""
         with self.lock:
-            state = dict(self.state)
-        since = state.pop("since", None)
-        if state["running"] and state.get("done") and state.get("total"):
-            took = time.monotonic() - since
-            state["eta_s"] = round(took / state["done"] * (state["total"] - state["done"]))
+            state, recent = dict(self.state), list(self.recent)
+        if state["running"] and state["total"] and len(recent) > 1 and recent[-1][0] > recent[0][0]:
+            (t0, d0), (t1, d1) = recent[0], recent[-1]
+            state["eta_s"] = round((t1 - t0) / (d1 - d0) * (state["total"] - d1))
         return state
 
     def _run(self) -> None:
@@ -340,12 +344,13 @@ class ScanAgain:
 
     def _folder(self, folder: str, k: int, n: int) -> None:
         with self.lock:
-            self.state.update(folder=folder, folders=[k + 1, n], done=0, total=None,
-                              since=time.monotonic())  # fmt: skip
+            self.state.update(folder=folder, folders=[k + 1, n], done=0, total=None)
+            self.recent.clear()
 
     def _progress(self, done: int, total: int) -> None:
         with self.lock:
             self.state.update(done=done, total=total)
+            self.recent.append((time.monotonic(), done))
 
 
 def looked(done: list[tuple[str, object]]) -> str:
@@ -773,7 +778,7 @@ async function follow() {  // a look for new photos: how far it is, until it end
   }
   const where = j.folders && j.folders[1] > 1 ? ` (folder ${j.folders[0]} of ${j.folders[1]})` : "";
   $("#status").textContent = (j.stopping ? "stopping: " : "") +
-    `looking for new photos in ${j.folder || "your folders"}${where}` +
+    (j.folder ? `looking for new photos in ${j.folder}${where}` : "looking for new photos…") +
     (j.total ? `: ${j.done} of ${j.total} photos` : "") +
     (j.eta_s !== undefined ? `, about ${clock(j.eta_s)} left` : "");
   setTimeout(follow, 1000);
