@@ -860,6 +860,8 @@ def test_scan_with_no_folder_looks_for_new_photos_in_every_folder_it_holds(photo
         cli("library", "scan", folder, "--db", db, "--model", model)
     with Library(db) as lib:
         assert lib.folders() == sorted([str(photos), str(card)])
+    shown = cli("library", "people", "--db", db).replace("\n", "")
+    assert "folders: " in shown and str(photos) in shown and str(card) in shown
     before = tree_hash(photos)
     shutil.copy(BBT / "reference" / "amy" / "amy4.png", photos / "amy")
     shutil.copy(BBT / "reference" / "sheldon" / "sheldon2.png", card)

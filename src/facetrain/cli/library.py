@@ -303,12 +303,13 @@ def library_cluster(db: DbOpt, model: ModelOpt = None, threshold: ThresholdOpt =
 
 @library_app.command("people")
 def library_people(db: DbOpt, model: ModelOpt = None, json_out: JsonOut = None) -> None:
-    """Stacks, largest first: id, name, faces, photos; below them, the quality gate."""
+    """Stacks, largest first: id, name, faces, photos; below them, the quality gate and
+    the folders a scan with no folder looks in."""
     from facetrain.library.store import LibraryError
     from facetrain.progress import stdout_console as out
 
     with _read(db, model) as lib:
-        rows = lib.people()
+        rows, folders = lib.people(), lib.folders()
         try:
             gate = _gate_line(lib.gate_of()) + " (`library scan --min-size …` changes it)"
         except LibraryError as e:
@@ -321,6 +322,9 @@ def library_people(db: DbOpt, model: ModelOpt = None, json_out: JsonOut = None) 
                       str(r["confirmed"]), "yes" if r["hidden"] else "")  # fmt: skip
     out.print(table)
     out.print(gate, highlight=False)
+    if folders:
+        out.print(f"folders: {', '.join(folders)} (`library scan` with no folder looks for new "
+                  "photos in them)", highlight=False)  # fmt: skip
     write_json(json_out, rows)
 
 
