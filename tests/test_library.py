@@ -881,6 +881,12 @@ def test_scan_with_no_folder_looks_for_new_photos_in_every_folder_it_holds(photo
     assert "lists no photo now" in out and faces_table(db) == kept
     assert json.loads(report.read_text())["folders"][-1] == {
         "folder": str(card), "left": "lists no photo now (a drive not mounted?)"}  # fmt: skip
+    card.rmdir()  # the card's photos were moved: scanned where they are now, the library
+    cli("library", "scan", tmp_path / "unplugged", "--db", db)  # forgets the old folder
+    with Library(db) as lib:
+        assert lib.folders() == sorted([str(photos), str(tmp_path / "unplugged")])
+    assert [Path(p).parent for p, *_ in faces_table(db) if "sheldon" in p] == [
+        tmp_path / "unplugged"] * 2  # fmt: skip
     assert tree_hash(photos) != before  # the new photo, and nothing else changed:
     (photos / "amy" / "amy4.png").unlink()
     assert tree_hash(photos) == before

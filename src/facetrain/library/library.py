@@ -451,13 +451,13 @@ class Library:
         if not Path(photos).is_dir():
             raise LibraryError(f"{photos}: not a folder of photos")
         _check_workers(workers)
-        self._remember(os.path.abspath(photos))
         before = self._kept_gate()
         quality, regated = self.gate(**(asdict(quality) if quality is not None else {}))
         scanner = Scanner(model, quality, device)
         rep = scan(self.con, photos, scanner, workers=workers, skip=self.files.owns,
                    on_progress=on_progress, gone_if_empty=not again, stop=stop)  # fmt: skip
         rep.gate_changed, rep.regated = quality != before, regated
+        self._remember(os.path.abspath(photos))  # after: the photos a move took are here
         if rep.removed or rep.changed:  # their faces' thumbnails go with them
             self.prune_thumbnails()
         if store.count_stacks(self.con):  # clustered before: new faces join their stacks
@@ -473,14 +473,17 @@ class Library:
         return json.loads(store.get_meta(self.con, "folders") or "[]")
 
     def _remember(self, folder: str) -> None:
+        """`folder` among `folders`, and a folder gone from disk forgotten once the library
+        holds no photo from it (all found again elsewhere: it moved); one whose photos are
+        still here is kept (a drive not mounted)."""
         from facetrain.library.scan import within
 
-        kept = self.folders()
-        if any(within(folder, f) for f in kept):
-            return
-        kept = sorted([f for f in kept if not within(f, folder)] + [folder])
-        with store.transaction(self.con):
-            store.set_meta(self.con, "folders", json.dumps(kept))
+        kept = [f for f in self.folders() if os.path.isdir(f) or store.photos_under(self.con, f)]
+        if not any(within(folder, f) for f in kept):
+            kept = [f for f in kept if not within(f, folder)] + [folder]
+        if sorted(kept) != self.folders():
+            with store.transaction(self.con):
+                store.set_meta(self.con, "folders", json.dumps(sorted(kept)))
 
     def scan_again(self, model, quality=None, device: str = "cpu", workers: int = 1,
                    on_folder=None, on_progress=None, stop=lambda: False,
