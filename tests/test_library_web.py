@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import threading
@@ -754,7 +755,7 @@ def test_look_for_new_photos_from_the_page(library, photos, monkeypatch):
 
     monkeypatch.setattr(web.ScanAgain, "_progress", first_photo_waits)
     api, photos_before = local_client(library), count()
-    assert api.get("/api/scan").json() == {"running": False}
+    assert api.get("/api/scan").json() == {"running": False, "folders": [str(photos)]}
     shutil.copy(photos / "amy" / "amy1.png", photos / "amy" / "amy1-copy.jpg")
     Image.open(photos / "penny" / sorted(os.listdir(photos / "penny"))[0]).transpose(
         Image.Transpose.FLIP_LEFT_RIGHT).save(photos / "penny" / "new.png")  # fmt: skip
@@ -763,7 +764,7 @@ def test_look_for_new_photos_from_the_page(library, photos, monkeypatch):
     assert api.post("/api/scan").json() == {"message": "looking for new photos"}
     assert paused.wait(60)
     state = api.get("/api/scan").json()
-    assert state["running"] and state["folder"] == str(photos) and state["folders"] == [1, 1]
+    assert state["running"] and state["folder"] == str(photos) and state["folder_count"] == 1
     assert (state["done"], state["total"]) == (1, photos_before + 2) and "eta_s" not in state
     assert api.post("/api/scan").json() == {"message": "already looking for new photos"}
     stack = api.get("/api/people").json()[0]["id"]  # views go on; changes wait
@@ -795,6 +796,8 @@ def test_look_for_new_photos_from_the_page(library, photos, monkeypatch):
             page.locator("#small").check()  # every stack here is small (threshold 1e-6)
             page.locator(".card").first.wait_for()
             cards = page.locator(".card").count()
+            sync_api.expect(page.locator("#look")).to_have_attribute(
+                "title", re.compile(f"^scan again {re.escape(str(photos))}: "))  # fmt: skip
             page.locator("#look").click()
             sync_api.expect(page.locator("#status")).to_contain_text(
                 "looked in 1 folder: 1 new photos", timeout=60_000)  # fmt: skip

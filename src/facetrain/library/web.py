@@ -150,7 +150,7 @@ def create_app(db_path: str | os.PathLike, host: str = "127.0.0.1") -> FastAPI:
     _actions(app, act)
     _personal(app, act)
     _recognise(app, functools.partial(act, lock=False), db_path)
-    _look_for_new(app, looking)
+    _look_for_new(app, looking, functools.partial(act, lock=False))
     return app
 
 
@@ -312,7 +312,8 @@ class ScanAgain:
         return {"message": "stopping after this photo"}
 
     def view(self) -> dict:
-        """{running, folder, folders, done, total, eta_s} while it runs; then {running:
+        """{running, folder, folder_number, folder_count, done, total, eta_s} while it
+        runs; then {running:
         False, message or error}. The time left is at the pace of the last photos: the
         unchanged ones at the start, a thousand a second, would promise far too little."""
         with self.lock:
@@ -344,7 +345,8 @@ class ScanAgain:
 
     def _folder(self, folder: str, k: int, n: int) -> None:
         with self.lock:
-            self.state.update(folder=folder, folders=[k + 1, n], done=0, total=None)
+            self.state.update(folder=folder, folder_number=k + 1, folder_count=n, done=0,
+                              total=None)  # fmt: skip
             self.recent.clear()
 
     def _progress(self, done: int, total: int) -> None:
@@ -374,7 +376,7 @@ def looked(done: list[tuple[str, object]]) -> str:
     return line
 
 
-def _look_for_new(app: FastAPI, looking: ScanAgain) -> None:
+def _look_for_new(app: FastAPI, looking: ScanAgain, act) -> None:
     """Look for new photos in the library's folders (POST starts it, GET says how far)."""
 
     @app.post("/api/scan")
@@ -383,7 +385,9 @@ def _look_for_new(app: FastAPI, looking: ScanAgain) -> None:
 
     @app.get("/api/scan")
     def api_scan_state() -> dict:
-        return looking.view()
+        """How far the look is; when none runs, also the folders it would look in."""
+        state = looking.view()
+        return state if state["running"] else state | {"folders": act("folders")}
 
     @app.post("/api/scan/stop")
     def api_scan_stop() -> dict:
@@ -765,18 +769,24 @@ $("#learn").onclick = () => { $("#status").textContent = "learning from your nam
                               call("/api/personalize"); };
 $("#plain").onclick = () => call("/api/personalize/off");
 const clock = s => s < 90 ? `${s} s` : `${Math.round(s / 60)} min`;
+function lookingIn(j) {  // the button says where it looks
+  $("#look").title = j.folders.length ? "scan again " + j.folders.join(", ") + ": the faces " +
+    "of new photos join their people (your photos are only read)" :
+    "no folder yet: scan one with facetrain library scan FOLDER";
+}
 async function follow() {  // a look for new photos: how far it is, until it ends
   const j = await (await fetch("/api/scan")).json();
   $("#look").disabled = j.running;
   $("#lookstop").classList.toggle("hidden", !j.running || !!j.stopping);
   if (!j.running) {
+    lookingIn(j);
     if (j.message || j.error) {
       await refresh();
       $("#status").textContent = j.error ? "error: " + j.error : j.message;
     }
     return;
   }
-  const where = j.folders && j.folders[1] > 1 ? ` (folder ${j.folders[0]} of ${j.folders[1]})` : "";
+  const where = j.folder_count > 1 ? ` (folder ${j.folder_number} of ${j.folder_count})` : "";
   $("#status").textContent = (j.stopping ? "stopping: " : "") +
     (j.folder ? `looking for new photos in ${j.folder}${where}` : "looking for new photos…") +
     (j.total ? `: ${j.done} of ${j.total} photos` : "") +
@@ -799,7 +809,7 @@ document.addEventListener("keydown", e => {
   } else if (e.key === "z" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); call("/api/undo"); }
 });
 refresh().then(route);
-fetch("/api/scan").then(r => r.json()).then(j => { if (j.running) follow(); });
+fetch("/api/scan").then(r => r.json()).then(j => { if (j.running) follow(); else lookingIn(j); });
 </script></body></html>
 """
 
