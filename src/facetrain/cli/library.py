@@ -144,7 +144,8 @@ def library_scan(
 
 
 def _scanning(folder: str, k: int, n: int) -> None:
-    console.print(f"looking for new photos in {folder} ({k + 1} of {n} folders)", highlight=False)
+    which = f" ({k + 1} of {n} folders)" if n > 1 else ""
+    console.print(f"looking for new photos in {folder}{which}", highlight=False)
 
 
 def _imported(lib, folder: str, imports: dict) -> dict:

@@ -313,9 +313,9 @@ class ScanAgain:
 
     def view(self) -> dict:
         """{running, folder, folder_number, folder_count, done, total, eta_s} while it
-        runs; then {running:
-        False, message or error}. The time left is at the pace of the last photos: the
-        unchanged ones at the start, a thousand a second, would promise far too little."""
+        runs; then {running: False, message or error}. The time left is at the pace of
+        the last photos: the unchanged ones at the start, a thousand a second, would
+        promise far too little."""
         with self.lock:
             state, recent = dict(self.state), list(self.recent)
         if state["running"] and state["total"] and len(recent) > 1 and recent[-1][0] > recent[0][0]:
@@ -369,6 +369,9 @@ def looked(done: list[tuple[str, object]]) -> str:
     if n["usable_faces"]:
         line += (f"; {n['usable_faces']} faces found: {n['joined_stacks']} joined their people, "
                  f"{n['new_stacks']} new stacks")  # fmt: skip
+    notes = sum(not why.startswith("duplicate of") for r in reps for why in r.problems.values())
+    if notes:
+        line += f"; {notes} files to look at (`facetrain library scan` lists them and why)"
     left = [f"{f} {why}" for f, why in done if isinstance(why, str)]
     line += "".join(f"; left as it was: {x}" for x in left)
     if any(r.stopped for r in reps):
