@@ -879,8 +879,8 @@ def test_scan_with_no_folder_looks_for_new_photos_in_every_folder_it_holds(photo
     card.mkdir()  # the mount point of a drive not mounted: there, and empty
     out = cli("library", "scan", "--db", db, "--json", report)
     assert "lists no photo now" in out and faces_table(db) == kept
-    assert json.loads(report.read_text())["folders"][-1] == {
-        "folder": str(card), "left": "lists no photo now (a drive not mounted?)"}  # fmt: skip
+    assert {"folder": str(card), "left": "lists no photo now (a drive not mounted?)"} in (
+        json.loads(report.read_text())["folders"])  # fmt: skip
     card.rmdir()  # the card's photos were moved: scanned where they are now, the library
     cli("library", "scan", tmp_path / "unplugged", "--db", db)  # forgets the old folder
     with Library(db) as lib:

@@ -120,27 +120,28 @@ def library_scan(
             console.print(f"model: {fm.source}")
             quality = lib.gate_of(min_size=min_size, min_score=min_score,
                                   min_sharpness=min_sharpness)  # fmt: skip
-            if photos is None:
-                done = lib.scan_again(fm, quality, device, workers, on_folder=_scanning)
-            else:
-                done = [(str(photos), lib.scan(photos, fm, quality, device, workers))]
-            found = [(f, r, _imported(lib, f, imports)) for f, r in done if not isinstance(r, str)]
+            scans = (lib.scan_again(fm, quality, device, workers, on_folder=_scanning)
+                     if photos is None else
+                     [(str(photos), lib.scan(photos, fm, quality, device, workers))])  # fmt: skip
+            rows = [_scanned(lib, f, r, imports, db, quality) for f, r in scans]
     except BaseException:
         if new:  # a scan that failed before recording any photo leaves no library behind
             _remove_if_empty(db)
         raise
-    for folder, why in ((f, r) for f, r in done if isinstance(r, str)):
-        console.print(f"{folder}: {why}: its photos were left as they were", style="yellow",
+    write_json(json_out, rows[0] if photos is not None else {"folders": rows})
+
+
+def _scanned(lib, folder: str, rep, imports: dict, db: Path, quality) -> dict:
+    """One folder's scan shown as it ends (with the names imported from it, as asked), or
+    why it was left as it was; its row of the JSON."""
+    if isinstance(rep, str):
+        console.print(f"{folder}: {rep}: its photos were left as they were", style="yellow",
                       highlight=False)  # fmt: skip
-    for folder, rep, extra in found:
-        _show_scan(rep, folder, db, quality)
-        _show_imported(extra)
-    rows = [{"folder": f} | asdict(r) | x for f, r, x in found]
-    if photos is not None:
-        write_json(json_out, rows[0] if rows else {})
-    else:
-        write_json(json_out, {"folders": rows + [{"folder": f, "left": r} for f, r in done
-                                                 if isinstance(r, str)]})  # fmt: skip
+        return {"folder": folder, "left": rep}
+    extra = _imported(lib, folder, imports)
+    _show_scan(rep, folder, db, quality)
+    _show_imported(extra)
+    return {"folder": folder} | asdict(rep) | extra
 
 
 def _scanning(folder: str, k: int, n: int) -> None:

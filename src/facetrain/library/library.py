@@ -19,6 +19,7 @@ import math
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -487,12 +488,12 @@ class Library:
 
     def scan_again(self, model, quality=None, device: str = "cpu", workers: int = 1,
                    on_folder=None, on_progress=None, stop=lambda: False,
-                   ) -> list[tuple[str, object]]:  # fmt: skip
-        """Every folder of `folders` scanned again (`scan`): (folder, its scan report, or
-        why it was left as it was: not there now, or listing no photo while the library
-        holds some from it — a drive not mounted is no photo deleted). `on_folder(folder,
-        k, n)` before each; after a scan `stop()` stopped, no other."""
-        folders, done = self.folders(), []
+                   ) -> Iterator[tuple[str, object]]:  # fmt: skip
+        """Every folder of `folders` scanned again (`scan`), yielded as it ends: (folder,
+        its scan report, or why it was left as it was: not there now, or listing no photo
+        while the library holds some from it — a drive not mounted is no photo deleted).
+        `on_folder(folder, k, n)` before each; after a scan `stop()` stopped, no other."""
+        folders = self.folders()
         if not folders:
             raise LibraryError(f"{self.path} remembers no folder yet: scan one by name first "
                                f"(`facetrain library scan FOLDER --db {self.path}`)")  # fmt: skip
@@ -500,14 +501,12 @@ class Library:
             if on_folder is not None:
                 on_folder(folder, k, len(folders))
             if not os.path.isdir(folder):
-                done.append((folder, "not there now (moved, or a drive not mounted?)"))
+                yield folder, "not there now (moved, or a drive not mounted?)"
                 continue
             rep = self.scan(folder, model, quality, device, workers, on_progress, True, stop)
-            done.append((folder, "lists no photo now (a drive not mounted?)" if rep.empty
-                         else rep))  # fmt: skip
+            yield folder, "lists no photo now (a drive not mounted?)" if rep.empty else rep
             if rep.stopped:
-                break
-        return done
+                return
 
     def _place_new(self) -> tuple[int, int]:
         """Faces in no stack yet (a scan's new photos) join the stack they are nearest to

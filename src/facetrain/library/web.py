@@ -328,9 +328,9 @@ class ScanAgain:
             with self.one_change:  # a change of the page's under way ends first
                 lib = Library(self.path)
             with lib:
-                done = lib.scan_again(lib.model(), on_folder=self._folder,
-                                      on_progress=self._progress,
-                                      stop=self.stopping.is_set)  # fmt: skip
+                done = list(lib.scan_again(lib.model(), on_folder=self._folder,
+                                           on_progress=self._progress,
+                                           stop=self.stopping.is_set))  # fmt: skip
                 first = None if lib.people() else lib.cluster()[0]  # never stacked: now
             said = looked(done)
             if first is not None:
