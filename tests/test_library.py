@@ -890,7 +890,11 @@ def test_scan_with_no_folder_looks_for_new_photos_in_every_folder_it_holds(photo
     assert tree_hash(photos) != before  # the new photo, and nothing else changed:
     (photos / "amy" / "amy4.png").unlink()
     assert tree_hash(photos) == before
-    with sqlite3.connect(db) as con:  # a library made before it remembered its folders
-        con.execute("DELETE FROM meta WHERE key = 'folders'")
-    con.close()
-    assert "remembers no folder yet" in cli_fails("library", "scan", "--db", db)
+    for record in (None, "{not json", '{"a": 1}', "[3]"):  # made before; damaged
+        with sqlite3.connect(db) as con:
+            con.execute("DELETE FROM meta WHERE key = 'folders'")
+            if record is not None:
+                con.execute("INSERT INTO meta VALUES ('folders', ?)", (record,))
+        con.close()
+        assert "remembers no folder yet" in cli_fails("library", "scan", "--db", db)
+        assert "folders:" not in cli("library", "people", "--db", db)

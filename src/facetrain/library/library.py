@@ -470,8 +470,13 @@ class Library:
 
     def folders(self) -> list[str]:
         """The folders scanned into this library, for "look for new photos" (`scan_again`);
-        a folder inside another one is that one's."""
-        return json.loads(store.get_meta(self.con, "folders") or "[]")
+        a folder inside another one is that one's. A damaged record is none (it is only
+        where to look again; a scan by name records the folder anew)."""
+        try:
+            kept = json.loads(store.get_meta(self.con, "folders") or "[]")
+        except ValueError:
+            return []
+        return [f for f in kept if isinstance(f, str)] if isinstance(kept, list) else []
 
     def _remember(self, folder: str) -> None:
         """`folder` among `folders`, and a folder gone from disk forgotten once the library
