@@ -129,11 +129,19 @@ def embedded_library(db: Path, emb, threshold: float = 0.19, photo=None):
     from facetrain.library import store
     from facetrain.library.library import Library
 
-    photo = range(len(emb)) if photo is None else photo
     lib = Library(db, create=True)
     with store.transaction(lib.con):
         store.check_model(lib.con, {"distance": "squared_l2", "threshold": threshold}, "test",
                           str(db), "x")  # fmt: skip
+    return add_embedded(lib, emb, range(len(emb)) if photo is None else photo)
+
+
+def add_embedded(lib, emb, photo):
+    """These embeddings added to an open library as faces of the photos `photo` names
+    (numbers: a photo not there yet is made), as a scan records new photos."""
+    from facetrain.library import store
+
+    with store.transaction(lib.con):
         ids = {}
         for e, ph in zip(emb, photo):
             if ph not in ids:

@@ -463,7 +463,7 @@ class Library:
             self.prune_thumbnails()
         if store.count_stacks(self.con):  # clustered before: new faces join their stacks
             with contextlib.suppress(LibraryError):  # no threshold yet: `cluster` places them
-                rep.joined_stacks, rep.new_stacks = self._place_new()
+                rep.joined_stacks, rep.new_stacks = self.stack_new()
         else:
             rep.to_stack = store.count_faces(self.con, "unplaced")
         return rep
@@ -513,23 +513,33 @@ class Library:
             if rep.stopped:
                 return
 
-    def _place_new(self) -> tuple[int, int]:
-        """Faces in no stack yet (a scan's new photos) join the stack they are nearest to
-        on average — named or not — or make new stacks; nothing else moves. (faces
-        joined, new stacks). A full re-cluster is `cluster`, asked for explicitly."""
-        from facetrain.library.cluster import FaceSet, People, place, with_spacing
+    def stack_new(self) -> tuple[int, int]:
+        """Faces in no stack yet (a scan's new photos) stacked as `cluster` would stack
+        them with the rest — by the rule the last `cluster` used — the stacks they come
+        near clustered again with them (`cluster.restack_near`: confirmed faces stay, a
+        stack keeps its id while most of it stays); every other stack is left as it is.
+        (new faces joined to stacks there before, new stacks). A full re-cluster is
+        `cluster`, asked for explicitly."""
+        from facetrain.library.cluster import FaceSet, restack_near
 
-        thr, distance = self.threshold()
-        adapter = self._adapter()  # read once for both sets
-        faces = FaceSet.of(*self._faces("unplaced", adapter))
-        if not len(faces.ids):
+        given = store.get_meta(self.con, "stacked_at")  # the last `cluster --threshold`
+        thr, distance = self.threshold(None if given is None else float(given))
+        emb, rows = self._faces("compared")
+        person = np.array([-1 if r["person_id"] is None else r["person_id"] for r in rows],
+                          np.int64)  # fmt: skip
+        if not (person < 0).any():
             return 0, 0
-        stacks = People.of(*self._faces("stacked", adapter))
-        faces, stacks = with_spacing(faces, stacks, distance, known_too=False)
-        plan = place(faces, stacks, store.rejections(self.con), thr, distance)
+        confirmed = np.array([bool(r["confirmed"]) for r in rows])
+        with neighbours.keep(once=True):
+            plan = restack_near(FaceSet.of(emb, rows), person, confirmed,
+                                store.rejections(self.con), thr, distance,
+                                spacing=given is None)  # fmt: skip
         with store.transaction(self.con):
             self._write(plan)
-        return plan.joined, len(plan.new_stacks)
+            store.drop_empty_stacks(self.con)
+        new = {r["id"] for r, p in zip(rows, person, strict=True) if p < 0}
+        joined = sum(f in new for _, ids in plan.to_person for f in ids)
+        return joined, len(plan.new_stacks)
 
     def cluster(self, threshold: float | None = None):
         """Re-cluster the faces the owner has not confirmed (library/cluster.py);
@@ -555,6 +565,10 @@ class Library:
         with store.transaction(self.con):
             store.unassign_guesses(self.con)
             self._write(plan)
+            if threshold is None:  # new faces are stacked by the rule of the last cluster
+                store.del_meta(self.con, "stacked_at")
+            else:
+                store.set_meta(self.con, "stacked_at", repr(float(threshold)))
         faces = len(free.ids) + len(named.person)
         rep = ClusterReport(faces, store.count_stacks(self.con), plan.matched,
                             len(plan.new_stacks), plan.moved)  # fmt: skip

@@ -804,10 +804,10 @@ def stack_photos(con, person_id: int) -> list[int]:
 def unassign_guesses(con) -> None:
     """Every unconfirmed face leaves its stack; stacks left empty (unnamed) go."""
     con.execute("UPDATE faces SET person_id = NULL WHERE confirmed = 0")
-    _drop_empty_stacks(con)
+    drop_empty_stacks(con)
 
 
-def _drop_empty_stacks(con) -> None:
+def drop_empty_stacks(con) -> None:
     con.execute(
         "DELETE FROM people WHERE name IS NULL AND hidden = 0 AND id NOT IN "
         "(SELECT person_id FROM faces WHERE person_id IS NOT NULL)"
@@ -824,7 +824,7 @@ def regate(con, min_size: float, min_score: float, min_sharpness: float) -> int:
     con.execute(  # a hidden stack keeps its faces: showing it again shows them all
         "UPDATE faces SET person_id = NULL WHERE usable = 0 AND confirmed = 0 AND hidden = 0"
     )
-    _drop_empty_stacks(con)
+    drop_empty_stacks(con)
     return n.rowcount
 
 
