@@ -49,13 +49,50 @@ def arriving(s: dict, threshold: float, distance: str, first: float, looks: int,
 def placed_before(s: dict, seen: np.ndarray, labels: np.ndarray, threshold: float,
                   distance: str):  # fmt: skip
     """The new faces clustered alone, each cluster to the stack nearest it on average."""
-    from facetrain.library.cluster import FaceSet, People, place, with_spacing
+    from facetrain.library.cluster import FaceSet, People
 
     new, old = seen[labels[seen] < 0], seen[labels[seen] >= 0]
     faces = FaceSet(new, s["emb"][new], s["photo"][new])
-    stacks = People(s["emb"][old], labels[old], s["photo"][old])
-    faces, stacks = with_spacing(faces, stacks, distance, known_too=False)
-    return place(faces, stacks, set(), threshold, distance)
+    return place_alone(faces, People(s["emb"][old], labels[old], s["photo"][old]), threshold,
+                       distance)  # fmt: skip
+
+
+def place_alone(faces, known, threshold: float, distance: str):
+    """How scans placed new faces until 2026-12-04, kept here as the baseline: the new
+    faces' spacing among all faces, the new faces clustered among themselves, and each
+    cluster given to the known stack nearest it on average (in units of each pair's limit,
+    taken from the new face's side; never a stack with a face on one of its photos), the
+    rest new stacks."""
+    from facetrain.library.cluster import Placement, agglomerate, concat_rows, local_scales
+
+    n = len(faces.ids)
+    scale = local_scales(concat_rows(faces.emb, known.emb),
+                         np.concatenate([faces.photo, known.photo]), distance, rows=n)  # fmt: skip
+    labels = agglomerate(faces.emb, faces.photo, threshold, distance, scale=scale)[0]
+    out = Placement([], [])
+    for k in range(labels.max() + 1 if n else 0):
+        idx = np.flatnonzero(labels == k)
+        best = _nearest(known, faces.emb[idx], faces.photo[idx], scale[idx], threshold, distance)
+        ids = faces.ids[idx].tolist()
+        out.to_person.append((best, ids)) if best is not None else out.new_stacks.append(ids)
+    return out
+
+
+def _nearest(known, emb, photo, scale, threshold: float, distance: str) -> int | None:
+    from facetrain.distances import distance_matrix
+    from facetrain.neighbours import pair_limits
+
+    if len(known.person) == 0:
+        return None
+    ids, col = np.unique(known.person, return_inverse=True)
+    d = (distance_matrix(emb, known.emb, distance) / pair_limits(scale, None, threshold)).sum(0)
+    mean = np.bincount(col, weights=d / len(emb), minlength=len(ids)) / np.bincount(col)
+    for k in np.argsort(mean, kind="stable"):
+        if mean[k] >= 1.0:
+            return None
+        if not np.isin(photo, known.photo[col == k]).any():
+            return int(ids[k])
+    return None
 
 
 def placed_now(s: dict, seen: np.ndarray, labels: np.ndarray, threshold: float,

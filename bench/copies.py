@@ -94,7 +94,7 @@ def burst(s: dict, copies: float, rng) -> tuple[float, float]:
 def stacks_f(s: dict, copies: float) -> float:
     """BCubed F of the stacks with no names, each face's spacing without (copies > 0) or
     with the faces as near as copies among its neighbours."""
-    from facetrain.library.cluster import FaceSet, People, place
+    from facetrain.library.cluster import FaceSet, People, recluster
     from facetrain.neighbours import K, kth_other_photo
     from library_populations import bcubed_f
 
@@ -102,8 +102,8 @@ def stacks_f(s: dict, copies: float) -> float:
     scale = kth_other_photo(s["emb"], s["photo"], "squared_l2", K, copies=copies)
     faces = FaceSet(np.arange(n), s["emb"], s["photo"], scale)
     nobody = People(np.zeros((0, s["emb"].shape[1]), np.float32), np.zeros(0, int),
-                    np.zeros(0, int))  # fmt: skip
-    plan = place(faces, nobody, set(), 0.19, "squared_l2")
+                    np.zeros(0, int), np.zeros(0))  # fmt: skip
+    plan = recluster(faces, nobody, set(), 0.19, "squared_l2")
     labels = np.empty(n, np.int64)
     for k, ids in enumerate(plan.new_stacks):
         labels[ids] = k

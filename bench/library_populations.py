@@ -147,7 +147,7 @@ def oracle(s: dict, distance: str, grid: np.ndarray) -> tuple[float, float]:
 
 def stacks_with_no_names(s: dict, threshold: float, distance: str) -> np.ndarray:
     """A stack label per face, as `Library.cluster` makes them when nothing is named."""
-    from facetrain.library.cluster import FaceSet, People, place, with_spacing
+    from facetrain.library.cluster import FaceSet, People, recluster, with_spacing
 
     n = len(s["emb"])
     faces = FaceSet(np.arange(n), s["emb"], s["photo"])
@@ -155,7 +155,7 @@ def stacks_with_no_names(s: dict, threshold: float, distance: str) -> np.ndarray
         np.zeros((0, s["emb"].shape[1]), np.float32), np.zeros(0, int), np.zeros(0, int)
     )
     faces, nobody = with_spacing(faces, nobody, distance)
-    plan = place(faces, nobody, set(), threshold, distance)
+    plan = recluster(faces, nobody, set(), threshold, distance)
     labels = np.empty(n, np.int64)
     for k, ids in enumerate(plan.new_stacks):
         labels[ids] = k

@@ -26,16 +26,9 @@ from library_scale import synthetic
 
 
 def child(n: int, new: int, how: str) -> None:
+    from arriving import place_alone
     from facetrain import neighbours
-    from facetrain.library.cluster import (
-        FaceSet,
-        People,
-        agglomerate,
-        local_scales,
-        place,
-        restack_near,
-        with_spacing,
-    )
+    from facetrain.library.cluster import FaceSet, People, agglomerate, local_scales, restack_near
     from facetrain.library.evaluate import scores
 
     emb, label, photo = synthetic(n)
@@ -51,9 +44,7 @@ def child(n: int, new: int, how: str) -> None:
                                 np.zeros(len(emb), bool), set(), 1.0)  # fmt: skip
         else:
             faces = FaceSet(np.arange(old, len(emb)), emb[old:], photo[old:])
-            known = People(emb[:old], stacks, photo[:old])
-            faces, known = with_spacing(faces, known, "squared_l2", known_too=False)
-            plan = place(faces, known, set(), 1.0)
+            plan = place_alone(faces, People(emb[:old], stacks, photo[:old]), 1.0, "squared_l2")
     secs = time.perf_counter() - t0
     for pid, ids in plan.to_person:
         person[ids] = pid

@@ -77,23 +77,27 @@ def test_one_place_computes_distances():
             assert formula not in text, (p, formula)
 
 
-def test_place_gives_clusters_to_known_people_and_keeps_rejections():
-    from facetrain.library.cluster import FaceSet, People, place
+def test_new_faces_go_to_the_stacks_they_come_near_and_rejections_hold():
+    """`restack_near` is pure and keeps the owner's word: the new faces near person 7's
+    confirmed face go to 7, but not the one the owner rejected for 7; the others are new
+    stacks."""
+    from facetrain.library.cluster import FaceSet, restack_near
 
     rng = np.random.default_rng(0)
     centres = np.eye(4)[:3] * 1.0
-    emb = np.concatenate([c + 0.02 * rng.standard_normal((5, 4)) for c in centres])
+    emb = np.concatenate([centres[:1]] + [c + 0.02 * rng.standard_normal((5, 4))
+                                          for c in centres])  # fmt: skip
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    faces = FaceSet(np.arange(100, 115), emb, np.arange(15))
-    known = People(centres[:1], np.array([7]), np.array([999]))  # person 7 is the first
-    plan = place(faces, known, rejected={(101, 7)}, threshold=0.5)
+    faces = FaceSet(np.arange(99, 115), emb, np.array([999, *range(15)]))
+    person = np.array([7] + [-1] * 15)  # face 99: person 7's, confirmed
+    plan = restack_near(faces, person, person == 7, rejected={(101, 7)}, threshold=0.5,
+                        spacing=False)  # fmt: skip
     assert plan.to_person == [(7, [100, 102, 103, 104])]
     assert sorted(sorted(s) for s in plan.new_stacks) == [
         [101],
         list(range(105, 110)),
         list(range(110, 115)),
     ]
-    assert plan.matched == 1 and plan.joined == 0  # the rejected face left the cluster
 
 
 def test_a_library_never_scans_its_own_files(tmp_path):

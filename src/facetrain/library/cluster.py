@@ -14,9 +14,9 @@
    faces of one photo are never the same person: such pairs get an infinite distance, and
    any cluster still holding two faces of one photo keeps the face nearest its centre and
    lets the others go.
-3. Each cluster is matched to the named person it is closest to (average distance to that
-   person's confirmed faces, under their limits, no face of a shared photo, no face the
-   owner rejected for that person); otherwise it becomes a new unnamed stack.
+3. Confirmed faces are clustered with the others, pinned to their person: a cluster
+   holding some goes to the person most of them are (never a face the owner rejected for
+   that person); any other becomes a new unnamed stack (`recluster`).
 4. New faces (a scan's) are stacked as clustering everything again would stack them, at
    the cost of the stacks they come near: those are clustered again with them
    (`restack_near`), every other stack left as it is.
@@ -24,8 +24,8 @@
    list someone share is theirs (`shared_face`), the same clustering on those photos.
 
 Every function here is pure: it reads no store and writes nothing. `Library` reads the
-faces, applies the owner's adapter, asks `place` for a `Placement` and writes it in one
-transaction.
+faces, applies the owner's adapter, asks `recluster` or `restack_near` for a `Placement`
+and writes it in one transaction.
 """
 
 from __future__ import annotations
@@ -62,16 +62,13 @@ def local_scales(emb: np.ndarray, photo: np.ndarray, distance: str, k: int = K,
     return kth_other_photo(emb, photo, distance, k, rows=rows)
 
 
-def with_spacing(faces: FaceSet, known: People, distance: str, known_too: bool = True):
-    """The faces (and, with known_too, the known people's faces) with their spacing among
-    all of them (`local_scales`). Without known_too only the new faces' spacing is
-    measured — new faces x all faces, what a scan can afford — and a pair's limit is
-    taken from the new face's side."""
+def with_spacing(faces: FaceSet, known: People, distance: str):
+    """The faces and the known people's faces with their spacing among all of them
+    (`local_scales`)."""
     emb = concat_rows(faces.emb, known.emb)
     photo = np.concatenate([faces.photo, known.photo])
-    n = len(faces.emb)
-    s = local_scales(emb, photo, distance, rows=None if known_too else n)
-    return replace(faces, scale=s[:n]), replace(known, scale=s[n:] if known_too else None)
+    s = local_scales(emb, photo, distance)
+    return replace(faces, scale=s[: len(faces.emb)]), replace(known, scale=s[len(faces.emb) :])
 
 
 @dataclass
@@ -239,21 +236,6 @@ class FaceSet:
                    np.array([r["photo_id"] for r in rows], np.int64))  # fmt: skip
 
 
-def place(faces: FaceSet, known: People, rejected: set, threshold: float,
-          distance: str = "squared_l2") -> Placement:  # fmt: skip
-    """Faces clustered among themselves, each cluster given to the known person it is
-    nearest to (`People.nearest`; never a face the owner rejected for that person), the
-    rest as new stacks. Pure: the caller writes the placement."""
-    labels, moved = agglomerate(faces.emb, faces.photo, threshold, distance, scale=faces.scale)
-    out = Placement([], [], moved=moved)
-    for idx in _members(labels):
-        sub = None if faces.scale is None else faces.scale[idx]
-        best = known.nearest(faces.emb[idx], faces.photo[idx], threshold, distance, sub)
-        _, rest = _give(out, faces.ids[idx].tolist(), best, rejected)
-        out.joined += len(idx) if best is not None and not rest else 0
-    return out
-
-
 def _give(out: Placement, ids: list[int], best: int | None, rejected: set):
     """Faces to the person `best` (not those the owner rejected for it), the rest to a new
     stack, added to `out`; (given, rest)."""
@@ -364,29 +346,6 @@ class People:
     def of(cls, emb: np.ndarray, rows) -> People:
         return cls(emb, np.array([r["person_id"] for r in rows], np.int64),
                    np.array([r["photo_id"] for r in rows], np.int64))  # fmt: skip
-
-    def nearest(self, emb, photo, threshold: float, distance: str, scale=None) -> int | None:
-        """The person whose faces are nearest on average to a cluster's (under the
-        threshold; with the cluster's scales, under 1 in units of each pair's limit),
-        never one with a face in a photo of the cluster. Memory: the cluster's size x the
-        known faces."""
-        if len(self.person) == 0 or len(emb) == 0:
-            return None
-        ids, col = np.unique(self.person, return_inverse=True)
-        scaled = scale is not None
-        d = np.zeros(len(self.emb))
-        for s in range(0, len(emb), 256):  # the cluster's rows a block at a time
-            part = distance_matrix(emb[s : s + 256], self.emb, distance)
-            if scaled:
-                part /= pair_limits(scale[s : s + 256], self.scale, threshold)
-            d += part.sum(0)
-        mean = np.bincount(col, weights=d / len(emb), minlength=len(ids)) / np.bincount(col)
-        for k in np.argsort(mean, kind="stable"):
-            if mean[k] >= (1.0 if scaled else threshold):
-                return None
-            if not np.isin(photo, self.photo[col == k]).any():
-                return int(ids[k])
-        return None
 
 
 def shared_face(emb, photo, threshold: float, distance: str, scale=None, least: int = 3,
