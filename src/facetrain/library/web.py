@@ -388,9 +388,13 @@ def _look_for_new(app: FastAPI, looking: ScanAgain, act) -> None:
 
     @app.get("/api/scan")
     def api_scan_state() -> dict:
-        """How far the look is; when none runs, also the folders it would look in."""
+        """How far the look is; when none runs, also the folders it would look in (when
+        the library can be read just now)."""
         state = looking.view()
-        return state if state["running"] else state | {"folders": act("folders")}
+        if not state["running"]:
+            with contextlib.suppress(HTTPException):
+                state["folders"] = act("folders")
+        return state
 
     @app.post("/api/scan/stop")
     def api_scan_stop() -> dict:
@@ -773,6 +777,7 @@ $("#learn").onclick = () => { $("#status").textContent = "learning from your nam
 $("#plain").onclick = () => call("/api/personalize/off");
 const clock = s => s < 90 ? `${s} s` : `${Math.round(s / 60)} min`;
 function lookingIn(j) {  // the button says where it looks
+  if (!j.folders) return;  // the library could not be read just now: the title stays
   $("#look").title = j.folders.length ? "scan again " + j.folders.join(", ") + ": the faces " +
     "of new photos join their people (your photos are only read)" :
     "no folder yet: scan one with facetrain library scan FOLDER";
