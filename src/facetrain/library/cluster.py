@@ -293,7 +293,7 @@ def restack_near(faces: FaceSet, person: np.ndarray, confirmed: np.ndarray, reje
     touched = _stacks_near(faces.emb[new], faces.emb[~new], person[~new], threshold, distance)
     sub = new | np.isin(person, touched)
     order = np.concatenate([np.flatnonzero(sub), np.flatnonzero(~sub)])
-    scale = np.empty(len(person))
+    scale = np.empty(len(person) if spacing else 0)
     if spacing:
         scale[order[: sub.sum()]] = local_scales(faces.emb[order], faces.photo[order],
                                                  distance, rows=int(sub.sum()))  # fmt: skip
@@ -303,7 +303,7 @@ def restack_near(faces: FaceSet, person: np.ndarray, confirmed: np.ndarray, reje
                    scale=at(free))  # fmt: skip
     named = People(faces.emb[pinned], person[pinned], faces.photo[pinned], at(pinned))
     plan = recluster(part, named, rejected, threshold, distance)
-    was = dict(zip(faces.ids.tolist(), person.tolist(), strict=True))
+    was = dict(zip(faces.ids[free].tolist(), person[free].tolist(), strict=True))
     free_stacks = set(touched.tolist()) - set(person[pinned].tolist())
     clusters, plan.new_stacks = plan.new_stacks, []
     for ids in sorted(clusters, key=len, reverse=True):  # the largest choose first
