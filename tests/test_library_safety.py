@@ -1081,3 +1081,41 @@ def test_a_rebuild_that_fails_leaves_the_library_as_it_was_and_usable(
     with Library(db):
         pass
     assert "AUTOINCREMENT" in dict(schema())["people"] and _names(db) == names
+
+
+def test_a_split_holds_when_new_photos_come(tmp_path):
+    """Two lookalikes the library put in one stack; the owner splits it. New photos of both
+    come near that stack, and the stacking of new faces clusters it again with them: the
+    faces the owner split off never go back to the kept stack, nor its faces to theirs
+    (the split rejects each part for the others); an undo of the split takes that back."""
+    from helpers import add_embedded
+
+    rng = np.random.default_rng(0)
+    c = rng.standard_normal((1, 32))
+    d = c / np.linalg.norm(c) + 0.1 * rng.standard_normal((1, 32)) / np.sqrt(32)
+
+    def faces(centre, n):
+        e = centre / np.linalg.norm(centre) + 0.12 * rng.standard_normal((n, 32)) / np.sqrt(32)
+        return (e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float32)
+
+    with embedded_library(tmp_path / "lib.db", np.concatenate([faces(c, 8), faces(d, 8)])) as lib:
+        lib.cluster()
+        one = {r[0] for r in lib.con.execute("SELECT person_id FROM faces")}
+        assert len(one) == 1  # the library's own stacking: one stack
+        assert "split" in lib.split(str(one.pop()), 0.03)
+        kept_id = lib.con.execute("SELECT person_id FROM faces WHERE id = 9").fetchone()[0]
+        stack = dict(lib.con.execute("SELECT id, person_id FROM faces"))
+        kept = {f for f, p in stack.items() if p == kept_id}
+        moved = set(stack) - kept
+        add_embedded(lib, np.concatenate([faces(c, 1), faces(d, 1)]), [100, 101])
+        lib.stack_new()
+        after = dict(lib.con.execute("SELECT id, person_id FROM faces"))
+        assert {after[f] for f in kept} == {kept_id}
+        assert not {after[f] for f in moved} & {kept_id}
+        lib.merge(str(kept_id), str(after[min(moved)]))  # the owner: they are one after all
+        sql = ("SELECT COUNT(*) FROM rejections r JOIN faces f ON f.id = r.face_id"
+               " WHERE r.person_id = f.person_id")  # fmt: skip
+        assert lib.con.execute(sql).fetchone()[0] == 0  # no face rejected for its own stack
+        done = lib.undo(2)  # the merge and the split (a look is no action of yours)
+        assert "merged" in done[0] and "split" in done[1]
+        assert lib.con.execute("SELECT COUNT(*) FROM rejections").fetchone()[0] == 0

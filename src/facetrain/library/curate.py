@@ -112,7 +112,10 @@ def split(con, pid: int, emb: np.ndarray, rows, threshold: float,
     """Sub-cluster a stack (its faces `rows`, compared as `emb`) at a tighter threshold.
     The part holding most of the owner's confirmed faces (else the largest) keeps the stack
     and its name; the other parts' unconfirmed faces become new unnamed stacks, and a
-    confirmed face stays where the owner put it, whichever part it fell in."""
+    confirmed face stays where the owner put it, whichever part it fell in. Each part's
+    unconfirmed faces are rejected for the other parts: the owner said they are other
+    people, so no later stacking (a look for new photos, `cluster`) puts them together
+    again."""
     from facetrain.library.cluster import agglomerate
 
     if len(rows) < 2:
@@ -133,9 +136,24 @@ def split(con, pid: int, emb: np.ndarray, rows, threshold: float,
             new = store.new_person(con)
             created.append(new)
             store.assign(con, [(new, rows[i]["id"]) for i in part], confirmed=0)
-        _log(con, "split", f"stack {pid} split in {len(moving) + 1}", before, created)
-    kept = len(rows) - sum(len(p) for p in moving)
-    return f"stack {pid} split: kept {kept} faces, new stacks {created}"
+        kept = np.setdiff1d(np.flatnonzero(~confirmed), np.concatenate(moving))
+        apart = _kept_apart(con, rows, [kept, *moving], [pid, *created])
+        _log(con, "split", f"stack {pid} split in {len(moving) + 1}", before, created, apart)
+    left = len(rows) - sum(len(p) for p in moving)
+    return f"stack {pid} split: kept {left} faces, new stacks {created}"
+
+
+def _kept_apart(con, rows, parts: list[np.ndarray], stacks: list[int]) -> list[tuple]:
+    """Each part's faces (indices of rows) rejected for every other part's stack; the
+    (face, stack) pairs new here (an undo takes back these only)."""
+    pairs = []
+    for part, own in zip(parts, stacks, strict=True):
+        for i in part:
+            face, known = rows[i]["id"], set(store.rejections_of(con, rows[i]["id"]))
+            others = [s for s in stacks if s != own and s not in known]
+            store.reject(con, face, others)
+            pairs += [(face, s) for s in others]
+    return pairs
 
 
 def reject(con, face_id: int) -> str:

@@ -883,6 +883,8 @@ def merge_people(con, into: int, other: int) -> None:
         (into, into, other),
     )
     con.execute("UPDATE OR IGNORE rejections SET person_id = ? WHERE person_id = ?", (into, other))
+    con.execute("DELETE FROM rejections WHERE person_id = ? AND face_id IN "  # now theirs
+                "(SELECT id FROM faces WHERE person_id = ?)", (into, into))  # fmt: skip
     con.execute("DELETE FROM people WHERE id = ?", (other,))
 
 
