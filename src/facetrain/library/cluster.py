@@ -217,7 +217,6 @@ class Placement:
     to_person: list[tuple[int, list[int]]]
     new_stacks: list[list[int]]
     matched: int = 0  # clusters placed with a known person
-    joined: int = 0  # faces of clusters placed wholly with a known person
     moved: int = 0  # faces moved out of a cluster for cannot-link
 
 
@@ -236,9 +235,9 @@ class FaceSet:
                    np.array([r["photo_id"] for r in rows], np.int64))  # fmt: skip
 
 
-def _give(out: Placement, ids: list[int], best: int | None, rejected: set):
+def _give(out: Placement, ids: list[int], best: int | None, rejected: set) -> None:
     """Faces to the person `best` (not those the owner rejected for it), the rest to a new
-    stack, added to `out`; (given, rest)."""
+    stack, added to `out`."""
     members = [f for f in ids if (f, best) not in rejected] if best is not None else []
     rest = [f for f in ids if f not in members]
     if members:
@@ -246,7 +245,6 @@ def _give(out: Placement, ids: list[int], best: int | None, rejected: set):
     if rest:
         out.new_stacks.append(rest)
     out.matched += best is not None
-    return members, rest
 
 
 def recluster(free: FaceSet, named: People, rejected: set, threshold: float,
@@ -272,8 +270,7 @@ def recluster(free: FaceSet, named: People, rejected: set, threshold: float,
         ids = free.ids[mine].tolist()
         best = int(np.bincount(pinned - pinned.min()).argmax() + pinned.min()) if len(
             pinned) else None  # fmt: skip
-        members, _ = _give(out, ids, best, rejected)
-        out.joined += len(members)
+        _give(out, ids, best, rejected)
     return out
 
 
