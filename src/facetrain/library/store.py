@@ -312,13 +312,16 @@ def model_record(con: sqlite3.Connection) -> dict | None:
 
 
 def check_model(con: sqlite3.Connection, pre: dict, source: str, db: str,
-                digest: str | None = None, fields: tuple[str, ...] = ()) -> None:  # fmt: skip
+                digest: str | None = None, fields: tuple[str, ...] | None = None,
+                ) -> None:  # fmt: skip
     """The library's embeddings must all come from one model: the same preprocessing —
-    the record's `fields`, the record the library was made with kept as it was — and (when
-    known) the same weights, by content hash. The model found at a new place is remembered
-    there."""
+    the record's `fields` (default: all of it), the record the library was made with kept
+    as it was — and (when known) the same weights, by content hash. The model found at a
+    new place is remembered there."""
     have = model_record(con)
     now = json.loads(json.dumps(pre, sort_keys=True))
+    if fields is None and have is not None:
+        fields = tuple(have.keys() | now.keys())
     if have is None:
         set_meta(con, "model", json.dumps(pre, sort_keys=True))
     elif {k: have.get(k) for k in fields} != {k: now.get(k) for k in fields} or (
