@@ -484,10 +484,11 @@ class Library:
         still here is kept (a drive not mounted)."""
         from facetrain.library.scan import within
 
-        kept = [f for f in self.folders() if os.path.isdir(f) or store.photos_under(self.con, f)]
+        before = self.folders()
+        kept = [f for f in before if os.path.isdir(f) or store.photos_under(self.con, f)]
         if not any(within(folder, f) for f in kept):
             kept = [f for f in kept if not within(f, folder)] + [folder]
-        if sorted(kept) != self.folders():
+        if sorted(kept) != before:
             with store.transaction(self.con):
                 store.set_meta(self.con, "folders", json.dumps(sorted(kept)))
 
@@ -530,14 +531,14 @@ class Library:
         if not (person < 0).any():
             return 0, 0
         confirmed = np.array([bool(r["confirmed"]) for r in rows])
+        faces = FaceSet.of(emb, rows)
         with neighbours.keep(once=True):
-            plan = restack_near(FaceSet.of(emb, rows), person, confirmed,
-                                store.rejections(self.con), thr, distance,
-                                spacing=given is None)  # fmt: skip
+            plan = restack_near(faces, person, confirmed, store.rejections(self.con), thr,
+                                distance, spacing=given is None)  # fmt: skip
         with store.transaction(self.con):
             self._write(plan)
             store.drop_empty_stacks(self.con)
-        new = {r["id"] for r, p in zip(rows, person, strict=True) if p < 0}
+        new = set(faces.ids[person < 0].tolist())
         joined = sum(f in new for _, ids in plan.to_person for f in ids)
         return joined, len(plan.new_stacks)
 

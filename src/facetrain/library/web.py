@@ -331,7 +331,8 @@ class ScanAgain:
                 done = list(lib.scan_again(lib.model(), on_folder=self._folder,
                                            on_progress=self._progress,
                                            stop=self.stopping.is_set))  # fmt: skip
-                first = None if lib.people() else lib.cluster()[0]  # never stacked: now
+                never = any(not isinstance(r, str) and r.to_stack for _, r in done)
+                first = lib.cluster()[0] if never else None  # a library never stacked: now
             said = looked(done)
             if first is not None:
                 said += f"; {first.faces} faces stacked per person: {first.stacks} stacks"
