@@ -436,6 +436,29 @@ def library_faces(
         print(f"{f['id']}\t{'confirmed' if f['confirmed'] else 'guess'}\t{shown(f['path'])}\t{box}")
 
 
+@library_app.command("photos")
+def library_photos(
+    people: Annotated[
+        list[str], typer.Argument(help="Stack ids or names: the photos they are all on.")
+    ],
+    db: DbOpt,
+    json_out: JsonOut = None,
+) -> None:
+    """The photos of a person, or of several together, the latest first: date, photo,
+    everyone on it (tab-separated; the date is the camera's, or the file's, marked so)."""
+    from facetrain.library.dates import date_text
+
+    with _read(db) as lib:
+        photos = lib.photos(people, who=True)
+    for p in photos:
+        who = ", ".join(x["name"] or f"#{x['id']}" for x in p["people"] if not x["hidden"])
+        print(f"{date_text(p) or '-'}\t{shown(p['path'])}\t{shown(who)}")
+    together = " and ".join(people)
+    console.print(f"{len(photos)} photos of {together}" + (", the latest first" if photos else ""),
+                  highlight=False)  # fmt: skip
+    write_json(json_out, [p | {"date": p["date"] and p["date"].isoformat()} for p in photos])
+
+
 @library_app.command("identify")
 def library_identify(
     photos: Annotated[list[Path], typer.Argument(help="Photos to recognise.")],

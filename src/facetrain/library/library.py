@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from facetrain import neighbours
-from facetrain.library import curate, store
+from facetrain.library import curate, dates, store
 from facetrain.library.files import LibraryFiles
 from facetrain.library.store import LibraryError
 from facetrain.open_set import MARGIN
 
 _THUMBNAIL = re.compile(r"(\d+)-([0-9a-f]{16})-\d+\.jpg")  # face id, photo content, size
+COMPANIONS = 12  # the people a stack's page offers to see its photos with
 
 
 class Library:
@@ -197,8 +198,20 @@ class Library:
     def face_ids(self, stack: int, limit: int | None = None) -> list[int]:
         return store.face_ids(self.con, stack, limit)
 
-    def stack_photos(self, stack: int) -> list[int]:
-        return store.stack_photos(self.con, stack)
+    def photos(self, people: list[str | int], who: bool = False) -> list[dict]:
+        """The photos on which every one of these people is (names, or stack ids), the
+        latest first (`dates.latest_first`); with `who`, everyone on each (`people`)."""
+        if not people:
+            raise LibraryError("name one person at least (see `facetrain library people`)")
+        ids = [self.stack(p) if isinstance(p, str) else p for p in people]
+        if missing := [p for p in ids if not store.person_exists(self.con, p)]:
+            raise LibraryError(f"no stack {missing[0]}")
+        return dates.latest_first(store.photos_with(self.con, ids, who))
+
+    def companions(self, stack: int) -> list[dict]:
+        """The people (visible stacks) on this one's photos, with how many photos each
+        shares with it, most first."""
+        return store.companions(self.con, stack)
 
     def photo(self, photo_id: int) -> np.ndarray:
         """A photo of the library, decoded (LibraryError when unknown or unreadable)."""
@@ -339,9 +352,10 @@ class Library:
         rows = store.people(self.con, only=stack)
         if not rows:
             raise LibraryError(f"no stack {stack}")
-        return rows[0] | {"face_ids": self.face_ids(stack), "photo_ids": self.stack_photos(stack),
+        return rows[0] | {"face_ids": self.face_ids(stack), **dated(self.photos([stack])),
                           "confirmed_ids": store.confirmed_ids(self.con, stack),
-                          "cover": curate.covers(self.con, stack).get(stack)}  # fmt: skip
+                          "cover": curate.covers(self.con, stack).get(stack),
+                          "with": self.companions(stack)[:COMPANIONS]}  # fmt: skip
 
     def people_with_covers(self, faces: int = 12) -> list[dict]:
         """The stacks (`people`), each with its cover face (`curate.covers`) and its first
@@ -790,6 +804,12 @@ UNREADABLE_TILE = "photo not\nreadable now"  # what the page shows for its faces
 def _check_workers(workers: int) -> None:
     if workers < 1:
         raise LibraryError(f"--workers {workers}: at least 1")
+
+
+def dated(photos: list[dict]) -> dict[str, list]:
+    """Photos as a page lists them: their ids and dates ("" for none), in their order."""
+    return {"photo_ids": [p["id"] for p in photos],
+            "photo_dates": [dates.date_text(p) for p in photos]}  # fmt: skip
 
 
 def _identified(path: str, result: tuple, namer) -> dict:

@@ -798,9 +798,36 @@ def confirmed_ids(con, person_id: int) -> list[int]:
     return [r[0] for r in con.execute(q, (person_id,))]
 
 
-def stack_photos(con, person_id: int) -> list[int]:
-    return [r[0] for r in con.execute(
-        "SELECT DISTINCT photo_id FROM faces WHERE person_id = ? ORDER BY photo_id", (person_id,)
+def photos_with(con, person_ids: list[int], who: bool = False) -> list[dict]:
+    """The photos on which each of these stacks has a face: id, path, taken (EXIF, as
+    written), mtime, status; with `who`, also everyone on it (`people`: the stacks' id,
+    name, hidden, in face order). In id order."""
+    ids = sorted(set(person_ids))
+    on = (f"SELECT photo_id FROM faces WHERE person_id IN ({_q(ids)}) GROUP BY photo_id"
+          " HAVING COUNT(DISTINCT person_id) = ?")  # fmt: skip
+    args = [*ids, len(ids)]
+    rows = {r["id"]: dict(r) | {"people": []} for r in con.execute(
+        f"SELECT id, path, taken, mtime, status FROM photos WHERE id IN ({on}) ORDER BY id", args
+    )}  # fmt: skip
+    if who:
+        for photo, pid, name, hidden in con.execute(
+            "SELECT f.photo_id, pe.id, pe.name, pe.hidden FROM faces f JOIN people pe"
+            f" ON pe.id = f.person_id WHERE f.photo_id IN ({on}) ORDER BY f.id", args,
+        ):  # fmt: skip
+            people = rows[photo]["people"]
+            if all(p["id"] != pid for p in people):
+                people.append({"id": pid, "name": name, "hidden": bool(hidden)})
+    return list(rows.values())
+
+
+def companions(con, person_id: int) -> list[dict]:
+    """The visible stacks that share photos with this one: id, name, photos (how many
+    they share), most first."""
+    return [dict(r) for r in con.execute(
+        "SELECT pe.id, pe.name, COUNT(DISTINCT f.photo_id) AS photos FROM faces f"
+        " JOIN people pe ON pe.id = f.person_id WHERE pe.hidden = 0 AND pe.id != ?"
+        " AND f.photo_id IN (SELECT photo_id FROM faces WHERE person_id = ?)"
+        " GROUP BY pe.id ORDER BY photos DESC, pe.id", (person_id, person_id),
     )]  # fmt: skip
 
 

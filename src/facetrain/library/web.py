@@ -24,13 +24,13 @@ from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, HTTPException, Path, Request
+from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from facetrain.errors import FacetrainError
-from facetrain.library.library import Library
+from facetrain.library.library import Library, dated
 from facetrain.library.store import LibraryError
 from facetrain.lock import BusyError
 from facetrain.open_set import MARGIN
@@ -60,6 +60,7 @@ LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 ANY_ADDRESS = frozenset({"0.0.0.0", "::"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 Id = Annotated[int, Path(ge=0, le=2**63 - 1)]  # SQLite's integers: larger ids are a 422
+WithOpt = Annotated[list[Annotated[int, Field(ge=0, le=2**63 - 1)]], Query(alias="with")]
 
 
 def allowed_hosts(bind: str) -> frozenset[str] | None:
@@ -180,8 +181,10 @@ def _views(app: FastAPI, act, db_path) -> None:
         return act("stack_view", stack, status=404)
 
     @app.get("/api/stacks/{stack}/photos")
-    def stack_photos(stack: Id) -> list[int]:
-        return act("stack_photos", stack)
+    def stack_photos(stack: Id, others: WithOpt = ()) -> dict:
+        """The stack's photos, the latest first; `with`: only those these people are on
+        too."""
+        return dated(act("photos", [stack, *others], status=404))
 
     @app.get("/api/personal")
     def api_personal() -> dict:
@@ -472,6 +475,7 @@ main{padding:1em}.hidden{display:none!important}
 .card .who{font-weight:600;margin-top:4px}.card .n{color:#777;font-size:.85em}
 .card.is-hidden{opacity:.5}
 #person h2{margin:.2em 0}.row{display:flex;gap:.5em;align-items:center;flex-wrap:wrap;margin:.5em 0}
+#with .with.on{background:#dbe9ff}
 .photos{display:flex;flex-wrap:wrap;gap:6px}.photos img{height:180px;border-radius:6px}
 .faces{display:flex;flex-wrap:wrap;gap:8px}
 .face{background:#fff;border-radius:8px;padding:4px;text-align:center}
@@ -519,7 +523,8 @@ new photos join their people (your photos are only read)">Look for new photos</b
     <button id="split">Split</button><button id="hide">Hide</button>
     <button id="unhide">Unhide</button></div>
   <h3>Same person?</h3><div id="suggest"></div>
-  <h3 id="photostitle">Photos</h3><div id="photos" class="photos"></div>
+  <h3 id="photostitle">Photos</h3><div id="with" class="row"></div>
+  <div id="photos" class="photos"></div>
   <h3>Faces</h3>
   <div class="row"><span id="picked">click faces to select several</span>
     <input id="movepick" class="pick" list="peoplelist" placeholder="move selected to…"
@@ -588,9 +593,8 @@ async function drawPerson() {
   $("#name").value = s.name || "";
   $("#hide").classList.toggle("hidden", !!s.hidden);
   $("#unhide").classList.toggle("hidden", !s.hidden);
-  $("#photostitle").textContent = `Photos (${s.photo_ids.length})`;
-  $("#photos").innerHTML = s.photo_ids.map(p =>
-    `<img alt="photo ${p}" loading="lazy" src="/photo/${p}.jpg">`).join("");
+  drawPhotos(s);
+  drawWith(s.with);
   const sure = new Set(s.confirmed_ids);
   picked.clear(); drawPicked();
   $("#faces").innerHTML = s.face_ids.map(f => `<div class="face${sure.has(f) ? " confirmed" : ""}"
@@ -614,6 +618,26 @@ async function drawPerson() {
       if (!to) { $("#status").textContent = `no person "${e.target.value}"`; return; }
       await call(`/api/faces/${face}/move`, {to: to.id});
     };
+  });
+}
+function drawPhotos(p, title) {  // the latest first; a photo's date in its tooltip
+  $("#photostitle").textContent = `${title || "Photos"} (${p.photo_ids.length})`;
+  $("#photos").innerHTML = p.photo_ids.map((id, k) => `<img alt="photo ${id}" loading="lazy"
+    src="/photo/${id}.jpg" title="${esc(p.photo_dates[k] || "no date")}">`).join("");
+}
+function drawWith(others) {  // the people on this one's photos: click to see those only
+  const chip = (id, text, tip) =>
+    `<button class="with" data-id="${id}" title="${esc(tip)}">${esc(text)}</button>`;
+  const all = chip("", "all photos", "every photo of this person");
+  $("#with").innerHTML = others.length ? "with:" + all +
+    others.map(o => chip(o.id, `${label(o)} · ${o.photos}`,
+                         `only the photos ${label(o)} is on too`)).join("") : "";
+  document.querySelectorAll("#with .with").forEach(b => b.onclick = async () => {
+    const id = b.dataset.id, who = others.find(o => String(o.id) === id);
+    const r = await fetch(`/api/stacks/${current}/photos` + (id ? `?with=${id}` : ""));
+    if (!r.ok) return;
+    drawPhotos(await r.json(), who ? `Photos with ${label(who)}` : "Photos");
+    document.querySelectorAll("#with .with").forEach(c => c.classList.toggle("on", c === b));
   });
 }
 const picked = new Set();

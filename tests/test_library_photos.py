@@ -1,0 +1,196 @@
+"""A person's photos, the latest first, and the photos two people are on together: from the
+terminal (`library photos`), the page's API and the page in a browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import SHARED
+from facetrain.cli import app
+from facetrain.library.dates import exif_date, latest_first
+from facetrain.library.library import Library
+from test_library_web import _browser, _serve, local_client
+
+runner = CliRunner()
+BBT = SHARED / "photos" / "bbt"
+
+
+def _dated(path: Path, when: str | None, mtime: datetime) -> None:
+    """The photo saved again with EXIF DateTimeOriginal `when` (none: no EXIF), its file
+    dated `mtime`."""
+    exif = Image.Exif()
+    if when is not None:
+        exif.get_ifd(0x8769)[36867] = when
+    Image.open(path).save(path, exif=exif.tobytes())
+    os.utime(path, (mtime.timestamp(), mtime.timestamp()))
+
+
+@pytest.fixture
+def dated_library(tmp_path):
+    """Four people's portraits and two group photos, stacked by dlib's model: Sheldon's
+    dated by his camera, Penny's only by their files, one group photo by its camera and the other
+    by a camera whose clock was never set."""
+    if not BBT.exists():
+        pytest.skip(f"{BBT} absent (real data not here)")
+    photos = tmp_path / "photos"
+    copied = datetime(2026, 1, 1)  # the day they were copied: a file date, not a camera's
+    for who in ("sheldon", "penny", "leonard", "howard"):
+        (photos / who).mkdir(parents=True)
+        for k in range(1, 5):
+            p = photos / who / f"{who}{k}.png"
+            shutil.copy(BBT / "reference" / who / p.name, p)
+            camera = f"2020:0{k}:01 12:00:00" if who == "sheldon" else None
+            _dated(p, camera, datetime(2016, k, 1) if who == "penny" else copied)
+    (photos / "group").mkdir()
+    for g, camera in (("bbt1.jpg", "2019:07:14 15:02:33"), ("bbt2.jpg", "0000:00:00 00:00:00")):
+        shutil.copy(BBT / "group" / g, photos / "group" / g)
+        _dated(photos / "group" / g, camera, datetime(2015, 5, 5, 9, 30))
+    db = tmp_path / "lib.db"
+    for args in (["scan", str(photos), "--model", "pretrained:dlib_resnet"], ["cluster"]):
+        res = runner.invoke(app, ["library", *args, "--db", str(db)])
+        assert res.exit_code == 0, res.output
+    return db
+
+
+def _stack_of(lib: Library, portrait: str) -> int:
+    """The stack holding the face of this portrait (its file name)."""
+    return next(p["id"] for p in lib.people() for f in lib.faces(str(p["id"]))
+                if Path(f["path"]).name == portrait)  # fmt: skip
+
+
+def _photos_in(lib: Library, stack: int) -> set[str]:
+    return {f["path"] for f in lib.faces(str(stack))}
+
+
+def _listed(db: Path, tmp: Path, *people: str) -> tuple[list[str], list[dict]]:
+    """`library photos PEOPLE`: its lines and its JSON."""
+    out = tmp / "photos.json"
+    res = runner.invoke(app, ["library", "photos", *people, "--db", str(db), "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    return res.stdout.splitlines(), json.loads(out.read_text())
+
+
+def test_a_person_s_photos_come_latest_first_by_the_camera_s_date_else_the_file_s(
+    dated_library, tmp_path
+):
+    with Library(dated_library) as lib:
+        sheldon, penny = _stack_of(lib, "sheldon1.png"), _stack_of(lib, "penny1.png")
+        his = {Path(p).name for p in _photos_in(lib, sheldon)}
+    assert {"bbt1.jpg", "bbt2.jpg"} < his  # dlib's model finds him on both group photos
+    lines, rows = _listed(dated_library, tmp_path, str(sheldon))
+    # his camera's order, then the group photos: 2019 by its camera, 2015 by its file
+    names = [Path(r["path"]).name for r in rows]
+    assert names == [f"sheldon{k}.png" for k in (4, 3, 2, 1)] + ["bbt1.jpg", "bbt2.jpg"]
+    assert [r["dated_by"] for r in rows] == ["exif"] * 5 + ["file"]
+    assert [line.split("\t")[0] for line in lines] == [
+        "2020-04-01 12:00",
+        "2020-03-01 12:00",
+        "2020-02-01 12:00",
+        "2020-01-01 12:00",
+        "2019-07-14 15:02",
+        "2015-05-05 09:30 (file)",
+    ]  # a clock never set dates nothing
+    assert [Path(line.split("\t")[1]).name for line in lines] == names
+    # no camera date at all: the files' own dates order them
+    lines, rows = _listed(dated_library, tmp_path, str(penny))
+    portraits = [Path(r["path"]).name for r in rows if "/penny/" in r["path"]]
+    assert portraits == ["penny4.png", "penny3.png", "penny2.png", "penny1.png"]
+    assert all(
+        r["dated_by"] == "file" and r["taken"] is None for r in rows if "/penny/" in r["path"]
+    )
+
+
+def test_photos_of_two_people_together_everywhere(dated_library, tmp_path):
+    """The photos two people are both on: the terminal, the page's API, and the page's
+    "with" buttons in a browser, each against the faces' own photos."""
+    with Library(dated_library) as lib:
+        sheldon = _stack_of(lib, "sheldon1.png")
+        mine = _photos_in(lib, sheldon)
+        others = {p["id"]: _photos_in(lib, p["id"]) & mine for p in lib.people()
+                  if p["id"] != sheldon and not p["hidden"]}  # fmt: skip
+        other = max((o for o in others if others[o]), key=lambda o: (len(others[o]), -o))
+        together = others[other]
+    assert 0 < len(together) < len(mine)
+    lines, rows = _listed(dated_library, tmp_path, str(sheldon), str(other))
+    assert {r["path"] for r in rows} == together and len(lines) == len(together)
+    for r in rows:  # everyone on the photo is listed, the two asked for among them
+        assert {sheldon, other} <= {p["id"] for p in r["people"]}
+    assert f"#{other}" in lines[0].split("\t")[2]
+    res = runner.invoke(
+        app, ["library", "photos", str(sheldon), "Nobody", "--db", str(dated_library)]
+    )
+    assert res.exit_code != 0 and "no stack or person 'Nobody'" in res.output
+
+    api = local_client(dated_library)
+    view = api.get(f"/api/stacks/{sheldon}").json()
+    shared = {w["id"]: w["photos"] for w in view["with"]}
+    assert shared == {o: len(p) for o, p in others.items() if p}  # every companion, counted
+    assert [w["photos"] for w in view["with"]] == sorted(shared.values(), reverse=True)
+    assert len(view["photo_dates"]) == len(view["photo_ids"]) == len(mine)
+    assert view["photo_dates"][0] == "2020-04-01 12:00"
+    both = api.get(f"/api/stacks/{sheldon}/photos", params={"with": other}).json()
+    assert len(both["photo_ids"]) == len(together)
+    assert api.get(f"/api/stacks/{sheldon}/photos", params={"with": 999999}).status_code == 404
+    assert api.get(f"/api/stacks/{sheldon}/photos", params={"with": -1}).status_code == 422
+
+    chromium, sync_api = _browser()
+    server, thread, port = _serve(dated_library)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page.goto(f"http://127.0.0.1:{port}/person/{sheldon}")
+            page.locator("#photos img").first.wait_for()
+            assert page.locator("#photos img").count() == len(mine)
+            assert page.locator("#photos img").first.get_attribute("title") == "2020-04-01 12:00"
+            page.locator(f"#with .with[data-id='{other}']").click()
+            page.wait_for_function(
+                "n => document.querySelectorAll('#photos img').length === n", arg=len(together)
+            )
+            title = page.locator("#photostitle").inner_text()
+            assert title == f"Photos with Unnamed #{other} ({len(together)})", title
+            page.locator("#with .with[data-id='']").click()  # all the photos again
+            page.wait_for_function(
+                "n => document.querySelectorAll('#photos img').length === n", arg=len(mine)
+            )
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(
+    "text, when",
+    [
+        ("2019:07:14 15:02:33", datetime(2019, 7, 14, 15, 2, 33)),
+        ("2019-07-14T15:02", datetime(2019, 7, 14, 15, 2)),
+        ("2019:07:14", datetime(2019, 7, 14)),
+        ("2019:07:14 15:02:33+02:00", datetime(2019, 7, 14, 15, 2, 33)),
+        ("0000:00:00 00:00:00", None),  # a camera whose clock was never set
+        ("    :  :     :  :  ", None),
+        ("2019:02:30 10:00:00", None),  # no such day
+        ("1700:01:01 00:00:00", None),  # before photography
+        ("", None),
+        (None, None),
+    ],
+)
+def test_exif_dates_as_cameras_write_them(text, when):
+    assert exif_date(text) == when
+
+
+def test_undated_photos_come_last_in_the_order_they_were_scanned():
+    rows = [{"id": 3, "taken": None, "mtime": None}, {"id": 1, "taken": None, "mtime": None},
+            {"id": 2, "taken": "2001:01:01 00:00:00", "mtime": 4e9},
+            {"id": 4, "taken": "bad", "mtime": 1e9}]  # fmt: skip
+    order = latest_first(rows)
+    # 4's file says September 2001; 2's camera January 2001 (its file's 2096 is not asked)
+    assert [r["id"] for r in order] == [4, 2, 1, 3]
+    assert [r["dated_by"] for r in order] == ["file", "exif", "", ""]
