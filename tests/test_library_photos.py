@@ -3,6 +3,7 @@ terminal (`library photos`), the page's API and the page in a browser."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -194,3 +195,52 @@ def test_undated_photos_come_last_in_the_order_they_were_scanned():
     # 4's file says September 2001; 2's camera January 2001 (its file's 2096 is not asked)
     assert [r["id"] for r in order] == [4, 2, 1, 3]
     assert [r["dated_by"] for r in order] == ["file", "exif", "", ""]
+
+
+def test_a_photo_opens_large_with_everyone_on_it_boxed(dated_library):
+    """A photo of a person's page, clicked: the photo large, at its own URL, each face on it
+    boxed and labelled with its stack, left to right, each label a link to that person."""
+    with Library(dated_library) as lib:
+        sheldon = _stack_of(lib, "sheldon1.png")
+        stacks = {f["id"]: p["id"] for p in lib.people() for f in lib.faces(str(p["id"]))}
+    api = local_client(dated_library)
+    view = api.get(f"/api/stacks/{sheldon}").json()
+    group = view["photo_ids"][4]  # bbt1.jpg: the first group photo, by date
+    photo = api.get(f"/api/photos/{group}").json()
+    assert photo["name"] == "bbt1.jpg" and photo["date"] == "2019-07-14 15:02"
+    faces = photo["faces"]
+    assert len(faces) >= 3 and [f["box"][0] for f in faces] == sorted(f["box"][0] for f in faces)
+    for f in faces:  # each face's stack is the stack that lists it
+        assert (f["stack"] or {}).get("id") == stacks.get(f["id"]), f
+    assert sheldon in [f["stack"]["id"] for f in faces if f["stack"]]
+    assert all(f["stack"] is None for f in faces if not f["usable"])  # under the gate: no stack
+    assert api.get("/api/photos/999999").status_code == 404
+    big = api.get(f"/photo/{group}.jpg", params={"size": 1600}).content
+    assert max(Image.open(io.BytesIO(big)).size) > 480  # larger than the page's thumbnails
+    other = next(f["stack"]["id"] for f in faces if f["stack"] and f["stack"]["id"] != sheldon)
+
+    chromium, sync_api = _browser()
+    server, thread, port = _serve(dated_library)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page.goto(f"http://127.0.0.1:{port}/person/{sheldon}")
+            page.locator(f"#photos img[data-photo='{group}']").click()
+            page.wait_for_url(f"http://127.0.0.1:{port}/photos/{group}")
+            page.wait_for_function("n => document.querySelectorAll('.wbox').length === n",
+                                   arg=len(faces))  # fmt: skip
+            assert page.locator("#whotitle").inner_text() == "bbt1.jpg"
+            assert page.locator("#whonote").inner_text().startswith("2019-07-14 15:02")
+            labels = page.locator(".wbox span").all_inner_texts()
+            assert f"Unnamed #{sheldon} (guess)" in labels
+            assert labels.count("too small or blurred") == sum(not f["usable"] for f in faces)
+            page.locator(f"#wholist a[data-stack='{other}']").first.click()
+            page.wait_for_url(f"http://127.0.0.1:{port}/person/{other}")
+            page.go_back()  # the browser's back button returns to the photo
+            page.wait_for_function("n => document.querySelectorAll('.wbox').length === n",
+                                   arg=len(faces))  # fmt: skip
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -535,8 +535,8 @@ def _serve_html(html: str):
     return _serve_app(other)
 
 
-@pytest.mark.parametrize("path", ["/api/people", "/face/1.jpg", "/photo/1.jpg",
-                                  "/api/stacks/1", "/person/1", "/"])  # fmt: skip
+@pytest.mark.parametrize("path", ["/api/people", "/face/1.jpg", "/photo/1.jpg", "/api/photos/1",
+                                  "/api/stacks/1", "/person/1", "/photos/1", "/"])  # fmt: skip
 def test_reads_answer_only_the_ui_s_own_pages(library, path):
     """What a browser says of who asks (Sec-Fetch-Site): another site's page gets 403 for
     every read, a navigation to one of the UI's pages is let through; every answer says
@@ -549,7 +549,7 @@ def test_reads_answer_only_the_ui_s_own_pages(library, path):
     assert same.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in same.headers["Content-Security-Policy"]
     nav = api.get(path, headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
-    assert nav.status_code == (200 if path in ("/", "/person/1") else 403)
+    assert nav.status_code == (200 if path in ("/", "/person/1", "/photos/1") else 403)
 
 
 def test_a_name_typed_in_another_case_asks_which_person(people_library):

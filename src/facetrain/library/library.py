@@ -208,6 +208,20 @@ class Library:
             raise LibraryError(f"no stack {missing[0]}")
         return dates.latest_first(store.photos_with(self.con, ids, who))
 
+    def photo_view(self, photo_id: int) -> dict:
+        """One photo for its page: file name, date, size, and every face on it from left to
+        right, its box in the photo's own pixels, with its stack (id, name, hidden; None for
+        a face in no stack) and whether the owner confirmed it."""
+        row = store.photo(self.con, photo_id) if store.is_row_id(photo_id) else None
+        if row is None:
+            raise LibraryError(f"no photo {photo_id}")
+        faces = sorted(store.faces_of_photo(self.con, photo_id), key=lambda f: (f["x1"], f["id"]))
+        people = store.people_by_id(self.con, [f["person_id"] for f in faces])
+        dated = dates.latest_first([dict(row)])[0]
+        return {"id": photo_id, "name": Path(row["path"]).name, "date": dates.date_text(dated),
+                "size": [row["width"], row["height"]], "faces": [_on_photo(f, people)
+                                                                 for f in faces]}  # fmt: skip
+
     def companions(self, stack: int) -> list[dict]:
         """The people (visible stacks) on this one's photos, with how many photos each
         shares with it, most first."""
@@ -804,6 +818,18 @@ UNREADABLE_TILE = "photo not\nreadable now"  # what the page shows for its faces
 def _check_workers(workers: int) -> None:
     if workers < 1:
         raise LibraryError(f"--workers {workers}: at least 1")
+
+
+def _on_photo(face, people: dict[int, dict]) -> dict:
+    """A face as a photo's page shows it: box, its stack (or None), confirmed, and usable
+    (whether it passes the quality gate)."""
+    return {
+        "id": face["id"],
+        "box": [face[k] for k in ("x1", "y1", "x2", "y2")],
+        "stack": people.get(face["person_id"]),
+        "confirmed": bool(face["confirmed"]),
+        "usable": bool(face["usable"]),
+    }
 
 
 def dated(photos: list[dict]) -> dict[str, list]:

@@ -889,6 +889,13 @@ def person_named(con, name: str, other_than: int | None = None) -> int | None:
     return None if row is None else int(row[0])
 
 
+def people_by_id(con, person_ids) -> dict[int, dict]:
+    """These stacks' id, name and hidden, by id."""
+    ids = sorted({p for p in person_ids if p is not None})
+    rows = con.execute(f"SELECT id, name, hidden FROM people WHERE id IN ({_q(ids)})", ids)
+    return {r["id"]: {"id": r["id"], "name": r["name"], "hidden": bool(r["hidden"])} for r in rows}
+
+
 def person_exists(con, person_id: int) -> bool:
     return con.execute("SELECT 1 FROM people WHERE id = ?", (person_id,)).fetchone() is not None
 

@@ -89,8 +89,10 @@ def refusal(method: str, host: str, origin: str | None, hosts, site: str | None 
 
 
 def is_page(path: str) -> bool:
-    """The UI's own pages (what a link may open): the people page and a person's page."""
-    return path == "/" or (path.startswith("/person/") and path[8:].isdigit())
+    """The UI's own pages (what a link may open): the people page, a person's page and a
+    photo's."""
+    kind, _, ref = path[1:].partition("/")
+    return path == "/" or (kind in ("person", "photos") and ref.isdigit())
 
 
 # The page may be shown only as itself: never inside another site's frame (a frame made
@@ -190,13 +192,28 @@ def _views(app: FastAPI, act, db_path) -> None:
     def api_personal() -> dict:
         return {"personal": act("personal")}
 
+    _pictures(app, act)
+
+
+def _pictures(app: FastAPI, act) -> None:
+    """The photos and faces the page shows (GET, no change), by id only."""
+
+    @app.get("/photos/{photo}", response_class=HTMLResponse)
+    def photo_page(photo: Id) -> str:  # a photo's own URL: the page opens on it
+        return PAGE
+
+    @app.get("/api/photos/{photo}")
+    def api_photo(photo: Id) -> dict:
+        return act("photo_view", photo, status=404)
+
     @app.get("/face/{face_id}.jpg")
     def face(face_id: Id) -> Response:
         return Response(act("face_thumbnail", face_id, status=404), media_type="image/jpeg")
 
     @app.get("/photo/{photo_id}.jpg")
-    def photo(photo_id: Id) -> Response:
-        return Response(act("photo_jpeg", photo_id, 480, status=404), media_type="image/jpeg")
+    def photo(photo_id: Id, size: Annotated[int, Query(ge=64, le=4096)] = 480) -> Response:
+        jpeg = act("photo_jpeg", photo_id, size, status=404)
+        return Response(jpeg, media_type="image/jpeg")
 
 
 def _frozen_stacked(lib: Library) -> tuple:
@@ -476,7 +493,8 @@ main{padding:1em}.hidden{display:none!important}
 .card.is-hidden{opacity:.5}
 #person h2{margin:.2em 0}.row{display:flex;gap:.5em;align-items:center;flex-wrap:wrap;margin:.5em 0}
 #with .with.on{background:#dbe9ff}
-.photos{display:flex;flex-wrap:wrap;gap:6px}.photos img{height:180px;border-radius:6px}
+.photos{display:flex;flex-wrap:wrap;gap:6px}
+.photos img{height:180px;border-radius:6px;cursor:zoom-in}
 .faces{display:flex;flex-wrap:wrap;gap:8px}
 .face{background:#fff;border-radius:8px;padding:4px;text-align:center}
 .face img{width:96px;height:96px;object-fit:cover;border-radius:6px;display:block}
@@ -533,7 +551,7 @@ new photos join their people (your photos are only read)">Look for new photos</b
 </section>
 <section id="whosec" class="hidden">
   <div class="row"><button id="whoback" title="Esc">&larr; People</button>
-    <h2>Who is this?</h2><span id="whonote" class="n"></span></div>
+    <h2 id="whotitle">Who is this?</h2><span id="whonote" class="n"></span></div>
   <div id="whobox"><img id="whoimg" alt="the photo to recognise"></div>
   <ul id="wholist"></ul>
 </section>
@@ -623,7 +641,10 @@ async function drawPerson() {
 function drawPhotos(p, title) {  // the latest first; a photo's date in its tooltip
   $("#photostitle").textContent = `${title || "Photos"} (${p.photo_ids.length})`;
   $("#photos").innerHTML = p.photo_ids.map((id, k) => `<img alt="photo ${id}" loading="lazy"
-    src="/photo/${id}.jpg" title="${esc(p.photo_dates[k] || "no date")}">`).join("");
+    data-photo="${id}" src="/photo/${id}.jpg" title="${esc(p.photo_dates[k] || "no date")}">`)
+    .join("");
+  document.querySelectorAll("#photos img").forEach(i =>
+    i.onclick = () => openPhoto(Number(i.dataset.photo)));
 }
 function drawWith(others) {  // the people on this one's photos: click to see those only
   const chip = (id, text, tip) =>
@@ -712,42 +733,59 @@ async function whoIsThis(file) {  // the photo's faces named; it stays on this c
                                           headers: {"Content-Type": "application/octet-stream"}});
   const j = await r.json();
   if (!r.ok) { $("#status").textContent = `${file.name}: ${j.detail}`; return; }
+  const f = j.faces, named = f.filter(x => x.name !== "unknown").length;
+  showPhoto("Who is this?", URL.createObjectURL(file), j.size, f.map(x => {
+    const p = people.find(q => q.name === x.name);
+    return {box: x.box, text: x.name, unknown: x.name === "unknown", stack: p && p.id};
+  }));
+  $("#status").textContent = `${file.name}: ${f.length} face${f.length === 1 ? "" : "s"}, ` +
+    `${named} named`;
+  $("#whonote").textContent = f.length ? "" : "no face found in this photo";
+}
+// a photo with its faces boxed and labelled, a link to each one's person below it
+function showPhoto(title, src, [w, h], faces) {
   current = null;
   $("#people").classList.add("hidden"); $("#person").classList.add("hidden");
   $("#whosec").classList.remove("hidden");
-  URL.revokeObjectURL($("#whoimg").src);
+  $("#whotitle").textContent = title;
+  if ($("#whoimg").src.startsWith("blob:")) URL.revokeObjectURL($("#whoimg").src);
   $("#whobox").classList.remove("hidden");
   $("#whoimg").onerror = () => {  // HEIC, say: read here, not shown by every browser
     $("#whobox").classList.add("hidden");
     $("#whonote").textContent = "this browser cannot show this photo; its faces are below";
   };
-  $("#whoimg").src = URL.createObjectURL(file);
-  const [w, h] = j.size, f = j.faces;
-  const named = f.filter(x => x.name !== "unknown").length;
-  $("#status").textContent = `${file.name}: ${f.length} face${f.length === 1 ? "" : "s"}, ` +
-    `${named} named`;
-  $("#whonote").textContent = f.length ? "" : "no face found in this photo";
+  $("#whoimg").src = src;
   $("#whobox").querySelectorAll(".wbox").forEach(b => b.remove());
-  f.forEach(x => {
+  faces.forEach(x => {
     const cut = (v, most) => Math.min(Math.max(v, 0), most);  // a box run off the photo
     const [x1, y1, x2, y2] = [cut(x.box[0], w), cut(x.box[1], h), cut(x.box[2], w),
                               cut(x.box[3], h)];
     const b = document.createElement("div");
-    b.className = "wbox" + (x.name === "unknown" ? " unknown" : "");
+    b.className = "wbox" + (x.unknown ? " unknown" : "");
     b.style.cssText = `left:${100 * x1 / w}%;top:${100 * y1 / h}%;` +
       `width:${100 * (x2 - x1) / w}%;height:${100 * (y2 - y1) / h}%`;
-    b.innerHTML = `<span>${esc(x.name)}</span>`;
+    b.innerHTML = `<span>${esc(x.text)}</span>`;
     $("#whobox").appendChild(b);
   });
-  $("#wholist").innerHTML = f.map(x => {
-    const p = people.find(q => q.name === x.name);
-    const who = p ? `<a href="/person/${p.id}" data-stack="${p.id}">${esc(x.name)}</a>`
-                  : esc(x.name);
-    return `<li>${who}</li>`;
-  }).join("");
+  $("#wholist").innerHTML = faces.map(x => `<li>${x.stack ? `<a href="/person/${x.stack}"
+    data-stack="${x.stack}">${esc(x.text)}</a>` : esc(x.text)}</li>`).join("");
   document.querySelectorAll("#wholist a").forEach(a => a.onclick = e => {
     e.preventDefault(); openPerson(Number(a.dataset.stack));
   });
+}
+async function openPhoto(id, push = true) {  // a photo of the library: /photos/ID
+  const r = await fetch(`/api/photos/${id}`);
+  if (!r.ok) { $("#status").textContent = "error: " + (await r.json()).detail; return; }
+  const j = await r.json();
+  if (push && location.pathname !== `/photos/${id}`) history.pushState(null, "", `/photos/${id}`);
+  showPhoto(j.name, `/photo/${id}.jpg?size=1600`, j.size, j.faces.map(x => {
+    const s = x.stack, who = s ? (s.hidden ? "hidden" : label(s))
+                               : (x.usable ? "in no stack" : "too small or blurred");
+    return {box: x.box, text: who + (s && !x.confirmed ? " (guess)" : ""),
+            unknown: !s || s.hidden, stack: s && !s.hidden ? s.id : null};
+  }));
+  $("#whonote").textContent = (j.date || "no date") + ` · ${j.faces.length} face` +
+    (j.faces.length === 1 ? "" : "s");
 }
 $("#who").onclick = () => $("#whofile").click();
 $("#whofile").onchange = e => {
@@ -773,7 +811,10 @@ function showPeople(push = true) {
 }
 function route() {  // the page for the address: the back button and shared links work
   const m = location.pathname.match(/^[/]person[/]([0-9]+)$/);
-  if (m) openPerson(Number(m[1]), false); else showPeople(false);
+  const ph = location.pathname.match(/^[/]photos[/]([0-9]+)$/);
+  if (m) openPerson(Number(m[1]), false);
+  else if (ph) openPhoto(Number(ph[1]), false);
+  else showPeople(false);
 }
 window.onpopstate = route;
 const saveName = () => call(`/api/stacks/${current}/name`, {name: $("#name").value});
