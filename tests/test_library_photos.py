@@ -217,7 +217,9 @@ def test_a_photo_opens_large_with_everyone_on_it_boxed(dated_library):
     assert api.get("/api/photos/999999").status_code == 404
     big = api.get(f"/photo/{group}.jpg", params={"size": 1600}).content
     assert max(Image.open(io.BytesIO(big)).size) > 480  # larger than the page's thumbnails
-    other = next(f["stack"]["id"] for f in faces if f["stack"] and f["stack"]["id"] != sheldon)
+    on = [f["stack"]["id"] for f in faces if f["stack"] and f["stack"]["id"] != sheldon]
+    other = max(on, key=lambda s: (list(stacks.values()).count(s), -s))  # not left empty
+    assert list(stacks.values()).count(other) > 1
 
     chromium, sync_api = _browser()
     server, thread, port = _serve(dated_library)
@@ -240,6 +242,28 @@ def test_a_photo_opens_large_with_everyone_on_it_boxed(dated_library):
             page.go_back()  # the browser's back button returns to the photo
             page.wait_for_function("n => document.querySelectorAll('.wbox').length === n",
                                    arg=len(faces))  # fmt: skip
+            # curated from the photo: "not them", then "move to…" that person (confirmed)
+            face = next(f["id"] for f in faces if (f["stack"] or {}).get("id") == other)
+            row = page.locator(f"#wholist li[data-face='{face}']")
+            row.locator(".reject").click()
+            page.wait_for_function("t => document.querySelector('#status').textContent"
+                                   ".includes(t)", arg="removed from stack")  # fmt: skip
+            assert (
+                page.locator(f"#wholist li[data-face='{face}']")
+                .inner_text()
+                .startswith("in no stack")
+            )
+            assert face not in api.get(f"/api/stacks/{other}").json()["face_ids"]
+            box = page.locator(f"#wholist li[data-face='{face}'] input.move")
+            box.fill(f"Unnamed #{other}")
+            box.press("Enter")
+            page.wait_for_function(  # "removed" said "moved" too: wait for the new label
+                "t => [...document.querySelectorAll('.wbox span')].some(s => s.textContent === t)",
+                arg=f"Unnamed #{other}",
+            )
+            assert face in api.get(f"/api/stacks/{other}").json()["confirmed_ids"]
+            assert "moved" in page.locator("#status").inner_text()
+            assert page.url.endswith(f"/photos/{group}")  # still on the photo
             browser.close()
     finally:
         server.should_exit = True

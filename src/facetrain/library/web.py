@@ -562,7 +562,7 @@ const $ = (s, e = document) => e.querySelector(s);
 const esc = s => String(s).replace(/[&<>"']/g,
   c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})[c]);
 const label = p => p.name || `Unnamed #${p.id}`;
-let people = [], current = null;
+let people = [], current = null, photoShown = null;  // the person or photo in view
 async function call(url, body) {
   const r = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
                               body: JSON.stringify(body || {})});
@@ -629,13 +629,7 @@ async function drawPerson() {
       d.classList.toggle("picked", picked.has(face)); drawPicked();
     };
     $(".reject", d).onclick = () => call(`/api/faces/${face}/reject`);
-    $(".move", d).onkeydown = async e => {
-      if (e.key !== "Enter") return;
-      const to = pick(e.target.value);
-      if (to === "ask") return;
-      if (!to) { $("#status").textContent = `no person "${e.target.value}"`; return; }
-      await call(`/api/faces/${face}/move`, {to: to.id});
-    };
+    $(".move", d).onkeydown = e => { if (e.key === "Enter") moveFace(face, e.target.value); };
   });
 }
 function drawPhotos(p, title) {  // the latest first; a photo's date in its tooltip
@@ -660,6 +654,12 @@ function drawWith(others) {  // the people on this one's photos: click to see th
     drawPhotos(await r.json(), who ? `Photos with ${label(who)}` : "Photos");
     document.querySelectorAll("#with .with").forEach(c => c.classList.toggle("on", c === b));
   });
+}
+async function moveFace(face, text) {  // "move to…": this face is that person (confirmed)
+  const to = pick(text);
+  if (to === "ask") return;
+  if (!to) { $("#status").textContent = `no person "${text}"`; return; }
+  await call(`/api/faces/${face}/move`, {to: to.id});
 }
 const picked = new Set();
 function drawPicked() {
@@ -713,9 +713,10 @@ async function refresh() {  // both lists at once, then drawn with no wait betwe
   drawPersonal(personal.personal);
   drawGrid();
   if (current !== null) await drawPerson();
+  else if (photoShown !== null) await openPhoto(photoShown, false);
 }
 async function openPerson(id, push = true) {  // each person has a URL: /person/ID
-  current = id;
+  current = id; photoShown = null;
   if (push && location.pathname !== `/person/${id}`) history.pushState(null, "", `/person/${id}`);
   $("#people").classList.add("hidden"); $("#whosec").classList.add("hidden");
   $("#person").classList.remove("hidden");
@@ -744,7 +745,7 @@ async function whoIsThis(file) {  // the photo's faces named; it stays on this c
 }
 // a photo with its faces boxed and labelled, a link to each one's person below it
 function showPhoto(title, src, [w, h], faces) {
-  current = null;
+  current = photoShown = null;
   $("#people").classList.add("hidden"); $("#person").classList.add("hidden");
   $("#whosec").classList.remove("hidden");
   $("#whotitle").textContent = title;
@@ -767,10 +768,18 @@ function showPhoto(title, src, [w, h], faces) {
     b.innerHTML = `<span>${esc(x.text)}</span>`;
     $("#whobox").appendChild(b);
   });
-  $("#wholist").innerHTML = faces.map(x => `<li>${x.stack ? `<a href="/person/${x.stack}"
-    data-stack="${x.stack}">${esc(x.text)}</a>` : esc(x.text)}</li>`).join("");
+  $("#wholist").innerHTML = faces.map(x => `<li data-face="${x.face ?? ""}">${x.stack ?
+    `<a href="/person/${x.stack}" data-stack="${x.stack}">${esc(x.text)}</a>` : esc(x.text)}
+    ${x.face == null ? "" : (x.stack ? `<button class="reject" title="not this person">not them
+    </button>` : "") + `<input class="pick move" list="peoplelist" size="14"
+    placeholder="move to…" aria-label="move this face to">`}</li>`).join("");
   document.querySelectorAll("#wholist a").forEach(a => a.onclick = e => {
     e.preventDefault(); openPerson(Number(a.dataset.stack));
+  });
+  document.querySelectorAll("#wholist li[data-face]:not([data-face=''])").forEach(li => {
+    const face = Number(li.dataset.face), reject = $(".reject", li);
+    if (reject) reject.onclick = () => call(`/api/faces/${face}/reject`);
+    $(".move", li).onkeydown = e => { if (e.key === "Enter") moveFace(face, e.target.value); };
   });
 }
 async function openPhoto(id, push = true) {  // a photo of the library: /photos/ID
@@ -781,9 +790,10 @@ async function openPhoto(id, push = true) {  // a photo of the library: /photos/
   showPhoto(j.name, `/photo/${id}.jpg?size=1600`, j.size, j.faces.map(x => {
     const s = x.stack, who = s ? (s.hidden ? "hidden" : label(s))
                                : (x.usable ? "in no stack" : "too small or blurred");
-    return {box: x.box, text: who + (s && !x.confirmed ? " (guess)" : ""),
+    return {box: x.box, text: who + (s && !x.confirmed ? " (guess)" : ""), face: x.id,
             unknown: !s || s.hidden, stack: s && !s.hidden ? s.id : null};
   }));
+  photoShown = id;
   $("#whonote").textContent = (j.date || "no date") + ` · ${j.faces.length} face` +
     (j.faces.length === 1 ? "" : "s");
 }
@@ -802,7 +812,7 @@ document.addEventListener("drop", e => {
   if (file) whoIsThis(file);
 });
 function showPeople(push = true) {
-  current = null;
+  current = photoShown = null;
   if (push && location.pathname !== "/") history.pushState(null, "", "/");
   $("#whosec").classList.add("hidden");
   $("#person").classList.add("hidden");
