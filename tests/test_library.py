@@ -616,7 +616,8 @@ def test_a_name_typed_or_imported_two_ways_is_one_person(tmp_path):
     """Unicode writes "Zoë" two ways (ë one character, or e and its accent, as a Mac's file
     names keep it) and a Hangul name as syllables or as their letters: each is one person
     however it comes — typed by the owner, in another program's face regions, or looked
-    up — and a library that kept a name the other way before finds it in NFC when opened."""
+    up — and a library that kept a name the other way before (or with spaces the library
+    now trims) finds it in its normal form when opened."""
     import unicodedata
 
     from facetrain.library import store
@@ -647,11 +648,15 @@ def test_a_name_typed_or_imported_two_ways_is_one_person(tmp_path):
         with store.transaction(lib.con):
             lib.con.execute("UPDATE people SET name = ? WHERE name = ?", (nfd(zoe), zoe))
             lib.con.execute("UPDATE people SET name = ? WHERE name = ?", (nfd(kim), kim))
-            store.del_meta(lib.con, "names")
+            lib.con.execute("UPDATE people SET name = ? WHERE name = ?",
+                            (f" Mary  Ann {kim}", f"Mary Ann {kim}"))  # fmt: skip
+            store.set_meta(lib.con, "names", "nfc")  # as the NFC-only migration left it
     with Library(db) as lib:
         assert {p["name"] for p in lib.people() if p["name"]} == {zoe, kim, f"Mary Ann {kim}"}
         lib.name("5", kim)
         assert {p["name"]: p["faces"] for p in lib.people() if p["name"]}[kim] == 2
+        lib.name("6", f"Mary  Ann {kim}")  # typed with two spaces: the same person, merged
+        assert {p["name"]: p["faces"] for p in lib.people() if p["name"]}[f"Mary Ann {kim}"] == 2
 
 
 def test_a_burst_of_named_copies_does_not_stop_a_person_being_named(tmp_path):

@@ -208,7 +208,7 @@ def _show_problems(problems: dict[str, str], what: str) -> None:
 
 
 def _show_refused(n: int, where: str) -> None:
-    from facetrain.library.curate import MAX_NAME
+    from facetrain.library.names import MAX_NAME
 
     if n:
         console.print(f"{n} names in {where} not taken: a name is one line of printable "
@@ -442,13 +442,14 @@ def library_photos(
         list[str], typer.Argument(help="Stack ids or names: the photos they are all on.")
     ],
     db: DbOpt,
+    model: ModelOpt = None,
     json_out: JsonOut = None,
 ) -> None:
     """The photos of a person, or of several together, the latest first: date, photo,
     everyone on it (tab-separated; the date is the camera's, or the file's, marked so)."""
     from facetrain.library.dates import date_text
 
-    with _read(db) as lib:
+    with _read(db, model) as lib:
         photos = lib.photos(people, who=True)
     for p in photos:
         who = ", ".join(x["name"] or f"#{x['id']}" for x in p["people"] if not x["hidden"])

@@ -9,18 +9,17 @@ moves them, and a later re-cluster or model change keeps the name on those faces
 from __future__ import annotations
 
 import json
-import re
-import unicodedata
+import sqlite3
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
 from facetrain.library import store
+from facetrain.library.names import clean_name, name_problem
 from facetrain.library.store import LibraryError, transaction
 from facetrain.library.turns import upright_area
 from facetrain.open_set import identify
-from facetrain.progress import shown
 
 
 def people(con) -> list[dict]:
@@ -44,29 +43,25 @@ def _log(con, kind: str, description: str, before: dict, created=(), rejections=
     store.log_action(con, kind, description, undo)
 
 
-MAX_NAME = 200  # a person's name: the folder `export` makes for them stays a legal file name
-
-
-def clean_name(name: str) -> str:
-    """A name as the library keeps it and looks it up: in Unicode's NFC, so that a name
-    typed or imported two ways — é as one character or as e and its accent, a Hangul
-    syllable or its letters, as a Mac's file names keep them — is one person; trimmed,
-    and a run of spaces inside it one space."""
-    return re.sub(" {2,}", " ", unicodedata.normalize("NFC", name).strip())
-
-
-def name_problem(name: str) -> str | None:
-    """Why a person's name (stripped) cannot be taken, or None: it must be one line of
-    printable text of at most MAX_NAME characters, and not digits alone (it would read as a
-    stack id)."""
-    if not name:
-        return "a name cannot be empty"
-    if not name.isprintable() or len(name) > MAX_NAME:
-        return (f"a name is one line of printable text, at most {MAX_NAME} characters: "
-                f"{shown(name)[:80]!r} is not")  # fmt: skip
-    if name.isdigit():
-        return f"a name cannot be only digits ({name!r} reads as a stack id): add a letter"
-    return None
+def names_in_normal_form(con) -> None:
+    """A library made before names were kept in one normal form (`clean_name`: NFC,
+    trimmed, one space where several were) has its names put in it once, so that a name
+    typed now finds the person named then; a name whose normal form another person already
+    has is left as it was."""
+    if store.get_meta(con, "names") == "clean":
+        return
+    try:
+        with transaction(con):
+            rows = con.execute("SELECT id, name FROM people WHERE name IS NOT NULL").fetchall()
+            taken = {name for _, name in rows}
+            for pid, name in rows:
+                clean = clean_name(name)
+                if clean != name and clean not in taken:
+                    con.execute("UPDATE people SET name = ? WHERE id = ?", (clean, pid))
+                    taken.add(clean)
+            store.set_meta(con, "names", "clean")
+    except sqlite3.OperationalError:  # a full disk, a long lock: as it was, tried next time
+        pass
 
 
 def name(con, ref: str, new_name: str) -> str:

@@ -21,6 +21,7 @@ from facetrain.library import curate, store
 from facetrain.library import picasa as picasa_ini
 from facetrain.library import takeout as takeout_json
 from facetrain.library.cluster import shared_face
+from facetrain.library.names import clean_name
 from facetrain.library.store import LibraryError
 from facetrain.library.turns import region
 from facetrain.neighbours import keep
@@ -164,7 +165,7 @@ def by_company(lib, photos: list, problems: dict, source: str, least: int = 3) -
         return 0
     wanted: dict[str, set] = {}
     for photo, names in photos:
-        for name in {curate.clean_name(n) for n in names}:
+        for name in {clean_name(n) for n in names}:
             wanted.setdefault(name, set()).add(photo["id"])
     wanted = {n: its for n, its in wanted.items()
               if store.person_named(lib.con, n) not in namer.people}  # fmt: skip
@@ -254,7 +255,7 @@ def named_among(lib, namer, photo, names: list[str], source: str) -> dict[str, i
     has no runner-up of its own to keep a look-alike out (bench/takeout_groups.py)."""
     every = store.faces_of_photo(lib.con, photo["id"])
     here = {f["person_id"] for f in every if f["confirmed"]}
-    listed = {n: store.person_named(lib.con, n) for n in map(curate.clean_name, names)}
+    listed = {n: store.person_named(lib.con, n) for n in map(clean_name, names)}
     left = {n: p for n, p in listed.items() if p is None or p not in here}
     among = set(left.values()) - {None}
     faces = [f for f in every if f["usable"] and not f["confirmed"] and f["embedding"] is not None]

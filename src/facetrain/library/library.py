@@ -60,6 +60,7 @@ class Library:
             if made_lock:  # refused: nothing of ours is left beside what is not ours
                 self.files.lock.unlink(missing_ok=True)
             raise
+        curate.names_in_normal_form(self.con)
         if not migrating_ok and store.get_meta(self.con, "migrating_to") is not None:
             self.close()
             raise LibraryError(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +123,6 @@ def connect(
                 set_meta(con, "schema_version", str(SCHEMA_VERSION))
             _add_columns(con)
             _never_reuse_ids(con)
-            _names_in_nfc(con)
     except sqlite3.DatabaseError as e:
         raise LibraryError(f"{path}: cannot be opened as a library ({e})") from None
     con.row_factory = sqlite3.Row
@@ -190,26 +188,6 @@ def _add_columns(con: sqlite3.Connection) -> None:
             con.execute("ALTER TABLE photos ADD COLUMN searched REAL")
         con.execute("CREATE INDEX IF NOT EXISTS photos_pixels ON photos(pixels)")
     except sqlite3.OperationalError:
-        pass
-
-
-def _names_in_nfc(con: sqlite3.Connection) -> None:
-    """A library made before names were kept in Unicode's NFC (`curate.clean_name`) has
-    its names put in it once, so that a name typed now finds the person named then; a
-    name whose NFC form another person already has is left as it was."""
-    if get_meta(con, "names") == "nfc":
-        return
-    try:
-        with transaction(con):
-            rows = con.execute("SELECT id, name FROM people WHERE name IS NOT NULL").fetchall()
-            taken = {name for _, name in rows}
-            for pid, name in rows:
-                nfc = unicodedata.normalize("NFC", name)
-                if nfc != name and nfc not in taken:
-                    con.execute("UPDATE people SET name = ? WHERE id = ?", (nfc, pid))
-                    taken.add(nfc)
-            set_meta(con, "names", "nfc")
-    except sqlite3.OperationalError:  # a full disk, a long lock: as it was, tried next time
         pass
 
 
