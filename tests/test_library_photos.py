@@ -228,6 +228,20 @@ def test_a_photo_opens_large_with_everyone_on_it_boxed(dated_library):
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1100, "height": 760})
             page.goto(f"http://127.0.0.1:{port}/person/{sheldon}")
+            # his photos one after another, the latest first, by the arrow keys; Esc: back
+            first, second = view["photo_ids"][:2]
+            page.locator(f"#photos img[data-photo='{first}']").click()
+            page.wait_for_url(f"http://127.0.0.1:{port}/photos/{first}")
+            assert (
+                page.locator("#prevphoto").is_hidden() and page.locator("#nextphoto").is_visible()
+            )
+            page.keyboard.press("ArrowRight")
+            page.wait_for_url(f"http://127.0.0.1:{port}/photos/{second}")
+            page.wait_for_function("t => document.querySelector('#whotitle').textContent === t",
+                                   arg="sheldon3.png")  # fmt: skip
+            assert page.locator("#prevphoto").is_visible()
+            page.keyboard.press("Escape")
+            page.wait_for_url(f"http://127.0.0.1:{port}/person/{sheldon}")
             page.locator(f"#photos img[data-photo='{group}']").click()
             page.wait_for_url(f"http://127.0.0.1:{port}/photos/{group}")
             page.wait_for_function("n => document.querySelectorAll('.wbox').length === n",

@@ -551,7 +551,10 @@ new photos join their people (your photos are only read)">Look for new photos</b
 </section>
 <section id="whosec" class="hidden">
   <div class="row"><button id="whoback" title="Esc">&larr; People</button>
-    <h2 id="whotitle">Who is this?</h2><span id="whonote" class="n"></span></div>
+    <h2 id="whotitle">Who is this?</h2><span id="whonote" class="n"></span>
+    <button id="prevphoto" class="hidden" title="the later photo (&larr;)">&lsaquo;</button>
+    <button id="nextphoto" class="hidden" title="the earlier photo (&rarr;)">&rsaquo;</button>
+  </div>
   <div id="whobox"><img id="whoimg" alt="the photo to recognise"></div>
   <ul id="wholist"></ul>
 </section>
@@ -563,6 +566,7 @@ const esc = s => String(s).replace(/[&<>"']/g,
   c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})[c]);
 const label = p => p.name || `Unnamed #${p.id}`;
 let people = [], current = null, photoShown = null;  // the person or photo in view
+let photoList = [], photoFrom = null;  // the person's photos last listed, and that person
 async function call(url, body) {
   const r = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
                               body: JSON.stringify(body || {})});
@@ -637,6 +641,7 @@ function drawPhotos(p, title) {  // the latest first; a photo's date in its tool
   $("#photos").innerHTML = p.photo_ids.map((id, k) => `<img alt="photo ${id}" loading="lazy"
     data-photo="${id}" src="/photo/${id}.jpg" title="${esc(p.photo_dates[k] || "no date")}">`)
     .join("");
+  photoList = p.photo_ids; photoFrom = current;
   document.querySelectorAll("#photos img").forEach(i =>
     i.onclick = () => openPhoto(Number(i.dataset.photo)));
 }
@@ -746,6 +751,8 @@ async function whoIsThis(file) {  // the photo's faces named; it stays on this c
 // a photo with its faces boxed and labelled, a link to each one's person below it
 function showPhoto(title, src, [w, h], faces) {
   current = photoShown = null;
+  ["#prevphoto", "#nextphoto"].forEach(b => $(b).classList.add("hidden"));
+  $("#whoback").innerHTML = "&larr; People";
   $("#people").classList.add("hidden"); $("#person").classList.add("hidden");
   $("#whosec").classList.remove("hidden");
   $("#whotitle").textContent = title;
@@ -794,6 +801,12 @@ async function openPhoto(id, push = true) {  // a photo of the library: /photos/
             unknown: !s || s.hidden, stack: s && !s.hidden ? s.id : null};
   }));
   photoShown = id;
+  const k = photoList.indexOf(id);  // a photo of the list the person's page showed: ‹ ›
+  [["#prevphoto", k > 0 ? photoList[k - 1] : null],
+   ["#nextphoto", k >= 0 && k < photoList.length - 1 ? photoList[k + 1] : null]]
+    .forEach(([b, to]) => { $(b).classList.toggle("hidden", to === null); $(b).dataset.to = to; });
+  $("#whoback").innerHTML = photoFrom === null ? "&larr; People" : `&larr; ${esc(
+    label(people.find(q => q.id === photoFrom) || {id: photoFrom}))}`;
   $("#whonote").textContent = (j.date || "no date") + ` · ${j.faces.length} face` +
     (j.faces.length === 1 ? "" : "s");
 }
@@ -803,7 +816,11 @@ $("#whofile").onchange = e => {
   e.target.value = "";
   if (file) whoIsThis(file);
 };
-$("#whoback").onclick = () => showPeople();
+$("#whoback").onclick = () => leavePhoto();
+function leavePhoto() {  // back to the person whose photo it was, else to the people
+  if (photoShown !== null && photoFrom !== null) openPerson(photoFrom); else showPeople();
+}
+["#prevphoto", "#nextphoto"].forEach(b => $(b).onclick = () => openPhoto(Number($(b).dataset.to)));
 document.addEventListener("dragover", e => e.preventDefault());  // a photo dropped anywhere
 document.addEventListener("drop", e => {
   e.preventDefault();
@@ -812,7 +829,7 @@ document.addEventListener("drop", e => {
   if (file) whoIsThis(file);
 });
 function showPeople(push = true) {
-  current = photoShown = null;
+  current = photoShown = photoFrom = null; photoList = [];
   if (push && location.pathname !== "/") history.pushState(null, "", "/");
   $("#whosec").classList.add("hidden");
   $("#person").classList.add("hidden");
@@ -885,8 +902,14 @@ $("#look").onclick = async () => {
 $("#lookstop").onclick = async () => { await fetch("/api/scan/stop", {method: "POST"}); };
 ["#search", "#small", "#showhidden"].forEach(s => $(s).oninput = drawGrid);
 document.addEventListener("keydown", e => {
-  if (e.key === "Escape" && (current !== null || !$("#whosec").classList.contains("hidden"))) {
+  if (e.key === "Escape" && photoShown !== null) leavePhoto();
+  else if (e.key === "Escape" && (current !== null || !$("#whosec").classList.contains("hidden"))) {
     showPeople();
+  }
+  else if (photoShown !== null && document.activeElement.tagName !== "INPUT" &&
+           (e.key === "ArrowLeft" || e.key === "ArrowRight")) {
+    const b = $(e.key === "ArrowLeft" ? "#prevphoto" : "#nextphoto");
+    if (!b.classList.contains("hidden")) b.click();
   }
   else if (e.key === "/" && document.activeElement.tagName !== "INPUT") {
     e.preventDefault(); $("#search").focus();
