@@ -199,7 +199,8 @@ def test_undated_photos_come_last_in_the_order_they_were_scanned():
 
 def test_a_photo_opens_large_with_everyone_on_it_boxed(dated_library):
     """A photo of a person's page, clicked: the photo large, at its own URL, each face on it
-    boxed and labelled with its stack, left to right, each label a link to that person."""
+    boxed and labelled with its stack, left to right, each label a link to that person.
+    FACETRAIN_SCREENSHOTS=DIR saves docs/library.md's picture of it."""
     with Library(dated_library) as lib:
         sheldon = _stack_of(lib, "sheldon1.png")
         stacks = {f["id"]: p["id"] for p in lib.people() for f in lib.faces(str(p["id"]))}
@@ -248,6 +249,9 @@ def test_a_photo_opens_large_with_everyone_on_it_boxed(dated_library):
                                    arg=len(faces))  # fmt: skip
             assert page.locator("#whotitle").inner_text() == "bbt1.jpg"
             assert page.locator("#whonote").inner_text().startswith("2019-07-14 15:02")
+            if os.environ.get("FACETRAIN_SCREENSHOTS"):  # blurred: the shared set's photo
+                page.add_style_tag(content="img{filter:blur(9px)}")
+                page.screenshot(path=f"{os.environ['FACETRAIN_SCREENSHOTS']}/library-photo.png")
             labels = page.locator(".wbox span").all_inner_texts()
             assert f"Unnamed #{sheldon} (guess)" in labels
             assert labels.count("too small or blurred") == sum(not f["usable"] for f in faces)
