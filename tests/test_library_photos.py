@@ -18,7 +18,7 @@ from conftest import SHARED
 from facetrain.cli import app
 from facetrain.library.dates import exif_date, latest_first
 from facetrain.library.library import Library
-from test_library_web import _browser, _serve, local_client
+from test_library_web import local_client, page_on
 
 runner = CliRunner()
 BBT = SHARED / "photos" / "bbt"
@@ -142,30 +142,21 @@ def test_photos_of_two_people_together_everywhere(dated_library, tmp_path):
     assert api.get(f"/api/stacks/{sheldon}/photos", params={"with": 999999}).status_code == 404
     assert api.get(f"/api/stacks/{sheldon}/photos", params={"with": -1}).status_code == 422
 
-    chromium, sync_api = _browser()
-    server, thread, port = _serve(dated_library)
-    try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1100, "height": 760})
-            page.goto(f"http://127.0.0.1:{port}/person/{sheldon}")
-            page.locator("#photos img").first.wait_for()
-            assert page.locator("#photos img").count() == len(mine)
-            assert page.locator("#photos img").first.get_attribute("title") == "2020-04-01 12:00"
-            page.locator(f"#with .with[data-id='{other}']").click()
-            page.wait_for_function(
-                "n => document.querySelectorAll('#photos img').length === n", arg=len(together)
-            )
-            title = page.locator("#photostitle").inner_text()
-            assert title == f"Photos with Unnamed #{other} ({len(together)})", title
-            page.locator("#with .with[data-id='']").click()  # all the photos again
-            page.wait_for_function(
-                "n => document.querySelectorAll('#photos img').length === n", arg=len(mine)
-            )
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with page_on(dated_library) as (page, url):
+        page.goto(f"{url}/person/{sheldon}")
+        page.locator("#photos img").first.wait_for()
+        assert page.locator("#photos img").count() == len(mine)
+        assert page.locator("#photos img").first.get_attribute("title") == "2020-04-01 12:00"
+        page.locator(f"#with .with[data-id='{other}']").click()
+        page.wait_for_function(
+            "n => document.querySelectorAll('#photos img').length === n", arg=len(together)
+        )
+        title = page.locator("#photostitle").inner_text()
+        assert title == f"Photos with Unnamed #{other} ({len(together)})", title
+        page.locator("#with .with[data-id='']").click()  # all the photos again
+        page.wait_for_function(
+            "n => document.querySelectorAll('#photos img').length === n", arg=len(mine)
+        )
 
 
 @pytest.mark.parametrize(
@@ -222,67 +213,54 @@ def test_a_photo_opens_large_with_everyone_on_it_boxed(dated_library):
     other = max(on, key=lambda s: (list(stacks.values()).count(s), -s))  # not left empty
     assert list(stacks.values()).count(other) > 1
 
-    chromium, sync_api = _browser()
-    server, thread, port = _serve(dated_library)
-    try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1100, "height": 760})
-            page.goto(f"http://127.0.0.1:{port}/person/{sheldon}")
-            # his photos one after another, the latest first, by the arrow keys; Esc: back
-            first, second = view["photo_ids"][:2]
-            page.locator(f"#photos img[data-photo='{first}']").click()
-            page.wait_for_url(f"http://127.0.0.1:{port}/photos/{first}")
-            assert (
-                page.locator("#prevphoto").is_hidden() and page.locator("#nextphoto").is_visible()
-            )
-            page.keyboard.press("ArrowRight")
-            page.wait_for_url(f"http://127.0.0.1:{port}/photos/{second}")
-            page.wait_for_function("t => document.querySelector('#whotitle').textContent === t",
-                                   arg="sheldon3.png")  # fmt: skip
-            assert page.locator("#prevphoto").is_visible()
-            page.keyboard.press("Escape")
-            page.wait_for_url(f"http://127.0.0.1:{port}/person/{sheldon}")
-            page.locator(f"#photos img[data-photo='{group}']").click()
-            page.wait_for_url(f"http://127.0.0.1:{port}/photos/{group}")
-            page.wait_for_function("n => document.querySelectorAll('.wbox').length === n",
-                                   arg=len(faces))  # fmt: skip
-            assert page.locator("#whotitle").inner_text() == "bbt1.jpg"
-            assert page.locator("#whonote").inner_text().startswith("2019-07-14 15:02")
-            if os.environ.get("FACETRAIN_SCREENSHOTS"):  # blurred: the shared set's photo
-                page.add_style_tag(content="img{filter:blur(9px)}")
-                page.screenshot(path=f"{os.environ['FACETRAIN_SCREENSHOTS']}/library-photo.png")
-            labels = page.locator(".wbox span").all_inner_texts()
-            assert f"Unnamed #{sheldon} (guess)" in labels
-            assert labels.count("too small or blurred") == sum(not f["usable"] for f in faces)
-            page.locator(f"#wholist a[data-stack='{other}']").first.click()
-            page.wait_for_url(f"http://127.0.0.1:{port}/person/{other}")
-            page.go_back()  # the browser's back button returns to the photo
-            page.wait_for_function("n => document.querySelectorAll('.wbox').length === n",
-                                   arg=len(faces))  # fmt: skip
-            # curated from the photo: "not them", then "move to…" that person (confirmed)
-            face = next(f["id"] for f in faces if (f["stack"] or {}).get("id") == other)
-            row = page.locator(f"#wholist li[data-face='{face}']")
-            row.locator(".reject").click()
-            page.wait_for_function("t => document.querySelector('#status').textContent"
-                                   ".includes(t)", arg="removed from stack")  # fmt: skip
-            assert (
-                page.locator(f"#wholist li[data-face='{face}']")
-                .inner_text()
-                .startswith("in no stack")
-            )
-            assert face not in api.get(f"/api/stacks/{other}").json()["face_ids"]
-            box = page.locator(f"#wholist li[data-face='{face}'] input.move")
-            box.fill(f"Unnamed #{other}")
-            box.press("Enter")
-            page.wait_for_function(  # "removed" said "moved" too: wait for the new label
-                "t => [...document.querySelectorAll('.wbox span')].some(s => s.textContent === t)",
-                arg=f"Unnamed #{other}",
-            )
-            assert face in api.get(f"/api/stacks/{other}").json()["confirmed_ids"]
-            assert "moved" in page.locator("#status").inner_text()
-            assert page.url.endswith(f"/photos/{group}")  # still on the photo
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with page_on(dated_library) as (page, url):
+        page.goto(f"{url}/person/{sheldon}")
+        # his photos one after another, the latest first, by the arrow keys; Esc: back
+        first, second = view["photo_ids"][:2]
+        page.locator(f"#photos img[data-photo='{first}']").click()
+        page.wait_for_url(f"{url}/photos/{first}")
+        assert page.locator("#prevphoto").is_hidden() and page.locator("#nextphoto").is_visible()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_url(f"{url}/photos/{second}")
+        page.wait_for_function("t => document.querySelector('#whotitle').textContent === t",
+                               arg="sheldon3.png")  # fmt: skip
+        assert page.locator("#prevphoto").is_visible()
+        page.keyboard.press("Escape")
+        page.wait_for_url(f"{url}/person/{sheldon}")
+        page.locator(f"#photos img[data-photo='{group}']").click()
+        page.wait_for_url(f"{url}/photos/{group}")
+        page.wait_for_function("n => document.querySelectorAll('.wbox').length === n",
+                               arg=len(faces))  # fmt: skip
+        assert page.locator("#whotitle").inner_text() == "bbt1.jpg"
+        assert page.locator("#whonote").inner_text().startswith("2019-07-14 15:02")
+        if os.environ.get("FACETRAIN_SCREENSHOTS"):  # blurred: the shared set's photo
+            page.add_style_tag(content="img{filter:blur(9px)}")
+            page.screenshot(path=f"{os.environ['FACETRAIN_SCREENSHOTS']}/library-photo.png")
+        labels = page.locator(".wbox span").all_inner_texts()
+        assert f"Unnamed #{sheldon} (guess)" in labels
+        assert labels.count("too small or blurred") == sum(not f["usable"] for f in faces)
+        page.locator(f"#wholist a[data-stack='{other}']").first.click()
+        page.wait_for_url(f"{url}/person/{other}")
+        page.go_back()  # the browser's back button returns to the photo
+        page.wait_for_function("n => document.querySelectorAll('.wbox').length === n",
+                               arg=len(faces))  # fmt: skip
+        # curated from the photo: "not them", then "move to…" that person (confirmed)
+        face = next(f["id"] for f in faces if (f["stack"] or {}).get("id") == other)
+        row = page.locator(f"#wholist li[data-face='{face}']")
+        row.locator(".reject").click()
+        page.wait_for_function("t => document.querySelector('#status').textContent"
+                               ".includes(t)", arg="removed from stack")  # fmt: skip
+        assert (
+            page.locator(f"#wholist li[data-face='{face}']").inner_text().startswith("in no stack")
+        )
+        assert face not in api.get(f"/api/stacks/{other}").json()["face_ids"]
+        box = page.locator(f"#wholist li[data-face='{face}'] input.move")
+        box.fill(f"Unnamed #{other}")
+        box.press("Enter")
+        page.wait_for_function(  # "removed" said "moved" too: wait for the new label
+            "t => [...document.querySelectorAll('.wbox span')].some(s => s.textContent === t)",
+            arg=f"Unnamed #{other}",
+        )
+        assert face in api.get(f"/api/stacks/{other}").json()["confirmed_ids"]
+        assert "moved" in page.locator("#status").inner_text()
+        assert page.url.endswith(f"/photos/{group}")  # still on the photo

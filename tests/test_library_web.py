@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -230,6 +231,27 @@ def _browser():
 
 def _serve(db):
     return _serve_app(create_app(db))
+
+
+@contextlib.contextmanager
+def page_on(db, width: int = 1100, height: int = 760):
+    """A page of headless Chromium and the library served to it: (page, the server's
+    address), both closed after the block; the test skipped where there is no chromium."""
+    chromium, sync_api = _browser()
+    server, thread, port = _serve(db)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            try:
+                yield (
+                    browser.new_page(viewport={"width": width, "height": height}),
+                    (f"http://127.0.0.1:{port}"),
+                )
+            finally:
+                browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def _serve_app(app):
