@@ -166,7 +166,9 @@ def taken(path: str) -> str | None:
             value = exif.get_ifd(0x8769).get(36867) or exif.get(306)
     except Exception:  # EXIF is a bonus: any problem means "no date"
         return None
-    return str(value) if value else None
+    if isinstance(value, bytes):  # some writers store the text as bytes
+        value = value.decode("latin-1")
+    return str(value).strip("\x00 ") or None if value else None
 
 
 class Scanner:
