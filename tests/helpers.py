@@ -164,3 +164,26 @@ def side_by_side(out: Path, *photos: Path) -> Path:
         x += im.width + 80
     row.save(out)
     return out
+
+
+def write_dng(rgb: np.ndarray, path: Path, taken: str | None = None, orientation: int = 1) -> Path:
+    """A camera RAW (DNG) of this picture as a sensor behind an RGGB Bayer filter saw it,
+    at twice its size, so that developed at half its sensor's size it is the picture's own
+    size again; `taken` its DateTime, `orientation` how the camera was held (EXIF's 1–8)."""
+    import tifffile
+
+    linear = np.rint((np.asarray(rgb) / 255.0) ** 2.2 * 4095).astype(np.uint16)  # 12 bits
+    big = np.repeat(np.repeat(linear, 2, 0), 2, 1)  # a sensor counts light: no gamma yet
+    cfa = np.empty(big.shape[:2], np.uint16)
+    for (y, x), c in {(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 2}.items():
+        cfa[y::2, x::2] = big[y::2, x::2, c]
+    xyz_to_srgb = (32406, -15372, -4986, -9689, 18758, 415, 557, -2040, 10570)  # the sensor's
+    matrix = [v for m in xyz_to_srgb for v in (m, 10000)]  # colours are sRGB's, in D65 light
+    tags = [(33421, "H", 2, (2, 2)), (33422, "B", 4, (0, 1, 1, 2)),  # the Bayer pattern
+            (50706, "B", 4, (1, 4, 0, 0)), (50708, "s", 0, "facetrain test camera"),
+            (50717, "I", 1, 4095), (50721, "2i", 9, matrix), (50778, "H", 1, 21),
+            (50728, "2I", 3, (1, 1, 1, 1, 1, 1)), (274, "H", 1, orientation)]  # fmt: skip
+    if taken is not None:
+        tags.append((306, "s", 0, taken))
+    tifffile.imwrite(path, cfa, photometric=32803, extratags=tags, subfiletype=0)
+    return path

@@ -201,8 +201,12 @@ def test_unusable_arguments_exit_2(tmp_path):
 
 
 def test_every_phone_format_aligned_and_the_rest_listed(tmp_path):
-    """HEIC, AVIF, TIFF and an animated GIF of a real face are aligned; a camera RAW file is
-    in alignment.csv with its reason (an animated GIF used to be left out silently)."""
+    """HEIC, AVIF, TIFF, an animated GIF and a camera RAW of a real face are aligned; a RAW
+    that cannot be developed is in alignment.csv with its reason (an animated GIF used to
+    be left out silently)."""
+    import facetrain.data.images  # noqa: F401  # HEIC and AVIF registered with PIL to write them
+    from helpers import write_dng
+
     if not LFW_RAW.exists():
         pytest.skip(f"{LFW_RAW} absent (real data not here)")
     face = Image.open(sorted(LFW_RAW.rglob("*.jpg"))[0]).convert("RGB")
@@ -211,14 +215,15 @@ def test_every_phone_format_aligned_and_the_rest_listed(tmp_path):
     for ext in (".heic", ".avif", ".tiff"):
         face.save(src / f"face{ext}")
     face.save(src / "face.gif", save_all=True, append_images=[face.rotate(90)], duration=50)
+    write_dng(np.asarray(face), src / "IMG_0002.DNG")
     (src / "IMG_0001.CR2").write_bytes(b"II*\x00" + b"\x00" * 64)
     align_cli(tmp_path / "phone", tmp_path / "out", "--workers", "1")
     got = {Path(x["source"]).name: (x["status"], x["reason"]) for x in rows(tmp_path / "out")}
     assert {k: v[0] for k, v in got.items()} == {
         "face.heic": "ok", "face.avif": "ok", "face.tiff": "ok", "face.gif": "ok",
-        "IMG_0001.CR2": "unsupported",
+        "IMG_0002.DNG": "ok", "IMG_0001.CR2": "unreadable",
     }  # fmt: skip
-    assert "camera RAW" in got["IMG_0001.CR2"][1]
+    assert "cannot develop this RAW" in got["IMG_0001.CR2"][1]
 
 
 def test_the_python_call_takes_one_root_or_a_list(lfw_raw_subset, tmp_path):

@@ -415,7 +415,7 @@ def test_stats_counts_every_phone_format_and_not_broken_files(tmp_path):
     (folder / "c.cr2").write_bytes(b"II*")
     code, out = run("stats", tmp_path / "data", "--check")
     assert code == 0 and "images: 5" in out and "not_image" not in out
-    assert "unreadable: 1" in out and "camera RAW" in out
+    assert "unreadable: 2" in out and "cannot develop this RAW: Input/output error" in out
 
 
 def test_one_identity_folder_given_as_a_dataset_says_so(faces, tmp_path):

@@ -903,3 +903,52 @@ def test_scan_with_no_folder_looks_for_new_photos_in_every_folder_it_holds(photo
         con.close()
         assert "remembers no folder yet" in cli_fails("library", "scan", "--db", db)
         assert "folders:" not in cli("library", "people", "--db", db)
+
+
+def test_camera_raw_photos_are_scanned_and_raw_plus_jpeg_is_one_photo(tmp_path):
+    """A camera RAW (DNG) of a group photo gives the faces its JPEG gives, at the same
+    places, with its camera's date; a RAW beside a picture of the same name (a camera set
+    to RAW + JPEG) is that photo once, left to the picture; a RAW an older facetrain
+    recorded as not read is read now."""
+    from facetrain.library import store
+    from helpers import write_dng
+
+    if not BBT.exists():
+        pytest.skip(f"{BBT} absent (real data not here)")
+    photos, jpegs = tmp_path / "photos", tmp_path / "jpegs"
+    photos.mkdir(), jpegs.mkdir()
+    group = [
+        np.asarray(Image.open(BBT / "group" / g).convert("RGB")) for g in ("bbt1.jpg", "bbt2.jpg")
+    ]
+    write_dng(group[0], photos / "IMG_0001.DNG", "2021:05:06 07:08:09")
+    shutil.copy(BBT / "group" / "bbt2.jpg", photos / "IMG_0002.JPG")
+    write_dng(group[1], photos / "img_0002.nef")  # its RAW, named in another case
+    shutil.copy(BBT / "group" / "bbt1.jpg", jpegs / "IMG_0001.JPG")
+    out = cli("library", "scan", photos, "--db", tmp_path / "lib.db")
+    assert "1 camera RAW files were left to the picture of the same name" in out
+    cli("library", "scan", jpegs, "--db", tmp_path / "jpegs.db")
+
+    def faces(db, name):
+        with Library(db) as lib:
+            row = next(
+                r for r in lib.con.execute("SELECT * FROM photos") if r["path"].endswith(name)
+            )
+            boxes = [[f[k] for k in ("x1", "y1", "x2", "y2")]
+                     for f in store.faces_of_photo(lib.con, row["id"]) if f["usable"]]  # fmt: skip
+            paths = [r["path"] for r in lib.con.execute("SELECT path FROM photos")]
+            return row, np.array(sorted(boxes)), paths
+
+    raw, raw_boxes, paths = faces(tmp_path / "lib.db", "IMG_0001.DNG")
+    _, jpeg_boxes, _ = faces(tmp_path / "jpegs.db", "IMG_0001.JPG")
+    assert sorted(Path(p).name for p in paths) == ["IMG_0001.DNG", "IMG_0002.JPG"]
+    assert raw["status"] == "ok" and raw["taken"] == "2021:05:06 07:08:09"
+    assert (raw["width"], raw["height"]) == (group[0].shape[1], group[0].shape[0])
+    assert len(raw_boxes) == len(jpeg_boxes) >= 4  # the same faces, at the same places
+    assert np.abs(raw_boxes - jpeg_boxes).max() < 0.1 * (jpeg_boxes[:, 2] - jpeg_boxes[:, 0]).min()
+    # a library that recorded the RAW as not read (before RAWs were developed) reads it now
+    with Library(tmp_path / "lib.db") as lib, store.transaction(lib.con):
+        lib.con.execute("DELETE FROM faces WHERE photo_id = ?", (raw["id"],))
+        store.set_status(lib.con, raw["id"], "unsupported")
+    cli("library", "scan", photos, "--db", tmp_path / "lib.db")
+    again, again_boxes, _ = faces(tmp_path / "lib.db", "IMG_0001.DNG")
+    assert again["status"] == "ok" and np.array_equal(again_boxes, raw_boxes)

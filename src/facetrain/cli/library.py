@@ -225,6 +225,9 @@ def _show_scan(rep, photos: Path, db: Path, quality) -> None:
         f"{rep.duplicates} duplicates, {rep.removed} removed, {rep.unchanged} unchanged; "
         f"{rep.faces} faces found ({rep.usable_faces} pass the quality gate) → {db}",
     )
+    if rep.raw_pairs:
+        console.print(f"{rep.raw_pairs} camera RAW files were left to the picture of the same "
+                      "name beside them (RAW + JPEG: one photo)")  # fmt: skip
     if rep.gate_changed:
         again = rep.searched_again
         console.print(

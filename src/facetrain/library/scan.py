@@ -26,11 +26,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facetrain.data.images import (
+    IMAGE_EXTENSIONS,
+    UNSUPPORTED,
     ImageError,
     is_image_name,
+    is_raw_name,
     is_utf8_name,
     load_rgb,
     open_checked,
+    raw_date,
 )
 from facetrain.library import store
 from facetrain.library.store import transaction
@@ -70,6 +74,7 @@ class ScanReport:
     regated: int = 0  # faces whose usable mark the changed gate changed
     empty: bool = False  # the folder listed no photo: left as it was (gone_if_empty=False)
     stopped: bool = False  # asked to stop midway: the rest waits for the next scan
+    raw_pairs: int = 0  # camera RAWs left to the picture of the same name beside them
     problems: dict[str, str] = field(default_factory=dict)  # path -> reason
 
 
@@ -110,13 +115,16 @@ UNLISTED = "skipped: the folder could not be listed ({}); the photos recorded in
 
 
 def list_photos(root: str | os.PathLike, skip=lambda path: False, notes: dict | None = None,
-                unlisted: list | None = None) -> list[str]:  # fmt: skip
+                unlisted: list | None = None, paired: list | None = None) -> list[str]:  # fmt: skip
     """Every image file below root (sorted; hidden files and folders skipped, and every
     path `skip` says is not the owner's photo — a library's own files). `notes` gets what
     was passed over and why: links to folders, names that are not UTF-8, folders that could
-    not be listed (also added to `unlisted`: what is in them is unknown, not gone)."""
+    not be listed (also added to `unlisted`: what is in them is unknown, not gone). A
+    camera RAW beside a picture of the same name (IMG_0001.CR2 and IMG_0001.JPG: a camera
+    set to RAW + JPEG) is that photo once more: it is left to the picture, into `paired`."""
     out, notes = [], {} if notes is None else notes
     unlisted = [] if unlisted is None else unlisted
+    paired = [] if paired is None else paired
 
     def cannot_list(e: OSError) -> None:
         folder = os.fsdecode(e.filename) if e.filename is not None else os.fspath(root)
@@ -130,9 +138,14 @@ def list_photos(root: str | os.PathLike, skip=lambda path: False, notes: dict | 
         dirs[:] = sorted(
             d for d in dirs if not d.startswith(".") and not skip(os.path.join(folder, d))
         )
+        developed = {os.path.splitext(f)[0].casefold() for f in files
+                     if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS}  # fmt: skip
         for f in sorted(files):
             path = os.path.join(folder, f)
             if f.startswith(".") or not is_image_name(f) or skip(path):
+                continue
+            if is_raw_name(f) and os.path.splitext(f)[0].casefold() in developed:
+                paired.append(path)
                 continue
             if not is_utf8_name(path):
                 notes[path] = NOT_UTF8
@@ -153,7 +166,15 @@ def taken(path: str) -> str | None:
     """EXIF DateTimeOriginal (else DateTime), as written in the file — read without
     decoding a pixel: an image over the size limit is never opened for it, and a PNG's
     EXIF is taken only from what precedes its pixels (PIL decodes the whole image to look
-    further)."""
+    further); a RAW's from its TIFF directories (`raw_date`)."""
+    value = raw_date(path) if is_raw_name(path) else _exif_date(path)
+    if isinstance(value, bytes):  # some writers store the text as bytes
+        value = value.decode("latin-1")
+    return (str(value).strip("\x00 ") or None) if value else None
+
+
+def _exif_date(path: str):
+    """`taken`'s value of an image PIL opens, as PIL reads it; None for none."""
     from PIL import Image
 
     try:
@@ -163,12 +184,9 @@ def taken(path: str) -> str | None:
                 exif.load(im.info.get("exif", b""))
             else:
                 exif = im.getexif()
-            value = exif.get_ifd(0x8769).get(36867) or exif.get(306)
+            return exif.get_ifd(0x8769).get(36867) or exif.get(306)
     except Exception:  # EXIF is a bonus: any problem means "no date"
         return None
-    if isinstance(value, bytes):  # some writers store the text as bytes
-        value = value.decode("latin-1")
-    return str(value).strip("\x00 ") or None if value else None
 
 
 class Scanner:
@@ -246,7 +264,9 @@ def scan(
     root = os.path.abspath(root)
     rep = ScanReport()
     unlisted: list[str] = []
-    files = list_photos(root, skip, rep.problems, unlisted)
+    paired: list[str] = []
+    files = list_photos(root, skip, rep.problems, unlisted, paired)
+    rep.raw_pairs = len(paired)
     seen = set(files)
     known = store.photos_under(con, root)
     if not files and known and not gone_if_empty:
@@ -362,7 +382,7 @@ def _scan_one(con, path: str, row, left: _Left, rep: ScanReport, smallest: float
         rep.back += 1
         row = store.photo(con, row["id"])
     same = row is not None and (digest is None or row["sha256"] == digest)
-    if same and _searched_above(row, smallest):
+    if same and (_searched_above(row, smallest) or _readable_now(row, path)):
         return path, row, row["sha256"], st  # the same photo, searched for smaller faces
     if digest is None:  # same size and time as when it was scanned
         rep.unchanged += 1
@@ -415,6 +435,11 @@ def _renamed_in_case(con, path: str, left: _Left):
         return None
     left.take(_folded(path), left.by_name)
     return old
+
+
+def _readable_now(row, path: str) -> bool:
+    """A photo recorded in a format not read then that this version reads (camera RAW)."""
+    return row["status"] == "unsupported" and os.path.splitext(path)[1].lower() not in UNSUPPORTED
 
 
 def _searched_above(row, smallest: float) -> bool:
