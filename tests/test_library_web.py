@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -676,6 +677,14 @@ def test_who_is_this_names_a_new_photo_and_keeps_nothing(people_library, monkeyp
     r = api.post("/api/identify", content=new.read_bytes()).json()
     assert [f["name"] for f in r["faces"]] == ["Amy"] and r["size"] == [*Image.open(new).size]
     assert api.post("/api/identify", content=new.read_bytes()).json() == r and len(made) == 2
+    # a camera RAW of the photo, known by the extension the page sends with it
+    from helpers import write_dng
+
+    raw = write_dng(np.asarray(Image.open(new).convert("RGB")), tmp_path / "IMG_9.DNG").read_bytes()
+    r = api.post("/api/identify", content=raw, headers={"X-Photo-Kind": ".DNG"})
+    assert r.status_code == 200 and [f["name"] for f in r.json()["faces"]] == ["Amy"]
+    unknown = api.post("/api/identify", content=raw, headers={"X-Photo-Kind": ".exe"})
+    assert unknown.status_code == 400  # read by its content then: PIL knows no CFA DNG
     assert len(api.get("/api/people").json()) == before  # the photo was not added
     left = [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("facetrain-identify-")]
     assert left == []

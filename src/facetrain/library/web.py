@@ -440,6 +440,15 @@ def _personal(app: FastAPI, act) -> None:
 MAX_PHOTO = 64 * 2**20  # "who is this?": a larger upload is refused (413) before it is read
 
 
+def _kind(ext: str) -> str:
+    """The uploaded file's extension when it names a photo format (a camera RAW is known by
+    it), else none: the file is then read by its content."""
+    from facetrain.data.images import is_image_name
+
+    ext = ext.strip().lower()
+    return ext if ext[1:].isalnum() and is_image_name("photo" + ext) else ""
+
+
 def _recognise(app: FastAPI, act, db_path) -> None:
     """Who is this? A photo from the owner's computer, its faces named from the library's
     named people (`Library.identify`, the rule `library identify` uses). The photo is kept
@@ -450,7 +459,7 @@ def _recognise(app: FastAPI, act, db_path) -> None:
     async def api_identify(request: Request) -> dict:
         data = await _upload(request, MAX_PHOTO)
         with tempfile.TemporaryDirectory(prefix="facetrain-identify-") as tmp:
-            path = os.path.join(tmp, "photo")
+            path = os.path.join(tmp, "photo" + _kind(request.headers.get("x-photo-kind", "")))
             with open(path, "wb") as f:
                 f.write(data)
             r = await run_in_threadpool(act, "identify", [path], None, MARGIN, "cpu", None,
@@ -735,8 +744,9 @@ async function openPerson(id, push = true) {  // each person has a URL: /person/
 }
 async function whoIsThis(file) {  // the photo's faces named; it stays on this computer
   $("#status").textContent = `looking for faces in ${file.name}…`;
-  const r = await fetch("/api/identify", {method: "POST", body: file,
-                                          headers: {"Content-Type": "application/octet-stream"}});
+  const dot = file.name.lastIndexOf("."), kind = dot > 0 ? file.name.slice(dot) : "";
+  const r = await fetch("/api/identify", {method: "POST", body: file, headers: {
+    "Content-Type": "application/octet-stream", "X-Photo-Kind": encodeURIComponent(kind)}});
   const j = await r.json();
   if (!r.ok) { $("#status").textContent = `${file.name}: ${j.detail}`; return; }
   const f = j.faces, named = f.filter(x => x.name !== "unknown").length;
