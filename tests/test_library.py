@@ -304,8 +304,9 @@ def test_split_a_mixed_stack_and_undo(photos, tmp_path):
 
 
 def test_scan_reads_iphone_formats_and_lists_what_it_cannot(photos, tmp_path):
-    """A HEIC and an AVIF copy of a portrait hold the same face as the PNG; a RAW file and a
-    broken HEIC are listed with their reasons; nothing in the folder changes."""
+    """A HEIC and an AVIF copy of a portrait hold the same face as the PNG; a RAW file that
+    is no RAW and a broken HEIC are listed with their reasons; nothing in the folder
+    changes."""
     portrait = photos / "amy" / "amy1.png"
     phone = tmp_path / "phone"
     phone.mkdir()
@@ -323,7 +324,11 @@ def test_scan_reads_iphone_formats_and_lists_what_it_cannot(photos, tmp_path):
     assert r["new"] == 5 and r["faces"] == 3
     why = {Path(k).name: v for k, v in r["problems"].items()}
     assert set(why) == {"IMG_0004.CR2", "IMG_0005.heic"}
-    assert "camera RAW" in why["IMG_0004.CR2"] and why["IMG_0005.heic"].startswith("unreadable")
+    assert (
+        why["IMG_0004.CR2"]
+        == "unreadable: cannot develop this RAW: Unsupported file format or not RAW file"
+    )
+    assert why["IMG_0005.heic"].startswith("unreadable")
     con = sqlite3.connect(db)
     sql = "SELECT f.embedding FROM faces f JOIN photos p ON p.id = f.photo_id ORDER BY p.path"
     emb = [np.frombuffer(b, np.float32) for (b,) in con.execute(sql)]

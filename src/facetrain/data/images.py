@@ -207,7 +207,8 @@ def raw_date(path: str | os.PathLike) -> str | None:
     from PIL import TiffImagePlugin
 
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns of each damaged directory it reads
             head = f.read(8)
             if head[:4] not in (b"II*\x00", b"MM\x00*"):
                 return None
