@@ -28,6 +28,11 @@ $(DEV): $(STAMP)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && timeout 600 apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; } \
 	  || echo "note: chromium not installed; the web UI browser test will be skipped"
+	@# the plots' test of names in Chinese, Japanese and Korean draws them with a CJK font
+	@fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || { [ "$$(id -u)" = 0 ] \
+	  && command -v apt-get >/dev/null && timeout 600 apt-get install -y \
+	  --no-install-recommends fonts-wqy-zenhei >/dev/null 2>&1; } \
+	  || echo "note: no CJK font installed; the plots' CJK test will be skipped"
 	@# the XMP test reads sidecars back with ExifTool, as other photo programs would
 	@command -v exiftool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && timeout 600 apt-get install -y --no-install-recommends libimage-exiftool-perl >/dev/null 2>&1; } \

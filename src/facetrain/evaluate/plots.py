@@ -6,6 +6,7 @@ finished, interrupted or still going — can be drawn and several runs compared 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -25,12 +26,28 @@ PANELS = (
 )
 
 
+# Fonts that hold the scripts DejaVu Sans lacks (Chinese, Japanese, Korean, Devanagari...):
+# the first of these a machine has draws a label's glyphs DejaVu cannot, so a name in any
+# script reads as itself, not as empty boxes
+FALLBACK_FONTS = (
+    "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK KR", "Source Han Sans",
+    "WenQuanYi Zen Hei", "Droid Sans Fallback", "Noto Sans Devanagari", "Noto Sans Tamil",
+    "Noto Sans Bengali", "Noto Sans Arabic", "Noto Sans Hebrew", "Noto Sans Thai",
+    "Microsoft YaHei", "Yu Gothic", "Malgun Gothic", "Nirmala UI", "Hiragino Sans",
+    "PingFang SC", "Apple SD Gothic Neo", "Arial Unicode MS",
+)  # fmt: skip
+
+
 def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import font_manager
 
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # a weight it lacks
+    have = {f.name for f in font_manager.fontManager.ttflist}
+    matplotlib.rcParams["font.family"] = ["DejaVu Sans", *(f for f in FALLBACK_FONTS if f in have)]
     return plt
 
 
