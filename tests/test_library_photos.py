@@ -264,3 +264,33 @@ def test_a_photo_opens_large_with_everyone_on_it_boxed(dated_library):
         assert face in api.get(f"/api/stacks/{other}").json()["confirmed_ids"]
         assert "moved" in page.locator("#status").inner_text()
         assert page.url.endswith(f"/photos/{group}")  # still on the photo
+
+
+def test_photos_together_make_an_album_of_links(dated_library, tmp_path):
+    """`library photos A B --link-to DIR`: a folder of links to the photos both are on,
+    nothing moved or copied; made again it holds exactly the photos asked for then; a folder
+    that is not such an album is refused and left as it was."""
+    with Library(dated_library) as lib:
+        sheldon, penny = _stack_of(lib, "sheldon1.png"), _stack_of(lib, "penny1.png")
+        his = _photos_in(lib, sheldon)
+    album = tmp_path / "album"
+    res = runner.invoke(app, ["library", "photos", str(sheldon), "--db", str(dated_library),
+                              "--link-to", str(album)])  # fmt: skip
+    assert res.exit_code == 0 and f"{len(his)} links in {album}" in res.output
+    links = {p.name: os.readlink(p) for p in album.iterdir() if p.is_symlink()}
+    assert set(links.values()) == his and all(Path(t).is_file() for t in links.values())
+    (album / "notes.txt").write_text("mine")  # the owner's own file in it stays
+    res = runner.invoke(app, ["library", "photos", str(penny), "--db", str(dated_library),
+                              "--link-to", str(album)])  # fmt: skip
+    assert res.exit_code == 0
+    with Library(dated_library) as lib:
+        hers = _photos_in(lib, penny)
+    assert {os.readlink(p) for p in album.iterdir() if p.is_symlink()} == hers
+    assert (album / "notes.txt").read_text() == "mine"
+    mine = tmp_path / "holiday"
+    mine.mkdir()
+    (mine / "IMG_1.jpg").write_bytes(b"the owner's")
+    res = runner.invoke(app, ["library", "photos", str(penny), "--db", str(dated_library),
+                              "--link-to", str(mine)])  # fmt: skip
+    assert res.exit_code != 0 and "not an album facetrain made" in res.output
+    assert [p.name for p in mine.iterdir()] == ["IMG_1.jpg"]

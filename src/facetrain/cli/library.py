@@ -446,14 +446,22 @@ def library_photos(
     ],
     db: DbOpt,
     model: ModelOpt = None,
+    link_to: Annotated[
+        Path | None,
+        typer.Option(help="Also make an album here: a folder of links to these photos."),
+    ] = None,
     json_out: JsonOut = None,
 ) -> None:
     """The photos of a person, or of several together, the latest first: date, photo,
     everyone on it (tab-separated; the date is the camera's, or the file's, marked so)."""
     from facetrain.library.dates import date_text
+    from facetrain.library.export import link_album
 
     with _read(db, model) as lib:
         photos = lib.photos(people, who=True)
+    if link_to is not None:
+        n = link_album(link_to, photos)
+        console.print(f"{n} links in {link_to} (the photos stay where they are)", highlight=False)
     for p in photos:
         who = ", ".join(x["name"] or f"#{x['id']}" for x in p["people"] if not x["hidden"])
         print(f"{date_text(p) or '-'}\t{shown(p['path'])}\t{shown(who)}")

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from facetrain.library import store
+from facetrain.library.store import LibraryError
 
 
 def safe_name(name: str) -> str:
@@ -46,21 +47,47 @@ def export_by_person(con, out: str | os.PathLike, include_unnamed: bool = False)
     names = folder_names(rows)
     _remove_stale(out, set(names.values()))
     wanted: dict[int, dict[str, str]] = {}
-    for r in rows:  # link name -> photo, per person; a name two photos share takes the id
-        links, src = wanted.setdefault(r["id"], {}), Path(r["path"])
-        links[src.name if src.name not in links else f"{r['photo']}_{src.name}"] = str(src)
+    for r in rows:  # link name -> photo, per person
+        _add_link(wanted.setdefault(r["id"], {}), r["photo"], r["path"])
     for pid, links in wanted.items():
-        _link(out / names[pid], pid, links)
+        folder = out / names[pid]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MARK).write_text(f"{pid}\n")
+        _link(folder, str(pid), links)
     return {names[pid]: len(links) for pid, links in wanted.items()}
 
 
-def _link(folder: Path, person_id: int, links: dict[str, str]) -> None:
-    """folder holds exactly these links (and whatever else the owner put there; a link
-    whose name a file of the owner's has takes the person's id before it)."""
+ALBUM = ".facetrain-album"  # in a folder `link_album` made: it may fill it again
+
+
+def link_album(folder: str | os.PathLike, photos: list[dict]) -> int:
+    """FOLDER/<photo> symbolic links to these photos (`id`, `path`): an album of them that
+    moves or copies nothing. A folder that holds anything but an album made so is refused:
+    filling it again removes the links no longer wanted. The number of links."""
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / ALBUM).is_file():
+        raise LibraryError(f"{folder}: not empty and not an album facetrain made: name a new "
+                           "folder (nothing in this one was touched)")  # fmt: skip
+    links: dict[str, str] = {}
+    for p in photos:
+        _add_link(links, p["id"], p["path"])
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / MARK).write_text(f"{person_id}\n")
+    (folder / ALBUM).write_text("links made by `facetrain library photos --link-to`\n")
+    _link(folder, "album", links)
+    return len(links)
+
+
+def _add_link(links: dict[str, str], photo_id: int, path: str) -> None:
+    """A link named like its photo; a name two photos share takes the photo's id before it."""
+    name = Path(path).name
+    links[name if name not in links else f"{photo_id}_{name}"] = str(path)
+
+
+def _link(folder: Path, prefix: str, links: dict[str, str]) -> None:
+    """folder holds exactly these links (and whatever else the owner put there; a link
+    whose name a file of the owner's has takes `prefix` before it)."""
     owners = {f.name for f in folder.iterdir() if not f.is_symlink()}
-    links = {(f"{person_id}_{n}" if n in owners else n): src for n, src in links.items()}
+    links = {(f"{prefix}_{n}" if n in owners else n): src for n, src in links.items()}
     for f in folder.iterdir():
         if f.is_symlink() and links.get(f.name) != os.readlink(f):
             f.unlink()
