@@ -571,6 +571,59 @@ def test_spacing_among_two_sets_is_the_spacing_of_both_joined(exact_search, monk
     assert (among <= once + 1e-5).all() and (among < once - 1e-5).mean() > 0.1
 
 
+def test_the_page_s_namer_keeps_its_index_and_each_thread_its_own(tmp_path, monkeypatch):
+    """The web page's "who is this?" namer, made again after the owner names a stack,
+    searches the index it built before (the library's faces did not change); a namer made
+    plainly builds one. `keep()` is each thread's own: a look for new photos clustering in
+    one thread never empties the index another thread keeps."""
+    import threading
+
+    from facetrain import neighbours
+    from facetrain.library import store
+    from facetrain.library.web import _namer_keeping
+    from helpers import embedded_library
+
+    rng = np.random.default_rng(5)
+    emb = rng.normal(size=(600, 16))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    monkeypatch.setattr(neighbours, "EXACT_SEARCH", 100)
+    built = []
+    build = neighbours._build
+    monkeypatch.setattr(neighbours, "_build", lambda *a: built.append(1) or build(*a))
+    page = _namer_keeping({})
+    with embedded_library(tmp_path / "lib.db", emb, threshold=0.6) as lib:
+        for k, first in enumerate((1, 16)):  # the owner names a stack; the page names again
+            with store.transaction(lib.con):
+                pid = store.new_person(lib.con)
+                store.name_person(lib.con, pid, f"p{k}")
+                store.assign(lib.con, [(pid, f) for f in range(first, first + 5)], confirmed=1)
+            kept = page(lib).name(emb[[7]])
+        assert len(built) == 1 and lib.namer().name(emb[[7]]) == kept and len(built) == 2
+    built.clear()
+    inside, done = threading.Event(), threading.Event()
+
+    def first() -> None:  # keeps an index of some faces across another thread's keep()
+        with neighbours.keep():
+            neighbours.index_of(emb[:300], "squared_l2")
+            inside.set()
+            done.wait(10)
+            neighbours.index_of(emb[:300], "squared_l2")
+
+    def second() -> None:
+        inside.wait(10)
+        with neighbours.keep():
+            neighbours.index_of(emb[300:], "squared_l2")
+        done.set()
+
+    threads = [threading.Thread(target=f) for f in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(built) == 2  # one index each: the first thread's was never emptied
+    assert getattr(neighbours._state, "kept", None) is None  # nothing left kept here
+
+
 def test_namers_of_one_library_share_one_index_within_keep(tmp_path, monkeypatch):
     """An import names by likeness in rounds, a new namer each round: within
     `neighbours.keep()` they search one index of the library's faces (naming changes

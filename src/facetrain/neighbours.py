@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 
 import numpy as np
 
@@ -198,26 +199,28 @@ def _as_indexed(e: np.ndarray, distance: str) -> np.ndarray:
     return np.ascontiguousarray(e / np.linalg.norm(e, axis=1, keepdims=True), np.float32)
 
 
-_kept: dict | None = None  # inside `keep()`: the indexes built, by content and distance
-_once = False  # inside `keep(once=True)`: each handed over once more, then let go
+_state = threading.local()  # per thread, inside `keep()`: `kept`, the indexes built (by
+# content and distance), and `once`, whether each is handed over once more, then let go
 
 
 @contextlib.contextmanager
-def keep(once: bool = False):
+def keep(once: bool = False, into: dict | None = None):
     """Within the block, an index built for some faces serves the next searches of the
     same faces. With `once`, the next search alone, then it is let go: a cluster run's
     spacing and then its near pairs search one set (100,000 faces: 13.6 s instead of
     15.8 s), and the index is not held while the groups are clustered. Without, every
     search in the block, the last faces indexed alone kept: an import names by likeness in
     rounds, a namer a round, each searching the library's faces, which naming does not
-    change (bench/import_scale.py)."""
-    global _kept, _once
-    outer = _kept, _once
-    _kept, _once = {} if _kept is None else _kept, once
+    change (bench/import_scale.py). `into`: a dict of the caller's that keeps that index
+    after the block too (the web page's namer, made again after each change). Each thread
+    keeps its own: a look for new photos and a "who is this?" run side by side."""
+    outer = getattr(_state, "kept", None), getattr(_state, "once", False)
+    _state.kept = into if into is not None else ({} if outer[0] is None else outer[0])
+    _state.once = once
     try:
         yield
     finally:
-        _kept, _once = outer
+        _state.kept, _state.once = outer
 
 
 def _key(e: np.ndarray, distance: str) -> tuple:
@@ -230,15 +233,16 @@ def _key(e: np.ndarray, distance: str) -> tuple:
 def _index(e: np.ndarray, distance: str):
     """The faces' index: within `keep()`, the one built for the same faces before (see
     there for how long it is kept), else a new one."""
-    if _kept is None:
+    kept, once = getattr(_state, "kept", None), getattr(_state, "once", False)
+    if kept is None:
         return _build(e, distance)
     key = _key(e, distance)
-    if key in _kept:
-        return _kept.pop(key) if _once else _kept[key]
-    if not _once:
-        _kept.clear()  # one set of faces at a time: an index is as large as they are
-    _kept[key] = _build(e, distance)
-    return _kept[key]
+    if key in kept:
+        return kept.pop(key) if once else kept[key]
+    if not once:
+        kept.clear()  # one set of faces at a time: an index is as large as they are
+    kept[key] = _build(e, distance)
+    return kept[key]
 
 
 def _build(e: np.ndarray, distance: str):

@@ -449,11 +449,24 @@ def _kind(ext: str) -> str:
     return ext if ext[1:].isalnum() and is_image_name("photo" + ext) else ""
 
 
+def _namer_keeping(indexes: dict) -> Callable[[Library], object]:
+    """`Library.namer`, the index of the library's faces kept in `indexes` for the next
+    one: naming, merging or moving faces makes a new namer but leaves those faces as they
+    were (at 200,000 faces the index is 3.5 s of its 3.8)."""
+    from facetrain.neighbours import keep
+
+    def make(lib: Library):
+        with keep(into=indexes):
+            return lib.namer()
+
+    return make
+
+
 def _recognise(app: FastAPI, act, db_path) -> None:
     """Who is this? A photo from the owner's computer, its faces named from the library's
     named people (`Library.identify`, the rule `library identify` uses). The photo is kept
     only while it is analysed, in a private temporary folder, and never added."""
-    namers = KeptWhileUnchanged(db_path, lambda lib: lib.namer())
+    namers = KeptWhileUnchanged(db_path, _namer_keeping({}))
 
     @app.post("/api/identify")
     async def api_identify(request: Request) -> dict:
