@@ -867,7 +867,7 @@ def test_one_index_serves_the_spacing_and_the_pairs_of_one_cluster_run(monkeypat
     with neighbours.keep(once=True):
         s2, g2 = both()
         local_scales(emb, photo, "cosine")  # another distance: another index
-    assert len(builds) == 2 + 2 and neighbours._kept is None
+    assert len(builds) == 2 + 2 and getattr(neighbours._state, "kept", None) is None
     assert np.array_equal(s1, s2) and (g1 != g2).nnz == 0
 
 
@@ -1010,3 +1010,4 @@ def test_camera_raw_photos_are_scanned_and_raw_plus_jpeg_is_one_photo(tmp_path):
     cli("library", "scan", photos, "--db", tmp_path / "lib.db")
     again, again_boxes, _ = faces(tmp_path / "lib.db", "IMG_0001.DNG")
     assert again["status"] == "ok" and np.array_equal(again_boxes, raw_boxes)
+
