@@ -1011,3 +1011,32 @@ def test_camera_raw_photos_are_scanned_and_raw_plus_jpeg_is_one_photo(tmp_path):
     again, again_boxes, _ = faces(tmp_path / "lib.db", "IMG_0001.DNG")
     assert again["status"] == "ok" and np.array_equal(again_boxes, raw_boxes)
 
+
+def test_a_face_moved_to_a_name_no_one_has_makes_that_person(tmp_path):
+    """ "Move to… Uncle Bob" for a stranger of a group photo the owner knows: a name no one
+    has makes that person, with that face confirmed, in one action that one undo takes
+    back; the same name in another case, an empty name and an id no stack has are refused,
+    saying why."""
+    from facetrain.library import store
+    from facetrain.library.store import LibraryError
+    from helpers import embedded_library
+
+    emb = np.random.default_rng(6).normal(size=(6, 8)).astype(np.float32)
+    with embedded_library(tmp_path / "lib.db", emb) as lib:
+        with store.transaction(lib.con):
+            amy = store.new_person(lib.con)
+            store.assign(lib.con, [(amy, f) for f in (1, 2, 3)])
+        lib.name(str(amy), "Amy")
+        said = lib.move(5, "  Uncle   Bob ")
+        bob = lib.stack("Uncle Bob")
+        assert said == f"face 5 moved to new person {bob}"
+        assert lib.faces("Uncle Bob") and [f["id"] for f in lib.faces("Uncle Bob")] == [5]
+        assert store.confirmed_ids(lib.con, bob) == [5]
+        for bad, why in (("uncle bob", "but 'Uncle Bob'"), ("  ", "cannot be empty"),
+                         ("98765", "no stack or person '98765'")):  # fmt: skip
+            with pytest.raises(LibraryError, match=why):
+                lib.move(6, bad)
+        assert lib.move(6, "Uncle Bob") == f"face 6 moved to stack {bob}"
+        lib.undo(2)
+        assert {p["name"] for p in lib.people()} == {"Amy"}  # Uncle Bob went with the undo
+        assert store.face_person(lib.con, 5) == (True, None)

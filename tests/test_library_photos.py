@@ -207,6 +207,8 @@ def test_a_photo_opens_large_with_everyone_on_it_boxed(dated_library):
     assert sheldon in [f["stack"]["id"] for f in faces if f["stack"]]
     assert all(f["stack"] is None for f in faces if not f["usable"])  # under the gate: no stack
     assert api.get("/api/photos/999999").status_code == 404
+    for body, code in (({}, 422), ({"to": sheldon, "name": "x"}, 422), ({"name": "123"}, 400)):
+        assert api.post(f"/api/faces/{faces[0]['id']}/move", json=body).status_code == code
     big = api.get(f"/photo/{group}.jpg", params={"size": 1600}).content
     assert max(Image.open(io.BytesIO(big)).size) > 480  # larger than the page's thumbnails
     on = [f["stack"]["id"] for f in faces if f["stack"] and f["stack"]["id"] != sheldon]
@@ -263,6 +265,15 @@ def test_a_photo_opens_large_with_everyone_on_it_boxed(dated_library):
         )
         assert face in api.get(f"/api/stacks/{other}").json()["confirmed_ids"]
         assert "moved" in page.locator("#status").inner_text()
+        # a name no one has: that person is made, with this face
+        box = page.locator(f"#wholist li[data-face='{face}'] input.move")
+        box.fill("Uncle Bob")
+        box.press("Enter")
+        page.wait_for_function(
+            "t => [...document.querySelectorAll('.wbox span')].some(s => s.textContent === t)",
+            arg="Uncle Bob",
+        )
+        assert "new person" in page.locator("#status").inner_text()
         assert page.url.endswith(f"/photos/{group}")  # still on the photo
 
 

@@ -187,23 +187,45 @@ def _set_hidden(con, ref: str, hidden: bool) -> str:
 
 def move(con, face_id: int, to: str) -> str:
     """This face is that person: it moves to the stack `to`, confirmed (clustering never
-    moves it again). Refused when `to` already has a face of the same photo."""
+    moves it again); a name no one has yet makes that person, with this face (a stranger
+    in a group photo the owner knows). Refused when `to` already has a face of the same
+    photo."""
     exists, pid = store.face_person(con, face_id)
     if not exists:
         raise LibraryError(f"no face {face_id}")
-    target = stack_id(con, to)
-    if target == pid:
-        raise LibraryError(f"face {face_id} is already in stack {target}")
-    if store.photos_shared(con, [face_id], store.face_ids(con, target)):
-        raise LibraryError(
-            f"stack {target} already has a face in this photo: two faces of one photo are "
-            "two people"
-        )
     with transaction(con):
-        before = store.snapshot(con, [face_id], [p for p in (pid, target) if p is not None])
-        _log(con, "move", f"face {face_id} moved to stack {target}", before)
+        target, created = _person_or_new(con, to)
+        if target == pid:
+            raise LibraryError(f"face {face_id} is already in stack {target}")
+        if store.photos_shared(con, [face_id], store.face_ids(con, target)):
+            raise LibraryError(f"stack {target} already has a face in this photo: two faces "
+                               "of one photo are two people")  # fmt: skip
+        kept = [p for p in (pid, target) if p is not None and p not in created]
+        before = store.snapshot(con, [face_id], kept)
+        _log(con, "move", f"face {face_id} moved to stack {target}", before, created)
         store.assign(con, [(target, face_id)], confirmed=1)
-    return f"face {face_id} moved to stack {target}"
+    return f"face {face_id} moved to {'new person ' if created else 'stack '}{target}"
+
+
+def _person_or_new(con, to: str) -> tuple[int, list[int]]:
+    """The stack `to` names (id or name), or a new person of that name when no one has it
+    — refused when someone has it in another case ("amy" with Amy here): the owner says
+    which. (stack, [the stack when made here])."""
+    try:
+        return stack_id(con, to), []
+    except LibraryError:
+        name = clean_name(to)
+        if name.isdigit():  # an id no stack has
+            raise
+    if problem := name_problem(name):
+        raise LibraryError(problem)
+    like = [n for n in store.names(con).values() if n.casefold() == name.casefold()]
+    if like:
+        raise LibraryError(f"no person {name!r}, but {like[0]!r}: type the name as it is "
+                           "(a new person takes a name no one has, in any case)")  # fmt: skip
+    new = store.new_person(con)
+    store.name_person(con, new, name)
+    return new, [new]
 
 
 def name_regions(con, photo: dict, regions: list[tuple[str, tuple]],

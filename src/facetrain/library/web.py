@@ -44,12 +44,24 @@ class NameBody(BaseModel):
 
 
 class MoveBody(BaseModel):
-    to: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    """A face's person: a stack (`to`), or a name no one has yet (`name`: a new person)."""
+
+    to: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
 
 
 class MoveManyBody(BaseModel):
     faces: Annotated[list[Annotated[int, Field(ge=0, le=2**63 - 1)]], Field(max_length=10_000)]
     to: Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+def _move_target(body: MoveBody) -> str:
+    """What `Library.move` takes for the body: a stack's id, or a name (never read as one)."""
+    if (body.to is None) == (body.name is None):
+        raise HTTPException(422, "say the stack (`to`) or a new person's name (`name`)")
+    if body.name is not None and body.name.strip().isdigit():
+        raise HTTPException(400, "a name cannot be only digits: add a letter")
+    return str(body.to) if body.name is None else body.name
 
 
 class MergeBody(BaseModel):
@@ -287,7 +299,7 @@ def _actions(app: FastAPI, act) -> None:
 
     @app.post("/api/faces/{face}/move")
     def api_move(face: Id, body: MoveBody) -> dict:
-        return {"message": act("move", face, str(body.to))}
+        return {"message": act("move", face, _move_target(body))}
 
     @app.post("/api/faces/{face}/reject")
     def api_reject(face: Id) -> dict:
@@ -682,11 +694,10 @@ function drawWith(others) {  // the people on this one's photos: click to see th
     document.querySelectorAll("#with .with").forEach(c => c.classList.toggle("on", c === b));
   });
 }
-async function moveFace(face, text) {  // "move to…": this face is that person (confirmed)
-  const to = pick(text);
-  if (to === "ask") return;
-  if (!to) { $("#status").textContent = `no person "${text}"`; return; }
-  await call(`/api/faces/${face}/move`, {to: to.id});
+async function moveFace(face, text) {  // "move to…": this face is that person (confirmed);
+  const to = pick(text);                 // a name no one has makes that person
+  if (to === "ask" || !text.trim()) return;
+  await call(`/api/faces/${face}/move`, to ? {to: to.id} : {name: text});
 }
 const picked = new Set();
 function drawPicked() {
