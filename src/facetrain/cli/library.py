@@ -405,11 +405,14 @@ def library_unhide(
 @library_app.command("move")
 def library_move(
     face: Annotated[int, typer.Argument(help="Face id (see `library faces`).")],
-    to: Annotated[str, typer.Argument(help="Stack id or name it belongs to.")],
+    to: Annotated[
+        str, typer.Argument(help="Stack id or name it belongs to (a new name: a new person).")
+    ],
     db: DbOpt,
     model: ModelOpt = None,
 ) -> None:
-    """This face is that person: move it there (confirmed)."""
+    """This face is that person: move it there (confirmed); a name no one has yet makes
+    that person."""
     _curate(db, model, "move", face, to)
 
 
