@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -325,3 +326,22 @@ def test_the_default_models_sure_below_is_what_eval_populations_measures(tmp_pat
     got = json.loads(out.read_text())
     assert got["sure_below"] == SURE_BELOW["dlib_resnet"][0], got
     assert got["sets"][0]["far_at_threshold"] > 0.9 and got["sets"][0]["far_at_sure"] <= 0.01
+
+
+def test_find_looks_for_the_face_of_a_group_photo_asked_for(fr, tmp_path):
+    """`find(group photo, folder, face=N)`: the photos of that face's person, N as `verify`
+    numbers the faces; by default the photo's central face, someone else here; a number
+    the photo has no face for is refused, saying how many it has."""
+    if not BBT.exists():
+        pytest.skip(f"{BBT} absent (real data not here)")
+    group, folder = BBT / "group" / "bbt1.jpg", tmp_path / "photos"
+    for who in ("sheldon", "leonard", "howard", "raj"):
+        shutil.copytree(REF / who, folder / who)
+    which = fr.verify(group, REF / "sheldon" / "sheldon1.png")["face_a"]
+    hits = fr.find(group, folder, face=which["face"])
+    assert len(hits) >= 3 and {Path(h["path"]).parent.name for h in hits} == {"sheldon"}
+    central = {Path(h["path"]).parent.name for h in fr.find(group, folder)}
+    assert central and "sheldon" not in central
+    with pytest.raises(ValueError, match=rf"face=9: the image holds {which['of']} faces"):
+        fr.find(group, folder, face=9)
+    assert facetrain.find(group, folder, face=which["face"]) == hits  # the one-call API too

@@ -30,10 +30,11 @@ def verify(a, b, model=None, device: str = "cpu") -> dict:
     return _recognizer(model, device).verify(a, b)
 
 
-def find(image, where, model=None, device: str = "cpu") -> list[dict]:
+def find(image, where, model=None, device: str = "cpu", face: int | None = None) -> list[dict]:
     """One call: in a folder of photos, those whose face is the face of `image` (path and
-    distance, nearest first); in a library file (`.db`), the named person of each face of
-    `image` (as `library identify`)."""
+    distance, nearest first; `face`: which face of a group photo, numbered as `verify`
+    numbers them, else its central one); in a library file (`.db`), the named person of
+    each face of `image` (as `library identify`)."""
     from pathlib import Path
 
     if Path(where).is_file():
@@ -43,4 +44,4 @@ def find(image, where, model=None, device: str = "cpu") -> list[dict]:
             raise ValueError(f"{image}: a photo on disk is needed to look it up in a library")
         with Library(where, lock=False) as lib:
             return lib.identify([str(image)], model=model, device=device)[0]["faces"]
-    return _recognizer(model, device).find(image, where)
+    return _recognizer(model, device).find(image, where, face)

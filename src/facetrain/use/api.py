@@ -135,20 +135,23 @@ class Recognizer:
                 "face_a": face_of(photos[0], fa), "face_b": face_of(photos[1], fb),
                 "model": self.model.source}  # fmt: skip
 
-    def find(self, image: ImageLike, folder: str | os.PathLike) -> list[dict]:
+    def find(self, image: ImageLike, folder: str | os.PathLike,
+             face: int | None = None) -> list[dict]:  # fmt: skip
         """The photos below a folder holding the face of `image` (deepface's `find`) —
         each face of a group photo looked at — nearest first: path, distance, and which
         face (`face`: number, count and box; None for a photo of one face). A face is the
         one looked for when under their pair's limit: the threshold, tightened by the
         folder's own spacing as the library's stacks are (`within_limits`); one threshold
         alone found a folder's other people too, most of all where the model crowds a
-        population (bench/find_precision.py)."""
+        population (bench/find_precision.py). `face`: which face of a group photo `image`
+        to look for, numbered as `verify` numbers them (its `face_a`); by default its
+        central face."""
         from facetrain.data.images import is_image_name
 
         if self.threshold is None:
             raise ValueError("this model has no calibrated threshold: compare distances")
         paths = sorted(str(p) for p in Path(folder).rglob("*") if is_image_name(p.name))
-        query = self.embed(image)[0]
+        query = self.embed(image)[0] if face is None else self._face_of(image, face)
         if np.isnan(query).any():
             raise ValueError("no face found in the image to find")
         emb, boxes, owner = self.folder_faces(Path(folder), paths)
@@ -162,6 +165,16 @@ class Recognizer:
         hits = sorted((float(d[0, k]), paths[i], which_face(k - first[i], of[i], boxes[k]))
                       for i, k in best.items())  # fmt: skip
         return [{"path": p, "distance": x, "face": f} for x, p, f in hits]
+
+    def _face_of(self, image: ImageLike, face: int) -> np.ndarray:
+        """Face number `face` (from 1) of an image, as `every_face` numbers its faces."""
+        photo = self.every_face([image])[0]
+        if photo.error:
+            raise ValueError(f"the image to find: {photo.error}")
+        n = len(photo.boxes)
+        if not 1 <= face <= n:
+            raise ValueError(f"face={face}: the image holds {n} face{'s' * (n != 1)} (1 to {n})")
+        return photo.embeddings[face - 1]
 
     def folder_faces(self, folder: Path, paths: list[str]):
         """Every face of a folder's photos, as `compare` reads a photo — (embeddings, boxes,
