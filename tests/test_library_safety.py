@@ -1083,6 +1083,32 @@ def test_a_rebuild_that_fails_leaves_the_library_as_it_was_and_usable(
     assert "AUTOINCREMENT" in dict(schema())["people"] and _names(db) == names
 
 
+def test_a_split_in_three_holds_when_the_library_is_stacked_again(tmp_path):
+    """Three lookalikes the library put in one stack; the owner splits it in three. A later
+    `library cluster` stacks everything unconfirmed again, as it stacked them before the
+    split: each part goes back to its own stack (its id kept) and no two parts meet again;
+    before, the three were one stack again."""
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal(32)
+    centres = [base + 0.45 * rng.standard_normal(32) for _ in range(3)]
+
+    def faces(centre, n):
+        e = centre / np.linalg.norm(centre) + 0.05 * rng.standard_normal((n, 32)) / np.sqrt(32)
+        return (e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float32)
+
+    emb = np.concatenate([faces(c, 6) for c in centres])
+    with embedded_library(tmp_path / "lib.db", emb, threshold=1.0) as lib:
+        lib.cluster(1.0)
+        assert len({r[0] for r in lib.con.execute("SELECT person_id FROM faces")}) == 1
+        stack = lib.con.execute("SELECT person_id FROM faces").fetchone()[0]
+        assert "split" in lib.split(str(stack), 0.2)
+        parts = dict(lib.con.execute("SELECT id, person_id FROM faces"))
+        assert len(set(parts.values())) == 3
+        assert all(len({parts[f] for f in range(k * 6 + 1, k * 6 + 7)}) == 1 for k in range(3))
+        lib.cluster(1.0)  # everything unconfirmed stacked again, at the threshold that merged
+        assert dict(lib.con.execute("SELECT id, person_id FROM faces")) == parts
+
+
 def test_a_split_holds_when_new_photos_come(tmp_path):
     """Two lookalikes the library put in one stack; the owner splits it. New photos of both
     come near that stack, and the stacking of new faces clusters it again with them: the

@@ -16,7 +16,10 @@
    lets the others go.
 3. Confirmed faces are clustered with the others, pinned to their person: a cluster
    holding some goes to the person most of them are (never a face the owner rejected for
-   that person); any other becomes a new unnamed stack (`recluster`).
+   that person); any other goes back to the unnamed stack most of it was in (so a stack
+   keeps its id while most of it stays), less the faces the owner rejected for that stack
+   — which go back the same way, so the parts of a stack the owner split stay apart — and
+   what was in no such stack becomes a new unnamed stack (`recluster`).
 4. New faces (a scan's) are stacked as clustering everything again would stack them, at
    the cost of the stacks they come near: those are clustered again with them
    (`restack_near`), every other stack left as it is.
@@ -248,30 +251,56 @@ def _give(out: Placement, ids: list[int], best: int | None, rejected: set) -> No
 
 
 def recluster(free: FaceSet, named: People, rejected: set, threshold: float,
-              distance: str = "squared_l2") -> Placement:  # fmt: skip
+              distance: str = "squared_l2",
+              was: dict[int, int] | None = None) -> Placement:  # fmt: skip
     """Every face the owner has not confirmed, clustered together with the confirmed ones
     (faces of two named people never in one cluster); a cluster holding confirmed faces
     goes to the person most of them are (never a face rejected for that person), the
-    others become new stacks. The owner's names pin faces and nothing else: the clusters
-    are the ones the library makes with no names, so naming never loosens a stack (a
-    threshold or a match fitted to a few names merged people: bench/library_populations'
-    owner rounds). Pure: the caller writes the placement."""
+    others go back to the unnamed stacks they were in (`was`: face → stack, those that
+    may be given back; `back_to_stacks`), or become new stacks. The owner's names pin
+    faces and nothing else: the clusters are the ones the library makes with no names, so
+    naming never loosens a stack (a threshold or a match fitted to a few names merged
+    people: bench/library_populations' owner rounds). Pure: the caller writes the
+    placement."""
     n = len(free.ids)
     emb = concat_rows(free.emb, named.emb)
     photo = np.concatenate([free.photo, named.photo])
     scale = None if free.scale is None else np.concatenate([free.scale, named.scale])
     person = np.concatenate([np.full(n, -1), named.person])
     labels, moved = agglomerate(emb, photo, threshold, distance, scale=scale, person=person)
-    out = Placement([], [], moved=moved)
+    out, unpinned = Placement([], [], moved=moved), []
     for idx in _members(labels):
         mine, pinned = idx[idx < n], person[idx[idx >= n]]
         if not len(mine):
             continue
         ids = free.ids[mine].tolist()
-        best = int(np.bincount(pinned - pinned.min()).argmax() + pinned.min()) if len(
-            pinned) else None  # fmt: skip
+        if not len(pinned):
+            unpinned.append(ids)
+            continue
+        best = int(np.bincount(pinned - pinned.min()).argmax() + pinned.min())
         _give(out, ids, best, rejected)
+    back_to_stacks(out, unpinned, was or {}, rejected)
     return out
+
+
+def back_to_stacks(out: Placement, clusters: list[list[int]], was: dict[int, int],
+                   rejected: set) -> None:  # fmt: skip
+    """Clusters pinned to no one, given back to the stacks their faces were in (`was`),
+    the largest cluster first: each to the stack most of it was in, which takes those of
+    its faces the owner did not reject for it and is then taken; the rest is given back
+    the same way — the parts of a stack the owner split were each rejected for the others'
+    stacks, so they stay apart; what is left with no stack to go back to is a new stack."""
+    free = set(was.values())
+    for ids in sorted(clusters, key=len, reverse=True):
+        while ids:
+            votes = Counter(was[f] for f in ids if was.get(f) in free).most_common()
+            best = next((s for s, _ in votes if any((f, s) not in rejected for f in ids)), None)
+            if best is None:
+                out.new_stacks.append(ids)
+                break
+            free.discard(best)
+            out.to_person.append((best, [f for f in ids if (f, best) not in rejected]))
+            ids = [f for f in ids if (f, best) in rejected]
 
 
 def restack_near(faces: FaceSet, person: np.ndarray, confirmed: np.ndarray, rejected: set,
@@ -299,16 +328,10 @@ def restack_near(faces: FaceSet, person: np.ndarray, confirmed: np.ndarray, reje
     part = replace(faces, ids=faces.ids[free], emb=faces.emb[free], photo=faces.photo[free],
                    scale=at(free))  # fmt: skip
     named = People(faces.emb[pinned], person[pinned], faces.photo[pinned], at(pinned))
-    plan = recluster(part, named, rejected, threshold, distance)
-    was = dict(zip(faces.ids[free].tolist(), person[free].tolist(), strict=True))
-    free_stacks = set(touched.tolist()) - set(person[pinned].tolist())
-    clusters, plan.new_stacks = plan.new_stacks, []
-    for ids in sorted(clusters, key=len, reverse=True):  # the largest choose first
-        votes = Counter(was[f] for f in ids if was[f] in free_stacks).most_common(1)
-        best = votes[0][0] if votes else None
-        free_stacks.discard(best)
-        _give(plan, ids, best, rejected)
-    return plan
+    back = set(touched.tolist()) - set(person[pinned].tolist())  # stacks no one pins
+    was = {f: p for f, p in zip(faces.ids[free].tolist(), person[free].tolist(), strict=True)
+           if p in back}  # fmt: skip
+    return recluster(part, named, rejected, threshold, distance, was)
 
 
 def _stacks_near(new: np.ndarray, old: np.ndarray, person: np.ndarray, threshold: float,

@@ -585,16 +585,19 @@ class Library:
         adapter = self._adapter()  # read once for both sets
         named_faces = self._faces("named", adapter)  # read once: the threshold's and the plan's
         thr, distance, why = self.threshold_and_why(threshold, named_faces)
-        free = FaceSet.of(*self._faces("free", adapter))
-        named = People.of(*named_faces)
+        emb, rows = self._faces("free", adapter)
+        free, named = FaceSet.of(emb, rows), People.of(*named_faces)
+        unnamed = store.unnamed_stacks(self.con)  # a cluster goes back to the one it was
+        was = {r["id"]: r["person_id"] for r in rows if r["person_id"] in unnamed}
         with neighbours.keep(once=True):  # past 50,000 faces: one index for spacing and pairs
             if threshold is None:  # a threshold the owner gives is used as it is, everywhere
                 free, named = with_spacing(free, named, distance)
                 why += f"; each pair's limit from your library's own spacing (≤ {thr:.3f})"
-            plan = recluster(free, named, store.rejections(self.con), thr, distance)
+            plan = recluster(free, named, store.rejections(self.con), thr, distance, was)
         with store.transaction(self.con):
             store.unassign_guesses(self.con)
             self._write(plan)
+            store.drop_empty_stacks(self.con)
             if threshold is None:  # new faces are stacked by the rule of the last cluster
                 store.del_meta(self.con, "stacked_at")
             else:

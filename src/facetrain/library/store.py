@@ -810,9 +810,14 @@ def companions(con, person_id: int) -> list[dict]:
 
 
 def unassign_guesses(con) -> None:
-    """Every unconfirmed face leaves its stack; stacks left empty (unnamed) go."""
+    """Every unconfirmed face leaves its stack (the stacks stay: the caller gives faces back
+    to some and then drops the empty ones, `drop_empty_stacks`)."""
     con.execute("UPDATE faces SET person_id = NULL WHERE confirmed = 0")
-    drop_empty_stacks(con)
+
+
+def unnamed_stacks(con) -> set[int]:
+    """The visible stacks no one has named yet."""
+    return {r[0] for r in con.execute("SELECT id FROM people WHERE name IS NULL AND hidden = 0")}
 
 
 def drop_empty_stacks(con) -> None:
