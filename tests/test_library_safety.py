@@ -1105,8 +1105,9 @@ def test_a_split_in_three_holds_when_the_library_is_stacked_again(tmp_path):
         parts = dict(lib.con.execute("SELECT id, person_id FROM faces"))
         assert len(set(parts.values())) == 3
         assert all(len({parts[f] for f in range(k * 6 + 1, k * 6 + 7)}) == 1 for k in range(3))
-        lib.cluster(1.0)  # everything unconfirmed stacked again, at the threshold that merged
+        rep = lib.cluster(1.0)[0]  # everything unconfirmed stacked again, as it was merged
         assert dict(lib.con.execute("SELECT id, person_id FROM faces")) == parts
+        assert (rep.kept, rep.new_stacks, rep.stacks) == (3, 0, 3)  # what `cluster` says
 
 
 def test_a_split_holds_when_new_photos_come(tmp_path):

@@ -300,8 +300,9 @@ def library_cluster(db: DbOpt, model: ModelOpt = None, threshold: ThresholdOpt =
         r, thr, why = lib.cluster(threshold)
     console.print(
         f"{r.faces} faces → {r.stacks} stacks ({r.matched_to_named} clusters joined named "
-        f"people, {r.new_stacks} new stacks; {r.split_for_cannot_link} faces moved apart: "
-        f"same photo) at threshold {thr:.3f}: {why}",
+        f"people, {r.kept} stayed the stacks they were, {r.new_stacks} new stacks; "
+        f"{r.split_for_cannot_link} faces moved apart: same photo) at threshold {thr:.3f}: "
+        f"{why}",
         highlight=False,
     )
 

@@ -81,6 +81,7 @@ class ClusterReport:
     matched_to_named: int
     new_stacks: int
     split_for_cannot_link: int
+    kept: int = 0  # clusters given back to the unnamed stack most of them were in
 
 
 def concat_rows(*arrays: np.ndarray) -> np.ndarray:
@@ -221,6 +222,7 @@ class Placement:
     new_stacks: list[list[int]]
     matched: int = 0  # clusters placed with a known person
     moved: int = 0  # faces moved out of a cluster for cannot-link
+    back: int = 0  # clusters (or parts) given back to an unnamed stack they were in
 
 
 @dataclass
@@ -300,6 +302,7 @@ def back_to_stacks(out: Placement, clusters: list[list[int]], was: dict[int, int
                 break
             free.discard(best)
             out.to_person.append((best, [f for f in ids if (f, best) not in rejected]))
+            out.back += 1
             ids = [f for f in ids if (f, best) in rejected]
 
 

@@ -604,7 +604,7 @@ class Library:
                 store.set_meta(self.con, "stacked_at", repr(float(threshold)))
         faces = len(free.ids) + len(named.person)
         rep = ClusterReport(faces, store.count_stacks(self.con), plan.matched,
-                            len(plan.new_stacks), plan.moved)  # fmt: skip
+                            len(plan.new_stacks), plan.moved, plan.back)  # fmt: skip
         return rep, thr, why
 
     def _write(self, plan) -> None:
