@@ -42,8 +42,14 @@ def photo_date(taken: str | None, mtime: float | None) -> tuple[datetime | None,
     return None, ""
 
 
+def with_date(photo: dict) -> dict:
+    """A photo row (`taken`, `mtime`) with its `date` and what says so (`dated_by`) added."""
+    photo["date"], photo["dated_by"] = photo_date(photo.get("taken"), photo.get("mtime"))
+    return photo
+
+
 def date_text(photo: dict) -> str:
-    """A photo's date (`latest_first`'s) as the library prints it: "2019-07-14 15:02",
+    """A photo's date (`with_date`'s) as the library prints it: "2019-07-14 15:02",
     "2019-07-14 15:02 (file)" when only its file says so, or "" for none."""
     if photo["date"] is None:
         return ""
@@ -55,8 +61,7 @@ def latest_first(rows: list[dict]) -> list[dict]:
     """Photo rows (`taken`, `mtime`, `id`) with their `date` and `dated_by` added, the
     latest first; undated ones last, in the order they were scanned."""
     for r in rows:
-        when, r["dated_by"] = photo_date(r.get("taken"), r.get("mtime"))
-        r["date"] = when
+        with_date(r)
     dated = sorted((r for r in rows if r["date"]), key=lambda r: (r["date"], r["id"]),
                    reverse=True)  # fmt: skip
     return dated + sorted((r for r in rows if not r["date"]), key=lambda r: r["id"])

@@ -204,9 +204,7 @@ class Library:
         latest first (`dates.latest_first`); with `who`, everyone on each (`people`)."""
         if not people:
             raise LibraryError("name one person at least (see `facetrain library people`)")
-        ids = [self.stack(p) if isinstance(p, str) else p for p in people]
-        if missing := [p for p in ids if not store.person_exists(self.con, p)]:
-            raise LibraryError(f"no stack {missing[0]}")
+        ids = [self.stack(str(p)) for p in people]  # an id or a name, each checked there
         return dates.latest_first(store.photos_with(self.con, ids, who))
 
     def photo_view(self, photo_id: int) -> dict:
@@ -218,15 +216,10 @@ class Library:
             raise LibraryError(f"no photo {photo_id}")
         faces = sorted(store.faces_of_photo(self.con, photo_id), key=lambda f: (f["x1"], f["id"]))
         people = store.people_by_id(self.con, [f["person_id"] for f in faces])
-        dated = dates.latest_first([dict(row)])[0]
-        return {"id": photo_id, "name": Path(row["path"]).name, "date": dates.date_text(dated),
+        when = dates.date_text(dates.with_date(dict(row)))
+        return {"id": photo_id, "name": Path(row["path"]).name, "date": when,
                 "size": [row["width"], row["height"]], "faces": [_on_photo(f, people)
                                                                  for f in faces]}  # fmt: skip
-
-    def companions(self, stack: int) -> list[dict]:
-        """The people (visible stacks) on this one's photos, with how many photos each
-        shares with it, most first."""
-        return store.companions(self.con, stack)
 
     def photo(self, photo_id: int) -> np.ndarray:
         """A photo of the library, decoded (LibraryError when unknown or unreadable)."""
@@ -370,7 +363,7 @@ class Library:
         return rows[0] | {"face_ids": self.face_ids(stack), **dated(self.photos([stack])),
                           "confirmed_ids": store.confirmed_ids(self.con, stack),
                           "cover": curate.covers(self.con, stack).get(stack),
-                          "with": self.companions(stack)[:COMPANIONS]}  # fmt: skip
+                          "with": store.companions(self.con, stack, COMPANIONS)}  # fmt: skip
 
     def people_with_covers(self, faces: int = 12) -> list[dict]:
         """The stacks (`people`), each with its cover face (`curate.covers`) and its first

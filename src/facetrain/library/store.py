@@ -798,14 +798,14 @@ def photos_with(con, person_ids: list[int], who: bool = False) -> list[dict]:
     return list(rows.values())
 
 
-def companions(con, person_id: int) -> list[dict]:
-    """The visible stacks that share photos with this one: id, name, photos (how many
-    they share), most first."""
+def companions(con, person_id: int, limit: int) -> list[dict]:
+    """The visible stacks that share most photos with this one (at most `limit`): id,
+    name, photos (how many they share), most first."""
     return [dict(r) for r in con.execute(
         "SELECT pe.id, pe.name, COUNT(DISTINCT f.photo_id) AS photos FROM faces f"
         " JOIN people pe ON pe.id = f.person_id WHERE pe.hidden = 0 AND pe.id != ?"
         " AND f.photo_id IN (SELECT photo_id FROM faces WHERE person_id = ?)"
-        " GROUP BY pe.id ORDER BY photos DESC, pe.id", (person_id, person_id),
+        " GROUP BY pe.id ORDER BY photos DESC, pe.id LIMIT ?", (person_id, person_id, limit),
     )]  # fmt: skip
 
 
