@@ -112,6 +112,25 @@ def test_skips_and_counts_problems(tmp_path: Path):
     assert p.counts["symlink_loop"] >= 1
 
 
+def test_raw_beside_its_picture_is_that_photo_once(tmp_path: Path):
+    """A camera set to RAW + JPEG writes each photo twice; training on both would count the
+    face twice. A lone RAW is a photo of its own."""
+    root = tmp_path / "data"
+    save_rgb(root / "ann" / "IMG_0001.JPG")
+    (root / "ann" / "IMG_0001.CR2").write_bytes(b"raw")
+    save_rgb(root / "ann" / "IMG_0003.jpg")
+    (root / "ann" / "img_0003.NEF").write_bytes(b"raw")  # the camera's case differs
+    (root / "ann" / "IMG_0002.dng").write_bytes(b"raw")  # no picture beside it
+    p = Problems()
+    samples = list(iter_samples(str(root), problems=p))
+    assert sorted(os.path.basename(s.path) for s in samples) == [
+        "IMG_0001.JPG", "IMG_0002.dng", "IMG_0003.jpg"]  # fmt: skip
+    assert sorted(s.name for s in samples) == ["IMG_0001", "IMG_0002", "IMG_0003"]
+    assert p.counts["raw_left_to_picture"] == 2
+    assert sorted(map(os.path.basename, p.examples["raw_left_to_picture"])) == [
+        "IMG_0001.CR2", "img_0003.NEF"]  # fmt: skip
+
+
 def test_unicode_and_space_names(tmp_path: Path):
     root = tmp_path / "données"
     save_rgb(root / "José Ñúñez" / "photo 1.jpg")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -89,6 +90,16 @@ def is_image_name(name: str) -> bool:
 def is_raw_name(name: str) -> bool:
     """A camera RAW file, by its name."""
     return os.path.splitext(name)[1].lower() in RAW_EXTENSIONS
+
+
+def paired_raws(names: Iterable[str]) -> set[str]:
+    """The camera RAWs among one folder's file names that a picture of the same name stands
+    beside (IMG_0001.CR2 and IMG_0001.JPG: a camera set to RAW + JPEG). Each is that photo
+    once more, so it is left to the picture: read twice, one face would count twice."""
+    names = list(names)
+    developed = {os.path.splitext(n)[0].casefold() for n in names
+                 if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS}  # fmt: skip
+    return {n for n in names if is_raw_name(n) and os.path.splitext(n)[0].casefold() in developed}
 
 
 def open_checked(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

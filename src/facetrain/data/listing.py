@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facetrain.data.images import is_image_name, is_utf8_name
+from facetrain.data.images import is_image_name, is_utf8_name, paired_raws
 from facetrain.errors import FacetrainError
 
 LIST_HEADER = "# facetrain list v1: identity<TAB>path (relative to this file)"
@@ -210,16 +210,26 @@ def _iter_identity(folder: str, identity: str, problems: Problems) -> Iterator[S
                 subdirs.append(e)
             else:
                 files.append(e)
-        stems = Counter(os.path.splitext(e.name)[0] for e in files if is_image_name(e.name))
-        for e in files:
-            if not is_image_name(e.name):
-                problems.add("not_image", e.path)
-                continue
+        yield from _images_of(files, identity, prefix, problems)
+        for e in reversed(subdirs):  # stack: reversed keeps sorted order
+            stack.append((e.path, f"{prefix}{e.name}/"))
+
+
+def _images_of(files: list[os.DirEntry], identity: str, prefix: str, problems: Problems):
+    """The samples among one folder's files. Each is named by its stem, and by its extension
+    too where two files share a stem (a.jpg, a.png)."""
+    left_to_picture = paired_raws(e.name for e in files)
+    stems = Counter(os.path.splitext(e.name)[0] for e in files
+                    if is_image_name(e.name) and e.name not in left_to_picture)  # fmt: skip
+    for e in files:
+        if not is_image_name(e.name):
+            problems.add("not_image", e.path)
+        elif e.name in left_to_picture:
+            problems.add("raw_left_to_picture", e.path)
+        else:
             stem, ext = os.path.splitext(e.name)
             name = stem if stems[stem] == 1 else f"{stem}_{ext[1:]}"
             yield Sample(e.path, identity, prefix + name)
-        for e in reversed(subdirs):  # stack: reversed keeps sorted order
-            stack.append((e.path, f"{prefix}{e.name}/"))
 
 
 def iter_list_file(path: str, problems: Problems | None = None) -> Iterator[Sample]:

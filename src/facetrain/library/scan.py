@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facetrain.data.images import (
-    IMAGE_EXTENSIONS,
     UNSUPPORTED,
     ImageError,
     is_image_name,
@@ -34,6 +33,7 @@ from facetrain.data.images import (
     is_utf8_name,
     load_rgb,
     open_checked,
+    paired_raws,
     raw_date,
 )
 from facetrain.library import store
@@ -138,13 +138,12 @@ def list_photos(root: str | os.PathLike, skip=lambda path: False, notes: dict | 
         dirs[:] = sorted(
             d for d in dirs if not d.startswith(".") and not skip(os.path.join(folder, d))
         )
-        developed = {os.path.splitext(f)[0].casefold() for f in files
-                     if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS}  # fmt: skip
+        left_to_picture = paired_raws(files)
         for f in sorted(files):
             path = os.path.join(folder, f)
             if f.startswith(".") or not is_image_name(f) or skip(path):
                 continue
-            if is_raw_name(f) and os.path.splitext(f)[0].casefold() in developed:
+            if f in left_to_picture:
                 paired.append(path)
                 continue
             if not is_utf8_name(path):
