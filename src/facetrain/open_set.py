@@ -15,9 +15,12 @@ from __future__ import annotations
 import numpy as np
 
 from facetrain.distances import distance_matrix
-from facetrain.neighbours import K, copy_radius, kth_in, pair_limits, scales_among
+from facetrain.neighbours import K, block_rows, copy_radius, kth_in, pair_limits, scales_among
 
 MARGIN = 0.05  # the runner-up margin, in the model's distance (`library identify`'s default)
+
+
+NO_ONE = {"name": "unknown", "nearest": None, "distance": None, "runner_up": None}
 
 
 def identify(
@@ -42,15 +45,9 @@ def identify(
 
     pemb, pid, names = protos
     if len(pemb) == 0 or len(emb) == 0:
-        return [{"name": "unknown", "nearest": None, "distance": None, "runner_up": None}
-                for _ in emb]  # fmt: skip
-    d = distance_matrix(emb, pemb, distance)
-    reduce = np.min
-    if limits is not None:  # a limit of 0 (a face crowded by its copies) names its copies
-        d = d / np.maximum(limits, 1e-12)
-        threshold, margin, reduce = 1.0, margin / threshold, np.mean
-    people_ids = np.unique(pid)
-    per = np.stack([reduce(d[:, pid == p], axis=1) for p in people_ids], 1)
+        return [dict(NO_ONE) for _ in emb]
+    people_ids, per, threshold, margin = _to_people(emb, protos, threshold, distance, margin,
+                                                    limits)  # fmt: skip
     rows, cols = linear_sum_assignment(per)
     given = dict(zip(rows.tolist(), cols.tolist()))
     out = []
@@ -64,14 +61,7 @@ def identify(
         if apart and ok:  # no other face of the photo within margin of this person either
             rivals = np.delete(per[:, j], i)
             ok = not len(rivals) or float(rivals.min()) - best >= margin
-        out.append(
-            {
-                "name": names[int(people_ids[j])] if ok else "unknown",
-                "nearest": names[int(people_ids[order[0]])],
-                "distance": best,
-                "runner_up": second,
-            }
-        )
+        out.append(_answer(names, people_ids, j, int(order[0]), ok, best, second))
     return out
 
 
@@ -84,10 +74,45 @@ def identify_each(
     limits: np.ndarray | None = None,
 ) -> list[dict]:
     """`identify` of each face on its own, as the photo of one face (no person is kept
-    from a face because another face took them)."""
-    return [identify(emb[k : k + 1], protos, threshold, distance, margin,
-                     None if limits is None else limits[k : k + 1])[0]
-            for k in range(len(emb))]  # fmt: skip
+    from a face because another face took them): a block of faces at a time."""
+    pemb, pid, names = protos
+    if len(pemb) == 0 or len(emb) == 0:
+        return [dict(NO_ONE) for _ in emb]
+    out, step = [], block_rows(len(pemb))
+    for lo in range(0, len(emb), step):
+        part = None if limits is None else limits[lo : lo + step]
+        people_ids, per, thr, mar = _to_people(emb[lo : lo + step], protos, threshold,
+                                               distance, margin, part)  # fmt: skip
+        nearest = per.argmin(1)
+        best = per[np.arange(len(per)), nearest]
+        second = np.partition(per, 1, axis=1)[:, 1] if per.shape[1] > 1 else None
+        ok = best < thr if second is None else (best < thr) & (second - best >= mar)
+        for i, j in enumerate(nearest.tolist()):
+            runner_up = None if second is None else float(second[i])
+            out.append(_answer(names, people_ids, j, j, bool(ok[i]), float(best[i]), runner_up))
+    return out
+
+
+def _to_people(emb, protos, threshold, distance, margin, limits):
+    """Each face's distance to each person (the people's ids, faces x people), and the
+    threshold and margin in those distances' units."""
+    pemb, pid, _ = protos
+    d = distance_matrix(emb, pemb, distance)
+    mean = limits is not None
+    if mean:  # a limit of 0 (a face crowded by its copies) names its copies
+        d = d / np.maximum(limits, 1e-12)
+        threshold, margin = 1.0, margin / threshold
+    order = np.argsort(pid, kind="stable")
+    people_ids, starts, counts = np.unique(pid[order], return_index=True, return_counts=True)
+    d = d[:, order]
+    per = np.add.reduceat(d, starts, 1) / counts if mean else np.minimum.reduceat(d, starts, 1)
+    return people_ids, per, threshold, margin
+
+
+def _answer(names, people_ids, j: int, nearest: int, ok: bool, best: float, second) -> dict:
+    return {"name": names[int(people_ids[j])] if ok else "unknown",
+            "nearest": names[int(people_ids[nearest])], "distance": best,
+            "runner_up": second}  # fmt: skip
 
 
 def limits_among(queries: np.ndarray, known: np.ndarray, context: np.ndarray, threshold: float,

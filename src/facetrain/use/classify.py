@@ -100,7 +100,6 @@ class Classifier:
         if len(emb) == 0:
             return []
         guess = self._est.predict(emb)
-        d = distance_matrix(emb, self.embeddings, self.distance)
         labels_a = np.asarray(self.labels)
         people, pid = np.unique(labels_a, return_inverse=True)
         protos = (self.embeddings, pid.reshape(-1), dict(enumerate(people.tolist())))
@@ -108,11 +107,18 @@ class Classifier:
         limits = limits_among(emb, self.embeddings, context, self.threshold, self.distance)
         name = identify if one_photo else identify_each
         found = name(emb, protos, self.threshold, self.distance, MARGIN, limits)
-        out = []
-        for k, (g, r) in enumerate(zip(guess, found)):
-            dist = float(d[k, labels_a == g].min())
-            out.append({"name": str(g) if r["name"] == g else UNKNOWN, "guess": str(g),
-                        "distance": dist, "threshold": self.threshold})  # fmt: skip
+        dist = self._to_own_nearest(emb, guess)
+        return [{"name": str(g) if r["name"] == g else UNKNOWN, "guess": str(g),
+                 "distance": float(x), "threshold": self.threshold}
+                for g, r, x in zip(guess, found, dist)]  # fmt: skip
+
+    def _to_own_nearest(self, emb: np.ndarray, guess: np.ndarray) -> np.ndarray:
+        """Each face's distance to the nearest known face of the person guessed for it."""
+        labels_a, out = np.asarray(self.labels), np.empty(len(emb))
+        for g in np.unique(guess):
+            rows = np.flatnonzero(guess == g)
+            own = self.embeddings[labels_a == g]
+            out[rows] = distance_matrix(emb[rows], own, self.distance).min(1)
         return out
 
 
