@@ -279,6 +279,30 @@ def test_compare_finds_a_person_among_the_faces_of_a_group_photo(fr, tmp_path):
     assert v["distance"] == pytest.approx(amy["distance"], abs=1e-5)
 
 
+def test_compare_takes_a_folder_as_the_photos_in_it(fr, tmp_path):
+    """`compare amy/ penny.png` said "cannot open: Is a directory". A folder stands for the
+    photos directly in it; an empty one is refused by name."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+
+    out, empty = tmp_path / "c.json", tmp_path / "empty"
+    empty.mkdir()
+    penny = REF / "penny" / "penny1.png"
+    r = CliRunner().invoke(app, ["compare", str(REF / "amy"), str(penny), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    got = json.loads(out.read_text())
+    amy = sorted(p.name for p in (REF / "amy").iterdir() if p.suffix == ".png")
+    assert [Path(p).name for p in got["photos"]] == amy + ["penny1.png"]
+    assert np.asarray(got["matrix"]).shape == (len(amy) + 1,) * 2
+    same = {frozenset((Path(p["a"]).name, Path(p["b"]).name)) for p in got["pairs"] if p["same"]}
+    assert same == {frozenset((a, b)) for a in amy for b in amy if a < b}
+    r = CliRunner().invoke(app, ["compare", str(empty), str(penny)])
+    assert r.exit_code != 0 and f"{empty}: no photo directly in this folder" in r.output
+
+
 def test_find_in_a_folder_looks_at_every_face_of_a_group_photo(fr, tmp_path):
     """`find` in a folder compared the face looked for with each photo's central face only:
     a group photo with Amy at its side was not found. Now every face of every photo is

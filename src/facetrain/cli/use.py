@@ -66,7 +66,8 @@ def compare(
     args: Annotated[
         list[str],
         typer.Argument(
-            help="[MODEL] then two or more photos or aligned faces.", metavar="[MODEL] IMAGE..."
+            help="[MODEL] then two or more photos or aligned faces; a folder: the photos in it.",
+            metavar="[MODEL] IMAGE...",
         ),
     ],
     threshold: Annotated[
