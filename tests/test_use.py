@@ -153,6 +153,11 @@ def test_classify_names_known_people_and_refuses_strangers(trained, tmp_path):
     p = json.loads((tmp_path / "p.json").read_text())
     assert p[0]["name"] == "id3" and p[1]["name"] == "unknown"
     assert p[1]["distance"] >= p[1]["threshold"] > p[0]["distance"]
+    # a folder stands for the photos in it (it said "Is a directory")
+    cli("classify", "predict", clf, strangers / "id8", "--json", tmp_path / "f.json")
+    f = json.loads((tmp_path / "f.json").read_text())
+    assert [r["path"] for r in f] == sorted(str(x) for x in (strangers / "id8").iterdir())
+    assert sum(r["name"] == "unknown" for r in f) >= 0.8 * len(f)
 
     # hostile finding 17: photos without a usable face are reported, not a traceback
     (tmp_path / "broken.jpg").write_bytes(b"not an image")

@@ -213,7 +213,9 @@ def classify_train(
 @classify_app.command("predict")
 def classify_predict(
     classifier: Annotated[Path, typer.Argument(help="File from `classify train`.")],
-    images: Annotated[list[str], typer.Argument(help="Photos or aligned faces.")],
+    images: Annotated[
+        list[str], typer.Argument(help="Photos or aligned faces; a folder: the photos in it.")
+    ],
     model: Annotated[
         str | None, typer.Option(help="The model [the one it was trained with].")
     ] = None,
@@ -226,9 +228,10 @@ def classify_predict(
     """Name every face of each photo, or `unknown` when no known person is close enough."""
 
     from facetrain.use.classify import check_model, load_classifier
-    from facetrain.use.embeddings import faces_in_photos
+    from facetrain.use.embeddings import faces_in_photos, photos_given
 
     atomic.output_files([classifier, *images], **{"--json": json_out})
+    images = photos_given(images)
     try:
         clf = load_classifier(classifier)
     except ValueError as e:

@@ -3,12 +3,10 @@ marked unsure where that threshold cannot be trusted for every population."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from facetrain.data.images import is_image_name, paired_raws
 from facetrain.distances import distance_matrix, plain_l2
 from facetrain.errors import FacetrainError
 
@@ -57,7 +55,7 @@ def compare(model, images: list[str], threshold: float | None = None, align: str
     """Compare every pair of images by their nearest two faces: each face of a group photo
     is looked at ("is Amy in this photo?"), not the central one alone, which said
     "different" for a photo Amy was in beside five others."""
-    from facetrain.use.embeddings import faces_in_photos
+    from facetrain.use.embeddings import faces_in_photos, photos_given
 
     images = photos_given(images)
     if len(images) < 2:
@@ -83,23 +81,6 @@ def compare(model, images: list[str], threshold: float | None = None, align: str
                         **verdict(d, thr, pre.sure_below), "face_a": face_of(usable[i], fi),
                         "face_b": face_of(usable[j], fj)})  # fmt: skip
     return c
-
-
-def photos_given(paths: list[str]) -> list[str]:
-    """The photos the arguments name: a folder stands for the photos directly in it (by
-    name, hidden ones and a RAW beside its picture left out), a file for itself."""
-    out = []
-    for p in map(str, paths):
-        if not os.path.isdir(p):
-            out.append(p)
-            continue
-        names = [n for n in os.listdir(p) if not n.startswith(".") and is_image_name(n)]
-        paired = paired_raws(names)
-        found = sorted(os.path.join(p, n) for n in names if n not in paired)
-        if not found:
-            raise FacetrainError(f"{p}: no photo directly in this folder")
-        out += found
-    return out
 
 
 def face_of(photo, k: int) -> dict | None:
