@@ -171,6 +171,25 @@ def test_clear_errors(tmp_path, packed):
         )
 
 
+def test_faces_of_another_size_without_a_record_are_named_before_training(tmp_path):
+    """Photos or crops made elsewhere trained silently, and the model was recorded as
+    trained on 112x112 five-point faces, which is how photos are aligned for it later."""
+    said: dict[str, list[str]] = {}
+    for case, size, record in [("crops", 150, False), ("recorded", 150, True),
+                               ("standard", 112, False)]:  # fmt: skip
+        data = make_faces(tmp_path / case, ids=2, per=8, size=size)
+        if record:
+            (data / "align_config.json").write_text(json.dumps({"mode": "box", "size": 150}))
+        said[case] = []
+        train(small_cfg(data, tmp_path / f"run-{case}", epochs=1, epoch_size=1),
+              log=said[case].append)  # fmt: skip
+    warned = {case: [m for m in msgs if "no alignment record" in m] for case, msgs in said.items()}
+    assert len(warned["crops"]) == 1 and "150x150" in warned["crops"][0]
+    assert "facetrain align" in warned["crops"][0]
+    assert warned["recorded"] == [] and warned["standard"] == []
+    assert all((tmp_path / f"run-{case}" / "model.safetensors").exists() for case in said)
+
+
 @pytest.mark.parametrize("loss", ["triplet", "contrastive", "cosface"])
 def test_other_losses_train(packed, tmp_path, loss):
     cfg = small_cfg(packed, tmp_path / loss, loss=loss, images_per_identity=4, batch_size=16)

@@ -47,6 +47,19 @@ def dataset_for(settings: DataSettings, run: Path, unlabelled: bool, log=print) 
     return ds
 
 
+def say_if_not_aligned(ds: PackedDataset, record: dict | None, log) -> None:
+    """Faces without an alignment record are taken for facetrain's standard 112x112 ones,
+    and the model is recorded so: photos are aligned that way when it is used. Faces of
+    another size are not those (photos, or crops made elsewhere): say so before training."""
+    size = ds.meta.get("image_size")
+    if record is None and size is not None and tuple(size) != (112, 112):
+        log(f"warning: the training images are {size[0]}x{size[1]} and carry no alignment "
+            "record (align_config.json, written by `facetrain align`), so the model is "
+            "recorded as trained on 112x112 five-point aligned faces, and photos will be "
+            "aligned so when it is used; unless they are such faces, align them first "
+            "(`facetrain align DATA ALIGNED`) and train on ALIGNED")  # fmt: skip
+
+
 def _say_if_changed(data: list[str], pack_dir: Path, unlabelled: bool, log) -> None:
     """Compare what the data folders list now with what the run's snapshot packed."""
     import json

@@ -28,17 +28,27 @@ from facetrain.run_folder import ALIGN_RECORD, WEIGHTS
 from facetrain.train.settings import EvalSettings, TrainConfig
 from facetrain.train.state import TrainingError
 
+STANDARD_ALIGNMENT = {
+    "mode": "similarity",
+    "size": 112,
+}  # what faces without a record are taken for
+
+
+def alignment_record(cfg: TrainConfig, pack: Path | None = None) -> dict | None:
+    """How the training faces were aligned, as `facetrain align` (or `rewarp`) recorded it
+    beside them (`pack` keeps it); None without a record."""
+    for root in ([pack] if pack else []) + [Path(d) for d in cfg.data.paths]:
+        rec = Path(root) / ALIGN_RECORD
+        if rec.exists():
+            return json.loads(rec.read_text())
+    return None
+
 
 def preprocess_for(cfg: TrainConfig, size: int, pack: Path | None = None) -> Preprocess:
     """The record saved with the weights: how every later user must prepare faces. The
     alignment is the one `facetrain align` (or `rewarp`) recorded with the faces, which
     `pack` keeps; without a record, the standard 112x112 five-point crop."""
-    alignment = {"mode": "similarity", "size": 112}
-    for root in ([pack] if pack else []) + [Path(d) for d in cfg.data.paths]:
-        rec = Path(root) / ALIGN_RECORD
-        if rec.exists():
-            alignment = json.loads(rec.read_text())
-            break
+    alignment = alignment_record(cfg, pack) or dict(STANDARD_ALIGNMENT)
     return Preprocess(
         model=cfg.model.arch,
         embedding_size=cfg.model.embedding_size,

@@ -38,10 +38,16 @@ from facetrain.train.build import (
     dataset_for,
     ema_update,
     init_from,
+    say_if_not_aligned,
     train_augment,
 )
 from facetrain.train.config import code_revision
-from facetrain.train.evaluator import Evaluator, export_weights, preprocess_for
+from facetrain.train.evaluator import (
+    Evaluator,
+    alignment_record,
+    export_weights,
+    preprocess_for,
+)
 from facetrain.train.objective import Objective, build_objective, build_sampler
 from facetrain.train.records import (
     MetricsLog,
@@ -357,6 +363,7 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     unlabelled = cfg.objective.loss == "distill"  # distillation needs no identities
     if dd.main:
         ds = dataset_for(cfg.data, folder, unlabelled, log)  # rank 0 packs, once
+        say_if_not_aligned(ds, alignment_record(cfg, ds.path), log)
     distributed.barrier()
     if not dd.main:
         ds = dataset_for(cfg.data, folder, unlabelled)
