@@ -146,3 +146,49 @@ def test_embed_with_reading_threads_gives_the_same_embeddings(tmp_path):
         tables.append(np.load(out))
     assert list(tables[0]["paths"]) == list(tables[1]["paths"]) and len(tables[0]["paths"]) >= 10
     np.testing.assert_allclose(tables[0]["embeddings"], tables[1]["embeddings"], atol=1e-5)
+
+
+def test_eval_says_when_its_grid_cannot_tell_the_pairs_apart(tmp_path):
+    """A model that puts every face within 0.01 of the others (early in training) got
+    accuracy 0.5 and AUC 0.5 from the protocol's 0.01 threshold steps, beside a ROC that
+    separates the pairs: the figures now come with why."""
+    import numpy as np
+    import torch
+
+    from facetrain.evaluate.model_eval import evaluate_set, summary_line
+    from facetrain.evaluate.sets import pairs_set
+    from facetrain.inference.record import Preprocess
+    from facetrain.inference.saved import FaceModel
+
+    class Colours(torch.nn.Module):
+        """Each face's mean colour, `spread` from one point: identities are colours."""
+
+        def __init__(self, spread: float):
+            super().__init__()
+            self.spread = spread
+
+        def embed(self, x, normalize=False):
+            z = torch.zeros(len(x), 8)
+            z[:, 0] = 1.0
+            z[:, 1:4] = self.spread * x.mean((2, 3))
+            return z
+
+    faces = make_faces(tmp_path / "faces", ids=8, per=8)
+    lfw = lfw_style(faces, tmp_path / "lfwstyle")
+    _, pairs = write_bin_and_pairs(faces, tmp_path)
+    pre = Preprocess(model="colours", embedding_size=8, input_size=32)
+    s = pairs_set(str(pairs), str(lfw))
+    got = {}
+    for spread in (1e-3, 10.0):
+        fm = FaceModel.of_module(Colours(spread), pre, "test")
+        got[spread], (fpr, tpr) = evaluate_set(fm, s, progress=False)
+        got[spread]["exact_auc"] = float(np.trapezoid(tpr, fpr))
+    near, apart = got[1e-3], got[10.0]
+    assert near["accuracy"] == 0.5 and near["auc"] == 0.5  # the grid's figures
+    assert near["exact_auc"] > 0.9 and apart["exact_auc"] == near["exact_auc"]  # one order
+    assert (
+        "100% of the different people's pairs are nearer than the protocol's first "
+        "threshold step (0.01)" in near["note"]
+    )
+    assert f"AUC {near['exact_auc']:.4f}" in summary_line("lfw", near)
+    assert "note" not in apart and apart["accuracy"] > 0.8

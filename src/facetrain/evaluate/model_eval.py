@@ -19,7 +19,7 @@ import numpy as np
 from facetrain.distances import pair_distances
 from facetrain.errors import FacetrainError
 from facetrain.evaluate.sets import METRIC_KEYS, EvalSet, usable_pairs
-from facetrain.evaluate.verification import evaluate
+from facetrain.evaluate.verification import ACC_THRESHOLDS, evaluate
 from facetrain.inference.feed import embed_model
 
 TAR_FARS = (1e-1, 1e-2, 1e-3, 1e-4)
@@ -56,8 +56,25 @@ def evaluate_set(
     out["fold_accuracy"] = r["fold_accuracy"]
     if s.images is not None and s.images.problems:
         out["unusable_images"] = {s.images.paths[i]: w for i, w in s.images.problems.items()}
-    fpr, tpr, _ = roc_curve(s.issame, -pair_distances(e1, e2, distance))
-    return out, (fpr, tpr)
+    d = pair_distances(e1, e2, distance)
+    fpr, tpr, _ = roc_curve(s.issame, -d)
+    note = unresolved(d[~s.issame], np.trapezoid(tpr, fpr))
+    return (out | {"note": note} if note else out), (fpr, tpr)
+
+
+def unresolved(different: np.ndarray, exact_auc: float) -> str | None:
+    """Why the protocol's figures say nothing, when most different people's pairs lie under
+    its first threshold step (`different`: their distances): its figures cannot tell any
+    pair from another there (a model that puts nearly every face in one place, early in
+    training), though the ROC can."""
+    step = float(ACC_THRESHOLDS[1])
+    share = float(np.mean(different < step)) if len(different) else 0.0
+    if share < 0.5:
+        return None
+    return (f"{share:.0%} of the different people's pairs are nearer than the protocol's "
+            f"first threshold step ({step:g}), where its figures (accuracy, VAL and TAR at "
+            "FAR, AUC, EER) cannot tell pairs apart: the model puts nearly every face in one "
+            f"place; the ROC, at every distinct distance, has AUC {exact_auc:.4f}")  # fmt: skip
 
 
 def summary_line(name: str, r: dict) -> str:
@@ -66,7 +83,7 @@ def summary_line(name: str, r: dict) -> str:
         f"VAL {r['val']:.4f} ± {r['val_std']:.4f} @ FAR {r['far']:.4f}, "
         f"AUC {r['auc']:.4f}, EER {r['eer']:.4f}, threshold {r['threshold']:.3f} "
         f"({r['pairs_used']} pairs, {r['pairs_missing']} missing)"
-    )
+    ) + (f"\n  note: {r['note']}" if r.get("note") else "")
 
 
 def write_outputs(

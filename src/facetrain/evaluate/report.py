@@ -96,6 +96,8 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None) -
                 for k, label in ROWS
             )
             parts.append(f"<table><tr><th>metric</th>{head}</tr>{rows}</table>")
+            parts += [f"<p>{html.escape(n)}: {html.escape(sets[n]['note'])}</p>"
+                      for n in names if sets[n].get("note")]  # fmt: skip
         else:
             parts.append("<p>No verification yet: run <code>facetrain eval RUN</code>.</p>")
         roc = run / "eval" / "roc.csv"

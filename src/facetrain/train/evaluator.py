@@ -28,10 +28,8 @@ from facetrain.run_folder import ALIGN_RECORD, WEIGHTS
 from facetrain.train.settings import EvalSettings, TrainConfig
 from facetrain.train.state import TrainingError
 
-STANDARD_ALIGNMENT = {
-    "mode": "similarity",
-    "size": 112,
-}  # what faces without a record are taken for
+# What faces without an alignment record are taken for
+STANDARD_ALIGNMENT = {"mode": "similarity", "size": 112}
 
 
 def alignment_record(cfg: TrainConfig, pack: Path | None = None) -> dict | None:
