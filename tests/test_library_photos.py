@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import SHARED
 from facetrain.cli import app
-from facetrain.library.dates import exif_date, latest_first
+from facetrain.library.dates import date_text, exif_date, latest_first, name_date
 from facetrain.library.library import Library
 from test_library_web import local_client, page_on
 
@@ -176,6 +176,48 @@ def test_photos_of_two_people_together_everywhere(dated_library, tmp_path):
 )
 def test_exif_dates_as_cameras_write_them(text, when):
     assert exif_date(text) == when
+
+
+@pytest.mark.parametrize(
+    "name, when, timed",
+    [
+        ("IMG_20190412_153012.jpg", datetime(2019, 4, 12, 15, 30, 12), True),  # Android
+        ("PXL_20210101_123456789.jpg", datetime(2021, 1, 1, 12, 34, 56), True),  # Pixel, ms
+        ("IMG-20190412-WA0001.jpg", datetime(2019, 4, 12), False),  # WhatsApp: the day
+        ("Screenshot_2019-04-12-15-30-12.png", datetime(2019, 4, 12, 15, 30, 12), True),
+        ("Screenshot 2019-04-12 at 15.30.12.png", datetime(2019, 4, 12, 15, 30, 12), True),
+        ("2019-04-12 15.30.12.jpg", datetime(2019, 4, 12, 15, 30, 12), True),  # Dropbox
+        ("signal-2019-04-12-153012.jpg", datetime(2019, 4, 12, 15, 30, 12), True),
+        ("1985-06-01 wedding.jpg", datetime(1985, 6, 1), False),  # a scan the owner named
+        ("IMG_20190412_996012.jpg", datetime(2019, 4, 12), False),  # no such time: the day
+        ("IMG_1234.JPG", None, False),
+        ("P1010203.JPG", None, False),
+        ("1234567890.jpg", None, False),  # a number, not a date
+        ("20191301.jpg", None, False),  # month 13
+        ("2019-04-31.jpg", None, False),  # no such day
+        ("2019-0412.jpg", None, False),  # the separators differ
+        ("17990101.jpg", None, False),  # before photography
+    ],
+)
+def test_dates_in_file_names_as_phones_and_messengers_write_them(name, when, timed):
+    assert name_date(f"/photos/{name}") == (when, timed if when else False)
+
+
+def test_a_date_in_the_file_name_comes_before_the_file_s_own_but_not_the_camera_s():
+    """A photo a messenger stripped of its EXIF keeps its name's date; its file is dated
+    the day it was received or copied."""
+    copied = datetime(2026, 1, 1).timestamp()
+    rows = [{"id": 1, "path": "/p/IMG-20190412-WA0001.jpg", "taken": None, "mtime": copied},
+            {"id": 2, "path": "/p/IMG_20180101_101010.jpg", "taken": "2020:01:01 10:00:00",
+             "mtime": copied},
+            {"id": 3, "path": "/p/Screenshot 2021-05-06 at 07.08.09.png", "taken": None,
+             "mtime": copied},
+            {"id": 4, "path": "/p/scan.jpg", "taken": None, "mtime": copied}]  # fmt: skip
+    order = latest_first(rows)
+    assert [r["id"] for r in order] == [4, 3, 2, 1]
+    assert [date_text(r) for r in order] == [
+        "2026-01-01 00:00 (file)", "2021-05-06 07:08 (file name)", "2020-01-01 10:00",
+        "2019-04-12 (file name)"]  # fmt: skip
 
 
 def test_undated_photos_come_last_in_the_order_they_were_scanned():

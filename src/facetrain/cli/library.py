@@ -457,7 +457,8 @@ def library_photos(
     json_out: JsonOut = None,
 ) -> None:
     """The photos of a person, or of several together, the latest first: date, photo,
-    everyone on it (tab-separated; the date is the camera's, or the file's, marked so)."""
+    everyone on it (tab-separated; the date is the camera's, else the file name's or the
+    file's, marked so)."""
     from facetrain.library.dates import date_text
     from facetrain.library.export import link_album
 

@@ -1,9 +1,11 @@
 """When a photo was taken, as the library shows and orders photos: the camera's EXIF date
-when it wrote a real one, else the file's own date — as photo programs do for scans,
-screenshots and photos whose EXIF a messenger stripped."""
+when it wrote a real one; else a date its file name holds, as phones, messengers and
+screenshot tools name files (a messenger strips the EXIF but keeps the name); else the
+file's own date — which a copy (`cp` without `-p`, a download) makes the copy's."""
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime
 
@@ -13,6 +15,15 @@ EXIF_DATE = re.compile(
     r"\s*(\d{4})[:\-/.](\d{1,2})[:\-/.](\d{1,2})(?:[ T]+(\d{1,2}):(\d{1,2})(?::(\d{1,2}))?)?"
 )
 EARLIEST = 1826  # the oldest surviving photograph: an earlier year is a camera's blank
+# A date in a file name, with its time when there is one: IMG_20190412_153012 (Android),
+# PXL_20210101_123456789 (Pixel, milliseconds too), IMG-20190412-WA0001 (WhatsApp, the day alone),
+# Screenshot_2019-04-12-15-30-12, "Screenshot 2019-04-12 at 15.30.12" (macOS),
+# "2019-04-12 15.30.12" (Dropbox), signal-2019-04-12-153012. Eight digits of a date and
+# nothing more that is a digit on either side: IMG_1234 and 1234567890 hold none.
+NAME_DATE = re.compile(
+    r"(?<!\d)((?:1[89]|20)\d\d)([-_.]?)(0[1-9]|1[0-2])\2(0[1-9]|[12]\d|3[01])"
+    r"(?:(?:[-_ T.]|\ at\ )+([01]\d|2[0-3])([-_.:]?)([0-5]\d)\6([0-5]\d)(?:\d{3})?)?(?!\d)"
+)
 
 
 def exif_date(text: str | None) -> datetime | None:
@@ -28,12 +39,29 @@ def exif_date(text: str | None) -> datetime | None:
     return when if when.year >= EARLIEST else None
 
 
-def photo_date(taken: str | None, mtime: float | None) -> tuple[datetime | None, str]:
-    """When a photo was taken and what says so: ("exif"), else its file ("file"), else
-    neither ("")."""
+def name_date(path: str | None) -> tuple[datetime | None, bool]:
+    """The date a photo's file name holds (`NAME_DATE`), and whether with its time."""
+    m = NAME_DATE.search(os.path.basename(path or ""))
+    if m is None:
+        return None, False
+    year, _, month, day, hour, _, minute, second = m.groups()
+    try:
+        when = datetime(*(int(g or 0) for g in (year, month, day, hour, minute, second)))
+    except ValueError:  # the 31st of April
+        return None, False
+    return (when, hour is not None) if when.year >= EARLIEST else (None, False)
+
+
+def photo_date(taken: str | None, mtime: float | None,
+               path: str | None = None) -> tuple[datetime | None, str]:  # fmt: skip
+    """When a photo was taken and what says so: ("exif"), else its file name ("name", or
+    "name-day" for a date without a time), else its file ("file"), else neither ("")."""
     when = exif_date(taken)
     if when is not None:
         return when, "exif"
+    when, timed = name_date(path)
+    if when is not None:
+        return when, "name" if timed else "name-day"
     if mtime is not None:
         try:
             return datetime.fromtimestamp(mtime), "file"
@@ -43,18 +71,24 @@ def photo_date(taken: str | None, mtime: float | None) -> tuple[datetime | None,
 
 
 def with_date(photo: dict) -> dict:
-    """A photo row (`taken`, `mtime`) with its `date` and what says so (`dated_by`) added."""
-    photo["date"], photo["dated_by"] = photo_date(photo.get("taken"), photo.get("mtime"))
+    """A photo row (`taken`, `mtime`, `path`) with its `date` and what says so (`dated_by`)
+    added."""
+    photo["date"], photo["dated_by"] = photo_date(photo.get("taken"), photo.get("mtime"),
+                                                  photo.get("path"))  # fmt: skip
     return photo
+
+
+SAID_BY = {"exif": "", "name": " (file name)", "name-day": " (file name)", "file": " (file)"}
 
 
 def date_text(photo: dict) -> str:
     """A photo's date (`with_date`'s) as the library prints it: "2019-07-14 15:02",
-    "2019-07-14 15:02 (file)" when only its file says so, or "" for none."""
+    "2019-07-14 15:02 (file name)" or "2019-07-14 (file name)" when its name says so,
+    "2019-07-14 15:02 (file)" when only its file's date does, or "" for none."""
     if photo["date"] is None:
         return ""
-    return photo["date"].strftime("%Y-%m-%d %H:%M") + (" (file)" if photo["dated_by"] == "file"
-                                                        else "")  # fmt: skip
+    shown = "%Y-%m-%d" if photo["dated_by"] == "name-day" else "%Y-%m-%d %H:%M"
+    return photo["date"].strftime(shown) + SAID_BY[photo["dated_by"]]
 
 
 def latest_first(rows: list[dict]) -> list[dict]:
