@@ -16,7 +16,14 @@ from typer.testing import CliRunner
 
 from conftest import SHARED
 from facetrain.cli import app
-from facetrain.library.dates import date_text, exif_date, latest_first, name_date
+from facetrain.library.dates import (
+    between,
+    date_text,
+    exif_date,
+    latest_first,
+    name_date,
+    period,
+)
 from facetrain.library.library import Library
 from test_library_web import local_client, page_on
 
@@ -72,7 +79,7 @@ def _photos_in(lib: Library, stack: int) -> set[str]:
 
 
 def _listed(db: Path, tmp: Path, *people: str) -> tuple[list[str], list[dict]]:
-    """`library photos PEOPLE`: its lines and its JSON."""
+    """`library photos PEOPLE [OPTIONS]`: its lines and its JSON."""
     out = tmp / "photos.json"
     res = runner.invoke(app, ["library", "photos", *people, "--db", str(db), "--json", str(out)])
     assert res.exit_code == 0, res.output
@@ -100,6 +107,15 @@ def test_a_person_s_photos_come_latest_first_by_the_camera_s_date_else_the_file_
         "2015-05-05 09:30 (file)",
     ]  # a clock never set dates nothing
     assert [Path(line.split("\t")[1]).name for line in lines] == names
+    # a span of time, each end a year, month or day: both ends taken in
+    lines, rows = _listed(dated_library, tmp_path, str(sheldon), "--since", "2019",
+                          "--until", "2020-02")  # fmt: skip
+    assert [Path(r["path"]).name for r in rows] == ["sheldon2.png", "sheldon1.png", "bbt1.jpg"]
+    _, rows = _listed(dated_library, tmp_path, str(sheldon), "--until", "2015-05-05")
+    assert [Path(r["path"]).name for r in rows] == ["bbt2.jpg"]
+    res = runner.invoke(app, ["library", "photos", str(sheldon), "--db", str(dated_library),
+                              "--since", "2019-13"])  # fmt: skip
+    assert res.exit_code != 0 and "'2019-13': a year, month or day, as 2019" in res.output
     # no camera date at all: the files' own dates order them
     lines, rows = _listed(dated_library, tmp_path, str(penny))
     portraits = [Path(r["path"]).name for r in rows if "/penny/" in r["path"]]
@@ -218,6 +234,19 @@ def test_a_date_in_the_file_name_comes_before_the_file_s_own_but_not_the_camera_
     assert [date_text(r) for r in order] == [
         "2026-01-01 00:00 (file)", "2021-05-06 07:08 (file name)", "2020-01-01 10:00",
         "2019-04-12 (file name)"]  # fmt: skip
+
+
+def test_a_span_of_time_leaves_out_the_photos_it_cannot_date():
+    rows = latest_first([{"id": 1, "taken": "2019:12:31 23:59:59", "mtime": None},
+                         {"id": 2, "taken": "2020:01:01 00:00:00", "mtime": None},
+                         {"id": 3, "taken": None, "mtime": None}])  # fmt: skip
+    assert [r["id"] for r in between(rows, "2019", "2019")] == [1]
+    assert [r["id"] for r in between(rows, "2019-12-31", None)] == [2, 1]
+    assert [r["id"] for r in between(rows, None, None)] == [2, 1, 3]  # no span: every one
+    assert period("2019-12") == (datetime(2019, 12, 1), datetime(2020, 1, 1))
+    for bad in ("19", "2019-04-31", "last year"):
+        with pytest.raises(ValueError, match="a year, month or day"):
+            period(bad)
 
 
 def test_undated_photos_come_last_in_the_order_they_were_scanned():

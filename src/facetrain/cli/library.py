@@ -454,6 +454,15 @@ def library_photos(
         Path | None,
         typer.Option(help="Also make an album here: a folder of links to these photos."),
     ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only those taken from this year, month or day on (2019, 2019-07, 2019-07-14)."
+        ),  # fmt: skip
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Only those taken up to the end of this year, month or day.")
+    ] = None,
     json_out: JsonOut = None,
 ) -> None:
     """The photos of a person, or of several together, the latest first: date, photo,
@@ -463,7 +472,7 @@ def library_photos(
     from facetrain.library.export import link_album
 
     with _read(db, model) as lib:
-        photos = lib.photos(people, who=True)
+        photos = lib.photos(people, who=True, since=since, until=until)
     if link_to is not None:
         n = link_album(link_to, photos)
         console.print(f"{n} links in {link_to} (the photos stay where they are)", highlight=False)
@@ -471,8 +480,9 @@ def library_photos(
         who = ", ".join(x["name"] or f"#{x['id']}" for x in p["people"] if not x["hidden"])
         print(f"{date_text(p) or '-'}\t{shown(p['path'])}\t{shown(who)}")
     together = " and ".join(people)
-    console.print(f"{len(photos)} photos of {together}" + (", the latest first" if photos else ""),
-                  highlight=False)  # fmt: skip
+    when = (f" from {since}" if since else "") + (f" to {until}" if until else "")
+    console.print(f"{len(photos)} photos of {together}{when}"
+                  + (", the latest first" if photos else ""), highlight=False)  # fmt: skip
     write_json(json_out, [p | {"date": p["date"] and p["date"].isoformat()} for p in photos])
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 # "2019:07:14 15:02:33" as EXIF writes it; some programs write "-" or "/" in the date, leave
 # out the seconds or the time, or add a time zone (ignored: EXIF's own dates are local)
@@ -99,3 +99,35 @@ def latest_first(rows: list[dict]) -> list[dict]:
     dated = sorted((r for r in rows if r["date"]), key=lambda r: (r["date"], r["id"]),
                    reverse=True)  # fmt: skip
     return dated + sorted((r for r in rows if not r["date"]), key=lambda r: r["id"])
+
+
+PERIOD = re.compile(r"\s*(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?\s*")
+
+
+def period(text: str) -> tuple[datetime, datetime]:
+    """A year, month or day as the owner types it ("2019", "2019-07", "2019-07-14"): its
+    first moment and the first moment after it. ValueError naming the text otherwise."""
+    m = PERIOD.fullmatch(text)
+    why = f"{text!r}: a year, month or day, as 2019, 2019-07 or 2019-07-14"
+    if m is None:
+        raise ValueError(why)
+    year, month, day = (int(g) if g else None for g in m.groups())
+    try:
+        start = datetime(year, month or 1, day or 1)
+    except ValueError:  # month 13, the 31st of April
+        raise ValueError(why) from None
+    if day is not None:
+        return start, start + timedelta(days=1)
+    if month is not None:
+        return start, datetime(year + month // 12, month % 12 + 1, 1)
+    return start, datetime(year + 1, 1, 1)
+
+
+def between(rows: list[dict], since: str | None, until: str | None) -> list[dict]:
+    """The dated rows (`with_date`'s) taken from the start of `since` to the end of `until`
+    (each a year, month or day; None: no bound); with a bound, undated photos are left out."""
+    if since is None and until is None:
+        return rows
+    start = period(since)[0] if since else datetime.min
+    end = period(until)[1] if until else datetime.max
+    return [r for r in rows if r["date"] is not None and start <= r["date"] < end]

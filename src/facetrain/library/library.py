@@ -199,13 +199,19 @@ class Library:
     def face_ids(self, stack: int, limit: int | None = None) -> list[int]:
         return store.face_ids(self.con, stack, limit)
 
-    def photos(self, people: list[str | int], who: bool = False) -> list[dict]:
+    def photos(self, people: list[str | int], who: bool = False, since: str | None = None,
+               until: str | None = None) -> list[dict]:  # fmt: skip
         """The photos on which every one of these people is (names, or stack ids), the
-        latest first (`dates.latest_first`); with `who`, everyone on each (`people`)."""
+        latest first (`dates.latest_first`); with `who`, everyone on each (`people`);
+        `since`, `until`: those taken from that year, month or day to that one."""
         if not people:
             raise LibraryError("name one person at least (see `facetrain library people`)")
         ids = [self.stack(str(p)) for p in people]  # an id or a name, each checked there
-        return dates.latest_first(store.photos_with(self.con, ids, who))
+        try:
+            return dates.between(dates.latest_first(store.photos_with(self.con, ids, who)),
+                                 since, until)  # fmt: skip
+        except ValueError as e:
+            raise LibraryError(str(e)) from None
 
     def photo_view(self, photo_id: int) -> dict:
         """One photo for its page: file name, date, size, and every face on it from left to
