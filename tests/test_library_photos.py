@@ -173,6 +173,18 @@ def test_photos_of_two_people_together_everywhere(dated_library, tmp_path):
         page.wait_for_function(
             "n => document.querySelectorAll('#photos img').length === n", arg=len(mine)
         )
+        # the years his photos were taken in, as many as each holds; one clicked: those only
+        years = page.locator("#years .year").all_inner_texts()
+        assert years == ["every year", "2020 · 4", "2019 · 1", "2015 · 1"], years
+        page.locator("#years .year[data-year='2020']").click()
+        page.wait_for_function("() => document.querySelectorAll('#photos img').length === 4")
+        dated = page.locator("#photos img").evaluate_all("l => l.map(i => i.title)")
+        assert dated == [f"2020-0{k}-01 12:00" for k in (4, 3, 2, 1)]
+        last = page.locator("#photos img").last.get_attribute("data-photo")
+        page.locator("#photos img").last.click()  # ‹ › go through that year's photos only:
+        page.wait_for_url(f"{url}/photos/{last}")  # his earliest of 2020 is the last of them
+        page.locator("#prevphoto").wait_for()
+        assert page.locator("#nextphoto").is_hidden()
 
 
 @pytest.mark.parametrize(

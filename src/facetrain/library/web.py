@@ -526,7 +526,7 @@ main{padding:1em}.hidden{display:none!important}
 .card .who{font-weight:600;margin-top:4px}.card .n{color:#777;font-size:.85em}
 .card.is-hidden{opacity:.5}
 #person h2{margin:.2em 0}.row{display:flex;gap:.5em;align-items:center;flex-wrap:wrap;margin:.5em 0}
-#with .with.on{background:#dbe9ff}
+#with .with.on,#years .year.on{background:#dbe9ff}
 .photos{display:flex;flex-wrap:wrap;gap:6px}
 .photos img{height:180px;border-radius:6px;cursor:zoom-in}
 .faces{display:flex;flex-wrap:wrap;gap:8px}
@@ -576,6 +576,7 @@ new photos join their people (your photos are only read)">Look for new photos</b
     <button id="unhide">Unhide</button></div>
   <h3>Same person?</h3><div id="suggest"></div>
   <h3 id="photostitle">Photos</h3><div id="with" class="row"></div>
+  <div id="years" class="row"></div>
   <div id="photos" class="photos"></div>
   <h3>Faces</h3>
   <div class="row"><span id="picked">click faces to select several</span>
@@ -672,12 +673,28 @@ async function drawPerson() {
 }
 function drawPhotos(p, title) {  // the latest first; a photo's date in its tooltip
   $("#photostitle").textContent = `${title || "Photos"} (${p.photo_ids.length})`;
-  $("#photos").innerHTML = p.photo_ids.map((id, k) => `<img alt="photo ${id}" loading="lazy"
-    data-photo="${id}" src="/photo/${id}.jpg" title="${esc(p.photo_dates[k] || "no date")}">`)
-    .join("");
-  photoList = p.photo_ids; photoFrom = current;
+  drawYears(p);
+  drawPhotoGrid(p.photo_ids, p.photo_dates);
+}
+function drawPhotoGrid(ids, dates) {  // these photos; ‹ › on a photo go through them
+  $("#photos").innerHTML = ids.map((id, k) => `<img alt="photo ${id}" loading="lazy"
+    data-photo="${id}" src="/photo/${id}.jpg" title="${esc(dates[k] || "no date")}">`).join("");
+  photoList = ids; photoFrom = current;
   document.querySelectorAll("#photos img").forEach(i =>
     i.onclick = () => openPhoto(Number(i.dataset.photo)));
+}
+function drawYears(p) {  // the years the photos were taken in: click one to see it only
+  const year = d => d ? d.slice(0, 4) : "no date", counts = new Map();
+  p.photo_dates.forEach(d => counts.set(year(d), (counts.get(year(d)) || 0) + 1));
+  const chip = (y, text) => `<button class="year" data-year="${esc(y)}">${esc(text)}</button>`;
+  $("#years").innerHTML = counts.size < 2 ? "" : "taken:" + chip("", "every year") +
+    [...counts].map(([y, n]) => chip(y, `${y} · ${n}`)).join("");
+  document.querySelectorAll("#years .year").forEach(b => b.onclick = () => {
+    const keep = p.photo_dates.map((d, k) => k)
+      .filter(k => !b.dataset.year || year(p.photo_dates[k]) === b.dataset.year);
+    drawPhotoGrid(keep.map(k => p.photo_ids[k]), keep.map(k => p.photo_dates[k]));
+    document.querySelectorAll("#years .year").forEach(c => c.classList.toggle("on", c === b));
+  });
 }
 function drawWith(others) {  // the people on this one's photos: click to see those only
   const chip = (id, text, tip) =>
