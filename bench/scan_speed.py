@@ -61,7 +61,7 @@ def timed(cmd: list[str]) -> tuple[float, float, str]:
 
 
 def photos_of(folder: Path) -> list[str]:
-    from facetrain.library.scan import list_photos
+    from facetrain.data.listing import list_photos
 
     return [str(p) for p in list_photos(folder)]
 

@@ -281,7 +281,7 @@ def test_compare_finds_a_person_among_the_faces_of_a_group_photo(fr, tmp_path):
 
 def test_compare_takes_a_folder_as_the_photos_in_it(fr, tmp_path):
     """`compare amy/ penny.png` said "cannot open: Is a directory". A folder stands for the
-    photos directly in it; an empty one is refused by name."""
+    photos in it; an empty one is refused by name."""
     from pathlib import Path
 
     from typer.testing import CliRunner
@@ -300,7 +300,7 @@ def test_compare_takes_a_folder_as_the_photos_in_it(fr, tmp_path):
     same = {frozenset((Path(p["a"]).name, Path(p["b"]).name)) for p in got["pairs"] if p["same"]}
     assert same == {frozenset((a, b)) for a in amy for b in amy if a < b}
     r = CliRunner().invoke(app, ["compare", str(empty), str(penny)])
-    assert r.exit_code != 0 and f"{empty}: no photo directly in this folder" in r.output
+    assert r.exit_code != 0 and f"{empty}: no photo in this folder" in r.output
 
 
 def test_find_in_a_folder_looks_at_every_face_of_a_group_photo(fr, tmp_path):

@@ -101,8 +101,8 @@ def test_new_faces_go_to_the_stacks_they_come_near_and_rejections_hold():
 
 
 def test_a_library_never_scans_its_own_files(tmp_path):
+    from facetrain.data.listing import list_photos
     from facetrain.library.files import LibraryFiles
-    from facetrain.library.scan import list_photos
 
     db = tmp_path / "faces.db"
     files = LibraryFiles.of(db)

@@ -66,7 +66,7 @@ def compare(
     args: Annotated[
         list[str],
         typer.Argument(
-            help="[MODEL] then two or more photos or aligned faces; a folder: the photos in it.",
+            help="[MODEL] then two or more photos or aligned faces; a folder: every photo in it.",
             metavar="[MODEL] IMAGE...",
         ),
     ],
@@ -214,7 +214,7 @@ def classify_train(
 def classify_predict(
     classifier: Annotated[Path, typer.Argument(help="File from `classify train`.")],
     images: Annotated[
-        list[str], typer.Argument(help="Photos or aligned faces; a folder: the photos in it.")
+        list[str], typer.Argument(help="Photos or aligned faces; a folder: every photo in it.")
     ],
     model: Annotated[
         str | None, typer.Option(help="The model [the one it was trained with].")
@@ -227,11 +227,12 @@ def classify_predict(
 ) -> None:
     """Name every face of each photo, or `unknown` when no known person is close enough."""
 
+    from facetrain.data.listing import photos_in
     from facetrain.use.classify import check_model, load_classifier
-    from facetrain.use.embeddings import faces_in_photos, photos_given
+    from facetrain.use.embeddings import faces_in_photos
 
     atomic.output_files([classifier, *images], **{"--json": json_out})
-    images = photos_given(images)
+    images = photos_in(images)
     try:
         clf = load_classifier(classifier)
     except ValueError as e:

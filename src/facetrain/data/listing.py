@@ -1,4 +1,6 @@
-"""List the samples of one or more datasets, streaming, in a deterministic order.
+"""List the samples of one or more datasets, streaming, in a deterministic order; and the
+photos below a folder (`list_photos`: what the library scans, and what a folder given to
+`compare`, `classify predict` or `library identify` stands for).
 
 A dataset is a root folder holding one folder per identity (images may sit in nested
 sub-folders), or a facetrain list file written by `prune`/`split`. Several roots can be
@@ -213,6 +215,65 @@ def _iter_identity(folder: str, identity: str, problems: Problems) -> Iterator[S
         yield from _images_of(files, identity, prefix, problems)
         for e in reversed(subdirs):  # stack: reversed keeps sorted order
             stack.append((e.path, f"{prefix}{e.name}/"))
+
+
+LINKED_FOLDER = "skipped: a link to a folder (links are not followed; scan that folder itself)"
+NOT_UTF8 = "skipped: the file name is not valid UTF-8 (rename the file to scan it)"
+UNLISTED = "skipped: the folder could not be listed ({}); the photos recorded in it are kept"
+
+
+def list_photos(root: str | os.PathLike, skip=lambda path: False, notes: dict | None = None,
+                unlisted: list | None = None, paired: list | None = None) -> list[str]:  # fmt: skip
+    """Every image file below root (sorted; hidden files and folders skipped, and every
+    path `skip` says is not the owner's photo — a library's own files). `notes` gets what
+    was passed over and why: links to folders, names that are not UTF-8, folders that could
+    not be listed (also added to `unlisted`: what is in them is unknown, not gone). A
+    camera RAW beside a picture of the same name (IMG_0001.CR2 and IMG_0001.JPG: a camera
+    set to RAW + JPEG) is that photo once more: it is left to the picture, into `paired`."""
+    out, notes = [], {} if notes is None else notes
+    unlisted = [] if unlisted is None else unlisted
+    paired = [] if paired is None else paired
+
+    def cannot_list(e: OSError) -> None:
+        folder = os.fsdecode(e.filename) if e.filename is not None else os.fspath(root)
+        unlisted.append(folder)  # not knowing which: none of it is gone
+        notes[folder] = UNLISTED.format(e.strerror or e)
+
+    for folder, dirs, files in os.walk(root, onerror=cannot_list):
+        for d in dirs:
+            if os.path.islink(os.path.join(folder, d)) and not d.startswith("."):
+                notes[os.path.join(folder, d)] = LINKED_FOLDER
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and not skip(os.path.join(folder, d))
+        )
+        left_to_picture = paired_raws(files)
+        for f in sorted(files):
+            path = os.path.join(folder, f)
+            if f.startswith(".") or not is_image_name(f) or skip(path):
+                continue
+            if f in left_to_picture:
+                paired.append(path)
+                continue
+            if not is_utf8_name(path):
+                notes[path] = NOT_UTF8
+                continue
+            out.append(path)
+    return out
+
+
+def photos_in(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """The photos the arguments name: a folder stands for every photo below it
+    (`list_photos`), a file for itself; DatasetError for a folder that holds none."""
+    out = []
+    for p in map(os.fspath, paths):
+        if not os.path.isdir(p):
+            out.append(p)
+            continue
+        found = list_photos(p)
+        if not found:
+            raise DatasetError(f"{p}: no photo in this folder")
+        out += found
+    return out
 
 
 def _images_of(files: list[os.DirEntry], identity: str, prefix: str, problems: Problems):

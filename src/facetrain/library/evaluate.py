@@ -13,8 +13,9 @@ from collections import Counter
 
 import numpy as np
 
+from facetrain.data.listing import list_photos
 from facetrain.library import store
-from facetrain.library.scan import list_photos, sha256
+from facetrain.library.scan import sha256
 
 
 def scores(pred: list, truth: list) -> dict:

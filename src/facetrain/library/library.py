@@ -639,12 +639,13 @@ class Library:
         """Every face of each photo named from the named people, or `unknown` (`namer`);
         the photos analysed as a scan analyses them, by `workers` processes. `namer_of`:
         where the namer comes from instead (the web page's, kept while nothing changes)."""
-        from facetrain.library.scan import Scanner, analysed, list_photos, worker_pool
+        from facetrain.data.listing import photos_in
+        from facetrain.library.scan import Scanner, analysed, worker_pool
         from facetrain.progress import progress_bar
 
         _check_workers(workers)
         namer = namer_of(self) if namer_of is not None else self.namer(threshold, margin)
-        photos = [str(q) for p in photos for q in (list_photos(p) if Path(p).is_dir() else [p])]
+        photos = photos_in(photos)
         workers = min(workers, len(photos))
         fm = self.model(model, device=device, prefetch=workers <= 1)
         scanner = Scanner(fm, self.gate()[0], device)

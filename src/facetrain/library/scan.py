@@ -28,14 +28,12 @@ import numpy as np
 from facetrain.data.images import (
     UNSUPPORTED,
     ImageError,
-    is_image_name,
     is_raw_name,
-    is_utf8_name,
     load_rgb,
     open_checked,
-    paired_raws,
     raw_date,
 )
+from facetrain.data.listing import list_photos
 from facetrain.library import store
 from facetrain.library.store import transaction
 from facetrain.library.turns import fitting, turn_face, turn_of
@@ -107,50 +105,6 @@ def _folded(path: str) -> str:
     """A path as a case-insensitive disk (macOS's, Windows') tells paths apart: `IMG_1.JPG`
     and `img_1.jpg` are one file there, and so are a name's composed and decomposed forms."""
     return unicodedata.normalize("NFC", path).casefold()
-
-
-LINKED_FOLDER = "skipped: a link to a folder (links are not followed; scan that folder itself)"
-NOT_UTF8 = "skipped: the file name is not valid UTF-8 (rename the file to scan it)"
-UNLISTED = "skipped: the folder could not be listed ({}); the photos recorded in it are kept"
-
-
-def list_photos(root: str | os.PathLike, skip=lambda path: False, notes: dict | None = None,
-                unlisted: list | None = None, paired: list | None = None) -> list[str]:  # fmt: skip
-    """Every image file below root (sorted; hidden files and folders skipped, and every
-    path `skip` says is not the owner's photo — a library's own files). `notes` gets what
-    was passed over and why: links to folders, names that are not UTF-8, folders that could
-    not be listed (also added to `unlisted`: what is in them is unknown, not gone). A
-    camera RAW beside a picture of the same name (IMG_0001.CR2 and IMG_0001.JPG: a camera
-    set to RAW + JPEG) is that photo once more: it is left to the picture, into `paired`."""
-    out, notes = [], {} if notes is None else notes
-    unlisted = [] if unlisted is None else unlisted
-    paired = [] if paired is None else paired
-
-    def cannot_list(e: OSError) -> None:
-        folder = os.fsdecode(e.filename) if e.filename is not None else os.fspath(root)
-        unlisted.append(folder)  # not knowing which: none of it is gone
-        notes[folder] = UNLISTED.format(e.strerror or e)
-
-    for folder, dirs, files in os.walk(root, onerror=cannot_list):
-        for d in dirs:
-            if os.path.islink(os.path.join(folder, d)) and not d.startswith("."):
-                notes[os.path.join(folder, d)] = LINKED_FOLDER
-        dirs[:] = sorted(
-            d for d in dirs if not d.startswith(".") and not skip(os.path.join(folder, d))
-        )
-        left_to_picture = paired_raws(files)
-        for f in sorted(files):
-            path = os.path.join(folder, f)
-            if f.startswith(".") or not is_image_name(f) or skip(path):
-                continue
-            if f in left_to_picture:
-                paired.append(path)
-                continue
-            if not is_utf8_name(path):
-                notes[path] = NOT_UTF8
-                continue
-            out.append(path)
-    return out
 
 
 def sha256(path: str) -> str:

@@ -55,9 +55,10 @@ def compare(model, images: list[str], threshold: float | None = None, align: str
     """Compare every pair of images by their nearest two faces: each face of a group photo
     is looked at ("is Amy in this photo?"), not the central one alone, which said
     "different" for a photo Amy was in beside five others."""
-    from facetrain.use.embeddings import faces_in_photos, photos_given
+    from facetrain.data.listing import photos_in
+    from facetrain.use.embeddings import faces_in_photos
 
-    images = photos_given(images)
+    images = photos_in(images)
     if len(images) < 2:
         raise FacetrainError("give at least two images")
     if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):

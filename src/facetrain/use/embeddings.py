@@ -14,9 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facetrain.data.images import is_image_name, paired_raws
 from facetrain.data.listing import Problems, iter_samples
-from facetrain.errors import FacetrainError
 from facetrain.inference.embedder import FaceEmbedder
 
 
@@ -97,23 +95,6 @@ class PhotoFaces:
     boxes: list
     embeddings: np.ndarray
     error: str | None = None
-
-
-def photos_given(paths: list[str]) -> list[str]:
-    """The photos the arguments name: a folder stands for the photos directly in it (by
-    name, hidden ones and a RAW beside its picture left out), a file for itself."""
-    out = []
-    for p in map(str, paths):
-        if not os.path.isdir(p):
-            out.append(p)
-            continue
-        names = [n for n in os.listdir(p) if not n.startswith(".") and is_image_name(n)]
-        paired = paired_raws(names)
-        found = sorted(os.path.join(p, n) for n in names if n not in paired)
-        if not found:
-            raise FacetrainError(f"{p}: no photo directly in this folder")
-        out += found
-    return out
 
 
 def faces_in_photos(
