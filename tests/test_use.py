@@ -327,3 +327,36 @@ def test_eval_populations_measures_and_records_a_models_sure_below(trained, tmp_
     assert all(p["sure"] is not None for p in pairs)  # measured now: each "same" says how sure
     refused = cli_fails("eval-populations", "pretrained:dlib_resnet", faces, "--record")
     assert "--record writes into a facetrain weights file" in refused
+
+
+def test_a_classifier_measures_its_known_faces_once_and_names_each_photo_as_a_fresh_one():
+    """`classify predict` names a photo at a time; the known faces' spacing, measured for
+    the first photo, serves the next ones, which are named as by a classifier just loaded."""
+    import numpy as np
+
+    from facetrain.use.classify import Classifier
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 32))
+    known = np.repeat(centres, 5, 0) + 0.1 * rng.normal(size=(30, 32))
+    labels = [f"p{k}" for k in range(6) for _ in range(5)]
+    photos = [np.concatenate([centres[[k]], rng.normal(size=(1, 32))]) + 0.1 * rng.normal(
+        size=(2, 32)) for k in range(6)]  # fmt: skip
+
+    def fresh() -> Classifier:
+        return Classifier("knn", known, labels, 5.0, "squared_l2", "given",
+                          context=rng.normal(size=(10, 32))).fit()  # fmt: skip
+
+    kept = fresh()
+    context = kept.context
+    named = [kept.predict(p, one_photo=True) for p in photos]
+    among = kept.among
+    assert all(kept.among is among for _ in photos)  # measured once
+    alone = []
+    for p in photos:
+        c = fresh()
+        c.context = context
+        alone.append(c.predict(p, one_photo=True))
+    assert named == alone
+    assert [r[0]["name"] for r in named] == [f"p{k}" for k in range(6)]  # each photo's own
+    assert all(r[1]["name"] == "unknown" for r in named)  # and a stranger beside them

@@ -12,6 +12,8 @@ East-Asian faces) would otherwise name strangers as whoever is nearest
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from facetrain.distances import distance_matrix
@@ -115,15 +117,39 @@ def _answer(names, people_ids, j: int, nearest: int, ok: bool, best: float, seco
             "runner_up": second}  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Among:
+    """The known faces among all the faces seen, with the known faces' spacing measured
+    once: what the limits of each new face's pairs are measured against (`limits`), photo
+    after photo, without measuring the known faces again."""
+
+    seen: np.ndarray
+    photo: np.ndarray
+    scales: np.ndarray  # the known faces' (the first len(scales) of seen)
+    threshold: float
+    distance: str
+
+    @classmethod
+    def of(cls, known: np.ndarray, context: np.ndarray, threshold: float, distance: str) -> Among:
+        """Every face on a photo of its own and none the neighbour of its copies
+        (`neighbours.copy_radius`): the known faces' spacing among themselves and all the
+        faces seen (the known ones and `context`, other people's faces seen with them — so
+        the known are counted twice, as a library's namer counts its named faces)."""
+        seen = np.concatenate([known, context]) if len(context) else known
+        photo = np.arange(len(seen))
+        scales = scales_among(known, photo[: len(known)], seen, photo, distance,
+                              copies=copy_radius(threshold))  # fmt: skip
+        return cls(seen, photo, scales, threshold, distance)
+
+    def limits(self, queries: np.ndarray) -> np.ndarray:
+        """Each pair's limit (queries x known faces) under the spacing rule, the queries'
+        spacing measured among all the faces seen."""
+        qs = kth_in(queries, np.full(len(queries), -1), self.seen, self.photo, self.distance, K,
+                    copies=copy_radius(self.threshold))  # fmt: skip
+        return pair_limits(qs, self.scales, self.threshold)
+
+
 def limits_among(queries: np.ndarray, known: np.ndarray, context: np.ndarray, threshold: float,
                  distance: str) -> np.ndarray:  # fmt: skip
-    """Each pair's limit (queries x known faces) under the spacing rule, every face on a
-    photo of its own and none the neighbour of its copies (`neighbours.copy_radius`): the
-    known faces' spacing among themselves and all the faces seen (the known ones and
-    `context`, other people's faces seen with them — so the known are counted twice, as a
-    library's namer counts its named faces), the queries' among all the faces seen."""
-    seen = np.concatenate([known, context]) if len(context) else known
-    photo, copies = np.arange(len(seen)), copy_radius(threshold)
-    ks = scales_among(known, photo[: len(known)], seen, photo, distance, copies=copies)
-    qs = kth_in(queries, np.full(len(queries), -1), seen, photo, distance, K, copies=copies)
-    return pair_limits(qs, ks, threshold)
+    """Each pair's limit (queries x known faces) under the spacing rule (`Among`)."""
+    return Among.of(known, context, threshold, distance).limits(queries)
