@@ -323,6 +323,8 @@ def test_find_in_a_folder_looks_at_every_face_of_a_group_photo(fr, tmp_path):
     )
     for who in ("leonard", "bernadette"):
         shutil.copy(REF / who / f"{who}1.png", folder / f"{who}.png")
+    (folder / ".thumbnails").mkdir()  # a viewer's own copies are not the owner's photos
+    shutil.copy(REF / "amy" / "amy1.png", folder / ".thumbnails" / "amy1.png")
     assert len(fr.faces(str(side))) == 3 and len(fr.faces(str(middle))) == 3
     hits = fr.find(REF / "amy" / "amy5.png", folder)
     assert {h["path"] for h in hits} == {str(side), str(middle)}, hits

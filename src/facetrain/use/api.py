@@ -146,11 +146,11 @@ class Recognizer:
         population (bench/find_precision.py). `face`: which face of a group photo `image`
         to look for, numbered as `verify` numbers them (its `face_a`); by default its
         central face."""
-        from facetrain.data.images import is_image_name
+        from facetrain.data.listing import list_photos
 
         if self.threshold is None:
             raise ValueError("this model has no calibrated threshold: compare distances")
-        paths = sorted(str(p) for p in Path(folder).rglob("*") if is_image_name(p.name))
+        paths = list_photos(folder)
         query = self.embed(image)[0] if face is None else self._face_of(image, face)
         if np.isnan(query).any():
             raise ValueError("no face found in the image to find")
