@@ -299,8 +299,14 @@ def test_compare_takes_a_folder_as_the_photos_in_it(fr, tmp_path):
     assert np.asarray(got["matrix"]).shape == (len(amy) + 1,) * 2
     same = {frozenset((Path(p["a"]).name, Path(p["b"]).name)) for p in got["pairs"] if p["same"]}
     assert same == {frozenset((a, b)) for a in amy for b in amy if a < b}
+    assert "┏" in r.output  # six photos: their distance matrix as a table
     r = CliRunner().invoke(app, ["compare", str(empty), str(penny)])
     assert r.exit_code != 0 and f"{empty}: no photo in this folder" in r.output
+    # every photo below a folder: 8 people's 40, a matrix wider than a terminal left to JSON
+    r = CliRunner().invoke(app, ["compare", str(REF), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "┏" not in r.output and "40 photos" in r.output and "matrix: --json" in r.output
+    assert np.asarray(json.loads(out.read_text())["matrix"]).shape == (40, 40)
 
 
 def test_find_in_a_folder_looks_at_every_face_of_a_group_photo(fr, tmp_path):

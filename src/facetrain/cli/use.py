@@ -89,11 +89,15 @@ def compare(
     c = compare_faces(fm, images, threshold, align, device)
     for path, why in c.skipped.items():
         console.print(f"skipped {path}: {why}", style="yellow", highlight=False)
-    table = Table("", *map(str, range(len(c.paths))),
-                  title=f"{c.distance} distance, {FLIP_WORDS[fm.pre.flip]}")  # fmt: skip
-    for i, p in enumerate(c.paths):
-        table.add_row(f"{i} {Path(p).name}", *(f"{v:.3f}" for v in c.matrix[i]))
-    console.print(table)
+    if len(c.paths) <= MATRIX_UP_TO:
+        table = Table("", *map(str, range(len(c.paths))),
+                      title=f"{c.distance} distance, {FLIP_WORDS[fm.pre.flip]}")  # fmt: skip
+        for i, p in enumerate(c.paths):
+            table.add_row(f"{i} {Path(p).name}", *(f"{v:.3f}" for v in c.matrix[i]))
+        console.print(table)
+    else:  # a matrix wider than a terminal: the pairs below say it all
+        console.print(f"{len(c.paths)} photos, {c.distance} distance, {FLIP_WORDS[fm.pre.flip]}"
+                      " (the distance matrix: --json)", highlight=False)  # fmt: skip
     for p in c.pairs:
         verdict = {None: "?", True: "same", False: "different"}[p["same"]]
         verdict += "?" if p["sure"] is False else ""
@@ -120,6 +124,9 @@ def compare(
                       "populations, where it may crowd faces (`facetrain eval-populations "
                       "MODEL FOLDER... --record` measures it)", style="yellow")  # fmt: skip
     write_json(json_out, c.as_dict())
+
+
+MATRIX_UP_TO = 10  # photos whose distance matrix is printed as a table (it fits a terminal)
 
 
 def _face_shown(path: str, face: dict | None) -> str:
