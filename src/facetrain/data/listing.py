@@ -261,16 +261,17 @@ def list_photos(root: str | os.PathLike, skip=lambda path: False, notes: dict | 
     return out
 
 
-def photos_in(paths: Iterable[str | os.PathLike]) -> list[str]:
+def photos_in(paths: Iterable[str | os.PathLike], empty_ok: bool = False) -> list[str]:
     """The photos the arguments name: a folder stands for every photo below it
-    (`list_photos`), a file for itself; DatasetError for a folder that holds none."""
+    (`list_photos`), a file for itself. A folder that holds none is DatasetError, unless
+    `empty_ok` (a folder that new photos arrive in, named each day, may hold none yet)."""
     out = []
     for p in map(os.fspath, paths):
         if not os.path.isdir(p):
             out.append(p)
             continue
         found = list_photos(p)
-        if not found:
+        if not found and not empty_ok:
             raise DatasetError(f"{p}: no photo in this folder")
         out += found
     return out

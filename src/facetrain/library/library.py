@@ -645,7 +645,7 @@ class Library:
 
         _check_workers(workers)
         namer = namer_of(self) if namer_of is not None else self.namer(threshold, margin)
-        photos = photos_in(photos)
+        photos = photos_in(photos, empty_ok=True)  # an empty inbox: nothing to name
         workers = min(workers, len(photos))
         fm = self.model(model, device=device, prefetch=workers <= 1)
         scanner = Scanner(fm, self.gate()[0], device)
