@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
+import torch
 from typer.testing import CliRunner
 
 from facetrain.cli import app
@@ -148,30 +150,30 @@ def test_embed_with_reading_threads_gives_the_same_embeddings(tmp_path):
     np.testing.assert_allclose(tables[0]["embeddings"], tables[1]["embeddings"], atol=1e-5)
 
 
+class Colours(torch.nn.Module):
+    """Each face's mean colour, `spread` from one point: identities are colours."""
+
+    def __init__(self, spread: float):
+        super().__init__()
+        self.spread = spread
+
+    def embed(self, x, normalize=False):
+        z = torch.zeros(len(x), 8)
+        z[:, 0] = 1.0
+        z[:, 1:4] = self.spread * x.mean((2, 3))
+        return z
+
+
 def test_eval_says_when_its_grid_cannot_tell_the_pairs_apart(tmp_path):
     """A model that puts every face within 0.01 of the others (early in training) got
     accuracy 0.5 and AUC 0.5 from the protocol's 0.01 threshold steps, beside a ROC that
     separates the pairs: the figures now come with why."""
     import numpy as np
-    import torch
 
     from facetrain.evaluate.model_eval import evaluate_set, summary_line
     from facetrain.evaluate.sets import pairs_set
     from facetrain.inference.record import Preprocess
     from facetrain.inference.saved import FaceModel
-
-    class Colours(torch.nn.Module):
-        """Each face's mean colour, `spread` from one point: identities are colours."""
-
-        def __init__(self, spread: float):
-            super().__init__()
-            self.spread = spread
-
-        def embed(self, x, normalize=False):
-            z = torch.zeros(len(x), 8)
-            z[:, 0] = 1.0
-            z[:, 1:4] = self.spread * x.mean((2, 3))
-            return z
 
     faces = make_faces(tmp_path / "faces", ids=8, per=8)
     lfw = lfw_style(faces, tmp_path / "lfwstyle")
@@ -192,3 +194,25 @@ def test_eval_says_when_its_grid_cannot_tell_the_pairs_apart(tmp_path):
     )
     assert f"AUC {near['exact_auc']:.4f}" in summary_line("lfw", near)
     assert "note" not in apart and apart["accuracy"] > 0.8
+
+
+def test_verification_during_training_says_so_too(tmp_path):
+    """The training log read "accuracy 0.5000" for such a model, and nothing more."""
+    from facetrain.inference.record import Preprocess
+    from facetrain.train.evaluator import Evaluator
+    from facetrain.train.settings import EvalSettings
+
+    faces = make_faces(tmp_path / "faces", ids=8, per=8)
+    lfw = lfw_style(faces, tmp_path / "lfwstyle")
+    _, pairs = write_bin_and_pairs(faces, tmp_path)
+    pre = Preprocess(model="colours", embedding_size=8, input_size=32)
+    said, logged = [], []
+    ev = Evaluator(EvalSettings(pairs=str(pairs), images=str(lfw)), pre, [], "cpu", "run",
+                   said.append, logged.append)  # fmt: skip
+    state = SimpleNamespace(step=3, best=0.0, last_eval=None)
+    for spread in (1e-3, 10.0):
+        ev(Colours(spread), SimpleNamespace(classifies=False), state, epoch=0)
+    near, apart = said
+    assert "accuracy 0.5000" in near and "\n  note: 100% of the different people's" in near
+    assert "note" not in apart and "accuracy 1.0000" in apart
+    assert [r["accuracy"] for r in logged] == [0.5, 1.0]

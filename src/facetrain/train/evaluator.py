@@ -117,6 +117,7 @@ class Evaluator:
             self.log(
                 f"epoch {epoch} step {state.step}: {s.name} accuracy {r['accuracy']:.4f} "
                 f"± {r['accuracy_std']:.4f}, VAL {r['val']:.4f}"
+                + (f"\n  note: {full['note']}" if full.get("note") else "")
             )
             if k == 0:  # the first set decides "best"
                 state.last_eval = r
