@@ -231,6 +231,21 @@ def test_dates_in_file_names_as_phones_and_messengers_write_them(name, when, tim
     assert name_date(f"/photos/{name}") == (when, timed if when else False)
 
 
+def test_a_pixel_s_file_name_time_is_utc_and_shown_local(monkeypatch):
+    """A Pixel names its photos by UTC; other phones and EXIF by the local time."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # UTC+9, no daylight saving
+    time.tzset()
+    try:
+        assert name_date("PXL_20210101_203456789.jpg") == (datetime(2021, 1, 2, 5, 34, 56), True)
+        assert name_date("IMG_20210101_203456.jpg") == (datetime(2021, 1, 1, 20, 34, 56), True)
+        assert name_date("PXL_20210101.jpg") == (datetime(2021, 1, 1), False)  # a day stays
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_a_date_in_the_file_name_comes_before_the_file_s_own_but_not_the_camera_s():
     """A photo a messenger stripped of its EXIF keeps its name's date; its file is dated
     the day it was received or copied."""

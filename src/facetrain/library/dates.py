@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 # "2019:07:14 15:02:33" as EXIF writes it; some programs write "-" or "/" in the date, leave
 # out the seconds or the time, or add a time zone (ignored: EXIF's own dates are local)
@@ -16,8 +16,8 @@ EXIF_DATE = re.compile(
 )
 EARLIEST = 1826  # the oldest surviving photograph: an earlier year is a camera's blank
 # A date in a file name, with its time when there is one: IMG_20190412_153012 (Android),
-# PXL_20210101_123456789 (Pixel, milliseconds too), IMG-20190412-WA0001 (WhatsApp, the day alone),
-# Screenshot_2019-04-12-15-30-12, "Screenshot 2019-04-12 at 15.30.12" (macOS),
+# PXL_20210101_123456789 (Pixel: UTC, milliseconds too), IMG-20190412-WA0001 (WhatsApp,
+# the day alone), Screenshot_2019-04-12-15-30-12, "Screenshot 2019-04-12 at 15.30.12" (macOS),
 # "2019-04-12 15.30.12" (Dropbox), signal-2019-04-12-153012. Eight digits of a date and
 # nothing more that is a digit on either side: IMG_1234 and 1234567890 hold none.
 NAME_DATE = re.compile(
@@ -40,8 +40,10 @@ def exif_date(text: str | None) -> datetime | None:
 
 
 def name_date(path: str | None) -> tuple[datetime | None, bool]:
-    """The date a photo's file name holds (`NAME_DATE`), and whether with its time."""
-    m = NAME_DATE.search(os.path.basename(path or ""))
+    """The date a photo's file name holds (`NAME_DATE`), and whether with its time, in local
+    time as EXIF dates are (a Pixel names its files in UTC: `PXL_` times are turned local)."""
+    name = os.path.basename(path or "")
+    m = NAME_DATE.search(name)
     if m is None:
         return None, False
     year, _, month, day, hour, _, minute, second = m.groups()
@@ -49,7 +51,11 @@ def name_date(path: str | None) -> tuple[datetime | None, bool]:
         when = datetime(*(int(g or 0) for g in (year, month, day, hour, minute, second)))
     except ValueError:  # the 31st of April
         return None, False
-    return (when, hour is not None) if when.year >= EARLIEST else (None, False)
+    if when.year < EARLIEST:
+        return None, False
+    if hour is not None and name.startswith("PXL_"):
+        when = when.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
+    return when, hour is not None
 
 
 def photo_date(taken: str | None, mtime: float | None,
