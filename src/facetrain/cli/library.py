@@ -458,7 +458,7 @@ def library_photos(
         str | None,
         typer.Option(
             help="Only those taken from this year, month or day on (2019, 2019-07, 2019-07-14)."
-        ),  # fmt: skip
+        ),
     ] = None,
     until: Annotated[
         str | None, typer.Option(help="Only those taken up to the end of this year, month or day.")
