@@ -10,8 +10,8 @@ faces at a time: one distance block, and one grouped sum over the gallery sorted
     .venv/bin/python bench/classify_speed.py [--faces 10000] [--queries 1000] [--photos 20]
 
 `classify predict` names a photo at a time. Each photo measured the known faces' spacing
-among all the faces seen again (`open_set.limits_among`); the classifier now measures it
-once (`Classifier.among`). Both on `--photos` photos of three faces, same answers required.
+among all the faces seen again (`open_set.Among.of`); the classifier now measures it once
+(`Classifier.among`). Both on `--photos` photos of three faces, same answers required.
 
 Synthetic faces as bench/library_scale.py makes them (128-d, identities in families of
 look-alikes); the queries are half faces of the known people, half strangers'.
@@ -69,7 +69,7 @@ def photo_at_a_time(emb, label, gallery, ask, photos: int) -> tuple[float, float
 
 
 def main() -> None:
-    from facetrain.open_set import MARGIN, identify_each, limits_among
+    from facetrain.open_set import MARGIN, Among, identify_each
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--faces", type=int, default=10_000, help="known faces (the gallery)")
@@ -89,7 +89,7 @@ def main() -> None:
     pid = label[gallery]
     protos = (emb[gallery], pid, {int(p): f"p{p}" for p in np.unique(pid)})
     threshold = 1.0  # squared L2 between the families' spacing and the people's own
-    limits = limits_among(emb[ask], emb[gallery], np.zeros((0, 128)), threshold, "squared_l2")
+    limits = Among.of(emb[gallery], np.zeros((0, 128)), threshold, "squared_l2").limits(emb[ask])
     t = time.perf_counter()
     old = before(emb[ask], protos, threshold, "squared_l2", MARGIN, limits)
     t_before = time.perf_counter() - t

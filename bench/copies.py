@@ -63,7 +63,7 @@ def burst(s: dict, copies: float, rng) -> tuple[float, float]:
     """(named people's new faces named right, strangers named) with a burst of three
     copies of one named face, the open-set rule's copy radius `copies`."""
     from facetrain import neighbours
-    from facetrain.open_set import identify, limits_among
+    from facetrain.open_set import Among, identify
 
     keep = s["truth"] != ""
     e, t = s["emb"][keep], s["truth"][keep]
@@ -81,7 +81,7 @@ def burst(s: dict, copies: float, rng) -> tuple[float, float]:
     try:
         named = []
         for rows in (np.array(q), strangers):
-            lim = limits_among(e[rows], G, e[strangers], 0.19, "squared_l2")
+            lim = Among.of(G, e[strangers], 0.19, "squared_l2").limits(e[rows])
             named.append([identify(e[rows][i : i + 1], (G, pid, dict(enumerate(known))), 0.19,
                                    "squared_l2", 0.05, lim[i : i + 1])[0]["name"]
                           for i in range(len(rows))])  # fmt: skip

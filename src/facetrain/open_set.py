@@ -147,9 +147,3 @@ class Among:
         qs = kth_in(queries, np.full(len(queries), -1), self.seen, self.photo, self.distance, K,
                     copies=copy_radius(self.threshold))  # fmt: skip
         return pair_limits(qs, self.scales, self.threshold)
-
-
-def limits_among(queries: np.ndarray, known: np.ndarray, context: np.ndarray, threshold: float,
-                 distance: str) -> np.ndarray:  # fmt: skip
-    """Each pair's limit (queries x known faces) under the spacing rule (`Among`)."""
-    return Among.of(known, context, threshold, distance).limits(queries)
