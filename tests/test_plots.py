@@ -25,3 +25,16 @@ def test_names_in_any_script_are_drawn_as_themselves(tmp_path):
     assert out.is_file() and out.stat().st_size > 0
     missing = [str(w.message) for w in said if "missing from font" in str(w.message)]
     assert not missing, missing
+
+
+def test_a_name_sits_on_its_crowd_not_between_its_strays():
+    """An identity whose faces t-SNE puts in a crowd plus a few strays far away is named on
+    the crowd; the mean of its points would lie in the empty space between."""
+    from facetrain.evaluate.plots import label_spot
+
+    rng = np.random.default_rng(1)
+    crowd = rng.normal(size=(8, 2)) * 0.5
+    strays = np.array([[40.0, 0.0], [0.0, 40.0], [40.0, 40.0]])
+    spot = label_spot(np.vstack([crowd, strays]))
+    assert np.linalg.norm(spot) < 1.5, spot
+    assert np.linalg.norm(np.vstack([crowd, strays]).mean(0)) > 10
