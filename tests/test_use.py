@@ -220,7 +220,9 @@ def test_filter_finds_mislabelled_images(trained, tmp_path):
         intruders.append(str(dst))
     before = tree_hash(data)
     out_list = tmp_path / "clean.txt"
-    cli("filter", trained["run"], data, "--out", out_list, "--percentile", "2.9")  # 3 of 103
+    said = cli("filter", trained["run"], data, "--out", out_list, "--percentile", "2.9")  # 3 of 103
+    # the table names the images under the folder its title says, once
+    assert f"(in {data})" in said.replace("\n", "") and "id0/intruder0.jpg" in said
     rows = (tmp_path / "clean.csv").read_text().splitlines()[1:]
     worst = {r.split(",")[0] for r in rows[:3]}
     assert worst == set(intruders)

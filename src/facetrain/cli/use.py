@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -289,11 +290,13 @@ def filter_cmd(
         fail(str(e))
     write_outputs(t, r, out, report_csv)
     order = r.distance.argsort()[::-1][:10]
-    table = Table(title="farthest from their identity's centre")
+    # one folder above them all is said once in the title, not on every row
+    top = os.path.commonpath([os.path.dirname(p) for p in t.paths]) if len(t) else ""
+    table = Table(title=f"farthest from their identity's centre (in {shown(top)})")
     for col in ("distance", "identity", "image"):
         table.add_column(col, overflow="fold")
     for i in order:
-        table.add_row(f"{r.distance[i]:.3f}", t.labels[i], t.paths[i])
+        table.add_row(f"{r.distance[i]:.3f}", t.labels[i], shown(os.path.relpath(t.paths[i], top)))
     console.print(table)
     console.print(
         f"kept {int(r.keep.sum())}/{len(t)} images (cut-off {r.cutoff:.3f}), "
