@@ -309,6 +309,28 @@ def test_compare_takes_a_folder_as_the_photos_in_it(fr, tmp_path):
     assert np.asarray(json.loads(out.read_text())["matrix"]).shape == (40, 40)
 
 
+def test_a_folder_passed_over_inside_a_folder_is_said(tmp_path):
+    """A link to a folder below the folder given is not followed (a loop, a drive): compare
+    said nothing of it, so its photos were left out in silence. Now it is named with why,
+    on the terminal and in the JSON."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+
+    folder, out = tmp_path / "photos", tmp_path / "c.json"
+    shutil.copytree(REF / "amy", folder)
+    (folder / "penny").symlink_to(REF / "penny", target_is_directory=True)
+    r = CliRunner().invoke(app, ["compare", str(folder), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.output.split())
+    assert f"skipped {folder / 'penny'}: a link to a folder" in said, said
+    got = json.loads(out.read_text())
+    assert "links are not followed" in got["skipped"][str(folder / "penny")]
+    assert not any("penny" in p for p in got["photos"])
+
+
 def test_find_in_a_folder_looks_at_every_face_of_a_group_photo(fr, tmp_path):
     """`find` in a folder compared the face looked for with each photo's central face only:
     a group photo with Amy at its side was not found. Now every face of every photo is

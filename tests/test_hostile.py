@@ -336,9 +336,12 @@ def test_identify_a_folder_and_serve_on_a_taken_port(tmp_path):
     photos, db = _bbt_photos(tmp_path), tmp_path / "lib.db"
     model = make_model(tmp_path / "m.safetensors")
     assert run("library", "scan", photos, "--db", db, "--model", model)[0] == 0
+    (photos / "elsewhere").symlink_to(photos / "amy", target_is_directory=True)
     code, out = run("library", "identify", photos, "--db", db, "--threshold", "0.5")
     assert code == 0 and "Is a directory" not in out
     assert sum("amy" in line or "penny" in line for line in out.splitlines()) >= 4
+    # a folder passed over below it is said, not left out in silence
+    assert f"skipped {photos / 'elsewhere'}: a link to a folder" in " ".join(out.split())
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()

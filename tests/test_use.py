@@ -154,9 +154,16 @@ def test_classify_names_known_people_and_refuses_strangers(trained, tmp_path):
     assert p[0]["name"] == "id3" and p[1]["name"] == "unknown"
     assert p[1]["distance"] >= p[1]["threshold"] > p[0]["distance"]
     # a folder stands for the photos in it (it said "Is a directory")
-    cli("classify", "predict", clf, strangers / "id8", "--json", tmp_path / "f.json")
+    (strangers / "id8" / "linked").symlink_to(known / "id3", target_is_directory=True)
+    said = cli("classify", "predict", clf, strangers / "id8", "--json", tmp_path / "f.json")
     f = json.loads((tmp_path / "f.json").read_text())
-    assert [r["path"] for r in f] == sorted(str(x) for x in (strangers / "id8").iterdir())
+    linked = str(strangers / "id8" / "linked")  # passed over, and said (it was silent)
+    assert f"skipped {linked}: a link to a folder" in " ".join(said.split())
+    assert f[0]["path"] == linked and f[0]["name"] is None and "not followed" in f[0]["error"]
+    f = f[1:]
+    assert [r["path"] for r in f] == sorted(
+        str(x) for x in (strangers / "id8").iterdir() if x.name != "linked"
+    )
     assert sum(r["name"] == "unknown" for r in f) >= 0.8 * len(f)
 
     # hostile finding 17: photos without a usable face are reported, not a traceback

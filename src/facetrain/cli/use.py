@@ -240,7 +240,8 @@ def classify_predict(
     from facetrain.use.embeddings import faces_in_photos
 
     atomic.output_files([classifier, *images], **{"--json": json_out})
-    images = photos_in(images)
+    passed_over: dict[str, str] = {}
+    images = photos_in(images, skipped=passed_over)
     try:
         clf = load_classifier(classifier)
     except ValueError as e:
@@ -249,6 +250,9 @@ def classify_predict(
     check_model(clf, fm, str(classifier))
     console.print(f"rule: {clf.rule}")
     results = []
+    for path, why in passed_over.items():
+        console.print(f"skipped {path}: {why}", style="yellow", highlight=False)
+        results.append({"path": path, "name": None, "error": why})
     for photo in faces_in_photos(fm, images, align=align, device=device):
         if photo.error:
             console.print(f"skipped {photo.path}: {photo.error}", style="yellow")

@@ -217,9 +217,9 @@ def _iter_identity(folder: str, identity: str, problems: Problems) -> Iterator[S
             stack.append((e.path, f"{prefix}{e.name}/"))
 
 
-LINKED_FOLDER = "skipped: a link to a folder (links are not followed; scan that folder itself)"
-NOT_UTF8 = "skipped: the file name is not valid UTF-8 (rename the file to scan it)"
-UNLISTED = "skipped: the folder could not be listed ({}); the photos recorded in it are kept"
+LINKED_FOLDER = "skipped: a link to a folder (links are not followed; give that folder itself)"
+NOT_UTF8 = "skipped: the file name is not valid UTF-8 (rename the file to read it)"
+UNLISTED = "skipped: the folder could not be listed ({})"
 
 
 def list_photos(root: str | os.PathLike, skip=lambda path: False, notes: dict | None = None,
@@ -261,19 +261,24 @@ def list_photos(root: str | os.PathLike, skip=lambda path: False, notes: dict | 
     return out
 
 
-def photos_in(paths: Iterable[str | os.PathLike], empty_ok: bool = False) -> list[str]:
+def photos_in(paths: Iterable[str | os.PathLike], empty_ok: bool = False,
+              skipped: dict[str, str] | None = None) -> list[str]:  # fmt: skip
     """The photos the arguments name: a folder stands for every photo below it
     (`list_photos`), a file for itself. A folder that holds none is DatasetError, unless
-    `empty_ok` (a folder that new photos arrive in, named each day, may hold none yet)."""
-    out = []
+    `empty_ok` (a folder that new photos arrive in, named each day, may hold none yet).
+    `skipped` gets what was passed over below a folder, and why (a link to a folder, a
+    folder that could not be listed), for the caller to say."""
+    out, notes = [], {}
     for p in map(os.fspath, paths):
         if not os.path.isdir(p):
             out.append(p)
             continue
-        found = list_photos(p)
+        found = list_photos(p, notes=notes)
         if not found and not empty_ok:
             raise DatasetError(f"{p}: no photo in this folder")
         out += found
+    if skipped is not None:
+        skipped.update((k, v.removeprefix("skipped: ")) for k, v in notes.items())
     return out
 
 

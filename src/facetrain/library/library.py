@@ -645,11 +645,13 @@ class Library:
 
         _check_workers(workers)
         namer = namer_of(self) if namer_of is not None else self.namer(threshold, margin)
-        photos = photos_in(photos, empty_ok=True)  # an empty inbox: nothing to name
+        passed_over: dict[str, str] = {}
+        photos = photos_in(photos, empty_ok=True, skipped=passed_over)  # an empty inbox: none
         workers = min(workers, len(photos))
         fm = self.model(model, device=device, prefetch=workers <= 1)
         scanner = Scanner(fm, self.gate()[0], device)
-        out = []
+        out = [{"photo": p, "error": why, "faces": [], "rule": namer.rule}
+               for p, why in passed_over.items()]  # fmt: skip
         with (
             contextlib.ExitStack() as stack,
             progress_bar(disable=None if progress else True) as bar,

@@ -219,6 +219,8 @@ def scan(
     unlisted: list[str] = []
     paired: list[str] = []
     files = list_photos(root, skip, rep.problems, unlisted, paired)
+    for folder in unlisted:
+        rep.problems[folder] += "; the photos recorded in it are kept"
     rep.raw_pairs = len(paired)
     seen = set(files)
     known = store.photos_under(con, root)
