@@ -78,6 +78,7 @@ class Classifier:
     context: np.ndarray | None = None  # strangers' faces shown at training: where faces crowd
     _est: object = None
     _among: Among | None = None
+    _protos: tuple | None = None
 
     def fit(self) -> Classifier:
         self._est = make_estimator(self.method).fit(self.embeddings, self.labels)
@@ -102,6 +103,15 @@ class Classifier:
             self._among = Among.of(self.embeddings, context, self.threshold, self.distance)
         return self._among
 
+    @property
+    def protos(self) -> tuple:
+        """The known faces as the open-set rule takes them (embeddings, person numbers,
+        number → name), made once for every photo predicted."""
+        if self._protos is None:
+            people, pid = np.unique(np.asarray(self.labels), return_inverse=True)
+            self._protos = (self.embeddings, pid.reshape(-1), dict(enumerate(people.tolist())))
+        return self._protos
+
     def predict(self, emb: np.ndarray, one_photo: bool = False) -> list[dict]:
         """For each row: `name` (or `unknown`), `guess` (the classifier's choice), the
         distance to the guessed person's nearest known face and the threshold. With
@@ -112,12 +122,9 @@ class Classifier:
         if len(emb) == 0:
             return []
         guess = self._est.predict(emb)
-        labels_a = np.asarray(self.labels)
-        people, pid = np.unique(labels_a, return_inverse=True)
-        protos = (self.embeddings, pid.reshape(-1), dict(enumerate(people.tolist())))
         limits = self.among.limits(emb)
         name = identify if one_photo else identify_each
-        found = name(emb, protos, self.threshold, self.distance, MARGIN, limits)
+        found = name(emb, self.protos, self.threshold, self.distance, MARGIN, limits)
         dist = self._to_own_nearest(emb, guess)
         return [{"name": str(g) if r["name"] == g else UNKNOWN, "guess": str(g),
                  "distance": float(x), "threshold": self.threshold}
