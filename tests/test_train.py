@@ -188,6 +188,11 @@ def test_faces_of_another_size_without_a_record_are_named_before_training(tmp_pa
     assert "facetrain align" in warned["crops"][0]
     assert warned["recorded"] == [] and warned["standard"] == []
     assert all((tmp_path / f"run-{case}" / "model.safetensors").exists() for case in said)
+    # what is trained on what is said once, as the run starts, from the pack it made
+    meta = json.loads((tmp_path / "run-standard" / "pack" / "meta.json").read_text())
+    start = [m for m in said["standard"] if m.startswith("training ")]
+    assert len(start) == 1, said["standard"]
+    assert f"on {meta['splits']['train']} faces of 2 identities" in start[0], start
 
 
 @pytest.mark.parametrize("loss", ["triplet", "contrastive", "cosface"])

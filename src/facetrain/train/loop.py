@@ -157,6 +157,8 @@ class Run:
         self.last_ckpt = time.monotonic()
         self.centers_before = self.objective.centers.centers.clone()
         steps, s = len(self.data), self.state
+        if self.dd.main:
+            self.log(self.summary())
         with progress_bar(disable=None if self.dd.main else True) as self.bar:
             self.task = self.bar.add_task("train", total=self.cfg.optim.epochs * steps,
                                           completed=s.epoch * steps + s.batch)  # fmt: skip
@@ -166,6 +168,24 @@ class Run:
             finally:
                 self.metrics.close()
         return self.finish()
+
+    def summary(self) -> str:
+        """What this run trains, on what and how long, said once as it starts: the line a
+        reader of a log checks before trusting its figures."""
+        cfg, ds, pre = self.cfg, self.data.ds, self.pre
+        weights = sum(w.numel() for w in self.model.parameters()) / 1e6
+        batch = self.data.sampler.batch_size
+        extras = [f"amp {cfg.platform.amp}"] if cfg.platform.amp != "none" else []
+        extras += [f"{self.dd.world} processes"] if self.dd.world > 1 else []
+        extras += ["compiled"] if cfg.platform.compile else []
+        val = len(self.evaluator.val)
+        return (f"training {cfg.model.arch} ({weights:.1f}M weights, "
+                f"{pre.input_size}×{pre.input_size} in, {pre.embedding_size}-d out) with "
+                f"{cfg.objective.loss} on {len(ds):,} faces of {ds.num_classes:,} identities"
+                f"{f' ({val:,} held out for validation)' if val else ''}: "
+                f"{_many(len(self.data), 'step')} an epoch of {batch} faces, "
+                f"{_many(cfg.optim.epochs, 'epoch')},"
+                f" on {cfg.platform.device}{''.join(f', {e}' for e in extras)}")  # fmt: skip
 
     def resume(self) -> None:
         meta = self.ckpt.load(on_skip=lambda m: self.log(f"warning: {m}"))
@@ -409,6 +429,10 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     return Run(cfg, dd, folder, data, model, embed_raw, objective, params, opt,
                build_schedule(cfg.optim), scaler, ema, state, ckpt, evaluator, pre,
                NonFiniteGuard(p.max_nonfinite), log, n_backbone=len(backbone))  # fmt: skip
+
+
+def _many(n: int, word: str) -> str:
+    return f"{n:,} {word}{'s' * (n != 1)}"
 
 
 def _check_before_writing(cfg: TrainConfig) -> None:
