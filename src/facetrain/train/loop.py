@@ -178,10 +178,15 @@ class Run:
         extras = [f"amp {cfg.platform.amp}"] if cfg.platform.amp != "none" else []
         extras += [f"{self.dd.world} processes"] if self.dd.world > 1 else []
         extras += ["compiled"] if cfg.platform.compile else []
-        val = len(self.evaluator.val)
+        val, loss = len(self.evaluator.val), cfg.objective.loss
+        # a teacher's embeddings are learnt, not identities: its faces need no names
+        task = (
+            f"to match {cfg.objective.teacher}'s embeddings of {len(ds):,} faces"
+            if loss == "distill"
+            else f"with {loss} on {len(ds):,} faces of {ds.num_classes:,} identities"
+        )
         return (f"training {cfg.model.arch} ({weights:.1f}M weights, "
-                f"{pre.input_size}×{pre.input_size} in, {pre.embedding_size}-d out) with "
-                f"{cfg.objective.loss} on {len(ds):,} faces of {ds.num_classes:,} identities"
+                f"{pre.input_size}×{pre.input_size} in, {pre.embedding_size}-d out) {task}"
                 f"{f' ({val:,} held out for validation)' if val else ''}: "
                 f"{_many(len(self.data), 'step')} an epoch of {batch} faces, "
                 f"{_many(cfg.optim.epochs, 'epoch')},"
