@@ -963,6 +963,27 @@ def test_scan_with_no_folder_looks_for_new_photos_in_every_folder_it_holds(photo
         assert "folders:" not in cli("library", "people", "--db", db)
 
 
+def test_scan_takes_several_folders_at_once(photos, tmp_path):
+    """`library scan ~/Pictures /media/card` said "unexpected extra argument": one folder a
+    command. Several are scanned in turn, each said as it starts and remembered; a folder
+    given twice is scanned once; one that is not a folder is refused before any is read."""
+    model, db = make_model(tmp_path / "m.safetensors"), tmp_path / "lib.db"
+    card = tmp_path / "card"
+    card.mkdir()
+    shutil.copy(BBT / "reference" / "sheldon" / "sheldon1.png", card)
+    said = cli_fails("library", "scan", photos, tmp_path / "nowhere", "--db", db)
+    assert f"{tmp_path / 'nowhere'}: not a folder of photos" in said and not db.exists()
+    report = tmp_path / "r.json"
+    out = cli("library", "scan", photos, card, f"{card}/", "--db", db, "--model", model,
+              "--json", report).replace("\n", "")  # fmt: skip
+    assert f"scanning {card} (2 of 2 folders)" in out
+    rows = json.loads(report.read_text())["folders"]
+    assert [(r["folder"], r["new"]) for r in rows] == [(str(photos), 12), (str(card), 1)]
+    with Library(db) as lib:
+        assert lib.folders() == sorted([str(photos), str(card)])
+    assert len({p for p, *_ in faces_table(db)}) == 13
+
+
 def test_camera_raw_photos_are_scanned_and_raw_plus_jpeg_is_one_photo(tmp_path):
     """A camera RAW (DNG) of a group photo gives the faces its JPEG gives, at the same
     places, with its camera's date; a RAW beside a picture of the same name (a camera set

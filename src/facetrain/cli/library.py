@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -63,9 +64,9 @@ def _spec(spec: Path | None) -> dict | None:
 def library_scan(
     db: DbOpt,
     photos: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Argument(
-            help="Folder of photos (read only, recursively) [every folder the "
+            help="Folders of photos, each read only, recursively [every folder the "
             "library was scanned from: look for new photos]."
         ),
     ] = None,
@@ -104,11 +105,12 @@ def library_scan(
     json_out: JsonOut = None,
 ) -> None:
     """Find, align and embed every face; new, changed, moved and deleted photos handled."""
-    if photos is not None and not photos.is_dir():  # before the library file is made
-        fail(f"{photos}: not a folder of photos")
+    for folder in photos or []:  # every one before the library file is made
+        if not folder.is_dir():
+            fail(f"{folder}: not a folder of photos")
     if picasa_contacts is not None and not picasa_contacts.is_file():
         fail(f"{picasa_contacts}: no such file (Picasa's contacts.xml)")
-    if photos is None and not db.is_file():
+    if not photos and not db.is_file():
         fail(f"{db}: no library here yet; scan a folder into it first "
              f"(`facetrain library scan FOLDER --db {db}`)")  # fmt: skip
     picasa = (import_picasa or picasa_contacts is not None, picasa_contacts)
@@ -120,15 +122,27 @@ def library_scan(
             console.print(f"model: {fm.source}")
             quality = lib.gate_of(min_size=min_size, min_score=min_score,
                                   min_sharpness=min_sharpness)  # fmt: skip
-            scans = (lib.scan_again(fm, quality, device, workers, on_folder=_scanning)
-                     if photos is None else
-                     [(str(photos), lib.scan(photos, fm, quality, device, workers))])  # fmt: skip
+            scans = (_scan_each(lib, photos, fm, quality, device, workers) if photos else
+                     lib.scan_again(fm, quality, device, workers, on_folder=_scanning))  # fmt: skip
             rows = [_scanned(lib, f, r, imports, db, quality) for f, r in scans]
     except BaseException:
         if new:  # a scan that failed before recording any photo leaves no library behind
             _remove_if_empty(db)
         raise
-    write_json(json_out, rows[0] if photos is not None else {"folders": rows})
+    write_json(json_out, rows[0] if photos and len(photos) == 1 else {"folders": rows})
+
+
+def _scan_each(lib, folders: list[Path], fm, quality, device: str, workers: int):
+    """(folder, its scan report) for each folder given, in turn, said as it starts when
+    there are several; a folder given twice is scanned once."""
+    once: dict[str, Path] = {}
+    for f in folders:
+        once.setdefault(os.path.realpath(f), f)
+    once = list(once.values())
+    for k, folder in enumerate(once):
+        if len(once) > 1:
+            console.print(f"scanning {folder} ({k + 1} of {len(once)} folders)", highlight=False)
+        yield str(folder), lib.scan(folder, fm, quality, device, workers)
 
 
 def _scanned(lib, folder: str, rep, imports: dict, db: Path, quality) -> dict:
