@@ -195,6 +195,16 @@ def test_cluster_curate_undo_identify_export_eval(photos, tmp_path):
     res = json.loads((tmp_path / "i.json").read_text())
     assert "Mom" in [f["name"] for f in res[0]["faces"]]
     assert [f["name"] for f in res[1]["faces"]].count("Mom") <= 1
+    # the rule speaks in the distances' units: limits under the library's spacing (its
+    # "under threshold 0.190" beside a named face's 0.8 read as a contradiction)
+    assert "named under 1," in res[0]["rule"]
+    faces = [f for r in res for f in r["faces"]]
+    assert all(f["distance"] < 1 for f in faces if f["name"] != "unknown")
+    cli("library", "identify", mom_photo, "--db", db, "--threshold", "0.3",
+        "--json", tmp_path / "t.json")  # fmt: skip
+    given = json.loads((tmp_path / "t.json").read_text())[0]
+    assert "under threshold 0.300" in given["rule"]
+    assert all(f["distance"] < 0.3 for f in given["faces"] if f["name"] != "unknown")
 
     before = tree_hash(photos)
     cli("library", "export", "--db", db, "--by-person", tmp_path / "out")

@@ -385,8 +385,15 @@ class Namer:
 
     @property
     def rule(self) -> str:
-        return (f"nearest named person under threshold {self.threshold:.3f} ({self.why}), "
-                f"runner-up at least {self.margin:.3f} farther")  # fmt: skip
+        """The rule in words, in the units of the distances it gives: under the spacing
+        rule those are limits (1: a pair's limit), not the threshold's."""
+        if self.pscale is None:
+            return (f"nearest named person under threshold {self.threshold:.3f} ({self.why}), "
+                    f"runner-up at least {self.margin:.3f} farther")  # fmt: skip
+        return (f"nearest named person, a face's distance to each the mean over their faces "
+                f"in units of each pair's limit (threshold {self.threshold:.3f}: {self.why}): "
+                f"named under 1, the runner-up at least "
+                f"{self.margin / max(self.threshold, 1e-12):.3f} farther")  # fmt: skip
 
     def name(self, emb: np.ndarray, among: set[int] | None = None, photo: int = -1,
              apart: bool = False) -> list[dict]:  # fmt: skip
