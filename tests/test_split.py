@@ -69,6 +69,19 @@ def test_stats_counts_and_histogram(dataset):
     assert sum(st["histogram"].values()) == 24
 
 
+def test_stats_check_says_the_sizes_it_decoded(tmp_path):
+    """Aligned faces yet, or photos? `stats --check` decodes every image and counts their
+    sizes, the most common first; a broken file is a problem, not a size."""
+    for j in range(3):
+        save_rgb(tmp_path / "a" / f"{j}.jpg", 8, 8, seed=j)
+    for j in range(2):
+        save_rgb(tmp_path / "b" / f"{j}.png", 6, 10, seed=j)
+    (tmp_path / "b" / "broken.jpg").write_bytes(b"not a picture")
+    st = stats(str(tmp_path), check=True)
+    assert st["sizes"] == {"8x8": 3, "10x6": 2} and list(st["sizes"]) == ["8x8", "10x6"]
+    assert st["images"] == 5 and "sizes" not in stats(str(tmp_path))
+
+
 def test_split_by_image_min_val(dataset, tmp_path):
     split(str(dataset), tmp_path / "s", by="image", fraction=0.2, min_val=2, seed=0)
     val = ids(tmp_path / "s/val.txt")

@@ -64,6 +64,11 @@ def _print_stats(result: dict) -> None:
     for label, n in result["histogram"].items():
         table.add_row(label, str(n), "█" * round(30 * n / top))
     console.print(table)
+    if "sizes" in result:  # --check: decoded, so their sizes are known
+        sizes = list(result["sizes"].items())
+        more = f", and {len(sizes) - 6} other sizes" if len(sizes) > 6 else ""
+        said = ", ".join(f"{size} ({n:,})" for size, n in sizes[:6])
+        console.print(f"image sizes: {said or 'none'}{more}", highlight=False)
     if result["problems"]:
         console.print("problems (skipped or worth a look):", style="bold yellow")
         for kind, n in result["problems"].items():

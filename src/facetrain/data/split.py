@@ -161,9 +161,11 @@ def _val_images(ident: np.ndarray, u: np.ndarray, n_ids: int, fraction: float,
 
 
 def stats(roots, *, merge_same_names: bool = False, check: bool = False) -> dict:
-    """Identities, images, images-per-identity histogram and problems of a dataset."""
+    """Identities, images, images-per-identity histogram and problems of a dataset; with
+    `check`, every image decoded, and the sizes they have (are they aligned faces yet?)."""
     problems = Problems()
     counts: Counter = Counter()
+    sizes: Counter = Counter()
     unreadable: list[str] = []
     for s in iter_samples(roots, merge_same_names=merge_same_names, problems=problems):
         try:
@@ -177,7 +179,8 @@ def stats(roots, *, merge_same_names: bool = False, check: bool = False) -> dict
             from facetrain.data.images import ImageError, load_rgb
 
             try:
-                load_rgb(s.path)
+                h, w = load_rgb(s.path).shape[:2]
+                sizes[f"{w}x{h}"] += 1
             except ImageError as e:
                 problems.add(e.status, f"{s.path} ({e.reason})")
                 unreadable.append(s.path)
@@ -202,4 +205,4 @@ def stats(roots, *, merge_same_names: bool = False, check: bool = False) -> dict
         "histogram": hist,
         "problems": dict(problems.counts),
         "problem_examples": problems.examples,
-    }
+    } | ({"sizes": dict(sizes.most_common())} if check else {})
