@@ -385,6 +385,30 @@ def test_verification_and_val_split_during_training(tmp_path):
     )
 
 
+def test_a_split_by_identity_is_measured_by_its_pairs(tmp_path):
+    """Split by identity (`split --by identity`, the identity-safe split), the val split
+    holds no one the classifier trains on: its accuracy there was 0.0000 at every epoch,
+    whatever was learnt. Those identities are measured by verification of their own pairs,
+    and the shipped threshold comes from them."""
+    from facetrain.data.split import split
+    from facetrain.inference.saved import open_model
+
+    faces = make_faces(tmp_path / "faces", ids=8, per=8)
+    split(str(faces), tmp_path / "split", by="identity", fraction=0.25)
+    pack(str(tmp_path / "split"), tmp_path / "pack", progress=False)
+    said: list[str] = []
+    train(small_cfg(tmp_path / "pack", tmp_path / "run"), log=said.append)
+    lines = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert {d["eval"] for d in lines if "eval" in d} == {"val_unseen"}
+    unseen = [d for d in lines if d.get("eval") == "val_unseen"]
+    # 2 identities of 8 held out: their 2 x 28 same pairs and as many different ones
+    assert len(unseen) == 2 and unseen[-1]["pairs_used"] == 112
+    assert 0.5 <= unseen[-1]["accuracy"] <= 1.0
+    assert any("16 images of identities not trained on" in m for m in said), said
+    assert any(m.startswith("training ") and "of 6 identities" in m for m in said), said
+    assert "val_unseen" in open_model(tmp_path / "run").pre.threshold_source
+
+
 def test_nonfinite_steps_skipped_then_rolled_back(packed, tmp_path):
     cfg = small_cfg(packed, tmp_path / "nan", epochs=3, max_nonfinite=2, checkpoint_every_steps=1)
     import facetrain.train.objective as loop  # where the loss is computed

@@ -153,24 +153,31 @@ def labelled_threshold(emb: np.ndarray, labels: list[str], distance: str) -> flo
 def labelled_pairs(emb: np.ndarray, labels: list[str], distance: str):
     """(distances, issame) of every same pair of labelled embeddings and as many different
     pairs, sampled with a fixed seed."""
+    pairs, issame = labelled_pair_ids(labels)
+    return pair_distances(emb[pairs[:, 0]], emb[pairs[:, 1]], distance), issame
+
+
+def labelled_pair_ids(labels, max_same: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(pairs of indices, issame): every same pair of the labels (at most `max_same`,
+    sampled, when given) and as many different pairs, sampled with a fixed seed."""
     labels_a = np.asarray(labels)
     same = []
-    for name in sorted(set(labels)):
+    for name in sorted(set(labels_a.tolist())):
         idx = np.flatnonzero(labels_a == name)
         same += [(int(a), int(b)) for k, a in enumerate(idx) for b in idx[k + 1 :]]
     if not same:
         raise ValueError("no identity has two images: cannot validate a threshold")
     rng = np.random.default_rng(0)
+    if max_same and len(same) > max_same:
+        same = [same[k] for k in sorted(rng.choice(len(same), max_same, replace=False))]
     diff: list[tuple[int, int]] = []
     for _ in range(20 * len(same)):
-        i, j = rng.integers(0, len(emb), 2)
+        i, j = rng.integers(0, len(labels_a), 2)
         if labels_a[i] != labels_a[j]:
             diff.append((int(i), int(j)))
         if len(diff) == len(same):
             break
-    pairs = np.array(same + diff)
-    issame = np.array([True] * len(same) + [False] * len(diff))
-    return pair_distances(emb[pairs[:, 0]], emb[pairs[:, 1]], distance), issame
+    return np.array(same + diff), np.array([True] * len(same) + [False] * len(diff))
 
 
 def best_threshold(d: np.ndarray, issame: np.ndarray) -> float:

@@ -3,9 +3,10 @@
 The run's preprocessing record is built once, at the start (`preprocess_for`): verification
 during training feeds faces exactly as the saved model will be fed later, through the same
 `evaluate_set` that `facetrain eval` uses. `Evaluator` scores the classifier on the pack's
-val split (same identities) and every verification set; the first set decides the `best`
-checkpoint. `export_weights` writes the final model with a threshold: the verification
-set's, or one validated on the val split's pairs.
+val split where its identities are trained on (a split by image), verifies the pairs of
+those that are not (a split by identity: `val_unseen`), and every verification set given;
+the first set decides the `best` checkpoint. `export_weights` writes the final model with
+a threshold: the first set's, or one validated on the val split's pairs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from facetrain.data.packed import PackedDataset
 from facetrain.evaluate.model_eval import evaluate_set
 from facetrain.evaluate.sets import METRIC_KEYS, EvalSet, bin_set, pairs_set
+from facetrain.evaluate.verification import labelled_pair_ids
 from facetrain.inference.feed import embed_model, prepare
 from facetrain.inference.record import Preprocess, save_model
 from facetrain.inference.saved import FaceModel
@@ -27,6 +29,9 @@ from facetrain.losses import cross_entropy
 from facetrain.run_folder import ALIGN_RECORD, WEIGHTS
 from facetrain.train.settings import EvalSettings, TrainConfig
 from facetrain.train.state import TrainingError
+
+# The val split's identities not trained on, as a verification set (`unseen_pairs`)
+UNSEEN = "val_unseen"
 
 # What faces without an alignment record are taken for
 STANDARD_ALIGNMENT = {"mode": "similarity", "size": 112}
@@ -60,12 +65,14 @@ def preprocess_for(cfg: TrainConfig, size: int, pack: Path | None = None) -> Pre
 
 
 @torch.no_grad()
-def validation_split(model, objective, val: PackedDataset, pre: Preprocess, device: str) -> dict:
-    """Loss and top-1 accuracy of the classifier on the pack's val split (same identities)."""
+def validation_split(model, objective, val: PackedDataset, pre: Preprocess, device: str,
+                     ids: np.ndarray) -> dict:  # fmt: skip
+    """Loss and top-1 accuracy of the classifier on the val split's images `ids`: those of
+    identities it is trained on (others it cannot name)."""
     model.eval()
     total, correct, n = 0.0, 0, 0
-    for i in range(0, len(val), 256):
-        xb, y = val.batch(list(range(i, min(i + 256, len(val)))))
+    for i in range(0, len(ids), 256):
+        xb, y = val.batch(ids[i : i + 256].tolist())
         x = prepare(xb, size=pre.input_size, normalize=pre.normalize, crop=pre.crop)
         raw = model.embed(x.to(device), normalize=False).float()
         y = y.to(device)
@@ -76,14 +83,29 @@ def validation_split(model, objective, val: PackedDataset, pre: Preprocess, devi
     return {"loss": total / n, "accuracy": correct / n}
 
 
+def unseen_pairs(val: PackedDataset, trained: np.ndarray, max_pairs: int = 6000) -> EvalSet:
+    """The val split's images of identities training never sees (a split by identity) as
+    verification pairs: every same pair (at most max_pairs/2) and as many different ones,
+    in ten folds balanced alike. A classifier cannot name those identities, so its
+    accuracy on them is 0 whatever was learnt; their pairs say what was learnt."""
+    ids = np.flatnonzero(~np.isin(val.labels, trained))
+    pairs, issame = labelled_pair_ids(val.labels[ids], max_same=max_pairs // 2)
+    fold = np.concatenate([np.arange(int(issame.sum())), np.arange(int((~issame).sum()))]) % 10
+    return EvalSet(UNSEEN, len(ids), lambda k: list(val.batch(ids[k].tolist())[0]),
+                   pairs[:, 0], pairs[:, 1], issame, fold)  # fmt: skip
+
+
 class Evaluator:
     """The val split and the verification sets, on the main process only. `source`: what
-    the model is called while it trains (the run folder)."""
+    the model is called while it trains (the run folder); `trained`: the labels it trains
+    on (the val split's other identities are measured by their pairs)."""
 
     def __init__(self, cfg: EvalSettings, pre: Preprocess, val: PackedDataset, device: str,
-                 source: str, log, emit):  # fmt: skip
+                 source: str, log, emit, trained: np.ndarray | None = None):  # fmt: skip
         self.cfg, self.pre, self.val, self.log, self.emit = cfg, pre, val, log, emit
         self.device, self.source = device, source
+        seen = np.ones(len(val), bool) if trained is None else np.isin(val.labels, trained)
+        self.known = np.flatnonzero(seen)  # what the classifier is scored on
         try:  # before the first step: a missing or damaged set is a clear error, not a crash
             self.sets: list[EvalSet] = [bin_set(b) for b in cfg.bins]
             if cfg.pairs:
@@ -97,13 +119,30 @@ class Evaluator:
         for s in self.sets:
             if s.missing:
                 log(f"verification on {s.name}: {s.missing} pairs name missing images (skipped)")
+        if not seen.all():
+            self._add_unseen(trained)
+
+    def _add_unseen(self, trained: np.ndarray) -> None:
+        """The val split's identities not trained on, measured by their pairs (after the
+        verification sets given: the first of those still decides `best`)."""
+        unseen = int((~np.isin(self.val.labels, trained)).sum())
+        try:
+            s = unseen_pairs(self.val, trained)
+        except ValueError:  # none of them has two images
+            self.log(f"the val split's {unseen} images of identities not trained on have no "
+                     "two of one identity: no pairs to measure them by")  # fmt: skip
+            return
+        self.sets.append(s)
+        self.log(f"the val split holds {unseen} images of identities not trained on (a split "
+                 f"by identity): measured by verification of their {len(s.issame)} pairs "
+                 f"({UNSEEN}), not by the classifier, which cannot name them")  # fmt: skip
 
     def __call__(self, model, objective, state, epoch: int) -> tuple[str, ...]:
         """Evaluate now; the checkpoint pointers to set ('best' when the first set's
         accuracy is the best yet)."""
         cfg, pointers = self.cfg, ("last",)
-        if objective.classifies and len(self.val):
-            v = validation_split(model, objective, self.val, self.pre, self.device)
+        if objective.classifies and len(self.known):
+            v = validation_split(model, objective, self.val, self.pre, self.device, self.known)
             self.emit({"eval": "val_split", "epoch": epoch, "step": state.step} | v)
             self.log(f"epoch {epoch} step {state.step}: val split accuracy "
                      f"{v['accuracy']:.4f}, loss {v['loss']:.4f}")  # fmt: skip
@@ -120,7 +159,7 @@ class Evaluator:
                 + (f"\n  note: {full['note']}" if full.get("note") else "")
             )
             if k == 0:  # the first set decides "best"
-                state.last_eval = r
+                state.last_eval = r | {"set": s.name}
                 if r["accuracy"] > state.best:
                     state.best, pointers = r["accuracy"], ("last", "best")
         return pointers
@@ -149,7 +188,8 @@ def export_weights(run: Path, model, pre: Preprocess, device: str, last_eval: di
     """RUN/model.safetensors: the final backbone with its preprocessing record."""
     threshold, source = last_eval.get("threshold"), ""
     if threshold is not None:
-        source = "mean best-accuracy threshold over the verification set's folds"
+        where = last_eval.get("set", "the verification set")
+        source = f"mean best-accuracy threshold over the folds of {where}"
     else:
         threshold = val_threshold(model, pre, val, device, str(run))
         source = "best-accuracy threshold on the val split's pairs" if threshold is not None else ""

@@ -183,7 +183,7 @@ class Run:
         task = (
             f"to match {cfg.objective.teacher}'s embeddings of {len(ds):,} faces"
             if loss == "distill"
-            else f"with {loss} on {len(ds):,} faces of {ds.num_classes:,} identities"
+            else f"with {loss} on {len(ds):,} faces of {len(np.unique(ds.labels)):,} identities"
         )
         return (f"training {cfg.model.arch} ({weights:.1f}M weights, "
                 f"{pre.input_size}×{pre.input_size} in, {pre.embedding_size}-d out) {task}"
@@ -428,7 +428,8 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     modules = {"model": model} | objective.modules() | ({"ema": ema} if ema is not None else {})
     ckpt = Checkpointer(folder, modules, opt, scaler, state, dd, p.out, objective)
     val = PackedDataset(ds.path, split="val")
-    evaluator = Evaluator(cfg.eval, pre, val, device, p.out, log, emit=None)
+    evaluator = Evaluator(cfg.eval, pre, val, device, p.out, log, emit=None,
+                          trained=np.unique(ds.labels))  # fmt: skip
     data = TrainLoader(ds, sampler, train_augment(cfg.data), pre.input_size,
                        device if cfg.data.on_device else None)  # fmt: skip
     return Run(cfg, dd, folder, data, model, embed_raw, objective, params, opt,
