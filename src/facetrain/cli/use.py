@@ -295,12 +295,13 @@ def filter_cmd(
     write_outputs(t, r, out, report_csv)
     order = r.distance.argsort()[::-1][:10]
     # one folder above them all is said once in the title, not on every row
-    top = os.path.commonpath([os.path.dirname(p) for p in t.paths]) if len(t) else ""
+    paths = [os.path.abspath(p) for p in t.paths]  # roots given relative and absolute
+    top = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else ""
     table = Table(title=f"farthest from their identity's centre (in {shown(top)})")
     for col in ("distance", "identity", "image"):
         table.add_column(col, overflow="fold")
     for i in order:
-        table.add_row(f"{r.distance[i]:.3f}", t.labels[i], shown(os.path.relpath(t.paths[i], top)))
+        table.add_row(f"{r.distance[i]:.3f}", t.labels[i], shown(os.path.relpath(paths[i], top)))
     console.print(table)
     console.print(
         f"kept {int(r.keep.sum())}/{len(t)} images (cut-off {r.cutoff:.3f}), "
