@@ -156,3 +156,20 @@ def test_labelled_threshold_sits_in_the_middle_of_the_gap():
     d_diff = pair_distances(np.array(emb[:1]), np.array(emb[per_id : per_id + 1]), "squared_l2")
     assert np.allclose([d_same[0], d_diff[0]], [0.5, 2.0])
     assert labelled_threshold(np.array(emb), labels, "squared_l2") == pytest.approx(1.25, abs=0.02)
+
+
+def test_labelled_pairs_capped_are_drawn_without_listing_every_pair():
+    """A val split of 8,000 people of 60 faces has 14 million same pairs: a cap draws that
+    many distinct ones (each of one identity), and as many different ones, at once."""
+    from facetrain.evaluate.verification import labelled_pair_ids
+
+    labels = np.repeat(np.arange(8000), 60)
+    pairs, same = labelled_pair_ids(labels, max_same=3000)
+    assert same.sum() == 3000 and (~same).sum() == 3000
+    assert len({tuple(p) for p in pairs[same].tolist()}) == 3000
+    assert (labels[pairs[same, 0]] == labels[pairs[same, 1]]).all()
+    assert (pairs[same, 0] != pairs[same, 1]).all()
+    assert (labels[pairs[~same, 0]] != labels[pairs[~same, 1]]).all()
+    small = np.array([0, 0, 0, 1, 1, 2])  # under the cap: every same pair, in order
+    assert labelled_pair_ids(small, max_same=3000)[0][:4].tolist() == [[0, 1], [0, 2], [1, 2],
+                                                                      [3, 4]]  # fmt: skip

@@ -161,15 +161,16 @@ def labelled_pair_ids(labels, max_same: int = 0) -> tuple[np.ndarray, np.ndarray
     """(pairs of indices, issame): every same pair of the labels (at most `max_same`,
     sampled, when given) and as many different pairs, sampled with a fixed seed."""
     labels_a = np.asarray(labels)
-    same = []
-    for name in sorted(set(labels_a.tolist())):
-        idx = np.flatnonzero(labels_a == name)
-        same += [(int(a), int(b)) for k, a in enumerate(idx) for b in idx[k + 1 :]]
-    if not same:
+    order = np.argsort(labels_a, kind="stable")  # each identity's images, in order
+    _, starts, counts = np.unique(labels_a[order], return_index=True, return_counts=True)
+    groups = [order[a : a + n] for a, n in zip(starts, counts) if n > 1]
+    if not groups:
         raise ValueError("no identity has two images: cannot validate a threshold")
     rng = np.random.default_rng(0)
-    if max_same and len(same) > max_same:
-        same = [same[k] for k in sorted(rng.choice(len(same), max_same, replace=False))]
+    if max_same and sum(len(g) * (len(g) - 1) // 2 for g in groups) > max_same:
+        same = _sampled_same(groups, max_same, rng)
+    else:
+        same = [(int(a), int(b)) for g in groups for k, a in enumerate(g) for b in g[k + 1 :]]
     diff: list[tuple[int, int]] = []
     for _ in range(20 * len(same)):
         i, j = rng.integers(0, len(labels_a), 2)
@@ -178,6 +179,20 @@ def labelled_pair_ids(labels, max_same: int = 0) -> tuple[np.ndarray, np.ndarray
         if len(diff) == len(same):
             break
     return np.array(same + diff), np.array([True] * len(same) + [False] * len(diff))
+
+
+def _sampled_same(groups: list[np.ndarray], k: int, rng) -> list[tuple[int, int]]:
+    """k distinct same pairs drawn evenly from all of them (an identity as often as it
+    has pairs) without listing them all: a million faces' pairs do not fit a list."""
+    pairs_of = np.array([len(g) * (len(g) - 1) / 2 for g in groups])
+    chosen: set[tuple[int, int]] = set()
+    while len(chosen) < k:
+        for g in rng.choice(len(groups), 2 * k, p=pairs_of / pairs_of.sum()):
+            a, b = rng.choice(len(groups[g]), 2, replace=False)
+            chosen.add(tuple(sorted((int(groups[g][a]), int(groups[g][b])))))
+            if len(chosen) == k:
+                break
+    return sorted(chosen)
 
 
 def best_threshold(d: np.ndarray, issame: np.ndarray) -> float:

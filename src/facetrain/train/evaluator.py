@@ -90,6 +90,8 @@ def unseen_pairs(val: PackedDataset, trained: np.ndarray, max_pairs: int = 6000)
     accuracy on them is 0 whatever was learnt; their pairs say what was learnt."""
     ids = np.flatnonzero(~np.isin(val.labels, trained))
     pairs, issame = labelled_pair_ids(val.labels[ids], max_same=max_pairs // 2)
+    used, pairs = np.unique(pairs, return_inverse=True)  # only the images the pairs hold
+    pairs, ids = pairs.reshape(-1, 2), ids[used]
     fold = np.concatenate([np.arange(int(issame.sum())), np.arange(int((~issame).sum()))]) % 10
     return EvalSet(UNSEEN, len(ids), lambda k: list(val.batch(ids[k].tolist())[0]),
                    pairs[:, 0], pairs[:, 1], issame, fold)  # fmt: skip
