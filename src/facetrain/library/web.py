@@ -600,6 +600,7 @@ const $ = (s, e = document) => e.querySelector(s);
 const esc = s => String(s).replace(/[&<>"']/g,
   c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"})[c]);
 const label = p => p.name || `Unnamed #${p.id}`;
+const many = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;  // 1 face, 2 faces
 let people = [], current = null, photoShown = null;  // the person or photo in view
 let photoList = [], photoFrom = null;  // the person's photos last listed, and that person
 async function call(url, body) {
@@ -630,7 +631,7 @@ function drawGrid() {
     tabindex="0" data-stack="${p.id}"><img alt="${esc(label(p))}"
     src="/face/${p.cover ?? p.face_ids[0]}.jpg">
     <div class="who">${esc(label(p))}</div>
-    <div class="n">${p.faces} faces · ${p.photos} photos</div></div>`).join("")
+    <div class="n">${many(p.faces, "face")} · ${many(p.photos, "photo")}</div></div>`).join("")
     || (people.length ? "<p>No stacks to show (small and hidden ones are behind the " +
         "switches).</p>" : "<p>No stacks yet: <b>Look for new photos</b> finds the faces " +
         "of the folders you scanned and stacks them per person.</p>");
@@ -646,7 +647,7 @@ async function drawPerson() {
   if (!r.ok) { return showPeople(); }
   const s = await r.json();
   $("#title").textContent = label(s);
-  $("#counts").textContent = `${s.faces} faces · ${s.photos} photos`;
+  $("#counts").textContent = `${many(s.faces, "face")} · ${many(s.photos, "photo")}`;
   $("#name").value = s.name || "";
   $("#hide").classList.toggle("hidden", !!s.hidden);
   $("#unhide").classList.toggle("hidden", !s.hidden);
@@ -718,7 +719,7 @@ async function moveFace(face, text) {  // "move to…": this face is that person
 }
 const picked = new Set();
 function drawPicked() {
-  $("#picked").textContent = picked.size ? `${picked.size} faces selected`
+  $("#picked").textContent = picked.size ? `${many(picked.size, "face")} selected`
                                          : "click faces to select several";
 }
 async function moveSelected() {
@@ -739,7 +740,7 @@ async function drawSuggestions() {  // "same person?": nearest stacks first, one
     const cover = (people.find(q => q.id === p.id) || {}).cover;
     const img = cover ? `<img alt="" src="/face/${cover}.jpg">` : "";
     return `<div class="sugg" data-stack="${p.id}">${img}
-      <a href="/person/${p.id}">${esc(label(p))}</a> <span class="n">${p.faces} faces,
+      <a href="/person/${p.id}">${esc(label(p))}</a> <span class="n">${many(p.faces, "face")},
       distance ${p.distance.toFixed(3)}</span><button class="mergethis">Merge here</button></div>`;
   }).join("") || "<span class='n'>no other stack to suggest</span>";
   document.querySelectorAll(".sugg").forEach(d => {
