@@ -116,6 +116,29 @@ def test_embed_file_interface_and_bad_images(trained, tmp_path):
     assert "no usable face images" in cli_fails("embed", trained["run"], empty, "--out", "x.npz")
 
 
+def test_a_pack_is_data_for_embed_filter_and_the_export_check(trained, tmp_path):
+    """`embed RUN PACK` said "no usable face images" (and `export --check PACK` "no usable
+    faces"): the pack a user just made was not data. A pack is read from its shards, so it
+    works after its photos are gone, and gives what their folder gave."""
+    photos = tmp_path / "photos"
+    shutil.copytree(trained["faces"], photos)
+    pack(str(photos), tmp_path / "pack", progress=False)
+    shutil.rmtree(photos)  # the photos moved on; the pack stays
+    run = trained["run"]
+    cli("embed", run, tmp_path / "pack", "--out", tmp_path / "p.npz")
+    cli("embed", run, trained["faces"], "--out", tmp_path / "f.npz")
+    p, f = np.load(tmp_path / "p.npz"), np.load(tmp_path / "f.npz")
+    assert list(p["paths"]) == [str(photos / Path(x).relative_to(trained["faces"]))
+                                for x in f["paths"]]  # fmt: skip
+    assert list(p["labels"]) == list(f["labels"]) and len(p["labels"]) == 100
+    assert np.abs(p["embeddings"] - f["embeddings"]).max() < 1e-6
+    out = cli("export", run, "--format", "onnx", "--check", tmp_path / "pack",
+              "--out", tmp_path / "m.onnx")  # fmt: skip
+    assert "parity on 64 real faces" in out
+    assert "kept 97/100" in cli("filter", run, tmp_path / "pack", "--out", tmp_path / "k.txt",
+                                "--percentile", "3")  # fmt: skip
+
+
 def test_compare_uses_the_models_threshold(trained, tmp_path):
     f = trained["faces"]
     imgs = [f / "id1" / "0.jpg", f / "id1" / "5.jpg", f / "id2" / "0.jpg"]

@@ -129,7 +129,7 @@ MODEL_HELP = (
     "(`facetrain models`); left out: pretrained:dlib_resnet"
 )
 ModelArg = Annotated[str, typer.Argument(help=f"The model: {MODEL_HELP}.")]
-INPUTS_HELP = "[MODEL] then identity folders or list files (MODEL: see `facetrain models`)."
+INPUTS_HELP = "[MODEL] then identity folders, list files or a pack (MODEL: `facetrain models`)."
 OptionalModelArg = Annotated[str | None, typer.Argument(help=f"The model: {MODEL_HELP}.")]
 SpecOpt = Annotated[
     Path | None,

@@ -316,17 +316,30 @@ class PackedDataset:
     def __init__(self, path: str | os.PathLike, split: str | None = "train"):
         self.path = Path(path)
         self.meta, index = _open_pack(self.path)
-        if split is not None:
-            if split not in SPLITS:
-                raise ValueError(f"split must be one of {SPLITS} or None")
-            index = index[index["split"] == SPLITS.index(split)]
-        self.index = index
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS} or None")
+        in_split = slice(None) if split is None else index["split"] == SPLITS.index(split)
+        self.rows = np.arange(len(index))[in_split]  # this split's rows of the whole pack
+        self.index = index[self.rows]
         self.identities = (self.path / "identities.txt").read_text(encoding="utf-8").splitlines()
         self._maps: dict[int, np.memmap] = {}
         self._pid = -1
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def identity_names(self) -> list[str]:
+        """Each image's identity by name."""
+        return [self.identities[k] for k in self.labels.tolist()]
+
+    def source_paths(self) -> list[str]:
+        """The photo each image was packed from (`paths.txt`), in this split's order."""
+        every = (self.path / "paths.txt").read_text(encoding="utf-8").splitlines()
+        return [every[k] for k in self.rows.tolist()]
+
+    def rgb(self, i: int) -> np.ndarray:
+        """Image i as HxWx3 uint8, as a photo is read (what an embedder takes)."""
+        return self[i][0].permute(1, 2, 0).numpy()
 
     @property
     def labels(self) -> np.ndarray:
@@ -402,3 +415,12 @@ class PackedDataset:
         """DataLoader's batched fetch for the default collate: a list of (image, label)."""
         images, labels = self.batch(indices)
         return list(zip(images.unbind(0), labels.tolist()))
+
+
+def pack_of(roots) -> PackedDataset | None:
+    """The whole pack (both splits) when roots name one pack's folder, else None: what a
+    command reading identity folders takes a pack for."""
+    roots = [roots] if isinstance(roots, str | os.PathLike) else list(roots)
+    if len(roots) == 1 and (Path(roots[0]) / "meta.json").is_file():
+        return PackedDataset(roots[0], split=None)
+    return None

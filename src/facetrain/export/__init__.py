@@ -121,9 +121,13 @@ def _parity_batch(pre: Preprocess, check: list[str] | None) -> tuple[torch.Tenso
 
     if check:
         from facetrain.data.listing import iter_samples
+        from facetrain.data.packed import pack_of
 
-        paths = [s.path for s in iter_samples(check)][:64]
-        got = Images(paths, pre.alignment, "auto").fetch(list(range(len(paths))))
+        pack = pack_of(check)  # a pack's faces, read from its shards
+        paths = pack.source_paths()[:64] if pack else [s.path for s in iter_samples(check)][:64]
+        got = Images(paths, pre.alignment, "auto", read=pack.rgb if pack else None).fetch(
+            list(range(len(paths)))
+        )
         imgs = [t for t in got if t is not None]
         if not imgs:
             raise ModelFileError(f"{':'.join(check)}: no usable faces for the parity check")

@@ -138,9 +138,11 @@ class FaceEmbedder:
             out[ok] = self.embed_crops([crops[i] for i in ok])
         return out
 
-    def images(self, paths: list[str], align: str = "auto") -> Images:
-        """Photos on disk as a source whose faces are cropped by this embedder."""
-        return Images(paths, self.pre.alignment, align, crop=partial(self.crop, align=align))
+    def images(self, paths: list[str], align: str = "auto", read=None) -> Images:
+        """Photos on disk (or `read(i)`'s pixels, paths[i] naming them) as a source whose
+        faces are cropped by this embedder."""
+        return Images(paths, self.pre.alignment, align, crop=partial(self.crop, align=align),
+                      read=read)  # fmt: skip
 
 
 def _face(f, embedding: np.ndarray) -> Face:

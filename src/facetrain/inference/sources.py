@@ -58,7 +58,8 @@ class Images:
     `FaceEmbedder`'s) replaces the source's own detector when given."""
 
     def __init__(self, paths: list[str], alignment: dict | None = None, align: str = "auto",
-                 crop: Callable[[np.ndarray], np.ndarray | None] | None = None):  # fmt: skip
+                 crop: Callable[[np.ndarray], np.ndarray | None] | None = None,
+                 read: Callable[[int], np.ndarray] | None = None):  # fmt: skip
         if align not in ALIGN_MODES:
             raise ValueError(f"unknown align mode {align!r}; choose from {', '.join(ALIGN_MODES)}")
         self.paths = list(paths)
@@ -66,6 +67,7 @@ class Images:
         self.align = align
         self.crop = crop or (lambda img: face_crop(img, self.aligner, self.align))
         self.problems: dict[int, str] = {}
+        self.read = read  # image i's pixels from elsewhere (a pack's), paths[i] naming it
         self._aligner = None
         self._lock = threading.Lock()  # `embed`'s reading threads share one detector
 
@@ -86,7 +88,7 @@ class Images:
         from facetrain.data.images import ImageError, load_rgb
 
         try:
-            img = load_rgb(self.paths[i])
+            img = load_rgb(self.paths[i]) if self.read is None else self.read(i)
         except ImageError as e:
             self.problems[i] = f"{e.status}: {e.reason}"
             return None

@@ -35,7 +35,16 @@ def embed_dataset(
     model, roots, *, align: str = "auto", device: str = "cpu", progress: bool = True,
     workers: int = 0,
 ) -> Table:  # fmt: skip
-    """Embed every image under the roots; images that cannot be used are skipped, with why."""
+    """Embed every image under the roots, or of a pack (`facetrain pack`'s folder, from its
+    shards: the photos may be elsewhere by now); images that cannot be used are skipped,
+    with why."""
+    from facetrain.data.packed import pack_of
+
+    pack = pack_of(roots)
+    if pack is not None:
+        paths, names = pack.source_paths(), pack.identity_names()
+        return embed_paths(model, paths, names, align=align, device=device,
+                           progress=progress, workers=workers, read=pack.rgb)  # fmt: skip
     problems = Problems()
     samples = list(iter_samples(roots, problems=problems))
     return embed_paths(
@@ -51,10 +60,11 @@ def embed_dataset(
 
 def embed_paths(
     model, paths: list[str], labels: list[str], *, align="auto", device="cpu", progress=True,
-    workers: int = 0,
+    workers: int = 0, read=None,
 ) -> Table:  # fmt: skip
+    """Embed these photos (or `read(i)`'s pixels, paths[i] naming them)."""
     embedder = FaceEmbedder(model, device)
-    images = embedder.images(paths, align)
+    images = embedder.images(paths, align, read)
     emb = embedder.embed_source(images, progress="embed" if progress else None, workers=workers)
     good = np.isfinite(emb).all(1) & (emb.shape[1] > 0)  # a width of 0: nothing embedded
     keep = np.flatnonzero(good)
