@@ -56,6 +56,25 @@ def test_pack_split_folder_roundtrip(aligned, tmp_path):
     assert tree_hash(aligned) == before
 
 
+def test_a_pack_given_where_photos_are_expected(aligned, tmp_path):
+    """`stats PACK` counted its index and meta.json as 'not_image' and no identity; `prune
+    PACK` listed nothing. `stats` reads a pack's own record (identities, splits, size); a
+    command that lists photo files says a pack is not one, naming what to give."""
+    split(str(aligned), tmp_path / "split", by="identity", fraction=0.34)
+    pack(str(tmp_path / "split"), tmp_path / "pack", progress=False)
+    (aligned / "meta.json").write_text("{}")  # a dataset's own meta.json is no pack
+    assert len(list(iter_samples(str(aligned)))) == 33  # broken.jpg listed, not packed
+    res = CliRunner().invoke(app, ["stats", str(tmp_path / "pack")])
+    assert res.exit_code == 0, res.output
+    assert "identities: 6  images: 32" in res.output and "not_image" not in res.output
+    train = len(PackedDataset(tmp_path / "pack", "train"))
+    assert f"a pack: train {train}, val {32 - train}" in res.output
+    assert "image sizes: 32x32 (32)" in res.output
+    res = CliRunner().invoke(app, ["prune", str(tmp_path / "pack"), str(tmp_path / "k.txt")])
+    assert res.exit_code != 0 and "is a pack: give the folders or list files" in res.output
+    assert not (tmp_path / "k.txt").exists()
+
+
 def test_pack_resumes_completed_shards(aligned, tmp_path, monkeypatch):
     out = tmp_path / "pack"
     real = packed_mod._encoded

@@ -54,6 +54,8 @@ def _print_stats(result: dict) -> None:
     from facetrain.progress import stdout_console as console
 
     console.print(f"identities: {result['identities']}  images: {result['images']}", style="bold")
+    if "splits" in result:  # a pack
+        console.print("a pack: " + ", ".join(f"{k} {n}" for k, n in result["splits"].items()))
     ipi = result["images_per_identity"]
     console.print(
         f"images per identity: min {ipi['min']}, median {ipi['median']:g}, "

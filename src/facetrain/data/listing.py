@@ -96,6 +96,12 @@ def root_labels(roots: Sequence[str]) -> list[str]:
 UNLABELLED = "_unlabelled"  # the identity of faces that have none (loose=True)
 
 
+def is_pack(folder: str | os.PathLike) -> bool:
+    """A folder `facetrain pack` made (its index and meta.json; a dataset's own meta.json
+    beside photos is not one)."""
+    return all(os.path.isfile(os.path.join(folder, f)) for f in ("meta.json", "index.npy"))
+
+
 def iter_samples(
     roots: str | Sequence[str],
     *,
@@ -117,6 +123,11 @@ def iter_samples(
             prefix_id, prefix_name = f"{label}__", ""
         else:
             prefix_id = prefix_name = ""
+        if is_pack(root):  # its shards are no photos
+            raise DatasetError(
+                f"{root} is a pack: give the folders or list files it was packed from "
+                "(train, embed, filter, eval-populations and stats read a pack itself)"
+            )
         if os.path.isdir(root):
             it = _iter_folder(root, problems, loose)
         else:

@@ -34,6 +34,7 @@ from facetrain.data.listing import (
     DatasetError,
     Problems,
     check_listable,
+    is_pack,
     iter_samples,
     parse_roots,
 )
@@ -421,6 +422,6 @@ def pack_of(roots) -> PackedDataset | None:
     """The whole pack (both splits) when roots name one pack's folder, else None: what a
     command reading identity folders takes a pack for."""
     roots = [roots] if isinstance(roots, str | os.PathLike) else list(roots)
-    if len(roots) == 1 and (Path(roots[0]) / "meta.json").is_file():
+    if len(roots) == 1 and is_pack(roots[0]):
         return PackedDataset(roots[0], split=None)
     return None

@@ -161,12 +161,21 @@ def _val_images(ident: np.ndarray, u: np.ndarray, n_ids: int, fraction: float,
 
 
 def stats(roots, *, merge_same_names: bool = False, check: bool = False) -> dict:
-    """Identities, images, images-per-identity histogram and problems of a dataset; with
-    `check`, every image decoded, and the sizes they have (are they aligned faces yet?)."""
+    """Identities, images, images-per-identity histogram and problems of a dataset (or of a
+    pack, with its splits); with `check`, every image decoded, and the sizes they have (are
+    they aligned faces yet?)."""
+    from facetrain.data.packed import pack_of
+
+    pack = pack_of(roots)
+    if pack is not None:
+        size = pack.meta.get("image_size")
+        return _summary(Counter(pack.identity_names()), Problems()) | {
+            "splits": pack.meta["splits"],
+            "sizes": {f"{size[0]}x{size[1]}": len(pack)} if size else {},
+        }
     problems = Problems()
     counts: Counter = Counter()
     sizes: Counter = Counter()
-    unreadable: list[str] = []
     for s in iter_samples(roots, merge_same_names=merge_same_names, problems=problems):
         try:
             if os.path.getsize(s.path) == 0:
@@ -183,9 +192,13 @@ def stats(roots, *, merge_same_names: bool = False, check: bool = False) -> dict
                 sizes[f"{w}x{h}"] += 1
             except ImageError as e:
                 problems.add(e.status, f"{s.path} ({e.reason})")
-                unreadable.append(s.path)
                 continue
         counts[s.identity] += 1
+    return _summary(counts, problems) | ({"sizes": dict(sizes.most_common())} if check else {})
+
+
+def _summary(counts: Counter, problems: Problems) -> dict:
+    """Images per identity (their spread and histogram) and the problems met."""
     per_id = np.array(list(counts.values()), np.int64) if counts else np.zeros(0, np.int64)
     edges = [1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000]
     hist = {}
@@ -205,4 +218,4 @@ def stats(roots, *, merge_same_names: bool = False, check: bool = False) -> dict
         "histogram": hist,
         "problems": dict(problems.counts),
         "problem_examples": problems.examples,
-    } | ({"sizes": dict(sizes.most_common())} if check else {})
+    }
