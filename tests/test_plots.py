@@ -38,3 +38,26 @@ def test_a_name_sits_on_its_crowd_not_between_its_strays():
     spot = label_spot(np.vstack([crowd, strays]))
     assert np.linalg.norm(spot) < 1.5, spot
     assert np.linalg.norm(np.vstack([crowd, strays]).mean(0)) > 10
+
+
+def test_verification_panels_name_the_set_they_draw(tmp_path, monkeypatch):
+    """A run's first verification set (LFW, or the val split's unseen people) is the one its
+    'verification accuracy' panel draws; the panel says which."""
+    import json
+
+    from facetrain.evaluate import plots
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"step": 1, "loss": 2.0, "lr": 0.1},
+             {"eval": "val_split", "step": 1, "accuracy": 0.0, "loss": 3.0},
+             {"eval": "val_unseen", "step": 1, "accuracy": 0.7, "val": 0.1},
+             {"eval": "agedb", "step": 1, "accuracy": 0.6, "val": 0.05}]  # fmt: skip
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert plots.verify_set(lines) == "val_unseen"
+    assert plots.curves(lines)["verification accuracy"][1].tolist() == [0.7]
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, out: drawn.setdefault("fig", fig))
+    plots.plot_runs([run], tmp_path / "c.png")
+    titles = {ax.get_title() for ax in drawn["fig"].axes if ax.get_visible()}
+    assert "verification accuracy (val_unseen)" in titles and "training loss" in titles

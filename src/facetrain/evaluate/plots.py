@@ -26,6 +26,8 @@ PANELS = (
 )
 
 
+VERIFY_PANELS = {title for title, source, _ in PANELS if source == "verify"}
+
 # Fonts that hold the scripts DejaVu Sans lacks (Chinese, Japanese, Korean, Devanagari...):
 # the first of these a machine has draws a label's glyphs DejaVu cannot, so a name in any
 # script reads as itself, not as empty boxes
@@ -51,15 +53,20 @@ def _pyplot():
     return plt
 
 
+def verify_set(lines: list[dict]) -> str | None:
+    """The verification set a run's "verification" panels draw: its first one."""
+    return next((x["eval"] for x in lines if x.get("eval") not in (None, "val_split")), None)
+
+
 def curves(lines: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Panel title → (steps, values) for the panels this run has data for."""
-    verify_set = next((x["eval"] for x in lines if x.get("eval") not in (None, "val_split")), None)
+    verify = verify_set(lines)
     out = {}
     for title, source, key in PANELS:
         if source == "train":
             rows = [x for x in lines if "eval" not in x and not x.get("epoch_end")]
         elif source == "verify":
-            rows = [x for x in lines if x.get("eval") == verify_set]
+            rows = [x for x in lines if x.get("eval") == verify]
         else:
             rows = [x for x in lines if x.get("eval") == source]
         pts = {x["step"]: x[key] for x in rows if key in x}  # a resumed run re-logs: last wins
@@ -75,7 +82,10 @@ def plot_runs(runs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
     names = [Path(r).name for r in runs]
     if len(set(names)) < len(names):  # same folder names: show the paths
         names = [str(r) for r in runs]
-    data = {n: curves(read_metrics(r)) for n, r in zip(names, runs)}
+    logs = {n: read_metrics(r) for n, r in zip(names, runs)}
+    data = {n: curves(lines) for n, lines in logs.items()}
+    sets = {verify_set(lines) for lines in logs.values()} - {None}
+    on = f" ({sets.pop()})" if len(sets) == 1 else ""  # the set the runs share, said once
     titles = [t for t, _, _ in PANELS if any(t in d for d in data.values())]
     if not titles:
         raise ValueError("the runs have no logged metrics yet")
@@ -87,7 +97,7 @@ def plot_runs(runs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
             if title in d:
                 x, y = d[title]
                 ax.plot(x, y, marker="o" if len(x) < 30 else None, ms=3, label=name)
-        ax.set_title(title)
+        ax.set_title(title + (on if title in VERIFY_PANELS else ""))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         if title == "learning rate":
