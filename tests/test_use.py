@@ -224,6 +224,7 @@ def test_classify_answers_every_face_of_a_group_photo(tmp_path):
     out = cli("classify", "train", known, "--out", clf, "--test-fraction", "0.25")
     assert "learnt from face 2 of 2" in out and "party.jpg" in out
     assert "refused" in out and "strangers.jpg" in out and "none like amy" in out
+    assert "strangers refused: not measured; --unknown FOLDER" in " ".join(out.split())
 
     group = side_by_side(tmp_path / "group.jpg", ref / "sheldon" / "sheldon5.png",
                           ref / "stuart" / "stuart2.png", ref / "amy" / "amy5.png")  # fmt: skip

@@ -212,6 +212,10 @@ def classify_train(
         refused = f"{f['unknown_rejected']:.3f}" if "unknown_rejected" in f else "-"
         table.add_row(m, f"{f['accuracy']:.3f}", f"{f['open_set_accuracy']:.3f}", refused)
     console.print(table)
+    if strangers is None:  # the figure that says whether strangers get a name
+        console.print("strangers refused: not measured; --unknown FOLDER (faces of people "
+                      "not among these) measures it and teaches the rule where faces "
+                      "crowd")  # fmt: skip
     save_classifier(out, clf)
     console.print(f"{method} on {len(t)} faces of {len(set(t.labels))} people → {out}")
     write_json(json_out, {"threshold": clf.threshold, "threshold_source": clf.threshold_source,
