@@ -389,7 +389,7 @@ def test_a_split_by_identity_is_measured_by_its_pairs(tmp_path):
     """Split by identity (`split --by identity`, the identity-safe split), the val split
     holds no one the classifier trains on: its accuracy there was 0.0000 at every epoch,
     whatever was learnt. Those identities are measured by verification of their own pairs,
-    and the shipped threshold comes from them."""
+    and the shipped threshold comes from them; so is a metric loss's whole val split."""
     from facetrain.data.split import split
     from facetrain.inference.saved import open_model
 
@@ -407,6 +407,16 @@ def test_a_split_by_identity_is_measured_by_its_pairs(tmp_path):
     assert any("16 images of identities not trained on" in m for m in said), said
     assert any(m.startswith("training ") and "of 6 identities" in m for m in said), said
     assert "val_unseen" in open_model(tmp_path / "run").pre.threshold_source
+
+    # a metric loss has no classifier: a split by image was measured by nothing
+    split(str(faces), tmp_path / "by-image", by="image", fraction=0.25)
+    pack(str(tmp_path / "by-image"), tmp_path / "pack2", progress=False)
+    said.clear()
+    train(small_cfg(tmp_path / "pack2", tmp_path / "triplet", loss="triplet",
+                    images_per_identity=4), log=said.append)  # fmt: skip
+    lines = [json.loads(x) for x in (tmp_path / "triplet/metrics.jsonl").read_text().splitlines()]
+    assert {d["eval"] for d in lines if "eval" in d} == {"val_pairs"}
+    assert any("16 images: measured by verification" in m for m in said), said
 
 
 def test_nonfinite_steps_skipped_then_rolled_back(packed, tmp_path):

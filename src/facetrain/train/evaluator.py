@@ -4,7 +4,8 @@ The run's preprocessing record is built once, at the start (`preprocess_for`): v
 during training feeds faces exactly as the saved model will be fed later, through the same
 `evaluate_set` that `facetrain eval` uses. `Evaluator` scores the classifier on the pack's
 val split where its identities are trained on (a split by image), verifies the pairs of
-those that are not (a split by identity: `val_unseen`), and every verification set given;
+those that are not (a split by identity: `val_unseen`; a metric loss's whole val split:
+`val_pairs`), and every verification set given;
 the first set decides the `best` checkpoint. `export_weights` writes the final model with
 a threshold: the first set's, or one validated on the val split's pairs.
 """
@@ -30,8 +31,9 @@ from facetrain.run_folder import ALIGN_RECORD, WEIGHTS
 from facetrain.train.settings import EvalSettings, TrainConfig
 from facetrain.train.state import TrainingError
 
-# The val split's identities not trained on, as a verification set (`unseen_pairs`)
-UNSEEN = "val_unseen"
+# The val split as verification sets (`val_pairs`): its identities not trained on, or
+# every image of it (a metric loss, no classifier)
+UNSEEN, VAL_PAIRS = "val_unseen", "val_pairs"
 
 # What faces without an alignment record are taken for
 STANDARD_ALIGNMENT = {"mode": "similarity", "size": 112}
@@ -83,31 +85,33 @@ def validation_split(model, objective, val: PackedDataset, pre: Preprocess, devi
     return {"loss": total / n, "accuracy": correct / n}
 
 
-def unseen_pairs(val: PackedDataset, trained: np.ndarray, max_pairs: int = 6000) -> EvalSet:
-    """The val split's images of identities training never sees (a split by identity) as
-    verification pairs: every same pair (at most max_pairs/2) and as many different ones,
-    in ten folds balanced alike. A classifier cannot name those identities, so its
-    accuracy on them is 0 whatever was learnt; their pairs say what was learnt."""
-    ids = np.flatnonzero(~np.isin(val.labels, trained))
+def val_pairs(val: PackedDataset, ids: np.ndarray, name: str, max_pairs: int = 6000) -> EvalSet:
+    """The val split's images `ids` as verification pairs: every same pair (at most
+    max_pairs/2) and as many different ones, in ten folds balanced alike. What the
+    classifier cannot score — identities it never trains on (a split by identity: its
+    accuracy there is 0 whatever was learnt), or every image for a metric loss — is
+    measured so."""
     pairs, issame = labelled_pair_ids(val.labels[ids], max_same=max_pairs // 2)
     used, pairs = np.unique(pairs, return_inverse=True)  # only the images the pairs hold
     pairs, ids = pairs.reshape(-1, 2), ids[used]
     fold = np.concatenate([np.arange(int(issame.sum())), np.arange(int((~issame).sum()))]) % 10
-    return EvalSet(UNSEEN, len(ids), lambda k: list(val.batch(ids[k].tolist())[0]),
+    return EvalSet(name, len(ids), lambda k: list(val.batch(ids[k].tolist())[0]),
                    pairs[:, 0], pairs[:, 1], issame, fold)  # fmt: skip
 
 
 class Evaluator:
     """The val split and the verification sets, on the main process only. `source`: what
     the model is called while it trains (the run folder); `trained`: the labels it trains
-    on (the val split's other identities are measured by their pairs)."""
+    on; `classifies`: whether the objective has a classifier to score the val split with
+    (what it cannot score is measured by its pairs)."""
 
     def __init__(self, cfg: EvalSettings, pre: Preprocess, val: PackedDataset, device: str,
-                 source: str, log, emit, trained: np.ndarray | None = None):  # fmt: skip
+                 source: str, log, emit, trained: np.ndarray | None = None,
+                 classifies: bool = True):  # fmt: skip
         self.cfg, self.pre, self.val, self.log, self.emit = cfg, pre, val, log, emit
         self.device, self.source = device, source
         seen = np.ones(len(val), bool) if trained is None else np.isin(val.labels, trained)
-        self.known = np.flatnonzero(seen)  # what the classifier is scored on
+        self.known = np.flatnonzero(seen if classifies else np.zeros(len(val), bool))
         try:  # before the first step: a missing or damaged set is a clear error, not a crash
             self.sets: list[EvalSet] = [bin_set(b) for b in cfg.bins]
             if cfg.pairs:
@@ -121,23 +125,24 @@ class Evaluator:
         for s in self.sets:
             if s.missing:
                 log(f"verification on {s.name}: {s.missing} pairs name missing images (skipped)")
-        if not seen.all():
-            self._add_unseen(trained)
+        paired = np.flatnonzero(~seen) if classifies else np.arange(len(val))
+        if len(paired):
+            self._add_pairs(paired, unseen=not seen[paired].any(), classifies=classifies)
 
-    def _add_unseen(self, trained: np.ndarray) -> None:
-        """The val split's identities not trained on, measured by their pairs (after the
-        verification sets given: the first of those still decides `best`)."""
-        unseen = int((~np.isin(self.val.labels, trained)).sum())
+    def _add_pairs(self, ids: np.ndarray, unseen: bool, classifies: bool) -> None:
+        """The val split's images the classifier does not score, measured by their pairs
+        (after the verification sets given: the first of those still decides `best`)."""
+        whose = " of identities not trained on" if unseen else ""
         try:
-            s = unseen_pairs(self.val, trained)
-        except ValueError:  # none of them has two images
-            self.log(f"the val split's {unseen} images of identities not trained on have no "
-                     "two of one identity: no pairs to measure them by")  # fmt: skip
+            s = val_pairs(self.val, ids, UNSEEN if unseen else VAL_PAIRS)
+        except ValueError:  # no identity among them has two images
+            self.log(f"the val split's {len(ids)} images{whose} have no two of one identity: "
+                     "no pairs to measure them by")  # fmt: skip
             return
         self.sets.append(s)
-        self.log(f"the val split holds {unseen} images of identities not trained on (a split "
-                 f"by identity): measured by verification of their {len(s.issame)} pairs "
-                 f"({UNSEEN}), not by the classifier, which cannot name them")  # fmt: skip
+        why = ", not by the classifier, which cannot name them" if classifies else ""
+        self.log(f"the val split's {len(ids)} images{whose}: measured by verification of "
+                 f"their {len(s.issame)} pairs ({s.name}){why}")  # fmt: skip
 
     def __call__(self, model, objective, state, epoch: int) -> tuple[str, ...]:
         """Evaluate now; the checkpoint pointers to set ('best' when the first set's

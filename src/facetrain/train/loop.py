@@ -428,8 +428,8 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     modules = {"model": model} | objective.modules() | ({"ema": ema} if ema is not None else {})
     ckpt = Checkpointer(folder, modules, opt, scaler, state, dd, p.out, objective)
     val = PackedDataset(ds.path, split="val")
-    evaluator = Evaluator(cfg.eval, pre, val, device, p.out, log, emit=None,
-                          trained=np.unique(ds.labels))  # fmt: skip
+    evaluator = Evaluator(cfg.eval, pre, val, device, p.out, log, None, np.unique(ds.labels),
+                          objective.classifies)  # fmt: skip
     data = TrainLoader(ds, sampler, train_augment(cfg.data), pre.input_size,
                        device if cfg.data.on_device else None)  # fmt: skip
     return Run(cfg, dd, folder, data, model, embed_raw, objective, params, opt,
