@@ -92,6 +92,8 @@ def val_pairs(val: PackedDataset, ids: np.ndarray, name: str, max_pairs: int = 6
     accuracy there is 0 whatever was learnt), or every image for a metric loss — is
     measured so."""
     pairs, issame = labelled_pair_ids(val.labels[ids], max_same=max_pairs // 2)
+    if issame.all():  # one identity (unlabelled faces): no different pair to tell apart
+        raise ValueError("one identity only")
     used, pairs = np.unique(pairs, return_inverse=True)  # only the images the pairs hold
     pairs, ids = pairs.reshape(-1, 2), ids[used]
     fold = np.concatenate([np.arange(int(issame.sum())), np.arange(int((~issame).sum()))]) % 10
@@ -135,9 +137,9 @@ class Evaluator:
         whose = " of identities not trained on" if unseen else ""
         try:
             s = val_pairs(self.val, ids, UNSEEN if unseen else VAL_PAIRS)
-        except ValueError:  # no identity among them has two images
-            self.log(f"the val split's {len(ids)} images{whose} have no two of one identity: "
-                     "no pairs to measure them by")  # fmt: skip
+        except ValueError:  # no identity among them has two images, or one identity only
+            self.log(f"the val split's {len(ids)} images{whose} give no same and different "
+                     "pairs to measure them by")  # fmt: skip
             return
         self.sets.append(s)
         why = ", not by the classifier, which cannot name them" if classifies else ""
