@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import struct
@@ -90,3 +91,52 @@ def test_bin_refuses_objects_and_runs_nothing(tmp_path, monkeypatch):
     p.write_bytes(pickle.dumps(([b"a", b"b", b"c"], [True])))
     with pytest.raises(ValueError, match="2 per pair"):
         load_bin(p)
+
+
+def test_a_train_rec_becomes_folders_facetrain_trains_on(tmp_path, monkeypatch):
+    """InsightFace's datasets (MS1MV2, Glint360K...) come as train.rec: RecordIODataset read
+    one, and nothing took it further. `facetrain recordio` unpacks it into one folder per
+    label, the bytes as found, resumably; a record that does not decode is listed and
+    skipped; the folders pack and train with the standard alignment recorded."""
+    from typer.testing import CliRunner
+
+    from facetrain import atomic
+    from facetrain.cli import app
+    from facetrain.data import recordio
+    from facetrain.data.packed import PackedDataset, pack
+
+    rng = np.random.default_rng(0)
+    faces = [(jpeg(tuple(int(v) for v in rng.integers(0, 255, 3)), (112, 112)), float(k % 4))
+             for k in range(12)]  # fmt: skip
+    faces[5] = (b"\xff\xd8 not a jpeg", 1.0)
+    rec, _ = write_insightface_rec(tmp_path, faces)
+    out = tmp_path / "faces"
+    written = []
+    real = atomic.write_bytes
+
+    def killed_after_seven(path, data):  # a kill -9 mid-way, as the next run meets it
+        if len(written) == 7:
+            raise KeyboardInterrupt
+        written.append(path)
+        real(path, data)
+
+    monkeypatch.setattr(atomic, "write_bytes", killed_after_seven)
+    with pytest.raises(KeyboardInterrupt):
+        recordio.unpack_to_folders(rec, out, commit_every=3, progress=False)
+    monkeypatch.setattr(atomic, "write_bytes", real)
+    assert json.loads((out / recordio.PROGRESS_FILE).read_text())["done"] == 6
+    res = CliRunner().invoke(app, ["recordio", str(rec), str(out)])
+    assert res.exit_code == 0, res.output
+    assert "wrote 6 images of 12 records" in res.output and "(6 done before)" in res.output
+    assert "skipped" not in res.output  # record 6 failed in the first run, listed there
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
+    assert len(files) == 11 and "1/6.jpg" not in files and "0/1.jpg" in files
+    assert (out / "1" / "2.jpg").read_bytes() == faces[1][0]  # bytes as found
+    assert "6," in (out / recordio.ERRORS_FILE).read_text()
+    assert json.loads((out / "align_config.json").read_text()) == recordio.STANDARD_RECORD
+    pack(str(out), tmp_path / "pack", store="encoded", progress=False)
+    ds = PackedDataset(tmp_path / "pack")
+    assert len(ds) == 11 and sorted(ds.identities) == ["0", "1", "2", "3"]
+    assert json.loads((tmp_path / "pack" / "align_config.json").read_text())["size"] == 112
+    res = CliRunner().invoke(app, ["recordio", str(tmp_path / "none.rec"), str(out)])
+    assert res.exit_code != 0 and "none.rec: no such file" in res.output

@@ -16,7 +16,9 @@ import sys
 
 STAGES = ("prepare", "train", "evaluate", "use", "library")  # the order `--help` shows
 COMMANDS = {  # each top-level command or group, and the stage module that registers it
-    **dict.fromkeys(("stats", "align", "prune", "split", "msceleb", "rewarp", "pack"), "prepare"),
+    **dict.fromkeys(
+        ("stats", "align", "prune", "split", "msceleb", "recordio", "rewarp", "pack"), "prepare"
+    ),
     **dict.fromkeys(("train", "models"), "train"),
     **dict.fromkeys(("eval", "eval-populations", "plot", "report", "plot-embeddings"), "evaluate"),
     **dict.fromkeys(("embed", "compare", "export", "filter", "classify", "import"), "use"),

@@ -205,6 +205,30 @@ def msceleb(
 
 
 @app.command()
+def recordio(
+    rec: Annotated[Path, typer.Argument(help="InsightFace train.rec (its train.idx beside it).")],
+    out: Annotated[Path, typer.Argument(help="Folder for one folder of images per identity.")],
+) -> None:
+    """Unpack InsightFace's train.rec (MS1MV2, Glint360K, WebFace...) into OUT/LABEL/
+    folders, the images' bytes as found; resumable. Then `pack OUT PACK --store encoded`."""
+    from facetrain.data.recordio import ERRORS_FILE, RecordIOError, unpack_to_folders
+
+    for f in (rec, rec.with_suffix(".idx")):
+        if not f.is_file():
+            fail(f"{f}: no such file (a RecordIO dataset is train.rec with train.idx beside it)")
+    try:
+        c = unpack_to_folders(rec, out)
+    except RecordIOError as e:
+        fail(str(e))
+    console.print(f"wrote {c['written']} images of {c['records']} records to {out}"
+                  + (f" ({c['done_before']} done before)" if c["done_before"] else ""))  # fmt: skip
+    if c["bad"]:
+        console.print(f"skipped {c['bad']} records that do not decode, listed in "
+                      f"{out / ERRORS_FILE}", style="yellow")  # fmt: skip
+    console.print(f"next: `facetrain pack {out} PACK --store encoded` (the images as they are)")
+
+
+@app.command()
 def rewarp(
     data: Annotated[str, typer.Argument(help="Standard 112x112 aligned faces (a:b) or a list.")],
     out: Annotated[Path, typer.Argument(help="Folder for the re-warped faces.")],

@@ -15,6 +15,7 @@ can run code, so they are read by an unpickler that admits plain data only.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import struct
@@ -182,3 +183,76 @@ def load_bin(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
             f"{path}: {len(bins)} images for {len(issame)} pairs (expected 2 per pair)"
         )
     return bins, issame
+
+
+PROGRESS_FILE = "recordio_progress.json"
+ERRORS_FILE = "recordio_errors.csv"
+# InsightFace's faces are 112x112 on the ArcFace five-point template: facetrain's standard
+# alignment, recorded so that a model trained on them saves how its faces were made
+STANDARD_RECORD = {"mode": "similarity", "size": 112}
+_EXT = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "WEBP": "webp"}
+
+
+def label_of(header: IRHeader) -> int:
+    """A record's identity: its first label."""
+    return int(header.label[0] if isinstance(header.label, np.ndarray) else header.label)
+
+
+def _image_ext(image: bytes) -> str:
+    """The file extension of an encoded image; ValueError when it does not decode."""
+    from PIL import Image
+
+    if not image:
+        raise ValueError("empty image")
+    try:
+        with Image.open(io.BytesIO(image)) as img:
+            fmt = img.format
+            img.verify()
+    except Exception as e:  # PIL raises many types for corrupt data
+        raise ValueError(f"not a decodable image ({type(e).__name__})") from None
+    return _EXT.get(fmt or "", "jpg")
+
+
+def unpack_to_folders(rec: str | os.PathLike, out: str | os.PathLike, *,
+                      commit_every: int = 1000, progress: bool | None = None) -> dict:  # fmt: skip
+    """InsightFace `train.rec` (+ `.idx`) into OUT/<label>/<record>.<ext>, the bytes as
+    found: a dataset the rest of facetrain reads (`pack --store encoded` keeps them so).
+    Resumable: the records done are committed to OUT/recordio_progress.json after their
+    files exist; a record that does not decode goes to OUT/recordio_errors.csv."""
+    import csv
+
+    from facetrain import atomic
+    from facetrain.progress import progress_bar
+
+    ds, out = RecordIODataset(rec), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / PROGRESS_FILE
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    done = int(state.get("done", 0)) if state.get("rec") == str(ds.rec.resolve()) else 0
+    counts = {"written": 0, "bad": 0, "done_before": done}
+    new_errors = not (out / ERRORS_FILE).exists()
+    with (
+        open(out / ERRORS_FILE, "a", newline="", encoding="utf-8") as ef,
+        progress_bar(disable=progress is False if progress is not None else None) as bar,
+    ):
+        errors = csv.writer(ef)
+        if new_errors:
+            errors.writerow(["record", "reason"])
+        task = bar.add_task("unpack", total=len(ds), completed=done)
+        for i in range(done, len(ds)):
+            try:
+                header, image = ds.record(i)
+                path = out / str(label_of(header)) / f"{int(ds.keys[i])}.{_image_ext(image)}"
+            except (ValueError, RecordIOError, struct.error) as e:
+                errors.writerow([int(ds.keys[i]), str(e)])
+                counts["bad"] += 1
+            else:
+                atomic.write_bytes(path, image)
+                counts["written"] += 1
+            bar.advance(task)
+            if (i + 1) % commit_every == 0 or i + 1 == len(ds):
+                ef.flush()
+                atomic.write_text(state_path, json.dumps({"rec": str(ds.rec.resolve()),
+                                                          "done": i + 1}) + "\n")  # fmt: skip
+    atomic.write_text(out / "align_config.json", json.dumps(STANDARD_RECORD, indent=2) + "\n")
+    return counts | {"records": len(ds)}
