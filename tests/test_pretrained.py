@@ -317,9 +317,14 @@ def test_a_pickled_object_is_never_unpickled(tmp_path):
 
     (tmp_path / "victim").mkdir()
     torch.save({"w": torch.zeros(1), "x": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(ImportError_, match="not a weights-only PyTorch checkpoint"):
+    with pytest.raises(ImportError_, match="not a weights-only PyTorch checkpoint") as e:
         read_state_dict(tmp_path / "evil.pt")
     assert (tmp_path / "victim").is_dir()
+    # torch's reason, not its advice to load the file unsafely (weights_only=False)
+    assert "Unsupported global" in str(e.value) and "weights_only" not in str(e.value)
+    (tmp_path / "junk.pt").write_bytes(b"")
+    with pytest.raises(ImportError_, match="not a file torch.save wrote"):
+        read_state_dict(tmp_path / "junk.pt")
     with pytest.raises(ImportError_, match="no last_linear.weight"):
         torch.save({"w": torch.zeros(1)}, tmp_path / "other.pt")
         import_facenet_pytorch(tmp_path / "other.pt", tmp_path / "y.safetensors")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -34,17 +35,30 @@ class ImportError_(FacetrainError):
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from a .pth/.pt file, weights only (a whole pickled model is refused)."""
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a pickle protocol: noise here
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ImportError_(f"{path}: no such file") from None
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, … for foreign files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ImportError_(f"{path}: not a weights-only PyTorch checkpoint ({first})") from None
+        raise ImportError_(f"{path}: not a weights-only PyTorch checkpoint ({_why(e)}); "
+                           "only tensors are loaded, no file's code is run") from None  # fmt: skip
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ImportError_(f"{path}: not a state dict (a mapping of names to tensors)")
     return {k.removeprefix("module."): v for k, v in obj.items()}  # DataParallel's prefix
+
+
+def _why(e: Exception) -> str:
+    """torch's reason for refusing a file, without its advice to load it unsafely."""
+    text = str(e).strip()
+    if "WeightsUnpickler error:" in text:
+        after = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+        return after[0].strip() if after else "not plain tensors"
+    if isinstance(e, KeyError | EOFError) or not text:  # torch's reader lost in the bytes
+        return "not a file torch.save wrote"
+    return text.splitlines()[0]
 
 
 def _facenet_key(key: str) -> str | None:
