@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrain.errors import FacetrainError
+from facetrain.run_folder import ALIGN_RECORD
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -254,5 +255,5 @@ def unpack_to_folders(rec: str | os.PathLike, out: str | os.PathLike, *,
                 ef.flush()
                 atomic.write_text(state_path, json.dumps({"rec": str(ds.rec.resolve()),
                                                           "done": i + 1}) + "\n")  # fmt: skip
-    atomic.write_text(out / "align_config.json", json.dumps(STANDARD_RECORD, indent=2) + "\n")
+    atomic.write_text(out / ALIGN_RECORD, json.dumps(STANDARD_RECORD, indent=2) + "\n")
     return counts | {"records": len(ds)}
