@@ -10,6 +10,7 @@ array, so the conversion lives here once.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Iterable
@@ -100,6 +101,23 @@ def paired_raws(names: Iterable[str]) -> set[str]:
     developed = {os.path.splitext(n)[0].casefold() for n in names
                  if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS}  # fmt: skip
     return {n for n in names if is_raw_name(n) and os.path.splitext(n)[0].casefold() in developed}
+
+
+_FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "WEBP": "webp", "PPM": "pgm"}
+
+
+def encoded_ext(raw: bytes) -> str:
+    """The file extension of an encoded image (MS-Celeb's base64, a RecordIO record),
+    after a check that it decodes; ValueError with the reason when it does not."""
+    if not raw:
+        raise ValueError("empty image")
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            fmt = img.format
+            img.verify()
+    except Exception as e:  # PIL raises many types for corrupt data
+        raise ValueError(f"not a decodable image ({type(e).__name__})") from None
+    return _FORMAT_EXT.get(fmt or "", "jpg")
 
 
 def open_checked(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

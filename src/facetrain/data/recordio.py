@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facetrain.data.images import encoded_ext
 from facetrain.errors import FacetrainError
 from facetrain.run_folder import ALIGN_RECORD
 
@@ -191,27 +192,11 @@ ERRORS_FILE = "recordio_errors.csv"
 # InsightFace's faces are 112x112 on the ArcFace five-point template: facetrain's standard
 # alignment, recorded so that a model trained on them saves how its faces were made
 STANDARD_RECORD = {"mode": "similarity", "size": 112}
-_EXT = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "WEBP": "webp"}
 
 
 def label_of(header: IRHeader) -> int:
     """A record's identity: its first label."""
     return int(header.label[0] if isinstance(header.label, np.ndarray) else header.label)
-
-
-def _image_ext(image: bytes) -> str:
-    """The file extension of an encoded image; ValueError when it does not decode."""
-    from PIL import Image
-
-    if not image:
-        raise ValueError("empty image")
-    try:
-        with Image.open(io.BytesIO(image)) as img:
-            fmt = img.format
-            img.verify()
-    except Exception as e:  # PIL raises many types for corrupt data
-        raise ValueError(f"not a decodable image ({type(e).__name__})") from None
-    return _EXT.get(fmt or "", "jpg")
 
 
 def unpack_to_folders(rec: str | os.PathLike, out: str | os.PathLike, *,
@@ -243,7 +228,7 @@ def unpack_to_folders(rec: str | os.PathLike, out: str | os.PathLike, *,
         for i in range(done, len(ds)):
             try:
                 header, image = ds.record(i)
-                path = out / str(label_of(header)) / f"{int(ds.keys[i])}.{_image_ext(image)}"
+                path = out / str(label_of(header)) / f"{int(ds.keys[i])}.{encoded_ext(image)}"
             except (ValueError, RecordIOError, struct.error) as e:
                 errors.writerow([int(ds.keys[i]), str(e)])
                 counts["bad"] += 1
