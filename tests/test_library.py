@@ -987,6 +987,7 @@ def test_scan_takes_several_folders_at_once(photos, tmp_path):
     out = cli("library", "scan", photos, card, f"{card}/", "--db", db, "--model", model,
               "--json", report).replace("\n", "")  # fmt: skip
     assert f"scanning {card} (2 of 2 folders)" in out
+    assert out.count("next: `facetrain library cluster") == 1  # once, after the last
     rows = json.loads(report.read_text())["folders"]
     assert [(r["folder"], r["new"]) for r in rows] == [(str(photos), 12), (str(card), 1)]
     with Library(db) as lib:

@@ -124,11 +124,18 @@ def library_scan(
                                   min_sharpness=min_sharpness)  # fmt: skip
             scans = (_scan_each(lib, photos, fm, quality, device, workers) if photos else
                      lib.scan_again(fm, quality, device, workers, on_folder=_scanning))  # fmt: skip
-            rows = [_scanned(lib, f, r, imports, db, quality) for f, r in scans]
+            rows, reps = [], []
+            for f, rep in scans:
+                rows.append(_scanned(lib, f, rep, imports, db, quality))
+                reps.append(rep)
     except BaseException:
         if new:  # a scan that failed before recording any photo leaves no library behind
             _remove_if_empty(db)
         raise
+    last = [r for r in reps if not isinstance(r, str)][-1:]
+    if last and last[0].to_stack:  # once, after every folder: the library's count then
+        console.print(f"next: `facetrain library cluster --db {db}` stacks these "
+                      f"{last[0].to_stack} faces per person", highlight=False)  # fmt: skip
     write_json(json_out, rows[0] if photos and len(photos) == 1 else {"folders": rows})
 
 
@@ -260,9 +267,6 @@ def _show_scan(rep, photos: Path, db: Path, quality) -> None:
             "on them: scan the folder they moved to and they come back (`library "
             "forget-missing` forgets them)"
         )
-    if rep.to_stack:
-        console.print(f"next: `facetrain library cluster --db {db}` stacks these "
-                      f"{rep.to_stack} faces per person", highlight=False)  # fmt: skip
     if rep.joined_stacks or rep.new_stacks:
         console.print(f"{rep.joined_stacks} new faces joined their stacks, {rep.new_stacks} new "
                       "stacks (`library cluster` re-clusters everything unconfirmed)")  # fmt: skip
