@@ -419,6 +419,27 @@ def test_a_split_by_identity_is_measured_by_its_pairs(tmp_path):
     assert any("16 images: measured by verification" in m for m in said), said
 
 
+def test_a_large_val_split_is_scored_on_a_fixed_sample(tmp_path, monkeypatch):
+    """The classifier was scored on every val image at every evaluation: a tenth of a
+    million-face set is 100,000 images each time. At most MAX_SCORED are, the same ones
+    each time, and the log says how many of how many."""
+    from facetrain.data.split import split
+    from facetrain.train import evaluator
+
+    faces = make_faces(tmp_path / "faces", ids=4, per=8)
+    split(str(faces), tmp_path / "split", by="image", fraction=0.25)
+    pack(str(tmp_path / "split"), tmp_path / "pack", progress=False)
+    monkeypatch.setattr(evaluator, "MAX_SCORED", 5)
+    scored = []
+    real = evaluator.validation_split
+    monkeypatch.setattr(evaluator, "validation_split",
+                        lambda *a: scored.append(a[-1].tolist()) or real(*a))  # fmt: skip
+    said: list[str] = []
+    train(small_cfg(tmp_path / "pack", tmp_path / "run"), log=said.append)
+    assert any("scored on 5 of the val split's 8 images" in m for m in said), said
+    assert len(scored) == 2 and scored[0] == scored[1] and len(scored[0]) == 5
+
+
 def test_nonfinite_steps_skipped_then_rolled_back(packed, tmp_path):
     cfg = small_cfg(packed, tmp_path / "nan", epochs=3, max_nonfinite=2, checkpoint_every_steps=1)
     import facetrain.train.objective as loop  # where the loss is computed

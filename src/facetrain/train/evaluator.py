@@ -34,6 +34,7 @@ from facetrain.train.state import TrainingError
 # The val split as verification sets (`val_pairs`): its identities not trained on, or
 # every image of it (a metric loss, no classifier)
 UNSEEN, VAL_PAIRS = "val_unseen", "val_pairs"
+MAX_SCORED = 20_000  # val images the classifier is scored on at each evaluation, at most
 
 # What faces without an alignment record are taken for
 STANDARD_ALIGNMENT = {"mode": "similarity", "size": 112}
@@ -101,6 +102,15 @@ def val_pairs(val: PackedDataset, ids: np.ndarray, name: str, max_pairs: int = 6
                    pairs[:, 0], pairs[:, 1], issame, fold)  # fmt: skip
 
 
+def sampled(ids: np.ndarray, most: int | None = None) -> np.ndarray:
+    """At most `most` (MAX_SCORED) of ids, the same ones each time (a fixed seed), in
+    order: scoring a million val images at every evaluation would outlast the training."""
+    most = MAX_SCORED if most is None else most
+    if len(ids) <= most:
+        return ids
+    return np.sort(np.random.default_rng(0).choice(ids, most, replace=False))
+
+
 class Evaluator:
     """The val split and the verification sets, on the main process only. `source`: what
     the model is called while it trains (the run folder); `trained`: the labels it trains
@@ -113,7 +123,11 @@ class Evaluator:
         self.cfg, self.pre, self.val, self.log, self.emit = cfg, pre, val, log, emit
         self.device, self.source = device, source
         seen = np.ones(len(val), bool) if trained is None else np.isin(val.labels, trained)
-        self.known = np.flatnonzero(seen if classifies else np.zeros(len(val), bool))
+        self.known = sampled(np.flatnonzero(seen if classifies else np.zeros(len(val), bool)))
+        if classifies and len(self.known) < seen.sum():
+            log(f"the classifier is scored on {len(self.known):,} of the val split's "
+                f"{int(seen.sum()):,} images of identities it trains on (the same ones at "
+                "each evaluation)")  # fmt: skip
         try:  # before the first step: a missing or damaged set is a clear error, not a crash
             self.sets: list[EvalSet] = [bin_set(b) for b in cfg.bins]
             if cfg.pairs:
