@@ -146,9 +146,8 @@ class RecordIODataset:
         from torchvision.io import ImageReadMode, decode_image
 
         header, image = self.record(i)
-        label = header.label[0] if isinstance(header.label, np.ndarray) else header.label
         img = decode_image(torch.frombuffer(bytearray(image), dtype=torch.uint8), ImageReadMode.RGB)
-        return img, int(label)
+        return img, label_of(header)
 
 
 class _PlainDataUnpickler(pickle.Unpickler):
@@ -212,9 +211,9 @@ def unpack_to_folders(rec: str | os.PathLike, out: str | os.PathLike, *,
 
     ds, out = RecordIODataset(rec), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    state_path = out / PROGRESS_FILE
+    state_path, which = out / PROGRESS_FILE, str(ds.rec.resolve())
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    done = int(state.get("done", 0)) if state.get("rec") == str(ds.rec.resolve()) else 0
+    done = int(state.get("done", 0)) if state.get("rec") == which else 0
     counts = {"written": 0, "bad": 0, "done_before": done}
     new_errors = not (out / ERRORS_FILE).exists()
     with (
@@ -238,7 +237,6 @@ def unpack_to_folders(rec: str | os.PathLike, out: str | os.PathLike, *,
             bar.advance(task)
             if (i + 1) % commit_every == 0 or i + 1 == len(ds):
                 ef.flush()
-                atomic.write_text(state_path, json.dumps({"rec": str(ds.rec.resolve()),
-                                                          "done": i + 1}) + "\n")  # fmt: skip
+                atomic.write_text(state_path, json.dumps({"rec": which, "done": i + 1}) + "\n")
     atomic.write_text(out / ALIGN_RECORD, json.dumps(STANDARD_RECORD, indent=2) + "\n")
     return counts | {"records": len(ds)}
