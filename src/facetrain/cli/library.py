@@ -124,18 +124,17 @@ def library_scan(
                                   min_sharpness=min_sharpness)  # fmt: skip
             scans = (_scan_each(lib, photos, fm, quality, device, workers) if photos else
                      lib.scan_again(fm, quality, device, workers, on_folder=_scanning))  # fmt: skip
-            rows, reps = [], []
+            rows, last = [], None  # the last folder scanned (not left as it was)
             for f, rep in scans:
                 rows.append(_scanned(lib, f, rep, imports, db, quality))
-                reps.append(rep)
+                last = last if isinstance(rep, str) else rep
     except BaseException:
         if new:  # a scan that failed before recording any photo leaves no library behind
             _remove_if_empty(db)
         raise
-    last = [r for r in reps if not isinstance(r, str)][-1:]
-    if last and last[0].to_stack:  # once, after every folder: the library's count then
+    if last is not None and last.to_stack:  # once, after every folder: the count then
         console.print(f"next: `facetrain library cluster --db {db}` stacks these "
-                      f"{last[0].to_stack} faces per person", highlight=False)  # fmt: skip
+                      f"{last.to_stack} faces per person", highlight=False)  # fmt: skip
     write_json(json_out, rows[0] if photos and len(photos) == 1 else {"folders": rows})
 
 
