@@ -5,9 +5,9 @@ during training feeds faces exactly as the saved model will be fed later, throug
 `evaluate_set` that `facetrain eval` uses. `Evaluator` scores the classifier on the pack's
 val split where its identities are trained on (a split by image), verifies the pairs of
 those that are not (a split by identity: `val_unseen`; a metric loss's whole val split:
-`val_pairs`), and every verification set given;
-the first set decides the `best` checkpoint. `export_weights` writes the final model with
-a threshold: the first set's, or one validated on the val split's pairs.
+`val_pairs`), and every verification set given; the first set decides the `best`
+checkpoint. `export_weights` writes the final model with a threshold: the first set's,
+or one validated on the val split's pairs.
 """
 
 from __future__ import annotations
