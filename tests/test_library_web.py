@@ -509,6 +509,73 @@ def test_a_person_page_a_family_would_use(people_library, tmp_path):
         thread.join(timeout=10)
 
 
+def _axe_violations(page) -> list[str]:
+    """What axe-core, the rules browsers' own accessibility audits apply, finds on the page
+    as it is shown: "rule (impact): the first element" for each rule broken."""
+    axe = pytest.importorskip("axe_playwright_python.sync_playwright", reason="no axe-core")
+    found = axe.Axe().run(page).response["violations"]
+    return [f"{v['id']} ({v['impact']}): {v['nodes'][0]['html'][:160]}" for v in found]
+
+
+def _tab_to(page, selector: str, most: int = 80) -> None:
+    """Tab until the focused element matches `selector`: it is reachable from the keyboard."""
+    for _ in range(most):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"{most} presses of Tab never reached {selector}")
+
+
+def test_an_owner_using_the_keyboard_or_a_screen_reader_can_do_it_all(people_library):
+    """In headless Chromium: each view (people, a person, a photo, who is this?) breaks none
+    of axe-core's rules (contrast, names, roles); with Tab, Enter, Space and Esc alone the
+    owner opens a person, opens a photo, comes back to it, selects a face and goes back to
+    the people, the focus landing where the owner was; results are announced (a status)."""
+    from conftest import SHARED
+
+    group = sorted((SHARED / "photos" / "bbt" / "group").iterdir())[2]  # not in the library
+    focused = "() => document.activeElement"
+    with page_on(people_library) as (page, url):
+        page.goto(url + "/")
+        page.locator(".card").first.wait_for()
+        assert _axe_violations(page) == []
+        assert page.locator("#status").get_attribute("role") == "status"
+
+        _tab_to(page, ".card")
+        first = page.evaluate(focused + ".dataset.stack")
+        page.keyboard.press("Enter")
+        page.locator(".face").first.wait_for()
+        page.locator(".sugg").first.wait_for()
+        assert page.evaluate(focused + ".id") == "name"
+        assert _axe_violations(page) == []
+
+        _tab_to(page, "#photos button")
+        photo = page.evaluate(focused + ".firstChild.dataset.photo")
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"() => location.pathname === '/photos/{photo}'")
+        page.locator(".wbox").first.wait_for()
+        assert page.evaluate(focused + ".id") == "whoback"
+        assert _axe_violations(page) == []
+        page.keyboard.press("Escape")
+        page.wait_for_function(f"() => location.pathname === '/person/{first}'")
+        page.wait_for_function(
+            f"() => document.activeElement.firstChild?.dataset?.photo === '{photo}'"
+        )
+
+        _tab_to(page, ".facepick")
+        page.keyboard.press("Space")
+        assert page.locator("#picked").inner_text() == "1 face selected"
+        assert page.evaluate(focused + ".getAttribute('aria-pressed')") == "true"
+        page.keyboard.press("Escape")
+        page.wait_for_function("() => location.pathname === '/'")
+        assert page.evaluate(focused + ".dataset.stack") == first
+
+        page.locator("#whofile").set_input_files(str(group))
+        page.locator(".wbox span").first.wait_for()
+        assert page.locator(".wbox.unknown").count() > 0  # both kinds of label are read
+        assert _axe_violations(page) == []
+
+
 def test_no_other_page_can_frame_the_library_or_read_it(library):
     """Issue 30 (1, 2), in headless Chromium under the page's own CSP: the page works (its
     script runs, no policy violation); a foreign page cannot show it in a frame

@@ -521,21 +521,25 @@ header h1{font-size:1.1em;margin:0}#status{color:#555;flex:1;min-width:12em}
 main{padding:1em}.hidden{display:none!important}
 #grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:14px}
 .card{background:#fff;border-radius:10px;padding:8px;text-align:center;cursor:pointer;
-  border:2px solid transparent}.card:focus,.card:hover{border-color:#4a7}
+  border:2px solid transparent;color:inherit;text-decoration:none}
+.card:focus,.card:hover{border-color:#4a7}
 .card img{width:134px;height:134px;object-fit:cover;border-radius:50%}
-.card .who{font-weight:600;margin-top:4px}.card .n{color:#777;font-size:.85em}
+.card .who{font-weight:600;margin-top:4px}.card .n{color:#595959;font-size:.85em}
 .card.is-hidden{opacity:.5}
 #person h2{margin:.2em 0}.row{display:flex;gap:.5em;align-items:center;flex-wrap:wrap;margin:.5em 0}
 #with .with.on,#years .year.on{background:#dbe9ff}
 .photos{display:flex;flex-wrap:wrap;gap:6px}
-.photos img{height:180px;border-radius:6px;cursor:zoom-in}
+.photos img{height:180px;border-radius:6px;cursor:zoom-in;display:block}
+.photos button,.facepick{padding:0;border:0;background:none;cursor:pointer}
+.photos button:focus-visible,.facepick:focus-visible,.card:focus-visible{outline:3px solid #1a5fb4;
+  outline-offset:2px}
 .faces{display:flex;flex-wrap:wrap;gap:8px}
 .face{background:#fff;border-radius:8px;padding:4px;text-align:center}
 .face img{width:96px;height:96px;object-fit:cover;border-radius:6px;display:block}
 #personal{background:#eef6f0;padding:.5em 1em;border-bottom:1px solid #cdc}
 #personal td,#personal th{padding:0 .8em;text-align:left}
 .face button{font-size:11px}.face.confirmed img{outline:3px solid #2a7a4a}
-.face .badge{font-size:11px;color:#888}.face.picked{background:#dbe9ff}
+.face .badge{font-size:11px;color:#595959}.face.picked{background:#dbe9ff}
 .face.confirmed .badge{color:#2a7a4a;font-weight:600}
 #suggest{display:flex;flex-wrap:wrap;gap:8px}.sugg{background:#fff;border-radius:8px;
   padding:4px 8px;display:flex;gap:6px;align-items:center}
@@ -546,7 +550,7 @@ input,button{font:inherit}input[type=search],input.pick{padding:.25em .4em}
 .wbox{position:absolute;border:3px solid #2a7a4a;box-sizing:border-box}
 .wbox.unknown{border-color:#c84;border-style:dashed}.wbox span{position:absolute;bottom:0;
   left:0;background:#2a7a4a;color:#fff;font-size:12px;padding:0 4px;white-space:nowrap}
-.wbox.unknown span{background:#c84}
+.wbox.unknown span{background:#9a5418}
 </style></head><body>
 <header><h1>facetrain library</h1>
 <input id="search" type="search" placeholder="search people ( / )" aria-label="search people">
@@ -561,7 +565,7 @@ page); it is not added"
 new photos join their people (your photos are only read)">Look for new photos</button>
 <button id="lookstop" class="hidden" title="what was found so far is kept"
 >Stop looking</button><button id="undo" title="Ctrl+Z">Undo</button>
-<span id="status">ready</span></header>
+<span id="status" role="status">ready</span></header>
 <div id="personal" class="hidden"></div>
 <main>
 <section id="people"><div id="grid"></div></section>
@@ -627,17 +631,15 @@ function drawGrid() {
   const q = $("#search").value.trim().toLowerCase();
   const shown = people.filter(p => (p.faces >= 3 || $("#small").checked)
     && (!p.hidden || $("#showhidden").checked) && label(p).toLowerCase().includes(q));
-  $("#grid").innerHTML = shown.map(p => `<div class="card${p.hidden ? " is-hidden" : ""}"
-    tabindex="0" data-stack="${p.id}"><img alt="${esc(label(p))}"
-    src="/face/${p.cover ?? p.face_ids[0]}.jpg">
-    <div class="who">${esc(label(p))}</div>
-    <div class="n">${many(p.faces, "face")} · ${many(p.photos, "photo")}</div></div>`).join("")
+  $("#grid").innerHTML = shown.map(p => `<a class="card${p.hidden ? " is-hidden" : ""}"
+    href="/person/${p.id}" data-stack="${p.id}"><img alt="" src="/face/${p.cover ??
+    p.face_ids[0]}.jpg"><div class="who">${esc(label(p))}</div>
+    <div class="n">${many(p.faces, "face")} · ${many(p.photos, "photo")}</div></a>`).join("")
     || (people.length ? "<p>No stacks to show (small and hidden ones are behind the " +
         "switches).</p>" : "<p>No stacks yet: <b>Look for new photos</b> finds the faces " +
         "of the folders you scanned and stacks them per person.</p>");
-  document.querySelectorAll(".card").forEach(c => {
-    c.onclick = () => openPerson(Number(c.dataset.stack));
-    c.onkeydown = e => { if (e.key === "Enter") openPerson(Number(c.dataset.stack)); };
+  document.querySelectorAll(".card").forEach(c => c.onclick = e => {
+    e.preventDefault(); openPerson(Number(c.dataset.stack));
   });
   $("#peoplelist").innerHTML = people.filter(p => !p.hidden)
     .map(p => `<option value="${esc(label(p))}">`).join("");
@@ -656,7 +658,8 @@ async function drawPerson() {
   const sure = new Set(s.confirmed_ids);
   picked.clear(); drawPicked();
   $("#faces").innerHTML = s.face_ids.map(f => `<div class="face${sure.has(f) ? " confirmed" : ""}"
-    data-face="${f}"><img alt="face ${f}" src="/face/${f}.jpg" title="click to select">
+    data-face="${f}"><button class="facepick" aria-pressed="false" title="select (Space)"
+    ><img alt="face ${f}" src="/face/${f}.jpg"></button>
     <span class="badge">${sure.has(f) ? "&#10003; confirmed" : "guess"}</span><br>
     <button class="reject" title="not this person">not them</button><br>
     <input class="pick move" list="peoplelist" size="9"
@@ -664,9 +667,10 @@ async function drawPerson() {
   drawSuggestions();
   document.querySelectorAll(".face").forEach(d => {
     const face = Number(d.dataset.face);
-    $("img", d).onclick = () => {
+    $(".facepick", d).onclick = e => {
       if (!picked.delete(face)) picked.add(face);
       d.classList.toggle("picked", picked.has(face)); drawPicked();
+      e.currentTarget.setAttribute("aria-pressed", picked.has(face));
     };
     $(".reject", d).onclick = () => call(`/api/faces/${face}/reject`);
     $(".move", d).onkeydown = e => { if (e.key === "Enter") moveFace(face, e.target.value); };
@@ -678,11 +682,12 @@ function drawPhotos(p, title) {  // the latest first; a photo's date in its tool
   drawPhotoGrid(p.photo_ids, p.photo_dates);
 }
 function drawPhotoGrid(ids, dates) {  // these photos; ‹ › on a photo go through them
-  $("#photos").innerHTML = ids.map((id, k) => `<img alt="photo ${id}" loading="lazy"
-    data-photo="${id}" src="/photo/${id}.jpg" title="${esc(dates[k] || "no date")}">`).join("");
+  $("#photos").innerHTML = ids.map((id, k) => `<button><img loading="lazy" data-photo="${id}"
+    alt="photo ${id}, ${esc(dates[k] || "no date")}" src="/photo/${id}.jpg"
+    title="${esc(dates[k] || "no date")}"></button>`).join("");
   photoList = ids; photoFrom = current;
-  document.querySelectorAll("#photos img").forEach(i =>
-    i.onclick = () => openPhoto(Number(i.dataset.photo)));
+  document.querySelectorAll("#photos button").forEach(b =>
+    b.onclick = () => openPhoto(Number(b.firstChild.dataset.photo)));
 }
 function drawYears(p) {  // the years the photos were taken in: click one to see it only
   const year = d => d ? d.slice(0, 4) : "no date", counts = new Map();
@@ -795,13 +800,13 @@ async function whoIsThis(file) {  // the photo's faces named; it stays on this c
   showPhoto("Who is this?", URL.createObjectURL(file), j.size, f.map(x => {
     const p = people.find(q => q.name === x.name);
     return {box: x.box, text: x.name, unknown: x.name === "unknown", stack: p && p.id};
-  }));
+  }), file.name);
   $("#status").textContent = `${file.name}: ${f.length} face${f.length === 1 ? "" : "s"}, ` +
     `${named} named`;
   $("#whonote").textContent = f.length ? "" : "no face found in this photo";
 }
 // a photo with its faces boxed and labelled, a link to each one's person below it
-function showPhoto(title, src, [w, h], faces) {
+function showPhoto(title, src, [w, h], faces, alt = title) {
   current = photoShown = null;
   ["#prevphoto", "#nextphoto"].forEach(b => $(b).classList.add("hidden"));
   $("#whoback").innerHTML = "&larr; People";
@@ -814,7 +819,7 @@ function showPhoto(title, src, [w, h], faces) {
     $("#whobox").classList.add("hidden");
     $("#whonote").textContent = "this browser cannot show this photo; its faces are below";
   };
-  $("#whoimg").src = src;
+  $("#whoimg").src = src; $("#whoimg").alt = alt;
   $("#whobox").querySelectorAll(".wbox").forEach(b => b.remove());
   faces.forEach(x => {
     const cut = (v, most) => Math.min(Math.max(v, 0), most);  // a box run off the photo
@@ -861,6 +866,8 @@ async function openPhoto(id, push = true) {  // a photo of the library: /photos/
     label(people.find(q => q.id === photoFrom) || {id: photoFrom}))}`;
   $("#whonote").textContent = (j.date || "no date") + ` · ${j.faces.length} face` +
     (j.faces.length === 1 ? "" : "s");
+  const f = document.activeElement;  // the photo opened from the keyboard, or ‹ › gone
+  if (!$("#whosec").contains(f) || f.offsetParent === null) $("#whoback").focus();
 }
 $("#who").onclick = () => $("#whofile").click();
 $("#whofile").onchange = e => {
@@ -869,8 +876,12 @@ $("#whofile").onchange = e => {
   if (file) whoIsThis(file);
 };
 $("#whoback").onclick = () => leavePhoto();
-function leavePhoto() {  // back to the person whose photo it was, else to the people
-  if (photoShown !== null && photoFrom !== null) openPerson(photoFrom); else showPeople();
+async function leavePhoto() {  // back to the person whose photo it was, else to the people
+  const shown = photoShown;
+  if (shown === null || photoFrom === null) return showPeople();
+  await openPerson(photoFrom);
+  const img = $(`#photos img[data-photo="${shown}"]`);  // the keyboard back where it was
+  if (img) img.parentElement.focus();
 }
 ["#prevphoto", "#nextphoto"].forEach(b => $(b).onclick = () => openPhoto(Number($(b).dataset.to)));
 document.addEventListener("dragover", e => e.preventDefault());  // a photo dropped anywhere
@@ -881,12 +892,15 @@ document.addEventListener("drop", e => {
   if (file) whoIsThis(file);
 });
 function showPeople(push = true) {
+  const from = current;
   current = photoShown = photoFrom = null; photoList = [];
   if (push && location.pathname !== "/") history.pushState(null, "", "/");
   $("#whosec").classList.add("hidden");
   $("#person").classList.add("hidden");
   $("#people").classList.remove("hidden");
   drawGrid();
+  const card = from !== null && $(`.card[data-stack="${from}"]`);  // the person just left
+  if (card) card.focus();
 }
 function route() {  // the page for the address: the back button and shared links work
   const m = location.pathname.match(/^[/]person[/]([0-9]+)$/);
