@@ -3,11 +3,13 @@ from here (never from each other); fixtures shared by several modules are in con
 
 from __future__ import annotations
 
+import shutil
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -187,3 +189,20 @@ def write_dng(rgb: np.ndarray, path: Path, taken: str | None = None, orientation
         tags.append((306, "s", 0, taken))
     tifffile.imwrite(path, cfa, photometric=32803, extratags=tags, subfiletype=0)
     return path
+
+
+def chromium_api():
+    """(chromium's path, playwright's sync API), or the test skipped saying what is missing."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium here (make test installs Debian's chromium where it may)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    return chromium, sync_api
+
+
+def axe_violations(page) -> list[str]:
+    """What axe-core, the rules browsers' own accessibility audits apply, finds on the page
+    as it is shown: "rule (impact): the first element" for each rule broken."""
+    axe = pytest.importorskip("axe_playwright_python.sync_playwright", reason="no axe-core")
+    found = axe.Axe().run(page).response["violations"]
+    return [f"{v['id']} ({v['impact']}): {v['nodes'][0]['html'][:160]}" for v in found]

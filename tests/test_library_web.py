@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from facetrain.cli import app
 from facetrain.library.web import PAGE, create_app
-from helpers import make_model
+from helpers import axe_violations, chromium_api, make_model
 
 runner = CliRunner()
 
@@ -221,15 +221,6 @@ def people_library(tmp_path):
     return db
 
 
-def _browser():
-    """(chromium's path, playwright's sync API), or the test skipped saying what is missing."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium here (make test installs Debian's chromium where it may)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
-    return chromium, sync_api
-
-
 def _serve(db):
     return _serve_app(create_app(db))
 
@@ -238,7 +229,7 @@ def _serve(db):
 def page_on(db, width: int = 1100, height: int = 760):
     """A page of headless Chromium and the library served to it: (page, the server's
     address), both closed after the block; the test skipped where there is no chromium."""
-    chromium, sync_api = _browser()
+    chromium, sync_api = chromium_api()
     server, thread, port = _serve(db)
     try:
         with sync_api.sync_playwright() as p:
@@ -275,7 +266,7 @@ def test_people_page_in_a_browser(people_library, tmp_path):
     FACETRAIN_SCREENSHOTS=DIR saves a picture of each view (docs/library.md's)."""
     import os
 
-    chromium, sync_api = _browser()
+    chromium, sync_api = chromium_api()
     shots = os.environ.get("FACETRAIN_SCREENSHOTS")
     api = local_client(people_library)
     stacks = {p["id"]: p for p in api.get("/api/people").json()}
@@ -383,7 +374,7 @@ def test_learn_from_my_names_in_a_browser(tmp_path):
     "Back to the plain model" takes it away (issue 20)."""
     from test_personalize import _bbt_library, _name_by_folder
 
-    chromium, sync_api = _browser()
+    chromium, sync_api = chromium_api()
     people = ("amy", "penny", "howard")
     db, photos = _bbt_library(tmp_path, people)
     _name_by_folder(db, photos, people)
@@ -424,7 +415,7 @@ def test_a_person_page_a_family_would_use(people_library, tmp_path):
     from facetrain.library import curate, store
     from facetrain.library.library import Library
 
-    chromium, sync_api = _browser()
+    chromium, sync_api = chromium_api()
     shots = os.environ.get("FACETRAIN_SCREENSHOTS")
     api = local_client(people_library)
     people = api.get("/api/people").json()
@@ -509,14 +500,6 @@ def test_a_person_page_a_family_would_use(people_library, tmp_path):
         thread.join(timeout=10)
 
 
-def _axe_violations(page) -> list[str]:
-    """What axe-core, the rules browsers' own accessibility audits apply, finds on the page
-    as it is shown: "rule (impact): the first element" for each rule broken."""
-    axe = pytest.importorskip("axe_playwright_python.sync_playwright", reason="no axe-core")
-    found = axe.Axe().run(page).response["violations"]
-    return [f"{v['id']} ({v['impact']}): {v['nodes'][0]['html'][:160]}" for v in found]
-
-
 def _tab_to(page, selector: str, most: int = 80) -> None:
     """Tab until the focused element matches `selector`: it is reachable from the keyboard."""
     for _ in range(most):
@@ -538,7 +521,7 @@ def test_an_owner_using_the_keyboard_or_a_screen_reader_can_do_it_all(people_lib
     with page_on(people_library) as (page, url):
         page.goto(url + "/")
         page.locator(".card").first.wait_for()
-        assert _axe_violations(page) == []
+        assert axe_violations(page) == []
         assert page.locator("#status").get_attribute("role") == "status"
 
         _tab_to(page, ".card")
@@ -547,7 +530,7 @@ def test_an_owner_using_the_keyboard_or_a_screen_reader_can_do_it_all(people_lib
         page.locator(".face").first.wait_for()
         page.locator(".sugg").first.wait_for()
         assert page.evaluate(focused + ".id") == "name"
-        assert _axe_violations(page) == []
+        assert axe_violations(page) == []
 
         _tab_to(page, "#photos button")
         photo = page.evaluate(focused + ".firstChild.dataset.photo")
@@ -555,7 +538,7 @@ def test_an_owner_using_the_keyboard_or_a_screen_reader_can_do_it_all(people_lib
         page.wait_for_function(f"() => location.pathname === '/photos/{photo}'")
         page.locator(".wbox").first.wait_for()
         assert page.evaluate(focused + ".id") == "whoback"
-        assert _axe_violations(page) == []
+        assert axe_violations(page) == []
         page.keyboard.press("Escape")
         page.wait_for_function(f"() => location.pathname === '/person/{first}'")
         page.wait_for_function(
@@ -573,7 +556,7 @@ def test_an_owner_using_the_keyboard_or_a_screen_reader_can_do_it_all(people_lib
         page.locator("#whofile").set_input_files(str(group))
         page.locator(".wbox span").first.wait_for()
         assert page.locator(".wbox.unknown").count() > 0  # both kinds of label are read
-        assert _axe_violations(page) == []
+        assert axe_violations(page) == []
 
 
 def test_no_other_page_can_frame_the_library_or_read_it(library):
@@ -581,7 +564,7 @@ def test_no_other_page_can_frame_the_library_or_read_it(library):
     script runs, no policy violation); a foreign page cannot show it in a frame
     (clickjacking) nor load its images or JSON (the library's shape); a link from elsewhere
     still opens the UI's pages."""
-    chromium, sync_api = _browser()
+    chromium, sync_api = chromium_api()
     api = local_client(library)
     stack = api.get("/api/people").json()[0]
     server, thread, port = _serve(library)
@@ -646,7 +629,7 @@ def test_reads_answer_only_the_ui_s_own_pages(library, path):
 def test_a_name_typed_in_another_case_asks_which_person(people_library):
     """Issue 30 (8): with both "Amy" and "amy", typing "AMY" merged into whichever came
     first; now the exact name is taken, and a name matching several only in case asks."""
-    chromium, sync_api = _browser()
+    chromium, sync_api = chromium_api()
     api = local_client(people_library)
     people = api.get("/api/people").json()
     photos = {p["id"]: set(api.get(f"/api/stacks/{p['id']}").json()["photo_ids"]) for p in people}
@@ -766,7 +749,7 @@ def test_who_is_this_names_a_new_photo_and_keeps_nothing(people_library, monkeyp
     foreign = api.post("/api/identify", content=b"x", headers={"Origin": "http://evil.example"})
     assert foreign.status_code == 403
 
-    chromium, sync_api = _browser()
+    chromium, sync_api = chromium_api()
     server, thread, port = _serve(people_library)
     try:
         with sync_api.sync_playwright() as p:
@@ -885,7 +868,7 @@ def test_look_for_new_photos_from_the_page(library, photos, monkeypatch):
     assert "1 faces found: 0 joined their people, 1 new stacks;" in state["message"]
     assert api.post(f"/api/stacks/{stack}/name", json={"name": "Penny"}).status_code == 200
 
-    chromium, sync_api = _browser()
+    chromium, sync_api = chromium_api()
     monkeypatch.setattr(web.ScanAgain, "_progress", real)
     Image.open(photos / "howard" / sorted(os.listdir(photos / "howard"))[0]).transpose(
         Image.Transpose.FLIP_LEFT_RIGHT).save(photos / "howard" / "new.png")  # fmt: skip

@@ -17,7 +17,15 @@ from facetrain.cli import app
 from facetrain.data.packed import pack
 from facetrain.inference.saved import open_model
 from facetrain.train.loop import train
-from helpers import lfw_style, make_faces, side_by_side, small_cfg, write_bin_and_pairs
+from helpers import (
+    axe_violations,
+    chromium_api,
+    lfw_style,
+    make_faces,
+    side_by_side,
+    small_cfg,
+    write_bin_and_pairs,
+)
 
 runner = CliRunner()
 
@@ -278,6 +286,22 @@ def test_plots_and_report(trained, tmp_path):
     assert f"{metrics['auc']:.4f}" in page and "pairs used" in page
     cli("plot-embeddings", run, trained["faces"], "--out", tmp_path / "tsne.png")
     assert Image.open(tmp_path / "tsne.png").size[0] > 500
+
+
+def test_the_report_page_reads_for_everyone(trained, tmp_path):
+    """The report page breaks none of axe-core's accessibility rules in Chromium: it names
+    its language, has a main region and says in words what each chart shows."""
+    from facetrain.evaluate.report import write_report
+
+    chromium, sync_api = chromium_api()
+    page_file = write_report(trained["run"], tmp_path / "report.html")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(page_file.as_uri())
+        assert page.locator("img").count() >= 1
+        assert axe_violations(page) == []
+        browser.close()
 
 
 def test_models_from_elsewhere_and_bad_model_files(trained, tmp_path):

@@ -32,9 +32,11 @@ ROWS = (
 )
 
 
-def _img(path: Path) -> str:
+def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
+    return (
+        f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" style="max-width:100%">'
+    )
 
 
 def _fmt(v) -> str:
@@ -61,12 +63,12 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None) -
     out = Path(out) if out else run / "report.html"
     sets, source = final_metrics(run)
     parts = [
-        "<!doctype html><meta charset='utf-8'>",
+        "<!doctype html><html lang='en'><meta charset='utf-8'>",
         f"<title>facetrain report: {html.escape(run.name)}</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;"
         "text-align:right}th:first-child,td:first-child{text-align:left}</style>",
-        f"<h1>facetrain run <code>{html.escape(str(run))}</code></h1>",
+        f"<main><h1>facetrain run <code>{html.escape(str(run))}</code></h1>",
     ]
     cfg = run / CONFIG
     if cfg.exists():
@@ -84,7 +86,8 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None) -
             parts.append(f"<ul>{items}</ul>")
     with tempfile.TemporaryDirectory() as tmp:
         parts.append("<h2>Learning curves</h2>")
-        parts.append(_img(plot_runs([run], Path(tmp) / "curves.png")))
+        curves = plot_runs([run], Path(tmp) / "curves.png")
+        parts.append(_img(curves, "the run's loss, learning rate and verification by epoch"))
         parts.append(f"<h2>Final metrics</h2><p>from {html.escape(source)}</p>")
         if sets:
             names = list(sets)
@@ -103,11 +106,12 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None) -
         roc = run / "eval" / "roc.csv"
         parts.append("<h2>ROC</h2>")
         if roc.exists():
-            parts.append(_img(plot_roc(read_roc(roc), Path(tmp) / "roc.png")))
+            roc_png = plot_roc(read_roc(roc), Path(tmp) / "roc.png")
+            parts.append(_img(roc_png, "ROC: true accepts against false accepts, each set"))
         else:
             parts.append(
                 "<p>No ROC yet: <code>facetrain eval RUN --pairs … --images …</code> "
                 "writes RUN/eval/roc.csv.</p>"
             )
-    atomic.write_text(out, "\n".join(parts) + "\n")
+    atomic.write_text(out, "\n".join(parts) + "\n</main>\n")
     return out
