@@ -517,11 +517,19 @@ def test_an_owner_using_the_keyboard_or_a_screen_reader_can_do_it_all(people_lib
     from conftest import SHARED
 
     group = sorted((SHARED / "photos" / "bbt" / "group").iterdir())[2]  # not in the library
+    api = local_client(people_library)
+    small = min(api.get("/api/people").json(), key=lambda p: p["faces"])["id"]
+    assert api.post(f"/api/stacks/{small}/hide").status_code == 200
     focused = "() => document.activeElement"
     with page_on(people_library) as (page, url):
         page.goto(url + "/")
         page.locator(".card").first.wait_for()
         assert axe_violations(page) == []
+        page.locator("#small").check()
+        page.locator("#showhidden").check()
+        assert page.locator(f".card.is-hidden[data-stack='{small}']").count() == 1
+        assert axe_violations(page) == []  # a hidden stack is told by more than faded text
+        page.locator("#small").uncheck()
         assert page.locator("#status").get_attribute("role") == "status"
 
         _tab_to(page, ".card")

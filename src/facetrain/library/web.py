@@ -519,13 +519,14 @@ header{position:sticky;top:0;z-index:2;background:#fff;border-bottom:1px solid #
   display:flex;gap:1em;align-items:center;padding:.6em 1em;flex-wrap:wrap}
 header h1{font-size:1.1em;margin:0}#status{color:#555;flex:1;min-width:12em}
 main{padding:1em}.hidden{display:none!important}
+@media (max-width:600px){header{position:static}}  /* a third of a narrow screen */
 #grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:14px}
 .card{background:#fff;border-radius:10px;padding:8px;text-align:center;cursor:pointer;
   border:2px solid transparent;color:inherit;text-decoration:none}
 .card:focus,.card:hover{border-color:#4a7}
 .card img{width:134px;height:134px;object-fit:cover;border-radius:50%}
 .card .who{font-weight:600;margin-top:4px}.card .n{color:#595959;font-size:.85em}
-.card.is-hidden{opacity:.5}
+.card.is-hidden{background:#ececea}.card.is-hidden img{opacity:.5}
 #person h2{margin:.2em 0}.row{display:flex;gap:.5em;align-items:center;flex-wrap:wrap;margin:.5em 0}
 #with .with.on,#years .year.on{background:#dbe9ff}
 .photos{display:flex;flex-wrap:wrap;gap:6px}
@@ -634,7 +635,8 @@ function drawGrid() {
   $("#grid").innerHTML = shown.map(p => `<a class="card${p.hidden ? " is-hidden" : ""}"
     href="/person/${p.id}" data-stack="${p.id}"><img alt="" src="/face/${p.cover ??
     p.face_ids[0]}.jpg"><div class="who">${esc(label(p))}</div>
-    <div class="n">${many(p.faces, "face")} · ${many(p.photos, "photo")}</div></a>`).join("")
+    <div class="n">${p.hidden ? "hidden · " : ""}${many(p.faces, "face")} · ${many(p.photos,
+    "photo")}</div></a>`).join("")
     || (people.length ? "<p>No stacks to show (small and hidden ones are behind the " +
         "switches).</p>" : "<p>No stacks yet: <b>Look for new photos</b> finds the faces " +
         "of the folders you scanned and stacks them per person.</p>");
