@@ -394,6 +394,7 @@ def test_learn_from_my_names_in_a_browser(tmp_path):
             panel = page.locator("#personal")
             assert panel.is_visible() and "Personal model on" in panel.inner_text()
             assert "strangers given a name" in panel.inner_text()
+            assert axe_violations(page) == []  # the panel's table reads for everyone
             page.locator("#plain").click()
             page.wait_for_function(
                 "document.querySelector('#status').textContent.includes('plain model')"

@@ -567,7 +567,7 @@ new photos join their people (your photos are only read)">Look for new photos</b
 <button id="lookstop" class="hidden" title="what was found so far is kept"
 >Stop looking</button><button id="undo" title="Ctrl+Z">Undo</button>
 <span id="status" role="status">ready</span></header>
-<div id="personal" class="hidden"></div>
+<section id="personal" class="hidden" aria-label="your personal model"></section>
 <main>
 <section id="people"><div id="grid"></div></section>
 <section id="person" class="hidden">
@@ -764,7 +764,7 @@ function drawPersonal(p) {  // the adapter in use and what it was measured to do
   const row = (what, k) => `<tr><td>${what}</td><td>${pct(p[k + "_before"])}</td>
     <td>${pct(p[k + "_after"])}</td></tr>`;
   $("#personal").innerHTML = `<b>Personal model on</b> (since ${esc(p.since)}): measured on
-    ${p.held_back_faces} faces held back from it — ${esc(p.verdict)}<table><tr><th></th>
+    ${p.held_back_faces} faces held back from it — ${esc(p.verdict)}<table><tr><th>measured</th>
     <th>plain model</th><th>personal</th></tr>${row("stacks right (BCubed F)", "bcubed_f")}
     ${row("your people named right", "identify_accuracy")}
     ${row("strangers given a name", "stranger_false_name_rate")}</table>`;
