@@ -56,6 +56,8 @@ def test_a_bad_file_or_a_faceless_photo_fails_nothing_else(fr, tmp_path):
 
 
 def test_distances_broadcast_one_and_many(fr):
+    rule = f"same under {fr.threshold:g} (squared_l2)"  # what a notebook shows of it
+    assert repr(fr) == f"Recognizer(pretrained:dlib_resnet: 128-d, {rule}, cpu)"
     e = fr.embed([REF / w / f"{w}{k}.png" for w in ("amy", "penny") for k in (1, 2)])
     one = fr.distance(e[0], e[1])
     assert isinstance(one, float)

@@ -74,6 +74,12 @@ class Recognizer:
         self.model, self.device = model, device
         self.threshold = model.pre.threshold
 
+    def __repr__(self) -> str:
+        """What a notebook shows: the model and the rule its `threshold` is for."""
+        pre, thr = self.model.pre, self.threshold
+        rule = "no threshold" if thr is None else f"same under {thr:g} ({pre.distance})"
+        return f"Recognizer({self.model.source}: {self.embedder.width}-d, {rule}, {self.device})"
+
     def faces(self, image: ImageLike) -> list[Face]:
         """Every face of a photo, detected, aligned and embedded."""
         return self.embedder.faces(_rgb(image))
