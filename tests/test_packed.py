@@ -44,6 +44,10 @@ def test_pack_split_folder_roundtrip(aligned, tmp_path):
     train, val = PackedDataset(tmp_path / "pack", "train"), PackedDataset(tmp_path / "pack", "val")
     assert len(train) + len(val) == 32 and meta["splits"] == {"train": len(train), "val": len(val)}
     assert train.identities == [f"p{i}" for i in range(6)]
+    for ds in (train, val):  # what a notebook shows: the split's own images and people
+        people = len({ds.identities[k] for k in ds.labels})
+        said = f"{len(ds)} images of {people} identities, 32x32 raw"
+        assert repr(ds) == f"PackedDataset({tmp_path / 'pack'}: {said})"
     paths = (tmp_path / "pack/paths.txt").read_text().splitlines()
     for k in range(len(train)):
         img, label = train[k]

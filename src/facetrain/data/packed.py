@@ -329,6 +329,13 @@ class PackedDataset:
     def __len__(self) -> int:
         return len(self.index)
 
+    def __repr__(self) -> str:
+        """What a notebook shows: where, which split, how many, and how the images are kept."""
+        size = self.meta.get("image_size")
+        kept = f"{size[0]}x{size[1]} {self.meta['store']}" if size else self.meta.get("store")
+        people = len(np.unique(self.labels))
+        return f"PackedDataset({self.path}: {len(self)} images of {people} identities, {kept})"
+
     def identity_names(self) -> list[str]:
         """Each image's identity by name."""
         return [self.identities[k] for k in self.labels.tolist()]
