@@ -331,6 +331,11 @@ def test_a_folder_passed_over_inside_a_folder_is_said(tmp_path):
     got = json.loads(out.read_text())
     assert "links are not followed" in got["skipped"][str(folder / "penny")]
     assert not any("penny" in p for p in got["photos"])
+    with pytest.warns(UserWarning, match="a link to a folder .*: .*penny"):
+        found = facetrain.find(REF / "amy" / "amy1.png", folder)  # the API says so too
+    assert found and not any("penny" in f["path"] for f in found)
+    with pytest.raises(FileNotFoundError, match="no such folder"):  # not [] for a typo
+        facetrain.find(REF / "amy" / "amy1.png", tmp_path / "phtos")
 
 
 def test_find_in_a_folder_looks_at_every_face_of_a_group_photo(fr, tmp_path):

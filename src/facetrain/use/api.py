@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -151,12 +152,18 @@ class Recognizer:
         alone found a folder's other people too, most of all where the model crowds a
         population (bench/find_precision.py). `face`: which face of a group photo `image`
         to look for, numbered as `verify` numbers them (its `face_a`); by default its
-        central face."""
+        central face. A folder below that is passed over (a link, one that cannot be
+        listed) is a warning saying why and naming it."""
         from facetrain.data.listing import list_photos
 
         if self.threshold is None:
             raise ValueError("this model has no calibrated threshold: compare distances")
-        paths = list_photos(folder)
+        if not os.path.isdir(folder):  # a typo found nothing in silence
+            raise FileNotFoundError(f"{folder}: no such folder of photos to look in")
+        skipped: dict[str, str] = {}
+        paths = list_photos(folder, notes=skipped)
+        for where, why in skipped.items():
+            warnings.warn(f"{why.removeprefix('skipped: ')}: {where}", stacklevel=2)
         query = self.embed(image)[0] if face is None else self._face_of(image, face)
         if np.isnan(query).any():
             raise ValueError("no face found in the image to find")
