@@ -334,8 +334,11 @@ def test_a_folder_passed_over_inside_a_folder_is_said(tmp_path):
     with pytest.warns(UserWarning, match="a link to a folder .*: .*penny"):
         found = facetrain.find(REF / "amy" / "amy1.png", folder)  # the API says so too
     assert found and not any("penny" in f["path"] for f in found)
-    with pytest.raises(FileNotFoundError, match="no such folder"):  # not [] for a typo
-        facetrain.find(REF / "amy" / "amy1.png", tmp_path / "phtos")
+    for typo in (tmp_path / "phtos", tmp_path / "faces.bd"):  # not [] for a typo
+        with pytest.raises(FileNotFoundError, match="no such folder of photos or library"):
+            facetrain.find(REF / "amy" / "amy1.png", typo)
+    with pytest.raises(FileNotFoundError, match="no such folder of photos"):
+        facetrain.load().find(REF / "amy" / "amy1.png", tmp_path / "phtos")
 
 
 def test_find_in_a_folder_looks_at_every_face_of_a_group_photo(fr, tmp_path):

@@ -37,6 +37,8 @@ def find(image, where, model=None, device: str = "cpu", face: int | None = None)
     each face of `image` (as `library identify`)."""
     from pathlib import Path
 
+    if not Path(where).exists():
+        raise FileNotFoundError(f"{where}: no such folder of photos or library to look in")
     if Path(where).is_file():
         from facetrain.library.library import Library
 
