@@ -81,7 +81,13 @@ CASES = [
     (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", "input_size=16"),
      "input_size 16 is too small for"),
     (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", "eval_bins=nope.bin"),
-     "verification set nope.bin: no such file"),
+     "verification set nope.bin: no such .bin file"),
+    (lambda f, t: ("eval", "--pairs", t / "pairs.txt", "--images", f), "pairs.txt: no such pairs"),
+    (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", f"eval_pairs={_pairs(t)}"),
+     "eval_pairs needs eval_images"),
+    (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", f"eval_pairs={_pairs(t)}",
+                   "--set", f"eval_images={t / 'lfw'}"), "lfw: no such image folder"),
+    (lambda f, t: ("eval", "--bin", t / "agedb.bin"), "agedb.bin: no such .bin file"),
     # 16: align --detect-max-side 0
     (lambda f, t: ("align", f, t / "al", "--detect-max-side", "0"), "--detect-max-side"),
     # 21: a device that is no device, for every command

@@ -62,6 +62,10 @@ def eval_(
     pairs, images = pairs or [], images or []
     if len(pairs) != len(images):
         fail("give one --images folder for each --pairs file (the folder its names refer to)")
+    from facetrain.evaluate.sets import unreadable_sets
+
+    if why := unreadable_sets(list(zip(pairs, images)), bin_ or []):
+        fail("; ".join(why))
     from facetrain import atomic
 
     atomic.output_files([*pairs, *images, *(bin_ or [])], **{"--out": out, "--folds-csv":

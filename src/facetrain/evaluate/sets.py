@@ -17,6 +17,15 @@ from facetrain.inference.sources import Images
 METRIC_KEYS = ("accuracy", "accuracy_std", "val", "val_std", "far", "auc", "eer", "threshold")
 
 
+def unreadable_sets(pairs: list[tuple[str, str]], bins: list[str]) -> list[str]:
+    """Why verification sets cannot be read, said before any work: a pairs file or .bin
+    that is not there, an image folder that is not one (a typo found late costs a model's
+    loading, or a training run's first epoch)."""
+    why = [f"{p}: no such pairs file" for p, _ in pairs if not Path(p).is_file()]
+    why += [f"{d}: no such image folder" for _, d in pairs if not Path(d).is_dir()]
+    return why + [f"{b}: no such .bin file" for b in bins if not Path(b).is_file()]
+
+
 @dataclass
 class EvalSet:
     name: str

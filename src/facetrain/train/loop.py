@@ -26,6 +26,7 @@ import torch
 
 from facetrain.data.loader import TrainLoader
 from facetrain.data.packed import PackedDataset
+from facetrain.evaluate.sets import unreadable_sets
 from facetrain.models import RawEmbedding, create_model
 from facetrain.progress import progress_bar
 from facetrain.run_folder import LOCK, METRICS, REVISION
@@ -444,11 +445,11 @@ def _many(n: int, word: str) -> str:
 def _check_before_writing(cfg: TrainConfig) -> None:
     """What would fail later, refused before the run folder is touched: verification files
     that are not there, an input size the network cannot take."""
-    for f in [*cfg.eval.bins, *([cfg.eval.pairs] if cfg.eval.pairs else [])]:
-        if not Path(f).is_file():
-            raise TrainingError(f"verification set {f}: no such file")
-    if cfg.eval.pairs and not Path(cfg.eval.images or "").is_dir():
-        raise TrainingError(f"eval_images {cfg.eval.images!r}: not a folder of images")
+    if cfg.eval.pairs and not cfg.eval.images:  # "" would be the folder training runs in
+        raise TrainingError("eval_pairs needs eval_images: the image folder its names refer to")
+    pairs = [(cfg.eval.pairs, cfg.eval.images)] if cfg.eval.pairs else []
+    if why := unreadable_sets(pairs, cfg.eval.bins):
+        raise TrainingError("verification set " + "; ".join(why))
     model = create_model(cfg.model.arch, cfg.model.embedding_size)
     _check_input_size(model, cfg.model.input_size or model.input_size, cfg.model.arch)
 
