@@ -58,6 +58,7 @@ from facetrain.train.records import (
     record_revision,
     truncate_metrics,
 )
+from facetrain.train.schedule import read_schedule_file
 from facetrain.train.settings import ObjectiveSettings, TrainConfig
 from facetrain.train.state import (
     Checkpointer,
@@ -445,11 +446,17 @@ def _many(n: int, word: str) -> str:
 def _check_before_writing(cfg: TrainConfig) -> None:
     """What would fail later, refused before the run folder is touched: verification files
     that are not there, an input size the network cannot take."""
-    if cfg.eval.pairs and not cfg.eval.images:  # "" would be the folder training runs in
-        raise TrainingError("eval_pairs needs eval_images: the image folder its names refer to")
     pairs = [(cfg.eval.pairs, cfg.eval.images)] if cfg.eval.pairs else []
     if why := unreadable_sets(pairs, cfg.eval.bins):
         raise TrainingError("verification set " + "; ".join(why))
+    if cfg.optim.schedule == "file":  # read now: a typo in it found before any work
+        path = cfg.optim.schedule_file
+        try:
+            read_schedule_file(path)
+        except OSError as e:
+            raise TrainingError(f"schedule_file {path}: {e.strerror or e}") from None
+        except ValueError as e:  # it names the file and line
+            raise TrainingError(f"schedule_file {e}") from None
     model = create_model(cfg.model.arch, cfg.model.embedding_size)
     _check_input_size(model, cfg.model.input_size or model.input_size, cfg.model.arch)
 

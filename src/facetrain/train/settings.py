@@ -221,7 +221,9 @@ class OptimSettings:
         _finite_non_negative(self, ("lr", "weight_decay", "momentum", "min_lr", "clip_grad",
                                     "ema_decay"))  # fmt: skip
         _rules([(self.accumulate < 1 or self.epochs < 1,
-                 "accumulate and epochs must be at least 1")])  # fmt: skip
+                 "accumulate and epochs must be at least 1"),
+                ((self.schedule == "file") != bool(self.schedule_file),
+                 "schedule=file and schedule_file=PATH go together")])  # fmt: skip
         if self.epochs > MAX_EPOCHS:  # a typo (an extra zero or three), not a plan
             raise ConfigError(f"epochs = {self.epochs}: at most {MAX_EPOCHS}")
 
@@ -261,6 +263,9 @@ class EvalSettings:
         _choose(self)
         _at_least(self, ("every",), 1)
         _at_least(self, ("every_steps",), 0)
+        _rules([(bool(self.pairs) != bool(self.images),  # "" would be the folder run in
+                 "eval_pairs and eval_images go together (the pairs file and the image "
+                 "folder its names refer to)")])  # fmt: skip
 
 
 @dataclass
