@@ -11,6 +11,7 @@ import pytest
 
 from facetrain.experiment import REWARPED, SUBSETS
 from facetrain.train.config import TrainConfig, load_config_file
+from facetrain.train.settings import idle_settings
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 ALL = sorted(RECIPES.glob("*.toml"))
@@ -20,6 +21,7 @@ ALL = sorted(RECIPES.glob("*.toml"))
 def test_recipe_is_a_valid_training_config(path):
     cfg = TrainConfig.of(**load_config_file(path))  # unknown keys raise here
     cfg.validate()
+    assert idle_settings(cfg) == []  # every setting it gives is one its run reads
     # the protocol: mini-train (and more-train) only — packed, halved or re-warped by
     # experiment.py, or the shared folders themselves; never an LFW image
     shared = {"../shared/datasets/mini-train", "../shared/datasets/more-train"}

@@ -90,6 +90,34 @@ def test_kill_minus_9_then_resume_gives_the_same_losses(packed, tmp_path):
     assert [s for s, _ in losses(run)] == list(range(1, 13))
 
 
+def test_settings_the_run_will_not_read_are_said_before_it_trains(packed, tmp_path):
+    """A setting moved from its default under a choice that never reads it (lr_steps on a
+    cosine schedule, a miner without triplets) changed nothing in silence: the run was not
+    the one its settings described. Each is named with the choice that reads it."""
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+    from facetrain.train.config import TrainConfig
+    from facetrain.train.settings import idle_settings
+
+    cfg = TrainConfig.of(data=["x"], lr_steps=[3], optimizer="adam", momentum=0.5,
+                         miner="hardest")  # fmt: skip
+    assert idle_settings(cfg) == [
+        "lr_steps = [3] does nothing with schedule cosine (it is read with schedule step)",
+        "momentum = 0.5 does nothing with optimizer adam (it is read with optimizer sgd or "
+        "rmsprop)",
+        "miner = 'hardest' does nothing with loss softmax (it is read with loss triplet)",
+    ]
+    assert idle_settings(cfg.replace(schedule="step", optimizer="sgd", loss="triplet")) == []
+    args = ["train", "--data", str(packed), "--out", str(tmp_path / "run"), "--epochs", "1",
+            "--set", "embedding_size=32", "--set", "epoch_size=2",
+            "--set", "lr_steps=3"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    assert "warning: lr_steps = [3] does nothing with schedule cosine" in said, said
+
+
 def test_a_second_train_on_a_busy_run_folder_says_who_holds_it(packed, tmp_path):
     """One process at a time on a run folder: the second says which process trains there
     and changes nothing (it used to 'resume' alongside and crash the first)."""

@@ -59,7 +59,7 @@ from facetrain.train.records import (
     truncate_metrics,
 )
 from facetrain.train.schedule import read_schedule_file
-from facetrain.train.settings import ObjectiveSettings, TrainConfig
+from facetrain.train.settings import ObjectiveSettings, TrainConfig, idle_settings
 from facetrain.train.state import (
     Checkpointer,
     NonFiniteGuard,
@@ -378,6 +378,14 @@ class Run:
         return self.state.last_eval
 
 
+def _say_before_training(cfg: TrainConfig, ds: PackedDataset, log) -> None:
+    """What the owner should know before a run starts: faces of no known alignment, and
+    settings this run will not read."""
+    say_if_not_aligned(ds, alignment_record(cfg, ds.path), log)
+    for idle in idle_settings(cfg):
+        log(f"warning: {idle}")
+
+
 def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     """The run folder, data, model, objective, optimizer and bookkeeping of a run."""
     folder = Path(cfg.platform.out)
@@ -390,7 +398,7 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     unlabelled = cfg.objective.loss == "distill"  # distillation needs no identities
     if dd.main:
         ds = dataset_for(cfg.data, folder, unlabelled, log)  # rank 0 packs, once
-        say_if_not_aligned(ds, alignment_record(cfg, ds.path), log)
+        _say_before_training(cfg, ds, log)
     distributed.barrier()
     if not dd.main:
         ds = dataset_for(cfg.data, folder, unlabelled)

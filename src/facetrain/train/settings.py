@@ -365,6 +365,45 @@ class TrainConfig:
             raise ConfigError("out must not be one of the data folders")
 
 
+# Settings read under some choices of another only: moved from their default under another
+# choice they change nothing, in silence (a run given lr_steps trained on a cosine).
+_PENALISED = ("softmax", *MARGIN_LOSSES, *METRIC_LOSSES)  # every loss but distill
+READ_ONLY_WITH: dict[str, tuple[str, tuple[str, ...]]] = {
+    "lr_steps": ("schedule", ("step",)),
+    "lr_gamma": ("schedule", ("step",)),
+    "poly_power": ("schedule", ("poly",)),
+    "min_lr": ("schedule", ("cosine", "poly")),
+    "momentum": ("optimizer", ("sgd", "rmsprop")),
+    "nesterov": ("optimizer", ("sgd",)),
+    "label_smoothing": ("loss", ("softmax", *MARGIN_LOSSES)),
+    "center_loss_factor": ("loss", _PENALISED),
+    "center_loss_alfa": ("loss", _PENALISED),
+    "prelogits_norm_factor": ("loss", _PENALISED),
+    "prelogits_norm_p": ("loss", _PENALISED),
+    "margin_s": ("loss", MARGIN_LOSSES),
+    "margin_m": ("loss", MARGIN_LOSSES),
+    "triplet_margin": ("loss", ("triplet",)),
+    "miner": ("loss", ("triplet",)),
+    "contrastive_margin": ("loss", ("contrastive",)),
+    "distill_center": ("loss", ("distill",)),
+    "images_per_identity": ("loss", METRIC_LOSSES),
+    "identities_per_batch": ("loss", METRIC_LOSSES),
+    "extra_identities": ("loss", METRIC_LOSSES),
+}
+
+
+def idle_settings(cfg: TrainConfig) -> list[str]:
+    """Each setting moved from its default that this run will not read, and why: said
+    before training, so that a run is not mistaken for the one its settings describe."""
+    default, flat = TrainConfig().flat(), cfg.flat()
+    out = []
+    for key, (chooser, under) in READ_ONLY_WITH.items():
+        if flat[key] != default[key] and flat[chooser] not in under:
+            out.append(f"{key} = {flat[key]!r} does nothing with {chooser} {flat[chooser]} "
+                       f"(it is read with {chooser} {' or '.join(under)})")  # fmt: skip
+    return out
+
+
 def kind_of(name: str) -> str:
     """bool, int, float, str, list[int] or list[str]: what setting `name` takes."""
     t = str(KEYS[name][2].type)
