@@ -249,6 +249,48 @@ def test_classify_answers_every_face_of_a_group_photo(tmp_path):
     assert sorted(r["name"] for r in t) == ["amy", "unknown"], t
 
 
+def test_embed_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monkeypatch):
+    """Embedding a large dataset is a long job: stopped (as by kill -9) between two parts,
+    the same command goes on from the last part kept, embeds only the rest, and writes what
+    one whole run writes; the work kept beside the output goes once it is written. Work of
+    another kind (another alignment here) is never mixed in."""
+    from facetrain.inference.embedder import FaceEmbedder
+    from facetrain.use import embeddings
+
+    monkeypatch.setattr(embeddings, "PART", 16)
+    faces, out, whole = trained["faces"], tmp_path / "e.npz", tmp_path / "whole.npz"
+    parts = tmp_path / "e.npz.partial"
+    calls, real = [], FaceEmbedder.embed_source
+
+    def counted(self, source, **kw):
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        calls.append(source.n_images)
+        return real(self, source, **kw)
+
+    monkeypatch.setattr(FaceEmbedder, "embed_source", counted)
+    stop_at = 3
+    stopped = runner.invoke(app, ["embed", str(trained["run"]), str(faces), "--out", str(out)])
+    assert stopped.exit_code == 130  # interrupted
+    assert len(list(parts.glob("part-*.npz"))) == 3 and not out.exists()
+    stop_at, calls = -1, []
+    said = cli("embed", trained["run"], faces, "--out", out)
+    assert "going on from an earlier run: 48 of 100 images" in " ".join(said.split())
+    assert calls == [16, 16, 16, 4] and not parts.exists()  # only the parts not kept
+    calls = []
+    cli("embed", trained["run"], faces, "--out", whole)
+    a, b = np.load(out), np.load(whole)
+    assert np.array_equal(a["embeddings"], b["embeddings"])
+    assert list(a["paths"]) == list(b["paths"]) and list(a["labels"]) == list(b["labels"])
+
+    stop_at, calls = 2, []  # stopped again; then asked with another alignment: begun anew
+    stopped = runner.invoke(app, ["embed", str(trained["run"]), str(faces), "--out", str(out)])
+    assert stopped.exit_code == 130  # interrupted
+    stop_at, calls = -1, []
+    cli("embed", trained["run"], faces, "--out", out, "--align", "never")
+    assert calls == [16] * 6 + [4] and not parts.exists()
+
+
 def test_filter_finds_mislabelled_images(trained, tmp_path):
     data = tmp_path / "noisy"
     shutil.copytree(trained["faces"], data)

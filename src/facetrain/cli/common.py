@@ -171,13 +171,17 @@ WorkersOpt = Annotated[
 ]
 
 
-def embed_data(fm, data: list[str], align: str, device: str, workers: int = 0):
-    """Embed DATA roots, reporting skipped images; exits cleanly when nothing is usable."""
+def embed_data(fm, data: list[str], align: str, device: str, workers: int = 0,
+               towards: Path | None = None):  # fmt: skip
+    """Embed DATA roots, reporting skipped images; exits cleanly when nothing is usable.
+    `towards`: the output file the embeddings are for, beside which the work is kept
+    until it is written (`use.embeddings.parts_for`): a stopped run goes on from there."""
     from facetrain.data.listing import DatasetError
-    from facetrain.use.embeddings import embed_dataset
+    from facetrain.use.embeddings import embed_dataset, parts_for
 
+    parts = None if towards is None else parts_for(towards)
     try:
-        t = embed_dataset(fm, data, align=align, device=device, workers=workers)
+        t = embed_dataset(fm, data, align=align, device=device, workers=workers, parts=parts)
     except (DatasetError, ValueError) as e:
         fail(str(e))
     return _usable(t, data)

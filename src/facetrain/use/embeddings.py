@@ -33,7 +33,7 @@ class Table:
 
 def embed_dataset(
     model, roots, *, align: str = "auto", device: str = "cpu", progress: bool = True,
-    workers: int = 0,
+    workers: int = 0, parts: Path | None = None,
 ) -> Table:  # fmt: skip
     """Embed every image under the roots, or of a pack (`facetrain pack`'s folder, from its
     shards: the photos may be elsewhere by now); images that cannot be used are skipped,
@@ -44,7 +44,8 @@ def embed_dataset(
     if pack is not None:
         paths, names = pack.source_paths(), pack.identity_names()
         return embed_paths(model, paths, names, align=align, device=device,
-                           progress=progress, workers=workers, read=pack.rgb)  # fmt: skip
+                           progress=progress, workers=workers, read=pack.rgb,
+                           parts=parts)  # fmt: skip
     problems = Problems()
     samples = list(iter_samples(roots, problems=problems))
     return embed_paths(
@@ -55,17 +56,26 @@ def embed_dataset(
         device=device,
         progress=progress,
         workers=workers,
+        parts=parts,
     )
 
 
 def embed_paths(
     model, paths: list[str], labels: list[str], *, align="auto", device="cpu", progress=True,
-    workers: int = 0, read=None,
+    workers: int = 0, read=None, parts: Path | None = None,
 ) -> Table:  # fmt: skip
-    """Embed these photos (or `read(i)`'s pixels, paths[i] naming them)."""
+    """Embed these photos (or `read(i)`'s pixels, paths[i] naming them). With `parts`, a
+    folder, the work is kept there PART images at a time, so that a run stopped (even by
+    kill -9) goes on from the last part kept; the caller removes it once the table is
+    saved (`done_with_parts`)."""
     embedder = FaceEmbedder(model, device)
     images = embedder.images(paths, align, read)
-    emb = embedder.embed_source(images, progress="embed" if progress else None, workers=workers)
+    if parts is None:
+        bar = "embed" if progress else None
+        emb = embedder.embed_source(images, progress=bar, workers=workers)
+        problems = images.problems
+    else:
+        emb, problems = _embed_in_parts(embedder, images, parts, align, progress, workers)
     good = np.isfinite(emb).all(1) & (emb.shape[1] > 0)  # a width of 0: nothing embedded
     keep = np.flatnonzero(good)
     return Table(
@@ -74,8 +84,99 @@ def embed_paths(
         [labels[i] for i in keep],
         model.source,
         asdict(model.pre),
-        {paths[i]: images.problems.get(i, "not embedded") for i in np.flatnonzero(~good)},
+        {paths[i]: problems.get(i, "not embedded") for i in np.flatnonzero(~good)},
     )
+
+
+PART = 512  # images embedded between two records of a resumable embedding
+
+
+def _embed_in_parts(embedder: FaceEmbedder, images, parts: Path, align: str, progress: bool,
+                    workers: int) -> tuple[np.ndarray, dict[int, str]]:  # fmt: skip
+    """(embeddings, problems by index) of every image, PART at a time, each part written
+    into `parts` as it is done and read back from there on a later run of the same work
+    (the same model, preprocessing, images and alignment: else begun anew)."""
+    from facetrain import atomic
+    from facetrain.inference.compiled import model_hash
+    from facetrain.progress import progress_bar
+
+    n = images.n_images
+    files = [parts / f"part-{k:06d}.npz" for k in range(-(-n // PART))]
+    _claim(parts, {"model": model_hash(embedder.model), "pre": asdict(embedder.pre),
+                   "align": align, "images": _digest(images.paths)})  # fmt: skip
+    done = sum(f.exists() for f in files)
+    if done and progress:
+        from facetrain.progress import console
+
+        console.print(f"going on from an earlier run: {min(done * PART, n)} of {n} images "
+                      f"embedded before, kept in {parts}")  # fmt: skip
+    with progress_bar(disable=None if progress else True) as bar:
+        task = bar.add_task("embed", total=n, completed=min(done * PART, n))
+        for k, f in enumerate(files):
+            if f.exists():
+                continue
+            ids = range(k * PART, min((k + 1) * PART, n))
+            emb = embedder.embed_source(_Part(images, ids), workers=workers)
+            why = json.dumps({i: images.problems[i] for i in ids if i in images.problems})
+            with atomic.atomic_open(f, "wb") as out:
+                np.savez(out, embeddings=emb, problems=np.array(why))
+            bar.advance(task, len(ids))
+    saved = [np.load(f) for f in files]
+    problems = {int(i): why for z in saved for i, why in json.loads(str(z["problems"])).items()}
+    width = embedder.width
+    return np.concatenate([z["embeddings"] for z in saved] or [np.zeros((0, width))]), problems
+
+
+class _Part:
+    """Some images of a source, by their own indices (a part of a resumable embedding)."""
+
+    def __init__(self, source, ids: range):
+        self.source, self.ids = source, ids
+
+    @property
+    def n_images(self) -> int:
+        return len(self.ids)
+
+    def arrays(self, ids: list[int]) -> list:
+        return self.source.arrays([self.ids[i] for i in ids])
+
+    def fetch(self, ids: list[int]) -> list:
+        return self.source.fetch([self.ids[i] for i in ids])
+
+
+def _digest(paths: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _claim(parts: Path, work: dict) -> None:
+    """`parts` holds this work's parts: kept when they are of the same work, else emptied
+    (parts of other faces or another model are never mixed in)."""
+    import shutil
+
+    from facetrain import atomic
+
+    meta = parts / "work.json"
+    if meta.exists() and json.loads(meta.read_text()) == work:
+        return
+    if parts.exists():
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True)
+    atomic.write_text(meta, json.dumps(work) + "\n")
+
+
+def parts_for(out: str | os.PathLike) -> Path:
+    """Where the work towards the output file `out` is kept until it is written."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def done_with_parts(parts: Path) -> None:
+    """The output is written: the work kept towards it goes."""
+    import shutil
+
+    shutil.rmtree(parts, ignore_errors=True)
 
 
 def save_table(path: str | os.PathLike, t: Table) -> Path:
