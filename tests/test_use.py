@@ -289,6 +289,11 @@ def test_embed_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monk
     stop_at, calls = -1, []
     cli("embed", trained["run"], faces, "--out", out, "--align", "never")
     assert calls == [16] * 6 + [4] and not parts.exists()
+    mine = tmp_path / "mine.npz.partial"  # a folder of the owner's where the work would go
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the owner's")
+    said = cli_fails("embed", trained["run"], faces, "--out", tmp_path / "mine.npz")
+    assert "not such work" in said and (mine / "notes.txt").read_text() == "the owner's"
 
 
 def test_filter_finds_mislabelled_images(trained, tmp_path):

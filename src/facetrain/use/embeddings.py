@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -89,6 +90,7 @@ def embed_paths(
 
 
 PART = 512  # images embedded between two records of a resumable embedding
+OURS = r"(\.)?(work\.json|part-\d{6}\.npz)(?(1)\..+\.tmp)"  # and atomic writes' temporaries
 
 
 def _embed_in_parts(embedder: FaceEmbedder, images, parts: Path, align: str, progress: bool,
@@ -121,10 +123,12 @@ def _embed_in_parts(embedder: FaceEmbedder, images, parts: Path, align: str, pro
             with atomic.atomic_open(f, "wb") as out:
                 np.savez(out, embeddings=emb, problems=np.array(why))
             bar.advance(task, len(ids))
-    saved = [np.load(f) for f in files]
-    problems = {int(i): why for z in saved for i, why in json.loads(str(z["problems"])).items()}
-    width = embedder.width
-    return np.concatenate([z["embeddings"] for z in saved] or [np.zeros((0, width))]), problems
+    rows, problems = [np.zeros((0, embedder.width), np.float32)], {}
+    for f in files:  # each closed at once: a million faces are two thousand parts
+        with np.load(f) as z:
+            rows.append(z["embeddings"])
+            problems |= {int(i): why for i, why in json.loads(str(z["problems"])).items()}
+    return np.concatenate(rows), problems
 
 
 class _Part:
@@ -152,18 +156,23 @@ def _digest(paths: list[str]) -> str:
 
 def _claim(parts: Path, work: dict) -> None:
     """`parts` holds this work's parts: kept when they are of the same work, else emptied
-    (parts of other faces or another model are never mixed in)."""
+    (parts of other faces or another model are never mixed in). A folder there that is
+    not such work is nobody's to empty: ValueError."""
     import shutil
 
     from facetrain import atomic
 
-    meta = parts / "work.json"
-    if meta.exists() and json.loads(meta.read_text()) == work:
+    meta, text = parts / "work.json", json.dumps(work, sort_keys=True) + "\n"
+    if meta.is_file() and meta.read_text() == text:
         return
     if parts.exists():
+        ours = parts.is_dir() and all(re.fullmatch(OURS, p.name) for p in parts.iterdir())
+        if not ours:
+            raise ValueError(f"{parts}: in the way of the work kept towards the output, and "
+                             "not such work; move it, or write the output elsewhere")  # fmt: skip
         shutil.rmtree(parts)
     parts.mkdir(parents=True)
-    atomic.write_text(meta, json.dumps(work) + "\n")
+    atomic.write_text(meta, text)
 
 
 def parts_for(out: str | os.PathLike) -> Path:
