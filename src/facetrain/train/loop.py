@@ -453,7 +453,8 @@ def _many(n: int, word: str) -> str:
 
 def _check_before_writing(cfg: TrainConfig) -> None:
     """What would fail later, refused before the run folder is touched: verification files
-    that are not there, an input size the network cannot take."""
+    that are not there, a schedule file that cannot be read, an input size the network
+    cannot take."""
     pairs = [(cfg.eval.pairs, cfg.eval.images)] if cfg.eval.pairs else []
     if why := unreadable_sets(pairs, cfg.eval.bins):
         raise TrainingError("verification set " + "; ".join(why))
