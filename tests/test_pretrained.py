@@ -202,9 +202,10 @@ def test_a_corrupt_weights_package_leaves_nothing_in_the_cache(tmp_path, cache, 
     assert cached_files(cache) == []
 
 
-def test_a_missing_weights_package_names_it(cache, monkeypatch):
+def test_a_missing_weights_package_names_it(cache, monkeypatch, tmp_path):
     monkeypatch.setattr("facetrain.inference.pretrained.models_folder", lambda: None)
-    r = runner.invoke(app, ["eval", "pretrained:dlib_resnet", "--bin", "x.bin"])
+    (tmp_path / "x.bin").write_bytes(b"a verification set")  # read after the model
+    r = runner.invoke(app, ["eval", "pretrained:dlib_resnet", "--bin", str(tmp_path / "x.bin")])
     assert r.exit_code == 2 and "face-recognition-models" in r.output
     assert cached_files(cache) == []
 

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from facetrain.inference.record import Preprocess
-from facetrain.inference.sources import FaceSource, batches
+from facetrain.inference.sources import FaceSource, Progress, batches
 
 FILES = ["model.ort", "model.json"]  # the graph; its record and content hash
 BATCH = 64  # faces a call: bounded memory for a large `embed`
@@ -167,7 +167,7 @@ def model_hash(fm) -> str:
     return content_hash(fm)
 
 
-def embed_source(model: CompiledModel, s: FaceSource, *, progress: str | None = None,
+def embed_source(model: CompiledModel, s: FaceSource, *, progress: Progress = None,
                  workers: int = 0) -> np.ndarray:  # fmt: skip
     """Unit embeddings of every face of a source; NaN rows where it has none (`feed.embed`
     for a compiled model)."""

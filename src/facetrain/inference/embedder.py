@@ -18,7 +18,7 @@ from functools import partial
 import cv2
 import numpy as np
 
-from facetrain.inference.sources import Arrays, FaceSource, Images, face_crop, whole_face
+from facetrain.inference.sources import Arrays, FaceSource, Images, Progress, face_crop, whole_face
 
 
 @dataclass
@@ -77,7 +77,7 @@ class FaceEmbedder:
         return self.embed_source(Arrays(list(crops)), progress=progress, workers=workers)
 
     def embed_source(self, source: FaceSource, *, flip: str | None = None,
-                     progress: str | None = None, workers: int = 0) -> np.ndarray:  # fmt: skip
+                     progress: Progress = None, workers: int = 0) -> np.ndarray:  # fmt: skip
         """Unit embeddings of every face of a source (NaN rows where it has none)."""
         from facetrain.inference.compiled import CompiledModel, embed_source
 

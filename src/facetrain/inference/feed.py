@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from facetrain.data.augment import Augment, center, resize
-from facetrain.inference.sources import FaceSource, batches
+from facetrain.inference.sources import FaceSource, Progress, batches
 
 FLIPS = ("sum", "concat", "none")
 
@@ -36,11 +36,11 @@ def embed(
     flip: str = "sum",
     device: str = "cpu",
     batch: int = 128,
-    progress: str | None = None,
+    progress: Progress = None,
     workers: int = 0,
 ) -> np.ndarray:
     """Unit embeddings of every image of the set (flip: sum, concat or none); rows of images
-    that could not be used are NaN. With `progress`, a bar with that title. `workers`
+    that could not be used are NaN. With `progress`, a bar (`sources.batches`). `workers`
     threads read (decode, align) the next batches while the model runs."""
     if flip not in FLIPS:
         raise ValueError(f"unknown flip {flip!r}; choose from {', '.join(FLIPS)}")
@@ -77,7 +77,7 @@ def embed_model(
     *,
     flip: str | None = None,
     device: str = "cpu",
-    progress: str | None = None,
+    progress: Progress = None,
     workers: int = 0,
 ) -> np.ndarray:
     """`embed` with a saved model's own preprocessing record (`model.pre`)."""

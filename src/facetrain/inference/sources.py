@@ -138,24 +138,30 @@ def as_tensors(faces: list[np.ndarray | None]) -> list[torch.Tensor | None]:
 READ_STEP = 16  # images read at a time by `embed` (the bar advances this often)
 
 
+Progress = str | Callable[[int], None] | None  # a bar's title, or a caller's bar to advance
+
+
 def batches(s: FaceSource, get: Callable[[list[int]], list], *, batch: int,
-            progress: str | None, workers: int):  # fmt: skip
+            progress: Progress, workers: int):  # fmt: skip
     """`get(ids)` of every image of `s`, gathered into lists of about `batch` (the last
-    shorter), read in small steps by `workers` threads so that a bar titled `progress`
-    (none without) moves as images are read."""
+    shorter), read in small steps by `workers` threads so that a bar moves as images are
+    read: one titled `progress` (none without), or the caller's, `progress(n)` advancing
+    it by n images (a bar over several sources: a resumable embedding's parts)."""
     from facetrain.progress import progress_bar
 
     pending: list = []
     step = min(batch, READ_STEP)
     steps = [list(range(i, min(i + step, s.n_images))) for i in range(0, s.n_images, step)]
-    with progress_bar(disable=None if progress else True) as bar:
-        task = bar.add_task(progress or "embed", total=s.n_images)
+    own = not callable(progress)
+    with progress_bar(disable=None if own and progress else True) as bar:
+        task = bar.add_task(progress if own and progress else "embed", total=s.n_images)
+        advance = progress if callable(progress) else lambda n: bar.advance(task, n)
         for k, got in enumerate(read_ahead(get, steps, workers)):
             pending += got
             if len(pending) >= batch or k == len(steps) - 1:
                 yield pending
                 pending = []
-            bar.advance(task, len(got))
+            advance(len(got))
 
 
 def read_ahead(fn, items: list, workers: int):

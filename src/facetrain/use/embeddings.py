@@ -118,11 +118,11 @@ def _embed_in_parts(embedder: FaceEmbedder, images, parts: Path, align: str, pro
             if f.exists():
                 continue
             ids = range(k * PART, min((k + 1) * PART, n))
-            emb = embedder.embed_source(_Part(images, ids), workers=workers)
+            emb = embedder.embed_source(_Part(images, ids), workers=workers,
+                                        progress=lambda n: bar.advance(task, n))  # fmt: skip
             why = json.dumps({i: images.problems[i] for i in ids if i in images.problems})
             with atomic.atomic_open(f, "wb") as out:
                 np.savez(out, embeddings=emb, problems=np.array(why))
-            bar.advance(task, len(ids))
     rows, problems = [np.zeros((0, embedder.width), np.float32)], {}
     for f in files:  # each closed at once: a million faces are two thousand parts
         with np.load(f) as z:
