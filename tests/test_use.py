@@ -121,7 +121,9 @@ def test_embed_file_interface_and_bad_images(trained, tmp_path):
 
     empty = tmp_path / "nothing"
     empty.mkdir()
-    assert "no usable face images" in cli_fails("embed", trained["run"], empty, "--out", "x.npz")
+    said = cli_fails("embed", trained["run"], empty, "--out", tmp_path / "x.npz")
+    assert "no usable face images" in said
+    assert not (tmp_path / "x.npz.partial").exists()  # no work left behind
 
 
 def test_a_pack_is_data_for_embed_filter_and_the_export_check(trained, tmp_path):
@@ -294,6 +296,8 @@ def test_embed_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monk
     (mine / "notes.txt").write_text("the owner's")
     said = cli_fails("embed", trained["run"], faces, "--out", tmp_path / "mine.npz")
     assert "not such work" in said and (mine / "notes.txt").read_text() == "the owner's"
+    cli_fails("filter", trained["run"], faces, "--out", tmp_path / "c.txt", "--percentile", "100")
+    assert not (tmp_path / "c.txt.partial").exists()  # refused once embedded: nothing left
 
 
 def test_filter_finds_mislabelled_images(trained, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -171,15 +172,31 @@ WorkersOpt = Annotated[
 ]
 
 
-def embed_data(fm, data: list[str], align: str, device: str, workers: int = 0,
-               towards: Path | None = None):  # fmt: skip
-    """Embed DATA roots, reporting skipped images; exits cleanly when nothing is usable.
-    `towards`: the output file the embeddings are for, beside which the work is kept
-    until it is written (`use.embeddings.parts_for`): a stopped run goes on from there."""
-    from facetrain.data.listing import DatasetError
-    from facetrain.use.embeddings import embed_dataset, parts_for
+@contextlib.contextmanager
+def work_towards(out: Path):
+    """The folder beside the output `out` where embeddings made for it are kept while the
+    command runs (`use.embeddings.parts_for`): gone when the command ends, done or refused;
+    kept when it is interrupted, for the same command to go on from."""
+    from facetrain.use.embeddings import done_with_parts, parts_for
 
-    parts = None if towards is None else parts_for(towards)
+    parts, interrupted = parts_for(out), False
+    try:
+        yield parts
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        if not interrupted:
+            done_with_parts(parts)
+
+
+def embed_data(fm, data: list[str], align: str, device: str, workers: int = 0,
+               parts: Path | None = None):  # fmt: skip
+    """Embed DATA roots, reporting skipped images; exits cleanly when nothing is usable.
+    `parts`: where the work is kept as it goes (`work_towards`)."""
+    from facetrain.data.listing import DatasetError
+    from facetrain.use.embeddings import embed_dataset
+
     try:
         t = embed_dataset(fm, data, align=align, device=device, workers=workers, parts=parts)
     except (DatasetError, ValueError) as e:

@@ -20,6 +20,7 @@ from facetrain.cli.common import (
     fail,
     model_and_inputs,
     open_model_arg,
+    work_towards,
     write_json,
 )
 from facetrain.progress import console
@@ -225,15 +226,14 @@ def plot_embeddings_cmd(
 
     from facetrain import atomic
     from facetrain.evaluate.plots import plot_embeddings
-    from facetrain.use.embeddings import done_with_parts, parts_for
 
     atomic.output_files(args, **{"--out": out})
     fm, data = model_and_inputs(args, device, spec=spec)
-    t = embed_data(fm, data, align, device, towards=out)
-    names = sorted(set(t.labels))[:max_identities]
-    keep = np.array([x in names for x in t.labels])
-    if keep.sum() < 3:
-        fail("need at least 3 usable faces to draw a map")
-    plot_embeddings(t.embeddings[keep], [x for x, k in zip(t.labels, keep) if k], out)
-    done_with_parts(parts_for(out))
+    with work_towards(out) as parts:
+        t = embed_data(fm, data, align, device, parts=parts)
+        names = sorted(set(t.labels))[:max_identities]
+        keep = np.array([x in names for x in t.labels])
+        if keep.sum() < 3:
+            fail("need at least 3 usable faces to draw a map")
+        plot_embeddings(t.embeddings[keep], [x for x, k in zip(t.labels, keep) if k], out)
     console.print(f"wrote {out} ({int(keep.sum())} faces, {len(names)} identities)")

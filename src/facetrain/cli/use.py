@@ -24,6 +24,7 @@ from facetrain.cli.common import (
     fail,
     model_and_inputs,
     open_model_arg,
+    work_towards,
     write_json,
 )
 from facetrain.progress import console, shown
@@ -45,18 +46,18 @@ def embed(
     workers: WorkersOpt = 0,
 ) -> None:
     """Embed every face of a dataset with the model's own preprocessing."""
-    from facetrain.use.embeddings import done_with_parts, parts_for, save_table
+    from facetrain.use.embeddings import save_table
 
     atomic.output_files(args, **{"--out": out})
     fm, data = model_and_inputs(args, device, backend, spec)
     if not data:
         fail("give the faces to embed: identity folders or list files")
-    t = embed_data(fm, data, align, device, workers, towards=out)
-    try:
-        save_table(out, t)
-    except ValueError as e:
-        fail(str(e))
-    done_with_parts(parts_for(out))
+    with work_towards(out) as parts:
+        t = embed_data(fm, data, align, device, workers, parts=parts)
+        try:
+            save_table(out, t)
+        except ValueError as e:
+            fail(str(e))
     console.print(
         f"embedded {len(t)} images of {len(set(t.labels))} identities "
         f"({t.embeddings.shape[1]}-d, {fm.backend}), skipped {len(t.skipped)} → {out}"
@@ -287,19 +288,19 @@ def filter_cmd(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Find mislabelled and bad images by their distance to their identity's centre."""
-    from facetrain.use.embeddings import done_with_parts, parts_for
     from facetrain.use.filter import filter_table, write_outputs
 
     report_csv = report_csv or out.with_suffix(".csv")
     atomic.output_files(args, **{"--out": out, "--report": report_csv})
     fm, data = model_and_inputs(args, device, spec=spec)
-    t = embed_data(fm, data, align, device, towards=out)
-    try:
-        r = filter_table(t, percentile=percentile, min_images=min_images, distance=fm.pre.distance)
-    except ValueError as e:
-        fail(str(e))
-    write_outputs(t, r, out, report_csv)
-    done_with_parts(parts_for(out))
+    with work_towards(out) as parts:
+        t = embed_data(fm, data, align, device, parts=parts)
+        try:
+            r = filter_table(t, percentile=percentile, min_images=min_images,
+                             distance=fm.pre.distance)  # fmt: skip
+        except ValueError as e:
+            fail(str(e))
+        write_outputs(t, r, out, report_csv)
     order = r.distance.argsort()[::-1][:10]
     # one folder above them all is said once in the title, not on every row
     paths = [os.path.abspath(p) for p in t.paths]  # roots given relative and absolute

@@ -103,6 +103,8 @@ def _embed_in_parts(embedder: FaceEmbedder, images, parts: Path, align: str, pro
     from facetrain.progress import progress_bar
 
     n = images.n_images
+    if n == 0:
+        return np.zeros((0, embedder.width), np.float32), {}
     files = [parts / f"part-{k:06d}.npz" for k in range(-(-n // PART))]
     _claim(parts, {"model": model_hash(embedder.model), "pre": asdict(embedder.pre),
                    "align": align, "images": _digest(images.paths)})  # fmt: skip
@@ -166,8 +168,7 @@ def _claim(parts: Path, work: dict) -> None:
     if meta.is_file() and meta.read_text() == text:
         return
     if parts.exists():
-        ours = parts.is_dir() and all(re.fullmatch(OURS, p.name) for p in parts.iterdir())
-        if not ours:
+        if not _ours(parts):
             raise ValueError(f"{parts}: in the way of the work kept towards the output, and "
                              "not such work; move it, or write the output elsewhere")  # fmt: skip
         shutil.rmtree(parts)
@@ -181,11 +182,18 @@ def parts_for(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def _ours(parts: Path) -> bool:
+    """A folder of embedding work and nothing else."""
+    return parts.is_dir() and all(re.fullmatch(OURS, p.name) for p in parts.iterdir())
+
+
 def done_with_parts(parts: Path) -> None:
-    """The output is written: the work kept towards it goes."""
+    """The work kept towards an output goes (the output is written, or refused): a folder
+    holding anything else there is left as it is."""
     import shutil
 
-    shutil.rmtree(parts, ignore_errors=True)
+    if _ours(parts):
+        shutil.rmtree(parts, ignore_errors=True)
 
 
 def save_table(path: str | os.PathLike, t: Table) -> Path:
