@@ -296,8 +296,18 @@ def test_embed_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monk
     (mine / "notes.txt").write_text("the owner's")
     said = cli_fails("embed", trained["run"], faces, "--out", tmp_path / "mine.npz")
     assert "not such work" in said and (mine / "notes.txt").read_text() == "the owner's"
-    cli_fails("filter", trained["run"], faces, "--out", tmp_path / "c.txt", "--percentile", "100")
-    assert not (tmp_path / "c.txt.partial").exists()  # refused once embedded: nothing left
+    broken = tmp_path / "broken" / "someone"  # refused once embedded: no work left behind
+    broken.mkdir(parents=True)
+    for k in range(2):
+        (broken / f"{k}.jpg").write_bytes(b"\xff\xd8\xff not a photo")
+    said = cli_fails("filter", trained["run"], broken.parent, "--out", tmp_path / "c.txt")
+    assert "no usable face images" in said and not (tmp_path / "c.txt.partial").exists()
+    calls = []  # outputs that cannot be written are refused before any work
+    said = cli_fails("embed", trained["run"], faces, "--out", tmp_path / "e.txt")
+    assert "embeddings are written as .npz" in said and calls == []
+    said = cli_fails("filter", trained["run"], faces, "--out", tmp_path / "c.txt",
+                     "--percentile", "100")  # fmt: skip
+    assert "percentile 100.0: must be in [0, 100)" in said and calls == []
 
 
 def test_filter_finds_mislabelled_images(trained, tmp_path):

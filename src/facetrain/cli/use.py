@@ -46,18 +46,19 @@ def embed(
     workers: WorkersOpt = 0,
 ) -> None:
     """Embed every face of a dataset with the model's own preprocessing."""
-    from facetrain.use.embeddings import save_table
+    from facetrain.use.embeddings import check_table_path, save_table
 
     atomic.output_files(args, **{"--out": out})
+    try:
+        check_table_path(out)  # before the work, not after it
+    except ValueError as e:
+        fail(str(e))
     fm, data = model_and_inputs(args, device, backend, spec)
     if not data:
         fail("give the faces to embed: identity folders or list files")
     with work_towards(out) as parts:
         t = embed_data(fm, data, align, device, workers, parts=parts)
-        try:
-            save_table(out, t)
-        except ValueError as e:
-            fail(str(e))
+        save_table(out, t)
     console.print(
         f"embedded {len(t)} images of {len(set(t.labels))} identities "
         f"({t.embeddings.shape[1]}-d, {fm.backend}), skipped {len(t.skipped)} → {out}"
@@ -288,18 +289,19 @@ def filter_cmd(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Find mislabelled and bad images by their distance to their identity's centre."""
-    from facetrain.use.filter import filter_table, write_outputs
+    from facetrain.use.filter import check_percentile, filter_table, write_outputs
 
     report_csv = report_csv or out.with_suffix(".csv")
     atomic.output_files(args, **{"--out": out, "--report": report_csv})
+    try:
+        check_percentile(percentile)  # before the work, not after it
+    except ValueError as e:
+        fail(str(e))
     fm, data = model_and_inputs(args, device, spec=spec)
     with work_towards(out) as parts:
         t = embed_data(fm, data, align, device, parts=parts)
-        try:
-            r = filter_table(t, percentile=percentile, min_images=min_images,
-                             distance=fm.pre.distance)  # fmt: skip
-        except ValueError as e:
-            fail(str(e))
+        r = filter_table(t, percentile=percentile, min_images=min_images,
+                         distance=fm.pre.distance)  # fmt: skip
         write_outputs(t, r, out, report_csv)
     order = r.distance.argsort()[::-1][:10]
     # one folder above them all is said once in the title, not on every row

@@ -122,6 +122,8 @@ def _embed_in_parts(embedder: FaceEmbedder, images, parts: Path, align: str, pro
             ids = range(k * PART, min((k + 1) * PART, n))
             emb = embedder.embed_source(_Part(images, ids), workers=workers,
                                         progress=lambda n: bar.advance(task, n))  # fmt: skip
+            if emb.shape[1] == 0:  # not one face of the part usable: rows of NaN
+                emb = np.full((len(ids), embedder.width), np.nan, np.float32)
             why = json.dumps({i: images.problems[i] for i in ids if i in images.problems})
             with atomic.atomic_open(f, "wb") as out:
                 np.savez(out, embeddings=emb, problems=np.array(why))
@@ -196,12 +198,17 @@ def done_with_parts(parts: Path) -> None:
         shutil.rmtree(parts, ignore_errors=True)
 
 
+def check_table_path(path: str | os.PathLike) -> None:
+    """ValueError unless a table can be written at `path` (said before any embedding)."""
+    if Path(path).suffix != ".npz":
+        raise ValueError(f"{path}: embeddings are written as .npz")
+
+
 def save_table(path: str | os.PathLike, t: Table) -> Path:
     from facetrain import atomic
 
     path = Path(path)
-    if path.suffix != ".npz":
-        raise ValueError(f"{path}: embeddings are written as .npz")
+    check_table_path(path)
     with atomic.atomic_open(path, "wb") as f:
         np.savez(
             f,

@@ -42,11 +42,16 @@ def centre_distances(t: Table, distance: str = "squared_l2") -> np.ndarray:
     return out
 
 
+def check_percentile(percentile: float) -> None:
+    """ValueError unless `percentile` (the share of images left out) is in [0, 100)."""
+    if not 0.0 <= percentile < 100.0:
+        raise ValueError(f"percentile {percentile}: must be in [0, 100)")
+
+
 def filter_table(
     t: Table, *, percentile: float = 5.0, min_images: int = 2, distance: str = "squared_l2"
 ) -> FilterResult:
-    if not 0.0 <= percentile < 100.0:
-        raise ValueError(f"percentile {percentile}: must be in [0, 100)")
+    check_percentile(percentile)
     d = centre_distances(t, distance)
     cutoff = float(np.percentile(d, 100.0 - percentile)) if percentile > 0 else float("inf")
     keep = d <= cutoff if percentile > 0 else np.ones(len(d), bool)
