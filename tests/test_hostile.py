@@ -96,6 +96,8 @@ CASES = [
     (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", f"eval_pairs={_pairs(t)}",
                    "--set", f"eval_images={t / 'lfw'}"), "lfw: no such image folder"),
     (lambda f, t: ("eval", "--bin", t / "agedb.bin"), "agedb.bin: no such .bin file"),
+    (lambda f, t: ("plot", t / "runs" / "a"), "a: no such run folder"),
+    (lambda f, t: ("report", t / "runs" / "a"), "a: no such run folder"),
     # 16: align --detect-max-side 0
     (lambda f, t: ("align", f, t / "al", "--detect-max-side", "0"), "--detect-max-side"),
     # 21: a device that is no device, for every command

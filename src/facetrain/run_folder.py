@@ -38,6 +38,8 @@ RUN_MARKERS = (REVISION, "checkpoints", "teacher/meta.json")
 def read_metrics(run: str | os.PathLike) -> list[dict]:
     """The records of RUN/metrics.jsonl, skipping lines that are not JSON objects."""
     path = Path(run) / METRICS
+    if not Path(run).is_dir():
+        raise FileNotFoundError(f"{run}: no such run folder")
     if not path.is_file():
         raise FileNotFoundError(f"{run}: no {METRICS} (not a facetrain run folder?)")
     out = []
