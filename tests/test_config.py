@@ -88,6 +88,9 @@ def test_list_settings_shows_every_setting_with_type_default_and_meaning():
     r = runner.invoke(app, ["train", "--list-settings"], env={"COLUMNS": "200"})
     assert r.exit_code == 0
     assert "eval_distance" in r.output and "list[str]" in r.output and "semihard" in r.output
+    meaning = {row[0]: row[3] for row in rows}  # what reads a setting that not every run does
+    assert meaning["lr_steps"].endswith("; read with schedule step")
+    assert meaning["margin_m"].endswith("; read with loss arcface, cosface")
 
 
 def test_a_given_library_threshold_is_measured_in_the_models_distance(tmp_path):

@@ -22,6 +22,7 @@ from facetrain import foreign
 from facetrain.train.settings import (  # noqa: F401 (ConfigError, TrainConfig: read from here too)
     GROUPS,
     KEYS,
+    READ_ONLY_WITH,
     ConfigError,
     TrainConfig,
     check_type,
@@ -160,7 +161,7 @@ def _check_device(device: str, num_gpus: int | None) -> None:
 
 def settings() -> list[tuple[str, str, str, str]]:
     """(name, type, default, meaning) of every setting, group by group, with its choices
-    where it has some."""
+    where it has some, and the choices of another that it is read with (`READ_ONLY_WITH`)."""
     defaults = TrainConfig()
     choices = {k: c for g in GROUPS for k, c in _flat_choices(getattr(defaults, g)).items()}
     rows = []
@@ -168,6 +169,9 @@ def settings() -> list[tuple[str, str, str, str]]:
         meaning = f.metadata["help"]
         if name in choices:
             meaning += f" ({' | '.join(choices[name])})"
+        if name in READ_ONLY_WITH:
+            chooser, under = READ_ONLY_WITH[name]
+            meaning += f"; read with {chooser} {', '.join(under)}"
         rows.append((name, kind_of(name), json.dumps(defaults.get(name)), meaning))
     return rows
 

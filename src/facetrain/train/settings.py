@@ -138,7 +138,7 @@ class ObjectiveSettings:
 
     loss: str = setting("softmax", "objective")
     label_smoothing: float = setting(0.0, "softmax label smoothing")
-    center_loss_factor: float = setting(0.0, "weight of the center loss (softmax; 0: off)")
+    center_loss_factor: float = setting(0.0, "weight of the center loss (0: off)")
     center_loss_alfa: float = setting(0.95, "center update rate of the center loss")
     prelogits_norm_factor: float = setting(0.0, "weight of the prelogits norm penalty (0: off)")
     prelogits_norm_p: float = setting(1.0, "order of the prelogits norm")
