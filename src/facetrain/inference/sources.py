@@ -152,9 +152,9 @@ def batches(s: FaceSource, get: Callable[[list[int]], list], *, batch: int,
     pending: list = []
     step = min(batch, READ_STEP)
     steps = [list(range(i, min(i + step, s.n_images))) for i in range(0, s.n_images, step)]
-    own = not callable(progress)
-    with progress_bar(disable=None if own and progress else True) as bar:
-        task = bar.add_task(progress if own and progress else "embed", total=s.n_images)
+    title = progress if isinstance(progress, str) and progress else None
+    with progress_bar(disable=None if title else True) as bar:
+        task = bar.add_task(title or "embed", total=s.n_images)
         advance = progress if callable(progress) else lambda n: bar.advance(task, n)
         for k, got in enumerate(read_ahead(get, steps, workers)):
             pending += got

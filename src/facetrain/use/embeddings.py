@@ -67,8 +67,8 @@ def embed_paths(
 ) -> Table:  # fmt: skip
     """Embed these photos (or `read(i)`'s pixels, paths[i] naming them). With `parts`, a
     folder, the work is kept there PART images at a time, so that a run stopped (even by
-    kill -9) goes on from the last part kept; the caller removes it once the table is
-    saved (`done_with_parts`)."""
+    kill -9) goes on from the last part kept; the caller removes it when the table is no
+    longer wanted from it, saved or refused (`done_with_parts`)."""
     embedder = FaceEmbedder(model, device)
     images = embedder.images(paths, align, read)
     if parts is None:
@@ -108,20 +108,20 @@ def _embed_in_parts(embedder: FaceEmbedder, images, parts: Path, align: str, pro
     files = [parts / f"part-{k:06d}.npz" for k in range(-(-n // PART))]
     _claim(parts, {"model": model_hash(embedder.model), "pre": asdict(embedder.pre),
                    "align": align, "images": _digest(images.paths)})  # fmt: skip
-    done = sum(f.exists() for f in files)
-    if done and progress:
+    before = min(sum(f.exists() for f in files) * PART, n)  # parts are made in order
+    if before and progress:
         from facetrain.progress import console
 
-        console.print(f"going on from an earlier run: {min(done * PART, n)} of {n} images "
-                      f"embedded before, kept in {parts}")  # fmt: skip
+        console.print(f"going on from an earlier run: {before} of {n} images embedded "
+                      f"before, kept in {parts}")  # fmt: skip
     with progress_bar(disable=None if progress else True) as bar:
-        task = bar.add_task("embed", total=n, completed=min(done * PART, n))
+        task = bar.add_task("embed", total=n, completed=before)
         for k, f in enumerate(files):
             if f.exists():
                 continue
             ids = range(k * PART, min((k + 1) * PART, n))
             emb = embedder.embed_source(_Part(images, ids), workers=workers,
-                                        progress=lambda n: bar.advance(task, n))  # fmt: skip
+                                        progress=lambda read: bar.advance(task, read))  # fmt: skip
             if emb.shape[1] == 0:  # not one face of the part usable: rows of NaN
                 emb = np.full((len(ids), embedder.width), np.nan, np.float32)
             why = json.dumps({i: images.problems[i] for i in ids if i in images.problems})
