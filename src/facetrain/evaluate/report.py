@@ -87,7 +87,7 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None) -
     with tempfile.TemporaryDirectory() as tmp:
         parts.append("<h2>Learning curves</h2>")
         curves = plot_runs([run], Path(tmp) / "curves.png")
-        parts.append(_img(curves, "the run's loss, learning rate and verification by epoch"))
+        parts.append(_img(curves, "the run's loss, learning rate and verification by step"))
         parts.append(f"<h2>Final metrics</h2><p>from {html.escape(source)}</p>")
         if sets:
             names = list(sets)

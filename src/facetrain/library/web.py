@@ -641,6 +641,7 @@ function drawGrid() {
         "switches).</p>" : "<p>No stacks yet: <b>Look for new photos</b> finds the faces " +
         "of the folders you scanned and stacks them per person.</p>");
   document.querySelectorAll(".card").forEach(c => c.onclick = e => {
+    if (e.ctrlKey || e.metaKey || e.shiftKey) return;  // a new tab or window: the link's own
     e.preventDefault(); openPerson(Number(c.dataset.stack));
   });
   $("#peoplelist").innerHTML = people.filter(p => !p.hidden)
