@@ -90,6 +90,10 @@ def main() -> None:
     )
     if args.device.startswith("cuda"):
         print(f"GPU: {torch.cuda.get_device_name(args.device)}")
+    else:  # as training on a CPU does (bench/cpu_memory.py)
+        from facetrain.devices import keep_freed_memory
+
+        keep_freed_memory()
     variants = [  # label, autocast dtype, channels_last, compile (False/True/mode), fused SGD
         ("fp32", None, False, False, False),
         ("fp32 channels_last", None, True, False, False),

@@ -62,11 +62,11 @@ def use_threads(n: int) -> None:
 
 
 def keep_freed_memory(limit: int = 256 << 20) -> None:
-    """A process that analyses photo after photo keeps the large buffers it frees (pyramid
-    levels, a network's activations) for the next photo, up to `limit`. glibc's default
-    hands each one back to the system when freed and maps it afresh next time: a thousand
-    page faults a photo, about 3% of a scan worker's time. Peak memory is as before (the
-    same buffers, reused). Nothing changes on other C libraries."""
+    """A process that runs a network batch after batch keeps the large buffers it frees
+    (pyramid levels, activations) for the next batch, up to `limit`. glibc's default hands
+    each one back to the system when freed and maps it afresh next time, zeroed by the
+    kernel: about 3% of a scan worker's time, and half of a PyTorch forward pass on a CPU
+    (`bench/cpu_memory.py`). Nothing changes on other C libraries."""
     import ctypes
 
     try:

@@ -26,6 +26,7 @@ import torch
 
 from facetrain.data.loader import TrainLoader
 from facetrain.data.packed import PackedDataset
+from facetrain.devices import keep_freed_memory
 from facetrain.evaluate.sets import unreadable_sets
 from facetrain.models import RawEmbedding, create_model
 from facetrain.progress import progress_bar
@@ -86,6 +87,8 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     cfg = cfg.replace(threads=torch.get_num_threads())
     _check_before_writing(cfg)
     dd, device = distributed.setup(cfg.platform.device)
+    if device == "cpu":  # a CPU step's activations, kept for the next (`bench/cpu_memory.py`)
+        keep_freed_memory()
     try:
         with _one_process(Path(cfg.platform.out), dd):
             r = setup(cfg.replace(device=device), dd, log if dd.main else _quiet)
