@@ -171,6 +171,9 @@ def embed_source(model: CompiledModel, s: FaceSource, *, progress: Progress = No
                  workers: int = 0) -> np.ndarray:  # fmt: skip
     """Unit embeddings of every face of a source; NaN rows where it has none (`feed.embed`
     for a compiled model)."""
+    from facetrain.devices import keep_freed_memory
+
+    keep_freed_memory()  # as `feed.embed` does on a CPU
     width = model.pre.embedding_size * (2 if model.pre.flip == "concat" else 1)
     out = [np.zeros((0, width), np.float32)]
     for faces in batches(s, s.arrays, batch=BATCH, progress=progress, workers=workers):

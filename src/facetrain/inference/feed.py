@@ -18,9 +18,10 @@ from facetrain.data.augment import Augment, center, resize
 from facetrain.inference.sources import FaceSource, Progress, batches
 
 FLIPS = ("sum", "concat", "none")
-# Faces a forward pass: a CPU gains nothing past 32 (its activations, 4x smaller than at
-# 128, stay in the heap `devices.keep_freed_memory` keeps); a GPU wants large batches.
-CPU_BATCH, DEVICE_BATCH = 32, 128
+# Faces a forward pass: on a CPU, 64 (the activations of 128 outgrow the heap that
+# `devices.keep_freed_memory` keeps, and mobilefacenet and iresnet run slower there:
+# bench/cpu_memory.py); a GPU wants large batches.
+CPU_BATCH, DEVICE_BATCH = 64, 128
 
 
 def prepare(x_uint8: torch.Tensor, *, size: int, normalize: str, crop: int | None = None):
