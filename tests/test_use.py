@@ -333,14 +333,26 @@ def test_filter_finds_mislabelled_images(trained, tmp_path):
 
 
 def test_plots_and_report(trained, tmp_path):
+    """The curves of two runs; then the two commands a finished run says come next (its
+    whole verification on the sets it was checked on, its report page), as it says them."""
+    import shlex
+
+    from facetrain.cli.train import _next_steps
+    from facetrain.train.config import TrainConfig
+
     run = trained["run"]
     other = tmp_path / "run2"
     shutil.copytree(run, other)
     cli("plot", run, other, "--out", tmp_path / "curves.png")
     assert Image.open(tmp_path / "curves.png").size[0] > 1000  # 3 panels wide
-    cli("eval", run, "--pairs", trained["pairs"], "--images", trained["lfw"])
+    cfg = TrainConfig.of(data=["x"], out=str(run), eval_pairs=str(trained["pairs"]),
+                         eval_images=str(trained["lfw"]))  # fmt: skip
+    said = _next_steps(cfg)
+    assert said.startswith("next: facetrain eval ") and " ; facetrain report " in said
+    eval_, report = (shlex.split(c)[1:] for c in said.removeprefix("next: ").split(" ; "))
+    cli(*eval_)
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    out = cli("report", run)
+    out = cli(*report)
     assert str(run / "report.html") in out.replace("\n", "")
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2  # curves and ROC

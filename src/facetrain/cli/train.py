@@ -21,6 +21,18 @@ def _dflt(text: str, setting: str) -> str:
     return f"{text}  [default: {TrainConfig().get(setting)}]"
 
 
+def _next_steps(cfg: TrainConfig) -> str:
+    """What a finished run is for next: its whole verification (all metrics, the ROC) on the
+    sets it was checked on, and its report page (which shows both)."""
+    import shlex
+
+    run, e = shlex.quote(cfg.platform.out), cfg.eval
+    sets = f" --pairs {shlex.quote(e.pairs)} --images {shlex.quote(e.images)}" if e.pairs else ""
+    sets += "".join(f" --bin {shlex.quote(b)}" for b in e.bins)
+    return (f"next: facetrain eval {run}{sets or ' --pairs PAIRS.txt --images FACES/'}"
+            f" ; facetrain report {run}")  # fmt: skip
+
+
 @app.command()
 def train(
     data: Annotated[
@@ -124,6 +136,7 @@ def train(
             console.print(f"final verification accuracy {result['accuracy']:.4f} ± "
                           f"{result['accuracy_std']:.4f}")  # fmt: skip
         console.print(f"run folder: {cfg.platform.out}")
+        console.print(_next_steps(cfg), soft_wrap=True, highlight=False, markup=False)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # the job is done and every file written: leave without the interpreter's teardown,
         # where torch's gloo threads were destroyed still joinable now and then ("terminate
