@@ -3,10 +3,13 @@ messages printed whole."""
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 import facetrain
@@ -14,6 +17,15 @@ from facetrain.cli import app
 from helpers import embedded_library
 
 runner = CliRunner()
+glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+
+
+def _printed_by(probe: str, how: str, env: dict | None = None) -> int:
+    """The number a probe script prints when run with `how` in a fresh process (malloc's
+    settings are a process's)."""
+    out = subprocess.run([sys.executable, "-c", probe, how], capture_output=True, text=True,
+                         check=True, env=os.environ | (env or {}))  # fmt: skip
+    return int(out.stdout)
 
 
 def test_version():
@@ -101,12 +113,6 @@ def test_threads_for_inference_leave_busy_cores_alone_and_are_settable(monkeypat
     """A command using a model runs on the cores not already busy (torch's one thread a
     core spun against other jobs: a warm pair 2.4–5.3 s against 0.42 s on one thread);
     FACETRAIN_THREADS sets the count; a bad value is named."""
-    import os
-    import subprocess
-    import sys
-
-    import pytest
-
     from facetrain.devices import inference_threads
     from facetrain.errors import FacetrainError
 
@@ -149,19 +155,13 @@ def test_each_command_is_registered_by_the_stage_the_lazy_table_names():
     assert "facetrain.cli.use" in out.stdout and "facetrain.cli.train" not in out.stdout
 
 
+@glibc_only
 def test_a_worker_keeps_freed_buffers_for_the_next_photo():
     """`keep_freed_memory`: the detector run again on the same photo maps its buffers
     afresh each time while glibc's mmap threshold is at its starting 128 kB (thousands of
     page faults a photo; glibc raises the threshold only after some frees, so a process
     left to itself may or may not), and reuses them once kept, in every process. Counted
     in fresh processes: the median of six photos each."""
-    import os
-    import platform
-
-    import pytest
-
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("glibc's malloc only")
     probe = (
         "import resource, statistics, sys, numpy as np\n"
         "from facetrain.align.detector import MTCNN\n"
@@ -178,28 +178,18 @@ def test_a_worker_keeps_freed_buffers_for_the_next_photo():
         "print(int(statistics.median(faults)))\n"
     )
 
-    def faults(how: str, env: dict) -> int:
-        out = subprocess.run([sys.executable, "-c", probe, how], capture_output=True,
-                             text=True, check=True, env=os.environ | env)  # fmt: skip
-        return int(out.stdout)
-
     start = {"MALLOC_MMAP_THRESHOLD_": str(128 << 10)}  # glibc's first threshold, held
-    default = faults("default", start)
-    kept = [faults("kept", start)] + [faults("kept", {}) for _ in range(2)]
+    default = _printed_by(probe, "default", start)
+    kept = [_printed_by(probe, "kept", start)] + [_printed_by(probe, "kept") for _ in range(2)]
     assert default > 3000 and max(kept) < 300, (default, kept)
 
 
+@glibc_only
 def test_embedding_on_a_cpu_keeps_its_activations_for_the_next_batch():
     """`feed.embed` on a CPU keeps the memory a forward pass frees: with glibc's default
     each batch's activations were handed back and faulted in again, zeroed by the kernel
     (half of the forward pass's time: bench/cpu_memory.py). Counted in fresh processes,
     the faults of a second embedding of 32 faces by an untrained mobilefacenet."""
-    import platform
-
-    import pytest
-
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("glibc's malloc only")
     probe = (
         "import resource, sys, numpy as np\n"
         "from facetrain import devices\n"
@@ -217,12 +207,7 @@ def test_embedding_on_a_cpu_keeps_its_activations_for_the_next_batch():
         "print(faults())\n"
     )
 
-    def faults(how: str) -> int:
-        out = subprocess.run([sys.executable, "-c", probe, how], capture_output=True,
-                             text=True, check=True)  # fmt: skip
-        return int(out.stdout)
-
-    default, kept = faults("default"), faults("kept")
+    default, kept = _printed_by(probe, "default"), _printed_by(probe, "kept")
     assert default > 20_000 and kept < 1_000, (default, kept)
 
 
