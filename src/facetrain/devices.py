@@ -3,6 +3,7 @@ CPU threads a command runs on."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from contextlib import contextmanager
@@ -61,6 +62,7 @@ def use_threads(n: int) -> None:
         sys.modules["torch"].set_num_threads(n)
 
 
+@functools.cache  # a process's setting: made once, however often embedding asks for it
 def keep_freed_memory(limit: int = 256 << 20) -> None:
     """A process that runs a network batch after batch keeps the large buffers it frees
     (pyramid levels, activations) for the next batch, up to `limit`. glibc's default hands
