@@ -40,6 +40,13 @@ def flat(tmp_path_factory):
     return root / "faces"
 
 
+def cached(run):
+    """The teacher's embeddings kept in a run folder, in the order of its training faces."""
+    parts = sorted((run / "teacher").glob("part-*.npz"))
+    assert parts and (run / "teacher" / "work.json").is_file()
+    return np.concatenate([np.load(p)["embeddings"] for p in parts])
+
+
 def cfg_for(data, out, teacher, **kw):
     base = dict(loss="distill", teacher=str(teacher), embedding_size=32, input_size=80,
                 lr=0.05, epochs=3, batch_size=8, epoch_size=3, flip=False)  # fmt: skip
@@ -51,8 +58,7 @@ def test_the_student_moves_towards_the_teacher(flat, teacher, tmp_path):
     train(cfg_for(flat, tmp_path / "run", teacher, epochs=4), log=said.append)
     lines = [d for d in read_metrics(tmp_path / "run") if "cos" in d]
     assert lines[-1]["cos"] > lines[0]["cos"] + 0.05, [d["cos"] for d in lines]
-    parts = sorted((tmp_path / "run" / "teacher").glob("part-*.npy"))
-    emb = np.concatenate([np.load(p) for p in parts])
+    emb = cached(tmp_path / "run")
     assert emb.shape == (24, 32) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
     assert any("embedding 24 faces once" in s for s in said)
     skipped = (tmp_path / "run" / "pack" / "skipped.tsv").read_text()
@@ -66,7 +72,7 @@ def test_the_teacher_sees_its_faces_in_its_own_preprocessing(flat, teacher, tmp_
     import facetrain
 
     train(cfg_for(flat, tmp_path / "run", teacher, epochs=1), log=lambda *_: None)
-    emb = np.load(tmp_path / "run" / "teacher" / "part-00000.npy")
+    emb = cached(tmp_path / "run")
     paths = (tmp_path / "run" / "pack" / "paths.txt").read_text().split()
     first = np.asarray(Image.open(paths[0]).convert("RGB"))
     direct = facetrain.load(str(teacher)).embed([first], align="never")[0]
@@ -90,7 +96,7 @@ def test_a_resumed_distillation_gives_the_same_losses(flat, teacher, tmp_path):
     flat_lr = {"schedule": "constant"}  # the same rate whatever the number of epochs
     train(cfg_for(flat, tmp_path / "a", teacher, epochs=3, **flat_lr), log=lambda *_: None)
     train(cfg_for(flat, tmp_path / "b", teacher, epochs=1, **flat_lr), log=lambda *_: None)
-    (tmp_path / "b" / "teacher" / "part-00000.npy").unlink()  # as if killed while caching
+    (tmp_path / "b" / "teacher" / "part-000000.npz").unlink()  # as if killed while caching
     train(cfg_for(flat, tmp_path / "b", teacher, epochs=3, **flat_lr), log=lambda *_: None)
 
     def losses(run):
@@ -150,7 +156,7 @@ def test_centred_targets_are_the_teachers_embeddings_less_their_mean(flat, teach
     cfg = cfg_for(flat, tmp_path / "run", teacher, distill_center=True)
     assert isinstance(cfg, TrainConfig)
     run = setup(cfg, Dist(), log=lambda *_: None)
-    raw = np.concatenate([np.load(p) for p in sorted((tmp_path / "run" / "teacher").glob("*.npy"))])
+    raw = cached(tmp_path / "run")
     want = raw - raw.mean(0)
     want /= np.linalg.norm(want, axis=1, keepdims=True)
     assert np.allclose(run.objective.teacher.numpy(), want, atol=1e-3)  # float32 centring
@@ -166,8 +172,9 @@ def test_a_teacher_cache_put_in_a_new_folder_is_used_not_refused(flat, teacher, 
 
     train(cfg_for(flat, tmp_path / "a", teacher, epochs=1), log=lambda *_: None)
     shutil.copytree(tmp_path / "a" / "teacher", tmp_path / "b" / "teacher")
-    part = tmp_path / "b" / "teacher" / "part-00000.npy"
-    np.save(part, np.load(part) * -1)  # marked: the run must learn these, not new ones
+    part = tmp_path / "b" / "teacher" / "part-000000.npz"
+    with np.load(part) as z:  # marked: the run must learn these, not new ones
+        np.savez(part, embeddings=z["embeddings"] * -1, problems=z["problems"])
     said = []
     train(cfg_for(flat, tmp_path / "b", teacher, epochs=1), log=said.append)
     assert not any("embedding 24 faces once" in s for s in said)
@@ -179,11 +186,26 @@ def test_a_teacher_cache_put_in_a_new_folder_is_used_not_refused(flat, teacher, 
         train(cfg_for(flat, tmp_path / "c", teacher, epochs=1), log=lambda *_: None)
 
 
+def test_a_teacher_cache_of_the_earlier_layout_is_made_again(flat, teacher, tmp_path):
+    """A run folder whose teacher cache an earlier facetrain wrote (meta.json, part-NNNNN.npy)
+    resumes: the old cache is replaced by the one resumable embedding's, never mixed in."""
+    train(cfg_for(flat, tmp_path / "a", teacher, epochs=1), log=lambda *_: None)
+    old = tmp_path / "b" / "teacher"
+    old.mkdir(parents=True)
+    (old / "meta.json").write_text("{}")
+    np.save(old / "part-00000.npy", np.zeros((24, 32), np.float32))
+    said = []
+    train(cfg_for(flat, tmp_path / "b", teacher, epochs=1), log=said.append)
+    assert any("embedding 24 faces once (0 done before)" in s for s in said)
+    assert sorted(p.name for p in old.iterdir()) == ["part-000000.npz", "work.json"]
+    assert np.array_equal(cached(tmp_path / "b"), cached(tmp_path / "a"))
+
+
 def test_the_teachers_pass_over_aligned_faces_needs_no_detector(flat, teacher, tmp_path,
                                                                  monkeypatch):  # fmt: skip
     """Aligned training faces are taken or re-warped, never detected: the teacher's pass runs
     where the detector's package is missing (the lent GPU machine had none)."""
     monkeypatch.setitem(__import__("sys").modules, "facenet_pytorch", None)  # import fails
     train(cfg_for(flat, tmp_path / "run", teacher, epochs=1), log=lambda *_: None)
-    emb = np.load(tmp_path / "run" / "teacher" / "part-00000.npy")
+    emb = cached(tmp_path / "run")
     assert emb.shape == (24, 32) and np.isfinite(emb).all()

@@ -77,7 +77,7 @@ def test_distillation_recipes_share_one_pass_of_their_teacher(tmp_path):
                        cwd=RECIPES.parents[1])  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.count("faces once") == 1, r.stdout[-3000:]  # one teacher pass
-    parts = [tmp_path / "work" / n / "teacher" / "part-00000.npy"
+    parts = [tmp_path / "work" / n / "teacher" / "part-000000.npz"
              for n in ("distill-nn4-dlib", "distill-iresnet18-dlib")]  # fmt: skip
     assert (parts[0].read_bytes() == parts[1].read_bytes()) and len(parts[0].read_bytes()) > 1000
     for n in ("distill-nn4-dlib", "distill-iresnet18-dlib"):

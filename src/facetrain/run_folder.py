@@ -31,8 +31,9 @@ LOCK = ".lock"
 WEIGHTS = "model.safetensors"
 ALIGN_RECORD = "align_config.json"
 # what every facetrain run folder has; or a teacher's embeddings put there before the run
-# starts (bench/gpu_recipes.py computes them once for several distillation runs)
-RUN_MARKERS = (REVISION, "checkpoints", "teacher/meta.json")
+# starts (bench/gpu_recipes.py computes them once for several distillation runs), in this
+# layout or the earlier one
+RUN_MARKERS = (REVISION, "checkpoints", "teacher/work.json", "teacher/meta.json")
 
 
 def read_metrics(run: str | os.PathLike) -> list[dict]:

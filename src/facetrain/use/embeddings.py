@@ -76,7 +76,9 @@ def embed_paths(
         emb = embedder.embed_source(images, progress=bar, workers=workers)
         problems = images.problems
     else:
-        emb, problems = _embed_in_parts(embedder, images, parts, align, progress, workers)
+        said = _going_on if progress else None
+        emb, problems = embed_in_parts(embedder, images, parts, align=align, progress=progress,
+                                       workers=workers, starting=said)  # fmt: skip
     good = np.isfinite(emb).all(1) & (emb.shape[1] > 0)  # a width of 0: nothing embedded
     keep = np.flatnonzero(good)
     return Table(
@@ -93,11 +95,15 @@ PART = 512  # images embedded between two records of a resumable embedding
 OURS = r"(\.)?(work\.json|part-\d{6}\.npz)(?(1)\..+\.tmp)"  # and atomic writes' temporaries
 
 
-def _embed_in_parts(embedder: FaceEmbedder, images, parts: Path, align: str, progress: bool,
-                    workers: int) -> tuple[np.ndarray, dict[int, str]]:  # fmt: skip
-    """(embeddings, problems by index) of every image, PART at a time, each part written
-    into `parts` as it is done and read back from there on a later run of the same work
-    (the same model, preprocessing, images and alignment: else begun anew)."""
+def embed_in_parts(embedder: FaceEmbedder, images, parts: Path, *, align: str = "auto",
+                   progress: bool = True, workers: int = 0,
+                   starting=None) -> tuple[np.ndarray, dict[int, str]]:  # fmt: skip
+    """(embeddings, problems by index) of every image, NaN rows where it has no face, PART
+    at a time: each part written into `parts` as it is done and read back from there on a
+    later run of the same work (the same model, preprocessing, images and alignment: else
+    begun anew). The one resumable embedding: `embed`, `eval`, `filter`, `classify` and
+    distillation's teacher keep their work this way. `starting(before, n, parts)`, when
+    there is work left, is told how many of the n images were embedded before."""
     from facetrain import atomic
     from facetrain.inference.compiled import model_hash
     from facetrain.progress import progress_bar
@@ -109,11 +115,8 @@ def _embed_in_parts(embedder: FaceEmbedder, images, parts: Path, align: str, pro
     _claim(parts, {"model": model_hash(embedder.model), "pre": asdict(embedder.pre),
                    "align": align, "images": _digest(images.paths)})  # fmt: skip
     before = min(sum(f.exists() for f in files) * PART, n)  # parts are made in order
-    if before and progress:
-        from facetrain.progress import console
-
-        console.print(f"going on from an earlier run: {before} of {n} images embedded "
-                      f"before, kept in {parts}")  # fmt: skip
+    if before < n and starting is not None:
+        starting(before, n, parts)
     with progress_bar(disable=None if progress else True) as bar:
         task = bar.add_task("embed", total=n, completed=before)
         for k, f in enumerate(files):
@@ -133,6 +136,14 @@ def _embed_in_parts(embedder: FaceEmbedder, images, parts: Path, align: str, pro
             rows.append(z["embeddings"])
             problems |= {int(i): why for i, why in json.loads(str(z["problems"])).items()}
     return np.concatenate(rows), problems
+
+
+def _going_on(before: int, n: int, parts: Path) -> None:
+    if before:
+        from facetrain.progress import console
+
+        console.print(f"going on from an earlier run: {before} of {n} images embedded before, "
+                      f"kept in {parts}")  # fmt: skip
 
 
 class _Part:
