@@ -311,6 +311,58 @@ def test_embed_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monk
     assert "percentile 100.0: must be in [0, 100)" in said and calls == []
 
 
+def test_classify_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monkeypatch):
+    """Fitting a classifier on many photos, and naming every face of many, are long jobs:
+    stopped between two parts (as by kill -9), the same command goes on from the last part
+    kept, looks at only the rest, and writes what one whole run writes."""
+    from facetrain.use import embeddings
+
+    monkeypatch.setattr(embeddings, "PART", 16)
+    known, strangers = tmp_path / "known", tmp_path / "strangers"
+    for i in range(10):
+        shutil.copytree(trained["faces"] / f"id{i}", (known if i < 7 else strangers) / f"id{i}")
+    calls, real = [], embeddings.every_face
+
+    def counted(embedder, load, images, align="auto"):
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        calls.append(images[0])
+        return real(embedder, load, images, align)
+
+    monkeypatch.setattr(embeddings, "every_face", counted)
+    clf, parts = tmp_path / "clf.npz", tmp_path / "clf.npz.partial"
+
+    def train_args(out):
+        return ["classify", "train", str(trained["run"]), str(known), "--out", str(out),
+                "--unknown", str(strangers)]  # fmt: skip
+
+    stop_at = 40
+    assert runner.invoke(app, train_args(clf)).exit_code == 130  # interrupted
+    assert len(list(parts.glob("part-*.npz"))) == 2 and not clf.exists()
+    stop_at, calls = -1, []
+    said = cli(*train_args(clf))
+    assert "going on from an earlier run: 32 of 70 images" in " ".join(said.split())
+    assert len(calls) == 70 - 32 and not parts.exists()
+    assert not (tmp_path / "clf.npz.unknown.partial").exists()
+    cli(*train_args(tmp_path / "whole.npz"))
+    a, b = np.load(clf), np.load(tmp_path / "whole.npz")
+    assert sorted(a.files) == sorted(b.files)
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+
+    photos = [str(known / "id3"), str(strangers / "id8")]  # 20 photos
+    stop_at, calls = 18, []
+    stopped = runner.invoke(app, ["classify", "predict", str(clf), *photos, "--json",
+                                  str(tmp_path / "p.json")])  # fmt: skip
+    assert stopped.exit_code == 130 and not (tmp_path / "p.json").exists()
+    stop_at, calls = -1, []
+    said = cli("classify", "predict", clf, *photos, "--json", tmp_path / "p.json")
+    assert "going on from an earlier run: 16 of 20 images" in " ".join(said.split())
+    assert len(calls) == 4 and not (tmp_path / "p.json.partial").exists()
+    cli("classify", "predict", clf, *photos, "--json", tmp_path / "whole.json")
+    p, whole = (json.loads((tmp_path / f).read_text()) for f in ("p.json", "whole.json"))
+    assert p == whole and len(p) == 20 and all(r["distance"] >= 0 for r in p)
+
+
 def test_filter_finds_mislabelled_images(trained, tmp_path):
     data = tmp_path / "noisy"
     shutil.copytree(trained["faces"], data)

@@ -173,12 +173,16 @@ WorkersOpt = Annotated[
 
 
 @contextlib.contextmanager
-def work_towards(out: Path):
+def work_towards(out: Path | None):
     """The folder beside the output `out` where embeddings made for it are kept while the
     command runs (`use.embeddings.parts_for`): gone when the command ends, done or refused;
-    kept when it is interrupted, for the same command to go on from."""
+    kept when it is interrupted, for the same command to go on from. No output: None, no
+    work kept."""
     from facetrain.use.embeddings import done_with_parts, parts_for
 
+    if out is None:
+        yield None
+        return
     parts, interrupted = parts_for(out), False
     try:
         yield parts
@@ -204,9 +208,10 @@ def embed_data(fm, data: list[str], align: str, device: str, workers: int = 0,
     return _usable(t, data)
 
 
-def faces_of_data(fm, data: list[str], align: str, device: str):
+def faces_of_data(fm, data: list[str], align: str, device: str, parts: Path | None = None):
     """DATA roots' photos of one face as a table, and their group photos apart (see
-    `use.embeddings.photo_table`); skipped images reported."""
+    `use.embeddings.photo_table`); skipped images reported. `parts`: where the work is
+    kept as it goes (`work_towards`)."""
     from facetrain.data.listing import DatasetError, Problems, iter_samples
     from facetrain.use.embeddings import faces_in_photos, photo_table
 
@@ -214,7 +219,8 @@ def faces_of_data(fm, data: list[str], align: str, device: str):
         samples = list(iter_samples(data, problems=Problems()))
     except (DatasetError, ValueError) as e:
         fail(str(e))
-    photos = faces_in_photos(fm, [s.path for s in samples], align=align, device=device)
+    photos = faces_in_photos(fm, [s.path for s in samples], align=align, device=device,
+                             parts=parts)  # fmt: skip
     t, groups = photo_table(fm, photos, [s.identity for s in samples])
     return _usable(t, data), groups
 

@@ -202,9 +202,12 @@ def classify_train(
 
     atomic.output_files([*args, *(unknown or [])], **{"--out": out, "--json": json_out})
     fm, data = model_and_inputs(args, device, spec=spec)
-    t, groups = faces_of_data(fm, data, align, device)
-    strangers = embed_data(fm, unknown, align, device).embeddings if unknown else None
-    r = train_classifier(fm, t, method, threshold, test_fraction, strangers, groups)
+    with work_towards(out) as parts, work_towards(_with_strangers(out)) as apart:
+        t, groups = faces_of_data(fm, data, align, device, parts)
+        strangers = None if not unknown else embed_data(fm, unknown, align, device,
+                                                        parts=apart).embeddings  # fmt: skip
+        r = train_classifier(fm, t, method, threshold, test_fraction, strangers, groups)
+        save_classifier(out, r.classifier)
     for note in r.notes:
         console.print(note)
     clf = r.classifier
@@ -219,10 +222,14 @@ def classify_train(
         console.print("strangers refused: not measured; --unknown FOLDER (faces of people "
                       "not among these) measures it and teaches the rule where faces "
                       "crowd")  # fmt: skip
-    save_classifier(out, clf)
     console.print(f"{method} on {len(t)} faces of {len(set(t.labels))} people → {out}")
     write_json(json_out, {"threshold": clf.threshold, "threshold_source": clf.threshold_source,
                           "methods": r.figures})  # fmt: skip
+
+
+def _with_strangers(out: Path) -> Path:
+    """The output whose kept work (`work_towards`) is the strangers' faces of `out`'s."""
+    return out.with_name(out.name + ".unknown")
 
 
 @classify_app.command("predict")
@@ -260,19 +267,26 @@ def classify_predict(
     for path, why in passed_over.items():
         console.print(f"skipped {path}: {why}", style="yellow", highlight=False)
         results.append({"path": path, "name": None, "error": why})
-    for photo in faces_in_photos(fm, images, align=align, device=device):
-        if photo.error:
-            console.print(f"skipped {photo.path}: {photo.error}", style="yellow")
-            results.append({"path": photo.path, "name": None, "error": photo.error})
-            print(f"(no face)\t-\t{shown(photo.path)}")
-            continue
-        named = clf.predict(photo.embeddings, one_photo=True)
-        for k, (box, r) in enumerate(zip(photo.boxes, named)):
-            where = [] if box is None else [round(float(v), 1) for v in box]
-            results.append({"path": photo.path, "face": k, "box": where} | r)
-            at = f"#{k + 1} ({', '.join(f'{v:.0f}' for v in where)})" if where else ""
-            print(f"{shown(r['name'])}\t{r['distance']:.4f}\t{shown(photo.path)}{at and ' ' + at}")
-    write_json(json_out, results)
+    with work_towards(json_out) as parts:  # the faces, kept until the answers are written
+        for photo in faces_in_photos(fm, images, align=align, device=device, parts=parts):
+            results += _named(clf, photo)
+        write_json(json_out, results)
+
+
+def _named(clf, photo) -> list[dict]:
+    """Each face of one photo named (or `unknown`), printed a line each; a photo without a
+    face is said to be skipped."""
+    if photo.error:
+        console.print(f"skipped {photo.path}: {photo.error}", style="yellow")
+        print(f"(no face)\t-\t{shown(photo.path)}")
+        return [{"path": photo.path, "name": None, "error": photo.error}]
+    out = []
+    for k, (box, r) in enumerate(zip(photo.boxes, clf.predict(photo.embeddings, one_photo=True))):
+        where = [] if box is None else [round(float(v), 1) for v in box]
+        out.append({"path": photo.path, "face": k, "box": where} | r)
+        at = f"#{k + 1} ({', '.join(f'{v:.0f}' for v in where)})" if where else ""
+        print(f"{shown(r['name'])}\t{r['distance']:.4f}\t{shown(photo.path)}{at and ' ' + at}")
+    return out
 
 
 @app.command("filter")

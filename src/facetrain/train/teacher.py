@@ -51,7 +51,7 @@ def teacher_embeddings(spec: str, ds: PackedDataset, run: Path, device: str = "c
 
     try:
         emb, _ = embed_in_parts(embedder, images, folder, starting=starting)
-    except ValueError as e:  # a folder there that is not such work
+    except FacetrainError as e:  # a folder there that is not such work
         raise FacetrainError(f"teacher {spec}: {e}") from None
     return emb
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrain.data.listing import Problems, iter_samples
+from facetrain.errors import FacetrainError
 from facetrain.inference.embedder import FaceEmbedder
 
 
@@ -172,7 +173,7 @@ def _digest(paths: list[str]) -> str:
 def _claim(parts: Path, work: dict) -> None:
     """`parts` holds this work's parts: kept when they are of the same work, else emptied
     (parts of other faces or another model are never mixed in). A folder there that is
-    not such work is nobody's to empty: ValueError."""
+    not such work is nobody's to empty: FacetrainError."""
     import shutil
 
     from facetrain import atomic
@@ -182,8 +183,9 @@ def _claim(parts: Path, work: dict) -> None:
         return
     if parts.exists():
         if not _ours(parts):
-            raise ValueError(f"{parts}: in the way of the work kept towards the output, and "
-                             "not such work; move it, or write the output elsewhere")  # fmt: skip
+            raise FacetrainError(f"{parts}: in the way of the work kept towards the output, "
+                                 "and not such work; move it, or write the output "
+                                 "elsewhere")  # fmt: skip
         shutil.rmtree(parts)
     parts.mkdir(parents=True)
     atomic.write_text(meta, text)
@@ -244,19 +246,70 @@ class PhotoFaces:
 
 
 def faces_in_photos(
-    model, paths: list[str], *, align: str = "auto", device: str = "cpu", progress: bool = True
-) -> list[PhotoFaces]:
-    """Each photo's faces, all of them: what answers every face of a group photo."""
+    model, paths: list[str], *, align: str = "auto", device: str = "cpu", progress: bool = True,
+    parts: Path | None = None,
+) -> list[PhotoFaces]:  # fmt: skip
+    """Each photo's faces, all of them: what answers every face of a group photo. With
+    `parts`, a folder, the work is kept there PART photos at a time, as `embed_paths` keeps
+    its own: a run stopped (even by kill -9) goes on from the last part kept."""
     from facetrain.data.images import load_rgb
     from facetrain.progress import progress_bar
 
-    embedder, out = FaceEmbedder(model, device), []
+    embedder = FaceEmbedder(model, device)
+    chunks = [range(k, min(k + PART, len(paths))) for k in range(0, len(paths), PART)]
+    files = [None] * len(chunks) if parts is None else _claim_faces(embedder, paths, parts, align)
+    before = sum(len(ids) for ids, f in zip(chunks, files) if f is not None and f.exists())
+    if before and progress:
+        _going_on(before, len(paths), parts)
+    out = []
     with progress_bar(disable=None if progress else True) as bar:
-        task = bar.add_task("faces", total=len(paths))
-        for path in paths:
-            out += every_face(embedder, load_rgb, [path], align)
-            bar.advance(task)
+        task = bar.add_task("faces", total=len(paths), completed=before)
+        for ids, f in zip(chunks, files):
+            if f is not None and f.exists():
+                out += _read_faces(f, [paths[i] for i in ids])
+                continue
+            got = []
+            for i in ids:
+                got += every_face(embedder, load_rgb, [paths[i]], align)
+                bar.advance(task)
+            if f is not None:
+                _write_faces(f, got)
+            out += got
     return out
+
+
+def _claim_faces(embedder: FaceEmbedder, paths: list[str], parts: Path, align: str) -> list:
+    """The part files of every face of these photos, in `parts` claimed for this work."""
+    from facetrain.inference.compiled import model_hash
+
+    _claim(parts, {"model": model_hash(embedder.model), "pre": asdict(embedder.pre),
+                   "align": align, "images": _digest(paths), "faces": "every"})  # fmt: skip
+    return [parts / f"part-{k:06d}.npz" for k in range(-(-len(paths) // PART))]
+
+
+def _write_faces(path: Path, photos: list[PhotoFaces]) -> None:
+    """One part of `faces_in_photos`: each photo's number of faces, their boxes (NaN: an
+    image taken whole), embeddings and the photo's error, written atomically."""
+    from facetrain import atomic
+
+    boxes = [np.full(4, np.nan) if b is None else np.asarray(b, float)
+             for p in photos for b in p.boxes]  # fmt: skip
+    width = photos[0].embeddings.shape[1]
+    with atomic.atomic_open(path, "wb") as f:
+        np.savez(f, counts=np.array([len(p.boxes) for p in photos], np.int64),
+                 boxes=np.array(boxes, float).reshape(-1, 4),
+                 embeddings=np.concatenate([p.embeddings for p in photos]).reshape(-1, width),
+                 errors=np.array(json.dumps([p.error for p in photos])))  # fmt: skip
+
+
+def _read_faces(path: Path, paths: list[str]) -> list[PhotoFaces]:
+    with np.load(path) as z:
+        counts, boxes, emb = z["counts"], z["boxes"], z["embeddings"]
+        errors = json.loads(str(z["errors"]))
+    ends = np.cumsum(counts)
+    return [PhotoFaces(p, [None if np.isnan(b).any() else b for b in boxes[e - n : e]],
+                       emb[e - n : e], why)
+            for p, n, e, why in zip(paths, counts.tolist(), ends.tolist(), errors)]  # fmt: skip
 
 
 def every_face(embedder: FaceEmbedder, load, images: list, align: str = "auto") -> list[PhotoFaces]:
