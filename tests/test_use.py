@@ -363,6 +363,47 @@ def test_classify_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, m
     assert p == whole and len(p) == 20 and all(r["distance"] >= 0 for r in p)
 
 
+def test_answers_go_to_stdout_as_they_come_while_the_bar_is_on_the_terminal(trained, tmp_path):
+    """`classify predict` answers photo after photo under its progress bar. With the bar
+    on a terminal (stderr) and the answers sent to a file, every answer lands in the file
+    (rich brought them to the bar's terminal, and the file stayed empty)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import threading
+
+    clf = tmp_path / "clf.npz"
+    cli("classify", "train", trained["run"], trained["faces"], "--out", clf)
+    screen, tty = pty.openpty()
+    shown = []  # what reaches the terminal, read as it comes so the child never blocks
+
+    def read_screen():
+        while True:
+            try:
+                chunk = os.read(screen, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            shown.append(chunk)
+
+    reader = threading.Thread(target=read_screen, daemon=True)
+    reader.start()
+    photos = sorted(str(p) for p in (trained["faces"] / "id3").iterdir())
+    with open(tmp_path / "names.tsv", "w") as out:
+        r = subprocess.run([sys.executable, "-m", "facetrain", "classify", "predict", str(clf),
+                            *photos], stdout=out, stderr=tty, timeout=300)  # fmt: skip
+    os.close(tty)
+    reader.join(10)
+    os.close(screen)
+    screen_text = b"".join(shown).decode(errors="replace")
+    assert r.returncode == 0, screen_text[-2000:]
+    rows = (tmp_path / "names.tsv").read_text().splitlines()
+    assert [row.split("\t")[2] for row in rows] == photos
+    assert "faces" in screen_text and "id3\t" not in screen_text  # the bar, not the answers
+
+
 def test_filter_finds_mislabelled_images(trained, tmp_path):
     data = tmp_path / "noisy"
     shutil.copytree(trained["faces"], data)

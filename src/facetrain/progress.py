@@ -93,6 +93,10 @@ def progress_bar(*, disable: bool | None = None, every: float = 30.0):
         console=console,
         disable=bool(disable),
         transient=False,
+        # a line printed while the bar runs goes above it on the screen, but an answer on
+        # stdout sent to a file or a pipe stays there (rich would bring it to the bar's
+        # terminal: `classify predict … > names.tsv` wrote an empty file)
+        redirect_stdout=sys.stdout.isatty(),
     )
 
 

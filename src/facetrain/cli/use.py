@@ -251,7 +251,7 @@ def classify_predict(
 
     from facetrain.data.listing import photos_in
     from facetrain.use.classify import check_model, load_classifier
-    from facetrain.use.embeddings import faces_in_photos
+    from facetrain.use.embeddings import iter_faces_in_photos
 
     atomic.output_files([classifier, *images], **{"--json": json_out})
     passed_over: dict[str, str] = {}
@@ -268,7 +268,7 @@ def classify_predict(
         console.print(f"skipped {path}: {why}", style="yellow", highlight=False)
         results.append({"path": path, "name": None, "error": why})
     with work_towards(json_out) as parts:  # the faces, kept until the answers are written
-        for photo in faces_in_photos(fm, images, align=align, device=device, parts=parts):
+        for photo in iter_faces_in_photos(fm, images, align=align, device=device, parts=parts):
             results += _named(clf, photo)
         write_json(json_out, results)
 

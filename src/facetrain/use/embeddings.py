@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -249,9 +250,20 @@ def faces_in_photos(
     model, paths: list[str], *, align: str = "auto", device: str = "cpu", progress: bool = True,
     parts: Path | None = None,
 ) -> list[PhotoFaces]:  # fmt: skip
-    """Each photo's faces, all of them: what answers every face of a group photo. With
-    `parts`, a folder, the work is kept there PART photos at a time, as `embed_paths` keeps
-    its own: a run stopped (even by kill -9) goes on from the last part kept."""
+    """Each photo's faces, all of them: what answers every face of a group photo (see
+    `iter_faces_in_photos`)."""
+    return list(iter_faces_in_photos(model, paths, align=align, device=device,
+                                     progress=progress, parts=parts))  # fmt: skip
+
+
+def iter_faces_in_photos(
+    model, paths: list[str], *, align: str = "auto", device: str = "cpu", progress: bool = True,
+    parts: Path | None = None,
+) -> Iterator[PhotoFaces]:  # fmt: skip
+    """Each photo's faces, photo after photo as they are found, so a caller answers as it
+    goes. With `parts`, a folder, the work is kept there PART photos at a time, as
+    `embed_paths` keeps its own: a run stopped (even by kill -9) goes on from the last part
+    kept, and the photos of the parts kept come first, read back."""
     from facetrain.data.images import load_rgb
     from facetrain.progress import progress_bar
 
@@ -261,21 +273,19 @@ def faces_in_photos(
     before = sum(len(ids) for ids, f in zip(chunks, files) if f is not None and f.exists())
     if before and progress:
         _going_on(before, len(paths), parts)
-    out = []
     with progress_bar(disable=None if progress else True) as bar:
         task = bar.add_task("faces", total=len(paths), completed=before)
         for ids, f in zip(chunks, files):
             if f is not None and f.exists():
-                out += _read_faces(f, [paths[i] for i in ids])
+                yield from _read_faces(f, [paths[i] for i in ids])
                 continue
             got = []
             for i in ids:
                 got += every_face(embedder, load_rgb, [paths[i]], align)
                 bar.advance(task)
+                yield got[-1]
             if f is not None:
                 _write_faces(f, got)
-            out += got
-    return out
 
 
 def _claim_faces(embedder: FaceEmbedder, paths: list[str], parts: Path, align: str) -> list:
