@@ -257,10 +257,10 @@ def test_embed_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monk
     the same command goes on from the last part kept, embeds only the rest, and writes what
     one whole run writes; the work kept beside the output goes once it is written. Work of
     another kind (another alignment here) is never mixed in."""
+    from facetrain.inference import parts as kept
     from facetrain.inference.embedder import FaceEmbedder
-    from facetrain.use import embeddings
 
-    monkeypatch.setattr(embeddings, "PART", 16)
+    monkeypatch.setattr(kept, "PART", 16)
     faces, out, whole = trained["faces"], tmp_path / "e.npz", tmp_path / "whole.npz"
     parts = tmp_path / "e.npz.partial"
     calls, real = [], FaceEmbedder.embed_source
@@ -311,13 +311,49 @@ def test_embed_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monk
     assert "percentile 100.0: must be in [0, 100)" in said and calls == []
 
 
+def test_eval_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monkeypatch):
+    """`eval` is a long job on a CPU (raw photos are detected first): stopped between two
+    parts (as by kill -9), the same command goes on from the last part kept in its output
+    folder and writes the metrics one whole run writes; the work kept goes once they are
+    written."""
+    from facetrain.inference import parts as kept
+    from facetrain.inference.embedder import FaceEmbedder
+
+    monkeypatch.setattr(kept, "PART", 8)
+    calls, real = [], FaceEmbedder.embed_source
+
+    def counted(self, source, **kw):
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        calls.append(source.n_images)
+        return real(self, source, **kw)
+
+    monkeypatch.setattr(FaceEmbedder, "embed_source", counted)
+    common = ["eval", str(trained["run"]), "--pairs", str(trained["pairs"]), "--images",
+              str(trained["lfw"]), "--flip", "none"]  # fmt: skip
+    stop_at = 2
+    stopped = runner.invoke(app, [*common, "--out", str(tmp_path / "ev")])
+    assert stopped.exit_code == 130  # interrupted
+    [work] = (tmp_path / "ev").glob("*.partial")
+    assert len(list(work.glob("part-*.npz"))) == 2
+    assert not (tmp_path / "ev" / "metrics.json").exists()
+    stop_at, calls = -1, []
+    said = cli(*common, "--out", tmp_path / "ev")
+    assert "going on from an earlier run: 16 of 25 images" in " ".join(said.split())
+    assert calls == [8, 1] and not work.exists()  # the 25 photos the pairs name
+    cli(*common, "--out", tmp_path / "whole")
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ev", "whole"))
+    assert a == b and 0 < a["accuracy"] <= 1
+
+
 def test_classify_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monkeypatch):
     """Fitting a classifier on many photos, and naming every face of many, are long jobs:
     stopped between two parts (as by kill -9), the same command goes on from the last part
     kept, looks at only the rest, and writes what one whole run writes."""
+    from facetrain.inference import parts as kept
     from facetrain.use import embeddings
 
-    monkeypatch.setattr(embeddings, "PART", 16)
+    monkeypatch.setattr(kept, "PART", 16)
     known, strangers = tmp_path / "known", tmp_path / "strangers"
     for i in range(10):
         shutil.copytree(trained["faces"] / f"id{i}", (known if i < 7 else strangers) / f"id{i}")

@@ -175,23 +175,14 @@ WorkersOpt = Annotated[
 @contextlib.contextmanager
 def work_towards(out: Path | None):
     """The folder beside the output `out` where embeddings made for it are kept while the
-    command runs (`use.embeddings.parts_for`): gone when the command ends, done or refused;
-    kept when it is interrupted, for the same command to go on from. No output: None, no
-    work kept."""
-    from facetrain.use.embeddings import done_with_parts, parts_for
+    command runs (`inference.parts`): gone when the command ends, done or refused; kept
+    when it is interrupted, for the same command to go on from. No output: None, no work
+    kept."""
+    from facetrain.inference.parts import kept_until_done, parts_for
 
-    if out is None:
-        yield None
-        return
-    parts, interrupted = parts_for(out), False
-    try:
+    parts = None if out is None else parts_for(out)
+    with kept_until_done(parts):
         yield parts
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
-    finally:
-        if not interrupted:
-            done_with_parts(parts)
 
 
 def embed_data(fm, data: list[str], align: str, device: str, workers: int = 0,

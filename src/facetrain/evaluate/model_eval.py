@@ -21,6 +21,7 @@ from facetrain.errors import FacetrainError
 from facetrain.evaluate.sets import METRIC_KEYS, EvalSet, usable_pairs
 from facetrain.evaluate.verification import ACC_THRESHOLDS, evaluate
 from facetrain.inference.feed import embed_model
+from facetrain.inference.parts import kept_until_done
 
 TAR_FARS = (1e-1, 1e-2, 1e-3, 1e-4)
 
@@ -35,13 +36,14 @@ def evaluate_set(
     device="cpu",
     progress: bool = True,
     workers: int = 0,
+    parts: Path | None = None,
 ) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
     """Metrics of one set and its ROC (fpr, tpr at every distinct distance): the one
-    "evaluate a set" of `facetrain eval` and of verification during training."""
+    "evaluate a set" of `facetrain eval` and of verification during training. `parts`: where
+    the embedding of a set of photos is kept as it goes (`inference.parts`)."""
     from sklearn.metrics import roc_curve
 
-    title = f"embed {s.name}" if progress else None
-    emb = embed_model(model, s, flip=flip, device=device, progress=title, workers=workers)
+    emb = _embed_set(model, s, flip, device, progress, workers, parts)
     s, _ = usable_pairs(s, emb)
     if len(s.issame) == 0:
         raise EvalError(f"{s.name}: no pair has both images usable ({s.missing} missing)")
@@ -60,6 +62,25 @@ def evaluate_set(
     fpr, tpr, _ = roc_curve(s.issame, -d)
     note = unresolved(d[~s.issame], np.trapezoid(tpr, fpr))
     return (out | {"note": note} if note else out), (fpr, tpr)
+
+
+def _embed_set(model, s: EvalSet, flip, device: str, progress: bool, workers: int,
+               parts: Path | None) -> np.ndarray:  # fmt: skip
+    """The set's embeddings; a set of photos with `parts` in the one resumable embedding, its
+    problems (images without a face) told to the set as an embedding run there tells them."""
+    if parts is None or s.images is None:
+        title = f"embed {s.name}" if progress else None
+        return embed_model(model, s, flip=flip, device=device, progress=title, workers=workers)
+    from facetrain.inference.embedder import FaceEmbedder
+    from facetrain.inference.parts import embed_in_parts, going_on
+
+    emb, problems = embed_in_parts(
+        FaceEmbedder(model, device), s.images, parts, align=s.images.align, flip=flip,
+        progress=progress, workers=workers, title=f"embed {s.name}",
+        starting=going_on if progress else None,
+    )  # fmt: skip
+    s.images.problems.update(problems)
+    return emb
 
 
 def unresolved(different: np.ndarray, exact_auc: float) -> str | None:
@@ -187,18 +208,29 @@ def evaluate_model(
     except (OSError, ValueError) as e:  # the reader's messages name the file and the reason
         raise EvalError(str(e)) from None
     ev = Evaluation({}, {}, about(model, flip, distance, subtract_mean))
-    for s in sets:
-        r, curve = evaluate_set(
-            model, s, flip=flip, distance=distance, subtract_mean=subtract_mean, device=device,
-            workers=workers,
-        )  # fmt: skip
-        name = s.name if s.name not in ev.results else f"{s.name}_{len(ev.results)}"
-        ev.results[name], ev.rocs[name] = r, curve
-        if on_set is not None:
-            on_set(name, r)
-    if out is not None:
-        write_outputs(out, ev.results, ev.rocs, ev.about)
+    names = _set_names(sets)
+    # with `out`, each set's embedding is kept there until the outputs are written
+    kept = [None if out is None else Path(out) / f"{n}.partial" for n in names]
+    with kept_until_done(*kept):
+        for s, name, parts in zip(sets, names, kept):
+            r, curve = evaluate_set(
+                model, s, flip=flip, distance=distance, subtract_mean=subtract_mean,
+                device=device, workers=workers, parts=parts,
+            )  # fmt: skip
+            ev.results[name], ev.rocs[name] = r, curve
+            if on_set is not None:
+                on_set(name, r)
+        if out is not None:
+            write_outputs(out, ev.results, ev.rocs, ev.about)
     return ev
+
+
+def _set_names(sets: list[EvalSet]) -> list[str]:
+    """Each set's name in the results: its own, or with its place added where taken."""
+    names: list[str] = []
+    for s in sets:
+        names.append(s.name if s.name not in names else f"{s.name}_{len(names)}")
+    return names
 
 
 class EvalError(FacetrainError):

@@ -6,7 +6,7 @@ sees in its own: a standard 112x112 crop is re-warped into the teacher's geometr
 chip, say), a face already of the teacher's size is taken as it is, anything else is
 detected and aligned the teacher's way; then the teacher's normalisation, input size and
 flip. The work is kept in `RUN/teacher/` by the one resumable embedding
-(`use.embeddings.embed_in_parts`), so a killed run continues where it stopped and computes
+(`inference.parts`), so a killed run continues where it stopped and computes
 nothing twice. A face the teacher cannot use (no face found) gets a NaN row, which the loss
 leaves out.
 """
@@ -39,7 +39,7 @@ def teacher_embeddings(spec: str, ds: PackedDataset, run: Path, device: str = "c
                        log=print) -> np.ndarray:  # fmt: skip
     """(N, D) float32 unit embeddings of the pack's training faces by the teacher."""
     from facetrain.inference.embedder import FaceEmbedder
-    from facetrain.use.embeddings import embed_in_parts
+    from facetrain.inference.parts import embed_in_parts
 
     folder = run / "teacher"
     embedder = FaceEmbedder(open_teacher(spec, device), device)

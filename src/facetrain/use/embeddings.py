@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrain.data.listing import Problems, iter_samples
-from facetrain.errors import FacetrainError
+from facetrain.inference import parts as kept
 from facetrain.inference.embedder import FaceEmbedder
 
 
@@ -70,7 +69,7 @@ def embed_paths(
     """Embed these photos (or `read(i)`'s pixels, paths[i] naming them). With `parts`, a
     folder, the work is kept there PART images at a time, so that a run stopped (even by
     kill -9) goes on from the last part kept; the caller removes it when the table is no
-    longer wanted from it, saved or refused (`done_with_parts`)."""
+    longer wanted from it, saved or refused (`inference.parts.kept_until_done`)."""
     embedder = FaceEmbedder(model, device)
     images = embedder.images(paths, align, read)
     if parts is None:
@@ -78,9 +77,10 @@ def embed_paths(
         emb = embedder.embed_source(images, progress=bar, workers=workers)
         problems = images.problems
     else:
-        said = _going_on if progress else None
-        emb, problems = embed_in_parts(embedder, images, parts, align=align, progress=progress,
-                                       workers=workers, starting=said)  # fmt: skip
+        said = kept.going_on if progress else None
+        emb, problems = kept.embed_in_parts(embedder, images, parts, align=align,
+                                            progress=progress, workers=workers,
+                                            starting=said)  # fmt: skip
     good = np.isfinite(emb).all(1) & (emb.shape[1] > 0)  # a width of 0: nothing embedded
     keep = np.flatnonzero(good)
     return Table(
@@ -91,125 +91,6 @@ def embed_paths(
         asdict(model.pre),
         {paths[i]: problems.get(i, "not embedded") for i in np.flatnonzero(~good)},
     )
-
-
-PART = 512  # images embedded between two records of a resumable embedding
-OURS = r"(\.)?(work\.json|part-\d{6}\.npz)(?(1)\..+\.tmp)"  # and atomic writes' temporaries
-
-
-def embed_in_parts(embedder: FaceEmbedder, images, parts: Path, *, align: str = "auto",
-                   progress: bool = True, workers: int = 0,
-                   starting=None) -> tuple[np.ndarray, dict[int, str]]:  # fmt: skip
-    """(embeddings, problems by index) of every image, NaN rows where it has no face, PART
-    at a time: each part written into `parts` as it is done and read back from there on a
-    later run of the same work (the same model, preprocessing, images and alignment: else
-    begun anew). The one resumable embedding: `embed`, `eval`, `filter`, `classify` and
-    distillation's teacher keep their work this way. `starting(before, n, parts)`, when
-    there is work left, is told how many of the n images were embedded before."""
-    from facetrain import atomic
-    from facetrain.inference.compiled import model_hash
-    from facetrain.progress import progress_bar
-
-    n = images.n_images
-    if n == 0:
-        return np.zeros((0, embedder.width), np.float32), {}
-    files = [parts / f"part-{k:06d}.npz" for k in range(-(-n // PART))]
-    _claim(parts, {"model": model_hash(embedder.model), "pre": asdict(embedder.pre),
-                   "align": align, "images": _digest(images.paths)})  # fmt: skip
-    before = min(sum(f.exists() for f in files) * PART, n)  # parts are made in order
-    if before < n and starting is not None:
-        starting(before, n, parts)
-    with progress_bar(disable=None if progress else True) as bar:
-        task = bar.add_task("embed", total=n, completed=before)
-        for k, f in enumerate(files):
-            if f.exists():
-                continue
-            ids = range(k * PART, min((k + 1) * PART, n))
-            emb = embedder.embed_source(_Part(images, ids), workers=workers,
-                                        progress=lambda read: bar.advance(task, read))  # fmt: skip
-            if emb.shape[1] == 0:  # not one face of the part usable: rows of NaN
-                emb = np.full((len(ids), embedder.width), np.nan, np.float32)
-            why = json.dumps({i: images.problems[i] for i in ids if i in images.problems})
-            with atomic.atomic_open(f, "wb") as out:
-                np.savez(out, embeddings=emb, problems=np.array(why))
-    rows, problems = [np.zeros((0, embedder.width), np.float32)], {}
-    for f in files:  # each closed at once: a million faces are two thousand parts
-        with np.load(f) as z:
-            rows.append(z["embeddings"])
-            problems |= {int(i): why for i, why in json.loads(str(z["problems"])).items()}
-    return np.concatenate(rows), problems
-
-
-def _going_on(before: int, n: int, parts: Path) -> None:
-    if before:
-        from facetrain.progress import console
-
-        console.print(f"going on from an earlier run: {before} of {n} images embedded before, "
-                      f"kept in {parts}")  # fmt: skip
-
-
-class _Part:
-    """Some images of a source, by their own indices (a part of a resumable embedding)."""
-
-    def __init__(self, source, ids: range):
-        self.source, self.ids = source, ids
-
-    @property
-    def n_images(self) -> int:
-        return len(self.ids)
-
-    def arrays(self, ids: list[int]) -> list:
-        return self.source.arrays([self.ids[i] for i in ids])
-
-    def fetch(self, ids: list[int]) -> list:
-        return self.source.fetch([self.ids[i] for i in ids])
-
-
-def _digest(paths: list[str]) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def _claim(parts: Path, work: dict) -> None:
-    """`parts` holds this work's parts: kept when they are of the same work, else emptied
-    (parts of other faces or another model are never mixed in). A folder there that is
-    not such work is nobody's to empty: FacetrainError."""
-    import shutil
-
-    from facetrain import atomic
-
-    meta, text = parts / "work.json", json.dumps(work, sort_keys=True) + "\n"
-    if meta.is_file() and meta.read_text() == text:
-        return
-    if parts.exists():
-        if not _ours(parts):
-            raise FacetrainError(f"{parts}: in the way of the work kept towards the output, "
-                                 "and not such work; move it, or write the output "
-                                 "elsewhere")  # fmt: skip
-        shutil.rmtree(parts)
-    parts.mkdir(parents=True)
-    atomic.write_text(meta, text)
-
-
-def parts_for(out: str | os.PathLike) -> Path:
-    """Where the work towards the output file `out` is kept until it is written."""
-    out = Path(out)
-    return out.with_name(out.name + ".partial")
-
-
-def _ours(parts: Path) -> bool:
-    """A folder of embedding work and nothing else."""
-    return parts.is_dir() and all(re.fullmatch(OURS, p.name) for p in parts.iterdir())
-
-
-def done_with_parts(parts: Path) -> None:
-    """The work kept towards an output goes (the output is written, or refused): a folder
-    holding anything else there is left as it is."""
-    import shutil
-
-    if _ours(parts):
-        shutil.rmtree(parts, ignore_errors=True)
 
 
 def check_table_path(path: str | os.PathLike) -> None:
@@ -268,11 +149,12 @@ def iter_faces_in_photos(
     from facetrain.progress import progress_bar
 
     embedder = FaceEmbedder(model, device)
-    chunks = [range(k, min(k + PART, len(paths))) for k in range(0, len(paths), PART)]
+    step = kept.PART
+    chunks = [range(k, min(k + step, len(paths))) for k in range(0, len(paths), step)]
     files = [None] * len(chunks) if parts is None else _claim_faces(embedder, paths, parts, align)
     before = sum(len(ids) for ids, f in zip(chunks, files) if f is not None and f.exists())
     if before and progress:
-        _going_on(before, len(paths), parts)
+        kept.going_on(before, len(paths), parts)
     with progress_bar(disable=None if progress else True) as bar:
         task = bar.add_task("faces", total=len(paths), completed=before)
         for ids, f in zip(chunks, files):
@@ -292,9 +174,9 @@ def _claim_faces(embedder: FaceEmbedder, paths: list[str], parts: Path, align: s
     """The part files of every face of these photos, in `parts` claimed for this work."""
     from facetrain.inference.compiled import model_hash
 
-    _claim(parts, {"model": model_hash(embedder.model), "pre": asdict(embedder.pre),
-                   "align": align, "images": _digest(paths), "faces": "every"})  # fmt: skip
-    return [parts / f"part-{k:06d}.npz" for k in range(-(-len(paths) // PART))]
+    kept.claim(parts, {"model": model_hash(embedder.model), "pre": asdict(embedder.pre),
+                       "align": align, "images": kept.digest(paths), "faces": "every"})  # fmt: skip
+    return [parts / f"part-{k:06d}.npz" for k in range(-(-len(paths) // kept.PART))]
 
 
 def _write_faces(path: Path, photos: list[PhotoFaces]) -> None:
