@@ -121,3 +121,18 @@ def test_the_architecture_table_is_what_create_model_builds():
         built = (m.input_size, m.embed(torch.zeros(1, 3, a.input_size, a.input_size)).shape[1],
                  sum(p.numel() for p in m.parameters()))  # fmt: skip
         assert built == (a.input_size, a.embedding_size, a.params), a.name
+
+
+@pytest.mark.parametrize("name", sorted(list_models()))
+def test_a_channels_last_batch_gives_the_same_embeddings(name):
+    """A CPU feeds faces channels-last (`inference.feed`) to weights in any layout: every
+    family must read them as the same faces (a flatten of the wrong order would not)."""
+    torch.manual_seed(0)
+    m = create_model(name, embedding_size=32).eval()
+    s = m.input_size
+    x = torch.rand(2, 3, s, s) * 255
+    with torch.no_grad():
+        plain = m.embed(x, normalize=False)
+        last = m.embed(x.contiguous(memory_format=torch.channels_last), normalize=False)
+    assert last.shape == plain.shape == (2, 32)
+    assert torch.allclose(plain, last, rtol=1e-4, atol=1e-4 * float(plain.abs().max()))
