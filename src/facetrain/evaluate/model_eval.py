@@ -21,7 +21,7 @@ from facetrain.errors import FacetrainError
 from facetrain.evaluate.sets import METRIC_KEYS, EvalSet, usable_pairs
 from facetrain.evaluate.verification import ACC_THRESHOLDS, evaluate
 from facetrain.inference.feed import embed_model
-from facetrain.inference.parts import kept_until_done
+from facetrain.inference.parts import embed_in_parts, going_on, kept_until_done
 
 TAR_FARS = (1e-1, 1e-2, 1e-3, 1e-4)
 
@@ -72,7 +72,6 @@ def _embed_set(model, s: EvalSet, flip, device: str, progress: bool, workers: in
         title = f"embed {s.name}" if progress else None
         return embed_model(model, s, flip=flip, device=device, progress=title, workers=workers)
     from facetrain.inference.embedder import FaceEmbedder
-    from facetrain.inference.parts import embed_in_parts, going_on
 
     emb, problems = embed_in_parts(
         FaceEmbedder(model, device), s.images, parts, align=s.images.align, flip=flip,
