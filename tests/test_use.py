@@ -252,6 +252,26 @@ def test_classify_answers_every_face_of_a_group_photo(tmp_path):
     assert sorted(r["name"] for r in t) == ["amy", "unknown"], t
 
 
+class Stopper:
+    """Stands in for a kill between two parts of a long job: the wrapped function raises
+    KeyboardInterrupt once `at` calls have run (never while `at` is -1); `calls` holds what
+    `record` made of each call's arguments."""
+
+    def __init__(self, monkeypatch, owner, name: str, record):
+        self.calls, self.at, real = [], -1, getattr(owner, name)
+
+        def wrapped(*args, **kw):
+            if len(self.calls) == self.at:
+                raise KeyboardInterrupt
+            self.calls.append(record(*args, **kw))
+            return real(*args, **kw)
+
+        monkeypatch.setattr(owner, name, wrapped)
+
+    def reset(self, at: int = -1) -> None:
+        self.calls, self.at = [], at
+
+
 def test_embed_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monkeypatch):
     """Embedding a large dataset is a long job: stopped (as by kill -9) between two parts,
     the same command goes on from the last part kept, embeds only the rest, and writes what
@@ -263,35 +283,29 @@ def test_embed_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monk
     monkeypatch.setattr(kept, "PART", 16)
     faces, out, whole = trained["faces"], tmp_path / "e.npz", tmp_path / "whole.npz"
     parts = tmp_path / "e.npz.partial"
-    calls, real = [], FaceEmbedder.embed_source
-
-    def counted(self, source, **kw):
-        if len(calls) == stop_at:
-            raise KeyboardInterrupt
-        calls.append(source.n_images)
-        return real(self, source, **kw)
-
-    monkeypatch.setattr(FaceEmbedder, "embed_source", counted)
-    stop_at = 3
+    stop = Stopper(
+        monkeypatch, FaceEmbedder, "embed_source", lambda self, source, **kw: source.n_images
+    )
+    stop.reset(3)
     stopped = runner.invoke(app, ["embed", str(trained["run"]), str(faces), "--out", str(out)])
     assert stopped.exit_code == 130  # interrupted
     assert len(list(parts.glob("part-*.npz"))) == 3 and not out.exists()
-    stop_at, calls = -1, []
+    stop.reset()
     said = cli("embed", trained["run"], faces, "--out", out)
     assert "going on from an earlier run: 48 of 100 images" in " ".join(said.split())
-    assert calls == [16, 16, 16, 4] and not parts.exists()  # only the parts not kept
-    calls = []
+    assert stop.calls == [16, 16, 16, 4] and not parts.exists()  # only the parts not kept
+    stop.reset()
     cli("embed", trained["run"], faces, "--out", whole)
     a, b = np.load(out), np.load(whole)
     assert np.array_equal(a["embeddings"], b["embeddings"])
     assert list(a["paths"]) == list(b["paths"]) and list(a["labels"]) == list(b["labels"])
 
-    stop_at, calls = 2, []  # stopped again; then asked with another alignment: begun anew
+    stop.reset(2)  # stopped again; then asked with another alignment: begun anew
     stopped = runner.invoke(app, ["embed", str(trained["run"]), str(faces), "--out", str(out)])
     assert stopped.exit_code == 130  # interrupted
-    stop_at, calls = -1, []
+    stop.reset()
     cli("embed", trained["run"], faces, "--out", out, "--align", "never")
-    assert calls == [16] * 6 + [4] and not parts.exists()
+    assert stop.calls == [16] * 6 + [4] and not parts.exists()
     mine = tmp_path / "mine.npz.partial"  # a folder of the owner's where the work would go
     mine.mkdir()
     (mine / "notes.txt").write_text("the owner's")
@@ -303,12 +317,12 @@ def test_embed_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monk
         (broken / f"{k}.jpg").write_bytes(b"\xff\xd8\xff not a photo")
     said = cli_fails("filter", trained["run"], broken.parent, "--out", tmp_path / "c.txt")
     assert "no usable face images" in said and not (tmp_path / "c.txt.partial").exists()
-    calls = []  # outputs that cannot be written are refused before any work
+    stop.reset()  # outputs that cannot be written are refused before any work
     said = cli_fails("embed", trained["run"], faces, "--out", tmp_path / "e.txt")
-    assert "embeddings are written as .npz" in said and calls == []
+    assert "embeddings are written as .npz" in said and stop.calls == []
     said = cli_fails("filter", trained["run"], faces, "--out", tmp_path / "c.txt",
                      "--percentile", "100")  # fmt: skip
-    assert "percentile 100.0: must be in [0, 100)" in said and calls == []
+    assert "percentile 100.0: must be in [0, 100)" in said and stop.calls == []
 
 
 def test_eval_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monkeypatch):
@@ -320,27 +334,21 @@ def test_eval_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monke
     from facetrain.inference.embedder import FaceEmbedder
 
     monkeypatch.setattr(kept, "PART", 8)
-    calls, real = [], FaceEmbedder.embed_source
-
-    def counted(self, source, **kw):
-        if len(calls) == stop_at:
-            raise KeyboardInterrupt
-        calls.append(source.n_images)
-        return real(self, source, **kw)
-
-    monkeypatch.setattr(FaceEmbedder, "embed_source", counted)
+    stop = Stopper(
+        monkeypatch, FaceEmbedder, "embed_source", lambda self, source, **kw: source.n_images
+    )
     common = ["eval", str(trained["run"]), "--pairs", str(trained["pairs"]), "--images",
               str(trained["lfw"]), "--flip", "none"]  # fmt: skip
-    stop_at = 2
+    stop.reset(2)
     stopped = runner.invoke(app, [*common, "--out", str(tmp_path / "ev")])
     assert stopped.exit_code == 130  # interrupted
     [work] = (tmp_path / "ev").glob("*.partial")
     assert len(list(work.glob("part-*.npz"))) == 2
     assert not (tmp_path / "ev" / "metrics.json").exists()
-    stop_at, calls = -1, []
+    stop.reset()
     said = cli(*common, "--out", tmp_path / "ev")
     assert "going on from an earlier run: 16 of 25 images" in " ".join(said.split())
-    assert calls == [8, 1] and not work.exists()  # the 25 photos the pairs name
+    assert stop.calls == [8, 1] and not work.exists()  # the 25 photos the pairs name
     cli(*common, "--out", tmp_path / "whole")
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ev", "whole"))
     assert a == b and 0 < a["accuracy"] <= 1
@@ -357,28 +365,22 @@ def test_classify_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, m
     known, strangers = tmp_path / "known", tmp_path / "strangers"
     for i in range(10):
         shutil.copytree(trained["faces"] / f"id{i}", (known if i < 7 else strangers) / f"id{i}")
-    calls, real = [], embeddings.every_face
-
-    def counted(embedder, load, images, align="auto"):
-        if len(calls) == stop_at:
-            raise KeyboardInterrupt
-        calls.append(images[0])
-        return real(embedder, load, images, align)
-
-    monkeypatch.setattr(embeddings, "every_face", counted)
+    stop = Stopper(
+        monkeypatch, embeddings, "every_face", lambda embedder, load, images, *a: images[0]
+    )
     clf, parts = tmp_path / "clf.npz", tmp_path / "clf.npz.partial"
 
     def train_args(out):
         return ["classify", "train", str(trained["run"]), str(known), "--out", str(out),
                 "--unknown", str(strangers)]  # fmt: skip
 
-    stop_at = 40
+    stop.reset(40)
     assert runner.invoke(app, train_args(clf)).exit_code == 130  # interrupted
     assert len(list(parts.glob("part-*.npz"))) == 2 and not clf.exists()
-    stop_at, calls = -1, []
+    stop.reset()
     said = cli(*train_args(clf))
     assert "going on from an earlier run: 32 of 70 images" in " ".join(said.split())
-    assert len(calls) == 70 - 32 and not parts.exists()
+    assert len(stop.calls) == 70 - 32 and not parts.exists()
     assert not (tmp_path / "clf.npz.unknown.partial").exists()
     cli(*train_args(tmp_path / "whole.npz"))
     a, b = np.load(clf), np.load(tmp_path / "whole.npz")
@@ -386,14 +388,14 @@ def test_classify_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, m
     assert all(np.array_equal(a[k], b[k]) for k in a.files)
 
     photos = [str(known / "id3"), str(strangers / "id8")]  # 20 photos
-    stop_at, calls = 18, []
+    stop.reset(18)
     stopped = runner.invoke(app, ["classify", "predict", str(clf), *photos, "--json",
                                   str(tmp_path / "p.json")])  # fmt: skip
     assert stopped.exit_code == 130 and not (tmp_path / "p.json").exists()
-    stop_at, calls = -1, []
+    stop.reset()
     said = cli("classify", "predict", clf, *photos, "--json", tmp_path / "p.json")
     assert "going on from an earlier run: 16 of 20 images" in " ".join(said.split())
-    assert len(calls) == 4 and not (tmp_path / "p.json.partial").exists()
+    assert len(stop.calls) == 4 and not (tmp_path / "p.json.partial").exists()
     cli("classify", "predict", clf, *photos, "--json", tmp_path / "whole.json")
     p, whole = (json.loads((tmp_path / f).read_text()) for f in ("p.json", "whole.json"))
     assert p == whole and len(p) == 20 and all(r["distance"] >= 0 for r in p)
