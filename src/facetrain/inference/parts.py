@@ -36,19 +36,14 @@ def embed_in_parts(
     read back from there on a later run of the same work (the same model, preprocessing,
     flip, images and alignment: else begun anew). `starting(before, n, parts)`, when there
     is work left, is told how many of the n images were embedded before."""
-    from dataclasses import asdict
-
     from facetrain import atomic
-    from facetrain.inference.compiled import model_hash
     from facetrain.progress import progress_bar
 
     n = images.n_images
     if n == 0:
         return np.zeros((0, embedder.width), np.float32), {}
     files = [parts / f"part-{k:06d}.npz" for k in range(-(-n // PART))]
-    work = {"model": model_hash(embedder.model), "pre": asdict(embedder.pre), "align": align,
-            "images": digest(images.paths)} | ({"flip": flip} if flip else {})  # fmt: skip
-    claim(parts, work)
+    claim(parts, work_of(embedder, images.paths, align, **({"flip": flip} if flip else {})))
     before = min(sum(f.exists() for f in files) * PART, n)  # parts are made in order
     if before < n and starting is not None:
         starting(before, n, parts)
@@ -101,6 +96,17 @@ class _Part:
 
     def fetch(self, ids: list[int]) -> list:
         return self.source.fetch([self.ids[i] for i in ids])
+
+
+def work_of(embedder, paths: list[str], align: str, **more) -> dict:
+    """What a piece of kept work is: the model, its preprocessing, the images and how they
+    are taken (and `more`); work kept under another record is begun anew (`claim`)."""
+    from dataclasses import asdict
+
+    from facetrain.inference.compiled import model_hash
+
+    return {"model": model_hash(embedder.model), "pre": asdict(embedder.pre), "align": align,
+            "images": digest(paths)} | more  # fmt: skip
 
 
 def digest(paths: list[str]) -> str:

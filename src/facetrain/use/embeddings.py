@@ -172,10 +172,7 @@ def iter_faces_in_photos(
 
 def _claim_faces(embedder: FaceEmbedder, paths: list[str], parts: Path, align: str) -> list:
     """The part files of every face of these photos, in `parts` claimed for this work."""
-    from facetrain.inference.compiled import model_hash
-
-    kept.claim(parts, {"model": model_hash(embedder.model), "pre": asdict(embedder.pre),
-                       "align": align, "images": kept.digest(paths), "faces": "every"})  # fmt: skip
+    kept.claim(parts, kept.work_of(embedder, paths, align, faces="every"))
     return [parts / f"part-{k:06d}.npz" for k in range(-(-len(paths) // kept.PART))]
 
 
