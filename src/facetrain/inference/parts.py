@@ -4,8 +4,9 @@ Embedding thousands of faces is a long job on a CPU. Its work is written into a 
 PART images at a time, each part atomically, beside `work.json` (the model, its
 preprocessing, the images and how they are taken): a run stopped, even by kill -9, goes on
 from the last part kept, and work of another kind is never mixed in. `embed`, `eval`,
-`filter`, `plot-embeddings`, `classify` and distillation's teacher keep their work so; the
-folder goes when the output it was for is written (`kept_until_done`).
+`filter`, `plot-embeddings`, `classify`, `library identify` and distillation's teacher keep
+their work so (`in_parts` runs it, whatever a part holds); the folder goes when the output
+it was for is written (`kept_until_done`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,41 @@ PART = 512  # images embedded between two records of a resumable embedding
 OURS = r"(\.)?(work\.json|part-\d{6}\.npz)(?(1)\..+\.tmp)"  # and atomic writes' temporaries
 
 
+def in_parts(
+    n: int, parts: Path | None, work: dict | None, make: Callable, write: Callable,
+    read: Callable, *, progress: bool = True, title: str = "embed",
+    starting: Callable | None = None,
+) -> Iterator:  # fmt: skip
+    """The results of n items' work, in order, as they come, PART items at a time: each
+    part's results kept in `parts` (claimed for `work`) as it is done, and read back from
+    there on a later run of the same work. `make(ids, advance)` yields the results of
+    items `ids` (`advance(k)`: k more done), `write(file, results)` keeps them atomically
+    and `read(file, ids)` gives them back; `parts` None keeps nothing. `starting(before,
+    n, parts)`, when work is kept and some is left, is told how much was done before."""
+    from facetrain.progress import progress_bar
+
+    chunks = [range(k, min(k + PART, n)) for k in range(0, n, PART)]
+    files: list = [None] * len(chunks)
+    if parts is not None:
+        claim(parts, work)
+        files = [parts / f"part-{k:06d}.npz" for k in range(len(chunks))]
+    before = sum(len(ids) for ids, f in zip(chunks, files) if f is not None and f.exists())
+    if parts is not None and before < n and starting is not None:
+        starting(before, n, parts)
+    with progress_bar(disable=None if progress else True) as bar:
+        task = bar.add_task(title, total=n, completed=before)
+        for ids, f in zip(chunks, files):
+            if f is not None and f.exists():
+                yield from read(f, ids)
+                continue
+            got = []
+            for result in make(ids, lambda k: bar.advance(task, k)):
+                got.append(result)
+                yield result
+            if f is not None:
+                write(f, got)
+
+
 def embed_in_parts(
     embedder, images, parts: Path, *, align: str = "auto", flip: str | None = None,
     progress: bool = True, workers: int = 0, title: str = "embed",
@@ -32,44 +68,38 @@ def embed_in_parts(
 ) -> tuple[np.ndarray, dict[int, str]]:  # fmt: skip
     """(embeddings, problems by index) of every image of a source (`images`: its `paths`
     name them, its `problems` say why one has no face) by a `FaceEmbedder`, NaN rows where
-    an image has no face, PART at a time: each part written into `parts` as it is done and
-    read back from there on a later run of the same work (the same model, preprocessing,
-    flip, images and alignment: else begun anew). `starting(before, n, parts)`, when there
-    is work left, is told how many of the n images were embedded before."""
-    from facetrain import atomic
-    from facetrain.progress import progress_bar
-
-    n = images.n_images
+    an image has no face, kept in `parts` as `in_parts` keeps work (the same model,
+    preprocessing, flip, images and alignment: else begun anew)."""
+    n, width = images.n_images, embedder.width
     if n == 0:
-        return np.zeros((0, embedder.width), np.float32), {}
-    files = [parts / f"part-{k:06d}.npz" for k in range(-(-n // PART))]
-    claim(parts, work_of(embedder, images.paths, align, **({"flip": flip} if flip else {})))
-    before = min(sum(f.exists() for f in files) * PART, n)  # parts are made in order
-    if before < n and starting is not None:
-        starting(before, n, parts)
-    with progress_bar(disable=None if progress else True) as bar:
-        task = bar.add_task(title, total=n, completed=before)
-        for k, f in enumerate(files):
-            if f.exists():
-                continue
-            ids = range(k * PART, min((k + 1) * PART, n))
-            emb = embedder.embed_source(_Part(images, ids), flip=flip, workers=workers,
-                                        progress=lambda read: bar.advance(task, read))  # fmt: skip
-            if emb.shape[1] == 0:  # not one face of the part usable: rows of NaN
-                emb = np.full((len(ids), embedder.width), np.nan, np.float32)
-            why = json.dumps({i: images.problems[i] for i in ids if i in images.problems})
-            with atomic.atomic_open(f, "wb") as out:
-                np.savez(out, embeddings=emb, problems=np.array(why))
-    return _read_parts(files, embedder.width)
+        return np.zeros((0, width), np.float32), {}
+
+    def make(ids: range, advance: Callable) -> Iterator:
+        emb = embedder.embed_source(_Part(images, ids), flip=flip, workers=workers,
+                                    progress=advance)  # fmt: skip
+        if emb.shape[1] == 0:  # not one face of the part usable: rows of NaN
+            emb = np.full((len(ids), width), np.nan, np.float32)
+        yield emb, {i: images.problems[i] for i in ids if i in images.problems}
+
+    work = work_of(embedder, images.paths, align, **({"flip": flip} if flip else {}))
+    got = list(in_parts(n, parts, work, make, _write_part, _read_part, progress=progress,
+                        title=title, starting=starting))  # fmt: skip
+    rows = np.concatenate([emb for emb, _ in got])
+    return rows, {i: why for _, problems in got for i, why in problems.items()}
 
 
-def _read_parts(files: list[Path], width: int) -> tuple[np.ndarray, dict[int, str]]:
-    rows, problems = [np.zeros((0, width), np.float32)], {}
-    for f in files:  # each closed at once: a million faces are two thousand parts
-        with np.load(f) as z:
-            rows.append(z["embeddings"])
-            problems |= {int(i): why for i, why in json.loads(str(z["problems"])).items()}
-    return np.concatenate(rows), problems
+def _write_part(path: Path, got: list) -> None:
+    from facetrain import atomic
+
+    [(emb, problems)] = got
+    with atomic.atomic_open(path, "wb") as out:
+        np.savez(out, embeddings=emb, problems=np.array(json.dumps(problems)))
+
+
+def _read_part(path: Path, ids: range) -> list:
+    with np.load(path) as z:  # closed at once: a million faces are two thousand parts
+        why = json.loads(str(z["problems"]))
+        return [(z["embeddings"], {int(i): w for i, w in why.items()})]
 
 
 def going_on(before: int, n: int, parts: Path) -> None:

@@ -146,34 +146,20 @@ def iter_faces_in_photos(
     `embed_paths` keeps its own: a run stopped (even by kill -9) goes on from the last part
     kept, and the photos of the parts kept come first, read back."""
     from facetrain.data.images import load_rgb
-    from facetrain.progress import progress_bar
 
     embedder = FaceEmbedder(model, device)
-    step = kept.PART
-    chunks = [range(k, min(k + step, len(paths))) for k in range(0, len(paths), step)]
-    files = [None] * len(chunks) if parts is None else _claim_faces(embedder, paths, parts, align)
-    before = sum(len(ids) for ids, f in zip(chunks, files) if f is not None and f.exists())
-    if before and progress:
-        kept.going_on(before, len(paths), parts)
-    with progress_bar(disable=None if progress else True) as bar:
-        task = bar.add_task("faces", total=len(paths), completed=before)
-        for ids, f in zip(chunks, files):
-            if f is not None and f.exists():
-                yield from _read_faces(f, [paths[i] for i in ids])
-                continue
-            got = []
-            for i in ids:
-                got += every_face(embedder, load_rgb, [paths[i]], align)
-                bar.advance(task)
-                yield got[-1]
-            if f is not None:
-                _write_faces(f, got)
 
+    def make(ids: range, advance) -> Iterator[PhotoFaces]:
+        for i in ids:
+            [photo] = every_face(embedder, load_rgb, [paths[i]], align)
+            advance(1)
+            yield photo
 
-def _claim_faces(embedder: FaceEmbedder, paths: list[str], parts: Path, align: str) -> list:
-    """The part files of every face of these photos, in `parts` claimed for this work."""
-    kept.claim(parts, kept.work_of(embedder, paths, align, faces="every"))
-    return [parts / f"part-{k:06d}.npz" for k in range(-(-len(paths) // kept.PART))]
+    work = None if parts is None else kept.work_of(embedder, paths, align, faces="every")
+    yield from kept.in_parts(len(paths), parts, work, make, _write_faces,
+                             lambda f, ids: _read_faces(f, [paths[i] for i in ids]),
+                             progress=progress, title="faces",
+                             starting=kept.going_on if progress else None)  # fmt: skip
 
 
 def _write_faces(path: Path, photos: list[PhotoFaces]) -> None:
