@@ -206,3 +206,23 @@ def axe_violations(page) -> list[str]:
     axe = pytest.importorskip("axe_playwright_python.sync_playwright", reason="no axe-core")
     found = axe.Axe().run(page).response["violations"]
     return [f"{v['id']} ({v['impact']}): {v['nodes'][0]['html'][:160]}" for v in found]
+
+
+class Stopper:
+    """Stands in for a kill between two parts of a long job: the wrapped function raises
+    KeyboardInterrupt once `at` calls have run (never while `at` is -1); `calls` holds what
+    `record` made of each call's arguments."""
+
+    def __init__(self, monkeypatch, owner, name: str, record):
+        self.calls, self.at, real = [], -1, getattr(owner, name)
+
+        def wrapped(*args, **kw):
+            if len(self.calls) == self.at:
+                raise KeyboardInterrupt
+            self.calls.append(record(*args, **kw))
+            return real(*args, **kw)
+
+        monkeypatch.setattr(owner, name, wrapped)
+
+    def reset(self, at: int = -1) -> None:
+        self.calls, self.at = [], at

@@ -25,7 +25,7 @@ from facetrain.library.cluster import agglomerate
 from facetrain.library.evaluate import scores
 from facetrain.library.library import Library
 from facetrain.models import create_model
-from helpers import make_model
+from helpers import Stopper, make_model
 
 BBT = SHARED / "photos" / "bbt"
 runner = CliRunner()
@@ -803,6 +803,41 @@ def test_identify_with_workers_names_what_one_process_names(photos, tmp_path):
     portraits = [(Path(r["photo"]).name, f["name"]) for r in got[0] for f in r["faces"]
                  if Path(r["photo"]).parent.name == "amy"]  # fmt: skip
     assert len(portraits) == 3 and all(p == n for p, n in portraits), portraits  # as named
+
+
+def test_identify_answers_as_it_goes_and_a_stopped_run_goes_on(photos, tmp_path, monkeypatch):
+    """`library identify` answers each photo as it is looked at; with --json, a run stopped
+    between two parts (as by kill -9) goes on from the last part kept, looks at only the
+    rest, and writes what one whole run writes."""
+    from facetrain.inference import parts as kept
+    from facetrain.library import scan
+    from test_library_safety import _confirm_all
+
+    monkeypatch.setattr(kept, "PART", 2)
+    model = make_model(tmp_path / "m.safetensors")
+    db = tmp_path / "lib.db"
+    cli("library", "scan", photos, "--db", db, "--model", model)
+    _confirm_all(db)
+    stop = Stopper(monkeypatch, scan, "_analyse", lambda path, *a: path)
+    out, parts = tmp_path / "i.json", tmp_path / "i.json.partial"
+    args = ["library", "identify", photos / "amy", photos / "group", "--db", db, "--json", out]
+
+    stop.reset(3)
+    stopped = runner.invoke(app, [str(a) for a in args])
+    assert stopped.exit_code == 130 and not out.exists()
+    assert len(list(parts.glob("part-*.npz"))) == 1
+    first = sorted((photos / "amy").iterdir())[0]
+    assert f"{first}\tamy" in stopped.output  # answered before the run was stopped
+    stop.reset()
+    said = cli(*args)
+    assert "going on from an earlier run: 2 of 6 images" in " ".join(said.split())
+    assert stop.calls == [str(p) for p in sorted((photos / "amy").iterdir())[2:]] + [
+        str(p) for p in sorted((photos / "group").iterdir())]  # fmt: skip
+    assert not parts.exists()
+    cli(*args[:-1], tmp_path / "whole.json")
+    got, whole = (json.loads((tmp_path / f).read_text()) for f in ("i.json", "whole.json"))
+    assert got == whole and len(got) == 6
+    assert sum(f["name"] != "unknown" for r in got for f in r["faces"]) >= 3
 
 
 def test_a_scan_with_workers_leaves_the_model_to_them(photos, tmp_path):

@@ -18,6 +18,7 @@ from facetrain.data.packed import pack
 from facetrain.inference.saved import open_model
 from facetrain.train.loop import train
 from helpers import (
+    Stopper,
     axe_violations,
     chromium_api,
     lfw_style,
@@ -250,26 +251,6 @@ def test_classify_answers_every_face_of_a_group_photo(tmp_path):
     cli("classify", "predict", clf, twice, "--json", tmp_path / "t.json")
     t = json.loads((tmp_path / "t.json").read_text())
     assert sorted(r["name"] for r in t) == ["amy", "unknown"], t
-
-
-class Stopper:
-    """Stands in for a kill between two parts of a long job: the wrapped function raises
-    KeyboardInterrupt once `at` calls have run (never while `at` is -1); `calls` holds what
-    `record` made of each call's arguments."""
-
-    def __init__(self, monkeypatch, owner, name: str, record):
-        self.calls, self.at, real = [], -1, getattr(owner, name)
-
-        def wrapped(*args, **kw):
-            if len(self.calls) == self.at:
-                raise KeyboardInterrupt
-            self.calls.append(record(*args, **kw))
-            return real(*args, **kw)
-
-        monkeypatch.setattr(owner, name, wrapped)
-
-    def reset(self, at: int = -1) -> None:
-        self.calls, self.at = [], at
 
 
 def test_embed_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monkeypatch):

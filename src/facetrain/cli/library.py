@@ -11,7 +11,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from facetrain.cli.common import DeviceOpt, JsonOut, SpecOpt, app, fail, write_json
+from facetrain import atomic
+from facetrain.cli.common import (
+    DeviceOpt,
+    JsonOut,
+    SpecOpt,
+    app,
+    fail,
+    work_towards,
+    write_json,
+)
 from facetrain.progress import console, shown
 
 library_app = typer.Typer(
@@ -514,25 +523,34 @@ def library_identify(
     workers: Annotated[int, typer.Option(help="Processes analysing photos.")] = 1,
     json_out: JsonOut = None,
 ) -> None:
-    """Name every face in new photos from the named people, or say unknown."""
-    with _read(db) as lib:
+    """Name every face in new photos from the named people, or say unknown. Each photo is
+    answered as it is looked at; with --json, that work is kept until the file is written,
+    so a stopped run goes on."""
+    atomic.output_files([db, *photos], **{"--json": json_out})
+    results = []
+    with _read(db) as lib, work_towards(json_out) as parts:
         if not any(p["name"] for p in lib.people()):
             console.print("no named people yet: every face is unknown", style="yellow")
-        results = lib.identify(photos, threshold, margin, device, model, workers=workers)
-    for r in results:
-        if "error" in r:
-            console.print(f"skipped {r['photo']}: {r['error']}", style="yellow", highlight=False)
-        for f in r["faces"]:
-            d = "-" if f["distance"] is None else f"{f['distance']:.3f}"
-            print(
-                f"{shown(r['photo'])}\t{shown(f['name'])}\t{d}\t"
-                + ",".join(f"{v:.0f}" for v in f["box"])
-            )
-        if not r["faces"] and "error" not in r:
-            print(f"{shown(r['photo'])}\t(no face)")
+        for r in lib.identified(photos, threshold, margin, device, model, workers=workers,
+                                parts=parts):  # fmt: skip
+            _answer(r)
+            results.append(r)
+        write_json(json_out, results)
     if results:  # stderr: stdout stays one line a face for scripts
         console.print(f"rule: {results[0]['rule']}", highlight=False)
-    write_json(json_out, results)
+
+
+def _answer(r: dict) -> None:
+    """One photo's answer: a line a face on stdout (photo, name, distance, box), or why
+    there is none."""
+    if "error" in r:
+        console.print(f"skipped {r['photo']}: {r['error']}", style="yellow", highlight=False)
+    for f in r["faces"]:
+        d = "-" if f["distance"] is None else f"{f['distance']:.3f}"
+        print(f"{shown(r['photo'])}\t{shown(f['name'])}\t{d}\t"
+              + ",".join(f"{v:.0f}" for v in f["box"]))  # fmt: skip
+    if not r["faces"] and "error" not in r:
+        print(f"{shown(r['photo'])}\t(no face)")
 
 
 @library_app.command("export")

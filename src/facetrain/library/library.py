@@ -636,12 +636,21 @@ class Library:
     def identify(self, photos: list, threshold: float | None = None, margin: float = MARGIN,
                  device: str = "cpu", model: str | None = None, progress: bool = True,
                  workers: int = 1, namer_of=None) -> list[dict]:  # fmt: skip
-        """Every face of each photo named from the named people, or `unknown` (`namer`);
-        the photos analysed as a scan analyses them, by `workers` processes. `namer_of`:
-        where the namer comes from instead (the web page's, kept while nothing changes)."""
+        """Every face of each photo named (`identified`), all answers at once."""
+        return list(self.identified(photos, threshold, margin, device, model, progress,
+                                    workers, namer_of))  # fmt: skip
+
+    def identified(self, photos: list, threshold: float | None = None, margin: float = MARGIN,
+                   device: str = "cpu", model: str | None = None, progress: bool = True,
+                   workers: int = 1, namer_of=None,
+                   parts: Path | None = None) -> Iterator[dict]:  # fmt: skip
+        """Every face of each photo named from the named people, or `unknown` (`namer`),
+        photo after photo; the photos looked at as a scan looks, by `workers` processes,
+        and that work kept in `parts` when given (`identify.looked_at`). `namer_of`: where
+        the namer comes from instead (the web page's, kept while nothing changes)."""
         from facetrain.data.listing import photos_in
-        from facetrain.library.scan import Scanner, analysed, worker_pool
-        from facetrain.progress import progress_bar
+        from facetrain.library.identify import identified
+        from facetrain.library.scan import Scanner
 
         _check_workers(workers)
         namer = namer_of(self) if namer_of is not None else self.namer(threshold, margin)
@@ -650,18 +659,10 @@ class Library:
         workers = min(workers, len(photos))
         fm = self.model(model, device=device, prefetch=workers <= 1)
         scanner = Scanner(fm, self.gate()[0], device)
-        out = [{"photo": p, "error": why, "faces": [], "rule": namer.rule}
-               for p, why in passed_over.items()]  # fmt: skip
-        with (
-            contextlib.ExitStack() as stack,
-            progress_bar(disable=None if progress else True) as bar,
-        ):
-            pool = stack.enter_context(worker_pool(scanner, workers))
-            task = bar.add_task("identify", total=len(photos))
-            for p, result in zip(photos, analysed(photos, scanner, pool)):
-                out.append(_identified(p, result, namer))
-                bar.advance(task)
-        return out
+        for p, why in passed_over.items():
+            yield {"photo": p, "error": why, "faces": [], "rule": namer.rule}
+        yield from identified(photos, scanner, namer, workers=workers, progress=progress,
+                              parts=parts)  # fmt: skip
 
     def namer(self, threshold: float | None = None, margin: float = MARGIN):
         """The open-set rule that names faces of a new photo (`curate.Namer`): a face gets
@@ -842,16 +843,3 @@ def dated(photos: list[dict]) -> dict[str, list]:
     """Photos as a page lists them: their ids and dates ("" for none), in their order."""
     return {"photo_ids": [p["id"] for p in photos],
             "photo_dates": [dates.date_text(p) for p in photos]}  # fmt: skip
-
-
-def _identified(path: str, result: tuple, namer) -> dict:
-    """One photo's faces (`scan._analyse`'s result) named by `namer`."""
-    status, error, faces = result[:3]
-    if error and status != "no_face":
-        return {"photo": path, "error": error, "faces": [], "rule": namer.rule}
-    if not faces:
-        return {"photo": path, "faces": [], "rule": namer.rule}
-    names = namer.name(np.stack([f["embedding"] for f in faces]))
-    out = [{"box": [round(v, 1) for v in f["box"]], "score": f["score"]} | n
-           for f, n in zip(faces, names)]  # fmt: skip
-    return {"photo": path, "faces": out, "size": list(result[3]), "rule": namer.rule}
