@@ -55,6 +55,7 @@ bench: setup-dev
 	$(BIN)/python bench/cpu_memory.py
 	$(BIN)/python bench/resumable_cost.py
 	$(BIN)/python bench/cpu_layout.py
+	$(BIN)/python bench/photo_batches.py
 
 # the best from-scratch recipe end to end: train on mini-train + more-train, evaluate on
 # LFW's 6,000 pairs (accuracy printed last); about 2 hours on 2 cores, resumable (run it
