@@ -31,7 +31,7 @@ import numpy as np
 from facetrain.distances import distance_matrix
 from facetrain.inference.embedder import Face, FaceEmbedder
 from facetrain.use.compare import face_of, nearest_faces, verdict, which_face
-from facetrain.use.embeddings import PhotoFaces, every_face
+from facetrain.use.embeddings import PHOTOS_AT_ONCE, PhotoFaces, every_face
 
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray
 __all__ = ["Face", "Recognizer", "load"]
@@ -191,15 +191,15 @@ class Recognizer:
 
     def folder_faces(self, folder: Path, paths: list[str]):
         """Every face of a folder's photos, as `compare` reads a photo — (embeddings, boxes,
-        each face's photo index) — FIND_STEP photos decoded at a time (a folder never sits
-        in memory whole), reusing what an earlier `find` made of files unchanged since
+        each face's photo index) — PHOTOS_AT_ONCE photos decoded at a time (a folder never
+        sits in memory whole), reusing what an earlier `find` made of files unchanged since
         (`find_cache`)."""
         from facetrain.use.find_cache import FolderCache
 
         cache = FolderCache.open(self.model_key, folder, self.embedder.width)
         todo = cache.missing(paths)
-        for s in range(0, len(todo), FIND_STEP):
-            step = todo[s : s + FIND_STEP]
+        for s in range(0, len(todo), PHOTOS_AT_ONCE):
+            step = todo[s : s + PHOTOS_AT_ONCE]
             cache.put(step, self._faces_of_step(step))
         cache.save(paths)
         return cache.rows(paths)
@@ -220,9 +220,6 @@ class Recognizer:
 
         pre = asdict(self.model.pre)
         return model_hash(self.model) + json.dumps({k: pre[k] for k in EMBEDDING_FIELDS})
-
-
-FIND_STEP = 32  # photos `find` decodes at a time
 
 
 def within_limits(queries: np.ndarray, faces: np.ndarray, threshold: float, distance: str,
