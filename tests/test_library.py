@@ -808,7 +808,8 @@ def test_identify_with_workers_names_what_one_process_names(photos, tmp_path):
 def test_identify_answers_as_it_goes_and_a_stopped_run_goes_on(photos, tmp_path, monkeypatch):
     """`library identify` answers each photo as it is looked at; with --json, a run stopped
     between two parts (as by kill -9) goes on from the last part kept, looks at only the
-    rest, and writes what one whole run writes."""
+    rest, and writes what one whole run writes. A reader of the answers that goes away
+    (`| head`) ends it quietly: no error, no trace."""
     from facetrain.inference import parts as kept
     from facetrain.library import scan
     from test_library_safety import _confirm_all
@@ -838,6 +839,12 @@ def test_identify_answers_as_it_goes_and_a_stopped_run_goes_on(photos, tmp_path,
     got, whole = (json.loads((tmp_path / f).read_text()) for f in ("i.json", "whole.json"))
     assert got == whole and len(got) == 6
     assert sum(f["name"] != "unknown" for r in got for f in r["faces"]) >= 3
+
+    cmd = [sys.executable, "-m", "facetrain", *map(str, args[:-2])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # gone before the first answer, as `| head -0` would be
+    said = proc.stderr.read()
+    assert proc.wait() == 1 and "error" not in said and "Traceback" not in said, said
 
 
 def test_a_scan_with_workers_leaves_the_model_to_them(photos, tmp_path):

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -70,6 +71,10 @@ class _Group(TyperGroup):
         except sqlite3.Error as e:  # a library's file that cannot take what was asked
             console.print(f"error: the library's database: {e}", style="bold red")
             raise typer.Exit(2) from None
+        except BrokenPipeError:  # the reader went (`| head`): a quiet exit 1, as rich does
+            # for its own output; stdout goes to /dev/null so the flush at exit fails no more
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(1) from None
         except OSError as e:  # a full disk, a file taken away mid-command: said, not a trace
             where = f" ({e.filename})" if e.filename else ""
             console.print(f"error: {e.strerror or e}{where}", style="bold red")
