@@ -831,7 +831,7 @@ def test_identify_answers_as_it_goes_and_a_stopped_run_goes_on(photos, tmp_path,
     assert f"{first}\tamy" in stopped.output  # answered before the run was stopped
     stop.reset()
     said = cli(*args)
-    assert "going on from an earlier run: 2 of 6 images" in " ".join(said.split())
+    assert "going on from an earlier run: 2 of 6 photos looked at" in " ".join(said.split())
     assert stop.calls == [str(p) for p in sorted((photos / "amy").iterdir())[2:]] + [
         str(p) for p in sorted((photos / "group").iterdir())]  # fmt: skip
     assert not parts.exists()

@@ -102,13 +102,19 @@ def _read_part(path: Path, ids: range) -> list:
         return [(z["embeddings"], {int(i): w for i, w in why.items()})]
 
 
-def going_on(before: int, n: int, parts: Path) -> None:
-    """What a command says when it goes on from work kept by an earlier run."""
+def going_on(before: int, n: int, parts: Path, done: str = "images embedded") -> None:
+    """What a command says when it goes on from work kept by an earlier run (`done`: what
+    was done to them, in words)."""
     if before:
         from facetrain.progress import console
 
-        console.print(f"going on from an earlier run: {before} of {n} images embedded before, "
-                      f"kept in {parts}")  # fmt: skip
+        console.print(f"going on from an earlier run: {before} of {n} {done} before, kept in "
+                      f"{parts}")  # fmt: skip
+
+
+def photos_looked_at(before: int, n: int, parts: Path) -> None:
+    """`going_on` for work on every face of each photo."""
+    going_on(before, n, parts, "photos looked at")
 
 
 class _Part:

@@ -50,7 +50,7 @@ def looked_at(photos: list[str], scanner, *, workers: int = 1, progress: bool = 
             scanner.embedder, photos, "scan", gate=asdict(scanner.quality))  # fmt: skip
         yield from kept.in_parts(len(photos), parts, work, make, _write, _read,
                                  progress=progress, title="identify",
-                                 starting=kept.going_on if progress else None)  # fmt: skip
+                                 starting=kept.photos_looked_at if progress else None)  # fmt: skip
 
 
 def _named(path: str, seen: tuple, namer) -> dict:

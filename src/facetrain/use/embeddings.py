@@ -164,7 +164,7 @@ def iter_faces_in_photos(
     yield from kept.in_parts(len(paths), parts, work, make, _write_faces,
                              lambda f, ids: _read_faces(f, [paths[i] for i in ids]),
                              progress=progress, title="faces",
-                             starting=kept.going_on if progress else None)  # fmt: skip
+                             starting=kept.photos_looked_at if progress else None)  # fmt: skip
 
 
 def _write_faces(path: Path, photos: list[PhotoFaces]) -> None:
