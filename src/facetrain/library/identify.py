@@ -10,6 +10,7 @@ names given between two runs count.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -37,12 +38,10 @@ def looked_at(photos: list[str], scanner, *, workers: int = 1, progress: bool = 
     from facetrain.library.scan import analysed, worker_pool
 
     with contextlib.ExitStack() as stack:
-        pools: list = []
+        pool = functools.cache(lambda: stack.enter_context(worker_pool(scanner, workers)))
 
         def make(ids: range, advance) -> Iterator[tuple]:
-            if not pools:
-                pools.append(stack.enter_context(worker_pool(scanner, workers)))
-            for result in analysed([photos[i] for i in ids], scanner, pools[0]):
+            for result in analysed([photos[i] for i in ids], scanner, pool()):
                 advance(1)
                 yield result[:4]
 
