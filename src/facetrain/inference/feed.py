@@ -23,8 +23,9 @@ FLIPS = ("sum", "concat", "none")
 # bench/cpu_memory.py); a GPU wants large batches.
 CPU_BATCH, DEVICE_BATCH = 64, 128
 # Faces on a CPU go in channels-last (NHWC): its convolutions and max pooling run faster so
-# (nn4_small2 1.9x, mobilefacenet 1.3x, iresnet18_050 1.1x: bench/cpu_layout.py); the
-# weights are left as they are, so a model in training is not changed by its verification.
+# (three runs of bench/cpu_layout.py: nn4_small2 1.8-1.9x, mobilefacenet 1.3-1.4x,
+# iresnet18_050 1.03-1.14x); the weights are left as they are, so a model in training is
+# not changed by its verification.
 CPU_CHANNELS_LAST = True
 
 
