@@ -447,6 +447,50 @@ def test_a_split_by_identity_is_measured_by_its_pairs(tmp_path):
     assert any("16 images: measured by verification" in m for m in said), said
 
 
+def test_the_head_has_a_row_for_each_identity_trained_on(tmp_path, monkeypatch):
+    """Split by identity, the held-out identities had head and centre rows that could
+    never be named, only pushed away: 8 rows for 6 identities, and a loss of 6 classes
+    measured as of 8. A run begun that way goes on that way, exactly, when resumed."""
+    from safetensors.torch import load_file
+
+    from facetrain.data.split import split
+    from facetrain.train import loop
+
+    faces = make_faces(tmp_path / "faces", ids=8, per=8)
+    split(str(faces), tmp_path / "split", by="identity", fraction=0.25)
+    pack(str(tmp_path / "split"), tmp_path / "pack", progress=False)
+
+    def rows(run: Path) -> tuple[int, int]:
+        last = (run / "checkpoints/last").read_text().strip()
+        t = load_file(str(run / "checkpoints" / last / "state.safetensors"))
+        return t["head.fc.weight"].shape[0], t["centers.centers"].shape[0]
+
+    def cfg(run: Path, **kw):
+        return small_cfg(tmp_path / "pack", tmp_path / run, center_loss_factor=0.01,
+                         checkpoint_every_steps=1, **kw)  # fmt: skip
+
+    train(cfg("run"), log=lambda *_: None)
+    assert rows(tmp_path / "run") == (6, 6)
+    # the first loss is that of 6 classes: at most a little above log(6), well below log(8)
+    assert losses(tmp_path / "run")[0][1] < (np.log(6) + np.log(8)) / 2
+
+    every = lambda ds, run: (ds.num_classes, None)  # noqa: E731 (the layout of before)
+    monkeypatch.setattr(loop, "head_rows", every)
+    train(cfg("ref"), log=lambda *_: None)
+
+    def stop_after_epoch_0(line: str) -> None:
+        if line.startswith("epoch 0 step 3: mean loss"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg("old"), log=stop_after_epoch_0)
+    assert rows(tmp_path / "old") == (8, 8) and len(losses(tmp_path / "old")) == 3
+    monkeypatch.undo()
+    train(cfg("old"), log=lambda *_: None)
+    assert rows(tmp_path / "old") == (8, 8)
+    assert losses(tmp_path / "old") == losses(tmp_path / "ref")  # bit for bit
+
+
 def test_a_large_val_split_is_scored_on_a_fixed_sample(tmp_path, monkeypatch):
     """The classifier was scored on every val image at every evaluation: a tenth of a
     million-face set is 100,000 images each time. At most MAX_SCORED are, the same ones

@@ -19,6 +19,8 @@ from facetrain.train.schedule import Schedule, read_schedule_file
 from facetrain.train.settings import DataSettings, OptimSettings
 from facetrain.train.state import TrainingError
 
+CENTRES = "centers.centers"  # every checkpoint holds them, a row per class, whatever the loss
+
 
 def dataset_for(settings: DataSettings, run: Path, unlabelled: bool, log=print) -> PackedDataset:
     """Use a pack as is; pack folders or list files into RUN/pack once (resumable). A
@@ -45,6 +47,19 @@ def dataset_for(settings: DataSettings, run: Path, unlabelled: bool, log=print) 
     if len(np.unique(ds.labels)) < 2 and not unlabelled:
         raise TrainingError("training needs at least 2 identities")
     return ds
+
+
+def head_rows(ds: PackedDataset, run: Path) -> tuple[int, torch.Tensor | None]:
+    """How many rows the head and the centres have, and each identity label's row (None:
+    the label is the row). A row is kept for each identity the training split holds: one
+    held out for validation (a split by identity) could never be named, only pushed away.
+    A run begun when every identity of the pack had a row goes on so, to resume exactly."""
+    trained = np.unique(ds.labels)
+    if len(trained) == ds.num_classes or checkpoint.rows_kept(run, CENTRES) == ds.num_classes:
+        return ds.num_classes, None
+    row_of = torch.full((ds.num_classes,), -1, dtype=torch.long)
+    row_of[torch.from_numpy(trained)] = torch.arange(len(trained))
+    return len(trained), row_of
 
 
 def say_if_not_aligned(ds: PackedDataset, record: dict | None, log) -> None:
@@ -157,10 +172,11 @@ def centres_from_embeddings(model, objective, ds: PackedDataset, pre, device: st
     import torch.nn.functional as F
 
     model.eval()
-    sums = torch.zeros(ds.num_classes, pre.embedding_size)
+    sums = torch.zeros(len(objective.centers.centers), pre.embedding_size)
     for i in range(0, len(ds), 256):
         xb, y = ds.batch(list(range(i, min(i + 256, len(ds)))))
         x = prepare(xb, size=pre.input_size, normalize=pre.normalize, crop=pre.crop).to(device)
+        y = objective.rows(y)
         sums.index_add_(0, y, F.normalize(model.embed(x, normalize=False).float(), dim=1).cpu())
     rows = objective.own_rows(F.normalize(sums, dim=1))
     head = objective.head

@@ -91,14 +91,8 @@ def load(
     reported to `on_skip(message)`. None when there is no checkpoint at all; CheckpointError
     when there are some and none can be read."""
     root = run / "checkpoints"
-    names = [_named(root, pointer)]
-    if pointer == "last" and root.is_dir():
-        names += [_named(root, "previous")]
-        names += sorted((d.name for d in root.iterdir() if d.name.startswith("step-")),
-                        reverse=True)  # fmt: skip
-    names = list(dict.fromkeys(n for n in names if n))
     problems = []
-    for name in names:
+    for name in _candidates(root, pointer):
         try:
             return _read(root / name)
         except CheckpointError as e:
@@ -109,6 +103,33 @@ def load(
         raise CheckpointError("no usable checkpoint: " + "; ".join(problems) +
                               f" — delete {root} to start the run over")  # fmt: skip
     return None
+
+
+def rows_kept(run: Path, key: str) -> int | None:
+    """How many rows tensor `key` has in the checkpoint a resume would take (its header
+    only is read): what a run started with decides what it goes on with. None when there
+    is no checkpoint, or none that holds `key`."""
+    from safetensors import safe_open
+
+    for name in _candidates(run / "checkpoints", "last"):
+        try:
+            with safe_open(str(run / "checkpoints" / name / "state.safetensors"), "pt") as f:
+                held = key in f.keys()  # noqa: SIM118 (safe_open has no `in`)
+                return f.get_slice(key).get_shape()[0] if held else None
+        except Exception:  # damaged or gone: the resume takes the one before, so do we
+            continue
+    return None
+
+
+def _candidates(root: Path, pointer: str) -> list[str]:
+    """The checkpoint folders to try, in order: the one `pointer` names; for `last`, then
+    `previous`, then any folder, newest first."""
+    names = [_named(root, pointer)]
+    if pointer == "last" and root.is_dir():
+        names += [_named(root, "previous")]
+        names += sorted((d.name for d in root.iterdir() if d.name.startswith("step-")),
+                        reverse=True)  # fmt: skip
+    return list(dict.fromkeys(n for n in names if n))
 
 
 def _named(root: Path, pointer: str) -> str | None:

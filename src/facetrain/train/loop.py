@@ -39,6 +39,7 @@ from facetrain.train.build import (
     check_init_from,
     dataset_for,
     ema_update,
+    head_rows,
     init_from,
     say_if_not_aligned,
     train_augment,
@@ -418,7 +419,8 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     pre = preprocess_for(cfg, m.input_size or model.input_size, ds.path)
     check_init_from(m.init_from, pre)
     teacher = _teacher(cfg.objective, device, dd, ds, folder, log)
-    objective = build_objective(cfg.objective, m.embedding_size, ds.num_classes, dd.world, teacher)
+    n_rows, row_of = head_rows(ds, folder)
+    objective = build_objective(cfg.objective, m.embedding_size, n_rows, dd.world, teacher, row_of)
     model.to(device)
     if p.channels_last:
         model.to(memory_format=torch.channels_last)

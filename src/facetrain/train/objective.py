@@ -54,6 +54,8 @@ class Objective:
     score: nn.Module | None = None  # the head as the step calls it (DDP-wrapped when shared)
     full_margin: float = 0.0  # what a margin ramp rises to
     extra_modules: dict = field(default_factory=dict)
+    row_of: torch.Tensor | None = None  # each identity's row of the head and centres (-1:
+    # none: an identity the training split does not hold); None: the identity is the row
 
     def __post_init__(self):
         self.score = self.score or self.head
@@ -79,7 +81,11 @@ class Objective:
 
     def targets(self, ids: list[int], labels: torch.Tensor) -> torch.Tensor:
         """What the loss compares a batch with: the teacher's embeddings, or the labels."""
-        return labels if self.teacher is None else self.teacher[ids]
+        return self.rows(labels) if self.teacher is None else self.teacher[ids]
+
+    def rows(self, labels: torch.Tensor) -> torch.Tensor:
+        """The head's (and the centres') rows of identity labels."""
+        return labels if self.row_of is None else self.row_of.to(labels.device)[labels]
 
     def modules(self) -> dict[str, nn.Module]:
         """What a checkpoint holds of the objective, by name."""
@@ -229,11 +235,14 @@ def build_head(cfg: ObjectiveSettings, embedding_size: int, num_classes: int,
 
 
 def build_objective(cfg: ObjectiveSettings, embedding_size: int, num_classes: int,
-                    world: int = 1, teacher: torch.Tensor | None = None) -> Objective:  # fmt: skip
+                    world: int = 1, teacher: torch.Tensor | None = None,
+                    row_of: torch.Tensor | None = None) -> Objective:  # fmt: skip
+    """`num_classes` rows of head and centres; `row_of`: each identity label's row, where
+    the labels are not the rows themselves."""
     head = build_head(cfg, embedding_size, num_classes, 0 if teacher is None else teacher.shape[1])
     centers = CenterLoss(num_classes, embedding_size, cfg.center_loss_alfa)
     kind = PartialFCObjective if cfg.partial_fc else Objective
-    return kind(cfg, head, centers, world, teacher=teacher)
+    return kind(cfg, head, centers, world, teacher=teacher, row_of=row_of)
 
 
 def build_sampler(data: DataSettings, metric: bool, seed: int, labels) -> EpochBatches | PKBatches:
