@@ -56,6 +56,7 @@ bench: setup-dev
 	$(BIN)/python bench/resumable_cost.py
 	$(BIN)/python bench/cpu_layout.py
 	$(BIN)/python bench/photo_batches.py
+	$(BIN)/python bench/cpu_training_layout.py
 
 # the best from-scratch recipe end to end: train on mini-train + more-train, evaluate on
 # LFW's 6,000 pairs (accuracy printed last); about 2 hours on 2 cores, resumable (run it
