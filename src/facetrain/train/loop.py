@@ -390,8 +390,8 @@ def _say_before_training(cfg: TrainConfig, ds: PackedDataset, log) -> None:
         log(f"warning: {idle}")
 
 
-def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
-    """The run folder, data, model, objective, optimizer and bookkeeping of a run."""
+def _open_run(cfg: TrainConfig, dd: distributed.Dist, log) -> tuple[Path, PackedDataset]:
+    """The run folder, checked and recorded, and the training split (packed once)."""
     folder = Path(cfg.platform.out)
     if dd.main:
         check_own(folder)
@@ -406,6 +406,22 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     distributed.barrier()
     if not dd.main:
         ds = dataset_for(cfg.data, folder, unlabelled)
+    return folder, ds
+
+
+def _start_from(source: str, model, objective, ds: PackedDataset, pre, device: str, log) -> None:
+    """Weights to start from (`init_from`): a new margin head starts from the class means
+    of the loaded backbone's embeddings."""
+    what = init_from(source, model, objective)
+    if what.endswith("(head re-created)") and getattr(objective.head, "margin", None):
+        centres_from_embeddings(model, objective, ds, pre, device)
+        what = "backbone; class centres from its embeddings of the training faces"
+    log(f"initialised {what} from {source}")
+
+
+def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
+    """The run folder, data, model, objective, optimizer and bookkeeping of a run."""
+    folder, ds = _open_run(cfg, dd, log)
     sampler = build_sampler(cfg.data, cfg.objective.metric, cfg.platform.seed, ds.labels)
     if dd.enabled and cfg.optim.freeze_backbone_epochs:
         raise TrainingError("--freeze-backbone-epochs is not supported with several processes")
@@ -427,11 +443,7 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     for module in objective.modules().values():
         module.to(device)
     if m.init_from:
-        what = init_from(m.init_from, model, objective)
-        if what.endswith("(head re-created)") and getattr(objective.head, "margin", None):
-            centres_from_embeddings(model, objective, ds, pre, device)
-            what = "backbone; class centres from its embeddings of the training faces"
-        log(f"initialised {what} from {m.init_from}")
+        _start_from(m.init_from, model, objective, ds, pre, device, log)
     backbone = [w for w in model.parameters() if w.requires_grad]  # not what is frozen by design
     params = backbone + objective.parameters()
     opt = build_optimizer(cfg.optim, params)
