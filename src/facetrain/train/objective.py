@@ -85,7 +85,11 @@ class Objective:
 
     def rows(self, labels: torch.Tensor) -> torch.Tensor:
         """The head's (and the centres') rows of identity labels."""
-        return labels if self.row_of is None else self.row_of.to(labels.device)[labels]
+        if self.row_of is None:
+            return labels
+        if self.row_of.device != labels.device:  # moved once, not each batch
+            self.row_of = self.row_of.to(labels.device)
+        return self.row_of[labels]
 
     def modules(self) -> dict[str, nn.Module]:
         """What a checkpoint holds of the objective, by name."""
