@@ -78,7 +78,7 @@ def validation_split(model, objective, val: PackedDataset, pre: Preprocess, devi
         xb, y = val.batch(ids[i : i + 256].tolist())
         x = prepare(xb, size=pre.input_size, normalize=pre.normalize, crop=pre.crop)
         raw = model.embed(x.to(device), normalize=False).float()
-        y = objective.rows(y.to(device))
+        y = objective.rows(y).to(device)  # mapped where the labels are, as in training
         logits = objective.logits(raw, y, objective.head)
         total += float(cross_entropy(logits, y)) * len(y)
         correct += int((logits.argmax(1) == y).sum())
