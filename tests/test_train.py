@@ -490,6 +490,25 @@ def test_the_head_has_a_row_for_each_identity_trained_on(tmp_path, monkeypatch):
     assert rows(tmp_path / "old") == (8, 8)
     assert losses(tmp_path / "old") == losses(tmp_path / "ref")  # bit for bit
 
+    # a new run started from that one (init_from) keeps its rows of the 6 trained on
+    started = []
+    real = loop.init_from
+
+    def init_from(src, model, objective):
+        what = real(src, model, objective)
+        started.append(objective.head.fc.weight.clone())
+        return what
+
+    monkeypatch.setattr(loop, "init_from", init_from)
+    said: list[str] = []
+    train(cfg("fine", init_from=str(tmp_path / "old"), epochs=1), log=said.append)
+    assert any("initialised backbone and head from" in m for m in said), said
+    old = tmp_path / "old/checkpoints"
+    pointer = old / ("best" if (old / "best").exists() else "last")
+    was = load_file(str(old / pointer.read_text().strip() / "state.safetensors"))
+    trained = np.unique(PackedDataset(tmp_path / "pack", split="train").labels)
+    assert len(trained) == 6 and torch.equal(started[0], was["head.fc.weight"][trained])
+
 
 def test_a_large_val_split_is_scored_on_a_fixed_sample(tmp_path, monkeypatch):
     """The classifier was scored on every val image at every evaluation: a tenth of a

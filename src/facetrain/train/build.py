@@ -148,6 +148,7 @@ def init_from(source: str, model, objective) -> str:
     if missing:
         raise TrainingError(f"{src}: not weights of this model (missing {missing[:3]} …)")
     head_sd = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
+    head_sd = _rows_trained(objective, head_sd)
     if head is not None and head_sd:
         own = head.state_dict()
         if all(k in own and own[k].shape == v.shape for k, v in head_sd.items()):
@@ -162,6 +163,17 @@ def init_from(source: str, model, objective) -> str:
             head.load_state_dict({"weight": rows})
             return "backbone and head (class centres from the softmax weights)"
     return "backbone (head re-created)"
+
+
+def _rows_trained(objective, head_sd: dict) -> dict:
+    """A head saved with a row per identity of the pack (a run begun before the head kept
+    rows only for the identities trained on), cut to the rows of those this run trains:
+    fine-tuned on the same pack, it keeps what it learnt of each of them."""
+    if objective.row_of is None:
+        return head_sd
+    kept = (objective.row_of.cpu() >= 0).nonzero()[:, 0]  # in row order
+    n = len(objective.row_of)
+    return {k: v[kept] if v.ndim and len(v) == n else v for k, v in head_sd.items()}
 
 
 @torch.no_grad()
