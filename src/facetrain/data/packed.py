@@ -18,6 +18,7 @@ Packing is resumable shard by shard.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -333,7 +334,7 @@ class PackedDataset:
         """What a notebook shows: where, which split, how many, and how the images are kept."""
         size = self.meta.get("image_size")
         kept = f"{size[0]}x{size[1]} {self.meta['store']}" if size else self.meta.get("store")
-        people = len(np.unique(self.labels))
+        people = len(self.labels_held)
         return f"PackedDataset({self.path}: {len(self)} images of {people} identities, {kept})"
 
     def identity_names(self) -> list[str]:
@@ -352,6 +353,12 @@ class PackedDataset:
     @property
     def labels(self) -> np.ndarray:
         return self.index["label"]
+
+    @functools.cached_property
+    def labels_held(self) -> np.ndarray:
+        """The identity labels this split holds, each once, sorted (a sort of every label:
+        computed once)."""
+        return np.unique(self.labels)
 
     @property
     def num_classes(self) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -44,7 +43,7 @@ def dataset_for(settings: DataSettings, run: Path, unlabelled: bool, log=print) 
     ds = PackedDataset(where, split="train")
     if len(ds) == 0:
         raise TrainingError(f"{where}: no training images")
-    if len(np.unique(ds.labels)) < 2 and not unlabelled:
+    if len(ds.labels_held) < 2 and not unlabelled:
         raise TrainingError("training needs at least 2 identities")
     return ds
 
@@ -54,7 +53,7 @@ def head_rows(ds: PackedDataset, run: Path) -> tuple[int, torch.Tensor | None]:
     the label is the row). A row is kept for each identity the training split holds: one
     held out for validation (a split by identity) could never be named, only pushed away.
     A run begun when every identity of the pack had a row goes on so, to resume exactly."""
-    trained = np.unique(ds.labels)
+    trained = ds.labels_held
     if len(trained) == ds.num_classes or checkpoint.rows_kept(run, CENTRES) == ds.num_classes:
         return ds.num_classes, None
     row_of = torch.full((ds.num_classes,), -1, dtype=torch.long)

@@ -189,7 +189,7 @@ class Run:
         task = (
             f"to match {cfg.objective.teacher}'s embeddings of {len(ds):,} faces"
             if loss == "distill"
-            else f"with {loss} on {len(ds):,} faces of {len(np.unique(ds.labels)):,} identities"
+            else f"with {loss} on {len(ds):,} faces of {len(ds.labels_held):,} identities"
         )
         return (f"training {cfg.model.arch} ({weights:.1f}M weights, "
                 f"{pre.input_size}×{pre.input_size} in, {pre.embedding_size}-d out) {task}"
@@ -455,7 +455,7 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     modules = {"model": model} | objective.modules() | ({"ema": ema} if ema is not None else {})
     ckpt = Checkpointer(folder, modules, opt, scaler, state, dd, p.out, objective)
     val = PackedDataset(ds.path, split="val")
-    evaluator = Evaluator(cfg.eval, pre, val, device, p.out, log, None, np.unique(ds.labels),
+    evaluator = Evaluator(cfg.eval, pre, val, device, p.out, log, None, ds.labels_held,
                           objective.classifies)  # fmt: skip
     data = TrainLoader(ds, sampler, train_augment(cfg.data), pre.input_size,
                        device if cfg.data.on_device else None)  # fmt: skip
