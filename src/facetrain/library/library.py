@@ -741,7 +741,6 @@ class Library:
         """Learn the owner's adapter from their named faces, measured first on faces held
         back from it (library/personalize.py), switch it on and re-cluster the unnamed
         faces through it. The report: before/after figures, threshold, re-clustering."""
-        from facetrain.devices import cpu_threads
         from facetrain.library import personalize as pz
 
         faces = self._adapter_faces()
@@ -760,9 +759,8 @@ class Library:
         done = partial.get("runs") if partial.get("digest") == key else None
         if done and on_progress is not None:
             on_progress(len(done), pz.ROUNDS, resumed=True)
-        with cpu_threads(1):  # as fast as 2 here, and never slowed by a busy machine
-            report = pz.measure(faces, distance, done=done, on_round=keep)
-            adapter, _, thr = pz.learn(faces, distance)
+        report = pz.measure(faces, distance, done=done, on_round=keep)
+        adapter, _, thr = pz.learn(faces, distance)
         named = faces.person >= 0
         digest = store.get_meta(self.con, "model_hash") or ""
         with store.transaction(self.con):
