@@ -107,3 +107,14 @@ def test_every_file_the_docs_point_to_is_there():
         return any(ROOT.glob(p)) or (ROOT / (p.split(".")[0] + ".py")).is_file()
 
     assert [p for p in sorted(named) if not there(p)] == []
+
+
+def test_every_make_target_the_docs_show_is_in_the_makefile():
+    targets = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
+    shown = {
+        t
+        for doc in DOCS
+        for _, code in snippets(doc.read_text(encoding="utf-8"))
+        for t in re.findall(r"(?:^|\s)make ([a-z][\w-]*)", code)
+    }
+    assert {"demo", "test"} <= shown and shown <= targets, shown - targets
