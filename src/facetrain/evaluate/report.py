@@ -56,12 +56,11 @@ def final_metrics(run: Path) -> tuple[dict[str, dict], str]:
 
 
 def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """The run's page (RUN/report.html unless `out`), written atomically."""
     from facetrain import atomic
-    from facetrain.evaluate.model_eval import read_roc
 
     run = Path(run)
     out = Path(out) if out else run / "report.html"
-    sets, source = final_metrics(run)
     parts = [
         "<!doctype html><html lang='en'><meta charset='utf-8'>",
         f"<title>facetrain report: {html.escape(run.name)}</title>",
@@ -69,49 +68,58 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None) -
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;"
         "text-align:right}th:first-child,td:first-child{text-align:left}</style>",
         f"<main><h1>facetrain run <code>{html.escape(str(run))}</code></h1>",
+        *_settings(run),
     ]
-    cfg = run / CONFIG
-    if cfg.exists():
-        c = json.loads(cfg.read_text())
-        keys = ("model", "loss", "embedding_size", "input_size", "epochs", "batch_size", "lr")
-        parts.append(
-            "<p>" + ", ".join(f"{k} <b>{html.escape(str(c.get(k)))}</b>" for k in keys) + "</p>"
-        )
-    rev = run / REVISION
-    if rev.exists():  # the revision it started from, then what changed on each resume
-        first, *later = rev.read_text().splitlines() or [""]
-        parts.append(f"<p>code revision <code>{html.escape(first)}</code></p>")
-        if later:
-            items = "".join(f"<li>{html.escape(line)}</li>" for line in later)
-            parts.append(f"<ul>{items}</ul>")
     with tempfile.TemporaryDirectory() as tmp:
         parts.append("<h2>Learning curves</h2>")
         curves = plot_runs([run], Path(tmp) / "curves.png")
         parts.append(_img(curves, "the run's loss, learning rate and verification by step"))
-        parts.append(f"<h2>Final metrics</h2><p>from {html.escape(source)}</p>")
-        if sets:
-            names = list(sets)
-            head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-            rows = "".join(
-                f"<tr><td>{label}</td>"
-                + "".join(f"<td>{_fmt(sets[n].get(k, ''))}</td>" for n in names)
-                + "</tr>"
-                for k, label in ROWS
-            )
-            parts.append(f"<table><tr><th>metric</th>{head}</tr>{rows}</table>")
-            parts += [f"<p>{html.escape(n)}: {html.escape(sets[n]['note'])}</p>"
-                      for n in names if sets[n].get("note")]  # fmt: skip
-        else:
-            parts.append("<p>No verification yet: run <code>facetrain eval RUN</code>.</p>")
-        roc = run / "eval" / "roc.csv"
-        parts.append("<h2>ROC</h2>")
-        if roc.exists():
-            roc_png = plot_roc(read_roc(roc), Path(tmp) / "roc.png")
-            parts.append(_img(roc_png, "ROC: true accepts against false accepts, each set"))
-        else:
-            parts.append(
-                "<p>No ROC yet: <code>facetrain eval RUN --pairs … --images …</code> "
-                "writes RUN/eval/roc.csv.</p>"
-            )
+        parts += _metrics_table(*final_metrics(run))
+        parts += _roc(run, Path(tmp))
     atomic.write_text(out, "\n".join(parts) + "\n</main>\n")
     return out
+
+
+def _settings(run: Path) -> list[str]:
+    """The run's main settings, the code revision it started from and each resume's."""
+    parts = []
+    if (run / CONFIG).exists():
+        c = json.loads((run / CONFIG).read_text())
+        keys = ("model", "loss", "embedding_size", "input_size", "epochs", "batch_size", "lr")
+        shown = ", ".join(f"{k} <b>{html.escape(str(c.get(k)))}</b>" for k in keys)
+        parts.append(f"<p>{shown}</p>")
+    if (run / REVISION).exists():
+        first, *later = (run / REVISION).read_text().splitlines() or [""]
+        parts.append(f"<p>code revision <code>{html.escape(first)}</code></p>")
+        if later:
+            parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in later) + "</ul>")
+    return parts
+
+
+def _metrics_table(sets: dict[str, dict], source: str) -> list[str]:
+    """A column of metrics per verification set, and each set's note."""
+    parts = [f"<h2>Final metrics</h2><p>from {html.escape(source)}</p>"]
+    if not sets:
+        return parts + ["<p>No verification yet: run <code>facetrain eval RUN</code>.</p>"]
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in sets)
+    rows = "".join(
+        f"<tr><td>{label}</td>"
+        + "".join(f"<td>{_fmt(m.get(k, ''))}</td>" for m in sets.values())
+        + "</tr>"
+        for k, label in ROWS
+    )
+    parts.append(f"<table><tr><th>metric</th>{head}</tr>{rows}</table>")
+    return parts + [f"<p>{html.escape(n)}: {html.escape(m['note'])}</p>"
+                    for n, m in sets.items() if m.get("note")]  # fmt: skip
+
+
+def _roc(run: Path, tmp: Path) -> list[str]:
+    """The ROC plot of `facetrain eval`'s RUN/eval/roc.csv, or how to make one."""
+    from facetrain.evaluate.model_eval import read_roc
+
+    roc = run / "eval" / "roc.csv"
+    if not roc.exists():
+        return ["<h2>ROC</h2>", "<p>No ROC yet: <code>facetrain eval RUN --pairs … --images …"
+                "</code> writes RUN/eval/roc.csv.</p>"]  # fmt: skip
+    png = plot_roc(read_roc(roc), tmp / "roc.png")
+    return ["<h2>ROC</h2>", _img(png, "ROC: true accepts against false accepts, each set")]
