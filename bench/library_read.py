@@ -1,16 +1,17 @@
 """Reading a big library's faces for clustering, placing and the people page's "same
-person?" suggestions: `store.read_faces` (the columns those use, one writable matrix)
-against the way it was (every column and the photo's path, an array a row stacked), each
-in its own process on one library of synthetic stacked faces (128-d, as dlib's model
-gives; ~20 faces a person, one face a photo).
+person?" suggestions: `store.read_faces` (the columns those use, as arrays, and one
+writable matrix) against the way it was (every column and the photo's path, an array a row
+stacked) and against read_faces before 2026-12-05 (a row object a face, each holding its
+embedding beside the matrix), each in its own process on one library of synthetic stacked
+faces (128-d, as dlib's model gives; ~20 faces a person, one face a photo).
 
     .venv/bin/python bench/library_read.py [--faces 200000] [--rounds 3]
 
-Prints seconds and peak MB of each read (rounds alternate the two; medians), then of
+Prints seconds and peak MB of each read (rounds alternate them; medians), then of
 `Library.suggestions` (its second call: the web page's server is warm), without and with
 the page's cache of the stacked faces (`web.KeptWhileUnchanged`, nothing changed in between);
-then the ratio of the median seconds, the way it was / read_faces, whether the two
-matrices are equal, and the ratio of the two views.
+then the ratios of the median seconds (the way it was, and the rows, / read_faces), whether
+the matrices are equal, and the ratio of the two views.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from facetrain.library import store
 from facetrain.library.library import Library
 db, how, out = sys.argv[1], sys.argv[2], sys.argv[3]
 lib = Library(db, lock=False)
-if how not in ("was", "read_faces"):  # a view: STACK, or cached:STACK (the page's cache)
+if how not in ("was", "rows", "read_faces"):  # a view: STACK, or cached:STACK (the page's cache)
     from facetrain.library.web import KeptWhileUnchanged, _frozen_stacked
     stack = int(how.split(":")[-1])
     cache = KeptWhileUnchanged(db, _frozen_stacked) if ":" in how else None
@@ -44,6 +45,12 @@ if how == "was":
     rows = lib.con.execute("SELECT f.*, p.path FROM faces f JOIN photos p ON p.id = f.photo_id"
                            " WHERE " + store.FACE_SETS["stacked"] + " ORDER BY f.id").fetchall()
     emb = np.stack([store.from_blob(r["embedding"]) for r in rows])
+elif how == "rows":  # read_faces until 2026-12-05: a row object a face, with its embedding
+    rows = lib.con.execute("SELECT f.id, f.photo_id, f.person_id, f.confirmed, f.embedding"
+                           " FROM faces f JOIN photos p ON p.id = f.photo_id WHERE"
+                           " f.embedding IS NOT NULL AND (" + store.FACE_SETS["stacked"]
+                           + ") ORDER BY f.id").fetchall()
+    emb = store._embedded(rows)[0]
 elif how == "read_faces":
     emb, rows = store.read_faces(lib.con, "stacked")
 else:
@@ -51,7 +58,10 @@ else:
     emb = np.zeros(0)
 s = time.perf_counter() - t0
 np.save(out, emb)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# this process's own peak (VmHWM): ru_maxrss carries the RSS of the parent it was forked
+# from, which built the library (every figure read that parent's 2,069 MB at a million)
+hwm = [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:")]
+peak = (hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
 print(json.dumps({"seconds": round(s, 3), "peak_mb": round(peak)}))
 """
 
@@ -91,7 +101,8 @@ def main() -> None:
         stack = build(Path(tmp) / "lib.db", args.faces)
         print(f"library built in {time.perf_counter() - t0:.0f} s")
         views = {str(stack): "suggestions", f"cached:{stack}": "suggestions, the page's cache"}
-        runs: dict[str, list] = {"was": [], "read_faces": [], **{v: [] for v in views}}
+        runs: dict[str, list] = {"was": [], "rows": [], "read_faces": [],
+                                 **{v: [] for v in views}}  # fmt: skip
         for _ in range(args.rounds):
             for how, got in runs.items():
                 got.append(run_child(CHILD, Path(tmp) / "lib.db", how, f"{tmp}/{how}.npy"))
@@ -103,11 +114,16 @@ def main() -> None:
         for how, r in rows.items():
             print(f"{views.get(how, how)}: {json.dumps(r)}; rounds "
                   f"{[r['seconds'] for r in runs[how]]}")  # fmt: skip
-        same = np.array_equal(np.load(f"{tmp}/was.npy"), np.load(f"{tmp}/read_faces.npy"))
+        same = all(np.array_equal(np.load(f"{tmp}/{how}.npy"), np.load(f"{tmp}/read_faces.npy"))
+                   for how in ("was", "rows"))  # fmt: skip
     w, n = rows["was"], rows["read_faces"]
     print(f"seconds the way it was / read_faces = {w['seconds'] / n['seconds']:.2f} "
           f"({w['seconds']:.2f} / {n['seconds']:.2f}); peak MB {w['peak_mb']} / "
           f"{n['peak_mb']}; same matrix: {same}")  # fmt: skip
+    r = rows["rows"]
+    print(f"rows with their embeddings (read_faces before) / read_faces: seconds "
+          f"{r['seconds'] / n['seconds']:.2f} ({r['seconds']:.2f} / {n['seconds']:.2f}), peak MB "
+          f"{r['peak_mb']:.0f} / {n['peak_mb']:.0f}")  # fmt: skip
     v, c = rows[str(stack)], rows[f"cached:{stack}"]
     print(
         f"warm view / the page's cached view = {v['seconds'] / c['seconds']:.1f} "

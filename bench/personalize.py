@@ -42,7 +42,7 @@ def photo_set(name: str, folders: list[Path], work: Path) -> dict:
         lib.scan(photos, lib.model(MODEL))
         lib.cluster()
         truth: dict[str, list[int]] = {}
-        for photo in {r["photo_id"] for r in store.read_faces(lib.con, "free")[1]}:
+        for photo in set(store.read_faces(lib.con, "free")[1].photo.tolist()):
             faces = store.faces_of_photo(lib.con, photo, usable_only=True)
             who = Path(store.photo_path(lib.con, photo)).parent.name
             if len(faces) == 1 and who not in ("group",):

@@ -1114,3 +1114,36 @@ def test_a_face_moved_to_a_name_no_one_has_makes_that_person(tmp_path):
         lib.undo(2)
         assert {p["name"] for p in lib.people()} == {"Amy"}  # Uncle Bob went with the undo
         assert store.face_person(lib.con, 5) == (True, None)
+
+
+def test_read_faces_gives_columns_and_one_matrix_across_chunks(tmp_path, monkeypatch):
+    """The faces clustering and naming read come as arrays (no row object a face holding
+    its embedding beside the matrix: 1,282 MB against 675 at a million faces) and one
+    writable matrix, the same whichever size the chunks are; a face whose embedding is
+    not the size of the others is named."""
+    from facetrain.library import store
+    from helpers import embedded_library
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(11, 8)).astype(np.float32)
+    lib = embedded_library(tmp_path / "lib.db", emb, photo=[0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    with store.transaction(lib.con):
+        pid = store.new_person(lib.con)
+        store.assign(lib.con, [(pid, 2), (pid, 5)], confirmed=1)
+        store.assign(lib.con, [(pid, 7)])
+    got, cols = store.read_faces(lib.con, "compared")
+    assert np.array_equal(got, emb) and got.flags.writeable
+    assert cols.id.tolist() == list(range(1, 12)) and cols.photo.tolist()[:3] == [1, 1, 2]
+    assert cols.person.tolist() == [-1, pid, -1, -1, pid, -1, pid, -1, -1, -1, -1]
+    assert cols.confirmed.tolist() == [i in (2, 5) for i in range(1, 12)]
+    assert len(cols[cols.confirmed]) == 2 and cols[cols.confirmed].id.tolist() == [2, 5]
+
+    # chunks of 3 faces: the same matrix and columns
+    monkeypatch.setattr(store, "_CHUNK", 3)
+    again, cols3 = store.read_faces(lib.con, "compared")
+    assert np.array_equal(again, emb) and np.array_equal(cols3.person, cols.person)
+
+    lib.con.execute("UPDATE faces SET embedding = ? WHERE id = 9", (emb[8, :4].tobytes(),))
+    with pytest.raises(store.LibraryError, match="face 9: its embedding is not the size"):
+        store.read_faces(lib.con, "compared")
+    lib.close()

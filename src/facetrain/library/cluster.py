@@ -236,8 +236,8 @@ class FaceSet:
 
     @classmethod
     def of(cls, emb: np.ndarray, rows) -> FaceSet:
-        return cls(np.array([r["id"] for r in rows], np.int64), emb,
-                   np.array([r["photo_id"] for r in rows], np.int64))  # fmt: skip
+        """The faces of store.read_faces (its embeddings and FaceColumns)."""
+        return cls(rows.id, emb, rows.photo)
 
 
 def _give(out: Placement, ids: list[int], best: int | None, rejected: set) -> None:
@@ -367,8 +367,8 @@ class People:
 
     @classmethod
     def of(cls, emb: np.ndarray, rows) -> People:
-        return cls(emb, np.array([r["person_id"] for r in rows], np.int64),
-                   np.array([r["photo_id"] for r in rows], np.int64))  # fmt: skip
+        """The faces of store.read_faces (its embeddings and FaceColumns)."""
+        return cls(emb, rows.person, rows.photo)
 
 
 def shared_face(emb, photo, threshold: float, distance: str, scale=None, least: int = 3,

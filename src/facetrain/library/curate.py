@@ -357,7 +357,7 @@ def undo(con, steps: int = 1) -> list[str]:
 def prototypes(emb: np.ndarray, rows, names: dict[int, str]):
     """The named people's confirmed faces as `identify` takes them: (embeddings, person
     ids, names)."""
-    return emb, np.array([r["person_id"] for r in rows], np.int64), names
+    return emb, rows.person, names
 
 
 @dataclass

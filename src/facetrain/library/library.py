@@ -166,10 +166,10 @@ class Library:
         from facetrain.evaluate.verification import best_threshold, labelled_pairs
 
         emb, rows = named
-        people = Counter(r["person_id"] for r in rows)
+        people = Counter(rows.person.tolist())
         if sum(n >= 2 for n in people.values()) < 2:
             return None
-        d, same = labelled_pairs(emb, [str(r["person_id"]) for r in rows], distance)
+        d, same = labelled_pairs(emb, [str(p) for p in rows.person.tolist()], distance)
         thr = best_threshold(d, same)
         right, right_fitted = np.mean((d < model_thr) == same), np.mean((d < thr) == same)
         if right >= 0.9 or right_fitted <= right or thr <= model_thr:
@@ -382,8 +382,7 @@ class Library:
         """The faces of visible stacks as "same person?" compares them: (embeddings, person
         id, photo id), in face order."""
         emb, rows = self._faces("stacked")
-        person = np.array([r["person_id"] for r in rows], np.int64)
-        return emb, person, np.array([r["photo_id"] for r in rows], np.int64)
+        return emb, rows.person, rows.photo
 
     def suggestions(self, stack: int, k: int = 5, stacked=None) -> list[dict]:
         """ "Same person?": the other stacks nearest this one (mean distance between their
@@ -554,11 +553,9 @@ class Library:
         given = store.get_meta(self.con, "stacked_at")  # the last `cluster --threshold`
         thr, distance = self.threshold(None if given is None else float(given))
         emb, rows = self._faces("compared")
-        person = np.array([-1 if r["person_id"] is None else r["person_id"] for r in rows],
-                          np.int64)  # fmt: skip
+        person, confirmed = rows.person, rows.confirmed
         if not (person < 0).any():
             return 0, 0
-        confirmed = np.array([bool(r["confirmed"]) for r in rows])
         faces = FaceSet.of(emb, rows)
         with neighbours.keep(once=True):
             plan = restack_near(faces, person, confirmed, store.rejections(self.con), thr,
@@ -587,7 +584,8 @@ class Library:
         emb, rows = self._faces("free", adapter)
         free, named = FaceSet.of(emb, rows), People.of(*named_faces)
         unnamed = store.unnamed_stacks(self.con)  # a cluster goes back to the one it was
-        was = {r["id"]: r["person_id"] for r in rows if r["person_id"] in unnamed}
+        back = np.isin(rows.person, list(unnamed))
+        was = dict(zip(rows.id[back].tolist(), rows.person[back].tolist(), strict=True))
         with neighbours.keep(once=True):  # past 50,000 faces: one index for spacing and pairs
             if threshold is None:  # a threshold the owner gives is used as it is, everywhere
                 free, named = with_spacing(free, named, distance)
@@ -675,11 +673,10 @@ class Library:
             raise LibraryError(f"--margin {margin}: a finite number ≥ 0")
         adapter = self._adapter()  # read once for every photo
         lib_emb, lib_rows = self._faces("compared", adapter)
-        named = [i for i, r in enumerate(lib_rows) if r["confirmed"]]
-        thr, distance, why = self.threshold_and_why(
-            threshold, (lib_emb[named], [lib_rows[i] for i in named]))  # fmt: skip
+        named = lib_rows.confirmed
+        thr, distance, why = self.threshold_and_why(threshold, (lib_emb[named], lib_rows[named]))
         pemb, prows = self._faces("prototypes", adapter)
-        lib_photo = np.array([r["photo_id"] for r in lib_rows], np.int64)
+        lib_photo = lib_rows.photo
         protos = curate.prototypes(pemb, prows, store.names(self.con))
         pscale = index = None
         if threshold is None and len(prows):
@@ -689,8 +686,7 @@ class Library:
             # east-asian-idols with two people named, and on four of the other six
             # (bench/library_populations.py)
             index = index_of(lib_emb, distance)  # one, for the prototypes and every photo
-            pphoto = np.array([r["photo_id"] for r in prows], np.int64)
-            pscale = scales_among(pemb, pphoto, lib_emb, lib_photo, distance, index=index,
+            pscale = scales_among(pemb, prows.photo, lib_emb, lib_photo, distance, index=index,
                                   copies=neighbours.copy_radius(thr))  # fmt: skip
             why += "; tightened by your library's spacing around each face"
         return curate.Namer(protos, thr, distance, margin, why, adapter, lib_emb, lib_photo,
@@ -792,11 +788,10 @@ class Library:
 
         named, nrows = store.read_faces(self.con, "named")
         free, frows = store.read_faces(self.con, "free")
-        rows = nrows + frows
         emb = concat_rows(named, free)
-        person = [r["person_id"] for r in nrows] + [-1] * len(frows)
-        return Faces(emb.astype(np.float32), np.array(person, np.int64),
-                     np.array([r["photo_id"] for r in rows], np.int64))  # fmt: skip
+        person = np.concatenate([nrows.person, np.full(len(frows), -1, np.int64)])
+        photo = np.concatenate([nrows.photo, frows.photo])
+        return Faces(emb.astype(np.float32), person, photo)
 
     def migrate(self, model, device: str = "cpu", workers: int = 1) -> dict:
         """Every photo read again by `model` (`workers` processes), the names carried."""
