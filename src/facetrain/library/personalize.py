@@ -135,10 +135,10 @@ def train_adapter(faces: Faces, threshold: float, distance: str, *, steps: int =
         y = x[idx] @ w.T + b
         return torch.nn.functional.normalize(y, dim=1) if unit else y
 
-    pairs = _photo_pairs(faces.photo, rng)
+    draws = _Draws.of(faces, _photo_pairs(faces.photo, rng))
     with cpu_threads(1):
         for step in range(steps):
-            loss = _adapter_loss(f, x, faces, pairs, rng, threshold, distance, keep, far)
+            loss = _adapter_loss(f, x, draws, rng, threshold, distance, keep, far)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -147,15 +147,31 @@ def train_adapter(faces: Faces, threshold: float, distance: str, *, steps: int =
     return Adapter(w.detach().numpy().copy(), b.detach().numpy().copy(), unit)
 
 
-def _adapter_loss(f, x: torch.Tensor, faces: Faces, pairs: np.ndarray, rng, threshold: float,
-                  distance: str, keep: float, far: float) -> torch.Tensor:  # fmt: skip
+@dataclass
+class _Draws:
+    """What each step of the adapter samples from, found once: each face's named person,
+    the named faces, the unnamed ones, and pairs of faces of one photo."""
+
+    person: np.ndarray
+    named: np.ndarray
+    unnamed: np.ndarray
+    pairs: np.ndarray
+
+    @classmethod
+    def of(cls, faces: Faces, pairs: np.ndarray) -> _Draws:
+        person = faces.person
+        return cls(person, np.flatnonzero(person >= 0), np.flatnonzero(person < 0), pairs)
+
+
+def _adapter_loss(f, x: torch.Tensor, draws: _Draws, rng, threshold: float, distance: str,
+                  keep: float, far: float) -> torch.Tensor:  # fmt: skip
     """One step's loss on sampled faces: named people within and apart by a margin around
     the threshold, two faces of one photo apart, a face clearly someone else's in the plain
     model still so, and every other pair's distance kept as it was (weight `keep`)."""
-    named, unnamed = np.flatnonzero(faces.person >= 0), np.flatnonzero(faces.person < 0)
+    named, unnamed, pairs = draws.named, draws.unnamed, draws.pairs
     margin = 0.2 * threshold
     nb = rng.choice(named, min(512, len(named)), replace=False)
-    y, lab = f(nb), torch.from_numpy(faces.person[nb])
+    y, lab = f(nb), torch.from_numpy(draws.person[nb])
     d = distance_matrix(y, y, distance)
     same = (lab[:, None] == lab[None, :]) & ~torch.eye(len(nb), dtype=torch.bool)
     diff = lab[:, None] != lab[None, :]
@@ -173,7 +189,7 @@ def _adapter_loss(f, x: torch.Tensor, faces: Faces, pairs: np.ndarray, rng, thre
         loss = loss + _hinge(threshold + margin - d_nu[d_nu_old > far * threshold])
     kb = rng.choice(len(x), min(384, len(x)), replace=False)
     d_new, d_old = distance_matrix(f(kb), f(kb), distance), distance_matrix(x[kb], x[kb], distance)
-    n = torch.from_numpy(faces.person[kb] >= 0)
+    n = torch.from_numpy(draws.person[kb] >= 0)
     other = ~(n[:, None] & n[None, :])  # every pair but two named faces: kept as it was
     return loss + keep * ((d_new - d_old)[other] / threshold).pow(2).mean()
 
