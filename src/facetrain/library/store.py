@@ -637,10 +637,7 @@ def read_faces(con, which: str) -> tuple[np.ndarray, FaceColumns]:
     while chunk := cur.fetchmany(_CHUNK):
         ids, photo, person, confirmed, blobs = zip(*chunk)
         size = size or len(blobs[0])
-        wrong = next((i for i, b in zip(ids, blobs) if len(b) != size), None)
-        if wrong is not None:
-            raise LibraryError(f"face {wrong}: its embedding is not the size of the others "
-                               "(a damaged library)")  # fmt: skip
+        _same_size(ids, blobs, size)
         flat += b"".join(blobs)
         person = [-1 if p is None else p for p in person]
         columns.append([np.array(c, np.int64) for c in (ids, photo, person, confirmed)])
@@ -664,15 +661,21 @@ def faces_of_person(con, person_id: int) -> tuple[np.ndarray, list[sqlite3.Row]]
     return _embedded(rows)
 
 
+def _same_size(ids, blobs, size: int) -> None:
+    """Every embedding `size` bytes, or the first face whose is not named."""
+    wrong = next((i for i, b in zip(ids, blobs) if len(b) != size), None)
+    if wrong is not None:
+        raise LibraryError(f"face {wrong}: its embedding is not the size of the others "
+                           "(a damaged library)")  # fmt: skip
+
+
 def _embedded(rows) -> tuple[np.ndarray, list[sqlite3.Row]]:
     if not rows:
         return np.zeros((0, 0), np.float32), []
     size = len(rows[0]["embedding"])
+    _same_size([r["id"] for r in rows], [r["embedding"] for r in rows], size)
     flat = bytearray(size * len(rows))  # one writable matrix, not an array a row stacked
     for i, r in enumerate(rows):
-        if len(r["embedding"]) != size:
-            raise LibraryError(f"face {r['id']}: its embedding is not the size of the others "
-                               "(a damaged library)")  # fmt: skip
         flat[i * size : (i + 1) * size] = r["embedding"]
     return np.frombuffer(flat, np.float32).reshape(len(rows), -1), rows
 
