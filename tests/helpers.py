@@ -1,22 +1,47 @@
-"""Shared test helpers: small generated data sets and models. Test modules import these
-from here (never from each other); fixtures shared by several modules are in conftest.py."""
+"""Shared test helpers: the CLI run in-process, small generated data sets and models,
+libraries built and named as an owner would, and the web page served to a client or a
+browser. Test modules import these from here (never from each other); fixtures shared by
+several modules are in conftest.py."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from PIL import Image
+from typer.testing import CliRunner
 
-from conftest import SHARED
+from conftest import BBT, SHARED
+from facetrain.cli import app
 from facetrain.inference.record import Preprocess, save_model
+from facetrain.library.web import create_app
 from facetrain.models import create_model
 from facetrain.train.config import TrainConfig
+
+
+def cli(*args) -> str:
+    """Run `facetrain ARGS` in-process; it must succeed. Returns what it printed."""
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def cli_fails(*args) -> str:
+    """Run `facetrain ARGS` in-process; it must fail with an `error:` line, no traceback."""
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exit_code != 0 and "error:" in res.output, res.output
+    assert "Traceback" not in res.output
+    return res.output
 
 
 def make_faces(root: Path, ids: int = 8, per: int = 8, size: int = 112) -> Path:
@@ -226,3 +251,134 @@ class Stopper:
 
     def reset(self, at: int = -1) -> None:
         self.calls, self.at = [], at
+
+
+ORIGIN = "http://127.0.0.1:8765"
+
+
+def local_client(db) -> TestClient:
+    """A client as the owner's browser on the page: local Host, the page's Origin."""
+    return TestClient(create_app(db), base_url=ORIGIN, headers={"Origin": ORIGIN})
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_library(db):
+    """The library's web app served on a free local port: (server, thread, port)."""
+    return serve_app(create_app(db))
+
+
+@contextlib.contextmanager
+def page_on(db, width: int = 1100, height: int = 760):
+    """A page of headless Chromium and the library served to it: (page, the server's
+    address), both closed after the block; the test skipped where there is no chromium."""
+    chromium, sync_api = chromium_api()
+    server, thread, port = serve_library(db)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            try:
+                yield (
+                    browser.new_page(viewport={"width": width, "height": height}),
+                    (f"http://127.0.0.1:{port}"),
+                )
+            finally:
+                browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def serve_app(app):
+    """(server, thread, port) of an app served on a free local port, started."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, thread, port
+
+
+def confirm_all(db) -> dict[str, list]:
+    """Every face confirmed as a person of its own, named after its photo's file (the
+    second and later faces of a photo, left to right: `file #k` — two faces of one photo
+    are two people); {person name: [photo file, ...]} as the library holds them."""
+    from facetrain.library import store
+    from facetrain.library.library import Library
+
+    with Library(db) as lib, store.transaction(lib.con):
+        for pid, path in lib.con.execute("SELECT id, path FROM photos WHERE status = 'ok'"):
+            faces = sorted(store.faces_of_photo(lib.con, pid), key=lambda r: r["x1"])
+            for k, face in enumerate(faces):
+                person = store.new_person(lib.con)
+                store.name_person(lib.con, person, Path(path).name + (f" #{k}" if k else ""))
+                store.assign(lib.con, [(person, face["id"])], confirmed=1)
+    return confirmed_names(db)
+
+
+def confirmed_names(db) -> dict[str, list]:
+    """{person name: [photo file, ...]} of the confirmed faces, in photo then x order."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT p.path, pe.name FROM faces f JOIN photos p ON p.id = f.photo_id"
+                       " JOIN people pe ON pe.id = f.person_id WHERE f.confirmed = 1"
+                       " ORDER BY p.path, f.x1").fetchall()  # fmt: skip
+    con.close()
+    out: dict[str, list] = {}
+    for path, name in rows:
+        out.setdefault(name, []).append(Path(path).name)
+    return out
+
+
+def population(people: int, per: int, spread: float, seed: int, dim: int = 32):
+    """Unit embeddings of `people` x `per` faces: people's centres `spread` apart (squared
+    L2 between two centres ≈ spread), each face near its centre (squared L2 ≈ spread/6)."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal(dim)
+    base /= np.linalg.norm(base)
+    centres = base + np.sqrt(spread / 2) * rng.standard_normal((people, dim)) / np.sqrt(dim)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    noise = np.sqrt(spread / 12) * rng.standard_normal((people, per, dim)) / np.sqrt(dim)
+    emb = (centres[:, None, :] + noise).reshape(-1, dim)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    return emb.astype(np.float32), np.repeat(np.arange(people), per)
+
+
+def bbt_library(tmp_path: Path, people=("amy", "penny", "howard", "leonard", "sheldon")):
+    """A library of BBT's reference faces of `people` and its group photos, scanned with
+    dlib's model and stacked: (db, photos folder). Skips without the real data."""
+    if not BBT.exists():
+        pytest.skip(f"{BBT} absent (real data not here)")
+    photos = tmp_path / "photos"
+    for who in people:
+        shutil.copytree(BBT / "reference" / who, photos / who)
+    shutil.copytree(BBT / "group", photos / "group")
+    db = tmp_path / "lib.db"
+    cli("library", "scan", photos, "--model", "pretrained:dlib_resnet", "--db", db)
+    cli("library", "cluster", "--db", db)
+    return db, photos
+
+
+def name_by_folder(db: Path, photos: Path, people) -> None:
+    """As an owner would: every reference face confirmed as the person of its folder."""
+    from facetrain.library import store
+    from facetrain.library.library import Library
+
+    with Library(db) as lib:
+        rows = lib.con.execute("SELECT f.id, p.path FROM faces f JOIN photos p ON "
+                               "p.id = f.photo_id WHERE f.usable = 1").fetchall()  # fmt: skip
+        with store.transaction(lib.con):
+            for who in people:
+                pid = store.new_person(lib.con)
+                store.name_person(lib.con, pid, who.title())
+                faces = [r["id"] for r in rows if Path(r["path"]).parent.name == who]
+                store.assign(lib.con, [(pid, f) for f in faces], confirmed=1)

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from facetrain.cli import app
-from helpers import embedded_library, huge_png, make_model
+from helpers import embedded_library, huge_png, local_client, make_model
 
 runner = CliRunner()
 
@@ -125,7 +125,6 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_the_rest_scanned(tmp_path):
 
 
 def test_a_web_name_with_a_lone_surrogate_is_a_clear_refusal(tmp_path):
-    from test_library_web import local_client
 
     api = local_client(_lib(tmp_path))
     r = api.post("/api/stacks/1/name", content=b'{"name": "\\ud800x"}',
@@ -207,7 +206,6 @@ def test_a_read_only_library_is_read_and_not_changed(tmp_path):
 
 
 def test_the_library_deleted_while_serving_is_a_message_not_a_500(tmp_path):
-    from test_library_web import local_client
 
     db = _lib(tmp_path)
     api = local_client(db)
@@ -287,7 +285,6 @@ def test_two_changes_at_once_from_the_page_both_happen(tmp_path, monkeypatch):
     import time
 
     from facetrain.library.library import Library
-    from test_library_web import local_client
 
     db = _lib(tmp_path)
     slow_name = Library.name

@@ -25,23 +25,10 @@ from facetrain.library.cluster import agglomerate
 from facetrain.library.evaluate import scores
 from facetrain.library.library import Library
 from facetrain.models import create_model
-from helpers import Stopper, make_model
+from helpers import Stopper, cli, cli_fails, confirm_all, local_client, make_model
 
 BBT = SHARED / "photos" / "bbt"
 runner = CliRunner()
-
-
-def cli(*args) -> str:
-    res = runner.invoke(app, [str(a) for a in args])
-    assert res.exit_code == 0, res.output
-    return res.output
-
-
-def cli_fails(*args) -> str:
-    res = runner.invoke(app, [str(a) for a in args])
-    assert res.exit_code != 0 and "error:" in res.output, res.output
-    assert "Traceback" not in res.output
-    return res.output
 
 
 def faces_table(db: Path) -> list[tuple]:
@@ -779,12 +766,11 @@ def test_identify_with_workers_names_what_one_process_names(photos, tmp_path):
     """`library identify --workers 2` analyses the photos as a scan does, in two processes:
     the same names, boxes and distances, in the order given, as one process; a file that
     is not a photo is listed with its reason, and the others go on."""
-    from test_library_safety import _confirm_all
 
     model = make_model(tmp_path / "m.safetensors")
     db = tmp_path / "lib.db"
     cli("library", "scan", photos, "--db", db, "--model", model)
-    _confirm_all(db)  # each photo's faces are a person named after the file
+    confirm_all(db)  # each photo's faces are a person named after the file
     (photos / "amy" / "notes.jpg").write_text("not a photo")
     got = []
     for workers in (1, 2):
@@ -812,13 +798,12 @@ def test_identify_answers_as_it_goes_and_a_stopped_run_goes_on(photos, tmp_path,
     (`| head`) ends it quietly: no error, no trace."""
     from facetrain.inference import parts as kept
     from facetrain.library import scan
-    from test_library_safety import _confirm_all
 
     monkeypatch.setattr(kept, "PART", 2)
     model = make_model(tmp_path / "m.safetensors")
     db = tmp_path / "lib.db"
     cli("library", "scan", photos, "--db", db, "--model", model)
-    _confirm_all(db)
+    confirm_all(db)
     stop = Stopper(monkeypatch, scan, "_analyse", lambda path, *a: path)
     out, parts = tmp_path / "i.json", tmp_path / "i.json.partial"
     args = ["library", "identify", photos / "amy", photos / "group", "--db", db, "--json", out]
@@ -870,10 +855,8 @@ def test_a_library_is_changed_by_one_process_at_a_time(photos, tmp_path):
     """A second scan (or any change) while another process holds the library says who holds
     it and exits cleanly; readers and the web page's views go on; the web page's changes get
     409; once free, it works (a dead holder's lock is simply taken over by the OS)."""
-    from fastapi.testclient import TestClient
 
     from facetrain.library.files import LibraryFiles
-    from facetrain.library.web import create_app
     from facetrain.lock import held
 
     db = tmp_path / "lib.db"
@@ -881,8 +864,7 @@ def test_a_library_is_changed_by_one_process_at_a_time(photos, tmp_path):
     cli("library", "scan", photos, "--db", db, "--model", model)
     cli("library", "cluster", "--db", db, "--threshold", "0.3")
     before = faces_table(db)
-    origin = "http://127.0.0.1:8765"
-    web = TestClient(create_app(db), base_url=origin, headers={"Origin": origin})
+    web = local_client(db)
     stack = web.get("/api/people").json()[0]["id"]
     with held(LibraryFiles.of(db).lock, "x"):  # this test process is "scanning"
         for args in (["scan", photos], ["cluster"], ["name", stack, "Zed"], ["undo"]):

@@ -25,7 +25,7 @@ from facetrain.library.dates import (
     period,
 )
 from facetrain.library.library import Library
-from test_library_web import local_client, page_on
+from helpers import local_client, page_on
 
 runner = CliRunner()
 BBT = SHARED / "photos" / "bbt"

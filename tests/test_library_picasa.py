@@ -16,15 +16,9 @@ from conftest import BBT, need
 from facetrain.cli import app
 from facetrain.library import curate, picasa
 from facetrain.library.turns import stored_area
-from helpers import make_model
+from helpers import cli, make_model
 
 runner = CliRunner()
-
-
-def cli(*args) -> str:
-    res = runner.invoke(app, [str(a) for a in args])
-    assert res.exit_code == 0, res.output
-    return res.output
 
 
 def rect64(area: tuple) -> str:

@@ -11,23 +11,9 @@ import pytest
 
 from facetrain.library.cluster import FaceSet, People, agglomerate, recluster, with_spacing
 from facetrain.library.evaluate import scores
-from helpers import embedded_library
+from helpers import embedded_library, population
 
 T = 0.19  # the model's calibrated threshold (dlib_resnet's, squared L2)
-
-
-def population(people: int, per: int, spread: float, seed: int, dim: int = 32):
-    """Unit embeddings of `people` x `per` faces: people's centres `spread` apart (squared
-    L2 between two centres ≈ spread), each face near its centre (squared L2 ≈ spread/6)."""
-    rng = np.random.default_rng(seed)
-    base = rng.standard_normal(dim)
-    base /= np.linalg.norm(base)
-    centres = base + np.sqrt(spread / 2) * rng.standard_normal((people, dim)) / np.sqrt(dim)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    noise = np.sqrt(spread / 12) * rng.standard_normal((people, per, dim)) / np.sqrt(dim)
-    emb = (centres[:, None, :] + noise).reshape(-1, dim)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    return emb.astype(np.float32), np.repeat(np.arange(people), per)
 
 
 def stacks(emb: np.ndarray, scaled: bool) -> np.ndarray:

@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import BBT, SHARED, need
-from helpers import embedded_library, make_model
-from test_library_populations import population
+from helpers import cli, confirm_all, confirmed_names, embedded_library, make_model, population
 
 
 def _person_of(lib) -> dict[int, tuple]:
@@ -62,37 +61,6 @@ def _scan(db, root, model=None, *flags) -> dict:
     return json.loads(out.read_text())
 
 
-def _confirm_all(db) -> dict[str, list]:
-    """Every face confirmed as a person of its own, named after its photo's file (the
-    second and later faces of a photo, left to right: `file #k` — two faces of one photo
-    are two people); {person name: [photo file, ...]} as the library holds them."""
-    from facetrain.library import store
-    from facetrain.library.library import Library
-
-    with Library(db) as lib, store.transaction(lib.con):
-        for pid, path in lib.con.execute("SELECT id, path FROM photos WHERE status = 'ok'"):
-            faces = sorted(store.faces_of_photo(lib.con, pid), key=lambda r: r["x1"])
-            for k, face in enumerate(faces):
-                person = store.new_person(lib.con)
-                store.name_person(lib.con, person, Path(path).name + (f" #{k}" if k else ""))
-                store.assign(lib.con, [(person, face["id"])], confirmed=1)
-    return _names(db)
-
-
-def _names(db) -> dict[str, list]:
-    import sqlite3
-
-    con = sqlite3.connect(db)
-    rows = con.execute("SELECT p.path, pe.name FROM faces f JOIN photos p ON p.id = f.photo_id"
-                       " JOIN people pe ON pe.id = f.person_id WHERE f.confirmed = 1"
-                       " ORDER BY p.path, f.x1").fetchall()  # fmt: skip
-    con.close()
-    out: dict[str, list] = {}
-    for path, name in rows:
-        out.setdefault(name, []).append(Path(path).name)
-    return out
-
-
 @need(BBT)
 def test_moves_duplicates_and_metadata_edits_keep_every_name(photos, tmp_path):
     """A photo is known by its pixels: moved to another scanned folder (scanned in either
@@ -105,18 +73,18 @@ def test_moves_duplicates_and_metadata_edits_keep_every_name(photos, tmp_path):
     shutil.copy(a / "amy2.png", a / "zz-copy-of-amy2.png")
     _scan(db, a, model)
     _scan(db, b)
-    names = _confirm_all(db)
+    names = confirm_all(db)
     assert "amy1.png" in names and "amy2.png" in names
 
     os.rename(a / "amy1.png", b / "amy1.png")  # moved; the old folder scanned first
     r = _scan(db, a)
     assert r["missing"] == 1 and r["removed"] == 0
     assert _scan(db, b)["moved"] == 1
-    assert _names(db)["amy1.png"] == ["amy1.png"] * len(names["amy1.png"])
+    assert confirmed_names(db)["amy1.png"] == ["amy1.png"] * len(names["amy1.png"])
 
     os.remove(a / "amy2.png")  # one copy of a duplicate deleted
     assert _scan(db, a)["moved"] == 1
-    assert _names(db)["amy2.png"] == ["zz-copy-of-amy2.png"] * len(names["amy2.png"])
+    assert confirmed_names(db)["amy2.png"] == ["zz-copy-of-amy2.png"] * len(names["amy2.png"])
 
     info = PngImagePlugin.PngInfo()  # a caption added: other bytes, the same pixels
     info.add_text("Description", "Amy at the lab")
@@ -127,8 +95,8 @@ def test_moves_duplicates_and_metadata_edits_keep_every_name(photos, tmp_path):
     Image.open(b / "amy3-renamed.png").save(b / "amy3-renamed.png", pnginfo=info)
     _scan(db, b)
     _scan(db, a)
-    assert _names(db)["amy3.png"] == ["amy3-renamed.png"] * len(names["amy3.png"])
-    assert sum(map(len, _names(db).values())) == sum(map(len, names.values()))
+    assert confirmed_names(db)["amy3.png"] == ["amy3-renamed.png"] * len(names["amy3.png"])
+    assert sum(map(len, confirmed_names(db).values())) == sum(map(len, names.values()))
 
 
 def _gang(root: Path) -> Image.Image:
@@ -160,7 +128,7 @@ def test_a_named_face_the_detector_no_longer_finds_keeps_its_name(tmp_path):
     model = make_model(tmp_path / "a.safetensors")
     found = _scan(db, root, model, "--min-size", "20")["faces"]
     assert _scan(tmp_path / "gated.db", root, model)["faces"] == found - 1
-    names = _confirm_all(db)
+    names = confirm_all(db)
     assert sum(map(len, names.values())) == found
 
     info = PngImagePlugin.PngInfo()  # other bytes, the same pixels
@@ -168,19 +136,19 @@ def test_a_named_face_the_detector_no_longer_finds_keeps_its_name(tmp_path):
     im.save(root / "gang.png", pnginfo=info)
     r = _scan(db, root, None, "--min-size", "40")
     assert (r["changed"], r["faces"]) == (1, 0)
-    assert _names(db) == names
+    assert confirmed_names(db) == names
     info.add_text("Title", "moved")  # found at another path, other bytes: read at the gate
     im.save(root / "moved.png", pnginfo=info)
     os.remove(root / "gang.png")
     r = _scan(db, root)
     assert (r["moved"], r["faces"]) == (1, found - 1)
     names = {n: ["moved.png"] for n in names}
-    assert _names(db) == names
+    assert confirmed_names(db) == names
 
     new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
     res = CliRunner().invoke(app, ["library", "migrate", "--db", str(db), "--model", str(new)])
     assert f"{found} named faces kept, 0 not found again" in res.output, res.output
-    assert _names(db) == names
+    assert confirmed_names(db) == names
     small = Scanner(open_for_use(str(new)), Quality(min_size=20)).faces_of(np.asarray(im))
     small = min(small, key=lambda f: f["size"])
     with Library(db) as lib:
@@ -201,13 +169,13 @@ def test_a_photo_whose_one_face_is_small_and_named_keeps_it(tmp_path):
     root, im = _alone(tmp_path)
     db = tmp_path / "lib.db"
     assert _scan(db, root, make_model(tmp_path / "m.safetensors"), "--min-size", "20")["faces"] == 1
-    names = _confirm_all(db)
+    names = confirm_all(db)
     info = PngImagePlugin.PngInfo()
     info.add_text("Description", "alone")
     im.save(root / "alone.png", pnginfo=info)
     r = _scan(db, root, None, "--min-size", "40")
     assert (r["changed"], r["faces"]) == (1, 0)
-    assert _names(db) == names
+    assert confirmed_names(db) == names
     con = sqlite3.connect(db)
     assert con.execute("SELECT status FROM photos").fetchall() == [("ok",)]
     con.close()
@@ -263,12 +231,12 @@ def test_the_quality_gate_is_the_librarys_and_a_lower_one_searches_again(tmp_pat
     _gang(root)
     r = _scan(db, root, make_model(tmp_path / "m.safetensors"))
     assert (r["new"], r["gate_changed"]) == (1, False)
-    names = _confirm_all(db)
+    names = confirm_all(db)
 
     r = _scan(db, root, None, "--min-size", "20")
     assert (r["searched_again"], r["changed"], r["gate_changed"]) == (1, 0, True)
     assert r["faces"] == sum(map(len, names.values())) + 1  # the ~28 px face, found now
-    assert _names(db) == names
+    assert confirmed_names(db) == names
     assert (_scan(db, root)["unchanged"], _scan(db, root)["searched_again"]) == (1, 0)
     with Library(db) as lib:
         assert lib.gate()[0].min_size == 20
@@ -281,7 +249,7 @@ def test_the_quality_gate_is_the_librarys_and_a_lower_one_searches_again(tmp_pat
     assert (r["unchanged"], r["searched_again"], r["regated"]) == (1, 0, len(sizes) - 1)
     with Library(db) as lib:
         assert lib.con.execute("SELECT COUNT(*) FROM faces WHERE usable = 1").fetchone()[0] == 1
-    assert _names(db) == names  # the owner's names stay on faces under the gate
+    assert confirmed_names(db) == names  # the owner's names stay on faces under the gate
 
     res = CliRunner().invoke(app, ["library", "scan", str(root), "--db", str(db),
                                    "--min-size", "nan"])  # fmt: skip
@@ -300,7 +268,7 @@ def test_the_quality_gate_is_the_librarys_and_a_lower_one_searches_again(tmp_pat
     people = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["library", "people", "--db", str(db)])
     assert people.exit_code == 0 and "quality gate is damaged" in people.output, people.output
     r = _scan(db, root, None, "--min-size", "40", "--min-score", "0.95", "--min-sharpness", "15")
-    assert r["gate_changed"] and _names(db) == names
+    assert r["gate_changed"] and confirmed_names(db) == names
 
 
 def _thumbnailed(db) -> dict[int, str]:
@@ -345,7 +313,7 @@ def test_forget_missing_lists_first_then_forgets_faces_and_thumbnails_not_names(
 
     db, amy = tmp_path / "lib.db", photos / "amy"
     _scan(db, amy, make_model(tmp_path / "m.safetensors"))
-    _confirm_all(db)
+    confirm_all(db)
     faces = _thumbnailed(db)
     thumbs = {p.name.split("-")[0] for p in (tmp_path / "lib.db.thumbs").iterdir()}
     assert thumbs == {str(f) for f in faces}
@@ -364,7 +332,7 @@ def test_forget_missing_lists_first_then_forgets_faces_and_thumbnails_not_names(
     out, listed = forget()
     assert "nothing forgotten yet" in out and "amy1.png" in out, out
     assert listed["faces"] == len(gone) and listed["names"] == {"amy1.png": len(gone)}
-    assert _names(db)["amy1.png"] == ["amy1.png"] * len(gone)  # still there
+    assert confirmed_names(db)["amy1.png"] == ["amy1.png"] * len(gone)  # still there
     out, done = forget("--yes")
     assert "forgot 1 missing photos" in out and done["forgotten"] is True, out
     assert [Path(p).name for p in done["photos"]] == ["amy1.png"]
@@ -374,7 +342,7 @@ def test_forget_missing_lists_first_then_forgets_faces_and_thumbnails_not_names(
     assert still == set(faces) - set(gone) and "amy1.png" in people
     kept = {p.name.split("-")[0] for p in (tmp_path / "lib.db.thumbs").iterdir()}
     assert kept == {str(f) for f in still}
-    assert "amy1.png" not in _names(db) and "amy2.png" in _names(db)
+    assert "amy1.png" not in confirmed_names(db) and "amy2.png" in confirmed_names(db)
     assert sorted(p.name for p in amy.iterdir()) == left
     assert "no missing photos" in forget("--yes")[0]
 
@@ -430,16 +398,6 @@ def test_export_by_person_follows_the_owners_corrections(tmp_path):
     assert len(targets("Ann")) == 3 and (out / "Ann" / "notes.txt").read_text() == "the owner's"
 
 
-def _cli(*args) -> str:
-    from typer.testing import CliRunner
-
-    from facetrain.cli import app
-
-    res = CliRunner().invoke(app, [str(a) for a in args])
-    assert res.exit_code == 0, res.output
-    return res.output
-
-
 def _embedding_sizes(db) -> dict[str, set]:
     """{photo file: the sizes of its faces' embeddings (0: none)}."""
     import sqlite3
@@ -463,19 +421,19 @@ def test_a_photo_cut_short_keeps_its_names_until_it_is_whole_again(photos, tmp_p
 
     db, amy = tmp_path / "lib.db", photos / "amy"
     _scan(db, amy, make_model(tmp_path / "m.safetensors"))
-    names = _confirm_all(db)
+    names = confirm_all(db)
     whole = (amy / "amy1.png").read_bytes()
     (amy / "amy1.png").write_bytes(whole[:300])
     r = _scan(db, amy)
     said = r["problems"][str(amy / "amy1.png")]
     assert r["changed"] == 1 and "names on its faces are kept" in said, said
-    assert _names(db) == names
+    assert confirmed_names(db) == names
     con = sqlite3.connect(db)
     assert con.execute("SELECT status FROM photos WHERE path LIKE '%amy1.png'").fetchone() == (
         "unreadable",)  # fmt: skip
     (amy / "amy1.png").write_bytes(whole)
     assert _scan(db, amy)["changed"] == 1
-    assert _names(db) == names
+    assert confirmed_names(db) == names
     assert con.execute("SELECT status FROM photos WHERE path LIKE '%amy1.png'").fetchone() == (
         "ok",)  # fmt: skip
     con.close()
@@ -493,14 +451,14 @@ def test_a_migration_leaves_the_faces_it_cannot_read_waiting_for_their_photo(pho
 
     db, amy = tmp_path / "lib.db", photos / "amy"
     _scan(db, amy, make_model(tmp_path / "a.safetensors"))
-    names = _confirm_all(db)
+    names = confirm_all(db)
     shutil.move(amy / "amy1.png", tmp_path / "amy1.png")
     assert _scan(db, amy)["missing"] == 1
     whole = (amy / "amy2.png").read_bytes()
     (amy / "amy2.png").write_bytes(whole[:300])  # no scan sees it: the migration does
 
     new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
-    out = _cli("library", "migrate", "--db", db, "--model", new, "--workers", 2)
+    out = cli("library", "migrate", "--db", db, "--model", new, "--workers", 2)
     assert "1 named faces kept" in out and "2 named faces are on photos missing or" in out, out
     assert _embedding_sizes(db) == {"amy1.png": {0}, "amy2.png": {0}, "amy3.png": {16}}
     fresh = Scanner(open_for_use(str(new))).faces_of(load_rgb(amy / "amy3.png"))
@@ -508,16 +466,17 @@ def test_a_migration_leaves_the_faces_it_cannot_read_waiting_for_their_photo(pho
         kept = con.execute("SELECT f.embedding FROM faces f JOIN photos p ON p.id = f.photo_id"
                            " WHERE p.path LIKE '%amy3.png'").fetchone()[0]  # fmt: skip
     assert float(np.frombuffer(kept, np.float32) @ fresh[0]["embedding"]) > 0.99
-    _cli("library", "cluster", "--db", db)
-    assert _names(db) == names
+    cli("library", "cluster", "--db", db)
+    assert confirmed_names(db) == names
 
     (amy / "amy2.png").write_bytes(whole)
     shutil.move(tmp_path / "amy1.png", amy / "back.png")  # found again by its content
     r = _scan(db, amy)
     assert (r["moved"], r["searched_again"]) == (1, 2), r
     assert _embedding_sizes(db) == {"back.png": {16}, "amy2.png": {16}, "amy3.png": {16}}
-    assert sorted(_names(db)) == sorted(names) and _names(db)["amy1.png"] == ["back.png"]
-    _cli("library", "cluster", "--db", db)
+    named = confirmed_names(db)
+    assert sorted(named) == sorted(names) and named["amy1.png"] == ["back.png"]
+    cli("library", "cluster", "--db", db)
 
 
 @need(BBT)
@@ -531,7 +490,7 @@ def test_a_missing_photo_put_back_at_its_place_is_never_forgotten(photos, tmp_pa
 
     db, amy = tmp_path / "lib.db", photos / "amy"
     _scan(db, amy, make_model(tmp_path / "m.safetensors"))
-    names = _confirm_all(db)
+    names = confirm_all(db)
 
     def away_and_back(scan: bool) -> None:
         shutil.move(amy / "amy1.png", tmp_path / "amy1.png")
@@ -542,18 +501,18 @@ def test_a_missing_photo_put_back_at_its_place_is_never_forgotten(photos, tmp_pa
             assert (r["back"], r["unchanged"], r["missing"]) == (1, 3, 0), r
 
     def forget() -> tuple[str, dict]:
-        out = _cli("library", "forget-missing", "--db", db, "--yes", "--json", tmp_path / "f.json")
+        out = cli("library", "forget-missing", "--db", db, "--yes", "--json", tmp_path / "f.json")
         return out, json.loads((tmp_path / "f.json").read_text())
 
     away_and_back(scan=True)
     out, done = forget()
     assert "no missing photos" in out and done["back"] == [], out
-    assert _names(db) == names
+    assert confirmed_names(db) == names
     away_and_back(scan=False)
     out, done = forget()
     assert "back at its place, kept" in out and done["photos"] == [], out
     assert [Path(p).name for p in done["back"]] == ["amy1.png"]
-    assert _names(db) == names
+    assert confirmed_names(db) == names
     con = sqlite3.connect(db)
     assert {s for (s,) in con.execute("SELECT status FROM photos")} == {"ok"}
     con.close()
@@ -568,7 +527,7 @@ def test_a_missing_photo_put_back_elsewhere_in_its_folder_is_live_again(photos, 
 
     db, amy = tmp_path / "lib.db", photos / "amy"
     _scan(db, amy, make_model(tmp_path / "m.safetensors"))
-    names = _confirm_all(db)
+    names = confirm_all(db)
     shutil.move(amy / "amy1.png", tmp_path / "amy1.png")
     assert _scan(db, amy)["missing"] == 1
     (amy / "later").mkdir()
@@ -580,7 +539,7 @@ def test_a_missing_photo_put_back_elsewhere_in_its_folder_is_live_again(photos, 
     con.close()
     assert status[str(amy / "later" / "amy1-again.png")] == "ok", status
     assert "missing" not in status.values() and _scan(db, amy)["back"] == 0
-    assert _names(db) == {"amy1.png": ["amy1-again.png"]} | {
+    assert confirmed_names(db) == {"amy1.png": ["amy1-again.png"]} | {
         k: v for k, v in names.items() if k != "amy1.png"
     }
 
@@ -593,7 +552,7 @@ def _two_of_amy(photos: Path, tmp_path: Path) -> tuple[Path, Path, dict]:
     for name in ("amy1.png", "amy2.png"):
         shutil.copy(photos / "amy" / name, root / name)
     _scan(db, root)
-    return root, db, _confirm_all(db)
+    return root, db, confirm_all(db)
 
 
 @need(BBT)
@@ -609,7 +568,7 @@ def test_another_photo_under_a_named_photos_name_does_not_inherit_its_names(phot
     ImageEnhance.Brightness(im).enhance(1.2).save(root / "amy2.png")
     shutil.copy(photos / "howard" / "howard1.png", root / "amy1.png")
     r = _scan(db, root)
-    assert _names(db) == {"amy2.png": names["amy2.png"]}
+    assert confirmed_names(db) == {"amy2.png": names["amy2.png"]}
     said = r["problems"].get(str(root / "amy1.png"), "")
     assert r["changed"] == 2 and r["turned"] == 0 and "1 named faces are not in it" in said, r
 
@@ -645,10 +604,10 @@ def test_a_photo_renamed_in_case_and_edited_keeps_its_names(
     want = {n: [f.replace("amy", "AMY")] for n, (f,) in names.items()}  # named as before
     if insensitive:
         assert (r["changed"], r["moved"], r["new"], r["missing"]) == (1, 1, 0, 0), r
-        assert _names(db) == want and _scan(db, root)["unchanged"] == 2
+        assert confirmed_names(db) == want and _scan(db, root)["unchanged"] == 2
     else:
         assert (r["changed"], r["moved"], r["new"], r["missing"]) == (0, 1, 1, 1), r
-        assert _names(db) == want | {"amy1.png": ["amy1.png"]}  # kept on the missing one
+        assert confirmed_names(db) == want | {"amy1.png": ["amy1.png"]}  # kept on the missing one
 
 
 @need(BBT)
@@ -661,7 +620,7 @@ def test_a_folder_that_cannot_be_listed_keeps_its_photos(photos, tmp_path, monke
     shutil.copytree(photos / "amy", root / "trip")
     shutil.copytree(photos / "howard", root / "home")
     _scan(db, root, make_model(tmp_path / "m.safetensors"))
-    names = _confirm_all(db)
+    names = confirm_all(db)
     before = _embedding_sizes(db)
     scandir, stat = os.scandir, os.stat
 
@@ -680,7 +639,7 @@ def test_a_folder_that_cannot_be_listed_keeps_its_photos(photos, tmp_path, monke
         monkeypatch.setattr(os, "stat", stat)
         assert (r["removed"], r["missing"]) == (0, 0), r
         assert "could not be listed (Permission denied)" in r["problems"][fail]
-        assert _names(db) == names and _embedding_sizes(db) == before
+        assert confirmed_names(db) == names and _embedding_sizes(db) == before
     assert _scan(db, root)["unchanged"] == 6
 
 
@@ -696,7 +655,7 @@ def test_a_caption_edit_keeps_the_faces_their_thumbnails_and_the_undo_log(photos
 
     db, amy = tmp_path / "lib.db", photos / "amy"
     _scan(db, amy, make_model(tmp_path / "m.safetensors"))
-    names = _confirm_all(db)
+    names = confirm_all(db)
     with Library(db) as lib:
         ids = [r[0] for r in lib.con.execute("SELECT id FROM faces ORDER BY id")]
         for face in ids:
@@ -712,7 +671,7 @@ def test_a_caption_edit_keeps_the_faces_their_thumbnails_and_the_undo_log(photos
     with Library(db) as lib:
         lib.undo()
         assert [r[0] for r in lib.con.execute("SELECT id FROM faces ORDER BY id")] == ids
-    assert _names(db) == names
+    assert confirmed_names(db) == names
     assert sorted((tmp_path / "lib.db.thumbs").iterdir()) == thumbs
     assert (r["changed"], r["faces"]) == (1, 0), r
 
@@ -782,12 +741,12 @@ def test_a_face_keeps_its_id_through_an_edit_and_a_migration_so_undo_finds_it(ph
     ImageEnhance.Brightness(im).enhance(1.2).save(root / "amy1.png")
     assert _scan(db, root)["changed"] == 1
     new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
-    _cli("library", "migrate", "--db", db, "--model", new)
+    cli("library", "migrate", "--db", db, "--model", new)
     assert _embedding_sizes(db) == {"amy1.png": {16}, "amy2.png": {16}}
     with Library(db) as lib:
         assert [r[0] for r in lib.con.execute("SELECT id FROM faces ORDER BY id")] == ids
         lib.undo()
-    assert _names(db) == names
+    assert confirmed_names(db) == names
 
 
 @need(BBT)
@@ -799,7 +758,7 @@ def test_undo_never_lands_on_a_face_that_came_after_the_one_it_recorded(photos, 
 
     root, db, names, last = _moved_then_forgotten(photos, tmp_path)
     new = _newcomer_then_undo(photos, root, db)
-    assert _names(db) == {k: v for k, v in names.items() if k != "amy2.png"}
+    assert confirmed_names(db) == {k: v for k, v in names.items() if k != "amy2.png"}
     assert len(new) == 2 and last not in new and max(new) > last
 
 
@@ -877,7 +836,7 @@ def test_a_library_made_before_counts_on_past_every_id_its_log_names(photos, tmp
             "PRAGMA index_list(faces)")}  # fmt: skip
     assert dump() == before
     new = _newcomer_then_undo(photos, root, db)
-    assert _names(db) == {k: v for k, v in names.items() if k != "amy2.png"}
+    assert confirmed_names(db) == {k: v for k, v in names.items() if k != "amy2.png"}
     assert len(new) == 2 and max(new) > last
 
 
@@ -929,7 +888,7 @@ def test_a_photo_a_viewer_turned_keeps_its_faces_and_names(photos, tmp_path, ori
     r = _scan(db, root)
     assert (r["changed"], r["turned"]) == (1, 1), r
     after = faces()
-    assert _names(db) == names and after.keys() == before.keys()
+    assert confirmed_names(db) == names and after.keys() == before.keys()
     pre = open_for_use("pretrained:dlib_resnet").pre
     for i, (e, _) in before.items():
         d = float(pair_distances(e[None], after[i][0][None], pre.distance)[0])
@@ -951,8 +910,8 @@ def test_a_migration_gives_no_name_to_a_stranger_saved_since_the_last_scan(photo
     ImageEnhance.Brightness(im).enhance(1.2).save(root / "amy2.png")
     shutil.copy(photos / "howard" / "howard1.png", root / "amy1.png")
     new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
-    out = _cli("library", "migrate", "--db", db, "--model", new)
-    assert _names(db) == {"amy2.png": names["amy2.png"]}
+    out = cli("library", "migrate", "--db", db, "--model", new)
+    assert confirmed_names(db) == {"amy2.png": names["amy2.png"]}
     assert "1 named faces kept" in out and "1 not found again" in out, out
 
 
@@ -967,8 +926,8 @@ def test_a_photo_turned_since_its_last_scan_keeps_its_names_through_a_migration(
     exif[0x0112] = 8
     im.save(root / "amy1.png", exif=exif.tobytes())
     new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
-    out = _cli("library", "migrate", "--db", db, "--model", new)
-    assert _names(db) == names and "2 named faces kept, 0 not found again" in out, out
+    out = cli("library", "migrate", "--db", db, "--model", new)
+    assert confirmed_names(db) == names and "2 named faces kept, 0 not found again" in out, out
 
 
 @need(BBT)
@@ -985,7 +944,7 @@ def test_a_photo_turned_and_saved_again_keeps_its_names(photos, tmp_path, turn):
     Image.open(root / "amy1.png").convert("RGB").transpose(turn).save(buf, "JPEG", quality=90)
     Image.open(buf).save(root / "amy1.png")
     r = _scan(db, root)
-    assert _names(db) == names
+    assert confirmed_names(db) == names
     assert (r["changed"], r["turned"]) == (1, 1), r
 
 
@@ -1036,12 +995,12 @@ def test_a_waiting_named_face_is_not_kept_on_a_photo_with_no_face_at_its_place(p
     root, db, names = _two_of_amy(photos, tmp_path)
     (root / "amy1.png").rename(tmp_path / "away.png")
     new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
-    assert "1 named faces are on photos missing" in _cli("library", "migrate", "--db", db,
+    assert "1 named faces are on photos missing" in cli("library", "migrate", "--db", db,
                                                          "--model", new)  # fmt: skip
     size = Image.open(tmp_path / "away.png").size
     Image.new("RGB", size, (128, 128, 128)).save(root / "amy1.png")
     _scan(db, root)
-    assert _names(db) == {"amy2.png": names["amy2.png"]}
+    assert confirmed_names(db) == {"amy2.png": names["amy2.png"]}
 
 
 @need(BBT)
@@ -1076,11 +1035,11 @@ def test_a_rebuild_that_fails_leaves_the_library_as_it_was_and_usable(
     monkeypatch.setattr(store, "_rebuild", full_after_one)
     with Library(db) as lib:
         assert lib.people() and tables == ["people"]
-    assert schema() == before and _names(db) == names
+    assert schema() == before and confirmed_names(db) == names
     monkeypatch.setattr(store, "_rebuild", rebuild)
     with Library(db):
         pass
-    assert "AUTOINCREMENT" in dict(schema())["people"] and _names(db) == names
+    assert "AUTOINCREMENT" in dict(schema())["people"] and confirmed_names(db) == names
 
 
 def test_a_split_in_three_holds_when_the_library_is_stacked_again(tmp_path):

@@ -11,21 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
-from typer.testing import CliRunner
 
 from conftest import BBT, need
-from facetrain.cli import app
 from facetrain.library.takeout import sidecar_names
-from helpers import make_model
-from test_library_safety import _names
-
-runner = CliRunner()
-
-
-def cli(*args) -> str:
-    res = runner.invoke(app, [str(a) for a in args])
-    assert res.exit_code == 0, res.output
-    return res.output
+from helpers import cli, confirmed_names, make_model
 
 
 def test_a_photos_json_is_found_by_the_names_takeout_gives_it():
@@ -100,7 +89,7 @@ def test_google_photos_people_name_the_face_of_each_photo_of_one_person(photos, 
     out = cli(
         "library", "scan", root, "--db", db, "--import-takeout", "--json", tmp_path / "s.json"
     )
-    assert _names(db) == {
+    assert confirmed_names(db) == {
         "Amy": ["amy1.png", "amy2.png"],
         "Howard": ["howard1(1).png"],
         "Penny": sorted([long, "penny1-edited.png"]),
@@ -123,7 +112,6 @@ def test_a_group_photos_people_are_named_by_likeness_among_those_listed(tmp_path
     faces is named one of those listed when the library's identify rule, its candidates
     only them, is sure — never a face of someone not listed (Leonard and Sheldon, when the
     list names Raj and Howard only), never the wrong one of them."""
-    from test_library_safety import _names as names_of
 
     root = tmp_path / "takeout"
     root.mkdir()
@@ -152,7 +140,7 @@ def test_a_group_photos_people_are_named_by_likeness_among_those_listed(tmp_path
     assert all(g is None or (g == t and t in listed) for g, t in zip(got, truth)), got
     named = sum(g is not None for g in got)
     assert named >= len(listed) - 1 and report["by_likeness"] == named, (got, report)
-    assert report["faces_named"] == 12 + named and len(names_of(db)) == 4, out
+    assert report["faces_named"] == 12 + named and len(confirmed_names(db)) == 4, out
 
 
 def _people(rng, centres: dict, photos: list[list[str]], spread: float = 0.05):
@@ -256,7 +244,7 @@ def test_someone_never_alone_on_a_photo_is_named_by_the_photos_their_lists_share
     db = tmp_path / "lib.db"
     cli("library", "scan", root, "--db", db, "--import-takeout", "--json", tmp_path / "s.json")
     report = json.loads((tmp_path / "s.json").read_text())["takeout"]
-    got = _names(db)
+    got = confirmed_names(db)
     assert got.get("Raj") == sorted(f"raj_with_{p}.png" for p in others), got
     assert "Stuart" not in got and "Bernadette" not in got, got
     for person in others:  # each named on their own photo, and by likeness beside Raj
@@ -296,6 +284,6 @@ def test_a_list_longer_than_any_photo_is_listed_and_left(tmp_path):
         "library", "scan", root, "--db", db, "--import-takeout", "--json", tmp_path / "s.json"
     )
     report = json.loads((tmp_path / "s.json").read_text())["takeout"]
-    assert _names(db) == {"Amy": ["amy1.png"]}
+    assert confirmed_names(db) == {"Amy": ["amy1.png"]}
     assert report["problems"] == {str(root / "howard1.png"): "lists 1001 people, more than 200"}
     assert "lists 1001 people" in out and report["faces_named"] == 1

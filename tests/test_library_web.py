@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import socket
 import threading
 import time
 
@@ -18,7 +16,18 @@ from typer.testing import CliRunner
 
 from facetrain.cli import app
 from facetrain.library.web import PAGE, create_app
-from helpers import axe_violations, chromium_api, make_model
+from helpers import (
+    ORIGIN,
+    axe_violations,
+    bbt_library,
+    chromium_api,
+    local_client,
+    make_model,
+    name_by_folder,
+    page_on,
+    serve_app,
+    serve_library,
+)
 
 runner = CliRunner()
 
@@ -31,14 +40,6 @@ def library(photos, tmp_path):  # noqa: F811
         res = runner.invoke(app, ["library", *args, "--db", str(db)])
         assert res.exit_code == 0, res.output
     return db
-
-
-ORIGIN = "http://127.0.0.1:8765"
-
-
-def local_client(db) -> TestClient:
-    """A client as the owner's browser on the page: local Host, the page's Origin."""
-    return TestClient(create_app(db), base_url=ORIGIN, headers={"Origin": ORIGIN})
 
 
 def test_api_actions_and_nothing_outside_the_library(library):
@@ -192,12 +193,6 @@ def _umask() -> int:
     return m
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def people_library(tmp_path):
     """Portraits of five people and two group photos, stacked by dlib's model."""
@@ -221,44 +216,6 @@ def people_library(tmp_path):
     return db
 
 
-def _serve(db):
-    return _serve_app(create_app(db))
-
-
-@contextlib.contextmanager
-def page_on(db, width: int = 1100, height: int = 760):
-    """A page of headless Chromium and the library served to it: (page, the server's
-    address), both closed after the block; the test skipped where there is no chromium."""
-    chromium, sync_api = chromium_api()
-    server, thread, port = _serve(db)
-    try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            try:
-                yield (
-                    browser.new_page(viewport={"width": width, "height": height}),
-                    (f"http://127.0.0.1:{port}"),
-                )
-            finally:
-                browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def _serve_app(app):
-    """(server, thread, port) of an app served on a free local port, started."""
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, port
-
-
 def test_people_page_in_a_browser(people_library, tmp_path):
     """The people page in headless Chromium: a grid of people with a feature face and counts,
     small stacks behind a switch, a person page with every photo in view, naming from the
@@ -272,7 +229,7 @@ def test_people_page_in_a_browser(people_library, tmp_path):
     stacks = {p["id"]: p for p in api.get("/api/people").json()}
     big = [p for p in stacks.values() if p["faces"] >= 3]
     assert len(big) >= 3 and any(p["faces"] < 3 for p in stacks.values())
-    server, thread, port = _serve(people_library)
+    server, thread, port = serve_library(people_library)
 
     def status(text):
         try:
@@ -372,13 +329,12 @@ def test_people_page_in_a_browser(people_library, tmp_path):
 def test_learn_from_my_names_in_a_browser(tmp_path):
     """The page's "Learn from my names": the measured before/after panel appears, and
     "Back to the plain model" takes it away (issue 20)."""
-    from test_personalize import _bbt_library, _name_by_folder
 
     chromium, sync_api = chromium_api()
     people = ("amy", "penny", "howard")
-    db, photos = _bbt_library(tmp_path, people)
-    _name_by_folder(db, photos, people)
-    server, thread, port = _serve(db)
+    db, photos = bbt_library(tmp_path, people)
+    name_by_folder(db, photos, people)
+    server, thread, port = serve_library(db)
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -432,7 +388,7 @@ def test_a_person_page_a_family_would_use(people_library, tmp_path):
     sugg = api.get(f"/api/stacks/{first}/suggestions").json()
     assert sugg and first not in [s["id"] for s in sugg]
     assert [s["distance"] for s in sugg] == sorted(s["distance"] for s in sugg)
-    server, thread, port = _serve(people_library)
+    server, thread, port = serve_library(people_library)
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -576,7 +532,7 @@ def test_no_other_page_can_frame_the_library_or_read_it(library):
     chromium, sync_api = chromium_api()
     api = local_client(library)
     stack = api.get("/api/people").json()[0]
-    server, thread, port = _serve(library)
+    server, thread, port = serve_library(library)
     foreign_server, foreign_thread, foreign_port = _serve_html(
         f'<iframe id="f" src="http://127.0.0.1:{port}/" width=600 height=400></iframe>'
         f'<img id="i" src="http://127.0.0.1:{port}/face/{stack["face_ids"][0]}.jpg">'
@@ -615,7 +571,7 @@ def _serve_html(html: str):
 
     other = FastAPI()
     other.get("/", response_class=HTMLResponse)(lambda: html)
-    return _serve_app(other)
+    return serve_app(other)
 
 
 @pytest.mark.parametrize("path", ["/api/people", "/face/1.jpg", "/photo/1.jpg", "/api/photos/1",
@@ -647,7 +603,7 @@ def test_a_name_typed_in_another_case_asks_which_person(people_library):
                    and not photos[z["id"]] & (photos[x["id"]] | photos[y["id"]]))  # fmt: skip
     api.post(f"/api/stacks/{a['id']}/name", json={"name": "Amy"})
     api.post(f"/api/stacks/{b['id']}/name", json={"name": "amy"})
-    server, thread, port = _serve(people_library)
+    server, thread, port = serve_library(people_library)
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -759,7 +715,7 @@ def test_who_is_this_names_a_new_photo_and_keeps_nothing(people_library, monkeyp
     assert foreign.status_code == 403
 
     chromium, sync_api = chromium_api()
-    server, thread, port = _serve(people_library)
+    server, thread, port = serve_library(people_library)
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -881,7 +837,7 @@ def test_look_for_new_photos_from_the_page(library, photos, monkeypatch):
     monkeypatch.setattr(web.ScanAgain, "_progress", real)
     Image.open(photos / "howard" / sorted(os.listdir(photos / "howard"))[0]).transpose(
         Image.Transpose.FLIP_LEFT_RIGHT).save(photos / "howard" / "new.png")  # fmt: skip
-    server, thread, port = _serve(library)
+    server, thread, port = serve_library(library)
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])

@@ -11,20 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from conftest import BBT, need
-from facetrain.cli import app
-from helpers import make_model
-from test_library_safety import _confirm_all, _names
-
-runner = CliRunner()
-
-
-def cli(*args) -> str:
-    res = runner.invoke(app, [str(a) for a in args])
-    assert res.exit_code == 0, res.output
-    return res.output
+from helpers import cli, confirm_all, confirmed_names, make_model
 
 
 def _exiftool() -> str:
@@ -41,7 +30,7 @@ def test_names_leave_in_xmp_and_come_back(photos, tmp_path):
     model = make_model(tmp_path / "m.safetensors")
     db = tmp_path / "lib.db"
     cli("library", "scan", photos, "--db", db, "--model", model)
-    names = _confirm_all(db)  # every face named after its photo's file
+    names = confirm_all(db)  # every face named after its photo's file
     out = cli("library", "export", "--db", db, "--xmp", tmp_path / "xmp")
     sidecars = sorted((tmp_path / "xmp").rglob("*.xmp"))
     assert f"{len(sidecars)} XMP sidecars" in out and len(sidecars) == len(
@@ -67,7 +56,7 @@ def test_names_leave_in_xmp_and_come_back(photos, tmp_path):
     db2 = tmp_path / "lib2.db"
     out = cli("library", "scan", again, "--db", db2, "--model", model, "--import-xmp")
     assert f"faces named from {len(sidecars)} XMP sidecars" in out
-    assert _names(db2) == names
+    assert confirmed_names(db2) == names
 
     # a sidecar that is not XMP is listed, not fatal
     first = sorted(again.rglob("*.xmp"))[0]
@@ -113,7 +102,7 @@ def test_regions_another_program_wrote_are_read(photos, tmp_path):
     assert read_names(side)[0][0][0] == "Amy Farrah"
     out = cli("library", "scan", photos / "amy", "--db", db, "--import-xmp")
     assert "1 faces named from 1 XMP sidecars" in out
-    assert _names(db) == {"Amy Farrah": [Path(path).name]}
+    assert confirmed_names(db) == {"Amy Farrah": [Path(path).name]}
 
 
 @need(BBT)
@@ -126,7 +115,7 @@ def test_an_export_removes_the_sidecars_it_wrote_for_photos_no_longer_named(phot
     db, out = tmp_path / "lib.db", tmp_path / "xmp"
     cli("library", "scan", photos / "amy", "--db", db, "--model",
         make_model(tmp_path / "m.safetensors"))  # fmt: skip
-    names = _confirm_all(db)  # each face named after its photo's file
+    names = confirm_all(db)  # each face named after its photo's file
     cli("library", "export", "--db", db, "--xmp", out)
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.xmp" for n in names)
     theirs = out / "amy2.png.xmp"
@@ -169,13 +158,13 @@ def test_every_copy_of_a_named_photo_gets_its_sidecar(photos, tmp_path):
         (lib / folder).mkdir(parents=True, exist_ok=True)
         shutil.copy(photos / "amy" / name, lib / folder / name)
     cli("library", "scan", lib, "--db", db, "--model", make_model(tmp_path / "m.safetensors"))
-    _confirm_all(db)
+    confirm_all(db)
     res = cli("library", "export", "--db", db, "--xmp", out)
     assert "3 XMP sidecars" in res, res
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.xmp")) == [
         "a/amy1.png.xmp", "a/amy2.png.xmp", "b/amy1.png.xmp"]  # fmt: skip
     assert (out / "a/amy1.png.xmp").read_text() == (out / "b/amy1.png.xmp").read_text()
-    assert "amy1.png" in (out / "b/amy1.png.xmp").read_text()  # the name, as _confirm_all gave
+    assert "amy1.png" in (out / "b/amy1.png.xmp").read_text()  # the name, as confirm_all gave
 
     con = sqlite3.connect(db)
     (face,) = con.execute(
@@ -239,7 +228,7 @@ def test_a_turned_photos_sidecar_holds_its_faces_where_they_are_stored(tmp_path)
     stored.save(root / "amy.jpg", exif=exif, quality=95)
     model = make_model(tmp_path / "m.safetensors")
     cli("library", "scan", root, "--db", db, "--model", model)
-    names = _confirm_all(db)
+    names = confirm_all(db)
     cli("library", "export", "--db", db, "--xmp", tmp_path / "xmp")
     text = (tmp_path / "xmp" / "amy.jpg.xmp").read_text()
     dims = re.search(r'stDim:w="(\d+)" stDim:h="(\d+)"', text).groups()
@@ -264,7 +253,7 @@ def test_a_turned_photos_sidecar_holds_its_faces_where_they_are_stored(tmp_path)
     out = cli("library", "scan", root, "--db", tmp_path / "again.db", "--model", model,
               "--import-xmp")  # fmt: skip
     assert "faces named from 1 XMP sidecars" in out
-    assert _names(tmp_path / "again.db") == names
+    assert confirmed_names(tmp_path / "again.db") == names
 
 
 MICROSOFT = """<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF
@@ -312,7 +301,7 @@ def test_names_inside_the_photos_are_read_mwg_and_microsoft(photos, tmp_path):
     db = tmp_path / "lib.db"
     out = cli("library", "scan", root, "--db", db, "--model", model, "--import-xmp")
     assert "2 faces named from 0 XMP sidecars and the XMP inside 2 photos" in out, out
-    assert _names(db) == {"Amy Farrah": ["amy1.jpg"], "Amy F. Fowler": ["amy2.jpg"]}
+    assert confirmed_names(db) == {"Amy Farrah": ["amy1.jpg"], "Amy F. Fowler": ["amy2.jpg"]}
 
 
 def _people_only(*names: str) -> str:
@@ -341,7 +330,7 @@ def test_people_listed_with_no_place_name_the_face_of_a_photo_of_one(photos, tmp
     (photos / "penny" / "penny1.png.xmp").write_text(_people_only("Penny", "Leonard"))
     (photos / "group" / "bbt1.jpg.xmp").write_text(_people_only("Raj", "Sheldon"))
     out = cli("library", "scan", photos, "--db", db, "--import-xmp", "--json", tmp_path / "s.json")
-    assert _names(db) == {"Amy Farrah": ["amy1.png"]}, out
+    assert confirmed_names(db) == {"Amy Farrah": ["amy1.png"]}, out
     report = json.loads((tmp_path / "s.json").read_text())["xmp"]
     assert (report["listed"], report["several"], report["faces_named"]) == (3, 2, 1), report
     assert "3 of those photos list their people with no place" in out, out

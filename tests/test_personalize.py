@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from conftest import SHARED
 from facetrain.cli import app
 from facetrain.distances import distance_matrix
 from facetrain.library import personalize as pz
-from helpers import make_model
+from helpers import bbt_library, local_client, make_model, name_by_folder, population
 
 BBT = SHARED / "photos" / "bbt"
 runner = CliRunner()
@@ -124,36 +123,6 @@ def test_too_few_named_faces_says_what_is_missing():
     pz.enough(np.array([0] * 5 + [1] * 5))
 
 
-def _bbt_library(tmp_path: Path, people=("amy", "penny", "howard", "leonard", "sheldon")):
-    if not BBT.exists():
-        pytest.skip(f"{BBT} absent (real data not here)")
-    photos = tmp_path / "photos"
-    for who in people:
-        shutil.copytree(BBT / "reference" / who, photos / who)
-    shutil.copytree(BBT / "group", photos / "group")
-    db = tmp_path / "lib.db"
-    for args in (["scan", str(photos), "--model", "pretrained:dlib_resnet"], ["cluster"]):
-        res = runner.invoke(app, ["library", *args, "--db", str(db)])
-        assert res.exit_code == 0, res.output
-    return db, photos
-
-
-def _name_by_folder(db: Path, photos: Path, people) -> None:
-    """As an owner would: every reference face confirmed as the person of its folder."""
-    from facetrain.library import store
-    from facetrain.library.library import Library
-
-    with Library(db) as lib:
-        rows = lib.con.execute("SELECT f.id, p.path FROM faces f JOIN photos p ON "
-                               "p.id = f.photo_id WHERE f.usable = 1").fetchall()  # fmt: skip
-        with store.transaction(lib.con):
-            for who in people:
-                pid = store.new_person(lib.con)
-                store.name_person(lib.con, pid, who.title())
-                faces = [r["id"] for r in rows if Path(r["path"]).parent.name == who]
-                store.assign(lib.con, [(pid, f) for f in faces], confirmed=1)
-
-
 def _confirmed(db: Path) -> list:
     con = sqlite3.connect(db)
     sql = (
@@ -167,10 +136,10 @@ def _confirmed(db: Path) -> list:
 
 def test_library_personalize_measured_private_and_reversible(tmp_path):
     people = ("amy", "penny", "howard", "leonard", "sheldon")
-    db, photos = _bbt_library(tmp_path, people)
+    db, photos = bbt_library(tmp_path, people)
     res = runner.invoke(app, ["library", "personalize", "--db", str(db)])
     assert res.exit_code == 2 and "2 named people with at least 5 confirmed faces" in res.output
-    _name_by_folder(db, photos, people)
+    name_by_folder(db, photos, people)
     names_before = _confirmed(db)
     out = tmp_path / "p.json"
     res = runner.invoke(app, ["library", "personalize", "--db", str(db), "--json", str(out)])
@@ -207,8 +176,8 @@ def test_a_killed_personalize_resumes_with_the_same_figures(tmp_path, monkeypatc
     from facetrain.library.library import Library
 
     people = ("amy", "penny", "howard")
-    db, photos = _bbt_library(tmp_path, people)
-    _name_by_folder(db, photos, people)
+    db, photos = bbt_library(tmp_path, people)
+    name_by_folder(db, photos, people)
     twin = tmp_path / "twin.db"
     shutil.copy(db, twin)
     with Library(twin) as lib:
@@ -242,17 +211,15 @@ def test_a_killed_personalize_resumes_with_the_same_figures(tmp_path, monkeypatc
 
 
 def test_the_web_page_learns_shows_and_goes_back(tmp_path):
-    from facetrain.library.web import create_app
 
     people = ("amy", "penny", "howard")
-    db, photos = _bbt_library(tmp_path, people)
-    origin = "http://127.0.0.1:8765"
-    client = TestClient(create_app(db), base_url=origin, headers={"Origin": origin})
+    db, photos = bbt_library(tmp_path, people)
+    client = local_client(db)
     assert "Learn from my names" in client.get("/").text
     assert client.get("/api/personal").json() == {"personal": None}
     r = client.post("/api/personalize")
     assert r.status_code == 400 and "named people" in r.json()["detail"]
-    _name_by_folder(db, photos, people)
+    name_by_folder(db, photos, people)
     r = client.post("/api/personalize")
     assert r.status_code == 200 and r.json()["message"].startswith("learnt from ")
     shown = client.get("/api/personal").json()["personal"]
@@ -266,10 +233,10 @@ def test_the_stacks_figure_is_the_library_s_own_stacks():
     library (its spacing, the names pinned), on the faces whose truth is known — not a
     re-clustering of the measured faces alone at the plain threshold, which in a population
     the model crowds called perfect stacks 0.34."""
+    from facetrain.inference.pretrained import DLIB_THRESHOLD as T
     from facetrain.library.cluster import agglomerate
     from facetrain.library.evaluate import scores
     from facetrain.library.personalize import Faces, _figures, holdout, library_stacks
-    from test_library_populations import T, population
 
     emb, who = population(6, 12, 0.1, seed=3)  # crowded: people 0.1 apart, threshold 0.19
     faces = Faces(emb, np.where(who < 4, who, -1), np.arange(len(emb)), who)

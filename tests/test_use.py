@@ -21,6 +21,8 @@ from helpers import (
     Stopper,
     axe_violations,
     chromium_api,
+    cli,
+    cli_fails,
     lfw_style,
     make_faces,
     side_by_side,
@@ -29,19 +31,6 @@ from helpers import (
 )
 
 runner = CliRunner()
-
-
-def cli(*args) -> str:
-    res = runner.invoke(app, [str(a) for a in args])
-    assert res.exit_code == 0, res.output
-    return res.output
-
-
-def cli_fails(*args) -> str:
-    res = runner.invoke(app, [str(a) for a in args])
-    assert res.exit_code != 0 and "error:" in res.output, res.output
-    assert "Traceback" not in res.output
-    return res.output
 
 
 @pytest.fixture(scope="module")
