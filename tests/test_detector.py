@@ -60,6 +60,7 @@ def test_batch_result_equals_single_image_result():
     images = [load_rgb(s.path) for s in list(iter_samples(str(LFW_RAW)))[:6]]
     det = MTCNN()
     batch = det.detect(images)
+    assert len(batch) == 6 and all(len(b.boxes) for b in batch)  # a face in each: a real check
     for img, b in zip(images, batch):
         (single,) = det.detect([img])
         np.testing.assert_allclose(single.boxes, b.boxes, atol=1e-3)
