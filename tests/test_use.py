@@ -205,6 +205,39 @@ def test_classify_names_known_people_and_refuses_strangers(trained, tmp_path):
     save_model(other / "model.safetensors", net, Preprocess(**(pre.__dict__ | {"flip": "none"})))
     msg = cli_fails("classify", "predict", clf, known / "id3" / "0.jpg", "--model", other)
     assert "another model or preprocessing" in msg
+    msg = cli_fails("classify", "train", trained["run"], known, "--out", clf, "--threshold", "-1")
+    assert "--threshold '-1': a finite number ≥ 0" in msg
+
+
+def test_classify_threshold_is_the_models_the_datas_or_a_number_and_says_which():
+    """`classify train --threshold`: auto takes the model's calibrated threshold, else
+    validates one on the labelled faces; a number is taken as given; anything else, or a
+    number that cannot be a distance, is refused by name."""
+    from facetrain.inference.record import Preprocess
+    from facetrain.use.classify import ClassifyError, choose_threshold
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((4, 16))
+    emb = np.repeat(centres, 5, axis=0) + 0.05 * rng.standard_normal((20, 16))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    labels = [f"p{i}" for i in np.repeat(np.arange(4), 5)]
+    calibrated = Preprocess("m", 16, 112, threshold=0.42, threshold_source="LFW")
+    bare = Preprocess("m", 16, 112)
+
+    assert choose_threshold("auto", calibrated, emb, labels) == (0.42, "the model's (LFW)")
+    value, said = choose_threshold("auto", bare, emb, labels)
+    d = ((emb[:, None] - emb[None]) ** 2).sum(-1)
+    same = np.equal.outer(np.array(labels), np.array(labels))
+    assert said == "validated on DATA's pairs"
+    assert d[same].max() < value < d[~same].min()  # between the people, as the data says
+    assert choose_threshold("data", calibrated, emb, labels)[0] == value
+    assert choose_threshold("0.7", calibrated, emb, labels) == (0.7, "given")
+    for how, why in (("model", "no calibrated threshold"), ("near", "auto, model, data or"),
+                     ("-1", "a finite number"), ("nan", "a finite number")):  # fmt: skip
+        with pytest.raises(ClassifyError, match=why):
+            choose_threshold(how, bare, emb, labels)
+    with pytest.raises(ClassifyError, match="no identity has two images"):
+        choose_threshold("data", bare, emb[::5], labels[::5])
 
 
 @need(BBT)
