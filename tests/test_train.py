@@ -199,6 +199,60 @@ def test_clear_errors(tmp_path, packed):
         )
 
 
+def test_init_from_names_what_it_cannot_start_from(packed, tmp_path):
+    """A run started from weights it cannot use stops before training with the reason: the
+    same model with another embedding size (torch's own error was a traceback), another
+    model, a file that holds no weights, a run that saved none, a path or name that is not."""
+    from safetensors.torch import save_file
+
+    from facetrain.models import create_model
+
+    def saved(name: str, size: int) -> Path:
+        state = create_model(name, size).state_dict()
+        save_file({f"model.{k}": v.contiguous() for k, v in state.items()}, str(tmp_path / name))
+        return tmp_path / name
+
+    (tmp_path / "junk").write_bytes(b"not weights")
+    (tmp_path / "no-run").mkdir()
+    for source, why in (
+        (saved("nn4_small2", 128), r"in another shape \(linear.weight is \[128, 736\] there, "
+                                   r"\[32, 736\] here.*embedding_size"),
+        (saved("mobilefacenet", 32), r"not weights of this model \(missing \['body.0.0.weight'"),
+        (tmp_path / "junk", "not a weights file"),
+        (tmp_path / "no-run", "no checkpoint to initialise from"),
+        (tmp_path / "absent.safetensors", "no such weights file or run folder"),
+        ("pretrained:nope", "unknown pretrained model 'nope'"),
+    ):  # fmt: skip
+        with pytest.raises(TrainingError, match=why):
+            train(small_cfg(packed, tmp_path / "run", init_from=str(source)), log=lambda *_: None)
+        assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_each_optimizer_moves_the_weights_downhill():
+    """Every `optimizer` the settings accept is the torch optimizer of that name, with the
+    run's rate and weight decay, and lowers a least-squares loss in 30 steps."""
+    from facetrain.train.build import build_optimizer
+    from facetrain.train.settings import OPTIMIZERS, OptimSettings
+
+    torch.manual_seed(0)
+    x, w = torch.randn(64, 8), torch.randn(8, 1)
+    for name in OPTIMIZERS:
+        layer = torch.nn.Linear(8, 1)
+        lr = 10.0 if name == "adadelta" else 0.05  # Adadelta's rate scales its own step
+        opt = build_optimizer(OptimSettings(optimizer=name, lr=lr, weight_decay=1e-4),
+                              layer.parameters())  # fmt: skip
+        assert type(opt).__name__.lower() == name
+        assert opt.param_groups[0]["lr"] == lr and opt.param_groups[0]["weight_decay"] == 1e-4
+        losses = []
+        for _ in range(30):
+            loss = ((layer(x) - x @ w) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert losses[-1] < 0.7 * losses[0], (name, losses[0], losses[-1])
+
+
 def test_faces_of_another_size_without_a_record_are_named_before_training(tmp_path):
     """Photos or crops made elsewhere trained silently, and the model was recorded as
     trained on 112x112 five-point faces, which is how photos are aligned for it later."""

@@ -123,29 +123,9 @@ def build_optimizer(cfg: OptimSettings, params) -> torch.optim.Optimizer:
 def init_from(source: str, model, objective) -> str:
     """Load a backbone (and the objective's head when its shape fits) from a run or a
     weights file."""
-    from facetrain.inference import pretrained
-
+    src, tensors = _weights_of(source)
+    _load_backbone(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, src)
     head = objective.head
-    try:
-        src = Path(pretrained.resolve(source))
-    except FacetrainError as e:
-        raise TrainingError(f"init_from: {e}") from None
-    if src.is_dir():
-        loaded = checkpoint.load(src, "best") or checkpoint.load(src, "last")
-        if loaded is None:
-            raise TrainingError(f"{src}: no checkpoint to initialise from")
-        tensors = loaded[0]
-    else:
-        from safetensors.torch import load_file
-
-        try:
-            tensors = load_file(str(src))
-        except Exception as e:  # safetensors' own error types
-            raise TrainingError(f"{src}: not a weights file ({e})") from None
-    backbone = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    missing, unexpected = model.load_state_dict(backbone, strict=False)
-    if missing:
-        raise TrainingError(f"{src}: not weights of this model (missing {missing[:3]} …)")
     head_sd = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
     head_sd = _rows_trained(objective, head_sd)
     if head is not None and head_sd:
@@ -162,6 +142,45 @@ def init_from(source: str, model, objective) -> str:
             head.load_state_dict({"weight": rows})
             return "backbone and head (class centres from the softmax weights)"
     return "backbone (head re-created)"
+
+
+def _weights_of(source: str) -> tuple[Path, dict]:
+    """(the file or run folder, its tensors): a run's best checkpoint, else its last."""
+    from facetrain.inference import pretrained
+
+    try:
+        src = Path(pretrained.resolve(source))
+    except FacetrainError as e:
+        raise TrainingError(f"init_from: {e}") from None
+    if not src.exists():
+        raise TrainingError(f"init_from: {src}: no such weights file or run folder")
+    if src.is_dir():
+        loaded = checkpoint.load(src, "best") or checkpoint.load(src, "last")
+        if loaded is None:
+            raise TrainingError(f"{src}: no checkpoint to initialise from")
+        return src, loaded[0]
+    from safetensors.torch import load_file
+
+    try:
+        return src, load_file(str(src))
+    except Exception as e:  # safetensors' own error types
+        raise TrainingError(f"{src}: not a weights file ({e})") from None
+
+
+def _load_backbone(model, weights: dict, src: Path) -> None:
+    """The model's weights from `weights`, or a TrainingError naming what is missing or of
+    another shape (another embedding size, say: torch would only raise a RuntimeError)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    if missing:
+        raise TrainingError(f"{src}: not weights of this model (missing {missing[:3]} …)")
+    other = [f"{k} is {list(weights[k].shape)} there, {list(v.shape)} here"
+             for k, v in own.items() if weights[k].shape != v.shape]  # fmt: skip
+    if other:
+        raise TrainingError(f"{src}: weights of this model in another shape ({'; '.join(other[:2])}"
+                            f"{' …' if len(other) > 2 else ''}): give this run the source's model "
+                            "and embedding_size")  # fmt: skip
+    model.load_state_dict(weights, strict=False)
 
 
 def _rows_trained(objective, head_sd: dict) -> dict:
