@@ -154,6 +154,21 @@ def test_schedule_file_facenet_format(tmp_path):
         read_schedule_file(f)
 
 
+def test_a_schedule_files_stop_ends_the_run_with_its_model(packed, tmp_path):
+    """FaceNet's `-1` in a schedule file: the run stops at that epoch, says so, and ends as
+    a finished run does (its model written); run again, it trains nothing more."""
+    f = tmp_path / "lr.txt"
+    f.write_text("0: 0.05\n1: -1\n")
+    cfg = small_cfg(packed, tmp_path / "run", epochs=4, schedule="file", schedule_file=str(f))
+    said: list[str] = []
+    train(cfg, log=said.append)
+    assert "the schedule stops training at epoch 1" in said
+    assert [step for step, _ in losses(tmp_path / "run")] == [1, 2, 3]  # epoch 0's 3 steps
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    train(cfg, log=said.append)
+    assert [step for step, _ in losses(tmp_path / "run")] == [1, 2, 3]
+
+
 def test_schedules_shapes():
     cos = Schedule("cosine", lr=1.0, epochs=10, warmup_epochs=2)
     assert cos(0) < 0.01 and cos(1) == pytest.approx(0.5, abs=1e-3)
