@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from facetrain.cli import app
 from facetrain.train.config import ConfigError, Platform, TrainConfig, resolve, settings
+from facetrain.train.loop import TrainingError, train
+from helpers import make_faces, small_cfg
 
 runner = CliRunner()
 
@@ -31,6 +33,14 @@ runner = CliRunner()
         ("threads=-1", "threads = -1"),
         ("input_size=5", "input_size = 5"),
         ("lr=nan", "lr = nan"),
+        # in range, or the run failed deep in torch (label_smoothing 1.5: a RuntimeError) or
+        # trained on without saying (a margin of NaN, an EMA that never moves)
+        ("label_smoothing=1.5", "label_smoothing = 1.5: must be in [0, 1)"),
+        ("margin_m=nan", "margin_m = nan: must be a finite number"),
+        ("margin_s=0", "margin_s = 0.0: must be a finite number > 0"),
+        ("ema_decay=1", "ema_decay = 1.0: must be in [0, 1)"),
+        ("triplet_margin=-0.2", "triplet_margin = -0.2: must be a finite number ≥ 0"),
+        ("extra_identities=-1", "extra_identities = -1: must be ≥ 0"),
         ("epochs=three", "--set epochs=three: expected int"),
         ("flip=maybe", "expected bool"),
         ("learning_rate=0.1", "unknown setting 'learning_rate'"),
@@ -42,6 +52,36 @@ def test_every_bad_setting_is_refused_before_anything_is_written(tmp_path, item,
     assert r.exit_code == 2, r.output
     assert words in r.output and "Traceback" not in r.output
     assert not out.exists()
+
+
+def test_every_number_setting_has_a_range_that_refuses_nan_and_its_edges():
+    """Each float setting states the interval it must lie in; NaN, infinity and a value
+    just past an edge are each refused naming the setting; the default lies inside."""
+    from facetrain.train.settings import KEYS
+
+    floats = [k for k, (_, _, f) in KEYS.items() if f.type in ("float", float)]
+    assert len(floats) >= 20
+    TrainConfig.of(data=["x"]).validate()  # the defaults lie inside
+    for key in floats:
+        within = KEYS[key][2].metadata.get("within")
+        assert within, f"{key} has no range"
+        lo, hi = (float(x) for x in within[1:-1].split(","))
+        past = [v for v, open_ in ((lo, within[0] == "("), (hi, within[-1] == ")")) if open_]
+        past += [lo - 1, hi + 1, float("nan"), float("inf")]
+        for bad in past:
+            with pytest.raises(ConfigError, match=f"^{key} = "):
+                TrainConfig.of(data=["x"], **{key: bad}).validate()
+
+
+def test_accumulate_leaves_each_micro_batch_two_faces(tmp_path):
+    """accumulate splits each batch; a micro-batch of one face failed in batch norm (a
+    ValueError from torch) after the run folder was made."""
+    faces = make_faces(tmp_path / "faces", ids=4, per=4)
+    with pytest.raises(TrainingError, match="accumulate = 9 cuts a batch of 16 into "
+                                            "micro-batches of 1"):  # fmt: skip
+        train(small_cfg(faces, tmp_path / "run", accumulate=9), log=lambda *_: None)
+    train(small_cfg(faces, tmp_path / "run", accumulate=8, epochs=1), log=lambda *_: None)
+    assert (tmp_path / "run" / "model.safetensors").exists()
 
 
 def test_a_config_file_value_of_the_wrong_type_names_file_and_setting(tmp_path):
@@ -91,6 +131,8 @@ def test_list_settings_shows_every_setting_with_type_default_and_meaning():
     meaning = {row[0]: row[3] for row in rows}  # what reads a setting that not every run does
     assert meaning["lr_steps"].endswith("; read with schedule step")
     assert meaning["margin_m"].endswith("; read with loss arcface, cosface")
+    assert "; in [0, 1); read with" in meaning["label_smoothing"]  # its range, said
+    assert meaning["lr"].endswith("; a finite number ≥ 0")
 
 
 def test_a_given_library_threshold_is_measured_in_the_models_distance(tmp_path):

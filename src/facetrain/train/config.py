@@ -26,6 +26,7 @@ from facetrain.train.settings import (  # noqa: F401 (ConfigError, TrainConfig: 
     ConfigError,
     TrainConfig,
     check_type,
+    interval_said,
     key_of,
     kind_of,
     parse_text,
@@ -169,6 +170,8 @@ def settings() -> list[tuple[str, str, str, str]]:
         meaning = f.metadata["help"]
         if name in choices:
             meaning += f" ({' | '.join(choices[name])})"
+        if "within" in f.metadata:
+            meaning += f"; {interval_said(f.metadata['within'])}"
         if name in READ_ONLY_WITH:
             chooser, under = READ_ONLY_WITH[name]
             meaning += f"; read with {chooser} {', '.join(under)}"

@@ -419,16 +419,26 @@ def _start_from(source: str, model, objective, ds: PackedDataset, pre, device: s
     log(f"initialised {what} from {source}")
 
 
+def _check_batches(cfg: TrainConfig, batch: int, dd: distributed.Dist) -> None:
+    """The global batch splits evenly over the processes, and each process's share into
+    `accumulate` micro-batches of at least two faces (batch norm's least)."""
+    if dd.enabled and cfg.optim.freeze_backbone_epochs:
+        raise TrainingError("--freeze-backbone-epochs is not supported with several processes")
+    if dd.enabled and batch % dd.world:
+        raise TrainingError(f"the global batch ({batch}) must divide evenly over {dd.world} "
+                            "processes")  # fmt: skip
+    share, parts = batch // dd.world, cfg.optim.accumulate
+    if share // parts < 2:
+        raise TrainingError(f"accumulate = {parts} cuts a batch of {share} into micro-batches "
+                            f"of {share // parts}: batch norm needs at least 2 faces in each "
+                            "(a larger batch_size or a smaller accumulate)")  # fmt: skip
+
+
 def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     """The run folder, data, model, objective, optimizer and bookkeeping of a run."""
     folder, ds = _open_run(cfg, dd, log)
     sampler = build_sampler(cfg.data, cfg.objective.metric, cfg.platform.seed, ds.labels)
-    if dd.enabled and cfg.optim.freeze_backbone_epochs:
-        raise TrainingError("--freeze-backbone-epochs is not supported with several processes")
-    if dd.enabled and sampler.batch_size % dd.world:
-        raise TrainingError(
-            f"the global batch ({sampler.batch_size}) must divide evenly over {dd.world} processes"
-        )
+    _check_batches(cfg, sampler.batch_size, dd)
     m, p, device = cfg.model, cfg.platform, cfg.platform.device
     torch.manual_seed(p.seed)
     model = create_model(m.arch, m.embedding_size, dropout=1.0 - m.keep_probability)

@@ -31,9 +31,12 @@ class ConfigError(FacetrainError):
     """A setting that does not exist, has the wrong type or is not one of its choices."""
 
 
-def setting(default, meaning: str, key: str | None = None):
-    """A field with its meaning (and its flat name when it differs from the field's)."""
-    meta = {"help": meaning} | ({"key": key} if key else {})
+def setting(default, meaning: str, key: str | None = None, within: str | None = None):
+    """A field with its meaning (and its flat name when it differs from the field's);
+    `within`, for a number, the interval it must lie in, as "[0, 1)" ("inf": no bound, yet
+    the number must be finite): every group checks its numbers against theirs."""
+    meta = {"help": meaning, "key": key, "within": within}
+    meta = {k: v for k, v in meta.items() if v is not None}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -50,11 +53,30 @@ def _least(low: int) -> str:
     return "≥ 0" if low == 0 else f"at least {low}"
 
 
-def _finite_non_negative(group, names: tuple[str, ...]) -> None:
-    for name in names:
-        v = getattr(group, name)
-        if not math.isfinite(v) or v < 0:
-            raise ConfigError(f"{key_of(group, name)} = {v}: must be a finite number ≥ 0")
+def _in_ranges(group) -> None:
+    """Each number of the group that has a `within` interval lies in it: a value outside
+    would fail deep in training, or worse, train without saying (a label smoothing of 1,
+    a NaN margin, an EMA that never moves)."""
+    for f in dataclasses.fields(group):
+        within = f.metadata.get("within")
+        v = getattr(group, f.name)
+        if within and not _inside(v, within):
+            raise ConfigError(f"{_flat_name(f)} = {v}: must be {interval_said(within)}")
+
+
+def _inside(v: float, within: str) -> bool:
+    lo, hi = (float(x) for x in within[1:-1].split(","))
+    above = v >= lo if within[0] == "[" else v > lo
+    below = v <= hi if within[-1] == "]" else v < hi
+    return math.isfinite(v) and above and below
+
+
+def interval_said(within: str) -> str:
+    """ "[0, inf)" as "a finite number ≥ 0"; a closed range as itself ("in [0, 1)")."""
+    lo, hi = (x.strip() for x in within[1:-1].split(","))
+    if hi != "inf":
+        return f"in {within}"
+    return "a finite number" + ("" if lo == "-inf" else f" {'≥>'[within[0] == '(']} {lo}")
 
 
 def _choose(group) -> None:
@@ -87,9 +109,10 @@ class DataSettings:
     extra_identities: int = setting(0, "identities with one image added to each P x K batch")
     flip: bool = setting(True, "random horizontal flips")
     crop: int = setting(0, "random crop to this size before resizing (0: none)")
-    rotate: float = setting(0.0, "random rotation within ± degrees")
-    color_jitter: float = setting(0.0, "brightness/contrast/saturation factors within 1 ± this")
-    grayscale: float = setting(0.0, "probability of a gray image")
+    rotate: float = setting(0.0, "random rotation within ± degrees", within="[0, 180]")
+    color_jitter: float = setting(0.0, "brightness/contrast/saturation factors within 1 ± this",
+                                  within="[0, 1]")  # fmt: skip
+    grayscale: float = setting(0.0, "probability of a gray image", within="[0, 1]")
     normalize: str = setting("fixed", "pixel normalisation (saved with the model)")
     on_device: bool = setting(False, "decode and augment batches on the device",
                               key="data_on_device")  # fmt: skip
@@ -101,8 +124,9 @@ class DataSettings:
 
     def validate(self) -> None:
         _choose(self)
+        _in_ranges(self)
         _at_least(self, ("images_per_identity",), 1)
-        _at_least(self, ("epoch_size", "crop"), 0)
+        _at_least(self, ("epoch_size", "crop", "identities_per_batch", "extra_identities"), 0)
         if not self.paths:
             raise ConfigError("no --data given")
         if self.batch_size < 2:
@@ -116,7 +140,8 @@ class ModelSettings:
     arch: str = setting("mobilefacenet", "architecture (`facetrain models`)", key="model")
     embedding_size: int = setting(128, "embedding dimensions")
     input_size: int = setting(0, "model input side in pixels; 0: the model's own")
-    keep_probability: float = setting(1.0, "dropout before the embedding layer is 1 - this")
+    keep_probability: float = setting(1.0, "dropout before the embedding layer is 1 - this",
+                                      within="(0, 1]")  # fmt: skip
     init_from: str = setting("", "start from a run, a weights file or pretrained:NAME")
 
     def choices(self) -> dict[str, tuple]:
@@ -129,7 +154,7 @@ class ModelSettings:
         if self.input_size and self.input_size < 16:
             raise ConfigError(f"input_size = {self.input_size}: 0 (the model's own) or at least 16")
         _at_least(self, ("embedding_size",), 2)
-        _rules([(not 0 < self.keep_probability <= 1, "keep_probability must be in (0, 1]")])
+        _in_ranges(self)
 
 
 @dataclass
@@ -137,25 +162,34 @@ class ObjectiveSettings:
     """What is optimised: the loss, its head, penalties, margin, miner or teacher."""
 
     loss: str = setting("softmax", "objective")
-    label_smoothing: float = setting(0.0, "softmax label smoothing")
-    center_loss_factor: float = setting(0.0, "weight of the center loss (0: off)")
-    center_loss_alfa: float = setting(0.95, "center update rate of the center loss")
-    prelogits_norm_factor: float = setting(0.0, "weight of the prelogits norm penalty (0: off)")
-    prelogits_norm_p: float = setting(1.0, "order of the prelogits norm")
-    margin_s: float = setting(64.0, "scale of the ArcFace/CosFace logits")
-    margin_m: float = setting(-1.0, "ArcFace/CosFace margin; < 0: the loss's usual (0.5 / 0.35)")
-    margin_warmup_epochs: float = setting(0.0, "ramp the margin linearly from 0 over these epochs")
+    label_smoothing: float = setting(0.0, "softmax label smoothing", within="[0, 1)")
+    center_loss_factor: float = setting(0.0, "weight of the center loss (0: off)",
+                                       within="[0, inf)")  # fmt: skip
+    center_loss_alfa: float = setting(0.95, "center update rate of the center loss",
+                                     within="[0, 1]")  # fmt: skip
+    prelogits_norm_factor: float = setting(
+        0.0, "weight of the prelogits norm penalty (0: off)", within="[0, inf)"
+    )
+    prelogits_norm_p: float = setting(1.0, "order of the prelogits norm", within="(0, inf)")
+    margin_s: float = setting(64.0, "scale of the ArcFace/CosFace logits", within="(0, inf)")
+    margin_m: float = setting(-1.0, "ArcFace/CosFace margin; < 0: the loss's usual (0.5 / 0.35)",
+                             within="(-inf, inf)")  # fmt: skip
+    margin_warmup_epochs: float = setting(
+        0.0, "ramp the margin linearly from 0 over these epochs", within="[0, inf)"
+    )
     partial_fc: bool = setting(
         False, "ArcFace/CosFace class centres sharded over processes (Partial FC)"
     )
-    sample_rate: float = setting(1.0, "Partial FC: share of negative centres scored per step")
-    triplet_margin: float = setting(0.2, "triplet loss margin")
+    sample_rate: float = setting(1.0, "Partial FC: share of negative centres scored per step",
+                                within="(0, 1]")  # fmt: skip
+    triplet_margin: float = setting(0.2, "triplet loss margin", within="[0, inf)")
     miner: str = setting("semihard", "triplet miner")
-    contrastive_margin: float = setting(1.0, "contrastive loss margin for different pairs")
+    contrastive_margin: float = setting(1.0, "contrastive loss margin for different pairs",
+                                       within="[0, inf)")  # fmt: skip
     teacher: str = setting("", "distill: the MODEL (run, file, pretrained:NAME) the student "
                            "learns from")  # fmt: skip
     distill_pairwise: float = setting(
-        0.0, "distill: weight of matching the batch's similarities (0: off)"
+        0.0, "distill: weight of matching the batch's similarities (0: off)", within="[0, inf)"
     )
     distill_center: bool = setting(
         False,
@@ -175,16 +209,15 @@ class ObjectiveSettings:
 
     def validate(self) -> None:
         _choose(self)
+        _in_ranges(self)
         margin = self.loss in MARGIN_LOSSES
         _rules([
             (self.partial_fc and not margin, "partial_fc works with loss arcface or cosface"),
-            (not 0.0 < self.sample_rate <= 1.0, "sample_rate must be in (0, 1]"),
             (self.sample_rate < 1.0 and not self.partial_fc, "sample_rate needs partial_fc"),
             ((self.loss == "distill") != bool(self.teacher),
              "loss distill and teacher=MODEL go together"),
-            (self.margin_warmup_epochs < 0 or (self.margin_warmup_epochs and not margin),
+            (self.margin_warmup_epochs and not margin,
              "margin_warmup_epochs: a number of epochs ≥ 0, for arcface/cosface"),
-            (self.distill_pairwise < 0, "distill_pairwise must be ≥ 0"),
         ])  # fmt: skip
 
 
@@ -193,21 +226,23 @@ class OptimSettings:
     """How the weights move: epochs, learning-rate schedule, optimizer and its extras."""
 
     epochs: int = setting(10, "passes over the data")
-    lr: float = setting(0.1, "peak learning rate")
+    lr: float = setting(0.1, "peak learning rate", within="[0, inf)")
     schedule: str = setting("cosine", "learning-rate schedule")
     schedule_file: str = setting("", "FaceNet-style `epoch: lr` file for schedule=file")
-    warmup_epochs: float = setting(0.0, "linear warm-up from 0 over these epochs")
+    warmup_epochs: float = setting(0.0, "linear warm-up from 0 over these epochs",
+                                  within="[0, inf)")  # fmt: skip
     lr_steps: list[int] = setting([], "epochs at which schedule=step multiplies the rate by "
                                   "lr_gamma")  # fmt: skip
-    lr_gamma: float = setting(0.1, "factor of each step of schedule=step")
-    poly_power: float = setting(2.0, "exponent of schedule=poly")
-    min_lr: float = setting(0.0, "floor of the cosine and poly schedules")
+    lr_gamma: float = setting(0.1, "factor of each step of schedule=step", within="[0, inf)")
+    poly_power: float = setting(2.0, "exponent of schedule=poly", within="(0, inf)")
+    min_lr: float = setting(0.0, "floor of the cosine and poly schedules", within="[0, inf)")
     optimizer: str = setting("sgd", "optimizer")
-    momentum: float = setting(0.9, "momentum (sgd, rmsprop)")
+    momentum: float = setting(0.9, "momentum (sgd, rmsprop)", within="[0, 1)")
     nesterov: bool = setting(False, "Nesterov momentum (sgd)")
-    weight_decay: float = setting(5e-4, "L2 weight decay")
-    ema_decay: float = setting(0.0, "exponential moving average of the weights (0: off)")
-    clip_grad: float = setting(0.0, "clip the gradient norm to this (0: off)")
+    weight_decay: float = setting(5e-4, "L2 weight decay", within="[0, inf)")
+    ema_decay: float = setting(0.0, "exponential moving average of the weights (0: off)",
+                              within="[0, 1)")  # fmt: skip
+    clip_grad: float = setting(0.0, "clip the gradient norm to this (0: off)", within="[0, inf)")
     accumulate: int = setting(1, "micro-batches per optimizer step")
     freeze_backbone_epochs: int = setting(0, "train only the head for these first epochs")
 
@@ -218,8 +253,7 @@ class OptimSettings:
 
     def validate(self) -> None:
         _choose(self)
-        _finite_non_negative(self, ("lr", "weight_decay", "momentum", "min_lr", "clip_grad",
-                                    "ema_decay"))  # fmt: skip
+        _in_ranges(self)
         _rules([(self.accumulate < 1 or self.epochs < 1,
                  "accumulate and epochs must be at least 1"),
                 ((self.schedule == "file") != bool(self.schedule_file),
@@ -281,7 +315,7 @@ class PlatformSettings:
     compile: bool = setting(False, "torch.compile the model")
     log_every: int = setting(10, "log every N steps")
     log_dir: str = setting("", "TensorBoard events here instead of RUN/tensorboard")
-    checkpoint_minutes: float = setting(10.0, "checkpoint at least this often")
+    checkpoint_minutes: float = setting(10.0, "checkpoint at least this often", within="(0, inf)")
     checkpoint_every_steps: int = setting(0, "also checkpoint every N steps (0: off)")
     max_nonfinite: int = setting(5, "non-finite steps tolerated before rolling back")
 
@@ -293,6 +327,7 @@ class PlatformSettings:
 
         _choose(self)
         check_name(self.device, "device =")
+        _in_ranges(self)
         _at_least(self, ("log_every", "max_nonfinite"), 1)
         _at_least(self, ("threads", "checkpoint_every_steps"), 0)
         _rules([(self.amp == "fp16" and not self.device.startswith("cuda"),
