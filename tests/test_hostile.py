@@ -132,6 +132,20 @@ CASES = [
     # 43: a negative tolerance
     (lambda f, t: ("export", "pretrained:dlib_resnet", "--out", t / "x.onnx", "--tolerance",
                    "-1"), "--tolerance -1"),
+    # numbers a command took in silence (a share of -1, a slice of [:-1]), or refused only
+    # after every face was embedded
+    (lambda f, t: ("classify", "train", _model(t), f, "--out", t / "c.npz", "--test-fraction",
+                   "-1"), "--test-fraction -1.0: a share in (0, 1)"),
+    (lambda f, t: ("classify", "train", _model(t), f, "--out", t / "c.npz", "--test-fraction",
+                   "nan"), "--test-fraction nan: a share in (0, 1)"),
+    (lambda f, t: ("classify", "train", _model(t), f, "--out", t / "c.npz", "--method", "svn"),
+     "--method 'svn': choose from svm"),
+    (lambda f, t: ("plot-embeddings", _model(t), f, "--out", t / "m.png", "--max-identities",
+                   "-1"), "--max-identities -1: at least 1"),
+    (lambda f, t: ("filter", _model(t), f, "--out", t / "l.txt", "--min-images", "0"),
+     "--min-images 0: at least 1"),
+    (lambda f, t: ("split", f, t / "s", "--by", "image", "--min-train", "-1"),
+     "--min-train -1, --min-val 0: numbers of images ≥ 0"),
 ]  # fmt: skip
 
 

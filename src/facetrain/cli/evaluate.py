@@ -228,6 +228,8 @@ def plot_embeddings_cmd(
     from facetrain.evaluate.plots import plot_embeddings
 
     atomic.output_files(args, **{"--out": out})
+    if max_identities < 1:  # [:-1] drew all but one, in silence
+        fail(f"--max-identities {max_identities}: at least 1")
     fm, data = model_and_inputs(args, device, spec=spec)
     with work_towards(out) as parts:
         t = embed_data(fm, data, align, device, parts=parts)

@@ -198,9 +198,10 @@ def classify_train(
     json_out: JsonOut = None,
 ) -> None:
     """Fit a classifier on DATA; print held-out accuracy of all four methods."""
-    from facetrain.use.classify import save_classifier, train_classifier
+    from facetrain.use.classify import check_settings, save_classifier, train_classifier
 
     atomic.output_files([*args, *(unknown or [])], **{"--out": out, "--json": json_out})
+    check_settings(method, test_fraction)  # before any face is embedded
     fm, data = model_and_inputs(args, device, spec=spec)
     with work_towards(out) as parts, work_towards(_with_strangers(out)) as apart:
         t, groups = faces_of_data(fm, data, align, device, parts)
@@ -311,6 +312,8 @@ def filter_cmd(
         check_percentile(percentile)  # before the work, not after it
     except ValueError as e:
         fail(str(e))
+    if min_images < 1:
+        fail(f"--min-images {min_images}: at least 1")
     fm, data = model_and_inputs(args, device, spec=spec)
     with work_towards(out) as parts:
         t = embed_data(fm, data, align, device, parts=parts)

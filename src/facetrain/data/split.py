@@ -89,6 +89,8 @@ def split(
         raise ValueError(f"unknown split {by!r}; choose from {', '.join(SPLIT_MODES)}")
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"val fraction must be in [0, 1), got {fraction}")
+    if min(min_train, min_val) < 0:
+        raise ValueError(f"--min-train {min_train}, --min-val {min_val}: numbers of images ≥ 0")
 
     def samples():
         return iter_samples(roots, merge_same_names=merge_same_names, problems=Problems())

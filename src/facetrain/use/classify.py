@@ -286,6 +286,15 @@ def group_faces(embeddings, labels, groups, threshold: float, distance: str):
     return rows, took, notes
 
 
+def check_settings(method: str, test_fraction: float) -> None:
+    """ClassifyError for a method or a held-out share that cannot be used, so that a
+    command can say so before it embeds a face (a share of -1 or 5 trained in silence)."""
+    if method not in METHODS:
+        raise ClassifyError(f"--method {method!r}: choose from {', '.join(METHODS)}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ClassifyError(f"--test-fraction {test_fraction}: a share in (0, 1)")
+
+
 def train_classifier(
     model,
     table,
@@ -302,8 +311,7 @@ def train_classifier(
     crowded the known faces are among them."""
     from dataclasses import asdict
 
-    if method not in METHODS:
-        raise ClassifyError(f"--method {method!r}: choose from {', '.join(METHODS)}")
+    check_settings(method, test_fraction)
     if len(set(table.labels)) < 2:
         raise ClassifyError("need at least two people to classify")
     dist = model.pre.distance
