@@ -53,7 +53,7 @@ def train(
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(help=_dflt("Images per optimizer step (per process).", "batch_size")),
+        typer.Option(help=_dflt("Images per optimizer step, all processes.", "batch_size")),
     ] = None,
     lr: Annotated[float | None, typer.Option(help=_dflt("Peak learning rate.", "lr"))] = None,
     device: Annotated[str | None, typer.Option(help=_dflt("cpu or cuda.", "device"))] = None,

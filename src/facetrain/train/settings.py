@@ -100,7 +100,7 @@ class DataSettings:
     paths: list[str] = setting(
         [], "aligned faces: packs, identity folders or list files (several: one dataset)",
         key="data")  # fmt: skip
-    batch_size: int = setting(64, "images per optimizer step (per process)")
+    batch_size: int = setting(64, "images per optimizer step, all processes together")
     epoch_size: int = setting(0, "batches per epoch (FaceNet's --epoch_size); 0: one full pass")
     identities_per_batch: int = setting(
         0, "P of P x K batches; 0: batch_size // images_per_identity"
