@@ -100,6 +100,7 @@ CASES = [
     (lambda f, t: ("report", t / "runs" / "a"), "a: no such run folder"),
     # 16: align --detect-max-side 0
     (lambda f, t: ("align", f, t / "al", "--detect-max-side", "0"), "--detect-max-side"),
+    (lambda f, t: ("align", f, t / "al", "--mode", "box", "--margin", "nan"), "--margin nan"),
     # 21: a device that is no device, for every command
     (lambda f, t: ("compare", "a.jpg", "b.jpg", "--device", "bogus"), "--device 'bogus'"),
     (lambda f, t: ("embed", f, "--out", t / "e.npz", "--device", "cuda:5"), "--device cuda:5"),

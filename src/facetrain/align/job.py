@@ -62,20 +62,23 @@ class AlignConfig:
         """Every setting against what it may be (AlignError names it and the choices)."""
         from facetrain.align.transform import SELECT_MODES
 
-        if self.mode not in MODES:
-            raise AlignError(f"--mode {self.mode!r}: choose from {', '.join(MODES)}")
-        if self.select not in SELECT_MODES:
-            raise AlignError(f"--select {self.select!r}: choose from {', '.join(SELECT_MODES)}")
-        if self.size is not None and self.size < 16:
-            raise AlignError("--size must be at least 16")
-        if self.min_face < 12:
-            raise AlignError("--min-face must be at least 12 (MTCNN's smallest window)")
-        if not 0.1 < self.factor < 1.0:
-            raise AlignError("--factor must be in (0.1, 1)")
-        if len(self.thresholds) != 3 or not all(0.0 < t < 1.0 for t in self.thresholds):
-            raise AlignError("--thresholds: three numbers in (0, 1), e.g. 0.6,0.7,0.7")
-        if self.detect_max_side < 16 or self.batch_size < 1 or self.max_pixels < 1:
-            raise AlignError("--detect-max-side ≥ 16, --batch-size ≥ 1 and --max-pixels ≥ 1")
+        rules = [
+            (self.mode not in MODES, f"--mode {self.mode!r}: choose from {', '.join(MODES)}"),
+            (self.select not in SELECT_MODES,
+             f"--select {self.select!r}: choose from {', '.join(SELECT_MODES)}"),
+            (self.size is not None and self.size < 16, "--size must be at least 16"),
+            (not 0 <= self.margin < float("inf"),  # NaN failed every photo, one by one
+             f"--margin {self.margin}: pixels around the box, a finite number ≥ 0"),
+            (self.min_face < 12, "--min-face must be at least 12 (MTCNN's smallest window)"),
+            (not 0.1 < self.factor < 1.0, "--factor must be in (0.1, 1)"),
+            (len(self.thresholds) != 3 or not all(0.0 < t < 1.0 for t in self.thresholds),
+             "--thresholds: three numbers in (0, 1), e.g. 0.6,0.7,0.7"),
+            (self.detect_max_side < 16 or self.batch_size < 1 or self.max_pixels < 1,
+             "--detect-max-side ≥ 16, --batch-size ≥ 1 and --max-pixels ≥ 1"),
+        ]  # fmt: skip
+        for broken, message in rules:
+            if broken:
+                raise AlignError(message)
         if self.device.startswith("cuda"):
             import torch
 
