@@ -47,6 +47,15 @@ def _pairs(t):
     return t / "pairs.txt"
 
 
+def _with_unknown(f, t):
+    """A copy of the faces with one person's folder called `unknown`."""
+    import shutil
+
+    shutil.copytree(f, t / "people")
+    (t / "people" / "id0").rename(t / "people" / "unknown")
+    return t / "people"
+
+
 def _users_folder(t):
     (t / "mine").mkdir(exist_ok=True)
     (t / "mine" / "notes.txt").write_text("the user's file")
@@ -141,6 +150,8 @@ CASES = [
                    "nan"), "--test-fraction nan: a share in (0, 1)"),
     (lambda f, t: ("classify", "train", _model(t), f, "--out", t / "c.npz", "--method", "svn"),
      "--method 'svn': choose from svm"),
+    (lambda f, t: ("classify", "train", _model(t), _with_unknown(f, t), "--out", t / "c.npz"),
+     "a person of DATA is named 'unknown', the answer for a face of no known person"),
     (lambda f, t: ("plot-embeddings", _model(t), f, "--out", t / "m.png", "--max-identities",
                    "-1"), "--max-identities -1: at least 1"),
     (lambda f, t: ("filter", _model(t), f, "--out", t / "l.txt", "--min-images", "0"),

@@ -207,14 +207,16 @@ def embed_data(fm, data: list[str], align: str, device: str, workers: int = 0,
 def faces_of_data(fm, data: list[str], align: str, device: str, parts: Path | None = None):
     """DATA roots' photos of one face as a table, and their group photos apart (see
     `use.embeddings.photo_table`); skipped images reported. `parts`: where the work is
-    kept as it goes (`work_towards`)."""
+    kept as it goes (`work_towards`). The people's names are checked before any embedding."""
     from facetrain.data.listing import DatasetError, Problems, iter_samples
+    from facetrain.use.classify import check_people
     from facetrain.use.embeddings import faces_in_photos, photo_table
 
     try:
         samples = list(iter_samples(data, problems=Problems()))
     except (DatasetError, ValueError) as e:
         fail(str(e))
+    check_people(s.identity for s in samples)
     photos = faces_in_photos(fm, [s.path for s in samples], align=align, device=device,
                              parts=parts)  # fmt: skip
     t, groups = photo_table(fm, photos, [s.identity for s in samples])

@@ -295,6 +295,16 @@ def check_settings(method: str, test_fraction: float) -> None:
         raise ClassifyError(f"--test-fraction {test_fraction}: a share in (0, 1)")
 
 
+def check_people(names) -> None:
+    """ClassifyError when a known person is called what a stranger is answered: a face of
+    theirs and a face of no one would both come back `unknown`, and the held-out figures
+    would count the one as the other."""
+    if UNKNOWN in set(names):
+        raise ClassifyError(f"a person of DATA is named {UNKNOWN!r}, the answer for a face of "
+                            "no known person: rename that folder (faces of people not among "
+                            "these go to --unknown)")  # fmt: skip
+
+
 def train_classifier(
     model,
     table,
@@ -312,6 +322,7 @@ def train_classifier(
     from dataclasses import asdict
 
     check_settings(method, test_fraction)
+    check_people(table.labels)
     if len(set(table.labels)) < 2:
         raise ClassifyError("need at least two people to classify")
     dist = model.pre.distance
