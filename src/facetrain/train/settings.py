@@ -72,7 +72,8 @@ def _inside(v: float, within: str) -> bool:
 
 
 def interval_said(within: str) -> str:
-    """ "[0, inf)" as "a finite number ≥ 0"; a closed range as itself ("in [0, 1)")."""
+    """An interval as a person reads it: "[0, inf)" is "a finite number ≥ 0", a bounded
+    one is itself ("in [0, 1)")."""
     lo, hi = (x.strip() for x in within[1:-1].split(","))
     if hi != "inf":
         return f"in {within}"
