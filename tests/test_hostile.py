@@ -330,6 +330,11 @@ def test_a_name_of_digits_cannot_shadow_a_stack_id(tmp_path):
     ids = [r[0] for r in sqlite3.connect(db).execute("SELECT id FROM people ORDER BY id")]
     code, out = run("library", "name", ids[0], str(ids[1]), "--db", db)
     assert code == 2 and "only digits" in out
+    # nor the answer for a stranger: identify, imports and personalize's figures would take
+    # that person's faces for no one's
+    for word in ("unknown", "Unknown", " UNKNOWN "):
+        code, out = run("library", "name", ids[0], word, "--db", db)
+        assert code == 2 and "'unknown' is the answer for a face of no named person" in out
     assert run("library", "name", ids[0], "Agent 7", "--db", db)[0] == 0
     code, out = run("library", "merge", ids[1], ids[2], "--db", db)
     assert code == 0 and f"stack {ids[2]} merged into {ids[1]}" in out

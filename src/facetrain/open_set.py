@@ -20,9 +20,9 @@ from facetrain.distances import distance_matrix
 from facetrain.neighbours import K, block_rows, copy_radius, kth_in, pair_limits, scales_among
 
 MARGIN = 0.05  # the runner-up margin, in the model's distance (`library identify`'s default)
+UNKNOWN = "unknown"  # the answer for a face of no known person: no person may be called it
 
-
-NO_ONE = {"name": "unknown", "nearest": None, "distance": None, "runner_up": None}
+NO_ONE = {"name": UNKNOWN, "nearest": None, "distance": None, "runner_up": None}
 
 
 def identify(
@@ -112,7 +112,7 @@ def _to_people(emb, protos, threshold, distance, margin, limits):
 
 
 def _answer(names, people_ids, j: int, nearest: int, ok: bool, best: float, second) -> dict:
-    return {"name": names[int(people_ids[j])] if ok else "unknown",
+    return {"name": names[int(people_ids[j])] if ok else UNKNOWN,
             "nearest": names[int(people_ids[nearest])], "distance": best,
             "runner_up": second}  # fmt: skip
 

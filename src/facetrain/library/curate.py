@@ -19,7 +19,7 @@ from facetrain.library import store
 from facetrain.library.names import clean_name, name_problem
 from facetrain.library.store import LibraryError, transaction
 from facetrain.library.turns import upright_area
-from facetrain.open_set import identify
+from facetrain.open_set import UNKNOWN, identify
 
 
 def people(con) -> list[dict]:
@@ -413,7 +413,7 @@ class Namer:
         found = identify(emb, (pemb[keep], pid[keep], names), *rule,
                          None if limits is None else limits[:, keep], apart)  # fmt: skip
         nearest = [r["nearest"] for r in identify(emb, self.protos, *rule, limits)]
-        return [r if r["name"] == n else r | {"name": "unknown"} for r, n in zip(found, nearest)]
+        return [r if r["name"] == n else r | {"name": UNKNOWN} for r, n in zip(found, nearest)]
 
     def _limits(self, emb: np.ndarray, photo: int) -> np.ndarray | None:
         """Each pair's limit (these faces of one photo x the prototypes) under the spacing

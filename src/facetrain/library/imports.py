@@ -25,6 +25,7 @@ from facetrain.library.names import clean_name
 from facetrain.library.store import LibraryError
 from facetrain.library.turns import region
 from facetrain.neighbours import keep
+from facetrain.open_set import UNKNOWN
 
 ROUNDS = 3  # of naming by likeness; each adds the faces the last named (takeout_groups.py)
 # the most people one photo's list may name: a longer list is no photo's (a crafted file
@@ -265,7 +266,7 @@ def named_among(lib, namer, photo, names: list[str], source: str) -> dict[str, i
     crowded = sum(not f["confirmed"] for f in every) > len(left)
     emb = np.stack([store.from_blob(f["embedding"]) for f in faces])
     found = namer.name(emb, among, photo["id"], apart=unweighed or crowded)
-    tags = [(r["name"], _area(f, photo)) for f, r in zip(faces, found) if r["name"] != "unknown"]
+    tags = [(r["name"], _area(f, photo)) for f, r in zip(faces, found) if r["name"] != UNKNOWN]
     return curate.name_regions(lib.con, photo, tags, f"{source}, by likeness")
 
 

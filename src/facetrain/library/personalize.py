@@ -257,7 +257,7 @@ def _figures(e: np.ndarray, faces: Faces, train: Faces, held: np.ndarray, strang
     """identify accuracy, stranger false-name rate and BCubed F in one embedding space `e`
     (the plain or the adapted embeddings of `faces`)."""
     from facetrain.library.evaluate import scores
-    from facetrain.open_set import MARGIN, identify_each
+    from facetrain.open_set import MARGIN, UNKNOWN, identify_each
 
     t = np.flatnonzero(train.person >= 0)
     thr = fit_threshold(e[t], train.person[t], distance) if thr is None else thr
@@ -270,7 +270,7 @@ def _figures(e: np.ndarray, faces: Faces, train: Faces, held: np.ndarray, strang
     out = {"threshold": thr, "identify_accuracy":
            float(np.mean([g == str(p) for g, p in zip(got, faces.person[held])]))}  # fmt: skip
     out["stranger_false_name_rate"] = (
-        float(np.mean([g != "unknown" for g in named(e[strangers])])) if len(strangers) else None
+        float(np.mean([g != UNKNOWN for g in named(e[strangers])])) if len(strangers) else None
     )
     both = np.r_[held, strangers]  # scored where the truth is known to the measurement
     labels = library_stacks(e, train, thr, distance)[both]

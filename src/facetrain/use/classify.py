@@ -25,10 +25,9 @@ import numpy as np
 
 from facetrain.distances import ALIASES, distance_matrix
 from facetrain.errors import FacetrainError
-from facetrain.open_set import MARGIN, Among, identify, identify_each
+from facetrain.open_set import MARGIN, UNKNOWN, Among, identify, identify_each
 
 METHODS = ("svm", "knn", "logreg", "centroid")
-UNKNOWN = "unknown"
 
 
 def make_estimator(method: str):
