@@ -48,11 +48,11 @@ def _pairs(t):
 
 
 def _with_unknown(f, t):
-    """A copy of the faces with one person's folder called `unknown`."""
+    """A copy of the faces with one person's folder called `Unknown`."""
     import shutil
 
     shutil.copytree(f, t / "people")
-    (t / "people" / "id0").rename(t / "people" / "unknown")
+    (t / "people" / "id0").rename(t / "people" / "Unknown")
     return t / "people"
 
 
@@ -151,7 +151,7 @@ CASES = [
     (lambda f, t: ("classify", "train", _model(t), f, "--out", t / "c.npz", "--method", "svn"),
      "--method 'svn': choose from svm"),
     (lambda f, t: ("classify", "train", _model(t), _with_unknown(f, t), "--out", t / "c.npz"),
-     "a person of DATA is named 'unknown', the answer for a face of no known person"),
+     "a person of DATA is named 'Unknown', as the answer for a face of no known person"),
     (lambda f, t: ("plot-embeddings", _model(t), f, "--out", t / "m.png", "--max-identities",
                    "-1"), "--max-identities -1: at least 1"),
     (lambda f, t: ("filter", _model(t), f, "--out", t / "l.txt", "--min-images", "0"),

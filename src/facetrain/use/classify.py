@@ -298,9 +298,9 @@ def check_people(names) -> None:
     """ClassifyError when a known person is called what a stranger is answered: a face of
     theirs and a face of no one would both come back `unknown`, and the held-out figures
     would count the one as the other."""
-    if UNKNOWN in set(names):
-        raise ClassifyError(f"a person of DATA is named {UNKNOWN!r}, the answer for a face of "
-                            "no known person: rename that folder (faces of people not among "
+    if named := sorted({n for n in names if n.casefold() == UNKNOWN}):
+        raise ClassifyError(f"a person of DATA is named {named[0]!r}, as the answer for a face "
+                            "of no known person: rename that folder (faces of people not among "
                             "these go to --unknown)")  # fmt: skip
 
 
