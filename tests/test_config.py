@@ -73,6 +73,18 @@ def test_every_number_setting_has_a_range_that_refuses_nan_and_its_edges():
                 TrainConfig.of(data=["x"], **{key: bad}).validate()
 
 
+def test_every_whole_number_setting_refuses_minus_one():
+    """-1 is no count of anything: eval_max_pairs = -1 cut the last pair off every fold of
+    the pairs checked during training (a slice [:-1]), in silence."""
+    from facetrain.train.settings import KEYS
+
+    ints = [k for k, (_, _, f) in KEYS.items() if f.type in ("int", int)]
+    assert len(ints) >= 15
+    for key in ints:
+        with pytest.raises(ConfigError, match=key):  # named in the refusal
+            TrainConfig.of(data=["x"], **{key: -1}).validate()
+
+
 def test_accumulate_leaves_each_micro_batch_two_faces(tmp_path):
     """accumulate splits each batch; a micro-batch of one face failed in batch norm (a
     ValueError from torch) after the run folder was made."""

@@ -255,6 +255,7 @@ class OptimSettings:
     def validate(self) -> None:
         _choose(self)
         _in_ranges(self)
+        _at_least(self, ("freeze_backbone_epochs",), 0)
         _rules([(self.accumulate < 1 or self.epochs < 1,
                  "accumulate and epochs must be at least 1"),
                 ((self.schedule == "file") != bool(self.schedule_file),
@@ -297,7 +298,7 @@ class EvalSettings:
     def validate(self) -> None:
         _choose(self)
         _at_least(self, ("every",), 1)
-        _at_least(self, ("every_steps",), 0)
+        _at_least(self, ("every_steps", "max_pairs"), 0)  # -1 cut a pair off every fold
         _rules([(bool(self.pairs) != bool(self.images),  # "" would be the folder run in
                  "eval_pairs and eval_images go together (the pairs file and the image "
                  "folder its names refer to)")])  # fmt: skip
@@ -330,7 +331,7 @@ class PlatformSettings:
         check_name(self.device, "device =")
         _in_ranges(self)
         _at_least(self, ("log_every", "max_nonfinite"), 1)
-        _at_least(self, ("threads", "checkpoint_every_steps"), 0)
+        _at_least(self, ("threads", "checkpoint_every_steps", "seed"), 0)
         _rules([(self.amp == "fp16" and not self.device.startswith("cuda"),
                  "amp fp16 needs a GPU; use bf16 on a CPU")])  # fmt: skip
 
