@@ -136,3 +136,23 @@ def test_a_channels_last_batch_gives_the_same_embeddings(name):
         last = m.embed(x.contiguous(memory_format=torch.channels_last), normalize=False)
     assert last.shape == plain.shape == (2, 32)
     assert torch.allclose(plain, last, rtol=1e-4, atol=1e-4 * float(plain.abs().max()))
+
+
+def test_misfit_says_what_keeps_weights_out_of_a_model():
+    """The one check that init_from, model files and imports make before loading: it names
+    a missing tensor, one with no place, and one of another shape; weights that fit pass."""
+    from facetrain.models.fit import misfit
+
+    own = create_model("nn4_small2", 32).state_dict()
+    assert misfit(own, dict(own)) is None
+    other = create_model("nn4_small2", 128).state_dict()
+    assert misfit(own, other) == "linear.weight is [128, 736] there, [32, 736] here; " \
+                                 "linear.bias is [128] there, [32] here"  # fmt: skip
+    less = {k: v for k, v in own.items() if k != "linear.bias"}
+    assert misfit(own, less) == "missing 1 (e.g. linear.bias)"
+    more = {**own, "head.weight": torch.zeros(3)}
+    assert misfit(own, more) == "unexpected 1 (e.g. head.weight)"
+    assert misfit(own, more, extra_ok=True) is None
+    wide = create_model("iresnet18", 512).state_dict()
+    many = {k: v.new_zeros(1) if v.dim() else v for k, v in wide.items()}
+    assert misfit(wide, many).endswith(" more)")

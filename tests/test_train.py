@@ -230,9 +230,9 @@ def test_init_from_names_what_it_cannot_start_from(packed, tmp_path):
     (tmp_path / "junk").write_bytes(b"not weights")
     (tmp_path / "no-run").mkdir()
     for source, why in (
-        (saved("nn4_small2", 128), r"in another shape \(linear.weight is \[128, 736\] there, "
-                                   r"\[32, 736\] here.*embedding_size"),
-        (saved("mobilefacenet", 32), r"not weights of this model \(missing \['body.0.0.weight'"),
+        (saved("nn4_small2", 128), r"do not fit this run's model \(linear.weight is "
+                                   r"\[128, 736\] there, \[32, 736\] here.*embedding_size"),
+        (saved("mobilefacenet", 32), r"do not fit this run's model \(missing \d+ \(e.g. "),
         (tmp_path / "junk", "not a weights file"),
         (tmp_path / "no-run", "no checkpoint to initialise from"),
         (tmp_path / "absent.safetensors", "no such weights file or run folder"),

@@ -110,22 +110,11 @@ def _arcface_key(key: str) -> str:
 
 def _fit(model: torch.nn.Module, renamed: dict[str, torch.Tensor], source: str) -> None:
     """Load the renamed tensors, refusing any missing, unexpected or misshapen one."""
-    own = model.state_dict()
-    unexpected = sorted(set(renamed) - set(own))
-    missing = sorted(set(own) - set(renamed))
-    if unexpected or missing:
-        what = []
-        if missing:
-            what.append(f"missing {len(missing)} (e.g. {missing[0]})")
-        if unexpected:
-            what.append(f"unexpected {len(unexpected)} (e.g. {unexpected[0]})")
-        raise ImportError_(f"{source}: keys do not fit the architecture: {'; '.join(what)}")
-    for k, v in renamed.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise ImportError_(
-                f"{source}: {k} has shape {tuple(v.shape)}, the architecture needs "
-                f"{tuple(own[k].shape)}"
-            )
+    from facetrain.models.fit import misfit
+
+    why = misfit(model.state_dict(), renamed)
+    if why:
+        raise ImportError_(f"{source}: does not fit the architecture: {why}")
     model.load_state_dict(renamed)
 
 

@@ -126,14 +126,15 @@ def load_weights(path: str | os.PathLike, device: str = "cpu", name=None):
     if meta is None:
         raise ModelFileError(f"{p}: no facetrain preprocessing record (not saved by facetrain)")
     from facetrain.models import create_model
+    from facetrain.models.fit import misfit
 
     pre = Preprocess.from_dict(record_dict(meta, str(p)), str(p))
     model = create_model(pre.model, pre.embedding_size)
     state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ModelFileError(f"{p}: weights do not fit {pre.model}: {e}") from None
+    why = misfit(model.state_dict(), state)
+    if why:
+        raise ModelFileError(f"{p}: weights do not fit its record's {pre.model}: {why}")
+    model.load_state_dict(state)
     return model.to(device).eval(), pre
 
 

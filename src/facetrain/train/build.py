@@ -170,16 +170,12 @@ def _weights_of(source: str) -> tuple[Path, dict]:
 def _load_backbone(model, weights: dict, src: Path) -> None:
     """The model's weights from `weights`, or a TrainingError naming what is missing or of
     another shape (another embedding size, say: torch would only raise a RuntimeError)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in weights]
-    if missing:
-        raise TrainingError(f"{src}: not weights of this model (missing {missing[:3]} …)")
-    other = [f"{k} is {list(weights[k].shape)} there, {list(v.shape)} here"
-             for k, v in own.items() if weights[k].shape != v.shape]  # fmt: skip
-    if other:
-        raise TrainingError(f"{src}: weights of this model in another shape ({'; '.join(other[:2])}"
-                            f"{' …' if len(other) > 2 else ''}): give this run the source's model "
-                            "and embedding_size")  # fmt: skip
+    from facetrain.models.fit import misfit
+
+    why = misfit(model.state_dict(), weights, extra_ok=True)
+    if why:
+        raise TrainingError(f"{src}: weights that do not fit this run's model ({why}): give "
+                            "this run the source's model and embedding_size")  # fmt: skip
     model.load_state_dict(weights, strict=False)
 
 
