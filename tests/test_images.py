@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,20 @@ def test_16bit_png_scaled_not_clipped(tmp_path: Path):
     a = load_rgb(p)
     assert a.shape == (1, 3, 3)
     assert a[0, :, 0].tolist() == [0, 128, 255]
+
+
+@pytest.mark.parametrize("top", [1.0, 255.0])
+def test_a_float_tiff_in_either_range_becomes_8_bits(tmp_path: Path, top):
+    """32-bit float images (scientific and HDR tools) in [0, 1] or in [0, 255]; a pixel that
+    is not a number (NaN, infinity) becomes black or white rather than an undefined byte."""
+    p = tmp_path / "float.tif"
+    arr = np.array([[0.0, top / 2, top, np.nan, np.inf, -np.inf]], dtype=np.float32)
+    Image.fromarray(arr, mode="F").save(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "invalid value encountered in cast"
+        a = load_rgb(p)
+    assert a.shape == (1, 6, 3) and (a == a[:, :, :1]).all()
+    assert a[0, :, 0].tolist() == [0, 128, 255, 0, 255, 0]
 
 
 def test_palette_with_alpha_composited_on_white(tmp_path: Path):

@@ -164,10 +164,11 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
         hi = 65535.0 if mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
         a = np.clip(np.rint(a * (255.0 / hi)), 0, 255).astype(np.uint8)
         return np.repeat(a[:, :, None], 3, axis=2)
-    if mode == "F":
+    if mode == "F":  # 32-bit float, in [0, 1] or in [0, 255]; NaN black, ±inf an end
         a = np.asarray(img, dtype=np.float64)
-        scale = 255.0 if a.max(initial=0) <= 1.0 else 1.0
-        a = np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
+        scale = 255.0 if a.max(initial=0, where=np.isfinite(a)) <= 1.0 else 1.0
+        a = np.nan_to_num(a * scale, nan=0.0, posinf=255.0, neginf=0.0)
+        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
         return np.repeat(a[:, :, None], 3, axis=2)
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
