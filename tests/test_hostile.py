@@ -118,6 +118,8 @@ CASES = [
     # 40: --set out contradicting --out
     (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", "out=elsewhere"),
      "contradicts --out"),
+    (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", "epochs"),
+     "--set 'epochs': expected KEY=VALUE"),
     # req 5: a file output that is an input, inside an input folder, or another output
     (lambda f, t: ("compare", _model(t), f / "id0" / "0.jpg", f / "id1" / "0.jpg", "--json",
                    f / "id0" / "0.jpg"), "it would be overwritten"),

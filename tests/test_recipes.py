@@ -113,3 +113,29 @@ def test_a_cycle_of_bases_is_one_clear_error(tmp_path):
     (tmp_path / "b.toml").write_text('base = "a.toml"\nepochs = 3\n')
     with pytest.raises(ConfigError, match="form a cycle"):
         load_config_file(tmp_path / "a.toml")
+
+
+@pytest.mark.parametrize(
+    "name, text, why",
+    [
+        ("absent.toml", None, "config file not found"),
+        ("list.json", "[1, 2]", "expected a table of settings"),
+        ("num.toml", "base = 3\nepochs = 2\n", r"base = 3: expected the path of another recipe"),
+        ("bad.toml", "epochs = \n", "not a readable TOML/JSON settings file"),
+        ("type.toml", 'epochs = "many"\n', "epochs"),
+    ],
+)
+def test_a_settings_file_that_cannot_be_used_is_named_with_the_reason(tmp_path, name, text, why):
+    from facetrain.train.config import ConfigError
+
+    if text is not None:
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=f"{name}: .*{why}"):
+        load_config_file(tmp_path / name)
+
+
+def test_a_base_recipe_is_read_beside_the_file_and_the_file_wins(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "base.toml").write_text('model = "mobilefacenet"\nepochs = 3\n')
+    (tmp_path / "run.toml").write_text('base = "sub/base.toml"\nepochs = 7\n')
+    assert load_config_file(tmp_path / "run.toml") == {"model": "mobilefacenet", "epochs": 7}

@@ -94,6 +94,47 @@ def test_center_loss_moves_its_centres_towards_the_batch(tmp_path):
     assert after < before  # the centres moved half way to the samples
 
 
+def test_the_prelogits_norm_penalty_adds_the_factor_times_the_mean_norm(tmp_path):
+    """FaceNet's prelogits norm: the loss grows by factor × the batch's mean p-norm, and its
+    gradient pulls every prelogit vector towards the origin."""
+    raw, y, g = batch()
+    losses, grads = [], []
+    for factor in (0.0, 0.5):
+        cfg = small_cfg(tmp_path, tmp_path / "r", prelogits_norm_factor=factor,
+                        prelogits_norm_p=2.0)  # fmt: skip
+        torch.manual_seed(0)  # the same head for both
+        obj = build_objective(cfg.objective, cfg.model.embedding_size, num_classes=4)
+        x = raw.detach().clone().requires_grad_(True)
+        value, _ = obj(x, y, torch.Generator().manual_seed(0))
+        value.backward()
+        losses.append(value.detach())
+        grads.append(x.grad)
+    norms = (raw.detach().abs() + 1e-4).norm(dim=1)
+    assert losses[1] - losses[0] == pytest.approx(0.5 * float(norms.mean()), rel=1e-5)
+    extra = grads[1] - grads[0]  # the penalty's own gradient: along each vector, outwards
+    assert ((extra * raw.detach()).sum(1) > 0).all()
+
+
+def test_distillation_adds_the_gap_between_the_two_similarity_matrices(tmp_path):
+    """distill_pairwise: beside each face's cosine to its teacher embedding, the student is
+    held to the teacher's similarities between the batch's faces; a face the teacher could
+    not embed (NaN) is left out of both."""
+    raw, _, g = batch(n=6)
+    teacher = torch.nn.functional.normalize(torch.randn(6, 32, generator=g), dim=1)
+    teacher[2] = float("nan")
+    values = []
+    for w in (0.0, 2.0):
+        cfg = small_cfg(tmp_path, tmp_path / "r", loss="distill", teacher="t",
+                        distill_pairwise=w)  # fmt: skip
+        obj = build_objective(cfg.objective, 32, num_classes=6, teacher=teacher)
+        values.append(obj(raw.detach(), teacher, g)[0])
+    keep = torch.tensor([True, True, False, True, True, True])
+    own, t = torch.nn.functional.normalize(raw.detach()[keep], dim=1), teacher[keep]
+    assert values[0] == pytest.approx(float((1 - (own * t).sum(1)).mean()), rel=1e-5)
+    gap = float((own @ own.T - t @ t.T).pow(2).mean())
+    assert values[1] - values[0] == pytest.approx(2.0 * gap, rel=1e-5) and gap > 0
+
+
 # --- checkpoints -----------------------------------------------------------------------
 
 
