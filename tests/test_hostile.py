@@ -56,6 +56,17 @@ def _with_unknown(f, t):
     return t / "people"
 
 
+def _people(f, t, keep: int, photos: int):
+    """A copy of the first `keep` people of the faces, with `photos` photos each."""
+    import shutil
+
+    for who in sorted(p.name for p in f.iterdir() if p.is_dir())[:keep]:
+        (t / "people" / who).mkdir(parents=True)
+        for photo in sorted((f / who).iterdir())[:photos]:
+            shutil.copy(photo, t / "people" / who)
+    return t / "people"
+
+
 def _users_folder(t):
     (t / "mine").mkdir(exist_ok=True)
     (t / "mine" / "notes.txt").write_text("the user's file")
@@ -128,6 +139,12 @@ CASES = [
      "it would mix with the data"),
     (lambda f, t: ("classify", "train", _model(t), f, "--out", t / "c.npz", "--json",
                    t / "c.npz"), "--out and --json are the same file"),
+    (lambda f, t: ("classify", "train", _model(t), _people(f, t, 1, 4), "--out", t / "c.npz"),
+     "DATA holds 1 person (id0): a classifier needs at least two people"),
+    (lambda f, t: ("classify", "train", _model(t), _people(f, t, 3, 1), "--out", t / "c.npz"),
+     "no person of DATA has two photos"),
+    (lambda f, t: ("classify", "predict", _a_file(t), f / "id0" / "0.jpg"),
+     "afile: not a facetrain classifier file (not an .npz archive)"),
     (lambda f, t: ("filter", _model(t), f, "--out", f / "id0" / "list.txt"),
      "it would mix with the data"),
     (lambda f, t: ("stats", f, "--json", f / "id1" / "0.jpg"), "it would mix with the data"),

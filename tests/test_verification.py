@@ -173,3 +173,21 @@ def test_labelled_pairs_capped_are_drawn_without_listing_every_pair():
     small = np.array([0, 0, 0, 1, 1, 2])  # under the cap: every same pair, in order
     assert labelled_pair_ids(small, max_same=3000)[0][:4].tolist() == [[0, 1], [0, 2], [1, 2],
                                                                       [3, 4]]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("10\nA 1 2\n", "first line should be 'folds pairs-per-fold'"),
+        ("ten 1\nA 1 2\n", ":1: expected two numbers"),
+        ("1 1\nA 1 2\nA 1 B 1\n", ":1: 1 folds of 1 pairs: the protocol needs at least 2"),
+        ("2 1\nA 1 2\nA 1 B 1\nA 1 2\n", "expected 4 pairs, found 3"),
+        ("2 1\nA 1 2\nA 1 B 1\nA 1 2\nA 1 B 2 3\n", ":5: expected 3 or 4 fields"),
+        ("2 1\nA 1 2\nA x B 1\nA 1 2\nA 1 B 1\n", ":3: image numbers expected, got 'A x B 1'"),
+        ("2 1\nA 1 2\nA 1 B 1\nA 3 3\nA 1 B 1\n", ":4: compares A_0003.jpg with itself"),
+    ],
+)
+def test_a_pairs_file_that_breaks_the_protocol_is_named_with_line_and_reason(tmp_path, text, why):
+    (tmp_path / "pairs.txt").write_text(text)
+    with pytest.raises(ValueError, match=f"pairs.txt{why if why[0] == ':' else ': ' + why}"):
+        read_pairs(tmp_path / "pairs.txt", tmp_path)

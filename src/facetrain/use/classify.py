@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,6 +207,10 @@ def save_classifier(path: str | os.PathLike, c: Classifier) -> Path:
 
 
 def load_classifier(path: str | os.PathLike) -> Classifier:
+    import zipfile
+
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):  # numpy would advise pickle
+        raise ValueError(f"{path}: not a facetrain classifier file (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
@@ -295,13 +300,21 @@ def check_settings(method: str, test_fraction: float) -> None:
 
 
 def check_people(names) -> None:
-    """ClassifyError when a known person is called what a stranger is answered: a face of
-    theirs and a face of no one would both come back `unknown`, and the held-out figures
-    would count the one as the other."""
-    if named := sorted({n for n in names if n.casefold() == UNKNOWN}):
+    """ClassifyError when the people of DATA cannot make a classifier: fewer than two of
+    them, or none with two photos (nothing to hold out and measure), or one called what a
+    stranger is answered (a face of theirs and a face of no one would both come back
+    `unknown`, and the held-out figures would count the one as the other)."""
+    count = Counter(names)
+    if named := sorted(n for n in count if n.casefold() == UNKNOWN):
         raise ClassifyError(f"a person of DATA is named {named[0]!r}, as the answer for a face "
                             "of no known person: rename that folder (faces of people not among "
                             "these go to --unknown)")  # fmt: skip
+    if len(count) < 2:
+        who = f" ({next(iter(count))})" if count else ""
+        raise ClassifyError(f"DATA holds {len(count)} person{who}: a classifier needs at "
+                            "least two people")  # fmt: skip
+    if max(count.values()) < 2:
+        raise ClassifyError("no person of DATA has two photos: nothing to hold out and measure")
 
 
 def train_classifier(
@@ -322,8 +335,6 @@ def train_classifier(
 
     check_settings(method, test_fraction)
     check_people(table.labels)
-    if len(set(table.labels)) < 2:
-        raise ClassifyError("need at least two people to classify")
     dist = model.pre.distance
     thr, src = choose_threshold(threshold, model.pre, table.embeddings, table.labels)
     rows, took, notes = group_faces(table.embeddings, table.labels, groups, thr, dist)
