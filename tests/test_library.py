@@ -942,6 +942,24 @@ def test_identify_in_a_library_not_scanned_yet_says_to_scan_first(tmp_path):
         lib.identify([photo])
 
 
+def test_a_library_in_a_folder_not_made_yet_is_made_there(photos, tmp_path):
+    """`library scan PHOTOS --db new/family.db` said "no library here (run `facetrain
+    library scan` first)" to the scan itself: the folder is made now, as other outputs'
+    are. A first scan that fails leaves neither the library nor the folders it made."""
+    model = make_model(tmp_path / "m.safetensors")
+    where = tmp_path / "libs" / "family"
+    msg = cli_fails("library", "scan", photos / "amy", "--db", where / "l.db", "--model",
+                    tmp_path / "absent.safetensors")  # fmt: skip
+    assert "absent.safetensors" in msg and "no library here" not in msg, msg
+    assert not (tmp_path / "libs").exists()
+    (tmp_path / "notes").write_text("the user's file")
+    msg = cli_fails("library", "scan", photos / "amy", "--db", tmp_path / "notes" / "l.db")
+    assert "l.db: its folder cannot be made (File exists: " in msg, msg
+    cli("library", "scan", photos / "amy", "--db", where / "l.db", "--model", model)
+    with Library(where / "l.db") as lib:
+        assert not lib.is_empty()
+
+
 def test_scan_with_no_folder_looks_for_new_photos_in_every_folder_it_holds(photos, tmp_path):
     """`library scan` with no folder: every folder scanned into the library (one inside
     another is that one) is scanned again, new photos found. A folder not there, or

@@ -125,6 +125,7 @@ def library_scan(
     picasa = (import_picasa or picasa_contacts is not None, picasa_contacts)
     imports = {"xmp": import_xmp, "takeout": import_takeout, "picasa": picasa}
     new = not db.exists()
+    made = [d for d in db.absolute().parents if not d.exists()]  # by Library, deepest first
     try:
         with _open(db, create=True) as lib:
             fm = lib.model(model, device, _spec(spec), prefetch=workers <= 1)
@@ -139,7 +140,7 @@ def library_scan(
                 last = last if isinstance(rep, str) else rep
     except BaseException:
         if new:  # a scan that failed before recording any photo leaves no library behind
-            _remove_if_empty(db)
+            _remove_if_empty(db, made)
         raise
     if last is not None and last.to_stack:  # once, after every folder: the count then
         console.print(f"next: `facetrain library cluster --db {db}` stacks these "
@@ -280,15 +281,21 @@ def _show_scan(rep, photos: Path, db: Path, quality) -> None:
                       "stacks (`library cluster` re-clusters everything unconfirmed)")  # fmt: skip
 
 
-def _remove_if_empty(db: Path) -> None:
+def _remove_if_empty(db: Path, made: list[Path]) -> None:
+    """A library that holds nothing is removed, and the folders made for it (`made`,
+    deepest first) with it when nothing else is in them."""
     from facetrain.library.files import LibraryFiles
     from facetrain.library.library import Library
 
-    with Library(db, migrating_ok=True) as lib:
-        empty = lib.is_empty()
-    if empty:
+    if db.is_file():
+        with Library(db, migrating_ok=True) as lib:
+            if not lib.is_empty():
+                return
         for f in LibraryFiles.of(db).files():
             f.unlink(missing_ok=True)
+    for d in made:
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
 
 
 @library_app.command("forget-missing")

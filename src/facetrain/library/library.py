@@ -48,6 +48,12 @@ class Library:
         self.path = Path(path)
         self.files = LibraryFiles.of(self.path)
         self._held = contextlib.ExitStack()
+        if create:
+            try:  # a new library in a folder not made yet: made, as other outputs' are
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise LibraryError(f"{self.path}: its folder cannot be made ({e.strerror}: "
+                                   f"{e.filename})") from None  # fmt: skip
         made_lock = not self.files.lock.exists()
         if lock and self.path.is_file() and not store.is_writable(self.path):
             raise LibraryError(store.read_only(self.path))
