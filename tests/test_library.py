@@ -200,6 +200,13 @@ def test_cluster_curate_undo_identify_export_eval(photos, tmp_path):
     assert tree_hash(photos) == before
 
     cli("library", "hide", "Mom", "--db", db)
+    # hidden twice, shown twice: the second of each changes nothing, and leaves no step that
+    # `undo` would undo in place of the last real change
+    assert "is hidden already: nothing to do" in cli("library", "hide", "Mom", "--db", db)
+    assert "undone: stack" in cli("library", "undo", "--db", db)
+    assert "is shown already: nothing to do" in cli("library", "unhide", "Mom", "--db", db)
+    cli("library", "hide", "Mom", "--db", db)
+    assert "shown again" in cli("library", "unhide", "Mom", "--db", db)
     assert "undone: stack" in cli("library", "undo", "--db", db, "--steps", "10")
     con.close()
     after = faces_table(db)

@@ -177,6 +177,8 @@ def unhide(con, ref: str) -> str:
 def _set_hidden(con, ref: str, hidden: bool) -> str:
     pid = stack_id(con, ref)
     done = "hidden" if hidden else "shown again"
+    if store.hidden_as(con, pid, hidden):  # no step to undo: `undo` undoes the last change
+        return f"stack {pid} is {'hidden' if hidden else 'shown'} already: nothing to do"
     with transaction(con):
         faces = store.face_ids(con, pid)
         kind = "hide" if hidden else "unhide"

@@ -962,6 +962,15 @@ def set_hidden(con, person_id: int, hidden: bool) -> None:
     con.execute("UPDATE faces SET hidden = ? WHERE person_id = ?", (int(hidden), person_id))
 
 
+def hidden_as(con, person_id: int, hidden: bool) -> bool:
+    """The person and every face of theirs are hidden (or shown) already."""
+    h = int(hidden)
+    person = con.execute("SELECT hidden FROM people WHERE id = ?", (person_id,)).fetchone()
+    other = con.execute("SELECT 1 FROM faces WHERE person_id = ? AND hidden != ? LIMIT 1",
+                        (person_id, h)).fetchone()  # fmt: skip
+    return person is not None and person[0] == h and other is None
+
+
 def delete_person(con, person_id: int) -> None:
     con.execute("DELETE FROM people WHERE id = ?", (person_id,))
 
