@@ -67,6 +67,12 @@ def _people(f, t, keep: int, photos: int):
     return t / "people"
 
 
+def _garbage_rec(t):
+    (t / "train.rec").write_bytes(b"garbage, not records")
+    (t / "train.idx").write_text("0\t0\n")
+    return t / "train.rec"
+
+
 def _users_folder(t):
     (t / "mine").mkdir(exist_ok=True)
     (t / "mine" / "notes.txt").write_text("the user's file")
@@ -83,6 +89,12 @@ CASES = [
     (lambda f, t: ("split", f, _users_folder(t)), "not empty and not a split folder"),
     # 12: an output folder that exists as a file
     (lambda f, t: ("pack", f, _a_file(t)), "is a file; the output here is a folder"),
+    (lambda f, t: ("pack", f, t / "p", "--images-per-shard", "0"), "at least 1"),
+    (lambda f, t: ("prune", f, t / "kept.txt", "--min-images", "0"), "at least 1"),
+    (lambda f, t: ("msceleb", t / "out"), "give one or more TSV files and then the output"),
+    (lambda f, t: ("msceleb", t / "a.tsv", t / "out"), "a.tsv: no such TSV file"),
+    (lambda f, t: ("recordio", _garbage_rec(t), t / "out"),
+     "train.rec: its first record cannot be read (bad magic"),
     (lambda f, t: ("split", f, _a_file(t)), "is a file; the output here is a folder"),
     (lambda f, t: ("align", f, _a_file(t)), "is a file; the output here is a folder"),
     # 5: filter's list overwritten by its own report

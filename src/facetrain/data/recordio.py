@@ -124,7 +124,11 @@ class RecordIODataset:
         self.offsets = dict(zip(keys, offsets))
         self._f = None
         self._pid = -1
-        header, _ = unpack(self._read(0)) if 0 in self.offsets else (None, b"")
+        try:
+            header, _ = unpack(self._read(0)) if 0 in self.offsets else (None, b"")
+        except RecordIOError as e:
+            raise RecordIOError(f"{self.rec}: its first record cannot be read ({e}): not a "
+                                "RecordIO file, or a damaged one") from None  # fmt: skip
         if header is not None and header.flag > 0:  # InsightFace layout: images are 1..N-1
             self.keys = np.arange(1, int(header.label[0]), dtype=np.int64)
         else:
