@@ -273,6 +273,23 @@ def test_agglomeration_is_order_independent_and_respects_cannot_link():
     assert len(np.unique(labels)) == 5  # 4 people, the cannot-link face alone
 
 
+def test_a_group_too_large_to_cluster_exactly_still_keeps_one_photos_faces_apart():
+    """Past `exact_max` faces a group is cut by the near-pairs graph, which knows nothing of
+    photos: two faces of one photo that land in one stack are parted afterwards, the one
+    nearer the rest of the stack kept in it, the other alone, and counted as moved."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(2, 16))
+    emb = np.repeat(centres, 6, 0) + rng.normal(scale=0.1, size=(12, 16))
+    emb[1] = emb[0] + 0.6 * (emb[0] - centres[0])  # the same person, farther from the rest
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    photo = np.arange(12)
+    photo[[0, 1]] = 100
+    labels, moved = agglomerate(emb, photo, threshold=1.0, exact_max=1)
+    assert moved == 1 and labels[0] != labels[1]
+    assert (labels[2:6] == labels[0]).all() and (labels == labels[1]).sum() == 1
+    assert len(np.unique(labels)) == 3  # two people, and the face moved out alone
+
+
 def test_pairwise_and_bcubed_scores():
     # truth: a a a b b ; stacks: 1 1 2 2 2
     r = scores([1, 1, 2, 2, 2], ["a", "a", "a", "b", "b"])
