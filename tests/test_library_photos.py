@@ -271,9 +271,16 @@ def test_a_span_of_time_leaves_out_the_photos_it_cannot_date():
     assert [r["id"] for r in between(rows, "2019-12-31", None)] == [2, 1]
     assert [r["id"] for r in between(rows, None, None)] == [2, 1, 3]  # no span: every one
     assert period("2019-12") == (datetime(2019, 12, 1), datetime(2020, 1, 1))
-    for bad in ("19", "2019-04-31", "last year"):
+    for bad in ("19", "2019-04-31", "last year", "0000"):
         with pytest.raises(ValueError, match="a year, month or day"):
             period(bad)
+    # the last day, month and year there are: no moment after them (an OverflowError was a
+    # traceback)
+    for last in ("9999", "9999-12", "9999-12-31"):
+        assert period(last)[1] == datetime.max
+    assert [r["id"] for r in between(rows, "2019", "9999-12-31")] == [2, 1]
+    with pytest.raises(ValueError, match="from 2021 to 2019: 2021 begins after 2019 ends"):
+        between(rows, "2021", "2019")
 
 
 def test_undated_photos_come_last_in_the_order_they_were_scanned():

@@ -120,13 +120,16 @@ def period(text: str) -> tuple[datetime, datetime]:
     year, month, day = (int(g) if g else None for g in m.groups())
     try:
         start = datetime(year, month or 1, day or 1)
-    except ValueError:  # month 13, the 31st of April
+    except ValueError:  # month 13, the 31st of April, year 0
         raise ValueError(why) from None
-    if day is not None:
-        return start, start + timedelta(days=1)
-    if month is not None:
-        return start, datetime(year + month // 12, month % 12 + 1, 1)
-    return start, datetime(year + 1, 1, 1)
+    try:
+        if day is not None:
+            return start, start + timedelta(days=1)
+        if month is not None:
+            return start, datetime(year + month // 12, month % 12 + 1, 1)
+        return start, datetime(year + 1, 1, 1)
+    except (ValueError, OverflowError):  # the end of 9999: no moment after it
+        return start, datetime.max
 
 
 def between(rows: list[dict], since: str | None, until: str | None) -> list[dict]:
@@ -136,4 +139,6 @@ def between(rows: list[dict], since: str | None, until: str | None) -> list[dict
         return rows
     start = period(since)[0] if since else datetime.min
     end = period(until)[1] if until else datetime.max
+    if start >= end:
+        raise ValueError(f"from {since} to {until}: {since} begins after {until} ends")
     return [r for r in rows if r["date"] is not None and start <= r["date"] < end]
