@@ -147,6 +147,33 @@ def test_an_export_removes_the_sidecars_it_wrote_for_photos_no_longer_named(phot
 
 
 @need(BBT)
+def test_an_export_never_overwrites_a_sidecar_another_program_wrote(photos, tmp_path):
+    """`export --xmp` into the photos' own folder (where darktable and digiKam keep their
+    `IMG_1.jpg.xmp`, edits and tags in it) replaced those files with its own. A sidecar
+    another program wrote, or rewrote since an export, a link and a FIFO in a sidecar's
+    place are now left as they were and counted; facetrain's own are brought up to date."""
+    db, out = tmp_path / "lib.db", tmp_path / "mine"
+    shutil.copytree(photos / "amy", out)
+    shutil.copy(out / "amy1.png", out / "copy.png")  # a copy: its sidecar is written too
+    cli("library", "scan", out, "--db", db, "--model", make_model(tmp_path / "m.safetensors"))
+    assert sorted(confirm_all(db)) == ["amy1.png", "amy2.png", "amy3.png"]
+    (out / "amy1.png.xmp").write_text("darktable's edit history")
+    os.symlink(out / "amy1.png.xmp", out / "amy3.png.xmp")
+    os.mkfifo(out / "copy.png.xmp")
+    res = cli("library", "export", "--db", db, "--xmp", out)
+    assert "1 XMP sidecars" in res and "3 sidecars left as they were" in res, res
+    assert (out / "amy1.png.xmp").read_text() == "darktable's edit history"
+    assert (out / "amy3.png.xmp").is_symlink() and (out / "copy.png.xmp").is_fifo()
+    ours = out / "amy2.png.xmp"
+    rewritten = ours.read_text().replace('"facetrain"', '"XMP Core 4.4.0-Exiv2"') + "<!-- ★ -->"
+    ours.write_text(rewritten)  # digiKam added a rating
+    (out / "amy3.png.xmp").unlink()  # the slot is free again: facetrain's own goes there
+    res = cli("library", "export", "--db", db, "--xmp", out)
+    assert "1 XMP sidecars" in res and "3 sidecars left as they were" in res, res
+    assert ours.read_text() == rewritten and "facetrain" in (out / "amy3.png.xmp").read_text()
+
+
+@need(BBT)
 def test_every_copy_of_a_named_photo_gets_its_sidecar(photos, tmp_path):
     """The same photo kept in two folders is one photo to the library (the other copy a
     duplicate); each copy gets the sidecar, so another program finds the names beside

@@ -584,9 +584,13 @@ def library_export(
                 f"{sum(counts.values())} links in {len(counts)} folders under {by_person}",
             )
         if xmp is not None:
-            n = lib.export_xmp(xmp)
-            console.print(f"{n} XMP sidecars under {xmp} (place each beside its photo, "
-                          "named like it plus .xmp)")  # fmt: skip
+            r = lib.export_xmp(xmp)
+            console.print(f"{r['written']} XMP sidecars under {xmp} (place each beside its "
+                          "photo, named like it plus .xmp)")  # fmt: skip
+            if r["kept"]:
+                console.print(f"{len(r['kept'])} sidecars left as they were: another program "
+                              f"wrote them (e.g. {shown(r['kept'][0])}); facetrain never "
+                              "overwrites one", style="yellow", highlight=False)  # fmt: skip
 
 
 @library_app.command("eval")

@@ -112,12 +112,14 @@ def _remove_stale(out: Path, keep: set[str]) -> None:
             folder.rmdir()
 
 
-def export_xmp(con, out: str | os.PathLike) -> int:
+def export_xmp(con, out: str | os.PathLike) -> dict:
     """OUT/<photo's path below the library's common folder>.xmp for every photo with a face
     the owner named (digiKam's and Immich's `IMG_1.jpg.xmp`), and for each other copy of it
     the library found, so the names are there beside whichever copy another program opens;
-    the photos are not touched. A sidecar an earlier export wrote for a photo with no name
-    now goes, unless another program has rewritten it since. Returns the number written."""
+    the photos are not touched. A sidecar another program wrote (or rewrote since an
+    export: darktable's edits, digiKam's tags) is never overwritten, and one an earlier
+    export wrote for a photo with no name now goes. Returns {"written": how many, "kept":
+    the sidecars of other programs left as they were}."""
     from itertools import groupby
 
     from facetrain.data.images import exif_orientation
@@ -127,15 +129,29 @@ def export_xmp(con, out: str | os.PathLike) -> int:
     copies = store.duplicate_paths(con)
     paths = {g[0]["photo"]: [g[0]["path"], *copies.get(g[0]["photo"], [])] for g in groups}
     top = _common_folder(store.all_paths(con))
-    written = set()
+    written, kept = set(), []
     for group in groups:
         first = group[0]
         faces = [(r["name"], (r["x1"], r["y1"], r["x2"], r["y2"])) for r in group]
         text = sidecar(first["width"], first["height"], faces, exif_orientation(first["path"]))
         for path in paths[first["photo"]]:
-            written.add(_write(Path(out) / (os.path.relpath(path, top) + ".xmp"), text))
+            dest = Path(out) / (os.path.relpath(path, top) + ".xmp")
+            if _theirs(dest):
+                kept.append(dest)
+            else:
+                written.add(_write(dest, text))
     _remove_stale_sidecars(Path(out), written)
-    return len(written)
+    return {"written": len(written), "kept": kept}
+
+
+def _theirs(dest: Path) -> bool:
+    """Something at `dest` that no export wrote: another program's sidecar, a link, a
+    folder, a FIFO (never opened: reading one waits for ever)."""
+    from facetrain.library.xmp import written_by_us
+
+    if not (dest.exists() or dest.is_symlink()):
+        return False
+    return dest.is_symlink() or not dest.is_file() or not written_by_us(dest)
 
 
 def _common_folder(paths) -> str:

@@ -703,7 +703,7 @@ class Library:
 
         return export_by_person(self.con, folder, unnamed)
 
-    def export_xmp(self, folder: str | os.PathLike) -> int:
+    def export_xmp(self, folder: str | os.PathLike) -> dict:
         from facetrain.library.export import export_xmp
 
         return export_xmp(self.con, folder)
