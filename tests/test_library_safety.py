@@ -398,6 +398,23 @@ def test_export_by_person_follows_the_owners_corrections(tmp_path):
     assert len(targets("Ann")) == 3 and (out / "Ann" / "notes.txt").read_text() == "the owner's"
 
 
+def test_export_by_person_leaves_the_owners_own_folder_of_that_name(tmp_path):
+    """OUT already holds a folder `Ann` of the owner's (links of their own, no mark of an
+    export): the export took it over, writing its mark there and deleting every link of
+    theirs it had not made. Ann's links now go to `Ann (id)`; the owner's folder stays as it
+    was, and exporting again keeps to the same folder."""
+    out = tmp_path / "by-person"
+    (out / "Ann").mkdir(parents=True)
+    (out / "Ann" / "best.jpg").symlink_to("/elsewhere/best.jpg")
+    with _ann_and_bea(tmp_path / "lib.db", seed=2) as (lib, _):
+        ann = lib.con.execute("SELECT id FROM people WHERE name = 'Ann'").fetchone()[0]
+        assert lib.export(out) == {f"Ann ({ann})": 4, "Bea": 4}
+        assert lib.export(out) == {f"Ann ({ann})": 4, "Bea": 4}
+    assert [p.name for p in (out / "Ann").iterdir()] == ["best.jpg"]
+    assert os.readlink(out / "Ann" / "best.jpg") == "/elsewhere/best.jpg"
+    assert sorted(p.name for p in out.iterdir()) == ["Ann", f"Ann ({ann})", "Bea"]
+
+
 def _embedding_sizes(db) -> dict[str, set]:
     """{photo file: the sizes of its faces' embeddings (0: none)}."""
     import sqlite3

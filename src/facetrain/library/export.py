@@ -44,17 +44,30 @@ def export_by_person(con, out: str | os.PathLike, include_unnamed: bool = False)
     name no longer in use lose their links. Anything else in OUT is left alone."""
     out = Path(out)
     rows = store.named_photos(con, include_unnamed)
-    names = folder_names(rows)
-    _remove_stale(out, set(names.values()))
+    folders = {pid: _folder_for(out, name, pid) for pid, name in folder_names(rows).items()}
+    _remove_stale(out, {f.name for f in folders.values()})
     wanted: dict[int, dict[str, str]] = {}
     for r in rows:  # link name -> photo, per person
         _add_link(wanted.setdefault(r["id"], {}), r["photo"], r["path"])
+    counts = {}
     for pid, links in wanted.items():
-        folder = out / names[pid]
+        folder = folders[pid]
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MARK).write_text(f"{pid}\n")
         _link(folder, str(pid), links)
-    return {names[pid]: len(links) for pid, links in wanted.items()}
+        counts[folder.name] = len(links)
+    return counts
+
+
+def _folder_for(out: Path, name: str, pid: int) -> Path:
+    """OUT/name, unless something there is not a folder an export made (the owner's own
+    folder of that name, with links of their own in it): then OUT/name (stack id), which
+    leaves theirs untouched."""
+    folder = out / name
+    if folder.is_symlink() or not folder.exists() or (folder / MARK).is_file():
+        return out / f"{name} ({pid})" if folder.is_symlink() else folder
+    empty = folder.is_dir() and not any(folder.iterdir())
+    return folder if empty else out / f"{name} ({pid})"
 
 
 ALBUM = ".facetrain-album"  # in a folder `link_album` made: it may fill it again
