@@ -87,6 +87,7 @@ CASES = [
     (lambda f, t: ("align", f, f / "aligned"), "inside the input"),
     (lambda f, t: ("pack", f, _users_folder(t)), "not empty and not a pack folder"),
     (lambda f, t: ("split", f, _users_folder(t)), "not empty and not a split folder"),
+    (lambda f, t: ("align", f, _users_folder(t)), "not empty and not an aligned-faces folder"),
     # 12: an output folder that exists as a file
     (lambda f, t: ("pack", f, _a_file(t)), "is a file; the output here is a folder"),
     (lambda f, t: ("pack", f, t / "p", "--images-per-shard", "0"), "at least 1"),

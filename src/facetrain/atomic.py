@@ -73,7 +73,8 @@ def output_folder(
         entries = sorted(e.name for e in path.iterdir())
         if entries and not any((path / m).exists() for m in own):
             raise OutputError(
-                f"{path}: not empty and not a {kind} folder (it holds {', '.join(entries[:3])}"
+                f"{path}: not empty and not {'an' if kind[0] in 'aeiou' else 'a'} {kind} "
+                f"folder (it holds {', '.join(entries[:3])}"
                 f"{', …' if len(entries) > 3 else ''}); give a new or empty folder"
             )
     try:
