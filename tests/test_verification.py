@@ -185,9 +185,10 @@ def test_labelled_pairs_capped_are_drawn_without_listing_every_pair():
         ("2 1\nA 1 2\nA 1 B 1\nA 1 2\nA 1 B 2 3\n", ":5: expected 3 or 4 fields"),
         ("2 1\nA 1 2\nA x B 1\nA 1 2\nA 1 B 1\n", ":3: image numbers expected, got 'A x B 1'"),
         ("2 1\nA 1 2\nA 1 B 1\nA 3 3\nA 1 B 1\n", ":4: compares A_0003.jpg with itself"),
+        ("2 1\nZo\xeb 1 2\nA 1 B 1\nA 1 2\nA 1 B 1\n", ": not UTF-8 text \\(byte 6\\)"),
     ],
 )
 def test_a_pairs_file_that_breaks_the_protocol_is_named_with_line_and_reason(tmp_path, text, why):
-    (tmp_path / "pairs.txt").write_text(text)
+    (tmp_path / "pairs.txt").write_bytes(text.encode("latin-1"))
     with pytest.raises(ValueError, match=f"pairs.txt{why if why[0] == ':' else ': ' + why}"):
         read_pairs(tmp_path / "pairs.txt", tmp_path)

@@ -237,7 +237,10 @@ def _lfw_path(images: Path, name: str, num: str, ext: str) -> Path:
 def read_pairs(pairs_file: str | os.PathLike, images: str | os.PathLike, ext="jpg") -> Pairs:
     """Read LFW `pairs.txt`: header `folds n`, then per fold n same-pairs `name i j` and n
     different-pairs `n1 i n2 j`."""
-    lines = Path(pairs_file).read_text().split("\n")
+    try:
+        lines = Path(pairs_file).read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{pairs_file}: not UTF-8 text (byte {e.start})") from None
     n_folds, per = _pairs_header(pairs_file, lines[0])
     body = [ln.split() for ln in lines[1:] if ln.strip()]
     if len(body) != n_folds * 2 * per:
