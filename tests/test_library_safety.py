@@ -362,6 +362,28 @@ def test_undoing_a_merge_after_its_faces_were_forgotten(tmp_path):
         assert store.rejections(lib.con) == set()  # face 1 is gone, and so is its rejection
 
 
+def test_a_named_stack_merged_into_an_unnamed_one_keeps_its_name(tmp_path):
+    """The page's "same person?" offers Mom beside an unnamed stack, and "Merge here" merges
+    Mom into it: the merged stack had no name, and Mom's name was gone. It takes the name
+    now; undo puts each name back where it was (a name that moved to a higher stack id
+    made the undo fail on the name's uniqueness); two names said as they meet."""
+    from facetrain.library import store
+
+    with _ann_and_bea(tmp_path / "lib.db", seed=3) as (lib, who):
+        ann = store.person_named(lib.con, "Ann")
+        with store.transaction(lib.con):
+            lone = store.new_person(lib.con)
+            store.assign(lib.con, [(lone, int(np.flatnonzero(who == 0)[0]) + 1)])
+        said = lib.merge(str(lone), "Ann")
+        assert said == f"stack {ann} merged into {lone} (4 faces, named 'Ann')"
+        assert {p["id"]: p["name"] for p in lib.people()}[lone] == "Ann"
+        assert lib.undo() == [f"stack {ann} merged into {lone}"]
+        names = {p["id"]: p["name"] for p in lib.people()}
+        assert names[ann] == "Ann" and names[lone] is None
+        said = lib.merge("Ann", "Bea")
+        assert said.endswith("; 'Ann' now, 'Bea' no longer names anyone)"), said
+
+
 @need(BBT)
 def test_a_photo_that_leaves_the_library_takes_its_thumbnails(photos, tmp_path):
     """A deleted photo nobody named faces on is removed by the next scan, and the web page's

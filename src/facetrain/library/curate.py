@@ -97,9 +97,13 @@ def merge(con, into: str, other: str) -> str:
                 f"stacks {a} and {b} both have a face in {clash} photo(s): two faces of one "
                 "photo are two people — reject the wrong face first"
             )
+        names = store.names(con)
         _log(con, "merge", f"stack {b} merged into {a}", store.snapshot(con, fa + fb, [a, b]))
         store.merge_people(con, a, b)
-    return f"stack {b} merged into {a} ({len(fa) + len(fb)} faces)"
+    said = f"stack {b} merged into {a} ({len(fa) + len(fb)} faces"
+    if b in names and a in names:  # two names, one person: the other name is no one's now
+        return f"{said}; {names[a]!r} now, {names[b]!r} no longer names anyone)"
+    return f"{said}{f', named {names[b]!r}' if b in names else ''})"
 
 
 def split(con, pid: int, emb: np.ndarray, rows, threshold: float,

@@ -946,6 +946,8 @@ def name_person(con, person_id: int, name: str) -> None:
 
 
 def merge_people(con, into: int, other: int) -> None:
+    """`other`'s faces become `into`'s, confirmed; `into` keeps its name, or takes
+    `other`'s when it had none (merging Mom into an unnamed stack leaves a stack of Mom)."""
     con.execute(
         "UPDATE faces SET person_id = ?, confirmed = 1 WHERE person_id IN (?, ?)",
         (into, into, other),
@@ -953,7 +955,9 @@ def merge_people(con, into: int, other: int) -> None:
     con.execute("UPDATE OR IGNORE rejections SET person_id = ? WHERE person_id = ?", (into, other))
     con.execute("DELETE FROM rejections WHERE person_id = ? AND face_id IN "  # now theirs
                 "(SELECT id FROM faces WHERE person_id = ?)", (into, into))  # fmt: skip
+    (name,) = con.execute("SELECT name FROM people WHERE id = ?", (other,)).fetchone()
     con.execute("DELETE FROM people WHERE id = ?", (other,))
+    con.execute("UPDATE people SET name = ? WHERE id = ? AND name IS NULL", (name, into))
 
 
 def set_hidden(con, person_id: int, hidden: bool) -> None:
@@ -1054,6 +1058,8 @@ def last_action(con) -> sqlite3.Row | None:
 
 def revert(con, action_id: int, undo: dict) -> None:
     """Put back the rows an action's undo record holds, and mark it undone."""
+    people = [p for p, _, _ in undo["people"]]  # names cleared first: one may have moved
+    con.execute(f"UPDATE people SET name = NULL WHERE id IN ({_q(people)})", people)
     for pid, nm, hidden in undo["people"]:
         con.execute(
             "INSERT INTO people(id, name, hidden) VALUES (?, ?, ?) ON CONFLICT(id)"
