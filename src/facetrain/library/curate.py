@@ -97,8 +97,9 @@ def merge(con, into: str, other: str) -> str:
                 f"stacks {a} and {b} both have a face in {clash} photo(s): two faces of one "
                 "photo are two people — reject the wrong face first"
             )
-        names = store.names(con)
-        _log(con, "merge", f"stack {b} merged into {a}", store.snapshot(con, fa + fb, [a, b]))
+        before = store.snapshot(con, fa + fb, [a, b])
+        names = {pid: name for pid, name, _ in before["people"] if name is not None}
+        _log(con, "merge", f"stack {b} merged into {a}", before)
         store.merge_people(con, a, b)
     said = f"stack {b} merged into {a} ({len(fa) + len(fb)} faces"
     if b in names and a in names:  # two names, one person: the other name is no one's now

@@ -64,10 +64,13 @@ def _folder_for(out: Path, name: str, pid: int) -> Path:
     folder of that name, with links of their own in it): then OUT/name (stack id), which
     leaves theirs untouched."""
     folder = out / name
-    if folder.is_symlink() or not folder.exists() or (folder / MARK).is_file():
-        return out / f"{name} ({pid})" if folder.is_symlink() else folder
-    empty = folder.is_dir() and not any(folder.iterdir())
-    return folder if empty else out / f"{name} ({pid})"
+    if folder.is_symlink():
+        free = False
+    elif not folder.exists():
+        free = True
+    else:  # an export's own folder, or an empty one
+        free = folder.is_dir() and ((folder / MARK).is_file() or not any(folder.iterdir()))
+    return folder if free else out / f"{name} ({pid})"
 
 
 ALBUM = ".facetrain-album"  # in a folder `link_album` made: it may fill it again
@@ -159,12 +162,16 @@ def export_xmp(con, out: str | os.PathLike) -> dict:
 
 def _theirs(dest: Path) -> bool:
     """Something at `dest` that no export wrote: another program's sidecar, a link, a
-    folder, a FIFO (never opened: reading one waits for ever)."""
+    folder, a FIFO."""
+    return (dest.exists() or dest.is_symlink()) and not _ours(dest)
+
+
+def _ours(path: Path) -> bool:
+    """A sidecar an export wrote and no other program rewrote since (`xmp.written_by_us`).
+    Links are not followed, only regular files are read (a FIFO would block)."""
     from facetrain.library.xmp import written_by_us
 
-    if not (dest.exists() or dest.is_symlink()):
-        return False
-    return dest.is_symlink() or not dest.is_file() or not written_by_us(dest)
+    return not path.is_symlink() and path.is_file() and written_by_us(path)
 
 
 def _common_folder(paths) -> str:
@@ -188,15 +195,11 @@ def _write(dest: Path, text: str) -> Path:
 
 
 def _remove_stale_sidecars(out: Path, keep: set[Path]) -> None:
-    """Sidecars below OUT that an earlier export wrote (`xmp.written_by_us`) and this one
-    did not: their photo has no name now, or lies elsewhere below the common folder. Links
-    are not followed, only regular files are read (a FIFO would block); every other file
+    """Sidecars below OUT that an earlier export wrote (`_ours`) and this one did not: their
+    photo has no name now, or lies elsewhere below the common folder. Every other file
     stays."""
-    from facetrain.library.xmp import written_by_us
-
     for folder, _, files in os.walk(out):
         for f in files:
             p = Path(folder) / f
-            if (f.endswith(".xmp") and p not in keep and not p.is_symlink() and p.is_file()
-                    and written_by_us(p)):  # fmt: skip
+            if f.endswith(".xmp") and p not in keep and _ours(p):
                 p.unlink()
