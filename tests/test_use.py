@@ -95,6 +95,24 @@ def test_export_parity_and_onnx_backend(trained, tmp_path):
     assert (tmp_path / "ev" / "roc.csv").read_text().startswith("set,fpr,tpr")
 
 
+def test_export_that_fails_parity_leaves_the_earlier_file(trained, tmp_path):
+    """An export outside --tolerance exits 1 and writes nothing: a good file of an earlier
+    export stays byte for byte, and no half-checked file is left beside it."""
+    good = tmp_path / "m.onnx"
+    cli("export", trained["run"], "--out", good, "--check", trained["faces"])
+    before = good.read_bytes()
+    res = runner.invoke(app, ["export", str(trained["run"]), "--out", str(good),
+                              "--check", str(trained["faces"]), "--tolerance", "0"])  # fmt: skip
+    delta = float(res.output.split("by up to ")[1].split()[0])
+    assert delta > 0  # ONNX Runtime's sums are not torch's to the last bit
+    assert res.exit_code == 1 and f"{good}: left as it was" in res.output, res.output
+    assert good.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    new = tmp_path / "new.onnx"
+    out = cli_fails("export", trained["run"], "--out", new, "--tolerance", "0")
+    assert f"{new}: not written" in out and not new.exists()
+
+
 def test_embed_file_interface_and_bad_images(trained, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(trained["faces"], data)

@@ -157,12 +157,18 @@ def export(
     own = [] if Path(model).is_dir() else [model]  # RUN/model.onnx is the run's own output
     atomic.output_files([*own, *(check or [])], **{"--out": out})
     r = export_model(open_model_arg(model, torch=True), format_, out, check, tolerance)
-    console.print(
-        f"exported {r.path} ({format_}); parity on {r.checked_on}: max |Δ| = {r.delta:.2e} "
-        f"({'ok' if r.ok else 'FAILED'}, tolerance {tolerance:g})"
+    if r.ok:
+        console.print(
+            f"exported {r.path} ({format_}); parity on {r.checked_on}: max |Δ| = "
+            f"{r.delta:.2e} (ok, tolerance {tolerance:g})"
+        )
+        return
+    kept = "left as it was" if r.path.exists() else "not written"
+    fail(
+        f"{r.path}: {kept}: the export's embeddings differ from the model's by up to "
+        f"{r.delta:.2e} (--tolerance {tolerance:g}) on {r.checked_on}",
+        code=1,
     )
-    if not r.ok:
-        raise typer.Exit(1)
 
 
 classify_app = typer.Typer(

@@ -86,14 +86,15 @@ class Exported:
     path: Path
     delta: float  # max |Δ| of unit embeddings, exported vs original
     checked_on: str  # what the parity check ran on
-    ok: bool
+    ok: bool  # within tolerance, so written; else `path` was left as it was
 
 
 def export_model(fm: FaceModel, format_: str, out: str | os.PathLike | None = None,
                  check: list[str] | None = None, tolerance: float = 1e-4) -> Exported:  # fmt: skip
-    """Write `fm` (a facetrain torch model) as ONNX or TorchScript next to it (or to `out`),
-    then compare the exported file's embeddings with the original's on real aligned faces
-    (`check`) or random images."""
+    """Write `fm` (a facetrain torch model) as ONNX or TorchScript next to it (or to `out`)
+    once the exported file's embeddings match the original's within `tolerance` on real
+    aligned faces (`check`) or random images. A file that does not match is not written:
+    `out` (a good export of an earlier run, say) stays as it was."""
     from facetrain.inference.saved import open_model
 
     if format_ not in FORMATS:
@@ -105,13 +106,17 @@ def export_model(fm: FaceModel, format_: str, out: str | os.PathLike | None = No
         raise ModelFileError(f"--out {out}: a {format_} file is named *{' or *'.join(want)}")
     if fm.module is None or fm.backend != "torch":
         raise ModelFileError(f"{fm.source}: export takes a facetrain run folder or .safetensors")
-    if out is None:
-        out = _default_out(fm, format_)
-    write = export_onnx if format_ == "onnx" else export_torchscript
-    write(fm.module, fm.pre, out)
+    out = Path(_default_out(fm, format_) if out is None else out)
     x, what = _parity_batch(fm.pre, check)
-    delta = max_difference(fm, open_model(out), x)
-    return Exported(Path(out), delta, what, delta <= tolerance)
+    write = export_onnx if format_ == "onnx" else export_torchscript
+    trial = out.with_name(f".{out.stem}.unchecked{out.suffix}")  # checked before it is `out`
+    try:
+        delta = max_difference(fm, open_model(write(fm.module, fm.pre, trial)), x)
+        if delta <= tolerance:
+            os.replace(trial, out)
+    finally:
+        trial.unlink(missing_ok=True)
+    return Exported(out, delta, what, delta <= tolerance)
 
 
 def _parity_batch(pre: Preprocess, check: list[str] | None) -> tuple[torch.Tensor, str]:
