@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import cv2
@@ -30,8 +30,9 @@ class Face:
     score: float  # detector probability
     size: float  # shorter side of the box, in photo pixels
     sharpness: float  # variance of the Laplacian of the aligned grey face
-    crop: np.ndarray  # the aligned face the model saw (HxWx3 uint8)
-    embedding: np.ndarray  # unit vector
+    # left out of repr: printing a face shows where it is, not 40,000 pixels
+    crop: np.ndarray = field(repr=False)  # the aligned face the model saw (HxWx3 uint8)
+    embedding: np.ndarray = field(repr=False)  # unit vector
 
 
 def sharpness(face: np.ndarray) -> float:
