@@ -61,3 +61,24 @@ def test_verification_panels_name_the_set_they_draw(tmp_path, monkeypatch):
     plots.plot_runs([run], tmp_path / "c.png")
     titles = {ax.get_title() for ax in drawn["fig"].axes if ax.get_visible()}
     assert "verification accuracy (val_unseen)" in titles and "training loss" in titles
+
+
+def test_a_metrics_log_with_lines_of_another_writer_still_plots(tmp_path):
+    """Lines of metrics.jsonl with no step or a value that is not a number (another
+    program's, a hand edit) are no points; a log of nothing else names the run."""
+    from facetrain.evaluate.plots import curves
+    from facetrain.run_folder import read_metrics
+    from helpers import cli, cli_fails
+
+    run = tmp_path / "r"
+    run.mkdir()
+    lines = ['[1, 2]', '{"step": "a", "loss": "b"}', '{"loss": 3}', '{"step": 4, "loss": 2.5}',
+             '{"step": 5, "loss": 2.0, "lr": true}', '{"step": 6, "loss": "NaN?"}']  # fmt: skip
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    got = curves(read_metrics(run))
+    assert list(got) == ["training loss"]
+    assert got["training loss"][0].tolist() == [4, 5]
+    assert got["training loss"][1].tolist() == [2.5, 2.0]
+    cli("plot", run, "--out", tmp_path / "c.png")
+    (run / "metrics.jsonl").write_text(lines[1] + "\n")
+    assert f"{run}: no metrics logged yet" in cli_fails("report", run).replace("\n", "")

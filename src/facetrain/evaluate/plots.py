@@ -58,6 +58,10 @@ def verify_set(lines: list[dict]) -> str | None:
     return next((x["eval"] for x in lines if x.get("eval") not in (None, "val_split")), None)
 
 
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def curves(lines: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Panel title → (steps, values) for the panels this run has data for."""
     verify = verify_set(lines)
@@ -69,7 +73,9 @@ def curves(lines: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             rows = [x for x in lines if x.get("eval") == verify]
         else:
             rows = [x for x in lines if x.get("eval") == source]
-        pts = {x["step"]: x[key] for x in rows if key in x}  # a resumed run re-logs: last wins
+        # a resumed run re-logs: last wins; a line of another writer's (no step, a value
+        # that is not a number) is no point of a curve
+        pts = {x["step"]: x[key] for x in rows if _number(x.get("step")) and _number(x.get(key))}
         if pts:
             steps = np.array(sorted(pts))
             out[title] = (steps, np.array([pts[s] for s in steps], dtype=float))
@@ -88,7 +94,7 @@ def plot_runs(runs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
     on = f" ({sets.pop()})" if len(sets) == 1 else ""  # the set the runs share, said once
     titles = [t for t, _, _ in PANELS if any(t in d for d in data.values())]
     if not titles:
-        raise ValueError("the runs have no logged metrics yet")
+        raise ValueError(f"{', '.join(map(str, runs))}: no metrics logged yet")
     cols = min(3, len(titles))
     rows = -(-len(titles) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
