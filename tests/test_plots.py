@@ -82,3 +82,26 @@ def test_a_metrics_log_with_lines_of_another_writer_still_plots(tmp_path):
     cli("plot", run, "--out", tmp_path / "c.png")
     (run / "metrics.jsonl").write_text(lines[1] + "\n")
     assert f"{run}: no metrics logged yet" in cli_fails("report", run).replace("\n", "")
+
+
+def test_a_report_says_which_run_file_it_cannot_read_and_shows_the_rest(tmp_path):
+    """A run whose eval/metrics.json, config.json or eval/roc.csv was damaged (a hand
+    edit, a copy cut short) still gets its page: the curves, the metrics logged during
+    training, and a line naming each file it could not read."""
+    from helpers import cli
+
+    run = tmp_path / "r"
+    (run / "eval").mkdir(parents=True)
+    logged = ['{"step": 1, "loss": 2.0}', '{"step": 1, "eval": "lfw", "accuracy": 0.75}']
+    (run / "metrics.jsonl").write_text("\n".join(logged) + "\n")
+    (run / "config.json").write_text('{"model": "nn4_small2"')
+    (run / "eval" / "roc.csv").write_text("set,fpr\nlfw,x\n")
+    for damaged in ("{bad", '{"x": 1}', '{"sets": {"lfw": 5}}'):
+        (run / "eval" / "metrics.json").write_text(damaged)
+        cli("report", run)
+        page = (run / "report.html").read_text()
+        assert "the last verification logged during training" in page
+        assert f"{run / 'eval' / 'metrics.json'}" in page and "0.7500" in page
+        assert f"Settings unknown: {run / 'config.json'} cannot be read" in page
+        assert f"No ROC: {run / 'eval' / 'roc.csv'} cannot be read" in page
+        assert page.count("data:image/png;base64,") == 1  # the curves

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import tempfile
 from pathlib import Path
 
+from facetrain import foreign
 from facetrain.evaluate.plots import plot_roc, plot_runs
 from facetrain.run_folder import CONFIG, REVISION, read_metrics
 
@@ -43,16 +43,31 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
 
 
+def _json_of(path: Path) -> tuple[object, str]:
+    """A run file's JSON, or None and why it cannot be read: the page says so and goes on
+    (a file edited by hand, or copied in part, is no reason to lose the rest of it)."""
+    try:
+        return foreign.loads(path.read_bytes()), ""
+    except (OSError, ValueError) as e:
+        return None, f"{path} cannot be read: {e}"
+
+
 def final_metrics(run: Path) -> tuple[dict[str, dict], str]:
     """Per-set metrics and where they came from."""
     ev = run / "eval" / "metrics.json"
     if ev.exists():
-        return json.loads(ev.read_text())["sets"], f"facetrain eval ({ev})"
+        got, why = _json_of(ev)
+        sets = got.get("sets") if isinstance(got, dict) else None
+        if isinstance(sets, dict) and all(isinstance(m, dict) for m in sets.values()):
+            return sets, f"facetrain eval ({ev})"
+        why = why or f"{ev} holds no table of sets"
     last: dict[str, dict] = {}
     for line in read_metrics(run):
         if "eval" in line and line["eval"] != "val_split":
-            last[line["eval"]] = line
-    return last, "the last verification logged during training (metrics.jsonl)"
+            last[str(line["eval"])] = line
+    return last, "the last verification logged during training (metrics.jsonl" + (
+        f"; {why})" if ev.exists() else ")"
+    )
 
 
 def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
@@ -84,10 +99,14 @@ def _settings(run: Path) -> list[str]:
     """The run's main settings, the code revision it started from and each resume's."""
     parts = []
     if (run / CONFIG).exists():
-        c = json.loads((run / CONFIG).read_text())
-        keys = ("model", "loss", "embedding_size", "input_size", "epochs", "batch_size", "lr")
-        shown = ", ".join(f"{k} <b>{html.escape(str(c.get(k)))}</b>" for k in keys)
-        parts.append(f"<p>{shown}</p>")
+        c, why = _json_of(run / CONFIG)
+        if not isinstance(c, dict):
+            why = why or f"{run / CONFIG} holds no table of settings"
+            parts.append(f"<p>Settings unknown: {html.escape(why)}.</p>")
+        else:
+            keys = ("model", "loss", "embedding_size", "input_size", "epochs", "batch_size", "lr")
+            shown = ", ".join(f"{k} <b>{html.escape(str(c.get(k)))}</b>" for k in keys)
+            parts.append(f"<p>{shown}</p>")
     if (run / REVISION).exists():
         first, *later = (run / REVISION).read_text().splitlines() or [""]
         parts.append(f"<p>code revision <code>{html.escape(first)}</code></p>")
@@ -121,5 +140,9 @@ def _roc(run: Path, tmp: Path) -> list[str]:
     if not roc.exists():
         return ["<h2>ROC</h2>", "<p>No ROC yet: <code>facetrain eval RUN --pairs … --images …"
                 "</code> writes RUN/eval/roc.csv.</p>"]  # fmt: skip
-    png = plot_roc(read_roc(roc), tmp / "roc.png")
+    try:
+        png = plot_roc(read_roc(roc), tmp / "roc.png")
+    except (OSError, ValueError, KeyError, TypeError) as e:  # a row short, or not a number
+        why = f"{roc} cannot be read: {type(e).__name__} {e}"
+        return ["<h2>ROC</h2>", f"<p>No ROC: {html.escape(why)}.</p>"]
     return ["<h2>ROC</h2>", _img(png, "ROC: true accepts against false accepts, each set")]
