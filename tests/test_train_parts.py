@@ -172,6 +172,30 @@ def test_metrics_are_read_past_torn_and_foreign_lines_and_cut_back_on_resume(tmp
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
 
 
+def test_a_resume_past_a_damaged_config_json_rewrites_it_and_says_so(tmp_path):
+    """config.json edited by hand into something that is not a table of settings stopped a
+    resume with JSONDecodeError. Now the resume writes it anew, the run's history says the
+    settings before were unknown, and a later resume compares against the new record."""
+    from facetrain.train.records import record_config
+
+    run = tmp_path / "r"
+    (run / "checkpoints" / "last").mkdir(parents=True)
+    (run / "revision.txt").write_text("abc123\n")
+    cfg = small_cfg(tmp_path / "faces", run)
+    for damaged in ('{"model":', "[1]"):
+        (run / "config.json").write_text(damaged)
+        said = record_config(run, cfg)
+        assert said and str(run / "config.json") in said and "holds this resume's" in said
+        assert json.loads((run / "config.json").read_text()) == cfg.flat()
+    history = (run / "revision.txt").read_text().splitlines()
+    assert history[0] == "abc123" and len(history) == 3
+    assert all(h.startswith("resumed with settings unknown: ") for h in history[1:])
+    assert record_config(run, cfg.replace(epochs=5)) is None
+    assert (run / "revision.txt").read_text().splitlines()[-1] == (
+        "resumed with settings epochs=5 (was 2)"
+    )
+
+
 def test_the_preprocessing_record_comes_from_the_aligned_data(tmp_path):
     (tmp_path / "faces").mkdir()
     rec = {"mode": "box", "size": 160, "margin": 32}

@@ -398,7 +398,8 @@ def _open_run(cfg: TrainConfig, dd: distributed.Dist, log) -> tuple[Path, Packed
         check_resume(folder, cfg)
         folder.mkdir(parents=True, exist_ok=True)
         record_revision(folder / REVISION, code_revision())
-        record_config(folder, cfg)
+        if warning := record_config(folder, cfg):
+            log(f"warning: {warning}")
     unlabelled = cfg.objective.loss == "distill"  # distillation needs no identities
     if dd.main:
         ds = dataset_for(cfg.data, folder, unlabelled, log)  # rank 0 packs, once

@@ -59,22 +59,46 @@ def record_revision(path: Path, revision: str) -> None:
     atomic.write_text(path, "\n".join(lines) + "\n")
 
 
-def record_config(run: Path, cfg) -> None:
+def record_config(run: Path, cfg) -> str | None:
     """config.json is the configuration the run started with. A resume (a checkpoint
     exists) with other settings — more threads, another device — keeps it and adds a
-    `resumed with settings KEY=VALUE (was OLD)` line to revision.txt, the run's history."""
+    `resumed with settings KEY=VALUE (was OLD)` line to revision.txt, the run's history.
+    A config.json that cannot be read (edited by hand) is written anew with this resume's
+    settings, the history says so, and so does the returned warning."""
     path, new = run / CONFIG, cfg.flat()
     if path.exists() and (run / "checkpoints" / "last").exists():
-        old = json.loads(path.read_text())
-        changed = [f"{k}={v!r} (was {old.get(k)!r})" for k, v in new.items() if old.get(k) != v]
-        hist = run / REVISION
-        text = hist.read_text() if hist.exists() else ""
-        said = [line for line in text.splitlines() if line.startswith(SETTINGS)]
-        line = SETTINGS + ", ".join(changed)
-        if changed and line not in said[-1:]:  # resumed again the same way: said already
-            atomic.write_text(hist, text + line + "\n")
-        return
+        old, why = _settings_of(path)
+        if old is not None:
+            changed = [f"{k}={v!r} (was {old.get(k)!r})" for k, v in new.items()
+                       if old.get(k) != v]  # fmt: skip
+            _add_history(run, SETTINGS + ", ".join(changed) if changed else "")
+            return None
+        _add_history(run, f"{SETTINGS}unknown: {why}; it holds this resume's now")
+        atomic.write_text(path, json.dumps(new, indent=2) + "\n")
+        return f"{why}; it holds this resume's settings now (revision.txt says so)"
     atomic.write_text(path, json.dumps(new, indent=2) + "\n")
+    return None
+
+
+def _settings_of(path: Path) -> tuple[dict | None, str]:
+    """The run's recorded settings, or None and why they cannot be read."""
+    from facetrain import foreign
+
+    try:
+        got = foreign.loads(path.read_bytes())
+    except (OSError, ValueError) as e:
+        return None, f"{path} could not be read ({e})"
+    return (got, "") if isinstance(got, dict) else (None, f"{path} holds no table of settings")
+
+
+def _add_history(run: Path, line: str) -> None:
+    """`line` at the end of revision.txt, unless it is empty or the last said already (a
+    run resumed again the same way)."""
+    hist = run / REVISION
+    text = hist.read_text() if hist.exists() else ""
+    said = [x for x in text.splitlines() if x.startswith(SETTINGS)]
+    if line and line not in said[-1:]:
+        atomic.write_text(hist, text + line + "\n")
 
 
 # What the checkpoint's weights and state are shaped by: resumed with another value, they
