@@ -262,6 +262,41 @@ def test_damaged_model_records_and_specs_are_named(tmp_path):
         assert code == 2 and why in out and "Traceback" not in out, out
 
 
+def test_a_damaged_alignment_record_is_named_before_anything_is_made(faces, tmp_path):
+    """An aligned-faces folder's align_config.json edited into something no aligner can
+    follow stopped `train` with a JSONDecodeError traceback, or was trained on (mode
+    'weird', size -5) into a model that found "no face" in every photo; a model file with
+    such a record said the same. Each is refused now, naming the file and the field."""
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    data = tmp_path / "faces"
+    shutil.copytree(faces, data)
+    bad = [("{bad", "can read (Expecting property name"), ("[3]", "not a JSON object"),
+           ('{"mode": "weird", "size": -5}', "mode 'weird': 'similarity' or 'box'"),
+           ('{"mode": "similarity", "size": 112.5}', "size 112.5: a whole number"),
+           ('{"mode": "box", "margin": -1}', "margin -1: pixels around the box"),
+           ('{"thresholds": [0.6, 2]}', "thresholds [0.6, 2]: three numbers")]  # fmt: skip
+    record = data / "align_config.json"
+    for text, why in bad:
+        record.write_text(text)
+        train = ("train", "--data", data, "--out", tmp_path / "r", "--epochs", "1")
+        for args in (("pack", data, tmp_path / "p"), train):
+            code, out = run(*args)
+            assert code == 2 and f"{record}: not an alignment record" in out, out
+            assert why in out and "Traceback" not in out, out
+            assert not (tmp_path / "p").exists() and not (tmp_path / "r").exists()
+    pre = {"model": "nn4_small2", "embedding_size": 32, "input_size": 96,
+           "alignment": {"mode": "weird", "size": -5}}  # fmt: skip
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "m.safetensors"),
+              metadata={"facetrain": json.dumps(pre)})  # fmt: skip
+    code, out = run("compare", tmp_path / "m.safetensors", "a.jpg", "b.jpg")
+    assert code == 2 and "its record's alignment cannot be followed (mode 'weird'" in out, out
+
+
 def test_an_export_named_for_another_format_is_refused(tmp_path):
     """22: `export --format torchscript --out ts.onnx` left a TorchScript file named .onnx."""
     code, out = run("export", "pretrained:dlib_resnet", "--format", "torchscript",

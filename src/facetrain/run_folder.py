@@ -11,7 +11,8 @@ importing train).
     RUN/.lock              held by the process training there (facetrain.lock)
 
 An aligned dataset folder carries `align_config.json`, the alignment record that `align`
-or `rewarp` wrote and `pack` and training read back (ALIGN_RECORD).
+or `rewarp` wrote and `pack` and training read back (ALIGN_RECORD; its one reader is
+`facetrain.data.alignment`).
 
 `read_metrics` is the one reader of metrics.jsonl (plots, report and experiment use it): a
 line torn by a kill or damaged by hand is skipped, never a traceback. What a training run

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrain import atomic
+from facetrain.data.alignment import MODES, read_alignment
 from facetrain.data.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
 from facetrain.data.listing import Problems, Sample, iter_samples
 from facetrain.errors import FacetrainError
@@ -35,7 +36,6 @@ CSV_FIELDS = [
     "x1", "y1", "x2", "y2",
     *[f"lm{i}{c}" for i in range(1, 6) for c in "xy"],
 ]  # fmt: skip
-MODES = ("similarity", "box")
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ def _check_config(out: Path, cfg: AlignConfig) -> None:
     path = out / ALIGN_RECORD
     want = cfg.output_settings()
     if path.exists():
-        have = json.loads(path.read_text())
+        have = read_alignment(out) or {}
         diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
         if diff:
             detail = ", ".join(f"{k}: {a} (existing) vs {b} (now)" for k, (a, b) in diff.items())

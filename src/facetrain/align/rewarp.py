@@ -19,6 +19,7 @@ from pathlib import Path
 from facetrain import atomic
 from facetrain.align.job import encode_jpeg
 from facetrain.align.transform import rewarp_standard
+from facetrain.data.alignment import read_alignment
 from facetrain.data.images import ImageError, load_rgb
 from facetrain.data.listing import DatasetError, Problems, iter_samples
 from facetrain.run_folder import ALIGN_RECORD
@@ -66,7 +67,7 @@ def _check_record(out: Path, alignment: dict) -> None:
     """OUT holds faces of one geometry: a folder made for another is refused."""
     rec = out / ALIGN_RECORD
     if rec.exists():
-        if json.loads(rec.read_text()) != json.loads(json.dumps(alignment)):
+        if read_alignment(out) != json.loads(json.dumps(alignment)):
             raise DatasetError(f"{out} holds faces of another alignment ({rec}); use a new OUT")
         return
     if out.exists() and any(out.iterdir()):

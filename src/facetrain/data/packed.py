@@ -100,20 +100,19 @@ class PackSummary:
     splits: dict
 
 
-def _record_alignment(roots: set[Path], out: Path) -> None:
-    """The pack keeps the alignment record of the folders its faces come from, so a model
-    trained on it saves how its faces were made; faces of differently aligned folders are
-    refused rather than mixed."""
-    records = {r / ALIGN_RECORD: (r / ALIGN_RECORD).read_text() for r in roots
-               if (r / ALIGN_RECORD).is_file()}  # fmt: skip
-    texts = {json.dumps(json.loads(t), sort_keys=True) for t in records.values()}
-    if len(texts) > 1:
+def _alignment_of(roots: set[Path]) -> dict | None:
+    """The alignment record of the folders the faces come from, which the pack keeps so that
+    a model trained on it saves how its faces were made; faces of differently aligned
+    folders are refused rather than mixed, and so is a record no aligner can follow."""
+    from facetrain.data.alignment import read_alignment
+
+    records = {r / ALIGN_RECORD: rec for r in roots if (rec := read_alignment(r)) is not None}
+    if len({json.dumps(rec, sort_keys=True) for rec in records.values()}) > 1:
         raise DatasetError(
             f"the faces come from folders aligned differently ({', '.join(map(str, records))});"
             " pack each alignment on its own"
         )
-    if texts:
-        atomic.write_text(out / ALIGN_RECORD, next(iter(records.values())))
+    return next(iter(records.values()), None)
 
 
 def _blob(path: str, store: str, raw_size: tuple[int, int] | None):
@@ -195,13 +194,15 @@ def pack(
     if store not in STORES:
         raise ValueError(f"unknown store {store!r}; choose from {', '.join(STORES)}")
     listing = _list(data, merge_same_names, unlabelled)
+    alignment = _alignment_of(listing.roots)
     out = Path(out)
     atomic.output_folder(out, inputs=parse_roots(data), own=("meta.json", ".partial"),
                          kind="pack")  # fmt: skip
     state = out / ".partial"
     state.mkdir(exist_ok=True)
     atomic.remove_stale_temps(out)
-    _record_alignment(listing.roots, out)
+    if alignment is not None:
+        atomic.write_text(out / ALIGN_RECORD, json.dumps(alignment, indent=2) + "\n")
     atomic.write_text(out / "identities.txt", "".join(f"{n}\n" for n in listing.identities))
     samples = _iter_split_samples(data, merge_same_names, Problems(), unlabelled)
     n_shards = (listing.total + images_per_shard - 1) // images_per_shard

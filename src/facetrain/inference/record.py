@@ -69,9 +69,14 @@ class Preprocess:
         if unknown:
             raise ModelFileError(f"{source}: unknown preprocessing fields {unknown}")
         try:
-            return cls(**d)
+            pre = cls(**d)
         except TypeError as e:
             raise ModelFileError(f"{source}: incomplete preprocessing record ({e})") from None
+        from facetrain.data.alignment import alignment_problem
+
+        if why := alignment_problem(pre.alignment):
+            raise ModelFileError(f"{source}: its record's alignment cannot be followed ({why})")
+        return pre
 
 
 # What decides a face's embedding: two records alike in these embed every face alike. The

@@ -13,7 +13,6 @@ or one validated on the val split's pairs.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from facetrain.inference.feed import embed_model, prepare
 from facetrain.inference.record import Preprocess, save_model
 from facetrain.inference.saved import FaceModel
 from facetrain.losses import cross_entropy
-from facetrain.run_folder import ALIGN_RECORD, WEIGHTS
+from facetrain.run_folder import WEIGHTS
 from facetrain.train.settings import EvalSettings, TrainConfig
 from facetrain.train.state import TrainingError
 
@@ -43,10 +42,11 @@ STANDARD_ALIGNMENT = {"mode": "similarity", "size": 112}
 def alignment_record(cfg: TrainConfig, pack: Path | None = None) -> dict | None:
     """How the training faces were aligned, as `facetrain align` (or `rewarp`) recorded it
     beside them (`pack` keeps it); None without a record."""
+    from facetrain.data.alignment import read_alignment
+
     for root in ([pack] if pack else []) + [Path(d) for d in cfg.data.paths]:
-        rec = Path(root) / ALIGN_RECORD
-        if rec.exists():
-            return json.loads(rec.read_text())
+        if (record := read_alignment(root)) is not None:
+            return record
     return None
 
 

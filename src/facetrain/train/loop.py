@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facetrain.data.alignment import read_alignment
 from facetrain.data.loader import TrainLoader
 from facetrain.data.packed import PackedDataset
 from facetrain.devices import keep_freed_memory
@@ -481,8 +482,8 @@ def _many(n: int, word: str) -> str:
 
 def _check_before_writing(cfg: TrainConfig) -> None:
     """What would fail later, refused before the run folder is touched: verification files
-    that are not there, a schedule file that cannot be read, an input size the network
-    cannot take."""
+    that are not there, a schedule file that cannot be read, faces whose alignment record
+    no aligner can follow, an input size the network cannot take."""
     pairs = [(cfg.eval.pairs, cfg.eval.images)] if cfg.eval.pairs else []
     if why := unreadable_sets(pairs, cfg.eval.bins):
         raise TrainingError("verification set " + "; ".join(why))
@@ -494,6 +495,8 @@ def _check_before_writing(cfg: TrainConfig) -> None:
             raise TrainingError(f"schedule_file {path}: {e.strerror or e}") from None
         except ValueError as e:  # it names the file and line
             raise TrainingError(f"schedule_file {e}") from None
+    for root in cfg.data.paths:
+        read_alignment(root)
     model = create_model(cfg.model.arch, cfg.model.embedding_size)
     _check_input_size(model, cfg.model.input_size or model.input_size, cfg.model.arch)
 
