@@ -196,6 +196,27 @@ def test_a_resume_past_a_damaged_config_json_rewrites_it_and_says_so(tmp_path):
     )
 
 
+def test_a_history_or_metrics_log_that_is_not_utf8_does_not_stop_a_resume(tmp_path):
+    """revision.txt and metrics.jsonl with bytes that are not UTF-8 (a copy from another
+    system, a disk error) stopped a resume with UnicodeDecodeError, and the report too."""
+    from facetrain.evaluate.report import write_report
+    from facetrain.train.records import record_config, record_revision
+
+    run = tmp_path / "r"
+    (run / "checkpoints" / "last").mkdir(parents=True)
+    cfg = small_cfg(tmp_path / "faces", run)
+    (run / "config.json").write_text(json.dumps(cfg.flat()))
+    (run / "revision.txt").write_bytes(b"abc\xff123\n")
+    (run / "metrics.jsonl").write_bytes(b'\xff\xfe\n{"step": 1, "loss": 2.0}\n{"step": 2}\n')
+    record_revision(run / "revision.txt", "def456")
+    assert record_config(run, cfg.replace(epochs=3)) is None
+    truncate_metrics(run, 1)
+    assert [r["step"] for r in read_metrics(run)] == [1]
+    assert (run / "revision.txt").read_text(errors="replace").splitlines()[1:] == [
+        "resumed with def456", "resumed with settings epochs=3 (was 2)"]  # fmt: skip
+    assert "abc\ufffd123" in write_report(run).read_text()
+
+
 def test_the_preprocessing_record_comes_from_the_aligned_data(tmp_path):
     (tmp_path / "faces").mkdir()
     rec = {"mode": "box", "size": 160, "margin": 32}

@@ -108,7 +108,7 @@ def _settings(run: Path) -> list[str]:
             shown = ", ".join(f"{k} <b>{html.escape(str(c.get(k)))}</b>" for k in keys)
             parts.append(f"<p>{shown}</p>")
     if (run / REVISION).exists():
-        first, *later = (run / REVISION).read_text().splitlines() or [""]
+        first, *later = (run / REVISION).read_text(errors="replace").splitlines() or [""]
         parts.append(f"<p>code revision <code>{html.escape(first)}</code></p>")
         if later:
             parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in later) + "</ul>")

@@ -36,7 +36,7 @@ def truncate_metrics(run: Path, step: int) -> None:
     if not path.exists():
         return
     keep = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
             if json.loads(line).get("step", 0) <= step:
                 keep.append(line)
@@ -48,7 +48,7 @@ def truncate_metrics(run: Path, step: int) -> None:
 def record_revision(path: Path, revision: str) -> None:
     """The first line is the revision the run started from; a resume with other code adds a
     `resumed with REV` line rather than hiding where the run came from."""
-    lines = path.read_text().splitlines() if path.exists() else []
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
     revisions = [
         line.removeprefix("resumed with ") for line in lines if not line.startswith(SETTINGS)
     ]
@@ -95,7 +95,7 @@ def _add_history(run: Path, line: str) -> None:
     """`line` at the end of revision.txt, unless it is empty or the last said already (a
     run resumed again the same way)."""
     hist = run / REVISION
-    text = hist.read_text() if hist.exists() else ""
+    text = hist.read_text(errors="replace") if hist.exists() else ""
     said = [x for x in text.splitlines() if x.startswith(SETTINGS)]
     if line and line not in said[-1:]:
         atomic.write_text(hist, text + line + "\n")
@@ -114,10 +114,9 @@ def check_resume(run: Path, cfg) -> None:
     path = run / CONFIG
     if not (path.exists() and (run / "checkpoints" / "last").exists()):
         return
-    try:
-        old = json.loads(path.read_text())
-    except ValueError:
-        return  # a damaged record: the checkpoint's own check speaks
+    old, _ = _settings_of(path)
+    if old is None:
+        return  # a damaged record: record_config says so, the checkpoint's own check speaks
     new = cfg.flat()
     differ = [f"{k} {old.get(k)!r} (now {new.get(k)!r})" for k in SHAPING
               if k in old and old.get(k) != new.get(k)]  # fmt: skip
