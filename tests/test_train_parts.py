@@ -277,3 +277,7 @@ def test_a_resumed_run_says_its_data_changed(tmp_path):
     said.clear()
     train(TrainConfig.of(**base, epochs=2), log=said.append)
     assert any("the data changed since this run started" in s for s in said)
+    for damaged in ("{bad", "[1]"):  # the run's own snapshot damaged: named, with the way out
+        (tmp_path / "run" / "pack" / "meta.json").write_text(damaged)
+        with pytest.raises(TrainingError, match="the run's snapshot of its data; remove"):
+            train(TrainConfig.of(**base, epochs=3), log=said.append)

@@ -31,8 +31,8 @@ def dataset_for(settings: DataSettings, run: Path, unlabelled: bool, log=print) 
     else:
         where = run / "pack"
         if (where / "meta.json").exists():
-            _say_if_changed(data, where, unlabelled, log)
-        if not (where / "meta.json").exists():
+            _say_if_changed(data, _snapshot(where), unlabelled, log)
+        else:
             from facetrain.data.listing import DatasetError
 
             try:
@@ -74,13 +74,22 @@ def say_if_not_aligned(ds: PackedDataset, record: dict | None, log) -> None:
             "(`facetrain align DATA ALIGNED`) and train on ALIGNED")  # fmt: skip
 
 
-def _say_if_changed(data: list[str], pack_dir: Path, unlabelled: bool, log) -> None:
-    """Compare what the data folders list now with what the run's snapshot packed."""
-    import json
+def _snapshot(where: Path) -> PackedDataset:
+    """The run's own pack of its data, opened; a damaged one named, with the way out."""
+    from facetrain.data.packed import PackError
 
+    try:
+        return PackedDataset(where, split=None)
+    except PackError as e:
+        raise TrainingError(f"{e}: the run's snapshot of its data; remove {where} and run "
+                            "again to pack the data anew") from None  # fmt: skip
+
+
+def _say_if_changed(data: list[str], snapshot: PackedDataset, unlabelled: bool, log) -> None:
+    """Compare what the data folders list now with what the run's snapshot packed."""
     from facetrain.data.packed import listing_digest
 
-    then = json.loads((pack_dir / "meta.json").read_text()).get("listing_sha256")
+    then, pack_dir = snapshot.meta.get("listing_sha256"), snapshot.path
     src = data if len(data) > 1 else data[0]
     if then is not None and listing_digest(src, unlabelled=unlabelled) != then:
         log(f"warning: the data changed since this run started (files added, removed or "
