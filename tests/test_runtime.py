@@ -102,7 +102,7 @@ def _run(code: str, env: dict | None = None) -> str:
 
 
 @need(LFW_RAW)
-def test_verify_imports_no_torch_once_compiled_and_compiles_again_when_the_cache_is_gone(
+def test_verify_imports_no_torch_once_compiled_and_compiles_again_when_the_cache_is_damaged(
     tmp_path,
 ):
     a, b = sorted((LFW_RAW / "Ariel_Sharon").glob("*.jpg"))[:2]
@@ -117,6 +117,15 @@ def test_verify_imports_no_torch_once_compiled_and_compiles_again_when_the_cache
     forced = _run(code, {**env, "FACETRAIN_RUNTIME": "torch"})
     assert forced.split()[2] == "True"
     assert abs(float(forced.split()[1]) - float(again.split()[1])) < 1e-3
+    # damaged on disk (a record edited, a graph cut short): made again, not a traceback in
+    # every later command until the owner finds the cache and clears it
+    (record,) = (tmp_path / "cache" / "runtime").glob("dlib_resnet*/model.json")
+    record.write_text("{bad")
+    (onet,) = (tmp_path / "cache" / "runtime").glob("mtcnn*/onet.ort")
+    onet.write_bytes(onet.read_bytes()[:1000])
+    mended = _run(code, env)
+    assert mended.split()[:2] == again.split()[:2], mended
+    assert _run(code, env).split() == again.split()  # and torch-free again
 
 
 def test_an_unwritable_cache_falls_back_to_pytorch_and_a_bad_setting_is_refused(
@@ -245,6 +254,8 @@ def test_a_new_cache_entry_removes_those_unused_for_months(tmp_path, monkeypatch
     stale = made(rt / "x-r1-ort1.0-cpu" / "a.onnx", old=True).parent
     here = f"x-r{runtime.VERSION}-ort{runtime.ort_version()}-{runtime.cpu_key()}"
     in_use = made(rt / here / "a.onnx", old=True).parent  # this version's, used just now:
+    (in_use / runtime.MADE).write_text('{"a.onnx": 1}')  # made whole ("x": one byte)
+    os.utime(in_use, (long_ago, long_ago))
     assert runtime.compiled("x", ["a.onnx"], lambda f: pytest.fail("made again")) == in_use
     recent = made(rt / "y-r1-ort1.0-cpu" / "a.onnx", old=False).parent
     new = runtime.compiled("z", ["a.onnx"], lambda f: (f / "a.onnx").write_text("g"))

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 VERSION = 3  # bumped when a traced graph changes: the cached files are made again
+# written last into a folder `compiled` made: each file's size. A folder without it, or whose
+# files are not those sizes (cut short, or damaged on disk), is made again: a damaged graph
+# had failed every command that used the model until the owner found and cleared the cache
+MADE = "made.json"
 
 
 def enabled(device: str = "cpu") -> bool:
@@ -34,23 +39,35 @@ def enabled(device: str = "cpu") -> bool:
 
 
 def compiled(name: str, files: list[str], make: Callable[[Path], object]) -> Path | None:
-    """The cache folder `runtime/NAME` holding `files`, made by `make(folder)` when missing
-    (each file written atomically, so a crash leaves none half-written); None when the
+    """The cache folder `runtime/NAME` holding `files`, made by `make(folder)` when missing,
+    cut short or damaged (each file written atomically, MADE last); None when the
     cache cannot be written (the caller runs the PyTorch modules). Folders of other
     versions unused for `cache.STALE_DAYS` go when one is made."""
+    from facetrain import atomic
     from facetrain.cache import cache_dir, prune, used
 
     ort = ort_version()  # its own format is read by the version that wrote it
     folder = cache_dir() / "runtime" / f"{name}-r{VERSION}-ort{ort}-{cpu_key()}"
-    if all((folder / f).is_file() for f in files):
+    if _intact(folder, files):
         return used(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        make(folder)
+        make(folder)  # every file written anew, each atomically
+        sizes = {f: (folder / f).stat().st_size for f in files}
+        atomic.write_text(folder / MADE, json.dumps(sizes) + "\n")
     except OSError:
         return None
     prune(folder.parent, keep=folder)  # other versions' graphs, unused for months
     return folder
+
+
+def _intact(folder: Path, files: list[str]) -> bool:
+    """Whether `folder` holds `files` as `compiled` made them (their sizes in MADE)."""
+    try:
+        sizes = json.loads((folder / MADE).read_text())
+        return all((folder / f).stat().st_size == sizes[f] for f in files)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 @functools.cache
