@@ -227,6 +227,21 @@ def test_a_reinstalled_package_reuses_its_conversion(tmp_path, cache, monkeypatc
     assert pretrained.path("dlib_resnet") != first and len(cached_files(cache)) == 2
 
 
+def test_a_conversion_cut_short_in_the_cache_is_made_again(cache):
+    """A converted file damaged on disk (cut short by a full disk, a copy) failed every
+    later use of the model ("not a safetensors weights file", naming a cache file the owner
+    never made) until it was found and deleted; it is converted again instead."""
+    from facetrain.inference.saved import open_model
+
+    first = pretrained.path("facetrain_distilled")
+    whole = first.read_bytes()
+    for damaged in (whole[:5000], whole[:-1000], b"garbage"):
+        first.write_bytes(damaged)
+        assert pretrained.path("facetrain_distilled") == first
+        assert first.read_bytes() == whole
+    assert open_model("pretrained:facetrain_distilled").pre.embedding_size == 128
+
+
 def test_an_unknown_pretrained_name_lists_the_known_ones():
     r = runner.invoke(app, ["embed", "pretrained:vgg_face", "dir", "--out", "x.npz"])
     assert r.exit_code == 2

@@ -237,7 +237,7 @@ def path(name: str) -> Path:
     origin = e.origin()
     key = f"{e.name}-v{CONVERSION}-{origin.stat().st_size}-{_digest(origin)}"
     out = cache_dir() / "pretrained" / f"{key}.safetensors"
-    if out.is_file():
+    if out.is_file() and _whole(out):  # one cut short or damaged on disk is made again
         return used(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -249,6 +249,18 @@ def path(name: str) -> Path:
             f"cannot write the converted weights to {out.parent} ({err.strerror or err}): set "
             "FACETRAIN_CACHE to a folder you can write"
         ) from None
+
+
+def _whole(weights: Path) -> bool:
+    """Whether a converted file reads as safetensors: its header, and tensors that fit the
+    file's length (a file cut short fails here, not in every later command)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), "numpy"):
+            return True
+    except Exception:  # safetensors' own SafetensorError, an OSError
+        return False
 
 
 def _digest(path: Path) -> str:
