@@ -139,6 +139,12 @@ def test_find_again_embeds_only_what_changed_and_never_writes_beside_the_photos(
     assert embedded[1:] == [str(edited)]
     assert str(edited) in {h["path"] for h in again} - {h["path"] for h in first}
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == listing
+    (table,) = (tmp_path / "cache" / "find").glob("*.npz")
+    for damaged in (table.read_bytes()[:300], b"garbage"):  # cut short, or not a table
+        table.write_bytes(damaged)  # was a BadZipFile traceback in every later find there
+        embedded.clear()
+        assert fr.find(REF / "amy" / "amy1.png", folder) == again
+        assert len(embedded) == 1 + n_photos  # the folder embedded anew, its table too
     assert len(list((tmp_path / "cache" / "find").glob("*.npz"))) == 1
 
 

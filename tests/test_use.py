@@ -649,3 +649,33 @@ def test_a_classifier_measures_its_known_faces_once_and_names_each_photo_as_a_fr
     assert named == alone
     assert [r[0]["name"] for r in named] == [f"p{k}" for k in range(6)]  # each photo's own
     assert all(r[1]["name"] == "unknown" for r in named)  # and a stranger beside them
+
+
+def test_a_kept_part_damaged_on_disk_is_done_again(tmp_path):
+    """Work kept towards an output (an embedding stopped midway, a distillation's teacher
+    cache) whose part file was cut short or damaged on disk failed every later run with a
+    BadZipFile traceback until the folder was found and deleted; that part is done again
+    and the others are read back."""
+    from facetrain.inference.parts import PART, _read_part, _write_part, in_parts
+
+    made = []
+
+    def make(ids, advance):
+        made.append(ids.start)
+        advance(len(ids))
+        yield np.full((len(ids), 4), ids.start, np.float32), {ids.start: "no face"}
+
+    def run():
+        kept = in_parts(PART + 10, tmp_path / "w", {"model": "m"}, make, _write_part,
+                        _read_part, progress=False)  # fmt: skip
+        return [(e.tolist(), why) for e, why in kept]
+
+    first = run()
+    assert made == [0, PART] and first[1][1] == {PART: "no face"}
+    made.clear()
+    assert run() == first and made == []
+    part = tmp_path / "w" / "part-000001.npz"
+    for damaged in (part.read_bytes()[:200], b"garbage"):
+        part.write_bytes(damaged)
+        made.clear()
+        assert run() == first and made == [PART]

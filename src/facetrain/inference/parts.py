@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -51,14 +52,26 @@ def in_parts(
         task = bar.add_task(title, total=n, completed=before)
         for ids, f in zip(chunks, files):
             if f is not None and f.exists():
-                yield from read(f, ids)
-                continue
+                kept = _kept(read, f, ids)
+                if kept is not None:
+                    yield from kept
+                    continue
+                bar.advance(task, -len(ids))  # counted as done above; done again now
             got = []
             for result in make(ids, lambda k: bar.advance(task, k)):
                 got.append(result)
                 yield result
             if f is not None:
                 write(f, got)
+
+
+def _kept(read: Callable, f: Path, ids: range) -> list | None:
+    """A part's results as kept, or None when its file was cut short or damaged on disk:
+    its work is done again, where it had failed every later run with a traceback."""
+    try:
+        return list(read(f, ids))
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def embed_in_parts(
@@ -161,7 +174,7 @@ def claim(parts: Path, work: dict) -> None:
     from facetrain import atomic
 
     meta, text = parts / "work.json", json.dumps(work, sort_keys=True) + "\n"
-    if meta.is_file() and meta.read_text() == text:
+    if meta.is_file() and meta.read_bytes() == text.encode():
         return
     if parts.exists():
         if not _ours(parts):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,8 @@ class FolderCache:
                                              t["mtimes"].tolist(), np.split(t["embeddings"], cut),
                                              np.split(t["boxes"], cut)):  # fmt: skip
                         cache.known[p] = ((s, m), (e, b))
-        except (OSError, ValueError, KeyError):
-            pass  # none yet, or unreadable: made again
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # none yet, or cut short or damaged: made again
         return cache
 
     def missing(self, paths: list[str]) -> list[str]:
