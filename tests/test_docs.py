@@ -118,3 +118,43 @@ def test_every_make_target_the_docs_show_is_in_the_makefile():
         for t in re.findall(r"(?:^|\s)make ([a-z][\w-]*)", code)
     }
     assert {"demo", "test"} <= shown and shown <= targets, shown - targets
+
+
+def facetrain_names(path: Path) -> list[tuple[int, str, str]]:
+    """(line, module, name) of each `from facetrain… import name` in a file, anywhere in
+    it (a script imports inside its functions what only one measurement needs)."""
+    import ast
+
+    return [(node.lineno, node.module, a.name)
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.level == 0
+            and (node.module or "").startswith("facetrain") for a in node.names]  # fmt: skip
+
+
+def missing_names(paths: list[Path]) -> list[str]:
+    import importlib.util
+
+    out = []
+    for path in paths:
+        for line, module, name in facetrain_names(path):
+            try:
+                found = hasattr(importlib.import_module(module), name) or bool(
+                    importlib.util.find_spec(f"{module}.{name}")
+                )
+            except ImportError:
+                found = False
+            if not found:
+                out.append(f"{path.name}:{line}: {module}.{name}")
+    return out
+
+
+def test_every_bench_script_imports_what_facetrain_has(tmp_path):
+    """A bench script is run by hand, seldom, and no test runs it: a function renamed or
+    moved by a refactor broke one in silence until someone measured again. Every name a
+    script imports from facetrain exists (the check finds a renamed one)."""
+    scripts = sorted((ROOT / "bench").glob("*.py"))
+    assert len(scripts) > 30
+    assert missing_names(scripts) == []
+    renamed = tmp_path / "renamed.py"
+    renamed.write_text("def f():\n    from facetrain.atomic import write_texts, write_text\n")
+    assert missing_names([renamed]) == ["renamed.py:2: facetrain.atomic.write_texts"]
