@@ -64,7 +64,30 @@ def test_both_layouts_and_bad_rows(tmp_path):
     names = (tmp_path / "out" / "msceleb_names.tsv").read_text().splitlines()
     assert sorted(names) == ["m.10\tName 0", "m.11\tName 1"]
     again = CliRunner().invoke(app, ["msceleb", str(a), str(b), str(tmp_path / "out")])
-    assert "2 TSV files were already fully decoded" in again.output
+    assert "2 TSV files were decoded before" in again.output
+
+
+def test_progress_an_empty_tsv_and_a_damaged_record_of_progress(tmp_path, monkeypatch):
+    """The decode shows its progress over the TSVs' bytes (MS-Celeb's are tens of GB: it
+    showed none). An empty TSV is said to be empty (it was 'already fully decoded'), and a
+    damaged msceleb_progress.json is named with the way out (it was a JSON traceback)."""
+    from facetrain import progress
+
+    a, b, expected = make_tsvs(tmp_path)
+    shown = []
+    real = progress.PlainProgress.advance
+    monkeypatch.setattr(progress.PlainProgress, "advance",
+                        lambda self, task, n=1: shown.append(n) or real(self, task, n))  # fmt: skip
+    (tmp_path / "empty.tsv").write_bytes(b"")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["msceleb", str(a), str(tmp_path / "empty.tsv"), str(out)])
+    assert res.exit_code == 0 and "1 TSV file was empty" in res.output, res.output
+    assert sum(shown) * (1 << 20) == pytest.approx(a.stat().st_size)
+    for damaged in ("{bad", '{"x": {"offset": -1, "line": 0}}'):
+        (out / "msceleb_progress.json").write_text(damaged)
+        res = CliRunner().invoke(app, ["msceleb", str(a), str(out)])
+        assert res.exit_code == 2 and f"{out / 'msceleb_progress.json'}: " in res.output
+        assert "remove it to decode every TSV again" in res.output and "Traceback" not in res.output
 
 
 def test_resume_after_interruption(tmp_path, monkeypatch):

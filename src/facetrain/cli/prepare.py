@@ -200,8 +200,10 @@ def msceleb(
     console.print(f"wrote {counts['written']} images to {out}")
     if counts["bad_row"]:
         console.print(f"skipped {counts['bad_row']} bad rows, listed in {out / ERRORS_FILE}")
-    if counts["files_already_done"]:
-        console.print(f"{counts['files_already_done']} TSV files were already fully decoded")
+    if n := counts["files_already_done"]:
+        console.print(f"{n} TSV file{'s were' if n > 1 else ' was'} decoded before")
+    if n := counts["empty_file"]:
+        console.print(f"{n} TSV file{'s were' if n > 1 else ' was'} empty", style="yellow")
 
 
 @app.command()

@@ -21,7 +21,10 @@ import json
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from facetrain import atomic
 from facetrain.data.images import encoded_ext
@@ -61,60 +64,108 @@ def decode_image(data: str) -> tuple[bytes, str]:
     return raw, encoded_ext(raw)
 
 
-def decode_tsv(tsvs: list[str], out: str | os.PathLike, *, commit_every: int = 500) -> Counter:
-    """Decode every TSV into OUT; returns counts (written, bad_row, skipped_done...)."""
+MB = 1 << 20
+
+
+@dataclass
+class _Job:
+    """What decoding writes besides the images: the bad rows, the names, the offsets done
+    (committed after the images before them exist), the counts and the progress bar."""
+
+    out: Path
+    done: dict  # absolute TSV path → {"offset", "line"} decoded so far
+    errors: Any  # a csv.writer of OUT/msceleb_errors.csv
+    files: tuple  # the open errors and names files, flushed before each commit
+    counts: Counter = field(default_factory=Counter)
+    advance: Callable[[int], None] = lambda n: None  # bytes read
+
+    def commit(self, tsv: str, offset: int, line: int) -> None:
+        for fh in self.files:
+            fh.flush()
+        self.done[os.path.abspath(tsv)] = {"offset": offset, "line": line}
+        atomic.write_text(self.out / PROGRESS_FILE, json.dumps(self.done, indent=1) + "\n")
+
+
+def decode_tsv(tsvs: list[str], out: str | os.PathLike, *, commit_every: int = 500,
+               progress: bool | None = None) -> Counter:  # fmt: skip
+    """Decode every TSV into OUT, with a progress bar over their bytes (MS-Celeb's files
+    are tens of gigabytes); returns counts (written, bad_row, files_already_done,
+    empty_file)."""
+    from facetrain.progress import progress_bar
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    prog_path = out / PROGRESS_FILE
-    progress = json.loads(prog_path.read_text()) if prog_path.exists() else {}
-    counts: Counter = Counter()
+    done = _read_progress(out / PROGRESS_FILE)
+    sizes = {tsv: os.path.getsize(tsv) for tsv in tsvs}
+    starts = {t: done.get(os.path.abspath(t), {"offset": 0, "line": 0}) for t in tsvs}
     new_err = not (out / ERRORS_FILE).exists()
     with (
         open(out / ERRORS_FILE, "a", newline="", encoding="utf-8") as ef,
         open(out / NAMES_FILE, "a", encoding="utf-8") as nf,
+        progress_bar(disable=progress is False if progress is not None else None) as bar,
     ):
-        errors = csv.writer(ef)
+        job = _Job(out, done, csv.writer(ef), (ef, nf))
         if new_err:
-            errors.writerow(["file", "line", "reason"])
+            job.errors.writerow(["file", "line", "reason"])
+        before = sum(min(starts[t]["offset"], sizes[t]) for t in tsvs)
+        task = bar.add_task("decode (MB)", total=sum(sizes.values()) / MB, completed=before / MB)
+        job.advance = lambda n: bar.advance(task, n / MB)
         for tsv in tsvs:
-            key = os.path.abspath(tsv)
-            size = os.path.getsize(tsv)
-            state = progress.get(key, {"offset": 0, "line": 0})
-            if state["offset"] >= size:
-                counts["files_already_done"] += 1
-                continue
-            seen_names: set[str] = set()
-            with open(tsv, "rb") as f:
-                f.seek(state["offset"])
-                lineno = state["line"]
+            if sizes[tsv] == 0:
+                job.counts["empty_file"] += 1
+            elif starts[tsv]["offset"] >= sizes[tsv]:
+                job.counts["files_already_done"] += 1
+            else:
+                _decode_file(tsv, starts[tsv], job, commit_every)
+    return job.counts
+
+
+def _read_progress(path: Path) -> dict:
+    """The offsets decoded so far, per TSV; DatasetError naming the file when damaged."""
+    from facetrain.data.listing import DatasetError
+
+    if not path.exists():
+        return {}
+    try:
+        got = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path}: damaged ({e}); remove it to decode every TSV again") from None
+    if not (isinstance(got, dict) and all(map(_offsets, got.values()))):
+        raise DatasetError(f"{path}: not the offsets facetrain writes; remove it to decode "
+                           "every TSV again")  # fmt: skip
+    return got
+
+
+def _offsets(v: object) -> bool:
+    """Whether `v` is one TSV's {"offset", "line"} as `_Job.commit` writes them."""
+    whole = [v.get(k) if isinstance(v, dict) else None for k in ("offset", "line")]
+    return all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in whole)
+
+
+def _decode_file(tsv: str, start: dict, job: _Job, commit_every: int) -> None:
+    """The lines of one TSV from `start`'s offset on: each image written, each bad row
+    listed, each identity's name noted once; committed every `commit_every` lines."""
+    seen_names: set[str] = set()
+    with open(tsv, "rb") as f:
+        f.seek(start["offset"])
+        lineno, pending = start["line"], 0
+        while raw_line := f.readline():
+            lineno += 1
+            job.advance(len(raw_line))
+            try:
+                mid, stem, name, data = parse_line(raw_line.decode("utf-8"))
+                img, ext = decode_image(data)
+            except (ValueError, UnicodeDecodeError) as e:
+                job.errors.writerow([tsv, lineno, str(e)])
+                job.counts["bad_row"] += 1
+            else:
+                atomic.write_bytes(job.out / mid / f"{stem}.{ext}", img)
+                job.counts["written"] += 1
+                if name and mid not in seen_names:
+                    seen_names.add(mid)
+                    job.files[1].write(f"{mid}\t{name}\n")
+            pending += 1
+            if pending >= commit_every:
+                job.commit(tsv, f.tell(), lineno)
                 pending = 0
-                while True:
-                    raw_line = f.readline()
-                    if not raw_line:
-                        break
-                    lineno += 1
-                    try:
-                        mid, stem, name, data = parse_line(raw_line.decode("utf-8"))
-                        img, ext = decode_image(data)
-                    except (ValueError, UnicodeDecodeError) as e:
-                        errors.writerow([tsv, lineno, str(e)])
-                        counts["bad_row"] += 1
-                    else:
-                        atomic.write_bytes(out / mid / f"{stem}.{ext}", img)
-                        counts["written"] += 1
-                        if name and mid not in seen_names:
-                            seen_names.add(mid)
-                            nf.write(f"{mid}\t{name}\n")
-                    pending += 1
-                    if pending >= commit_every:
-                        _commit(prog_path, progress, key, f.tell(), lineno, ef, nf)
-                        pending = 0
-                _commit(prog_path, progress, key, f.tell(), lineno, ef, nf)
-    return counts
-
-
-def _commit(path: Path, progress: dict, key: str, offset: int, line: int, *files) -> None:
-    for fh in files:
-        fh.flush()
-    progress[key] = {"offset": offset, "line": line}
-    atomic.write_text(path, json.dumps(progress, indent=1) + "\n")
+        job.commit(tsv, f.tell(), lineno)
