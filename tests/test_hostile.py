@@ -30,6 +30,16 @@ def _a_file(t):
     return t / "afile"
 
 
+def _npz_of(t, meta: str):
+    """An .npz with a classifier's arrays whose `meta` is `meta` (not a table of settings)."""
+    import numpy as np
+
+    np.savez(
+        t / "c.npz", meta=np.array(meta), embeddings=np.zeros((2, 4)), labels=np.array(["a", "b"])
+    )
+    return t / "c.npz"
+
+
 _MODEL: list[Path] = []
 
 
@@ -158,6 +168,10 @@ CASES = [
      "no person of DATA has two photos"),
     (lambda f, t: ("classify", "predict", _a_file(t), f / "id0" / "0.jpg"),
      "afile: not a facetrain classifier file (not an .npz archive)"),
+    (lambda f, t: ("classify", "predict", _npz_of(t, "[1]"), f / "id0" / "0.jpg"),
+     "c.npz: not a facetrain classifier file"),
+    (lambda f, t: ("classify", "predict", _npz_of(t, '{"method": "svm", "threshold": null}'),
+                   f / "id0" / "0.jpg"), "c.npz: not a facetrain classifier file"),
     (lambda f, t: ("filter", _model(t), f, "--out", f / "id0" / "list.txt"),
      "it would mix with the data"),
     (lambda f, t: ("stats", f, "--json", f / "id1" / "0.jpg"), "it would mix with the data"),

@@ -225,7 +225,7 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
                 meta.get("preprocess", {}),
                 z["context"] if "context" in z.files else None,
             ).fit()
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError, TypeError) as e:  # TypeError: meta not a table
         raise ValueError(f"{path}: not a facetrain classifier file ({e})") from None
 
 
