@@ -159,6 +159,25 @@ def test_a_checkpoint_restores_weights_optimizer_and_state(tmp_path):
     assert (state.step, state.lr_scale, state.epoch) == (17, 0.25, 2)
 
 
+def test_a_damaged_pointer_file_falls_back_and_names_no_folder_outside(tmp_path):
+    """checkpoints/last holding bytes that are not UTF-8 stopped the resume with a
+    UnicodeDecodeError, and the next save too; a pointer edited to name a path ('../..')
+    was followed. Such a pointer names nothing now: the resume takes `previous`, and the
+    next save keeps the checkpoints the pointers name."""
+    root = tmp_path / "checkpoints"
+    for step in (1, 2):
+        checkpoint.save(tmp_path, f"step-{step:08d}", {"w": torch.full((2,), float(step))},
+                        {"step": step})  # fmt: skip
+    for damaged in (b"\xff\xfe", b"../../elsewhere", b"step-00000002/../.."):
+        (root / "last").write_bytes(damaged)
+        tensors, meta = checkpoint.load(tmp_path)
+        assert meta["step"] == 1 and tensors["w"].tolist() == [1.0, 1.0]  # `previous`
+    checkpoint.save(tmp_path, "step-00000003", {"w": torch.zeros(2)}, {"step": 3})
+    assert sorted(p.name for p in root.iterdir()) == ["last", "previous", "step-00000001",
+                                                      "step-00000003"]  # fmt: skip
+    assert checkpoint.load(tmp_path)[1]["step"] == 3
+
+
 # --- the run folder --------------------------------------------------------------------
 
 

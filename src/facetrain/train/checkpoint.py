@@ -11,6 +11,7 @@ Older folders are removed once no pointer names them.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -63,10 +64,9 @@ def save(
     (tmp / "state.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
-    if "last" in pointers and (root / "last").exists():
-        older = (root / "last").read_text().strip()
-        if older != name:
-            atomic.write_text(root / "previous", older + "\n")
+    older = _named(root, "last")
+    if "last" in pointers and older is not None and older != name:
+        atomic.write_text(root / "previous", older + "\n")
     for p in pointers:
         atomic.write_text(root / p, name + "\n")
     _prune(root)
@@ -77,7 +77,7 @@ POINTERS = ("last", "previous", "best")
 
 
 def _prune(root: Path) -> None:
-    keep = {(root / p).read_text().strip() for p in POINTERS if (root / p).exists()}
+    keep = {_named(root, p) for p in POINTERS}
     for d in root.iterdir():
         if d.is_dir() and d.name not in keep:
             shutil.rmtree(d, ignore_errors=True)
@@ -133,10 +133,13 @@ def _candidates(root: Path, pointer: str) -> list[str]:
 
 
 def _named(root: Path, pointer: str) -> str | None:
+    """The checkpoint folder a pointer file names; None when it is missing or names no
+    folder of ours (damaged, or edited: never a path out of the run)."""
     try:
-        return (root / pointer).read_text().strip() or None
-    except OSError:
+        name = (root / pointer).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
         return None
+    return name if re.fullmatch(r"step-\d+", name) else None
 
 
 def _read(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
