@@ -140,3 +140,8 @@ def test_a_train_rec_becomes_folders_facetrain_trains_on(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "pack" / "align_config.json").read_text())["size"] == 112
     res = CliRunner().invoke(app, ["recordio", str(tmp_path / "none.rec"), str(out)])
     assert res.exit_code != 0 and "none.rec: no such file" in res.output
+    for damaged in ("{bad", '{"rec": "x", "done": -3}', "[6]"):  # its record of progress
+        (out / recordio.PROGRESS_FILE).write_text(damaged)
+        res = CliRunner().invoke(app, ["recordio", str(rec), str(out)])
+        assert res.exit_code == 2 and f"{out / recordio.PROGRESS_FILE}: " in res.output
+        assert "remove it to unpack every record again" in res.output, res.output

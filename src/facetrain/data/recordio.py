@@ -202,6 +202,23 @@ def label_of(header: IRHeader) -> int:
     return int(header.label[0] if isinstance(header.label, np.ndarray) else header.label)
 
 
+def _done_before(state_path: Path, which: str) -> int:
+    """How many records of `which` an earlier run unpacked (0: none, or another .rec's);
+    RecordIOError naming the file when it is damaged."""
+    if not state_path.is_file():
+        return 0
+    try:
+        state = json.loads(state_path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RecordIOError(f"{state_path}: damaged ({e}); remove it to unpack every record "
+                            "again") from None  # fmt: skip
+    done = state.get("done") if isinstance(state, dict) else None
+    if not (isinstance(done, int) and not isinstance(done, bool) and done >= 0):
+        raise RecordIOError(f"{state_path}: not the count facetrain writes; remove it to "
+                            "unpack every record again")  # fmt: skip
+    return done if state.get("rec") == which else 0
+
+
 def unpack_to_folders(rec: str | os.PathLike, out: str | os.PathLike, *,
                       commit_every: int = 1000, progress: bool | None = None) -> dict:  # fmt: skip
     """InsightFace `train.rec` (+ `.idx`) into OUT/<label>/<record>.<ext>, the bytes as
@@ -216,8 +233,7 @@ def unpack_to_folders(rec: str | os.PathLike, out: str | os.PathLike, *,
     ds, out = RecordIODataset(rec), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state_path, which = out / PROGRESS_FILE, str(ds.rec.resolve())
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    done = int(state.get("done", 0)) if state.get("rec") == which else 0
+    done = _done_before(state_path, which)
     counts = {"written": 0, "bad": 0, "done_before": done}
     new_errors = not (out / ERRORS_FILE).exists()
     with (
