@@ -113,6 +113,9 @@ CASES = [
      "--out and --report are the same file"),
     # 7, 26: a non-finite learning rate
     (lambda f, t: ("train", "--data", f, "--out", t / "r", "--lr", "nan"), "lr = nan"),
+    # data that is not there: refused before the run folder is made (it was left behind)
+    (lambda f, t: ("train", "--data", t / "nope", "--out", t / "r"),
+     "nope: no such folder or list file"),
     (lambda f, t: ("train", "--data", f, "--out", t / "r", "--lr", "inf"), "lr = inf"),
     # 14: settings that crashed deep inside training
     (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", "log_every=0"),

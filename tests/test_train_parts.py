@@ -296,6 +296,12 @@ def test_a_resumed_run_says_its_data_changed(tmp_path):
     said.clear()
     train(TrainConfig.of(**base, epochs=2), log=said.append)
     assert any("the data changed since this run started" in s for s in said)
+    shutil.rmtree(faces)  # the data gone (scratch space cleared): the snapshot holds it
+    said.clear()
+    train(TrainConfig.of(**base, epochs=3), log=said.append)
+    assert any(f"{faces}: no such folder or list file; the run goes on with its snapshot" in s
+               for s in said)  # fmt: skip
+    assert checkpoint.load(tmp_path / "run")[1]["epoch"] == 3
     for damaged in ("{bad", "[1]"):  # the run's own snapshot damaged: named, with the way out
         (tmp_path / "run" / "pack" / "meta.json").write_text(damaged)
         with pytest.raises(TrainingError, match="the run's snapshot of its data; remove"):

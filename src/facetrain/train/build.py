@@ -87,11 +87,17 @@ def _snapshot(where: Path) -> PackedDataset:
 
 def _say_if_changed(data: list[str], snapshot: PackedDataset, unlabelled: bool, log) -> None:
     """Compare what the data folders list now with what the run's snapshot packed."""
+    from facetrain.data.listing import DatasetError
     from facetrain.data.packed import listing_digest
 
     then, pack_dir = snapshot.meta.get("listing_sha256"), snapshot.path
     src = data if len(data) > 1 else data[0]
-    if then is not None and listing_digest(src, unlabelled=unlabelled) != then:
+    try:
+        now = listing_digest(src, unlabelled=unlabelled)
+    except DatasetError as e:  # the data moved or deleted since: the snapshot holds it
+        log(f"warning: {e}; the run goes on with its snapshot {pack_dir}")
+        return
+    if then is not None and now != then:
         log(f"warning: the data changed since this run started (files added, removed or "
             f"renamed); it goes on with its snapshot {pack_dir} — start a new run (another "
             "--out) to train on the data as it is now")  # fmt: skip

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from facetrain.data.alignment import read_alignment
+from facetrain.data.listing import parse_roots
 from facetrain.data.loader import TrainLoader
 from facetrain.data.packed import PackedDataset
 from facetrain.devices import keep_freed_memory
@@ -495,6 +496,8 @@ def _check_before_writing(cfg: TrainConfig) -> None:
             raise TrainingError(f"schedule_file {path}: {e.strerror or e}") from None
         except ValueError as e:  # it names the file and line
             raise TrainingError(f"schedule_file {e}") from None
+    if not (Path(cfg.platform.out) / "pack" / "meta.json").exists():  # else its snapshot
+        parse_roots(cfg.data.paths)  # data that is not there: said before a folder is made
     for root in cfg.data.paths:
         read_alignment(root)
     model = create_model(cfg.model.arch, cfg.model.embedding_size)
