@@ -820,17 +820,17 @@ def test_look_for_new_photos_from_the_page(library, photos, monkeypatch):
     assert r.status_code == 409 and "looking for new photos" in r.json()["detail"]
     go.set()
     state = _looked(api)
-    said = "looked in 1 folder: 2 new photos, 1 copies of photos it holds; 1 faces found: "
+    said = "looked in 1 folder: 2 new photos, 1 copy of a photo it holds; 1 face found: "
     assert not state["running"] and state["message"].startswith(said), state
     assert state["message"].endswith(  # the file that is no photo (a duplicate is no problem)
-        "; 1 files to look at (`facetrain library scan` lists them and why)")  # fmt: skip
+        "; 1 file to look at (`facetrain library scan` lists them and why)")  # fmt: skip
     assert count() == photos_before + 3  # the copy and the file that is no photo too
     with Library(library, lock=False) as lib:  # the new face stacked: with others or alone
         sql = "SELECT f.person_id FROM faces f JOIN photos p ON p.id = f.photo_id WHERE p.path = ?"
         placed = lib.con.execute(sql, (str(photos / "penny" / "new.png"),)).fetchall()
     assert len(placed) == 1 and placed[0][0] is not None
     # stacked as the last `cluster --threshold 1e-6` stacked: the new face alone
-    assert "1 faces found: 0 joined their people, 1 new stacks;" in state["message"]
+    assert "1 face found: 0 joined their people, 1 new stack;" in state["message"]
     assert api.post(f"/api/stacks/{stack}/name", json={"name": "Penny"}).status_code == 200
 
     chromium, sync_api = chromium_api()
@@ -850,7 +850,7 @@ def test_look_for_new_photos_from_the_page(library, photos, monkeypatch):
                 "title", re.compile(f"^scan again {re.escape(str(photos))}: "))  # fmt: skip
             page.locator("#look").click()
             sync_api.expect(page.locator("#status")).to_contain_text(
-                "looked in 1 folder: 1 new photos", timeout=60_000)  # fmt: skip
+                "looked in 1 folder: 1 new photo", timeout=60_000)  # fmt: skip
             assert page.locator("#look").is_enabled()
             assert page.locator(".card").count() >= cards  # drawn again, the new face in it
             browser.close()
@@ -914,7 +914,7 @@ def test_stop_looking_keeps_what_was_found_and_the_next_look_goes_on(library, ph
     assert api.get("/api/scan").json()["stopping"] is True
     go.set()
     state = _looked(api)
-    assert state["message"].startswith("stopped: looked in 1 folder: 1 new photos;"), state
+    assert state["message"].startswith("stopped: looked in 1 folder: 1 new photo;"), state
     assert state["message"].endswith("; the next look goes on from there")
     assert len(paths() - before) == 1 and gone in paths()  # not judged gone yet
     api.post("/api/scan")

@@ -29,6 +29,11 @@ _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e"
                      "\u2066-\u2069\ud800-\udfff]")  # fmt: skip
 
 
+def counted(n: int, one: str, many: str | None = None) -> str:
+    """A count with its noun as it is said: `1 face`, `2 faces`, `1 copy`, `3 copies`."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def shown(text) -> str:
     """Text from outside (a file or person name, a path) made safe to print on a terminal:
     controls, direction overrides and lone surrogates written as visible escapes."""

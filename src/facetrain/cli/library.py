@@ -21,7 +21,7 @@ from facetrain.cli.common import (
     work_towards,
     write_json,
 )
-from facetrain.progress import console, shown
+from facetrain.progress import console, counted, shown
 
 library_app = typer.Typer(
     help="A private photo library: faces stacked per person, named, recognised.",
@@ -143,8 +143,9 @@ def library_scan(
             _remove_if_empty(db, made)
         raise
     if last is not None and last.to_stack:  # once, after every folder: the count then
-        console.print(f"next: `facetrain library cluster --db {db}` stacks these "
-                      f"{last.to_stack} faces per person", highlight=False)  # fmt: skip
+        what = ("puts this face in a stack" if last.to_stack == 1
+                else f"stacks these {last.to_stack} faces per person")  # fmt: skip
+        console.print(f"next: `facetrain library cluster --db {db}` {what}", highlight=False)
     write_json(json_out, rows[0] if photos and len(photos) == 1 else {"folders": rows})
 
 
@@ -253,7 +254,8 @@ def _show_scan(rep, photos: Path, db: Path, quality) -> None:
     console.print(
         f"scanned {photos}: {rep.new} new, {rep.changed} changed, {rep.moved} moved, "
         f"{rep.duplicates} duplicates, {rep.removed} removed, {rep.unchanged} unchanged; "
-        f"{rep.faces} faces found ({rep.usable_faces} pass the quality gate) → {db}",
+        f"{counted(rep.faces, 'face')} found ({rep.usable_faces} pass"
+        f"{'es' if rep.usable_faces == 1 else ''} the quality gate) → {db}",
     )
     if rep.raw_pairs:
         console.print(f"{rep.raw_pairs} camera RAW files were left to the picture of the same "

@@ -35,6 +35,7 @@ from facetrain.library.library import Library, dated
 from facetrain.library.store import LibraryError
 from facetrain.lock import BusyError
 from facetrain.open_set import MARGIN
+from facetrain.progress import counted
 
 SUGGESTED = 5  # "same person?" stacks shown on a person's page
 PACE_OF = 20  # the photos a look for new photos measures its pace on
@@ -368,7 +369,10 @@ class ScanAgain:
                 first = lib.cluster()[0] if never else None  # a library never stacked: now
             said = looked(done)
             if first is not None:
-                said += f"; {first.faces} faces stacked per person: {first.stacks} stacks"
+                said += (
+                    f"; {counted(first.faces, 'face')} stacked per person: "
+                    f"{counted(first.stacks, 'stack')}"
+                )
             end = {"message": said}
         except (FacetrainError, sqlite3.Error, OSError) as e:
             end = {"error": str(e)}
@@ -395,17 +399,20 @@ def looked(done: list[tuple[str, object]]) -> str:
     n = {k: sum(getattr(r, k) for r in reps) for k in (
         "new", "duplicates", "changed", "moved", "removed", "missing", "usable_faces",
         "joined_stacks", "new_stacks")}  # fmt: skip
-    words = [("new", "new photos"), ("duplicates", "copies of photos it holds"),
-             ("changed", "changed"), ("moved", "moved"), ("removed", "gone"),
-             ("missing", "gone but kept for the names on them")]  # fmt: skip
-    said = ", ".join(f"{n[k]} {w}" for k, w in words if n[k]) or "no new photos"
-    line = f"looked in {len(reps)} folder{'' if len(reps) == 1 else 's'}: {said}"
+    words = [("new", "new photo", None), ("duplicates", "copy of a photo it holds",
+             "copies of photos it holds"), ("changed", "changed", "changed"),
+             ("moved", "moved", "moved"), ("removed", "gone", "gone"),
+             ("missing", "gone but kept for the names on it", "gone but kept for the names "
+              "on them")]  # fmt: skip
+    said = ", ".join(counted(n[k], one, many) for k, one, many in words if n[k])
+    line = f"looked in {counted(len(reps), 'folder')}: {said or 'no new photos'}"
     if n["usable_faces"]:
-        line += (f"; {n['usable_faces']} faces found: {n['joined_stacks']} joined their people, "
-                 f"{n['new_stacks']} new stacks")  # fmt: skip
+        line += (f"; {counted(n['usable_faces'], 'face')} found: {n['joined_stacks']} joined "
+                 f"their people, {counted(n['new_stacks'], 'new stack')}")  # fmt: skip
     notes = sum(not why.startswith("duplicate of") for r in reps for why in r.problems.values())
     if notes:
-        line += f"; {notes} files to look at (`facetrain library scan` lists them and why)"
+        line += (f"; {counted(notes, 'file')} to look at (`facetrain library scan` lists them "
+                 "and why)")  # fmt: skip
     left = [f"{f} {why}" for f, why in done if isinstance(why, str)]
     line += "".join(f"; left as it was: {x}" for x in left)
     if any(r.stopped for r in reps):
