@@ -38,6 +38,11 @@ def test_a_job_writing_to_a_log_prints_progress_lines(tmp_path):
     lines = [x for x in r.stderr.splitlines() if x.startswith("pack ")]
     assert lines and lines[-1].startswith("pack 16/16 (100%)"), r.stderr
     assert "\x1b[" not in r.stderr  # no terminal codes in a log
+    # `stats --check` decodes every image (hours for millions): it showed nothing
+    r = subprocess.run([sys.executable, "-m", "facetrain", "stats", str(src), "--check"],
+                       capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    lines = [x for x in r.stderr.splitlines() if x.startswith("check ")]
+    assert r.returncode == 0 and lines[-1].startswith("check 16/16 (100%)"), r.stderr
 
 
 def test_a_resumed_job_s_rate_counts_this_run_and_no_line_repeats(capsys, monkeypatch):

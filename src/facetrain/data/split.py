@@ -15,6 +15,7 @@ Splits:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections import Counter
@@ -175,28 +176,42 @@ def stats(roots, *, merge_same_names: bool = False, check: bool = False) -> dict
             "splits": pack.meta["splits"],
             "sizes": {f"{size[0]}x{size[1]}": len(pack)} if size else {},
         }
+    from facetrain.progress import progress_bar
+
     problems = Problems()
     counts: Counter = Counter()
     sizes: Counter = Counter()
-    for s in iter_samples(roots, merge_same_names=merge_same_names, problems=problems):
-        try:
-            if os.path.getsize(s.path) == 0:
-                problems.add("empty_file", s.path)
-                continue
-        except OSError:
-            problems.add("unreadable", s.path)
-            continue
-        if check:  # only images that decode are counted
-            from facetrain.data.images import ImageError, load_rgb
-
-            try:
-                h, w = load_rgb(s.path).shape[:2]
-                sizes[f"{w}x{h}"] += 1
-            except ImageError as e:
-                problems.add(e.status, f"{s.path} ({e.reason})")
-                continue
-        counts[s.identity] += 1
+    listed = functools.partial(iter_samples, roots, merge_same_names=merge_same_names)
+    with progress_bar(disable=None if check else True) as bar:  # decoding: hours for millions
+        total = sum(1 for _ in listed(problems=Problems())) if check else None  # a listing
+        task = bar.add_task("check", total=total)
+        for s in listed(problems=problems):
+            bar.advance(task)
+            if _usable(s.path, problems, sizes if check else None):
+                counts[s.identity] += 1
     return _summary(counts, problems) | ({"sizes": dict(sizes.most_common())} if check else {})
+
+
+def _usable(path: str, problems: Problems, sizes: Counter | None) -> bool:
+    """Whether an image counts: not empty, readable, and (`sizes` given: checking) decoded,
+    its size counted."""
+    from facetrain.data.images import ImageError, load_rgb
+
+    try:
+        if os.path.getsize(path) == 0:
+            problems.add("empty_file", path)
+            return False
+    except OSError:
+        problems.add("unreadable", path)
+        return False
+    if sizes is not None:
+        try:
+            h, w = load_rgb(path).shape[:2]
+        except ImageError as e:
+            problems.add(e.status, f"{path} ({e.reason})")
+            return False
+        sizes[f"{w}x{h}"] += 1
+    return True
 
 
 def _summary(counts: Counter, problems: Problems) -> dict:
