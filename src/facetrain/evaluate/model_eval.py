@@ -19,7 +19,7 @@ import numpy as np
 from facetrain.distances import pair_distances
 from facetrain.errors import FacetrainError
 from facetrain.evaluate.sets import METRIC_KEYS, EvalSet, usable_pairs
-from facetrain.evaluate.verification import ACC_THRESHOLDS, evaluate
+from facetrain.evaluate.verification import evaluate, grids
 from facetrain.inference.feed import embed_model
 from facetrain.inference.parts import embed_in_parts, going_on, kept_until_done
 
@@ -60,7 +60,7 @@ def evaluate_set(
         out["unusable_images"] = {s.images.paths[i]: w for i, w in s.images.problems.items()}
     d = pair_distances(e1, e2, distance)
     fpr, tpr, _ = roc_curve(s.issame, -d)
-    note = unresolved(d[~s.issame], np.trapezoid(tpr, fpr))
+    note = unresolved(d[~s.issame], np.trapezoid(tpr, fpr), float(grids(distance)[0][1]))
     return (out | {"note": note} if note else out), (fpr, tpr)
 
 
@@ -82,12 +82,11 @@ def _embed_set(model, s: EvalSet, flip, device: str, progress: bool, workers: in
     return emb
 
 
-def unresolved(different: np.ndarray, exact_auc: float) -> str | None:
+def unresolved(different: np.ndarray, exact_auc: float, step: float) -> str | None:
     """Why the protocol's figures say nothing, when most different people's pairs lie under
     its first threshold step (`different`: their distances): its figures cannot tell any
     pair from another there (a model that puts nearly every face in one place, early in
-    training), though the ROC can."""
-    step = float(ACC_THRESHOLDS[1])
+    training), though the ROC can. `step`: the protocol's first threshold step."""
     share = float(np.mean(different < step)) if len(different) else 0.0
     if share < 0.5:
         return None
