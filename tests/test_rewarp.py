@@ -63,15 +63,24 @@ def test_faces_of_two_geometries_are_not_packed_together(tmp_path):
         pack(f"{tmp_path / 'a'}:{tmp_path / 'b'}", tmp_path / "pack", progress=False)
 
 
-def test_rewarp_refuses_a_folder_of_something_else(tmp_path):
+def test_rewarp_refuses_a_folder_of_something_else_or_inside_its_input(tmp_path):
+    """OUT holding the user's files is refused; so is OUT inside the faces read, which it
+    had filled (the re-warped faces mixed into the data as an identity of folders)."""
+    from facetrain.errors import FacetrainError
+
+    faces = tmp_path / "faces"
+    (faces / "amy").mkdir(parents=True)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")
-    r = CliRunner().invoke(app, ["rewarp", str(tmp_path), str(tmp_path / "out"),
+    r = CliRunner().invoke(app, ["rewarp", str(faces), str(tmp_path / "out"),
                                  "--model", "pretrained:nope"])  # fmt: skip
     assert r.exit_code == 2 and "unknown pretrained model" in r.output
-    with pytest.raises(DatasetError, match="not empty and not a rewarp output"):
-        rewarp_dataset([str(tmp_path)], tmp_path / "out", GEOMETRY, progress=False)
+    with pytest.raises(FacetrainError, match="not empty and not a re-warped faces folder"):
+        rewarp_dataset([str(faces)], tmp_path / "out", GEOMETRY, progress=False)
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+    with pytest.raises(FacetrainError, match="inside the input"):
+        rewarp_dataset([str(faces)], faces / "chips", GEOMETRY, progress=False)
+    assert sorted(p.name for p in faces.iterdir()) == ["amy"]
 
 
 def test_centres_from_embeddings_are_the_class_means(tmp_path):

@@ -41,7 +41,7 @@ def rewarp_dataset(roots, out: str | os.PathLike, alignment: dict, *, quality: i
     if alignment.get("mode", "similarity") != "similarity" or "size" not in alignment:
         raise DatasetError("rewarp makes five-point (similarity) crops: the model has none")
     out = Path(out)
-    _check_record(out, alignment)
+    _check_record(out, alignment, roots)
     samples = list(iter_samples(roots, problems=Problems()))
     rep = RewarpSummary()
     with progress_bar(disable=progress is False if progress is not None else None) as bar:
@@ -63,13 +63,13 @@ def rewarp_dataset(roots, out: str | os.PathLike, alignment: dict, *, quality: i
     return rep
 
 
-def _check_record(out: Path, alignment: dict) -> None:
-    """OUT holds faces of one geometry: a folder made for another is refused."""
+def _check_record(out: Path, alignment: dict, roots) -> None:
+    """OUT holds faces of one geometry: a folder made for another is refused, and so are a
+    folder inside the faces read (they would mix) and a folder of the user's."""
+    atomic.output_folder(out, inputs=roots, own=(ALIGN_RECORD,), kind="re-warped faces")
     rec = out / ALIGN_RECORD
     if rec.exists():
         if read_alignment(out) != json.loads(json.dumps(alignment)):
             raise DatasetError(f"{out} holds faces of another alignment ({rec}); use a new OUT")
         return
-    if out.exists() and any(out.iterdir()):
-        raise DatasetError(f"{out}: not empty and not a rewarp output; use a new OUT")
     atomic.write_text(rec, json.dumps(alignment, indent=2) + "\n")
