@@ -83,6 +83,11 @@ def _garbage_rec(t):
     return t / "train.rec"
 
 
+def _a_tsv(t):
+    (t / "part.tsv").write_text("m.01\tName\t1\turl\tpage\tbm90IGFuIGltYWdl\n")
+    return t / "part.tsv"
+
+
 def _users_folder(t):
     (t / "mine").mkdir(exist_ok=True)
     (t / "mine" / "notes.txt").write_text("the user's file")
@@ -98,6 +103,8 @@ CASES = [
     (lambda f, t: ("pack", f, _users_folder(t)), "not empty and not a pack folder"),
     (lambda f, t: ("split", f, _users_folder(t)), "not empty and not a split folder"),
     (lambda f, t: ("align", f, _users_folder(t)), "not empty and not an aligned-faces folder"),
+    (lambda f, t: ("msceleb", _a_tsv(t), _users_folder(t)),
+     "not empty and not a decoded MS-Celeb folder"),
     # 12: an output folder that exists as a file
     (lambda f, t: ("pack", f, _a_file(t)), "is a file; the output here is a folder"),
     (lambda f, t: ("pack", f, t / "p", "--images-per-shard", "0"), "at least 1"),

@@ -140,6 +140,12 @@ def test_a_train_rec_becomes_folders_facetrain_trains_on(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "pack" / "align_config.json").read_text())["size"] == 112
     res = CliRunner().invoke(app, ["recordio", str(tmp_path / "none.rec"), str(out)])
     assert res.exit_code != 0 and "none.rec: no such file" in res.output
+    mine = tmp_path / "mine"  # a folder of the user's is not filled
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    res = CliRunner().invoke(app, ["recordio", str(rec), str(mine)])
+    assert res.exit_code == 2 and "not empty and not an unpacked RecordIO folder" in res.output
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
     for damaged in ("{bad", '{"rec": "x", "done": -3}', "[6]"):  # its record of progress
         (out / recordio.PROGRESS_FILE).write_text(damaged)
         res = CliRunner().invoke(app, ["recordio", str(rec), str(out)])

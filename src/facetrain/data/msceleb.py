@@ -93,8 +93,7 @@ def decode_tsv(tsvs: list[str], out: str | os.PathLike, *, commit_every: int = 5
     empty_file)."""
     from facetrain.progress import progress_bar
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = atomic.output_folder(out, own=(PROGRESS_FILE, ERRORS_FILE), kind="decoded MS-Celeb")
     done = _read_progress(out / PROGRESS_FILE)
     sizes = {tsv: os.path.getsize(tsv) for tsv in tsvs}
     starts = {t: done.get(os.path.abspath(t), {"offset": 0, "line": 0}) for t in tsvs}

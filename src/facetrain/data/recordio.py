@@ -230,8 +230,9 @@ def unpack_to_folders(rec: str | os.PathLike, out: str | os.PathLike, *,
     from facetrain import atomic
     from facetrain.progress import progress_bar
 
-    ds, out = RecordIODataset(rec), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    ds = RecordIODataset(rec)
+    out = atomic.output_folder(out, inputs=[rec], own=(PROGRESS_FILE, ERRORS_FILE),
+                               kind="unpacked RecordIO")  # fmt: skip
     state_path, which = out / PROGRESS_FILE, str(ds.rec.resolve())
     done = _done_before(state_path, which)
     counts = {"written": 0, "bad": 0, "done_before": done}
