@@ -120,6 +120,8 @@ CASES = [
      "--out and --report are the same file"),
     # 7, 26: a non-finite learning rate
     (lambda f, t: ("train", "--data", f, "--out", t / "r", "--lr", "nan"), "lr = nan"),
+    # a run folder inside the data: refused before it is made (its pack was refused, after)
+    (lambda f, t: ("train", "--data", f, "--out", f / "run"), "inside the input"),
     # data that is not there: refused before the run folder is made (it was left behind)
     (lambda f, t: ("train", "--data", t / "nope", "--out", t / "r"),
      "nope: no such folder or list file"),

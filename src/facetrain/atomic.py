@@ -106,7 +106,7 @@ def output_files(inputs=(), **outputs) -> None:
                                   "— give another file")  # fmt: skip
             if _within(here, root):
                 raise OutputError(f"{flag} {given}: inside the input {r}; it would mix with "
-                                  "the data — give a file outside it")  # fmt: skip
+                                  "the data — give one outside it")  # fmt: skip
 
 
 def _within(here: Path, root: Path) -> bool:

@@ -483,8 +483,11 @@ def _many(n: int, word: str) -> str:
 
 def _check_before_writing(cfg: TrainConfig) -> None:
     """What would fail later, refused before the run folder is touched: verification files
-    that are not there, a schedule file that cannot be read, faces whose alignment record
-    no aligner can follow, an input size the network cannot take."""
+    that are not there, a schedule file that cannot be read, a run folder inside the data,
+    faces whose alignment record no aligner can follow, an input size the network cannot
+    take."""
+    from facetrain import atomic
+
     pairs = [(cfg.eval.pairs, cfg.eval.images)] if cfg.eval.pairs else []
     if why := unreadable_sets(pairs, cfg.eval.bins):
         raise TrainingError("verification set " + "; ".join(why))
@@ -498,6 +501,7 @@ def _check_before_writing(cfg: TrainConfig) -> None:
             raise TrainingError(f"schedule_file {e}") from None
     if not (Path(cfg.platform.out) / "pack" / "meta.json").exists():  # else its snapshot
         parse_roots(cfg.data.paths)  # data that is not there: said before a folder is made
+    atomic.output_files(cfg.data.paths, **{"--out": cfg.platform.out})
     for root in cfg.data.paths:
         read_alignment(root)
     model = create_model(cfg.model.arch, cfg.model.embedding_size)
