@@ -181,6 +181,19 @@ def test_labelled_threshold_sits_in_the_middle_of_the_gap():
     assert labelled_threshold(np.array(emb), labels, "squared_l2") == pytest.approx(1.25, abs=0.02)
 
 
+def test_an_angle_threshold_is_found_as_finely_as_a_squared_l2_one():
+    """Same pairs at angles up to 0.120 (of π) and different ones from 0.126: squared L2's
+    0.01 steps over the angle's 0..1 had no threshold in that gap (0.12 is not below the
+    last same pair, 0.13 is above the first different one); the angle's own grid has."""
+    from facetrain.evaluate.verification import best_threshold
+
+    rng = np.random.default_rng(0)
+    d = np.concatenate([rng.uniform(0.05, 0.12, 200), [0.12], rng.uniform(0.126, 0.3, 200)])
+    same = np.arange(len(d)) < 201
+    t = best_threshold(d, same, "cosine")
+    assert 0.12 < t < 0.126 and np.mean((d < t) == same) == 1.0
+
+
 def test_labelled_pairs_capped_are_drawn_without_listing_every_pair():
     """A val split of 8,000 people of 60 faces has 14 million same pairs: a cap draws that
     many distinct ones (each of one identity), and as many different ones, at once."""

@@ -159,7 +159,7 @@ def labelled_threshold(emb: np.ndarray, labels: list[str], distance: str) -> flo
     """The best-accuracy threshold over pairs of labelled embeddings (every same pair and as
     many different pairs, sampled with a fixed seed), the middle of the best range: how a
     threshold is validated on a training run's val split or on a user's own gallery."""
-    return best_threshold(*labelled_pairs(emb, labels, distance))
+    return best_threshold(*labelled_pairs(emb, labels, distance), distance)
 
 
 def labelled_pairs(emb: np.ndarray, labels: list[str], distance: str):
@@ -207,16 +207,18 @@ def _sampled_same(groups: list[np.ndarray], k: int, rng) -> list[tuple[int, int]
     return sorted(chosen)
 
 
-def best_threshold(d: np.ndarray, issame: np.ndarray) -> float:
-    """The middle of the first best-accuracy plateau of these pairs' distances."""
-    acc = np.array([np.mean((d < t) == issame) for t in ACC_THRESHOLDS])
+def best_threshold(d: np.ndarray, issame: np.ndarray, distance: str = "squared_l2") -> float:
+    """The middle of the first best-accuracy plateau of these pairs' distances, on the
+    protocol's accuracy grid for `distance`."""
+    grid = grids(distance)[0]
+    acc = np.array([np.mean((d < t) == issame) for t in grid])
     best = np.flatnonzero(acc == acc.max())
     breaks = np.flatnonzero(np.diff(best) > 1)
     plateau = best[: breaks[0] + 1] if len(breaks) else best
     # the middle of the first best-accuracy plateau, not its lower edge: a gallery whose
     # same and different pairs are separated by a gap gets a threshold in the gap's middle,
     # the one that rejects an unseen stranger as safely as it accepts a new photo
-    return float(ACC_THRESHOLDS[plateau[len(plateau) // 2]])
+    return float(grid[plateau[len(plateau) // 2]])
 
 
 def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray) -> float:

@@ -176,7 +176,7 @@ class Library:
         if sum(n >= 2 for n in people.values()) < 2:
             return None
         d, same = labelled_pairs(emb, [str(p) for p in rows.person.tolist()], distance)
-        thr = best_threshold(d, same)
+        thr = best_threshold(d, same, distance)
         right, right_fitted = np.mean((d < model_thr) == same), np.mean((d < thr) == same)
         if right >= 0.9 or right_fitted <= right or thr <= model_thr:
             return None

@@ -222,7 +222,7 @@ def learn(faces: Faces, distance: str, seed: int = 0, steps: int = STEPS, **kw):
     e, fit = trial.apply(faces.emb), np.flatnonzero(fit_person >= 0)
     d = distance_matrix(e[aside], e[fit], distance).ravel()
     same = (faces.person[aside][:, None] == faces.person[fit][None, :]).ravel()
-    thr_after = best_threshold(d, same)
+    thr_after = best_threshold(d, same, distance)
     adapter = train_adapter(faces, thr, distance, steps=steps, seed=seed, **kw)
     return adapter, thr, thr_after
 
