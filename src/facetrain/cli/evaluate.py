@@ -23,7 +23,7 @@ from facetrain.cli.common import (
     work_towards,
     write_json,
 )
-from facetrain.progress import console
+from facetrain.progress import console, counted
 
 
 @app.command("eval")
@@ -238,4 +238,5 @@ def plot_embeddings_cmd(
         if keep.sum() < 3:
             fail("need at least 3 usable faces to draw a map")
         plot_embeddings(t.embeddings[keep], [x for x, k in zip(t.labels, keep) if k], out)
-    console.print(f"wrote {out} ({int(keep.sum())} faces, {len(names)} identities)")
+    faces, people = counted(int(keep.sum()), "face"), counted(len(names), "identity", "identities")
+    console.print(f"wrote {out} ({faces}, {people})")
