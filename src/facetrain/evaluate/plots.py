@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facetrain.progress import counted
 from facetrain.run_folder import read_metrics
 
 # (title, source, key): source "train" = step lines, "epoch" = epoch-end lines, else an eval.
@@ -151,7 +152,9 @@ def plot_embeddings(
     if len(names) <= 20:
         for k, n in enumerate(names):
             ax.annotate(n, label_spot(xy[idx == k]), fontsize=7, ha="center")
-    ax.set_title(f"t-SNE of {len(emb)} faces, {len(names)} identities")
+    ax.set_title(
+        f"t-SNE of {counted(len(emb), 'face')}, {counted(len(names), 'identity', 'identities')}"
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
