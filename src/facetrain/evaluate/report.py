@@ -105,7 +105,8 @@ def _settings(run: Path) -> list[str]:
             parts.append(f"<p>Settings unknown: {html.escape(why)}.</p>")
         else:
             keys = ("model", "loss", "embedding_size", "input_size", "epochs", "batch_size", "lr")
-            shown = ", ".join(f"{k} <b>{html.escape(str(c.get(k)))}</b>" for k in keys)
+            said = c | ({"input_size": "the model's own"} if c.get("input_size") == 0 else {})
+            shown = ", ".join(f"{k} <b>{html.escape(str(said.get(k)))}</b>" for k in keys)
             parts.append(f"<p>{shown}</p>")
     if (run / REVISION).exists():
         first, *later = (run / REVISION).read_text(errors="replace").splitlines() or [""]
