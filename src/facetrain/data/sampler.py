@@ -66,12 +66,18 @@ class PKBatches:
                 f"K={k} images per identity is more than any identity has (max {counts.max()})"
             )
         if p > len(self.eligible):
+            n = len(self.eligible)
             raise SamplerError(
-                f"P={p} identities per batch, but only {len(self.eligible)} "
-                f"have at least K={k} images"
+                f"P={p} identities per batch, but only {n} have at least K={k} images: a "
+                f"batch of {n} x {k} fits (--batch-size {n * k + extra}, or --set "
+                f"identities_per_batch={n}), or fewer images of each (--set "
+                "images_per_identity=…)"
             )
         if p < 2 and extra == 0:
-            raise SamplerError("a batch needs at least 2 identities (P >= 2 or --extra-identities)")
+            raise SamplerError(
+                "a batch needs at least 2 identities (--set identities_per_batch=2 or more, "
+                "or extra_identities=1)"
+            )
         self.ids = ids
         self.p, self.k, self.extra, self.seed = p, k, extra, seed
         self.batch_size = p * k + extra
