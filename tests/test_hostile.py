@@ -122,6 +122,9 @@ CASES = [
     (lambda f, t: ("train", "--data", f, "--out", t / "r", "--lr", "nan"), "lr = nan"),
     # a run folder inside the data: refused before it is made (its pack was refused, after)
     (lambda f, t: ("train", "--data", f, "--out", f / "run"), "inside the input"),
+    # weights to start from that are not there: refused before the run folder is made
+    (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", f"init_from={t / 'no.pt'}"),
+     "no.pt: no such weights file or run folder"),
     # data that is not there: refused before the run folder is made (it was left behind)
     (lambda f, t: ("train", "--data", t / "nope", "--out", t / "r"),
      "nope: no such folder or list file"),

@@ -484,9 +484,10 @@ def _many(n: int, word: str) -> str:
 def _check_before_writing(cfg: TrainConfig) -> None:
     """What would fail later, refused before the run folder is touched: verification files
     that are not there, a schedule file that cannot be read, a run folder inside the data,
-    faces whose alignment record no aligner can follow, an input size the network cannot
-    take."""
+    weights to start from that are not there, faces whose alignment record no aligner can
+    follow, an input size the network cannot take."""
     from facetrain import atomic
+    from facetrain.inference.pretrained import is_spec
 
     pairs = [(cfg.eval.pairs, cfg.eval.images)] if cfg.eval.pairs else []
     if why := unreadable_sets(pairs, cfg.eval.bins):
@@ -502,6 +503,9 @@ def _check_before_writing(cfg: TrainConfig) -> None:
     if not (Path(cfg.platform.out) / "pack" / "meta.json").exists():  # else its snapshot
         parse_roots(cfg.data.paths)  # data that is not there: said before a folder is made
     atomic.output_files(cfg.data.paths, **{"--out": cfg.platform.out})
+    start = cfg.model.init_from
+    if start and not is_spec(start) and not Path(start).exists():
+        raise TrainingError(f"init_from: {start}: no such weights file or run folder")
     for root in cfg.data.paths:
         read_alignment(root)
     model = create_model(cfg.model.arch, cfg.model.embedding_size)
