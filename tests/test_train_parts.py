@@ -306,3 +306,27 @@ def test_a_resumed_run_says_its_data_changed(tmp_path):
         (tmp_path / "run" / "pack" / "meta.json").write_text(damaged)
         with pytest.raises(TrainingError, match="the run's snapshot of its data; remove"):
             train(TrainConfig.of(**base, epochs=3), log=said.append)
+
+
+def test_a_start_refused_after_packing_binds_no_data_to_its_run_folder(tmp_path):
+    """A first start refused after its pack was made (a batch the data cannot fill), then
+    the same --out with other data: the run trained on the first command's data, with only
+    a warning that the data had changed. A run that never trained has no snapshot to keep."""
+    from facetrain.data.packed import PackedDataset
+    from facetrain.data.sampler import SamplerError
+    from facetrain.train.config import TrainConfig
+    from facetrain.train.loop import train
+    from helpers import make_faces
+
+    first = make_faces(tmp_path / "first", ids=3, per=4)
+    other = make_faces(tmp_path / "other", ids=5, per=4)
+    base = dict(out=str(tmp_path / "run"), model="nn4_small2", embedding_size=32, epochs=1,
+                loss="triplet", batch_size=16, threads=1)  # fmt: skip
+    with pytest.raises(SamplerError, match="only 3 have"):
+        train(TrainConfig.of(data=[str(first)], **base), log=lambda *_: None)
+    assert (tmp_path / "run" / "pack" / "meta.json").exists()
+    said = []
+    train(TrainConfig.of(data=[str(other)], **base), log=said.append)
+    assert any("packed from other data by a start that never trained" in s for s in said)
+    assert not any("data changed" in s for s in said)
+    assert PackedDataset(tmp_path / "run" / "pack", split=None).num_classes == 5

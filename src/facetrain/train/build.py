@@ -23,13 +23,16 @@ CENTRES = "centers.centers"  # every checkpoint holds them, a row per class, wha
 
 def dataset_for(settings: DataSettings, run: Path, unlabelled: bool, log=print) -> PackedDataset:
     """Use a pack as is; pack folders or list files into RUN/pack once (resumable). A
-    resumed run whose folders changed since goes on with its snapshot, and says so.
+    resumed run whose folders changed since goes on with its snapshot, and says so; the
+    pack of a start that never trained binds nothing (other data is packed anew).
     `unlabelled`: faces without identities (distillation)."""
     data = settings.paths
     if len(data) == 1 and (Path(data[0]) / "meta.json").exists():
         where = Path(data[0])
     else:
         where = run / "pack"
+        if (where / "meta.json").exists() and not (run / "checkpoints" / "last").exists():
+            _drop_if_other_data(data, _snapshot(where), unlabelled, log)
         if (where / "meta.json").exists():
             _say_if_changed(data, _snapshot(where), unlabelled, log)
         else:
@@ -83,6 +86,22 @@ def _snapshot(where: Path) -> PackedDataset:
     except PackError as e:
         raise TrainingError(f"{e}: the run's snapshot of its data; remove {where} and run "
                             "again to pack the data anew") from None  # fmt: skip
+
+
+def _drop_if_other_data(data: list[str], snapshot: PackedDataset, unlabelled: bool,
+                        log) -> None:  # fmt: skip
+    """Remove the pack of a start that stopped before training (a setting refused after
+    packing, say) when the data given now lists otherwise: the run trains on the data given,
+    not on what an earlier command was given."""
+    import shutil
+
+    from facetrain.data.packed import listing_digest
+
+    src = data if len(data) > 1 else data[0]
+    if snapshot.meta.get("listing_sha256") != listing_digest(src, unlabelled=unlabelled):
+        log(f"{snapshot.path} was packed from other data by a start that never trained: "
+            "packed anew")  # fmt: skip
+        shutil.rmtree(snapshot.path)
 
 
 def _say_if_changed(data: list[str], snapshot: PackedDataset, unlabelled: bool, log) -> None:

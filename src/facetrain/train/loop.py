@@ -500,7 +500,8 @@ def _check_before_writing(cfg: TrainConfig) -> None:
             raise TrainingError(f"schedule_file {path}: {e.strerror or e}") from None
         except ValueError as e:  # it names the file and line
             raise TrainingError(f"schedule_file {e}") from None
-    if not (Path(cfg.platform.out) / "pack" / "meta.json").exists():  # else its snapshot
+    out = Path(cfg.platform.out)  # a run that trained has its data in its snapshot
+    if not ((out / "checkpoints" / "last").exists() and (out / "pack" / "meta.json").exists()):
         parse_roots(cfg.data.paths)  # data that is not there: said before a folder is made
     atomic.output_files(cfg.data.paths, **{"--out": cfg.platform.out})
     start = cfg.model.init_from
