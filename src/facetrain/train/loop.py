@@ -486,9 +486,6 @@ def _check_before_writing(cfg: TrainConfig) -> None:
     that are not there, a schedule file that cannot be read, a run folder inside the data,
     weights to start from that are not there, faces whose alignment record no aligner can
     follow, an input size the network cannot take."""
-    from facetrain import atomic
-    from facetrain.inference.pretrained import is_spec
-
     pairs = [(cfg.eval.pairs, cfg.eval.images)] if cfg.eval.pairs else []
     if why := unreadable_sets(pairs, cfg.eval.bins):
         raise TrainingError("verification set " + "; ".join(why))
@@ -500,17 +497,27 @@ def _check_before_writing(cfg: TrainConfig) -> None:
             raise TrainingError(f"schedule_file {path}: {e.strerror or e}") from None
         except ValueError as e:  # it names the file and line
             raise TrainingError(f"schedule_file {e}") from None
-    out = Path(cfg.platform.out)  # a run that trained has its data in its snapshot
+    _check_inputs(cfg)
+    model = create_model(cfg.model.arch, cfg.model.embedding_size)
+    _check_input_size(model, cfg.model.input_size or model.input_size, cfg.model.arch)
+
+
+def _check_inputs(cfg: TrainConfig) -> None:
+    """The data and the weights to start from are there, the run folder is not inside the
+    data, and the faces' alignment record can be followed. A run that trained has its data
+    in its own snapshot (RUN/pack): the folders it was packed from may be gone."""
+    from facetrain import atomic
+    from facetrain.inference.pretrained import is_spec
+
+    out = Path(cfg.platform.out)
     if not ((out / "checkpoints" / "last").exists() and (out / "pack" / "meta.json").exists()):
-        parse_roots(cfg.data.paths)  # data that is not there: said before a folder is made
+        parse_roots(cfg.data.paths)
     atomic.output_files(cfg.data.paths, **{"--out": cfg.platform.out})
     start = cfg.model.init_from
     if start and not is_spec(start) and not Path(start).exists():
         raise TrainingError(f"init_from: {start}: no such weights file or run folder")
     for root in cfg.data.paths:
         read_alignment(root)
-    model = create_model(cfg.model.arch, cfg.model.embedding_size)
-    _check_input_size(model, cfg.model.input_size or model.input_size, cfg.model.arch)
 
 
 def _check_input_size(model, size: int, name: str) -> None:
