@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from facetrain.cli.common import JsonOut, Merge, app, fail, open_model_arg, write_json
-from facetrain.progress import console
+from facetrain.progress import console, counted
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
@@ -177,10 +177,12 @@ def split(
         )
     except (DatasetError, ValueError) as e:
         fail(str(e))
-    console.print(
-        f"train: {r.train_images} images / {r.train_identities} identities → {r.train_list}\n"
-        f"val:   {r.val_images} images / {r.val_identities} identities → {r.val_list}"
-    )
+    for name, images, people, path in (
+        ("train:", r.train_images, r.train_identities, r.train_list),
+        ("val:  ", r.val_images, r.val_identities, r.val_list),
+    ):
+        who = counted(people, "identity", "identities")
+        console.print(f"{name} {counted(images, 'image')} / {who} → {path}")
 
 
 @app.command()
