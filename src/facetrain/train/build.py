@@ -31,11 +31,13 @@ def dataset_for(settings: DataSettings, run: Path, unlabelled: bool, log=print) 
         where = Path(data[0])
     else:
         where = run / "pack"
-        if (where / "meta.json").exists() and not (run / "checkpoints" / "last").exists():
-            _drop_if_other_data(data, _snapshot(where), unlabelled, log)
         if (where / "meta.json").exists():
-            _say_if_changed(data, _snapshot(where), unlabelled, log)
-        else:
+            snapshot = _snapshot(where)
+            if checkpoint.trained(run):
+                _say_if_changed(data, snapshot, unlabelled, log)
+            else:
+                _drop_if_other_data(data, snapshot, unlabelled, log)
+        if not (where / "meta.json").exists():
             from facetrain.data.listing import DatasetError
 
             try:

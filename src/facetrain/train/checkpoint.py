@@ -76,6 +76,12 @@ def save(
 POINTERS = ("last", "previous", "best")
 
 
+def trained(run: Path) -> bool:
+    """Whether the run has saved a checkpoint: it has trained, so its settings and its
+    snapshot of the data bind every resume. (Before that, a start binds nothing.)"""
+    return (run / "checkpoints" / "last").exists()
+
+
 def _prune(root: Path) -> None:
     keep = {_named(root, p) for p in POINTERS}
     for d in root.iterdir():

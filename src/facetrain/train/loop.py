@@ -33,7 +33,7 @@ from facetrain.evaluate.sets import unreadable_sets
 from facetrain.models import RawEmbedding, create_model
 from facetrain.progress import progress_bar
 from facetrain.run_folder import LOCK, METRICS, REVISION
-from facetrain.train import distributed
+from facetrain.train import checkpoint, distributed
 from facetrain.train.build import (
     build_optimizer,
     build_schedule,
@@ -510,7 +510,7 @@ def _check_inputs(cfg: TrainConfig) -> None:
     from facetrain.inference.pretrained import is_spec
 
     out = Path(cfg.platform.out)
-    if not ((out / "checkpoints" / "last").exists() and (out / "pack" / "meta.json").exists()):
+    if not (checkpoint.trained(out) and (out / "pack" / "meta.json").exists()):
         parse_roots(cfg.data.paths)
     atomic.output_files(cfg.data.paths, **{"--out": cfg.platform.out})
     start = cfg.model.init_from

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from facetrain import atomic
 from facetrain.run_folder import CONFIG, LOCK, METRICS, REVISION, RUN_MARKERS
+from facetrain.train import checkpoint
 
 SETTINGS = "resumed with settings "
 
@@ -66,7 +67,7 @@ def record_config(run: Path, cfg) -> str | None:
     A config.json that cannot be read (edited by hand) is written anew with this resume's
     settings, the history says so, and so does the returned warning."""
     path, new = run / CONFIG, cfg.flat()
-    if path.exists() and (run / "checkpoints" / "last").exists():
+    if path.exists() and checkpoint.trained(run):
         old, why = _settings_of(path)
         if old is not None:
             changed = [f"{k}={v!r} (was {old.get(k)!r})" for k, v in new.items()
@@ -112,7 +113,7 @@ def check_resume(run: Path, cfg) -> None:
     from facetrain.train.settings import ConfigError
 
     path = run / CONFIG
-    if not (path.exists() and (run / "checkpoints" / "last").exists()):
+    if not (path.exists() and checkpoint.trained(run)):
         return
     old, _ = _settings_of(path)
     if old is None:
