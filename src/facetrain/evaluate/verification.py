@@ -211,7 +211,7 @@ def best_threshold(d: np.ndarray, issame: np.ndarray, distance: str = "squared_l
     """The middle of the first best-accuracy plateau of these pairs' distances, on the
     protocol's accuracy grid for `distance`."""
     grid = grids(distance)[0]
-    acc = np.array([np.mean((d < t) == issame) for t in grid])
+    acc = _rates(np.asarray(d), np.asarray(issame, bool), grid)[2]
     best = np.flatnonzero(acc == acc.max())
     breaks = np.flatnonzero(np.diff(best) > 1)
     plateau = best[: breaks[0] + 1] if len(breaks) else best
