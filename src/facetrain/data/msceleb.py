@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facetrain import atomic
+from facetrain import atomic, foreign
 from facetrain.data.images import encoded_ext
 
 PROGRESS_FILE = "msceleb_progress.json"
@@ -126,8 +126,8 @@ def _read_progress(path: Path) -> dict:
     if not path.exists():
         return {}
     try:
-        got = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        got = foreign.loads(path.read_bytes())
+    except ValueError as e:
         raise DatasetError(f"{path}: damaged ({e}); remove it to decode every TSV again") from None
     if not (isinstance(got, dict) and all(map(_offsets, got.values()))):
         raise DatasetError(f"{path}: not the offsets facetrain writes; remove it to decode "

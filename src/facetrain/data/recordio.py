@@ -207,9 +207,11 @@ def _done_before(state_path: Path, which: str) -> int:
     RecordIOError naming the file when it is damaged."""
     if not state_path.is_file():
         return 0
+    from facetrain import foreign
+
     try:
-        state = json.loads(state_path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        state = foreign.loads(state_path.read_bytes())
+    except ValueError as e:
         raise RecordIOError(f"{state_path}: damaged ({e}); remove it to unpack every record "
                             "again") from None  # fmt: skip
     done = state.get("done") if isinstance(state, dict) else None
