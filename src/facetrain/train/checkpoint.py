@@ -64,8 +64,7 @@ def save(
     (tmp / "state.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
-    older = _named(root, "last")
-    if "last" in pointers and older is not None and older != name:
+    if "last" in pointers and (older := _named(root, "last")) not in (None, name):
         atomic.write_text(root / "previous", older + "\n")
     for p in pointers:
         atomic.write_text(root / p, name + "\n")
