@@ -6,6 +6,7 @@ import json
 import shutil
 from types import SimpleNamespace
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -216,3 +217,39 @@ def test_verification_during_training_says_so_too(tmp_path):
     assert "accuracy 0.5000" in near and "\n  note: 100% of the different people's" in near
     assert "note" not in apart and "accuracy 1.0000" in apart
     assert [r["accuracy"] for r in logged] == [0.5, 1.0]
+
+
+def test_eval_out_never_overwrites_a_folder_of_the_users(tmp_path):
+    """`eval --out ~/experiments/x` wrote metrics.json, folds.csv, roc.csv and roc.png over
+    files of those names from elsewhere; now such a folder is refused before any work, and
+    an evaluation's own folder (or one a cut-short evaluation left parts in) is reused."""
+    from facetrain.atomic import OutputError
+    from facetrain.evaluate.model_eval import evaluate_model
+    from facetrain.inference.record import Preprocess
+    from facetrain.inference.saved import FaceModel
+
+    faces = make_faces(tmp_path / "faces", ids=8, per=8)
+    lfw = lfw_style(faces, tmp_path / "lfwstyle")
+    _, pairs = write_bin_and_pairs(faces, tmp_path)
+    fm = FaceModel.of_module(Colours(10.0), Preprocess(model="colours", embedding_size=8,
+                                                       input_size=32), "test")  # fmt: skip
+    mine, notes = tmp_path / "mine", tmp_path / "notes"
+    mine.mkdir(), notes.mkdir()
+    (mine / "metrics.json").write_text('{"loss": 0.1}')
+    (mine / "roc.csv").write_text("my own")
+    (notes / "notes.txt").write_text("mine")
+    for out, why in [(mine, "not the metrics of a facetrain evaluation"),
+                     (notes, "not empty and not an evaluation folder"),
+                     (lfw / "eval", "inside the input")]:  # fmt: skip
+        with pytest.raises(OutputError, match=why):
+            evaluate_model(fm, [(str(pairs), str(lfw))], out=out, on_set=None)
+    assert (mine / "roc.csv").read_text() == "my own" and not (lfw / "eval").exists()
+    assert sorted(p.name for p in notes.iterdir()) == ["notes.txt"]
+    ours = tmp_path / "ours"
+    (ours / f"{tmp_path.name}.partial").mkdir(parents=True)  # a cut-short one's parts
+    for _ in range(2):  # then its own folder again
+        ev = evaluate_model(fm, [(str(pairs), str(lfw))], out=ours)
+        saved = json.loads((ours / "metrics.json").read_text())
+        assert saved["accuracy"] == next(iter(ev.results.values()))["accuracy"] > 0.8
+    assert sorted(p.name for p in ours.iterdir()) == ["folds.csv", "metrics.json", "roc.csv",
+                                                      "roc.png"]  # fmt: skip

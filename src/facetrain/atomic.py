@@ -60,7 +60,8 @@ def output_folder(
     """Make (or keep) a command's output folder. Refused, with OutputError naming it: a
     file of that name; a folder that is one of the `inputs` or inside one (the outputs
     would mix with the data); an existing folder with other things in it and none of the
-    `own` marker files of a folder of this kind (the user's folder, not ours)."""
+    `own` marker files (or glob patterns) of a folder of this kind (the user's folder,
+    not ours)."""
     path = Path(path)
     here = path.resolve()
     for r in inputs:
@@ -71,7 +72,7 @@ def output_folder(
         raise OutputError(f"{path}: is a file; the output here is a folder — give another name")
     if own and path.is_dir():
         entries = sorted(e.name for e in path.iterdir())
-        if entries and not any((path / m).exists() for m in own):
+        if entries and not any(any(path.glob(m)) for m in own):
             raise OutputError(
                 f"{path}: not empty and not {'an' if kind[0] in 'aeiou' else 'a'} {kind} "
                 f"folder (it holds {', '.join(entries[:3])}"

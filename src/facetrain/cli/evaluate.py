@@ -47,7 +47,10 @@ def eval_(
     subtract_mean: Annotated[bool, typer.Option(help="Mean fitted on the other folds.")] = False,
     out: Annotated[
         Path | None,
-        typer.Option(help="Write metrics.json, folds.csv, roc.csv, roc.png here [RUN/eval]."),
+        typer.Option(
+            help="Write metrics.json, folds.csv, roc.csv, roc.png in this new or "
+            "empty folder, or an earlier evaluation's [RUN/eval]."
+        ),
     ] = None,
     folds_csv: Annotated[Path | None, typer.Option(help="Write per-fold accuracy here.")] = None,
     roc: Annotated[Path | None, typer.Option(help="Write the ROC curve PNG here.")] = None,

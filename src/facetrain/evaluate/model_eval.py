@@ -205,6 +205,8 @@ def evaluate_model(
         sets += [bin_set(str(b)) for b in bins]
     except (OSError, ValueError) as e:  # the reader's messages name the file and the reason
         raise EvalError(str(e)) from None
+    if out is not None:
+        _output_folder(out, [*(i for _, i in pairs), *bins])
     ev = Evaluation({}, {}, about(model, flip, distance, subtract_mean))
     names = _set_names(sets)
     # with `out`, each set's embedding is kept there until the outputs are written
@@ -221,6 +223,25 @@ def evaluate_model(
         if out is not None:
             write_outputs(out, ev.results, ev.rocs, ev.about)
     return ev
+
+
+def _output_folder(out: str | os.PathLike, inputs: list) -> None:
+    """Refuse, before any work, an `out` that would mix with the data or overwrite files
+    of the user's: a folder inside an input, or one holding things but no evaluation of
+    ours (its metrics.json, or the kept parts of one cut short)."""
+    from facetrain import atomic
+    from facetrain.foreign import loads
+
+    atomic.output_folder(out, inputs=inputs, own=("metrics.json", "*.partial"),
+                         kind="evaluation")  # fmt: skip
+    metrics = Path(out) / "metrics.json"
+    try:
+        ours = not metrics.exists() or "sets" in loads(metrics.read_bytes())
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise atomic.OutputError(f"{metrics}: not the metrics of a facetrain evaluation; "
+                                 "give a new or empty folder for --out")  # fmt: skip
 
 
 def _set_names(sets: list[EvalSet]) -> list[str]:
