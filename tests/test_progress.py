@@ -48,7 +48,7 @@ def test_a_job_writing_to_a_log_prints_progress_lines(tmp_path):
 def test_a_resumed_job_s_rate_counts_this_run_and_no_line_repeats(capsys, monkeypatch):
     """The rate and ETA of a resumed job count only what this process did; the closing
     line is not printed again when nothing moved since the last one."""
-    clock = iter([0.0, 10.0, 10.0, 20.0, 20.0])  # start; each advance: check, line
+    clock = iter([0.0, 0.0, 10.0, 10.0, 20.0, 20.0])  # start, task's; each advance: check, line
     monkeypatch.setattr("facetrain.progress.time.monotonic", lambda: next(clock))
     with PlainProgress(every=5) as bar:
         task = bar.add_task("train", total=200, completed=100)
@@ -59,6 +59,25 @@ def test_a_resumed_job_s_rate_counts_this_run_and_no_line_repeats(capsys, monkey
     assert lines[0] == "train 110/200 (55%) 1.0/s, elapsed 0:10, ETA 1:30"
     assert lines[1] == "train 120/200 (60%) 1.0/s, elapsed 0:20, ETA 1:20, epoch 3 loss 1.2345"
     assert len(lines) == 2  # where it ended was already said
+
+
+def test_each_phase_s_rate_and_elapsed_are_its_own(capsys, monkeypatch):
+    """A job of phases (a library's clustering: spacing, near pairs, stacks) in a log: the
+    second phase's rate counted from the bar's start read 4 faces/s and an ETA of 6 hours
+    for a phase done 2 s later, and a phase done early was said to have taken the whole
+    job when the closing lines came."""
+    clock = iter([0.0, 0.0, 20.0, 20.0, 20.0, 20.0, 25.0, 25.0, 29.0, 29.0, 40.0])
+    monkeypatch.setattr("facetrain.progress.time.monotonic", lambda: next(clock))
+    with PlainProgress(every=5) as bar:
+        first = bar.add_task("spacing", total=100)  # t=0
+        bar.advance(first, 100)  # done at t=20; check, line
+        second = bar.add_task("pairs", total=90)  # t=20
+        bar.advance(second, 45)  # t=25: check, line
+        bar.advance(second, 45)  # done at 29; check, no line (every 5 s); the close at 40
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["spacing 100/100 (100%) 5.0/s, elapsed 0:20, ETA 0:00",
+                     "pairs 45/90 (50%) 9.0/s, elapsed 0:05, ETA 0:05",
+                     "pairs 90/90 (100%) 10.0/s, elapsed 0:09, ETA 0:00"]  # fmt: skip
 
 
 def test_training_in_a_log_prints_step_loss_rate_and_eta(tmp_path):

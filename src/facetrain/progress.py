@@ -3,6 +3,7 @@ on a terminal, plain lines in a log (a job under nohup, cron or a cluster schedu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -105,6 +106,26 @@ def progress_bar(*, disable: bool | None = None, every: float = 30.0):
     )
 
 
+@contextlib.contextmanager
+def phases(titles: dict[str, str], *, disable: bool | None = None):
+    """A bar for each phase of a job whose steps say how far they are: yields
+    `said(phase, done, total)`, which shows a phase named in `titles` under its title
+    (its bar added the first time it is said) and ignores any other."""
+    with progress_bar(disable=disable) as bar:
+        tasks: dict[str, tuple[int, list[int]]] = {}
+
+        def said(phase: str, done: int, total: int) -> None:
+            if phase not in titles:
+                return
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(titles[phase], total=total), [0]
+            task, last = tasks[phase]
+            bar.advance(task, done - last[0])
+            last[0] = done
+
+        yield said
+
+
 @dataclass
 class _Task:
     description: str
@@ -113,6 +134,8 @@ class _Task:
     fields: dict = field(default_factory=dict)
     initial: float = 0.0  # done before this process started (a resumed job): not its rate
     shown: float | None = None  # the count its last line said (a closing line repeats none)
+    start: float = field(default_factory=lambda: time.monotonic())  # rate, elapsed from here
+    end: float | None = None  # when it reached its total: a closing line's time, not now's
 
 
 class PlainProgress:
@@ -138,19 +161,26 @@ class PlainProgress:
         return len(self.tasks) - 1
 
     def advance(self, task: int, advance: float = 1) -> None:
-        self.tasks[task].completed += advance
+        self._count(task, self.tasks[task].completed + advance)
         if time.monotonic() - self.last >= self.every:
             self._line(task)
 
     def update(self, task: int, completed: float | None = None, **fields) -> None:
         if completed is not None:
-            self.tasks[task].completed = completed
+            self._count(task, completed)
         self.tasks[task].fields.update(fields)
 
+    def _count(self, task: int, completed: float) -> None:
+        t = self.tasks[task]
+        t.completed = completed
+        reached = bool(t.total) and completed >= t.total
+        t.end = (t.end or time.monotonic()) if reached else None
+
     def _line(self, task: int) -> None:
-        t, now = self.tasks[task], time.monotonic()
-        self.last, t.shown = now, t.completed
-        elapsed = now - self.start
+        t = self.tasks[task]
+        self.last, t.shown = time.monotonic(), t.completed
+        # a later phase's rate is not its wait for the first ones, nor a done one's for later
+        elapsed = (t.end or self.last) - t.start
         rate = (t.completed - t.initial) / elapsed if elapsed > 0 else 0.0
         done = f"{t.completed:.0f}" + (f"/{t.total:.0f} ({t.completed / t.total:.0%})"
                                        if t.total else "")  # fmt: skip
