@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -103,6 +104,7 @@ def nearest_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: 
     if k < 1 or len(q) == 0 or len(e) == 0:
         return out
     todo = np.arange(len(q))
+    say("nearest", 0, len(q))  # its bar from the start: an index takes a while to build
     if len(e) > EXACT_SEARCH:
         index = _index(e, distance) if index is None else index
         for s in range(0, len(q), QUERY_BLOCK):
@@ -110,13 +112,16 @@ def nearest_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: 
             _, cand = index.search(_as_indexed(q[part], distance), k + EXTRA)
             out[part] = _nearest_of_candidates(q[part], qphoto[part], e, bphoto, cand,
                                                distance, k, copies)  # fmt: skip
+            say("nearest", part[-1] + 1, len(q))
         todo = np.flatnonzero(np.isinf(out[:, -1]))  # many faces of one photo among them
-    kk = min(k, len(e))
+    kk, indexed = min(k, len(e)), len(todo) < len(q)
     for s in range(0, len(todo), block_rows(len(e))):
         part = todo[s : s + block_rows(len(e))]
         d = distance_matrix(q[part], e, distance, dtype=np.float32)
         d[(qphoto[part, None] == bphoto[None, :]) | (d < copies)] = np.inf
         out[part, :kk] = np.sort(np.partition(d, kk - 1, axis=1)[:, :kk], axis=1)
+        if not indexed:  # the few faces an index left: part of its count already
+            say("nearest", part[-1] + 1, len(q))
     return out
 
 
@@ -160,6 +165,7 @@ def pairs_within(emb: np.ndarray, radius: float, distance: str):
     columns and distances."""
     e = np.ascontiguousarray(emb, np.float32)
     exact = len(e) <= EXACT_SEARCH
+    say("pairs", 0, len(e))
     parts = _pairs_exact(e, radius, distance) if exact else _pairs_indexed(e, radius, distance)
     rows, cols, vals = zip(*parts, strict=True) if parts else ((), (), ())
     cat = lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t)  # noqa: E731
@@ -173,6 +179,7 @@ def _pairs_exact(e: np.ndarray, radius: float, distance: str) -> list:
         r, c = np.nonzero(d < radius)
         keep = r + s != c
         out.append((r[keep] + s, c[keep], d[r[keep], c[keep]]))
+        say("pairs", min(s + block, len(e)), len(e))
     return out
 
 
@@ -189,6 +196,7 @@ def _pairs_indexed(e: np.ndarray, radius: float, distance: str) -> list:
         d = pair_distances(e[r], e[c], distance, dtype=np.float32)
         near = d < radius
         out.append((r[near], c[near], d[near]))
+        say("pairs", min(s + QUERY_BLOCK, len(e)), len(e))
     return out
 
 
@@ -221,6 +229,27 @@ def keep(once: bool = False, into: dict | None = None):
         yield
     finally:
         _state.kept, _state.once = outer
+
+
+@contextlib.contextmanager
+def reporting(said: Callable[[str, int, int], None] | None):
+    """Within the block (this thread), the searches say how far they are after each block
+    of faces: `said(search, done, total)`, the search `nearest` (`nearest_in`) or `pairs`
+    (`pairs_within`); the clustering says `groups` (`cluster.agglomerate`). A cluster run
+    of a million faces takes minutes. None: nothing is said (a search within a step)."""
+    outer = getattr(_state, "said", None)
+    _state.said = said
+    try:
+        yield
+    finally:
+        _state.said = outer
+
+
+def say(what: str, done: int, total: int) -> None:
+    """How far a long step is, to whoever listens (`reporting`); nothing when no one does."""
+    said = getattr(_state, "said", None)
+    if said is not None:
+        said(what, int(done), int(total))
 
 
 def _key(e: np.ndarray, distance: str) -> tuple:

@@ -332,7 +332,7 @@ def library_forget_missing(
 def library_cluster(db: DbOpt, model: ModelOpt = None, threshold: ThresholdOpt = None) -> None:
     """Stack unnamed faces per person; named people stay and attract their new faces."""
     with _open(db, model) as lib:
-        r, thr, why = lib.cluster(threshold)
+        r, thr, why = lib.cluster(threshold, progress=True)
     console.print(
         f"{r.faces} faces → {r.stacks} stacks ({r.matched_to_named} clusters joined named "
         f"people, {r.kept} stayed the stacks they were, {r.new_stacks} new stacks; "

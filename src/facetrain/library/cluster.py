@@ -47,6 +47,8 @@ from facetrain.neighbours import (
     pair_limit,
     pair_limits,
     pairs_within,
+    reporting,
+    say,
 )
 
 BIG = 1e6
@@ -134,7 +136,8 @@ def agglomerate(
     graph = near_pairs(emb, threshold * (1 + 1e-4) + 1e-6, distance, scale=scale,
                        tau=tau * (1 + 1e-4))  # fmt: skip
     _, group = connected_components(graph, directed=False)
-    labels, next_label = np.empty(n, np.int64), 0
+    labels, next_label, done = np.empty(n, np.int64), 0, 0
+    say("groups", 0, n)
     for idx in np.split(np.argsort(group, kind="stable"), np.cumsum(np.bincount(group))[:-1]):
         if len(idx) == 1:
             part = np.zeros(1, np.int64)
@@ -144,9 +147,13 @@ def agglomerate(
             part = dense_clusters(emb[idx], photo[idx], threshold, distance, sub, tau, who)
         else:  # the group's median limit: the graph method takes one threshold
             lim = threshold if scale is None else min(threshold, tau * np.median(scale[idx]))
-            part = _over_graph(emb[idx], float(lim), distance)
+            with reporting(None):  # its search is part of this group's count
+                part = _over_graph(emb[idx], float(lim), distance)
         labels[idx] = part + next_label
         next_label += int(part.max()) + 1
+        done += len(idx)
+        if len(idx) > 1 or done == n:  # faces alone take no time: said with the next group
+            say("groups", done, n)
     labels, moved = _honour_cannot_link(labels, emb, photo, distance)
     return np.unique(labels, return_inverse=True)[1], moved
 
