@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 
 def loads(data: str | bytes) -> object:
@@ -19,6 +20,15 @@ def loads(data: str | bytes) -> object:
         raise ValueError(f"not JSON ({e})") from None
     except RecursionError:
         raise ValueError("nested too deep to be read") from None
+
+
+def read_json(path: Path) -> tuple[object, str]:
+    """A file's JSON, or None and why it cannot be read (missing, unreadable, not JSON):
+    for a caller that goes on without it (a page that shows the rest, settings made anew)."""
+    try:
+        return loads(path.read_bytes()), ""
+    except (OSError, ValueError) as e:
+        return None, f"{path} cannot be read: {e}"
 
 
 def xml_root(data: bytes, what: str, limit: int) -> ET.Element:

@@ -229,17 +229,13 @@ def _output_folder(out: str | os.PathLike, inputs: list) -> None:
     """Refuse, before any work, an `out` that would mix with the data or overwrite files
     of the user's: a folder inside an input, or one holding things but no evaluation of
     ours (its metrics.json, or the kept parts of one cut short)."""
-    from facetrain import atomic
-    from facetrain.foreign import loads
+    from facetrain import atomic, foreign
 
     atomic.output_folder(out, inputs=inputs, own=("metrics.json", "*.partial"),
                          kind="evaluation")  # fmt: skip
     metrics = Path(out) / "metrics.json"
-    try:
-        ours = not metrics.exists() or "sets" in loads(metrics.read_bytes())
-    except (OSError, ValueError, TypeError):
-        ours = False
-    if not ours:
+    got = foreign.read_json(metrics)[0] if metrics.exists() else {"sets": {}}
+    if not (isinstance(got, dict) and "sets" in got):
         raise atomic.OutputError(f"{metrics}: not the metrics of a facetrain evaluation; "
                                  "give a new or empty folder for --out")  # fmt: skip
 

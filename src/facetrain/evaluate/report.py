@@ -43,20 +43,11 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
 
 
-def _json_of(path: Path) -> tuple[object, str]:
-    """A run file's JSON, or None and why it cannot be read: the page says so and goes on
-    (a file edited by hand, or copied in part, is no reason to lose the rest of it)."""
-    try:
-        return foreign.loads(path.read_bytes()), ""
-    except (OSError, ValueError) as e:
-        return None, f"{path} cannot be read: {e}"
-
-
 def final_metrics(run: Path) -> tuple[dict[str, dict], str]:
     """Per-set metrics and where they came from."""
     ev = run / "eval" / "metrics.json"
     if ev.exists():
-        got, why = _json_of(ev)
+        got, why = foreign.read_json(ev)
         sets = got.get("sets") if isinstance(got, dict) else None
         if isinstance(sets, dict) and all(isinstance(m, dict) for m in sets.values()):
             return sets, f"facetrain eval ({ev})"
@@ -99,7 +90,7 @@ def _settings(run: Path) -> list[str]:
     """The run's main settings, the code revision it started from and each resume's."""
     parts = []
     if (run / CONFIG).exists():
-        c, why = _json_of(run / CONFIG)
+        c, why = foreign.read_json(run / CONFIG)
         if not isinstance(c, dict):
             why = why or f"{run / CONFIG} holds no table of settings"
             parts.append(f"<p>Settings unknown: {html.escape(why)}.</p>")

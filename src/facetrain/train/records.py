@@ -85,11 +85,10 @@ def _settings_of(path: Path) -> tuple[dict | None, str]:
     """The run's recorded settings, or None and why they cannot be read."""
     from facetrain import foreign
 
-    try:
-        got = foreign.loads(path.read_bytes())
-    except (OSError, ValueError) as e:
-        return None, f"{path} could not be read ({e})"
-    return (got, "") if isinstance(got, dict) else (None, f"{path} holds no table of settings")
+    got, why = foreign.read_json(path)
+    if why or isinstance(got, dict):
+        return got, why
+    return None, f"{path} holds no table of settings"
 
 
 def _add_history(run: Path, line: str) -> None:
