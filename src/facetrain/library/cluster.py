@@ -139,16 +139,10 @@ def agglomerate(
     labels, next_label, done = np.empty(n, np.int64), 0, 0
     say("groups", 0, n)
     for idx in np.split(np.argsort(group, kind="stable"), np.cumsum(np.bincount(group))[:-1]):
-        if len(idx) == 1:
-            part = np.zeros(1, np.int64)
-        elif len(idx) <= exact_max:
-            sub = None if scale is None else scale[idx]
-            who = None if person is None else person[idx]
-            part = dense_clusters(emb[idx], photo[idx], threshold, distance, sub, tau, who)
-        else:  # the group's median limit: the graph method takes one threshold
-            lim = threshold if scale is None else min(threshold, tau * np.median(scale[idx]))
-            with reporting(None):  # its search is part of this group's count
-                part = _over_graph(emb[idx], float(lim), distance)
+        sub = None if scale is None else scale[idx]
+        who = None if person is None else person[idx]
+        part = _group_clusters(emb[idx], photo[idx], threshold, distance, exact_max, sub,
+                               tau, who)  # fmt: skip
         labels[idx] = part + next_label
         next_label += int(part.max()) + 1
         done += len(idx)
@@ -156,6 +150,20 @@ def agglomerate(
             say("groups", done, n)
     labels, moved = _honour_cannot_link(labels, emb, photo, distance)
     return np.unique(labels, return_inverse=True)[1], moved
+
+
+def _group_clusters(emb, photo, threshold: float, distance: str, exact_max: int, scale,
+                    tau: float, person) -> np.ndarray:  # fmt: skip
+    """The labels (0..k-1) of one connected group of the near-pairs graph: exact up to
+    `exact_max` faces (`dense_clusters`), over its graph past that (`_over_graph`)."""
+    if len(emb) == 1:
+        return np.zeros(1, np.int64)
+    if len(emb) <= exact_max:
+        return dense_clusters(emb, photo, threshold, distance, scale, tau, person)
+    # the group's median limit: the graph method takes one threshold
+    lim = threshold if scale is None else min(threshold, tau * np.median(scale))
+    with reporting(None):  # its search is part of the group's count
+        return _over_graph(emb, float(lim), distance)
 
 
 def dense_clusters(emb, photo, threshold: float, distance: str, scale=None,
