@@ -63,6 +63,26 @@ def test_verification_panels_name_the_set_they_draw(tmp_path, monkeypatch):
     assert "verification accuracy (val_unseen)" in titles and "training loss" in titles
 
 
+def test_every_panel_shares_the_runs_step_axis(tmp_path, monkeypatch):
+    """A verification logged once, at step 340 of 460, was drawn on an axis of its own
+    (steps 325 to 355): beside the loss it said nothing of when in the run it was."""
+    import json
+
+    from facetrain.evaluate import plots
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"step": s, "loss": 6.0 - s / 100, "lr": 0.1} for s in range(20, 461, 20)]
+    lines.append({"eval": "lfw", "step": 340, "accuracy": 0.69, "val": 0.004})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, out: drawn.setdefault("fig", fig))
+    plots.plot_runs([run], tmp_path / "c.png")
+    shown = [ax for ax in drawn["fig"].axes if ax.get_visible()]
+    assert len(shown) >= 3 and "verification accuracy (lfw)" in {a.get_title() for a in shown}
+    assert {ax.get_xlim() for ax in shown} == {(0.0, 460 * 1.03)}
+
+
 def test_a_metrics_log_with_lines_of_another_writer_still_plots(tmp_path):
     """Lines of metrics.jsonl with no step or a value that is not a number (another
     program's, a hand edit) are no points; a log of nothing else names the run."""

@@ -99,7 +99,12 @@ def plot_runs(runs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
     cols = min(3, len(titles))
     rows = -(-len(titles) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    # one step axis for every panel: a verification logged once sat alone on an axis of
+    # its own (steps 325 to 355), nowhere to be seen against the loss beside it
+    last = max((max(x, default=0) for d in data.values() for x, _ in d.values()), default=0)
     for ax, title in zip(axes.flat, titles):
+        if last > 0:
+            ax.set_xlim(0, last * 1.03)
         for name, d in data.items():
             if title in d:
                 x, y = d[title]
