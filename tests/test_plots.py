@@ -125,3 +125,32 @@ def test_a_report_says_which_run_file_it_cannot_read_and_shows_the_rest(tmp_path
         assert f"Settings unknown: {run / 'config.json'} cannot be read" in page
         assert f"No ROC: {run / 'eval' / 'roc.csv'} cannot be read" in page
         assert page.count("data:image/png;base64,") == 1  # the curves
+
+
+def test_a_report_says_when_its_figures_are_not_the_final_model_s(tmp_path):
+    """`facetrain report` while a run trains headed its figures "Final metrics"; after a
+    resume trained on, it showed the evaluation of the model the run had before as final."""
+    import os
+
+    from helpers import cli
+
+    run = tmp_path / "r"
+    (run / "eval").mkdir(parents=True)
+    logged = ['{"step": 1, "loss": 2.0}', '{"step": 1, "eval": "lfw", "accuracy": 0.75}']
+    (run / "metrics.jsonl").write_text("\n".join(logged) + "\n")
+    cli("report", run)
+    page = (run / "report.html").read_text()
+    assert "<h2>Metrics so far</h2>" in page and "Final metrics" not in page
+    assert "The run has not finished: no model.safetensors yet" in page and "0.7500" in page
+    (run / "eval" / "metrics.json").write_text('{"sets": {"lfw": {"accuracy": 0.875}}}')
+    (run / "model.safetensors").write_bytes(b"weights")  # trained on after that eval
+    os.utime(run / "eval" / "metrics.json", (1e9, 1e9))
+    cli("report", run)
+    page = (run / "report.html").read_text()
+    assert "<h2>Final metrics</h2>" in page and "0.8750" in page
+    assert f"{run / 'eval' / 'metrics.json'} is older than {run / 'model.safetensors'}" in page
+    os.utime(run / "eval" / "metrics.json")  # evaluated again: now
+    cli("report", run)
+    page = (run / "report.html").read_text()
+    assert "<h2>Final metrics</h2>" in page and "is older than" not in page
+    assert "has not finished" not in page

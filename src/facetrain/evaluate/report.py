@@ -16,7 +16,7 @@ from pathlib import Path
 
 from facetrain import foreign
 from facetrain.evaluate.plots import plot_roc, plot_runs
-from facetrain.run_folder import CONFIG, REVISION, read_metrics
+from facetrain.run_folder import CONFIG, REVISION, WEIGHTS, read_metrics
 
 ROWS = (
     ("accuracy", "accuracy (10-fold)"),
@@ -80,7 +80,7 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None) -
         parts.append("<h2>Learning curves</h2>")
         curves = plot_runs([run], Path(tmp) / "curves.png")
         parts.append(_img(curves, "the run's loss, learning rate and verification by step"))
-        parts += _metrics_table(*final_metrics(run))
+        parts += _metrics_table(*final_metrics(run), _not_final(run))
         parts += _roc(run, Path(tmp))
     atomic.write_text(out, "\n".join(parts) + "\n</main>\n")
     return out
@@ -107,9 +107,28 @@ def _settings(run: Path) -> list[str]:
     return parts
 
 
-def _metrics_table(sets: dict[str, dict], source: str) -> list[str]:
-    """A column of metrics per verification set, and each set's note."""
-    parts = [f"<h2>Final metrics</h2><p>from {html.escape(source)}</p>"]
+def _not_final(run: Path) -> tuple[str, str]:
+    """The metrics' heading, and why they may not be the final model's: a run still
+    training (or stopped before its end), or an evaluation of the model it had before it
+    trained on."""
+    weights, ev = run / WEIGHTS, run / "eval" / "metrics.json"
+    if not weights.exists():
+        return "Metrics so far", (f"The run has not finished: no {WEIGHTS} yet. The same "
+                                  "`facetrain train` command goes on with it.")  # fmt: skip
+    if ev.exists() and ev.stat().st_mtime < weights.stat().st_mtime:
+        return "Final metrics", (f"{ev} is older than {weights}: it measured the model "
+                                 "before the run trained on; `facetrain eval RUN` measures "
+                                 "this one.")  # fmt: skip
+    return "Final metrics", ""
+
+
+def _metrics_table(sets: dict[str, dict], source: str, status: tuple[str, str]) -> list[str]:
+    """A column of metrics per verification set, each set's note, under the heading
+    `status` gives with its warning."""
+    title, warning = status
+    parts = [f"<h2>{title}</h2><p>from {html.escape(source)}</p>"]
+    if warning:
+        parts.append(f"<p><b>{html.escape(warning)}</b></p>")
     if not sets:
         return parts + ["<p>No verification yet: run <code>facetrain eval RUN</code>.</p>"]
     head = "".join(f"<th>{html.escape(n)}</th>" for n in sets)
