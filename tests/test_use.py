@@ -569,6 +569,26 @@ def test_models_from_elsewhere_and_bad_model_files(trained, tmp_path):
     cli_fails("eval", trained["run"], "--pairs", trained["pairs"])  # no --images
 
 
+def test_a_run_still_training_is_named_as_one_not_taken_for_photos(trained, tmp_path):
+    """`compare RUN a.jpg b.jpg` on a run still training took RUN for a folder of photos
+    ("no photo in this folder"); `eval RUN` said "no model here (expected a run folder…)"
+    of a run folder. Both say now that the run has not finished."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "revision.txt", "metrics.jsonl"):
+        shutil.copy(trained["run"] / name, run / name)
+    img = trained["faces"] / "id1" / "0.jpg"
+    said = [cli_fails("compare", run, img, img), cli_fails("embed", run, img, "--out",
+            tmp_path / "e.npz"), cli_fails("eval", run, "--pairs", trained["pairs"],
+            "--images", trained["lfw"])]  # fmt: skip
+    for out in said:
+        assert "this run has not finished: no model.safetensors yet" in " ".join(out.split())
+    assert not (tmp_path / "e.npz").exists() and not (run / "eval").exists()
+    # a folder of photos is still photos, and the finished run its model
+    assert "same" in cli("compare", trained["faces"] / "id1", img)
+    assert "same" in cli("compare", trained["run"], img, img)
+
+
 @pytest.mark.skipif(not LFW.exists(), reason="../shared/datasets absent")
 def test_raw_photos_are_aligned_like_the_models_training_faces(trained):
     """lfw-raw-sample photos aligned on the fly match ../shared/datasets/lfw's aligned faces

@@ -37,6 +37,12 @@ ALIGN_RECORD = "align_config.json"
 RUN_MARKERS = (REVISION, "checkpoints", "teacher/work.json", "teacher/meta.json")
 
 
+def is_run(folder: str | os.PathLike) -> bool:
+    """Whether a folder is a training run's (its settings and code revision are there),
+    finished or not."""
+    return (Path(folder) / CONFIG).is_file() and (Path(folder) / REVISION).is_file()
+
+
 def read_metrics(run: str | os.PathLike) -> list[dict]:
     """The records of RUN/metrics.jsonl, skipping lines that are not JSON objects."""
     path = Path(run) / METRICS

@@ -22,7 +22,7 @@ from facetrain.inference.record import (
     load_weights,
     record_dict,
 )
-from facetrain.run_folder import WEIGHTS
+from facetrain.run_folder import WEIGHTS, is_run
 
 if TYPE_CHECKING:  # imported where a model is loaded: naming one needs no torch
     import torch
@@ -205,13 +205,14 @@ MODEL_SUFFIXES = (".safetensors", ".onnx", ".pt", ".ts", ".torchscript")
 
 def is_model(arg: str | os.PathLike) -> bool:
     """Whether a command-line argument names a model (rather than photos): a
-    `pretrained:NAME`, a weights or exported file, or a run folder with model.safetensors."""
+    `pretrained:NAME`, a weights or exported file, or a run folder (one still training
+    is a model not made yet, never a folder of photos)."""
     from facetrain.inference import pretrained
 
     p = Path(arg)
     if pretrained.is_spec(arg):
         return True
-    return p.suffix in MODEL_SUFFIXES or (p.is_dir() and (p / WEIGHTS).is_file())
+    return p.suffix in MODEL_SUFFIXES or (p.is_dir() and ((p / WEIGHTS).is_file() or is_run(p)))
 
 
 def split_model(args: list[str]) -> tuple[str | None, list[str]]:
