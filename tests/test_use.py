@@ -520,6 +520,23 @@ def test_plots_and_report(trained, tmp_path):
     assert Image.open(tmp_path / "tsne.png").size[0] > 500
 
 
+def test_a_map_of_some_identities_embeds_only_theirs(trained, tmp_path, monkeypatch):
+    """`plot-embeddings MODEL DATA` embedded every face of DATA (a million, for MS1M) and
+    then drew the first 20 identities; now only their faces are embedded, from folders or
+    from a pack."""
+    from facetrain.use import embeddings
+
+    embedded = []
+    whole = embeddings.embed_paths
+    monkeypatch.setattr(embeddings, "embed_paths", lambda model, paths, labels, **kw: (
+        embedded.append(sorted(set(labels))) or whole(model, paths, labels, **kw)))  # fmt: skip
+    for data in (trained["faces"], trained["tmp"] / "pack"):
+        out = cli("plot-embeddings", trained["run"], data, "--out", tmp_path / "m.png",
+                  "--max-identities", "3")  # fmt: skip
+        assert "(30 faces, 3 identities)" in out and Image.open(tmp_path / "m.png").size[0] > 500
+    assert embedded == [["id0", "id1", "id2"]] * 2
+
+
 def test_the_report_page_reads_for_everyone(trained, tmp_path):
     """The report page breaks none of axe-core's accessibility rules in Chromium: it names
     its language, has a main region and says in words what each chart shows."""

@@ -191,14 +191,16 @@ def work_towards(out: Path | None):
 
 
 def embed_data(fm, data: list[str], align: str, device: str, workers: int = 0,
-               parts: Path | None = None):  # fmt: skip
+               parts: Path | None = None, identities: int | None = None):  # fmt: skip
     """Embed DATA roots, reporting skipped images; exits cleanly when nothing is usable.
-    `parts`: where the work is kept as it goes (`work_towards`)."""
+    `parts`: where the work is kept as it goes (`work_towards`); `identities`: only the
+    first that many by name."""
     from facetrain.data.listing import DatasetError
     from facetrain.use.embeddings import embed_dataset
 
     try:
-        t = embed_dataset(fm, data, align=align, device=device, workers=workers, parts=parts)
+        t = embed_dataset(fm, data, align=align, device=device, workers=workers, parts=parts,
+                          identities=identities)  # fmt: skip
     except (DatasetError, ValueError) as e:
         fail(str(e))
     return _usable(t, data)

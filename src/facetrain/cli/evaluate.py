@@ -219,14 +219,15 @@ def report(
 def plot_embeddings_cmd(
     args: Annotated[list[str], typer.Argument(help=INPUTS_HELP, metavar="[MODEL] DATA...")],
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("embeddings.png"),
-    max_identities: Annotated[int, typer.Option(help="Draw at most this many.")] = 20,
+    max_identities: Annotated[
+        int, typer.Option(help="Embed and draw the first this many identities by name.")
+    ] = 20,
     align: AlignOpt = "auto",
     spec: SpecOpt = None,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """A t-SNE map of a dataset's embeddings, coloured by identity."""
-    import numpy as np
-
+    """A t-SNE map of a dataset's embeddings, coloured by identity (only the first
+    --max-identities by name are embedded)."""
     from facetrain import atomic
     from facetrain.evaluate.plots import plot_embeddings
 
@@ -235,11 +236,10 @@ def plot_embeddings_cmd(
         fail(f"--max-identities {max_identities}: at least 1")
     fm, data = model_and_inputs(args, device, spec=spec)
     with work_towards(out) as parts:
-        t = embed_data(fm, data, align, device, parts=parts)
-        names = sorted(set(t.labels))[:max_identities]
-        keep = np.array([x in names for x in t.labels])
-        if keep.sum() < 3:
+        t = embed_data(fm, data, align, device, parts=parts, identities=max_identities)
+        if len(t.labels) < 3:
             fail("need at least 3 usable faces to draw a map")
-        plot_embeddings(t.embeddings[keep], [x for x, k in zip(t.labels, keep) if k], out)
-    faces, people = counted(int(keep.sum()), "face"), counted(len(names), "identity", "identities")
+        plot_embeddings(t.embeddings, list(t.labels), out)
+    faces = counted(len(t.labels), "face")
+    people = counted(len(set(t.labels)), "identity", "identities")
     console.print(f"wrote {out} ({faces}, {people})")

@@ -39,31 +39,27 @@ class Table:
 
 def embed_dataset(
     model, roots, *, align: str = "auto", device: str = "cpu", progress: bool = True,
-    workers: int = 0, parts: Path | None = None,
+    workers: int = 0, parts: Path | None = None, identities: int | None = None,
 ) -> Table:  # fmt: skip
     """Embed every image under the roots, or of a pack (`facetrain pack`'s folder, from its
     shards: the photos may be elsewhere by now); images that cannot be used are skipped,
-    with why."""
+    with why. With `identities`, only the images of the first that many by name (a map of
+    some of them need not embed a million faces)."""
     from facetrain.data.packed import pack_of
 
     pack = pack_of(roots)
     if pack is not None:
-        paths, names = pack.source_paths(), pack.identity_names()
-        return embed_paths(model, paths, names, align=align, device=device,
-                           progress=progress, workers=workers, read=pack.rgb,
-                           parts=parts)  # fmt: skip
-    problems = Problems()
-    samples = list(iter_samples(roots, problems=problems))
-    return embed_paths(
-        model,
-        [s.path for s in samples],
-        [s.identity for s in samples],
-        align=align,
-        device=device,
-        progress=progress,
-        workers=workers,
-        parts=parts,
-    )
+        paths, names, read = pack.source_paths(), pack.identity_names(), pack.rgb
+    else:
+        samples = list(iter_samples(roots, problems=Problems()))
+        paths, names, read = [s.path for s in samples], [s.identity for s in samples], None
+    if identities is not None:
+        chosen = set(sorted(set(names))[:identities])
+        idx = [i for i, n in enumerate(names) if n in chosen]
+        paths, names = [paths[i] for i in idx], [names[i] for i in idx]
+        read = read and (lambda i, whole=read: whole(idx[i]))
+    return embed_paths(model, paths, names, align=align, device=device, progress=progress,
+                       workers=workers, read=read, parts=parts)  # fmt: skip
 
 
 def embed_paths(
