@@ -71,6 +71,30 @@ def test_table_row_reports_a_finished_run(tmp_path):
     assert table_row(run, "x").split("|")[2].strip() == "arcface (s 32, m 0.5), from best"
 
 
+def test_the_table_leaves_out_a_run_whose_files_it_cannot_read(tmp_path, capsys):
+    """A run with a damaged eval or a config of another version stopped the whole table
+    with a traceback; it is named and left out, the other rows printed."""
+    from facetrain.experiment import table
+
+    runs = []
+    for name, config, metrics in [("ok", {}, {}), ("cut", {}, None), ("old", None, {})]:
+        run = tmp_path / name
+        (run / "eval").mkdir(parents=True)
+        cfg = TrainConfig.of(data=["p"]).flat() if config is not None else {"loss": "softmax"}
+        (run / "config.json").write_text(json.dumps(cfg))
+        (run / "metrics.jsonl").write_text('{"epoch": 0, "epoch_end": true, "seconds": 60}\n')
+        m = dict(accuracy=0.9, accuracy_std=0.01, val=0.5, val_std=0.1, far=0.001, auc=0.95)
+        (run / "eval/metrics.json").write_text(json.dumps(m) if metrics is not None else '{"acc')
+        runs.append(str(run))
+    table(runs)
+    out, err = capsys.readouterr()
+    assert out.count("| ok |") == 1 and "| cut |" not in out and "| old |" not in out
+    said = " ".join(err.split())
+    cut = tmp_path / "cut"
+    assert f"{cut}: left out: {cut / 'eval' / 'metrics.json'} cannot be read: not JSON" in said
+    assert f"{tmp_path / 'old'}: left out: no 'center_loss_factor' in its files" in said
+
+
 @pytest.mark.parametrize("data", sorted(SUBSETS), ids=lambda d: Path(d).parent.name)
 def test_the_data_subsets_are_the_share_of_identities_or_faces_they_say(
     data, tmp_path, monkeypatch

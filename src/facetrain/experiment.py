@@ -14,12 +14,12 @@ rows of docs/benchmarks.md (recipe, loss, backbone, epochs, training time, LFW f
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
+from facetrain import foreign
 from facetrain.demo import eval_step, pack_step, report_step, shared_dataset, step
 from facetrain.losses.margins import DEFAULT_MARGIN
 from facetrain.progress import console
@@ -114,8 +114,7 @@ def machine() -> str:
 
 def table_row(run: Path, where: str) -> str:
     """One markdown row: what was trained, for how long, and what it scored on LFW."""
-    m = json.loads((run / "eval" / "metrics.json").read_text())
-    cfg = json.loads((run / CONFIG).read_text())
+    m, cfg = (_table_of(run / name) for name in ("eval/metrics.json", CONFIG))
     seconds = 0.0
     for rec in read_metrics(run):
         if rec.get("epoch_end"):
@@ -144,6 +143,13 @@ def table_row(run: Path, where: str) -> str:
     )
 
 
+def _table_of(path: Path) -> dict:
+    got, why = foreign.read_json(path)
+    if not isinstance(got, dict):
+        raise ValueError(why or f"{path} holds no table")
+    return got
+
+
 def table(runs: list[str]) -> None:
     where = machine()
     print(
@@ -155,7 +161,11 @@ def table(runs: list[str]) -> None:
         if not (Path(folder) / "eval" / "metrics.json").exists():
             console.print(f"{folder}: not evaluated yet (no eval/metrics.json); left out")
             continue
-        print(table_row(Path(folder), where))
+        try:
+            print(table_row(Path(folder), where))
+        except (OSError, ValueError, KeyError, TypeError) as e:  # damaged, or another version
+            why = f"no {e} in its files" if isinstance(e, KeyError) else str(e)
+            console.print(f"{folder}: left out: {why}")
 
 
 if __name__ == "__main__":
