@@ -602,7 +602,7 @@ def test_a_large_library_s_cluster_run_says_how_far_each_phase_is(tmp_path, monk
 
     from facetrain import neighbours
     from facetrain.library import library
-    from helpers import embedded_library, population
+    from helpers import add_embedded, embedded_library, population
 
     emb, _ = population(150, 20, 0.6, seed=3)
     monkeypatch.setattr(neighbours, "EXACT_SEARCH", 1000)  # the index, as past 50,000 faces
@@ -627,6 +627,15 @@ def test_a_large_library_s_cluster_run_says_how_far_each_phase_is(tmp_path, monk
     monkeypatch.setattr(library, "CLUSTER_BAR_FROM", 3001)  # a smaller library: no bar
     lib.cluster(progress=True)
     assert not re.search(r"^(spacing|near pairs|stacks) ", capsys.readouterr().err, re.M)
+    # a scan's new faces, stacked with the stacks they come near, show the same bars
+    monkeypatch.setattr(library, "CLUSTER_BAR_FROM", 3100)
+    add_embedded(lib, population(5, 20, 0.6, seed=4)[0], range(5000, 5100))
+    joined, new = lib.stack_new(progress=True)
+    said = re.findall(r"^(spacing|near pairs|stacks) (\d+)/(\d+) ", capsys.readouterr().err,
+                      re.M)  # fmt: skip
+    last = {p: (int(d), int(t)) for p, d, t in said}  # each phase's last line: all done
+    assert joined + new > 0 and set(last) == {"spacing", "near pairs", "stacks"}
+    assert all(d == t >= 100 for d, t in last.values()), last
 
 
 def test_the_page_s_namer_keeps_its_index_and_each_thread_its_own(tmp_path, monkeypatch):

@@ -133,7 +133,8 @@ def library_scan(
             quality = lib.gate_of(min_size=min_size, min_score=min_score,
                                   min_sharpness=min_sharpness)  # fmt: skip
             scans = (_scan_each(lib, photos, fm, quality, device, workers) if photos else
-                     lib.scan_again(fm, quality, device, workers, on_folder=_scanning))  # fmt: skip
+                     lib.scan_again(fm, quality, device, workers, on_folder=_scanning,
+                                    progress=True))  # fmt: skip
             rows, last = [], None  # the last folder scanned (not left as it was)
             for f, rep in scans:
                 rows.append(_scanned(lib, f, rep, imports, db, quality))
@@ -159,7 +160,7 @@ def _scan_each(lib, folders: list[Path], fm, quality, device: str, workers: int)
     for k, folder in enumerate(once):
         if len(once) > 1:
             console.print(f"scanning {folder} ({k + 1} of {len(once)} folders)", highlight=False)
-        yield str(folder), lib.scan(folder, fm, quality, device, workers)
+        yield str(folder), lib.scan(folder, fm, quality, device, workers, progress=True)
 
 
 def _scanned(lib, folder: str, rep, imports: dict, db: Path, quality) -> dict:

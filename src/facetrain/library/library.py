@@ -475,13 +475,14 @@ class Library:
 
     def scan(self, photos: str | os.PathLike, model, quality=None, device: str = "cpu",
              workers: int = 1, on_progress=None, again: bool = False,
-             stop=lambda: False):  # fmt: skip
+             stop=lambda: False, progress: bool = False):  # fmt: skip
         """New, changed, moved and gone photos below `photos` brought into the library,
         judged by `quality` (which becomes the library's gate, `gate`) or the library's
         own gate; photos searched for larger faces than the gate wants are searched again.
         The folder is remembered (`folders`). `again`: one of those folders scanned again,
         left as it was when it lists no photo any more (`rep.empty`: a drive not mounted).
-        `on_progress` and `stop`: as `scan.scan` takes them."""
+        `on_progress` and `stop`: as `scan.scan` takes them; `progress`: the new faces'
+        stacking shows its bars as `cluster` does."""
         from facetrain.library.scan import Scanner, scan
 
         if not Path(photos).is_dir():
@@ -498,7 +499,7 @@ class Library:
             self.prune_thumbnails()
         if store.count_stacks(self.con):  # clustered before: new faces join their stacks
             with contextlib.suppress(LibraryError):  # no threshold yet: `cluster` places them
-                rep.joined_stacks, rep.new_stacks = self.stack_new()
+                rep.joined_stacks, rep.new_stacks = self.stack_new(progress)
         else:
             rep.to_stack = store.count_faces(self.con, "unplaced")
         return rep
@@ -529,11 +530,12 @@ class Library:
 
     def scan_again(self, model, quality=None, device: str = "cpu", workers: int = 1,
                    on_folder=None, on_progress=None, stop=lambda: False,
-                   ) -> Iterator[tuple[str, object]]:  # fmt: skip
+                   progress: bool = False) -> Iterator[tuple[str, object]]:  # fmt: skip
         """Every folder of `folders` scanned again (`scan`), yielded as it ends: (folder,
         its scan report, or why it was left as it was: not there now, or listing no photo
         while the library holds some from it — a drive not mounted is no photo deleted).
-        `on_folder(folder, k, n)` before each; after a scan `stop()` stopped, no other."""
+        `on_folder(folder, k, n)` before each; after a scan `stop()` stopped, no other;
+        `progress`: as `scan` takes it."""
         folders = self.folders()
         if not folders:
             raise LibraryError(f"{self.path} remembers no folder yet: scan one by name first "
@@ -544,12 +546,13 @@ class Library:
             if not os.path.isdir(folder):
                 yield folder, "not there now (moved, or a drive not mounted?)"
                 continue
-            rep = self.scan(folder, model, quality, device, workers, on_progress, True, stop)
+            rep = self.scan(folder, model, quality, device, workers, on_progress, True, stop,
+                            progress)  # fmt: skip
             yield folder, "lists no photo now (a drive not mounted?)" if rep.empty else rep
             if rep.stopped:
                 return
 
-    def stack_new(self) -> tuple[int, int]:
+    def stack_new(self, progress: bool = False) -> tuple[int, int]:
         """Faces in no stack yet (a scan's new photos) stacked as `cluster` would stack
         them with the rest — by the rule the last `cluster` used — the stacks they come
         near clustered again with them (`cluster.restack_near`: confirmed faces stay, a
@@ -565,7 +568,7 @@ class Library:
         if not (person < 0).any():
             return 0, 0
         faces = FaceSet.of(emb, rows)
-        with neighbours.keep(once=True):
+        with neighbours.keep(once=True), self._bars(progress, len(faces.ids)):
             plan = restack_near(faces, person, confirmed, store.rejections(self.con), thr,
                                 distance, spacing=given is None)  # fmt: skip
         with store.transaction(self.con):
@@ -586,7 +589,6 @@ class Library:
             recluster,
             with_spacing,
         )
-        from facetrain.progress import phases
 
         adapter = self._adapter()  # read once for both sets
         named_faces = self._faces("named", adapter)  # read once: the threshold's and the plan's
@@ -596,11 +598,9 @@ class Library:
         unnamed = store.unnamed_stacks(self.con)  # a cluster goes back to the one it was
         back = np.isin(rows.person, list(unnamed))
         was = dict(zip(rows.id[back].tolist(), rows.person[back].tolist(), strict=True))
-        quiet = not progress or len(free.ids) + len(named.person) < CLUSTER_BAR_FROM
         with (
             neighbours.keep(once=True),  # past 50,000 faces: one index for spacing and pairs
-            phases(CLUSTER_PHASES, disable=True if quiet else None) as said,
-            neighbours.reporting(said),
+            self._bars(progress, len(free.ids) + len(named.person)),
         ):
             if threshold is None:  # a threshold the owner gives is used as it is, everywhere
                 free, named = with_spacing(free, named, distance)
@@ -618,6 +618,17 @@ class Library:
         rep = ClusterReport(faces, store.count_stacks(self.con), plan.matched,
                             len(plan.new_stacks), plan.moved, plan.back)  # fmt: skip
         return rep, thr, why
+
+    @contextlib.contextmanager
+    def _bars(self, progress: bool, faces: int):
+        """A bar for each phase of stacking these many faces (`CLUSTER_PHASES`) when
+        `progress` and they are `CLUSTER_BAR_FROM` or more; nothing otherwise."""
+        from facetrain.progress import phases
+
+        quiet = not progress or faces < CLUSTER_BAR_FROM
+        bars = phases(CLUSTER_PHASES, disable=True if quiet else None)
+        with bars as said, neighbours.reporting(said):
+            yield
 
     def _write(self, plan) -> None:
         """A placement into the store (inside the caller's transaction)."""
