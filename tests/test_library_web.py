@@ -837,6 +837,13 @@ def test_look_for_new_photos_from_the_page(library, photos, monkeypatch):
     monkeypatch.setattr(web.ScanAgain, "_progress", real)
     Image.open(photos / "howard" / sorted(os.listdir(photos / "howard"))[0]).transpose(
         Image.Transpose.FLIP_LEFT_RIGHT).save(photos / "howard" / "new.png")  # fmt: skip
+    stacked, stack_new = threading.Event(), Library.stack_new  # held till the page says so
+
+    def held(self, progress=False):
+        stacked.wait(30)
+        return stack_new(self, progress)
+
+    monkeypatch.setattr(Library, "stack_new", held)
     server, thread, port = serve_library(library)
     try:
         with sync_api.sync_playwright() as p:
@@ -849,6 +856,10 @@ def test_look_for_new_photos_from_the_page(library, photos, monkeypatch):
             sync_api.expect(page.locator("#look")).to_have_attribute(
                 "title", re.compile(f"^scan again {re.escape(str(photos))}: "))  # fmt: skip
             page.locator("#look").click()
+            sync_api.expect(page.locator("#status")).to_contain_text(  # every photo looked at
+                "photos looked at; stacking their faces per person…", timeout=60_000)  # fmt: skip
+            assert ", about " not in page.locator("#status").inner_text()  # no time left
+            stacked.set()
             sync_api.expect(page.locator("#status")).to_contain_text(
                 "looked in 1 folder: 1 new photo", timeout=60_000)  # fmt: skip
             assert page.locator("#look").is_enabled()
