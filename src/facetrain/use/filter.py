@@ -30,15 +30,24 @@ class FilterResult:
     identities_after: int
 
 
-def centre_distances(t: Table, distance: str = "squared_l2") -> np.ndarray:
-    """Distance of each embedding to the unit-normalised mean of its identity."""
-    labels = np.asarray(t.labels)
-    out = np.zeros(len(t), np.float64)
-    for name in set(t.labels):
-        idx = np.flatnonzero(labels == name)
-        c = t.embeddings[idx].mean(0)
-        c = c / max(np.linalg.norm(c), 1e-12)
-        out[idx] = pair_distances(t.embeddings[idx], np.repeat(c[None], len(idx), 0), distance)
+def centre_distances(t: Table, distance: str = "squared_l2", block: int = 1 << 16) -> np.ndarray:
+    """Distance of each embedding to the unit-normalised mean of its identity: the centres
+    summed in one sparse product, the distances `block` images at a time (a pass over
+    every image for each identity took 7 s at 100,000 images of 10,000 people, an hour at
+    MS-Celeb's size)."""
+    from scipy.sparse import csr_matrix
+
+    _, group = np.unique(np.asarray(t.labels), return_inverse=True)
+    n = len(group)
+    if n == 0:
+        return np.zeros(0)
+    members = csr_matrix((np.ones(n), (group, np.arange(n))), shape=(group.max() + 1, n))
+    centre = np.asarray(members @ t.embeddings)
+    centre /= np.maximum(np.linalg.norm(centre, axis=1, keepdims=True), 1e-12)
+    out = np.zeros(n, np.float64)
+    for s in range(0, n, block):
+        rows = slice(s, s + block)
+        out[rows] = pair_distances(t.embeddings[rows], centre[group[rows]], distance)
     return out
 
 
