@@ -36,6 +36,10 @@ from facetrain.library.store import LibraryError
 MIN_PEOPLE, MIN_FACES = 2, 5
 STEPS = 300
 ROUNDS = 3
+# The set-aside faces' pairs the threshold through the adapter is fitted on, at most: every
+# pair of 50,000 named faces' fifth with the rest would take 3 GB; 4,000,000 is every pair
+# of a library of up to about 4,500 named faces, a random sample of the rest beyond.
+ASIDE_PAIRS = 4_000_000
 KEEP = 10.0  # weight of the geometry kept for everyone else (1, 3, 10 tried: docs/benchmarks.md)
 
 
@@ -220,6 +224,8 @@ def learn(faces: Faces, distance: str, seed: int = 0, steps: int = STEPS, **kw):
     trial = train_adapter(Faces(faces.emb, fit_person, faces.photo), thr, distance,
                           steps=steps, seed=seed, **kw)  # fmt: skip
     e, fit = trial.apply(faces.emb), np.flatnonzero(fit_person >= 0)
+    if len(aside) * len(fit) > ASIDE_PAIRS:  # tens of thousands of named faces: a sample
+        fit = np.sort(rng.choice(fit, max(1, ASIDE_PAIRS // len(aside)), replace=False))
     d = distance_matrix(e[aside], e[fit], distance).ravel()
     same = (faces.person[aside][:, None] == faces.person[fit][None, :]).ravel()
     thr_after = best_threshold(d, same, distance)
