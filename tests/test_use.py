@@ -227,6 +227,26 @@ def test_classify_names_known_people_and_refuses_strangers(trained, tmp_path):
     assert "--threshold '-1': a finite number ≥ 0" in msg
 
 
+def test_the_classifier_comparison_holds_out_a_share_of_each_identity():
+    """Per identity of two images or more, round(fraction × n) of them (at least one, never
+    all) held out, the same ones for the same seed; identities of one image train."""
+    from collections import Counter
+
+    from facetrain.use.classify import holdout_split
+
+    rng = np.random.default_rng(3)
+    labels = [f"p{int(x)}" for x in rng.integers(0, 400, 3000)]
+    train, test = holdout_split(labels, 0.2, seed=1)
+    assert sorted(train.tolist() + test.tolist()) == list(range(3000))
+    n, held = Counter(labels), Counter(labels[i] for i in test)
+    for name, total in n.items():
+        want = 0 if total < 2 else min(total - 1, max(1, round(0.2 * total)))
+        assert held[name] == want, name
+    again, other = holdout_split(labels, 0.2, seed=1), holdout_split(labels, 0.2, seed=2)
+    assert np.array_equal(again[1], test) and not np.array_equal(other[1], test)
+    assert [len(x) for x in holdout_split([], 0.2)] == [0, 0]
+
+
 def test_classify_threshold_is_the_models_the_datas_or_a_number_and_says_which():
     """`classify train --threshold`: auto takes the model's calibrated threshold, else
     validates one on the labelled faces; a number is taken as given; anything else, or a

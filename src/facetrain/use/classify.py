@@ -51,10 +51,11 @@ def holdout_split(labels: list[str], test_fraction: float, seed: int = 0):
     """Per identity with ≥ 2 images: round(fraction × n) (at least 1, at most n − 1) held
     out for testing; identities with one image stay in training."""
     rng = np.random.default_rng(seed)
-    labels_a = np.asarray(labels)
+    _, group = np.unique(np.asarray(labels), return_inverse=True)  # in name order
+    order = np.argsort(group, kind="stable")  # each identity's images in their order
     train, test = [], []
-    for name in sorted(set(labels)):
-        idx = rng.permutation(np.flatnonzero(labels_a == name))
+    for idx in np.split(order, np.cumsum(np.bincount(group))[:-1]) if len(group) else []:
+        idx = rng.permutation(idx)
         k = 0 if len(idx) < 2 else min(len(idx) - 1, max(1, round(test_fraction * len(idx))))
         test += idx[:k].tolist()
         train += idx[k:].tolist()
