@@ -144,9 +144,9 @@ def table_row(run: Path, where: str) -> str:
 
 
 def _table_of(path: Path) -> dict:
-    got, why = foreign.read_json(path)
-    if not isinstance(got, dict):
-        raise ValueError(why or f"{path} holds no table")
+    got, why = foreign.read_table(path)
+    if got is None:
+        raise ValueError(why)
     return got
 
 

@@ -31,6 +31,15 @@ def read_json(path: Path) -> tuple[object, str]:
         return None, f"{path} cannot be read: {e}"
 
 
+def read_table(path: Path, what: str = "table") -> tuple[dict | None, str]:
+    """A file's JSON table (object), or None and why not: `read_json`'s reason, or that
+    the file holds no `what`."""
+    got, why = read_json(path)
+    if isinstance(got, dict):
+        return got, ""
+    return None, why or f"{path} holds no {what}"
+
+
 def xml_root(data: bytes, what: str, limit: int) -> ET.Element:
     """The root element of an XML document of at most `limit` bytes with no DOCTYPE (no
     entity to expand); ValueError naming `what` it is not, otherwise."""

@@ -90,9 +90,8 @@ def _settings(run: Path) -> list[str]:
     """The run's main settings, the code revision it started from and each resume's."""
     parts = []
     if (run / CONFIG).exists():
-        c, why = foreign.read_json(run / CONFIG)
-        if not isinstance(c, dict):
-            why = why or f"{run / CONFIG} holds no table of settings"
+        c, why = foreign.read_table(run / CONFIG, "table of settings")
+        if c is None:
             parts.append(f"<p>Settings unknown: {html.escape(why)}.</p>")
         else:
             keys = ("model", "loss", "embedding_size", "input_size", "epochs", "batch_size", "lr")

@@ -85,10 +85,7 @@ def _settings_of(path: Path) -> tuple[dict | None, str]:
     """The run's recorded settings, or None and why they cannot be read."""
     from facetrain import foreign
 
-    got, why = foreign.read_json(path)
-    if why or isinstance(got, dict):
-        return got, why
-    return None, f"{path} holds no table of settings"
+    return foreign.read_table(path, "table of settings")
 
 
 def _add_history(run: Path, line: str) -> None:
