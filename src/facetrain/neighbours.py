@@ -103,9 +103,9 @@ def nearest_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: 
     out = np.full((len(q), k), np.inf)
     if k < 1 or len(q) == 0 or len(e) == 0:
         return out
-    todo = np.arange(len(q))
+    todo, indexed = np.arange(len(q)), len(e) > EXACT_SEARCH
     say("nearest", 0, len(q))  # its bar from the start: an index takes a while to build
-    if len(e) > EXACT_SEARCH:
+    if indexed:
         index = _index(e, distance) if index is None else index
         for s in range(0, len(q), QUERY_BLOCK):
             part = np.arange(s, min(s + QUERY_BLOCK, len(q)))
@@ -114,7 +114,7 @@ def nearest_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: 
                                                distance, k, copies)  # fmt: skip
             say("nearest", part[-1] + 1, len(q))
         todo = np.flatnonzero(np.isinf(out[:, -1]))  # many faces of one photo among them
-    kk, indexed = min(k, len(e)), len(todo) < len(q)
+    kk = min(k, len(e))
     for s in range(0, len(todo), block_rows(len(e))):
         part = todo[s : s + block_rows(len(e))]
         d = distance_matrix(q[part], e, distance, dtype=np.float32)

@@ -112,16 +112,16 @@ def phases(titles: dict[str, str], *, disable: bool | None = None):
     `said(phase, done, total)`, which shows a phase named in `titles` under its title
     (its bar added the first time it is said) and ignores any other."""
     with progress_bar(disable=disable) as bar:
-        tasks: dict[str, tuple[int, list[int]]] = {}
+        tasks: dict[str, int] = {}
+        last: dict[str, int] = {}  # each phase's count said before
 
         def said(phase: str, done: int, total: int) -> None:
             if phase not in titles:
                 return
             if phase not in tasks:
-                tasks[phase] = bar.add_task(titles[phase], total=total), [0]
-            task, last = tasks[phase]
-            bar.advance(task, done - last[0])
-            last[0] = done
+                tasks[phase] = bar.add_task(titles[phase], total=total)
+            bar.advance(tasks[phase], done - last.get(phase, 0))
+            last[phase] = done
 
         yield said
 

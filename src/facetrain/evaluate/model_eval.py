@@ -234,7 +234,9 @@ def _output_folder(out: str | os.PathLike, inputs: list) -> None:
     atomic.output_folder(out, inputs=inputs, own=("metrics.json", "*.partial"),
                          kind="evaluation")  # fmt: skip
     metrics = Path(out) / "metrics.json"
-    got = foreign.read_json(metrics)[0] if metrics.exists() else {"sets": {}}
+    if not metrics.exists():
+        return
+    got = foreign.read_json(metrics)[0]
     if not (isinstance(got, dict) and "sets" in got):
         raise atomic.OutputError(f"{metrics}: not the metrics of a facetrain evaluation; "
                                  "give a new or empty folder for --out")  # fmt: skip

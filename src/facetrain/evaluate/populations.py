@@ -55,9 +55,10 @@ def figures(name: str, emb: np.ndarray, labels, distance: str, threshold: float,
     under = np.zeros((2, len(limits)), np.int64)  # (different, same) pairs under each limit
     smallest = _Smallest(min(lo + 2, n_diff))
     for d, same in _upper_pairs(emb, labels, distance):
-        for row, x in ((0, d[~same]), (1, d[same])):
+        different = d[~same]
+        for row, x in ((0, different), (1, d[same])):
             under[row] += [int((x < lim).sum()) for lim in limits]
-        smallest.add(d[~same])
+        smallest.add(different)
     low = smallest.sorted()
     at_far = low[lo] + (pos - lo) * (low[min(lo + 1, len(low) - 1)] - low[lo])
     rate = (under / np.array([[n_diff], [n_same]])).tolist()  # [different, same][limit]
