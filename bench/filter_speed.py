@@ -1,11 +1,14 @@
-"""`facetrain filter`'s outlier scores on a large dataset: each image's distance to its
-identity's centre (`use.filter.centre_distances`) against the loop it replaced (a pass over
-every image's label for each identity, kept here as the baseline), on synthetic unit
-embeddings, alternating rounds; both must give the same scores.
+"""Work per identity on a large dataset, against the loops it replaced (a pass over every
+image's label for each identity, kept here as the baselines), on synthetic unit embeddings,
+alternating rounds; each pair must give the same answer:
+
+- `facetrain filter`'s outlier scores: each image's distance to its identity's centre
+  (`use.filter.centre_distances`);
+- `classify`'s hold-out split when it compares methods (`use.classify.holdout_split`).
 
     .venv/bin/python bench/filter_speed.py [--images 100000] [--identities 10000]
 
-The last line: `N images of K identities: loop X s, now Y s, ratio X/Y`.
+A line each: `WHAT, N images of K identities: loop X s, now Y s, ratio X/Y`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 import numpy as np
 
 from facetrain.distances import pair_distances
+from facetrain.use.classify import holdout_split
 from facetrain.use.embeddings import Table
 from facetrain.use.filter import centre_distances
 
@@ -34,6 +38,37 @@ def loop(t: Table, distance: str = "squared_l2") -> np.ndarray:
     return out
 
 
+def loop_split(labels: list[str], test_fraction: float, seed: int = 0):
+    """The hold-out split as `classify` made it before: one pass over the labels a person."""
+    rng = np.random.default_rng(seed)
+    labels_a = np.asarray(labels)
+    train, test = [], []
+    for name in sorted(set(labels)):
+        idx = rng.permutation(np.flatnonzero(labels_a == name))
+        k = 0 if len(idx) < 2 else min(len(idx) - 1, max(1, round(test_fraction * len(idx))))
+        test += idx[:k].tolist()
+        train += idx[k:].tolist()
+    return np.array(sorted(train), dtype=np.int64), np.array(sorted(test), dtype=np.int64)
+
+
+def compare(what: str, before, now, same, rounds: int) -> str:
+    """Median seconds of `before()` and `now()`, alternating; `same(a, b)` of their answers."""
+    times: dict[str, list[float]] = {"loop": [], "now": []}
+    for _ in range(rounds):
+        for name, f in (("loop", before), ("now", now)):
+            t0 = time.perf_counter()
+            got = f()
+            times[name].append(time.perf_counter() - t0)
+            if name == "loop":
+                want = got
+            else:
+                assert same(got, want), what
+    b, n = (float(np.median(times[k])) for k in ("loop", "now"))
+    print(f"{what} rounds: loop {', '.join(f'{x:.2f}' for x in times['loop'])} s; now "
+          f"{', '.join(f'{x:.2f}' for x in times['now'])} s")  # fmt: skip
+    return f"loop {b:.2f} s, now {n:.2f} s, ratio {b / n:.1f}x"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=100_000)
@@ -47,21 +82,14 @@ def main() -> None:
     t = Table(emb, [f"{i}.jpg" for i in range(a.images)], labels)
     print(f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores; "
           f"{a.images} images of {len(set(labels))} identities")  # fmt: skip
-    times: dict[str, list[float]] = {"loop": [], "now": []}
-    for _ in range(a.rounds):
-        for name, f in (("loop", loop), ("now", centre_distances)):
-            t0 = time.perf_counter()
-            got = f(t)
-            times[name].append(time.perf_counter() - t0)
-            if name == "loop":
-                want = got
-            else:
-                assert np.abs(got - want).max() < 1e-5, np.abs(got - want).max()
-    before, now = (float(np.median(times[k])) for k in ("loop", "now"))
-    print(f"rounds: loop {', '.join(f'{x:.2f}' for x in times['loop'])} s; now "
-          f"{', '.join(f'{x:.2f}' for x in times['now'])} s")  # fmt: skip
-    print(f"{a.images} images of {len(set(labels))} identities: loop {before:.2f} s, now "
-          f"{now:.2f} s, ratio {before / now:.1f}x")  # fmt: skip
+    size = f"{a.images} images of {len(set(labels))} identities"
+    scores = compare("filter scores", lambda: loop(t), lambda: centre_distances(t),
+                     lambda x, y: np.abs(x - y).max() < 1e-5, a.rounds)  # fmt: skip
+    split = compare("hold-out split", lambda: loop_split(labels, 0.2),
+                    lambda: holdout_split(labels, 0.2),
+                    lambda x, y: all(map(np.array_equal, x, y)), a.rounds)  # fmt: skip
+    print(f"hold-out split, {size}: {split}")
+    print(f"filter scores, {size}: {scores}")
 
 
 if __name__ == "__main__":
