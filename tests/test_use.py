@@ -395,6 +395,51 @@ def test_eval_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monke
     assert a == b and 0 < a["accuracy"] <= 1
 
 
+def test_jobs_with_no_output_folder_keep_their_work_in_the_cache(trained, tmp_path,
+                                                                 monkeypatch):  # fmt: skip
+    """`eval-populations` of a family's folder, and `eval` of a weights file without
+    --out, embed as long as `embed` does but have no output folder beside them: stopped
+    (as by kill -9) they began again from the first photo. Their work is kept in the
+    cache folder (never beside the photos) and the same command goes on from it, prints
+    what one whole run prints, and leaves nothing there once done."""
+    from facetrain.inference import parts as kept
+    from facetrain.inference.embedder import FaceEmbedder
+
+    monkeypatch.setattr(kept, "PART", 16)
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path / "cache"))
+    work = tmp_path / "cache" / "work"
+    stop = Stopper(
+        monkeypatch, FaceEmbedder, "embed_source", lambda self, source, **kw: source.n_images
+    )
+    run, faces = trained["run"], trained["faces"]
+    before = tree_hash(faces)
+    stop.reset(3)
+    assert runner.invoke(app, ["eval-populations", str(run), str(faces)]).exit_code == 130
+    [parts] = work.glob("eval-populations-*")
+    assert len(list(parts.glob("part-*.npz"))) == 3
+    stop.reset()
+    said = cli("eval-populations", run, faces, "--json", tmp_path / "a.json")
+    assert "going on from an earlier run: 48 of 100 images" in " ".join(said.split())
+    assert stop.calls == [16, 16, 16, 4] and not any(work.iterdir())
+    cli("eval-populations", run, faces, "--json", tmp_path / "b.json")
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a == b and a["sets"][0]["faces"] == 100
+
+    weights = run / "model.safetensors"  # not a run folder: no eval/ to keep the work in
+    common = ["eval", str(weights), "--pairs", str(trained["pairs"]), "--images",
+              str(trained["lfw"]), "--flip", "none"]  # fmt: skip
+    stop.reset(1)
+    assert runner.invoke(app, [*common, "--json", str(tmp_path / "x.json")]).exit_code == 130
+    [parts] = work.glob("eval-*")
+    stop.reset()
+    said = cli(*common, "--json", tmp_path / "e.json")
+    assert "going on from an earlier run: 16 of 25 images" in " ".join(said.split())
+    assert stop.calls == [9] and not any(work.iterdir()) and tree_hash(faces) == before
+    cli(*common, "--json", tmp_path / "f.json")
+    e, f = (json.loads((tmp_path / n).read_text()) for n in ("e.json", "f.json"))
+    assert e == f and 0 < e["accuracy"] <= 1
+
+
 def test_classify_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monkeypatch):
     """Fitting a classifier on many photos, and naming every face of many, are long jobs:
     stopped between two parts (as by kill -9), the same command goes on from the last part

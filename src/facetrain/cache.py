@@ -1,6 +1,7 @@
 """The cache folder: what facetrain makes once and keeps for every later run — pretrained
 weights converted to facetrain's format, the graphs ONNX Runtime runs, `find`'s embeddings
-of a folder. Never beside the user's photos; deleting it costs only the time to remake it.
+of a folder, the work of a long job that has no output folder to keep it in until it ends.
+Never beside the user's photos; deleting it costs only the time to remake it.
 
 Each use of an entry marks it used (its modification time); making a new entry removes its
 neighbours unused for `STALE_DAYS` — the graphs and weights an older facetrain left (about
@@ -36,7 +37,7 @@ def used(entry: Path) -> Path:
 
 
 def prune(folder: Path, keep: Path, days: float = STALE_DAYS) -> list[Path]:
-    """The entries of `folder` (`runtime/`, `pretrained/`, `find/`) other than `keep` that
+    """The entries of `folder` (`runtime/`, `pretrained/`, `find/`, `work/`) other than `keep` that
     were not used for `days`, removed (links too, never what they point at); returns them.
     Called when a new entry is made, which is rare: a first use, an upgrade."""
     cutoff, removed = time.time() - days * 86400, []

@@ -120,6 +120,7 @@ def eval_populations(
     folder — different people under the threshold, the distance at 1% of them — and the
     sure_below that holds on all (`compare` marks a "same" above it unsure)."""
     from facetrain.evaluate.populations import FAR, figures, sure_below_of
+    from facetrain.inference.parts import kept_in_cache, kept_until_done
     from facetrain.inference.saved import split_model
 
     name, folders = split_model(args)
@@ -131,14 +132,17 @@ def eval_populations(
     if pre.threshold is None:
         fail(f"{fm.source} has no calibrated threshold to measure")
     sets = []
-    for folder in folders:
-        t = embed_data(fm, [folder], align, device, workers)
-        try:
-            sets.append(figures(folder, t.embeddings, t.labels, pre.distance, pre.threshold,
-                                pre.sure_below))  # fmt: skip
-        except ValueError as e:
-            fail(str(e))
-        _show_population(sets[-1])
+    # each folder's faces kept in the cache as they are embedded, until every figure is out
+    kept = [kept_in_cache("eval-populations", fm.source, Path(f).resolve()) for f in folders]
+    with kept_until_done(*kept):
+        for folder, parts in zip(folders, kept):
+            t = embed_data(fm, [folder], align, device, workers, parts=parts)
+            try:
+                sets.append(figures(folder, t.embeddings, t.labels, pre.distance,
+                                    pre.threshold, pre.sure_below))  # fmt: skip
+            except ValueError as e:
+                fail(str(e))
+            _show_population(sets[-1])
     value, worst = sure_below_of(sets)
     console.print(f"sure_below: {value:.3f} ({FAR:.0%} of different people's pairs on {worst}, "
                   f"the most crowded; the model's now: {pre.sure_below})",

@@ -21,7 +21,7 @@ from facetrain.errors import FacetrainError
 from facetrain.evaluate.sets import METRIC_KEYS, EvalSet, usable_pairs
 from facetrain.evaluate.verification import evaluate, grids
 from facetrain.inference.feed import embed_model
-from facetrain.inference.parts import embed_in_parts, going_on, kept_until_done
+from facetrain.inference.parts import embed_in_parts, going_on, kept_in_cache, kept_until_done
 
 TAR_FARS = (1e-1, 1e-2, 1e-3, 1e-4)
 
@@ -209,8 +209,10 @@ def evaluate_model(
         _output_folder(out, [*(i for _, i in pairs), *bins])
     ev = Evaluation({}, {}, about(model, flip, distance, subtract_mean))
     names = _set_names(sets)
-    # with `out`, each set's embedding is kept there until the outputs are written
-    kept = [None if out is None else Path(out) / f"{n}.partial" for n in names]
+    # each set's embedding is kept until the outputs are written: in `out`, else the cache
+    kept = [Path(out) / f"{n}.partial" if out is not None else
+            kept_in_cache("eval", model.source, Path(p).resolve(), Path(i).resolve())
+            for n, (p, i) in zip(names, pairs)] + [None] * len(bins)  # fmt: skip
     with kept_until_done(*kept):
         for s, name, parts in zip(sets, names, kept):
             r, curve = evaluate_set(

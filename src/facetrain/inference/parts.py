@@ -4,9 +4,9 @@ Embedding thousands of faces is a long job on a CPU. Its work is written into a 
 PART images at a time, each part atomically, beside `work.json` (the model, its
 preprocessing, the images and how they are taken): a run stopped, even by kill -9, goes on
 from the last part kept, and work of another kind is never mixed in. `embed`, `eval`,
-`filter`, `plot-embeddings`, `classify`, `library identify` and distillation's teacher keep
-their work so (`in_parts` runs it, whatever a part holds); the folder goes when the output
-it was for is written (`kept_until_done`).
+`filter`, `plot-embeddings`, `classify`, `eval-populations`, `library identify` and
+distillation's teacher keep their work so (`in_parts` runs it, whatever a part holds); the
+folder goes when the output it was for is written (`kept_until_done`).
 """
 
 from __future__ import annotations
@@ -190,6 +190,27 @@ def parts_for(out: str | os.PathLike) -> Path:
     """Where the work towards the output file `out` is kept until it is written."""
     out = Path(out)
     return out.with_name(out.name + ".partial")
+
+
+def kept_in_cache(job: str, *inputs) -> Path | None:
+    """Where the work of a job whose output has no folder beside it (`eval-populations`,
+    `eval` without --out) is kept until it is done: a folder per job and inputs in the
+    cache folder's `work/`, never beside the user's photos. None where the cache cannot be
+    written: the job then runs without keeping its work."""
+    import hashlib
+
+    from facetrain.cache import cache_dir, prune
+
+    key = "\0".join([job, *map(str, inputs)]).encode("utf-8", "surrogateescape")
+    parts = cache_dir() / "work" / f"{job}-{hashlib.sha256(key).hexdigest()[:24]}"
+    if parts.exists():
+        return parts
+    try:
+        parts.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    prune(parts.parent, keep=parts)  # work of jobs never taken up again, long unused
+    return parts
 
 
 def _ours(parts: Path) -> bool:
