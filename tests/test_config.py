@@ -69,8 +69,31 @@ def test_every_number_setting_has_a_range_that_refuses_nan_and_its_edges():
         past = [v for v, open_ in ((lo, within[0] == "("), (hi, within[-1] == ")")) if open_]
         past += [lo - 1, hi + 1, float("nan"), float("inf")]
         for bad in past:
-            with pytest.raises(ConfigError, match=f"^{key} = "):
+            with pytest.raises(ConfigError) as e:
                 TrainConfig.of(data=["x"], **{key: bad}).validate()
+            assert any(p.startswith(f"{key} = {bad}: must be ") for p in e.value.problems)
+
+
+def test_every_wrong_setting_is_named_in_one_refusal():
+    """A config with several mistakes was refused one mistake a run: the first setting
+    checked, then, once fixed, the next. Every wrong setting of every group is named at
+    once, each on its own line; wrong types are named before the rules that read them."""
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.of(data=["x"], epochs=0, lr=-1.0, margin_m=float("nan"), amp="fp16",
+                       normalize="unit", eval_every=0).validate()  # fmt: skip
+    assert e.value.problems == [
+        "normalize = 'unit': choose from fixed, arcface, per_image, none",
+        "margin_m = nan: must be a finite number",
+        "lr = -1.0: must be a finite number ≥ 0",
+        "accumulate and epochs must be at least 1",
+        "eval_every = 0: must be at least 1",
+        "amp fp16 needs a GPU; use bf16 on a CPU",
+    ]
+    assert str(e.value).startswith("6 settings need changing:\n  normalize = 'unit'")
+    with pytest.raises(ConfigError) as e:  # a wrong type: its rules are not read
+        TrainConfig.of(data=["x"], epochs="3", lr="fast").validate()
+    assert e.value.problems == ["setting: epochs = '3': expected int",
+                                "setting: lr = 'fast': expected float"]  # fmt: skip
 
 
 def test_every_whole_number_setting_refuses_minus_one():

@@ -28,7 +28,23 @@ MAX_EPOCHS = 100_000
 
 
 class ConfigError(FacetrainError):
-    """A setting that does not exist, has the wrong type or is not one of its choices."""
+    """Settings that do not exist, have the wrong type or break a rule: every problem found,
+    so that a config with three mistakes is not fixed in three runs."""
+
+    def __init__(self, *problems: str):
+        self.problems = list(problems)
+        if len(problems) == 1:
+            super().__init__(problems[0])
+        else:
+            listed = "".join(f"\n  {p}" for p in problems)
+            super().__init__(f"{len(problems)} settings need changing:{listed}")
+
+
+def _refuse(*found: list[str]) -> None:
+    """ConfigError naming every problem found by a group's checks, if any."""
+    problems = [p for some in found for p in some]
+    if problems:
+        raise ConfigError(*problems)
 
 
 def setting(default, meaning: str, key: str | None = None, within: str | None = None):
@@ -42,26 +58,26 @@ def setting(default, meaning: str, key: str | None = None, within: str | None = 
     return field(default=default, metadata=meta)
 
 
-def _at_least(group, names: tuple[str, ...], low: int) -> None:
-    for name in names:
-        v = getattr(group, name)
-        if v < low:
-            raise ConfigError(f"{key_of(group, name)} = {v}: must be {_least(low)}")
+def _at_least(group, names: tuple[str, ...], low: int) -> list[str]:
+    return [f"{key_of(group, name)} = {getattr(group, name)}: must be {_least(low)}"
+            for name in names if getattr(group, name) < low]  # fmt: skip
 
 
 def _least(low: int) -> str:
     return "≥ 0" if low == 0 else f"at least {low}"
 
 
-def _in_ranges(group) -> None:
-    """Each number of the group that has a `within` interval lies in it: a value outside
-    would fail deep in training, or worse, train without saying (a label smoothing of 1,
-    a NaN margin, an EMA that never moves)."""
+def _in_ranges(group) -> list[str]:
+    """The numbers of the group outside their `within` interval: a value outside would fail
+    deep in training, or worse, train without saying (a label smoothing of 1, a NaN
+    margin, an EMA that never moves)."""
+    out = []
     for f in dataclasses.fields(group):
         within = f.metadata.get("within")
         v = getattr(group, f.name)
         if within and not _inside(v, within):
-            raise ConfigError(f"{_flat_name(f)} = {v}: must be {interval_said(within)}")
+            out.append(f"{_flat_name(f)} = {v}: must be {interval_said(within)}")
+    return out
 
 
 def _inside(v: float, within: str) -> bool:
@@ -80,18 +96,15 @@ def interval_said(within: str) -> str:
     return "a finite number" + ("" if lo == "-inf" else f" {'≥>'[within[0] == '(']} {lo}")
 
 
-def _choose(group) -> None:
-    """Each setting of the group that has choices holds one of them."""
-    for name, allowed in group.choices().items():
-        v = getattr(group, name)
-        if v not in allowed:
-            raise ConfigError(f"{key_of(group, name)} = {v!r}: choose from {', '.join(allowed)}")
+def _choose(group) -> list[str]:
+    """The settings of the group that have choices and hold none of them."""
+    return [f"{key_of(group, name)} = {getattr(group, name)!r}: choose from {', '.join(allowed)}"
+            for name, allowed in group.choices().items()
+            if getattr(group, name) not in allowed]  # fmt: skip
 
 
-def _rules(rules: list[tuple[bool, str]]) -> None:
-    for broken, message in rules:
-        if broken:
-            raise ConfigError(message)
+def _rules(rules: list[tuple[bool, str]]) -> list[str]:
+    return [message for broken, message in rules if broken]
 
 
 @dataclass
@@ -124,14 +137,12 @@ class DataSettings:
         return {"normalize": NORMALIZATIONS}
 
     def validate(self) -> None:
-        _choose(self)
-        _in_ranges(self)
-        _at_least(self, ("images_per_identity",), 1)
-        _at_least(self, ("epoch_size", "crop", "identities_per_batch", "extra_identities"), 0)
-        if not self.paths:
-            raise ConfigError("no --data given")
-        if self.batch_size < 2:
-            raise ConfigError("batch_size must be at least 2 (batch norm needs two faces)")
+        _refuse(_choose(self), _in_ranges(self), _at_least(self, ("images_per_identity",), 1),
+                _at_least(self, ("epoch_size", "crop", "identities_per_batch",
+                                 "extra_identities"), 0),
+                _rules([(not self.paths, "no --data given"),
+                        (self.batch_size < 2, "batch_size must be at least 2 (batch norm "
+                                              "needs two faces)")]))  # fmt: skip
 
 
 @dataclass
@@ -151,11 +162,9 @@ class ModelSettings:
         return {"arch": tuple(list_models())}
 
     def validate(self) -> None:
-        _choose(self)
-        if self.input_size and self.input_size < 16:
-            raise ConfigError(f"input_size = {self.input_size}: 0 (the model's own) or at least 16")
-        _at_least(self, ("embedding_size",), 2)
-        _in_ranges(self)
+        small = f"input_size = {self.input_size}: 0 (the model's own) or at least 16"
+        _refuse(_choose(self), _rules([(self.input_size != 0 and self.input_size < 16, small)]),
+                _at_least(self, ("embedding_size",), 2), _in_ranges(self))  # fmt: skip
 
 
 @dataclass
@@ -209,17 +218,15 @@ class ObjectiveSettings:
         return {"loss": LOSSES, "miner": TRIPLET_MINERS}
 
     def validate(self) -> None:
-        _choose(self)
-        _in_ranges(self)
         margin = self.loss in MARGIN_LOSSES
-        _rules([
+        _refuse(_choose(self), _in_ranges(self), _rules([
             (self.partial_fc and not margin, "partial_fc works with loss arcface or cosface"),
             (self.sample_rate < 1.0 and not self.partial_fc, "sample_rate needs partial_fc"),
             ((self.loss == "distill") != bool(self.teacher),
              "loss distill and teacher=MODEL go together"),
             (self.margin_warmup_epochs and not margin,
              "margin_warmup_epochs: a number of epochs ≥ 0, for arcface/cosface"),
-        ])  # fmt: skip
+        ]))  # fmt: skip
 
 
 @dataclass
@@ -253,15 +260,14 @@ class OptimSettings:
         return {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 
     def validate(self) -> None:
-        _choose(self)
-        _in_ranges(self)
-        _at_least(self, ("freeze_backbone_epochs",), 0)
-        _rules([(self.accumulate < 1 or self.epochs < 1,
-                 "accumulate and epochs must be at least 1"),
-                ((self.schedule == "file") != bool(self.schedule_file),
-                 "schedule=file and schedule_file=PATH go together")])  # fmt: skip
-        if self.epochs > MAX_EPOCHS:  # a typo (an extra zero or three), not a plan
-            raise ConfigError(f"epochs = {self.epochs}: at most {MAX_EPOCHS}")
+        _refuse(_choose(self), _in_ranges(self), _at_least(self, ("freeze_backbone_epochs",), 0),
+                _rules([(self.accumulate < 1 or self.epochs < 1,
+                         "accumulate and epochs must be at least 1"),
+                        ((self.schedule == "file") != bool(self.schedule_file),
+                         "schedule=file and schedule_file=PATH go together"),
+                        # a typo (an extra zero or three), not a plan
+                        (self.epochs > MAX_EPOCHS,
+                         f"epochs = {self.epochs}: at most {MAX_EPOCHS}")]))  # fmt: skip
 
 
 @dataclass
@@ -296,12 +302,11 @@ class EvalSettings:
         return {"flip": FLIPS, "distance": DISTANCES}
 
     def validate(self) -> None:
-        _choose(self)
-        _at_least(self, ("every",), 1)
-        _at_least(self, ("every_steps", "max_pairs"), 0)  # -1 cut a pair off every fold
-        _rules([(bool(self.pairs) != bool(self.images),  # "" would be the folder run in
-                 "eval_pairs and eval_images go together (the pairs file and the image "
-                 "folder its names refer to)")])  # fmt: skip
+        _refuse(_choose(self), _at_least(self, ("every",), 1),
+                _at_least(self, ("every_steps", "max_pairs"), 0),  # -1 cut a pair off every fold
+                _rules([(bool(self.pairs) != bool(self.images),  # "" would be the folder run in
+                         "eval_pairs and eval_images go together (the pairs file and the "
+                         "image folder its names refer to)")]))  # fmt: skip
 
 
 @dataclass
@@ -325,15 +330,18 @@ class PlatformSettings:
         return {"amp": AMP}
 
     def validate(self) -> None:
-        from facetrain.devices import check_name
+        from facetrain.devices import DeviceError, check_name
 
-        _choose(self)
-        check_name(self.device, "device =")
-        _in_ranges(self)
-        _at_least(self, ("log_every", "max_nonfinite"), 1)
-        _at_least(self, ("threads", "checkpoint_every_steps", "seed"), 0)
-        _rules([(self.amp == "fp16" and not self.device.startswith("cuda"),
-                 "amp fp16 needs a GPU; use bf16 on a CPU")])  # fmt: skip
+        try:
+            check_name(self.device, "device =")
+            device = []
+        except DeviceError as e:
+            device = [str(e)]
+        _refuse(_choose(self), device, _in_ranges(self),
+                _at_least(self, ("log_every", "max_nonfinite"), 1),
+                _at_least(self, ("threads", "checkpoint_every_steps", "seed"), 0),
+                _rules([(self.amp == "fp16" and not self.device.startswith("cuda"),
+                         "amp fp16 needs a GPU; use bf16 on a CPU")]))  # fmt: skip
 
 
 GROUPS = {"data": DataSettings, "model": ModelSettings, "objective": ObjectiveSettings,
@@ -391,15 +399,23 @@ class TrainConfig:
         return TrainConfig.of(**(self.flat() | flat))
 
     def validate(self) -> None:
-        """Every value against its type, then each group's own rules, then the rules that
-        join groups; ConfigError names the first setting that is wrong and what it may be."""
-        for k in KEYS:
-            check_type(k, self.get(k))
-        for g in GROUPS:
-            getattr(self, g).validate()
+        """Every value against its type, then (all of the right type) each group's own rules
+        and the rules that join groups; ConfigError names every setting that is wrong and
+        what it may be."""
+        _refuse(*(_problems(check_type, k, self.get(k)) for k in KEYS))
         out = os.path.abspath(self.platform.out)
-        if any(os.path.abspath(d) == out for d in self.data.paths):
-            raise ConfigError("out must not be one of the data folders")
+        _refuse(*(_problems(getattr(self, g).validate) for g in GROUPS),
+                _rules([(any(os.path.abspath(d) == out for d in self.data.paths),
+                         "out must not be one of the data folders")]))  # fmt: skip
+
+
+def _problems(check, *args) -> list[str]:
+    """What a check that raises ConfigError found wrong: nothing, or its problems."""
+    try:
+        check(*args)
+    except ConfigError as e:
+        return e.problems
+    return []
 
 
 # Settings read under some choices of another only: moved from their default under another
