@@ -148,6 +148,47 @@ def test_find_again_embeds_only_what_changed_and_never_writes_beside_the_photos(
     assert len(list((tmp_path / "cache" / "find").glob("*.npz"))) == 1
 
 
+@need(REF)
+def test_a_stopped_first_find_in_a_large_folder_goes_on_from_what_it_looked_at(
+    tmp_path, monkeypatch
+):
+    """A first `find` in a folder of thousands of photos is long: it was silent and, stopped
+    (Ctrl-C in a notebook, kill -9), began again from the first photo. It keeps what it
+    has looked at in the cache as it goes and when stopped; the next find looks only at
+    the rest and finds what one whole find finds."""
+    from facetrain.use import api, find_cache
+
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(api, "PHOTOS_AT_ONCE", 2)
+    monkeypatch.setattr(find_cache, "SAVE_EVERY", 0.0)  # a write after every step
+    folder = tmp_path / "photos"
+    for who in ("amy", "penny", "howard"):
+        shutil.copytree(REF / who, folder / who)
+    n = len(list(folder.rglob("*.png")))
+    fr, query = facetrain.load(), REF / "amy" / "amy1.png"
+    real, looked, kept_then = api.Recognizer.every_face, [], []
+
+    def stopping(self, images):
+        if len(looked) == 6:  # as by kill -9: what is on disk now is all that survives
+            [table] = (tmp_path / "cache" / "find").glob("*.npz")
+            kept_then.append(len(np.load(table)["paths"]))
+            raise KeyboardInterrupt
+        looked.extend(images)
+        return real(self, images)
+
+    monkeypatch.setattr(api.Recognizer, "every_face", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        fr.find(query, folder)
+    assert kept_then == [6] and len(looked) == 6 < n
+    monkeypatch.setattr(api.Recognizer, "every_face", lambda self, images: (
+        looked.extend(images) or real(self, images)))  # fmt: skip
+    looked.clear()
+    found = fr.find(query, folder)
+    assert len(looked) == n - 6  # only the photos not looked at before
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path / "other"))
+    assert fr.find(query, folder) == found and found
+
+
 EAST_ASIAN = BBT.parents[1] / "populations" / "east-asian-idols"
 
 

@@ -193,15 +193,25 @@ class Recognizer:
         """Every face of a folder's photos, as `compare` reads a photo — (embeddings, boxes,
         each face's photo index) — PHOTOS_AT_ONCE photos decoded at a time (a folder never
         sits in memory whole), reusing what an earlier `find` made of files unchanged since
-        (`find_cache`)."""
-        from facetrain.use.find_cache import FolderCache
+        (`find_cache`). A first look at a large folder is long: it shows its progress, and
+        what it has looked at is kept as it goes, so a stopped find (Ctrl-C in a notebook,
+        kill -9) goes on from there."""
+        from facetrain.progress import progress_bar
+        from facetrain.use.compare import SILENT_UP_TO
+        from facetrain.use.find_cache import SAVE_EVERY, FolderCache
 
         cache = FolderCache.open(self.model_key, folder, self.embedder.width)
         todo = cache.missing(paths)
-        for s in range(0, len(todo), PHOTOS_AT_ONCE):
-            step = todo[s : s + PHOTOS_AT_ONCE]
-            cache.put(step, self._faces_of_step(step))
-        cache.save(paths)
+        try:
+            with progress_bar(disable=None if len(todo) > SILENT_UP_TO else True) as bar:
+                task = bar.add_task("find: new photos looked at", total=len(todo))
+                for s in range(0, len(todo), PHOTOS_AT_ONCE):
+                    step = todo[s : s + PHOTOS_AT_ONCE]
+                    cache.put(step, self._faces_of_step(step))
+                    bar.advance(task, len(step))
+                    cache.save(paths, every=SAVE_EVERY)
+        finally:  # done, or stopped: what was looked at is kept
+            cache.save(paths)
         return cache.rows(paths)
 
     def _faces_of_step(self, paths: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -5,17 +5,21 @@ beside the owner's photos: the table lives in the cache folder (`cache.cache_dir
 find), one file a (model, folder), written atomically. A photo is embedded again when its
 size or modification time changed; photos no longer listed leave the table. A cache that
 cannot be read or written costs only the time: the rows are embedded as without one.
-Tables of folders not searched for `cache.STALE_DAYS` go when a new one is made.
+Tables of folders not searched for `cache.STALE_DAYS` go when a new one is made. A long
+first look at a folder is kept as it goes (every `SAVE_EVERY` seconds, and when stopped).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+SAVE_EVERY = 60.0  # seconds between two writes of the table while a find looks at photos
 
 
 class FolderCache:
@@ -27,6 +31,7 @@ class FolderCache:
         self.known: dict[str, tuple[tuple[int, int], tuple[np.ndarray, np.ndarray]]] = {}
         self.seen: dict[str, tuple[int, int]] = {}
         self.changed = False
+        self.saved_at = time.monotonic()
 
     @classmethod
     def open(cls, model_key: str, folder: Path, width: int) -> FolderCache:
@@ -72,14 +77,20 @@ class FolderCache:
         owner = np.repeat(np.arange(len(paths)), [len(e) for e, _ in faces]).astype(np.int64)
         return np.concatenate(emb), np.concatenate(boxes), owner
 
-    def save(self, paths: list[str]) -> None:
-        """The table of these photos (those no longer listed are dropped), if it changed."""
+    def save(self, paths: list[str], every: float = 0.0) -> None:
+        """The table of these photos (those no longer listed are dropped, those not yet
+        looked at are left for the next find), if it changed; with `every`, only when that
+        many seconds went by since the last write."""
         from facetrain import atomic
 
+        if every and time.monotonic() - self.saved_at < every:
+            return
+        paths = [p for p in paths if p in self.known]
         if not self.changed and set(paths) == set(self.known):
             return
         from facetrain.cache import prune
 
+        self.saved_at = time.monotonic()  # tried: a read-only cache is not tried every step
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             new = not self.path.exists()
@@ -93,5 +104,6 @@ class FolderCache:
                          boxes=boxes.astype(np.float32))  # fmt: skip
             if new:  # a folder searched for the first time: tables of others, long unused, go
                 prune(self.path.parent, keep=self.path)
+            self.changed, self.known = False, {p: self.known[p] for p in paths}
         except OSError:
             pass  # a read-only cache: the next find embeds again
