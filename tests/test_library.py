@@ -895,6 +895,20 @@ def test_identify_answers_as_it_goes_and_a_stopped_run_goes_on(photos, tmp_path,
     assert got == whole and len(got) == 6
     assert sum(f["name"] != "unknown" for r in got for f in r["faces"]) >= 3
 
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path / "cache"))  # without --json: kept there
+    stop.reset(3)
+    stopped = runner.invoke(app, [str(a) for a in args[:-2]])
+    assert stopped.exit_code == 130 and f"{first}\tamy" in stopped.output
+    stop.reset()
+    said = cli(*args[:-2])
+    assert "going on from an earlier run: 2 of 6 photos looked at" in " ".join(said.split())
+    assert len(stop.calls) == 4 and not any((tmp_path / "cache" / "work").iterdir())
+
+    def answers(out: str) -> list[str]:
+        return [line for line in out.splitlines() if line.startswith(str(photos))]
+
+    assert answers(said) == answers(cli(*args[:-2]))  # every answer, as one whole run gives
+
     cmd = [sys.executable, "-m", "facetrain", *map(str, args[:-2])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()  # gone before the first answer, as `| head -0` would be

@@ -492,6 +492,20 @@ def test_classify_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, m
     p, whole = (json.loads((tmp_path / f).read_text()) for f in ("p.json", "whole.json"))
     assert p == whole and len(p) == 20 and all(r["distance"] >= 0 for r in p)
 
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path / "cache"))  # without --json: kept there
+    stop.reset(9)
+    assert runner.invoke(app, ["classify", "predict", str(clf), *photos]).exit_code == 130
+    stop.reset()
+    said = cli("classify", "predict", clf, *photos)
+    assert "going on from an earlier run: 16 of 20 photos looked at" in " ".join(said.split())
+    assert looked_at() == 4 and not any((tmp_path / "cache" / "work").iterdir())
+
+    def answers(out: str) -> list[str]:
+        return [line for line in out.splitlines() if "\t" in line]
+
+    assert len(answers(said)) == 20  # every answer, as one whole run gives
+    assert answers(said) == answers(cli("classify", "predict", clf, *photos))
+
 
 def test_answers_go_to_stdout_as_they_come_while_the_bar_is_on_the_terminal(trained, tmp_path):
     """`classify predict` answers photo after photo under its progress bar. With the bar

@@ -178,14 +178,18 @@ WorkersOpt = Annotated[
 
 
 @contextlib.contextmanager
-def work_towards(out: Path | None):
+def work_towards(out: Path | None, *job):
     """The folder beside the output `out` where embeddings made for it are kept while the
     command runs (`inference.parts`): gone when the command ends, done or refused; kept
-    when it is interrupted, for the same command to go on from. No output: None, no work
-    kept."""
-    from facetrain.inference.parts import kept_until_done, parts_for
+    when it is interrupted, for the same command to go on from. No output: with `job` (the
+    command's name and inputs), a folder of the cache's `work/` (`kept_in_cache`); else
+    None, no work kept."""
+    from facetrain.inference.parts import kept_in_cache, kept_until_done, parts_for
 
-    parts = None if out is None else parts_for(out)
+    if out is not None:
+        parts = parts_for(out)
+    else:
+        parts = kept_in_cache(*job) if job else None
     with kept_until_done(parts):
         yield parts
 

@@ -534,11 +534,12 @@ def library_identify(
     json_out: JsonOut = None,
 ) -> None:
     """Name every face in new photos from the named people, or say unknown. Each photo is
-    answered as it is looked at; with --json, that work is kept until the file is written,
-    so a stopped run goes on."""
+    answered as it is looked at; that work is kept until the answers are all given (and
+    the --json file written), so a stopped run goes on."""
     atomic.output_files([db, *photos], **{"--json": json_out})
     results = []
-    with _read(db) as lib, work_towards(json_out) as parts:
+    job = ("library-identify", Path(db).resolve(), model, *(p.resolve() for p in photos))
+    with _read(db) as lib, work_towards(json_out, *job) as parts:
         if not any(p["name"] for p in lib.people()):
             console.print("no named people yet: every face is unknown", style="yellow")
         for r in lib.identified(photos, threshold, margin, device, model, workers=workers,

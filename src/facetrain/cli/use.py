@@ -274,7 +274,9 @@ def classify_predict(
     for path, why in passed_over.items():
         console.print(f"skipped {path}: {why}", style="yellow", highlight=False)
         results.append({"path": path, "name": None, "error": why})
-    with work_towards(json_out) as parts:  # the faces, kept until the answers are written
+    # the faces, kept until the answers are written (in the cache without --json)
+    job = ("classify-predict", Path(classifier).resolve(), fm.source, *map(os.path.abspath, images))
+    with work_towards(json_out, *job) as parts:
         for photo in iter_faces_in_photos(fm, images, align=align, device=device, parts=parts):
             results += _named(clf, photo)
         write_json(json_out, results)
