@@ -1,35 +1,78 @@
-"""The demo's fallback download: clear failure offline, refusal of a bad checksum."""
+"""The demo with nothing at hand: people drawn on the spot (nothing downloaded), found by the
+detector on every skin tone drawn, paired to verify on; and the whole demo on them."""
 
 from __future__ import annotations
 
-import urllib.request
+import dataclasses
 
-import pytest
+import numpy as np
 
 from facetrain import demo
+from facetrain.data import drawn
+from facetrain.evaluate.verification import read_pairs
 
 
-def test_offline_download_fails_with_a_clear_message(tmp_path, monkeypatch, capsys):
-    def offline(*a, **k):
-        raise OSError("Name or service not known")
+def test_drawn_people_are_found_on_every_skin_tone():
+    """Cartoons, yet the detector must find them for the demo to align, train and verify:
+    at least 7 photos of 8 on each skin tone drawn, the darkest included."""
+    import facetrain
 
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
-    with pytest.raises(SystemExit) as e:
-        demo.download_lfw(tmp_path)
-    assert e.value.code == 1
-    err = capsys.readouterr().err
-    assert "cannot download LFW" in err and "offline" in err and "FACETRAIN_DEMO_DATA" in err
-    assert not list(tmp_path.glob("*.tgz"))
-
-
-def test_bad_checksum_is_refused_and_removed(tmp_path, capsys):
-    (tmp_path / "lfw.tgz").write_bytes(b"not the real archive")
-    with pytest.raises(SystemExit):
-        demo.download_lfw(tmp_path)
-    assert "expected a17d05bd" in capsys.readouterr().err
-    assert not (tmp_path / "lfw.tgz").exists()
+    fr, rng = facetrain.load(), np.random.default_rng(5)
+    found = []
+    for skin in drawn.SKINS:
+        p = dataclasses.replace(drawn.person(rng), skin=skin.astype(float))
+        found.append(sum(len(fr.faces(np.asarray(drawn.photo(p, rng)))) == 1 for _ in range(8)))
+    assert min(found) >= 7, found
 
 
-def test_demo_data_comes_from_the_environment_first(tmp_path, monkeypatch):
-    monkeypatch.setenv("FACETRAIN_DEMO_DATA", str(tmp_path))
-    assert demo.shared_sample() == tmp_path
+def test_drawing_again_gives_the_same_photos_and_keeps_those_there(tmp_path):
+    """A stopped demo goes on: photos already drawn are kept as they are, a missing one is
+    drawn again exactly as it was, and the same seed draws the same people elsewhere."""
+    a = drawn.draw_people(tmp_path / "a", people=3, photos=2, seed=4)
+    b = drawn.draw_people(tmp_path / "b", people=3, photos=2, seed=4, lfw_names=True)
+    files = sorted(a.rglob("*.jpg"))
+    assert len(files) == 6 and sorted(f.read_bytes() for f in files) == sorted(
+        f.read_bytes() for f in b.rglob("*.jpg"))  # fmt: skip
+    gone, kept = files[3], files[0]
+    was, when = gone.read_bytes(), kept.stat().st_mtime_ns
+    gone.unlink()
+    drawn.draw_people(a, people=3, photos=2, seed=4)
+    assert gone.read_bytes() == was and kept.stat().st_mtime_ns == when
+    assert [p.name for p in sorted(b.iterdir())] == [p.name for p in sorted(a.iterdir())]
+    assert sorted(f.name for f in (b / "person_4_0000").iterdir()) == [
+        "person_4_0000_0001.jpg", "person_4_0000_0002.jpg"]  # fmt: skip
+
+
+def test_drawn_pairs_name_only_faces_that_are_there(tmp_path):
+    """Alignment misses a drawn face now and then: the pairs are made of the faces there, so
+    none names a missing image; same-person pairs are of one person, the others of two."""
+    faces = drawn.draw_people(tmp_path / "f", people=6, photos=3, seed=1, lfw_names=True)
+    (faces / "person_1_0002" / "person_1_0002_0002.jpg").unlink()  # as if not aligned
+    pairs = read_pairs(drawn.write_pairs(faces, tmp_path / "pairs.txt", folds=3, per_fold=5),
+                       faces)  # fmt: skip
+    assert len(pairs.issame) == 30 and not pairs.missing
+    same = [a.split("/")[-2] == b.split("/")[-2] for a, b in zip(pairs.path1, pairs.path2)]
+    assert same == pairs.issame.tolist()
+    assert not any("person_1_0002_0002" in p for p in pairs.path1 + pairs.path2)
+
+
+def test_the_demo_runs_end_to_end_on_drawn_people(tmp_path, monkeypatch):
+    """With no FACETRAIN_DEMO_DATA and no ../shared (a user's machine, offline or not), the
+    demo downloads nothing: it draws people, prepares, trains, evaluates on other drawn
+    people and writes its report page; run again, it goes on from what it made."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FACETRAIN_DEMO_DATA", raising=False)
+    monkeypatch.setattr(demo, "shared_dataset", lambda name: None)
+    monkeypatch.setattr(demo, "DRAWN", (16, 4))
+    monkeypatch.setattr(demo, "DRAWN_TEST", (8, 3))
+    monkeypatch.setattr(drawn, "SIZE", 160)
+    demo.main()
+    out = tmp_path / "demo-output"
+    assert len(list((out / "drawn").rglob("*.jpg"))) == 64
+    metrics = (out / "run" / "eval" / "metrics.json").read_text()
+    assert '"accuracy"' in metrics and (out / "run" / "report.html").exists()
+    weights = (out / "run" / "model.safetensors").read_bytes()
+    photos = {f: f.stat().st_mtime_ns for f in (out / "drawn").rglob("*.jpg")}
+    demo.main()  # again: nothing drawn or trained anew
+    assert {f: f.stat().st_mtime_ns for f in (out / "drawn").rglob("*.jpg")} == photos
+    assert (out / "run" / "model.safetensors").read_bytes() == weights

@@ -1,12 +1,14 @@
 """`make demo`: the pipeline end to end on real photos, with nothing to set up.
 
-1. Preparation: stats → align → prune → split → pack, on ../shared/datasets/lfw-raw-sample
-   when it is there; otherwise on 600 photos of LFW downloaded from its public source
-   (checksum verified, saying so first).
+1. Preparation: stats → align → prune → split → pack, on the photos FACETRAIN_DEMO_DATA
+   names, else ../shared/datasets/lfw-raw-sample when it is there, else on people drawn on
+   the spot (`data.drawn`: nothing is downloaded, and no package ships face photos).
 2. A short training run (a few minutes on a CPU): on ../shared/datasets/mini-train with
-   verification on LFW pairs when those exist, else on the pack made in step 1.
-3. `facetrain eval` on LFW's 6,000 pairs (when there), then `facetrain report`: one HTML
-   page with the learning curves, the metrics table and the ROC; its path is printed last.
+   verification on LFW pairs when those exist, else on the pack made in step 1 (with
+   verification on other drawn people when the faces were drawn).
+3. `facetrain eval` on LFW's 6,000 pairs (or the drawn people's pairs), then `facetrain
+   report`: one HTML page with the learning curves, the metrics table and the ROC; its
+   path is printed last.
 
 Every step prints the `facetrain` command a user would type for it, then makes the same
 package call that command makes. Re-running resumes: finished work is skipped.
@@ -14,20 +16,14 @@ package call that command makes. Re-running resumes: finished work is skipped.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import random
-import shutil
-import sys
-import tarfile
-import urllib.request
 from pathlib import Path
 
 from facetrain.progress import console
 
-LFW_URL = "https://vis-www.cs.umass.edu/lfw/lfw.tgz"
-LFW_MD5 = "a17d05bd522c52d84eca14327a23d494"  # the checksum torchvision's LFW loader also uses
 OUT = Path("demo-output")
+DRAWN = (150, 8)  # people drawn to train on, photos of each
+DRAWN_TEST = (60, 5)  # other people drawn to verify on
 
 
 def shared_dataset(name: str) -> Path | None:
@@ -49,38 +45,22 @@ def shared_sample() -> Path | None:
 DEMO_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo.toml"
 
 
-def download_lfw(cache: Path) -> Path:
-    """Fetch and unpack LFW once (about 180 MB), verifying its MD5."""
-    tgz = cache / "lfw.tgz"
-    root = cache / "lfw"
-    if root.is_dir():
-        return root
-    cache.mkdir(parents=True, exist_ok=True)
-    if not tgz.exists():
-        console.print(f"no local sample found: downloading LFW from {LFW_URL} (~180 MB)")
-        part = tgz.with_suffix(".part")
-        try:
-            with urllib.request.urlopen(LFW_URL, timeout=60) as r, open(part, "wb") as f:
-                shutil.copyfileobj(r, f)
-        except OSError as e:
-            console.print(
-                f"error: cannot download LFW ({e}). You seem to be offline: put a "
-                "folder of photos per person somewhere and set FACETRAIN_DEMO_DATA to it.",
-                style="bold red",
-            )
-            sys.exit(1)
-        os.replace(part, tgz)
-    md5 = hashlib.md5(tgz.read_bytes()).hexdigest()
-    if md5 != LFW_MD5:
-        tgz.unlink()
-        console.print(
-            f"error: {tgz} has MD5 {md5}, expected {LFW_MD5}; removed it.", style="bold red"
-        )
-        sys.exit(1)
-    console.print("checksum verified; unpacking")
-    with tarfile.open(tgz) as t:
-        t.extractall(cache, filter="data")
-    return root
+def drawn_faces() -> tuple[Path, Path]:
+    """No photos at hand: people drawn to train on, and other people drawn, aligned and
+    paired (LFW's format) to verify on. Returns (photos to prepare, aligned test faces)."""
+    from facetrain.align.job import AlignConfig, run_align
+    from facetrain.data.drawn import draw_people, write_pairs
+
+    console.print("no photos given (FACETRAIN_DEMO_DATA) and no ../shared/datasets: the demo "
+                  "draws its people, cartoons that every step treats as photos")  # fmt: skip
+    console.rule(f"drawing {DRAWN[0]} people × {DRAWN[1]} photos, and {DRAWN_TEST[0]} others "
+                 "to verify on", style="bold")  # fmt: skip
+    train = draw_people(OUT / "drawn", *DRAWN, seed=1)
+    test = draw_people(OUT / "drawn-test", *DRAWN_TEST, seed=2, lfw_names=True)
+    step(f"align {test} {OUT / 'drawn-test-aligned'}")
+    run_align([str(test)], OUT / "drawn-test-aligned", AlignConfig())
+    write_pairs(OUT / "drawn-test-aligned", OUT / "drawn-test-aligned" / "pairs.txt")
+    return train, OUT / "drawn-test-aligned"
 
 
 def step(command: str) -> None:
@@ -147,16 +127,10 @@ def report_step(run: Path) -> Path:
 
 
 def main() -> None:
-    data = shared_sample()
+    data, verify_on = shared_sample(), None
     OUT.mkdir(exist_ok=True)
     if data is None:
-        from facetrain.data.listing import iter_samples, write_list
-
-        lfw = download_lfw(Path.home() / ".cache" / "facetrain")
-        samples = list(iter_samples(str(lfw)))
-        pick = sorted(random.Random(7).sample(range(len(samples)), 600))
-        data = OUT / "lfw-sample.txt"
-        write_list(data, (samples[i] for i in pick))
+        data, verify_on = drawn_faces()
     console.print(f"demo data: {data}")
     demo_pack = prepare(data)
     mini, lfw = shared_dataset("mini-train"), shared_dataset("lfw")
@@ -169,7 +143,12 @@ def main() -> None:
         console.print("(../shared/datasets/mini-train absent: a short run on the demo pack)")
         flags = {"data": [str(demo_pack)], "out": str(OUT / "run"), "model": "nn4_small2",
                  "loss": "softmax", "epochs": 3, "batch_size": 32}  # fmt: skip
-        run = train_step(None, flags, ["input_size=80"])
+        sets = ["input_size=80"]
+        if verify_on is not None:
+            sets += [f"eval_pairs={verify_on / 'pairs.txt'}", f"eval_images={verify_on}"]
+        run = train_step(None, flags, sets)
+        if verify_on is not None:
+            eval_step(run, verify_on)
     page = report_step(run)
     console.rule("done", style="bold green")
     console.print(
