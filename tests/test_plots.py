@@ -141,7 +141,7 @@ def test_a_report_says_when_its_figures_are_not_the_final_model_s(tmp_path):
     cli("report", run)
     page = (run / "report.html").read_text()
     assert "<h2>Metrics so far</h2>" in page and "Final metrics" not in page
-    assert "The run has not finished: no model.safetensors yet" in page and "0.7500" in page
+    assert "This run has not finished: no model.safetensors yet" in page and "0.7500" in page
     (run / "eval" / "metrics.json").write_text('{"sets": {"lfw": {"accuracy": 0.875}}}')
     (run / "model.safetensors").write_bytes(b"weights")  # trained on after that eval
     os.utime(run / "eval" / "metrics.json", (1e9, 1e9))

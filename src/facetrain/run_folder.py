@@ -30,6 +30,9 @@ REVISION = "revision.txt"
 METRICS = "metrics.jsonl"
 LOCK = ".lock"
 WEIGHTS = "model.safetensors"
+# what a command says of a run folder that has no WEIGHTS yet (still training, or stopped)
+UNFINISHED = (f"this run has not finished: no {WEIGHTS} yet (the same `facetrain train` "
+              "command goes on with it)")  # fmt: skip
 ALIGN_RECORD = "align_config.json"
 # what every facetrain run folder has; or a teacher's embeddings put there before the run
 # starts (bench/gpu_recipes.py computes them once for several distillation runs), in this

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from facetrain import foreign
 from facetrain.evaluate.plots import plot_roc, plot_runs
-from facetrain.run_folder import CONFIG, REVISION, WEIGHTS, read_metrics
+from facetrain.run_folder import CONFIG, REVISION, UNFINISHED, WEIGHTS, read_metrics
 
 ROWS = (
     ("accuracy", "accuracy (10-fold)"),
@@ -112,8 +112,7 @@ def _not_final(run: Path) -> tuple[str, str]:
     trained on."""
     weights, ev = run / WEIGHTS, run / "eval" / "metrics.json"
     if not weights.exists():
-        return "Metrics so far", (f"The run has not finished: no {WEIGHTS} yet. The same "
-                                  "`facetrain train` command goes on with it.")  # fmt: skip
+        return "Metrics so far", f"{UNFINISHED[0].upper()}{UNFINISHED[1:]}."
     if ev.exists() and ev.stat().st_mtime < weights.stat().st_mtime:
         return "Final metrics", (f"{ev} is older than {weights}: it measured the model "
                                  "before the run trained on; `facetrain eval RUN` measures "

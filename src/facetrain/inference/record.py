@@ -22,7 +22,7 @@ from safetensors import safe_open
 
 from facetrain import foreign
 from facetrain.errors import FacetrainError
-from facetrain.run_folder import WEIGHTS, is_run
+from facetrain.run_folder import UNFINISHED, WEIGHTS, is_run
 
 if TYPE_CHECKING:  # torch is imported where weights are read or written, not to run a model
     import torch
@@ -119,8 +119,7 @@ def load_weights(path: str | os.PathLike, device: str = "cpu", name=None):
     if p.is_dir():
         p = p / WEIGHTS
     if not p.is_file() and is_run(p.parent):
-        raise ModelFileError(f"{name or path}: this run has not finished: no {WEIGHTS} yet "
-                             "(the same `facetrain train` command goes on with it)")  # fmt: skip
+        raise ModelFileError(f"{name or path}: {UNFINISHED}")
     if not p.is_file():
         raise ModelFileError(
             f"{name or path}: no model here (expected a run folder or a .safetensors)"
