@@ -203,13 +203,13 @@ def kept_in_cache(job: str, *inputs) -> Path | None:
 
     key = "\0".join([job, *map(str, inputs)]).encode("utf-8", "surrogateescape")
     parts = cache_dir() / "work" / f"{job}-{hashlib.sha256(key).hexdigest()[:24]}"
-    if parts.exists():
-        return parts
+    new = not parts.exists()
     try:
-        parts.parent.mkdir(parents=True, exist_ok=True)
+        parts.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
-    prune(parts.parent, keep=parts)  # work of jobs never taken up again, long unused
+    if new:
+        prune(parts.parent, keep=parts)  # work of jobs never taken up again, long unused
     return parts
 
 
