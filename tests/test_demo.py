@@ -14,15 +14,16 @@ from facetrain.evaluate.verification import read_pairs
 
 def test_drawn_people_are_found_on_every_skin_tone():
     """Cartoons, yet the detector must find them for the demo to align, train and verify:
-    at least 7 photos of 8 on each skin tone drawn, the darkest included."""
+    at least 9 photos of 10 on each skin tone drawn, the darkest included (5 of 10 there
+    before the drawings had light on the face and a camera's exposure)."""
     import facetrain
 
     fr, rng = facetrain.load(), np.random.default_rng(5)
     found = []
     for skin in drawn.SKINS:
         p = dataclasses.replace(drawn.person(rng), skin=skin.astype(float))
-        found.append(sum(len(fr.faces(np.asarray(drawn.photo(p, rng)))) == 1 for _ in range(8)))
-    assert min(found) >= 7, found
+        found.append(sum(len(fr.faces(np.asarray(drawn.photo(p, rng)))) == 1 for _ in range(10)))
+    assert min(found) >= 9, found
 
 
 def test_drawing_again_gives_the_same_photos_and_keeps_those_there(tmp_path):
