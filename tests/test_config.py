@@ -43,7 +43,9 @@ runner = CliRunner()
         ("extra_identities=-1", "extra_identities = -1: must be ≥ 0"),
         ("epochs=three", "--set epochs=three: expected int"),
         ("flip=maybe", "expected bool"),
-        ("learning_rate=0.1", "unknown setting 'learning_rate'"),
+        ("learning_rate=0.1", "unknown setting 'learning_rate'; did you mean 'lr'?"),
+        ("epoch=3", "unknown setting 'epoch'; did you mean 'epochs'?"),
+        ("wd=0.1", "unknown setting 'wd' ("),  # no setting near it: none is guessed
     ],
 )
 def test_every_bad_setting_is_refused_before_anything_is_written(tmp_path, item, words):
@@ -94,6 +96,27 @@ def test_every_wrong_setting_is_named_in_one_refusal():
         TrainConfig.of(data=["x"], epochs="3", lr="fast").validate()
     assert e.value.problems == ["setting: epochs = '3': expected int",
                                 "setting: lr = 'fast': expected float"]  # fmt: skip
+
+
+def test_a_recipe_in_another_tool_s_words_is_refused_with_every_name_facetrain_uses(
+    tmp_path,
+):
+    """A FaceNet or arcface_torch user's recipe names settings their way: each unknown
+    name is said at once, with facetrain's name for it, and every such name is a setting."""
+    from facetrain.train.config import load_config_file
+    from facetrain.train.settings import KEYS, OTHER_TOOLS
+
+    assert set(OTHER_TOOLS.values()) <= set(KEYS) and not set(OTHER_TOOLS) & set(KEYS)
+    recipe = tmp_path / "facenet.toml"
+    recipe.write_text('max_nrof_epochs = 90\nlearning_rate = 0.05\nbatchsize = 90\nlr = "x"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config_file(recipe)
+    assert [p.split(": ", 1)[1].split(" (")[0] for p in e.value.problems] == [
+        "unknown setting 'max_nrof_epochs'; did you mean 'epochs'?",
+        "unknown setting 'learning_rate'; did you mean 'lr'?",
+        "unknown setting 'batchsize'; did you mean 'batch_size'?",
+        "lr = 'x': expected float",
+    ]
 
 
 def test_every_whole_number_setting_refuses_minus_one():

@@ -25,11 +25,12 @@ from facetrain.train.settings import (  # noqa: F401 (ConfigError, TrainConfig: 
     READ_ONLY_WITH,
     ConfigError,
     TrainConfig,
-    check_type,
+    check_types,
     interval_said,
     key_of,
     kind_of,
     parse_text,
+    unknown_setting,
 )
 
 
@@ -56,7 +57,7 @@ def load_config_file(path: str | os.PathLike, _seen: tuple = ()) -> dict:
     base = d.pop("base", None)
     if isinstance(d.get("data"), str):
         d["data"] = [d["data"]]
-    d = {k: check_type(k, v, str(p)) for k, v in d.items()}
+    d = check_types(d, str(p))
     if base is None:
         return d
     if not isinstance(base, str):
@@ -122,9 +123,7 @@ def resolve(
     """The run's settings from a file, flags, platform folders and KEY=VALUE overrides (in
     that order of precedence, last wins), checked completely before anything is written."""
     values = load_config_file(file) if file is not None else {}
-    for k, v in (flags or {}).items():
-        if v is not None:
-            values[k] = check_type(k, v, "flag")
+    values |= check_types({k: v for k, v in (flags or {}).items() if v is not None}, "flag")
     _apply_platform(values, platform or Platform())
     given = {k for k, v in (flags or {}).items() if v is not None}
     for item in sets or []:
@@ -133,10 +132,7 @@ def resolve(
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         if key not in KEYS:
-            raise ConfigError(
-                f"--set {item!r}: unknown setting {key!r}; KEY=VALUE takes the settings "
-                "that `facetrain train --list-settings` lists"
-            )
+            raise ConfigError(f"--set {item!r}: {unknown_setting(key)}")
         if key in given and parse_text(key, text) != values[key]:
             raise ConfigError(f"--set {item!r} contradicts --{key.replace('_', '-')} "
                               f"{values[key]!r}: give it once")  # fmt: skip

@@ -381,7 +381,7 @@ class TrainConfig:
         parts: dict[str, dict] = {g: {} for g in GROUPS}
         for k, v in flat.items():
             if k not in KEYS:
-                raise ConfigError(f"unknown setting {k!r} (`facetrain train --list-settings`)")
+                raise ConfigError(unknown_setting(k))
             g, name, _ = KEYS[k]
             parts[g][name] = v
         return cls(**{g: GROUPS[g](**kw) for g, kw in parts.items()})
@@ -466,10 +466,41 @@ def kind_of(name: str) -> str:
     return "str"  # pragma: no cover - every field has one of the kinds above
 
 
+# the names FaceNet's training scripts and arcface_torch's configs give facetrain's settings
+OTHER_TOOLS = {
+    "learning_rate": "lr", "max_nrof_epochs": "epochs", "num_epoch": "epochs",
+    "model_def": "model", "network": "model", "image_size": "input_size",
+    "learning_rate_schedule_file": "schedule_file", "pretrained_model": "init_from",
+    "prelogits_norm_loss_factor": "prelogits_norm_factor", "random_flip": "flip",
+    "random_crop": "crop", "random_rotate": "rotate", "data_dir": "data", "rec": "data",
+    "lfw_pairs": "eval_pairs", "lfw_dir": "eval_images", "val_targets": "eval_bins",
+    "logs_base_dir": "log_dir", "models_base_dir": "out", "output": "out", "fp16": "amp",
+    "warmup_epoch": "warmup_epochs", "frequent": "log_every",
+}  # fmt: skip
+
+
+def unknown_setting(name: str) -> str:
+    """Why `name` is refused, with the setting it most likely meant (a typo, or another
+    tool's name for it: FaceNet's, arcface_torch's)."""
+    import difflib
+
+    near = [OTHER_TOOLS[name]] if name in OTHER_TOOLS else difflib.get_close_matches(
+        name, KEYS, n=1, cutoff=0.7)  # fmt: skip
+    meant = f"; did you mean {near[0]!r}?" if near else ""
+    return f"unknown setting {name!r}{meant} (`facetrain train --list-settings`)"
+
+
+def check_types(values: dict, where: str = "setting") -> dict:
+    """Every value as its setting takes it (`check_type`), or a ConfigError naming each
+    one that is unknown or of the wrong type."""
+    _refuse(*(_problems(check_type, k, v, where) for k, v in values.items()))
+    return {k: check_type(k, v, where) for k, v in values.items()}
+
+
 def check_type(name: str, value, where: str = "setting"):
     """`value` as setting `name` takes it (an int is a float too), or a ConfigError."""
     if name not in KEYS:
-        raise ConfigError(f"{where}: unknown setting {name!r} (`facetrain train --list-settings`)")
+        raise ConfigError(f"{where}: {unknown_setting(name)}")
     kind = kind_of(name)
     ok = {
         "bool": lambda v: isinstance(v, bool),
