@@ -440,6 +440,30 @@ def test_jobs_with_no_output_folder_keep_their_work_in_the_cache(trained, tmp_pa
     assert e == f and 0 < e["accuracy"] <= 1
 
 
+def test_a_second_job_on_the_same_kept_work_is_refused_naming_the_first(trained, tmp_path,
+                                                                        monkeypatch):  # fmt: skip
+    """Two runs of one job (the same `eval-populations` in two terminals, the same `embed
+    --out`) shared one folder of kept work, and the first to end removed it under the
+    other. While one holds it, the other is refused before any work, naming it; once the
+    first has ended (even by kill -9), the next goes on."""
+    from facetrain.inference.parts import kept_in_cache
+    from facetrain.lock import held
+
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path / "cache"))
+    run, faces, out = trained["run"], trained["faces"], tmp_path / "e.npz"
+    with held(tmp_path / "e.npz.partial.lock", "x"):  # as a running `embed` holds it
+        said = cli_fails("embed", run, faces, "--out", out)
+    assert "the work kept in" in said and "e.npz.partial is in use by process" in said
+    assert not out.exists() and not (tmp_path / "e.npz.partial").exists()
+    parts = kept_in_cache("eval-populations", str(run), faces.resolve())
+    with held(parts.with_name(parts.name + ".lock"), "x"):
+        said = cli_fails("eval-populations", run, faces)
+    assert "is in use by process" in said
+    cli("embed", run, faces, "--out", out)  # the lock of a process gone is taken over
+    assert out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "cache", "e.npz"]  # fmt: skip
+
+
 def test_classify_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monkeypatch):
     """Fitting a classifier on many photos, and naming every face of many, are long jobs:
     stopped between two parts (as by kill -9), the same command goes on from the last part

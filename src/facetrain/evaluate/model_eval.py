@@ -233,7 +233,7 @@ def _output_folder(out: str | os.PathLike, inputs: list) -> None:
     ours (its metrics.json, or the kept parts of one cut short)."""
     from facetrain import atomic, foreign
 
-    atomic.output_folder(out, inputs=inputs, own=("metrics.json", "*.partial"),
+    atomic.output_folder(out, inputs=inputs, own=("metrics.json", "*.partial", "*.partial.lock"),
                          kind="evaluation")  # fmt: skip
     metrics = Path(out) / "metrics.json"
     if not metrics.exists():

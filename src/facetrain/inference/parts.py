@@ -229,17 +229,43 @@ def done_with_parts(parts: Path) -> None:
 
 @contextlib.contextmanager
 def kept_until_done(*folders: Path | None):
-    """Work kept in these folders while a job runs: gone when it ends, done or refused;
-    kept when it is interrupted (Ctrl-C, or kill -9, which runs nothing), for the same job
-    to go on from. None stands for no folder."""
+    """Work kept in these folders while a job runs, one job at a time on each (a second is
+    refused, naming the first: the one to end first removed the work under the other):
+    gone when it ends, done or refused; kept when it is interrupted (Ctrl-C, or kill -9,
+    which runs nothing), for the same job to go on from. None stands for no folder."""
     interrupted = False
+    with contextlib.ExitStack() as held:
+        for parts in folders:
+            if parts is not None:
+                held.enter_context(_one_job_on(parts))
+        try:
+            yield
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            if not interrupted:
+                for parts in folders:
+                    if parts is not None:
+                        done_with_parts(parts)
+
+
+@contextlib.contextmanager
+def _one_job_on(parts: Path):
+    """The lock beside `parts` held for the block (`facetrain.lock`), and removed after it.
+    Where it cannot be made, the job runs unguarded (its output cannot be written there
+    either, and says so)."""
+    from facetrain.lock import held
+
+    lock = parts.with_name(parts.name + ".lock")
     try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.touch()
+    except OSError:
         yield
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
-    finally:
-        if not interrupted:
-            for parts in folders:
-                if parts is not None:
-                    done_with_parts(parts)
+        return
+    with held(lock, f"the work kept in {parts}"):
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
