@@ -595,9 +595,9 @@ def test_spacing_among_two_sets_is_the_spacing_of_both_joined(exact_search, monk
 def test_a_large_library_s_cluster_run_says_how_far_each_phase_is(tmp_path, monkeypatch,
                                                                    capsys):  # fmt: skip
     """1,000,000 faces stacked in 6 minutes with nothing on the screen. Now each phase —
-    the spacing, the near pairs, the stacks of each connected group — has its bar (in a
-    log: lines with count and ETA) for a library past `CLUSTER_BAR_FROM` faces, counting
-    up to every face; the stacks are the same."""
+    the index of the faces, the spacing, the near pairs, the stacks of each connected
+    group — has its bar (in a log: lines with count and ETA) for a library past
+    `CLUSTER_BAR_FROM` faces, counting up to every face; the stacks are the same."""
     import re
 
     from facetrain import neighbours
@@ -614,8 +614,13 @@ def test_a_large_library_s_cluster_run_says_how_far_each_phase_is(tmp_path, monk
     for progress in (False, True):
         capsys.readouterr()
         reports.append(lib.cluster(progress=progress)[0])
-        said = re.findall(r"^(spacing|near pairs|stacks) (\d+)/(\d+) ", capsys.readouterr().err,
-                          re.M)  # fmt: skip
+        err = capsys.readouterr().err
+        said = re.findall(r"^(spacing|near pairs|stacks) (\d+)/(\d+) ", err, re.M)
+    # the index is built once, before the first search: its own line before and after
+    assert re.findall(r"^indexing the faces (\d+)/(\d+) ", err, re.M) == [
+        ("0", "3000"),
+        ("3000", "3000"),
+    ]
     first, again = reports  # the same stacks: each one stays the stack it was
     assert first.stacks == again.stacks == again.kept == first.new_stacks > 100
     phases = {p: [int(d) for q, d, _ in said if q == p] for p in ("spacing", "near pairs",

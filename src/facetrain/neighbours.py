@@ -279,10 +279,12 @@ def _build(e: np.ndarray, distance: str):
     import faiss
 
     x = _as_indexed(e, distance)
+    say("index", 0, len(x))  # ~10 s at 100,000 faces, before any search can say anything
     nlist = max(1, min(int(4 * np.sqrt(len(x))), len(x) // 39))  # faiss: ≥ 39 faces a list
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(x.shape[1]), x.shape[1], nlist)
     sample = np.random.default_rng(0).choice(len(x), min(len(x), 64 * nlist), replace=False)
     index.train(x[np.sort(sample)])
     index.add(x)
     index.nprobe = min(NPROBE, nlist)
+    say("index", len(x), len(x))
     return index

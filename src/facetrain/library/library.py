@@ -34,7 +34,8 @@ from facetrain.open_set import MARGIN
 _THUMBNAIL = re.compile(r"(\d+)-([0-9a-f]{16})-\d+\.jpg")  # face id, photo content, size
 COMPANIONS = 12  # the people a stack's page offers to see its photos with
 CLUSTER_BAR_FROM = 20_000  # faces: a cluster run of fewer takes seconds (100,000: 23 s)
-CLUSTER_PHASES = {"nearest": "spacing", "pairs": "near pairs", "groups": "stacks"}
+CLUSTER_PHASES = {"index": "indexing the faces", "nearest": "spacing", "pairs": "near pairs",
+                  "groups": "stacks"}  # fmt: skip
 
 
 class Library:
