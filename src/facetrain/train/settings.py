@@ -402,7 +402,7 @@ class TrainConfig:
         """Every value against its type, then (all of the right type) each group's own rules
         and the rules that join groups; ConfigError names every setting that is wrong and
         what it may be."""
-        _refuse(*(_problems(check_type, k, self.get(k)) for k in KEYS))
+        check_types(self.flat())
         out = os.path.abspath(self.platform.out)
         _refuse(*(_problems(getattr(self, g).validate) for g in GROUPS),
                 _rules([(any(os.path.abspath(d) == out for d in self.data.paths),
@@ -493,8 +493,14 @@ def unknown_setting(name: str) -> str:
 def check_types(values: dict, where: str = "setting") -> dict:
     """Every value as its setting takes it (`check_type`), or a ConfigError naming each
     one that is unknown or of the wrong type."""
-    _refuse(*(_problems(check_type, k, v, where) for k, v in values.items()))
-    return {k: check_type(k, v, where) for k, v in values.items()}
+    checked, problems = {}, []
+    for k, v in values.items():
+        try:
+            checked[k] = check_type(k, v, where)
+        except ConfigError as e:
+            problems += e.problems
+    _refuse(problems)
+    return checked
 
 
 def check_type(name: str, value, where: str = "setting"):
