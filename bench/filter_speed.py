@@ -80,9 +80,8 @@ def main() -> None:
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     labels = [f"person{k:06d}" for k in rng.integers(0, a.identities, a.images)]
     t = Table(emb, [f"{i}.jpg" for i in range(a.images)], labels)
-    print(f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores; "
-          f"{a.images} images of {len(set(labels))} identities")  # fmt: skip
     size = f"{a.images} images of {len(set(labels))} identities"
+    print(f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores; {size}")
     scores = compare("filter scores", lambda: loop(t), lambda: centre_distances(t),
                      lambda x, y: np.abs(x - y).max() < 1e-5, a.rounds)  # fmt: skip
     split = compare("hold-out split", lambda: loop_split(labels, 0.2),

@@ -1,4 +1,4 @@
-"""`make demo`: the pipeline end to end on real photos, with nothing to set up.
+"""`make demo`: the pipeline end to end on photos, with nothing to set up.
 
 1. Preparation: stats → align → prune → split → pack, on the photos FACETRAIN_DEMO_DATA
    names, else ../shared/datasets/lfw-raw-sample when it is there, else on people drawn on

@@ -154,10 +154,11 @@ def write_pairs(folder: str | os.PathLike, path: str | os.PathLike, folds: int =
     faces = {d.name: sorted(int(f.stem.rpartition("_")[2]) for f in d.glob(f"{d.name}_*.jpg"))
              for d in sorted(Path(folder).iterdir()) if d.is_dir()}  # fmt: skip
     names = [n for n, have in faces.items() if have]
+    twice = [n for n in names if len(faces[n]) >= 2]  # people a same-person pair can be of
     lines = [f"{folds} {per_fold}"]
     for _ in range(folds):
         for _ in range(per_fold):
-            n = pick.choice([n for n in names if len(faces[n]) >= 2])
+            n = pick.choice(twice)
             a, b = pick.sample(faces[n], 2)
             lines.append(f"{n} {a} {b}")
         for _ in range(per_fold):

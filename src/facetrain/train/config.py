@@ -123,9 +123,9 @@ def resolve(
     """The run's settings from a file, flags, platform folders and KEY=VALUE overrides (in
     that order of precedence, last wins), checked completely before anything is written."""
     values = load_config_file(file) if file is not None else {}
-    values |= check_types({k: v for k, v in (flags or {}).items() if v is not None}, "flag")
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    values |= check_types(given, "flag")
     _apply_platform(values, platform or Platform())
-    given = {k for k, v in (flags or {}).items() if v is not None}
     for item in sets or []:
         key, sep, text = item.partition("=")
         key = key.strip().replace("-", "_")
