@@ -233,3 +233,20 @@ def test_naming_a_stack_as_it_is_named_leaves_nothing_to_undo(tmp_path):
             store.assign(lib.con, [(pid, 3)], confirmed=0)  # a face joined since
         assert "is now 'Ann' (3 faces)" in lib.name(str(pid), "Ann")
         assert lib.people()[0]["confirmed"] == 3
+
+
+@pytest.mark.skipif(__import__("torch").backends.mps.is_available(), reason="this machine has MPS")
+def test_a_device_this_machine_lacks_is_named_before_any_work(tmp_path):
+    """`--device mps` on a machine without Apple's GPU was let through the device check and
+    ended in PyTorch's traceback halfway through `embed`; every device kind is now checked
+    against the machine, by the commands that use a model and by training alike."""
+    from helpers import make_faces
+
+    faces = make_faces(tmp_path / "faces", ids=3, per=2, size=32)
+    embed = ["embed", "--device", "mps", "--out", tmp_path / "e.npz", faces]
+    train = ["train", "--device", "mps", "--data", faces, "--out", tmp_path / "run"]
+    for args in (embed, train):
+        r = runner.invoke(app, list(map(str, args)))
+        said = "mps: no Apple GPU (MPS) is available here"
+        assert r.exit_code == 2 and said in r.output, (args, r.output)
+        assert not (tmp_path / "e.npz").exists() and not (tmp_path / "run").exists()

@@ -33,6 +33,11 @@ def check_device(device: str, setting: str = "--device") -> str:
         index = int(device.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             raise DeviceError(f"{setting} {device}: this machine has {torch.cuda.device_count()}")
+    if device == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise DeviceError(f"{setting} mps: no Apple GPU (MPS) is available here")
     return device
 
 
