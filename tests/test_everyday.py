@@ -245,7 +245,8 @@ def test_a_device_this_machine_lacks_is_named_before_any_work(tmp_path):
     faces = make_faces(tmp_path / "faces", ids=3, per=2, size=32)
     embed = ["embed", "--device", "mps", "--out", tmp_path / "e.npz", faces]
     train = ["train", "--device", "mps", "--data", faces, "--out", tmp_path / "run"]
-    for args in (embed, train):
+    align = ["align", "--device", "mps", faces, tmp_path / "run"]
+    for args in (embed, train, align):
         r = runner.invoke(app, list(map(str, args)))
         said = "mps: no Apple GPU (MPS) is available here"
         assert r.exit_code == 2 and said in r.output, (args, r.output)

@@ -61,6 +61,7 @@ class AlignConfig:
     def validate(self) -> None:
         """Every setting against what it may be (AlignError names it and the choices)."""
         from facetrain.align.transform import SELECT_MODES
+        from facetrain.devices import check_device
 
         rules = [
             (self.mode not in MODES, f"--mode {self.mode!r}: choose from {', '.join(MODES)}"),
@@ -79,11 +80,7 @@ class AlignConfig:
         for broken, message in rules:
             if broken:
                 raise AlignError(message)
-        if self.device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise AlignError("--device cuda: no CUDA device is available here")
+        check_device(self.device)
 
     def output_settings(self) -> dict:
         """The settings that shape output files: a resumed job must keep them."""
