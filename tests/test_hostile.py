@@ -566,10 +566,17 @@ def test_stats_counts_every_phone_format_and_not_broken_files(tmp_path):
 
 def test_one_identity_folder_given_as_a_dataset_says_so(faces, tmp_path):
     """33: `filter MODEL ds/celeba_07201` said 'no usable face images' for a folder of six
-    good faces (it must be the root of identity folders)."""
+    good faces (it must be the root of identity folders). `align` of such a folder said
+    'aligned 0 faces' and left its output folder; `train` said '…/pack: no training
+    images' and left its run folder; `stats` printed 0 identities. Every command that reads
+    a dataset now says what the folder looks like, before it writes anything."""
     from helpers import make_model
 
     model = make_model(tmp_path / "m.safetensors")
-    code, out = run("embed", model, faces / "id0", "--out", tmp_path / "e.npz")
-    assert code == 1 and "looks like one identity's folder; pass its parent" in out
-    assert str(faces) in out and not (tmp_path / "e.npz").exists()
+    one, out = faces / "id0", tmp_path / "out"
+    for args in (("embed", model, one, "--out", out / "e.npz"), ("align", one, out),
+                 ("train", "--data", one, "--out", out), ("stats", one), ("pack", one, out),
+                 ("split", one, out), ("prune", one, out / "kept.txt")):  # fmt: skip
+        code, said = run(*args)
+        assert code == 2 and "looks like one identity's folder; pass its parent" in said, args
+        assert str(faces) in said and not out.exists(), args

@@ -193,3 +193,26 @@ def test_a_folder_deleted_while_listed_is_reported_vanished(tmp_path: Path, monk
     samples = list(iter_samples(str(root), problems=problems))
     assert [s.identity for s in samples] == ["ann"]
     assert dict(problems.counts) == {"vanished": 1}
+
+
+def test_a_folder_of_photos_and_no_folders_is_one_persons_not_a_dataset(tmp_path: Path):
+    """Given where one folder per person is read, a folder of photos is refused by name
+    with its parent as the likely root; hidden folders (a viewer's thumbnails) make it no
+    dataset; photos beside identity folders are only counted; unlabelled faces (`loose`)
+    may stand in a root."""
+    one = tmp_path / "people" / "ann"
+    save_rgb(one / "1.jpg")
+    (one / ".thumbnails").mkdir()
+    for roots in (str(one), [str(tmp_path / "people"), str(one)]):
+        with pytest.raises(DatasetError, match=f"{one} holds photos and no identity folders.*"
+                           f"pass its parent \\({tmp_path / 'people'}\\)"):  # fmt: skip
+            list(iter_samples(roots))
+    assert [s.identity for s in iter_samples(str(one), loose=True)] == ["_unlabelled"]
+    assert [s.identity for s in iter_samples(str(tmp_path / "people"))] == ["ann"]
+    save_rgb(tmp_path / "people" / "stray.jpg")
+    p = Problems()
+    assert len(list(iter_samples(str(tmp_path / "people"), problems=p))) == 1
+    assert p.counts["outside_identity_folder"] == 1
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("no photo")
+    assert parse_roots(str(tmp_path / "notes")) == [str(tmp_path / "notes")]

@@ -82,6 +82,9 @@ def test_export_parity_and_onnx_backend(trained, tmp_path):
 
     cli("export", run, "--format", "torchscript", "--check", faces)
     ts = open_model(run / "model.pt")
+    one = sorted(p for p in faces.iterdir() if p.is_dir())[0]  # a folder of faces will do
+    out = cli("export", run, "--format", "torchscript", "--check", one, "--out", tmp_path / "1.pt")
+    assert f"parity on {len(list(one.iterdir()))} real faces" in out
     assert ts.backend == "torchscript" and ts.pre == torch_model.pre
     # an exported file is a MODEL for eval, like the run folder
     j1, j2 = tmp_path / "r.json", tmp_path / "o.json"

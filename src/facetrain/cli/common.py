@@ -235,25 +235,8 @@ def _usable(t, data: list[str]):
     if len(t.skipped) > 20:
         console.print(f"… {len(t.skipped) - 20} more skipped", style="yellow")
     if len(t) == 0:
-        fail(f"{':'.join(data)}: no usable face images{_one_identity_hint(data)}", 1)
+        fail(f"{':'.join(data)}: no usable face images", 1)
     return t
-
-
-def _one_identity_hint(data: list[str]) -> str:
-    """A root that holds photos and no folders is one identity's folder, not a dataset."""
-    from facetrain.data.images import is_image_name
-
-    for root in data:
-        p = Path(root)
-        entries = list(p.iterdir()) if p.is_dir() else []
-        if (
-            entries
-            and not any(c.is_dir() for c in entries)
-            and any(is_image_name(c.name) for c in entries)
-        ):
-            return (f" — {root} holds photos and no identity folders: it looks like one "
-                    f"identity's folder; pass its parent ({p.parent})")  # fmt: skip
-    return ""
 
 
 BackendOpt = Annotated[str, typer.Option(help="auto, torch or onnx (onnxruntime).")]

@@ -147,7 +147,8 @@ def export(
     format_: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
     out: Annotated[Path | None, typer.Option(help="Output file [RUN/model.onnx or .pt].")] = None,
     check: Annotated[
-        list[str] | None, typer.Option(help="Aligned faces for the parity check (folder).")
+        list[str] | None,
+        typer.Option(help="Aligned faces for the parity check: a folder, one a person, a pack."),
     ] = None,
     tolerance: Annotated[float, typer.Option(help="Largest |Δ| accepted.")] = 1e-4,
 ) -> None:

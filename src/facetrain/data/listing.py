@@ -59,8 +59,10 @@ class DatasetError(FacetrainError):
     """A dataset argument that cannot be used at all (missing root, unreadable list)."""
 
 
-def parse_roots(specs: str | Sequence[str]) -> list[str]:
-    """Split `a:b` specs (and repeated flags) into a list of existing roots."""
+def parse_roots(specs: str | Sequence[str], *, loose: bool = False) -> list[str]:
+    """Split `a:b` specs (and repeated flags) into a list of existing roots; a folder of
+    photos and no folders is refused as one person's folder, unless `loose` (unlabelled
+    faces) lets photos stand in a root."""
     if isinstance(specs, str | os.PathLike):
         specs = [str(specs)]
     roots: list[str] = []
@@ -75,7 +77,32 @@ def parse_roots(specs: str | Sequence[str]) -> list[str]:
             raise DatasetError(f"{r}: no such folder or list file")
         if not (os.path.isdir(r) or is_list_file(r)):
             raise DatasetError(f"{r}: neither a folder of identities nor a facetrain list file")
+        if not loose and _one_persons_folder(r):
+            parent = os.path.dirname(os.path.abspath(r))
+            raise DatasetError(
+                f"{r} holds photos and no identity folders: it looks like one identity's "
+                f"folder; pass its parent ({parent}), or a folder of one folder per person"
+            )
     return roots
+
+
+def _one_persons_folder(root: str) -> bool:
+    """A folder with photos in it and no folder (hidden ones aside): one person's photos
+    given where a dataset of one folder per person was asked for."""
+    if not os.path.isdir(root) or is_pack(root):
+        return False
+    photos = False
+    with os.scandir(root) as entries:
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            try:
+                if e.is_dir():
+                    return False
+            except OSError:  # a broken entry: the listing reports it
+                continue
+            photos = photos or is_image_name(e.name)
+    return photos
 
 
 def is_list_file(path: str | os.PathLike) -> bool:
@@ -112,7 +139,7 @@ def iter_samples(
     """Yield every image sample of the given roots, in a deterministic order. With `loose`,
     images directly in a root (no identity folder: unlabelled faces) are samples too, of
     the identity UNLABELLED."""
-    roots = parse_roots(roots)
+    roots = parse_roots(roots, loose=loose)
     problems = problems if problems is not None else Problems()
     labels = root_labels(roots)
     several = len(roots) > 1

@@ -196,8 +196,8 @@ def pack(
     listing = _list(data, merge_same_names, unlabelled)
     alignment = _alignment_of(listing.roots)
     out = Path(out)
-    atomic.output_folder(out, inputs=parse_roots(data), own=("meta.json", ".partial"),
-                         kind="pack")  # fmt: skip
+    roots = parse_roots(data, loose=unlabelled)
+    atomic.output_folder(out, inputs=roots, own=("meta.json", ".partial"), kind="pack")
     state = out / ".partial"
     state.mkdir(exist_ok=True)
     atomic.remove_stale_temps(out)

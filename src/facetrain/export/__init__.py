@@ -125,11 +125,16 @@ def _parity_batch(pre: Preprocess, check: list[str] | None) -> tuple[torch.Tenso
     from facetrain.inference.sources import Images
 
     if check:
+        from itertools import islice
+
         from facetrain.data.listing import iter_samples
         from facetrain.data.packed import pack_of
 
         pack = pack_of(check)  # a pack's faces, read from its shards
-        paths = pack.source_paths()[:64] if pack else [s.path for s in iter_samples(check)][:64]
+        if pack:
+            paths = pack.source_paths()[:64]
+        else:  # a folder of faces, or of one folder per person
+            paths = [s.path for s in islice(iter_samples(check, loose=True), 64)]
         got = Images(paths, pre.alignment, "auto", read=pack.rgb if pack else None).fetch(
             list(range(len(paths)))
         )

@@ -258,6 +258,7 @@ def _one_job_on(parts: Path):
     from facetrain.lock import held
 
     lock = parts.with_name(parts.name + ".lock")
+    made = [f for f in (lock.parent, *lock.parent.parents) if not f.exists()]
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
         lock.touch()
@@ -269,3 +270,6 @@ def _one_job_on(parts: Path):
             yield
         finally:
             lock.unlink(missing_ok=True)
+            for folder in made:  # the folders made for it, when nothing else came to be
+                with contextlib.suppress(OSError):
+                    folder.rmdir()

@@ -511,7 +511,7 @@ def _check_inputs(cfg: TrainConfig) -> None:
 
     out = Path(cfg.platform.out)
     if not (checkpoint.trained(out) and (out / "pack" / "meta.json").exists()):
-        parse_roots(cfg.data.paths)
+        parse_roots(cfg.data.paths, loose=cfg.objective.loss == "distill")
     atomic.output_files(cfg.data.paths, **{"--out": cfg.platform.out})
     start = cfg.model.init_from
     if start and not is_spec(start) and not Path(start).exists():
