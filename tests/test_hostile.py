@@ -250,6 +250,9 @@ def test_library_refuses_bad_thresholds_steps_and_margins(tmp_path):
             lib.undo(0)
         with pytest.raises(LibraryError, match="--margin -1"):
             lib.identify([], margin=-1.0)
+        with pytest.raises(LibraryError, match="--min-score 1.5: a detector score, 0 to 1"):
+            lib.gate_of(min_score=1.5)  # no face would ever pass
+        assert lib.gate_of(min_score=1.0).min_score == 1.0
 
 
 def test_outputs_that_are_folders_or_unwritable_are_one_clear_line(faces, tmp_path):

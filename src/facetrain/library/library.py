@@ -452,6 +452,8 @@ class Library:
         for k, v in changes.items():
             if v is not None and not (math.isfinite(v) and v >= 0):
                 raise LibraryError(f"--{k.replace('_', '-')} {v}: a finite number ≥ 0")
+        if (changes.get("min_score") or 0) > 1:  # a probability: above 1, no face passes
+            raise LibraryError(f"--min-score {changes['min_score']}: a detector score, 0 to 1")
         old = self._kept_gate()
         given = {k: float(v) for k, v in changes.items() if v is not None}
         if old is None and len(given) < len(asdict(Quality())):
