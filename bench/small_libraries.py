@@ -1,0 +1,94 @@
+"""The library's stacks with no names on small libraries: a family's first few people.
+
+`bench/library_populations.py` measures whole sets (15 to 300 people, up to 25 photos
+each), where the library's own spacing has enough faces to go by. A new owner's library is
+often a few people with a few photos each. This script draws such libraries from each set
+(the same faces, scanned the library's way and cached by `library_populations`):
+`k` people × `m` photos, optionally one person with `dom` photos beside them (a child in
+most photos), and optionally a share of faces put two by two into one photo with another
+person (group photos: two faces of one photo are two people). Per kind of library it prints
+the oracle's F (the best single threshold, chosen with the truth, per library), the F of
+the library's own clustering with no names, and their ratio, averaged over `--draws`
+libraries.
+
+    .venv/bin/python bench/small_libraries.py [--sets NAME ...] [--draws 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+
+import numpy as np
+
+from library_populations import SETS, bcubed_f, oracle, stacks_with_no_names, with_mixed
+
+# (people, photos each, one more person with this many photos (0: none), share of faces
+# in two-face group photos)
+KINDS = [(3, 4, 0, 0.0), (4, 4, 0, 0.0), (5, 6, 0, 0.0), (8, 8, 0, 0.0), (4, 4, 0, 0.3),
+         (8, 8, 0, 0.3), (3, 4, 16, 0.0), (1, 2, 20, 0.0), (0, 1, 20, 0.0)]  # fmt: skip
+
+
+def draw(s: dict, rng, k: int, m: int, dom: int, grouped: float) -> dict | None:
+    """One small library from set `s` (None when the set lacks such people)."""
+    count = {t: int((s["truth"] == t).sum()) for t in np.unique(s["truth"]) if t}
+    people = [t for t, c in count.items() if c >= m]
+    big = [t for t, c in count.items() if c >= dom] if dom else []
+    if len(people) < k + bool(dom) or (dom and not big):
+        return None
+    parts, pool = [], people
+    if dom:
+        b = rng.choice(big)
+        parts.append(rng.choice(np.flatnonzero(s["truth"] == b), dom, replace=False))
+        pool = [p for p in people if p != b]
+    for who in rng.choice(pool, k, replace=False):
+        parts.append(rng.choice(np.flatnonzero(s["truth"] == who), m, replace=False))
+    idx = np.concatenate(parts)
+    truth = s["truth"][idx]
+    return {"emb": s["emb"][idx], "photo": _group_photos(truth, rng, grouped), "truth": truth}
+
+
+def _group_photos(truth: np.ndarray, rng, share: float) -> np.ndarray:
+    """A photo id a face, with `share` of the faces two by two in one photo with a face of
+    another person."""
+    photo = np.arange(len(truth))
+    free = list(rng.permutation(len(truth)))
+    for _ in range(int(share * len(truth) / 2)):
+        a = free.pop(0)
+        b = next((x for x in free if truth[x] != truth[a]), None)
+        if b is None:
+            break
+        free.remove(b)
+        photo[b] = photo[a]
+    return photo
+
+
+def main(argv=None) -> int:
+    from facetrain.inference.compiled import open_for_use
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", nargs="+", default=list(SETS))
+    ap.add_argument("--draws", type=int, default=12)
+    args = ap.parse_args(argv)
+    pre = open_for_use("pretrained:dlib_resnet").pre
+    grid = np.round(np.arange(0.04, 0.40, 0.01), 3)
+    print(f"{platform.node()}: small libraries, {args.draws} draws a kind; no names; "
+          f"calibrated threshold {pre.threshold:.3f}")  # fmt: skip
+    print(f"{'set':<20}{'library':<22}{'oracle F':>9}{'no names F':>11}{'/ oracle':>9}")
+    for name, s in with_mixed(args.sets).items():
+        rng = np.random.default_rng(1)
+        for k, m, dom, grouped in KINDS:
+            libs = [draw(s, rng, k, m, dom, grouped) for _ in range(args.draws)]
+            if any(lib is None for lib in libs):
+                continue
+            best = np.mean([oracle(lib, pre.distance, grid)[0] for lib in libs])
+            ours = np.mean([bcubed_f(stacks_with_no_names(lib, pre.threshold, pre.distance),
+                                     lib["truth"]) for lib in libs])  # fmt: skip
+            kind = f"{k}×{m}" + (f" + 1×{dom}" if dom else "") + (
+                f", {grouped:.0%} grouped" if grouped else "")  # fmt: skip
+            print(f"{name:<20}{kind:<22}{best:>9.3f}{ours:>11.3f}{ours / best:>9.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
