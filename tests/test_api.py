@@ -32,6 +32,9 @@ def test_every_kind_of_image_gives_one_row(fr, tmp_path):
     assert by_path.shape == (1, fr.embedder.width) and np.isfinite(by_path).all()
     for other in (path, Image.open(path), rgb, [rgb]):
         np.testing.assert_allclose(fr.embed(other), by_path, atol=1e-5)
+    with open(path, "rb") as f:  # an image file's bytes, or the file itself (an upload)
+        for other in (path.read_bytes(), [bytearray(path.read_bytes())], f):
+            np.testing.assert_allclose(fr.embed(other), by_path, atol=1e-5)
     grey = fr.embed(np.asarray(Image.open(path).convert("L")))
     assert np.isfinite(grey).all() and fr.distance(grey[0], by_path[0]) < fr.threshold
     assert fr.embed([]).shape == (0, fr.embedder.width)
@@ -53,6 +56,13 @@ def test_a_bad_file_or_a_faceless_photo_fails_nothing_else(fr, tmp_path):
         fr.faces(np.zeros((9, 9, 3), np.float32))
     with pytest.raises(ValueError, match="empty model name"):
         facetrain.load("")
+    from test_hostile_corpus import _bomb
+
+    _bomb(tmp_path / "bomb.png")  # its header claims 100,000 x 100,000 pixels
+    _, why = fr.embed([b"not an image", b"", (tmp_path / "bomb.png").read_bytes()],
+                      return_errors=True)  # fmt: skip
+    assert why == ["not an image PIL can identify", "empty (0 bytes)",
+                   "100000x100000 = 10000000000 pixels exceeds the limit of 100000000"]  # fmt: skip
 
 
 def test_distances_broadcast_one_and_many(fr):

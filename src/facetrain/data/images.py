@@ -138,6 +138,12 @@ def open_checked(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) 
         raise ImageError("unreadable", "not an image PIL can identify") from None
     except OSError as e:
         raise ImageError("unreadable", f"cannot open: {e}") from None
+    return _within(img, max_pixels)
+
+
+def _within(img: Image.Image, max_pixels: int) -> Image.Image:
+    """An opened image whose size is under the limit (checked before decoding: a file of a
+    few kB can claim gigapixels), else closed and refused."""
     w, h = img.size
     if w * h > max_pixels:
         img.close()
@@ -186,7 +192,25 @@ def load_rgb(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
     """Read an upright 8-bit RGB array (EXIF orientation applied) or raise ImageError."""
     if is_raw_name(os.fspath(path)):
         return load_raw(path, max_pixels)
-    img = open_checked(path, max_pixels)
+    return _decoded(open_checked(path, max_pixels))
+
+
+def read_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An image file's bytes (an upload, a download, a database's blob) read as `load_rgb`
+    reads the file, or ImageError."""
+    if not data:
+        raise ImageError("unreadable", "empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError("unreadable", "not an image PIL can identify") from None
+    return _decoded(_within(img, max_pixels))
+
+
+def _decoded(img: Image.Image) -> np.ndarray:
+    """An opened image decoded upright (EXIF orientation applied) to 8-bit RGB, and closed."""
     try:
         with img:
             img.load()

@@ -11,9 +11,10 @@
     facetrain.find("me.jpg", "photos/")      # the photos of a folder that hold that face
                                              # (its rows kept for the next find there)
 
-An image is a path, a PIL image or an RGB uint8 array (HxWx3, or HxW grey); `embed` takes
-one or a list. Faces are prepared exactly as the model's record says (alignment, size,
-normalisation, flip), through the same functions the command line uses.
+An image is a path, an image file's bytes (or an open file), a PIL image or an RGB uint8
+array (HxWx3, or HxW grey); `embed` takes one or a list. Faces are prepared exactly as the
+model's record says (alignment, size, normalisation, flip), through the same functions the
+command line uses.
 """
 
 from __future__ import annotations
@@ -39,16 +40,21 @@ __all__ = ["Face", "Recognizer", "load"]
 
 def _rgb(image: ImageLike) -> np.ndarray:
     """An image as HxWx3 uint8 RGB; ValueError (or ImageError for a file) saying why not."""
-    from facetrain.data.images import load_rgb, to_rgb8
+    from facetrain.data.images import load_rgb, read_rgb, to_rgb8
 
     if isinstance(image, str | os.PathLike):
         if not str(image):
             raise ValueError("an empty path is not an image")
         return load_rgb(image)
+    if hasattr(image, "read"):  # an open file, an upload's stream
+        image = image.read()
+    if isinstance(image, bytes | bytearray | memoryview):  # an image file's bytes
+        return read_rgb(bytes(image))
     if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image
         return to_rgb8(image)
     if not isinstance(image, np.ndarray):
-        raise TypeError(f"an image is a path, a PIL image or an array, not {type(image).__name__}")
+        raise TypeError(f"an image is a path, a file's bytes, a PIL image or an array, not "
+                        f"{type(image).__name__}")  # fmt: skip
     if image.size == 0:
         raise ValueError(f"an empty image array (shape {image.shape})")
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or (
@@ -60,7 +66,8 @@ def _rgb(image: ImageLike) -> np.ndarray:
 
 def _many(images) -> list:
     """One image or a list of them, as a list (a path is one image, not its characters)."""
-    if isinstance(images, str | os.PathLike | np.ndarray) or hasattr(images, "mode"):
+    if isinstance(images, str | os.PathLike | np.ndarray | bytes | bytearray | memoryview) or (
+            hasattr(images, "mode") or hasattr(images, "read")):  # fmt: skip
         return [images]
     return list(images)
 
