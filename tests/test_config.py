@@ -117,6 +117,13 @@ def test_a_recipe_in_another_tool_s_words_is_refused_with_every_name_facetrain_u
         "unknown setting 'batchsize'; did you mean 'batch_size'?",
         "lr = 'x': expected float",
     ]
+    recipe.write_text("ema = 0.999\nwarmup = 2\n")  # a word of a setting's name
+    with pytest.raises(ConfigError) as e:
+        load_config_file(recipe)
+    assert [p.split(": ", 1)[1].split(" (")[0] for p in e.value.problems] == [
+        "unknown setting 'ema'; did you mean 'ema_decay'?",
+        "unknown setting 'warmup'; did you mean 'margin_warmup_epochs' or 'warmup_epochs'?",
+    ]
 
 
 def test_every_whole_number_setting_refuses_minus_one():

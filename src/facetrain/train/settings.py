@@ -486,7 +486,9 @@ def unknown_setting(name: str) -> str:
 
     near = [OTHER_TOOLS[name]] if name in OTHER_TOOLS else difflib.get_close_matches(
         name, KEYS, n=1, cutoff=0.7)  # fmt: skip
-    meant = f"; did you mean {near[0]!r}?" if near else ""
+    if not near:  # a word of a setting's name (`ema` of `ema_decay`)
+        near = [k for k in KEYS if name.lower() in k.split("_")][:3]
+    meant = f"; did you mean {' or '.join(map(repr, near))}?" if near else ""
     return f"unknown setting {name!r}{meant} (`facetrain train --list-settings`)"
 
 
