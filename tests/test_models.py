@@ -92,6 +92,33 @@ def test_nn4_small2_bn_spreads_a_batch_over_the_sphere():
     assert abs(mean_cos["nn4_small2_bn"]) < 0.1
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_each_model_says_whether_its_embedding_leaves_a_batchnorm(name):
+    """`embedding_batchnorm`, which training reads to warn of a margin head that will not
+    learn, is what the network computes: a BatchNorm last centres a training batch."""
+    torch.manual_seed(0)
+    m = create_model(name, 64).train()
+    s = m.input_size
+    with torch.no_grad():
+        z = m.embed_raw(torch.rand(4, 3, s, s) * 2 - 1)
+    centred = bool(z.mean(0).abs().max() < 1e-4 * z.abs().max())
+    assert centred == m.embedding_batchnorm
+
+
+def test_a_margin_head_from_scratch_on_a_plain_embedding_is_warned_of():
+    from facetrain.train.loop import head_unfit
+    from facetrain.train.settings import TrainConfig
+
+    def said(arch, loss, **more):
+        cfg = TrainConfig().replace(model=arch, loss=loss, **more)
+        return head_unfit(cfg, create_model(arch, 64))
+
+    assert "train nn4_small2_bn, which has one" in said("nn4_small2", "arcface")
+    assert "cosface from scratch on dlib_resnet" in said("dlib_resnet", "cosface")
+    assert said("nn4_small2_bn", "arcface") is None and said("nn4_small2", "softmax") is None
+    assert said("nn4_small2", "arcface", init_from="runs/softmax") is None
+
+
 def test_inception_resnet_v1_matches_facenet_architecture():
     from facenet_pytorch import InceptionResnetV1
 

@@ -71,6 +71,7 @@ class Block(nn.Module):
 
 class DlibResNet(Embedder):
     input_size = INPUT_SIZE
+    embedding_batchnorm = False  # a plain linear layer last
 
     def __init__(self, embedding_size: int = 128, dropout: float = 0.0):
         super().__init__()

@@ -73,6 +73,7 @@ class NN4Small2(Embedder):
         # FaceNet's batch-normalised bottleneck / InsightFace's `features` BN: centres the
         # batch, so a normalised (ArcFace/CosFace) head does not see every face as one point
         self.features = nn.BatchNorm1d(embedding_size) if feature_bn else nn.Identity()
+        self.embedding_batchnorm = feature_bn
 
     def embed_raw(self, x):
         return self.features(self.linear(self.dropout(self.body(x).flatten(1))))

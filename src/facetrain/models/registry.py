@@ -37,6 +37,9 @@ class Embedder(nn.Module):
     """Base for all families: subclasses define `embed_raw(x) -> (N, D)` prelogits."""
 
     input_size: int = 112
+    # the embedding leaves a BatchNorm, centred on the batch: a head that normalises it
+    # (ArcFace, CosFace) needs that, or it sees the faces of a batch as one point at first
+    embedding_batchnorm: bool = True
 
     def embed_raw(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -30,7 +30,7 @@ from facetrain.data.loader import TrainLoader
 from facetrain.data.packed import PackedDataset
 from facetrain.devices import keep_freed_memory
 from facetrain.evaluate.sets import unreadable_sets
-from facetrain.models import RawEmbedding, create_model
+from facetrain.models import RawEmbedding, create_model, list_models
 from facetrain.progress import progress_bar
 from facetrain.run_folder import LOCK, METRICS, REVISION
 from facetrain.train import checkpoint, distributed
@@ -63,7 +63,7 @@ from facetrain.train.records import (
     truncate_metrics,
 )
 from facetrain.train.schedule import read_schedule_file
-from facetrain.train.settings import ObjectiveSettings, TrainConfig, idle_settings
+from facetrain.train.settings import MARGIN_LOSSES, ObjectiveSettings, TrainConfig, idle_settings
 from facetrain.train.state import (
     Checkpointer,
     NonFiniteGuard,
@@ -445,6 +445,8 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     m, p, device = cfg.model, cfg.platform, cfg.platform.device
     torch.manual_seed(p.seed)
     model = create_model(m.arch, m.embedding_size, dropout=1.0 - m.keep_probability)
+    if why := head_unfit(cfg, model):
+        log(f"warning: {why}")
     pre = preprocess_for(cfg, m.input_size or model.input_size, ds.path)
     check_init_from(m.init_from, pre)
     teacher = _teacher(cfg.objective, device, dd, ds, folder, log)
@@ -475,6 +477,22 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     return Run(cfg, dd, folder, data, model, embed_raw, objective, params, opt,
                build_schedule(cfg.optim), scaler, ema, state, ckpt, evaluator, pre,
                NonFiniteGuard(p.max_nonfinite), log, n_backbone=len(backbone))  # fmt: skip
+
+
+def head_unfit(cfg: TrainConfig, model) -> str | None:
+    """Why a margin head may not learn on this network from scratch: its embedding ends in
+    a plain linear layer, which at first points every face of a batch the same way, and a
+    head that normalises it sees one point (nn4.small2: ArcFace 50.03% on LFW after 5
+    epochs, CosFace 73.9%; docs/benchmarks.md, "Feature BN")."""
+    loss, arch = cfg.objective.loss, cfg.model.arch
+    if loss not in MARGIN_LOSSES or model.embedding_batchnorm or cfg.model.init_from:
+        return None
+    bn = f"{arch}_bn, which has one, or " if arch + "_bn" in list_models() else ""
+    return (
+        f"{loss} from scratch on {arch}, whose embedding ends without a BatchNorm, "
+        f"collapsed or learnt slowly in facetrain's runs (docs/benchmarks.md, 'Feature "
+        f"BN'); train {bn}start from a softmax run (init_from)"
+    )
 
 
 def _many(n: int, word: str) -> str:
