@@ -206,6 +206,8 @@ def read_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError("unreadable", "not an image PIL can identify") from None
+    except OSError as e:
+        raise ImageError("unreadable", f"cannot open: {e}") from None
     return _decoded(_within(img, max_pixels))
 
 
