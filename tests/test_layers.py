@@ -156,3 +156,12 @@ def test_no_file_imports_in_a_circle():
     circles = [[str(files[i].relative_to(SRC)) for i in np.flatnonzero(comp == k)]
                for k in np.unique(comp) if (comp == k).sum() > 1]  # fmt: skip
     assert not circles, circles
+
+
+def test_rows_grouped_by_label_keep_their_order_and_every_label():
+    """The one grouping the clustering and the classifier's hold-out share."""
+    from facetrain.groups import by_label
+
+    got = by_label(np.array([2, 0, 2, 0, 3]))
+    assert [g.tolist() for g in got] == [[1, 3], [], [0, 2], [4]]
+    assert by_label(np.array([], dtype=np.int64)) == []

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from facetrain.distances import canonical, distance_matrix
+from facetrain.groups import by_label
 from facetrain.neighbours import (
     TAU,
     K,
@@ -138,7 +139,7 @@ def agglomerate(
     _, group = connected_components(graph, directed=False)
     labels, next_label, done = np.empty(n, np.int64), 0, 0
     say("groups", 0, n)
-    for idx in np.split(np.argsort(group, kind="stable"), np.cumsum(np.bincount(group))[:-1]):
+    for idx in by_label(group):
         sub = None if scale is None else scale[idx]
         who = None if person is None else person[idx]
         part = _group_clusters(emb[idx], photo[idx], threshold, distance, exact_max, sub,
@@ -212,8 +213,7 @@ def _honour_cannot_link(labels, emb, photo, distance: str) -> tuple[np.ndarray, 
     """A cluster holding two faces of one photo keeps the face nearest its centre and lets
     the others go (each alone)."""
     moved, next_label = 0, int(labels.max()) + 1
-    order = np.argsort(labels, kind="stable")
-    for idx in np.split(order, np.cumsum(np.bincount(labels))[:-1]):
+    for idx in by_label(labels):
         if len(idx) < 2 or len(np.unique(photo[idx])) == len(idx):
             continue
         d = distance_matrix(emb[idx], emb[idx], distance).clip(max=4.0)
@@ -286,7 +286,7 @@ def recluster(free: FaceSet, named: People, rejected: set, threshold: float,
     person = np.concatenate([np.full(n, -1), named.person])
     labels, moved = agglomerate(emb, photo, threshold, distance, scale=scale, person=person)
     out, unpinned = Placement([], [], moved=moved), []
-    for idx in _members(labels):
+    for idx in by_label(labels):
         mine, pinned = idx[idx < n], person[idx[idx >= n]]
         if not len(mine):
             continue
@@ -362,13 +362,6 @@ def _stacks_near(new: np.ndarray, old: np.ndarray, person: np.ndarray, threshold
         d = distance_matrix(new[s : s + block_rows(len(old))], old, distance, dtype=np.float32)
         near |= (d < threshold).any(axis=0)
     return np.unique(person[near])
-
-
-def _members(labels: np.ndarray) -> list[np.ndarray]:
-    """The indices of each label 0..k-1."""
-    if len(labels) == 0:
-        return []
-    return np.split(np.argsort(labels, kind="stable"), np.cumsum(np.bincount(labels))[:-1])
 
 
 @dataclass

@@ -26,6 +26,7 @@ import numpy as np
 
 from facetrain.distances import ALIASES, distance_matrix
 from facetrain.errors import FacetrainError
+from facetrain.groups import by_label
 from facetrain.open_set import MARGIN, UNKNOWN, Among, identify, identify_each
 
 METHODS = ("svm", "knn", "logreg", "centroid")
@@ -52,9 +53,8 @@ def holdout_split(labels: list[str], test_fraction: float, seed: int = 0):
     out for testing; identities with one image stay in training."""
     rng = np.random.default_rng(seed)
     _, group = np.unique(np.asarray(labels), return_inverse=True)  # in name order
-    order = np.argsort(group, kind="stable")  # each identity's images in their order
     train, test = [], []
-    for idx in np.split(order, np.cumsum(np.bincount(group))[:-1]) if len(group) else []:
+    for idx in by_label(group):  # each identity's images in their order
         idx = rng.permutation(idx)
         k = 0 if len(idx) < 2 else min(len(idx) - 1, max(1, round(test_fraction * len(idx))))
         test += idx[:k].tolist()
