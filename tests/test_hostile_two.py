@@ -339,6 +339,17 @@ def test_a_full_disk_mid_scan_is_one_line_and_the_scan_resumes(tmp_path, monkeyp
     monkeypatch.setattr(store, "add_photo", full)
     code, out = run("library", "scan", photos, "--db", tmp_path / "lib.db", "--model", model)
     assert code == 2 and "No space left on device" in out and "Traceback" not in out, out
+    assert "free some space, then run the same command again" in out, out  # what to do
     monkeypatch.setattr(store, "add_photo", real)
     code, out = run("library", "scan", photos, "--db", tmp_path / "lib.db", "--model", model)
     assert code == 0 and "2 new" in out and "1 unchanged" in out, out
+
+    def full_db(*a, **kw):  # SQLite's own word for it
+        e = sqlite3.OperationalError("database or disk is full")
+        e.sqlite_errorcode = sqlite3.SQLITE_FULL
+        raise e
+
+    (photos / "3.jpg").write_bytes((photos / "0.jpg").read_bytes()[:-1] + b"\0")
+    monkeypatch.setattr(store, "add_photo", full_db)
+    code, out = run("library", "scan", photos, "--db", tmp_path / "lib.db", "--model", model)
+    assert code == 2 and "database or disk is full; free some space" in out, out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sqlite3
@@ -69,7 +70,9 @@ class _Group(TyperGroup):
             console.print(f"error: {e}", style="bold red", highlight=False)
             raise typer.Exit(2) from None
         except sqlite3.Error as e:  # a library's file that cannot take what was asked
-            console.print(f"error: the library's database: {e}", style="bold red")
+            full = getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            console.print(f"error: the library's database: {e}{_FULL if full else ''}",
+                          style="bold red")  # fmt: skip
             raise typer.Exit(2) from None
         except BrokenPipeError:  # the reader went (`| head`): a quiet exit 1, as rich does
             # for its own output; stdout goes to /dev/null so the flush at exit fails no more
@@ -77,9 +80,15 @@ class _Group(TyperGroup):
             raise typer.Exit(1) from None
         except OSError as e:  # a full disk, a file taken away mid-command: said, not a trace
             where = f" ({e.filename})" if e.filename else ""
-            console.print(f"error: {e.strerror or e}{where}", style="bold red")
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)  # files are written whole or not
+            console.print(f"error: {e.strerror or e}{where}{_FULL if full else ''}",
+                          style="bold red")  # fmt: skip
             raise typer.Exit(2) from None
 
+
+_FULL = (
+    "; free some space, then run the same command again (a long job goes on from where it stopped)"
+)
 
 app = typer.Typer(
     cls=_Group,
