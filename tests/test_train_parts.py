@@ -330,3 +330,30 @@ def test_a_start_refused_after_packing_binds_no_data_to_its_run_folder(tmp_path)
     assert any("packed from other data by a start that never trained" in s for s in said)
     assert not any("data changed" in s for s in said)
     assert PackedDataset(tmp_path / "run" / "pack", split=None).num_classes == 5
+
+
+def test_a_checkpoint_the_disk_cannot_hold_is_an_os_error_and_leaves_the_last_one(
+    tmp_path, monkeypatch
+):
+    """safetensors' own writer raised its SafetensorError on a full disk: a traceback, not
+    the one line every full disk gets. The checkpoint is now written by Python, the half
+    folder is removed, and `last` still names the checkpoint before."""
+    import errno
+    from pathlib import Path
+
+    w = {"w": torch.arange(6.0)}
+    checkpoint.save(tmp_path, "step-1", w, {"step": 1})
+    real = Path.write_bytes
+
+    def full(self, data):
+        if self.name == "state.safetensors":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError) as e:
+        checkpoint.save(tmp_path, "step-2", w, {"step": 2})
+    assert e.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last", "step-1"]
+    tensors, meta = checkpoint.load(tmp_path)
+    assert meta["step"] == 1 and torch.equal(tensors["w"], w["w"])

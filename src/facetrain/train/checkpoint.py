@@ -16,7 +16,8 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from facetrain import atomic
 from facetrain.errors import FacetrainError
@@ -57,11 +58,14 @@ def save(
     tmp = root / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-        str(tmp / "state.safetensors"),
-    )
-    (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+    try:  # written by Python, so a full disk is the OSError it is (safetensors' own writer
+        # raised its own error type), and the half-written folder is given back at once
+        data = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        (tmp / "state.safetensors").write_bytes(data)
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     if "last" in pointers and (older := _named(root, "last")) not in (None, name):
