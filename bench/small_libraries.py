@@ -9,9 +9,12 @@ most photos), and optionally a share of faces put two by two into one photo with
 person (group photos: two faces of one photo are two people). Per kind of library it prints
 the oracle's F (the best single threshold, chosen with the truth, per library), the F of
 the library's own clustering with no names, and their ratio, averaged over `--draws`
-libraries.
+libraries. Then `library identify` on small libraries (k people × 8 photos, n of them
+named on half their faces; the other halves, and every other person's, held back as new
+photos; `library_populations.identify_rates`): the named people's new faces given their
+name, and the others' given any name (mean and worst of 6 draws).
 
-    .venv/bin/python bench/small_libraries.py [--sets NAME ...] [--draws 12]
+    .venv/bin/python bench/small_libraries.py [--sets NAME ...] [--draws 12] [--no-identify]
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ import platform
 
 import numpy as np
 
-from library_populations import SETS, bcubed_f, oracle, stacks_with_no_names, with_mixed
+from library_populations import (
+    SETS,
+    bcubed_f,
+    identify_rates,
+    oracle,
+    stacks_with_no_names,
+    with_mixed,
+)
 
 # (people, photos each, one more person with this many photos (0: none), share of faces
 # in two-face group photos)
@@ -63,19 +73,42 @@ def _group_photos(truth: np.ndarray, rng, share: float) -> np.ndarray:
     return photo
 
 
+IDENTIFY = [(6, 8, 2), (8, 8, 3), (10, 8, 5)]  # people × photos, named
+
+
+def identify_table(sets: dict, pre, draws: int = 6) -> None:
+    """Named right and strangers named on small libraries of each set."""
+    from dataclasses import asdict
+
+    print(f"{'set':<20}{'library':<22}{'named right':>12}{'strangers named':>16}{'worst':>7}")
+    for name, s in sets.items():
+        rng = np.random.default_rng(3)
+        for k, m, named in IDENTIFY:
+            libs = [draw(s, rng, k, m, 0, 0.0) for _ in range(draws)]
+            if any(lib is None for lib in libs):
+                continue
+            rates = [identify_rates(lib, asdict(pre), named, seed=i) for i, lib in enumerate(libs)]
+            right, strangers = np.mean(rates, axis=0)
+            worst = max(r[1] for r in rates)
+            print(f"{name:<20}{f'{k}×{m}, {named} named':<22}{right:>12.1%}{strangers:>16.1%}"
+                  f"{worst:>7.1%}", flush=True)  # fmt: skip
+
+
 def main(argv=None) -> int:
     from facetrain.inference.compiled import open_for_use
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", nargs="+", default=list(SETS))
     ap.add_argument("--draws", type=int, default=12)
+    ap.add_argument("--no-identify", action="store_true", help="the stacks only")
     args = ap.parse_args(argv)
     pre = open_for_use("pretrained:dlib_resnet").pre
     grid = np.round(np.arange(0.04, 0.40, 0.01), 3)
     print(f"{platform.node()}: small libraries, {args.draws} draws a kind; no names; "
           f"calibrated threshold {pre.threshold:.3f}")  # fmt: skip
     print(f"{'set':<20}{'library':<22}{'oracle F':>9}{'no names F':>11}{'/ oracle':>9}")
-    for name, s in with_mixed(args.sets).items():
+    sets = with_mixed(args.sets)
+    for name, s in sets.items():
         rng = np.random.default_rng(1)
         for k, m, dom, grouped in KINDS:
             libs = [draw(s, rng, k, m, dom, grouped) for _ in range(args.draws)]
@@ -87,6 +120,8 @@ def main(argv=None) -> int:
             kind = f"{k}×{m}" + (f" + 1×{dom}" if dom else "") + (
                 f", {grouped:.0%} grouped" if grouped else "")  # fmt: skip
             print(f"{name:<20}{kind:<22}{best:>9.3f}{ours:>11.3f}{ours / best:>9.2f}", flush=True)
+    if not args.no_identify:
+        identify_table(sets, pre)
     return 0
 
 
