@@ -235,15 +235,15 @@ def axe_violations(page) -> list[str]:
 
 class Stopper:
     """Stands in for a kill between two parts of a long job: the wrapped function raises
-    KeyboardInterrupt once `at` calls have run (never while `at` is -1); `calls` holds what
-    `record` made of each call's arguments."""
+    KeyboardInterrupt (or `raises`: a full disk, say) once `at` calls have run (never while
+    `at` is -1); `calls` holds what `record` made of each call's arguments."""
 
-    def __init__(self, monkeypatch, owner, name: str, record):
+    def __init__(self, monkeypatch, owner, name: str, record, raises=KeyboardInterrupt):
         self.calls, self.at, real = [], -1, getattr(owner, name)
 
         def wrapped(*args, **kw):
             if len(self.calls) == self.at:
-                raise KeyboardInterrupt
+                raise raises
             self.calls.append(record(*args, **kw))
             return real(*args, **kw)
 

@@ -316,6 +316,33 @@ def test_classify_answers_every_face_of_a_group_photo(tmp_path):
     assert sorted(r["name"] for r in t) == ["amy", "unknown"], t
 
 
+def test_a_disk_that_fills_midway_keeps_the_work_for_the_same_command(
+    trained, tmp_path, monkeypatch
+):
+    """The full-disk error says to free some space and run the same command again, which
+    goes on from where it stopped: the parts written before the disk filled are kept (they
+    were removed as for a refusal, and the run began again from the first image)."""
+    import errno
+
+    from facetrain.inference import parts as kept
+    from facetrain.inference.embedder import FaceEmbedder
+
+    monkeypatch.setattr(kept, "PART", 16)
+    out, parts = tmp_path / "e.npz", tmp_path / "e.npz.partial"
+    full = OSError(errno.ENOSPC, "No space left on device")
+    stop = Stopper(monkeypatch, FaceEmbedder, "embed_source", lambda self, s, **kw: s.n_images,
+                   raises=full)  # fmt: skip
+    stop.reset(2)
+    said = runner.invoke(app, ["embed", str(trained["run"]), str(trained["faces"]), "--out",
+                               str(out)])  # fmt: skip
+    assert said.exit_code == 2 and "free some space, then run the same command" in said.output
+    assert len(list(parts.glob("part-*.npz"))) == 2 and not out.exists()
+    stop.reset()
+    said = cli("embed", trained["run"], trained["faces"], "--out", out)
+    assert "going on from an earlier run: 32 of 100 images" in " ".join(said.split())
+    assert stop.calls == [16, 16, 16, 16, 4] and not parts.exists()
+
+
 def test_embed_stopped_midway_goes_on_from_its_last_part(trained, tmp_path, monkeypatch):
     """Embedding a large dataset is a long job: stopped (as by kill -9) between two parts,
     the same command goes on from the last part kept, embeds only the rest, and writes what

@@ -12,6 +12,7 @@ folder goes when the output it was for is written (`kept_until_done`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -232,7 +233,8 @@ def kept_until_done(*folders: Path | None):
     """Work kept in these folders while a job runs, one job at a time on each (a second is
     refused, naming the first: the one to end first removed the work under the other):
     gone when it ends, done or refused; kept when it is interrupted (Ctrl-C, or kill -9,
-    which runs nothing), for the same job to go on from. None stands for no folder."""
+    which runs nothing) or the disk fills, for the same job to go on from once there is
+    room. None stands for no folder."""
     interrupted = False
     with contextlib.ExitStack() as held:
         for parts in folders:
@@ -242,6 +244,9 @@ def kept_until_done(*folders: Path | None):
             yield
         except KeyboardInterrupt:
             interrupted = True
+            raise
+        except OSError as e:
+            interrupted = e.errno in (errno.ENOSPC, errno.EDQUOT)
             raise
         finally:
             if not interrupted:
