@@ -22,3 +22,26 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         raise RuntimeError("killed mid-write")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["data.bin"]
+
+
+def test_a_disk_with_no_room_for_a_new_file_is_a_full_disk_not_a_refusal(tmp_path, monkeypatch):
+    """A disk out of room (or of inodes) when the temporary file is made is the full disk it
+    is, which commands say how to get over and long jobs keep their work for; a folder
+    that may not be written is refused, naming it."""
+    import errno
+    import tempfile
+
+    def no_room(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_room)
+    with pytest.raises(OSError) as e:
+        atomic.write_text(tmp_path / "a.txt", "x")
+    assert e.value.errno == errno.ENOSPC and not isinstance(e.value, atomic.OutputError)
+
+    def no_right(*a, **kw):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_right)
+    with pytest.raises(atomic.OutputError, match="a.txt: cannot write here"):
+        atomic.write_text(tmp_path / "a.txt", "x")

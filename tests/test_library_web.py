@@ -126,6 +126,20 @@ def test_thumbnails_are_cut_once_and_kept(library, monkeypatch):
 
     monkeypatch.setattr(Library, "photo", no_decoding)
     assert client.get(f"/face/{face}.jpg").content == first
+    monkeypatch.undo()
+
+    import errno
+
+    from facetrain import atomic
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", full)  # a disk with no room: served
+    other = client.get("/api/people").json()[1]["face_ids"][0]
+    r = client.get(f"/face/{other}.jpg")
+    assert r.status_code == 200 and r.content[:2] == b"\xff\xd8"
+    assert len(list((library.parent / "lib.db.thumbs").iterdir())) == 1  # not kept
 
 
 def test_a_photo_that_cannot_be_read_now_shows_a_tile_saying_so(library):

@@ -7,6 +7,7 @@ no truncated output behind and a resumed job can trust whatever exists on disk.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -34,6 +35,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = Fals
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # no room, not no right: said as such
+            raise
         raise OutputError(f"{path}: cannot write here ({e.strerror or e})") from None
     encoding = None if "b" in mode else "utf-8"
     try:

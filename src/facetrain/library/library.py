@@ -289,7 +289,7 @@ class Library:
             data = to_jpeg(self.face_crop(face_id), size)
         except UnreadablePhoto:  # not kept: cut when the photo reads again
             return text_tile(size, UNREADABLE_TILE)
-        with contextlib.suppress(OutputError):  # a read-only place: served, not kept
+        with contextlib.suppress(OutputError, OSError):  # read-only, or full: served, not kept
             write_bytes(cached, data)
         return data
 
