@@ -7,6 +7,7 @@ a copy of that library."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import shutil
 import sqlite3
@@ -32,6 +33,7 @@ def _home() -> dict:
     if _HOME:
         return _HOME
     root = Path(tempfile.mkdtemp(prefix="owner-model-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # 15 MB a run, left in /tmp
     work = root / "work"
     for folder, people in (("a", ("amy", "howard")), ("b", ("penny", "sheldon"))):
         for who in people:
