@@ -46,9 +46,13 @@ _MODEL: list[Path] = []
 def _model(t):
     """A small model file (made once for the module, outside every case's inputs)."""
     if not _MODEL:
+        import atexit
+        import shutil
         import tempfile
 
-        _MODEL.append(make_model(Path(tempfile.mkdtemp()) / "m.safetensors"))
+        folder = tempfile.mkdtemp(prefix="hostile-model-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)  # 15 MB a run otherwise
+        _MODEL.append(make_model(Path(folder) / "m.safetensors"))
     return _MODEL[0]
 
 
