@@ -336,21 +336,23 @@ def test_a_checkpoint_the_disk_cannot_hold_is_an_os_error_and_leaves_the_last_on
     tmp_path, monkeypatch
 ):
     """safetensors' own writer raised its SafetensorError on a full disk: a traceback, not
-    the one line every full disk gets. The checkpoint is now written by Python, the half
-    folder is removed, and `last` still names the checkpoint before."""
+    the one line every full disk gets. It is now the OSError it reports, the half folder
+    is removed, and `last` still names the checkpoint before."""
     import errno
     from pathlib import Path
 
+    from safetensors import SafetensorError
+
     w = {"w": torch.arange(6.0)}
     checkpoint.save(tmp_path, "step-1", w, {"step": 1})
-    real = Path.write_bytes
 
-    def full(self, data):
-        if self.name == "state.safetensors":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, data)
+    def full(tensors, filename, metadata=None):  # as the writer fails on a full tmpfs
+        Path(filename).write_bytes(b"half a file")
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
 
-    monkeypatch.setattr(Path, "write_bytes", full)
+    monkeypatch.setattr(checkpoint, "save_file", full)
     with pytest.raises(OSError) as e:
         checkpoint.save(tmp_path, "step-2", w, {"step": 2})
     assert e.value.errno == errno.ENOSPC

@@ -11,13 +11,14 @@ Older folders are removed once no pointer names them.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from facetrain import atomic
 from facetrain.errors import FacetrainError
@@ -58,13 +59,14 @@ def save(
     tmp = root / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    try:  # written by Python, so a full disk is the OSError it is (safetensors' own writer
-        # raised its own error type), and the half-written folder is given back at once
-        data = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-        (tmp / "state.safetensors").write_bytes(data)
+    try:  # the half-written folder is given back at once
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                  str(tmp / "state.safetensors"))  # fmt: skip
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, SafetensorError):
+            raise _as_os_error(e) from None
         raise
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
@@ -77,6 +79,15 @@ def save(
 
 
 POINTERS = ("last", "previous", "best")
+
+
+def _as_os_error(e: SafetensorError) -> Exception:
+    """safetensors' writer reports an I/O error as its own error ('… No space left on device
+    (os error 28)'): the OSError it was, so that a full disk is said as one (what to do, not
+    a traceback). It writes from the tensors' memory; building the file's bytes in Python
+    instead held up to two more copies of a checkpoint."""
+    found = re.search(r"\(os error (\d+)\)", str(e))
+    return OSError(int(found[1]), os.strerror(int(found[1]))) if found else e
 
 
 def trained(run: Path) -> bool:
