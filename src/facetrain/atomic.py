@@ -35,7 +35,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = Fals
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # no room, not no right: said as such
+        if no_room(e):  # no room, not no right: said as such
             raise
         raise OutputError(f"{path}: cannot write here ({e.strerror or e})") from None
     encoding = None if "b" in mode else "utf-8"
@@ -51,6 +51,17 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = Fals
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def no_room(e: BaseException) -> bool:
+    """The disk (or a quota) is full: an OSError of no space, or SQLite's "database or disk
+    is full". Files are written whole or not at all, so the same command goes on once
+    there is room: said so, and a long job's kept work stays for it."""
+    import sqlite3
+
+    if isinstance(e, sqlite3.Error):
+        return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class OutputError(FacetrainError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import sqlite3
@@ -70,9 +69,7 @@ class _Group(TyperGroup):
             console.print(f"error: {e}", style="bold red", highlight=False)
             raise typer.Exit(2) from None
         except sqlite3.Error as e:  # a library's file that cannot take what was asked
-            full = getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-            console.print(f"error: the library's database: {e}{_FULL if full else ''}",
-                          style="bold red")  # fmt: skip
+            console.print(f"error: the library's database: {e}{_then(e)}", style="bold red")
             raise typer.Exit(2) from None
         except BrokenPipeError:  # the reader went (`| head`): a quiet exit 1, as rich does
             # for its own output; stdout goes to /dev/null so the flush at exit fails no more
@@ -80,15 +77,19 @@ class _Group(TyperGroup):
             raise typer.Exit(1) from None
         except OSError as e:  # a full disk, a file taken away mid-command: said, not a trace
             where = f" ({e.filename})" if e.filename else ""
-            full = e.errno in (errno.ENOSPC, errno.EDQUOT)  # files are written whole or not
-            console.print(f"error: {e.strerror or e}{where}{_FULL if full else ''}",
-                          style="bold red")  # fmt: skip
+            console.print(f"error: {e.strerror or e}{where}{_then(e)}", style="bold red")
             raise typer.Exit(2) from None
 
 
-_FULL = (
-    "; free some space, then run the same command again (a long job goes on from where it stopped)"
-)
+def _then(e: BaseException) -> str:
+    """What to do after an error, when the disk is full."""
+    from facetrain.atomic import no_room
+
+    if not no_room(e):
+        return ""
+    return ("; free some space, then run the same command again (a long job goes on from "
+            "where it stopped)")  # fmt: skip
+
 
 app = typer.Typer(
     cls=_Group,

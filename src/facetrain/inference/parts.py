@@ -12,7 +12,6 @@ folder goes when the output it was for is written (`kept_until_done`).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
@@ -246,7 +245,9 @@ def kept_until_done(*folders: Path | None):
             interrupted = True
             raise
         except OSError as e:
-            interrupted = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            from facetrain.atomic import no_room
+
+            interrupted = no_room(e)
             raise
         finally:
             if not interrupted:
