@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +34,18 @@ def packed(tmp_path_factory) -> Path:
 
 
 def launch(nproc: int, *args) -> str:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    """`facetrain train` in `nproc` processes; torchrun's own temporary folders (it leaves
+    a torchelastic_* folder behind each launch) in one removed afterwards."""
     if nproc == 1:
         cmd = [sys.executable, "-m", "facetrain", "train"]
     else:
         cmd = [str(TORCHRUN), "--standalone", f"--nproc_per_node={nproc}", "-m", "facetrain"]
         cmd.append("train")
-    res = subprocess.run(
-        cmd + [str(a) for a in args], capture_output=True, text=True, env=env, timeout=300
-    )
+    with tempfile.TemporaryDirectory(prefix="facetrain-ddp-") as tmp:
+        env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=tmp)
+        res = subprocess.run(
+            cmd + [str(a) for a in args], capture_output=True, text=True, env=env, timeout=300
+        )
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     return out
