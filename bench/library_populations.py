@@ -267,11 +267,19 @@ def _fix_worst(lib, face_id, truth) -> None:
             lib.reject(int(face_id[i]))
 
 
-def identify_rates(s: dict, pre: dict, named: int, seed: int = 0) -> tuple[float, float]:
+def identify_rates(s: dict, pre: dict, named: int, seed: int = 0,
+                   rivals: bool = True) -> tuple[float, float]:  # fmt: skip
     """`named` people (those with the most faces, 4 or more) named on half their faces;
     the other half, and half the faces of every other person, held back as new photos.
     (share of named people's new faces given their name, share of the others' given any
-    name), through `Library.namer` — what `library identify` uses."""
+    name), through `Library.namer` — what `library identify` uses; `rivals=False`: as it
+    named before unnamed stacks could take a name back (`library/rivals.py`)."""
+    return identify_rates_both(s, pre, named, seed)[rivals]
+
+
+def identify_rates_both(s: dict, pre: dict, named: int, seed: int = 0) -> dict:
+    """`identify_rates` of one draw, {True: with the unnamed stacks as rivals, False:
+    without}, from one library."""
     import tempfile
 
     rng = np.random.default_rng(seed)
@@ -285,20 +293,26 @@ def identify_rates(s: dict, pre: dict, named: int, seed: int = 0) -> tuple[float
         query[idx[: len(idx) // 2]] = True
     keep = ~query
     sub = {k: v[keep] for k, v in s.items()}
+    got = {}
     with tempfile.TemporaryDirectory() as tmp:
         lib, face_id = library_of(sub, Path(tmp), pre)
         with lib:
             name_faces(lib, {p: face_id[sub["truth"] == p] for p in chosen})
             lib.cluster()  # the owner's library: the others in unnamed stacks
             namer = lib.namer()
-            got = np.array(
-                [namer.name(s["emb"][i][None])[0]["name"] for i in np.flatnonzero(query)]
-            )
+            for rivals in (True, False):
+                namer.rivals = namer.rivals if rivals else None
+                got[rivals] = np.array(
+                    [namer.name(s["emb"][i][None])[0]["name"] for i in np.flatnonzero(query)]
+                )
     want = truth[query]
     mine = np.isin(want, chosen)
-    right = float(np.mean([g == w.replace("/", "-") for g, w in zip(got[mine], want[mine])]))
-    strangers = float(np.mean(got[~mine] != "unknown")) if (~mine).any() else 0.0
-    return right, strangers
+    out = {}
+    for rivals, g in got.items():
+        right = float(np.mean([a == w.replace("/", "-") for a, w in zip(g[mine], want[mine])]))
+        strangers = float(np.mean(g[~mine] != "unknown")) if (~mine).any() else 0.0
+        out[rivals] = (right, strangers)
+    return out
 
 
 def main(argv=None) -> int:

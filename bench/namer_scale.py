@@ -15,6 +15,11 @@ Making the namer measures the named faces' spacing among themselves and the libr
 
     .venv/bin/python bench/namer_scale.py --named 2000
 
+Naming photos with the unnamed stacks as rivals of a name (`library/rivals.py`) and
+without, the library's faces in stacks by identity (20 people named, the rest unnamed):
+
+    .venv/bin/python bench/namer_scale.py --rivals
+
 Synthetic faces as bench/library_scale.py makes them (128-d, identities in families of
 look-alikes, one face a photo); the photos named are groups of three of them.
 """
@@ -39,10 +44,12 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=200_000)
     ap.add_argument("--photos", type=int, default=20)
     ap.add_argument("--named", type=int, default=0, help="measure making a namer instead")
+    ap.add_argument("--rivals", action="store_true",
+                    help="measure naming with unnamed stacks as rivals and without")  # fmt: skip
     ap.add_argument("--after-change", action="store_true",
                     help="measure the page's namer made again after a name changes")  # fmt: skip
     args = ap.parse_args()
-    emb, _, photo = synthetic(args.faces)
+    emb, label, photo = synthetic(args.faces)
     rng = np.random.default_rng(1)
     queries = [rng.choice(len(emb), 3, replace=False) for _ in range(args.photos)]
     print(f"{platform.machine()}, {os.cpu_count()} cores; {len(emb)} faces in the library; "
@@ -51,6 +58,8 @@ def main() -> None:
         return making(emb, photo, args.named)
     if args.after_change:
         return after_change(emb, photo, queries)
+    if args.rivals:
+        return rivals(emb, label, photo, queries)
 
     t = time.perf_counter()
     before = [local_scales(np.concatenate([emb[q], emb]), np.concatenate(
@@ -136,6 +145,51 @@ def after_change(emb: np.ndarray, photo: np.ndarray, queries: list) -> None:
     print(f"namer after a change: index built again {b:.2f} s, index kept {k:.2f} s "
           f"(medians of 3); the same names for {len(queries)} photos: {same}")  # fmt: skip
     print(f"ratio: {b / k:.1f}x faster")
+
+
+def rivals(emb: np.ndarray, label: np.ndarray, photo: np.ndarray, queries: list) -> None:
+    """New photos of the named people (3 faces each) named with the unnamed stacks as
+    rivals and without, alternating, by one namer of a library whose faces are stacked by
+    identity, 20 people named; the
+    threshold is library_scale's (squared L2 1.0), so stacks come near each face."""
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from facetrain.library import store
+    from helpers import embedded_library
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        embedded_library(Path(tmp) / "lib.db", emb, 1.0, photo.tolist()) as lib,
+    ):
+        with store.transaction(lib.con):
+            people = {int(k): store.new_person(lib.con) for k in np.unique(label)}
+            store.assign(lib.con, [(people[int(k)], i + 1) for i, k in enumerate(label)],
+                         confirmed=0)  # fmt: skip
+            for k in list(people)[:20]:
+                store.name_person(lib.con, people[k], f"p{k}")
+        t = time.perf_counter()
+        namer = lib.namer()
+        made = time.perf_counter() - t
+        kept, times, named = namer.rivals, {True: [], False: []}, {True: 0, False: 0}
+        rng = np.random.default_rng(3)  # new photos of the named people: every face looked at
+        mine = np.flatnonzero(np.isin(label, list(people)[:20]))
+        new = [emb[rng.choice(mine, 3)] + rng.normal(scale=0.02, size=(3, emb.shape[1]))
+               for _ in queries]  # fmt: skip
+        for q in new * 2:
+            for on in (True, False):
+                namer.rivals = kept if on else None
+                t = time.perf_counter()
+                got = namer.name(q.astype(np.float32))
+                times[on].append(time.perf_counter() - t)
+                named[on] += sum(r["name"] != "unknown" for r in got)
+    w, wo = np.median(times[True]), np.median(times[False])
+    print(f"namer made in {made:.1f} s; a photo of 3 faces named in {1e3 * w:.1f} ms with "
+          f"the unnamed stacks as rivals, {1e3 * wo:.1f} ms without (medians); faces "
+          f"named {named[True]} / {named[False]}")  # fmt: skip
+    print(f"ratio: {w / wo:.2f}x the time without")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ the library's own clustering with no names, and their ratio, averaged over `--dr
 libraries. Then `library identify` on small libraries (k people × 8 photos, n of them
 named on half their faces; the other halves, and every other person's, held back as new
 photos; `library_populations.identify_rates`): the named people's new faces given their
-name, and the others' given any name (mean and worst of 6 draws).
+name, and the others' given any name (mean and worst of 24 draws), with the unnamed stacks
+as rivals of a name and without, in the same run.
 
     .venv/bin/python bench/small_libraries.py [--sets NAME ...] [--draws 12] [--no-identify]
 """
@@ -27,7 +28,7 @@ import numpy as np
 from library_populations import (
     SETS,
     bcubed_f,
-    identify_rates,
+    identify_rates_both,
     oracle,
     stacks_with_no_names,
     with_mixed,
@@ -76,22 +77,30 @@ def _group_photos(truth: np.ndarray, rng, share: float) -> np.ndarray:
 IDENTIFY = [(6, 8, 2), (8, 8, 3), (10, 8, 5)]  # people × photos, named
 
 
-def identify_table(sets: dict, pre, draws: int = 6) -> None:
-    """Named right and strangers named on small libraries of each set."""
+def identify_table(sets: dict, pre, draws: int = 24) -> None:
+    """Named right and strangers named, with the unnamed stacks as rivals of a name
+    (`library/rivals.py`, now) and without (before), on the whole set (2 and 5 named,
+    4 draws of the held-back half) and on small libraries drawn from it."""
     from dataclasses import asdict
 
-    print(f"{'set':<20}{'library':<22}{'named right':>12}{'strangers named':>16}{'worst':>7}")
+    print(f"{'set':<20}{'library':<18}| before: named right, strangers named (worst) "
+          f"| now: named right, strangers named (worst)")  # fmt: skip
     for name, s in sets.items():
         rng = np.random.default_rng(3)
+        rows = [(f"whole, {n} named", [(s, n, seed) for seed in range(4)]) for n in (2, 5)]
         for k, m, named in IDENTIFY:
             libs = [draw(s, rng, k, m, 0, 0.0) for _ in range(draws)]
-            if any(lib is None for lib in libs):
-                continue
-            rates = [identify_rates(lib, asdict(pre), named, seed=i) for i, lib in enumerate(libs)]
-            right, strangers = np.mean(rates, axis=0)
-            worst = max(r[1] for r in rates)
-            print(f"{name:<20}{f'{k}×{m}, {named} named':<22}{right:>12.1%}{strangers:>16.1%}"
-                  f"{worst:>7.1%}", flush=True)  # fmt: skip
+            if all(lib is not None for lib in libs):
+                rows.append((f"{k}×{m}, {named} named",
+                             [(lib, named, i) for i, lib in enumerate(libs)]))  # fmt: skip
+        for kind, runs in rows:
+            both = [identify_rates_both(lib, asdict(pre), n, seed) for lib, n, seed in runs]
+            cells = []
+            for rivals in (False, True):
+                rates = np.array([b[rivals] for b in both])
+                right, strangers = rates.mean(0)
+                cells.append(f"{right:>7.1%} {strangers:>6.1%} ({rates[:, 1].max():.1%})")
+            print(f"{name:<20}{kind:<18}| {cells[0]:<44}| {cells[1]}", flush=True)
 
 
 def main(argv=None) -> int:

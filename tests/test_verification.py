@@ -136,6 +136,23 @@ def test_mean_distances_are_the_matrix_mean(distance):
     assert mean_distances(a[:0], b, distance).shape == (90,)
 
 
+@pytest.mark.parametrize("distance", ["squared_l2", "cosine"])
+def test_one_face_to_every_row_is_the_matrix_row(distance):
+    """`to_rows`, what naming asks of every face of a library for one new face, with the
+    rows' squared norms measured once or not, is the matrix's row in float32."""
+    from facetrain.distances import to_rows
+
+    rng = np.random.default_rng(4)
+    b = rng.normal(size=(500, 16)).astype(np.float32)
+    b[:250] /= np.linalg.norm(b[:250], axis=1, keepdims=True)
+    q = b[3] + 0.01 * rng.normal(size=16).astype(np.float32)
+    whole = distance_matrix(q[None], b, distance)[0]
+    for squares in (None, np.einsum("ij,ij->i", b, b)):
+        got = to_rows(q, b, distance, squares)
+        assert got.dtype == np.float32 and got.min() >= 0
+        np.testing.assert_allclose(got, whole, rtol=1e-4, atol=1e-5)
+
+
 def test_fold_ids_keep_official_boundaries():
     e1, e2, same = synthetic_pairs(n=600)
     folds = np.repeat(np.arange(10), 60)

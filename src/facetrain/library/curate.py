@@ -17,8 +17,10 @@ import numpy as np
 
 from facetrain.library import store
 from facetrain.library.names import clean_name, name_problem
+from facetrain.library.rivals import FACES as RIVAL_FACES
 from facetrain.library.store import LibraryError, transaction
 from facetrain.library.turns import upright_area
+from facetrain.neighbours import pair_limits
 from facetrain.open_set import UNKNOWN, identify
 
 
@@ -384,6 +386,7 @@ class Namer:
     lib_photo: np.ndarray | None = None
     pscale: np.ndarray | None = None
     index: object = None
+    rivals: object = None  # `rivals.Rivals`: the unnamed stacks, or None
 
     @cached_property
     def people(self) -> frozenset[int]:
@@ -394,13 +397,16 @@ class Namer:
     def rule(self) -> str:
         """The rule in words, in the units of the distances it gives: under the spacing
         rule those are limits (1: a pair's limit), not the threshold's."""
+        rivals = ""
+        if self.rivals is not None:
+            rivals = f"; no unnamed stack of {RIVAL_FACES}+ faces, apart from that person, nearer"
         if self.pscale is None:
             return (f"nearest named person under threshold {self.threshold:.3f} ({self.why}), "
-                    f"runner-up at least {self.margin:.3f} farther")  # fmt: skip
+                    f"runner-up at least {self.margin:.3f} farther{rivals}")  # fmt: skip
         return (f"nearest named person, a face's distance to each the mean over their faces "
                 f"in units of each pair's limit (threshold {self.threshold:.3f}: {self.why}): "
                 f"named under 1, the runner-up at least "
-                f"{self.margin / max(self.threshold, 1e-12):.3f} farther")  # fmt: skip
+                f"{self.margin / max(self.threshold, 1e-12):.3f} farther{rivals}")  # fmt: skip
 
     def name(self, emb: np.ndarray, among: set[int] | None = None, photo: int = -1,
              apart: bool = False) -> list[dict]:  # fmt: skip
@@ -409,12 +415,14 @@ class Namer:
         a face is named one of them only when that person is also the nearest of everyone
         named (a stranger nearer to someone not listed is not taken for the one listed);
         `photo`: the photo's id when the library holds it (its faces are not their own
-        neighbours in the spacing), else a new photo."""
+        neighbours in the spacing), else a new photo. A face of a new photo keeps no
+        name that an unnamed stack nearer to it disputes (`rivals`)."""
         emb = emb if self.adapter is None else self.adapter.apply(emb)
-        limits = self._limits(emb, photo)
+        qscale = self._qscale(emb, photo)
+        limits = None if qscale is None else pair_limits(qscale, self.pscale, self.threshold)
         rule = (self.threshold, self.distance, self.margin)
         if among is None:
-            return identify(emb, self.protos, *rule, limits, apart)
+            return self._disputed(emb, identify(emb, self.protos, *rule, limits, apart), qscale)
         pemb, pid, names = self.protos
         keep = np.isin(pid, sorted(among))
         found = identify(emb, (pemb[keep], pid[keep], names), *rule,
@@ -422,15 +430,28 @@ class Namer:
         nearest = [r["nearest"] for r in identify(emb, self.protos, *rule, limits)]
         return [r if r["name"] == n else r | {"name": UNKNOWN} for r, n in zip(found, nearest)]
 
-    def _limits(self, emb: np.ndarray, photo: int) -> np.ndarray | None:
-        """Each pair's limit (these faces of one photo x the prototypes) under the spacing
-        rule; None when the threshold alone decides."""
-        from facetrain.neighbours import pair_limits
-
+    def _qscale(self, emb: np.ndarray, photo: int) -> np.ndarray | None:
+        """The spacing around these faces of one photo under the spacing rule; None when
+        the threshold alone decides."""
         if self.pscale is None or not len(emb) or not len(self.protos[0]):
             return None
-        qscale = self.spacing(emb, np.full(len(emb), photo))
-        return pair_limits(qscale, self.pscale, self.threshold)
+        return self.spacing(emb, np.full(len(emb), photo))
+
+    def _disputed(self, emb: np.ndarray, found: list[dict], qscale) -> list[dict]:
+        """`found` with a name taken back where an unnamed stack is nearer to the face
+        than the named person (`rivals.Rivals.nearer`); that stack's id is given."""
+        if self.rivals is None:
+            return found
+        pemb, pid, names = self.protos
+        ids = {n: p for p, n in names.items()}
+        out = []
+        for i, r in enumerate(found):
+            who = ids.get(r["name"]) if r["name"] != UNKNOWN else None
+            u = None if who is None else self.rivals.nearer(
+                emb[i], r["distance"], (who, self.lib_emb[self.rivals.person == who]), self,
+                None if qscale is None else float(qscale[i]))  # fmt: skip
+            out.append(r if u is None else r | {"name": UNKNOWN, "unnamed_stack": u})
+        return out
 
     def spacing(self, emb: np.ndarray, photo: np.ndarray) -> np.ndarray | None:
         """The library's spacing around these faces (`photo`: their photos' ids; a face of

@@ -695,7 +695,9 @@ class Library:
         """The open-set rule that names faces of a new photo (`curate.Namer`): a face gets
         a named person's name when it is nearer to that person's confirmed faces than each
         pair's limit — the model's threshold tightened by the library's spacing around
-        both faces, as in clustering — and no other person is within `margin`."""
+        both faces, as in clustering — no other person is within `margin`, and no stack
+        the owner has not named, kept apart from that person, is nearer (`rivals`)."""
+        from facetrain.library.rivals import Rivals
         from facetrain.neighbours import index_of, scales_among
 
         if not math.isfinite(margin) or margin < 0:
@@ -706,7 +708,9 @@ class Library:
         thr, distance, why = self.threshold_and_why(threshold, (lib_emb[named], lib_rows[named]))
         pemb, prows = self._faces("prototypes", adapter)
         lib_photo = lib_rows.photo
-        protos = curate.prototypes(pemb, prows, store.names(self.con))
+        names = store.names(self.con)
+        protos = curate.prototypes(pemb, prows, names)
+        rivals = Rivals.of(lib_emb, lib_rows.person, lib_photo, set(names))
         pscale = index = None
         if threshold is None and len(prows):
             # the prototypes' spacing among themselves and the library, the named faces
@@ -719,7 +723,7 @@ class Library:
                                   copies=neighbours.copy_radius(thr))  # fmt: skip
             why += "; tightened by your library's spacing around each face"
         return curate.Namer(protos, thr, distance, margin, why, adapter, lib_emb, lib_photo,
-                            pscale, index)  # fmt: skip
+                            pscale, index, rivals)  # fmt: skip
 
     def export(self, folder: str | os.PathLike, unnamed: bool = False) -> dict[str, int]:
         from facetrain.library.export import export_by_person
