@@ -190,12 +190,17 @@ def _ann_and_a_stack(tmp_path, apart: float, faces: int):
 
 
 @pytest.mark.parametrize("given", [None, T])
-def test_a_face_nearer_an_unnamed_stack_than_the_named_person_stays_unknown(tmp_path, given):
+def test_a_face_nearer_an_unnamed_stack_than_the_named_person_stays_unknown(
+    tmp_path, given, capsys
+):
     """Strangers of a small library whose own photos sit unnamed in it were given the
     nearest named person's name (South-Asian actors, 6 people, 2 named: 11.5%,
     bench/small_libraries.py). The unnamed stack nearer the face than Ann, and kept apart
     from her, keeps her name off it — with the library's spacing and with a threshold
-    given — and the answer says which stack."""
+    given — and the answer says which stack; `library identify` says how to have such
+    faces named."""
+    from facetrain.cli.library import _say_unnamed_stacks
+
     lib, stack, face = _ann_and_a_stack(tmp_path, apart=0.30, faces=4)
     with lib:
         namer = lib.namer(given)
@@ -204,6 +209,10 @@ def test_a_face_nearer_an_unnamed_stack_than_the_named_person_stays_unknown(tmp_
         assert "unnamed stack" in namer.rule
         namer.rivals = None  # what the namer alone said
         assert namer.name(face)[0]["name"] == "Ann"
+    _say_unnamed_stacks([{"faces": [got]}, {"faces": [got]}], "lib.db")
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"2 unknown faces look like stacks you have not named ({stack})" in said
+    assert f"facetrain library name {stack} NAME --db lib.db" in said
 
 
 @pytest.mark.parametrize("apart, faces", [(0.12, 4), (0.30, 2)])

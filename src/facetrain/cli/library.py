@@ -549,6 +549,21 @@ def library_identify(
         write_json(json_out, results)
     if results:  # stderr: stdout stays one line a face for scripts
         console.print(f"rule: {results[0]['rule']}", highlight=False)
+        _say_unnamed_stacks(results, db)
+
+
+def _say_unnamed_stacks(results: list[dict], db) -> None:
+    """Faces left `unknown` because a stack not named yet is nearer: which stacks, and how
+    to have such faces named."""
+    stacks = sorted({f["unnamed_stack"] for r in results for f in r["faces"]
+                     if "unnamed_stack" in f})  # fmt: skip
+    if stacks:
+        faces = sum("unnamed_stack" in f for r in results for f in r["faces"])
+        shown_ids = ", ".join(map(str, stacks[:8])) + (", …" if len(stacks) > 8 else "")
+        console.print(f"{faces} unknown face{'s' if faces != 1 else ''} look like stacks you "
+                      f"have not named ({shown_ids}): name them (`facetrain library name "
+                      f"{stacks[0]} NAME --db {db}`) and run again to have such faces named",
+                      highlight=False)  # fmt: skip
 
 
 def _answer(r: dict) -> None:
