@@ -33,6 +33,10 @@ from facetrain.open_set import MARGIN
 
 _THUMBNAIL = re.compile(r"(\d+)-([0-9a-f]{16})-\d+\.jpg")  # face id, photo content, size
 COMPANIONS = 12  # the people a stack's page offers to see its photos with
+# "same person?" looks this many thresholds far: on every population the stacks of one
+# person lay within 1.16 thresholds, and past 1.5 lay 69% of the suggestions on bbt's
+# library and 21% on friends', all wrong (bench/suggestions.py)
+SUGGEST_WITHIN = 1.5
 CLUSTER_BAR_FROM = 20_000  # faces: a cluster run of fewer takes seconds (100,000: 23 s)
 CLUSTER_PHASES = {"index": "indexing the faces", "nearest": "spacing", "pairs": "near pairs",
                   "groups": "stacks"}  # fmt: skip
@@ -395,12 +399,13 @@ class Library:
 
     def suggestions(self, stack: int, k: int = 5, stacked=None) -> list[dict]:
         """ "Same person?": the other stacks nearest this one (mean distance between their
-        faces, as the stacks are made), nearest first; stacks sharing a photo with it are
-        left out (two faces of one photo are two people). `stacked(library)`: `stacked()`
-        as a cache keeps it between views (the web page's)."""
+        faces, as the stacks are made), nearest first, under `SUGGEST_WITHIN` thresholds;
+        stacks sharing a photo with it are left out (two faces of one photo are two
+        people). `stacked(library)`: `stacked()` as a cache keeps it between views (the
+        web page's)."""
         from facetrain.distances import mean_distances
 
-        _, distance = self.threshold()
+        threshold, distance = self.threshold()
         emb, person, photo = self.stacked() if stacked is None else stacked(self)
         mine = person == stack
         if not mine.any():  # no such stack, or a hidden one: nothing to suggest
@@ -411,7 +416,7 @@ class Library:
         mean = np.bincount(inv, weights=d) / np.bincount(inv)
         out = []
         for i in np.argsort(mean, kind="stable"):  # the stacked set holds visible people only
-            if len(out) >= k:
+            if len(out) >= k or mean[i] >= SUGGEST_WITHIN * threshold:
                 break
             if int(ids[i]) in clash:
                 continue
