@@ -39,13 +39,17 @@ FACES = 3  # the fewest faces a stack holds to stand for a person
 @dataclass
 class Rivals:
     """The library's faces as the namer compares them (not copied), each with its unnamed
-    stack of `FACES` or more faces (-1: none), and what has been measured of those stacks
-    so far."""
+    stack of `FACES` or more faces (-1: none) and its stack, named or not (`person`); the
+    faces of each unnamed stack found by a slice of `order` (a stack's faces, not a pass
+    over the library, for each stack near a face); and what has been measured of those
+    stacks so far."""
 
     emb: np.ndarray
     stack: np.ndarray
     photo: np.ndarray
     person: np.ndarray
+    order: np.ndarray  # the unnamed stacks' faces, stack after stack
+    slices: dict  # stack id: (start, end) in order
     _spacing: dict = field(default_factory=dict)
     _apart: dict = field(default_factory=dict)
     _norms: np.ndarray | None = None
@@ -60,7 +64,13 @@ class Rivals:
         big = ids[counts >= FACES]
         if not len(big):
             return None
-        return cls(emb, np.where(np.isin(person, big), person, -1), photo, person)
+        stack = np.where(np.isin(person, big), person, -1)
+        order = np.flatnonzero(stack >= 0)
+        order = order[np.argsort(stack[order], kind="stable")]
+        ends = np.cumsum(counts[counts >= FACES])
+        slices = {int(u): (int(e - c), int(e)) for u, c, e in
+                  zip(big, counts[counts >= FACES], ends)}  # fmt: skip
+        return cls(emb, stack, photo, person, order, slices)
 
     def nearer(self, face: np.ndarray, best: float, person: tuple, namer,
                qscale: float | None) -> int | None:  # fmt: skip
@@ -71,12 +81,17 @@ class Rivals:
         stack's faces in units of each pair's limit; without, the nearest face."""
         d = to_rows(face, self.emb, namer.distance, self._squares(namer.distance))
         for u in np.unique(self.stack[(self.stack >= 0) & (d < namer.threshold)]).tolist():
-            mine = self.stack == u
+            mine = self.faces_of(u)
             if self._distance(u, mine, d, namer, qscale) < best and self._apart_from(
                 u, mine, person, namer
             ):
                 return u
         return None
+
+    def faces_of(self, u: int) -> np.ndarray:
+        """The indices of an unnamed stack's faces."""
+        start, end = self.slices[u]
+        return self.order[start:end]
 
     def _squares(self, distance: str) -> np.ndarray | None:
         """The faces' squared norms, measured for the first face looked at."""
