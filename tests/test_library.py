@@ -997,10 +997,11 @@ def test_one_index_serves_the_spacing_and_the_pairs_of_one_cluster_run(monkeypat
 def test_suggestions_are_the_stacks_nearest_on_average(tmp_path):
     """ "Same person?": the k stacks nearest a stack by the mean distance between their
     faces, nearest first, as the whole matrix gives it; a stack sharing a photo with it is
-    never suggested (two faces of one photo are two people), nor one farther than 1.5
-    thresholds (the stacks of one person lay within 1.16: bench/suggestions.py)."""
+    never suggested (two faces of one photo are two people), nor one farther than 2
+    thresholds (the stacks of one person lay within 1.72: bench/suggestions.py)."""
     from facetrain.distances import distance_matrix
     from facetrain.library import store
+    from facetrain.library.library import SUGGEST_WITHIN
     from helpers import embedded_library
 
     rng = np.random.default_rng(0)
@@ -1010,13 +1011,13 @@ def test_suggestions_are_the_stacks_nearest_on_average(tmp_path):
     photo[30] = 0  # the first face of stack 6 is in the first photo of stack 0
     d = distance_matrix(emb[:5], emb).mean(0)
     means = sorted((d[5 * j : 5 * j + 5].mean(), j) for j in range(1, 12) if j != 6)
-    for threshold, k in ((2.0, 4), (means[2][0] / 1.5 + 1e-4, 5)):  # all near; 3 near
+    for threshold, k in ((2.0, 4), (means[2][0] / SUGGEST_WITHIN + 1e-4, 5)):  # 3 near
         with embedded_library(tmp_path / f"{k}.db", emb, threshold, photo) as lib:
             with store.transaction(lib.con):
                 pids = [store.new_person(lib.con) for _ in range(12)]
                 store.assign(lib.con, [(pids[i // 5], i + 1) for i in range(60)])
             got = lib.suggestions(pids[0], k=k)
-        want = [(m, pids[j]) for m, j in means if m < 1.5 * threshold][:k]
+        want = [(m, pids[j]) for m, j in means if m < SUGGEST_WITHIN * threshold][:k]
         assert len(want) == (4 if k == 4 else 3)
         assert [s["id"] for s in got] == [p for _, p in want]
         np.testing.assert_allclose([s["distance"] for s in got], [m for m, _ in want], rtol=1e-6)
