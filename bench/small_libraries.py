@@ -15,7 +15,13 @@ photos; `library_populations.identify_rates`): the named people's new faces give
 name, and the others' given any name (mean and worst of 24 draws), with the unnamed stacks
 as rivals of a name and without, in the same run.
 
+With `--owner`, the owner's rounds instead (`library_populations.owner_rounds`: name the
+largest unnamed stack after its majority, fix the worst named stack, cluster again; as
+many rounds as people, at most 5) on 8 small libraries of each kind: the mean F after
+each round and the worst change from one round to the next (names only help: ≥ −0.005).
+
     .venv/bin/python bench/small_libraries.py [--sets NAME ...] [--draws 12] [--no-identify]
+    .venv/bin/python bench/small_libraries.py --owner [--sets NAME ...]
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from library_populations import (
     bcubed_f,
     identify_rates_both,
     oracle,
+    owner_rounds,
     stacks_with_no_names,
     with_mixed,
 )
@@ -103,6 +110,28 @@ def identify_table(sets: dict, pre, draws: int = 24) -> None:
             print(f"{name:<20}{kind:<18}| {cells[0]:<44}| {cells[1]}", flush=True)
 
 
+OWNER = [(4, 4, 0, 0.0), (5, 6, 0, 0.0), (8, 8, 0, 0.0), (3, 4, 16, 0.0), (8, 8, 0, 0.3)]
+
+
+def owner_table(sets: dict, pre, draws: int = 8) -> None:
+    """The owner's rounds on small libraries of each set: mean F after each, worst step."""
+    from dataclasses import asdict
+
+    print(f"{'set':<20}{'library':<22}| F with no names, then after each round (mean) | "
+          f"worst step")  # fmt: skip
+    for name, s in sets.items():
+        rng = np.random.default_rng(7)
+        for k, m, dom, grouped in OWNER:
+            libs = [draw(s, rng, k, m, dom, grouped) for _ in range(draws)]
+            if any(lib is None for lib in libs):
+                continue
+            f = np.array([owner_rounds(lib, asdict(pre), rounds=min(5, k)) for lib in libs])
+            kind = f"{k}×{m}" + (f" + 1×{dom}" if dom else "") + (
+                f", {grouped:.0%} grouped" if grouped else "")  # fmt: skip
+            print(f"{name:<20}{kind:<22}| {' '.join(f'{x:.3f}' for x in f.mean(0)):<46}| "
+                  f"{np.diff(f, axis=1).min():+.3f}", flush=True)  # fmt: skip
+
+
 def main(argv=None) -> int:
     from facetrain.inference.compiled import open_for_use
 
@@ -110,8 +139,12 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", nargs="+", default=list(SETS))
     ap.add_argument("--draws", type=int, default=12)
     ap.add_argument("--no-identify", action="store_true", help="the stacks only")
+    ap.add_argument("--owner", action="store_true", help="the owner's naming rounds instead")
     args = ap.parse_args(argv)
     pre = open_for_use("pretrained:dlib_resnet").pre
+    if args.owner:
+        owner_table(with_mixed(args.sets), pre)
+        return 0
     grid = np.round(np.arange(0.04, 0.40, 0.01), 3)
     print(f"{platform.node()}: small libraries, {args.draws} draws a kind; no names; "
           f"calibrated threshold {pre.threshold:.3f}")  # fmt: skip

@@ -225,3 +225,30 @@ def test_a_stack_is_no_rival_when_it_may_be_her_or_is_too_small(tmp_path, apart,
         assert stack in {p["id"] for p in lib.people() if p["name"] is None}
         got = lib.namer().name(face)[0]
     assert got["name"] == "Ann" and "unnamed_stack" not in got
+
+
+def test_names_never_join_what_the_library_keeps_apart_with_none(tmp_path):
+    """Ann's and Bo's faces lie near each other, Cy's a little farther from Ann's and far
+    from Bo's. With no names, average linkage joins Ann with Bo (nearest), and Cy stays
+    alone: Cy's distance to the pair is over the threshold. Named apart, Ann could not
+    join Bo and joined Cy — Cy's faces became Ann's guesses. Five East-Asian idols named
+    in 8 small libraries lowered the stacks' F so by up to 0.173 (bench/small_libraries.py
+    --owner). Cy stays a stack of its own."""
+    from facetrain.library import store
+
+    rng = np.random.default_rng(0)
+    at = lambda angle: np.array([np.cos(angle), np.sin(angle)])  # noqa: E731 (squared L2 ≈ angle²)
+    emb = np.concatenate([at(a) + 0.002 * rng.standard_normal((4, 2)) for a in (0.0, 0.3, -0.35)])
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    with embedded_library(tmp_path / "lib.db", emb, T) as lib:
+        lib.cluster(threshold=T)
+        alone = _stack_of(lib, 12)
+        assert len(set(alone[:8])) == 1 and set(alone[:8]).isdisjoint(alone[8:])  # no names
+        with store.transaction(lib.con):
+            for name, faces in (("Ann", range(1, 5)), ("Bo", range(5, 9))):
+                pid = store.new_person(lib.con)
+                store.name_person(lib.con, pid, name)
+                store.assign(lib.con, [(pid, f) for f in faces], confirmed=1)
+        lib.cluster(threshold=T)
+        named = _stack_of(lib, 12)
+    assert len(set(named[8:])) == 1 and set(named[8:]).isdisjoint(named[:8]), named
