@@ -975,3 +975,34 @@ def test_the_time_left_is_at_the_pace_of_the_last_photos(monkeypatch):
         clock[0] += 1.0
         look._progress(done, 1100)
     assert look.view()["eta_s"] == 70
+
+
+def test_who_is_this_links_a_face_an_unnamed_stack_kept_unknown(people_library):
+    """A face that stays `unknown` because a stack not named yet is nearer to it than the
+    named person (`rivals`; the rule is tested in test_library_populations) is labelled so
+    on the page and links to that stack, where the owner can name it. The server's answer
+    is given here as `library identify` gives such a face; the page is the real one."""
+    import json
+
+    from conftest import SHARED
+    from helpers import page_on
+
+    api = local_client(people_library)
+    penny = next(p["id"] for p in api.get("/api/people").json() if p["name"] is None)
+    answer = {"size": [100, 100], "rule": "…", "faces": [
+        {"box": [10, 10, 60, 60], "score": 1.0, "name": "unknown", "nearest": "Amy",
+         "distance": 0.9, "runner_up": None, "unnamed_stack": penny}]}  # fmt: skip
+    photo = SHARED / "photos" / "bbt" / "reference" / "amy" / "amy1.png"
+    with page_on(people_library) as (page, url):
+        page.route("**/api/identify", lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(answer)))  # fmt: skip
+        page.goto(url + "/")
+        page.locator(".card").first.wait_for()
+        page.locator("#whofile").set_input_files(str(photo))
+        page.locator(".wbox span").first.wait_for()
+        assert page.locator(".wbox span").all_inner_texts() == ["unknown: like this stack"]
+        assert page.locator("#wholist a").get_attribute("href") == f"/person/{penny}"
+        page.locator("#wholist a").click()
+        page.wait_for_url(f"**/person/{penny}")
+        page.locator(".face").first.wait_for()
+        assert page.locator("#title").inner_text() == f"Unnamed #{penny}"
