@@ -190,7 +190,9 @@ def test_embedding_on_a_cpu_keeps_its_activations_for_the_next_batch():
     each batch's activations were handed back and faulted in again, zeroed by the kernel
     (half of the forward pass's time: bench/cpu_memory.py). Counted in fresh processes:
     the median faults of five embeddings of 32 faces by an untrained mobilefacenet, after
-    a first (now and then one of torch's threads faults a few thousand pages anew)."""
+    a first. Now and then one of torch's threads faults a few thousand pages anew, on a
+    busy machine in most of the five (6,273 once, beside another test): kept is the
+    fewest of three processes; with the memory handed back each faults 140,000."""
     probe = (
         "import resource, statistics, sys, numpy as np\n"
         "from facetrain import devices\n"
@@ -208,8 +210,9 @@ def test_embedding_on_a_cpu_keeps_its_activations_for_the_next_batch():
         "print(int(statistics.median(faults() for _ in range(5))))\n"
     )
 
-    default, kept = _printed_by(probe, "default"), _printed_by(probe, "kept")
-    assert default > 20_000 and kept < 1_000, (default, kept)
+    default = _printed_by(probe, "default")
+    kept = [_printed_by(probe, "kept") for _ in range(3)]
+    assert default > 20_000 and min(kept) < 1_000, (default, kept)
 
 
 def test_naming_a_stack_as_it_is_named_leaves_nothing_to_undo(tmp_path):
