@@ -442,14 +442,12 @@ class Namer:
         than the named person (`rivals.Rivals.nearer`); that stack's id is given."""
         if self.rivals is None:
             return found
-        pemb, pid, names = self.protos
-        ids = {n: p for p, n in names.items()}
+        ids = {n: p for p, n in self.protos[2].items()}
         out = []
         for i, r in enumerate(found):
             who = ids.get(r["name"]) if r["name"] != UNKNOWN else None
-            u = None if who is None else self.rivals.nearer(
-                emb[i], r["distance"], (who, self.lib_emb[self.rivals.person == who]), self,
-                None if qscale is None else float(qscale[i]))  # fmt: skip
+            scale = None if qscale is None else float(qscale[i])
+            u = None if who is None else self.rivals.nearer(emb[i], r["distance"], who, self, scale)
             out.append(r if u is None else r | {"name": UNKNOWN, "unnamed_stack": u})
         return out
 

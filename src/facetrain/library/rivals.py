@@ -61,22 +61,21 @@ class Rivals:
         ids; None when no unnamed stack is large enough."""
         unnamed = (person >= 0) & ~np.isin(person, sorted(named))
         ids, counts = np.unique(person[unnamed], return_counts=True)
-        big = ids[counts >= FACES]
+        big, sizes = ids[counts >= FACES], counts[counts >= FACES]
         if not len(big):
             return None
         stack = np.where(np.isin(person, big), person, -1)
         order = np.flatnonzero(stack >= 0)
         order = order[np.argsort(stack[order], kind="stable")]
-        ends = np.cumsum(counts[counts >= FACES])
-        slices = {int(u): (int(e - c), int(e)) for u, c, e in
-                  zip(big, counts[counts >= FACES], ends)}  # fmt: skip
+        ends = np.cumsum(sizes)
+        slices = {int(u): (int(e - c), int(e)) for u, c, e in zip(big, sizes, ends)}
         return cls(emb, stack, photo, person, order, slices)
 
-    def nearer(self, face: np.ndarray, best: float, person: tuple, namer,
+    def nearer(self, face: np.ndarray, best: float, person: int, namer,
                qscale: float | None) -> int | None:  # fmt: skip
         """The unnamed stack nearer to `face` (of a new photo) than the named person it
-        would get — whose distance is `best` and whose stack is `person` (id, its faces'
-        embeddings) — and kept apart from that person; else None. Stacks are measured as
+        would get — whose distance is `best` and whose id is `person` — and kept apart
+        from that person's stack; else None. Stacks are measured as
         the namer measures people: with the face's spacing `qscale`, the mean over the
         stack's faces in units of each pair's limit; without, the nearest face."""
         d = to_rows(face, self.emb, namer.distance, self._squares(namer.distance))
@@ -109,9 +108,11 @@ class Rivals:
         limits = pair_limits(np.array([qscale]), self._spacing[u], namer.threshold)[0]
         return float(np.mean(d[mine] / np.maximum(limits, 1e-12)))
 
-    def _apart_from(self, u: int, mine: np.ndarray, person: tuple, namer) -> bool:
-        pid, pemb = person
-        if (u, pid) not in self._apart:
-            mean = float(distance_matrix(self.emb[mine], pemb, namer.distance).mean())
-            self._apart[(u, pid)] = mean > namer.threshold
-        return self._apart[(u, pid)]
+    def _apart_from(self, u: int, mine: np.ndarray, person: int, namer) -> bool:
+        """Whether the mean distance between stack u's faces and the person's stack (its
+        confirmed and suggested faces) is above the threshold; measured once a pair."""
+        if (u, person) not in self._apart:
+            theirs = self.emb[self.person == person]
+            mean = float(distance_matrix(self.emb[mine], theirs, namer.distance).mean())
+            self._apart[(u, person)] = mean > namer.threshold
+        return self._apart[(u, person)]
