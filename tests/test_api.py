@@ -468,3 +468,76 @@ def test_find_looks_for_the_face_of_a_group_photo_asked_for(fr, tmp_path):
     with pytest.raises(ValueError, match=rf"face=9: the image holds {which['of']} faces"):
         fr.find(group, folder, face=9)
     assert facetrain.find(group, folder, face=which["face"]) == hits  # the one-call API too
+
+
+def test_find_names_each_photo_it_cannot_read_every_time_and_goes_on(fr, tmp_path, monkeypatch):
+    """A photo of the folder that cannot be read was taken for a photo with no face, in
+    silence, and kept so in the cache: now each find warns, naming it and why, finds the
+    same photos as without it, and finds it once it can be read (it is never kept as
+    faceless). An image to find that cannot be read says so, not "no face found"."""
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "photos"
+    shutil.copytree(REF / "amy", folder)
+    clean = fr.find(REF / "amy" / "amy1.png", folder)
+    cut, text = folder / "cut.jpg", folder / "notes.jpg"
+    cut.write_bytes((REF / "amy" / "amy2.png").read_bytes()[:600])
+    text.write_text("not a photo")
+    for _ in range(2):  # the second find from the cache: said again
+        with pytest.warns(UserWarning) as said:
+            assert fr.find(REF / "amy" / "amy1.png", folder) == clean
+        words = sorted(str(w.message) for w in said)
+        assert len(words) == 2 and words[0].startswith(f"{cut}: ") and "truncated" in words[0]
+        assert words[1].startswith(f"{text}: not an image"), words
+    shutil.copy(REF / "amy" / "amy2.png", cut)  # the copy finished: now a photo of her
+    with pytest.warns(UserWarning, match="notes.jpg: not an image"):  # it alone now
+        assert str(cut) in {h["path"] for h in fr.find(REF / "amy" / "amy1.png", folder)}
+    with pytest.raises(ValueError, match="the image to find: not an image"):
+        fr.find(text, folder)
+
+
+def test_find_on_the_command_line(tmp_path, monkeypatch):
+    """`facetrain find PHOTO FOLDER`: a line a photo found (distance, path, which face of
+    a group photo), nearest first; a file it cannot read named with why; a group photo
+    looked for by its central face says which faces `--face` can pick; --json holds the
+    answer; a library file or a missing folder is refused, saying what to do."""
+    from typer.testing import CliRunner
+
+    from facetrain.cli import app
+
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path / "cache"))
+    folder, out = tmp_path / "photos", tmp_path / "f.json"
+    for who in ("amy", "penny"):
+        shutil.copytree(REF / who, folder / who)
+    side = side_by_side(folder / "us.jpg", REF / "amy" / "amy3.png", REF / "raj" / "raj1.png")
+    (folder / "cut.jpg").write_bytes((REF / "amy" / "amy2.png").read_bytes()[:600])
+    r = CliRunner().invoke(app, ["find", str(REF / "amy" / "amy1.png"), str(folder),
+                                 "--json", str(out)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    got = json.loads(out.read_text())
+    lines = [x.split("\t") for x in r.stdout.splitlines() if "\t" in x]
+    assert [p for _, p in lines] == [shown_as(h) for h in got["found"]]
+    assert {Path(h["path"]).parent.name for h in got["found"]} == {"amy", "photos"}
+    assert any(h["path"] == str(side) and h["face"]["of"] == 2 for h in got["found"])
+    assert [float(d) for d, _ in lines] == sorted(float(d) for d, _ in lines)
+    said = " ".join(r.output.split())
+    assert f"skipped {folder / 'cut.jpg'}: cannot decode" in said
+    assert f"found in {len(lines)} photos of {folder}" in said
+    r = CliRunner().invoke(app, ["find", str(side), str(folder / "penny")])
+    assert r.exit_code == 0 and "holds 2 faces (1 at " in " ".join(r.output.split()), r.output
+    r2 = CliRunner().invoke(app, ["find", str(side), str(folder / "penny"), "--face", "2"])
+    assert r2.exit_code == 0 and "holds 2 faces" not in r2.output
+    (tmp_path / "faces.db").write_bytes(b"")
+    for args, why in ((["faces.db"], "library identify"), (["nowhere"], "no such folder"),
+                      ([], "give the photo")):  # fmt: skip
+        where = [str(tmp_path / a) for a in args]
+        r = CliRunner().invoke(app, ["find", str(REF / "amy" / "amy1.png"), *where])
+        assert r.exit_code == 2 and why in " ".join(r.output.split()), r.output
+
+
+def shown_as(hit: dict) -> str:
+    """A hit as `facetrain find` prints it: the path, and which face of a group photo."""
+    if hit["face"] is None:
+        return hit["path"]
+    return f"{hit['path']} (face {hit['face']['face']} of {hit['face']['of']} at " + (
+        ",".join(f"{v:.0f}" for v in hit["face"]["box"][:2]) + ")"
+    )

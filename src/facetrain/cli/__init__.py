@@ -21,7 +21,7 @@ COMMANDS = {  # each top-level command or group, and the stage module that regis
     ),
     **dict.fromkeys(("train", "models"), "train"),
     **dict.fromkeys(("eval", "eval-populations", "plot", "report", "plot-embeddings"), "evaluate"),
-    **dict.fromkeys(("embed", "compare", "export", "filter", "classify", "import"), "use"),
+    **dict.fromkeys(("embed", "compare", "find", "export", "filter", "classify", "import"), "use"),
     "library": "library",
 }
 

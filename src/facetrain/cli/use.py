@@ -1,4 +1,4 @@
-"""Commands that put a model to work: embed, compare, export, classify, filter."""
+"""Commands that put a model to work: embed, compare, find, export, classify, filter."""
 
 from __future__ import annotations
 
@@ -139,6 +139,75 @@ def _face_shown(path: str, face: dict | None) -> str:
         return shown(path)
     at = "" if face["box"] is None else " at " + ",".join(f"{v:.0f}" for v in face["box"][:2])
     return f"{shown(path)} (face {face['face']} of {face['of']}{at})"
+
+
+@app.command()
+def find(
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            help="[MODEL] then the photo of the face to look for, then the folder to look in.",
+            metavar="[MODEL] PHOTO FOLDER",
+        ),
+    ],
+    face: Annotated[
+        int | None,
+        typer.Option(help="Which face of a group photo to look for, from 1 [its central one]."),
+    ] = None,
+    backend: BackendOpt = "auto",
+    spec: SpecOpt = None,
+    device: DeviceOpt = "cpu",
+    json_out: JsonOut = None,
+) -> None:
+    """The photos of a folder that hold the face of PHOTO, nearest first (every face of a
+    group photo looked at); the folder's faces are kept in the cache folder, so the next
+    find there looks only at photos added or changed since."""
+    import warnings
+
+    from facetrain.inference.saved import split_model
+    from facetrain.use.api import Recognizer
+
+    atomic.output_files(args, **{"--json": json_out})
+    model, rest = split_model(args)
+    if len(rest) != 2:
+        fail("give the photo of the face to look for, then the folder to look in")
+    photo, folder = rest
+    if os.path.isfile(folder):
+        fail(f"{folder} is a file: find looks in a folder of photos (the people of a "
+             f"library: facetrain library identify {photo} --db {folder})")  # fmt: skip
+    fr = Recognizer(open_model_arg(model, device, backend, spec), device)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        try:
+            hits = fr.find(photo, folder, face)
+        except (ValueError, FileNotFoundError) as e:
+            fail(str(e))
+    skipped = [str(w.message) for w in said]
+    for why in skipped:
+        console.print(f"skipped {why}", style="yellow", highlight=False)
+    if face is None:
+        _say_other_faces(fr, photo)
+    for h in hits:
+        print(f"{h['distance']:.4f}\t{_face_shown(h['path'], h['face'])}")
+    rule = (f"under threshold {fr.threshold:.3f} ({fr.model.pre.distance}), tightened where "
+            "the folder's faces crowd")  # fmt: skip
+    console.print(f"found in {len(hits)} photo{'s' * (len(hits) != 1)} of {folder}: {rule}",
+                  highlight=False)  # fmt: skip
+    write_json(json_out, {"photo": photo, "folder": folder, "face": face, "found": hits,
+                          "skipped": skipped, "threshold": fr.threshold,
+                          "distance": fr.model.pre.distance, "model": fr.model.source})  # fmt: skip
+
+
+def _say_other_faces(fr, photo: str) -> None:
+    """A group photo looked for by its central face: which faces `--face` may pick."""
+    from facetrain.use.compare import face_of
+
+    faces = fr.every_face([photo])[0]
+    if len(faces.boxes) > 1:
+        at = [face_of(faces, k)["box"] for k in range(len(faces.boxes))]
+        each = ", ".join(f"{k + 1} at {b[0]:.0f},{b[1]:.0f}" for k, b in enumerate(at))
+        console.print(f"{shown(photo)} holds {len(at)} faces ({each}): looked for its "
+                      "central one; --face N looks for another", highlight=False)  # fmt: skip
 
 
 @app.command()

@@ -32,7 +32,7 @@ import numpy as np
 from facetrain.distances import distance_matrix
 from facetrain.inference.embedder import Face, FaceEmbedder
 from facetrain.use.compare import face_of, nearest_faces, verdict, which_face
-from facetrain.use.embeddings import PHOTOS_AT_ONCE, PhotoFaces, every_face
+from facetrain.use.embeddings import NO_FACE, PHOTOS_AT_ONCE, PhotoFaces, every_face
 
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray
 __all__ = ["Face", "Recognizer", "load"]
@@ -113,7 +113,7 @@ class Recognizer:
             out[ok] = self.embedder.embed([arrays[i] for i in ok], align)
         for i in ok:
             if np.isnan(out[i]).any():
-                why[i] = "no face found"
+                why[i] = NO_FACE
         return (out, why) if return_errors else out
 
     def distance(self, a: np.ndarray, b: np.ndarray):
@@ -171,10 +171,11 @@ class Recognizer:
         paths = list_photos(folder, notes=skipped)
         for where, why in skipped.items():
             warnings.warn(f"{why.removeprefix('skipped: ')}: {where}", stacklevel=2)
-        query = self.embed(image)[0] if face is None else self._face_of(image, face)
-        if np.isnan(query).any():
-            raise ValueError("no face found in the image to find")
-        emb, boxes, owner = self.folder_faces(Path(folder), paths)
+        query = self._central_face(image) if face is None else self._face_of(image, face)
+        unreadable: dict[str, str] = {}
+        emb, boxes, owner = self.folder_faces(Path(folder), paths, unreadable)
+        for where, why in unreadable.items():
+            warnings.warn(f"{where}: {why}; the find goes on without it", stacklevel=2)
         d, hit = within_limits(query[None], emb, self.threshold, self.model.pre.distance, owner)
         best: dict[int, int] = {}  # photo → its nearest face under its limit
         for k in np.flatnonzero(hit[0]):
@@ -186,6 +187,14 @@ class Recognizer:
                       for i, k in best.items())  # fmt: skip
         return [{"path": p, "distance": x, "face": f} for x, p, f in hits]
 
+    def _central_face(self, image: ImageLike) -> np.ndarray:
+        """The face `find` looks for by default: the image's central one (or the image, an
+        aligned face); ValueError saying why there is none (no face, or not an image)."""
+        (query,), (why,) = self.embed(image, return_errors=True)
+        if why is not None:
+            raise ValueError(f"the image to find: {why}")
+        return query
+
     def _face_of(self, image: ImageLike, face: int) -> np.ndarray:
         """Face number `face` (from 1) of an image, as `every_face` numbers its faces."""
         photo = self.every_face([image])[0]
@@ -196,13 +205,14 @@ class Recognizer:
             raise ValueError(f"face={face}: the image holds {n} face{'s' * (n != 1)} (1 to {n})")
         return photo.embeddings[face - 1]
 
-    def folder_faces(self, folder: Path, paths: list[str]):
+    def folder_faces(self, folder: Path, paths: list[str], unreadable: dict[str, str]):
         """Every face of a folder's photos, as `compare` reads a photo — (embeddings, boxes,
         each face's photo index) — PHOTOS_AT_ONCE photos decoded at a time (a folder never
         sits in memory whole), reusing what an earlier `find` made of files unchanged since
         (`find_cache`). A first look at a large folder is long: it shows its progress, and
         what it has looked at is kept as it goes, so a stopped find (Ctrl-C in a notebook,
-        kill -9) goes on from there."""
+        kill -9) goes on from there. A photo that cannot be read goes into `unreadable`
+        with why, and is not kept: each find says so again, until it can be read."""
         from facetrain.progress import progress_bar
         from facetrain.use.compare import SILENT_UP_TO
         from facetrain.use.find_cache import SAVE_EVERY, FolderCache
@@ -214,20 +224,24 @@ class Recognizer:
                 task = bar.add_task("find: new photos looked at", total=len(todo))
                 for s in range(0, len(todo), PHOTOS_AT_ONCE):
                     step = todo[s : s + PHOTOS_AT_ONCE]
-                    cache.put(step, self._faces_of_step(step))
+                    cache.put(self._faces_of_step(step, unreadable))
                     bar.advance(task, len(step))
                     cache.save(paths, every=SAVE_EVERY)
         finally:  # done, or stopped: what was looked at is kept
             cache.save(paths)
         return cache.rows(paths)
 
-    def _faces_of_step(self, paths: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(embeddings, boxes; NaN for an image taken whole) of each photo (`every_face`);
-        none for a photo that cannot be read (find goes on)."""
-        nan = np.full(4, np.nan)
-        return [(p.embeddings, np.array([nan if b is None else b for b in p.boxes],
-                                        np.float32).reshape(-1, 4))
-                for p in self.every_face(paths)]  # fmt: skip
+    def _faces_of_step(self, paths: list[str], unreadable: dict[str, str]) -> dict:
+        """{path: (embeddings, boxes; NaN for an image taken whole)} of each photo read
+        (`every_face`); a photo that cannot be read goes into `unreadable` instead."""
+        nan, out = np.full(4, np.nan), {}
+        for p in self.every_face(paths):
+            if p.error not in (None, NO_FACE):
+                unreadable[p.path] = p.error
+                continue
+            boxes = [nan if b is None else b for b in p.boxes]
+            out[p.path] = (p.embeddings, np.array(boxes, np.float32).reshape(-1, 4))
+        return out
 
     @functools.cached_property
     def model_key(self) -> str:

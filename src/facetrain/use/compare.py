@@ -56,7 +56,7 @@ def compare(model, images: list[str], threshold: float | None = None, align: str
     is looked at ("is Amy in this photo?"), not the central one alone, which said
     "different" for a photo Amy was in beside five others."""
     from facetrain.data.listing import photos_in
-    from facetrain.use.embeddings import faces_in_photos
+    from facetrain.use.embeddings import NO_FACE, faces_in_photos
 
     passed_over: dict[str, str] = {}
     images = photos_in(images, skipped=passed_over)
@@ -67,7 +67,7 @@ def compare(model, images: list[str], threshold: float | None = None, align: str
     photos = faces_in_photos(model, images, align=align, device=device,
                              progress=len(images) > SILENT_UP_TO)  # fmt: skip
     usable = [p for p in photos if len(p.boxes)]
-    skipped = passed_over | {p.path: p.error or "no face found" for p in photos if not len(p.boxes)}
+    skipped = passed_over | {p.path: p.error or NO_FACE for p in photos if not len(p.boxes)}
     if len(usable) < 2:
         why = "; ".join(f"{p}: {w}" for p, w in skipped.items())
         raise FacetrainError(f"fewer than two usable faces ({why})")

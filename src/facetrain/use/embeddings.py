@@ -22,6 +22,7 @@ from facetrain.inference.embedder import FaceEmbedder
 # Photos whose faces are embedded in one batch: one at a time, a trained network on a CPU
 # read 35 aligned faces/s, 32 at a time 148 (bench/photo_batches.py)
 PHOTOS_AT_ONCE = 32
+NO_FACE = "no face found"  # a photo read, and no face in it (not an error of the file)
 
 
 @dataclass
@@ -197,7 +198,7 @@ def every_face(embedder: FaceEmbedder, load, images: list, align: str = "auto") 
     for image in images:
         try:
             found.append(embedder.every_crop(load(image), align))
-            why.append(None if found[-1] else "no face found")
+            why.append(None if found[-1] else NO_FACE)
         except (ImageError, OSError, ValueError, TypeError) as e:
             found.append([])
             why.append(str(e) or type(e).__name__)

@@ -64,14 +64,18 @@ class FolderCache:
                 out.append(p)
         return out
 
-    def put(self, paths: list[str], faces: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        for p, f in zip(paths, faces):
+    def put(self, faces: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """The faces of photos looked at ({path: (embeddings, boxes)}); a photo that could
+        not be read is left out, to be tried again by the next find."""
+        for p, f in faces.items():
             self.known[p] = (self.seen[p], f)
-        self.changed = self.changed or bool(paths)
+        self.changed = self.changed or bool(faces)
 
     def rows(self, paths: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every face of these photos: (embeddings, boxes, the index of each one's photo)."""
-        faces = [self.known[p][1] for p in paths]
+        """Every face of these photos (none for one not looked at, or not read): (embeddings,
+        boxes, the index of each one's photo)."""
+        none = (np.zeros((0, self.width), np.float32), np.zeros((0, 4), np.float32))
+        faces = [self.known[p][1] if p in self.known else none for p in paths]
         emb = [np.zeros((0, self.width), np.float32)] + [e for e, _ in faces]
         boxes = [np.zeros((0, 4), np.float32)] + [b for _, b in faces]
         owner = np.repeat(np.arange(len(paths)), [len(e) for e, _ in faces]).astype(np.int64)
