@@ -140,14 +140,15 @@ def test_mean_distances_are_the_matrix_mean(distance):
 def test_one_face_to_every_row_is_the_matrix_row(distance):
     """`to_rows`, what naming asks of every face of a library for one new face, with the
     rows' squared norms measured once or not, is the matrix's row in float32."""
-    from facetrain.distances import to_rows
+    from facetrain.distances import row_squares, to_rows
 
     rng = np.random.default_rng(4)
     b = rng.normal(size=(500, 16)).astype(np.float32)
     b[:250] /= np.linalg.norm(b[:250], axis=1, keepdims=True)
     q = b[3] + 0.01 * rng.normal(size=16).astype(np.float32)
     whole = distance_matrix(q[None], b, distance)[0]
-    for squares in (None, np.einsum("ij,ij->i", b, b)):
+    assert (row_squares(b, distance) is None) == (distance == "cosine")
+    for squares in (None, row_squares(b, distance)):
         got = to_rows(q, b, distance, squares)
         assert got.dtype == np.float32 and got.min() >= 0
         np.testing.assert_allclose(got, whole, rtol=1e-4, atol=1e-5)

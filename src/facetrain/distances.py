@@ -69,8 +69,16 @@ def to_rows(q: np.ndarray, b: np.ndarray, distance: str = "squared_l2",
     q = np.asarray(q, np.float32)
     if canonical(distance) != "squared_l2":
         return distance_matrix(q[None], b, distance, np.float32)[0]
-    squares = np.einsum("ij,ij->i", b, b) if b_squares is None else b_squares
+    squares = row_squares(b, distance) if b_squares is None else b_squares
     return np.maximum(squares + float(q @ q) - 2.0 * (b @ q), 0.0)
+
+
+def row_squares(b: np.ndarray, distance: str) -> np.ndarray | None:
+    """The rows' squared norms that `to_rows` takes for squared_l2 (None for a distance
+    that needs none): measured once, for many faces."""
+    if canonical(distance) != "squared_l2":
+        return None
+    return np.einsum("ij,ij->i", b, b)
 
 
 def mean_distances(a, b, distance: str = "squared_l2", block: int | None = None) -> np.ndarray:

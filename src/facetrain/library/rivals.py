@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facetrain.distances import canonical, distance_matrix, to_rows
+from facetrain.distances import distance_matrix, row_squares, to_rows
 from facetrain.neighbours import pair_limits
 
 FACES = 3  # the fewest faces a stack holds to stand for a person
@@ -93,11 +93,10 @@ class Rivals:
         return self.order[start:end]
 
     def _squares(self, distance: str) -> np.ndarray | None:
-        """The faces' squared norms, measured for the first face looked at."""
-        if canonical(distance) != "squared_l2":
-            return None
+        """The faces' squared norms (`distances.row_squares`), measured for the first face
+        looked at."""
         if self._norms is None:
-            self._norms = np.einsum("ij,ij->i", self.emb, self.emb)
+            self._norms = row_squares(self.emb, distance)
         return self._norms
 
     def _distance(self, u: int, mine: np.ndarray, d: np.ndarray, namer, qscale) -> float:
