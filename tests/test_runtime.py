@@ -273,7 +273,7 @@ def test_a_new_cache_entry_removes_those_unused_for_months(tmp_path, monkeypatch
     os.utime(link, (long_ago, long_ago), follow_symlinks=False)
     table = FolderCache.open("model", tmp_path / "elsewhere", 4)
     table.missing([str(outside)])
-    table.put([str(outside)], [(np.ones((1, 4), np.float32), np.zeros((1, 4), np.float32))])
+    table.put({str(outside): (np.ones((1, 4), np.float32), np.zeros((1, 4), np.float32))})
     table.save([str(outside)])
     assert sorted(p.name for p in (tmp_path / "find").iterdir()) == [table.path.name]
     assert outside.read_text() == "x" and not old_table.exists()
