@@ -189,8 +189,9 @@ def find(
         _say_other_faces(fr, photo)
     for h in hits:
         print(f"{h['distance']:.4f}\t{_face_shown(h['path'], h['face'])}")
-    rule = (f"under threshold {fr.threshold:.3f} ({fr.model.pre.distance}), tightened where "
-            "the folder's faces crowd")  # fmt: skip
+    rule = (f"a face under threshold {fr.threshold:.3f} ({fr.model.pre.distance}) tightened "
+            "where the folder's faces crowd, and in the stack this face joins, the folder's "
+            "faces stacked as a library stacks them")  # fmt: skip
     console.print(f"found in {len(hits)} photo{'s' * (len(hits) != 1)} of {folder}: {rule}",
                   highlight=False)  # fmt: skip
     write_json(json_out, {"photo": photo, "folder": folder, "face": face, "found": hits,

@@ -366,6 +366,29 @@ def restack_near(faces: FaceSet, person: np.ndarray, confirmed: np.ndarray, reje
     return recluster(part, named, rejected, threshold, distance, was)
 
 
+def with_new_faces(emb: np.ndarray, photo: np.ndarray, stack: np.ndarray, threshold: float,
+                   distance: str = "squared_l2") -> np.ndarray:  # fmt: skip
+    """Each face's stack (labels 0..k-1), as the library stacks faces with no names: the
+    faces whose `stack` is -1 (new ones, or all) stacked as clustering every face again
+    would (`restack_near`), the stacks they come near clustered again with them, every
+    other stack as it was. `find` uses it for a folder's faces and for the face it looks
+    for (bench/find_precision.py)."""
+    n, new = len(emb), stack < 0
+    if new.all():
+        scale = local_scales(emb, photo, distance)
+        return agglomerate(emb, photo, threshold, distance, scale=scale)[0]
+    if not new.any():
+        return np.unique(stack, return_inverse=True)[1]
+    plan = restack_near(FaceSet(np.arange(n), emb, photo), stack, np.zeros(n, bool), set(),
+                        threshold, distance)  # fmt: skip
+    out = stack.copy()
+    for s, ids in plan.to_person:
+        out[ids] = s
+    for k, ids in enumerate(plan.new_stacks):
+        out[ids] = int(stack.max()) + 1 + k
+    return np.unique(out, return_inverse=True)[1]
+
+
 def _stacks_near(new: np.ndarray, old: np.ndarray, person: np.ndarray, threshold: float,
                  distance: str) -> np.ndarray:  # fmt: skip
     """The stacks with a face (of `old`, in stack `person`) nearer than the threshold to

@@ -153,11 +153,15 @@ class Recognizer:
              face: int | None = None) -> list[dict]:  # fmt: skip
         """The photos below a folder holding the face of `image` (deepface's `find`) —
         each face of a group photo looked at — nearest first: path, distance, and which
-        face (`face`: number, count and box; None for a photo of one face). A face is the
-        one looked for when under their pair's limit: the threshold, tightened by the
-        folder's own spacing as the library's stacks are (`within_limits`); one threshold
-        alone found a folder's other people too, most of all where the model crowds a
-        population (bench/find_precision.py). `face`: which face of a group photo `image`
+        face (`face`: number, count and box; None for a photo of one face). A photo is
+        found when a face of it is nearer than their pair's limit (the threshold,
+        tightened by the folder's own spacing: `within_limits`) and in the stack the face
+        looked for joins, the folder's faces stacked as the library stacks them with no
+        names (`in_its_stack`): a stack is joined on the evidence of all its faces. One
+        threshold found a folder's other people too, most of all where the model crowds a
+        population; each pair's limit alone still mostly others there, and the stacks
+        alone more of them in folders of a few East-Asian people (bench/find_precision.py).
+        `face`: which face of a group photo `image`
         to look for, numbered as `verify` numbers them (its `face_a`); by default its
         central face. A folder below that is passed over (a link, one that cannot be
         listed) is a warning saying why and naming it."""
@@ -173,12 +177,14 @@ class Recognizer:
             warnings.warn(f"{why.removeprefix('skipped: ')}: {where}", stacklevel=2)
         query = self._central_face(image) if face is None else self._face_of(image, face)
         unreadable: dict[str, str] = {}
-        emb, boxes, owner = self.folder_faces(Path(folder), paths, unreadable)
+        emb, boxes, owner, stacks = self.folder_faces(Path(folder), paths, unreadable)
         for where, why in unreadable.items():
             warnings.warn(f"{where}: {why}; the find goes on without it", stacklevel=2)
-        d, hit = within_limits(query[None], emb, self.threshold, self.model.pre.distance, owner)
-        best: dict[int, int] = {}  # photo → its nearest face under its limit
-        for k in np.flatnonzero(hit[0]):
+        rule = (self.threshold, self.model.pre.distance)
+        d, near = within_limits(query[None], emb, *rule, owner)
+        hit = near[0] & in_its_stack(query, emb, owner, stacks, *rule)
+        best: dict[int, int] = {}  # photo → its nearest face found
+        for k in np.flatnonzero(hit):
             if owner[k] not in best or d[0, k] < d[0, best[owner[k]]]:
                 best[owner[k]] = int(k)
         first = np.searchsorted(owner, np.arange(len(paths)))  # each photo's first face
@@ -212,7 +218,10 @@ class Recognizer:
         (`find_cache`). A first look at a large folder is long: it shows its progress, and
         what it has looked at is kept as it goes, so a stopped find (Ctrl-C in a notebook,
         kill -9) goes on from there. A photo that cannot be read goes into `unreadable`
-        with why, and is not kept: each find says so again, until it can be read."""
+        with why, and is not kept: each find says so again, until it can be read. Last,
+        each face's stack (`cluster.with_new_faces`; kept too, so only faces new since
+        the last find, and stacks that lost faces, are stacked)."""
+        from facetrain.library.cluster import with_new_faces
         from facetrain.progress import progress_bar
         from facetrain.use.compare import SILENT_UP_TO
         from facetrain.use.find_cache import SAVE_EVERY, FolderCache
@@ -224,12 +233,18 @@ class Recognizer:
                 task = bar.add_task("find: new photos looked at", total=len(todo))
                 for s in range(0, len(todo), PHOTOS_AT_ONCE):
                     step = todo[s : s + PHOTOS_AT_ONCE]
-                    cache.put(self._faces_of_step(step, unreadable))
+                    cache.put(self._faces_of_step(step, unreadable), unreadable)
                     bar.advance(task, len(step))
                     cache.save(paths, every=SAVE_EVERY)
+            emb, boxes, owner = cache.rows(paths)
+            rule = (self.threshold, self.model.pre.distance)
+            stacks = cache.stacks(paths, repr(rule))
+            if (stacks < 0).any():
+                stacks = with_new_faces(emb, owner, stacks, *rule)
+                cache.set_stacks(paths, stacks, repr(rule))
         finally:  # done, or stopped: what was looked at is kept
             cache.save(paths)
-        return cache.rows(paths)
+        return emb, boxes, owner, stacks
 
     def _faces_of_step(self, paths: list[str], unreadable: dict[str, str]) -> dict:
         """{path: (embeddings, boxes; NaN for an image taken whole)} of each photo read
@@ -270,6 +285,21 @@ def within_limits(queries: np.ndarray, faces: np.ndarray, threshold: float, dist
     s = kth_other_photo(faces, photo, distance, K, copies=copies)
     sq = kth_in(queries, np.full(len(queries), -1), faces, photo, distance, K, copies=copies)
     return d, d < pair_limits(sq, s, threshold)
+
+
+def in_its_stack(query: np.ndarray, emb: np.ndarray, photo: np.ndarray, stacks: np.ndarray,
+                 threshold: float, distance: str) -> np.ndarray:  # fmt: skip
+    """Which faces of a folder (`emb`, each one's `photo` and `stacks`) are in the stack
+    the face `query` joins, placed as the library places a new photo's face: the stacks
+    it comes near clustered again with it (`cluster.with_new_faces`)."""
+    from facetrain.library.cluster import with_new_faces
+
+    if not len(emb):
+        return np.zeros(0, bool)
+    both = with_new_faces(np.vstack([emb, query[None].astype(emb.dtype)]),
+                          np.r_[photo, int(photo.max()) + 1], np.r_[stacks, -1], threshold,
+                          distance)  # fmt: skip
+    return both[:-1] == both[-1]
 
 
 def load(model: str | os.PathLike | None = None, device: str = "cpu") -> Recognizer:
