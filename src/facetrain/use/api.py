@@ -221,7 +221,6 @@ class Recognizer:
         with why, and is not kept: each find says so again, until it can be read. Last,
         each face's stack (`cluster.with_new_faces`; kept too, so only faces new since
         the last find, and stacks that lost faces, are stacked)."""
-        from facetrain.library.cluster import with_new_faces
         from facetrain.progress import progress_bar
         from facetrain.use.compare import SILENT_UP_TO
         from facetrain.use.find_cache import SAVE_EVERY, FolderCache
@@ -237,14 +236,28 @@ class Recognizer:
                     bar.advance(task, len(step))
                     cache.save(paths, every=SAVE_EVERY)
             emb, boxes, owner = cache.rows(paths)
-            rule = (self.threshold, self.model.pre.distance)
-            stacks = cache.stacks(paths, repr(rule))
-            if (stacks < 0).any():
-                stacks = with_new_faces(emb, owner, stacks, *rule)
-                cache.set_stacks(paths, stacks, repr(rule))
+            stacks = self._stacks(cache, paths, emb, owner)
         finally:  # done, or stopped: what was looked at is kept
             cache.save(paths)
         return emb, boxes, owner, stacks
+
+    def _stacks(self, cache, paths: list[str], emb: np.ndarray, owner: np.ndarray):
+        """Each face's stack: those kept, the faces new since (and the stacks that lost
+        one) stacked (`cluster.with_new_faces`) and kept — with a bar for each phase when
+        there are as many as the library shows bars for."""
+        from facetrain.library.cluster import with_new_faces
+        from facetrain.library.library import CLUSTER_BAR_FROM, CLUSTER_PHASES
+        from facetrain.neighbours import reporting
+        from facetrain.progress import phases
+
+        rule = (self.threshold, self.model.pre.distance)
+        stacks = cache.stacks(paths, repr(rule))
+        if (stacks < 0).any():
+            quiet = (stacks < 0).sum() < CLUSTER_BAR_FROM
+            with phases(CLUSTER_PHASES, disable=True if quiet else None) as said, reporting(said):
+                stacks = with_new_faces(emb, owner, stacks, *rule)
+            cache.set_stacks(paths, stacks, repr(rule))
+        return stacks
 
     def _faces_of_step(self, paths: list[str], unreadable: dict[str, str]) -> dict:
         """{path: (embeddings, boxes; NaN for an image taken whole)} of each photo read
