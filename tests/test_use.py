@@ -871,3 +871,60 @@ def test_a_kept_part_damaged_on_disk_is_done_again(tmp_path):
         part.write_bytes(damaged)
         made.clear()
         assert run() == first and made == [PART]
+
+
+def test_find_keeps_each_faces_stack_and_stacks_again_only_what_changed(tmp_path, monkeypatch):
+    """The folder's stacks are kept with its faces: a later find stacks only the faces of
+    photos added since, with the stacks they come near — the same stacks as stacking the
+    whole folder again — and the stacks that lost a face (a photo gone or changed) are
+    stacked again; the others keep their stack (no model: faces drawn round 6 people)."""
+    from facetrain.library.cluster import with_new_faces
+    from facetrain.use.find_cache import FolderCache
+
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    unit = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    emb = unit(unit(rng.normal(size=(6, 16))).repeat(6, 0) + 0.04 * rng.normal(size=(36, 16)))
+    paths = [str(tmp_path / f"p{i:02d}.jpg") for i in range(36)]  # person i // 6
+    for p in paths:
+        Path(p).write_bytes(b"x")
+
+    def look(listed: list[str], faces=None, rule="0.19") -> tuple[np.ndarray, np.ndarray]:
+        """What find does: faces of the photos not known, then the stacks."""
+        cache = FolderCache.open("model", tmp_path, 16)
+        todo = cache.missing(listed)
+        faces = emb if faces is None else faces
+        cache.put({p: (faces[paths.index(p)][None], np.zeros((1, 4))) for p in todo})
+        e, _, owner = cache.rows(listed)
+        before = cache.stacks(listed, rule)
+        stacks = with_new_faces(e, owner, before, 0.19, "squared_l2")
+        cache.set_stacks(listed, stacks, rule)
+        cache.save(listed)
+        assert same_partition(stacks, with_new_faces(e, owner, np.full(len(e), -1), 0.19))
+        return before, stacks
+
+    before, stacks = look(paths[::2])  # every other photo
+    assert (before == -1).all() and len(set(stacks)) == 6
+    before, stacks = look(paths)  # the others added: only they are new
+    assert ((before == -1) == np.isin(np.arange(36), np.arange(1, 36, 2))).all()
+    assert same_partition(stacks, np.arange(36) // 6)
+    before, _ = look(paths)  # nothing changed: nothing stacked again
+    assert (before >= 0).all()
+    assert (look(paths, rule="0.25")[0] == -1).all()  # another threshold: all again
+    assert (look(paths)[0] == -1).all() and (look(paths)[0] >= 0).all()
+    gone = paths[:3] + paths[4:]  # a photo of person 0 gone: that stack alone again
+    before, _ = look(gone)
+    assert ((before == -1) == (np.arange(35) < 5)).all()
+    moved = emb.copy()
+    moved[20] = emb[30]  # person 3's photo now shows person 5: stacked with them
+    Path(paths[20]).write_bytes(b"changed")
+    before, stacks = look(gone, moved)
+    person = np.array([paths.index(p) for p in gone]) // 6
+    assert ((before == -1) == (person == 3)).all()  # the stack it left
+    at = [gone.index(paths[k]) for k in (20, 30, 18)]
+    assert stacks[at[0]] == stacks[at[1]] != stacks[at[2]]
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two labellings that put the same faces together."""
+    return bool(((a[:, None] == a[None, :]) == (b[:, None] == b[None, :])).all())
