@@ -19,6 +19,7 @@ the query's own stack of one clustering of the set); and both at once, as `find`
 does now.
 
     .venv/bin/python bench/find_precision.py [--sets NAME ...] [--rounds 3] [--draws 24]
+    .venv/bin/python bench/find_precision.py --scale 20000 100000   # the time of a find
 
 Prints per set, way and rule: precision, recall, F1 and the share of queries with at
 least one photo of someone else among their hits; then the time to stack each folder and
@@ -126,6 +127,42 @@ def ways_of(e, truth, photo, thr: float, dist: str, rounds: int, draws: int, tim
     return ways
 
 
+def at_scale(n: int, queries: int = 10) -> None:
+    """A find among n synthetic faces (bench/library_scale.py's lookalike families, its
+    threshold 1.0): the folder stacked once, then per query (medians) the pair limits and
+    the placement among the stacks, as `Recognizer.find` runs them, against the pair
+    limits as find measured them before (the spacing of every face), in the same run."""
+    from facetrain import neighbours
+    from facetrain.library.cluster import with_new_faces
+    from facetrain.use.api import in_its_stack, within_limits
+    from library_scale import synthetic
+
+    emb, _, photo = synthetic(n + queries)
+    e, p = emb[:n], photo[:n]
+    t = time.perf_counter()
+    with neighbours.keep(once=True):
+        stacks = with_new_faces(e, p, np.full(n, -1), 1.0, "squared_l2")
+    stacked, limits, placing, before = time.perf_counter() - t, [], [], []
+    copies = neighbours.copy_radius(1.0)
+    for q in emb[n:]:
+        t = time.perf_counter()  # the pair limits as find measured them before: every face
+        neighbours.kth_other_photo(e, p, "squared_l2", neighbours.K, copies=copies)
+        neighbours.kth_in(q[None], np.full(1, -1), e, p, "squared_l2", neighbours.K,
+                          copies=copies)  # fmt: skip
+        before.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        with neighbours.keep():
+            within_limits(q[None], e, 1.0, "squared_l2", p)
+        limits.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        in_its_stack(q, e, p, stacks, 1.0, "squared_l2")
+        placing.append(time.perf_counter() - t)
+    now = np.median(limits) + np.median(placing)
+    print(f"{n} faces: stacked in {stacked:.1f} s; a find: pair limits "
+          f"{np.median(limits):.2f} s (before: {np.median(before):.2f} s), placed among the "
+          f"stacks {np.median(placing):.2f} s; {np.median(before) / now:.2f}x")  # fmt: skip
+
+
 def main() -> None:
     from facetrain.inference.compiled import open_for_use
 
@@ -133,7 +170,12 @@ def main() -> None:
     ap.add_argument("--sets", nargs="*", default=list(SETS))
     ap.add_argument("--rounds", type=int, default=3, help="held-out draws a set")
     ap.add_argument("--draws", type=int, default=24, help="small folders of each kind")
+    ap.add_argument("--scale", type=int, nargs="*", help="instead: a find among N faces")
     args = ap.parse_args()
+    if args.scale:
+        for n in args.scale:
+            at_scale(n)
+        return
     pre = open_for_use(MODEL).pre
     thr, dist = pre.threshold, pre.distance
     print(f"{platform.machine()}, {os.cpu_count()} cores; {MODEL}, threshold {thr:.3f} {dist}")

@@ -165,6 +165,7 @@ class Recognizer:
         to look for, numbered as `verify` numbers them (its `face_a`); by default its
         central face. A folder below that is passed over (a link, one that cannot be
         listed) is a warning saying why and naming it."""
+        from facetrain import neighbours
         from facetrain.data.listing import list_photos
 
         if self.threshold is None:
@@ -181,7 +182,8 @@ class Recognizer:
         for where, why in unreadable.items():
             warnings.warn(f"{where}: {why}; the find goes on without it", stacklevel=2)
         rule = (self.threshold, self.model.pre.distance)
-        d, near = within_limits(query[None], emb, *rule, owner)
+        with neighbours.keep():  # past 50,000 faces: one index for both searches of them
+            d, near = within_limits(query[None], emb, *rule, owner)
         hit = near[0] & in_its_stack(query, emb, owner, stacks, *rule)
         best: dict[int, int] = {}  # photo → its nearest face found
         for k in np.flatnonzero(hit):
@@ -287,15 +289,19 @@ def within_limits(queries: np.ndarray, faces: np.ndarray, threshold: float, dist
     together — a folder's; `photo`: each face's photo, else each on a photo of its own —
     each pair's limit the spacing rule's (`neighbours.pair_limits`: the threshold,
     tightened where those faces crowd; a face as near as a copy of one picture is no
-    neighbour: `neighbours.copy_radius`)."""
-    from facetrain.neighbours import K, copy_radius, kth_in, kth_other_photo, pair_limits
+    neighbour: `neighbours.copy_radius`). Only the faces under the threshold of a query
+    (no limit is above it) have their spacing measured: a find in 100,000 faces measured
+    all of them, 13 s (bench/find_precision.py --scale)."""
+    from facetrain.neighbours import K, copy_radius, kth_in, pair_limits
 
     d = distance_matrix(queries, faces, distance)
     if not len(faces) or not len(queries):
         return d, np.zeros(d.shape, bool)
     photo = np.arange(len(faces)) if photo is None else photo
     copies = copy_radius(threshold)
-    s = kth_other_photo(faces, photo, distance, K, copies=copies)
+    near = np.flatnonzero((d < threshold).any(0))
+    s = np.full(len(faces), np.inf)
+    s[near] = kth_in(faces[near], photo[near], faces, photo, distance, K, copies=copies)
     sq = kth_in(queries, np.full(len(queries), -1), faces, photo, distance, K, copies=copies)
     return d, d < pair_limits(sq, s, threshold)
 
