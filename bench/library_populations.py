@@ -146,20 +146,11 @@ def oracle(s: dict, distance: str, grid: np.ndarray) -> tuple[float, float]:
 
 
 def stacks_with_no_names(s: dict, threshold: float, distance: str) -> np.ndarray:
-    """A stack label per face, as `Library.cluster` makes them when nothing is named."""
-    from facetrain.library.cluster import FaceSet, People, recluster, with_spacing
+    """A stack label per face, as `Library.cluster` makes them when nothing is named
+    (`cluster.with_new_faces`, every face new)."""
+    from facetrain.library.cluster import with_new_faces
 
-    n = len(s["emb"])
-    faces = FaceSet(np.arange(n), s["emb"], s["photo"])
-    nobody = People(
-        np.zeros((0, s["emb"].shape[1]), np.float32), np.zeros(0, int), np.zeros(0, int)
-    )
-    faces, nobody = with_spacing(faces, nobody, distance)
-    plan = recluster(faces, nobody, set(), threshold, distance)
-    labels = np.empty(n, np.int64)
-    for k, ids in enumerate(plan.new_stacks):
-        labels[ids] = k
-    return labels
+    return with_new_faces(s["emb"], s["photo"], np.full(len(s["emb"]), -1), threshold, distance)
 
 
 def library_of(s: dict, folder: Path, pre: dict):
