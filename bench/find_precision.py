@@ -151,8 +151,7 @@ def at_scale(n: int, queries: int = 10) -> None:
                           copies=copies)  # fmt: skip
         before.append(time.perf_counter() - t)
         t = time.perf_counter()
-        with neighbours.keep():
-            within_limits(q[None], e, 1.0, "squared_l2", p)
+        within_limits(q[None], e, 1.0, "squared_l2", p)
         limits.append(time.perf_counter() - t)
         t = time.perf_counter()
         in_its_stack(q, e, p, stacks, 1.0, "squared_l2")

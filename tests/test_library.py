@@ -994,6 +994,50 @@ def test_one_index_serves_the_spacing_and_the_pairs_of_one_cluster_run(monkeypat
     assert np.array_equal(s1, s2) and (g1 != g2).nnz == 0
 
 
+def test_a_few_faces_searched_among_many_build_no_index(monkeypatch):
+    """Past 50,000 faces an index proposes the neighbours, but building it costs what
+    comparing some 4·√N faces with every one does: a find's face, or a look's few new
+    faces and the stacks they come near, built one each time (5 s at 100,000 faces). Up to
+    4·√N query faces are now compared with every face — the exact distances — and more build
+    the index, as does a search handed one; a few new faces restacked build none."""
+    from facetrain import neighbours
+    from facetrain.distances import distance_matrix
+    from facetrain.library.cluster import FaceSet, agglomerate, local_scales, restack_near
+
+    rng = np.random.default_rng(8)
+    centres = rng.normal(size=(150, 16))
+    emb = np.repeat(centres, 20, 0) + rng.normal(scale=0.3, size=(3000, 16))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    photo = np.arange(3000)
+    monkeypatch.setattr(neighbours, "EXACT_SEARCH", 1000)
+    builds, build = [], neighbours._build
+    monkeypatch.setattr(neighbours, "_build", lambda e, d: builds.append(len(e)) or build(e, d))
+    few = emb[:200] + 0.01  # under 4·√3000 ≈ 219 faces: every pair compared
+    got = neighbours.nearest_in(few, np.full(200, -1), emb, photo, "squared_l2", 3)
+    truth = np.sort(distance_matrix(few, emb, "squared_l2"), axis=1)[:, :3]
+    assert builds == [] and np.allclose(got, truth, rtol=1e-5, atol=1e-6)
+    many = emb[:250] + 0.01
+    neighbours.nearest_in(many, np.full(250, -1), emb, photo, "squared_l2", 3)
+    assert builds == [3000]
+    index = neighbours.index_of(emb, "squared_l2")  # a caller's own index is searched
+    assert builds == [3000, 3000]
+    kept = neighbours.nearest_in(few, np.full(200, -1), emb, photo, "squared_l2", 3, index)
+    assert len(builds) == 2 and np.isclose(kept, truth, rtol=1e-5).mean() > 0.9
+    # a look's 10 new faces: the stacks they come near restacked, with no index built
+    old = agglomerate(
+        emb[:2990],
+        photo[:2990],
+        0.6,
+        "squared_l2",
+        scale=local_scales(emb[:2990], photo[:2990], "squared_l2"),
+    )[0]
+    builds.clear()
+    person = np.r_[old, np.full(10, -1)]
+    plan = restack_near(FaceSet(np.arange(3000), emb, photo), person, np.zeros(3000, bool),
+                        set(), 0.6)  # fmt: skip
+    assert builds == [] and sum(len(ids) for _, ids in plan.to_person) >= 10
+
+
 def test_suggestions_are_the_stacks_nearest_on_average(tmp_path):
     """ "Same person?": the k stacks nearest a stack by the mean distance between their
     faces, nearest first, as the whole matrix gives it; a stack sharing a photo with it is

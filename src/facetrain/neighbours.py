@@ -1,9 +1,10 @@
 """Which embeddings lie near which: the candidate pairs behind the library's clustering.
 
 Up to `EXACT_SEARCH` faces every pair is compared, block by block (exact; memory linear in
-the number of faces). Past that, comparing every pair is the whole cost — 10¹² dot products
-a pass at 1,000,000 faces, hours on two cores — so an inverted-file index (faiss IVF-Flat:
-4·√N lists, `NPROBE` of them searched per face) proposes the candidates. The index only
+the number of faces). Past that, comparing every pair is the whole cost — 10¹² dot
+products a pass at 1,000,000 faces, hours on two cores — so an inverted-file index (faiss
+IVF-Flat: 4·√N lists, `NPROBE` of them searched per face) proposes the candidates; a
+search of a few faces still compares them with every face (`by_index`). The index only
 says where to look: every distance the library decides on is computed by `distances`.
 On 100,000 synthetic faces (`bench/library_scale.py`) the index gives the same stacks as
 comparing every pair, 11.7x faster; 1,000,000 faces cluster in about 6 minutes.
@@ -23,6 +24,7 @@ from facetrain.distances import canonical, distance_matrix, pair_distances
 EXACT_SEARCH = 50_000  # up to this many faces, every pair is compared
 NPROBE = 16  # inverted lists searched per face (of 4·√N)
 EXTRA = 8  # neighbours asked for beyond k, for faces of the same photo among them
+FEW_QUERIES = 4  # up to 4·√N query faces (the index's lists) are compared with all N faces
 QUERY_BLOCK = 4096  # faces searched at a time: bounds the candidate pairs held at once
 
 
@@ -95,15 +97,16 @@ def nearest_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: 
                distance: str, k: int, index=None, copies: float = 0.0) -> np.ndarray:  # fmt: skip
     """The distances of each query face to its k nearest faces of `base` on other photos,
     nearest first (inf past the last there is), a face nearer than `copies` (one picture
-    twice: `copy_radius`) not among them. Past `EXACT_SEARCH` faces of base an
-    index proposes the candidates: `index`, when the caller keeps one for this base
-    (`index_of`), so that many small searches of one library do not each build their own."""
+    twice: `copy_radius`) not among them. Past `EXACT_SEARCH` faces of base, for more
+    than a few query faces (`by_index`), an index proposes the candidates: `index`, when
+    the caller keeps one for this base (`index_of`), so that many small searches of one
+    library do not each build their own."""
     e = np.ascontiguousarray(base, np.float32)
     q = np.ascontiguousarray(query, np.float32)
     out = np.full((len(q), k), np.inf)
     if k < 1 or len(q) == 0 or len(e) == 0:
         return out
-    todo, indexed = np.arange(len(q)), len(e) > EXACT_SEARCH
+    todo, indexed = np.arange(len(q)), by_index(len(q), len(e), index)
     say("nearest", 0, len(q))  # its bar from the start: an index takes a while to build
     if indexed:
         index = _index(e, distance) if index is None else index
@@ -123,6 +126,17 @@ def nearest_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: 
         if not indexed:  # the few faces an index left: part of its count already
             say("nearest", part[-1] + 1, len(q))
     return out
+
+
+def by_index(queries: int, faces: int, index=None) -> bool:
+    """Whether an index proposes the candidates of a search: past `EXACT_SEARCH` faces,
+    when the caller keeps one for them or the query faces are more than `FEW_QUERIES`·√N.
+    Building an index of N faces costs about what comparing 4·√N faces with every one
+    does at a million; a find, a look for a few new photos, or a photo named against a
+    large gallery built one (5 s at 100,000 faces) to search a few (bench/few_queries.py)."""
+    if faces <= EXACT_SEARCH:
+        return False
+    return index is not None or queries > FEW_QUERIES * np.sqrt(faces)
 
 
 def scales_among(emb: np.ndarray, photo: np.ndarray, others: np.ndarray, ophoto: np.ndarray,

@@ -165,7 +165,6 @@ class Recognizer:
         to look for, numbered as `verify` numbers them (its `face_a`); by default its
         central face. A folder below that is passed over (a link, one that cannot be
         listed) is a warning saying why and naming it."""
-        from facetrain import neighbours
         from facetrain.data.listing import list_photos
 
         if self.threshold is None:
@@ -182,8 +181,7 @@ class Recognizer:
         for where, why in unreadable.items():
             warnings.warn(f"{where}: {why}; the find goes on without it", stacklevel=2)
         rule = (self.threshold, self.model.pre.distance)
-        with neighbours.keep():  # past 50,000 faces: one index for both searches of them
-            d, near = within_limits(query[None], emb, *rule, owner)
+        d, near = within_limits(query[None], emb, *rule, owner)
         hit = near[0] & in_its_stack(query, emb, owner, stacks, *rule)
         best: dict[int, int] = {}  # photo → its nearest face found
         for k in np.flatnonzero(hit):
@@ -291,7 +289,8 @@ def within_limits(queries: np.ndarray, faces: np.ndarray, threshold: float, dist
     tightened where those faces crowd; a face as near as a copy of one picture is no
     neighbour: `neighbours.copy_radius`). Only the faces under the threshold of a query
     (no limit is above it) have their spacing measured: a find in 100,000 faces measured
-    all of them, 13 s (bench/find_precision.py --scale)."""
+    all of them, 13 s (bench/find_precision.py --scale); a few faces are compared with
+    every face of the folder, an index built for none (`neighbours.by_index`)."""
     from facetrain.neighbours import K, copy_radius, kth_in, pair_limits
 
     d = distance_matrix(queries, faces, distance)

@@ -1,0 +1,62 @@
+"""A few faces searched among many: every pair compared against an index built for the
+search (`neighbours.by_index`). Past `neighbours.EXACT_SEARCH` faces an index proposes
+the neighbours; building one costs seconds (100,000 faces) to a minute (1,000,000), which
+a search of a few faces — a find's face, a look's new photos, the stacks they come near —
+paid every time. Per N (bench/library_scale.py's synthetic lookalike families) and per
+number of query faces q: the seconds of a search through a new index (as before) and
+comparing every pair (what a search of up to `FEW_QUERIES`·√N faces does now), the same
+run, and the share of the k nearest distances the index got right (every pair: exact).
+
+    .venv/bin/python bench/few_queries.py [--faces 100000 1000000] [--queries 1 100 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+from library_scale import synthetic
+
+
+def one_search(n: int, q: int, base, bphoto, query) -> str:
+    """The line of one search of q faces among n: through a new index (before) and every
+    pair compared (what a search of up to `FEW_QUERIES`·√N faces does now)."""
+    from facetrain import neighbours
+
+    qphoto, k = np.full(q, -1), neighbours.K
+    t = time.perf_counter()
+    index = neighbours._build(base, "squared_l2")
+    got = neighbours.nearest_in(query, qphoto, base, bphoto, "squared_l2", k, index)
+    before = time.perf_counter() - t
+    now = "an index" if neighbours.by_index(q, n) else "every pair"
+    rule, neighbours.FEW_QUERIES = neighbours.FEW_QUERIES, np.inf
+    t = time.perf_counter()
+    exact = neighbours.nearest_in(query, qphoto, base, bphoto, "squared_l2", k)
+    every = time.perf_counter() - t
+    neighbours.FEW_QUERIES = rule
+    same = np.isclose(got, exact, rtol=1e-5).mean()
+    return (
+        f"{n} faces, {q} searched: a new index {before:.2f} s, every pair {every:.2f} s "
+        f"({before / every:.1f}x); now: {now}; the index's distances right {same:.4f}"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--faces", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--queries", type=int, nargs="*", help="default: 1, 10, 100, √N, 4·√N, 8·√N")
+    args = ap.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    for n in args.faces:
+        emb, _, photo = synthetic(n + 10_000)
+        root = int(np.sqrt(n))
+        for q in args.queries or [1, 10, 100, root, 4 * root, 8 * root]:
+            print(one_search(n, q, emb[:n], photo[:n], emb[n : n + q]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
