@@ -1036,6 +1036,16 @@ def test_a_few_faces_searched_among_many_build_no_index(monkeypatch):
     plan = restack_near(FaceSet(np.arange(3000), emb, photo), person, np.zeros(3000, bool),
                         set(), 0.6)  # fmt: skip
     assert builds == [] and sum(len(ids) for _, ids in plan.to_person) >= 10
+    # classify predict: the known faces' spacing measured once (an index), then each
+    # photo's faces among them with none
+    from facetrain.open_set import Among
+
+    among = Among.of(emb, np.zeros((0, 16), np.float32), 0.6, "squared_l2")
+    assert len(builds) > 0
+    builds.clear()
+    for photo_faces in (emb[[5, 900]] + 0.01, emb[[77]] + 0.01):
+        among.limits(photo_faces)
+    assert builds == []
 
 
 def test_suggestions_are_the_stacks_nearest_on_average(tmp_path):
