@@ -183,15 +183,17 @@ def test_a_stopped_first_find_in_a_large_folder_goes_on_from_what_it_looked_at(
             [table] = (tmp_path / "cache" / "find").glob("*.npz")
             kept_then.append(len(np.load(table)["paths"]))
             raise KeyboardInterrupt
-        looked.extend(images)
+        return counted(self, images)
+
+    def counted(self, images):  # the folder's photos (paths), not the image looked for
+        looked.extend(i for i in images if not isinstance(i, np.ndarray))
         return real(self, images)
 
     monkeypatch.setattr(api.Recognizer, "every_face", stopping)
     with pytest.raises(KeyboardInterrupt):
         fr.find(query, folder)
     assert kept_then == [6] and len(looked) == 6 < n
-    monkeypatch.setattr(api.Recognizer, "every_face", lambda self, images: (
-        looked.extend(images) or real(self, images)))  # fmt: skip
+    monkeypatch.setattr(api.Recognizer, "every_face", counted)
     looked.clear()
     found = fr.find(query, folder)
     assert len(looked) == n - 6  # only the photos not looked at before
@@ -475,6 +477,12 @@ def test_find_looks_for_the_face_of_a_group_photo_asked_for(fr, tmp_path):
     with pytest.raises(ValueError, match=rf"face=9: the image holds {which['of']} faces"):
         fr.find(group, folder, face=9)
     assert facetrain.find(group, folder, face=which["face"]) == hits  # the one-call API too
+    # a face already embedded is found the same way; a row that is no face is refused
+    row = fr.every_face([group])[0].embeddings[which["face"] - 1]
+    assert fr.find_face(row, folder) == hits
+    for bad, why in ((np.full_like(row, np.nan), "found no face"), (row[:64], "not 64")):
+        with pytest.raises(ValueError, match=why):
+            fr.find_face(bad, folder)
 
 
 def test_find_names_each_photo_it_cannot_read_every_time_and_goes_on(fr, tmp_path, monkeypatch):
@@ -533,16 +541,36 @@ def test_find_on_the_command_line(tmp_path, monkeypatch):
     said = " ".join(r.output.split())
     assert f"skipped {folder / 'cut.jpg'}: cannot decode" in said
     assert f"found in {len(lines)} photos of {folder}" in said
-    r = CliRunner().invoke(app, ["find", str(side), str(folder / "penny")])
-    assert r.exit_code == 0 and "holds 2 faces (1 at " in " ".join(r.output.split()), r.output
+    assert got["face"] is None and got["looked_for"] is None  # a photo of one face
+    from facetrain.align.faces import FaceAligner
+
+    assert CliRunner().invoke(app, ["find", str(side), str(folder / "penny")]).exit_code == 0
+    want = api_central(side)
+    looks, faces = [], FaceAligner.faces  # the folder is in the cache: the photo alone
+    monkeypatch.setattr(FaceAligner, "faces", lambda *a, **k: looks.append(1) or faces(*a, **k))
+    r = CliRunner().invoke(app, ["find", str(side), str(folder / "penny"), "--json", str(out)])
+    said, got = " ".join(r.output.split()), json.loads(out.read_text())
+    assert r.exit_code == 0 and "holds 2 faces (1 at " in said, r.output
+    central = got["looked_for"]["face"]
+    assert f"looked for face {central}, its central one" in said
+    assert got["looked_for"]["of"] == 2 and central == want
     r2 = CliRunner().invoke(app, ["find", str(side), str(folder / "penny"), "--face", "2"])
     assert r2.exit_code == 0 and "holds 2 faces" not in r2.output
+    assert len(looks) == 2  # once each: the photo looked for is detected once, not twice
     (tmp_path / "faces.db").write_bytes(b"")
     for args, why in ((["faces.db"], "library identify"), (["nowhere"], "no such folder"),
                       ([], "give the photo")):  # fmt: skip
         where = [str(tmp_path / a) for a in args]
         r = CliRunner().invoke(app, ["find", str(REF / "amy" / "amy1.png"), *where])
         assert r.exit_code == 2 and why in " ".join(r.output.split()), r.output
+
+
+def api_central(photo) -> int:
+    """The number of the face `embed` takes from a photo (its central one), by matching
+    its embedding among the photo's faces."""
+    fr = facetrain.load()
+    e, faces = fr.embed(photo)[0], fr.every_face([photo])[0]
+    return int(np.argmin(fr.distance(e, faces.embeddings))) + 1
 
 
 def shown_as(hit: dict) -> str:

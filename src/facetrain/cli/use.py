@@ -166,6 +166,7 @@ def find(
 
     from facetrain.inference.saved import split_model
     from facetrain.use.api import Recognizer
+    from facetrain.use.compare import face_of
 
     atomic.output_files(args, **{"--json": json_out})
     model, rest = split_model(args)
@@ -175,18 +176,21 @@ def find(
     if os.path.isfile(folder):
         fail(f"{folder} is a file: find looks in a folder of photos (the people of a "
              f"library: facetrain library identify {photo} --db {folder})")  # fmt: skip
+    if not os.path.isdir(folder):
+        fail(f"{folder}: no such folder of photos to look in")
     fr = Recognizer(open_model_arg(model, device, backend, spec), device)
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         try:
-            hits = fr.find(photo, folder, face)
+            faces, k = fr.faces_to_find(photo, face)
+            hits = fr.find_face(faces.embeddings[k], folder)
         except (ValueError, FileNotFoundError) as e:
             fail(str(e))
     skipped = [str(w.message) for w in said]
     for why in skipped:
         console.print(f"skipped {why}", style="yellow", highlight=False)
     if face is None:
-        _say_other_faces(fr, photo)
+        _say_other_faces(photo, faces, k)
     for h in hits:
         print(f"{h['distance']:.4f}\t{_face_shown(h['path'], h['face'])}")
     rule = (f"a face under threshold {fr.threshold:.3f} ({fr.model.pre.distance}) tightened "
@@ -194,21 +198,23 @@ def find(
             "faces stacked as a library stacks them")  # fmt: skip
     console.print(f"found in {len(hits)} photo{'s' * (len(hits) != 1)} of {folder}: {rule}",
                   highlight=False)  # fmt: skip
-    write_json(json_out, {"photo": photo, "folder": folder, "face": face, "found": hits,
+    write_json(json_out, {"photo": photo, "folder": folder, "face": face,
+                          "looked_for": face_of(faces, k), "found": hits,
                           "skipped": skipped, "threshold": fr.threshold,
                           "distance": fr.model.pre.distance, "model": fr.model.source})  # fmt: skip
 
 
-def _say_other_faces(fr, photo: str) -> None:
-    """A group photo looked for by its central face: which faces `--face` may pick."""
+def _say_other_faces(photo: str, faces, central: int) -> None:
+    """A group photo looked for by its central face: which one, and which faces `--face`
+    may pick."""
     from facetrain.use.compare import face_of
 
-    faces = fr.every_face([photo])[0]
     if len(faces.boxes) > 1:
         at = [face_of(faces, k)["box"] for k in range(len(faces.boxes))]
         each = ", ".join(f"{k + 1} at {b[0]:.0f},{b[1]:.0f}" for k, b in enumerate(at))
-        console.print(f"{shown(photo)} holds {len(at)} faces ({each}): looked for its "
-                      "central one; --face N looks for another", highlight=False)  # fmt: skip
+        console.print(f"{shown(photo)} holds {len(at)} faces ({each}): looked for face "
+                      f"{central + 1}, its central one; --face N looks for another",
+                      highlight=False)  # fmt: skip
 
 
 @app.command()

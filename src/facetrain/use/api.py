@@ -153,29 +153,63 @@ class Recognizer:
              face: int | None = None) -> list[dict]:  # fmt: skip
         """The photos below a folder holding the face of `image` (deepface's `find`) —
         each face of a group photo looked at — nearest first: path, distance, and which
-        face (`face`: number, count and box; None for a photo of one face). A photo is
-        found when a face of it is nearer than their pair's limit (the threshold,
-        tightened by the folder's own spacing: `within_limits`) and in the stack the face
-        looked for joins, the folder's faces stacked as the library stacks them with no
-        names (`in_its_stack`): a stack is joined on the evidence of all its faces. One
-        threshold found a folder's other people too, most of all where the model crowds a
-        population; each pair's limit alone still mostly others there, and the stacks
-        alone more of them in folders of a few East-Asian people (bench/find_precision.py).
-        `face`: which face of a group photo `image`
-        to look for, numbered as `verify` numbers them (its `face_a`); by default its
-        central face. A folder below that is passed over (a link, one that cannot be
-        listed) is a warning saying why and naming it."""
+        face (`face`: number, count and box; None for a photo of one face); `find_face`
+        says when a photo is found. `face`: which face of a group photo `image` to look
+        for, numbered as `verify` numbers them (its `face_a`); by default its central
+        face (`faces_to_find`)."""
+        _folder_to_look_in(folder)  # before the image: a typo said at once
+        photo, k = self.faces_to_find(image, face)
+        return self.find_face(photo.embeddings[k], folder)
+
+    def faces_to_find(self, image: ImageLike, face: int | None = None) -> tuple[PhotoFaces, int]:
+        """Every face of the image `find` looks for, and the index of the one it looks
+        for: face number `face` (from 1, as `verify` numbers them), else the central one
+        (FaceNet's rule, `select_faces`); ValueError saying why there is none (not an
+        image, no face, no such number)."""
+        from facetrain.align.transform import select_faces
+        from facetrain.data.images import ImageError
+
+        try:
+            rgb = _rgb(image)
+        except (ImageError, OSError, ValueError, TypeError) as e:
+            raise ValueError(f"the image to find: {str(e) or type(e).__name__}") from None
+        photo = self.every_face([rgb])[0]
+        if photo.error:
+            raise ValueError(f"the image to find: {photo.error}")
+        n = len(photo.boxes)
+        if face is not None and not 1 <= face <= n:
+            raise ValueError(f"face={face}: the image holds {n} face{'s' * (n != 1)} (1 to {n})")
+        if face is not None or photo.boxes[0] is None:  # asked for, or an aligned face whole
+            return photo, (face or 1) - 1
+        return photo, select_faces(np.asarray(photo.boxes), rgb.shape, "center")[0]
+
+    def find_face(self, embedding: np.ndarray, folder: str | os.PathLike) -> list[dict]:
+        """The photos below a folder holding a face already embedded (a row of `embed`,
+        or a `Face`'s embedding), as `find` gives them. A photo is found when a face of
+        it is nearer than their pair's limit (the threshold, tightened by the folder's
+        own spacing: `within_limits`) and in the stack the face looked for joins, the
+        folder's faces stacked as the library stacks them with no names
+        (`in_its_stack`): a stack is joined on the evidence of all its faces. One
+        threshold found a folder's other people too, most of all where the model crowds
+        a population; each pair's limit alone still mostly others there, and the stacks
+        alone more of them in folders of a few East-Asian people
+        (bench/find_precision.py). A folder below that is passed over (a link, one that
+        cannot be listed) is a warning saying why and naming it."""
         from facetrain.data.listing import list_photos
 
         if self.threshold is None:
             raise ValueError("this model has no calibrated threshold: compare distances")
-        if not os.path.isdir(folder):  # a typo found nothing in silence
-            raise FileNotFoundError(f"{folder}: no such folder of photos to look in")
+        query = np.asarray(embedding, np.float32).reshape(-1)
+        if query.size != self.embedder.width:
+            raise ValueError(f"a face to find is a row of {self.embedder.width} numbers, this "
+                             f"model's embedding, not {query.size}")  # fmt: skip
+        if not np.isfinite(query).all():
+            raise ValueError("a face to find is finite: a NaN row of `embed` found no face")
+        _folder_to_look_in(folder)
         skipped: dict[str, str] = {}
         paths = list_photos(folder, notes=skipped)
         for where, why in skipped.items():
             warnings.warn(f"{why.removeprefix('skipped: ')}: {where}", stacklevel=2)
-        query = self._central_face(image) if face is None else self._face_of(image, face)
         unreadable: dict[str, str] = {}
         emb, boxes, owner, stacks = self.folder_faces(Path(folder), paths, unreadable)
         for where, why in unreadable.items():
@@ -192,24 +226,6 @@ class Recognizer:
         hits = sorted((float(d[0, k]), paths[i], which_face(k - first[i], of[i], boxes[k]))
                       for i, k in best.items())  # fmt: skip
         return [{"path": p, "distance": x, "face": f} for x, p, f in hits]
-
-    def _central_face(self, image: ImageLike) -> np.ndarray:
-        """The face `find` looks for by default: the image's central one (or the image, an
-        aligned face); ValueError saying why there is none (no face, or not an image)."""
-        (query,), (why,) = self.embed(image, return_errors=True)
-        if why is not None:
-            raise ValueError(f"the image to find: {why}")
-        return query
-
-    def _face_of(self, image: ImageLike, face: int) -> np.ndarray:
-        """Face number `face` (from 1) of an image, as `every_face` numbers its faces."""
-        photo = self.every_face([image])[0]
-        if photo.error:
-            raise ValueError(f"the image to find: {photo.error}")
-        n = len(photo.boxes)
-        if not 1 <= face <= n:
-            raise ValueError(f"face={face}: the image holds {n} face{'s' * (n != 1)} (1 to {n})")
-        return photo.embeddings[face - 1]
 
     def folder_faces(self, folder: Path, paths: list[str], unreadable: dict[str, str]):
         """Every face of a folder's photos, as `compare` reads a photo — (embeddings, boxes,
@@ -279,6 +295,12 @@ class Recognizer:
 
         pre = asdict(self.model.pre)
         return model_hash(self.model) + json.dumps({k: pre[k] for k in EMBEDDING_FIELDS})
+
+
+def _folder_to_look_in(folder: str | os.PathLike) -> None:
+    """FileNotFoundError unless `folder` is one: a typo found nothing in silence."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: no such folder of photos to look in")
 
 
 def within_limits(queries: np.ndarray, faces: np.ndarray, threshold: float, distance: str,
