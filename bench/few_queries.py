@@ -6,8 +6,11 @@ paid every time. Per N (bench/library_scale.py's synthetic lookalike families) a
 number of query faces q: the seconds of a search through a new index (as before) and
 comparing every pair (what a search of up to `FEW_QUERIES`·√N faces does now), the same
 run, and the share of the k nearest distances the index got right (every pair: exact).
+Last, `classify predict` a photo at a time against a gallery of `--classify` known
+faces, both ways.
 
     .venv/bin/python bench/few_queries.py [--faces 100000 1000000] [--queries 1 100 ...]
+                                          [--classify 100000]
 """
 
 from __future__ import annotations
@@ -45,10 +48,44 @@ def one_search(n: int, q: int, base, bphoto, query) -> str:
     )
 
 
+def photos_named(n: int, photos: int = 20) -> str:
+    """`classify predict` a photo at a time (three faces each) against a gallery of n known
+    faces, their spacing measured once: each photo's faces searched through a new index
+    (before) and compared with every known face (now), the same run."""
+    from facetrain import neighbours
+    from facetrain.use.classify import Classifier
+
+    emb, label, _ = synthetic(n + 3 * photos)
+    clf = Classifier("centroid", emb[:n], [f"p{x}" for x in label[:n]], 1.0, "squared_l2",
+                     "given").fit()  # fmt: skip
+    clf.among  # noqa: B018 — measured once, before either way is timed
+    asked = [emb[n + 3 * k : n + 3 * k + 3] for k in range(photos)]
+    seconds, names = [], []
+    for few in (0, neighbours.FEW_QUERIES):  # 0: every search of many faces used an index
+        rule, neighbours.FEW_QUERIES = neighbours.FEW_QUERIES, few
+        t = time.perf_counter()
+        names.append([r["name"] for a in asked for r in clf.predict(a, one_photo=True)])
+        seconds.append(time.perf_counter() - t)
+        neighbours.FEW_QUERIES = rule
+    same = sum(a == b for a, b in zip(*names, strict=True))
+    return (
+        f"classify predict, {photos} photos of 3 faces among {n} known faces: "
+        f"{seconds[0] / photos:.3f} s a photo before, {seconds[1] / photos:.3f} s now "
+        f"({seconds[0] / seconds[1]:.1f}x); {same} of {len(names[0])} names the same"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--faces", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--queries", type=int, nargs="*", help="default: 1, 10, 100, √N, 4·√N, 8·√N")
+    ap.add_argument(
+        "--classify",
+        type=int,
+        nargs="*",
+        default=[100_000],
+        help="galleries for classify predict (a minute a photo before at 10⁶)",
+    )
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     for n in args.faces:
@@ -56,6 +93,9 @@ def main() -> None:
         root = int(np.sqrt(n))
         for q in args.queries or [1, 10, 100, root, 4 * root, 8 * root]:
             print(one_search(n, q, emb[:n], photo[:n], emb[n : n + q]), flush=True)
+
+    for n in args.classify:
+        print(photos_named(n), flush=True)
 
 
 if __name__ == "__main__":
