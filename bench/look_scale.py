@@ -4,9 +4,10 @@ look's new faces, the stacks they come near clustered again with them
 nearest stacks (`cluster.place`, `before`), on bench/library_scale.py's synthetic faces
 (lookalike families; F against their identities). The library is stacked first (its
 spacing rule), then `--new` faces arrive. Each measurement runs in its own process (peak
-memory = that process's max RSS).
+memory = that process's max RSS). `--few-queries 0`: every search among more than 50,000
+faces builds an index, as before 2026-12-06 (`neighbours.by_index`).
 
-    .venv/bin/python bench/look_scale.py [--faces 100000] [--new 100 1000]
+    .venv/bin/python bench/look_scale.py [--faces 100000] [--new 100 1000] [--few-queries 0]
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ import numpy as np
 from library_scale import synthetic
 
 
-def child(n: int, new: int, how: str) -> None:
+def child(n: int, new: int, how: str, few: float | None = None) -> None:
     from arriving import place_alone
     from facetrain import neighbours
+
+    if few is not None:  # 0: every search past 50,000 faces builds an index, as before
+        neighbours.FEW_QUERIES = few
     from facetrain.library.cluster import FaceSet, People, agglomerate, local_scales, restack_near
     from facetrain.library.evaluate import scores
 
@@ -59,10 +63,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--faces", type=int, default=100_000)
     ap.add_argument("--new", type=int, nargs="+", default=[100, 1000])
+    ap.add_argument("--few-queries", type=float, help="neighbours.FEW_QUERIES (0: before)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(int(args.child[0]), int(args.child[1]), args.child[2])
+        child(int(args.child[0]), int(args.child[1]), args.child[2], args.few_queries)
         return 0
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.faces} faces "
           "stacked, then a look's new faces placed")  # fmt: skip
@@ -70,6 +75,7 @@ def main() -> int:
         got = {}
         for how in ("before", "now"):
             cmd = [sys.executable, __file__, "--child", str(args.faces), str(new), how]
+            cmd += [] if args.few_queries is None else ["--few-queries", str(args.few_queries)]
             got[how] = json.loads(subprocess.run(cmd, capture_output=True, text=True,
                                                  check=True).stdout.splitlines()[-1])  # fmt: skip
         b, w = got["before"], got["now"]
