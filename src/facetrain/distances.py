@@ -52,8 +52,8 @@ def distance_matrix(a, b, distance: str = "squared_l2", dtype=np.float64):
     if _is_torch(a):
         return _matrix_torch(a, b, canonical(distance))
     a, b = np.asarray(a, dtype), np.asarray(b, dtype)
-    if canonical(distance) == "squared_l2":
-        d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    if canonical(distance) == "squared_l2":  # the norms without an a- or b-sized copy
+        d = row_squares(a, distance)[:, None] + row_squares(b, distance)[None, :] - 2.0 * a @ b.T
         return np.maximum(d, 0.0)
     an = a / np.linalg.norm(a, axis=1, keepdims=True)
     bn = b / np.linalg.norm(b, axis=1, keepdims=True)
