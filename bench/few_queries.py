@@ -7,7 +7,9 @@ number of query faces q: the seconds of a search through a new index (as before)
 comparing every pair (what a search of up to `FEW_QUERIES`·√N faces does now), the same
 run, and the share of the k nearest distances the index got right (every pair: exact).
 Last, `classify predict` a photo at a time against a gallery of `--classify` known
-faces, both ways.
+faces, both ways; and with `--namer K ...`, `library identify` of K photos in a library
+of the first `--faces` N faces: the library's index built at the namer's first search
+(before) and when due (`neighbours.WhenDue`, now).
 
     .venv/bin/python bench/few_queries.py [--faces 100000 1000000] [--queries 1 100 ...]
                                           [--classify 100000]
@@ -75,6 +77,50 @@ def photos_named(n: int, photos: int = 20) -> str:
     )
 
 
+def namer_photos(n: int, counts: list[int]) -> list[str]:
+    """`library identify` of k photos (three faces each) in a library of n faces with 20
+    people named (20 faces each): the namer made, then the photos named, with the
+    library's index built at the namer's first search (before: `FEW_QUERIES` and `DUE` 0)
+    and when due (now: `neighbours.WhenDue`), the same names required."""
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from facetrain import neighbours
+    from facetrain.library import store
+    from helpers import embedded_library
+
+    emb, _, photo = synthetic(n + 3 * max(counts))
+    lines = []
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        embedded_library(Path(tmp) / "lib.db", emb[:n], 0.19, photo[:n].tolist()) as lib,
+    ):
+        with store.transaction(lib.con):
+            for k in range(20):
+                pid = store.new_person(lib.con)
+                store.name_person(lib.con, pid, f"p{k}")
+                store.assign(lib.con, [(pid, 1 + 20 * k + i) for i in range(20)], confirmed=1)
+        for count in counts:
+            asked = [emb[n + 3 * k : n + 3 * k + 3] for k in range(count)]
+            seconds, names = [], []
+            for at_once in (True, False):
+                rule = neighbours.FEW_QUERIES, neighbours.DUE
+                if at_once:
+                    neighbours.FEW_QUERIES, neighbours.DUE = 0, 0
+                t = time.perf_counter()
+                namer = lib.namer()
+                names.append([r["name"] for a in asked for r in namer.name(a)])
+                seconds.append(time.perf_counter() - t)
+                neighbours.FEW_QUERIES, neighbours.DUE = rule
+            same = names[0] == names[1]
+            lines.append(f"a namer and {count} photos of 3 faces, library of {n} faces: index "
+                         f"at once {seconds[0]:.2f} s, when due {seconds[1]:.2f} s "
+                         f"({seconds[0] / seconds[1]:.2f}x); the same names: {same}")  # fmt: skip
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--faces", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -86,6 +132,13 @@ def main() -> None:
         default=[100_000],
         help="galleries for classify predict (a minute a photo before at 10⁶)",
     )
+    ap.add_argument(
+        "--namer",
+        type=int,
+        nargs="*",
+        default=[],
+        help="photos named in a library of --faces[0] faces (e.g. 1 10 100 300)",
+    )
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     for n in args.faces:
@@ -96,6 +149,8 @@ def main() -> None:
 
     for n in args.classify:
         print(photos_named(n), flush=True)
+    if args.namer:
+        print("\n".join(namer_photos(args.faces[0], args.namer)), flush=True)
 
 
 if __name__ == "__main__":

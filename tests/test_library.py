@@ -554,6 +554,7 @@ def test_the_neighbour_index_finds_what_comparing_every_pair_finds(distance, thr
     assert scores(indexed.tolist(), [str(x) for x in stacks])["bcubed_f"] > 0.999
     # a namer's photos, each searched against one index of the library kept for them all,
     # find the spacing each photo's own search of the library joined with it found
+    monkeypatch.setattr(neighbours, "DUE", 0)  # the index due at the first search
     index = neighbours.index_of(emb[100:], distance)
     for q in (np.arange(0, 3), np.arange(40, 42)):
         joined = local_scales(np.concatenate([emb[q], emb[100:]]),
@@ -659,6 +660,7 @@ def test_the_page_s_namer_keeps_its_index_and_each_thread_its_own(tmp_path, monk
     emb = rng.normal(size=(600, 16))
     emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
     monkeypatch.setattr(neighbours, "EXACT_SEARCH", 100)
+    monkeypatch.setattr(neighbours, "DUE", 0)  # due at the first search
     built = []
     build = neighbours._build
     monkeypatch.setattr(neighbours, "_build", lambda *a: built.append(1) or build(*a))
@@ -676,15 +678,15 @@ def test_the_page_s_namer_keeps_its_index_and_each_thread_its_own(tmp_path, monk
 
     def first() -> None:  # keeps an index of some faces across another thread's keep()
         with neighbours.keep():
-            neighbours.index_of(emb[:300], "squared_l2")
+            neighbours.index_of(emb[:300], "squared_l2").for_search(1)
             inside.set()
             done.wait(10)
-            neighbours.index_of(emb[:300], "squared_l2")
+            neighbours.index_of(emb[:300], "squared_l2").for_search(1)
 
     def second() -> None:
         inside.wait(10)
         with neighbours.keep():
-            neighbours.index_of(emb[300:], "squared_l2")
+            neighbours.index_of(emb[300:], "squared_l2").for_search(1)
         done.set()
 
     threads = [threading.Thread(target=f) for f in (first, second)]
@@ -999,7 +1001,8 @@ def test_a_few_faces_searched_among_many_build_no_index(monkeypatch):
     comparing some 4·√N faces with every one does: a find's face, or a look's few new
     faces and the stacks they come near, built one each time (5 s at 100,000 faces). Up to
     4·√N query faces are now compared with every face — the exact distances — and more build
-    the index, as does a search handed one; a few new faces restacked build none."""
+    the index; a namer's, shared by its photos, is built once their searches have cost as
+    much (`neighbours.WhenDue`); a few new faces restacked build none."""
     from facetrain import neighbours
     from facetrain.distances import distance_matrix
     from facetrain.library.cluster import FaceSet, agglomerate, local_scales, restack_near
@@ -1019,9 +1022,17 @@ def test_a_few_faces_searched_among_many_build_no_index(monkeypatch):
     many = emb[:250] + 0.01
     neighbours.nearest_in(many, np.full(250, -1), emb, photo, "squared_l2", 3)
     assert builds == [3000]
-    index = neighbours.index_of(emb, "squared_l2")  # a caller's own index is searched
-    assert builds == [3000, 3000]
-    kept = neighbours.nearest_in(few, np.full(200, -1), emb, photo, "squared_l2", 3, index)
+    # a namer's index, shared by its photos' searches, is built once they are due: three
+    # searches of one face cost 3 x (1 + SEARCH_COST 30) < 2·√3000 ≈ 110 faces compared,
+    # the fourth makes it due, and the searches after it use it
+    due = neighbours.index_of(emb, "squared_l2")
+    for k in range(4):
+        assert builds == [3000] and due.index is None
+        one = neighbours.nearest_in(emb[[k]] + 0.01, np.full(1, -1), emb, photo, "squared_l2", 3,
+                                    due)  # fmt: skip
+        assert np.allclose(one, truth[[k]], rtol=1e-5, atol=1e-6)
+    assert builds == [3000, 3000] and due.index is not None
+    kept = neighbours.nearest_in(few, np.full(200, -1), emb, photo, "squared_l2", 3, due)
     assert len(builds) == 2 and np.isclose(kept, truth, rtol=1e-5).mean() > 0.9
     # a look's 10 new faces: the stacks they come near restacked, with no index built
     old = agglomerate(

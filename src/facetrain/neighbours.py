@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +26,9 @@ EXACT_SEARCH = 50_000  # up to this many faces, every pair is compared
 NPROBE = 16  # inverted lists searched per face (of 4·√N)
 EXTRA = 8  # neighbours asked for beyond k, for faces of the same photo among them
 FEW_QUERIES = 4  # up to 4·√N query faces (the index's lists) are compared with all N faces
+DUE = 2  # a shared index is built once its searches have compared 2·√N faces (`WhenDue`)
+SEARCH_COST = 30  # a search's fixed cost in query faces, its passes over the N faces: 27
+# at 100,000 and at 1,000,000 faces (bench/few_queries.py: 1 face searched, and 100)
 QUERY_BLOCK = 4096  # faces searched at a time: bounds the candidate pairs held at once
 
 
@@ -106,6 +110,8 @@ def nearest_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: 
     out = np.full((len(q), k), np.inf)
     if k < 1 or len(q) == 0 or len(e) == 0:
         return out
+    if isinstance(index, WhenDue):
+        index = index.for_search(len(q))
     todo, indexed = np.arange(len(q)), by_index(len(q), len(e), index)
     say("nearest", 0, len(q))  # its bar from the start: an index takes a while to build
     if indexed:
@@ -153,12 +159,50 @@ def scales_among(emb: np.ndarray, photo: np.ndarray, others: np.ndarray, ophoto:
     return np.sort(np.concatenate(near, axis=1), axis=1)[:, k - 1]
 
 
-def index_of(base: np.ndarray, distance: str):
-    """An index of these faces for `nearest_in` to keep using (within `keep()`, the one
-    built for the same faces before); None when they are few enough to be compared with
-    every query face."""
+def index_of(base: np.ndarray, distance: str) -> WhenDue | None:
+    """An index of these faces for many small searches of them to share (a namer's
+    photos), built when due (`WhenDue`); within `keep()`, the one built for the same faces
+    before, at once. None when they are few enough to be compared with every query face."""
     e = np.ascontiguousarray(base, np.float32)
-    return _index(e, distance) if len(e) > EXACT_SEARCH else None
+    if len(e) <= EXACT_SEARCH:
+        return None
+    kept = getattr(_state, "kept", None)
+    if kept is None or getattr(_state, "once", False):
+        return WhenDue(e, distance)
+    key = _key(e, distance)
+    if key not in kept:
+        kept.clear()  # one set of faces at a time, as `_index` keeps them
+    return WhenDue(e, distance, kept, key, kept.get(key))
+
+
+@dataclass
+class WhenDue:
+    """An index of a set of faces that many small searches share, built once they have
+    compared `DUE`·√N query faces with every face (each search counted with `SEARCH_COST`
+    more): naming one photo in a library of 200,000 faces built it (9–11 s on 2 cores) for
+    searches of 0.6 s; naming dozens of photos builds it after the first dozen or so
+    (bench/few_queries.py --namer). Built within `keep()`, it is kept there for the next
+    namer of these faces."""
+
+    faces: np.ndarray
+    distance: str
+    kept: dict | None = None  # the caller's `keep()`, and the faces' key there
+    key: tuple | None = None
+    index: object = None
+    compared: int = 0  # query faces searched without it, with each search's fixed cost
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def for_search(self, queries: int):
+        """The index for a search of `queries` faces, built now if that makes it due; None
+        while comparing them with every face is still cheaper."""
+        with self.lock:  # the page's threads may share one namer
+            if self.index is None:
+                self.compared += queries + SEARCH_COST
+                if self.compared > DUE * np.sqrt(len(self.faces)):
+                    self.index = _build(self.faces, self.distance)
+                    if self.kept is not None:
+                        self.kept[self.key] = self.index
+            return self.index
 
 
 def _nearest_of_candidates(q, qphoto, e, photo, cand, distance: str, k: int,

@@ -374,7 +374,8 @@ class Namer:
     """What names the faces of new photos: the named people's confirmed faces (`protos`),
     the threshold and why, the owner's adapter, and — for the spacing rule — the library's
     faces and the prototypes' spacing among them (None: the threshold alone), with the
-    library's index (`neighbours.index_of`) that every photo's spacing searches."""
+    library's index (`neighbours.index_of`, built when due) that every photo's spacing
+    searches."""
 
     protos: tuple
     threshold: float

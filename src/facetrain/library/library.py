@@ -723,7 +723,7 @@ class Library:
             # so — counted once, strangers named rose from 12.9% to 18.9% on
             # east-asian-idols with two people named, and on four of the other six
             # (bench/library_populations.py)
-            index = index_of(lib_emb, distance)  # one, for the prototypes and every photo
+            index = index_of(lib_emb, distance)  # one, built when due, for every search
             pscale = scales_among(pemb, prows.photo, lib_emb, lib_photo, distance, index=index,
                                   copies=neighbours.copy_radius(thr))  # fmt: skip
             why += "; tightened by your library's spacing around each face"
