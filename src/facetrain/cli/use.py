@@ -165,7 +165,7 @@ def find(
     import warnings
 
     from facetrain.inference.saved import split_model
-    from facetrain.use.api import Recognizer
+    from facetrain.use.api import Recognizer, folder_to_look_in
     from facetrain.use.compare import face_of
 
     atomic.output_files(args, **{"--json": json_out})
@@ -176,8 +176,10 @@ def find(
     if os.path.isfile(folder):
         fail(f"{folder} is a file: find looks in a folder of photos (the people of a "
              f"library: facetrain library identify {photo} --db {folder})")  # fmt: skip
-    if not os.path.isdir(folder):
-        fail(f"{folder}: no such folder of photos to look in")
+    try:
+        folder_to_look_in(folder)  # before the model is loaded: a typo said at once
+    except FileNotFoundError as e:
+        fail(str(e))
     fr = Recognizer(open_model_arg(model, device, backend, spec), device)
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")

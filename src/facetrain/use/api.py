@@ -157,7 +157,7 @@ class Recognizer:
         says when a photo is found. `face`: which face of a group photo `image` to look
         for, numbered as `verify` numbers them (its `face_a`); by default its central
         face (`faces_to_find`)."""
-        _folder_to_look_in(folder)  # before the image: a typo said at once
+        folder_to_look_in(folder)  # before the image: a typo said at once
         photo, k = self.faces_to_find(image, face)
         return self.find_face(photo.embeddings[k], folder)
 
@@ -205,7 +205,7 @@ class Recognizer:
                              f"model's embedding, not {query.size}")  # fmt: skip
         if not np.isfinite(query).all():
             raise ValueError("a face to find is finite: a NaN row of `embed` found no face")
-        _folder_to_look_in(folder)
+        folder_to_look_in(folder)
         skipped: dict[str, str] = {}
         paths = list_photos(folder, notes=skipped)
         for where, why in skipped.items():
@@ -297,7 +297,7 @@ class Recognizer:
         return model_hash(self.model) + json.dumps({k: pre[k] for k in EMBEDDING_FIELDS})
 
 
-def _folder_to_look_in(folder: str | os.PathLike) -> None:
+def folder_to_look_in(folder: str | os.PathLike) -> None:
     """FileNotFoundError unless `folder` is one: a typo found nothing in silence."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: no such folder of photos to look in")
