@@ -20,8 +20,9 @@ import numpy as np
 
 from facetrain.distances import distance_matrix
 from facetrain.inference.saved import open_model
-from facetrain.library.cluster import agglomerate, dense_clusters
+from facetrain.library.cluster import agglomerate
 from facetrain.library.evaluate import scores
+from facetrain.linkage import dense_clusters
 from facetrain.use.embeddings import embed_paths
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets"

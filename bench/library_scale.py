@@ -49,8 +49,9 @@ def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def child(n: int, method: str, exact_max: int) -> None:
     from facetrain import neighbours
-    from facetrain.library.cluster import agglomerate, dense_clusters, local_scales
+    from facetrain.library.cluster import agglomerate, local_scales
     from facetrain.library.evaluate import scores
+    from facetrain.linkage import dense_clusters
 
     emb, label, photo = synthetic(n)
     t0 = time.perf_counter()

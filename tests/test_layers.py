@@ -121,7 +121,8 @@ def test_evaluate_reads_a_run_without_importing_train():
                 if (m := sorted(x for x in mods if x.startswith("facetrain.train")))}  # fmt: skip
     base_rules = (("run_folder.py", ()), ("distances.py", ()),
                   ("neighbours.py", ("facetrain.distances",)),
-                  ("open_set.py", ("facetrain.distances", "facetrain.neighbours")))  # fmt: skip
+                  ("open_set.py", ("facetrain.distances", "facetrain.neighbours")),
+                  ("linkage.py", ("facetrain.distances", "facetrain.neighbours")))  # fmt: skip
     for base, may in base_rules:
         assert {m for m in imports(SRC / base) if m.startswith("facetrain")} <= set(may), base
     names = ("align_config.json", "model.safetensors", "metrics.jsonl", "revision.txt")

@@ -273,10 +273,11 @@ def test_agglomeration_is_order_independent_and_respects_cannot_link():
     assert len(np.unique(labels)) == 5  # 4 people, the cannot-link face alone
 
 
-def test_a_group_too_large_to_cluster_exactly_still_keeps_one_photos_faces_apart():
-    """Past `exact_max` faces a group is cut by the near-pairs graph, which knows nothing of
-    photos: two faces of one photo that land in one stack are parted afterwards, the one
-    nearer the rest of the stack kept in it, the other alone, and counted as moved."""
+def test_a_group_too_large_for_a_matrix_keeps_one_photos_faces_apart():
+    """Past `exact_max` faces a group is clustered over its near pairs, which knows one
+    photo's faces as the matrix does (never one person): the face of the photo that the
+    rest of the stack is nearer to stays in the stack, the other is left alone, and none is
+    moved out afterwards."""
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(2, 16))
     emb = np.repeat(centres, 6, 0) + rng.normal(scale=0.1, size=(12, 16))
@@ -284,10 +285,11 @@ def test_a_group_too_large_to_cluster_exactly_still_keeps_one_photos_faces_apart
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     photo = np.arange(12)
     photo[[0, 1]] = 100
-    labels, moved = agglomerate(emb, photo, threshold=1.0, exact_max=1)
-    assert moved == 1 and labels[0] != labels[1]
-    assert (labels[2:6] == labels[0]).all() and (labels == labels[1]).sum() == 1
-    assert len(np.unique(labels)) == 3  # two people, and the face moved out alone
+    for exact_max in (1, 7000):
+        labels, moved = agglomerate(emb, photo, threshold=1.0, exact_max=exact_max)
+        assert moved == 0 and labels[0] != labels[1]
+        assert (labels[2:6] == labels[0]).all() and (labels == labels[1]).sum() == 1
+        assert len(np.unique(labels)) == 3  # two people, and the far face of one photo alone
 
 
 def test_pairwise_and_bcubed_scores():
@@ -503,9 +505,9 @@ def test_new_photos_join_their_stacks_at_scan(tmp_path):
 
 @pytest.mark.parametrize("distance, threshold", [("squared_l2", 0.9), ("cosine", 0.25)])
 def test_clustering_by_groups_equals_the_dense_method(distance, threshold):
-    """The near-pairs groups give the dense method's partition exactly; the sparse-graph
-    path (forced on every group) stays within 0.01 BCubed F of it."""
-    from facetrain.library.cluster import dense_clusters
+    """The near-pairs groups give the dense method's partition exactly, and so does the
+    linkage over each group's near pairs (forced on every group)."""
+    from facetrain.linkage import dense_clusters
 
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(40, 32))
@@ -516,9 +518,8 @@ def test_clustering_by_groups_equals_the_dense_method(distance, threshold):
     grouped, _ = agglomerate(emb, photo, threshold, distance)
     assert ((dense[:, None] == dense) == (grouped[:, None] == grouped)).all()
     assert 10 < len(np.unique(grouped)) < 300  # a partition with something to get right
-    graph, _ = agglomerate(emb, photo, threshold, distance, exact_max=1)
-    truth = [str(x) for x in dense]
-    assert scores(graph.tolist(), truth)["bcubed_f"] > 0.99
+    linked, _ = agglomerate(emb, photo, threshold, distance, exact_max=1)
+    assert ((dense[:, None] == dense) == (linked[:, None] == linked)).all()
 
 
 @pytest.mark.parametrize("distance, threshold", [("squared_l2", 0.9), ("cosine", 0.25)])

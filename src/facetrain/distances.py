@@ -47,6 +47,20 @@ def pair_distances(emb1, emb2, distance: str = "squared_l2", dtype=np.float64):
     return np.arccos(np.clip(dot / norm, -1.0, 1.0)) / np.pi
 
 
+PAIRS = 100_000  # pairs compared at a time by `indexed_distances`: ~100 MB of their rows
+
+
+def indexed_distances(emb, rows, cols, distance: str = "squared_l2", dtype=np.float64):
+    """`pair_distances` of emb[rows[i]] and emb[cols[i]], `PAIRS` at a time: the rows are
+    copied a block at a time, not for every pair at once (a dense library's near pairs
+    are millions, each two 128-d rows)."""
+    out = np.empty(len(rows), dtype)
+    for s in range(0, len(rows), PAIRS):
+        r, c = rows[s : s + PAIRS], cols[s : s + PAIRS]
+        out[s : s + len(r)] = pair_distances(emb[r], emb[c], distance, dtype)
+    return out
+
+
 def distance_matrix(a, b, distance: str = "squared_l2", dtype=np.float64):
     """All distances between rows of a and rows of b, in `pair_distances`' units."""
     if _is_torch(a):

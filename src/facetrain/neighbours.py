@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facetrain.distances import canonical, distance_matrix, pair_distances
+from facetrain.distances import canonical, distance_matrix, indexed_distances, pair_distances
 
 EXACT_SEARCH = 50_000  # up to this many faces, every pair is compared
 NPROBE = 16  # inverted lists searched per face (of 4·√N)
@@ -251,7 +251,7 @@ def _pairs_indexed(e: np.ndarray, radius: float, distance: str) -> list:
         r = np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64))) + s
         keep = r != cand
         r, c = r[keep], cand[keep].astype(np.int64)
-        d = pair_distances(e[r], e[c], distance, dtype=np.float32)
+        d = indexed_distances(e, r, c, distance, dtype=np.float32)
         near = d < radius
         out.append((r[near], c[near], d[near]))
         say("pairs", min(s + QUERY_BLOCK, len(e)), len(e))

@@ -39,8 +39,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from facetrain.distances import canonical, distance_matrix
+from facetrain.distances import distance_matrix
 from facetrain.groups import by_label
+from facetrain.linkage import dense_clusters, linked_clusters
 from facetrain.neighbours import (
     TAU,
     K,
@@ -49,13 +50,12 @@ from facetrain.neighbours import (
     pair_limit,
     pair_limits,
     pairs_within,
-    reporting,
     say,
 )
 
-BIG = 1e6
-# The largest group of faces clustered exactly (a dense distance matrix, ~25 bytes a pair:
-# 1.2 GB here); a bigger connected group is clustered over a sparse graph (_over_graph).
+# The largest group of faces clustered over its full distance matrix (`dense_clusters`, ~25
+# bytes a pair: 1.2 GB here; quicker than `linked_clusters` below this, which gives the same
+# stacks in memory linear in the group's near pairs).
 EXACT_MAX = 7000
 
 
@@ -126,8 +126,9 @@ def agglomerate(
 
     Average linkage only merges groups with a pair nearer than the threshold, so its
     clusters never cross the connected groups of the near-pairs graph: each group is
-    clustered alone — exactly, with today's dense method, up to `exact_max` faces — and the
-    result is the same as clustering all faces at once, in memory linear in their number."""
+    clustered alone — over its full matrix up to `exact_max` faces, over its near pairs
+    past that (`facetrain.linkage`) — and the result is the same as clustering all faces at
+    once, in memory linear in their number and their near pairs."""
     from scipy.sparse.csgraph import connected_components
 
     n = len(emb)
@@ -143,8 +144,9 @@ def agglomerate(
     for idx in by_label(group):
         sub = None if scale is None else scale[idx]
         who = None if person is None else person[idx]
-        part = _group_clusters(emb[idx], photo[idx], threshold, distance, exact_max, sub,
-                               tau, who)  # fmt: skip
+        pairs = None if len(idx) <= exact_max else graph[idx][:, idx].tocoo()
+        part = _group_clusters(emb[idx], photo[idx], threshold, distance, pairs, sub, tau,
+                               who)  # fmt: skip
         labels[idx] = part + next_label
         next_label += int(part.max()) + 1
         done += len(idx)
@@ -154,21 +156,24 @@ def agglomerate(
     return np.unique(labels, return_inverse=True)[1], moved
 
 
-def _group_clusters(emb, photo, threshold: float, distance: str, exact_max: int, scale,
-                    tau: float, person) -> np.ndarray:  # fmt: skip
-    """The labels (0..k-1) of one connected group of the near-pairs graph: exact up to
-    `exact_max` faces (`dense_clusters`), over its graph past that (`_over_graph`)."""
+def _group_clusters(emb, photo, threshold: float, distance: str, pairs, scale, tau: float,
+                    person) -> np.ndarray:  # fmt: skip
+    """The labels (0..k-1) of one connected group of the near-pairs graph: over its full
+    matrix (`dense_clusters`), or, given the group's near `pairs`, over those
+    (`linked_clusters`: the same stacks)."""
     if len(emb) == 1:
         return np.zeros(1, np.int64)
-    if len(emb) <= exact_max:
-        labels = dense_clusters(emb, photo, threshold, distance, scale, tau, person)
-        if person is not None and len(np.unique(person[person >= 0])) > 1:
-            labels = meet(labels, dense_clusters(emb, photo, threshold, distance, scale, tau))
-        return labels
-    # the group's median limit: the graph method takes one threshold
-    lim = threshold if scale is None else min(threshold, tau * np.median(scale))
-    with reporting(None):  # its search is part of the group's count
-        return _over_graph(emb, float(lim), distance)
+
+    def stacks(who):
+        if pairs is None:
+            return dense_clusters(emb, photo, threshold, distance, scale, tau, who)
+        return linked_clusters(emb, photo, pairs.row, pairs.col, threshold, distance, scale,
+                               tau, who)  # fmt: skip
+
+    labels = stacks(person)
+    if person is not None and len(np.unique(person[person >= 0])) > 1:
+        labels = meet(labels, stacks(None))
+    return labels
 
 
 def meet(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -179,48 +184,6 @@ def meet(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     small libraries (bench/small_libraries.py --owner). Kept to what both the named and
     the unnamed clustering join, names only ever separate."""
     return np.unique(np.stack([a, b], 1), axis=0, return_inverse=True)[1].ravel()
-
-
-def dense_clusters(emb, photo, threshold: float, distance: str, scale=None,
-                   tau: float = TAU, person=None):  # fmt: skip
-    """Average linkage over the full distance matrix; faces of one photo (and faces of two
-    named people) infinitely apart. With scales, over distances in units of each pair's
-    limit (so at 1)."""
-    from sklearn.cluster import AgglomerativeClustering
-
-    d = distance_matrix(emb, emb, distance)
-    if scale is not None:
-        d /= pair_limits(scale, scale, threshold, tau)
-        threshold = 1.0
-    same_photo = photo[:, None] == photo[None, :]
-    if person is not None:
-        same_photo |= (person[:, None] != person[None, :]) & (person[:, None] >= 0) & (
-            person[None, :] >= 0)  # fmt: skip
-    np.fill_diagonal(same_photo, False)
-    d[same_photo] = BIG
-    return AgglomerativeClustering(
-        n_clusters=None, metric="precomputed", linkage="average", distance_threshold=threshold
-    ).fit_predict(d)
-
-
-def _over_graph(emb, threshold: float, distance: str) -> np.ndarray:
-    """Average linkage restricted to the pairs under 1.5 x the threshold (scikit-learn's
-    connectivity), for a connected group too big for a dense matrix. scikit-learn averages
-    over the linked pairs only: with the pairs up to the threshold alone every connected
-    group would end as one cluster; with those up to 1.5 x, the near misses between two
-    people count too (on LFW with dlib's model: the exact method's BCubed F, 0.963).
-    Distances are plain L2 (or 1 − cos) with the threshold translated."""
-    from sklearn.cluster import AgglomerativeClustering
-
-    graph = near_pairs(emb, 1.5 * threshold, distance)
-    if canonical(distance) == "squared_l2":
-        metric, thr = "euclidean", float(np.sqrt(threshold))
-    else:
-        metric, thr = "cosine", float(1.0 - np.cos(np.pi * threshold))
-    return AgglomerativeClustering(
-        n_clusters=None, metric=metric, linkage="average", distance_threshold=thr,
-        connectivity=graph,
-    ).fit_predict(np.asarray(emb, np.float64))  # fmt: skip
 
 
 def _honour_cannot_link(labels, emb, photo, distance: str) -> tuple[np.ndarray, int]:

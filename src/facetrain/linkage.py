@@ -1,0 +1,136 @@
+"""Average linkage cut at each pair's limit: the clustering behind the library's stacks.
+
+Distances are taken in units of each pair's limit (`units`: the model's threshold, or
+`neighbours.pair_limits` of the faces' spacing), so the cut is at 1; two faces of one photo,
+or of two people the owner named apart, are `BIG` apart. `dense_clusters` averages over the
+full matrix. `linked_clusters` gives the same merges in memory linear in the near pairs:
+two clusters average 1 or more apart unless one of their pairs is under 1, so only the
+clusters such a pair links are ever compared, on every pair of their faces (the far pairs
+too), when they first come near. It serves groups too large for a matrix: on a real library
+of 48,553 faces (LFW, CelebA, CFP, East- and South-Asian faces: `bench/index_populations.py`)
+the faces under their limits form one connected group, whose matrix would be 19 GB.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from facetrain.distances import distance_matrix, indexed_distances
+from facetrain.neighbours import TAU, pair_limit, pair_limits
+
+BIG = 1e6  # the distance of two faces that are never one person
+COLUMNS = 4_000_000  # distances computed at a time when a cluster first meets others
+
+
+def units(emb, photo, rows, cols, threshold: float, distance: str, scale=None,
+          tau: float = TAU, person=None) -> np.ndarray:  # fmt: skip
+    """The distances of faces `rows` x faces `cols` in units of their pair's limit: under 1,
+    they may be one person; `BIG` for two faces of one photo or of two named people."""
+    d = distance_matrix(emb[rows], emb[cols], distance)
+    d /= threshold if scale is None else pair_limits(scale[rows], scale[cols], threshold, tau)
+    d[_apart(photo, person, rows[:, None], cols[None, :])] = BIG
+    return d
+
+
+def _apart(photo, person, a, b) -> np.ndarray:
+    """Whether faces a and b (broadcast) can never be one person: one photo, or two people."""
+    out = photo[a] == photo[b]
+    if person is not None:
+        out |= (person[a] != person[b]) & (person[a] >= 0) & (person[b] >= 0)
+    return out & (a != b)
+
+
+def dense_clusters(emb, photo, threshold: float, distance: str, scale=None,
+                   tau: float = TAU, person=None) -> np.ndarray:  # fmt: skip
+    """Labels (0..k-1) by average linkage over the full matrix of `units`, cut at 1."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    every = np.arange(len(emb))
+    d = units(emb, photo, every, every, threshold, distance, scale, tau, person)
+    return AgglomerativeClustering(
+        n_clusters=None, metric="precomputed", linkage="average", distance_threshold=1.0
+    ).fit_predict(d)
+
+
+def linked_clusters(emb, photo, rows, cols, threshold: float, distance: str, scale=None,
+                    tau: float = TAU, person=None) -> np.ndarray:  # fmt: skip
+    """`dense_clusters`' labels from the pairs (rows, cols) that may be under their limit
+    (any superset of those that are: the rest are dropped here), without the matrix."""
+    n = len(emb)
+    d = _pair_units(emb, photo, rows, cols, threshold, distance, scale, tau, person)
+    near = (d < 1.0) & (rows < cols)
+    rows, cols, d = rows[near].tolist(), cols[near].tolist(), d[near].tolist()
+    sums: list[dict[int, float]] = [{} for _ in range(n)]  # live pairs: mean under 1
+    for a, b, v in zip(rows, cols, d):
+        sums[a][b] = sums[b][a] = v
+    heap = list(zip(d, rows, cols))
+    heapq.heapify(heap)
+    members: list = [np.array([i]) for i in range(n)]
+    alive = [True] * n
+
+    def summed(a: int, others: list[int]) -> list[float]:
+        """The sum of units over every pair of cluster a and each of the others."""
+        groups = [members[x] for x in others]
+        return _block_sums(emb, photo, members[a], groups, threshold, distance, scale, tau,
+                           person)  # fmt: skip
+
+    while heap:
+        _, a, b = heapq.heappop(heap)  # the nearest two clusters (every mean under 1)
+        if not (alive[a] and alive[b]):
+            continue
+        new = _merged(sums[a], sums[b], a, b, summed)
+        c = len(members)
+        members.append(np.concatenate([members[a], members[b]]))
+        alive[a] = alive[b] = False
+        members[a] = members[b] = None  # a chain of merges must not keep every step
+        alive.append(True)
+        sums.append({})
+        for x, s in new.items():
+            sums[x].pop(a, None), sums[x].pop(b, None)
+            m = s / (len(members[c]) * len(members[x]))
+            if m < 1.0:
+                sums[c][x] = sums[x][c] = s
+                heapq.heappush(heap, (m, c, x))
+        sums[a] = sums[b] = {}
+    labels = np.empty(n, np.int64)
+    for k, c in enumerate(c for c in range(len(members)) if alive[c]):
+        labels[members[c]] = k
+    return labels
+
+
+def _merged(sa: dict, sb: dict, a: int, b: int, summed) -> dict[int, float]:
+    """The sums of units between a ∪ b and every cluster that either is near: a pair only
+    one of them kept (the other's mean is 1 or more) computed in full for the other."""
+    only_a = [x for x in sa if x != b and x not in sb]
+    only_b = [x for x in sb if x != a and x not in sa]
+    out = {x: sa[x] + sb[x] for x in sa if x in sb}
+    out.update(zip(only_a, (sa[x] + s for x, s in zip(only_a, summed(b, only_a)))))
+    out.update(zip(only_b, (sb[x] + s for x, s in zip(only_b, summed(a, only_b)))))
+    return out
+
+
+def _pair_units(emb, photo, rows, cols, threshold, distance, scale, tau, person):
+    """`units` of the pairs (rows[i], cols[i])."""
+    d = indexed_distances(emb, rows, cols, distance)
+    d /= threshold if scale is None else pair_limit(scale[rows], scale[cols], threshold, tau)
+    d[_apart(photo, person, rows, cols)] = BIG
+    return d
+
+
+def _block_sums(emb, photo, rows, groups, threshold, distance, scale, tau, person):
+    """The sum of `units` between faces `rows` and each group of faces, a block of columns
+    at a time (memory: `COLUMNS` distances)."""
+    out, start = [], 0
+    while start < len(groups):
+        stop, width = start, 0
+        while stop < len(groups) and (stop == start or width * len(rows) < COLUMNS):
+            width += len(groups[stop])
+            stop += 1
+        cols = np.concatenate(groups[start:stop])
+        d = units(emb, photo, rows, cols, threshold, distance, scale, tau, person)
+        edges = np.cumsum([0] + [len(g) for g in groups[start : stop - 1]])
+        out += np.add.reduceat(d.sum(0), edges).tolist()
+        start = stop
+    return out

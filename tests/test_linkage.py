@@ -1,0 +1,93 @@
+"""Average linkage over the near pairs gives the stacks of the full matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.sparse.csgraph import connected_components
+
+from facetrain.library.cluster import local_scales, near_pairs
+from facetrain.linkage import dense_clusters, linked_clusters
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(((a[:, None] == a) == (b[:, None] == b)).all())
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("distance, threshold", [("squared_l2", 0.9), ("cosine", 0.25)])
+def test_linked_clusters_merge_as_the_full_matrix_does(seed, distance, threshold):
+    """People in lookalike families, several faces to a photo, each pair at its spacing's
+    limit, two people named apart: the same partition as the matrix, from the pairs under
+    their limits — or from any wider set of pairs."""
+    rng = np.random.default_rng(seed)
+    family = np.repeat(rng.normal(size=(8, 16)), 4, 0)
+    centres = family + rng.normal(scale=0.6, size=(32, 16))
+    emb = np.repeat(centres, 8, 0) + rng.normal(scale=0.45, size=(256, 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    photo = np.arange(256)
+    photo[rng.choice(256, 60, replace=False)] = rng.integers(0, 25, 60)
+    person = np.full(256, -1)
+    person[:16] = np.repeat([0, 1], 8)
+    scale = local_scales(emb, photo, distance)
+    for s, who in ((None, None), (scale, None), (scale, person)):
+        dense = dense_clusters(emb, photo, threshold, distance, s, person=who)
+        assert 10 < len(np.unique(dense)) < 240  # something to get right
+        near = near_pairs(emb, threshold * 1.0001, distance, scale=s).tocoo()
+        wide = near_pairs(emb, threshold * 1.5, distance).tocoo()
+        for pairs in (near, wide):
+            linked = linked_clusters(emb, photo, pairs.row, pairs.col, threshold, distance, s,
+                                     person=who)  # fmt: skip
+            assert same_partition(dense, linked)
+
+
+def test_faces_no_pair_links_stay_apart():
+    """Without a pair under its limit nothing merges; one photo's faces never do."""
+    emb = np.eye(4, 8)
+    photo = np.array([0, 0, 1, 2])
+    none = np.zeros(0, np.int64)
+    labels = linked_clusters(emb, photo, none, none, 0.5, "squared_l2")
+    assert len(np.unique(labels)) == 4
+    emb[1] = emb[0]  # one photo's two faces, alike: still apart
+    pairs = np.array([0, 1])
+    labels = linked_clusters(emb, photo, pairs, pairs[::-1], 0.5, "squared_l2")
+    assert labels[0] != labels[1]
+
+
+def test_a_group_too_large_for_a_matrix_is_never_compared_whole(monkeypatch):
+    """Past `exact_max` faces a connected group is clustered from its near pairs: no block
+    of distances near the group's matrix is ever computed, and the stacks are the
+    matrix's (the group's matrix is what a real library of 48,553 faces could not hold)."""
+    from facetrain import linkage
+    from facetrain.library.cluster import agglomerate
+
+    rng = np.random.default_rng(5)
+    family = np.repeat(rng.normal(size=(30, 16)), 4, 0)  # 120 people, lookalikes in fours
+    centres = family + rng.normal(scale=0.7, size=(120, 16))
+    emb = np.repeat(centres, 6, 0) + rng.normal(scale=0.45, size=(720, 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    photo = np.arange(720)
+    whole = linkage.dense_clusters(emb, photo, 0.7, "squared_l2")
+    blocks = []
+    real = linkage.distance_matrix
+    block = lambda a, b, *x: blocks.append(len(a) * len(b)) or real(a, b, *x)  # noqa: E731
+    monkeypatch.setattr(linkage, "distance_matrix", block)
+    monkeypatch.setattr(linkage, "COLUMNS", 2000)
+    labels, _ = agglomerate(emb, photo, 0.7, "squared_l2", exact_max=100)
+    _, group = connected_components(near_pairs(emb, 0.7, "squared_l2"), directed=False)
+    assert np.bincount(group).max() == 720  # one group, too large for the dense path
+    assert blocks and max(blocks) < 720 * 720 / 10  # a stack and its neighbours at most
+    assert same_partition(whole, labels)
+    assert 60 < len(np.unique(labels)) < 120
+
+
+def test_indexed_distances_equal_pair_distances_across_blocks(monkeypatch):
+    from facetrain import distances
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(30, 8))
+    rows, cols = rng.integers(0, 30, 50), rng.integers(0, 30, 50)
+    monkeypatch.setattr(distances, "PAIRS", 7)
+    for d in ("squared_l2", "cosine"):
+        got = distances.indexed_distances(emb, rows, cols, d)
+        assert np.allclose(got, distances.pair_distances(emb[rows], emb[cols], d))
