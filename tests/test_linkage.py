@@ -91,3 +91,23 @@ def test_indexed_distances_equal_pair_distances_across_blocks(monkeypatch):
     for d in ("squared_l2", "cosine"):
         got = distances.indexed_distances(emb, rows, cols, d)
         assert np.allclose(got, distances.pair_distances(emb[rows], emb[cols], d))
+
+
+def test_a_long_linkage_says_how_many_faces_are_in_their_final_stack(monkeypatch):
+    """A group of tens of thousands of faces takes a minute: the faces whose stack is final
+    are counted as merges go, never down, every face by the end."""
+    from facetrain import linkage
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(60, 16)) + np.repeat(rng.normal(size=(15, 16)), 4, 0)
+    emb = np.repeat(centres, 8, 0) + rng.normal(scale=0.45, size=(480, 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    photo = np.arange(480)
+    pairs = near_pairs(emb, 0.8, "squared_l2").tocoo()
+    monkeypatch.setattr(linkage, "SAID_EVERY", 10)
+    said: list[int] = []
+    labels = linked_clusters(emb, photo, pairs.row, pairs.col, 0.8, "squared_l2",
+                             said=said.append)  # fmt: skip
+    assert len(said) > 5 and said == sorted(said) and said[-1] == 480
+    assert 0 < said[len(said) // 2] < 480
+    assert same_partition(labels, dense_clusters(emb, photo, 0.8, "squared_l2"))

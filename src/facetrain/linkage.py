@@ -14,6 +14,7 @@ the faces under their limits form one connected group, whose matrix would be 19 
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,49 +56,87 @@ def dense_clusters(emb, photo, threshold: float, distance: str, scale=None,
 
 
 def linked_clusters(emb, photo, rows, cols, threshold: float, distance: str, scale=None,
-                    tau: float = TAU, person=None) -> np.ndarray:  # fmt: skip
+                    tau: float = TAU, person=None, said=None) -> np.ndarray:  # fmt: skip
     """`dense_clusters`' labels from the pairs (rows, cols) that may be under their limit
-    (any superset of those that are: the rest are dropped here), without the matrix."""
-    n = len(emb)
+    (any superset of those that are: the rest are dropped here), without the matrix.
+    `said(faces)`: how many faces are in their final stack so far (a group of 48,520
+    real faces takes a minute)."""
     d = _pair_units(emb, photo, rows, cols, threshold, distance, scale, tau, person)
     near = (d < 1.0) & (rows < cols)
-    rows, cols, d = rows[near].tolist(), cols[near].tolist(), d[near].tolist()
-    sums: list[dict[int, float]] = [{} for _ in range(n)]  # live pairs: mean under 1
-    for a, b, v in zip(rows, cols, d):
-        sums[a][b] = sums[b][a] = v
-    heap = list(zip(d, rows, cols))
+    forest = _Forest.of(len(emb), rows[near].tolist(), cols[near].tolist(), d[near].tolist())
+    heap = [(v, a, b) for a, near_a in enumerate(forest.sums) for b, v in near_a.items()
+            if a < b]  # fmt: skip
     heapq.heapify(heap)
-    members: list = [np.array([i]) for i in range(n)]
-    alive = [True] * n
 
     def summed(a: int, others: list[int]) -> list[float]:
         """The sum of units over every pair of cluster a and each of the others."""
-        groups = [members[x] for x in others]
-        return _block_sums(emb, photo, members[a], groups, threshold, distance, scale, tau,
-                           person)  # fmt: skip
+        groups = [forest.members[x] for x in others]
+        return _block_sums(emb, photo, forest.members[a], groups, threshold, distance, scale,
+                           tau, person)  # fmt: skip
 
+    merges = 0
     while heap:
         _, a, b = heapq.heappop(heap)  # the nearest two clusters (every mean under 1)
-        if not (alive[a] and alive[b]):
-            continue
-        new = _merged(sums[a], sums[b], a, b, summed)
-        c = len(members)
-        members.append(np.concatenate([members[a], members[b]]))
-        alive[a] = alive[b] = False
-        members[a] = members[b] = None  # a chain of merges must not keep every step
-        alive.append(True)
-        sums.append({})
+        if forest.alive[a] and forest.alive[b]:
+            for entry in forest.merge(a, b, summed):
+                heapq.heappush(heap, entry)
+            merges += 1
+            if said is not None and merges % SAID_EVERY == 0:
+                said(forest.settled)
+    if said is not None:
+        said(forest.settled)  # every face by now
+    return forest.labels()
+
+
+SAID_EVERY = 512  # merges between two reports of how far a linkage is
+
+
+@dataclass
+class _Forest:
+    """The clusters so far: each one's faces, and its live pairs (the sum of units over
+    every pair of faces of the two clusters, kept while their mean is under 1)."""
+
+    members: list
+    sums: list[dict[int, float]]
+    alive: list[bool]
+    settled: int  # faces in a cluster with no live pair: final
+
+    @classmethod
+    def of(cls, n: int, rows: list, cols: list, d: list) -> _Forest:
+        sums: list[dict[int, float]] = [{} for _ in range(n)]
+        for a, b, v in zip(rows, cols, d):
+            sums[a][b] = sums[b][a] = v
+        alone = sum(not x for x in sums)
+        return cls([np.array([i]) for i in range(n)], sums, [True] * n, alone)
+
+    def merge(self, a: int, b: int, summed) -> list[tuple[float, int, int]]:
+        """Clusters a and b become a new one; its live pairs, as (mean, it, other)."""
+        new = _merged(self.sums[a], self.sums[b], a, b, summed)
+        c, size = len(self.members), len(self.members[a]) + len(self.members[b])
+        self.members.append(np.concatenate([self.members[a], self.members[b]]))
+        self.members[a] = self.members[b] = None  # a chain of merges must not keep each step
+        self.alive[a] = self.alive[b] = False
+        self.alive.append(True)
+        self.sums[a], self.sums[b], out = {}, {}, []
+        self.sums.append({})
         for x, s in new.items():
-            sums[x].pop(a, None), sums[x].pop(b, None)
-            m = s / (len(members[c]) * len(members[x]))
+            self.sums[x].pop(a, None), self.sums[x].pop(b, None)
+            m = s / (size * len(self.members[x]))
             if m < 1.0:
-                sums[c][x] = sums[x][c] = s
-                heapq.heappush(heap, (m, c, x))
-        sums[a] = sums[b] = {}
-    labels = np.empty(n, np.int64)
-    for k, c in enumerate(c for c in range(len(members)) if alive[c]):
-        labels[members[c]] = k
-    return labels
+                self.sums[c][x] = self.sums[x][c] = s
+                out.append((m, c, x))
+            elif not self.sums[x]:
+                self.settled += len(self.members[x])
+        if not out:
+            self.settled += size
+        return out
+
+    def labels(self) -> np.ndarray:
+        n = sum(len(m) for m, alive in zip(self.members, self.alive) if alive)
+        labels = np.empty(n, np.int64)
+        for k, c in enumerate(c for c in range(len(self.members)) if self.alive[c]):
+            labels[self.members[c]] = k
+        return labels
 
 
 def _merged(sa: dict, sb: dict, a: int, b: int, summed) -> dict[int, float]:

@@ -146,7 +146,7 @@ def agglomerate(
         who = None if person is None else person[idx]
         pairs = None if len(idx) <= exact_max else graph[idx][:, idx].tocoo()
         part = _group_clusters(emb[idx], photo[idx], threshold, distance, pairs, sub, tau,
-                               who)  # fmt: skip
+                               who, lambda k, d=done: say("groups", d + k, n))  # fmt: skip
         labels[idx] = part + next_label
         next_label += int(part.max()) + 1
         done += len(idx)
@@ -157,20 +157,20 @@ def agglomerate(
 
 
 def _group_clusters(emb, photo, threshold: float, distance: str, pairs, scale, tau: float,
-                    person) -> np.ndarray:  # fmt: skip
+                    person, said) -> np.ndarray:  # fmt: skip
     """The labels (0..k-1) of one connected group of the near-pairs graph: over its full
     matrix (`dense_clusters`), or, given the group's near `pairs`, over those
-    (`linked_clusters`: the same stacks)."""
+    (`linked_clusters`: the same stacks; `said(faces)` how far it is)."""
     if len(emb) == 1:
         return np.zeros(1, np.int64)
 
-    def stacks(who):
+    def stacks(who, said=None):
         if pairs is None:
             return dense_clusters(emb, photo, threshold, distance, scale, tau, who)
         return linked_clusters(emb, photo, pairs.row, pairs.col, threshold, distance, scale,
-                               tau, who)  # fmt: skip
+                               tau, who, said)  # fmt: skip
 
-    labels = stacks(person)
+    labels = stacks(person, said)
     if person is not None and len(np.unique(person[person >= 0])) > 1:
         labels = meet(labels, stacks(None))
     return labels
