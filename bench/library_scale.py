@@ -47,11 +47,13 @@ def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return emb.astype(np.float32), label, np.arange(len(label))  # one face a photo
 
 
-def child(n: int, method: str, exact_max: int) -> None:
+def child(n: int, method: str, exact_max: int, nprobe: int | None) -> None:
     from facetrain import neighbours
     from facetrain.library.cluster import agglomerate, local_scales
     from facetrain.library.evaluate import scores
     from facetrain.linkage import dense_clusters
+
+    neighbours.NPROBE = nprobe or neighbours.NPROBE
 
     emb, label, photo = synthetic(n)
     t0 = time.perf_counter()
@@ -73,9 +75,10 @@ def child(n: int, method: str, exact_max: int) -> None:
                       "bcubed_f": f, "stacks": int(len(np.unique(pred)))}))  # fmt: skip
 
 
-def measure(n: int, method: str, exact_max: int) -> dict:
+def measure(n: int, method: str, exact_max: int, nprobe: int | None) -> dict:
     cmd = [sys.executable, __file__, "--child", method, "--faces", str(n),
            "--exact-max", str(exact_max)]  # fmt: skip
+    cmd += ["--nprobe", str(nprobe)] if nprobe else []
     r = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -86,6 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--faces", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     ap.add_argument("--exact-max", type=int, default=EXACT_MAX, help="largest exact group")
+    ap.add_argument("--nprobe", type=int, help="the index's lists searched per face [facetrain's]")
     ap.add_argument("--child", choices=["ours", "spacing", "spacing-exact", "dense"],
                     help=argparse.SUPPRESS)  # fmt: skip
     ap.add_argument("--methods", nargs="+", default=["dense", "ours", "spacing"],
@@ -95,14 +99,14 @@ def main() -> None:
                     "same, every pair compared)")  # fmt: skip
     args = ap.parse_args()
     if args.child:
-        return child(args.faces[0], args.child, args.exact_max)
+        return child(args.faces[0], args.child, args.exact_max, args.nprobe)
     cores = len(os.sched_getaffinity(0))
     print(f"{platform.machine()}, {cores} cores; exact groups up to {args.exact_max} faces")
     print("| faces | method | seconds | peak MB | BCubed F | stacks |\n|---|---|---|---|---|---|")
     last = ""
     for n in args.faces:
         for method in [m for m in args.methods if m != "dense" or n <= EXACT_LIMIT]:
-            r = measure(n, method, args.exact_max)
+            r = measure(n, method, args.exact_max, args.nprobe)
             print(f"| {r['faces']:,} | {method} | {r['seconds']:.1f} | {r['peak_mb']:.0f} | "
                   f"{r['bcubed_f']:.4f} | {r['stacks']:,} |", flush=True)  # fmt: skip
             last = (

@@ -529,7 +529,7 @@ def test_the_neighbour_index_finds_what_comparing_every_pair_finds(distance, thr
     forced on 6,000 faces of 300 people in families of five lookalikes (neighbourhoods
     that straddle the index's lists), it finds ≥ 99.9% of the near pairs — none that are
     not — and the spacing and stacks that comparing every pair gives. (Searching one list
-    per face instead of 16 loses 1–15% of the pairs and fails here.) One index of a library
+    per face instead of `NPROBE` loses 1–15% of the pairs and fails here.) One index of a library
     kept for many photos' searches finds what each photo's own index found."""
     from facetrain import neighbours
     from facetrain.library.cluster import local_scales, near_pairs
