@@ -93,9 +93,9 @@ def test_indexed_distances_equal_pair_distances_across_blocks(monkeypatch):
         assert np.allclose(got, distances.pair_distances(emb[rows], emb[cols], d))
 
 
-def test_a_long_linkage_says_how_many_faces_are_in_their_final_stack(monkeypatch):
-    """A group of tens of thousands of faces takes a minute: the faces whose stack is final
-    are counted as merges go, never down, every face by the end."""
+def test_a_long_linkage_says_how_far_it_is(monkeypatch):
+    """A group of tens of thousands of faces takes a minute: merges made and stacks final
+    are counted as merges go, never down, as many as the faces by the end."""
     from facetrain import linkage
 
     rng = np.random.default_rng(3)

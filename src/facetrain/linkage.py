@@ -59,8 +59,9 @@ def linked_clusters(emb, photo, rows, cols, threshold: float, distance: str, sca
                     tau: float = TAU, person=None, said=None) -> np.ndarray:  # fmt: skip
     """`dense_clusters`' labels from the pairs (rows, cols) that may be under their limit
     (any superset of those that are: the rest are dropped here), without the matrix.
-    `said(faces)`: how many faces are in their final stack so far (a group of 48,520
-    real faces takes a minute)."""
+    `said(done)`: how far it is, out of the faces (a group of 48,520 real faces takes a
+    minute): merges made and stacks final, which add up to the faces at the end and grow
+    with the merges, as the time does."""
     d = _pair_units(emb, photo, rows, cols, threshold, distance, scale, tau, person)
     near = (d < 1.0) & (rows < cols)
     forest = _Forest.of(len(emb), rows[near].tolist(), cols[near].tolist(), d[near].tolist())
@@ -82,9 +83,9 @@ def linked_clusters(emb, photo, rows, cols, threshold: float, distance: str, sca
                 heapq.heappush(heap, entry)
             merges += 1
             if said is not None and merges % SAID_EVERY == 0:
-                said(forest.settled)
+                said(merges + forest.final)
     if said is not None:
-        said(forest.settled)  # every face by now
+        said(merges + forest.final)  # every face by now: n = merges + stacks
     return forest.labels()
 
 
@@ -99,7 +100,7 @@ class _Forest:
     members: list
     sums: list[dict[int, float]]
     alive: list[bool]
-    settled: int  # faces in a cluster with no live pair: final
+    final: int  # clusters with no live pair: stacks now
 
     @classmethod
     def of(cls, n: int, rows: list, cols: list, d: list) -> _Forest:
@@ -126,9 +127,9 @@ class _Forest:
                 self.sums[c][x] = self.sums[x][c] = s
                 out.append((m, c, x))
             elif not self.sums[x]:
-                self.settled += len(self.members[x])
+                self.final += 1
         if not out:
-            self.settled += size
+            self.final += 1
         return out
 
     def labels(self) -> np.ndarray:
