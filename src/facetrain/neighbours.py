@@ -7,7 +7,9 @@ IVF-Flat: 4·√N lists, `NPROBE` of them searched per face) proposes the candid
 search of a few faces still compares them with every face (`by_index`). The index only
 says where to look: every distance the library decides on is computed by `distances`.
 On 100,000 synthetic faces (`bench/library_scale.py`) the index gives the same stacks as
-comparing every pair, 11.7x faster; 1,000,000 faces cluster in about 6 minutes.
+comparing every pair, 11.7x faster; 1,000,000 faces cluster in about 12 minutes. On
+48,553 real faces it gives the stacks of comparing every pair within 0.0012 BCubed F on every
+population (`bench/index_populations.py`).
 """
 
 from __future__ import annotations
