@@ -126,7 +126,7 @@ def main() -> None:
                 t.embeddings, photo, thr, dist
             )[0],
             "facetrain, dense (before 2026-11-26)": dense_clusters(t.embeddings, photo, thr, dist),
-            "facetrain, graph fallback forced": agglomerate(
+            "facetrain, over near pairs forced": agglomerate(
                 t.embeddings, photo, thr, dist, exact_max=1
             )[0],
             "Chinese Whispers (dlib)": chinese_whispers(t.embeddings, thr, dist),

@@ -160,7 +160,7 @@ def _group_clusters(emb, photo, threshold: float, distance: str, pairs, scale, t
                     person, said) -> np.ndarray:  # fmt: skip
     """The labels (0..k-1) of one connected group of the near-pairs graph: over its full
     matrix (`dense_clusters`), or, given the group's near `pairs`, over those
-    (`linked_clusters`: the same stacks; `said(faces)` how far it is)."""
+    (`linked_clusters`: the same stacks; `said(done)` how far it is)."""
     if len(emb) == 1:
         return np.zeros(1, np.int64)
 
