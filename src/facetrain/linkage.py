@@ -58,13 +58,19 @@ def dense_clusters(emb, photo, threshold: float, distance: str, scale=None,
 def linked_clusters(emb, photo, rows, cols, threshold: float, distance: str, scale=None,
                     tau: float = TAU, person=None, said=None) -> np.ndarray:  # fmt: skip
     """`dense_clusters`' labels from the pairs (rows, cols) that may be under their limit
-    (any superset of those that are: the rest are dropped here), without the matrix.
+    (any superset of those that are, either way round: the rest are dropped here), without
+    the matrix.
     `said(done)`: how far it is, out of the faces (a group of 48,520 real faces takes a
     minute): merges made and stacks final, which add up to the faces at the end and grow
     with the merges, as the time does."""
+    n = len(emb)
+    key = np.unique(np.minimum(rows, cols).astype(np.int64) * n + np.maximum(rows, cols))
+    rows, cols = key // n, key % n  # each pair once, whichever way it was given
+    keep = rows < cols  # no face with itself
+    rows, cols = rows[keep], cols[keep]
     d = _pair_units(emb, photo, rows, cols, threshold, distance, scale, tau, person)
-    near = (d < 1.0) & (rows < cols)
-    forest = _Forest.of(len(emb), rows[near].tolist(), cols[near].tolist(), d[near].tolist())
+    near = d < 1.0
+    forest = _Forest.of(n, rows[near].tolist(), cols[near].tolist(), d[near].tolist())
     heap = [(v, a, b) for a, near_a in enumerate(forest.sums) for b, v in near_a.items()
             if a < b]  # fmt: skip
     heapq.heapify(heap)
