@@ -59,10 +59,9 @@ def linked_clusters(emb, photo, rows, cols, threshold: float, distance: str, sca
                     tau: float = TAU, person=None, said=None) -> np.ndarray:  # fmt: skip
     """`dense_clusters`' labels from the pairs (rows, cols) that may be under their limit
     (any superset of those that are, either way round: the rest are dropped here), without
-    the matrix.
-    `said(done)`: how far it is, out of the faces (a group of 48,520 real faces takes a
-    minute): merges made and stacks final, which add up to the faces at the end and grow
-    with the merges, as the time does."""
+    the matrix. `said(done)`: how far it is, out of the faces (a group of 48,520 real faces
+    takes a minute): merges made and stacks final, which add up to the faces at the end
+    and grow with the merges, as the time does."""
     n = len(emb)
     key = np.unique(np.minimum(rows, cols).astype(np.int64) * n + np.maximum(rows, cols))
     rows, cols = key // n, key % n  # each pair once, whichever way it was given
@@ -70,9 +69,9 @@ def linked_clusters(emb, photo, rows, cols, threshold: float, distance: str, sca
     rows, cols = rows[keep], cols[keep]
     d = _pair_units(emb, photo, rows, cols, threshold, distance, scale, tau, person)
     near = d < 1.0
-    forest = _Forest.of(n, rows[near].tolist(), cols[near].tolist(), d[near].tolist())
-    heap = [(v, a, b) for a, near_a in enumerate(forest.sums) for b, v in near_a.items()
-            if a < b]  # fmt: skip
+    rows, cols, d = rows[near].tolist(), cols[near].tolist(), d[near].tolist()
+    forest = _Forest.of(n, rows, cols, d)
+    heap = list(zip(d, rows, cols))  # every pair of faces is a pair of clusters at first
     heapq.heapify(heap)
 
     def summed(a: int, others: list[int]) -> list[float]:
