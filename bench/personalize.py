@@ -71,7 +71,7 @@ def family_set(family: int, strangers: int, per_stranger: int = 5, seed: int = 0
     fm = open_model(MODEL)
     emb = embed_model(fm, Images([str(p) for p in paths], fm.pre.alignment))
     faces = Faces(emb.astype(np.float32), np.array(person), np.arange(len(paths)), np.array(truth))
-    report = measure(faces, fm.pre.distance)
+    report = measure(faces, fm.pre.distance, fm.pre.threshold)
     return report | {"named_faces": int((faces.person >= 0).sum()), "people": family,
                      "unnamed_faces": int((faces.person < 0).sum())}  # fmt: skip
 

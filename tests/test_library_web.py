@@ -341,7 +341,8 @@ def test_people_page_in_a_browser(people_library, tmp_path):
 
 
 def test_learn_from_my_names_in_a_browser(tmp_path):
-    """The page's "Learn from my names": the measured before/after panel appears, and
+    """The page's "Learn from my names": an adapter that measures no better is kept off
+    and offered ("Use it anyway"); once on, the measured before/after panel appears, and
     "Back to the plain model" takes it away (issue 20)."""
 
     chromium, sync_api = chromium_api()
@@ -361,7 +362,14 @@ def test_learn_from_my_names_in_a_browser(tmp_path):
                 "document.querySelector('#status').textContent.includes('learnt from')",
                 timeout=120_000,
             )
-            panel = page.locator("#personal")
+            panel = page.locator("#personal")  # no gain measured here: kept off, on offer
+            assert "kept off" in page.locator("#status").inner_text() and panel.is_hidden()
+            page.locator("#anyway").click()
+            page.wait_for_function(
+                "document.querySelector('#status').textContent.includes('switched on')",
+                timeout=120_000,
+            )
+            assert page.locator("#anyway").is_hidden()
             assert panel.is_visible() and "Personal model on" in panel.inner_text()
             assert "strangers given a name" in panel.inner_text()
             assert axe_violations(page) == []  # the panel's table reads for everyone

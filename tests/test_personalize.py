@@ -16,6 +16,8 @@ from conftest import SHARED
 from facetrain.cli import app
 from facetrain.distances import distance_matrix
 from facetrain.library import personalize as pz
+from facetrain.library import store
+from facetrain.library.library import Library
 from helpers import bbt_library, local_client, make_model, name_by_folder, population
 
 BBT = SHARED / "photos" / "bbt"
@@ -56,12 +58,12 @@ def test_the_adapter_separates_the_named_lookalikes_on_faces_it_did_not_see():
     person = np.full(len(faces.person), -1)
     person[train] = faces.person[train]
     learn = pz.Faces(faces.emb, person, faces.photo)
-    adapter, thr, thr_after = pz.learn(learn, "squared_l2")
-    assert thr == pz.fit_threshold(faces.emb[train], faces.person[train], "squared_l2")
+    adapter = pz.learn(learn, "squared_l2")
+    thr = pz.fit_threshold(faces.emb[train], faces.person[train], "squared_l2")
     after = adapter.apply(faces.emb)
     assert np.allclose(np.linalg.norm(after, axis=1), 1, atol=1e-5)  # unit in, unit out
     plain = pair_accuracy(faces.emb[test], faces.person[test], thr)
-    personal = pair_accuracy(after[test], faces.person[test], thr_after)
+    personal = pair_accuracy(after[test], faces.person[test], thr)
     assert personal > plain + 0.01, (plain, personal)
     strangers = np.flatnonzero(faces.person < 0)  # their distances are kept
     d0 = distance_matrix(faces.emb[strangers], faces.emb[strangers])
@@ -69,31 +71,6 @@ def test_the_adapter_separates_the_named_lookalikes_on_faces_it_did_not_see():
     assert np.abs(d1 - d0).mean() < 0.1 * thr
     back = pz.Adapter.from_bytes(adapter.to_bytes())
     assert np.array_equal(back.apply(faces.emb), after)
-
-
-def test_the_threshold_through_the_adapter_is_fitted_on_a_bounded_sample(monkeypatch):
-    """The set-aside faces against every other named face made one matrix of 3 GB at
-    50,000 named faces; past `ASIDE_PAIRS` pairs a random sample of the others is used,
-    and the threshold found on it is the full one's, near enough to keep its accuracy."""
-    faces = lookalikes()
-    shapes, real = [], pz.distance_matrix
-
-    def recorded(a, b, distance="squared_l2", **kw):
-        if isinstance(a, np.ndarray):  # not the adapter's steps (tensors)
-            shapes.append((len(a), len(b)))
-        return real(a, b, distance, **kw)
-
-    monkeypatch.setattr(pz, "distance_matrix", recorded)
-    full = pz.learn(faces, "squared_l2")[2]
-    [(aside, fit)] = shapes
-    monkeypatch.setattr(pz, "ASIDE_PAIRS", aside * fit // 2)
-    shapes.clear()
-    half = pz.learn(faces, "squared_l2")[2]
-    assert shapes == [(aside, fit // 2)]
-    named = faces.person >= 0
-    e, who = faces.emb[named], faces.person[named]
-    assert abs(pair_accuracy(e, who, half) - pair_accuracy(e, who, full)) < 0.02
-    assert abs(half - full) < 0.15 * full
 
 
 def test_same_photo_faces_are_pushed_apart():
@@ -134,10 +111,13 @@ def test_the_hold_out_keeps_strangers_and_held_back_faces_out_of_training():
     demoted = set(np.unique(faces.person[strangers][faces.person[strangers] >= 0]).tolist())
     assert demoted and not demoted & named_people and len(named_people) >= 2
     assert set(faces.person[held].tolist()) <= named_people  # held back: named people's faces
-    r = pz.measure(faces, "squared_l2")
+    named = faces.person >= 0
+    model_thr = pz.fit_threshold(faces.emb[named], faces.person[named], "squared_l2")
+    r = pz.measure(faces, "squared_l2", model_thr)
     for k in pz.KEYS[:3]:
         assert 0 <= r[f"{k}_before"] <= 1 and 0 <= r[f"{k}_after"] <= 1
-    assert r["identify_accuracy_after"] > r["identify_accuracy_before"], r
+    assert r["bcubed_f_after"] > r["bcubed_f_before"], r  # the stacks: through the adapter
+    assert r["identify_accuracy_after"] == r["identify_accuracy_before"], r  # names: plain
     assert isinstance(r["verdict"], str) and r["rounds"] == pz.ROUNDS
 
 
@@ -169,24 +149,32 @@ def test_library_personalize_measured_private_and_reversible(tmp_path):
     out = tmp_path / "p.json"
     res = runner.invoke(app, ["library", "personalize", "--db", str(db), "--json", str(out)])
     assert res.exit_code == 0, res.output
-    assert "measured 3 of 3 hold-out rounds" in res.output and "personal adapter on" in res.output
+    assert "measured 3 of 3 hold-out rounds" in res.output
     r = json.loads(out.read_text())
     for k in ("bcubed_f", "identify_accuracy", "stranger_false_name_rate"):
         assert 0 <= r[f"{k}_before"] <= 1 and 0 <= r[f"{k}_after"] <= 1, r
     assert r["named_faces"] >= 25 and r["people"] == 5 and r["stranger_faces"] > 0
+    # measured the library's way, this test model's adapter gains nothing here: kept off
+    assert r["personalized"] is r["helps"] is False, r
+    assert "personal adapter kept off" in res.output and "--anyway" in res.output
+    assert _adapters(db) == (1, 0)  # learnt and kept, not used
+    res = runner.invoke(app, ["library", "cluster", "--db", str(db)])
+    assert "personal adapter" not in res.output, res.output
+    res = runner.invoke(app, ["library", "personalize", "--db", str(db), "--anyway"])
+    assert res.exit_code == 0 and "personal adapter on" in res.output, res.output
     assert _confirmed(db) == names_before  # the owner's word untouched
     beside = {p.name for p in tmp_path.iterdir() if p.is_file()} - {"p.json"}
     assert beside <= {"lib.db", "lib.db.lock", "lib.db-wal", "lib.db-shm"}, beside  # no file
-    con = sqlite3.connect(db)  # the adapter lives in the library file, for this model
-    sql = "SELECT count(*), sum(active), max(model_hash) FROM adapters"
-    ((n, active, digest),) = con.execute(sql)
-    assert (n, active) == (1, 1)
-    assert digest == con.execute("SELECT value FROM meta WHERE key='model_hash'").fetchone()[0]
-    con.close()
+    assert _adapters(db) == (2, 1)  # in the library file, for this model
     res = runner.invoke(app, ["library", "cluster", "--db", str(db)])
-    assert "your personal adapter's" in res.output, res.output
+    assert "your faces seen through your personal adapter" in res.output, res.output
     res = runner.invoke(app, ["library", "identify", str(photos / "amy"), "--db", str(db)])
     assert res.exit_code == 0 and res.output.count("Amy") >= 4, res.output
+    with Library(db) as lib:  # names compare faces as the plain model sees them
+        assert lib.personal() is not None
+        plain, _ = store.read_faces(lib.con, "prototypes")
+        assert np.array_equal(lib.namer().protos[0], plain)
+        assert not np.array_equal(lib._adapter().apply(plain), plain)
     res = runner.invoke(app, ["library", "personalize", "--db", str(db), "--off"])
     assert res.exit_code == 0 and "back to the plain model" in res.output
     assert _confirmed(db) == names_before
@@ -195,11 +183,47 @@ def test_library_personalize_measured_private_and_reversible(tmp_path):
     assert "the model's calibrated threshold" in res.output, res.output
 
 
+def test_the_adapter_goes_on_only_where_it_helps():
+    """Better by a point on one figure and worse by half a point on none: anything else
+    leaves the library as it was (an adapter that named more of an East-Asian family named
+    more strangers too: docs/benchmarks.md)."""
+
+    def report(named=0.0, stacks=0.0, strangers=0.0, measured=True):
+        s0 = 0.05 if measured else None
+        return {"identify_accuracy_before": 0.80, "identify_accuracy_after": 0.80 + named,
+                "bcubed_f_before": 0.70, "bcubed_f_after": 0.70 + stacks,
+                "stranger_false_name_rate_before": s0,
+                "stranger_false_name_rate_after": s0 and s0 + strangers}  # fmt: skip
+
+    assert pz.helps(report(stacks=0.02))
+    assert pz.verdict(report(stacks=0.02)) == "better for the stacks; no worse for strangers"
+    assert pz.helps(report(named=0.01, strangers=-0.01))
+    assert pz.helps(report(stacks=0.02, measured=False))  # two people named: no strangers
+    assert not pz.helps(report())
+    assert pz.verdict(report(named=0.004)) == "no clear change on the held-back faces"
+    worse = report(named=0.2, strangers=0.006)
+    assert not pz.helps(worse)
+    assert pz.verdict(worse) == (
+        "mixed: better for naming your people; worse for strangers (named more often)"
+    )
+    assert not pz.helps(report(stacks=0.05, named=-0.006))
+    assert pz.verdict(report(stacks=-0.01)) == "worse for the stacks"
+
+
+def _adapters(db: Path) -> tuple[int, int]:
+    """(adapters kept, adapters on), each learnt for the library's model."""
+    con = sqlite3.connect(db)
+    sql = "SELECT count(*), sum(active), max(model_hash), min(model_hash) FROM adapters"
+    ((n, active, newest, oldest),) = con.execute(sql)
+    digest = con.execute("SELECT value FROM meta WHERE key='model_hash'").fetchone()[0]
+    con.close()
+    assert newest == oldest == digest
+    return n, active
+
+
 def test_a_killed_personalize_resumes_with_the_same_figures(tmp_path, monkeypatch):
     """Finished hold-out rounds are kept in the library: a job killed after its first round
     goes on from the second, and reports what an uninterrupted job reports."""
-    from facetrain.library.library import Library
-
     people = ("amy", "penny", "howard")
     db, photos = bbt_library(tmp_path, people)
     name_by_folder(db, photos, people)
@@ -245,8 +269,12 @@ def test_the_web_page_learns_shows_and_goes_back(tmp_path):
     r = client.post("/api/personalize")
     assert r.status_code == 400 and "named people" in r.json()["detail"]
     name_by_folder(db, photos, people)
-    r = client.post("/api/personalize")
+    r = client.post("/api/personalize")  # the button: on only where it helps
     assert r.status_code == 200 and r.json()["message"].startswith("learnt from ")
+    assert r.json()["message"].endswith("kept off: the library decides as before")
+    assert client.get("/api/personal").json() == {"personal": None}
+    r = client.post("/api/personalize?anyway=true")
+    assert r.status_code == 200 and r.json()["message"].endswith("switched on")
     shown = client.get("/api/personal").json()["personal"]
     assert shown["identify_accuracy_before"] is not None and shown["verdict"]
     assert client.post("/api/personalize/off").json()["message"] == "back to the plain model"

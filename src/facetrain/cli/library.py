@@ -660,10 +660,14 @@ def library_personalize(
     db: DbOpt,
     model: ModelOpt = None,
     off: Annotated[bool, typer.Option("--off", help="Back to the plain model.")] = False,
+    anyway: Annotated[
+        bool, typer.Option("--anyway", help="Switch the adapter on even where it measures worse.")
+    ] = False,
     json_out: JsonOut = None,
 ) -> None:
     """Learn from the faces you named: a private adapter on the library's model (kept in
-    the library), measured on faces held back from it first; unnamed faces re-clustered."""
+    the library), measured on faces held back from it first, and switched on (unnamed faces
+    re-clustered) only where it helps."""
     with _open(db, model) as lib:
         if off:
             r = lib.personalize_off()
@@ -682,7 +686,7 @@ def library_personalize(
                               f"ETA {took / k * (n - k) + took / k:.0f} s with the final fit",
                               highlight=False)  # fmt: skip
 
-            r = lib.personalize(on_progress=show)
+            r = lib.personalize(on_progress=show, anyway=anyway)
             _show_personal(r)
     write_json(json_out, r)
 
@@ -703,10 +707,16 @@ def _show_personal(r: dict) -> None:
         table.add_row(label, "n/a" if b is None else f"{b:.3f}", "n/a" if a is None else f"{a:.3f}")
     console.print(table)
     console.print(f"measured: {r['verdict']}", highlight=False)
-    console.print(
-        f"personal adapter on; {r['stacks']} stacks now at threshold "
-        f"{r['threshold_now']:.3f} (`library personalize --off` to go back)"
-    )
+    if r["personalized"]:
+        console.print(
+            f"personal adapter on; {r['stacks']} stacks now at threshold "
+            f"{r['threshold_now']:.3f} (`library personalize --off` to go back)"
+        )
+        return
+    why = "it would make something worse" if "worse" in r["verdict"] else "nothing to gain"
+    console.print(f"personal adapter kept off: {why} on your own faces; the library decides "
+                  "as before (`library personalize --anyway` to use it all the same)",
+                  style="yellow", highlight=False)  # fmt: skip
 
 
 def _check_port(host: str, port: int) -> None:

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
+from facetrain import neighbours
 from facetrain.library import store
 from facetrain.library.names import clean_name, name_problem
 from facetrain.library.rivals import FACES as RIVAL_FACES
+from facetrain.library.rivals import Rivals
 from facetrain.library.store import LibraryError, transaction
 from facetrain.library.turns import upright_area
 from facetrain.neighbours import pair_limits
-from facetrain.open_set import UNKNOWN, identify
+from facetrain.open_set import MARGIN, UNKNOWN, identify
 
 
 def people(con) -> list[dict]:
@@ -363,26 +366,71 @@ def undo(con, steps: int = 1) -> list[str]:
     return done
 
 
-def prototypes(emb: np.ndarray, rows, names: dict[int, str]):
-    """The named people's confirmed faces as `identify` takes them: (embeddings, person
-    ids, names)."""
-    return emb, rows.person, names
+def fitted_threshold(model_thr: float, distance: str, emb: np.ndarray,
+                     person: np.ndarray) -> tuple[float, str] | None:  # fmt: skip
+    """The threshold the owner's named people (confirmed faces `emb` of people `person`)
+    support — two people with two faces each: the best-accuracy threshold over their pairs
+    — used only when their pairs say the model's is too strict for this family: under 90%
+    of them right at the model's threshold (which was not fitted to them), more right at
+    the fitted one, and the fitted one larger; else None. A model calibrated far too strict
+    is corrected; a model that already tells the named people apart keeps its threshold
+    (fitted to two people, it merged two others); one too loose for some faces is
+    tightened by the library's spacing, near those faces only (a lower ceiling fitted to
+    two East-Asian people cut the LFW faces of a mixed library too: F 0.913 -> 0.711)."""
+    from facetrain.evaluate.verification import best_threshold, labelled_pairs
+
+    people = Counter(person.tolist())
+    if sum(n >= 2 for n in people.values()) < 2:
+        return None
+    d, same = labelled_pairs(emb, [str(p) for p in person.tolist()], distance)
+    thr = best_threshold(d, same, distance)
+    right, right_fitted = np.mean((d < model_thr) == same), np.mean((d < thr) == same)
+    if right >= 0.9 or right_fitted <= right or thr <= model_thr:
+        return None
+    return thr, (
+        f"fitted to your named people: {len(person)} confirmed faces of {len(people)} people "
+        f"(the model's own, {model_thr:.3f}, gets {right:.0%} of their pairs right; "
+        f"this one {right_fitted:.0%})"
+    )
+
+
+def namer_of(faces: tuple, protos: tuple, names: dict[int, str], threshold: float,
+             distance: str, why: str, margin: float = MARGIN,
+             spacing: bool = True) -> Namer:  # fmt: skip
+    """The library's namer (see `Library.namer`) over its faces as arrays: `faces` (the
+    embeddings new faces are compared among, each one's stack or -1, its photo), `protos`
+    (the named people's confirmed faces: embeddings, person ids, photos); `spacing`: each
+    pair's limit from the library's spacing, else the threshold alone."""
+    emb, stack, photo = faces
+    pemb, pid, pphoto = protos
+    rivals = Rivals.of(emb, stack, photo, set(names))
+    pscale = index = None
+    if spacing and len(pid):
+        # the prototypes' spacing among themselves and the library, the named faces
+        # thus counted twice: a tighter spacing than the library's own, and measured
+        # so — counted once, strangers named rose from 12.9% to 18.9% on
+        # east-asian-idols with two people named, and on four of the other six
+        # (bench/library_populations.py)
+        index = neighbours.index_of(emb, distance)  # one, built when due, for every search
+        pscale = neighbours.scales_among(pemb, pphoto, emb, photo, distance, index=index,
+                                         copies=neighbours.copy_radius(threshold))  # fmt: skip
+        why += "; tightened by your library's spacing around each face"
+    return Namer((pemb, pid, names), threshold, distance, margin, why, emb, photo, pscale,
+                 index, rivals)  # fmt: skip
 
 
 @dataclass
 class Namer:
     """What names the faces of new photos: the named people's confirmed faces (`protos`),
-    the threshold and why, the owner's adapter, and — for the spacing rule — the library's
-    faces and the prototypes' spacing among them (None: the threshold alone), with the
-    library's index (`neighbours.index_of`, built when due) that every photo's spacing
-    searches."""
+    the threshold and why, and — for the spacing rule — the library's faces and the
+    prototypes' spacing among them (None: the threshold alone), with the library's index
+    (`neighbours.index_of`, built when due) that every photo's spacing searches."""
 
     protos: tuple
     threshold: float
     distance: str
     margin: float
     why: str
-    adapter: object = None
     lib_emb: np.ndarray | None = None
     lib_photo: np.ndarray | None = None
     pscale: np.ndarray | None = None
@@ -418,7 +466,6 @@ class Namer:
         `photo`: the photo's id when the library holds it (its faces are not their own
         neighbours in the spacing), else a new photo. A face of a new photo keeps no
         name that an unnamed stack nearer to it disputes (`rivals`)."""
-        emb = emb if self.adapter is None else self.adapter.apply(emb)
         qscale = self._qscale(emb, photo)
         limits = None if qscale is None else pair_limits(qscale, self.pscale, self.threshold)
         rule = (self.threshold, self.distance, self.margin)

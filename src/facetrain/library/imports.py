@@ -226,7 +226,6 @@ def _unnamed_faces(lib, namer, photos: list) -> dict:
     if not rows:
         return {"rows": rows, "emb": np.zeros((0, 0), np.float32), "photo": photo, "scale": None}
     emb = np.stack([store.from_blob(f["embedding"]) for _, f in rows])
-    emb = emb if namer.adapter is None else namer.adapter.apply(emb)
     return {"rows": rows, "emb": emb, "photo": photo, "scale": namer.spacing(emb, photo)}
 
 

@@ -136,62 +136,37 @@ class Library:
         value, distance, _ = self.threshold_and_why(given)
         return value, distance
 
-    def threshold_and_why(self, given: float | None = None,
-                          named=None) -> tuple[float, str, str]:  # fmt: skip
-        """(threshold, distance, why): the one given; else the personal adapter's; else the
-        model's calibrated one — the ceiling of every pair's limit, which the library's
-        own spacing tightens where the model crowds people (library/cluster.py) — unless
-        the owner's named people show it wrong (`_fitted`). `named`: the named faces
-        (embeddings, rows) when the caller has read them already."""
+    def threshold_and_why(self, given: float | None = None, named=None,
+                          plain: bool = False) -> tuple[float, str, str]:  # fmt: skip
+        """(threshold, distance, why): the one given; else the model's calibrated one — the
+        ceiling of every pair's limit, which the library's own spacing tightens where the
+        model crowds people (library/cluster.py) — unless the owner's named people show it
+        wrong (`curate.fitted_threshold`), their faces seen through the owner's adapter
+        when one is on (`plain`: as the plain model sees them, for names). `named`: the
+        named faces (embeddings, rows) when the caller has read them already."""
         rec = store.model_record(self.con) or {}
-        distance, model_thr = rec.get("distance", "squared_l2"), rec.get("threshold")
+        distance = rec.get("distance", "squared_l2")
         if given is not None:
             if not math.isfinite(given) or given < 0:
                 raise LibraryError(f"--threshold {given}: a finite number ≥ 0")
             return given, distance, "given"
-        personal = self.personal()
-        if personal is not None:
-            return (
-                personal["threshold"],
-                distance,
-                "your personal adapter's (learnt from your named faces)",
-            )
+        model_thr = self.model_threshold()
+        emb, rows = named or self._faces("named", None if plain else False)
+        fitted = curate.fitted_threshold(model_thr, distance, emb, rows.person)
+        thr, why = fitted or (model_thr, "the model's calibrated threshold")
+        if not plain and self.personal() is not None:
+            why += ", your faces seen through your personal adapter"
+        return thr, distance, why
+
+    def model_threshold(self) -> float:
+        """The library model's calibrated threshold."""
+        rec = store.model_record(self.con)
         if not rec:
             raise LibraryError("the library holds no faces yet: scan photos into it first "
                                "(`facetrain library scan PHOTOS`)")  # fmt: skip
-        if model_thr is None:
+        if rec.get("threshold") is None:
             raise LibraryError("the library's model has no calibrated threshold; pass --threshold")
-        fitted = self._fitted(float(model_thr), distance, named or self._faces("named", None))
-        if fitted is not None:
-            return fitted[0], distance, fitted[1]
-        return float(model_thr), distance, "the model's calibrated threshold"
-
-    def _fitted(self, model_thr: float, distance: str, named) -> tuple[float, str] | None:
-        """The threshold the owner's named people support (two people with two confirmed
-        faces each: the best-accuracy threshold over their pairs), used only when their
-        pairs say the model's is too strict for this family: under 90% of them right at the
-        model's threshold (which was not fitted to them), more right at the fitted one, and
-        the fitted one larger. A model calibrated far too strict is corrected; a model that
-        already tells the named people apart keeps its threshold (fitted to two people, it
-        merged two others); one too loose for some faces is tightened by the library's
-        spacing, near those faces only (a lower ceiling fitted to two East-Asian people cut
-        the LFW faces of a mixed library too: F 0.913 -> 0.711)."""
-        from facetrain.evaluate.verification import best_threshold, labelled_pairs
-
-        emb, rows = named
-        people = Counter(rows.person.tolist())
-        if sum(n >= 2 for n in people.values()) < 2:
-            return None
-        d, same = labelled_pairs(emb, [str(p) for p in rows.person.tolist()], distance)
-        thr = best_threshold(d, same, distance)
-        right, right_fitted = np.mean((d < model_thr) == same), np.mean((d < thr) == same)
-        if right >= 0.9 or right_fitted <= right or thr <= model_thr:
-            return None
-        return thr, (
-            f"fitted to your named people: {len(rows)} confirmed faces of {len(people)} people "
-            f"(the model's own, {model_thr:.3f}, gets {right:.0%} of their pairs right; "
-            f"this one {right_fitted:.0%})"
-        )
+        return float(rec["threshold"])
 
     def is_empty(self) -> bool:
         """No photo recorded yet."""
@@ -701,34 +676,19 @@ class Library:
         a named person's name when it is nearer to that person's confirmed faces than each
         pair's limit — the model's threshold tightened by the library's spacing around
         both faces, as in clustering — no other person is within `margin`, and no stack
-        the owner has not named, kept apart from that person, is nearer (`rivals`)."""
-        from facetrain.library.rivals import Rivals
-        from facetrain.neighbours import index_of, scales_among
-
+        the owner has not named, kept apart from that person, is nearer (`rivals`).
+        Faces are compared as the plain model sees them, the owner's adapter or not: through
+        it, East-Asian strangers were given names more often (library/personalize.py)."""
         if not math.isfinite(margin) or margin < 0:
             raise LibraryError(f"--margin {margin}: a finite number ≥ 0")
-        adapter = self._adapter()  # read once for every photo
-        lib_emb, lib_rows = self._faces("compared", adapter)
+        lib_emb, lib_rows = self._faces("compared", None)
         named = lib_rows.confirmed
-        thr, distance, why = self.threshold_and_why(threshold, (lib_emb[named], lib_rows[named]))
-        pemb, prows = self._faces("prototypes", adapter)
-        lib_photo = lib_rows.photo
-        names = store.names(self.con)
-        protos = curate.prototypes(pemb, prows, names)
-        rivals = Rivals.of(lib_emb, lib_rows.person, lib_photo, set(names))
-        pscale = index = None
-        if threshold is None and len(prows):
-            # the prototypes' spacing among themselves and the library, the named faces
-            # thus counted twice: a tighter spacing than the library's own, and measured
-            # so — counted once, strangers named rose from 12.9% to 18.9% on
-            # east-asian-idols with two people named, and on four of the other six
-            # (bench/library_populations.py)
-            index = index_of(lib_emb, distance)  # one, built when due, for every search
-            pscale = scales_among(pemb, prows.photo, lib_emb, lib_photo, distance, index=index,
-                                  copies=neighbours.copy_radius(thr))  # fmt: skip
-            why += "; tightened by your library's spacing around each face"
-        return curate.Namer(protos, thr, distance, margin, why, adapter, lib_emb, lib_photo,
-                            pscale, index, rivals)  # fmt: skip
+        thr, distance, why = self.threshold_and_why(threshold, (lib_emb[named], lib_rows[named]),
+                                                    plain=True)  # fmt: skip
+        pemb, prows = self._faces("prototypes", None)
+        return curate.namer_of((lib_emb, lib_rows.person, lib_rows.photo),
+                               (pemb, prows.person, prows.photo), store.names(self.con), thr,
+                               distance, why, margin, spacing=threshold is None)  # fmt: skip
 
     def export(self, folder: str | os.PathLike, unnamed: bool = False) -> dict[str, int]:
         from facetrain.library.export import export_by_person
@@ -771,15 +731,18 @@ class Library:
         except ValueError as e:
             raise LibraryError(f"{e} (left out: {left})") from None
 
-    def personalize(self, on_progress=None) -> dict:
-        """Learn the owner's adapter from their named faces, measured first on faces held
-        back from it (library/personalize.py), switch it on and re-cluster the unnamed
-        faces through it. The report: before/after figures, threshold, re-clustering."""
+    def personalize(self, on_progress=None, anyway: bool = False) -> dict:
+        """Learn the owner's adapter from their named faces, measured first, the library's
+        way, on faces held back from it (library/personalize.py); switch it on and
+        re-cluster the unnamed faces through it when it helps (better on a figure, worse on
+        none) or the owner wants it `anyway`, else keep it off. The report: before/after
+        figures, whether it is on, the re-clustering."""
         from facetrain.library import personalize as pz
 
         faces = self._adapter_faces()
         pz.enough(faces.person)
         _, distance = self.threshold()
+        model_thr = self.model_threshold()
         key = pz.digest(faces)  # a killed job keeps its finished rounds (same faces only)
         partial = json.loads(store.get_meta(self.con, "personalize_partial") or "{}")
 
@@ -793,18 +756,19 @@ class Library:
         done = partial.get("runs") if partial.get("digest") == key else None
         if done and on_progress is not None:
             on_progress(len(done), pz.ROUNDS, resumed=True)
-        report = pz.measure(faces, distance, done=done, on_round=keep)
-        adapter, _, thr = pz.learn(faces, distance)
-        named = faces.person >= 0
-        digest = store.get_meta(self.con, "model_hash") or ""
+        report = pz.measure(faces, distance, model_thr, done=done, on_round=keep)
+        adapter, on = pz.learn(faces, distance), anyway or report["helps"]
         with store.transaction(self.con):
-            store.save_adapter(self.con, digest, adapter.to_bytes(),
-                               json.dumps(report | {"threshold": thr}))  # fmt: skip
+            store.save_adapter(self.con, store.get_meta(self.con, "model_hash") or "",
+                               adapter.to_bytes(), json.dumps(report), active=on)  # fmt: skip
             store.del_meta(self.con, "personalize_partial")
-        rep, thr_after, why = self.cluster()
-        return report | {"personalized": True, "named_faces": int(named.sum()),
-                         "people": int(len(np.unique(faces.person[named]))),
-                         "threshold_now": thr_after, "stacks": rep.stacks}  # fmt: skip
+        named = faces.person >= 0
+        out = report | {"personalized": on, "named_faces": int(named.sum()),
+                        "people": int(len(np.unique(faces.person[named])))}  # fmt: skip
+        if not on:
+            return out
+        rep, thr, _ = self.cluster()
+        return out | {"threshold_now": thr, "stacks": rep.stacks}
 
     def personalize_off(self) -> dict:
         """Back to the plain model: adapters switched off (kept), unnamed faces re-clustered."""

@@ -690,12 +690,13 @@ def active_adapter(con) -> sqlite3.Row | None:
     return row if row is not None and row["model_hash"] == get_meta(con, "model_hash") else None
 
 
-def save_adapter(con, model_hash: str, weights: bytes, report: str) -> None:
-    """A new adapter, switched on (the earlier ones are kept, switched off)."""
+def save_adapter(con, model_hash: str, weights: bytes, report: str, active: bool = True) -> None:
+    """A new adapter, switched on (the earlier ones are kept, switched off), or kept off."""
     con.execute(ADAPTERS)
-    con.execute("UPDATE adapters SET active = 0")
-    con.execute("INSERT INTO adapters(model_hash, weights, report) VALUES (?, ?, ?)",
-                (model_hash, weights, report))  # fmt: skip
+    if active:
+        con.execute("UPDATE adapters SET active = 0")
+    con.execute("INSERT INTO adapters(model_hash, weights, report, active) VALUES (?, ?, ?, ?)",
+                (model_hash, weights, report, int(active)))  # fmt: skip
 
 
 def adapters_off(con) -> int:

@@ -446,9 +446,10 @@ def _personal(app: FastAPI, act) -> None:
     """The owner's personal adapter: learn it from the named faces, or go back."""
 
     @app.post("/api/personalize")
-    def api_personalize() -> dict:
-        r = act("personalize")
-        return {"message": f"learnt from {r['named_faces']} named faces: {r['verdict']}"}
+    def api_personalize(anyway: bool = False) -> dict:
+        r = act("personalize", None, anyway)
+        on = "switched on" if r["personalized"] else "kept off: the library decides as before"
+        return {"message": f"learnt from {r['named_faces']} named faces: {r['verdict']}; {on}"}
 
     @app.post("/api/personalize/off")
     def api_personalize_off() -> dict:
