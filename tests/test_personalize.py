@@ -168,6 +168,7 @@ def test_library_personalize_measured_private_and_reversible(tmp_path):
     assert _adapters(db) == (2, 1)  # in the library file, for this model
     res = runner.invoke(app, ["library", "cluster", "--db", str(db)])
     assert "your faces seen through your personal adapter" in res.output, res.output
+    assert "earlier version" not in res.output
     res = runner.invoke(app, ["library", "identify", str(photos / "amy"), "--db", str(db)])
     assert res.exit_code == 0 and res.output.count("Amy") >= 4, res.output
     with Library(db) as lib:  # names compare faces as the plain model sees them
@@ -208,6 +209,27 @@ def test_the_adapter_goes_on_only_where_it_helps():
     )
     assert not pz.helps(report(stacks=0.05, named=-0.006))
     assert pz.verdict(report(stacks=-0.01)) == "worse for the stacks"
+
+
+def test_an_adapter_switched_on_by_an_earlier_version_says_so(tmp_path):
+    """Before 2026-12-06 every adapter was switched on unmeasured as it is used now: it is
+    kept on (the owner's library is not changed behind their back), and `cluster` says how
+    to check it."""
+    people = ("amy", "penny", "howard")
+    db, photos = bbt_library(tmp_path, people)
+    name_by_folder(db, photos, people)
+    with Library(db) as lib:
+        faces = lib._adapter_faces()
+        adapter = pz.learn(faces, "squared_l2")
+        old = {k: 0.5 for k in ("bcubed_f", "identify_accuracy", "stranger_false_name_rate")}
+        report = {f"{k}_{w}": v for k, v in old.items() for w in ("before", "after")}
+        digest, report = store.get_meta(lib.con, "model_hash"), report | {"threshold": 0.2}
+        with store.transaction(lib.con):  # the report an earlier version wrote: no "helps"
+            store.save_adapter(lib.con, digest, adapter.to_bytes(), json.dumps(report))
+    res = runner.invoke(app, ["library", "cluster", "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    assert "learnt by an earlier version: `library personalize` again checks it" in res.output
+    assert "threshold 0.190" in res.output  # the library's rule, not the old report's 0.2
 
 
 def _adapters(db: Path) -> tuple[int, int]:

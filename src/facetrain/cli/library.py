@@ -713,8 +713,8 @@ def _show_personal(r: dict) -> None:
             f"{r['threshold_now']:.3f} (`library personalize --off` to go back)"
         )
         return
-    why = "it would make something worse" if "worse" in r["verdict"] else "nothing to gain"
-    console.print(f"personal adapter kept off: {why} on your own faces; the library decides "
+    why = "measured worse" if "worse" in r["verdict"] else "measured no better"
+    console.print(f"personal adapter kept off ({why} on your own faces): the library decides "
                   "as before (`library personalize --anyway` to use it all the same)",
                   style="yellow", highlight=False)  # fmt: skip
 

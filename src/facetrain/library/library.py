@@ -154,8 +154,11 @@ class Library:
         emb, rows = named or self._faces("named", None if plain else False)
         fitted = curate.fitted_threshold(model_thr, distance, emb, rows.person)
         thr, why = fitted or (model_thr, "the model's calibrated threshold")
-        if not plain and self.personal() is not None:
+        personal = None if plain else self.personal()
+        if personal is not None:
             why += ", your faces seen through your personal adapter"
+            if "helps" not in personal:  # switched on before it was measured as it is used
+                why += " (learnt by an earlier version: `library personalize` again checks it)"
         return thr, distance, why
 
     def model_threshold(self) -> float:
