@@ -319,7 +319,7 @@ def test_the_stacks_figure_is_the_library_s_own_stacks():
     both = np.r_[held, strangers]
     labels = library_stacks(emb, train, T, "squared_l2")
     assert (labels[train.person >= 0] == train.person[train.person >= 0]).all()
-    fig = _figures(emb, faces, train, held, strangers, "squared_l2", T)
+    fig = _figures(emb, faces, train, held, strangers, "squared_l2", T, T)
     assert fig["bcubed_f"] == scores(labels[both].tolist(), who[both].tolist())["bcubed_f"]
     alone = agglomerate(emb[both], faces.photo[both], T, "squared_l2")[0]
     assert fig["bcubed_f"] > scores(alone.tolist(), who[both].tolist())["bcubed_f"] + 0.3

@@ -744,8 +744,8 @@ class Library:
 
         faces = self._adapter_faces()
         pz.enough(faces.person)
-        _, distance = self.threshold()
         model_thr = self.model_threshold()
+        _, distance = self.threshold(model_thr)  # the threshold given: no faces read for it
         key = pz.digest(faces)  # a killed job keeps its finished rounds (same faces only)
         partial = json.loads(store.get_meta(self.con, "personalize_partial") or "{}")
 

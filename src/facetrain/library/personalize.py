@@ -246,18 +246,17 @@ def holdout(faces: Faces, fraction: float, rng: np.random.Generator):
 
 
 def _figures(e: np.ndarray, faces: Faces, train: Faces, held: np.ndarray, strangers: np.ndarray,
-             distance: str, model_thr: float) -> dict:  # fmt: skip
+             distance: str, thr: float, plain: float) -> dict:  # fmt: skip
     """identify accuracy, stranger false-name rate and BCubed F with the faces' stacks made
     in one embedding space `e` (the plain or the adapted embeddings of `faces`), as the
-    library decides: its threshold there (`_threshold`), its stacks, and its namer, which
-    compares faces as the plain model sees them (`Library.namer`) among those stacks."""
+    library decides: its threshold there (`thr`, `_threshold` of `e`), its stacks, and its
+    namer, which compares faces as the plain model sees them (`Library.namer`, at `plain`,
+    `_threshold` of the plain embeddings) among those stacks."""
     from facetrain.library.evaluate import scores
 
-    thr = _threshold(e, train, distance, model_thr)
     labels = library_stacks(e, train, thr, distance)
     both = np.r_[held, strangers]  # scored where the truth is known to the measurement
     f = scores(labels[both].tolist(), faces.who()[both].tolist())["bcubed_f"]
-    plain = _threshold(faces.emb, train, distance, model_thr)
     return {"threshold": thr, "bcubed_f": f} | _names(faces.emb, faces, train, labels, held,
                                                       strangers, plain, distance)  # fmt: skip
 
@@ -343,9 +342,10 @@ def measure(faces: Faces, distance: str, model_thr: float, *, fraction: float = 
     for r in range(len(runs), rounds):
         train, held, strangers = holdout(faces, fraction, np.random.default_rng(seed + r))
         adapter = learn(train, distance, seed + r, steps, keep=keep, far=far)
-        before = _figures(faces.emb, faces, train, held, strangers, distance, model_thr)
-        after = _figures(adapter.apply(faces.emb), faces, train, held, strangers, distance,
-                         model_thr)  # fmt: skip
+        plain, adapted = _threshold(faces.emb, train, distance, model_thr), adapter.apply(faces.emb)
+        thr = _threshold(adapted, train, distance, model_thr)
+        before = _figures(faces.emb, faces, train, held, strangers, distance, plain, plain)
+        after = _figures(adapted, faces, train, held, strangers, distance, thr, plain)
         runs.append((before, after, len(held), len(strangers)))
         if on_round is not None:
             on_round(r + 1, rounds, runs)
