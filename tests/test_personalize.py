@@ -162,10 +162,11 @@ def test_library_personalize_measured_private_and_reversible(tmp_path):
     assert "personal adapter" not in res.output, res.output
     res = runner.invoke(app, ["library", "personalize", "--db", str(db), "--anyway"])
     assert res.exit_code == 0 and "personal adapter on" in res.output, res.output
+    assert "nothing learnt again" in res.output and "hold-out rounds," not in res.output
     assert _confirmed(db) == names_before  # the owner's word untouched
     beside = {p.name for p in tmp_path.iterdir() if p.is_file()} - {"p.json"}
     assert beside <= {"lib.db", "lib.db.lock", "lib.db-wal", "lib.db-shm"}, beside  # no file
-    assert _adapters(db) == (2, 1)  # in the library file, for this model
+    assert _adapters(db) == (1, 1)  # the one kept off, now on: in the library file
     res = runner.invoke(app, ["library", "cluster", "--db", str(db)])
     assert "your faces seen through your personal adapter" in res.output, res.output
     assert "earlier version" not in res.output
@@ -323,3 +324,30 @@ def test_the_stacks_figure_is_the_library_s_own_stacks():
     assert fig["bcubed_f"] == scores(labels[both].tolist(), who[both].tolist())["bcubed_f"]
     alone = agglomerate(emb[both], faces.photo[both], T, "squared_l2")[0]
     assert fig["bcubed_f"] > scores(alone.tolist(), who[both].tolist())["bcubed_f"] + 0.3
+
+
+def test_a_kept_off_adapter_is_switched_on_only_for_the_faces_it_was_measured_on(tmp_path):
+    """`--anyway` after a kept-off adapter switches that one on instead of learning it again
+    (seconds to minutes) — only while the library's faces and names are those it measured,
+    for the library's model, and it is the newest."""
+    con = store.connect(tmp_path / "lib.db", create=True)
+    try:
+        with store.transaction(con):
+            store.set_meta(con, "model_hash", "m1")
+            store.save_adapter(con, "m1", b"w", json.dumps({"digest": "faces-a"}), active=False)
+        row = store.kept_adapter(con, "faces-a")
+        assert row is not None and store.kept_adapter(con, "faces-b") is None
+        with store.transaction(con):
+            store.switch_on_adapter(con, row["id"])
+        assert store.active_adapter(con)["id"] == row["id"]
+        assert store.kept_adapter(con, "faces-a") is None  # on already
+        with store.transaction(con):
+            store.adapters_off(con)
+            store.save_adapter(con, "m1", b"w", json.dumps({"digest": "faces-b"}), active=False)
+        assert store.kept_adapter(con, "faces-a") is None  # not the newest
+        assert store.kept_adapter(con, "faces-b") is not None
+        with store.transaction(con):
+            store.set_meta(con, "model_hash", "m2")  # migrated since
+        assert store.kept_adapter(con, "faces-b") is None
+    finally:
+        con.close()

@@ -708,6 +708,9 @@ def _show_personal(r: dict) -> None:
     console.print(table)
     console.print(f"measured: {r['verdict']}", highlight=False)
     if r["personalized"]:
+        if r.get("kept_one_switched_on"):
+            console.print("the adapter kept off just now, switched on as it was measured "
+                          "(nothing learnt again)", highlight=False)  # fmt: skip
         console.print(
             f"personal adapter on; {r['stacks']} stacks now at threshold "
             f"{r['threshold_now']:.3f} (`library personalize --off` to go back)"

@@ -738,15 +738,38 @@ class Library:
         """Learn the owner's adapter from their named faces, measured first, the library's
         way, on faces held back from it (library/personalize.py); switch it on and
         re-cluster the unnamed faces through it when it helps (better on a figure, worse on
-        none) or the owner wants it `anyway`, else keep it off. The report: before/after
-        figures, whether it is on, the re-clustering."""
+        none) or the owner wants it `anyway`, else keep it off. `anyway` after a kept-off
+        adapter of the same faces switches that one on: nothing is learnt again. The
+        report: before/after figures, whether it is on, the re-clustering."""
         from facetrain.library import personalize as pz
 
         faces = self._adapter_faces()
         pz.enough(faces.person)
+        key = pz.digest(faces)
+        kept = store.kept_adapter(self.con, key) if anyway else None
+        if kept is not None:
+            with store.transaction(self.con):
+                store.switch_on_adapter(self.con, kept["id"])
+            report, on = json.loads(kept["report"]) | {"kept_one_switched_on": True}, True
+        else:
+            report = self._measured(faces, key, on_progress)
+            on = anyway or report["helps"]
+            self._keep_adapter(faces, report, on)
+        named = faces.person >= 0
+        out = report | {"personalized": on, "named_faces": int(named.sum()),
+                        "people": int(len(np.unique(faces.person[named])))}  # fmt: skip
+        if not on:
+            return out
+        rep, thr, _ = self.cluster()
+        return out | {"threshold_now": thr, "stacks": rep.stacks}
+
+    def _measured(self, faces, key: str, on_progress) -> dict:
+        """The adapter's hold-out report for these faces (`key`: their digest, kept in it); a
+        killed job keeps its finished rounds, for the same faces only."""
+        from facetrain.library import personalize as pz
+
         model_thr = self.model_threshold()
         _, distance = self.threshold(model_thr)  # the threshold given: no faces read for it
-        key = pz.digest(faces)  # a killed job keeps its finished rounds (same faces only)
         partial = json.loads(store.get_meta(self.con, "personalize_partial") or "{}")
 
         def keep(r: int, rounds: int, runs: list) -> None:
@@ -759,19 +782,18 @@ class Library:
         done = partial.get("runs") if partial.get("digest") == key else None
         if done and on_progress is not None:
             on_progress(len(done), pz.ROUNDS, resumed=True)
-        report = pz.measure(faces, distance, model_thr, done=done, on_round=keep)
-        adapter, on = pz.learn(faces, distance), anyway or report["helps"]
+        return pz.measure(faces, distance, model_thr, done=done, on_round=keep) | {"digest": key}
+
+    def _keep_adapter(self, faces, report: dict, on: bool) -> None:
+        """The adapter learnt from every named face, stored with its report, on or off."""
+        from facetrain.library import personalize as pz
+
+        _, distance = self.threshold(self.model_threshold())
+        adapter = pz.learn(faces, distance)
         with store.transaction(self.con):
             store.save_adapter(self.con, store.get_meta(self.con, "model_hash") or "",
                                adapter.to_bytes(), json.dumps(report), active=on)  # fmt: skip
             store.del_meta(self.con, "personalize_partial")
-        named = faces.person >= 0
-        out = report | {"personalized": on, "named_faces": int(named.sum()),
-                        "people": int(len(np.unique(faces.person[named])))}  # fmt: skip
-        if not on:
-            return out
-        rep, thr, _ = self.cluster()
-        return out | {"threshold_now": thr, "stacks": rep.stacks}
 
     def personalize_off(self) -> dict:
         """Back to the plain model: adapters switched off (kept), unnamed faces re-clustered."""

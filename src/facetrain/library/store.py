@@ -699,6 +699,21 @@ def save_adapter(con, model_hash: str, weights: bytes, report: str, active: bool
                 (model_hash, weights, report, int(active)))  # fmt: skip
 
 
+def kept_adapter(con, digest: str) -> sqlite3.Row | None:
+    """The newest adapter, if it is kept off and was measured on faces of this digest
+    (`personalize.digest`) for the library's model: switching it on needs no new work."""
+    con.execute(ADAPTERS)
+    row = con.execute("SELECT * FROM adapters ORDER BY id DESC").fetchone()
+    if row is None or row["active"] or row["model_hash"] != (get_meta(con, "model_hash") or ""):
+        return None
+    return row if json.loads(row["report"]).get("digest") == digest else None
+
+
+def switch_on_adapter(con, adapter_id: int) -> None:
+    """This adapter in use, every other switched off (kept)."""
+    con.execute("UPDATE adapters SET active = (id = ?)", (adapter_id,))
+
+
 def adapters_off(con) -> int:
     """Every adapter switched off (kept); how many were on."""
     con.execute(ADAPTERS)
