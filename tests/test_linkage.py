@@ -113,3 +113,29 @@ def test_a_long_linkage_says_how_far_it_is(monkeypatch):
     assert len(said) > 5 and said == sorted(said) and said[-1] == 480
     assert 0 < said[len(said) // 2] < 480
     assert same_partition(labels, dense_clusters(emb, photo, 0.8, "squared_l2"))
+
+
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("distance, threshold", [("squared_l2", 0.9), ("cosine", 0.6)])
+def test_near_pairs_are_those_under_their_limits(monkeypatch, exact, distance, threshold):
+    """The graph the stacks come from holds exactly the pairs of other faces nearer than
+    their pair's limit — the limits applied as the pairs are found, block by block, through
+    the full comparison or the index — with their distances."""
+    from facetrain import neighbours
+    from facetrain.distances import distance_matrix
+    from facetrain.neighbours import pair_limits
+
+    monkeypatch.setattr(neighbours, "EXACT_SEARCH", 10**6 if exact else 100)
+    monkeypatch.setattr(neighbours, "NPROBE", 10**3)  # every list: the index misses none
+    monkeypatch.setattr(neighbours, "QUERY_BLOCK", 97)  # several blocks
+    rng = np.random.default_rng(5)
+    emb = np.repeat(rng.normal(size=(40, 16)), 10, 0) + rng.normal(scale=0.5, size=(400, 16))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    scale = local_scales(emb, np.arange(400), distance)
+    d = distance_matrix(emb, emb, distance)
+    want = (d < pair_limits(scale, scale, threshold)) & ~np.eye(400, dtype=bool)
+    wide = (d < threshold) & ~np.eye(400, dtype=bool)
+    assert 400 < want.sum() < 0.8 * wide.sum()  # the limits cut pairs the threshold keeps
+    got = near_pairs(emb, threshold, distance, scale=scale)
+    assert np.array_equal(got.toarray() > 0, want)
+    assert np.allclose(got.toarray()[want], d[want], atol=1e-5)

@@ -69,10 +69,9 @@ def linked_clusters(emb, photo, rows, cols, threshold: float, distance: str, sca
     rows, cols = rows[keep], cols[keep]
     d = _pair_units(emb, photo, rows, cols, threshold, distance, scale, tau, person)
     near = d < 1.0
-    rows, cols, d = rows[near].tolist(), cols[near].tolist(), d[near].tolist()
+    rows, cols, d = rows[near], cols[near], d[near]
     forest = _Forest.of(n, rows, cols, d)
-    heap = list(zip(d, rows, cols))  # every pair of faces is a pair of clusters at first
-    heapq.heapify(heap)
+    queue = _Queue.of(d, rows, cols)  # every pair of faces is a pair of clusters at first
 
     def summed(a: int, others: list[int]) -> list[float]:
         """The sum of units over every pair of cluster a and each of the others."""
@@ -81,11 +80,11 @@ def linked_clusters(emb, photo, rows, cols, threshold: float, distance: str, sca
                            tau, person)  # fmt: skip
 
     merges = 0
-    while heap:
-        _, a, b = heapq.heappop(heap)  # the nearest two clusters (every mean under 1)
+    while queue:
+        a, b = queue.pop()  # the nearest two clusters (every mean under 1)
         if forest.alive[a] and forest.alive[b]:
             for entry in forest.merge(a, b, summed):
-                heapq.heappush(heap, entry)
+                queue.push(entry)
             merges += 1
             if said is not None and merges % SAID_EVERY == 0:
                 said(merges + forest.final)
@@ -95,6 +94,39 @@ def linked_clusters(emb, photo, rows, cols, threshold: float, distance: str, sca
 
 
 SAID_EVERY = 512  # merges between two reports of how far a linkage is
+
+
+@dataclass
+class _Queue:
+    """Pairs of clusters, nearest first, ties in order of their ids: the faces' own pairs
+    sorted once in arrays (no object each: most of a linkage's memory on real faces), the
+    pairs of merged clusters on a heap."""
+
+    d: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    next: int
+    heap: list
+
+    @classmethod
+    def of(cls, d: np.ndarray, a: np.ndarray, b: np.ndarray) -> _Queue:
+        order = np.lexsort((b, a, d))
+        return cls(d[order], a[order], b[order], 0, [])
+
+    def __bool__(self) -> bool:
+        return self.next < len(self.d) or bool(self.heap)
+
+    def push(self, entry: tuple[float, int, int]) -> None:
+        heapq.heappush(self.heap, entry)
+
+    def pop(self) -> tuple[int, int]:
+        i = self.next
+        if i < len(self.d):
+            first = (self.d[i].item(), self.a[i].item(), self.b[i].item())
+            if not self.heap or first < self.heap[0]:
+                self.next += 1
+                return first[1], first[2]
+        return heapq.heappop(self.heap)[1:]
 
 
 @dataclass
@@ -108,10 +140,13 @@ class _Forest:
     final: int  # clusters with no live pair: stacks now
 
     @classmethod
-    def of(cls, n: int, rows: list, cols: list, d: list) -> _Forest:
+    def of(cls, n: int, rows: np.ndarray, cols: np.ndarray, d: np.ndarray) -> _Forest:
         sums: list[dict[int, float]] = [{} for _ in range(n)]
-        for a, b, v in zip(rows, cols, d):
-            sums[a][b] = sums[b][a] = v
+        ids = list(range(n))  # one object per face, not one per pair
+        for s in range(0, len(d), 100_000):  # a block at a time: no list of every pair
+            part = slice(s, s + 100_000)
+            for a, b, v in zip(rows[part].tolist(), cols[part].tolist(), d[part].tolist()):
+                sums[a][ids[b]] = sums[b][ids[a]] = v
         alone = sum(not x for x in sums)
         return cls([np.array([i]) for i in range(n)], sums, [True] * n, alone)
 

@@ -47,7 +47,6 @@ from facetrain.neighbours import (
     K,
     block_rows,
     kth_other_photo,
-    pair_limit,
     pair_limits,
     pairs_within,
     say,
@@ -102,10 +101,7 @@ def near_pairs(emb: np.ndarray, threshold: float, distance: str,
     from scipy.sparse import coo_matrix
 
     n = len(emb)
-    r, c, d = pairs_within(emb, threshold, distance)
-    if scale is not None:
-        keep = d < pair_limit(scale[r], scale[c], threshold, tau)
-        r, c, d = r[keep], c[keep], d[keep]
+    r, c, d = pairs_within(emb, threshold, distance, scale, tau)
     return coo_matrix((d.astype(np.float64), (r, c)), shape=(n, n)).tocsr()
 
 

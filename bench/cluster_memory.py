@@ -1,0 +1,99 @@
+"""Peak memory and time of stacking a large real library with nothing named
+(`cluster.with_new_faces`: spacing, near pairs, average linkage), for the code of a
+baseline revision and the working tree, each in its own process on the same faces: every
+real face at hand (`bench/index_populations.py`'s library: LFW, mini-train, more-train, the
+East- and South-Asian sets, about 48,600 faces), or a random draw of them.
+
+    .venv/bin/python bench/cluster_memory.py [--baseline REV] [--faces N]
+
+The last line is the ratio of the peaks, baseline / now, the seconds of each, and whether
+the two stack every face alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from index_populations import EMBEDDINGS, library  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CHILD = """
+import json, resource, sys, time
+import numpy as np
+from facetrain.library.cluster import with_new_faces
+z = np.load(sys.argv[1])
+t0 = time.perf_counter()
+got = with_new_faces(z["emb"], z["photo"], np.full(len(z["emb"]), -1), float(sys.argv[2]),
+                     sys.argv[3])
+s = time.perf_counter() - t0
+np.save(sys.argv[4], np.unique(got, return_inverse=True)[1])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": s, "peak_mb": peak, "stacks": int(len(np.unique(got)))}))
+"""
+
+
+def tree_of(rev: str, into: Path) -> Path:
+    """The package sources of a revision, unpacked: its `src` folder."""
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], check=True,
+                         capture_output=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(into)], input=tar, check=True)
+    return into / "src"
+
+
+def run(src: Path, faces: Path, threshold: float, distance: str, labels: Path) -> dict:
+    """The child's figures with `src`'s package; {"error": …} when it fails (`exit -9`:
+    killed for its memory)."""
+    env = os.environ | {"PYTHONPATH": str(src)}
+    r = subprocess.run([sys.executable, "-c", CHILD, str(faces), str(threshold), distance,
+                        str(labels)], capture_output=True, text=True, env=env)  # fmt: skip
+    if r.returncode != 0:
+        return {"error": (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]}
+    return json.loads(r.stdout)
+
+
+def main(argv=None) -> int:
+    from facetrain.inference.compiled import open_for_use
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--baseline", default="f7b4277", help="revision measured against")
+    ap.add_argument("--faces", type=int, default=0, help="a random draw of this many")
+    ap.add_argument("--embeddings", type=Path, default=EMBEDDINGS)
+    args = ap.parse_args(argv)
+    pre = open_for_use("pretrained:dlib_resnet").pre
+    lib = library(args.embeddings)
+    emb, photo = lib["emb"], lib["photo"]
+    if args.faces:
+        keep = np.sort(np.random.default_rng(0).choice(len(emb), args.faces, replace=False))
+        emb, photo = emb[keep], photo[keep]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {len(emb)} real faces; "
+          f"threshold {pre.threshold:.3f} {pre.distance}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        np.savez(tmp / "faces.npz", emb=emb, photo=photo)
+        got = {}
+        for name, src in (("baseline", tree_of(args.baseline, tmp)), ("now", ROOT / "src")):
+            got[name] = run(src, tmp / "faces.npz", pre.threshold, pre.distance,
+                            tmp / f"{name}.npy")  # fmt: skip
+            print(f"{name:<9} {got[name]}")
+        if any("error" in g for g in got.values()):
+            return 1
+        same = np.array_equal(np.load(tmp / "baseline.npy"), np.load(tmp / "now.npy"))
+    b, n = got["baseline"], got["now"]
+    print(f"peak memory baseline/now {b['peak_mb'] / n['peak_mb']:.2f}x "
+          f"({b['peak_mb']:.0f} MB -> {n['peak_mb']:.0f} MB); seconds {b['seconds']:.1f} -> "
+          f"{n['seconds']:.1f}; the same stacks: {same}")  # fmt: skip
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
