@@ -1014,3 +1014,43 @@ def test_who_is_this_links_a_face_an_unnamed_stack_kept_unknown(people_library):
         page.wait_for_url(f"**/person/{penny}")
         page.locator(".face").first.wait_for()
         assert page.locator("#title").inner_text() == f"Unnamed #{penny}"
+
+
+def test_a_large_library_s_pages_ask_only_for_the_faces_in_view(tmp_path):
+    """A family library of hundreds of people, one of them on 600 photos: the people page
+    and a person's page ask for the faces near the screen, not one for every stack or face
+    (each cut from its photo the first time: a phone photo decoded for each), and the rest
+    as the owner scrolls to them."""
+    from facetrain.library import store
+    from helpers import embedded_library
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(1500, 8))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    db = tmp_path / "lib.db"
+    with embedded_library(db, emb, threshold=2.0) as lib, store.transaction(lib.con):
+        pids = [store.new_person(lib.con) for _ in range(301)]
+        store.assign(lib.con, [(pids[min(i // 3, 300)], i + 1) for i in range(1500)])
+    asked: list[str] = []
+
+    def scrolled_down(page, selector: str, count: int) -> tuple[int, int]:
+        """(faces asked for once the page settled, after scrolling to its end)."""
+        page.wait_for_selector(selector)
+        assert page.locator(selector).count() == count
+        page.wait_for_load_state("networkidle")
+        first = len(asked)
+        for _ in range(40):
+            page.mouse.wheel(0, 1500)
+            page.wait_for_timeout(50)
+        page.wait_for_load_state("networkidle")
+        return first, len(asked)
+
+    with page_on(db) as (page, url):
+        page.on("request", lambda r: "/face/" in r.url and asked.append(r.url))
+        page.goto(url + "/")
+        first, last = scrolled_down(page, ".card", 301)
+        assert 0 < first < 301 / 3 and last > 2 * first, (first, last)
+        asked.clear()
+        page.goto(f"{url}/person/{pids[300]}")
+        first, last = scrolled_down(page, ".face", 600)
+        assert 0 < first < 600 / 3 and last > 2 * first, (first, last)
