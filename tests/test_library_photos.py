@@ -410,3 +410,51 @@ def test_photos_together_make_an_album_of_links(dated_library, tmp_path):
                               "--link-to", str(mine)])  # fmt: skip
     assert res.exit_code != 0 and "not an album facetrain made" in res.output
     assert [p.name for p in mine.iterdir()] == ["IMG_1.jpg"]
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_a_thumbnail_is_cut_from_a_photo_decoded_no_larger_than_it_needs(tmp_path,
+                                                                         orientation):
+    """A face shown at 112 px is cut from its 12-megapixel JPEG decoded at 1/4 (its DCT's
+    own scaling), a photo shown at 480 px from 1/8 — the same place either way, turned
+    photos too; a PNG is decoded whole."""
+    import numpy as np
+
+    from facetrain.data.images import load_rgb, to_jpeg
+    from facetrain.library import store
+    from helpers import embedded_library
+
+    rng = np.random.default_rng(0)
+    upright = np.kron(rng.integers(0, 256, (75, 100, 3)), np.ones((40, 40, 1))).astype(np.uint8)
+    im = Image.fromarray(upright)  # 4000 x 3000, squares of 40 px: a misplaced cut shows
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored = im.transpose(Image.Transpose.ROTATE_90) if orientation == 6 else im
+    stored.save(tmp_path / "p.jpg", quality=95, exif=exif.tobytes())
+    im.save(tmp_path / "p.png")
+    assert np.abs(load_rgb(tmp_path / "p.jpg").astype(int) - upright).mean() < 3
+    with embedded_library(tmp_path / "lib.db", np.eye(2, 8, dtype=np.float32)) as lib:
+        with store.transaction(lib.con):
+            for pid, name in ((1, "p.jpg"), (2, "p.png")):
+                lib.con.execute("UPDATE photos SET path = ?, width = 4000, height = 3000 "
+                                "WHERE id = ?", (str(tmp_path / name), pid))  # fmt: skip
+                lib.con.execute("UPDATE faces SET x1 = 1234, y1 = 777, x2 = 1634, y2 = 1177 "
+                                "WHERE photo_id = ?", (pid,))  # fmt: skip
+        assert lib.photo(1, 112 / 600)[1] == 0.25 and lib.photo(2, 112 / 600)[1] == 1.0
+        assert lib.photo(1, 480 / 4000)[0].shape[:2] == (375, 500)
+        for face in (1, 2):
+            whole = _pixels(to_jpeg(lib.face_crop(face), 112))
+            small = _pixels(lib.face_thumbnail(face))
+            assert whole.shape == small.shape == (112, 112, 3)
+            # resampled otherwise: 9.8 here; a cut 4 px off in the photo is 18.7
+            assert np.abs(whole.astype(int) - small).mean() < 14, face
+        shown = _pixels(lib.photo_jpeg(1))
+        assert shown.shape == (360, 480, 3)
+        want = _pixels(to_jpeg(upright, 480))
+        assert np.abs(shown.astype(int) - want).mean() < 8
+
+
+def _pixels(jpeg: bytes):
+    import numpy as np
+
+    return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))

@@ -218,15 +218,17 @@ class Library:
                 "size": [row["width"], row["height"]], "faces": [_on_photo(f, people)
                                                                  for f in faces]}  # fmt: skip
 
-    def photo(self, photo_id: int) -> np.ndarray:
-        """A photo of the library, decoded (LibraryError when unknown or unreadable)."""
-        from facetrain.data.images import ImageError, load_rgb
+    def photo(self, photo_id: int, least: float = 1.0) -> tuple[np.ndarray, float]:
+        """A photo of the library, decoded (LibraryError when unknown or unreadable), at
+        `least` of its size or more where its file allows (`images.load_rgb_smaller`: for
+        a picture shown smaller), and the scale it was decoded at."""
+        from facetrain.data.images import ImageError, load_rgb_smaller
 
         path = store.photo_path(self.con, photo_id)
         if path is None:
             raise LibraryError(f"no photo {photo_id}")
         try:
-            return load_rgb(path)
+            return load_rgb_smaller(path, least)
         except (ImageError, OSError) as e:
             raise UnreadablePhoto(f"photo {photo_id} is unreadable now ({e})") from None
 
@@ -235,23 +237,26 @@ class Library:
         read now (missing, or its file damaged), its faces and names being still here."""
         from facetrain.data.images import text_tile, to_jpeg
 
+        row = store.photo(self.con, photo_id) if store.is_row_id(photo_id) else None
+        side = max(row["width"] or 0, row["height"] or 0) if row is not None else 0
         try:
-            return to_jpeg(self.photo(photo_id), size)
+            return to_jpeg(self.photo(photo_id, size / side if side else 1.0)[0], size)
         except UnreadablePhoto:
             return text_tile(size, UNREADABLE_TILE)
 
-    def face_crop(self, face_id: int, margin: float = 0.25) -> np.ndarray:
-        """A face with a margin around its box, cut from its photo."""
+    def face_crop(self, face_id: int, margin: float = 0.25, size: int = 0) -> np.ndarray:
+        """A face with a margin around its box, cut from its photo; `size`: to be shown
+        that large, the photo decoded no larger than it needs."""
         row = store.face_box(self.con, face_id)
         if row is None:
             raise LibraryError(f"no face {face_id}")
-        img = self.photo(row["photo_id"])
         x1, y1, x2, y2 = row["x1"], row["y1"], row["x2"], row["y2"]
         m = margin * max(x2 - x1, y2 - y1)
+        side = max(x2 - x1, y2 - y1) + 2 * m
+        img, k = self.photo(row["photo_id"], size / side if size and side > 0 else 1.0)
         h, w = img.shape[:2]
-        return img[
-            max(0, int(y1 - m)) : min(h, int(y2 + m)), max(0, int(x1 - m)) : min(w, int(x2 + m))
-        ]
+        return img[max(0, int(k * (y1 - m))) : min(h, int(k * (y2 + m))),
+                   max(0, int(k * (x1 - m))) : min(w, int(k * (x2 + m)))]  # fmt: skip
 
     def face_thumbnail(self, face_id: int, size: int = 112) -> bytes:
         """A face's JPEG thumbnail, cut from its photo once and kept in DB.thumbs/ (named by
@@ -268,7 +273,7 @@ class Library:
         if cached.is_file():
             return cached.read_bytes()
         try:
-            data = to_jpeg(self.face_crop(face_id), size)
+            data = to_jpeg(self.face_crop(face_id, size=size), size)
         except UnreadablePhoto:  # not kept: cut when the photo reads again
             return text_tile(size, UNREADABLE_TILE)
         with contextlib.suppress(OutputError, OSError):  # read-only, or full: served, not kept
