@@ -413,8 +413,7 @@ def test_photos_together_make_an_album_of_links(dated_library, tmp_path):
 
 
 @pytest.mark.parametrize("orientation", [1, 6])
-def test_a_thumbnail_is_cut_from_a_photo_decoded_no_larger_than_it_needs(tmp_path,
-                                                                         orientation):
+def test_a_thumbnail_is_cut_from_a_photo_decoded_no_larger_than_it_needs(tmp_path, orientation):
     """A face shown at 112 px is cut from its 12-megapixel JPEG decoded at 1/4 (its DCT's
     own scaling), a photo shown at 480 px from 1/8 — the same place either way, turned
     photos too; a PNG is decoded whole."""
