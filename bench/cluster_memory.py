@@ -4,7 +4,9 @@ baseline revision and the working tree, each in its own process on the same face
 real face at hand (`bench/index_populations.py`'s library: LFW, mini-train, more-train, the
 East- and South-Asian sets, about 48,600 faces), or a random draw of them.
 
-    .venv/bin/python bench/cluster_memory.py [--baseline REV] [--faces N]
+    .venv/bin/python bench/cluster_memory.py [--baseline REV] [--faces N] [--index]
+
+`--index`: the near pairs and the spacing through the faiss index, as past 50,000 faces.
 
 The last line is the ratio of the peaks, baseline / now, the seconds of each, and whether
 the two stack every face alike.
@@ -30,7 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, resource, sys, time
 import numpy as np
+from facetrain import neighbours
 from facetrain.library.cluster import with_new_faces
+if sys.argv[5] == "index":
+    neighbours.EXACT_SEARCH = 0
 z = np.load(sys.argv[1])
 t0 = time.perf_counter()
 got = with_new_faces(z["emb"], z["photo"], np.full(len(z["emb"]), -1), float(sys.argv[2]),
@@ -50,12 +55,14 @@ def tree_of(rev: str, into: Path) -> Path:
     return into / "src"
 
 
-def run(src: Path, faces: Path, threshold: float, distance: str, labels: Path) -> dict:
+def run(src: Path, faces: Path, threshold: float, distance: str, labels: Path,
+        index: bool) -> dict:  # fmt: skip
     """The child's figures with `src`'s package; {"error": …} when it fails (`exit -9`:
     killed for its memory)."""
     env = os.environ | {"PYTHONPATH": str(src)}
     r = subprocess.run([sys.executable, "-c", CHILD, str(faces), str(threshold), distance,
-                        str(labels)], capture_output=True, text=True, env=env)  # fmt: skip
+                        str(labels), "index" if index else "exact"], capture_output=True,
+                       text=True, env=env)  # fmt: skip
     if r.returncode != 0:
         return {"error": (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]}
     return json.loads(r.stdout)
@@ -68,6 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", default="f7b4277", help="revision measured against")
     ap.add_argument("--faces", type=int, default=0, help="a random draw of this many")
     ap.add_argument("--embeddings", type=Path, default=EMBEDDINGS)
+    ap.add_argument("--index", action="store_true", help="through the index")
     args = ap.parse_args(argv)
     pre = open_for_use("pretrained:dlib_resnet").pre
     lib = library(args.embeddings)
@@ -76,14 +84,15 @@ def main(argv=None) -> int:
         keep = np.sort(np.random.default_rng(0).choice(len(emb), args.faces, replace=False))
         emb, photo = emb[keep], photo[keep]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {len(emb)} real faces; "
-          f"threshold {pre.threshold:.3f} {pre.distance}")  # fmt: skip
+          f"threshold {pre.threshold:.3f} {pre.distance}; "
+          f"{'through the index' if args.index else 'every pair compared'}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "faces.npz", emb=emb, photo=photo)
         got = {}
         for name, src in (("baseline", tree_of(args.baseline, tmp)), ("now", ROOT / "src")):
             got[name] = run(src, tmp / "faces.npz", pre.threshold, pre.distance,
-                            tmp / f"{name}.npy")  # fmt: skip
+                            tmp / f"{name}.npy", args.index)  # fmt: skip
             print(f"{name:<9} {got[name]}")
         if any("error" in g for g in got.values()):
             return 1
