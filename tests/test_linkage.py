@@ -43,6 +43,34 @@ def test_linked_clusters_merge_as_the_full_matrix_does(seed, distance, threshold
             assert same_partition(dense, linked)
 
 
+def test_the_pairs_read_a_block_at_a_time_merge_as_all_at_once(monkeypatch):
+    """The faces' own pairs come out of their sorted arrays in blocks (`QUEUE_BLOCK`): blocks
+    of 7 pairs give the full matrix's partition too."""
+    from facetrain import linkage
+
+    monkeypatch.setattr(linkage, "QUEUE_BLOCK", 7)
+    rng = np.random.default_rng(3)
+    emb = np.repeat(rng.normal(size=(20, 16)), 6, 0) + rng.normal(scale=0.5, size=(120, 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    photo = np.arange(120)
+    scale = local_scales(emb, photo, "squared_l2")
+    dense = dense_clusters(emb, photo, 0.9, "squared_l2", scale)
+    near = near_pairs(emb, 0.9 * 1.0001, "squared_l2", scale=scale).tocoo()
+    assert near.nnz > 10 * 7 and 5 < len(np.unique(dense)) < 110
+    linked = linked_clusters(emb, photo, near.row, near.col, 0.9, "squared_l2", scale)
+    assert same_partition(dense, linked)
+    d = np.round(rng.random(40), 1)  # ties, broken by the ids as a heap of tuples does
+    a, b = rng.integers(0, 50, 40), rng.integers(0, 50, 40)
+    queue, pushed = linkage._Queue.of(d, a, b), [(0.35, 60, 1), (0.0, 61, 2), (0.9, 62, 3)]
+    for entry in pushed:
+        queue.push(entry)
+    every = sorted([*zip(d.tolist(), a.tolist(), b.tolist()), *pushed])
+    got = []
+    while queue:
+        got.append(queue.pop())
+    assert got == [(x, y) for _, x, y in every]
+
+
 def test_faces_no_pair_links_stay_apart():
     """Without a pair under its limit nothing merges; one photo's faces never do."""
     emb = np.eye(4, 8)

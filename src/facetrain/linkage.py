@@ -99,34 +99,48 @@ SAID_EVERY = 512  # merges between two reports of how far a linkage is
 @dataclass
 class _Queue:
     """Pairs of clusters, nearest first, ties in order of their ids: the faces' own pairs
-    sorted once in arrays (no object each: most of a linkage's memory on real faces), the
-    pairs of merged clusters on a heap."""
+    sorted once in arrays (no object each: most of a linkage's memory on real faces) and
+    read a block at a time, the pairs of merged clusters on a heap."""
 
     d: np.ndarray
     a: np.ndarray
     b: np.ndarray
-    next: int
+    start: int  # where the next block of the arrays begins
+    block: list  # the block being read, as (d, a, b) tuples
+    at: int  # the next of the block
     heap: list
 
     @classmethod
     def of(cls, d: np.ndarray, a: np.ndarray, b: np.ndarray) -> _Queue:
         order = np.lexsort((b, a, d))
-        return cls(d[order], a[order], b[order], 0, [])
+        return cls(d[order], a[order], b[order], 0, [], 0, [])
+
+    def _head(self) -> tuple[float, int, int] | None:
+        """The nearest of the faces' own pairs not yet taken, or None."""
+        if self.at == len(self.block):
+            if self.start >= len(self.d):
+                return None
+            part = slice(self.start, self.start + QUEUE_BLOCK)
+            self.block = list(zip(self.d[part].tolist(), self.a[part].tolist(),
+                                  self.b[part].tolist()))  # fmt: skip
+            self.start, self.at = self.start + QUEUE_BLOCK, 0
+        return self.block[self.at]
 
     def __bool__(self) -> bool:
-        return self.next < len(self.d) or bool(self.heap)
+        return self._head() is not None or bool(self.heap)
 
     def push(self, entry: tuple[float, int, int]) -> None:
         heapq.heappush(self.heap, entry)
 
     def pop(self) -> tuple[int, int]:
-        i = self.next
-        if i < len(self.d):
-            first = (self.d[i].item(), self.a[i].item(), self.b[i].item())
-            if not self.heap or first < self.heap[0]:
-                self.next += 1
-                return first[1], first[2]
+        head = self._head()
+        if head is not None and (not self.heap or head < self.heap[0]):
+            self.at += 1
+            return head[1], head[2]
         return heapq.heappop(self.heap)[1:]
+
+
+QUEUE_BLOCK = 65_536  # the faces' own pairs made Python objects at a time
 
 
 @dataclass
