@@ -296,8 +296,9 @@ def test_the_web_page_learns_shows_and_goes_back(tmp_path):
     assert r.status_code == 200 and r.json()["message"].startswith("learnt from ")
     assert r.json()["message"].endswith("kept off: the library decides as before")
     assert client.get("/api/personal").json() == {"personal": None}
-    r = client.post("/api/personalize?anyway=true")
-    assert r.status_code == 200 and r.json()["message"].endswith("switched on")
+    r = client.post("/api/personalize?anyway=true")  # the one just kept off
+    assert r.status_code == 200, r.text
+    assert r.json()["message"].endswith("switched on, as measured just now (nothing learnt again)")
     shown = client.get("/api/personal").json()["personal"]
     assert shown["identify_accuracy_before"] is not None and shown["verdict"]
     assert client.post("/api/personalize/off").json()["message"] == "back to the plain model"

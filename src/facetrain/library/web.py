@@ -449,6 +449,8 @@ def _personal(app: FastAPI, act) -> None:
     def api_personalize(anyway: bool = False) -> dict:
         r = act("personalize", None, anyway)
         on = "switched on" if r["personalized"] else "kept off: the library decides as before"
+        if r.get("kept_one_switched_on"):
+            on += ", as measured just now (nothing learnt again)"
         return {"message": f"learnt from {r['named_faces']} named faces: {r['verdict']}; {on}"}
 
     @app.post("/api/personalize/off")
