@@ -49,7 +49,7 @@ def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def child(n: int, method: str, exact_max: int, nprobe: int | None) -> None:
     from facetrain import neighbours
-    from facetrain.library.cluster import agglomerate, local_scales
+    from facetrain.library.cluster import agglomerate
     from facetrain.library.evaluate import scores
     from facetrain.linkage import dense_clusters
 
@@ -63,9 +63,8 @@ def child(n: int, method: str, exact_max: int, nprobe: int | None) -> None:
         if method == "spacing-exact":  # every pair compared, however many faces
             neighbours.EXACT_SEARCH = len(emb)
         with neighbours.keep(once=True):  # as Library.cluster: one index for spacing and pairs
-            scale = local_scales(emb, photo, "squared_l2")
             pred, _ = agglomerate(emb, photo, 1.0, "squared_l2", exact_max=exact_max,
-                                  scale=scale)  # fmt: skip
+                                  spacing=True)  # fmt: skip
     else:
         pred, _ = agglomerate(emb, photo, 1.0, "squared_l2", exact_max=exact_max)
     seconds = time.perf_counter() - t0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facetrain.library.cluster import FaceSet, People, agglomerate, recluster, with_spacing
+from facetrain.library.cluster import FaceSet, People, agglomerate, recluster
 from facetrain.library.evaluate import scores
 from helpers import embedded_library, population
 
@@ -21,9 +21,7 @@ def stacks(emb: np.ndarray, scaled: bool) -> np.ndarray:
     n = len(emb)
     faces = FaceSet(np.arange(n), emb, np.arange(n))
     nobody = People(np.zeros((0, emb.shape[1]), np.float32), np.zeros(0, int), np.zeros(0, int))
-    if scaled:
-        faces, nobody = with_spacing(faces, nobody, "squared_l2")
-    plan = recluster(faces, nobody, set(), T, "squared_l2")
+    plan = recluster(faces, nobody, set(), T, "squared_l2", spacing=scaled)
     labels = np.empty(n, np.int64)
     for k, ids in enumerate(plan.new_stacks):
         labels[ids] = k

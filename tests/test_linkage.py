@@ -167,3 +167,29 @@ def test_near_pairs_are_those_under_their_limits(monkeypatch, exact, distance, t
     got = near_pairs(emb, threshold, distance, scale=scale)
     assert np.array_equal(got.toarray() > 0, want)
     assert np.allclose(got.toarray()[want], d[want], atol=1e-5)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("distance, threshold", [("squared_l2", 0.9), ("cosine", 0.6)])
+def test_spacing_and_near_pairs_in_one_pass_are_those_of_two(monkeypatch, exact, distance,
+                                                             threshold):  # fmt: skip
+    """The library's stacks find each face's spacing and the pairs under their limits in
+    one pass over the distances, blocks of faces at a time (through the index past
+    `EXACT_SEARCH`): the same spacing to the bit, with several faces to a photo and one
+    picture twice, and the same graph as the two passes give."""
+    from facetrain import neighbours
+    from facetrain.library.cluster import spaced_pairs
+
+    monkeypatch.setattr(neighbours, "EXACT_SEARCH", 10**6 if exact else 100)
+    monkeypatch.setattr(neighbours, "NPROBE", 10**3)
+    monkeypatch.setattr(neighbours, "block_rows", lambda n: 37)  # several blocks
+    rng = np.random.default_rng(6)
+    emb = np.repeat(rng.normal(size=(40, 16)), 10, 0) + rng.normal(scale=0.5, size=(400, 16))
+    emb[7] = emb[3]  # one picture twice
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    photo = np.arange(400) // 3  # three faces a photo
+    scale, graph = spaced_pairs(emb, photo, threshold, distance)
+    assert np.array_equal(scale, local_scales(emb, photo, distance))
+    two = near_pairs(emb, threshold, distance, scale=scale)
+    assert two.nnz > 400 and np.array_equal(graph.toarray() > 0, two.toarray() > 0)
+    assert np.allclose(graph.toarray(), two.toarray(), atol=1e-5)

@@ -50,6 +50,7 @@ from facetrain.neighbours import (
     pair_limits,
     pairs_within,
     say,
+    spacing_and_pairs,
 )
 
 # The largest group of faces clustered over its full distance matrix (`dense_clusters`, ~25
@@ -66,15 +67,6 @@ def local_scales(emb: np.ndarray, photo: np.ndarray, distance: str, k: int = K,
     Copies of one picture count here (unlike in naming, `neighbours.copy_radius`): without
     them, friends' stacks fell from F 0.745 to 0.695 (bench/copies.py)."""
     return kth_other_photo(emb, photo, distance, k, rows=rows)
-
-
-def with_spacing(faces: FaceSet, known: People, distance: str):
-    """The faces and the known people's faces with their spacing among all of them
-    (`local_scales`)."""
-    emb = concat_rows(faces.emb, known.emb)
-    photo = np.concatenate([faces.photo, known.photo])
-    s = local_scales(emb, photo, distance)
-    return replace(faces, scale=s[: len(faces.emb)]), replace(known, scale=s[len(faces.emb) :])
 
 
 @dataclass
@@ -98,10 +90,22 @@ def near_pairs(emb: np.ndarray, threshold: float, distance: str,
     """The sparse graph of face pairs nearer than `threshold` (with `scale`: than their
     pair's limit; both directions, no self pairs): memory linear in the number of faces
     and their near pairs."""
+    return _graph(len(emb), *pairs_within(emb, threshold, distance, scale, tau))
+
+
+def spaced_pairs(emb: np.ndarray, photo: np.ndarray, threshold: float, distance: str,
+                 tau: float = TAU):  # fmt: skip
+    """The faces' spacing among themselves (`local_scales`) and `near_pairs` under the
+    limits it gives, found in one pass over the distances (`neighbours.spacing_and_pairs`):
+    (spacing, graph)."""
+    scale, *pairs = spacing_and_pairs(emb, photo, distance, K, threshold, tau)
+    return scale, _graph(len(emb), *pairs)
+
+
+def _graph(n: int, r: np.ndarray, c: np.ndarray, d: np.ndarray):
+    """The pairs (rows, columns, distances) as a sparse n x n graph."""
     from scipy.sparse import coo_matrix
 
-    n = len(emb)
-    r, c, d = pairs_within(emb, threshold, distance, scale, tau)
     return coo_matrix((d.astype(np.float64), (r, c)), shape=(n, n)).tocsr()
 
 
@@ -114,11 +118,13 @@ def agglomerate(
     scale: np.ndarray | None = None,
     tau: float = TAU,
     person: np.ndarray | None = None,
+    spacing: bool = False,
 ) -> tuple[np.ndarray, int]:
     """Cluster labels (0..k-1) by average linkage at `threshold` (with `scale`, each pair
-    at its own limit, `pair_limits`), and how many faces were moved out to honour
-    cannot-link (two faces of one photo; with `person`, two faces the owner gave to two
-    people, -1 for none).
+    at its own limit, `pair_limits`; with `spacing`, the scale is these faces' spacing
+    among themselves, `local_scales`, found with the near pairs), and how many faces were
+    moved out to honour cannot-link (two faces of one photo; with `person`, two faces the
+    owner gave to two people, -1 for none).
 
     Average linkage only merges groups with a pair nearer than the threshold, so its
     clusters never cross the connected groups of the near-pairs graph: each group is
@@ -132,8 +138,11 @@ def agglomerate(
         return np.zeros(n, np.int64), 0
     # a hair wider than the threshold: float32 rounding must not cut a pair the exact
     # (float64) method would count; a wider graph only joins groups, never changes a result
-    graph = near_pairs(emb, threshold * (1 + 1e-4) + 1e-6, distance, scale=scale,
-                       tau=tau * (1 + 1e-4))  # fmt: skip
+    wide, wide_tau = threshold * (1 + 1e-4) + 1e-6, tau * (1 + 1e-4)
+    if spacing:
+        scale, graph = spaced_pairs(emb, photo, wide, distance, wide_tau)
+    else:
+        graph = near_pairs(emb, wide, distance, scale=scale, tau=wide_tau)
     _, group = connected_components(graph, directed=False)
     labels, next_label, done = np.empty(n, np.int64), 0, 0
     say("groups", 0, n)
@@ -241,10 +250,12 @@ def _give(out: Placement, ids: list[int], best: int | None, rejected: set) -> No
 
 
 def recluster(free: FaceSet, named: People, rejected: set, threshold: float,
-              distance: str = "squared_l2",
-              was: dict[int, int] | None = None) -> Placement:  # fmt: skip
+              distance: str = "squared_l2", was: dict[int, int] | None = None,
+              spacing: bool = False) -> Placement:  # fmt: skip
     """Every face the owner has not confirmed, clustered together with the confirmed ones
-    (faces of two named people never in one cluster); a cluster holding confirmed faces
+    (faces of two named people never in one cluster; with `spacing`, each pair at the
+    limit of their spacing among all of them, else at theirs given in `scale`, else at
+    the threshold); a cluster holding confirmed faces
     goes to the person most of them are (never a face rejected for that person), the
     others go back to the unnamed stacks they were in (`was`: face → stack, those that
     may be given back; `back_to_stacks`), or become new stacks. The owner's names pin
@@ -257,7 +268,8 @@ def recluster(free: FaceSet, named: People, rejected: set, threshold: float,
     photo = np.concatenate([free.photo, named.photo])
     scale = None if free.scale is None else np.concatenate([free.scale, named.scale])
     person = np.concatenate([np.full(n, -1), named.person])
-    labels, moved = agglomerate(emb, photo, threshold, distance, scale=scale, person=person)
+    labels, moved = agglomerate(emb, photo, threshold, distance, scale=scale, person=person,
+                                spacing=spacing)  # fmt: skip
     out, unpinned = Placement([], [], moved=moved), []
     for idx in by_label(labels):
         mine, pinned = idx[idx < n], person[idx[idx >= n]]
@@ -334,8 +346,7 @@ def with_new_faces(emb: np.ndarray, photo: np.ndarray, stack: np.ndarray, thresh
     for (bench/find_precision.py)."""
     n, new = len(emb), stack < 0
     if new.all():
-        scale = local_scales(emb, photo, distance)
-        return agglomerate(emb, photo, threshold, distance, scale=scale)[0]
+        return agglomerate(emb, photo, threshold, distance, spacing=True)[0]
     if not new.any():
         return np.unique(stack, return_inverse=True)[1]
     plan = restack_near(FaceSet(np.arange(n), emb, photo), stack, np.zeros(n, bool), set(),

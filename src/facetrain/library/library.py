@@ -578,7 +578,6 @@ class Library:
             FaceSet,
             People,
             recluster,
-            with_spacing,
         )
 
         adapter = self._adapter()  # read once for both sets
@@ -593,10 +592,11 @@ class Library:
             neighbours.keep(once=True),  # past 50,000 faces: one index for spacing and pairs
             self._bars(progress, len(free.ids) + len(named.person)),
         ):
-            if threshold is None:  # a threshold the owner gives is used as it is, everywhere
-                free, named = with_spacing(free, named, distance)
+            spacing = threshold is None  # a threshold the owner gives is used as it is
+            if spacing:
                 why += f"; each pair's limit from your library's own spacing (≤ {thr:.3f})"
-            plan = recluster(free, named, store.rejections(self.con), thr, distance, was)
+            plan = recluster(free, named, store.rejections(self.con), thr, distance, was,
+                             spacing)  # fmt: skip
         with store.transaction(self.con):
             store.unassign_guesses(self.con)
             self._write(plan)

@@ -298,14 +298,13 @@ def library_stacks(e: np.ndarray, train: Faces, thr: float, distance: str) -> np
     (the library's spacing, the named faces pinned to their people): the stacks the owner
     would see, not a re-clustering of the measured faces alone (which called a stack that
     mixed two people 100% right)."""
-    from facetrain.library.cluster import FaceSet, People, recluster, with_spacing
+    from facetrain.library.cluster import FaceSet, People, recluster
 
     free = np.flatnonzero(train.person < 0)
     named = np.flatnonzero(train.person >= 0)
     fs = FaceSet(free, e[free], train.photo[free])
     people = People(e[named], train.person[named], train.photo[named])
-    fs, people = with_spacing(fs, people, distance)
-    plan = recluster(fs, people, set(), thr, distance)
+    plan = recluster(fs, people, set(), thr, distance, spacing=True)
     labels = np.full(len(e), -1, np.int64)
     labels[named] = train.person[named]
     top = int(labels.max()) + 1
