@@ -253,16 +253,15 @@ def recluster(free: FaceSet, named: People, rejected: set, threshold: float,
               distance: str = "squared_l2", was: dict[int, int] | None = None,
               spacing: bool = False) -> Placement:  # fmt: skip
     """Every face the owner has not confirmed, clustered together with the confirmed ones
-    (faces of two named people never in one cluster; with `spacing`, each pair at the
-    limit of their spacing among all of them, else at theirs given in `scale`, else at
-    the threshold); a cluster holding confirmed faces
-    goes to the person most of them are (never a face rejected for that person), the
-    others go back to the unnamed stacks they were in (`was`: face → stack, those that
-    may be given back; `back_to_stacks`), or become new stacks. The owner's names pin
-    faces and nothing else: a cluster joins only faces the library joins with no names
-    (`meet`), so naming never loosens a stack (a threshold or a match fitted to a few
-    names merged people: bench/library_populations' owner rounds). Pure: the caller
-    writes the placement."""
+    (faces of two named people never in one cluster; each pair at the limit of the faces'
+    spacing among all of them with `spacing`, else of their `scale` where given, else at
+    the threshold); a cluster holding confirmed faces goes to the person most of them are
+    (never a face rejected for that person), the others go back to the unnamed stacks
+    they were in (`was`: face → stack, those that may be given back; `back_to_stacks`),
+    or become new stacks. The owner's names pin faces and nothing else: a cluster joins
+    only faces the library joins with no names (`meet`), so naming never loosens a stack
+    (a threshold or a match fitted to a few names merged people:
+    bench/library_populations' owner rounds). Pure: the caller writes the placement."""
     n = len(free.ids)
     emb = concat_rows(free.emb, named.emb)
     photo = np.concatenate([free.photo, named.photo])
