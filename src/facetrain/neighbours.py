@@ -132,12 +132,20 @@ def nearest_in(query: np.ndarray, qphoto: np.ndarray, base: np.ndarray, bphoto: 
     kk = min(k, len(e))
     for s in range(0, len(todo), block_rows(len(e))):
         part = todo[s : s + block_rows(len(e))]
-        d = distance_matrix(q[part], e, distance, dtype=np.float32)
-        d[(qphoto[part, None] == bphoto[None, :]) | (d < copies)] = np.inf
+        d = _of_other_photos(distance_matrix(q[part], e, distance, dtype=np.float32),
+                             qphoto[part], bphoto, copies)  # fmt: skip
         out[part, :kk] = np.sort(np.partition(d, kk - 1, axis=1)[:, :kk], axis=1)
         if not indexed:  # the few faces an index left: part of its count already
             say("nearest", part[-1] + 1, len(q))
     return out
+
+
+def _of_other_photos(d: np.ndarray, qphoto: np.ndarray, bphoto: np.ndarray,
+                     copies: float) -> np.ndarray:  # fmt: skip
+    """Distances `d` (query faces x base faces), inf (in place) where a base face is no
+    neighbour: one of the query face's photo, or nearer than `copies`."""
+    d[(qphoto[:, None] == bphoto[None, :]) | (d < copies)] = np.inf
+    return d
 
 
 def by_index(queries: int, faces: int, index=None) -> bool:
@@ -266,8 +274,8 @@ def spacing_and_pairs(emb: np.ndarray, photo: np.ndarray, distance: str, k: int,
         once = c < r + s  # each pair once, with the face before it
         r, c = r[once], c[once]
         v = d[r, c]
-        if kk >= 1:  # as `nearest_in` finds it: other photos, none nearer than 0
-            d[(photo[s : s + block, None] == photo) | (d < 0.0)] = np.inf
+        if kk >= 1:  # as `nearest_in` finds it
+            _of_other_photos(d, photo[s : s + block], photo, 0.0)
             scale[s : s + len(d)] = np.partition(d, kk - 1, axis=1)[:, kk - 1]
         r += s
         keep = within.near(r, c, v)  # the spacing of both faces known by now
