@@ -757,9 +757,11 @@ class Library:
                 store.switch_on_adapter(self.con, kept["id"])
             report, on = json.loads(kept["report"]) | {"kept_one_switched_on": True}, True
         else:
-            report = self._measured(faces, key, on_progress)
+            model_thr = self.model_threshold()
+            _, distance = self.threshold(model_thr)  # the threshold given: no faces read
+            report = self._measured(faces, key, model_thr, distance, on_progress)
             on = anyway or report["helps"]
-            self._keep_adapter(faces, report, on)
+            self._keep_adapter(faces, distance, report, on)
         named = faces.person >= 0
         out = report | {"personalized": on, "named_faces": int(named.sum()),
                         "people": int(len(np.unique(faces.person[named])))}  # fmt: skip
@@ -768,13 +770,12 @@ class Library:
         rep, thr, _ = self.cluster()
         return out | {"threshold_now": thr, "stacks": rep.stacks}
 
-    def _measured(self, faces, key: str, on_progress) -> dict:
+    def _measured(self, faces, key: str, model_thr: float, distance: str,
+                  on_progress) -> dict:  # fmt: skip
         """The adapter's hold-out report for these faces (`key`: their digest, kept in it); a
         killed job keeps its finished rounds, for the same faces only."""
         from facetrain.library import personalize as pz
 
-        model_thr = self.model_threshold()
-        _, distance = self.threshold(model_thr)  # the threshold given: no faces read for it
         partial = json.loads(store.get_meta(self.con, "personalize_partial") or "{}")
 
         def keep(r: int, rounds: int, runs: list) -> None:
@@ -789,11 +790,10 @@ class Library:
             on_progress(len(done), pz.ROUNDS, resumed=True)
         return pz.measure(faces, distance, model_thr, done=done, on_round=keep) | {"digest": key}
 
-    def _keep_adapter(self, faces, report: dict, on: bool) -> None:
+    def _keep_adapter(self, faces, distance: str, report: dict, on: bool) -> None:
         """The adapter learnt from every named face, stored with its report, on or off."""
         from facetrain.library import personalize as pz
 
-        _, distance = self.threshold(self.model_threshold())
         adapter = pz.learn(faces, distance)
         with store.transaction(self.con):
             store.save_adapter(self.con, store.get_meta(self.con, "model_hash") or "",
