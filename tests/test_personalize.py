@@ -157,6 +157,8 @@ def test_library_personalize_measured_private_and_reversible(tmp_path):
     # measured the library's way, this test model's adapter gains nothing here: kept off
     assert r["personalized"] is r["helps"] is False, r
     assert "personal adapter kept off" in res.output and "--anyway" in res.output
+    why = "measured worse" if pz.worse(r) else "measured no better"
+    assert f"({why} on your own faces)" in res.output, res.output
     assert _adapters(db) == (1, 0)  # learnt and kept, not used
     res = runner.invoke(app, ["library", "cluster", "--db", str(db)])
     assert "personal adapter" not in res.output, res.output
@@ -203,13 +205,15 @@ def test_the_adapter_goes_on_only_where_it_helps():
     assert pz.helps(report(stacks=0.02, measured=False))  # two people named: no strangers
     assert not pz.helps(report())
     assert pz.verdict(report(named=0.004)) == "no clear change on the held-back faces"
+    assert not pz.worse(report(named=0.004)) and not pz.worse(report(stacks=0.02))
     worse = report(named=0.2, strangers=0.006)
-    assert not pz.helps(worse)
+    assert not pz.helps(worse) and pz.worse(worse)  # kept off as measured worse
     assert pz.verdict(worse) == (
         "mixed: better for naming your people; worse for strangers (named more often)"
     )
     assert not pz.helps(report(stacks=0.05, named=-0.006))
     assert pz.verdict(report(stacks=-0.01)) == "worse for the stacks"
+    assert pz.worse(report(strangers=-0.01)) is False  # fewer strangers named: better
 
 
 def test_an_adapter_switched_on_by_an_earlier_version_says_so(tmp_path):

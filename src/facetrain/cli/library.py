@@ -716,7 +716,9 @@ def _show_personal(r: dict) -> None:
             f"{r['threshold_now']:.3f} (`library personalize --off` to go back)"
         )
         return
-    why = "measured worse" if "worse" in r["verdict"] else "measured no better"
+    from facetrain.library.personalize import worse
+
+    why = "measured worse" if worse(r) else "measured no better"
     console.print(f"personal adapter kept off ({why} on your own faces): the library decides "
                   "as before (`library personalize --anyway` to use it all the same)",
                   style="yellow", highlight=False)  # fmt: skip

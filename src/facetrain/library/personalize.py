@@ -384,6 +384,12 @@ def helps(r: dict) -> bool:
     return bool(better) and not worse
 
 
+def worse(r: dict) -> bool:
+    """Whether the adapter made a figure worse (so kept off: measured worse, not merely
+    no better)."""
+    return bool(_changes(r)[1])
+
+
 def verdict(r: dict) -> str:
     """What the measurement says, in words (a point is 0.01)."""
     better, worse = _changes(r)
