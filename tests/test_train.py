@@ -216,6 +216,26 @@ def test_clear_errors(tmp_path, packed):
         )
 
 
+def test_batches_that_cannot_fit_a_folder_are_refused_before_it_is_packed(tmp_path):
+    """A batch larger than the listed faces, or a K no identity has, is said before a
+    photo is read, not after the whole folder was packed; the labels listed are those the
+    pack then holds."""
+    faces = make_faces(tmp_path / "faces", ids=4, per=3)
+    with pytest.raises(SamplerError, match=r"larger than the dataset \(12 images\)"):
+        train(small_cfg(faces, tmp_path / "r1", batch_size=13), log=lambda *_: None)
+    cfg = small_cfg(faces, tmp_path / "r2", loss="triplet", images_per_identity=4)
+    with pytest.raises(SamplerError, match=r"more than any identity has \(max 3\)"):
+        train(cfg, log=lambda *_: None)
+    for run in ("r1", "r2"):
+        assert not (tmp_path / run / "pack").exists()  # not one image read
+    (faces / "id3" / "2.jpg").write_bytes(b"not a photo")  # skipped by the pack: 11 kept
+    listed = []
+    pack(str(faces), tmp_path / "pack", progress=False, before_writing=listed.append)
+    ds = PackedDataset(tmp_path / "pack")
+    assert listed[0].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert ds.labels.tolist() == listed[0].tolist()[:-1]
+
+
 def test_init_from_names_what_it_cannot_start_from(packed, tmp_path):
     """A run started from weights it cannot use stops before training with the reason: the
     same model with another embedding size (torch's own error was a traceback), another

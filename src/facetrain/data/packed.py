@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,18 +165,24 @@ class _Listing:
     roots: set[Path]  # the folders the faces come from (their alignment record)
     total: int
     digest: str  # of what was listed, so that a resumed run sees a change
+    train_labels: np.ndarray  # the training split's labels, as listed
 
 
 def _list(data, merge_same_names: bool, unlabelled: bool) -> _Listing:
     names: set[str] = set()
     roots: set[Path] = set()
+    train: list[str] = []
     total, digest = 0, hashlib.sha256()
     for split_id, s in _iter_split_samples(data, merge_same_names, Problems(), unlabelled):
         names.add(s.identity)
+        if split_id == 0:
+            train.append(s.identity)
         roots.add(Path(s.path).parent if s.identity == UNLABELLED else Path(s.path).parent.parent)
         total += 1
         digest.update(f"{split_id}\t{s.identity}\t{s.path}\n".encode())
-    return _Listing(sorted(names), roots, total, digest.hexdigest())
+    label_of = {n: i for i, n in enumerate(sorted(names))}
+    labels = np.array([label_of[n] for n in train], dtype=np.int64)
+    return _Listing(sorted(names), roots, total, digest.hexdigest(), labels)
 
 
 def pack(
@@ -187,13 +194,18 @@ def pack(
     merge_same_names: bool = False,
     progress: bool | None = None,
     unlabelled: bool = False,
+    before_writing: Callable[[np.ndarray], None] | None = None,
 ) -> PackSummary:
     """Pack a dataset (folders, list file, or a split folder) into OUT: listed first, then
     written shard by shard (a shard written is kept: an interrupted pack resumes), then
-    indexed."""
+    indexed. `before_writing` is given the training split's labels as listed, before an
+    image is read: a use that cannot fit the data (a batch larger than it, say) refuses
+    there, not after the packing."""
     if store not in STORES:
         raise ValueError(f"unknown store {store!r}; choose from {', '.join(STORES)}")
     listing = _list(data, merge_same_names, unlabelled)
+    if before_writing is not None:
+        before_writing(listing.train_labels)
     alignment = _alignment_of(listing.roots)
     out = Path(out)
     roots = parse_roots(data, loose=unlabelled)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,11 +22,13 @@ from facetrain.train.state import TrainingError
 CENTRES = "centers.centers"  # every checkpoint holds them, a row per class, whatever the loss
 
 
-def dataset_for(settings: DataSettings, run: Path, unlabelled: bool, log=print) -> PackedDataset:
+def dataset_for(settings: DataSettings, run: Path, unlabelled: bool, log=print,
+                fits=None) -> PackedDataset:  # fmt: skip
     """Use a pack as is; pack folders or list files into RUN/pack once (resumable). A
     resumed run whose folders changed since goes on with its snapshot, and says so; the
     pack of a start that never trained binds nothing (other data is packed anew).
-    `unlabelled`: faces without identities (distillation)."""
+    `unlabelled`: faces without identities (distillation). `fits`: given the training
+    labels as listed, it refuses (raises) settings the data cannot serve before packing."""
     data = settings.paths
     if len(data) == 1 and (Path(data[0]) / "meta.json").exists():
         where = Path(data[0])
@@ -38,19 +41,34 @@ def dataset_for(settings: DataSettings, run: Path, unlabelled: bool, log=print) 
             else:
                 _drop_if_other_data(data, snapshot, unlabelled, log)
         if not (where / "meta.json").exists():
-            from facetrain.data.listing import DatasetError
-
-            try:
-                pack(data if len(data) > 1 else data[0], where, progress=None,
-                     unlabelled=unlabelled)  # fmt: skip
-            except DatasetError as e:
-                raise TrainingError(str(e)) from None
+            _pack(data, where, unlabelled, fits)
     ds = PackedDataset(where, split="train")
-    if len(ds) == 0:
-        raise TrainingError(f"{where}: no training images")
-    if len(ds.labels_held) < 2 and not unlabelled:
-        raise TrainingError("training needs at least 2 identities")
+    _check_trainable(ds.labels, unlabelled, where)
     return ds
+
+
+def _pack(data: list[str], where: Path, unlabelled: bool, fits) -> None:
+    """Pack the data into `where`, once its listing is seen to be trainable."""
+    from facetrain.data.listing import DatasetError
+
+    def listed(labels) -> None:
+        _check_trainable(labels, unlabelled, where)
+        if fits is not None:
+            fits(labels)
+
+    try:
+        pack(data if len(data) > 1 else data[0], where, progress=None, unlabelled=unlabelled,
+             before_writing=listed)  # fmt: skip
+    except DatasetError as e:
+        raise TrainingError(str(e)) from None
+
+
+def _check_trainable(labels, unlabelled: bool, where: Path) -> None:
+    """Training images, of two identities at least (unless they need none)."""
+    if len(labels) == 0:
+        raise TrainingError(f"{where}: no training images")
+    if len(np.unique(labels)) < 2 and not unlabelled:
+        raise TrainingError("training needs at least 2 identities")
 
 
 def head_rows(ds: PackedDataset, run: Path) -> tuple[int, torch.Tensor | None]:

@@ -28,6 +28,7 @@ from facetrain.data.alignment import read_alignment
 from facetrain.data.listing import parse_roots
 from facetrain.data.loader import TrainLoader
 from facetrain.data.packed import PackedDataset
+from facetrain.data.sampler import EpochBatches, PKBatches
 from facetrain.devices import keep_freed_memory
 from facetrain.evaluate.sets import unreadable_sets
 from facetrain.models import RawEmbedding, create_model, list_models
@@ -403,8 +404,8 @@ def _open_run(cfg: TrainConfig, dd: distributed.Dist, log) -> tuple[Path, Packed
         if warning := record_config(folder, cfg):
             log(f"warning: {warning}")
     unlabelled = cfg.objective.loss == "distill"  # distillation needs no identities
-    if dd.main:
-        ds = dataset_for(cfg.data, folder, unlabelled, log)  # rank 0 packs, once
+    if dd.main:  # rank 0 packs, once, after the listing shows the batches fit
+        ds = dataset_for(cfg.data, folder, unlabelled, log, fits=lambda y: _sampler(cfg, y, dd))
         _say_before_training(cfg, ds, log)
     distributed.barrier()
     if not dd.main:
@@ -437,11 +438,17 @@ def _check_batches(cfg: TrainConfig, batch: int, dd: distributed.Dist) -> None:
                             "(a larger batch_size or a smaller accumulate)")  # fmt: skip
 
 
+def _sampler(cfg: TrainConfig, labels, dd: distributed.Dist) -> EpochBatches | PKBatches:
+    """The run's batches of these labels, checked: they fit the data and the processes."""
+    sampler = build_sampler(cfg.data, cfg.objective.metric, cfg.platform.seed, labels)
+    _check_batches(cfg, sampler.batch_size, dd)
+    return sampler
+
+
 def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
     """The run folder, data, model, objective, optimizer and bookkeeping of a run."""
     folder, ds = _open_run(cfg, dd, log)
-    sampler = build_sampler(cfg.data, cfg.objective.metric, cfg.platform.seed, ds.labels)
-    _check_batches(cfg, sampler.batch_size, dd)
+    sampler = _sampler(cfg, ds.labels, dd)
     m, p, device = cfg.model, cfg.platform, cfg.platform.device
     torch.manual_seed(p.seed)
     model = create_model(m.arch, m.embedding_size, dropout=1.0 - m.keep_probability)
