@@ -65,10 +65,16 @@ def test_the_pairs_read_a_block_at_a_time_merge_as_all_at_once(monkeypatch):
     for entry in pushed:
         queue.push(entry)
     every = sorted([*zip(d.tolist(), a.tolist(), b.tolist()), *pushed])
-    got = []
-    while queue:
-        got.append(queue.pop())
+    got, alive = [], [True] * 63
+    while (pair := queue.pop_live(alive)) is not None:
+        got.append(pair)
     assert got == [(x, y) for _, x, y in every]
+    queue = linkage._Queue.of(d, a, b)  # pairs of a cluster merged away are passed over
+    alive[7] = alive[30] = False
+    live = [(x, y) for _, x, y in sorted(zip(d.tolist(), a.tolist(), b.tolist()))
+            if alive[x] and alive[y]]  # fmt: skip
+    assert 0 < len(live) < len(d)
+    assert [queue.pop_live(alive) for _ in range(len(live) + 1)] == [*live, None]
 
 
 def test_faces_no_pair_links_stay_apart():

@@ -80,14 +80,12 @@ def linked_clusters(emb, photo, rows, cols, threshold: float, distance: str, sca
                            tau, person)  # fmt: skip
 
     merges = 0
-    while queue:
-        a, b = queue.pop()  # the nearest two clusters (every mean under 1)
-        if forest.alive[a] and forest.alive[b]:
-            for entry in forest.merge(a, b, summed):
-                queue.push(entry)
-            merges += 1
-            if said is not None and merges % SAID_EVERY == 0:
-                said(merges + forest.final)
+    while (pair := queue.pop_live(forest.alive)) is not None:
+        for entry in forest.merge(*pair, summed):  # the nearest two (every mean under 1)
+            queue.push(entry)
+        merges += 1
+        if said is not None and merges % SAID_EVERY == 0:
+            said(merges + forest.final)
     if said is not None:
         said(merges + forest.final)  # every face by now: n = merges + stacks
     return forest.labels()
@@ -126,18 +124,25 @@ class _Queue:
             self.start, self.at = self.start + QUEUE_BLOCK, 0
         return self.block[self.at]
 
-    def __bool__(self) -> bool:
-        return self._head() is not None or bool(self.heap)
-
     def push(self, entry: tuple[float, int, int]) -> None:
         heapq.heappush(self.heap, entry)
 
-    def pop(self) -> tuple[int, int]:
-        head = self._head()
-        if head is not None and (not self.heap or head < self.heap[0]):
-            self.at += 1
-            return head[1], head[2]
-        return heapq.heappop(self.heap)[1:]
+    def pop_live(self, alive: list[bool]) -> tuple[int, int] | None:
+        """The nearest pair of two live clusters, or None when no pair is left: the pairs
+        of clusters merged since they were queued (most, on real faces) are dropped here,
+        in one loop."""
+        heap = self.heap
+        while True:
+            head = self._head()
+            if head is not None and (not heap or head < heap[0]):
+                self.at += 1
+                _, a, b = head
+            elif heap:
+                _, a, b = heapq.heappop(heap)
+            else:
+                return None
+            if alive[a] and alive[b]:
+                return a, b
 
 
 QUEUE_BLOCK = 65_536  # the faces' own pairs made Python objects at a time
@@ -151,6 +156,7 @@ class _Forest:
     members: list
     sums: list[dict[int, float]]
     alive: list[bool]
+    size: list[int]
     final: int  # clusters with no live pair: stacks now
 
     @classmethod
@@ -162,25 +168,28 @@ class _Forest:
             for a, b, v in zip(rows[part].tolist(), cols[part].tolist(), d[part].tolist()):
                 sums[a][ids[b]] = sums[b][ids[a]] = v
         alone = sum(not x for x in sums)
-        return cls([np.array([i]) for i in range(n)], sums, [True] * n, alone)
+        return cls([np.array([i]) for i in range(n)], sums, [True] * n, [1] * n, alone)
 
     def merge(self, a: int, b: int, summed) -> list[tuple[float, int, int]]:
         """Clusters a and b become a new one; its live pairs, as (mean, it, other)."""
         new = _merged(self.sums[a], self.sums[b], a, b, summed)
-        c, size = len(self.members), len(self.members[a]) + len(self.members[b])
+        c, size = len(self.members), self.size[a] + self.size[b]
         self.members.append(np.concatenate([self.members[a], self.members[b]]))
         self.members[a] = self.members[b] = None  # a chain of merges must not keep each step
         self.alive[a] = self.alive[b] = False
         self.alive.append(True)
-        self.sums[a], self.sums[b], out = {}, {}, []
-        self.sums.append({})
+        self.size.append(size)
+        sums, mine, out = self.sums, {}, []
+        sums[a], sums[b] = {}, {}
+        sums.append(mine)
         for x, s in new.items():
-            self.sums[x].pop(a, None), self.sums[x].pop(b, None)
-            m = s / (size * len(self.members[x]))
+            theirs = sums[x]
+            theirs.pop(a, None), theirs.pop(b, None)
+            m = s / (size * self.size[x])
             if m < 1.0:
-                self.sums[c][x] = self.sums[x][c] = s
+                mine[x] = theirs[c] = s
                 out.append((m, c, x))
-            elif not self.sums[x]:
+            elif not theirs:
                 self.final += 1
         if not out:
             self.final += 1
