@@ -118,6 +118,7 @@ def test_a_teacher_that_cannot_be_opened_is_one_clear_error(flat, tmp_path, teac
             "--batch-size", "8"]  # fmt: skip
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and words in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "r" / "pack").exists()  # said before the faces were packed
 
 
 def test_a_teacher_without_a_preprocessing_record_is_one_clear_error(flat, tmp_path):
@@ -131,7 +132,7 @@ def test_a_teacher_without_a_preprocessing_record_is_one_clear_error(flat, tmp_p
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert f"teacher {bare}" in r.output and "no facetrain preprocessing record" in r.output
-    assert not (tmp_path / "r" / "model.safetensors").exists()
+    assert not (tmp_path / "r" / "pack").exists()
 
 
 def test_distill_needs_a_teacher_and_a_teacher_needs_distill(flat, tmp_path):

@@ -528,9 +528,10 @@ def _check_before_writing(cfg: TrainConfig) -> None:
 
 
 def _check_inputs(cfg: TrainConfig) -> None:
-    """The data and the weights to start from are there, the run folder is not inside the
-    data, and the faces' alignment record can be followed. A run that trained has its data
-    in its own snapshot (RUN/pack): the folders it was packed from may be gone."""
+    """The data, the weights to start from and the teacher are there, the run folder is not
+    inside the data, and the faces' alignment record can be followed. A run that trained
+    has its data in its own snapshot (RUN/pack): the folders it was packed from may be
+    gone."""
     from facetrain import atomic
     from facetrain.inference.pretrained import is_spec
 
@@ -541,6 +542,10 @@ def _check_inputs(cfg: TrainConfig) -> None:
     start = cfg.model.init_from
     if start and not is_spec(start) and not Path(start).exists():
         raise TrainingError(f"init_from: {start}: no such weights file or run folder")
+    if cfg.objective.loss == "distill" and cfg.objective.teacher:
+        from facetrain.train.teacher import open_teacher
+
+        open_teacher(cfg.objective.teacher)  # one that cannot be opened: said before packing
     for root in cfg.data.paths:
         read_alignment(root)
 
