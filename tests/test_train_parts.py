@@ -309,20 +309,22 @@ def test_a_resumed_run_says_its_data_changed(tmp_path):
 
 
 def test_a_start_refused_after_packing_binds_no_data_to_its_run_folder(tmp_path):
-    """A first start refused after its pack was made (a batch the data cannot fill), then
-    the same --out with other data: the run trained on the first command's data, with only
-    a warning that the data had changed. A run that never trained has no snapshot to keep."""
+    """A first start refused after its pack was made (a batch the packed data cannot fill:
+    a photo listed could not be read), then the same --out with other data: the run
+    trained on the first command's data, with only a warning that the data had changed. A
+    run that never trained has no snapshot to keep."""
     from facetrain.data.packed import PackedDataset
     from facetrain.data.sampler import SamplerError
     from facetrain.train.config import TrainConfig
     from facetrain.train.loop import train
     from helpers import make_faces
 
-    first = make_faces(tmp_path / "first", ids=3, per=4)
+    first = make_faces(tmp_path / "first", ids=4, per=4)
+    (first / "id3" / "0.jpg").write_bytes(b"not a photo")  # listed: 4 of 4 identities fit
     other = make_faces(tmp_path / "other", ids=5, per=4)
     base = dict(out=str(tmp_path / "run"), model="nn4_small2", embedding_size=32, epochs=1,
                 loss="triplet", batch_size=16, threads=1)  # fmt: skip
-    with pytest.raises(SamplerError, match="only 3 have"):
+    with pytest.raises(SamplerError, match="only 3 have"):  # once packed, 3 of them
         train(TrainConfig.of(data=[str(first)], **base), log=lambda *_: None)
     assert (tmp_path / "run" / "pack" / "meta.json").exists()
     said = []
