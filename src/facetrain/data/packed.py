@@ -180,9 +180,10 @@ def _list(data, merge_same_names: bool, unlabelled: bool) -> _Listing:
         roots.add(Path(s.path).parent if s.identity == UNLABELLED else Path(s.path).parent.parent)
         total += 1
         digest.update(f"{split_id}\t{s.identity}\t{s.path}\n".encode())
-    label_of = {n: i for i, n in enumerate(sorted(names))}
+    identities = sorted(names)
+    label_of = {n: i for i, n in enumerate(identities)}
     labels = np.array([label_of[n] for n in train], dtype=np.int64)
-    return _Listing(sorted(names), roots, total, digest.hexdigest(), labels)
+    return _Listing(identities, roots, total, digest.hexdigest(), labels)
 
 
 def pack(

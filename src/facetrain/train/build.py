@@ -43,7 +43,7 @@ def dataset_for(settings: DataSettings, run: Path, unlabelled: bool, log=print,
         if not (where / "meta.json").exists():
             _pack(data, where, unlabelled, fits)
     ds = PackedDataset(where, split="train")
-    _check_trainable(ds.labels, unlabelled, where)
+    _check_trainable(len(ds), len(ds.labels_held), unlabelled, where)
     return ds
 
 
@@ -52,7 +52,7 @@ def _pack(data: list[str], where: Path, unlabelled: bool, fits) -> None:
     from facetrain.data.listing import DatasetError
 
     def listed(labels) -> None:
-        _check_trainable(labels, unlabelled, where)
+        _check_trainable(len(labels), len(np.unique(labels)), unlabelled, where)
         if fits is not None:
             fits(labels)
 
@@ -63,11 +63,11 @@ def _pack(data: list[str], where: Path, unlabelled: bool, fits) -> None:
         raise TrainingError(str(e)) from None
 
 
-def _check_trainable(labels, unlabelled: bool, where: Path) -> None:
+def _check_trainable(images: int, identities: int, unlabelled: bool, where: Path) -> None:
     """Training images, of two identities at least (unless they need none)."""
-    if len(labels) == 0:
+    if images == 0:
         raise TrainingError(f"{where}: no training images")
-    if len(np.unique(labels)) < 2 and not unlabelled:
+    if identities < 2 and not unlabelled:
         raise TrainingError("training needs at least 2 identities")
 
 
