@@ -57,11 +57,15 @@ def tree_of(rev: str, into: Path) -> Path:
 
 def run(src: Path, faces: Path, threshold: float, distance: str, labels: Path,
         index: bool) -> dict:  # fmt: skip
-    """The child's figures with `src`'s package; {"error": …} when it fails (`exit -9`:
-    killed for its memory)."""
+    """The child's figures with `src`'s package."""
+    return child(CHILD, src, faces, threshold, distance, labels, "index" if index else "exact")
+
+
+def child(code: str, src: Path, *args) -> dict:
+    """The JSON a child process running `code` with `src`'s package prints last;
+    {"error": …} when it fails (`exit -9`: killed for its memory)."""
     env = os.environ | {"PYTHONPATH": str(src)}
-    r = subprocess.run([sys.executable, "-c", CHILD, str(faces), str(threshold), distance,
-                        str(labels), "index" if index else "exact"], capture_output=True,
+    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
                        text=True, env=env)  # fmt: skip
     if r.returncode != 0:
         return {"error": (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]}

@@ -9,7 +9,7 @@ The working tree's code (and with `--baseline REV` that revision's too) runs in 
 process on the same faces (peak memory = that process's max RSS) and prints the seconds
 of the look alone, how many faces it clustered again, and how many pairs of faces it
 puts together or apart otherwise than stacking every face at once does; then each
-population's BCubed F as the whole library was stacked.
+set's BCubed F within the whole library (`index_populations.bcubed`).
 
     .venv/bin/python bench/look_real.py [--baseline REV] [--draws five random]
 
@@ -19,10 +19,8 @@ With a baseline, the last lines are the ratio of the seconds, baseline / now, a 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cluster_memory import tree_of  # noqa: E402
-from index_populations import EMBEDDINGS, library  # noqa: E402
+from cluster_memory import child, tree_of  # noqa: E402
+from index_populations import EMBEDDINGS, bcubed, library  # noqa: E402
 
 CHILD = """
 import json, resource, sys, time
@@ -76,21 +74,10 @@ def apart(a: np.ndarray, b: np.ndarray) -> int:
     return (pairs(a) - both + pairs(b) - both) // 2
 
 
-def by_population(labels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """BCubed F of each set's faces (`set/person`), as the whole library stacked them."""
-    from library_populations import bcubed_f
-
-    sets = np.array([t.split("/")[0] for t in truth])
-    return {s: bcubed_f(labels[sets == s], truth[sets == s]) for s in np.unique(sets) if s}
-
-
-def run(src: Path, faces: Path, threshold: float, distance: str, out: Path) -> dict:
-    env = os.environ | {"PYTHONPATH": str(src)}
-    r = subprocess.run([sys.executable, "-c", CHILD, str(faces), str(threshold), distance,
-                        str(out)], capture_output=True, text=True, env=env)  # fmt: skip
-    if r.returncode != 0:
-        return {"error": (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]}
-    return json.loads(r.stdout)
+def by_population(labels: np.ndarray, lib: dict) -> dict[str, float]:
+    """BCubed F of each set's faces, each face's precision and recall taken over the whole
+    library (`index_populations.bcubed`: a face stacked with another set's faces counts)."""
+    return {s: bcubed(labels, lib["truth"], lib["set"] == s) for s in np.unique(lib["set"])}
 
 
 def main(argv=None) -> int:
@@ -107,7 +94,7 @@ def main(argv=None) -> int:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {len(emb)} real faces; "
           f"threshold {pre.threshold:.3f} {pre.distance}")  # fmt: skip
     at_once = agglomerate(emb, photo, pre.threshold, pre.distance, spacing=True)[0]
-    ratios, fs = [], {("", "at once"): by_population(at_once, lib["truth"])}
+    ratios, fs = [], {("", "at once"): by_population(at_once, lib)}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         trees = {"now": Path(__file__).parents[1] / "src"}
@@ -117,18 +104,18 @@ def main(argv=None) -> int:
             np.savez(tmp / "faces.npz", emb=emb, photo=photo, new=draw(lib["truth"], how))
             got = {}
             for name, src in trees.items():
-                got[name] = run(src, tmp / "faces.npz", pre.threshold, pre.distance,
-                                tmp / f"{name}.npy")  # fmt: skip
+                got[name] = child(CHILD, src, tmp / "faces.npz", pre.threshold,
+                                  pre.distance, tmp / f"{name}.npy")  # fmt: skip
                 if "error" not in got[name]:
                     labels = np.load(tmp / f"{name}.npy")
                     got[name]["pairs_unlike_at_once"] = apart(labels, at_once)
-                    fs[how, name] = by_population(labels, lib["truth"])
+                    fs[how, name] = by_population(labels, lib)
                 print(f"{how:<7} {name:<9} {got[name]}")
             if any("error" in g for g in got.values()):
                 return 1
             if args.baseline:
                 ratios.append((how, got["baseline"]["seconds"] / got["now"]["seconds"]))
-    print("BCubed F of each population's faces (the whole library stacked):")
+    print("BCubed F of each set's faces within the whole library:")
     for (how, name), f in fs.items():
         print(f"  {how:<7} {name:<9} " + "  ".join(f"{p} {v:.4f}" for p, v in f.items()))
     for how, r in ratios:
