@@ -61,20 +61,56 @@ def test_the_pairs_read_a_block_at_a_time_merge_as_all_at_once(monkeypatch):
     assert same_partition(dense, linked)
     d = np.round(rng.random(40), 1)  # ties, broken by the ids as a heap of tuples does
     a, b = rng.integers(0, 50, 40), rng.integers(0, 50, 40)
-    queue, pushed = linkage._Queue.of(d, a, b), [(0.35, 60, 1), (0.0, 61, 2), (0.9, 62, 3)]
-    for entry in pushed:
-        queue.push(entry)
+    gone = np.zeros(50, bool)
+    queue, pushed = linkage._Queue.of(d, a, b, gone), [(0.35, 60, 1), (0.0, 61, 2), (0.9, 62, 3)]
+    for entry in pushed:  # each of another cluster
+        queue.push([entry])
     every = sorted([*zip(d.tolist(), a.tolist(), b.tolist()), *pushed])
     got, alive = [], [True] * 63
     while (pair := queue.pop_live(alive)) is not None:
         got.append(pair)
     assert got == [(x, y) for _, x, y in every]
-    queue = linkage._Queue.of(d, a, b)  # pairs of a cluster merged away are passed over
+    queue = linkage._Queue.of(d, a, b, gone)  # pairs of a cluster merged away are passed over
     alive[7] = alive[30] = False
+    gone[7] = True  # 7's pairs dropped as their block is read, 30's as they come out
     live = [(x, y) for _, x, y in sorted(zip(d.tolist(), a.tolist(), b.tolist()))
             if alive[x] and alive[y]]  # fmt: skip
     assert 0 < len(live) < len(d)
     assert [queue.pop_live(alive) for _ in range(len(live) + 1)] == [*live, None]
+
+
+def test_the_queue_gives_every_live_pair_nearest_first(monkeypatch):
+    """Faces' pairs read in blocks and merged clusters' pairs in sorted lists, one of each
+    list on the heap: every pair of two live clusters comes out in the order of one heap of
+    them all, ties by the ids; a merged-away face's pairs, a merged-away cluster's list and
+    the pairs in a list whose other cluster is gone are passed over."""
+    from facetrain import linkage
+
+    monkeypatch.setattr(linkage, "QUEUE_BLOCK", 7)
+    rng = np.random.default_rng(5)
+    d = np.round(rng.random(60), 1)
+    a, b = rng.integers(0, 40, 60), rng.integers(0, 40, 60)
+    gone, alive = np.zeros(40, bool), [True] * 50
+    queue = linkage._Queue.of(d, a, b, gone)
+    lists = [[(round(float(rng.random()), 1), c, int(x)) for x in rng.choice(c, 6, False)]
+             for c in range(40, 50)]  # fmt: skip
+    for pairs in lists:
+        queue.push(list(pairs))
+    for dead in (a[0], b[5], 44, 45):
+        alive[dead] = False
+    gone[a[0]] = True
+    every = sorted([*zip(d.tolist(), a.tolist(), b.tolist()), *sum(lists, [])])
+    live = [(x, y) for _, x, y in every if alive[x] and alive[y]]
+    assert len(live) > 40 and len({m for m, *_ in every}) < len(every)  # ties among them
+    got = []
+    while (pair := queue.pop_live(alive)) is not None:
+        got.append(pair)
+    assert got == live
+    fresh, read = linkage._Queue.of(d, a, b, gone), []  # no object for a gone face's pair
+    while fresh._next_block():
+        read += fresh.block
+    faces = sorted(zip(d.tolist(), a.tolist(), b.tolist()))
+    assert read == [(m, x, y) for m, x, y in faces if not gone[x] | gone[y]] != faces
 
 
 def test_faces_no_pair_links_stay_apart():

@@ -62,27 +62,24 @@ def linked_clusters(emb, photo, rows, cols, threshold: float, distance: str, sca
     the matrix. `said(done)`: how far it is, out of the faces (a group of 48,520 real faces
     takes a minute): merges made and stacks final, which add up to the faces at the end
     and grow with the merges, as the time does."""
-    n = len(emb)
-    key = np.unique(np.minimum(rows, cols).astype(np.int64) * n + np.maximum(rows, cols))
-    rows, cols = key // n, key % n  # each pair once, whichever way it was given
-    keep = rows < cols  # no face with itself
-    rows, cols = rows[keep], cols[keep]
+    n, emb = len(emb), np.asarray(emb, np.float64)  # converted once, not in every block
+    rows, cols = _each_once(rows, cols, n)
     d = _pair_units(emb, photo, rows, cols, threshold, distance, scale, tau, person)
     near = d < 1.0
     rows, cols, d = rows[near], cols[near], d[near]
     forest = _Forest.of(n, rows, cols, d)
-    queue = _Queue.of(d, rows, cols)  # every pair of faces is a pair of clusters at first
+    queue = _Queue.of(d, rows, cols, forest.gone)  # each pair of faces: two clusters at first
 
-    def summed(a: int, others: list[int]) -> list[float]:
-        """The sum of units over every pair of cluster a and each of the others."""
-        groups = [forest.members[x] for x in others]
-        return _block_sums(emb, photo, forest.members[a], groups, threshold, distance, scale,
-                           tau, person)  # fmt: skip
+    def summed(a: int, b: int, near_a: list[int], near_b: list[int]):
+        """The sums of units over every pair of cluster b and each of `near_a`, and of
+        cluster a and each of `near_b`."""
+        groups = [[forest.members[x] for x in near] for near in (near_a, near_b)]
+        return _cross_sums(emb, photo, forest.members[a], forest.members[b], *groups,
+                           threshold, distance, scale, tau, person)  # fmt: skip
 
     merges = 0
     while (pair := queue.pop_live(forest.alive)) is not None:
-        for entry in forest.merge(*pair, summed):  # the nearest two (every mean under 1)
-            queue.push(entry)
+        queue.push(forest.merge(*pair, summed))  # the nearest two (every mean under 1)
         merges += 1
         if said is not None and merges % SAID_EVERY == 0:
             said(merges + forest.final)
@@ -91,61 +88,103 @@ def linked_clusters(emb, photo, rows, cols, threshold: float, distance: str, sca
     return forest.labels()
 
 
+def _each_once(rows: np.ndarray, cols: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (rows, cols) of n faces each once, whichever way round they were given, as
+    (lower, higher) in order; none of a face with itself. Sorted, not `np.unique`d: its
+    hash table took 3.1 s of 3.2 million real pairs given both ways, a sort 0.16 s."""
+    key = np.minimum(rows, cols).astype(np.int64) * n + np.maximum(rows, cols)
+    key.sort()
+    key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key
+    rows, cols = key // n, key % n
+    keep = rows < cols
+    return rows[keep], cols[keep]
+
+
 SAID_EVERY = 512  # merges between two reports of how far a linkage is
 
 
 @dataclass
 class _Queue:
-    """Pairs of clusters, nearest first, ties in order of their ids: the faces' own pairs
-    sorted once in arrays (no object each: most of a linkage's memory on real faces) and
-    read a block at a time, the pairs of merged clusters on a heap."""
+    """Pairs of clusters, nearest first, ties in order of their ids. The faces' own pairs
+    are sorted once in arrays (no object each: most of a linkage's memory on real faces)
+    and read a block at a time, less those of faces merged away by then (`gone`). Each
+    merged cluster's pairs are sorted in a list of their own, of which only the nearest not
+    yet taken is on the heap: a cluster merged away drops the rest of its list at once.
+    On real faces most pairs are dropped so, without a Python object or a heap entry each."""
 
     d: np.ndarray
     a: np.ndarray
     b: np.ndarray
+    gone: np.ndarray  # the faces merged away so far, shared with the forest
     start: int  # where the next block of the arrays begins
     block: list  # the block being read, as (d, a, b) tuples
     at: int  # the next of the block
-    heap: list
+    heap: list  # the nearest pair not yet taken of each cluster's list
+    rest: dict  # each cluster with a pair on the heap: the rest of its list, an iterator
 
     @classmethod
-    def of(cls, d: np.ndarray, a: np.ndarray, b: np.ndarray) -> _Queue:
+    def of(cls, d: np.ndarray, a: np.ndarray, b: np.ndarray, gone: np.ndarray) -> _Queue:
         order = np.lexsort((b, a, d))
-        return cls(d[order], a[order], b[order], 0, [], 0, [])
+        return cls(d[order], a[order], b[order], gone, 0, [], 0, [], {})
 
-    def _head(self) -> tuple[float, int, int] | None:
-        """The nearest of the faces' own pairs not yet taken, or None."""
-        if self.at == len(self.block):
-            if self.start >= len(self.d):
-                return None
+    def _next_block(self) -> bool:
+        """Read the next block of the faces' own pairs that has a live one; False at the end."""
+        while self.start < len(self.d):
             part = slice(self.start, self.start + QUEUE_BLOCK)
-            self.block = list(zip(self.d[part].tolist(), self.a[part].tolist(),
-                                  self.b[part].tolist()))  # fmt: skip
-            self.start, self.at = self.start + QUEUE_BLOCK, 0
-        return self.block[self.at]
+            self.start += QUEUE_BLOCK
+            a, b = self.a[part], self.b[part]
+            live = ~(self.gone[a] | self.gone[b])
+            if live.any():
+                self.block = list(zip(self.d[part][live].tolist(), a[live].tolist(),
+                                      b[live].tolist()))  # fmt: skip
+                self.at = 0
+                return True
+        return False
 
-    def push(self, entry: tuple[float, int, int]) -> None:
-        heapq.heappush(self.heap, entry)
+    def push(self, entries: list[tuple[float, int, int]]) -> None:
+        """A new cluster's pairs, as (mean, it, other): every one of them of that cluster."""
+        if entries:
+            entries.sort()
+            rest = iter(entries)
+            first = next(rest)
+            self.rest[first[1]] = rest
+            heapq.heappush(self.heap, first)
+
+    def _from_heap(self, alive: list[bool]) -> tuple[float, int, int]:
+        """The heap's nearest pair, its cluster's next pair with a live other in its place
+        (none when the cluster itself is merged away)."""
+        entry = heapq.heappop(self.heap)
+        c = entry[1]
+        rest = self.rest.pop(c)
+        if alive[c]:
+            for later in rest:
+                if alive[later[2]]:
+                    self.rest[c] = rest
+                    heapq.heappush(self.heap, later)
+                    break
+        return entry
 
     def pop_live(self, alive: list[bool]) -> tuple[int, int] | None:
         """The nearest pair of two live clusters, or None when no pair is left: the pairs
-        of clusters merged since they were queued (most, on real faces) are dropped here,
-        in one loop."""
-        heap = self.heap
+        of clusters merged since they were queued are dropped here, in one loop."""
+        heap, block, at = self.heap, self.block, self.at
         while True:
-            head = self._head()
-            if head is not None and (not heap or head < heap[0]):
-                self.at += 1
-                _, a, b = head
+            if at == len(block) and self._next_block():
+                block, at = self.block, 0
+            if at < len(block) and (not heap or block[at] < heap[0]):
+                _, a, b = block[at]
+                at += 1
             elif heap:
-                _, a, b = heapq.heappop(heap)
+                _, a, b = self._from_heap(alive)
             else:
+                self.at = at
                 return None
             if alive[a] and alive[b]:
+                self.at = at
                 return a, b
 
 
-QUEUE_BLOCK = 65_536  # the faces' own pairs made Python objects at a time
+QUEUE_BLOCK = 8_192  # the faces' own pairs read at a time (those still live made objects)
 
 
 @dataclass
@@ -158,6 +197,7 @@ class _Forest:
     alive: list[bool]
     size: list[int]
     final: int  # clusters with no live pair: stacks now
+    gone: np.ndarray  # the faces (the first clusters) merged away so far
 
     @classmethod
     def of(cls, n: int, rows: np.ndarray, cols: np.ndarray, d: np.ndarray) -> _Forest:
@@ -168,31 +208,36 @@ class _Forest:
             for a, b, v in zip(rows[part].tolist(), cols[part].tolist(), d[part].tolist()):
                 sums[a][ids[b]] = sums[b][ids[a]] = v
         alone = sum(not x for x in sums)
-        return cls([np.array([i]) for i in range(n)], sums, [True] * n, [1] * n, alone)
+        return cls([np.array([i]) for i in range(n)], sums, [True] * n, [1] * n, alone,
+                   np.zeros(n, bool))  # fmt: skip
 
     def merge(self, a: int, b: int, summed) -> list[tuple[float, int, int]]:
         """Clusters a and b become a new one; its live pairs, as (mean, it, other)."""
         new = _merged(self.sums[a], self.sums[b], a, b, summed)
-        c, size = len(self.members), self.size[a] + self.size[b]
+        c, sizes = len(self.members), self.size
+        size = sizes[a] + sizes[b]
         self.members.append(np.concatenate([self.members[a], self.members[b]]))
         self.members[a] = self.members[b] = None  # a chain of merges must not keep each step
         self.alive[a] = self.alive[b] = False
         self.alive.append(True)
-        self.size.append(size)
-        sums, mine, out = self.sums, {}, []
+        for x in (a, b):
+            if x < len(self.gone):
+                self.gone[x] = True
+        sizes.append(size)
+        sums, mine, out, final = self.sums, {}, [], 0
         sums[a], sums[b] = {}, {}
         sums.append(mine)
         for x, s in new.items():
             theirs = sums[x]
-            theirs.pop(a, None), theirs.pop(b, None)
-            m = s / (size * self.size[x])
+            theirs.pop(a, None)
+            theirs.pop(b, None)
+            m = s / (size * sizes[x])
             if m < 1.0:
                 mine[x] = theirs[c] = s
                 out.append((m, c, x))
             elif not theirs:
-                self.final += 1
-        if not out:
-            self.final += 1
+                final += 1
+        self.final += final if out else final + 1
         return out
 
     def labels(self) -> np.ndarray:
@@ -209,8 +254,10 @@ def _merged(sa: dict, sb: dict, a: int, b: int, summed) -> dict[int, float]:
     only_a = [x for x in sa if x != b and x not in sb]
     only_b = [x for x in sb if x != a and x not in sa]
     out = {x: sa[x] + sb[x] for x in sa if x in sb}
-    out.update(zip(only_a, (sa[x] + s for x, s in zip(only_a, summed(b, only_a)))))
-    out.update(zip(only_b, (sb[x] + s for x, s in zip(only_b, summed(a, only_b)))))
+    if only_a or only_b:
+        to_b, to_a = summed(a, b, only_a, only_b)
+        out.update(zip(only_a, (sa[x] + s for x, s in zip(only_a, to_b))))
+        out.update(zip(only_b, (sb[x] + s for x, s in zip(only_b, to_a))))
     return out
 
 
@@ -222,18 +269,24 @@ def _pair_units(emb, photo, rows, cols, threshold, distance, scale, tau, person)
     return d
 
 
-def _block_sums(emb, photo, rows, groups, threshold, distance, scale, tau, person):
-    """The sum of `units` between faces `rows` and each group of faces, a block of columns
-    at a time (memory: `COLUMNS` distances)."""
+def _cross_sums(emb, photo, ra, rb, groups_a, groups_b, threshold, distance, scale, tau,
+                person):  # fmt: skip
+    """The sums of `units` between faces `rb` and each of `groups_a`, and between faces `ra`
+    and each of `groups_b`: both in one matrix of `ra` and `rb` against every group (one
+    call for a merge: on real faces a merge's sums are a few hundred distances, and the
+    calls, not the distances, took the time), a block of columns at a time (memory:
+    `COLUMNS` distances)."""
+    groups, rows = groups_a + groups_b, np.concatenate([ra, rb])
+    sizes = np.array([len(g) for g in groups])
+    ends, of_b = np.cumsum(sizes), np.arange(len(groups)) < len(groups_a)  # b's rows count
     out, start = [], 0
-    while start < len(groups):
-        stop, width = start, 0
-        while stop < len(groups) and (stop == start or width * len(rows) < COLUMNS):
-            width += len(groups[stop])
-            stop += 1
-        cols = np.concatenate(groups[start:stop])
-        d = units(emb, photo, rows, cols, threshold, distance, scale, tau, person)
-        edges = np.cumsum([0] + [len(g) for g in groups[start : stop - 1]])
-        out += np.add.reduceat(d.sum(0), edges).tolist()
+    while start < len(groups):  # the groups within `COLUMNS` distances, one at least
+        before = ends[start] - sizes[start]
+        stop = max(start + 1, int(np.searchsorted(ends, before + COLUMNS // len(rows), "right")))
+        d = units(emb, photo, rows, np.concatenate(groups[start:stop]), threshold, distance,
+                  scale, tau, person)  # fmt: skip
+        summed = np.where(np.repeat(of_b[start:stop], sizes[start:stop]), d[len(ra) :].sum(0),
+                          d[: len(ra)].sum(0))  # fmt: skip
+        out += np.add.reduceat(summed, ends[start:stop] - sizes[start:stop] - before).tolist()
         start = stop
-    return out
+    return out[: len(groups_a)], out[len(groups_a) :]
