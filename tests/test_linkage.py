@@ -235,3 +235,29 @@ def test_spacing_and_near_pairs_in_one_pass_are_those_of_two(monkeypatch, exact,
     two = near_pairs(emb, threshold, distance, scale=scale)
     assert two.nnz > 400 and np.array_equal(graph.toarray() > 0, two.toarray() > 0)
     assert np.allclose(graph.toarray(), two.toarray(), atol=1e-5)
+
+
+@pytest.mark.parametrize("copies", [0.0, 0.05])
+def test_nearest_faces_leave_out_their_own_photo_however_many_ask(monkeypatch, copies):
+    """Each face's nearest faces of other photos, none nearer than `copies`: the same as
+    sorting its row of the full matrix with those left out, for many query faces (the base
+    faces' photos sorted once and searched) and for a few (compared with each), over
+    several blocks."""
+    from facetrain import neighbours
+    from facetrain.distances import distance_matrix
+
+    monkeypatch.setattr(neighbours, "block_rows", lambda n: 37)
+    rng = np.random.default_rng(8)
+    emb = rng.normal(size=(300, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    emb[11] = emb[40]  # one picture twice, on two photos
+    photo = rng.integers(0, 90, 300)  # photos of several faces, in no order
+    d = distance_matrix(emb, emb, "squared_l2")
+    d[(photo[:, None] == photo[None, :]) | (d < copies)] = np.inf
+    want = np.sort(d, axis=1)[:, :4]
+    assert photo[11] != photo[40] and (want[11, 0] < 1e-5) == (copies == 0)  # the copy
+    for q in (np.arange(300), np.arange(0, 300, 7)):  # past `SORT_PHOTOS`, and under it
+        assert (len(q) > neighbours.SORT_PHOTOS) == (len(q) == 300)
+        got = neighbours.nearest_in(emb[q], photo[q], emb, photo, "squared_l2", 4,
+                                    copies=copies)  # fmt: skip
+        assert np.allclose(got, want[q], atol=1e-5)
