@@ -261,3 +261,17 @@ def test_nearest_faces_leave_out_their_own_photo_however_many_ask(monkeypatch, c
         got = neighbours.nearest_in(emb[q], photo[q], emb, photo, "squared_l2", 4,
                                     copies=copies)  # fmt: skip
         assert np.allclose(got, want[q], atol=1e-5)
+
+
+def test_the_exact_near_pairs_bar_counts_the_comparisons(monkeypatch):
+    """Each block of faces is compared with the faces up to it only: the "pairs" bar counts
+    the comparisons made (a triangle's share of the faces), so it moves evenly with the
+    time and ends at every face."""
+    from facetrain import neighbours
+
+    monkeypatch.setattr(neighbours, "block_rows", lambda n: 100)
+    said = []
+    monkeypatch.setattr(neighbours, "say", lambda what, done, total: said.append(done))
+    emb = np.random.default_rng(9).normal(size=(400, 16)).astype(np.float32)
+    neighbours.pairs_within(emb, 0.5, "squared_l2")
+    assert said == [0, 25, 100, 225, 400]
