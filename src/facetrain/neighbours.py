@@ -279,7 +279,13 @@ def pairs_within(emb: np.ndarray, radius: float, distance: str,
     within = _Within(radius, scale, tau)
     if not exact:
         return _joined(_pairs_indexed(e, within, distance))
-    r, c, v = _joined(_pairs_exact(e, within, distance))
+    return _both_ways(_pairs_exact(e, within, distance))
+
+
+def _both_ways(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blocks of pairs found once each (rows, columns, distances) as one, each pair given
+    both ways round."""
+    r, c, v = _joined(parts)
     return np.r_[r, c], np.r_[c, r], np.r_[v, v]
 
 
@@ -307,21 +313,25 @@ def spacing_and_pairs(emb: np.ndarray, photo: np.ndarray, distance: str, k: int,
         say(what, 0, n)
     for s in range(0, n, block):
         d = distance_matrix(e[s : s + block], e, distance, dtype=np.float32)
-        r, c = np.nonzero(d[:, : s + len(d)] < radius)
-        once = c < r + s  # each pair once, with the face before it
-        r, c = r[once], c[once]
-        v = d[r, c]
+        pairs = _with_faces_before(d, s, radius)  # read before d is changed below
         if kk >= 1:  # as `nearest_in` finds it
             _of_other_photos(d, photo[s : s + block], photos, 0.0)
             d.partition(kk - 1, axis=1)  # in place: d is not read again
             scale[s : s + len(d)] = d[:, kk - 1]
-        r += s
-        keep = within.near(r, c, v)  # the spacing of both faces known by now
-        parts.append((r[keep], c[keep], v[keep]))
+        parts.append(within.kept(*pairs))  # the spacing of both faces known by now
         for what in ("nearest", "pairs"):
             say(what, min(s + block, n), n)
-    r, c, v = _joined(parts)
-    return scale, np.r_[r, c], np.r_[c, r], np.r_[v, v]
+    return scale, *_both_ways(parts)
+
+
+def _with_faces_before(d: np.ndarray, s: int, radius: float):
+    """The pairs under `radius` of a block of faces from face s (the rows of d; its columns
+    the faces from the first on) with the faces before each, each pair once: (rows as
+    faces, columns, distances)."""
+    r, c = np.nonzero(d[:, : s + len(d)] < radius)
+    once = c < r + s
+    r, c = r[once], c[once]
+    return r + s, c, d[r, c]
 
 
 @dataclass(frozen=True)
@@ -332,12 +342,14 @@ class _Within:
     scale: np.ndarray | None
     tau: float
 
-    def near(self, r: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
-        """Which of the pairs (rows, columns, distances) are within, no face with itself."""
+    def kept(self, r: np.ndarray, c: np.ndarray, d: np.ndarray):
+        """The pairs (rows, columns, distances) that are within, no face with itself, as
+        the same three."""
         s, limit = self.scale, self.radius
         if s is not None:
             limit = pair_limit(s[r], s[c], self.radius, self.tau)
-        return (d < limit) & (r != c)
+        near = (d < limit) & (r != c)
+        return r[near], c[near], d[near]
 
 
 def _pairs_exact(e: np.ndarray, within: _Within, distance: str) -> list:
@@ -346,13 +358,7 @@ def _pairs_exact(e: np.ndarray, within: _Within, distance: str) -> list:
     out, block = [], block_rows(len(e))
     for s in range(0, len(e), block):
         d = distance_matrix(e[s : s + block], e[: s + block], distance, dtype=np.float32)
-        r, c = np.nonzero(d < within.radius)
-        once = c < r + s
-        r, c = r[once], c[once]
-        v = d[r, c]
-        r += s
-        keep = within.near(r, c, v)
-        out.append((r[keep], c[keep], v[keep]))
+        out.append(within.kept(*_with_faces_before(d, s, within.radius)))
         done = min(s + block, len(e))  # the bar counts the comparisons, a triangle's share
         say("pairs", done * done // len(e), len(e))
     return out
@@ -368,8 +374,7 @@ def _pairs_indexed(e: np.ndarray, within: _Within, distance: str) -> list:
         r = np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64))) + s
         c = cand.astype(np.int64)
         d = indexed_distances(e, r, c, distance, dtype=np.float32)
-        near = within.near(r, c, d)
-        out.append((r[near], c[near], d[near]))
+        out.append(within.kept(r, c, d))
         say("pairs", min(s + QUERY_BLOCK, len(e)), len(e))
     return out
 
