@@ -818,17 +818,23 @@ def test_a_burst_of_named_copies_does_not_stop_a_person_being_named(tmp_path):
     assert strangers.count("p1") == 0
 
 
-def test_scan_with_workers_records_what_one_process_records(photos, tmp_path):
-    """--workers 2: photos analysed in two spawned processes, recorded here in order; same
-    faces, boxes and embeddings as one process, and a copy inside the same scan is still
-    recorded as a duplicate."""
+def test_scan_with_workers_records_what_one_process_records(photos, tmp_path, monkeypatch):
+    """By default, with enough photos to analyse (AUTO_FROM, lowered here) and two cores:
+    photos analysed in two spawned processes, recorded here in order; same faces, boxes
+    and embeddings as one process, and a copy inside the same scan is still recorded as a
+    duplicate."""
+    from facetrain.library import scan
+
     shutil.copy(photos / "amy" / "amy1.png", photos / "amy" / "again.png")
     model = make_model(tmp_path / "m.safetensors")
+    monkeypatch.setattr(scan, "AUTO_FROM", 4)
+    monkeypatch.setenv("FACETRAIN_THREADS", "2")
+    pools = Stopper(monkeypatch, scan, "worker_pool", lambda scanner, n: n)
     tables, embs = [], []
-    for workers in (1, 2):
+    for workers in ("1", "the default"):
         db, report = tmp_path / f"lib{workers}.db", tmp_path / f"r{workers}.json"
-        cli("library", "scan", photos, "--db", db, "--model", model, "--workers", workers,
-            "--json", report)  # fmt: skip
+        given = ["--workers", workers] if workers == "1" else []
+        cli("library", "scan", photos, "--db", db, "--model", model, *given, "--json", report)
         r = json.loads(report.read_text())
         assert (r["new"], r["duplicates"]) == (12, 1), r
         tables.append([(p, round(x, 3), round(y, 3)) for p, x, y, *_ in faces_table(db)])
@@ -836,8 +842,41 @@ def test_scan_with_workers_records_what_one_process_records(photos, tmp_path):
         embs.append(np.stack([np.frombuffer(b, np.float32) for (b,) in con.execute(
             "SELECT embedding FROM faces ORDER BY id")]))  # fmt: skip
         con.close()
+    assert pools.calls == [2]  # --workers 1: this process; the default: one a core
     assert tables[0] == tables[1]
     np.testing.assert_allclose(embs[0], embs[1], atol=1e-3)  # one thread vs several: rounding
+
+
+def test_workers_chosen_for_the_photos_and_the_machine(monkeypatch):
+    """`--workers 0` (the default): one process a core on a CPU (FACETRAIN_THREADS when
+    set), no more than the memory available holds or there are photos; this process alone
+    for fewer than AUTO_FROM photos or on a GPU. A number given is kept, at most one a
+    photo; a negative one is refused, naming the option."""
+    from facetrain import devices
+    from facetrain.library.library import LibraryError, _check_workers
+    from facetrain.library.scan import AUTO_FROM, WORKER_MEMORY, workers_for
+
+    monkeypatch.setenv("FACETRAIN_THREADS", "3")
+    monkeypatch.setattr(devices, "memory_available", lambda: 10 * WORKER_MEMORY)
+    assert workers_for(0, "cpu", AUTO_FROM) == 3
+    assert workers_for(0, "cpu", AUTO_FROM - 1, more=500) == 1  # not yet known to be worth it
+    assert workers_for(0, "cuda", 1000) == workers_for(0, "cuda:1", 1000) == 1
+    monkeypatch.setenv("FACETRAIN_THREADS", "64")
+    assert workers_for(0, "cpu", AUTO_FROM, more=100) == 10  # what the memory holds
+    monkeypatch.setattr(devices, "memory_available", lambda: 100 * WORKER_MEMORY)
+    assert workers_for(0, "cpu", AUTO_FROM) == AUTO_FROM  # one a photo at most
+    monkeypatch.setattr(devices, "memory_available", lambda: WORKER_MEMORY - 1)
+    assert workers_for(0, "cpu", 1000) == 1
+    monkeypatch.setattr(devices, "memory_available", lambda: None)  # not known: the cores
+    assert workers_for(0, "cpu", 1000) == 64
+    monkeypatch.delenv("FACETRAIN_THREADS")
+    assert workers_for(0, "cpu", 1000) == len(os.sched_getaffinity(0))
+    monkeypatch.undo()
+    assert devices.memory_available() > WORKER_MEMORY  # this machine's, read
+    assert (workers_for(5, "cpu", 3), workers_for(5, "cpu", 3, more=9), workers_for(1, "cpu", 99),
+            workers_for(2, "cuda", 99)) == (3, 5, 1, 2)  # fmt: skip
+    with pytest.raises(LibraryError, match="--workers -1: 1 or more, or 0"):
+        _check_workers(-1)
 
 
 def test_identify_with_workers_names_what_one_process_names(photos, tmp_path):

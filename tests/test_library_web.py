@@ -18,6 +18,7 @@ from facetrain.cli import app
 from facetrain.library.web import PAGE, create_app
 from helpers import (
     ORIGIN,
+    Stopper,
     axe_violations,
     bbt_library,
     chromium_api,
@@ -925,8 +926,10 @@ def test_look_for_new_photos_stacks_a_library_never_stacked(photos, tmp_path):
 def test_stop_looking_keeps_what_was_found_and_the_next_look_goes_on(library, photos,
                                                                      monkeypatch):  # fmt: skip
     """Stop looking: the look ends after the photo being recorded, keeping it; nothing
-    is judged gone on a look that did not finish; the next look records the rest."""
-    from facetrain.library import web
+    is judged gone on a look that did not finish; the next look records the rest. The
+    look chooses its processes as `library scan` does: with AUTO_FROM lowered to three and
+    two cores, the three new photos go to two processes, the two left to its own."""
+    from facetrain.library import scan, web
     from facetrain.library.library import Library
 
     def paths() -> set[str]:
@@ -943,6 +946,9 @@ def test_stop_looking_keeps_what_was_found_and_the_next_look_goes_on(library, ph
             go.wait(30)
 
     monkeypatch.setattr(web.ScanAgain, "_progress", first_photo_waits)
+    monkeypatch.setattr(scan, "AUTO_FROM", 3)
+    monkeypatch.setenv("FACETRAIN_THREADS", "2")
+    pools = Stopper(monkeypatch, scan, "worker_pool", lambda scanner, n: n)
     before = paths()
     for who in ("amy", "howard", "penny"):  # three new photos
         first = photos / who / sorted(os.listdir(photos / who))[0]
@@ -964,6 +970,7 @@ def test_stop_looking_keeps_what_was_found_and_the_next_look_goes_on(library, ph
     state = _looked(api)
     assert state["message"].startswith("looked in 1 folder: 2 new photos, 1 gone;"), state
     assert len(paths() - before) == 3 and gone not in paths()
+    assert pools.calls == [2]
 
 
 def test_the_time_left_is_at_the_pace_of_the_last_photos(monkeypatch):

@@ -91,10 +91,41 @@ def inference_threads() -> int:
     average), at least one. torch's default, one thread a core, spins against the other
     jobs of a busy machine: a warm pair took 2.4–5.3 s on two busy cores, 0.42 s on one.
     Training is not affected: its threads are a setting it records (`--set threads=N`)."""
-    cores = len(os.sched_getaffinity(0))
-    given = os.environ.get("FACETRAIN_THREADS", "").strip()
+    given = _threads_given()
     if given:
-        if not given.isdigit() or int(given) < 1:
-            raise FacetrainError(f"FACETRAIN_THREADS={given!r}: a whole number ≥ 1")
-        return int(given)
+        return given
+    cores = len(os.sched_getaffinity(0))
     return max(1, min(cores, cores - int(os.getloadavg()[0] + 0.5)))
+
+
+def cores_to_use() -> int:
+    """CPU cores a command may keep busy with processes of one thread each (a scan's
+    workers): FACETRAIN_THREADS when set, else every core this process may run on. Not
+    less for a busy machine, as `inference_threads` is: a process of one thread does not
+    spin against other jobs, and the load average still counts the command just before."""
+    return _threads_given() or len(os.sched_getaffinity(0))
+
+
+def _threads_given() -> int | None:
+    given = os.environ.get("FACETRAIN_THREADS", "").strip()
+    if not given:
+        return None
+    if not given.isdigit() or int(given) < 1:
+        raise FacetrainError(f"FACETRAIN_THREADS={given!r}: a whole number ≥ 1")
+    return int(given)
+
+
+def memory_available() -> int | None:
+    """Bytes of memory this machine can give without swapping (Linux's MemAvailable: free
+    plus what the page cache would hand back); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None

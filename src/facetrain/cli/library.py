@@ -40,6 +40,13 @@ ModelOpt = Annotated[
     str | None,
     typer.Option(help="The library's model [the one it was made with; new: the default]."),
 ]
+PhotoWorkersOpt = Annotated[
+    int,
+    typer.Option(
+        help="Processes analysing photos: 0 chooses (on a CPU, one a core from 24 photos "
+        "on, as many as the memory holds; else this process alone)."
+    ),
+]
 ThresholdOpt = Annotated[float | None, typer.Option(help="[the model's calibrated one]")]
 
 
@@ -91,7 +98,7 @@ def library_scan(
     ] = None,
     spec: SpecOpt = None,
     device: DeviceOpt = "cpu",
-    workers: Annotated[int, typer.Option(help="Processes analysing photos.")] = 1,
+    workers: PhotoWorkersOpt = 0,
     import_xmp: Annotated[
         bool, typer.Option("--import-xmp", help="Names from XMP sidecars' face regions.")
     ] = False,
@@ -530,7 +537,7 @@ def library_identify(
     threshold: ThresholdOpt = None,
     margin: Annotated[float, typer.Option(help="Required gap to the runner-up.")] = 0.05,
     device: DeviceOpt = "cpu",
-    workers: Annotated[int, typer.Option(help="Processes analysing photos.")] = 1,
+    workers: PhotoWorkersOpt = 0,
     json_out: JsonOut = None,
 ) -> None:
     """Name every face in new photos from the named people, or say unknown. Each photo is
@@ -637,7 +644,7 @@ def library_migrate(
     model: Annotated[str, typer.Option(help="The new model.")],
     spec: SpecOpt = None,
     device: DeviceOpt = "cpu",
-    workers: Annotated[int, typer.Option(help="Processes analysing photos.")] = 1,
+    workers: PhotoWorkersOpt = 0,
 ) -> None:
     """Re-embed the library with another model, keeping every name."""
     from facetrain.inference.compiled import open_for_use

@@ -665,13 +665,13 @@ class Library:
         the namer comes from instead (the web page's, kept while nothing changes)."""
         from facetrain.data.listing import photos_in
         from facetrain.library.identify import identified
-        from facetrain.library.scan import Scanner
+        from facetrain.library.scan import Scanner, workers_for
 
         _check_workers(workers)
         namer = namer_of(self) if namer_of is not None else self.namer(threshold, margin)
         passed_over: dict[str, str] = {}
         photos = photos_in(photos, empty_ok=True, skipped=passed_over)  # an empty inbox: none
-        workers = min(workers, len(photos))
+        workers = workers_for(workers, device, len(photos))
         fm = self.model(model, device=device, prefetch=workers <= 1)
         scanner = Scanner(fm, self.gate()[0], device)
         for p, why in passed_over.items():
@@ -848,8 +848,8 @@ UNREADABLE_TILE = "photo not\nreadable now"  # what the page shows for its faces
 
 
 def _check_workers(workers: int) -> None:
-    if workers < 1:
-        raise LibraryError(f"--workers {workers}: at least 1")
+    if workers < 0:
+        raise LibraryError(f"--workers {workers}: 1 or more, or 0 to let the library choose")
 
 
 def _on_photo(face, people: dict[int, dict]) -> dict:

@@ -362,8 +362,8 @@ class ScanAgain:
             with self.one_change:  # a change of the page's under way ends first
                 lib = Library(self.path)
             with lib:
-                done = list(lib.scan_again(lib.model(), on_folder=self._folder,
-                                           on_progress=self._progress,
+                done = list(lib.scan_again(lib.model(), workers=0,  # as `library scan`
+                                           on_folder=self._folder, on_progress=self._progress,
                                            stop=self.stopping.is_set))  # fmt: skip
                 never = any(not isinstance(r, str) and r.to_stack for _, r in done)
                 first = lib.cluster()[0] if never else None  # a library never stacked: now
