@@ -1,23 +1,27 @@
-"""`library scan` and `library identify` as a user runs them now (`--workers` left out: one
-process a core once 24 photos wait) against one process (`--workers 1`), each a whole
-process from a cold start, rounds alternating the two; on a folder of photos and on a few
-of them (where the default stays in one process: starting others would cost more).
+"""`library scan`, `library identify` and a first `find` in a folder as a user runs them now
+(`--workers` left out: one process a core once 24 photos wait) against one process
+(`--workers 1`), each a whole process from a cold start, rounds alternating the two; on a
+folder of photos and on a few of them (where the default stays in one process: starting
+others would cost more). The find's model is compiled once before (a cache kept apart),
+its folder looked at anew each round.
 
     .venv/bin/python bench/scan_workers.py [FOLDER] [--rounds 3] [--few 8]
 
 FOLDER defaults to ../shared/datasets/photos/friends. The last lines are the ratios of the
 median seconds, one process / the default, and whether both found the same faces (boxes
-and embeddings) and names.
+and embeddings), names and photos found.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import platform
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +53,23 @@ def identified(folder: Path, db: Path, w: int, out: Path) -> float:
     args = [] if w == DEFAULT else ["--workers", w]
     facetrain("library", "identify", folder, "--db", db, *args, "--json", out)
     return time.perf_counter() - t0
+
+
+def found(photo: Path, folder: Path, tmp: Path, w: int) -> float:
+    """Seconds of a first `find` of `photo` in `folder` (the folder's faces not kept yet)."""
+    cache = tmp / "cache"
+    shutil.rmtree(cache / "find", ignore_errors=True)
+    env = os.environ | {"FACETRAIN_CACHE": str(cache)}
+    args = [] if w == DEFAULT else ["--workers", str(w)]
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "facetrain", "find", str(photo), str(folder), *args,
+                    "--json", str(tmp / f"find-{w}.json")], check=True, capture_output=True,
+                   env=env)  # fmt: skip
+    return time.perf_counter() - t0
+
+
+def _found(tmp: Path, w: int) -> list:
+    return [h["path"] for h in json.loads((tmp / f"find-{w}.json").read_text())["found"]]
 
 
 def faces(db: Path) -> list:
@@ -93,6 +114,10 @@ def main() -> None:
         secs = alternated(run, DEFAULT, args.rounds)
         same = _names(tmp / "id-1.json") == _names(tmp / f"id-{DEFAULT}.json")
         compare("identify", secs, len(photos), same)
+        found(photos[0], args.folder, tmp, 1)  # the model compiled into its cache
+        secs = alternated(lambda w: found(photos[0], args.folder, tmp, w), DEFAULT, args.rounds)
+        compare("find, the first in the folder", secs, len(photos),
+                _found(tmp, 1) == _found(tmp, DEFAULT))  # fmt: skip
 
 
 if __name__ == "__main__":

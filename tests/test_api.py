@@ -14,7 +14,7 @@ from PIL import Image
 
 import facetrain
 from conftest import BBT, need
-from helpers import side_by_side
+from helpers import Stopper, side_by_side
 
 pytestmark = need(BBT)
 REF = BBT / "reference"
@@ -512,6 +512,39 @@ def test_find_names_each_photo_it_cannot_read_every_time_and_goes_on(fr, tmp_pat
     assert any(str(w.message).startswith(f"{cut}: cannot decode") for w in said)
     with pytest.raises(ValueError, match="the image to find: not an image"):
         fr.find(text, folder)
+
+
+def test_a_first_find_read_by_processes_finds_what_one_process_finds(fr, tmp_path, monkeypatch):
+    """`workers=0` (the command line's default): with enough new photos (AUTO_FROM, lowered
+    here) and two cores, the folder is read by two processes: the same photos found, at the
+    same distances, as one process; a photo they cannot read is named all the same."""
+    from facetrain.inference import processes
+    from facetrain.inference.embedder import FaceEmbedder
+
+    monkeypatch.setattr(processes, "AUTO_FROM", 4)
+    monkeypatch.setenv("FACETRAIN_THREADS", "2")
+    pools = Stopper(monkeypatch, processes, "model_pool", lambda model, device, n, *a: n)
+    folder = tmp_path / "photos"
+    for who in ("amy", "penny"):
+        shutil.copytree(REF / who, folder / who)
+    photos = sum(1 for p in folder.rglob("*.png"))
+    (folder / "cut.jpg").write_bytes((REF / "amy" / "amy2.png").read_bytes()[:600])
+    here = Stopper(monkeypatch, FaceEmbedder, "every_crop", lambda *a, **k: 1)  # this process
+    got, read_here = [], []
+    for workers in (1, 0):
+        monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path / f"cache{workers}"))
+        here.reset()
+        with pytest.warns(UserWarning, match="cut.jpg: cannot decode"):
+            got.append(fr.find(REF / "amy" / "amy1.png", folder, workers=workers))
+        read_here.append(len(here.calls))
+    assert pools.calls == [1, 2]
+    assert read_here == [1 + photos, 1]  # the photo to find, and the folder here or not
+    assert [h["path"] for h in got[0]] == [h["path"] for h in got[1]]
+    assert {Path(h["path"]).parent.name for h in got[0]} == {"amy"} and len(got[0]) >= 3
+    np.testing.assert_allclose([h["distance"] for h in got[0]],
+                               [h["distance"] for h in got[1]], atol=1e-4)  # fmt: skip
+    with pytest.raises(ValueError, match="--workers -1: 1 or more, or 0"):
+        fr.find(REF / "amy" / "amy1.png", folder, workers=-1)
 
 
 def test_find_on_the_command_line(tmp_path, monkeypatch):

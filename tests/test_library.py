@@ -823,11 +823,12 @@ def test_scan_with_workers_records_what_one_process_records(photos, tmp_path, mo
     photos analysed in two spawned processes, recorded here in order; same faces, boxes
     and embeddings as one process, and a copy inside the same scan is still recorded as a
     duplicate."""
+    from facetrain.inference import processes
     from facetrain.library import scan
 
     shutil.copy(photos / "amy" / "amy1.png", photos / "amy" / "again.png")
     model = make_model(tmp_path / "m.safetensors")
-    monkeypatch.setattr(scan, "AUTO_FROM", 4)
+    monkeypatch.setattr(processes, "AUTO_FROM", 4)
     monkeypatch.setenv("FACETRAIN_THREADS", "2")
     pools = Stopper(monkeypatch, scan, "worker_pool", lambda scanner, n: n)
     tables, embs = [], []
@@ -853,8 +854,8 @@ def test_workers_chosen_for_the_photos_and_the_machine(monkeypatch):
     for fewer than AUTO_FROM photos or on a GPU. A number given is kept, at most one a
     photo; a negative one is refused, naming the option."""
     from facetrain import devices
+    from facetrain.inference.processes import AUTO_FROM, WORKER_MEMORY, workers_for
     from facetrain.library.library import LibraryError, _check_workers
-    from facetrain.library.scan import AUTO_FROM, WORKER_MEMORY, workers_for
 
     monkeypatch.setenv("FACETRAIN_THREADS", "3")
     monkeypatch.setattr(devices, "memory_available", lambda: 10 * WORKER_MEMORY)

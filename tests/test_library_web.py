@@ -929,6 +929,7 @@ def test_stop_looking_keeps_what_was_found_and_the_next_look_goes_on(library, ph
     is judged gone on a look that did not finish; the next look records the rest. The
     look chooses its processes as `library scan` does: with AUTO_FROM lowered to three and
     two cores, the three new photos go to two processes, the two left to its own."""
+    from facetrain.inference import processes
     from facetrain.library import scan, web
     from facetrain.library.library import Library
 
@@ -946,7 +947,7 @@ def test_stop_looking_keeps_what_was_found_and_the_next_look_goes_on(library, ph
             go.wait(30)
 
     monkeypatch.setattr(web.ScanAgain, "_progress", first_photo_waits)
-    monkeypatch.setattr(scan, "AUTO_FROM", 3)
+    monkeypatch.setattr(processes, "AUTO_FROM", 3)
     monkeypatch.setenv("FACETRAIN_THREADS", "2")
     pools = Stopper(monkeypatch, scan, "worker_pool", lambda scanner, n: n)
     before = paths()

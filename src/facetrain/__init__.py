@@ -30,11 +30,14 @@ def verify(a, b, model=None, device: str = "cpu") -> dict:
     return _recognizer(model, device).verify(a, b)
 
 
-def find(image, where, model=None, device: str = "cpu", face: int | None = None) -> list[dict]:
+def find(image, where, model=None, device: str = "cpu", face: int | None = None,
+         workers: int = 1) -> list[dict]:  # fmt: skip
     """One call: in a folder of photos, those whose face is the face of `image` (path and
     distance, nearest first; `face`: which face of a group photo, numbered as `verify`
-    numbers them, else its central one); in a library file (`.db`), the named person of
-    each face of `image` (as `library identify`)."""
+    numbers them, else its central one; `workers`: processes reading the folder's photos
+    not looked at before, 0 to let facetrain choose as `facetrain find` does); in a
+    library file (`.db`), the named person of each face of `image` (as `library
+    identify`)."""
     from pathlib import Path
 
     if not Path(where).exists():
@@ -46,4 +49,4 @@ def find(image, where, model=None, device: str = "cpu", face: int | None = None)
             raise ValueError(f"{image}: a photo on disk is needed to look it up in a library")
         with Library(where, lock=False) as lib:
             return lib.identify([str(image)], model=model, device=device)[0]["faces"]
-    return _recognizer(model, device).find(image, where, face)
+    return _recognizer(model, device).find(image, where, face, workers)

@@ -182,6 +182,13 @@ def model_and_inputs(args: list[str], device: str, backend: str = "auto", spec=N
     return open_model_arg(model, device, backend, spec), rest
 
 
+PhotoWorkersOpt = Annotated[
+    int,
+    typer.Option(
+        help="Processes reading photos: 0 chooses (on a CPU, one a core from 24 photos "
+        "on, as many as the memory holds; else this process alone)."
+    ),
+]
 WorkersOpt = Annotated[
     int, typer.Option(help="Threads reading (decoding, aligning) images ahead of the model.")
 ]

@@ -15,6 +15,7 @@ from facetrain import atomic
 from facetrain.cli.common import (
     DeviceOpt,
     JsonOut,
+    PhotoWorkersOpt,
     SpecOpt,
     app,
     fail,
@@ -39,13 +40,6 @@ DbOpt = Annotated[
 ModelOpt = Annotated[
     str | None,
     typer.Option(help="The library's model [the one it was made with; new: the default]."),
-]
-PhotoWorkersOpt = Annotated[
-    int,
-    typer.Option(
-        help="Processes analysing photos: 0 chooses (on a CPU, one a core from 24 photos "
-        "on, as many as the memory holds; else this process alone)."
-    ),
 ]
 ThresholdOpt = Annotated[float | None, typer.Option(help="[the model's calibrated one]")]
 

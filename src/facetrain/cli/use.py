@@ -16,6 +16,7 @@ from facetrain.cli.common import (
     BackendOpt,
     DeviceOpt,
     JsonOut,
+    PhotoWorkersOpt,
     SpecOpt,
     WorkersOpt,
     app,
@@ -157,6 +158,7 @@ def find(
     backend: BackendOpt = "auto",
     spec: SpecOpt = None,
     device: DeviceOpt = "cpu",
+    workers: PhotoWorkersOpt = 0,
     json_out: JsonOut = None,
 ) -> None:
     """The photos of a folder that hold the face of PHOTO, nearest first (every face of a
@@ -185,7 +187,7 @@ def find(
         warnings.simplefilter("always")
         try:
             faces, k = fr.faces_to_find(photo, face)
-            hits = fr.find_face(faces.embeddings[k], folder)
+            hits = fr.find_face(faces.embeddings[k], folder, workers)
         except (ValueError, FileNotFoundError) as e:
             fail(str(e))
     skipped = [str(w.message) for w in said]

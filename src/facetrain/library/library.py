@@ -664,8 +664,9 @@ class Library:
         and that work kept in `parts` when given (`identify.looked_at`). `namer_of`: where
         the namer comes from instead (the web page's, kept while nothing changes)."""
         from facetrain.data.listing import photos_in
+        from facetrain.inference.processes import workers_for
         from facetrain.library.identify import identified
-        from facetrain.library.scan import Scanner, workers_for
+        from facetrain.library.scan import Scanner
 
         _check_workers(workers)
         namer = namer_of(self) if namer_of is not None else self.namer(threshold, margin)

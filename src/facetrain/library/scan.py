@@ -34,6 +34,7 @@ from facetrain.data.images import (
     raw_date,
 )
 from facetrain.data.listing import list_photos
+from facetrain.inference.processes import workers_for
 from facetrain.library import store
 from facetrain.library.store import transaction
 from facetrain.library.turns import fitting, turn_face, turn_of
@@ -438,63 +439,25 @@ def analysed(paths: list[str], scanner: Scanner, pool=None, known: list | None =
         yield from pool.imap(_analyse_in_worker, jobs)
 
 
-AUTO_FROM = 24  # photos to analyse before `workers=0` starts processes: on 2 cores, two
-#                 cost 1.7 s against 1.3 for 8 photos, and save from about 20 on
-WORKER_MEMORY = 700 << 20  # a worker's peak on 12-megapixel photos (619–652 MB measured)
-
-
-def workers_for(workers: int, device: str, photos: int, more: int = 0) -> int:
-    """How many processes analyse `photos` photos, and up to `more` others (a scan still
-    listing): `workers`, at most one a photo; 0 chooses. On a CPU, from AUTO_FROM photos
-    on, one a core (`cores_to_use`), as many as the memory available holds;
-    otherwise one, this process: on a GPU, or for a few photos, others would cost more
-    than they save."""
-    if workers > 0:
-        return max(1, min(workers, photos + more))
-    if device != "cpu" or photos < AUTO_FROM:
-        return 1
-    from facetrain.devices import cores_to_use, memory_available
-
-    cores, held = cores_to_use(), memory_available()
-    return max(1, min(cores, cores if held is None else held // WORKER_MEMORY, photos + more))
-
-
 @contextlib.contextmanager
 def worker_pool(scanner: Scanner, workers: int):
-    """`workers` spawned processes, each with its own copy of the scanner's model on one
-    thread (spawned, not forked: no fork of a process holding torch threads or CUDA);
-    None for one worker: `analysed` works here."""
-    import multiprocessing as mp
-    from dataclasses import asdict
+    """`workers` processes, each with its own Scanner like this one (`model_pool`); None
+    for one worker: `analysed` works here."""
+    from facetrain.inference.processes import model_pool
 
-    if workers <= 1:
-        yield None
-        return
-    fm = scanner.model
-    spec = (fm.source, asdict(fm.pre), scanner.quality, scanner.device, fm.backend)
-    with mp.get_context("spawn").Pool(workers, _start_worker, (spec,)) as pool:
+    with model_pool(scanner.model, scanner.device, workers, _scanner, scanner.quality,
+                    scanner.device) as pool:  # fmt: skip
         yield pool
 
 
-_WORKER: Scanner | None = None
-
-
-def _start_worker(spec) -> None:
-    """A worker's own copy of the scanner's model (compiled when the scanner's is), on one
-    thread: the workers share the cores."""
-    from facetrain.devices import keep_freed_memory, use_threads
-    from facetrain.inference.compiled import open_for_use
-
-    global _WORKER
-    use_threads(1)
-    keep_freed_memory()
-    source, pre, quality, device, backend = spec
-    fm = open_for_use(source, device, "auto", None if backend == "onnxruntime" else pre)
-    _WORKER = Scanner(fm, quality, device)
+def _scanner(fm, quality: Quality, device: str) -> Scanner:
+    return Scanner(fm, quality, device)
 
 
 def _analyse_in_worker(job: tuple[str, str | None]):
-    return _analyse(job[0], _WORKER, job[1])
+    from facetrain.inference.processes import worker
+
+    return _analyse(job[0], worker(), job[1])
 
 
 def pixel_digest(img: np.ndarray) -> str:

@@ -149,17 +149,18 @@ class Recognizer:
                 "face_a": face_of(photos[0], fa), "face_b": face_of(photos[1], fb),
                 "model": self.model.source}  # fmt: skip
 
-    def find(self, image: ImageLike, folder: str | os.PathLike,
-             face: int | None = None) -> list[dict]:  # fmt: skip
+    def find(self, image: ImageLike, folder: str | os.PathLike, face: int | None = None,
+             workers: int = 1) -> list[dict]:  # fmt: skip
         """The photos below a folder holding the face of `image` (deepface's `find`) —
         each face of a group photo looked at — nearest first: path, distance, and which
         face (`face`: number, count and box; None for a photo of one face); `find_face`
         says when a photo is found. `face`: which face of a group photo `image` to look
         for, numbered as `verify` numbers them (its `face_a`); by default its central
-        face (`faces_to_find`)."""
+        face (`faces_to_find`). `workers`: processes reading the folder's new photos, as
+        `find_face` takes it."""
         folder_to_look_in(folder)  # before the image: a typo said at once
         photo, k = self.faces_to_find(image, face)
-        return self.find_face(photo.embeddings[k], folder)
+        return self.find_face(photo.embeddings[k], folder, workers)
 
     def faces_to_find(self, image: ImageLike, face: int | None = None) -> tuple[PhotoFaces, int]:
         """Every face of the image `find` looks for, and the index of the one it looks
@@ -183,7 +184,8 @@ class Recognizer:
             return photo, (face or 1) - 1
         return photo, select_faces(np.asarray(photo.boxes), rgb.shape, "center")[0]
 
-    def find_face(self, embedding: np.ndarray, folder: str | os.PathLike) -> list[dict]:
+    def find_face(self, embedding: np.ndarray, folder: str | os.PathLike,
+                  workers: int = 1) -> list[dict]:  # fmt: skip
         """The photos below a folder holding a face already embedded (a row of `embed`,
         or a `Face`'s embedding), as `find` gives them. A photo is found when a face of
         it is nearer than their pair's limit (the threshold, tightened by the folder's
@@ -194,7 +196,8 @@ class Recognizer:
         a population; each pair's limit alone still mostly others there, and the stacks
         alone more of them in folders of a few East-Asian people
         (bench/find_precision.py). A folder below that is passed over (a link, one that
-        cannot be listed) is a warning saying why and naming it."""
+        cannot be listed) is a warning saying why and naming it. `workers`: processes
+        reading the photos not looked at before (`processes.workers_for`: 0 chooses)."""
         from facetrain.data.listing import list_photos
 
         if self.threshold is None:
@@ -211,7 +214,7 @@ class Recognizer:
         for where, why in skipped.items():
             warnings.warn(f"{why.removeprefix('skipped: ')}: {where}", stacklevel=2)
         unreadable: dict[str, str] = {}
-        emb, boxes, owner, stacks = self.folder_faces(Path(folder), paths, unreadable)
+        emb, boxes, owner, stacks = self.folder_faces(Path(folder), paths, unreadable, workers)
         for where, why in unreadable.items():
             warnings.warn(f"{where}: {why}; the find goes on without it", stacklevel=2)
         rule = (self.threshold, self.model.pre.distance)
@@ -227,7 +230,8 @@ class Recognizer:
                       for i, k in best.items())  # fmt: skip
         return [{"path": p, "distance": x, "face": f} for x, p, f in hits]
 
-    def folder_faces(self, folder: Path, paths: list[str], unreadable: dict[str, str]):
+    def folder_faces(self, folder: Path, paths: list[str], unreadable: dict[str, str],
+                     workers: int = 1):  # fmt: skip
         """Every face of a folder's photos, as `compare` reads a photo — (embeddings, boxes,
         each face's photo index) — PHOTOS_AT_ONCE photos decoded at a time (a folder never
         sits in memory whole), reusing what an earlier `find` made of files unchanged since
@@ -236,26 +240,40 @@ class Recognizer:
         kill -9) goes on from there. A photo that cannot be read goes into `unreadable`
         with why, and is not kept: each find says so again, until it can be read. Last,
         each face's stack (`cluster.with_new_faces`; kept too, so only faces new since
-        the last find, and stacks that lost faces, are stacked)."""
-        from facetrain.progress import progress_bar
-        from facetrain.use.compare import SILENT_UP_TO
-        from facetrain.use.find_cache import SAVE_EVERY, FolderCache
+        the last find, and stacks that lost faces, are stacked). The photos are read by
+        `workers` processes (`processes.workers_for`), the results used in their order."""
+        from facetrain.use.find_cache import FolderCache
 
         cache = FolderCache.open(self.model_key, folder, self.embedder.width)
-        todo = cache.missing(paths)
         try:
-            with progress_bar(disable=None if len(todo) > SILENT_UP_TO else True) as bar:
-                task = bar.add_task("find: new photos looked at", total=len(todo))
-                for s in range(0, len(todo), PHOTOS_AT_ONCE):
-                    step = todo[s : s + PHOTOS_AT_ONCE]
-                    cache.put(self._faces_of_step(step, unreadable), unreadable)
-                    bar.advance(task, len(step))
-                    cache.save(paths, every=SAVE_EVERY)
+            self._read_new(cache, paths, cache.missing(paths), unreadable, workers)
             emb, boxes, owner = cache.rows(paths)
             stacks = self._stacks(cache, paths, emb, owner)
         finally:  # done, or stopped: what was looked at is kept
             cache.save(paths)
         return emb, boxes, owner, stacks
+
+    def _read_new(self, cache, paths: list[str], todo: list[str], unreadable: dict[str, str],
+                  workers: int) -> None:  # fmt: skip
+        """The photos `todo` read into the cache a step at a time, with a bar."""
+        from facetrain.inference.processes import model_pool, workers_for
+        from facetrain.progress import progress_bar
+        from facetrain.use.compare import SILENT_UP_TO
+        from facetrain.use.find_cache import SAVE_EVERY
+
+        n = workers_for(workers, self.device, len(todo))
+        processes = model_pool(self.model, self.device, n, FaceEmbedder, self.device)
+        with (
+            progress_bar(disable=None if len(todo) > SILENT_UP_TO else True) as bar,
+            processes as pool,
+        ):
+            task = bar.add_task("find: new photos looked at", total=len(todo))
+            looked = self._looked_at(todo, pool)
+            for s in range(0, len(todo), PHOTOS_AT_ONCE):
+                step = [next(looked) for _ in todo[s : s + PHOTOS_AT_ONCE]]
+                cache.put(self._faces_of_step(step, unreadable), unreadable)
+                bar.advance(task, len(step))
+                cache.save(paths, every=SAVE_EVERY)
 
     def _stacks(self, cache, paths: list[str], emb: np.ndarray, owner: np.ndarray):
         """Each face's stack: those kept, the faces new since (and the stacks that lost
@@ -275,11 +293,20 @@ class Recognizer:
             cache.set_stacks(paths, stacks, repr(rule))
         return stacks
 
-    def _faces_of_step(self, paths: list[str], unreadable: dict[str, str]) -> dict:
-        """{path: (embeddings, boxes; NaN for an image taken whole)} of each photo read
-        (`every_face`); a photo that cannot be read goes into `unreadable` instead."""
+    def _looked_at(self, paths: list[str], pool):
+        """Each photo's faces (`every_face`), in order: read here, PHOTOS_AT_ONCE at a
+        time, or one by one by the processes of `pool`."""
+        if pool is not None:
+            yield from pool.imap(_every_face_in_worker, paths)
+            return
+        for s in range(0, len(paths), PHOTOS_AT_ONCE):
+            yield from self.every_face(paths[s : s + PHOTOS_AT_ONCE])
+
+    def _faces_of_step(self, photos: list[PhotoFaces], unreadable: dict[str, str]) -> dict:
+        """{path: (embeddings, boxes; NaN for an image taken whole)} of each photo read;
+        a photo that could not be read goes into `unreadable` instead."""
         nan, out = np.full(4, np.nan), {}
-        for p in self.every_face(paths):
+        for p in photos:
             if p.error not in (None, NO_FACE):
                 unreadable[p.path] = p.error
                 continue
@@ -295,6 +322,13 @@ class Recognizer:
 
         pre = asdict(self.model.pre)
         return model_hash(self.model) + json.dumps({k: pre[k] for k in EMBEDDING_FIELDS})
+
+
+def _every_face_in_worker(path: str) -> PhotoFaces:
+    """One photo's faces in a worker of `model_pool` (its FaceEmbedder)."""
+    from facetrain.inference.processes import worker
+
+    return every_face(worker(), _rgb, [path])[0]
 
 
 def folder_to_look_in(folder: str | os.PathLike) -> None:
