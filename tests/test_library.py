@@ -880,6 +880,21 @@ def test_workers_chosen_for_the_photos_and_the_machine(monkeypatch):
         _check_workers(-1)
 
 
+def test_a_worker_that_cannot_open_the_model_says_so(tmp_path):
+    """A model the workers cannot open (gone from disk since this process opened it) is a
+    clear error from the first photo, not a pool starting failed workers forever."""
+    from types import SimpleNamespace
+
+    from facetrain.errors import FacetrainError
+    from facetrain.inference.processes import model_pool, worker
+
+    pre = Preprocess("iresnet18", 64, 112)
+    gone = SimpleNamespace(source=str(tmp_path / "gone.safetensors"), pre=pre, backend="torch")
+    said = "a worker process could not open the model"
+    with model_pool(gone, "cpu", 2, dict) as pool, pytest.raises(FacetrainError, match=said):
+        pool.apply_async(worker).get(timeout=120)
+
+
 def test_identify_with_workers_names_what_one_process_names(photos, tmp_path):
     """`library identify --workers 2` analyses the photos as a scan does, in two processes:
     the same names, boxes and distances, in the order given, as one process; a file that

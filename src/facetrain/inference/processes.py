@@ -9,6 +9,8 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import asdict
 
+from facetrain.errors import FacetrainError
+
 AUTO_FROM = 24  # photos to analyse before `workers=0` starts processes: on 2 cores, two
 #                 cost 1.7 s against 1.3 for 8 photos, and save from about 20 on
 WORKER_MEMORY = 700 << 20  # a worker's peak on 12-megapixel photos (619–652 MB measured)
@@ -52,7 +54,10 @@ _WORKER = None
 
 
 def worker():
-    """This worker process's object, made by `model_pool`'s `make`."""
+    """This worker process's object, made by `model_pool`'s `make`; FacetrainError when it
+    could not be made (a model this process cannot open), said by every task."""
+    if isinstance(_WORKER, FacetrainError):
+        raise _WORKER
     return _WORKER
 
 
@@ -66,5 +71,8 @@ def _start(spec, make: Callable, args: tuple) -> None:
     use_threads(1)
     keep_freed_memory()
     source, pre, device, backend = spec
-    fm = open_for_use(source, device, "auto", None if backend == "onnxruntime" else pre)
-    _WORKER = make(fm, *args)
+    try:
+        fm = open_for_use(source, device, "auto", None if backend == "onnxruntime" else pre)
+        _WORKER = make(fm, *args)
+    except Exception as e:  # said by the tasks: a pool would start failed workers forever
+        _WORKER = FacetrainError(f"a worker process could not open the model {source}: {e}")
