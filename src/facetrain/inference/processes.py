@@ -21,9 +21,8 @@ def workers_for(workers: int, device: str, photos: int, more: int = 0) -> int:
     listing): `workers`, at most one a photo; 0 chooses. On a CPU, from AUTO_FROM photos
     on, one a core (`cores_to_use`), as many as the memory available holds;
     otherwise one, this process: on a GPU, or for a few photos, others would cost more
-    than they save. ValueError for a negative number."""
-    if workers < 0:
-        raise ValueError(f"--workers {workers}: 1 or more, or 0 to let facetrain choose")
+    than they save. ValueError for a negative number (`check_workers`)."""
+    check_workers(workers)
     if workers > 0:
         return max(1, min(workers, photos + more))
     if device != "cpu" or photos < AUTO_FROM:
@@ -32,6 +31,12 @@ def workers_for(workers: int, device: str, photos: int, more: int = 0) -> int:
 
     cores, held = cores_to_use(), memory_available()
     return max(1, min(cores, cores if held is None else held // WORKER_MEMORY, photos + more))
+
+
+def check_workers(workers: int) -> None:
+    """ValueError for a number of processes no command takes (a negative one)."""
+    if workers < 0:
+        raise ValueError(f"--workers {workers}: 1 or more, or 0 to let facetrain choose")
 
 
 @contextlib.contextmanager

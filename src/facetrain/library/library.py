@@ -849,8 +849,13 @@ UNREADABLE_TILE = "photo not\nreadable now"  # what the page shows for its faces
 
 
 def _check_workers(workers: int) -> None:
-    if workers < 0:
-        raise LibraryError(f"--workers {workers}: 1 or more, or 0 to let the library choose")
+    """`processes.check_workers`, said as the library's error before any photo is read."""
+    from facetrain.inference.processes import check_workers
+
+    try:
+        check_workers(workers)
+    except ValueError as e:
+        raise LibraryError(str(e)) from None
 
 
 def _on_photo(face, people: dict[int, dict]) -> dict:

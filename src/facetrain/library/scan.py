@@ -445,13 +445,9 @@ def worker_pool(scanner: Scanner, workers: int):
     for one worker: `analysed` works here."""
     from facetrain.inference.processes import model_pool
 
-    with model_pool(scanner.model, scanner.device, workers, _scanner, scanner.quality,
+    with model_pool(scanner.model, scanner.device, workers, Scanner, scanner.quality,
                     scanner.device) as pool:  # fmt: skip
         yield pool
-
-
-def _scanner(fm, quality: Quality, device: str) -> Scanner:
-    return Scanner(fm, quality, device)
 
 
 def _analyse_in_worker(job: tuple[str, str | None]):
