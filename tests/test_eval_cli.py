@@ -126,7 +126,9 @@ def test_eval_bad_inputs(tmp_path):
 
 
 def test_embed_with_reading_threads_gives_the_same_embeddings(tmp_path):
-    """Raw photos aligned on the fly by 2 threads ahead of the model (one shared detector)."""
+    """Raw photos aligned on the fly by 2 threads ahead of the model (one shared detector)
+    and by the threads `--workers` left out chooses: the same embeddings. A negative count
+    is refused, naming it, before anything is read."""
     import numpy as np
     import pytest
 
@@ -149,6 +151,10 @@ def test_embed_with_reading_threads_gives_the_same_embeddings(tmp_path):
         tables.append(np.load(out))
     assert list(tables[0]["paths"]) == list(tables[1]["paths"]) and len(tables[0]["paths"]) >= 10
     np.testing.assert_allclose(tables[0]["embeddings"], tables[1]["embeddings"], atol=1e-5)
+    out = tmp_path / "refused.npz"
+    res = runner.invoke(app, ["embed", str(model), str(photos), "--out", str(out),
+                              "--workers", "-1"])  # fmt: skip
+    assert res.exit_code == 2 and "--workers -1: 1 or more" in res.output and not out.exists()
 
 
 class Colours(torch.nn.Module):

@@ -109,24 +109,46 @@ def test_every_help_reads_in_plain_words():
         assert re.search(rf"{flag} .*?\[default: {re.escape(str(value))}\]", help_), flag
 
 
-def test_threads_for_inference_leave_busy_cores_alone_and_are_settable(monkeypatch):
-    """A command using a model runs on the cores not already busy (torch's one thread a
-    core spun against other jobs: a warm pair 2.4–5.3 s against 0.42 s on one thread);
-    FACETRAIN_THREADS sets the count; a bad value is named."""
+def test_threads_for_inference_leave_busy_cores_alone_and_are_settable(monkeypatch, tmp_path):
+    """A command using a model runs on the cores other jobs are not keeping busy now
+    (torch's one thread a core spun against other jobs: a warm pair 2.4–5.3 s against
+    0.42 s on one thread), not on what the last minute's load average leaves (the command
+    run just before); it looks once a process; FACETRAIN_THREADS sets the count; a bad value
+    is named; with no /proc and no affinity (macOS) it still answers."""
+    from facetrain import devices
     from facetrain.devices import inference_threads
     from facetrain.errors import FacetrainError
 
     cores = len(os.sched_getaffinity(0))
     monkeypatch.delenv("FACETRAIN_THREADS", raising=False)
     monkeypatch.setattr(os, "getloadavg", lambda: (float(cores), 0.0, 0.0))
-    assert inference_threads() == 1  # every core busy: one thread
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    assert inference_threads() == cores
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(devices, "PROC_STAT", str(stat))
+
+    def threads_when(running: int) -> int:
+        stat.write_text(f"cpu  10 0 5 900\nprocs_running {running}\nprocs_blocked 0\n")
+        devices._threads_free.cache_clear()
+        return inference_threads()
+
+    try:
+        assert threads_when(1 + cores) == 1  # every core busy: one thread
+        assert threads_when(1) == cores  # only this command: a loaded last minute is past
+        stat.write_text("procs_running 99\n")
+        assert inference_threads() == cores  # looked at once
+        monkeypatch.setattr(devices, "PROC_STAT", str(tmp_path / "no-proc"))
+        monkeypatch.delattr(os, "sched_getaffinity")
+        monkeypatch.setattr(os, "cpu_count", lambda: 4)
+        monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 0.0, 0.0))
+        devices._threads_free.cache_clear()
+        assert (inference_threads(), devices.cores_to_use()) == (1, 4)
+    finally:
+        devices._threads_free.cache_clear()
     monkeypatch.setenv("FACETRAIN_THREADS", "3")
     assert inference_threads() == 3
     monkeypatch.setenv("FACETRAIN_THREADS", "zero")
     with pytest.raises(FacetrainError, match="FACETRAIN_THREADS='zero'"):
         inference_threads()
+    monkeypatch.undo()
     probe = ("import facetrain.cli.common as c; g = c.app; "
              "import typer; typer.main.get_command(g).get_command(None, sys.argv[1]); "
              "import torch; print(torch.get_num_threads())")  # fmt: skip
@@ -136,6 +158,35 @@ def test_threads_for_inference_leave_busy_cores_alone_and_are_settable(monkeypat
                                capture_output=True, text=True).stdout.strip()
            for cmd in ("compare", "train")}  # fmt: skip
     assert got["compare"] == "1" and got["train"] == str(cores), got
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="no /proc/stat (not Linux)")
+def test_cores_busy_counts_the_jobs_running_now():
+    """Two busy loops started this instant are two busy cores, whatever the load average."""
+    from facetrain.devices import cores_busy
+
+    spin = "print(flush=True)\nwhile True: pass"
+    loops = [subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE)
+             for _ in range(2)]  # fmt: skip
+    try:
+        for p in loops:
+            p.stdout.readline()
+        assert cores_busy() >= 2
+    finally:
+        for p in loops:
+            p.kill()
+            p.wait()
+
+
+def test_images_are_read_ahead_by_as_many_threads_as_the_model_runs_on(monkeypatch):
+    """`--workers` 0 of embed and eval: the model's threads (FACETRAIN_THREADS here), else
+    the number given; a negative one is named."""
+    from facetrain.inference.sources import reading_threads
+
+    monkeypatch.setenv("FACETRAIN_THREADS", "3")
+    assert (reading_threads(0), reading_threads(5)) == (3, 5)
+    with pytest.raises(ValueError, match="--workers -1: 1 or more"):
+        reading_threads(-1)
 
 
 def test_each_command_is_registered_by_the_stage_the_lazy_table_names():

@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+import statistics
+import time
 from contextlib import contextmanager
 
 from facetrain.errors import FacetrainError
@@ -87,23 +89,69 @@ def keep_freed_memory(limit: int = 256 << 20) -> None:
 
 def inference_threads() -> int:
     """CPU threads for commands that use a model (compare, embed, scan, identify, ...):
-    FACETRAIN_THREADS when set; otherwise the cores not already busy (the 1-minute load
-    average), at least one. torch's default, one thread a core, spins against the other
-    jobs of a busy machine: a warm pair took 2.4–5.3 s on two busy cores, 0.42 s on one.
-    Training is not affected: its threads are a setting it records (`--set threads=N`)."""
-    given = _threads_given()
-    if given:
-        return given
-    cores = len(os.sched_getaffinity(0))
-    return max(1, min(cores, cores - int(os.getloadavg()[0] + 0.5)))
+    FACETRAIN_THREADS when set; otherwise the cores other jobs are not keeping busy now
+    (`cores_busy`), at least one. torch's default, one thread a core, spins against the
+    other jobs of a busy machine: a warm pair took 2.4–5.3 s on two busy cores, 0.42 s on
+    one. Training is not affected: its threads are a setting it records (`--set threads=N`)."""
+    return _threads_given() or _threads_free()
+
+
+@functools.cache
+def _threads_free() -> int:
+    """The cores not busy, looked at once a process: a later look would count this
+    process's own threads (torch's keep spinning a while after each operation)."""
+    cores = _cores()
+    return max(1, cores - min(cores, int(cores_busy() + 0.5)))
 
 
 def cores_to_use() -> int:
     """CPU cores a command may keep busy with processes of one thread each (a scan's
     workers): FACETRAIN_THREADS when set, else every core this process may run on. Not
     less for a busy machine, as `inference_threads` is: a process of one thread does not
-    spin against other jobs, and the load average still counts the command just before."""
-    return _threads_given() or len(os.sched_getaffinity(0))
+    spin against other jobs."""
+    return _threads_given() or _cores()
+
+
+def check_workers(workers: int) -> None:
+    """ValueError for a number of threads or processes no command takes (a negative one);
+    0 lets the command choose."""
+    if workers < 0:
+        raise ValueError(f"--workers {workers}: 1 or more, or 0 to let facetrain choose")
+
+
+def _cores() -> int:
+    """Cores this process may run on: its affinity where the system has one (Linux), else
+    every core (macOS)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+PROC_STAT = "/proc/stat"  # where Linux counts the tasks ready to run
+
+
+def cores_busy() -> float:
+    """How many cores other jobs keep busy now: the tasks ready to run, less this one (the
+    median of five looks, 2 ms apart). Not the 1-minute load average: that still counts
+    the command run just before, so the next one ran on one thread of two (an `embed` of
+    600 photos 25 s instead of 17). Where there is no such count (macOS), the load average
+    is what there is; where there is neither, none."""
+    looks = []
+    for _ in range(5):
+        try:
+            with open(PROC_STAT, encoding="ascii") as f:
+                line = next(ln for ln in f if ln.startswith("procs_running"))
+            looks.append(int(line.split()[1]) - 1)
+        except (OSError, StopIteration, ValueError, IndexError):
+            break
+        time.sleep(0.002)
+    if looks:
+        return max(0.0, statistics.median(looks))
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
 
 
 def _threads_given() -> int | None:

@@ -189,8 +189,26 @@ PhotoWorkersOpt = Annotated[
         "on, as many as the memory holds; else this process alone)."
     ),
 ]
+
+
+def _reading_threads(workers: int) -> int:
+    """--workers of a command reading images for one model: the threads it chooses for 0,
+    or its one-line error (as a library command's) before anything is read."""
+    from facetrain.inference.sources import reading_threads
+
+    try:
+        return reading_threads(workers)
+    except ValueError as e:
+        fail(str(e))
+
+
 WorkersOpt = Annotated[
-    int, typer.Option(help="Threads reading (decoding, aligning) images ahead of the model.")
+    int,
+    typer.Option(
+        help="Threads reading (decoding, aligning) images ahead of the model: 0 chooses "
+        "(as many as the model runs on).",
+        callback=_reading_threads,
+    ),
 ]
 
 

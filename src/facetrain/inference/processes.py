@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import asdict
 
+from facetrain.devices import check_workers
 from facetrain.errors import FacetrainError
 
 AUTO_FROM = 24  # photos to analyse before `workers=0` starts processes: on 2 cores, two
@@ -31,12 +32,6 @@ def workers_for(workers: int, device: str, photos: int, more: int = 0) -> int:
 
     cores, held = cores_to_use(), memory_available()
     return max(1, min(cores, cores if held is None else held // WORKER_MEMORY, photos + more))
-
-
-def check_workers(workers: int) -> None:
-    """ValueError for a number of processes no command takes (a negative one)."""
-    if workers < 0:
-        raise ValueError(f"--workers {workers}: 1 or more, or 0 to let facetrain choose")
 
 
 @contextlib.contextmanager

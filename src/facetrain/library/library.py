@@ -849,8 +849,8 @@ UNREADABLE_TILE = "photo not\nreadable now"  # what the page shows for its faces
 
 
 def _check_workers(workers: int) -> None:
-    """`processes.check_workers`, said as the library's error before any photo is read."""
-    from facetrain.inference.processes import check_workers
+    """`devices.check_workers`, said as the library's error before any photo is read."""
+    from facetrain.devices import check_workers
 
     try:
         check_workers(workers)
