@@ -228,3 +228,26 @@ def test_a_raw_that_cannot_be_developed_says_why(tmp_path: Path, name, content):
         load_rgb(p)
     assert e.value.status == "unreadable"
     assert "empty" in e.value.reason or "cannot develop this RAW" in e.value.reason
+
+
+def test_images_read_on_threads_at_once_leave_the_process_warnings_alone(tmp_path: Path):
+    """Photos opened by several threads at once (the reading threads of embed, compare,
+    classify and find): the caller's warnings are still heard during and after; each
+    open once switched every warning of the process off, for good, when two overlapped."""
+    from facetrain.data.images import read_rgb
+    from facetrain.inference.sources import read_ahead
+
+    paths = []
+    for k in range(8):
+        paths.append(tmp_path / f"{k}.png")
+        Image.new("RGB", (40, 30), (k * 30, 90, 200)).save(paths[-1])
+    data = paths[0].read_bytes()
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        filters = list(warnings.filters)
+        for got in read_ahead(load_rgb, paths * 40, 4):
+            assert got.shape == (30, 40, 3)
+        list(read_ahead(read_rgb, [data] * 200, 4))
+        warnings.warn("still heard", UserWarning, stacklevel=1)
+        assert warnings.filters == filters
+    assert [str(w.message) for w in heard] == ["still heard"]

@@ -63,6 +63,11 @@ DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: above any camera, below a decompress
 # So every image facetrain opens goes through `open_checked` (a 30,000² PNG once decoded to
 # 4.2 GB while its EXIF date was read by a plain Image.open).
 Image.MAX_IMAGE_PIXELS = None
+# PIL's notes on files it opens anyway (an MPO it reads as a plain JPEG, ...) are noise
+# beside facetrain's own report of each file: filtered here once, for PIL's modules only.
+# (A `catch_warnings` around each open, run by several reading threads at once, left the
+# whole process's warnings switched off: it is not thread-safe.)
+warnings.filterwarnings("ignore", module=r"PIL\.")
 
 
 class ImageError(Exception):
@@ -131,9 +136,7 @@ def open_checked(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) 
     try:
         if os.path.getsize(path) == 0:
             raise ImageError("unreadable", "empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(path)
+        img = Image.open(path)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -219,9 +222,7 @@ def read_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     if not data:
         raise ImageError("unreadable", "empty (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError("unreadable", "not an image PIL can identify") from None
     except OSError as e:
@@ -281,8 +282,7 @@ def raw_date(path: str | os.PathLike) -> str | None:
     from PIL import TiffImagePlugin
 
     try:
-        with open(path, "rb") as f, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL warns of each damaged directory it reads
+        with open(path, "rb") as f:  # PIL's warning of each damaged directory: filtered
             head = f.read(8)
             if head[:4] not in (b"II*\x00", b"MM\x00*"):
                 return None
