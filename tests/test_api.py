@@ -613,3 +613,33 @@ def shown_as(hit: dict) -> str:
     return f"{hit['path']} (face {hit['face']['face']} of {hit['face']['of']} at " + (
         ",".join(f"{v:.0f}" for v in hit["face"]["box"][:2]) + ")"
     )
+
+
+def test_photos_read_on_threads_give_what_one_thread_gives(fr, tmp_path, monkeypatch):
+    """`every_face` on threads (compare, classify and find read photos on as many as the
+    model runs on): the same faces, boxes, embeddings and reasons, in the photos' order,
+    and the photos are read by those threads, not the caller's."""
+    import threading
+
+    from facetrain.inference.embedder import FaceEmbedder
+    from facetrain.use import api
+    from facetrain.use.embeddings import every_face
+
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes((REF / "amy" / "amy2.png").read_bytes()[:600])
+    photos = [*sorted((BBT / "group").iterdir())[:3], cut, *sorted((REF / "penny").iterdir())]
+    here = threading.main_thread()
+    readers = Stopper(monkeypatch, FaceEmbedder, "every_crop",
+                      lambda *a, **k: threading.current_thread() is here)  # fmt: skip
+    alone = every_face(fr.embedder, api._rgb, photos)
+    assert set(readers.calls) == {True}
+    monkeypatch.setenv("FACETRAIN_THREADS", "3")
+    readers.reset()
+    together = fr.every_face(photos)
+    assert set(readers.calls) == {False} and len(readers.calls) == len(photos) - 1
+    assert [(p.path, p.error, len(p.boxes)) for p in together] == [
+        (p.path, p.error, len(p.boxes)) for p in alone]  # fmt: skip
+    assert "cannot decode" in together[3].error and sum(len(p.boxes) for p in alone) > 8
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(np.array(a.boxes, float), np.array(b.boxes, float))
+        np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-5)

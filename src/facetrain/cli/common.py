@@ -232,13 +232,15 @@ def work_towards(out: Path | None, *job):
 def embed_data(fm, data: list[str], align: str, device: str, workers: int = 0,
                parts: Path | None = None, identities: int | None = None):  # fmt: skip
     """Embed DATA roots, reporting skipped images; exits cleanly when nothing is usable.
-    `parts`: where the work is kept as it goes (`work_towards`); `identities`: only the
-    first that many by name."""
+    `workers`: threads reading ahead, 0 chooses (`reading_threads`); `parts`: where the
+    work is kept as it goes (`work_towards`); `identities`: only the first that many by
+    name."""
     from facetrain.data.listing import DatasetError
     from facetrain.use.embeddings import embed_dataset
 
+    threads = _reading_threads(workers)
     try:
-        t = embed_dataset(fm, data, align=align, device=device, workers=workers, parts=parts,
+        t = embed_dataset(fm, data, align=align, device=device, workers=threads, parts=parts,
                           identities=identities)  # fmt: skip
     except (DatasetError, ValueError) as e:
         fail(str(e))

@@ -126,8 +126,11 @@ class Recognizer:
         return d[0] if a.ndim == 1 else d[:, 0] if b.ndim == 1 else d
 
     def every_face(self, images) -> list[PhotoFaces]:
-        """Each face of each image, as `compare` reads a photo (`embeddings.every_face`)."""
-        return every_face(self.embedder, _rgb, _many(images))
+        """Each face of each image, as `compare` reads a photo (`embeddings.every_face`),
+        read on as many threads as the model runs on."""
+        from facetrain.inference.sources import reading_threads
+
+        return every_face(self.embedder, _rgb, _many(images), threads=reading_threads(0))
 
     def verify(self, a: ImageLike, b: ImageLike) -> dict:
         """Are two images of one person? (deepface's `verify`): their nearest two faces, as

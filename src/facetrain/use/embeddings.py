@@ -18,6 +18,7 @@ import numpy as np
 from facetrain.data.listing import Problems, iter_samples
 from facetrain.inference import parts as kept
 from facetrain.inference.embedder import FaceEmbedder
+from facetrain.inference.sources import read_ahead, reading_threads
 
 # Photos whose faces are embedded in one batch: one at a time, a trained network on a CPU
 # read 35 aligned faces/s, 32 at a time 148 (bench/photo_batches.py)
@@ -145,15 +146,16 @@ def iter_faces_in_photos(
     """Each photo's faces, PHOTOS_AT_ONCE photos at a time as they are found, so a caller
     answers as it goes. With `parts`, a folder, the work is kept there PART photos at a time, as
     `embed_paths` keeps its own: a run stopped (even by kill -9) goes on from the last part
-    kept, and the photos of the parts kept come first, read back."""
+    kept, and the photos of the parts kept come first, read back. The photos are read on as
+    many threads as the model runs on (`reading_threads`)."""
     from facetrain.data.images import load_rgb
 
-    embedder = FaceEmbedder(model, device)
+    embedder, threads = FaceEmbedder(model, device), reading_threads(0)
 
     def make(ids: range, advance) -> Iterator[PhotoFaces]:
         for k in range(0, len(ids), PHOTOS_AT_ONCE):
             group = ids[k : k + PHOTOS_AT_ONCE]
-            photos = every_face(embedder, load_rgb, [paths[i] for i in group], align)
+            photos = every_face(embedder, load_rgb, [paths[i] for i in group], align, threads)
             advance(len(group))
             yield from photos
 
@@ -189,19 +191,22 @@ def _read_faces(path: Path, paths: list[str]) -> list[PhotoFaces]:
             for p, n, e, why in zip(paths, counts.tolist(), ends.tolist(), errors)]  # fmt: skip
 
 
-def every_face(embedder: FaceEmbedder, load, images: list, align: str = "auto") -> list[PhotoFaces]:
+def every_face(embedder: FaceEmbedder, load, images: list, align: str = "auto",
+               threads: int = 0) -> list[PhotoFaces]:  # fmt: skip
     """Each face of each image (`load(image)`: its RGB array; an aligned face is itself),
-    embedded in one batch; an image that cannot be read has none and says why."""
+    read by `threads` threads (0: this one), embedded in one batch; an image that cannot be
+    read has none and says why."""
     from facetrain.data.images import ImageError
 
-    found, why = [], []
-    for image in images:
+    def crops_of(image) -> tuple[list, str | None]:
         try:
-            found.append(embedder.every_crop(load(image), align))
-            why.append(None if found[-1] else NO_FACE)
+            got = embedder.every_crop(load(image), align)
+            return got, None if got else NO_FACE
         except (ImageError, OSError, ValueError, TypeError) as e:
-            found.append([])
-            why.append(str(e) or type(e).__name__)
+            return [], str(e) or type(e).__name__
+
+    read = list(read_ahead(crops_of, list(images), threads))
+    found, why = [f for f, _ in read], [w for _, w in read]
     crops = [c for f in found for _, c in f]
     emb = iter(embedder.embed_crops(crops) if crops else [])
     return [PhotoFaces(str(image) if isinstance(image, str | os.PathLike) else "",
