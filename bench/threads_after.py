@@ -1,6 +1,6 @@
 """Threads of a command run right after another: `facetrain embed` of photos (detected,
 aligned, embedded) on the threads the 1-minute load average left (the rule before) against
-the cores busy now (`devices.cores_busy`, the rule now), each a whole process started the
+the cores busy now (`devices.cores_free`, the rule now), each a whole process started the
 instant the one before ended, rounds alternating the two; then the same command while busy
 loops hold every core (what the rule is for: torch's threads spin against other jobs).
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrain.data.listing import Problems, iter_samples, write_list
-from facetrain.devices import cores_busy
+from facetrain.devices import cores_free
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "lfw-raw-sample"
 
@@ -35,12 +35,6 @@ def threads_by_load() -> int:
     """The rule before: the cores the last minute's load average leaves."""
     cores = len(os.sched_getaffinity(0))
     return max(1, min(cores, cores - int(os.getloadavg()[0] + 0.5)))
-
-
-def threads_by_now() -> int:
-    """The rule now (`devices.inference_threads`), as the next process will see it."""
-    cores = len(os.sched_getaffinity(0))
-    return max(1, cores - min(cores, int(cores_busy() + 0.5)))
 
 
 def embedded(photos: Path, out: Path, threads: int | None) -> float:
@@ -63,7 +57,7 @@ def one_after_another(photos: Path, tmp: Path, rounds: int) -> dict[str, list[fl
     for _ in range(rounds):
         for rule in secs:
             threads = threads_by_load() if rule == "before" else None
-            chose = threads if threads is not None else threads_by_now()
+            chose = threads if threads is not None else cores_free()
             secs[rule].append(embedded(photos, tmp / f"{rule}.npz", threads))
             print(f"  {rule}: {chose} thread(s), load {os.getloadavg()[0]:.2f}, "
                   f"{secs[rule][-1]:.2f} s", flush=True)  # fmt: skip
@@ -79,7 +73,7 @@ def beside_busy_loops(photos: Path, tmp: Path) -> None:
     try:
         for p in loops:
             p.stdout.readline()
-        chose = threads_by_now()
+        chose = cores_free()
         mine = embedded(photos, tmp / "busy-now.npz", None)
         every = embedded(photos, tmp / "busy-all.npz", cores)
     finally:

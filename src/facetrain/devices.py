@@ -96,12 +96,15 @@ def inference_threads() -> int:
     return _threads_given() or _threads_free()
 
 
-@functools.cache
-def _threads_free() -> int:
-    """The cores not busy, looked at once a process: a later look would count this
-    process's own threads (torch's keep spinning a while after each operation)."""
+def cores_free() -> int:
+    """The cores other jobs are not keeping busy now (`cores_busy`), at least one."""
     cores = _cores()
     return max(1, cores - min(cores, int(cores_busy() + 0.5)))
+
+
+# looked at once a process: a later look would count this process's own threads (torch's
+# keep spinning a while after each operation)
+_threads_free = functools.cache(cores_free)
 
 
 def cores_to_use() -> int:
