@@ -251,3 +251,17 @@ def test_images_read_on_threads_at_once_leave_the_process_warnings_alone(tmp_pat
         warnings.warn("still heard", UserWarning, stacklevel=1)
         assert warnings.filters == filters
     assert [str(w.message) for w in heard] == ["still heard"]
+
+
+def test_pil_notes_on_a_damaged_file_are_not_printed(tmp_path: Path):
+    """A RAW whose TIFF directories are cut short: no date, and none of PIL's warnings in a
+    real process (they are filtered at import, as the per-open filter did)."""
+    import subprocess
+    import sys
+
+    raw = tmp_path / "cut.CR2"
+    raw.write_bytes(b"II*\x00" + b"\x00" * 64)
+    probe = f"from facetrain.data.images import raw_date; print(raw_date({str(raw)!r}))"
+    got = subprocess.run([sys.executable, "-W", "default", "-c", probe], capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    assert (got.stdout.strip(), got.stderr) == ("None", "")
