@@ -189,6 +189,48 @@ def test_images_are_read_ahead_by_as_many_threads_as_the_model_runs_on(monkeypat
         reading_threads(-1)
 
 
+def test_a_container_s_quotas_bound_threads_processes_and_memory(monkeypatch, tmp_path):
+    """In a container held to 1.5 CPUs and 3 GB (cgroup v2), on a host of 96 busy cores:
+    two threads and two scan processes, not 96 nor one; memory is what the limit leaves,
+    so a scan starts no worker it cannot hold. cgroup v1's files are read as well, and
+    "no limit" in either is none."""
+    from facetrain import devices
+    from facetrain.inference.processes import workers_for
+
+    cg, stat = tmp_path / "cgroup", tmp_path / "stat"
+    cg.mkdir()
+    stat.write_text("procs_running 80\n")  # the host's tasks: not the container's
+    monkeypatch.setattr(devices, "CGROUP", str(cg))
+    monkeypatch.setattr(devices, "PROC_STAT", str(stat))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(96)))
+    monkeypatch.delenv("FACETRAIN_THREADS", raising=False)
+    assert (devices.cpu_quota(), devices.memory_left(), devices.cores_to_use()) == (None, None, 96)
+    assert devices.cores_free() == 96 - 79  # no quota: the host's busy cores count (less this)
+    (cg / "cpu.max").write_text("150000 100000\n")
+    (cg / "memory.max").write_text(f"{3 << 30}\n")
+    (cg / "memory.current").write_text(f"{1 << 30}\n")
+    assert (devices.cpu_quota(), devices.cores_to_use(), devices.cores_free()) == (2, 2, 2)
+    assert devices.within_quota(8) == 2 and devices.memory_available() <= 2 << 30
+    assert workers_for(0, "cpu", 1000) == 2
+    (cg / "memory.current").write_text(f"{(3 << 30) - (500 << 20)}\n")  # 500 MB left
+    assert workers_for(0, "cpu", 1000) == 1
+    (cg / "cpu.max").write_text("max 100000\n")
+    (cg / "memory.max").write_text("max\n")
+    assert (devices.cpu_quota(), devices.memory_left()) == (None, None)
+    for f in ("cpu.max", "memory.max", "memory.current"):
+        (cg / f).unlink()
+    (cg / "cpu").mkdir()
+    (cg / "memory").mkdir()
+    (cg / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")
+    (cg / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (cg / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (cg / "memory" / "memory.usage_in_bytes").write_text(f"{1 << 30}\n")
+    assert (devices.cpu_quota(), devices.memory_left(), devices.cores_to_use()) == (4, None, 4)
+    (cg / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (cg / "memory" / "memory.limit_in_bytes").write_text(f"{2 << 30}\n")
+    assert (devices.cpu_quota(), devices.memory_left()) == (None, 1 << 30)
+
+
 def test_each_command_is_registered_by_the_stage_the_lazy_table_names():
     """`facetrain CMD` imports only CMD's stage module (`cli.COMMANDS`): a command missing
     from the table, or under the wrong stage, would vanish when run."""

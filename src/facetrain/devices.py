@@ -97,8 +97,12 @@ def inference_threads() -> int:
 
 
 def cores_free() -> int:
-    """The cores other jobs are not keeping busy now (`cores_busy`), at least one."""
+    """The cores other jobs are not keeping busy now (`cores_busy`), at least one. In a
+    container held to a CPU quota, the cores the quota gives: the tasks Linux counts are
+    the whole host's, not the container's."""
     cores = _cores()
+    if cpu_quota() is not None:
+        return cores
     return max(1, cores - min(cores, int(cores_busy() + 0.5)))
 
 
@@ -124,11 +128,42 @@ def check_workers(workers: int) -> None:
 
 def _cores() -> int:
     """Cores this process may run on: its affinity where the system has one (Linux), else
-    every core (macOS)."""
+    every core (macOS); no more than a container's CPU quota (`cpu_quota`): a pod held to
+    4 CPUs on a 96-core node would otherwise run 96 threads, or scan with 96 processes, in
+    the time of 4."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return within_quota(cores)
+
+
+def within_quota(threads: int) -> int:
+    """`threads`, no more than a container's CPU quota allows (`cpu_quota`)."""
+    return min(threads, cpu_quota() or threads)
+
+
+CGROUP = "/sys/fs/cgroup"  # where Linux says what a container (a cgroup) may use
+
+
+def cpu_quota() -> int | None:
+    """The CPUs a container's quota allows, rounded up (cgroup v2's cpu.max, v1's CFS
+    quota); None where there is none."""
+    v1 = ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")
+    for read in (lambda: _cgroup("cpu.max").split(),  # "150000 100000", or "max 100000"
+                 lambda: [_cgroup(name) for name in v1]):  # fmt: skip
+        try:
+            quota, period = read()
+            if quota != "max" and int(quota) > 0 and int(period) > 0:
+                return max(1, -(-int(quota) // int(period)))
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _cgroup(name: str) -> str:
+    with open(os.path.join(CGROUP, name), encoding="ascii") as f:
+        return f.read().strip()
 
 
 PROC_STAT = "/proc/stat"  # where Linux counts the tasks ready to run
@@ -168,7 +203,15 @@ def _threads_given() -> int | None:
 
 def memory_available() -> int | None:
     """Bytes of memory this machine can give without swapping (Linux's MemAvailable: free
-    plus what the page cache would hand back); None where it cannot be read."""
+    plus what the page cache would hand back), no more than a container's memory limit
+    leaves (`memory_left`: the host's figure would have a pod's scan start workers
+    enough to be killed); None where it cannot be read."""
+    held = _machine_memory()
+    left = memory_left()
+    return left if held is None else held if left is None else min(held, left)
+
+
+def _machine_memory() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
@@ -180,3 +223,18 @@ def memory_available() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def memory_left() -> int | None:
+    """Bytes a container's memory limit leaves it (cgroup v2's memory.max less
+    memory.current, v1's limit less usage); None where there is no limit."""
+    v1 = ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")
+    for limit, used in (("memory.max", "memory.current"), v1):
+        try:
+            cap = _cgroup(limit)
+            if cap == "max" or int(cap) >= 1 << 60:  # v1 writes "no limit" as a huge number
+                return None
+            return max(0, int(cap) - int(_cgroup(used)))
+        except (OSError, ValueError):
+            continue
+    return None

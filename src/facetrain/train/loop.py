@@ -29,7 +29,7 @@ from facetrain.data.listing import parse_roots
 from facetrain.data.loader import TrainLoader
 from facetrain.data.packed import PackedDataset
 from facetrain.data.sampler import EpochBatches, PKBatches
-from facetrain.devices import keep_freed_memory
+from facetrain.devices import keep_freed_memory, within_quota
 from facetrain.evaluate.sets import unreadable_sets
 from facetrain.models import RawEmbedding, create_model, list_models
 from facetrain.progress import progress_bar
@@ -83,8 +83,8 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     Launched by torchrun, every rank runs this function: rank 0 alone writes files and
     verifies, the others wait for it at the points marked `barrier`."""
     cfg.validate()
-    if cfg.platform.threads:
-        torch.set_num_threads(cfg.platform.threads)
+    # 0: torch's default, no more than a container's CPU quota (torch counts the host's cores)
+    torch.set_num_threads(cfg.platform.threads or within_quota(torch.get_num_threads()))
     # recorded as a number: CPU float sums depend on how many threads share them, so the
     # same run on 1 and 2 threads ends with different figures (the demo moved 0.7787 →
     # 0.7697); config.json says which, and a resume on another count is noted in history

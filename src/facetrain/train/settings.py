@@ -315,7 +315,7 @@ class PlatformSettings:
 
     out: str = setting("runs/run", "run folder; the same folder resumes the run")
     device: str = setting("cpu", "where to train")
-    threads: int = setting(0, "CPU threads (0: torch's default)")
+    threads: int = setting(0, "CPU threads (0: torch's default, within a container's CPU quota)")
     seed: int = setting(0, "random seed (same seed, same run)")
     amp: str = setting("none", "mixed precision")
     channels_last: bool = setting(False, "channels-last memory format")
