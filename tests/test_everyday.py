@@ -191,9 +191,9 @@ def test_images_are_read_ahead_by_as_many_threads_as_the_model_runs_on(monkeypat
 
 def test_a_container_s_quotas_bound_threads_processes_and_memory(monkeypatch, tmp_path):
     """In a container held to 1.5 CPUs and 3 GB (cgroup v2), on a host of 96 busy cores:
-    two threads and two scan processes, not 96 nor one; memory is what the limit leaves,
-    so a scan starts no worker it cannot hold. cgroup v1's files are read as well, and
-    "no limit" in either is none."""
+    two threads and two scan processes, not 96 nor one; memory is what the limit leaves
+    (less the page cache it may drop), so a scan starts no worker it cannot hold. cgroup
+    v1's files are read as well, and "no limit" in either is none."""
     from facetrain import devices
     from facetrain.inference.processes import workers_for
 
@@ -214,10 +214,13 @@ def test_a_container_s_quotas_bound_threads_processes_and_memory(monkeypatch, tm
     assert workers_for(0, "cpu", 1000) == 2
     (cg / "memory.current").write_text(f"{(3 << 30) - (500 << 20)}\n")  # 500 MB left
     assert workers_for(0, "cpu", 1000) == 1
+    (cg / "memory.stat").write_text(f"anon 1000\ninactive_file {2 << 30}\nactive_file 7\n")
+    assert devices.memory_left() == (500 << 20) + (2 << 30)  # page cache it may drop
+    assert workers_for(0, "cpu", 1000) == 2
     (cg / "cpu.max").write_text("max 100000\n")
     (cg / "memory.max").write_text("max\n")
     assert (devices.cpu_quota(), devices.memory_left()) == (None, None)
-    for f in ("cpu.max", "memory.max", "memory.current"):
+    for f in ("cpu.max", "memory.max", "memory.current", "memory.stat"):
         (cg / f).unlink()
     (cg / "cpu").mkdir()
     (cg / "memory").mkdir()
@@ -228,7 +231,8 @@ def test_a_container_s_quotas_bound_threads_processes_and_memory(monkeypatch, tm
     assert (devices.cpu_quota(), devices.memory_left(), devices.cores_to_use()) == (4, None, 4)
     (cg / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     (cg / "memory" / "memory.limit_in_bytes").write_text(f"{2 << 30}\n")
-    assert (devices.cpu_quota(), devices.memory_left()) == (None, 1 << 30)
+    (cg / "memory" / "memory.stat").write_text("inactive_file 5\ntotal_inactive_file 100\n")
+    assert (devices.cpu_quota(), devices.memory_left()) == (None, (1 << 30) + 100)
 
 
 def test_each_command_is_registered_by_the_stage_the_lazy_table_names():

@@ -1,5 +1,6 @@
 """The one check of a `--device` value, for every command that takes one, and how many
-CPU threads a command runs on."""
+CPU threads and processes a command runs on (the cores free, a container's quota and
+memory limit)."""
 
 from __future__ import annotations
 
@@ -206,9 +207,8 @@ def memory_available() -> int | None:
     plus what the page cache would hand back), no more than a container's memory limit
     leaves (`memory_left`: the host's figure would have a pod's scan start workers
     enough to be killed); None where it cannot be read."""
-    held = _machine_memory()
-    left = memory_left()
-    return left if held is None else held if left is None else min(held, left)
+    known = [m for m in (_machine_memory(), memory_left()) if m is not None]
+    return min(known) if known else None
 
 
 def _machine_memory() -> int | None:
@@ -226,15 +226,26 @@ def _machine_memory() -> int | None:
 
 
 def memory_left() -> int | None:
-    """Bytes a container's memory limit leaves it (cgroup v2's memory.max less
-    memory.current, v1's limit less usage); None where there is no limit."""
-    v1 = ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")
-    for limit, used in (("memory.max", "memory.current"), v1):
+    """Bytes a container's memory limit leaves it: the limit less its working set, the
+    memory in use less the page cache it may drop (inactive files), as Kubernetes counts
+    it (cgroup v2's memory.max, memory.current and memory.stat; v1's limit, usage and
+    stat); None where there is no limit."""
+    v1 = ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat")
+    for limit, used, stat in (("memory.max", "memory.current", "memory.stat"), v1):
         try:
             cap = _cgroup(limit)
             if cap == "max" or int(cap) >= 1 << 60:  # v1 writes "no limit" as a huge number
                 return None
-            return max(0, int(cap) - int(_cgroup(used)))
+            return max(0, int(cap) - int(_cgroup(used)) + _inactive_files(stat))
         except (OSError, ValueError):
             continue
     return None
+
+
+def _inactive_files(stat: str) -> int:
+    """The page cache a cgroup may drop (memory.stat's inactive_file; v1's total_), or 0."""
+    try:
+        lines = dict(ln.split()[:2] for ln in _cgroup(stat).splitlines() if " " in ln)
+    except OSError:
+        return 0
+    return int(lines.get("total_inactive_file", lines.get("inactive_file", 0)))
