@@ -8,7 +8,7 @@ prepared differently from the ones it learned on.
 
 from __future__ import annotations
 
-import functools
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,18 +123,24 @@ class FaceAligner:
         self.size = aligned_size(self.alignment)
         self.detect_max_side = detect_max_side
         self.device = device
+        self._detector: MTCNN | None = None
+        self._lock = threading.Lock()  # reading threads share one detector
 
-    @functools.cached_property
+    @property
     def detector(self) -> MTCNN:
-        """Made on first use: faces that are already aligned, or re-warped, need none."""
-        return MTCNN(
-            DetectorConfig(
-                int(self.alignment.get("min_face", 20)),
-                tuple(self.alignment.get("thresholds", (0.6, 0.7, 0.7))),
-                float(self.alignment.get("factor", 0.709)),
-                self.device,
-            )
-        )
+        """Made on first use: faces that are already aligned, or re-warped, need none. Made
+        once when several threads ask at once (Python 3.12's cached_property has no lock)."""
+        with self._lock:
+            if self._detector is None:
+                self._detector = MTCNN(
+                    DetectorConfig(
+                        int(self.alignment.get("min_face", 20)),
+                        tuple(self.alignment.get("thresholds", (0.6, 0.7, 0.7))),
+                        float(self.alignment.get("factor", 0.709)),
+                        self.device,
+                    )
+                )
+        return self._detector
 
     def is_aligned(self, img: np.ndarray) -> bool:
         """A photo already the model's aligned size is taken as an aligned face."""
