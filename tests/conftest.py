@@ -62,9 +62,13 @@ def lfw_raw_subset(tmp_path: Path) -> Path:
 @pytest.fixture
 def photos(tmp_path) -> Path:
     """A private copy: 3 group photos and 3 people × 3 portraits."""
+    return copy_photos(tmp_path / "photos")
+
+
+def copy_photos(dst: Path) -> Path:
+    """`photos` into dst (skips when the real photos are absent)."""
     if not BBT.exists():
         pytest.skip(f"{BBT} absent (real data not here)")
-    dst = tmp_path / "photos"
     (dst / "group").mkdir(parents=True)
     for p in sorted((BBT / "group").iterdir())[:3]:
         shutil.copy(p, dst / "group" / p.name)

@@ -18,6 +18,9 @@ from facetrain.train.loop import train
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_short_training_beats_chance_on_lfw(tmp_path):
+    """200 steps of 32 faces, one thread: LFW accuracy 0.635 and AUC 0.699 on a 2-core Xeon
+    (in 150 s; 64 faces a step, lr 0.1, gave 0.653 and 0.716 in 250 s, the suite's
+    longest test). Half the batch at half the learning rate: the same rate per face."""
     pack(str(MINI_TRAIN), tmp_path / "pack", progress=False)
     cfg = TrainConfig.of(
         data=[str(tmp_path / "pack")],
@@ -27,9 +30,9 @@ def test_short_training_beats_chance_on_lfw(tmp_path):
         embedding_size=128,
         input_size=80,
         epochs=5,
-        batch_size=64,
+        batch_size=32,
         epoch_size=40,
-        lr=0.1,
+        lr=0.05,
         warmup_epochs=0.5,
         threads=1,
         log_every=20,

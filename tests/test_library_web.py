@@ -7,6 +7,7 @@ import re
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import copy_photos
 from facetrain.cli import app
 from facetrain.library.web import PAGE, create_app
 from helpers import (
@@ -35,8 +37,20 @@ runner = CliRunner()
 
 @pytest.fixture
 def library(photos, tmp_path):  # noqa: F811
-    db = tmp_path / "lib.db"
-    model = make_model(tmp_path / "m.safetensors")
+    return scanned_library(photos, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def unchanged_library(tmp_path_factory):
+    """`library`, made once for the tests that only read it."""
+    tmp = tmp_path_factory.mktemp("read")
+    return scanned_library(copy_photos(tmp / "photos"), tmp)
+
+
+def scanned_library(photos: Path, folder: Path) -> Path:
+    """The photos scanned by an untrained model and stacked (a face a stack)."""
+    db = folder / "lib.db"
+    model = make_model(folder / "m.safetensors")
     for args in (["scan", str(photos), "--model", str(model)], ["cluster", "--threshold", "1e-6"]):
         res = runner.invoke(app, ["library", *args, "--db", str(db)])
         assert res.exit_code == 0, res.output
@@ -609,11 +623,11 @@ def _serve_html(html: str):
 
 @pytest.mark.parametrize("path", ["/api/people", "/face/1.jpg", "/photo/1.jpg", "/api/photos/1",
                                   "/api/stacks/1", "/person/1", "/photos/1", "/"])  # fmt: skip
-def test_reads_answer_only_the_ui_s_own_pages(library, path):
+def test_reads_answer_only_the_ui_s_own_pages(unchanged_library, path):
     """What a browser says of who asks (Sec-Fetch-Site): another site's page gets 403 for
     every read, a navigation to one of the UI's pages is let through; every answer says
     it may not be framed."""
-    api = local_client(library)
+    api = local_client(unchanged_library)
     foreign = api.get(path, headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"})
     assert foreign.status_code == 403
     same = api.get(path, headers={"Sec-Fetch-Site": "same-origin"})
