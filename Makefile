@@ -47,7 +47,7 @@ lint: setup-dev
 	$(BIN)/ruff format --check src tests bench
 
 test: lint
-	$(BIN)/python -m pytest -n $(JOBS) --durations=15
+	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal --durations=15
 
 bench: setup-dev
 	$(BIN)/python bench/align.py
