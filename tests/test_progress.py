@@ -4,11 +4,12 @@ a cluster scheduler), none for short steps."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
-from facetrain.progress import PlainProgress
-from helpers import make_faces
+from facetrain.progress import PlainProgress, step_task
+from helpers import lfw_style, make_faces, small_cfg, write_bin_and_pairs
 
 
 def test_plain_lines_give_count_rate_and_eta(capsys):
@@ -95,6 +96,45 @@ def test_training_in_a_log_prints_step_loss_rate_and_eta(tmp_path):
     assert "ETA" in lines[0] and "epoch 0 loss " in lines[0], lines
     assert lines[-1].startswith("train 4/4 (100%)") and "epoch 1 loss " in lines[-1], lines
     assert len(lines) == len(set(lines)) and "\x1b[" not in r.stderr
+
+
+def test_verification_during_training_shows_on_the_runs_bar(tmp_path, monkeypatch, capsys):
+    """An evaluation embeds whole sets (LFW's pairs: 45 s on 2 cores for nn4.small2) and a
+    training log said nothing meanwhile. Now the val split's scoring and each set's
+    embedding are tasks of the run's bar while they run, each said up to its total once an
+    evaluation."""
+    from facetrain.data.packed import pack
+    from facetrain.data.split import split
+    from facetrain.train.loop import train
+
+    monkeypatch.setenv("FACETRAIN_PROGRESS_EVERY", "0")
+    faces = make_faces(tmp_path / "faces", ids=8, per=8)
+    lfw = lfw_style(faces, tmp_path / "lfwstyle")
+    _, pairs = write_bin_and_pairs(faces, tmp_path)
+    split(str(faces), tmp_path / "split", by="image", fraction=0.25)
+    pack(str(tmp_path / "split"), tmp_path / "pack", progress=False)
+    cfg = small_cfg(tmp_path / "pack", tmp_path / "run", eval_pairs=str(pairs),
+                    eval_images=str(lfw))  # fmt: skip
+    train(cfg, log=lambda *_: None)
+    err = capsys.readouterr().err.splitlines()
+    for title in (f"verify on {tmp_path.name}", "score the val split"):
+        counts = [re.match(rf"{title} (\d+)/(\d+) \(.*/s, elapsed", x) for x in err
+                  if x.startswith(f"{title} ")]  # fmt: skip
+        assert counts and all(counts), err
+        assert [m[1] == m[2] for m in counts].count(True) == 2, counts  # 2 epochs, 2 ends
+    assert sum(x.startswith("train 6/6 (100%)") for x in err) == 1, err  # the run's own bar
+
+
+def test_a_steps_task_leaves_the_bar_when_it_ends():
+    from rich.progress import Progress
+
+    with Progress(disable=True) as bar:
+        run = bar.add_task("train", total=10)
+        with step_task(bar, "verify on lfw", 3) as advance:
+            advance(2)
+            assert [(t.description, t.completed) for t in bar.tasks] == [
+                ("train", 0), ("verify on lfw", 2)]  # fmt: skip
+        assert [t.id for t in bar.tasks] == [run]
 
 
 def test_embedding_progress_moves_before_the_end(tmp_path):

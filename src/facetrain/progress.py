@@ -126,6 +126,17 @@ def phases(titles: dict[str, str], *, disable: bool | None = None):
         yield said
 
 
+@contextlib.contextmanager
+def step_task(bar, title: str, total: int):
+    """A task of its own on a running bar (verification during training), gone from the bar
+    when the step ends: yields `advance(n)`."""
+    task = bar.add_task(title, total=total)
+    try:
+        yield lambda n: bar.advance(task, n)
+    finally:
+        bar.remove_task(task)
+
+
 @dataclass
 class _Task:
     description: str
@@ -136,6 +147,7 @@ class _Task:
     shown: float | None = None  # the count its last line said (a closing line repeats none)
     start: float = field(default_factory=lambda: time.monotonic())  # rate, elapsed from here
     end: float | None = None  # when it reached its total: a closing line's time, not now's
+    removed: bool = False  # its step ended (`remove_task`): no closing line at the bar's end
 
 
 class PlainProgress:
@@ -152,7 +164,7 @@ class PlainProgress:
     def __exit__(self, *exc) -> None:
         if self.last > self.start:  # it printed: say where it ended, never the same line twice
             for i, t in enumerate(self.tasks):
-                if t.completed != t.shown:
+                if t.completed != t.shown and not t.removed:
                     self._line(i)
 
     def add_task(self, description: str, total: float | None = None, completed: float = 0,
@@ -164,6 +176,13 @@ class PlainProgress:
         self._count(task, self.tasks[task].completed + advance)
         if time.monotonic() - self.last >= self.every:
             self._line(task)
+
+    def remove_task(self, task: int) -> None:
+        """The task's step is over: a task that printed says where it ended, once."""
+        t = self.tasks[task]
+        if t.shown is not None and t.completed != t.shown:
+            self._line(task)
+        t.removed = True
 
     def update(self, task: int, completed: float | None = None, **fields) -> None:
         if completed is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,13 +35,14 @@ def evaluate_set(
     distance="squared_l2",
     subtract_mean=False,
     device="cpu",
-    progress: bool = True,
+    progress: bool | Callable[[int], None] = True,
     workers: int = 0,
     parts: Path | None = None,
 ) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
     """Metrics of one set and its ROC (fpr, tpr at every distinct distance): the one
     "evaluate a set" of `facetrain eval` and of verification during training. `parts`: where
-    the embedding of a set of photos is kept as it goes (`inference.parts`)."""
+    the embedding of a set of photos is kept as it goes (`inference.parts`). `progress`: a
+    bar of its own, none, or the caller's `advance(n)` (a training run's bar)."""
     from sklearn.metrics import roc_curve
 
     emb = _embed_set(model, s, flip, device, progress, workers, parts)
@@ -64,13 +66,13 @@ def evaluate_set(
     return (out | {"note": note} if note else out), (fpr, tpr)
 
 
-def _embed_set(model, s: EvalSet, flip, device: str, progress: bool, workers: int,
+def _embed_set(model, s: EvalSet, flip, device: str, progress, workers: int,
                parts: Path | None) -> np.ndarray:  # fmt: skip
     """The set's embeddings; a set of photos with `parts` in the one resumable embedding, its
     problems (images without a face) told to the set as an embedding run there tells them."""
     if parts is None or s.images is None:
-        title = f"embed {s.name}" if progress else None
-        return embed_model(model, s, flip=flip, device=device, progress=title, workers=workers)
+        shown = progress if callable(progress) else f"embed {s.name}" if progress else None
+        return embed_model(model, s, flip=flip, device=device, progress=shown, workers=workers)
     from facetrain.inference.embedder import FaceEmbedder
 
     emb, problems = embed_in_parts(

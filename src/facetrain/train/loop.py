@@ -357,7 +357,7 @@ class Run:
     def evaluate(self, epoch: int) -> tuple[str, ...]:
         if not self.dd.main:  # verification runs once, on rank 0
             return ("last",)
-        pointers = self.evaluator(self.final, self.objective, self.state, epoch)
+        pointers = self.evaluator(self.final, self.objective, self.state, epoch, self.bar)
         self.model.train()
         return pointers
 
