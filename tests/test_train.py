@@ -622,6 +622,37 @@ def test_a_large_val_split_is_scored_on_a_fixed_sample(tmp_path, monkeypatch):
     assert len(scored) == 2 and scored[0] == scored[1] and len(scored[0]) == 5
 
 
+def test_the_threshold_without_a_set_embeds_a_sample_of_the_val_split(tmp_path, monkeypatch):
+    """Without a verification set the saved threshold is validated on the val split's pairs.
+    Every val image was decoded at once only to read its label, then embedded: gigabytes
+    and an unbounded wait at the end of a run on a large set. Now at most MAX_SCORED images
+    are, the same ones each time, and the threshold is theirs."""
+    from facetrain.data.split import split
+    from facetrain.evaluate.verification import labelled_threshold
+    from facetrain.inference.feed import embed
+    from facetrain.inference.record import Preprocess
+    from facetrain.inference.sources import Arrays
+    from facetrain.models import create_model
+    from facetrain.train import evaluator
+
+    faces = make_faces(tmp_path / "faces", ids=6, per=8)
+    split(str(faces), tmp_path / "split", by="image", fraction=0.5)
+    pack(str(tmp_path / "split"), tmp_path / "pack", progress=False)
+    val = PackedDataset(tmp_path / "pack", split="val")
+    monkeypatch.setattr(evaluator, "MAX_SCORED", 12)
+    decoded: list[int] = []
+    batch = val.batch
+    monkeypatch.setattr(val, "batch", lambda ids, *a: decoded.extend(ids) or batch(ids, *a))
+    torch.manual_seed(0)
+    net, pre = create_model("nn4_small2", 16).eval(), Preprocess("nn4_small2", 16, 96)
+    t = evaluator.val_threshold(net, pre, val, "cpu", "run")
+    assert len(val) == 24 and len(decoded) == len(set(decoded)) == 12
+    assert decoded == evaluator.sampled(np.arange(24)).tolist()  # the same ones each time
+    faces = batch(list(decoded))[0].permute(0, 2, 3, 1).numpy()  # (the unwatched reader)
+    emb = embed(net, Arrays(list(faces)), size=96, normalize=pre.normalize)
+    assert t == labelled_threshold(emb, val.labels[decoded].tolist(), "squared_l2")
+
+
 def test_nonfinite_steps_skipped_then_rolled_back(packed, tmp_path):
     cfg = small_cfg(packed, tmp_path / "nan", epochs=3, max_nonfinite=2, checkpoint_every_steps=1)
     import facetrain.train.objective as loop  # where the loss is computed
