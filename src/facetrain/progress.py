@@ -129,7 +129,11 @@ def phases(titles: dict[str, str], *, disable: bool | None = None):
 @contextlib.contextmanager
 def step_task(bar, title: str, total: int):
     """A task of its own on a running bar (verification during training), gone from the bar
-    when the step ends: yields `advance(n)`."""
+    when the step ends: yields `advance(n)`. Without a bar (None: a test, another rank),
+    an `advance` that shows nothing."""
+    if bar is None:
+        yield lambda n: None
+        return
     task = bar.add_task(title, total=total)
     try:
         yield lambda n: bar.advance(task, n)

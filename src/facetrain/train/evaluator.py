@@ -13,7 +13,6 @@ or one validated on the val split's pairs.
 from __future__ import annotations
 
 import dataclasses
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -170,7 +169,7 @@ class Evaluator:
         networks)."""
         cfg, pointers = self.cfg, ("last",)
         if objective.classifies and len(self.known):
-            with _shown(bar, "score the val split", len(self.known)) as advance:
+            with step_task(bar, "score the val split", len(self.known)) as advance:
                 v = validation_split(model, objective, self.val, self.pre, self.device,
                                      self.known, advance)  # fmt: skip
             self.emit({"eval": "val_split", "epoch": epoch, "step": state.step} | v)
@@ -178,7 +177,7 @@ class Evaluator:
                      f"{v['accuracy']:.4f}, loss {v['loss']:.4f}")  # fmt: skip
         fm = FaceModel.of_module(model, self.pre, self.source)
         for k, s in enumerate(self.sets):
-            with _shown(bar, f"verify on {s.name}", s.n_images) as advance:
+            with step_task(bar, f"verify on {s.name}", s.n_images) as advance:
                 full, _ = evaluate_set(fm, s, flip=cfg.flip, distance=cfg.distance,
                                        subtract_mean=cfg.subtract_mean, device=self.device,
                                        progress=advance)  # fmt: skip
@@ -194,12 +193,6 @@ class Evaluator:
                 if r["accuracy"] > state.best:
                     state.best, pointers = r["accuracy"], ("last", "best")
         return pointers
-
-
-def _shown(bar, title: str, total: int):
-    """A task of its own on the run's bar while a step of the evaluation runs; without a
-    bar (a test, another rank), an `advance` that shows nothing."""
-    return step_task(bar, title, total) if bar is not None else nullcontext(lambda n: None)
 
 
 def val_threshold(model, pre: Preprocess, val: PackedDataset, device: str,
