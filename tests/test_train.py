@@ -876,6 +876,38 @@ def test_a_resume_keeps_the_config_the_run_started_with(packed, tmp_path):
     assert json.loads((run / "config.json").read_text())["lr"] == 0.01
 
 
+def test_a_run_records_its_machine_and_a_resume_on_another_says_so(packed, tmp_path, monkeypatch):
+    """The same pinned run gave 0.7697 and 0.7787 on two machines that both call themselves
+    'AMD EPYC': a run records what it started on (versions, processor and the instruction
+    set torch's kernels use), and a resume elsewhere is written to its history, once."""
+    import facetrain.train.loop as loop
+    from facetrain.devices import describe
+    from facetrain.evaluate.report import write_report
+
+    run = tmp_path / "r"
+    train(small_cfg(packed, run, epochs=1), log=lambda *_: None)
+    here = json.loads((run / "machine.json").read_text())
+    assert here == describe("cpu") | {"processes": 1}
+    assert here["torch"] == torch.__version__
+    assert here["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
+    assert here["cpu"] and here["python"]
+    elsewhere = here | {"cpu": "Other CPU (family 1, model 2)", "cpu_kernels": "AVX512"}
+    monkeypatch.setattr(loop, "describe", lambda device: elsewhere)
+    monkeypatch.setattr(loop, "code_revision", lambda: "newer-code")
+    for _ in range(2):  # resumed twice on the other machine, with newer code: a line each
+        train(small_cfg(packed, run, epochs=2), log=lambda *_: None)
+    assert json.loads((run / "machine.json").read_text()) == here  # what it started on
+    history = (run / "revision.txt").read_text().splitlines()
+    assert history[1:] == [
+        "resumed with newer-code",
+        "resumed with settings epochs=2 (was 1)",
+        f"resumed on cpu='Other CPU (family 1, model 2)' (was {here['cpu']!r}), "
+        f"cpu_kernels='AVX512' (was {here['cpu_kernels']!r})",
+    ]  # and no second `resumed with newer-code`: a machine line is not a code revision
+    page = write_report(run).read_text()
+    assert f"trained on {here['cpu']}, {here['cpu_kernels']} kernels, torch " in page
+
+
 def test_a_resume_keeps_the_revision_the_run_started_from(tmp_path):
     from facetrain.train.records import record_revision
 

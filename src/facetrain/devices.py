@@ -249,3 +249,46 @@ def _inactive_files(stat: str) -> int:
     except OSError:
         return 0
     return int(lines.get("total_inactive_file", lines.get("inactive_file", 0)))
+
+
+def describe(device: str) -> dict[str, str]:
+    """What a computation's figures depend on beyond the code (its revision) and its
+    settings: the versions that ran it and the processor, with the instruction set torch's
+    CPU kernels chose (AVX2 and AVX-512 kernels round sums differently, so the same pinned
+    run repeats bit for bit on one kind of CPU and not across kinds); the GPU when
+    `device` is one."""
+    import platform
+
+    import torch
+
+    d = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "system": f"{platform.system()} {platform.machine()}",
+        "cpu": cpu_name(),
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+    }
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        major, minor = torch.cuda.get_device_capability(index)
+        d["gpu"] = f"{torch.cuda.get_device_name(index)} (sm_{major}{minor})"
+        d["cuda"] = str(torch.version.cuda)
+    return d
+
+
+def cpu_name() -> str:
+    """The processor's name, with its family and model where the name alone does not tell
+    generations apart ('AMD EPYC' names several, with different instruction sets)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            head = f.read().split("\n\n")[0]
+    except OSError:
+        return platform.processor() or platform.machine()
+    info = dict(ln.split(":", 1) for ln in head.splitlines() if ":" in ln)
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    name = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info and "model" in info:
+        return f"{name} (family {info['cpu family']}, model {info['model']})"
+    return name

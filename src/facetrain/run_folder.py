@@ -3,7 +3,9 @@ export (the base level: it imports nothing of facetrain's, so evaluate reads a r
 importing train).
 
     RUN/config.json        the settings the run started with
-    RUN/revision.txt       the code revision; `resumed with …` lines for each change
+    RUN/revision.txt       the code revision; `resumed with …` / `resumed on …` lines for
+                           each change of code, settings or machine
+    RUN/machine.json       what the run started on: versions, processor, GPU
     RUN/metrics.jsonl      one JSON line per log, evaluation and event
     RUN/tensorboard/       the same scalars for TensorBoard (or --log-dir)
     RUN/checkpoints/       see train/checkpoint.py
@@ -27,6 +29,7 @@ from pathlib import Path
 
 CONFIG = "config.json"
 REVISION = "revision.txt"
+MACHINE = "machine.json"
 METRICS = "metrics.jsonl"
 LOCK = ".lock"
 WEIGHTS = "model.safetensors"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from facetrain import foreign
 from facetrain.evaluate.plots import plot_roc, plot_runs
-from facetrain.run_folder import CONFIG, REVISION, UNFINISHED, WEIGHTS, read_metrics
+from facetrain.run_folder import CONFIG, MACHINE, REVISION, UNFINISHED, WEIGHTS, read_metrics
 
 ROWS = (
     ("accuracy", "accuracy (10-fold)"),
@@ -100,10 +100,24 @@ def _settings(run: Path) -> list[str]:
             parts.append(f"<p>{shown}</p>")
     if (run / REVISION).exists():
         first, *later = (run / REVISION).read_text(errors="replace").splitlines() or [""]
-        parts.append(f"<p>code revision <code>{html.escape(first)}</code></p>")
+        parts.append(f"<p>code revision <code>{html.escape(first)}</code>{_machine(run)}</p>")
         if later:
             parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in later) + "</ul>")
     return parts
+
+
+def _machine(run: Path) -> str:
+    """', trained on' the machine the run started on (its machine.json), or nothing."""
+    m, _ = foreign.read_table(run / MACHINE) if (run / MACHINE).exists() else (None, "")
+    if m is None:
+        return ""
+    on = [
+        m.get("gpu"),
+        m.get("cpu") and f"{m['cpu']}, {m.get('cpu_kernels')} kernels",
+        m.get("torch") and f"torch {m['torch']}",
+        m.get("python") and f"Python {m['python']}",
+    ]
+    return ", trained on " + html.escape(", ".join(str(x) for x in on if x))
 
 
 def _not_final(run: Path) -> tuple[str, str]:

@@ -29,7 +29,7 @@ from facetrain.data.listing import parse_roots
 from facetrain.data.loader import TrainLoader
 from facetrain.data.packed import PackedDataset
 from facetrain.data.sampler import EpochBatches, PKBatches
-from facetrain.devices import keep_freed_memory, within_quota
+from facetrain.devices import describe, keep_freed_memory, within_quota
 from facetrain.evaluate.sets import unreadable_sets
 from facetrain.models import RawEmbedding, create_model, list_models
 from facetrain.progress import progress_bar
@@ -60,6 +60,7 @@ from facetrain.train.records import (
     check_own,
     check_resume,
     record_config,
+    record_machine,
     record_revision,
     truncate_metrics,
 )
@@ -403,6 +404,7 @@ def _open_run(cfg: TrainConfig, dd: distributed.Dist, log) -> tuple[Path, Packed
         record_revision(folder / REVISION, code_revision())
         if warning := record_config(folder, cfg):
             log(f"warning: {warning}")
+        record_machine(folder, describe(cfg.platform.device) | {"processes": dd.world})
     unlabelled = cfg.objective.loss == "distill"  # distillation needs no identities
     if dd.main:  # rank 0 packs, once, after the listing shows the batches fit
         ds = dataset_for(cfg.data, folder, unlabelled, log, fits=lambda y: _sampler(cfg, y, dd))

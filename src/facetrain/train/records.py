@@ -1,6 +1,6 @@
 """What a training run writes into its run folder (names: `facetrain.run_folder`): the code
-revision and settings it started from (and every resume's changes), the metrics log with
-its TensorBoard copy, and the checks before a run starts or resumes there."""
+revision, settings and machine it started from (and every resume's changes), the metrics
+log with its TensorBoard copy, and the checks before a run starts or resumes there."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 
 from facetrain import atomic
-from facetrain.run_folder import CONFIG, LOCK, METRICS, REVISION, RUN_MARKERS
+from facetrain.run_folder import CONFIG, LOCK, MACHINE, METRICS, REVISION, RUN_MARKERS
 from facetrain.train import checkpoint
 
 SETTINGS = "resumed with settings "
+ON = "resumed on "  # another machine, or other versions of what ran the run
 
 
 def check_own(run: Path) -> None:
@@ -50,9 +51,8 @@ def record_revision(path: Path, revision: str) -> None:
     """The first line is the revision the run started from; a resume with other code adds a
     `resumed with REV` line rather than hiding where the run came from."""
     lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-    revisions = [
-        line.removeprefix("resumed with ") for line in lines if not line.startswith(SETTINGS)
-    ]
+    revisions = [line.removeprefix("resumed with ") for line in lines
+                 if not line.startswith((SETTINGS, ON))]  # fmt: skip
     if not lines:
         lines = [revision]
     elif revision not in (revisions[0], revisions[-1]):
@@ -72,9 +72,9 @@ def record_config(run: Path, cfg) -> str | None:
         if old is not None:
             changed = [f"{k}={v!r} (was {old.get(k)!r})" for k, v in new.items()
                        if old.get(k) != v]  # fmt: skip
-            _add_history(run, SETTINGS + ", ".join(changed) if changed else "")
+            _add_history(run, SETTINGS + ", ".join(changed) if changed else "", SETTINGS)
             return None
-        _add_history(run, f"{SETTINGS}unknown: {why}; it holds this resume's now")
+        _add_history(run, f"{SETTINGS}unknown: {why}; it holds this resume's now", SETTINGS)
         atomic.write_text(path, json.dumps(new, indent=2) + "\n")
         return f"{why}; it holds this resume's settings now (revision.txt says so)"
     atomic.write_text(path, json.dumps(new, indent=2) + "\n")
@@ -88,12 +88,30 @@ def _settings_of(path: Path) -> tuple[dict | None, str]:
     return foreign.read_table(path, "table of settings")
 
 
-def _add_history(run: Path, line: str) -> None:
-    """`line` at the end of revision.txt, unless it is empty or the last said already (a
-    run resumed again the same way)."""
+def record_machine(run: Path, machine: dict) -> None:
+    """machine.json is what the run started on (`devices.describe`): the versions and the
+    processor its figures depend on. A resume elsewhere keeps it and adds a `resumed on
+    KEY=VALUE (was OLD)` line to revision.txt, so a figure that does not repeat says why."""
+    path = run / MACHINE
+    if path.exists() and checkpoint.trained(run):
+        from facetrain import foreign
+
+        old, why = foreign.read_table(path, "table")
+        if old is not None:
+            changed = [f"{k}={v!r} (was {old.get(k)!r})" for k, v in machine.items()
+                       if old.get(k) != v]  # fmt: skip
+            _add_history(run, ON + ", ".join(changed) if changed else "", ON)
+            return
+        _add_history(run, f"{ON}unknown: {why}; it holds this resume's now", ON)
+    atomic.write_text(path, json.dumps(machine, indent=2) + "\n")
+
+
+def _add_history(run: Path, line: str, kind: str) -> None:
+    """`line` at the end of revision.txt, unless it is empty or the last line of its `kind`
+    said it already (a run resumed again the same way)."""
     hist = run / REVISION
     text = hist.read_text(errors="replace") if hist.exists() else ""
-    said = [x for x in text.splitlines() if x.startswith(SETTINGS)]
+    said = [x for x in text.splitlines() if x.startswith(kind)]
     if line and line not in said[-1:]:
         atomic.write_text(hist, text + line + "\n")
 
