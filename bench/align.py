@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -25,6 +24,7 @@ from PIL import Image
 from facetrain.align.job import AlignConfig, encode_jpeg, run_align
 from facetrain.align.transform import select_faces, warp_similarity
 from facetrain.data import iter_samples, load_rgb
+from facetrain.devices import cpu_name
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "lfw-raw-sample"
 
@@ -77,7 +77,7 @@ def main() -> None:
         write_list(listing, samples)
         cfg = AlignConfig(device=args.device)
 
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        print(f"machine: {cpu_name()}, {os.cpu_count()} cores, "
               f"torch {version('torch')}, device {args.device}")  # fmt: skip
         print(f"photos: {len(samples)} from {args.data}")
         base_rates, ours_rates = [], []

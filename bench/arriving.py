@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
 import numpy as np
 
+from facetrain.devices import cpu_name
 from library_populations import MODEL, SETS, bcubed_f, stacks_with_no_names, with_mixed
 
 
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     fm = open_for_use(MODEL)
     thr, distance = fm.pre.threshold, fm.pre.distance
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {MODEL}; "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; {MODEL}; "
           f"{args.first:.0%} of the photos stacked first, the rest in {args.looks} looks; "
           f"mean of {args.seeds} orders")  # fmt: skip
     print(f"{'set':<20}{'faces':>6} | {'at once F':>9} | {'before F':>8}{'min':>7}{'s':>6} | "

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sqlite3
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
+from facetrain.devices import cpu_name
 from identify_workers import FRIENDS, facetrain, medians  # noqa: E402
 
 
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     photos = sum(1 for _ in args.folder.rglob("*.jpg"))
-    print(f"{platform.machine()}, {os.cpu_count()} cores; {photos} JPEGs in {args.folder}")
+    print(f"{cpu_name()}, {os.cpu_count()} cores; {photos} JPEGs in {args.folder}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         facetrain("library", "scan", fresh(args.folder, work), "--db", work / "first.db")

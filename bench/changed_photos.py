@@ -22,13 +22,13 @@ import argparse
 import io
 import itertools
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
 from facetrain.data.images import load_rgb
+from facetrain.devices import cpu_name
 from facetrain.distances import pair_distances
 from facetrain.inference.compiled import open_for_use
 from facetrain.library.scan import SAME_FACE, SAME_PLACE, Scanner, _iou
@@ -123,7 +123,7 @@ def arguments(doc: str, per_person: int) -> argparse.Namespace:
 
 def main() -> None:
     args = arguments(__doc__, per_person=3)
-    print(f"{platform.machine()}, {os.cpu_count()} cores; SAME_FACE = {SAME_FACE} x threshold, "
+    print(f"{cpu_name()}, {os.cpu_count()} cores; SAME_FACE = {SAME_FACE} x threshold, "
           f"SAME_PLACE = {SAME_PLACE} x face size; {args.per_person} photos a person")  # fmt: skip
     print("| model | population | strangers at the same place | carried | nearest stranger "
           "(x the limit) | edits | names kept |")  # fmt: skip

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 
 import numpy as np
 
+from facetrain.devices import cpu_name
 from library_populations import SETS, with_mixed
 
 THRESHOLD, DISTANCE = 0.19, "squared_l2"  # the default model's
@@ -69,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", nargs="*", default=list(SETS))
     args = ap.parse_args()
-    print(f"{platform.machine()}, {os.cpu_count()} cores; pretrained:dlib_resnet, SVM")
+    print(f"{cpu_name()}, {os.cpu_count()} cores; pretrained:dlib_resnet, SVM")
     sets = with_mixed(args.sets)
     print("| set | known | one threshold: right / strangers named | rule | rule + strangers |")
     print("|---|---|---|---|---|")

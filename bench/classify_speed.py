@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
 
+from facetrain.devices import cpu_name
 from library_scale import synthetic
 
 
@@ -99,7 +99,7 @@ def main() -> None:
     t_now = time.perf_counter() - t
     assert new == old, "the answers changed"
     right = sum(n == f"p{label[a]}" for n, a in zip(new, ask))
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"{cpu_name()}, {os.cpu_count()} cores")
     print(f"{len(gallery)} known faces of {len(protos[2])} people, {len(ask)} faces asked "
           f"(half strangers'): {right} named right, {new.count('unknown')} unknown, "
           "same answers both ways")  # fmt: skip

@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from facetrain.devices import cpu_name
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 FACETRAIN = str(Path(sys.executable).parent / "facetrain")
@@ -53,6 +54,7 @@ else:
 
 OURS_WARM = """
 import sys, time, facetrain
+
 facetrain.verify(sys.argv[1], sys.argv[2])
 times = []
 for _ in range(5):
@@ -97,7 +99,7 @@ def main() -> None:
     args = ap.parse_args()
     a, b = args.photos or default_pair()
     py = sys.executable
-    print(f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores; pair {a} {b}")
+    print(f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores; pair {a} {b}")
     cold = median_of({
         "facetrain --help": [FACETRAIN, "--help"],
         "facetrain models": [FACETRAIN, "models"],

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
 
+from facetrain.devices import cpu_name
 from facetrain.distances import distance_matrix
 from facetrain.inference.saved import open_model
 from facetrain.library.cluster import agglomerate
@@ -116,7 +116,7 @@ def main() -> None:
     thr, dist = fm.pre.threshold, fm.pre.distance
     if thr is None:
         raise SystemExit(f"{a.model}: no calibrated threshold")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; model {a.model} "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; model {a.model} "
           f"(threshold {thr:.3f}, {dist})")  # fmt: skip
     for name, (paths, labels) in labelled_sets(a.identities, a.min_images, a.per_identity).items():
         t = embed_paths(fm, paths, labels, progress=False)

@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from facetrain.devices import cpu_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from index_populations import EMBEDDINGS, library  # noqa: E402
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
     if args.faces:
         keep = np.sort(np.random.default_rng(0).choice(len(emb), args.faces, replace=False))
         emb, photo = emb[keep], photo[keep]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {len(emb)} real faces; "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; {len(emb)} real faces; "
           f"threshold {pre.threshold:.3f} {pre.distance}; "
           f"{'through the index' if args.index else 'every pair compared'}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
 
+from facetrain.devices import cpu_name
 from library_populations import SETS, faces_of_set
 
 LFW_RAW = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "lfw-raw-sample"
@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=40)
     args = ap.parse_args()
     radius = COPIES * 0.19
-    print(f"{platform.machine()}, {os.cpu_count()} cores; copy radius {radius:.3f} "
+    print(f"{cpu_name()}, {os.cpu_count()} cores; copy radius {radius:.3f} "
           f"(COPIES {COPIES} x threshold 0.190)")  # fmt: skip
     for name, d in copy_distances(args.photos).items():
         print(f"copy, {name}: median {np.median(d):.4f}, max {np.max(d):.4f} ({len(d)} faces)")

@@ -23,11 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
+
+from facetrain.devices import cpu_name
 
 
 def embed_faces(model: str, keep: bool, batch: int, n: int) -> dict:
@@ -135,7 +136,7 @@ def main() -> None:
     from facetrain.inference.feed import CPU_BATCH
 
     os.environ["FACETRAIN_THREADS"] = str(len(os.sched_getaffinity(0)))  # not the load's
-    print(f"{platform.machine()}, {os.cpu_count()} cores, every core; {a.faces} faces, "
+    print(f"{cpu_name()}, {os.cpu_count()} cores, every core; {a.faces} faces, "
           f"{a.steps} steps of 64; medians of {a.rounds} alternated rounds")  # fmt: skip
     print("| job | model | malloc | batch | per s | ratio | rounds | sys s | peak MB |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import torch
 
+from facetrain.devices import cpu_name
 from facetrain.inference.saved import open_model
 from facetrain.models import create_model
 
@@ -52,7 +52,7 @@ def main() -> None:
         student = create_model("mobilefacenet", 128).eval()
         s_size, s_name = student.input_size, "mobilefacenet (untrained)"
     print(
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{cpu_name()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
     )
     print(f"student {s_name} at {s_size}², teacher {args.teacher} at {t.pre.input_size}²")

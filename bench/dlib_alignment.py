@@ -14,7 +14,6 @@ also measures the re-warp of the shared 112x112 aligned faces into the template.
 from __future__ import annotations
 
 import argparse
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 from facetrain.align.faces import FaceAligner
 from facetrain.align.transform import rewarp_standard, warp_similarity
 from facetrain.data import iter_samples, load_rgb
+from facetrain.devices import cpu_name
 from facetrain.inference.dlib_format import load_dlib
 from facetrain.inference.dlib_oracle import DlibPipeline
 from facetrain.inference.pretrained import models_folder
@@ -92,7 +92,7 @@ def main() -> None:
         f"112x112 standard crop re-warped into the template: median cosine {np.median(cos_rew):.4f}"
         f" (min {cos_rew.min():.4f}); {black:.1f} fully black rows of 150 on average"
     )
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}")
+    print(f"machine: {cpu_name()}, torch {torch.__version__}")
 
 
 if __name__ == "__main__":

@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facetrain.devices import cpu_name
 from facetrain.inference.dlib_oracle import DlibPipeline
 from facetrain.inference.saved import load_model
 
@@ -54,7 +54,7 @@ def main() -> None:
     port(chips[:2])
     dlib_net.descriptors(chips[:2])  # warm-up
     print(
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{cpu_name()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
     )
     for batch in (1, 64):

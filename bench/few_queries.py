@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
 
+from facetrain.devices import cpu_name
 from library_scale import synthetic
 
 
@@ -140,7 +140,7 @@ def main() -> None:
         help="photos named in a library of --faces[0] faces (e.g. 1 10 100 300)",
     )
     args = ap.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores")
     for n in args.faces:
         emb, _, photo = synthetic(n + 10_000)
         root = int(np.sqrt(n))

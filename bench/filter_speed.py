@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
 
+from facetrain.devices import cpu_name
 from facetrain.distances import pair_distances
 from facetrain.use.classify import holdout_split
 from facetrain.use.embeddings import Table
@@ -81,7 +81,7 @@ def main() -> None:
     labels = [f"person{k:06d}" for k in rng.integers(0, a.identities, a.images)]
     t = Table(emb, [f"{i}.jpg" for i in range(a.images)], labels)
     size = f"{a.images} images of {len(set(labels))} identities"
-    print(f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores; {size}")
+    print(f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores; {size}")
     scores = compare("filter scores", lambda: loop(t), lambda: centre_distances(t),
                      lambda x, y: np.abs(x - y).max() < 1e-5, a.rounds)  # fmt: skip
     split = compare("hold-out split", lambda: loop_split(labels, 0.2),

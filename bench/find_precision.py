@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
 
+from facetrain.devices import cpu_name
 from library_populations import MODEL, SETS, with_mixed
 
 
@@ -177,7 +177,7 @@ def main() -> None:
         return
     pre = open_for_use(MODEL).pre
     thr, dist = pre.threshold, pre.distance
-    print(f"{platform.machine()}, {os.cpu_count()} cores; {MODEL}, threshold {thr:.3f} {dist}")
+    print(f"{cpu_name()}, {os.cpu_count()} cores; {MODEL}, threshold {thr:.3f} {dist}")
     print("| set | faces | way | rule | precision | recall | F1 | queries with a wrong hit |")
     print("|---|---|---|---|---|---|---|---|")
     times = []

@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from facetrain.devices import cpu_name
 
 FRIENDS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "photos" / "friends"
 
@@ -83,7 +84,7 @@ def _names(result: Path) -> list:
 def main() -> None:
     args = worker_arguments(__doc__).parse_args()
     photos = sum(1 for p in args.folder.rglob("*") if p.is_file())
-    print(f"{platform.machine()}, {os.cpu_count()} cores; {photos} files in {args.folder}")
+    print(f"{cpu_name()}, {os.cpu_count()} cores; {photos} files in {args.folder}")
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "lib.db"
         library(args.folder, db)

@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import hashlib
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from facetrain.devices import cpu_name
 from library_scale import synthetic  # noqa: E402
 
 BENCH_MODEL = ({"distance": "squared_l2", "threshold": 1.0}, "bench", "bench")
@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    print(f"{platform.machine()}, {os.cpu_count()} cores; {args.faces} faces, {args.named} "
+    print(f"{cpu_name()}, {os.cpu_count()} cores; {args.faces} faces, {args.named} "
           f"named people, {args.groups} group photos")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "lib.db"

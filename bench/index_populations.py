@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from facetrain.devices import cpu_name
 from library_populations import SHARED, faces_of_set  # noqa: E402
 
 EMBEDDINGS = Path(__file__).resolve().parent / "out" / "real-faces.npz"
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     pre = open_for_use("pretrained:dlib_resnet").pre
     lib = library(args.embeddings)
     names = list(dict.fromkeys(lib["set"].tolist()))
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {len(lib['emb'])} faces, "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; {len(lib['emb'])} faces, "
           f"{len(set(lib['truth']) - {''})} people; threshold {pre.threshold:.3f} "
           f"{pre.distance}; lists {int(4 * np.sqrt(len(lib['emb'])))}")  # fmt: skip
     exact, secs = stacks(lib, pre.threshold, pre.distance, True, 16)

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+
+from facetrain.devices import cpu_name
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 CACHE = Path(__file__).resolve().parent / "out" / "populations"
@@ -318,7 +319,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     fm = open_for_use(MODEL)
     thr, distance = fm.pre.threshold, fm.pre.distance
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {MODEL} "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; {MODEL} "
           f"(calibrated threshold {thr:.3f}, {distance})")  # fmt: skip
     sets = with_mixed(args.sets, args.fresh)
     grid = np.round(np.arange(0.04, 0.40, 0.01), 3)

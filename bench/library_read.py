@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from facetrain.devices import cpu_name
 
 CHILD = """
 import json, resource, sys, time
@@ -95,7 +96,7 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    print(f"{platform.machine()}, {os.cpu_count()} cores; {args.faces} stacked faces")
+    print(f"{cpu_name()}, {os.cpu_count()} cores; {args.faces} stacked faces")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         stack = build(Path(tmp) / "lib.db", args.faces)

@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+from facetrain.devices import cpu_name
 
 EXACT_LIMIT = 15_000  # the dense method needs ~24 bytes a pair: 5.4 GB at 15k
 
@@ -100,7 +101,7 @@ def main() -> None:
     if args.child:
         return child(args.faces[0], args.child, args.exact_max, args.nprobe)
     cores = len(os.sched_getaffinity(0))
-    print(f"{platform.machine()}, {cores} cores; exact groups up to {args.exact_max} faces")
+    print(f"{cpu_name()}, {cores} cores; exact groups up to {args.exact_max} faces")
     print("| faces | method | seconds | peak MB | BCubed F | stacks |\n|---|---|---|---|---|---|")
     last = ""
     for n in args.faces:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from facetrain.data.listing import iter_samples, write_list
 from facetrain.data.loader import TrainLoader
 from facetrain.data.packed import PackedDataset, pack
 from facetrain.data.sampler import EpochBatches
+from facetrain.devices import cpu_name
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mini-train"
 
@@ -107,7 +107,7 @@ def main() -> None:
         enc = PackedDataset(Path(tmp) / "enc", split="train")
         assert len(baseline) == len(ours) == len(enc) == len(samples)
 
-        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+        print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}")
         print(f"images: {len(samples)} from {args.data}, batch {args.batch_size}")
         o_rates, e_rates = [], []
         for _ in range(args.rounds):

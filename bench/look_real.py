@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from facetrain.devices import cpu_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_memory import child, tree_of  # noqa: E402
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
     pre = open_for_use("pretrained:dlib_resnet").pre
     lib = library(EMBEDDINGS)
     emb, photo = lib["emb"], lib["photo"]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {len(emb)} real faces; "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; {len(emb)} real faces; "
           f"threshold {pre.threshold:.3f} {pre.distance}")  # fmt: skip
     at_once = agglomerate(emb, photo, pre.threshold, pre.distance, spacing=True)[0]
     ratios, fs = [], {("", "at once"): by_population(at_once, lib)}

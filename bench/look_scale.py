@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import time
 
 import numpy as np
 
+from facetrain.devices import cpu_name
 from library_scale import synthetic
 
 
@@ -69,7 +69,7 @@ def main() -> int:
     if args.child:
         child(int(args.child[0]), int(args.child[1]), args.child[2], args.few_queries)
         return 0
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.faces} faces "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; {args.faces} faces "
           "stacked, then a look's new faces placed")  # fmt: skip
     for new in args.new:
         got = {}

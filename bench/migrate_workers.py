@@ -13,7 +13,6 @@ process / N, and whether both left the same faces, names and embeddings.
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import sqlite3
 import sys
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from facetrain.devices import cpu_name
 
 sys.path.insert(0, str(Path(__file__).parent))
 from identify_workers import (  # noqa: E402
@@ -58,7 +59,7 @@ def main() -> None:
     ap.add_argument("--model", default="pretrained:facetrain_distilled")
     args = ap.parse_args()
     photos = sum(1 for p in args.folder.rglob("*") if p.is_file())
-    print(f"{platform.machine()}, {os.cpu_count()} cores; {photos} files in {args.folder}; "
+    print(f"{cpu_name()}, {os.cpu_count()} cores; {photos} files in {args.folder}; "
           f"to {args.model}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         db0 = Path(tmp) / "lib.db"

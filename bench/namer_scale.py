@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
 
+from facetrain.devices import cpu_name
 from library_scale import synthetic
 
 
@@ -52,7 +52,7 @@ def main() -> None:
     emb, label, photo = synthetic(args.faces)
     rng = np.random.default_rng(1)
     queries = [rng.choice(len(emb), 3, replace=False) for _ in range(args.photos)]
-    print(f"{platform.machine()}, {os.cpu_count()} cores; {len(emb)} faces in the library; "
+    print(f"{cpu_name()}, {os.cpu_count()} cores; {len(emb)} faces in the library; "
           f"{args.photos} photos of 3 faces each")  # fmt: skip
     if args.named:
         return making(emb, photo, args.named)

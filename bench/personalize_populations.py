@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from dataclasses import asdict
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facetrain.devices import cpu_name
 from library_populations import SETS, bcubed_f, library_of, name_faces, stack_of, with_mixed
 from small_libraries import draw
 
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     pre = asdict(open_for_use("pretrained:dlib_resnet").pre)
     sets = with_mixed(args.sets)
-    print(f"# {platform.processor() or platform.machine()}; named right / strangers named / "
+    print(f"# {cpu_name()}; named right / strangers named / "
           "stacks F, mean (worst draw): before | the adapter on | as the library decides "
           "(on where its own hold-out says it helps) | draws it switched on")  # fmt: skip
     every = {}

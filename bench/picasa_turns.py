@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
 
 from changed_photos import DATA
 from facetrain.data.images import load_rgb
+from facetrain.devices import cpu_name
 from facetrain.inference.compiled import open_for_use
 from facetrain.library.curate import placed, turned_to_fit
 from facetrain.library.picasa import frames
@@ -103,7 +103,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--per-person", type=int, default=100, help="photos of each folder")
     args = ap.parse_args()
-    print(f"{platform.machine()}, {os.cpu_count()} cores; {args.per_person} photos a folder")
+    print(f"{cpu_name()}, {os.cpu_count()} cores; {args.per_person} photos a folder")
     print("| set | photos | faces | tries | right | left (unclear) | wrong |")
     print("|---|---|---|---|---|---|---|")
     scanner, rng, worst = (

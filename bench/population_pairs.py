@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+from facetrain.devices import cpu_name
 
 
 def synthetic(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +72,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(args.faces[0], args.child)
-    print(f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores")
+    print(f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores")
     print("| faces | method | seconds | peak MB | distance at 1% FAR |\n|---|---|---|---|---|")
     last = ""
     for n in args.faces:

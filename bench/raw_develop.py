@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from facetrain.data.images import load_raw, load_rgb  # noqa: E402
+from facetrain.devices import cpu_name
 from helpers import write_dng  # noqa: E402
 
 GROUP = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "photos" / "bbt" / "group"
@@ -77,7 +77,7 @@ def main() -> None:
         jpeg = Path(tmp) / "IMG_0001.JPG"
         Image.fromarray(img).save(jpeg, quality=92)
         sensor = img.shape[0] * img.shape[1] * 4 / 1e6
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        print(f"machine: {cpu_name()}, {os.cpu_count()} cores; "
               f"sensor {sensor:.1f} MP, DNG {dng.stat().st_size / 1e6:.0f} MB, "
               f"JPEG {jpeg.stat().st_size / 1e6:.1f} MB")  # fmt: skip
         t_half, half = timed(lambda: load_raw(dng), a.rounds)

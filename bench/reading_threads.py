@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from functools import partial
@@ -26,6 +25,7 @@ import numpy as np
 
 from facetrain.data.images import load_rgb
 from facetrain.data.listing import Problems, iter_samples
+from facetrain.devices import cpu_name
 from facetrain.inference.compiled import open_for_use
 from facetrain.inference.embedder import FaceEmbedder
 from facetrain.inference.pretrained import DEFAULT
@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     model = open_for_use(DEFAULT, "cpu")
-    print(f"{platform.machine()}, {os.cpu_count()} cores; {model.backend}; "
+    print(f"{cpu_name()}, {os.cpu_count()} cores; {model.backend}; "
           f"{reading_threads(0)} reading threads chosen")  # fmt: skip
 
     def listed(folder: Path, n: int) -> list[str]:

@@ -13,7 +13,6 @@ after round; the ratio is the median of the rounds, and the two outputs must be 
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import statistics
 import tempfile
@@ -23,17 +22,6 @@ from pathlib import Path
 import numpy as np
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "lfw"
-
-
-def cpu_name() -> str:
-    """The CPU's model name where Linux says it, else the machine's kind."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def main() -> None:
@@ -46,6 +34,7 @@ def main() -> None:
     import torch
 
     from facetrain.data.listing import list_photos
+    from facetrain.devices import cpu_name
     from facetrain.inference.embedder import FaceEmbedder
     from facetrain.inference.feed import embed_model
     from facetrain.inference.parts import embed_in_parts

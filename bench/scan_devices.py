@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from facetrain.devices import cpu_name
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -87,7 +88,7 @@ def main() -> None:
         import torch
 
         gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU here"
-    print(f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores{', ' + gpu if gpu else ''}; "
+    print(f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores{', ' + gpu if gpu else ''}; "
           f"{args.folder}; settings {', '.join(settings)}", flush=True)  # fmt: skip
     rows = measure(args.folder, settings, args.model, args.rounds)
     if args.out:

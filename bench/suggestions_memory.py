@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
+
+from facetrain.devices import cpu_name
 
 CHILD = """
 import json, resource, sys, time
@@ -56,7 +57,7 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=200_000)
     ap.add_argument("--person", type=int, default=2_000)
     args = ap.parse_args()
-    print(f"{platform.machine()}, {os.cpu_count()} cores; {args.faces} faces, a person of "
+    print(f"{cpu_name()}, {os.cpu_count()} cores; {args.faces} faces, a person of "
           f"{args.person}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         ways = ("matrix", "mean_distances")

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
 
+from facetrain.devices import cpu_name
 from library_populations import SHARED, _folders, family, lfw_library
 
 SETS = {
@@ -60,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     fm = open_model(args.model)
     thr, sure, dist = fm.pre.threshold, fm.pre.sure_below, fm.pre.distance
-    print(f"{platform.machine()}, {os.cpu_count()} cores; {args.model}: threshold {thr:.3f}, "
+    print(f"{cpu_name()}, {os.cpu_count()} cores; {args.model}: threshold {thr:.3f}, "
           f"sure_below {sure} ({dist})")  # fmt: skip
     print("| set | faces | different under threshold | under sure_below | distance at FAR 1% "
           "| same pairs under sure_below | under threshold | s |")  # fmt: skip

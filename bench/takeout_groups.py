@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from facetrain.devices import cpu_name
 from facetrain.library.imports import ROUNDS, by_likeness, name_listed
 from library_populations import MODEL, SETS, library_of, name_faces, with_mixed
 
@@ -147,7 +147,7 @@ def main() -> None:
     pre = asdict(fm.pre)
     sets = with_mixed(args.sets)
     print(
-        f"{platform.machine()}, {os.cpu_count()} cores; {MODEL}; {args.named} people named "
+        f"{cpu_name()}, {os.cpu_count()} cores; {MODEL}; {args.named} people named "
         f"on 2 faces each; up to {args.groups} group photos a set; {args.seeds} draws summed"
     )
     print("| set | never alone | how | group photos | faces | right (listed) | right (never "

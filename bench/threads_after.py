@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrain.data.listing import Problems, iter_samples, write_list
-from facetrain.devices import cores_free
+from facetrain.devices import cores_free, cpu_name
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "lfw-raw-sample"
 
@@ -91,7 +90,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     samples = list(iter_samples(str(args.folder), problems=Problems()))[: args.photos]
-    print(f"{platform.machine()}, {os.cpu_count()} cores; {len(samples)} photos of {args.folder}")
+    print(f"{cpu_name()}, {os.cpu_count()} cores; {len(samples)} photos of {args.folder}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         photos = tmp / "photos.txt"

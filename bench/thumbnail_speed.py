@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 from PIL import Image
+
+from facetrain.devices import cpu_name
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
             faces = [f for p in lib.people() for f in lib.face_ids(p["id"])] or [
                 r[0] for r in lib.con.execute("SELECT id FROM faces")]  # fmt: skip
             pids = [r[0] for r in lib.con.execute("SELECT id FROM photos")]
-            print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {len(pids)} photos "
+            print(f"machine: {cpu_name()}, {os.cpu_count()} cores; {len(pids)} photos "
                   f"of 12 MP, {len(faces)} faces")  # fmt: skip
             rows = {
                 "faces": (timed(lambda f: to_jpeg(lib.face_crop(f), 112), faces, args.rounds),

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from facetrain.devices import cpu_name
 from facetrain.losses import MarginHead
 from facetrain.models import RawEmbedding, create_model
 
@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU")
     args = ap.parse_args()
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"device {args.device}, batch {args.batch_size}"
     )
     if args.device.startswith("cuda"):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import platform
 from functools import partial
 
 import numpy as np
@@ -27,6 +26,7 @@ from PIL import Image
 
 from changed_photos import POPULATIONS, arguments, largest
 from facetrain.data.images import load_rgb
+from facetrain.devices import cpu_name
 from facetrain.inference.compiled import open_for_use
 from facetrain.library.scan import Scanner, _same_face, _turn_by_faces
 
@@ -74,7 +74,7 @@ def measure(scanner: Scanner, items: list) -> dict:
 
 def main() -> None:
     args = arguments(__doc__, per_person=2)
-    print(f"{platform.machine()}, {os.cpu_count()} cores; {args.per_person} photos a person")
+    print(f"{cpu_name()}, {os.cpu_count()} cores; {args.per_person} photos a person")
     print("| model | population | turned photos | turn found | strangers' photos | taken |")
     print("|---|---|---|---|---|---|")
     worst_found, worst_taken = 1.0, 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import import_scale  # noqa: E402
+from facetrain.devices import cpu_name
 
 PHOTO = Path(__file__).resolve().parents[2] / "shared/datasets/photos/bbt/reference/amy/amy5.png"
 ORIGIN = "http://127.0.0.1:8765"
@@ -72,7 +72,7 @@ def main() -> None:
         db = Path(tmp) / "lib.db"
         t = time.perf_counter()
         build(db, args.faces, args.named)
-        print(f"{platform.machine()}, {os.cpu_count()} cores; {args.faces} faces, "
+        print(f"{cpu_name()}, {os.cpu_count()} cores; {args.faces} faces, "
               f"{args.named} people named (built in {time.perf_counter() - t:.0f} s)")  # fmt: skip
         got = {}
         for kept in (False, True, False, True):

@@ -189,6 +189,27 @@ def test_images_are_read_ahead_by_as_many_threads_as_the_model_runs_on(monkeypat
         reading_threads(-1)
 
 
+def test_a_processor_is_named_with_its_family_and_model(monkeypatch, tmp_path):
+    """Benchmarks and run records name the processor. 'AMD EPYC' alone names several
+    generations (one with AVX-512 kernels, one without), so its family and model are
+    said; a processor Linux gives no name (ARM) is the machine's kind; no file, the same."""
+    import platform
+
+    from facetrain import devices
+
+    info = tmp_path / "cpuinfo"
+    monkeypatch.setattr(devices, "CPUINFO", str(info))
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n"
+                    "model\t\t: 1\nmodel name\t: AMD EPYC\n\nprocessor\t: 1\n"
+                    "model name\t: other\n")  # fmt: skip
+    assert devices.cpu_name() == "AMD EPYC (family 25, model 1)"
+    info.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nCPU part\t: 0xd0c\n")
+    kind = platform.processor() or platform.machine()
+    assert devices.cpu_name() == kind
+    info.unlink()
+    assert devices.cpu_name() == kind
+
+
 def test_a_container_s_quotas_bound_threads_processes_and_memory(monkeypatch, tmp_path):
     """In a container held to 1.5 CPUs and 3 GB (cgroup v2), on a host of 96 busy cores:
     two threads and two scan processes, not 96 nor one; memory is what the limit leaves

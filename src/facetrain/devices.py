@@ -276,13 +276,16 @@ def describe(device: str) -> dict[str, str]:
     return d
 
 
+CPUINFO = "/proc/cpuinfo"
+
+
 def cpu_name() -> str:
     """The processor's name, with its family and model where the name alone does not tell
     generations apart ('AMD EPYC' names several, with different instruction sets)."""
     import platform
 
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        with open(CPUINFO, encoding="utf-8", errors="replace") as f:
             head = f.read().split("\n\n")[0]
     except OSError:
         return platform.processor() or platform.machine()

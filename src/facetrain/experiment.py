@@ -15,7 +15,6 @@ rows of docs/benchmarks.md (recipe, loss, backbone, epochs, training time, LFW f
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -100,16 +99,11 @@ def main(recipes: list[str], overrides: list[str] | None = None) -> None:
 
 
 def machine() -> str:
-    """'2-core AMD EPYC' style name of this machine, for the results table."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core {name}"
+    """'2-core AMD EPYC (family 25, model 1)' style name of this machine, for the results
+    table."""
+    from facetrain.devices import cpu_name
+
+    return f"{os.cpu_count()}-core {cpu_name()}"
 
 
 def table_row(run: Path, where: str) -> str:
