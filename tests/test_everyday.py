@@ -28,9 +28,24 @@ def _printed_by(probe: str, how: str, env: dict | None = None) -> int:
     return int(out.stdout)
 
 
-def test_version():
+def test_version_names_the_revision_and_what_runs_it():
+    """`--version` said "facetrain 0.1.0" for every commit; a bug report needs the code's
+    revision and what ran it, read without importing torch."""
+    from importlib import metadata
+
+    from facetrain.devices import cpu_name
+    from facetrain.train.config import code_revision
+
     r = runner.invoke(app, ["--version"])
-    assert r.exit_code == 0 and r.output.strip() == f"facetrain {facetrain.__version__}"
+    first, runs = r.output.splitlines()
+    rev = code_revision()
+    assert r.exit_code == 0 and first.startswith(f"facetrain {facetrain.__version__}")
+    assert rev.startswith("facetrain") or first.endswith(f" ({rev})")
+    assert f"torch {metadata.version('torch')}, " in runs and runs.endswith(cpu_name())
+    probe = ("import sys\nfrom facetrain.cli import app\ntry:\n    app(['--version'])\n"
+             "except SystemExit:\n    print('torch' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.stdout.splitlines() == [*r.output.splitlines(), "False"], out.stderr
 
 
 def test_listings_answer_on_standard_output(tmp_path):

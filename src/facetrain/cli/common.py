@@ -103,10 +103,25 @@ app = typer.Typer(
 
 
 def _version(value: bool) -> None:
+    """The version with the code revision, then what runs it: what a bug report needs
+    (the version alone is the same for every commit of a checkout)."""
     if value:
-        from facetrain import __version__
+        import platform
+        from importlib import metadata
 
-        print(f"facetrain {__version__}")
+        from facetrain import __version__
+        from facetrain.devices import cpu_name
+        from facetrain.train.config import code_revision
+
+        rev = code_revision()
+        print(f"facetrain {__version__}" + ("" if rev.startswith("facetrain") else f" ({rev})"))
+        runs = [f"Python {platform.python_version()}"]
+        for package in ("torch", "torchvision", "onnxruntime", "numpy"):
+            try:
+                runs.append(f"{package} {metadata.version(package)}")
+            except metadata.PackageNotFoundError:
+                runs.append(f"no {package}")
+        print(", ".join([*runs, f"{platform.system()} {platform.machine()}", cpu_name()]))
         raise typer.Exit()
 
 
