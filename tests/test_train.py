@@ -906,6 +906,14 @@ def test_a_run_records_its_machine_and_a_resume_on_another_says_so(packed, tmp_p
     ]  # and no second `resumed with newer-code`: a machine line is not a code revision
     page = write_report(run).read_text()
     assert f"trained on {here['cpu']}, {here['cpu_kernels']} kernels, torch " in page
+    # a run from before machine.json: the resume's machine is recorded, and said to be so
+    (run / "machine.json").unlink()
+    train(small_cfg(packed, run, epochs=3), log=lambda *_: None)
+    assert json.loads((run / "machine.json").read_text()) == elsewhere
+    assert (run / "revision.txt").read_text().splitlines()[-1] == (
+        "resumed on unknown: the run's start was not recorded (before machine.json); it holds "
+        "this resume's now"
+    )
 
 
 def test_a_resume_keeps_the_revision_the_run_started_from(tmp_path):

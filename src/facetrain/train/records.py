@@ -91,12 +91,15 @@ def _settings_of(path: Path) -> tuple[dict | None, str]:
 def record_machine(run: Path, machine: dict) -> None:
     """machine.json is what the run started on (`devices.describe`): the versions and the
     processor its figures depend on. A resume elsewhere keeps it and adds a `resumed on
-    KEY=VALUE (was OLD)` line to revision.txt, so a figure that does not repeat says why."""
+    KEY=VALUE (was OLD)` line to revision.txt, so a figure that does not repeat says why;
+    a record that cannot be read, or a run from before there was one, gets this resume's
+    and its history says so."""
     path = run / MACHINE
-    if path.exists() and checkpoint.trained(run):
+    if checkpoint.trained(run):
         from facetrain import foreign
 
-        old, why = foreign.read_table(path, "table")
+        old, why = (foreign.read_table(path, "table") if path.exists() else
+                    (None, "the run's start was not recorded (before machine.json)"))  # fmt: skip
         if old is not None:
             changed = [f"{k}={v!r} (was {old.get(k)!r})" for k, v in machine.items()
                        if old.get(k) != v]  # fmt: skip
