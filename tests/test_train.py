@@ -891,6 +891,8 @@ def test_a_run_records_its_machine_and_a_resume_on_another_says_so(packed, tmp_p
     assert here["torch"] == torch.__version__
     assert here["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
     assert here["cpu"] and here["python"]
+    gpu = describe("cuda")["gpu"]  # a GPU that cannot say what it is does not stop a run
+    assert ("(sm_" in gpu) if torch.cuda.is_available() else gpu.startswith("unknown (")
     elsewhere = here | {"cpu": "Other CPU (family 1, model 2)", "cpu_kernels": "AVX512"}
     monkeypatch.setattr(loop, "describe", lambda device: elsewhere)
     monkeypatch.setattr(loop, "code_revision", lambda: "newer-code")

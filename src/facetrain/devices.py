@@ -261,17 +261,21 @@ def describe(device: str) -> dict[str, str]:
 
     import torch
 
+    kernels = getattr(torch.backends.cpu, "get_cpu_capability", None)  # torch 2.1 on
     d = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "system": f"{platform.system()} {platform.machine()}",
         "cpu": cpu_name(),
-        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+        "cpu_kernels": kernels() if kernels else "unknown",
     }
     if device.startswith("cuda"):
         index = int(device.partition(":")[2] or 0)
-        major, minor = torch.cuda.get_device_capability(index)
-        d["gpu"] = f"{torch.cuda.get_device_name(index)} (sm_{major}{minor})"
+        try:  # a record must not stop a run: a GPU that cannot say is said to be unknown
+            major, minor = torch.cuda.get_device_capability(index)
+            d["gpu"] = f"{torch.cuda.get_device_name(index)} (sm_{major}{minor})"
+        except Exception as e:  # noqa: BLE001 (CUDA raises RuntimeError, AssertionError, …)
+            d["gpu"] = f"unknown ({e})"
         d["cuda"] = str(torch.version.cuda)
     return d
 
