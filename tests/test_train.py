@@ -218,16 +218,20 @@ def test_clear_errors(tmp_path, packed):
 
 def test_batches_that_cannot_fit_a_folder_are_refused_before_it_is_packed(tmp_path):
     """A batch larger than the listed faces, or a K no identity has, is said before a
-    photo is read, not after the whole folder was packed; the labels listed are those the
-    pack then holds."""
+    photo is read, not after the whole folder was packed, and the run folder the start
+    made is removed; the labels listed are those the pack then holds."""
     faces = make_faces(tmp_path / "faces", ids=4, per=3)
     with pytest.raises(SamplerError, match=r"larger than the dataset \(12 images\)"):
         train(small_cfg(faces, tmp_path / "r1", batch_size=13), log=lambda *_: None)
     cfg = small_cfg(faces, tmp_path / "r2", loss="triplet", images_per_identity=4)
     with pytest.raises(SamplerError, match=r"more than any identity has \(max 3\)"):
         train(cfg, log=lambda *_: None)
-    for run in ("r1", "r2"):
-        assert not (tmp_path / run / "pack").exists()  # not one image read
+    for run in ("r1", "r2"):  # not one image read, and no run folder left behind that
+        assert not (tmp_path / run).exists()  # reads as a run that has not finished
+    (tmp_path / "r3").mkdir()  # a folder the owner made is theirs: kept, with the records
+    with pytest.raises(SamplerError, match="larger than the dataset"):
+        train(small_cfg(faces, tmp_path / "r3", batch_size=13), log=lambda *_: None)
+    assert (tmp_path / "r3" / "config.json").exists()
     (faces / "id3" / "2.jpg").write_bytes(b"not a photo")  # skipped by the pack: 11 kept
     listed = []
     pack(str(faces), tmp_path / "pack", progress=False, before_writing=listed.append)

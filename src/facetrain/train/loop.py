@@ -62,6 +62,7 @@ from facetrain.train.records import (
     record_config,
     record_machine,
     record_revision,
+    remove_if_unstarted,
     truncate_metrics,
 )
 from facetrain.train.schedule import read_schedule_file
@@ -86,17 +87,24 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     cfg.validate()
     # 0: torch's default, no more than a container's CPU quota (torch counts the host's cores)
     torch.set_num_threads(cfg.platform.threads or within_quota(torch.get_num_threads()))
-    # recorded as a number: CPU float sums depend on how many threads share them, so the
-    # same run on 1 and 2 threads ends with different figures (the demo moved 0.7787 →
-    # 0.7697); config.json says which, and a resume on another count is noted in history
+    # recorded as a number: CPU float sums depend on how many threads share them (and on
+    # the CPU's kernels: machine.json), so the same run on 1 and 2 threads ends with
+    # different figures; config.json says which, and a resume on another count is noted
     cfg = cfg.replace(threads=torch.get_num_threads())
     _check_before_writing(cfg)
     dd, device = distributed.setup(cfg.platform.device)
     if device == "cpu":  # a CPU step's activations, kept for the next (`bench/cpu_memory.py`)
         keep_freed_memory()
+    folder = Path(cfg.platform.out)
+    made = dd.main and not folder.exists()
     try:
-        with _one_process(Path(cfg.platform.out), dd):
-            r = setup(cfg.replace(device=device), dd, log if dd.main else _quiet)
+        with _one_process(folder, dd):
+            try:
+                r = setup(cfg.replace(device=device), dd, log if dd.main else _quiet)
+            except BaseException:
+                if made:  # refused before it packed or trained: no folder left behind
+                    remove_if_unstarted(folder)
+                raise
             result = r.train()
             # every rank done (rank 0 writes the model last) before any leaves the group: a
             # rank that destroyed its gloo group while another still wrote aborted at exit

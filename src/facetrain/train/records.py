@@ -32,6 +32,17 @@ def check_own(run: Path) -> None:
         )
 
 
+def remove_if_unstarted(run: Path) -> None:
+    """A run folder that holds only the records of a start (its settings, revision,
+    machine and lock: refused before it packed a face or trained a step) is removed, by
+    the call that made it: left, it reads as a run that has not finished."""
+    import shutil
+
+    records = {CONFIG, REVISION, MACHINE, LOCK}
+    if run.is_dir() and all(p.name in records and p.is_file() for p in run.iterdir()):
+        shutil.rmtree(run, ignore_errors=True)
+
+
 def truncate_metrics(run: Path, step: int) -> None:
     """Drop log lines written after the checkpoint being resumed from."""
     path = run / METRICS
