@@ -267,7 +267,8 @@ def main() -> None:
     table = [rows[name] for name, _, _ in runs]
     with zipfile.ZipFile(args.out / "runs.zip", "w", zipfile.ZIP_DEFLATED) as z:  # the logs
         for name, _, folder in runs:
-            for f in (folder / "metrics.jsonl", folder / "config.json", args.work / f"{name}.log"):
+            for f in (*(folder / n for n in ("metrics.jsonl", "config.json", "machine.json")),
+                      args.work / f"{name}.log"):  # fmt: skip
                 if f.exists():
                     z.write(f, f"{name}/{f.name}")
     print(" ; ".join(f"{r['recipe']}: {r.get('lfw_accuracy', r['end'])}" for r in table))

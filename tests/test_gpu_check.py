@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 from conftest import BBT, SHARED, need
@@ -50,6 +51,10 @@ def test_the_gpu_recipes_dry_run_trains_side_by_side_and_stops_at_the_deadline(t
     assert (tmp_path / "out" / "scratch-b256-40.safetensors").stat().st_size > 1_000_000
     # the half-width IResNet comes back from a lent GPU (files over 16 MB do not)
     assert 11e6 < (tmp_path / "out" / f"{half}.safetensors").stat().st_size < 16e6
+    with zipfile.ZipFile(tmp_path / "out" / "runs.zip") as z:  # each run's logs and machine
+        machine = json.loads(z.read(f"{half}/machine.json"))
+        assert {f"{half}/{n}" for n in ("metrics.jsonl", "config.json")} <= set(z.namelist())
+    assert machine["torch"] and machine["cpu_kernels"]
     late = [*cmd[:-2], "--work", str(tmp_path / "late"), "--deadline-s", "0", recipes[0]]
     r = subprocess.run(late, capture_output=True, text=True, timeout=300, cwd=RECIPES.parents[1])
     assert r.returncode == 1 and "stopped at the deadline" in r.stdout, r.stdout[-2000:]
