@@ -108,7 +108,7 @@ def _settings(run: Path) -> list[str]:
 
 def _machine(run: Path) -> str:
     """', trained on' the machine the run started on (its machine.json), or nothing."""
-    m, _ = foreign.read_table(run / MACHINE) if (run / MACHINE).exists() else (None, "")
+    m, _ = foreign.read_table(run / MACHINE)  # none (an older run), or damaged: unsaid
     if m is None:
         return ""
     on = [

@@ -77,19 +77,8 @@ def record_config(run: Path, cfg) -> str | None:
     `resumed with settings KEY=VALUE (was OLD)` line to revision.txt, the run's history.
     A config.json that cannot be read (edited by hand) is written anew with this resume's
     settings, the history says so, and so does the returned warning."""
-    path, new = run / CONFIG, cfg.flat()
-    if path.exists() and checkpoint.trained(run):
-        old, why = _settings_of(path)
-        if old is not None:
-            changed = [f"{k}={v!r} (was {old.get(k)!r})" for k, v in new.items()
-                       if old.get(k) != v]  # fmt: skip
-            _add_history(run, SETTINGS + ", ".join(changed) if changed else "", SETTINGS)
-            return None
-        _add_history(run, f"{SETTINGS}unknown: {why}; it holds this resume's now", SETTINGS)
-        atomic.write_text(path, json.dumps(new, indent=2) + "\n")
-        return f"{why}; it holds this resume's settings now (revision.txt says so)"
-    atomic.write_text(path, json.dumps(new, indent=2) + "\n")
-    return None
+    why = _record(run, CONFIG, cfg.flat(), SETTINGS, "table of settings")
+    return f"{why}; it holds this resume's settings now (revision.txt says so)" if why else None
 
 
 def _settings_of(path: Path) -> tuple[dict | None, str]:
@@ -105,19 +94,32 @@ def record_machine(run: Path, machine: dict) -> None:
     KEY=VALUE (was OLD)` line to revision.txt, so a figure that does not repeat says why;
     a record that cannot be read, or a run from before there was one, gets this resume's
     and its history says so."""
-    path = run / MACHINE
-    if checkpoint.trained(run):
-        from facetrain import foreign
+    _record(run, MACHINE, machine, ON, "table",
+            missing="the run's start was not recorded (before machine.json)")  # fmt: skip
 
-        old, why = (foreign.read_table(path, "table") if path.exists() else
-                    (None, "the run's start was not recorded (before machine.json)"))  # fmt: skip
+
+def _record(run: Path, name: str, new: dict, kind: str, what: str,
+            missing: str | None = None) -> str:  # fmt: skip
+    """RUN/name holds what the run started with. A resume keeps it and adds a `kind
+    KEY=VALUE (was OLD)` line to the history for what differs; a record that cannot be
+    read (or is `missing`, when that says why) is written anew with this resume's, the
+    history says so, and why is returned ("" otherwise). A record missing with no such
+    reason, or of a run not trained yet, is written as it is now."""
+    from facetrain import foreign
+
+    path = run / name
+    if checkpoint.trained(run) and (path.exists() or missing):
+        old, why = foreign.read_table(path, what) if path.exists() else (None, missing)
         if old is not None:
-            changed = [f"{k}={v!r} (was {old.get(k)!r})" for k, v in machine.items()
+            changed = [f"{k}={v!r} (was {old.get(k)!r})" for k, v in new.items()
                        if old.get(k) != v]  # fmt: skip
-            _add_history(run, ON + ", ".join(changed) if changed else "", ON)
-            return
-        _add_history(run, f"{ON}unknown: {why}; it holds this resume's now", ON)
-    atomic.write_text(path, json.dumps(machine, indent=2) + "\n")
+            _add_history(run, kind + ", ".join(changed) if changed else "", kind)
+            return ""
+        _add_history(run, f"{kind}unknown: {why}; it holds this resume's now", kind)
+        atomic.write_text(path, json.dumps(new, indent=2) + "\n")
+        return why
+    atomic.write_text(path, json.dumps(new, indent=2) + "\n")
+    return ""
 
 
 def _add_history(run: Path, line: str, kind: str) -> None:
