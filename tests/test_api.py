@@ -36,6 +36,11 @@ def test_every_kind_of_image_gives_one_row(fr, tmp_path):
         for other in (path.read_bytes(), [bytearray(path.read_bytes())], f):
             np.testing.assert_allclose(fr.embed(other), by_path, atol=1e-5)
     grey = fr.embed(np.asarray(Image.open(path).convert("L")))
+    rgba = Image.open(path).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))  # see-through at the top
+    by_rgba = fr.embed(np.asarray(rgba))  # an RGBA array is read as its PIL image is
+    assert np.isfinite(by_rgba).all()
+    np.testing.assert_allclose(by_rgba, fr.embed(rgba), atol=1e-6)
     assert np.isfinite(grey).all() and fr.distance(grey[0], by_path[0]) < fr.threshold
     assert fr.embed([]).shape == (0, fr.embedder.width)
 

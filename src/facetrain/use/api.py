@@ -58,9 +58,13 @@ def _rgb(image: ImageLike) -> np.ndarray:
     if image.size == 0:
         raise ValueError(f"an empty image array (shape {image.shape})")
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or (
-            image.ndim == 3 and image.shape[2] != 3):  # fmt: skip
-        raise ValueError(f"an image array is HxWx3 (or HxW grey) uint8 RGB, not "
-                         f"{image.dtype} {image.shape}")  # fmt: skip
+            image.ndim == 3 and image.shape[2] not in (3, 4)):  # fmt: skip
+        raise ValueError(f"an image array is HxWx3 uint8 RGB (or HxWx4 RGBA, or HxW grey), "
+                         f"not {image.dtype} {image.shape}")  # fmt: skip
+    if image.ndim == 3 and image.shape[2] == 4:  # a PNG's pixels: as its PIL image reads
+        from PIL import Image
+
+        return to_rgb8(Image.fromarray(image, "RGBA"))
     return np.repeat(image[:, :, None], 3, 2) if image.ndim == 2 else image
 
 
