@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -92,7 +93,8 @@ def test_eval_reproduces_the_training_evaluation(tmp_path):
     assert json.loads(threaded.read_text()) == r
 
     # a pairs file naming images that are not there: reported, not a traceback
-    shutil.rmtree(lfw / sorted(p.name for p in lfw.iterdir())[0])
+    gone = sorted(p.name for p in lfw.iterdir())[0]
+    shutil.rmtree(lfw / gone)
     res = runner.invoke(
         app,
         [
@@ -107,7 +109,11 @@ def test_eval_reproduces_the_training_evaluation(tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    assert json.loads(out.read_text())["pairs_missing"] > 0
+    r = json.loads(out.read_text())
+    absent = [p for p, why in r.get("unusable_images", {}).items() if why == "no such file"]
+    assert r["pairs_missing"] > 0 and absent  # each image named, with why
+    assert {(Path(p).parent.name, Path(p).parent.parent) for p in absent} == {(gone, lfw)}
+    assert "no such file" in res.output
 
 
 def test_eval_bad_inputs(tmp_path):

@@ -61,6 +61,12 @@ def _pairs(t):
     return t / "pairs.txt"
 
 
+def _pairs_elsewhere(t):
+    """A well-formed pairs file of two folds whose people are not in the faces given."""
+    (t / "pairs.txt").write_text("2 1\nAnn\t1\t2\nAnn\t1\tBob\t1\nCy\t1\t2\nCy\t1\tBob\t2\n")
+    return t / "pairs.txt"
+
+
 def _with_unknown(f, t):
     """A copy of the faces with one person's folder called `Unknown`."""
     import shutil
@@ -158,6 +164,12 @@ CASES = [
     (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set", f"eval_pairs={_pairs(t)}",
                    "--set", f"eval_images={t / 'lfw'}"), "lfw: no such image folder"),
     (lambda f, t: ("eval", "--bin", t / "agedb.bin"), "agedb.bin: no such .bin file"),
+    # a pairs file over another folder: found before training, not after its first epoch
+    (lambda f, t: ("train", "--data", f, "--out", t / "r", "--set",
+                   f"eval_pairs={_pairs_elsewhere(t)}", "--set", f"eval_images={f}"),
+     "Ann_0001.jpg, and 5 more)"),
+    (lambda f, t: ("eval", "--pairs", _pairs_elsewhere(t), "--images", f),
+     "pairs.txt: none of its pairs has its images in"),
     (lambda f, t: ("plot", t / "runs" / "a"), "a: no such run folder"),
     (lambda f, t: ("report", t / "runs" / "a"), "a: no such run folder"),
     # 16: align --detect-max-side 0

@@ -174,6 +174,7 @@ def test_reads_lfw_pairs_and_reports_missing(tmp_path):
     (subset / "Abel_Pacheco").mkdir(parents=True)
     q = read_pairs(LFW / "pairs.txt", subset)
     assert len(q.issame) == 0 and len(q.missing) == 6000
+    assert len(q.absent) == len(set(q.absent)) == 7701  # each image not there, named once
 
 
 def test_labelled_threshold_sits_in_the_middle_of_the_gap():

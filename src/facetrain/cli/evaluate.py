@@ -66,14 +66,13 @@ def eval_(
     pairs, images = pairs or [], images or []
     if len(pairs) != len(images):
         fail("give one --images folder for each --pairs file (the folder its names refer to)")
-    from facetrain.evaluate.sets import unreadable_sets
-
-    if why := unreadable_sets(list(zip(pairs, images)), bin_ or []):
-        fail("; ".join(why))
     from facetrain import atomic
+    from facetrain.evaluate.sets import unreadable_sets
 
     atomic.output_files([*pairs, *images, *(bin_ or [])], **{"--out": out, "--folds-csv":
                         folds_csv, "--roc": roc, "--json": json_out})  # fmt: skip
+    if why := unreadable_sets(list(zip(pairs, images)), bin_ or []):
+        fail("; ".join(why))
     fm = open_model_arg(model, device, spec=spec, torch=True)
     if out is None and model is not None and Path(model).is_dir():
         out = Path(model) / "eval"
@@ -99,8 +98,11 @@ def _show(name: str, r: dict) -> None:
     console.print(summary_line(name, r))
     tar = ", ".join(f"{k}: {v:.4f}" for k, v in r["tar_at_far"].items())
     console.print(f"  TAR at FAR {tar}")
-    for path, why in list(r.get("unusable_images", {}).items())[:10]:
+    unusable = list(r.get("unusable_images", {}).items())
+    for path, why in unusable[:10]:
         console.print(f"  skipped {path}: {why}", style="yellow", highlight=False)
+    if len(unusable) > 10:
+        console.print(f"  … and {len(unusable) - 10} more images skipped", style="yellow")
 
 
 @app.command("eval-populations")

@@ -48,7 +48,8 @@ def evaluate_set(
     emb = _embed_set(model, s, flip, device, progress, workers, parts)
     s, _ = usable_pairs(s, emb)
     if len(s.issame) == 0:
-        raise EvalError(f"{s.name}: no pair has both images usable ({s.missing} missing)")
+        gone = f"; {s.missing_note()}" if s.absent else ""
+        raise EvalError(f"{s.name}: no pair has both images usable ({s.missing} missing{gone})")
     e1, e2 = emb[s.idx1], emb[s.idx2]
     kw = dict(fold_ids=s.fold, distance=distance, subtract_mean=subtract_mean)
     r = evaluate(e1, e2, s.issame, **kw)
@@ -58,8 +59,11 @@ def evaluate_set(
         f"{t:g}": evaluate(e1, e2, s.issame, far_target=t, **kw)["val"] for t in TAR_FARS
     }
     out["fold_accuracy"] = r["fold_accuracy"]
-    if s.images is not None and s.images.problems:
-        out["unusable_images"] = {s.images.paths[i]: w for i, w in s.images.problems.items()}
+    unusable = dict.fromkeys(s.absent, "no such file")
+    if s.images is not None:
+        unusable |= {s.images.paths[i]: w for i, w in s.images.problems.items()}
+    if unusable:
+        out["unusable_images"] = unusable
     d = pair_distances(e1, e2, distance)
     fpr, tpr, _ = roc_curve(s.issame, -d)
     note = unresolved(d[~s.issame], np.trapezoid(tpr, fpr), float(grids(distance)[0][1]))

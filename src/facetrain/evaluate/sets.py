@@ -5,7 +5,7 @@ left once unusable images are dropped."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +20,20 @@ METRIC_KEYS = ("accuracy", "accuracy_std", "val", "val_std", "far", "auc", "eer"
 def unreadable_sets(pairs: list[tuple[str, str]], bins: list[str]) -> list[str]:
     """Why verification sets cannot be read, said before any work: a pairs file or .bin
     that is not there, an image folder that is not one (a typo found late costs a model's
-    loading, or a training run's first epoch)."""
+    loading, or a training run's first epoch); a pairs file none of whose pairs has its
+    images in the folder given."""
     why = [f"{p}: no such pairs file" for p, _ in pairs if not Path(p).is_file()]
     why += [f"{d}: no such image folder" for _, d in pairs if not Path(d).is_dir()]
+    for p, d in pairs if not why else []:
+        try:
+            found = read_pairs(p, d)
+        except (OSError, ValueError) as e:
+            why.append(str(e))
+            continue
+        if not len(found.issame):
+            more = f", and {len(found.absent) - 1} more" if len(found.absent) > 1 else ""
+            why.append(f"{p}: none of its pairs has its images in {d} (not there: "
+                       f"{found.absent[0]}{more})")  # fmt: skip
     return why + [f"{b}: no such .bin file" for b in bins if not Path(b).is_file()]
 
 
@@ -37,6 +48,12 @@ class EvalSet:
     fold: np.ndarray | None
     missing: int = 0
     images: Images | None = None  # the photos behind fetch, with their problems
+    absent: list[str] = field(default_factory=list)  # images its pairs name, not there
+
+    def missing_note(self) -> str:
+        """How many pairs were dropped for images that are not there, and one of those."""
+        e = f", e.g. {self.absent[0]}" if self.absent else ""
+        return f"{self.missing} pairs name images that are not there{e}"
 
 
 def pairs_set(
@@ -79,6 +96,7 @@ def pairs_set(
         pairs.fold[keep],
         len(pairs.missing),
         source,
+        pairs.absent,
     )
 
 
@@ -118,4 +136,4 @@ def usable_pairs(s: EvalSet, emb: np.ndarray) -> tuple[EvalSet, int]:
         return s, 0
     fold = None if s.fold is None else s.fold[keep]
     kept = (s.idx1[keep], s.idx2[keep], s.issame[keep], fold, s.missing + dropped)
-    return EvalSet(s.name, s.n_images, s.fetch, *kept, s.images), dropped
+    return EvalSet(s.name, s.n_images, s.fetch, *kept, s.images, s.absent), dropped

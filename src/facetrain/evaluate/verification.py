@@ -19,7 +19,7 @@ O((n + T) log n) per fold rather than a pass over the pairs per threshold.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -235,13 +235,15 @@ def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray) -> float:
 @dataclass
 class Pairs:
     """LFW-style pairs resolved to image paths; `fold` per pair; `missing` lists the lines
-    whose images were not found (their pairs are dropped, the folds are kept)."""
+    whose images were not found (their pairs are dropped, the folds are kept), `absent` the
+    images not found, each once."""
 
     path1: list[str]
     path2: list[str]
     issame: np.ndarray
     fold: np.ndarray
     missing: list[str]
+    absent: list[str] = field(default_factory=list)
 
 
 def _lfw_path(images: Path, name: str, num: str, ext: str) -> Path:
@@ -259,17 +261,19 @@ def read_pairs(pairs_file: str | os.PathLike, images: str | os.PathLike, ext="jp
     body = [ln.split() for ln in lines[1:] if ln.strip()]
     if len(body) != n_folds * 2 * per:
         raise ValueError(f"{pairs_file}: expected {n_folds * 2 * per} pairs, found {len(body)}")
-    p1, p2, same, fold, missing = [], [], [], [], []
+    p1, p2, same, fold, missing, absent = [], [], [], [], [], {}
     for k, parts in enumerate(body):
         a, b, is_same = _pair(f"{pairs_file}:{k + 2}", parts, Path(images), ext)
-        if not (a.exists() and b.exists()):
+        gone = [str(p) for p in (a, b) if not p.exists()]
+        if gone:
             missing.append(" ".join(parts))
+            absent.update(dict.fromkeys(gone))
             continue
         p1.append(str(a))
         p2.append(str(b))
         same.append(is_same)
         fold.append(k // (2 * per))
-    return Pairs(p1, p2, np.array(same, bool), np.array(fold, np.int64), missing)
+    return Pairs(p1, p2, np.array(same, bool), np.array(fold, np.int64), missing, list(absent))
 
 
 def _pairs_header(pairs_file, line: str) -> tuple[int, int]:

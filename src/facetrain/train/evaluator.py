@@ -142,7 +142,7 @@ class Evaluator:
             raise TrainingError(f"verification set: {e}") from None
         for s in self.sets:
             if s.missing:
-                log(f"verification on {s.name}: {s.missing} pairs name missing images (skipped)")
+                log(f"verification on {s.name}: {s.missing_note()} (skipped)")
         paired = np.flatnonzero(~seen) if classifies else np.arange(len(val))
         if len(paired):
             self._add_pairs(paired, unseen=not seen[paired].any(), classifies=classifies)
