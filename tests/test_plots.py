@@ -83,6 +83,29 @@ def test_every_panel_shares_the_runs_step_axis(tmp_path, monkeypatch):
     assert {ax.get_xlim() for ax in shown} == {(0.0, 460 * 1.03)}
 
 
+def test_a_run_keeps_its_colour_in_every_panel(tmp_path, monkeypatch):
+    """Runs compared on one figure: a run verified alone (the others have no verification
+    set) is drawn in its own colour on the verification panels, the colour its loss has."""
+    import json
+
+    from facetrain.evaluate import plots
+
+    for name, verified in (("a", False), ("b", False), ("c", True)):
+        (tmp_path / name).mkdir()
+        lines = [{"step": s, "loss": 3.0 - s / 10, "lr": 0.1} for s in (1, 2, 3)]
+        lines += [{"eval": "lfw", "step": 3, "accuracy": 0.8, "val": 0.2}] if verified else []
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, out: drawn.setdefault("fig", fig))
+    plots.plot_runs([tmp_path / n for n in "abc"], tmp_path / "c.png")
+    colours = {ax.get_title(): [(ln.get_label(), ln.get_color()) for ln in ax.get_lines()]
+               for ax in drawn["fig"].axes if ax.get_visible()}  # fmt: skip
+    loss = dict(colours["training loss"])
+    assert len(set(loss.values())) == 3  # three runs, three colours
+    assert colours["verification accuracy (lfw)"] == [("c", loss["c"])]
+    assert colours["VAL @ FAR=1e-3 (lfw)"] == [("c", loss["c"])]
+
+
 def test_a_metrics_log_with_lines_of_another_writer_still_plots(tmp_path):
     """Lines of metrics.jsonl with no step or a value that is not a number (another
     program's, a hand edit) are no points; a log of nothing else names the run."""

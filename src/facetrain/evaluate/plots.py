@@ -102,13 +102,17 @@ def plot_runs(runs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
     # one step axis for every panel: a verification logged once sat alone on an axis of
     # its own (steps 325 to 355), nowhere to be seen against the loss beside it
     last = max((max(x, default=0) for d in data.values() for x, _ in d.values()), default=0)
+    # a run keeps its colour in every panel: drawn in the order of each panel's own lines,
+    # a run alone on a panel took the first run's colour there
+    colour = {name: f"C{i % 10}" for i, name in enumerate(data)}
     for ax, title in zip(axes.flat, titles):
         if last > 0:
             ax.set_xlim(0, last * 1.03)
         for name, d in data.items():
             if title in d:
                 x, y = d[title]
-                ax.plot(x, y, marker="o" if len(x) < 30 else None, ms=3, label=name)
+                ax.plot(x, y, marker="o" if len(x) < 30 else None, ms=3, label=name,
+                        color=colour[name])  # fmt: skip
         ax.set_title(title + (on if title in VERIFY_PANELS else ""))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
