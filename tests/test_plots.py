@@ -85,7 +85,8 @@ def test_every_panel_shares_the_runs_step_axis(tmp_path, monkeypatch):
 
 def test_a_run_keeps_its_colour_in_every_panel(tmp_path, monkeypatch):
     """Runs compared on one figure: a run verified alone (the others have no verification
-    set) is drawn in its own colour on the verification panels, the colour its loss has."""
+    set) is drawn in its own colour on the verification panels, the colour its loss has;
+    the step axis of a 3-step run is marked at whole steps, not 0.25, 0.5, ..."""
     import json
 
     from facetrain.evaluate import plots
@@ -104,6 +105,8 @@ def test_a_run_keeps_its_colour_in_every_panel(tmp_path, monkeypatch):
     assert len(set(loss.values())) == 3  # three runs, three colours
     assert colours["verification accuracy (lfw)"] == [("c", loss["c"])]
     assert colours["VAL @ FAR=1e-3 (lfw)"] == [("c", loss["c"])]
+    steps = [t for ax in drawn["fig"].axes if ax.get_visible() for t in ax.get_xticks()]
+    assert steps and all(float(t).is_integer() for t in steps)  # a 3-step run: whole steps
 
 
 def test_a_metrics_log_with_lines_of_another_writer_still_plots(tmp_path):

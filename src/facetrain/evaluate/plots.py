@@ -86,6 +86,8 @@ def curves(lines: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def plot_runs(runs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
     """One figure, a panel per metric, a line per run."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     names = [Path(r).name for r in runs]
     if len(set(names)) < len(names):  # same folder names: show the paths
         names = [str(r) for r in runs]
@@ -115,6 +117,7 @@ def plot_runs(runs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
                         color=colour[name])  # fmt: skip
         ax.set_title(title + (on if title in VERIFY_PANELS else ""))
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no step 0.25 on a short run
         ax.grid(alpha=0.3)
         if title == "learning rate":
             ax.set_yscale("log")
