@@ -229,6 +229,15 @@ def test_verification_during_training_says_so_too(tmp_path):
     assert "accuracy 0.5000" in near and "\n  note: 100% of the different people's" in near
     assert "note" not in apart and "accuracy 1.0000" in apart
     assert [r["accuracy"] for r in logged] == [0.5, 1.0]
+    assert near.endswith(logged[0]["note"]) and "note" not in logged[1]  # metrics.jsonl too
+
+    from facetrain.evaluate.report import write_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps(logged[0]) + "\n")
+    page = write_report(run).read_text()
+    assert "100% of the different people&#x27;s pairs are nearer" in page  # the report says it
 
 
 def test_eval_out_never_overwrites_a_folder_of_the_users(tmp_path):

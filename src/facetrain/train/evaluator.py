@@ -181,12 +181,16 @@ class Evaluator:
                 full, _ = evaluate_set(fm, s, flip=cfg.flip, distance=cfg.distance,
                                        subtract_mean=cfg.subtract_mean, device=self.device,
                                        progress=advance)  # fmt: skip
-            r = {k: full[k] for k in (*METRIC_KEYS, "pairs_used", "pairs_missing")}
+            r = {
+                k: full[k]
+                for k in (*METRIC_KEYS, "pairs_used", "pairs_missing", "note")
+                if k in full
+            }  # (the note, where the figures say nothing: in the report too)
             self.emit({"eval": s.name, "epoch": epoch, "step": state.step} | r)
             self.log(
                 f"epoch {epoch} step {state.step}: {s.name} accuracy {r['accuracy']:.4f} "
                 f"± {r['accuracy_std']:.4f}, VAL {r['val']:.4f}"
-                + (f"\n  note: {full['note']}" if full.get("note") else "")
+                + (f"\n  note: {r['note']}" if "note" in r else "")
             )
             if k == 0:  # the first set decides "best"
                 state.last_eval = r | {"set": s.name}
