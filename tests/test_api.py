@@ -118,6 +118,8 @@ def test_find_in_a_library_names_each_face(tmp_path):
         lib.name(str(stack), "Amy")
     faces = facetrain.find(REF / "amy" / "amy5.png", db)
     assert [f["name"] for f in faces] == ["Amy"]
+    with pytest.raises(ValueError, match="amy: a folder; find looks up one photo"):
+        facetrain.find(REF / "amy", db)  # it gave the faces of the folder's first photo
 
 
 def test_find_again_embeds_only_what_changed_and_never_writes_beside_the_photos(

@@ -47,6 +47,9 @@ def find(image, where, model=None, device: str = "cpu", face: int | None = None,
 
         if not str(image).strip() or not Path(image).exists():
             raise ValueError(f"{image}: a photo on disk is needed to look it up in a library")
+        if Path(image).is_dir():  # it answered for the folder's first photo alone
+            raise ValueError(f"{image}: a folder; find looks up one photo in a library "
+                             "(`Library.identify` names every photo of a folder)")  # fmt: skip
         with Library(where, lock=False) as lib:
             return lib.identify([str(image)], model=model, device=device)[0]["faces"]
     return _recognizer(model, device).find(image, where, face, workers)
