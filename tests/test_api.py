@@ -81,6 +81,8 @@ def test_distances_broadcast_one_and_many(fr):
     full = fr.distance(e, e)
     assert full.shape == (4, 4) and np.allclose(full, full.T, atol=1e-5)
     assert np.allclose(fr.distance(e, e[2]), full[:, 2], atol=1e-5)
+    with pytest.raises(ValueError, match="embeddings of 128 and 64 numbers: this model's have 128"):
+        fr.distance(e[0], e[:, :64])  # another model's rows, said as such
 
 
 def test_verify_and_find_in_one_call(tmp_path):
@@ -414,6 +416,8 @@ def test_a_folder_passed_over_inside_a_folder_is_said(tmp_path):
             facetrain.find(REF / "amy" / "amy1.png", typo)
     with pytest.raises(FileNotFoundError, match="no such folder of photos"):
         facetrain.load().find(REF / "amy" / "amy1.png", tmp_path / "phtos")
+    with pytest.raises(NotADirectoryError, match="amy2.png: a file, not a folder of photos"):
+        facetrain.load().find(REF / "amy" / "amy1.png", REF / "amy" / "amy2.png")
 
 
 def test_find_in_a_folder_looks_at_every_face_of_a_group_photo(fr, tmp_path):

@@ -124,6 +124,9 @@ class Recognizer:
         """The distance the model's threshold is measured in: a float for two faces, (M,)
         for one against M, (N, M) for N against M (face_recognition's face_distance)."""
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        if {a.shape[-1], b.shape[-1]} != {self.embedder.width}:
+            raise ValueError(f"embeddings of {a.shape[-1]} and {b.shape[-1]} numbers: this "
+                             f"model's have {self.embedder.width}")  # fmt: skip
         d = distance_matrix(np.atleast_2d(a), np.atleast_2d(b), self.model.pre.distance)
         if a.ndim == 1 and b.ndim == 1:
             return float(d[0, 0])
@@ -340,6 +343,8 @@ def _every_face_in_worker(path: str) -> PhotoFaces:
 
 def folder_to_look_in(folder: str | os.PathLike) -> None:
     """FileNotFoundError unless `folder` is one: a typo found nothing in silence."""
+    if os.path.isfile(folder):  # a photo given where the folder goes, say
+        raise NotADirectoryError(f"{folder}: a file, not a folder of photos to look in")
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: no such folder of photos to look in")
 
