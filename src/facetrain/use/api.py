@@ -124,9 +124,10 @@ class Recognizer:
         """The distance the model's threshold is measured in: a float for two faces, (M,)
         for one against M, (N, M) for N against M (face_recognition's face_distance)."""
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-        if {a.shape[-1], b.shape[-1]} != {self.embedder.width}:
-            raise ValueError(f"embeddings of {a.shape[-1]} and {b.shape[-1]} numbers: this "
-                             f"model's have {self.embedder.width}")  # fmt: skip
+        wa, wb = np.atleast_1d(a).shape[-1], np.atleast_1d(b).shape[-1]
+        if {wa, wb} != {self.embedder.width}:
+            raise ValueError(f"embeddings of {wa} and {wb} numbers: this model's have "
+                             f"{self.embedder.width}")  # fmt: skip
         d = distance_matrix(np.atleast_2d(a), np.atleast_2d(b), self.model.pre.distance)
         if a.ndim == 1 and b.ndim == 1:
             return float(d[0, 0])
