@@ -209,6 +209,31 @@ def test_eval_says_when_its_grid_cannot_tell_the_pairs_apart(tmp_path):
     assert "note" not in apart and apart["accuracy"] > 0.8
 
 
+def test_pairs_dropped_unevenly_say_what_chance_is(tmp_path):
+    """A partial copy of a pairs file's images left mostly same-person pairs: accuracy's
+    chance was then far above 50% with nothing beside the figures to say so."""
+    from facetrain.evaluate.model_eval import evaluate_set
+    from facetrain.evaluate.sets import pairs_set
+    from facetrain.inference.record import Preprocess
+    from facetrain.inference.saved import FaceModel
+
+    faces = make_faces(tmp_path / "faces", ids=8, per=8)
+    lfw = lfw_style(faces, tmp_path / "lfwstyle")
+    _, pairs = write_bin_and_pairs(faces, tmp_path)
+    fm = FaceModel.of_module(Colours(10.0), Preprocess(model="colours", embedding_size=8,
+                                                       input_size=32), "test")  # fmt: skip
+    whole, _ = evaluate_set(fm, pairs_set(str(pairs), str(lfw)), progress=False)
+    assert whole["pairs_missing"] == 0 and "note" not in whole
+    for who in sorted(p.name for p in lfw.iterdir())[:3]:  # 6 of the 8 different pairs
+        (lfw / who / f"{who}_0002.jpg").unlink()
+    part, _ = evaluate_set(fm, pairs_set(str(pairs), str(lfw)), progress=False)
+    assert part["pairs_used"] == 10 and part["pairs_missing"] == 6
+    assert part["note"] == (
+        "the 6 pairs dropped left 80% of the 10 pairs used same-person "
+        "pairs: 'same' said of every pair scores 80% accuracy, not 50%"
+    )
+
+
 def test_verification_during_training_says_so_too(tmp_path):
     """The training log read "accuracy 0.5000" for such a model, and nothing more."""
     from facetrain.inference.record import Preprocess

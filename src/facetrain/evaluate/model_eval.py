@@ -66,7 +66,9 @@ def evaluate_set(
         out["unusable_images"] = unusable
     d = pair_distances(e1, e2, distance)
     fpr, tpr, _ = roc_curve(s.issame, -d)
-    note = unresolved(d[~s.issame], np.trapezoid(tpr, fpr), float(grids(distance)[0][1]))
+    notes = [unresolved(d[~s.issame], np.trapezoid(tpr, fpr), float(grids(distance)[0][1])),
+             unbalanced(s.issame, s.missing)]  # fmt: skip
+    note = "; ".join(n for n in notes if n)
     return (out | {"note": note} if note else out), (fpr, tpr)
 
 
@@ -100,6 +102,18 @@ def unresolved(different: np.ndarray, exact_auc: float, step: float) -> str | No
             f"first threshold step ({step:g}), where its figures (accuracy, VAL and TAR at "
             "FAR, AUC, EER) cannot tell pairs apart: the model puts nearly every face in one "
             f"place; the ROC, at every distinct distance, has AUC {exact_auc:.4f}")  # fmt: skip
+
+
+def unbalanced(same: np.ndarray, dropped: int) -> str | None:
+    """Why accuracy's chance is not 50%: the pairs dropped (images not there, or with no
+    face) left far more pairs of one kind than of the other (a partial LFW, say)."""
+    share = float(np.mean(same)) if len(same) else 0.5
+    if not dropped or abs(share - 0.5) <= 0.1:
+        return None
+    word, most = ("same", share) if share > 0.5 else ("different", 1 - share)
+    return (f"the {dropped} pairs dropped left {most:.0%} of the {len(same)} pairs used "
+            f"{word}-person pairs: '{word}' said of every pair scores {most:.0%} accuracy, "
+            "not 50%")  # fmt: skip
 
 
 def summary_line(name: str, r: dict) -> str:
