@@ -181,6 +181,28 @@ def test_precedence_file_then_flags_then_platform_then_set(tmp_path):
     assert cfg.data.paths == ["/d/pack"] and cfg.platform.out == "/o/run"
 
 
+def test_a_fine_tune_takes_the_network_and_input_its_model_was_trained_with(tmp_path):
+    """`--set init_from=pretrained:facetrain_scratch` alone was refused three times in turn
+    (model and input size, then the embedding size after packing the data); the record of
+    the model it starts from now gives what the run does not say, and what it says stays."""
+    from facetrain.inference.record import Preprocess, save_model
+    from facetrain.models import create_model
+
+    pre = Preprocess(model="nn4_small2_bn", embedding_size=32, input_size=80, normalize="arcface")
+    base = save_model(tmp_path / "base.safetensors", create_model("nn4_small2_bn", 32), pre)
+    where = {"data": ["faces"], "out": str(tmp_path / "ft")}
+    cfg = resolve(None, where, None, [f"init_from={base}"])
+    m = cfg.model
+    assert (m.arch, m.embedding_size, m.input_size, cfg.data.normalize) == (
+        "nn4_small2_bn", 32, 80, "arcface")  # fmt: skip
+    mine = resolve(None, where | {"model": "mobilefacenet"}, None,
+                   [f"init_from={base}", "input_size=112"])  # fmt: skip
+    assert (mine.model.arch, mine.model.input_size, mine.model.embedding_size) == (
+        "mobilefacenet", 112, 32)  # fmt: skip
+    plain = resolve(None, where, None, [f"init_from={tmp_path / 'no-record'}"])
+    assert plain.model.arch == TrainConfig().model.arch  # nothing to read: the defaults
+
+
 BEFORE_GROUPS = Path(__file__).parent / "fixtures" / "config-before-groups.json"
 
 

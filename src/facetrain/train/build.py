@@ -290,19 +290,28 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> Non
         be.copy_(bm)
 
 
-def check_init_from(source: str, pre) -> None:
-    """A model to start from must be fed as it was trained: the same architecture,
-    normalisation, input size and face geometry; otherwise say what to change."""
+def init_record(source: str):
+    """The preprocessing record of the model `init_from` names (a run's final weights, a
+    weights file or pretrained:NAME), or None where there is none to read (a checkpoint
+    folder without final weights, a bare weights file, nothing there)."""
     from facetrain.inference import pretrained
     from facetrain.inference.record import read_record
 
     if not source:
-        return
+        return None
     try:
         src = Path(pretrained.resolve(source))
-        theirs = read_record(src / WEIGHTS if src.is_dir() else src)
+        return read_record(src / WEIGHTS if src.is_dir() else src)
     except (FacetrainError, OSError):
-        return  # a checkpoint folder without final weights, or a bare weights file
+        return None
+
+
+def check_init_from(source: str, pre) -> None:
+    """A model to start from must be fed as it was trained: the same architecture,
+    normalisation, input size and face geometry; otherwise say what to change."""
+    theirs = init_record(source)
+    if theirs is None:
+        return
     wrong = [f"{k}={getattr(theirs, k)!r}" for k in ("model", "normalize", "input_size")
              if getattr(theirs, k) != getattr(pre, k)]  # fmt: skip
     if wrong:

@@ -137,10 +137,25 @@ def resolve(
             raise ConfigError(f"--set {item!r} contradicts --{key.replace('_', '-')} "
                               f"{values[key]!r}: give it once")  # fmt: skip
         values[key] = parse_text(key, text)
+    _as_init_from(values)
     cfg = TrainConfig.of(**values)
     cfg.validate()
     _check_device(cfg.platform.device, (platform or Platform()).num_gpus)
     return cfg
+
+
+def _as_init_from(values: dict) -> None:
+    """Fine-tuning feeds a model as it was trained: its network and input as `init_from`'s
+    record says them (architecture, embedding size, input size, normalisation), where the
+    run's settings do not (each was an error to mend in turn; one given that differs still
+    is, named by `check_init_from`)."""
+    if not values.get("init_from"):
+        return
+    from facetrain.train.build import init_record
+
+    theirs = init_record(values["init_from"])
+    for key in ("model", "embedding_size", "input_size", "normalize") if theirs else ():
+        values.setdefault(key, getattr(theirs, key))
 
 
 def _check_device(device: str, num_gpus: int | None) -> None:
