@@ -240,6 +240,28 @@ def test_batches_that_cannot_fit_a_folder_are_refused_before_it_is_packed(tmp_pa
     assert ds.labels.tolist() == listed[0].tolist()[:-1]
 
 
+def test_images_the_runs_pack_leaves_out_are_said_before_it_trains(tmp_path):
+    """Photos of many sizes given to train: its raw pack left out 111 of 120, each with
+    why in its skipped.tsv, and the run said only that its batch was larger than the 9
+    left. It now says how many it packed and skipped, and why for the first."""
+    from PIL import Image
+
+    faces = make_faces(tmp_path / "faces", ids=3, per=6)
+    for p in sorted((faces / "id1").iterdir())[:2]:
+        Image.open(p).resize((100, 100)).save(p)
+    said = []
+    train(small_cfg(faces, tmp_path / "run", epochs=1, batch_size=8), log=said.append)
+    where = tmp_path / "run" / "pack"
+    line = next(m for m in said if m.startswith("packed"))
+    assert line.startswith(f"packed 16 of 18 images into {where}; 2 skipped, each with why "
+                           f"in {where / 'skipped.tsv'} (the first: {faces / 'id1' / '0.jpg'}: "
+                           "100x100 differs from the pack's 112x112")  # fmt: skip
+    assert said.index(line) < next(i for i, m in enumerate(said) if m.startswith("training"))
+    said.clear()
+    train(small_cfg(faces, tmp_path / "run", epochs=2, batch_size=8), log=said.append)
+    assert not any(m.startswith("packed") for m in said)  # said once, when it packed
+
+
 def test_init_from_names_what_it_cannot_start_from(packed, tmp_path):
     """A run started from weights it cannot use stops before training with the reason: the
     same model with another embedding size (torch's own error was a traceback), another

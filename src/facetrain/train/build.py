@@ -3,6 +3,7 @@ input batches and the weights' moving average. `loop.py` assembles them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ def dataset_for(settings: DataSettings, run: Path, unlabelled: bool, log=print,
                 _drop_if_other_data(data, snapshot, unlabelled, log)
         if not (where / "meta.json").exists():
             _pack(data, where, unlabelled, fits)
+            _say_skipped(where, log)
     ds = PackedDataset(where, split="train")
     _check_trainable(len(ds), len(ds.labels_held), unlabelled, where)
     return ds
@@ -61,6 +63,19 @@ def _pack(data: list[str], where: Path, unlabelled: bool, fits) -> None:
              before_writing=listed)  # fmt: skip
     except DatasetError as e:
         raise TrainingError(str(e)) from None
+
+
+def _say_skipped(where: Path, log) -> None:
+    """How many images the run's pack could not take, and one of them with why (photos of
+    many sizes, say: 111 of 120 left out, where the run then spoke only of its batch)."""
+    meta = json.loads((where / "meta.json").read_text())
+    if not meta.get("skipped"):
+        return
+    first = (where / "skipped.tsv").read_text(encoding="utf-8").split("\n", 1)[0]
+    path, _, why = first.partition("\t")
+    total = meta["images"] + meta["skipped"]
+    log(f"packed {meta['images']:,} of {total:,} images into {where}; {meta['skipped']:,} "
+        f"skipped, each with why in {where / 'skipped.tsv'} (the first: {path}: {why})")
 
 
 def _check_trainable(images: int, identities: int, unlabelled: bool, where: Path) -> None:
