@@ -23,7 +23,8 @@ class EpochBatches:
         if n == 0:
             raise SamplerError("the dataset is empty")
         if batch_size > n:
-            raise SamplerError(f"batch size {batch_size} is larger than the dataset ({n} images)")
+            many = f"{n} image{'s' * (n != 1)}"
+            raise SamplerError(f"batch size {batch_size} is larger than the dataset ({many})")
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.batches_per_epoch = batches_per_epoch or n // batch_size
 

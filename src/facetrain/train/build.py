@@ -74,8 +74,10 @@ def _say_skipped(where: Path, log) -> None:
     first = (where / "skipped.tsv").read_text(encoding="utf-8").split("\n", 1)[0]
     path, _, why = first.partition("\t")
     total = meta["images"] + meta["skipped"]
-    log(f"packed {meta['images']:,} of {total:,} images into {where}; {meta['skipped']:,} "
-        f"skipped, each with why in {where / 'skipped.tsv'} (the first: {path}: {why})")
+    log(
+        f"packed {meta['images']:,} of {total:,} images into {where}; {meta['skipped']:,} "
+        f"skipped, each with why in {where / 'skipped.tsv'} (the first: {path}: {why})"
+    )
 
 
 def _check_trainable(images: int, identities: int, unlabelled: bool, where: Path) -> None:
