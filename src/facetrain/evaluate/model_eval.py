@@ -48,7 +48,7 @@ def evaluate_set(
     emb = _embed_set(model, s, flip, device, progress, workers, parts)
     s, _ = usable_pairs(s, emb)
     if len(s.issame) == 0:
-        gone = f"; {s.missing_note()}" if s.absent else ""
+        gone = f"; not there: {s.absent[0]}, …" if s.absent else ""
         raise EvalError(f"{s.name}: no pair has both images usable ({s.missing} missing{gone})")
     e1, e2 = emb[s.idx1], emb[s.idx2]
     kw = dict(fold_ids=s.fold, distance=distance, subtract_mean=subtract_mean)
