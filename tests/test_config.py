@@ -98,6 +98,24 @@ def test_every_wrong_setting_is_named_in_one_refusal():
                                 "setting: lr = 'fast': expected float"]  # fmt: skip
 
 
+def test_the_mistakes_of_a_recipe_flags_and_sets_are_named_in_one_refusal(tmp_path):
+    """A recipe with a value of the wrong type, a model that is none, a --set of a name
+    that is none and a flag out of range were refused a kind at a time: the type, then
+    (mended) the name, then the model and the flag together."""
+    f = tmp_path / "r.toml"
+    f.write_text('epochs = "two"\nmodel = "iresnet5"\ndata = ["faces"]\n')
+    with pytest.raises(ConfigError) as e:
+        resolve(f, {"lr": -1.0, "out": str(tmp_path / "r")}, None, ["epoch=3", "flip=maybe"])
+    said = e.value.problems
+    assert len(said) == 5 and said[:3] == [
+        f"{f}: epochs = 'two': expected int",
+        "--set 'epoch=3': unknown setting 'epoch'; did you mean 'epochs'? "
+        "(`facetrain train --list-settings`)",
+        "--set flip=maybe: expected bool",
+    ]
+    assert sorted(p.split(":")[0] for p in said[3:]) == ["lr = -1.0", "model = 'iresnet5'"]
+
+
 def test_a_recipe_in_another_tool_s_words_is_refused_with_every_name_facetrain_uses(
     tmp_path,
 ):

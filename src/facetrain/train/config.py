@@ -25,19 +25,21 @@ from facetrain.train.settings import (  # noqa: F401 (ConfigError, TrainConfig: 
     READ_ONLY_WITH,
     ConfigError,
     TrainConfig,
-    check_types,
     interval_said,
     key_of,
     kind_of,
     parse_text,
+    typed,
     unknown_setting,
 )
 
 
-def load_config_file(path: str | os.PathLike, _seen: tuple = ()) -> dict:
+def load_config_file(path: str | os.PathLike, _seen: tuple = (),
+                     problems: list[str] | None = None) -> dict:  # fmt: skip
     """A TOML or JSON file of settings, each checked for its name and type. `base =
     "other.toml"` (relative to the file) starts from another recipe: a file states only
-    what it changes."""
+    what it changes. `problems`: where to add the settings of a wrong name or type (left
+    out), so that the run names them with every other mistake; else they are refused."""
     p = Path(path)
     if p.resolve() in _seen:
         raise ConfigError(f"{p}: its `base` recipes form a cycle")
@@ -57,12 +59,16 @@ def load_config_file(path: str | os.PathLike, _seen: tuple = ()) -> dict:
     base = d.pop("base", None)
     if isinstance(d.get("data"), str):
         d["data"] = [d["data"]]
-    d = check_types(d, str(p))
+    d, bad = typed(d, str(p))
+    if bad and problems is None:
+        raise ConfigError(*bad)
+    problems = [] if problems is None else problems
+    problems += bad
     if base is None:
         return d
     if not isinstance(base, str):
         raise ConfigError(f"{p}: base = {base!r}: expected the path of another recipe")
-    return load_config_file(p.parent / base, (*_seen, p.resolve())) | d
+    return load_config_file(p.parent / base, (*_seen, p.resolve()), problems) | d
 
 
 def code_revision() -> str:
@@ -121,27 +127,47 @@ def resolve(
     sets: list[str] | None = None,
 ) -> TrainConfig:
     """The run's settings from a file, flags, platform folders and KEY=VALUE overrides (in
-    that order of precedence, last wins), checked completely before anything is written."""
-    values = load_config_file(file) if file is not None else {}
-    given = {k: v for k, v in (flags or {}).items() if v is not None}
-    values |= check_types(given, "flag")
+    that order of precedence, last wins), checked completely before anything is written:
+    every mistake of every source named in one refusal (a value of a wrong name or type
+    is left out of the rules the others are checked by)."""
+    problems: list[str] = []
+    values = load_config_file(file, problems=problems) if file is not None else {}
+    given, bad = typed({k: v for k, v in (flags or {}).items() if v is not None}, "flag")
+    values |= given
+    problems += bad
     _apply_platform(values, platform or Platform())
     for item in sets or []:
-        key, sep, text = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        if key not in KEYS:
-            raise ConfigError(f"--set {item!r}: {unknown_setting(key)}")
-        if key in given and parse_text(key, text) != values[key]:
-            raise ConfigError(f"--set {item!r} contradicts --{key.replace('_', '-')} "
-                              f"{values[key]!r}: give it once")  # fmt: skip
-        values[key] = parse_text(key, text)
+        try:
+            key, value = _set_item(item, given, values)
+        except ConfigError as e:
+            problems += e.problems
+            continue
+        values[key] = value
     _as_init_from(values)
     cfg = TrainConfig.of(**values)
-    cfg.validate()
+    try:
+        cfg.validate()
+    except ConfigError as e:
+        problems += e.problems
+    if problems:
+        raise ConfigError(*problems)
     _check_device(cfg.platform.device, (platform or Platform()).num_gpus)
     return cfg
+
+
+def _set_item(item: str, given: dict, values: dict) -> tuple[str, object]:
+    """(setting, value) of one `--set KEY=VALUE`, or a ConfigError saying what is wrong."""
+    key, sep, text = item.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+    if key not in KEYS:
+        raise ConfigError(f"--set {item!r}: {unknown_setting(key)}")
+    value = parse_text(key, text)
+    if key in given and value != values[key]:
+        raise ConfigError(f"--set {item!r} contradicts --{key.replace('_', '-')} "
+                          f"{values[key]!r}: give it once")  # fmt: skip
+    return key, value
 
 
 def _as_init_from(values: dict) -> None:

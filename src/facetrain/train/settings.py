@@ -495,14 +495,21 @@ def unknown_setting(name: str) -> str:
 def check_types(values: dict, where: str = "setting") -> dict:
     """Every value as its setting takes it (`check_type`), or a ConfigError naming each
     one that is unknown or of the wrong type."""
+    checked, problems = typed(values, where)
+    _refuse(problems)
+    return checked
+
+
+def typed(values: dict, where: str = "setting") -> tuple[dict, list[str]]:
+    """The values as their settings take them, and what is wrong with the others (an
+    unknown name, a wrong type): they are left out."""
     checked, problems = {}, []
     for k, v in values.items():
         try:
             checked[k] = check_type(k, v, where)
         except ConfigError as e:
             problems += e.problems
-    _refuse(problems)
-    return checked
+    return checked, problems
 
 
 def check_type(name: str, value, where: str = "setting"):
