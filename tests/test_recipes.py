@@ -163,3 +163,19 @@ def test_a_base_recipe_is_read_beside_the_file_and_the_file_wins(tmp_path):
     (tmp_path / "sub" / "base.toml").write_text('model = "mobilefacenet"\nepochs = 3\n')
     (tmp_path / "run.toml").write_text('base = "sub/base.toml"\nepochs = 7\n')
     assert load_config_file(tmp_path / "run.toml") == {"model": "mobilefacenet", "epochs": 7}
+
+
+def test_every_recipe_of_an_experiment_is_checked_before_the_first_runs(tmp_path, capsys):
+    """`python -m facetrain.experiment a.toml b.toml`: a mistake in b was found after a
+    trained (hours), and as a traceback; now every recipe's, one line each, exit 2."""
+    from facetrain import experiment
+
+    bad = tmp_path / "b.toml"
+    bad.write_text(f'base = "{RECIPES / "demo.toml"}"\nepochs = "two"\n')
+    with pytest.raises(SystemExit) as e:
+        experiment.main([str(RECIPES / "demo.toml"), str(bad), str(tmp_path / "c")])
+    said = " ".join(capsys.readouterr().err.split())
+    assert e.value.code == 2 and "Traceback" not in said
+    assert f"error: {bad}: epochs = 'two': expected int" in said
+    assert f"error: {tmp_path / 'c'}: config file not found" in said
+    assert said.count("error:") == 2  # the good recipe is not named

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from facetrain import foreign
 from facetrain.demo import eval_step, pack_step, report_step, shared_dataset, step
+from facetrain.errors import FacetrainError
 from facetrain.losses.margins import DEFAULT_MARGIN
 from facetrain.progress import console
 from facetrain.run_folder import CONFIG, read_metrics
@@ -68,6 +69,7 @@ def main(recipes: list[str], overrides: list[str] | None = None) -> None:
     """overrides: KEY=VALUE training settings applied to every recipe (`--set device=cuda`)."""
     from facetrain.train.loop import train
 
+    configs = checked(recipes, overrides)  # every recipe, before the first one runs
     mini, lfw = shared_dataset("mini-train"), shared_dataset("lfw")
     if mini is None or lfw is None:
         console.print("error: needs ../shared/datasets/mini-train and lfw", style="bold red")
@@ -75,8 +77,7 @@ def main(recipes: list[str], overrides: list[str] | None = None) -> None:
     if not (PACK / "meta.json").exists():
         pack_step(str(mini), PACK)
     lines = []
-    for recipe in recipes:
-        cfg = resolve(recipe, sets=overrides)  # every recipe checked before it runs
+    for recipe, cfg in zip(recipes, configs):
         for d in cfg.data.paths:
             if d in SUBSETS and not Path(d).exists():
                 subset(d)
@@ -96,6 +97,23 @@ def main(recipes: list[str], overrides: list[str] | None = None) -> None:
     console.rule("results", style="bold green")
     for line in lines:
         print(line)
+
+
+def checked(recipes: list[str], overrides: list[str] | None) -> list:
+    """Each recipe's settings; the mistakes of all of them said at once, exit 2. A recipe
+    was checked as its turn came: a mistake in the second found after the first trained
+    (hours), and as a traceback."""
+    configs, wrong = [], []
+    for recipe in recipes:
+        try:
+            configs.append(resolve(recipe, sets=overrides))
+        except FacetrainError as e:  # named once: most of them start with the file's name
+            wrong.append(str(e) if str(e).startswith(str(recipe)) else f"{recipe}: {e}")
+    for line in wrong:
+        console.print(f"error: {line}", style="bold red", highlight=False)
+    if wrong:
+        raise SystemExit(2)
+    return configs
 
 
 def machine() -> str:
@@ -170,7 +188,8 @@ if __name__ == "__main__":
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--table", nargs="+", metavar="RUN", help="print finished runs as rows")
     a = ap.parse_intermixed_args()
-    if a.table:
-        table(a.table)
-    else:
-        main(a.recipes, a.set)
+    try:
+        table(a.table) if a.table else main(a.recipes, a.set)
+    except FacetrainError as e:  # a run that cannot go on: one line, as `facetrain` says it
+        console.print(f"error: {e}", style="bold red", highlight=False)
+        raise SystemExit(2) from None
