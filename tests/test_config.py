@@ -114,6 +114,12 @@ def test_the_mistakes_of_a_recipe_flags_and_sets_are_named_in_one_refusal(tmp_pa
         "--set flip=maybe: expected bool",
     ]
     assert sorted(p.split(":")[0] for p in said[3:]) == ["lr = -1.0", "model = 'iresnet5'"]
+    from facetrain.train.config import load_config_file
+
+    g = tmp_path / "g.toml"  # a recipe read alone: its base's mistake still refused
+    g.write_text(f'base = "{f.name}"\nlr = 0.1\n')
+    with pytest.raises(ConfigError, match="epochs = 'two': expected int"):
+        load_config_file(g)
 
 
 def test_a_recipe_in_another_tool_s_words_is_refused_with_every_name_facetrain_uses(

@@ -59,16 +59,23 @@ def load_config_file(path: str | os.PathLike, _seen: tuple = (),
     base = d.pop("base", None)
     if isinstance(d.get("data"), str):
         d["data"] = [d["data"]]
-    d, bad = typed(d, str(p))
-    if bad and problems is None:
-        raise ConfigError(*bad)
-    problems = [] if problems is None else problems
-    problems += bad
+    d = _typed(d, str(p), problems)
     if base is None:
         return d
     if not isinstance(base, str):
         raise ConfigError(f"{p}: base = {base!r}: expected the path of another recipe")
     return load_config_file(p.parent / base, (*_seen, p.resolve()), problems) | d
+
+
+def _typed(d: dict, where: str, problems: list[str] | None) -> dict:
+    """A file's settings of a known name and the right type; the others refused, or added
+    to `problems` when it is given."""
+    d, bad = typed(d, where)
+    if problems is None and bad:
+        raise ConfigError(*bad)
+    if problems is not None:
+        problems += bad
+    return d
 
 
 def code_revision() -> str:
