@@ -71,8 +71,8 @@ def _say_skipped(where: Path, log) -> None:
     meta = json.loads((where / "meta.json").read_text())
     if not meta.get("skipped"):
         return
-    first = (where / "skipped.tsv").read_text(encoding="utf-8").split("\n", 1)[0]
-    path, _, why = first.partition("\t")
+    with open(where / "skipped.tsv", encoding="utf-8") as f:  # its first line alone
+        path, _, why = f.readline().rstrip("\n").partition("\t")
     total = meta["images"] + meta["skipped"]
     log(
         f"packed {meta['images']:,} of {total:,} images into {where}; {meta['skipped']:,} "
