@@ -780,6 +780,54 @@ def test_bf16_autocast_and_channels_last_on_cpu(packed, tmp_path):
         train(small_cfg(packed, tmp_path / "fp16", amp="fp16"), log=lambda *_: None)
 
 
+def test_a_run_stopped_while_it_verifies_resumes_with_that_verification(tmp_path, monkeypatch):
+    """A failure while a run verifies (a GPU out of memory, a kill) cost the epoch it had
+    just trained: its checkpoint was written after the verification. The checkpoint now
+    comes first and owes the verification, which a resume does before training on: the
+    same lines and figures as a run never stopped, no step trained twice."""
+    import facetrain.train.evaluator as evaluator
+    from facetrain.data.split import split
+    from facetrain.train.checkpoint import load
+
+    faces = make_faces(tmp_path / "faces", ids=8, per=8)
+    bin_path, _ = write_bin_and_pairs(faces, tmp_path)
+    split(str(faces), tmp_path / "split", by="image", fraction=0.25)
+    pack(str(tmp_path / "split"), tmp_path / "pack", progress=False)
+    cfg = dict(epochs=2, eval_bins=[str(bin_path)])
+    train(small_cfg(tmp_path / "pack", tmp_path / "ref", **cfg), log=lambda *_: None)
+    calls, real = [], evaluator.evaluate_set
+
+    def out_of_memory_at_the_second(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # epoch 1's, after its val split line was written
+            raise RuntimeError("CUDA out of memory")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(evaluator, "evaluate_set", out_of_memory_at_the_second)
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train(small_cfg(tmp_path / "pack", run, **cfg), log=lambda *_: None)
+    _, meta = load(run)
+    assert (meta["step"], meta["epoch"], meta["eval_due"]) == (6, 2, 1)  # its steps kept
+    assert not (run / "model.safetensors").exists()
+    monkeypatch.undo()
+    said: list[str] = []
+    result = train(small_cfg(tmp_path / "pack", run, **cfg), log=said.append)
+    assert "step 6); verifying epoch 1 first (it was cut short)" in "\n".join(said)
+
+    def lines(r):
+        rows = [json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in d.items() if k != "seconds"} for d in rows]
+
+    assert lines(run) == lines(tmp_path / "ref")  # every loss and figure, once each
+    assert [d["step"] for d in lines(run) if d.get("eval") == "syn"] == [3, 6]
+    assert result == json.loads(json.dumps(load(tmp_path / "ref")[1]["last_eval"]))
+    _, meta = load(run)
+    assert meta["eval_due"] is None and meta["last_eval"] == result
+    ref_model = (tmp_path / "ref" / "model.safetensors").read_bytes()
+    assert (run / "model.safetensors").read_bytes() == ref_model
+
+
 def test_eval_every_steps(tmp_path):
     faces = make_faces(tmp_path / "faces", ids=8, per=8)
     bin_path, _ = write_bin_and_pairs(faces, tmp_path)

@@ -81,6 +81,18 @@ def save(
 POINTERS = ("last", "previous", "best")
 
 
+def restate(run: Path, name: str, changes: dict, pointers: tuple[str, ...] = ()) -> None:
+    """Amend the metadata of checkpoint folder `name` (its tensors stay as written) and
+    point `pointers` at it: what the run learnt about the same weights afterwards (their
+    verification)."""
+    root = run / "checkpoints"
+    meta = json.loads((root / name / "state.json").read_text()) | changes
+    atomic.write_text(root / name / "state.json", json.dumps(meta, indent=1))
+    for p in pointers:
+        atomic.write_text(root / p, name + "\n")
+    _prune(root)
+
+
 def _as_os_error(e: SafetensorError) -> Exception:
     """safetensors' writer reports an I/O error as its own error ('… No space left on device
     (os error 28)'): the OSError it was, so that a full disk is said as one (what to do, not

@@ -181,6 +181,8 @@ class Run:
             self.task = self.bar.add_task("train", total=self.cfg.optim.epochs * steps,
                                           completed=s.epoch * steps + s.batch)  # fmt: skip
             try:
+                if self.state.eval_due is not None:  # stopped while it verified
+                    self.verify_owed()
                 while self.state.epoch < self.cfg.optim.epochs:
                     self.epoch()
             finally:
@@ -216,12 +218,15 @@ class Run:
             if self.dd.main and (self.folder / METRICS).exists():
                 truncate_metrics(self.folder, 0)
             return
-        if self.dd.main:
-            truncate_metrics(self.folder, self.state.step)
         s, before = self.state, meta.get("world_size", 1)
+        if self.dd.main:  # (a verification cut short is done again: its lines go)
+            truncate_metrics(self.folder, s.step, owed=s.eval_due is not None)
         moved = f"; checkpointed with {before} processes, now {self.dd.world}"
+        moved = moved if before != self.dd.world else ""
+        owed = f"; verifying epoch {s.eval_due} first (it was cut short)"
+        owed = owed if s.eval_due is not None else ""
         self.log(f"resuming {self.folder} at epoch {s.epoch}, batch {s.batch} (step {s.step})"
-                 + (moved if before != self.dd.world else ""))  # fmt: skip
+                 f"{moved}{owed}")  # fmt: skip
 
     def epoch(self) -> None:
         """The rest of the current epoch: its steps, then its end (evaluation, checkpoint)."""
@@ -346,7 +351,7 @@ class Run:
         due = p.checkpoint_every_steps and step % p.checkpoint_every_steps == 0
         late = time.monotonic() - self.last_ckpt > 60 * p.checkpoint_minutes
         if ev.every_steps and step % ev.every_steps == 0 and mid_epoch:
-            self.save(self.evaluate(epoch))
+            self.save_and_verify(epoch)
         elif distributed.any_rank(bool(due) or late):
             self.save()
 
@@ -361,7 +366,25 @@ class Run:
         self.log(f"epoch {epoch} step {s.step}: {said} in {seconds:.0f} s "
                  f"({s.epoch}/{self.cfg.optim.epochs} epochs done)")  # fmt: skip
         due = s.epoch % self.cfg.eval.every == 0 or s.epoch == self.cfg.optim.epochs
-        self.save(self.evaluate(epoch) if due else ("last",))
+        if due:
+            self.save_and_verify(epoch)
+        else:
+            self.save()
+
+    def save_and_verify(self, epoch: int) -> None:
+        """Checkpoint, marked as owing its verification, then verify: a kill or a failure
+        while verifying (a large set, a GPU out of memory) costs the verification, never
+        the training before it. A resume verifies first (`verify_owed`)."""
+        self.state.eval_due = epoch
+        self.save()
+        self.verify_owed()
+
+    def verify_owed(self) -> None:
+        """The verification the last checkpoint owes, its figures then recorded in it."""
+        epoch = self.state.eval_due
+        pointers = self.evaluate(epoch)
+        self.state.eval_due = None
+        self.ckpt.restate(pointers)
 
     def evaluate(self, epoch: int) -> tuple[str, ...]:
         if not self.dd.main:  # verification runs once, on rank 0

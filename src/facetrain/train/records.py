@@ -43,15 +43,18 @@ def remove_if_unstarted(run: Path) -> None:
         shutil.rmtree(run, ignore_errors=True)
 
 
-def truncate_metrics(run: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint being resumed from."""
+def truncate_metrics(run: Path, step: int, owed: bool = False) -> None:
+    """Drop log lines written after the checkpoint being resumed from; `owed`: that
+    checkpoint owes its verification, so the lines of one cut short at its step go too."""
     path = run / METRICS
     if not path.exists():
         return
     keep = []
     for line in path.read_text(errors="replace").splitlines():
         try:
-            if json.loads(line).get("step", 0) <= step:
+            d = json.loads(line)
+            at = d.get("step", 0)
+            if at <= step and not (owed and at == step and "eval" in d):
                 keep.append(line)
         except (json.JSONDecodeError, AttributeError):
             pass  # a line cut by a kill

@@ -36,13 +36,17 @@ class TrainState:
     best: float = -1.0  # best accuracy on the first verification set
     lr_scale: float = 1.0  # halved by every rollback
     last_eval: dict = field(default_factory=dict)
+    # the epoch whose verification the checkpoint at `step` still owes (None: none owed)
+    eval_due: int | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def update(self, d: dict) -> None:
-        for k in self.as_dict():
-            setattr(self, k, d[k])
+        """From a checkpoint's metadata; one written before a field existed keeps its
+        default."""
+        for k, v in self.as_dict().items():
+            setattr(self, k, d.get(k, v))
 
 
 class Checkpointer:
@@ -68,6 +72,14 @@ class Checkpointer:
                     world_size=self.dd.world)  # fmt: skip
         if self.dd.main:
             checkpoint.save(self.run, f"step-{self.state.step:08d}", tensors, meta, pointers)
+        distributed.barrier()
+
+    def restate(self, pointers: tuple[str, ...] = ("last",)) -> None:
+        """Record the state (a verification's figures) in the checkpoint just saved at this
+        step, without writing its tensors again, and point `pointers` at it."""
+        if self.dd.main:
+            name = f"step-{self.state.step:08d}"
+            checkpoint.restate(self.run, name, self.state.as_dict(), pointers)
         distributed.barrier()
 
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
