@@ -11,6 +11,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
+
+def _share_the_cores() -> None:
+    """pytest-xdist's workers share the machine: each computes on its share of the cores
+    (two workers on two cores: a thread each), in-process and in what it starts, unless
+    OMP_NUM_THREADS says otherwise. torch's default, a thread a core in every worker, spins
+    against the other worker: tests/test_models.py with tests/test_distill.py took 82 s
+    on 2 cores against 39 s. Before torch is imported, which reads it then."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        share = max(1, (cores or os.cpu_count() or 1) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
+
+
+_share_the_cores()
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 LFW_RAW = SHARED / "lfw-raw-sample"
 LFW = SHARED / "lfw"
@@ -77,3 +92,9 @@ def copy_photos(dst: Path) -> Path:
         for p in sorted((BBT / "reference" / person).iterdir())[:3]:
             shutil.copy(p, dst / person / p.name)
     return dst
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The slow tests first (`-m slow`: a couple of minutes each on 2 cores): started last,
+    the longest keeps one core busy while the other has nothing left to do."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
