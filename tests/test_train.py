@@ -291,6 +291,25 @@ def test_init_from_names_what_it_cannot_start_from(packed, tmp_path):
         assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
+def test_a_fine_tune_from_a_run_not_yet_finished_takes_its_network(packed, tmp_path):
+    """A run with checkpoints and no final weights (still training, or stopped) has no
+    record to read: `init_from` of it alone was refused ("give this run the source's model
+    and embedding_size", naming neither). Its config.json says them."""
+    from facetrain.train.config import resolve
+
+    src = tmp_path / "src"
+    train(small_cfg(packed, src, model="nn4_small2_bn", input_size=80), log=lambda *_: None)
+    (src / "model.safetensors").unlink()
+    cfg = resolve(None, {"data": [str(packed)], "out": str(tmp_path / "ft")}, None,
+                  [f"init_from={src}", "epochs=1", "epoch_size=1", "batch_size=16"])  # fmt: skip
+    m = cfg.model
+    assert (m.arch, m.embedding_size, m.input_size) == ("nn4_small2_bn", 32, 80)
+    said: list[str] = []
+    train(cfg, log=said.append)
+    assert any(f"from {src}" in line for line in said), said
+    assert (tmp_path / "ft" / "model.safetensors").exists()
+
+
 def test_each_optimizer_moves_the_weights_downhill():
     """Every `optimizer` the settings accept is the torch optimizer of that name, with the
     run's rate and weight decay, and lowers a least-squares loss in 30 steps."""

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from facetrain import foreign
 from facetrain.data.augment import Augment
 from facetrain.data.packed import PackedDataset, pack
 from facetrain.errors import FacetrainError
 from facetrain.inference.feed import prepare
-from facetrain.run_folder import WEIGHTS
+from facetrain.run_folder import CONFIG, WEIGHTS
 from facetrain.train import checkpoint
 from facetrain.train.schedule import Schedule, read_schedule_file
 from facetrain.train.settings import DataSettings, OptimSettings
@@ -321,6 +322,21 @@ def init_record(source: str):
         return read_record(src / WEIGHTS if src.is_dir() else src)
     except (FacetrainError, OSError):
         return None
+
+
+INIT_SETTINGS = ("model", "embedding_size", "input_size", "normalize")
+
+
+def init_settings(source: str) -> dict:
+    """The settings that shaped the network `init_from` names (`INIT_SETTINGS`): from its
+    record, or, for a run with checkpoints and no final weights yet (still training, or
+    stopped), from the config.json it started with. Empty where neither can be read."""
+    if (theirs := init_record(source)) is not None:
+        return {k: getattr(theirs, k) for k in INIT_SETTINGS}
+    if not source or not checkpoint.trained(Path(source)):
+        return {}
+    started, _ = foreign.read_table(Path(source) / CONFIG, "table of settings")
+    return {k: started[k] for k in INIT_SETTINGS if k in (started or {})}
 
 
 def check_init_from(source: str, pre) -> None:

@@ -179,16 +179,15 @@ def _set_item(item: str, given: dict, values: dict) -> tuple[str, object]:
 
 def _as_init_from(values: dict) -> None:
     """Fine-tuning feeds a model as it was trained: its network and input as `init_from`'s
-    record says them (architecture, embedding size, input size, normalisation), where the
-    run's settings do not (each was an error to mend in turn; one given that differs still
-    is, named by `check_init_from`)."""
+    record (or, before it has one, its run's config) says them (architecture, embedding
+    size, input size, normalisation), where the run's settings do not (each was an error to
+    mend in turn; one given that differs still is, named by `check_init_from`)."""
     if not values.get("init_from"):
         return
-    from facetrain.train.build import init_record
+    from facetrain.train.build import init_settings
 
-    theirs = init_record(values["init_from"])
-    for key in ("model", "embedding_size", "input_size", "normalize") if theirs else ():
-        values.setdefault(key, getattr(theirs, key))
+    for key, value in init_settings(values["init_from"]).items():
+        values.setdefault(key, value)
 
 
 def _check_device(device: str, num_gpus: int | None) -> None:
