@@ -819,12 +819,13 @@ def test_a_run_stopped_while_it_verifies_resumes_with_that_verification(tmp_path
     def out_of_memory_at_the_second(*a, **kw):
         calls.append(1)
         if len(calls) == 2:  # epoch 1's, after its val split line was written
-            raise RuntimeError("CUDA out of memory")
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")
         return real(*a, **kw)
 
     monkeypatch.setattr(evaluator, "evaluate_set", out_of_memory_at_the_second)
     run = tmp_path / "run"
-    with pytest.raises(RuntimeError, match="out of memory"):
+    said = r"out of cpu memory while verifying epoch 1 \(CUDA out of memory. Tried to allocate "
+    with pytest.raises(TrainingError, match=said + r"2.00 GiB\)\. Its checkpoint at step 6 is "):
         train(small_cfg(tmp_path / "pack", run, **cfg), log=lambda *_: None)
     _, meta = load(run)
     assert (meta["step"], meta["epoch"], meta["eval_due"]) == (6, 2, 1)  # its steps kept
@@ -845,6 +846,32 @@ def test_a_run_stopped_while_it_verifies_resumes_with_that_verification(tmp_path
     assert meta["eval_due"] is None and meta["last_eval"] == result
     ref_model = (tmp_path / "ref" / "model.safetensors").read_bytes()
     assert (run / "model.safetensors").read_bytes() == ref_model
+
+
+def test_a_run_out_of_memory_says_what_is_kept_and_goes_on_in_parts(packed, tmp_path, monkeypatch):
+    """A device out of memory while training was torch's traceback: now where it happened,
+    that the last checkpoint is kept, and the setting that goes on in less memory."""
+    from facetrain.train.loop import Run
+
+    calls, real = [], Run.gradients
+
+    def out_of_memory_at_the_fourth(self, *a):
+        calls.append(1)
+        if len(calls) == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real(self, *a)
+
+    monkeypatch.setattr(Run, "gradients", out_of_memory_at_the_fourth)
+    cfg = dict(checkpoint_every_steps=2)
+    with pytest.raises(TrainingError, match=r"out of cpu memory while training epoch 1, step 4 "
+                       r"\(CUDA .*\)\. Its last checkpoint is kept: run the same command with "
+                       r"--set accumulate=2 \(the same batches, in 2 parts\)"):  # fmt: skip
+        train(small_cfg(packed, tmp_path / "run", **cfg), log=lambda *_: None)
+    monkeypatch.undo()
+    said: list[str] = []
+    train(small_cfg(packed, tmp_path / "run", accumulate=2, **cfg), log=said.append)
+    assert "resuming" in said[0] and "(step 3)" in said[0], said[0]
+    assert [s for s, _ in losses(tmp_path / "run")] == list(range(1, 7))
 
 
 def test_eval_every_steps(tmp_path):

@@ -185,9 +185,26 @@ class Run:
                     self.verify_owed()
                 while self.state.epoch < self.cfg.optim.epochs:
                     self.epoch()
+            except torch.OutOfMemoryError as e:
+                raise TrainingError(self.out_of_memory(e)) from None
             finally:
                 self.metrics.close()
         return self.finish()
+
+    def out_of_memory(self, e: Exception) -> str:
+        """A device out of memory, said as where, that the checkpoints are kept, and what to
+        change (torch's own error was a traceback, and said nothing of the run's work)."""
+        s, device = self.state, self.cfg.platform.device
+        cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if s.eval_due is not None:  # its checkpoint is written: a resume verifies first
+            return (f"{self.folder}: out of {device} memory while verifying epoch {s.eval_due} "
+                    f"({cause}). Its checkpoint at step {s.step} is kept: the same command "
+                    "verifies first, before training fills the device again")  # fmt: skip
+        parts = 2 * self.cfg.optim.accumulate
+        return (f"{self.folder}: out of {device} memory while training epoch {s.epoch}, step "
+                f"{s.step + 1} ({cause}). Its last checkpoint is kept: run the same command "
+                f"with --set accumulate={parts} (the same batches, in {parts} parts), or "
+                "free the device of other work")  # fmt: skip
 
     def summary(self) -> str:
         """What this run trains, on what and how long, said once as it starts: the line a
