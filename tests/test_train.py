@@ -874,6 +874,40 @@ def test_a_run_out_of_memory_says_what_is_kept_and_goes_on_in_parts(packed, tmp_
     assert [s for s, _ in losses(tmp_path / "run")] == list(range(1, 7))
 
 
+def test_the_same_command_on_a_finished_run_leaves_its_model(packed, tmp_path, monkeypatch):
+    """Run again after it finished (the command that resumes), a run wrote model.safetensors
+    anew from its checkpoint, dropping what was recorded in it since: `eval-populations
+    --record`'s sure_below, which the library's decisions read. Now it is left as it is;
+    a model whose writing was cut short, or is missing, is still written."""
+    import dataclasses
+
+    import facetrain.train.loop as loop
+    from facetrain.inference.record import load_weights, read_record, save_model
+
+    run, said = tmp_path / "run", []
+    train(small_cfg(packed, run, epochs=1), log=lambda *_: None)
+    net, pre = load_weights(run / "model.safetensors")
+    save_model(run / "model.safetensors", net, dataclasses.replace(pre, sure_below=0.123))
+    recorded = (run / "model.safetensors").read_bytes()
+    train(small_cfg(packed, run, epochs=1), log=said.append)
+    assert f"{run}: trained (1 epoch) and its model.safetensors written, which is left" in said[-1]
+    assert (run / "model.safetensors").read_bytes() == recorded
+
+    def cut_short(*a, **kw):
+        raise KeyboardInterrupt  # a kill while the longer run writes its model
+
+    monkeypatch.setattr(loop, "export_weights", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_cfg(packed, run, epochs=2), log=lambda *_: None)
+    monkeypatch.undo()
+    assert (run / "model.safetensors").read_bytes() == recorded  # the first epoch's, stale
+    train(small_cfg(packed, run, epochs=2), log=lambda *_: None)
+    assert read_record(run / "model.safetensors").sure_below is None  # the two epochs' model
+    (run / "model.safetensors").unlink()
+    train(small_cfg(packed, run, epochs=2), log=lambda *_: None)
+    assert (run / "model.safetensors").is_file()
+
+
 def test_eval_every_steps(tmp_path):
     faces = make_faces(tmp_path / "faces", ids=8, per=8)
     bin_path, _ = write_bin_and_pairs(faces, tmp_path)

@@ -33,7 +33,7 @@ from facetrain.devices import describe, keep_freed_memory, within_quota
 from facetrain.evaluate.sets import unreadable_sets
 from facetrain.models import RawEmbedding, create_model, list_models
 from facetrain.progress import progress_bar
-from facetrain.run_folder import LOCK, METRICS, REVISION
+from facetrain.run_folder import LOCK, METRICS, REVISION, WEIGHTS
 from facetrain.train import checkpoint, distributed
 from facetrain.train.build import (
     build_optimizer,
@@ -157,6 +157,7 @@ class Run:
     n_backbone: int = 0  # params[:n_backbone] are the backbone's (frozen first, if asked)
     metrics: MetricsLog | None = None
     last_ckpt: float = 0.0
+    saved_at: int = -1  # the step of the checkpoint in force (-1: none yet)
     centers_before: torch.Tensor | None = None  # center loss: to sum the ranks' updates
     bar: object = None  # progress: steps, rate, ETA and loss (rank 0's, `progress_bar`)
     task: int = 0
@@ -168,6 +169,8 @@ class Run:
 
     def train(self) -> dict:
         self.resume()
+        if self.done():
+            return self.state.last_eval
         self.metrics = MetricsLog(
             self.folder, self.cfg.platform.log_dir, self.state.step, self.dd.main, self.log
         )
@@ -206,6 +209,19 @@ class Run:
                 f"with --set accumulate={parts} (the same batches, in {parts} parts), or "
                 "free the device of other work")  # fmt: skip
 
+    def done(self) -> bool:
+        """Whether the run has nothing left to do: every epoch trained and verified, and
+        model.safetensors written from its last checkpoint. The file is then left as it
+        is — it may hold what was measured since (`eval-populations --record`'s
+        sure_below), which writing it again from the checkpoint would drop."""
+        s, epochs = self.state, self.cfg.optim.epochs
+        written = s.model_written == s.step and (self.folder / WEIGHTS).is_file()
+        if not (s.epoch >= epochs and s.eval_due is None and written):
+            return False
+        self.log(f"{self.folder}: trained ({_many(epochs, 'epoch')}) and its {WEIGHTS} "
+                 "written, which is left as it is; to train on, give more --epochs")  # fmt: skip
+        return True
+
     def summary(self) -> str:
         """What this run trains, on what and how long, said once as it starts: the line a
         reader of a log checks before trusting its figures."""
@@ -236,6 +252,7 @@ class Run:
                 truncate_metrics(self.folder, 0)
             return
         s, before = self.state, meta.get("world_size", 1)
+        self.saved_at = s.step
         if self.dd.main:  # (a verification cut short is done again: its lines go)
             truncate_metrics(self.folder, s.step, owed=s.eval_due is not None)
         moved = f"; checkpointed with {before} processes, now {self.dd.world}"
@@ -412,7 +429,7 @@ class Run:
 
     def save(self, pointers: tuple[str, ...] = ("last",)) -> None:
         self.ckpt.save(pointers)
-        self.last_ckpt = time.monotonic()
+        self.last_ckpt, self.saved_at = time.monotonic(), self.state.step
 
     def emit(self, line: dict) -> None:
         self.metrics.emit(line)
@@ -431,6 +448,9 @@ class Run:
             val = self.evaluator.val
             device = self.cfg.platform.device
             export_weights(self.folder, final, self.pre, device, self.state.last_eval, val)
+        if self.saved_at == self.state.step:  # (a schedule's stop may end between checkpoints)
+            self.state.model_written = self.state.step
+            self.ckpt.restate()
         return self.state.last_eval
 
 

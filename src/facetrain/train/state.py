@@ -38,6 +38,8 @@ class TrainState:
     last_eval: dict = field(default_factory=dict)
     # the epoch whose verification the checkpoint at `step` still owes (None: none owed)
     eval_due: int | None = None
+    # the step whose weights RUN/model.safetensors holds, once the run has written it
+    model_written: int | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
