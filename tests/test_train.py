@@ -891,6 +891,7 @@ def test_the_same_command_on_a_finished_run_leaves_its_model(packed, tmp_path, m
     recorded = (run / "model.safetensors").read_bytes()
     train(small_cfg(packed, run, epochs=1), log=said.append)
     assert f"{run}: trained (1 epoch) and its model.safetensors written, which is left" in said[-1]
+    assert not any("resuming" in line or "training" in line for line in said), said
     assert (run / "model.safetensors").read_bytes() == recorded
 
     def cut_short(*a, **kw):

@@ -170,6 +170,9 @@ class Run:
     def train(self) -> dict:
         self.resume()
         if self.done():
+            self.log(f"{self.folder}: trained ({_many(self.cfg.optim.epochs, 'epoch')}) and "
+                     f"its {WEIGHTS} written, which is left as it is; to train on, give more "
+                     "--epochs")  # fmt: skip
             return self.state.last_eval
         self.metrics = MetricsLog(
             self.folder, self.cfg.platform.log_dir, self.state.step, self.dd.main, self.log
@@ -214,13 +217,9 @@ class Run:
         model.safetensors written from its last checkpoint. The file is then left as it
         is — it may hold what was measured since (`eval-populations --record`'s
         sure_below), which writing it again from the checkpoint would drop."""
-        s, epochs = self.state, self.cfg.optim.epochs
+        s = self.state
         written = s.model_written == s.step and (self.folder / WEIGHTS).is_file()
-        if not (s.epoch >= epochs and s.eval_due is None and written):
-            return False
-        self.log(f"{self.folder}: trained ({_many(epochs, 'epoch')}) and its {WEIGHTS} "
-                 "written, which is left as it is; to train on, give more --epochs")  # fmt: skip
-        return True
+        return s.epoch >= self.cfg.optim.epochs and s.eval_due is None and written
 
     def summary(self) -> str:
         """What this run trains, on what and how long, said once as it starts: the line a
@@ -255,6 +254,8 @@ class Run:
         self.saved_at = s.step
         if self.dd.main:  # (a verification cut short is done again: its lines go)
             truncate_metrics(self.folder, s.step, owed=s.eval_due is not None)
+        if self.done():  # (said once, by `train`)
+            return
         moved = f"; checkpointed with {before} processes, now {self.dd.world}"
         moved = moved if before != self.dd.world else ""
         owed = f"; verifying epoch {s.eval_due} first (it was cut short)"
