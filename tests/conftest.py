@@ -17,12 +17,14 @@ def _share_the_cores() -> None:
     (two workers on two cores: a thread each), in-process and in what it starts, unless
     OMP_NUM_THREADS says otherwise. torch's default, a thread a core in every worker, spins
     against the other worker: tests/test_models.py with tests/test_distill.py took 82 s
-    on 2 cores against 39 s. Before torch is imported, which reads it then."""
+    on 2 cores against 39 s. Before torch is imported, which reads it then. The cores are
+    the ones facetrain itself counts (`devices.cores_to_use`: affinity, a container's
+    quota)."""
+    from facetrain.devices import cores_to_use
+
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        share = max(1, (cores or os.cpu_count() or 1) // workers)
-        os.environ.setdefault("OMP_NUM_THREADS", str(share))
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores_to_use() // workers)))
 
 
 _share_the_cores()
