@@ -66,6 +66,11 @@ class Checkpointer:
         out |= opt_t
         return out if self.objective is None else self.objective.checkpoint_out(out, self.opt)
 
+    @property
+    def folder_name(self) -> str:
+        """The checkpoint folder of the current step (`checkpoints/step-NNNNNNNN`)."""
+        return f"step-{self.state.step:08d}"
+
     def save(self, pointers: tuple[str, ...] = ("last",)) -> None:
         """Every process calls this (Partial FC gathers); the main one writes."""
         tensors = self.tensors()
@@ -73,15 +78,14 @@ class Checkpointer:
                     scaler=self.scaler.state_dict(), config=self.config,
                     world_size=self.dd.world)  # fmt: skip
         if self.dd.main:
-            checkpoint.save(self.run, f"step-{self.state.step:08d}", tensors, meta, pointers)
+            checkpoint.save(self.run, self.folder_name, tensors, meta, pointers)
         distributed.barrier()
 
     def restate(self, pointers: tuple[str, ...] = ("last",)) -> None:
         """Record the state (a verification's figures) in the checkpoint just saved at this
         step, without writing its tensors again, and point `pointers` at it."""
         if self.dd.main:
-            name = f"step-{self.state.step:08d}"
-            checkpoint.restate(self.run, name, self.state.as_dict(), pointers)
+            checkpoint.restate(self.run, self.folder_name, self.state.as_dict(), pointers)
         distributed.barrier()
 
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
