@@ -169,6 +169,37 @@ def test_a_schedule_files_stop_ends_the_run_with_its_model(packed, tmp_path):
     assert [step for step, _ in losses(tmp_path / "run")] == [1, 2, 3]
 
 
+def test_a_schedule_files_stop_verifies_the_weights_it_leaves(packed, tmp_path):
+    """A stop between the epochs `eval_every` verifies: the weights the model holds are
+    verified at the stop (their figures are the run's and the checkpoint's), not left with
+    an earlier epoch's; run again, even with more --epochs, the model is left as it is."""
+    binf, _ = write_bin_and_pairs(packed.parent / "faces", tmp_path)
+    f, run = tmp_path / "lr.txt", tmp_path / "run"
+    f.write_text("0: 0.05\n3: -1\n")
+    cfg = small_cfg(packed, run, epochs=6, schedule="file", schedule_file=str(f), eval_every=2,
+                    eval_bins=[str(binf)])  # fmt: skip
+    said: list[str] = []
+    result = train(cfg, log=said.append)
+    evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [(d["epoch"], d["step"]) for d in evals if d.get("eval") == "syn"]
+    assert evals == [(1, 6), (2, 9)]  # epoch 1 by eval_every=2, epoch 2 by the stop
+    assert said.index("the schedule stops training at epoch 3") < len(said) - 1
+    assert "epoch 2 step 9: syn accuracy" in said[-1]
+    state = json.loads((run / "checkpoints" / "step-00000009" / "state.json").read_text())
+    assert (state["epoch"], state["eval_due"], state["model_written"]) == (6, None, 9)
+    assert state["last_eval"] == result
+    model = (run / "model.safetensors").read_bytes()
+    for epochs in (6, 8):
+        said.clear()
+        assert train(small_cfg(packed, run, epochs=epochs, schedule="file", schedule_file=str(f),
+                               eval_every=2, eval_bins=[str(binf)]),
+                     log=said.append) == result  # fmt: skip
+        assert said == [f"{run}: trained (until its schedule file stopped it) and its "
+                        "model.safetensors written, which is left as it is; to train on, "
+                        "change the schedule file"]  # fmt: skip
+        assert (run / "model.safetensors").read_bytes() == model
+
+
 def test_schedules_shapes():
     cos = Schedule("cosine", lr=1.0, epochs=10, warmup_epochs=2)
     assert cos(0) < 0.01 and cos(1) == pytest.approx(0.5, abs=1e-3)

@@ -170,9 +170,7 @@ class Run:
     def train(self) -> dict:
         self.resume()
         if self.done():
-            self.log(f"{self.folder}: trained ({_many(self.cfg.optim.epochs, 'epoch')}) and "
-                     f"its {WEIGHTS} written, which is left as it is; to train on, give more "
-                     "--epochs")  # fmt: skip
+            self.log(self.said_done())
             return self.state.last_eval
         self.metrics = MetricsLog(
             self.folder, self.cfg.platform.log_dir, self.state.step, self.dd.main, self.log
@@ -213,13 +211,26 @@ class Run:
                 "free the device of other work")  # fmt: skip
 
     def done(self) -> bool:
-        """Whether the run has nothing left to do: every epoch trained and verified, and
+        """Whether the run has nothing left to do: every epoch trained (or its schedule
+        file's stop reached) and verified, and
         model.safetensors written from its last checkpoint. The file is then left as it
         is — it may hold what was measured since (`eval-populations --record`'s
         sure_below), which writing it again from the checkpoint would drop."""
         s = self.state
         written = s.model_written == s.step and (self.folder / WEIGHTS).is_file()
-        return s.epoch >= self.cfg.optim.epochs and s.eval_due is None and written
+        ended = s.epoch >= self.cfg.optim.epochs or self.schedule(s.epoch) < 0
+        return ended and s.eval_due is None and written
+
+    def said_done(self) -> str:
+        """A finished run, run again: what it did and how to train it on."""
+        if self.schedule(self.state.epoch) < 0:  # (its file may stop it before --epochs)
+            did, more = "until its schedule file stopped it", "change the schedule file"
+        else:
+            did, more = _many(self.cfg.optim.epochs, "epoch"), "give more --epochs"
+        return (
+            f"{self.folder}: trained ({did}) and its {WEIGHTS} written, which is left as "
+            f"it is; to train on, {more}"
+        )
 
     def summary(self) -> str:
         """What this run trains, on what and how long, said once as it starts: the line a
@@ -274,8 +285,7 @@ class Run:
             at = epoch + s.batch / steps
             lr = self.schedule(at) * s.lr_scale
             if lr < 0:
-                self.log(f"the schedule stops training at epoch {epoch}")
-                s.epoch = cfg.optim.epochs
+                self.stop(epoch)
                 return
             for g in self.opt.param_groups:
                 g["lr"] = lr
@@ -297,6 +307,20 @@ class Run:
                 self.emit({"epoch": epoch, "step": s.step, "loss": total, "lr": lr} | extra | shown)
             self.maybe_checkpoint(epoch, mid_epoch=s.batch < steps)
         self.end_epoch(epoch, losses, time.perf_counter() - t0)
+
+    def stop(self, epoch: int) -> None:
+        """A schedule file's stop (at the start of `epoch`) ends the run as its last epoch
+        would: the weights it leaves are verified, so that the model's threshold and the
+        run's figures are theirs and not those of the last epoch `eval_every` verified,
+        and their checkpoint is the finished run's."""
+        s = self.state
+        self.log(f"the schedule stops training at epoch {epoch}")
+        s.epoch = self.cfg.optim.epochs
+        if epoch % self.cfg.eval.every == 0:  # epoch - 1's end was verified (or none trained)
+            return  # (`finish` records the run as finished in that checkpoint)
+        s.eval_due = epoch - 1
+        self.ckpt.restate()  # (the checkpoint of epoch - 1's end, now owing its verification)
+        self.verify_owed()
 
     def freeze(self, frozen: bool) -> None:
         """Only the backbone's trainable weights (what is frozen by design stays so)."""
