@@ -200,6 +200,37 @@ def test_a_schedule_files_stop_verifies_the_weights_it_leaves(packed, tmp_path):
         assert (run / "model.safetensors").read_bytes() == model
 
 
+def test_a_run_records_its_schedule_files_rates_and_each_change(packed, tmp_path):
+    """The file is read at every resume (FaceNet read it every epoch, to change a run's
+    course): the rates a run trains by are recorded in it, a change is written to its
+    history, and a file gone by a resume leaves the run its recorded rates."""
+    f, run = tmp_path / "lr.txt", tmp_path / "run"
+
+    def lrs(epochs: int, said: list) -> list[float]:
+        cfg = small_cfg(packed, run, epochs=epochs, schedule="file", schedule_file=str(f))
+        train(cfg, log=said.append)
+        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [d["lr"] for d in lines if "lr" in d]
+
+    f.write_text("0: 0.05\n5: 0.01\n")
+    assert lrs(1, []) == [0.05] * 3
+    f.write_text("0: 0.05\n1: 0.02\n")  # the owner changes course
+    assert lrs(2, []) == [0.05] * 3 + [0.02] * 3
+    history = (run / "revision.txt").read_text().splitlines()
+    assert history[1:] == ["resumed with settings epochs=2 (was 1)",
+                           "resumed with schedule_file rates=[[0, 0.05], [1, 0.02]] "
+                           "(was [[0, 0.05], [5, 0.01]])"]  # fmt: skip
+    f.unlink()
+    said: list[str] = []
+    assert lrs(3, said) == [0.05] * 3 + [0.02] * 6
+    assert (f"warning: schedule_file {f}: No such file or directory; the run goes on with "
+            f"the rates it recorded ({run / 'schedule.json'})") in said  # fmt: skip
+    assert (run / "revision.txt").read_text().splitlines()[1:] == history[1:] + [
+        "resumed with settings epochs=3 (was 1)"]  # fmt: skip
+    with pytest.raises(TrainingError, match=f"schedule_file {f}: No such file"):
+        train(small_cfg(packed, tmp_path / "new", schedule="file", schedule_file=str(f)))
+
+
 def test_schedules_shapes():
     cos = Schedule("cosine", lr=1.0, epochs=10, warmup_epochs=2)
     assert cos(0) < 0.01 and cos(1) == pytest.approx(0.5, abs=1e-3)
@@ -252,8 +283,11 @@ def test_batches_that_cannot_fit_a_folder_are_refused_before_it_is_packed(tmp_pa
     photo is read, not after the whole folder was packed, and the run folder the start
     made is removed; the labels listed are those the pack then holds."""
     faces = make_faces(tmp_path / "faces", ids=4, per=3)
+    (tmp_path / "lr.txt").write_text("0: 0.05\n")  # (its rates are a start's record too)
+    cfg = small_cfg(faces, tmp_path / "r1", batch_size=13, schedule="file",
+                    schedule_file=str(tmp_path / "lr.txt"))  # fmt: skip
     with pytest.raises(SamplerError, match=r"larger than the dataset \(12 images\)"):
-        train(small_cfg(faces, tmp_path / "r1", batch_size=13), log=lambda *_: None)
+        train(cfg, log=lambda *_: None)
     cfg = small_cfg(faces, tmp_path / "r2", loss="triplet", images_per_identity=4)
     with pytest.raises(SamplerError, match=r"more than any identity has \(max 3\)"):
         train(cfg, log=lambda *_: None)

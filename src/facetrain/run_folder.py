@@ -4,8 +4,9 @@ importing train).
 
     RUN/config.json        the settings the run started with
     RUN/revision.txt       the code revision; `resumed with …` / `resumed on …` lines for
-                           each change of code, settings or machine
+                           each change of code, settings, schedule file or machine
     RUN/machine.json       what the run started on: versions, processor, GPU
+    RUN/schedule.json      a schedule file's rates as the run started with them
     RUN/metrics.jsonl      one JSON line per log, evaluation and event
     RUN/tensorboard/       the same scalars for TensorBoard (or --log-dir)
     RUN/checkpoints/       see train/checkpoint.py
@@ -30,6 +31,7 @@ from pathlib import Path
 CONFIG = "config.json"
 REVISION = "revision.txt"
 MACHINE = "machine.json"
+SCHEDULE = "schedule.json"
 METRICS = "metrics.jsonl"
 LOCK = ".lock"
 WEIGHTS = "model.safetensors"

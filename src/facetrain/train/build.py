@@ -17,7 +17,7 @@ from facetrain.errors import FacetrainError
 from facetrain.inference.feed import prepare
 from facetrain.run_folder import CONFIG, WEIGHTS
 from facetrain.train import checkpoint
-from facetrain.train.schedule import Schedule, read_schedule_file
+from facetrain.train.schedule import Schedule
 from facetrain.train.settings import DataSettings, OptimSettings
 from facetrain.train.state import TrainingError
 
@@ -160,8 +160,10 @@ def _say_if_changed(data: list[str], snapshot: PackedDataset, unlabelled: bool, 
             "--out) to train on the data as it is now")  # fmt: skip
 
 
-def build_schedule(cfg: OptimSettings) -> Schedule:
-    entries = read_schedule_file(cfg.schedule_file) if cfg.schedule == "file" else []
+def build_schedule(cfg: OptimSettings, rates: list | None = None) -> Schedule:
+    """The run's learning rate by epoch; `rates`, a schedule file's `[epoch, rate]` lines
+    (as the run recorded them: `records.record_rates`)."""
+    entries = [tuple(r) for r in rates or ()] if cfg.schedule == "file" else []
     return Schedule(
         cfg.schedule,
         cfg.lr,

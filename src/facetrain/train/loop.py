@@ -61,7 +61,9 @@ from facetrain.train.records import (
     check_resume,
     record_config,
     record_machine,
+    record_rates,
     record_revision,
+    recorded_rates,
     remove_if_unstarted,
     truncate_metrics,
 )
@@ -498,6 +500,8 @@ def _open_run(cfg: TrainConfig, dd: distributed.Dist, log) -> tuple[Path, Packed
         if warning := record_config(folder, cfg):
             log(f"warning: {warning}")
         record_machine(folder, describe(cfg.platform.device) | {"processes": dd.world})
+        if cfg.optim.schedule == "file":
+            record_rates(folder, cfg.optim.schedule_file, log)
     unlabelled = cfg.objective.loss == "distill"  # distillation needs no identities
     if dd.main:  # rank 0 packs, once, after the listing shows the batches fit
         ds = dataset_for(cfg.data, folder, unlabelled, log, fits=lambda y: _sampler(cfg, y, dd))
@@ -576,8 +580,9 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
                           objective.classifies)  # fmt: skip
     data = TrainLoader(ds, sampler, train_augment(cfg.data), pre.input_size,
                        device if cfg.data.on_device else None)  # fmt: skip
+    schedule = build_schedule(cfg.optim, recorded_rates(folder))  # (every process the same)
     return Run(cfg, dd, folder, data, model, embed_raw, objective, params, opt,
-               build_schedule(cfg.optim), scaler, ema, state, ckpt, evaluator, pre,
+               schedule, scaler, ema, state, ckpt, evaluator, pre,
                NonFiniteGuard(p.max_nonfinite), log, n_backbone=len(backbone))  # fmt: skip
 
 
@@ -610,16 +615,21 @@ def _check_before_writing(cfg: TrainConfig) -> None:
     if why := unreadable_sets(pairs, cfg.eval.bins):
         raise TrainingError("verification set " + "; ".join(why))
     if cfg.optim.schedule == "file":  # read now: a typo in it found before any work
-        path = cfg.optim.schedule_file
-        try:
-            read_schedule_file(path)
-        except OSError as e:
-            raise TrainingError(f"schedule_file {path}: {e.strerror or e}") from None
-        except ValueError as e:  # it names the file and line
-            raise TrainingError(f"schedule_file {e}") from None
+        _check_schedule_file(cfg.optim.schedule_file, Path(cfg.platform.out))
     _check_inputs(cfg)
     model = create_model(cfg.model.arch, cfg.model.embedding_size)
     _check_input_size(model, cfg.model.input_size or model.input_size, cfg.model.arch)
+
+
+def _check_schedule_file(path: str, run: Path) -> None:
+    """A schedule file that can be read, or one gone since the run recorded its rates."""
+    try:
+        read_schedule_file(path)
+    except OSError as e:
+        if not (checkpoint.trained(run) and recorded_rates(run)):
+            raise TrainingError(f"schedule_file {path}: {e.strerror or e}") from None
+    except ValueError as e:  # it names the file and line
+        raise TrainingError(f"schedule_file {e}") from None
 
 
 def _check_inputs(cfg: TrainConfig) -> None:

@@ -8,10 +8,12 @@ import json
 from pathlib import Path
 
 from facetrain import atomic
-from facetrain.run_folder import CONFIG, LOCK, MACHINE, METRICS, REVISION, RUN_MARKERS
+from facetrain.run_folder import CONFIG, LOCK, MACHINE, METRICS, REVISION, RUN_MARKERS, SCHEDULE
 from facetrain.train import checkpoint
+from facetrain.train.schedule import read_schedule_file
 
 SETTINGS = "resumed with settings "
+RATES = "resumed with schedule_file "  # its rates changed since the run started
 ON = "resumed on "  # another machine, or other versions of what ran the run
 
 
@@ -34,11 +36,12 @@ def check_own(run: Path) -> None:
 
 def remove_if_unstarted(run: Path) -> None:
     """A run folder that holds only the records of a start (its settings, revision,
-    machine and lock: refused before it packed a face or trained a step) is removed, by
-    the call that made it: left, it reads as a run that has not finished."""
+    machine, schedule file's rates and lock: refused before it packed a face or trained a
+    step) is removed, by the call that made it: left, it reads as a run that has not
+    finished."""
     import shutil
 
-    records = {CONFIG, REVISION, MACHINE, LOCK}
+    records = {CONFIG, REVISION, MACHINE, SCHEDULE, LOCK}
     if run.is_dir() and all(p.name in records and p.is_file() for p in run.iterdir()):
         shutil.rmtree(run, ignore_errors=True)
 
@@ -66,7 +69,7 @@ def record_revision(path: Path, revision: str) -> None:
     `resumed with REV` line rather than hiding where the run came from."""
     lines = path.read_text(errors="replace").splitlines() if path.exists() else []
     revisions = [line.removeprefix("resumed with ") for line in lines
-                 if not line.startswith((SETTINGS, ON))]  # fmt: skip
+                 if not line.startswith((SETTINGS, RATES, ON))]  # fmt: skip
     if not lines:
         lines = [revision]
     elif revision not in (revisions[0], revisions[-1]):
@@ -99,6 +102,38 @@ def record_machine(run: Path, machine: dict) -> None:
     and its history says so."""
     _record(run, MACHINE, machine, ON, "table",
             missing="the run's start was not recorded (before machine.json)")  # fmt: skip
+
+
+def record_rates(run: Path, path: str, log=print) -> None:
+    """RUN/schedule.json: the rates of a schedule file (`epoch: lr` lines) the run trains
+    by. The file is read at every start and resume, as FaceNet read it every epoch, so
+    that its owner can change a run's course: a resume that finds other rates follows
+    them and adds `resumed with schedule_file rates=[…] (was […])` to the history. A file
+    gone by a resume: the run goes on with the rates recorded, and says so."""
+    old = recorded_rates(run) if checkpoint.trained(run) else None
+    try:
+        rates = [list(r) for r in read_schedule_file(path)]
+    except OSError as e:
+        if old is None:
+            raise
+        log(f"warning: schedule_file {path}: {e.strerror or e}; the run goes on with the "
+            f"rates it recorded ({run / SCHEDULE})")  # fmt: skip
+        return
+    if old is not None and old != rates:
+        _add_history(run, f"{RATES}rates={rates} (was {old})", RATES)
+    atomic.write_text(run / SCHEDULE, json.dumps({"rates": rates}) + "\n")
+
+
+def recorded_rates(run: Path) -> list[list] | None:
+    """The `[epoch, rate]` lines RUN/schedule.json holds; None when there are none to read
+    (a run started before the record, or a file damaged by hand)."""
+    from facetrain import foreign
+
+    table, _ = foreign.read_table(run / SCHEDULE, "table")
+    try:
+        return [[int(e), float(v)] for e, v in table["rates"]] or None
+    except (KeyError, TypeError, ValueError):  # (no table: TypeError)
+        return None
 
 
 def _record(run: Path, name: str, new: dict, kind: str, what: str,
