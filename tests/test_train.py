@@ -227,6 +227,11 @@ def test_a_run_records_its_schedule_files_rates_and_each_change(packed, tmp_path
             f"the rates it recorded ({run / 'schedule.json'})") in said  # fmt: skip
     assert (run / "revision.txt").read_text().splitlines()[1:] == history[1:] + [
         "resumed with settings epochs=3 (was 1)"]  # fmt: skip
+    from facetrain.evaluate.report import write_report
+
+    page = write_report(run).read_text()  # the rates it trains by, not an `lr` it ignores
+    assert "batch_size <b>16</b>, schedule <b>file: 0: 0.05, 1: 0.02</b></p>" in page
+    assert "<li>resumed with schedule_file rates=[[0, 0.05], [1, 0.02]]" in page
     with pytest.raises(TrainingError, match=f"schedule_file {f}: No such file"):
         train(small_cfg(packed, tmp_path / "new", schedule="file", schedule_file=str(f)))
 

@@ -16,7 +16,15 @@ from pathlib import Path
 
 from facetrain import foreign
 from facetrain.evaluate.plots import plot_roc, plot_runs
-from facetrain.run_folder import CONFIG, MACHINE, REVISION, UNFINISHED, WEIGHTS, read_metrics
+from facetrain.run_folder import (
+    CONFIG,
+    MACHINE,
+    REVISION,
+    SCHEDULE,
+    UNFINISHED,
+    WEIGHTS,
+    read_metrics,
+)
 
 ROWS = (
     ("accuracy", "accuracy (10-fold)"),
@@ -94,9 +102,13 @@ def _settings(run: Path) -> list[str]:
         if c is None:
             parts.append(f"<p>Settings unknown: {html.escape(why)}.</p>")
         else:
-            keys = ("model", "loss", "embedding_size", "input_size", "epochs", "batch_size", "lr")
+            keys = ("model", "loss", "embedding_size", "input_size", "epochs", "batch_size", "lr",
+                    "schedule")  # fmt: skip
             said = c | ({"input_size": "the model's own"} if c.get("input_size") == 0 else {})
-            shown = ", ".join(f"{k} <b>{html.escape(str(said.get(k)))}</b>" for k in keys)
+            if c.get("schedule") == "file":  # its rates, not the `lr` it does not read
+                said |= {"lr": None, "schedule": _rates(run)}
+            shown = ", ".join(f"{k} <b>{html.escape(str(said[k]))}</b>" for k in keys
+                              if said.get(k) is not None)  # fmt: skip
             parts.append(f"<p>{shown}</p>")
     if (run / REVISION).exists():
         first, *later = (run / REVISION).read_text(errors="replace").splitlines() or [""]
@@ -104,6 +116,15 @@ def _settings(run: Path) -> list[str]:
         if later:
             parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in later) + "</ul>")
     return parts
+
+
+def _rates(run: Path) -> str:
+    """A schedule file's rates as the run trains by them (its schedule.json), or 'file'."""
+    t, _ = foreign.read_table(run / SCHEDULE)  # none (an older run), or damaged: unsaid
+    try:
+        return "file: " + ", ".join(f"{int(e)}: {float(v):g}" for e, v in t["rates"])
+    except (KeyError, TypeError, ValueError):
+        return "file"
 
 
 def _machine(run: Path) -> str:
