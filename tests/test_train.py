@@ -1095,6 +1095,10 @@ def test_a_resume_keeps_the_config_the_run_started_with(packed, tmp_path):
     history = (run / "revision.txt").read_text().splitlines()
     assert history[1:] == ["resumed with settings epochs=2 (was 1), threads=2 (was 1)"]
     assert len(losses(run)) == 6  # the second epoch was trained (3 batches each)
+    msgs = []  # asked for fewer epochs than it has: what it did, not what it was asked
+    train(small_cfg(packed, run, epochs=1, threads=2), log=msgs.append)
+    assert msgs == [f"{run}: trained (2 epochs) and its model.safetensors written, which is "
+                    "left as it is; to train on, give more --epochs"]  # fmt: skip
     # a fresh run in a folder without a checkpoint writes its own config
     (run / "checkpoints" / "last").unlink()
     train(small_cfg(packed, run, epochs=1, lr=0.01), log=lambda *_: None)

@@ -228,7 +228,7 @@ class Run:
         if self.schedule(self.state.epoch) < 0:  # (its file may stop it before --epochs)
             did, more = "until its schedule file stopped it", "change the schedule file"
         else:
-            did, more = _many(self.cfg.optim.epochs, "epoch"), "give more --epochs"
+            did, more = _many(self.state.epoch, "epoch"), "give more --epochs"
         return (
             f"{self.folder}: trained ({did}) and its {WEIGHTS} written, which is left as "
             f"it is; to train on, {more}"
