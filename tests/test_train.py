@@ -152,6 +152,13 @@ def test_schedule_file_facenet_format(tmp_path):
     f.write_text("1: 0.1\n")
     with pytest.raises(ValueError, match="epoch 0"):
         read_schedule_file(f)
+    for rate in ("nan", "inf", "1e999"):  # not a run of non-finite steps, but the line
+        f.write_text(f"0: 0.1\n2: {rate}\n")
+        with pytest.raises(ValueError, match=f"{f}:2: the rate must be a number"):
+            read_schedule_file(f)
+    f.write_bytes(b"\xff\xd8\xff\xe0 a photo given by mistake")
+    with pytest.raises(ValueError, match=f"{f}: not a text file of 'epoch: learning_rate'"):
+        read_schedule_file(f)
 
 
 def test_a_schedule_files_stop_ends_the_run_with_its_model(packed, tmp_path):

@@ -11,22 +11,30 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 SCHEDULES = ("constant", "step", "cosine", "poly", "file")
 
 
 def read_schedule_file(path: str | os.PathLike) -> list[tuple[int, float]]:
+    """The `(epoch, rate)` lines of a schedule file, sorted; ValueError naming the file
+    (and the line) where it is not one."""
     entries = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            try:
-                e, v = (x.strip() for x in line.split(":"))
-                entries.append((int(e), -1.0 if v == "-" else float(v)))
-            except ValueError:
-                raise ValueError(f"{path}:{n}: expected 'epoch: learning_rate'") from None
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file of 'epoch: learning_rate' lines") from None
+    for n, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            e, v = (x.strip() for x in line.split(":"))
+            entries.append((int(e), -1.0 if v == "-" else float(v)))
+        except ValueError:
+            raise ValueError(f"{path}:{n}: expected 'epoch: learning_rate'") from None
+        if not math.isfinite(entries[-1][1]):  # (nan, inf: a run of non-finite steps)
+            raise ValueError(f"{path}:{n}: the rate must be a number (or '-' to stop)")
     if not entries:
         raise ValueError(f"{path}: no 'epoch: learning_rate' lines")
     entries.sort()
