@@ -87,7 +87,7 @@ def test_every_wrong_setting_is_named_in_one_refusal():
         "normalize = 'unit': choose from fixed, arcface, per_image, none",
         "margin_m = nan: must be a finite number",
         "lr = -1.0: must be a finite number ≥ 0",
-        "accumulate and epochs must be at least 1",
+        "epochs = 0: must be at least 1",  # (the setting that is wrong, not its neighbour)
         "eval_every = 0: must be at least 1",
         "amp fp16 needs a GPU; use bf16 on a CPU",
     ]

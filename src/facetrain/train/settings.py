@@ -261,9 +261,8 @@ class OptimSettings:
 
     def validate(self) -> None:
         _refuse(_choose(self), _in_ranges(self), _at_least(self, ("freeze_backbone_epochs",), 0),
-                _rules([(self.accumulate < 1 or self.epochs < 1,
-                         "accumulate and epochs must be at least 1"),
-                        ((self.schedule == "file") != bool(self.schedule_file),
+                _at_least(self, ("accumulate", "epochs"), 1),
+                _rules([((self.schedule == "file") != bool(self.schedule_file),
                          "schedule=file and schedule_file=PATH go together"),
                         # a typo (an extra zero or three), not a plan
                         (self.epochs > MAX_EPOCHS,
