@@ -76,6 +76,18 @@ def test_every_number_setting_has_a_range_that_refuses_nan_and_its_edges():
             assert any(p.startswith(f"{key} = {bad}: must be ") for p in e.value.problems)
 
 
+@pytest.mark.parametrize("loss", ["triplet", "contrastive"])
+def test_a_metric_loss_with_one_face_a_person_is_refused(loss):
+    """Batches of one face a person hold no same-person pair: the run trained on a loss of
+    0.0000 and learnt nothing, in silence."""
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.of(data=["x"], loss=loss, images_per_identity=1).validate()
+    assert e.value.problems == [f"images_per_identity = 1: {loss} needs at least 2 "
+                                "(same-person pairs in every batch)"]  # fmt: skip
+    TrainConfig.of(data=["x"], loss=loss, images_per_identity=2).validate()
+    TrainConfig.of(data=["x"], loss="softmax", images_per_identity=1).validate()  # (unread)
+
+
 def test_every_wrong_setting_is_named_in_one_refusal():
     """A config with several mistakes was refused one mistake a run: the first setting
     checked, then, once fixed, the next. Every wrong setting of every group is named at

@@ -403,9 +403,14 @@ class TrainConfig:
         what it may be."""
         check_types(self.flat())
         out = os.path.abspath(self.platform.out)
+        loss, k = self.objective.loss, self.data.images_per_identity
         _refuse(*(_problems(getattr(self, g).validate) for g in GROUPS),
                 _rules([(any(os.path.abspath(d) == out for d in self.data.paths),
-                         "out must not be one of the data folders")]))  # fmt: skip
+                         "out must not be one of the data folders"),
+                        # one face a person: no same-person pair, a loss of 0, nothing learnt
+                        (loss in METRIC_LOSSES and k < 2,
+                         f"images_per_identity = {k}: {loss} needs at least 2 (same-person "
+                         "pairs in every batch)")]))  # fmt: skip
 
 
 def _problems(check, *args) -> list[str]:
