@@ -88,6 +88,17 @@ def test_a_metric_loss_with_one_face_a_person_is_refused(loss):
     TrainConfig.of(data=["x"], loss="softmax", images_per_identity=1).validate()  # (unread)
 
 
+def test_a_backbone_frozen_for_the_whole_run_is_refused():
+    """The saved model is the network, not the head: frozen every epoch, it saved the
+    network it started from."""
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.of(data=["x"], epochs=2, freeze_backbone_epochs=2).validate()
+    assert e.value.problems == ["freeze_backbone_epochs = 2: fewer than epochs (2), or the "
+                                "network, the model a run saves, never trains (only its head "
+                                "would)"]  # fmt: skip
+    TrainConfig.of(data=["x"], epochs=2, freeze_backbone_epochs=1).validate()
+
+
 def test_every_wrong_setting_is_named_in_one_refusal():
     """A config with several mistakes was refused one mistake a run: the first setting
     checked, then, once fixed, the next. Every wrong setting of every group is named at

@@ -262,7 +262,11 @@ class OptimSettings:
     def validate(self) -> None:
         _refuse(_choose(self), _in_ranges(self), _at_least(self, ("freeze_backbone_epochs",), 0),
                 _at_least(self, ("accumulate", "epochs"), 1),
-                _rules([((self.schedule == "file") != bool(self.schedule_file),
+                _rules([(self.freeze_backbone_epochs >= self.epochs > 0,
+                         f"freeze_backbone_epochs = {self.freeze_backbone_epochs}: fewer than "
+                         f"epochs ({self.epochs}), or the network, the model a run saves, "
+                         "never trains (only its head would)"),
+                        ((self.schedule == "file") != bool(self.schedule_file),
                          "schedule=file and schedule_file=PATH go together"),
                         # a typo (an extra zero or three), not a plan
                         (self.epochs > MAX_EPOCHS,
