@@ -179,7 +179,8 @@ def test_a_schedule_files_stop_ends_the_run_with_its_model(packed, tmp_path):
 def test_a_schedule_files_stop_verifies_the_weights_it_leaves(packed, tmp_path):
     """A stop between the epochs `eval_every` verifies: the weights the model holds are
     verified at the stop (their figures are the run's and the checkpoint's), not left with
-    an earlier epoch's; run again, even with more --epochs, the model is left as it is."""
+    an earlier epoch's; run again, even with more --epochs, the model is left as it is;
+    with the file changed to go on, the run trains on from where it stopped."""
     binf, _ = write_bin_and_pairs(packed.parent / "faces", tmp_path)
     f, run = tmp_path / "lr.txt", tmp_path / "run"
     f.write_text("0: 0.05\n3: -1\n")
@@ -193,18 +194,30 @@ def test_a_schedule_files_stop_verifies_the_weights_it_leaves(packed, tmp_path):
     assert said.index("the schedule stops training at epoch 3") < len(said) - 1
     assert "epoch 2 step 9: syn accuracy" in said[-1]
     state = json.loads((run / "checkpoints" / "step-00000009" / "state.json").read_text())
-    assert (state["epoch"], state["eval_due"], state["model_written"]) == (6, None, 9)
+    assert (state["epoch"], state["eval_due"], state["model_written"]) == (3, None, 9)
     assert state["last_eval"] == result
     model = (run / "model.safetensors").read_bytes()
-    for epochs in (6, 8):
+
+    def again(epochs: int) -> dict:
         said.clear()
-        assert train(small_cfg(packed, run, epochs=epochs, schedule="file", schedule_file=str(f),
-                               eval_every=2, eval_bins=[str(binf)]),
-                     log=said.append) == result  # fmt: skip
+        return train(small_cfg(packed, run, epochs=epochs, schedule="file", schedule_file=str(f),
+                               eval_every=2, eval_bins=[str(binf)]), log=said.append)  # fmt: skip
+
+    for epochs in (6, 8):
+        assert again(epochs) == result
         assert said == [f"{run}: trained (until its schedule file stopped it) and its "
                         "model.safetensors written, which is left as it is; to train on, "
                         "change the schedule file"]  # fmt: skip
         assert (run / "model.safetensors").read_bytes() == model
+    f.write_text("0: 0.05\n3: 0.01\n4: -1\n")  # the owner lets it go on for an epoch
+    again(6)
+    assert said[0] == f"resuming {run} at epoch 3, batch 0 (step 9)"
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(d["step"], d["lr"]) for d in lines if "lr" in d][-3:] == [(10, 0.01), (11, 0.01),
+                                                                       (12, 0.01)]  # fmt: skip
+    assert [(d["epoch"], d["step"]) for d in lines if d.get("eval") == "syn"][-1] == (3, 12)
+    assert "the schedule stops training at epoch 4" in said
+    assert (run / "model.safetensors").read_bytes() != model
 
 
 def test_a_run_records_its_schedule_files_rates_and_each_change(packed, tmp_path):

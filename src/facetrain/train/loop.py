@@ -190,7 +190,8 @@ class Run:
                 if self.state.eval_due is not None:  # stopped while it verified
                     self.verify_owed()
                 while self.state.epoch < self.cfg.optim.epochs:
-                    self.epoch()
+                    if not self.epoch():  # its schedule file stopped the run
+                        break
             except torch.OutOfMemoryError as e:
                 raise TrainingError(self.out_of_memory(e)) from None
             finally:
@@ -276,8 +277,9 @@ class Run:
         self.log(f"resuming {self.folder} at epoch {s.epoch}, batch {s.batch} (step {s.step})"
                  f"{moved}{owed}")  # fmt: skip
 
-    def epoch(self) -> None:
-        """The rest of the current epoch: its steps, then its end (evaluation, checkpoint)."""
+    def epoch(self) -> bool:
+        """The rest of the current epoch: its steps, then its end (evaluation, checkpoint);
+        False where the schedule stops the run."""
         cfg, s = self.cfg, self.state
         epoch, steps = s.epoch, len(self.data)
         self.freeze(epoch < cfg.optim.freeze_backbone_epochs)
@@ -288,7 +290,7 @@ class Run:
             lr = self.schedule(at) * s.lr_scale
             if lr < 0:
                 self.stop(epoch)
-                return
+                return False
             for g in self.opt.param_groups:
                 g["lr"] = lr
             shown = self.objective.at(at)
@@ -298,7 +300,7 @@ class Run:
                 rolled_back = self.bad_step(verdict, epoch) == "rolled back"
                 self.bar.update(self.task, completed=s.epoch * steps + s.batch)
                 if rolled_back:
-                    return
+                    return True
                 continue
             self.apply()
             losses.append(total)
@@ -309,19 +311,22 @@ class Run:
                 self.emit({"epoch": epoch, "step": s.step, "loss": total, "lr": lr} | extra | shown)
             self.maybe_checkpoint(epoch, mid_epoch=s.batch < steps)
         self.end_epoch(epoch, losses, time.perf_counter() - t0)
+        return True
 
     def stop(self, epoch: int) -> None:
-        """A schedule file's stop (at the start of `epoch`) ends the run as its last epoch
-        would: the weights it leaves are verified, so that the model's threshold and the
-        run's figures are theirs and not those of the last epoch `eval_every` verified,
-        and their checkpoint is the finished run's."""
+        """A schedule file's stop ends the run where it is, as its last epoch would: the
+        weights it leaves are verified (the model's threshold and the run's figures are
+        theirs, not those of the last epoch `eval_every` verified) and checkpointed. The
+        run stays at that epoch: its file changed to go on, the same command trains on."""
         s = self.state
         self.log(f"the schedule stops training at epoch {epoch}")
-        s.epoch = self.cfg.optim.epochs
-        if epoch % self.cfg.eval.every == 0:  # epoch - 1's end was verified (or none trained)
-            return  # (`finish` records the run as finished in that checkpoint)
-        s.eval_due = epoch - 1
-        self.ckpt.restate()  # (the checkpoint of epoch - 1's end, now owing its verification)
+        if s.batch == 0 and epoch % self.cfg.eval.every == 0:  # verified at epoch - 1's end
+            return  # (or nothing trained; `finish` marks the checkpoint's model written)
+        s.eval_due = epoch - 1 if s.batch == 0 else epoch
+        if self.saved_at == s.step:  # (the checkpoint of epoch - 1's end, say)
+            self.ckpt.restate()
+        else:
+            self.save()
         self.verify_owed()
 
     def freeze(self, frozen: bool) -> None:
