@@ -215,10 +215,10 @@ class Run:
 
     def done(self) -> bool:
         """Whether the run has nothing left to do: every epoch trained (or its schedule
-        file's stop reached) and verified, and
-        model.safetensors written from its last checkpoint. The file is then left as it
-        is — it may hold what was measured since (`eval-populations --record`'s
-        sure_below), which writing it again from the checkpoint would drop."""
+        file's stop reached) and verified, and model.safetensors written from its last
+        checkpoint. The file is then left as it is — it may hold what was measured since
+        (`eval-populations --record`'s sure_below), which writing it again from the
+        checkpoint would drop."""
         s = self.state
         written = s.model_written == s.step and (self.folder / WEIGHTS).is_file()
         ended = s.epoch >= self.cfg.optim.epochs or self.schedule(s.epoch) < 0
