@@ -274,6 +274,10 @@ def test_samplers():
     counts = np.bincount(labels[b[:12]], minlength=6)
     assert sorted(counts[counts > 0]) == [4, 4, 4]
     assert set(labels[b[12:]]).isdisjoint(set(labels[b[:12]]))
+    assert len(PKBatches(labels, p=3, k=4, extra=3).batch(0, 0)) == 15  # every other identity
+    left = r"extra_identities=4, but only 3 identities are left besides the batch's P=3"
+    with pytest.raises(SamplerError, match=left + r" \(--set extra_identities=3 at most\)"):
+        PKBatches(labels, p=3, k=4, extra=4)  # (its batches held 15 faces, not the 16 said)
     with pytest.raises(SamplerError, match="more than any identity has"):
         PKBatches(labels, p=2, k=6)
     with pytest.raises(

@@ -79,6 +79,11 @@ class PKBatches:
                 "a batch needs at least 2 identities (--set identities_per_batch=2 or more, "
                 "or extra_identities=1)"
             )
+        if extra > len(ids) - p:  # (a batch of fewer faces than it says, in silence)
+            raise SamplerError(
+                f"extra_identities={extra}, but only {len(ids) - p} identities are left "
+                f"besides the batch's P={p} (--set extra_identities={len(ids) - p} at most)"
+            )
         self.ids = ids
         self.p, self.k, self.extra, self.seed = p, k, extra, seed
         self.batch_size = p * k + extra
@@ -95,6 +100,6 @@ class PKBatches:
             out += rng.choice(self.by_id[int(i)], self.k, replace=False).tolist()
         if self.extra:
             rest = np.setdiff1d(self.ids, chosen)
-            for i in rng.choice(rest, min(self.extra, len(rest)), replace=False):
+            for i in rng.choice(rest, self.extra, replace=False):
                 out.append(int(rng.choice(self.by_id[int(i)])))
         return out
