@@ -111,11 +111,15 @@ def test_settings_the_run_will_not_read_are_said_before_it_trains(packed, tmp_pa
     assert idle_settings(cfg.replace(schedule="step", optimizer="sgd", loss="triplet")) == []
     args = ["train", "--data", str(packed), "--out", str(tmp_path / "run"), "--epochs", "1",
             "--set", "embedding_size=32", "--set", "epoch_size=2",
-            "--set", "lr_steps=3"]  # fmt: skip
+            "--set", "lr_steps=3", "--set", "crop=112"]  # fmt: skip
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     said = " ".join(res.output.split())
     assert "warning: lr_steps = [3] does nothing with schedule cosine" in said, said
+    # a crop no smaller than the faces (FaceNet's 160 of 182, given 112×112 faces)
+    assert "warning: crop = 112 does nothing: the faces are 112×112; a crop is smaller" in said
+    res = CliRunner().invoke(app, [*args[:4], str(tmp_path / "run2"), *args[5:-1], "crop=96"])
+    assert res.exit_code == 0 and "crop" not in res.output, res.output
 
 
 def test_a_second_train_on_a_busy_run_folder_says_who_holds_it(packed, tmp_path):

@@ -492,6 +492,10 @@ def _say_before_training(cfg: TrainConfig, ds: PackedDataset, log) -> None:
     say_if_not_aligned(ds, alignment_record(cfg, ds.path), log)
     for idle in idle_settings(cfg):
         log(f"warning: {idle}")
+    size, crop = ds.meta.get("image_size"), cfg.data.crop
+    if crop and size and crop >= max(size):  # (FaceNet's 160 of 182: the faces are smaller)
+        log(f"warning: crop = {crop} does nothing: the faces are {size[0]}×{size[1]}; a crop "
+            "is smaller than them")  # fmt: skip
 
 
 def _open_run(cfg: TrainConfig, dd: distributed.Dist, log) -> tuple[Path, PackedDataset]:
