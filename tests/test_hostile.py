@@ -173,7 +173,10 @@ CASES = [
     (lambda f, t: ("plot", t / "runs" / "a"), "a: no such run folder"),
     (lambda f, t: ("report", t / "runs" / "a"), "a: no such run folder"),
     # 16: align --detect-max-side 0
-    (lambda f, t: ("align", f, t / "al", "--detect-max-side", "0"), "--detect-max-side"),
+    (lambda f, t: ("align", f, t / "al", "--detect-max-side", "0"), "--detect-max-side 0"),
+    (lambda f, t: ("align", f, t / "al", "--batch-size", "0"), "--batch-size 0: at least 1"),
+    # a face of 100,000 pixels a side: 30 GB asked of OpenCV, a worker's traceback
+    (lambda f, t: ("align", f, t / "al", "--size", "100000"), "--size 100000: from 16 to 1024"),
     (lambda f, t: ("align", f, t / "al", "--mode", "box", "--margin", "nan"), "--margin nan"),
     # 21: a device that is no device, for every command
     (lambda f, t: ("compare", "a.jpg", "b.jpg", "--device", "bogus"), "--device 'bogus'"),

@@ -31,6 +31,9 @@ from facetrain.data.listing import Problems, Sample, iter_samples
 from facetrain.errors import FacetrainError
 from facetrain.run_folder import ALIGN_RECORD
 
+# the largest face written, in pixels a side: recognition networks take 96 to 224, and a
+# size of 100,000 asked OpenCV for 30 GB a face (a traceback from a worker process)
+MAX_SIZE = 1024
 CSV_FIELDS = [
     "source", "identity", "name", "face", "status", "reason", "output", "score",
     "x1", "y1", "x2", "y2",
@@ -67,15 +70,17 @@ class AlignConfig:
             (self.mode not in MODES, f"--mode {self.mode!r}: choose from {', '.join(MODES)}"),
             (self.select not in SELECT_MODES,
              f"--select {self.select!r}: choose from {', '.join(SELECT_MODES)}"),
-            (self.size is not None and self.size < 16, "--size must be at least 16"),
+            (self.size is not None and not 16 <= self.size <= MAX_SIZE,
+             f"--size {self.size}: from 16 to {MAX_SIZE} pixels"),
             (not 0 <= self.margin < float("inf"),  # NaN failed every photo, one by one
              f"--margin {self.margin}: pixels around the box, a finite number ≥ 0"),
             (self.min_face < 12, "--min-face must be at least 12 (MTCNN's smallest window)"),
             (not 0.1 < self.factor < 1.0, "--factor must be in (0.1, 1)"),
             (len(self.thresholds) != 3 or not all(0.0 < t < 1.0 for t in self.thresholds),
              "--thresholds: three numbers in (0, 1), e.g. 0.6,0.7,0.7"),
-            (self.detect_max_side < 16 or self.batch_size < 1 or self.max_pixels < 1,
-             "--detect-max-side ≥ 16, --batch-size ≥ 1 and --max-pixels ≥ 1"),
+            (self.detect_max_side < 16, f"--detect-max-side {self.detect_max_side}: at least 16"),
+            (self.batch_size < 1, f"--batch-size {self.batch_size}: at least 1"),
+            (self.max_pixels < 1, f"--max-pixels {self.max_pixels}: at least 1"),
         ]  # fmt: skip
         for broken, message in rules:
             if broken:
