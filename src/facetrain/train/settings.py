@@ -22,6 +22,7 @@ from facetrain.errors import FacetrainError
 LOSSES = ("softmax", "arcface", "cosface", "triplet", "contrastive", "distill")
 MARGIN_LOSSES = ("arcface", "cosface")
 METRIC_LOSSES = ("triplet", "contrastive")
+MAX_INPUT_SIZE = 1024  # pixels a side: face networks take 96 to 224
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
 AMP = ("none", "bf16", "fp16")
 MAX_EPOCHS = 100_000
@@ -162,8 +163,9 @@ class ModelSettings:
         return {"arch": tuple(list_models())}
 
     def validate(self) -> None:
-        small = f"input_size = {self.input_size}: 0 (the model's own) or at least 16"
-        _refuse(_choose(self), _rules([(self.input_size != 0 and self.input_size < 16, small)]),
+        size = self.input_size  # (100,000: a 240 GB probe, said as "too small" for the model)
+        wrong = f"input_size = {size}: 0 (the model's own) or from 16 to {MAX_INPUT_SIZE}"
+        _refuse(_choose(self), _rules([(size != 0 and not 16 <= size <= MAX_INPUT_SIZE, wrong)]),
                 _at_least(self, ("embedding_size",), 2), _in_ranges(self))  # fmt: skip
 
 
