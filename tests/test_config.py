@@ -34,6 +34,8 @@ runner = CliRunner()
         ("input_size=5", "input_size = 5"),
         # a 240 GB probe that failed, said as "input_size 100000 is too small for mobilefacenet"
         ("input_size=100000", "input_size = 100000: 0 (the model's own) or from 16 to 1024"),
+        ("embedding_size=100000000", "embedding_size = 100000000: from 2 to 8192"),  # (200 GB)
+        ("embedding_size=1", "embedding_size = 1: from 2 to 8192"),
         ("lr=nan", "lr = nan"),
         # in range, or the run failed deep in torch (label_smoothing 1.5: a RuntimeError) or
         # trained on without saying (a margin of NaN, an EMA that never moves)

@@ -23,6 +23,7 @@ LOSSES = ("softmax", "arcface", "cosface", "triplet", "contrastive", "distill")
 MARGIN_LOSSES = ("arcface", "cosface")
 METRIC_LOSSES = ("triplet", "contrastive")
 MAX_INPUT_SIZE = 1024  # pixels a side: face networks take 96 to 224
+MAX_EMBEDDING = 8192  # face embeddings have 128 to 512 numbers
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
 AMP = ("none", "bf16", "fp16")
 MAX_EPOCHS = 100_000
@@ -163,10 +164,12 @@ class ModelSettings:
         return {"arch": tuple(list_models())}
 
     def validate(self) -> None:
-        size = self.input_size  # (100,000: a 240 GB probe, said as "too small" for the model)
-        wrong = f"input_size = {size}: 0 (the model's own) or from 16 to {MAX_INPUT_SIZE}"
-        _refuse(_choose(self), _rules([(size != 0 and not 16 <= size <= MAX_INPUT_SIZE, wrong)]),
-                _at_least(self, ("embedding_size",), 2), _in_ranges(self))  # fmt: skip
+        size, width = self.input_size, self.embedding_size  # (larger: memory for a traceback)
+        _refuse(_choose(self), _in_ranges(self), _rules([
+            (size != 0 and not 16 <= size <= MAX_INPUT_SIZE,
+             f"input_size = {size}: 0 (the model's own) or from 16 to {MAX_INPUT_SIZE}"),
+            (not 2 <= width <= MAX_EMBEDDING, f"embedding_size = {width}: from 2 to "
+             f"{MAX_EMBEDDING}")]))  # fmt: skip
 
 
 @dataclass
