@@ -971,6 +971,15 @@ def test_a_run_out_of_memory_says_what_is_kept_and_goes_on_in_parts(packed, tmp_
     assert "resuming" in said[0] and "(step 3)" in said[0], said[0]
     assert [s for s, _ in losses(tmp_path / "run")] == list(range(1, 7))
 
+    def a_batch_larger_than_the_machine(self, *a):  # the CPU allocator's own error
+        torch.empty(1 << 50, dtype=torch.uint8)  # 1 PiB: refused at once, a RuntimeError
+
+    monkeypatch.setattr(Run, "gradients", a_batch_larger_than_the_machine)
+    with pytest.raises(TrainingError, match=r"out of cpu memory while training epoch 0, step 1 "
+                       r"\(.*can't allocate memory.*\)\. It had no checkpoint yet: run the "
+                       r"same command with --set accumulate=2"):  # fmt: skip
+        train(small_cfg(packed, tmp_path / "cpu"), log=lambda *_: None)
+
 
 def test_the_same_command_on_a_finished_run_leaves_its_model(packed, tmp_path, monkeypatch):
     """Run again after it finished (the command that resumes), a run wrote model.safetensors

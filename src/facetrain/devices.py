@@ -202,6 +202,13 @@ def _threads_given() -> int | None:
     return int(given)
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """Whether torch's error says a device ran out of memory: a GPU's OutOfMemoryError,
+    or the CPU allocator's, which is a plain RuntimeError ("can't allocate memory")."""
+    said = type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(e)
+    return isinstance(e, RuntimeError) and said  # (torch is not imported here)
+
+
 def memory_available() -> int | None:
     """Bytes of memory this machine can give without swapping (Linux's MemAvailable: free
     plus what the page cache would hand back), no more than a container's memory limit

@@ -29,7 +29,7 @@ from facetrain.data.listing import parse_roots
 from facetrain.data.loader import TrainLoader
 from facetrain.data.packed import PackedDataset
 from facetrain.data.sampler import EpochBatches, PKBatches
-from facetrain.devices import describe, keep_freed_memory, within_quota
+from facetrain.devices import describe, keep_freed_memory, out_of_memory, within_quota
 from facetrain.evaluate.sets import unreadable_sets
 from facetrain.models import RawEmbedding, create_model, list_models
 from facetrain.progress import progress_bar
@@ -192,7 +192,9 @@ class Run:
                 while self.state.epoch < self.cfg.optim.epochs:
                     if not self.epoch():  # its schedule file stopped the run
                         break
-            except torch.OutOfMemoryError as e:
+            except RuntimeError as e:  # (torch.OutOfMemoryError is one)
+                if not out_of_memory(e):
+                    raise
                 raise TrainingError(self.out_of_memory(e)) from None
             finally:
                 self.metrics.close()
@@ -208,10 +210,11 @@ class Run:
                     f"({cause}). Its checkpoint at step {s.step} is kept: the same command "
                     "verifies first, before training fills the device again")  # fmt: skip
         parts = 2 * self.cfg.optim.accumulate
+        kept = "Its last checkpoint is kept" if self.saved_at >= 0 else "It had no checkpoint yet"
         return (f"{self.folder}: out of {device} memory while training epoch {s.epoch}, step "
-                f"{s.step + 1} ({cause}). Its last checkpoint is kept: run the same command "
-                f"with --set accumulate={parts} (the same batches, in {parts} parts), or "
-                "free the device of other work")  # fmt: skip
+                f"{s.step + 1} ({cause}). {kept}: run the same command with --set "
+                f"accumulate={parts} (the same batches, in {parts} parts), or free the "
+                "device of other work")  # fmt: skip
 
     def done(self) -> bool:
         """Whether the run has nothing left to do: every epoch trained (or its schedule
