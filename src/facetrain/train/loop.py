@@ -325,12 +325,7 @@ class Run:
         self.log(f"the schedule stops training at epoch {epoch}")
         if s.batch == 0 and epoch % self.cfg.eval.every == 0:  # verified at epoch - 1's end
             return  # (or nothing trained; `finish` marks the checkpoint's model written)
-        s.eval_due = epoch - 1 if s.batch == 0 else epoch
-        if self.saved_at == s.step:  # (the checkpoint of epoch - 1's end, say)
-            self.ckpt.restate()
-        else:
-            self.save()
-        self.verify_owed()
+        self.save_and_verify(epoch - 1 if s.batch == 0 else epoch)
 
     def freeze(self, frozen: bool) -> None:
         """Only the backbone's trainable weights (what is frozen by design stays so)."""
@@ -463,7 +458,13 @@ class Run:
         return pointers
 
     def save(self, pointers: tuple[str, ...] = ("last",)) -> None:
-        self.ckpt.save(pointers)
+        """Checkpoint the current step. One already written at this step (a checkpoint due
+        at an epoch's last step, then the epoch's end) has these very tensors: its state
+        is recorded again, its tensors are not written twice."""
+        if self.saved_at == self.state.step:
+            self.ckpt.restate(pointers)
+        else:
+            self.ckpt.save(pointers)
         self.last_ckpt, self.saved_at = time.monotonic(), self.state.step
 
     def emit(self, line: dict) -> None:
