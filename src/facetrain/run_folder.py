@@ -1,12 +1,12 @@
-"""A run folder's names and its one metrics reader, shared by train, evaluate, experiment and
-export (the base level: it imports nothing of facetrain's, so evaluate reads a run without
-importing train).
+"""A run folder's names and its one metrics and schedule readers, shared by train,
+evaluate, experiment and export (the base level: it imports nothing of facetrain's, so
+evaluate reads a run without importing train).
 
     RUN/config.json        the settings the run started with
     RUN/revision.txt       the code revision; `resumed with …` / `resumed on …` lines for
                            each change of code, settings, schedule file or machine
     RUN/machine.json       what the run started on: versions, processor, GPU
-    RUN/schedule.json      a schedule file's rates as the run started with them
+    RUN/schedule.json      a schedule file's rates, as the run trains by them
     RUN/metrics.jsonl      one JSON line per log, evaluation and event
     RUN/tensorboard/       the same scalars for TensorBoard (or --log-dir)
     RUN/checkpoints/       see train/checkpoint.py
@@ -49,6 +49,17 @@ def is_run(folder: str | os.PathLike) -> bool:
     """Whether a folder is a training run's (its settings and code revision are there),
     finished or not."""
     return (Path(folder) / CONFIG).is_file() and (Path(folder) / REVISION).is_file()
+
+
+def read_rates(run: str | os.PathLike) -> list[list] | None:
+    """The `[epoch, rate]` lines of RUN/schedule.json (the one reader: training and the
+    report); None when there are none to read (a run started before the record, or a file
+    damaged by hand)."""
+    try:
+        table = json.loads((Path(run) / SCHEDULE).read_text(encoding="utf-8"))
+        return [[int(e), float(v)] for e, v in table["rates"]] or None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_metrics(run: str | os.PathLike) -> list[dict]:

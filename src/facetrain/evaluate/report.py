@@ -20,10 +20,10 @@ from facetrain.run_folder import (
     CONFIG,
     MACHINE,
     REVISION,
-    SCHEDULE,
     UNFINISHED,
     WEIGHTS,
     read_metrics,
+    read_rates,
 )
 
 ROWS = (
@@ -120,11 +120,8 @@ def _settings(run: Path) -> list[str]:
 
 def _rates(run: Path) -> str:
     """A schedule file's rates as the run trains by them (its schedule.json), or 'file'."""
-    t, _ = foreign.read_table(run / SCHEDULE)  # none (an older run), or damaged: unsaid
-    try:
-        return "file: " + ", ".join(f"{int(e)}: {float(v):g}" for e, v in t["rates"])
-    except (KeyError, TypeError, ValueError):
-        return "file"
+    rates = read_rates(run)  # none (an older run), or damaged: unsaid
+    return "file: " + ", ".join(f"{e}: {v:g}" for e, v in rates) if rates else "file"
 
 
 def _machine(run: Path) -> str:

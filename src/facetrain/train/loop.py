@@ -33,7 +33,7 @@ from facetrain.devices import describe, keep_freed_memory, out_of_memory, within
 from facetrain.evaluate.sets import unreadable_sets
 from facetrain.models import RawEmbedding, create_model, list_models
 from facetrain.progress import progress_bar
-from facetrain.run_folder import LOCK, METRICS, REVISION, WEIGHTS
+from facetrain.run_folder import LOCK, METRICS, REVISION, WEIGHTS, read_rates
 from facetrain.train import checkpoint, distributed
 from facetrain.train.build import (
     build_optimizer,
@@ -63,7 +63,6 @@ from facetrain.train.records import (
     record_machine,
     record_rates,
     record_revision,
-    recorded_rates,
     remove_if_unstarted,
     truncate_metrics,
 )
@@ -593,7 +592,7 @@ def setup(cfg: TrainConfig, dd: distributed.Dist, log) -> Run:
                           objective.classifies)  # fmt: skip
     data = TrainLoader(ds, sampler, train_augment(cfg.data), pre.input_size,
                        device if cfg.data.on_device else None)  # fmt: skip
-    schedule = build_schedule(cfg.optim, recorded_rates(folder))  # (every process the same)
+    schedule = build_schedule(cfg.optim, read_rates(folder))  # (every process the same)
     return Run(cfg, dd, folder, data, model, embed_raw, objective, params, opt,
                schedule, scaler, ema, state, ckpt, evaluator, pre,
                NonFiniteGuard(p.max_nonfinite), log, n_backbone=len(backbone))  # fmt: skip
@@ -639,7 +638,7 @@ def _check_schedule_file(path: str, run: Path) -> None:
     try:
         read_schedule_file(path)
     except OSError as e:
-        if not (checkpoint.trained(run) and recorded_rates(run)):
+        if not (checkpoint.trained(run) and read_rates(run)):
             raise TrainingError(f"schedule_file {path}: {e.strerror or e}") from None
     except ValueError as e:  # it names the file and line
         raise TrainingError(f"schedule_file {e}") from None

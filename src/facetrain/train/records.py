@@ -8,7 +8,16 @@ import json
 from pathlib import Path
 
 from facetrain import atomic
-from facetrain.run_folder import CONFIG, LOCK, MACHINE, METRICS, REVISION, RUN_MARKERS, SCHEDULE
+from facetrain.run_folder import (
+    CONFIG,
+    LOCK,
+    MACHINE,
+    METRICS,
+    REVISION,
+    RUN_MARKERS,
+    SCHEDULE,
+    read_rates,
+)
 from facetrain.train import checkpoint
 from facetrain.train.schedule import read_schedule_file
 
@@ -110,7 +119,7 @@ def record_rates(run: Path, path: str, log=print) -> None:
     that its owner can change a run's course: a resume that finds other rates follows
     them and adds `resumed with schedule_file rates=[…] (was […])` to the history. A file
     gone by a resume: the run goes on with the rates recorded, and says so."""
-    old = recorded_rates(run) if checkpoint.trained(run) else None
+    old = read_rates(run) if checkpoint.trained(run) else None
     try:
         rates = [list(r) for r in read_schedule_file(path)]
     except OSError as e:
@@ -122,18 +131,6 @@ def record_rates(run: Path, path: str, log=print) -> None:
     if old is not None and old != rates:
         _add_history(run, f"{RATES}rates={rates} (was {old})", RATES)
     atomic.write_text(run / SCHEDULE, json.dumps({"rates": rates}) + "\n")
-
-
-def recorded_rates(run: Path) -> list[list] | None:
-    """The `[epoch, rate]` lines RUN/schedule.json holds; None when there are none to read
-    (a run started before the record, or a file damaged by hand)."""
-    from facetrain import foreign
-
-    table, _ = foreign.read_table(run / SCHEDULE, "table")
-    try:
-        return [[int(e), float(v)] for e, v in table["rates"]] or None
-    except (KeyError, TypeError, ValueError):  # (no table: TypeError)
-        return None
 
 
 def _record(run: Path, name: str, new: dict, kind: str, what: str,
