@@ -150,6 +150,41 @@ def test_an_unwritable_cache_falls_back_to_pytorch_and_a_bad_setting_is_refused(
         runtime.enabled()
 
 
+MAKER = """
+import os, sys, time
+from pathlib import Path
+from facetrain import runtime
+
+def make(folder):
+    with open(sys.argv[2], "a") as log:
+        log.write(f"{os.getpid()}\\n")
+    time.sleep(1.0)  # long enough for the other processes to find the entry missing too
+    (folder / "a.onnx").write_text(f"graph of {os.getpid()}")
+
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # all start together
+print(runtime.compiled("shared", ["a.onnx"], make))
+"""
+
+
+def test_processes_that_find_a_cache_entry_missing_together_make_it_once(tmp_path):
+    """A pool's workers each finding the compiled model missing each traced it, replacing the
+    file under one another: a worker's ONNX Runtime then read a graph whose size had changed
+    and failed ('Only 22665728/22665736 bytes were able to be read'). One makes it now."""
+    import os
+    import time
+
+    log = tmp_path / "made.log"
+    env = {**os.environ, "FACETRAIN_CACHE": str(tmp_path / "cache")}
+    start = str(time.time() + 3)
+    runs = [subprocess.Popen([sys.executable, "-c", MAKER, start, str(log)], env=env,
+                             stdout=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
+    folders = {r.communicate(timeout=60)[0].strip() for r in runs}
+    assert all(r.returncode == 0 for r in runs)
+    assert len(log.read_text().split()) == 1, log.read_text()  # one maker, two waited
+    (folder,) = folders
+    assert Path(folder, "a.onnx").read_text() == f"graph of {log.read_text().split()[0]}"
+
+
 def test_graphs_are_saved_for_this_cpu_and_another_cpu_gets_its_own(tmp_path, monkeypatch, request):
     """The saved graphs are fully optimised: on a CPU with AVX, convolutions in ONNX
     Runtime's NCHWc blocks (a file another CPU may not run), so the cache folder is named

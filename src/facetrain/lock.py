@@ -45,6 +45,19 @@ def held(lock_file: str | os.PathLike, what: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+@contextlib.contextmanager
+def waited(lock_file: str | os.PathLike) -> Iterator[None]:
+    """Hold `lock_file` for the block, waiting while another process holds it: for work that
+    processes started together would each begin (a cache entry), which one does while the
+    others wait and then find it done."""
+    fd = os.open(Path(lock_file), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _holder(path: Path) -> str:
     try:
         h = json.loads(path.read_text())

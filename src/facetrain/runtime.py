@@ -41,10 +41,12 @@ def enabled(device: str = "cpu") -> bool:
 def compiled(name: str, files: list[str], make: Callable[[Path], object]) -> Path | None:
     """The cache folder `runtime/NAME` holding `files`, made by `make(folder)` when missing,
     cut short or damaged (each file written atomically, MADE last); None when the
-    cache cannot be written (the caller runs the PyTorch modules). Folders of other
-    versions unused for `cache.STALE_DAYS` go when one is made."""
+    cache cannot be written (the caller runs the PyTorch modules). Processes that find it
+    missing together (a pool's workers) make it once: one makes it while the others wait.
+    Folders of other versions unused for `cache.STALE_DAYS` go when one is made."""
     from facetrain import atomic
     from facetrain.cache import cache_dir, prune, used
+    from facetrain.lock import waited
 
     ort = ort_version()  # its own format is read by the version that wrote it
     folder = cache_dir() / "runtime" / f"{name}-r{VERSION}-ort{ort}-{cpu_key()}"
@@ -52,9 +54,14 @@ def compiled(name: str, files: list[str], make: Callable[[Path], object]) -> Pat
         return used(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        make(folder)  # every file written anew, each atomically
-        sizes = {f: (folder / f).stat().st_size for f in files}
-        atomic.write_text(folder / MADE, json.dumps(sizes) + "\n")
+        # each maker replaced the files under the others: a traced graph differs by a few
+        # bytes, and ONNX Runtime, reading a file whose size changed, failed to load it
+        with waited(folder / ".making"):
+            if _intact(folder, files):  # made while this process waited
+                return used(folder)
+            make(folder)  # every file written anew, each atomically
+            sizes = {f: (folder / f).stat().st_size for f in files}
+            atomic.write_text(folder / MADE, json.dumps(sizes) + "\n")
     except OSError:
         return None
     prune(folder.parent, keep=folder)  # other versions' graphs, unused for months
