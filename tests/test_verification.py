@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from conftest import LFW, need
-from facetrain.distances import distance_matrix, mean_distances, pair_distances
+from facetrain.distances import (
+    distance_matrix,
+    mean_distances,
+    pair_distances,
+    threshold_problem,
+)
 from facetrain.evaluate.verification import evaluate, read_pairs
 
 
@@ -120,6 +125,18 @@ def test_distances():
     a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
     assert pair_distances(a, b, "squared_l2")[0] == pytest.approx(2.0)
     assert pair_distances(a, b, "cosine")[0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("distance", ["squared_l2", "cosine", "euclidean"])
+def test_a_threshold_is_below_the_largest_distance_between_two_faces(distance):
+    """The largest distance is that of opposite unit embeddings: a threshold at or above it
+    calls every two faces one person, and is refused; just below it is taken."""
+    a = np.array([[0.6, 0.8]])
+    top = pair_distances(a, -a, distance)[0]
+    assert threshold_problem(top - 1e-6, distance) is None
+    assert threshold_problem(0.0, distance) is None
+    for bad in (top, 100.0, -0.1, float("nan"), float("inf")):
+        assert "every two faces are one person" in threshold_problem(bad, distance)
 
 
 @pytest.mark.parametrize("distance", ["squared_l2", "cosine"])

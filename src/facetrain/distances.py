@@ -17,6 +17,8 @@ numpy (float64 unless `dtype` says otherwise).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 DISTANCES = ("squared_l2", "cosine")
@@ -29,6 +31,21 @@ def canonical(name: str) -> str:
     if name not in DISTANCES:
         raise ValueError(f"unknown distance {name!r}; choose from {', '.join(DISTANCES)}")
     return name
+
+
+# the largest distance between two embeddings, which every model gives as unit vectors
+LARGEST = {"squared_l2": 4.0, "cosine": 1.0}
+
+
+def threshold_problem(value: float, distance: str) -> str | None:
+    """Why `value` cannot be a threshold of `distance` ("same person" under it), or None: it
+    is a finite number from 0 to below the largest distance between two embeddings, at or
+    above which every two faces would be one person (`--threshold 100` stacked everyone)."""
+    name = canonical(distance)
+    if math.isfinite(value) and 0 <= value < LARGEST[name]:
+        return None
+    return (f"a finite number from 0 to below {LARGEST[name]:g}, the largest {name} distance "
+            "between two faces (at or above it, every two faces are one person)")  # fmt: skip
 
 
 def _is_torch(x) -> bool:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from facetrain import neighbours
+from facetrain.distances import threshold_problem
 from facetrain.library import curate, dates, store
 from facetrain.library.files import LibraryFiles
 from facetrain.library.store import LibraryError
@@ -147,8 +148,8 @@ class Library:
         rec = store.model_record(self.con) or {}
         distance = rec.get("distance", "squared_l2")
         if given is not None:
-            if not math.isfinite(given) or given < 0:
-                raise LibraryError(f"--threshold {given}: a finite number ≥ 0")
+            if problem := threshold_problem(given, distance):
+                raise LibraryError(f"--threshold {given}: {problem}")
             return given, distance, "given"
         model_thr = self.model_threshold()
         emb, rows = named or self._faces("named", None if plain else False)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facetrain.distances import ALIASES, distance_matrix
+from facetrain.distances import ALIASES, distance_matrix, threshold_problem
 from facetrain.errors import FacetrainError
 from facetrain.groups import by_label
 from facetrain.open_set import MARGIN, UNKNOWN, Among, identify, identify_each
@@ -251,8 +251,8 @@ def choose_threshold(how: str, pre, embeddings: np.ndarray, labels: list[str]):
         value = float(how)
     except ValueError:
         raise ClassifyError(f"--threshold {how!r}: auto, model, data or a number") from None
-    if not np.isfinite(value) or value < 0:
-        raise ClassifyError(f"--threshold {how!r}: a finite number ≥ 0")
+    if problem := threshold_problem(value, pre.distance):
+        raise ClassifyError(f"--threshold {how!r}: {problem}")
     return value, "given"
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facetrain.distances import distance_matrix, plain_l2
+from facetrain.distances import distance_matrix, plain_l2, threshold_problem
 from facetrain.errors import FacetrainError
 
 SILENT_UP_TO = 8  # photos compared without a progress bar (a pair takes a second)
@@ -62,8 +62,8 @@ def compare(model, images: list[str], threshold: float | None = None, align: str
     images = photos_in(images, skipped=passed_over)
     if len(images) < 2:
         raise FacetrainError("give at least two images")
-    if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
-        raise FacetrainError(f"--threshold {threshold}: a finite number ≥ 0")
+    if threshold is not None and (problem := threshold_problem(threshold, model.pre.distance)):
+        raise FacetrainError(f"--threshold {threshold}: {problem}")
     photos = faces_in_photos(model, images, align=align, device=device,
                              progress=len(images) > SILENT_UP_TO)  # fmt: skip
     usable = [p for p in photos if len(p.boxes)]
