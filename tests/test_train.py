@@ -984,6 +984,23 @@ def test_a_run_out_of_memory_says_what_is_kept_and_goes_on_in_parts(packed, tmp_
                        r"same command with --set accumulate=2"):  # fmt: skip
         train(small_cfg(packed, tmp_path / "cpu"), log=lambda *_: None)
 
+    import facetrain.train.loop as loop
+
+    def a_network_larger_than_the_machine(*a, **kw):  # made before any step: a traceback
+        return torch.empty(1 << 50, dtype=torch.uint8)
+
+    monkeypatch.setattr(loop, "create_model", a_network_larger_than_the_machine)
+    with pytest.raises(TrainingError, match=r"new: out of cpu memory while making the run's "
+                       r"network, head and optimizer \(.*can't allocate memory.*\); nothing "
+                       r"was trained\. Choose a smaller --model"):  # fmt: skip
+        train(small_cfg(packed, tmp_path / "new"), log=lambda *_: None)
+    assert not (tmp_path / "new").exists()  # no run folder left behind
+    monkeypatch.undo()
+    monkeypatch.setattr(loop, "build_objective", a_network_larger_than_the_machine)  # a head
+    with pytest.raises(TrainingError, match=r"run: out of cpu memory while making .*; its "
+                       "checkpoints are kept"):  # fmt: skip
+        train(small_cfg(packed, tmp_path / "run", epochs=3), log=lambda *_: None)
+
 
 def test_the_same_command_on_a_finished_run_leaves_its_model(packed, tmp_path, monkeypatch):
     """Run again after it finished (the command that resumes), a run wrote model.safetensors

@@ -92,16 +92,18 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     # the CPU's kernels: machine.json), so the same run on 1 and 2 threads ends with
     # different figures; config.json says which, and a resume on another count is noted
     cfg = cfg.replace(threads=torch.get_num_threads())
-    _check_before_writing(cfg)
+    folder = Path(cfg.platform.out)
+    with _room_to_start(folder, "cpu"):  # its network made once, to check the input size
+        _check_before_writing(cfg)
     dd, device = distributed.setup(cfg.platform.device)
     if device == "cpu":  # a CPU step's activations, kept for the next (`bench/cpu_memory.py`)
         keep_freed_memory()
-    folder = Path(cfg.platform.out)
     made = dd.main and not folder.exists()
     try:
         with _one_process(folder, dd):
             try:
-                r = setup(cfg.replace(device=device), dd, log if dd.main else _quiet)
+                with _room_to_start(folder, device):
+                    r = setup(cfg.replace(device=device), dd, log if dd.main else _quiet)
             except BaseException:
                 if made:  # refused before it packed or trained: no folder left behind
                     remove_if_unstarted(folder)
@@ -115,6 +117,26 @@ def train(cfg: TrainConfig, *, log=print) -> dict:
     finally:
         gc.collect()
         distributed.teardown()
+
+
+@contextlib.contextmanager
+def _room_to_start(folder: Path, device: str):
+    """A device out of memory while a run is set up (its network, classifier head,
+    optimizer) said as where, that nothing was lost, and what takes less: it was a
+    traceback (training's own is said by `Run.out_of_memory`)."""
+    try:
+        yield
+    except RuntimeError as e:  # (torch.OutOfMemoryError is one)
+        if not out_of_memory(e):
+            raise
+        cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+        kept = "its checkpoints are kept" if checkpoint.trained(folder) else "nothing was trained"
+        raise TrainingError(
+            f"{folder}: out of {device} memory while making the run's network, head and "
+            f"optimizer ({cause}); {kept}. Choose a smaller --model or --set embedding_size, "
+            "--set partial_fc=true with sample_rate below 1 for a head of many people, or "
+            "free the device of other work"
+        ) from None
 
 
 def _one_process(folder: Path, dd):
