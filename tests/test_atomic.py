@@ -45,3 +45,54 @@ def test_a_disk_with_no_room_for_a_new_file_is_a_full_disk_not_a_refusal(tmp_pat
     monkeypatch.setattr(tempfile, "mkstemp", no_right)
     with pytest.raises(atomic.OutputError, match="a.txt: cannot write here"):
         atomic.write_text(tmp_path / "a.txt", "x")
+
+
+def test_a_link_is_followed_and_kept_and_a_stream_is_written_as_it_is(tmp_path):
+    """Renaming over the output replaced what was there: a link (`--json latest.json`, a
+    link to the real file) became a file, and `--json /dev/stdout` (or /dev/null, run as
+    root) replaced the device with a file. A link's file is written now, and a stream is
+    written through."""
+    import os
+    import threading
+
+    real, link = tmp_path / "real.json", tmp_path / "latest.json"
+    real.write_text("old")
+    link.symlink_to(real.name)
+    atomic.write_text(link, "new")
+    assert link.is_symlink() and real.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "real.json"]
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(pipe.read_bytes()))
+    reader.start()
+    assert atomic.is_stream(pipe) and not atomic.is_stream(real)
+    atomic.write_bytes(pipe, b"through")
+    reader.join(10)
+    assert got == [b"through"] and stat.S_ISFIFO(pipe.stat().st_mode)
+
+    read_end, write_end = os.pipe()  # what /dev/stdout is to a command piped into another
+    stdout = tmp_path / "stdout"
+    stdout.symlink_to(f"/proc/self/fd/{write_end}")
+    atomic.output_files(json=stdout)  # writable as it is: no file made beside it
+    atomic.write_text(stdout, "{}\n")
+    os.close(write_end)
+    assert os.read(read_end, 100) == b"{}\n" and stdout.is_symlink()
+    os.close(read_end)
+
+
+def test_work_towards_a_stream_is_kept_in_the_cache_not_beside_it(tmp_path, monkeypatch):
+    """`classify predict --json /dev/stdout` kept its faces in `/dev/stdout.partial/`: a
+    folder made in /dev (as root), or refused there. A stream has no folder of its own."""
+    import os
+
+    from facetrain.cli.common import work_towards
+
+    monkeypatch.setenv("FACETRAIN_CACHE", str(tmp_path / "cache"))
+    os.mkfifo(tmp_path / "pipe")
+    with work_towards(tmp_path / "pipe", "classify-predict", "clf.npz") as parts:
+        assert parts.parent == tmp_path / "cache" / "work"
+    with work_towards(tmp_path / "out.json", "classify-predict", "clf.npz") as parts:
+        assert parts == tmp_path / "out.json.partial"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "pipe"]  # work gone

@@ -30,6 +30,12 @@ def _a_file(t):
     return t / "afile"
 
 
+def _link_to_null(t):
+    """m.onnx, a link to /dev/null: renamed over, the device had become a file (as root)."""
+    (t / "m.onnx").symlink_to("/dev/null")
+    return t / "m.onnx"
+
+
 def _npz_of(t, meta: str):
     """An .npz with a classifier's arrays whose `meta` is `meta` (not a table of settings)."""
     import numpy as np
@@ -213,6 +219,7 @@ CASES = [
     (lambda f, t: ("prune", f, f / "kept.txt"), "it would mix with the data"),
     (lambda f, t: ("export", _model(t), "--format", "torchscript", "--out", _model(t)),
      "it would be overwritten"),
+    (lambda f, t: ("export", _model(t), "--out", _link_to_null(t)), "m.onnx: not a file"),
     (lambda f, t: ("eval", _model(t), "--pairs", _pairs(t), "--images", f, "--json",
                    f / "m.json"), "it would mix with the data"),
     # 13: an output that cannot be written at all

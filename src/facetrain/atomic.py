@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,10 +28,17 @@ NEW_FILE_MODE = 0o666 & ~_UMASK
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = False) -> Iterator[IO]:
     """Open a temporary sibling of `path`; on success rename it over `path`, with the
-    permissions a plain open() would have given it."""
+    permissions a plain open() would have given it. A link is followed: the file it points
+    at is written and the link kept. What is not a file (`/dev/stdout`, `/dev/null`, a
+    named pipe) is written as it is: renaming over it had replaced a device with a file."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give the name of a file to write")
+    if is_stream(path):
+        with open(path, mode, encoding=None if "b" in mode else "utf-8") as f:
+            yield f
+        return
+    path = target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -51,6 +59,22 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = Fals
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def target(path: str | os.PathLike) -> Path:
+    """The file that writing `path` replaces: a link's own file (the link is kept)."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether `path` is (or links to) something written as a stream, not a file: a
+    terminal, `/dev/stdout`, `/dev/null`, a named pipe."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # not there (yet): a file to make
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def no_room(e: BaseException) -> bool:
@@ -133,6 +157,10 @@ def _within(here: Path, root: Path) -> bool:
 def _writable(flag: str, path: Path) -> None:
     """OutputError unless a file can be made where `path` will be (its nearest existing
     folder is tried with a file made and removed at once): before the work, not after it."""
+    if is_stream(path):  # /dev/stdout, a pipe: written as it is
+        if not os.access(path, os.W_OK):
+            raise OutputError(f"{flag} {path}: cannot write here (permission denied)")
+        return
     folder = path.resolve().parent
     while not folder.exists():
         folder = folder.parent

@@ -231,12 +231,14 @@ WorkersOpt = Annotated[
 def work_towards(out: Path | None, *job):
     """The folder beside the output `out` where embeddings made for it are kept while the
     command runs (`inference.parts`): gone when the command ends, done or refused; kept
-    when it is interrupted, for the same command to go on from. No output: with `job` (the
+    when it is interrupted, for the same command to go on from. No output, or one that is
+    a stream (`--json /dev/stdout`: no folder to keep work beside): with `job` (the
     command's name and inputs), a folder of the cache's `work/` (`kept_in_cache`); else
     None, no work kept."""
+    from facetrain.atomic import is_stream
     from facetrain.inference.parts import kept_in_cache, kept_until_done, parts_for
 
-    if out is not None:
+    if out is not None and not is_stream(out):
         parts = parts_for(out)
     else:
         parts = kept_in_cache(*job) if job else None

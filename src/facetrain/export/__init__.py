@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from facetrain import atomic
 from facetrain.inference.record import META_KEY, ModelFileError, Preprocess
 from facetrain.inference.saved import FaceModel
 from facetrain.models import RawEmbedding
@@ -106,7 +107,9 @@ def export_model(fm: FaceModel, format_: str, out: str | os.PathLike | None = No
         raise ModelFileError(f"--out {out}: a {format_} file is named *{' or *'.join(want)}")
     if fm.module is None or fm.backend != "torch":
         raise ModelFileError(f"{fm.source}: export takes a facetrain run folder or .safetensors")
-    out = Path(_default_out(fm, format_) if out is None else out)
+    if out is not None and atomic.is_stream(out):  # the export is read back to check it
+        raise ModelFileError(f"--out {out}: not a file; give the name of a file to write")
+    out = atomic.target(_default_out(fm, format_) if out is None else out)  # a link kept
     x, what = _parity_batch(fm.pre, check)
     write = export_onnx if format_ == "onnx" else export_torchscript
     trial = out.with_name(f".{out.stem}.unchecked{out.suffix}")  # checked before it is `out`
