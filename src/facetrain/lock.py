@@ -1,4 +1,5 @@
-"""One process at a time on a run folder or a library.
+"""One process at a time: on a run folder or a library (a second is refused, `held`), or on
+work that processes started together would each begin (the others wait, `waited`).
 
 An exclusive `flock` on a lock file beside what it guards: the operating system drops it
 when its process ends in any way (kill -9 included), so a stale lock is simply taken over.
