@@ -81,6 +81,14 @@ def test_a_link_is_followed_and_kept_and_a_stream_is_written_as_it_is(tmp_path):
     assert os.read(read_end, 100) == b"{}\n" and stdout.is_symlink()
     os.close(read_end)
 
+    log = tmp_path / "log.txt"  # `--json /dev/stdout >> log.txt`: what was printed is kept
+    with log.open("a") as shell:
+        shell.write("printed first\n")
+        shell.flush()
+        atomic.write_text(f"/proc/self/fd/{shell.fileno()}", "{}\n")
+        shell.write("printed last\n")
+    assert log.read_text() == "printed first\n{}\nprinted last\n"
+
 
 def test_work_towards_a_stream_is_kept_in_the_cache_not_beside_it(tmp_path, monkeypatch):
     """`classify predict --json /dev/stdout` kept its faces in `/dev/stdout.partial/`: a

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,8 +36,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = Fals
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give the name of a file to write")
-    if is_stream(path):
-        with open(path, mode, encoding=None if "b" in mode else "utf-8") as f:
+    if is_stream(path):  # appended to: `>` and `>>` keep what the command printed before it
+        for printed in (sys.stdout, sys.stderr):
+            printed.flush()  # what was printed first comes first
+        with open(path, mode.replace("w", "a"), encoding=None if "b" in mode else "utf-8") as f:
             yield f
         return
     path = target(path)
@@ -69,12 +73,30 @@ def target(path: str | os.PathLike) -> Path:
 
 def is_stream(path: str | os.PathLike) -> bool:
     """Whether `path` is (or links to) something written as a stream, not a file: a
-    terminal, `/dev/stdout`, `/dev/null`, a named pipe."""
+    terminal, `/dev/null`, a named pipe, or an open descriptor (`/dev/stdout`), whatever
+    it is open on: `--json /dev/stdout >> log.txt` had replaced log.txt."""
+    if _descriptor(path):
+        return True
     try:
         mode = os.stat(path).st_mode
     except OSError:  # not there (yet): a file to make
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+_DESCRIPTOR = re.compile(r"/dev/(stdout|stderr|fd/\d+)|/proc/[^/]+/fd/\d+")
+
+
+def _descriptor(path: str | os.PathLike) -> bool:
+    """Whether `path`, or a link on the way to what it names, is an open descriptor's name."""
+    here = os.path.abspath(path)
+    for _ in range(40):  # as many links as the system follows
+        if _DESCRIPTOR.fullmatch(here):
+            return True
+        if not os.path.islink(here):
+            return False
+        here = os.path.normpath(os.path.join(os.path.dirname(here), os.readlink(here)))
+    return False
 
 
 def no_room(e: BaseException) -> bool:
