@@ -129,14 +129,15 @@ def test_distances():
 
 @pytest.mark.parametrize("distance", ["squared_l2", "cosine", "euclidean"])
 def test_a_threshold_is_below_the_largest_distance_between_two_faces(distance):
-    """The largest distance is that of opposite unit embeddings: a threshold at or above it
-    calls every two faces one person, and is refused; just below it is taken."""
+    """The largest distance is that of opposite unit embeddings: a threshold above it is on
+    another scale (it would call every two faces one person) and is refused; up to it, and
+    0, are taken."""
     a = np.array([[0.6, 0.8]])
     top = pair_distances(a, -a, distance)[0]
-    assert threshold_problem(top - 1e-6, distance) is None
+    assert threshold_problem(top, distance) is None
     assert threshold_problem(0.0, distance) is None
-    for bad in (top, 100.0, -0.1, float("nan"), float("inf")):
-        assert "every two faces are one person" in threshold_problem(bad, distance)
+    for bad in (top + 1e-6, 100.0, -0.1, float("nan"), float("inf")):
+        assert "every two faces would be one person" in threshold_problem(bad, distance)
 
 
 @pytest.mark.parametrize("distance", ["squared_l2", "cosine"])

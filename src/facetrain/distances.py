@@ -38,14 +38,16 @@ LARGEST = {"squared_l2": 4.0, "cosine": 1.0}
 
 
 def threshold_problem(value: float, distance: str) -> str | None:
-    """Why `value` cannot be a threshold of `distance` ("same person" under it), or None: it
-    is a finite number from 0 to below the largest distance between two embeddings, at or
-    above which every two faces would be one person (`--threshold 100` stacked everyone)."""
+    """Why `value` cannot be a threshold of `distance` ("same person" under it), or None: a
+    finite number from 0 to the largest distance between two embeddings. One above it is
+    on another scale (a plain L2, a percentage), and made every two faces one person
+    (`--threshold 100` stacked everyone)."""
     name = canonical(distance)
-    if math.isfinite(value) and 0 <= value < LARGEST[name]:
+    if math.isfinite(value) and 0 <= value <= LARGEST[name]:
         return None
-    return (f"a finite number from 0 to below {LARGEST[name]:g}, the largest {name} distance "
-            "between two faces (at or above it, every two faces are one person)")  # fmt: skip
+    return (f"a finite number from 0 to {LARGEST[name]:g}, the largest {name} distance between "
+            "two faces (one above it is on another scale: every two faces would be one "
+            "person)")  # fmt: skip
 
 
 def _is_torch(x) -> bool:
