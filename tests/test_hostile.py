@@ -393,6 +393,8 @@ def test_a_garbage_pairs_line_is_named_by_file_and_line(tmp_path):
 def test_a_damaged_pack_names_the_missing_or_corrupt_file(faces, tmp_path):
     """11, 31: a missing shard failed at the first batch; a garbage index advised
     allow_pickle."""
+    import os
+
     from facetrain.data.packed import PackedDataset, PackError, pack
 
     pack(str(faces), tmp_path / "pk", images_per_shard=4, progress=False)
@@ -404,6 +406,14 @@ def test_a_damaged_pack_names_the_missing_or_corrupt_file(faces, tmp_path):
     with pytest.raises(PackError, match="corrupt pack") as e:
         PackedDataset(tmp_path / "pk2")
     assert "allow_pickle" not in str(e.value)
+    pack(str(faces), tmp_path / "pk3", progress=False)  # cut short: "cannot reshape" mid-run
+    shard = tmp_path / "pk3" / "shard-00000.bin"
+    whole = shard.stat().st_size
+    PackedDataset(tmp_path / "pk3").batch([0, 1])  # whole, it reads
+    os.truncate(shard, whole - 1)
+    with pytest.raises(PackError, match=rf"shard-00000.bin: cut short \({whole - 1:,} bytes of "
+                       rf"the {whole:,} its index names\); pack the data again"):  # fmt: skip
+        PackedDataset(tmp_path / "pk3")
 
 
 def test_library_scan_skips_fifos_and_dangling_links(tmp_path):

@@ -317,10 +317,25 @@ def _open_pack(path: Path):
                         " unsupported or damaged")  # fmt: skip
     if index.dtype != INDEX_DTYPE:
         raise PackError(f"{path}/index.npy: corrupt pack index")
-    for shard in np.unique(index["shard"]):
-        if not (path / f"shard-{int(shard):05d}.bin").is_file():
-            raise PackError(f"{path}: the pack is missing shard-{int(shard):05d}.bin")
+    _check_shards(path, index)
     return meta, index
+
+
+def _check_shards(path: Path, index: np.ndarray) -> None:
+    """Every shard the index names is there and holds the bytes it names: a shard cut short
+    (a disk that filled, a copy that stopped) failed a training run mid-epoch with numpy's
+    `cannot reshape array of size 0`."""
+    if not len(index):
+        return
+    needed = np.zeros(int(index["shard"].max()) + 1, np.uint64)
+    np.maximum.at(needed, index["shard"], index["offset"] + index["length"])
+    for shard in np.unique(index["shard"]):
+        name = path / f"shard-{int(shard):05d}.bin"
+        if not name.is_file():
+            raise PackError(f"{path}: the pack is missing {name.name}")
+        if (size := name.stat().st_size) < needed[shard]:
+            raise PackError(f"{name}: cut short ({size:,} bytes of the {int(needed[shard]):,} "
+                            "its index names); pack the data again")  # fmt: skip
 
 
 class PackedDataset:
