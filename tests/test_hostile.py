@@ -394,6 +394,7 @@ def test_a_damaged_pack_names_the_missing_or_corrupt_file(faces, tmp_path):
     """11, 31: a missing shard failed at the first batch; a garbage index advised
     allow_pickle."""
     import os
+    import re
 
     from facetrain.data.packed import PackedDataset, PackError, pack
 
@@ -414,6 +415,17 @@ def test_a_damaged_pack_names_the_missing_or_corrupt_file(faces, tmp_path):
     with pytest.raises(PackError, match=rf"shard-00000.bin: cut short \({whole - 1:,} bytes of "
                        rf"the {whole:,} its index names\); pack the data again"):  # fmt: skip
         PackedDataset(tmp_path / "pk3")
+
+    pack(str(faces), tmp_path / "enc", store="encoded", progress=False)  # JPEGs as they are
+    ds = PackedDataset(tmp_path / "enc")
+    first, second = (int(ds.index[k]["offset"]) for k in (1, 2))
+    with open(tmp_path / "enc" / shard.name, "r+b") as f:  # image 1 damaged after packing
+        f.seek(first)
+        f.write(bytes(second - first))
+    said = f"shard-00000.bin: image 1 (packed from {ds.source_paths()[1]}) does not decode;"
+    with pytest.raises(PackError, match=re.escape(said + " the pack was damaged after it")):
+        PackedDataset(tmp_path / "enc").batch([0, 1, 2])
+    assert len(PackedDataset(tmp_path / "enc").batch([0, 2])[0]) == 2  # the others read
 
 
 def test_library_scan_skips_fifos_and_dangling_links(tmp_path):

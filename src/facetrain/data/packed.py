@@ -40,6 +40,7 @@ from facetrain.data.listing import (
     iter_samples,
     parse_roots,
 )
+from facetrain.devices import out_of_memory
 from facetrain.run_folder import ALIGN_RECORD
 
 FORMAT_VERSION = 1
@@ -418,6 +419,15 @@ class PackedDataset:
             if device is not None:
                 x = x.to(device, non_blocking=True)
             return x.permute(0, 3, 1, 2)
+        try:
+            return self._decode_encoded(indices, device)
+        except RuntimeError as e:
+            if out_of_memory(e):  # said by training, as it is
+                raise
+            raise PackError(self._undecodable(indices)) from None
+
+    def _decode_encoded(self, indices, device=None) -> list:
+        import torch
         from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
         blobs = [torch.from_numpy(np.array(self._bytes(i))) for i in indices]
@@ -437,6 +447,26 @@ class PackedDataset:
         if device is not None:
             out = [x.to(device) for x in out]
         return out
+
+    def _undecodable(self, indices) -> str:
+        """Which image of a batch does not decode, named by shard and source photo: the
+        pack checked each image as it packed it, so its shard was damaged since (a
+        traceback from torchvision's decoder had ended the run mid-epoch)."""
+        bad = next((i for i in indices if not self._decodes(i)), indices[0])
+        shard = self.path / f"shard-{int(self.index[bad]['shard']):05d}.bin"
+        return (f"{shard}: image {self.rows[bad]} (packed from {self.source_paths()[bad]}) "
+                "does not decode; the pack was damaged after it was made: pack the data "
+                "again")  # fmt: skip
+
+    def _decodes(self, i: int) -> bool:
+        import torch
+        from torchvision.io import ImageReadMode, decode_image
+
+        try:
+            decode_image(torch.from_numpy(np.array(self._bytes(i))), mode=ImageReadMode.RGB)
+            return True
+        except RuntimeError:
+            return False
 
     def __getitem__(self, i):
         """`ds[i] -> (image, label)`; `ds[[i, j, …]] -> (images (N,3,H,W), labels (N,))`."""
