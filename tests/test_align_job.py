@@ -77,6 +77,25 @@ def test_shards_partition_the_inputs(lfw_raw_subset, tmp_path):
     assert all(len(p) > 0 for p in parts)
 
 
+def test_a_second_align_of_a_shard_is_refused_and_another_shard_goes_on(lfw_raw_subset, tmp_path):
+    """Two aligns into one OUT each aligned what the other had left and recorded it: 976
+    rows in alignment.csv for 600 photos. The second is refused, naming the first; the
+    other shards of a job split across machines are not held up."""
+    from facetrain.lock import held
+
+    out = tmp_path / "out"
+    align_cli(lfw_raw_subset, out, "--workers", "1", "--shard", "1/2")
+    with held(out / ".alignment-0-of-2.csv.lock", "align"):  # as a first align holds it
+        args = ["align", str(lfw_raw_subset), str(out), "--workers", "1", "--shard", "0/2"]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert f"{out} (shard 0 of 2) is in use by process {os.getpid()}" in res.output
+        assert not (out / "alignment-0-of-2.csv").exists()
+    align_cli(lfw_raw_subset, out, "--workers", "1", "--shard", "0/2")  # once it ended
+    both = rows(out, "alignment-0-of-2.csv") + rows(out, "alignment-1-of-2.csv")
+    assert len(both) == len({r["source"] for r in both}) == 24  # each photo recorded once
+
+
 def test_several_workers_give_the_same_rows(lfw_raw_subset, tmp_path):
     align_cli(lfw_raw_subset, tmp_path / "one", "--workers", "1")
     align_cli(lfw_raw_subset, tmp_path / "two", "--workers", "2", "--batch-size", "4")

@@ -29,6 +29,7 @@ from facetrain.data.alignment import MODES, read_alignment
 from facetrain.data.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
 from facetrain.data.listing import Problems, Sample, iter_samples
 from facetrain.errors import FacetrainError
+from facetrain.lock import held
 from facetrain.run_folder import ALIGN_RECORD
 
 # the largest face written, in pixels a side: recognition networks take 96 to 224, and a
@@ -292,9 +293,8 @@ def run_align(
     on_row=None,
 ) -> AlignSummary:
     """Align every pending input of the shard of `roots` (one root, or a list: folders of
-    photos per person, list files, MS-Celeb TSVs); returns counts by status."""
-    from facetrain.progress import progress_bar
-
+    photos per person, list files, MS-Celeb TSVs); returns counts by status. One process
+    at a time on a shard: a second is refused, naming the first."""
     cfg.validate()
     roots = [roots] if isinstance(roots, str | os.PathLike) else list(roots)  # not per letter
     out = Path(out)
@@ -303,6 +303,17 @@ def run_align(
     atomic.output_folder(out, inputs=roots, own=(ALIGN_RECORD,), kind="aligned-faces")
     _check_config(out, cfg)
     csv_path = out / csv_name(shard)
+    # a second align of the same shard recorded every input the first had left twice
+    what = f"{out}" + (f" (shard {shard[0]} of {shard[1]})" if shard[1] > 1 else "")
+    with held(out / f".{csv_path.name}.lock", what):
+        return _align_pending(roots, out, cfg, csv_path, shard, workers, progress, on_row)
+
+
+def _align_pending(roots: list, out: Path, cfg: AlignConfig, csv_path: Path, shard, workers: int,
+                   progress: bool | None, on_row) -> AlignSummary:  # fmt: skip
+    """The inputs of the shard not recorded in `csv_path` yet, aligned and recorded."""
+    from facetrain.progress import progress_bar
+
     done = load_done(csv_path)
     summary = AlignSummary(csv_path=str(csv_path), skipped_done=len(done))
     total = sum(1 for _ in pending(roots, cfg, shard, done, Problems()))
