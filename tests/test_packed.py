@@ -189,3 +189,22 @@ def test_rotation_jitter_grayscale():
     assert jit.min() >= 0 and jit.max() <= 255 and not torch.allclose(jit, img.float())
     same = apply(img, Augment(flip=False, normalize="none"), g)
     assert torch.equal(same, img.float())
+
+
+def test_a_second_pack_into_the_same_folder_is_refused_naming_the_first(tmp_path):
+    """A second `pack` into a folder being packed removed the first's temporaries under it:
+    the first failed with 'No such file or directory (…/.shard-00000.bin….tmp)'. The
+    second is refused now, naming the first, and writes nothing."""
+    import os
+
+    from facetrain.lock import BusyError, held
+    from helpers import make_faces
+
+    faces = make_faces(tmp_path / "faces", ids=3, per=2)
+    out = tmp_path / "pk"
+    out.mkdir()
+    with held(out / packed_mod.LOCK, "pack"):  # as a first pack holds it
+        with pytest.raises(BusyError, match=f"pack {out} is in use by process {os.getpid()}"):
+            pack(str(faces), out, progress=False)
+        assert [p.name for p in out.iterdir()] == [".pack.lock"]
+    assert pack(str(faces), out, progress=False).images == 6  # once it ended

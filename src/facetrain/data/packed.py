@@ -41,6 +41,7 @@ from facetrain.data.listing import (
     parse_roots,
 )
 from facetrain.devices import out_of_memory
+from facetrain.lock import held
 from facetrain.run_folder import ALIGN_RECORD
 
 FORMAT_VERSION = 1
@@ -50,6 +51,7 @@ INDEX_DTYPE = np.dtype(
 SPLITS = ("train", "val")
 _KEEP_FORMATS = {"JPEG", "PNG", "WEBP"}
 STORES = ("raw", "encoded")
+LOCK = ".pack.lock"  # held while a pack is written: one process at a time
 
 
 def _split_sources(data) -> list[tuple[int, object]]:
@@ -211,17 +213,19 @@ def pack(
     alignment = _alignment_of(listing.roots)
     out = Path(out)
     roots = parse_roots(data, loose=unlabelled)
-    atomic.output_folder(out, inputs=roots, own=("meta.json", ".partial"), kind="pack")
-    state = out / ".partial"
-    state.mkdir(exist_ok=True)
-    atomic.remove_stale_temps(out)
-    if alignment is not None:
-        atomic.write_text(out / ALIGN_RECORD, json.dumps(alignment, indent=2) + "\n")
-    atomic.write_text(out / "identities.txt", "".join(f"{n}\n" for n in listing.identities))
-    samples = _iter_split_samples(data, merge_same_names, Problems(), unlabelled)
-    n_shards = (listing.total + images_per_shard - 1) // images_per_shard
-    sizes = _write_shards(out, samples, listing, n_shards, images_per_shard, store, progress)
-    return _finish(out, listing, n_shards, store, sizes)
+    atomic.output_folder(out, inputs=roots, own=("meta.json", ".partial", LOCK), kind="pack")
+    # a second pack into OUT removed the first's temporaries under it ("No such file")
+    with held(out / LOCK, f"pack {out}"):
+        (out / ".partial").mkdir(exist_ok=True)
+        atomic.remove_stale_temps(out)
+        if alignment is not None:
+            atomic.write_text(out / ALIGN_RECORD, json.dumps(alignment, indent=2) + "\n")
+        names = "".join(f"{n}\n" for n in listing.identities)
+        atomic.write_text(out / "identities.txt", names)
+        samples = _iter_split_samples(data, merge_same_names, Problems(), unlabelled)
+        n_shards = (listing.total + images_per_shard - 1) // images_per_shard
+        sizes = _write_shards(out, samples, listing, n_shards, images_per_shard, store, progress)
+        return _finish(out, listing, n_shards, store, sizes)
 
 
 def _write_shards(out: Path, samples, listing: _Listing, n_shards: int, per_shard: int,
