@@ -65,6 +65,12 @@ def test_both_layouts_and_bad_rows(tmp_path):
     assert sorted(names) == ["m.10\tName 0", "m.11\tName 1"]
     again = CliRunner().invoke(app, ["msceleb", str(a), str(b), str(tmp_path / "out")])
     assert "2 TSV files were decoded before" in again.output
+    from facetrain.data.msceleb import LOCK
+    from facetrain.lock import held
+
+    with held(tmp_path / "out" / LOCK, "msceleb"):  # a second run while one decodes: refused
+        busy = CliRunner().invoke(app, ["msceleb", str(a), str(tmp_path / "out")])
+    assert busy.exit_code == 2 and "out is in use by process" in busy.output, busy.output
 
 
 def test_progress_an_empty_tsv_and_a_damaged_record_of_progress(tmp_path, monkeypatch):

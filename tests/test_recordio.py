@@ -134,6 +134,10 @@ def test_a_train_rec_becomes_folders_facetrain_trains_on(tmp_path, monkeypatch):
     assert (out / "1" / "2.jpg").read_bytes() == faces[1][0]  # bytes as found
     assert "6," in (out / recordio.ERRORS_FILE).read_text()
     assert json.loads((out / "align_config.json").read_text()) == recordio.STANDARD_RECORD
+    from facetrain.lock import BusyError, held
+
+    with held(out / recordio.LOCK, "recordio"), pytest.raises(BusyError, match="in use by"):
+        recordio.unpack_to_folders(rec, out, progress=False)  # a second run while one unpacks
     pack(str(out), tmp_path / "pack", store="encoded", progress=False)
     ds = PackedDataset(tmp_path / "pack")
     assert len(ds) == 11 and sorted(ds.identities) == ["0", "1", "2", "3"]

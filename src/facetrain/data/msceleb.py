@@ -28,9 +28,11 @@ from typing import Any
 
 from facetrain import atomic, foreign
 from facetrain.data.images import encoded_ext
+from facetrain.lock import held
 
 PROGRESS_FILE = "msceleb_progress.json"
 ERRORS_FILE = "msceleb_errors.csv"
+LOCK = ".msceleb.lock"  # held while TSVs are decoded into OUT: one process at a time
 NAMES_FILE = "msceleb_names.tsv"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -91,9 +93,16 @@ def decode_tsv(tsvs: list[str], out: str | os.PathLike, *, commit_every: int = 5
     """Decode every TSV into OUT, with a progress bar over their bytes (MS-Celeb's files
     are tens of gigabytes); returns counts (written, bad_row, files_already_done,
     empty_file)."""
+    own = (PROGRESS_FILE, ERRORS_FILE, LOCK)
+    out = atomic.output_folder(out, own=own, kind="decoded MS-Celeb")
+    with held(out / LOCK, f"decoding into {out}"):  # a second run: its rows, twice
+        return _decode_all(tsvs, out, commit_every, progress)
+
+
+def _decode_all(tsvs: list[str], out: Path, commit_every: int, progress: bool | None) -> Counter:
+    """The TSVs' rows not decoded yet (OUT's progress record), decoded into OUT."""
     from facetrain.progress import progress_bar
 
-    out = atomic.output_folder(out, own=(PROGRESS_FILE, ERRORS_FILE), kind="decoded MS-Celeb")
     done = _read_progress(out / PROGRESS_FILE)
     sizes = {tsv: os.path.getsize(tsv) for tsv in tsvs}
     starts = {t: done.get(os.path.abspath(t), {"offset": 0, "line": 0}) for t in tsvs}

@@ -192,6 +192,7 @@ def load_bin(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
 
 PROGRESS_FILE = "recordio_progress.json"
 ERRORS_FILE = "recordio_errors.csv"
+LOCK = ".recordio.lock"  # held while records are unpacked into OUT: one process at a time
 # InsightFace's faces are 112x112 on the ArcFace five-point template: facetrain's standard
 # alignment, recorded so that a model trained on them saves how its faces were made
 STANDARD_RECORD = {"mode": "similarity", "size": 112}
@@ -227,14 +228,23 @@ def unpack_to_folders(rec: str | os.PathLike, out: str | os.PathLike, *,
     found: a dataset the rest of facetrain reads (`pack --store encoded` keeps them so).
     Resumable: the records done are committed to OUT/recordio_progress.json after their
     files exist; a record that does not decode goes to OUT/recordio_errors.csv."""
+    from facetrain import atomic
+    from facetrain.lock import held
+
+    ds = RecordIODataset(rec)
+    out = atomic.output_folder(out, inputs=[rec], own=(PROGRESS_FILE, ERRORS_FILE, LOCK),
+                               kind="unpacked RecordIO")  # fmt: skip
+    with held(out / LOCK, f"unpacking into {out}"):  # a second run: its errors, twice
+        return _unpack(ds, out, commit_every, progress)
+
+
+def _unpack(ds: RecordIODataset, out: Path, commit_every: int, progress: bool | None) -> dict:
+    """The records not unpacked yet (OUT's progress record), unpacked into OUT."""
     import csv
 
     from facetrain import atomic
     from facetrain.progress import progress_bar
 
-    ds = RecordIODataset(rec)
-    out = atomic.output_folder(out, inputs=[rec], own=(PROGRESS_FILE, ERRORS_FILE),
-                               kind="unpacked RecordIO")  # fmt: skip
     state_path, which = out / PROGRESS_FILE, str(ds.rec.resolve())
     done = _done_before(state_path, which)
     counts = {"written": 0, "bad": 0, "done_before": done}
