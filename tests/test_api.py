@@ -603,7 +603,8 @@ def test_find_on_the_command_line(tmp_path, monkeypatch):
     assert len(looks) == 2  # once each: the photo looked for is detected once, not twice
     (tmp_path / "faces.db").write_bytes(b"")
     for args, why in ((["faces.db"], "library identify"), (["nowhere"], "no such folder"),
-                      ([], "give the photo")):  # fmt: skip
+                      ([], "give the photo"), ([REF / "penny" / "penny1.png"],
+                                               "(two photos: facetrain compare")):  # fmt: skip
         where = [str(tmp_path / a) for a in args]
         r = CliRunner().invoke(app, ["find", str(REF / "amy" / "amy1.png"), *where])
         assert r.exit_code == 2 and why in " ".join(r.output.split()), r.output

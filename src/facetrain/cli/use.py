@@ -176,8 +176,11 @@ def find(
         fail("give the photo of the face to look for, then the folder to look in")
     photo, folder = rest
     if os.path.isfile(folder):
-        fail(f"{folder} is a file: find looks in a folder of photos (the people of a "
-             f"library: facetrain library identify {photo} --db {folder})")  # fmt: skip
+        with open(folder, "rb") as f:  # a library's file, or a photo (`find a.jpg b.jpg`)
+            library = folder.endswith(".db") or f.read(16) == b"SQLite format 3\0"
+        instead = (f"the people of a library: facetrain library identify {photo} --db {folder}"
+                   if library else f"two photos: facetrain compare {photo} {folder}")  # fmt: skip
+        fail(f"{folder} is a file: find looks in a folder of photos ({instead})")
     try:
         folder_to_look_in(folder)  # before the model is loaded: a typo said at once
     except FileNotFoundError as e:
