@@ -146,7 +146,8 @@ def test_a_folder_without_faces_is_one_clear_error(teacher, tmp_path):
     args = ["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r"),
             "--loss", "distill", "--set", f"teacher={teacher}"]  # fmt: skip
     r = runner.invoke(app, args)
-    assert r.exit_code == 2 and "no training images" in r.output
+    assert r.exit_code == 2 and "empty: no images to pack (a folder of face photos)" in r.output
+    assert not (tmp_path / "r").exists()  # refused before a run folder was made
 
 
 def test_centred_targets_are_the_teachers_embeddings_less_their_mean(flat, teacher, tmp_path):

@@ -208,3 +208,14 @@ def test_a_second_pack_into_the_same_folder_is_refused_naming_the_first(tmp_path
             pack(str(faces), out, progress=False)
         assert [p.name for p in out.iterdir()] == [".pack.lock"]
     assert pack(str(faces), out, progress=False).images == 6  # once it ended
+
+
+def test_a_dataset_of_no_images_is_refused_and_no_pack_written(tmp_path):
+    """`pack EMPTY OUT` wrote a pack of 0 images in 0 shards, which training then refused."""
+    from facetrain.data.listing import DatasetError
+
+    (tmp_path / "empty" / "amy").mkdir(parents=True)
+    (tmp_path / "empty" / "amy" / "notes.txt").write_text("not a photo")
+    with pytest.raises(DatasetError, match="empty: no images to pack"):
+        pack(str(tmp_path / "empty"), tmp_path / "pk", progress=False)
+    assert not (tmp_path / "pk").exists()

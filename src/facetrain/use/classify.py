@@ -311,9 +311,8 @@ def check_people(names) -> None:
                             "of no known person: rename that folder (faces of people not among "
                             "these go to --unknown)")  # fmt: skip
     if len(count) < 2:
-        who = f" ({next(iter(count))})" if count else ""
-        raise ClassifyError(f"DATA holds {len(count)} person{who}: a classifier needs at "
-                            "least two people")  # fmt: skip
+        who = f"1 person ({next(iter(count))})" if count else "no person"
+        raise ClassifyError(f"DATA holds {who}: a classifier needs at least two people")
     if max(count.values()) < 2:
         raise ClassifyError("no person of DATA has two photos: nothing to hold out and measure")
 
