@@ -227,6 +227,43 @@ def test_a_reinstalled_package_reuses_its_conversion(tmp_path, cache, monkeypatc
     assert pretrained.path("dlib_resnet") != first and len(cached_files(cache)) == 2
 
 
+CONVERTER = """
+import dataclasses, os, sys, time
+from facetrain.inference import pretrained
+
+entry = pretrained.ENTRIES["dlib_resnet"]
+
+def make(out):
+    with open(sys.argv[2], "a") as log:
+        log.write(f"{os.getpid()}\\n")
+    time.sleep(1.0)  # long enough for the others to find it missing too
+    return entry.make(out)
+
+pretrained.ENTRIES["dlib_resnet"] = dataclasses.replace(entry, make=make)
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # all start together
+print(pretrained.path("dlib_resnet"))
+"""
+
+
+@needs_weights
+def test_processes_started_together_convert_once(cache, tmp_path):
+    """A pool's workers on a first use each converted dlib's weights; one does now, the
+    others wait for it, and no lock file is left in the cache."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    log, start = tmp_path / "converted.log", str(time.time() + 3)
+    runs = [subprocess.Popen([sys.executable, "-c", CONVERTER, start, str(log)],
+                             env=os.environ | {"FACETRAIN_CACHE": str(cache)},
+                             stdout=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
+    paths = {r.communicate(timeout=120)[0].strip() for r in runs}
+    assert all(r.returncode == 0 for r in runs) and len(paths) == 1
+    assert len(log.read_text().split()) == 1, log.read_text()  # one converted, two waited
+    assert [str(p) for p in cached_files(cache)] == list(paths)
+
+
 def test_a_conversion_cut_short_in_the_cache_is_made_again(cache):
     """A converted file damaged on disk (cut short by a full disk, a copy) failed every
     later use of the model ("not a safetensors weights file", naming a cache file the owner

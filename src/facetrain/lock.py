@@ -47,11 +47,11 @@ def held(lock_file: str | os.PathLike, what: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def waited(lock_file: str | os.PathLike) -> Iterator[None]:
-    """Hold `lock_file` for the block, waiting while another process holds it: for work that
+def waited(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold `folder` for the block, waiting while another process holds it: for work that
     processes started together would each begin (a cache entry), which one does while the
-    others wait and then find it done."""
-    fd = os.open(Path(lock_file), os.O_RDWR | os.O_CREAT, 0o644)
+    others wait and then find it done. The folder itself is locked: no file is left."""
+    fd = os.open(Path(folder), os.O_RDONLY | os.O_DIRECTORY)
     try:
         with contextlib.suppress(OSError):  # a file system without locks: the work unguarded
             fcntl.flock(fd, fcntl.LOCK_EX)

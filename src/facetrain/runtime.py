@@ -56,7 +56,7 @@ def compiled(name: str, files: list[str], make: Callable[[Path], object]) -> Pat
         folder.mkdir(parents=True, exist_ok=True)
         # each maker replaced the files under the others: a traced graph differs by a few
         # bytes, and ONNX Runtime, reading a file whose size changed, failed to load it
-        with waited(folder / ".making"):
+        with waited(folder):
             if _intact(folder, files):  # made while this process waited
                 return used(folder)
             make(folder)  # every file written anew, each atomically

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from facetrain.cache import cache_dir, prune, used
 from facetrain.errors import FacetrainError
+from facetrain.lock import waited
 
 PREFIX = "pretrained:"
 CONVERSION = 3  # bumped when a conversion changes: the cached file is made again
@@ -241,7 +242,10 @@ def path(name: str) -> Path:
         return used(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        made = e.make(out)
+        with waited(out.parent):  # processes started together convert it once
+            if out.is_file() and _whole(out):  # converted while this process waited
+                return used(out)
+            made = e.make(out)
         prune(out.parent, keep=out)  # other conversions' files, unused for months
         return made
     except OSError as err:
