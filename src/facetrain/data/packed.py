@@ -430,9 +430,10 @@ class PackedDataset:
         try:
             return self._decode_encoded(indices, device)
         except RuntimeError as e:
-            if out_of_memory(e):  # said by training, as it is
+            bad = None if out_of_memory(e) else self._undecodable(indices)
+            if bad is None:  # out of memory (said by training), or the GPU's decoder's own
                 raise
-            raise PackError(self._undecodable(indices)) from None
+            raise PackError(bad) from None
 
     def _decode_encoded(self, indices, device=None) -> list:
         import torch
@@ -456,11 +457,14 @@ class PackedDataset:
             out = [x.to(device) for x in out]
         return out
 
-    def _undecodable(self, indices) -> str:
-        """Which image of a batch does not decode, named by shard and source photo: the
-        pack checked each image as it packed it, so its shard was damaged since (a
-        traceback from torchvision's decoder had ended the run mid-epoch)."""
-        bad = next((i for i in indices if not self._decodes(i)), indices[0])
+    def _undecodable(self, indices) -> str | None:
+        """Which image of a batch does not decode on the CPU, named by shard and source
+        photo (None: each does): the pack checked each image as it packed it, so its shard
+        was damaged since (a traceback from torchvision's decoder had ended the run
+        mid-epoch)."""
+        bad = next((i for i in indices if not self._decodes(i)), None)
+        if bad is None:
+            return None
         shard = self.path / f"shard-{int(self.index[bad]['shard']):05d}.bin"
         return (f"{shard}: image {self.rows[bad]} (packed from {self.source_paths()[bad]}) "
                 "does not decode; the pack was damaged after it was made: pack the data "
