@@ -471,11 +471,9 @@ class PackedDataset:
                 "again")  # fmt: skip
 
     def _decodes(self, i: int) -> bool:
-        import torch
-        from torchvision.io import ImageReadMode, decode_image
-
+        """Whether image i decodes on the CPU, as a batch of its own."""
         try:
-            decode_image(torch.from_numpy(np.array(self._bytes(i))), mode=ImageReadMode.RGB)
+            self._decode_encoded([i])
             return True
         except RuntimeError:
             return False
