@@ -382,3 +382,19 @@ def name_by_folder(db: Path, photos: Path, people) -> None:
                 store.name_person(lib.con, pid, who.title())
                 faces = [r["id"] for r in rows if Path(r["path"]).parent.name == who]
                 store.assign(lib.con, [(pid, f) for f in faces], confirmed=1)
+
+
+def started_together(script: str, cache: Path, log: Path, n: int = 3) -> tuple[set, list]:
+    """`n` processes running `script`, given an instant to start at and `log` (argv 1 and 2),
+    with the cache folder `cache`: what they printed, and the lines of `log` (each process
+    logs its pid when it does the work under test). Each must end well."""
+    import os
+    import subprocess
+    import sys
+
+    start, env = str(time.time() + 3), os.environ | {"FACETRAIN_CACHE": str(cache)}
+    runs = [subprocess.Popen([sys.executable, "-c", script, start, str(log)], env=env,
+                             stdout=subprocess.PIPE, text=True) for _ in range(n)]  # fmt: skip
+    printed = {r.communicate(timeout=120)[0].strip() for r in runs}
+    assert all(r.returncode == 0 for r in runs)
+    return printed, log.read_text().split()

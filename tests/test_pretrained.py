@@ -249,18 +249,10 @@ print(pretrained.path("dlib_resnet"))
 def test_processes_started_together_convert_once(cache, tmp_path):
     """A pool's workers on a first use each converted dlib's weights; one does now, the
     others wait for it, and no lock file is left in the cache."""
-    import os
-    import subprocess
-    import sys
-    import time
+    from helpers import started_together
 
-    log, start = tmp_path / "converted.log", str(time.time() + 3)
-    runs = [subprocess.Popen([sys.executable, "-c", CONVERTER, start, str(log)],
-                             env=os.environ | {"FACETRAIN_CACHE": str(cache)},
-                             stdout=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
-    paths = {r.communicate(timeout=120)[0].strip() for r in runs}
-    assert all(r.returncode == 0 for r in runs) and len(paths) == 1
-    assert len(log.read_text().split()) == 1, log.read_text()  # one converted, two waited
+    paths, converters = started_together(CONVERTER, cache, tmp_path / "converted.log")
+    assert len(paths) == 1 and len(converters) == 1, converters  # one converted, two waited
     assert [str(p) for p in cached_files(cache)] == list(paths)
 
 

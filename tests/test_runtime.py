@@ -170,19 +170,12 @@ def test_processes_that_find_a_cache_entry_missing_together_make_it_once(tmp_pat
     """A pool's workers each finding the compiled model missing each traced it, replacing the
     file under one another: a worker's ONNX Runtime then read a graph whose size had changed
     and failed ('Only 22665728/22665736 bytes were able to be read'). One makes it now."""
-    import os
-    import time
+    from helpers import started_together
 
-    log = tmp_path / "made.log"
-    env = {**os.environ, "FACETRAIN_CACHE": str(tmp_path / "cache")}
-    start = str(time.time() + 3)
-    runs = [subprocess.Popen([sys.executable, "-c", MAKER, start, str(log)], env=env,
-                             stdout=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
-    folders = {r.communicate(timeout=60)[0].strip() for r in runs}
-    assert all(r.returncode == 0 for r in runs)
-    assert len(log.read_text().split()) == 1, log.read_text()  # one maker, two waited
+    folders, makers = started_together(MAKER, tmp_path / "cache", tmp_path / "made.log")
+    assert len(makers) == 1, makers  # one maker, two waited
     (folder,) = folders
-    assert Path(folder, "a.onnx").read_text() == f"graph of {log.read_text().split()[0]}"
+    assert Path(folder, "a.onnx").read_text() == f"graph of {makers[0]}"
 
 
 def test_graphs_are_saved_for_this_cpu_and_another_cpu_gets_its_own(tmp_path, monkeypatch, request):
