@@ -1272,7 +1272,7 @@ def test_camera_raw_photos_are_scanned_and_raw_plus_jpeg_is_one_photo(tmp_path):
     write_dng(group[1], photos / "img_0002.nef")  # its RAW, named in another case
     shutil.copy(BBT / "group" / "bbt1.jpg", jpegs / "IMG_0001.JPG")
     out = cli("library", "scan", photos, "--db", tmp_path / "lib.db")
-    assert "1 camera RAW files were left to the picture of the same name" in out
+    assert "1 camera RAW file left to the picture of the same name" in out
     cli("library", "scan", jpegs, "--db", tmp_path / "jpegs.db")
 
     def faces(db, name):

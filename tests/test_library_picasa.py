@@ -137,7 +137,7 @@ def test_picasa_tags_name_the_faces_of_group_photos(photos, tmp_path):
     assert got == want
     report = json.loads((tmp_path / "s.json").read_text())["picasa"]
     assert (report["faces_named"], report["unnamed"], report["photos"]) == (len(want), 3, 3)
-    assert f"{len(want)} faces named from Picasa's tags on 3 photos in 1 folders" in out, out
+    assert f"{len(want)} faces named from Picasa's tags on 3 photos in 1 folder (" in out, out
 
     first = next(iter(want))  # the owner says it is someone of another photo, then imports again
     other = next(n for n in want.values() if n.split(" #")[0] != want[first].split(" #")[0])
@@ -226,4 +226,4 @@ def test_imported_names_keep_the_librarys_rules(photos, tmp_path):
              f"faces=rect64({rect64(mine[1][2])}),01;rect64({rect64(mine[2][2])}),02"]  # fmt: skip
     (photos / "group" / ".picasa.ini").write_text("\n".join(lines) + "\n")
     out = cli("library", "scan", photos / "group", "--db", db, "--import-picasa")
-    assert "1 names in Picasa's tags not taken" in out and "1 faces named" in out, out
+    assert "1 name in Picasa's tags not taken" in out and "1 face named" in out, out

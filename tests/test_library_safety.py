@@ -334,7 +334,7 @@ def test_forget_missing_lists_first_then_forgets_faces_and_thumbnails_not_names(
     assert listed["faces"] == len(gone) and listed["names"] == {"amy1.png": len(gone)}
     assert confirmed_names(db)["amy1.png"] == ["amy1.png"] * len(gone)  # still there
     out, done = forget("--yes")
-    assert "forgot 1 missing photos" in out and done["forgotten"] is True, out
+    assert "forgot 1 missing photo, " in out and done["forgotten"] is True, out
     assert [Path(p).name for p in done["photos"]] == ["amy1.png"]
     with Library(db) as lib:
         still = {r[0] for r in lib.con.execute("SELECT id FROM faces")}
@@ -498,7 +498,7 @@ def test_a_migration_leaves_the_faces_it_cannot_read_waiting_for_their_photo(pho
 
     new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
     out = cli("library", "migrate", "--db", db, "--model", new, "--workers", 2)
-    assert "1 named faces kept" in out and "2 named faces are on photos missing or" in out, out
+    assert "1 named face kept" in out and "2 named faces on photos missing or" in out, out
     assert _embedding_sizes(db) == {"amy1.png": {0}, "amy2.png": {0}, "amy3.png": {16}}
     fresh = Scanner(open_for_use(str(new))).faces_of(load_rgb(amy / "amy3.png"))
     with contextlib.closing(__import__("sqlite3").connect(db)) as con:
@@ -951,7 +951,7 @@ def test_a_migration_gives_no_name_to_a_stranger_saved_since_the_last_scan(photo
     new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
     out = cli("library", "migrate", "--db", db, "--model", new)
     assert confirmed_names(db) == {"amy2.png": names["amy2.png"]}
-    assert "1 named faces kept" in out and "1 not found again" in out, out
+    assert "1 named face kept" in out and "1 not found again" in out, out
 
 
 @need(BBT)
@@ -1034,7 +1034,7 @@ def test_a_waiting_named_face_is_not_kept_on_a_photo_with_no_face_at_its_place(p
     root, db, names = _two_of_amy(photos, tmp_path)
     (root / "amy1.png").rename(tmp_path / "away.png")
     new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
-    assert "1 named faces are on photos missing" in cli("library", "migrate", "--db", db,
+    assert "1 named face on photos missing" in cli("library", "migrate", "--db", db,
                                                          "--model", new)  # fmt: skip
     size = Image.open(tmp_path / "away.png").size
     Image.new("RGB", size, (128, 128, 128)).save(root / "amy1.png")

@@ -102,7 +102,7 @@ def test_google_photos_people_name_the_face_of_each_photo_of_one_person(photos, 
     assert sorted(problems) == [str(root / n) for n in ("amy3.png.json", "howard3.png.json")]
     assert "nested too deep" in problems[str(root / "howard3.png.json")]
     assert "5 faces named from Google Photos' people on 9 photos (0 of them on the 2 photos" in out
-    assert "Google Takeout JSON not read" in out and "1 names in Google Photos' people" in out
+    assert "Google Takeout JSON not read" in out and "1 name in Google Photos' people" in out
 
 
 @need(BBT)

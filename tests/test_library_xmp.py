@@ -101,7 +101,7 @@ def test_regions_another_program_wrote_are_read(photos, tmp_path):
     subprocess.run([exiftool, "-q", f"-RegionInfo={info}", "-o", str(side)], check=True)
     assert read_names(side)[0][0][0] == "Amy Farrah"
     out = cli("library", "scan", photos / "amy", "--db", db, "--import-xmp")
-    assert "1 faces named from 1 XMP sidecars" in out
+    assert "1 face named from 1 XMP sidecar and" in out
     assert confirmed_names(db) == {"Amy Farrah": [Path(path).name]}
 
 
@@ -133,7 +133,7 @@ def test_an_export_removes_the_sidecars_it_wrote_for_photos_no_longer_named(phot
     for (face,) in faces:
         cli("library", "reject", face, "--db", db)
     res = cli("library", "export", "--db", db, "--xmp", out)
-    assert "1 XMP sidecars" in res, res
+    assert "1 XMP sidecar under" in res, res
     assert sorted(p.name for p in out.iterdir()) == [
         "amy2.png.xmp", "amy3.png.xmp", "amy9.png.xmp", "notes.txt", "pipe.xmp"]  # fmt: skip
     assert "Exiv2" in theirs.read_text()
@@ -161,7 +161,7 @@ def test_an_export_never_overwrites_a_sidecar_another_program_wrote(photos, tmp_
     os.symlink(out / "amy1.png.xmp", out / "amy3.png.xmp")
     os.mkfifo(out / "copy.png.xmp")
     res = cli("library", "export", "--db", db, "--xmp", out)
-    assert "1 XMP sidecars" in res and "3 sidecars left as they were" in res, res
+    assert "1 XMP sidecar under" in res and "3 sidecars left as they were" in res, res
     assert (out / "amy1.png.xmp").read_text() == "darktable's edit history"
     assert (out / "amy3.png.xmp").is_symlink() and (out / "copy.png.xmp").is_fifo()
     ours = out / "amy2.png.xmp"
@@ -169,7 +169,7 @@ def test_an_export_never_overwrites_a_sidecar_another_program_wrote(photos, tmp_
     ours.write_text(rewritten)  # digiKam added a rating
     (out / "amy3.png.xmp").unlink()  # the slot is free again: facetrain's own goes there
     res = cli("library", "export", "--db", db, "--xmp", out)
-    assert "1 XMP sidecars" in res and "3 sidecars left as they were" in res, res
+    assert "1 XMP sidecar under" in res and "3 sidecars left as they were" in res, res
     assert ours.read_text() == rewritten and "facetrain" in (out / "amy3.png.xmp").read_text()
 
 
@@ -279,7 +279,7 @@ def test_a_turned_photos_sidecar_holds_its_faces_where_they_are_stored(tmp_path)
     shutil.copy(tmp_path / "xmp" / "amy.jpg.xmp", root / "amy.jpg.xmp")
     out = cli("library", "scan", root, "--db", tmp_path / "again.db", "--model", model,
               "--import-xmp")  # fmt: skip
-    assert "faces named from 1 XMP sidecars" in out
+    assert "1 face named from 1 XMP sidecar and" in out
     assert confirmed_names(tmp_path / "again.db") == names
 
 

@@ -199,26 +199,28 @@ def _show_imported(extra: dict) -> None:
 
 def _show_takeout(out: dict) -> None:
     _show_problems(out["problems"], "Google Takeout JSON")
-    console.print(f"{out['faces_named']} faces named from Google Photos' people on "
-                  f"{out['photos']} photos ({out['by_likeness']} of them on the "
-                  f"{out['several']} photos that name several people or show several faces, "
-                  f"by likeness among the people listed, and {out['by_company']} of people "
-                  "never alone on a photo, by the face the photos listing them share; faces "
-                  "you confirmed kept their names)")  # fmt: skip
+    console.print(f"{counted(out['faces_named'], 'face')} named from Google Photos' people on "
+                  f"{counted(out['photos'], 'photo')} ({out['by_likeness']} of them on the "
+                  f"{counted(out['several'], 'photo')} that name several people or show "
+                  "several faces, by likeness among the people listed, and "
+                  f"{out['by_company']} of people never alone on a photo, by the face the "
+                  "photos listing them share; faces you confirmed kept their names)")  # fmt: skip
     _show_refused(out["names_refused"], "Google Photos' people")
 
 
 def _show_xmp(out: dict) -> None:
     _show_problems(out["problems"], "XMP")
-    console.print(f"{out['faces_named']} faces named from {out['sidecars']} XMP sidecars and "
-                  f"the XMP inside {out['embedded']} photos ({out['regions_without_face']} "
-                  "regions matched no face found here; faces you confirmed kept their "
-                  "names)")  # fmt: skip
+    console.print(f"{counted(out['faces_named'], 'face')} named from "
+                  f"{counted(out['sidecars'], 'XMP sidecar')} and the XMP inside "
+                  f"{counted(out['embedded'], 'photo')} "
+                  f"({counted(out['regions_without_face'], 'region')} matched no face found "
+                  "here; faces you confirmed kept their names)")  # fmt: skip
     if out["listed"]:
         console.print(f"{out['listed']} of those photos list their people with no place "
-                      f"(Iptc4xmpExt:PersonInImage): {out['by_likeness']} faces named by "
-                      f"likeness among the people listed and {out['by_company']} by the face "
-                      "the photos listing someone share, as with Google Photos' lists")  # fmt: skip
+                      "(Iptc4xmpExt:PersonInImage): "
+                      f"{counted(out['by_likeness'], 'face')} named by likeness among the "
+                      f"people listed and {out['by_company']} by the face the photos listing "
+                      "someone share, as with Google Photos' lists")  # fmt: skip
     _show_refused(out["names_refused"], "XMP")
 
 
@@ -227,9 +229,10 @@ def _show_picasa(out: dict) -> None:
     for path in out["unclear"]:
         console.print(f"Picasa tags left: they fit the faces of {path} more than one way up",
                       style="yellow", highlight=False)  # fmt: skip
-    console.print(f"{out['faces_named']} faces named from Picasa's tags on {out['photos']} "
-                  f"photos in {out['folders']} folders ({out['unnamed']} faces Picasa had "
-                  f"no name for; {out['regions_without_face']} tags matched no face found "
+    console.print(f"{counted(out['faces_named'], 'face')} named from Picasa's tags on "
+                  f"{counted(out['photos'], 'photo')} in {counted(out['folders'], 'folder')} "
+                  f"({counted(out['unnamed'], 'face')} Picasa had no name for; "
+                  f"{counted(out['regions_without_face'], 'tag')} matched no face found "
                   "here; faces you confirmed kept their names)")  # fmt: skip
     _show_refused(out["names_refused"], "Picasa's tags")
 
@@ -244,7 +247,7 @@ def _show_refused(n: int, where: str) -> None:
     from facetrain.library.names import MAX_NAME
 
     if n:
-        console.print(f"{n} names in {where} not taken: a name is one line of printable "
+        console.print(f"{counted(n, 'name')} in {where} not taken: a name is one line of printable "
                       f"text, at most {MAX_NAME} characters, not digits alone",
                       style="yellow")  # fmt: skip
 
@@ -255,34 +258,37 @@ def _show_scan(rep, photos: Path, db: Path, quality) -> None:
         console.print(f"{why}: {path}", style="yellow", highlight=False)
     console.print(
         f"scanned {photos}: {rep.new} new, {rep.changed} changed, {rep.moved} moved, "
-        f"{rep.duplicates} duplicates, {rep.removed} removed, {rep.unchanged} unchanged; "
+        f"{counted(rep.duplicates, 'duplicate')}, {rep.removed} removed, "
+        f"{rep.unchanged} unchanged; "
         f"{counted(rep.faces, 'face')} found ({rep.usable_faces} pass"
         f"{'es' if rep.usable_faces == 1 else ''} the quality gate) → {db}",
     )
     if rep.raw_pairs:
-        console.print(f"{rep.raw_pairs} camera RAW files were left to the picture of the same "
-                      "name beside them (RAW + JPEG: one photo)")  # fmt: skip
+        console.print(f"{counted(rep.raw_pairs, 'camera RAW file')} left to the picture of "
+                      "the same name beside it (RAW + JPEG: one photo)")  # fmt: skip
     if rep.gate_changed:
         again = rep.searched_again
         console.print(
-            f"{_gate_line(quality)}, kept with the library; {rep.regated} faces judged again "
-            "by it" + (f", {again} photos searched again for smaller faces" if again else "")
+            f"{_gate_line(quality)}, kept with the library; {counted(rep.regated, 'face')} judged "
+            "again by it"
+            + (f", {counted(again, 'photo')} searched again for smaller faces" if again else "")
         )
     if rep.turned:
-        console.print(f"{rep.turned} changed photos were turned or mirrored by a viewer: their "
+        console.print(f"{counted(rep.turned, 'changed photo')} turned or mirrored by a viewer: "
                       "faces and names turned with them")  # fmt: skip
     if rep.back:
-        console.print(f"{rep.back} photos recorded missing are back at their place, with "
-                      "their faces and names")  # fmt: skip
+        console.print(f"{counted(rep.back, 'photo')} recorded missing back in place, with "
+                      "faces and names")  # fmt: skip
     if rep.missing:
         console.print(
-            f"{rep.missing} photos gone from their folder are kept for the faces you named "
-            "on them: scan the folder they moved to and they come back (`library "
+            f"{counted(rep.missing, 'photo')} gone from their folder, kept for the faces you "
+            "named on them: scan the folder they moved to and they come back (`library "
             "forget-missing` forgets them)"
         )
     if rep.joined_stacks or rep.new_stacks:
-        console.print(f"{rep.joined_stacks} new faces joined their stacks, {rep.new_stacks} new "
-                      "stacks (`library cluster` re-clusters everything unconfirmed)")  # fmt: skip
+        console.print(f"{counted(rep.joined_stacks, 'new face')} joined their stacks, "
+                      f"{counted(rep.new_stacks, 'new stack')} (`library cluster` "
+                      "re-clusters everything unconfirmed)")  # fmt: skip
 
 
 def _remove_if_empty(db: Path, made: list[Path]) -> None:
@@ -319,7 +325,8 @@ def library_forget_missing(
         console.print(f"missing: {shown(path)}", highlight=False)
     names = ", ".join(f"{shown(n)} ({k})" for n, k in sorted(gone["names"].items()))
     n = len(gone["photos"])
-    what = f"{n} missing photos, {gone['faces']} faces" + (f"; named: {names}" if names else "")
+    what = f"{counted(n, 'missing photo')}, {counted(gone['faces'], 'face')}"
+    what += f"; named: {names}" if names else ""
     if not n:
         console.print("no missing photos: nothing to forget")
     elif yes:
@@ -336,10 +343,11 @@ def library_cluster(db: DbOpt, model: ModelOpt = None, threshold: ThresholdOpt =
     with _open(db, model) as lib:
         r, thr, why = lib.cluster(threshold, progress=True)
     console.print(
-        f"{r.faces} faces → {r.stacks} stacks ({r.matched_to_named} clusters joined named "
-        f"people, {r.kept} stayed the stacks they were, {r.new_stacks} new stacks; "
-        f"{r.split_for_cannot_link} faces moved apart: same photo) at threshold {thr:.3f}: "
-        f"{why}",
+        f"{counted(r.faces, 'face')} → {counted(r.stacks, 'stack')} "
+        f"({counted(r.matched_to_named, 'cluster')} joined named people, {r.kept} stayed the "
+        f"stacks they were, {counted(r.new_stacks, 'new stack')}; "
+        f"{counted(r.split_for_cannot_link, 'face')} moved apart: same photo) at threshold "
+        f"{thr:.3f}: {why}",
         highlight=False,
     )
 
@@ -357,7 +365,7 @@ def library_people(db: DbOpt, model: ModelOpt = None, json_out: JsonOut = None) 
             gate = _gate_line(lib.gate_of()) + " (`library scan --min-size …` changes it)"
         except LibraryError as e:
             gate = str(e)
-    table = Table(title=f"{len(rows)} stacks")
+    table = Table(title=counted(len(rows), "stack"))
     for col in ("stack", "name", "faces", "photos", "confirmed", "hidden"):
         table.add_column(col)
     for r in rows:
@@ -512,13 +520,14 @@ def library_photos(
         photos = lib.photos(people, who=True, since=since, until=until)
     if link_to is not None:
         n = link_album(link_to, photos)
-        console.print(f"{n} links in {link_to} (the photos stay where they are)", highlight=False)
+        console.print(f"{counted(n, 'link')} in {link_to} (the photos stay where they are)",
+                      highlight=False)  # fmt: skip
     for p in photos:
         who = ", ".join(x["name"] or f"#{x['id']}" for x in p["people"] if not x["hidden"])
         print(f"{date_text(p) or '-'}\t{shown(p['path'])}\t{shown(who)}")
     together = " and ".join(people)
     when = (f" from {since}" if since else "") + (f" to {until}" if until else "")
-    console.print(f"{len(photos)} photos of {together}{when}"
+    console.print(f"{counted(len(photos), 'photo')} of {together}{when}"
                   + (", the latest first" if photos else ""), highlight=False)  # fmt: skip
     write_json(json_out, [p | {"date": p["date"] and p["date"].isoformat()} for p in photos])
 
@@ -601,16 +610,18 @@ def library_export(
         if by_person is not None:
             counts = lib.export(by_person, unnamed)
             console.print(
-                f"{sum(counts.values())} links in {len(counts)} folders under {by_person}",
+                f"{counted(sum(counts.values()), 'link')} in {counted(len(counts), 'folder')} "
+                f"under {by_person}",
             )
         if xmp is not None:
             r = lib.export_xmp(xmp)
-            console.print(f"{r['written']} XMP sidecars under {xmp} (place each beside its "
-                          "photo, named like it plus .xmp)")  # fmt: skip
+            console.print(f"{counted(r['written'], 'XMP sidecar')} under {xmp} (place each "
+                          "beside its photo, named like it plus .xmp)")  # fmt: skip
             if r["kept"]:
-                console.print(f"{len(r['kept'])} sidecars left as they were: another program "
-                              f"wrote them (e.g. {shown(r['kept'][0])}); facetrain never "
-                              "overwrites one", style="yellow", highlight=False)  # fmt: skip
+                console.print(f"{counted(len(r['kept']), 'sidecar')} left as they were: "
+                              f"another program wrote them (e.g. {shown(r['kept'][0])}); "
+                              "facetrain never overwrites one",
+                              style="yellow", highlight=False)  # fmt: skip
 
 
 @library_app.command("eval")
@@ -624,7 +635,8 @@ def library_eval(
     with _read(db, model) as lib:
         r, left = lib.evaluate(truth)
     console.print(
-        f"{r['faces']} faces of {r['people']} people in {r['stacks']} stacks: pairwise P "
+        f"{counted(r['faces'], 'face')} of {counted(r['people'], 'person', 'people')} in "
+        f"{counted(r['stacks'], 'stack')}: pairwise P "
         f"{r['pairwise_precision']:.3f} R {r['pairwise_recall']:.3f} F {r['pairwise_f']:.3f}; "
         f"BCubed P {r['bcubed_precision']:.3f} R {r['bcubed_recall']:.3f} "
         f"F {r['bcubed_f']:.3f}" + (f"; left out: {left}" if left else "")
@@ -647,13 +659,14 @@ def library_migrate(
     with _open(db, migrating_ok=True) as lib:
         r = lib.migrate(fm, device, workers)
     console.print(
-        f"migrated {r['photos']} photos to {fm.source}: {r['confirmed_faces_kept']} named "
-        f"faces kept, {r['confirmed_faces_lost']} not found again; run `library cluster` next"
+        f"migrated {counted(r['photos'], 'photo')} to {fm.source}: "
+        f"{counted(r['confirmed_faces_kept'], 'named face')} kept, "
+        f"{r['confirmed_faces_lost']} not found again; run `library cluster` next"
     )
     if r["confirmed_faces_waiting"]:
-        console.print(f"{r['confirmed_faces_waiting']} named faces are on photos missing or "
-                      "unreadable now: kept, with their names, and embedded by the new model "
-                      "when a scan finds their photo again", style="yellow")  # fmt: skip
+        console.print(f"{counted(r['confirmed_faces_waiting'], 'named face')} on photos "
+                      "missing or unreadable now: kept, with their names, and embedded by the "
+                      "new model when a scan finds their photo again", style="yellow")  # fmt: skip
 
 
 @library_app.command("personalize")
@@ -673,7 +686,8 @@ def library_personalize(
         if off:
             r = lib.personalize_off()
             console.print("back to the plain model" + (
-                f"; unnamed faces re-clustered into {r['stacks']} stacks" if r["switched_off"]
+                f"; unnamed faces re-clustered into {counted(r['stacks'], 'stack')}"
+                if r["switched_off"]
                 else " (no personal adapter was on)"))  # fmt: skip
         else:
             start = time.monotonic()
@@ -694,8 +708,9 @@ def library_personalize(
 
 def _show_personal(r: dict) -> None:
     table = Table(
-        title=f"learnt from {r['named_faces']} named faces of {r['people']} people; "
-        f"measured on {r['held_back_faces']} held-back faces, {r['rounds']} rounds"
+        title=f"learnt from {counted(r['named_faces'], 'named face')} of "
+        f"{counted(r['people'], 'person', 'people')}; measured on "
+        f"{counted(r['held_back_faces'], 'held-back face')}, {counted(r['rounds'], 'round')}"
     )
     for col in ("", "before", "after"):
         table.add_column(col)
@@ -713,7 +728,7 @@ def _show_personal(r: dict) -> None:
             console.print("the adapter kept off just now, switched on as it was measured "
                           "(nothing learnt again)", highlight=False)  # fmt: skip
         console.print(
-            f"personal adapter on; {r['stacks']} stacks now at threshold "
+            f"personal adapter on; {counted(r['stacks'], 'stack')} now at threshold "
             f"{r['threshold_now']:.3f} (`library personalize --off` to go back)"
         )
         return

@@ -25,6 +25,7 @@ from facetrain.library.store import LibraryError, transaction
 from facetrain.library.turns import upright_area
 from facetrain.neighbours import pair_limits
 from facetrain.open_set import MARGIN, UNKNOWN, identify
+from facetrain.progress import counted
 
 
 def people(con) -> list[dict]:
@@ -87,7 +88,7 @@ def name(con, ref: str, new_name: str) -> str:
         faces = store.face_ids(con, pid)
         _log(con, "name", f"stack {pid} named {new_name!r}", store.snapshot(con, faces, [pid]))
         store.name_person(con, pid, new_name)
-    return f"stack {pid} is now {new_name!r} ({len(faces)} faces)"
+    return f"stack {pid} is now {new_name!r} ({counted(len(faces), 'face')})"
 
 
 def merge(con, into: str, other: str) -> str:
@@ -99,14 +100,14 @@ def merge(con, into: str, other: str) -> str:
         clash = store.photos_shared(con, fa, fb)
         if clash:
             raise LibraryError(
-                f"stacks {a} and {b} both have a face in {clash} photo(s): two faces of one "
-                "photo are two people — reject the wrong face first"
+                f"stacks {a} and {b} both have a face in {counted(clash, 'photo')}: two faces "
+                "of one photo are two people — reject the wrong face first"
             )
         before = store.snapshot(con, fa + fb, [a, b])
         names = {pid: name for pid, name, _ in before["people"] if name is not None}
         _log(con, "merge", f"stack {b} merged into {a}", before)
         store.merge_people(con, a, b)
-    said = f"stack {b} merged into {a} ({len(fa) + len(fb)} faces"
+    said = f"stack {b} merged into {a} ({counted(len(fa) + len(fb), 'face')}"
     if b in names and a in names:  # two names, one person: the other name is no one's now
         return f"{said}; {names[a]!r} now, {names[b]!r} no longer names anyone)"
     return f"{said}{f', named {names[b]!r}' if b in names else ''})"
@@ -124,7 +125,7 @@ def split(con, pid: int, emb: np.ndarray, rows, threshold: float,
     from facetrain.library.cluster import agglomerate
 
     if len(rows) < 2:
-        raise LibraryError(f"stack {pid} has {len(rows)} face(s): nothing to split")
+        raise LibraryError(f"stack {pid} has {counted(len(rows), 'face')}: nothing to split")
     photo = np.array([r["photo_id"] for r in rows])
     confirmed = np.array([bool(r["confirmed"]) for r in rows])
     labels, _ = agglomerate(emb, photo, threshold, distance)
@@ -145,7 +146,7 @@ def split(con, pid: int, emb: np.ndarray, rows, threshold: float,
         apart = _kept_apart(con, rows, [kept, *moving], [pid, *created])
         _log(con, "split", f"stack {pid} split in {len(moving) + 1}", before, created, apart)
     left = len(rows) - sum(len(p) for p in moving)
-    return f"stack {pid} split: kept {left} faces, new stacks {created}"
+    return f"stack {pid} split: kept {counted(left, 'face')}, new stacks {created}"
 
 
 def _kept_apart(con, rows, parts: list[np.ndarray], stacks: list[int]) -> list[tuple]:
@@ -194,7 +195,7 @@ def _set_hidden(con, ref: str, hidden: bool) -> str:
         kind = "hide" if hidden else "unhide"
         _log(con, kind, f"stack {pid} {done}", store.snapshot(con, faces, [pid]))
         store.set_hidden(con, pid, hidden)
-    return f"stack {pid} {done} ({len(faces)} faces)"
+    return f"stack {pid} {done} ({counted(len(faces), 'face')})"
 
 
 def move(con, face_id: int, to: str) -> str:
@@ -347,10 +348,10 @@ def move_faces(con, face_ids: list[int], to: str) -> str:
                            f"{target}: two faces of one photo are two people")  # fmt: skip
     people = sorted({p for _, p in known if p is not None} | {target})
     with transaction(con):
-        _log(con, "move", f"{len(stay)} faces moved to stack {target}",
+        _log(con, "move", f"{counted(len(stay), 'face')} moved to stack {target}",
              store.snapshot(con, stay, people))  # fmt: skip
         store.assign(con, [(target, f) for f in stay], confirmed=1)
-    return f"{len(stay)} faces moved to stack {target}"
+    return f"{counted(len(stay), 'face')} moved to stack {target}"
 
 
 def undo(con, steps: int = 1) -> list[str]:
