@@ -74,6 +74,11 @@ def test_the_demo_runs_end_to_end_on_drawn_people(tmp_path, monkeypatch):
     assert '"accuracy"' in metrics and (out / "run" / "report.html").exists()
     weights = (out / "run" / "model.safetensors").read_bytes()
     photos = {f: f.stat().st_mtime_ns for f in (out / "drawn").rglob("*.jpg")}
-    demo.main()  # again: nothing drawn or trained anew
+    evaluated = (out / "run" / "eval" / "metrics.json").stat().st_mtime_ns
+    demo.main()  # again: nothing drawn, trained or evaluated anew
     assert {f: f.stat().st_mtime_ns for f in (out / "drawn").rglob("*.jpg")} == photos
     assert (out / "run" / "model.safetensors").read_bytes() == weights
+    assert (out / "run" / "eval" / "metrics.json").stat().st_mtime_ns == evaluated
+    (out / "run" / "model.safetensors").touch()  # a model written after: evaluated again
+    demo.main()
+    assert (out / "run" / "eval" / "metrics.json").stat().st_mtime_ns > evaluated
