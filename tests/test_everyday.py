@@ -3,6 +3,7 @@ messages printed whole."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -392,3 +393,31 @@ def test_a_device_this_machine_lacks_is_named_before_any_work(tmp_path):
         said = "mps: no Apple GPU (MPS) is available here"
         assert r.exit_code == 2 and said in r.output, (args, r.output)
         assert not (tmp_path / "e.npz").exists() and not (tmp_path / "run").exists()
+
+
+def test_json_dash_is_the_json_alone_on_stdout_and_the_rest_on_stderr(tmp_path):
+    """`--json -` wrote a file named `-` in the working folder, and `--json /dev/stdout`
+    mixed the JSON with the lines printed for people: neither can be piped into `jq`. Now
+    `-` puts the JSON alone on standard output and everything else on standard error."""
+    from helpers import make_faces, make_model
+
+    faces = make_faces(tmp_path / "faces", ids=2, per=1)
+    a, b = sorted(faces.rglob("*.jpg"))
+    model = make_model(tmp_path / "m.safetensors")
+    env = os.environ | {"FACETRAIN_CACHE": str(tmp_path / "cache")}
+
+    def run(*args) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "facetrain", *map(str, args), "--json", "-"]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env,
+                              timeout=300)  # fmt: skip
+
+    said = run("compare", model, a, b)
+    assert said.returncode == 0, said.stderr
+    pairs = json.loads(said.stdout)["pairs"]
+    assert [(p["a"], p["b"]) for p in pairs] == [(str(a), str(b))]
+    verdict = "same" if pairs[0]["same"] else "different"
+    assert f"{verdict}\t{pairs[0]['distance']:.4f}\t{a}\t{b}" in said.stderr
+    stats = run("stats", faces)  # a table for people, printed on stdout without --json -
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["identities"] == 2 and "identities" in stats.stderr
+    assert not (tmp_path / "-").exists()

@@ -73,7 +73,7 @@ class _Group(TyperGroup):
             raise typer.Exit(2) from None
         except BrokenPipeError:  # the reader went (`| head`): a quiet exit 1, as rich does
             # for its own output; stdout goes to /dev/null so the flush at exit fails no more
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            os.dup2(os.open(os.devnull, os.O_WRONLY), (_STDOUT or [sys.stdout])[0].fileno())
             raise typer.Exit(1) from None
         except OSError as e:  # a full disk, a file taken away mid-command: said, not a trace
             where = f" ({e.filename})" if e.filename else ""
@@ -139,7 +139,25 @@ Merge = Annotated[
     bool,
     typer.Option("--merge-same-names", help="Same folder name in several roots = one identity."),
 ]
-JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON.")]
+_STDOUT: list = []  # standard output as it was, once `--json -` gave it to the JSON alone
+
+
+def _json_alone(value: Path | None) -> Path | None:
+    """`--json -`: the JSON alone on standard output, for a pipe into `jq` or a program; what
+    the command prints for people (tables, tab-separated lines) goes to standard error. The
+    JSON is then written through /dev/stdout, a stream like any other (`atomic.is_stream`)."""
+    if value is None or str(value) != "-":
+        return value
+    _STDOUT[:] = [sys.stdout]
+    sys.stdout = sys.stderr
+    return Path("/dev/stdout")
+
+
+JsonOut = Annotated[
+    Path | None,
+    typer.Option("--json", callback=_json_alone,
+                 help="Also write the result as JSON; `-`: alone on standard output."),
+]  # fmt: skip
 
 
 def fail(message: str, code: int = 2) -> None:
