@@ -252,10 +252,16 @@ def _show_refused(n: int, where: str) -> None:
                       style="yellow")  # fmt: skip
 
 
+SHOWN = 20  # the files to look at that a scan prints; its JSON lists them all
+
+
 def _show_scan(rep, photos: Path, db: Path, quality) -> None:
     """What a scan did, in words: its problems first, then the counts."""
-    for path, why in list(rep.problems.items())[:20]:
+    for path, why in list(rep.problems.items())[:SHOWN]:
         console.print(f"{why}: {path}", style="yellow", highlight=False)
+    if len(rep.problems) > SHOWN:
+        console.print(f"… and {counted(len(rep.problems) - SHOWN, 'more file')} to look at "
+                      "(`--json FILE` lists every one, and why)", style="yellow")  # fmt: skip
     console.print(
         f"scanned {photos}: {rep.new} new, {rep.changed} changed, {rep.moved} moved, "
         f"{counted(rep.duplicates, 'duplicate')}, {rep.removed} removed, "

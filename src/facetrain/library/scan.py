@@ -39,6 +39,9 @@ from facetrain.library import store
 from facetrain.library.store import transaction
 from facetrain.library.turns import fitting, turn_face, turn_of
 
+# a photo's status when its file could not be used (`data.images.ImageError`'s words)
+UNUSABLE = ("unreadable", "too_large", "unsupported")
+
 
 @dataclass(frozen=True)
 class Quality:
@@ -341,17 +344,27 @@ def _scan_one(con, path: str, row, left: _Left, rep: ScanReport, smallest: float
     if same and (_searched_above(row, smallest) or _readable_now(row, path)):
         return path, row, row["sha256"], st  # the same photo, searched for smaller faces
     if digest is None:  # same size and time as when it was scanned
-        rep.unchanged += 1
+        _unchanged(row, path, rep)
         return None
     if row is not None and row["sha256"] == digest:  # touched, same content
         store.touch_photo(con, row["id"], st.st_mtime)
-        rep.unchanged += 1
+        _unchanged(row, path, rep)
         return None
     if row is None:
         return _new_path(con, path, digest, st, left, rep)
     if _record_duplicate(con, path, row, digest, st, rep):
         return None
     return path, row, digest, st
+
+
+def _unchanged(row, path: str, rep: ScanReport) -> None:
+    """An unchanged photo, counted. One that could not be used when it was scanned is listed
+    again with its reason, at every scan until it is mended or removed: after a look from
+    the web page (which says that `library scan` lists such files), a scan found it
+    unchanged and said nothing of it."""
+    rep.unchanged += 1
+    if row["status"] in UNUSABLE:
+        rep.problems[path] = f"{row['status']}: {row['error']} (unchanged since the last scan)"
 
 
 def _new_path(con, path: str, digest: str, st, left: _Left, rep: ScanReport):
