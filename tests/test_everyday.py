@@ -421,3 +421,19 @@ def test_json_dash_is_the_json_alone_on_stdout_and_the_rest_on_stderr(tmp_path):
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout)["identities"] == 2 and "identities" in stats.stderr
     assert not (tmp_path / "-").exists()
+
+
+def test_a_long_list_prints_its_first_lines_and_how_many_more(capsys):
+    """`embed`, `eval`, `rewarp`, `library scan` and `forget-missing` each printed the first
+    lines of a long list their own way, and `rewarp` and `forget-missing` said nothing of
+    the rest. One helper prints the first 20 and how many were not printed."""
+    from facetrain.cli.common import SHOWN, show_first
+
+    lines = [f"skipped a{k}.jpg: no face" for k in range(SHOWN + 1)]
+    show_first(lines, "more image", tail=" skipped", indent="  ")
+    printed = capsys.readouterr().err.splitlines()
+    assert printed == [f"  {x}" for x in lines[:SHOWN]] + ["  … and 1 more image skipped"]
+    show_first(lines[:SHOWN] * 2, "more image", tail=" skipped")
+    assert capsys.readouterr().err.splitlines()[SHOWN:] == ["… and 20 more images skipped"]
+    show_first(lines[:SHOWN], "more image")
+    assert capsys.readouterr().err.splitlines() == lines[:SHOWN]

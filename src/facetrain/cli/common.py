@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from facetrain.errors import FacetrainError
-from facetrain.progress import console
+from facetrain.progress import console, counted
 
 
 def plain_help(cmd):
@@ -160,6 +160,20 @@ JsonOut = Annotated[
 ]  # fmt: skip
 
 
+SHOWN = 20  # the lines of a long list that a command prints; its --json holds them all
+
+
+def show_first(lines: list[str], more: str, *, tail: str = "", indent: str = "",
+               style: str | None = "yellow") -> None:  # fmt: skip
+    """The first SHOWN `lines`, then how many were not printed: `… and 5 more files to look
+    at` (`more`: the noun for one, "more file"; `tail`: the words after it)."""
+    for line in lines[:SHOWN]:
+        console.print(f"{indent}{line}", style=style, highlight=False)
+    if len(lines) > SHOWN:
+        left = counted(len(lines) - SHOWN, more)
+        console.print(f"{indent}… and {left}{tail}", style=style, highlight=False)
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print a clear one-line error and exit (2 = unusable arguments)."""
     console.print(f"error: {message}", style="bold red", highlight=False)
@@ -302,10 +316,8 @@ def faces_of_data(fm, data: list[str], align: str, device: str, parts: Path | No
 
 
 def _usable(t, data: list[str]):
-    for path, why in list(t.skipped.items())[:20]:
-        console.print(f"skipped {path}: {why}", style="yellow")
-    if len(t.skipped) > 20:
-        console.print(f"… {len(t.skipped) - 20} more skipped", style="yellow")
+    show_first([f"skipped {path}: {why}" for path, why in t.skipped.items()], "more image",
+               tail=" skipped")  # fmt: skip
     if len(t) == 0:
         fail(f"{':'.join(data)}: no usable face images", 1)
     return t

@@ -20,6 +20,7 @@ from facetrain.cli.common import (
     fail,
     model_and_inputs,
     open_model_arg,
+    show_first,
     work_towards,
     write_json,
 )
@@ -98,11 +99,9 @@ def _show(name: str, r: dict) -> None:
     console.print(summary_line(name, r))
     tar = ", ".join(f"{k}: {v:.4f}" for k, v in r["tar_at_far"].items())
     console.print(f"  TAR at FAR {tar}")
-    unusable = list(r.get("unusable_images", {}).items())
-    for path, why in unusable[:10]:
-        console.print(f"  skipped {path}: {why}", style="yellow", highlight=False)
-    if len(unusable) > 10:
-        console.print(f"  … and {len(unusable) - 10} more images skipped", style="yellow")
+    unusable = r.get("unusable_images", {}).items()
+    show_first([f"skipped {path}: {why}" for path, why in unusable], "more image",
+               tail=" skipped", indent="  ")  # fmt: skip
 
 
 @app.command("eval-populations")

@@ -19,6 +19,7 @@ from facetrain.cli.common import (
     SpecOpt,
     app,
     fail,
+    show_first,
     work_towards,
     write_json,
 )
@@ -252,16 +253,10 @@ def _show_refused(n: int, where: str) -> None:
                       style="yellow")  # fmt: skip
 
 
-SHOWN = 20  # the files to look at that a scan prints; its JSON lists them all
-
-
 def _show_scan(rep, photos: Path, db: Path, quality) -> None:
     """What a scan did, in words: its problems first, then the counts."""
-    for path, why in list(rep.problems.items())[:SHOWN]:
-        console.print(f"{why}: {path}", style="yellow", highlight=False)
-    if len(rep.problems) > SHOWN:
-        console.print(f"… and {counted(len(rep.problems) - SHOWN, 'more file')} to look at "
-                      "(`--json FILE` lists every one, and why)", style="yellow")  # fmt: skip
+    show_first([f"{why}: {path}" for path, why in rep.problems.items()], "more file",
+               tail=" to look at (`--json FILE` lists every one, and why)")  # fmt: skip
     console.print(
         f"scanned {photos}: {rep.new} new, {rep.changed} changed, {rep.moved} moved, "
         f"{counted(rep.duplicates, 'duplicate')}, {rep.removed} removed, "
@@ -325,10 +320,10 @@ def library_forget_missing(
     their faces and thumbnails go, the names stay. Lists them first; --yes forgets."""
     with _open(db, model) as lib:
         gone = lib.forget_missing() if yes else lib.missing()
-    for path in gone["back"][:20]:
-        console.print(f"back at its place, kept: {shown(path)}", highlight=False)
-    for path in gone["photos"][:20]:
-        console.print(f"missing: {shown(path)}", highlight=False)
+    show_first([f"back at its place, kept: {shown(path)}" for path in gone["back"]],
+               "more photo", tail=" back at its place", style=None)  # fmt: skip
+    show_first([f"missing: {shown(path)}" for path in gone["photos"]], "more photo",
+               tail=" missing", style=None)  # fmt: skip
     names = ", ".join(f"{shown(n)} ({k})" for n, k in sorted(gone["names"].items()))
     n = len(gone["photos"])
     what = f"{counted(n, 'missing photo')}, {counted(gone['faces'], 'face')}"

@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from facetrain.cli.common import JsonOut, Merge, app, fail, open_model_arg, write_json
+from facetrain.cli.common import (
+    JsonOut,
+    Merge,
+    app,
+    fail,
+    open_model_arg,
+    show_first,
+    write_json,
+)
 from facetrain.progress import console, counted
 
 
@@ -249,8 +257,8 @@ def rewarp(
 
     fm = open_model_arg(model)
     rep = rewarp_dataset(parse_roots(data), out, fm.pre.alignment)
-    for path, why in list(rep.skipped.items())[:20]:
-        console.print(f"skipped {path}: {why}", style="yellow", highlight=False)
+    show_first([f"skipped {path}: {why}" for path, why in rep.skipped.items()], "more image",
+               tail=" skipped")  # fmt: skip
     console.print(
         f"re-warped {rep.written} faces into {fm.pre.model}'s "
         f"{fm.pre.alignment['size']}x{fm.pre.alignment['size']} geometry → {out}"
