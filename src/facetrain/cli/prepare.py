@@ -207,9 +207,10 @@ def msceleb(
         if not f.is_file():
             fail(f"{f}: no such TSV file")
     counts = decode_tsv([str(f) for f in files], out)
-    console.print(f"wrote {counts['written']} images to {out}")
+    console.print(f"wrote {counted(counts['written'], 'image')} to {out}")
     if counts["bad_row"]:
-        console.print(f"skipped {counts['bad_row']} bad rows, listed in {out / ERRORS_FILE}")
+        console.print(f"skipped {counted(counts['bad_row'], 'bad row')}, listed in "
+                      f"{out / ERRORS_FILE}")  # fmt: skip
     if n := counts["files_already_done"]:
         console.print(f"{n} TSV file{'s were' if n > 1 else ' was'} decoded before")
     if n := counts["empty_file"]:
@@ -232,10 +233,11 @@ def recordio(
         c = unpack_to_folders(rec, out)
     except RecordIOError as e:
         fail(str(e))
-    console.print(f"wrote {c['written']} images of {c['records']} records to {out}"
+    console.print(f"wrote {counted(c['written'], 'image')} of {counted(c['records'], 'record')} "
+                  f"to {out}"
                   + (f" ({c['done_before']} done before)" if c["done_before"] else ""))  # fmt: skip
     if c["bad"]:
-        console.print(f"skipped {c['bad']} records that do not decode, listed in "
+        console.print(f"skipped {counted(c['bad'], 'record')} that do not decode, listed in "
                       f"{out / ERRORS_FILE}", style="yellow")  # fmt: skip
     console.print(f"next: `facetrain pack {out} PACK --store encoded` (the images as they are)")
 
@@ -260,7 +262,7 @@ def rewarp(
     show_first([f"skipped {path}: {why}" for path, why in rep.skipped.items()], "more image",
                tail=" skipped")  # fmt: skip
     console.print(
-        f"re-warped {rep.written} faces into {fm.pre.model}'s "
+        f"re-warped {counted(rep.written, 'face')} into {fm.pre.model}'s "
         f"{fm.pre.alignment['size']}x{fm.pre.alignment['size']} geometry → {out}"
         + (f" ({rep.done_before} done before)" if rep.done_before else "")
     )
@@ -295,8 +297,10 @@ def pack(
         fail(str(e))
     splits = ", ".join(f"{k} {v}" for k, v in r.splits.items())
     console.print(
-        f"packed {r.images} images of {r.identities} identities in {r.shards} shards ({splits})"
-        f" → {out}"
+        f"packed {counted(r.images, 'image')} of "
+        f"{counted(r.identities, 'identity', 'identities')} in {counted(r.shards, 'shard')} "
+        f"({splits}) → {out}"
     )
     if r.skipped:
-        console.print(f"skipped {r.skipped} images, each with its reason in {out / 'skipped.tsv'}")
+        console.print(f"skipped {counted(r.skipped, 'image')}, each with its reason in "
+                      f"{out / 'skipped.tsv'}")  # fmt: skip

@@ -28,7 +28,7 @@ from facetrain.cli.common import (
     work_towards,
     write_json,
 )
-from facetrain.progress import console, shown
+from facetrain.progress import console, counted, shown
 from facetrain.run_folder import WEIGHTS
 
 # how a model's embedding treats the mirror image, in words (`pre.flip`)
@@ -61,7 +61,8 @@ def embed(
         t = embed_data(fm, data, align, device, workers, parts=parts)
         save_table(out, t)
     console.print(
-        f"embedded {len(t)} images of {len(set(t.labels))} identities "
+        f"embedded {counted(len(t), 'image')} of "
+        f"{counted(len(set(t.labels)), 'identity', 'identities')} "
         f"({t.embeddings.shape[1]}-d, {fm.backend}), skipped {len(t.skipped)} → {out}"
     )
 
@@ -313,7 +314,8 @@ def classify_train(
         console.print("strangers refused: not measured; --unknown FOLDER (faces of people "
                       "not among these) measures it and teaches the rule where faces "
                       "crowd")  # fmt: skip
-    console.print(f"{method} on {len(t)} faces of {len(set(t.labels))} people → {out}")
+    people = counted(len(set(t.labels)), "person", "people")
+    console.print(f"{method} on {counted(len(t), 'face')} of {people} → {out}")
     write_json(json_out, {"threshold": clf.threshold, "threshold_source": clf.threshold_source,
                           "methods": r.figures})  # fmt: skip
 
