@@ -22,7 +22,7 @@ from facetrain import foreign
 from facetrain.demo import eval_step, pack_step, report_step, shared_dataset, step
 from facetrain.errors import FacetrainError
 from facetrain.losses.margins import DEFAULT_MARGIN
-from facetrain.progress import console
+from facetrain.progress import console, counted
 from facetrain.run_folder import CONFIG, read_metrics
 from facetrain.train.config import resolve
 
@@ -146,7 +146,7 @@ def table_row(run: Path, where: str) -> str:
         if torch.cuda.is_available():
             where = torch.cuda.get_device_name()
     elif cfg["threads"]:
-        where += f", {cfg['threads']} thread{'s' if cfg['threads'] > 1 else ''}"
+        where += f", {counted(cfg['threads'], 'thread')}"
     return (
         f"| {run.name} | {loss} | {cfg['model']} {size}² | {cfg['epochs']} | "
         f"{seconds / 60:.0f} min, {where} | "

@@ -31,8 +31,9 @@ _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e"
 
 
 def counted(n: int, one: str, many: str | None = None) -> str:
-    """A count with its noun as it is said: `1 face`, `2 faces`, `1 copy`, `3 copies`."""
-    return f"{n} {one if n == 1 else many or one + 's'}"
+    """A count with its noun as it is said: `1 face`, `2 faces`, `1 copy`, `3 copies`,
+    `10,892 images`."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
 def shown(text) -> str:

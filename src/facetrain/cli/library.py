@@ -571,7 +571,7 @@ def _say_unnamed_stacks(results: list[dict], db) -> None:
     if stacks:
         faces = sum("unnamed_stack" in f for r in results for f in r["faces"])
         shown_ids = ", ".join(map(str, stacks[:8])) + (", …" if len(stacks) > 8 else "")
-        console.print(f"{faces} unknown face{'s' if faces != 1 else ''} look like stacks you "
+        console.print(f"{counted(faces, 'unknown face')} look like stacks you "
                       f"have not named ({shown_ids}): name them (`facetrain library name "
                       f"{stacks[0]} NAME --db {db}`) and run again to have such faces named",
                       highlight=False)  # fmt: skip

@@ -204,7 +204,7 @@ def find(
     rule = (f"a face under threshold {fr.threshold:.3f} ({fr.model.pre.distance}) tightened "
             "where the folder's faces crowd, and in the stack this face joins, the folder's "
             "faces stacked as a library stacks them")  # fmt: skip
-    console.print(f"found in {len(hits)} photo{'s' * (len(hits) != 1)} of {folder}: {rule}",
+    console.print(f"found in {counted(len(hits), 'photo')} of {folder}: {rule}",
                   highlight=False)  # fmt: skip
     write_json(json_out, {"photo": photo, "folder": folder, "face": face,
                           "looked_for": face_of(faces, k), "found": hits,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from facetrain.errors import FacetrainError
+from facetrain.progress import counted
 
 
 class SamplerError(FacetrainError):
@@ -23,7 +24,7 @@ class EpochBatches:
         if n == 0:
             raise SamplerError("the dataset is empty")
         if batch_size > n:
-            many = f"{n} image{'s' * (n != 1)}"
+            many = counted(n, "image")
             raise SamplerError(f"batch size {batch_size} is larger than the dataset ({many})")
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.batches_per_epoch = batches_per_epoch or n // batch_size

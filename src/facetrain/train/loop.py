@@ -32,7 +32,7 @@ from facetrain.data.sampler import EpochBatches, PKBatches
 from facetrain.devices import describe, keep_freed_memory, out_of_memory, within_quota
 from facetrain.evaluate.sets import unreadable_sets
 from facetrain.models import RawEmbedding, create_model, list_models
-from facetrain.progress import progress_bar
+from facetrain.progress import counted, progress_bar
 from facetrain.run_folder import LOCK, METRICS, REVISION, WEIGHTS, read_rates
 from facetrain.train import checkpoint, distributed
 from facetrain.train.build import (
@@ -253,7 +253,7 @@ class Run:
         if self.schedule(self.state.epoch) < 0:  # (its file may stop it before --epochs)
             did, more = "until its schedule file stopped it", "change the schedule file"
         else:
-            did, more = _many(self.state.epoch, "epoch"), "give more --epochs"
+            did, more = counted(self.state.epoch, "epoch"), "give more --epochs"
         return (
             f"{self.folder}: trained ({did}) and its {WEIGHTS} written, which is left as "
             f"it is; to train on, {more}"
@@ -278,8 +278,8 @@ class Run:
         return (f"training {cfg.model.arch} ({weights:.1f}M weights, "
                 f"{pre.input_size}×{pre.input_size} in, {pre.embedding_size}-d out) {task}"
                 f"{f' ({val:,} held out for validation)' if val else ''}: "
-                f"{_many(len(self.data), 'step')} an epoch of {batch} faces, "
-                f"{_many(cfg.optim.epochs, 'epoch')},"
+                f"{counted(len(self.data), 'step')} an epoch of {batch} faces, "
+                f"{counted(cfg.optim.epochs, 'epoch')},"
                 f" on {cfg.platform.device}{''.join(f', {e}' for e in extras)}")  # fmt: skip
 
     def resume(self) -> None:
@@ -634,10 +634,6 @@ def head_unfit(cfg: TrainConfig, model) -> str | None:
         f"collapsed or learnt slowly in facetrain's runs (docs/benchmarks.md, 'Feature "
         f"BN'); train {bn}start from a softmax run (init_from)"
     )
-
-
-def _many(n: int, word: str) -> str:
-    return f"{n:,} {word}{'s' * (n != 1)}"
 
 
 def _check_before_writing(cfg: TrainConfig) -> None:

@@ -190,7 +190,9 @@ class Recognizer:
             raise ValueError(f"the image to find: {photo.error}")
         n = len(photo.boxes)
         if face is not None and not 1 <= face <= n:
-            raise ValueError(f"face={face}: the image holds {n} face{'s' * (n != 1)} (1 to {n})")
+            from facetrain.progress import counted
+
+            raise ValueError(f"face={face}: the image holds {counted(n, 'face')} (1 to {n})")
         if face is not None or photo.boxes[0] is None:  # asked for, or an aligned face whole
             return photo, (face or 1) - 1
         return photo, select_faces(np.asarray(photo.boxes), rgb.shape, "center")[0]
