@@ -421,6 +421,10 @@ def test_json_dash_is_the_json_alone_on_stdout_and_the_rest_on_stderr(tmp_path):
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout)["identities"] == 2 and "identities" in stats.stderr
     assert not (tmp_path / "-").exists()
+    cmd = [sys.executable, "-m", "facetrain", "compare", str(model), str(a), str(b), "--json", "-"]
+    closed = subprocess.run(["bash", "-c", 'exec "$@" >&-', "-", *cmd], capture_output=True,
+                            text=True, cwd=tmp_path, env=env, timeout=300)  # fmt: skip
+    assert closed.returncode == 2 and "standard output is closed" in closed.stderr, closed
 
 
 def test_a_long_list_prints_its_first_lines_and_how_many_more(capsys):

@@ -148,6 +148,10 @@ def _json_alone(value: Path | None) -> Path | None:
     JSON is then written through /dev/stdout, a stream like any other (`atomic.is_stream`)."""
     if value is None or str(value) != "-":
         return value
+    try:
+        os.fstat(1)
+    except OSError:  # (`>&-`): said as such, not as /dev/stdout's "permission denied"
+        raise typer.BadParameter("standard output is closed; give a file") from None
     _STDOUT[:] = [sys.stdout]
     sys.stdout = sys.stderr
     return Path("/dev/stdout")
