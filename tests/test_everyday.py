@@ -441,3 +441,18 @@ def test_a_long_list_prints_its_first_lines_and_how_many_more(capsys):
     assert capsys.readouterr().err.splitlines()[SHOWN:] == ["… and 20 more images skipped"]
     show_first(lines[:SHOWN], "more image")
     assert capsys.readouterr().err.splitlines() == lines[:SHOWN]
+
+
+def test_json_dash_gives_standard_output_back_when_the_command_ends(tmp_path, capfd):
+    """A program that runs a command in its own process (`app([...])`) and prints after it:
+    its prints went to standard error for good once `--json -` had lent stdout out."""
+    from helpers import make_faces
+
+    faces = make_faces(tmp_path / "faces", ids=2, per=1)
+    stdout = sys.stdout
+    app(["stats", str(faces), "--json", "-"], standalone_mode=False)
+    assert sys.stdout is stdout
+    print("printed after")
+    out, err = capfd.readouterr()
+    assert out.startswith("{") and json.loads(out.split("printed after")[0])["identities"] == 2
+    assert out.endswith("printed after\n") and "identities" in err

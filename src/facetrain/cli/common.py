@@ -73,7 +73,7 @@ class _Group(TyperGroup):
             raise typer.Exit(2) from None
         except BrokenPipeError:  # the reader went (`| head`): a quiet exit 1, as rich does
             # for its own output; stdout goes to /dev/null so the flush at exit fails no more
-            os.dup2(os.open(os.devnull, os.O_WRONLY), (_STDOUT or [sys.stdout])[0].fileno())
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(1) from None
         except OSError as e:  # a full disk, a file taken away mid-command: said, not a trace
             where = f" ({e.filename})" if e.filename else ""
@@ -139,22 +139,29 @@ Merge = Annotated[
     bool,
     typer.Option("--merge-same-names", help="Same folder name in several roots = one identity."),
 ]
-_STDOUT: list = []  # standard output as it was, once `--json -` gave it to the JSON alone
+STDOUT = Path("/dev/stdout")
+_KEPT: list = []  # standard output while a command's `--json -` keeps it for the JSON
 
 
-def _json_alone(value: Path | None) -> Path | None:
+def _json_alone(ctx: typer.Context, value: Path | None) -> Path | None:
     """`--json -`: the JSON alone on standard output, for a pipe into `jq` or a program; what
-    the command prints for people (tables, tab-separated lines) goes to standard error. The
-    JSON is then written through /dev/stdout, a stream like any other (`atomic.is_stream`)."""
+    the command prints for people (tables, tab-separated lines) goes to standard error
+    until the command ends. The output checks see /dev/stdout, a stream (nothing to make
+    beside it); `write_json` writes to the stream kept."""
     if value is None or str(value) != "-":
         return value
     try:
         os.fstat(1)
     except OSError:  # (`>&-`): said as such, not as /dev/stdout's "permission denied"
         raise typer.BadParameter("standard output is closed; give a file") from None
-    _STDOUT[:] = [sys.stdout]
+    _KEPT[:] = [sys.stdout]
     sys.stdout = sys.stderr
-    return Path("/dev/stdout")
+
+    def give_back() -> None:
+        sys.stdout = _KEPT.pop()
+
+    ctx.call_on_close(give_back)
+    return STDOUT
 
 
 JsonOut = Annotated[
@@ -185,10 +192,16 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def write_json(path: Path | None, obj) -> None:
-    if path is not None:
-        from facetrain import atomic
+    if path is None:
+        return
+    text = json.dumps(obj, indent=2, default=str) + "\n"
+    if _KEPT and path == STDOUT:  # `--json -`
+        _KEPT[0].write(text)
+        _KEPT[0].flush()
+        return
+    from facetrain import atomic
 
-        atomic.write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    atomic.write_text(path, text)
 
 
 MODEL_HELP = (
