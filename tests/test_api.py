@@ -49,9 +49,9 @@ def test_a_bad_file_or_a_faceless_photo_fails_nothing_else(fr, tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     noise = np.random.default_rng(0).integers(0, 255, (120, 120, 3), np.uint8)
     images = [REF / "amy" / "amy1.png", tmp_path / "broken.jpg", noise,
-              np.zeros((0, 0, 3), np.uint8), tmp_path / "missing.jpg"]  # fmt: skip
+              np.zeros((0, 0, 3), np.uint8), tmp_path / "missing.jpg", tmp_path]  # fmt: skip
     emb, why = fr.embed(images, return_errors=True)
-    assert emb.shape == (5, fr.embedder.width)
+    assert emb.shape == (6, fr.embedder.width) and why[5] == "a folder, not an image file"
     assert np.isfinite(emb[0]).all() and np.isnan(emb[1:]).all()
     assert why[0] is None and why[2] == "no face found"
     assert "empty image array" in why[3] and why[1] and why[4]
@@ -607,6 +607,10 @@ def test_find_on_the_command_line(tmp_path, monkeypatch):
                                                "(two photos: facetrain compare")):  # fmt: skip
         where = [str(tmp_path / a) for a in args]
         r = CliRunner().invoke(app, ["find", str(REF / "amy" / "amy1.png"), *where])
+        assert r.exit_code == 2 and why in " ".join(r.output.split()), r.output
+    for photo, why in ((REF / "amy", "is a folder: find looks for the face of one photo"),
+                       (tmp_path / "amy9.png", "amy9.png: no such photo")):  # fmt: skip
+        r = CliRunner().invoke(app, ["find", str(photo), str(folder)])
         assert r.exit_code == 2 and why in " ".join(r.output.split()), r.output
 
 

@@ -176,6 +176,10 @@ def find(
     if len(rest) != 2:
         fail("give the photo of the face to look for, then the folder to look in")
     photo, folder = rest
+    if os.path.isdir(photo) or not os.path.exists(photo):  # said before the model loads
+        fail(f"{photo} is a folder: find looks for the face of one photo (the faces of a "
+             f"folder's photos side by side: facetrain compare {photo})"
+             if os.path.isdir(photo) else f"{photo}: no such photo")  # fmt: skip
     if os.path.isfile(folder):
         with open(folder, "rb") as f:  # a library's file, or a photo (`find a.jpg b.jpg`)
             library = folder.endswith(".db") or f.read(16) == b"SQLite format 3\0"

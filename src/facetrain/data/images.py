@@ -141,6 +141,8 @@ def open_checked(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) 
         raise
     except UnidentifiedImageError:
         raise ImageError("unreadable", "not an image PIL can identify") from None
+    except IsADirectoryError:
+        raise ImageError("unreadable", "a folder, not an image file") from None
     except OSError as e:
         raise ImageError("unreadable", f"cannot open: {e}") from None
     return _within(img, max_pixels)
