@@ -209,6 +209,8 @@ CASES = [
      "no person of DATA has two photos"),
     (lambda f, t: ("classify", "predict", _a_file(t), f / "id0" / "0.jpg"),
      "afile: not a facetrain classifier file (not an .npz archive)"),
+    (lambda f, t: ("classify", "predict", t / "none.npz", f / "id0" / "0.jpg"),
+     "none.npz: no such file (a classifier is made by `facetrain classify train"),
     (lambda f, t: ("classify", "predict", _npz_of(t, "[1]"), f / "id0" / "0.jpg"),
      "c.npz: not a facetrain classifier file"),
     (lambda f, t: ("classify", "predict", _npz_of(t, '{"method": "svm", "threshold": null}'),

@@ -210,6 +210,9 @@ def save_classifier(path: str | os.PathLike, c: Classifier) -> Path:
 def load_classifier(path: str | os.PathLike) -> Classifier:
     import zipfile
 
+    if not os.path.exists(path):  # (not "not a classifier file": it is not there)
+        raise ValueError(f"{path}: no such file (a classifier is made by `facetrain "
+                         "classify train DATA --out FILE`)")  # fmt: skip
     if os.path.isfile(path) and not zipfile.is_zipfile(path):  # numpy would advise pickle
         raise ValueError(f"{path}: not a facetrain classifier file (not an .npz archive)")
     try:
