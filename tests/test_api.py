@@ -55,6 +55,11 @@ def test_a_bad_file_or_a_faceless_photo_fails_nothing_else(fr, tmp_path):
     assert np.isfinite(emb[0]).all() and np.isnan(emb[1:]).all()
     assert why[0] is None and why[2] == "no face found"
     assert "empty image array" in why[3] and why[1] and why[4]
+    with pytest.warns(UserWarning) as said:  # without the reasons, the unread are named
+        again = fr.embed(images)
+    np.testing.assert_array_equal(again, emb)
+    assert [str(w.message).split(": ")[0] for w in said] == [
+        str(tmp_path / "broken.jpg"), "image 4", str(tmp_path / "missing.jpg"), str(tmp_path)]
     with pytest.raises(ValueError, match="empty image array"):
         fr.faces(np.zeros((0, 5, 3), np.uint8))
     with pytest.raises(ValueError, match="HxWx3"):

@@ -76,6 +76,16 @@ def _many(images) -> list:
     return list(images)
 
 
+def _warn_unread(images: list, why: list) -> None:
+    """A warning for each image that could not be read (a face-less photo is an answer, not
+    a mistake: its NaN row says it), naming the file where the image is one."""
+    for k, (im, w) in enumerate(zip(images, why)):
+        if w is not None and w != NO_FACE:
+            name = os.fspath(im) if isinstance(im, str | os.PathLike) else f"image {k + 1}"
+            warnings.warn(f"{name}: {w}; its row is NaN (return_errors=True gives each "
+                          "image's reason)", stacklevel=3)  # fmt: skip
+
+
 class Recognizer:
     """A model with its detector: `faces(photo)`, `embed(images)`, `distance(a, b)`,
     `verify(a, b)` — the one `FaceEmbedder`, with paths, PIL images and arrays accepted."""
@@ -118,6 +128,8 @@ class Recognizer:
         for i in ok:
             if np.isnan(out[i]).any():
                 why[i] = NO_FACE
+        if not return_errors:  # a typo'd path was a silent NaN row
+            _warn_unread(images, why)
         return (out, why) if return_errors else out
 
     def distance(self, a: np.ndarray, b: np.ndarray):
