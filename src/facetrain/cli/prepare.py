@@ -150,8 +150,8 @@ def prune(
     atomic.output_files([data], OUT=out)
     r = prune_fn(data, out, min_images, merge_same_names=merge_same_names)
     console.print(
-        f"kept {r['identities_kept']}/{r['identities_in']} identities, "
-        f"{r['images_kept']}/{r['images_in']} images (min {min_images}) → {out}"
+        f"kept {r['identities_kept']:,}/{r['identities_in']:,} identities, "
+        f"{r['images_kept']:,}/{r['images_in']:,} images (min {min_images}) → {out}"
     )
 
 

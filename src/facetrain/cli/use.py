@@ -429,9 +429,9 @@ def filter_cmd(
         table.add_row(f"{r.distance[i]:.3f}", t.labels[i], shown(os.path.relpath(paths[i], top)))
     console.print(table)
     console.print(
-        f"kept {int(r.keep.sum())}/{len(t)} images (cut-off {r.cutoff:.3f}), "
-        f"{r.identities_after}/{r.identities_before} identities with ≥ {min_images}; "
-        f"{len(t.skipped)} unusable → {out}, report {report_csv}"
+        f"kept {int(r.keep.sum()):,}/{len(t):,} images (cut-off {r.cutoff:.3f}), "
+        f"{r.identities_after:,}/{r.identities_before:,} identities with ≥ {min_images}; "
+        f"{len(t.skipped):,} unusable → {out}, report {report_csv}"
     )
 
 
