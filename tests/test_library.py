@@ -1267,7 +1267,9 @@ def test_scan_takes_several_folders_at_once(photos, tmp_path):
     card.mkdir()
     shutil.copy(BBT / "reference" / "sheldon" / "sheldon1.png", card)
     said = cli_fails("library", "scan", photos, tmp_path / "nowhere", "--db", db)
-    assert f"{tmp_path / 'nowhere'}: not a folder of photos" in said and not db.exists()
+    assert f"{tmp_path / 'nowhere'}: no such folder" in said and not db.exists()
+    said = cli_fails("library", "scan", photos, card / "sheldon1.png", "--db", db)
+    assert "sheldon1.png: a file, not a folder of photos" in said and not db.exists()
     report = tmp_path / "r.json"
     out = cli("library", "scan", photos, card, f"{card}/", "--db", db, "--model", model,
               "--json", report).replace("\n", "")  # fmt: skip

@@ -116,9 +116,11 @@ def library_scan(
     json_out: JsonOut = None,
 ) -> None:
     """Find, align and embed every face; new, changed, moved and deleted photos handled."""
+    from facetrain.library.library import not_a_folder
+
     for folder in photos or []:  # every one before the library file is made
-        if not folder.is_dir():
-            fail(f"{folder}: not a folder of photos")
+        if why := not_a_folder(folder):
+            fail(why)
     if picasa_contacts is not None and not picasa_contacts.is_file():
         fail(f"{picasa_contacts}: no such file (Picasa's contacts.xml)")
     if not photos and not db.is_file():

@@ -477,8 +477,8 @@ class Library:
         stacking shows its bars as `cluster` does."""
         from facetrain.library.scan import Scanner, scan
 
-        if not Path(photos).is_dir():
-            raise LibraryError(f"{photos}: not a folder of photos")
+        if why := not_a_folder(photos):
+            raise LibraryError(why)
         _check_workers(workers)
         before = self._kept_gate()
         quality, regated = self.gate(**(asdict(quality) if quality is not None else {}))
@@ -847,6 +847,14 @@ class UnreadablePhoto(LibraryError):
 
 
 UNREADABLE_TILE = "photo not\nreadable now"  # what the page shows for its faces meanwhile
+
+
+def not_a_folder(photos: str | os.PathLike) -> str | None:
+    """Why `photos` cannot be scanned, or None: it is not there, or it is not a folder."""
+    if Path(photos).is_dir():
+        return None
+    what = "a file, not a folder of photos" if os.path.lexists(photos) else "no such folder"
+    return f"{photos}: {what}"
 
 
 def _check_workers(workers: int) -> None:
