@@ -364,7 +364,8 @@ def test_every_scan_lists_the_files_it_cannot_use_until_they_are_mended(photos, 
     """A scan printed its first 20 problems and no word of the rest, and a file that could
     not be read was said once: the next scan found it unchanged and said nothing, though
     the web page's scan tells the owner that `library scan` lists such files. Each scan now
-    lists them, with their reason, and says how many it did not print."""
+    lists them, with their reason, and says how many it did not print; the counts say how
+    many of the files counted (new, unchanged) cannot be used."""
     folder = tmp_path / "to-scan"
     shutil.copytree(photos / "amy", folder)
     for k in range(22):
@@ -379,13 +380,16 @@ def test_every_scan_lists_the_files_it_cannot_use_until_they_are_mended(photos, 
     out, first = scan(tmp_path / "1.json")
     assert sorted(first) == [f"broken{k:02d}.jpg" for k in range(22)]
     assert out.count("unreadable: ") == 20 and "… and 2 more files to look at" in out, out
+    assert "25 new, " in out and "(of these, 22 files cannot be used)" in out, out
     out, again = scan(tmp_path / "2.json")
     assert again == {n: f"{why} (unchanged since the last scan)" for n, why in first.items()}
     assert "… and 2 more files to look at" in out and "22 unchanged" not in out, out
+    assert "25 unchanged (of these, 22 files cannot be used)" in out, out
     Image.open(photos / "amy" / "amy1.png").save(folder / "broken00.jpg", quality=90)  # mended
     out, mended = scan(tmp_path / "3.json")
     assert sorted(mended) == sorted(set(first) - {"broken00.jpg"})
     assert "… and 1 more file to look at" in out and "1 changed" in out, out
+    assert "(of these, 21 files cannot be used)" in out, out
 
 
 def test_the_library_model_is_known_by_content_wherever_it_lies(photos, tmp_path, monkeypatch):

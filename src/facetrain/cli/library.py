@@ -259,10 +259,11 @@ def _show_scan(rep, photos: Path, db: Path, quality) -> None:
     """What a scan did, in words: its problems first, then the counts."""
     show_first([f"{why}: {path}" for path, why in rep.problems.items()], "more file",
                tail=" to look at (`--json FILE` lists every one, and why)")  # fmt: skip
+    unusable = f" (of these, {counted(rep.unusable, 'file')} cannot be used)"
     console.print(
         f"scanned {photos}: {rep.new} new, {rep.changed} changed, {rep.moved} moved, "
         f"{counted(rep.duplicates, 'duplicate')}, {rep.removed} removed, "
-        f"{rep.unchanged} unchanged; "
+        f"{rep.unchanged} unchanged{unusable if rep.unusable else ''}; "
         f"{counted(rep.faces, 'face')} found ({rep.usable_faces} pass"
         f"{'es' if rep.usable_faces == 1 else ''} the quality gate) → {db}",
     )

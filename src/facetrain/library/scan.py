@@ -65,6 +65,7 @@ class ScanReport:
     removed: int = 0
     missing: int = 0  # gone from disk, kept for the names on them until found again
     back: int = 0  # of those, found at their place again (also counted unchanged or changed)
+    unusable: int = 0  # of the files counted above, those it cannot use (in `problems`)
     faces: int = 0
     usable_faces: int = 0
     joined_stacks: int = 0  # new faces placed in existing stacks (incremental clustering)
@@ -364,6 +365,7 @@ def _unchanged(row, path: str, rep: ScanReport) -> None:
     unchanged and said nothing of it."""
     rep.unchanged += 1
     if row["status"] in UNUSABLE:
+        rep.unusable += 1
         rep.problems[path] = f"{row['status']}: {row['error']} (unchanged since the last scan)"
 
 
@@ -505,6 +507,7 @@ def _record_photo(con, path: str, row, digest: str, st, result, rep: ScanReport,
     status, error, faces, (w, h), pixels, turn = result
     if error and status != "no_face":
         rep.problems[path] = f"{status}: {error}"
+    rep.unusable += status in UNUSABLE
     if row is not None and pixels is None:
         return _unreadable_now(con, path, row, digest, st, result, rep)
     if faces is None:
