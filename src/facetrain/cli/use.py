@@ -168,7 +168,7 @@ def find(
     import warnings
 
     from facetrain.inference.saved import split_model
-    from facetrain.use.api import Recognizer, folder_to_look_in
+    from facetrain.use.api import Recognizer
     from facetrain.use.compare import face_of
 
     atomic.output_files(args, **{"--json": json_out})
@@ -176,20 +176,7 @@ def find(
     if len(rest) != 2:
         fail("give the photo of the face to look for, then the folder to look in")
     photo, folder = rest
-    if os.path.isdir(photo) or not os.path.exists(photo):  # said before the model loads
-        fail(f"{photo} is a folder: find looks for the face of one photo (the faces of a "
-             f"folder's photos side by side: facetrain compare {photo})"
-             if os.path.isdir(photo) else f"{photo}: no such photo")  # fmt: skip
-    if os.path.isfile(folder):
-        with open(folder, "rb") as f:  # a library's file, or a photo (`find a.jpg b.jpg`)
-            library = folder.endswith(".db") or f.read(16) == b"SQLite format 3\0"
-        instead = (f"the people of a library: facetrain library identify {photo} --db {folder}"
-                   if library else f"two photos: facetrain compare {photo} {folder}")  # fmt: skip
-        fail(f"{folder} is a file: find looks in a folder of photos ({instead})")
-    try:
-        folder_to_look_in(folder)  # before the model is loaded: a typo said at once
-    except FileNotFoundError as e:
-        fail(str(e))
+    _check_find(photo, folder)
     fr = Recognizer(open_model_arg(model, device, backend, spec), device)
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
@@ -214,6 +201,28 @@ def find(
                           "looked_for": face_of(faces, k), "found": hits,
                           "skipped": skipped, "threshold": fr.threshold,
                           "distance": fr.model.pre.distance, "model": fr.model.source})  # fmt: skip
+
+
+def _check_find(photo: str, folder: str) -> None:
+    """`find`'s photo and folder, refused before the model loads (a typo said at once), with
+    the command meant where they are something else: a folder to look for, a photo or a
+    library's file to look in."""
+    from facetrain.use.api import folder_to_look_in
+
+    if os.path.isdir(photo) or not os.path.exists(photo):
+        fail(f"{photo} is a folder: find looks for the face of one photo (the faces of a "
+             f"folder's photos side by side: facetrain compare {photo})"
+             if os.path.isdir(photo) else f"{photo}: no such photo")  # fmt: skip
+    if os.path.isfile(folder):
+        with open(folder, "rb") as f:  # a library's file, or a photo (`find a.jpg b.jpg`)
+            library = folder.endswith(".db") or f.read(16) == b"SQLite format 3\0"
+        instead = (f"the people of a library: facetrain library identify {photo} --db {folder}"
+                   if library else f"two photos: facetrain compare {photo} {folder}")  # fmt: skip
+        fail(f"{folder} is a file: find looks in a folder of photos ({instead})")
+    try:
+        folder_to_look_in(folder)
+    except FileNotFoundError as e:
+        fail(str(e))
 
 
 def _say_other_faces(photo: str, faces, central: int) -> None:
