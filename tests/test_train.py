@@ -292,6 +292,11 @@ def test_samplers():
         SamplerError, match=r"only 4 have .* a batch of 4 x 4 fits \(--batch-size 16"
     ):
         PKBatches(labels, p=5, k=4)
+    from facetrain.train.loop import _batch_said  # as a run's first line says them
+
+    assert _batch_said(s, 14) == "14 faces (3 identities × 4, + 2 of other identities)"
+    assert _batch_said(PKBatches(labels, p=2, k=5), 12) == (
+        "10 faces (2 identities × 5; --batch-size 12 in whole identities)")  # fmt: skip
     e = EpochBatches(10, 4, seed=0, batches_per_epoch=5)
     seen = [i for b in range(5) for i in e.batch(0, b)]
     assert len(seen) == 20 and sorted(seen[:8]) == sorted(set(seen[:8]))
@@ -464,7 +469,10 @@ def test_faces_of_another_size_without_a_record_are_named_before_training(tmp_pa
 @pytest.mark.parametrize("loss", ["triplet", "contrastive", "cosface"])
 def test_other_losses_train(packed, tmp_path, loss):
     cfg = small_cfg(packed, tmp_path / loss, loss=loss, images_per_identity=4, batch_size=16)
-    train(cfg, log=lambda *_: None)
+    said: list[str] = []
+    train(cfg, log=said.append)
+    made = " (4 identities × 4)" if loss != "cosface" else ""  # P×K: how a batch is made
+    assert any(f"an epoch of 16 faces{made}, " in m for m in said), said
     ls = [v for _, v in losses(tmp_path / loss)]
     assert len(ls) == 6 and all(np.isfinite(ls))
     assert (tmp_path / loss / "model.safetensors").exists()

@@ -264,7 +264,7 @@ class Run:
         reader of a log checks before trusting its figures."""
         cfg, ds, pre = self.cfg, self.data.ds, self.pre
         weights = sum(w.numel() for w in self.model.parameters()) / 1e6
-        batch = self.data.sampler.batch_size
+        batch = _batch_said(self.data.sampler, cfg.data.batch_size)
         extras = [f"amp {cfg.platform.amp}"] if cfg.platform.amp != "none" else []
         extras += [f"{self.dd.world} processes"] if self.dd.world > 1 else []
         extras += ["compiled"] if cfg.platform.compile else []
@@ -278,7 +278,7 @@ class Run:
         return (f"training {cfg.model.arch} ({weights:.1f}M weights, "
                 f"{pre.input_size}×{pre.input_size} in, {pre.embedding_size}-d out) {task}"
                 f"{f' ({val:,} held out for validation)' if val else ''}: "
-                f"{counted(len(self.data), 'step')} an epoch of {batch} faces, "
+                f"{counted(len(self.data), 'step')} an epoch of {batch}, "
                 f"{counted(cfg.optim.epochs, 'epoch')},"
                 f" on {cfg.platform.device}{''.join(f', {e}' for e in extras)}")  # fmt: skip
 
@@ -509,6 +509,18 @@ class Run:
             self.state.model_written = self.state.step
             self.ckpt.restate()
         return self.state.last_eval
+
+
+def _batch_said(sampler: EpochBatches | PKBatches, asked: int) -> str:
+    """A batch's faces; for P×K batches, how they are made up, and where they are not the
+    --batch-size asked for, why (K faces of each of P ≥ 2 identities: whole identities)."""
+    said = counted(sampler.batch_size, "face")
+    if not isinstance(sampler, PKBatches):
+        return said
+    made = f"{sampler.p} identities × {sampler.k}"
+    made += f", + {sampler.extra} of other identities" if sampler.extra else ""
+    made += f"; --batch-size {asked} in whole identities" if sampler.batch_size != asked else ""
+    return f"{said} ({made})"
 
 
 def _say_before_training(cfg: TrainConfig, ds: PackedDataset, log) -> None:
