@@ -37,6 +37,11 @@ def losses(run: Path) -> list[tuple[int, float]]:
     return out
 
 
+def epoch_losses(run: Path) -> list[tuple[int, float]]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(d["epoch"], d["loss"]) for d in lines if d.get("epoch_end")]
+
+
 def test_kill_minus_9_then_resume_gives_the_same_losses(packed, tmp_path):
     args = [
         "--data",
@@ -88,6 +93,7 @@ def test_kill_minus_9_then_resume_gives_the_same_losses(packed, tmp_path):
     assert "resuming" in done.stderr  # the killed process's lock was taken over
     assert losses(run) == losses(ref)  # every step's loss, bit for bit
     assert [s for s, _ in losses(run)] == list(range(1, 13))
+    assert epoch_losses(run) == epoch_losses(ref)  # each epoch's mean, over all its steps
 
 
 def test_settings_the_run_will_not_read_are_said_before_it_trains(packed, tmp_path):

@@ -308,7 +308,7 @@ class Run:
         epoch, steps = s.epoch, len(self.data)
         self.freeze(epoch < cfg.optim.freeze_backbone_epochs)
         self.model.train()
-        t0, losses = time.perf_counter(), []
+        t0 = time.perf_counter()
         while s.batch < steps:
             at = epoch + s.batch / steps
             lr = self.schedule(at) * s.lr_scale
@@ -327,14 +327,14 @@ class Run:
                     return True
                 continue
             self.apply()
-            losses.append(total)
+            s.loss_sum, s.loss_steps = s.loss_sum + total, s.loss_steps + 1
             s.batch, s.step = s.batch + 1, s.step + 1
             self.bar.update(self.task, note=f"epoch {epoch} loss {total:.4f}")
             self.bar.advance(self.task)
             if s.step % cfg.platform.log_every == 0 or s.batch == steps:
                 self.emit({"epoch": epoch, "step": s.step, "loss": total, "lr": lr} | extra | shown)
             self.maybe_checkpoint(epoch, mid_epoch=s.batch < steps)
-        self.end_epoch(epoch, losses, time.perf_counter() - t0)
+        self.end_epoch(epoch, time.perf_counter() - t0)
         return True
 
     def stop(self, epoch: int) -> None:
@@ -440,10 +440,10 @@ class Run:
         elif distributed.any_rank(bool(due) or late):
             self.save()
 
-    def end_epoch(self, epoch: int, losses: list[float], seconds: float) -> None:
+    def end_epoch(self, epoch: int, seconds: float) -> None:
         s = self.state
-        s.epoch, s.batch = s.epoch + 1, 0
-        loss = float(np.mean(losses)) if losses else None
+        loss = s.loss_sum / s.loss_steps if s.loss_steps else None
+        s.epoch, s.batch, s.loss_sum, s.loss_steps = s.epoch + 1, 0, 0.0, 0
         self.emit({"epoch": epoch, "step": s.step, "epoch_end": True, "loss": loss,
                    "seconds": round(seconds, 2)})  # fmt: skip
         # a line an epoch, in a log too (the bar's own lines come every 30 s at most)

@@ -40,6 +40,10 @@ class TrainState:
     eval_due: int | None = None
     # the step whose weights RUN/model.safetensors holds, once the run has written it
     model_written: int | None = None
+    # the current epoch's step losses so far: its mean loss is over all its steps, the same
+    # after a resume or a rollback as in a run that never stopped
+    loss_sum: float = 0.0
+    loss_steps: int = 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
