@@ -83,7 +83,7 @@ def _print_stats(result: dict) -> None:
         console.print("problems (skipped or worth a look):", style="bold yellow")
         for kind, n in result["problems"].items():
             ex = ", ".join(result["problem_examples"].get(kind, [])[:3])
-            console.print(f"  {kind}: {n}   e.g. {ex}")
+            console.print(f"  {kind}: {n:,}   e.g. {ex}")
     else:
         console.print("problems: none")
 
@@ -123,13 +123,14 @@ def align(
     summary = run_align(parse_roots(raw), out, cfg, workers=workers, shard=_parse_shard(shard))
     total = sum(summary.counts.values())
     console.print(
-        f"aligned {summary.faces_written} faces from {total} inputs in {summary.seconds:.1f} s"
-        + (f" ({summary.skipped_done} done before, skipped)" if summary.skipped_done else "")
+        f"aligned {counted(summary.faces_written, 'face')} from {counted(total, 'input')} in "
+        f"{summary.seconds:.1f} s"
+        + (f" ({summary.skipped_done:,} done before, skipped)" if summary.skipped_done else "")
     )
     for status, n in sorted(summary.counts.items()):
-        console.print(f"  {status}: {n}")
+        console.print(f"  {status}: {n:,}")
     for kind, n in summary.problems.counts.items():
-        console.print(f"  skipped while listing, {kind}: {n}")
+        console.print(f"  skipped while listing, {kind}: {n:,}")
     console.print(f"every input is recorded in {summary.csv_path}")
     write_json(json_out, summary_dict(summary))
 
@@ -233,9 +234,9 @@ def recordio(
         c = unpack_to_folders(rec, out)
     except RecordIOError as e:
         fail(str(e))
+    before = f" ({c['done_before']:,} done before)" if c["done_before"] else ""
     console.print(f"wrote {counted(c['written'], 'image')} of {counted(c['records'], 'record')} "
-                  f"to {out}"
-                  + (f" ({c['done_before']} done before)" if c["done_before"] else ""))  # fmt: skip
+                  f"to {out}{before}")  # fmt: skip
     if c["bad"]:
         console.print(f"skipped {counted(c['bad'], 'record')} that do not decode, listed in "
                       f"{out / ERRORS_FILE}", style="yellow")  # fmt: skip
@@ -264,7 +265,7 @@ def rewarp(
     console.print(
         f"re-warped {counted(rep.written, 'face')} into {fm.pre.model}'s "
         f"{fm.pre.alignment['size']}x{fm.pre.alignment['size']} geometry → {out}"
-        + (f" ({rep.done_before} done before)" if rep.done_before else "")
+        + (f" ({rep.done_before:,} done before)" if rep.done_before else "")
     )
     write_json(json_out, asdict(rep))
 

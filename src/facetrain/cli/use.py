@@ -63,7 +63,7 @@ def embed(
     console.print(
         f"embedded {counted(len(t), 'image')} of "
         f"{counted(len(set(t.labels)), 'identity', 'identities')} "
-        f"({t.embeddings.shape[1]}-d, {fm.backend}), skipped {len(t.skipped)} → {out}"
+        f"({t.embeddings.shape[1]}-d, {fm.backend}), skipped {len(t.skipped):,} → {out}"
     )
 
 
@@ -102,7 +102,7 @@ def compare(
             table.add_row(f"{i} {Path(p).name}", *(f"{v:.3f}" for v in c.matrix[i]))
         console.print(table)
     else:  # a matrix wider than a terminal: the pairs below say it all
-        console.print(f"{len(c.paths)} photos, {c.distance} distance, {FLIP_WORDS[fm.pre.flip]}"
+        console.print(f"{len(c.paths):,} photos, {c.distance} distance, {FLIP_WORDS[fm.pre.flip]}"
                       " (the distance matrix: --json)", highlight=False)  # fmt: skip
     for p in c.pairs:
         verdict = {None: "?", True: "same", False: "different"}[p["same"]]

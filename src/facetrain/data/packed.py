@@ -373,7 +373,7 @@ class PackedDataset:
         size = self.meta.get("image_size")
         kept = f"{size[0]}x{size[1]} {self.meta['store']}" if size else self.meta.get("store")
         people = len(self.labels_held)
-        return f"PackedDataset({self.path}: {len(self)} images of {people} identities, {kept})"
+        return f"PackedDataset({self.path}: {len(self):,} images of {people:,} identities, {kept})"
 
     def identity_names(self) -> list[str]:
         """Each image's identity by name."""

@@ -111,7 +111,7 @@ def unbalanced(same: np.ndarray, dropped: int) -> str | None:
     if not dropped or abs(share - 0.5) <= 0.1:
         return None
     word, most = ("same", share) if share > 0.5 else ("different", 1 - share)
-    return (f"the {dropped} pairs dropped left {most:.0%} of the {len(same)} pairs used "
+    return (f"the {dropped:,} pairs dropped left {most:.0%} of the {len(same):,} pairs used "
             f"{word}-person pairs: '{word}' said of every pair scores {most:.0%} accuracy, "
             "not 50%")  # fmt: skip
 

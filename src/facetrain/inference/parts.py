@@ -121,7 +121,7 @@ def going_on(before: int, n: int, parts: Path, done: str = "images embedded") ->
     if before:
         from facetrain.progress import console
 
-        console.print(f"going on from an earlier run: {before} of {n} {done} before, kept in "
+        console.print(f"going on from an earlier run: {before:,} of {n:,} {done} before, kept in "
                       f"{parts}")  # fmt: skip
 
 

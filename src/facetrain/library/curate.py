@@ -389,7 +389,8 @@ def fitted_threshold(model_thr: float, distance: str, emb: np.ndarray,
     if right >= 0.9 or right_fitted <= right or thr <= model_thr:
         return None
     return thr, (
-        f"fitted to your named people: {len(person)} confirmed faces of {len(people)} people "
+        f"fitted to your named people: {counted(len(person), 'confirmed face')} of "
+        f"{counted(len(people), 'person', 'people')} "
         f"(the model's own, {model_thr:.3f}, gets {right:.0%} of their pairs right; "
         f"this one {right_fitted:.0%})"
     )

@@ -154,13 +154,13 @@ class Evaluator:
         try:
             s = val_pairs(self.val, ids, UNSEEN if unseen else VAL_PAIRS)
         except ValueError:  # no identity among them has two images, or one identity only
-            self.log(f"the val split's {len(ids)} images{whose} give no same and different "
+            self.log(f"the val split's {len(ids):,} images{whose} give no same and different "
                      "pairs to measure them by")  # fmt: skip
             return
         self.sets.append(s)
         why = ", not by the classifier, which cannot name them" if classifies else ""
-        self.log(f"the val split's {len(ids)} images{whose}: measured by verification of "
-                 f"their {len(s.issame)} pairs ({s.name}){why}")  # fmt: skip
+        self.log(f"the val split's {len(ids):,} images{whose}: measured by verification of "
+                 f"their {len(s.issame):,} pairs ({s.name}){why}")  # fmt: skip
 
     def __call__(self, model, objective, state, epoch: int, bar=None) -> tuple[str, ...]:
         """Evaluate now; the checkpoint pointers to set ('best' when the first set's

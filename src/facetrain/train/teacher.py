@@ -47,7 +47,7 @@ def teacher_embeddings(spec: str, ds: PackedDataset, run: Path, device: str = "c
     _forget_earlier(folder)
 
     def starting(before: int, n: int, parts: Path) -> None:
-        log(f"teacher {spec}: embedding {n} faces once ({before} done before) into {parts}")
+        log(f"teacher {spec}: embedding {n:,} faces once ({before:,} done before) into {parts}")
 
     try:
         emb, _ = embed_in_parts(embedder, images, folder, starting=starting)
