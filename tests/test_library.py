@@ -243,6 +243,49 @@ def test_migrate_keeps_names(photos, tmp_path):
     cli("library", "cluster", "--db", db)  # the new model's own threshold
 
 
+def test_a_stopped_migration_goes_on_and_counts_every_photo(photos, tmp_path, monkeypatch):
+    """A migration stopped midway (Ctrl-C, a crash) leaves the library refusing other work
+    until `migrate` is run again, which reads only the photos left. Its line counted only
+    the photos and named faces of the run that ended it; it now counts every photo and
+    named face of the migration, as one never stopped says them, with how many photos the
+    stopped run had done."""
+    from facetrain.library import scan
+
+    first = tmp_path / "lib.db"
+    cli("library", "scan", photos, "--db", first, "--model", make_model(tmp_path / "a.safetensors"))
+    named = sum(len(v) for v in confirm_all(first).values())
+    second = tmp_path / "stopped.db"
+    shutil.copy(first, second)
+    new = make_model(tmp_path / "b.safetensors", seed=3, dim=16)
+    whole = cli("library", "migrate", "--db", first, "--model", new)
+    assert f"{named} named faces kept, 0 not found again" in whole and "before it" not in whole
+
+    stop = Stopper(monkeypatch, scan, "_migrate_one", lambda con, scanner, row, *_: row["id"])
+    stop.reset(at=5)
+    assert CliRunner().invoke(app, ["library", "migrate", "--db", str(second), "--model",
+                                    str(new)]).exit_code != 0  # fmt: skip
+    assert "migration is unfinished" in cli_fails("library", "people", "--db", second)
+    stopped = stop.calls
+    stop.reset()
+    older = tmp_path / "older.db"  # stopped by a facetrain whose table held the photos alone
+    shutil.copy(second, older)
+    with sqlite3.connect(older) as con:
+        con.executescript("CREATE TABLE m AS SELECT photo_id FROM migrated; DROP TABLE "
+                          "migrated; ALTER TABLE m RENAME TO migrated")  # fmt: skip
+    assert " (5 of them before it was stopped)" in cli("library", "migrate", "--db", older,
+                                                       "--model", new)  # fmt: skip
+    again = cli("library", "migrate", "--db", second, "--model", new)
+    said = whole.split(" to ", 1)[1].split(": ", 1)[1]  # the named faces kept and lost
+    assert f" (5 of them before it was stopped): {said}" in again, (whole, again)
+    assert again.split(" to ")[0] == whole.split(" to ")[0]  # `migrated N photos`
+    faces = "SELECT p.path, f.x1, f.person_id, f.confirmed FROM faces f JOIN photos p ON " \
+            "p.id = f.photo_id ORDER BY p.path, f.x1"  # fmt: skip
+    rows = [sqlite3.connect(db).execute(faces).fetchall() for db in (first, second)]
+    assert rows[0] == rows[1]
+    rest = stop.calls[:7]  # each resumed run read the 7 photos the stopped one had not
+    assert stop.calls == rest * 2 and len(set(stopped + rest)) == len(stopped + rest) == 12
+
+
 def test_bad_libraries(tmp_path):
     (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
     assert "not a facetrain library" in cli_fails("library", "people", "--db", tmp_path / "junk.db")

@@ -662,10 +662,12 @@ def library_migrate(
     fm = open_for_use(model, device, "auto", _spec(spec))
     with _open(db, migrating_ok=True) as lib:
         r = lib.migrate(fm, device, workers)
+    before = r["photos_before"]
     console.print(
-        f"migrated {counted(r['photos'], 'photo')} to {fm.source}: "
+        f"migrated {counted(r['photos'], 'photo')} to {fm.source}"
+        f"{f' ({before:,} of them before it was stopped)' if before else ''}: "
         f"{counted(r['confirmed_faces_kept'], 'named face')} kept, "
-        f"{r['confirmed_faces_lost']} not found again; run `library cluster` next"
+        f"{r['confirmed_faces_lost']:,} not found again; run `library cluster` next"
     )
     if r["confirmed_faces_waiting"]:
         console.print(f"{counted(r['confirmed_faces_waiting'], 'named face')} on photos "

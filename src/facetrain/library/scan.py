@@ -697,35 +697,35 @@ def migrate(
     if current is None:
         _try_model(scanner, todo)  # before anything changes
     store.set_meta(con, "migrating_to", target)
-    kept = lost = 0
+    earlier = store.migrated_so_far(con)[0]
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(progress_bar(disable=None if progress is None else not progress))
         task = bar.add_task("migrate", total=len(todo))
         n = workers_for(workers, scanner.device, len(todo))
         pool = stack.enter_context(worker_pool(scanner, n))
         for row, result in zip(todo, analysed([r["path"] for r in todo], scanner, pool)):
-            k, lo = _migrate_one(con, scanner, row, result, before)
-            kept, lost = kept + k, lost + lo
+            _migrate_one(con, scanner, row, result, before)
             bar.advance(task)
     with transaction(con):
         store.set_meta(con, "model", target)
         store.set_meta(con, "model_source", source)
         store.set_meta(con, "model_hash", digest)
         store.del_meta(con, "migrating_to")
+        photos, kept, lost = store.migrated_so_far(con)  # with those of a stopped run
         waiting = store.end_migration(con)
-    return {"photos": len(todo), "confirmed_faces_kept": kept, "confirmed_faces_lost": lost,
-            "confirmed_faces_waiting": waiting}  # fmt: skip
+    return {"photos": photos, "photos_before": earlier, "confirmed_faces_kept": kept,
+            "confirmed_faces_lost": lost, "confirmed_faces_waiting": waiting}  # fmt: skip
 
 
 def _migrate_one(con, scanner: Scanner, row, result: tuple,
-                 before: Scanner | None = None) -> tuple[int, int]:  # fmt: skip
+                 before: Scanner | None = None) -> None:  # fmt: skip
     """One photo's faces replaced by those the new model found (`_analyse`'s result), in
-    one transaction; (confirmed faces kept, lost). A photo unreadable now is left as it
-    is: a resumed migration tries it again, and at the end its faces wait for a scan
-    (`store.end_migration`)."""
+    one transaction, which records it migrated with the confirmed faces it kept and lost.
+    A photo unreadable now is left as it is: a resumed migration tries it again, and at the
+    end its faces wait for a scan (`store.end_migration`)."""
     faces, pixels = result[2], result[4]
     if pixels is None:
-        return 0, 0
+        return
     load = functools.cache(lambda: load_rgb(row["path"]))  # read here once, if at all
     with transaction(con):
         recorded, same = _since_scan(con, row, pixels, before, load)
@@ -733,8 +733,7 @@ def _migrate_one(con, scanner: Scanner, row, result: tuple,
         kept, lost = _replace_faces(con, row["id"], faces, again, same)
         store.set_searched(con, row["id"], scanner.quality.min_size)
         store.settle_found(con, row["id"])  # the new model may find more, or none
-        store.mark_migrated(con, row["id"])
-    return kept, lost
+        store.mark_migrated(con, row["id"], kept, lost)
 
 
 def _since_scan(con, row, pixels: str, before: Scanner | None,

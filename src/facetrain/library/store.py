@@ -533,15 +533,29 @@ def original_with_hash(con, digest: str) -> int | None:
 
 
 def photos_to_migrate(con) -> list[sqlite3.Row]:
-    con.execute("CREATE TABLE IF NOT EXISTS migrated (photo_id INTEGER PRIMARY KEY)")
+    """The photos a migration has still to read, and the table of those it has read, with
+    the named faces each kept and lost (a migration stopped by an older facetrain has none:
+    its photos count as none kept or lost)."""
+    con.execute("CREATE TABLE IF NOT EXISTS migrated (photo_id INTEGER PRIMARY KEY, "
+                "kept INTEGER NOT NULL DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0)")  # fmt: skip
+    have = {r[1] for r in con.execute("PRAGMA table_info(migrated)")}
+    for column in ("kept", "lost") if "kept" not in have else ():
+        con.execute(f"ALTER TABLE migrated ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
     return con.execute(
         "SELECT id, path, pixels, width, height FROM photos WHERE status IN ('ok', 'no_face')"
         " AND id NOT IN (SELECT photo_id FROM migrated) ORDER BY id"
     ).fetchall()
 
 
-def mark_migrated(con, photo_id: int) -> None:
-    con.execute("INSERT INTO migrated VALUES (?)", (photo_id,))
+def mark_migrated(con, photo_id: int, kept: int, lost: int) -> None:
+    con.execute("INSERT INTO migrated VALUES (?, ?, ?)", (photo_id, kept, lost))
+
+
+def migrated_so_far(con) -> tuple[int, int, int]:
+    """The photos a migration has read, in this run and any it was stopped in, and the
+    named faces they kept and lost."""
+    n, kept, lost = con.execute("SELECT COUNT(*), SUM(kept), SUM(lost) FROM migrated").fetchone()
+    return n, kept or 0, lost or 0
 
 
 def end_migration(con) -> int:
