@@ -82,6 +82,11 @@ def _with_unknown(f, t):
     return t / "people"
 
 
+def _empty_folder(t):
+    (t / "nobody").mkdir()
+    return t / "nobody"
+
+
 def _people(f, t, keep: int, photos: int):
     """A copy of the first `keep` people of the faces, with `photos` photos each."""
     import shutil
@@ -125,6 +130,10 @@ CASES = [
     (lambda f, t: ("pack", f, _a_file(t)), "is a file; the output here is a folder"),
     (lambda f, t: ("pack", f, t / "p", "--images-per-shard", "0"), "at least 1"),
     (lambda f, t: ("prune", f, t / "kept.txt", "--min-images", "0"), "at least 1"),
+    # an empty list written, which split then split into two empty lists, in silence
+    (lambda f, t: ("prune", f, t / "kept.txt", "--min-images", "1000"),
+     "no identity has 1,000 images or more (the most has 3); nothing written"),
+    (lambda f, t: ("split", _empty_folder(t), t / "sp"), "nobody: no images to split"),
     (lambda f, t: ("msceleb", t / "out"), "give one or more TSV files and then the output"),
     (lambda f, t: ("msceleb", t / "a.tsv", t / "out"), "a.tsv: no such TSV file"),
     (lambda f, t: ("recordio", _garbage_rec(t), t / "out"),

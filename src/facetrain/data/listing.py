@@ -59,6 +59,11 @@ class DatasetError(FacetrainError):
     """A dataset argument that cannot be used at all (missing root, unreadable list)."""
 
 
+def roots_said(specs: str | os.PathLike | Sequence) -> str:
+    """Roots as a message names them: as given (`a:b`), or a list of them joined."""
+    return str(specs) if isinstance(specs, str | os.PathLike) else ", ".join(map(str, specs))
+
+
 def parse_roots(specs: str | Sequence[str], *, loose: bool = False) -> list[str]:
     """Split `a:b` specs (and repeated flags) into a list of existing roots; a folder of
     photos and no folders is refused as one person's folder, unless `loose` (unlabelled

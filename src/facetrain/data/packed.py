@@ -39,6 +39,7 @@ from facetrain.data.listing import (
     is_pack,
     iter_samples,
     parse_roots,
+    roots_said,
 )
 from facetrain.devices import out_of_memory
 from facetrain.lock import held
@@ -209,9 +210,8 @@ def pack(
         raise ValueError(f"unknown store {store!r}; choose from {', '.join(STORES)}")
     listing = _list(data, merge_same_names, unlabelled)
     if listing.total == 0:  # it had written a pack of nothing, which every use then refused
-        shown = data if isinstance(data, str | os.PathLike) else ", ".join(map(str, data))
         what = "a folder of face photos" if unlabelled else "a folder per person, of photos"
-        raise DatasetError(f"{shown}: no images to pack ({what})")
+        raise DatasetError(f"{roots_said(data)}: no images to pack ({what})")
     if before_writing is not None:
         before_writing(listing.train_labels)
     alignment = _alignment_of(listing.roots)

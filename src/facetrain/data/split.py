@@ -26,10 +26,12 @@ import numpy as np
 
 from facetrain import atomic
 from facetrain.data.listing import (
+    DatasetError,
     Problems,
     check_listable,
     iter_samples,
     parse_roots,
+    roots_said,
     write_list,
 )
 
@@ -52,6 +54,10 @@ def prune(roots, out: str | os.PathLike, min_images: int, *, merge_same_names=Fa
     """Write a list of the samples whose identity has at least `min_images` images."""
     counts = identity_counts(roots, merge_same_names=merge_same_names)
     keep = {k for k, v in counts.items() if v >= min_images}
+    if not keep:  # an empty list that split and pack would refuse later, further from why
+        most = f"the most has {max(counts.values()):,}" if counts else "it holds no images"
+        raise DatasetError(f"{roots_said(roots)}: no identity has {min_images:,} images or more "
+                           f"({most}); nothing written")  # fmt: skip
     samples = iter_samples(roots, merge_same_names=merge_same_names, problems=Problems())
     n = write_list(out, (s for s in samples if s.identity in keep))
     return {
@@ -97,6 +103,9 @@ def split(
         return iter_samples(roots, merge_same_names=merge_same_names, problems=Problems())
 
     names, ident, u = _hashed(samples(), seed)  # before anything is written
+    if not names:  # (two empty lists, which pack refuses later)
+        raise DatasetError(f"{roots_said(roots)}: no images to split (a folder per person, of "
+                           "photos, or a list)")  # fmt: skip
     if by == "identity":
         is_val = _val_identities(names, seed, fraction)[ident]
     else:
