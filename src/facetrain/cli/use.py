@@ -209,10 +209,11 @@ def _check_find(photo: str, folder: str) -> None:
     library's file to look in."""
     from facetrain.use.api import folder_to_look_in
 
-    if os.path.isdir(photo) or not os.path.exists(photo):
+    if os.path.isdir(photo):
         fail(f"{photo} is a folder: find looks for the face of one photo (the faces of a "
-             f"folder's photos side by side: facetrain compare {photo})"
-             if os.path.isdir(photo) else f"{photo}: no such photo")  # fmt: skip
+             f"folder's photos side by side: facetrain compare {photo})")  # fmt: skip
+    if not os.path.exists(photo):
+        fail(f"{photo}: no such photo")
     if os.path.isfile(folder):
         with open(folder, "rb") as f:  # a library's file, or a photo (`find a.jpg b.jpg`)
             library = folder.endswith(".db") or f.read(16) == b"SQLite format 3\0"

@@ -538,9 +538,9 @@ def photos_to_migrate(con) -> list[sqlite3.Row]:
     its photos count as none kept or lost)."""
     con.execute("CREATE TABLE IF NOT EXISTS migrated (photo_id INTEGER PRIMARY KEY, "
                 "kept INTEGER NOT NULL DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0)")  # fmt: skip
-    have = {r[1] for r in con.execute("PRAGMA table_info(migrated)")}
-    for column in ("kept", "lost") if "kept" not in have else ():
-        con.execute(f"ALTER TABLE migrated ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+    if "kept" not in {r[1] for r in con.execute("PRAGMA table_info(migrated)")}:
+        for column in ("kept", "lost"):
+            con.execute(f"ALTER TABLE migrated ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
     return con.execute(
         "SELECT id, path, pixels, width, height FROM photos WHERE status IN ('ok', 'no_face')"
         " AND id NOT IN (SELECT photo_id FROM migrated) ORDER BY id"
